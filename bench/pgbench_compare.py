@@ -1,0 +1,611 @@
+"""pgbench against direct Postgres, pgbouncer and pgwitness, interleaved, on one machine.
+
+    .venv/bin/python bench/pgbench_compare.py                      # all targets, 3 x 10 s
+    .venv/bin/python bench/pgbench_compare.py --targets direct,pgbouncer --rounds 2 -T 5
+    .venv/bin/python bench/pgbench_compare.py --proxy-config default \\
+        --proxy-config recording-on --json .bench/result.json
+
+Everything runs on 127.0.0.1 from a throwaway directory; every process started here is
+stopped on exit, error, Ctrl-C or SIGTERM. See bench/README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import copy
+import json
+import os
+import platform
+import re
+import shlex
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import tomllib
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from proxy.localpg import LocalCluster, LocalClusterError, free_port, wait_for_port  # noqa: E402
+
+UPSTREAM_USER, UPSTREAM_PASSWORD = "pgwitness", "upstream-secret"
+CLIENT_USER, CLIENT_PASSWORD = "bench", "bench-secret"  # what pgbench presents to proxies
+DB = "bench"
+
+# name -> pgbench arguments (besides connection, -T and -n)
+WORKLOADS: dict[str, list[str]] = {
+    "select-c8": ["-S", "-c", "8", "-j", "2"],
+    "select-c1": ["-S", "-c", "1", "-j", "1"],
+    "select-prepared-c8": ["-S", "-M", "prepared", "-c", "8", "-j", "2"],
+}
+
+# pgwitness configuration variants, deep-merged over pgwitness_config(). "{workdir}" in a
+# string becomes the variant's own directory. Key names follow the proxy's config as
+# expected today; adjust them here (only here) when proxy/config.py settles.
+PROXY_PRESETS: dict[str, dict] = {
+    "default": {},
+    "workers-2": {"proxy": {"workers": 2}},
+    "recording-on": {"recorder": {"enabled": True, "store": "file://{workdir}/recordings"}},
+    "policy-on": {"policy": {"enforce": True, "scopes": "read:public.*"}},
+}
+
+
+# ---- configuration for each target ----------------------------------------------------
+
+
+def pgwitness_config(listen_port: int, pg: LocalCluster) -> dict:
+    """The pgwitness TOML (as a dict) for the benchmark; the one place to adjust."""
+    return {
+        "proxy": {"listen": f"127.0.0.1:{listen_port}", "workers": 1},
+        "upstream": {
+            "host": pg.host,
+            "port": pg.port,
+            "user": UPSTREAM_USER,
+            "password": UPSTREAM_PASSWORD,
+            "sslmode": "disable",
+        },
+        "auth": {"users": {CLIENT_USER: CLIENT_PASSWORD}},
+        "metrics": {"listen": ""},
+        "recorder": {"enabled": False},
+    }
+
+
+def pgbouncer_ini(listen_port: int, pg: LocalCluster, workdir: Path) -> str:
+    return f"""\
+[databases]
+{DB} = host={pg.host} port={pg.port} dbname={DB} user={UPSTREAM_USER} password={UPSTREAM_PASSWORD}
+
+[pgbouncer]
+listen_addr = 127.0.0.1
+listen_port = {listen_port}
+unix_socket_dir =
+auth_type = scram-sha-256
+auth_file = {workdir}/userlist.txt
+pool_mode = session
+max_client_conn = 200
+default_pool_size = 50
+logfile = {workdir}/pgbouncer.log
+pidfile = {workdir}/pgbouncer.pid
+ignore_startup_parameters = extra_float_digits
+server_tls_sslmode = disable
+client_tls_sslmode = disable
+log_connections = 0
+log_disconnections = 0
+"""
+
+
+def deep_merge(base: dict, override: dict) -> dict:
+    out = copy.deepcopy(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def _fill(value: object, workdir: Path) -> object:
+    if isinstance(value, str):
+        return value.replace("{workdir}", str(workdir))
+    if isinstance(value, dict):
+        return {k: _fill(v, workdir) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_fill(v, workdir) for v in value]
+    return value
+
+
+_BARE_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
+
+
+def _toml_key(key: str) -> str:
+    return key if _BARE_KEY.match(key) else json.dumps(key)
+
+
+def _toml_value(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, str):
+        return json.dumps(value)  # JSON string escapes are valid TOML basic-string escapes
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        inner = ", ".join(f"{_toml_key(k)} = {_toml_value(v)}" for k, v in value.items())
+        return "{ " + inner + " }" if inner else "{}"
+    raise TypeError(f"cannot write {type(value).__name__} as TOML")
+
+
+def dump_toml(doc: dict) -> str:
+    """Top-level scalars, then one [table] per top-level dict; deeper dicts go inline."""
+    lines = [
+        f"{_toml_key(k)} = {_toml_value(v)}" for k, v in doc.items() if not isinstance(v, dict)
+    ]
+    for key, table in doc.items():
+        if isinstance(table, dict):
+            lines += ["", f"[{_toml_key(key)}]"]
+            lines += [f"{_toml_key(k)} = {_toml_value(v)}" for k, v in table.items()]
+    return "\n".join(lines).lstrip("\n") + "\n"
+
+
+def parse_variant(spec: str) -> tuple[str, dict]:
+    """``NAME`` (a preset) or ``NAME=FILE.toml`` (a fragment merged over the base config)."""
+    if "=" in spec:
+        name, path = spec.split("=", 1)
+        with open(path, "rb") as f:
+            return name, tomllib.load(f)
+    if spec not in PROXY_PRESETS:
+        raise SystemExit(f"unknown --proxy-config {spec!r}; presets: {', '.join(PROXY_PRESETS)}")
+    return spec, PROXY_PRESETS[spec]
+
+
+# ---- processes --------------------------------------------------------------------
+
+
+@dataclass
+class Target:
+    name: str
+    port: int
+    user: str
+    password: str
+    proc: subprocess.Popen | None = None
+    log: Path | None = None
+
+
+class Processes:
+    """Every long-running child we start; ``stop_all`` ends them (process group, TERM, KILL)."""
+
+    def __init__(self) -> None:
+        self._procs: list[tuple[str, subprocess.Popen]] = []
+
+    def spawn(self, name: str, argv: list[str], log: Path, cwd: Path) -> subprocess.Popen:
+        with open(log, "ab") as out:
+            # Own session: a Ctrl-C on the terminal reaches us, and we stop children in order.
+            proc = subprocess.Popen(
+                argv, stdout=out, stderr=subprocess.STDOUT, cwd=cwd, start_new_session=True
+            )
+        self._procs.append((name, proc))
+        return proc
+
+    def stop_all(self) -> None:
+        for _name, proc in reversed(self._procs):
+            if proc.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGTERM)
+        deadline = time.monotonic() + 10
+        for _name, proc in reversed(self._procs):
+            try:
+                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=5)
+        self._procs.clear()
+
+
+def _tail(path: Path | None, n: int = 30) -> str:
+    if path is None:
+        return ""
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-n:])
+    except OSError:
+        return "(no log)"
+
+
+def wait_ready(target: Target, timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if target.proc is not None and target.proc.poll() is not None:
+            raise RuntimeError(
+                f"{target.name} exited with {target.proc.returncode}\n{_tail(target.log)}"
+            )
+        try:
+            wait_for_port("127.0.0.1", target.port, timeout=0.2)
+            return
+        except LocalClusterError:
+            continue
+    raise RuntimeError(f"{target.name} not listening on {target.port} after {timeout}s\n"
+                       f"{_tail(target.log)}")  # fmt: skip
+
+
+def start_pgbouncer(
+    procs: Processes, pg: LocalCluster, workdir: Path, binary: str, as_root: bool
+) -> Target:
+    bdir = workdir / "pgbouncer"
+    bdir.mkdir()
+    port = free_port()
+    ini = bdir / "pgbouncer.ini"
+    ini.write_text(pgbouncer_ini(port, pg, bdir))
+    userlist = bdir / "userlist.txt"
+    userlist.write_text(f'"{CLIENT_USER}" "{CLIENT_PASSWORD}"\n')
+    os.chmod(userlist, 0o600)
+    argv = [binary, str(ini)]
+    if as_root:  # pgbouncer refuses to run as root
+        for p in (bdir, ini, userlist):
+            shutil.chown(p, "postgres", "postgres")
+        argv = ["runuser", "-u", "postgres", "--", *argv]
+    t = Target("pgbouncer", port, CLIENT_USER, CLIENT_PASSWORD, log=bdir / "stdout.log")
+    t.proc = procs.spawn("pgbouncer", argv, t.log, bdir)
+    wait_ready(t)
+    return t
+
+
+def start_pgwitness(
+    procs: Processes, pg: LocalCluster, workdir: Path, binary: str, variant: str, override: dict
+) -> Target:
+    vdir = workdir / f"pgwitness-{variant}"
+    vdir.mkdir()
+    port = free_port()
+    config = deep_merge(pgwitness_config(port, pg), _fill(override, vdir))
+    path = vdir / "pgwitness.toml"
+    path.write_text(dump_toml(config))
+    os.chmod(path, 0o600)
+    name = "pgwitness" if variant == "default" else f"pgwitness:{variant}"
+    t = Target(name, port, CLIENT_USER, CLIENT_PASSWORD, log=vdir / "pgwitness.log")
+    t.proc = procs.spawn(name, [binary, "serve", "--config", str(path)], t.log, vdir)
+    wait_ready(t)
+    return t
+
+
+# ---- pgbench ------------------------------------------------------------------------
+
+
+@dataclass
+class Run:
+    round: int
+    workload: str
+    target: str
+    tps: float
+    latency_ms: float
+    transactions: int
+    failed: int
+    command: str
+
+
+@dataclass
+class Summary:
+    workload: str
+    target: str
+    tps_median: float
+    tps_min: float
+    tps_max: float
+    latency_ms_median: float
+    added_latency_us_vs_direct: float | None = None
+    ratio_vs_direct: float | None = None
+    ratio_vs_pgbouncer: float | None = None
+    rounds: list[float] = field(default_factory=list)
+
+
+_TPS = re.compile(r"^tps = ([\d.]+) \(without initial connection time\)", re.M)
+_LAT = re.compile(r"^latency average = ([\d.]+) ms", re.M)
+_TXN = re.compile(r"^number of transactions actually processed: (\d+)", re.M)
+_FAILED = re.compile(r"^number of failed transactions: (\d+)", re.M)
+
+
+def pgbench_argv(pgbench: str, target: Target, workload: str, duration: int) -> list[str]:
+    return [
+        pgbench, "-h", "127.0.0.1", "-p", str(target.port), "-U", target.user,
+        "-n", "-T", str(duration), *WORKLOADS[workload], DB,
+    ]  # fmt: skip
+
+
+def client_env(target: Target) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
+    env.update(PGPASSWORD=target.password, PGSSLMODE="disable", PGCONNECT_TIMEOUT="10")
+    return env
+
+
+def run_pgbench(pgbench: str, target: Target, workload: str, duration: int, rnd: int) -> Run:
+    argv = pgbench_argv(pgbench, target, workload, duration)
+    proc = subprocess.run(
+        argv, capture_output=True, text=True, env=client_env(target), timeout=duration + 60
+    )
+    out = proc.stdout
+    tps, lat = _TPS.search(out), _LAT.search(out)
+    if proc.returncode != 0 or not tps or not lat:
+        raise RuntimeError(
+            f"pgbench against {target.name} failed (exit {proc.returncode}):\n"
+            f"{proc.stderr.strip()[-2000:]}\n{out[-1000:]}\n--- {target.name} log ---\n"
+            f"{_tail(target.log)}"
+        )
+    txn, failed = _TXN.search(out), _FAILED.search(out)
+    return Run(
+        round=rnd,
+        workload=workload,
+        target=target.name,
+        tps=float(tps.group(1)),
+        latency_ms=float(lat.group(1)),
+        transactions=int(txn.group(1)) if txn else 0,
+        failed=int(failed.group(1)) if failed else 0,
+        command=shlex.join(argv),
+    )
+
+
+def summarise(runs: list[Run], workloads: list[str], targets: list[str]) -> list[Summary]:
+    out: list[Summary] = []
+    for w in workloads:
+        by_target: dict[str, Summary] = {}
+        for t in targets:
+            rs = [r for r in runs if r.workload == w and r.target == t]
+            if not rs:
+                continue
+            tps = [r.tps for r in rs]
+            by_target[t] = Summary(
+                workload=w,
+                target=t,
+                tps_median=statistics.median(tps),
+                tps_min=min(tps),
+                tps_max=max(tps),
+                latency_ms_median=statistics.median(r.latency_ms for r in rs),
+                rounds=tps,
+            )
+        direct, bouncer = by_target.get("direct"), by_target.get("pgbouncer")
+        for s in by_target.values():
+            if direct:
+                s.ratio_vs_direct = s.tps_median / direct.tps_median
+                s.added_latency_us_vs_direct = (
+                    s.latency_ms_median - direct.latency_ms_median
+                ) * 1000
+            if bouncer:
+                s.ratio_vs_pgbouncer = s.tps_median / bouncer.tps_median
+            out.append(s)
+    return out
+
+
+def format_table(summaries: list[Summary]) -> str:
+    def f(v: float | None, spec: str) -> str:
+        return "-" if v is None else format(v, spec)
+
+    head = (
+        f"{'workload':<20} {'target':<24} {'tps (median)':>12} {'min..max':>17} "
+        f"{'lat ms':>8} {'+lat µs':>8} {'x direct':>8} {'x pgbouncer':>11}"
+    )
+    lines = [head, "-" * len(head)]
+    for s in summaries:
+        lines.append(
+            f"{s.workload:<20} {s.target:<24} {s.tps_median:>12.0f} "
+            f"{f'{s.tps_min:.0f}..{s.tps_max:.0f}':>17} {s.latency_ms_median:>8.3f} "
+            f"{f(s.added_latency_us_vs_direct, '+.0f'):>8} {f(s.ratio_vs_direct, '.3f'):>8} "
+            f"{f(s.ratio_vs_pgbouncer, '.3f'):>11}"
+        )
+    return "\n".join(lines)
+
+
+# ---- main -----------------------------------------------------------------------------
+
+
+def machine_info() -> dict:
+    cpu = ""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    return {
+        "cpus": os.cpu_count(),
+        "cpu_model": cpu,
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+    }
+
+
+def _version(argv: list[str]) -> str:
+    try:
+        return subprocess.run(argv, capture_output=True, text=True, timeout=10).stdout.split("\n")[
+            0
+        ]
+    except (OSError, subprocess.SubprocessError):
+        return "?"
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument(
+        "--targets",
+        default="direct,pgbouncer,pgwitness",
+        help="comma list of direct, pgbouncer, pgwitness (default: all)",
+    )
+    p.add_argument(
+        "--workloads",
+        default=",".join(WORKLOADS),
+        help=f"comma list of {', '.join(WORKLOADS)} (default: all)",
+    )
+    p.add_argument("--rounds", type=int, default=3, help="interleaved rounds (default 3)")
+    p.add_argument(
+        "-T", "--duration", type=int, default=10, help="seconds per pgbench run (default 10)"
+    )
+    p.add_argument(
+        "--warmup",
+        type=int,
+        default=2,
+        help="seconds of warm-up per target before round 1 (default 2; 0: none)",
+    )
+    p.add_argument("--scale", type=int, default=10, help="pgbench -i scale (default 10)")
+    p.add_argument(
+        "--proxy-config",
+        action="append",
+        default=[],
+        metavar="NAME[=FILE]",
+        help="pgwitness variant: a preset "
+        f"({', '.join(PROXY_PRESETS)}) or NAME=FILE.toml merged over the "
+        "base config; repeatable (default: default)",
+    )
+    p.add_argument(
+        "--pgwitness", default=str(REPO / ".venv/bin/pgwitness"), help="pgwitness executable"
+    )
+    p.add_argument("--pgbouncer", default=shutil.which("pgbouncer") or "/usr/sbin/pgbouncer")
+    p.add_argument("--pgbench", default=shutil.which("pgbench") or "pgbench")
+    p.add_argument("--json", metavar="FILE", help="write runs, summary and machine info")
+    p.add_argument("--workdir", help="directory for the cluster and configs (default: /tmp)")
+    p.add_argument("--keep", action="store_true", help="keep the work directory")
+    args = p.parse_args(argv)  # fmt: skip
+    args.targets = [t.strip() for t in args.targets.split(",") if t.strip()]
+    args.workloads = [w.strip() for w in args.workloads.split(",") if w.strip()]
+    for t in args.targets:
+        if t not in ("direct", "pgbouncer", "pgwitness"):
+            p.error(f"unknown target {t!r}")
+    for w in args.workloads:
+        if w not in WORKLOADS:
+            p.error(f"unknown workload {w!r}")
+    if args.rounds < 1 or args.duration < 1:
+        p.error("--rounds and --duration must be at least 1")
+    if args.proxy_config and "pgwitness" not in args.targets:
+        p.error("--proxy-config needs the pgwitness target")
+    return args
+
+
+def _raise_interrupt(signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    variants = [parse_variant(s) for s in (args.proxy_config or ["default"])]
+    if "pgwitness" in args.targets and not os.access(args.pgwitness, os.X_OK):
+        print(
+            f"error: {args.pgwitness} is not executable (pip install -e . into the venv, "
+            "or --pgwitness PATH, or --targets direct,pgbouncer)",
+            file=sys.stderr,
+        )
+        return 2
+    n_targets = (
+        len(args.targets)
+        - ("pgwitness" in args.targets)
+        + (len(variants) if "pgwitness" in args.targets else 0)
+    )
+    runs_total = args.rounds * len(args.workloads) * n_targets
+    budget = runs_total * (args.duration + 1) + n_targets * (args.warmup + 1) + args.scale * 2 + 10
+    print(
+        f"plan: {runs_total} pgbench runs ({args.rounds} rounds x {len(args.workloads)} "
+        f"workloads x {n_targets} targets) x {args.duration}s; "
+        f"expected total ~{budget // 60}m{budget % 60:02d}s",
+        flush=True,
+    )
+    started = time.monotonic()
+    signal.signal(signal.SIGTERM, _raise_interrupt)
+    signal.signal(signal.SIGHUP, _raise_interrupt)
+
+    as_root = os.geteuid() == 0
+    workdir = Path(args.workdir or tempfile.mkdtemp(prefix="pgw-bench-")).absolute()
+    workdir.mkdir(parents=True, exist_ok=True)
+    os.chmod(workdir, 0o755)  # the postgres OS user must reach the cluster and pgbouncer
+    procs = Processes()
+    pg = LocalCluster(workdir / "pg", keep=args.keep)
+    runs: list[Run] = []
+    try:
+        pg.start()
+        pg.create_role(UPSTREAM_USER, UPSTREAM_PASSWORD, createdb=True)
+        pg.create_database(DB, owner=UPSTREAM_USER)
+        t0 = time.monotonic()
+        direct = Target("direct", pg.port, UPSTREAM_USER, UPSTREAM_PASSWORD)
+        subprocess.run(
+            [args.pgbench, "-i", "-q", "-s", str(args.scale), "-h", pg.host, "-p", str(pg.port),
+             "-U", UPSTREAM_USER, DB],
+            env=client_env(direct), check=True, capture_output=True, timeout=600,
+        )  # fmt: skip
+        pg.psql("VACUUM ANALYZE;", db=DB)
+        print(f"pgbench -i -s {args.scale}: {time.monotonic() - t0:.1f}s", flush=True)
+
+        targets: list[Target] = []
+        for name in args.targets:
+            if name == "direct":
+                targets.append(direct)
+            elif name == "pgbouncer":
+                targets.append(start_pgbouncer(procs, pg, workdir, args.pgbouncer, as_root))
+            else:
+                for vname, override in variants:
+                    targets.append(
+                        start_pgwitness(procs, pg, workdir, args.pgwitness, vname, override)
+                    )
+        if args.warmup:
+            for t in targets:
+                run_pgbench(args.pgbench, t, args.workloads[0], args.warmup, 0)
+
+        for rnd in range(1, args.rounds + 1):
+            # Rotate the order each round so no target always runs first (or hot).
+            k = (rnd - 1) % len(targets)
+            order = targets[k:] + targets[:k]
+            for w in args.workloads:
+                for t in order:
+                    r = run_pgbench(args.pgbench, t, w, args.duration, rnd)
+                    runs.append(r)
+                    print(
+                        f"round {rnd} {w:<20} {t.name:<24} tps {r.tps:>10.0f}  "
+                        f"lat {r.latency_ms:.3f} ms  failed {r.failed}",
+                        flush=True,
+                    )
+    except KeyboardInterrupt:
+        print("interrupted; stopping everything", file=sys.stderr)
+        return 130
+    except subprocess.CalledProcessError as exc:
+        print(f"error: {shlex.join(exc.cmd)} failed:\n{exc.stderr}", file=sys.stderr)
+        return 1
+    except (RuntimeError, LocalClusterError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        procs.stop_all()
+        pg.stop()
+        if not args.keep:
+            shutil.rmtree(workdir, ignore_errors=True)
+        else:
+            print(f"kept {workdir}", file=sys.stderr)
+
+    names = [t.name for t in targets]
+    summaries = summarise(runs, args.workloads, names)
+    print()
+    print(format_table(summaries))
+    elapsed = time.monotonic() - started
+    print(f"\ntotal {elapsed:.0f}s on {machine_info()['cpus']} CPUs")
+    print("commands (port/user differ per target; PGPASSWORD in the environment):")
+    for w in args.workloads:
+        print("  " + shlex.join(pgbench_argv("pgbench", direct, w, args.duration)))
+    if args.json:
+        doc = {
+            "machine": machine_info(),
+            "versions": {
+                "pgbench": _version([args.pgbench, "--version"]),
+                "pgbouncer": _version([args.pgbouncer, "--version"]),
+                "postgres": _version([str(pg.bindir / "postgres"), "--version"]),
+            },
+            "args": {k: v for k, v in vars(args).items() if k != "json"},
+            "variants": {name: override for name, override in variants},
+            "elapsed_s": elapsed,
+            "runs": [asdict(r) for r in runs],
+            "summary": [asdict(s) for s in summaries],
+        }
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(doc, indent=2) + "\n")
+        print(f"wrote {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
