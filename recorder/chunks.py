@@ -1,0 +1,141 @@
+"""Chunk objects, the hash chain, session ids and object names (docs/recording-format.md)."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+import re
+import struct
+import time
+from dataclasses import dataclass
+
+import zstandard
+
+from .records import Record, RecordError, decode_records
+
+CHUNK_MAGIC = b"PGWC"
+FORMAT_VERSION = 1
+COMPRESSION_ZSTD = 1
+# magic 4s | version u8 | compression u8 | reserved u16 | n u64 | first_seq u64
+# | record_count u32 | raw_len u32 | session_id_len u16
+CHUNK_HEADER = struct.Struct(">4sBBHQQIIH")
+MAX_RAW_LEN = 1 << 31
+
+GENESIS_DOMAIN = b"pgwitness/v1/genesis\x00"
+CHAIN_DOMAIN = b"pgwitness/v1/chain\x00"
+
+PREFIX = "sessions"
+N_DIGITS = 10
+_SESSION_RE = re.compile(r"^(\d{4})(\d{2})(\d{2})T\d{6}Z-[a-z2-7]{26}$")
+_NAME_RE = re.compile(r"^(\d{" + str(N_DIGITS) + r"})\.(chunk|ckpt)$")
+
+
+class ChunkError(ValueError):
+    """A chunk object that does not decode."""
+
+
+def new_session_id(now: float | None = None) -> str:
+    """Time-prefixed (sorts by start, names the day) + 130 random bits (unguessable)."""
+    ts = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(time.time() if now is None else now))
+    rnd = base64.b32encode(os.urandom(17)).decode().lower()[:26]
+    return f"{ts}-{rnd}"
+
+
+def is_session_id(session_id: str) -> bool:
+    return bool(_SESSION_RE.match(session_id))
+
+
+def session_prefix(session_id: str) -> str:
+    """`sessions/yyyy/mm/dd/<id>/` — the date is the session's start date, from its id."""
+    m = _SESSION_RE.match(session_id)
+    if not m:
+        raise ValueError(f"not a pgwitness session id: {session_id!r}")
+    y, mo, d = m.groups()
+    return f"{PREFIX}/{y}/{mo}/{d}/{session_id}/"
+
+
+def chunk_key(session_id: str, n: int) -> str:
+    return f"{session_prefix(session_id)}{n:0{N_DIGITS}d}.chunk"
+
+
+def ckpt_key(session_id: str, n: int) -> str:
+    return f"{session_prefix(session_id)}{n:0{N_DIGITS}d}.ckpt"
+
+
+def parse_name(name: str) -> tuple[int, str] | None:
+    """`0000000003.chunk` -> (3, 'chunk'); None for anything else."""
+    m = _NAME_RE.match(name)
+    return (int(m.group(1)), m.group(2)) if m else None
+
+
+def genesis(session_id: str) -> bytes:
+    return hashlib.sha256(GENESIS_DOMAIN + session_id.encode()).digest()
+
+
+def chain_next(prev: bytes, n: int, chunk_sha256: bytes) -> bytes:
+    """chain_n = SHA256(domain ‖ chain_{n-1} ‖ u64be(n) ‖ SHA256(chunk_n))."""
+    return hashlib.sha256(CHAIN_DOMAIN + prev + n.to_bytes(8, "big") + chunk_sha256).digest()
+
+
+@dataclass(frozen=True, slots=True)
+class ChunkHeader:
+    session_id: str
+    n: int
+    first_seq: int
+    record_count: int
+    raw_len: int
+    body_offset: int
+
+
+def encode_chunk(
+    session_id: str, n: int, first_seq: int, record_count: int, raw: bytes,
+    compressor: zstandard.ZstdCompressor,
+) -> bytes:
+    sid = session_id.encode()
+    header = CHUNK_HEADER.pack(
+        CHUNK_MAGIC, FORMAT_VERSION, COMPRESSION_ZSTD, 0, n, first_seq, record_count,
+        len(raw), len(sid),
+    )
+    return header + sid + compressor.compress(raw)
+
+
+def decode_chunk_header(data: bytes) -> ChunkHeader:
+    if len(data) < CHUNK_HEADER.size:
+        raise ChunkError("shorter than a chunk header")
+    magic, ver, comp, _r, n, first_seq, count, raw_len, sid_len = CHUNK_HEADER.unpack_from(data)
+    if magic != CHUNK_MAGIC:
+        raise ChunkError("bad magic")
+    if ver != FORMAT_VERSION or comp != COMPRESSION_ZSTD:
+        raise ChunkError(f"unsupported version {ver} / compression {comp}")
+    end = CHUNK_HEADER.size + sid_len
+    if len(data) < end:
+        raise ChunkError("truncated session id")
+    try:
+        sid = data[CHUNK_HEADER.size : end].decode()
+    except UnicodeDecodeError:
+        raise ChunkError("session id is not UTF-8") from None
+    return ChunkHeader(sid, n, first_seq, count, raw_len, end)
+
+
+def decode_chunk(data: bytes) -> tuple[ChunkHeader, list[Record]]:
+    """Header and records; raises ChunkError if anything is inconsistent."""
+    h = decode_chunk_header(data)
+    if h.raw_len > MAX_RAW_LEN:
+        raise ChunkError("declared size too large")
+    try:
+        raw = zstandard.ZstdDecompressor().decompress(data[h.body_offset :], max_output_size=h.raw_len)
+    except zstandard.ZstdError as e:
+        raise ChunkError(f"zstd: {e}") from None
+    if len(raw) != h.raw_len:
+        raise ChunkError(f"decompressed {len(raw)} bytes, header says {h.raw_len}")
+    try:
+        records = list(decode_records(raw))
+    except RecordError as e:
+        raise ChunkError(str(e)) from None
+    if len(records) != h.record_count:
+        raise ChunkError(f"{len(records)} records, header says {h.record_count}")
+    for i, r in enumerate(records):
+        if r.seq != h.first_seq + i:
+            raise ChunkError(f"record seq {r.seq} where {h.first_seq + i} expected")
+    return h, records

@@ -1,0 +1,85 @@
+"""Record encoding: the unit a session is made of (see docs/recording-format.md)."""
+
+from __future__ import annotations
+
+import enum
+import json
+import struct
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+
+class Direction(enum.IntEnum):
+    C2S = 0  # client (agent) to server
+    S2C = 1  # server (Postgres) to client
+    PROXY = 2  # produced by the proxy itself (decisions, events)
+
+
+class Kind(enum.IntEnum):
+    WIRE = 0  # exact protocol frames as relayed
+    DECISION = 1  # policy decision for a statement (JSON)
+    META = 2  # session/proxy event (JSON): start, auth outcome, end, ...
+    CONTROL = 3  # grant lifecycle event in a control stream (JSON)
+
+
+DIRECTIONS = {"c2s": Direction.C2S, "s2c": Direction.S2C, "proxy": Direction.PROXY}
+
+# seq u64 | t_ns u64 | direction u8 | kind u8 | type_len u16 | payload_len u32
+HEADER = struct.Struct(">QQBBHI")
+
+
+class RecordError(ValueError):
+    """Bytes that do not decode as records."""
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    seq: int
+    t_ns: int  # nanoseconds since the session started (monotonic clock)
+    direction: Direction
+    kind: Kind
+    type: str  # wire: first frame's type byte as text; otherwise the event name
+    payload: bytes
+
+    def json(self) -> dict:
+        """The payload of a DECISION/META/CONTROL record."""
+        return json.loads(self.payload)
+
+
+def dump_json(payload: dict) -> bytes:
+    """Canonical-enough JSON for event payloads (readable, stable key order)."""
+    return json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str).encode()
+
+
+def wire_type(data: bytes) -> str:
+    """Type byte of the first frame, as text ('Q', 'D', ...); '' if none."""
+    if not data:
+        return ""
+    b = data[0]
+    return chr(b) if 0x20 < b < 0x7F else ""
+
+
+def encode_record(seq: int, t_ns: int, direction: int, kind: int, type_: str, payload: bytes) -> bytes:
+    t = type_.encode()
+    return HEADER.pack(seq, t_ns, direction, kind, len(t), len(payload)) + t + payload
+
+
+def decode_records(buf: bytes) -> Iterator[Record]:
+    """Decode a concatenation of records; raises RecordError on any malformed byte."""
+    mv = memoryview(buf)
+    off, end, hsize = 0, len(buf), HEADER.size
+    while off < end:
+        if end - off < hsize:
+            raise RecordError(f"truncated record header at offset {off}")
+        seq, t_ns, d, k, tlen, plen = HEADER.unpack_from(mv, off)
+        off += hsize
+        if end - off < tlen + plen:
+            raise RecordError(f"truncated record body at offset {off}")
+        try:
+            direction, kind = Direction(d), Kind(k)
+            type_ = bytes(mv[off : off + tlen]).decode()
+        except ValueError as e:
+            raise RecordError(f"bad record field at offset {off}: {e}") from None
+        off += tlen
+        yield Record(seq, t_ns, direction, kind, type_, bytes(mv[off : off + plen]))
+        off += plen

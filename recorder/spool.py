@@ -1,0 +1,158 @@
+"""On-disk write-ahead spool: sealed chunks+checkpoints wait here until the store has them.
+
+Each Recorder claims one `slot-N/` directory (flock on `slot-N/lock`). A batch file holds
+every object sealed in one writer tick, written to a temp name, fsynced and renamed, so a
+crash leaves whole batches or nothing. On start, slots whose owner died are claimed too and
+drained first, oldest batch first.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import struct
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .store.local import fsync_dir
+
+BATCH_MAGIC = b"PGWS\x01"
+_ENTRY = struct.Struct(">HI")  # key length, data length
+
+
+class SpoolError(OSError):
+    """The spool could not be written or read."""
+
+
+@dataclass
+class Batch:
+    path: Path
+    entries: list[tuple[str, bytes]]
+    size: int
+    done: set[int] = field(default_factory=set)  # indexes already in the store
+
+
+def encode_batch(entries: list[tuple[str, bytes]]) -> bytes:
+    parts = [BATCH_MAGIC]
+    for key, data in entries:
+        k = key.encode()
+        parts += [_ENTRY.pack(len(k), len(data)), k, data]
+    return b"".join(parts)
+
+
+def decode_batch(buf: bytes) -> list[tuple[str, bytes]]:
+    if not buf.startswith(BATCH_MAGIC):
+        raise SpoolError("not a spool batch")
+    off, out = len(BATCH_MAGIC), []
+    while off < len(buf):
+        klen, dlen = _ENTRY.unpack_from(buf, off)
+        off += _ENTRY.size
+        key = buf[off : off + klen].decode()
+        off += klen
+        data = buf[off : off + dlen]
+        if len(data) != dlen:
+            raise SpoolError("truncated spool batch")
+        off += dlen
+        out.append((key, data))
+    return out
+
+
+class Spool:
+    def __init__(self, root: str | os.PathLike, *, fsync: bool = True):
+        self.root = Path(root)
+        self.fsync = fsync
+        self.slot: Path | None = None
+        self._locks: dict[Path, int] = {}
+        self._counter = 0
+
+    def _try_lock(self, slot: Path) -> bool:
+        fd = os.open(slot / "lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return False
+        self._locks[slot] = fd
+        return True
+
+    def claim(self) -> list[Batch]:
+        """Claim a slot; return leftover batches of it and of every orphaned slot, in order."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        leftovers: list[Batch] = []
+        slots = sorted(p for p in self.root.glob("slot-*") if p.is_dir())
+        for slot in slots:
+            if not self._try_lock(slot):
+                continue
+            if self.slot is None:
+                self.slot = slot
+            leftovers += self._load(slot)
+        k = 0
+        while self.slot is None:
+            slot = self.root / f"slot-{k}"
+            k += 1
+            try:
+                slot.mkdir()
+            except FileExistsError:
+                continue
+            if self.fsync:
+                fsync_dir(self.root)
+            if self._try_lock(slot):
+                self.slot = slot
+        # own slot's batches keep numbering after the highest leftover
+        own = [b for b in leftovers if b.path.parent == self.slot]
+        self._counter = max((int(b.path.stem) for b in own), default=-1) + 1
+        return leftovers
+
+    def _load(self, slot: Path) -> list[Batch]:
+        out = []
+        for p in sorted(slot.iterdir()):
+            if p.name.startswith(".tmp-"):
+                p.unlink(missing_ok=True)  # torn write from a crash: never renamed, never acked
+            elif p.suffix == ".spool":
+                buf = p.read_bytes()
+                out.append(Batch(p, decode_batch(buf), len(buf)))
+        return out
+
+    def write(self, entries: list[tuple[str, bytes]]) -> Batch:
+        assert self.slot is not None, "claim() first"
+        buf = encode_batch(entries)
+        path = self.slot / f"{self._counter:016d}.spool"
+        tmp = self.slot / f".tmp-{path.name}"
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            try:
+                view = memoryview(buf)
+                while view:
+                    view = view[os.write(fd, view) :]
+                if self.fsync:
+                    os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.rename(tmp, path)
+            if self.fsync:
+                fsync_dir(self.slot)
+        except OSError as e:
+            raise SpoolError(f"spool {self.slot}: {e}") from e
+        self._counter += 1
+        return Batch(path, entries, len(buf))
+
+    def remove(self, batch: Batch) -> None:
+        batch.path.unlink(missing_ok=True)
+        slot = batch.path.parent
+        if slot != self.slot and not any(slot.glob("*.spool")):
+            self._release(slot, remove=True)
+
+    def _release(self, slot: Path, remove: bool) -> None:
+        fd = self._locks.pop(slot, None)
+        if remove:
+            (slot / "lock").unlink(missing_ok=True)
+            try:
+                slot.rmdir()
+            except OSError:
+                pass
+        if fd is not None:
+            os.close(fd)
+
+    def close(self) -> None:
+        for slot in list(self._locks):
+            self._release(slot, remove=False)

@@ -1,0 +1,235 @@
+"""verify_session: recompute the chain, check every signature and every object's lock."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from . import chunks
+from .signing import Checkpoint, CheckpointError, State, decode_checkpoint, key_id
+from .store import ObjectMissing, Store, StoreError
+
+# Problem kinds, one word each so scripts can match them.
+MODIFIED = "modified"  # bytes differ from what the checkpoint signed
+MISSING = "missing"  # a chunk, checkpoint or records are gone
+REORDERED = "reordered"  # an object sits at another position/session than it was sealed for
+EXTRA = "extra"  # objects nobody sealed: after the final checkpoint, unknown names, no ckpt
+BAD_SIGNATURE = "bad-signature"  # not signed by a trusted key, or the signature fails
+MALFORMED = "malformed"  # does not decode
+UNLOCKED = "unlocked"  # storage does not protect the object (no COMPLIANCE lock / writable)
+UNREADABLE = "unreadable"  # the store failed; nothing proven either way
+
+
+@dataclass(frozen=True)
+class Problem:
+    kind: str
+    where: str
+    detail: str
+
+    def __str__(self) -> str:
+        return f"{self.kind}: {self.where}: {self.detail}"
+
+
+@dataclass
+class Report:
+    session_id: str
+    status: str = "empty"  # "closed" | "open" | "tampered" | "empty"
+    chunks: int = 0
+    records: int = 0
+    attested_through: int | None = None  # every chunk 0..N verified
+    first_time_ns: int | None = None
+    last_time_ns: int | None = None
+    problems: list[Problem] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.status in ("closed", "open")
+
+    def summary(self) -> str:
+        if self.status == "closed":
+            return f"{self.session_id}: intact, closed ({self.chunks} chunks, {self.records} records)"
+        if self.status == "open":
+            return (f"{self.session_id}: intact but OPEN, attested through chunk "
+                    f"{self.attested_through} ({self.records} records; live, crashed or truncated)")
+        if self.status == "empty":
+            return f"{self.session_id}: NOT FOUND (no objects)"
+        lines = [f"{self.session_id}: TAMPERED ({len(self.problems)} problems; attested through "
+                 f"chunk {self.attested_through if self.attested_through is not None else 'none'})"]
+        lines += [f"  {p}" for p in self.problems]
+        return "\n".join(lines)
+
+
+def _trusted(public_key) -> dict[bytes, Ed25519PublicKey]:
+    keys = [public_key] if isinstance(public_key, Ed25519PublicKey) else list(public_key)
+    return {key_id(k): k for k in keys}
+
+
+def verify_session(store: Store, session_id: str,
+                   public_key: Ed25519PublicKey | Iterable[Ed25519PublicKey], *,
+                   check_locks: bool = True) -> Report:
+    """Verify one session against the store; never raises for anything found in the store."""
+    report = Report(session_id)
+    trusted = _trusted(public_key)
+    add = report.problems.append
+    try:
+        prefix = chunks.session_prefix(session_id)
+    except ValueError as e:
+        add(Problem(MALFORMED, session_id, str(e)))
+        report.status = "tampered"
+        return report
+    try:
+        keys = store.list(prefix)
+    except StoreError as e:
+        add(Problem(UNREADABLE, prefix, str(e)))
+        report.status = "tampered"
+        return report
+    if not keys:
+        return report
+
+    present: dict[tuple[int, str], str] = {}
+    for key in keys:
+        parsed = chunks.parse_name(key[len(prefix) :])
+        if parsed is None:
+            add(Problem(EXTRA, key, "object name is not <n>.chunk or <n>.ckpt"))
+        else:
+            present[parsed] = key
+    ns = {n for n, _ in present}
+    last = max(ns) if ns else -1
+    name = lambda n, kind: f"{n:0{chunks.N_DIGITS}d}.{kind}"  # noqa: E731
+
+    prev_chain = chunks.genesis(session_id)
+    next_seq = 0
+    contiguous = True
+    final_at: int | None = None
+    for n in range(last + 1):
+        good = False
+        has_chunk, has_ckpt = (n, "chunk") in present, (n, "ckpt") in present
+        if not has_chunk and not has_ckpt:
+            add(Problem(MISSING, name(n, "chunk"), f"chunk {n} and its checkpoint are gone"))
+            contiguous = False
+            continue
+        if final_at is not None:
+            add(Problem(EXTRA, name(n, "chunk" if has_chunk else "ckpt"),
+                        f"object after the final checkpoint {final_at}"))
+        ckpt = _load_ckpt(store, present.get((n, "ckpt")), n, session_id, trusted, add)
+        blob = _load(store, present.get((n, "chunk")), add)
+        if not has_ckpt:
+            add(Problem(MISSING, name(n, "ckpt"), f"checkpoint {n} is gone; chunk {n} unattested"))
+        if not has_chunk:
+            add(Problem(MISSING, name(n, "chunk"), f"chunk {n} is gone (its checkpoint remains)"))
+        if ckpt is not None:
+            report.chunks += 1
+            report.first_time_ns = report.first_time_ns or ckpt.time_ns
+            report.last_time_ns = ckpt.time_ns
+            if ckpt.state == State.FINAL and final_at is None:
+                final_at = n
+        if ckpt is not None and blob is not None:
+            digest = hashlib.sha256(blob).digest()
+            if digest != ckpt.chunk_sha256:
+                _explain_mismatch(blob, n, session_id, name(n, "chunk"), add)
+            else:
+                good = _check_records(blob, ckpt, next_seq, name(n, "chunk"), add, report)
+            expect = chunks.chain_next(prev_chain, n, ckpt.chunk_sha256)
+            if ckpt.chain != expect:
+                add(Problem(REORDERED, name(n, "ckpt"),
+                            "chain does not follow from checkpoint "
+                            f"{n - 1 if n else 'genesis'}: chunks removed, swapped or replaced"))
+                good = False
+        if ckpt is not None:
+            # continue from the signed values, so one tampering is reported once
+            prev_chain, next_seq = ckpt.chain, ckpt.next_seq
+        if good and contiguous:
+            report.attested_through = n
+        else:
+            contiguous = False
+
+    if check_locks:
+        for key in keys:
+            try:
+                issues = store.check(key)
+            except StoreError as e:
+                issues = [str(e)]
+            for issue in issues:
+                add(Problem(UNLOCKED, key, issue))
+
+    if report.problems:
+        report.status = "tampered"
+    elif final_at is not None:
+        report.status = "closed"
+    else:
+        report.status = "open"
+    return report
+
+
+def _load(store: Store, key: str | None, add) -> bytes | None:
+    if key is None:
+        return None
+    try:
+        return store.get(key)
+    except ObjectMissing:
+        add(Problem(MISSING, key, "listed but cannot be read"))
+    except StoreError as e:
+        add(Problem(UNREADABLE, key, str(e)))
+    return None
+
+
+def _load_ckpt(store, key, n, session_id, trusted, add) -> Checkpoint | None:
+    data = _load(store, key, add)
+    if data is None:
+        return None
+    try:
+        ckpt = decode_checkpoint(data)
+    except CheckpointError as e:
+        add(Problem(MALFORMED, key, f"checkpoint: {e}"))
+        return None
+    pk = trusted.get(ckpt.key_id)
+    if pk is None:
+        add(Problem(BAD_SIGNATURE, key, f"signed by untrusted key id {ckpt.key_id.hex()}"))
+        return None
+    if not ckpt.verify(pk):
+        add(Problem(BAD_SIGNATURE, key, "signature does not verify"))
+        return None
+    if ckpt.session_id != session_id or ckpt.n != n:
+        add(Problem(REORDERED, key,
+                    f"signed checkpoint is for session {ckpt.session_id} chunk {ckpt.n}"))
+        return None
+    return ckpt
+
+
+def _explain_mismatch(blob: bytes, n: int, session_id: str, where: str, add) -> None:
+    try:
+        h = chunks.decode_chunk_header(blob)
+    except chunks.ChunkError:
+        add(Problem(MODIFIED, where, "content differs from the signed hash"))
+        return
+    if h.session_id != session_id or h.n != n:
+        add(Problem(REORDERED, where, f"holds chunk {h.n} of session {h.session_id}"))
+    else:
+        add(Problem(MODIFIED, where, "content differs from the signed hash"))
+
+
+def _check_records(blob: bytes, ckpt: Checkpoint, next_seq: int, where: str, add, report) -> bool:
+    try:
+        h, records = chunks.decode_chunk(blob)
+    except chunks.ChunkError as e:
+        add(Problem(MALFORMED, where, f"signed chunk does not decode: {e}"))
+        return False
+    ok = True
+    if h.session_id != ckpt.session_id or h.n != ckpt.n:
+        add(Problem(REORDERED, where, f"holds chunk {h.n} of session {h.session_id}"))
+        ok = False
+    if h.first_seq != ckpt.first_seq or h.first_seq + h.record_count != ckpt.next_seq:
+        add(Problem(MALFORMED, where, "record range differs from the checkpoint"))
+        ok = False
+    if h.first_seq != next_seq:
+        add(Problem(MISSING, where, f"records {next_seq}..{h.first_seq - 1} are missing"))
+        ok = False
+    report.records += len(records)
+    return ok
+
+
+def verify_all(store: Store, public_key, **kw) -> list[Report]:
+    return [verify_session(store, sid, public_key, **kw) for sid in store.sessions()]

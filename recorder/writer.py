@@ -1,0 +1,458 @@
+"""Recorder and SessionRecorder: cheap appends on the caller, everything else in background.
+
+Threads (per Recorder):
+  sealer   - every tick, or when woken: cuts each live session's pending records into
+             chunks (size / age / deny / start / end), encodes, compresses, chains, signs,
+             and writes all objects of the tick as one fsynced spool batch.
+  uploader - takes spool batches oldest first, puts their objects into the store (sessions
+             in parallel, each session's objects in order), removes a batch once stored.
+The caller's thread only appends a tuple to a deque and adds to two counters.
+"""
+
+from __future__ import annotations
+
+import collections
+import hashlib
+import logging
+import os
+import socket
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import zstandard
+
+from . import chunks
+from .config import RecorderConfig
+from .records import Direction, Kind, dump_json, encode_record, wire_type
+from .signing import Checkpoint, State, generate_keypair, key_id, load_private_key
+from .spool import Batch, Spool, SpoolError
+from .store import ObjectExists, Store, StoreError, open_store
+
+log = logging.getLogger("pgwitness.recorder")
+
+_C2S, _S2C, _PROXY = int(Direction.C2S), int(Direction.S2C), int(Direction.PROXY)
+_WIRE_DIRS = {"c2s": _C2S, "s2c": _S2C}
+_monotonic_ns = time.monotonic_ns
+
+
+class RecorderClosed(RuntimeError):
+    """open_session()/control_event() after close()."""
+
+
+class SessionRecorder:
+    """One recorded session. Use it from one thread (the connection's event loop)."""
+
+    __slots__ = ("id", "meta", "_rec", "_buf", "_in", "_out", "_force", "_ended", "_t0",
+                 "_wall0", "_n", "_chain", "_next_seq", "_chunk_bytes", "_final_sealed",
+                 "__weakref__")
+
+    def __init__(self, rec: Recorder, session_id: str, meta: dict):
+        self.id = session_id
+        self.meta = meta
+        self._rec = rec
+        self._buf: collections.deque = collections.deque()
+        self._in = 0  # bytes appended (caller thread only)
+        self._out = 0  # bytes sealed (sealer thread only)
+        self._force = False
+        self._ended = False
+        self._t0 = _monotonic_ns()
+        self._wall0 = time.time_ns()
+        # sealer-owned chain state
+        self._n = 0
+        self._chain = chunks.genesis(session_id)
+        self._next_seq = 0
+        self._chunk_bytes = rec.config.chunk_max_bytes
+        self._final_sealed = False
+
+    def wire(self, direction: str, data: bytes) -> None:
+        """Record one or more whole frames exactly as relayed. Hot path: no I/O, no hashing."""
+        if self._ended:
+            return
+        if type(data) is not bytes:
+            data = bytes(data)  # the caller may reuse its buffer
+        self._buf.append((_monotonic_ns(), _WIRE_DIRS[direction], 0, "", data))
+        n = len(data)
+        self._in += n
+        rec = self._rec
+        rec._in += n
+        if self._in - self._out >= self._chunk_bytes:
+            rec._wake.set()
+        if rec._in - rec._out > rec._hard_limit:
+            rec._throttle()
+
+    def _append(self, kind: Kind, type_: str, payload: dict, force: bool) -> None:
+        data = dump_json(payload)
+        self._buf.append((_monotonic_ns(), _PROXY, int(kind), type_, data))
+        self._in += len(data)
+        self._rec._in += len(data)
+        if force:
+            self._force = True
+            self._rec._wake.set()
+
+    def decision(self, payload: dict, denied: bool) -> None:
+        """A policy decision; a deny seals the chunk at once."""
+        if self._ended:
+            return
+        self._append(Kind.DECISION, "deny" if denied else "allow", {**payload, "denied": denied},
+                     denied)
+
+    def event(self, kind: str, payload: dict) -> None:
+        if self._ended:
+            return
+        self._append(Kind.META, kind, payload, False)
+
+    def end(self, cause: str, detail: str = "") -> None:
+        """Seal the final chunk and the final checkpoint; later calls are ignored."""
+        if self._ended:
+            return
+        self._append(Kind.META, "session.end", {"cause": cause, "detail": detail}, True)
+        self._ended = True
+        self._rec._wake.set()
+
+    @property
+    def ended(self) -> bool:
+        return self._ended
+
+
+class Recorder:
+    """One per worker process: owns the signing key, the spool slot and the two threads."""
+
+    def __init__(self, config: RecorderConfig, *, store: Store | None = None, signing_key=None):
+        config.validate()
+        self.config = config
+        self.store = store if store is not None else open_store(config.store, **config.s3_options())
+        if signing_key is None:
+            path = config.signing_key
+            if not os.path.exists(path):
+                if not config.create_key:
+                    raise FileNotFoundError(f"recorder.signing_key {path} does not exist")
+                generate_keypair(path)
+                log.warning("created signing key %s (public key %s.pub)", path, path)
+            signing_key = load_private_key(path)
+        self._key = signing_key
+        self._key_id = key_id(signing_key.public_key())
+        self._spool = Spool(config.spool_dir, fsync=config.fsync)
+        self._sessions: dict[str, SessionRecorder] = {}
+        self._sessions_lock = threading.Lock()
+        self._control: SessionRecorder | None = None
+        self._wake = threading.Event()
+        self._in = 0  # bytes appended by all sessions (caller threads)
+        self._out = 0  # bytes spooled (sealer)
+        self._hard_limit = 2 * config.max_memory_bytes
+        self._batches: collections.deque[Batch] = collections.deque()
+        self._batches_cv = threading.Condition()
+        self._spool_bytes = 0
+        self._store_failing_since: float | None = None
+        self._spool_failing = False
+        self._last_error = ""
+        self._stopping = False
+        self._close_deadline: float | None = None
+        self._sealer_done = threading.Event()
+        self._started = False
+        self._closed = False
+        self._threads: list[threading.Thread] = []
+        self._pool: ThreadPoolExecutor | None = None
+        self.stats = collections.Counter()
+
+    @classmethod
+    def from_config(cls, cfg: RecorderConfig) -> Recorder:
+        return cls(cfg)
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Claim a spool slot, queue what a previous process left there, start the threads."""
+        if self._started:
+            return
+        leftovers = self._spool.claim()
+        for b in leftovers:
+            self._batches.append(b)
+            self._spool_bytes += b.size
+        if leftovers:
+            log.warning("recorder: %d spooled batches left from a previous run; uploading",
+                        len(leftovers))
+        self._pool = ThreadPoolExecutor(self.config.upload_concurrency,
+                                        thread_name_prefix="pgwitness-upload")
+        self._threads = [
+            threading.Thread(target=self._seal_loop, name="pgwitness-sealer", daemon=True),
+            threading.Thread(target=self._upload_loop, name="pgwitness-uploader", daemon=True),
+        ]
+        for t in self._threads:
+            t.start()
+        self._started = True
+
+    def close(self, timeout: float = 10.0) -> None:
+        """End live sessions, seal everything, upload for up to `timeout`; the rest stays spooled."""
+        if self._closed:
+            return
+        self._closed = True
+        deadline = time.monotonic() + timeout
+        self._close_deadline = deadline
+        with self._sessions_lock:
+            live = list(self._sessions.values())
+        for s in live:
+            if s is not self._control:
+                s.end("recorder-shutdown")
+        if self._control is not None:
+            self._control.end("recorder-shutdown")
+        if not self._started:
+            self._spool.close()
+            return
+        self._stopping = True
+        self._wake.set()
+        self._sealer_done.wait(max(0.0, deadline - time.monotonic()))
+        with self._batches_cv:
+            while self._batches and time.monotonic() < deadline:
+                self._batches_cv.wait(min(0.05, max(0.0, deadline - time.monotonic())))
+            self._batches_cv.notify_all()
+        for t in self._threads:
+            t.join(max(0.0, deadline - time.monotonic()) + 0.5)
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+        if self._batches:
+            log.warning("recorder: closed with %d batches still spooled in %s",
+                        len(self._batches), self._spool.slot)
+        self._spool.close()
+
+    # -- API used by the proxy -----------------------------------------------------------
+
+    @property
+    def healthy(self) -> bool:
+        """False while recording cannot be guaranteed; the proxy then refuses statements."""
+        if not self._started or self._closed:
+            return False
+        if self._spool_failing or not all(t.is_alive() for t in self._threads):
+            return False
+        since = self._store_failing_since
+        if since is not None and time.monotonic() - since > self.config.fail_after_seconds:
+            return False
+        if self._spool_bytes > self.config.fail_after_bytes:
+            return False
+        return self._in - self._out <= self.config.max_memory_bytes
+
+    @property
+    def status(self) -> dict:
+        """Numbers for metrics and error messages."""
+        since = self._store_failing_since
+        return {
+            "healthy": self.healthy, "memory_bytes": self._in - self._out,
+            "spool_bytes": self._spool_bytes, "spool_batches": len(self._batches),
+            "store_failing_seconds": 0.0 if since is None else time.monotonic() - since,
+            "last_error": self._last_error, "live_sessions": len(self._sessions),
+            **self.stats,
+        }
+
+    def open_session(self, meta: dict) -> SessionRecorder:
+        if self._closed:
+            raise RecorderClosed("recorder is closed")
+        s = SessionRecorder(self, chunks.new_session_id(), meta)
+        start = {
+            "format": 1, "session": s.id, "wall_ns": s._wall0, "key_id": self._key_id.hex(),
+            "host": socket.gethostname(), "pid": os.getpid(), "meta": meta,
+        }
+        s._append(Kind.META, "session.start", start, True)  # chunk 0 closes at once
+        with self._sessions_lock:
+            self._sessions[s.id] = s
+        return s
+
+    def control_event(self, kind: str, payload: dict) -> None:
+        """Grant lifecycle event, recorded in this process's own chained control stream."""
+        if self._closed:
+            raise RecorderClosed("recorder is closed")
+        with self._sessions_lock:
+            ctl = self._control
+        if ctl is None:
+            ctl = self.open_session({"stream": "control"})
+            with self._sessions_lock:
+                if self._control is None:
+                    self._control = ctl
+                else:  # lost a race; end the spare one
+                    ctl.end("unused")
+                    ctl = self._control
+        ctl._append(Kind.CONTROL, kind, payload, True)
+
+    # -- back-pressure -------------------------------------------------------------------
+
+    def _throttle(self) -> None:
+        # The sealer only needs CPU and the local disk, so this wait is short unless the
+        # spool disk itself fails; memory stays bounded either way.
+        self._wake.set()
+        self.stats["throttled"] += 1
+        deadline = time.monotonic() + 5.0
+        while self._in - self._out > self.config.max_memory_bytes and time.monotonic() < deadline:
+            time.sleep(0.001)
+
+    # -- sealer --------------------------------------------------------------------------
+
+    def _seal_loop(self) -> None:
+        cfg = self.config
+        tick = min(0.05, cfg.chunk_max_seconds / 4)
+        max_age_ns = int(cfg.chunk_max_seconds * 1e9)
+        zc = zstandard.ZstdCompressor(level=cfg.zstd_level)
+        pending: list[tuple[str, bytes]] = []
+        pending_bytes = 0
+        try:
+            while True:
+                self._wake.wait(tick)
+                self._wake.clear()
+                stopping = self._stopping
+                now = _monotonic_ns()
+                with self._sessions_lock:
+                    live = list(self._sessions.values())
+                for s in live:
+                    if not s._buf and not s._ended:
+                        continue
+                    force = s._force
+                    if force:
+                        s._force = False
+                    ended = s._ended
+                    due = (force or ended or stopping
+                           or s._in - s._out >= s._chunk_bytes
+                           or (s._buf and now - s._buf[0][0] >= max_age_ns))
+                    if not due:
+                        continue
+                    objs, nbytes = self._seal(s, zc, final=ended)
+                    pending += objs
+                    pending_bytes += nbytes
+                    if ended and not s._buf:
+                        with self._sessions_lock:
+                            self._sessions.pop(s.id, None)
+                if pending:
+                    try:
+                        batch = self._spool.write(pending)
+                    except SpoolError as e:
+                        self._spool_failing = True
+                        self._last_error = str(e)
+                        log.error("recorder: cannot write spool: %s", e)
+                        time.sleep(0.1)
+                        continue  # keep `pending` in memory and retry
+                    self._spool_failing = False
+                    pending, self._out = [], self._out + pending_bytes
+                    pending_bytes = 0
+                    with self._batches_cv:
+                        self._batches.append(batch)
+                        self._spool_bytes += batch.size
+                        self._batches_cv.notify_all()
+                if stopping:
+                    with self._sessions_lock:
+                        if not self._sessions:
+                            break
+        except Exception:
+            log.exception("recorder sealer crashed")
+            self._last_error = "sealer crashed"
+            raise
+        finally:
+            self._sealer_done.set()
+            with self._batches_cv:
+                self._batches_cv.notify_all()
+
+    def _seal(self, s: SessionRecorder, zc, final: bool) -> tuple[list[tuple[str, bytes]], int]:
+        """Cut everything pending in `s` into chunks of at most ~chunk_max_bytes."""
+        objs: list[tuple[str, bytes]] = []
+        total = 0
+        buf = s._buf
+        while buf:
+            parts, size = [], 0
+            first_seq = seq = s._next_seq
+            t0 = s._t0
+            while buf and size < s._chunk_bytes:
+                t, d, k, typ, data = buf.popleft()
+                if k == 0:
+                    typ = wire_type(data)
+                parts.append(encode_record(seq, t - t0, d, k, typ, data))
+                seq += 1
+                size += len(data)
+            raw = b"".join(parts)
+            is_final = final and not buf
+            objs += self._sealed_objects(s, zc, raw, first_seq, seq, is_final)
+            s._next_seq = seq
+            s._out += size
+            total += size
+        return objs, total
+
+    def _sealed_objects(self, s, zc, raw: bytes, first_seq: int, next_seq: int, final: bool):
+        n = s._n
+        blob = chunks.encode_chunk(s.id, n, first_seq, next_seq - first_seq, raw, zc)
+        digest = hashlib.sha256(blob).digest()
+        s._chain = chunks.chain_next(s._chain, n, digest)
+        ckpt = Checkpoint(
+            session_id=s.id, n=n, chain=s._chain, chunk_sha256=digest,
+            state=State.FINAL if final else State.OPEN, first_seq=first_seq, next_seq=next_seq,
+            time_ns=time.time_ns(), key_id=self._key_id,
+        ).signed(self._key)
+        s._n = n + 1
+        if final:
+            s._final_sealed = True
+        self.stats["chunks"] += 1
+        self.stats["raw_bytes"] += len(raw)
+        self.stats["stored_bytes"] += len(blob)
+        return [(chunks.chunk_key(s.id, n), blob), (chunks.ckpt_key(s.id, n), ckpt.encode())]
+
+    # -- uploader ------------------------------------------------------------------------
+
+    def _upload_loop(self) -> None:
+        cfg = self.config
+        backoff = cfg.retry_min_seconds
+        while True:
+            with self._batches_cv:
+                while not self._batches:
+                    if self._sealer_done.is_set():
+                        return
+                    self._batches_cv.wait(0.1)
+                batch = self._batches[0]
+            if self._past_close_deadline():
+                return  # what is left stays spooled for the next start()
+            if not self._upload_batch(batch):
+                time.sleep(backoff)
+                backoff = min(backoff * 2, cfg.retry_max_seconds)
+                continue
+            backoff = cfg.retry_min_seconds
+            self._store_failing_since = None
+            self._spool.remove(batch)
+            with self._batches_cv:
+                self._batches.popleft()
+                self._spool_bytes -= batch.size
+                self._batches_cv.notify_all()
+
+    def _past_close_deadline(self) -> bool:
+        d = self._close_deadline
+        return d is not None and time.monotonic() > d
+
+    def _upload_batch(self, batch: Batch) -> bool:
+        by_session: dict[str, list[int]] = {}
+        for i, (key, _) in enumerate(batch.entries):
+            if i not in batch.done:
+                by_session.setdefault(key.rsplit("/", 2)[-2], []).append(i)
+        if not by_session:
+            return True
+
+        def upload(indexes: list[int]) -> bool:
+            for i in indexes:  # in order: chunk n, ckpt n, chunk n+1, ...
+                key, data = batch.entries[i]
+                try:
+                    self.store.put(key, data)
+                except ObjectExists:
+                    log.info("recorder: %s already stored (retry after a lost reply)", key)
+                except (StoreError, OSError) as e:
+                    self._note_failure(e)
+                    return False
+                except Exception as e:  # a bug in a store must not kill the uploader
+                    log.exception("recorder: store put crashed")
+                    self._note_failure(e)
+                    return False
+                batch.done.add(i)
+                self.stats["objects_stored"] += 1
+            return True
+
+        groups = list(by_session.values())
+        if len(groups) == 1 or self._pool is None:
+            return all([upload(g) for g in groups])
+        return all(list(self._pool.map(upload, groups)))
+
+    def _note_failure(self, e: Exception) -> None:
+        if self._store_failing_since is None:
+            self._store_failing_since = time.monotonic()
+            log.error("recorder: store %s failing: %s", self.store.url, e)
+        self._last_error = str(e)
+        self.stats["store_errors"] += 1
