@@ -1,0 +1,352 @@
+"""``pgwitness grant | grants | revoke``: the grant control plane from a shell.
+
+``register(subparsers)`` adds the sub-commands to the main ``pgwitness`` parser; each sets
+``func`` (parsed args → exit code). Errors print one line and exit 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import getpass
+import json
+import os
+import sys
+import tomllib
+from dataclasses import dataclass
+from typing import Any
+
+from policy.grants import (
+    DEFAULT_MAX_TTL,
+    RECORD_ROWS,
+    Grant,
+    GrantError,
+    GrantNotFound,
+    GrantStateError,
+    make_dsn,
+    parse_ttl,
+)
+from policy.store import DEFAULT_STORE_URL, StoreConfigError, open_store
+
+__all__ = ["CliError", "GrantsConfig", "load_config", "main", "register"]
+
+DEFAULT_LISTEN = "127.0.0.1:6432"
+EXIT_USAGE = 2
+
+
+class CliError(Exception):
+    """A user-facing error: printed as one line, exit status 2."""
+
+
+@dataclass(frozen=True)
+class GrantsConfig:
+    store: str = DEFAULT_STORE_URL
+    public_host: str = "127.0.0.1"
+    public_port: int = 6432
+    max_ttl: dt.timedelta = DEFAULT_MAX_TTL
+
+
+def _split_host_port(value: str, key: str, default_port: int | None) -> tuple[str, int]:
+    text = value.strip()
+    if text.startswith("["):  # [::1]:6432
+        host, _, rest = text[1:].partition("]")
+        port_text = rest[1:] if rest.startswith(":") else ""
+    elif text.count(":") == 1:
+        host, port_text = text.split(":")
+    else:
+        host, port_text = text, ""
+    if not port_text:
+        if default_port is None:
+            raise CliError(f"config: {key} = {value!r} needs host:port")
+        return host, default_port
+    if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        raise CliError(f"config: {key} = {value!r} has a bad port")
+    return host, int(port_text)
+
+
+def load_config(path: str | None) -> GrantsConfig:
+    """The few keys the grant commands need: ``[grants] store, max_ttl`` and ``[proxy] listen,
+    public_host``. Without a file, the defaults."""
+    if path is None:
+        return GrantsConfig()
+    try:
+        with open(path, "rb") as f:
+            data = tomllib.load(f)
+    except FileNotFoundError:
+        raise CliError(f"config file {path} not found") from None
+    except OSError as exc:
+        raise CliError(f"cannot read config file {path}: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise CliError(f"config file {path}: {exc}") from None
+    grants = data.get("grants", {})
+    proxy = data.get("proxy", {})
+    if not isinstance(grants, dict) or not isinstance(proxy, dict):
+        raise CliError(f"config file {path}: [grants] and [proxy] must be tables")
+    store = grants.get("store", DEFAULT_STORE_URL)
+    if not isinstance(store, str) or not store:
+        raise CliError("config: grants.store must be a non-empty string")
+    max_ttl = DEFAULT_MAX_TTL
+    if "max_ttl" in grants:
+        try:
+            max_ttl = parse_ttl(grants["max_ttl"], "grants.max_ttl")
+        except GrantError as exc:
+            raise CliError(f"config: {exc}") from None
+    listen = proxy.get("listen", DEFAULT_LISTEN)
+    if not isinstance(listen, str):
+        raise CliError("config: proxy.listen must be a string like 127.0.0.1:6432")
+    host, port = _split_host_port(listen, "proxy.listen", None)
+    public = proxy.get("public_host")
+    if public is not None:
+        if not isinstance(public, str) or not public:
+            raise CliError("config: proxy.public_host must be a host name")
+        host, port = _split_host_port(public, "proxy.public_host", port)
+    elif host in ("", "0.0.0.0", "::"):
+        # A wildcard listen address is no place to connect to; the machine's name is.
+        import socket
+
+        host = socket.gethostname()
+    return GrantsConfig(store=store, public_host=host, public_port=port, max_ttl=max_ttl)
+
+
+# ---- commands ---------------------------------------------------------------------------
+
+
+def _store_url(args: argparse.Namespace, cfg: GrantsConfig) -> str:
+    return args.store or cfg.store
+
+
+def _default_user() -> str:
+    try:
+        return os.environ.get("USER") or getpass.getuser()
+    except Exception:  # no passwd entry in some containers
+        return "unknown"
+
+
+def _when(value: dt.datetime | None) -> str:
+    if value is None:
+        return "-"
+    return value.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+async def _with_store(args: argparse.Namespace, cfg: GrantsConfig, fn) -> Any:
+    store = await open_store(_store_url(args, cfg), max_ttl=cfg.max_ttl)
+    try:
+        return await fn(store)
+    finally:
+        await store.close()
+
+
+def cmd_grant(args: argparse.Namespace) -> int:
+    cfg = load_config(args.config)
+    if args.extend:
+        return _extend(args, cfg)
+    missing = [
+        f"--{name.replace('_', '-')}"
+        for name in ("agent", "task", "reason", "database", "scope", "ttl")
+        if not getattr(args, name)
+    ]
+    if missing:
+        raise CliError(f"missing {', '.join(missing)} (needed to issue a grant)")
+
+    async def issue(store):
+        return await store.issue(
+            agent=args.agent,
+            task=args.task,
+            reason=args.reason,
+            granted_by=args.granted_by or _default_user(),
+            database=args.database,
+            scopes=args.scope,
+            ttl=args.ttl,
+            not_before=args.not_before,
+            enforce=not args.dry_run,
+            record_rows=args.record_rows,
+        )
+
+    grant, token = asyncio.run(_with_store(args, cfg, issue))
+    dsn = make_dsn(grant.agent, token, cfg.public_host, cfg.public_port, grant.database)
+    now = dt.datetime.now(dt.UTC)
+    if args.json:
+        print(json.dumps({"grant": grant.to_dict(now), "dsn": dsn, "token": token}, indent=2))
+    else:
+        print(dsn)
+        mode = "" if grant.enforce else " (dry-run: denials are recorded, not enforced)"
+        print(
+            f"grant {grant.id}: {grant.agent} on {grant.database} for {grant.task}, "
+            f"valid {_when(grant.not_before)} until {_when(grant.expires_at)}{mode}. "
+            "The token is shown only once.",
+            file=sys.stderr,
+        )
+    return 0
+
+
+def _extend(args: argparse.Namespace, cfg: GrantsConfig) -> int:
+    if not args.ttl:
+        raise CliError("--extend needs --ttl (how much longer, e.g. 1h)")
+    stray = [
+        f"--{n.replace('_', '-')}"
+        for n in ("agent", "task", "reason", "database", "scope", "not_before")
+        if getattr(args, n)
+    ]
+    if stray:
+        raise CliError(f"--extend changes only the expiry; drop {', '.join(stray)}")
+    by = args.granted_by or _default_user()
+    grant = asyncio.run(
+        _with_store(args, cfg, lambda store: store.extend(args.extend, args.ttl, by=by))
+    )
+    if args.json:
+        print(json.dumps({"grant": grant.to_dict(dt.datetime.now(dt.UTC))}, indent=2))
+    else:
+        print(f"grant {grant.id} now expires at {_when(grant.expires_at)}")
+    return 0
+
+
+def cmd_grants(args: argparse.Namespace) -> int:
+    cfg = load_config(args.config)
+    grants: list[Grant] = asyncio.run(
+        _with_store(
+            args,
+            cfg,
+            lambda store: store.list(
+                agent=args.agent, task=args.task, active=True if args.active else None
+            ),
+        )
+    )
+    now = dt.datetime.now(dt.UTC)
+    if args.json:
+        print(json.dumps([g.to_dict(now) for g in grants], indent=2))
+        return 0
+    header = ("ID", "AGENT", "TASK", "DATABASE", "STATUS", "MODE", "EXPIRES", "SCOPES")
+    rows = [
+        (
+            g.id,
+            g.agent,
+            g.task,
+            g.database,
+            g.status(now),
+            "enforce" if g.enforce else "dry-run",
+            _when(g.expires_at),
+            g.scopes,
+        )
+        for g in grants
+    ]
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header) - 1)]
+    for row in [header, *rows]:
+        cells = [str(c).ljust(w) for c, w in zip(row, widths, strict=False)]
+        print("  ".join([*cells, str(row[-1])]).rstrip())
+    return 0
+
+
+def cmd_revoke(args: argparse.Namespace) -> int:
+    cfg = load_config(args.config)
+    by = args.by or _default_user()
+    started = dt.datetime.now(dt.UTC)
+    grant = asyncio.run(_with_store(args, cfg, lambda store: store.revoke(args.grant_id, by=by)))
+    if args.json:
+        print(json.dumps({"grant": grant.to_dict(dt.datetime.now(dt.UTC))}, indent=2))
+    elif grant.revoked_at is not None and grant.revoked_at < started:
+        print(
+            f"grant {grant.id} was already revoked at {_when(grant.revoked_at)} by {grant.revoked_by}"
+        )
+    else:
+        print(f"revoked grant {grant.id} ({grant.agent}, {grant.task})")
+    return 0
+
+
+# ---- wiring -----------------------------------------------------------------------------
+
+
+_OPTION_FOR_FIELD = {"scopes": "--scope"}
+
+
+def _guarded(fn):
+    """Turn every expected failure into one line on stderr and exit status 2."""
+
+    def run(args: argparse.Namespace) -> int:
+        try:
+            return fn(args)
+        except GrantError as exc:
+            option = _OPTION_FOR_FIELD.get(exc.field, f"--{exc.field.replace('_', '-')}")
+            if exc.field == "by" and args.cmd_name == "grant":
+                option = "--granted-by"
+            message = f"{option}: {exc.message}"
+        except (CliError, GrantStateError, StoreConfigError) as exc:
+            message = str(exc)
+        except GrantNotFound as exc:
+            message = str(exc)
+        except KeyboardInterrupt:
+            message = "interrupted"
+        except Exception as exc:  # one line, never a traceback
+            message = f"unexpected {type(exc).__name__}: {exc}"
+        print(f"pgwitness {args.cmd_name}: error: {message}", file=sys.stderr)
+        return EXIT_USAGE
+
+    return run
+
+
+def _common() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config", metavar="PATH", help="pgwitness TOML config file")
+    common.add_argument(
+        "--store",
+        metavar="URL",
+        help=f"grant store URL, overrides [grants] store (default {DEFAULT_STORE_URL})",
+    )
+    common.add_argument("--json", action="store_true", help="machine-readable output")
+    return common
+
+
+def register(subparsers: Any) -> None:
+    """Add ``grant``, ``grants`` and ``revoke`` to the main ``pgwitness`` parser."""
+    common = _common()
+
+    p = subparsers.add_parser(
+        "grant",
+        parents=[common],
+        help="issue a task-scoped grant (prints its DSN) or --extend one",
+        description="Issue a grant and print the agent's DSN; the token is shown only once.",
+    )
+    p.add_argument("--agent", help="agent name, the DSN's user name ([a-z0-9_.-], ≤ 63)")
+    p.add_argument("--task", help="task id, e.g. INC-4821")
+    p.add_argument("--reason", help="why the agent needs access (recorded)")
+    p.add_argument("--database", help="the database the agent may connect to")
+    p.add_argument(
+        "--scope",
+        action="append",
+        metavar="SCOPE",
+        help="what the agent may touch, e.g. read:public.orders (repeatable)",
+    )
+    p.add_argument("--ttl", help="lifetime: 30s, 30m, 2h, 1d (with --extend: how much longer)")
+    p.add_argument("--not-before", metavar="ISO", help="start time (default now)")
+    p.add_argument(
+        "--dry-run", action="store_true", help="record would-be denials, do not enforce them"
+    )
+    p.add_argument("--record-rows", choices=RECORD_ROWS, default="full")
+    p.add_argument("--granted-by", metavar="NAME", help="who grants it (default $USER)")
+    p.add_argument("--extend", metavar="GRANT_ID", help="extend this grant by --ttl")
+    p.set_defaults(func=_guarded(cmd_grant), cmd_name="grant")
+
+    p = subparsers.add_parser(
+        "grants", parents=[common], help="list grants (never tokens or verifiers)"
+    )
+    p.add_argument("--agent")
+    p.add_argument("--task")
+    p.add_argument("--active", action="store_true", help="only grants usable right now")
+    p.set_defaults(func=_guarded(cmd_grants), cmd_name="grants")
+
+    p = subparsers.add_parser("revoke", parents=[common], help="revoke a grant now")
+    p.add_argument("grant_id", metavar="GRANT_ID")
+    p.add_argument("--by", metavar="NAME", help="who revokes it (default $USER)")
+    p.set_defaults(func=_guarded(cmd_revoke), cmd_name="revoke")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Stand-alone entry point (``python -m policy.cli``); ``pgwitness`` calls ``register``."""
+    parser = argparse.ArgumentParser(prog="pgwitness")
+    register(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
