@@ -1,0 +1,192 @@
+"""Who is connecting: SCRAM-SHA-256 against static users (development) or task grants.
+
+An ``Authenticator`` answers in two steps, because SCRAM's server-first message (salt,
+iterations) must be sent before the client proves which token it holds:
+``begin(user, database)`` returns the salt and the candidate keys, and ``identify(plan,
+index)`` turns the candidate the proof matched into an ``Identity``, or refuses it
+(expired, revoked, wrong database) with a FATAL that says which.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+import time
+from collections import defaultdict, deque
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+from .wire.errors import INVALID_AUTHORIZATION, INVALID_PASSWORD, PgError
+from .wire.scram import DEFAULT_ITERATIONS, Verifier, make_verifier
+
+
+@dataclass(frozen=True)
+class Identity:
+    """The authenticated party a session acts for; carried into logs, metrics and records."""
+
+    agent: str
+    task: str
+    grant_id: str
+    scopes: Any = None  # policy.Scopes, or None for an unrestricted static user
+    scopes_text: str = ""
+    enforce: bool = True
+    record_rows: str = "full"
+    expires_at: datetime | None = None
+    reason: str = ""
+    granted_by: str = ""
+
+
+@dataclass
+class AuthPlan:
+    user: str
+    database: str
+    iterations: int
+    salt: bytes
+    candidates: list[tuple[bytes, bytes]]
+    context: list[Any] = field(default_factory=list)  # one entry per candidate
+
+
+def auth_failed(user: str) -> PgError:
+    return PgError.fatal_error(f'password authentication failed for user "{user}"', INVALID_PASSWORD)
+
+
+class Authenticator(Protocol):
+    async def begin(self, user: str, database: str) -> AuthPlan: ...
+
+    async def identify(self, plan: AuthPlan, index: int) -> Identity: ...
+
+
+def _fake_salt(secret: bytes, user: str) -> bytes:
+    """A stable salt for users that do not exist, so their absence is not revealed."""
+    return hmac.digest(secret, user.encode(), "sha256")[:16]
+
+
+class StaticUsers:
+    """Users from ``[auth] users`` in the config: unrestricted, for development and benchmarks."""
+
+    def __init__(self, users: dict[str, str], iterations: int = DEFAULT_ITERATIONS):
+        self._secret = os.urandom(32)
+        self._verifiers = {u: make_verifier(p, iterations=iterations) for u, p in users.items()}
+        self._iterations = iterations
+
+    async def begin(self, user: str, database: str) -> AuthPlan:
+        v = self._verifiers.get(user)
+        if v is None:
+            return AuthPlan(user, database, self._iterations, _fake_salt(self._secret, user), [])
+        return AuthPlan(user, database, v.iterations, v.salt, [(v.stored_key, v.server_key)], [user])
+
+    async def identify(self, plan: AuthPlan, index: int) -> Identity:
+        return Identity(agent=plan.user, task="(static user)", grant_id=f"static:{plan.user}")
+
+
+class GrantAuthenticator:
+    """Task grants from the grant store: the token's grant decides task, scopes and expiry."""
+
+    def __init__(self, store, *, static: StaticUsers | None = None):
+        self.store = store
+        self.static = static
+        self._secret = os.urandom(32)
+
+    async def begin(self, user: str, database: str) -> AuthPlan:
+        grants = await self.store.for_agent(user)
+        if not grants:
+            if self.static is not None:
+                return await self.static.begin(user, database)
+            return AuthPlan(user, database, DEFAULT_ITERATIONS, _fake_salt(self._secret, user), [])
+        verifiers = [(g, Verifier.decode(g.verifier)) for g in grants]
+        # All of an agent's grants share one salt; if an old one differs, it cannot be
+        # matched in this exchange and is left out.
+        newest = max(verifiers, key=lambda gv: gv[0].created_at)[1]
+        chosen = [
+            (g, v) for g, v in verifiers if v.salt == newest.salt and v.iterations == newest.iterations
+        ]
+        return AuthPlan(
+            user,
+            database,
+            newest.iterations,
+            newest.salt,
+            [(v.stored_key, v.server_key) for _, v in chosen],
+            [g for g, _ in chosen],
+        )
+
+    async def identify(self, plan: AuthPlan, index: int) -> Identity:
+        grant = plan.context[index]
+        if isinstance(grant, str):  # a static user
+            return await self.static.identify(plan, index)
+        now = datetime.now(UTC)
+        fresh = await self.store.get(grant.id) or grant
+        status = fresh.status(now)
+        if status == "revoked":
+            raise PgError.fatal_error(
+                f"grant {fresh.id} for task {fresh.task} was revoked", INVALID_AUTHORIZATION
+            )
+        if status == "expired":
+            raise PgError.fatal_error(
+                f"grant {fresh.id} for task {fresh.task} expired at {fresh.expires_at.isoformat()}",
+                INVALID_AUTHORIZATION,
+            )
+        if status == "not_yet_valid":
+            raise PgError.fatal_error(
+                f"grant {fresh.id} for task {fresh.task} is not valid before "
+                f"{fresh.not_before.isoformat()}",
+                INVALID_AUTHORIZATION,
+            )
+        if plan.database != fresh.database:
+            raise PgError.fatal_error(
+                f'grant {fresh.id} for task {fresh.task} does not cover database "{plan.database}"',
+                INVALID_AUTHORIZATION,
+            )
+        from policy.scopes import parse_scopes
+
+        return Identity(
+            agent=fresh.agent,
+            task=fresh.task,
+            grant_id=fresh.id,
+            scopes=parse_scopes(fresh.scopes),
+            scopes_text=fresh.scopes,
+            enforce=fresh.enforce,
+            record_rows=fresh.record_rows,
+            expires_at=fresh.expires_at,
+            reason=fresh.reason,
+            granted_by=fresh.granted_by,
+        )
+
+
+class FailureThrottle:
+    """Slows down repeated failed logins from one address (exponential, capped)."""
+
+    def __init__(self, base_delay: float, window: float, cap: float = 5.0):
+        self.base_delay = base_delay
+        self.window = window
+        self.cap = cap
+        self._failures: dict[str, deque[float]] = defaultdict(deque)
+
+    def _recent(self, addr: str, now: float) -> deque[float]:
+        q = self._failures[addr]
+        while q and now - q[0] > self.window:
+            q.popleft()
+        return q
+
+    def delay(self, addr: str) -> float:
+        q = self._recent(addr, time.monotonic())
+        if not q:
+            self._failures.pop(addr, None)
+            return 0.0
+        return min(self.cap, self.base_delay * (2 ** (len(q) - 1)))
+
+    def failed(self, addr: str) -> None:
+        now = time.monotonic()
+        q = self._recent(addr, now)
+        q.append(now)
+        if len(self._failures) > 100_000:  # bound memory under a spray of addresses
+            self._failures.clear()
+
+    def succeeded(self, addr: str) -> None:
+        self._failures.pop(addr, None)
+
+
+def token_fingerprint(token: str) -> str:
+    """A short, non-reversible name for a token, safe for logs."""
+    return hashlib.sha256(token.encode()).hexdigest()[:12]

@@ -1,0 +1,150 @@
+"""The ``pgwitness`` command. Each package registers its own sub-commands."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import sys
+
+from .config import Config, ConfigError, load_config, parse_hostport
+
+# Flags that override config keys: flag -> section.key
+_FLAG_KEYS = {
+    "listen": "proxy.listen",
+    "workers": "proxy.workers",
+    "upstream_host": "upstream.host",
+    "upstream_port": "upstream.port",
+    "upstream_user": "upstream.user",
+    "upstream_sslmode": "upstream.sslmode",
+    "metrics_listen": "metrics.listen",
+    "admin_listen": "admin.listen",
+    "log_format": "log.format",
+    "log_level": "log.level",
+}
+
+
+def _serve_parser(sub) -> None:
+    p = sub.add_parser("serve", help="run the proxy")
+    p.add_argument("--config", default=os.environ.get("PGWITNESS_CONFIG"), help="TOML config file")
+    p.add_argument("--listen", help="host:port to accept clients on (proxy.listen)")
+    p.add_argument("--workers", type=int, help="worker processes sharing the port with SO_REUSEPORT")
+    p.add_argument("--upstream-host")
+    p.add_argument("--upstream-port", type=int)
+    p.add_argument("--upstream-user")
+    p.add_argument("--upstream-sslmode")
+    p.add_argument("--metrics-listen", help='host:port for Prometheus metrics ("" disables)')
+    p.add_argument("--admin-listen", help="host:port for the admin HTTP API")
+    p.add_argument("--log-format", choices=["text", "json"])
+    p.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    p.add_argument(
+        "--set", action="append", default=[], metavar="SECTION.KEY=VALUE", help="override any config key"
+    )
+    p.add_argument("--check", action="store_true", help="validate the configuration and exit")
+    p.set_defaults(func=cmd_serve)
+
+
+def config_from_args(args) -> Config:
+    overrides = {}
+    for flag, key in _FLAG_KEYS.items():
+        value = getattr(args, flag, None)
+        if value is not None:
+            overrides[key] = value
+    for item in getattr(args, "set", []) or []:
+        key, sep, value = item.partition("=")
+        if not sep or "." not in key:
+            raise ConfigError(f"--set {item!r}: expected SECTION.KEY=VALUE")
+        overrides[key] = value
+    return load_config(args.config, overrides=overrides)
+
+
+def cmd_serve(args) -> int:
+    try:
+        cfg = config_from_args(args)
+    except ConfigError as exc:
+        print(f"pgwitness: configuration error: {exc}", file=sys.stderr)
+        return 2
+    if args.check:
+        print(f"configuration OK ({cfg.source})")
+        return 0
+    from .logs import setup_logging
+
+    setup_logging(cfg.log.level, cfg.log.format)
+    if cfg.proxy.workers > 1:
+        from .supervisor import run_workers
+
+        return run_workers(cfg)
+    return run_worker(cfg, reuse_port=False, metrics=True)
+
+
+def run_worker(cfg: Config, *, reuse_port: bool, metrics: bool) -> int:
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency; keep running without it
+        uvloop = None
+    runner = uvloop.run if uvloop is not None else asyncio.run
+    try:
+        return runner(_serve(cfg, reuse_port=reuse_port, with_metrics=metrics))
+    except ConfigError as exc:
+        print(f"pgwitness: configuration error: {exc}", file=sys.stderr)
+        return 2
+
+
+async def _serve(cfg: Config, *, reuse_port: bool, with_metrics: bool) -> int:
+    from .logs import event
+    from .runtime import build_runtime
+
+    runtime = await build_runtime(cfg)
+    if with_metrics and cfg.metrics.listen:
+        from .metrics import start_metrics_server
+
+        host, port = parse_hostport("metrics.listen", cfg.metrics.listen)
+        start_metrics_server(host, port)
+    try:
+        await runtime.server.start(reuse_port=reuse_port)
+    except OSError as exc:
+        await runtime.close()
+        print(f"pgwitness: cannot listen on {cfg.proxy.listen}: {exc.strerror}", file=sys.stderr)
+        return 1
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    event("shutting down", grace=cfg.proxy.shutdown_grace, sessions=len(runtime.server.sessions))
+    await runtime.server.shutdown()
+    await runtime.close()
+    logging.getLogger("pgwitness").info("stopped")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="pgwitness",
+        description="Postgres proxy that gives AI agents per-task grants and records every session.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    _serve_parser(sub)
+    from .demo import register as register_demo
+
+    register_demo(sub)
+    for module in ("policy.cli", "recorder.cli"):
+        try:
+            mod = __import__(module, fromlist=["register"])
+        except ImportError:
+            continue
+        mod.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,81 @@
+"""Wiring: builds one worker's authenticator, grant store, recorder, policy and servers from config."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .auth import GrantAuthenticator, StaticUsers
+from .config import Config, ConfigError, parse_hostport
+from .server import ProxyServer
+
+
+@dataclass
+class Runtime:
+    server: ProxyServer
+    store: object = None
+    recorder: object = None
+    admin: object = None
+
+    async def close(self) -> None:
+        if self.admin is not None:
+            await self.admin.close()
+        if self.store is not None:
+            await self.store.close()
+        if self.recorder is not None:
+            self.recorder.close()
+
+
+def build_recorder(cfg: Config):
+    """The recorder for this worker, or None when recording is disabled."""
+    if not cfg.recorder.enabled:
+        return None
+    from recorder import Recorder
+    from recorder.config import RecorderConfig
+
+    fields = {k: v for k, v in vars(cfg.recorder).items() if k in RecorderConfig.__dataclass_fields__}
+    try:
+        rec = Recorder.from_config(RecorderConfig(**fields))
+    except (ValueError, OSError) as exc:
+        raise ConfigError(f"recorder: {exc}") from exc
+    rec.start()
+    return rec
+
+
+def policy_factory(identity):
+    """A statement policy for a session, or None for an unrestricted (static) user."""
+    if identity.scopes is None:
+        return None
+    from policy import StatementPolicy
+
+    return StatementPolicy(identity.scopes, task=identity.task, enforce=identity.enforce)
+
+
+async def build_runtime(cfg: Config) -> Runtime:
+    static = StaticUsers(cfg.auth.users) if cfg.auth.users else None
+    recorder = build_recorder(cfg)
+    store = None
+    authenticator = static
+    if cfg.grants.store:
+        from policy.store import check_store_not_upstream, open_store
+
+        try:
+            check_store_not_upstream(cfg.grants.store, cfg.upstream.host, cfg.upstream.port)
+        except ValueError as exc:
+            raise ConfigError(f"grants.store: {exc}") from exc
+        on_event = recorder.control_event if recorder is not None else None
+        store = await open_store(cfg.grants.store, on_event=on_event)
+        authenticator = GrantAuthenticator(store, static=static)
+    server = ProxyServer(
+        cfg, authenticator, recorder=recorder, grant_store=store, policy_factory=policy_factory
+    )
+    runtime = Runtime(server=server, store=store, recorder=recorder)
+    if cfg.admin.listen:
+        from .admin import AdminServer
+
+        public = cfg.proxy.public_host or cfg.proxy.listen
+        phost, pport = parse_hostport("proxy.public_host", public, 6432)
+        admin = AdminServer(store, cfg.admin_token(), public_host=phost, public_port=pport)
+        host, port = parse_hostport("admin.listen", cfg.admin.listen)
+        await admin.start(host, port)
+        runtime.admin = admin
+    return runtime

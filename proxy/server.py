@@ -1,0 +1,601 @@
+"""The listener and the per-connection I/O: startup, TLS, authentication, then the relay.
+
+Everything protocol-shaped is delegated to sans-IO code (``proxy.wire``, ``proxy.session``);
+this module owns sockets, timers and back-pressure only. ``asyncio.Protocol`` is used on
+the hot path (no streams), and each side's ``pause_writing`` pauses reading on the other
+side, so a slow reader never makes the proxy buffer without bound.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import ssl
+import time
+from datetime import UTC, datetime
+
+from . import metrics
+from .auth import AuthPlan, FailureThrottle, Identity, auth_failed
+from .config import Config, parse_hostport
+from .logs import event
+from .session import Relay
+from .upstream import Credentials, Inbox, UpstreamError, connect_upstream, send_cancel
+from .wire import messages as m
+from .wire.errors import (
+    ADMIN_SHUTDOWN,
+    CANNOT_CONNECT_NOW,
+    INSUFFICIENT_PRIVILEGE,
+    INVALID_AUTHORIZATION,
+    PROTOCOL_VIOLATION,
+    TOO_MANY_CONNECTIONS,
+    PgError,
+    ProtocolViolation,
+)
+from .wire.framing import (
+    CancelRequest,
+    GSSENCRequest,
+    SSLRequest,
+    StartupMessage,
+    read_startup,
+)
+from .wire.scram import MECHANISM, ScramError, ScramServer
+
+_PASSWORD = m.Frontend.PASSWORD
+
+
+def server_ssl_context(cfg: Config) -> ssl.SSLContext | None:
+    if not cfg.proxy.tls_cert:
+        return None
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.load_cert_chain(cfg.proxy.tls_cert, cfg.proxy.tls_key)
+    return ctx
+
+
+class ProxyServer:
+    """One worker's listener, its live sessions, and the services they share."""
+
+    def __init__(self, cfg: Config, authenticator, *, recorder=None, grant_store=None, policy_factory=None):
+        self.cfg = cfg
+        self.authenticator = authenticator
+        self.recorder = recorder
+        self.grant_store = grant_store
+        self.policy_factory = policy_factory  # Identity -> StatementPolicy | None
+        self.credentials = Credentials(cfg)
+        self.ssl_context = server_ssl_context(cfg)
+        self.throttle = FailureThrottle(cfg.proxy.auth_fail_delay, cfg.proxy.auth_fail_window)
+        self.sessions: set[ClientConnection] = set()
+        self.accepting = True
+        self._server: asyncio.AbstractServer | None = None
+        self._tasks: list[asyncio.Task] = []
+        self._grant_watch_since: datetime | None = None
+
+    async def start(self, *, reuse_port: bool = False) -> tuple[str, int]:
+        host, port = parse_hostport("proxy.listen", self.cfg.proxy.listen)
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(
+            lambda: ClientConnection(self),
+            host,
+            port,
+            reuse_port=reuse_port or None,
+            backlog=1024,
+        )
+        self._tasks.append(asyncio.create_task(self._housekeeping()))
+        sock = self._server.sockets[0]
+        addr = sock.getsockname()
+        event("listening", host=addr[0], port=addr[1])
+        return addr[0], addr[1]
+
+    async def _housekeeping(self) -> None:
+        """About once a second: metrics, recorder health, grant revocations and extensions."""
+        interval = self.cfg.grants.poll_interval if self.grant_store is not None else 1.0
+        last_flush = 0.0
+        self._grant_watch_since = datetime.now(UTC)
+        while True:
+            await asyncio.sleep(min(interval, 1.0))
+            now = time.monotonic()
+            if now - last_flush >= 1.0:
+                last_flush = now
+                for conn in list(self.sessions):
+                    if conn.relay is not None:
+                        metrics.flush(conn.relay.counters)
+                grants = {c.identity.grant_id for c in self.sessions if c.identity is not None}
+                metrics.GRANTS_ACTIVE.set(len(grants))
+                if self.recorder is not None:
+                    metrics.RECORDER_HEALTHY.set(1 if self.recorder.healthy else 0)
+            if self.grant_store is not None:
+                try:
+                    await self._watch_grants()
+                except Exception:  # the store may be briefly unreachable; keep serving
+                    logging.getLogger("pgwitness").exception("grant watch failed")
+
+    async def _watch_grants(self) -> None:
+        live = {c.identity.grant_id: c for c in self.sessions if c.identity is not None}
+        if not live:
+            self._grant_watch_since = datetime.now(UTC)
+            return
+        started = datetime.now(UTC)
+        changed = await self.grant_store.changed_since(self._grant_watch_since)
+        self._grant_watch_since = started
+        for grant in changed:
+            if grant.id not in live:
+                continue
+            for conn in [c for c in self.sessions if c.identity and c.identity.grant_id == grant.id]:
+                conn.grant_changed(grant)
+
+    async def shutdown(self, grace: float | None = None) -> None:
+        """Stop accepting; let sessions finish until the deadline; then FATAL 57P01."""
+        grace = self.cfg.proxy.shutdown_grace if grace is None else grace
+        self.accepting = False
+        if self._server is not None:
+            self._server.close()
+        deadline = time.monotonic() + grace
+        while self.sessions and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        for conn in list(self.sessions):
+            conn.terminate("shutdown", "terminating connection: pgwitness is shutting down", ADMIN_SHUTDOWN)
+        await asyncio.sleep(0)
+        for task in self._tasks:
+            task.cancel()
+        for conn in list(self.sessions):
+            if conn.transport is not None:
+                conn.transport.abort()
+        for conn in list(self.sessions):
+            if conn.relay is not None:
+                metrics.flush(conn.relay.counters)
+        if self._server is not None:
+            await self._server.wait_closed()
+
+
+class ClientConnection(asyncio.Protocol):
+    """One client: handshake coroutine first, then bytes flow straight through ``Relay``."""
+
+    def __init__(self, server: ProxyServer):
+        self.server = server
+        self.cfg = server.cfg
+        self.transport: asyncio.Transport | None = None
+        self.inbox: Inbox | None = Inbox()
+        self.relay: Relay | None = None
+        self.upstream = None
+        self.identity: Identity | None = None
+        self.srec = None  # recorder.SessionRecorder
+        self.peer = "?"
+        self.tls = "none"
+        self.backend_key: tuple[int, bytes] | None = None
+        self._handshake_task: asyncio.Task | None = None
+        self._expiry_timer: asyncio.TimerHandle | None = None
+        self._ended = False
+        self._client_paused = False
+        self._upstream_paused = False
+
+    # --- asyncio.Protocol --------------------------------------------------------
+
+    def connection_made(self, transport):  # type: ignore[override]
+        self.transport = transport
+        peer = transport.get_extra_info("peername")
+        self.peer = f"{peer[0]}:{peer[1]}" if peer else "?"
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            try:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            except OSError:
+                pass
+        server = self.server
+        if not server.accepting:
+            self._refuse(PgError.fatal_error("the database system is shutting down", CANNOT_CONNECT_NOW), "refused")
+            return
+        if len(server.sessions) >= self.cfg.proxy.max_connections:
+            self._refuse(
+                PgError.fatal_error("sorry, too many clients already", TOO_MANY_CONNECTIONS), "too_many"
+            )
+            return
+        server.sessions.add(self)
+        metrics.CONNECTIONS_ACTIVE.inc()
+        self._handshake_task = asyncio.get_running_loop().create_task(self._handshake())
+
+    def data_received(self, data: bytes) -> None:
+        relay = self.relay
+        if relay is not None:
+            try:
+                to_server, to_client = relay.from_client(data)
+            except PgError as exc:
+                self.terminate("protocol_error", exc.message, exc.sqlstate)
+                return
+            if to_server:
+                self.upstream.transport.write(to_server)
+            if to_client:
+                self.transport.write(to_client)
+                if self.srec is not None:
+                    self.srec.wire("s2c", to_client)
+            if relay.terminated:
+                self._end("terminate")
+        elif self.inbox is not None:
+            self.inbox.feed(data)
+
+    def eof_received(self):
+        return False
+
+    def connection_lost(self, exc) -> None:
+        if self.inbox is not None:
+            self.inbox.close(exc)
+        if self._handshake_task is not None and not self._handshake_task.done():
+            self._handshake_task.cancel()
+        self._end("disconnect" if self.relay is not None else "handshake_aborted")
+
+    def pause_writing(self) -> None:  # client reads slower than upstream writes
+        if self.upstream is not None and not self._upstream_paused:
+            self._upstream_paused = True
+            self.upstream.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        if self.upstream is not None and self._upstream_paused:
+            self._upstream_paused = False
+            self.upstream.transport.resume_reading()
+
+    # --- upstream side -----------------------------------------------------------
+
+    def _from_server(self, data: bytes) -> None:
+        try:
+            out = self.relay.from_server(data)
+        except PgError as exc:
+            self.terminate("upstream", f"upstream protocol error: {exc.message}", PROTOCOL_VIOLATION)
+            return
+        if out:
+            self.transport.write(out)
+
+    def _upstream_lost(self, exc) -> None:
+        if not self._ended:
+            self.terminate(
+                "upstream",
+                "terminating connection: the upstream database closed the connection",
+                "08006",
+            )
+
+    def _upstream_pause(self) -> None:  # upstream reads slower than the client writes
+        if not self._client_paused and self.transport is not None:
+            self._client_paused = True
+            self.transport.pause_reading()
+
+    def _upstream_resume(self) -> None:
+        if self._client_paused and self.transport is not None:
+            self._client_paused = False
+            self.transport.resume_reading()
+
+    # --- handshake ---------------------------------------------------------------
+
+    async def _handshake(self) -> None:
+        outcome = "ok"
+        try:
+            async with asyncio.timeout(self.cfg.proxy.startup_timeout):
+                packet = await self._read_startup()
+                if isinstance(packet, CancelRequest):
+                    outcome = "cancel"
+                    await self._cancel(packet)
+                    self.transport.close()
+                    return
+                identity, params = await self._authenticate(packet)
+            await self._open_session(identity, packet, params)
+        except TimeoutError:
+            outcome = "protocol_error"
+            self._send_fatal(
+                PgError.fatal_error("timeout waiting for the startup packet and authentication", PROTOCOL_VIOLATION)
+            )
+        except ProtocolViolation as exc:
+            outcome = "protocol_error"
+            self._send_fatal(exc)
+        except PgError as exc:
+            outcome = getattr(exc, "outcome", "refused")
+            self._send_fatal(exc)
+        except (ConnectionError, OSError, ssl.SSLError) as exc:
+            outcome = "protocol_error"
+            event("handshake failed", logging.DEBUG, peer=self.peer, error=str(exc))
+            if self.transport is not None:
+                self.transport.abort()
+        except asyncio.CancelledError:
+            outcome = "disconnected"
+        finally:
+            metrics.CONNECTIONS_TOTAL.labels(outcome).inc()
+
+    def _send_fatal(self, exc: PgError) -> None:
+        event("connection refused", peer=self.peer, sqlstate=exc.sqlstate, error=exc.message)
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.write(exc.encode())
+            self.transport.close()
+
+    def _refuse(self, exc: PgError, outcome: str) -> None:
+        metrics.CONNECTIONS_TOTAL.labels(outcome).inc()
+        self.inbox = None
+        self._ended = True
+        self.transport.write(exc.encode())
+        self.transport.close()
+
+    async def _read_startup(self):
+        inbox = self.inbox
+        while True:
+            packet, used = read_startup(inbox.buf)
+            if packet is None:
+                await inbox._wait()
+                continue
+            del inbox.buf[:used]
+            if isinstance(packet, SSLRequest):
+                if self.tls != "none":
+                    raise ProtocolViolation("SSLRequest received on an encrypted connection")
+                if self.server.ssl_context is None:
+                    self.transport.write(m.SSL_NO)
+                    continue
+                if inbox.buf:
+                    # Bytes after SSLRequest would be read as if they came over TLS.
+                    raise ProtocolViolation("received unencrypted data after SSL request")
+                self.transport.write(m.SSL_YES)
+                loop = asyncio.get_running_loop()
+                self.transport = await loop.start_tls(
+                    self.transport, self, self.server.ssl_context, server_side=True
+                )
+                sslobj = self.transport.get_extra_info("ssl_object")
+                self.tls = (sslobj.version() if sslobj else None) or "TLS"
+                continue
+            if isinstance(packet, GSSENCRequest):
+                self.transport.write(m.SSL_NO)
+                continue
+            if isinstance(packet, CancelRequest):
+                return packet
+            assert isinstance(packet, StartupMessage)
+            if self.cfg.proxy.require_tls and self.tls == "none":
+                err = PgError.fatal_error(
+                    "pgwitness requires TLS: connect with sslmode=require or stricter",
+                    INVALID_AUTHORIZATION,
+                )
+                err.outcome = "tls_required"
+                raise err
+            if packet.minor > 0 or packet.unknown_protocol_options:
+                self.transport.write(m.negotiate_protocol_version(0, packet.unknown_protocol_options))
+            return packet
+
+    async def _read_password_message(self) -> bytes:
+        msg = await self.inbox.read_frame(self.cfg.proxy.max_message_bytes)
+        if msg[0] != _PASSWORD:
+            raise ProtocolViolation(f"expected SASL response, got message type {chr(msg[0])!r}")
+        return msg
+
+    async def _authenticate(self, packet: StartupMessage) -> tuple[Identity, dict[str, str]]:
+        params = dict(packet.params)
+        user = params.pop("user")
+        database = params.pop("database", "") or user
+        from policy.decide import check_startup_params
+
+        refusal = check_startup_params(packet.params)
+        if refusal:
+            err = PgError.fatal_error(refusal, INSUFFICIENT_PRIVILEGE)
+            err.outcome = "refused"
+            raise err
+        throttle = self.server.throttle
+        addr = self.peer.rsplit(":", 1)[0]
+        delay = throttle.delay(addr)
+        if delay:
+            await asyncio.sleep(delay)
+        plan: AuthPlan = await self.server.authenticator.begin(user, database)
+        self.transport.write(m.auth_sasl([MECHANISM]))
+        mech, data = m.decode_sasl_initial(await self._read_password_message())
+        if mech != MECHANISM:
+            raise ProtocolViolation(f"client selected an invalid SASL authentication mechanism {mech!r}")
+        scram = ScramServer(plan.iterations, plan.salt, plan.candidates)
+        try:
+            server_first = scram.first(data)
+            self.transport.write(m.auth_request(m.AUTH_SASL_CONTINUE, server_first))
+            final = m.decode_password(await self._read_password_message())
+            index, server_final = scram.final(final)
+        except ScramError:
+            throttle.failed(addr)
+            metrics.AUTH_FAILURES.labels("password").inc()
+            event("authentication failed", peer=self.peer, user=user, database=database)
+            err = auth_failed(user)
+            err.outcome = "auth_failed"
+            raise err from None
+        try:
+            identity = await self.server.authenticator.identify(plan, index)
+        except PgError as exc:
+            throttle.failed(addr)
+            metrics.AUTH_FAILURES.labels(_failure_reason(exc.message)).inc()
+            event("authentication refused", peer=self.peer, user=user, database=database, error=exc.message)
+            exc.outcome = "auth_failed"
+            raise
+        throttle.succeeded(addr)
+        self.transport.write(m.auth_request(m.AUTH_SASL_FINAL, server_final))
+        self.transport.write(m.auth_request(m.AUTH_OK))
+        params["database"] = database
+        return identity, params
+
+    async def _open_session(self, identity: Identity, packet: StartupMessage, params: dict[str, str]) -> None:
+        server = self.server
+        recorder = server.recorder
+        if recorder is not None and not recorder.healthy:
+            metrics.REFUSED_UNRECORDED.labels("connection").inc()
+            err = PgError.fatal_error(
+                "pgwitness cannot record sessions right now (recording store unavailable): "
+                "refusing the connection rather than serving it unrecorded",
+                CANNOT_CONNECT_NOW,
+            )
+            err.outcome = "recorder_unavailable"
+            raise err
+        database = params.pop("database")
+        if identity.expires_at is not None and identity.expires_at <= datetime.now(UTC):
+            raise PgError.fatal_error(f"grant {identity.grant_id} for task {identity.task} expired", INVALID_AUTHORIZATION)
+        try:
+            upstream = await connect_upstream(self.cfg, server.credentials, database, params)
+        except UpstreamError as exc:
+            exc.outcome = "upstream_failed"
+            event("upstream login failed", logging.WARNING, peer=self.peer, agent=identity.agent, error=exc.message)
+            raise
+        if self.transport is None or self.transport.is_closing():
+            upstream.transport.abort()
+            return
+        metrics.UPSTREAM_CONNECT_SECONDS.observe(upstream.connect_seconds)
+        self.upstream = upstream
+        self.identity = identity
+        self.backend_key = (upstream.backend_pid, upstream.backend_secret)
+        if recorder is not None:
+            self.srec = recorder.open_session(
+                {
+                    "agent": identity.agent,
+                    "task": identity.task,
+                    "grant_id": identity.grant_id,
+                    "scopes": identity.scopes_text,
+                    "reason": identity.reason,
+                    "granted_by": identity.granted_by,
+                    "enforce": identity.enforce,
+                    "record_rows": identity.record_rows,
+                    "expires_at": identity.expires_at.isoformat() if identity.expires_at else None,
+                    "database": database,
+                    "client_addr": self.peer,
+                    "client_tls": self.tls,
+                    "startup_params": dict(packet.params),
+                    "upstream": f"{self.cfg.upstream.host}:{self.cfg.upstream.port}",
+                    "upstream_user": self.cfg.upstream.user,
+                    "upstream_tls": upstream.tls,
+                    "backend_pid": upstream.backend_pid,
+                }
+            )
+        policy = server.policy_factory(identity) if server.policy_factory is not None else None
+        self.relay = Relay(
+            policy=policy,
+            recorder=self.srec,
+            max_message_bytes=self.cfg.proxy.max_message_bytes,
+            record_rows=identity.record_rows,
+            ready_status=upstream.ready_status,
+            health=recorder,
+        )
+        hello = upstream.startup_messages + m.ready_for_query(upstream.ready_status)
+        if self.srec is not None:
+            self.srec.wire("s2c", hello)
+        self.transport.write(hello)
+        proto = upstream.protocol
+        proto.on_data = self._from_server
+        proto.on_lost = self._upstream_lost
+        proto.on_pause = self._upstream_pause
+        proto.on_resume = self._upstream_resume
+        if identity.expires_at is not None:
+            self._schedule_expiry(identity.expires_at)
+        event(
+            "session started",
+            peer=self.peer,
+            agent=identity.agent,
+            task=identity.task,
+            grant=identity.grant_id,
+            database=database,
+            backend_pid=upstream.backend_pid,
+            session=getattr(self.srec, "id", None),
+        )
+        leftover_client = bytes(self.inbox.buf)
+        self.inbox = None
+        if upstream.leftover:
+            self._from_server(upstream.leftover)
+        if leftover_client:
+            self.data_received(leftover_client)
+
+    async def _cancel(self, packet: CancelRequest) -> None:
+        for conn in self.server.sessions:
+            if conn.backend_key == (packet.pid, packet.secret) and conn.srec is not None:
+                conn.srec.event("cancel", {"from": self.peer})
+        # Forwarded whatever worker holds the session: the server checks the secret key.
+        try:
+            await send_cancel(self.cfg, packet.pid, packet.secret)
+        except (TimeoutError, OSError, UpstreamError) as exc:
+            event("cancel forward failed", logging.WARNING, error=str(exc))
+
+    # --- grant lifecycle ---------------------------------------------------------
+
+    def _schedule_expiry(self, expires_at: datetime) -> None:
+        if self._expiry_timer is not None:
+            self._expiry_timer.cancel()
+        loop = asyncio.get_running_loop()
+        delay = (expires_at - datetime.now(UTC)).total_seconds()
+        self._expiry_timer = loop.call_later(max(0.0, delay), self._expired)
+
+    def _expired(self) -> None:
+        ident = self.identity
+        self.terminate(
+            "expired",
+            f"terminating connection: grant {ident.grant_id} for task {ident.task} expired",
+            ADMIN_SHUTDOWN,
+        )
+
+    def grant_changed(self, grant) -> None:
+        """The store says this session's grant changed: revoked ends it, extended moves expiry."""
+        if self._ended or self.identity is None:
+            return
+        status = grant.status(datetime.now(UTC))
+        if status == "revoked":
+            self.terminate(
+                "revoked",
+                f"terminating connection: grant {grant.id} for task {grant.task} was revoked",
+                ADMIN_SHUTDOWN,
+            )
+        elif status == "expired":
+            self._expired()
+        elif grant.expires_at != self.identity.expires_at:
+            old = self.identity.expires_at
+            self.identity = _replace_expiry(self.identity, grant.expires_at)
+            if self.srec is not None:
+                self.srec.event("grant_extended", {"grant_id": grant.id, "from": str(old), "to": grant.expires_at.isoformat()})
+            self._schedule_expiry(grant.expires_at)
+
+    # --- ending ------------------------------------------------------------------
+
+    def terminate(self, cause: str, message: str, sqlstate: str) -> None:
+        """End the session from our side: FATAL to the client, close both ends, record why."""
+        if self._ended:
+            return
+        if self.transport is not None and not self.transport.is_closing():
+            err = PgError.fatal_error(message, sqlstate).encode()
+            if self.srec is not None:
+                self.srec.wire("s2c", err)
+            self.transport.write(err)
+            self.transport.close()
+        self._end(cause, message)
+
+    def _end(self, cause: str, detail: str = "") -> None:
+        if self._ended:
+            return
+        self._ended = True
+        if self._expiry_timer is not None:
+            self._expiry_timer.cancel()
+        if self.upstream is not None:
+            t = self.upstream.transport
+            if not t.is_closing():
+                if cause != "upstream":
+                    t.write(m.TERMINATE)
+                t.close()
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.close()
+        if self in self.server.sessions:
+            self.server.sessions.discard(self)
+            metrics.CONNECTIONS_ACTIVE.dec()
+        if self.relay is not None:
+            metrics.flush(self.relay.counters)
+            metrics.SESSIONS_ENDED.labels(cause).inc()
+        if self.srec is not None:
+            self.srec.end(cause, detail)
+        if self.identity is not None:
+            event(
+                "session ended",
+                peer=self.peer,
+                agent=self.identity.agent,
+                task=self.identity.task,
+                grant=self.identity.grant_id,
+                cause=cause,
+                detail=detail,
+            )
+
+
+def _failure_reason(message: str) -> str:
+    for word in ("revoked", "expired", "not valid before", "does not cover database"):
+        if word in message:
+            return {"not valid before": "not_yet_valid", "does not cover database": "wrong_database"}.get(word, word)
+    return "refused"
+
+
+def _replace_expiry(identity: Identity, expires_at: datetime) -> Identity:
+    from dataclasses import replace
+
+    return replace(identity, expires_at=expires_at)

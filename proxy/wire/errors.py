@@ -1,0 +1,70 @@
+"""Errors the proxy sends to clients, each with a SQLSTATE and a message a user can act on."""
+
+from __future__ import annotations
+
+import struct
+
+
+def frame(type_byte: bytes, body: bytes = b"") -> bytes:
+    """Encode one message: type byte, int32 length (counting itself), body."""
+    return type_byte + struct.pack("!i", len(body) + 4) + body
+
+
+# SQLSTATEs the proxy itself emits.
+PROTOCOL_VIOLATION = "08P01"
+CONNECTION_FAILURE = "08006"
+CANNOT_CONNECT_NOW = "57P03"
+INVALID_PASSWORD = "28P01"
+INVALID_AUTHORIZATION = "28000"
+INSUFFICIENT_PRIVILEGE = "42501"
+TOO_MANY_CONNECTIONS = "53300"
+ADMIN_SHUTDOWN = "57P01"
+FEATURE_NOT_SUPPORTED = "0A000"
+
+
+class PgError(Exception):
+    """An error that becomes an ErrorResponse on the client connection."""
+
+    def __init__(self, message: str, sqlstate: str, severity: str = "ERROR", detail: str = ""):
+        super().__init__(message)
+        self.message = message
+        self.sqlstate = sqlstate
+        self.severity = severity
+        self.detail = detail
+
+    @property
+    def fatal(self) -> bool:
+        return self.severity == "FATAL"
+
+    def encode(self) -> bytes:
+        return error_response(self.severity, self.sqlstate, self.message, self.detail)
+
+    @classmethod
+    def fatal_error(cls, message: str, sqlstate: str, detail: str = "") -> PgError:
+        return cls(message, sqlstate, "FATAL", detail)
+
+
+class ProtocolViolation(PgError):
+    """Malformed input from a peer: FATAL 08P01 and the connection closes."""
+
+    def __init__(self, message: str, sqlstate: str = PROTOCOL_VIOLATION):
+        super().__init__(message, sqlstate, "FATAL")
+
+
+def error_response(severity: str, sqlstate: str, message: str, detail: str = "") -> bytes:
+    fields = [b"S", severity.encode(), b"\x00", b"V", severity.encode(), b"\x00"]
+    fields += [b"C", sqlstate.encode(), b"\x00", b"M", message.encode(), b"\x00"]
+    if detail:
+        fields += [b"D", detail.encode(), b"\x00"]
+    fields.append(b"\x00")
+    return frame(b"E", b"".join(fields))
+
+
+def notice_response(message: str, sqlstate: str = "01000", severity: str = "WARNING") -> bytes:
+    body = b"".join(
+        [
+            b"S", severity.encode(), b"\x00", b"V", severity.encode(), b"\x00",
+            b"C", sqlstate.encode(), b"\x00", b"M", message.encode(), b"\x00", b"\x00",
+        ]
+    )
+    return frame(b"N", body)

@@ -1,0 +1,162 @@
+"""Frame splitting for the Postgres v3 protocol, sans-IO.
+
+``FrameReader`` takes bytes as they arrive and hands back runs of *whole* frames
+(type byte + int32 length that counts itself + body) as one ``bytes`` object plus an
+index of where each frame starts, so the relay can forward the run untouched and
+look only at the frames it cares about. ``read_startup`` parses the startup phase,
+whose first packet has no type byte.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass, field
+
+from .errors import ProtocolViolation
+
+_INT32 = struct.Struct("!i")
+_STARTUP_HEAD = struct.Struct("!ii")
+
+PROTOCOL_3_0 = 196608  # 3 << 16
+SSL_REQUEST_CODE = 80877103
+GSSENC_REQUEST_CODE = 80877104
+CANCEL_REQUEST_CODE = 80877102
+MAX_STARTUP_BYTES = 10_000  # Postgres uses the same limit for the startup packet
+
+
+class FrameReader:
+    """Buffers a byte stream and yields runs of complete frames.
+
+    ``feed(data)`` returns ``(run, frames)``: ``run`` is the bytes of every frame completed
+    by this call, in order, and ``frames`` a list of ``(type, start, end)`` offsets into
+    ``run``. Bytes of an incomplete trailing frame stay buffered.
+    """
+
+    __slots__ = ("_buf", "max_len")
+
+    def __init__(self, max_len: int = 64 * 1024 * 1024):
+        self._buf = b""
+        self.max_len = max_len
+
+    @property
+    def pending(self) -> int:
+        return len(self._buf)
+
+    def feed(self, data: bytes) -> tuple[bytes, list[tuple[int, int, int]]]:
+        buf = self._buf + data if self._buf else bytes(data)
+        frames: list[tuple[int, int, int]] = []
+        pos = 0
+        n = len(buf)
+        unpack = _INT32.unpack_from
+        max_len = self.max_len
+        while n - pos >= 5:
+            length = unpack(buf, pos + 1)[0]
+            if length < 4 or length > max_len:
+                self._buf = b""
+                kind = "invalid" if length < 4 else "oversized"
+                raise ProtocolViolation(
+                    f"{kind} message length {length} for message type {chr(buf[pos])!r}"
+                    + (f" (limit {max_len} bytes)" if length >= 4 else "")
+                )
+            end = pos + 1 + length
+            if end > n:
+                break
+            frames.append((buf[pos], pos, end))
+            pos = end
+        if pos == n:
+            self._buf = b""
+            return buf, frames
+        self._buf = buf[pos:]
+        return buf[:pos], frames
+
+
+@dataclass(frozen=True, slots=True)
+class StartupMessage:
+    major: int
+    minor: int
+    params: dict[str, str]
+    unknown_protocol_options: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class SSLRequest:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class GSSENCRequest:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class CancelRequest:
+    pid: int
+    secret: bytes = field(repr=False)
+
+
+StartupPacket = StartupMessage | SSLRequest | GSSENCRequest | CancelRequest
+
+
+def read_startup(buf: bytes | bytearray) -> tuple[StartupPacket | None, int]:
+    """Parse one startup-phase packet from the front of ``buf``.
+
+    Returns ``(packet, consumed)``; ``(None, 0)`` if more bytes are needed. Raises
+    ProtocolViolation for anything malformed.
+    """
+    if len(buf) < 8:
+        if len(buf) >= 4:
+            length = _INT32.unpack_from(buf, 0)[0]
+            if length < 8 or length > MAX_STARTUP_BYTES:
+                raise ProtocolViolation(f"invalid startup packet length {length}")
+        return None, 0
+    length, code = _STARTUP_HEAD.unpack_from(buf, 0)
+    if length < 8 or length > MAX_STARTUP_BYTES:
+        raise ProtocolViolation(f"invalid startup packet length {length}")
+    if len(buf) < length:
+        return None, 0
+    body = bytes(buf[8:length])
+    if code == SSL_REQUEST_CODE:
+        if length != 8:
+            raise ProtocolViolation("malformed SSLRequest")
+        return SSLRequest(), length
+    if code == GSSENC_REQUEST_CODE:
+        if length != 8:
+            raise ProtocolViolation("malformed GSSENCRequest")
+        return GSSENCRequest(), length
+    if code == CANCEL_REQUEST_CODE:
+        # 3.0 keys are 4 bytes; 3.2 allows up to 256.
+        if length < 16 or length > 8 + 4 + 256:
+            raise ProtocolViolation("malformed CancelRequest")
+        return CancelRequest(_INT32.unpack_from(body, 0)[0], body[4:]), length
+    major, minor = code >> 16, code & 0xFFFF
+    if major != 3:
+        raise ProtocolViolation(
+            f"unsupported frontend protocol {major}.{minor}: server supports 3.0"
+        )
+    params: dict[str, str] = {}
+    unknown: list[str] = []
+    parts = body.split(b"\x00")
+    # A well-formed body is key\0value\0 ... \0, which splits into pairs plus ["", ""].
+    if len(parts) < 2 or parts[-1] != b"" or parts[-2] != b"" or (len(parts) - 2) % 2:
+        raise ProtocolViolation("malformed startup packet: parameters are not terminated")
+    for i in range(0, len(parts) - 2, 2):
+        try:
+            key, value = parts[i].decode(), parts[i + 1].decode()
+        except UnicodeDecodeError as exc:
+            raise ProtocolViolation("startup packet is not valid UTF-8") from exc
+        if not key:
+            raise ProtocolViolation("malformed startup packet: empty parameter name")
+        if key.startswith("_pq_."):
+            unknown.append(key)
+            continue
+        params[key] = value
+    if "user" not in params or not params["user"]:
+        raise ProtocolViolation("no PostgreSQL user name specified in startup packet", "28000")
+    return StartupMessage(major, minor, params, tuple(unknown)), length
+
+
+def startup_packet(params: dict[str, str], code: int = PROTOCOL_3_0) -> bytes:
+    body = _INT32.pack(code)
+    body += b"".join(k.encode() + b"\x00" + v.encode() + b"\x00" for k, v in params.items())
+    body += b"\x00"
+    return _INT32.pack(len(body) + 4) + body

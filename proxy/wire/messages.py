@@ -1,0 +1,204 @@
+"""Message type bytes and the few encoders/decoders the proxy needs.
+
+'D', 'C', 'E', 'S' mean different things by direction, so the two directions have
+their own constant sets. Everything the proxy does not need to understand is relayed
+as the exact bytes received.
+"""
+
+from __future__ import annotations
+
+import struct
+
+from .errors import ProtocolViolation, frame
+
+_I16 = struct.Struct("!h")
+_I32 = struct.Struct("!i")
+
+
+class Frontend:
+    """Frontend (client → server) message types, as ints (what indexing bytes gives)."""
+
+    QUERY = ord("Q")  # Query
+    PARSE = ord("P")  # Parse
+    BIND = ord("B")  # Bind
+    DESCRIBE = ord("D")  # Describe
+    EXECUTE = ord("E")  # Execute
+    CLOSE = ord("C")  # Close
+    SYNC = ord("S")  # Sync
+    FLUSH = ord("H")  # Flush
+    FUNCTION_CALL = ord("F")  # FunctionCall
+    TERMINATE = ord("X")  # Terminate
+    COPY_DATA = ord("d")  # CopyData
+    COPY_DONE = ord("c")  # CopyDone
+    COPY_FAIL = ord("f")  # CopyFail
+    PASSWORD = ord("p")  # PasswordMessage / SASLInitialResponse / SASLResponse
+
+    KNOWN = frozenset(b"QPBDECSHFXdcfp")
+
+
+class Backend:
+    """Backend (server → client) message types."""
+
+    AUTHENTICATION = ord("R")
+    BACKEND_KEY_DATA = ord("K")
+    BIND_COMPLETE = ord("2")
+    CLOSE_COMPLETE = ord("3")
+    COMMAND_COMPLETE = ord("C")
+    COPY_IN_RESPONSE = ord("G")
+    COPY_OUT_RESPONSE = ord("H")
+    COPY_BOTH_RESPONSE = ord("W")
+    DATA_ROW = ord("D")
+    EMPTY_QUERY = ord("I")
+    ERROR_RESPONSE = ord("E")
+    NEGOTIATE_PROTOCOL_VERSION = ord("v")
+    NO_DATA = ord("n")
+    NOTICE_RESPONSE = ord("N")
+    NOTIFICATION = ord("A")
+    PARAMETER_DESCRIPTION = ord("t")
+    PARAMETER_STATUS = ord("S")
+    PARSE_COMPLETE = ord("1")
+    PORTAL_SUSPENDED = ord("s")
+    READY_FOR_QUERY = ord("Z")
+    ROW_DESCRIPTION = ord("T")
+
+
+# Authentication request codes (the int32 after 'R').
+AUTH_OK = 0
+AUTH_CLEARTEXT = 3
+AUTH_MD5 = 5
+AUTH_SASL = 10
+AUTH_SASL_CONTINUE = 11
+AUTH_SASL_FINAL = 12
+
+
+def cstring(buf: bytes, pos: int) -> tuple[str, int]:
+    """Decode a NUL-terminated UTF-8 string at ``pos``; return it and the position after."""
+    end = buf.find(b"\x00", pos)
+    if end < 0:
+        raise ProtocolViolation("unterminated string in message")
+    try:
+        return buf[pos:end].decode(), end + 1
+    except UnicodeDecodeError as exc:
+        raise ProtocolViolation("invalid UTF-8 in message") from exc
+
+
+# --- frontend decoders -------------------------------------------------------------
+
+
+def decode_query(msg: bytes) -> str:
+    """Query: the SQL text of a whole 'Q' frame."""
+    return cstring(msg, 5)[0]
+
+
+def decode_parse(msg: bytes) -> tuple[str, str]:
+    """Parse: ``(statement name, query text)`` of a whole 'P' frame."""
+    name, pos = cstring(msg, 5)
+    query, _ = cstring(msg, pos)
+    return name, query
+
+
+def decode_password(msg: bytes) -> bytes:
+    return msg[5:]
+
+
+def decode_sasl_initial(msg: bytes) -> tuple[str, bytes]:
+    mech, pos = cstring(msg, 5)
+    if len(msg) < pos + 4:
+        raise ProtocolViolation("malformed SASLInitialResponse")
+    n = _I32.unpack_from(msg, pos)[0]
+    data = msg[pos + 4 :] if n < 0 else msg[pos + 4 : pos + 4 + n]
+    return mech, data
+
+
+# --- backend decoders ----------------------------------------------------------
+
+
+def decode_error_fields(msg: bytes) -> dict[str, str]:
+    """ErrorResponse/NoticeResponse fields keyed by their one-letter code."""
+    fields: dict[str, str] = {}
+    pos = 5
+    while pos < len(msg) and msg[pos] != 0:
+        code = chr(msg[pos])
+        end = msg.find(b"\x00", pos + 1)
+        if end < 0:
+            break
+        fields[code] = msg[pos + 1 : end].decode("utf-8", "replace")
+        pos = end + 1
+    return fields
+
+
+def encode_error_fields(type_byte: bytes, fields: dict[str, str]) -> bytes:
+    body = b"".join(k.encode() + v.encode() + b"\x00" for k, v in fields.items()) + b"\x00"
+    return frame(type_byte, body)
+
+
+def decode_auth(msg: bytes) -> tuple[int, bytes]:
+    if len(msg) < 9:
+        raise ProtocolViolation("malformed Authentication message")
+    return _I32.unpack_from(msg, 5)[0], msg[9:]
+
+
+# --- encoders ------------------------------------------------------------------
+
+
+def auth_request(code: int, data: bytes = b"") -> bytes:
+    return frame(b"R", _I32.pack(code) + data)
+
+
+def auth_sasl(mechanisms: list[str]) -> bytes:
+    return auth_request(AUTH_SASL, b"".join(m.encode() + b"\x00" for m in mechanisms) + b"\x00")
+
+
+def ready_for_query(status: bytes = b"I") -> bytes:
+    return frame(b"Z", status)
+
+
+def parameter_status(name: str, value: str) -> bytes:
+    return frame(b"S", name.encode() + b"\x00" + value.encode() + b"\x00")
+
+
+def negotiate_protocol_version(newest_minor: int, unknown_options: tuple[str, ...]) -> bytes:
+    body = _I32.pack(newest_minor) + _I32.pack(len(unknown_options))
+    body += b"".join(o.encode() + b"\x00" for o in unknown_options)
+    return frame(b"v", body)
+
+
+def query(sql: str) -> bytes:
+    return frame(b"Q", sql.encode() + b"\x00")
+
+
+def parse(name: str, sql: str) -> bytes:
+    return frame(b"P", name.encode() + b"\x00" + sql.encode() + b"\x00" + _I16.pack(0))
+
+
+def bind_no_params(portal: str = "", statement: str = "") -> bytes:
+    body = portal.encode() + b"\x00" + statement.encode() + b"\x00"
+    body += _I16.pack(0) + _I16.pack(0) + _I16.pack(0)
+    return frame(b"B", body)
+
+
+def execute(portal: str = "", max_rows: int = 0) -> bytes:
+    return frame(b"E", portal.encode() + b"\x00" + _I32.pack(max_rows))
+
+
+def password_message(data: bytes) -> bytes:
+    return frame(b"p", data)
+
+
+def sasl_initial_response(mechanism: str, data: bytes) -> bytes:
+    return frame(b"p", mechanism.encode() + b"\x00" + _I32.pack(len(data)) + data)
+
+
+def cancel_request(pid: int, secret: bytes) -> bytes:
+    body = _I32.pack(80877102) + _I32.pack(pid) + secret
+    return _I32.pack(len(body) + 4) + body
+
+
+def ssl_request() -> bytes:
+    return _I32.pack(8) + _I32.pack(80877103)
+
+
+TERMINATE = frame(b"X")
+SYNC = frame(b"S")
+SSL_YES = b"S"
+SSL_NO = b"N"
