@@ -1,0 +1,111 @@
+"""`pgwitness keygen | verify | replay`: registered into the main CLI (proxy/cli.py)."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import sys
+
+from .config import RecorderConfig
+from .signing import generate_keypair, load_public_key
+from .store import StoreError, open_store
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("keygen", help="create an Ed25519 signing key pair for recordings")
+    p.add_argument("--out", required=True, help="private key path (PEM, 0600); public key: OUT.pub")
+    p.set_defaults(func=cmd_keygen)
+
+    p = subparsers.add_parser("verify", help="prove recordings are complete and untampered")
+    _store_args(p)
+    p.add_argument("sessions", nargs="*", metavar="SESSION")
+    p.add_argument("--all", action="store_true", help="every session in the store")
+    p.add_argument("--public-key", action="append", required=True, metavar="PATH",
+                   help="trusted public key (repeat for rotated keys)")
+    p.add_argument("--require-closed", action="store_true",
+                   help="also fail sessions without a final checkpoint")
+    p.add_argument("--json", action="store_true", help="one JSON report per line")
+    p.set_defaults(func=cmd_verify)
+
+    p = subparsers.add_parser("replay", help="psql-like transcript of a recorded session")
+    _store_args(p)
+    p.add_argument("session", metavar="SESSION")
+    p.add_argument("--public-key", action="append", metavar="PATH",
+                   help="verify first and print the result (recommended)")
+    p.add_argument("--max-rows", type=int, default=None, help="rows shown per result set")
+    p.set_defaults(func=cmd_replay)
+
+
+def _store_args(p: argparse.ArgumentParser) -> None:
+    d = RecorderConfig()
+    p.add_argument("--store", default=os.environ.get("PGWITNESS_STORE", d.store),
+                   help="file:///dir, a directory, or s3://bucket/prefix (env PGWITNESS_STORE)")
+    p.add_argument("--s3-endpoint", default=os.environ.get("PGWITNESS_S3_ENDPOINT"),
+                   help="S3-compatible endpoint URL (env PGWITNESS_S3_ENDPOINT)")
+    p.add_argument("--s3-region", default=os.environ.get("AWS_REGION"))
+
+
+def _open(args):
+    if args.store.startswith("s3://"):
+        return open_store(args.store, endpoint_url=args.s3_endpoint, region=args.s3_region)
+    return open_store(args.store)
+
+
+def cmd_keygen(args) -> int:
+    try:
+        priv, pub = generate_keypair(args.out)
+    except FileExistsError:
+        print(f"pgwitness keygen: {args.out} (or its .pub) exists; not overwriting", file=sys.stderr)
+        return 1
+    print(f"private key: {priv} (mode 0600; give it to the proxy only)")
+    print(f"public key:  {pub} (give it to auditors: pgwitness verify --public-key {pub})")
+    return 0
+
+
+def cmd_verify(args) -> int:
+    from .verify import verify_session
+
+    if bool(args.sessions) == bool(args.all):
+        print("pgwitness verify: name SESSION ids or pass --all (not both)", file=sys.stderr)
+        return 2
+    keys = [load_public_key(k) for k in args.public_key]
+    store = _open(args)
+    try:
+        sessions = store.sessions() if args.all else args.sessions
+    except StoreError as e:
+        print(f"pgwitness verify: {e}", file=sys.stderr)
+        return 2
+    failed = 0
+    for sid in sessions:
+        r = verify_session(store, sid, keys)
+        bad = not r.ok or (args.require_closed and r.status != "closed")
+        failed += bad
+        if args.json:
+            d = dataclasses.asdict(r)
+            d["ok"] = not bad
+            print(json.dumps(d, default=str))
+        else:
+            print(r.summary())
+    if not args.json:
+        print(f"{len(sessions)} sessions verified, {failed} failed")
+    return 1 if failed else 0
+
+
+def cmd_replay(args) -> int:
+    from .replay import replay_session
+    from .verify import verify_session
+
+    store = _open(args)
+    status = 0
+    if args.public_key:
+        r = verify_session(store, args.session, [load_public_key(k) for k in args.public_key])
+        print(f"-- verify: {r.summary()}")
+        status = 0 if r.ok else 1
+    try:
+        replay_session(store, args.session, sys.stdout, max_rows=args.max_rows)
+    except (StoreError, ValueError) as e:
+        print(f"pgwitness replay: {e}", file=sys.stderr)
+        return 1
+    return status

@@ -1,0 +1,263 @@
+"""replay: a psql-like transcript of one session, decoded from the recording alone.
+
+Frame decoding here is deliberately minimal (type byte, int32 length, the few fields a
+reader needs) and independent of the proxy's codec, so a replay cannot inherit its bugs.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import struct
+from collections.abc import Iterator
+from typing import TextIO
+
+from . import chunks
+from .records import Direction, Kind, Record
+from .store import Store
+
+_I16 = struct.Struct(">h")
+_I32 = struct.Struct(">i")
+
+
+def iter_records(store: Store, session_id: str) -> Iterator[Record]:
+    """Records of a session in order (chunks 0..n as listed; no verification)."""
+    prefix = chunks.session_prefix(session_id)
+    ns = sorted(p[0] for k in store.list(prefix)
+                if (p := chunks.parse_name(k[len(prefix):])) and p[1] == "chunk")
+    for n in ns:
+        _, records = chunks.decode_chunk(store.get(chunks.chunk_key(session_id, n)))
+        yield from records
+
+
+def split_frames(buf: bytes) -> tuple[list[tuple[str, bytes]], bytes]:
+    """Whole frames (type, body) and the incomplete rest."""
+    out, off = [], 0
+    while len(buf) - off >= 5:
+        if buf[off] == 0:  # untyped startup-phase packet: int32 length, then body
+            (length,) = _I32.unpack_from(buf, off)
+            if length < 8 or len(buf) - off < length:
+                break
+            out.append(("", buf[off + 4 : off + length]))
+            off += length
+            continue
+        (length,) = _I32.unpack_from(buf, off + 1)
+        if length < 4 or len(buf) - off < 1 + length:
+            break
+        out.append((chr(buf[off]), buf[off + 5 : off + 1 + length]))
+        off += 1 + length
+    return out, buf[off:]
+
+
+def _cstr(body: bytes, off: int) -> tuple[str, int]:
+    end = body.index(b"\x00", off)
+    return body[off:end].decode("utf-8", "replace"), end + 1
+
+
+def _fields(body: bytes) -> dict[str, str]:
+    """ErrorResponse / NoticeResponse fields by code letter."""
+    out, off = {}, 0
+    while off < len(body) and body[off] != 0:
+        code = chr(body[off])
+        val, off = _cstr(body, off + 1)
+        out[code] = val
+    return out
+
+
+def _value(raw: bytes | None, binary: bool = False) -> str:
+    if raw is None:
+        return "NULL"
+    if not binary:
+        try:
+            return raw.decode()
+        except UnicodeDecodeError:
+            pass
+    return "\\x" + raw.hex()
+
+
+def _bind(body: bytes) -> tuple[str, str, list[str]]:
+    portal, off = _cstr(body, 0)
+    stmt, off = _cstr(body, off)
+    (nfmt,) = _I16.unpack_from(body, off)
+    off += 2
+    fmts = [_I16.unpack_from(body, off + 2 * i)[0] for i in range(nfmt)]
+    off += 2 * nfmt
+    (nparams,) = _I16.unpack_from(body, off)
+    off += 2
+    params = []
+    for i in range(nparams):
+        (length,) = _I32.unpack_from(body, off)
+        off += 4
+        raw = None if length < 0 else body[off : off + length]
+        off += max(length, 0)
+        fmt = fmts[0] if nfmt == 1 else (fmts[i] if i < nfmt else 0)
+        params.append(_value(raw, fmt == 1))
+    return portal, stmt, params
+
+
+def _row_description(body: bytes) -> list[tuple[str, int]]:
+    (n,) = _I16.unpack_from(body, 0)
+    off, cols = 2, []
+    for _ in range(n):
+        name, off = _cstr(body, off)
+        fmt = _I16.unpack_from(body, off + 16)[0]
+        off += 18
+        cols.append((name, fmt))
+    return cols
+
+
+def _data_row(body: bytes, cols: list[tuple[str, int]]) -> list[str]:
+    (n,) = _I16.unpack_from(body, 0)
+    off, vals = 2, []
+    for i in range(n):
+        (length,) = _I32.unpack_from(body, off)
+        off += 4
+        raw = None if length < 0 else body[off : off + length]
+        off += max(length, 0)
+        vals.append(_value(raw, i < len(cols) and cols[i][1] == 1))
+    return vals
+
+
+class Transcript:
+    """Turns records into text; keeps result sets until their CommandComplete."""
+
+    def __init__(self, out: TextIO, max_rows: int | None = None):
+        self.out = out
+        self.max_rows = max_rows
+        self.wall0: int | None = None
+        self.pending = {Direction.C2S: b"", Direction.S2C: b""}
+        self.statements: dict[str, str] = {}
+        self.cols: list[tuple[str, int]] | None = None
+        self.rows: list[list[str]] = []
+        self.nrows = 0
+        self.t = 0
+
+    def line(self, text: str, mark: str = "  ") -> None:
+        self.out.write(f"[{self.t / 1e9:10.3f}s] {mark} {text}\n")
+
+    def feed(self, r: Record) -> None:
+        self.t = r.t_ns
+        if r.kind == Kind.WIRE:
+            buf = self.pending[r.direction] + r.payload
+            frames, self.pending[r.direction] = split_frames(buf)
+            for typ, body in frames:
+                try:
+                    (self.client if r.direction == Direction.C2S else self.server)(typ, body)
+                except (ValueError, struct.error, IndexError):
+                    self.line(f"(undecodable {typ!r} frame, {len(body)} bytes)", "??")
+            return
+        p = r.json()
+        if r.kind == Kind.DECISION:
+            self.decision(r.type, p)
+        elif r.type == "session.start":
+            self.wall0 = p.get("wall_ns")
+            when = dt.datetime.fromtimestamp(self.wall0 / 1e9, dt.UTC).isoformat() if self.wall0 else "?"
+            self.out.write(f"-- session {p.get('session')} started {when}\n")
+            meta = p.get("meta") or {}
+            if meta:
+                self.out.write("-- " + " ".join(f"{k}={v}" for k, v in sorted(meta.items())) + "\n")
+        elif r.type == "session.end":
+            self.flush_rows()
+            self.line(f"session ended: {p.get('cause')} {p.get('detail') or ''}".rstrip(), "--")
+        else:
+            mark = "##" if r.kind == Kind.CONTROL else "--"
+            self.line(f"{r.type} {json.dumps(p, sort_keys=True)}", mark)
+
+    def decision(self, verdict: str, p: dict) -> None:
+        rule = p.get("rule") or ""
+        reason = p.get("reason") or p.get("message") or ""
+        if p.get("denied"):
+            self.line(f"DENIED {rule}: {reason}".rstrip(": "), "!!")
+        else:
+            extra = " (would deny: dry-run)" if p.get("would_deny") else ""
+            self.line(f"allowed {rule}{extra}".rstrip(), "ok")
+
+    def client(self, typ: str, body: bytes) -> None:
+        if typ == "Q":
+            self.line(_cstr(body, 0)[0], "=>")
+        elif typ == "P":
+            name, off = _cstr(body, 0)
+            sql, _ = _cstr(body, off)
+            self.statements[name] = sql
+            self.line(f"parse{(' ' + name) if name else ''}: {sql}", "=>")
+        elif typ == "B":
+            portal, stmt, params = _bind(body)
+            ps = ", ".join(f"${i + 1}={v}" for i, v in enumerate(params))
+            self.line(f"bind{(' ' + stmt) if stmt else ''}: {ps or '(no parameters)'}", "=>")
+        elif typ == "E":
+            portal = _cstr(body, 0)[0]
+            if portal:
+                self.line(f"execute portal {portal}", "=>")
+        elif typ == "d":
+            self.line(f"COPY data {len(body)} bytes", "=>")
+        elif typ == "F":
+            self.line("FunctionCall", "=>")
+        elif typ == "X":
+            self.line("terminate", "=>")
+        elif typ == "":
+            self.line(f"startup packet ({len(body)} bytes)", "=>")
+        # Sync, Flush, Describe, Close: protocol plumbing, not shown
+
+    def server(self, typ: str, body: bytes) -> None:
+        if typ == "T":
+            self.flush_rows()
+            self.cols = _row_description(body)
+        elif typ == "D":
+            self.nrows += 1
+            if self.max_rows is None or len(self.rows) < self.max_rows:
+                self.rows.append(_data_row(body, self.cols or []))
+        elif typ == "C":
+            tag = _cstr(body, 0)[0]
+            self.flush_rows()
+            self.line(tag, "<=")
+        elif typ in ("E", "N"):
+            self.flush_rows()
+            f = _fields(body)
+            sev = f.get("V") or f.get("S") or ("ERROR" if typ == "E" else "NOTICE")
+            text = f"{sev} {f.get('C', '?????')}: {f.get('M', '')}"
+            if f.get("D"):
+                text += f" DETAIL: {f['D']}"
+            if f.get("H"):
+                text += f" HINT: {f['H']}"
+            self.line(text, "<=")
+        elif typ == "I":
+            self.line("(empty query)", "<=")
+        elif typ == "d":
+            self.line(f"COPY data {len(body)} bytes", "<=")
+        elif typ == "R" and len(body) >= 4 and _I32.unpack_from(body)[0] == 0:
+            self.line("authentication ok", "<=")
+        elif typ == "S":
+            name, off = _cstr(body, 0)
+            self.line(f"parameter {name} = {_cstr(body, off)[0]}", "<=")
+        # ParseComplete, BindComplete, ReadyForQuery, NoData, ...: not shown
+
+    def flush_rows(self) -> None:
+        if self.cols is None:
+            return
+        names = [c[0] for c in self.cols]
+        widths = [len(n) for n in names]
+        for row in self.rows:
+            for i, v in enumerate(row[: len(widths)]):
+                widths[i] = max(widths[i], len(v))
+        pad = " " * 15
+        self.out.write(pad + " " + " | ".join(n.center(w) for n, w in zip(names, widths, strict=True)) + "\n")
+        self.out.write(pad + "-" + "-+-".join("-" * w for w in widths) + "-\n")
+        for row in self.rows:
+            self.out.write(pad + " " + " | ".join(v.ljust(w) for v, w in zip(row, widths, strict=False)) + "\n")
+        more = f", {self.nrows - len(self.rows)} not shown" if self.nrows > len(self.rows) else ""
+        self.out.write(f"{pad} ({self.nrows} row{'s' if self.nrows != 1 else ''}{more})\n")
+        self.cols, self.rows, self.nrows = None, [], 0
+
+    def close(self) -> None:
+        self.flush_rows()
+
+
+def replay_session(store: Store, session_id: str, out: TextIO, *, max_rows: int | None = None) -> int:
+    """Write the transcript; returns the number of records replayed."""
+    tr = Transcript(out, max_rows)
+    count = 0
+    for r in iter_records(store, session_id):
+        tr.feed(r)
+        count += 1
+    tr.close()
+    return count
