@@ -106,8 +106,8 @@ def decode_chunk_header(data: bytes) -> ChunkHeader:
     magic, ver, comp, _r, n, first_seq, count, raw_len, sid_len = CHUNK_HEADER.unpack_from(data)
     if magic != CHUNK_MAGIC:
         raise ChunkError("bad magic")
-    if ver != FORMAT_VERSION or comp != COMPRESSION_ZSTD:
-        raise ChunkError(f"unsupported version {ver} / compression {comp}")
+    if ver != FORMAT_VERSION or comp != COMPRESSION_ZSTD or _r != 0:
+        raise ChunkError(f"unsupported version {ver} / compression {comp} / reserved {_r}")
     end = CHUNK_HEADER.size + sid_len
     if len(data) < end:
         raise ChunkError("truncated session id")

@@ -90,8 +90,11 @@ def decode_checkpoint(data: bytes) -> Checkpoint:
         sid = data[CKPT_HEADER.size : CKPT_HEADER.size + sid_len].decode()
     except (ValueError, UnicodeDecodeError) as e:
         raise CheckpointError(f"bad field: {e}") from None
-    return Checkpoint(sid, n, chain, chunk_sha, st, first_seq, next_seq, t, kid,
+    ckpt = Checkpoint(sid, n, chain, chunk_sha, st, first_seq, next_seq, t, kid,
                       data[CKPT_HEADER.size + sid_len :])
+    if ckpt.encode() != data:  # reserved bits set etc.: the signature must cover every byte
+        raise CheckpointError("non-canonical encoding")
+    return ckpt
 
 
 # -- key files -------------------------------------------------------------------------------

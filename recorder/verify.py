@@ -93,7 +93,7 @@ def verify_session(store: Store, session_id: str,
     for key in keys:
         parsed = chunks.parse_name(key[len(prefix) :])
         if parsed is None:
-            add(Problem(EXTRA, key, "object name is not <n>.chunk or <n>.ckpt"))
+            add(Problem(EXTRA, key[len(prefix) :], "object name is not <n>.chunk or <n>.ckpt"))
         else:
             present[parsed] = key
     ns = {n for n, _ in present}
@@ -102,6 +102,7 @@ def verify_session(store: Store, session_id: str,
 
     prev_chain = chunks.genesis(session_id)
     next_seq = 0
+    synced = True  # prev_chain/next_seq come from a verified predecessor (or genesis)
     contiguous = True
     final_at: int | None = None
     for n in range(last + 1):
@@ -109,7 +110,7 @@ def verify_session(store: Store, session_id: str,
         has_chunk, has_ckpt = (n, "chunk") in present, (n, "ckpt") in present
         if not has_chunk and not has_ckpt:
             add(Problem(MISSING, name(n, "chunk"), f"chunk {n} and its checkpoint are gone"))
-            contiguous = False
+            contiguous = synced = False
             continue
         if final_at is not None:
             add(Problem(EXTRA, name(n, "chunk" if has_chunk else "ckpt"),
@@ -131,16 +132,19 @@ def verify_session(store: Store, session_id: str,
             if digest != ckpt.chunk_sha256:
                 _explain_mismatch(blob, n, session_id, name(n, "chunk"), add)
             else:
-                good = _check_records(blob, ckpt, next_seq, name(n, "chunk"), add, report)
+                good = _check_records(blob, ckpt, next_seq if synced else None, name(n, "chunk"),
+                                      add, report)
             expect = chunks.chain_next(prev_chain, n, ckpt.chunk_sha256)
-            if ckpt.chain != expect:
+            if synced and ckpt.chain != expect:
                 add(Problem(REORDERED, name(n, "ckpt"),
                             "chain does not follow from checkpoint "
                             f"{n - 1 if n else 'genesis'}: chunks removed, swapped or replaced"))
                 good = False
         if ckpt is not None:
             # continue from the signed values, so one tampering is reported once
-            prev_chain, next_seq = ckpt.chain, ckpt.next_seq
+            prev_chain, next_seq, synced = ckpt.chain, ckpt.next_seq, True
+        else:
+            synced = False
         if good and contiguous:
             report.attested_through = n
         else:
@@ -153,7 +157,7 @@ def verify_session(store: Store, session_id: str,
             except StoreError as e:
                 issues = [str(e)]
             for issue in issues:
-                add(Problem(UNLOCKED, key, issue))
+                add(Problem(UNLOCKED, key[len(prefix) :], issue))
 
     if report.problems:
         report.status = "tampered"
@@ -164,15 +168,19 @@ def verify_session(store: Store, session_id: str,
     return report
 
 
+def _short(key: str) -> str:
+    return key.rsplit("/", 1)[-1]
+
+
 def _load(store: Store, key: str | None, add) -> bytes | None:
     if key is None:
         return None
     try:
         return store.get(key)
     except ObjectMissing:
-        add(Problem(MISSING, key, "listed but cannot be read"))
+        add(Problem(MISSING, _short(key), "listed but cannot be read"))
     except StoreError as e:
-        add(Problem(UNREADABLE, key, str(e)))
+        add(Problem(UNREADABLE, _short(key), str(e)))
     return None
 
 
@@ -183,17 +191,17 @@ def _load_ckpt(store, key, n, session_id, trusted, add) -> Checkpoint | None:
     try:
         ckpt = decode_checkpoint(data)
     except CheckpointError as e:
-        add(Problem(MALFORMED, key, f"checkpoint: {e}"))
+        add(Problem(MALFORMED, _short(key), f"checkpoint: {e}"))
         return None
     pk = trusted.get(ckpt.key_id)
     if pk is None:
-        add(Problem(BAD_SIGNATURE, key, f"signed by untrusted key id {ckpt.key_id.hex()}"))
+        add(Problem(BAD_SIGNATURE, _short(key), f"signed by untrusted key id {ckpt.key_id.hex()}"))
         return None
     if not ckpt.verify(pk):
-        add(Problem(BAD_SIGNATURE, key, "signature does not verify"))
+        add(Problem(BAD_SIGNATURE, _short(key), "signature does not verify"))
         return None
     if ckpt.session_id != session_id or ckpt.n != n:
-        add(Problem(REORDERED, key,
+        add(Problem(REORDERED, _short(key),
                     f"signed checkpoint is for session {ckpt.session_id} chunk {ckpt.n}"))
         return None
     return ckpt
@@ -211,7 +219,7 @@ def _explain_mismatch(blob: bytes, n: int, session_id: str, where: str, add) -> 
         add(Problem(MODIFIED, where, "content differs from the signed hash"))
 
 
-def _check_records(blob: bytes, ckpt: Checkpoint, next_seq: int, where: str, add, report) -> bool:
+def _check_records(blob: bytes, ckpt: Checkpoint, next_seq: int | None, where: str, add, report) -> bool:
     try:
         h, records = chunks.decode_chunk(blob)
     except chunks.ChunkError as e:
@@ -224,8 +232,8 @@ def _check_records(blob: bytes, ckpt: Checkpoint, next_seq: int, where: str, add
     if h.first_seq != ckpt.first_seq or h.first_seq + h.record_count != ckpt.next_seq:
         add(Problem(MALFORMED, where, "record range differs from the checkpoint"))
         ok = False
-    if h.first_seq != next_seq:
-        add(Problem(MISSING, where, f"records {next_seq}..{h.first_seq - 1} are missing"))
+    if next_seq is not None and h.first_seq != next_seq:
+        add(Problem(MISSING, where, f"records start at {h.first_seq}, expected {next_seq}"))
         ok = False
     report.records += len(records)
     return ok
