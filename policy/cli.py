@@ -25,7 +25,6 @@ from policy.grants import (
     GrantNotFound,
     GrantStateError,
     make_dsn,
-    parse_ttl,
 )
 from policy.store import DEFAULT_STORE_URL, StoreConfigError, open_store
 
@@ -66,8 +65,8 @@ def _split_host_port(value: str, key: str, default_port: int | None) -> tuple[st
 
 
 def load_config(path: str | None) -> GrantsConfig:
-    """The few keys the grant commands need: ``[grants] store, max_ttl`` and ``[proxy] listen,
-    public_host``. Without a file, the defaults."""
+    """The few keys the grant commands need: ``[grants] store``, ``[proxy] listen`` and
+    ``[proxy] public_host``. Without a file, the defaults."""
     if path is None:
         return GrantsConfig()
     try:
@@ -86,12 +85,6 @@ def load_config(path: str | None) -> GrantsConfig:
     store = grants.get("store", DEFAULT_STORE_URL)
     if not isinstance(store, str) or not store:
         raise CliError("config: grants.store must be a non-empty string")
-    max_ttl = DEFAULT_MAX_TTL
-    if "max_ttl" in grants:
-        try:
-            max_ttl = parse_ttl(grants["max_ttl"], "grants.max_ttl")
-        except GrantError as exc:
-            raise CliError(f"config: {exc}") from None
     listen = proxy.get("listen", DEFAULT_LISTEN)
     if not isinstance(listen, str):
         raise CliError("config: proxy.listen must be a string like 127.0.0.1:6432")
@@ -106,7 +99,7 @@ def load_config(path: str | None) -> GrantsConfig:
         import socket
 
         host = socket.gethostname()
-    return GrantsConfig(store=store, public_host=host, public_port=port, max_ttl=max_ttl)
+    return GrantsConfig(store=store, public_host=host, public_port=port)
 
 
 # ---- commands ---------------------------------------------------------------------------
@@ -154,7 +147,7 @@ def cmd_grant(args: argparse.Namespace) -> int:
             agent=args.agent,
             task=args.task,
             reason=args.reason,
-            granted_by=args.granted_by or _default_user(),
+            granted_by=_default_user() if args.granted_by is None else args.granted_by,
             database=args.database,
             scopes=args.scope,
             ttl=args.ttl,
@@ -190,7 +183,7 @@ def _extend(args: argparse.Namespace, cfg: GrantsConfig) -> int:
     ]
     if stray:
         raise CliError(f"--extend changes only the expiry; drop {', '.join(stray)}")
-    by = args.granted_by or _default_user()
+    by = _default_user() if args.granted_by is None else args.granted_by
     grant = asyncio.run(
         _with_store(args, cfg, lambda store: store.extend(args.extend, args.ttl, by=by))
     )
@@ -239,7 +232,7 @@ def cmd_grants(args: argparse.Namespace) -> int:
 
 def cmd_revoke(args: argparse.Namespace) -> int:
     cfg = load_config(args.config)
-    by = args.by or _default_user()
+    by = _default_user() if args.by is None else args.by
     started = dt.datetime.now(dt.UTC)
     grant = asyncio.run(_with_store(args, cfg, lambda store: store.revoke(args.grant_id, by=by)))
     if args.json:

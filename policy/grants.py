@@ -316,6 +316,8 @@ def validate_scopes(value: object) -> str:
     if isinstance(value, list | tuple):
         if not all(isinstance(v, str) for v in value):
             raise GrantError("scopes", "must be a string or a list of strings")
+        if any(not v.strip() for v in value):
+            raise GrantError("scopes", "an empty scope in the list")
         value = " ".join(v.strip() for v in value)
     if not isinstance(value, str) or not value.strip():
         raise GrantError("scopes", "at least one scope is required (e.g. read:public.orders)")
