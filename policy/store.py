@@ -221,6 +221,8 @@ class GrantStore(abc.ABC):
         Writers commit in their own time, so pollers should pass their previous cursor
         minus a small margin; applying a change twice is harmless.
         """
+        if not isinstance(ts, dt.datetime) or ts.tzinfo is None:
+            raise ValueError("changed_since needs a timezone-aware datetime")
         return await self._fetch(since=ts)
 
     async def login_salt(self, agent: str) -> tuple[bytes, int]:

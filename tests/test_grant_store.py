@@ -283,6 +283,8 @@ def test_changed_since(store_url):
             assert changed[1].expires_at == c.expires_at + dt.timedelta(hours=1)
             assert changed[1].updated_at == clock.now
             assert [g.id for g in await store.changed_since(changed[0].updated_at)] == [c.id]
+            with pytest.raises(ValueError, match="timezone-aware"):
+                await store.changed_since(dt.datetime(2026, 1, 1))
             assert {g.id for g in await store.changed_since(T0 - dt.timedelta(1))} == {
                 a.id,
                 b.id,
