@@ -1,0 +1,1144 @@
+"""Statement classification: PostgreSQL text -> ``Classified`` per statement (pure)."""
+
+from __future__ import annotations
+
+import enum
+import re
+from dataclasses import dataclass
+
+import sqlglot
+from sqlglot import exp
+from sqlglot.errors import ParseError, TokenError
+
+from policy.fingerprint import Statement, Token, lex, parse_qualified_name
+
+__all__ = [
+    "Classified",
+    "StatementClass",
+    "classify",
+    "classify_statement",
+    "render_name",
+]
+
+
+class StatementClass(enum.Enum):
+    READ = "READ"
+    WRITE = "WRITE"
+    DDL = "DDL"
+    ROLE = "ROLE"
+    FUNCTION = "FUNCTION"
+    SESSION_SET = "SESSION_SET"
+    TRANSACTION = "TRANSACTION"
+    UTILITY = "UTILITY"
+    UNKNOWN = "UNKNOWN"
+
+
+@dataclass(frozen=True, slots=True)
+class Classified:
+    sql: str  # the statement's own text
+    cls: StatementClass
+    command: str  # "SELECT", "INSERT", "SET", "COPY", "EXPLAIN", ...
+    reads: frozenset[str]  # "schema.table", lower-cased unless quoted
+    writes: frozenset[str]
+    functions: frozenset[str]  # "schema.fn" or bare "fn" for unqualified calls
+    detail: str = ""  # setting name for SET, COPY direction, parse error text, ...
+    # (operation, relation) for everything in ``writes``: insert update delete truncate
+    # ddl lock. Lets a grant say insert-only; ``writes`` is the set of relations.
+    write_ops: frozenset[tuple[str, str]] = frozenset()
+
+
+_EMPTY: frozenset = frozenset()
+_PLAIN_NAME_RE = re.compile(r"[a-z_][a-z0-9_$]*\Z")
+_DIALECT = sqlglot.Dialect.get_or_raise("postgres")
+
+# Functions whose (literal) argument names a sequence: classified as a use of it.
+SEQUENCE_FUNCTIONS = {"nextval": "update", "setval": "update", "currval": "read"}
+# Functions that interpret a text argument as an object name; their classification (or
+# their meaning) depends on a literal, so such statements never use the fingerprint cache.
+LITERAL_NAME_FUNCTIONS = frozenset(
+    {
+        "nextval",
+        "setval",
+        "currval",
+        "to_regclass",
+        "to_regnamespace",
+        "to_regproc",
+        "to_regprocedure",
+        "to_regtype",
+        "to_regrole",
+        "to_regoper",
+        "to_regoperator",
+        "to_regcollation",
+        "to_regtypemod",
+        "has_table_privilege",
+        "has_column_privilege",
+        "has_sequence_privilege",
+        "has_any_column_privilege",
+        "has_schema_privilege",
+        "has_function_privilege",
+        "has_database_privilege",
+        "has_foreign_data_wrapper_privilege",
+        "has_language_privilege",
+        "has_server_privilege",
+        "has_tablespace_privilege",
+        "has_type_privilege",
+        "has_parameter_privilege",
+        "pg_has_role",
+        "pg_relation_size",
+        "pg_total_relation_size",
+        "pg_table_size",
+        "pg_indexes_size",
+        "pg_get_serial_sequence",
+        "pg_relation_filenode",
+        "pg_relation_filepath",
+        "pg_read_file",
+        "pg_read_binary_file",
+        "pg_stat_file",
+        "pg_ls_dir",
+        "set_config",
+        "current_setting",
+        "query_to_xml",
+        "table_to_xml",
+        "schema_to_xml",
+        "ts_stat",
+        "ts_rewrite",
+        "dblink",
+        "dblink_exec",
+        "lo_import",
+        "lo_export",
+        "pg_sequence_last_value",
+        "regclass",
+    }
+)
+_REG_TYPES = frozenset(
+    {
+        "REGCLASS",
+        "REGPROC",
+        "REGPROCEDURE",
+        "REGOPER",
+        "REGOPERATOR",
+        "REGTYPE",
+        "REGCONFIG",
+        "REGDICTIONARY",
+        "REGNAMESPACE",
+        "REGROLE",
+        "REGCOLLATION",
+    }
+)
+_DDL_KINDS = frozenset(
+    {
+        "TABLE",
+        "VIEW",
+        "INDEX",
+        "SEQUENCE",
+        "SCHEMA",
+        "FUNCTION",
+        "PROCEDURE",
+        "TRIGGER",
+        "TYPE",
+        "DOMAIN",
+        "MATERIALIZED VIEW",
+    }
+)
+_SKIP_FUNC_NODES = (exp.Cast, exp.TryCast)
+_REPLICATION_WORDS = frozenset(
+    {
+        "identify_system",
+        "start_replication",
+        "create_replication_slot",
+        "drop_replication_slot",
+        "alter_replication_slot",
+        "read_replication_slot",
+        "base_backup",
+        "timeline_history",
+        "upload_manifest",
+    }
+)
+_TRANSACTION_WORDS = frozenset(
+    {"begin", "start", "commit", "end", "abort", "rollback", "savepoint", "release"}
+)
+_UTILITY_DENIED_WORDS = {
+    "vacuum": "VACUUM",
+    "analyze": "ANALYZE",
+    "analyse": "ANALYZE",
+    "cluster": "CLUSTER",
+    "reindex": "REINDEX",
+    "checkpoint": "CHECKPOINT",
+    "lock": "LOCK",
+    "load": "LOAD",
+}
+# Client encodings whose multibyte characters may contain the bytes of ' or \: the proxy
+# and the server would disagree about where a string literal ends.
+UNSAFE_CLIENT_ENCODINGS = frozenset(
+    {
+        "sjis",
+        "shift_jis",
+        "mskanji",
+        "big5",
+        "gbk",
+        "cp936",
+        "uhc",
+        "cp949",
+        "gb18030",
+        "johab",
+        "win932",
+        "win936",
+        "win949",
+        "win950",
+        "cp932",
+        "cp950",
+        "shiftjis",
+    }
+)
+
+
+def render_name(*parts: str) -> str:
+    """``schema.name`` with each part double-quoted unless it is a plain lower-case name."""
+    return ".".join(
+        p if _PLAIN_NAME_RE.match(p) else '"' + p.replace('"', '""') + '"' for p in parts
+    )
+
+
+def _ident(node: exp.Expression | str | None) -> str | None:
+    if node is None:
+        return None
+    if isinstance(node, str):
+        return node.lower() if node.isascii() else node
+    if isinstance(node, exp.Identifier):
+        text = node.this
+        if node.quoted:
+            return text
+        return text.lower() if text.isascii() else text
+    return None
+
+
+class _Unknown(Exception):
+    """Raised inside classification: the statement is UNKNOWN with this detail."""
+
+
+def _result(
+    stmt: Statement,
+    cls: StatementClass,
+    command: str,
+    detail: str = "",
+    reads=_EMPTY,
+    ops=_EMPTY,
+    functions=_EMPTY,
+) -> Classified:
+    return Classified(
+        stmt.sql,
+        cls,
+        command,
+        frozenset(reads),
+        frozenset(r for _, r in ops),
+        frozenset(functions),
+        detail,
+        frozenset(ops),
+    )
+
+
+def _unknown(stmt: Statement, command: str, detail: str) -> Classified:
+    return Classified(stmt.sql, StatementClass.UNKNOWN, command, _EMPTY, _EMPTY, _EMPTY, detail)
+
+
+class _Collector:
+    """One walk over a sqlglot tree: relations read/written, functions, literal use."""
+
+    __slots__ = (
+        "stmt",
+        "search_path",
+        "reads",
+        "ops",
+        "functions",
+        "literal_dependent",
+        "into_ddl",
+    )
+
+    def __init__(self, stmt: Statement, search_path: tuple[str, ...]):
+        self.stmt = stmt
+        self.search_path = search_path
+        self.reads: set[str] = set()
+        self.ops: set[tuple[str, str]] = set()
+        self.functions: set[str] = set()
+        self.literal_dependent = False
+        self.into_ddl = False
+
+    # -- names -----------------------------------------------------------------------
+    def _resolve(self, schema: str | None, name: str, temp: bool = False) -> str:
+        if schema is None:
+            if temp:
+                schema = "pg_temp"
+            elif name.startswith("pg_"):
+                schema = "pg_catalog"
+            else:
+                schema = self.search_path[0]
+        return render_name(schema, name)
+
+    def _table_name(self, table: exp.Table, temp: bool = False) -> str | None:
+        name = _ident(table.args.get("this"))
+        schema = _ident(table.args.get("db"))
+        if name is None:
+            return render_name(schema) + ".*" if schema is not None else None
+        return self._resolve(schema, name, temp)
+
+    def _literal_value(self, node: exp.Expression) -> str | None:
+        if isinstance(node, exp.Cast) and _is_reg_cast(node, "REGCLASS"):
+            node = node.this
+        if isinstance(node, exp.Literal) and node.is_string:
+            self.literal_dependent = True
+            try:
+                return self.stmt.literals[int(node.this)]
+            except (ValueError, IndexError):
+                return None
+        return None
+
+    def _literal_relation(self, node: exp.Expression, what: str) -> str:
+        value = self._literal_value(node)
+        parts = parse_qualified_name(value) if value is not None else None
+        if not parts or len(parts) > 3:
+            raise _Unknown(f"{what} needs a literal relation name")
+        names = [p for p, _ in parts]
+        if len(names) == 1:
+            return self._resolve(None, names[0])
+        return render_name(names[-2], names[-1])
+
+    # -- walk ------------------------------------------------------------------------
+    def walk(self, tree: exp.Expression) -> None:
+        for node in tree.walk():
+            if isinstance(node, exp.Table):
+                self._table(node)
+            elif isinstance(node, exp.Func):
+                if isinstance(node, _SKIP_FUNC_NODES):
+                    if isinstance(node, exp.Cast) and _is_reg_cast(node):
+                        self.literal_dependent = True
+                        if _is_reg_cast(node, "REGCLASS"):
+                            if not (isinstance(node.this, exp.Literal) and node.this.is_string):
+                                continue  # an expression cast to regclass names no relation
+                            self.reads.add(self._literal_relation(node, "a regclass cast"))
+                    continue
+                self._function(node)
+            elif isinstance(node, exp.Lock):
+                self._lock(node)
+            elif isinstance(node, exp.Command):
+                raise _Unknown(f"unsupported syntax inside the statement: {node.name}")
+            elif isinstance(node, exp.Into):
+                self.into_ddl = True
+
+    def _table(self, table: exp.Table) -> None:
+        this = table.args.get("this")
+        if (this is not None and not isinstance(this, exp.Identifier)) or table.args.get(
+            "rows_from"
+        ):
+            return  # a table function: its Func node is visited on its own
+        node: exp.Expression = table
+        parent = table.parent
+        if isinstance(parent, exp.Schema) and node.arg_key == "this":
+            node, parent = parent, parent.parent
+        key = node.arg_key
+        if isinstance(parent, exp.Lock):
+            return  # FOR UPDATE OF <alias>: handled by _lock
+        role = "read"
+        temp = False
+        if key == "this" and isinstance(parent, exp.Insert):
+            role = "insert"
+        elif key == "this" and isinstance(parent, exp.Update):
+            role = "update"
+        elif key == "this" and isinstance(parent, exp.Delete):
+            role = "delete"
+        elif key == "this" and isinstance(parent, exp.Merge):
+            role = "merge"
+        elif isinstance(parent, exp.TruncateTable):
+            role = "truncate"
+        elif isinstance(parent, exp.Into):
+            role, temp = "ddl", bool(parent.args.get("temporary"))
+        elif key == "this" and isinstance(parent, exp.Create):
+            role, temp = "ddl", _is_temp_create(parent)
+        elif (
+            isinstance(parent, exp.UserDefinedFunction)
+            and isinstance(parent.parent, exp.Create)
+            or key == "table"
+            and isinstance(parent, exp.Index)
+            and isinstance(parent.parent, exp.Create)
+            or isinstance(parent, (exp.Drop, exp.TriggerProperties))
+            or key == "this"
+            and isinstance(parent, (exp.Alter, exp.Comment))
+        ):
+            role = "ddl"
+        elif isinstance(parent, exp.AlterRename):
+            alter = parent.parent
+            name = _ident(this)
+            if _ident(table.args.get("db")) is None and isinstance(alter, exp.Alter):
+                base = alter.this if isinstance(alter.this, exp.Table) else None
+                schema = _ident(base.args.get("db")) if base is not None else None
+                self.ops.add(("ddl", self._resolve(schema, name)))
+                return
+            role = "ddl"
+        elif key == "this" and isinstance(parent, exp.Copy):
+            role = "insert" if parent.args.get("kind") else "read"
+        if (
+            role == "read"
+            and this is not None
+            and table.args.get("db") is None
+            and _is_cte_reference(table, _ident(this))
+        ):
+            return
+        rel = self._table_name(table, temp)
+        if rel is None:
+            raise _Unknown("a relation reference without a name")
+        if role == "read":
+            self.reads.add(rel)
+        elif role == "merge":
+            merge = parent
+            for op in _merge_ops(merge):
+                self.ops.add((op, rel))
+        else:
+            self.ops.add((role, rel))
+            if role == "insert" and isinstance(parent, exp.Insert):
+                conflict = parent.args.get("conflict")
+                if (
+                    conflict is not None
+                    and "UPDATE" in str(conflict.args.get("action") or "").upper()
+                ):
+                    self.ops.add(("update", rel))
+
+    def _function(self, func: exp.Func) -> None:
+        if isinstance(func, exp.Anonymous):
+            raw = func.args.get("this")
+            name = _ident(raw) if isinstance(raw, exp.Identifier) else _ident(str(raw))
+        else:
+            name = func.sql_name().lower()
+        if not name:
+            raise _Unknown("a function call without a name")
+        schema = None
+        parent = func.parent
+        if isinstance(parent, exp.Dot) and func.arg_key == "expression":
+            qual = parent.this
+            if isinstance(qual, exp.Dot):
+                qual = qual.expression
+            schema = _ident(qual)
+            if schema is None:
+                raise _Unknown("an unsupported qualified function call")
+        if schema is not None and schema != "pg_catalog":
+            self.functions.add(render_name(schema, name))
+            return
+        self.functions.add(name if _PLAIN_NAME_RE.match(name) else render_name(name))
+        if name in LITERAL_NAME_FUNCTIONS:
+            self.literal_dependent = True
+        op = SEQUENCE_FUNCTIONS.get(name)
+        if op is not None:
+            args = func.expressions if isinstance(func, exp.Anonymous) else [func.this]
+            if not args:
+                raise _Unknown(f"{name}() without arguments")
+            rel = self._literal_relation(args[0], f"{name}()")
+            if op == "read":
+                self.reads.add(rel)
+            else:
+                self.ops.add((op, rel))
+
+    def _lock(self, lock: exp.Lock) -> None:
+        select = lock.parent
+        if not isinstance(select, exp.Select):
+            raise _Unknown("a locking clause outside SELECT")
+        items = []
+        from_ = select.args.get("from_")
+        if from_ is not None:
+            items.append(from_.this)
+        for join in select.args.get("joins") or ():
+            items.append(join.this)
+        for item in items:
+            if isinstance(item, exp.Table) and isinstance(item.args.get("this"), exp.Identifier):
+                name = _ident(item.this)
+                if item.args.get("db") is None and _is_cte_reference(item, name):
+                    continue
+                rel = self._table_name(item)
+                if rel is not None:
+                    self.ops.add(("lock", rel))
+
+
+def _is_reg_cast(node: exp.Cast, which: str | None = None) -> bool:
+    to = node.args.get("to")
+    if isinstance(to, exp.ObjectIdentifier):
+        name = str(to.this).upper()
+    elif isinstance(to, exp.DataType) and to.this == exp.DataType.Type.USERDEFINED:
+        name = to.sql().upper()
+    else:
+        return False
+    return name == which if which else name in _REG_TYPES
+
+
+def _is_temp_create(create: exp.Create) -> bool:
+    props = create.args.get("properties")
+    return bool(props and any(isinstance(p, exp.TemporaryProperty) for p in props.expressions))
+
+
+def _merge_ops(merge: exp.Merge) -> set[str]:
+    ops: set[str] = set()
+    whens = merge.args.get("whens")
+    for when in whens.expressions if whens is not None else ():
+        then = when.args.get("then")
+        if isinstance(then, exp.Insert):
+            ops.add("insert")
+        elif isinstance(then, exp.Update):
+            ops.add("update")
+        elif isinstance(then, exp.Delete):
+            ops.add("delete")
+    return ops or {"update"}
+
+
+def _cte_names(with_: exp.With) -> list[str | None]:
+    return [
+        _ident(cte.args.get("alias").this) if cte.args.get("alias") else None
+        for cte in with_.expressions
+    ]
+
+
+def _is_cte_reference(table: exp.Expression, name: str | None) -> bool:
+    """Does unqualified ``name`` at ``table`` refer to a CTE in scope (PostgreSQL rules)?"""
+    if name is None:
+        return False
+    node = table
+    while node is not None and node.parent is not None:
+        parent = node.parent
+        if isinstance(parent, exp.With):
+            # node is one of the CTEs: earlier CTEs are visible, all of them if RECURSIVE
+            names = _cte_names(parent)
+            if parent.args.get("recursive"):
+                visible = names
+            else:
+                idx = next((i for i, c in enumerate(parent.expressions) if c is node), len(names))
+                visible = names[:idx]
+            if name in visible:
+                return True
+            node = parent.parent  # skip the owner's WITH: already looked at
+            continue
+        with_ = parent.args.get("with_")
+        if isinstance(with_, exp.With) and node is not with_ and name in _cte_names(with_):
+            return True
+        node = parent
+    return False
+
+
+# -- token-level helpers ------------------------------------------------------------------
+
+
+def _words(tokens: list[Token], start: int = 0, stop: int | None = None) -> list[str]:
+    return [t.value if t.kind == "word" else "" for t in tokens[start:stop]]
+
+
+def _sub_statement(stmt: Statement, index: int) -> Statement:
+    """The statement that starts at token ``index`` (EXPLAIN/PREPARE/DECLARE bodies)."""
+    offset = stmt.tokens[index].start
+    tokens = [Token(t.kind, t.value, t.canon, t.start - offset) for t in stmt.tokens[index:]]
+    return Statement(
+        stmt.sql,
+        stmt.fingerprint,
+        stmt.canon[offset:],
+        tokens,
+        stmt.literals,
+        stmt.cacheable,
+        stmt.error,
+    )
+
+
+def _name_at(tokens: list[Token], i: int) -> tuple[list[str], int]:
+    """Read a (possibly qualified) identifier at token ``i``; return parts and next index."""
+    parts: list[str] = []
+    while i < len(tokens) and tokens[i].kind in ("word", "qid"):
+        parts.append(tokens[i].value)
+        i += 1
+        if i < len(tokens) and tokens[i].kind == "punct" and tokens[i].value == ".":
+            i += 1
+            continue
+        break
+    return parts, i
+
+
+def _only_words(tokens: list[Token], start: int, allow=("word", "qid")) -> bool:
+    return all(t.kind in allow or (t.kind == "punct" and t.value == ",") for t in tokens[start:])
+
+
+class _Classifier:
+    def __init__(self, search_path: tuple[str, ...]):
+        if not search_path:
+            raise ValueError("search_path must name at least one schema")
+        self.search_path = search_path
+
+    # Returns (Classified, fingerprint_safe)
+    def run(self, stmt: Statement) -> tuple[Classified, bool]:
+        if stmt.error:
+            return _unknown(stmt, "UNKNOWN", stmt.error), False
+        try:
+            return self._dispatch(stmt)
+        except _Unknown as e:
+            return _unknown(stmt, _command_word(stmt), str(e)), False
+        except RecursionError:
+            return _unknown(stmt, _command_word(stmt), "statement nested too deeply"), False
+
+    def _dispatch(self, stmt: Statement) -> tuple[Classified, bool]:
+        tokens = stmt.tokens
+        first = tokens[0].value if tokens[0].kind == "word" else ""
+        second = tokens[1].value if len(tokens) > 1 and tokens[1].kind == "word" else ""
+        handler = _TOKEN_HANDLERS.get(first)
+        if handler is not None:
+            result = handler(self, stmt, tokens, second)
+            if result is not None:
+                return result, False
+        if first in ("create", "alter", "drop"):
+            result = self._role_ddl(stmt, first, second, tokens)
+            if result is not None:
+                return result, False
+        if (first or tokens[0].value) not in _SQLGLOT_FIRST_WORDS:
+            raise _Unknown(f"unsupported statement: {tokens[0].value.upper()}")
+        return self._parsed(stmt)
+
+    # -- sqlglot path ------------------------------------------------------------------
+    def _parse(self, stmt: Statement, canon: str | None = None) -> exp.Expression:
+        try:
+            trees = _DIALECT.parse(stmt.canon if canon is None else canon)
+        except (ParseError, TokenError) as e:
+            raise _Unknown(f"parse error: {_first_line(e)}") from None
+        trees = [t for t in trees if t is not None]
+        if len(trees) != 1:
+            raise _Unknown("the statement did not parse as exactly one statement")
+        return trees[0]
+
+    def _collect(self, stmt: Statement, tree: exp.Expression) -> _Collector:
+        col = _Collector(stmt, self.search_path)
+        col.walk(tree)
+        return col
+
+    def _parsed(self, stmt: Statement) -> tuple[Classified, bool]:
+        tree = self._parse(stmt)
+        result, col = self._from_tree(stmt, tree)
+        return result, not col.literal_dependent and result.cls is not StatementClass.UNKNOWN
+
+    def _from_tree(self, stmt: Statement, tree: exp.Expression) -> tuple[Classified, _Collector]:
+        if isinstance(tree, exp.Command):
+            raise _Unknown(f"unsupported statement: {_command_word(stmt)}")
+        col = self._collect(stmt, tree)
+        reads, ops, funcs = col.reads, col.ops, col.functions
+        S = StatementClass
+        if isinstance(tree, (exp.Select, exp.SetOperation, exp.Values, exp.Subquery)):
+            if col.into_ddl and isinstance(tree, exp.Select) and tree.args.get("into"):
+                return _result(stmt, S.DDL, "SELECT INTO", "", reads, ops, funcs), col
+            writes_data = any(op != "lock" for op, _ in ops)
+            cls = S.WRITE if writes_data else S.READ
+            detail = "FOR UPDATE/SHARE" if any(op == "lock" for op, _ in ops) else ""
+            return _result(stmt, cls, "SELECT", detail, reads, ops, funcs), col
+        if isinstance(tree, (exp.Insert, exp.Update, exp.Delete, exp.Merge)):
+            command = {
+                exp.Insert: "INSERT",
+                exp.Update: "UPDATE",
+                exp.Delete: "DELETE",
+                exp.Merge: "MERGE",
+            }[type(tree)]
+            return _result(stmt, S.WRITE, command, "", reads, ops, funcs), col
+        if isinstance(tree, exp.TruncateTable):
+            return _result(stmt, S.WRITE, "TRUNCATE", "", reads, ops, funcs), col
+        if isinstance(tree, (exp.Create, exp.Drop, exp.Alter)):
+            kind = str(tree.args.get("kind") or "").upper()
+            if isinstance(tree, exp.Create) and kind == "VIEW":
+                props = tree.args.get("properties")
+                if props and any(
+                    isinstance(p, exp.MaterializedProperty) for p in props.expressions
+                ):
+                    kind = "MATERIALIZED VIEW"
+            if isinstance(tree, exp.Drop) and tree.args.get("materialized"):
+                kind = "MATERIALIZED VIEW"
+            verb = {exp.Create: "CREATE", exp.Drop: "DROP", exp.Alter: "ALTER"}[type(tree)]
+            if kind not in _DDL_KINDS:
+                raise _Unknown(f"{verb} {kind or '?'} is not supported")
+            if not any(op == "ddl" for op, _ in ops):
+                raise _Unknown(f"{verb} {kind}: could not find the object it changes")
+            return _result(stmt, S.DDL, f"{verb} {kind}", "", reads, ops, funcs), col
+        if isinstance(tree, exp.Comment):
+            if not ops:
+                target = tree.this
+                if isinstance(target, exp.Column) and target.args.get("table") is not None:
+                    schema = _ident(target.args.get("db"))
+                    rel = col._resolve(schema, _ident(target.args["table"]))
+                    ops = ops | {("ddl", rel)}
+                else:
+                    raise _Unknown("COMMENT ON this kind of object is not supported")
+            return _result(stmt, S.DDL, "COMMENT", "", reads, ops, funcs), col
+        raise _Unknown(f"unsupported statement: {type(tree).__name__}")
+
+    # -- token handlers ------------------------------------------------------------------
+    def _transaction(self, stmt, tokens, second):
+        first = tokens[0].value
+        S = StatementClass
+        if (
+            first in ("commit", "rollback")
+            and second == "prepared"
+            or (first == "prepare" and second == "transaction")
+        ):
+            return _result(stmt, S.UTILITY, f"{first.upper()} {second.upper()}", "two-phase commit")
+        if first == "start" and second != "transaction":
+            return None
+        if not _only_words(tokens, 1):
+            raise _Unknown(f"unexpected tokens in {first.upper()}")
+        command = {"end": "COMMIT", "abort": "ROLLBACK", "start": "BEGIN"}.get(first, first.upper())
+        if first == "rollback" and "to" in _words(tokens, 1):
+            command = "ROLLBACK TO SAVEPOINT"
+        return _result(stmt, S.TRANSACTION, command)
+
+    def _set(self, stmt, tokens, second):
+        S = StatementClass
+        words = _words(tokens) + ["", "", ""]
+        i = 1
+        if words[1] == "session" and words[2] == "characteristics":
+            return _result(stmt, S.TRANSACTION, "SET SESSION CHARACTERISTICS")
+        command = "SET"
+        if (
+            words[1] in ("session", "local")
+            and words[2] not in ("", "to")
+            and not (len(tokens) > 2 and tokens[2].value == "=")
+            and not (words[1] == "session" and words[2] == "authorization")
+        ):
+            command = "SET LOCAL" if words[1] == "local" else "SET"
+            i = 2
+        w, nxt = words[i], words[i + 1]
+        if w in ("transaction", "constraints"):
+            return _result(stmt, S.TRANSACTION, f"SET {w.upper()}")
+        special = {
+            ("role", ""): "role",
+            ("session", "authorization"): "session_authorization",
+            ("time", "zone"): "timezone",
+            ("schema", ""): "search_path",
+            ("names", ""): "client_encoding",
+            ("xml", "option"): "xmloption",
+        }
+        name = special.get((w, nxt)) or special.get((w, ""))
+        if name is not None:
+            if name in ("client_encoding",):
+                self._check_encoding(tokens[i + 1 :])
+            return _result(stmt, S.SESSION_SET, command, name)
+        parts, j = _name_at(tokens, i)
+        if (
+            not parts
+            or j >= len(tokens)
+            or not (
+                (tokens[j].kind == "word" and tokens[j].value == "to") or tokens[j].value == "="
+            )
+        ):
+            raise _Unknown("unrecognised SET syntax")
+        name = ".".join(p.lower() for p in parts)
+        if name == "client_encoding":
+            self._check_encoding(tokens[j + 1 :])
+        if len(tokens) == j + 1:
+            raise _Unknown("SET without a value")
+        return _result(stmt, S.SESSION_SET, command, name)
+
+    @staticmethod
+    def _check_encoding(value_tokens: list[Token]) -> None:
+        for t in value_tokens:
+            if t.kind in ("word", "str", "estr", "dq", "qid"):
+                enc = t.value.lower().replace("-", "_")
+                if enc in UNSAFE_CLIENT_ENCODINGS:
+                    raise _Unknown(
+                        f"client encoding {t.value} can hide quote characters "
+                        "inside multibyte characters"
+                    )
+
+    def _reset_show(self, stmt, tokens, second):
+        S = StatementClass
+        first = tokens[0].value
+        words = _words(tokens) + ["", "", ""]
+        special = {
+            ("all", ""): "all",
+            ("role", ""): "role",
+            ("session", "authorization"): "session_authorization",
+            ("time", "zone"): "timezone",
+            ("transaction", "isolation"): "transaction_isolation",
+        }
+        name = special.get((words[1], words[2])) or special.get((words[1], ""))
+        if name is None:
+            parts, j = _name_at(tokens, 1)
+            if not parts or j != len(tokens):
+                raise _Unknown(f"unrecognised {first.upper()} syntax")
+            name = ".".join(p.lower() for p in parts)
+        elif not _only_words(tokens, 1):
+            raise _Unknown(f"unrecognised {first.upper()} syntax")
+        return _result(stmt, S.SESSION_SET, first.upper(), name)
+
+    def _listen(self, stmt, tokens, second):
+        first = tokens[0].value
+        parts, j = _name_at(tokens, 1)
+        if first == "unlisten" and len(tokens) == 2 and tokens[1].value == "*":
+            return _result(stmt, StatementClass.UTILITY, "UNLISTEN", "*")
+        if len(parts) != 1:
+            raise _Unknown(f"unrecognised {first.upper()} syntax")
+        if first == "notify":
+            if not (
+                j == len(tokens)
+                or (
+                    j + 2 == len(tokens)
+                    and tokens[j].value == ","
+                    and tokens[j + 1].kind in ("str", "estr", "dq")
+                )
+            ):
+                raise _Unknown("unrecognised NOTIFY syntax")
+        elif j != len(tokens):
+            raise _Unknown(f"unrecognised {first.upper()} syntax")
+        return _result(stmt, StatementClass.UTILITY, first.upper(), parts[0])
+
+    def _do(self, stmt, tokens, second):
+        return _result(stmt, StatementClass.FUNCTION, "DO", "anonymous code block")
+
+    def _call(self, stmt, tokens, second):
+        parts, _ = _name_at(tokens, 1)
+        if not parts or len(parts) > 2:
+            raise _Unknown("unrecognised CALL syntax")
+        name = render_name(*parts)
+        return _result(stmt, StatementClass.FUNCTION, "CALL", name, functions={name})
+
+    def _utility_denied(self, stmt, tokens, second):
+        return _result(stmt, StatementClass.UTILITY, _UTILITY_DENIED_WORDS[tokens[0].value])
+
+    def _replication(self, stmt, tokens, second):
+        return _result(stmt, StatementClass.UTILITY, tokens[0].value.upper(), "replication")
+
+    def _role(self, stmt, tokens, second):
+        return _result(stmt, StatementClass.ROLE, tokens[0].value.upper())
+
+    def _role_ddl(self, stmt, first, second, tokens):
+        third = tokens[2].value if len(tokens) > 2 and tokens[2].kind == "word" else ""
+        S = StatementClass
+        if second in ("role", "user", "group") and third != "mapping":
+            return _result(stmt, S.ROLE, f"{first.upper()} {second.upper()}")
+        if first == "alter" and second == "system":
+            return _result(stmt, S.UTILITY, "ALTER SYSTEM")
+        if first == "alter" and second == "default" and third == "privileges":
+            return _result(stmt, S.ROLE, "ALTER DEFAULT PRIVILEGES")
+        if first == "drop" and second == "owned":
+            return _result(stmt, S.ROLE, "DROP OWNED")
+        return None
+
+    def _discard(self, stmt, tokens, second):
+        if len(tokens) != 2 or second not in ("all", "plans", "sequences", "temp", "temporary"):
+            raise _Unknown("unrecognised DISCARD syntax")
+        return _result(stmt, StatementClass.UTILITY, "DISCARD", second)
+
+    def _cursor_op(self, stmt, tokens, second):
+        first = tokens[0].value
+        if not all(t.kind in ("word", "qid", "num") or t.value in ("-", "+") for t in tokens[1:]):
+            raise _Unknown(f"unrecognised {first.upper()} syntax")
+        return _result(stmt, StatementClass.UTILITY, first.upper())
+
+    def _deallocate(self, stmt, tokens, second):
+        i = 2 if second == "prepare" and len(tokens) == 3 else 1
+        if len(tokens) != i + 1 or tokens[i].kind not in ("word", "qid"):
+            raise _Unknown("unrecognised DEALLOCATE syntax")
+        name = tokens[i].value
+        return _result(stmt, StatementClass.UTILITY, "DEALLOCATE", name)
+
+    def _refresh(self, stmt, tokens, second):
+        words = _words(tokens)
+        if words[1:3] != ["materialized", "view"]:
+            raise _Unknown("unrecognised REFRESH syntax")
+        i = 4 if len(words) > 3 and words[3] == "concurrently" else 3
+        parts, j = _name_at(tokens, i)
+        rest = words[j:]
+        if (
+            not parts
+            or len(parts) > 2
+            or rest not in ([], ["with", "data"], ["with", "no", "data"])
+        ):
+            raise _Unknown("unrecognised REFRESH syntax")
+        col = _Collector(stmt, self.search_path)
+        rel = col._resolve(parts[0] if len(parts) == 2 else None, parts[-1])
+        return _result(
+            stmt, StatementClass.DDL, "REFRESH MATERIALIZED VIEW", "", ops={("ddl", rel)}
+        )
+
+    def _inner(self, stmt: Statement, index: int, command: str, allowed: tuple[type, ...]):
+        if index >= len(stmt.tokens):
+            raise _Unknown(f"{command} without a statement")
+        sub = _sub_statement(stmt, index)
+        first = sub.tokens[0].value if sub.tokens[0].kind == "word" else sub.tokens[0].value
+        if first not in _SQLGLOT_FIRST_WORDS:
+            raise _Unknown(f"{command} {first.upper()} is not supported")
+        tree = self._parse(sub)
+        if not isinstance(tree, allowed):
+            raise _Unknown(f"{command} of {type(tree).__name__} is not supported")
+        inner, _ = self._from_tree(sub, tree)
+        return inner
+
+    def _explain(self, stmt, tokens, second):
+        i = 1
+        analyze = False
+        if len(tokens) > 1 and tokens[1].value == "(":
+            i = 2
+            while i < len(tokens) and tokens[i].value != ")":
+                opt = tokens[i]
+                if opt.kind != "word":
+                    raise _Unknown("unrecognised EXPLAIN option")
+                i += 1
+                value = ""
+                if i < len(tokens) and tokens[i].value not in (",", ")"):
+                    value = tokens[i].value.lower()
+                    if tokens[i].kind not in ("word", "str", "num"):
+                        raise _Unknown("unrecognised EXPLAIN option value")
+                    i += 1
+                if opt.value in ("analyze", "analyse"):
+                    if value in ("", "true", "on", "1", "yes"):
+                        analyze = True
+                    elif value not in ("false", "off", "0", "no"):
+                        raise _Unknown(f"unrecognised EXPLAIN ANALYZE value {value!r}")
+                if i < len(tokens) and tokens[i].value == ",":
+                    i += 1
+            i += 1
+        else:
+            while (
+                i < len(tokens)
+                and tokens[i].kind == "word"
+                and tokens[i].value in ("analyze", "analyse", "verbose")
+            ):
+                analyze = analyze or tokens[i].value != "verbose"
+                i += 1
+        allowed = (
+            exp.Select,
+            exp.SetOperation,
+            exp.Values,
+            exp.Insert,
+            exp.Update,
+            exp.Delete,
+            exp.Merge,
+            exp.Create,
+            exp.Subquery,
+        )
+        inner = self._inner(stmt, i, "EXPLAIN", allowed)
+        if inner.cls is StatementClass.DDL and not inner.command.startswith(
+            ("CREATE TABLE", "CREATE MATERIALIZED", "SELECT INTO")
+        ):
+            raise _Unknown(f"EXPLAIN {inner.command} is not supported")
+        if analyze:
+            return Classified(
+                stmt.sql,
+                inner.cls,
+                "EXPLAIN ANALYZE",
+                inner.reads,
+                inner.writes,
+                inner.functions,
+                inner.command,
+                inner.write_ops,
+            )
+        dml = frozenset(r for op, r in inner.write_ops if op != "ddl")
+        return Classified(
+            stmt.sql,
+            StatementClass.READ,
+            "EXPLAIN",
+            inner.reads | dml,
+            _EMPTY,
+            inner.functions,
+            inner.command,
+        )
+
+    def _prepare(self, stmt, tokens, second):
+        if second == "transaction":
+            return self._transaction(stmt, tokens, second)
+        if len(tokens) < 3 or tokens[1].kind not in ("word", "qid"):
+            raise _Unknown("unrecognised PREPARE syntax")
+        name = tokens[1].value
+        i = 2
+        if tokens[i].value == "(":
+            depth = 0
+            while i < len(tokens):
+                if tokens[i].value == "(":
+                    depth += 1
+                elif tokens[i].value == ")":
+                    depth -= 1
+                    if depth == 0:
+                        break
+                i += 1
+            i += 1
+        if i >= len(tokens) or tokens[i].value != "as" or tokens[i].kind != "word":
+            raise _Unknown("unrecognised PREPARE syntax")
+        allowed = (
+            exp.Select,
+            exp.SetOperation,
+            exp.Values,
+            exp.Insert,
+            exp.Update,
+            exp.Delete,
+            exp.Merge,
+            exp.Subquery,
+        )
+        inner = self._inner(stmt, i + 1, "PREPARE", allowed)
+        return Classified(
+            stmt.sql,
+            inner.cls,
+            "PREPARE",
+            inner.reads,
+            inner.writes,
+            inner.functions,
+            name,
+            inner.write_ops,
+        )
+
+    def _declare(self, stmt, tokens, second):
+        words = _words(tokens)
+        if len(tokens) < 4 or tokens[1].kind not in ("word", "qid"):
+            raise _Unknown("unrecognised DECLARE syntax")
+        try:
+            i = words.index("for", 2)
+        except ValueError:
+            raise _Unknown("unrecognised DECLARE syntax") from None
+        if "cursor" not in words[2:i]:
+            raise _Unknown("unrecognised DECLARE syntax")
+        allowed = (exp.Select, exp.SetOperation, exp.Values, exp.Subquery)
+        inner = self._inner(stmt, i + 1, "DECLARE", allowed)
+        return Classified(
+            stmt.sql,
+            inner.cls,
+            "DECLARE",
+            inner.reads,
+            inner.writes,
+            inner.functions,
+            tokens[1].value,
+            inner.write_ops,
+        )
+
+    def _execute(self, stmt, tokens, second):
+        if len(tokens) < 2 or tokens[1].kind not in ("word", "qid"):
+            raise _Unknown("unrecognised EXECUTE syntax")
+        name = tokens[1].value
+        reads: frozenset = _EMPTY
+        funcs: frozenset = _EMPTY
+        ops: frozenset = _EMPTY
+        if len(tokens) > 2:
+            if tokens[2].value != "(" or tokens[-1].value != ")":
+                raise _Unknown("unrecognised EXECUTE syntax")
+            args = stmt.canon[tokens[2].start :]
+            tree = self._parse(stmt, "SELECT " + args)
+            col = self._collect(stmt, tree)
+            reads, funcs, ops = frozenset(col.reads), frozenset(col.functions), frozenset(col.ops)
+        return Classified(
+            stmt.sql,
+            StatementClass.UNKNOWN,
+            "EXECUTE",
+            reads,
+            frozenset(r for _, r in ops),
+            funcs,
+            name,
+            ops,
+        )
+
+    def _copy(self, stmt, tokens, second):
+        depth = 0
+        direction = ""
+        endpoint = ""
+        for k, t in enumerate(tokens[1:], 1):
+            if t.value == "(" and t.kind == "punct":
+                depth += 1
+            elif t.value == ")" and t.kind == "punct":
+                depth -= 1
+            elif depth == 0 and t.kind == "word" and t.value in ("from", "to"):
+                direction = t.value
+                nxt = tokens[k + 1] if k + 1 < len(tokens) else None
+                if nxt is None:
+                    break
+                if nxt.kind == "word" and nxt.value in ("stdin", "stdout", "program"):
+                    endpoint = nxt.value
+                elif nxt.kind in ("str", "estr", "dq"):
+                    endpoint = "file"
+                break
+        if not direction or not endpoint:
+            raise _Unknown("unrecognised COPY syntax")
+        detail = f"{direction} {endpoint}"
+        S = StatementClass
+        if endpoint in ("program", "file"):
+            return _result(stmt, S.UTILITY, "COPY", detail)
+        if (direction, endpoint) not in (("from", "stdin"), ("to", "stdout")):
+            raise _Unknown(f"COPY {detail} is not supported")
+        tree = self._parse(stmt)
+        if not isinstance(tree, exp.Copy) or bool(tree.args.get("kind")) != (direction == "from"):
+            raise _Unknown("COPY did not parse as expected")
+        col = self._collect(stmt, tree)
+        source = tree.this
+        if isinstance(source, exp.Subquery) and direction == "from":
+            raise _Unknown("COPY (query) FROM is not valid")
+        cls = S.WRITE if any(op != "lock" for op, _ in col.ops) else S.READ
+        if direction == "from" and not col.ops:
+            raise _Unknown("COPY FROM without a target relation")
+        return _result(stmt, cls, "COPY", detail, col.reads, col.ops, col.functions)
+
+
+def _command_word(stmt: Statement) -> str:
+    for t in stmt.tokens:
+        if t.kind == "word":
+            return t.value.upper()
+        break
+    return "UNKNOWN"
+
+
+def _first_line(e: Exception) -> str:
+    errors = getattr(e, "errors", None)
+    if errors:
+        first = errors[0]
+        desc = first.get("description") or str(e)
+        return f"{desc} (line {first.get('line')}, col {first.get('col')})"
+    return str(e).splitlines()[0] if str(e) else type(e).__name__
+
+
+_TOKEN_HANDLERS = {
+    **{w: _Classifier._transaction for w in _TRANSACTION_WORDS},
+    "set": _Classifier._set,
+    "reset": _Classifier._reset_show,
+    "show": _Classifier._reset_show,
+    "listen": _Classifier._listen,
+    "unlisten": _Classifier._listen,
+    "notify": _Classifier._listen,
+    "do": _Classifier._do,
+    "call": _Classifier._call,
+    **{w: _Classifier._utility_denied for w in _UTILITY_DENIED_WORDS},
+    **{w: _Classifier._replication for w in _REPLICATION_WORDS},
+    "grant": _Classifier._role,
+    "revoke": _Classifier._role,
+    "reassign": _Classifier._role,
+    "discard": _Classifier._discard,
+    "fetch": _Classifier._cursor_op,
+    "move": _Classifier._cursor_op,
+    "close": _Classifier._cursor_op,
+    "deallocate": _Classifier._deallocate,
+    "refresh": _Classifier._refresh,
+    "explain": _Classifier._explain,
+    "prepare": _Classifier._prepare,
+    "declare": _Classifier._declare,
+    "execute": _Classifier._execute,
+    "copy": _Classifier._copy,
+}
+# Only statements starting with one of these go to sqlglot: anything else could come back
+# as something harmless-looking (``LISTEN x`` parses as a column alias) although PostgreSQL
+# means a statement we do not model.
+_SQLGLOT_FIRST_WORDS = frozenset(
+    {
+        "select",
+        "with",
+        "insert",
+        "update",
+        "delete",
+        "merge",
+        "values",
+        "table",
+        "create",
+        "alter",
+        "drop",
+        "truncate",
+        "comment",
+        "(",
+    }
+)
+
+
+def classify_statement(
+    stmt: Statement, search_path: tuple[str, ...] = ("public",)
+) -> tuple[Classified, bool]:
+    """Classify one lexed statement; the flag says whether its fingerprint may stand for it."""
+    return _Classifier(search_path).run(stmt)
+
+
+def classify(sql: str, search_path: tuple[str, ...] = ("public",)) -> tuple[Classified, ...]:
+    """Classify every statement of ``sql`` (empty statements are skipped)."""
+    classifier = _Classifier(search_path)
+    return tuple(classifier.run(stmt)[0] for stmt in lex(sql))
