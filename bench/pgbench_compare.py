@@ -300,6 +300,9 @@ class Summary:
     added_latency_us_vs_direct: float | None = None
     ratio_vs_direct: float | None = None
     ratio_vs_pgbouncer: float | None = None
+    # Median over rounds of the ratio within a round: robust to load that drifts between rounds.
+    paired_vs_direct: float | None = None
+    paired_vs_pgbouncer: float | None = None
     rounds: list[float] = field(default_factory=list)
 
 
@@ -373,10 +376,22 @@ def summarise(runs: list[Run], workloads: list[str], targets: list[str]) -> list
                 s.added_latency_us_vs_direct = (
                     s.latency_ms_median - direct.latency_ms_median
                 ) * 1000
+                s.paired_vs_direct = _paired(runs, w, s.target, "direct")
             if bouncer:
                 s.ratio_vs_pgbouncer = s.tps_median / bouncer.tps_median
+                s.paired_vs_pgbouncer = _paired(runs, w, s.target, "pgbouncer")
             out.append(s)
     return out
+
+
+def _paired(runs: list[Run], workload: str, target: str, base: str) -> float | None:
+    tps = {(r.target, r.round): r.tps for r in runs if r.workload == workload}
+    ratios = [
+        tps[(target, rnd)] / tps[(base, rnd)]
+        for (t, rnd) in tps
+        if t == target and (base, rnd) in tps and tps[(base, rnd)] > 0
+    ]
+    return statistics.median(ratios) if ratios else None
 
 
 def format_table(summaries: list[Summary]) -> str:
@@ -385,7 +400,8 @@ def format_table(summaries: list[Summary]) -> str:
 
     head = (
         f"{'workload':<20} {'target':<24} {'tps (median)':>12} {'min..max':>17} "
-        f"{'lat ms':>8} {'+lat µs':>8} {'x direct':>8} {'x pgbouncer':>11}"
+        f"{'lat ms':>8} {'+lat µs':>8} {'x direct':>8} {'x pgbouncer':>11} "
+        f"{'paired x direct':>15} {'paired x pgbouncer':>18}"
     )
     lines = [head, "-" * len(head)]
     for s in summaries:
@@ -393,7 +409,8 @@ def format_table(summaries: list[Summary]) -> str:
             f"{s.workload:<20} {s.target:<24} {s.tps_median:>12.0f} "
             f"{f'{s.tps_min:.0f}..{s.tps_max:.0f}':>17} {s.latency_ms_median:>8.3f} "
             f"{f(s.added_latency_us_vs_direct, '+.0f'):>8} {f(s.ratio_vs_direct, '.3f'):>8} "
-            f"{f(s.ratio_vs_pgbouncer, '.3f'):>11}"
+            f"{f(s.ratio_vs_pgbouncer, '.3f'):>11} {f(s.paired_vs_direct, '.3f'):>15} "
+            f"{f(s.paired_vs_pgbouncer, '.3f'):>18}"
         )
     return "\n".join(lines)
 
@@ -410,6 +427,7 @@ def machine_info() -> dict:
                 break
     return {
         "cpus": os.cpu_count(),
+        "loadavg_1m": os.getloadavg()[0],
         "cpu_model": cpu,
         "platform": platform.platform(),
         "python": platform.python_version(),
@@ -508,6 +526,8 @@ def main(argv: list[str] | None = None) -> int:
         f"expected total ~{budget // 60}m{budget % 60:02d}s",
         flush=True,
     )
+    machine = machine_info()
+    print(f"load average before start: {machine['loadavg_1m']:.2f} (want ~0 for clean numbers)")
     started = time.monotonic()
     signal.signal(signal.SIGTERM, _raise_interrupt)
     signal.signal(signal.SIGHUP, _raise_interrupt)
@@ -583,13 +603,13 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print(format_table(summaries))
     elapsed = time.monotonic() - started
-    print(f"\ntotal {elapsed:.0f}s on {machine_info()['cpus']} CPUs")
+    print(f"\ntotal {elapsed:.0f}s on {machine['cpus']} CPUs")
     print("commands (port/user differ per target; PGPASSWORD in the environment):")
     for w in args.workloads:
         print("  " + shlex.join(pgbench_argv("pgbench", direct, w, args.duration)))
     if args.json:
         doc = {
-            "machine": machine_info(),
+            "machine": machine,
             "versions": {
                 "pgbench": _version([args.pgbench, "--version"]),
                 "pgbouncer": _version([args.pgbouncer, "--version"]),
