@@ -138,7 +138,8 @@ def test_one_salt_per_agent_and_login_salt(store_url):
 
 def test_concurrent_first_grants_of_an_agent_share_a_salt(store_url):
     async def body():
-        stores = [await open_store(store_url) for _ in range(3)]
+        # Concurrent first opens of an empty store: the schema is created exactly once.
+        stores = list(await asyncio.gather(*(open_store(store_url) for _ in range(3))))
         try:
             results = await asyncio.gather(
                 *(issue(s, agent="racer", task=f"T-{i}") for i, s in enumerate(stores * 3))
