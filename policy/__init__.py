@@ -1,0 +1,22 @@
+"""Statement policy: classify SQL, check it against a grant's scopes, cache the answers."""
+
+from policy.classify import Classified, StatementClass, classify
+from policy.decide import Decision, check_startup_params, decide
+from policy.engine import StatementPolicy, Verdict
+from policy.fingerprint import fingerprint_statements
+from policy.scopes import ScopeError, Scopes, parse_scopes
+
+__all__ = [
+    "Classified",
+    "Decision",
+    "ScopeError",
+    "Scopes",
+    "StatementClass",
+    "StatementPolicy",
+    "Verdict",
+    "check_startup_params",
+    "classify",
+    "decide",
+    "fingerprint_statements",
+    "parse_scopes",
+]

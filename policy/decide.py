@@ -1,0 +1,282 @@
+"""Decisions: ``decide(classified, scopes) -> Decision``, the defaults, startup parameters."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from policy.classify import (
+    BUILTIN_FUNCTIONS,
+    TYPED_FUNCTIONS,
+    UNSAFE_CLIENT_ENCODINGS,
+    Classified,
+    StatementClass,
+    is_dangerous_function,
+)
+from policy.scopes import FORBIDDEN_SETTINGS, Scopes, split_name
+
+__all__ = [
+    "ALLOWED_CATALOGS",
+    "DENIED_CATALOGS",
+    "SAFE_SETTINGS",
+    "SAFE_STARTUP_PARAMS",
+    "Decision",
+    "check_startup_params",
+    "decide",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    allowed: bool
+    rule: str  # stable rule id, e.g. "scope.read", "deny.unknown", "deny.function"
+    reason: str  # human text naming the relation/function at fault
+
+
+# Session settings any grant may SET/RESET: they change formatting and time limits only.
+SAFE_SETTINGS = frozenset(
+    {
+        "application_name",
+        "client_encoding",
+        "datestyle",
+        "timezone",
+        "intervalstyle",
+        "extra_float_digits",
+        "statement_timeout",
+        "lock_timeout",
+        "idle_in_transaction_session_timeout",
+        "idle_session_timeout",
+        "transaction_timeout",
+        "client_min_messages",
+        "bytea_output",
+    }
+)
+SAFE_STARTUP_PARAMS = frozenset({"user", "database"} | SAFE_SETTINGS) - {
+    "statement_timeout",
+    "lock_timeout",
+    "idle_in_transaction_session_timeout",
+    "idle_session_timeout",
+    "transaction_timeout",
+}
+
+# System catalogs drivers, ORMs and psql's \d commands read: allowed without a scope.
+ALLOWED_CATALOGS = frozenset(
+    """
+    pg_aggregate pg_am pg_amop pg_amproc pg_attrdef pg_attribute pg_cast pg_class
+    pg_collation pg_constraint pg_conversion pg_database pg_default_acl pg_depend
+    pg_description pg_enum pg_event_trigger pg_extension pg_foreign_data_wrapper
+    pg_foreign_table pg_index pg_inherits pg_init_privs pg_language pg_namespace pg_opclass
+    pg_operator pg_opfamily pg_partitioned_table pg_policy pg_proc pg_publication
+    pg_publication_rel pg_range pg_rewrite pg_sequence pg_shdepend pg_shdescription
+    pg_tablespace pg_transform pg_trigger pg_ts_config pg_ts_config_map pg_ts_dict
+    pg_ts_parser pg_ts_template pg_type pg_settings pg_roles pg_tables pg_views pg_indexes
+    pg_matviews pg_sequences pg_available_extensions pg_available_extension_versions
+    pg_cursors pg_prepared_statements pg_timezone_names pg_timezone_abbrevs pg_locks
+    pg_stat_user_tables pg_stat_user_indexes pg_statio_user_tables pg_statio_user_indexes
+    pg_stat_all_tables pg_stat_all_indexes pg_stat_database pg_attribute pg_auth_members
+    pg_partition_tree pg_rules pg_policies pg_statistic_ext pg_config
+    pg_stat_progress_vacuum pg_stat_progress_create_index pg_prepared_xacts
+    """.split()  # noqa: SIM905 - a word list
+)
+# Catalogs no grant may read: password hashes, credentials, raw column statistics (values
+# of rows the grant cannot read), large object contents, server configuration files,
+# other sessions' statements. pg_stat_activity is in neither list: a grant may name it.
+DENIED_CATALOGS = frozenset(
+    """
+    pg_authid pg_shadow pg_user_mapping pg_user_mappings pg_statistic pg_stats
+    pg_statistic_ext_data pg_stats_ext pg_stats_ext_exprs pg_largeobject pg_largeobject_metadata
+    pg_file_settings pg_hba_file_rules pg_ident_file_mappings pg_subscription
+    pg_db_role_setting pg_stat_statements pg_backend_memory_contexts
+    pg_replication_slots pg_stat_replication pg_stat_wal_receiver pg_stat_subscription
+    pg_replication_origin pg_replication_origin_status pg_foreign_server pg_shmem_allocations
+    """.split()  # noqa: SIM905 - a word list
+)
+_READ_ONLY_SCHEMAS = frozenset({"pg_catalog", "information_schema"})
+_ALLOWED_UTILITY = {
+    "LISTEN": "default.listen",
+    "UNLISTEN": "default.listen",
+    "DEALLOCATE": "default.utility",
+    "DISCARD": "default.utility",
+    "FETCH": "default.cursor",
+    "MOVE": "default.cursor",
+    "CLOSE": "default.cursor",
+}
+_DENIED_UTILITY = {
+    "ALTER SYSTEM": ("deny.alter_system", "may not run ALTER SYSTEM"),
+    "LOAD": ("deny.load", "may not LOAD libraries"),
+    "NOTIFY": ("deny.notify", "may not NOTIFY (it would wake production listeners)"),
+    "COMMIT PREPARED": ("deny.two_phase", "may not use two-phase commit"),
+    "ROLLBACK PREPARED": ("deny.two_phase", "may not use two-phase commit"),
+    "PREPARE TRANSACTION": ("deny.two_phase", "may not use two-phase commit"),
+}
+_OP_VERBS = {
+    "insert": "write",
+    "update": "write",
+    "delete": "write",
+    "lock": "lock rows of",
+    "truncate": "truncate",
+    "ddl": "change the definition of",
+}
+_OP_RULES = {
+    "insert": "scope.write",
+    "update": "scope.write",
+    "delete": "scope.write",
+    "lock": "scope.write",
+    "truncate": "scope.truncate",
+    "ddl": "scope.ddl",
+}
+
+
+def _deny(rule: str, reason: str) -> Decision:
+    return Decision(False, rule, reason)
+
+
+def _setting(c: Classified, scopes: Scopes) -> Decision:
+    name = c.detail
+    if c.command == "SHOW":
+        return Decision(True, "default.show", f"show {name}")
+    if c.command == "RESET" and name == "all":
+        return Decision(True, "default.setting", "reset all settings to the session defaults")
+    if name in FORBIDDEN_SETTINGS:
+        return _deny("deny.setting", f"may not change {name}")
+    if name in SAFE_SETTINGS:
+        return Decision(True, "default.setting", f"{c.command.lower()} {name}")
+    if name in scopes.settings:
+        return Decision(True, "scope.set", f"{c.command.lower()} {name} granted")
+    return _deny("deny.setting", f"may not change setting {name}")
+
+
+def _function(name: str, scopes: Scopes) -> Decision | None:
+    """None: allowed; else the denial."""
+    target = split_name(name) if "." in name or name.startswith('"') else None
+    if target is None or target[0] == "pg_catalog":
+        bare = target[1] if target is not None else name
+        if bare is None:
+            return _deny("deny.function", f"may not execute {name}")
+        if is_dangerous_function(bare):
+            return _deny("deny.function", f"may not execute {bare}")
+        if bare in BUILTIN_FUNCTIONS or bare in TYPED_FUNCTIONS:
+            return None
+        if scopes.allows_function("pg_catalog", bare):
+            return None
+        return _deny("scope.execute", f"may not execute pg_catalog.{bare}")
+    if target[1] is not None and scopes.allows_function(target[0], target[1]):
+        return None
+    return _deny("scope.execute", f"may not execute {name}")
+
+
+def _relation_read(rel: str, scopes: Scopes) -> Decision | None:
+    target = split_name(rel)
+    if target is None:
+        return _deny("deny.unknown", f"may not read {rel} (unrecognised name)")
+    schema, name = target
+    if schema == "pg_catalog":
+        if name in DENIED_CATALOGS:
+            return _deny("deny.catalog", f"may not read {rel}")
+        if name in ALLOWED_CATALOGS or scopes.allows_relation("read", rel):
+            return None
+        return _deny("deny.catalog", f"may not read {rel}")
+    if schema == "information_schema" or schema == "pg_temp":
+        return None
+    if scopes.allows_relation("read", rel):
+        return None
+    return _deny("scope.read", f"may not read {rel}")
+
+
+def _relation_write(op: str, rel: str, scopes: Scopes) -> Decision | None:
+    target = split_name(rel)
+    schema = target[0] if target is not None else ""
+    if schema in _READ_ONLY_SCHEMAS:
+        return _deny("deny.catalog", f"may not {_OP_VERBS[op]} {rel}")
+    if schema == "pg_temp" or scopes.allows_relation(op, rel):
+        return None
+    return _deny(_OP_RULES[op], f"may not {_OP_VERBS[op]} {rel}")
+
+
+def decide(classified: Classified, scopes: Scopes) -> Decision:
+    """Allow or deny one classified statement under ``scopes`` (pure)."""
+    c = classified
+    S = StatementClass
+    cls = c.cls
+    if cls is S.UNKNOWN:
+        if scopes.unknown:
+            return Decision(True, "scope.unknown", f"unclassified {c.command} allowed by unknown:*")
+        if c.command == "EXECUTE":
+            return _deny(
+                "deny.execute",
+                f"may not EXECUTE {c.detail}: it was not prepared (and checked) in this session",
+            )
+        detail = f": {c.detail}" if c.detail else ""
+        return _deny("deny.unknown", f"may not run an unrecognised {c.command} statement{detail}")
+    if cls is S.TRANSACTION:
+        return Decision(True, "default.transaction", c.command)
+    if cls is S.ROLE:
+        return _deny("deny.role", f"may not run {c.command} (roles and privileges)")
+    if cls is S.SESSION_SET:
+        return _setting(c, scopes)
+    if cls is S.FUNCTION:
+        if c.command == "DO":
+            return _deny("deny.do", "may not run DO blocks")
+        return _deny("deny.call", f"may not CALL {c.detail or 'procedures'}")
+    if cls is S.UTILITY:
+        if c.command == "COPY":
+            if c.detail.endswith("program"):
+                return _deny("deny.copy_program", "may not run COPY ... PROGRAM")
+            return _deny("deny.copy_file", "may not COPY to or from server files")
+        if c.command in _ALLOWED_UTILITY:
+            return Decision(True, _ALLOWED_UTILITY[c.command], c.command)
+        if c.detail == "replication":
+            return _deny("deny.replication", f"may not run replication command {c.command}")
+        rule, reason = _DENIED_UTILITY.get(c.command, ("deny.utility", f"may not run {c.command}"))
+        return _deny(rule, reason)
+
+    # READ / WRITE / DDL: functions, then writes, then reads
+    for fn in sorted(c.functions):
+        denial = _function(fn, scopes)
+        if denial is not None:
+            return denial
+    for op, rel in sorted(c.write_ops):
+        denial = _relation_write(op, rel, scopes)
+        if denial is not None:
+            return denial
+    for rel in sorted(c.reads):
+        denial = _relation_read(rel, scopes)
+        if denial is not None:
+            return denial
+    ops = {op for op, _ in c.write_ops}
+    if "ddl" in ops:
+        rule = "scope.ddl"
+    elif ops:
+        rule = "scope.truncate" if ops == {"truncate"} else "scope.write"
+    elif any(not r.startswith(("pg_catalog.", "information_schema.")) for r in c.reads):
+        rule = "scope.read"
+    elif c.reads:
+        rule = "default.catalog"
+    else:
+        rule = "default.no_relations"
+    touched = sorted(c.reads | c.writes)
+    reason = f"{c.command} of {', '.join(touched)}" if touched else c.command
+    return Decision(True, rule, reason)
+
+
+def check_startup_params(params: dict[str, str]) -> str | None:
+    """None if every startup parameter is harmless, else the refusal text naming one."""
+    for key in sorted(params):
+        name = key.lower()
+        if name not in SAFE_STARTUP_PARAMS:
+            if name == "options":
+                why = "command-line options could change any setting (use SET after connecting)"
+            elif name in ("replication",):
+                why = "replication connections are not allowed"
+            elif name in FORBIDDEN_SETTINGS:
+                why = "it would change how statements are checked"
+            else:
+                why = "only user, database and harmless formatting settings are accepted"
+            return f'pgwitness: startup parameter "{key}" is not allowed: {why}'
+        if name == "client_encoding":
+            enc = params[key].strip().strip("'\"").lower().replace("-", "_")
+            if enc in UNSAFE_CLIENT_ENCODINGS:
+                return (
+                    f'pgwitness: client_encoding "{params[key]}" is not allowed: its multibyte '
+                    "characters can hide quote characters"
+                )
+    return None

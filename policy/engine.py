@@ -1,0 +1,203 @@
+"""``StatementPolicy``: one per session (grant); cached checks the proxy calls per message."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from policy.classify import Classified, StatementClass, classify_statement
+from policy.decide import Decision, decide
+from policy.fingerprint import fingerprint_statements, lex
+from policy.scopes import Scopes
+
+__all__ = ["StatementPolicy", "Verdict"]
+
+Pair = tuple[Classified, Decision]
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    allowed: bool  # False only when enforcing and some statement is denied
+    decisions: tuple[Pair, ...]
+    message: str  # client-facing 42501 text (names task, rule, relation); "" if allowed
+    would_deny: bool = False  # dry-run: a deny that was not enforced
+
+
+# Statements whose outcome depends on session state (which names were PREPAREd here).
+_STATEFUL_COMMANDS = frozenset({"PREPARE", "EXECUTE", "DEALLOCATE", "DISCARD"})
+_MAX_CACHED_TEXT = 16384
+
+
+class StatementPolicy:
+    """Classifies and decides statements for one grant; remembers checked PREPAREs."""
+
+    def __init__(
+        self,
+        scopes: Scopes,
+        *,
+        task: str,
+        enforce: bool = True,
+        search_path: tuple[str, ...] = ("public",),
+        cache_size: int = 4096,
+    ):
+        if not search_path:
+            raise ValueError("search_path must name at least one schema")
+        self.scopes = scopes
+        self.task = task
+        self.enforce = enforce
+        self.search_path = tuple(search_path)
+        self.cache_size = cache_size
+        # exact query text -> (pairs, stateful, verdict if stateless)
+        self._by_text: dict[str, tuple[tuple[Pair, ...], bool, Verdict | None]] = {}
+        # statement fingerprint -> pair classified and decided from one statement with it
+        self._by_fingerprint: dict[str, Pair] = {}
+        self._prepared: set[str] = set()  # SQL-level PREPAREs allowed in this session
+        self.stats = {"text_hits": 0, "fingerprint_hits": 0, "misses": 0}
+
+    # -- public API ----------------------------------------------------------------------
+    def check_query(self, sql: str) -> Verdict:
+        """Simple Query: every statement is checked; one deny denies the whole query."""
+        cached = self._by_text.get(sql)
+        if cached is not None:
+            self.stats["text_hits"] += 1
+            pairs, stateful, verdict = cached
+            return verdict if verdict is not None else self._verdict(pairs)
+        pairs = self._from_fingerprints(sql)
+        if pairs is not None:
+            self.stats["fingerprint_hits"] += 1
+            return self._verdict(pairs)
+        self.stats["misses"] += 1
+        return self._store(sql, self._classify(sql, use_fingerprints=True))
+
+    def check_parse(self, sql: str) -> Verdict:
+        """Extended-protocol Parse: checked like a query (PostgreSQL rejects several)."""
+        cached = self._by_text.get(sql)
+        if cached is not None:
+            self.stats["text_hits"] += 1
+            pairs, stateful, verdict = cached
+            return verdict if verdict is not None else self._verdict(pairs)
+        self.stats["misses"] += 1
+        return self._store(sql, self._classify(sql, use_fingerprints=False))
+
+    def check_function_call(self) -> Verdict:
+        """Frontend FunctionCall (fast-path by OID): never allowed, it bypasses classification."""
+        message = self._message(
+            Decision(False, "deny.function_call", "may not use the fast-path FunctionCall message")
+        )
+        if self.enforce:
+            return Verdict(False, (), message)
+        return Verdict(True, (), "", would_deny=True)
+
+    @property
+    def prepared_names(self) -> frozenset[str]:
+        return frozenset(self._prepared)
+
+    # -- internals -----------------------------------------------------------------------
+    def _classify(self, sql: str, *, use_fingerprints: bool) -> tuple[Pair, ...]:
+        pairs: list[Pair] = []
+        for stmt in lex(sql):
+            if use_fingerprints and stmt.cacheable:
+                hit = self._by_fingerprint.get(stmt.fingerprint)
+                if hit is not None:
+                    pairs.append((_with_sql(hit[0], stmt.sql), hit[1]))
+                    continue
+            classified, fingerprint_safe = classify_statement(stmt, self.search_path)
+            decision = decide(classified, self.scopes)
+            pairs.append((classified, decision))
+            if fingerprint_safe and stmt.cacheable:
+                if len(self._by_fingerprint) >= self.cache_size:
+                    self._by_fingerprint.pop(next(iter(self._by_fingerprint)))
+                self._by_fingerprint[stmt.fingerprint] = (classified, decision)
+        return tuple(pairs)
+
+    def _from_fingerprints(self, sql: str) -> tuple[Pair, ...] | None:
+        if not self._by_fingerprint:
+            return None
+        statements = fingerprint_statements(sql)
+        if not statements:
+            return None
+        pairs = []
+        get = self._by_fingerprint.get
+        for text, fingerprint, cacheable in statements:
+            hit = get(fingerprint) if cacheable else None
+            if hit is None:
+                return None
+            pairs.append((_with_sql(hit[0], text), hit[1]))
+        return tuple(pairs)
+
+    def _store(self, sql: str, pairs: tuple[Pair, ...]) -> Verdict:
+        stateful = any(c.command in _STATEFUL_COMMANDS for c, _ in pairs)
+        verdict = self._verdict(pairs)
+        if len(sql) <= _MAX_CACHED_TEXT:
+            if len(self._by_text) >= self.cache_size:
+                self._by_text.pop(next(iter(self._by_text)))
+            self._by_text[sql] = (pairs, stateful, None if stateful else verdict)
+        return verdict
+
+    def _verdict(self, pairs: tuple[Pair, ...]) -> Verdict:
+        if any(c.command in _STATEFUL_COMMANDS for c, _ in pairs):
+            pairs = self._apply_session_state(pairs)
+        denied = next((d for _, d in pairs if not d.allowed), None)
+        if denied is None:
+            self._commit_session_state(pairs)
+            return Verdict(True, pairs, "")
+        if self.enforce:
+            return Verdict(False, pairs, self._message(denied))
+        self._commit_session_state(pairs)
+        return Verdict(True, pairs, "", would_deny=True)
+
+    def _apply_session_state(self, pairs: tuple[Pair, ...]) -> tuple[Pair, ...]:
+        """Decide EXECUTE against the PREPAREs this session allowed (in statement order)."""
+        prepared = set(self._prepared)
+        out: list[Pair] = []
+        for c, d in pairs:
+            if c.command == "EXECUTE" and c.cls is StatementClass.UNKNOWN and not d.allowed:
+                if c.detail in prepared:
+                    d = self._decide_execute(c)
+            elif c.command == "PREPARE" and d.allowed:
+                prepared.add(c.detail)
+            elif c.command == "DEALLOCATE" and d.allowed:
+                if c.detail == "all":
+                    prepared.clear()
+                else:
+                    prepared.discard(c.detail)
+            elif c.command == "DISCARD" and c.detail == "all" and d.allowed:
+                prepared.clear()
+            out.append((c, d))
+        return tuple(out)
+
+    def _commit_session_state(self, pairs: tuple[Pair, ...]) -> None:
+        for c, d in pairs:
+            if c.command == "PREPARE" and d.allowed:
+                self._prepared.add(c.detail)
+            elif c.command == "DEALLOCATE" and d.allowed:
+                if c.detail == "all":
+                    self._prepared.clear()
+                else:
+                    self._prepared.discard(c.detail)
+            elif c.command == "DISCARD" and c.detail == "all" and d.allowed:
+                self._prepared.clear()
+
+    def _decide_execute(self, c: Classified) -> Decision:
+        args = Classified(
+            c.sql,
+            StatementClass.READ,
+            "EXECUTE",
+            c.reads,
+            c.writes,
+            c.functions,
+            c.detail,
+            c.write_ops,
+        )
+        d = decide(args, self.scopes)
+        if not d.allowed:
+            return d
+        return Decision(True, "session.prepared", f"EXECUTE {c.detail} (prepared and checked here)")
+
+    def _message(self, d: Decision) -> str:
+        return f"pgwitness: task {self.task} {d.reason} (rule {d.rule})"
+
+
+def _with_sql(c: Classified, sql: str) -> Classified:
+    if c.sql == sql:
+        return c
+    return Classified(sql, c.cls, c.command, c.reads, c.writes, c.functions, c.detail, c.write_ops)
