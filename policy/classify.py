@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import enum
 import re
+import threading
 from dataclasses import dataclass
 
 import sqlglot
@@ -54,6 +55,23 @@ class Classified:
 _EMPTY: frozenset = frozenset()
 _PLAIN_NAME_RE = re.compile(r"[a-z_][a-z0-9_$]*\Z")
 _DIALECT = sqlglot.Dialect.get_or_raise("postgres")
+
+
+class _ParserCache(threading.local):
+    """A tokenizer and parser per thread: building them costs more than parsing a statement."""
+
+    def __init__(self) -> None:
+        self.tokenizer = _DIALECT.tokenizer()
+        self.parser = _DIALECT.parser()
+
+
+_PARSERS = _ParserCache()
+
+
+def _sqlglot_parse(sql: str) -> list[exp.Expression | None]:
+    cache = _PARSERS
+    return cache.parser.parse(cache.tokenizer.tokenize(sql), sql)
+
 
 # Functions whose (literal) argument names a sequence: classified as a use of it.
 SEQUENCE_FUNCTIONS = {"nextval": "update", "setval": "update", "currval": "read"}
@@ -797,7 +815,7 @@ class _Classifier:
     # -- sqlglot path ------------------------------------------------------------------
     def _parse(self, stmt: Statement, canon: str | None = None) -> exp.Expression:
         try:
-            trees = _DIALECT.parse(stmt.canon if canon is None else canon)
+            trees = _sqlglot_parse(stmt.canon if canon is None else canon)
         except (ParseError, TokenError) as e:
             raise _Unknown(f"parse error: {_first_line(e)}") from None
         trees = [t for t in trees if t is not None]

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 __all__ = ["Statement", "Token", "fingerprint_statements", "lex", "parse_qualified_name"]
 
@@ -98,8 +99,7 @@ def _block_comment_end(sql: str, start: int) -> int:
             return pos
 
 
-@dataclass(slots=True)
-class Token:
+class Token(NamedTuple):
     kind: str  # word qid str estr dq param num op punct other uesc
     value: str  # words ASCII-lower-cased; quoted identifiers unescaped; literals decoded
     canon: str  # this token's text in Statement.canon
