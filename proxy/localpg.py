@@ -514,3 +514,48 @@ def wait_for_port(host: str, port: int, timeout: float = 10.0) -> None:
                     f"nothing listening on {host}:{port} after {timeout}s"
                 ) from None
             time.sleep(0.05)
+
+
+# --- the demo/test database -------------------------------------------------------
+
+USERS = {
+    "pgwitness": "upstream-secret",
+    "md5user": "md5-secret",
+    "plainuser": "plain-secret",
+    "tlsonly": "tls-secret",
+}
+LOGIN_ROLES = ("md5user", "plainuser", "tlsonly")
+
+APP_SCHEMA = """
+SET ROLE pgwitness;
+CREATE TABLE public.customers (id serial PRIMARY KEY, name text);
+CREATE TABLE public.orders (
+    id serial PRIMARY KEY,
+    customer_id int,
+    total numeric,
+    note text
+);
+CREATE SCHEMA secret;
+CREATE TABLE secret.payroll (id int, salary int);
+INSERT INTO public.customers (name) VALUES ('Ada'), ('Grace'), ('Edsger');
+INSERT INTO public.orders (customer_id, total, note) VALUES
+    (1, 10.50, 'first'), (1, 99.00, NULL), (2, 5.25, 'rush'), (3, 42.00, 'gift');
+INSERT INTO secret.payroll VALUES (1, 100000), (2, 120000), (3, 90000);
+GRANT USAGE ON SCHEMA secret TO {roles};
+GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public, secret TO {roles};
+GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA public TO {roles};
+RESET ROLE;
+"""
+
+
+def build_app_cluster(cluster: LocalCluster) -> LocalCluster:
+    """Roles, database ``app`` and its schema on a started cluster (also used by demos)."""
+    cluster.create_role("pgwitness", USERS["pgwitness"], createdb=True)
+    cluster.create_role("md5user", USERS["md5user"], md5=True)
+    cluster.create_role("plainuser", USERS["plainuser"])
+    cluster.create_role("tlsonly", USERS["tlsonly"])
+    cluster.create_database("app", owner="pgwitness")
+    roles = ", ".join(LOGIN_ROLES)
+    cluster.psql(f"GRANT CONNECT ON DATABASE app TO {roles};\n")
+    cluster.psql(APP_SCHEMA.format(roles=roles), db="app")
+    return cluster

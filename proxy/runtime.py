@@ -30,11 +30,9 @@ def build_recorder(cfg: Config):
     if not cfg.recorder.enabled:
         return None
     from recorder import Recorder
-    from recorder.config import RecorderConfig
 
-    fields = {k: v for k, v in vars(cfg.recorder).items() if k in RecorderConfig.__dataclass_fields__}
     try:
-        rec = Recorder.from_config(RecorderConfig(**fields))
+        rec = Recorder.from_config(cfg.recorder)
     except (ValueError, OSError) as exc:
         raise ConfigError(f"recorder: {exc}") from exc
     rec.start()

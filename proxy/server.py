@@ -294,8 +294,14 @@ class ClientConnection(asyncio.Protocol):
                 self.transport.abort()
         except asyncio.CancelledError:
             outcome = "disconnected"
+        except Exception:
+            outcome = "error"
+            logging.getLogger("pgwitness").exception("internal error during connection setup")
+            self._send_fatal(PgError.fatal_error("pgwitness internal error during connection setup", "XX000"))
         finally:
             metrics.CONNECTIONS_TOTAL.labels(outcome).inc()
+            if outcome != "ok" and outcome != "cancel" and not self._ended:
+                self._end("handshake_failed")
 
     def _send_fatal(self, exc: PgError) -> None:
         event("connection refused", peer=self.peer, sqlstate=exc.sqlstate, error=exc.message)

@@ -1,0 +1,172 @@
+"""``pgwitness demo``: a throwaway Postgres, the proxy, one task grant, one agent session.
+
+Everything lives under ``.demo/`` and is torn down at the end (``--keep`` leaves the
+cluster directory, recordings and config behind for a closer look).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+DEMO_TOML = """\
+# Written by `pgwitness demo`.
+[proxy]
+listen = "127.0.0.1:{proxy_port}"
+tls_cert = "{tls}/server.crt"
+tls_key = "{tls}/server.key"
+
+[upstream]
+host = "localhost"
+port = {pg_port}
+user = "pgwitness"
+password = "upstream-secret"
+sslmode = "verify-full"
+sslrootcert = "{pg_ca}"
+
+[grants]
+store = "sqlite:///{base}/grants.db"
+
+[recorder]
+store = "{base}/recordings"
+spool_dir = "{base}/spool"
+signing_key = "{base}/signing.key"
+
+[metrics]
+listen = "127.0.0.1:{metrics_port}"
+"""
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("demo", help="run a short agent session through a throwaway setup")
+    p.add_argument("--dir", default=".demo", help="working directory (default .demo)")
+    p.add_argument("--keep", action="store_true", help="leave the cluster and recordings behind")
+    p.set_defaults(func=cmd_demo)
+
+
+def _say(text: str) -> None:
+    print(f"\n\033[1m== {text}\033[0m" if sys.stdout.isatty() else f"\n== {text}", flush=True)
+
+
+def _pgwitness(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "proxy.cli", *args], capture_output=True, text=True, check=check
+    )
+
+
+def cmd_demo(args) -> int:
+    from .localpg import LocalCluster, build_app_cluster, free_port, make_server_tls, wait_for_port
+
+    base = Path(args.dir).absolute()
+    if base.exists():
+        shutil.rmtree(base)
+    (base / "tls").mkdir(parents=True)
+    os.chmod(base, 0o755)
+    _say("starting a throwaway PostgreSQL 15 (SCRAM + TLS)")
+    cluster = LocalCluster(base / "pg", keep=args.keep)
+    proxy = None
+    try:
+        cluster.start()
+        build_app_cluster(cluster)
+        print(f"postgres on 127.0.0.1:{cluster.port}; the proxy logs in as role 'pgwitness'")
+
+        ca, cert, key = make_server_tls(["localhost"], ["127.0.0.1"])
+        (base / "tls" / "ca.crt").write_bytes(ca)
+        (base / "tls" / "server.crt").write_bytes(cert)
+        (base / "tls" / "server.key").write_bytes(key)
+        os.chmod(base / "tls" / "server.key", 0o600)
+        proxy_port, metrics_port = free_port(), free_port()
+        config = base / "pgwitness.toml"
+        config.write_text(
+            DEMO_TOML.format(
+                base=base, tls=base / "tls", proxy_port=proxy_port, pg_port=cluster.port,
+                pg_ca=cluster.ca_cert, metrics_port=metrics_port,
+            )
+        )
+        _say(f"starting pgwitness (config {config.relative_to(Path.cwd()) if config.is_relative_to(Path.cwd()) else config})")
+        log = open(base / "proxy.log", "w")  # noqa: SIM115 - lives as long as the proxy
+        proxy = subprocess.Popen(
+            [sys.executable, "-m", "proxy.cli", "serve", "--config", str(config)],
+            stdout=log, stderr=subprocess.STDOUT,
+        )
+        wait_for_port("127.0.0.1", proxy_port, timeout=20)
+        print(f"pgwitness on 127.0.0.1:{proxy_port} (TLS), metrics on :{metrics_port}/metrics")
+
+        _say("issuing a task grant: agent billing-bot, task INC-4821, 10 minutes")
+        grant = _pgwitness(
+            "grant", "--config", str(config), "--agent", "billing-bot", "--task", "INC-4821",
+            "--reason", "refund duplicate charge on order 2", "--database", "app",
+            "--scope", "read:public.orders,public.customers write:public.orders",
+            "--ttl", "10m", "--granted-by", "demo",
+        )
+        dsn = grant.stdout.strip().splitlines()[-1]
+        print(f"DSN for the agent (token shown once): {dsn[:40]}...")
+
+        _say("the agent's session")
+        _agent_session(dsn, base / "tls" / "ca.crt")
+    finally:
+        if proxy is not None:
+            proxy.terminate()
+            try:
+                proxy.wait(15)
+            except subprocess.TimeoutExpired:
+                proxy.kill()
+        cluster.stop()
+
+    _say("verify: every recording is complete, chained and signed")
+    verify = _pgwitness(
+        "verify", "--all", "--store", str(base / "recordings"),
+        "--public-key", str(base / "signing.key.pub"), check=False,
+    )
+    print(verify.stdout.strip() or verify.stderr.strip())
+    agent_session = _find_agent_session(base)
+    if agent_session:
+        _say(f"replay of the agent's session {agent_session}")
+        replay = _pgwitness(
+            "replay", agent_session, "--store", str(base / "recordings"),
+            "--public-key", str(base / "signing.key.pub"), "--max-rows", "5", check=False,
+        )
+        print(replay.stdout.strip() or replay.stderr.strip())
+    if not args.keep:
+        shutil.rmtree(base, ignore_errors=True)
+    else:
+        print(f"\nkept {base}")
+    _say("done")
+    return verify.returncode
+
+
+def _find_agent_session(base: Path) -> str | None:
+    for meta in sorted((base / "recordings").glob("sessions/*/*/*/*")):
+        if meta.is_dir() and not meta.name.startswith("control"):
+            return meta.name
+    return None
+
+
+def _agent_session(dsn: str, ca: Path) -> None:
+    import psycopg
+
+    conninfo = f"{dsn}?sslmode=verify-full&sslrootcert={ca}"
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+
+        def run(sql: str, params=None) -> None:
+            print(f"agent> {sql}")
+            try:
+                cur = conn.execute(sql, params)
+                if cur.description:
+                    for row in cur.fetchall():
+                        print("       ", row)
+                else:
+                    print(f"        {cur.statusmessage}")
+            except psycopg.Error as exc:
+                print(f"        ERROR {exc.sqlstate}: {exc.diag.message_primary}")
+
+        run("SELECT id, customer_id, total FROM public.orders ORDER BY id")
+        run("UPDATE public.orders SET note = 'refunded' WHERE id = %s", (2,))
+        run("SELECT salary FROM secret.payroll")
+        run("DROP TABLE public.orders")
+        run("SELECT count(*) FROM public.orders WHERE note = 'refunded'")
+    time.sleep(0.2)
