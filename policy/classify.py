@@ -349,7 +349,18 @@ _DDL_KINDS = frozenset(
         "MATERIALIZED VIEW",
     }
 )
-_SKIP_FUNC_NODES = (exp.Cast, exp.TryCast)
+# Syntax sqlglot models as function nodes although no function is called.
+_SKIP_FUNC_NODES = (
+    exp.Cast,
+    exp.TryCast,
+    exp.Exists,
+    exp.Any,
+    exp.All,
+    exp.Array,
+    exp.Case,
+    exp.If,
+    exp.Connector,
+)
 _REPLICATION_WORDS = frozenset(
     {
         "identify_system",
@@ -513,19 +524,24 @@ class _Collector:
 
     # -- walk ------------------------------------------------------------------------
     def walk(self, tree: exp.Expression) -> None:
+        consumed: set[int] = set()  # regclass casts already read as a sequence argument
         for node in tree.walk():
             if isinstance(node, exp.Table):
                 self._table(node)
             elif isinstance(node, exp.Func):
                 if isinstance(node, _SKIP_FUNC_NODES):
-                    if isinstance(node, exp.Cast) and _is_reg_cast(node):
+                    if (
+                        isinstance(node, exp.Cast)
+                        and _is_reg_cast(node)
+                        and id(node) not in consumed
+                    ):
                         self.literal_dependent = True
                         if _is_reg_cast(node, "REGCLASS"):
                             if not (isinstance(node.this, exp.Literal) and node.this.is_string):
                                 continue  # an expression cast to regclass names no relation
                             self.reads.add(self._literal_relation(node, "a regclass cast"))
                     continue
-                self._function(node)
+                self._function(node, consumed)
             elif isinstance(node, exp.Lock):
                 self._lock(node)
             elif isinstance(node, exp.Command):
@@ -597,8 +613,10 @@ class _Collector:
         if role == "read":
             self.reads.add(rel)
         elif role == "merge":
-            merge = parent
-            for op in _merge_ops(merge):
+            merge_ops = _merge_ops(parent)
+            if not merge_ops:
+                self.reads.add(rel)  # only DO NOTHING: the target is merely read
+            for op in merge_ops:
                 self.ops.add((op, rel))
         else:
             self.ops.add((role, rel))
@@ -610,7 +628,7 @@ class _Collector:
                 ):
                     self.ops.add(("update", rel))
 
-    def _function(self, func: exp.Func) -> None:
+    def _function(self, func: exp.Func, consumed: set[int]) -> None:
         if isinstance(func, exp.Anonymous):
             raw = func.args.get("this")
             name = _ident(raw) if isinstance(raw, exp.Identifier) else _ident(str(raw))
@@ -651,6 +669,7 @@ class _Collector:
             if not args:
                 raise _Unknown(f"{name}() without arguments")
             rel = self._literal_relation(args[0], f"{name}()")
+            consumed.add(id(args[0]))
             if op == "read":
                 self.reads.add(rel)
             else:
@@ -701,9 +720,15 @@ def _merge_ops(merge: exp.Merge) -> set[str]:
             ops.add("insert")
         elif isinstance(then, exp.Update):
             ops.add("update")
-        elif isinstance(then, exp.Delete):
+        elif (
+            isinstance(then, exp.Delete)
+            or isinstance(then, exp.Var)
+            and str(then.this).upper() == "DELETE"
+        ):
             ops.add("delete")
-    return ops or {"update"}
+        elif not (isinstance(then, exp.Var) and str(then.this).upper() == "DO NOTHING"):
+            raise _Unknown("an unrecognised MERGE action")
+    return ops
 
 
 def _cte_names(with_: exp.With) -> list[str | None]:
