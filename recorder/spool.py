@@ -24,12 +24,29 @@ class SpoolError(OSError):
     """The spool could not be written or read."""
 
 
+class SpoolCorrupt(SpoolError):
+    """A batch file does not decode (disk fault); it is set aside, never uploaded."""
+
+
 @dataclass
 class Batch:
+    """A spooled batch; its bytes stay on disk until the uploader reads them (bounded memory)."""
+
     path: Path
-    entries: list[tuple[str, bytes]]
     size: int
     done: set[int] = field(default_factory=set)  # indexes already in the store
+
+    def read(self) -> list[tuple[str, bytes]]:
+        try:
+            buf = self.path.read_bytes()
+        except OSError as e:
+            raise SpoolError(f"spool {self.path}: {e}") from e
+        return decode_batch(buf)
+
+    def set_aside(self) -> Path:
+        dest = self.path.with_suffix(".corrupt")
+        os.rename(self.path, dest)
+        return dest
 
 
 def encode_batch(entries: list[tuple[str, bytes]]) -> bytes:
@@ -41,8 +58,15 @@ def encode_batch(entries: list[tuple[str, bytes]]) -> bytes:
 
 
 def decode_batch(buf: bytes) -> list[tuple[str, bytes]]:
+    try:
+        return _decode_batch(buf)
+    except (struct.error, UnicodeDecodeError) as e:
+        raise SpoolCorrupt(f"bad spool batch: {e}") from None
+
+
+def _decode_batch(buf: bytes) -> list[tuple[str, bytes]]:
     if not buf.startswith(BATCH_MAGIC):
-        raise SpoolError("not a spool batch")
+        raise SpoolCorrupt("not a spool batch")
     off, out = len(BATCH_MAGIC), []
     while off < len(buf):
         klen, dlen = _ENTRY.unpack_from(buf, off)
@@ -51,7 +75,7 @@ def decode_batch(buf: bytes) -> list[tuple[str, bytes]]:
         off += klen
         data = buf[off : off + dlen]
         if len(data) != dlen:
-            raise SpoolError("truncated spool batch")
+            raise SpoolCorrupt("truncated spool batch")
         off += dlen
         out.append((key, data))
     return out
@@ -109,8 +133,7 @@ class Spool:
             if p.name.startswith(".tmp-"):
                 p.unlink(missing_ok=True)  # torn write from a crash: never renamed, never acked
             elif p.suffix == ".spool":
-                buf = p.read_bytes()
-                out.append(Batch(p, decode_batch(buf), len(buf)))
+                out.append(Batch(p, p.stat().st_size))
         return out
 
     def write(self, entries: list[tuple[str, bytes]]) -> Batch:
@@ -134,7 +157,7 @@ class Spool:
         except OSError as e:
             raise SpoolError(f"spool {self.slot}: {e}") from e
         self._counter += 1
-        return Batch(path, entries, len(buf))
+        return Batch(path, len(buf))
 
     def remove(self, batch: Batch) -> None:
         batch.path.unlink(missing_ok=True)

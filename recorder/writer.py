@@ -26,7 +26,7 @@ from . import chunks
 from .config import RecorderConfig
 from .records import Direction, Kind, dump_json, encode_record, wire_type
 from .signing import Checkpoint, State, generate_keypair, key_id, load_private_key
-from .spool import Batch, Spool, SpoolError
+from .spool import Batch, Spool, SpoolCorrupt, SpoolError
 from .store import ObjectExists, Store, StoreError, open_store
 
 log = logging.getLogger("pgwitness.recorder")
@@ -143,6 +143,7 @@ class Recorder:
         self._batches: collections.deque[Batch] = collections.deque()
         self._batches_cv = threading.Condition()
         self._spool_bytes = 0
+        self._loaded = 0  # bytes of the spool batch being uploaded, held in memory
         self._store_failing_since: float | None = None
         self._spool_failing = False
         self._last_error = ""
@@ -153,7 +154,8 @@ class Recorder:
         self._closed = False
         self._threads: list[threading.Thread] = []
         self._pool: ThreadPoolExecutor | None = None
-        self.stats = collections.Counter()
+        self.stats = collections.Counter(
+            chunks=0, raw_bytes=0, stored_bytes=0, objects_stored=0, store_errors=0, throttled=0)
 
     @classmethod
     def from_config(cls, cfg: RecorderConfig) -> Recorder:
@@ -236,7 +238,7 @@ class Recorder:
         """Numbers for metrics and error messages."""
         since = self._store_failing_since
         return {
-            "healthy": self.healthy, "memory_bytes": self._in - self._out,
+            "healthy": self.healthy, "memory_bytes": self._in - self._out + self._loaded,
             "spool_bytes": self._spool_bytes, "spool_batches": len(self._batches),
             "store_failing_seconds": 0.0 if since is None else time.monotonic() - since,
             "last_error": self._last_error, "live_sessions": len(self._sessions),
@@ -420,8 +422,27 @@ class Recorder:
         return d is not None and time.monotonic() > d
 
     def _upload_batch(self, batch: Batch) -> bool:
+        try:
+            entries = batch.read()
+        except SpoolCorrupt as e:
+            dest = batch.set_aside()
+            log.error("recorder: %s; moved to %s, skipping it", e, dest)
+            self.stats["spool_corrupt"] += 1
+            return True
+        except SpoolError as e:
+            self._spool_failing = True
+            self._last_error = str(e)
+            log.error("recorder: cannot read spool batch: %s", e)
+            return False
+        self._loaded = batch.size
+        try:
+            return self._upload_entries(batch, entries)
+        finally:
+            self._loaded = 0
+
+    def _upload_entries(self, batch: Batch, entries: list[tuple[str, bytes]]) -> bool:
         by_session: dict[str, list[int]] = {}
-        for i, (key, _) in enumerate(batch.entries):
+        for i, (key, _) in enumerate(entries):
             if i not in batch.done:
                 by_session.setdefault(key.rsplit("/", 2)[-2], []).append(i)
         if not by_session:
@@ -429,7 +450,7 @@ class Recorder:
 
         def upload(indexes: list[int]) -> bool:
             for i in indexes:  # in order: chunk n, ckpt n, chunk n+1, ...
-                key, data = batch.entries[i]
+                key, data = entries[i]
                 try:
                     self.store.put(key, data)
                 except ObjectExists:
