@@ -812,7 +812,7 @@ class _Classifier:
     # Returns (Classified, fingerprint_safe)
     def run(self, stmt: Statement) -> tuple[Classified, bool]:
         if stmt.error:
-            return _unknown(stmt, "UNKNOWN", stmt.error), False
+            return _unknown(stmt, _command_word(stmt), stmt.error), False
         try:
             return self._dispatch(stmt)
         except _Unknown as e:

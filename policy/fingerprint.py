@@ -305,7 +305,13 @@ def lex(sql: str) -> list[Statement]:
             fp.append(text)
             piece = text
         elif kind == "other":
-            error = error or f"unexpected character {text!r} at offset {pos}"
+            if text == "'":
+                problem = "unterminated quoted string"
+            elif text == '"':
+                problem = "unterminated quoted identifier"
+            else:
+                problem = f"unexpected character {text!r}"
+            error = error or f"{problem} at offset {pos}"
             value = piece = text
             fp.append(text)
         elif kind == "uesc":
