@@ -31,6 +31,7 @@ from policy.store import DEFAULT_STORE_URL, StoreConfigError, open_store
 __all__ = ["CliError", "GrantsConfig", "load_config", "main", "register"]
 
 DEFAULT_LISTEN = "127.0.0.1:6432"
+DEFAULT_PUBLIC_PORT = 6432  # as proxy.runtime: a public_host without a port means 6432
 EXIT_USAGE = 2
 
 
@@ -64,36 +65,48 @@ def _split_host_port(value: str, key: str, default_port: int | None) -> tuple[st
     return host, int(port_text)
 
 
-def load_config(path: str | None) -> GrantsConfig:
-    """The few keys the grant commands need: ``[grants] store``, ``[proxy] listen`` and
-    ``[proxy] public_host``. Without a file, the defaults."""
-    if path is None:
-        return GrantsConfig()
-    try:
-        with open(path, "rb") as f:
-            data = tomllib.load(f)
-    except FileNotFoundError:
-        raise CliError(f"config file {path} not found") from None
-    except OSError as exc:
-        raise CliError(f"cannot read config file {path}: {exc.strerror}") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise CliError(f"config file {path}: {exc}") from None
+def load_config(path: str | None, env: dict[str, str] | None = None) -> GrantsConfig:
+    """The few keys the grant commands need, with the proxy's precedence (TOML file <
+    ``PGWITNESS_*`` environment): ``grants.store``, ``proxy.listen``, ``proxy.public_host``.
+
+    The DSN names ``public_host`` (port 6432 unless given), else the listen address.
+    """
+    env = os.environ if env is None else env
+    data: dict[str, Any] = {}
+    if path is not None:
+        try:
+            with open(path, "rb") as f:
+                data = tomllib.load(f)
+        except FileNotFoundError:
+            raise CliError(f"config file {path} not found") from None
+        except OSError as exc:
+            raise CliError(f"cannot read config file {path}: {exc.strerror}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise CliError(f"config file {path}: {exc}") from None
     grants = data.get("grants", {})
     proxy = data.get("proxy", {})
     if not isinstance(grants, dict) or not isinstance(proxy, dict):
         raise CliError(f"config file {path}: [grants] and [proxy] must be tables")
-    store = grants.get("store", DEFAULT_STORE_URL)
-    if not isinstance(store, str) or not store:
-        raise CliError("config: grants.store must be a non-empty string")
+    grants, proxy = dict(grants), dict(proxy)
+    for table, key, name in (
+        (grants, "store", "PGWITNESS_GRANTS_STORE"),
+        (proxy, "listen", "PGWITNESS_PROXY_LISTEN"),
+        (proxy, "public_host", "PGWITNESS_PROXY_PUBLIC_HOST"),
+    ):
+        if env.get(name):
+            table[key] = env[name]
+    store = grants.get("store") or DEFAULT_STORE_URL
+    if not isinstance(store, str):
+        raise CliError("config: grants.store must be a string (sqlite:///path or postgresql://...)")
     listen = proxy.get("listen", DEFAULT_LISTEN)
     if not isinstance(listen, str):
         raise CliError("config: proxy.listen must be a string like 127.0.0.1:6432")
     host, port = _split_host_port(listen, "proxy.listen", None)
     public = proxy.get("public_host")
-    if public is not None:
-        if not isinstance(public, str) or not public:
-            raise CliError("config: proxy.public_host must be a host name")
-        host, port = _split_host_port(public, "proxy.public_host", port)
+    if public:
+        if not isinstance(public, str):
+            raise CliError("config: proxy.public_host must be a string like host or host:port")
+        host, port = _split_host_port(public, "proxy.public_host", DEFAULT_PUBLIC_PORT)
     elif host in ("", "0.0.0.0", "::"):
         # A wildcard listen address is no place to connect to; the machine's name is.
         import socket
@@ -279,7 +292,12 @@ def _guarded(fn):
 
 def _common() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--config", metavar="PATH", help="pgwitness TOML config file")
+    common.add_argument(
+        "--config",
+        metavar="PATH",
+        default=os.environ.get("PGWITNESS_CONFIG"),
+        help="pgwitness TOML config file (default $PGWITNESS_CONFIG)",
+    )
     common.add_argument(
         "--store",
         metavar="URL",

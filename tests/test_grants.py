@@ -327,6 +327,17 @@ def test_dsn_quotes_every_part():
 # ---- CLI ------------------------------------------------------------------------------------
 
 
+@pytest.fixture(autouse=True)
+def _clean_env(monkeypatch):
+    for name in (
+        "PGWITNESS_CONFIG",
+        "PGWITNESS_GRANTS_STORE",
+        "PGWITNESS_PROXY_LISTEN",
+        "PGWITNESS_PROXY_PUBLIC_HOST",
+    ):
+        monkeypatch.delenv(name, raising=False)
+
+
 @pytest.fixture
 def store_arg(tmp_path):
     return ["--store", f"sqlite:///{tmp_path}/cli.db"]
@@ -406,7 +417,7 @@ def test_cli_config_file(capsys, tmp_path):
     )
     code, out, err = run_cli(capsys, *grant_argv("--config", str(config)))
     assert code == 0, err
-    assert "@db-proxy.internal:7000/app" in out
+    assert "@db-proxy.internal:6432/app" in out  # as the admin API: public_host's port or 6432
     assert (tmp_path / "from-config.db").exists()
 
     config.write_text('[proxy]\nlisten = "127.0.0.1:6543"\n')
@@ -416,11 +427,30 @@ def test_cli_config_file(capsys, tmp_path):
     assert code == 0, err
     assert "@127.0.0.1:6543/app" in out
 
+    config.write_text('[proxy]\nlisten = "0.0.0.0:7000"\n')
+    code, out, err = run_cli(
+        capsys, *grant_argv("--config", str(config), "--store", str(tmp_path / "x.db"))
+    )
+    assert code == 0 and "@0.0.0.0:" not in out and ":7000/app" in out
+
     config.write_text('[proxy]\npublic_host = "[::1]:7001"\n')
     code, out, _ = run_cli(
         capsys, *grant_argv("--config", str(config), "--store", str(tmp_path / "x.db"))
     )
     assert "@[::1]:7001/app" in out
+
+
+def test_cli_environment_overrides_the_config_file(capsys, tmp_path, monkeypatch):
+    config = tmp_path / "pgwitness.toml"
+    config.write_text(f'[grants]\nstore = "sqlite:///{tmp_path}/file.db"\n')
+    monkeypatch.setenv("PGWITNESS_GRANTS_STORE", f"sqlite:///{tmp_path}/env.db")
+    monkeypatch.setenv("PGWITNESS_PROXY_PUBLIC_HOST", "env-proxy:5999")
+    code, out, err = run_cli(capsys, *grant_argv("--config", str(config)))
+    assert code == 0, err
+    assert "@env-proxy:5999/app" in out
+    assert (tmp_path / "env.db").exists() and not (tmp_path / "file.db").exists()
+    code, out, _ = run_cli(capsys, "grants", "--json", "--store", str(tmp_path / "flag.db"))
+    assert json.loads(out) == []  # --store beats both
 
 
 def test_cli_list_extend_revoke(capsys, store_arg):
