@@ -133,7 +133,7 @@ class Transcript:
         self.t = 0
 
     def line(self, text: str, mark: str = "  ") -> None:
-        self.out.write(f"[{self.t / 1e9:10.3f}s] {mark} {text}\n")
+        self.out.write(f"[{self.t / 1e9:11.6f}s] {mark} {text}\n")
 
     def feed(self, r: Record) -> None:
         self.t = r.t_ns
@@ -203,9 +203,12 @@ class Transcript:
             self.flush_rows()
             self.cols = _row_description(body)
         elif typ == "D":
+            row = _data_row(body, self.cols or [])
+            if self.cols is None:  # e.g. an Execute of a portal described earlier
+                self.cols = [(f"column{i + 1}", 0) for i in range(len(row))]
             self.nrows += 1
             if self.max_rows is None or len(self.rows) < self.max_rows:
-                self.rows.append(_data_row(body, self.cols or []))
+                self.rows.append(row)
         elif typ == "C":
             tag = _cstr(body, 0)[0]
             self.flush_rows()
@@ -239,7 +242,7 @@ class Transcript:
         for row in self.rows:
             for i, v in enumerate(row[: len(widths)]):
                 widths[i] = max(widths[i], len(v))
-        pad = " " * 15
+        pad = " " * 16
         self.out.write(pad + " " + " | ".join(n.center(w) for n, w in zip(names, widths, strict=True)) + "\n")
         self.out.write(pad + "-" + "-+-".join("-" * w for w in widths) + "-\n")
         for row in self.rows:
