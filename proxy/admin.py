@@ -24,12 +24,13 @@ import hmac
 import json
 import logging
 import re
+import sqlite3
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 from policy.grants import GrantError, GrantNotFound, GrantStateError, make_dsn
-from policy.store import GrantStore
+from policy.store import GrantStore, StoreConfigError
 
 __all__ = ["AdminServer", "HttpError"]
 
@@ -75,6 +76,10 @@ _REASONS = {
     501: "Not Implemented",
     503: "Service Unavailable",
 }
+
+
+class _ClientGone(Exception):
+    """The client closed or reset the connection before sending a whole request."""
 
 
 class HttpError(Exception):
@@ -157,11 +162,16 @@ class AdminServer:
                 status, payload, headers = exc.status, {"error": exc.message}, exc.headers
             except TimeoutError:
                 status, payload, headers = 408, {"error": "request not received in time"}, {}
-            except (ConnectionError, asyncio.IncompleteReadError):
+            except _ClientGone:
                 return
-            except Exception:
-                log.exception("admin API: internal error on %s %s", method, path)
-                status, payload, headers = 500, {"error": "internal error"}, {}
+            except Exception as exc:
+                if _store_unavailable(exc):
+                    log.error("admin API: grant store unavailable on %s %s: %r", method, path, exc)
+                    status, payload = 503, {"error": "grant store unavailable, try again"}
+                    headers = {"Retry-After": "5"}
+                else:
+                    log.exception("admin API: internal error on %s %s", method, path)
+                    status, payload, headers = 500, {"error": "internal error"}, {}
             log.info("admin %s %s %s -> %d", peer[0] if peer else "-", method, path, status)
             await self._respond(writer, status, payload, headers)
             await _linger(reader, writer)
@@ -177,12 +187,14 @@ class AdminServer:
     async def _read_line(self, reader: asyncio.StreamReader, what: str) -> bytes:
         try:
             line = await reader.readuntil(b"\n")
+        except ConnectionError:
+            raise _ClientGone from None
         except asyncio.LimitOverrunError:
             status = 400 if what == "request line" else 431
             raise HttpError(status, f"{what} too long") from None
         except asyncio.IncompleteReadError as exc:
             if not exc.partial and what == "request line":
-                raise ConnectionError("client closed") from None
+                raise _ClientGone from None
             raise HttpError(400, f"incomplete {what}") from None
         return line.rstrip(b"\r\n")
 
@@ -239,6 +251,8 @@ class AdminServer:
                 return await reader.readexactly(length)
         except asyncio.IncompleteReadError:
             raise HttpError(400, "body shorter than Content-Length") from None
+        except ConnectionError:
+            raise _ClientGone from None
 
     async def _respond(
         self,
@@ -406,6 +420,23 @@ class AdminServer:
             raise HttpError(400, str(exc)) from None
         dsn = make_dsn(grant.agent, token, self.public_host, self.public_port, grant.database)
         return {"grant": grant.to_dict(self._now()), "dsn": dsn, "token": token}
+
+
+def _store_unavailable(exc: BaseException) -> bool:
+    """A failure to reach the grant store (as opposed to a bug): answered with 503."""
+    if isinstance(exc, OSError | sqlite3.OperationalError | StoreConfigError):
+        return True
+    try:
+        import asyncpg
+    except ImportError:  # pragma: no cover - asyncpg is a dependency
+        return False
+    return isinstance(
+        exc,
+        asyncpg.PostgresConnectionError
+        | asyncpg.ConnectionDoesNotExistError
+        | asyncpg.CannotConnectNowError
+        | asyncpg.TooManyConnectionsError,
+    )
 
 
 def _allow(request: Request, *methods: str) -> None:

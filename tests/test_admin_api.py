@@ -469,6 +469,18 @@ async def test_internal_error_is_a_bare_500(admin):
     assert status == 200
 
 
+class UnreachableStore(ExplodingStore):
+    async def list(self, **kwargs):
+        raise ConnectionRefusedError(111, "Connection refused")
+
+
+@admin_test(store_wrapper=UnreachableStore)
+async def test_store_outage_is_a_503(admin):
+    status, headers, body = await admin.call("GET", "/v1/grants")
+    assert status == 503 and headers["retry-after"] == "5"
+    assert body == {"error": "grant store unavailable, try again"}
+
+
 @admin_test
 async def test_urllib_client(admin):
     base = f"http://{admin.host}:{admin.port}"
