@@ -47,13 +47,29 @@ WORKLOADS: dict[str, list[str]] = {
 }
 
 # pgwitness configuration variants, deep-merged over pgwitness_config(). "{workdir}" in a
-# string becomes the variant's own directory. Key names follow the proxy's config as
-# expected today; adjust them here (only here) when proxy/config.py settles.
+# string becomes the variant's own directory. Top-level keys starting with "_" are steps
+# for the harness, not config: "_keygen" runs `pgwitness keygen` into {workdir}/signing.key;
+# "_grant_scopes" issues a grant with those scopes from the config's grant store and makes
+# pgbench log in with its token (agent CLIENT_USER), so every statement goes through policy.
+# Key names follow proxy/config.py; adjust them here (only here) when it changes.
 PROXY_PRESETS: dict[str, dict] = {
     "default": {},
     "workers-2": {"proxy": {"workers": 2}},
-    "recording-on": {"recorder": {"enabled": True, "store": "file://{workdir}/recordings"}},
-    "policy-on": {"policy": {"enforce": True, "scopes": "read:public.*"}},
+    "recording-on": {
+        "_keygen": True,
+        "recorder": {
+            "enabled": True,
+            "store": "{workdir}/recordings",
+            "signing_key": "{workdir}/signing.key",
+            "spool_dir": "{workdir}/spool",
+        },
+    },
+    "policy-on": {
+        # pgbench -S reads pgbench_branches once (scale) and pgbench_accounts per transaction.
+        "_grant_scopes": ["read:public.pgbench_accounts", "read:public.pgbench_branches"],
+        "auth": {"users": {}},
+        "grants": {"store": "sqlite:///{workdir}/grants.db"},
+    },
 }
 
 
@@ -102,9 +118,10 @@ log_disconnections = 0
 
 
 def deep_merge(base: dict, override: dict) -> dict:
+    """Tables merge key by key; an empty table replaces (to clear a default such as users)."""
     out = copy.deepcopy(base)
     for key, value in override.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
+        if value and isinstance(value, dict) and isinstance(out.get(key), dict):
             out[key] = deep_merge(out[key], value)
         else:
             out[key] = copy.deepcopy(value)
@@ -185,11 +202,18 @@ class Processes:
     def __init__(self) -> None:
         self._procs: list[tuple[str, subprocess.Popen]] = []
 
-    def spawn(self, name: str, argv: list[str], log: Path, cwd: Path) -> subprocess.Popen:
+    def spawn(
+        self, name: str, argv: list[str], log: Path, cwd: Path, env: dict[str, str] | None = None
+    ) -> subprocess.Popen:
         with open(log, "ab") as out:
             # Own session: a Ctrl-C on the terminal reaches us, and we stop children in order.
             proc = subprocess.Popen(
-                argv, stdout=out, stderr=subprocess.STDOUT, cwd=cwd, start_new_session=True
+                argv,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                cwd=cwd,
+                env=env,
+                start_new_session=True,
             )
         self._procs.append((name, proc))
         return proc
@@ -257,21 +281,53 @@ def start_pgbouncer(
     return t
 
 
+def pgwitness_command(binary: str) -> tuple[list[str], dict[str, str]]:
+    """argv prefix and environment to run pgwitness: the console script, else ``-m proxy.cli``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PG", "PGWITNESS_"))}
+    if os.access(binary, os.X_OK):
+        return [binary], env
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+    return [sys.executable, "-m", "proxy.cli"], env
+
+
 def start_pgwitness(
     procs: Processes, pg: LocalCluster, workdir: Path, binary: str, variant: str, override: dict
 ) -> Target:
     vdir = workdir / f"pgwitness-{variant}"
     vdir.mkdir()
     port = free_port()
-    config = deep_merge(pgwitness_config(port, pg), _fill(override, vdir))
+    override = _fill(override, vdir)
+    steps = {k: v for k, v in override.items() if k.startswith("_")}
+    config = deep_merge(
+        pgwitness_config(port, pg), {k: v for k, v in override.items() if k not in steps}
+    )
     path = vdir / "pgwitness.toml"
     path.write_text(dump_toml(config))
     os.chmod(path, 0o600)
+    cmd, env = pgwitness_command(binary)
     name = "pgwitness" if variant == "default" else f"pgwitness:{variant}"
-    t = Target(name, port, CLIENT_USER, CLIENT_PASSWORD, log=vdir / "pgwitness.log")
-    t.proc = procs.spawn(name, [binary, "serve", "--config", str(path)], t.log, vdir)
+    password = CLIENT_PASSWORD
+    if steps.get("_keygen"):
+        _check_call([*cmd, "keygen", "--out", str(vdir / "signing.key")], env, vdir)
+    if steps.get("_grant_scopes"):
+        argv = [*cmd, "grant", "--config", str(path), "--json", "--agent", CLIENT_USER,
+                "--task", "BENCH-1", "--reason", "pgbench_compare", "--database", DB,
+                "--ttl", "1d", "--granted-by", "bench"]  # fmt: skip
+        for scope in steps["_grant_scopes"]:
+            argv += ["--scope", scope]
+        password = json.loads(_check_call(argv, env, vdir))["token"]
+    t = Target(name, port, CLIENT_USER, password, log=vdir / "pgwitness.log")
+    t.proc = procs.spawn(name, [*cmd, "serve", "--config", str(path)], t.log, vdir, env=env)
     wait_ready(t)
     return t
+
+
+def _check_call(argv: list[str], env: dict[str, str], cwd: Path) -> str:
+    proc = subprocess.run(argv, capture_output=True, text=True, env=env, cwd=cwd, timeout=60)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{shlex.join(argv)} failed (exit {proc.returncode}):\n"
+                           f"{proc.stderr.strip()}{proc.stdout.strip()}")  # fmt: skip
+    return proc.stdout
 
 
 # ---- pgbench ------------------------------------------------------------------------
@@ -507,12 +563,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     variants = [parse_variant(s) for s in (args.proxy_config or ["default"])]
     if "pgwitness" in args.targets and not os.access(args.pgwitness, os.X_OK):
-        print(
-            f"error: {args.pgwitness} is not executable (pip install -e . into the venv, "
-            "or --pgwitness PATH, or --targets direct,pgbouncer)",
-            file=sys.stderr,
-        )
-        return 2
+        print(f"note: {args.pgwitness} not found; running pgwitness as python -m proxy.cli")
     n_targets = (
         len(args.targets)
         - ("pgwitness" in args.targets)
