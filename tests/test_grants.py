@@ -11,6 +11,8 @@ from collections import Counter
 from urllib.parse import unquote, urlsplit
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from policy import cli
 from policy.grants import (
@@ -206,6 +208,12 @@ def test_format_ttl():
     assert format_ttl(dt.timedelta(seconds=5430)) == "1h30m30s"
 
 
+@given(st.timedeltas(min_value=dt.timedelta(seconds=1), max_value=dt.timedelta(days=400)))
+def test_format_ttl_round_trips(ttl):
+    whole = dt.timedelta(seconds=int(ttl.total_seconds()))
+    assert parse_ttl(format_ttl(whole)) == whole
+
+
 def test_parse_time():
     assert parse_time("2026-03-01T12:00:00Z", "x") == T0
     assert parse_time("2026-03-01T13:00:00+01:00", "x") == T0
@@ -314,6 +322,20 @@ def test_dsn():
     token = new_token()
     dsn = make_dsn("billing-bot", token, "proxy.internal", 6432, "app")
     assert dsn == f"postgresql://billing-bot:{token}@proxy.internal:6432/app"
+
+
+@given(
+    agent=st.from_regex(r"[a-z0-9_.-]{1,63}", fullmatch=True),
+    token=st.text(min_size=1, max_size=60),
+    database=st.from_regex(r"[A-Za-z0-9_$.-]{1,63}", fullmatch=True),
+    port=st.integers(1, 65535),
+)
+def test_dsn_round_trips(agent, token, database, port):
+    url = urlsplit(make_dsn(agent, token, "proxy.internal", port, database))
+    assert unquote(url.username) == agent
+    assert unquote(url.password) == token
+    assert (url.hostname, url.port) == ("proxy.internal", port)
+    assert unquote(url.path[1:]) == database
 
 
 def test_dsn_quotes_every_part():
