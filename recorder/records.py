@@ -81,5 +81,8 @@ def decode_records(buf: bytes) -> Iterator[Record]:
         except ValueError as e:
             raise RecordError(f"bad record field at offset {off}: {e}") from None
         off += tlen
-        yield Record(seq, t_ns, direction, kind, type_, bytes(mv[off : off + plen]))
+        payload = bytes(mv[off : off + plen])
+        if kind == Kind.WIRE and not type_:
+            type_ = wire_type(payload)  # the writer leaves it to the payload's first byte
+        yield Record(seq, t_ns, direction, kind, type_, payload)
         off += plen

@@ -24,7 +24,7 @@ import zstandard
 
 from . import chunks
 from .config import RecorderConfig
-from .records import Direction, Kind, dump_json, encode_record, wire_type
+from .records import HEADER, Direction, Kind, dump_json, encode_record
 from .signing import Checkpoint, State, generate_keypair, key_id, load_private_key
 from .spool import Batch, Spool, SpoolCorrupt, SpoolError
 from .store import ObjectExists, Store, StoreError, open_store
@@ -34,6 +34,8 @@ log = logging.getLogger("pgwitness.recorder")
 _C2S, _S2C, _PROXY = int(Direction.C2S), int(Direction.S2C), int(Direction.PROXY)
 _WIRE_DIRS = {"c2s": _C2S, "s2c": _S2C}
 _monotonic_ns = time.monotonic_ns
+_pack = HEADER.pack
+_HSIZE = HEADER.size
 
 
 class RecorderClosed(RuntimeError):
@@ -44,7 +46,8 @@ class SessionRecorder:
     """One recorded session. Use it from one thread (the connection's event loop)."""
 
     __slots__ = ("id", "meta", "_rec", "_buf", "_in", "_out", "_force", "_ended", "_t0",
-                 "_wall0", "_n", "_chain", "_next_seq", "_chunk_bytes", "_final_sealed",
+                 "_wall0", "_n", "_chain", "_next_seq", "_chunk_bytes", "_final_sealed", "_seq",
+                 "_sealed_at", "_lock",
                  "__weakref__")
 
     def __init__(self, rec: Recorder, session_id: str, meta: dict):
@@ -58,7 +61,10 @@ class SessionRecorder:
         self._ended = False
         self._t0 = _monotonic_ns()
         self._wall0 = time.time_ns()
+        self._seq = 0  # next record seq (caller thread)
+        self._lock: threading.Lock | None = None  # only the shared control stream locks
         # sealer-owned chain state
+        self._sealed_at = self._t0
         self._n = 0
         self._chain = chunks.genesis(session_id)
         self._next_seq = 0
@@ -69,10 +75,14 @@ class SessionRecorder:
         """Record one or more whole frames exactly as relayed. Hot path: no I/O, no hashing."""
         if self._ended:
             return
-        if type(data) is not bytes:
-            data = bytes(data)  # the caller may reuse its buffer
-        self._buf.append((_monotonic_ns(), _WIRE_DIRS[direction], 0, "", data))
+        seq = self._seq
+        self._seq = seq + 1
         n = len(data)
+        # encoded here (one pack + one copy, which also detaches a reused caller buffer) so
+        # the sealer only joins bytes and never holds the GIL per record
+        self._buf.append(_pack(seq, _monotonic_ns() - self._t0, _WIRE_DIRS[direction], 0, 0, n)
+                         + data)
+        n += _HSIZE
         self._in += n
         rec = self._rec
         rec._in += n
@@ -82,10 +92,19 @@ class SessionRecorder:
             rec._throttle()
 
     def _append(self, kind: Kind, type_: str, payload: dict, force: bool) -> None:
-        data = dump_json(payload)
-        self._buf.append((_monotonic_ns(), _PROXY, int(kind), type_, data))
-        self._in += len(data)
-        self._rec._in += len(data)
+        if self._lock is not None:
+            with self._lock:
+                return self._append_unlocked(kind, type_, payload, force)
+        return self._append_unlocked(kind, type_, payload, force)
+
+    def _append_unlocked(self, kind: Kind, type_: str, payload: dict, force: bool) -> None:
+        seq = self._seq
+        self._seq = seq + 1
+        item = encode_record(seq, _monotonic_ns() - self._t0, _PROXY, int(kind), type_,
+                             dump_json(payload))
+        self._buf.append(item)
+        self._in += len(item)
+        self._rec._in += len(item)
         if force:
             self._force = True
             self._rec._wake.set()
@@ -266,6 +285,7 @@ class Recorder:
             ctl = self._control
         if ctl is None:
             ctl = self.open_session({"stream": "control"})
+            ctl._lock = threading.Lock()  # grant events may come from any thread
             with self._sessions_lock:
                 if self._control is None:
                     self._control = ctl
@@ -311,7 +331,7 @@ class Recorder:
                     ended = s._ended
                     due = (force or ended or stopping
                            or s._in - s._out >= s._chunk_bytes
-                           or (s._buf and now - s._buf[0][0] >= max_age_ns))
+                           or now - s._sealed_at >= max_age_ns)
                     if not due:
                         continue
                     objs, nbytes = self._seal(s, zc, final=ended)
@@ -354,21 +374,22 @@ class Recorder:
         objs: list[tuple[str, bytes]] = []
         total = 0
         buf = s._buf
+        popleft = buf.popleft
+        limit = s._chunk_bytes
+        s._sealed_at = _monotonic_ns()
         while buf:
             parts, size = [], 0
-            first_seq = seq = s._next_seq
-            t0 = s._t0
-            while buf and size < s._chunk_bytes:
-                t, d, k, typ, data = buf.popleft()
-                if k == 0:
-                    typ = wire_type(data)
-                parts.append(encode_record(seq, t - t0, d, k, typ, data))
-                seq += 1
-                size += len(data)
+            append = parts.append
+            while buf and size < limit:
+                item = popleft()
+                append(item)
+                size += len(item)
             raw = b"".join(parts)
+            first_seq = s._next_seq
+            next_seq = first_seq + len(parts)
             is_final = final and not buf
-            objs += self._sealed_objects(s, zc, raw, first_seq, seq, is_final)
-            s._next_seq = seq
+            objs += self._sealed_objects(s, zc, raw, first_seq, next_seq, is_final)
+            s._next_seq = next_seq
             s._out += size
             total += size
         return objs, total
@@ -450,6 +471,8 @@ class Recorder:
 
         def upload(indexes: list[int]) -> bool:
             for i in indexes:  # in order: chunk n, ckpt n, chunk n+1, ...
+                if self._past_close_deadline():
+                    return False
                 key, data = entries[i]
                 try:
                     self.store.put(key, data)
