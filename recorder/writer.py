@@ -47,6 +47,7 @@ class SessionRecorder:
 
     __slots__ = ("id", "meta", "_rec", "_buf", "_in", "_out", "_force", "_ended", "_t0",
                  "_wall0", "_n", "_chain", "_next_seq", "_chunk_bytes", "_final_sealed", "_seq",
+                 "_end_seq",
                  "_sealed_at", "_lock",
                  "__weakref__")
 
@@ -70,6 +71,7 @@ class SessionRecorder:
         self._next_seq = 0
         self._chunk_bytes = rec.config.chunk_max_bytes
         self._final_sealed = False
+        self._end_seq: int | None = None  # seq of the session.end record, once appended
 
     def wire(self, direction: str, data: bytes) -> None:
         """Record one or more whole frames exactly as relayed. Hot path: no I/O, no hashing."""
@@ -91,17 +93,22 @@ class SessionRecorder:
         if rec._in - rec._out > rec._hard_limit:
             rec._throttle()
 
-    def _append(self, kind: Kind, type_: str, payload: dict, force: bool) -> None:
+    def _append(self, kind: Kind, type_: str, payload: dict, force: bool,
+                end: bool = False) -> None:
         if self._lock is not None:
             with self._lock:
-                return self._append_unlocked(kind, type_, payload, force)
-        return self._append_unlocked(kind, type_, payload, force)
+                return self._append_unlocked(kind, type_, payload, force, end)
+        return self._append_unlocked(kind, type_, payload, force, end)
 
-    def _append_unlocked(self, kind: Kind, type_: str, payload: dict, force: bool) -> None:
+    def _append_unlocked(self, kind: Kind, type_: str, payload: dict, force: bool,
+                         end: bool) -> None:
         seq = self._seq
         self._seq = seq + 1
         item = encode_record(seq, _monotonic_ns() - self._t0, _PROXY, int(kind), type_,
                              dump_json(payload))
+        if end:
+            # set before the append: the sealer marks the chunk holding this seq final
+            self._end_seq = seq
         self._buf.append(item)
         self._in += len(item)
         self._rec._in += len(item)
@@ -125,9 +132,8 @@ class SessionRecorder:
         """Seal the final chunk and the final checkpoint; later calls are ignored."""
         if self._ended:
             return
-        self._append(Kind.META, "session.end", {"cause": cause, "detail": detail}, True)
         self._ended = True
-        self._rec._wake.set()
+        self._append(Kind.META, "session.end", {"cause": cause, "detail": detail}, True, end=True)
 
     @property
     def ended(self) -> bool:
@@ -323,7 +329,7 @@ class Recorder:
                 with self._sessions_lock:
                     live = list(self._sessions.values())
                 for s in live:
-                    if not s._buf and not s._ended:
+                    if not s._buf:
                         continue
                     force = s._force
                     if force:
@@ -334,10 +340,10 @@ class Recorder:
                            or now - s._sealed_at >= max_age_ns)
                     if not due:
                         continue
-                    objs, nbytes = self._seal(s, zc, final=ended)
+                    objs, nbytes = self._seal(s, zc)
                     pending += objs
                     pending_bytes += nbytes
-                    if ended and not s._buf:
+                    if s._final_sealed:
                         with self._sessions_lock:
                             self._sessions.pop(s.id, None)
                 if pending:
@@ -369,7 +375,7 @@ class Recorder:
             with self._batches_cv:
                 self._batches_cv.notify_all()
 
-    def _seal(self, s: SessionRecorder, zc, final: bool) -> tuple[list[tuple[str, bytes]], int]:
+    def _seal(self, s: SessionRecorder, zc) -> tuple[list[tuple[str, bytes]], int]:
         """Cut everything pending in `s` into chunks of at most ~chunk_max_bytes."""
         objs: list[tuple[str, bytes]] = []
         total = 0
@@ -387,7 +393,7 @@ class Recorder:
             raw = b"".join(parts)
             first_seq = s._next_seq
             next_seq = first_seq + len(parts)
-            is_final = final and not buf
+            is_final = s._end_seq is not None and next_seq == s._end_seq + 1
             objs += self._sealed_objects(s, zc, raw, first_seq, next_seq, is_final)
             s._next_seq = next_seq
             s._out += size

@@ -313,3 +313,40 @@ def test_memory_stays_bounded_with_a_slow_store(make, tmp_path):
     assert rec.status["spool_bytes"] > 0  # the backlog went to disk, not to memory
     assert elapsed < 30
     s.end("done")
+
+
+def test_every_session_gets_its_final_checkpoint_under_concurrency(make):
+    """end() racing the sealer must still produce exactly one final chunk per session."""
+    import threading
+
+    rec = make(chunk_max_seconds=0.01, chunk_max_bytes=500)
+    ids = []
+
+    def worker(k):
+        for _ in range(10):
+            s = rec.open_session({"k": k})
+            for i in range(20):
+                s.wire("c2s", testing.query(f"select {i}"))
+                if i % 7 == 0:
+                    s.decision({"rule": "deny.x"}, denied=True)
+            s.end("client-exit")
+            ids.append(s.id)
+
+    def granter():
+        for i in range(50):
+            rec.control_event("grant.issued", {"i": i})
+
+    threads = [threading.Thread(target=worker, args=(k,)) for k in range(4)]
+    threads.append(threading.Thread(target=granter))
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    rec.close(timeout=10)
+    for sid in ids:
+        r = verify_session(rec.store, sid, PUB)
+        assert r.status == "closed" and r.records == 1 + 20 + 3 + 1, r.summary()
+    (ctl,) = [sid for sid in rec.store.sessions() if sid not in ids]
+    recs = list(iter_records(rec.store, ctl))
+    assert [x.json()["i"] for x in recs if x.kind == Kind.CONTROL] == list(range(50))
+    assert verify_session(rec.store, ctl, PUB).status == "closed"
