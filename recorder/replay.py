@@ -164,13 +164,19 @@ class Transcript:
             self.line(f"{r.type} {json.dumps(p, sort_keys=True)}", mark)
 
     def decision(self, verdict: str, p: dict) -> None:
-        rule = p.get("rule") or ""
-        reason = p.get("reason") or p.get("message") or ""
-        if p.get("denied"):
+        # the proxy's payload: outcome, sql, statements[{rule, reason, allowed, ...}], error
+        outcome = p.get("outcome") or ("denied" if p.get("denied") else "allowed")
+        stmts = [x for x in p.get("statements") or [] if isinstance(x, dict)]
+        culprit = next((x for x in stmts if not x.get("allowed", True)), stmts[0] if stmts else {})
+        rule = p.get("rule") or culprit.get("rule") or ""
+        reason = p.get("reason") or culprit.get("reason") or p.get("error") or ""
+        if outcome == "denied":
             self.line(f"DENIED {rule}: {reason}".rstrip(": "), "!!")
+        elif outcome == "would_deny":
+            self.line(f"WOULD DENY (dry-run, allowed) {rule}: {reason}".rstrip(": "), "??")
         else:
-            extra = " (would deny: dry-run)" if p.get("would_deny") else ""
-            self.line(f"allowed {rule}{extra}".rstrip(), "ok")
+            rules = ", ".join(dict.fromkeys(x.get("rule", "") for x in stmts if x.get("rule")))
+            self.line(f"allowed {rules or rule}".rstrip(), "ok")
 
     def client(self, typ: str, body: bytes) -> None:
         if typ == "Q":

@@ -43,6 +43,10 @@ def record(tmp_path, keyfile):
                denied=True)
     s.wire("s2c", testing.error("42501", "permission denied by pgwitness") + testing.ready())
     s.wire("s2c", testing.notice("relation exists, skipping"))
+    s.wire("c2s", testing.query("delete from refunds"))
+    s.decision({"outcome": "would_deny", "sql": "delete from refunds", "statements": [
+        {"sql": "delete from refunds", "allowed": False, "rule": "scope.write",
+         "reason": "public.refunds not writable"}]}, denied=True)
     s.end("client-exit")
     rec.close()
     return store, s.id
@@ -61,7 +65,7 @@ def keyfile(tmp_path):
 def test_transcript_shows_statements_decisions_and_results(tmp_path, keyfile):
     store, sid = record(tmp_path, keyfile)
     out = io.StringIO()
-    assert replay_session(store, sid, out) == 10
+    assert replay_session(store, sid, out) == 12
     text = out.getvalue()
     for expected in [
         f"-- session {sid} started", "agent=agent-7", "task=refund-audit",
@@ -70,6 +74,7 @@ def test_transcript_shows_statements_decisions_and_results(tmp_path, keyfile):
         "=> parse s1: update refunds set note = $1 where id = $2", "=> bind s1: $1=ok, $2=22",
         "!! DENIED deny.write: task refund-audit may not write public.refunds",
         "<= ERROR 42501: permission denied by pgwitness", "<= NOTICE 00000: relation exists",
+        "?? WOULD DENY (dry-run, allowed) scope.write: public.refunds not writable",
         "-- session ended: client-exit",
     ]:
         assert expected in text, f"{expected!r} not in\n{text}"
