@@ -154,14 +154,15 @@ class AdminServer:
         method = path = "-"
         try:
             try:
-                async with asyncio.timeout(READ_TIMEOUT):
-                    request = await self._read_head(reader)
+                try:
+                    async with asyncio.timeout(READ_TIMEOUT):
+                        request = await self._read_head(reader)
+                except TimeoutError:
+                    raise HttpError(408, "request not received in time") from None
                 method, path = request.method, request.path
                 status, payload, headers = await self._dispatch(request, reader, writer)
             except HttpError as exc:
                 status, payload, headers = exc.status, {"error": exc.message}, exc.headers
-            except TimeoutError:
-                status, payload, headers = 408, {"error": "request not received in time"}, {}
             except _ClientGone:
                 return
             except Exception as exc:
@@ -251,6 +252,8 @@ class AdminServer:
                 return await reader.readexactly(length)
         except asyncio.IncompleteReadError:
             raise HttpError(400, "body shorter than Content-Length") from None
+        except TimeoutError:
+            raise HttpError(408, "request body not received in time") from None
         except ConnectionError:
             raise _ClientGone from None
 

@@ -474,6 +474,32 @@ class UnreachableStore(ExplodingStore):
         raise ConnectionRefusedError(111, "Connection refused")
 
 
+class SlowStore(ExplodingStore):
+    async def list(self, **kwargs):
+        raise TimeoutError("connect timed out")
+
+
+@admin_test(store_wrapper=SlowStore)
+async def test_store_timeout_is_a_503_not_a_408(admin):
+    status, _, _ = await admin.call("GET", "/v1/grants")
+    assert status == 503
+
+
+def test_slow_client_gets_408(tmp_path, monkeypatch):
+    monkeypatch.setattr("proxy.admin.READ_TIMEOUT", 0.2)
+
+    @admin_test
+    async def check(admin):
+        reader, writer = await asyncio.open_connection(admin.host, admin.port)
+        writer.write(b"GET /healthz HTTP/1.1\r\n")  # and then nothing
+        await writer.drain()
+        status, _, body = parse_response(await asyncio.wait_for(reader.read(), 5))
+        writer.close()
+        assert status == 408 and "time" in body["error"]
+
+    check(tmp_path)
+
+
 @admin_test(store_wrapper=UnreachableStore)
 async def test_store_outage_is_a_503(admin):
     status, headers, body = await admin.call("GET", "/v1/grants")
