@@ -1,0 +1,307 @@
+"""Configuration: defaults < TOML < PGWITNESS_* environment < overrides (CLI flags), and
+every refusal names the key at fault."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from proxy.config import ConfigError, load_config
+
+REPO = Path(__file__).resolve().parent.parent
+USERS = '[auth]\nusers = { alice = "alice-pw" }\n'
+
+
+def _write(tmp_path: Path, text: str, name: str = "pgwitness.toml") -> Path:
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def test_defaults_toml_env_overrides_precedence(tmp_path):
+    path = _write(
+        tmp_path,
+        USERS
+        + """
+[proxy]
+listen = "127.0.0.1:7000"
+max_connections = 10
+startup_timeout = 3
+
+[upstream]
+host = "db.internal"
+port = 1111
+user = "from-toml"
+
+[log]
+level = "warning"
+""",
+    )
+    env = {
+        "PGWITNESS_UPSTREAM_PORT": "2222",
+        "PGWITNESS_UPSTREAM_USER": "from-env",
+        "PGWITNESS_LOG_LEVEL": "error",
+        "PGWITNESS_PROXY_STARTUP_TIMEOUT": "2.5",
+        "PGWITNESS_RECORDER_ENABLED": "false",
+        "PGWITNESS_PROXY_REQUIRE_TLS": "no",
+        # Not config keys: other tools' variables and the config path itself.
+        "PGWITNESS_CONFIG": "/nonexistent.toml",
+        "PGWITNESS_KEEP_PG": "1",
+        "PGWITNESS_PG_BINDIR": "/nowhere",
+        "PATH": "/usr/bin",
+    }
+    cfg = load_config(path, env=env, overrides={"upstream.port": 3333, "proxy.workers": "3"})
+    assert cfg.source == str(path)
+    assert cfg.upstream.port == 3333  # override > env > toml
+    assert cfg.upstream.user == "from-env"  # env > toml
+    assert cfg.log.level == "error"
+    assert cfg.proxy.startup_timeout == 2.5 and isinstance(cfg.proxy.startup_timeout, float)
+    assert cfg.recorder.enabled is False
+    assert cfg.proxy.require_tls is False
+    assert cfg.proxy.workers == 3  # a CLI string, coerced
+    assert cfg.proxy.max_connections == 10  # toml > default
+    assert cfg.upstream.host == "db.internal"
+    assert cfg.proxy.listen == "127.0.0.1:7000"
+    assert cfg.upstream.sslmode == "prefer"  # default
+    assert cfg.auth.users == {"alice": "alice-pw"}
+
+
+def test_env_alone_and_auth_users_from_env():
+    cfg = load_config(
+        None,
+        env={
+            "PGWITNESS_AUTH_USERS": "alice=pw1,bob=pw=with=equals",
+            "PGWITNESS_UPSTREAM_PORT": "6543",
+        },
+    )
+    assert cfg.auth.users == {"alice": "pw1", "bob": "pw=with=equals"}
+    assert cfg.upstream.port == 6543
+    assert cfg.source == "embedded defaults"
+
+
+def test_environment_defaults_to_os_environ(monkeypatch):
+    for name in [n for n in os.environ if n.startswith("PGWITNESS_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("PGWITNESS_UPSTREAM_PORT", "7777")
+    cfg = load_config(None, overrides={"auth.users": {"a": "b"}})
+    assert cfg.upstream.port == 7777
+
+
+# (TOML text, env, overrides, words the message must contain)
+BAD = [
+    ("unknown key", USERS + "[proxy]\nlisten_port = 1\n", {}, {}, ["proxy.listen_port"]),
+    ("unknown section", USERS + '[proxyy]\nlisten = "127.0.0.1:1"\n', {}, {}, ["[proxyy]"]),
+    ("key outside a section", USERS + 'listen = "127.0.0.1:1"\n', {}, {}, ["listen"]),
+    (
+        "string for an integer",
+        USERS + '[upstream]\nport = "5432"\n',
+        {},
+        {},
+        ["upstream.port", "integer"],
+    ),
+    ("bool for an integer", USERS + "[proxy]\nworkers = true\n", {}, {}, ["proxy.workers"]),
+    (
+        "float for an integer",
+        USERS + "[proxy]\nmax_connections = 1.5\n",
+        {},
+        {},
+        ["proxy.max_connections"],
+    ),
+    ("string for a bool", USERS + '[proxy]\nrequire_tls = "yes"\n', {}, {}, ["proxy.require_tls"]),
+    (
+        "string for a number",
+        USERS + '[proxy]\nstartup_timeout = "fast"\n',
+        {},
+        {},
+        ["proxy.startup_timeout"],
+    ),
+    ("integer for a string", USERS + "[upstream]\nhost = 5\n", {}, {}, ["upstream.host"]),
+    ("users not strings", "[auth]\nusers = { alice = 1 }\n", {}, {}, ["auth.users"]),
+    ("listen without port", USERS + '[proxy]\nlisten = "nohost"\n', {}, {}, ["proxy.listen"]),
+    (
+        "listen port too big",
+        USERS + '[proxy]\nlisten = "127.0.0.1:99999"\n',
+        {},
+        {},
+        ["proxy.listen"],
+    ),
+    ("listen without host", USERS + '[proxy]\nlisten = ":6432"\n', {}, {}, ["proxy.listen"]),
+    (
+        "listen port not a number",
+        USERS + '[proxy]\nlisten = "127.0.0.1:pg"\n',
+        {},
+        {},
+        ["proxy.listen"],
+    ),
+    ("bad metrics listen", USERS + '[metrics]\nlisten = "9187"\n', {}, {}, ["metrics.listen"]),
+    (
+        "verify-full without root cert",
+        USERS + '[upstream]\nsslmode = "verify-full"\n',
+        {},
+        {},
+        ["upstream.sslrootcert"],
+    ),
+    (
+        "verify-ca without root cert",
+        USERS + '[upstream]\nsslmode = "verify-ca"\n',
+        {},
+        {},
+        ["upstream.sslrootcert"],
+    ),
+    (
+        "root cert missing",
+        USERS + '[upstream]\nsslmode = "verify-full"\nsslrootcert = "/no/ca.crt"\n',
+        {},
+        {},
+        ["upstream.sslrootcert"],
+    ),
+    ("unknown sslmode", USERS + '[upstream]\nsslmode = "verify"\n', {}, {}, ["upstream.sslmode"]),
+    ("upstream port 0", USERS + "[upstream]\nport = 0\n", {}, {}, ["upstream.port"]),
+    ("workers 0", USERS + "[proxy]\nworkers = 0\n", {}, {}, ["proxy.workers"]),
+    (
+        "tiny max_message_bytes",
+        USERS + "[proxy]\nmax_message_bytes = 100\n",
+        {},
+        {},
+        ["proxy.max_message_bytes"],
+    ),
+    (
+        "cert without key",
+        USERS + '[proxy]\ntls_cert = "/etc/hostname"\n',
+        {},
+        {},
+        ["proxy.tls_cert", "proxy.tls_key"],
+    ),
+    (
+        "require_tls without cert",
+        USERS + "[proxy]\nrequire_tls = true\n",
+        {},
+        {},
+        ["proxy.require_tls"],
+    ),
+    (
+        "rds-iam without region",
+        USERS + '[upstream]\nauth = "rds-iam"\nsslmode = "require"\n',
+        {},
+        {},
+        ["upstream.rds_region"],
+    ),
+    (
+        "rds-iam without TLS",
+        USERS + '[upstream]\nauth = "rds-iam"\nrds_region = "eu-west-1"\nsslmode = "disable"\n',
+        {},
+        {},
+        ["upstream.sslmode"],
+    ),
+    ("unknown upstream auth", USERS + '[upstream]\nauth = "kerberos"\n', {}, {}, ["upstream.auth"]),
+    ("log format", USERS + '[log]\nformat = "xml"\n', {}, {}, ["log.format"]),
+    (
+        "admin without token",
+        USERS + '[admin]\nlisten = "127.0.0.1:9000"\n',
+        {},
+        {},
+        ["admin.token"],
+    ),
+    ("nobody can log in", "[proxy]\nworkers = 1\n", {}, {}, ["auth.users"]),
+    (
+        "env: not an integer",
+        USERS,
+        {"PGWITNESS_UPSTREAM_PORT": "abc"},
+        {},
+        ["upstream.port", "integer"],
+    ),
+    ("env: not a bool", USERS, {"PGWITNESS_PROXY_REQUIRE_TLS": "maybe"}, {}, ["proxy.require_tls"]),
+    (
+        "env: unknown key",
+        USERS,
+        {"PGWITNESS_PROXY_LISTENN": "x"},
+        {},
+        ["proxy.listenn", "PGWITNESS_PROXY_LISTENN"],
+    ),
+    ("override: unknown key", USERS, {}, {"upstream.hots": "x"}, ["upstream.hots"]),
+    ("override: unknown section", USERS, {}, {"nosuch.key": "x"}, ["nosuch"]),
+    ("override: not an integer", USERS, {}, {"upstream.port": "x"}, ["upstream.port"]),
+    ("invalid TOML", "[proxy\nlisten=", {}, {}, ["invalid TOML"]),
+]
+
+
+@pytest.mark.parametrize("toml,env,overrides,words", [c[1:] for c in BAD], ids=[c[0] for c in BAD])
+def test_bad_config_names_the_key(tmp_path, toml, env, overrides, words):
+    path = _write(tmp_path, toml)
+    with pytest.raises(ConfigError) as info:
+        load_config(path, env=env, overrides=overrides)
+    for word in words:
+        assert word in str(info.value)
+
+
+def test_missing_config_file_is_named(tmp_path):
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(tmp_path / "nope.toml", env={})
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="BUG: non-positive timeouts are accepted (startup_timeout = 0 refuses every client at "
+    "once; upstream.connect_timeout = 0 fails every upstream login) instead of a ConfigError",
+)
+@pytest.mark.parametrize(
+    "key,value",
+    [
+        ("proxy.startup_timeout", 0),
+        ("proxy.startup_timeout", -1),
+        ("upstream.connect_timeout", 0),
+        ("proxy.shutdown_grace", -5),
+    ],
+)
+def test_non_positive_timeouts_are_refused(key, value):
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        load_config(None, env={}, overrides={key: value, "auth.users": {"a": "b"}})
+
+
+# --- the CLI -------------------------------------------------------------------------
+
+
+def _serve_check(
+    *args: str, env_extra: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PGWITNESS_")}
+    env.update(env_extra or {})
+    return subprocess.run(
+        [sys.executable, "-m", "proxy.cli", "serve", *args, "--check"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_cli_check_accepts_a_good_config(tmp_path):
+    path = _write(
+        tmp_path, USERS + '[proxy]\nlisten = "127.0.0.1:7432"\n[recorder]\nenabled = false\n'
+    )
+    done = _serve_check("--config", str(path))
+    assert done.returncode == 0, done.stderr
+    assert "configuration OK" in done.stdout
+
+
+@pytest.mark.parametrize(
+    "toml,args,env,key",
+    [
+        (USERS + '[upstream]\nport = "5432"\n', (), {}, "upstream.port"),
+        (USERS, ("--set", "proxy.max_connections=lots"), {}, "proxy.max_connections"),
+        (USERS, (), {"PGWITNESS_UPSTREAM_SSLMODE": "verify-full"}, "upstream.sslrootcert"),
+    ],
+    ids=["toml type", "--set", "environment"],
+)
+def test_cli_check_exits_2_naming_the_key(tmp_path, toml, args, env, key):
+    path = _write(tmp_path, toml)
+    done = _serve_check("--config", str(path), *args, env_extra=env)
+    assert done.returncode == 2, (done.stdout, done.stderr)
+    assert key in done.stderr
+    assert "configuration error" in done.stderr
+    assert "Traceback" not in done.stderr

@@ -1,0 +1,563 @@
+"""Malformed and hostile input on raw sockets: the proxy answers FATAL (or closes), and the
+process and every other session carry on.
+
+``RawClient`` is a tiny blocking v3 client (SCRAM included) that other proxy tests import
+to misbehave precisely where a driver would not let them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import ssl
+import struct
+import time
+
+import asyncpg
+import pytest
+
+from proxy.localpg import make_server_tls
+from proxy.wire import messages as m
+from proxy.wire.framing import startup_packet
+from proxy.wire.scram import MECHANISM, ScramClient
+from tests.fixtures_proxy import STATIC_PASSWORD, STATIC_USER
+
+pytestmark = pytest.mark.timeout(60)
+
+PROTO_3_0 = 3 << 16
+PROTO_3_2 = (3 << 16) | 2
+SSL_REQUEST = struct.pack("!ii", 8, 80877103)
+GSSENC_REQUEST = struct.pack("!ii", 8, 80877104)
+
+
+class RawClient:
+    """A blocking Postgres v3 client on a raw socket."""
+
+    def __init__(self, host: str, port: int, timeout: float = 5.0):
+        self.sock: socket.socket | ssl.SSLSocket = socket.create_connection(
+            (host, port), timeout=timeout
+        )
+        self.buf = bytearray()
+        self.backend_pid: int | None = None
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def __enter__(self) -> RawClient:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def send(self, data: bytes) -> None:
+        self.sock.sendall(data)
+
+    def _fill(self) -> bool:
+        try:
+            chunk = self.sock.recv(1 << 16)
+        except (ConnectionResetError, ssl.SSLError):
+            chunk = b""
+        if not chunk:
+            return False
+        self.buf += chunk
+        return True
+
+    def read_byte(self) -> bytes:
+        if not self.buf and not self._fill():
+            return b""
+        out = bytes(self.buf[:1])
+        del self.buf[:1]
+        return out
+
+    def read_frame(self) -> bytes | None:
+        """One whole backend message, or None at end of stream."""
+        while True:
+            if len(self.buf) >= 5:
+                length = struct.unpack_from("!i", self.buf, 1)[0]
+                if len(self.buf) >= 1 + length:
+                    out = bytes(self.buf[: 1 + length])
+                    del self.buf[: 1 + length]
+                    return out
+            if not self._fill():
+                if self.buf:
+                    raise AssertionError(f"stream ended inside a message: {bytes(self.buf[:40])!r}")
+                return None
+
+    def frames_until_eof(self) -> list[bytes]:
+        frames = []
+        while (f := self.read_frame()) is not None:
+            frames.append(f)
+        return frames
+
+    def frames_until_ready(self) -> list[bytes]:
+        frames = []
+        while True:
+            f = self.read_frame()
+            if f is None:
+                raise AssertionError(f"connection closed before ReadyForQuery: {describe(frames)}")
+            frames.append(f)
+            if f[:1] == b"Z":
+                return frames
+            if f[:1] == b"E" and error_fields(f).get("S") == "FATAL":
+                return frames
+
+    def startup(
+        self, user: str = STATIC_USER, database: str = "app", *, code: int = PROTO_3_0, **params
+    ) -> None:
+        self.send(startup_packet({"user": user, "database": database, **params}, code))
+
+    def authenticate(self, password: str = STATIC_PASSWORD) -> list[bytes]:
+        """Answer AuthenticationSASL with SCRAM; frames received up to ReadyForQuery (or FATAL)."""
+        seen: list[bytes] = []
+        scram = ScramClient(password)
+        while True:
+            f = self.read_frame()
+            if f is None:
+                raise AssertionError(f"connection closed during login: {describe(seen)}")
+            seen.append(f)
+            if f[:1] == b"R":
+                code, data = m.decode_auth(f)
+                if code == m.AUTH_SASL:
+                    assert MECHANISM.encode() in data
+                    self.send(m.sasl_initial_response(MECHANISM, scram.first()))
+                elif code == m.AUTH_SASL_CONTINUE:
+                    self.send(m.password_message(scram.final(data)))
+                elif code == m.AUTH_SASL_FINAL:
+                    scram.verify(data)
+                elif code == m.AUTH_OK:
+                    rest = self.frames_until_ready()
+                    for r in rest:
+                        if r[:1] == b"K":
+                            self.backend_pid = struct.unpack_from("!i", r, 5)[0]
+                    return seen + rest
+                else:
+                    raise AssertionError(f"unexpected auth request {code}")
+            elif f[:1] == b"E":
+                return seen
+
+    def login(
+        self, user: str = STATIC_USER, password: str = STATIC_PASSWORD, database: str = "app", **kw
+    ) -> list[bytes]:
+        self.startup(user, database, **kw)
+        frames = self.authenticate(password)
+        assert frames[-1][:1] == b"Z", f"login failed: {describe(frames)}"
+        return frames
+
+    def query(self, sql: str) -> list[bytes]:
+        self.send(m.query(sql))
+        return self.frames_until_ready()
+
+    def scalar(self, sql: str) -> str:
+        frames = self.query(sql)
+        rows = [f for f in frames if f[:1] == b"D"]
+        assert frames[-1][:1] == b"Z" and len(rows) == 1, describe(frames)
+        n = struct.unpack_from("!i", rows[0], 7)[0]
+        return rows[0][11 : 11 + n].decode()
+
+
+def error_fields(frame: bytes) -> dict[str, str]:
+    return m.decode_error_fields(frame)
+
+
+def describe(frames: list[bytes]) -> list[str]:
+    out = []
+    for f in frames:
+        if f[:1] in (b"E", b"N"):
+            fields = error_fields(f)
+            out.append(f"{chr(f[0])}:{fields.get('S')}:{fields.get('C')}:{fields.get('M')}")
+        else:
+            out.append(chr(f[0]))
+    return out
+
+
+def expect_fatal(client: RawClient, sqlstate: str) -> dict[str, str]:
+    """The proxy answers one FATAL ErrorResponse with ``sqlstate`` and closes the connection."""
+    frames = client.frames_until_eof()
+    errors = [error_fields(f) for f in frames if f[:1] == b"E"]
+    assert len(errors) == 1, describe(frames)
+    assert errors[0]["S"] == "FATAL" and errors[0]["C"] == sqlstate, errors[0]
+    assert frames[-1][:1] == b"E", describe(frames)
+    return errors[0]
+
+
+def assert_serves(handle) -> None:
+    """A fresh asyncpg session through ``handle`` runs a query."""
+
+    async def go():
+        conn = await asyncpg.connect(**handle.connect_kwargs(), ssl=False, timeout=10)
+        try:
+            return await conn.fetchval("select count(*) from public.customers")
+        finally:
+            await conn.close()
+
+    assert asyncio.run(go()) == 3
+
+
+def wait_sessions(handle, n: int, timeout: float = 3.0) -> None:
+    """The proxy's live-session set settles at ``n`` (no leaked half-open connections)."""
+    deadline = time.monotonic() + timeout
+    while len(handle.server.sessions) != n and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert len(handle.server.sessions) == n
+
+
+@pytest.fixture
+def established(proxy):
+    """A logged-in raw session that must survive whatever the test does to other connections."""
+    with RawClient(proxy.host, proxy.port) as c:
+        c.login()
+        assert c.scalar("select 1") == "1"
+        yield c
+        assert c.scalar("select count(*) from public.orders") == "4"
+
+
+@pytest.fixture
+def tls_files(tmp_path):
+    ca, cert, key = make_server_tls(["localhost"], ["127.0.0.1"])
+    paths = {}
+    for name, data in (("ca.crt", ca), ("server.crt", cert), ("server.key", key)):
+        (tmp_path / name).write_bytes(data)
+        paths[name] = str(tmp_path / name)
+    return paths
+
+
+# --- startup phase -------------------------------------------------------------------
+
+
+BAD_STARTUPS = [
+    ("garbage (HTTP)", b"GET / HTTP/1.1\r\nHost: pgwitness\r\n\r\n", "08P01"),
+    ("negative length", struct.pack("!ii", -1, PROTO_3_0), "08P01"),
+    ("negative length, 4 bytes only", struct.pack("!i", -8), "08P01"),
+    ("length below the header", struct.pack("!ii", 4, PROTO_3_0), "08P01"),
+    ("length over 10000", struct.pack("!ii", 10_001, PROTO_3_0), "08P01"),
+    ("length 2^31-1", struct.pack("!ii", 2**31 - 1, PROTO_3_0), "08P01"),
+    ("protocol 2.0", startup_packet({"user": STATIC_USER}, 2 << 16), "08P01"),
+    ("protocol 4.0", startup_packet({"user": STATIC_USER}, 4 << 16), "08P01"),
+    ("unterminated parameters", struct.pack("!ii", 13, PROTO_3_0) + b"user\x00", "08P01"),
+    (
+        "invalid UTF-8",
+        startup_packet({"user": STATIC_USER})[:-1] + b"x\x00\xff\xfe\x00\x00",
+        "08P01",
+    ),
+    ("malformed SSLRequest", struct.pack("!iii", 12, 80877103, 0), "08P01"),
+    ("malformed CancelRequest", struct.pack("!iii", 12, 80877102, 1), "08P01"),
+    ("no user", startup_packet({"database": "app"}), "28000"),
+]
+
+
+@pytest.mark.parametrize(
+    "payload,sqlstate", [c[1:] for c in BAD_STARTUPS], ids=[c[0] for c in BAD_STARTUPS]
+)
+def test_bad_startup_packet_gets_fatal_and_close(proxy, established, payload, sqlstate):
+    base = len(proxy.server.sessions)
+    with RawClient(proxy.host, proxy.port) as c:
+        c.send(payload)
+        expect_fatal(c, sqlstate)
+    wait_sessions(proxy, base)
+    assert_serves(proxy)
+
+
+def test_truncated_startup_then_close_leaves_nothing_behind(proxy, established):
+    base = len(proxy.server.sessions)
+    packet = startup_packet({"user": STATIC_USER, "database": "app"})
+    for cut in (2, 6, len(packet) - 1):
+        with RawClient(proxy.host, proxy.port) as c:
+            c.send(packet[:cut])
+            c.sock.shutdown(socket.SHUT_WR)
+            c.frames_until_eof()
+        wait_sessions(proxy, base)
+    assert_serves(proxy)
+
+
+def test_client_that_closes_mid_scram_leaves_nothing_behind(proxy, established):
+    base = len(proxy.server.sessions)
+    with RawClient(proxy.host, proxy.port) as c:
+        c.startup()
+        assert m.decode_auth(c.read_frame())[0] == m.AUTH_SASL
+        c.send(m.sasl_initial_response(MECHANISM, ScramClient("x").first()))
+        assert m.decode_auth(c.read_frame())[0] == m.AUTH_SASL_CONTINUE
+    wait_sessions(proxy, base)
+    assert_serves(proxy)
+
+
+# --- timeouts ----------------------------------------------------------------------
+
+
+@pytest.fixture
+def short_timeout_proxy(make_proxy, tls_files):
+    return make_proxy(
+        **{
+            "proxy.startup_timeout": 0.6,
+            "proxy.tls_cert": tls_files["server.crt"],
+            "proxy.tls_key": tls_files["server.key"],
+        }
+    )
+
+
+def _client_hello() -> bytes:
+    ctx = ssl.create_default_context()
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    obj = ctx.wrap_bio(incoming, outgoing, server_hostname="localhost")
+    with pytest.raises(ssl.SSLWantReadError):
+        obj.do_handshake()
+    hello = outgoing.read()
+    assert hello[:1] == b"\x16"  # TLS handshake record
+    return hello
+
+
+STALLS = {
+    "nothing": lambda c: None,
+    "half a startup packet": lambda c: c.send(startup_packet({"user": STATIC_USER})[:9]),
+    "startup, no SASL answer": lambda c: c.startup(),
+}
+
+
+@pytest.mark.parametrize("stall", list(STALLS))
+def test_stalled_startup_is_closed_after_startup_timeout(short_timeout_proxy, stall):
+    handle = short_timeout_proxy
+    with RawClient(handle.host, handle.port) as other:
+        other.login()
+        started = time.monotonic()  # the timeout runs from the connection's accept
+        c = RawClient(handle.host, handle.port)
+        STALLS[stall](c)
+        if stall == "startup, no SASL answer":
+            assert m.decode_auth(c.read_frame())[0] == m.AUTH_SASL
+        err = expect_fatal(c, "08P01")
+        elapsed = time.monotonic() - started
+        assert "timeout" in err["M"]
+        assert 0.5 <= elapsed < 3.0
+        wait_sessions(handle, 1)
+        assert other.scalar("select 2") == "2"
+        c.close()
+    assert_serves(handle)
+
+
+@pytest.mark.parametrize("sent", ["nothing", "half a ClientHello"])
+def test_stalled_tls_handshake_is_closed_after_startup_timeout(short_timeout_proxy, sent):
+    handle = short_timeout_proxy
+    with RawClient(handle.host, handle.port) as other:
+        other.login()
+        started = time.monotonic()  # the timeout runs from the connection's accept
+        c = RawClient(handle.host, handle.port)
+        c.send(SSL_REQUEST)
+        assert c.read_byte() == b"S"
+        if sent != "nothing":
+            hello = _client_hello()
+            c.send(hello[: len(hello) // 2])
+        assert c.read_frame() is None  # closed; no plaintext error inside a TLS stream
+        elapsed = time.monotonic() - started
+        assert 0.5 <= elapsed < 3.0
+        wait_sessions(handle, 1)
+        assert other.scalar("select 3") == "3"
+        c.close()
+    assert_serves(handle)
+
+
+# --- TLS and GSS negotiation ---------------------------------------------------------
+
+
+def test_plaintext_after_sslrequest_in_same_packet_is_refused(short_timeout_proxy):
+    handle = short_timeout_proxy
+    with RawClient(handle.host, handle.port) as c:
+        c.send(SSL_REQUEST + startup_packet({"user": STATIC_USER, "database": "app"}))
+        first = c.read_byte()
+        assert first == b"E", "the proxy must not answer 'S' when plaintext follows the SSLRequest"
+        c.buf[:0] = first
+        err = expect_fatal(c, "08P01")
+        assert "SSL" in err["M"] or "TLS" in err["M"]
+    wait_sessions(handle, 0)
+    assert_serves(handle)
+
+
+def test_sslrequest_then_tls_login_works(short_timeout_proxy, tls_files):
+    handle = short_timeout_proxy
+    ctx = ssl.create_default_context(cafile=tls_files["ca.crt"])
+    with RawClient(handle.host, handle.port) as c:
+        c.send(SSL_REQUEST)
+        assert c.read_byte() == b"S"
+        c.sock = ctx.wrap_socket(c.sock, server_hostname="localhost")
+        c.login()
+        assert c.scalar("select ssl::text from pg_stat_ssl where pid = pg_backend_pid()") == "true"
+
+
+def test_second_sslrequest_inside_tls_is_a_protocol_violation(short_timeout_proxy, tls_files):
+    handle = short_timeout_proxy
+    ctx = ssl.create_default_context(cafile=tls_files["ca.crt"])
+    with RawClient(handle.host, handle.port) as c:
+        c.send(SSL_REQUEST)
+        assert c.read_byte() == b"S"
+        c.sock = ctx.wrap_socket(c.sock, server_hostname="localhost")
+        c.send(SSL_REQUEST)
+        expect_fatal(c, "08P01")
+    wait_sessions(handle, 0)
+
+
+def test_sslrequest_without_proxy_tls_is_answered_n(proxy, established):
+    with RawClient(proxy.host, proxy.port) as c:
+        c.send(SSL_REQUEST)
+        assert c.read_byte() == b"N"
+        c.login()
+        assert c.scalar("select 41 + 1") == "42"
+
+
+def test_gssencrequest_is_answered_n_and_login_proceeds(proxy, established):
+    with RawClient(proxy.host, proxy.port) as c:
+        c.send(GSSENC_REQUEST)
+        assert c.read_byte() == b"N"
+        c.login()
+        assert c.scalar("select current_user") == "pgwitness"
+
+
+# --- protocol version negotiation ----------------------------------------------------
+
+
+NEGOTIATIONS = [
+    ("3.2", PROTO_3_2, {}, []),
+    ("3.0+_pq_.foo", PROTO_3_0, {"_pq_.foo": "bar"}, ["_pq_.foo"]),
+    ("3.2+two options", PROTO_3_2, {"_pq_.foo": "1", "_pq_.bar": "2"}, ["_pq_.foo", "_pq_.bar"]),
+    ("3.0 plain", PROTO_3_0, {}, None),
+]
+
+
+def _npv(frame: bytes) -> tuple[int, list[str]]:
+    version, n = struct.unpack_from("!ii", frame, 5)
+    return version, [x.decode() for x in frame[13:].split(b"\x00")[:n]]
+
+
+@pytest.mark.parametrize(
+    "code,params,options", [c[1:] for c in NEGOTIATIONS], ids=[c[0] for c in NEGOTIATIONS]
+)
+def test_negotiate_protocol_version_then_login_works(proxy, established, code, params, options):
+    with RawClient(proxy.host, proxy.port) as c:
+        c.startup(code=code, **params)
+        frames = c.authenticate()
+        assert frames[-1][:1] == b"Z", describe(frames)
+        npv = [f for f in frames if f[:1] == b"v"]
+        if options is None:
+            assert npv == []
+        else:
+            assert len(npv) == 1 and frames[0][:1] == b"v", describe(frames)
+            assert _npv(npv[0])[1] == options
+        assert c.scalar("select 'negotiated'") == "negotiated"
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="BUG: NegotiateProtocolVersion carries 0 where Postgres sends the full version "
+    "number 196608 (3.0); libpq 18 rejects it as a 'downgrade to pre-3.0'",
+)
+@pytest.mark.parametrize(
+    "code,params", [c[1:3] for c in NEGOTIATIONS[:3]], ids=[c[0] for c in NEGOTIATIONS[:3]]
+)
+def test_negotiate_protocol_version_matches_postgres(proxy, pg, code, params):
+    startup = {"user": "pgwitness", "database": "app", **params}
+    with RawClient(pg.host, pg.port) as direct:
+        direct.send(startup_packet(startup, code))
+        expected = direct.read_frame()
+    with RawClient(proxy.host, proxy.port) as c:
+        c.send(startup_packet({**startup, "user": STATIC_USER}, code))
+        got = c.read_frame()
+    assert expected[:1] == b"v"
+    assert _npv(got) == _npv(expected)
+
+
+@pytest.mark.xfail(
+    strict=True, reason="BUG: NegotiateProtocolVersion carries 0, libpq 18 refuses it (see above)"
+)
+def test_libpq_asking_for_protocol_3_2_still_connects(proxy):
+    psycopg = pytest.importorskip("psycopg")
+    if psycopg.pq.version() < 180000:
+        pytest.skip("libpq < 18 cannot ask for protocol 3.2")
+    with psycopg.connect(
+        proxy.dsn(sslmode="disable", max_protocol_version="3.2"), connect_timeout=5
+    ) as conn:
+        assert conn.execute("select 1").fetchone() == (1,)
+
+
+# --- after login ---------------------------------------------------------------------
+
+
+@pytest.fixture
+def small_messages_proxy(make_proxy):
+    return make_proxy(**{"proxy.max_message_bytes": 4096})
+
+
+BAD_MESSAGES = [
+    ("length over proxy.max_message_bytes", b"Q" + struct.pack("!i", 4097), "oversized"),
+    ("length 2^31-1", b"Q" + struct.pack("!i", 2**31 - 1), "oversized"),
+    ("negative length", b"Q" + struct.pack("!i", -1), "invalid"),
+    ("length below 4", b"Q" + struct.pack("!i", 3), "invalid"),
+    ("unknown message type 'z'", b"z" + struct.pack("!i", 4), "invalid frontend message type"),
+    ("unknown message type 0", b"\x00" + struct.pack("!i", 4), "invalid frontend message type"),
+    (
+        "PasswordMessage after login",
+        b"p" + struct.pack("!i", 8) + b"pw\x00\x00",
+        "invalid frontend message type",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    "payload,words", [c[1:] for c in BAD_MESSAGES], ids=[c[0] for c in BAD_MESSAGES]
+)
+def test_bad_message_after_login_gets_fatal_08p01(small_messages_proxy, pg, payload, words):
+    handle = small_messages_proxy
+    with RawClient(handle.host, handle.port) as c, RawClient(handle.host, handle.port) as other:
+        other.login()
+        c.login()
+        pid = c.backend_pid
+        assert pid
+        # Just under the limit still passes.
+        assert c.scalar("select 1 /*" + "x" * (4096 - 40) + "*/") == "1"
+        c.send(payload)
+        err = expect_fatal(c, "08P01")
+        assert words in err["M"]
+        wait_sessions(handle, 1)
+        # The upstream backend of the killed session is gone too.
+        deadline = time.monotonic() + 3
+        while other.scalar(f"select count(*) from pg_stat_activity where pid = {pid}") != "0":
+            assert time.monotonic() < deadline, "upstream backend outlived its client"
+            time.sleep(0.05)
+        assert other.scalar("select 5") == "5"
+    assert_serves(handle)
+
+
+# --- during authentication -----------------------------------------------------------
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="BUG: a bad length in a SASL message is reported as an upstream error (08006, "
+    "'upstream sent an invalid message length') instead of a client protocol violation (08P01)",
+)
+def test_bad_length_during_sasl_is_a_client_protocol_violation(proxy):
+    with RawClient(proxy.host, proxy.port) as c:
+        c.startup()
+        assert m.decode_auth(c.read_frame())[0] == m.AUTH_SASL
+        c.send(b"p" + struct.pack("!i", -1))
+        err = expect_fatal(c, "08P01")
+        assert "upstream" not in err["M"]
+    assert_serves(proxy)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="BUG: before authentication the proxy accepts SASL messages up to "
+    "proxy.max_message_bytes (64 MiB) and waits for the body, so an unauthenticated client "
+    "can make it buffer megabytes per connection (Postgres caps auth messages at 64 KiB)",
+)
+def test_huge_sasl_message_before_authentication_is_refused_at_once(proxy):
+    with RawClient(proxy.host, proxy.port) as c:
+        c.startup()
+        assert m.decode_auth(c.read_frame())[0] == m.AUTH_SASL
+        started = time.monotonic()
+        c.send(b"p" + struct.pack("!i", 32 * 1024 * 1024) + b"SCRAM-SHA-256\x00")
+        c.sock.settimeout(1.5)
+        try:
+            err = expect_fatal(c, "08P01")
+        except TimeoutError:
+            pytest.fail(
+                "proxy kept waiting for a 32 MiB SASL message from an unauthenticated client"
+            )
+        assert time.monotonic() - started < 1.0
+        assert "length" in err["M"]
