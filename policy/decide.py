@@ -91,6 +91,7 @@ DENIED_CATALOGS = frozenset(
     """.split()  # noqa: SIM905 - a word list
 )
 _READ_ONLY_SCHEMAS = frozenset({"pg_catalog", "information_schema"})
+_DEFAULT_READ_PREFIXES = ("pg_catalog.", "information_schema.", "pg_temp.")
 _ALLOWED_UTILITY = {
     "LISTEN": "default.listen",
     "UNLISTEN": "default.listen",
@@ -242,13 +243,15 @@ def decide(classified: Classified, scopes: Scopes) -> Decision:
         denial = _relation_read(rel, scopes)
         if denial is not None:
             return denial
-    ops = {op for op, _ in c.write_ops}
+    ops = {op for op, rel in c.write_ops if not rel.startswith("pg_temp.")}
     if "ddl" in ops:
         rule = "scope.ddl"
     elif ops:
         rule = "scope.truncate" if ops == {"truncate"} else "scope.write"
-    elif any(not r.startswith(("pg_catalog.", "information_schema.")) for r in c.reads):
+    elif any(not r.startswith(_DEFAULT_READ_PREFIXES) for r in c.reads):
         rule = "scope.read"
+    elif c.write_ops or any(r.startswith("pg_temp.") for r in c.reads):
+        rule = "default.temp"
     elif c.reads:
         rule = "default.catalog"
     else:
