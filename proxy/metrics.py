@@ -45,8 +45,11 @@ AUTH_FAILURES = Counter(
 BYTES_RELAYED = Counter("pgwitness_bytes_relayed_total", "Bytes relayed", ["direction"])
 MESSAGES_RELAYED = Counter("pgwitness_messages_relayed_total", "Protocol messages relayed", ["direction"])
 STATEMENTS = Counter(
-    "pgwitness_statements_total", "Policy decisions on client requests", ["decision"]
+    "pgwitness_statements_total",
+    "Policy decisions on client requests, by agent (tasks are unbounded and stay out of labels)",
+    ["decision", "agent"],
 )
+AGENT_SESSIONS = _gauge("pgwitness_agent_sessions_active", "Live sessions by agent", ("agent",))
 UPSTREAM_CONNECT_SECONDS = Histogram(
     "pgwitness_upstream_connect_seconds",
     "Time to connect, secure and log in upstream",
@@ -74,7 +77,7 @@ def start_metrics_server(host: str, port: int) -> None:
         start_http_server(port, addr=host)
 
 
-def flush(counters) -> None:
+def flush(counters, agent: str = "") -> None:
     """Move one session's traffic counts into the metrics and zero them."""
     c = counters
     if c.bytes_c2s:
@@ -92,5 +95,5 @@ def flush(counters) -> None:
     for name in ("allowed", "denied", "would_deny"):
         n = getattr(c, name)
         if n:
-            STATEMENTS.labels(name).inc(n)
+            STATEMENTS.labels(name, agent).inc(n)
             setattr(c, name, 0)

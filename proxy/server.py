@@ -70,6 +70,7 @@ class ProxyServer:
         self._server: asyncio.AbstractServer | None = None
         self._tasks: list[asyncio.Task] = []
         self._grant_watch_since: datetime | None = None
+        self._expired_grants: set[str] = set()
 
     async def start(self, *, reuse_port: bool = False) -> tuple[str, int]:
         host, port = parse_hostport("proxy.listen", self.cfg.proxy.listen)
@@ -99,7 +100,7 @@ class ProxyServer:
                 last_flush = now
                 for conn in list(self.sessions):
                     if conn.relay is not None:
-                        metrics.flush(conn.relay.counters)
+                        metrics.flush(conn.relay.counters, conn.identity.agent)
                 grants = {c.identity.grant_id for c in self.sessions if c.identity is not None}
                 metrics.GRANTS_ACTIVE.set(len(grants))
                 if self.recorder is not None:
@@ -124,6 +125,23 @@ class ProxyServer:
             for conn in [c for c in self.sessions if c.identity and c.identity.grant_id == grant.id]:
                 conn.grant_changed(grant)
 
+    def grant_expired(self, identity: Identity) -> None:
+        """Record a grant's expiry once per worker, when it ends a live session."""
+        if identity.grant_id in self._expired_grants:
+            return
+        self._expired_grants.add(identity.grant_id)
+        if self.recorder is not None:
+            self.recorder.control_event(
+                "grant_expired",
+                {
+                    "grant_id": identity.grant_id,
+                    "agent": identity.agent,
+                    "task": identity.task,
+                    "expires_at": identity.expires_at.isoformat() if identity.expires_at else None,
+                    "by": "pgwitness (expiry)",
+                },
+            )
+
     async def shutdown(self, grace: float | None = None) -> None:
         """Stop accepting; let sessions finish until the deadline; then FATAL 57P01."""
         grace = self.cfg.proxy.shutdown_grace if grace is None else grace
@@ -141,9 +159,6 @@ class ProxyServer:
         for conn in list(self.sessions):
             if conn.transport is not None:
                 conn.transport.abort()
-        for conn in list(self.sessions):
-            if conn.relay is not None:
-                metrics.flush(conn.relay.counters)
         if self._server is not None:
             await self._server.wait_closed()
 
@@ -437,6 +452,7 @@ class ClientConnection(asyncio.Protocol):
             upstream.transport.abort()
             return
         metrics.UPSTREAM_CONNECT_SECONDS.observe(upstream.connect_seconds)
+        metrics.AGENT_SESSIONS.labels(identity.agent).inc()
         self.upstream = upstream
         self.identity = identity
         self.backend_key = (upstream.backend_pid, upstream.backend_secret)
@@ -520,6 +536,7 @@ class ClientConnection(asyncio.Protocol):
 
     def _expired(self) -> None:
         ident = self.identity
+        self.server.grant_expired(ident)
         self.terminate(
             "expired",
             f"terminating connection: grant {ident.grant_id} for task {ident.task} expired",
@@ -578,8 +595,9 @@ class ClientConnection(asyncio.Protocol):
             self.server.sessions.discard(self)
             metrics.CONNECTIONS_ACTIVE.dec()
         if self.relay is not None:
-            metrics.flush(self.relay.counters)
+            metrics.flush(self.relay.counters, self.identity.agent)
             metrics.SESSIONS_ENDED.labels(cause).inc()
+            metrics.AGENT_SESSIONS.labels(self.identity.agent).dec()
         if self.srec is not None:
             self.srec.end(cause, detail)
         if self.identity is not None:
