@@ -59,6 +59,7 @@ __all__ = [
 log = logging.getLogger("pgwitness.grants")
 
 DEFAULT_STORE_URL = "sqlite:///./pgwitness-grants.db"
+LOGIN_HISTORY = dt.timedelta(days=1)  # for_agent: how long ended grants stay candidates
 SCHEMA_VERSION = 1
 _SECRET_KEY = "login_salt_secret"
 
@@ -159,9 +160,20 @@ class GrantStore(abc.ABC):
         rows = await self._fetch(grant_id=grant_id)
         return rows[0] if rows else None
 
-    async def for_agent(self, agent: str) -> list[Grant]:
-        """Every grant of ``agent`` (any status); the proxy filters by ``status(now)``."""
-        return await self._fetch(agent=agent)
+    async def for_agent(
+        self, agent: str, *, ended_within: dt.timedelta | None = LOGIN_HISTORY
+    ) -> list[Grant]:
+        """Login candidates: ``agent``'s grants that are live, not yet valid, or ended
+        (expired or revoked) less than ``ended_within`` ago; ``None``: every grant.
+
+        Recently ended grants stay candidates so a stale token gets "expired"/"revoked"
+        rather than "authentication failed"; older ones are left out so an agent's login
+        does not get slower with every task it has ever had. The proxy filters by
+        ``status(now)``.
+        """
+        if ended_within is None:
+            return await self._fetch(agent=agent)
+        return await self._fetch(agent=agent, ended_after=self._now() - ended_within)
 
     async def list(
         self, agent: str | None = None, task: str | None = None, active: bool | None = None
@@ -297,6 +309,7 @@ class GrantStore(abc.ABC):
         agent: str | None = None,
         task: str | None = None,
         since: dt.datetime | None = None,
+        ended_after: dt.datetime | None = None,
     ) -> list[Grant]: ...
 
     @abc.abstractmethod
@@ -315,6 +328,7 @@ def _where(
     agent: str | None,
     task: str | None,
     since: dt.datetime | None,
+    ended_after: dt.datetime | None,
     placeholder: Callable[[int], str],
     since_value: Callable[[dt.datetime], Any],
 ) -> tuple[str, list[Any]]:
@@ -327,6 +341,12 @@ def _where(
     if since is not None:
         args.append(since_value(since))
         clauses.append(f"updated_at > {placeholder(len(args))}")
+    if ended_after is not None:
+        args.append(since_value(ended_after))
+        expires = placeholder(len(args))
+        args.append(since_value(ended_after))
+        revoked = placeholder(len(args))
+        clauses.append(f"expires_at > {expires} AND (revoked_at IS NULL OR revoked_at > {revoked})")
     where = (" WHERE " + " AND ".join(clauses)) if clauses else ""
     return where, args
 
@@ -507,8 +527,8 @@ class SQLiteGrantStore(GrantStore):
 
         await self._run(op)
 
-    async def _fetch(self, *, grant_id=None, agent=None, task=None, since=None):
-        where, args = _where(grant_id, agent, task, since, lambda _: "?", _ts)
+    async def _fetch(self, *, grant_id=None, agent=None, task=None, since=None, ended_after=None):
+        where, args = _where(grant_id, agent, task, since, ended_after, lambda _: "?", _ts)
         order = "updated_at, id" if since is not None else "created_at, id"
 
         def op(conn: sqlite3.Connection) -> list[Grant]:
@@ -689,8 +709,10 @@ class PostgresGrantStore(GrantStore):
             grant.record_rows,
         )
 
-    async def _fetch(self, *, grant_id=None, agent=None, task=None, since=None):
-        where, args = _where(grant_id, agent, task, since, lambda i: f"${i}", lambda t: t)
+    async def _fetch(self, *, grant_id=None, agent=None, task=None, since=None, ended_after=None):
+        where, args = _where(
+            grant_id, agent, task, since, ended_after, lambda i: f"${i}", lambda t: t
+        )
         order = "updated_at, id" if since is not None else "created_at, id"
         rows = await self._conn_pool().fetch(
             f"SELECT {_COLUMNS} FROM grants{where} ORDER BY {order}", *args

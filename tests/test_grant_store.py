@@ -263,6 +263,40 @@ def test_extend(store_url):
     assert first_ext["expires_at"] == (T0 + dt.timedelta(minutes=90)).isoformat()
 
 
+def test_for_agent_leaves_out_long_ended_grants(store_url):
+    clock = FakeClock()
+
+    async def body():
+        async with await open_store(store_url, clock=clock) as store:
+            expired, _ = await issue(store, task="old", ttl="1h")
+            clock.advance(seconds=1)  # distinct created_at: results are oldest first
+            revoked, _ = await issue(store, task="revoked", ttl="3d")
+            await store.revoke(revoked.id, by="bob")
+            clock.advance(hours=2)
+            live, _ = await issue(store, task="live", ttl="3d")
+            clock.advance(seconds=1)
+            future, _ = await issue(store, task="future", not_before=T0 + dt.timedelta(days=2))
+            ids = lambda grants: [g.id for g in grants]  # noqa: E731
+            # Recently ended grants are still candidates (a precise refusal for stale tokens).
+            assert ids(await store.for_agent("billing-bot")) == [
+                expired.id,
+                revoked.id,
+                live.id,
+                future.id,
+            ]
+            clock.advance(days=1)
+            assert ids(await store.for_agent("billing-bot")) == [live.id, future.id]
+            assert len(await store.for_agent("billing-bot", ended_within=None)) == 4
+            assert ids(await store.for_agent("billing-bot", ended_within=dt.timedelta(days=2))) == [
+                expired.id,
+                revoked.id,
+                live.id,
+                future.id,
+            ]
+
+    run(body())
+
+
 def test_changed_since(store_url):
     clock = FakeClock()
 
