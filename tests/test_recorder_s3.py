@@ -176,3 +176,34 @@ def test_store_outage_is_survived_with_nothing_lost(s3, tmp_path):
     assert len(wires) == 80
     assert wires[0].payload == testing.query("select 0")
     assert wires[-2].payload == testing.query("select 39")
+
+
+def test_cli_verify_and_replay_on_s3(s3, tmp_path, monkeypatch, capsys):
+    import argparse
+
+    from cryptography.hazmat.primitives import serialization
+
+    from recorder import cli
+
+    store = s3.store(retention_days=1)
+    rec = recorder_for(store, tmp_path)
+    sid = record_small_session(rec)
+    rec.close()
+    pub = tmp_path / "rec.pub"
+    pub.write_bytes(PUB.public_bytes(serialization.Encoding.PEM,
+                                     serialization.PublicFormat.SubjectPublicKeyInfo))
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", s3.access_key)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", s3.secret_key)
+
+    def run(*argv):
+        parser = argparse.ArgumentParser()
+        cli.register(parser.add_subparsers())
+        args = parser.parse_args(argv)
+        return args.func(args)
+
+    common = ["--store", f"s3://{s3.bucket}/{store.prefix}", "--s3-endpoint", s3.endpoint,
+              "--s3-region", s3.region, "--public-key", str(pub)]
+    assert run("verify", *common, "--all") == 0
+    assert f"{sid}: intact, closed" in capsys.readouterr().out
+    assert run("replay", *common, sid) == 0
+    assert "DENIED deny.ddl" in capsys.readouterr().out

@@ -85,7 +85,9 @@ class S3Store:
         versions = self._list_versions(prefix)
         with self._lock:
             for key, vs in versions.items():
-                oldest = min(vs, key=lambda v: v["LastModified"])
+                # S3 lists a key's versions newest first; LastModified has 1 s resolution,
+                # so ties go to the later listing position (the older version)
+                _, oldest = min(enumerate(vs), key=lambda iv: (iv[1]["LastModified"], -iv[0]))
                 vid = oldest.get("VersionId")
                 self._versions[key] = (None if vid in (None, "null") else vid, len(vs))
         return sorted(versions)
