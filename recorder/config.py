@@ -53,5 +53,7 @@ class RecorderConfig:
                      "retention_days", "retry_min_seconds", "retry_max_seconds"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"recorder.{name} must be > 0 (got {getattr(self, name)!r})")
+        if self.chunk_max_bytes > 1 << 28:
+            raise ValueError("recorder.chunk_max_bytes must be at most 256 MiB")
         if not self.store:
             raise ValueError("recorder.store must be set")

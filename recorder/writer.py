@@ -47,7 +47,7 @@ class SessionRecorder:
 
     __slots__ = ("id", "meta", "_rec", "_buf", "_in", "_out", "_force", "_ended", "_t0",
                  "_wall0", "_n", "_chain", "_next_seq", "_chunk_bytes", "_final_sealed", "_seq",
-                 "_end_seq",
+                 "_end_seq", "_kicked",
                  "_sealed_at", "_lock",
                  "__weakref__")
 
@@ -59,6 +59,7 @@ class SessionRecorder:
         self._in = 0  # bytes appended (caller thread only)
         self._out = 0  # bytes sealed (sealer thread only)
         self._force = False
+        self._kicked = False
         self._ended = False
         self._t0 = _monotonic_ns()
         self._wall0 = time.time_ns()
@@ -88,7 +89,8 @@ class SessionRecorder:
         self._in += n
         rec = self._rec
         rec._in += n
-        if self._in - self._out >= self._chunk_bytes:
+        if self._in - self._out >= self._chunk_bytes and not self._kicked:
+            self._kicked = True  # one wake-up per full chunk, not one per call
             rec._wake.set()
         if rec._in - rec._out > rec._hard_limit:
             rec._throttle()
@@ -199,6 +201,10 @@ class Recorder:
         if leftovers:
             log.warning("recorder: %d spooled batches left from a previous run; uploading",
                         len(leftovers))
+            # the recovery itself is evidence: say so in this process's control stream
+            self.control_event("recorder.spool_recovered", {
+                "batches": len(leftovers), "bytes": sum(b.size for b in leftovers),
+                "files": [str(b.path) for b in leftovers[:100]]})
         self._pool = ThreadPoolExecutor(self.config.upload_concurrency,
                                         thread_name_prefix="pgwitness-upload")
         self._threads = [
@@ -315,7 +321,7 @@ class Recorder:
 
     def _seal_loop(self) -> None:
         cfg = self.config
-        tick = min(0.05, cfg.chunk_max_seconds / 4)
+        tick = min(0.1, cfg.chunk_max_seconds / 4)
         max_age_ns = int(cfg.chunk_max_seconds * 1e9)
         zc = zstandard.ZstdCompressor(level=cfg.zstd_level)
         pending: list[tuple[str, bytes]] = []
@@ -383,6 +389,7 @@ class Recorder:
         popleft = buf.popleft
         limit = s._chunk_bytes
         s._sealed_at = _monotonic_ns()
+        s._kicked = False
         while buf:
             parts, size = [], 0
             append = parts.append

@@ -288,6 +288,10 @@ def test_simulated_crash_loses_nothing_spooled(tmp_path):
     assert sum(1 for x in recs if x.kind == Kind.WIRE) == 50
     assert recs[-1].kind == Kind.DECISION
     assert not list(spool.glob("slot-*/*.spool"))
+    # the recovery is itself recorded in the new process's control stream
+    (ctl,) = [x for x in rec.store.sessions() if x != sid]
+    events = [x for x in iter_records(rec.store, ctl) if x.kind == Kind.CONTROL]
+    assert events[0].type == "recorder.spool_recovered" and events[0].json()["batches"] >= 1
 
 
 def test_two_recorders_never_share_a_spool_slot(tmp_path, make):
