@@ -578,16 +578,11 @@ class _Collector:
             role, temp = "ddl", bool(parent.args.get("temporary"))
         elif key == "this" and isinstance(parent, exp.Create):
             role, temp = "ddl", _is_temp_create(parent)
-        elif (
-            isinstance(parent, exp.UserDefinedFunction)
-            and isinstance(parent.parent, exp.Create)
-            or key == "table"
-            and isinstance(parent, exp.Index)
-            and isinstance(parent.parent, exp.Create)
-            or isinstance(parent, (exp.Drop, exp.TriggerProperties))
-            or key == "this"
-            and isinstance(parent, (exp.Alter, exp.Comment))
-        ):
+        elif isinstance(parent, exp.Drop):
+            if str(parent.args.get("kind") or "").upper() == "TRIGGER":
+                return  # the trigger's own name; its table is the ON clause
+            role = "ddl"
+        elif _is_ddl_target(parent, key):
             role = "ddl"
         elif isinstance(parent, exp.AlterRename):
             alter = parent.parent
@@ -704,6 +699,19 @@ def _is_reg_cast(node: exp.Cast, which: str | None = None) -> bool:
     else:
         return False
     return name == which if which else name in _REG_TYPES
+
+
+def _is_ddl_target(parent: exp.Expression, key: str | None) -> bool:
+    """Is a table under ``parent`` (as ``key``) the object a DDL statement changes?"""
+    if isinstance(parent, exp.UserDefinedFunction):
+        return isinstance(parent.parent, exp.Create)
+    if isinstance(parent, exp.Index):
+        return key == "table" and isinstance(parent.parent, exp.Create)
+    if isinstance(parent, exp.TriggerProperties):
+        return True
+    if isinstance(parent, exp.OnProperty):
+        return isinstance(parent.parent, exp.Drop)
+    return key == "this" and isinstance(parent, (exp.Alter, exp.Comment))
 
 
 def _is_temp_create(create: exp.Create) -> bool:
@@ -880,6 +888,8 @@ class _Classifier:
             }[type(tree)]
             return _result(stmt, S.WRITE, command, "", reads, ops, funcs), col
         if isinstance(tree, exp.TruncateTable):
+            if str(tree.args.get("option") or "").upper() == "CASCADE":
+                raise _Unknown("TRUNCATE ... CASCADE also empties tables it does not name")
             return _result(stmt, S.WRITE, "TRUNCATE", "", reads, ops, funcs), col
         if isinstance(tree, (exp.Create, exp.Drop, exp.Alter)):
             kind = str(tree.args.get("kind") or "").upper()
@@ -892,6 +902,8 @@ class _Classifier:
             if isinstance(tree, exp.Drop) and tree.args.get("materialized"):
                 kind = "MATERIALIZED VIEW"
             verb = {exp.Create: "CREATE", exp.Drop: "DROP", exp.Alter: "ALTER"}[type(tree)]
+            if isinstance(tree, exp.Drop) and tree.args.get("cascade"):
+                raise _Unknown("DROP ... CASCADE also drops objects it does not name")
             if kind not in _DDL_KINDS:
                 raise _Unknown(f"{verb} {kind or '?'} is not supported")
             if not any(op == "ddl" for op, _ in ops):
@@ -913,11 +925,10 @@ class _Classifier:
     def _transaction(self, stmt, tokens, second):
         first = tokens[0].value
         S = StatementClass
-        if (
-            first in ("commit", "rollback")
-            and second == "prepared"
-            or (first == "prepare" and second == "transaction")
-        ):
+        two_phase = (first in ("commit", "rollback") and second == "prepared") or (
+            first == "prepare" and second == "transaction"
+        )
+        if two_phase:
             return _result(stmt, S.UTILITY, f"{first.upper()} {second.upper()}", "two-phase commit")
         if first == "start" and second != "transaction":
             return None
