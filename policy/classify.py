@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import sqlglot
 from sqlglot import exp
 from sqlglot.errors import ParseError, TokenError
+from sqlglot.tokens import TokenType
 
 from policy.fingerprint import Statement, Token, lex, parse_qualified_name
 
@@ -68,9 +69,40 @@ class _ParserCache(threading.local):
 _PARSERS = _ParserCache()
 
 
-def _sqlglot_parse(sql: str) -> list[exp.Expression | None]:
+_STRING_TOKENS = frozenset(
+    {
+        TokenType.STRING,
+        TokenType.BIT_STRING,
+        TokenType.HEX_STRING,
+        TokenType.BYTE_STRING,
+        TokenType.NATIONAL_STRING,
+        TokenType.RAW_STRING,
+        TokenType.HEREDOC_STRING,
+        TokenType.UNICODE_STRING,
+        TokenType.NATIONAL_RAW_STRING,
+    }
+)
+
+
+def _sqlglot_parse(sql: str, tokens: list[Token]) -> list[exp.Expression | None]:
+    """Parse canonical text; refuse if sqlglot's tokens disagree with ours on literals."""
     cache = _PARSERS
-    return cache.parser.parse(cache.tokenizer.tokenize(sql), sql)
+    theirs = cache.tokenizer.tokenize(sql)
+    strings = quoted = 0
+    for t in theirs:
+        if t.token_type in _STRING_TOKENS:
+            strings += 1
+        elif t.token_type is TokenType.IDENTIFIER:
+            quoted += 1
+    ours_strings = ours_quoted = 0
+    for t in tokens:
+        if t.kind == "qid" or (t.kind == "word" and not t.value.isascii()):
+            ours_quoted += 1  # non-ASCII words are quoted in the canonical text
+        elif t.kind in ("str", "estr", "dq"):
+            ours_strings += 1
+    if (strings, quoted) != (ours_strings, ours_quoted):
+        raise ParseError("sqlglot and the PostgreSQL lexer disagree about literals")
+    return cache.parser.parse(theirs, sql)
 
 
 # Functions whose (literal) argument names a sequence: classified as a use of it.
@@ -846,9 +878,13 @@ class _Classifier:
         return self._parsed(stmt)
 
     # -- sqlglot path ------------------------------------------------------------------
-    def _parse(self, stmt: Statement, canon: str | None = None) -> exp.Expression:
+    def _parse(
+        self, stmt: Statement, canon: str | None = None, tokens: list[Token] | None = None
+    ) -> exp.Expression:
         try:
-            trees = _sqlglot_parse(stmt.canon if canon is None else canon)
+            trees = _sqlglot_parse(
+                stmt.canon if canon is None else canon, stmt.tokens if tokens is None else tokens
+            )
         except (ParseError, TokenError) as e:
             raise _Unknown(f"parse error: {_first_line(e)}") from None
         trees = [t for t in trees if t is not None]
@@ -1267,7 +1303,7 @@ class _Classifier:
             if tokens[2].value != "(" or tokens[-1].value != ")":
                 raise _Unknown("unrecognised EXECUTE syntax")
             args = stmt.canon[tokens[2].start :]
-            tree = self._parse(stmt, "SELECT " + args)
+            tree = self._parse(stmt, "SELECT " + args, tokens[2:])
             col = self._collect(stmt, tree)
             reads, funcs, ops = frozenset(col.reads), frozenset(col.functions), frozenset(col.ops)
         return Classified(

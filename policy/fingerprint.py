@@ -134,7 +134,8 @@ def fingerprint_statements(sql: str) -> list[tuple[str, str, bool]] | None:
         end = m.end()
         if kind == "ws":
             if fp:
-                sep = "\n" if ("\n" in m.group() or sep == "\n") else " "
+                text = m.group()
+                sep = "\n" if ("\n" in text or "\r" in text or sep == "\n") else " "
             last = ""
             pos = end
             continue
@@ -247,7 +248,7 @@ def lex(sql: str) -> list[Statement]:
                         begin = pos
                     end = n
             if fp:
-                if kind == "lc" or (kind == "ws" and "\n" in text):
+                if kind == "lc" or (kind == "ws" and ("\n" in text or "\r" in text)):
                     sep = "\n"
                 elif sep != "\n":
                     sep = " "
