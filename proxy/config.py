@@ -240,6 +240,20 @@ def validate(cfg: Config) -> None:
         raise ConfigError("proxy.workers: must be at least 1")
     if cfg.proxy.max_connections < 1:
         raise ConfigError("proxy.max_connections: must be at least 1")
+    for key, value in (
+        ("proxy.startup_timeout", cfg.proxy.startup_timeout),
+        ("upstream.connect_timeout", cfg.upstream.connect_timeout),
+        ("grants.poll_interval", cfg.grants.poll_interval),
+    ):
+        if value <= 0:
+            raise ConfigError(f"{key}: must be greater than 0, got {value}")
+    for key, value in (
+        ("proxy.shutdown_grace", cfg.proxy.shutdown_grace),
+        ("proxy.auth_fail_delay", cfg.proxy.auth_fail_delay),
+        ("proxy.auth_fail_window", cfg.proxy.auth_fail_window),
+    ):
+        if value < 0:
+            raise ConfigError(f"{key}: must not be negative, got {value}")
     if cfg.proxy.max_message_bytes < 1024:
         raise ConfigError("proxy.max_message_bytes: must be at least 1024")
     if bool(cfg.proxy.tls_cert) != bool(cfg.proxy.tls_key):

@@ -33,6 +33,7 @@ from .wire.errors import (
     ProtocolViolation,
 )
 from .wire.framing import (
+    PROTOCOL_3_0,
     CancelRequest,
     GSSENCRequest,
     SSLRequest,
@@ -42,6 +43,7 @@ from .wire.framing import (
 from .wire.scram import MECHANISM, ScramError, ScramServer
 
 _PASSWORD = m.Frontend.PASSWORD
+MAX_AUTH_MESSAGE = 65535  # Postgres's PG_MAX_AUTH_TOKEN_LENGTH: no big buffers before login
 
 
 def server_ssl_context(cfg: Config) -> ssl.SSLContext | None:
@@ -66,11 +68,14 @@ class ProxyServer:
         self.ssl_context = server_ssl_context(cfg)
         self.throttle = FailureThrottle(cfg.proxy.auth_fail_delay, cfg.proxy.auth_fail_window)
         self.sessions: set[ClientConnection] = set()
+        self.admitted = 0  # connections past the startup packet: what max_connections limits
+        self.handshake_slack = max(16, cfg.proxy.max_connections // 10)
         self.accepting = True
         self._server: asyncio.AbstractServer | None = None
         self._tasks: list[asyncio.Task] = []
         self._grant_watch_since: datetime | None = None
         self._expired_grants: set[str] = set()
+        self._cancels: set[asyncio.Task] = set()
 
     async def start(self, *, reuse_port: bool = False) -> tuple[str, int]:
         host, port = parse_hostport("proxy.listen", self.cfg.proxy.listen)
@@ -125,6 +130,19 @@ class ProxyServer:
             for conn in [c for c in self.sessions if c.identity and c.identity.grant_id == grant.id]:
                 conn.grant_changed(grant)
 
+    def cancel_upstream(self, pid: int, secret: bytes) -> None:
+        """Fire-and-forget CancelRequest upstream (used when we end a busy session)."""
+
+        async def go() -> None:
+            try:
+                await send_cancel(self.cfg, pid, secret)
+            except (TimeoutError, OSError, UpstreamError) as exc:
+                event("cancel of a busy upstream failed", logging.WARNING, error=str(exc))
+
+        task = asyncio.get_running_loop().create_task(go())
+        self._cancels.add(task)
+        task.add_done_callback(self._cancels.discard)
+
     def grant_expired(self, identity: Identity) -> None:
         """Record a grant's expiry once per worker, when it ends a live session."""
         if identity.grant_id in self._expired_grants:
@@ -154,6 +172,8 @@ class ProxyServer:
         for conn in list(self.sessions):
             conn.terminate("shutdown", "terminating connection: pgwitness is shutting down", ADMIN_SHUTDOWN)
         await asyncio.sleep(0)
+        if self._cancels:  # busy sessions' queries must be cancelled before we exit
+            await asyncio.wait(set(self._cancels), timeout=3)
         for task in self._tasks:
             task.cancel()
         for conn in list(self.sessions):
@@ -181,6 +201,7 @@ class ClientConnection(asyncio.Protocol):
         self._handshake_task: asyncio.Task | None = None
         self._expiry_timer: asyncio.TimerHandle | None = None
         self._ended = False
+        self._admitted = False
         self._client_paused = False
         self._upstream_paused = False
 
@@ -200,7 +221,8 @@ class ClientConnection(asyncio.Protocol):
         if not server.accepting:
             self._refuse(PgError.fatal_error("the database system is shutting down", CANNOT_CONNECT_NOW), "refused")
             return
-        if len(server.sessions) >= self.cfg.proxy.max_connections:
+        if len(server.sessions) >= self.cfg.proxy.max_connections + server.handshake_slack:
+            # Far over the limit: not even the startup phase (bounds half-open connections).
             self._refuse(
                 PgError.fatal_error("sorry, too many clients already", TOO_MANY_CONNECTIONS), "too_many"
             )
@@ -260,6 +282,11 @@ class ClientConnection(asyncio.Protocol):
             self.transport.write(out)
 
     def _upstream_lost(self, exc) -> None:
+        if self._ended:
+            return
+        if self.relay is not None and self.relay.upstream_fatal:
+            self._end("upstream", "the upstream database ended the session (FATAL)")
+            return
         if not self._ended:
             self.terminate(
                 "upstream",
@@ -289,6 +316,14 @@ class ClientConnection(asyncio.Protocol):
                     await self._cancel(packet)
                     self.transport.close()
                     return
+                # Like Postgres, the limit is told after the startup phase (so a client that
+                # opened with SSLRequest can read it), and cancels never count against it.
+                if self.server.admitted >= self.cfg.proxy.max_connections:
+                    err = PgError.fatal_error("sorry, too many clients already", TOO_MANY_CONNECTIONS)
+                    err.outcome = "too_many"
+                    raise err
+                self.server.admitted += 1
+                self._admitted = True
                 identity, params = await self._authenticate(packet)
             await self._open_session(identity, packet, params)
         except TimeoutError:
@@ -370,11 +405,13 @@ class ClientConnection(asyncio.Protocol):
                 err.outcome = "tls_required"
                 raise err
             if packet.minor > 0 or packet.unknown_protocol_options:
-                self.transport.write(m.negotiate_protocol_version(0, packet.unknown_protocol_options))
+                self.transport.write(
+                    m.negotiate_protocol_version(PROTOCOL_3_0, packet.unknown_protocol_options)
+                )
             return packet
 
     async def _read_password_message(self) -> bytes:
-        msg = await self.inbox.read_frame(self.cfg.proxy.max_message_bytes)
+        msg = await self.inbox.read_frame(MAX_AUTH_MESSAGE)
         if msg[0] != _PASSWORD:
             raise ProtocolViolation(f"expected SASL response, got message type {chr(msg[0])!r}")
         return msg
@@ -587,10 +624,17 @@ class ClientConnection(asyncio.Protocol):
             t = self.upstream.transport
             if not t.is_closing():
                 if cause != "upstream":
+                    if self.relay is not None and self.relay.busy and self.backend_key:
+                        # Closing the socket alone lets the backend run the statement to
+                        # the end; a cancel stops it now.
+                        self.server.cancel_upstream(*self.backend_key)
                     t.write(m.TERMINATE)
                 t.close()
         if self.transport is not None and not self.transport.is_closing():
             self.transport.close()
+        if self._admitted:
+            self._admitted = False
+            self.server.admitted -= 1
         if self in self.server.sessions:
             self.server.sessions.discard(self)
             metrics.CONNECTIONS_ACTIVE.dec()

@@ -88,6 +88,7 @@ class Relay:
         self.record_counts_only = record_rows == "counts"
         self.tx_status = ready_status
         self.terminated = False
+        self.upstream_fatal = False  # the server said FATAL: its word is the last one
         self.counters = Counters()
         self.on_decision = on_decision  # callback(verdict) for metrics
         self.health = health  # anything with .healthy (the Recorder): False refuses statements
@@ -174,6 +175,11 @@ class Relay:
         else:
             self._current_has_msgs = True
 
+    @property
+    def busy(self) -> bool:
+        """The server owes answers: a query may be running upstream right now."""
+        return len(self._groups) > 1 or self._current_has_msgs
+
     def _idle(self) -> bool:
         return (
             self.tx_status == b"I"
@@ -242,6 +248,8 @@ class Relay:
         rewritten: list[bytes] | None = None
         last = 0
         for t, start, end in frames:
+            if t == B.ERROR_RESPONSE and run[start + 5 : start + 11] in (b"SFATAL", b"SPANIC"):
+                self.upstream_fatal = True
             if t == B.READY_FOR_QUERY:
                 self.tx_status = run[start + 5 : end]
                 if self._held:  # injections skipped by an already-failed pipeline

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 from .config import Config
 from .wire import messages as m
-from .wire.errors import CONNECTION_FAILURE, INVALID_PASSWORD, PgError
+from .wire.errors import CONNECTION_FAILURE, INVALID_PASSWORD, PgError, ProtocolViolation
 from .wire.framing import startup_packet
 from .wire.scram import MECHANISM, ScramClient, ScramError
 
@@ -63,12 +63,14 @@ class Inbox:
         del self.buf[:n]
         return out
 
-    async def read_frame(self, max_len: int) -> bytes:
+    async def read_frame(self, max_len: int, error=ProtocolViolation, who: str = "client") -> bytes:
+        """One whole frame; a length outside 4..max_len raises ``error`` at once (the body is
+        never waited for, so a peer cannot make us buffer up to a bogus length)."""
         while True:
             if len(self.buf) >= 5:
                 length = int.from_bytes(self.buf[1:5], "big", signed=True)
                 if length < 4 or length > max_len:
-                    raise UpstreamError(f"upstream sent an invalid message length {length}")
+                    raise error(f"{who} sent an invalid message length {length}")
                 if len(self.buf) >= 1 + length:
                     out = bytes(self.buf[: 1 + length])
                     del self.buf[: 1 + length]
@@ -235,18 +237,21 @@ async def _login(loop, transport, protocol, cfg, credentials, database, params, 
     transport.write(startup_packet(startup))
     inbox = protocol.inbox
     scram: ScramClient | None = None
+    scram_state = "none"  # none -> started -> continued -> verified
     password: str | None = None
     startup_messages = []
     pid, secret = 0, b""
     while True:
         try:
-            msg = await inbox.read_frame(cfg.proxy.max_message_bytes)
+            msg = await inbox.read_frame(cfg.proxy.max_message_bytes, UpstreamError, "upstream")
         except (ConnectionError, OSError) as exc:
             raise UpstreamError("upstream closed the connection during login") from exc
         t = msg[0]
         if t == m.Backend.AUTHENTICATION:
             code, data = m.decode_auth(msg)
             if code == m.AUTH_OK:
+                if scram_state not in ("none", "verified"):
+                    raise UpstreamError("upstream ended SCRAM without proving it knows the password")
                 continue
             if password is None:
                 password = credentials.password()
@@ -263,18 +268,25 @@ async def _login(loop, transport, protocol, cfg, credentials, database, params, 
                 mechanisms = [x.decode() for x in data.split(b"\x00") if x]
                 if MECHANISM not in mechanisms:
                     raise UpstreamError(f"upstream offers no supported SASL mechanism ({mechanisms})")
+                if scram_state != "none":
+                    raise UpstreamError("upstream restarted SASL authentication")
                 scram = ScramClient(password)
+                scram_state = "started"
                 transport.write(m.sasl_initial_response(MECHANISM, scram.first()))
-            elif code == m.AUTH_SASL_CONTINUE and scram is not None:
+            elif code == m.AUTH_SASL_CONTINUE and scram_state == "started":
                 try:
                     transport.write(m.password_message(scram.final(data)))
                 except ScramError as exc:
                     raise UpstreamError(f"upstream SCRAM exchange failed: {exc}") from exc
-            elif code == m.AUTH_SASL_FINAL and scram is not None:
+                scram_state = "continued"
+            elif code == m.AUTH_SASL_FINAL and scram_state == "continued":
                 try:
                     scram.verify(data)
                 except ScramError as exc:
                     raise UpstreamError(f"upstream SCRAM exchange failed: {exc}") from exc
+                scram_state = "verified"
+            elif code in (m.AUTH_SASL_CONTINUE, m.AUTH_SASL_FINAL):
+                raise UpstreamError("upstream sent SCRAM messages out of order")
             else:
                 raise UpstreamError(f"upstream asked for unsupported authentication (code {code})")
         elif t == m.Backend.ERROR_RESPONSE:

@@ -157,8 +157,9 @@ def parameter_status(name: str, value: str) -> bytes:
     return frame(b"S", name.encode() + b"\x00" + value.encode() + b"\x00")
 
 
-def negotiate_protocol_version(newest_minor: int, unknown_options: tuple[str, ...]) -> bytes:
-    body = _I32.pack(newest_minor) + _I32.pack(len(unknown_options))
+def negotiate_protocol_version(newest_version: int, unknown_options: tuple[str, ...]) -> bytes:
+    """Postgres puts the full newest version (196608 for 3.0) here, and libpq 18 checks it."""
+    body = _I32.pack(newest_version) + _I32.pack(len(unknown_options))
     body += b"".join(o.encode() + b"\x00" for o in unknown_options)
     return frame(b"v", body)
 

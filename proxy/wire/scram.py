@@ -181,6 +181,8 @@ class ScramClient:
         return f"{without_proof},p={base64.b64encode(proof).decode()}".encode()
 
     def verify(self, server_final: bytes) -> None:
+        if not self._expected_server_sig:
+            raise ScramError("SCRAM server-final-message before server-first-message")
         attrs = _attrs(server_final.decode())
         if "e" in attrs:
             raise ScramError(f"server rejected SCRAM: {attrs['e']}")
