@@ -24,7 +24,7 @@ import zstandard
 
 from . import chunks
 from .config import RecorderConfig
-from .records import HEADER, Direction, Kind, dump_json, encode_record
+from .records import HEADER, Direction, Kind, dump_json
 from .signing import Checkpoint, State, generate_keypair, key_id, load_private_key
 from .spool import Batch, Spool, SpoolCorrupt, SpoolError
 from .store import ObjectExists, Store, StoreError, open_store
@@ -80,11 +80,13 @@ class SessionRecorder:
             return
         seq = self._seq
         self._seq = seq + 1
+        if type(data) is not bytes:
+            data = bytes(data)  # the caller may reuse a bytearray/memoryview; bytes are immutable
         n = len(data)
-        # encoded here (one pack + one copy, which also detaches a reused caller buffer) so
-        # the sealer only joins bytes and never holds the GIL per record
-        self._buf.append(_pack(seq, _monotonic_ns() - self._t0, _WIRE_DIRS[direction], 0, 0, n)
-                         + data)
+        # header and frames go in as one pair: extend() from a tuple is atomic under the GIL,
+        # so the sealer always pops whole records, and big frames are never copied here
+        self._buf.extend((_pack(seq, _monotonic_ns() - self._t0, _WIRE_DIRS[direction], 0, 0, n),
+                          data))
         n += _HSIZE
         self._in += n
         rec = self._rec
@@ -106,14 +108,16 @@ class SessionRecorder:
                          end: bool) -> None:
         seq = self._seq
         self._seq = seq + 1
-        item = encode_record(seq, _monotonic_ns() - self._t0, _PROXY, int(kind), type_,
-                             dump_json(payload))
+        body = dump_json(payload)
+        t = type_.encode()
+        head = _pack(seq, _monotonic_ns() - self._t0, _PROXY, int(kind), len(t), len(body)) + t
         if end:
             # set before the append: the sealer marks the chunk holding this seq final
             self._end_seq = seq
-        self._buf.append(item)
-        self._in += len(item)
-        self._rec._in += len(item)
+        self._buf.extend((head, body))
+        n = len(head) + len(body)
+        self._in += n
+        self._rec._in += n
         if force:
             self._force = True
             self._rec._wake.set()
@@ -394,12 +398,14 @@ class Recorder:
             parts, size = [], 0
             append = parts.append
             while buf and size < limit:
-                item = popleft()
-                append(item)
-                size += len(item)
+                head = popleft()  # records are (header, payload) pairs, see wire()
+                body = popleft()
+                append(head)
+                append(body)
+                size += len(head) + len(body)
             raw = b"".join(parts)
             first_seq = s._next_seq
-            next_seq = first_seq + len(parts)
+            next_seq = first_seq + len(parts) // 2
             is_final = s._end_seq is not None and next_seq == s._end_seq + 1
             objs += self._sealed_objects(s, zc, raw, first_seq, next_seq, is_final)
             s._next_seq = next_seq

@@ -119,6 +119,4 @@ class LocalStore:
         problems = []
         if st.st_mode & (stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH):
             problems.append(f"writable (mode {stat.S_IMODE(st.st_mode):04o}, want 0444)")
-        if st.st_nlink != 1:
-            problems.append(f"{st.st_nlink} hard links")
         return problems
