@@ -243,11 +243,6 @@ def test_missing_config_file_is_named(tmp_path):
         load_config(tmp_path / "nope.toml", env={})
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: non-positive timeouts are accepted (startup_timeout = 0 refuses every client at "
-    "once; upstream.connect_timeout = 0 fails every upstream login) instead of a ConfigError",
-)
 @pytest.mark.parametrize(
     "key,value",
     [

@@ -280,6 +280,24 @@ def test_client_that_closes_mid_scram_leaves_nothing_behind(proxy, established):
     assert_serves(proxy)
 
 
+def test_query_pipelined_right_after_scram_final_is_answered(proxy, established):
+    with RawClient(proxy.host, proxy.port) as c:
+        c.startup()
+        assert m.decode_auth(c.read_frame())[0] == m.AUTH_SASL
+        scram = ScramClient(STATIC_PASSWORD)
+        c.send(m.sasl_initial_response(MECHANISM, scram.first()))
+        code, data = m.decode_auth(c.read_frame())
+        assert code == m.AUTH_SASL_CONTINUE
+        # The client does not wait for AuthenticationOk: the proxy must keep the query
+        # while it logs in upstream, then relay it.
+        c.send(m.password_message(scram.final(data)) + m.query("select 'pipelined'"))
+        login = c.frames_until_ready()
+        assert login[-1][:1] == b"Z", describe(login)
+        answer = c.frames_until_ready()
+        assert [f[:1] for f in answer] == [b"T", b"D", b"C", b"Z"], describe(answer)
+        assert b"pipelined" in answer[1]
+
+
 # --- timeouts ----------------------------------------------------------------------
 
 
@@ -354,6 +372,21 @@ def test_stalled_tls_handshake_is_closed_after_startup_timeout(short_timeout_pro
 
 
 # --- TLS and GSS negotiation ---------------------------------------------------------
+
+
+def test_garbage_instead_of_client_hello_is_closed_at_once(make_proxy, tls_files):
+    handle = make_proxy(
+        **{"proxy.tls_cert": tls_files["server.crt"], "proxy.tls_key": tls_files["server.key"]}
+    )
+    with RawClient(handle.host, handle.port) as c:
+        c.send(SSL_REQUEST)
+        assert c.read_byte() == b"S"
+        started = time.monotonic()
+        c.send(startup_packet({"user": STATIC_USER, "database": "app"}))
+        assert c.read_frame() is None
+        assert time.monotonic() - started < 2.0  # not the 5 s startup timeout
+    wait_sessions(handle, 0)
+    assert_serves(handle)
 
 
 def test_plaintext_after_sslrequest_in_same_packet_is_refused(short_timeout_proxy):
@@ -441,11 +474,6 @@ def test_negotiate_protocol_version_then_login_works(proxy, established, code, p
         assert c.scalar("select 'negotiated'") == "negotiated"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: NegotiateProtocolVersion carries 0 where Postgres sends the full version "
-    "number 196608 (3.0); libpq 18 rejects it as a 'downgrade to pre-3.0'",
-)
 @pytest.mark.parametrize(
     "code,params", [c[1:3] for c in NEGOTIATIONS[:3]], ids=[c[0] for c in NEGOTIATIONS[:3]]
 )
@@ -461,9 +489,6 @@ def test_negotiate_protocol_version_matches_postgres(proxy, pg, code, params):
     assert _npv(got) == _npv(expected)
 
 
-@pytest.mark.xfail(
-    strict=True, reason="BUG: NegotiateProtocolVersion carries 0, libpq 18 refuses it (see above)"
-)
 def test_libpq_asking_for_protocol_3_2_still_connects(proxy):
     psycopg = pytest.importorskip("psycopg")
     if psycopg.pq.version() < 180000:
@@ -525,11 +550,6 @@ def test_bad_message_after_login_gets_fatal_08p01(small_messages_proxy, pg, payl
 # --- during authentication -----------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a bad length in a SASL message is reported as an upstream error (08006, "
-    "'upstream sent an invalid message length') instead of a client protocol violation (08P01)",
-)
 def test_bad_length_during_sasl_is_a_client_protocol_violation(proxy):
     with RawClient(proxy.host, proxy.port) as c:
         c.startup()
@@ -540,12 +560,6 @@ def test_bad_length_during_sasl_is_a_client_protocol_violation(proxy):
     assert_serves(proxy)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: before authentication the proxy accepts SASL messages up to "
-    "proxy.max_message_bytes (64 MiB) and waits for the body, so an unauthenticated client "
-    "can make it buffer megabytes per connection (Postgres caps auth messages at 64 KiB)",
-)
 def test_huge_sasl_message_before_authentication_is_refused_at_once(proxy):
     with RawClient(proxy.host, proxy.port) as c:
         c.startup()

@@ -176,6 +176,20 @@ def test_repeated_failed_logins_get_slower_and_are_counted(make_proxy):
     assert sample() - before == 4
 
 
+def test_upstream_refusal_that_carries_no_secret_is_passed_on(proxy):
+    with RawClient(proxy.host, proxy.port) as c:
+        c.startup(database="nosuchdb")
+        frames = c.authenticate()
+        frames += c.frames_until_eof()
+    err = error_fields(frames[-1])
+    assert (err["S"], err["C"], err["M"]) == (
+        "FATAL",
+        "3D000",
+        'database "nosuchdb" does not exist',
+    )
+    assert_serves(proxy)
+
+
 # --- TLS toward clients --------------------------------------------------------------
 
 
@@ -225,6 +239,29 @@ def test_require_tls_refuses_plaintext(make_proxy, client_tls):
         assert conn.info.pgconn.ssl_in_use
         assert conn.execute("select 1").fetchone() == (1,)
     wait_sessions(handle, 0)
+
+
+def test_cancel_over_tls(make_proxy, client_tls, pg):
+    handle = _tls_proxy(make_proxy, client_tls, **{"proxy.require_tls": True})
+    with psycopg.connect(handle.dsn(sslmode="require"), connect_timeout=5) as conn:
+        box: dict = {}
+
+        def run():
+            try:
+                conn.execute("select pg_sleep(20) /* tls-cancel */")
+            except psycopg.Error as exc:
+                box["error"] = exc
+
+        t = threading.Thread(target=run, daemon=True)
+        t.start()
+        deadline = time.monotonic() + 5
+        sql = "select count(*) from pg_stat_activity where query like '%tls-cancel */'"
+        while pg.psql(sql).strip() != "1":
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        conn.cancel_safe(timeout=3)  # libpq sends SSLRequest first, then the CancelRequest
+        t.join(3)
+        assert isinstance(box.get("error"), psycopg.errors.QueryCanceled), box
 
 
 # --- TLS and login toward the upstream -------------------------------------------------
@@ -492,12 +529,6 @@ def test_hostile_upstream_gets_no_password(make_proxy, sslmode, answer, script, 
         fake.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: upstream SCRAM is not enforced as a state machine: AuthenticationOk in the "
-    "middle of the exchange, or a SASLFinal with an empty signature before SASLContinue, is "
-    "accepted, so an impostor upstream passes without proving it knows the password",
-)
 @pytest.mark.parametrize(
     "script",
     [_ok_mid_scram, _empty_server_signature],
