@@ -557,28 +557,29 @@ class _Collector:
     # -- walk ------------------------------------------------------------------------
     def walk(self, tree: exp.Expression) -> None:
         consumed: set[int] = set()  # regclass casts already read as a sequence argument
+        categories = _CATEGORIES
         for node in tree.walk():
-            if isinstance(node, exp.Table):
+            cat = categories.get(type(node))
+            if cat is None:
+                cat = _category(type(node))
+            if cat == _C_PLAIN:
+                continue
+            if cat == _C_TABLE:
                 self._table(node)
-            elif isinstance(node, exp.Func):
-                if isinstance(node, _SKIP_FUNC_NODES):
-                    if (
-                        isinstance(node, exp.Cast)
-                        and _is_reg_cast(node)
-                        and id(node) not in consumed
-                    ):
-                        self.literal_dependent = True
-                        if _is_reg_cast(node, "REGCLASS"):
-                            if not (isinstance(node.this, exp.Literal) and node.this.is_string):
-                                continue  # an expression cast to regclass names no relation
-                            self.reads.add(self._literal_relation(node, "a regclass cast"))
-                    continue
+            elif cat == _C_FUNC:
                 self._function(node, consumed)
-            elif isinstance(node, exp.Lock):
+            elif cat == _C_CAST:
+                if _is_reg_cast(node) and id(node) not in consumed:
+                    self.literal_dependent = True
+                    if _is_reg_cast(node, "REGCLASS"):
+                        if not (isinstance(node.this, exp.Literal) and node.this.is_string):
+                            continue  # an expression cast to regclass names no relation
+                        self.reads.add(self._literal_relation(node, "a regclass cast"))
+            elif cat == _C_LOCK:
                 self._lock(node)
-            elif isinstance(node, exp.Command):
+            elif cat == _C_COMMAND:
                 raise _Unknown(f"unsupported syntax inside the statement: {node.name}")
-            elif isinstance(node, exp.Into):
+            elif cat == _C_INTO:
                 self.into_ddl = True
 
     def _table(self, table: exp.Table) -> None:
@@ -589,6 +590,15 @@ class _Collector:
             return  # a table function: its Func node is visited on its own
         node: exp.Expression = table
         parent = table.parent
+        if type(parent) in _READ_PARENTS:  # FROM/JOIN: the common case, a plain read
+            name = _ident(this)
+            if table.args.get("db") is None and _is_cte_reference(table, name):
+                return
+            rel = self._table_name(table)
+            if rel is None:
+                raise _Unknown("a relation reference without a name")
+            self.reads.add(rel)
+            return
         if isinstance(parent, exp.Schema) and node.arg_key == "this":
             node, parent = parent, parent.parent
         key = node.arg_key
@@ -731,6 +741,31 @@ def _is_reg_cast(node: exp.Cast, which: str | None = None) -> bool:
     else:
         return False
     return name == which if which else name in _REG_TYPES
+
+
+# Node categories for the walk, decided once per sqlglot class.
+_C_PLAIN, _C_TABLE, _C_FUNC, _C_CAST, _C_LOCK, _C_COMMAND, _C_INTO = range(7)
+_CATEGORIES: dict[type, int] = {}
+_READ_PARENTS = frozenset({exp.From, exp.Join})
+
+
+def _category(cls: type) -> int:
+    if issubclass(cls, exp.Table):
+        cat = _C_TABLE
+    elif issubclass(cls, exp.Cast):
+        cat = _C_CAST
+    elif issubclass(cls, exp.Func):
+        cat = _C_PLAIN if issubclass(cls, _SKIP_FUNC_NODES) else _C_FUNC
+    elif issubclass(cls, exp.Lock):
+        cat = _C_LOCK
+    elif issubclass(cls, exp.Command):
+        cat = _C_COMMAND
+    elif issubclass(cls, exp.Into):
+        cat = _C_INTO
+    else:
+        cat = _C_PLAIN
+    _CATEGORIES[cls] = cat
+    return cat
 
 
 def _is_ddl_target(parent: exp.Expression, key: str | None) -> bool:

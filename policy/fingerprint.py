@@ -23,23 +23,25 @@ from typing import NamedTuple
 
 __all__ = ["Statement", "Token", "fingerprint_statements", "lex", "parse_qualified_name"]
 
+# Alternatives are ordered by frequency (the engine tries them in order); a word never
+# starts an E-string (E'...') or a Unicode escape (U&'...', U&"...").
 _TOKEN_RE = re.compile(
     r"""
       (?P<ws>[ \t\n\r\f\v]+)
-    | (?P<lc>--[^\n\r]*)
-    | (?P<bc>/\*)
-    | (?P<uesc>[uU]&['"])
-    | (?P<estr>[eE]'(?:[^'\\]|\\.|'')*')
-    | (?P<str>'(?:[^']|'')*')
-    | (?P<qid>"(?:[^"]|"")*")
-    | (?P<dq>\$(?:[A-Za-z_\x80-\U0010ffff][A-Za-z_0-9\x80-\U0010ffff]*)?\$)
-    | (?P<param>\$[0-9]+)
+    | (?P<word>(?![eE]'|[uU]&['"])[A-Za-z_\x80-\U0010ffff][A-Za-z_0-9$\x80-\U0010ffff]*)
     | (?P<num>0[xX][0-9A-Fa-f_]+|0[oO][0-7_]+|0[bB][01_]+
         |(?:[0-9][0-9_]*(?:\.(?!\.)[0-9_]*)?|\.[0-9][0-9_]*)(?:[eE][+-]?[0-9][0-9_]*)?)
-    | (?P<word>[A-Za-z_\x80-\U0010ffff][A-Za-z_0-9$\x80-\U0010ffff]*)
-    | (?P<semi>;)
-    | (?P<op>(?:[+*<>=~!@\#%^&|`?]|-(?!-)|/(?!\*))+)
     | (?P<punct>[(),\[\].:])
+    | (?P<op>(?:[+*<>=~!@\#%^&|`?]|-(?!-)|/(?!\*))+)
+    | (?P<str>'(?:[^']|'')*')
+    | (?P<qid>"(?:[^"]|"")*")
+    | (?P<lc>--[^\n\r]*)
+    | (?P<bc>/\*)
+    | (?P<semi>;)
+    | (?P<estr>[eE]'(?:[^'\\]|\\.|'')*')
+    | (?P<uesc>[uU]&['"])
+    | (?P<dq>\$(?:[A-Za-z_\x80-\U0010ffff][A-Za-z_0-9\x80-\U0010ffff]*)?\$)
+    | (?P<param>\$[0-9]+)
     | (?P<other>.)
     """,
     re.X | re.S,
