@@ -354,3 +354,43 @@ def test_every_session_gets_its_final_checkpoint_under_concurrency(make):
     recs = list(iter_records(rec.store, ctl))
     assert [x.json()["i"] for x in recs if x.kind == Kind.CONTROL] == list(range(50))
     assert verify_session(rec.store, ctl, PUB).status == "closed"
+
+
+def test_spool_disk_failure_is_unhealthy_and_loses_nothing(make, monkeypatch):
+    from recorder.spool import Spool, SpoolError
+
+    real = Spool.write
+    broken = {"on": True}
+
+    def write(self, entries):
+        if broken["on"]:
+            raise SpoolError("No space left on device (test)")
+        return real(self, entries)
+
+    monkeypatch.setattr(Spool, "write", write)
+    rec = make(chunk_max_seconds=0.05)
+    s = rec.open_session({})
+    for i in range(10):
+        s.wire("c2s", testing.query(f"select {i}"))
+    wait_for(lambda: not rec.healthy, 3, "unhealthy while the spool cannot be written")
+    assert "No space left" in rec.status["last_error"]
+    broken["on"] = False
+    wait_for(lambda: rec.healthy, 3, "healthy once the spool works again")
+    s.end("x")
+    rec.close()
+    recs = list(iter_records(rec.store, s.id))
+    assert sum(1 for r in recs if r.kind == Kind.WIRE) == 10
+    assert verify_session(rec.store, s.id, PUB).status == "closed"
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
+def test_a_dead_writer_thread_is_unhealthy(make, monkeypatch):
+    rec = make()
+    assert rec.healthy
+
+    def boom(*a, **k):
+        raise RuntimeError("bug (test)")
+
+    monkeypatch.setattr(rec, "_seal", boom)
+    rec.open_session({})
+    wait_for(lambda: not rec.healthy, 3, "unhealthy after the sealer died")
