@@ -35,6 +35,8 @@ def register(subparsers) -> None:
     p.add_argument("--public-key", action="append", metavar="PATH",
                    help="verify first and print the result (recommended)")
     p.add_argument("--max-rows", type=int, default=None, help="rows shown per result set")
+    p.add_argument("--follow", "-f", action="store_true",
+                   help="keep printing a live session until it ends (Ctrl-C to stop)")
     p.set_defaults(func=cmd_replay)
 
 
@@ -104,7 +106,10 @@ def cmd_replay(args) -> int:
         print(f"-- verify: {r.summary()}")
         status = 0 if r.ok else 1
     try:
-        replay_session(store, args.session, sys.stdout, max_rows=args.max_rows)
+        replay_session(store, args.session, sys.stdout, max_rows=args.max_rows,
+                       follow=args.follow)
+    except KeyboardInterrupt:
+        return 130
     except (StoreError, ValueError) as e:
         print(f"pgwitness replay: {e}", file=sys.stderr)
         return 1

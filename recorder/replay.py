@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import struct
+import time
 from collections.abc import Iterator
 from typing import TextIO
 
@@ -261,12 +262,46 @@ class Transcript:
         self.flush_rows()
 
 
-def replay_session(store: Store, session_id: str, out: TextIO, *, max_rows: int | None = None) -> int:
-    """Write the transcript; returns the number of records replayed."""
+def replay_session(store: Store, session_id: str, out: TextIO, *, max_rows: int | None = None,
+                   follow: bool = False, poll_seconds: float = 0.5,
+                   follow_timeout: float | None = None) -> int:
+    """Write the transcript; returns the number of records replayed.
+
+    With `follow`, keep polling for new chunks (in order, never past a gap) until the
+    session's final checkpoint appears or `follow_timeout` passes.
+    """
     tr = Transcript(out, max_rows)
     count = 0
-    for r in iter_records(store, session_id):
-        tr.feed(r)
-        count += 1
-    tr.close()
-    return count
+    if not follow:
+        for r in iter_records(store, session_id):
+            tr.feed(r)
+            count += 1
+        tr.close()
+        return count
+    from .signing import State, decode_checkpoint
+
+    prefix = chunks.session_prefix(session_id)
+    n = 0
+    deadline = None if follow_timeout is None else time.monotonic() + follow_timeout
+    while True:
+        names = {k[len(prefix):] for k in store.list(prefix)}
+        progressed = False
+        while chunks.chunk_key(session_id, n)[len(prefix):] in names:
+            _, records = chunks.decode_chunk(store.get(chunks.chunk_key(session_id, n)))
+            for r in records:
+                tr.feed(r)
+                count += 1
+            out.flush()
+            ckpt_name = chunks.ckpt_key(session_id, n)[len(prefix):]
+            final = ckpt_name in names and decode_checkpoint(
+                store.get(chunks.ckpt_key(session_id, n))).state == State.FINAL
+            n += 1
+            progressed = True
+            if final:
+                tr.close()
+                return count
+        if deadline is not None and time.monotonic() > deadline:
+            tr.close()
+            return count
+        if not progressed:
+            time.sleep(poll_seconds)

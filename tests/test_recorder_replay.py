@@ -122,3 +122,28 @@ def test_cli_verify_and_replay(tmp_path, keyfile, capsys):
     assert run("verify", "--store", url, "--public-key", pub, "--json", sid) == 1
     assert '"ok": false' in capsys.readouterr().out
     assert run("verify", "--store", url, "--public-key", pub) == 2  # neither ids nor --all
+
+
+def test_replay_follow_tails_a_live_session(tmp_path, keyfile):
+    import threading
+    import time
+
+    store = LocalStore(tmp_path / "store")
+    cfg = RecorderConfig(store=str(store.root), spool_dir=str(tmp_path / "spool"),
+                         signing_key=str(keyfile), chunk_max_seconds=0.05)
+    rec = Recorder.from_config(cfg)
+    rec.start()
+    s = rec.open_session({"agent": "live"})
+    out = io.StringIO()
+    result = {}
+    t = threading.Thread(target=lambda: result.setdefault(
+        "n", replay_session(store, s.id, out, follow=True, poll_seconds=0.02, follow_timeout=10)))
+    t.start()
+    for i in range(5):
+        s.wire("c2s", testing.query(f"select {i}"))
+        time.sleep(0.05)
+    s.end("client-exit")
+    t.join(10)
+    rec.close()
+    assert not t.is_alive() and result["n"] == 7
+    assert "=> select 4" in out.getvalue() and "session ended: client-exit" in out.getvalue()
