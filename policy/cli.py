@@ -13,7 +13,6 @@ import getpass
 import json
 import os
 import sys
-import tomllib
 from dataclasses import dataclass
 from typing import Any
 
@@ -45,74 +44,44 @@ class GrantsConfig:
     public_host: str = "127.0.0.1"
     public_port: int = 6432
     max_ttl: dt.timedelta = DEFAULT_MAX_TTL
+    proxy: Any = None  # the whole proxy Config when a config file was given
 
 
-def _split_host_port(value: str, key: str, default_port: int | None) -> tuple[str, int]:
-    text = value.strip()
-    if text.startswith("["):  # [::1]:6432
-        host, _, rest = text[1:].partition("]")
-        port_text = rest[1:] if rest.startswith(":") else ""
-    elif text.count(":") == 1:
-        host, port_text = text.split(":")
-    else:
-        host, port_text = text, ""
-    if not port_text:
-        if default_port is None:
-            raise CliError(f"config: {key} = {value!r} needs host:port")
-        return host, default_port
-    if not port_text.isdigit() or not 0 < int(port_text) < 65536:
-        raise CliError(f"config: {key} = {value!r} has a bad port")
-    return host, int(port_text)
+def load_config(
+    path: str | None, env: dict[str, str] | None = None, store: str | None = None
+) -> GrantsConfig:
+    """The grant commands read the proxy's own configuration (one parser, one precedence:
+    TOML file < ``PGWITNESS_*`` environment < ``--store``).
 
-
-def load_config(path: str | None, env: dict[str, str] | None = None) -> GrantsConfig:
-    """The few keys the grant commands need, with the proxy's precedence (TOML file <
-    ``PGWITNESS_*`` environment): ``grants.store``, ``proxy.listen``, ``proxy.public_host``.
-
-    The DSN names ``public_host`` (port 6432 unless given), else the listen address.
+    The DSN names ``proxy.public_host`` (port 6432 unless given), else the listen address.
     """
-    env = os.environ if env is None else env
-    data: dict[str, Any] = {}
-    if path is not None:
-        try:
-            with open(path, "rb") as f:
-                data = tomllib.load(f)
-        except FileNotFoundError:
-            raise CliError(f"config file {path} not found") from None
-        except OSError as exc:
-            raise CliError(f"cannot read config file {path}: {exc.strerror}") from None
-        except tomllib.TOMLDecodeError as exc:
-            raise CliError(f"config file {path}: {exc}") from None
-    grants = data.get("grants", {})
-    proxy = data.get("proxy", {})
-    if not isinstance(grants, dict) or not isinstance(proxy, dict):
-        raise CliError(f"config file {path}: [grants] and [proxy] must be tables")
-    grants, proxy = dict(grants), dict(proxy)
-    for table, key, name in (
-        (grants, "store", "PGWITNESS_GRANTS_STORE"),
-        (proxy, "listen", "PGWITNESS_PROXY_LISTEN"),
-        (proxy, "public_host", "PGWITNESS_PROXY_PUBLIC_HOST"),
-    ):
-        if env.get(name):
-            table[key] = env[name]
-    store = grants.get("store") or DEFAULT_STORE_URL
-    if not isinstance(store, str):
-        raise CliError("config: grants.store must be a string (sqlite:///path or postgresql://...)")
-    listen = proxy.get("listen", DEFAULT_LISTEN)
-    if not isinstance(listen, str):
-        raise CliError("config: proxy.listen must be a string like 127.0.0.1:6432")
-    host, port = _split_host_port(listen, "proxy.listen", None)
-    public = proxy.get("public_host")
-    if public:
-        if not isinstance(public, str):
-            raise CliError("config: proxy.public_host must be a string like host or host:port")
-        host, port = _split_host_port(public, "proxy.public_host", DEFAULT_PUBLIC_PORT)
-    elif host in ("", "0.0.0.0", "::"):
+    from proxy.config import ConfigError, parse_hostport
+    from proxy.config import load_config as load_proxy_config
+
+    overrides = {"grants.store": store} if store else {}
+    try:
+        cfg = load_proxy_config(path, env=env, overrides=overrides)
+    except ConfigError as exc:
+        raise CliError(f"config: {exc}") from None
+    try:
+        if cfg.proxy.public_host:
+            host, port = parse_hostport("proxy.public_host", cfg.proxy.public_host, DEFAULT_PUBLIC_PORT)
+        else:
+            host, port = parse_hostport("proxy.listen", cfg.proxy.listen)
+    except ConfigError as exc:
+        raise CliError(f"config: {exc}") from None
+    if host in ("", "0.0.0.0", "::"):
         # A wildcard listen address is no place to connect to; the machine's name is.
         import socket
 
         host = socket.gethostname()
-    return GrantsConfig(store=store, public_host=host, public_port=port)
+    return GrantsConfig(
+        store=cfg.grants.store or DEFAULT_STORE_URL,
+        public_host=host,
+        public_port=port,
+        max_ttl=dt.timedelta(seconds=cfg.grants.max_ttl),
+        proxy=cfg if path else None,
+    )
 
 
 # ---- commands ---------------------------------------------------------------------------
@@ -136,11 +105,22 @@ def _when(value: dt.datetime | None) -> str:
 
 
 async def _with_store(args: argparse.Namespace, cfg: GrantsConfig, fn) -> Any:
-    store = await open_store(_store_url(args, cfg), max_ttl=cfg.max_ttl)
+    """Run ``fn(store)``; with a config file, grant events go to the proxy's recorder too."""
+    recorder = None
+    if cfg.proxy is not None and cfg.proxy.recorder.enabled:
+        from proxy.runtime import build_recorder
+
+        recorder = build_recorder(cfg.proxy)
+    on_event = recorder.control_event if recorder is not None else None
     try:
-        return await fn(store)
+        store = await open_store(_store_url(args, cfg), max_ttl=cfg.max_ttl, on_event=on_event)
+        try:
+            return await fn(store)
+        finally:
+            await store.close()
     finally:
-        await store.close()
+        if recorder is not None:
+            recorder.close()
 
 
 def cmd_grant(args: argparse.Namespace) -> int:

@@ -87,14 +87,16 @@ class GrantAuthenticator:
     def __init__(self, store, *, static: StaticUsers | None = None):
         self.store = store
         self.static = static
-        self._secret = os.urandom(32)
 
     async def begin(self, user: str, database: str) -> AuthPlan:
         grants = await self.store.for_agent(user)
         if not grants:
-            if self.static is not None:
+            if self.static is not None and user in self.static._verifiers:
                 return await self.static.begin(user, database)
-            return AuthPlan(user, database, DEFAULT_ITERATIONS, _fake_salt(self._secret, user), [])
+            # The store's answer for unknown agents is the same on every proxy sharing it
+            # and across restarts, so nothing reveals which agents exist.
+            salt, iterations = await self.store.login_salt(user)
+            return AuthPlan(user, database, iterations, salt, [])
         verifiers = [(g, Verifier.decode(g.verifier)) for g in grants]
         # All of an agent's grants share one salt; if an old one differs, it cannot be
         # matched in this exchange and is left out.

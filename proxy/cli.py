@@ -9,7 +9,7 @@ import os
 import signal
 import sys
 
-from .config import Config, ConfigError, load_config, parse_hostport
+from .config import Config, ConfigError, load_config, parse_hostport, validate_for_serving
 
 # Flags that override config keys: flag -> section.key
 _FLAG_KEYS = {
@@ -57,7 +57,9 @@ def config_from_args(args) -> Config:
         if not sep or "." not in key:
             raise ConfigError(f"--set {item!r}: expected SECTION.KEY=VALUE")
         overrides[key] = value
-    return load_config(args.config, overrides=overrides)
+    cfg = load_config(args.config, overrides=overrides)
+    validate_for_serving(cfg)
+    return cfg
 
 
 def cmd_serve(args) -> int:

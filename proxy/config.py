@@ -61,6 +61,7 @@ class AuthSection:
 class GrantsSection:
     store: str = ""  # "" = static users only; sqlite:///path or postgresql://...
     poll_interval: float = 0.5  # how often live sessions look for revocations/extensions
+    max_ttl: float = 7 * 86400.0  # longest a grant may last in total, in seconds
 
 
 @dataclass
@@ -191,12 +192,12 @@ def load_config(
         try:
             data = tomllib.loads(p.read_text())
         except FileNotFoundError as exc:
-            raise ConfigError(f"config file {p} does not exist") from exc
+            raise ConfigError(f"config file {p} not found") from exc
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"config file {p}: invalid TOML: {exc}") from exc
         for section, table in data.items():
             if not isinstance(table, dict):
-                raise ConfigError(f"{p}: {section} must be a [section] table")
+                raise ConfigError(f"{p}: [{section}] must be a table")
             for key, value in table.items():
                 _apply(cfg, section, key, value, from_text=False, where=str(p))
         cfg.source = str(p)
@@ -227,9 +228,17 @@ def parse_hostport(key: str, value: str, default_port: int | None = None) -> tup
             raise ConfigError(f"{key}: expected host:port, got {value!r}")
         host, port = value, str(default_port)
     host = host.strip("[]")
-    if not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+    if not host:
         raise ConfigError(f"{key}: expected host:port, got {value!r}")
+    if not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ConfigError(f"{key}: bad port in {value!r} (expected 0-65535)")
     return host, int(port)
+
+
+def validate_for_serving(cfg: Config) -> None:
+    """What only ``serve`` needs on top of ``validate``."""
+    if not cfg.auth.users and not cfg.grants.store:
+        raise ConfigError("auth.users or grants.store: configure at least one way for clients to log in")
 
 
 def validate(cfg: Config) -> None:
@@ -244,6 +253,7 @@ def validate(cfg: Config) -> None:
         ("proxy.startup_timeout", cfg.proxy.startup_timeout),
         ("upstream.connect_timeout", cfg.upstream.connect_timeout),
         ("grants.poll_interval", cfg.grants.poll_interval),
+        ("grants.max_ttl", cfg.grants.max_ttl),
     ):
         if value <= 0:
             raise ConfigError(f"{key}: must be greater than 0, got {value}")
@@ -302,5 +312,3 @@ def validate(cfg: Config) -> None:
         raise ConfigError(str(exc)) from exc
     if cfg.recorder.record_rows not in ("full", "counts"):
         raise ConfigError(f"recorder.record_rows: expected full or counts, got {cfg.recorder.record_rows!r}")
-    if not cfg.auth.users and not cfg.grants.store:
-        raise ConfigError("auth.users or grants.store: configure at least one way for clients to log in")

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import timedelta
 
 from .auth import GrantAuthenticator, StaticUsers
-from .config import Config, ConfigError, parse_hostport
+from .config import Config, ConfigError, parse_hostport, validate_for_serving
 from .server import ProxyServer
 
 
@@ -49,6 +50,7 @@ def policy_factory(identity):
 
 
 async def build_runtime(cfg: Config) -> Runtime:
+    validate_for_serving(cfg)
     static = StaticUsers(cfg.auth.users) if cfg.auth.users else None
     recorder = build_recorder(cfg)
     store = None
@@ -61,7 +63,9 @@ async def build_runtime(cfg: Config) -> Runtime:
         except ValueError as exc:
             raise ConfigError(f"grants.store: {exc}") from exc
         on_event = recorder.control_event if recorder is not None else None
-        store = await open_store(cfg.grants.store, on_event=on_event)
+        store = await open_store(
+            cfg.grants.store, on_event=on_event, max_ttl=timedelta(seconds=cfg.grants.max_ttl)
+        )
         authenticator = GrantAuthenticator(store, static=static)
     server = ProxyServer(
         cfg, authenticator, recorder=recorder, grant_store=store, policy_factory=policy_factory

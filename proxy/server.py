@@ -13,7 +13,7 @@ import logging
 import socket
 import ssl
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from . import metrics
 from .auth import AuthPlan, FailureThrottle, Identity, auth_failed
@@ -117,12 +117,19 @@ class ProxyServer:
                     logging.getLogger("pgwitness").exception("grant watch failed")
 
     async def _watch_grants(self) -> None:
-        live = {c.identity.grant_id: c for c in self.sessions if c.identity is not None}
-        if not live:
-            self._grant_watch_since = datetime.now(UTC)
-            return
+        """Apply revocations and extensions to live sessions.
+
+        The cursor trails by a margin: a change written by another proxy (another clock) or
+        while a session was between its grant check and going live is still seen. Seeing a
+        change twice is harmless (revoking an ended session, re-setting the same expiry).
+        """
+        margin = timedelta(seconds=5 + self.cfg.proxy.startup_timeout + self.cfg.upstream.connect_timeout)
         started = datetime.now(UTC)
-        changed = await self.grant_store.changed_since(self._grant_watch_since)
+        live = {c.identity.grant_id for c in self.sessions if c.identity is not None}
+        if not live:
+            self._grant_watch_since = started
+            return
+        changed = await self.grant_store.changed_since(self._grant_watch_since - margin)
         self._grant_watch_since = started
         for grant in changed:
             if grant.id not in live:

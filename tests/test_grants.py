@@ -550,8 +550,10 @@ def test_cli_errors_are_one_line_exit_2(capsys, store_arg, argv, message):
         ("[grants\n", "config file"),
         ("[grants]\nstore = 5\n", "grants.store"),
         ('[proxy]\nlisten = "nohost"\n', "proxy.listen"),
-        ('[proxy]\nlisten = "h:99999"\n', "bad port"),
-        ("grants = 1\n", "must be tables"),
+        ('[proxy]\nlisten = "h:99999"\n', "proxy.listen: bad port"),
+        ("grants = 1\n", "[grants] must be a table"),
+        ("[grants]\nmax_ttl = 0\n", "grants.max_ttl"),
+        ("[grants]\nstores = 1\n", "unknown key grants.stores"),
     ],
 )
 def test_cli_bad_config(capsys, tmp_path, toml, message):
