@@ -889,7 +889,7 @@ class _Classifier:
         if stmt.error:
             return _unknown(stmt, _command_word(stmt), stmt.error), False
         try:
-            return self._dispatch(stmt)
+            return self._dispatch(_work_around_sqlglot(stmt))
         except _Unknown as e:
             return _unknown(stmt, _command_word(stmt), str(e)), False
         except RecursionError:
@@ -1390,6 +1390,31 @@ class _Classifier:
         if direction == "from" and not col.ops:
             raise _Unknown("COPY FROM without a target relation")
         return _result(stmt, cls, "COPY", detail, col.reads, col.ops, col.functions)
+
+
+def _work_around_sqlglot(stmt: Statement) -> Statement:
+    """Rewrite ``::oid[]`` (drivers' type introspection) to ``::int[]``, which sqlglot parses.
+
+    Same length, so token offsets stay valid; the cast target never changes which
+    relations or functions a statement uses.
+    """
+    tokens = stmt.tokens
+    canon = stmt.canon
+    for i in range(2, len(tokens) - 1):
+        t = tokens[i]
+        if (
+            t.kind == "word"
+            and t.value == "oid"
+            and tokens[i + 1].value == "["
+            and tokens[i - 1].value == ":"
+            and tokens[i - 2].value == ":"
+        ):
+            canon = canon[: t.start] + "int" + canon[t.start + 3 :]
+    if canon is stmt.canon:
+        return stmt
+    return Statement(
+        stmt.sql, stmt.fingerprint, canon, stmt.tokens, stmt.literals, stmt.cacheable, stmt.error
+    )
 
 
 def _command_word(stmt: Statement) -> str:
