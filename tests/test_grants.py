@@ -431,9 +431,12 @@ def test_cli_grant_json_and_options(capsys, store_arg):
     assert dt.datetime.fromisoformat(grant["expires_at"]) - created == dt.timedelta(hours=2)
 
 
-def test_cli_config_file(capsys, tmp_path):
+def test_cli_config_file(capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # configs without [recorder] record under ./.pgwitness
     config = tmp_path / "pgwitness.toml"
     config.write_text(
+        f'[recorder]\nstore = "{tmp_path}/rec"\nspool_dir = "{tmp_path}/spool"\n'
+        f'signing_key = "{tmp_path}/key"\n'
         f'[grants]\nstore = "sqlite:///{tmp_path}/from-config.db"\n'
         '[proxy]\nlisten = "0.0.0.0:7000"\npublic_host = "db-proxy.internal"\n'
     )
@@ -441,6 +444,13 @@ def test_cli_config_file(capsys, tmp_path):
     assert code == 0, err
     assert "@db-proxy.internal:6432/app" in out  # as the admin API: public_host's port or 6432
     assert (tmp_path / "from-config.db").exists()
+    # The grant change was handed to the recorder: a signed control stream that verifies.
+    from recorder.cli import register  # noqa: F401 - the verify command is the check
+    from proxy.cli import main
+
+    assert main(["verify", "--all", "--store", str(tmp_path / "rec"),
+                 "--public-key", str(tmp_path / "key.pub")]) == 0
+    assert "1 sessions verified, 0 failed" in capsys.readouterr().out
 
     config.write_text('[proxy]\nlisten = "127.0.0.1:6543"\n')
     code, out, err = run_cli(
@@ -463,6 +473,7 @@ def test_cli_config_file(capsys, tmp_path):
 
 
 def test_cli_environment_overrides_the_config_file(capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
     config = tmp_path / "pgwitness.toml"
     config.write_text(f'[grants]\nstore = "sqlite:///{tmp_path}/file.db"\n')
     monkeypatch.setenv("PGWITNESS_GRANTS_STORE", f"sqlite:///{tmp_path}/env.db")
