@@ -445,8 +445,8 @@ def test_cli_config_file(capsys, tmp_path, monkeypatch):
     assert "@db-proxy.internal:6432/app" in out  # as the admin API: public_host's port or 6432
     assert (tmp_path / "from-config.db").exists()
     # The grant change was handed to the recorder: a signed control stream that verifies.
-    from recorder.cli import register  # noqa: F401 - the verify command is the check
     from proxy.cli import main
+    from recorder.cli import register  # noqa: F401 - the verify command is the check
 
     assert main(["verify", "--all", "--store", str(tmp_path / "rec"),
                  "--public-key", str(tmp_path / "key.pub")]) == 0
