@@ -504,6 +504,7 @@ class _Collector:
         "functions",
         "literal_dependent",
         "into_ddl",
+        "alternates",
     )
 
     def __init__(self, stmt: Statement, search_path: tuple[str, ...]):
@@ -514,6 +515,9 @@ class _Collector:
         self.functions: set[str] = set()
         self.literal_dependent = False
         self.into_ddl = False
+        # unqualified name -> the same name in the later search_path schemas: PostgreSQL
+        # takes the first schema where it exists, which we cannot know, so all must pass
+        self.alternates: dict[str, list[str]] = {}
 
     # -- names -----------------------------------------------------------------------
     def _resolve(self, schema: str | None, name: str, temp: bool = False) -> str:
@@ -523,8 +527,26 @@ class _Collector:
             elif name.startswith("pg_"):
                 schema = "pg_catalog"
             else:
-                schema = self.search_path[0]
+                primary = render_name(self.search_path[0], name)
+                if len(self.search_path) > 1:
+                    self.alternates[primary] = [
+                        render_name(other, name) for other in self.search_path[1:]
+                    ]
+                return primary
         return render_name(schema, name)
+
+    def candidates(self, rel: str) -> list[str]:
+        """``rel`` and, if it was an unqualified name, the other schemas it may mean."""
+        return [rel, *self.alternates.get(rel, ())]
+
+    def expand(self) -> None:
+        """Apply every use of an unqualified name to all its search_path candidates."""
+        if not self.alternates:
+            return
+        for rel in list(self.reads):
+            self.reads.update(self.alternates.get(rel, ()))
+        for op, rel in list(self.ops):
+            self.ops.update((op, alt) for alt in self.alternates.get(rel, ()))
 
     def _table_name(self, table: exp.Table, temp: bool = False) -> str | None:
         name = _ident(table.args.get("this"))
@@ -694,8 +716,8 @@ class _Collector:
             and name not in LITERAL_NAME_FUNCTIONS
         ):
             # an unqualified call of something that is not a known built-in resolves
-            # through search_path: report it as the function it most likely is
-            self.functions.add(render_name(self.search_path[0], name))
+            # through search_path: it may be the function of that name in any schema
+            self.functions.update(render_name(schema, name) for schema in self.search_path)
             return
         self.functions.add(name if _PLAIN_NAME_RE.match(name) else render_name(name))
         if name in LITERAL_NAME_FUNCTIONS:
@@ -930,6 +952,7 @@ class _Classifier:
     def _collect(self, stmt: Statement, tree: exp.Expression) -> _Collector:
         col = _Collector(stmt, self.search_path)
         col.walk(tree)
+        col.expand()
         return col
 
     def _parsed(self, stmt: Statement) -> tuple[Classified, bool]:
@@ -986,7 +1009,7 @@ class _Classifier:
                 if isinstance(target, exp.Column) and target.args.get("table") is not None:
                     schema = _ident(target.args.get("db"))
                     rel = col._resolve(schema, _ident(target.args["table"]))
-                    ops = ops | {("ddl", rel)}
+                    ops = ops | {("ddl", r) for r in col.candidates(rel)}
                 else:
                     raise _Unknown("COMMENT ON this kind of object is not supported")
             return _result(stmt, S.DDL, "COMMENT", "", reads, ops, funcs), col
@@ -1176,7 +1199,11 @@ class _Classifier:
         col = _Collector(stmt, self.search_path)
         rel = col._resolve(parts[0] if len(parts) == 2 else None, parts[-1])
         return _result(
-            stmt, StatementClass.DDL, "REFRESH MATERIALIZED VIEW", "", ops={("ddl", rel)}
+            stmt,
+            StatementClass.DDL,
+            "REFRESH MATERIALIZED VIEW",
+            "",
+            ops={("ddl", r) for r in col.candidates(rel)},
         )
 
     def _inner(self, stmt: Statement, index: int, command: str, allowed: tuple[type, ...]):

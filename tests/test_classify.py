@@ -448,10 +448,27 @@ def test_empty_statements_are_skipped():
 
 
 def test_search_path_first_schema_resolves_unqualified_names():
-    c = classify("SELECT * FROM orders JOIN pg_class ON true", search_path=("app", "public"))[0]
+    c = classify("SELECT * FROM orders JOIN pg_class ON true", search_path=("app",))[0]
     assert c.reads == {"app.orders", "pg_catalog.pg_class"}
     c = classify("SELECT my_fn()", search_path=("app",))[0]
     assert c.functions == {"app.my_fn"}
+
+
+def test_several_search_path_schemas_make_every_candidate_count():
+    # PostgreSQL takes the first schema where the name exists; we cannot know which.
+    path = ("app", "public")
+    c = classify("SELECT * FROM orders JOIN s.x ON true", search_path=path)[0]
+    assert c.reads == {"app.orders", "public.orders", "s.x"}
+    c = classify("UPDATE orders SET a = 1", search_path=path)[0]
+    assert c.write_ops == {("update", "app.orders"), ("update", "public.orders")}
+    c = classify("SELECT my_fn(), lower('A')", search_path=path)[0]
+    assert c.functions == {"app.my_fn", "public.my_fn", "lower"}
+    c = classify("SELECT nextval('s')", search_path=path)[0]
+    assert c.writes == {"app.s", "public.s"}
+    c = classify("REFRESH MATERIALIZED VIEW mv", search_path=path)[0]
+    assert c.writes == {"app.mv", "public.mv"}
+    c = classify("SELECT * FROM pg_class, pg_temp.t", search_path=path)[0]
+    assert c.reads == {"pg_catalog.pg_class", "pg_temp.t"}
 
 
 def test_classified_is_frozen():
