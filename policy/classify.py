@@ -697,7 +697,12 @@ class _Collector:
             raise _Unknown("a function call without a name")
         schema = None
         parent = func.parent
-        if isinstance(parent, exp.Dot) and func.arg_key == "expression":
+        if isinstance(parent, exp.Table) and func.arg_key == "this":
+            # a function in FROM keeps its schema on the Table node: FROM s.fn()
+            schema = _ident(parent.args.get("db"))
+            if schema is None and parent.args.get("db") is not None:
+                raise _Unknown("an unsupported qualified function call")
+        elif isinstance(parent, exp.Dot) and func.arg_key == "expression":
             qual = parent.this
             if isinstance(qual, exp.Dot):
                 qual = qual.expression
