@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from proxy.config import ConfigError, load_config
+from proxy.config import ConfigError, load_config, validate_for_serving
 
 REPO = Path(__file__).resolve().parent.parent
 USERS = '[auth]\nusers = { alice = "alice-pw" }\n'
@@ -206,7 +206,6 @@ BAD = [
         {},
         ["admin.token"],
     ),
-    ("nobody can log in", "[proxy]\nworkers = 1\n", {}, {}, ["auth.users"]),
     (
         "env: not an integer",
         USERS,
@@ -239,8 +238,14 @@ def test_bad_config_names_the_key(tmp_path, toml, env, overrides, words):
 
 
 def test_missing_config_file_is_named(tmp_path):
-    with pytest.raises(ConfigError, match="does not exist"):
+    with pytest.raises(ConfigError, match="nope.toml"):
         load_config(tmp_path / "nope.toml", env={})
+
+
+def test_serving_needs_a_way_to_log_in():
+    cfg = load_config(None, env={})  # fine for tools that only read the config
+    with pytest.raises(ConfigError, match="auth.users or grants.store"):
+        validate_for_serving(cfg)
 
 
 @pytest.mark.parametrize(
@@ -290,8 +295,9 @@ def test_cli_check_accepts_a_good_config(tmp_path):
         (USERS + '[upstream]\nport = "5432"\n', (), {}, "upstream.port"),
         (USERS, ("--set", "proxy.max_connections=lots"), {}, "proxy.max_connections"),
         (USERS, (), {"PGWITNESS_UPSTREAM_SSLMODE": "verify-full"}, "upstream.sslrootcert"),
+        ("[proxy]\nworkers = 1\n", (), {}, "auth.users"),
     ],
-    ids=["toml type", "--set", "environment"],
+    ids=["toml type", "--set", "environment", "nobody can log in"],
 )
 def test_cli_check_exits_2_naming_the_key(tmp_path, toml, args, env, key):
     path = _write(tmp_path, toml)

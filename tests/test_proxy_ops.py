@@ -434,6 +434,19 @@ def test_listen_address_in_use_exits_1(tmp_path, pg):
     assert f"cannot listen on 127.0.0.1:{port}" in done.stderr
 
 
+def test_a_dying_worker_takes_the_service_down_with_nonzero_exit(spawn):
+    """A worker killed outright stops the others too, so a supervisor sees the failure."""
+    p = spawn(workers=2, grace=1.0)
+    victim, survivor = p.worker_pids()
+    os.kill(victim, signal.SIGKILL)
+    assert p.proc.wait(10) != 0, p.log()
+    assert f"worker {victim} exited" in p.log()
+    assert (
+        not Path(f"/proc/{survivor}").exists()
+        or "zombie" in Path(f"/proc/{survivor}/status").read_text()
+    )
+
+
 def _drain(sock: socket.socket) -> tuple[int, list[bytes]]:
     """Read a simple-query result to ReadyForQuery: (DataRow count, other frames)."""
     buf = bytearray()

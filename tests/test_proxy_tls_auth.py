@@ -283,7 +283,9 @@ def test_upstream_sslmodes(make_proxy, sslmode, host, tls):
     assert row["ssl"] is tls
 
 
-@pytest.mark.parametrize("sslmode", ["verify-ca", "verify-full"])
+@pytest.mark.parametrize(
+    "sslmode", ["require", "verify-ca", "verify-full"]
+)  # libpq: require+root cert verifies
 def test_upstream_wrong_ca_fails_cleanly(make_proxy, client_tls, sslmode):
     handle = make_proxy(
         **{"upstream.sslmode": sslmode, "upstream.sslrootcert": client_tls["other_ca"]}
@@ -553,3 +555,34 @@ def test_impostor_upstream_skipping_scram_is_refused(make_proxy, script):
         assert error_fields(frames[-1])["C"].startswith(("08", "28"))
     finally:
         fake.close()
+
+
+def test_upstream_that_never_answers_times_out(make_proxy):
+    fake = FakeUpstream(b"", _nothing)  # reads the SSLRequest, says nothing
+    try:
+        handle = make_proxy(
+            **{
+                "upstream.host": "127.0.0.1",
+                "upstream.port": fake.port,
+                "upstream.sslmode": "prefer",
+                "upstream.sslrootcert": "",
+                "upstream.connect_timeout": 1.0,
+            }
+        )
+        t0 = time.monotonic()
+        err = _connect_error(handle)
+        assert 0.9 <= time.monotonic() - t0 < 4
+        assert err.sqlstate == "08006" and "in time" in err.args[0]
+        wait_sessions(handle, 0)
+    finally:
+        fake.close()
+
+
+def test_upstream_password_file_is_read_per_connection(make_proxy, pg, tmp_path):
+    """Rotating the password file takes effect for new sessions without a restart."""
+    secret = tmp_path / "upstream-password"
+    secret.write_text("stale-password\n")
+    handle = make_proxy(**{"upstream.password": "", "upstream.password_file": str(secret)})
+    assert _connect_error(handle).sqlstate == "28P01"
+    secret.write_text(pg.users["pgwitness"] + "\n")
+    assert _fetch(handle, "select current_user as u")["u"] == "pgwitness"
