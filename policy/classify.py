@@ -801,8 +801,8 @@ def _is_ddl_target(parent: exp.Expression, key: str | None) -> bool:
         return isinstance(parent.parent, exp.Create)
     if isinstance(parent, exp.Index):
         return key == "table" and isinstance(parent.parent, exp.Create)
-    if isinstance(parent, exp.TriggerProperties):
-        return True
+    if isinstance(parent, (exp.TriggerProperties, exp.PartitionedOfProperty, exp.InheritsProperty)):
+        return True  # a trigger, partition or child table changes that table too
     if isinstance(parent, exp.OnProperty):
         return isinstance(parent.parent, exp.Drop)
     return key == "this" and isinstance(parent, (exp.Alter, exp.Comment))

@@ -160,6 +160,8 @@ CASES: list[tuple[str, StatementClass, tuple, tuple, tuple]] = [
     ("CREATE TABLE t (id int)", D, _, ("public.t",), _),
     ("CREATE TABLE s.t (id int REFERENCES u(id))", D, ("public.u",), ("s.t",), _),
     ("CREATE TABLE t2 (LIKE t)", D, ("public.t",), ("public.t2",), _),
+    ("CREATE TABLE p1 PARTITION OF t FOR VALUES IN (1)", D, _, ("public.p1", "public.t"), _),
+    ("CREATE TABLE c (a int) INHERITS (s.t)", D, _, ("public.c", "s.t"), _),
     ("CREATE TEMP TABLE scratch (a int)", D, _, ("pg_temp.scratch",), _),
     ("CREATE TABLE x AS SELECT * FROM t", D, ("public.t",), ("public.x",), _),
     ("CREATE TABLE x AS WITH c AS (SELECT * FROM t) SELECT * FROM c", D, ("public.t",),
