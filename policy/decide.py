@@ -17,6 +17,7 @@ from policy.scopes import FORBIDDEN_SETTINGS, Scopes, split_name
 __all__ = [
     "ALLOWED_CATALOGS",
     "DENIED_CATALOGS",
+    "DENIED_INFORMATION_SCHEMA",
     "SAFE_SETTINGS",
     "SAFE_STARTUP_PARAMS",
     "Decision",
@@ -74,7 +75,8 @@ ALLOWED_CATALOGS = frozenset(
     pg_stat_user_tables pg_stat_user_indexes pg_statio_user_tables pg_statio_user_indexes
     pg_stat_all_tables pg_stat_all_indexes pg_stat_database pg_attribute pg_auth_members
     pg_partition_tree pg_rules pg_policies pg_statistic_ext pg_config
-    pg_stat_progress_vacuum pg_stat_progress_create_index pg_prepared_xacts
+    pg_stat_progress_vacuum pg_stat_progress_create_index pg_prepared_xacts pg_user pg_group
+    pg_stat_user_functions pg_statio_all_tables pg_statio_all_indexes pg_stat_sys_tables
     """.split()  # noqa: SIM905 - a word list
 )
 # Catalogs no grant may read: password hashes, credentials, raw column statistics (values
@@ -89,6 +91,10 @@ DENIED_CATALOGS = frozenset(
     pg_replication_slots pg_stat_replication pg_stat_wal_receiver pg_stat_subscription
     pg_replication_origin pg_replication_origin_status pg_foreign_server pg_shmem_allocations
     """.split()  # noqa: SIM905 - a word list
+)
+# information_schema views that show foreign-server credentials to their owner.
+DENIED_INFORMATION_SCHEMA = frozenset(
+    {"user_mapping_options", "user_mappings", "foreign_server_options", "foreign_servers"}
 )
 _READ_ONLY_SCHEMAS = frozenset({"pg_catalog", "information_schema"})
 _DEFAULT_READ_PREFIXES = ("pg_catalog.", "information_schema.", "pg_temp.")
@@ -176,7 +182,11 @@ def _relation_read(rel: str, scopes: Scopes) -> Decision | None:
         if name in ALLOWED_CATALOGS or scopes.allows_relation("read", rel):
             return None
         return _deny("deny.catalog", f"may not read {rel}")
-    if schema == "information_schema" or schema == "pg_temp":
+    if schema == "information_schema":
+        if name in DENIED_INFORMATION_SCHEMA:
+            return _deny("deny.catalog", f"may not read {rel}")
+        return None
+    if schema == "pg_temp":
         return None
     if scopes.allows_relation("read", rel):
         return None

@@ -94,6 +94,8 @@ CASES = [
     ("SELECT * FROM information_schema.columns", True, "default.catalog",
      "information_schema.columns"),
     ("SELECT * FROM pg_settings", True, "default.catalog", "pg_settings"),
+    ("SELECT * FROM information_schema.user_mapping_options", False, "deny.catalog",
+     "information_schema.user_mapping_options"),
     ("SELECT rolpassword FROM pg_authid", False, "deny.catalog", "pg_catalog.pg_authid"),
     ("SELECT * FROM pg_catalog.pg_shadow", False, "deny.catalog", "pg_catalog.pg_shadow"),
     ("SELECT * FROM pg_user_mappings", False, "deny.catalog", "pg_user_mappings"),
