@@ -921,6 +921,9 @@ class _Classifier:
             return _unknown(stmt, _command_word(stmt), str(e)), False
         except RecursionError:
             return _unknown(stmt, _command_word(stmt), "statement nested too deeply"), False
+        except Exception as e:  # fail closed: a classifier bug must never allow or crash
+            detail = f"internal classifier error: {type(e).__name__}: {e}"
+            return _unknown(stmt, _command_word(stmt), detail), False
 
     def _dispatch(self, stmt: Statement) -> tuple[Classified, bool]:
         tokens = stmt.tokens
