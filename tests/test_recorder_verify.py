@@ -330,3 +330,16 @@ def test_any_single_byte_change_is_detected(shared_session, data):
         p.write_bytes(original)
         p.chmod(0o444)
     assert verify_session(store, sid, PUB).status == "closed"
+
+
+def test_trailing_chunk_without_its_checkpoint_is_open_not_tampered(tmp_path):
+    """Between the chunk put and the checkpoint put a live session looks like this."""
+    store, sid = record_session(tmp_path)
+    last = last_n(store, sid)
+    path_of(store, sid, last, "ckpt").unlink()
+    r = verify_session(store, sid, PUB)
+    assert r.status == "open" and r.attested_through == last - 1, r.summary()
+    assert "not attested" in r.summary()
+    # ...but a checkpoint missing anywhere else is tampering
+    path_of(store, sid, 1, "ckpt").unlink()
+    assert verify_session(store, sid, PUB).status == "tampered"
