@@ -51,7 +51,9 @@ SAFE_SETTINGS = frozenset(
         "bytea_output",
     }
 )
-SAFE_STARTUP_PARAMS = frozenset({"user", "database"} | SAFE_SETTINGS) - {
+SAFE_STARTUP_PARAMS = frozenset(
+    {"user", "database", "fallback_application_name"} | SAFE_SETTINGS
+) - {
     "statement_timeout",
     "lock_timeout",
     "idle_in_transaction_session_timeout",

@@ -277,6 +277,8 @@ def test_classified_built_by_hand():
           "client_encoding": "UTF8", "DateStyle": "ISO, MDY", "TimeZone": "UTC",
           "IntervalStyle": "postgres", "extra_float_digits": "3"}, None),
         ({"user": "a", "DATESTYLE": "ISO"}, None),
+        ({"user": "a", "fallback_application_name": "x"}, None),
+        ({"user": "a", "statement_timeout": "0"}, "statement_timeout"),
         ({"user": "a", "client_encoding": "'utf-8'"}, None),
         ({"user": "a", "options": "-c search_path=evil"}, "options"),
         ({"user": "a", "search_path": "evil"}, "search_path"),
