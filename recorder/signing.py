@@ -107,6 +107,10 @@ def public_key_path(private_path: str | os.PathLike) -> Path:
 def generate_keypair(out: str | os.PathLike) -> tuple[Path, Path]:
     """Write a PEM private key (0600, never overwrites) and `<out>.pub` next to it."""
     out = Path(out)
+    pub_path = public_key_path(out)
+    for p in (out, pub_path):
+        if p.exists():
+            raise FileExistsError(f"{p} exists")
     key = Ed25519PrivateKey.generate()
     pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                             serialization.NoEncryption())
@@ -118,7 +122,6 @@ def generate_keypair(out: str | os.PathLike) -> tuple[Path, Path]:
         f.write(pem)
         f.flush()
         os.fsync(f.fileno())
-    pub_path = public_key_path(out)
     fd = os.open(pub_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
     with os.fdopen(fd, "wb") as f:
         f.write(pub)
