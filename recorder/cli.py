@@ -67,7 +67,7 @@ def cmd_keygen(args) -> int:
 
 
 def cmd_verify(args) -> int:
-    from .verify import verify_session
+    from .verify import verify_all, verify_session
 
     if bool(args.sessions) == bool(args.all):
         print("pgwitness verify: name SESSION ids or pass --all (not both)", file=sys.stderr)
@@ -75,23 +75,26 @@ def cmd_verify(args) -> int:
     keys = [load_public_key(k) for k in args.public_key]
     store = _open(args)
     try:
-        sessions = store.sessions() if args.all else args.sessions
+        if args.all:
+            reports = verify_all(store, keys)
+        else:
+            reports = [verify_session(store, sid, keys) for sid in args.sessions]
     except StoreError as e:
         print(f"pgwitness verify: {e}", file=sys.stderr)
         return 2
     failed = 0
-    for sid in sessions:
-        r = verify_session(store, sid, keys)
+    for r in reports:
         bad = not r.ok or (args.require_closed and r.status != "closed")
         failed += bad
         if args.json:
             d = dataclasses.asdict(r)
             d["ok"] = not bad
+            d["last_chain"] = r.last_chain.hex() if r.last_chain else None
             print(json.dumps(d, default=str))
         else:
             print(r.summary())
     if not args.json:
-        print(f"{len(sessions)} sessions verified, {failed} failed")
+        print(f"{len(reports)} sessions verified, {failed} failed")
     return 1 if failed else 0
 
 

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from . import chunks
+from .records import Kind, Record
 from .signing import Checkpoint, CheckpointError, State, decode_checkpoint, key_id
 from .store import ObjectMissing, Store, StoreError
 
@@ -21,6 +22,7 @@ BAD_SIGNATURE = "bad-signature"  # not signed by a trusted key, or the signature
 MALFORMED = "malformed"  # does not decode
 UNLOCKED = "unlocked"  # storage does not protect the object (no COMPLIANCE lock / writable)
 UNREADABLE = "unreadable"  # the store failed; nothing proven either way
+TRUNCATED = "truncated"  # a control stream attests more than the session still has
 
 
 @dataclass(frozen=True)
@@ -40,6 +42,7 @@ class Report:
     chunks: int = 0
     records: int = 0
     attested_through: int | None = None  # every chunk 0..N verified
+    last_chain: bytes | None = None  # chain value of checkpoint `attested_through`
     first_time_ns: int | None = None
     last_time_ns: int | None = None
     problems: list[Problem] = field(default_factory=list)
@@ -71,8 +74,12 @@ def _trusted(public_key) -> dict[bytes, Ed25519PublicKey]:
 
 def verify_session(store: Store, session_id: str,
                    public_key: Ed25519PublicKey | Iterable[Ed25519PublicKey], *,
-                   check_locks: bool = True) -> Report:
-    """Verify one session against the store; never raises for anything found in the store."""
+                   check_locks: bool = True, collect: Callable[[Record], None] | None = None,
+                   ) -> Report:
+    """Verify one session against the store; never raises for anything found in the store.
+
+    `collect` receives every record of every chunk that verified.
+    """
     report = Report(session_id)
     trusted = _trusted(public_key)
     add = report.problems.append
@@ -109,6 +116,7 @@ def verify_session(store: Store, session_id: str,
     final_at: int | None = None
     for n in range(last + 1):
         good = False
+        records: list[Record] = []
         has_chunk, has_ckpt = (n, "chunk") in present, (n, "ckpt") in present
         if not has_chunk and not has_ckpt:
             add(Problem(MISSING, name(n, "chunk"), f"chunk {n} and its checkpoint are gone"))
@@ -140,8 +148,8 @@ def verify_session(store: Store, session_id: str,
             if digest != ckpt.chunk_sha256:
                 _explain_mismatch(blob, n, session_id, name(n, "chunk"), add)
             else:
-                good = _check_records(blob, ckpt, next_seq if synced else None, name(n, "chunk"),
-                                      add, report)
+                good, records = _check_records(blob, ckpt, next_seq if synced else None,
+                                               name(n, "chunk"), add, report)
             expect = chunks.chain_next(prev_chain, n, ckpt.chunk_sha256)
             if synced and ckpt.chain != expect:
                 add(Problem(REORDERED, name(n, "ckpt"),
@@ -153,8 +161,12 @@ def verify_session(store: Store, session_id: str,
             prev_chain, next_seq, synced = ckpt.chain, ckpt.next_seq, True
         else:
             synced = False
+        if good and collect is not None:
+            for rec in records:
+                collect(rec)
         if good and contiguous:
             report.attested_through = n
+            report.last_chain = ckpt.chain
         else:
             contiguous = False
 
@@ -227,12 +239,13 @@ def _explain_mismatch(blob: bytes, n: int, session_id: str, where: str, add) -> 
         add(Problem(MODIFIED, where, "content differs from the signed hash"))
 
 
-def _check_records(blob: bytes, ckpt: Checkpoint, next_seq: int | None, where: str, add, report) -> bool:
+def _check_records(blob: bytes, ckpt: Checkpoint, next_seq: int | None, where: str, add,
+                   report) -> tuple[bool, list[Record]]:
     try:
         h, records = chunks.decode_chunk(blob)
     except chunks.ChunkError as e:
         add(Problem(MALFORMED, where, f"signed chunk does not decode: {e}"))
-        return False
+        return False, []
     ok = True
     if h.session_id != ckpt.session_id or h.n != ckpt.n:
         add(Problem(REORDERED, where, f"holds chunk {h.n} of session {h.session_id}"))
@@ -244,8 +257,55 @@ def _check_records(blob: bytes, ckpt: Checkpoint, next_seq: int | None, where: s
         add(Problem(MISSING, where, f"records start at {h.first_seq}, expected {next_seq}"))
         ok = False
     report.records += len(records)
-    return ok
+    return ok, records
 
 
 def verify_all(store: Store, public_key, **kw) -> list[Report]:
-    return [verify_session(store, sid, public_key, **kw) for sid in store.sessions()]
+    """Every session in the store, cross-checked against the control streams' session index.
+
+    Each recorder process indexes in its (signed, chained) control stream every session it
+    opened and, once sealed, its final chunk and chain. A session the index knows but the
+    store does not was deleted; a closed session that no longer ends where the index says
+    was truncated — both invisible to verify_session alone.
+    """
+    opened: dict[str, str] = {}
+    closed: dict[str, dict] = {}
+
+    def collect(r: Record) -> None:
+        if r.kind != Kind.CONTROL or r.type not in ("session.opened", "session.closed"):
+            return
+        try:
+            p = r.json()
+            sid = str(p["session"])
+        except (ValueError, KeyError, TypeError):
+            return
+        if r.type == "session.opened":
+            opened[sid] = sid
+        else:
+            closed[sid] = p
+
+    reports = {sid: verify_session(store, sid, public_key, collect=collect, **kw)
+               for sid in store.sessions()}
+    for sid, p in closed.items():
+        r = reports.get(sid)
+        if r is None:
+            r = reports[sid] = Report(sid, status="tampered")
+            r.problems.append(Problem(MISSING, sid, "session deleted: the control stream "
+                                      f"records it closed at chunk {p.get('final_chunk')}"))
+            continue
+        if r.status == "tampered":
+            continue
+        if (r.status != "closed" or r.attested_through != p.get("final_chunk")
+                or r.last_chain is None or r.last_chain.hex() != p.get("chain")):
+            where = f"{p.get('final_chunk', 0):0{chunks.N_DIGITS}d}.ckpt"
+            r.problems.append(Problem(
+                TRUNCATED, where, f"the control stream records it closed at chunk "
+                f"{p.get('final_chunk')}; the store attests it only through chunk "
+                f"{r.attested_through} ({r.status})"))
+            r.status = "tampered"
+    for sid in opened:
+        if sid not in reports:
+            r = reports[sid] = Report(sid, status="tampered")
+            r.problems.append(Problem(MISSING, sid, "session deleted: the control stream "
+                                      "records it opened"))
+    return [reports[sid] for sid in sorted(reports)]

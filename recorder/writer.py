@@ -231,8 +231,6 @@ class Recorder:
         for s in live:
             if s is not self._control:
                 s.end("recorder-shutdown")
-        if self._control is not None:
-            self._control.end("recorder-shutdown")
         if not self._started:
             self._spool.close()
             return
@@ -284,31 +282,51 @@ class Recorder:
         if self._closed:
             raise RecorderClosed("recorder is closed")
         s = SessionRecorder(self, chunks.new_session_id(), meta)
-        start = {
-            "format": 1, "session": s.id, "wall_ns": s._wall0, "key_id": self._key_id.hex(),
-            "host": socket.gethostname(), "pid": os.getpid(), "meta": meta,
-        }
-        s._append(Kind.META, "session.start", start, True)  # chunk 0 closes at once
+        self._start_record(s)
         with self._sessions_lock:
             self._sessions[s.id] = s
+        self._index("session.opened", {"session": s.id})
         return s
+
+    def _start_record(self, s: SessionRecorder) -> None:
+        start = {
+            "format": 1, "session": s.id, "wall_ns": s._wall0, "key_id": self._key_id.hex(),
+            "host": socket.gethostname(), "pid": os.getpid(), "meta": s.meta,
+        }
+        s._append(Kind.META, "session.start", start, True)  # chunk 0 closes at once
 
     def control_event(self, kind: str, payload: dict) -> None:
         """Grant lifecycle event, recorded in this process's own chained control stream."""
         if self._closed:
             raise RecorderClosed("recorder is closed")
+        self._control_stream()._append(Kind.CONTROL, kind, payload, True)
+
+    def _control_stream(self) -> SessionRecorder:
         with self._sessions_lock:
             ctl = self._control
         if ctl is None:
-            ctl = self.open_session({"stream": "control"})
-            ctl._lock = threading.Lock()  # grant events may come from any thread
+            ctl = SessionRecorder(self, chunks.new_session_id(), {"stream": "control"})
+            ctl._lock = threading.Lock()  # control records come from several threads
+            self._start_record(ctl)
             with self._sessions_lock:
                 if self._control is None:
                     self._control = ctl
-                else:  # lost a race; end the spare one
-                    ctl.end("unused")
-                    ctl = self._control
-        ctl._append(Kind.CONTROL, kind, payload, True)
+                    self._sessions[ctl.id] = ctl
+                ctl = self._control
+        return ctl
+
+    def _index(self, type_: str, payload: dict) -> None:
+        """Session index entry in the control stream (not forced: it rides the next chunk).
+
+        `verify --all` cross-checks them: a session the index says was opened must exist,
+        and one it says was closed must still end with that final chunk and chain, which
+        makes deleting a whole session or the tail of a closed one detectable.
+        """
+        ctl = self._control_stream()
+        if ctl._ended:  # only at shutdown, after the control stream's own end
+            log.warning("recorder: control stream already ended; %s not indexed", type_)
+            return
+        ctl._append(Kind.CONTROL, type_, payload, False)
 
     # -- back-pressure -------------------------------------------------------------------
 
@@ -338,6 +356,15 @@ class Recorder:
                 now = _monotonic_ns()
                 with self._sessions_lock:
                     live = list(self._sessions.values())
+                    ctl = self._control
+                    if stopping and ctl is not None and not ctl._ended and all(
+                            x is ctl for x in live):
+                        ctl.end("recorder-shutdown")  # after every session's index entry
+                if ctl is not None and ctl in live:
+                    # the control stream goes first, so index entries appended while sealing
+                    # the sessions below land in a later spool batch than those sessions
+                    live.remove(ctl)
+                    live.insert(0, ctl)
                 for s in live:
                     if not s._buf:
                         continue
@@ -356,6 +383,10 @@ class Recorder:
                     if s._final_sealed:
                         with self._sessions_lock:
                             self._sessions.pop(s.id, None)
+                        if s is not ctl:
+                            self._index("session.closed", {
+                                "session": s.id, "final_chunk": s._n - 1,
+                                "chain": s._chain.hex(), "records": s._next_seq})
                 if pending:
                     try:
                         batch = self._spool.write(pending)

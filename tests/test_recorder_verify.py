@@ -343,3 +343,41 @@ def test_trailing_chunk_without_its_checkpoint_is_open_not_tampered(tmp_path):
     # ...but a checkpoint missing anywhere else is tampering
     path_of(store, sid, 1, "ckpt").unlink()
     assert verify_session(store, sid, PUB).status == "tampered"
+
+
+def _two_sessions(tmp_path):
+    store = LocalStore(tmp_path / "store")
+    cfg = RecorderConfig(store=str(store.root), spool_dir=str(tmp_path / "spool"),
+                         chunk_max_bytes=120)
+    rec = Recorder(cfg, store=store, signing_key=KEY)
+    rec.start()
+    ids = []
+    for k in range(2):
+        s = rec.open_session({"k": k})
+        for i in range(5):
+            s.wire("c2s", testing.query(f"select {i} -- session {k}"))
+        s.end("client-exit")
+        ids.append(s.id)
+    rec.close()
+    return store, ids
+
+
+def test_verify_all_cross_checks_the_control_streams_index(tmp_path):
+    from recorder.verify import TRUNCATED, verify_all
+
+    store, (a, b) = _two_sessions(tmp_path)
+    reports = {r.session_id: r for r in verify_all(store, PUB)}
+    assert len(reports) == 3 and all(r.status == "closed" for r in reports.values())
+
+    # truncating a closed session's tail alone only makes it look "open"...
+    last = last_n(store, a)
+    path_of(store, a, last, "chunk").unlink()
+    path_of(store, a, last, "ckpt").unlink()
+    assert verify_session(store, a, PUB).status == "open"
+    # ...but the control stream attests where it ended
+    # ...and deleting a whole session leaves its index entries behind
+    shutil.rmtree(store.root / chunks.session_prefix(b))
+    reports = {r.session_id: r for r in verify_all(store, PUB)}
+    assert reports[a].status == "tampered" and [p.kind for p in reports[a].problems] == [TRUNCATED]
+    assert reports[b].status == "tampered" and [p.kind for p in reports[b].problems] == [MISSING]
+    assert "deleted" in reports[b].problems[0].detail
