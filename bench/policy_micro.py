@@ -4,9 +4,11 @@ Run: .venv/bin/python bench/policy_micro.py [--n 300]
 
 For each statement shape, N variants differing only in literal values are checked:
 
-* miss      classify + decide (a session whose caches hold other statements)
-* fp hit    same shape, new literals: lexer + fingerprint lookup
-* text hit  the exact same text again: one dict lookup
+* miss         classify + decide (a session whose caches hold other statements)
+* fp hit       same shape, new literals: lexer + fingerprint lookup
+* text hit     the exact same text again: one dict lookup
+* shared text  a new session, a text another session classified: decide only
+* shared fp    a new session, a shape another session classified: lexer + decide
 
 Both CPU time (process_time: stable on a busy machine) and wall time are printed.
 """
@@ -22,6 +24,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from policy import StatementPolicy, parse_scopes  # noqa: E402
+from policy.engine import SharedClassifications  # noqa: E402
 
 SCOPES = parse_scopes(
     "read:public.* write:public.pgbench_accounts,public.pgbench_tellers,"
@@ -76,26 +79,37 @@ def timed(fn, items) -> tuple[float, float]:
     return (c1 - c0) / 1000 / len(items), (w1 - w0) / 1000 / len(items)
 
 
-def bench(template: str, n: int, rnd: random.Random) -> tuple[tuple, tuple, tuple]:
+def bench(template: str, n: int, rnd: random.Random) -> dict[str, tuple[float, float]]:
     texts = variants(template, n, rnd)
-    # miss: a warm session (its caches hold something else), a statement it never saw
+    out = {}
+    # miss: a session that never saw the statement and shares no cache with others
     sessions = []
     for _ in texts:
-        p = StatementPolicy(SCOPES, task="bench")
+        p = StatementPolicy(SCOPES, task="bench", shared=None)
         p.check_query("SELECT 1")
         sessions.append(p)
     pairs = list(zip(sessions, texts, strict=True))
-    miss = timed(lambda pt: pt[0].check_query(pt[1]), pairs)
+    out["miss"] = timed(lambda pt: pt[0].check_query(pt[1]), pairs)
     for p, t in pairs:
         assert p.stats["misses"] == 2 and p.check_query(t).allowed, t
     # fingerprint hit: one session, new literals each time
-    p = StatementPolicy(SCOPES, task="bench")
+    p = StatementPolicy(SCOPES, task="bench", shared=None)
     p.check_query(texts[0])
-    fp = timed(p.check_query, texts[1:])
+    out["fp hit"] = timed(p.check_query, texts[1:])
     assert p.stats["fingerprint_hits"] + p.stats["text_hits"] == len(texts) - 1, p.stats
     # text hit
-    text = timed(p.check_query, [texts[0]] * n)
-    return miss, fp, text
+    out["text hit"] = timed(p.check_query, [texts[0]] * n)
+    # a new session (another grant) after another session classified this shape:
+    # same text -> shared text hit; new literals -> shared fingerprint hit
+    shared = SharedClassifications()
+    first = StatementPolicy(SCOPES, task="bench", shared=shared)
+    for t in texts[: n // 2]:
+        first.check_query(t)
+    fresh = [StatementPolicy(SCOPES, task="bench2", shared=shared) for _ in texts]
+    half = n // 2
+    out["shared text"] = timed(lambda i: fresh[i].check_query(texts[i]), range(half))
+    out["shared fp"] = timed(lambda i: fresh[i].check_query(texts[i]), range(half, n))
+    return out
 
 
 def main() -> None:
@@ -105,16 +119,16 @@ def main() -> None:
     import sqlglot.parser
 
     print(f"sqlglot compiled (sqlglotc): {sqlglot.parser.__file__.endswith('.so')}")
-    print("us per statement, cpu (wall):  miss | fingerprint hit | text hit")
+    print("us per statement, CPU time (wall time in parentheses)")
+    cols = ["miss", "fp hit", "text hit", "shared text", "shared fp"]
+    print("  " + " | ".join(f"{c:>15}" for c in cols))
     rnd = random.Random(7)
     for label, templates in (("pgbench-like", PGBENCH), ("complex", COMPLEX)):
         print(label)
         for template in templates:
-            (mc, mw), (fc, fw), (tc, tw) = bench(template, args.n, rnd)
-            print(
-                f"  {mc:6.1f} ({mw:6.1f}) | {fc:5.1f} ({fw:5.1f}) | {tc:4.1f} ({tw:4.1f})"
-                f"  {template[:60]}"
-            )
+            r = bench(template, args.n, rnd)
+            cells = " | ".join(f"{r[c][0]:6.1f} ({r[c][1]:6.1f})" for c in cols)
+            print(f"  {cells}  {template[:48]}")
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ from policy.decide import Decision, decide
 from policy.fingerprint import fingerprint_statements, lex
 from policy.scopes import Scopes
 
-__all__ = ["StatementPolicy", "Verdict"]
+__all__ = ["SHARED", "SharedClassifications", "StatementPolicy", "Verdict"]
 
 Pair = tuple[Classified, Decision]
 
@@ -25,6 +25,38 @@ class Verdict:
 # Statements whose outcome depends on session state (which names were PREPAREd here).
 _STATEFUL_COMMANDS = frozenset({"PREPARE", "EXECUTE", "DEALLOCATE", "DISCARD"})
 _MAX_CACHED_TEXT = 16384
+_MAX_SHARED_TEXT = 4096
+
+# One lexed-and-classified statement: its Classified and, if the fingerprint may stand
+# for it, the fingerprint.
+Entry = tuple[Classified, "str | None"]
+
+
+def _bounded_put(cache: dict, key, value, size: int) -> None:
+    if len(cache) >= size:
+        try:
+            cache.pop(next(iter(cache)))
+        except (StopIteration, KeyError, RuntimeError):  # another thread got there first
+            pass
+    cache[key] = value
+
+
+class SharedClassifications:
+    """Process-wide classification cache: a classification depends only on the statement
+    text (or its fingerprint) and the search_path, never on the grant, so sessions share
+    it. Decisions stay per session."""
+
+    def __init__(self, size: int = 16384):
+        self.size = size
+        self.by_text: dict[tuple[tuple[str, ...], str], tuple[Entry, ...]] = {}
+        self.by_fingerprint: dict[tuple[tuple[str, ...], str], Classified] = {}
+
+    def clear(self) -> None:
+        self.by_text.clear()
+        self.by_fingerprint.clear()
+
+
+SHARED = SharedClassifications()
 
 
 class StatementPolicy:
@@ -38,6 +70,7 @@ class StatementPolicy:
         enforce: bool = True,
         search_path: tuple[str, ...] = ("public",),
         cache_size: int = 4096,
+        shared: SharedClassifications | None = SHARED,
     ):
         if not search_path:
             raise ValueError("search_path must name at least one schema")
@@ -46,12 +79,13 @@ class StatementPolicy:
         self.enforce = enforce
         self.search_path = tuple(search_path)
         self.cache_size = cache_size
+        self.shared = shared  # None: classify everything in this session afresh
         # exact query text -> (pairs, stateful, verdict if stateless)
         self._by_text: dict[str, tuple[tuple[Pair, ...], bool, Verdict | None]] = {}
         # statement fingerprint -> pair classified and decided from one statement with it
         self._by_fingerprint: dict[str, Pair] = {}
         self._prepared: set[str] = set()  # SQL-level PREPAREs allowed in this session
-        self.stats = {"text_hits": 0, "fingerprint_hits": 0, "misses": 0}
+        self.stats = {"text_hits": 0, "fingerprint_hits": 0, "shared_hits": 0, "misses": 0}
 
     # -- public API ----------------------------------------------------------------------
     def check_query(self, sql: str) -> Verdict:
@@ -61,6 +95,10 @@ class StatementPolicy:
             self.stats["text_hits"] += 1
             pairs, stateful, verdict = cached
             return verdict if verdict is not None else self._verdict(pairs)
+        entries = self._shared_text(sql)
+        if entries is not None:
+            self.stats["shared_hits"] += 1
+            return self._store(sql, self._decide_entries(entries))
         pairs = self._from_fingerprints(sql)
         if pairs is not None:
             self.stats["fingerprint_hits"] += 1
@@ -75,6 +113,10 @@ class StatementPolicy:
             self.stats["text_hits"] += 1
             pairs, stateful, verdict = cached
             return verdict if verdict is not None else self._verdict(pairs)
+        entries = self._shared_text(sql)
+        if entries is not None:
+            self.stats["shared_hits"] += 1
+            return self._store(sql, self._decide_entries(entries))
         self.stats["misses"] += 1
         return self._store(sql, self._classify(sql, use_fingerprints=False))
 
@@ -92,36 +134,79 @@ class StatementPolicy:
         return frozenset(self._prepared)
 
     # -- internals -----------------------------------------------------------------------
+    def _shared_text(self, sql: str) -> tuple[Entry, ...] | None:
+        if self.shared is None:
+            return None
+        return self.shared.by_text.get((self.search_path, sql))
+
+    def _decide_entries(self, entries: tuple[Entry, ...]) -> tuple[Pair, ...]:
+        pairs = []
+        for classified, fingerprint in entries:
+            decision = decide(classified, self.scopes)
+            pairs.append((classified, decision))
+            if fingerprint is not None:
+                _bounded_put(
+                    self._by_fingerprint, fingerprint, (classified, decision), self.cache_size
+                )
+        return tuple(pairs)
+
+    def _by_fingerprint_or_shared(self, fingerprint: str, sql: str) -> Pair | None:
+        hit = self._by_fingerprint.get(fingerprint)
+        if hit is not None:
+            return _with_sql(hit[0], sql), hit[1]
+        if self.shared is None:
+            return None
+        classified = self.shared.by_fingerprint.get((self.search_path, fingerprint))
+        if classified is None:
+            return None
+        decision = decide(classified, self.scopes)
+        _bounded_put(self._by_fingerprint, fingerprint, (classified, decision), self.cache_size)
+        return _with_sql(classified, sql), decision
+
     def _classify(self, sql: str, *, use_fingerprints: bool) -> tuple[Pair, ...]:
         pairs: list[Pair] = []
+        entries: list[Entry] = []
         for stmt in lex(sql):
             if use_fingerprints and stmt.cacheable:
-                hit = self._by_fingerprint.get(stmt.fingerprint)
+                hit = self._by_fingerprint_or_shared(stmt.fingerprint, stmt.sql)
                 if hit is not None:
-                    pairs.append((_with_sql(hit[0], stmt.sql), hit[1]))
+                    pairs.append(hit)
+                    entries.append((hit[0], stmt.fingerprint))
                     continue
             classified, fingerprint_safe = classify_statement(stmt, self.search_path)
             decision = decide(classified, self.scopes)
             pairs.append((classified, decision))
-            if fingerprint_safe and stmt.cacheable:
-                if len(self._by_fingerprint) >= self.cache_size:
-                    self._by_fingerprint.pop(next(iter(self._by_fingerprint)))
-                self._by_fingerprint[stmt.fingerprint] = (classified, decision)
+            fingerprint = stmt.fingerprint if fingerprint_safe and stmt.cacheable else None
+            entries.append((classified, fingerprint))
+            if fingerprint is not None:
+                _bounded_put(
+                    self._by_fingerprint, fingerprint, (classified, decision), self.cache_size
+                )
+                if self.shared is not None:
+                    _bounded_put(
+                        self.shared.by_fingerprint,
+                        (self.search_path, fingerprint),
+                        classified,
+                        self.shared.size,
+                    )
+        if self.shared is not None and len(sql) <= _MAX_SHARED_TEXT:
+            _bounded_put(
+                self.shared.by_text, (self.search_path, sql), tuple(entries), self.shared.size
+            )
         return tuple(pairs)
 
     def _from_fingerprints(self, sql: str) -> tuple[Pair, ...] | None:
-        if not self._by_fingerprint:
+        if not self._by_fingerprint and (self.shared is None or not self.shared.by_fingerprint):
             return None
         statements = fingerprint_statements(sql)
         if not statements:
             return None
         pairs = []
-        get = self._by_fingerprint.get
         for text, fingerprint, cacheable in statements:
-            hit = get(fingerprint) if cacheable else None
+            hit = self._by_fingerprint_or_shared(fingerprint, text) if cacheable else None
             if hit is None:
                 return None
-            pairs.append((_with_sql(hit[0], text), hit[1]))
+            pairs.append(hit)
         return tuple(pairs)
 
     def _store(self, sql: str, pairs: tuple[Pair, ...]) -> Verdict:

@@ -9,6 +9,7 @@ from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 
 from policy import StatementPolicy, Verdict, check_startup_params, classify, decide, parse_scopes
+from policy.engine import SharedClassifications
 from policy.fingerprint import fingerprint_statements, lex
 
 SCOPES = parse_scopes("read:public.orders,public.customers write:public.orders set:work_mem")
@@ -236,6 +237,34 @@ def test_fingerprint_cache_is_used_within_multi_statement_queries():
     assert v.allowed and len(v.decisions) == 2
 
 
+def test_shared_cache_classifies_once_decides_per_grant():
+    shared = SharedClassifications()
+    reader = policy(shared=shared)
+    assert reader.check_query("UPDATE orders SET total = 1").allowed
+    assert reader.stats["misses"] == 1
+    other = StatementPolicy(parse_scopes("read:public.orders"), task="T2", shared=shared)
+    v = other.check_query("UPDATE orders SET total = 1")
+    assert other.stats == {"text_hits": 0, "fingerprint_hits": 0, "shared_hits": 1, "misses": 0}
+    assert not v.allowed and "task T2" in v.message
+    # a new shape of literals: the shared fingerprint cache, decided for this grant
+    v = other.check_query("UPDATE orders SET total = 2")
+    assert not v.allowed and other.stats["fingerprint_hits"] == 1
+
+
+def test_shared_cache_is_keyed_by_search_path():
+    shared = SharedClassifications()
+    a = StatementPolicy(parse_scopes("read:app.*"), task="T", shared=shared, search_path=("app",))
+    assert a.check_query("SELECT * FROM orders").allowed
+    b = StatementPolicy(parse_scopes("read:app.*"), task="T", shared=shared)
+    assert not b.check_query("SELECT * FROM orders").allowed  # public.orders
+
+
+def test_no_shared_cache():
+    p = policy(shared=None)
+    p.check_query("SELECT * FROM orders")
+    assert p.stats["misses"] == 1 and p.shared is None
+
+
 def test_caches_are_bounded():
     p = policy(cache_size=8)
     for i in range(50):
@@ -300,12 +329,14 @@ def test_layout_and_case_never_change_a_decision(sql, rnd: random.Random):
         variant += rnd.choice(_SEPARATORS) + w
     variant = "".join(ch.upper() if rnd.random() < 0.5 else ch.lower() for ch in variant)
     variant = rnd.choice(["", " ", "\n", "/* x */"]) + variant + rnd.choice(["", ";", " ;  "])
-    fresh_original = policy().check_query(sql)
-    fresh_variant = policy().check_query(variant)
+    fresh_original = policy(shared=None).check_query(sql)
+    fresh_variant = policy(shared=None).check_query(variant)
     assert shape(fresh_variant) == shape(fresh_original), (sql, variant)
-    warm = policy()
+    warm = policy(shared=SharedClassifications())
     warm.check_query(sql)
     assert shape(warm.check_query(variant)) == shape(fresh_original), (sql, variant)
+    other_session = policy(shared=warm.shared)  # the variant via the shared cache only
+    assert shape(other_session.check_query(variant)) == shape(fresh_original), (sql, variant)
 
 
 # -- property: the fingerprint cache never merges statements that classify differently --
@@ -361,11 +392,13 @@ TEMPLATES = [
 def test_fingerprint_hit_equals_fresh_classification(template, a1, a2, b1, b2):
     first = template.format(a1, a2)
     second = template.format(b1, b2)
-    warm = policy()
+    shared = SharedClassifications()
+    warm = policy(shared=shared)
     warm.check_query(first)
     cached = warm.check_query(second)
-    fresh = policy().check_query(second)
+    fresh = policy(shared=None).check_query(second)
     assert shape(cached) == shape(fresh), (first, second)
+    assert shape(policy(shared=shared).check_query(second)) == shape(fresh), (first, second)
     assert [c.sql for c, _ in cached.decisions] == [c.sql for c, _ in fresh.decisions]
 
 
@@ -430,12 +463,15 @@ _fills = st.lists(st.tuples(_content, st.integers(0, 10**9)), min_size=1, max_si
 def test_same_skeleton_different_literals(skeleton, fills_a, fills_b):
     """Whatever the cache merges must classify exactly as a fresh classification does."""
     a, b = _render(skeleton, fills_a), _render(skeleton, fills_b)
-    warm = policy()
+    shared = SharedClassifications()
+    warm = policy(shared=shared)
     warm.check_query(a)
     cached = warm.check_query(b)
     if warm.stats["fingerprint_hits"]:
         event("fingerprint hit")
-    assert shape(cached) == shape(policy().check_query(b)), (a, b)
+    fresh = policy(shared=None).check_query(b)
+    assert shape(cached) == shape(fresh), (a, b)
+    assert shape(policy(shared=shared).check_query(b)) == shape(fresh), (a, b)
 
 
 @settings(max_examples=1000, deadline=None)
@@ -453,7 +489,7 @@ def test_fast_fingerprint_agrees_with_full_lexer(sql):
 @given(st.lists(st.sampled_from(_SQLISH), max_size=30).map("".join))
 def test_classify_never_raises_and_engine_matches_decide(sql):
     classified = classify(sql)
-    v = policy().check_query(sql)
+    v = policy(shared=None).check_query(sql)
     assert [c for c, _ in v.decisions] == list(classified)
     assert [d for _, d in v.decisions] == [decide(c, SCOPES) for c in classified]
     assert v.allowed == all(d.allowed for _, d in v.decisions)
@@ -479,9 +515,9 @@ def test_classify_never_raises_and_engine_matches_decide(sql):
     ],
 )
 def test_literal_smuggling_attacks(first, second, allowed):
-    warm = policy()
+    warm = policy(shared=SharedClassifications())
     warm.check_query(first)
     cached = warm.check_query(second)
-    fresh = policy().check_query(second)
+    fresh = policy(shared=None).check_query(second)
     assert shape(cached) == shape(fresh)
     assert cached.allowed is allowed, cached
