@@ -87,11 +87,16 @@ enabled = false
         ]
         if workers > 1:
             args += ["--workers", str(workers)]
+        self._workers: list[int] = []
         self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(
             args, cwd=REPO, env=env, stdout=self._log, stderr=subprocess.STDOUT
         )
-        self._wait_listening()
+        try:
+            self._wait_listening()
+        except BaseException:
+            self.stop()
+            raise
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
@@ -104,6 +109,7 @@ enabled = false
             if time.monotonic() > deadline:
                 raise AssertionError(f"pgwitness did not start listening:\n{self.log()}")
             time.sleep(0.05)
+        self._workers = self.worker_pids() if self.workers > 1 else []
 
     def worker_pids(self) -> list[int]:
         if self.workers == 1:
@@ -130,8 +136,18 @@ enabled = false
 
     def stop(self) -> None:
         if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(10)
+            self.proc.terminate()  # the supervisor forwards SIGTERM to its workers
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+        for pid in self._workers:  # never leave a worker behind, whatever happened
+            try:
+                if str(self.config_path).encode() in Path(f"/proc/{pid}/cmdline").read_bytes():
+                    os.kill(pid, signal.SIGKILL)
+            except (OSError, ProcessLookupError):
+                pass
         self._log.close()
 
 
@@ -386,6 +402,11 @@ def test_sigterm_exits_zero_within_grace(spawn):
 
 def test_metrics_endpoint(spawn):
     p = spawn()
+    # Hostile clients first: the process keeps serving, and counts them.
+    for payload in (b"\x16\x03\x01\x02\x00garbage", struct.pack("!ii", -5, 0), b"\x00" * 9):
+        with RawClient(p.host, p.port) as c:
+            c.send(payload)
+            expect_fatal(c, "08P01")
     with psycopg.connect(p.dsn(), connect_timeout=5) as conn:
         conn.execute("select repeat('x', 10000)").fetchone()
         deadline = time.monotonic() + 5
@@ -398,6 +419,7 @@ def test_metrics_endpoint(spawn):
         assert s[("pgwitness_connections_active", ())] == 1
         assert s[("pgwitness_bytes_relayed_total", (("direction", "c2s"),))] > 0
         assert s[("pgwitness_connections_total", (("outcome", "ok"),))] == 1
+        assert s[("pgwitness_connections_total", (("outcome", "protocol_error"),))] == 3
         assert s[("pgwitness_upstream_connect_seconds_count", ())] == 1
         assert 0 < s[("pgwitness_upstream_connect_seconds_sum", ())] < 5
     deadline = time.monotonic() + 5
@@ -483,6 +505,69 @@ def test_a_dying_worker_takes_the_service_down_with_nonzero_exit(spawn):
         not Path(f"/proc/{survivor}").exists()
         or "zombie" in Path(f"/proc/{survivor}/status").read_text()
     )
+
+
+def _kill_leftovers(marker: str) -> list[int]:
+    """Kill processes this test started (their command line holds our unique config path)."""
+    found = []
+    for proc_dir in Path("/proc").iterdir():
+        if not proc_dir.name.isdigit():
+            continue
+        try:
+            cmdline = (proc_dir / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if marker.encode() in cmdline:
+            found.append(int(proc_dir.name))
+            try:
+                os.kill(int(proc_dir.name), signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+    return found
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="BUG: metrics.listen on a busy port is an uncaught OSError: a traceback instead of a "
+    "message naming metrics.listen, and with --workers the supervisor dies after forking, "
+    "leaving orphaned workers serving the proxy port",
+)
+@pytest.mark.parametrize("workers", [1, 2])
+def test_metrics_port_in_use_fails_cleanly(tmp_path, pg, workers):
+    proxy_port = free_port()
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        path = tmp_path / "pgwitness.toml"
+        path.write_text(
+            f'[proxy]\nlisten = "127.0.0.1:{proxy_port}"\nworkers = {workers}\n'
+            f'[auth]\nusers = {{ a = "b" }}\n'
+            f'[metrics]\nlisten = "127.0.0.1:{taken.getsockname()[1]}"\n'
+            "[recorder]\nenabled = false\n"
+        )
+        log = tmp_path / "out.log"
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("PGWITNESS_", "PG"))}
+        with open(log, "wb") as out:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "proxy.cli", "serve", "--config", str(path)],
+                cwd=REPO,
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+        try:
+            rc = proc.wait(15)
+            time.sleep(0.5)
+            try:
+                socket.create_connection(("127.0.0.1", proxy_port), timeout=1).close()
+                orphans = True
+            except OSError:
+                orphans = False
+        finally:
+            proc.kill()
+            leftovers = _kill_leftovers(str(path))
+    text = log.read_text(errors="replace")
+    assert rc != 0
+    assert not orphans and not leftovers, f"processes left serving after exit: {leftovers}"
+    assert "metrics.listen" in text and "Traceback" not in text, text[-600:]
 
 
 def _drain(sock: socket.socket) -> tuple[int, list[bytes]]:
@@ -585,15 +670,3 @@ def test_client_flooding_queries_without_reading_is_paused(spawn):
             ready += f[:1] == b"Z"
         rest.join(10)
         assert c.scalar("select 'after the flood'") == "after the flood"
-
-
-def test_proxy_survives_bad_clients_in_subprocess(spawn):
-    """The same hostile inputs against a real process: it keeps serving."""
-    p = spawn()
-    for payload in (b"\x16\x03\x01\x02\x00garbage", struct.pack("!ii", -5, 0), b"\x00" * 9):
-        with RawClient(p.host, p.port) as c:
-            c.send(payload)
-            expect_fatal(c, "08P01")
-    assert p.proc.poll() is None
-    with psycopg.connect(p.dsn(), connect_timeout=5) as conn:
-        assert conn.execute("select 1").fetchone() == (1,)
