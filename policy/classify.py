@@ -89,11 +89,12 @@ def _sqlglot_parse(sql: str, tokens: list[Token]) -> list[exp.Expression | None]
     cache = _PARSERS
     theirs = cache.tokenizer.tokenize(sql)
     strings = quoted = 0
-    for t in theirs:
-        if t.token_type in _STRING_TOKENS:
-            strings += 1
-        elif t.token_type is TokenType.IDENTIFIER:
-            quoted += 1
+    if "'" in sql or '"' in sql:
+        for t in theirs:
+            if t.token_type in _STRING_TOKENS:
+                strings += 1
+            elif t.token_type is TokenType.IDENTIFIER:
+                quoted += 1
     ours_strings = ours_quoted = 0
     for t in tokens:
         if t.kind == "qid" or (t.kind == "word" and not t.value.isascii()):
@@ -1435,6 +1436,8 @@ def _work_around_sqlglot(stmt: Statement) -> Statement:
     """
     tokens = stmt.tokens
     canon = stmt.canon
+    if "oid" not in canon:
+        return stmt
     for i in range(2, len(tokens) - 1):
         t = tokens[i]
         if (

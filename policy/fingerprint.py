@@ -101,6 +101,9 @@ def _block_comment_end(sql: str, start: int) -> int:
             return pos
 
 
+_new_token = tuple.__new__  # builds a Token without NamedTuple's Python-level __new__
+
+
 class Token(NamedTuple):
     kind: str  # word qid str estr dq param num op punct other uesc
     value: str  # words ASCII-lower-cased; quoted identifiers unescaped; literals decoded
@@ -327,7 +330,7 @@ def lex(sql: str) -> list[Statement]:
         if last == "num" and (kind in _GLUE_KINDS or text == "."):
             ok = False
         last = "." if text == "." else kind
-        tokens.append(Token(kind, value, piece, clen))
+        tokens.append(_new_token(Token, (kind, value, piece, clen)))
         canon.append(piece)
         clen += len(piece)
         pos = end
