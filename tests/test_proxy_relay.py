@@ -1,0 +1,1086 @@
+"""Transparency end to end: real clients, through the real proxy, to the real cluster.
+
+Wherever the answer is "whatever Postgres does", the same operations also run directly
+against the cluster as the proxy's upstream role (``pgwitness``) and the two outcomes
+must be equal; explicit expectations make sure both are also what Postgres documents.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import socket
+import struct
+import subprocess
+import time
+import uuid
+from collections import deque
+
+import asyncpg
+import psycopg
+import pytest
+
+from proxy.wire import messages as m
+from proxy.wire.errors import frame
+from proxy.wire.framing import FrameReader, startup_packet
+from proxy.wire.scram import MECHANISM, ScramClient
+
+I16 = struct.Struct("!h")
+I32 = struct.Struct("!i")
+UPSTREAM_USER = "pgwitness"
+
+# --- helpers shared with test_proxy_copy / test_proxy_cancel -----------------------------
+
+
+class RawError(Exception):
+    def __init__(self, fields: dict[str, str]):
+        super().__init__(fields.get("M", "error"))
+        self.fields = fields
+
+
+class RawClient:
+    """A minimal blocking v3 client: SCRAM login, then raw frames in and (type, body) out."""
+
+    def __init__(self, host: str, port: int, user: str, password: str, database: str = "app",
+                 timeout: float = 15.0, preamble: tuple[bytes, ...] = (), params=None):
+        self.sock = socket.create_connection((host, port), timeout=timeout)
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.reader = FrameReader()
+        self.queue: deque[tuple[str, bytes]] = deque()
+        self.params: dict[str, str] = {}
+        self.pid = 0
+        self.secret = b""
+        self.preamble_answers = []
+        for request in preamble:  # SSLRequest / GSSENCRequest: a one-byte answer each
+            self.sock.sendall(request)
+            self.preamble_answers.append(self.sock.recv(1))
+        self.sock.sendall(startup_packet({"user": user, "database": database, **(params or {})}))
+        scram = None
+        while True:
+            t, body = self.read()
+            if t == "R":
+                code = I32.unpack_from(body)[0]
+                if code == m.AUTH_SASL:
+                    scram = ScramClient(password)
+                    self.send(m.sasl_initial_response(MECHANISM, scram.first()))
+                elif code == m.AUTH_SASL_CONTINUE:
+                    self.send(m.password_message(scram.final(body[4:])))
+                elif code == m.AUTH_SASL_FINAL:
+                    scram.verify(body[4:])
+                elif code != m.AUTH_OK:
+                    raise AssertionError(f"unexpected auth request {code}")
+            elif t == "E":
+                raise RawError(m.decode_error_fields(frame(b"E", body)))
+            elif t == "K":
+                self.pid = I32.unpack_from(body)[0]
+                self.secret = body[4:]
+            elif t == "S":
+                k, v, _ = body.split(b"\x00")
+                self.params[k.decode()] = v.decode()
+            elif t == "Z":
+                return
+
+    @classmethod
+    def via_proxy(cls, proxy, database: str = "app", **kw) -> RawClient:
+        ckw = proxy.connect_kwargs()
+        return cls(ckw["host"], ckw["port"], ckw["user"], ckw["password"], database, **kw)
+
+    @classmethod
+    def direct(cls, pg, database: str = "app", **kw) -> RawClient:
+        return cls(pg.host, pg.port, UPSTREAM_USER, pg.users[UPSTREAM_USER], database, **kw)
+
+    def send(self, *frames: bytes) -> None:
+        self.sock.sendall(b"".join(frames))
+
+    def read(self) -> tuple[str, bytes]:
+        while not self.queue:
+            data = self.sock.recv(1 << 16)
+            if not data:
+                raise EOFError("connection closed")
+            run, frames = self.reader.feed(data)
+            self.queue.extend((chr(t), run[s + 5 : e]) for t, s, e in frames)
+        return self.queue.popleft()
+
+    def read_until(self, type_char: str, count: int = 1) -> list[tuple[str, bytes]]:
+        """Every message up to and including the ``count``-th of type ``type_char``."""
+        out = []
+        while count:
+            msg = self.read()
+            out.append(msg)
+            if msg[0] == type_char:
+                count -= 1
+        return out
+
+    def run(self, *frames: bytes) -> list[tuple[str, bytes]]:
+        """Send ``frames``; return every answer up to the ReadyForQuery of the last Q/S/F."""
+        self.send(*frames)
+        n = sum(1 for f in frames if f[:1] in (b"Q", b"S", b"F"))
+        return self.read_until("Z", n)
+
+    def close(self) -> None:
+        try:
+            self.sock.sendall(m.TERMINATE)
+        except OSError:
+            pass
+        self.sock.close()
+
+
+def bind(portal: str = "", statement: str = "", params=(), param_formats=(), result_formats=()) -> bytes:
+    body = portal.encode() + b"\x00" + statement.encode() + b"\x00"
+    body += I16.pack(len(param_formats)) + b"".join(I16.pack(f) for f in param_formats)
+    body += I16.pack(len(params))
+    for p in params:
+        body += I32.pack(-1) if p is None else I32.pack(len(p)) + p
+    body += I16.pack(len(result_formats)) + b"".join(I16.pack(f) for f in result_formats)
+    return frame(b"B", body)
+
+
+def parse(name: str, sql: str, oids=()) -> bytes:
+    body = name.encode() + b"\x00" + sql.encode() + b"\x00" + I16.pack(len(oids))
+    return frame(b"P", body + b"".join(I32.pack(o) for o in oids))
+
+
+def describe(kind: str, name: str = "") -> bytes:
+    return frame(b"D", kind.encode() + name.encode() + b"\x00")
+
+
+def close(kind: str, name: str = "") -> bytes:
+    return frame(b"C", kind.encode() + name.encode() + b"\x00")
+
+
+FLUSH = frame(b"H")
+
+
+def same_session_shape(msgs):
+    """Each session has its own temporary schema (pg_temp_N): the one expected difference."""
+    return [(t, re.sub(rb"pg_temp_\d+", b"pg_temp_N", body)) for t, body in msgs]
+
+
+def types_of(msgs) -> str:
+    return "".join(t for t, _ in msgs)
+
+
+def errors_of(msgs) -> list[dict[str, str]]:
+    return [m.decode_error_fields(frame(b"E", b)) for t, b in msgs if t == "E"]
+
+
+def direct_dsn(pg, db: str = "app") -> str:
+    return pg.dsn(UPSTREAM_USER, db=db)
+
+
+def stat_activity(pg, pid: int) -> str:
+    return pg.psql(f"select state || '|' || usename from pg_stat_activity where pid = {pid}").strip()
+
+
+def pg_activity_row(pg, pid: int, column: str) -> str:
+    return pg.psql(f"select {column} from pg_stat_activity where pid = {pid}").strip()
+
+
+def wait_until(predicate, timeout: float, interval: float = 0.05) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(interval)
+    return predicate()
+
+
+def wait_backend_gone(pg, pid: int, timeout: float) -> bool:
+    return wait_until(lambda: stat_activity(pg, pid) == "", timeout, 0.1)
+
+
+def wait_backend_state(pg, pid: int, state: str, timeout: float = 10.0) -> bool:
+    return wait_until(lambda: stat_activity(pg, pid).startswith(state + "|"), timeout, 0.05)
+
+
+def arun(coro):
+    return asyncio.run(coro)
+
+
+def sqlstate_of(exc: BaseException) -> str | None:
+    return getattr(exc, "sqlstate", None)
+
+
+def tool_env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
+    env["PGGSSENCMODE"] = "disable"
+    env["PGCONNECT_TIMEOUT"] = "10"
+    return env
+
+
+# --- raw protocol: the same bytes, directly and through the proxy --------------------------
+
+RAW_SCRIPTS = {
+    "multi-statement": [
+        m.query("select 1 as a; select 'x'::text as b, null::int as c; values (1), (2)"),
+    ],
+    "error mid multi-statement rolls back the whole Query": [
+        m.query("create temp table rt(x int)"),
+        m.query("insert into rt values (1); select 1/0; insert into rt values (2)"),
+        m.query("select count(*) from rt"),
+    ],
+    "empty queries": [m.query(""), m.query(";"), m.query("  -- only a comment\n"), m.query("select 1;;")],
+    "named statement and portal, describe, close": [
+        parse("s1", "select $1::int * 2 as doubled, $2::text as t", (23, 0)),
+        describe("S", "s1"),
+        bind("p1", "s1", (b"21", b"hi")),
+        describe("P", "p1"),
+        frame(b"E", b"p1\x00" + I32.pack(0)),
+        close("P", "p1"),
+        close("S", "s1"),
+        close("S", "never-existed"),
+        m.SYNC,
+        bind("", "s1", (b"1", b"x")),
+        m.SYNC,
+    ],
+    "unnamed statement, binary params and results": [
+        parse("", "select $1::int8 + 1, $2::bytea", (20, 17)),
+        bind("", "", (struct.pack("!q", 41), b"\x00\xff"), (1, 1), (1,)),
+        describe("P"),
+        m.execute(),
+        m.SYNC,
+        parse("", "select $1::int", ()),
+        bind("", "", (None,)),
+        m.execute(),
+        m.SYNC,
+    ],
+    "portal suspended with max rows": [
+        parse("", "select g from generate_series(1, 10) g"),
+        bind(),
+        m.execute("", 3),
+        m.execute("", 3),
+        m.execute("", 0),
+        m.execute("", 2),  # portal exhausted: CommandComplete again
+        m.SYNC,
+    ],
+    "named portal survives Sync inside a transaction": [
+        m.query("begin"),
+        parse("cur_s", "select g, g * g from generate_series(1, 7) g"),
+        bind("cur", "cur_s"),
+        m.execute("cur", 4),
+        m.SYNC,
+        m.execute("cur", 4),
+        m.SYNC,
+        close("P", "cur"),
+        m.execute("cur", 1),  # closed: 34000
+        m.SYNC,
+        m.query("rollback"),
+    ],
+    "pipeline error rolls back the implicit transaction, skips to Sync": [
+        m.query("create temp table pt(x int)"),
+        parse("", "insert into pt values (1)"), bind(), m.execute(),
+        parse("", "select 1/0"), bind(), m.execute(),
+        parse("", "insert into pt values (2)"), bind(), m.execute(),
+        m.SYNC,
+        parse("", "insert into pt values (3)"), bind(), m.execute(),
+        m.SYNC,
+        m.query("select array_agg(x order by x) from pt"),
+    ],
+    "describe errors and no-data statements": [
+        describe("P", "nope"),
+        m.SYNC,
+        describe("S", "nope"),
+        m.SYNC,
+        parse("", "set application_name = 'raw'"),
+        describe("S"),
+        bind(),
+        describe("P"),
+        m.execute(),
+        m.SYNC,
+        parse("bad", "selec 1"),
+        m.SYNC,
+        m.SYNC,
+    ],
+    "explicit transaction states in ReadyForQuery": [
+        m.query("begin"),
+        m.query("select 1/0"),
+        m.query("select 1"),
+        m.query("rollback"),
+        m.query("begin; select 1"),
+        m.query("commit"),
+    ],
+    "notices and parameter status between rows": [
+        m.query("create function pg_temp.noisy(i int) returns int language plpgsql as "
+                "$$ begin raise notice 'row %', i; return i; end $$"),
+        m.query("select pg_temp.noisy(g) from generate_series(1, 20) g"),
+        parse("", "select pg_temp.noisy(g) from generate_series(1, 5) g"), bind(), m.execute("", 2),
+        m.execute("", 0), m.SYNC,
+        m.query("set application_name = 'raw-x'; set timezone = 'Europe/Paris'; reset application_name"),
+        m.query("do $$ begin for i in 1..30 loop raise notice 'n%', i; end loop; end $$"),
+    ],
+    "function call": [
+        # int4abs(-5) via the FunctionCall message (oid 1251), text result.
+        frame(b"F", I32.pack(1251) + I16.pack(0) + I16.pack(1) + I32.pack(2) + b"-5" + I16.pack(0)),
+    ],
+}  # fmt: skip
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("name", list(RAW_SCRIPTS))
+def test_raw_protocol_same_answers_as_direct(proxy, pg, name):
+    script = RAW_SCRIPTS[name]
+    answers = []
+    for client in (RawClient.via_proxy(proxy), RawClient.direct(pg)):
+        try:
+            answers.append(same_session_shape(client.run(*script)))
+        finally:
+            client.close()
+    via_proxy, direct = answers
+    assert via_proxy == direct
+    assert via_proxy[-1][0] == "Z"
+
+
+def test_raw_protocol_expectations(proxy):
+    """The answers compared above are also the documented ones (not merely equal)."""
+    c = RawClient.via_proxy(proxy)
+    try:
+        assert types_of(c.run(m.query(""))) == "IZ"
+        assert types_of(c.run(m.query("select 1; select 2"))) == "TDCTDCZ"
+        msgs = c.run(parse("", "select g from generate_series(1, 5) g"), bind(), m.execute("", 2),
+                      m.execute("", 2), m.execute("", 2), m.SYNC)
+        assert types_of(msgs) == "12DDsDDsDCZ"
+        msgs = c.run(parse("", "select 1/g from generate_series(0, 0) g"), bind(), m.execute(),
+                     parse("", "select 1"), bind(), m.execute(), m.SYNC)
+        assert types_of(msgs) == "12EZ" and errors_of(msgs)[0]["C"] == "22012"
+        assert c.run(m.query("begin"))[-1] == ("Z", b"T")
+        msgs = c.run(m.query("select 1/0"))
+        assert msgs[-1] == ("Z", b"E")
+        assert errors_of(c.run(m.query("select 1")))[0]["C"] == "25P02"
+        assert c.run(m.query("rollback"))[-1] == ("Z", b"I")
+    finally:
+        c.close()
+
+
+@pytest.mark.timeout(30)
+def test_flush_delivers_results_without_sync(proxy):
+    """Flush makes the server send what it has; the proxy must not sit on it until Sync."""
+    c = RawClient.via_proxy(proxy)
+    try:
+        c.send(parse("", "select 7"), bind(), m.execute(), FLUSH)
+        c.sock.settimeout(5)
+        assert types_of(c.read_until("C")) == "12DC"
+        c.send(m.SYNC)
+        assert c.read() == ("Z", b"I")
+    finally:
+        c.close()
+
+
+# --- simple query with real clients ----------------------------------------------------------
+
+
+def run_psql(dsn: str, *args: str, stdin: str | None = None, timeout: float = 30.0, cwd=None):
+    return subprocess.run(
+        ["psql", "-X", "-d", dsn, *args],
+        input=stdin, capture_output=True, text=True, timeout=timeout, env=tool_env(), cwd=cwd,
+    )
+
+
+@pytest.mark.timeout(60)
+def test_psql_multi_statement_c(proxy, pg):
+    args = ("-A", "-t", "-c", "select 1; select 2")
+    via = run_psql(proxy.dsn(), *args)
+    direct = run_psql(direct_dsn(pg), *args)
+    assert (via.returncode, via.stdout, via.stderr) == (0, "1\n2\n", "")
+    assert (direct.returncode, direct.stdout, direct.stderr) == (0, "1\n2\n", "")
+
+
+@pytest.mark.timeout(60)
+def test_psql_error_mid_multi_statement(proxy, pg):
+    table = f"psql_mid_{uuid.uuid4().hex[:8]}"
+    pg.psql(f"create table public.{table} (x int); alter table public.{table} owner to pgwitness", db="app")
+    sql = f"insert into {table} values (1); select 1/0; insert into {table} values (2)"
+    via = run_psql(proxy.dsn(), "-c", sql)
+    assert via.returncode == 1 and "division by zero" in via.stderr
+    assert pg.psql(f"select count(*) from public.{table}", db="app").strip() == "0"
+    direct = run_psql(direct_dsn(pg), "-c", sql)
+    assert (via.returncode, via.stdout, via.stderr) == (direct.returncode, direct.stdout, direct.stderr)
+
+
+PSQL_SCRIPT = r"""
+\set ON_ERROR_STOP 0
+\set n 3
+select :n + 1 as four;
+select 'abc' as v \gset
+\echo v is :v
+\d orders
+\d+ secret.payroll
+\dt public.*
+\df int4abs
+\l app
+create temp table pt(a int, b text);
+insert into pt select g, 'row' || g from generate_series(1, :n) g;
+\copy pt to stdout with (format csv, header)
+\copy pt from stdin with csv
+10,ten
+11,"eleven, with comma"
+\.
+\copy (select b from pt where a > 9 order by a) to stdout
+select count(*) as total from pt;
+select 1/0;
+\echo sqlstate :LAST_ERROR_SQLSTATE
+begin;
+insert into pt values (99, 'gone');
+select 1/0;
+select 1;
+rollback;
+select count(*) filter (where a = 99) as rolled_back from pt;
+select 1 as one \; select 2 as two;
+\pset format aligned
+select * from customers order by id;
+\x on
+select * from orders where id = 1;
+\x off
+select 'a' || :'v' as quoted, :"v" from (select 5 as abc) s;
+prepare p(int) as select $1 * 2;
+execute p(21);
+deallocate p;
+do $$ begin raise notice 'notice from psql %', 42; end $$;
+listen psql_chan;
+notify psql_chan, 'hi';
+set application_name = 'psql-test';
+show application_name;
+"""
+
+
+@pytest.mark.timeout(60)
+def test_psql_script_same_output_as_direct(proxy, pg, tmp_path):
+    script = tmp_path / "script.sql"
+    script.write_text(PSQL_SCRIPT)
+    via = run_psql(proxy.dsn(), "-f", script.name, cwd=tmp_path)
+    direct = run_psql(direct_dsn(pg), "-f", script.name, cwd=tmp_path)
+    # Asynchronous notifications name the sending backend's pid: the only expected difference.
+    pid_re = re.compile(r"server process with PID \d+")
+    assert pid_re.sub("PID n", via.stdout) == pid_re.sub("PID n", direct.stdout)
+    assert via.stderr == direct.stderr
+    assert via.returncode == direct.returncode == 0
+    assert "v is abc" in via.stdout and "eleven, with comma" in via.stdout
+    assert 'Table "public.orders"' in via.stdout and "22012" in via.stdout
+    assert "notice from psql 42" in via.stderr and 'Asynchronous notification "psql_chan"' in via.stdout
+
+
+@pytest.mark.timeout(30)
+def test_asyncpg_execute_several_statements(proxy, pg):
+    async def go(kwargs):
+        conn = await asyncpg.connect(**kwargs)
+        try:
+            await conn.execute(
+                "create temp table ms(x int); insert into ms values (1); insert into ms values (2)"
+            )
+            with pytest.raises(asyncpg.DivisionByZeroError):
+                await conn.execute("insert into ms values (3); select 1/0; insert into ms values (4)")
+            after_error = await conn.fetch("select x from ms order by x")
+            # (asyncpg itself fails on an empty query, directly too: covered by the raw tests.)
+            status = await conn.execute("select 1; ; select 2")
+            return [r["x"] for r in after_error], status, await conn.fetchval("select 42")
+        finally:
+            await conn.close()
+
+    via = arun(go(proxy.connect_kwargs()))
+    assert via == ([1, 2], "SELECT 1", 42)
+    assert arun(go({"dsn": direct_dsn(pg)})) == via
+
+
+@pytest.mark.timeout(30)
+def test_psycopg_empty_query_and_errors_keep_session_usable(proxy):
+    with psycopg.connect(proxy.dsn(), autocommit=True) as conn:
+        cur = conn.execute("")
+        assert cur.pgresult.status == psycopg.pq.ExecStatus.EMPTY_QUERY
+        with pytest.raises(psycopg.errors.UndefinedTable):
+            conn.execute("select * from no_such_table")
+        with pytest.raises(psycopg.errors.SyntaxError):
+            conn.execute("selec 1")
+        assert conn.execute("select 'still here'").fetchone() == ("still here",)
+
+
+# --- extended query with real clients -------------------------------------------------------
+
+
+@pytest.mark.timeout(30)
+def test_asyncpg_prepared_statements_and_cursor(proxy):
+    async def go():
+        conn = await asyncpg.connect(**proxy.connect_kwargs())
+        try:
+            stmt = await conn.prepare("select $1::int + 1 as n, $2::text as t")
+            assert stmt.get_statement_type() == "SELECT" if hasattr(stmt, "get_statement_type") else True
+            assert [p.name for p in stmt.get_parameters()] == ["int4", "text"]
+            assert [a.name for a in stmt.get_attributes()] == ["n", "t"]
+            assert [tuple(await stmt.fetchrow(i, str(i))) for i in range(3)] == [
+                (1, "0"), (2, "1"), (3, "2")
+            ]
+            # The statement really lives on the server under asyncpg's name.
+            names = await conn.fetch("select name from pg_prepared_statements")
+            assert any(r["name"].startswith("__asyncpg_stmt_") for r in names)
+            await conn.executemany("select $1::int", [(i,) for i in range(50)])
+            async with conn.transaction():
+                cur = await conn.cursor("select g from generate_series(1, 1000) g")
+                seen = []
+                while batch := await cur.fetch(128):
+                    seen += [r["g"] for r in batch]
+                assert seen == list(range(1, 1001))
+                await (cur2 := await conn.cursor("select g from generate_series(1, 100) g")).forward(40)
+                assert (await cur2.fetchrow())["g"] == 41
+                got = [r["g"] async for r in conn.cursor("select g from generate_series(1, 333) g", prefetch=50)]
+                assert got == list(range(1, 334))
+            return await conn.fetchval("select count(*) from public.orders")
+        finally:
+            await conn.close()
+
+    assert arun(go()) == 4
+
+
+@pytest.mark.timeout(30)
+def test_psycopg_server_side_binding_named_and_unnamed(proxy):
+    with psycopg.connect(proxy.dsn(), autocommit=True, prepare_threshold=2) as conn:
+        assert conn.execute("select %s::int + %s, %s::text", (1, 2, "x")).fetchone() == (3, "x")
+        assert conn.execute("select %s", (None,)).fetchone() == (None,)
+        # Binary parameters and results.
+        cur = conn.cursor(binary=True)
+        assert cur.execute("select %b::bytea, %b::int8", (b"\x00\x01\xff", 2**40)).fetchone() == (
+            b"\x00\x01\xff", 2**40
+        )
+        # prepare=True: a named server-side statement, reused.
+        for i in range(3):
+            assert conn.execute("select %s::int * 10", (i,), prepare=True).fetchone() == (i * 10,)
+        prepared = conn.execute("select name, statement from pg_prepared_statements").fetchall()
+        assert any(name.startswith("_pg3_") and "* 10" in sql for name, sql in prepared)
+        # executemany in pipeline mode, then read back through a server-side cursor (DECLARE).
+        conn.execute("create temp table bind_t (i int, t text)")
+        with conn.cursor() as c:
+            c.executemany("insert into bind_t values (%s, %s)", [(i, f"v{i}") for i in range(200)])
+        with conn.transaction(), conn.cursor(name="named_cur") as sc:
+            sc.itersize = 37
+            sc.execute("select i, t from bind_t order by i")
+            rows = list(sc)
+        assert rows == [(i, f"v{i}") for i in range(200)]
+
+
+def pipeline_outcome(conninfo: str) -> list:
+    """Operations in psycopg pipeline mode; the outcome every step had."""
+    out: list = []
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        conn.execute("create temp table pl (x int)")
+        # One Sync group: the error rolls back the earlier insert and skips the later one.
+        try:
+            with conn.pipeline():
+                c1 = conn.execute("insert into pl values (1)")
+                c2 = conn.execute("insert into pl values (%s)", (2,))
+                conn.execute("select 1/0")
+                conn.execute("insert into pl values (4)")
+        except psycopg.Error as exc:
+            out.append(("error", type(exc).__name__, sqlstate_of(exc)))
+        out.append(("rowcounts", c1.rowcount, c2.rowcount))
+        out.append(("after", conn.execute("select coalesce(array_agg(x order by x), '{}') from pl").fetchone()[0]))
+        # Two Sync groups: the first one commits, the failed second one is rolled back.
+        try:
+            with conn.pipeline() as p:
+                conn.execute("insert into pl values (10)")
+                conn.execute("insert into pl values (11)")
+                p.sync()
+                conn.execute("insert into pl values (12)")
+                conn.execute("select * from no_such_table")
+                conn.execute("insert into pl values (13)")
+        except psycopg.Error as exc:
+            out.append(("error", type(exc).__name__, sqlstate_of(exc)))
+        out.append(("after", conn.execute("select array_agg(x order by x) from pl").fetchone()[0]))
+        # The same inside an explicit transaction: the transaction is aborted.
+        conn.autocommit = False
+        try:
+            with conn.pipeline():
+                conn.execute("insert into pl values (20)")
+                conn.execute("select 1/0")
+        except psycopg.Error as exc:
+            out.append(("error", type(exc).__name__, sqlstate_of(exc)))
+        out.append(("status", conn.info.transaction_status.name))
+        conn.rollback()
+        out.append(("after", conn.execute("select array_agg(x order by x) from pl").fetchone()[0]))
+        # Fetching results of many queued statements.
+        with conn.pipeline():
+            curs = [conn.execute("select %s::int", (i,)) for i in range(20)]
+        out.append(("many", [c.fetchone()[0] for c in curs]))
+        conn.rollback()
+    return out
+
+
+@pytest.mark.timeout(60)
+def test_psycopg_pipeline_same_as_direct(proxy, pg):
+    via = pipeline_outcome(proxy.dsn())
+    assert via == pipeline_outcome(direct_dsn(pg))
+    assert via[0] == ("error", "DivisionByZero", "22012")
+    assert via[2] == ("after", [])
+    assert via[4] == ("after", [10, 11])
+    assert via[-1] == ("many", list(range(20)))
+
+
+# --- transactions -------------------------------------------------------------------------
+
+
+def transaction_outcome(conninfo: str, table: str) -> list:
+    out: list = []
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        def step(sql, params=None):
+            try:
+                cur = conn.execute(sql, params)
+                res = cur.fetchall() if cur.description else cur.statusmessage
+                out.append((sql, res, conn.info.transaction_status.name))
+            except psycopg.Error as exc:
+                out.append((sql, exc.sqlstate, conn.info.transaction_status.name))
+
+        step(f"truncate {table}")
+        step("begin")
+        step(f"insert into {table} values (1)")
+        step("rollback")
+        step(f"select count(*) from {table}")
+        step("begin")
+        step(f"insert into {table} values (2)")
+        step("savepoint a")
+        step(f"insert into {table} values (3)")
+        step("select 1/0")
+        step("select 1")
+        step(f"insert into {table} values (4)")
+        step("rollback to savepoint a")
+        step("commit")
+        step(f"select array_agg(x) from {table}")
+        step("begin")
+        step("select 1/0")
+        step("select 1")
+        step("commit")  # in an aborted transaction, COMMIT rolls back
+        step("commit")  # no transaction: a warning, not an error
+        step("begin isolation level serializable read only")
+        step(f"insert into {table} values (5)")
+        step("rollback")
+    return out
+
+
+@pytest.mark.timeout(30)
+def test_transactions_same_as_direct(proxy, pg):
+    table = f"public.tx_{uuid.uuid4().hex[:8]}"
+    pg.psql(f"create table {table} (x int); alter table {table} owner to pgwitness", db="app")
+    via = transaction_outcome(proxy.dsn(), table)
+    direct = transaction_outcome(direct_dsn(pg), table)
+    assert via == direct
+    by_sql = [(sql, res) for sql, res, _ in via]
+    assert ("select 1", "25P02") in by_sql
+    assert (f"select array_agg(x) from {table}", [([2],)]) in by_sql
+    assert ("commit", "ROLLBACK") in by_sql
+    assert (f"insert into {table} values (5)", "25006") in by_sql
+
+
+@pytest.mark.timeout(30)
+def test_asyncpg_transaction_error_then_rollback(proxy):
+    async def go():
+        conn = await asyncpg.connect(**proxy.connect_kwargs())
+        try:
+            tr = conn.transaction()
+            await tr.start()
+            with pytest.raises(asyncpg.DivisionByZeroError):
+                await conn.execute("select 1/0")
+            with pytest.raises(asyncpg.InFailedSQLTransactionError):
+                await conn.fetchval("select 1")
+            assert conn.is_in_transaction()
+            await tr.rollback()
+            assert not conn.is_in_transaction()
+            return await conn.fetchval("select 1")
+        finally:
+            await conn.close()
+
+    assert arun(go()) == 1
+
+
+# --- asynchronous messages: notifications, notices, parameter status -----------------------
+
+
+@pytest.mark.timeout(30)
+def test_listen_notify_through_proxy_and_direct(proxy, pg):
+    channel = f"chan_{uuid.uuid4().hex[:8]}"
+
+    async def go():
+        listener = await asyncpg.connect(**proxy.connect_kwargs())
+        sender = await asyncpg.connect(**proxy.connect_kwargs())
+        direct = await asyncpg.connect(direct_dsn(pg))
+        got: asyncio.Queue = asyncio.Queue()
+        try:
+            await listener.add_listener(channel, lambda c, pid, ch, payload: got.put_nowait((pid, ch, payload)))
+            await sender.execute(f"notify {channel}, 'via proxy'")
+            first = await asyncio.wait_for(got.get(), 5)
+            await direct.execute("select pg_notify($1, 'direct ' || repeat('x', 5000))", channel)
+            second = await asyncio.wait_for(got.get(), 5)
+            # A notification arriving while the listener is busy with its own query.
+            async with sender.transaction():
+                await sender.execute(f"notify {channel}, 'on commit'")
+            third = await asyncio.wait_for(got.get(), 5)
+            return (first, sender.get_server_pid()), (second, direct.get_server_pid()), third
+        finally:
+            for c in (listener, sender, direct):
+                await c.close()
+
+    (first, sender_pid), (second, direct_pid), third = arun(go())
+    assert first == (sender_pid, channel, "via proxy")
+    assert second == (direct_pid, channel, "direct " + "x" * 5000)
+    assert third[1:] == (channel, "on commit")
+
+
+@pytest.mark.timeout(30)
+def test_psycopg_notifies(proxy):
+    channel = f"pchan_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(proxy.dsn(), autocommit=True) as a, psycopg.connect(proxy.dsn(), autocommit=True) as b:
+        a.execute(f"listen {channel}")
+        b.execute(f"notify {channel}, 'p1'")
+        b.execute("select pg_notify(%s, 'p2')", (channel,))
+        got = []
+        for n in a.notifies(timeout=5, stop_after=2):
+            got.append((n.channel, n.payload, n.pid))
+        assert got == [(channel, "p1", b.info.backend_pid), (channel, "p2", b.info.backend_pid)]
+
+
+NOTICE_DO = "do $$ begin raise notice 'hello %', 42; raise warning 'careful'; end $$"
+
+
+@pytest.mark.timeout(30)
+def test_notices_reach_asyncpg_and_psycopg(proxy):
+    async def go():
+        conn = await asyncpg.connect(**proxy.connect_kwargs())
+        got = []
+        try:
+            conn.add_log_listener(lambda c, msg: got.append((msg.severity, msg.sqlstate, msg.message)))
+            await conn.execute(NOTICE_DO)
+            await conn.execute("drop table if exists surely_not_here_xyz")  # server notice too
+            await asyncio.sleep(0.05)
+            return got
+        finally:
+            await conn.close()
+
+    got = arun(go())
+    assert got[:2] == [("NOTICE", "00000", "hello 42"), ("WARNING", "01000", "careful")]
+    assert got[2][0] == "NOTICE" and "does not exist, skipping" in got[2][2]
+
+    with psycopg.connect(proxy.dsn(), autocommit=True) as conn:
+        seen = []
+        conn.add_notice_handler(lambda d: seen.append((d.severity, d.sqlstate, d.message_primary)))
+        conn.execute(NOTICE_DO)
+        assert seen == [("NOTICE", "00000", "hello 42"), ("WARNING", "01000", "careful")]
+
+
+@pytest.mark.timeout(30)
+def test_parameter_status_follows_set(proxy, pg):
+    with psycopg.connect(proxy.dsn(), autocommit=True) as conn, psycopg.connect(direct_dsn(pg)) as ref:
+        # The startup ParameterStatus set is the server's (except who is logged in).
+        for name in ("server_version", "server_encoding", "client_encoding", "DateStyle",
+                     "integer_datetimes", "standard_conforming_strings", "IntervalStyle"):
+            assert conn.info.parameter_status(name) == ref.info.parameter_status(name), name
+        assert conn.info.parameter_status("session_authorization") == UPSTREAM_USER
+        conn.execute("set application_name = 'agent-7'")
+        assert conn.info.parameter_status("application_name") == "agent-7"
+        conn.execute("set timezone = 'Asia/Kolkata'")
+        assert conn.info.parameter_status("TimeZone") == "Asia/Kolkata"
+        assert str(conn.execute("select '2020-01-01 00:00+00'::timestamptz").fetchone()[0].utcoffset()) == "5:30:00"
+        with conn.transaction(force_rollback=True):
+            conn.execute("set local application_name = 'tx-only'")
+            assert conn.info.parameter_status("application_name") == "tx-only"
+        assert conn.info.parameter_status("application_name") == "agent-7"
+        conn.execute("reset all")
+        assert conn.info.parameter_status("TimeZone") == ref.info.parameter_status("TimeZone")
+
+    async def go():
+        conn = await asyncpg.connect(**proxy.connect_kwargs(), server_settings={"application_name": "from-startup"})
+        try:
+            before = conn.get_settings().application_name
+            await conn.execute("set application_name to 'changed'")
+            return before, conn.get_settings().application_name, await conn.fetchval("show application_name")
+        finally:
+            await conn.close()
+
+    assert arun(go()) == ("from-startup", "changed", "changed")
+
+
+# --- session ends ---------------------------------------------------------------------------
+
+
+def proxy_sessions_with_pid(proxy, pid: int) -> int:
+    return sum(1 for c in list(proxy.server.sessions) if c.backend_key and c.backend_key[0] == pid)
+
+
+@pytest.mark.timeout(30)
+def test_terminate_closes_upstream_cleanly(proxy, pg):
+    conn = psycopg.connect(proxy.dsn())
+    pid = conn.info.backend_pid
+    assert stat_activity(pg, pid).endswith(f"|{UPSTREAM_USER}")
+    assert proxy_sessions_with_pid(proxy, pid) == 1
+    conn.close()  # sends Terminate
+    assert wait_backend_gone(pg, pid, 10)
+    assert wait_until(lambda: proxy_sessions_with_pid(proxy, pid) == 0, 5)
+    # A Terminate by a raw client: the proxy closes the socket too (EOF, no error message).
+    c = RawClient.via_proxy(proxy)
+    c.send(m.TERMINATE)
+    c.sock.settimeout(5)
+    assert c.sock.recv(100) == b""
+    assert wait_backend_gone(pg, c.pid, 10)
+
+
+def kill_socket(sock: socket.socket) -> None:
+    """Close with RST, the way a crashed client goes."""
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    sock.close()
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("how", ["simple", "extended", "extended-no-sync"])
+def test_client_killed_mid_query_leaves_no_upstream_session(proxy, pg, how):
+    """Closing the upstream socket alone would let the backend sleep on (it does not watch
+    its socket while running: direct clients have the same problem), so the proxy cancels."""
+    c = RawClient.via_proxy(proxy)
+    sql = "select pg_sleep(30)"
+    if how == "simple":
+        c.send(m.query(sql))
+    else:
+        c.send(parse("", sql), bind(), m.execute(), m.SYNC if how == "extended" else FLUSH)
+    assert wait_backend_state(pg, c.pid, "active")
+    kill_socket(c.sock)
+    assert wait_until(lambda: proxy_sessions_with_pid(proxy, c.pid) == 0, 5)
+    assert wait_backend_gone(pg, c.pid, 5), stat_activity(pg, c.pid)
+
+
+@pytest.mark.timeout(30)
+def test_client_killed_idle_in_transaction_rolls_back(proxy, pg):
+    table = f"public.kill_{uuid.uuid4().hex[:8]}"
+    pg.psql(f"create table {table} (x int); alter table {table} owner to pgwitness", db="app")
+    c = RawClient.via_proxy(proxy)
+    assert types_of(c.run(m.query(f"begin; insert into {table} values (1)"))) == "CCZ"
+    kill_socket(c.sock)
+    assert wait_backend_gone(pg, c.pid, 10)
+    assert pg.psql(f"select count(*) from {table}", db="app").strip() == "0"
+
+
+@pytest.mark.timeout(30)
+def test_upstream_terminated_while_idle(proxy, pg):
+    with psycopg.connect(proxy.dsn(), autocommit=True) as victim, \
+            psycopg.connect(proxy.dsn(), autocommit=True) as bystander:
+        pid = victim.info.backend_pid
+        assert pg.psql(f"select pg_terminate_backend({pid})").strip() == "t"
+        assert wait_until(lambda: proxy_sessions_with_pid(proxy, pid) == 0, 5)
+        with pytest.raises(psycopg.OperationalError) as exc:
+            victim.execute("select 1")
+        assert "terminat" in str(exc.value) or "closed" in str(exc.value)
+        assert victim.closed
+        assert bystander.execute("select 1").fetchone() == (1,)
+
+
+@pytest.mark.timeout(30)
+def test_upstream_terminated_mid_query(proxy, pg):
+    async def go():
+        victim = await asyncpg.connect(**proxy.connect_kwargs())
+        bystander = await asyncpg.connect(**proxy.connect_kwargs())
+        try:
+            pid = victim.get_server_pid()
+            task = asyncio.create_task(victim.fetchval("select pg_sleep(30)"))
+            await asyncio.to_thread(wait_backend_state, pg, pid, "active")
+            started = time.monotonic()
+            await asyncio.to_thread(pg.psql, f"select pg_terminate_backend({pid})")
+            with pytest.raises((asyncpg.AdminShutdownError, asyncpg.ConnectionDoesNotExistError)) as exc:
+                await asyncio.wait_for(task, 10)
+            took = time.monotonic() - started
+            sqlstate = getattr(exc.value, "sqlstate", None)
+            return took, sqlstate, victim.is_closed(), await bystander.fetchval("select 2")
+        finally:
+            await victim.close()
+            await bystander.close()
+
+    took, sqlstate, closed, bystander = arun(go())
+    assert took < 5
+    assert sqlstate in ("57P01", "08003")  # asyncpg: AdminShutdown, or "closed mid-operation"
+    assert closed and bystander == 2
+
+
+def messages_until_eof(c: RawClient) -> list[tuple[str, bytes]]:
+    c.sock.settimeout(5)
+    msgs = []
+    try:
+        while True:
+            msgs.append(c.read())
+    except (EOFError, ConnectionResetError):
+        pass
+    return msgs
+
+
+@pytest.mark.timeout(30)
+def test_upstream_fatal_is_relayed_before_close(proxy, pg):
+    c = RawClient.via_proxy(proxy)
+    pg.psql(f"select pg_terminate_backend({c.pid})")
+    errs = errors_of(messages_until_eof(c))
+    assert errs and (errs[0]["S"], errs[0]["C"]) == ("FATAL", "57P01")
+    assert errs[0]["M"] == "terminating connection due to administrator command"
+    assert all(e["S"] == "FATAL" for e in errs)
+
+
+@pytest.mark.timeout(30)
+def test_upstream_fatal_is_the_only_message_like_direct(proxy, pg):
+    """No FATAL of the proxy's own after the server's: asyncpg shows the *last* FATAL, and
+    would report "the upstream database closed the connection" instead of the server's
+    "terminating connection due to administrator command"."""
+    got = []
+    for c in (RawClient.via_proxy(proxy), RawClient.direct(pg)):
+        pg.psql(f"select pg_terminate_backend({c.pid})")
+        got.append([(e["S"], e["C"], e["M"]) for e in errors_of(messages_until_eof(c))])
+    via, direct = got
+    assert direct == [("FATAL", "57P01", "terminating connection due to administrator command")]
+    assert via == direct
+
+
+@pytest.mark.timeout(60)
+def test_concurrent_sessions_do_not_cross(proxy):
+    async def one(i: int):
+        conn = await asyncpg.connect(**proxy.connect_kwargs())
+        try:
+            pid = conn.get_server_pid()
+            for j in range(20):
+                row = await conn.fetchrow("select $1::int as i, $2::int as j, pg_backend_pid() as pid", i, j)
+                assert tuple(row) == (i, j, pid)
+            return pid
+        finally:
+            await conn.close()
+
+    async def go():
+        return await asyncio.gather(*(one(i) for i in range(12)))
+
+    pids = arun(go())
+    assert len(set(pids)) == 12
+
+
+@pytest.mark.timeout(60)
+def test_many_pipelined_messages_in_one_write(proxy):
+    """A thousand Sync groups and Queries in one write: all answered, in order."""
+    c = RawClient.via_proxy(proxy)
+    try:
+        frames = []
+        for i in range(500):
+            frames.append(m.query(f"select {i}"))
+            frames += [parse("", "select $1::int + 1000"), bind("", "", (str(i).encode(),)), m.execute(), m.SYNC]
+        msgs = c.run(*frames)
+        values = [int(b[6:]) for t, b in msgs if t == "D"]
+        expected = []
+        for i in range(500):
+            expected += [i, i + 1000]
+        assert values == expected
+        assert types_of(msgs).count("Z") == 1000
+    finally:
+        c.close()
+
+
+@pytest.mark.timeout(60)
+def test_large_values_both_directions(proxy):
+    async def go():
+        conn = await asyncpg.connect(**proxy.connect_kwargs())
+        try:
+            blob = os.urandom(8 << 20)
+            echoed = await conn.fetchval("select $1::bytea", blob)
+            text_len = await conn.fetchval("select length(repeat('x', 20000000))")
+            big_row = await conn.fetchval("select repeat('y', 20000000)")
+            big_query = await conn.fetchval("select length('" + "z" * (5 << 20) + "')")
+            return echoed == blob, text_len, len(big_row), big_query
+        finally:
+            await conn.close()
+
+    assert arun(go()) == (True, 20_000_000, 20_000_000, 5 << 20)
+
+
+@pytest.mark.timeout(30)
+def test_driver_startup_parameters_reach_the_server(proxy):
+    settings = {
+        "application_name": "driver-x",
+        "DateStyle": "SQL, DMY",
+        "TimeZone": "Pacific/Chatham",
+        "extra_float_digits": "3",
+        "IntervalStyle": "iso_8601",
+        "client_min_messages": "warning",
+        "bytea_output": "escape",
+    }
+
+    async def go():
+        conn = await asyncpg.connect(**proxy.connect_kwargs(), server_settings=settings)
+        try:
+            return {k: await conn.fetchval(f"show {k}") for k in settings}
+        finally:
+            await conn.close()
+
+    assert arun(go()) == settings
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("database", ["no_such_db", "template0"])
+def test_upstream_login_refusal_is_the_servers_own(proxy, pg, database):
+    got = []
+    for open_client in (RawClient.via_proxy, RawClient.direct):
+        with pytest.raises(RawError) as exc:
+            open_client(proxy if open_client == RawClient.via_proxy else pg, database)
+        got.append({k: exc.value.fields.get(k) for k in "SCM"})
+    assert got[0] == got[1]
+    assert got[0]["S"] == "FATAL" and got[0]["C"] in ("3D000", "55000")
+
+
+@pytest.mark.timeout(30)
+def test_gssenc_and_ssl_requests_declined_then_plain_login(proxy):
+    gss = I32.pack(8) + I32.pack(80877104)
+    c = RawClient.via_proxy(proxy, preamble=(gss, m.ssl_request()))
+    try:
+        assert c.preamble_answers == [b"N", b"N"]
+        assert types_of(c.run(m.query("select 1"))) == "TDCZ"
+    finally:
+        c.close()
+
+
+def protocol_facts(dsn: str) -> tuple:
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        return (
+            conn.pgconn.protocol_version,
+            conn.execute("select 1").fetchone(),
+            conn.info.parameter_status("server_version"),
+        )
+
+
+@pytest.mark.timeout(30)
+def test_libpq_max_protocol_version_latest_negotiates_like_direct(proxy, pg):
+    """libpq 18 may ask for protocol 3.2; a 3.0 server (and the proxy) must talk it down."""
+    via = protocol_facts(proxy.dsn(max_protocol_version="latest"))
+    assert via == protocol_facts(direct_dsn(pg) + "&max_protocol_version=latest")
+    assert via[1] == (1,)
+
+
+# --- pgbench -----------------------------------------------------------------------------------
+
+
+def pgbench(proxy, db: str, *args: str, timeout: float = 60.0) -> subprocess.CompletedProcess:
+    env = tool_env()
+    env["PGPASSWORD"] = proxy.connect_kwargs()["password"]
+    kw = proxy.connect_kwargs()
+    return subprocess.run(
+        ["pgbench", "-h", kw["host"], "-p", str(kw["port"]), "-U", kw["user"], *args, db],
+        capture_output=True, text=True, timeout=timeout, env=env,
+    )
+
+
+@pytest.fixture(scope="module")
+def bench_db(pg):
+    name = f"bench_{uuid.uuid4().hex[:8]}"
+    pg.create_database(name, owner=UPSTREAM_USER)
+    yield name
+    pg.psql(f"drop database if exists {name} with (force)")
+
+
+@pytest.mark.timeout(120)
+def test_pgbench_through_proxy(proxy, pg, bench_db):
+    init = pgbench(proxy, bench_db, "-i", "-s", "1", "-q")
+    assert init.returncode == 0, init.stderr
+    assert "done in" in init.stderr
+    assert pg.psql("select count(*) from pgbench_accounts", db=bench_db).strip() == "100000"
+    for mode in ("simple", "extended", "prepared"):
+        res = pgbench(proxy, bench_db, "-c", "4", "-j", "2", "-t", "50", "-M", mode)
+        assert res.returncode == 0, (mode, res.stdout, res.stderr)
+        out = res.stdout
+        assert f"query mode: {mode}" in out
+        assert re.search(r"number of transactions actually processed: 200/200\b", out), out
+        failed = re.search(r"number of failed transactions: (\d+)", out)
+        assert failed and failed.group(1) == "0", out
+    history = pg.psql("select count(*) from pgbench_history", db=bench_db).strip()
+    assert history == "200"  # each run starts by truncating pgbench_history
+
+

@@ -1,0 +1,564 @@
+"""The sans-IO core, without sockets: framing, startup packets, encoders, and the Relay.
+
+Framing must not depend on how TCP happens to split the stream; the startup parser must
+refuse anything Postgres would refuse; the Relay must be byte-for-byte transparent when
+it has nothing to do, and when a policy denies, must answer exactly as the server would.
+"""
+
+from __future__ import annotations
+
+import struct
+from types import SimpleNamespace
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from proxy.session import Relay
+from proxy.wire import messages as m
+from proxy.wire.errors import ProtocolViolation, error_response, frame, notice_response
+from proxy.wire.framing import (
+    CANCEL_REQUEST_CODE,
+    GSSENC_REQUEST_CODE,
+    PROTOCOL_3_0,
+    SSL_REQUEST_CODE,
+    CancelRequest,
+    FrameReader,
+    GSSENCRequest,
+    SSLRequest,
+    StartupMessage,
+    read_startup,
+    startup_packet,
+)
+
+I32 = struct.Struct("!i")
+
+# --- strategies ------------------------------------------------------------------------
+
+frames_st = st.lists(
+    st.tuples(st.integers(0, 255), st.binary(max_size=300)).map(lambda tb: frame(bytes([tb[0]]), tb[1])),
+    min_size=0,
+    max_size=20,
+)
+# Text that can travel in a NUL-terminated string.
+ctext = st.text(st.characters(blacklist_characters="\x00", blacklist_categories=("Cs",)), max_size=60)
+ident = st.text(st.characters(blacklist_characters="\x00", blacklist_categories=("Cs",)), min_size=1, max_size=20)
+
+
+def split_at(data: bytes, cuts: list[int]) -> list[bytes]:
+    cuts = sorted({c for c in cuts if 0 <= c <= len(data)})
+    out, prev = [], 0
+    for c in cuts:
+        out.append(data[prev:c])
+        prev = c
+    out.append(data[prev:])
+    return out
+
+
+def read_all(chunks: list[bytes], reader: FrameReader | None = None) -> tuple[list[bytes], bytes]:
+    """Feed ``chunks``; return every frame yielded and the concatenation of the runs."""
+    reader = reader or FrameReader()
+    got: list[bytes] = []
+    runs: list[bytes] = []
+    fed = 0
+    for chunk in chunks:
+        fed += len(chunk)
+        run, frames = reader.feed(chunk)
+        runs.append(run)
+        for t, start, end in frames:
+            assert run[start] == t
+            got.append(run[start:end])
+        # Everything fed is either handed back or still buffered: nothing lost, nothing twice.
+        assert sum(map(len, runs)) + reader.pending == fed
+    return got, b"".join(runs)
+
+
+def parse_frames(data: bytes) -> list[tuple[str, bytes]]:
+    """Whole frames of ``data`` as (type char, body); all of ``data`` must be whole frames."""
+    reader = FrameReader()
+    run, frames = reader.feed(data)
+    assert reader.pending == 0, "trailing partial frame"
+    return [(chr(t), run[s + 5 : e]) for t, s, e in frames]
+
+
+# --- FrameReader -----------------------------------------------------------------------
+
+
+@settings(max_examples=150, deadline=None)
+@given(frames=frames_st, data=st.data())
+def test_frame_reader_same_frames_for_any_split(frames, data):
+    stream = b"".join(frames)
+    cuts = data.draw(st.lists(st.integers(0, len(stream)), max_size=12))
+    got, runs = read_all(split_at(stream, cuts))
+    assert got == frames
+    assert runs == stream
+
+
+@settings(max_examples=30, deadline=None)
+@given(frames=st.lists(
+    st.tuples(st.integers(0, 255), st.binary(max_size=12)).map(lambda tb: frame(bytes([tb[0]]), tb[1])),
+    min_size=1, max_size=4,
+))
+def test_frame_reader_every_single_and_double_split_of_a_small_stream(frames):
+    stream = b"".join(frames)
+    for i in range(len(stream) + 1):
+        got, runs = read_all([stream[:i], stream[i:]])
+        assert got == frames and runs == stream, i
+        for j in range(i, len(stream) + 1, 3):
+            got, _ = read_all([stream[:i], stream[i:j], stream[j:]])
+            assert got == frames, (i, j)
+
+
+def test_frame_reader_byte_at_a_time_and_empty_feeds():
+    frames = [m.query("select 1"), m.SYNC, frame(b"d", b"x" * 1000), m.TERMINATE]
+    stream = b"".join(frames)
+    chunks = []
+    for i in range(len(stream)):
+        chunks += [b"", stream[i : i + 1]]
+    got, runs = read_all(chunks)
+    assert got == frames and runs == stream
+
+
+def test_frame_reader_keeps_partial_frame_until_complete():
+    reader = FrameReader()
+    q = m.query("select 42")
+    run, frames = reader.feed(q + q[:3])
+    assert (run, [(t, s, e) for t, s, e in frames]) == (q, [(ord("Q"), 0, len(q))])
+    assert reader.pending == 3
+    run, frames = reader.feed(q[3:])
+    assert run == q and len(frames) == 1 and reader.pending == 0
+
+
+@pytest.mark.parametrize("length", [-1, -(2**31), 0, 1, 2, 3])
+def test_frame_reader_rejects_lengths_below_four(length):
+    reader = FrameReader()
+    with pytest.raises(ProtocolViolation) as exc:
+        reader.feed(b"Q" + I32.pack(length) + b"\x00" * 8)
+    assert exc.value.sqlstate == "08P01" and exc.value.fatal
+
+
+def test_frame_reader_rejects_bad_length_after_good_frames_and_split_header():
+    reader = FrameReader()
+    run, frames = reader.feed(m.SYNC + b"Q\xff\xff")
+    assert len(frames) == 1 and reader.pending == 3
+    with pytest.raises(ProtocolViolation):
+        reader.feed(b"\xff\xf0")
+
+
+def test_frame_reader_limit_is_inclusive_and_oversized_raises():
+    reader = FrameReader(max_len=100)
+    ok = frame(b"D", b"x" * 96)  # length field 100
+    _, frames = reader.feed(ok)
+    assert len(frames) == 1
+    with pytest.raises(ProtocolViolation, match="oversized"):
+        # Refused on the header alone, before 2 GB are buffered.
+        FrameReader(max_len=100).feed(b"D" + I32.pack(101))
+    with pytest.raises(ProtocolViolation, match="oversized"):
+        FrameReader().feed(b"D" + I32.pack(2**31 - 1))
+
+
+# --- read_startup ----------------------------------------------------------------------
+
+
+def raw_startup(code: int, body: bytes, length: int | None = None) -> bytes:
+    payload = I32.pack(code) + body
+    return I32.pack(len(payload) + 4 if length is None else length) + payload
+
+
+def test_startup_message_parsed_and_consumed_exactly():
+    pkt = startup_packet({"user": "alice", "database": "app", "application_name": "ü"})
+    parsed, used = read_startup(pkt + b"Qtrailing")
+    assert used == len(pkt)
+    assert parsed == StartupMessage(3, 0, {"user": "alice", "database": "app", "application_name": "ü"})
+
+
+def test_startup_needs_more_bytes_for_every_prefix():
+    pkt = startup_packet({"user": "alice", "database": "app"})
+    for i in range(len(pkt)):
+        assert read_startup(pkt[:i]) == (None, 0), i
+    assert read_startup(bytearray(pkt))[1] == len(pkt)
+
+
+def test_startup_protocol_options_and_newer_minor():
+    pkt = startup_packet({"user": "u", "_pq_.compression": "on"}, code=(3 << 16) | 2)
+    parsed, _ = read_startup(pkt)
+    assert (parsed.major, parsed.minor) == (3, 2)
+    assert parsed.params == {"user": "u"}
+    assert parsed.unknown_protocol_options == ("_pq_.compression",)
+
+
+def test_ssl_gssenc_cancel_requests():
+    assert read_startup(m.ssl_request()) == (SSLRequest(), 8)
+    assert read_startup(I32.pack(8) + I32.pack(GSSENC_REQUEST_CODE)) == (GSSENCRequest(), 8)
+    cancel = m.cancel_request(4242, b"\x01\x02\x03\x04")
+    parsed, used = read_startup(cancel)
+    assert used == 16 and isinstance(parsed, CancelRequest)
+    assert (parsed.pid, parsed.secret) == (4242, b"\x01\x02\x03\x04")
+    long_key = bytes(range(32))  # protocol 3.2 keys are up to 256 bytes
+    parsed, used = read_startup(m.cancel_request(-7, long_key))
+    assert (parsed.pid, parsed.secret, used) == (-7, long_key, 8 + 4 + 32)
+
+
+@pytest.mark.parametrize(
+    "packet, match",
+    [
+        (I32.pack(7) + I32.pack(PROTOCOL_3_0), "length"),
+        (I32.pack(4), "length"),  # rejected from the length field alone
+        (I32.pack(-8), "length"),
+        (I32.pack(-8) + I32.pack(PROTOCOL_3_0), "length"),
+        (I32.pack(10_001) + I32.pack(PROTOCOL_3_0), "length"),
+        (I32.pack(2**31 - 1), "length"),
+        (raw_startup(SSL_REQUEST_CODE, b"\x00\x00\x00\x00"), "SSLRequest"),
+        (raw_startup(GSSENC_REQUEST_CODE, b"\x00"), "GSSENCRequest"),
+        (raw_startup(CANCEL_REQUEST_CODE, b"\x00\x00\x00\x01"), "CancelRequest"),
+        (raw_startup(CANCEL_REQUEST_CODE, b"\x00" * 4 + b"k" * 257), "CancelRequest"),
+        (raw_startup(PROTOCOL_3_0, b"user\x00alice\x00"), "terminated"),  # no final NUL
+        (raw_startup(PROTOCOL_3_0, b"user\x00alice"), "terminated"),
+        (raw_startup(PROTOCOL_3_0, b"user\x00alice\x00database\x00\x00"), "terminated"),  # key w/o value
+        (raw_startup(PROTOCOL_3_0, b""), "terminated"),
+        (raw_startup(PROTOCOL_3_0, b"\x00"), "user"),
+        (raw_startup(PROTOCOL_3_0, b"database\x00app\x00\x00"), "user"),
+        (raw_startup(PROTOCOL_3_0, b"user\x00\x00\x00"), "user"),
+        (raw_startup(PROTOCOL_3_0, b"\x00x\x00user\x00u\x00\x00"), "empty parameter"),
+        (raw_startup(PROTOCOL_3_0, b"user\x00\xff\xfe\x00\x00"), "UTF-8"),
+        (raw_startup(2 << 16, b"user\x00alice\x00\x00"), "2.0"),
+        (raw_startup(4 << 16, b"user\x00alice\x00\x00"), "4.0"),
+        (raw_startup(9999 << 16 | 1, b"user\x00alice\x00\x00"), "unsupported"),
+    ],
+    ids=lambda v: v if isinstance(v, str) else "",
+)
+def test_malformed_startup_packets_are_protocol_violations(packet, match):
+    with pytest.raises(ProtocolViolation, match=match) as exc:
+        read_startup(packet)
+    assert exc.value.fatal
+    assert exc.value.sqlstate in ("08P01", "28000")
+
+
+def test_missing_user_is_28000_like_postgres():
+    with pytest.raises(ProtocolViolation) as exc:
+        read_startup(raw_startup(PROTOCOL_3_0, b"database\x00app\x00\x00"))
+    assert exc.value.sqlstate == "28000"
+
+
+@settings(max_examples=100, deadline=None)
+@given(params=st.dictionaries(ident.filter(lambda k: not k.startswith("_pq_.")), ctext, max_size=5),
+       user=ident)
+def test_startup_packet_round_trip(params, user):
+    params = {**params, "user": user}
+    pkt = startup_packet(params)
+    if len(pkt) > 10_000:
+        return
+    parsed, used = read_startup(pkt)
+    assert used == len(pkt) and parsed.params == params
+
+
+# --- encoders and decoders ---------------------------------------------------------------
+
+
+def one_frame(data: bytes, type_char: str) -> bytes:
+    reader = FrameReader()
+    run, frames = reader.feed(data)
+    assert reader.pending == 0 and len(frames) == 1 and chr(frames[0][0]) == type_char
+    return run
+
+
+@settings(max_examples=100, deadline=None)
+@given(sql=ctext, name=ctext)
+def test_query_and_parse_round_trip(sql, name):
+    assert m.decode_query(one_frame(m.query(sql), "Q")) == sql
+    assert m.decode_parse(one_frame(m.parse(name, sql), "P")) == (name, sql)
+
+
+@settings(max_examples=100, deadline=None)
+@given(fields=st.dictionaries(st.sampled_from("SVCMDHPpqWsctdnFLR"), ctext, min_size=1))
+def test_error_fields_round_trip(fields):
+    for t in "EN":
+        assert m.decode_error_fields(one_frame(m.encode_error_fields(t.encode(), fields), t)) == fields
+
+
+@settings(max_examples=50, deadline=None)
+@given(msg=ctext, detail=ctext, sqlstate=st.from_regex(r"[0-9A-Z]{5}", fullmatch=True))
+def test_error_and_notice_response_encoders(msg, detail, sqlstate):
+    fields = m.decode_error_fields(one_frame(error_response("ERROR", sqlstate, msg, detail), "E"))
+    expect = {"S": "ERROR", "V": "ERROR", "C": sqlstate, "M": msg}
+    if detail:
+        expect["D"] = detail
+    assert fields == expect
+    fields = m.decode_error_fields(one_frame(notice_response(msg, sqlstate), "N"))
+    assert fields == {"S": "WARNING", "V": "WARNING", "C": sqlstate, "M": msg}
+
+
+@settings(max_examples=50, deadline=None)
+@given(mech=ident, data=st.binary(max_size=200), code=st.integers(-(2**31), 2**31 - 1))
+def test_auth_and_password_round_trip(mech, data, code):
+    assert m.decode_sasl_initial(one_frame(m.sasl_initial_response(mech, data), "p")) == (mech, data)
+    assert m.decode_password(one_frame(m.password_message(data), "p")) == data
+    assert m.decode_auth(one_frame(m.auth_request(code, data), "R")) == (code, data)
+
+
+def test_fixed_encoders():
+    assert m.ready_for_query(b"T") == b"Z\x00\x00\x00\x05T"
+    assert m.SYNC == b"S\x00\x00\x00\x04" and m.TERMINATE == b"X\x00\x00\x00\x04"
+    assert m.parameter_status("TimeZone", "UTC") == frame(b"S", b"TimeZone\x00UTC\x00")
+    assert m.decode_auth(m.auth_sasl(["SCRAM-SHA-256"])) == (m.AUTH_SASL, b"SCRAM-SHA-256\x00\x00")
+    assert m.execute("p", 7) == frame(b"E", b"p\x00" + I32.pack(7))
+    assert m.bind_no_params("p", "s") == frame(b"B", b"p\x00s\x00" + b"\x00" * 6)
+    nv = m.negotiate_protocol_version(0, ("_pq_.a",))
+    assert nv == frame(b"v", I32.pack(0) + I32.pack(1) + b"_pq_.a\x00")
+
+
+def test_cstring_errors():
+    with pytest.raises(ProtocolViolation):
+        m.cstring(b"abc", 0)
+    with pytest.raises(ProtocolViolation):
+        m.decode_query(frame(b"Q", b"\xff\x00"))
+    with pytest.raises(ProtocolViolation):
+        m.decode_auth(b"R\x00\x00\x00\x04")
+
+
+# --- Relay without sockets -------------------------------------------------------------
+
+
+def verdict(allowed: bool, message: str = "") -> SimpleNamespace:
+    return SimpleNamespace(allowed=allowed, message=message, would_deny=False, decisions=())
+
+
+class FakePolicy:
+    """Denies any statement mentioning ``payroll``."""
+
+    def __init__(self):
+        self.seen: list[tuple[str, str]] = []
+
+    def _check(self, kind: str, sql: str):
+        self.seen.append((kind, sql))
+        if "payroll" in sql:
+            return verdict(False, "pgwitness: task t may not read secret.payroll")
+        return verdict(True)
+
+    def check_query(self, sql):
+        return self._check("query", sql)
+
+    def check_parse(self, sql):
+        return self._check("parse", sql)
+
+    def check_function_call(self):
+        return verdict(False, "pgwitness: function calls are not allowed")
+
+
+DENY_MSG = "pgwitness: task t may not read secret.payroll"
+
+
+def bind(portal: str = "", statement: str = "") -> bytes:
+    return m.bind_no_params(portal, statement)
+
+
+def describe(kind: bytes, name: str) -> bytes:
+    return frame(b"D", kind + name.encode() + b"\x00")
+
+
+def server_error(fields: dict[str, str]) -> bytes:
+    return m.encode_error_fields(b"E", fields)
+
+
+def marked_server_error(relay: Relay, message: str = DENY_MSG) -> bytes:
+    """What Postgres answers to the injected DO block (fields in the server's order)."""
+    return server_error(
+        {
+            "S": "ERROR", "V": "ERROR", "C": "42501", "M": message,
+            "W": "PL/pgSQL function inline_code_block line 1 at RAISE",
+            "s": relay._marker, "F": "pl_exec.c", "L": "3907", "R": "exec_stmt_raise",
+        }
+    )  # fmt: skip
+
+
+CLEAN_ERROR = {"S": "ERROR", "V": "ERROR", "C": "42501", "M": DENY_MSG}
+
+CLIENT_STREAM = b"".join(
+    [
+        m.query("select 1; select 2"),
+        m.parse("s1", "select $1::int"),
+        describe(b"S", "s1"),
+        bind("p1", "s1"),
+        m.execute("p1", 10),
+        frame(b"C", b"Pp1\x00"),
+        frame(b"H"),
+        m.SYNC,
+        frame(b"d", b"1\t2\n"),
+        frame(b"c"),
+        frame(b"f", b"nope\x00"),
+    ]
+)
+SERVER_STREAM = b"".join(
+    [
+        m.parameter_status("application_name", "x"),
+        frame(b"T", b"\x00\x00"),
+        frame(b"D", b"\x00\x01\x00\x00\x00\x011"),
+        frame(b"C", b"SELECT 1\x00"),
+        frame(b"1"), frame(b"t", b"\x00\x00"), frame(b"n"), frame(b"2"), frame(b"s"), frame(b"3"),
+        notice_response("hello", "00000", "NOTICE"),
+        frame(b"A", I32.pack(1) + b"ch\x00payload\x00"),
+        server_error({"S": "ERROR", "C": "22012", "M": "division by zero"}),
+        m.ready_for_query(b"I"),
+    ]
+)  # fmt: skip
+
+
+@pytest.mark.parametrize("policy", [None, FakePolicy()], ids=["no-policy", "allowing-policy"])
+def test_relay_pass_through_is_byte_identical(policy):
+    relay = Relay(policy=policy)
+    assert relay.from_client(CLIENT_STREAM) == (CLIENT_STREAM, b"")
+    assert relay.from_server(SERVER_STREAM) == SERVER_STREAM
+    assert relay.tx_status == b"I"
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data())
+def test_relay_pass_through_for_any_split(data):
+    relay = Relay(policy=FakePolicy())
+    for stream, feed in ((CLIENT_STREAM, lambda b: relay.from_client(b)[0]), (SERVER_STREAM, relay.from_server)):
+        cuts = data.draw(st.lists(st.integers(0, len(stream)), max_size=10))
+        assert b"".join(feed(chunk) for chunk in split_at(stream, cuts)) == stream
+
+
+def test_relay_terminate_stops_at_terminate():
+    relay = Relay()
+    to_server, to_client = relay.from_client(m.query("select 1") + m.TERMINATE + m.query("select 2"))
+    # (Bytes after Terminate may follow: the server stops reading at Terminate.)
+    assert to_server.startswith(m.query("select 1") + m.TERMINATE) and to_client == b""
+    assert relay.terminated
+
+
+@pytest.mark.parametrize("bad", [b"p", b"Z", b"\x00", b"?"])
+def test_relay_refuses_unknown_or_out_of_phase_frontend_messages(bad):
+    with pytest.raises(ProtocolViolation):
+        Relay().from_client(frame(bad, b"x"))
+
+
+def test_relay_denied_query_when_idle_answers_locally():
+    policy = FakePolicy()
+    relay = Relay(policy=policy)
+    to_server, to_client = relay.from_client(m.query("select * from secret.payroll"))
+    assert to_server == b""
+    frames = parse_frames(to_client)
+    assert [t for t, _ in frames] == ["E", "Z"]
+    assert m.decode_error_fields(frame(b"E", frames[0][1])) == CLEAN_ERROR
+    assert frames[1][1] == b"I"
+    assert policy.seen == [("query", "select * from secret.payroll")]
+    assert relay.counters.denied == 1
+    # The session goes on: the next allowed query passes untouched.
+    q = m.query("select 1")
+    assert relay.from_client(q) == (q, b"")
+
+
+def test_relay_denied_query_in_transaction_is_raised_by_the_server():
+    relay = Relay(policy=FakePolicy())
+    begin = m.query("begin")
+    assert relay.from_client(begin) == (begin, b"")
+    assert relay.from_server(frame(b"C", b"BEGIN\x00") + m.ready_for_query(b"T")) == (
+        frame(b"C", b"BEGIN\x00") + m.ready_for_query(b"T")
+    )
+    assert relay.tx_status == b"T"
+
+    to_server, to_client = relay.from_client(m.query("select * from secret.payroll"))
+    assert to_client == b""
+    (t, body), = parse_frames(to_server)
+    sql = m.decode_query(frame(b"Q", body))
+    assert t == "Q" and sql.startswith("DO ") and "42501" in sql and DENY_MSG in sql
+    assert relay._marker in sql and "payroll" not in sql.replace(DENY_MSG, "")
+
+    answer = relay.from_server(marked_server_error(relay) + m.ready_for_query(b"E"))
+    frames = parse_frames(answer)
+    assert [t for t, _ in frames] == ["E", "Z"]
+    fields = m.decode_error_fields(frame(b"E", frames[0][1]))
+    assert fields == CLEAN_ERROR
+    assert not set(fields) & set("WsFLR")
+    assert frames[1][1] == b"E"
+
+    # A later, ordinary server error is not touched (not marked).
+    rollback = m.query("rollback")
+    assert relay.from_client(rollback) == (rollback, b"")
+    plain = server_error({"S": "ERROR", "C": "25P02", "W": "keep me", "F": "postgres.c"})
+    assert relay.from_server(plain + m.ready_for_query(b"E")) == plain + m.ready_for_query(b"E")
+
+
+def test_relay_denied_query_while_another_is_in_flight_is_injected():
+    relay = Relay(policy=FakePolicy())
+    first = m.query("select pg_sleep(1)")
+    to_server, _ = relay.from_client(first)
+    assert to_server == first
+    to_server, to_client = relay.from_client(m.query("select * from secret.payroll"))
+    assert to_client == b"" and m.decode_query(to_server).startswith("DO ")
+
+
+def test_relay_denied_parse_injects_parse_bind_execute_and_drops_their_completions():
+    relay = Relay(policy=FakePolicy())
+    own_parse = m.parse("s1", "select 1")
+    stream = own_parse + m.parse("", "select * from secret.payroll") + bind() + m.execute() + m.SYNC
+    to_server, to_client = relay.from_client(stream)
+    assert to_client == b""
+    sent = parse_frames(to_server)
+    assert [t for t, _ in sent] == ["P", "P", "B", "E", "B", "E", "S"]
+    assert frame(b"P", sent[0][1]) == own_parse
+    name, sql = m.decode_parse(frame(b"P", sent[1][1]))
+    assert name == "" and sql.startswith("DO ") and relay._marker in sql
+    assert frame(b"B", sent[2][1]) == bind() and frame(b"E", sent[3][1]) == m.execute()
+
+    # The server: ParseComplete (client's s1), ParseComplete + BindComplete (injected), the
+    # marked error; the client's own Bind/Execute are skipped until Sync.
+    reply = frame(b"1") + frame(b"1") + frame(b"2") + marked_server_error(relay) + m.ready_for_query(b"I")
+    expected = frame(b"1") + m.encode_error_fields(b"E", CLEAN_ERROR) + m.ready_for_query(b"I")
+    assert relay.from_server(reply) == expected
+
+
+def test_relay_parse_injection_reply_split_at_every_offset():
+    policy = FakePolicy()
+    stream = (
+        m.parse("s1", "select 1") + bind("", "s1") + m.execute() + m.parse("", "select * from secret.payroll")
+        + bind() + m.execute() + m.SYNC + m.query("select 2")
+    )  # fmt: skip
+    reply_head = frame(b"1") + frame(b"2") + frame(b"D", b"\x00\x01\x00\x00\x00\x011") + frame(b"C", b"SELECT 1\x00")
+    reply_tail = m.ready_for_query(b"I") + frame(b"C", b"SELECT 1\x00") + m.ready_for_query(b"I")
+    expected = reply_head + m.encode_error_fields(b"E", CLEAN_ERROR) + reply_tail
+    for i in range(0, 200, 1):
+        relay = Relay(policy=policy)
+        relay.from_client(stream)
+        reply = reply_head + frame(b"1") + frame(b"2") + marked_server_error(relay) + reply_tail
+        if i > len(reply):
+            break
+        out = relay.from_server(reply[:i]) + relay.from_server(reply[i:])
+        assert out == expected, i
+
+
+def test_relay_denied_parse_after_an_earlier_error_releases_held_frames():
+    """The server skips the injection (an earlier statement already failed): the client's
+    held ParseComplete must still reach it, before ReadyForQuery."""
+    relay = Relay(policy=FakePolicy())
+    relay.from_client(
+        m.parse("a", "select 1/0") + bind("", "a") + m.execute()
+        + m.parse("", "select * from secret.payroll") + bind() + m.execute() + m.SYNC
+    )  # fmt: skip
+    err = server_error({"S": "ERROR", "C": "22012", "M": "division by zero"})
+    reply = frame(b"1") + frame(b"2") + err + m.ready_for_query(b"I")
+    assert relay.from_server(reply) == reply
+    # The next group is clean again.
+    q = m.query("select 1")
+    assert relay.from_client(q) == (q, b"")
+    ok = frame(b"C", b"SELECT 1\x00") + m.ready_for_query(b"I")
+    assert relay.from_server(ok) == ok
+
+
+def test_relay_denied_function_call_when_idle():
+    relay = Relay(policy=FakePolicy())
+    to_server, to_client = relay.from_client(frame(b"F", I32.pack(1234) + b"\x00" * 8))
+    assert to_server == b""
+    assert [t for t, _ in parse_frames(to_client)] == ["E", "Z"]
+
+
+def test_relay_unhealthy_recorder_refuses_statements_with_57p03():
+    relay = Relay(health=SimpleNamespace(healthy=False))
+    to_server, to_client = relay.from_client(m.query("select 1"))
+    assert to_server == b""
+    fields = m.decode_error_fields(to_client)
+    assert fields["C"] == "57P03"
+    sync = m.SYNC
+    assert relay.from_client(sync) == (sync, b"")
