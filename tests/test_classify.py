@@ -39,30 +39,59 @@ CASES: list[tuple[str, StatementClass, tuple, tuple, tuple]] = [
     ("SELECT a FROM t UNION SELECT b FROM u", R, ("public.t", "public.u"), _, _),
     ("SELECT a FROM t INTERSECT SELECT b FROM u", R, ("public.t", "public.u"), _, _),
     ("SELECT a FROM t EXCEPT ALL SELECT b FROM u", R, ("public.t", "public.u"), _, _),
-    ("SELECT o.id FROM orders o JOIN customers c ON c.id = o.cid", R,
-     ("public.orders", "public.customers"), _, _),
-    ("SELECT * FROM a LEFT JOIN b USING (id) CROSS JOIN c", R,
-     ("public.a", "public.b", "public.c"), _, _),
+    (
+        "SELECT o.id FROM orders o JOIN customers c ON c.id = o.cid",
+        R,
+        ("public.orders", "public.customers"),
+        _,
+        _,
+    ),
+    (
+        "SELECT * FROM a LEFT JOIN b USING (id) CROSS JOIN c",
+        R,
+        ("public.a", "public.b", "public.c"),
+        _,
+        _,
+    ),
     ("SELECT * FROM a NATURAL JOIN s.b", R, ("public.a", "s.b"), _, _),
     ("SELECT a FROM t AS x(a)", R, ("public.t",), _, _),
     ("SELECT (SELECT max(v) FROM u) FROM t", R, ("public.t", "public.u"), _, ("max",)),
     ("SELECT * FROM t WHERE id IN (SELECT id FROM u)", R, ("public.t", "public.u"), _, _),
-    ("SELECT * FROM t WHERE EXISTS (SELECT 1 FROM u WHERE u.id = t.id)", R,
-     ("public.t", "public.u"), _, _),
+    (
+        "SELECT * FROM t WHERE EXISTS (SELECT 1 FROM u WHERE u.id = t.id)",
+        R,
+        ("public.t", "public.u"),
+        _,
+        _,
+    ),
     ("SELECT * FROM t WHERE a = ANY(SELECT b FROM v)", R, ("public.t", "public.v"), _, _),
     ("SELECT * FROM (SELECT * FROM inner_t) sub", R, ("public.inner_t",), _, _),
-    ("SELECT * FROM t, LATERAL (SELECT * FROM u WHERE u.x = t.x) l", R,
-     ("public.t", "public.u"), _, _),
-    ("SELECT * FROM t ORDER BY (SELECT count(*) FROM u)", R, ("public.t", "public.u"), _,
-     ("count",)),
+    (
+        "SELECT * FROM t, LATERAL (SELECT * FROM u WHERE u.x = t.x) l",
+        R,
+        ("public.t", "public.u"),
+        _,
+        _,
+    ),
+    (
+        "SELECT * FROM t ORDER BY (SELECT count(*) FROM u)",
+        R,
+        ("public.t", "public.u"),
+        _,
+        ("count",),
+    ),
     ("SELECT CASE WHEN EXISTS (SELECT 1 FROM flags) THEN 1 END", R, ("public.flags",), _, _),
-    ("SELECT count(*) FROM t GROUP BY a HAVING count(*) > (SELECT 1 FROM h)", R,
-     ("public.t", "public.h"), _, ("count",)),
+    (
+        "SELECT count(*) FROM t GROUP BY a HAVING count(*) > (SELECT 1 FROM h)",
+        R,
+        ("public.t", "public.h"),
+        _,
+        ("count",),
+    ),
     ("SELECT * FROM generate_series(1, 3) g", R, _, _, ("exploding_generate_series",)),
     ("SELECT * FROM unnest(ARRAY[1, 2]) u", R, _, _, ("unnest",)),
     ("SELECT * FROM ROWS FROM (json_each('{}')) j", R, _, _, ("json_each",)),
-    ("SELECT lower(name), upper(name) FROM people", R, ("public.people",), _,
-     ("lower", "upper")),
+    ("SELECT lower(name), upper(name) FROM people", R, ("public.people",), _, ("lower", "upper")),
     ("SELECT jsonb_build_object('a', 1)", R, _, _, ("jsonb_build_object",)),
     ("SELECT now(), current_date", R, _, _, ("current_timestamp", "current_date")),
     ("SELECT coalesce(a, b) FROM t", R, ("public.t",), _, ("coalesce",)),
@@ -79,23 +108,31 @@ CASES: list[tuple[str, StatementClass, tuple, tuple, tuple]] = [
     ("SELECT pg_sleep(1)", R, _, _, ("pg_sleep",)),
     ("SELECT pg_read_file('/etc/passwd')", R, _, _, ("pg_read_file",)),
     ("SELECT pg_catalog.pg_read_file('/etc/passwd')", R, _, _, ("pg_read_file",)),
-    ("SELECT query_to_xml('select * from secret', true, true, '')", R, _, _,
-     ("query_to_xml",)),
+    ("SELECT query_to_xml('select * from secret', true, true, '')", R, _, _, ("query_to_xml",)),
     ("SELECT set_config('role', 'admin', false)", R, _, _, ("set_config",)),
     ("SELECT dblink('host=x', 'select 1')", R, _, _, ("dblink",)),
     ("SELECT pg_terminate_backend(123)", R, _, _, ("pg_terminate_backend",)),
     ("SELECT current_setting('work_mem')", R, _, _, ("current_setting",)),
     ("SELECT * FROM t WHERE a = $1 AND b = $2", R, ("public.t",), _, _),
-    ("SELECT t.oid FROM pg_type t WHERE t.oid = any($1::oid[])", R, ("pg_catalog.pg_type",),
-     _, _),
+    ("SELECT t.oid FROM pg_type t WHERE t.oid = any($1::oid[])", R, ("pg_catalog.pg_type",), _, _),
     ("SELECT '{1}'::regclass[]", UNK, _, _, _),
     ("SELECT * FROM t FOR UPDATE", R, ("public.t",), ("public.t",), _),
-    ("SELECT * FROM t o JOIN u ON true FOR SHARE OF o", R, ("public.t", "public.u"),
-     ("public.t", "public.u"), _),
+    (
+        "SELECT * FROM t o JOIN u ON true FOR SHARE OF o",
+        R,
+        ("public.t", "public.u"),
+        ("public.t", "public.u"),
+        _,
+    ),
     # --- catalogs -----------------------------------------------------------------------
     ("SELECT * FROM pg_class", R, ("pg_catalog.pg_class",), _, _),
-    ("SELECT * FROM pg_catalog.pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace", R,
-     ("pg_catalog.pg_type", "pg_catalog.pg_namespace"), _, _),
+    (
+        "SELECT * FROM pg_catalog.pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace",
+        R,
+        ("pg_catalog.pg_type", "pg_catalog.pg_namespace"),
+        _,
+        _,
+    ),
     ("SELECT * FROM information_schema.tables", R, ("information_schema.tables",), _, _),
     ("SELECT rolpassword FROM pg_authid", R, ("pg_catalog.pg_authid",), _, _),
     ("SELECT * FROM PG_SHADOW", R, ("pg_catalog.pg_shadow",), _, _),
@@ -110,46 +147,95 @@ CASES: list[tuple[str, StatementClass, tuple, tuple, tuple]] = [
     ("WITH t AS (SELECT 1) SELECT * FROM t, (SELECT * FROM t) y", R, _, _, _),
     ("SELECT * FROM (WITH t AS (SELECT 1) SELECT * FROM t) x, t", R, ("public.t",), _, _),
     ("WITH a AS (SELECT * FROM a) SELECT * FROM a", R, ("public.a",), _, _),
-    ("WITH RECURSIVE a AS (SELECT 1 UNION ALL SELECT n + 1 FROM a) SELECT * FROM a", R, _,
-     _, _),
+    ("WITH RECURSIVE a AS (SELECT 1 UNION ALL SELECT n + 1 FROM a) SELECT * FROM a", R, _, _, _),
     ("WITH a AS (SELECT * FROM b), b AS (SELECT 1) SELECT * FROM a", R, ("public.b",), _, _),
     ("WITH b AS (SELECT 1), a AS (SELECT * FROM b) SELECT * FROM a", R, _, _, _),
     ('WITH "T" AS (SELECT 1) SELECT * FROM t', R, ("public.t",), _, _),
     ("WITH x AS (SELECT 1) SELECT * FROM public.x", R, ("public.x",), _, _),
     ("WITH d AS (DELETE FROM t RETURNING *) SELECT * FROM d", W, _, ("public.t",), _),
-    ("WITH u AS (UPDATE t SET a = 1 RETURNING id) SELECT count(*) FROM u", W, _,
-     ("public.t",), ("count",)),
-    ("WITH i AS (INSERT INTO log (m) VALUES ('x') RETURNING id) SELECT * FROM i", W, _,
-     ("public.log",), _),
-    ("WITH d AS (DELETE FROM a RETURNING *) INSERT INTO b SELECT * FROM d", W, _,
-     ("public.a", "public.b"), _),
-    ("WITH src AS (SELECT * FROM staging) INSERT INTO t SELECT * FROM src", W,
-     ("public.staging",), ("public.t",), _),
+    (
+        "WITH u AS (UPDATE t SET a = 1 RETURNING id) SELECT count(*) FROM u",
+        W,
+        _,
+        ("public.t",),
+        ("count",),
+    ),
+    (
+        "WITH i AS (INSERT INTO log (m) VALUES ('x') RETURNING id) SELECT * FROM i",
+        W,
+        _,
+        ("public.log",),
+        _,
+    ),
+    (
+        "WITH d AS (DELETE FROM a RETURNING *) INSERT INTO b SELECT * FROM d",
+        W,
+        _,
+        ("public.a", "public.b"),
+        _,
+    ),
+    (
+        "WITH src AS (SELECT * FROM staging) INSERT INTO t SELECT * FROM src",
+        W,
+        ("public.staging",),
+        ("public.t",),
+        _,
+    ),
     # --- DML ------------------------------------------------------------------------------
     ("INSERT INTO orders (id) VALUES (1)", W, _, ("public.orders",), _),
     ("INSERT INTO s.orders VALUES (1) RETURNING *", W, _, ("s.orders",), _),
     ("INSERT INTO t SELECT * FROM u", W, ("public.u",), ("public.t",), _),
-    ("INSERT INTO t (a) SELECT a FROM u WHERE b IN (SELECT b FROM v)", W,
-     ("public.u", "public.v"), ("public.t",), _),
-    ("INSERT INTO t VALUES ((SELECT max(id) FROM u))", W, ("public.u",), ("public.t",),
-     ("max",)),
-    ("INSERT INTO t VALUES (1) ON CONFLICT (id) DO UPDATE SET a = excluded.a", W, _,
-     ("public.t",), _),
+    (
+        "INSERT INTO t (a) SELECT a FROM u WHERE b IN (SELECT b FROM v)",
+        W,
+        ("public.u", "public.v"),
+        ("public.t",),
+        _,
+    ),
+    ("INSERT INTO t VALUES ((SELECT max(id) FROM u))", W, ("public.u",), ("public.t",), ("max",)),
+    (
+        "INSERT INTO t VALUES (1) ON CONFLICT (id) DO UPDATE SET a = excluded.a",
+        W,
+        _,
+        ("public.t",),
+        _,
+    ),
     ("INSERT INTO t VALUES (1) ON CONFLICT DO NOTHING", W, _, ("public.t",), _),
-    ("INSERT INTO t (id) VALUES (nextval('t_id_seq'))", W, _, ("public.t", "public.t_id_seq"),
-     ("nextval",)),
+    (
+        "INSERT INTO t (id) VALUES (nextval('t_id_seq'))",
+        W,
+        _,
+        ("public.t", "public.t_id_seq"),
+        ("nextval",),
+    ),
     ("UPDATE orders SET total = 0 WHERE id = 1", W, _, ("public.orders",), _),
     ("UPDATE t SET a = u.a FROM u WHERE t.id = u.id", W, ("public.u",), ("public.t",), _),
     ("UPDATE t SET a = (SELECT max(a) FROM u)", W, ("public.u",), ("public.t",), ("max",)),
-    ("UPDATE t SET a = 1 WHERE id IN (SELECT id FROM u) RETURNING *", W, ("public.u",),
-     ("public.t",), _),
+    (
+        "UPDATE t SET a = 1 WHERE id IN (SELECT id FROM u) RETURNING *",
+        W,
+        ("public.u",),
+        ("public.t",),
+        _,
+    ),
     ("DELETE FROM t WHERE id = 1", W, _, ("public.t",), _),
     ("DELETE FROM t USING u WHERE t.id = u.id", W, ("public.u",), ("public.t",), _),
     ("DELETE FROM ONLY s.t WHERE EXISTS (SELECT 1 FROM v)", W, ("public.v",), ("s.t",), _),
-    ("MERGE INTO t USING s ON t.id = s.id WHEN MATCHED THEN UPDATE SET a = s.a "
-     "WHEN NOT MATCHED THEN INSERT (id) VALUES (s.id)", W, ("public.s",), ("public.t",), _),
-    ("MERGE INTO t USING (SELECT * FROM src) s ON t.id = s.id WHEN MATCHED THEN DELETE", W,
-     ("public.src",), ("public.t",), _),
+    (
+        "MERGE INTO t USING s ON t.id = s.id WHEN MATCHED THEN UPDATE SET a = s.a "
+        "WHEN NOT MATCHED THEN INSERT (id) VALUES (s.id)",
+        W,
+        ("public.s",),
+        ("public.t",),
+        _,
+    ),
+    (
+        "MERGE INTO t USING (SELECT * FROM src) s ON t.id = s.id WHEN MATCHED THEN DELETE",
+        W,
+        ("public.src",),
+        ("public.t",),
+        _,
+    ),
     ("TRUNCATE t", W, _, ("public.t",), _),
     ("TRUNCATE TABLE t, s.u", W, _, ("public.t", "s.u"), _),
     ("SELECT nextval('s')", W, _, ("public.s",), ("nextval",)),
@@ -164,25 +250,45 @@ CASES: list[tuple[str, StatementClass, tuple, tuple, tuple]] = [
     ("CREATE TABLE c (a int) INHERITS (s.t)", D, _, ("public.c", "s.t"), _),
     ("CREATE TEMP TABLE scratch (a int)", D, _, ("pg_temp.scratch",), _),
     ("CREATE TABLE x AS SELECT * FROM t", D, ("public.t",), ("public.x",), _),
-    ("CREATE TABLE x AS WITH c AS (SELECT * FROM t) SELECT * FROM c", D, ("public.t",),
-     ("public.x",), _),
+    (
+        "CREATE TABLE x AS WITH c AS (SELECT * FROM t) SELECT * FROM c",
+        D,
+        ("public.t",),
+        ("public.x",),
+        _,
+    ),
     ("SELECT * INTO newt FROM t", D, ("public.t",), ("public.newt",), _),
     ("SELECT * INTO TEMP newt FROM t", D, ("public.t",), ("pg_temp.newt",), _),
     ("CREATE VIEW v AS SELECT * FROM t", D, ("public.t",), ("public.v",), _),
-    ("CREATE OR REPLACE VIEW s.v AS SELECT a FROM t JOIN u ON true", D,
-     ("public.t", "public.u"), ("s.v",), _),
+    (
+        "CREATE OR REPLACE VIEW s.v AS SELECT a FROM t JOIN u ON true",
+        D,
+        ("public.t", "public.u"),
+        ("s.v",),
+        _,
+    ),
     ("CREATE MATERIALIZED VIEW mv AS SELECT * FROM t", D, ("public.t",), ("public.mv",), _),
     ("CREATE INDEX i ON t (a)", D, _, ("public.t",), _),
     ("CREATE UNIQUE INDEX CONCURRENTLY i ON s.t (a)", D, _, ("s.t",), _),
     ("CREATE SEQUENCE s", D, _, ("public.s",), _),
     ("CREATE SCHEMA s", D, _, ("s.*",), _),
     ("CREATE FUNCTION f() RETURNS int AS $$ select 1 $$ LANGUAGE sql", D, _, ("public.f",), _),
-    ("CREATE TRIGGER tr BEFORE INSERT ON t FOR EACH ROW EXECUTE FUNCTION f()", D, _,
-     ("public.t",), ("public.f",)),
+    (
+        "CREATE TRIGGER tr BEFORE INSERT ON t FOR EACH ROW EXECUTE FUNCTION f()",
+        D,
+        _,
+        ("public.t",),
+        ("public.f",),
+    ),
     ("ALTER TABLE t ADD COLUMN c int", D, _, ("public.t",), _),
     ("ALTER TABLE s.t RENAME TO u", D, _, ("s.t", "s.u"), _),
-    ("ALTER TABLE t ALTER COLUMN id SET DEFAULT nextval('t_seq')", D, _,
-     ("public.t", "public.t_seq"), ("nextval",)),
+    (
+        "ALTER TABLE t ALTER COLUMN id SET DEFAULT nextval('t_seq')",
+        D,
+        _,
+        ("public.t", "public.t_seq"),
+        ("nextval",),
+    ),
     ("DROP TABLE t", D, _, ("public.t",), _),
     ("DROP TABLE IF EXISTS t, s.u", D, _, ("public.t", "s.u"), _),
     ("DROP TRIGGER tr ON s.t", D, _, ("s.t",), _),
@@ -291,8 +397,13 @@ CASES: list[tuple[str, StatementClass, tuple, tuple, tuple]] = [
     ("EXPLAIN ANALYZE DELETE FROM t", W, _, ("public.t",), _),
     ("EXPLAIN ANALYSE SELECT * FROM t", R, ("public.t",), _, _),
     ("EXPLAIN (ANALYZE, BUFFERS) DELETE FROM t", W, _, ("public.t",), _),
-    ("EXPLAIN (ANALYZE true, FORMAT JSON) INSERT INTO t SELECT * FROM u", W, ("public.u",),
-     ("public.t",), _),
+    (
+        "EXPLAIN (ANALYZE true, FORMAT JSON) INSERT INTO t SELECT * FROM u",
+        W,
+        ("public.u",),
+        ("public.t",),
+        _,
+    ),
     ("EXPLAIN (ANALYZE off) DELETE FROM t", R, ("public.t",), _, _),
     ("EXPLAIN (COSTS false) SELECT pg_read_file('x')", R, _, _, ("pg_read_file",)),
     ("EXPLAIN ANALYZE CREATE TABLE x AS SELECT * FROM t", D, ("public.t",), ("public.x",), _),
@@ -317,8 +428,7 @@ CASES: list[tuple[str, StatementClass, tuple, tuple, tuple]] = [
     ("SELECT '--' AS x FROM t", R, ("public.t",), _, _),
     ("SELECT 1 -- ; DELETE FROM x\nFROM t", R, ("public.t",), _, _),
     ("SELECT 'a'\n'b' FROM t", R, ("public.t",), _, ("concat",)),
-    ("SELECT interval '1 day', date '2024-01-01', x'1F', b'101' FROM t", R, ("public.t",), _,
-     _),
+    ("SELECT interval '1 day', date '2024-01-01', x'1F', b'101' FROM t", R, ("public.t",), _, _),
     # --- unknown / unparseable ----------------------------------------------------------
     ("SELEC 1", UNK, _, _, _),
     ("SELECT * FROM", UNK, _, _, _),
@@ -340,8 +450,9 @@ CASES: list[tuple[str, StatementClass, tuple, tuple, tuple]] = [
 ]
 
 
-@pytest.mark.parametrize(("sql", "cls", "reads", "writes", "functions"), CASES,
-                         ids=[c[0][:60] for c in CASES])
+@pytest.mark.parametrize(
+    ("sql", "cls", "reads", "writes", "functions"), CASES, ids=[c[0][:60] for c in CASES]
+)
 def test_classify_table(sql, cls, reads, writes, functions):
     result = classify(sql)
     assert len(result) == 1, result
@@ -361,15 +472,20 @@ def test_table_is_big_enough():
 # (sql, write_ops)
 OPS = [
     ("INSERT INTO t VALUES (1)", {("insert", "public.t")}),
-    ("INSERT INTO t VALUES (1) ON CONFLICT (id) DO UPDATE SET a = 1",
-     {("insert", "public.t"), ("update", "public.t")}),
+    (
+        "INSERT INTO t VALUES (1) ON CONFLICT (id) DO UPDATE SET a = 1",
+        {("insert", "public.t"), ("update", "public.t")},
+    ),
     ("UPDATE t SET a = 1", {("update", "public.t")}),
     ("DELETE FROM t", {("delete", "public.t")}),
     ("TRUNCATE t", {("truncate", "public.t")}),
     ("COPY t FROM STDIN", {("insert", "public.t")}),
     ("MERGE INTO t USING s ON true WHEN MATCHED THEN DELETE", {("delete", "public.t")}),
-    ("MERGE INTO t USING s ON true WHEN MATCHED THEN UPDATE SET a = 1 "
-     "WHEN NOT MATCHED THEN INSERT VALUES (1)", {("update", "public.t"), ("insert", "public.t")}),
+    (
+        "MERGE INTO t USING s ON true WHEN MATCHED THEN UPDATE SET a = 1 "
+        "WHEN NOT MATCHED THEN INSERT VALUES (1)",
+        {("update", "public.t"), ("insert", "public.t")},
+    ),
     ("SELECT * FROM t FOR UPDATE", {("lock", "public.t")}),
     ("CREATE TABLE t (a int)", {("ddl", "public.t")}),
     ("SELECT nextval('s')", {("update", "public.s")}),
@@ -441,9 +557,7 @@ def test_semicolon_hidden_in_literal_does_not_split():
 
 def test_nested_comment_hides_statement_like_postgres():
     # PostgreSQL nests block comments: the DELETE is inside the comment.
-    assert [c.command for c in classify("SELECT 1 /* a /* b */ ; DELETE FROM x; */")] == [
-        "SELECT"
-    ]
+    assert [c.command for c in classify("SELECT 1 /* a /* b */ ; DELETE FROM x; */")] == ["SELECT"]
     # ...and a non-nesting reading would hide this DROP inside a string: we must see it.
     result = classify("/* /* */ ' */ DROP TABLE x; -- '")
     assert result[0].command == "DROP TABLE" and result[0].writes == {"public.x"}
@@ -494,7 +608,9 @@ def test_dangerous_functions_are_not_typed_by_sqlglot():
 
 
 def test_fast_fingerprints_match_full_lexer():
-    sql = "SELECT a, 'x' FROM t WHERE b = 1.5 -- c\n; /* x */ UPDATE u SET v = $$q$$ WHERE w = E'\\''"
+    sql = (
+        "SELECT a, 'x' FROM t WHERE b = 1.5 -- c\n; /* x */ UPDATE u SET v = $$q$$ WHERE w = E'\\''"
+    )
     fast = fingerprint_statements(sql)
     full = [(s.sql, s.fingerprint, s.cacheable) for s in lex(sql)]
     assert fast == full

@@ -24,8 +24,7 @@ CASES = [
     ("SELECT * FROM secrets", False, "scope.read", "may not read public.secrets"),
     ("SELECT * FROM orders JOIN payments ON true", False, "scope.read", "public.payments"),
     ("SELECT (SELECT 1 FROM payments) FROM orders", False, "scope.read", "public.payments"),
-    ("WITH x AS (SELECT * FROM payments) SELECT * FROM x", False, "scope.read",
-     "public.payments"),
+    ("WITH x AS (SELECT * FROM payments) SELECT * FROM x", False, "scope.read", "public.payments"),
     ("WITH payments AS (SELECT 1) SELECT * FROM payments", True, "default.no_relations", ""),
     ("TABLE customers", True, "scope.read", "public.customers"),
     ("EXPLAIN SELECT * FROM payments", False, "scope.read", "public.payments"),
@@ -42,32 +41,55 @@ CASES = [
     ("INSERT INTO orders SELECT * FROM customers", True, "scope.write", "public.orders"),
     ("UPDATE customers SET name = 'x'", False, "scope.write", "may not write public.customers"),
     ("INSERT INTO orders SELECT * FROM payments", False, "scope.read", "public.payments"),
-    ("WITH d AS (DELETE FROM customers RETURNING *) SELECT * FROM d", False, "scope.write",
-     "public.customers"),
+    (
+        "WITH d AS (DELETE FROM customers RETURNING *) SELECT * FROM d",
+        False,
+        "scope.write",
+        "public.customers",
+    ),
     ("EXPLAIN ANALYZE DELETE FROM customers", False, "scope.write", "public.customers"),
     ("EXPLAIN (ANALYZE) UPDATE orders SET total = 1", True, "scope.write", "public.orders"),
-    ("MERGE INTO orders o USING customers c ON o.cid = c.id WHEN MATCHED THEN DELETE", True,
-     "scope.write", "public.orders"),
-    ("MERGE INTO customers c USING orders o ON o.cid = c.id WHEN MATCHED THEN DELETE", False,
-     "scope.write", "public.customers"),
+    (
+        "MERGE INTO orders o USING customers c ON o.cid = c.id WHEN MATCHED THEN DELETE",
+        True,
+        "scope.write",
+        "public.orders",
+    ),
+    (
+        "MERGE INTO customers c USING orders o ON o.cid = c.id WHEN MATCHED THEN DELETE",
+        False,
+        "scope.write",
+        "public.customers",
+    ),
     ("INSERT INTO audit_log VALUES (1)", True, "scope.write", "public.audit_log"),
     ("UPDATE audit_log SET m = 1", False, "scope.write", "public.audit_log"),
-    ("INSERT INTO audit_log VALUES (1) ON CONFLICT (id) DO UPDATE SET m = 2", False,
-     "scope.write", "public.audit_log"),
+    (
+        "INSERT INTO audit_log VALUES (1) ON CONFLICT (id) DO UPDATE SET m = 2",
+        False,
+        "scope.write",
+        "public.audit_log",
+    ),
     ("COPY audit_log FROM STDIN", True, "scope.write", "public.audit_log"),
     ("COPY customers FROM STDIN", False, "scope.write", "public.customers"),
     ("SELECT * FROM orders FOR UPDATE", True, "scope.write", "public.orders"),
-    ("SELECT * FROM customers FOR UPDATE", False, "scope.write",
-     "may not lock rows of public.customers"),
+    (
+        "SELECT * FROM customers FOR UPDATE",
+        False,
+        "scope.write",
+        "may not lock rows of public.customers",
+    ),
     ("SELECT nextval('orders_id_seq')", False, "scope.write", "public.orders_id_seq"),
     ("TRUNCATE scratch", True, "scope.truncate", "public.scratch"),
     ("TRUNCATE orders", False, "scope.truncate", "may not truncate public.orders"),
     # scopes: DDL
     ("CREATE TABLE sandbox.t AS SELECT * FROM orders", True, "scope.ddl", "sandbox.t"),
-    ("CREATE TABLE sandbox.t AS SELECT * FROM payments", False, "scope.read",
-     "public.payments"),
-    ("CREATE TABLE public.t (a int)", False, "scope.ddl",
-     "may not change the definition of public.t"),
+    ("CREATE TABLE sandbox.t AS SELECT * FROM payments", False, "scope.read", "public.payments"),
+    (
+        "CREATE TABLE public.t (a int)",
+        False,
+        "scope.ddl",
+        "may not change the definition of public.t",
+    ),
     ("DROP TABLE orders", False, "scope.ddl", "public.orders"),
     ("ALTER TABLE sandbox.t RENAME TO u", True, "scope.ddl", "sandbox.t"),
     ("ALTER TABLE sandbox.t RENAME TO u", True, "scope.ddl", "sandbox.u"),
@@ -77,25 +99,49 @@ CASES = [
     ("CREATE SCHEMA other", False, "scope.ddl", "other.*"),
     ("REFRESH MATERIALIZED VIEW sandbox.mv", True, "scope.ddl", "sandbox.mv"),
     # temp tables
-    ("CREATE TEMP TABLE scratchpad AS SELECT * FROM orders", True, "scope.read",
-     "pg_temp.scratchpad"),
-    ("CREATE TEMP TABLE scratchpad AS SELECT * FROM payments", False, "scope.read",
-     "public.payments"),
+    (
+        "CREATE TEMP TABLE scratchpad AS SELECT * FROM orders",
+        True,
+        "scope.read",
+        "pg_temp.scratchpad",
+    ),
+    (
+        "CREATE TEMP TABLE scratchpad AS SELECT * FROM payments",
+        False,
+        "scope.read",
+        "public.payments",
+    ),
     ("CREATE TEMP TABLE scratchpad (a int)", True, "default.temp", "pg_temp.scratchpad"),
-    ("INSERT INTO pg_temp.scratchpad SELECT * FROM orders", True, "scope.read",
-     "pg_temp.scratchpad"),
+    (
+        "INSERT INTO pg_temp.scratchpad SELECT * FROM orders",
+        True,
+        "scope.read",
+        "pg_temp.scratchpad",
+    ),
     ("INSERT INTO pg_temp.scratchpad VALUES (1)", True, "default.temp", "pg_temp.scratchpad"),
     ("SELECT * FROM pg_temp.scratchpad", True, "default.temp", "pg_temp.scratchpad"),
     ("DROP TABLE pg_temp.scratchpad", True, "default.temp", "pg_temp.scratchpad"),
     # catalogs
     ("SELECT * FROM pg_class", True, "default.catalog", "pg_catalog.pg_class"),
-    ("SELECT typname FROM pg_catalog.pg_type JOIN pg_namespace n ON true", True,
-     "default.catalog", "pg_catalog.pg_type"),
-    ("SELECT * FROM information_schema.columns", True, "default.catalog",
-     "information_schema.columns"),
+    (
+        "SELECT typname FROM pg_catalog.pg_type JOIN pg_namespace n ON true",
+        True,
+        "default.catalog",
+        "pg_catalog.pg_type",
+    ),
+    (
+        "SELECT * FROM information_schema.columns",
+        True,
+        "default.catalog",
+        "information_schema.columns",
+    ),
     ("SELECT * FROM pg_settings", True, "default.catalog", "pg_settings"),
-    ("SELECT * FROM information_schema.user_mapping_options", False, "deny.catalog",
-     "information_schema.user_mapping_options"),
+    (
+        "SELECT * FROM information_schema.user_mapping_options",
+        False,
+        "deny.catalog",
+        "information_schema.user_mapping_options",
+    ),
     ("SELECT rolpassword FROM pg_authid", False, "deny.catalog", "pg_catalog.pg_authid"),
     ("SELECT * FROM pg_catalog.pg_shadow", False, "deny.catalog", "pg_catalog.pg_shadow"),
     ("SELECT * FROM pg_user_mappings", False, "deny.catalog", "pg_user_mappings"),
@@ -108,23 +154,29 @@ CASES = [
     ("SELECT * FROM pg_some_future_catalog", False, "deny.catalog", "pg_some_future_catalog"),
     ("SELECT * FROM orders, pg_authid", False, "deny.catalog", "pg_authid"),
     ("UPDATE pg_class SET relname = 'x'", False, "deny.catalog", "pg_catalog.pg_class"),
-    ("DELETE FROM information_schema.tables", False, "deny.catalog",
-     "information_schema.tables"),
+    ("DELETE FROM information_schema.tables", False, "deny.catalog", "information_schema.tables"),
     # functions
     ("SELECT count(*), lower(name), now() FROM customers", True, "scope.read", ""),
-    ("SELECT jsonb_build_object('a', 1), pg_typeof(1), pg_sleep(0)", True,
-     "default.no_relations", ""),
+    (
+        "SELECT jsonb_build_object('a', 1), pg_typeof(1), pg_sleep(0)",
+        True,
+        "default.no_relations",
+        "",
+    ),
     ("SELECT current_setting('work_mem')", True, "default.no_relations", ""),
     ("SELECT my_fn(1)", True, "default.no_relations", ""),
     ("SELECT public.my_fn(1)", True, "default.no_relations", ""),
     ("SELECT util.anything()", True, "default.no_relations", ""),
     ("SELECT other_fn(1)", False, "scope.execute", "may not execute public.other_fn"),
     ("SELECT reporting.fn()", False, "scope.execute", "reporting.fn"),
-    ("SELECT pg_catalog.pg_stat_get_live_tuples(1)", False, "scope.execute",
-     "pg_catalog.pg_stat_get_live_tuples"),
+    (
+        "SELECT pg_catalog.pg_stat_get_live_tuples(1)",
+        False,
+        "scope.execute",
+        "pg_catalog.pg_stat_get_live_tuples",
+    ),
     ("SELECT pg_read_file('/etc/passwd')", False, "deny.function", "pg_read_file"),
-    ("SELECT pg_catalog.pg_read_binary_file('x')", False, "deny.function",
-     "pg_read_binary_file"),
+    ("SELECT pg_catalog.pg_read_binary_file('x')", False, "deny.function", "pg_read_binary_file"),
     ("SELECT * FROM pg_ls_dir('.')", False, "deny.function", "pg_ls_dir"),
     ("SELECT pg_stat_file('x')", False, "deny.function", "pg_stat_file"),
     ("SELECT lo_import('/etc/passwd')", False, "deny.function", "lo_import"),
@@ -137,15 +189,22 @@ CASES = [
     ("SELECT pg_reload_conf()", False, "deny.function", "pg_reload_conf"),
     ("SELECT pg_rotate_logfile()", False, "deny.function", "pg_rotate_logfile"),
     ("SELECT pg_switch_wal()", False, "deny.function", "pg_switch_wal"),
-    ("SELECT query_to_xml('select * from payments', true, true, '')", False,
-     "deny.function", "query_to_xml"),
-    ("SELECT table_to_xml('payments', true, true, '')", False, "deny.function",
-     "table_to_xml"),
+    (
+        "SELECT query_to_xml('select * from payments', true, true, '')",
+        False,
+        "deny.function",
+        "query_to_xml",
+    ),
+    ("SELECT table_to_xml('payments', true, true, '')", False, "deny.function", "table_to_xml"),
     ("SELECT ts_stat('select v from payments')", False, "deny.function", "ts_stat"),
     ("SELECT pg_advisory_lock(1)", False, "deny.function", "pg_advisory_lock"),
     ("SELECT pg_notify('jobs', 'x')", False, "deny.function", "pg_notify"),
-    ("SELECT * FROM orders WHERE id = (SELECT pg_read_file('x')::int)", False,
-     "deny.function", "pg_read_file"),
+    (
+        "SELECT * FROM orders WHERE id = (SELECT pg_read_file('x')::int)",
+        False,
+        "deny.function",
+        "pg_read_file",
+    ),
     ("EXPLAIN SELECT pg_read_file('x')", False, "deny.function", "pg_read_file"),
     ("SELECT public.pg_read_file('x')", False, "scope.execute", "public.pg_read_file"),
     # transactions (default)
@@ -178,10 +237,8 @@ CASES = [
     ("SET ROLE postgres", False, "deny.setting", "role"),
     ("RESET ROLE", False, "deny.setting", "role"),
     ("SET SESSION AUTHORIZATION postgres", False, "deny.setting", "session_authorization"),
-    ("SET standard_conforming_strings = off", False, "deny.setting",
-     "standard_conforming_strings"),
-    ("SET session_replication_role = replica", False, "deny.setting",
-     "session_replication_role"),
+    ("SET standard_conforming_strings = off", False, "deny.setting", "standard_conforming_strings"),
+    ("SET session_replication_role = replica", False, "deny.setting", "session_replication_role"),
     ("SET default_transaction_read_only = off", False, "deny.setting", ""),
     ("SET client_encoding = 'SJIS'", False, "deny.unknown", "multibyte"),
     # code, utility, roles
@@ -220,8 +277,9 @@ CASES = [
 ]
 
 
-@pytest.mark.parametrize(("sql", "allowed", "rule", "reason"), CASES,
-                         ids=[c[0][:60] for c in CASES])
+@pytest.mark.parametrize(
+    ("sql", "allowed", "rule", "reason"), CASES, ids=[c[0][:60] for c in CASES]
+)
 def test_decide_table(sql, allowed, rule, reason):
     (classified,) = classify(sql)
     decision = decide(classified, GRANT)
@@ -235,19 +293,35 @@ def test_unknown_scope_allows_only_unknown():
         d = decide(classify(sql)[0], UNKNOWN_OK)
         assert d.allowed and d.rule == "scope.unknown", (sql, d)
     # unknown:* grants nothing else
-    for sql in ("UPDATE orders SET a = 1", "SET ROLE postgres", "DO $$ $$", "GRANT x TO y",
-                "SELECT pg_read_file('x')", "COPY t FROM PROGRAM 'x'"):
+    for sql in (
+        "UPDATE orders SET a = 1",
+        "SET ROLE postgres",
+        "DO $$ $$",
+        "GRANT x TO y",
+        "SELECT pg_read_file('x')",
+        "COPY t FROM PROGRAM 'x'",
+    ):
         assert not decide(classify(sql)[0], UNKNOWN_OK).allowed, sql
 
 
 def test_read_only_grant_denies_every_write_kind():
     writes = [
-        "INSERT INTO a VALUES (1)", "UPDATE a SET x = 1", "DELETE FROM a", "TRUNCATE a",
-        "MERGE INTO a USING b ON true WHEN MATCHED THEN DELETE", "COPY a FROM STDIN",
-        "CREATE TABLE a2 (x int)", "DROP TABLE a", "ALTER TABLE a ADD COLUMN y int",
-        "SELECT * INTO a3 FROM a", "SELECT nextval('a_seq')", "SELECT * FROM a FOR UPDATE",
-        "EXPLAIN ANALYZE DELETE FROM a", "WITH d AS (DELETE FROM a RETURNING 1) SELECT 1",
-        "PREPARE p AS DELETE FROM a", "COMMENT ON TABLE a IS 'x'",
+        "INSERT INTO a VALUES (1)",
+        "UPDATE a SET x = 1",
+        "DELETE FROM a",
+        "TRUNCATE a",
+        "MERGE INTO a USING b ON true WHEN MATCHED THEN DELETE",
+        "COPY a FROM STDIN",
+        "CREATE TABLE a2 (x int)",
+        "DROP TABLE a",
+        "ALTER TABLE a ADD COLUMN y int",
+        "SELECT * INTO a3 FROM a",
+        "SELECT nextval('a_seq')",
+        "SELECT * FROM a FOR UPDATE",
+        "EXPLAIN ANALYZE DELETE FROM a",
+        "WITH d AS (DELETE FROM a RETURNING 1) SELECT 1",
+        "PREPARE p AS DELETE FROM a",
+        "COMMENT ON TABLE a IS 'x'",
     ]
     for sql in writes:
         d = decide(classify(sql)[0], READ_ONLY)
@@ -256,26 +330,47 @@ def test_read_only_grant_denies_every_write_kind():
 
 
 def test_classified_built_by_hand():
-    c = Classified("x", StatementClass.READ, "SELECT", frozenset({"public.orders"}),
-                   frozenset(), frozenset())
+    c = Classified(
+        "x", StatementClass.READ, "SELECT", frozenset({"public.orders"}), frozenset(), frozenset()
+    )
     assert decide(c, GRANT).allowed
-    c = Classified("x", StatementClass.WRITE, "INSERT", frozenset(), frozenset({"public.orders"}),
-                   frozenset(), "", frozenset({("insert", "public.orders")}))
+    c = Classified(
+        "x",
+        StatementClass.WRITE,
+        "INSERT",
+        frozenset(),
+        frozenset({"public.orders"}),
+        frozenset(),
+        "",
+        frozenset({("insert", "public.orders")}),
+    )
     assert decide(c, GRANT).allowed
-    c = Classified("x", StatementClass.READ, "SELECT", frozenset({"not a name"}), frozenset(),
-                   frozenset())
+    c = Classified(
+        "x", StatementClass.READ, "SELECT", frozenset({"not a name"}), frozenset(), frozenset()
+    )
     assert not decide(c, GRANT).allowed
 
 
 # -- startup parameters ---------------------------------------------------------------------
 
+
 @pytest.mark.parametrize(
     ("params", "refused"),
     [
         ({"user": "agent", "database": "prod"}, None),
-        ({"user": "agent", "database": "prod", "application_name": "psql",
-          "client_encoding": "UTF8", "DateStyle": "ISO, MDY", "TimeZone": "UTC",
-          "IntervalStyle": "postgres", "extra_float_digits": "3"}, None),
+        (
+            {
+                "user": "agent",
+                "database": "prod",
+                "application_name": "psql",
+                "client_encoding": "UTF8",
+                "DateStyle": "ISO, MDY",
+                "TimeZone": "UTC",
+                "IntervalStyle": "postgres",
+                "extra_float_digits": "3",
+            },
+            None,
+        ),
         ({"user": "a", "DATESTYLE": "ISO"}, None),
         ({"user": "a", "fallback_application_name": "x"}, None),
         ({"user": "a", "statement_timeout": "0"}, "statement_timeout"),

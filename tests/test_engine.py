@@ -25,14 +25,24 @@ def shape(v: Verdict):
         v.allowed,
         v.would_deny,
         tuple(
-            (c.cls, c.command, c.reads, c.writes, c.functions, c.write_ops,
-             c.detail if c.cls.name != "UNKNOWN" else "", d.allowed, d.rule)
+            (
+                c.cls,
+                c.command,
+                c.reads,
+                c.writes,
+                c.functions,
+                c.write_ops,
+                c.detail if c.cls.name != "UNKNOWN" else "",
+                d.allowed,
+                d.rule,
+            )
             for c, d in v.decisions
         ),
     )
 
 
 # -- verdicts and messages ----------------------------------------------------------------
+
 
 def test_allowed_query():
     v = policy().check_query("SELECT * FROM orders WHERE id = 1")
@@ -86,7 +96,10 @@ def test_transaction_around_allowed_statements():
     v = policy().check_query("BEGIN; UPDATE orders SET total = 1; COMMIT")
     assert v.allowed
     assert [d.rule for _, d in v.decisions] == [
-        "default.transaction", "scope.write", "default.transaction"]
+        "default.transaction",
+        "scope.write",
+        "default.transaction",
+    ]
 
 
 def test_check_parse_single_statement():
@@ -113,6 +126,7 @@ def test_function_call_denied_and_dry_run():
 
 # -- dry run --------------------------------------------------------------------------------
 
+
 def test_dry_run_allows_but_reports_would_deny():
     p = policy(enforce=False)
     v = p.check_query("SELECT 1; DELETE FROM customers")
@@ -127,6 +141,7 @@ def test_dry_run_allows_but_reports_would_deny():
 
 
 # -- PREPARE / EXECUTE ------------------------------------------------------------------
+
 
 def test_execute_only_what_this_session_prepared():
     p = policy()
@@ -191,6 +206,7 @@ def test_quoted_prepare_names_are_case_sensitive():
 
 # -- caching ----------------------------------------------------------------------------
 
+
 def test_text_cache_hit():
     p = policy()
     a = p.check_query("SELECT * FROM orders WHERE id = 1")
@@ -215,7 +231,10 @@ def test_fingerprint_cache_hit_keeps_own_text():
         ("SELECT nextval('orders_seq')", "SELECT nextval('customers_seq')"),
         ("SELECT 'orders'::regclass", "SELECT 'pg_authid'::regclass"),
         ("SELECT to_regclass('orders')", "SELECT to_regclass('x')"),
-        ("SELECT has_table_privilege('orders', 'select')", "SELECT has_table_privilege('x', 'select')"),
+        (
+            "SELECT has_table_privilege('orders', 'select')",
+            "SELECT has_table_privilege('x', 'select')",
+        ),
         ("SELECT current_setting('a')", "SELECT current_setting('b')"),
         ("PREPARE a AS SELECT 1", "PREPARE b AS SELECT 2"),
         ("SELEC 1", "SELEC 2"),
@@ -275,9 +294,19 @@ def test_caches_are_bounded():
 def test_public_api_exports():
     import policy as pkg
 
-    for name in ("classify", "decide", "parse_scopes", "Scopes", "ScopeError", "Classified",
-                 "Decision", "StatementClass", "StatementPolicy", "Verdict",
-                 "check_startup_params"):
+    for name in (
+        "classify",
+        "decide",
+        "parse_scopes",
+        "Scopes",
+        "ScopeError",
+        "Classified",
+        "Decision",
+        "StatementClass",
+        "StatementPolicy",
+        "Verdict",
+        "check_startup_params",
+    ):
         assert name in pkg.__all__ and hasattr(pkg, name)
     assert check_startup_params({"user": "a"}) is None
 
@@ -316,8 +345,18 @@ LAYOUT_CORPUS = [
     "GRANT SELECT ON orders TO x",
     "SELECT * FROM orders, LATERAL (SELECT * FROM customers WHERE id = orders.cid) x",
 ]
-_SEPARATORS = [" ", "  ", "\n", "\t", "\r\n ", " /* c */ ", " /* ; DROP TABLE x; */ ",
-               " -- ; DELETE FROM x\n", "/* a /* nested ; */ b */", "\n-- c\n"]
+_SEPARATORS = [
+    " ",
+    "  ",
+    "\n",
+    "\t",
+    "\r\n ",
+    " /* c */ ",
+    " /* ; DROP TABLE x; */ ",
+    " -- ; DELETE FROM x\n",
+    "/* a /* nested ; */ b */",
+    "\n-- c\n",
+]
 
 
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -343,9 +382,36 @@ def test_layout_and_case_never_change_a_decision(sql, rnd: random.Random):
 
 # Literal content built from the characters that end or open strings, comments and
 # dollar quotes, plus statement fragments.
-_ATOMS = ["'", "''", "\\", "\\'", "$", "$$", "$a$", ";", "--", "/*", "*/", '"', "\n", " ",
-          "x", "E", "e'", "DROP TABLE orders", "DELETE FROM customers", "SELECT", "1", "0x",
-          "U&'", "::regclass", "nextval('s')", ")", "(", ","]
+_ATOMS = [
+    "'",
+    "''",
+    "\\",
+    "\\'",
+    "$",
+    "$$",
+    "$a$",
+    ";",
+    "--",
+    "/*",
+    "*/",
+    '"',
+    "\n",
+    " ",
+    "x",
+    "E",
+    "e'",
+    "DROP TABLE orders",
+    "DELETE FROM customers",
+    "SELECT",
+    "1",
+    "0x",
+    "U&'",
+    "::regclass",
+    "nextval('s')",
+    ")",
+    "(",
+    ",",
+]
 _content = st.lists(st.sampled_from(_ATOMS), max_size=8).map("".join)
 
 
@@ -362,10 +428,9 @@ def _quote(kind: str, s: str) -> str:
     return "'" + s + "'"  # raw: the content may break out of the literal
 
 
-_literal = st.tuples(st.sampled_from(["std", "e", "dollar", "raw", "num"]), _content,
-                     st.integers(0, 10**6)).map(
-    lambda t: str(t[2]) if t[0] == "num" else _quote(t[0], t[1])
-)
+_literal = st.tuples(
+    st.sampled_from(["std", "e", "dollar", "raw", "num"]), _content, st.integers(0, 10**6)
+).map(lambda t: str(t[2]) if t[0] == "num" else _quote(t[0], t[1]))
 TEMPLATES = [
     "SELECT {} FROM orders WHERE note = {}",
     "SELECT * FROM orders WHERE id = {} AND note <> {}",
@@ -384,10 +449,10 @@ TEMPLATES = [
 
 @settings(max_examples=1000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.sampled_from(TEMPLATES), _literal, _literal, _literal, _literal)
-@example("SELECT {} FROM orders WHERE note = {}", "'a'' ; DROP TABLE orders; --'", "1",
-         "'b'", "2")
-@example("SELECT {} FROM orders WHERE note = {}", "E'\\' ; DROP TABLE orders; --'", "1",
-         "E'x'", "2")
+@example("SELECT {} FROM orders WHERE note = {}", "'a'' ; DROP TABLE orders; --'", "1", "'b'", "2")
+@example(
+    "SELECT {} FROM orders WHERE note = {}", "E'\\' ; DROP TABLE orders; --'", "1", "E'x'", "2"
+)
 @example("SELECT {}, {}", "$$ ; DELETE FROM customers; $$", "1", "$$x$$", "2")
 def test_fingerprint_hit_equals_fresh_classification(template, a1, a2, b1, b2):
     first = template.format(a1, a2)
@@ -402,15 +467,59 @@ def test_fingerprint_hit_equals_fresh_classification(template, a1, a2, b1, b2):
     assert [c.sql for c, _ in cached.decisions] == [c.sql for c, _ in fresh.decisions]
 
 
-_SQLISH = ["SELECT", " ", "\n", "*", "FROM", "orders", "customers", "'", "''", "E'", "\\",
-           "$$", "$t$", ";", "--", "/*", "*/", '"', "x", "1", "1.5", "e5", ".", "(", ")", ",",
-           "=", "DELETE", "DROP TABLE", "é", "U&", "$1", "::", "\t"]
+_SQLISH = [
+    "SELECT",
+    " ",
+    "\n",
+    "*",
+    "FROM",
+    "orders",
+    "customers",
+    "'",
+    "''",
+    "E'",
+    "\\",
+    "$$",
+    "$t$",
+    ";",
+    "--",
+    "/*",
+    "*/",
+    '"',
+    "x",
+    "1",
+    "1.5",
+    "e5",
+    ".",
+    "(",
+    ")",
+    ",",
+    "=",
+    "DELETE",
+    "DROP TABLE",
+    "é",
+    "U&",
+    "$1",
+    "::",
+    "\t",
+]
 
 
 _SLOT_KINDS = ["std", "e", "dollar", "raw", "num"]
 _slot = st.sampled_from(_SLOT_KINDS).map(lambda k: ("slot", k))
-_sep = st.sampled_from([" ", "\n", "\t", " /* ' */ ", " /* $$ */ ", " -- ' \n", "/**/",
-                        " /* /* ; */ */ ", " -- ; DELETE FROM customers\n"])
+_sep = st.sampled_from(
+    [
+        " ",
+        "\n",
+        "\t",
+        " /* ' */ ",
+        " /* $$ */ ",
+        " -- ' \n",
+        "/**/",
+        " /* /* ; */ */ ",
+        " -- ; DELETE FROM customers\n",
+    ]
+)
 
 
 @st.composite
@@ -499,18 +608,28 @@ def test_classify_never_raises_and_engine_matches_decide(sql):
     ("first", "second", "allowed"),
     [
         # a literal that hides SQL must not make the second statement look like the first
-        ("SELECT 'a' FROM orders WHERE note = 'b'",
-         "SELECT 'a'' ; DELETE FROM customers; --' FROM orders WHERE note = 'b'", True),
+        (
+            "SELECT 'a' FROM orders WHERE note = 'b'",
+            "SELECT 'a'' ; DELETE FROM customers; --' FROM orders WHERE note = 'b'",
+            True,
+        ),
         ("SELECT 'a' FROM orders", "SELECT E'\\' ; DELETE FROM customers; --' FROM orders", True),
         ("SELECT 'a' FROM orders", "SELECT 'a\\' ; DELETE FROM customers; --' FROM orders", False),
         ("SELECT 'x' FROM orders", "SELECT $$'$$ FROM orders; DELETE FROM customers; --", False),
         ("SELECT 1 /* c */ FROM orders", "SELECT 1 /* /* */ ; DELETE FROM customers; */", True),
         ("SELECT 1 FROM orders -- x", "SELECT 1 FROM orders -- x\n; DELETE FROM customers", False),
         ("SELECT '/*' FROM orders", "SELECT '/*' FROM orders; DELETE FROM customers; --*/'", False),
-        ("SELECT * FROM orders", "SELECT * FROM \"orders\"\"; DELETE FROM customers; --\"", False),
-        ("SELECT * FROM orders WHERE a = 1",
-         "SELECT * FROM orders WHERE a = 1e; DELETE FROM customers", False),
-        ("SELECT $a$x$a$ FROM orders", "SELECT $a$ $b$ $a$ FROM orders; DELETE FROM customers", False),
+        ("SELECT * FROM orders", 'SELECT * FROM "orders""; DELETE FROM customers; --"', False),
+        (
+            "SELECT * FROM orders WHERE a = 1",
+            "SELECT * FROM orders WHERE a = 1e; DELETE FROM customers",
+            False,
+        ),
+        (
+            "SELECT $a$x$a$ FROM orders",
+            "SELECT $a$ $b$ $a$ FROM orders; DELETE FROM customers",
+            False,
+        ),
         ("SELECT $a$x$a$ FROM orders", "SELECT $a$ ; DELETE FROM customers; $a$ FROM orders", True),
     ],
 )

@@ -13,8 +13,10 @@ from policy.scopes import ScopeError, Scopes, parse_scopes
     ("text", "canonical"),
     [
         ("read:public.orders", "read:public.orders"),
-        ("read:public.orders,public.customers write:public.orders",
-         "read:public.customers,public.orders write:public.orders"),
+        (
+            "read:public.orders,public.customers write:public.orders",
+            "read:public.customers,public.orders write:public.orders",
+        ),
         ("write:public.orders read:public.orders", "read:public.orders write:public.orders"),
         ("READ:Public.Orders", "read:public.orders"),
         ('read:"Mixed".Orders', 'read:"Mixed".orders'),
@@ -25,12 +27,18 @@ from policy.scopes import ScopeError, Scopes, parse_scopes
         ("read:public.orders,public.* read:public.x", "read:public.*"),
         ("read:a.x,a.x   read:a.x", "read:a.x"),
         ("  read:a.x\n\twrite:a.y  ", "read:a.x write:a.y"),
-        ("insert:a.x update:a.x delete:a.x truncate:a.x ddl:a.*",
-         "insert:a.x update:a.x delete:a.x truncate:a.x ddl:a.*"),
-        ("execute:public.my_fn,pg_catalog.pg_stat_get_live_tuples",
-         "execute:pg_catalog.pg_stat_get_live_tuples,public.my_fn"),
-        ("set:work_mem,Random_Page_Cost set:myext.flag",
-         "set:myext.flag,random_page_cost,work_mem"),
+        (
+            "insert:a.x update:a.x delete:a.x truncate:a.x ddl:a.*",
+            "insert:a.x update:a.x delete:a.x truncate:a.x ddl:a.*",
+        ),
+        (
+            "execute:public.my_fn,pg_catalog.pg_stat_get_live_tuples",
+            "execute:pg_catalog.pg_stat_get_live_tuples,public.my_fn",
+        ),
+        (
+            "set:work_mem,Random_Page_Cost set:myext.flag",
+            "set:myext.flag,random_page_cost,work_mem",
+        ),
         ("unknown:*", "unknown:*"),
         ("unknown:* read:s.t", "read:s.t unknown:*"),
         ("read:café.tëst", 'read:"café"."tëst"'),
@@ -144,13 +152,24 @@ _ident = st.one_of(
 _rel = st.tuples(_ident, st.one_of(_ident, st.just("*"))).map(lambda p: f"{p[0]}.{p[1]}")
 _clause = st.one_of(
     st.tuples(
-        st.sampled_from(["read", "write", "insert", "update", "delete", "truncate", "ddl",
-                         "execute"]),
+        st.sampled_from(
+            ["read", "write", "insert", "update", "delete", "truncate", "ddl", "execute"]
+        ),
         st.lists(_rel, min_size=1, max_size=4),
     ).map(lambda c: f"{c[0]}:{','.join(c[1])}"),
     st.lists(st.from_regex(r"[a-z_][a-z0-9_]{0,10}", fullmatch=True), min_size=1, max_size=3)
-    .filter(lambda names: not {"role", "search_path", "session_authorization", "all",
-                               "standard_conforming_strings"} & set(names))
+    .filter(
+        lambda names: (
+            not {
+                "role",
+                "search_path",
+                "session_authorization",
+                "all",
+                "standard_conforming_strings",
+            }
+            & set(names)
+        )
+    )
     .map(lambda names: "set:" + ",".join(names)),
     st.just("unknown:*"),
 )
