@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import json
 import os
+import re
 import signal
 import socket
 import struct
@@ -103,7 +105,7 @@ enabled = false
 
     def _wait_listening(self, timeout: float = 20.0) -> None:
         deadline = time.monotonic() + timeout
-        while self.log().count(" listening ") < self.workers:
+        while len(re.findall(r"\blistening\b", self.log())) < self.workers:
             if self.proc.poll() is not None:
                 raise AssertionError(f"pgwitness exited with {self.proc.returncode}:\n{self.log()}")
             if time.monotonic() > deadline:
@@ -381,12 +383,30 @@ def test_terminate_after_query_lets_the_query_finish(proxy, pg):
         pg.psql("drop table public.pgw_fire_and_forget", db="app")
 
 
+def test_client_vanishing_mid_query_ends_the_backend_query(proxy, pg):
+    """docs/operations.md: 'a client vanishing mid-query: ... the backend ends its query'."""
+    c = RawClient(proxy.host, proxy.port)
+    c.login()
+    pid = c.backend_pid
+    c.send(m.query("select pg_sleep(30) /* vanishing */"))
+    _wait_active(pg, "vanishing")
+    c.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    c.close()  # RST, no Terminate
+    try:
+        deadline = time.monotonic() + 3
+        while pg.psql(f"select count(*) from pg_stat_activity where pid = {pid}").strip() != "0":
+            assert time.monotonic() < deadline, "the backend still runs the vanished client's query"
+            time.sleep(0.1)
+    finally:
+        pg.psql(f"select pg_terminate_backend({pid})")
+
+
 # --- real processes --------------------------------------------------------------------
 
 
-def test_sigterm_exits_zero_within_grace(spawn):
-    p = spawn(grace=1.0)
-    with psycopg.connect(p.dsn(), connect_timeout=5) as conn:
+def test_sigterm_exits_zero_within_grace_json_logs(spawn):
+    p = spawn(grace=1.0, extra_args=("--log-format", "json"))
+    with psycopg.connect(p.dsn(application_name="sigterm-test"), connect_timeout=5) as conn:
         assert conn.execute("select current_user").fetchone() == ("pgwitness",)
     idle = RawClient(p.host, p.port)
     idle.login()
@@ -397,7 +417,15 @@ def test_sigterm_exits_zero_within_grace(spawn):
     assert p.proc.wait(5) == 0, p.log()
     assert 0.9 <= time.monotonic() - t0 < 4.0
     idle.close()
-    assert "stopped" in p.log()
+    # Every line is one JSON object (log shippers depend on it); session events say who.
+    events = [json.loads(line) for line in p.log().splitlines() if line.strip()]
+    started = [e for e in events if e["msg"] == "session started"]
+    assert len(started) == 2
+    for key in ("agent", "task", "grant", "peer", "ts", "level"):
+        assert key in started[0], started[0]
+    assert started[0]["agent"] == STATIC_USER
+    assert [e["msg"] for e in events][-1] == "stopped"
+    assert STATIC_PASSWORD not in p.log()
 
 
 def test_metrics_endpoint(spawn):

@@ -586,3 +586,30 @@ def test_upstream_password_file_is_read_per_connection(make_proxy, pg, tmp_path)
     assert _connect_error(handle).sqlstate == "28P01"
     secret.write_text(pg.users["pgwitness"] + "\n")
     assert _fetch(handle, "select current_user as u")["u"] == "pgwitness"
+
+
+def _trust_then_hang_up(fake, conn):
+    conn.sendall(_logged_in())
+    time.sleep(0.3)
+    conn.shutdown(socket.SHUT_RDWR)
+
+
+def test_upstream_closing_mid_session_gives_08006(make_proxy):
+    fake = FakeUpstream(b"N", _trust_then_hang_up)
+    try:
+        handle = make_proxy(
+            **{
+                "upstream.host": "127.0.0.1",
+                "upstream.port": fake.port,
+                "upstream.sslmode": "prefer",
+                "upstream.sslrootcert": "",
+            }
+        )
+        with RawClient(handle.host, handle.port) as c:
+            c.login()
+            frames = c.frames_until_eof()
+        errors = [error_fields(f) for f in frames]
+        assert [(e["S"], e["C"]) for e in errors] == [("FATAL", "08006")], describe(frames)
+        wait_sessions(handle, 0)
+    finally:
+        fake.close()
