@@ -24,8 +24,10 @@ class Verdict:
 
 # Statements whose outcome depends on session state (which names were PREPAREd here).
 _STATEFUL_COMMANDS = frozenset({"PREPARE", "EXECUTE", "DEALLOCATE", "DISCARD"})
-_MAX_CACHED_TEXT = 16384
-_MAX_SHARED_TEXT = 4096
+# Size limits keep a session's caches under ~10 MB and the shared one under ~40 MB even
+# when every entry is as large as allowed; bigger statements are classified every time.
+_MAX_CACHED_TEXT = 8192  # session text and fingerprint caches
+_MAX_SHARED_TEXT = 4096  # shared text and fingerprint caches
 
 # One lexed-and-classified statement: its Classified and, if the fingerprint may stand
 # for it, the fingerprint.
@@ -46,7 +48,7 @@ class SharedClassifications:
     text (or its fingerprint) and the search_path, never on the grant, so sessions share
     it. Decisions stay per session."""
 
-    def __init__(self, size: int = 16384):
+    def __init__(self, size: int = 8192):
         self.size = size
         self.by_text: dict[tuple[tuple[str, ...], str], tuple[Entry, ...]] = {}
         self.by_fingerprint: dict[tuple[tuple[str, ...], str], Classified] = {}
@@ -69,7 +71,7 @@ class StatementPolicy:
         task: str,
         enforce: bool = True,
         search_path: tuple[str, ...] = ("public",),
-        cache_size: int = 4096,
+        cache_size: int = 1024,
         shared: SharedClassifications | None = SHARED,
     ):
         if not search_path:
@@ -176,13 +178,14 @@ class StatementPolicy:
             classified, fingerprint_safe = classify_statement(stmt, self.search_path)
             decision = decide(classified, self.scopes)
             pairs.append((classified, decision))
-            fingerprint = stmt.fingerprint if fingerprint_safe and stmt.cacheable else None
+            cacheable = fingerprint_safe and stmt.cacheable and len(stmt.sql) <= _MAX_CACHED_TEXT
+            fingerprint = stmt.fingerprint if cacheable else None
             entries.append((classified, fingerprint))
             if fingerprint is not None:
                 _bounded_put(
                     self._by_fingerprint, fingerprint, (classified, decision), self.cache_size
                 )
-                if self.shared is not None:
+                if self.shared is not None and len(stmt.sql) <= _MAX_SHARED_TEXT:
                     _bounded_put(
                         self.shared.by_fingerprint,
                         (self.search_path, fingerprint),
