@@ -26,6 +26,7 @@ import psycopg
 import pytest
 from prometheus_client import REGISTRY
 
+from policy.grants import make_dsn
 from policy.store import open_store
 from proxy.config import ConfigError
 from proxy.localpg import LocalCluster, free_port
@@ -315,9 +316,10 @@ def store_cluster_url(cluster) -> str:
 
 def test_valid_grant_logs_in_with_asyncpg_and_psycopg(gproxy):
     grant, token = issue(gproxy)
+    dsn = make_dsn(AGENT, token, gproxy.host, gproxy.port, "app")  # what `pgwitness grant` prints
 
     async def with_asyncpg():
-        conn = await a_connect(gproxy, AGENT, token)
+        conn = await asyncpg.connect(dsn, timeout=10)
         try:
             return await conn.fetchrow("SELECT current_user AS u, current_database() AS d")
         finally:
@@ -326,10 +328,10 @@ def test_valid_grant_logs_in_with_asyncpg_and_psycopg(gproxy):
     row = asyncio.run(with_asyncpg())
     assert (row["u"], row["d"]) == ("pgwitness", "app")
 
-    dsn = f"postgresql://{AGENT}:{token}@{gproxy.host}:{gproxy.port}/app?sslmode=disable"
     with psycopg.connect(dsn, connect_timeout=10) as conn:
         assert conn.execute("SELECT current_user").fetchone() == ("pgwitness",)
         assert conn.execute("SELECT count(*) FROM public.orders").fetchone()[0] >= 4
+        assert conn.info.parameter_status("session_authorization") == "pgwitness"
 
 
 # --- refusals ---------------------------------------------------------------------------
@@ -466,11 +468,40 @@ def test_extending_before_expiry_keeps_the_session(gproxy):
     with RawClient(gproxy.host, gproxy.port) as c:
         c.login(AGENT, token)
         time.sleep(0.3)
-        extended = with_store(gproxy.store_url, lambda s: s.extend(grant.id, "30s", by="pytest"))
+        extended = with_store(gproxy.store_url, lambda s: s.extend(grant.id, "2s", by="pytest"))
         assert extended.expires_at > grant.expires_at
         # Sleep past the original expiry (plus the watcher's poll), then use the session.
-        time.sleep(max(0.0, grant.expires_at.timestamp() - time.time()) + 1.2)
+        time.sleep(max(0.0, grant.expires_at.timestamp() - time.time()) + 0.8)
         assert c.scalar("SELECT count(*) FROM public.customers") == "3"
+        # ... and it still ends, at the new expiry.
+        err, arrived = wait_fatal(c, timeout=5)
+    assert err["C"] == "57P01" and "expired" in err["M"], err
+    late = arrived - extended.expires_at.timestamp()
+    assert -0.2 < late < 1.0, f"session ended {late:.2f}s after the extended expiry"
+
+
+def test_revoking_a_busy_session_stops_its_query_and_rolls_back(gproxy, pg):
+    """Ending a session must not leave its statement running (and holding locks) upstream."""
+    grant, token = issue(gproxy)
+    with RawClient(gproxy.host, gproxy.port) as c:
+        c.login(AGENT, token)
+        pid = int(c.scalar("SELECT pg_backend_pid()"))
+        c.query("BEGIN")
+        c.query("UPDATE public.orders SET note = 'e2e-revoked-tx' WHERE id = 2")
+        c.send(m.query("SELECT pg_sleep(30)"))
+        time.sleep(0.2)
+        with_store(gproxy.store_url, lambda s: s.revoke(grant.id, by="pytest"))
+        revoked_at = time.time()
+        err, arrived = wait_fatal(c, timeout=5)
+    assert "revoked" in err["M"] and arrived - revoked_at < 1.0, err
+    wait_backend_gone(pg, pid, timeout=2)
+    # The row lock is gone and the update never committed.
+    out = pg.psql(
+        "SET lock_timeout = '2s'; "
+        "SELECT coalesce(note, '<null>') FROM public.orders WHERE id = 2 FOR UPDATE;",
+        db="app",
+    )
+    assert out.strip() == "<null>", out
 
 
 def test_revocation_from_a_lagging_writer_still_ends_the_session(gproxy):
@@ -603,6 +634,19 @@ def test_agent_with_two_live_grants_logs_in_with_either_token(gproxy):
     p1, p2, ids = asyncio.run(go())
     assert ids[p1] == ("e2e-twotask", g1.task, g1.id)
     assert ids[p2] == ("e2e-twotask", g2.task, g2.id)
+
+
+def test_revoking_one_of_an_agents_grants_ends_only_its_sessions(gproxy):
+    g1, t1 = issue(gproxy, agent="e2e-twotask", task=new_task("INC-C"))
+    g2, t2 = issue(gproxy, agent="e2e-twotask", task=new_task("INC-D"))
+    with RawClient(gproxy.host, gproxy.port) as c1, RawClient(gproxy.host, gproxy.port) as c2:
+        c1.login("e2e-twotask", t1)
+        c2.login("e2e-twotask", t2)
+        with_store(gproxy.store_url, lambda s: s.revoke(g1.id, by="pytest"))
+        err, _ = wait_fatal(c1, timeout=5)
+        assert g1.task in err["M"] and "revoked" in err["M"], err
+        time.sleep(0.6)  # another poll: the other task's session is left alone
+        assert c2.scalar("SELECT count(*) FROM public.customers") == "3"
 
 
 # --- brute force ------------------------------------------------------------------------
