@@ -613,3 +613,37 @@ def test_upstream_closing_mid_session_gives_08006(make_proxy):
         wait_sessions(handle, 0)
     finally:
         fake.close()
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="BUG: the RDS IAM token is made synchronously on the event loop (Credentials.password "
+    "inside _login): boto3 client creation on the first login (~0.3 s) and any credential "
+    "refresh (IMDS/STS network calls) freeze every session of the worker meanwhile",
+)
+def test_slow_iam_token_does_not_stall_other_sessions(make_proxy, pg, fake_aws, monkeypatch):
+    import boto3
+
+    making_token = threading.Event()
+
+    class SlowRds:
+        def generate_db_auth_token(self, **kw):
+            making_token.set()
+            time.sleep(0.8)  # botocore refreshing role credentials over the network
+            return pg.users["pgwitness"]
+
+    monkeypatch.setattr(boto3, "client", lambda *a, **k: SlowRds())
+    handle = make_proxy(**{"upstream.auth": "rds-iam", "upstream.rds_region": "eu-west-1"})
+    with RawClient(handle.host, handle.port) as busy:
+        busy.login()
+        making_token.clear()
+        other = RawClient(handle.host, handle.port)
+        login = threading.Thread(target=other.login, daemon=True)
+        login.start()
+        assert making_token.wait(5)  # the other login is now waiting for its token
+        t0 = time.monotonic()
+        assert busy.scalar("select 'not stalled'") == "not stalled"
+        elapsed = time.monotonic() - t0
+        login.join(5)
+        other.close()
+    assert elapsed < 0.3, f"a live session waited {elapsed:.2f} s for another login's token"
