@@ -454,6 +454,7 @@ def test_metrics_endpoint(spawn):
     while p.metrics()[("pgwitness_connections_active", ())] != 0:
         assert time.monotonic() < deadline
         time.sleep(0.1)
+    assert p.metrics()[("pgwitness_sessions_ended_total", (("cause", "terminate"),))] == 1
 
 
 def test_workers_share_the_port_and_cancel_reaches_the_right_query(spawn, pg):
