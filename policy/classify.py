@@ -12,7 +12,14 @@ from sqlglot import exp
 from sqlglot.errors import ParseError, TokenError
 from sqlglot.tokens import TokenType
 
-from policy.fingerprint import Statement, Token, lex, parse_qualified_name
+from policy.fingerprint import (
+    Statement,
+    Token,
+    ascii_lower,
+    lex,
+    parse_qualified_name,
+    truncate_identifier,
+)
 
 __all__ = [
     "BUILTIN_FUNCTIONS",
@@ -453,15 +460,14 @@ def render_name(*parts: str) -> str:
 
 
 def _ident(node: exp.Expression | str | None) -> str | None:
+    """An identifier as PostgreSQL sees it: unquoted ASCII-lower-cased, 63 bytes at most."""
     if node is None:
         return None
     if isinstance(node, str):
-        return node.lower() if node.isascii() else node
+        return truncate_identifier(ascii_lower(node))
     if isinstance(node, exp.Identifier):
         text = node.this
-        if node.quoted:
-            return text
-        return text.lower() if text.isascii() else text
+        return truncate_identifier(text if node.quoted else ascii_lower(text))
     return None
 
 
@@ -1189,7 +1195,7 @@ class _Classifier:
         i = 2 if second == "prepare" and len(tokens) == 3 else 1
         if len(tokens) != i + 1 or tokens[i].kind not in ("word", "qid"):
             raise _Unknown("unrecognised DEALLOCATE syntax")
-        name = tokens[i].value
+        name = truncate_identifier(tokens[i].value)
         return _result(stmt, StatementClass.UTILITY, "DEALLOCATE", name)
 
     def _refresh(self, stmt, tokens, second):
@@ -1303,7 +1309,7 @@ class _Classifier:
             return self._transaction(stmt, tokens, second)
         if len(tokens) < 3 or tokens[1].kind not in ("word", "qid"):
             raise _Unknown("unrecognised PREPARE syntax")
-        name = tokens[1].value
+        name = truncate_identifier(tokens[1].value)
         i = 2
         if tokens[i].value == "(":
             depth = 0
@@ -1366,7 +1372,7 @@ class _Classifier:
     def _execute(self, stmt, tokens, second):
         if len(tokens) < 2 or tokens[1].kind not in ("word", "qid"):
             raise _Unknown("unrecognised EXECUTE syntax")
-        name = tokens[1].value
+        name = truncate_identifier(tokens[1].value)
         reads: frozenset = _EMPTY
         funcs: frozenset = _EMPTY
         ops: frozenset = _EMPTY

@@ -21,7 +21,15 @@ import re
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
-__all__ = ["Statement", "Token", "fingerprint_statements", "lex", "parse_qualified_name"]
+__all__ = [
+    "Statement",
+    "Token",
+    "ascii_lower",
+    "fingerprint_statements",
+    "lex",
+    "parse_qualified_name",
+    "truncate_identifier",
+]
 
 # Alternatives are ordered by frequency (the engine tries them in order); a word never
 # starts an E-string (E'...') or a Unicode escape (U&'...', U&"...").
@@ -63,6 +71,19 @@ _LITERAL_KINDS = frozenset({"str", "estr", "dq"})
 # Token kinds a number may not touch without a separator: PostgreSQL versions disagree
 # about "1x", "0x1F", "1.e"; keep such statements out of the fingerprint cache.
 _GLUE_KINDS = frozenset({"word", "qid", "num", "str", "estr", "dq", "param", "uesc"})
+
+
+NAMEDATALEN = 64  # PostgreSQL truncates identifiers to NAMEDATALEN - 1 bytes
+
+
+def truncate_identifier(name: str) -> str:
+    """Truncate to 63 bytes (whole characters) as PostgreSQL does with long identifiers."""
+    if len(name) < 16:
+        return name
+    raw = name.encode("utf-8", "surrogatepass")
+    if len(raw) < NAMEDATALEN:
+        return name
+    return raw[: NAMEDATALEN - 1].decode("utf-8", "ignore")
 
 
 def ascii_lower(word: str) -> str:
@@ -352,12 +373,12 @@ def parse_qualified_name(text: str) -> list[tuple[str, bool]] | None:
             continue
         if expect_name:
             if kind == "word":
-                parts.append((ascii_lower(m.group()), False))
+                parts.append((truncate_identifier(ascii_lower(m.group())), False))
             elif kind == "qid":
                 name = m.group()[1:-1].replace('""', '"')
                 if not name:
                     return None
-                parts.append((name, True))
+                parts.append((truncate_identifier(name), True))
             else:
                 return None
             expect_name = False

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 
 from policy.classify import render_name
-from policy.fingerprint import ascii_lower, parse_qualified_name
+from policy.fingerprint import ascii_lower, parse_qualified_name, truncate_identifier
 
 __all__ = [
     "FORBIDDEN_SETTINGS",
@@ -157,8 +157,8 @@ def _parse_target(text: str, clause: str, allow_wildcard: bool = True) -> Target
             inner = part[1:-1].replace('""', '"')
             if not inner:
                 raise ScopeError(f"empty quoted identifier in {clause!r}")
-            return inner
-        return ascii_lower(part)
+            return truncate_identifier(inner)
+        return truncate_identifier(ascii_lower(part))
 
     schema = norm(parts[0])
     if parts[1] == "*":

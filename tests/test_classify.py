@@ -592,6 +592,16 @@ def test_several_search_path_schemas_make_every_candidate_count():
     assert c.reads == {"pg_catalog.pg_class", "pg_temp.t"}
 
 
+def test_long_identifiers_are_truncated_like_postgres():
+    long = "a" * 70
+    c = classify(f'SELECT * FROM {long}, "{"B" * 70}", s{"x" * 70}.t')[0]
+    assert c.reads == {"public." + "a" * 63, 'public."' + "B" * 63 + '"', "s" + "x" * 62 + ".t"}
+    assert classify(f"SELECT nextval('{long}')")[0].writes == {"public." + "a" * 63}
+    # multibyte characters are never split
+    c = classify('SELECT * FROM "' + "é" * 40 + '"')[0]
+    assert c.reads == {'public."' + "é" * 31 + '"'}
+
+
 def test_classified_is_frozen():
     c = classify("SELECT 1")[0]
     assert isinstance(c, Classified)

@@ -86,6 +86,10 @@ def test_errors_name_the_bad_part(text, fragment):
     assert fragment in str(err.value)
 
 
+def test_long_names_are_truncated_like_postgres():
+    assert parse_scopes("read:public." + "a" * 70).text == "read:public." + "a" * 63
+
+
 def test_to_dict_is_json_ready():
     scopes = parse_scopes("read:public.b,public.a write:public.a set:work_mem unknown:*")
     assert scopes.to_dict() == {
