@@ -241,7 +241,6 @@ DANGEROUS_FUNCTIONS = frozenset(
         "ts_rewrite",
         "pg_import_system_collations",
         "pg_truncate_visibility_map",
-        "pg_sleep_until",
         "pg_copy_logical_replication_slot",
         "pg_copy_physical_replication_slot",
         "pg_create_logical_replication_slot",
@@ -322,6 +321,7 @@ BUILTIN_FUNCTIONS = frozenset(
     pg_indexes_size pg_input_is_valid pg_is_in_recovery pg_is_other_temp_schema
     pg_jit_available pg_my_temp_schema pg_opclass_is_visible pg_operator_is_visible
     pg_postmaster_start_time pg_relation_size pg_size_bytes pg_size_pretty pg_sleep
+    pg_sleep_for pg_sleep_until
     pg_table_is_visible pg_table_size pg_tablespace_size pg_total_relation_size
     pg_type_is_visible pg_typeof plainto_tsquery phraseto_tsquery pi position power
     quote_ident quote_literal quote_nullable radians random range_merge rank
