@@ -98,12 +98,16 @@ async def _serve(cfg: Config, *, reuse_port: bool, with_metrics: bool) -> int:
     from .logs import event
     from .runtime import build_runtime
 
-    runtime = await build_runtime(cfg)
     if with_metrics and cfg.metrics.listen:
         from .metrics import start_metrics_server
 
         host, port = parse_hostport("metrics.listen", cfg.metrics.listen)
-        start_metrics_server(host, port)
+        try:
+            start_metrics_server(host, port)
+        except OSError as exc:
+            print(f"pgwitness: cannot listen on metrics.listen {cfg.metrics.listen}: {exc.strerror}", file=sys.stderr)
+            return 1
+    runtime = await build_runtime(cfg)
     try:
         await runtime.server.start(reuse_port=reuse_port)
     except OSError as exc:

@@ -66,15 +66,17 @@ REFUSED_UNRECORDED = Counter(
 )
 
 
-def start_metrics_server(host: str, port: int) -> None:
+def start_metrics_server(host: str, port: int):
+    """Serve /metrics from a thread; returns the HTTP server (OSError if the port is taken)."""
     if _multiproc:
         from prometheus_client import multiprocess
 
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)
-        start_http_server(port, addr=host, registry=registry)
+        server, _thread = start_http_server(port, addr=host, registry=registry)
     else:
-        start_http_server(port, addr=host)
+        server, _thread = start_http_server(port, addr=host)
+    return server
 
 
 def flush(counters, agent: str = "") -> None:

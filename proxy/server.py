@@ -631,7 +631,8 @@ class ClientConnection(asyncio.Protocol):
             t = self.upstream.transport
             if not t.is_closing():
                 if cause != "upstream":
-                    if self.relay is not None and self.relay.busy and self.backend_key:
+                    # A client's own Terminate lets its last statement finish, as Postgres does.
+                    if cause != "terminate" and self.relay is not None and self.relay.busy and self.backend_key:
                         # Closing the socket alone lets the backend run the statement to
                         # the end; a cancel stops it now.
                         self.server.cancel_upstream(*self.backend_key)

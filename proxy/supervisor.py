@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import sys
 import tempfile
-import time
 
 from .config import Config, parse_hostport
 
@@ -14,10 +14,22 @@ from .config import Config, parse_hostport
 def run_workers(cfg: Config) -> int:
     metrics_dir = tempfile.mkdtemp(prefix="pgwitness-metrics-")
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+    metrics_server = None
+    if cfg.metrics.listen:  # bound before forking, so a busy port fails before any worker runs
+        from .metrics import start_metrics_server
+
+        host, port = parse_hostport("metrics.listen", cfg.metrics.listen)
+        try:
+            metrics_server = start_metrics_server(host, port)
+        except OSError as exc:
+            print(f"pgwitness: cannot listen on metrics.listen {cfg.metrics.listen}: {exc.strerror}", file=sys.stderr)
+            return 1
     children: list[int] = []
     for _ in range(cfg.proxy.workers):
         pid = os.fork()
         if pid == 0:  # worker
+            if metrics_server is not None:
+                metrics_server.socket.close()  # the parent serves metrics
             from .cli import run_worker
 
             code = 1
@@ -26,11 +38,6 @@ def run_workers(cfg: Config) -> int:
             finally:
                 os._exit(code)
         children.append(pid)
-    if cfg.metrics.listen:
-        from .metrics import start_metrics_server
-
-        host, port = parse_hostport("metrics.listen", cfg.metrics.listen)
-        start_metrics_server(host, port)
 
     def forward(signum, _frame):
         for pid in children:
@@ -52,10 +59,13 @@ def run_workers(cfg: Config) -> int:
             continue
         if pid in remaining:
             remaining.discard(pid)
+            from prometheus_client import multiprocess
+
+            multiprocess.mark_process_dead(pid)  # its live gauges stop counting
             rc = os.waitstatus_to_exitcode(code)
             if rc != 0:
                 status = rc if rc > 0 else 1
                 print(f"pgwitness: worker {pid} exited with {rc}", file=sys.stderr)
                 forward(signal.SIGTERM, None)
-    time.sleep(0)
+    shutil.rmtree(metrics_dir, ignore_errors=True)
     return status

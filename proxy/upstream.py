@@ -254,7 +254,9 @@ async def _login(loop, transport, protocol, cfg, credentials, database, params, 
                     raise UpstreamError("upstream ended SCRAM without proving it knows the password")
                 continue
             if password is None:
-                password = credentials.password()
+                # An RDS IAM token may take a network round trip (credential refresh):
+                # never on the event loop, where it would stall every session.
+                password = await loop.run_in_executor(None, credentials.password)
             if code == m.AUTH_CLEARTEXT:
                 if tls == "none" and cfg.upstream.sslmode != "disable":
                     raise UpstreamError("upstream asked for a cleartext password without TLS")

@@ -345,12 +345,6 @@ def test_upstream_fatal_is_the_last_word(proxy, pg):
     assert len(frames) == 1, describe(frames)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: Query then Terminate in one write (fire-and-forget) makes the proxy cancel the "
-    "query (_end sees relay.busy and sends a CancelRequest), so the INSERT is lost; Postgres "
-    "runs the query to completion before it reads Terminate",
-)
 def test_terminate_after_query_lets_the_query_finish(proxy, pg):
     pg.psql(
         "create table public.pgw_fire_and_forget (via text); "
@@ -555,12 +549,6 @@ def _kill_leftovers(marker: str) -> list[int]:
     return found
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: metrics.listen on a busy port is an uncaught OSError: a traceback instead of a "
-    "message naming metrics.listen, and with --workers the supervisor dies after forking, "
-    "leaving orphaned workers serving the proxy port",
-)
 @pytest.mark.parametrize("workers", [1, 2])
 def test_metrics_port_in_use_fails_cleanly(tmp_path, pg, workers):
     proxy_port = free_port()

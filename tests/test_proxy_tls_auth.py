@@ -615,12 +615,6 @@ def test_upstream_closing_mid_session_gives_08006(make_proxy):
         fake.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: the RDS IAM token is made synchronously on the event loop (Credentials.password "
-    "inside _login): boto3 client creation on the first login (~0.3 s) and any credential "
-    "refresh (IMDS/STS network calls) freeze every session of the worker meanwhile",
-)
 def test_slow_iam_token_does_not_stall_other_sessions(make_proxy, pg, fake_aws, monkeypatch):
     import boto3
 
