@@ -29,6 +29,7 @@ __all__ = [
     "StatementClass",
     "classify",
     "classify_statement",
+    "is_builtin_function",
     "is_dangerous_function",
     "render_name",
 ]
@@ -358,6 +359,63 @@ def _typed_function_names() -> frozenset[str]:
 
 # Names classify reports for functions sqlglot parses into typed nodes (count, lower, ...).
 TYPED_FUNCTIONS = _typed_function_names()
+# Read-only introspection families psql's \d commands and ORMs use (deparsers, visibility
+# and privilege tests, object descriptions): allowed by name pattern.
+BUILTIN_PREFIXES = ("pg_get_", "pg_identify_object", "pg_describe_object")
+BUILTIN_EXTRA = frozenset(
+    {
+        "pg_relation_is_publishable",
+        "pg_relation_is_updatable",
+        "pg_column_is_updatable",
+        "pg_partition_root",
+        "pg_partition_ancestors",
+        "pg_partition_tree",
+        "pg_options_to_table",
+        "pg_tablespace_location",
+        "pg_char_to_encoding",
+        "pg_encoding_max_length",
+        "pg_column_compression",
+        "pg_filenode_relation",
+        "pg_relation_filenode",
+        "pg_indexam_progress_phasename",
+        "pg_event_trigger_ddl_commands",
+        "pg_xact_commit_timestamp",
+        "pg_last_committed_xact",
+        "pg_export_snapshot",
+        "pg_current_snapshot",
+        "pg_visible_in_snapshot",
+        "pg_notification_queue_usage",
+        "pg_trigger_depth",
+        "pg_blocking_pids",
+        "pg_safe_snapshot_blocking_pids",
+        "pg_isolation_test_session_is_blocked",
+        "pg_current_wal_lsn",
+        "pg_wal_lsn_diff",
+        "pg_walfile_name",
+        "pg_size_pretty",
+        "pg_column_size",
+        "pg_database_size",
+        "to_regtypemod",
+        "to_regoper",
+        "to_regoperator",
+        "to_regcollation",
+    }
+)
+
+
+def is_builtin_function(name: str) -> bool:
+    """A bare (pg_catalog) name a grant may call without an execute scope."""
+    if is_dangerous_function(name):
+        return False
+    return (
+        name in BUILTIN_FUNCTIONS
+        or name in TYPED_FUNCTIONS
+        or name in BUILTIN_EXTRA
+        or name.startswith(BUILTIN_PREFIXES)
+        or (name.startswith("pg_") and name.endswith("_is_visible"))
+        or (name.startswith("has_") and name.endswith("_privilege"))
+    )
+
 
 _REG_TYPES = frozenset(
     {
@@ -723,7 +781,7 @@ class _Collector:
             schema is None
             and isinstance(func, exp.Anonymous)
             and not name.startswith("pg_")
-            and name not in BUILTIN_FUNCTIONS
+            and not is_builtin_function(name)
             and not is_dangerous_function(name)
             and name not in LITERAL_NAME_FUNCTIONS
         ):

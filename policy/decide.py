@@ -5,11 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from policy.classify import (
-    BUILTIN_FUNCTIONS,
-    TYPED_FUNCTIONS,
     UNSAFE_CLIENT_ENCODINGS,
     Classified,
     StatementClass,
+    is_builtin_function,
     is_dangerous_function,
 )
 from policy.scopes import FORBIDDEN_SETTINGS, Scopes, split_name
@@ -163,7 +162,7 @@ def _function(name: str, scopes: Scopes) -> Decision | None:
             return _deny("deny.function", f"may not execute {name}")
         if is_dangerous_function(bare):
             return _deny("deny.function", f"may not execute {bare}")
-        if bare in BUILTIN_FUNCTIONS or bare in TYPED_FUNCTIONS:
+        if is_builtin_function(bare):
             return None
         if scopes.allows_function("pg_catalog", bare):
             return None

@@ -168,6 +168,16 @@ CASES = [
     ("SELECT public.my_fn(1)", True, "default.no_relations", ""),
     ("SELECT util.anything()", True, "default.no_relations", ""),
     ("SELECT other_fn(1)", False, "scope.execute", "may not execute public.other_fn"),
+    (
+        "SELECT pg_catalog.pg_get_partkeydef(1), pg_ts_config_is_visible(1)",
+        True,
+        "default.no_relations",
+        "",
+    ),
+    ("SELECT has_table_privilege('orders', 'select')", True, "default.no_relations", ""),
+    ("SELECT has_discount(1)", False, "scope.execute", "public.has_discount"),
+    ("SELECT to_region(1)", False, "scope.execute", "public.to_region"),
+    ("SELECT pg_stat_get_activity(1)", False, "scope.execute", "pg_stat_get_activity"),
     ("SELECT reporting.fn()", False, "scope.execute", "reporting.fn"),
     (
         "SELECT pg_catalog.pg_stat_get_live_tuples(1)",
