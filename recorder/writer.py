@@ -6,7 +6,8 @@ Threads (per Recorder):
              and writes all objects of the tick as one fsynced spool batch.
   uploader - takes spool batches oldest first, puts their objects into the store (sessions
              in parallel, each session's objects in order), removes a batch once stored.
-The caller's thread only appends a tuple to a deque and adds to two counters.
+The caller's thread only packs a 24-byte record header, appends (header, frames) to the
+session's deque and adds to two counters.
 """
 
 from __future__ import annotations
@@ -47,9 +48,7 @@ class SessionRecorder:
 
     __slots__ = ("id", "meta", "_rec", "_buf", "_in", "_out", "_force", "_ended", "_t0",
                  "_wall0", "_n", "_chain", "_next_seq", "_chunk_bytes", "_final_sealed", "_seq",
-                 "_end_seq", "_kicked",
-                 "_sealed_at", "_lock",
-                 "__weakref__")
+                 "_end_seq", "_kicked", "_sealed_at", "_lock", "__weakref__")
 
     def __init__(self, rec: Recorder, session_id: str, meta: dict):
         self.id = session_id
