@@ -24,10 +24,11 @@ class Verdict:
 
 # Statements whose outcome depends on session state (which names were PREPAREd here).
 _STATEFUL_COMMANDS = frozenset({"PREPARE", "EXECUTE", "DEALLOCATE", "DISCARD"})
-# Size limits keep a session's caches under ~10 MB and the shared one under ~40 MB even
-# when every entry is as large as allowed; bigger statements are classified every time.
-_MAX_CACHED_TEXT = 8192  # session text and fingerprint caches
-_MAX_SHARED_TEXT = 4096  # shared text and fingerprint caches
+# Size limits: with every entry as large as allowed (each holds its text twice, as key and
+# in its Classified) a session's caches stay under ~4 MB and the shared one under ~32 MB.
+# Bigger statements are classified every time.
+_MAX_CACHED_TEXT = 4096  # session text and fingerprint caches, 256 entries each
+_MAX_SHARED_TEXT = 2048  # shared text and fingerprint caches, 4096 entries each
 
 # One lexed-and-classified statement: its Classified and, if the fingerprint may stand
 # for it, the fingerprint.
@@ -48,7 +49,7 @@ class SharedClassifications:
     text (or its fingerprint) and the search_path, never on the grant, so sessions share
     it. Decisions stay per session."""
 
-    def __init__(self, size: int = 8192):
+    def __init__(self, size: int = 4096):
         self.size = size
         self.by_text: dict[tuple[tuple[str, ...], str], tuple[Entry, ...]] = {}
         self.by_fingerprint: dict[tuple[tuple[str, ...], str], Classified] = {}
@@ -71,7 +72,7 @@ class StatementPolicy:
         task: str,
         enforce: bool = True,
         search_path: tuple[str, ...] = ("public",),
-        cache_size: int = 1024,
+        cache_size: int = 256,
         shared: SharedClassifications | None = SHARED,
     ):
         if not search_path:
