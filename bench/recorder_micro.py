@@ -27,14 +27,16 @@ from recorder.store.local import LocalStore  # noqa: E402
 from recorder.writer import Recorder  # noqa: E402
 
 
-def make_frames(frame_bytes: int) -> list[bytes]:
-    # DataRows of realistic, partly compressible text plus a few small protocol frames
+def make_frames(frame_bytes: int, entropy: float) -> list[bytes]:
+    # DataRows of text: `entropy` of each value is random hex, the rest repeated words
     words = b"refund customer order shipped pending 2024-03-01 EUR 19.99 ".split()
     out = []
-    for i in range(256):
-        val = b" ".join(words[(i + j) % len(words)] for j in range(frame_bytes // 8))
-        val = val[: max(1, frame_bytes - 11)] + os.urandom(4).hex().encode()[:4]
-        out.append(testing.data_row(val.decode(errors="replace")))
+    size = max(1, frame_bytes - 11)
+    n_rand = int(size * entropy)
+    for i in range(max(256, (8 << 20) // frame_bytes)):  # no repeats within a chunk
+        val = b" ".join(words[(i + j) % len(words)] for j in range(size // 4 + 1))
+        val = val[: size - n_rand] + os.urandom(n_rand // 2 + 1).hex().encode()[:n_rand]
+        out.append(testing.data_row(val.decode()))
     return out
 
 
@@ -43,6 +45,8 @@ def main() -> int:
     ap.add_argument("--calls", type=int, default=300_000)
     ap.add_argument("--frame-bytes", type=int, default=200)
     ap.add_argument("--sessions", type=int, default=4)
+    ap.add_argument("--entropy", type=float, default=0.5,
+                    help="fraction of each row that is random (compressibility)")
     ap.add_argument("--no-fsync", action="store_true")
     ap.add_argument("--dir", default=None, help="where to put the store and spool (default: tmp)")
     a = ap.parse_args()
@@ -54,7 +58,7 @@ def main() -> int:
     rec = Recorder(cfg, store=store, signing_key=Ed25519PrivateKey.generate())
     rec.start()
     sessions = [rec.open_session({"bench": i}) for i in range(a.sessions)]
-    frames = make_frames(a.frame_bytes)
+    frames = make_frames(a.frame_bytes, a.entropy)
     nf = len(frames)
 
     # (1) caller cost: tight loop of wire() calls, round-robin over sessions
