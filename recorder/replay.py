@@ -286,15 +286,15 @@ def replay_session(store: Store, session_id: str, out: TextIO, *, max_rows: int 
     while True:
         names = {k[len(prefix):] for k in store.list(prefix)}
         progressed = False
-        while chunks.chunk_key(session_id, n)[len(prefix):] in names:
+        # a chunk is shown once its checkpoint is stored too (the writer puts the chunk first)
+        while (chunks.chunk_key(session_id, n)[len(prefix):] in names
+               and chunks.ckpt_key(session_id, n)[len(prefix):] in names):
             _, records = chunks.decode_chunk(store.get(chunks.chunk_key(session_id, n)))
             for r in records:
                 tr.feed(r)
                 count += 1
             out.flush()
-            ckpt_name = chunks.ckpt_key(session_id, n)[len(prefix):]
-            final = ckpt_name in names and decode_checkpoint(
-                store.get(chunks.ckpt_key(session_id, n))).state == State.FINAL
+            final = decode_checkpoint(store.get(chunks.ckpt_key(session_id, n))).state == State.FINAL
             n += 1
             progressed = True
             if final:

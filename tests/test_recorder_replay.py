@@ -138,12 +138,15 @@ def test_replay_follow_tails_a_live_session(tmp_path, keyfile):
     result = {}
     t = threading.Thread(target=lambda: result.setdefault(
         "n", replay_session(store, s.id, out, follow=True, poll_seconds=0.02, follow_timeout=10)))
+    t0 = time.monotonic()
     t.start()
     for i in range(5):
         s.wire("c2s", testing.query(f"select {i}"))
         time.sleep(0.05)
     s.end("client-exit")
     t.join(10)
+    elapsed = time.monotonic() - t0
     rec.close()
     assert not t.is_alive() and result["n"] == 7
+    assert elapsed < 5, "follow did not notice the final checkpoint"
     assert "=> select 4" in out.getvalue() and "session ended: client-exit" in out.getvalue()
