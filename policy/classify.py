@@ -1493,25 +1493,41 @@ class _Classifier:
 
 
 def _work_around_sqlglot(stmt: Statement) -> Statement:
-    """Rewrite ``::oid[]`` (drivers' type introspection) to ``::int[]``, which sqlglot parses.
+    """Rewrite two things sqlglot cannot parse, keeping every token offset valid.
 
-    Same length, so token offsets stay valid; the cast target never changes which
-    relations or functions a statement uses.
+    * ``::oid[]`` (drivers' type introspection) becomes ``::int[]``;
+    * a trailing ``WITH [NO] DATA`` of ``CREATE MATERIALIZED VIEW`` is blanked.
+
+    Neither changes which relations or functions a statement uses.
     """
     tokens = stmt.tokens
     canon = stmt.canon
-    if "oid" not in canon:
-        return stmt
-    for i in range(2, len(tokens) - 1):
-        t = tokens[i]
-        if (
-            t.kind == "word"
-            and t.value == "oid"
-            and tokens[i + 1].value == "["
-            and tokens[i - 1].value == ":"
-            and tokens[i - 2].value == ":"
-        ):
-            canon = canon[: t.start] + "int" + canon[t.start + 3 :]
+    if "oid" in canon:
+        for i in range(2, len(tokens) - 1):
+            t = tokens[i]
+            if (
+                t.kind == "word"
+                and t.value == "oid"
+                and tokens[i + 1].value == "["
+                and tokens[i - 1].value == ":"
+                and tokens[i - 2].value == ":"
+            ):
+                canon = canon[: t.start] + "int" + canon[t.start + 3 :]
+    if (
+        len(tokens) > 4
+        and tokens[0].value == "create"
+        and tokens[-1].kind == "word"
+        and tokens[-1].value == "data"
+        and "materialized" in [t.value for t in tokens[1:5] if t.kind == "word"]
+    ):
+        tail = _words(tokens[-3:])
+        start = None
+        if tail[-2:] == ["with", "data"]:
+            start = tokens[-2].start
+        elif tail == ["with", "no", "data"]:
+            start = tokens[-3].start
+        if start is not None:
+            canon = canon[:start] + " " * (len(canon) - start)
     if canon is stmt.canon:
         return stmt
     return Statement(

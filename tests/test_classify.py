@@ -268,6 +268,13 @@ CASES: list[tuple[str, StatementClass, tuple, tuple, tuple]] = [
         _,
     ),
     ("CREATE MATERIALIZED VIEW mv AS SELECT * FROM t", D, ("public.t",), ("public.mv",), _),
+    (
+        "CREATE MATERIALIZED VIEW mv AS SELECT * FROM t WITH NO DATA",
+        D,
+        ("public.t",),
+        ("public.mv",),
+        _,
+    ),
     ("CREATE INDEX i ON t (a)", D, _, ("public.t",), _),
     ("CREATE UNIQUE INDEX CONCURRENTLY i ON s.t (a)", D, _, ("s.t",), _),
     ("CREATE SEQUENCE s", D, _, ("public.s",), _),
