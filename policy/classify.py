@@ -18,6 +18,7 @@ from policy.fingerprint import (
     ascii_lower,
     lex,
     parse_qualified_name,
+    render_name,
     truncate_identifier,
 )
 
@@ -508,13 +509,6 @@ UNSAFE_CLIENT_ENCODINGS = frozenset(
         "shiftjis",
     }
 )
-
-
-def render_name(*parts: str) -> str:
-    """``schema.name`` with each part double-quoted unless it is a plain lower-case name."""
-    return ".".join(
-        p if _PLAIN_NAME_RE.match(p) else '"' + p.replace('"', '""') + '"' for p in parts
-    )
 
 
 def _ident(node: exp.Expression | str | None) -> str | None:

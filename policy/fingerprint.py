@@ -28,6 +28,7 @@ __all__ = [
     "fingerprint_statements",
     "lex",
     "parse_qualified_name",
+    "render_name",
     "truncate_identifier",
 ]
 
@@ -84,6 +85,16 @@ def truncate_identifier(name: str) -> str:
     if len(raw) < NAMEDATALEN:
         return name
     return raw[: NAMEDATALEN - 1].decode("utf-8", "ignore")
+
+
+_PLAIN_NAME_RE = re.compile(r"[a-z_][a-z0-9_$]*\Z")
+
+
+def render_name(*parts: str) -> str:
+    """``schema.name`` with each part double-quoted unless it is a plain lower-case name."""
+    return ".".join(
+        p if _PLAIN_NAME_RE.match(p) else '"' + p.replace('"', '""') + '"' for p in parts
+    )
 
 
 def ascii_lower(word: str) -> str:
