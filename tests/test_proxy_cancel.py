@@ -83,7 +83,10 @@ print(conn.execute("select 'usable'").fetchone()[0])
 def test_psycopg_classic_cancel_in_another_process(proxy):
     res = subprocess.run(
         [sys.executable, "-c", CLASSIC_CANCEL, proxy.dsn()],
-        capture_output=True, text=True, timeout=25, env=tool_env(),
+        capture_output=True,
+        text=True,
+        timeout=25,
+        env=tool_env(),
     )
     assert res.returncode == 0, res.stderr
     first, second = res.stdout.split("\n")[:2]
@@ -164,7 +167,10 @@ def test_raw_cancel_request_with_right_and_wrong_key(proxy, pg):
 def test_psql_sigint_sends_cancel(proxy):
     proc = subprocess.Popen(
         ["psql", "-X", "-d", proxy.dsn(), "-c", "select pg_sleep(30)"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=tool_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=tool_env(),
     )
     time.sleep(1.5)
     started = time.monotonic()

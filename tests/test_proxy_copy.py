@@ -29,7 +29,17 @@ from tests.test_proxy_relay import (
 )
 
 COLUMNS = "id int, t text, n numeric, b bytea, ts timestamptz, flag bool"
-NASTY_TEXT = ["plain", "tab\there", "new\nline", "back\\slash", "ümlaut ✓", "", None, '"quoted", comma', "\\N"]
+NASTY_TEXT = [
+    "plain",
+    "tab\there",
+    "new\nline",
+    "back\\slash",
+    "ümlaut ✓",
+    "",
+    None,
+    '"quoted", comma',
+    "\\N",
+]
 
 
 def sample_rows(n: int):
@@ -126,7 +136,9 @@ def bad_row_outcome(dsn: str, table: str) -> list:
                 for i in range(2000):
                     copy.write(f"{i}\tafter\n")
         except psycopg.Error as exc:
-            out.append((type(exc).__name__, exc.sqlstate, exc.diag.message_primary, exc.diag.context))
+            out.append(
+                (type(exc).__name__, exc.sqlstate, exc.diag.message_primary, exc.diag.context)
+            )
         out.append(conn.execute(f"select count(*) from {table}").fetchone()[0])
         out.append(conn.info.transaction_status.name)
         out.append(conn.execute("select 'usable'").fetchone()[0])
@@ -171,7 +183,9 @@ def test_copy_fail_from_client(proxy, pg):
     # And on the wire: CopyFail → the server's 57014 naming the client's message.
     c = RawClient.via_proxy(proxy)
     try:
-        msgs = c.run(m.query(f"copy {table} (id) from stdin"), frame(b"d", b"1\n"), frame(b"f", b"nope\x00"))
+        msgs = c.run(
+            m.query(f"copy {table} (id) from stdin"), frame(b"d", b"1\n"), frame(b"f", b"nope\x00")
+        )
         assert types_of(msgs) == "GEZ"
         err = errors_of(msgs)[0]
         assert err["C"] == "57014" and "nope" in err["M"]
@@ -207,14 +221,18 @@ def test_asyncpg_copy_binary_and_text(proxy, pg):
     async def go():
         conn = await asyncpg.connect(**proxy.connect_kwargs())
         try:
-            status = await conn.copy_records_to_table(table.split(".")[1], records=rows, schema_name="public")
+            status = await conn.copy_records_to_table(
+                table.split(".")[1], records=rows, schema_name="public"
+            )
             back = await conn.fetch(f"select * from {table} order by id")
             out: list[bytes] = []
 
             async def sink(chunk):
                 out.append(bytes(chunk))
 
-            await conn.copy_from_query(f"select id, t from {table} order by id", output=sink, format="csv")
+            await conn.copy_from_query(
+                f"select id, t from {table} order by id", output=sink, format="csv"
+            )
             await conn.execute(f"truncate {table}")
             chunks = [b"".join(out)]
 
@@ -222,7 +240,9 @@ def test_asyncpg_copy_binary_and_text(proxy, pg):
                 for c in chunks:
                     yield c
 
-            await conn.copy_to_table(table.split(".")[1], source=source(), columns=["id", "t"], format="csv")
+            await conn.copy_to_table(
+                table.split(".")[1], source=source(), columns=["id", "t"], format="csv"
+            )
             again = await conn.fetch(f"select id, t from {table} order by id")
             return status, back, again
         finally:
@@ -299,7 +319,11 @@ def test_copy_out_with_slow_reader_is_complete(proxy):
     rows, width = 20_000, 1000
     c = RawClient.via_proxy(proxy)
     try:
-        c.send(m.query(f"copy (select lpad(g::text, {width}, '.') from generate_series(1, {rows}) g) to stdout"))
+        c.send(
+            m.query(
+                f"copy (select lpad(g::text, {width}, '.') from generate_series(1, {rows}) g) to stdout"
+            )
+        )
         assert c.read()[0] == "H"
         got = 0
         for i in range(rows):
@@ -325,13 +349,21 @@ def test_copy_in_while_upstream_is_blocked_is_complete(proxy, pg):
         locker.execute(f"lock table {table} in access exclusive mode")
         c = RawClient.via_proxy(proxy)
         sender = threading.Thread(
-            target=c.send, args=(m.query(f"copy {table} (id, t) from stdin"), payload, frame(b"c")), daemon=True
+            target=c.send,
+            args=(m.query(f"copy {table} (id, t) from stdin"), payload, frame(b"c")),
+            daemon=True,
         )
         sender.start()
         time.sleep(1.0)
-        assert wait_until(lambda: pg.psql(
-            f"select count(*) from pg_stat_activity where pid = {c.pid} and wait_event_type = 'Lock'"
-        ).strip() == "1", 5)
+        assert wait_until(
+            lambda: (
+                pg.psql(
+                    f"select count(*) from pg_stat_activity where pid = {c.pid} and wait_event_type = 'Lock'"
+                ).strip()
+                == "1"
+            ),
+            5,
+        )
         locker.rollback()
     sender.join(30)
     assert not sender.is_alive()

@@ -36,13 +36,21 @@ I32 = struct.Struct("!i")
 # --- strategies ------------------------------------------------------------------------
 
 frames_st = st.lists(
-    st.tuples(st.integers(0, 255), st.binary(max_size=300)).map(lambda tb: frame(bytes([tb[0]]), tb[1])),
+    st.tuples(st.integers(0, 255), st.binary(max_size=300)).map(
+        lambda tb: frame(bytes([tb[0]]), tb[1])
+    ),
     min_size=0,
     max_size=20,
 )
 # Text that can travel in a NUL-terminated string.
-ctext = st.text(st.characters(blacklist_characters="\x00", blacklist_categories=("Cs",)), max_size=60)
-ident = st.text(st.characters(blacklist_characters="\x00", blacklist_categories=("Cs",)), min_size=1, max_size=20)
+ctext = st.text(
+    st.characters(blacklist_characters="\x00", blacklist_categories=("Cs",)), max_size=60
+)
+ident = st.text(
+    st.characters(blacklist_characters="\x00", blacklist_categories=("Cs",)),
+    min_size=1,
+    max_size=20,
+)
 
 
 def split_at(data: bytes, cuts: list[int]) -> list[bytes]:
@@ -95,10 +103,15 @@ def test_frame_reader_same_frames_for_any_split(frames, data):
 
 
 @settings(max_examples=30, deadline=None)
-@given(frames=st.lists(
-    st.tuples(st.integers(0, 255), st.binary(max_size=12)).map(lambda tb: frame(bytes([tb[0]]), tb[1])),
-    min_size=1, max_size=4,
-))
+@given(
+    frames=st.lists(
+        st.tuples(st.integers(0, 255), st.binary(max_size=12)).map(
+            lambda tb: frame(bytes([tb[0]]), tb[1])
+        ),
+        min_size=1,
+        max_size=4,
+    )
+)
 def test_frame_reader_every_single_and_double_split_of_a_small_stream(frames):
     stream = b"".join(frames)
     for i in range(len(stream) + 1):
@@ -169,7 +182,9 @@ def test_startup_message_parsed_and_consumed_exactly():
     pkt = startup_packet({"user": "alice", "database": "app", "application_name": "ü"})
     parsed, used = read_startup(pkt + b"Qtrailing")
     assert used == len(pkt)
-    assert parsed == StartupMessage(3, 0, {"user": "alice", "database": "app", "application_name": "ü"})
+    assert parsed == StartupMessage(
+        3, 0, {"user": "alice", "database": "app", "application_name": "ü"}
+    )
 
 
 def test_startup_needs_more_bytes_for_every_prefix():
@@ -214,7 +229,10 @@ def test_ssl_gssenc_cancel_requests():
         (raw_startup(CANCEL_REQUEST_CODE, b"\x00" * 4 + b"k" * 257), "CancelRequest"),
         (raw_startup(PROTOCOL_3_0, b"user\x00alice\x00"), "terminated"),  # no final NUL
         (raw_startup(PROTOCOL_3_0, b"user\x00alice"), "terminated"),
-        (raw_startup(PROTOCOL_3_0, b"user\x00alice\x00database\x00\x00"), "terminated"),  # key w/o value
+        (
+            raw_startup(PROTOCOL_3_0, b"user\x00alice\x00database\x00\x00"),
+            "terminated",
+        ),  # key w/o value
         (raw_startup(PROTOCOL_3_0, b""), "terminated"),
         (raw_startup(PROTOCOL_3_0, b"\x00"), "user"),
         (raw_startup(PROTOCOL_3_0, b"database\x00app\x00\x00"), "user"),
@@ -241,8 +259,10 @@ def test_missing_user_is_28000_like_postgres():
 
 
 @settings(max_examples=100, deadline=None)
-@given(params=st.dictionaries(ident.filter(lambda k: not k.startswith("_pq_.")), ctext, max_size=5),
-       user=ident)
+@given(
+    params=st.dictionaries(ident.filter(lambda k: not k.startswith("_pq_.")), ctext, max_size=5),
+    user=ident,
+)
 def test_startup_packet_round_trip(params, user):
     params = {**params, "user": user}
     pkt = startup_packet(params)
@@ -273,7 +293,9 @@ def test_query_and_parse_round_trip(sql, name):
 @given(fields=st.dictionaries(st.sampled_from("SVCMDHPpqWsctdnFLR"), ctext, min_size=1))
 def test_error_fields_round_trip(fields):
     for t in "EN":
-        assert m.decode_error_fields(one_frame(m.encode_error_fields(t.encode(), fields), t)) == fields
+        assert (
+            m.decode_error_fields(one_frame(m.encode_error_fields(t.encode(), fields), t)) == fields
+        )
 
 
 @settings(max_examples=50, deadline=None)
@@ -291,7 +313,10 @@ def test_error_and_notice_response_encoders(msg, detail, sqlstate):
 @settings(max_examples=50, deadline=None)
 @given(mech=ident, data=st.binary(max_size=200), code=st.integers(-(2**31), 2**31 - 1))
 def test_auth_and_password_round_trip(mech, data, code):
-    assert m.decode_sasl_initial(one_frame(m.sasl_initial_response(mech, data), "p")) == (mech, data)
+    assert m.decode_sasl_initial(one_frame(m.sasl_initial_response(mech, data), "p")) == (
+        mech,
+        data,
+    )
     assert m.decode_password(one_frame(m.password_message(data), "p")) == data
     assert m.decode_auth(one_frame(m.auth_request(code, data), "R")) == (code, data)
 
@@ -415,14 +440,19 @@ def test_relay_pass_through_is_byte_identical(policy):
 @given(data=st.data())
 def test_relay_pass_through_for_any_split(data):
     relay = Relay(policy=FakePolicy())
-    for stream, feed in ((CLIENT_STREAM, lambda b: relay.from_client(b)[0]), (SERVER_STREAM, relay.from_server)):
+    for stream, feed in (
+        (CLIENT_STREAM, lambda b: relay.from_client(b)[0]),
+        (SERVER_STREAM, relay.from_server),
+    ):
         cuts = data.draw(st.lists(st.integers(0, len(stream)), max_size=10))
         assert b"".join(feed(chunk) for chunk in split_at(stream, cuts)) == stream
 
 
 def test_relay_terminate_stops_at_terminate():
     relay = Relay()
-    to_server, to_client = relay.from_client(m.query("select 1") + m.TERMINATE + m.query("select 2"))
+    to_server, to_client = relay.from_client(
+        m.query("select 1") + m.TERMINATE + m.query("select 2")
+    )
     # (Bytes after Terminate may follow: the server stops reading at Terminate.)
     assert to_server.startswith(m.query("select 1") + m.TERMINATE) and to_client == b""
     assert relay.terminated
@@ -461,7 +491,7 @@ def test_relay_denied_query_in_transaction_is_raised_by_the_server():
 
     to_server, to_client = relay.from_client(m.query("select * from secret.payroll"))
     assert to_client == b""
-    (t, body), = parse_frames(to_server)
+    ((t, body),) = parse_frames(to_server)
     sql = m.decode_query(frame(b"Q", body))
     assert t == "Q" and sql.startswith("DO ") and "42501" in sql and DENY_MSG in sql
     assert relay._marker in sql and "payroll" not in sql.replace(DENY_MSG, "")
@@ -505,7 +535,13 @@ def test_relay_denied_parse_injects_parse_bind_execute_and_drops_their_completio
 
     # The server: ParseComplete (client's s1), ParseComplete + BindComplete (injected), the
     # marked error; the client's own Bind/Execute are skipped until Sync.
-    reply = frame(b"1") + frame(b"1") + frame(b"2") + marked_server_error(relay) + m.ready_for_query(b"I")
+    reply = (
+        frame(b"1")
+        + frame(b"1")
+        + frame(b"2")
+        + marked_server_error(relay)
+        + m.ready_for_query(b"I")
+    )
     expected = frame(b"1") + m.encode_error_fields(b"E", CLEAN_ERROR) + m.ready_for_query(b"I")
     assert relay.from_server(reply) == expected
 
@@ -516,7 +552,12 @@ def test_relay_parse_injection_reply_split_at_every_offset():
         m.parse("s1", "select 1") + bind("", "s1") + m.execute() + m.parse("", "select * from secret.payroll")
         + bind() + m.execute() + m.SYNC + m.query("select 2")
     )  # fmt: skip
-    reply_head = frame(b"1") + frame(b"2") + frame(b"D", b"\x00\x01\x00\x00\x00\x011") + frame(b"C", b"SELECT 1\x00")
+    reply_head = (
+        frame(b"1")
+        + frame(b"2")
+        + frame(b"D", b"\x00\x01\x00\x00\x00\x011")
+        + frame(b"C", b"SELECT 1\x00")
+    )
     reply_tail = m.ready_for_query(b"I") + frame(b"C", b"SELECT 1\x00") + m.ready_for_query(b"I")
     expected = reply_head + m.encode_error_fields(b"E", CLEAN_ERROR) + reply_tail
     for i in range(0, 200, 1):
