@@ -25,6 +25,7 @@ from policy.fingerprint import (
 __all__ = [
     "BUILTIN_FUNCTIONS",
     "DANGEROUS_FUNCTIONS",
+    "SET_CONFIG_PREFIX",
     "TYPED_FUNCTIONS",
     "Classified",
     "StatementClass",
@@ -115,6 +116,9 @@ def _sqlglot_parse(sql: str, tokens: list[Token]) -> list[exp.Expression | None]
     return cache.parser.parse(theirs, sql)
 
 
+# set_config('<name>', ...) with a literal name is reported as this prefix + the setting
+# name, and decided like SET of that setting; any other set_config call stays dangerous.
+SET_CONFIG_PREFIX = "set_config:"
 # Functions whose (literal) argument names a sequence: classified as a use of it.
 SEQUENCE_FUNCTIONS = {"nextval": "update", "setval": "update", "currval": "read"}
 # Functions that interpret a text argument as an object name; their classification (or
@@ -329,7 +333,7 @@ BUILTIN_FUNCTIONS = frozenset(
     quote_ident quote_literal quote_nullable radians random range_merge rank
     regexp_count regexp_instr regexp_like regexp_match regexp_matches regexp_replace
     regexp_split_to_array regexp_split_to_table regexp_substr repeat replace reverse right
-    round row_number row_to_json rpad rtrim scale session_user setseed setval sha224 sha256
+    round row row_number row_to_json rpad rtrim scale session_user setseed setval sha224 sha256
     sha384 sha512 shobj_description sign sin split_part sqrt starts_with
     statement_timestamp stddev stddev_pop stddev_samp string_agg string_to_array
     string_to_table strpos substr substring sum tan timeofday to_ascii to_char to_date
@@ -783,9 +787,15 @@ class _Collector:
             # through search_path: it may be the function of that name in any schema
             self.functions.update(render_name(schema, name) for schema in self.search_path)
             return
-        self.functions.add(name if _PLAIN_NAME_RE.match(name) else render_name(name))
         if name in LITERAL_NAME_FUNCTIONS:
             self.literal_dependent = True
+        if name == "set_config" and isinstance(func, exp.Anonymous) and func.expressions:
+            setting = self._literal_value(func.expressions[0])
+            if setting is not None:
+                # decided like SET of that setting (drivers turn jit off this way)
+                self.functions.add(SET_CONFIG_PREFIX + setting.strip().lower())
+                return
+        self.functions.add(name if _PLAIN_NAME_RE.match(name) else render_name(name))
         op = SEQUENCE_FUNCTIONS.get(name)
         if op is not None:
             args = func.expressions if isinstance(func, exp.Anonymous) else [func.this]
@@ -1450,6 +1460,7 @@ class _Classifier:
         depth = 0
         direction = ""
         endpoint = ""
+        end = 0  # index of the endpoint token
         for k, t in enumerate(tokens[1:], 1):
             if t.value == "(" and t.kind == "punct":
                 depth += 1
@@ -1464,6 +1475,7 @@ class _Classifier:
                     endpoint = nxt.value
                 elif nxt.kind in ("str", "estr", "dq"):
                     endpoint = "file"
+                end = k + 1
                 break
         if not direction or not endpoint:
             raise _Unknown("unrecognised COPY syntax")
@@ -1473,7 +1485,19 @@ class _Classifier:
             return _result(stmt, S.UTILITY, "COPY", detail)
         if (direction, endpoint) not in (("from", "stdin"), ("to", "stdout")):
             raise _Unknown(f"COPY {detail} is not supported")
-        tree = self._parse(stmt)
+        tail = tokens[end + 1 :]
+        if any(t.kind == "word" and t.value == "where" for t in tail):
+            tree = self._parse(stmt)  # COPY FROM ... WHERE: the condition may call functions
+        else:
+            # the options ((FORMAT csv), WITH (...), legacy CSV HEADER) name no relation
+            # or function; sqlglot only parses some spellings, so it sees the head only
+            if not all(
+                t.kind in ("word", "qid", "str", "estr", "dq", "num") or t.value in "(),*"
+                for t in tail
+            ):
+                raise _Unknown("unrecognised COPY options")
+            cut = tokens[end].start + len(tokens[end].canon)
+            tree = self._parse(stmt, stmt.canon[:cut], tokens[: end + 1])
         if not isinstance(tree, exp.Copy) or bool(tree.args.get("kind")) != (direction == "from"):
             raise _Unknown("COPY did not parse as expected")
         col = self._collect(stmt, tree)

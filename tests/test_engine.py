@@ -236,6 +236,7 @@ def test_fingerprint_cache_hit_keeps_own_text():
             "SELECT has_table_privilege('x', 'select')",
         ),
         ("SELECT current_setting('a')", "SELECT current_setting('b')"),
+        ("SELECT set_config('jit', 'off', false)", "SELECT set_config('role', 'x', false)"),
         ("PREPARE a AS SELECT 1", "PREPARE b AS SELECT 2"),
         ("SELEC 1", "SELEC 2"),
         ("SELECT 1x FROM orders", "SELECT 2x FROM orders"),
@@ -247,6 +248,15 @@ def test_literal_dependent_statements_never_use_the_fingerprint_cache(first, sec
     p.check_query(second)
     assert p.stats["fingerprint_hits"] == 0
     assert p._by_fingerprint == {}  # noqa: SLF001 - the rule is about what gets stored
+
+
+def test_set_config_is_decided_like_set():
+    p = policy()
+    # asyncpg's type introspection turns JIT off this way
+    assert p.check_query("SELECT current_setting('jit'), set_config('jit', 'off', false)").allowed
+    v = p.check_query("SELECT set_config('role', 'postgres', false)")
+    assert not v.allowed and v.message.endswith("may not change role (rule deny.setting)")
+    assert p.check_query("SELECT set_config('work_mem', '1GB', true)").allowed  # set:work_mem
 
 
 def test_fingerprint_cache_is_used_within_multi_statement_queries():
