@@ -163,7 +163,10 @@ def _change_setting(name: str, verb: str, scopes: Scopes) -> Decision:
 def _function(name: str, scopes: Scopes) -> Decision | None:
     """None: allowed; else the denial."""
     if name.startswith(SET_CONFIG_PREFIX):
-        d = _change_setting(name[len(SET_CONFIG_PREFIX) :], "set_config", scopes)
+        setting = name[len(SET_CONFIG_PREFIX) :]
+        if setting in FORBIDDEN_SETTINGS:
+            return _deny("deny.function", f"may not execute set_config on {setting}")
+        d = _change_setting(setting, "set_config", scopes)
         return None if d.allowed else d
     target = split_name(name) if "." in name or name.startswith('"') else None
     if target is None or target[0] == "pg_catalog":

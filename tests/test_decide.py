@@ -193,8 +193,13 @@ CASES = [
     ("SELECT lo_export(1, '/tmp/x')", False, "deny.function", "lo_export"),
     ("SELECT dblink_exec('h', 'drop table x')", False, "deny.function", "dblink_exec"),
     ("SELECT * FROM dblink('h', 'select 1') AS t(a int)", False, "deny.function", "dblink"),
-    ("SELECT set_config('role', 'postgres', false)", False, "deny.setting", "may not change role"),
-    ("SELECT set_config('search_path', 'evil', false)", False, "deny.setting", "search_path"),
+    (
+        "SELECT set_config('role', 'postgres', false)",
+        False,
+        "deny.function",
+        "may not execute set_config on role",
+    ),
+    ("SELECT set_config('search_path', 'evil', false)", False, "deny.function", "search_path"),
     (
         "SELECT current_setting('jit'), set_config('jit', 'off', false)",
         True,

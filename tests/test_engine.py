@@ -255,7 +255,9 @@ def test_set_config_is_decided_like_set():
     # asyncpg's type introspection turns JIT off this way
     assert p.check_query("SELECT current_setting('jit'), set_config('jit', 'off', false)").allowed
     v = p.check_query("SELECT set_config('role', 'postgres', false)")
-    assert not v.allowed and v.message.endswith("may not change role (rule deny.setting)")
+    assert not v.allowed and v.message.endswith(
+        "may not execute set_config on role (rule deny.function)"
+    )
     assert p.check_query("SELECT set_config('work_mem', '1GB', true)").allowed  # set:work_mem
 
 
