@@ -703,22 +703,23 @@ def test_repeated_wrong_tokens_get_slower(make_proxy, tmp_path):
 
 
 def test_store_on_the_upstream_server_is_refused(pg, make_proxy):
-    if pg.psql("SELECT count(*) FROM pg_database WHERE datname = 'grants_e2e'").strip() == "0":
-        pg.create_database("grants_e2e", owner="pgwitness")
-    for host in ("127.0.0.1", "localhost"):
-        url = f"postgresql://pgwitness:upstream-secret@{host}:{pg.port}/grants_e2e"
-        with pytest.raises(ConfigError) as info:
-            make_proxy(**{"grants.store": url})
-        text = str(info.value)
-        assert text.startswith("grants.store:"), text
-        assert "upstream" in text and "upstream-secret" not in text, text
-    # Refused before anything was written there.
-    assert (
-        pg.psql(
+    pg.psql("DROP DATABASE IF EXISTS grants_e2e;")
+    pg.create_database("grants_e2e", owner="pgwitness")
+    try:
+        for host in ("127.0.0.1", "localhost"):
+            url = f"postgresql://pgwitness:upstream-secret@{host}:{pg.port}/grants_e2e"
+            with pytest.raises(ConfigError) as info:
+                make_proxy(**{"grants.store": url})
+            text = str(info.value)
+            assert text.startswith("grants.store:"), text
+            assert "upstream" in text and "upstream-secret" not in text, text
+        # Refused before anything was written there.
+        tables = pg.psql(
             "SELECT count(*) FROM pg_tables WHERE tablename = 'grants'", db="grants_e2e"
-        ).strip()
-        == "0"
-    )
+        )
+        assert tables.strip() == "0"
+    finally:
+        pg.psql("DROP DATABASE IF EXISTS grants_e2e;")
 
 
 def test_two_proxies_share_a_postgresql_store(pg, store_cluster):
