@@ -207,6 +207,7 @@ class ClientConnection(asyncio.Protocol):
         self.backend_key: tuple[int, bytes] | None = None
         self._handshake_task: asyncio.Task | None = None
         self._expiry_timer: asyncio.TimerHandle | None = None
+        self._release_timer: asyncio.TimerHandle | None = None
         self._ended = False
         self._admitted = False
         self._client_paused = False
@@ -280,13 +281,23 @@ class ClientConnection(asyncio.Protocol):
     # --- upstream side -----------------------------------------------------------
 
     def _from_server(self, data: bytes) -> None:
+        relay = self.relay
         try:
-            out = self.relay.from_server(data)
+            out = relay.from_server(data)
         except PgError as exc:
             self.terminate("upstream", f"upstream protocol error: {exc.message}", PROTOCOL_VIOLATION)
             return
         if out:
             self.transport.write(out)
+        if relay.has_held and self._release_timer is None:
+            self._release_timer = asyncio.get_running_loop().call_later(0.05, self._release_held)
+
+    def _release_held(self) -> None:
+        self._release_timer = None
+        if not self._ended and self.relay is not None:
+            out = self.relay.release_held()
+            if out:
+                self.transport.write(out)
 
     def _upstream_lost(self, exc) -> None:
         if self._ended:

@@ -29,7 +29,9 @@ from .wire.framing import FrameReader
 F = m.Frontend
 B = m.Backend
 _Z_PRODUCERS = frozenset((F.QUERY, F.SYNC, F.FUNCTION_CALL))
-_HOLDABLE = frozenset((B.PARSE_COMPLETE, B.BIND_COMPLETE))
+_HOLDABLE = frozenset((B.PARSE_COMPLETE, B.BIND_COMPLETE, B.CLOSE_COMPLETE))
+# May arrive at any time; never part of an injection's answer, so they pass held frames.
+_ASYNC = frozenset((B.NOTICE_RESPONSE, B.NOTIFICATION, B.PARAMETER_STATUS))
 _STRIP_FIELDS = frozenset("sWFLR")  # marker (schema field) and PL/pgSQL traces
 _STATEMENT_TYPES = frozenset((F.QUERY, F.PARSE, F.FUNCTION_CALL))
 _NAMES = {F.QUERY: "Query", F.PARSE: "Parse", F.FUNCTION_CALL: "FunctionCall"}
@@ -52,6 +54,16 @@ UNRECORDED = Refusal(
     "statement refused rather than run unrecorded",
     CANNOT_RECORD,
 )
+
+
+@dataclass(eq=False)
+class Injection:
+    """A denial the server is asked to raise; ``drop`` = how many *Complete frames precede
+    its error (Close, Parse, Bind for the extended protocol; none for a simple Query)."""
+
+    drop: int
+    statement: str = ""
+    resolved: bool = False
 
 
 @dataclass
@@ -92,15 +104,23 @@ class Relay:
         self.counters = Counters()
         self.on_decision = on_decision  # callback(verdict) for metrics
         self.health = health  # anything with .healthy (the Recorder): False refuses statements
-        # Injected denials per Sync group; groups[0] is the one the server answers now,
-        # groups[-1] the one the client is still adding to.
-        self._groups: deque[list[int]] = deque([[]])
+        # Sync groups: groups[0] is the one the server answers now, groups[-1] the one the
+        # client is still adding to; each lists the injections sent in it. ``_pending`` is
+        # every unresolved injection in send order: a marked error resolves the oldest, and
+        # the ReadyForQuery that ends its group drops one the server skipped.
+        self._groups: deque[list[Injection]] = deque([[]])
+        self._pending: deque[Injection] = deque()
         self._current_has_msgs = False
         self._held: list[bytes] = []
+        self._injected = 0  # names injected statements and portals uniquely
+        self._last_deny_statement = ""  # the newest injected statement, closed by the next one
+        self._syncs_since_execute = 0
+        self._copy_in = False
         nonce = secrets.token_hex(8)
         self._marker = f"pgwitness-deny-{nonce}"
         self._marker_bytes = self._marker.encode()
         self._tag = f"pgw_{nonce}"
+        self._tag_bytes = self._tag.encode()
 
     # --- client → server -------------------------------------------------------
 
@@ -147,18 +167,12 @@ class Relay:
                     to_client.append(error_response("ERROR", sqlstate, verdict.message))
                     to_client.append(m.ready_for_query(self.tx_status))
                     continue
-                raise_sql = self._raise_sql(verdict.message, sqlstate)
-                if t == F.PARSE:
-                    out.append(m.parse("", raise_sql) + m.bind_no_params() + m.execute())
-                else:
-                    out.append(m.query(raise_sql))
-                self._groups[-1].append(t)
+                out.append(self._inject(t, self._raise_sql(verdict.message, sqlstate)))
                 self._note(t)
             elif t == F.TERMINATE:
                 self.terminated = True
                 out.append(run[last:end])
-                last = end
-                break
+                return b"".join(out), b"".join(to_client)  # nothing after Terminate counts
             elif t not in F.KNOWN or t == F.PASSWORD:
                 raise ProtocolViolation(f"invalid frontend message type {t}")
             else:
@@ -168,12 +182,52 @@ class Relay:
         out.append(run[last:])
         return b"".join(out), b"".join(to_client)
 
+    def _inject(self, t: int, raise_sql: str) -> bytes:
+        """The messages that make the server raise our denial in place of the client's.
+
+        Extended protocol: a uniquely named statement and portal (the client's unnamed ones
+        survive, as they would a failed Parse), closing the previous injected statement.
+        """
+        if t == F.PARSE:
+            self._injected += 1
+            name = f"{self._tag}_{self._injected}"
+            data = b""
+            drop = 2
+            if self._last_deny_statement:
+                data = m.close_statement(self._last_deny_statement)
+                drop = 3
+            self._last_deny_statement = name
+            data += m.parse(name, raise_sql) + m.bind_no_params(name, name) + m.execute(name)
+            inj = Injection(drop, name)
+        else:
+            data = m.query(raise_sql)
+            inj = Injection(0)
+        self._groups[-1].append(inj)
+        self._pending.append(inj)
+        return data
+
     def _note(self, t: int) -> None:
+        if t == F.SYNC:
+            if self._copy_in:  # the server ignores Sync in copy-in mode
+                return
+            self._syncs_since_execute += 1
+        elif t == F.EXECUTE or t == F.QUERY:
+            self._syncs_since_execute = 0
+        elif t == F.COPY_DONE or t == F.COPY_FAIL:
+            self._copy_in = False
         if t in _Z_PRODUCERS:
             self._groups.append([])
             self._current_has_msgs = False
         else:
             self._current_has_msgs = True
+
+    def _copy_in_started(self) -> None:
+        """CopyInResponse: Syncs sent after the Execute that began COPY were swallowed."""
+        self._copy_in = True
+        for _ in range(min(self._syncs_since_execute, len(self._groups) - 1)):
+            merged = self._groups.pop()
+            self._groups[-1].extend(merged)
+        self._syncs_since_execute = 0
 
     @property
     def busy(self) -> bool:
@@ -244,52 +298,86 @@ class Relay:
             return b""
         c = self.counters
         c.msgs_s2c += len(frames)
-        groups = self._groups
         rewritten: list[bytes] | None = None
         last = 0
+        pending = self._pending
+        held = self._held
         for t, start, end in frames:
             if t == B.ERROR_RESPONSE and run[start + 5 : start + 11] in (b"SFATAL", b"SPANIC"):
                 self.upstream_fatal = True
             if t == B.READY_FOR_QUERY:
                 self.tx_status = run[start + 5 : end]
-                if self._held:  # injections skipped by an already-failed pipeline
+                if held:
                     rewritten = self._ensure(rewritten, run, last, start)
-                    rewritten.extend(self._held)
-                    self._held.clear()
+                    rewritten.extend(held)
+                    held.clear()
                     last = start
-                if len(groups) > 1:
-                    groups.popleft()
-                else:
-                    groups[0].clear()
-            elif groups[0]:
-                if t in _HOLDABLE:
+                self._ready_for_query()
+            elif t == B.COPY_IN_RESPONSE:
+                self._copy_in_started()
+            elif not pending:
+                continue
+            elif t in _HOLDABLE:
+                rewritten = self._ensure(rewritten, run, last, start)
+                held.append(run[start:end])
+                last = end
+            elif t == B.ERROR_RESPONSE and self._marker_bytes in run[start:end]:
+                rewritten = self._ensure(rewritten, run, last, start)
+                inj = pending.popleft()
+                inj.resolved = True
+                if inj.drop:
+                    del held[-inj.drop :]
+                rewritten.extend(held)
+                held.clear()
+                fields = m.decode_error_fields(run[start:end])
+                clean = {k: v for k, v in fields.items() if k not in _STRIP_FIELDS}
+                rewritten.append(m.encode_error_fields(b"E", clean))
+                last = end
+            elif t in _ASYNC:
+                if t == B.NOTICE_RESPONSE and self._tag_bytes in run[start:end]:
+                    # A DEBUG notice about our injected statement: not the client's business.
                     rewritten = self._ensure(rewritten, run, last, start)
-                    self._held.append(run[start:end])
                     last = end
-                elif t == B.ERROR_RESPONSE and self._marker_bytes in run[start:end]:
-                    rewritten = self._ensure(rewritten, run, last, start)
-                    # An injected Parse/Bind/Execute answers ParseComplete, BindComplete,
-                    # then the error: drop exactly those two; earlier held frames are the
-                    # client's own.
-                    if groups[0].pop(0) == F.PARSE:
-                        del self._held[-2:]
-                    rewritten.extend(self._held)
-                    self._held.clear()
-                    fields = m.decode_error_fields(run[start:end])
-                    clean = {k: v for k, v in fields.items() if k not in _STRIP_FIELDS}
-                    rewritten.append(m.encode_error_fields(b"E", clean))
-                    last = end
-                elif self._held:
-                    rewritten = self._ensure(rewritten, run, last, start)
-                    rewritten.extend(self._held)
-                    self._held.clear()
-                    last = start
+            elif held:
+                rewritten = self._ensure(rewritten, run, last, start)
+                rewritten.extend(held)
+                held.clear()
+                last = start
         if rewritten is None:
             out = run
         else:
             rewritten.append(run[last:])
             out = b"".join(rewritten)
-        c.bytes_s2c += len(out)
+        return self._deliver(out)
+
+    def _ready_for_query(self) -> None:
+        groups = self._groups
+        answered = groups.popleft() if len(groups) > 1 else groups[0]
+        for inj in answered:
+            if not inj.resolved:  # skipped by a server already failing this group
+                inj.resolved = True
+                self._pending.remove(inj)
+        if len(groups) == 1 and answered is groups[0]:
+            answered.clear()
+
+    @property
+    def has_held(self) -> bool:
+        return bool(self._held)
+
+    def release_held(self) -> bytes:
+        """Frames held for a possible injection answer that did not come: pass them on.
+
+        Our own answer arrives in the same server write as the frames it follows, so a
+        short timer calling this can only release the client's own frames.
+        """
+        if not self._held:
+            return b""
+        out = b"".join(self._held)
+        self._held.clear()
+        return self._deliver(out)
+
+    def _deliver(self, out: bytes) -> bytes:
+        self.counters.bytes_s2c += len(out)
         if self.recorder is not None and out:
             if self.record_counts_only:
                 self.recorder.wire("s2c", _without_data_rows(out))

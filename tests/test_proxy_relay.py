@@ -1372,11 +1372,6 @@ def test_relay_deny_when_idle_against_server_sends_nothing(relay_over_server):
     assert types_of(r.run(m.query("select 1"))) == "TDCZ"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a denied Parse is replaced by Parse into the *unnamed* "
-    "statement, destroying the client's own unnamed prepared statement",
-)
 @pytest.mark.timeout(30)
 def test_relay_denied_parse_keeps_the_clients_unnamed_statement(relay_over_server):
     """Directly, a Parse that fails leaves the unnamed statement alone (it lasts until the next
@@ -1411,13 +1406,22 @@ SYNC_SWALLOWING = {
 }
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: Relay assumes every Sync/Query yields a ReadyForQuery; "
-    "after a swallowed one its Sync groups are off by one for the rest of the session",
-)
 @pytest.mark.timeout(30)
-@pytest.mark.parametrize("prelude", list(SYNC_SWALLOWING))
+@pytest.mark.parametrize(
+    "prelude",
+    [
+        "libpq extended COPY FROM STDIN",
+        pytest.param(
+            "Query discarded after an extended-protocol error",
+            marks=pytest.mark.xfail(
+                strict=True,
+                reason="KNOWN LIMITATION: a Query sent inside a failed batch's skip-until-Sync "
+                "range is discarded by the server; Relay still counts it as a Sync group "
+                "(no libpq/JDBC client sends this)",
+            ),
+        ),
+    ],
+)
 def test_relay_deny_after_a_swallowed_sync(relay_over_server, prelude):
     r = relay_over_server
     r.run(m.query("create temp table swallow (x int)"))
@@ -1436,11 +1440,6 @@ def test_relay_deny_after_a_swallowed_sync(relay_over_server, prelude):
     assert_clean_denial(errors_of(msgs)[0], r.relay._marker)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a NoticeResponse between the injected ParseComplete/"
-    "BindComplete and the marked error releases them to the client",
-)
 @pytest.mark.timeout(30)
 def test_relay_deny_parse_with_debug_notices(relay_over_server):
     """client_min_messages is a setting agents may change; at DEBUG2 the server reports each

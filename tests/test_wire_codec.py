@@ -530,8 +530,10 @@ def test_relay_denied_parse_injects_parse_bind_execute_and_drops_their_completio
     assert [t for t, _ in sent] == ["P", "P", "B", "E", "B", "E", "S"]
     assert frame(b"P", sent[0][1]) == own_parse
     name, sql = m.decode_parse(frame(b"P", sent[1][1]))
-    assert name == "" and sql.startswith("DO ") and relay._marker in sql
-    assert frame(b"B", sent[2][1]) == bind() and frame(b"E", sent[3][1]) == m.execute()
+    # A uniquely named statement and portal: the client's unnamed ones are left alone.
+    assert name.startswith(relay._tag) and sql.startswith("DO ") and relay._marker in sql
+    assert frame(b"B", sent[2][1]) == m.bind_no_params(name, name)
+    assert frame(b"E", sent[3][1]) == m.execute(name)
 
     # The server: ParseComplete (client's s1), ParseComplete + BindComplete (injected), the
     # marked error; the client's own Bind/Execute are skipped until Sync.

@@ -182,6 +182,10 @@ def execute(portal: str = "", max_rows: int = 0) -> bytes:
     return frame(b"E", portal.encode() + b"\x00" + _I32.pack(max_rows))
 
 
+def close_statement(name: str) -> bytes:
+    return frame(b"C", b"S" + name.encode() + b"\x00")
+
+
 def password_message(data: bytes) -> bytes:
     return frame(b"p", data)
 
