@@ -150,6 +150,9 @@ def _setting(c: Classified, scopes: Scopes) -> Decision:
     return _change_setting(name, c.command.lower(), scopes)
 
 
+VALUE_CHECKED_SETTINGS = frozenset({"client_encoding"})
+
+
 def _change_setting(name: str, verb: str, scopes: Scopes) -> Decision:
     if name in FORBIDDEN_SETTINGS:
         return _deny("deny.setting", f"may not change {name}")
@@ -166,6 +169,10 @@ def _function(name: str, scopes: Scopes) -> Decision | None:
         setting = name[len(SET_CONFIG_PREFIX) :]
         if setting in FORBIDDEN_SETTINGS:
             return _deny("deny.function", f"may not execute set_config on {setting}")
+        if setting in VALUE_CHECKED_SETTINGS:
+            # SET checks the value (an encoding could hide quotes); set_config's value may
+            # be any expression, so this setting is changed with SET only.
+            return _deny("deny.function", f"may not execute set_config on {setting} (use SET)")
         d = _change_setting(setting, "set_config", scopes)
         return None if d.allowed else d
     target = split_name(name) if "." in name or name.startswith('"') else None

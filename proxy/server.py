@@ -25,6 +25,7 @@ from .wire import messages as m
 from .wire.errors import (
     ADMIN_SHUTDOWN,
     CANNOT_CONNECT_NOW,
+    FEATURE_NOT_SUPPORTED,
     INSUFFICIENT_PRIVILEGE,
     INVALID_AUTHORIZATION,
     PROTOCOL_VIOLATION,
@@ -497,6 +498,11 @@ class ClientConnection(asyncio.Protocol):
         database = params.pop("database")
         if identity.expires_at is not None and identity.expires_at <= datetime.now(UTC):
             raise PgError.fatal_error(f"grant {identity.grant_id} for task {identity.task} expired", INVALID_AUTHORIZATION)
+        policy = server.policy_factory(identity) if server.policy_factory is not None else None
+        if policy is not None:
+            # Unqualified names must resolve upstream exactly as the policy resolved them
+            # (not through "$user", the proxy's own role), and RESET keeps it so.
+            params["search_path"] = ", ".join('"' + s.replace('"', '""') + '"' for s in policy.search_path)
         try:
             upstream = await connect_upstream(self.cfg, server.credentials, database, params)
         except UpstreamError as exc:
@@ -506,6 +512,15 @@ class ClientConnection(asyncio.Protocol):
         if self.transport is None or self.transport.is_closing():
             upstream.transport.abort()
             return
+        if policy is not None and upstream.parameters.get("standard_conforming_strings") != "on":
+            upstream.transport.abort()
+            err = PgError.fatal_error(
+                "pgwitness refuses this upstream: standard_conforming_strings is not on, so "
+                "statements could not be checked the way the server reads them",
+                FEATURE_NOT_SUPPORTED,
+            )
+            err.outcome = "upstream_failed"
+            raise err
         metrics.UPSTREAM_CONNECT_SECONDS.observe(upstream.connect_seconds)
         metrics.AGENT_SESSIONS.labels(identity.agent).inc()
         self.upstream = upstream
@@ -533,7 +548,6 @@ class ClientConnection(asyncio.Protocol):
                     "backend_pid": upstream.backend_pid,
                 }
             )
-        policy = server.policy_factory(identity) if server.policy_factory is not None else None
         self.relay = Relay(
             policy=policy,
             recorder=self.srec,

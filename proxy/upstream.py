@@ -127,6 +127,7 @@ class UpstreamSession:
     tls: str
     connect_seconds: float
     leftover: bytes = field(default=b"", repr=False)
+    parameters: dict[str, str] = field(default_factory=dict)  # from ParameterStatus
 
 
 def client_ssl_context(cfg: Config) -> ssl.SSLContext | None:
@@ -240,6 +241,7 @@ async def _login(loop, transport, protocol, cfg, credentials, database, params, 
     scram_state = "none"  # none -> started -> continued -> verified
     password: str | None = None
     startup_messages = []
+    parameters: dict[str, str] = {}
     pid, secret = 0, b""
     while True:
         try:
@@ -319,9 +321,13 @@ async def _login(loop, transport, protocol, cfg, credentials, database, params, 
                 tls=tls,
                 connect_seconds=time.perf_counter() - started,
                 leftover=bytes(inbox.buf),
+                parameters=parameters,
             )
         elif t in (m.Backend.PARAMETER_STATUS, m.Backend.NOTICE_RESPONSE):
             startup_messages.append(msg)
+            if t == m.Backend.PARAMETER_STATUS:
+                name, pos = m.cstring(msg, 5)
+                parameters[name] = m.cstring(msg, pos)[0]
         elif t == m.Backend.NEGOTIATE_PROTOCOL_VERSION:
             continue
         else:
