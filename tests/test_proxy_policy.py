@@ -481,13 +481,6 @@ def test_bind_of_a_denied_statement_name_fails(pproxy):
         assert c.scalar("SELECT count(*) FROM public.customers") == "3"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: Relay replaces a denied Parse with Parse('', DO ... RAISE) + Bind + Execute; the "
-    "DO block stays the unnamed prepared statement, so a later Bind/Execute of '' re-runs it and "
-    "the client gets the raw injected error (schema field = the per-session marker, PL/pgSQL "
-    "context) instead of 26000",
-)
 def test_bind_of_the_unnamed_statement_after_its_parse_was_denied_fails_like_postgres(pproxy):
     """PostgreSQL: after a failed Parse of the unnamed statement, Bind of it is 26000
     "unnamed prepared statement does not exist". Through the proxy the denied Parse must not
@@ -504,11 +497,6 @@ def test_bind_of_the_unnamed_statement_after_its_parse_was_denied_fails_like_pos
         assert errors[0]["C"] == "26000", errors[0]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: the injection for a denied named Parse uses the unnamed statement, destroying "
-    "the client's own unnamed prepared statement; Bind('') then runs the DO block (42501)",
-)
 def test_denied_named_parse_keeps_the_clients_unnamed_statement(pproxy):
     """A denied Parse of a *named* statement must not replace the session's unnamed
     statement (PostgreSQL leaves it alone when another Parse fails)."""
@@ -568,13 +556,6 @@ def test_copy_in_and_out_within_scope(pproxy, pg):
     assert on_pg(pg, "SELECT count(*) FROM public.customers") == "3"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: the classifier cannot parse COPY's option list without WITH "
-    "('COPY t FROM STDIN (FORMAT binary)', 'COPY t TO STDOUT (FORMAT csv)': 'parse error: "
-    "Expecting )' -> deny.unknown), which PostgreSQL accepts and asyncpg's copy_* methods "
-    "always send; 'WITH (FORMAT ...)' is allowed",
-)
 def test_asyncpg_copy_methods_within_scope(pproxy, pg):
     async def go():
         conn = await a_connect(pproxy)
@@ -602,13 +583,6 @@ def test_asyncpg_copy_methods_within_scope(pproxy, pg):
 # --- what drivers and psql send ----------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: asyncpg's type introspection (any int[] parameter or result, array_agg, ...) "
-    "first runs \"SELECT current_setting('jit'), set_config('jit', 'off', false)\" on servers "
-    "with JIT, and set_config is always denied (deny.function), so the query fails with 42501; "
-    "docs/policy.md means to support asyncpg's introspection (the ::oid[] workaround)",
-)
 def test_asyncpg_queries_that_need_type_introspection(pproxy):
     async def go():
         conn = await a_connect(pproxy)
@@ -624,11 +598,6 @@ def test_asyncpg_queries_that_need_type_introspection(pproxy):
     assert run(go()) == ([1, 2, 3, 4], [1, 2])
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: the classifier takes the ROW(...) row constructor for a function public.row "
-    "(scope.execute denial); '(1, 2)' without ROW is allowed",
-)
 def test_row_constructor_is_not_a_function_call(pproxy):
     with p_connect(pproxy) as conn:
         assert conn.execute("SELECT ROW(1, 'a')::text").fetchone() == ("(1,a)",)
@@ -654,12 +623,6 @@ def test_psql_meta_commands(pproxy, pg, command):
     assert "pgwitness:" not in result.stderr
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: psql 15's \\d TABLE reads pg_catalog.pg_publication_namespace (new in "
-    "PostgreSQL 15), which is not in ALLOWED_CATALOGS, so it is denied (deny.catalog) although "
-    "docs/policy.md allows the catalogs psql's \\d commands read",
-)
 def test_psql_describe_table(pproxy, pg):
     result = _psql(pproxy, pg, r"\d public.orders")
     assert result.returncode == 0, result.stderr
