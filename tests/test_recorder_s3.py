@@ -207,3 +207,32 @@ def test_cli_verify_and_replay_on_s3(s3, tmp_path, monkeypatch, capsys):
     assert f"{sid}: intact, closed" in capsys.readouterr().out
     assert run("replay", *common, sid) == 0
     assert "DENIED deny.ddl" in capsys.readouterr().out
+
+
+class LostReplies:
+    """The first put of every key reaches S3, but its reply is 'lost' (raises)."""
+
+    def __init__(self, inner):
+        self.inner, self.url, self.seen = inner, inner.url, set()
+
+    def put(self, key, data):
+        self.inner.put(key, data)
+        if key not in self.seen:
+            self.seen.add(key)
+            from recorder.store import StoreError
+
+            raise StoreError("connection reset after the request was sent (test)")
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+
+def test_lost_replies_are_retried_without_duplicates(s3, tmp_path):
+    store = s3.store(retention_days=1)
+    flaky = LostReplies(s3.store(store.prefix.rstrip("/"), retention_days=1))
+    rec = recorder_for(flaky, tmp_path, retry_max_seconds=0.05)
+    sid = record_small_session(rec)
+    rec.close()
+    assert rec.status["store_errors"] >= 2 and not rec.status["spool_batches"]
+    r = verify_session(store, sid, PUB)  # checks every key has exactly one (locked) version
+    assert r.status == "closed", r.summary()
