@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -260,7 +261,7 @@ def _check_records(blob: bytes, ckpt: Checkpoint, next_seq: int | None, where: s
     return ok, records
 
 
-def verify_all(store: Store, public_key, **kw) -> list[Report]:
+def verify_all(store: Store, public_key, *, workers: int = 8, **kw) -> list[Report]:
     """Every session in the store, cross-checked against the control streams' session index.
 
     Each recorder process indexes in its (signed, chained) control stream every session it
@@ -284,8 +285,11 @@ def verify_all(store: Store, public_key, **kw) -> list[Report]:
         else:
             closed[sid] = p
 
-    reports = {sid: verify_session(store, sid, public_key, collect=collect, **kw)
-               for sid in store.sessions()}
+    sids = store.sessions()
+    with ThreadPoolExecutor(max(1, workers)) as pool:  # S3 round trips dominate
+        done = pool.map(lambda sid: verify_session(store, sid, public_key, collect=collect, **kw),
+                        sids)
+        reports = dict(zip(sids, done, strict=True))
     for sid, p in closed.items():
         r = reports.get(sid)
         if r is None:
