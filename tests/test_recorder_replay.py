@@ -7,7 +7,7 @@ import struct
 
 import pytest
 
-from recorder import cli, testing
+from recorder import chunks, cli, testing
 from recorder.config import RecorderConfig
 from recorder.records import Direction, Kind, Record
 from recorder.replay import Transcript, replay_session, split_frames
@@ -110,7 +110,7 @@ def test_cli_verify_and_replay(tmp_path, keyfile, capsys):
     out = capsys.readouterr().out
     assert "-- verify:" in out and "DENIED deny.write" in out
     # tamper: flip a byte in the last chunk
-    last = sorted((store.root).rglob("*.chunk"))[-1]
+    last = sorted((store.root / chunks.session_prefix(sid)).glob("*.chunk"))[-1]
     last.chmod(0o644)
     data = bytearray(last.read_bytes())
     data[-1] ^= 1

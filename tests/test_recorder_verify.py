@@ -281,55 +281,34 @@ def test_writable_object_is_reported(session):
 
 
 def test_open_session_is_attested_through_its_last_checkpoint(tmp_path):
+    import time
+
+    from recorder.replay import iter_records
+
     store = LocalStore(tmp_path / "store")
     cfg = RecorderConfig(store=str(store.root), spool_dir=str(tmp_path / "spool"))
     rec = Recorder(cfg, store=store, signing_key=KEY)
     rec.start()
     s = rec.open_session({})
     s.decision({"rule": "deny.unknown"}, denied=True)
-    deadline = __import__("time").monotonic() + 5
-    while len(store.list(chunks.session_prefix(s.id))) < 2 and __import__("time").monotonic() < deadline:
-        __import__("time").sleep(0.01)
+
+    def deny_stored():
+        keys = store.list(chunks.session_prefix(s.id))
+        if not keys or not keys[-1].endswith(".ckpt"):
+            return False
+        return any(r.type == "deny" for r in iter_records(store, s.id))
+
+    deadline = time.monotonic() + 5
+    while not deny_stored() and time.monotonic() < deadline:
+        time.sleep(0.01)
     r = verify_session(store, s.id, PUB)
-    assert r.status == "open" and r.attested_through == 0 and r.ok
+    assert r.status == "open" and r.ok and r.attested_through == last_n(store, s.id)
     rec.close()
     r = verify_session(store, s.id, PUB)
     assert r.status == "closed"
     final = decode_checkpoint(path_of(store, s.id, r.chunks - 1, "ckpt").read_bytes())
     assert final.state == State.FINAL
     assert stat.S_IMODE(path_of(store, s.id, 0, "chunk").stat().st_mode) == 0o444
-
-
-from hypothesis import HealthCheck, given, settings  # noqa: E402
-from hypothesis import strategies as st  # noqa: E402
-
-
-@pytest.fixture(scope="module")
-def shared_session(tmp_path_factory):
-    return record_session(tmp_path_factory.mktemp("fuzz"), n_queries=6)
-
-
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(data=st.data())
-def test_any_single_byte_change_is_detected(shared_session, data):
-    store, sid = shared_session
-    keys = store.list(chunks.session_prefix(sid))
-    key = data.draw(st.sampled_from(keys))
-    p = store.root / key
-    original = p.read_bytes()
-    i = data.draw(st.integers(0, len(original) - 1))
-    mask = data.draw(st.integers(1, 255))
-    p.chmod(0o644)
-    try:
-        p.write_bytes(original[:i] + bytes([original[i] ^ mask]) + original[i + 1 :])
-        p.chmod(0o444)
-        r = verify_session(store, sid, PUB)
-        assert not r.ok, f"{key}[{i}] ^= {mask:#x} went unnoticed"
-    finally:
-        p.chmod(0o644)
-        p.write_bytes(original)
-        p.chmod(0o444)
-    assert verify_session(store, sid, PUB).status == "closed"
 
 
 def test_trailing_chunk_without_its_checkpoint_is_open_not_tampered(tmp_path):
