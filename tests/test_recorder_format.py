@@ -133,3 +133,57 @@ def test_keygen_writes_private_0600_and_public(tmp_path):
     assert key_id(load_public_key(pub)) == key_id(k.public_key())
     with pytest.raises(FileExistsError):
         generate_keypair(tmp_path / "k.pem")
+
+
+def test_an_independent_verifier_written_from_the_format_doc(tmp_path):
+    """Re-derive everything from docs/recording-format.md with struct/hashlib/zstd only."""
+    import struct
+
+    from recorder.config import RecorderConfig
+    from recorder.store.local import LocalStore
+    from recorder.testing import query
+    from recorder.writer import Recorder
+
+    key = Ed25519PrivateKey.generate()
+    store = LocalStore(tmp_path / "store")
+    rec = Recorder(RecorderConfig(store=str(store.root), spool_dir=str(tmp_path / "spool"),
+                                  chunk_max_bytes=100), store=store, signing_key=key)
+    rec.start()
+    s = rec.open_session({"agent": "x"})
+    for i in range(10):
+        s.wire("c2s", query(f"select {i}"))
+    s.end("bye")
+    rec.close()
+
+    sid = s.id
+    d = tmp_path / "store" / "sessions" / sid[0:4] / sid[4:6] / sid[6:8] / sid
+    names = sorted(p.name for p in d.iterdir())
+    n_last = len(names) // 2 - 1
+    assert names == [f"{n:010d}.{k}" for n in range(n_last + 1) for k in ("chunk", "ckpt")]
+    chain = hashlib.sha256(b"pgwitness/v1/genesis\x00" + sid.encode()).digest()
+    kid = hashlib.sha256(b"pgwitness/v1/key-id\x00" + key.public_key().public_bytes_raw()).digest()[:16]
+    seq = 0
+    for n in range(n_last + 1):
+        blob = (d / f"{n:010d}.chunk").read_bytes()
+        ck = (d / f"{n:010d}.ckpt").read_bytes()
+        magic, ver, comp, res, cn, first, count, raw_len, sid_len = struct.unpack_from(">4sBBHQQIIH", blob)
+        assert (magic, ver, comp, res, cn, first) == (b"PGWC", 1, 1, 0, n, seq)
+        assert blob[34 : 34 + sid_len].decode() == sid
+        raw = zstandard.ZstdDecompressor().decompress(blob[34 + sid_len :])
+        assert len(raw) == raw_len
+        off = 0
+        for _ in range(count):
+            rseq, _t, _d, _k, tl, pl = struct.unpack_from(">QQBBHI", raw, off)
+            assert rseq == seq
+            off += 24 + tl + pl
+            seq += 1
+        assert off == len(raw)
+        digest = hashlib.sha256(blob).digest()
+        chain = hashlib.sha256(b"pgwitness/v1/chain\x00" + chain + struct.pack(">Q", n) + digest).digest()
+        fields = struct.unpack_from(">4sBBHQ32s32sQQQ16sH", ck)
+        magic, ver, state, res, kn, kchain, ksha, kfirst, knext, _time, kkid, ksid_len = fields
+        assert (magic, ver, res, kn, kchain, ksha, kfirst, knext, kkid) == (
+            b"PGWK", 1, 0, n, chain, digest, first, seq, kid)
+        assert state == (1 if n == n_last else 0)
+        assert len(ck) == 122 + ksid_len + 64 and ck[122 : 122 + ksid_len].decode() == sid
+        key.public_key().verify(ck[-64:], b"pgwitness/v1/checkpoint\x00" + ck[:-64])
