@@ -66,8 +66,11 @@ def _fake_salt(secret: bytes, user: str) -> bytes:
 class StaticUsers:
     """Users from ``[auth] users`` in the config: unrestricted, for development and benchmarks."""
 
-    def __init__(self, users: dict[str, str], iterations: int = DEFAULT_ITERATIONS):
+    def __init__(
+        self, users: dict[str, str], iterations: int = DEFAULT_ITERATIONS, record_rows: str = "full"
+    ):
         self._secret = os.urandom(32)
+        self.record_rows = record_rows
         self._verifiers = {u: make_verifier(p, iterations=iterations) for u, p in users.items()}
         self._iterations = iterations
 
@@ -78,7 +81,12 @@ class StaticUsers:
         return AuthPlan(user, database, v.iterations, v.salt, [(v.stored_key, v.server_key)], [user])
 
     async def identify(self, plan: AuthPlan, index: int) -> Identity:
-        return Identity(agent=plan.user, task="(static user)", grant_id=f"static:{plan.user}")
+        return Identity(
+            agent=plan.user,
+            task="(static user)",
+            grant_id=f"static:{plan.user}",
+            record_rows=self.record_rows,
+        )
 
 
 class GrantAuthenticator:

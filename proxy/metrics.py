@@ -94,6 +94,9 @@ def flush(counters, agent: str = "") -> None:
     if c.msgs_s2c:
         MESSAGES_RELAYED.labels("s2c").inc(c.msgs_s2c)
         c.msgs_s2c = 0
+    if c.refused_unrecorded:
+        REFUSED_UNRECORDED.labels("statement").inc(c.refused_unrecorded)
+        c.refused_unrecorded = 0
     for name in ("allowed", "denied", "would_deny"):
         n = getattr(c, name)
         if n:

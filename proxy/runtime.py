@@ -51,7 +51,7 @@ def policy_factory(identity):
 
 async def build_runtime(cfg: Config) -> Runtime:
     validate_for_serving(cfg)
-    static = StaticUsers(cfg.auth.users) if cfg.auth.users else None
+    static = StaticUsers(cfg.auth.users, record_rows=cfg.recorder.record_rows) if cfg.auth.users else None
     recorder = build_recorder(cfg)
     store = None
     authenticator = static

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import socket
 import ssl
 import time
@@ -502,7 +503,7 @@ class ClientConnection(asyncio.Protocol):
         if policy is not None:
             # Unqualified names must resolve upstream exactly as the policy resolved them
             # (not through "$user", the proxy's own role), and RESET keeps it so.
-            params["search_path"] = ", ".join('"' + s.replace('"', '""') + '"' for s in policy.search_path)
+            params["search_path"] = ", ".join(_quote_ident(s) for s in policy.search_path)
         try:
             upstream = await connect_upstream(self.cfg, server.credentials, database, params)
         except UpstreamError as exc:
@@ -555,6 +556,7 @@ class ClientConnection(asyncio.Protocol):
             record_rows=identity.record_rows,
             ready_status=upstream.ready_status,
             health=recorder,
+            client_encoding=upstream.parameters.get("client_encoding", "UTF8"),
         )
         hello = upstream.startup_messages + m.ready_for_query(upstream.ready_status)
         if self.srec is not None:
@@ -687,6 +689,12 @@ class ClientConnection(asyncio.Protocol):
                 cause=cause,
                 detail=detail,
             )
+
+
+def _quote_ident(name: str) -> str:
+    if re.fullmatch(r"[a-z_][a-z0-9_$]*", name):
+        return name
+    return '"' + name.replace('"', '""') + '"'
 
 
 def _failure_reason(message: str) -> str:

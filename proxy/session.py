@@ -23,7 +23,7 @@ from collections import deque
 from dataclasses import dataclass
 
 from .wire import messages as m
-from .wire.errors import INSUFFICIENT_PRIVILEGE, ProtocolViolation, error_response
+from .wire.errors import INSUFFICIENT_PRIVILEGE, error_response
 from .wire.framing import FrameReader
 
 F = m.Frontend
@@ -77,6 +77,7 @@ class Counters:
     allowed: int = 0
     denied: int = 0
     would_deny: int = 0
+    refused_unrecorded: int = 0
 
 
 class Relay:
@@ -92,10 +93,13 @@ class Relay:
         ready_status: bytes = b"I",
         on_decision=None,
         health=None,
+        client_encoding: str = "UTF8",
     ):
         self.policy = policy  # policy.StatementPolicy, or None for pass-through
         self.recorder = recorder  # recorder.SessionRecorder, or None
-        self.client_reader = FrameReader(max_message_bytes)
+        # After login a PasswordMessage is a protocol violation: refused while framing,
+        # before the recorder (or anything) sees its bytes.
+        self.client_reader = FrameReader(max_message_bytes, F.KNOWN - {F.PASSWORD})
         self.server_reader = FrameReader(max_message_bytes)
         self.record_counts_only = record_rows == "counts"
         self.tx_status = ready_status
@@ -104,6 +108,7 @@ class Relay:
         self.counters = Counters()
         self.on_decision = on_decision  # callback(verdict) for metrics
         self.health = health  # anything with .healthy (the Recorder): False refuses statements
+        self.encoding = python_encoding(client_encoding)
         # Sync groups: groups[0] is the one the server answers now, groups[-1] the one the
         # client is still adding to; each lists the injections sent in it. ``_pending`` is
         # every unresolved injection in send order: a marked error resolves the oldest, and
@@ -147,11 +152,11 @@ class Relay:
                     self._note(t)
                     continue
                 elif t == F.QUERY:
-                    sql = m.decode_query(run[start:end])
+                    sql = m.decode_query(run[start:end], self.encoding)
                     verdict = policy.check_query(sql)
                     self._record(verdict, "Query", sql)
                 elif t == F.PARSE:
-                    name, sql = m.decode_parse(run[start:end])
+                    name, sql = m.decode_parse(run[start:end], self.encoding)
                     verdict = policy.check_parse(sql)
                     self._record(verdict, "Parse", sql, statement=name)
                 else:
@@ -173,8 +178,6 @@ class Relay:
                 self.terminated = True
                 out.append(run[last:end])
                 return b"".join(out), b"".join(to_client)  # nothing after Terminate counts
-            elif t not in F.KNOWN or t == F.PASSWORD:
-                raise ProtocolViolation(f"invalid frontend message type {t}")
             else:
                 self._note(t)
         if last == 0:
@@ -244,7 +247,9 @@ class Relay:
 
     def _record(self, verdict, message: str, sql: str, **extra) -> None:
         c = self.counters
-        if not verdict.allowed:
+        if verdict is UNRECORDED:
+            c.refused_unrecorded += 1
+        elif not verdict.allowed:
             c.denied += 1
         elif verdict.would_deny:
             c.would_deny += 1
@@ -279,7 +284,7 @@ class Relay:
         }
         if denied:
             payload["error"] = verdict.message
-        self.recorder.decision(payload, denied or verdict.would_deny)
+        self.recorder.decision(payload, denied)
 
     def _raise_sql(self, message: str, sqlstate: str) -> str:
         tag = self._tag
@@ -315,6 +320,8 @@ class Relay:
                 self._ready_for_query()
             elif t == B.COPY_IN_RESPONSE:
                 self._copy_in_started()
+            elif t == B.PARAMETER_STATUS and run.startswith(b"client_encoding\x00", start + 5):
+                self.encoding = python_encoding(run[start + 21 : end - 1].decode("ascii", "replace"))
             elif not pending:
                 continue
             elif t in _HOLDABLE:
@@ -398,3 +405,24 @@ def _without_data_rows(run: bytes) -> bytes:
     reader = FrameReader(1 << 62)
     data, frames = reader.feed(run)
     return b"".join(data[s:e] for t, s, e in frames if t not in (B.DATA_ROW, F.COPY_DATA))
+
+
+# Postgres client encodings whose text Python can decode exactly. The policy refuses the
+# ones whose multibyte characters can contain quote bytes (SJIS, BIG5, GBK, ...).
+_PG_ENCODINGS = {
+    "UTF8": "utf-8", "UNICODE": "utf-8", "SQL_ASCII": "latin-1", "LATIN1": "latin-1",
+    "LATIN2": "iso8859-2", "LATIN3": "iso8859-3", "LATIN4": "iso8859-4", "LATIN5": "iso8859-9",
+    "LATIN6": "iso8859-10", "LATIN7": "iso8859-13", "LATIN8": "iso8859-14",
+    "LATIN9": "iso8859-15", "LATIN10": "iso8859-16", "WIN1250": "cp1250", "WIN1251": "cp1251",
+    "WIN1252": "cp1252", "WIN1253": "cp1253", "WIN1254": "cp1254", "WIN1255": "cp1255",
+    "WIN1256": "cp1256", "WIN1257": "cp1257", "WIN1258": "cp1258", "WIN866": "cp866",
+    "WIN874": "cp874", "KOI8R": "koi8-r", "KOI8U": "koi8-u", "ISO_8859_5": "iso8859-5",
+    "ISO_8859_6": "iso8859-6", "ISO_8859_7": "iso8859-7", "ISO_8859_8": "iso8859-8",
+    "EUC_JP": "euc_jp", "EUC_KR": "euc_kr", "EUC_CN": "gb2312",
+}
+
+
+def python_encoding(pg_name: str) -> str:
+    """The codec for a Postgres client encoding; unknown ones decode as UTF-8 (which fails
+    closed: bytes that are not UTF-8 end the session rather than pass unchecked)."""
+    return _PG_ENCODINGS.get(pg_name.upper().replace("-", "_"), "utf-8")

@@ -660,13 +660,6 @@ def test_unsafe_startup_parameters_are_refused(pproxy, params, word):
     assert (err["S"], err["C"]) == ("FATAL", "42501") and word in err["M"], err
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: Relay decodes Query/Parse text as UTF-8 whatever the session's client_encoding "
-    "(m.decode_query/cstring): a client on an allowed encoding such as LATIN1 sending 'café' "
-    "gets FATAL 08P01 'invalid UTF-8 in message' (docs/policy.md: the proxy must decode query "
-    "bytes with the session's client encoding)",
-)
 def test_allowed_client_encoding_can_send_non_ascii_text(pproxy):
     with p_connect(pproxy, client_encoding="LATIN1") as conn:
         assert conn.execute("SHOW client_encoding").fetchone() == ("LATIN1",)
@@ -849,14 +842,6 @@ def role_schema(pg):
     on_pg(pg, "DROP SCHEMA IF EXISTS pgwitness CASCADE;")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: the proxy leaves the upstream session on PostgreSQL's default search_path "
-    "('\"$user\", public') while StatementPolicy classifies unqualified names with ('public',) "
-    "(docs/policy.md: the proxy must give the upstream exactly this search_path); a schema "
-    "named after the upstream role shadows public, so 'SELECT * FROM customers' is checked as "
-    "public.customers but reads pgwitness.customers",
-)
 def test_unqualified_names_resolve_where_the_policy_checked_them(pproxy, role_schema):
     with p_connect(pproxy) as conn:
         names = [r[0] for r in conn.execute("SELECT name FROM customers ORDER BY id")]
@@ -866,12 +851,6 @@ def test_unqualified_names_resolve_where_the_policy_checked_them(pproxy, role_sc
     assert path == "public"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: (same root cause) the upstream search_path is PostgreSQL's default, so it is "
-    "not public after connect nor after the allowed RESET ALL / DISCARD ALL; pinning it must "
-    "survive them (e.g. as a startup option of the upstream login)",
-)
 @pytest.mark.parametrize("reset", ["RESET ALL", "DISCARD ALL", "RESET search_path"])
 def test_search_path_stays_what_the_policy_assumes(pproxy, reset):
     with p_connect(pproxy) as conn:

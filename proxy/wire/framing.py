@@ -32,11 +32,12 @@ class FrameReader:
     ``run``. Bytes of an incomplete trailing frame stay buffered.
     """
 
-    __slots__ = ("_buf", "max_len")
+    __slots__ = ("_buf", "max_len", "valid")
 
-    def __init__(self, max_len: int = 64 * 1024 * 1024):
+    def __init__(self, max_len: int = 64 * 1024 * 1024, valid: frozenset[int] | None = None):
         self._buf = b""
         self.max_len = max_len
+        self.valid = valid  # message types this direction may carry; None: any
 
     @property
     def pending(self) -> int:
@@ -49,7 +50,11 @@ class FrameReader:
         n = len(buf)
         unpack = _INT32.unpack_from
         max_len = self.max_len
+        valid = self.valid
         while n - pos >= 5:
+            if valid is not None and buf[pos] not in valid:
+                self._buf = b""
+                raise ProtocolViolation(f"invalid frontend message type {buf[pos]}")
             length = unpack(buf, pos + 1)[0]
             if length < 4 or length > max_len:
                 self._buf = b""

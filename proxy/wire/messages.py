@@ -71,29 +71,29 @@ AUTH_SASL_CONTINUE = 11
 AUTH_SASL_FINAL = 12
 
 
-def cstring(buf: bytes, pos: int) -> tuple[str, int]:
-    """Decode a NUL-terminated UTF-8 string at ``pos``; return it and the position after."""
+def cstring(buf: bytes, pos: int, encoding: str = "utf-8") -> tuple[str, int]:
+    """Decode a NUL-terminated string at ``pos``; return it and the position after."""
     end = buf.find(b"\x00", pos)
     if end < 0:
         raise ProtocolViolation("unterminated string in message")
     try:
-        return buf[pos:end].decode(), end + 1
+        return buf[pos:end].decode(encoding), end + 1
     except UnicodeDecodeError as exc:
-        raise ProtocolViolation("invalid UTF-8 in message") from exc
+        raise ProtocolViolation(f"invalid {encoding} text in message") from exc
 
 
 # --- frontend decoders -------------------------------------------------------------
 
 
-def decode_query(msg: bytes) -> str:
-    """Query: the SQL text of a whole 'Q' frame."""
-    return cstring(msg, 5)[0]
+def decode_query(msg: bytes, encoding: str = "utf-8") -> str:
+    """Query: the SQL text of a whole 'Q' frame, in the session's client encoding."""
+    return cstring(msg, 5, encoding)[0]
 
 
-def decode_parse(msg: bytes) -> tuple[str, str]:
+def decode_parse(msg: bytes, encoding: str = "utf-8") -> tuple[str, str]:
     """Parse: ``(statement name, query text)`` of a whole 'P' frame."""
-    name, pos = cstring(msg, 5)
-    query, _ = cstring(msg, pos)
+    name, pos = cstring(msg, 5, encoding)
+    query, _ = cstring(msg, pos, encoding)
     return name, query
 
 
