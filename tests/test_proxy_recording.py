@@ -166,9 +166,10 @@ def assert_absent(root: Path, needles: list[bytes]) -> None:
 
 
 # Authentication material that must never be stored: SCRAM client-first/-final markers
-# (gs2 header "n,,", "c=biws" channel binding, proof "p="), the mechanism name as sent in
-# SASLInitialResponse, and server-first/-final pieces.
-SASL_MARKERS = [b"n,,n=", b"n,,n=,r=", b"c=biws,r=", b"SCRAM-SHA-256\x00", b",i=4096", b"v="]
+# (gs2 header "n,,n=", "c=biws" channel binding), the mechanism name as sent in
+# SASLInitialResponse, and the server-first iteration count. (Long enough not to occur by
+# chance in compressed chunks and signatures.)
+SASL_MARKERS = [b"n,,n=", b"n,,n=,r=", b"c=biws,r=", b"SCRAM-SHA-256\x00", b",i=4096"]
 
 
 def sockname(conn: psycopg.Connection) -> str:
@@ -449,8 +450,7 @@ def test_expired_grant_ends_session_as_expired(make_proxy, tmp_path):
 
 @pytest.mark.xfail(strict=True, reason="BUG: [proxy/session.py Relay._record] a dry-run "
                    "'would deny' is recorded as decision type 'deny' with \"denied\": true "
-                   "(it passes `denied or would_deny` as `denied`), although the statement ran; "
-                   "replay prints it as '!! DENIED'")
+                   "(it passes `denied or would_deny` as `denied`), although the statement ran")
 def test_dry_run_would_deny_is_recorded_as_allowed(make_proxy, tmp_path, capsys):
     h = make_proxy(**recording(tmp_path), **grants(tmp_path))
     _, token = issue_grant(h, enforce=False)
@@ -465,7 +465,8 @@ def test_dry_run_would_deny_is_recorded_as_allowed(make_proxy, tmp_path, capsys)
     assert p["statements"][0]["reads"] == ["secret.payroll"]
     assert (d.type, p["denied"]) == ("allow", False)
     assert cli_main(["replay", "--store", str(tmp_path / "rec"), sid]) == 0
-    assert "(would deny: dry-run)" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "would deny" in out.lower() and "DENIED" not in out
 
 
 ROWS_SQL = "SELECT 'rowval-' || 'd1571nct' AS v, name FROM public.customers ORDER BY id"
@@ -992,3 +993,131 @@ def test_verify_all_detects_a_deleted_and_a_truncated_session(make_proxy, tmp_pa
     assert any("TAMPERED" in ln for ln in lines[deleted]), out
     assert any("TAMPERED" in ln for ln in lines[truncated]), out
     assert "deleted" in out and "truncated" in out
+
+
+@pytest.mark.parametrize("upstream_user", ["md5user", "plainuser"])
+def test_upstream_md5_and_cleartext_logins_leave_no_secret(make_proxy, pg, tmp_path, upstream_user):
+    import hashlib
+
+    password = pg.users[upstream_user]
+    h = make_proxy(**recording(tmp_path, **{"upstream.user": upstream_user,
+                                            "upstream.password": password}))
+    with psycopg.connect(h.dsn(), autocommit=True) as conn:
+        sid = one_live_session(h)
+        assert conn.execute("SELECT current_user").fetchone() == (upstream_user,)
+    store = h.runtime.recorder.store
+    wait_status(store, sid, public_key(tmp_path), "closed")
+    assert start_meta(records(store, sid))["upstream_user"] == upstream_user
+    md5_inner = hashlib.md5((password + upstream_user).encode()).hexdigest().encode()
+    assert_absent(tmp_path / "rec", [password.encode(), md5_inner, STATIC_PASSWORD.encode(),
+                                     *SASL_MARKERS])
+
+
+@pytest.mark.xfail(strict=True, reason="BUG: [proxy/session.py Relay.from_client] the client run "
+                   "is passed to recorder.wire('c2s') before the frame types are checked, so a "
+                   "PasswordMessage ('p') sent after login is recorded verbatim, then refused "
+                   "as a protocol violation")
+def test_password_message_after_login_is_not_recorded(make_proxy, tmp_path):
+    """A PasswordMessage after login is a protocol violation; its content (a password, say)
+    must not end up in the recording ("Password, SASL and GSS messages are never recorded")."""
+    from proxy.wire import messages as m
+    from tests.test_proxy_badinput import RawClient
+
+    h = make_proxy(**recording(tmp_path))
+    with RawClient(h.host, h.port) as c:
+        c.login()
+        sid = one_live_session(h)
+        assert c.scalar("SELECT 'raw-ok'") == "raw-ok"
+        c.send(m.password_message(b"leaked-secret-9\x00"))
+        fatal = [f for f in c.frames_until_eof() if f[:1] == b"E"]
+        assert fatal and m.decode_error_fields(fatal[-1])["C"] == "08P01"
+    store = h.runtime.recorder.store
+    wait_status(store, sid, public_key(tmp_path), "closed")
+    assert end_record(records(store, sid))["cause"] == "protocol_error"
+    assert_absent(tmp_path / "rec", [b"leaked-secret-9"])
+
+
+def test_cancel_is_recorded_as_an_event(make_proxy, tmp_path):
+    # a raw CancelRequest: psycopg's conn.cancel() holds the GIL while it waits, which
+    # deadlocks against a proxy running in this very process
+    import struct
+
+    from proxy.wire import messages as m
+    from tests.test_proxy_badinput import RawClient
+
+    h = make_proxy(**recording(tmp_path))
+    with RawClient(h.host, h.port, timeout=10) as c:
+        key = [f for f in c.login() if f[:1] == b"K"][0]
+        pid, secret = struct.unpack_from("!i", key, 5)[0], key[9:]
+        sid = one_live_session(h)
+        c.send(m.query("SELECT pg_sleep(10)"))
+        time.sleep(0.3)
+        with socket.create_connection((h.host, h.port), timeout=5) as cs:
+            cs.sendall(struct.pack("!iii", 12 + len(secret), 80877102, pid) + secret)
+            assert cs.recv(1) == b""  # the proxy closes the cancel connection
+        answer = c.frames_until_ready()
+        errors = [m.decode_error_fields(f) for f in answer if f[:1] == b"E"]
+        assert [e["C"] for e in errors] == ["57014"]
+        c.send(m.TERMINATE)
+    store = h.runtime.recorder.store
+    wait_status(store, sid, public_key(tmp_path), "closed")
+    recs = records(store, sid)
+    cancels = [r for r in recs if r.kind == Kind.META and r.type == "cancel"]
+    assert len(cancels) == 1 and cancels[0].json()["from"].startswith("127.0.0.1:")
+    sleep_q = next(r for r in recs if r.kind == Kind.WIRE and b"pg_sleep" in r.payload)
+    assert sleep_q.seq < cancels[0].seq
+    errors = [_fields(b) for t, b in frames(recs, Direction.S2C) if t == "E"]
+    assert [e["C"] for e in errors] == ["57014"]
+
+
+def test_large_result_spans_many_chunks(make_proxy, tmp_path):
+    h = make_proxy(**recording(tmp_path, **{"recorder.chunk_max_bytes": 16384}))
+    sql = "SELECT g, repeat('x', 100) || g FROM generate_series(1, 5000) g"
+    with psycopg.connect(h.dsn(), autocommit=True) as conn:
+        sid = one_live_session(h)
+        assert len(conn.execute(sql).fetchall()) == 5000
+    store = h.runtime.recorder.store
+    report = wait_status(store, sid, public_key(tmp_path), "closed")
+    assert report.chunks >= 4 and not report.problems
+    s2c = frames(records(store, sid), Direction.S2C)
+    rows = [_data_row(b, []) for t, b in s2c if t == "D"]
+    assert rows == [[str(g), "x" * 100 + str(g)] for g in range(1, 5001)]
+    assert "SELECT 5000" in [_cstr(b, 0)[0] for t, b in s2c if t == "C"]
+
+
+def test_upstream_terminating_the_backend_ends_with_upstream(make_proxy, pg, tmp_path):
+    h = make_proxy(**recording(tmp_path))
+    with psycopg.connect(h.dsn(), autocommit=True) as conn:
+        sid = one_live_session(h)
+        pid = conn.info.backend_pid
+        with psycopg.connect(pg.dsn("pgwitness", db="app"), autocommit=True) as admin:
+            admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+        wait_for(lambda: not live_session_ids(h), 5.0, "the session to end")
+        with pytest.raises(psycopg.OperationalError):
+            conn.execute("SELECT 1")
+    store = h.runtime.recorder.store
+    wait_status(store, sid, public_key(tmp_path), "closed")
+    recs = records(store, sid)
+    assert end_record(recs)["cause"] == "upstream"
+    fatal = [_fields(b) for t, b in frames(recs, Direction.S2C) if t == "E"]
+    assert fatal and fatal[-1]["S"] == "FATAL" and fatal[-1]["C"] == "57P01"
+
+
+def test_copy_in_is_recorded_exactly(make_proxy, tmp_path):
+    h = make_proxy(**recording(tmp_path))
+    with psycopg.connect(h.dsn(), autocommit=True) as conn:
+        sid = one_live_session(h)
+        conn.execute("CREATE TEMP TABLE copied (id int, note text)")
+        with conn.cursor().copy("COPY copied FROM STDIN") as copy:
+            copy.write(b"1\tcopy-in-alpha\n")
+            copy.write(b"2\tcopy-in-beta\n")
+        assert conn.execute("SELECT count(*) FROM copied").fetchone() == (2,)
+    store = h.runtime.recorder.store
+    wait_status(store, sid, public_key(tmp_path), "closed")
+    recs = records(store, sid)
+    c2s = frames(recs, Direction.C2S)
+    assert b"".join(b for t, b in c2s if t == "d") == b"1\tcopy-in-alpha\n2\tcopy-in-beta\n"
+    assert [t for t, _ in c2s if t in ("d", "c", "f")][-1] == "c"  # CopyDone, no CopyFail
+    s2c = frames(recs, Direction.S2C)
+    assert [t for t, _ in s2c].count("G") == 1  # CopyInResponse
+    assert "COPY 2" in [_cstr(b, 0)[0] for t, b in s2c if t == "C"]
