@@ -17,7 +17,6 @@ import contextlib
 import datetime as dt
 import itertools
 import socket
-import struct
 import threading
 import time
 
@@ -31,9 +30,9 @@ from policy.store import open_store
 from proxy.config import ConfigError
 from proxy.localpg import LocalCluster, free_port
 from proxy.wire import messages as m
-from proxy.wire.framing import startup_packet
 from proxy.wire.scram import MECHANISM, ScramClient
 from tests.fixtures_proxy import ProxyHandle, proxy_config
+from tests.rawpg import RawClient, describe, error_fields
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -50,121 +49,7 @@ def new_task(prefix: str = "E2E") -> str:
 # --- a raw protocol client -------------------------------------------------------------
 
 
-class RawClient:
-    """A blocking Postgres v3 client on a raw socket (no TLS: the test proxies have none)."""
-
-    def __init__(self, host: str, port: int, timeout: float = 5.0, source: str | None = None):
-        self.sock = socket.create_connection(
-            (host, port), timeout=timeout, source_address=(source, 0) if source else None
-        )
-        self.buf = bytearray()
-
-    def close(self) -> None:
-        self.sock.close()
-
-    def __enter__(self) -> RawClient:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-    def send(self, data: bytes) -> None:
-        self.sock.sendall(data)
-
-    def read_frame(self) -> bytes | None:
-        """One whole backend message, or None at end of stream."""
-        while True:
-            if len(self.buf) >= 5:
-                length = struct.unpack_from("!i", self.buf, 1)[0]
-                if len(self.buf) >= 1 + length:
-                    out = bytes(self.buf[: 1 + length])
-                    del self.buf[: 1 + length]
-                    return out
-            try:
-                chunk = self.sock.recv(1 << 16)
-            except ConnectionResetError:
-                chunk = b""
-            if not chunk:
-                return None
-            self.buf += chunk
-
-    def until_ready(self) -> list[bytes]:
-        """Frames up to and including ReadyForQuery (or a FATAL, or the end of the stream)."""
-        frames = []
-        while True:
-            f = self.read_frame()
-            if f is None:
-                return frames
-            frames.append(f)
-            if f[:1] == b"Z" or (f[:1] == b"E" and fields(f).get("S") == "FATAL"):
-                return frames
-
-    def startup(self, user: str, database: str = "app", **params: str) -> None:
-        self.send(startup_packet({"user": user, "database": database, **params}, 3 << 16))
-
-    def server_first(self, user: str, database: str = "app") -> dict[str, str]:
-        """Start SCRAM and return the server-first-message's attributes (r, s, i)."""
-        self.startup(user, database)
-        f = self.read_frame()
-        assert f is not None and f[:1] == b"R", describe([f] if f else [])
-        code, data = m.decode_auth(f)
-        assert code == m.AUTH_SASL and MECHANISM.encode() in data
-        self.send(m.sasl_initial_response(MECHANISM, ScramClient("x").first()))
-        f = self.read_frame()
-        assert f is not None and f[:1] == b"R", describe([f] if f else [])
-        code, data = m.decode_auth(f)
-        assert code == m.AUTH_SASL_CONTINUE
-        return dict(part.split("=", 1) for part in data.decode().split(","))
-
-    def login(self, user: str, password: str, database: str = "app", **params: str) -> list[bytes]:
-        """Startup + SCRAM; frames up to ReadyForQuery. Fails the test on a refusal."""
-        self.startup(user, database, **params)
-        scram = ScramClient(password)
-        seen: list[bytes] = []
-        while True:
-            f = self.read_frame()
-            assert f is not None, f"connection closed during login: {describe(seen)}"
-            seen.append(f)
-            if f[:1] == b"E":
-                raise AssertionError(f"login refused: {describe(seen)}")
-            assert f[:1] == b"R", describe(seen)
-            code, data = m.decode_auth(f)
-            if code == m.AUTH_SASL:
-                self.send(m.sasl_initial_response(MECHANISM, scram.first()))
-            elif code == m.AUTH_SASL_CONTINUE:
-                self.send(m.password_message(scram.final(data)))
-            elif code == m.AUTH_SASL_FINAL:
-                scram.verify(data)
-            elif code == m.AUTH_OK:
-                rest = self.until_ready()
-                assert rest and rest[-1][:1] == b"Z", describe(seen + rest)
-                return seen + rest
-
-    def query(self, sql: str) -> list[bytes]:
-        self.send(m.query(sql))
-        return self.until_ready()
-
-    def scalar(self, sql: str) -> str:
-        frames = self.query(sql)
-        rows = [f for f in frames if f[:1] == b"D"]
-        assert frames and frames[-1][:1] == b"Z" and len(rows) == 1, describe(frames)
-        n = struct.unpack_from("!i", rows[0], 7)[0]
-        return rows[0][11 : 11 + n].decode()
-
-
-def fields(frame: bytes) -> dict[str, str]:
-    return m.decode_error_fields(frame)
-
-
-def describe(frames: list[bytes]) -> list[str]:
-    out = []
-    for f in frames:
-        if f[:1] in (b"E", b"N"):
-            e = fields(f)
-            out.append(f"{chr(f[0])}:{e.get('S')}:{e.get('C')}:{e.get('M')}")
-        else:
-            out.append(chr(f[0]))
-    return out
+fields = error_fields
 
 
 def wait_fatal(client: RawClient, timeout: float) -> tuple[dict[str, str], float]:
