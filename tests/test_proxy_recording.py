@@ -448,10 +448,9 @@ def test_expired_grant_ends_session_as_expired(make_proxy, tmp_path):
     assert end["cause"] == "expired" and grant.id in end["detail"]
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: [proxy/session.py Relay._record] a dry-run "
-                   "'would deny' is recorded as decision type 'deny' with \"denied\": true "
-                   "(it passes `denied or would_deny` as `denied`), although the statement ran")
 def test_dry_run_would_deny_is_recorded_as_allowed(make_proxy, tmp_path, capsys):
+    """Regression (fixed in 8e2b2b6): a dry-run would-deny was recorded as type "deny",
+    "denied": true, though the statement ran."""
     h = make_proxy(**recording(tmp_path), **grants(tmp_path))
     _, token = issue_grant(h, enforce=False)
     with psycopg.connect(h.dsn(user="billing-bot", password=token), autocommit=True) as conn:
@@ -502,9 +501,8 @@ def test_record_rows_counts_grant(make_proxy, tmp_path):
     _check_counts_only(store, sid, tmp_path / "rec")
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: [recorder] record_rows is ignored for static users: "
-                   "StaticUsers.identify() builds Identity without record_rows, so it stays 'full'")
 def test_record_rows_counts_static_user(make_proxy, tmp_path):
+    """Regression (fixed in 8e2b2b6): recorder.record_rows was ignored for static users."""
     h = make_proxy(**recording(tmp_path, **{"recorder.record_rows": "counts"}))
     with psycopg.connect(h.dsn(), autocommit=True) as conn:
         sid = one_live_session(h)
@@ -572,9 +570,8 @@ def test_cli_replay_and_verify_then_detect_a_flipped_byte(make_proxy, tmp_path, 
 # --- recorder failure: refuse rather than serve unrecorded -------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: [metrics] statements refused with 57P03 are not "
-                   "counted in pgwitness_refused_unrecorded_total (only connections are)")
 def test_refused_statement_is_counted(make_proxy, tmp_path):
+    """Regression (fixed in 8e2b2b6): only refused connections were counted."""
     h = make_proxy(**recording(tmp_path, **{"recorder.fail_after_seconds": 0.2,
                                             "recorder.retry_max_seconds": 0.1}))
     rec = h.runtime.recorder
@@ -1013,13 +1010,10 @@ def test_upstream_md5_and_cleartext_logins_leave_no_secret(make_proxy, pg, tmp_p
                                      *SASL_MARKERS])
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: [proxy/session.py Relay.from_client] the client run "
-                   "is passed to recorder.wire('c2s') before the frame types are checked, so a "
-                   "PasswordMessage ('p') sent after login is recorded verbatim, then refused "
-                   "as a protocol violation")
 def test_password_message_after_login_is_not_recorded(make_proxy, tmp_path):
     """A PasswordMessage after login is a protocol violation; its content (a password, say)
-    must not end up in the recording ("Password, SASL and GSS messages are never recorded")."""
+    must not end up in the recording ("Password, SASL and GSS messages are never recorded").
+    Regression (fixed in 8e2b2b6): the run was recorded before the frame type was checked."""
     from proxy.wire import messages as m
     from tests.test_proxy_badinput import RawClient
 
