@@ -1015,7 +1015,7 @@ def test_password_message_after_login_is_not_recorded(make_proxy, tmp_path):
     must not end up in the recording ("Password, SASL and GSS messages are never recorded").
     Regression (fixed in 8e2b2b6): the run was recorded before the frame type was checked."""
     from proxy.wire import messages as m
-    from tests.test_proxy_badinput import RawClient
+    from tests.rawpg import RawClient
 
     h = make_proxy(**recording(tmp_path))
     with RawClient(h.host, h.port) as c:
@@ -1037,7 +1037,7 @@ def test_cancel_is_recorded_as_an_event(make_proxy, tmp_path):
     import struct
 
     from proxy.wire import messages as m
-    from tests.test_proxy_badinput import RawClient
+    from tests.rawpg import RawClient
 
     h = make_proxy(**recording(tmp_path))
     with RawClient(h.host, h.port, timeout=10) as c:
