@@ -557,9 +557,21 @@ class ClientConnection(asyncio.Protocol):
             ready_status=upstream.ready_status,
             health=recorder,
             client_encoding=upstream.parameters.get("client_encoding", "UTF8"),
+            grant_id=identity.grant_id,
         )
         hello = upstream.startup_messages + m.ready_for_query(upstream.ready_status)
         if self.srec is not None:
+            # The exchange itself (SASL messages, proofs) is never recorded; its outcome is.
+            self.srec.event(
+                "authenticated",
+                {
+                    "method": "SCRAM-SHA-256",
+                    "agent": identity.agent,
+                    "grant_id": identity.grant_id,
+                    "client_tls": self.tls,
+                    "upstream_auth": self.cfg.upstream.auth,
+                },
+            )
             self.srec.wire("s2c", hello)
         self.transport.write(hello)
         proto = upstream.protocol

@@ -94,6 +94,7 @@ class Relay:
         on_decision=None,
         health=None,
         client_encoding: str = "UTF8",
+        grant_id: str = "",
     ):
         self.policy = policy  # policy.StatementPolicy, or None for pass-through
         self.recorder = recorder  # recorder.SessionRecorder, or None
@@ -109,6 +110,7 @@ class Relay:
         self.on_decision = on_decision  # callback(verdict) for metrics
         self.health = health  # anything with .healthy (the Recorder): False refuses statements
         self.encoding = python_encoding(client_encoding)
+        self.grant_id = grant_id  # every decision record names its grant
         # Sync groups: groups[0] is the one the server answers now, groups[-1] the one the
         # client is still adding to; each lists the injections sent in it. ``_pending`` is
         # every unresolved injection in send order: a marked error resolves the oldest, and
@@ -276,6 +278,7 @@ class Relay:
                 }
             )
         payload = {
+            "grant_id": self.grant_id,
             "message": message,
             "sql": sql,
             "outcome": "denied" if denied else ("would_deny" if verdict.would_deny else "allowed"),

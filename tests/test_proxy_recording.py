@@ -374,6 +374,7 @@ def test_denied_statement_is_recorded_and_uploaded_at_once(make_proxy, tmp_path)
         assert not st["allowed"] and st["rule"]
         assert st["reads"] == ["secret.payroll"]
         assert "INC-4821" in d["error"]
+        assert d["grant_id"] == grant.id  # each decision stands alone: it names its grant
 
         # the live session verifies as open, attested through the chunk holding the deny
         report = verify_session(store, sid, pub)
@@ -394,6 +395,9 @@ def test_denied_statement_is_recorded_and_uploaded_at_once(make_proxy, tmp_path)
     assert meta["scopes"] == grant.scopes and meta["reason"] == "refund audit"
     assert meta["client_tls"] == "none"
     assert end_record(recs)["cause"] == "terminate"
+    # the authentication outcome is an event; the SASL exchange itself is nowhere
+    (auth,) = [r.json() for r in recs if r.kind != Kind.WIRE and r.type == "authenticated"]
+    assert auth["method"] == "SCRAM-SHA-256" and auth["grant_id"] == grant.id
     assert_absent(tmp_path / "rec", [token.encode(), token.encode()[4:], *SASL_MARKERS])
 
 
