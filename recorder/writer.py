@@ -424,15 +424,20 @@ class Recorder:
         limit = s._chunk_bytes
         s._sealed_at = _monotonic_ns()
         s._kicked = False
-        while buf:
+        # Only what is pending now: records the caller appends while this chunk is being
+        # compressed and signed wait for the next cut (else a busy session would be cut
+        # into a stream of tiny chunks, each with its own checkpoint and upload).
+        remaining = len(buf) // 2
+        while remaining:
             parts, size = [], 0
             append = parts.append
-            while buf and size < limit:
+            while remaining and size < limit:
                 head = popleft()  # records are (header, payload) pairs, see wire()
                 body = popleft()
                 append(head)
                 append(body)
                 size += len(head) + len(body)
+                remaining -= 1
             raw = b"".join(parts)
             first_seq = s._next_seq
             next_seq = first_seq + len(parts) // 2

@@ -124,6 +124,37 @@ def test_chunk_closes_on_age(make):
     assert 0.2 < time.monotonic() - t0 < 1.5
 
 
+def test_a_busy_session_is_cut_by_age_not_into_slivers(make):
+    """Records appended while a chunk is being compressed and signed wait for the next cut:
+    a session written to without pause still gets about one chunk per chunk_max_seconds."""
+    import threading
+
+    rec = make(chunk_max_seconds=0.2, chunk_max_bytes=256 << 20)  # only age cuts here
+    s = rec.open_session({})
+    q = testing.query("select abalance from pgbench_accounts where aid = 1")
+    stop = time.monotonic() + 1.5
+    written = 0
+
+    def produce():
+        nonlocal written
+        while time.monotonic() < stop:
+            for _ in range(50):
+                s.wire("c2s", q)
+            written += 50
+            time.sleep(0)  # let the sealer run between bursts, as the event loop does
+
+    t = threading.Thread(target=produce)
+    t.start()
+    t.join()
+    s.end("terminate")
+    wait_for(lambda: any(c.state == State.FINAL for c in ckpts(rec.store, s.id)), 5, "final")
+    n = len(ckpts(rec.store, s.id))
+    # start chunk + ~1.5 s / 0.2 s age cuts + final; slivers would make this hundreds
+    assert 3 <= n <= 14, n
+    assert written > 1000
+    assert verify_session(rec.store, s.id, KEY.public_key()).status == "closed"
+
+
 def test_deny_closes_chunk_at_once(make):
     rec = make(chunk_max_seconds=60)
     s = rec.open_session({})
