@@ -183,6 +183,8 @@ class Recorder:
         self._started = False
         self._closed = False
         self._threads: list[threading.Thread] = []
+        self._alive = True
+        self._alive_checked_until = 0.0  # see _threads_alive
         self._pool: ThreadPoolExecutor | None = None
         self.stats = collections.Counter(
             chunks=0, raw_bytes=0, stored_bytes=0, objects_stored=0, store_errors=0, throttled=0)
@@ -256,7 +258,7 @@ class Recorder:
         """False while recording cannot be guaranteed; the proxy then refuses statements."""
         if not self._started or self._closed:
             return False
-        if self._spool_failing or not all(t.is_alive() for t in self._threads):
+        if self._spool_failing or not self._threads_alive():
             return False
         since = self._store_failing_since
         if since is not None and time.monotonic() - since > self.config.fail_after_seconds:
@@ -264,6 +266,15 @@ class Recorder:
         if self._spool_bytes > self.config.fail_after_bytes:
             return False
         return self._in - self._out <= self.config.max_memory_bytes
+
+    def _threads_alive(self) -> bool:
+        # Asked for every statement: Thread.is_alive() costs as much as recording the
+        # statement, so liveness is looked at no more than every 100 ms.
+        now = time.monotonic()
+        if now >= self._alive_checked_until:
+            self._alive = all(t.is_alive() for t in self._threads)
+            self._alive_checked_until = now + 0.1
+        return self._alive
 
     @property
     def status(self) -> dict:
