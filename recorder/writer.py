@@ -440,15 +440,27 @@ class Recorder:
         # into a stream of tiny chunks, each with its own checkpoint and upload).
         remaining = len(buf) // 2
         while remaining:
-            parts, size = [], 0
-            append = parts.append
+            # records are (header, payload) pairs, see wire(); taken 64 at a time (a
+            # Python loop per record was the sealer's main cost), the chunk closing after
+            # the record that reaches the size limit, as if taken one by one
+            parts: list[bytes] = []
+            size = 0
             while remaining and size < limit:
-                head = popleft()  # records are (header, payload) pairs, see wire()
-                body = popleft()
-                append(head)
-                append(body)
-                size += len(head) + len(body)
-                remaining -= 1
+                k = min(remaining, 64)
+                batch = [popleft() for _ in range(2 * k)]
+                bsize = sum(map(len, batch))
+                if size + bsize >= limit:
+                    i = 0
+                    while size < limit:
+                        size += len(batch[i]) + len(batch[i + 1])
+                        i += 2
+                    buf.extendleft(reversed(batch[i:]))  # older than anything appended since
+                    parts += batch[:i]
+                    remaining -= i // 2
+                    break
+                parts += batch
+                size += bsize
+                remaining -= k
             raw = b"".join(parts)
             first_seq = s._next_seq
             next_seq = first_seq + len(parts) // 2
