@@ -139,10 +139,18 @@ def cmd_demo(args) -> int:
     return verify.returncode
 
 
-def _find_agent_session(base: Path) -> str | None:
-    for meta in sorted((base / "recordings").glob("sessions/*/*/*/*")):
-        if meta.is_dir() and not meta.name.startswith("control"):
-            return meta.name
+def _find_agent_session(base: Path, agent: str = "billing-bot") -> str | None:
+    """The recorded session whose start record names the agent (not a control stream)."""
+    from recorder.records import Kind
+    from recorder.replay import iter_records
+    from recorder.store.local import LocalStore
+
+    store = LocalStore(base / "recordings")
+    for sid in store.sessions():
+        first = next(iter(iter_records(store, sid)), None)
+        meta = first.json().get("meta", {}) if first is not None and first.kind != Kind.WIRE else {}
+        if meta.get("agent") == agent:
+            return sid
     return None
 
 
