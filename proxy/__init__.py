@@ -2,20 +2,29 @@
 
 Sans-IO protocol code lives in ``proxy.wire`` and ``proxy.session``; sockets, timers and
 processes in ``proxy.server``, ``proxy.upstream`` and ``proxy.supervisor``.
+
+Exports load lazily: importing ``proxy`` (as ``pgwitness`` does first) must not create the
+Prometheus metrics before the supervisor has chosen multiprocess mode.
 """
 
-from .auth import GrantAuthenticator, Identity, StaticUsers
-from .config import Config, ConfigError, load_config
-from .server import ProxyServer
-from .session import Relay
+from importlib import import_module
 
-__all__ = [
-    "Config",
-    "ConfigError",
-    "GrantAuthenticator",
-    "Identity",
-    "ProxyServer",
-    "Relay",
-    "StaticUsers",
-    "load_config",
-]
+_EXPORTS = {
+    "Config": "config",
+    "ConfigError": "config",
+    "load_config": "config",
+    "GrantAuthenticator": "auth",
+    "Identity": "auth",
+    "StaticUsers": "auth",
+    "ProxyServer": "server",
+    "Relay": "session",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'proxy' has no attribute {name!r}")
+    return getattr(import_module(f".{module}", __name__), name)
