@@ -81,24 +81,17 @@ def start_metrics_server(host: str, port: int):
 
 def flush(counters, agent: str = "") -> None:
     """Move one session's traffic counts into the metrics and zero them."""
-    c = counters
-    if c.bytes_c2s:
-        BYTES_RELAYED.labels("c2s").inc(c.bytes_c2s)
-        c.bytes_c2s = 0
-    if c.bytes_s2c:
-        BYTES_RELAYED.labels("s2c").inc(c.bytes_s2c)
-        c.bytes_s2c = 0
-    if c.msgs_c2s:
-        MESSAGES_RELAYED.labels("c2s").inc(c.msgs_c2s)
-        c.msgs_c2s = 0
-    if c.msgs_s2c:
-        MESSAGES_RELAYED.labels("s2c").inc(c.msgs_s2c)
-        c.msgs_s2c = 0
-    if c.refused_unrecorded:
-        REFUSED_UNRECORDED.labels("statement").inc(c.refused_unrecorded)
-        c.refused_unrecorded = 0
-    for name in ("allowed", "denied", "would_deny"):
-        n = getattr(c, name)
+    for attr, metric, labels in (
+        ("bytes_c2s", BYTES_RELAYED, ("c2s",)),
+        ("bytes_s2c", BYTES_RELAYED, ("s2c",)),
+        ("msgs_c2s", MESSAGES_RELAYED, ("c2s",)),
+        ("msgs_s2c", MESSAGES_RELAYED, ("s2c",)),
+        ("refused_unrecorded", REFUSED_UNRECORDED, ("statement",)),
+        ("allowed", STATEMENTS, ("allowed", agent)),
+        ("denied", STATEMENTS, ("denied", agent)),
+        ("would_deny", STATEMENTS, ("would_deny", agent)),
+    ):
+        n = getattr(counters, attr)
         if n:
-            STATEMENTS.labels(name, agent).inc(n)
-            setattr(c, name, 0)
+            metric.labels(*labels).inc(n)
+            setattr(counters, attr, 0)
