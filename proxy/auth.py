@@ -48,6 +48,13 @@ class AuthPlan:
     context: list[Any] = field(default_factory=list)  # one entry per candidate
 
 
+def refused(message: str, reason: str) -> PgError:
+    """A FATAL 28000 login refusal; ``reason`` labels the auth-failure metric."""
+    err = PgError.fatal_error(message, INVALID_AUTHORIZATION)
+    err.reason = reason
+    return err
+
+
 def auth_failed(user: str) -> PgError:
     return PgError.fatal_error(f'password authentication failed for user "{user}"', INVALID_PASSWORD)
 
@@ -129,24 +136,22 @@ class GrantAuthenticator:
         fresh = await self.store.get(grant.id) or grant
         status = fresh.status(now)
         if status == "revoked":
-            raise PgError.fatal_error(
-                f"grant {fresh.id} for task {fresh.task} was revoked", INVALID_AUTHORIZATION
-            )
+            raise refused(f"grant {fresh.id} for task {fresh.task} was revoked", "revoked")
         if status == "expired":
-            raise PgError.fatal_error(
+            raise refused(
                 f"grant {fresh.id} for task {fresh.task} expired at {fresh.expires_at.isoformat()}",
-                INVALID_AUTHORIZATION,
+                "expired",
             )
         if status == "not_yet_valid":
-            raise PgError.fatal_error(
+            raise refused(
                 f"grant {fresh.id} for task {fresh.task} is not valid before "
                 f"{fresh.not_before.isoformat()}",
-                INVALID_AUTHORIZATION,
+                "not_yet_valid",
             )
         if plan.database != fresh.database:
-            raise PgError.fatal_error(
+            raise refused(
                 f'grant {fresh.id} for task {fresh.task} does not cover database "{plan.database}"',
-                INVALID_AUTHORIZATION,
+                "wrong_database",
             )
         from policy.scopes import parse_scopes
 

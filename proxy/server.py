@@ -9,6 +9,7 @@ side, so a slow reader never makes the proxy buffer without bound.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import re
 import socket
@@ -474,7 +475,7 @@ class ClientConnection(asyncio.Protocol):
             identity = await self.server.authenticator.identify(plan, index)
         except PgError as exc:
             throttle.failed(addr)
-            metrics.AUTH_FAILURES.labels(_failure_reason(exc.message)).inc()
+            metrics.AUTH_FAILURES.labels(getattr(exc, "reason", "refused")).inc()
             event("authentication refused", peer=self.peer, user=user, database=database, error=exc.message)
             exc.outcome = "auth_failed"
             raise
@@ -641,7 +642,7 @@ class ClientConnection(asyncio.Protocol):
             self._expired()
         elif grant.expires_at != self.identity.expires_at:
             old = self.identity.expires_at
-            self.identity = _replace_expiry(self.identity, grant.expires_at)
+            self.identity = dataclasses.replace(self.identity, expires_at=grant.expires_at)
             if self.srec is not None:
                 self.srec.event("grant_extended", {"grant_id": grant.id, "from": str(old), "to": grant.expires_at.isoformat()})
             self._schedule_expiry(grant.expires_at)
@@ -709,14 +710,3 @@ def _quote_ident(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-def _failure_reason(message: str) -> str:
-    for word in ("revoked", "expired", "not valid before", "does not cover database"):
-        if word in message:
-            return {"not valid before": "not_yet_valid", "does not cover database": "wrong_database"}.get(word, word)
-    return "refused"
-
-
-def _replace_expiry(identity: Identity, expires_at: datetime) -> Identity:
-    from dataclasses import replace
-
-    return replace(identity, expires_at=expires_at)
