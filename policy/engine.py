@@ -93,15 +93,9 @@ class StatementPolicy:
     # -- public API ----------------------------------------------------------------------
     def check_query(self, sql: str) -> Verdict:
         """Simple Query: every statement is checked; one deny denies the whole query."""
-        cached = self._by_text.get(sql)
-        if cached is not None:
-            self.stats["text_hits"] += 1
-            pairs, stateful, verdict = cached
-            return verdict if verdict is not None else self._verdict(pairs)
-        entries = self._shared_text(sql)
-        if entries is not None:
-            self.stats["shared_hits"] += 1
-            return self._store(sql, self._decide_entries(entries))
+        verdict = self._cached(sql)
+        if verdict is not None:
+            return verdict
         pairs = self._from_fingerprints(sql)
         if pairs is not None:
             self.stats["fingerprint_hits"] += 1
@@ -111,15 +105,9 @@ class StatementPolicy:
 
     def check_parse(self, sql: str) -> Verdict:
         """Extended-protocol Parse: checked like a query (PostgreSQL rejects several)."""
-        cached = self._by_text.get(sql)
-        if cached is not None:
-            self.stats["text_hits"] += 1
-            pairs, stateful, verdict = cached
-            return verdict if verdict is not None else self._verdict(pairs)
-        entries = self._shared_text(sql)
-        if entries is not None:
-            self.stats["shared_hits"] += 1
-            return self._store(sql, self._decide_entries(entries))
+        verdict = self._cached(sql)
+        if verdict is not None:
+            return verdict
         self.stats["misses"] += 1
         return self._store(sql, self._classify(sql, use_fingerprints=False))
 
@@ -137,6 +125,19 @@ class StatementPolicy:
         return frozenset(self._prepared)
 
     # -- internals -----------------------------------------------------------------------
+    def _cached(self, sql: str) -> Verdict | None:
+        """The verdict for this exact text from this session's or the shared cache."""
+        cached = self._by_text.get(sql)
+        if cached is not None:
+            self.stats["text_hits"] += 1
+            pairs, _stateful, verdict = cached
+            return verdict if verdict is not None else self._verdict(pairs)
+        entries = self._shared_text(sql)
+        if entries is not None:
+            self.stats["shared_hits"] += 1
+            return self._store(sql, self._decide_entries(entries))
+        return None
+
     def _shared_text(self, sql: str) -> tuple[Entry, ...] | None:
         if self.shared is None:
             return None

@@ -14,7 +14,7 @@ import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .store.local import fsync_dir
+from .store.local import fsync_dir, write_file
 
 BATCH_MAGIC = b"PGWS\x01"
 _ENTRY = struct.Struct(">HI")  # key length, data length
@@ -142,15 +142,7 @@ class Spool:
         path = self.slot / f"{self._counter:016d}.spool"
         tmp = self.slot / f".tmp-{path.name}"
         try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            try:
-                view = memoryview(buf)
-                while view:
-                    view = view[os.write(fd, view) :]
-                if self.fsync:
-                    os.fsync(fd)
-            finally:
-                os.close(fd)
+            write_file(tmp, buf, flags=os.O_TRUNC, mode=0o600, fsync=self.fsync)
             os.rename(tmp, path)
             if self.fsync:
                 fsync_dir(self.slot)

@@ -18,6 +18,19 @@ def fsync_dir(path: str | os.PathLike) -> None:
         os.close(fd)
 
 
+def write_file(path: str | os.PathLike, data: bytes, *, flags: int, mode: int, fsync: bool) -> None:
+    """Create ``path`` with ``flags`` (plus O_WRONLY|O_CREAT), write all of ``data``, fsync."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | flags, mode)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+        if fsync:
+            os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 class LocalStore:
     """Objects are written to an O_EXCL temp file, fsynced, then hard-linked into place.
 
@@ -54,15 +67,7 @@ class LocalStore:
         try:
             self._mkdirs(path.parent)
             tmp = path.with_name(f".tmp-{path.name}-{os.getpid()}-{os.urandom(4).hex()}")
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o444)
-            try:
-                view = memoryview(data)
-                while view:
-                    view = view[os.write(fd, view) :]
-                if self.fsync:
-                    os.fsync(fd)
-            finally:
-                os.close(fd)
+            write_file(tmp, data, flags=os.O_EXCL, mode=0o444, fsync=self.fsync)
             try:
                 os.link(tmp, path)
             except FileExistsError:
