@@ -492,6 +492,20 @@ _UTILITY_DENIED_WORDS = {
 }
 # Client encodings whose multibyte characters may contain the bytes of ' or \: the proxy
 # and the server would disagree about where a string literal ends.
+# Statements PREPARE may name; EXPLAIN also takes CREATE TABLE AS.
+_PREPARABLE = (
+    exp.Select,
+    exp.SetOperation,
+    exp.Values,
+    exp.Insert,
+    exp.Update,
+    exp.Delete,
+    exp.Merge,
+    exp.Subquery,
+)
+_EXPLAINABLE = (*_PREPARABLE, exp.Create)
+
+
 UNSAFE_CLIENT_ENCODINGS = frozenset(
     {
         "sjis",
@@ -1328,17 +1342,7 @@ class _Classifier:
             ):
                 analyze = analyze or tokens[i].value != "verbose"
                 i += 1
-        allowed = (
-            exp.Select,
-            exp.SetOperation,
-            exp.Values,
-            exp.Insert,
-            exp.Update,
-            exp.Delete,
-            exp.Merge,
-            exp.Create,
-            exp.Subquery,
-        )
+        allowed = _EXPLAINABLE
         inner = self._inner(stmt, i, "EXPLAIN", allowed)
         if inner.cls is StatementClass.DDL and not inner.command.startswith(
             ("CREATE TABLE", "CREATE MATERIALIZED", "SELECT INTO")
@@ -1386,16 +1390,7 @@ class _Classifier:
             i += 1
         if i >= len(tokens) or tokens[i].value != "as" or tokens[i].kind != "word":
             raise _Unknown("unrecognised PREPARE syntax")
-        allowed = (
-            exp.Select,
-            exp.SetOperation,
-            exp.Values,
-            exp.Insert,
-            exp.Update,
-            exp.Delete,
-            exp.Merge,
-            exp.Subquery,
-        )
+        allowed = _PREPARABLE
         inner = self._inner(stmt, i + 1, "PREPARE", allowed)
         return Classified(
             stmt.sql,
