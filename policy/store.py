@@ -18,8 +18,10 @@ import datetime as dt
 import ipaddress
 import logging
 import os
+import random
 import socket
 import sqlite3
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import replace
 from pathlib import Path
@@ -418,9 +420,34 @@ class SQLiteGrantStore(GrantStore):
             if not self.path.exists():
                 fd = os.open(self.path, os.O_CREAT | os.O_WRONLY, 0o600)
                 os.close(fd)
-            with self._connect() as conn:
-                conn.execute("PRAGMA journal_mode=WAL")
-                conn.execute("BEGIN IMMEDIATE")
+            row = self._initialise_with_retry()
+        except sqlite3.Error as exc:
+            raise StoreConfigError(f"cannot open grant store {self.path}: {exc}") from exc
+        self._login_secret = bytes(row[0])
+
+    def _initialise_with_retry(self, deadline_s: float = 30.0):
+        """Create the schema and the login secret once, however many processes race to.
+
+        SQLite answers "database is locked" at once, without waiting out busy_timeout, when
+        several connections switch a new file to WAL or start their first write at the same
+        moment (its deadlock avoidance). The whole initialisation is idempotent, so it is
+        retried with a short random back-off until the deadline.
+        """
+        deadline = time.monotonic() + deadline_s
+        while True:
+            try:
+                return self._initialise()
+            except sqlite3.OperationalError as exc:
+                text = str(exc).lower()
+                if ("locked" not in text and "busy" not in text) or time.monotonic() > deadline:
+                    raise
+                time.sleep(random.uniform(0.005, 0.05))
+
+    def _initialise(self):
+        with self._connect() as conn:
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("BEGIN IMMEDIATE")
+            try:
                 for statement in _SQLITE_SCHEMA.split(";"):
                     if statement.strip():
                         conn.execute(statement)
@@ -433,9 +460,11 @@ class SQLiteGrantStore(GrantStore):
                     "SELECT value FROM grant_store_meta WHERE key = ?", (_SECRET_KEY,)
                 ).fetchone()
                 conn.execute("COMMIT")
-        except sqlite3.Error as exc:
-            raise StoreConfigError(f"cannot open grant store {self.path}: {exc}") from exc
-        self._login_secret = bytes(row[0])
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+            return row
 
     @contextlib.contextmanager
     def _connect(self):
