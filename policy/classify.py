@@ -17,6 +17,7 @@ from policy.fingerprint import (
     Token,
     ascii_lower,
     lex,
+    literal_counts,
     parse_qualified_name,
     render_name,
     truncate_identifier,
@@ -94,24 +95,21 @@ _STRING_TOKENS = frozenset(
 )
 
 
-def _sqlglot_parse(sql: str, tokens: list[Token]) -> list[exp.Expression | None]:
-    """Parse canonical text; refuse if sqlglot's tokens disagree with ours on literals."""
+def _sqlglot_parse(sql: str, ours: tuple[int, int]) -> list[exp.Expression | None]:
+    """Parse canonical text; refuse if sqlglot's tokens disagree with ours on literals.
+
+    ``ours``: (string literals, quoted identifiers) our lexer found in ``sql``.
+    """
     cache = _PARSERS
     theirs = cache.tokenizer.tokenize(sql)
     strings = quoted = 0
-    if "'" in sql or '"' in sql:
+    if "'" in sql or '"' in sql:  # without either, neither lexer can have found any
         for t in theirs:
             if t.token_type in _STRING_TOKENS:
                 strings += 1
             elif t.token_type is TokenType.IDENTIFIER:
                 quoted += 1
-    ours_strings = ours_quoted = 0
-    for t in tokens:
-        if t.kind == "qid" or (t.kind == "word" and not t.value.isascii()):
-            ours_quoted += 1  # non-ASCII words are quoted in the canonical text
-        elif t.kind in ("str", "estr", "dq"):
-            ours_strings += 1
-    if (strings, quoted) != (ours_strings, ours_quoted):
+    if (strings, quoted) != ours:
         raise ParseError("sqlglot and the PostgreSQL lexer disagree about literals")
     return cache.parser.parse(theirs, sql)
 
@@ -1009,20 +1007,20 @@ class _Classifier:
             return _unknown(stmt, _command_word(stmt), detail), False
 
     def _dispatch(self, stmt: Statement) -> tuple[Classified, bool]:
-        tokens = stmt.tokens
-        first = tokens[0].value if tokens[0].kind == "word" else ""
-        second = tokens[1].value if len(tokens) > 1 and tokens[1].kind == "word" else ""
+        head = stmt.head(2)  # most statements go to sqlglot on their first two words
+        first = head[0].value if head[0].kind == "word" else ""
+        second = head[1].value if len(head) > 1 and head[1].kind == "word" else ""
         handler = _TOKEN_HANDLERS.get(first)
         if handler is not None:
-            result = handler(self, stmt, tokens, second)
+            result = handler(self, stmt, stmt.tokens, second)
             if result is not None:
                 return result, False
         if first in ("create", "alter", "drop"):
-            result = self._role_ddl(stmt, first, second, tokens)
+            result = self._role_ddl(stmt, first, second, stmt.tokens)
             if result is not None:
                 return result, False
-        if (first or tokens[0].value) not in _SQLGLOT_FIRST_WORDS:
-            raise _Unknown(f"unsupported statement: {tokens[0].value.upper()}")
+        if (first or head[0].value) not in _SQLGLOT_FIRST_WORDS:
+            raise _Unknown(f"unsupported statement: {head[0].value.upper()}")
         return self._parsed(stmt)
 
     # -- sqlglot path ------------------------------------------------------------------
@@ -1031,7 +1029,8 @@ class _Classifier:
     ) -> exp.Expression:
         try:
             trees = _sqlglot_parse(
-                stmt.canon if canon is None else canon, stmt.tokens if tokens is None else tokens
+                stmt.canon if canon is None else canon,
+                stmt.literal_counts() if tokens is None else literal_counts(tokens),
             )
         except (ParseError, TokenError) as e:
             raise _Unknown(f"parse error: {_first_line(e)}") from None
@@ -1513,8 +1512,10 @@ def _work_around_sqlglot(stmt: Statement) -> Statement:
 
     Neither changes which relations or functions a statement uses.
     """
-    tokens = stmt.tokens
     canon = stmt.canon
+    if "oid" not in canon and not canon.startswith("create"):
+        return stmt
+    tokens = stmt.tokens
     if "oid" in canon:
         for i in range(2, len(tokens) - 1):
             t = tokens[i]
@@ -1549,10 +1550,9 @@ def _work_around_sqlglot(stmt: Statement) -> Statement:
 
 
 def _command_word(stmt: Statement) -> str:
-    for t in stmt.tokens:
+    for t in stmt.head(1):
         if t.kind == "word":
             return t.value.upper()
-        break
     return "UNKNOWN"
 
 

@@ -13,12 +13,16 @@ tokens. Two outputs per statement:
   literals become ``'<index>'``, numbers ``0``, non-ASCII identifiers are quoted), so sqlglot
   never sees a literal's content and can never disagree with PostgreSQL about where a string
   or comment ends. Literal values stay available through ``Statement.literals``.
+
+Plain statements (ASCII outside strings, no comments, quoted identifiers, dollar quotes,
+escape strings or unusual numbers: most of what agents and drivers send) take a fast path
+that computes the same outputs with a few whole-text regex passes and builds tokens only
+when asked; tests/test_fingerprint.py holds the two paths to identical answers.
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
 from typing import NamedTuple
 
 __all__ = [
@@ -34,10 +38,8 @@ __all__ = [
 
 # Alternatives are ordered by frequency (the engine tries them in order); a word never
 # starts an E-string (E'...') or a Unicode escape (U&'...', U&"...").
-_TOKEN_RE = re.compile(
-    r"""
-      (?P<ws>[ \t\n\r\f\v]+)
-    | (?P<word>(?![eE]'|[uU]&['"])[A-Za-z_\x80-\U0010ffff][A-Za-z_0-9$\x80-\U0010ffff]*)
+_TOKEN_ALTERNATIVES = r"""
+      (?P<word>(?![eE]'|[uU]&['"])[A-Za-z_\x80-\U0010ffff][A-Za-z_0-9$\x80-\U0010ffff]*)
     | (?P<num>0[xX][0-9A-Fa-f_]+|0[oO][0-7_]+|0[bB][01_]+
         |(?:[0-9][0-9_]*(?:\.(?!\.)[0-9_]*)?|\.[0-9][0-9_]*)(?:[eE][+-]?[0-9][0-9_]*)?)
     | (?P<punct>[(),\[\].:])
@@ -52,9 +54,13 @@ _TOKEN_RE = re.compile(
     | (?P<dq>\$(?:[A-Za-z_\x80-\U0010ffff][A-Za-z_0-9\x80-\U0010ffff]*)?\$)
     | (?P<param>\$[0-9]+)
     | (?P<other>.)
-    """,
-    re.X | re.S,
-)
+"""
+_WS = r"[ \t\n\r\f\v]"
+# One token at a time, whitespace included (parse_qualified_name).
+_TOKEN_RE = re.compile(rf"(?P<ws>{_WS}+)|{_TOKEN_ALTERNATIVES}", re.X | re.S)
+# The lexers' step: the whitespace before a token (group 1, maybe empty) and the token, or
+# the end of the text. Half the regex calls of matching whitespace on its own.
+_STEP_RE = re.compile(rf"({_WS}*)(?:{_TOKEN_ALTERNATIVES}|(?P<end>\Z))", re.X | re.S)
 _COMMENT_EDGE_RE = re.compile(r"/\*|\*/")
 _E_ESCAPE_RE = re.compile(
     r"\\(?:([0-7]{1,3})|x([0-9A-Fa-f]{1,2})|u([0-9A-Fa-f]{4})|U([0-9A-Fa-f]{8})|(.))", re.S
@@ -143,19 +149,100 @@ class Token(NamedTuple):
     start: int  # offset of the token's canon text in Statement.canon
 
 
-@dataclass(slots=True)
 class Statement:
-    sql: str  # original text, stripped, without the terminating ';'
-    fingerprint: str
-    canon: str
-    tokens: list[Token] = field(default_factory=list)  # no whitespace or comments
-    literals: list[str] = field(default_factory=list)  # string literal values by index
-    cacheable: bool = True  # the fingerprint may stand for this statement
-    error: str = ""  # lexical error (unterminated literal, stray character, U& escape)
+    """One statement as the lexer saw it."""
+
+    __slots__ = (
+        "sql", "fingerprint", "canon", "literals", "cacheable", "error", "_tokens", "_numbers",
+    )  # fmt: skip
+
+    def __init__(
+        self,
+        sql: str,
+        fingerprint: str,
+        canon: str,
+        tokens: list[Token] | None = None,
+        literals: list[str] | None = None,
+        cacheable: bool = True,
+        error: str = "",
+        numbers: list[str] | None = None,
+    ):
+        self.sql = sql  # original text, stripped, without the terminating ';'
+        self.fingerprint = fingerprint
+        self.canon = canon
+        self.literals = [] if literals is None else literals  # string literal values by index
+        self.cacheable = cacheable  # the fingerprint may stand for this statement
+        self.error = error  # lexical error (unterminated literal, stray character, U& escape)
+        # None: a plain statement whose tokens are read off ``canon`` when first asked for
+        # (classifying most statements needs only the first two); ``numbers`` are then the
+        # original text of its numbers, in order.
+        self._tokens = tokens
+        self._numbers = numbers
+
+    @property
+    def tokens(self) -> list[Token]:
+        """Every token but whitespace and comments."""
+        tokens = self._tokens
+        if tokens is None:
+            tokens = self._tokens = _canon_tokens(self.canon, self.literals, self._numbers or [])
+        return tokens
+
+    def head(self, n: int) -> list[Token]:
+        """The first ``n`` tokens (fewer if the statement is shorter)."""
+        if self._tokens is not None:
+            return self._tokens[:n]
+        return _canon_tokens(self.canon, self.literals, self._numbers or [], n)
+
+    def literal_counts(self) -> tuple[int, int]:
+        """(string literals, quoted identifiers) as the canonical text shows them: quoted
+        identifiers include non-ASCII words, which the canonical text quotes."""
+        if self._tokens is None:
+            return len(self.literals), 0  # plain: ASCII, no quoted identifiers
+        return literal_counts(self._tokens)
+
+    def _key(self) -> tuple:
+        return (self.sql, self.fingerprint, self.canon, self.tokens, self.literals,
+                self.cacheable, self.error)  # fmt: skip
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Statement):
+            return NotImplemented
+        return self._key() == other._key()
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return (
+            f"Statement(sql={self.sql!r}, fingerprint={self.fingerprint!r}, "
+            f"canon={self.canon!r}, tokens={self.tokens!r}, literals={self.literals!r}, "
+            f"cacheable={self.cacheable!r}, error={self.error!r})"
+        )
+
+
+def literal_counts(tokens: list[Token]) -> tuple[int, int]:
+    """(string literals, quoted identifiers incl. non-ASCII words) among ``tokens``."""
+    strings = quoted = 0
+    for t in tokens:
+        kind = t.kind
+        if kind == "qid" or (kind == "word" and not t.value.isascii()):
+            quoted += 1
+        elif kind == "str" or kind == "estr" or kind == "dq":
+            strings += 1
+    return strings, quoted
 
 
 def fingerprint_statements(sql: str) -> list[tuple[str, str, bool]] | None:
-    """Fast path: ``(text, fingerprint, cacheable)`` per statement; None on a lexical error."""
+    """``(text, fingerprint, cacheable)`` per statement; None on a lexical error.
+
+    What ``lex`` would say of the fingerprints, without building tokens.
+    """
+    fast = _plain_fingerprints(sql)
+    if fast is not None:
+        return fast
+    return _scan_fingerprints(sql)
+
+
+def _scan_fingerprints(sql: str) -> list[tuple[str, str, bool]] | None:
     out: list[tuple[str, str, bool]] = []
     fp: list[str] = []
     sep = ""
@@ -164,18 +251,31 @@ def fingerprint_statements(sql: str) -> list[tuple[str, str, bool]] | None:
     begin = -1
     pos = 0
     n = len(sql)
-    match = _TOKEN_RE.match
+    match = _STEP_RE.match
     while pos < n:
         m = match(sql, pos)
         kind = m.lastgroup
         end = m.end()
-        if kind == "ws":
+        lead = m.group(1)
+        if lead:
             if fp:
-                text = m.group()
-                sep = "\n" if ("\n" in text or "\r" in text or sep == "\n") else " "
+                sep = "\n" if ("\n" in lead or "\r" in lead or sep == "\n") else " "
             last = ""
+        if kind == "word":
+            if begin < 0:
+                begin = m.start(kind)
+            if sep:
+                fp.append(sep)
+                sep = ""
+            text = m.group(kind)
+            fp.append(text.lower() if text.isascii() else text.translate(_ASCII_LOWER))
+            if last == "num":
+                ok = False
+            last = "word"
             pos = end
             continue
+        if kind == "end":
+            break
         if kind == "lc":
             if fp:
                 sep = "\n"
@@ -183,7 +283,7 @@ def fingerprint_statements(sql: str) -> list[tuple[str, str, bool]] | None:
             pos = end
             continue
         if kind == "bc":
-            end = _block_comment_end(sql, pos)
+            end = _block_comment_end(sql, m.start(kind))
             if end < 0:
                 return None
             if fp and sep != "\n":
@@ -191,9 +291,10 @@ def fingerprint_statements(sql: str) -> list[tuple[str, str, bool]] | None:
             last = ""
             pos = end
             continue
+        start = m.start(kind)
         if kind == "semi":
             if fp:
-                out.append((sql[begin:pos].strip(), "".join(fp), ok))
+                out.append((sql[begin:start].strip(), "".join(fp), ok))
             fp = []
             sep = ""
             ok = True
@@ -204,13 +305,12 @@ def fingerprint_statements(sql: str) -> list[tuple[str, str, bool]] | None:
         if kind == "other" or kind == "uesc":
             return None
         if begin < 0:
-            begin = pos
+            begin = start
         if sep:
             fp.append(sep)
             sep = ""
-        if kind == "word":
-            fp.append(ascii_lower(m.group()))
-        elif kind == "str":
+        text = m.group(kind)
+        if kind == "str":
             fp.append(_FP_STR)
         elif kind == "num":
             if last in _GLUE_KINDS or last == ".":
@@ -219,17 +319,16 @@ def fingerprint_statements(sql: str) -> list[tuple[str, str, bool]] | None:
         elif kind == "estr":
             fp.append(_FP_ESTR)
         elif kind == "dq":
-            delim = m.group()
-            close = sql.find(delim, end)
+            close = sql.find(text, end)
             if close < 0:
                 return None
-            end = close + len(delim)
+            end = close + len(text)
             fp.append(_FP_DQ)
         else:
-            fp.append(m.group())
-        if last == "num" and (kind in _GLUE_KINDS or m.group() == "."):
+            fp.append(text)
+        if last == "num" and (kind in _GLUE_KINDS or text == "."):
             ok = False
-        last = "." if (kind == "punct" and m.group() == ".") else kind
+        last = "." if (kind == "punct" and text == ".") else kind
         pos = end
     if fp:
         out.append((sql[begin:].strip(), "".join(fp), ok))
@@ -242,6 +341,14 @@ def _quote_ident(name: str) -> str:
 
 def lex(sql: str) -> list[Statement]:
     """Full lexer: statements with tokens, canonical text, literal values and fingerprints."""
+    fast = _plain_lex(sql)
+    if fast is not None:
+        return fast
+    return _scan(sql)
+
+
+def _scan(sql: str) -> list[Statement]:
+    """The reference lexer: one regex step per token."""
     stmts: list[Statement] = []
     fp: list[str] = []
     canon: list[str] = []
@@ -368,6 +475,139 @@ def lex(sql: str) -> list[Statement]:
         pos = end
     flush(n)
     return stmts
+
+
+# ---- plain SQL: the same answers from a few C-level regex passes ---------------------
+#
+# Most statements are plain: ASCII outside string literals, no comments, no quoted
+# identifiers, no dollar quotes or parameters, no E/B/X/U& strings, and every number an
+# unsigned decimal that touches no word, string or dot. For such text the tokens of the
+# reference lexer are exactly what these patterns see, so the fingerprint and canonical text
+# come from whole-text substitutions instead of a Python step per token. Anything else
+# (including every lexical error) is not plain and goes to the reference lexer.
+# tests/test_fingerprint.py checks on random SQL-ish text that both paths agree exactly.
+_PLAIN_RE = re.compile(
+    r"""(?:
+        (?>[ \t\n\r\f\v]+)
+      | (?>[A-Za-z_][A-Za-z0-9_]*)(?![$'])
+      | (?<![A-Za-z0-9_.'])(?>[0-9]+(?:\.[0-9]+)?)(?![A-Za-z0-9_.'$])
+      | (?<![A-Za-z0-9_&])(?>'(?:[^']|'')*')
+      | [(),\[\].:;]
+      | (?>(?:[+*<>=~!@\#%^&|`?]|-(?!-)|/(?!\*))+)
+    )*+""",
+    re.X,
+)
+_PLAIN_STR_RE = re.compile(r"'(?:[^']|'')*'")
+_PLAIN_SEMI_RE = re.compile(r"'(?:[^']|'')*'|(;)")
+_PLAIN_NUM_RE = re.compile(r"(?<![a-z0-9_])[0-9]+(?:\.[0-9]+)?")
+_PLAIN_NL_RE = re.compile(r"[ \t\f\v]*[\n\r][ \t\n\r\f\v]*")
+_PLAIN_SP_RE = re.compile(r"[ \t\f\v]+")
+_HAS_DIGIT_RE = re.compile(r"[0-9]")
+_SEPARATORS = " \n"
+# Tokens of a plain statement's canonical text: word, string placeholder, number
+# placeholder, punctuation, operator run, separator.
+_CANON_TOKEN_RE = re.compile(
+    r"([a-z_][a-z0-9_]*)|('[0-9]+')|(0)|([(),\[\].:])|((?:[+*<>=~!@\#%^&|`?/-])+)|[ \n]"
+)
+_CANON_KINDS = (None, "word", "str", "num", "punct", "op")
+
+
+# The engine asks for a query's fingerprints and, on a cache miss, for its tokens: the
+# second call finds the first one's answer here (same str object; a tuple swap is atomic).
+_last_plain: tuple[str | None, list[tuple[str, str]] | None] = (None, None)
+
+
+def _plain_statements(sql: str) -> list[tuple[str, str]] | None:
+    """``(text, string-free lower-case text)`` per non-empty statement, if ``sql`` is plain."""
+    global _last_plain
+    last = _last_plain
+    if last[0] is sql:
+        return last[1]
+    out = _plain_split(sql)
+    _last_plain = (sql, out)
+    return out
+
+
+def _plain_split(sql: str) -> list[tuple[str, str]] | None:
+    if _PLAIN_RE.fullmatch(sql) is None:
+        return None
+    if ";" not in sql:
+        pieces = [sql]
+    elif "'" not in sql:
+        pieces = sql.split(";")
+    else:  # a ';' inside a string literal does not end the statement
+        pieces = []
+        begin = 0
+        for m in _PLAIN_SEMI_RE.finditer(sql):
+            if m.group(1):
+                pieces.append(sql[begin : m.start()])
+                begin = m.end()
+        pieces.append(sql[begin:])
+    out = []
+    for piece in pieces:
+        text = piece.strip()
+        if text:
+            bare = _PLAIN_STR_RE.sub("\x01", text) if "'" in text else text
+            out.append((text, bare.lower()))
+    return out
+
+
+def _plain_fingerprint(bare: str) -> str:
+    fp = _PLAIN_NUM_RE.sub("\x04", bare) if _HAS_DIGIT_RE.search(bare) else bare
+    if "\n" in fp or "\r" in fp:
+        return _PLAIN_SP_RE.sub(" ", _PLAIN_NL_RE.sub("\n", fp))
+    return " ".join(fp.split())  # only ASCII whitespace is left outside the placeholders
+
+
+def _plain_fingerprints(sql: str) -> list[tuple[str, str, bool]] | None:
+    statements = _plain_statements(sql)
+    if statements is None:
+        return None
+    return [(text, _plain_fingerprint(bare), True) for text, bare in statements]
+
+
+def _plain_lex(sql: str) -> list[Statement] | None:
+    statements = _plain_statements(sql)
+    if statements is None:
+        return None
+    out = []
+    for text, bare in statements:
+        fingerprint = _plain_fingerprint(bare)
+        numbers = _PLAIN_NUM_RE.findall(bare) if "\x04" in fingerprint else []
+        if "\x01" in fingerprint:
+            literals = [lit[1:-1].replace("''", "'") for lit in _PLAIN_STR_RE.findall(text)]
+            parts = fingerprint.replace("\x04", "0").split("\x01")
+            canon = parts[0] + "".join(f"'{i}'{part}" for i, part in enumerate(parts[1:]))
+        else:
+            literals = []
+            canon = fingerprint.replace("\x04", "0")
+        out.append(Statement(text, fingerprint, canon, None, literals, True, "", numbers))
+    return out
+
+
+def _canon_tokens(
+    canon: str, literals: list[str], numbers: list[str], limit: int = -1
+) -> list[Token]:
+    """The tokens of a plain statement, read off its canonical text."""
+    tokens: list[Token] = []
+    n_num = 0
+    kinds = _CANON_KINDS
+    for m in _CANON_TOKEN_RE.finditer(canon):
+        k = m.lastindex
+        if k is None:
+            continue  # separator
+        if len(tokens) == limit:
+            break
+        piece = m.group(k)
+        if k == 1 or k >= 4:
+            value = piece
+        elif k == 3:
+            value = numbers[n_num]
+            n_num += 1
+        else:
+            value = literals[int(piece[1:-1])]
+        tokens.append(_new_token(Token, (kinds[k], value, piece, m.start())))
+    return tokens
 
 
 def parse_qualified_name(text: str) -> list[tuple[str, bool]] | None:
