@@ -10,13 +10,17 @@ For each statement shape, N variants differing only in literal values are checke
 * shared text  a new session, a text another session classified: decide only
 * shared fp    a new session, a shape another session classified: lexer + decide
 
-Both CPU time (process_time: stable on a busy machine) and wall time are printed.
+Each shape is measured ``--repeats`` times from fresh state; the table shows the median
+repeat (CPU time from process_time, wall time in parentheses) so one slow repeat on a shared
+VM does not move the result, and ``--min`` shows the fastest repeat instead.
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import random
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -71,7 +75,13 @@ def variants(template: str, n: int, rnd: random.Random) -> list[str]:
 
 
 def timed(fn, items) -> tuple[float, float]:
-    """(cpu us, wall us) per item."""
+    """(cpu us, wall us) per item.
+
+    Everything allocated so far is frozen first (as the proxy freezes its start-up heap), so
+    a collection during the loop does not also walk the benchmark's own earlier sessions.
+    """
+    gc.collect()
+    gc.freeze()
     c0, w0 = time.process_time_ns(), time.perf_counter_ns()
     for item in items:
         fn(item)
@@ -115,6 +125,8 @@ def bench(template: str, n: int, rnd: random.Random) -> dict[str, tuple[float, f
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=300, help="variants per statement shape")
+    ap.add_argument("--repeats", type=int, default=5, help="repeats per shape (default 5)")
+    ap.add_argument("--min", action="store_true", help="show the fastest repeat, not the median")
     args = ap.parse_args()
     import sqlglot.parser
 
@@ -126,7 +138,9 @@ def main() -> None:
     for label, templates in (("pgbench-like", PGBENCH), ("complex", COMPLEX)):
         print(label)
         for template in templates:
-            r = bench(template, args.n, rnd)
+            runs = [bench(template, args.n, rnd) for _ in range(args.repeats)]
+            pick = min if args.min else statistics.median
+            r = {c: (pick(x[c][0] for x in runs), pick(x[c][1] for x in runs)) for c in cols}
             cells = " | ".join(f"{r[c][0]:6.1f} ({r[c][1]:6.1f})" for c in cols)
             print(f"  {cells}  {template[:48]}")
 
