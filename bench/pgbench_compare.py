@@ -281,6 +281,18 @@ def start_pgbouncer(
     return t
 
 
+def start_floor(procs: Processes, pg: LocalCluster, workdir: Path) -> Target:
+    """bench/floor_proxy.py: bytes copied both ways; pgbench logs in to Postgres through it."""
+    fdir = workdir / "floor"
+    fdir.mkdir()
+    port = free_port()
+    argv = [sys.executable, str(REPO / "bench" / "floor_proxy.py"), str(port), str(pg.port)]
+    t = Target("floor", port, UPSTREAM_USER, UPSTREAM_PASSWORD, log=fdir / "stdout.log")
+    t.proc = procs.spawn("floor", argv, t.log, fdir)
+    wait_ready(t)
+    return t
+
+
 def pgwitness_command(binary: str) -> tuple[list[str], dict[str, str]]:
     """argv prefix and environment to run pgwitness: the console script, else ``-m proxy.cli``."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PG", "PGWITNESS_"))}
@@ -343,6 +355,9 @@ class Run:
     transactions: int
     failed: int
     command: str
+    # per-transaction median/p99 from pgbench's log (-l); only for workloads in LOGGED
+    latency_us_p50: float | None = None
+    latency_us_p99: float | None = None
 
 
 @dataclass
@@ -354,6 +369,10 @@ class Summary:
     tps_max: float
     latency_ms_median: float
     added_latency_us_vs_direct: float | None = None
+    # median over rounds of each run's per-transaction median (workloads in LOGGED only)
+    latency_us_p50: float | None = None
+    latency_us_p99: float | None = None
+    added_p50_us_vs_direct: float | None = None
     ratio_vs_direct: float | None = None
     ratio_vs_pgbouncer: float | None = None
     # Median over rounds of the ratio within a round: robust to load that drifts between rounds.
@@ -368,11 +387,35 @@ _TXN = re.compile(r"^number of transactions actually processed: (\d+)", re.M)
 _FAILED = re.compile(r"^number of failed transactions: (\d+)", re.M)
 
 
-def pgbench_argv(pgbench: str, target: Target, workload: str, duration: int) -> list[str]:
+# Workloads whose every transaction is logged (pgbench -l) for a true median latency. Only
+# single-client ones: logging costs the client a little, and at -c 1 the latency is the
+# point (pgbench's "latency average" is a mean, pulled up by scheduler hiccups).
+LOGGED = frozenset({"select-c1"})
+
+
+def pgbench_argv(
+    pgbench: str, target: Target, workload: str, duration: int, log_prefix: str | None = None
+) -> list[str]:
+    log = ["-l", f"--log-prefix={log_prefix}"] if log_prefix else []
     return [
         pgbench, "-h", "127.0.0.1", "-p", str(target.port), "-U", target.user,
-        "-n", "-T", str(duration), *WORKLOADS[workload], DB,
+        "-n", "-T", str(duration), *log, *WORKLOADS[workload], DB,
     ]  # fmt: skip
+
+
+def latency_percentiles(log_dir: Path) -> tuple[float, float] | None:
+    """(p50, p99) in µs over every transaction in pgbench's per-transaction logs."""
+    lat: list[int] = []
+    for path in log_dir.glob("pgbench_log*"):
+        with open(path) as f:
+            for line in f:
+                fields = line.split()
+                if len(fields) >= 3 and fields[2].isdigit():  # "client txn time_us ..."
+                    lat.append(int(fields[2]))
+    if not lat:
+        return None
+    lat.sort()
+    return float(lat[len(lat) // 2]), float(lat[min(len(lat) - 1, int(len(lat) * 0.99))])
 
 
 def client_env(target: Target) -> dict[str, str]:
@@ -382,10 +425,18 @@ def client_env(target: Target) -> dict[str, str]:
 
 
 def run_pgbench(pgbench: str, target: Target, workload: str, duration: int, rnd: int) -> Run:
-    argv = pgbench_argv(pgbench, target, workload, duration)
-    proc = subprocess.run(
-        argv, capture_output=True, text=True, env=client_env(target), timeout=duration + 60
-    )
+    with tempfile.TemporaryDirectory(prefix="pgw-bench-log-") as log_dir:
+        prefix = "pgbench_log" if workload in LOGGED else None
+        argv = pgbench_argv(pgbench, target, workload, duration, prefix)
+        proc = subprocess.run(
+            argv,
+            capture_output=True,
+            text=True,
+            env=client_env(target),
+            timeout=duration + 60,
+            cwd=log_dir,
+        )
+        pcts = latency_percentiles(Path(log_dir)) if prefix else None
     out = proc.stdout
     tps, lat = _TPS.search(out), _LAT.search(out)
     if proc.returncode != 0 or not tps or not lat:
@@ -404,6 +455,8 @@ def run_pgbench(pgbench: str, target: Target, workload: str, duration: int, rnd:
         transactions=int(txn.group(1)) if txn else 0,
         failed=int(failed.group(1)) if failed else 0,
         command=shlex.join(argv),
+        latency_us_p50=pcts[0] if pcts else None,
+        latency_us_p99=pcts[1] if pcts else None,
     )
 
 
@@ -423,6 +476,8 @@ def summarise(runs: list[Run], workloads: list[str], targets: list[str]) -> list
                 tps_min=min(tps),
                 tps_max=max(tps),
                 latency_ms_median=statistics.median(r.latency_ms for r in rs),
+                latency_us_p50=_median_of(r.latency_us_p50 for r in rs),
+                latency_us_p99=_median_of(r.latency_us_p99 for r in rs),
                 rounds=tps,
             )
         direct, bouncer = by_target.get("direct"), by_target.get("pgbouncer")
@@ -433,11 +488,18 @@ def summarise(runs: list[Run], workloads: list[str], targets: list[str]) -> list
                     s.latency_ms_median - direct.latency_ms_median
                 ) * 1000
                 s.paired_vs_direct = _paired(runs, w, s.target, "direct")
+                if s.latency_us_p50 is not None and direct.latency_us_p50 is not None:
+                    s.added_p50_us_vs_direct = s.latency_us_p50 - direct.latency_us_p50
             if bouncer:
                 s.ratio_vs_pgbouncer = s.tps_median / bouncer.tps_median
                 s.paired_vs_pgbouncer = _paired(runs, w, s.target, "pgbouncer")
             out.append(s)
     return out
+
+
+def _median_of(values) -> float | None:
+    known = [v for v in values if v is not None]
+    return statistics.median(known) if known else None
 
 
 def _paired(runs: list[Run], workload: str, target: str, base: str) -> float | None:
@@ -457,7 +519,8 @@ def format_table(summaries: list[Summary]) -> str:
     head = (
         f"{'workload':<20} {'target':<24} {'tps (median)':>12} {'min..max':>17} "
         f"{'lat ms':>8} {'+lat µs':>8} {'x direct':>8} {'x pgbouncer':>11} "
-        f"{'paired x direct':>15} {'paired x pgbouncer':>18}"
+        f"{'paired x direct':>15} {'paired x pgbouncer':>18} {'p50 µs':>7} {'+p50 µs':>8} "
+        f"{'p99 µs':>7}"
     )
     lines = [head, "-" * len(head)]
     for s in summaries:
@@ -466,7 +529,8 @@ def format_table(summaries: list[Summary]) -> str:
             f"{f'{s.tps_min:.0f}..{s.tps_max:.0f}':>17} {s.latency_ms_median:>8.3f} "
             f"{f(s.added_latency_us_vs_direct, '+.0f'):>8} {f(s.ratio_vs_direct, '.3f'):>8} "
             f"{f(s.ratio_vs_pgbouncer, '.3f'):>11} {f(s.paired_vs_direct, '.3f'):>15} "
-            f"{f(s.paired_vs_pgbouncer, '.3f'):>18}"
+            f"{f(s.paired_vs_pgbouncer, '.3f'):>18} {f(s.latency_us_p50, '.0f'):>7} "
+            f"{f(s.added_p50_us_vs_direct, '+.0f'):>8} {f(s.latency_us_p99, '.0f'):>7}"
         )
     return "\n".join(lines)
 
@@ -504,7 +568,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--targets",
         default="direct,pgbouncer,pgwitness",
-        help="comma list of direct, pgbouncer, pgwitness (default: all)",
+        help="comma list of direct, pgbouncer, pgwitness, floor (default: the first three;\n"
+        "floor = bench/floor_proxy.py, a bare uvloop byte pump: the Python proxy floor)",
     )
     p.add_argument(
         "--workloads",
@@ -543,7 +608,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.targets = [t.strip() for t in args.targets.split(",") if t.strip()]
     args.workloads = [w.strip() for w in args.workloads.split(",") if w.strip()]
     for t in args.targets:
-        if t not in ("direct", "pgbouncer", "pgwitness"):
+        if t not in ("direct", "pgbouncer", "pgwitness", "floor"):
             p.error(f"unknown target {t!r}")
     for w in args.workloads:
         if w not in WORKLOADS:
@@ -610,6 +675,8 @@ def main(argv: list[str] | None = None) -> int:
                 targets.append(direct)
             elif name == "pgbouncer":
                 targets.append(start_pgbouncer(procs, pg, workdir, args.pgbouncer, as_root))
+            elif name == "floor":
+                targets.append(start_floor(procs, pg, workdir))
             else:
                 for vname, override in variants:
                     targets.append(
