@@ -373,6 +373,8 @@ class Summary:
     latency_us_p50: float | None = None
     latency_us_p99: float | None = None
     added_p50_us_vs_direct: float | None = None
+    # median over rounds of (this p50 - direct's p50 in the same round): robust to drift
+    paired_added_p50_us: float | None = None
     ratio_vs_direct: float | None = None
     ratio_vs_pgbouncer: float | None = None
     # Median over rounds of the ratio within a round: robust to load that drifts between rounds.
@@ -490,6 +492,7 @@ def summarise(runs: list[Run], workloads: list[str], targets: list[str]) -> list
                 s.paired_vs_direct = _paired(runs, w, s.target, "direct")
                 if s.latency_us_p50 is not None and direct.latency_us_p50 is not None:
                     s.added_p50_us_vs_direct = s.latency_us_p50 - direct.latency_us_p50
+                    s.paired_added_p50_us = _paired_added_p50(runs, w, s.target)
             if bouncer:
                 s.ratio_vs_pgbouncer = s.tps_median / bouncer.tps_median
                 s.paired_vs_pgbouncer = _paired(runs, w, s.target, "pgbouncer")
@@ -500,6 +503,16 @@ def summarise(runs: list[Run], workloads: list[str], targets: list[str]) -> list
 def _median_of(values) -> float | None:
     known = [v for v in values if v is not None]
     return statistics.median(known) if known else None
+
+
+def _paired_added_p50(runs: list[Run], workload: str, target: str) -> float | None:
+    p50 = {(r.target, r.round): r.latency_us_p50 for r in runs if r.workload == workload}
+    added = [
+        p50[(target, rnd)] - p50[("direct", rnd)]
+        for (t, rnd) in p50
+        if t == target and p50.get(("direct", rnd)) is not None and p50[(t, rnd)] is not None
+    ]
+    return statistics.median(added) if added else None
 
 
 def _paired(runs: list[Run], workload: str, target: str, base: str) -> float | None:
@@ -520,7 +533,7 @@ def format_table(summaries: list[Summary]) -> str:
         f"{'workload':<20} {'target':<24} {'tps (median)':>12} {'min..max':>17} "
         f"{'lat ms':>8} {'+lat µs':>8} {'x direct':>8} {'x pgbouncer':>11} "
         f"{'paired x direct':>15} {'paired x pgbouncer':>18} {'p50 µs':>7} {'+p50 µs':>8} "
-        f"{'p99 µs':>7}"
+        f"{'p99 µs':>7} {'paired +p50':>11}"
     )
     lines = [head, "-" * len(head)]
     for s in summaries:
@@ -530,7 +543,8 @@ def format_table(summaries: list[Summary]) -> str:
             f"{f(s.added_latency_us_vs_direct, '+.0f'):>8} {f(s.ratio_vs_direct, '.3f'):>8} "
             f"{f(s.ratio_vs_pgbouncer, '.3f'):>11} {f(s.paired_vs_direct, '.3f'):>15} "
             f"{f(s.paired_vs_pgbouncer, '.3f'):>18} {f(s.latency_us_p50, '.0f'):>7} "
-            f"{f(s.added_p50_us_vs_direct, '+.0f'):>8} {f(s.latency_us_p99, '.0f'):>7}"
+            f"{f(s.added_p50_us_vs_direct, '+.0f'):>8} {f(s.latency_us_p99, '.0f'):>7} "
+            f"{f(s.paired_added_p50_us, '+.0f'):>11}"
         )
     return "\n".join(lines)
 

@@ -35,6 +35,13 @@ _ASYNC = frozenset((B.NOTICE_RESPONSE, B.NOTIFICATION, B.PARAMETER_STATUS))
 _STRIP_FIELDS = frozenset("sWFLR")  # marker (schema field) and PL/pgSQL traces
 _STATEMENT_TYPES = frozenset((F.QUERY, F.PARSE, F.FUNCTION_CALL))
 _NAMES = {F.QUERY: "Query", F.PARSE: "Parse", F.FUNCTION_CALL: "FunctionCall"}
+# The hot loops compare against module constants (a class attribute costs a lookup each).
+_QUERY, _PARSE, _SYNC, _EXECUTE, _TERMINATE = F.QUERY, F.PARSE, F.SYNC, F.EXECUTE, F.TERMINATE
+_COPY_DONE, _COPY_FAIL = F.COPY_DONE, F.COPY_FAIL
+_READY, _ERROR, _COPY_IN = B.READY_FOR_QUERY, B.ERROR_RESPONSE, B.COPY_IN_RESPONSE
+_PARAMETER_STATUS = B.PARAMETER_STATUS
+# Server frames looked at even when no denial is in flight.
+_WATCHED = frozenset((_READY, _ERROR, _COPY_IN, _PARAMETER_STATUS))
 CANNOT_RECORD = "57P03"
 
 
@@ -140,11 +147,20 @@ class Relay:
         c.msgs_c2s += len(frames)
         if self.recorder is not None:
             self.recorder.wire("c2s", run)
+        policy = self.policy
+        health = self.health
+        if policy is None and health is None:  # pass-through: nothing is ever rewritten
+            note = self._note
+            for frame in frames:
+                t = frame[0]
+                if t == _TERMINATE:
+                    self.terminated = True
+                    return run[: frame[2]], b""  # nothing after Terminate counts
+                note(t)
+            return run, b""
         out: list[bytes] = []
         to_client: list[bytes] = []
         last = 0
-        policy = self.policy
-        health = self.health
         for t, start, end in frames:
             if t in _STATEMENT_TYPES:
                 if health is not None and not health.healthy:
@@ -153,11 +169,11 @@ class Relay:
                 elif policy is None:
                     self._note(t)
                     continue
-                elif t == F.QUERY:
+                elif t == _QUERY:
                     sql = m.decode_query(run[start:end], self.encoding)
                     verdict = policy.check_query(sql)
                     self._record(verdict, "Query", sql)
-                elif t == F.PARSE:
+                elif t == _PARSE:
                     name, sql = m.decode_parse(run[start:end], self.encoding)
                     verdict = policy.check_parse(sql)
                     self._record(verdict, "Parse", sql, statement=name)
@@ -176,14 +192,14 @@ class Relay:
                     continue
                 out.append(self._inject(t, self._raise_sql(verdict.message, sqlstate)))
                 self._note(t)
-            elif t == F.TERMINATE:
+            elif t == _TERMINATE:
                 self.terminated = True
                 out.append(run[last:end])
                 return b"".join(out), b"".join(to_client)  # nothing after Terminate counts
             else:
                 self._note(t)
         if last == 0:
-            return run, b"".join(to_client)
+            return run, b"".join(to_client) if to_client else b""
         out.append(run[last:])
         return b"".join(out), b"".join(to_client)
 
@@ -212,13 +228,13 @@ class Relay:
         return data
 
     def _note(self, t: int) -> None:
-        if t == F.SYNC:
+        if t == _SYNC:
             if self._copy_in:  # the server ignores Sync in copy-in mode
                 return
             self._syncs_since_execute += 1
-        elif t == F.EXECUTE or t == F.QUERY:
+        elif t in (_EXECUTE, _QUERY):
             self._syncs_since_execute = 0
-        elif t == F.COPY_DONE or t == F.COPY_FAIL:
+        elif t in (_COPY_DONE, _COPY_FAIL):
             self._copy_in = False
         if t in _Z_PRODUCERS:
             self._groups.append([])
@@ -311,19 +327,26 @@ class Relay:
         pending = self._pending
         held = self._held
         for t, start, end in frames:
-            if t == B.ERROR_RESPONSE and run[start + 5 : start + 11] in (b"SFATAL", b"SPANIC"):
-                self.upstream_fatal = True
-            if t == B.READY_FOR_QUERY:
+            if not pending and t not in _WATCHED:
+                continue  # DataRow, CommandComplete, ...: the common case
+            if t == _READY:
                 self.tx_status = run[start + 5 : end]
                 if held:
                     rewritten = self._ensure(rewritten, run, last, start)
                     rewritten.extend(held)
                     held.clear()
                     last = start
-                self._ready_for_query()
-            elif t == B.COPY_IN_RESPONSE:
+                groups = self._groups
+                if len(groups) > 1 and not groups[0]:  # common case: no injections answered
+                    groups.popleft()
+                else:
+                    self._ready_for_query()
+                continue
+            if t == _ERROR and run[start + 5 : start + 11] in (b"SFATAL", b"SPANIC"):
+                self.upstream_fatal = True
+            if t == _COPY_IN:
                 self._copy_in_started()
-            elif t == B.PARAMETER_STATUS and run.startswith(b"client_encoding\x00", start + 5):
+            elif t == _PARAMETER_STATUS and run.startswith(b"client_encoding\x00", start + 5):
                 self.encoding = python_encoding(run[start + 21 : end - 1].decode("ascii", "replace"))
             elif not pending:
                 continue
@@ -331,7 +354,7 @@ class Relay:
                 rewritten = self._ensure(rewritten, run, last, start)
                 held.append(run[start:end])
                 last = end
-            elif t == B.ERROR_RESPONSE and self._marker_bytes in run[start:end]:
+            elif t == _ERROR and self._marker_bytes in run[start:end]:
                 rewritten = self._ensure(rewritten, run, last, start)
                 inj = pending.popleft()
                 inj.resolved = True
