@@ -14,7 +14,7 @@ tokens. Two outputs per statement:
   never sees a literal's content and can never disagree with PostgreSQL about where a string
   or comment ends. Literal values stay available through ``Statement.literals``.
 
-Plain statements (ASCII outside strings, no comments, quoted identifiers, dollar quotes,
+Plain statements (ASCII outside strings and comments, no quoted identifiers, dollar quotes,
 escape strings or unusual numbers: most of what agents and drivers send) take a fast path
 that computes the same outputs with a few whole-text regex passes and builds tokens only
 when asked; tests/test_fingerprint.py holds the two paths to identical answers.
@@ -479,13 +479,14 @@ def _scan(sql: str) -> list[Statement]:
 
 # ---- plain SQL: the same answers from a few C-level regex passes ---------------------
 #
-# Most statements are plain: ASCII outside string literals, no comments, no quoted
-# identifiers, no dollar quotes or parameters, no E/B/X/U& strings, and every number an
-# unsigned decimal that touches no word, string or dot. For such text the tokens of the
-# reference lexer are exactly what these patterns see, so the fingerprint and canonical text
-# come from whole-text substitutions instead of a Python step per token. Anything else
-# (including every lexical error) is not plain and goes to the reference lexer.
-# tests/test_fingerprint.py checks on random SQL-ish text that both paths agree exactly.
+# Most statements are plain: ASCII outside string literals and comments, no nested block
+# comments, no quoted identifiers, no dollar quotes or parameters, no E/B/X/U& strings,
+# and every number an unsigned decimal that touches no word, string or dot. For such text
+# the tokens of the reference lexer are exactly what these patterns see, so the
+# fingerprint and canonical text come from whole-text substitutions instead of a Python
+# step per token. Anything else (including every lexical error) is not plain and goes to
+# the reference lexer. tests/test_fingerprint.py checks on random SQL-ish text that both
+# paths agree exactly.
 _PLAIN_RE = re.compile(
     r"""(?:
         (?>[ \t\n\r\f\v]+)
@@ -494,16 +495,24 @@ _PLAIN_RE = re.compile(
       | (?<![A-Za-z0-9_&])(?>'(?:[^']|'')*')
       | [(),\[\].:;]
       | (?>(?:[+*<>=~!@\#%^&|`?]|-(?!-)|/(?!\*))+)
+      | (?>--[^\n\r]*)
+      | (?>/\*(?:[^*/]|\*(?!/)|/(?!\*))*\*/)
     )*+""",
     re.X,
 )
+# A block comment without a nested one (nested ones are not plain: the validator refuses).
+_BLOCK = r"/\*(?:[^*/]|\*(?!/)|/(?!\*))*\*/"
 _PLAIN_STR_RE = re.compile(r"'(?:[^']|'')*'")
 _PLAIN_SEMI_RE = re.compile(r"'(?:[^']|'')*'|(;)")
+# With comments: strings and comments in one pass, so a quote in a comment or a comment
+# marker in a string is seen for what it is.
+_PLAIN_JUNK_RE = re.compile(rf"'(?:[^']|'')*'|--[^\n\r]*|{_BLOCK}")
+_PLAIN_JUNK_SEMI_RE = re.compile(rf"'(?:[^']|'')*'|--[^\n\r]*|{_BLOCK}|(;)")
+_PLAIN_LEADING_RE = re.compile(rf"(?:[ \t\n\r\f\v]+|--[^\n\r]*|{_BLOCK})*")
 _PLAIN_NUM_RE = re.compile(r"(?<![a-z0-9_])[0-9]+(?:\.[0-9]+)?")
 _PLAIN_NL_RE = re.compile(r"[ \t\f\v]*[\n\r][ \t\n\r\f\v]*")
 _PLAIN_SP_RE = re.compile(r"[ \t\f\v]+")
 _HAS_DIGIT_RE = re.compile(r"[0-9]")
-_SEPARATORS = " \n"
 # Tokens of a plain statement's canonical text: word, string placeholder, number
 # placeholder, punctuation, operator run, separator.
 _CANON_TOKEN_RE = re.compile(
@@ -531,6 +540,8 @@ def _plain_statements(sql: str) -> list[tuple[str, str]] | None:
 def _plain_split(sql: str) -> list[tuple[str, str]] | None:
     if _PLAIN_RE.fullmatch(sql) is None:
         return None
+    if "--" in sql or "/*" in sql:
+        return _plain_split_comments(sql)
     if ";" not in sql:
         pieces = [sql]
     elif "'" not in sql:
@@ -552,10 +563,34 @@ def _plain_split(sql: str) -> list[tuple[str, str]] | None:
     return out
 
 
+def _blank(m: re.Match[str]) -> str:
+    """A string becomes its placeholder; a comment the separator the lexer would fold it to."""
+    first = m.group()[0]
+    return "\x01" if first == "'" else ("\n" if first == "-" else " ")
+
+
+def _plain_split_comments(sql: str) -> list[tuple[str, str]]:
+    pieces = []
+    begin = 0
+    for m in _PLAIN_JUNK_SEMI_RE.finditer(sql):
+        if m.group(1):
+            pieces.append(sql[begin : m.start()])
+            begin = m.end()
+    pieces.append(sql[begin:])
+    out = []
+    for piece in pieces:
+        # A statement's text starts at its first token: leading comments are not part of it.
+        text = piece[_PLAIN_LEADING_RE.match(piece).end() :].strip()
+        if text:
+            out.append((text, _PLAIN_JUNK_RE.sub(_blank, text).lower()))
+    return out
+
+
 def _plain_fingerprint(bare: str) -> str:
     fp = _PLAIN_NUM_RE.sub("\x04", bare) if _HAS_DIGIT_RE.search(bare) else bare
     if "\n" in fp or "\r" in fp:
-        return _PLAIN_SP_RE.sub(" ", _PLAIN_NL_RE.sub("\n", fp))
+        # (a trailing comment leaves a separator behind: the lexer never emits one last)
+        return _PLAIN_SP_RE.sub(" ", _PLAIN_NL_RE.sub("\n", fp)).rstrip(" \n")
     return " ".join(fp.split())  # only ASCII whitespace is left outside the placeholders
 
 
@@ -575,7 +610,12 @@ def _plain_lex(sql: str) -> list[Statement] | None:
         fingerprint = _plain_fingerprint(bare)
         numbers = _PLAIN_NUM_RE.findall(bare) if "\x04" in fingerprint else []
         if "\x01" in fingerprint:
-            literals = [lit[1:-1].replace("''", "'") for lit in _PLAIN_STR_RE.findall(text)]
+            found = (
+                _PLAIN_STR_RE.findall(text)
+                if "--" not in text and "/*" not in text
+                else [j for j in _PLAIN_JUNK_RE.findall(text) if j[0] == "'"]
+            )
+            literals = [lit[1:-1].replace("''", "'") for lit in found]
             parts = fingerprint.replace("\x04", "0").split("\x01")
             canon = parts[0] + "".join(f"'{i}'{part}" for i, part in enumerate(parts[1:]))
         else:

@@ -19,11 +19,12 @@ _PLAIN = [
     "SELECT", "select", "From", " ", "  ", "\n", "\r\n", "\t", "\f", "\v", "a", "A", "abc",
     "x1", "_", "t_2", "1", "12", "1.5", "0", ".", ",", "(", ")", "::", ":", "[", "]", ";",
     "'x'", "''", "'a''b'", "'é;--/*$\"\\'", "+", "-", "*", "/", "<>", "=", "<=", "&", "|",
-    "?", "#", "%", "^", "~", "!", "@", "`",
+    "?", "#", "%", "^", "~", "!", "@", "`", "/* c */", "/**/", "/***/", "/*';$\"é*/",
+    "/*\n*/", "-- c\n", "--;'x\n", "--", "/*", "*/",
 ]  # fmt: skip
 _OFF_PATH = [
     "e", "E", "b", "B", "x", "X", "u", "U", "n", "N", "$", "$1", "$$", "$a$", "'", '"',
-    '"Q"', "é", "--", "/*", "*/", "\\", "1e5", "1_0", "0x1F", ".5", "{", "\x00", "U&",
+    '"Q"', "é", "\\", "1e5", "1_0", "0x1F", ".5", "{", "\x00", "U&", "/* /* */ */",
 ]  # fmt: skip
 _sql = st.lists(st.sampled_from(_PLAIN + _OFF_PATH), max_size=30).map("".join)
 _plain_sql = st.lists(st.sampled_from(_PLAIN), max_size=30).map("".join)
@@ -74,11 +75,14 @@ PLAIN_EXAMPLES = [
     "select 'a;b', 'it''s' from t where x <> 'é' ; select 1.5",
     "BEGIN;\nSELECT *\n  FROM orders o\n WHERE o.id = 7;\nCOMMIT",
     "SELECT '$$', '\"', '--', '/*' FROM t",
+    "/* agent: inspect */ SELECT c.relname FROM pg_catalog.pg_class c WHERE c.oid = 5",
+    "SELECT 1 -- it's; a comment\n, 2; -- trailing",
+    "SELECT /* ; ' */ a FROM t /* x */ WHERE b = 'c -- d'",
 ]
 
 OFF_PATH_EXAMPLES = [
-    "SELECT 1 -- comment",
-    "SELECT /* c */ 1",
+    "SELECT 1 /* nested /* comment */ */",
+    "SELECT 1 /* unterminated",
     'SELECT "Mixed" FROM t',
     "SELECT E'\\n'",
     "SELECT B'0101', X'1F'",
@@ -110,6 +114,16 @@ def test_everything_unusual_goes_to_the_reference_lexer():
     for sql in OFF_PATH_EXAMPLES:
         assert fpmod._plain_split(sql) is None, sql
         _check_agrees(sql)
+
+
+def test_comments_are_separators_and_not_part_of_the_text():
+    sql = "/* lead; */ SELECT a/*x*/b, 'q' -- it's\n FROM t; /* only a comment */"
+    assert fpmod._plain_split(sql) is not None
+    (only,) = lex(sql)  # the comment-only statement is dropped, as the reference does
+    assert only.sql == "SELECT a/*x*/b, 'q' -- it's\n FROM t"
+    assert only.fingerprint == "select a b, \x01\nfrom t"
+    assert only.literals == ["q"]
+    _check_agrees(sql)
 
 
 def test_strings_keep_their_values_and_semicolons():
