@@ -38,6 +38,7 @@ from .wire.errors import (
 from .wire.framing import (
     PROTOCOL_3_0,
     CancelRequest,
+    DirectTLS,
     GSSENCRequest,
     SSLRequest,
     StartupMessage,
@@ -55,7 +56,23 @@ def server_ssl_context(cfg: Config) -> ssl.SSLContext | None:
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     ctx.load_cert_chain(cfg.proxy.tls_cert, cfg.proxy.tls_key)
+    # PostgreSQL's ALPN name: required for direct TLS, checked when a client offers it.
+    ctx.set_alpn_protocols([ALPN_POSTGRESQL])
     return ctx
+
+
+ALPN_POSTGRESQL = "postgresql"
+
+
+def _feed_buffered(protocol: asyncio.BufferedProtocol, data: bytes) -> None:
+    """Hand ``data`` to a buffered protocol the way a transport does."""
+    view = memoryview(data)
+    while view:
+        buf = protocol.get_buffer(len(view))
+        n = min(len(buf), len(view))
+        buf[:n] = view[:n]
+        protocol.buffer_updated(n)
+        view = view[n:]
 
 
 class ProxyServer:
@@ -405,12 +422,22 @@ class ClientConnection(asyncio.Protocol):
                     # Bytes after SSLRequest would be read as if they came over TLS.
                     raise ProtocolViolation("received unencrypted data after SSL request")
                 self.transport.write(m.SSL_YES)
-                loop = asyncio.get_running_loop()
-                self.transport = await loop.start_tls(
-                    self.transport, self, self.server.ssl_context, server_side=True
-                )
+                await self._start_tls()
+                continue
+            if isinstance(packet, DirectTLS):
+                if self.tls != "none":
+                    raise ProtocolViolation("TLS handshake received on an encrypted connection")
+                if self.server.ssl_context is None:
+                    raise ProtocolViolation("direct TLS connection, but TLS is not configured")
+                await self._start_tls(direct=True)
                 sslobj = self.transport.get_extra_info("ssl_object")
-                self.tls = (sslobj.version() if sslobj else None) or "TLS"
+                if sslobj is None or sslobj.selected_alpn_protocol() != ALPN_POSTGRESQL:
+                    # As PostgreSQL: without ALPN a direct TLS peer may be another protocol.
+                    raise ProtocolViolation(
+                        "received direct TLS connection request without ALPN protocol "
+                        f"negotiation extension ({ALPN_POSTGRESQL!r})"
+                    )
+                self.tls += " direct"
                 continue
             if isinstance(packet, GSSENCRequest):
                 self.transport.write(m.SSL_NO)
@@ -430,6 +457,35 @@ class ClientConnection(asyncio.Protocol):
                     m.negotiate_protocol_version(PROTOCOL_3_0, packet.unknown_protocol_options)
                 )
             return packet
+
+    async def _start_tls(self, direct: bool = False) -> None:
+        """Put TLS between the client and us. ``direct``: the client opened with its TLS
+        ClientHello (now in the inbox), which goes to the TLS layer before any later read."""
+        loop = asyncio.get_running_loop()
+        ctx = self.server.ssl_context
+        if not direct:
+            # start_tls pauses reading and swaps protocols before it first yields, so the
+            # client's ClientHello cannot reach our inbox in between.
+            self.transport = await loop.start_tls(self.transport, self, ctx, server_side=True)
+        else:
+            self.transport.pause_reading()  # nothing more lands in the inbox from here on
+            handshake = loop.create_task(
+                loop.start_tls(self.transport, self, ctx, server_side=True)
+            )
+            # One step later start_tls has swapped in its TLS protocol and scheduled that
+            # protocol's connection_made and the transport's resume_reading; a callback
+            # scheduled now runs after both, before the socket is read again.
+            await asyncio.sleep(0)
+            tls_protocol = self.transport.get_protocol()
+            if tls_protocol is self or handshake.done():  # pragma: no cover - loop change
+                handshake.cancel()
+                raise ProtocolViolation("direct TLS is not supported by this event loop")
+            hello = bytes(self.inbox.buf)
+            del self.inbox.buf[:]
+            loop.call_soon(_feed_buffered, tls_protocol, hello)
+            self.transport = await handshake
+        sslobj = self.transport.get_extra_info("ssl_object")
+        self.tls = (sslobj.version() if sslobj else None) or "TLS"
 
     async def _read_password_message(self) -> bytes:
         msg = await self.inbox.read_frame(MAX_AUTH_MESSAGE)

@@ -264,6 +264,120 @@ def test_cancel_over_tls(make_proxy, client_tls, pg):
         assert isinstance(box.get("error"), psycopg.errors.QueryCanceled), box
 
 
+def _direct_tls_connect(handle, ca: str, *, alpn: bool = True, **kw):
+    """asyncpg with sslnegotiation=direct: a TLS ClientHello instead of SSLRequest."""
+    import ssl as ssl_mod
+
+    ctx = ssl_mod.create_default_context(cafile=ca)
+    ctx.check_hostname = False  # the certificate names localhost; we dial 127.0.0.1
+    if alpn:  # (asyncpg leaves ALPN to a context it is given, as libpq 17 always offers it)
+        ctx.set_alpn_protocols(["postgresql"])
+    return asyncpg.connect(**handle.connect_kwargs(), ssl=ctx, direct_tls=True, timeout=10, **kw)
+
+
+def _client_tls_of_sessions(handle) -> list[str]:
+    return sorted(s.tls for s in list(handle.server.sessions))
+
+
+def test_direct_tls_like_postgres_17(make_proxy, client_tls):
+    handle = _tls_proxy(make_proxy, client_tls, **{"proxy.require_tls": True})
+
+    async def go():
+        conn = await _direct_tls_connect(handle, client_tls["ca"])
+        try:
+            seen = _client_tls_of_sessions(handle)
+            rows = await conn.fetch("select count(*) from public.customers")
+            return seen, rows[0][0]
+        finally:
+            await conn.close()
+
+    seen, count = asyncio.run(go())
+    assert count == 3
+    assert len(seen) == 1 and seen[0].startswith("TLSv1.") and seen[0].endswith(" direct"), seen
+    wait_sessions(handle, 0)
+    # the ordinary SSLRequest negotiation still works beside it
+    with psycopg.connect(handle.dsn(sslmode="require"), connect_timeout=5) as conn:
+        assert conn.execute("select 1").fetchone() == (1,)
+
+
+@pytest.mark.skipif(psycopg.pq.version() < 170000, reason="libpq < 17 has no sslnegotiation")
+def test_direct_tls_with_libpq_repeatedly_and_cancel(make_proxy, client_tls, pg):
+    # libpq 17+ sends the ClientHello at once; its first bytes reach the proxy before TLS is
+    # set up and must not be lost or reordered, however the reads fall.
+    handle = _tls_proxy(make_proxy, client_tls, **{"proxy.require_tls": True})
+    dsn = handle.dsn(sslmode="require", sslnegotiation="direct")
+    for i in range(15):
+        with psycopg.connect(dsn, connect_timeout=5) as conn:
+            assert conn.info.pgconn.ssl_in_use
+            assert conn.execute("select %s::int", (i,)).fetchone() == (i,)
+    with psycopg.connect(dsn, connect_timeout=5) as conn:
+        box: dict = {}
+
+        def run():
+            try:
+                conn.execute("select pg_sleep(20) /* direct-tls-cancel */")
+            except psycopg.Error as exc:
+                box["error"] = exc
+
+        t = threading.Thread(target=run, daemon=True)
+        t.start()
+        deadline = time.monotonic() + 5
+        sql = "select count(*) from pg_stat_activity where query like '%direct-tls-cancel */'"
+        while pg.psql(sql).strip() != "1":
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        conn.cancel_safe(timeout=3)  # the cancel connection negotiates direct TLS too
+        t.join(3)
+        assert isinstance(box.get("error"), psycopg.errors.QueryCanceled), box
+    wait_sessions(handle, 0)
+
+
+def test_direct_tls_without_alpn_is_refused(make_proxy, client_tls):
+    # PostgreSQL refuses a direct TLS connection that did not negotiate ALPN "postgresql":
+    # without it the peer may be speaking another protocol over TLS.
+    handle = _tls_proxy(make_proxy, client_tls)
+
+    async def go():
+        with pytest.raises((asyncpg.PostgresError, ConnectionError, OSError)) as info:
+            await _direct_tls_connect(handle, client_tls["ca"], alpn=False)
+        return info.value
+
+    exc = asyncio.run(go())
+    if isinstance(exc, asyncpg.PostgresError):
+        assert exc.sqlstate == "08P01" and "ALPN" in str(exc), exc
+    wait_sessions(handle, 0)
+    assert_serves(handle)
+
+
+def test_direct_tls_to_a_proxy_without_tls_fails_cleanly(make_proxy, client_tls):
+    handle = make_proxy()  # no proxy.tls_cert
+
+    async def go():
+        with pytest.raises((asyncpg.PostgresError, ConnectionError, OSError, asyncio.TimeoutError)):
+            await _direct_tls_connect(handle, client_tls["ca"])
+
+    asyncio.run(go())
+    wait_sessions(handle, 0)
+    assert_serves(handle)
+
+
+def test_tls_record_garbage_and_a_second_hello_are_refused(make_proxy, client_tls):
+    handle = _tls_proxy(make_proxy, client_tls)
+    # Not a ClientHello at all, only its first byte: the TLS layer fails the handshake.
+    with socket.create_connection((handle.host, handle.port), timeout=5) as sock:
+        sock.sendall(b"\x16\x03\x01\x00\x05hello" + b"\x00" * 64)
+        sock.settimeout(5)
+        got = b""
+        while True:
+            chunk = sock.recv(4096)
+            if not chunk:
+                break
+            got += chunk
+    assert b"pgwitness" not in got  # no plaintext session; just a closed connection
+    wait_sessions(handle, 0)
+    assert_serves(handle)
+
+
 # --- TLS and login toward the upstream -------------------------------------------------
 
 

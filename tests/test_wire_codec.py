@@ -23,6 +23,7 @@ from proxy.wire.framing import (
     PROTOCOL_3_0,
     SSL_REQUEST_CODE,
     CancelRequest,
+    DirectTLS,
     FrameReader,
     GSSENCRequest,
     SSLRequest,
@@ -192,6 +193,20 @@ def test_startup_needs_more_bytes_for_every_prefix():
     for i in range(len(pkt)):
         assert read_startup(pkt[:i]) == (None, 0), i
     assert read_startup(bytearray(pkt))[1] == len(pkt)
+
+
+def test_tls_client_hello_is_direct_tls_and_consumes_nothing():
+    # PostgreSQL 17's sslnegotiation=direct: the first byte is a TLS handshake record.
+    hello = b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03"
+    for i in range(1, len(hello) + 1):
+        assert read_startup(hello[:i]) == (DirectTLS(), 0), i
+    assert read_startup(bytearray(hello)) == (DirectTLS(), 0)
+
+
+@given(st.dictionaries(st.text("abc_", min_size=1, max_size=8), st.text(st.characters(min_codepoint=1), max_size=20), max_size=5))
+def test_no_startup_packet_looks_like_tls(params):
+    pkt = startup_packet({"user": "u", **params})
+    assert pkt[0] != 0x16 and not isinstance(read_startup(pkt)[0], DirectTLS)
 
 
 def test_startup_protocol_options_and_newer_minor():

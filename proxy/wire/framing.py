@@ -22,6 +22,7 @@ SSL_REQUEST_CODE = 80877103
 GSSENC_REQUEST_CODE = 80877104
 CANCEL_REQUEST_CODE = 80877102
 MAX_STARTUP_BYTES = 10_000  # Postgres uses the same limit for the startup packet
+TLS_HANDSHAKE_RECORD = b"\x16"  # first byte of a TLS handshake record (ClientHello)
 
 
 class FrameReader:
@@ -94,12 +95,18 @@ class GSSENCRequest:
 
 
 @dataclass(frozen=True, slots=True)
+class DirectTLS:
+    """A TLS ClientHello where a startup packet belongs (PostgreSQL 17 clients with
+    ``sslnegotiation=direct``). Nothing is consumed: the bytes belong to the TLS layer."""
+
+
+@dataclass(frozen=True, slots=True)
 class CancelRequest:
     pid: int
     secret: bytes = field(repr=False)
 
 
-StartupPacket = StartupMessage | SSLRequest | GSSENCRequest | CancelRequest
+StartupPacket = StartupMessage | SSLRequest | GSSENCRequest | CancelRequest | DirectTLS
 
 
 def read_startup(buf: bytes | bytearray) -> tuple[StartupPacket | None, int]:
@@ -108,6 +115,10 @@ def read_startup(buf: bytes | bytearray) -> tuple[StartupPacket | None, int]:
     Returns ``(packet, consumed)``; ``(None, 0)`` if more bytes are needed. Raises
     ProtocolViolation for anything malformed.
     """
+    if buf[:1] == TLS_HANDSHAKE_RECORD:
+        # A startup length's first byte is 0 (MAX_STARTUP_BYTES < 2**24), so this can only
+        # be a TLS record: the handshake that opens a direct TLS connection.
+        return DirectTLS(), 0
     if len(buf) < 8:
         if len(buf) >= 4:
             length = _INT32.unpack_from(buf, 0)[0]
