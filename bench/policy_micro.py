@@ -135,6 +135,8 @@ def main() -> None:
     cols = ["miss", "fp hit", "text hit", "shared text", "shared fp"]
     print("  " + " | ".join(f"{c:>15}" for c in cols))
     rnd = random.Random(7)
+    for template in PGBENCH + COMPLEX:  # warm-up: first use of sqlglot's code paths
+        bench(template, 20, random.Random(1))
     for label, templates in (("pgbench-like", PGBENCH), ("complex", COMPLEX)):
         print(label)
         for template in templates:
