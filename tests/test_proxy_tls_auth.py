@@ -378,6 +378,20 @@ def test_tls_record_garbage_and_a_second_hello_are_refused(make_proxy, client_tl
     assert_serves(handle)
 
 
+def test_direct_tls_handshake_that_never_finishes_times_out(make_proxy, client_tls):
+    handle = _tls_proxy(make_proxy, client_tls, **{"proxy.startup_timeout": 1.0})
+    with socket.create_connection((handle.host, handle.port), timeout=10) as sock:
+        sock.sendall(b"\x16\x03\x01")  # the start of a ClientHello, then silence
+        started = time.monotonic()
+        sock.settimeout(10)
+        while sock.recv(4096):
+            pass
+        waited = time.monotonic() - started
+    assert 0.5 < waited < 8, waited  # closed by the startup timeout, not left hanging
+    wait_sessions(handle, 0)
+    assert_serves(handle)
+
+
 # --- TLS and login toward the upstream -------------------------------------------------
 
 
