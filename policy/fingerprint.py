@@ -552,13 +552,7 @@ def _plain_split(sql: str) -> list[tuple[str, str]] | None:
     elif "'" not in sql:
         pieces = sql.split(";")
     else:  # a ';' inside a string literal does not end the statement
-        pieces = []
-        begin = 0
-        for m in _PLAIN_SEMI_RE.finditer(sql):
-            if m.group(1):
-                pieces.append(sql[begin : m.start()])
-                begin = m.end()
-        pieces.append(sql[begin:])
+        pieces = _split_at_semicolons(_PLAIN_SEMI_RE, sql)
     out = []
     for piece in pieces:
         text = piece.strip()
@@ -574,14 +568,20 @@ def _blank(m: re.Match[str]) -> str:
     return "\x01" if first == "'" else ("\n" if first == "-" else " ")
 
 
-def _plain_split_comments(sql: str) -> list[tuple[str, str]]:
+def _split_at_semicolons(pattern: re.Pattern[str], sql: str) -> list[str]:
+    """Split where ``pattern``'s group 1 (a ';' outside strings and comments) matched."""
     pieces = []
     begin = 0
-    for m in _PLAIN_JUNK_SEMI_RE.finditer(sql):
+    for m in pattern.finditer(sql):
         if m.group(1):
             pieces.append(sql[begin : m.start()])
             begin = m.end()
     pieces.append(sql[begin:])
+    return pieces
+
+
+def _plain_split_comments(sql: str) -> list[tuple[str, str]]:
+    pieces = _split_at_semicolons(_PLAIN_JUNK_SEMI_RE, sql)
     out = []
     for piece in pieces:
         # A statement's text starts at its first token: leading comments are not part of it.

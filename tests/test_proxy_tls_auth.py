@@ -241,27 +241,32 @@ def test_require_tls_refuses_plaintext(make_proxy, client_tls):
     wait_sessions(handle, 0)
 
 
+def _assert_cancel_works(conn, pg, tag: str) -> None:
+    """Run a long query on ``conn`` in a thread; libpq's cancel must end it."""
+    box: dict = {}
+
+    def run():
+        try:
+            conn.execute(f"select pg_sleep(20) /* {tag} */")
+        except psycopg.Error as exc:
+            box["error"] = exc
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    deadline = time.monotonic() + 5
+    sql = f"select count(*) from pg_stat_activity where query like '%{tag} */'"
+    while pg.psql(sql).strip() != "1":
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    conn.cancel_safe(timeout=3)  # its own connection: TLS negotiated as the session's was
+    t.join(3)
+    assert isinstance(box.get("error"), psycopg.errors.QueryCanceled), box
+
+
 def test_cancel_over_tls(make_proxy, client_tls, pg):
     handle = _tls_proxy(make_proxy, client_tls, **{"proxy.require_tls": True})
     with psycopg.connect(handle.dsn(sslmode="require"), connect_timeout=5) as conn:
-        box: dict = {}
-
-        def run():
-            try:
-                conn.execute("select pg_sleep(20) /* tls-cancel */")
-            except psycopg.Error as exc:
-                box["error"] = exc
-
-        t = threading.Thread(target=run, daemon=True)
-        t.start()
-        deadline = time.monotonic() + 5
-        sql = "select count(*) from pg_stat_activity where query like '%tls-cancel */'"
-        while pg.psql(sql).strip() != "1":
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
-        conn.cancel_safe(timeout=3)  # libpq sends SSLRequest first, then the CancelRequest
-        t.join(3)
-        assert isinstance(box.get("error"), psycopg.errors.QueryCanceled), box
+        _assert_cancel_works(conn, pg, "tls-cancel")  # SSLRequest, then the CancelRequest
 
 
 def _direct_tls_connect(handle, ca: str, *, alpn: bool = True, **kw):
@@ -311,24 +316,7 @@ def test_direct_tls_with_libpq_repeatedly_and_cancel(make_proxy, client_tls, pg)
             assert conn.info.pgconn.ssl_in_use
             assert conn.execute("select %s::int", (i,)).fetchone() == (i,)
     with psycopg.connect(dsn, connect_timeout=5) as conn:
-        box: dict = {}
-
-        def run():
-            try:
-                conn.execute("select pg_sleep(20) /* direct-tls-cancel */")
-            except psycopg.Error as exc:
-                box["error"] = exc
-
-        t = threading.Thread(target=run, daemon=True)
-        t.start()
-        deadline = time.monotonic() + 5
-        sql = "select count(*) from pg_stat_activity where query like '%direct-tls-cancel */'"
-        while pg.psql(sql).strip() != "1":
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
-        conn.cancel_safe(timeout=3)  # the cancel connection negotiates direct TLS too
-        t.join(3)
-        assert isinstance(box.get("error"), psycopg.errors.QueryCanceled), box
+        _assert_cancel_works(conn, pg, "direct-tls-cancel")  # the cancel is direct TLS too
     wait_sessions(handle, 0)
 
 
