@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from proxy.config import Config, load_config
-from proxy.localpg import free_port
+from proxy.localpg import free_port, make_server_tls
 
 STATIC_USER = "alice"
 STATIC_PASSWORD = "alice-pw"
@@ -128,3 +128,15 @@ def make_proxy(pg):
     yield factory
     for handle in started:
         handle.stop()
+
+
+@pytest.fixture
+def tls_files(tmp_path):
+    """A CA and a server certificate for localhost/127.0.0.1, as files: ca.crt, server.crt,
+    server.key."""
+    ca, cert, key = make_server_tls(["localhost"], ["127.0.0.1"])
+    paths = {}
+    for name, data in (("ca.crt", ca), ("server.crt", cert), ("server.key", key)):
+        (tmp_path / name).write_bytes(data)
+        paths[name] = str(tmp_path / name)
+    return paths

@@ -16,7 +16,6 @@ import time
 import asyncpg
 import pytest
 
-from proxy.localpg import make_server_tls
 from proxy.wire import messages as m
 from proxy.wire.framing import startup_packet
 from proxy.wire.scram import MECHANISM, ScramClient
@@ -69,16 +68,6 @@ def established(proxy):
         assert c.scalar("select 1") == "1"
         yield c
         assert c.scalar("select count(*) from public.orders") == "4"
-
-
-@pytest.fixture
-def tls_files(tmp_path):
-    ca, cert, key = make_server_tls(["localhost"], ["127.0.0.1"])
-    paths = {}
-    for name, data in (("ca.crt", ca), ("server.crt", cert), ("server.key", key)):
-        (tmp_path / name).write_bytes(data)
-        paths[name] = str(tmp_path / name)
-    return paths
 
 
 # --- startup phase -------------------------------------------------------------------
@@ -262,24 +251,26 @@ def test_plaintext_after_sslrequest_in_same_packet_is_refused(short_timeout_prox
     assert_serves(handle)
 
 
+def _start_tls(c: RawClient, ca_file: str) -> None:
+    """SSLRequest, 'S', then TLS on the raw socket."""
+    c.send(SSL_REQUEST)
+    assert c.read_byte() == b"S"
+    ctx = ssl.create_default_context(cafile=ca_file)
+    c.sock = ctx.wrap_socket(c.sock, server_hostname="localhost")
+
+
 def test_sslrequest_then_tls_login_works(short_timeout_proxy, tls_files):
     handle = short_timeout_proxy
-    ctx = ssl.create_default_context(cafile=tls_files["ca.crt"])
     with RawClient(handle.host, handle.port) as c:
-        c.send(SSL_REQUEST)
-        assert c.read_byte() == b"S"
-        c.sock = ctx.wrap_socket(c.sock, server_hostname="localhost")
+        _start_tls(c, tls_files["ca.crt"])
         c.login()
         assert c.scalar("select ssl::text from pg_stat_ssl where pid = pg_backend_pid()") == "true"
 
 
 def test_second_sslrequest_inside_tls_is_a_protocol_violation(short_timeout_proxy, tls_files):
     handle = short_timeout_proxy
-    ctx = ssl.create_default_context(cafile=tls_files["ca.crt"])
     with RawClient(handle.host, handle.port) as c:
-        c.send(SSL_REQUEST)
-        assert c.read_byte() == b"S"
-        c.sock = ctx.wrap_socket(c.sock, server_hostname="localhost")
+        _start_tls(c, tls_files["ca.crt"])
         c.send(SSL_REQUEST)
         expect_fatal(c, "08P01")
     wait_sessions(handle, 0)

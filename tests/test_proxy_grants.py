@@ -77,8 +77,8 @@ def metric(name: str, **labels: str) -> float:
     return total
 
 
-def issue(handle: ProxyHandle, **change):
-    """Issue a grant on the proxy's own store; (grant, token)."""
+def grant_args(**change) -> dict:
+    """Arguments for ``GrantStore.issue``: a fresh task for AGENT, overridden by ``change``."""
     args = dict(
         agent=AGENT,
         task=new_task(),
@@ -89,7 +89,18 @@ def issue(handle: ProxyHandle, **change):
         ttl="10m",
     )
     args.update(change)
-    return handle.call(handle.runtime.store.issue(**args))
+    return args
+
+
+def issue(handle: ProxyHandle, **change):
+    """Issue a grant on the proxy's own store; (grant, token)."""
+    return handle.call(handle.runtime.store.issue(**grant_args(**change)))
+
+
+def issue_via(url: str, *, clock=None, **change):
+    """Issue a grant through a separate store object (another writer); (grant, token)."""
+    store_kwargs = {} if clock is None else {"clock": clock}
+    return with_store(url, lambda s: s.issue(**grant_args(**change)), **store_kwargs)
 
 
 def with_store(url: str, fn, **store_kwargs):
@@ -274,18 +285,8 @@ def test_expired_grant_is_refused(gproxy):
     # Issued an hour ago (the writer's clock) for 30 minutes: expired half an hour ago.
     past = dt.datetime.now(dt.UTC) - dt.timedelta(hours=1)
     task = new_task()
-    grant, token = with_store(
-        gproxy.store_url,
-        lambda s: s.issue(
-            agent=AGENT,
-            task=task,
-            reason="r",
-            granted_by="pytest",
-            database="app",
-            scopes=SCOPES,
-            ttl="30m",
-        ),
-        clock=lambda: past,
+    grant, token = issue_via(
+        gproxy.store_url, clock=lambda: past, task=task, reason="r", ttl="30m"
     )
     before = metric("pgwitness_auth_failures_total", reason="expired")
     err = login_error(gproxy, AGENT, token)
@@ -613,18 +614,7 @@ def test_two_proxies_share_a_postgresql_store(pg, store_cluster):
     b = ProxyHandle(proxy_config(pg, **{"grants.store": url, "grants.poll_interval": 0.5})).start()
     try:
         task = new_task("SHARED")
-        grant, token = with_store(
-            url,
-            lambda s: s.issue(
-                agent=AGENT,
-                task=task,
-                reason="shared store",
-                granted_by="pytest",
-                database="app",
-                scopes=SCOPES,
-                ttl="10m",
-            ),
-        )
+        grant, token = issue_via(url, task=task, reason="shared store")
         with RawClient(a.host, a.port) as ca, RawClient(b.host, b.port) as cb:
             ca.login(AGENT, token)
             cb.login(AGENT, token)
@@ -655,18 +645,7 @@ def test_proxies_sharing_a_store_answer_unknown_agents_alike(pg, store_cluster):
     proxy sharing the store gives the same answer and probing cannot tell which agents
     exist". Known agents get the same (real) salt from every proxy; unknown ones must too."""
     url = store_cluster_url(store_cluster)
-    with_store(
-        url,
-        lambda s: s.issue(
-            agent="e2e-salted",
-            task=new_task(),
-            reason="r",
-            granted_by="pytest",
-            database="app",
-            scopes=SCOPES,
-            ttl="10m",
-        ),
-    )
+    issue_via(url, agent="e2e-salted", reason="r")
     a = ProxyHandle(proxy_config(pg, **{"grants.store": url})).start()
     b = ProxyHandle(proxy_config(pg, **{"grants.store": url})).start()
     try:

@@ -27,7 +27,7 @@ import zstandard
 from prometheus_client import REGISTRY
 
 from proxy.cli import main as cli_main
-from proxy.localpg import free_port, make_server_tls
+from proxy.localpg import free_port
 from recorder import chunks
 from recorder.records import Direction, Kind
 from recorder.replay import (
@@ -199,16 +199,6 @@ def refused_unrecorded(what: str | None = None) -> float:
             if sample.name.endswith("_total") and (what is None or sample.labels.get("what") == what):
                 total += sample.value
     return total
-
-
-@pytest.fixture
-def tls_files(tmp_path):
-    ca, cert, key = make_server_tls(["localhost"], ["127.0.0.1"])
-    paths = {}
-    for name, data in (("ca.crt", ca), ("server.crt", cert), ("server.key", key)):
-        (tmp_path / name).write_bytes(data)
-        paths[name] = str(tmp_path / name)
-    return paths
 
 
 def issue_grant(handle, **kw):

@@ -539,6 +539,16 @@ class FakeUpstream:
         self.thread = threading.Thread(target=self._serve, daemon=True)
         self.thread.start()
 
+    def proxy_settings(self, sslmode: str = "prefer", **extra) -> dict:
+        """make_proxy overrides pointing the upstream at this fake (no CA to verify with)."""
+        return {
+            "upstream.host": "127.0.0.1",
+            "upstream.port": self.port,
+            "upstream.sslmode": sslmode,
+            "upstream.sslrootcert": "",
+            **extra,
+        }
+
     def _recv(self, conn, n: int) -> bytes:
         out = b""
         while len(out) < n:
@@ -629,14 +639,9 @@ def test_hostile_upstream_gets_no_password(make_proxy, sslmode, answer, script, 
     fake = FakeUpstream(answer, script)
     try:
         handle = make_proxy(
-            **{
-                "upstream.host": "127.0.0.1",
-                "upstream.port": fake.port,
-                "upstream.sslmode": sslmode,
-                "upstream.sslrootcert": "",
-                "upstream.password": SENTINEL,
-                "upstream.connect_timeout": 3.0,
-            }
+            **fake.proxy_settings(
+                sslmode, **{"upstream.password": SENTINEL, "upstream.connect_timeout": 3.0}
+            )
         )
         err = _connect_error(handle)
         assert err.sqlstate == sqlstate, err
@@ -655,15 +660,7 @@ def test_hostile_upstream_gets_no_password(make_proxy, sslmode, answer, script, 
 def test_impostor_upstream_skipping_scram_is_refused(make_proxy, script):
     fake = FakeUpstream(b"N", script)
     try:
-        handle = make_proxy(
-            **{
-                "upstream.host": "127.0.0.1",
-                "upstream.port": fake.port,
-                "upstream.sslmode": "prefer",
-                "upstream.sslrootcert": "",
-                "upstream.connect_timeout": 3.0,
-            }
-        )
+        handle = make_proxy(**fake.proxy_settings(**{"upstream.connect_timeout": 3.0}))
         with RawClient(handle.host, handle.port) as c:
             c.startup()
             frames = c.authenticate()
@@ -676,15 +673,7 @@ def test_impostor_upstream_skipping_scram_is_refused(make_proxy, script):
 def test_upstream_that_never_answers_times_out(make_proxy):
     fake = FakeUpstream(b"", _nothing)  # reads the SSLRequest, says nothing
     try:
-        handle = make_proxy(
-            **{
-                "upstream.host": "127.0.0.1",
-                "upstream.port": fake.port,
-                "upstream.sslmode": "prefer",
-                "upstream.sslrootcert": "",
-                "upstream.connect_timeout": 1.0,
-            }
-        )
+        handle = make_proxy(**fake.proxy_settings(**{"upstream.connect_timeout": 1.0}))
         t0 = time.monotonic()
         err = _connect_error(handle)
         assert 0.9 <= time.monotonic() - t0 < 4
@@ -713,14 +702,7 @@ def _trust_then_hang_up(fake, conn):
 def test_upstream_closing_mid_session_gives_08006(make_proxy):
     fake = FakeUpstream(b"N", _trust_then_hang_up)
     try:
-        handle = make_proxy(
-            **{
-                "upstream.host": "127.0.0.1",
-                "upstream.port": fake.port,
-                "upstream.sslmode": "prefer",
-                "upstream.sslrootcert": "",
-            }
-        )
+        handle = make_proxy(**fake.proxy_settings())
         with RawClient(handle.host, handle.port) as c:
             c.login()
             frames = c.frames_until_eof()
