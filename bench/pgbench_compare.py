@@ -492,7 +492,9 @@ def summarise(runs: list[Run], workloads: list[str], targets: list[str]) -> list
                 s.paired_vs_direct = _paired(runs, w, s.target, "direct")
                 if s.latency_us_p50 is not None and direct.latency_us_p50 is not None:
                     s.added_p50_us_vs_direct = s.latency_us_p50 - direct.latency_us_p50
-                    s.paired_added_p50_us = _paired_added_p50(runs, w, s.target)
+                    s.paired_added_p50_us = _paired(
+                        runs, w, s.target, "direct", lambda r: r.latency_us_p50, float.__sub__
+                    )
             if bouncer:
                 s.ratio_vs_pgbouncer = s.tps_median / bouncer.tps_median
                 s.paired_vs_pgbouncer = _paired(runs, w, s.target, "pgbouncer")
@@ -505,24 +507,20 @@ def _median_of(values) -> float | None:
     return statistics.median(known) if known else None
 
 
-def _paired_added_p50(runs: list[Run], workload: str, target: str) -> float | None:
-    p50 = {(r.target, r.round): r.latency_us_p50 for r in runs if r.workload == workload}
-    added = [
-        p50[(target, rnd)] - p50[("direct", rnd)]
-        for (t, rnd) in p50
-        if t == target and p50.get(("direct", rnd)) is not None and p50[(t, rnd)] is not None
-    ]
-    return statistics.median(added) if added else None
-
-
-def _paired(runs: list[Run], workload: str, target: str, base: str) -> float | None:
-    tps = {(r.target, r.round): r.tps for r in runs if r.workload == workload}
-    ratios = [
-        tps[(target, rnd)] / tps[(base, rnd)]
-        for (t, rnd) in tps
-        if t == target and (base, rnd) in tps and tps[(base, rnd)] > 0
-    ]
-    return statistics.median(ratios) if ratios else None
+def _paired(
+    runs: list[Run],
+    workload: str,
+    target: str,
+    base: str,
+    value=lambda r: r.tps,
+    compare=lambda mine, theirs: mine / theirs if theirs > 0 else None,
+) -> float | None:
+    """Median over rounds of ``compare(target's value, base's value)`` within each round."""
+    by = {(r.target, r.round): value(r) for r in runs if r.workload == workload}
+    pairs = [(v, by.get((base, rnd))) for (t, rnd), v in by.items() if t == target]
+    found = [compare(v, b) for v, b in pairs if v is not None and b is not None]
+    found = [x for x in found if x is not None]
+    return statistics.median(found) if found else None
 
 
 def format_table(summaries: list[Summary]) -> str:

@@ -528,16 +528,18 @@ _CANON_KINDS = (None, "word", "str", "num", "punct", "op")
 
 # The engine asks for a query's fingerprints and, on a cache miss, for its tokens: the
 # second call finds the first one's answer here (same str object; a tuple swap is atomic).
-_last_plain: tuple[str | None, list[tuple[str, str]] | None] = (None, None)
+_last_plain: tuple[str | None, list[tuple[str, str, str]] | None] = (None, None)
 
 
-def _plain_statements(sql: str) -> list[tuple[str, str]] | None:
-    """``(text, string-free lower-case text)`` per non-empty statement, if ``sql`` is plain."""
+def _plain_statements(sql: str) -> list[tuple[str, str, str]] | None:
+    """``(text, string-free lower-case text, fingerprint)`` per non-empty statement, if
+    ``sql`` is plain."""
     global _last_plain
     last = _last_plain
     if last[0] is sql:
         return last[1]
-    out = _plain_split(sql)
+    split = _plain_split(sql)
+    out = None if split is None else [(t, b, _plain_fingerprint(b)) for t, b in split]
     _last_plain = (sql, out)
     return out
 
@@ -603,7 +605,7 @@ def _plain_fingerprints(sql: str) -> list[tuple[str, str, bool]] | None:
     statements = _plain_statements(sql)
     if statements is None:
         return None
-    return [(text, _plain_fingerprint(bare), True) for text, bare in statements]
+    return [(text, fingerprint, True) for text, _bare, fingerprint in statements]
 
 
 def _plain_lex(sql: str) -> list[Statement] | None:
@@ -611,8 +613,7 @@ def _plain_lex(sql: str) -> list[Statement] | None:
     if statements is None:
         return None
     out = []
-    for text, bare in statements:
-        fingerprint = _plain_fingerprint(bare)
+    for text, bare, fingerprint in statements:
         numbers = _PLAIN_NUM_RE.findall(bare) if "\x04" in fingerprint else []
         if "\x01" in fingerprint:
             found = (

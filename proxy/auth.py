@@ -9,7 +9,6 @@ index)`` turns the candidate the proof matched into an ``Identity``, or refuses 
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import os
 import time
@@ -200,8 +199,3 @@ class FailureThrottle:
 
     def succeeded(self, addr: str) -> None:
         self._failures.pop(addr, None)
-
-
-def token_fingerprint(token: str) -> str:
-    """A short, non-reversible name for a token, safe for logs."""
-    return hashlib.sha256(token.encode()).hexdigest()[:12]

@@ -147,20 +147,11 @@ class Relay:
         c.msgs_c2s += len(frames)
         if self.recorder is not None:
             self.recorder.wire("c2s", run)
-        policy = self.policy
-        health = self.health
-        if policy is None and health is None:  # pass-through: nothing is ever rewritten
-            note = self._note
-            for frame in frames:
-                t = frame[0]
-                if t == _TERMINATE:
-                    self.terminated = True
-                    return run[: frame[2]], b""  # nothing after Terminate counts
-                note(t)
-            return run, b""
         out: list[bytes] = []
         to_client: list[bytes] = []
         last = 0
+        policy = self.policy
+        health = self.health
         for t, start, end in frames:
             if t in _STATEMENT_TYPES:
                 if health is not None and not health.healthy:
@@ -336,11 +327,7 @@ class Relay:
                     rewritten.extend(held)
                     held.clear()
                     last = start
-                groups = self._groups
-                if len(groups) > 1 and not groups[0]:  # common case: no injections answered
-                    groups.popleft()
-                else:
-                    self._ready_for_query()
+                self._ready_for_query()
                 continue
             if t == _ERROR and run[start + 5 : start + 11] in (b"SFATAL", b"SPANIC"):
                 self.upstream_fatal = True
@@ -385,6 +372,9 @@ class Relay:
 
     def _ready_for_query(self) -> None:
         groups = self._groups
+        if len(groups) > 1 and not groups[0]:  # the common case: no injection in this group
+            groups.popleft()
+            return
         answered = groups.popleft() if len(groups) > 1 else groups[0]
         for inj in answered:
             if not inj.resolved:  # skipped by a server already failing this group
