@@ -710,10 +710,13 @@ class ClientConnection(asyncio.Protocol):
         if self._ended:
             return
         if self.transport is not None and not self.transport.is_closing():
-            err = PgError.fatal_error(message, sqlstate).encode()
-            if self.srec is not None:
-                self.srec.wire("s2c", err)
-            self.transport.write(err)
+            # In the middle of a large row there is no frame boundary to speak at: the
+            # client sees the connection close (the recording still says why).
+            if self.relay is None or not self.relay.mid_frame_to_client:
+                err = PgError.fatal_error(message, sqlstate).encode()
+                if self.srec is not None:
+                    self.srec.wire("s2c", err)
+                self.transport.write(err)
             self.transport.close()
         self._end(cause, message)
 
@@ -732,7 +735,8 @@ class ClientConnection(asyncio.Protocol):
                         # Closing the socket alone lets the backend run the statement to
                         # the end; a cancel stops it now.
                         self.server.cancel_upstream(*self.backend_key)
-                    t.write(m.TERMINATE)
+                    if self.relay is None or not self.relay.mid_frame_to_server:
+                        t.write(m.TERMINATE)
                 t.close()
         if self.transport is not None and not self.transport.is_closing():
             self.transport.close()

@@ -2,8 +2,10 @@
 
 ``Relay.from_client(data)`` and ``Relay.from_server(data)`` take bytes as they arrive and
 return ``(to_server, to_client)`` bytes; the caller owns the sockets. Only whole frames
-are ever passed on, so the proxy can always speak (a FATAL on expiry, say) at a frame
-boundary.
+are passed on, so the proxy can speak (a FATAL on expiry, say) at a frame boundary; the
+exception is a large frame the relay never reads (row values, COPY data, Bind), streamed
+as it arrives: while one is half sent, ``mid_frame_to_client``/``mid_frame_to_server``
+say that nothing of ours may be written in that direction.
 
 Denials keep Postgres's own transaction semantics by letting the *server* raise the
 error: the denied statement is replaced by a ``DO`` block that raises 42501 with our
@@ -24,7 +26,7 @@ from dataclasses import dataclass
 
 from .wire import messages as m
 from .wire.errors import INSUFFICIENT_PRIVILEGE, error_response
-from .wire.framing import FrameReader
+from .wire.framing import MAX_STREAMED_LENGTH, FrameReader
 
 F = m.Frontend
 B = m.Backend
@@ -42,6 +44,9 @@ _READY, _ERROR, _COPY_IN = B.READY_FOR_QUERY, B.ERROR_RESPONSE, B.COPY_IN_RESPON
 _PARAMETER_STATUS = B.PARAMETER_STATUS
 # Server frames looked at even when no denial is in flight.
 _WATCHED = frozenset((_READY, _ERROR, _COPY_IN, _PARAMETER_STATUS))
+# Frames whose bytes the relay never looks at: a large one is passed on as it arrives.
+_STREAMED_C2S = frozenset((F.BIND, F.COPY_DATA))
+_STREAMED_S2C = frozenset((B.DATA_ROW, B.COPY_DATA, B.FUNCTION_CALL_RESPONSE))
 CANNOT_RECORD = "57P03"
 
 
@@ -107,9 +112,9 @@ class Relay:
         self.recorder = recorder  # recorder.SessionRecorder, or None
         # After login a PasswordMessage is a protocol violation: refused while framing,
         # before the recorder (or anything) sees its bytes.
-        self.client_reader = FrameReader(max_message_bytes, F.KNOWN - {F.PASSWORD})
-        self.server_reader = FrameReader(max_message_bytes)
-        self.record_counts_only = record_rows == "counts"
+        self.client_reader = FrameReader(max_message_bytes, F.KNOWN - {F.PASSWORD}, _STREAMED_C2S)
+        self.server_reader = FrameReader(max_message_bytes, streamed=_STREAMED_S2C)
+        self._rows_filter = RowFilter() if record_rows == "counts" else None
         self.tx_status = ready_status
         self.terminated = False
         self.upstream_fatal = False  # the server said FATAL: its word is the last one
@@ -141,7 +146,11 @@ class Relay:
     def from_client(self, data: bytes) -> tuple[bytes, bytes]:
         run, frames = self.client_reader.feed(data)
         if not frames:
-            return b"", b""
+            if run:  # more of a large frame being streamed
+                self.counters.bytes_c2s += len(run)
+                if self.recorder is not None:
+                    self.recorder.wire("c2s", run)
+            return run, b""
         c = self.counters
         c.bytes_c2s += len(run)
         c.msgs_c2s += len(frames)
@@ -310,7 +319,7 @@ class Relay:
     def from_server(self, data: bytes) -> bytes:
         run, frames = self.server_reader.feed(data)
         if not frames:
-            return b""
+            return self._deliver(run) if run else b""  # more of a large frame, or nothing yet
         c = self.counters
         c.msgs_s2c += len(frames)
         rewritten: list[bytes] | None = None
@@ -402,11 +411,23 @@ class Relay:
     def _deliver(self, out: bytes) -> bytes:
         self.counters.bytes_s2c += len(out)
         if self.recorder is not None and out:
-            if self.record_counts_only:
-                self.recorder.wire("s2c", _without_data_rows(out))
+            if self._rows_filter is not None:
+                kept = self._rows_filter.feed(out)
+                if kept:
+                    self.recorder.wire("s2c", kept)
             else:
                 self.recorder.wire("s2c", out)
         return out
+
+    @property
+    def mid_frame_to_client(self) -> bool:
+        """A large frame is half passed to the client: nothing of ours may be written now."""
+        return self.server_reader.mid_frame
+
+    @property
+    def mid_frame_to_server(self) -> bool:
+        """A large frame is half passed to the server: nothing of ours may be written now."""
+        return self.client_reader.mid_frame
 
     @staticmethod
     def _ensure(rewritten, run, last, start):
@@ -416,11 +437,30 @@ class Relay:
         return rewritten
 
 
-def _without_data_rows(run: bytes) -> bytes:
-    """The frames of ``run`` minus DataRow and CopyData: shapes and counts, not contents."""
-    reader = FrameReader(1 << 62)
-    data, frames = reader.feed(run)
-    return b"".join(data[s:e] for t, s, e in frames if t not in (B.DATA_ROW, F.COPY_DATA))
+class RowFilter:
+    """The server's bytes minus DataRow and CopyData frames (``record_rows = "counts"``):
+    shapes and counts, not contents. Stateful, because a large row arrives in pieces."""
+
+    __slots__ = ("_reader", "_dropping")
+
+    def __init__(self) -> None:
+        self._reader = FrameReader(MAX_STREAMED_LENGTH, streamed=_STREAMED_S2C, stream_min=0)
+        self._dropping = False  # the run starts inside a row being dropped
+
+    def feed(self, data: bytes) -> bytes:
+        reader = self._reader
+        run, frames = reader.feed(data)
+        kept: list[bytes] = []
+        pos = frames[0][1] if frames else len(run)
+        if not self._dropping:
+            kept.append(run[:pos])  # the rest of a kept frame
+        for t, start, end in frames:
+            if t != B.DATA_ROW and t != B.COPY_DATA:
+                kept.append(run[start:end])
+        last = frames[-1][0] if frames else None
+        if reader.mid_frame and last is not None:
+            self._dropping = last == B.DATA_ROW or last == B.COPY_DATA
+        return b"".join(kept)
 
 
 # Postgres client encodings whose text Python can decode exactly. The policy refuses the

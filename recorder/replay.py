@@ -50,6 +50,15 @@ def split_frames(buf: bytes) -> tuple[list[tuple[str, bytes]], bytes]:
     return out, buf[off:]
 
 
+def _frame_size(head: bytes) -> int:
+    """Bytes the frame starting ``head`` needs in all (0 if its header is incomplete)."""
+    if len(head) < 5:
+        return 0
+    if head[0] == 0:
+        return _I32.unpack_from(head, 0)[0]
+    return 1 + _I32.unpack_from(head, 1)[0]
+
+
 def _cstr(body: bytes, off: int) -> tuple[str, int]:
     end = body.index(b"\x00", off)
     return body[off:end].decode("utf-8", "replace"), end + 1
@@ -126,7 +135,10 @@ class Transcript:
         self.out = out
         self.max_rows = max_rows
         self.wall0: int | None = None
-        self.pending = {Direction.C2S: b"", Direction.S2C: b""}
+        # Per direction: the bytes of an incomplete frame (a large one is recorded in pieces)
+        # and how many it needs before framing is worth trying again (no quadratic joins).
+        self.pending = {Direction.C2S: bytearray(), Direction.S2C: bytearray()}
+        self.needed = {Direction.C2S: 0, Direction.S2C: 0}
         self.statements: dict[str, str] = {}
         self.cols: list[tuple[str, int]] | None = None
         self.rows: list[list[str]] = []
@@ -139,8 +151,13 @@ class Transcript:
     def feed(self, r: Record) -> None:
         self.t = r.t_ns
         if r.kind == Kind.WIRE:
-            buf = self.pending[r.direction] + r.payload
-            frames, self.pending[r.direction] = split_frames(buf)
+            pending = self.pending[r.direction]
+            pending += r.payload
+            if len(pending) < self.needed[r.direction]:
+                return
+            frames, rest = split_frames(bytes(pending))
+            self.pending[r.direction] = bytearray(rest)
+            self.needed[r.direction] = _frame_size(rest)
             for typ, body in frames:
                 try:
                     (self.client if r.direction == Direction.C2S else self.server)(typ, body)

@@ -74,7 +74,7 @@ class SessionRecorder:
         self._end_seq: int | None = None  # seq of the session.end record, once appended
 
     def wire(self, direction: str, data: bytes) -> None:
-        """Record one or more whole frames exactly as relayed. Hot path: no I/O, no hashing."""
+        """Record frames as relayed (a large streamed frame may come in pieces). Hot path: no I/O."""
         if self._ended:
             return
         seq = self._seq

@@ -14,6 +14,7 @@ import os
 import re
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import time
@@ -504,6 +505,32 @@ def test_record_rows_counts_static_user(make_proxy, tmp_path):
     store = h.runtime.recorder.store
     wait_status(store, sid, public_key(tmp_path), "closed")
     _check_counts_only(store, sid, tmp_path / "rec")
+
+
+@pytest.mark.parametrize("record_rows", ["full", "counts"])
+def test_large_rows_are_recorded_as_streamed(make_proxy, tmp_path, record_rows, capsys):
+    """A row bigger than max_message_bytes is relayed in pieces; the recording reassembles
+    to the exact frames (full), or leaves every piece of it out (counts)."""
+    h = make_proxy(**recording(tmp_path, **{"recorder.record_rows": record_rows}),
+                   **{"proxy.max_message_bytes": 4096})  # fmt: skip
+    marker = b"R0w" * 400_000  # 1.2 MB, not compressible away by accident: checked below
+    with psycopg.connect(h.dsn(), autocommit=True) as conn:
+        sid = one_live_session(h)
+        (value,) = conn.execute("SELECT repeat('R0w', 400000) AS v").fetchone()
+        assert value.encode() == marker
+    store = h.runtime.recorder.store
+    assert not wait_status(store, sid, public_key(tmp_path), "closed").problems
+    s2c = frames(records(store, sid), Direction.S2C)  # asserts no partial frame is left
+    rows = [b for t, b in s2c if t == "D"]
+    tags = [_cstr(b, 0)[0] for t, b in s2c if t == "C"]
+    assert "SELECT 1" in tags
+    if record_rows == "full":
+        assert rows == [b"\x00\x01" + struct.pack("!i", len(marker)) + marker]
+    else:
+        assert rows == []
+        assert_absent(tmp_path / "rec", [b"R0wR0wR0wR0w"])
+    assert cli_main(["replay", "--store", str(tmp_path / "rec"), sid]) == 0
+    assert "SELECT 1" in capsys.readouterr().out
 
 
 # --- the CLI: replay, verify, tampering --------------------------------------------------

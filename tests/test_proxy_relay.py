@@ -1125,6 +1125,71 @@ def test_large_values_both_directions(proxy):
     assert arun(go()) == (True, 20_000_000, 20_000_000, 5 << 20)
 
 
+@pytest.mark.timeout(90)
+def test_values_beyond_max_message_bytes_stream_through(make_proxy):
+    """Rows, COPY data and Bind parameters are passed on as they arrive, so values far past
+    proxy.max_message_bytes (4 KiB here) get through exactly as they do directly; only
+    statement text, which the policy reads whole, is held to the limit."""
+    h = make_proxy(**{"proxy.max_message_bytes": 4096})
+
+    async def go():
+        conn = await asyncpg.connect(**h.connect_kwargs())
+        try:
+            blob = os.urandom(3 << 20)
+            assert await conn.fetchval("select $1::bytea", blob) == blob  # Bind and DataRow
+            row = await conn.fetchval("select repeat('y', 30000000)")
+            assert len(row) == 30_000_000 and row.strip("y") == ""
+            # Peak buffering stays bounded: the readers never held a frame whole.
+            (session,) = h.server.sessions
+            r = session.relay
+            assert r.client_reader.pending < 256 * 1024 and r.server_reader.pending < 256 * 1024
+        finally:
+            await conn.close()
+
+    arun(go())
+    with psycopg.connect(h.dsn(), autocommit=True) as conn:
+        conn.execute("create temp table big (id int, v text)")
+        with conn.cursor().copy("copy big from stdin") as copy:
+            for i in range(3):
+                copy.write_row((i, str(i) * 2_000_000))  # one 2 MB CopyData each
+        out = b""
+        with conn.cursor().copy("copy (select v from big order by id) to stdout") as copy:
+            for chunk in copy:
+                out += bytes(chunk)
+        assert out == b"".join(str(i).encode() * 2_000_000 + b"\n" for i in range(3))
+        assert conn.execute("select sum(length(v)) from big").fetchone() == (6_000_000,)
+        with pytest.raises(psycopg.OperationalError):
+            conn.execute("select '" + "q" * 5000 + "'")  # statement text: 08P01, FATAL
+    assert not h.server.sessions
+
+
+@pytest.mark.timeout(60)
+def test_no_fatal_is_spliced_into_a_row_half_sent(make_proxy):
+    """Ending a session in the middle of a streamed row: the proxy must not write its FATAL
+    inside the row (the client would read our bytes as row data); it closes instead. The
+    same holds for every other ending (expiry, revocation, shutdown): one code path."""
+    h = make_proxy()
+    c = RawClient.via_proxy(h, timeout=20)
+    try:
+        c.send(m.query("select repeat('x', 64 << 20)"))  # and do not read: back-pressure
+        deadline = time.monotonic() + 20
+        while not any(s.relay and s.relay.mid_frame_to_client for s in list(h.server.sessions)):
+            assert time.monotonic() < deadline, "the row never started streaming"
+            time.sleep(0.02)
+        c.send(b"z\x00\x00\x00\x04")  # ends the session: FATAL 08P01, but not inside a row
+        got = b""
+        while chunk := c.sock.recv(1 << 20):
+            got += chunk
+    finally:
+        c.sock.close()
+    assert got[:1] == b"T"
+    d = 1 + struct.unpack_from("!i", got, 1)[0]
+    assert got[d : d + 1] == b"D"
+    row_length = struct.unpack_from("!i", got, d + 1)[0]
+    body = got[d + 5 + 2 + 4 :]  # column count (int16) and the value's length (int32)
+    assert 0 < len(body) < row_length and body.strip(b"x") == b"", "foreign bytes in the row"
+
+
 @pytest.mark.timeout(30)
 def test_driver_startup_parameters_reach_the_server(proxy):
     settings = {

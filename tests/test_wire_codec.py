@@ -14,12 +14,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from proxy.session import Relay
+from proxy.session import Relay, RowFilter
 from proxy.wire import messages as m
 from proxy.wire.errors import ProtocolViolation, error_response, frame, notice_response
 from proxy.wire.framing import (
     CANCEL_REQUEST_CODE,
     GSSENC_REQUEST_CODE,
+    MAX_STREAMED_LENGTH,
     PROTOCOL_3_0,
     SSL_REQUEST_CODE,
     CancelRequest,
@@ -169,6 +170,117 @@ def test_frame_reader_limit_is_inclusive_and_oversized_raises():
         FrameReader(max_len=100).feed(b"D" + I32.pack(101))
     with pytest.raises(ProtocolViolation, match="oversized"):
         FrameReader().feed(b"D" + I32.pack(2**31 - 1))
+
+
+# --- FrameReader: large frames of streamed types ----------------------------------------
+#
+# Row data, COPY data and Bind are never inspected, so a large one is passed on as it
+# arrives instead of being held whole: the proxy's memory per connection stays bounded and
+# values up to Postgres's own 1 GB limit get through, whatever max_message_bytes says.
+
+STREAMED = frozenset(b"Dd")
+
+
+def stream_all(chunks: list[bytes], reader: FrameReader) -> tuple[list[tuple[int, int]], bytes]:
+    """Feed ``chunks``; return (type, absolute start) of every frame and the runs joined."""
+    starts: list[tuple[int, int]] = []
+    out = b""
+    fed = 0
+    for chunk in chunks:
+        fed += len(chunk)
+        run, frames = reader.feed(chunk)
+        for t, start, end in frames:
+            assert run[start] == t and start < end <= len(run)
+            if t not in reader.streamed:  # inspected frames are always whole
+                assert end - start == 1 + I32.unpack_from(run, start + 1)[0]
+            starts.append((t, len(out) + start))
+        out += run
+        assert len(out) + reader.pending == fed  # nothing lost, nothing twice
+        assert reader.pending < max(reader.stream_min, reader.max_len + 1)  # bounded buffer
+    return starts, out
+
+
+def true_starts(frames: list[bytes]) -> list[tuple[int, int]]:
+    out, pos = [], 0
+    for f in frames:
+        out.append((f[0], pos))
+        pos += len(f)
+    return out
+
+
+def test_frame_reader_streams_a_large_frame_as_it_arrives():
+    reader = FrameReader(max_len=1024, streamed=STREAMED, stream_min=100)
+    big = frame(b"D", b"x" * 5000)
+    head = m.query("select 1")  # a non-streamed type, for contrast, to show the boundary
+    run, frames = reader.feed(head + big[:300])
+    assert run == head + big[:300] and frames == [(ord("Q"), 0, len(head)), (ord("D"), len(head), len(run))]
+    assert reader.mid_frame and reader.pending == 0
+    run, frames = reader.feed(big[300:4000])  # continuation only: no frame starts here
+    assert (run, frames) == (big[300:4000], []) and reader.mid_frame
+    tail = m.SYNC + frame(b"D", b"y" * 50)  # a small row is still buffered until whole
+    run, frames = reader.feed(big[4000:] + tail[:8])
+    k = len(big) - 4000
+    assert run == big[4000:] + m.SYNC and frames == [(ord("S"), k, k + 5)]
+    assert not reader.mid_frame and reader.pending == 3
+    run, frames = reader.feed(tail[8:])
+    assert run == tail[5:] and frames == [(ord("D"), 0, 55)]
+
+
+def test_frame_reader_small_frames_of_streamed_types_stay_whole():
+    reader = FrameReader(max_len=1024, streamed=STREAMED, stream_min=100)
+    row = frame(b"D", b"z" * 90)  # 95 bytes: under stream_min
+    run, frames = reader.feed(row[:50])
+    assert (run, frames, reader.pending, reader.mid_frame) == (b"", [], 50, False)
+    run, frames = reader.feed(row[50:])
+    assert run == row and frames == [(ord("D"), 0, 95)]
+
+
+def test_frame_reader_streamed_types_may_be_as_long_as_postgres_allows():
+    reader = FrameReader(max_len=1024, streamed=STREAMED)
+    run, frames = reader.feed(b"D" + I32.pack(MAX_STREAMED_LENGTH) + b"\x00\x01")
+    assert frames == [(ord("D"), 0, 7)] and reader.mid_frame  # accepted, streamed
+    with pytest.raises(ProtocolViolation, match=f"oversized.*'D'.*limit {MAX_STREAMED_LENGTH}"):
+        FrameReader(max_len=1024, streamed=STREAMED).feed(b"D" + I32.pack(MAX_STREAMED_LENGTH + 1))
+    # Frames the relay inspects keep max_len: it must hold them whole.
+    with pytest.raises(ProtocolViolation, match="oversized.*'Q'.*limit 1024"):
+        FrameReader(max_len=1024, streamed=STREAMED).feed(b"Q" + I32.pack(1025))
+    # A streamed type over max_len but under stream_min is buffered whole (a bounded amount).
+    reader = FrameReader(max_len=1024, streamed=STREAMED, stream_min=4096)
+    row = frame(b"d", b"c" * 3000)
+    assert reader.feed(row[:1000]) == (b"", []) and reader.pending == 1000
+    assert reader.feed(row[1000:]) == (row, [(ord("d"), 0, len(row))])
+
+
+big_frames_st = st.lists(
+    st.tuples(st.sampled_from(b"DdQCZ"), st.integers(0, 700)).map(
+        lambda tn: frame(bytes([tn[0]]), bytes([tn[1] % 251]) * tn[1])
+    ),
+    max_size=12,
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(frames=big_frames_st, data=st.data(), stream_min=st.integers(0, 300))
+def test_frame_reader_streaming_any_split_passes_every_byte_once_in_order(frames, data, stream_min):
+    stream = b"".join(frames)
+    cuts = data.draw(st.lists(st.integers(0, len(stream)), max_size=15))
+    reader = FrameReader(max_len=1 << 20, streamed=STREAMED, stream_min=stream_min)
+    starts, out = stream_all(split_at(stream, cuts), reader)
+    assert out == stream[: len(out)] and len(out) + reader.pending == len(stream)
+    assert reader.pending == 0 and not reader.mid_frame  # the stream ends on a boundary
+    assert starts == true_starts(frames)
+
+
+@settings(max_examples=200, deadline=None)
+@given(frames=big_frames_st, data=st.data())
+def test_row_filter_drops_rows_for_any_split(frames, data):
+    """record_rows = "counts": the recording keeps every frame but DataRow and CopyData,
+    however the (streamed) output of the relay happens to be cut."""
+    stream = b"".join(frames)
+    cuts = data.draw(st.lists(st.integers(0, len(stream)), max_size=15))
+    filt = RowFilter()
+    kept = b"".join(filt.feed(chunk) for chunk in split_at(stream, cuts))
+    assert kept == b"".join(f for f in frames if f[:1] not in (b"D", b"d"))
 
 
 # --- read_startup ----------------------------------------------------------------------

@@ -1,10 +1,12 @@
 """Frame splitting for the Postgres v3 protocol, sans-IO.
 
-``FrameReader`` takes bytes as they arrive and hands back runs of *whole* frames
-(type byte + int32 length that counts itself + body) as one ``bytes`` object plus an
-index of where each frame starts, so the relay can forward the run untouched and
-look only at the frames it cares about. ``read_startup`` parses the startup phase,
-whose first packet has no type byte.
+``FrameReader`` takes bytes as they arrive and hands back runs of frames (type byte +
+int32 length that counts itself + body) as one ``bytes`` object plus an index of where
+each frame starts, so the relay can forward the run untouched and look only at the
+frames it cares about. Frames are whole, except that a large frame of a *streamed* type
+(row data, COPY data, Bind: bytes the relay never inspects) is passed on as it arrives
+rather than buffered up to Postgres's 1 GB limit. ``read_startup`` parses the startup
+phase, whose first packet has no type byte.
 """
 
 from __future__ import annotations
@@ -23,28 +25,58 @@ GSSENC_REQUEST_CODE = 80877104
 CANCEL_REQUEST_CODE = 80877102
 MAX_STARTUP_BYTES = 10_000  # Postgres uses the same limit for the startup packet
 TLS_HANDSHAKE_RECORD = b"\x16"  # first byte of a TLS handshake record (ClientHello)
+# Postgres's own ceiling for one message (PQ_LARGE_MESSAGE_LIMIT, MaxAllocSize - 1): the
+# limit for streamed frames, which the proxy never holds whole.
+MAX_STREAMED_LENGTH = 0x3FFFFFFE
+# A streamed-type frame at least this long (type byte included) that is not complete yet
+# is passed on in pieces; a smaller one is buffered until whole.
+STREAM_MIN_BYTES = 256 * 1024
 
 
 class FrameReader:
-    """Buffers a byte stream and yields runs of complete frames.
+    """Buffers a byte stream and yields runs of frames.
 
-    ``feed(data)`` returns ``(run, frames)``: ``run`` is the bytes of every frame completed
-    by this call, in order, and ``frames`` a list of ``(type, start, end)`` offsets into
-    ``run``. Bytes of an incomplete trailing frame stay buffered.
+    ``feed(data)`` returns ``(run, frames)``: ``run`` is the bytes passed on by this call,
+    in order, and ``frames`` a list of ``(type, start, end)`` offsets into ``run``, one per
+    frame that *starts* in this run. Bytes of an incomplete trailing frame stay buffered,
+    unless its type is in ``streamed`` and it is at least ``stream_min`` bytes long: then
+    what has arrived is passed on now (its ``end`` is clipped to ``len(run)``) and the
+    rest leads the next runs, as continuation bytes before the first frame.
+
+    Frames the caller inspects are never streamed, so they are always whole and at most
+    ``max_len`` long; streamed ones may be as long as Postgres allows. While a frame is
+    being streamed, ``mid_frame`` is true: nothing may be spliced into the output then.
     """
 
-    __slots__ = ("_buf", "max_len", "valid")
+    __slots__ = ("_buf", "_skip", "max_len", "valid", "streamed", "stream_min")
 
-    def __init__(self, max_len: int = 64 * 1024 * 1024, valid: frozenset[int] | None = None):
+    def __init__(
+        self,
+        max_len: int = 64 * 1024 * 1024,
+        valid: frozenset[int] | None = None,
+        streamed: frozenset[int] = frozenset(),
+        stream_min: int = STREAM_MIN_BYTES,
+    ):
         self._buf = b""
+        self._skip = 0  # continuation bytes still owed to a streamed frame
         self.max_len = max_len
         self.valid = valid  # message types this direction may carry; None: any
+        self.streamed = streamed
+        self.stream_min = stream_min
 
     @property
     def pending(self) -> int:
+        """Bytes held back: the incomplete frame at the end of the stream so far."""
         return len(self._buf)
 
+    @property
+    def mid_frame(self) -> bool:
+        """Part of a frame has been passed on and the rest has not arrived yet."""
+        return self._skip > 0
+
     def feed(self, data: bytes) -> tuple[bytes, list[tuple[int, int, int]]]:
+        if self._skip:
+            return self._continue(data)
         buf = self._buf + data if self._buf else bytes(data)
         frames: list[tuple[int, int, int]] = []
         pos = 0
@@ -53,27 +85,52 @@ class FrameReader:
         max_len = self.max_len
         valid = self.valid
         while n - pos >= 5:
-            if valid is not None and buf[pos] not in valid:
+            t = buf[pos]
+            if valid is not None and t not in valid:
                 self._buf = b""
-                raise ProtocolViolation(f"invalid frontend message type {buf[pos]}")
+                raise ProtocolViolation(f"invalid frontend message type {t}")
             length = unpack(buf, pos + 1)[0]
             if length < 4 or length > max_len:
-                self._buf = b""
-                kind = "invalid" if length < 4 else "oversized"
-                raise ProtocolViolation(
-                    f"{kind} message length {length} for message type {chr(buf[pos])!r}"
-                    + (f" (limit {max_len} bytes)" if length >= 4 else "")
-                )
+                if length >= 4 and t in self.streamed and length <= MAX_STREAMED_LENGTH:
+                    pass  # as long as Postgres allows: passed on without being held whole
+                else:
+                    self._buf = b""
+                    raise _bad_length(t, length, self.streamed, max_len)
             end = pos + 1 + length
             if end > n:
+                if end - pos >= self.stream_min and t in self.streamed:
+                    frames.append((t, pos, n))
+                    self._skip = end - n
+                    self._buf = b""
+                    return buf, frames
                 break
-            frames.append((buf[pos], pos, end))
+            frames.append((t, pos, end))
             pos = end
         if pos == n:
             self._buf = b""
             return buf, frames
         self._buf = buf[pos:]
         return buf[:pos], frames
+
+    def _continue(self, data: bytes) -> tuple[bytes, list[tuple[int, int, int]]]:
+        """The next bytes of a streamed frame, then framing as usual on whatever follows."""
+        k = self._skip
+        if len(data) <= k:
+            self._skip = k - len(data)
+            return bytes(data), []
+        self._skip = 0
+        head = bytes(data[:k])
+        run, frames = self.feed(data[k:])
+        return head + run, [(t, s + k, e + k) for t, s, e in frames]
+
+
+def _bad_length(t: int, length: int, streamed: frozenset[int], max_len: int) -> ProtocolViolation:
+    if length < 4:
+        return ProtocolViolation(f"invalid message length {length} for message type {chr(t)!r}")
+    limit = MAX_STREAMED_LENGTH if t in streamed else max_len
+    return ProtocolViolation(
+        f"oversized message length {length} for message type {chr(t)!r} (limit {limit} bytes)"
+    )
 
 
 @dataclass(frozen=True, slots=True)
