@@ -44,6 +44,10 @@ _READY, _ERROR, _COPY_IN = B.READY_FOR_QUERY, B.ERROR_RESPONSE, B.COPY_IN_RESPON
 _PARAMETER_STATUS = B.PARAMETER_STATUS
 # Server frames looked at even when no denial is in flight.
 _WATCHED = frozenset((_READY, _ERROR, _COPY_IN, _PARAMETER_STATUS))
+# Extended-protocol messages that the server answers with exactly one of _ANSWERS (or an
+# error, after which it skips everything, Query and FunctionCall included, up to Sync).
+_EXTENDED = frozenset((F.PARSE, F.BIND, F.DESCRIBE, F.EXECUTE, F.CLOSE))
+_ANSWERS = frozenset(b"123nTCIs")
 # Frames whose bytes the relay never looks at: a large one is passed on as it arrives.
 _STREAMED_C2S = frozenset((F.BIND, F.COPY_DATA))
 _STREAMED_S2C = frozenset((B.DATA_ROW, B.COPY_DATA, B.FUNCTION_CALL_RESPONSE))
@@ -76,6 +80,18 @@ class Injection:
     drop: int
     statement: str = ""
     resolved: bool = False
+
+
+class QueryEnded(list):
+    """A Sync group ended by a Query or FunctionCall rather than a Sync; ``extended`` counts
+    the extended-protocol messages before it. If one of those fails, the server skips the
+    Query too, and every group up to the next Sync gets a single ReadyForQuery."""
+
+    __slots__ = ("extended",)
+
+    def __init__(self, injections: list, extended: int):
+        super().__init__(injections)
+        self.extended = extended
 
 
 @dataclass
@@ -130,6 +146,13 @@ class Relay:
         self._groups: deque[list[Injection]] = deque([[]])
         self._pending: deque[Injection] = deque()
         self._current_has_msgs = False
+        # The skip-until-Sync rule (only tracked once a group mixes extended messages with a
+        # Query or FunctionCall; plain pipelines end every group with Sync):
+        self._current_extended = 0  # extended messages in the group being built
+        self._query_ended = 0  # QueryEnded groups in _groups
+        self._watch_head = False  # count the head group's answers: it is a mixed group
+        self._head_answered = 0  # answers to the head group's extended messages so far
+        self._skipping = False  # the server ignores the client's messages up to its next Sync
         self._held: list[bytes] = []
         self._injected = 0  # names injected statements and portals uniquely
         self._last_deny_statement = ""  # the newest injected statement, closed by the next one
@@ -220,6 +243,7 @@ class Relay:
             self._last_deny_statement = name
             data += m.parse(name, raise_sql) + m.bind_no_params(name, name) + m.execute(name)
             inj = Injection(drop, name)
+            self._current_extended += drop  # _note counts the Parse; these are the rest
         else:
             data = m.query(raise_sql)
             inj = Injection(0)
@@ -237,10 +261,23 @@ class Relay:
         elif t in (_COPY_DONE, _COPY_FAIL):
             self._copy_in = False
         if t in _Z_PRODUCERS:
+            if t == _SYNC:
+                self._skipping = False
+            elif self._skipping:
+                return  # ignored by the server: the group goes on until the client's Sync
+            elif self._current_extended or self._query_ended:
+                groups = self._groups
+                groups[-1] = QueryEnded(groups[-1], self._current_extended)
+                self._query_ended += 1
+                if len(groups) == 1 and self._current_extended:
+                    self._watch_head = True  # the server is answering this group already
             self._groups.append([])
             self._current_has_msgs = False
+            self._current_extended = 0
         else:
             self._current_has_msgs = True
+            if t in _EXTENDED:
+                self._current_extended += 1
 
     def _copy_in_started(self) -> None:
         """CopyInResponse: Syncs sent after the Execute that began COPY were swallowed."""
@@ -326,7 +363,13 @@ class Relay:
         last = 0
         pending = self._pending
         held = self._held
+        counting = self._watch_head or (self._current_extended and len(self._groups) == 1)
         for t, start, end in frames:
+            if counting:
+                if t in _ANSWERS:
+                    self._head_answered += 1
+                elif t == _ERROR:
+                    counting = self._head_failed()
             if not pending and t not in _WATCHED:
                 continue  # DataRow, CommandComplete, ...: the common case
             if t == _READY:
@@ -337,6 +380,7 @@ class Relay:
                     held.clear()
                     last = start
                 self._ready_for_query()
+                counting = self._watch_head or (self._current_extended and len(self._groups) == 1)
                 continue
             if t == _ERROR and run[start + 5 : start + 11] in (b"SFATAL", b"SPANIC"):
                 self.upstream_fatal = True
@@ -381,6 +425,8 @@ class Relay:
 
     def _ready_for_query(self) -> None:
         groups = self._groups
+        if self._query_ended or self._head_answered:
+            self._next_head()
         if len(groups) > 1 and not groups[0]:  # the common case: no injection in this group
             groups.popleft()
             return
@@ -391,6 +437,36 @@ class Relay:
                 self._pending.remove(inj)
         if len(groups) == 1 and answered is groups[0]:
             answered.clear()
+
+    def _next_head(self) -> None:
+        """Bookkeeping for mixed groups, as the head group is answered (before it is popped)."""
+        groups = self._groups
+        if len(groups) > 1 and type(groups[0]) is QueryEnded:
+            self._query_ended -= 1
+        self._head_answered = 0
+        self._watch_head = len(groups) > 1 and type(groups[1]) is QueryEnded and groups[1].extended > 0
+
+    def _head_failed(self) -> bool:
+        """An ErrorResponse while the head group may mix extended messages and a Query: if
+        one of the extended messages failed, the server skips to the client's next Sync, so
+        every group up to it gets one ReadyForQuery. Returns whether to keep counting."""
+        groups = self._groups
+        self._watch_head = False
+        if len(groups) == 1:  # the open group: no Query in it yet, so it is an extended one
+            self._skipping = True
+            return False
+        head = groups[0]
+        if type(head) is not QueryEnded or self._head_answered >= head.extended:
+            return False  # the Query's own error (or a group that Sync ends): nothing skipped
+        merged = groups.popleft()
+        self._query_ended -= 1
+        while len(groups) > 1 and type(groups[0]) is QueryEnded:
+            merged.extend(groups.popleft())
+            self._query_ended -= 1
+        groups[0][:0] = merged  # a Sync-ended group, or the open one: its Sync answers all
+        if len(groups) == 1:
+            self._skipping = True
+        return False
 
     @property
     def has_held(self) -> bool:

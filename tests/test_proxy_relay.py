@@ -20,6 +20,8 @@ from collections import deque
 import asyncpg
 import psycopg
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from proxy.wire import messages as m
 from proxy.wire.errors import frame
@@ -1476,15 +1478,7 @@ SYNC_SWALLOWING = {
     "prelude",
     [
         "libpq extended COPY FROM STDIN",
-        pytest.param(
-            "Query discarded after an extended-protocol error",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="KNOWN LIMITATION: a Query sent inside a failed batch's skip-until-Sync "
-                "range is discarded by the server; Relay still counts it as a Sync group "
-                "(no libpq/JDBC client sends this)",
-            ),
-        ),
+        "Query discarded after an extended-protocol error",
     ],
 )
 def test_relay_deny_after_a_swallowed_sync(relay_over_server, prelude):
@@ -1503,6 +1497,95 @@ def test_relay_deny_after_a_swallowed_sync(relay_over_server, prelude):
     msgs = r.run(m.query("select * from secret.payroll"))
     assert types_of(msgs) == "EZ" and r.sent == b""  # answered locally, as when idle
     assert_clean_denial(errors_of(msgs)[0], r.relay._marker)
+
+
+FLUSH = frame(b"H", b"")
+# Steps of a client script: what the relay is sent, and what a direct connection is sent to
+# get the same answer shapes (a denial looks like a statement that fails where it stands).
+MIXED_STEPS = {
+    "ext ok": [parse("", "select 1"), bind(), describe("P"), m.execute()],
+    "ext fails at Execute": [parse("", "select 1/0"), bind(), m.execute()],
+    "ext fails at Parse": [parse("", "selec 1"), bind(), m.execute()],
+    "ext denied": [parse("", "select * from secret.payroll"), bind(), m.execute()],
+    "query ok": [m.query("select 2")],
+    "query fails": [m.query("select 1/0")],
+    "query denied": [m.query("select * from secret.payroll")],
+    "flush": [FLUSH],
+    "sync": [m.SYNC],
+}
+DIRECT_EQUIVALENT = {
+    "ext denied": [parse("", "selec payroll"), bind(), m.execute()],
+    "query denied": [m.query("selec payroll")],
+}
+END = m.query("select 'end-of-script'")
+
+
+def answers_until_end(read, out=None) -> list[tuple[str, bytes]]:
+    """Messages until the end marker's ReadyForQuery (ReadyForQuery keeps its status)."""
+    out = list(out or [])
+    while True:
+        out.extend(read())
+        if ("D", b"\x00\x01\x00\x00\x00\x0dend-of-script") in out and out[-1][0] == "Z":
+            return [(t, b if t == "Z" else b"") for t, b in out]
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(script=st.lists(st.sampled_from(sorted(MIXED_STEPS)), min_size=1, max_size=8))
+def test_relay_matches_the_server_when_extended_messages_and_queries_mix(pg, relay_over_server, script):
+    """Extended messages, Queries and Syncs in any order: after an extended-protocol error
+    the server skips everything up to Sync, Queries included. Through the relay the client
+    must get what it gets directly, and the relay must end idle (so a denial is answered
+    at once, with nothing injected)."""
+    r = relay_over_server
+    steps = [*script, "sync"]
+    direct = RawClient.direct(pg)
+    try:
+        direct.send(*(f for s in steps for f in DIRECT_EQUIVALENT.get(s, MIXED_STEPS[s])), END)
+        want = answers_until_end(lambda: [direct.read()])
+    finally:
+        direct.sock.close()
+    reader = FrameReader()
+
+    def via_relay():
+        run, fr = reader.feed(r.relay.from_server(r.server.sock.recv(1 << 16)))
+        return [(chr(t), run[a + 5 : b]) for t, a, b in fr]
+
+    to_server, to_client = r.relay.from_client(b"".join(f for s in steps for f in MIXED_STEPS[s]))
+    r.server.sock.sendall(to_server)
+    run, fr = reader.feed(to_client)
+    early = [(chr(t), run[a + 5 : b]) for t, a, b in fr]
+    to_server, to_client = r.relay.from_client(END)
+    assert to_client == b""
+    r.server.sock.sendall(to_server)
+    got = answers_until_end(via_relay, early)
+    assert types_of(got) == types_of(want), script
+    assert got == want, script
+    relay = r.relay
+    assert relay._idle() and not relay._pending and not relay._skipping and not relay._query_ended
+    msgs = r.run(m.query("select * from secret.payroll"))  # idle: answered locally
+    assert types_of(msgs) == "EZ" and r.sent == b""
+
+
+@pytest.mark.timeout(30)
+def test_relay_query_skipped_after_an_extended_error_seen_before_the_query(relay_over_server):
+    """The extended error arrives while the group is still open (the client flushed and
+    waited); the Query it sends next is skipped by the server, so one Sync ends both."""
+    r = relay_over_server
+    to_server, _ = r.relay.from_client(parse("", "select 1/0") + bind() + m.execute() + FLUSH)
+    r.server.sock.sendall(to_server)
+    reader, seen = FrameReader(), ""
+    while "E" not in seen:
+        run, fr = reader.feed(r.relay.from_server(r.server.sock.recv(1 << 16)))
+        seen += "".join(chr(t) for t, _, _ in fr)
+    assert seen == "1E" and r.relay._skipping  # 1/0 fails when planned, at Bind
+    to_server, _ = r.relay.from_client(m.query("select 2") + m.SYNC)
+    r.server.sock.sendall(to_server)
+    got = b""
+    while not got.endswith(m.ready_for_query(b"I")):
+        got += r.relay.from_server(r.server.sock.recv(1 << 16))
+    assert got == m.ready_for_query(b"I")  # the Query was skipped: one answer, the Sync's
+    assert r.relay._idle() and not r.relay._skipping
+    assert types_of(r.run(m.query("select 3"))) == "TDCZ"
 
 
 @pytest.mark.timeout(30)
