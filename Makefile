@@ -21,13 +21,16 @@ $(VENV)/.installed: pyproject.toml
 
 venv: $(VENV)/.installed
 
-# PostgreSQL 15 server binaries, psql and pgbench (and pgbouncer for benchmarks),
-# installed from Debian's packages when missing.
+# PostgreSQL 15 server binaries, psql and pgbench (and pgbouncer for benchmarks), and the
+# JDBC driver with a JDK for the JDBC tests, installed from Debian's packages when missing.
+JDBC_JAR ?= /usr/share/java/postgresql.jar
 system-deps:
 	@missing=""; \
 	[ -x $(PG_BIN)/initdb ] && [ -x $(PG_BIN)/pgbench ] || missing="$$missing postgresql-15"; \
 	command -v psql >/dev/null || missing="$$missing postgresql-client-15"; \
 	command -v pgbouncer >/dev/null || [ -x /usr/sbin/pgbouncer ] || missing="$$missing pgbouncer"; \
+	[ -f $(JDBC_JAR) ] || missing="$$missing libpostgresql-jdbc-java"; \
+	command -v javac >/dev/null || missing="$$missing default-jdk-headless"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing:$$missing"; \
 	  $(SUDO) apt-get update -q && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q $$missing; \
