@@ -66,6 +66,72 @@ REFUSED_UNRECORDED = Counter(
 )
 
 
+EVENT_LOOP_LAG = Histogram(
+    "pgwitness_event_loop_lag_seconds",
+    "How late a 100 ms timer fires in a worker: time it could serve no one (a long policy "
+    "check, a GC pause, CPU starvation)",
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+)
+# What the recorder is doing, from Recorder.status once a second: SREs see a backlog build
+# before the proxy starts refusing statements (pgwitness_recorder_healthy 0).
+RECORDER_BACKLOG_BYTES = _gauge(
+    "pgwitness_recorder_backlog_bytes",
+    "Recorded bytes in memory, not yet sealed to the local spool (refusing above "
+    "recorder.max_memory_bytes)",
+)
+RECORDER_SPOOL_BYTES = _gauge(
+    "pgwitness_recorder_spool_bytes",
+    "Sealed, signed chunks on local disk waiting for the store (refusing above "
+    "recorder.fail_after_bytes)",
+)
+RECORDER_STORE_FAILING_SECONDS = _gauge(
+    "pgwitness_recorder_store_failing_seconds",
+    "How long store writes have been failing, 0 when they succeed (refusing above "
+    "recorder.fail_after_seconds)",
+    mode="max",
+)
+RECORDER_CHUNKS = Counter("pgwitness_recorder_chunks_total", "Chunks sealed and signed")
+RECORDER_STORED_BYTES = Counter(
+    "pgwitness_recorder_chunk_bytes_total", "Bytes of sealed chunks (compressed), bound for the store"
+)
+RECORDER_OBJECTS_STORED = Counter(
+    "pgwitness_recorder_objects_stored_total", "Chunk and checkpoint objects the store accepted"
+)
+RECORDER_STORE_ERRORS = Counter(
+    "pgwitness_recorder_store_errors_total", "Store writes that failed (each is retried)"
+)
+RECORDER_THROTTLED = Counter(
+    "pgwitness_recorder_throttled_total",
+    "Times a session waited for the recorder to catch up (memory over twice the limit)",
+)
+_RECORDER_COUNTERS = (
+    ("chunks", RECORDER_CHUNKS),
+    ("stored_bytes", RECORDER_STORED_BYTES),
+    ("objects_stored", RECORDER_OBJECTS_STORED),
+    ("store_errors", RECORDER_STORE_ERRORS),
+    ("throttled", RECORDER_THROTTLED),
+)
+
+
+class RecorderExporter:
+    """Moves one Recorder's ``status`` into the metrics (counters by their increase)."""
+
+    def __init__(self) -> None:
+        self._seen: dict[str, int] = {}
+
+    def update(self, status: dict) -> None:
+        RECORDER_HEALTHY.set(1 if status["healthy"] else 0)
+        RECORDER_BACKLOG_BYTES.set(status["memory_bytes"])
+        RECORDER_SPOOL_BYTES.set(status["spool_bytes"])
+        RECORDER_STORE_FAILING_SECONDS.set(status["store_failing_seconds"])
+        for key, counter in _RECORDER_COUNTERS:
+            now = status.get(key, 0)
+            grew = now - self._seen.get(key, 0)
+            if grew > 0:
+                counter.inc(grew)
+            self._seen[key] = now
+
+
 def start_metrics_server(host: str, port: int):
     """Serve /metrics from a thread; returns the HTTP server (OSError if the port is taken)."""
     if _multiproc:

@@ -108,6 +108,7 @@ class ProxyServer:
             backlog=1024,
         )
         self._tasks.append(asyncio.create_task(self._housekeeping()))
+        self._tasks.append(asyncio.create_task(_watch_loop_lag()))
         sock = self._server.sockets[0]
         addr = sock.getsockname()
         event("listening", host=addr[0], port=addr[1])
@@ -117,6 +118,7 @@ class ProxyServer:
         """About once a second: metrics, recorder health, grant revocations and extensions."""
         interval = self.cfg.grants.poll_interval if self.grant_store is not None else 1.0
         last_flush = 0.0
+        recorder_metrics = metrics.RecorderExporter()
         self._grant_watch_since = datetime.now(UTC)
         while True:
             await asyncio.sleep(min(interval, 1.0))
@@ -129,7 +131,7 @@ class ProxyServer:
                 grants = {c.identity.grant_id for c in self.sessions if c.identity is not None}
                 metrics.GRANTS_ACTIVE.set(len(grants))
                 if self.recorder is not None:
-                    metrics.RECORDER_HEALTHY.set(1 if self.recorder.healthy else 0)
+                    recorder_metrics.update(self.recorder.status)
             if self.grant_store is not None:
                 try:
                     await self._watch_grants()
@@ -762,6 +764,14 @@ class ClientConnection(asyncio.Protocol):
                 cause=cause,
                 detail=detail,
             )
+
+
+async def _watch_loop_lag(period: float = 0.1) -> None:
+    """Ten times a second, how late the timer fired: the worker's stall, as a histogram."""
+    while True:
+        start = time.monotonic()
+        await asyncio.sleep(period)
+        metrics.EVENT_LOOP_LAG.observe(max(0.0, time.monotonic() - start - period))
 
 
 def _quote_ident(name: str) -> str:

@@ -451,6 +451,34 @@ def test_metrics_endpoint(spawn):
     assert p.metrics()[("pgwitness_sessions_ended_total", (("cause", "terminate"),))] == 1
 
 
+def test_event_loop_lag_shows_a_stalled_worker(spawn):
+    """A worker that cannot run (here: stopped for 0.4 s; in life a long policy check or a
+    starved CPU) serves no one meanwhile; pgwitness_event_loop_lag_seconds shows it."""
+    p = spawn()
+
+    def stalls_over_250ms() -> float:
+        s = p.metrics()
+        return s[("pgwitness_event_loop_lag_seconds_count", ())] - s[
+            ("pgwitness_event_loop_lag_seconds_bucket", (("le", "0.25"),))
+        ]
+
+    deadline = time.monotonic() + 5
+    while p.metrics().get(("pgwitness_event_loop_lag_seconds_count", ()), 0) < 5:
+        assert time.monotonic() < deadline, "the lag probe is not running"
+        time.sleep(0.1)
+    assert stalls_over_250ms() == 0  # an idle worker keeps its 100 ms timer
+    (pid,) = p.worker_pids()
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        time.sleep(0.4)
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    deadline = time.monotonic() + 5
+    while stalls_over_250ms() < 1:
+        assert time.monotonic() < deadline, "the stall was not measured"
+        time.sleep(0.1)
+
+
 def test_workers_share_the_port_and_cancel_reaches_the_right_query(spawn, pg):
     p = spawn(workers=2, grace=1.0)
     pids = p.worker_pids()
