@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from policy.classify import Classified, StatementClass, classify_statement
 from policy.decide import Decision, decide
-from policy.fingerprint import fingerprint_statements, lex
+from policy.fingerprint import collapse_values, fingerprint_statements, lex
 from policy.scopes import Scopes
 
 __all__ = ["SHARED", "SharedClassifications", "StatementPolicy", "Verdict"]
@@ -29,6 +29,9 @@ _STATEFUL_COMMANDS = frozenset({"PREPARE", "EXECUTE", "DEALLOCATE", "DISCARD"})
 # Bigger statements are classified every time.
 _MAX_CACHED_TEXT = 4096  # session text and fingerprint caches, 256 entries each
 _MAX_SHARED_TEXT = 2048  # shared text and fingerprint caches, 4096 entries each
+# Longer statements have their VALUES rows of literals cut to the first before they are
+# classified (fingerprint.collapse_values): a bulk INSERT costs what a one-row one does.
+_COLLAPSE_MIN = 1024
 
 # One lexed-and-classified statement: its Classified and, if the fingerprint may stand
 # for it, the fingerprint.
@@ -171,6 +174,11 @@ class StatementPolicy:
         pairs: list[Pair] = []
         entries: list[Entry] = []
         for stmt in lex(sql):
+            size = len(stmt.sql)
+            if size > _COLLAPSE_MIN:
+                collapsed = collapse_values(stmt)
+                if collapsed is not None:
+                    stmt, size = collapsed, len(collapsed.canon)
             if use_fingerprints and stmt.cacheable:
                 hit = self._by_fingerprint_or_shared(stmt.fingerprint, stmt.sql)
                 if hit is not None:
@@ -180,18 +188,18 @@ class StatementPolicy:
             classified, fingerprint_safe = classify_statement(stmt, self.search_path)
             decision = decide(classified, self.scopes)
             pairs.append((classified, decision))
-            cacheable = fingerprint_safe and stmt.cacheable and len(stmt.sql) <= _MAX_CACHED_TEXT
+            cacheable = fingerprint_safe and stmt.cacheable and size <= _MAX_CACHED_TEXT
             fingerprint = stmt.fingerprint if cacheable else None
             entries.append((classified, fingerprint))
             if fingerprint is not None:
-                _bounded_put(
-                    self._by_fingerprint, fingerprint, (classified, decision), self.cache_size
-                )
-                if self.shared is not None and len(stmt.sql) <= _MAX_SHARED_TEXT:
+                # Cached under the short text: a hit puts the statement's own text back.
+                kept = classified if size == len(stmt.sql) else _with_sql(classified, stmt.canon)
+                _bounded_put(self._by_fingerprint, fingerprint, (kept, decision), self.cache_size)
+                if self.shared is not None and size <= _MAX_SHARED_TEXT:
                     _bounded_put(
                         self.shared.by_fingerprint,
                         (self.search_path, fingerprint),
-                        classified,
+                        kept,
                         self.shared.size,
                     )
         if self.shared is not None and len(sql) <= _MAX_SHARED_TEXT:

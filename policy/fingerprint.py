@@ -18,6 +18,8 @@ Plain statements (ASCII outside strings and comments, no quoted identifiers, dol
 escape strings or unusual numbers: most of what agents and drivers send) take a fast path
 that computes the same outputs with a few whole-text regex passes and builds tokens only
 when asked; tests/test_fingerprint.py holds the two paths to identical answers.
+``collapse_values`` cuts a plain statement's VALUES rows of literals to the first one, for
+the policy: such rows name nothing it decides on.
 """
 
 from __future__ import annotations
@@ -622,12 +624,89 @@ def _plain_lex(sql: str) -> list[Statement] | None:
                 else [j for j in _PLAIN_JUNK_RE.findall(text) if j[0] == "'"]
             )
             literals = [lit[1:-1].replace("''", "'") for lit in found]
-            parts = fingerprint.replace("\x04", "0").split("\x01")
-            canon = parts[0] + "".join(f"'{i}'{part}" for i, part in enumerate(parts[1:]))
         else:
             literals = []
-            canon = fingerprint.replace("\x04", "0")
-        out.append(Statement(text, fingerprint, canon, None, literals, True, "", numbers))
+        out.append(Statement(text, fingerprint, _plain_canon(fingerprint), None, literals, True, "", numbers))
+    return out
+
+
+def _plain_canon(fingerprint: str) -> str:
+    """A plain statement's canonical text: its fingerprint with numbers as 0 and string
+    literals as their index."""
+    canon = fingerprint.replace("\x04", "0")
+    if "\x01" not in canon:
+        return canon
+    parts = canon.split("\x01")
+    return parts[0] + "".join(f"'{i}'{part}" for i, part in enumerate(parts[1:]))
+
+
+# --- VALUES lists: rows of literals say nothing to the policy --------------------------------
+#
+# A row of a VALUES list made only of literals (numbers, strings, NULL, TRUE, FALSE,
+# DEFAULT) names no relation and calls no function, so a statement classifies the same
+# with its second and later such rows removed. A 10 000-row INSERT then costs what a
+# one-row INSERT does, and every batch size shares one fingerprint. Only plain statements
+# are collapsed, where placeholders are single characters: nothing else can look like a row.
+
+_VALUE_ATOM = r"(?:(?:[-+][ \n]?)?\x04|\x01|null|true|false|default)"
+_VALUE_ROW = rf"\([ \n]?{_VALUE_ATOM}(?:[ \n]?,[ \n]?{_VALUE_ATOM})*+[ \n]?\)"
+_VALUES_RUN_RE = re.compile(
+    rf"(?<![a-z0-9_$.])values[ \n]?({_VALUE_ROW})((?:[ \n]?,[ \n]?{_VALUE_ROW})++)"
+)
+
+
+def collapse_values(stmt: Statement) -> Statement | None:
+    """``stmt`` with each VALUES list of literal-only rows cut to its first row (rows after
+    the first one that is not literal-only stay); None if nothing was cut. Plain statements
+    only. The result keeps the original ``sql`` (what the client sent); its fingerprint,
+    canonical text, literals and numbers are those of the shortened statement."""
+    if stmt._tokens is not None or stmt.error or "values" not in stmt.fingerprint:
+        return None
+    fp = stmt.fingerprint
+    pieces: list[str] = []
+    drop_strings: list[tuple[int, int]] = []  # (first index, count) of literals cut out
+    drop_numbers: list[tuple[int, int]] = []
+    pos = strings = numbers = 0
+    for m in _VALUES_RUN_RE.finditer(fp):
+        first_end, end = m.end(1), m.end()
+        rest = fp[first_end:end]
+        rows = rest.count("(")  # atoms hold no parentheses: one per row
+        arity = m.group(1).count(",") + 1
+        if rest.count(",") != rows * arity:  # a separator and arity - 1 commas per row
+            continue  # rows of other lengths: Postgres refuses those; leave them be
+        kept = fp[pos:first_end]
+        pieces.append(kept)
+        strings += kept.count("\x01")
+        numbers += kept.count("\x04")
+        cut_strings, cut_numbers = rest.count("\x01"), rest.count("\x04")
+        drop_strings.append((strings, cut_strings))
+        drop_numbers.append((numbers, cut_numbers))
+        strings += cut_strings
+        numbers += cut_numbers
+        pos = end
+    if not pieces:
+        return None
+    pieces.append(fp[pos:])
+    collapsed = "".join(pieces)
+    return Statement(
+        stmt.sql,
+        collapsed,
+        _plain_canon(collapsed),
+        None,
+        _without(stmt.literals, drop_strings),
+        stmt.cacheable,
+        "",
+        _without(stmt._numbers or [], drop_numbers),
+    )
+
+
+def _without(items: list[str], cuts: list[tuple[int, int]]) -> list[str]:
+    out: list[str] = []
+    pos = 0
+    for first, count in cuts:
+        out.extend(items[pos:first])
+        pos = first + count
+    out.extend(items[pos:])
     return out
 
 

@@ -652,3 +652,109 @@ def test_literal_smuggling_attacks(first, second, allowed):
     fresh = policy(shared=None).check_query(second)
     assert shape(cached) == shape(fresh)
     assert cached.allowed is allowed, cached
+
+
+# --- VALUES rows of literals: collapsed before classification ----------------------------
+
+from policy.classify import classify_statement  # noqa: E402
+from policy.fingerprint import collapse_values  # noqa: E402
+
+_atom = st.one_of(
+    st.integers(-(10**6), 10**6).map(str),
+    st.decimals(-1000, 1000, places=2, allow_nan=False).map(str),
+    st.text(st.sampled_from("ab ,()'x;-"), max_size=8).map(lambda t: "'" + t.replace("'", "''") + "'"),
+    st.sampled_from(["NULL", "null", "TRUE", "false", "DEFAULT"]),
+)
+# Anything else a row may hold: each names a relation or a function, or at least is not a
+# literal, so the row it is in (and every row after it) must be kept.
+POISON = [
+    "(SELECT salary FROM secret.payroll LIMIT 1)",
+    "pg_read_file('/etc/passwd')",
+    "now()",
+    "'secret.payroll'::regclass",
+    "1 + 1",
+    "id",
+    "- -1",
+]
+
+
+@st.composite
+def values_statement(draw):
+    arity = draw(st.integers(1, 4))
+    rows = [
+        "(" + ", ".join(draw(st.lists(_atom, min_size=arity, max_size=arity))) + ")"
+        for _ in range(draw(st.integers(1, 25)))
+    ]
+    poison = draw(st.none() | st.sampled_from(POISON))
+    if poison is not None:
+        at = draw(st.integers(0, len(rows) - 1))
+        cells = [poison] + ["1"] * (arity - 1)
+        rows.insert(at, "(" + ", ".join(cells) + ")")
+    sep = draw(st.sampled_from([", ", ",", " ,\n  "]))
+    cols = ", ".join(["id", "note", "amount", "customer_id"][:arity])
+    table = draw(st.sampled_from(["public.orders", "secret.payroll", "public.customers"]))
+    tail = draw(st.sampled_from(["", " RETURNING id", " ON CONFLICT DO NOTHING",
+                                 " ON CONFLICT (id) DO UPDATE SET note = 'x'"]))  # fmt: skip
+    values = draw(st.sampled_from(["VALUES", "values", "VALUES\n"])) + " " + sep.join(rows)
+    kind = draw(st.sampled_from(["insert", "select", "join"]))
+    if kind == "insert":
+        return f"INSERT INTO {table} ({cols}) {values}{tail}"
+    if kind == "select":
+        return f"SELECT * FROM ({values}) AS v({cols}) WHERE v.id = 'q'"
+    return f"SELECT o.id FROM {table} o JOIN ({values}) AS v({cols}) ON v.id = o.id"
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(sql=values_statement())
+def test_collapsing_values_rows_never_changes_a_verdict(sql):
+    """Differential: the statement classified whole and with its literal rows cut classify
+    and decide the same: classes, commands, relations, functions, rules."""
+    (stmt,) = lex(sql)
+    collapsed = collapse_values(stmt)
+    event("collapsed" if collapsed is not None else "left whole")
+    if collapsed is None:
+        return
+    whole, _ = classify_statement(stmt, ("public",))
+    cut, _ = classify_statement(collapsed, ("public",))
+    assert collapsed.sql == stmt.sql and len(collapsed.canon) < len(stmt.canon)
+    assert shape(Verdict(True, ((whole, decide(whole, SCOPES)),), "")) == shape(
+        Verdict(True, ((cut, decide(cut, SCOPES)),), "")
+    ), (sql, collapsed.canon)
+    for poison in POISON:  # a row that is not all literals is never cut
+        if poison in sql:
+            assert lex(poison)[0].fingerprint in collapsed.fingerprint
+
+
+@pytest.mark.parametrize("where", [0, 1, 4999, 9999])
+@pytest.mark.parametrize(
+    "poison, message",
+    [
+        ("(SELECT salary FROM secret.payroll LIMIT 1)", "may not read secret.payroll"),
+        ("pg_read_file('/etc/passwd')", "pg_read_file"),
+    ],
+)
+def test_a_dangerous_row_anywhere_in_a_bulk_insert_is_denied(where, poison, message):
+    rows = [f"({i}, 'note {i}', {i}.5)" for i in range(10_000)]
+    rows[where] = f"({where}, {poison}, 1)"
+    sql = "INSERT INTO public.orders (id, note, amount) VALUES " + ", ".join(rows)
+    v = policy().check_query(sql)
+    assert not v.allowed and message in v.message
+    assert v.decisions[0][0].sql == sql  # the record names the statement as sent
+
+
+def test_bulk_inserts_of_any_size_share_one_classification():
+    p = policy()
+
+    def bulk(n: int, start: int) -> str:
+        rows = ", ".join(f"({i}, 'n{i}', {i}.25)" for i in range(start, start + n))
+        return f"INSERT INTO public.orders (id, note, amount) VALUES {rows} RETURNING id"
+
+    first = p.check_query(bulk(5000, 0))
+    cached = len(p._by_fingerprint)
+    assert first.allowed and cached == 1
+    for n, start in ((3000, 7), (9000, 1), (200, 5)):
+        v = p.check_query(bulk(n, start))
+        assert shape(v) == shape(first) and v.decisions[0][0].sql == bulk(n, start)
+    assert len(p._by_fingerprint) == cached  # every later size was a fingerprint hit
+    denied = p.check_query(bulk(5000, 0).replace("public.orders", "public.customers", 1))
+    assert not denied.allowed and "may not" in denied.message
