@@ -32,6 +32,9 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 from policy.grants import GrantError, GrantNotFound, GrantStateError, make_dsn
 from policy.store import GrantStore, StoreConfigError
 
+from . import metrics
+from .auth import FailureThrottle
+
 __all__ = ["AdminServer", "HttpError"]
 
 log = logging.getLogger("pgwitness.admin")
@@ -114,6 +117,8 @@ class AdminServer:
         public_port: int,
         granted_by_default: str = "admin-api",
         max_body: int = MAX_BODY,
+        fail_delay: float = 0.5,
+        fail_window: float = 60.0,
     ):
         if not isinstance(token, str) or len(token) < MIN_TOKEN_LENGTH:
             raise ValueError(f"admin token must be at least {MIN_TOKEN_LENGTH} characters")
@@ -123,6 +128,9 @@ class AdminServer:
         self.public_port = public_port
         self.granted_by_default = granted_by_default
         self.max_body = max_body
+        # Wrong or missing tokens slow the next requests from that address (exponential,
+        # capped): guessing a token over the network costs seconds per guess.
+        self._throttle = FailureThrottle(fail_delay, fail_window)
         self._server: asyncio.base_events.Server | None = None
         self._tasks: set[asyncio.Task] = set()
 
@@ -300,7 +308,19 @@ class AdminServer:
             return 200, {"status": "ok"}, {}
         if path != "/v1/grants" and not path.startswith("/v1/grants/"):
             raise HttpError(404, f"no such endpoint {path}")
-        self._check_auth(request)
+        peer = writer.get_extra_info("peername")
+        addr = peer[0] if peer else "?"
+        delay = self._throttle.delay(addr)
+        if delay:
+            await asyncio.sleep(delay)  # before the token is looked at, right or wrong
+        try:
+            self._check_auth(request)
+        except HttpError:
+            self._throttle.failed(addr)
+            metrics.ADMIN_AUTH_FAILURES.inc()
+            log.warning("admin API: refused token from %s", addr)
+            raise
+        self._throttle.succeeded(addr)
         if path == "/v1/grants":
             _allow(request, "GET", "POST")
             if request.method == "GET":

@@ -42,6 +42,9 @@ SESSIONS_ENDED = Counter(
 AUTH_FAILURES = Counter(
     "pgwitness_auth_failures_total", "Failed client logins by reason", ["reason"]
 )
+ADMIN_AUTH_FAILURES = Counter(
+    "pgwitness_admin_auth_failures_total", "Admin API requests refused for a missing or wrong token"
+)
 BYTES_RELAYED = Counter("pgwitness_bytes_relayed_total", "Bytes relayed", ["direction"])
 MESSAGES_RELAYED = Counter("pgwitness_messages_relayed_total", "Protocol messages relayed", ["direction"])
 STATEMENTS = Counter(

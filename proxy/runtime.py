@@ -76,7 +76,10 @@ async def build_runtime(cfg: Config) -> Runtime:
 
         public = cfg.proxy.public_host or cfg.proxy.listen
         phost, pport = parse_hostport("proxy.public_host", public, 6432)
-        admin = AdminServer(store, cfg.admin_token(), public_host=phost, public_port=pport)
+        admin = AdminServer(
+            store, cfg.admin_token(), public_host=phost, public_port=pport,
+            fail_delay=cfg.proxy.auth_fail_delay, fail_window=cfg.proxy.auth_fail_window,
+        )  # fmt: skip
         host, port = parse_hostport("admin.listen", cfg.admin.listen)
         await admin.start(host, port)
         runtime.admin = admin

@@ -95,7 +95,7 @@ def parse_response(response: bytes) -> tuple[int, dict[str, str], dict]:
     return status, headers, json.loads(payload)
 
 
-def admin_test(fn=None, *, clock=None, store_wrapper=None):
+def admin_test(fn=None, *, clock=None, store_wrapper=None, fail_delay=0.001):
     """Run ``fn(admin)`` against a fresh server in its own event loop."""
 
     def decorator(fn):
@@ -107,7 +107,9 @@ def admin_test(fn=None, *, clock=None, store_wrapper=None):
                     kwargs["clock"] = clock
                 store = await open_store(f"sqlite:///{tmp_path}/grants.db", **kwargs)
                 served = store_wrapper(store) if store_wrapper else store
-                server = AdminServer(served, TOKEN, public_host="proxy.internal", public_port=6432)
+                server = AdminServer(
+                    served, TOKEN, public_host="proxy.internal", public_port=6432, fail_delay=fail_delay
+                )
                 host, port = await server.start("127.0.0.1", 0)
                 try:
                     await fn(Admin(server, host, port, store, events))
@@ -131,6 +133,34 @@ def admin_test(fn=None, *, clock=None, store_wrapper=None):
 async def test_healthz_needs_no_token(admin):
     status, _, body = await admin.call("GET", "/healthz", token=None)
     assert (status, body) == (200, {"status": "ok"})
+
+
+@admin_test(fail_delay=0.2)
+async def test_wrong_tokens_slow_down_the_next_requests_from_that_address(admin):
+    """Guessing the token over the network: each refusal doubles the wait before the next
+    request from the address is even looked at, the right token included; a success
+    resets it."""
+    loop = asyncio.get_running_loop()
+
+    async def timed(token):
+        start = loop.time()
+        status, _, _ = await admin.call("GET", "/v1/grants", token=token)
+        return status, loop.time() - start
+
+    assert (await timed("wrong-token-guess-0"))[0] == 403  # no failure yet: no wait
+    assert (await timed(None))[0] == 401
+    status, waited = await timed("wrong-token-guess-2")
+    assert status == 403 and waited >= 0.4  # two failures: 0.2 * 2
+    status, waited = await timed(TOKEN)
+    assert status == 200 and waited >= 0.8  # three failures: the right token waits too
+    assert admin.server._throttle.delay("127.0.0.1") == 0  # the success reset it
+    assert metric_value("pgwitness_admin_auth_failures_total") >= 3
+
+
+def metric_value(name: str) -> float:
+    from prometheus_client import REGISTRY
+
+    return sum(s.value for m in REGISTRY.collect() for s in m.samples if s.name == name)
 
 
 @admin_test
