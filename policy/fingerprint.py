@@ -14,8 +14,9 @@ tokens. Two outputs per statement:
   never sees a literal's content and can never disagree with PostgreSQL about where a string
   or comment ends. Literal values stay available through ``Statement.literals``.
 
-Plain statements (ASCII outside strings and comments, no quoted identifiers, dollar quotes,
-escape strings or unusual numbers: most of what agents and drivers send) take a fast path
+Plain statements (ASCII outside strings and comments, quoted identifiers of printable
+ASCII, no dollar quotes, escape strings or unusual numbers: most of what agents, drivers
+and ORMs send) take a fast path
 that computes the same outputs with a few whole-text regex passes and builds tokens only
 when asked; tests/test_fingerprint.py holds the two paths to identical answers.
 ``collapse_values`` cuts a plain statement's VALUES rows of literals to the first one, for
@@ -156,6 +157,7 @@ class Statement:
 
     __slots__ = (
         "sql", "fingerprint", "canon", "literals", "cacheable", "error", "_tokens", "_numbers",
+        "_quoted",
     )  # fmt: skip
 
     def __init__(
@@ -168,6 +170,7 @@ class Statement:
         cacheable: bool = True,
         error: str = "",
         numbers: list[str] | None = None,
+        quoted: int = 0,
     ):
         self.sql = sql  # original text, stripped, without the terminating ';'
         self.fingerprint = fingerprint
@@ -180,6 +183,7 @@ class Statement:
         # original text of its numbers, in order.
         self._tokens = tokens
         self._numbers = numbers
+        self._quoted = quoted  # plain statements: how many quoted identifiers
 
     @property
     def tokens(self) -> list[Token]:
@@ -199,7 +203,7 @@ class Statement:
         """(string literals, quoted identifiers) as the canonical text shows them: quoted
         identifiers include non-ASCII words, which the canonical text quotes."""
         if self._tokens is None:
-            return len(self.literals), 0  # plain: ASCII, no quoted identifiers
+            return len(self.literals), self._quoted  # plain: ASCII, so no non-ASCII words
         return literal_counts(self._tokens)
 
     def _key(self) -> tuple:
@@ -482,8 +486,10 @@ def _scan(sql: str) -> list[Statement]:
 # ---- plain SQL: the same answers from a few C-level regex passes ---------------------
 #
 # Most statements are plain: ASCII outside string literals and comments, no nested block
-# comments, no quoted identifiers, no dollar quotes or parameters, no E/B/X/U& strings,
-# and every number an unsigned decimal that touches no word, string or dot. For such text
+# comments, quoted identifiers of printable ASCII that touch no word, number or string (set
+# aside as placeholders during the passes, put back verbatim), no dollar quotes or
+# parameters, no E/B/X/U& strings, and every number an unsigned decimal that touches no
+# word, string or dot. For such text
 # the tokens of the reference lexer are exactly what these patterns see, so the
 # fingerprint and canonical text come from whole-text substitutions instead of a Python
 # step per token. Anything else (including every lexical error) is not plain and goes to
@@ -491,11 +497,12 @@ def _scan(sql: str) -> list[Statement]:
 # paths agree exactly.
 _PLAIN_RE = re.compile(  # alternatives start with distinct characters; nothing backtracks
     r"""(?:
-        [A-Za-z_][A-Za-z0-9_]*+(?![$'])
+        [A-Za-z_][A-Za-z0-9_]*+(?![$'"])
       | [ \t\n\r\f\v]++
       | [(),\[\].:;]
-      | (?<![A-Za-z0-9_.'])[0-9]++(?:\.[0-9]++)?+(?![A-Za-z0-9_.'$])
-      | (?<![A-Za-z0-9_&])'(?:[^']++|'')*+'
+      | (?<![A-Za-z0-9_.'"])[0-9]++(?:\.[0-9]++)?+(?![A-Za-z0-9_.'$"])
+      | (?<![A-Za-z0-9_&"])'(?:[^']++|'')*+'
+      | (?<![A-Za-z0-9_$&'"])"(?:[ !\#-~]++|"")*+"(?![A-Za-z0-9_$'"])
       | (?:[+*<>=~!@\#%^&|`?]|-(?!-)|/(?!\*))++
       | --[^\n\r]*+
       | /\*(?:[^*/]|\*(?!/)|/(?!\*))*+\*/
@@ -505,11 +512,14 @@ _PLAIN_RE = re.compile(  # alternatives start with distinct characters; nothing 
 # A block comment without a nested one (nested ones are not plain: the validator refuses).
 _BLOCK = r"/\*(?:[^*/]|\*(?!/)|/(?!\*))*\*/"
 _PLAIN_STR_RE = re.compile(r"'(?:[^']|'')*'")
-_PLAIN_SEMI_RE = re.compile(r"'(?:[^']|'')*'|(;)")
+_PLAIN_QID = r'"(?:[^"]|"")*"'
+_PLAIN_SEMI_RE = re.compile(rf"'(?:[^']|'')*'|{_PLAIN_QID}|(;)")
 # With comments: strings and comments in one pass, so a quote in a comment or a comment
 # marker in a string is seen for what it is.
-_PLAIN_JUNK_RE = re.compile(rf"'(?:[^']|'')*'|--[^\n\r]*|{_BLOCK}")
-_PLAIN_JUNK_SEMI_RE = re.compile(rf"'(?:[^']|'')*'|--[^\n\r]*|{_BLOCK}|(;)")
+_PLAIN_JUNK_RE = re.compile(rf"'(?:[^']|'')*'|{_PLAIN_QID}|--[^\n\r]*|{_BLOCK}")
+_PLAIN_JUNK_SEMI_RE = re.compile(rf"'(?:[^']|'')*'|{_PLAIN_QID}|--[^\n\r]*|{_BLOCK}|(;)")
+_PLAIN_JUNK_SPLIT_RE = re.compile(rf"('(?:[^']|'')*'|{_PLAIN_QID}|--[^\n\r]*|{_BLOCK})")
+_JUNK_PLACEHOLDER = {"'": "\x01", '"': "\x05", "-": "\n", "/": " "}
 _PLAIN_LEADING_RE = re.compile(rf"(?:[ \t\n\r\f\v]+|--[^\n\r]*|{_BLOCK})*")
 _PLAIN_NUM_RE = re.compile(r"(?<![a-z0-9_])[0-9]+(?:\.[0-9]+)?")
 _PLAIN_NL_RE = re.compile(r"[ \t\f\v]*[\n\r][ \t\n\r\f\v]*")
@@ -523,34 +533,51 @@ def _has_digit(text: str) -> bool:
 # Tokens of a plain statement's canonical text: word, string placeholder, number
 # placeholder, punctuation, operator run, separator.
 _CANON_TOKEN_RE = re.compile(
-    r"([a-z_][a-z0-9_]*)|('[0-9]+')|(0)|([(),\[\].:])|((?:[+*<>=~!@\#%^&|`?/-])+)|[ \n]"
+    r"([a-z_][a-z0-9_]*)|('[0-9]+')|(0)|([(),\[\].:])|((?:[+*<>=~!@\#%^&|`?/-])+)"
+    r'|("(?:[^"]|"")*")|[ \n]'
 )
-_CANON_KINDS = (None, "word", "str", "num", "punct", "op")
+_CANON_KINDS = (None, "word", "str", "num", "punct", "op", "qid")
+_QID = "\x05"  # a quoted identifier's place in a plain statement's bare text
 
 
 # The engine asks for a query's fingerprints and, on a cache miss, for its tokens: the
 # second call finds the first one's answer here (same str object; a tuple swap is atomic).
-_last_plain: tuple[str | None, list[tuple[str, str, str]] | None] = (None, None)
+_last_plain: tuple[str | None, list[tuple[str, str, str, int]] | None] = (None, None)
 
 
-def _plain_statements(sql: str) -> list[tuple[str, str, str]] | None:
-    """``(text, string-free lower-case text, fingerprint)`` per non-empty statement, if
-    ``sql`` is plain."""
+def _plain_statements(sql: str) -> list[tuple[str, str, str, int]] | None:
+    """``(text, string-free lower-case text, fingerprint, quoted identifiers)`` per
+    non-empty statement, if ``sql`` is plain."""
     global _last_plain
     last = _last_plain
     if last[0] is sql:
         return last[1]
     split = _plain_split(sql)
-    out = None if split is None else [(t, b, _plain_fingerprint(b)) for t, b in split]
+    out = None
+    if split is not None:
+        out = [(t, b, _with_quoted(_plain_fingerprint(b), q), len(q)) for t, b, q in split]
     _last_plain = (sql, out)
     return out
 
 
-def _plain_split(sql: str) -> list[tuple[str, str]] | None:
+def _with_quoted(fingerprint: str, quoted: list[str]) -> str:
+    """Put the quoted identifiers back in place of their placeholders, as written."""
+    if not quoted:
+        return fingerprint
+    parts = fingerprint.split(_QID)
+    pieces = [""] * (2 * len(parts) - 1)
+    pieces[0::2] = parts
+    pieces[1::2] = quoted  # one placeholder per identifier: a length mismatch raises
+    return "".join(pieces)
+
+
+def _plain_split(sql: str) -> list[tuple[str, str, list[str]]] | None:
+    """``(text, bare, quoted identifiers)`` per non-empty statement of plain ``sql``: bare is
+    the lower-cased text with strings, quoted identifiers and comments replaced."""
     if _PLAIN_RE.fullmatch(sql) is None:
         return None
-    if "--" in sql or "/*" in sql:
-        return _plain_split_comments(sql)
+    if "--" in sql or "/*" in sql or '"' in sql:
+        return _plain_split_junk(sql)
     if ";" not in sql:
         pieces = [sql]
     elif "'" not in sql:
@@ -562,14 +589,8 @@ def _plain_split(sql: str) -> list[tuple[str, str]] | None:
         text = piece.strip()
         if text:
             bare = _PLAIN_STR_RE.sub("\x01", text) if "'" in text else text
-            out.append((text, bare.lower()))
+            out.append((text, bare.lower(), []))
     return out
-
-
-def _blank(m: re.Match[str]) -> str:
-    """A string becomes its placeholder; a comment the separator the lexer would fold it to."""
-    first = m.group()[0]
-    return "\x01" if first == "'" else ("\n" if first == "-" else " ")
 
 
 def _split_at_semicolons(pattern: re.Pattern[str], sql: str) -> list[str]:
@@ -584,15 +605,27 @@ def _split_at_semicolons(pattern: re.Pattern[str], sql: str) -> list[str]:
     return pieces
 
 
-def _plain_split_comments(sql: str) -> list[tuple[str, str]]:
-    pieces = _split_at_semicolons(_PLAIN_JUNK_SEMI_RE, sql)
+def _plain_split_junk(sql: str) -> list[tuple[str, str, list[str]]]:
+    """Splitting and blanking for text with comments or quoted identifiers: strings,
+    identifiers and comments in one pass, so each is seen for what it is."""
+    pieces = _split_at_semicolons(_PLAIN_JUNK_SEMI_RE, sql) if ";" in sql else [sql]
     out = []
     for piece in pieces:
         # A statement's text starts at its first token: leading comments are not part of it.
         text = piece[_PLAIN_LEADING_RE.match(piece).end() :].strip()
         if text:
-            out.append((text, _PLAIN_JUNK_RE.sub(_blank, text).lower()))
+            bare, quoted = _blank_junk(text)
+            out.append((text, bare.lower(), quoted))
     return out
+
+
+def _blank_junk(text: str) -> tuple[str, list[str]]:
+    """A string becomes its placeholder; a comment the separator the lexer would fold it
+    to; a quoted identifier its placeholder, kept aside (in order) to be put back."""
+    parts = _PLAIN_JUNK_SPLIT_RE.split(text)  # code, junk, code, junk, ..., code
+    junk = parts[1::2]
+    parts[1::2] = [_JUNK_PLACEHOLDER[j[0]] for j in junk]
+    return "".join(parts), [j for j in junk if j[0] == '"']
 
 
 def _plain_fingerprint(bare: str) -> str:
@@ -607,7 +640,7 @@ def _plain_fingerprints(sql: str) -> list[tuple[str, str, bool]] | None:
     statements = _plain_statements(sql)
     if statements is None:
         return None
-    return [(text, fingerprint, True) for text, _bare, fingerprint in statements]
+    return [(text, fingerprint, True) for text, _bare, fingerprint, _quoted in statements]
 
 
 def _plain_lex(sql: str) -> list[Statement] | None:
@@ -615,18 +648,19 @@ def _plain_lex(sql: str) -> list[Statement] | None:
     if statements is None:
         return None
     out = []
-    for text, bare, fingerprint in statements:
+    for text, bare, fingerprint, quoted in statements:
         numbers = _PLAIN_NUM_RE.findall(bare) if "\x04" in fingerprint else []
         if "\x01" in fingerprint:
             found = (
                 _PLAIN_STR_RE.findall(text)
-                if "--" not in text and "/*" not in text
+                if "--" not in text and "/*" not in text and not quoted
                 else [j for j in _PLAIN_JUNK_RE.findall(text) if j[0] == "'"]
             )
             literals = [lit[1:-1].replace("''", "'") for lit in found]
         else:
             literals = []
-        out.append(Statement(text, fingerprint, _plain_canon(fingerprint), None, literals, True, "", numbers))
+        canon = _plain_canon(fingerprint)  # quoted identifiers hold no placeholder character
+        out.append(Statement(text, fingerprint, canon, None, literals, True, "", numbers, quoted))
     return out
 
 
@@ -646,7 +680,8 @@ def _plain_canon(fingerprint: str) -> str:
 # DEFAULT) names no relation and calls no function, so a statement classifies the same
 # with its second and later such rows removed. A 10 000-row INSERT then costs what a
 # one-row INSERT does, and every batch size shares one fingerprint. Only plain statements
-# are collapsed, where placeholders are single characters: nothing else can look like a row.
+# are collapsed, where placeholders are single characters and the only other text that
+# could look like a row is inside a quoted identifier (an odd number of '"' before it).
 
 _VALUE_ATOM = r"(?:(?:[-+][ \n]?)?\x04|\x01|null|true|false|default)"
 _VALUE_ROW = rf"\([ \n]?{_VALUE_ATOM}(?:[ \n]?,[ \n]?{_VALUE_ATOM})*+[ \n]?\)"
@@ -668,6 +703,8 @@ def collapse_values(stmt: Statement) -> Statement | None:
     drop_numbers: list[tuple[int, int]] = []
     pos = strings = numbers = 0
     for m in _VALUES_RUN_RE.finditer(fp):
+        if fp.count('"', 0, m.start()) % 2:
+            continue  # inside a quoted identifier: text, not a VALUES list
         first_end, end = m.end(1), m.end()
         rest = fp[first_end:end]
         rows = rest.count("(")  # atoms hold no parentheses: one per row
@@ -697,6 +734,7 @@ def collapse_values(stmt: Statement) -> Statement | None:
         stmt.cacheable,
         "",
         _without(stmt._numbers or [], drop_numbers),
+        stmt._quoted,  # rows of literals hold no quoted identifier
     )
 
 
@@ -724,7 +762,9 @@ def _canon_tokens(
         if len(tokens) == limit:
             break
         piece = m.group(k)
-        if k == 1 or k >= 4:
+        if k == 6:
+            value = piece[1:-1].replace('""', '"')
+        elif k == 1 or k >= 4:
             value = piece
         elif k == 3:
             value = numbers[n_num]

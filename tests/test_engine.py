@@ -691,8 +691,11 @@ def values_statement(draw):
         cells = [poison] + ["1"] * (arity - 1)
         rows.insert(at, "(" + ", ".join(cells) + ")")
     sep = draw(st.sampled_from([", ", ",", " ,\n  "]))
-    cols = ", ".join(["id", "note", "amount", "customer_id"][:arity])
-    table = draw(st.sampled_from(["public.orders", "secret.payroll", "public.customers"]))
+    names = ["id", "note", "amount", "customer_id"][:arity]
+    quote = draw(st.booleans())  # as Django writes them
+    cols = ", ".join(f'"{c}"' if quote else c for c in names)
+    table = draw(st.sampled_from(["public.orders", "secret.payroll", "public.customers",
+                                  '"public"."orders"', '"secret"."payroll"']))  # fmt: skip
     tail = draw(st.sampled_from(["", " RETURNING id", " ON CONFLICT DO NOTHING",
                                  " ON CONFLICT (id) DO UPDATE SET note = 'x'"]))  # fmt: skip
     values = draw(st.sampled_from(["VALUES", "values", "VALUES\n"])) + " " + sep.join(rows)
@@ -740,6 +743,20 @@ def test_a_dangerous_row_anywhere_in_a_bulk_insert_is_denied(where, poison, mess
     v = policy().check_query(sql)
     assert not v.allowed and message in v.message
     assert v.decisions[0][0].sql == sql  # the record names the statement as sent
+
+
+def test_text_inside_a_quoted_identifier_is_never_collapsed():
+    """A quoted identifier may hold anything, a VALUES list of literals included: cutting
+    it would rename the relation the policy checks."""
+    sql = 'SELECT * FROM "t values (null), (null), (true)" WHERE x = 1' + " " * 1024
+    (stmt,) = lex(sql)
+    assert stmt._tokens is None  # the fast path, where collapsing applies
+    assert collapse_values(stmt) is None
+    both = 'INSERT INTO "q values (null), (null)" (a) VALUES (null), (null), (true)'
+    collapsed = collapse_values(lex(both)[0])
+    assert collapsed.fingerprint == 'insert into "q values (null), (null)" (a) values (null)'
+    v = policy().check_query(both + " " * 1024)
+    assert not v.allowed and 'q values (null), (null)' in v.message
 
 
 def test_bulk_inserts_of_any_size_share_one_classification():

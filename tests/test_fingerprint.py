@@ -21,10 +21,11 @@ _PLAIN = [
     "'x'", "''", "'a''b'", "'é;--/*$\"\\'", "+", "-", "*", "/", "<>", "=", "<=", "&", "|",
     "?", "#", "%", "^", "~", "!", "@", "`", "/* c */", "/**/", "/***/", "/*';$\"é*/",
     "/*\n*/", "-- c\n", "--;'x\n", "--", "/*", "*/",
+    '"Q"', '"a b"', '"x""y"', '"it\'s;--/*"', '"values (1), (2)"', '"SELECT"', '""',
 ]  # fmt: skip
 _OFF_PATH = [
     "e", "E", "b", "B", "x", "X", "u", "U", "n", "N", "$", "$1", "$$", "$a$", "'", '"',
-    '"Q"', "é", "\\", "1e5", "1_0", "0x1F", ".5", "{", "\x00", "U&", "/* /* */ */",
+    '"é"', '"\t"', "é", "\\", "1e5", "1_0", "0x1F", ".5", "{", "\x00", "U&", "/* /* */ */",
 ]  # fmt: skip
 _sql = st.lists(st.sampled_from(_PLAIN + _OFF_PATH), max_size=30).map("".join)
 _plain_sql = st.lists(st.sampled_from(_PLAIN), max_size=30).map("".join)
@@ -78,12 +79,22 @@ PLAIN_EXAMPLES = [
     "/* agent: inspect */ SELECT c.relname FROM pg_catalog.pg_class c WHERE c.oid = 5",
     "SELECT 1 -- it's; a comment\n, 2; -- trailing",
     "SELECT /* ; ' */ a FROM t /* x */ WHERE b = 'c -- d'",
+    'SELECT "Mixed" FROM t',
+    'INSERT INTO "app_order" ("id", "note") VALUES (1, \'a\'), (2, \'b\')',
+    'SELECT "app_order"."id" FROM "app_order" WHERE "app_order"."note" = \'x;"y"\' LIMIT 21',
+    'SELECT "a""b", "it\'s", "--", "/*" FROM t; SELECT 1',
 ]
 
 OFF_PATH_EXAMPLES = [
     "SELECT 1 /* nested /* comment */ */",
     "SELECT 1 /* unterminated",
-    'SELECT "Mixed" FROM t',
+    'SELECT "é" FROM t',
+    'SELECT U&"x" FROM t',
+    'SELECT a"b" FROM t',
+    'SELECT "a"b FROM t',
+    'SELECT 1"a" FROM t',
+    'SELECT "tab\there" FROM t',
+    'SELECT "unterminated FROM t',
     "SELECT E'\\n'",
     "SELECT B'0101', X'1F'",
     "SELECT U&'d\\0061t\\+000061'",
