@@ -174,11 +174,10 @@ class StatementPolicy:
         pairs: list[Pair] = []
         entries: list[Entry] = []
         for stmt in lex(sql):
-            size = len(stmt.sql)
-            if size > _COLLAPSE_MIN:
-                collapsed = collapse_values(stmt)
-                if collapsed is not None:
-                    stmt, size = collapsed, len(collapsed.canon)
+            collapsed = collapse_values(stmt) if len(stmt.sql) > _COLLAPSE_MIN else None
+            if collapsed is not None:
+                stmt = collapsed
+            size = len(stmt.canon) if collapsed is not None else len(stmt.sql)
             if use_fingerprints and stmt.cacheable:
                 hit = self._by_fingerprint_or_shared(stmt.fingerprint, stmt.sql)
                 if hit is not None:
@@ -193,7 +192,7 @@ class StatementPolicy:
             entries.append((classified, fingerprint))
             if fingerprint is not None:
                 # Cached under the short text: a hit puts the statement's own text back.
-                kept = classified if size == len(stmt.sql) else _with_sql(classified, stmt.canon)
+                kept = classified if collapsed is None else _with_sql(classified, stmt.canon)
                 _bounded_put(self._by_fingerprint, fingerprint, (kept, decision), self.cache_size)
                 if self.shared is not None and size <= _MAX_SHARED_TEXT:
                     _bounded_put(

@@ -511,15 +511,19 @@ _PLAIN_RE = re.compile(  # alternatives start with distinct characters; nothing 
 )
 # A block comment without a nested one (nested ones are not plain: the validator refuses).
 _BLOCK = r"/\*(?:[^*/]|\*(?!/)|/(?!\*))*\*/"
-_PLAIN_STR_RE = re.compile(r"'(?:[^']|'')*'")
+_PLAIN_STR = r"'(?:[^']|'')*'"
 _PLAIN_QID = r'"(?:[^"]|"")*"'
-_PLAIN_SEMI_RE = re.compile(rf"'(?:[^']|'')*'|{_PLAIN_QID}|(;)")
-# With comments: strings and comments in one pass, so a quote in a comment or a comment
-# marker in a string is seen for what it is.
-_PLAIN_JUNK_RE = re.compile(rf"'(?:[^']|'')*'|{_PLAIN_QID}|--[^\n\r]*|{_BLOCK}")
-_PLAIN_JUNK_SEMI_RE = re.compile(rf"'(?:[^']|'')*'|{_PLAIN_QID}|--[^\n\r]*|{_BLOCK}|(;)")
-_PLAIN_JUNK_SPLIT_RE = re.compile(rf"('(?:[^']|'')*'|{_PLAIN_QID}|--[^\n\r]*|{_BLOCK})")
-_JUNK_PLACEHOLDER = {"'": "\x01", '"': "\x05", "-": "\n", "/": " "}
+_PLAIN_STR_RE = re.compile(_PLAIN_STR)
+_PLAIN_SEMI_RE = re.compile(rf"{_PLAIN_STR}|{_PLAIN_QID}|(;)")
+# Strings, quoted identifiers and comments in one pass, so a quote in a comment or a
+# comment marker in a string is seen for what it is.
+_PLAIN_JUNK = rf"{_PLAIN_STR}|{_PLAIN_QID}|--[^\n\r]*|{_BLOCK}"
+_PLAIN_JUNK_RE = re.compile(_PLAIN_JUNK)
+_PLAIN_JUNK_SEMI_RE = re.compile(rf"{_PLAIN_JUNK}|(;)")
+_PLAIN_JUNK_SPLIT_RE = re.compile(rf"({_PLAIN_JUNK})")
+_QID = "\x05"  # a quoted identifier's place in a plain statement's bare text
+# What each kind of junk becomes in the bare text, by its first character.
+_JUNK_PLACEHOLDER = {"'": "\x01", '"': _QID, "-": "\n", "/": " "}
 _PLAIN_LEADING_RE = re.compile(rf"(?:[ \t\n\r\f\v]+|--[^\n\r]*|{_BLOCK})*")
 _PLAIN_NUM_RE = re.compile(r"(?<![a-z0-9_])[0-9]+(?:\.[0-9]+)?")
 _PLAIN_NL_RE = re.compile(r"[ \t\f\v]*[\n\r][ \t\n\r\f\v]*")
@@ -534,10 +538,9 @@ def _has_digit(text: str) -> bool:
 # placeholder, punctuation, operator run, separator.
 _CANON_TOKEN_RE = re.compile(
     r"([a-z_][a-z0-9_]*)|('[0-9]+')|(0)|([(),\[\].:])|((?:[+*<>=~!@\#%^&|`?/-])+)"
-    r'|("(?:[^"]|"")*")|[ \n]'
+    rf"|({_PLAIN_QID})|[ \n]"
 )
 _CANON_KINDS = (None, "word", "str", "num", "punct", "op", "qid")
-_QID = "\x05"  # a quoted identifier's place in a plain statement's bare text
 
 
 # The engine asks for a query's fingerprints and, on a cache miss, for its tokens: the

@@ -168,17 +168,15 @@ class Relay:
 
     def from_client(self, data: bytes) -> tuple[bytes, bytes]:
         run, frames = self.client_reader.feed(data)
-        if not frames:
-            if run:  # more of a large frame being streamed
-                self.counters.bytes_c2s += len(run)
-                if self.recorder is not None:
-                    self.recorder.wire("c2s", run)
-            return run, b""
+        if not run:
+            return b"", b""
         c = self.counters
         c.bytes_c2s += len(run)
-        c.msgs_c2s += len(frames)
         if self.recorder is not None:
             self.recorder.wire("c2s", run)
+        if not frames:  # more of a large frame being streamed
+            return run, b""
+        c.msgs_c2s += len(frames)
         out: list[bytes] = []
         to_client: list[bytes] = []
         last = 0
@@ -363,13 +361,14 @@ class Relay:
         last = 0
         pending = self._pending
         held = self._held
-        counting = self._watch_head or (self._current_extended and len(self._groups) == 1)
+        counting = self._counting_answers()
         for t, start, end in frames:
             if counting:
                 if t in _ANSWERS:
                     self._head_answered += 1
                 elif t == _ERROR:
-                    counting = self._head_failed()
+                    self._head_failed()
+                    counting = False  # answered or skipped now: nothing more to count
             if not pending and t not in _WATCHED:
                 continue  # DataRow, CommandComplete, ...: the common case
             if t == _READY:
@@ -380,7 +379,7 @@ class Relay:
                     held.clear()
                     last = start
                 self._ready_for_query()
-                counting = self._watch_head or (self._current_extended and len(self._groups) == 1)
+                counting = self._counting_answers()
                 continue
             if t == _ERROR and run[start + 5 : start + 11] in (b"SFATAL", b"SPANIC"):
                 self.upstream_fatal = True
@@ -438,6 +437,11 @@ class Relay:
         if len(groups) == 1 and answered is groups[0]:
             answered.clear()
 
+    def _counting_answers(self) -> bool:
+        """Whether the head group's answers are counted: it mixes extended messages with a
+        Query, or it is still open with extended messages in it."""
+        return self._watch_head or (self._current_extended > 0 and len(self._groups) == 1)
+
     def _next_head(self) -> None:
         """Bookkeeping for mixed groups, as the head group is answered (before it is popped)."""
         groups = self._groups
@@ -446,18 +450,18 @@ class Relay:
         self._head_answered = 0
         self._watch_head = len(groups) > 1 and type(groups[1]) is QueryEnded and groups[1].extended > 0
 
-    def _head_failed(self) -> bool:
+    def _head_failed(self) -> None:
         """An ErrorResponse while the head group may mix extended messages and a Query: if
         one of the extended messages failed, the server skips to the client's next Sync, so
-        every group up to it gets one ReadyForQuery. Returns whether to keep counting."""
+        every group up to it gets one ReadyForQuery."""
         groups = self._groups
         self._watch_head = False
         if len(groups) == 1:  # the open group: no Query in it yet, so it is an extended one
             self._skipping = True
-            return False
+            return
         head = groups[0]
         if type(head) is not QueryEnded or self._head_answered >= head.extended:
-            return False  # the Query's own error (or a group that Sync ends): nothing skipped
+            return  # the Query's own error (or a group that Sync ends): nothing skipped
         merged = groups.popleft()
         self._query_ended -= 1
         while len(groups) > 1 and type(groups[0]) is QueryEnded:
@@ -466,7 +470,6 @@ class Relay:
         groups[0][:0] = merged  # a Sync-ended group, or the open one: its Sync answers all
         if len(groups) == 1:
             self._skipping = True
-        return False
 
     @property
     def has_held(self) -> bool:

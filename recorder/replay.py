@@ -50,7 +50,7 @@ def split_frames(buf: bytes) -> tuple[list[tuple[str, bytes]], bytes]:
     return out, buf[off:]
 
 
-def _frame_size(head: bytes) -> int:
+def _frame_size(head: bytes | bytearray) -> int:
     """Bytes the frame starting ``head`` needs in all (0 if its header is incomplete)."""
     if len(head) < 5:
         return 0
@@ -135,10 +135,8 @@ class Transcript:
         self.out = out
         self.max_rows = max_rows
         self.wall0: int | None = None
-        # Per direction: the bytes of an incomplete frame (a large one is recorded in pieces)
-        # and how many it needs before framing is worth trying again (no quadratic joins).
+        # Per direction, the bytes of an incomplete frame (a large one is recorded in pieces).
         self.pending = {Direction.C2S: bytearray(), Direction.S2C: bytearray()}
-        self.needed = {Direction.C2S: 0, Direction.S2C: 0}
         self.statements: dict[str, str] = {}
         self.cols: list[tuple[str, int]] | None = None
         self.rows: list[list[str]] = []
@@ -153,11 +151,10 @@ class Transcript:
         if r.kind == Kind.WIRE:
             pending = self.pending[r.direction]
             pending += r.payload
-            if len(pending) < self.needed[r.direction]:
-                return
+            if len(pending) < _frame_size(pending):
+                return  # framing waits for the whole frame: no quadratic joins
             frames, rest = split_frames(bytes(pending))
             self.pending[r.direction] = bytearray(rest)
-            self.needed[r.direction] = _frame_size(rest)
             for typ, body in frames:
                 try:
                     (self.client if r.direction == Direction.C2S else self.server)(typ, body)

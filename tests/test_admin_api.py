@@ -15,6 +15,7 @@ import pytest
 from policy.store import open_store
 from proxy.admin import AdminServer
 from proxy.wire.scram import ScramClient, ScramServer
+from tests.test_proxy_grants import metric
 
 TOKEN = "admin-token-0123456789abcdef"
 T0 = dt.datetime(2026, 3, 1, 12, 0, tzinfo=dt.UTC)
@@ -154,13 +155,7 @@ async def test_wrong_tokens_slow_down_the_next_requests_from_that_address(admin)
     status, waited = await timed(TOKEN)
     assert status == 200 and waited >= 0.8  # three failures: the right token waits too
     assert admin.server._throttle.delay("127.0.0.1") == 0  # the success reset it
-    assert metric_value("pgwitness_admin_auth_failures_total") >= 3
-
-
-def metric_value(name: str) -> float:
-    from prometheus_client import REGISTRY
-
-    return sum(s.value for m in REGISTRY.collect() for s in m.samples if s.name == name)
+    assert metric("pgwitness_admin_auth_failures_total") >= 3
 
 
 @admin_test

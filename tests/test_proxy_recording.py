@@ -25,7 +25,6 @@ import asyncpg
 import psycopg
 import pytest
 import zstandard
-from prometheus_client import REGISTRY
 
 from proxy.cli import main as cli_main
 from proxy.localpg import free_port
@@ -44,6 +43,7 @@ from recorder.signing import load_public_key
 from recorder.testing import FlakyStore
 from recorder.verify import verify_session
 from tests.fixtures_proxy import STATIC_PASSWORD, STATIC_USER
+from tests.test_proxy_grants import metric
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -192,14 +192,7 @@ def drop_socket(conn: psycopg.Connection) -> None:
 
 
 def refused_unrecorded(what: str | None = None) -> float:
-    total = 0.0
-    for metric in REGISTRY.collect():
-        if metric.name != "pgwitness_refused_unrecorded":
-            continue
-        for sample in metric.samples:
-            if sample.name.endswith("_total") and (what is None or sample.labels.get("what") == what):
-                total += sample.value
-    return total
+    return metric("pgwitness_refused_unrecorded_total", **({"what": what} if what else {}))
 
 
 def issue_grant(handle, **kw):
@@ -609,39 +602,34 @@ def test_refused_statement_is_counted(make_proxy, tmp_path):
         wait_for(lambda: refused_unrecorded() >= before + 1, 3.0, "the refusal to be counted")
 
 
-def sample(name: str) -> float:
-    """This process's value of one metric sample (summed over labels)."""
-    return sum(s.value for m in REGISTRY.collect() for s in m.samples if s.name == name)
-
-
 def test_recorder_metrics_show_a_failing_store_before_and_after_refusal(make_proxy, tmp_path):
     """From /metrics alone an SRE sees chunks being stored, then a store failing: errors,
     seconds failing, the spool growing, health 0; then recovery."""
     h = make_proxy(**recording(tmp_path, **{"recorder.fail_after_seconds": 0.5,
                                             "recorder.retry_max_seconds": 0.1}))
     rec = h.runtime.recorder
-    objects0 = sample("pgwitness_recorder_objects_stored_total")
-    chunks0 = sample("pgwitness_recorder_chunks_total")
-    errors0 = sample("pgwitness_recorder_store_errors_total")
+    objects0 = metric("pgwitness_recorder_objects_stored_total")
+    chunks0 = metric("pgwitness_recorder_chunks_total")
+    errors0 = metric("pgwitness_recorder_store_errors_total")
     with psycopg.connect(h.dsn(), autocommit=True) as conn:
         one_live_session(h)
         conn.execute("SELECT 'stored'")
-        wait_for(lambda: sample("pgwitness_recorder_objects_stored_total") > objects0, 5.0,
+        wait_for(lambda: metric("pgwitness_recorder_objects_stored_total") > objects0, 5.0,
                  "stored chunks to be counted")
-        assert sample("pgwitness_recorder_chunks_total") > chunks0
-        assert sample("pgwitness_recorder_chunk_bytes_total") > 0
-        assert sample("pgwitness_recorder_healthy") == 1
+        assert metric("pgwitness_recorder_chunks_total") > chunks0
+        assert metric("pgwitness_recorder_chunk_bytes_total") > 0
+        assert metric("pgwitness_recorder_healthy") == 1
         rec.store = flaky = FlakyStore(rec.store)
         flaky.down = True
         conn.execute("SELECT 'while the store is down'")
-        wait_for(lambda: sample("pgwitness_recorder_healthy") == 0, 5.0, "health 0")
-        assert sample("pgwitness_recorder_store_errors_total") > errors0
-        assert sample("pgwitness_recorder_store_failing_seconds") > 0
-        assert sample("pgwitness_recorder_spool_bytes") > 0
+        wait_for(lambda: metric("pgwitness_recorder_healthy") == 0, 5.0, "health 0")
+        assert metric("pgwitness_recorder_store_errors_total") > errors0
+        assert metric("pgwitness_recorder_store_failing_seconds") > 0
+        assert metric("pgwitness_recorder_spool_bytes") > 0
         flaky.down = False
-        wait_for(lambda: sample("pgwitness_recorder_healthy") == 1
-                 and sample("pgwitness_recorder_store_failing_seconds") == 0
-                 and sample("pgwitness_recorder_spool_bytes") == 0, 10.0, "recovery")
+        wait_for(lambda: metric("pgwitness_recorder_healthy") == 1
+                 and metric("pgwitness_recorder_store_failing_seconds") == 0
+                 and metric("pgwitness_recorder_spool_bytes") == 0, 10.0, "recovery")
         conn.execute("SELECT 'after recovery'")
 
 

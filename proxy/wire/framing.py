@@ -90,12 +90,12 @@ class FrameReader:
                 self._buf = b""
                 raise ProtocolViolation(f"invalid frontend message type {t}")
             length = unpack(buf, pos + 1)[0]
-            if length < 4 or length > max_len:
-                if length >= 4 and t in self.streamed and length <= MAX_STREAMED_LENGTH:
-                    pass  # as long as Postgres allows: passed on without being held whole
-                else:
-                    self._buf = b""
-                    raise _bad_length(t, length, self.streamed, max_len)
+            # Streamed types may be as long as Postgres allows: they are never held whole.
+            if length < 4 or (
+                length > max_len and (t not in self.streamed or length > MAX_STREAMED_LENGTH)
+            ):
+                self._buf = b""
+                raise _bad_length(t, length, self.streamed, max_len)
             end = pos + 1 + length
             if end > n:
                 if end - pos >= self.stream_min and t in self.streamed:
