@@ -22,7 +22,8 @@ $(VENV)/.installed: pyproject.toml
 venv: $(VENV)/.installed
 
 # PostgreSQL 15 server binaries, psql and pgbench (and pgbouncer for benchmarks), and the
-# JDBC driver with a JDK for the JDBC tests, installed from Debian's packages when missing.
+# JDBC driver with a JDK for the JDBC tests, and promtool (Debian's prometheus package) for the
+# alert-rule tests, installed from Debian's packages when missing.
 JDBC_JAR ?= /usr/share/java/postgresql.jar
 system-deps:
 	@missing=""; \
@@ -31,6 +32,7 @@ system-deps:
 	command -v pgbouncer >/dev/null || [ -x /usr/sbin/pgbouncer ] || missing="$$missing pgbouncer"; \
 	[ -f $(JDBC_JAR) ] || missing="$$missing libpostgresql-jdbc-java"; \
 	command -v javac >/dev/null || missing="$$missing default-jdk-headless"; \
+	command -v promtool >/dev/null || missing="$$missing prometheus"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing:$$missing"; \
 	  $(SUDO) apt-get update -q && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q $$missing; \
