@@ -155,26 +155,39 @@ def _find_agent_session(base: Path, agent: str = "billing-bot") -> str | None:
 
 
 def _agent_session(dsn: str, ca: Path) -> None:
-    import psycopg
+    """The agent's side: asyncpg (a main dependency, so the demo runs after a plain install)."""
+    import asyncio
 
-    conninfo = f"{dsn}?sslmode=verify-full&sslrootcert={ca}"
-    with psycopg.connect(conninfo, autocommit=True) as conn:
+    asyncio.run(_agent_statements(dsn, ca))
+    time.sleep(0.2)
 
-        def run(sql: str, params=None) -> None:
+
+async def _agent_statements(dsn: str, ca: Path) -> None:
+    import ssl
+
+    import asyncpg
+
+    tls = ssl.create_default_context(cafile=str(ca))  # verify-full: chain and host name
+    conn = await asyncpg.connect(dsn, ssl=tls)
+    try:
+
+        async def run(sql: str, *params) -> None:
             print(f"agent> {sql}")
             try:
-                cur = conn.execute(sql, params)
-                if cur.description:
-                    for row in cur.fetchall():
-                        print("       ", row)
-                else:
-                    print(f"        {cur.statusmessage}")
-            except psycopg.Error as exc:
-                print(f"        ERROR {exc.sqlstate}: {exc.diag.message_primary}")
+                stmt = await conn.prepare(sql)
+                rows = await stmt.fetch(*params)
+            except asyncpg.PostgresError as exc:
+                print(f"        ERROR {exc.sqlstate}: {exc.message}")
+                return
+            for row in rows:
+                print("       ", tuple(row))
+            if not stmt.get_attributes():
+                print(f"        {stmt.get_statusmsg()}")
 
-        run("SELECT id, customer_id, total FROM public.orders ORDER BY id")
-        run("UPDATE public.orders SET note = 'refunded' WHERE id = %s", (2,))
-        run("SELECT salary FROM secret.payroll")
-        run("DROP TABLE public.orders")
-        run("SELECT count(*) FROM public.orders WHERE note = 'refunded'")
-    time.sleep(0.2)
+        await run("SELECT id, customer_id, total FROM public.orders ORDER BY id")
+        await run("UPDATE public.orders SET note = 'refunded' WHERE id = $1", 2)
+        await run("SELECT salary FROM secret.payroll")
+        await run("DROP TABLE public.orders")
+        await run("SELECT count(*) FROM public.orders WHERE note = 'refunded'")
+    finally:
+        await conn.close()
