@@ -239,6 +239,10 @@ class GrantStore(abc.ABC):
             raise ValueError("changed_since needs a timezone-aware datetime")
         return await self._fetch(since=ts)
 
+    async def unended(self) -> list[Grant]:
+        """Grants neither expired nor revoked (usable now or later): the metrics' census."""
+        return await self._fetch(ended_after=self._now())
+
     async def login_salt(self, agent: str) -> tuple[bytes, int]:
         """(salt, iterations) for SCRAM's server-first-message.
 

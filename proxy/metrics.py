@@ -59,6 +59,18 @@ UPSTREAM_CONNECT_SECONDS = Histogram(
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
 GRANTS_ACTIVE = _gauge("pgwitness_grants_active", "Distinct grants with a live session", mode="max")
+# From the grant store every GRANT_CENSUS_SECONDS (proxy/grant_census.py): what an SRE is
+# asked about before the sessions start ("who holds access now, and what ends soon?").
+GRANTS_VALID = _gauge(
+    "pgwitness_grants_valid",
+    "Grants in the store usable now (started, not expired, not revoked), by agent",
+    ("agent",), mode="livemax",
+)
+GRANTS_EXPIRING_SOON = _gauge(
+    "pgwitness_grants_expiring_soon",
+    "Usable grants that expire within 15 minutes, by agent",
+    ("agent",), mode="livemax",
+)
 RECORDER_HEALTHY = _gauge(
     "pgwitness_recorder_healthy", "1 when the recorder is keeping up, 0 while refusing traffic", mode="min"
 )

@@ -109,6 +109,10 @@ class ProxyServer:
         )
         self._tasks.append(asyncio.create_task(self._housekeeping()))
         self._tasks.append(asyncio.create_task(_watch_loop_lag()))
+        if self.grant_store is not None:
+            from .grant_census import watch_grants_census
+
+            self._tasks.append(asyncio.create_task(watch_grants_census(self.grant_store)))
         sock = self._server.sockets[0]
         addr = sock.getsockname()
         event("listening", host=addr[0], port=addr[1])
