@@ -27,7 +27,6 @@ COPY --from=build /opt/pgwitness /opt/pgwitness
 ENV PATH=/opt/pgwitness/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
-    PGWITNESS_CONFIG=/etc/pgwitness/pgwitness.toml \
     PGWITNESS_HEALTHCHECK_URL=http://127.0.0.1:9187/metrics
 USER pgwitness
 WORKDIR /var/lib/pgwitness
