@@ -703,3 +703,105 @@ def test_dockerfile_healthcheck_command(tmp_path):
     finally:
         server.shutdown()
     assert up.returncode == 0, up.stderr
+
+
+# --- AWS: the CloudFormation templates ---------------------------------------------------
+
+AWS_TEMPLATES = sorted((DEPLOY / "aws").glob("*.yaml"))
+
+
+def test_cfn_lint_passes_the_templates():
+    assert len(AWS_TEMPLATES) == 2
+    done = subprocess.run([str(BIN / "cfn-lint"), *map(str, AWS_TEMPLATES)], capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def _cfn(name: str) -> dict:
+    from cfnlint.decode import decode
+
+    template, problems = decode(str(DEPLOY / "aws" / name))
+    assert not problems, problems
+    return template
+
+
+def _placeholder(value) -> str:
+    """A stand-in for an intrinsic function's result, the shape of a real one."""
+    if isinstance(value, str):
+        return value
+    (fn, arg), = value.items()
+    if fn == "Ref":
+        return {"AWS::Region": "eu-west-1", "ProxyWorkers": "2", "RetentionDays": "365"}.get(
+            arg, f"ref-{arg.lower()}")
+    if fn == "Fn::GetAtt":
+        attr = arg if isinstance(arg, str) else ".".join(arg)
+        return "5432" if attr.endswith("Port") else f"{attr.split('.')[0].lower()}.example.internal"
+    if fn == "Fn::Sub":
+        return re.sub(r"\$\{([^}]+)\}", lambda m: f"{m.group(1).split('.')[0].lower()}.example", arg)
+    raise AssertionError(f"unexpected intrinsic {fn}")
+
+
+def test_the_proxy_task_config_is_valid_pgwitness_config(tmp_path):
+    """The task's PGWITNESS_* variables are real config keys that validate, the command is
+    the real CLI, and the settings are the secure ones the guide describes."""
+    template = _cfn("pgwitness.yaml")
+    container = template["Resources"]["TaskDefinition"]["Properties"]["ContainerDefinitions"][0]
+    env = {e["Name"]: _placeholder(e["Value"]) for e in container["Environment"]}
+    bundle = tmp_path / "rds-global-bundle.pem"
+    bundle.write_text("-----BEGIN CERTIFICATE-----\n")
+    env = {k: v.replace("/etc/pgwitness/rds-global-bundle.pem", str(bundle)) for k, v in env.items()}
+    cfg = load_config(None, env=env)  # an unknown key or a bad value raises ConfigError
+    from proxy.config import validate_for_serving
+
+    validate_for_serving(cfg)
+    assert cfg.upstream.auth == "rds-iam" and cfg.upstream.sslmode == "verify-full"
+    assert cfg.grants.store.startswith("postgresql://") and "sslmode=verify-full" in cfg.grants.store
+    assert cfg.recorder.store.startswith("s3://") and cfg.recorder.create_key is False
+    secret_names = {s["Name"] for s in container["Secrets"]}
+    assert secret_names == {"SIGNING_KEY_PEM", "PGPASSWORD"}
+    assert not any(name.startswith("PGWITNESS_") for name in secret_names)
+    assert "PGWITNESS_UPSTREAM_PASSWORD" not in env  # IAM tokens, no database password
+    script = container["Command"][0]
+    assert f"> {cfg.recorder.signing_key}" in script and script.startswith("umask 077")
+    words = shlex.split(script)
+    args = build_parser().parse_args(words[words.index("pgwitness") + 1:])
+    assert args.command == "serve" and args.config is None
+    _, mport = parse_hostport("metrics.listen", cfg.metrics.listen)
+    tg = template["Resources"]["TargetGroup"]["Properties"]
+    assert tg["HealthCheckPort"] == str(mport) and tg["HealthCheckPath"] == "/metrics"
+
+
+def test_the_aws_policies_match_docs_iam():
+    """The proxy's and the auditor's S3 actions are the ones docs/iam.md documents."""
+    iam = (ROOT / "docs" / "iam.md").read_text()
+    documented = [json.loads(block) for block in re.findall(r"```json\n(.*?)```", iam, re.S)]
+    proxy_doc, auditor_doc = documented[0], documented[1]
+
+    def actions(policy_statements, effect):
+        out = set()
+        for st in policy_statements:
+            if st["Effect"] == effect:
+                acts = st["Action"]
+                out |= {a for a in ([acts] if isinstance(acts, str) else acts) if a.startswith("s3:")}
+        return out
+
+    work = _cfn("pgwitness.yaml")["Resources"]["ProxyRole"]["Properties"]["Policies"][0]
+    statements = work["PolicyDocument"]["Statement"]
+    assert actions(statements, "Allow") == actions(proxy_doc["Statement"], "Allow")
+    assert actions(statements, "Deny") == actions(proxy_doc["Statement"], "Deny")
+    rds = [st for st in statements if st["Action"] == "rds-db:connect"]
+    assert len(rds) == 1 and ":dbuser:" in rds[0]["Resource"]["Fn::Sub"]
+
+    archive = _cfn("recordings-bucket.yaml")["Resources"]
+    auditor = archive["AuditorRole"]["Properties"]["Policies"][0]["PolicyDocument"]["Statement"]
+    assert actions(auditor, "Allow") == actions(auditor_doc["Statement"], "Allow")
+    assert actions(auditor, "Deny") == actions(auditor_doc["Statement"], "Deny")
+    bucket = archive["RecordingsBucket"]["Properties"]
+    assert bucket["ObjectLockEnabled"] is True
+    assert bucket["ObjectLockConfiguration"]["Rule"]["DefaultRetention"]["Mode"] == "COMPLIANCE"
+    db = _cfn("pgwitness.yaml")["Resources"]
+    assert db["Database"]["Properties"]["EnableIAMDatabaseAuthentication"] is True
+    assert db["Database"]["Properties"]["PubliclyAccessible"] is False
+    ingress = db["DatabaseSecurityGroup"]["Properties"]["SecurityGroupIngress"]
+    assert [rule["SourceSecurityGroupId"] for rule in ingress] == [{"Ref": "ProxySecurityGroup"}]
+    assert all("CidrIp" not in rule for rule in ingress)
