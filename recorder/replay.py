@@ -10,15 +10,18 @@ import datetime as dt
 import json
 import struct
 import time
+from collections import deque
 from collections.abc import Iterator
 from typing import TextIO
 
 from . import chunks
+from .pgbinary import binary_text
 from .records import Direction, Kind, Record
 from .store import Store
 
 _I16 = struct.Struct(">h")
 _I32 = struct.Struct(">i")
+_U32 = struct.Struct(">I")
 
 
 def iter_records(store: Store, session_id: str) -> Iterator[Record]:
@@ -74,7 +77,7 @@ def _fields(body: bytes) -> dict[str, str]:
     return out
 
 
-def _value(raw: bytes | None, binary: bool = False) -> str:
+def _value(raw: bytes | None, binary: bool = False, type_oid: int = 0) -> str:
     if raw is None:
         return "NULL"
     if not binary:
@@ -82,10 +85,12 @@ def _value(raw: bytes | None, binary: bool = False) -> str:
             return raw.decode()
         except UnicodeDecodeError:
             pass
+    elif (text := binary_text(raw, type_oid)) is not None:
+        return text
     return "\\x" + raw.hex()
 
 
-def _bind(body: bytes) -> tuple[str, str, list[str]]:
+def _bind(body: bytes) -> tuple[str, str, list[str], list[int]]:
     portal, off = _cstr(body, 0)
     stmt, off = _cstr(body, off)
     (nfmt,) = _I16.unpack_from(body, off)
@@ -102,21 +107,27 @@ def _bind(body: bytes) -> tuple[str, str, list[str]]:
         off += max(length, 0)
         fmt = fmts[0] if nfmt == 1 else (fmts[i] if i < nfmt else 0)
         params.append(_value(raw, fmt == 1))
-    return portal, stmt, params
+    (nres,) = _I16.unpack_from(body, off)
+    results = [_I16.unpack_from(body, off + 2 + 2 * i)[0] for i in range(nres)]
+    return portal, stmt, params, results
 
 
-def _row_description(body: bytes) -> list[tuple[str, int]]:
+def _row_description(body: bytes) -> list[tuple[str, int, int]]:
+    """(name, format, type oid) per column."""
     (n,) = _I16.unpack_from(body, 0)
     off, cols = 2, []
     for _ in range(n):
         name, off = _cstr(body, off)
+        (type_oid,) = _U32.unpack_from(body, off + 6)
         fmt = _I16.unpack_from(body, off + 16)[0]
         off += 18
-        cols.append((name, fmt))
+        cols.append((name, fmt, type_oid))
     return cols
 
 
-def _data_row(body: bytes, cols: list[tuple[str, int]]) -> list[str]:
+def _data_row(body: bytes, cols: list[tuple[str, int, int]], formats: list[int] | None = None) -> list[str]:
+    """``formats``: the result format codes the client's Bind asked for (a RowDescription
+    answering a statement Describe comes before the Bind and says text for every column)."""
     (n,) = _I16.unpack_from(body, 0)
     off, vals = 2, []
     for i in range(n):
@@ -124,7 +135,10 @@ def _data_row(body: bytes, cols: list[tuple[str, int]]) -> list[str]:
         off += 4
         raw = None if length < 0 else body[off : off + length]
         off += max(length, 0)
-        vals.append(_value(raw, i < len(cols) and cols[i][1] == 1))
+        fmt = cols[i][1] if i < len(cols) else 0
+        if formats:
+            fmt = formats[0] if len(formats) == 1 else formats[i] if i < len(formats) else 0
+        vals.append(_value(raw, fmt == 1, cols[i][2] if i < len(cols) else 0))
     return vals
 
 
@@ -138,6 +152,10 @@ class Transcript:
         # Per direction, the bytes of an incomplete frame (a large one is recorded in pieces).
         self.pending = {Direction.C2S: bytearray(), Direction.S2C: bytearray()}
         self.statements: dict[str, str] = {}
+        # Result formats: each Bind's per portal; each Execute queues its portal's, and the
+        # server answers in order ("Q" and "SYNC" mark simple queries and Sync points).
+        self.portal_formats: dict[str, list[int]] = {}
+        self.answers: deque[list[int] | str] = deque()
         self.cols: list[tuple[str, int]] | None = None
         self.rows: list[list[str]] = []
         self.nrows = 0
@@ -195,6 +213,7 @@ class Transcript:
 
     def client(self, typ: str, body: bytes) -> None:
         if typ == "Q":
+            self.answers.append("Q")
             self.line(_cstr(body, 0)[0], "=>")
         elif typ == "P":
             name, off = _cstr(body, 0)
@@ -202,39 +221,55 @@ class Transcript:
             self.statements[name] = sql
             self.line(f"parse{(' ' + name) if name else ''}: {sql}", "=>")
         elif typ == "B":
-            portal, stmt, params = _bind(body)
+            portal, stmt, params, formats = _bind(body)
+            self.portal_formats[portal] = formats
             ps = ", ".join(f"${i + 1}={v}" for i, v in enumerate(params))
             self.line(f"bind{(' ' + stmt) if stmt else ''}: {ps or '(no parameters)'}", "=>")
         elif typ == "E":
             portal = _cstr(body, 0)[0]
+            self.answers.append(self.portal_formats.get(portal, []))
             if portal:
                 self.line(f"execute portal {portal}", "=>")
         elif typ == "d":
             self.line(f"COPY data {len(body)} bytes", "=>")
         elif typ == "F":
             self.line("FunctionCall", "=>")
+        elif typ == "S":
+            self.answers.append("SYNC")
         elif typ == "X":
             self.line("terminate", "=>")
         elif typ == "":
             self.line(f"startup packet ({len(body)} bytes)", "=>")
-        # Sync, Flush, Describe, Close: protocol plumbing, not shown
+        # Flush, Describe, Close: protocol plumbing, not shown
 
     def server(self, typ: str, body: bytes) -> None:
         if typ == "T":
             self.flush_rows()
             self.cols = _row_description(body)
         elif typ == "D":
-            row = _data_row(body, self.cols or [])
+            head = self.answers[0] if self.answers else None
+            row = _data_row(body, self.cols or [], head if isinstance(head, list) else None)
             if self.cols is None:  # e.g. an Execute of a portal described earlier
-                self.cols = [(f"column{i + 1}", 0) for i in range(len(row))]
+                self.cols = [(f"column{i + 1}", 0, 0) for i in range(len(row))]
             self.nrows += 1
             if self.max_rows is None or len(self.rows) < self.max_rows:
                 self.rows.append(row)
         elif typ == "C":
             tag = _cstr(body, 0)[0]
+            self.executed()
             self.flush_rows()
             self.line(tag, "<=")
+        elif typ in ("I", "s"):
+            self.executed()
+            if typ == "I":
+                self.line("(empty query)", "<=")
+        elif typ == "Z":
+            while self.answers and self.answers.popleft() not in ("SYNC", "Q"):
+                pass
         elif typ in ("E", "N"):
+            if typ == "E":  # the rest of the extended-query batch is skipped up to Sync
+                while self.answers and isinstance(self.answers[0], list):
+                    self.answers.popleft()
             self.flush_rows()
             f = _fields(body)
             sev = f.get("V") or f.get("S") or ("ERROR" if typ == "E" else "NOTICE")
@@ -244,8 +279,6 @@ class Transcript:
             if f.get("H"):
                 text += f" HINT: {f['H']}"
             self.line(text, "<=")
-        elif typ == "I":
-            self.line("(empty query)", "<=")
         elif typ == "d":
             self.line(f"COPY data {len(body)} bytes", "<=")
         elif typ == "R" and len(body) >= 4 and _I32.unpack_from(body)[0] == 0:
@@ -254,6 +287,11 @@ class Transcript:
             name, off = _cstr(body, 0)
             self.line(f"parameter {name} = {_cstr(body, off)[0]}", "<=")
         # ParseComplete, BindComplete, ReadyForQuery, NoData, ...: not shown
+
+    def executed(self) -> None:
+        """An Execute's answer ended (CommandComplete, EmptyQuery, PortalSuspended)."""
+        if self.answers and isinstance(self.answers[0], list):
+            self.answers.popleft()
 
     def flush_rows(self) -> None:
         if self.cols is None:
