@@ -143,6 +143,15 @@ def _wait_port(port: int, proc: subprocess.Popen, log: Path, timeout: float = 30
     raise AssertionError(f"port {port} not open after {timeout}s:\n{log.read_text()[-3000:]}")
 
 
+def _stop(proc: subprocess.Popen) -> None:
+    proc.terminate()
+    try:
+        proc.wait(20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 def _scrape(port: int) -> str:
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as answer:
         return answer.read().decode()
@@ -228,12 +237,7 @@ signing_key = "{base}/signing.key"
             text = _scrape(mport)
         yield text
     finally:
-        proc.terminate()
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        _stop(proc)
 
 
 def test_live_scrape_has_the_traffic(live_metrics):
@@ -502,7 +506,8 @@ def test_compose_stack_then_the_readme_example(s3):
     cluster = LocalCluster(work / "pg")
     # What Docker would provide, in this machine's terms: hosts, ports, volumes, credentials.
     renames = {
-        "http://s3:8333": s3.endpoint,
+        # a host name, not an IP: requests must be path-style, as they must be for "s3"
+        "http://s3:8333": s3.endpoint.replace("127.0.0.1", "localhost"),
         "s3://pgwitness-recordings/": f"s3://{bucket}/",
         "/var/lib/pgwitness/": f"{work}/var/lib/pgwitness/",
         "/etc/pgwitness/": f"{work}/etc/pgwitness/",
@@ -607,12 +612,7 @@ def test_compose_stack_then_the_readme_example(s3):
         assert 'pgwitness_statements_total{agent="billing-bot",decision="denied"}' in metrics_text
     finally:
         if proc is not None:
-            proc.terminate()
-            try:
-                proc.wait(20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            _stop(proc)
         cluster.stop()
         shutil.rmtree(work, ignore_errors=True)
 
