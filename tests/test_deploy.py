@@ -506,7 +506,7 @@ def test_compose_stack_then_the_readme_example(s3):
     cluster = LocalCluster(work / "pg")
     # What Docker would provide, in this machine's terms: hosts, ports, volumes, credentials.
     renames = {
-        # a host name, not an IP: requests must be path-style, as they must be for "s3"
+        # a host name, as in compose (not an IP)
         "http://s3:8333": s3.endpoint.replace("127.0.0.1", "localhost"),
         "s3://pgwitness-recordings/": f"s3://{bucket}/",
         "/var/lib/pgwitness/": f"{work}/var/lib/pgwitness/",

@@ -10,7 +10,8 @@ set -eu
 : "${S3_ENDPOINT:?}" "${BUCKET:?}" "${RETENTION_DAYS:=1}"
 
 # Path-style requests (http://s3:8333/BUCKET): a compose host name has no per-bucket DNS.
-# A config file of our own, so that running this never touches ~/.aws.
+# (The CLI already uses path style with --endpoint-url; this says so explicitly.) A config
+# file of our own, so that running this never touches ~/.aws.
 AWS_CONFIG_FILE=$(mktemp)
 export AWS_CONFIG_FILE
 printf '[default]\ns3 =\n    addressing_style = path\n' > "$AWS_CONFIG_FILE"
