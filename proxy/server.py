@@ -20,6 +20,7 @@ from datetime import UTC, datetime, timedelta
 from . import metrics
 from .auth import AuthPlan, FailureThrottle, Identity, auth_failed
 from .config import Config, parse_hostport
+from .limits import FrameBudget, PreLoginBudget
 from .logs import event
 from .session import Relay
 from .upstream import Credentials, Inbox, UpstreamError, connect_upstream, send_cancel
@@ -48,6 +49,8 @@ from .wire.scram import MECHANISM, ScramError, ScramServer
 
 _PASSWORD = m.Frontend.PASSWORD
 MAX_AUTH_MESSAGE = 65535  # Postgres's PG_MAX_AUTH_TOKEN_LENGTH: no big buffers before login
+PRELOGIN_BUFFER = 256 * 1024  # bytes read ahead during the handshake before reading pauses
+FRAME_BUDGET_MIN = 256 * 1024  # incomplete client frames longer than this use the FrameBudget
 
 
 def server_ssl_context(cfg: Config) -> ssl.SSLContext | None:
@@ -86,10 +89,16 @@ class ProxyServer:
         self.policy_factory = policy_factory  # Identity -> StatementPolicy | None
         self.credentials = Credentials(cfg)
         self.ssl_context = server_ssl_context(cfg)
-        self.throttle = FailureThrottle(cfg.proxy.auth_fail_delay, cfg.proxy.auth_fail_window)
+        self.throttle = FailureThrottle(
+            cfg.proxy.auth_fail_delay, cfg.proxy.auth_fail_window, cfg.proxy.auth_fail_max_delay,
+            per_address=cfg.proxy.auth_concurrency_per_address,
+        )
         self.sessions: set[ClientConnection] = set()
         self.admitted = 0  # connections past the startup packet: what max_connections limits
-        self.handshake_slack = max(16, cfg.proxy.max_connections // 10)
+        # Before the startup packet a connection holds a place of its own (never one of
+        # max_connections), and frames read whole share one memory budget (proxy/limits.py).
+        self.prelogin = PreLoginBudget(cfg.proxy.prelogin_max, cfg.proxy.prelogin_per_address)
+        self.frame_budget = FrameBudget(cfg.proxy.frame_memory_bytes)
         self.accepting = True
         self._server: asyncio.AbstractServer | None = None
         self._tasks: list[asyncio.Task] = []
@@ -234,6 +243,11 @@ class ClientConnection(asyncio.Protocol):
         self._admitted = False
         self._client_paused = False
         self._upstream_paused = False
+        self.addr = "?"
+        self._prelogin = False  # holds a place in the server's PreLoginBudget
+        self._inbox_paused = False
+        self._frame_reserved = 0  # bytes of the server's FrameBudget this connection holds
+        self._frame_waiting = False  # paused until the FrameBudget has room
 
     # --- asyncio.Protocol --------------------------------------------------------
 
@@ -241,6 +255,7 @@ class ClientConnection(asyncio.Protocol):
         self.transport = transport
         peer = transport.get_extra_info("peername")
         self.peer = f"{peer[0]}:{peer[1]}" if peer else "?"
+        self.addr = peer[0] if peer else "?"
         sock = transport.get_extra_info("socket")
         if sock is not None:
             try:
@@ -251,12 +266,22 @@ class ClientConnection(asyncio.Protocol):
         if not server.accepting:
             self._refuse(PgError.fatal_error("the database system is shutting down", CANNOT_CONNECT_NOW), "refused")
             return
-        if len(server.sessions) >= self.cfg.proxy.max_connections + server.handshake_slack:
-            # Far over the limit: not even the startup phase (bounds half-open connections).
+        admitted, evicted = server.prelogin.admit(self, self.addr)
+        if not admitted:
+            # One address's unauthenticated connections are capped; logins in progress and
+            # sessions hold other places, so they are never displaced by these.
             self._refuse(
-                PgError.fatal_error("sorry, too many clients already", TOO_MANY_CONNECTIONS), "too_many"
+                PgError.fatal_error(
+                    f"too many connections from {self.addr} that have not sent a startup packet "
+                    f"(proxy.prelogin_per_address = {self.cfg.proxy.prelogin_per_address})",
+                    TOO_MANY_CONNECTIONS,
+                ),
+                "prelogin_refused",
             )
             return
+        self._prelogin = True
+        if evicted is not None:
+            evicted._evict()
         server.sessions.add(self)
         metrics.CONNECTIONS_ACTIVE.inc()
         self._handshake_task = asyncio.get_running_loop().create_task(self._handshake())
@@ -277,8 +302,15 @@ class ClientConnection(asyncio.Protocol):
                     self.srec.wire("s2c", to_client)
             if relay.terminated:
                 self._end("terminate")
+            elif relay.client_reader.wanted > FRAME_BUDGET_MIN or self._frame_reserved:
+                self._frame_memory(relay.client_reader.wanted)
         elif self.inbox is not None:
             self.inbox.feed(data)
+            if len(self.inbox.buf) > PRELOGIN_BUFFER and not self._inbox_paused:
+                # Nothing the handshake reads is this long (startup and SASL frames are
+                # capped far lower), so what it waits for is already here: stop reading.
+                self._inbox_paused = True
+                self.transport.pause_reading()
 
     def eof_received(self):
         return False
@@ -286,6 +318,7 @@ class ClientConnection(asyncio.Protocol):
     def connection_lost(self, exc) -> None:
         if self.inbox is not None:
             self.inbox.close(exc)
+        self._leave_prelogin()
         if self._handshake_task is not None and not self._handshake_task.done():
             self._handshake_task.cancel()
         self._end("disconnect" if self.relay is not None else "handshake_aborted")
@@ -342,7 +375,42 @@ class ClientConnection(asyncio.Protocol):
     def _upstream_resume(self) -> None:
         if self._client_paused and self.transport is not None:
             self._client_paused = False
+            if not self._frame_waiting:
+                self.transport.resume_reading()
+
+    # --- the worker's memory budget for frames read whole -------------------------
+
+    def _frame_memory(self, wanted: int) -> None:
+        """Hold a place in the worker's FrameBudget for the incomplete frame of ``wanted``
+        bytes, or stop reading from this client until there is room (back-pressure)."""
+        if wanted == self._frame_reserved or self._frame_waiting:
+            return
+        budget = self.server.frame_budget
+        if self._frame_reserved:  # the frame it was for is complete
+            reserved, self._frame_reserved = self._frame_reserved, 0
+            budget.release(reserved)
+        if wanted > FRAME_BUDGET_MIN:
+            if budget.reserve(wanted):
+                self._frame_reserved = wanted
+                return
+            self._frame_waiting = True
+            self.transport.pause_reading()
+            budget.wait(self, wanted, lambda: self._frame_granted(wanted))
+
+    def _frame_granted(self, wanted: int) -> None:
+        self._frame_waiting = False
+        self._frame_reserved = wanted
+        if not self._client_paused and self.transport is not None and not self._ended:
             self.transport.resume_reading()
+
+    def _frame_memory_done(self) -> None:
+        budget = self.server.frame_budget
+        if self._frame_waiting:
+            self._frame_waiting = False
+            budget.cancel(self)
+        if self._frame_reserved:
+            reserved, self._frame_reserved = self._frame_reserved, 0
+            budget.release(reserved)
 
     # --- handshake ---------------------------------------------------------------
 
@@ -350,7 +418,9 @@ class ClientConnection(asyncio.Protocol):
         outcome = "ok"
         try:
             async with asyncio.timeout(self.cfg.proxy.startup_timeout):
-                packet = await self._read_startup()
+                async with asyncio.timeout(min(self.cfg.proxy.prelogin_timeout, self.cfg.proxy.startup_timeout)):
+                    packet = await self._read_startup()
+                self._leave_prelogin()
                 if isinstance(packet, CancelRequest):
                     outcome = "cancel"
                     await self._cancel(packet)
@@ -392,6 +462,23 @@ class ClientConnection(asyncio.Protocol):
             metrics.CONNECTIONS_TOTAL.labels(outcome).inc()
             if outcome != "ok" and outcome != "cancel" and not self._ended:
                 self._end("handshake_failed")
+
+    def _leave_prelogin(self) -> None:
+        if self._prelogin:
+            self._prelogin = False
+            self.server.prelogin.release(self)
+
+    def _evict(self) -> None:
+        """The pre-login places are full and this connection is the oldest: close it."""
+        self._prelogin = False  # its place was given to the newcomer
+        self._send_fatal(
+            PgError.fatal_error(
+                "the proxy is full of connections that have not logged in; this one waited "
+                "longest for its startup packet",
+                TOO_MANY_CONNECTIONS,
+            )
+        )
+        self._end("prelogin_evicted")
 
     def _send_fatal(self, exc: PgError) -> None:
         event("connection refused", peer=self.peer, sqlstate=exc.sqlstate, error=exc.message)
@@ -507,10 +594,11 @@ class ClientConnection(asyncio.Protocol):
             err.outcome = "refused"
             raise err
         throttle = self.server.throttle
-        addr = self.peer.rsplit(":", 1)[0]
-        delay = throttle.delay(addr)
-        if delay:
-            await asyncio.sleep(delay)
+        async with throttle.attempt(self.addr, user):
+            return await self._scram(throttle, user, database, params)
+
+    async def _scram(self, throttle: FailureThrottle, user: str, database: str, params: dict[str, str]):
+        addr = self.addr
         plan: AuthPlan = await self.server.authenticator.begin(user, database)
         self.transport.write(m.auth_sasl([MECHANISM]))
         mech, data = m.decode_sasl_initial(await self._read_password_message())
@@ -523,7 +611,7 @@ class ClientConnection(asyncio.Protocol):
             final = m.decode_password(await self._read_password_message())
             index, server_final = scram.final(final)
         except ScramError:
-            throttle.failed(addr)
+            throttle.failed(addr, user)
             metrics.AUTH_FAILURES.labels("password").inc()
             event("authentication failed", peer=self.peer, user=user, database=database)
             err = auth_failed(user)
@@ -532,12 +620,12 @@ class ClientConnection(asyncio.Protocol):
         try:
             identity = await self.server.authenticator.identify(plan, index)
         except PgError as exc:
-            throttle.failed(addr)
+            throttle.failed(addr, user)
             metrics.AUTH_FAILURES.labels(getattr(exc, "reason", "refused")).inc()
             event("authentication refused", peer=self.peer, user=user, database=database, error=exc.message)
             exc.outcome = "auth_failed"
             raise
-        throttle.succeeded(addr)
+        throttle.succeeded(addr, user)
         self.transport.write(m.auth_request(m.AUTH_SASL_FINAL, server_final))
         self.transport.write(m.auth_request(m.AUTH_OK))
         params["database"] = database
@@ -652,6 +740,9 @@ class ClientConnection(asyncio.Protocol):
         )
         leftover_client = bytes(self.inbox.buf)
         self.inbox = None
+        if self._inbox_paused:
+            self._inbox_paused = False
+            self.transport.resume_reading()
         if upstream.leftover:
             self._from_server(upstream.leftover)
         if leftover_client:
@@ -745,6 +836,8 @@ class ClientConnection(asyncio.Protocol):
         if self._admitted:
             self._admitted = False
             self.server.admitted -= 1
+        self._leave_prelogin()
+        self._frame_memory_done()
         if self in self.server.sessions:
             self.server.sessions.discard(self)
             metrics.CONNECTIONS_ACTIVE.dec()
