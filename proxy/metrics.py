@@ -107,7 +107,13 @@ RECORDER_THROTTLED = Counter(
     "pgwitness_recorder_throttled_total",
     "Times a session waited for the recorder to catch up (memory over twice the limit)",
 )
+RECORDER_CONFLICTS = Counter(
+    "pgwitness_recorder_conflicts_total",
+    "Objects whose key already held something pgwitness did not write (planted): each is "
+    "stored under a conflict key instead and logged as an error",
+)
 _RECORDER_COUNTERS = (
+    ("conflicts", RECORDER_CONFLICTS),
     ("chunks", RECORDER_CHUNKS),
     ("stored_bytes", RECORDER_STORED_BYTES),
     ("objects_stored", RECORDER_OBJECTS_STORED),

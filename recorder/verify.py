@@ -24,6 +24,9 @@ MALFORMED = "malformed"  # does not decode
 UNLOCKED = "unlocked"  # storage does not protect the object (no COMPLIANCE lock / writable)
 UNREADABLE = "unreadable"  # the store failed; nothing proven either way
 TRUNCATED = "truncated"  # a control stream attests more than the session still has
+PLANTED = "planted"  # an object pgwitness did not write sits at its key; the proxy's is aside
+DELETION = "deletion-attempt"  # a delete marker or missing versions: someone tried to delete
+NOTHING = "nothing-verified"  # an anchor expects sessions the store does not have
 
 
 @dataclass(frozen=True)
@@ -100,12 +103,16 @@ def verify_session(store: Store, session_id: str,
         return report
 
     present: dict[tuple[int, str], str] = {}
+    conflicts: dict[tuple[int, str], list[str]] = {}  # the writer's copies of planted keys
     for key in keys:
         parsed = chunks.parse_name(key[len(prefix) :])
-        if parsed is None:
-            add(Problem(EXTRA, key[len(prefix) :], "object name is not <n>.chunk or <n>.ckpt"))
-        else:
+        if parsed is not None:
             present[parsed] = key
+        elif (alt := chunks.parse_conflict_name(key[len(prefix) :])) is not None:
+            conflicts.setdefault(alt, []).append(key)
+        else:
+            add(Problem(EXTRA, key[len(prefix) :], "object name is not <n>.chunk or <n>.ckpt"))
+    used: set[str] = set()
     ns = {n for n, _ in present}
     last = max(ns) if ns else -1
     name = lambda n, kind: f"{n:0{chunks.N_DIGITS}d}.{kind}"  # noqa: E731
@@ -132,8 +139,28 @@ def verify_session(store: Store, session_id: str,
             report.notes.append(f"chunk {n} is stored but its checkpoint is not (yet): "
                                 "its content is not attested")
             break
-        ckpt = _load_ckpt(store, present.get((n, "ckpt")), n, session_id, trusted, add)
+        found: list[Problem] = []
+        ckpt = _load_ckpt(store, present.get((n, "ckpt")), n, session_id, trusted, found.append)
+        if ckpt is None:
+            for alt in conflicts.get((n, "ckpt"), ()):
+                ckpt = _load_ckpt(store, alt, n, session_id, trusted, lambda p: None)
+                if ckpt is not None:
+                    used.add(alt)
+                    found = [Problem(PLANTED, name(n, "ckpt"), "not written by pgwitness; the "
+                                     f"signed checkpoint is at {alt[len(prefix):]}")]
+                    break
+        for problem in found:
+            add(problem)
         blob = _load(store, present.get((n, "chunk")), add)
+        if ckpt is not None and blob is not None and hashlib.sha256(blob).digest() != ckpt.chunk_sha256:
+            for alt in conflicts.get((n, "chunk"), ()):
+                other = _load(store, alt, add)
+                if other is not None and hashlib.sha256(other).digest() == ckpt.chunk_sha256:
+                    used.add(alt)
+                    add(Problem(PLANTED, name(n, "chunk"), "not written by pgwitness; the "
+                                f"signed chunk is at {alt[len(prefix):]}"))
+                    blob = other
+                    break
         if not has_ckpt:
             add(Problem(MISSING, name(n, "ckpt"), f"checkpoint {n} is gone; chunk {n} unattested"))
         if not has_chunk:
@@ -147,7 +174,7 @@ def verify_session(store: Store, session_id: str,
         if ckpt is not None and blob is not None:
             digest = hashlib.sha256(blob).digest()
             if digest != ckpt.chunk_sha256:
-                _explain_mismatch(blob, n, session_id, name(n, "chunk"), add)
+                _explain_mismatch(store, blob, n, session_id, name(n, "chunk"), trusted, add)
             else:
                 good, records = _check_records(blob, ckpt, next_seq if synced else None,
                                                name(n, "chunk"), add, report)
@@ -170,6 +197,11 @@ def verify_session(store: Store, session_id: str,
             report.last_chain = ckpt.chain
         else:
             contiguous = False
+
+    for group in conflicts.values():
+        for alt in group:
+            if alt not in used:
+                report.notes.append(f"{alt[len(prefix):]}: a conflict copy that was not needed")
 
     if check_locks:
         for key in keys:
@@ -228,16 +260,30 @@ def _load_ckpt(store, key, n, session_id, trusted, add) -> Checkpoint | None:
     return ckpt
 
 
-def _explain_mismatch(blob: bytes, n: int, session_id: str, where: str, add) -> None:
+def _explain_mismatch(store, blob: bytes, n: int, session_id: str, where: str, trusted,
+                      add) -> None:
+    """Reordered only if the chunk is one pgwitness signed for another place (its header
+    names it and that place's checkpoint signs its hash); any other difference, a byte
+    flipped in the header included, is a modification."""
     try:
         h = chunks.decode_chunk_header(blob)
     except chunks.ChunkError:
-        add(Problem(MODIFIED, where, "content differs from the signed hash"))
-        return
-    if h.session_id != session_id or h.n != n:
+        h = None
+    if h is not None and (h.session_id != session_id or h.n != n) and _signed_for(
+            store, blob, h.session_id, h.n, trusted):
         add(Problem(REORDERED, where, f"holds chunk {h.n} of session {h.session_id}"))
     else:
         add(Problem(MODIFIED, where, "content differs from the signed hash"))
+
+
+def _signed_for(store, blob: bytes, session_id: str, n: int, trusted) -> bool:
+    try:
+        ckpt = decode_checkpoint(store.get(chunks.ckpt_key(session_id, n)))
+    except (ValueError, StoreError, CheckpointError):
+        return False
+    pk = trusted.get(ckpt.key_id)
+    return (pk is not None and ckpt.verify(pk) and ckpt.session_id == session_id
+            and ckpt.n == n and ckpt.chunk_sha256 == hashlib.sha256(blob).digest())
 
 
 def _check_records(blob: bytes, ckpt: Checkpoint, next_seq: int | None, where: str, add,

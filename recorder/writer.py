@@ -187,7 +187,8 @@ class Recorder:
         self._alive_checked_until = 0.0  # see _threads_alive
         self._pool: ThreadPoolExecutor | None = None
         self.stats = collections.Counter(
-            chunks=0, raw_bytes=0, stored_bytes=0, objects_stored=0, store_errors=0, throttled=0)
+            chunks=0, raw_bytes=0, stored_bytes=0, objects_stored=0, store_errors=0, throttled=0,
+            conflicts=0)
 
     @classmethod
     def from_config(cls, cfg: RecorderConfig) -> Recorder:
@@ -553,8 +554,9 @@ class Recorder:
                 key, data = entries[i]
                 try:
                     self.store.put(key, data)
-                except ObjectExists:
-                    log.info("recorder: %s already stored (retry after a lost reply)", key)
+                except ObjectExists as e:
+                    if not self._conflict(key, data, e):
+                        return False
                 except (StoreError, OSError) as e:
                     self._note_failure(e)
                     return False
@@ -570,6 +572,30 @@ class Recorder:
         if len(groups) == 1 or self._pool is None:
             return all([upload(g) for g in groups])
         return all(list(self._pool.map(upload, groups)))
+
+    def _conflict(self, key: str, data: bytes, e: ObjectExists) -> bool:
+        """Our key holds an object we did not write (the same bytes would have been a
+        success): someone with write access planted it. Keep our copy in the spool, store
+        it under an unpredictable conflict key that verify reads, and say so loudly."""
+        try:
+            kept = self._spool.keep(key, data)
+        except SpoolError as err:
+            self._spool_failing = True
+            self._last_error = str(err)
+            log.error("recorder: cannot keep a copy of %s: %s", key, err)
+            return False
+        alt = chunks.conflict_key(key)
+        try:
+            self.store.put(alt, data)
+        except (StoreError, OSError) as err:
+            self._note_failure(err)
+            return False
+        self.stats["conflicts"] += 1
+        self._last_error = f"{key}: {e}"
+        log.error("recorder: %s in store %s is not what pgwitness sealed (%s): an object was "
+                  "planted there. Stored ours as %s; spool copy kept at %s",
+                  key, self.store.url, e, alt, kept)
+        return True
 
     def _note_failure(self, e: Exception) -> None:
         if self._store_failing_since is None:

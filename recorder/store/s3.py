@@ -64,10 +64,21 @@ class S3Store:
             code = str(e.response.get("Error", {}).get("Code", ""))
             status = str(e.response.get("ResponseMetadata", {}).get("HTTPStatusCode", ""))
             if code in _EXISTS_CODES or status == "412":
-                raise ObjectExists(key) from None
+                self._compare_existing(key, data)
+                return
             raise self._error("PutObject", key, e) from e
         except BotoCoreError as e:
             raise self._error("PutObject", key, e) from e
+
+    def _compare_existing(self, key: str, data: bytes) -> None:
+        """A 412: the key exists. Our own earlier put whose reply was lost holds exactly
+        ``data`` (fine); anything else was planted there, and ObjectExists says so."""
+        try:
+            existing = self._client.get_object(Bucket=self.bucket, Key=self.prefix + key)["Body"].read()
+        except (ClientError, BotoCoreError) as e:
+            raise self._error("GetObject after 412", key, e) from e
+        if existing != data:
+            raise ObjectExists(f"{key} exists with different content ({len(existing)} bytes)")
 
     def _list_versions(self, prefix: str) -> dict[str, list[dict]]:
         out: dict[str, list[dict]] = {}
