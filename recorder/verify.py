@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -25,8 +26,8 @@ UNLOCKED = "unlocked"  # storage does not protect the object (no COMPLIANCE lock
 UNREADABLE = "unreadable"  # the store failed; nothing proven either way
 TRUNCATED = "truncated"  # a control stream attests more than the session still has
 PLANTED = "planted"  # an object pgwitness did not write sits at its key; the proxy's is aside
-DELETION = "deletion-attempt"  # a delete marker or missing versions: someone tried to delete
-NOTHING = "nothing-verified"  # an anchor expects sessions the store does not have
+ATTEMPT = "attempt"  # a delete marker or a later version: a deletion or overwrite was tried
+ANCHOR = "anchor"  # the store disagrees with an external anchor (--expect, --anchor)
 
 
 @dataclass(frozen=True)
@@ -51,6 +52,8 @@ class Report:
     last_time_ns: int | None = None
     problems: list[Problem] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)  # observations that are not failures
+    control: bool = False  # a recorder's control stream (grant events, session index)
+    chains: dict[int, str] = field(default_factory=dict, repr=False)  # control streams: n -> chain
 
     @property
     def ok(self) -> bool:
@@ -189,6 +192,13 @@ def verify_session(store: Store, session_id: str,
             prev_chain, next_seq, synced = ckpt.chain, ckpt.next_seq, True
         else:
             synced = False
+        if good and n == 0 and records and records[0].type == "session.start":
+            try:
+                report.control = records[0].json().get("meta", {}).get("stream") == "control"
+            except (ValueError, AttributeError):
+                pass
+        if good and report.control:
+            report.chains[n] = ckpt.chain.hex()
         if good and collect is not None:
             for rec in records:
                 collect(rec)
@@ -204,6 +214,7 @@ def verify_session(store: Store, session_id: str,
                 report.notes.append(f"{alt[len(prefix):]}: a conflict copy that was not needed")
 
     if check_locks:
+        history = getattr(store, "history", None)
         for key in keys:
             try:
                 issues = store.check(key)
@@ -211,6 +222,8 @@ def verify_session(store: Store, session_id: str,
                 issues = [str(e)]
             for issue in issues:
                 add(Problem(UNLOCKED, key[len(prefix) :], issue))
+            for attempt in history(key) if history is not None else ():
+                add(Problem(ATTEMPT, key[len(prefix) :], attempt))
 
     if report.problems:
         report.status = "tampered"
@@ -359,3 +372,54 @@ def verify_all(store: Store, public_key, *, workers: int = 8, **kw) -> list[Repo
             r.problems.append(Problem(MISSING, sid, "session deleted: the control stream "
                                       "records it opened"))
     return [reports[sid] for sid in sorted(reports)]
+
+
+# --- external anchors ------------------------------------------------------------------
+
+_HEAD_RE = re.compile(
+    r'"?stream"?\s*[=:]\s*"(?P<stream>[^"]+)",?\s+"?n"?\s*[=:]\s*(?P<n>\d+),?\s+'
+    r'"?chain"?\s*[=:]\s*"(?P<chain>[0-9a-f]{64})"')
+
+
+def parse_heads(text: str) -> dict[str, tuple[int, str]]:
+    """Control-stream heads from proxy log lines (text or JSON) that say "control stream
+    head": per stream, the highest checkpoint number and its chain."""
+    heads: dict[str, tuple[int, str]] = {}
+    for line in text.splitlines():
+        if "control stream head" not in line:
+            continue
+        m = _HEAD_RE.search(line)
+        if m:
+            sid, n = m.group("stream"), int(m.group("n"))
+            if sid not in heads or heads[sid][0] < n:
+                heads[sid] = (n, m.group("chain"))
+    return heads
+
+
+def check_anchors(reports: list[Report], *, expect: int | None = None,
+                  sessions: Iterable[str] = (), heads: dict[str, tuple[int, str]] | None = None,
+                  ) -> list[Problem]:
+    """What the store cannot prove about itself, against what was kept elsewhere: at least
+    `expect` recorded sessions (control streams not counted), every session id in
+    `sessions`, and every control stream attested through its logged head with that chain.
+    Catches deletions the store allowed, a whole session with its control stream included."""
+    problems: list[Problem] = []
+    by_id = {r.session_id: r for r in reports}
+    recorded = sum(1 for r in reports if not r.control)
+    if expect is not None and recorded < expect:
+        problems.append(Problem(ANCHOR, "--expect", f"{expect} sessions expected, the store "
+                                f"holds {recorded}: sessions were deleted or never stored"))
+    for sid in sessions:
+        r = by_id.get(sid)
+        if r is None or r.status == "empty":
+            problems.append(Problem(ANCHOR, sid, "listed in the anchor, not in the store"))
+    for sid, (n, chain) in sorted((heads or {}).items()):
+        r = by_id.get(sid)
+        if r is None or r.status == "empty":
+            problems.append(Problem(ANCHOR, sid, f"control stream logged through checkpoint {n} "
+                                    "is not in the store (deleted)"))
+        elif r.chains.get(n) != chain:
+            problems.append(Problem(ANCHOR, sid, f"control stream logged through checkpoint {n}; "
+                                    f"the store attests it through {r.attested_through}"
+                                    + (" with another chain" if n in r.chains else "")))
+    return problems

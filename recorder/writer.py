@@ -26,7 +26,14 @@ import zstandard
 from . import chunks
 from .config import RecorderConfig
 from .records import HEADER, Direction, Kind, dump_json
-from .signing import Checkpoint, State, generate_keypair, key_id, load_private_key
+from .signing import (
+    Checkpoint,
+    State,
+    decode_checkpoint,
+    generate_keypair,
+    key_id,
+    load_private_key,
+)
 from .spool import Batch, Spool, SpoolCorrupt, SpoolError
 from .store import ObjectExists, Store, StoreError, open_store
 
@@ -166,6 +173,7 @@ class Recorder:
         self._sessions: dict[str, SessionRecorder] = {}
         self._sessions_lock = threading.Lock()
         self._control: SessionRecorder | None = None
+        self._control_ids: set[str] = set()
         self._wake = threading.Event()
         self._in = 0  # bytes appended by all sessions (caller threads)
         self._out = 0  # bytes spooled (sealer)
@@ -318,6 +326,7 @@ class Recorder:
         if ctl is None:
             ctl = SessionRecorder(self, chunks.new_session_id(), {"stream": "control"})
             ctl._lock = threading.Lock()  # control records come from several threads
+            self._control_ids.add(ctl.id)
             self._start_record(ctl)
             with self._sessions_lock:
                 if self._control is None:
@@ -566,6 +575,8 @@ class Recorder:
                     return False
                 batch.done.add(i)
                 self.stats["objects_stored"] += 1
+                if key.endswith(".ckpt") and key.rsplit("/", 2)[-2] in self._control_ids:
+                    self._log_head(key, data)
             return True
 
         groups = list(by_session.values())
@@ -596,6 +607,13 @@ class Recorder:
                   "planted there. Stored ours as %s; spool copy kept at %s",
                   key, self.store.url, e, alt, kept)
         return True
+
+    def _log_head(self, key: str, data: bytes) -> None:
+        """An external anchor for verify (--anchor): the control stream's newest stored
+        checkpoint, in the proxy's log, which an attacker on the store cannot rewrite."""
+        ckpt = decode_checkpoint(data)
+        log.info("control stream head", extra={"fields": {
+            "stream": ckpt.session_id, "n": ckpt.n, "chain": ckpt.chain.hex()}})
 
     def _note_failure(self, e: Exception) -> None:
         if self._store_failing_since is None:

@@ -143,3 +143,124 @@ def test_a_byte_flipped_in_a_chunk_header_is_modified_not_reordered(tmp_path, of
     path.chmod(0o444)
     r = verify_session(store, s.id, PUB)
     assert [(p.kind, p.where) for p in r.problems] == [(MODIFIED, "0000000002.chunk")], r.summary()
+
+
+# --- 5. verify never passes on nothing ---------------------------------------------------------
+
+
+@pytest.fixture
+def pubkey(tmp_path) -> str:
+    from cryptography.hazmat.primitives import serialization
+
+    path = tmp_path / "pub.pem"
+    path.write_bytes(PUB.public_bytes(serialization.Encoding.PEM,
+                                      serialization.PublicFormat.SubjectPublicKeyInfo))
+    return str(path)
+
+
+def _verify(*args: str) -> int:
+    from proxy.cli import main
+
+    return main(["verify", *args])
+
+
+@pytest.mark.parametrize("layout", ["missing", "empty"])
+def test_verify_all_of_nothing_fails_and_names_the_store(tmp_path, pubkey, capsys, layout):
+    root = tmp_path / "nowhere"
+    if layout == "empty":
+        root.mkdir()
+    assert _verify("--all", "--store", str(root), "--public-key", pubkey) == 1
+    err = capsys.readouterr().err
+    assert f"no sessions found in file://{root}" in err
+    assert ("does not exist" in err) == (layout == "missing")
+
+
+def test_verify_all_of_a_mistyped_s3_prefix_fails(s3, tmp_path, pubkey, capsys, monkeypatch):
+    store = s3.store(retention_days=1)
+    rec = _recorder(store, tmp_path)
+    s = rec.open_session({"agent": "a1"})
+    s.end("client-exit")
+    rec.close()
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", s3.access_key)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", s3.secret_key)
+    monkeypatch.setenv("AWS_REGION", s3.region)
+    url = f"s3://{s3.bucket}/{store.prefix.rstrip('/')}-typo"
+    assert _verify("--all", "--store", url, "--s3-endpoint", s3.endpoint, "--public-key", pubkey) == 1
+    assert f"no sessions found in {url}/" in capsys.readouterr().err
+
+
+def _record_sessions(tmp_path: Path, count: int, log_path: Path) -> tuple[LocalStore, list[str], str]:
+    """``count`` sessions and the control stream that indexes them, with the proxy's log
+    (text format) in ``log_path``."""
+    from proxy.logs import _TextFormatter
+
+    store = LocalStore(tmp_path / "store")
+    handler = logging.FileHandler(log_path)
+    handler.setFormatter(_TextFormatter())
+    logger = logging.getLogger("pgwitness.recorder")
+    logger.addHandler(handler)
+    old = logger.level
+    logger.setLevel(logging.INFO)
+    try:
+        rec = Recorder(RecorderConfig(store=str(store.root), spool_dir=str(tmp_path / "spool"),
+                                      chunk_max_seconds=0.2), store=store, signing_key=KEY)
+        rec.start()
+        ids = []
+        for k in range(count):
+            s = rec.open_session({"agent": f"a{k % 7}", "task": "t"})
+            _queries(s, 3)
+            s.end("client-exit")
+            ids.append(s.id)
+        control = rec._control.id
+        rec.close()
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(old)
+        handler.close()
+    return store, ids, control
+
+
+@pytest.mark.timeout(120)
+def test_deleting_sessions_with_their_control_stream_fails_against_an_anchor(tmp_path, pubkey, capsys):
+    """Issue 13.5, and its bounded load test: 200 sessions. On the local store (no Object
+    Lock) an attacker removes one session together with the control stream that indexes
+    it: the store alone cannot tell (verify --all passes), each external anchor can."""
+    import shutil
+
+    log_path = tmp_path / "proxy.log"
+    store, ids, control = _record_sessions(tmp_path, 200, log_path)
+    assert "control stream head" in log_path.read_text()
+    listed = tmp_path / "sessions.txt"
+    listed.write_text("\n".join(ids) + "\n")
+    base = ["--all", "--store", str(store.root), "--public-key", pubkey]
+    anchors = {
+        "expect": ["--expect", "200"],
+        "expect-sessions": ["--expect-sessions", str(listed)],
+        "anchor": ["--anchor", str(log_path)],
+    }
+    t0 = time.monotonic()
+    for name, extra in anchors.items():
+        assert _verify(*base, *extra) == 0, name
+    intact = (time.monotonic() - t0) / 3
+    for sid in (ids[17], control):
+        shutil.rmtree(store.root / chunks.session_prefix(sid))
+    capsys.readouterr()
+    assert _verify(*base) == 0  # what the store cannot prove by itself (docs/recording-format.md)
+    for name, extra in anchors.items():
+        assert _verify(*base, *extra) == 1, name
+        out = capsys.readouterr().out
+        assert "ANCHOR:" in out, (name, out)
+    assert ids[17] in out or control in out
+    print(f"verify --all of 200 sessions: {intact:.2f} s")
+    assert intact < 60
+
+
+def test_log_anchors_parse_in_text_and_json(tmp_path):
+    from proxy.logs import _JsonFormatter, _TextFormatter
+    from recorder.verify import parse_heads
+
+    record = logging.LogRecord("pgwitness.recorder", logging.INFO, __file__, 1, "control stream head",
+                               None, None)
+    record.fields = {"stream": "S1", "n": 4, "chain": "ab" * 32}
+    for fmt in (_TextFormatter(), _JsonFormatter()):
+        assert parse_heads(fmt.format(record) + "\nunrelated line\n") == {"S1": (4, "ab" * 32)}

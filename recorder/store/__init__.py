@@ -37,6 +37,9 @@ class Store(Protocol):
     def check(self, key: str) -> list[str]:
         """Immutability problems of `key` ([] when it is locked/read-only as required)."""
 
+    # Optional: `history(key) -> list[str]`, attempts the store withstood (S3: delete
+    # markers, later versions); verify reports each one.
+
 
 def open_store(url: str, **s3_options) -> Store:
     """`file:///path` or a plain path → LocalStore; `s3://bucket/prefix` → S3Store."""

@@ -43,6 +43,7 @@ class S3Store:
         )
         # key -> (oldest version id, number of object versions) from the last list()
         self._versions: dict[str, tuple[str | None, int]] = {}
+        self._markers: dict[str, int] = {}  # key -> delete markers, from the last list()
         self._lock = threading.Lock()
 
     @property
@@ -85,9 +86,17 @@ class S3Store:
         try:
             pages = self._client.get_paginator("list_object_versions").paginate(
                 Bucket=self.bucket, Prefix=self.prefix + prefix)
+            markers: dict[str, int] = {}
             for page in pages:
-                for v in page.get("Versions", []):  # delete markers are ignored
+                for v in page.get("Versions", []):
                     out.setdefault(v["Key"][len(self.prefix) :], []).append(v)
+                for d in page.get("DeleteMarkers", []):  # deletions tried: see history()
+                    k = d["Key"][len(self.prefix) :]
+                    markers[k] = markers.get(k, 0) + 1
+            with self._lock:
+                for k in out:
+                    self._markers.pop(k, None)
+                self._markers.update(markers)
         except (ClientError, BotoCoreError) as e:
             raise self._error("ListObjectVersions", prefix, e) from e
         return out
@@ -134,16 +143,26 @@ class S3Store:
                 out.add(parts[4])
         return sorted(out)
 
+    def history(self, key: str) -> list[str]:
+        """Attempts on `key` that its lock withstood: delete markers (a plain DeleteObject)
+        and versions written after the original (an overwrite)."""
+        with self._lock:
+            count = self._versions.get(key, (None, 1))[1]
+            markers = self._markers.get(key, 0)
+        out = []
+        if count > 1:
+            out.append(f"{count} versions: written again after the original (overwrite attempt)")
+        if markers:
+            out.append(f"{markers} delete marker{'s' if markers > 1 else ''}: deletion attempted "
+                       "(the locked original is still there)")
+        return out
+
     def check(self, key: str) -> list[str]:
         try:
             vid = self._version(key)
         except ObjectMissing:
             return ["missing"]
         problems = []
-        with self._lock:
-            count = self._versions.get(key, (None, 1))[1]
-        if count > 1:
-            problems.append(f"{count} versions: written again after the original (overwrite attempt)")
         kw = {"VersionId": vid} if vid else {}
         try:
             head = self._client.head_object(Bucket=self.bucket, Key=self.prefix + key, **kw)
