@@ -48,10 +48,12 @@ class AuthPlan:
     context: list[Any] = field(default_factory=list)  # one entry per candidate
 
 
-def refused(message: str, reason: str) -> PgError:
-    """A FATAL 28000 login refusal; ``reason`` labels the auth-failure metric."""
+def refused(message: str, reason: str, grant: str | None = None) -> PgError:
+    """A FATAL 28000 login refusal; ``reason`` labels the auth-failure metric and the
+    ``login.refused`` event, which names ``grant`` too."""
     err = PgError.fatal_error(message, INVALID_AUTHORIZATION)
     err.reason = reason
+    err.grant = grant
     return err
 
 
@@ -136,22 +138,25 @@ class GrantAuthenticator:
         fresh = await self.store.get(grant.id) or grant
         status = fresh.status(now)
         if status == "revoked":
-            raise refused(f"grant {fresh.id} for task {fresh.task} was revoked", "revoked")
+            raise refused(f"grant {fresh.id} for task {fresh.task} was revoked", "revoked", fresh.id)
         if status == "expired":
             raise refused(
                 f"grant {fresh.id} for task {fresh.task} expired at {fresh.expires_at.isoformat()}",
                 "expired",
+                fresh.id,
             )
         if status == "not_yet_valid":
             raise refused(
                 f"grant {fresh.id} for task {fresh.task} is not valid before "
                 f"{fresh.not_before.isoformat()}",
                 "not_yet_valid",
+                fresh.id,
             )
         if plan.database != fresh.database:
             raise refused(
                 f'grant {fresh.id} for task {fresh.task} does not cover database "{plan.database}"',
                 "wrong_database",
+                fresh.id,
             )
         from policy.scopes import parse_scopes
 

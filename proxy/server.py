@@ -22,6 +22,7 @@ from .auth import AuthPlan, FailureThrottle, Identity, auth_failed
 from .config import Config, parse_hostport
 from .limits import FrameBudget, PreLoginBudget
 from .logs import event
+from .refusals import RefusalLog
 from .session import Relay
 from .upstream import Credentials, Inbox, UpstreamError, connect_upstream, send_cancel
 from .wire import messages as m
@@ -99,6 +100,7 @@ class ProxyServer:
         # max_connections), and frames read whole share one memory budget (proxy/limits.py).
         self.prelogin = PreLoginBudget(cfg.proxy.prelogin_max, cfg.proxy.prelogin_per_address)
         self.frame_budget = FrameBudget(cfg.proxy.frame_memory_bytes)
+        self.refusals = RefusalLog(recorder, cfg.proxy.refusal_events_per_second)
         self.accepting = True
         self._server: asyncio.AbstractServer | None = None
         self._tasks: list[asyncio.Task] = []
@@ -134,6 +136,7 @@ class ProxyServer:
             now = time.monotonic()
             if now - last_flush >= 1.0:
                 last_flush = now
+                self.refusals.tick()
                 for conn in list(self.sessions):
                     if conn.relay is not None:
                         metrics.flush(conn.relay.counters, conn.identity.agent)
@@ -248,6 +251,8 @@ class ClientConnection(asyncio.Protocol):
         self._inbox_paused = False
         self._frame_reserved = 0  # bytes of the server's FrameBudget this connection holds
         self._frame_waiting = False  # paused until the FrameBudget has room
+        self._user: str | None = None  # from the startup packet, for login.refused events
+        self._database = ""
 
     # --- asyncio.Protocol --------------------------------------------------------
 
@@ -264,7 +269,11 @@ class ClientConnection(asyncio.Protocol):
                 pass
         server = self.server
         if not server.accepting:
-            self._refuse(PgError.fatal_error("the database system is shutting down", CANNOT_CONNECT_NOW), "refused")
+            self._refuse(
+                PgError.fatal_error("the database system is shutting down", CANNOT_CONNECT_NOW),
+                "refused",
+                "shutting_down",
+            )
             return
         admitted, evicted = server.prelogin.admit(self, self.addr)
         if not admitted:
@@ -277,6 +286,7 @@ class ClientConnection(asyncio.Protocol):
                     TOO_MANY_CONNECTIONS,
                 ),
                 "prelogin_refused",
+                "prelogin_per_address",
             )
             return
         self._prelogin = True
@@ -430,7 +440,7 @@ class ClientConnection(asyncio.Protocol):
                 # opened with SSLRequest can read it), and cancels never count against it.
                 if self.server.admitted >= self.cfg.proxy.max_connections:
                     err = PgError.fatal_error("sorry, too many clients already", TOO_MANY_CONNECTIONS)
-                    err.outcome = "too_many"
+                    err.outcome = err.reason = "too_many"
                     raise err
                 self.server.admitted += 1
                 self._admitted = True
@@ -438,14 +448,16 @@ class ClientConnection(asyncio.Protocol):
             await self._open_session(identity, packet, params)
         except TimeoutError:
             outcome = "protocol_error"
-            self._send_fatal(
-                PgError.fatal_error("timeout waiting for the startup packet and authentication", PROTOCOL_VIOLATION)
-            )
+            err = PgError.fatal_error("timeout waiting for the startup packet and authentication", PROTOCOL_VIOLATION)
+            self._refusal("timeout", err)
+            self._send_fatal(err)
         except ProtocolViolation as exc:
             outcome = "protocol_error"
+            self._refusal("protocol_error", exc)
             self._send_fatal(exc)
         except PgError as exc:
             outcome = getattr(exc, "outcome", "refused")
+            self._refusal(getattr(exc, "reason", None) or outcome, exc)
             self._send_fatal(exc)
         except (ConnectionError, OSError, ssl.SSLError) as exc:
             outcome = "protocol_error"
@@ -471,13 +483,13 @@ class ClientConnection(asyncio.Protocol):
     def _evict(self) -> None:
         """The pre-login places are full and this connection is the oldest: close it."""
         self._prelogin = False  # its place was given to the newcomer
-        self._send_fatal(
-            PgError.fatal_error(
-                "the proxy is full of connections that have not logged in; this one waited "
-                "longest for its startup packet",
-                TOO_MANY_CONNECTIONS,
-            )
+        err = PgError.fatal_error(
+            "the proxy is full of connections that have not logged in; this one waited "
+            "longest for its startup packet",
+            TOO_MANY_CONNECTIONS,
         )
+        self._refusal("prelogin_evicted", err)
+        self._send_fatal(err)
         self._end("prelogin_evicted")
 
     def _send_fatal(self, exc: PgError) -> None:
@@ -486,7 +498,15 @@ class ClientConnection(asyncio.Protocol):
             self.transport.write(exc.encode())
             self.transport.close()
 
-    def _refuse(self, exc: PgError, outcome: str) -> None:
+    def _refusal(self, reason: str, exc: PgError) -> None:
+        """Evidence of a refusal: a ``login.refused`` control event (proxy/refusals.py)."""
+        self.server.refusals.refused(
+            agent=self._user, database=self._database, grant=getattr(exc, "grant", None),
+            client=self.peer, reason=reason, sqlstate=exc.sqlstate, message=exc.message,
+        )
+
+    def _refuse(self, exc: PgError, outcome: str, reason: str) -> None:
+        self._refusal(reason, exc)
         metrics.CONNECTIONS_TOTAL.labels(outcome).inc()
         self.inbox = None
         self._ended = True
@@ -534,12 +554,14 @@ class ClientConnection(asyncio.Protocol):
             if isinstance(packet, CancelRequest):
                 return packet
             assert isinstance(packet, StartupMessage)
+            self._user = packet.params.get("user")
+            self._database = packet.params.get("database") or self._user or ""
             if self.cfg.proxy.require_tls and self.tls == "none":
                 err = PgError.fatal_error(
                     "pgwitness requires TLS: connect with sslmode=require or stricter",
                     INVALID_AUTHORIZATION,
                 )
-                err.outcome = "tls_required"
+                err.outcome = err.reason = "tls_required"
                 raise err
             if packet.minor > 0 or packet.unknown_protocol_options:
                 self.transport.write(
@@ -592,6 +614,7 @@ class ClientConnection(asyncio.Protocol):
         if refusal:
             err = PgError.fatal_error(refusal, INSUFFICIENT_PRIVILEGE)
             err.outcome = "refused"
+            err.reason = "startup_params"
             raise err
         throttle = self.server.throttle
         async with throttle.attempt(self.addr, user):
@@ -616,6 +639,7 @@ class ClientConnection(asyncio.Protocol):
             event("authentication failed", peer=self.peer, user=user, database=database)
             err = auth_failed(user)
             err.outcome = "auth_failed"
+            err.reason = "password"
             raise err from None
         try:
             identity = await self.server.authenticator.identify(plan, index)
@@ -641,11 +665,13 @@ class ClientConnection(asyncio.Protocol):
                 "refusing the connection rather than serving it unrecorded",
                 CANNOT_CONNECT_NOW,
             )
-            err.outcome = "recorder_unavailable"
+            err.outcome = err.reason = "recorder_unavailable"
             raise err
         database = params.pop("database")
         if identity.expires_at is not None and identity.expires_at <= datetime.now(UTC):
-            raise PgError.fatal_error(f"grant {identity.grant_id} for task {identity.task} expired", INVALID_AUTHORIZATION)
+            err = PgError.fatal_error(f"grant {identity.grant_id} for task {identity.task} expired", INVALID_AUTHORIZATION)
+            err.reason, err.grant = "expired", identity.grant_id
+            raise err
         policy = server.policy_factory(identity) if server.policy_factory is not None else None
         if policy is not None:
             # Unqualified names must resolve upstream exactly as the policy resolved them

@@ -129,11 +129,13 @@ class SessionRecorder:
             self._rec._wake.set()
 
     def decision(self, payload: dict, denied: bool) -> None:
-        """A policy decision; a deny seals the chunk at once."""
+        """A policy decision; a deny seals the chunk at once, except while the recorder is
+        unhealthy (an outage: statements are being refused), when refusals ride the next
+        chunk instead of costing a chunk and a checkpoint each."""
         if self._ended:
             return
         self._append(Kind.DECISION, "deny" if denied else "allow", {**payload, "denied": denied},
-                     denied)
+                     denied and self._rec.healthy)
 
     def event(self, kind: str, payload: dict) -> None:
         if self._ended:
@@ -314,11 +316,13 @@ class Recorder:
         }
         s._append(Kind.META, "session.start", start, True)  # chunk 0 closes at once
 
-    def control_event(self, kind: str, payload: dict) -> None:
-        """Grant lifecycle event, recorded in this process's own chained control stream."""
+    def control_event(self, kind: str, payload: dict, force: bool = True) -> None:
+        """An event in this process's own chained control stream. Grant lifecycle events
+        seal a chunk at once (``force``); others (``login.refused``) ride the next one, so
+        a flood of them costs a bounded number of objects."""
         if self._closed:
             raise RecorderClosed("recorder is closed")
-        self._control_stream()._append(Kind.CONTROL, kind, payload, True)
+        self._control_stream()._append(Kind.CONTROL, kind, payload, force)
 
     def _control_stream(self) -> SessionRecorder:
         with self._sessions_lock:

@@ -264,3 +264,34 @@ def test_log_anchors_parse_in_text_and_json(tmp_path):
     record.fields = {"stream": "S1", "n": 4, "chain": "ab" * 32}
     for fmt in (_TextFormatter(), _JsonFormatter()):
         assert parse_heads(fmt.format(record) + "\nunrelated line\n") == {"S1": (4, "ab" * 32)}
+
+
+# --- 6. refused statements during an outage ------------------------------------------------------
+
+
+def test_statements_refused_during_an_outage_share_chunks(tmp_path):
+    """Issue 13.7: during an outage each refused statement sealed its own chunk and
+    checkpoint (2 PUTs each once the store is back: a 3.6 MB spool took 25 s to drain).
+    Now refusals while the recorder is unhealthy ride the chunks cut by size and age."""
+    from recorder.testing import FlakyStore
+
+    store = FlakyStore(LocalStore(tmp_path / "store"))
+    store.down = True
+    rec = _recorder(store, tmp_path, fail_after_seconds=0.2)
+    rec.config.chunk_max_bytes = 1 << 20
+    s = rec.open_session({"agent": "a1"})
+    wait_for(lambda: not rec.healthy, what="the recorder to give up on the store")
+    before = rec.stats["chunks"]
+    for i in range(200):
+        s.wire("c2s", testing.query(f"select {i}"))
+        s.decision({"outcome": "denied", "error": "cannot record"}, denied=True)
+        time.sleep(0.005)  # statements arrive a round trip apart
+    s.end("client-exit")
+    wait_for(lambda: rec.stats["chunks"] > before, what="the refusals sealed")
+    time.sleep(0.3)
+    sealed = rec.stats["chunks"] - before
+    assert sealed <= 5, sealed  # one per refusal before
+    store.down = False
+    rec.close()
+    r = verify_session(store, s.id, PUB)
+    assert r.status == "closed" and r.records == 1 + 200 * 2 + 1, r.summary()
