@@ -101,6 +101,7 @@ class ProxyServer:
         self.prelogin = PreLoginBudget(cfg.proxy.prelogin_max, cfg.proxy.prelogin_per_address)
         self.frame_budget = FrameBudget(cfg.proxy.frame_memory_bytes)
         self.refusals = RefusalLog(recorder, cfg.proxy.refusal_events_per_second)
+        self._recorder_metrics = metrics.RecorderExporter()
         self.accepting = True
         self._server: asyncio.AbstractServer | None = None
         self._tasks: list[asyncio.Task] = []
@@ -110,6 +111,8 @@ class ProxyServer:
 
     async def start(self, *, reuse_port: bool = False) -> tuple[str, int]:
         host, port = parse_hostport("proxy.listen", self.cfg.proxy.listen)
+        # Real values before the first client (a recorder_healthy of 0 would page someone).
+        self._update_gauges()
         loop = asyncio.get_running_loop()
         self._server = await loop.create_server(
             lambda: ClientConnection(self),
@@ -128,8 +131,7 @@ class ProxyServer:
     async def _housekeeping(self) -> None:
         """About once a second: metrics, recorder health, grant revocations and extensions."""
         interval = self.cfg.grants.poll_interval if self.grant_store is not None else 1.0
-        last_flush = 0.0
-        recorder_metrics = metrics.RecorderExporter()
+        last_flush = time.monotonic()
         self._grant_watch_since = datetime.now(UTC)
         while True:
             await asyncio.sleep(min(interval, 1.0))
@@ -137,18 +139,21 @@ class ProxyServer:
             if now - last_flush >= 1.0:
                 last_flush = now
                 self.refusals.tick()
-                for conn in list(self.sessions):
-                    if conn.relay is not None:
-                        metrics.flush(conn.relay.counters, conn.identity.agent)
-                grants = {c.identity.grant_id for c in self.sessions if c.identity is not None}
-                metrics.GRANTS_ACTIVE.set(len(grants))
-                if self.recorder is not None:
-                    recorder_metrics.update(self.recorder.status)
+                self._update_gauges()
             if self.grant_store is not None:
                 try:
                     await self._watch_grants()
                 except Exception:  # the store may be briefly unreachable; keep serving
                     logging.getLogger("pgwitness").exception("grant watch failed")
+
+    def _update_gauges(self) -> None:
+        for conn in list(self.sessions):
+            if conn.relay is not None:
+                metrics.flush(conn.relay.counters, conn.identity.agent)
+        grants = {c.identity.grant_id for c in self.sessions if c.identity is not None}
+        metrics.GRANTS_ACTIVE.set(len(grants))
+        if self.recorder is not None:
+            self._recorder_metrics.update(self.recorder.status)
 
     async def _watch_grants(self) -> None:
         """Apply revocations and extensions to live sessions.

@@ -156,3 +156,16 @@ def test_a_flood_of_refusals_costs_a_bounded_number_of_events(make_proxy, tmp_pa
     print(f"300 refusals in {elapsed:.2f} s: {len(events)} events, {dropped} summarised, "
           f"{chunks} chunks sealed")
     assert chunks <= 2 * (seconds + 2) / handle.cfg.recorder.chunk_max_seconds
+
+
+def test_recorder_gauges_are_real_before_the_listener_opens(make_proxy, tmp_path):
+    """Issue 13.7: the housekeeping loop first ran a second after start, so
+    pgwitness_recorder_healthy read 0 (page!) until then."""
+    from prometheus_client import REGISTRY
+
+    from proxy import metrics
+
+    metrics.RECORDER_HEALTHY.set(0)
+    handle = make_proxy(**recording(tmp_path))  # returns once the listener is open
+    assert REGISTRY.get_sample_value("pgwitness_recorder_healthy") == 1
+    assert handle.runtime.recorder.healthy
