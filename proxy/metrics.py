@@ -31,7 +31,7 @@ CONNECTIONS_ACTIVE = _gauge("pgwitness_connections_active", "Client connections 
 CONNECTIONS_TOTAL = Counter(
     "pgwitness_connections_total",
     "Client connections by how they ended up (ok, auth_failed, refused, protocol_error, "
-    "upstream_failed, too_many, recorder_unavailable, tls_required, cancel)",
+    "upstream_failed, too_many, recorder_unavailable, tls_required, cancel, prelogin_refused)",
     ["outcome"],
 )
 SESSIONS_ENDED = Counter(

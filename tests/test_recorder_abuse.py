@@ -20,18 +20,10 @@ from recorder.config import RecorderConfig
 from recorder.store.local import LocalStore
 from recorder.verify import MODIFIED, PLANTED, UNLOCKED, verify_session
 from recorder.writer import Recorder
+from tests.test_recorder_s3 import wait_for
 
 KEY = Ed25519PrivateKey.generate()
 PUB = KEY.public_key()
-
-
-def wait_for(cond, timeout=15.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return
-        time.sleep(0.02)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def _recorder(store, tmp_path: Path, **kw) -> Recorder:
