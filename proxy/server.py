@@ -435,12 +435,12 @@ class ClientConnection(asyncio.Protocol):
             async with asyncio.timeout(self.cfg.proxy.startup_timeout):
                 async with asyncio.timeout(min(self.cfg.proxy.prelogin_timeout, self.cfg.proxy.startup_timeout)):
                     packet = await self._read_startup()
-                self._leave_prelogin()
-                if isinstance(packet, CancelRequest):
+                if isinstance(packet, CancelRequest):  # keeps its pre-login place: bounded
                     outcome = "cancel"
                     await self._cancel(packet)
                     self.transport.close()
                     return
+                self._leave_prelogin()
                 # Like Postgres, the limit is told after the startup phase (so a client that
                 # opened with SSLRequest can read it), and cancels never count against it.
                 if self.server.admitted >= self.cfg.proxy.max_connections:
