@@ -17,6 +17,7 @@ from prometheus_client import REGISTRY
 
 from recorder import chunks, testing
 from recorder.config import RecorderConfig
+from recorder.replay import iter_records
 from recorder.store.local import LocalStore
 from recorder.verify import MODIFIED, PLANTED, UNLOCKED, verify_session
 from recorder.writer import Recorder
@@ -97,6 +98,9 @@ def test_planted_objects_in_s3_do_not_destroy_evidence(s3, tmp_path, caplog):
 
     _rec, sid = _plant_and_record(store, plant, tmp_path, caplog)
     _check_verify_reports_planting(store, sid)
+    # replay reads the writer's copies too
+    queries = [r for r in iter_records(store, sid) if r.payload.startswith(b"Q")]
+    assert len(queries) == 12
 
 
 def test_planted_files_in_the_local_store_do_not_destroy_evidence(tmp_path, caplog):
