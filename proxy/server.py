@@ -440,16 +440,20 @@ class ClientConnection(asyncio.Protocol):
                     await self._cancel(packet)
                     self.transport.close()
                     return
-                self._leave_prelogin()
-                # Like Postgres, the limit is told after the startup phase (so a client that
-                # opened with SSLRequest can read it), and cancels never count against it.
-                if self.server.admitted >= self.cfg.proxy.max_connections:
-                    err = PgError.fatal_error("sorry, too many clients already", TOO_MANY_CONNECTIONS)
-                    err.outcome = err.reason = "too_many"
-                    raise err
-                self.server.admitted += 1
-                self._admitted = True
-                identity, params = await self._authenticate(packet)
+                # Waiting for the login throttle (this agent's back-off here, a place among
+                # this address's authentications) keeps the pre-login place, so one address
+                # holds at most auth_concurrency_per_address places of max_connections.
+                async with self.server.throttle.attempt(self.addr, packet.params["user"]):
+                    self._leave_prelogin()
+                    # Like Postgres, the limit is told after the startup phase (so a client
+                    # that opened with SSLRequest can read it); cancels never count against it.
+                    if self.server.admitted >= self.cfg.proxy.max_connections:
+                        err = PgError.fatal_error("sorry, too many clients already", TOO_MANY_CONNECTIONS)
+                        err.outcome = err.reason = "too_many"
+                        raise err
+                    self.server.admitted += 1
+                    self._admitted = True
+                    identity, params = await self._authenticate(packet)
             await self._open_session(identity, packet, params)
         except TimeoutError:
             outcome = "protocol_error"
@@ -621,12 +625,7 @@ class ClientConnection(asyncio.Protocol):
             err.outcome = "refused"
             err.reason = "startup_params"
             raise err
-        throttle = self.server.throttle
-        async with throttle.attempt(self.addr, user):
-            return await self._scram(throttle, user, database, params)
-
-    async def _scram(self, throttle: FailureThrottle, user: str, database: str, params: dict[str, str]):
-        addr = self.addr
+        throttle, addr = self.server.throttle, self.addr
         plan: AuthPlan = await self.server.authenticator.begin(user, database)
         self.transport.write(m.auth_sasl([MECHANISM]))
         mech, data = m.decode_sasl_initial(await self._read_password_message())
