@@ -9,6 +9,7 @@ index)`` turns the candidate the proof matched into an ``Identity``, or refuses 
 
 from __future__ import annotations
 
+import contextlib
 import hmac
 import os
 import time
@@ -47,10 +48,12 @@ class AuthPlan:
     context: list[Any] = field(default_factory=list)  # one entry per candidate
 
 
-def refused(message: str, reason: str) -> PgError:
-    """A FATAL 28000 login refusal; ``reason`` labels the auth-failure metric."""
+def refused(message: str, reason: str, grant: str | None = None) -> PgError:
+    """A FATAL 28000 login refusal; ``reason`` labels the auth-failure metric and the
+    ``login.refused`` event, which names ``grant`` too."""
     err = PgError.fatal_error(message, INVALID_AUTHORIZATION)
     err.reason = reason
+    err.grant = grant
     return err
 
 
@@ -135,22 +138,25 @@ class GrantAuthenticator:
         fresh = await self.store.get(grant.id) or grant
         status = fresh.status(now)
         if status == "revoked":
-            raise refused(f"grant {fresh.id} for task {fresh.task} was revoked", "revoked")
+            raise refused(f"grant {fresh.id} for task {fresh.task} was revoked", "revoked", fresh.id)
         if status == "expired":
             raise refused(
                 f"grant {fresh.id} for task {fresh.task} expired at {fresh.expires_at.isoformat()}",
                 "expired",
+                fresh.id,
             )
         if status == "not_yet_valid":
             raise refused(
                 f"grant {fresh.id} for task {fresh.task} is not valid before "
                 f"{fresh.not_before.isoformat()}",
                 "not_yet_valid",
+                fresh.id,
             )
         if plan.database != fresh.database:
             raise refused(
                 f'grant {fresh.id} for task {fresh.task} does not cover database "{plan.database}"',
                 "wrong_database",
+                fresh.id,
             )
         from policy.scopes import parse_scopes
 
@@ -169,33 +175,94 @@ class GrantAuthenticator:
 
 
 class FailureThrottle:
-    """Slows down repeated failed logins from one address (exponential, capped)."""
+    """Slows down repeated failed logins of one agent from one address (exponential, capped).
 
-    def __init__(self, base_delay: float, window: float, cap: float = 5.0):
+    Keyed by ``(agent, address)``: one agent's typos do not slow down the other agents behind
+    the same address (a NAT'd fleet), and another agent's success does not reset the count
+    (only the same agent's success does: it proved it holds the secret). Guesses in parallel
+    do not multiply the rate: once a key has failed, its attempts run one at a time, each
+    after the back-off. At most ``per_address`` authentications from one address are in
+    flight at once (more wait their turn), which also bounds a burst before the first
+    failure. docs/operations.md states the guesses per minute this allows.
+    """
+
+    def __init__(self, base_delay: float, window: float, cap: float = 5.0, *, per_address: int = 16):
         self.base_delay = base_delay
         self.window = window
         self.cap = cap
-        self._failures: dict[str, deque[float]] = defaultdict(deque)
+        self.per_address = per_address
+        self._failures: dict[tuple[str, str], deque[float]] = defaultdict(deque)
+        self._serial: dict[tuple[str, str], _Shared] = {}
+        self._slots: dict[str, _Shared] = {}
 
-    def _recent(self, addr: str, now: float) -> deque[float]:
-        q = self._failures[addr]
+    def _recent(self, key: tuple[str, str], now: float) -> deque[float]:
+        q = self._failures[key]
         while q and now - q[0] > self.window:
             q.popleft()
         return q
 
-    def delay(self, addr: str) -> float:
-        q = self._recent(addr, time.monotonic())
+    def delay(self, addr: str, agent: str = "") -> float:
+        key = (agent, addr)
+        q = self._recent(key, time.monotonic())
         if not q:
-            self._failures.pop(addr, None)
+            self._failures.pop(key, None)
             return 0.0
         return min(self.cap, self.base_delay * (2 ** (len(q) - 1)))
 
-    def failed(self, addr: str) -> None:
+    def failed(self, addr: str, agent: str = "") -> None:
         now = time.monotonic()
-        q = self._recent(addr, now)
+        q = self._recent((agent, addr), now)
         q.append(now)
         if len(self._failures) > 100_000:  # bound memory under a spray of addresses
             self._failures.clear()
 
-    def succeeded(self, addr: str) -> None:
-        self._failures.pop(addr, None)
+    def succeeded(self, addr: str, agent: str = "") -> None:
+        self._failures.pop((agent, addr), None)
+
+    @contextlib.asynccontextmanager
+    async def attempt(self, addr: str, agent: str):
+        """Wrap one authentication: waits for a place for the address, then (if this agent
+        failed here recently) for the previous attempt and the back-off."""
+        import asyncio
+
+        def slot():  # waiting in a key's queue holds no place of the address
+            return _Shared.hold(self._slots, addr, lambda: asyncio.Semaphore(self.per_address))
+
+        key = (agent, addr)
+        while key not in self._serial and not self.delay(addr, agent):
+            async with slot():
+                if key in self._serial or self.delay(addr, agent):
+                    continue  # it failed while we waited for a place: queue up instead
+                yield
+                return
+        async with _Shared.hold(self._serial, key, asyncio.Lock):
+            wait = self.delay(addr, agent)
+            if wait:
+                await asyncio.sleep(wait)
+            async with slot():
+                yield
+
+
+class _Shared:
+    """A lock or semaphore kept in a dict only while someone holds or waits for it."""
+
+    __slots__ = ("obj", "users")
+
+    def __init__(self, obj):
+        self.obj = obj
+        self.users = 0
+
+    @staticmethod
+    @contextlib.asynccontextmanager
+    async def hold(table: dict, key, make):
+        entry = table.get(key)
+        if entry is None:
+            entry = table[key] = _Shared(make())
+        entry.users += 1
+        try:
+            async with entry.obj:
+                yield
+        finally:
+            entry.users -= 1
+            if not entry.users:
+                table.pop(key, None)

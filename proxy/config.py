@@ -34,8 +34,16 @@ class ProxySection:
     tls_cert: str = ""
     tls_key: str = ""
     require_tls: bool = False
-    auth_fail_delay: float = 0.5  # base delay per recent failed login from one address
+    auth_fail_delay: float = 0.5  # base delay per recent failed login of one (agent, address)
     auth_fail_window: float = 60.0
+    auth_fail_max_delay: float = 5.0  # the back-off's ceiling
+    auth_concurrency_per_address: int = 16  # authentications in flight from one address
+    # Connections that have not sent their startup packet yet (proxy/limits.py):
+    prelogin_max: int = 512  # per worker; over it the oldest stalled one is closed
+    prelogin_per_address: int = 64  # per worker and client address; over it: refused
+    prelogin_timeout: float = 3.0  # seconds to send the startup packet (TLS included)
+    frame_memory_bytes: int = 128 * 1024 * 1024  # per worker, for frames held whole
+    refusal_events_per_second: int = 50  # login.refused control events; the rest summarised
 
 
 @dataclass
@@ -251,6 +259,7 @@ def validate(cfg: Config) -> None:
         raise ConfigError("proxy.max_connections: must be at least 1")
     for key, value in (
         ("proxy.startup_timeout", cfg.proxy.startup_timeout),
+        ("proxy.prelogin_timeout", cfg.proxy.prelogin_timeout),
         ("upstream.connect_timeout", cfg.upstream.connect_timeout),
         ("grants.poll_interval", cfg.grants.poll_interval),
         ("grants.max_ttl", cfg.grants.max_ttl),
@@ -266,6 +275,18 @@ def validate(cfg: Config) -> None:
             raise ConfigError(f"{key}: must not be negative, got {value}")
     if cfg.proxy.max_message_bytes < 1024:
         raise ConfigError("proxy.max_message_bytes: must be at least 1024")
+    if cfg.proxy.frame_memory_bytes < cfg.proxy.max_message_bytes:
+        raise ConfigError(
+            "proxy.frame_memory_bytes: must be at least proxy.max_message_bytes "
+            f"({cfg.proxy.max_message_bytes}), got {cfg.proxy.frame_memory_bytes}"
+        )
+    for key in ("prelogin_max", "prelogin_per_address", "auth_concurrency_per_address"):
+        if getattr(cfg.proxy, key) < 1:
+            raise ConfigError(f"proxy.{key}: must be at least 1")
+    if cfg.proxy.refusal_events_per_second < 0:
+        raise ConfigError("proxy.refusal_events_per_second: must not be negative")
+    if cfg.proxy.auth_fail_max_delay < cfg.proxy.auth_fail_delay:
+        raise ConfigError("proxy.auth_fail_max_delay: must be at least proxy.auth_fail_delay")
     if bool(cfg.proxy.tls_cert) != bool(cfg.proxy.tls_key):
         raise ConfigError("proxy.tls_cert and proxy.tls_key: set both or neither")
     if cfg.proxy.require_tls and not cfg.proxy.tls_cert:

@@ -31,7 +31,7 @@ CONNECTIONS_ACTIVE = _gauge("pgwitness_connections_active", "Client connections 
 CONNECTIONS_TOTAL = Counter(
     "pgwitness_connections_total",
     "Client connections by how they ended up (ok, auth_failed, refused, protocol_error, "
-    "upstream_failed, too_many, recorder_unavailable, tls_required, cancel)",
+    "upstream_failed, too_many, recorder_unavailable, tls_required, cancel, prelogin_refused)",
     ["outcome"],
 )
 SESSIONS_ENDED = Counter(
@@ -119,7 +119,13 @@ RECORDER_THROTTLED = Counter(
     "pgwitness_recorder_throttled_total",
     "Times a session waited for the recorder to catch up (memory over twice the limit)",
 )
+RECORDER_CONFLICTS = Counter(
+    "pgwitness_recorder_conflicts_total",
+    "Objects whose key already held something pgwitness did not write (planted): each is "
+    "stored under a conflict key instead and logged as an error",
+)
 _RECORDER_COUNTERS = (
+    ("conflicts", RECORDER_CONFLICTS),
     ("chunks", RECORDER_CHUNKS),
     ("stored_bytes", RECORDER_STORED_BYTES),
     ("objects_stored", RECORDER_OBJECTS_STORED),

@@ -20,7 +20,9 @@ from datetime import UTC, datetime, timedelta
 from . import metrics
 from .auth import AuthPlan, FailureThrottle, Identity, auth_failed
 from .config import Config, parse_hostport
+from .limits import FrameBudget, PreLoginBudget
 from .logs import event
+from .refusals import RefusalLog
 from .session import Relay
 from .upstream import Credentials, Inbox, UpstreamError, connect_upstream, send_cancel
 from .wire import messages as m
@@ -48,6 +50,8 @@ from .wire.scram import MECHANISM, ScramError, ScramServer
 
 _PASSWORD = m.Frontend.PASSWORD
 MAX_AUTH_MESSAGE = 65535  # Postgres's PG_MAX_AUTH_TOKEN_LENGTH: no big buffers before login
+PRELOGIN_BUFFER = 256 * 1024  # bytes read ahead during the handshake before reading pauses
+FRAME_BUDGET_MIN = 256 * 1024  # incomplete client frames longer than this use the FrameBudget
 
 
 def server_ssl_context(cfg: Config) -> ssl.SSLContext | None:
@@ -86,10 +90,18 @@ class ProxyServer:
         self.policy_factory = policy_factory  # Identity -> StatementPolicy | None
         self.credentials = Credentials(cfg)
         self.ssl_context = server_ssl_context(cfg)
-        self.throttle = FailureThrottle(cfg.proxy.auth_fail_delay, cfg.proxy.auth_fail_window)
+        self.throttle = FailureThrottle(
+            cfg.proxy.auth_fail_delay, cfg.proxy.auth_fail_window, cfg.proxy.auth_fail_max_delay,
+            per_address=cfg.proxy.auth_concurrency_per_address,
+        )
         self.sessions: set[ClientConnection] = set()
         self.admitted = 0  # connections past the startup packet: what max_connections limits
-        self.handshake_slack = max(16, cfg.proxy.max_connections // 10)
+        # Before the startup packet a connection holds a place of its own (never one of
+        # max_connections), and frames read whole share one memory budget (proxy/limits.py).
+        self.prelogin = PreLoginBudget(cfg.proxy.prelogin_max, cfg.proxy.prelogin_per_address)
+        self.frame_budget = FrameBudget(cfg.proxy.frame_memory_bytes)
+        self.refusals = RefusalLog(recorder, cfg.proxy.refusal_events_per_second)
+        self._recorder_metrics = metrics.RecorderExporter()
         self.accepting = True
         self._server: asyncio.AbstractServer | None = None
         self._tasks: list[asyncio.Task] = []
@@ -99,6 +111,8 @@ class ProxyServer:
 
     async def start(self, *, reuse_port: bool = False) -> tuple[str, int]:
         host, port = parse_hostport("proxy.listen", self.cfg.proxy.listen)
+        # Real values before the first client (a recorder_healthy of 0 would page someone).
+        self._update_gauges()
         loop = asyncio.get_running_loop()
         self._server = await loop.create_server(
             lambda: ClientConnection(self),
@@ -121,26 +135,29 @@ class ProxyServer:
     async def _housekeeping(self) -> None:
         """About once a second: metrics, recorder health, grant revocations and extensions."""
         interval = self.cfg.grants.poll_interval if self.grant_store is not None else 1.0
-        last_flush = 0.0
-        recorder_metrics = metrics.RecorderExporter()
+        last_flush = time.monotonic()
         self._grant_watch_since = datetime.now(UTC)
         while True:
             await asyncio.sleep(min(interval, 1.0))
             now = time.monotonic()
             if now - last_flush >= 1.0:
                 last_flush = now
-                for conn in list(self.sessions):
-                    if conn.relay is not None:
-                        metrics.flush(conn.relay.counters, conn.identity.agent)
-                grants = {c.identity.grant_id for c in self.sessions if c.identity is not None}
-                metrics.GRANTS_ACTIVE.set(len(grants))
-                if self.recorder is not None:
-                    recorder_metrics.update(self.recorder.status)
+                self.refusals.tick()
+                self._update_gauges()
             if self.grant_store is not None:
                 try:
                     await self._watch_grants()
                 except Exception:  # the store may be briefly unreachable; keep serving
                     logging.getLogger("pgwitness").exception("grant watch failed")
+
+    def _update_gauges(self) -> None:
+        for conn in list(self.sessions):
+            if conn.relay is not None:
+                metrics.flush(conn.relay.counters, conn.identity.agent)
+        grants = {c.identity.grant_id for c in self.sessions if c.identity is not None}
+        metrics.GRANTS_ACTIVE.set(len(grants))
+        if self.recorder is not None:
+            self._recorder_metrics.update(self.recorder.status)
 
     async def _watch_grants(self) -> None:
         """Apply revocations and extensions to live sessions.
@@ -238,6 +255,13 @@ class ClientConnection(asyncio.Protocol):
         self._admitted = False
         self._client_paused = False
         self._upstream_paused = False
+        self.addr = "?"
+        self._prelogin = False  # holds a place in the server's PreLoginBudget
+        self._inbox_paused = False
+        self._frame_reserved = 0  # bytes of the server's FrameBudget this connection holds
+        self._frame_waiting = False  # paused until the FrameBudget has room
+        self._user: str | None = None  # from the startup packet, for login.refused events
+        self._database = ""
 
     # --- asyncio.Protocol --------------------------------------------------------
 
@@ -245,6 +269,7 @@ class ClientConnection(asyncio.Protocol):
         self.transport = transport
         peer = transport.get_extra_info("peername")
         self.peer = f"{peer[0]}:{peer[1]}" if peer else "?"
+        self.addr = peer[0] if peer else "?"
         sock = transport.get_extra_info("socket")
         if sock is not None:
             try:
@@ -253,14 +278,29 @@ class ClientConnection(asyncio.Protocol):
                 pass
         server = self.server
         if not server.accepting:
-            self._refuse(PgError.fatal_error("the database system is shutting down", CANNOT_CONNECT_NOW), "refused")
-            return
-        if len(server.sessions) >= self.cfg.proxy.max_connections + server.handshake_slack:
-            # Far over the limit: not even the startup phase (bounds half-open connections).
             self._refuse(
-                PgError.fatal_error("sorry, too many clients already", TOO_MANY_CONNECTIONS), "too_many"
+                PgError.fatal_error("the database system is shutting down", CANNOT_CONNECT_NOW),
+                "refused",
+                "shutting_down",
             )
             return
+        admitted, evicted = server.prelogin.admit(self, self.addr)
+        if not admitted:
+            # One address's unauthenticated connections are capped; logins in progress and
+            # sessions hold other places, so they are never displaced by these.
+            self._refuse(
+                PgError.fatal_error(
+                    f"too many connections from {self.addr} that have not sent a startup packet "
+                    f"(proxy.prelogin_per_address = {self.cfg.proxy.prelogin_per_address})",
+                    TOO_MANY_CONNECTIONS,
+                ),
+                "prelogin_refused",
+                "prelogin_per_address",
+            )
+            return
+        self._prelogin = True
+        if evicted is not None:
+            evicted._evict()
         server.sessions.add(self)
         metrics.CONNECTIONS_ACTIVE.inc()
         self._handshake_task = asyncio.get_running_loop().create_task(self._handshake())
@@ -281,8 +321,15 @@ class ClientConnection(asyncio.Protocol):
                     self.srec.wire("s2c", to_client)
             if relay.terminated:
                 self._end("terminate")
+            elif relay.client_reader.wanted > FRAME_BUDGET_MIN or self._frame_reserved:
+                self._frame_memory(relay.client_reader.wanted)
         elif self.inbox is not None:
             self.inbox.feed(data)
+            if len(self.inbox.buf) > PRELOGIN_BUFFER and not self._inbox_paused:
+                # Nothing the handshake reads is this long (startup and SASL frames are
+                # capped far lower), so what it waits for is already here: stop reading.
+                self._inbox_paused = True
+                self.transport.pause_reading()
 
     def eof_received(self):
         return False
@@ -290,6 +337,7 @@ class ClientConnection(asyncio.Protocol):
     def connection_lost(self, exc) -> None:
         if self.inbox is not None:
             self.inbox.close(exc)
+        self._leave_prelogin()
         if self._handshake_task is not None and not self._handshake_task.done():
             self._handshake_task.cancel()
         self._end("disconnect" if self.relay is not None else "handshake_aborted")
@@ -346,7 +394,42 @@ class ClientConnection(asyncio.Protocol):
     def _upstream_resume(self) -> None:
         if self._client_paused and self.transport is not None:
             self._client_paused = False
+            if not self._frame_waiting:
+                self.transport.resume_reading()
+
+    # --- the worker's memory budget for frames read whole -------------------------
+
+    def _frame_memory(self, wanted: int) -> None:
+        """Hold a place in the worker's FrameBudget for the incomplete frame of ``wanted``
+        bytes, or stop reading from this client until there is room (back-pressure)."""
+        if wanted == self._frame_reserved or self._frame_waiting:
+            return
+        budget = self.server.frame_budget
+        if self._frame_reserved:  # the frame it was for is complete
+            reserved, self._frame_reserved = self._frame_reserved, 0
+            budget.release(reserved)
+        if wanted > FRAME_BUDGET_MIN:
+            if budget.reserve(wanted):
+                self._frame_reserved = wanted
+                return
+            self._frame_waiting = True
+            self.transport.pause_reading()
+            budget.wait(self, wanted, lambda: self._frame_granted(wanted))
+
+    def _frame_granted(self, wanted: int) -> None:
+        self._frame_waiting = False
+        self._frame_reserved = wanted
+        if not self._client_paused and self.transport is not None and not self._ended:
             self.transport.resume_reading()
+
+    def _frame_memory_done(self) -> None:
+        budget = self.server.frame_budget
+        if self._frame_waiting:
+            self._frame_waiting = False
+            budget.cancel(self)
+        if self._frame_reserved:
+            reserved, self._frame_reserved = self._frame_reserved, 0
+            budget.release(reserved)
 
     # --- handshake ---------------------------------------------------------------
 
@@ -354,32 +437,40 @@ class ClientConnection(asyncio.Protocol):
         outcome = "ok"
         try:
             async with asyncio.timeout(self.cfg.proxy.startup_timeout):
-                packet = await self._read_startup()
-                if isinstance(packet, CancelRequest):
+                async with asyncio.timeout(min(self.cfg.proxy.prelogin_timeout, self.cfg.proxy.startup_timeout)):
+                    packet = await self._read_startup()
+                if isinstance(packet, CancelRequest):  # keeps its pre-login place: bounded
                     outcome = "cancel"
                     await self._cancel(packet)
                     self.transport.close()
                     return
-                # Like Postgres, the limit is told after the startup phase (so a client that
-                # opened with SSLRequest can read it), and cancels never count against it.
-                if self.server.admitted >= self.cfg.proxy.max_connections:
-                    err = PgError.fatal_error("sorry, too many clients already", TOO_MANY_CONNECTIONS)
-                    err.outcome = "too_many"
-                    raise err
-                self.server.admitted += 1
-                self._admitted = True
-                identity, params = await self._authenticate(packet)
+                # Waiting for the login throttle (this agent's back-off here, a place among
+                # this address's authentications) keeps the pre-login place, so one address
+                # holds at most auth_concurrency_per_address places of max_connections.
+                async with self.server.throttle.attempt(self.addr, packet.params["user"]):
+                    self._leave_prelogin()
+                    # Like Postgres, the limit is told after the startup phase (so a client
+                    # that opened with SSLRequest can read it); cancels never count against it.
+                    if self.server.admitted >= self.cfg.proxy.max_connections:
+                        err = PgError.fatal_error("sorry, too many clients already", TOO_MANY_CONNECTIONS)
+                        err.outcome = err.reason = "too_many"
+                        raise err
+                    self.server.admitted += 1
+                    self._admitted = True
+                    identity, params = await self._authenticate(packet)
             await self._open_session(identity, packet, params)
         except TimeoutError:
             outcome = "protocol_error"
-            self._send_fatal(
-                PgError.fatal_error("timeout waiting for the startup packet and authentication", PROTOCOL_VIOLATION)
-            )
+            err = PgError.fatal_error("timeout waiting for the startup packet and authentication", PROTOCOL_VIOLATION)
+            self._refusal("timeout", err)
+            self._send_fatal(err)
         except ProtocolViolation as exc:
             outcome = "protocol_error"
+            self._refusal("protocol_error", exc)
             self._send_fatal(exc)
         except PgError as exc:
             outcome = getattr(exc, "outcome", "refused")
+            self._refusal(getattr(exc, "reason", None) or outcome, exc)
             self._send_fatal(exc)
         except (ConnectionError, OSError, ssl.SSLError) as exc:
             outcome = "protocol_error"
@@ -397,13 +488,38 @@ class ClientConnection(asyncio.Protocol):
             if outcome != "ok" and outcome != "cancel" and not self._ended:
                 self._end("handshake_failed")
 
+    def _leave_prelogin(self) -> None:
+        if self._prelogin:
+            self._prelogin = False
+            self.server.prelogin.release(self)
+
+    def _evict(self) -> None:
+        """The pre-login places are full and this connection is the oldest: close it."""
+        self._prelogin = False  # its place was given to the newcomer
+        err = PgError.fatal_error(
+            "the proxy is full of connections that have not logged in; this one waited "
+            "longest for its startup packet",
+            TOO_MANY_CONNECTIONS,
+        )
+        self._refusal("prelogin_evicted", err)
+        self._send_fatal(err)
+        self._end("prelogin_evicted")
+
     def _send_fatal(self, exc: PgError) -> None:
         event("connection refused", peer=self.peer, sqlstate=exc.sqlstate, error=exc.message)
         if self.transport is not None and not self.transport.is_closing():
             self.transport.write(exc.encode())
             self.transport.close()
 
-    def _refuse(self, exc: PgError, outcome: str) -> None:
+    def _refusal(self, reason: str, exc: PgError) -> None:
+        """Evidence of a refusal: a ``login.refused`` control event (proxy/refusals.py)."""
+        self.server.refusals.refused(
+            agent=self._user, database=self._database, grant=getattr(exc, "grant", None),
+            client=self.peer, reason=reason, sqlstate=exc.sqlstate, message=exc.message,
+        )
+
+    def _refuse(self, exc: PgError, outcome: str, reason: str) -> None:
+        self._refusal(reason, exc)
         metrics.CONNECTIONS_TOTAL.labels(outcome).inc()
         self.inbox = None
         self._ended = True
@@ -451,12 +567,14 @@ class ClientConnection(asyncio.Protocol):
             if isinstance(packet, CancelRequest):
                 return packet
             assert isinstance(packet, StartupMessage)
+            self._user = packet.params.get("user")
+            self._database = packet.params.get("database") or self._user or ""
             if self.cfg.proxy.require_tls and self.tls == "none":
                 err = PgError.fatal_error(
                     "pgwitness requires TLS: connect with sslmode=require or stricter",
                     INVALID_AUTHORIZATION,
                 )
-                err.outcome = "tls_required"
+                err.outcome = err.reason = "tls_required"
                 raise err
             if packet.minor > 0 or packet.unknown_protocol_options:
                 self.transport.write(
@@ -509,12 +627,9 @@ class ClientConnection(asyncio.Protocol):
         if refusal:
             err = PgError.fatal_error(refusal, INSUFFICIENT_PRIVILEGE)
             err.outcome = "refused"
+            err.reason = "startup_params"
             raise err
-        throttle = self.server.throttle
-        addr = self.peer.rsplit(":", 1)[0]
-        delay = throttle.delay(addr)
-        if delay:
-            await asyncio.sleep(delay)
+        throttle, addr = self.server.throttle, self.addr
         plan: AuthPlan = await self.server.authenticator.begin(user, database)
         self.transport.write(m.auth_sasl([MECHANISM]))
         mech, data = m.decode_sasl_initial(await self._read_password_message())
@@ -527,21 +642,22 @@ class ClientConnection(asyncio.Protocol):
             final = m.decode_password(await self._read_password_message())
             index, server_final = scram.final(final)
         except ScramError:
-            throttle.failed(addr)
+            throttle.failed(addr, user)
             metrics.AUTH_FAILURES.labels("password").inc()
             event("authentication failed", peer=self.peer, user=user, database=database)
             err = auth_failed(user)
             err.outcome = "auth_failed"
+            err.reason = "password"
             raise err from None
         try:
             identity = await self.server.authenticator.identify(plan, index)
         except PgError as exc:
-            throttle.failed(addr)
+            throttle.failed(addr, user)
             metrics.AUTH_FAILURES.labels(getattr(exc, "reason", "refused")).inc()
             event("authentication refused", peer=self.peer, user=user, database=database, error=exc.message)
             exc.outcome = "auth_failed"
             raise
-        throttle.succeeded(addr)
+        throttle.succeeded(addr, user)
         self.transport.write(m.auth_request(m.AUTH_SASL_FINAL, server_final))
         self.transport.write(m.auth_request(m.AUTH_OK))
         params["database"] = database
@@ -557,11 +673,13 @@ class ClientConnection(asyncio.Protocol):
                 "refusing the connection rather than serving it unrecorded",
                 CANNOT_CONNECT_NOW,
             )
-            err.outcome = "recorder_unavailable"
+            err.outcome = err.reason = "recorder_unavailable"
             raise err
         database = params.pop("database")
         if identity.expires_at is not None and identity.expires_at <= datetime.now(UTC):
-            raise PgError.fatal_error(f"grant {identity.grant_id} for task {identity.task} expired", INVALID_AUTHORIZATION)
+            err = PgError.fatal_error(f"grant {identity.grant_id} for task {identity.task} expired", INVALID_AUTHORIZATION)
+            err.reason, err.grant = "expired", identity.grant_id
+            raise err
         policy = server.policy_factory(identity) if server.policy_factory is not None else None
         if policy is not None:
             # Unqualified names must resolve upstream exactly as the policy resolved them
@@ -656,6 +774,9 @@ class ClientConnection(asyncio.Protocol):
         )
         leftover_client = bytes(self.inbox.buf)
         self.inbox = None
+        if self._inbox_paused:
+            self._inbox_paused = False
+            self.transport.resume_reading()
         if upstream.leftover:
             self._from_server(upstream.leftover)
         if leftover_client:
@@ -749,6 +870,8 @@ class ClientConnection(asyncio.Protocol):
         if self._admitted:
             self._admitted = False
             self.server.admitted -= 1
+        self._leave_prelogin()
+        self._frame_memory_done()
         if self in self.server.sessions:
             self.server.sessions.discard(self)
             metrics.CONNECTIONS_ACTIVE.dec()

@@ -63,6 +63,27 @@ def ckpt_key(session_id: str, n: int) -> str:
     return f"{session_prefix(session_id)}{n:0{N_DIGITS}d}.ckpt"
 
 
+CONFLICTS = "conflicts"
+
+
+def conflict_key(key: str) -> str:
+    """Where the proxy stores an object whose own key held something else (planted):
+    `<session prefix>conflicts/<name>.<26 random base32>`, unpredictable, so it cannot be
+    planted in advance too."""
+    prefix, _, name = key.rpartition("/")
+    rnd = base64.b32encode(os.urandom(17)).decode().lower()[:26]
+    return f"{prefix}/{CONFLICTS}/{name}.{rnd}"
+
+
+def parse_conflict_name(name: str) -> tuple[int, str] | None:
+    """`conflicts/0000000003.chunk.<random>` -> (3, 'chunk'); None for anything else."""
+    head, _, rest = name.partition("/")
+    if head != CONFLICTS:
+        return None
+    base, _, rnd = rest.rpartition(".")
+    return parse_name(base) if re.fullmatch(r"[a-z2-7]{26}", rnd) else None
+
+
 def parse_name(name: str) -> tuple[int, str] | None:
     """`0000000003.chunk` -> (3, 'chunk'); None for anything else."""
     m = _NAME_RE.match(name)

@@ -27,6 +27,14 @@ def register(subparsers) -> None:
     p.add_argument("--require-closed", action="store_true",
                    help="also fail sessions without a final checkpoint")
     p.add_argument("--json", action="store_true", help="one JSON report per line")
+    p.add_argument("--expect", type=int, metavar="N",
+                   help="with --all: fail unless at least N sessions are recorded (an anchor "
+                        "kept outside the store, e.g. from pgwitness_connections_total)")
+    p.add_argument("--expect-sessions", metavar="FILE",
+                   help="with --all: fail unless every session id in FILE (one a line) verifies")
+    p.add_argument("--anchor", action="append", default=[], metavar="LOG",
+                   help="with --all: proxy log(s) whose 'control stream head' lines every "
+                        "control stream must still reach, with the same chain")
     p.set_defaults(func=cmd_verify)
 
     p = subparsers.add_parser("replay", help="psql-like transcript of a recorded session")
@@ -67,10 +75,25 @@ def cmd_keygen(args) -> int:
 
 
 def cmd_verify(args) -> int:
-    from .verify import verify_all, verify_session
+    from .verify import check_anchors, parse_heads, verify_all, verify_session
 
     if bool(args.sessions) == bool(args.all):
         print("pgwitness verify: name SESSION ids or pass --all (not both)", file=sys.stderr)
+        return 2
+    anchored = args.expect is not None or args.expect_sessions or args.anchor
+    if anchored and not args.all:
+        print("pgwitness verify: --expect, --expect-sessions and --anchor need --all", file=sys.stderr)
+        return 2
+    try:
+        expected_ids = _read_lines(args.expect_sessions) if args.expect_sessions else []
+        heads = {}
+        for path in args.anchor:
+            with open(path, encoding="utf-8", errors="replace") as f:
+                for sid, head in parse_heads(f.read()).items():
+                    if sid not in heads or heads[sid][0] < head[0]:
+                        heads[sid] = head
+    except OSError as e:
+        print(f"pgwitness verify: {e}", file=sys.stderr)
         return 2
     keys = [load_public_key(k) for k in args.public_key]
     store = _open(args)
@@ -82,20 +105,46 @@ def cmd_verify(args) -> int:
     except StoreError as e:
         print(f"pgwitness verify: {e}", file=sys.stderr)
         return 2
+    anchor_problems = check_anchors(reports, expect=args.expect, sessions=expected_ids,
+                                    heads=heads) if anchored else []
     failed = 0
     for r in reports:
         bad = not r.ok or (args.require_closed and r.status != "closed")
         failed += bad
         if args.json:
             d = dataclasses.asdict(r)
+            d.pop("chains", None)  # for anchors only; one per control-stream chunk
             d["ok"] = not bad
             d["last_chain"] = r.last_chain.hex() if r.last_chain else None
             print(json.dumps(d, default=str))
         else:
             print(r.summary())
+    for problem in anchor_problems:
+        if args.json:
+            print(json.dumps({"anchor": True, "ok": False, "kind": problem.kind,
+                              "where": problem.where, "detail": problem.detail}))
+        else:
+            print(f"ANCHOR: {problem.where}: {problem.detail}")
     if not args.json:
         print(f"{len(reports)} sessions verified, {failed} failed")
-    return 1 if failed else 0
+    if not reports:
+        # Nothing checked is never a pass: a mistyped path or prefix looks exactly like this.
+        print(f"pgwitness verify: no sessions found in {store.url}"
+              + _missing_hint(store), file=sys.stderr)
+        return 1
+    return 1 if failed or anchor_problems else 0
+
+
+def _read_lines(path: str) -> list[str]:
+    with open(path, encoding="utf-8") as f:
+        return [line.strip() for line in f if line.strip() and not line.startswith("#")]
+
+
+def _missing_hint(store) -> str:
+    root = getattr(store, "root", None)
+    if root is not None and not os.path.isdir(root):
+        return f" (the directory {root} does not exist)"
+    return " (check the path or prefix)"
 
 
 def cmd_replay(args) -> int:

@@ -25,12 +25,25 @@ _U32 = struct.Struct(">I")
 
 
 def iter_records(store: Store, session_id: str) -> Iterator[Record]:
-    """Records of a session in order (chunks 0..n as listed; no verification)."""
+    """Records of a session in order (chunks 0..n as listed; no verification). Where an
+    object planted at a chunk's key is not that chunk, the writer's conflict copy is read."""
     prefix = chunks.session_prefix(session_id)
-    ns = sorted(p[0] for k in store.list(prefix)
-                if (p := chunks.parse_name(k[len(prefix):])) and p[1] == "chunk")
+    keys = store.list(prefix)
+    ns = sorted(p[0] for k in keys if (p := chunks.parse_name(k[len(prefix):])) and p[1] == "chunk")
+    copies: dict[int, list[str]] = {}
+    for k in keys:
+        if (p := chunks.parse_conflict_name(k[len(prefix):])) and p[1] == "chunk":
+            copies.setdefault(p[0], []).append(k)
     for n in ns:
-        _, records = chunks.decode_chunk(store.get(chunks.chunk_key(session_id, n)))
+        for key in (chunks.chunk_key(session_id, n), *copies.get(n, ())):
+            try:
+                head, records = chunks.decode_chunk(store.get(key))
+            except chunks.ChunkError:
+                if n not in copies:
+                    raise
+                continue
+            if (head.session_id, head.n) == (session_id, n) or n not in copies:
+                break
         yield from records
 
 

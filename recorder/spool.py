@@ -151,6 +151,18 @@ class Spool:
         self._counter += 1
         return Batch(path, len(buf))
 
+    def keep(self, key: str, data: bytes) -> Path:
+        """Keep a copy of an object the store would not take (its key held something else)
+        under `conflicts/`, outside every slot: it is never uploaded or removed by us."""
+        d = self.root / "conflicts"
+        d.mkdir(parents=True, exist_ok=True)
+        path = d / f"{key.replace('/', '_')}.{os.urandom(4).hex()}"
+        try:
+            write_file(path, data, flags=os.O_EXCL, mode=0o400, fsync=self.fsync)
+        except OSError as e:
+            raise SpoolError(f"spool {d}: {e}") from e
+        return path
+
     def remove(self, batch: Batch) -> None:
         batch.path.unlink(missing_ok=True)
         slot = batch.path.parent

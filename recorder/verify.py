@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -24,6 +25,9 @@ MALFORMED = "malformed"  # does not decode
 UNLOCKED = "unlocked"  # storage does not protect the object (no COMPLIANCE lock / writable)
 UNREADABLE = "unreadable"  # the store failed; nothing proven either way
 TRUNCATED = "truncated"  # a control stream attests more than the session still has
+PLANTED = "planted"  # an object pgwitness did not write sits at its key; the proxy's is aside
+ATTEMPT = "attempt"  # a delete marker or a later version: a deletion or overwrite was tried
+ANCHOR = "anchor"  # the store disagrees with an external anchor (--expect, --anchor)
 
 
 @dataclass(frozen=True)
@@ -48,6 +52,8 @@ class Report:
     last_time_ns: int | None = None
     problems: list[Problem] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)  # observations that are not failures
+    control: bool = False  # a recorder's control stream (grant events, session index)
+    chains: dict[int, str] = field(default_factory=dict, repr=False)  # control streams: n -> chain
 
     @property
     def ok(self) -> bool:
@@ -100,12 +106,16 @@ def verify_session(store: Store, session_id: str,
         return report
 
     present: dict[tuple[int, str], str] = {}
+    conflicts: dict[tuple[int, str], list[str]] = {}  # the writer's copies of planted keys
     for key in keys:
         parsed = chunks.parse_name(key[len(prefix) :])
-        if parsed is None:
-            add(Problem(EXTRA, key[len(prefix) :], "object name is not <n>.chunk or <n>.ckpt"))
-        else:
+        if parsed is not None:
             present[parsed] = key
+        elif (alt := chunks.parse_conflict_name(key[len(prefix) :])) is not None:
+            conflicts.setdefault(alt, []).append(key)
+        else:
+            add(Problem(EXTRA, key[len(prefix) :], "object name is not <n>.chunk or <n>.ckpt"))
+    used: set[str] = set()
     ns = {n for n, _ in present}
     last = max(ns) if ns else -1
     name = lambda n, kind: f"{n:0{chunks.N_DIGITS}d}.{kind}"  # noqa: E731
@@ -132,8 +142,28 @@ def verify_session(store: Store, session_id: str,
             report.notes.append(f"chunk {n} is stored but its checkpoint is not (yet): "
                                 "its content is not attested")
             break
-        ckpt = _load_ckpt(store, present.get((n, "ckpt")), n, session_id, trusted, add)
+        found: list[Problem] = []
+        ckpt = _load_ckpt(store, present.get((n, "ckpt")), n, session_id, trusted, found.append)
+        if ckpt is None:
+            for alt in conflicts.get((n, "ckpt"), ()):
+                ckpt = _load_ckpt(store, alt, n, session_id, trusted, lambda p: None)
+                if ckpt is not None:
+                    used.add(alt)
+                    found = [Problem(PLANTED, name(n, "ckpt"), "not written by pgwitness; the "
+                                     f"signed checkpoint is at {alt[len(prefix):]}")]
+                    break
+        for problem in found:
+            add(problem)
         blob = _load(store, present.get((n, "chunk")), add)
+        if ckpt is not None and blob is not None and hashlib.sha256(blob).digest() != ckpt.chunk_sha256:
+            for alt in conflicts.get((n, "chunk"), ()):
+                other = _load(store, alt, add)
+                if other is not None and hashlib.sha256(other).digest() == ckpt.chunk_sha256:
+                    used.add(alt)
+                    add(Problem(PLANTED, name(n, "chunk"), "not written by pgwitness; the "
+                                f"signed chunk is at {alt[len(prefix):]}"))
+                    blob = other
+                    break
         if not has_ckpt:
             add(Problem(MISSING, name(n, "ckpt"), f"checkpoint {n} is gone; chunk {n} unattested"))
         if not has_chunk:
@@ -147,7 +177,7 @@ def verify_session(store: Store, session_id: str,
         if ckpt is not None and blob is not None:
             digest = hashlib.sha256(blob).digest()
             if digest != ckpt.chunk_sha256:
-                _explain_mismatch(blob, n, session_id, name(n, "chunk"), add)
+                _explain_mismatch(store, blob, n, session_id, name(n, "chunk"), trusted, add)
             else:
                 good, records = _check_records(blob, ckpt, next_seq if synced else None,
                                                name(n, "chunk"), add, report)
@@ -162,6 +192,13 @@ def verify_session(store: Store, session_id: str,
             prev_chain, next_seq, synced = ckpt.chain, ckpt.next_seq, True
         else:
             synced = False
+        if good and n == 0 and records and records[0].type == "session.start":
+            try:
+                report.control = records[0].json().get("meta", {}).get("stream") == "control"
+            except (ValueError, AttributeError):
+                pass
+        if good and report.control:
+            report.chains[n] = ckpt.chain.hex()
         if good and collect is not None:
             for rec in records:
                 collect(rec)
@@ -171,7 +208,13 @@ def verify_session(store: Store, session_id: str,
         else:
             contiguous = False
 
+    for group in conflicts.values():
+        for alt in group:
+            if alt not in used:
+                report.notes.append(f"{alt[len(prefix):]}: a conflict copy that was not needed")
+
     if check_locks:
+        history = getattr(store, "history", None)
         for key in keys:
             try:
                 issues = store.check(key)
@@ -179,6 +222,8 @@ def verify_session(store: Store, session_id: str,
                 issues = [str(e)]
             for issue in issues:
                 add(Problem(UNLOCKED, key[len(prefix) :], issue))
+            for attempt in history(key) if history is not None else ():
+                add(Problem(ATTEMPT, key[len(prefix) :], attempt))
 
     if report.problems:
         report.status = "tampered"
@@ -228,16 +273,30 @@ def _load_ckpt(store, key, n, session_id, trusted, add) -> Checkpoint | None:
     return ckpt
 
 
-def _explain_mismatch(blob: bytes, n: int, session_id: str, where: str, add) -> None:
+def _explain_mismatch(store, blob: bytes, n: int, session_id: str, where: str, trusted,
+                      add) -> None:
+    """Reordered only if the chunk is one pgwitness signed for another place (its header
+    names it and that place's checkpoint signs its hash); any other difference, a byte
+    flipped in the header included, is a modification."""
     try:
         h = chunks.decode_chunk_header(blob)
     except chunks.ChunkError:
-        add(Problem(MODIFIED, where, "content differs from the signed hash"))
-        return
-    if h.session_id != session_id or h.n != n:
+        h = None
+    if h is not None and (h.session_id != session_id or h.n != n) and _signed_for(
+            store, blob, h.session_id, h.n, trusted):
         add(Problem(REORDERED, where, f"holds chunk {h.n} of session {h.session_id}"))
     else:
         add(Problem(MODIFIED, where, "content differs from the signed hash"))
+
+
+def _signed_for(store, blob: bytes, session_id: str, n: int, trusted) -> bool:
+    try:
+        ckpt = decode_checkpoint(store.get(chunks.ckpt_key(session_id, n)))
+    except (ValueError, StoreError, CheckpointError):
+        return False
+    pk = trusted.get(ckpt.key_id)
+    return (pk is not None and ckpt.verify(pk) and ckpt.session_id == session_id
+            and ckpt.n == n and ckpt.chunk_sha256 == hashlib.sha256(blob).digest())
 
 
 def _check_records(blob: bytes, ckpt: Checkpoint, next_seq: int | None, where: str, add,
@@ -313,3 +372,54 @@ def verify_all(store: Store, public_key, *, workers: int = 8, **kw) -> list[Repo
             r.problems.append(Problem(MISSING, sid, "session deleted: the control stream "
                                       "records it opened"))
     return [reports[sid] for sid in sorted(reports)]
+
+
+# --- external anchors ------------------------------------------------------------------
+
+_HEAD_RE = re.compile(
+    r'"?stream"?\s*[=:]\s*"(?P<stream>[^"]+)",?\s+"?n"?\s*[=:]\s*(?P<n>\d+),?\s+'
+    r'"?chain"?\s*[=:]\s*"(?P<chain>[0-9a-f]{64})"')
+
+
+def parse_heads(text: str) -> dict[str, tuple[int, str]]:
+    """Control-stream heads from proxy log lines (text or JSON) that say "control stream
+    head": per stream, the highest checkpoint number and its chain."""
+    heads: dict[str, tuple[int, str]] = {}
+    for line in text.splitlines():
+        if "control stream head" not in line:
+            continue
+        m = _HEAD_RE.search(line)
+        if m:
+            sid, n = m.group("stream"), int(m.group("n"))
+            if sid not in heads or heads[sid][0] < n:
+                heads[sid] = (n, m.group("chain"))
+    return heads
+
+
+def check_anchors(reports: list[Report], *, expect: int | None = None,
+                  sessions: Iterable[str] = (), heads: dict[str, tuple[int, str]] | None = None,
+                  ) -> list[Problem]:
+    """What the store cannot prove about itself, against what was kept elsewhere: at least
+    `expect` recorded sessions (control streams not counted), every session id in
+    `sessions`, and every control stream attested through its logged head with that chain.
+    Catches deletions the store allowed, a whole session with its control stream included."""
+    problems: list[Problem] = []
+    by_id = {r.session_id: r for r in reports}
+    recorded = sum(1 for r in reports if not r.control)
+    if expect is not None and recorded < expect:
+        problems.append(Problem(ANCHOR, "--expect", f"{expect} sessions expected, the store "
+                                f"holds {recorded}: sessions were deleted or never stored"))
+    for sid in sessions:
+        r = by_id.get(sid)
+        if r is None or r.status == "empty":
+            problems.append(Problem(ANCHOR, sid, "listed in the anchor, not in the store"))
+    for sid, (n, chain) in sorted((heads or {}).items()):
+        r = by_id.get(sid)
+        if r is None or r.status == "empty":
+            problems.append(Problem(ANCHOR, sid, f"control stream logged through checkpoint {n} "
+                                    "is not in the store (deleted)"))
+        elif r.chains.get(n) != chain:
+            problems.append(Problem(ANCHOR, sid, f"control stream logged through checkpoint {n}; "
+                                    f"the store attests it through {r.attested_through}"
+                                    + (" with another chain" if n in r.chains else "")))
+    return problems

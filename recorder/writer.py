@@ -26,7 +26,14 @@ import zstandard
 from . import chunks
 from .config import RecorderConfig
 from .records import HEADER, Direction, Kind, dump_json
-from .signing import Checkpoint, State, generate_keypair, key_id, load_private_key
+from .signing import (
+    Checkpoint,
+    State,
+    decode_checkpoint,
+    generate_keypair,
+    key_id,
+    load_private_key,
+)
 from .spool import Batch, Spool, SpoolCorrupt, SpoolError
 from .store import ObjectExists, Store, StoreError, open_store
 
@@ -122,11 +129,13 @@ class SessionRecorder:
             self._rec._wake.set()
 
     def decision(self, payload: dict, denied: bool) -> None:
-        """A policy decision; a deny seals the chunk at once."""
+        """A policy decision; a deny seals the chunk at once, except while the recorder is
+        unhealthy (an outage: statements are being refused), when refusals ride the next
+        chunk instead of costing a chunk and a checkpoint each."""
         if self._ended:
             return
         self._append(Kind.DECISION, "deny" if denied else "allow", {**payload, "denied": denied},
-                     denied)
+                     denied and self._rec.healthy)
 
     def event(self, kind: str, payload: dict) -> None:
         if self._ended:
@@ -166,6 +175,7 @@ class Recorder:
         self._sessions: dict[str, SessionRecorder] = {}
         self._sessions_lock = threading.Lock()
         self._control: SessionRecorder | None = None
+        self._control_ids: set[str] = set()
         self._wake = threading.Event()
         self._in = 0  # bytes appended by all sessions (caller threads)
         self._out = 0  # bytes spooled (sealer)
@@ -187,7 +197,8 @@ class Recorder:
         self._alive_checked_until = 0.0  # see _threads_alive
         self._pool: ThreadPoolExecutor | None = None
         self.stats = collections.Counter(
-            chunks=0, raw_bytes=0, stored_bytes=0, objects_stored=0, store_errors=0, throttled=0)
+            chunks=0, raw_bytes=0, stored_bytes=0, objects_stored=0, store_errors=0, throttled=0,
+            conflicts=0)
 
     @classmethod
     def from_config(cls, cfg: RecorderConfig) -> Recorder:
@@ -305,11 +316,13 @@ class Recorder:
         }
         s._append(Kind.META, "session.start", start, True)  # chunk 0 closes at once
 
-    def control_event(self, kind: str, payload: dict) -> None:
-        """Grant lifecycle event, recorded in this process's own chained control stream."""
+    def control_event(self, kind: str, payload: dict, force: bool = True) -> None:
+        """An event in this process's own chained control stream. Grant lifecycle events
+        seal a chunk at once (``force``); others (``login.refused``) ride the next one, so
+        a flood of them costs a bounded number of objects."""
         if self._closed:
             raise RecorderClosed("recorder is closed")
-        self._control_stream()._append(Kind.CONTROL, kind, payload, True)
+        self._control_stream()._append(Kind.CONTROL, kind, payload, force)
 
     def _control_stream(self) -> SessionRecorder:
         with self._sessions_lock:
@@ -317,6 +330,7 @@ class Recorder:
         if ctl is None:
             ctl = SessionRecorder(self, chunks.new_session_id(), {"stream": "control"})
             ctl._lock = threading.Lock()  # control records come from several threads
+            self._control_ids.add(ctl.id)
             self._start_record(ctl)
             with self._sessions_lock:
                 if self._control is None:
@@ -553,8 +567,9 @@ class Recorder:
                 key, data = entries[i]
                 try:
                     self.store.put(key, data)
-                except ObjectExists:
-                    log.info("recorder: %s already stored (retry after a lost reply)", key)
+                except ObjectExists as e:
+                    if not self._conflict(key, data, e):
+                        return False
                 except (StoreError, OSError) as e:
                     self._note_failure(e)
                     return False
@@ -564,12 +579,45 @@ class Recorder:
                     return False
                 batch.done.add(i)
                 self.stats["objects_stored"] += 1
+                if key.endswith(".ckpt") and key.rsplit("/", 2)[-2] in self._control_ids:
+                    self._log_head(key, data)
             return True
 
         groups = list(by_session.values())
         if len(groups) == 1 or self._pool is None:
             return all([upload(g) for g in groups])
         return all(list(self._pool.map(upload, groups)))
+
+    def _conflict(self, key: str, data: bytes, e: ObjectExists) -> bool:
+        """Our key holds an object we did not write (the same bytes would have been a
+        success): someone with write access planted it. Keep our copy in the spool, store
+        it under an unpredictable conflict key that verify reads, and say so loudly."""
+        try:
+            kept = self._spool.keep(key, data)
+        except SpoolError as err:
+            self._spool_failing = True
+            self._last_error = str(err)
+            log.error("recorder: cannot keep a copy of %s: %s", key, err)
+            return False
+        alt = chunks.conflict_key(key)
+        try:
+            self.store.put(alt, data)
+        except (StoreError, OSError) as err:
+            self._note_failure(err)
+            return False
+        self.stats["conflicts"] += 1
+        self._last_error = f"{key}: {e}"
+        log.error("recorder: %s in store %s is not what pgwitness sealed (%s): an object was "
+                  "planted there. Stored ours as %s; spool copy kept at %s",
+                  key, self.store.url, e, alt, kept)
+        return True
+
+    def _log_head(self, key: str, data: bytes) -> None:
+        """An external anchor for verify (--anchor): the control stream's newest stored
+        checkpoint, in the proxy's log, which an attacker on the store cannot rewrite."""
+        ckpt = decode_checkpoint(data)
+        log.info("control stream head", extra={"fields": {
+            "stream": ckpt.session_id, "n": ckpt.n, "chain": ckpt.chain.hex()}})
 
     def _note_failure(self, e: Exception) -> None:
         if self._store_failing_since is None:

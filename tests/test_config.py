@@ -170,6 +170,22 @@ BAD = [
         ["proxy.max_message_bytes"],
     ),
     (
+        "frame budget below one message",
+        USERS + "[proxy]\nframe_memory_bytes = 1048576\n",
+        {},
+        {},
+        ["proxy.frame_memory_bytes", "proxy.max_message_bytes"],
+    ),
+    ("no pre-login places", USERS + "[proxy]\nprelogin_per_address = 0\n", {}, {}, ["proxy.prelogin_per_address"]),
+    ("zero prelogin timeout", USERS + "[proxy]\nprelogin_timeout = 0\n", {}, {}, ["proxy.prelogin_timeout"]),
+    (
+        "back-off ceiling below its base",
+        USERS + "[proxy]\nauth_fail_delay = 2.0\nauth_fail_max_delay = 1.0\n",
+        {},
+        {},
+        ["proxy.auth_fail_max_delay"],
+    ),
+    (
         "cert without key",
         USERS + '[proxy]\ntls_cert = "/etc/hostname"\n',
         {},

@@ -14,7 +14,7 @@ from recorder.records import Kind
 from recorder.replay import iter_records, replay_session
 from recorder.store import ObjectExists
 from recorder.store.local import LocalStore
-from recorder.verify import UNLOCKED, verify_session
+from recorder.verify import ATTEMPT, UNLOCKED, verify_session
 from recorder.writer import Recorder
 
 KEY = Ed25519PrivateKey.generate()
@@ -98,7 +98,7 @@ def test_recording_round_trip_verifies_on_s3(s3, tmp_path):
     assert "select id from accounts" in text and "DENIED deny.ddl" in text and "(2 rows)" in text
 
 
-def test_delete_markers_are_ignored_and_overwrites_are_caught(s3, tmp_path):
+def test_delete_markers_and_overwrites_are_reported_as_attempts(s3, tmp_path):
     store = s3.store(retention_days=1)
     rec = recorder_for(store, tmp_path)
     sid = record_small_session(rec)
@@ -107,14 +107,20 @@ def test_delete_markers_are_ignored_and_overwrites_are_caught(s3, tmp_path):
     ckpt0 = store.prefix + chunks.ckpt_key(sid, 0)
     chunk0 = store.prefix + chunks.chunk_key(sid, 0)
     c.delete_object(Bucket=s3.bucket, Key=ckpt0)  # delete marker only
-    assert verify_session(s3.store(store.prefix.rstrip("/")), sid, PUB).status == "closed"
+    r = verify_session(s3.store(store.prefix.rstrip("/")), sid, PUB)
+    # the locked original still verifies, and the deletion that was tried is reported
+    assert r.attested_through == r.chunks - 1 and r.status == "tampered"
+    assert [(p.kind, p.where) for p in r.problems] == [(ATTEMPT, "0000000000.ckpt")], r.problems
+    assert "delete marker" in r.problems[0].detail
     # hide the original behind a delete marker, then write a forgery under the same key
     c.delete_object(Bucket=s3.bucket, Key=chunk0)
     c.put_object(Bucket=s3.bucket, Key=chunk0, Body=b"forged", IfNoneMatch="*")
     r = verify_session(s3.store(store.prefix.rstrip("/")), sid, PUB)
     assert r.status == "tampered"
-    assert [(p.kind, p.where) for p in r.problems] == [(UNLOCKED, "0000000000.chunk")], r.problems
-    assert "2 versions" in r.problems[0].detail
+    found = sorted((p.kind, p.where, p.detail.split(":")[0]) for p in r.problems)
+    assert found == [(ATTEMPT, "0000000000.chunk", "1 delete marker"),
+                     (ATTEMPT, "0000000000.chunk", "2 versions"),
+                     (ATTEMPT, "0000000000.ckpt", "1 delete marker")], r.problems
     # ...and it still verified the original, locked version's content
     assert r.records == len(list(iter_records(LocalStoreView(store), sid)))
 

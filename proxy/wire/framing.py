@@ -48,7 +48,7 @@ class FrameReader:
     being streamed, ``mid_frame`` is true: nothing may be spliced into the output then.
     """
 
-    __slots__ = ("_buf", "_skip", "max_len", "valid", "streamed", "stream_min")
+    __slots__ = ("_buf", "_part", "_need", "_skip", "max_len", "valid", "streamed", "stream_min")
 
     def __init__(
         self,
@@ -57,7 +57,12 @@ class FrameReader:
         streamed: frozenset[int] = frozenset(),
         stream_min: int = STREAM_MIN_BYTES,
     ):
-        self._buf = b""
+        self._buf = b""  # the start of a frame whose length is not known yet (< 5 bytes)
+        # An incomplete frame whose length is known: its bytes so far, appended in place
+        # (never copied per read: a 60 MiB Query arriving 64 KiB at a time would be
+        # copied a thousand times), and its whole size.
+        self._part = bytearray()
+        self._need = 0
         self._skip = 0  # continuation bytes still owed to a streamed frame
         self.max_len = max_len
         self.valid = valid  # message types this direction may carry; None: any
@@ -67,7 +72,13 @@ class FrameReader:
     @property
     def pending(self) -> int:
         """Bytes held back: the incomplete frame at the end of the stream so far."""
-        return len(self._buf)
+        return len(self._part) if self._need else len(self._buf)
+
+    @property
+    def wanted(self) -> int:
+        """The whole size of the incomplete frame being held (0: none, or its length is not
+        known yet): what the caller's memory budget must allow for."""
+        return self._need
 
     @property
     def mid_frame(self) -> bool:
@@ -77,7 +88,16 @@ class FrameReader:
     def feed(self, data: bytes) -> tuple[bytes, list[tuple[int, int, int]]]:
         if self._skip:
             return self._continue(data)
-        buf = self._buf + data if self._buf else bytes(data)
+        if self._need:
+            part = self._part
+            part += data
+            if len(part) < self._need:
+                return b"", []
+            buf = bytes(part)
+            self._part = bytearray()
+            self._need = 0
+        else:
+            buf = self._buf + data if self._buf else bytes(data)
         frames: list[tuple[int, int, int]] = []
         pos = 0
         n = len(buf)
@@ -103,7 +123,10 @@ class FrameReader:
                     self._skip = end - n
                     self._buf = b""
                     return buf, frames
-                break
+                self._part = bytearray(memoryview(buf)[pos:])
+                self._need = end - pos
+                self._buf = b""
+                return buf[:pos], frames
             frames.append((t, pos, end))
             pos = end
         if pos == n:
@@ -128,8 +151,9 @@ def _bad_length(t: int, length: int, streamed: frozenset[int], max_len: int) -> 
     if length < 4:
         return ProtocolViolation(f"invalid message length {length} for message type {chr(t)!r}")
     limit = MAX_STREAMED_LENGTH if t in streamed else max_len
+    setting = "" if t in streamed else ": proxy.max_message_bytes"
     return ProtocolViolation(
-        f"oversized message length {length} for message type {chr(t)!r} (limit {limit} bytes)"
+        f"oversized message length {length} for message type {chr(t)!r} (limit {limit} bytes{setting})"
     )
 
 

@@ -10,7 +10,8 @@ class StoreError(Exception):
 
 
 class ObjectExists(StoreError):
-    """The key already holds an object (append-only: never overwritten)."""
+    """The key already holds an object with other content (append-only: never overwritten).
+    A put of the same content again (a retry after a lost reply) succeeds instead."""
 
 
 class ObjectMissing(StoreError):
@@ -21,7 +22,8 @@ class Store(Protocol):
     url: str
 
     def put(self, key: str, data: bytes) -> None:
-        """Create `key` once; raise ObjectExists if it exists with other content."""
+        """Create `key` once; raise ObjectExists if it exists with other content (the same
+        content again is a success: the writer's retry after a lost reply)."""
 
     def get(self, key: str) -> bytes:
         """The first (locked) version of `key`; ObjectMissing if none."""
@@ -34,6 +36,9 @@ class Store(Protocol):
 
     def check(self, key: str) -> list[str]:
         """Immutability problems of `key` ([] when it is locked/read-only as required)."""
+
+    # Optional: `history(key) -> list[str]`, attempts the store withstood (S3: delete
+    # markers, later versions); verify reports each one.
 
 
 def open_store(url: str, **s3_options) -> Store:

@@ -43,6 +43,7 @@ class S3Store:
         )
         # key -> (oldest version id, number of object versions) from the last list()
         self._versions: dict[str, tuple[str | None, int]] = {}
+        self._markers: dict[str, int] = {}  # key -> delete markers, from the last list()
         self._lock = threading.Lock()
 
     @property
@@ -64,19 +65,38 @@ class S3Store:
             code = str(e.response.get("Error", {}).get("Code", ""))
             status = str(e.response.get("ResponseMetadata", {}).get("HTTPStatusCode", ""))
             if code in _EXISTS_CODES or status == "412":
-                raise ObjectExists(key) from None
+                self._compare_existing(key, data)
+                return
             raise self._error("PutObject", key, e) from e
         except BotoCoreError as e:
             raise self._error("PutObject", key, e) from e
+
+    def _compare_existing(self, key: str, data: bytes) -> None:
+        """A 412: the key exists. Our own earlier put whose reply was lost holds exactly
+        ``data`` (fine); anything else was planted there, and ObjectExists says so."""
+        try:
+            existing = self._client.get_object(Bucket=self.bucket, Key=self.prefix + key)["Body"].read()
+        except (ClientError, BotoCoreError) as e:
+            raise self._error("GetObject after 412", key, e) from e
+        if existing != data:
+            raise ObjectExists(f"{key} exists with different content ({len(existing)} bytes)")
 
     def _list_versions(self, prefix: str) -> dict[str, list[dict]]:
         out: dict[str, list[dict]] = {}
         try:
             pages = self._client.get_paginator("list_object_versions").paginate(
                 Bucket=self.bucket, Prefix=self.prefix + prefix)
+            markers: dict[str, int] = {}
             for page in pages:
-                for v in page.get("Versions", []):  # delete markers are ignored
+                for v in page.get("Versions", []):
                     out.setdefault(v["Key"][len(self.prefix) :], []).append(v)
+                for d in page.get("DeleteMarkers", []):  # deletions tried: see history()
+                    k = d["Key"][len(self.prefix) :]
+                    markers[k] = markers.get(k, 0) + 1
+            with self._lock:
+                for k in out:
+                    self._markers.pop(k, None)
+                self._markers.update(markers)
         except (ClientError, BotoCoreError) as e:
             raise self._error("ListObjectVersions", prefix, e) from e
         return out
@@ -123,16 +143,26 @@ class S3Store:
                 out.add(parts[4])
         return sorted(out)
 
+    def history(self, key: str) -> list[str]:
+        """Attempts on `key` that its lock withstood: delete markers (a plain DeleteObject)
+        and versions written after the original (an overwrite)."""
+        with self._lock:
+            count = self._versions.get(key, (None, 1))[1]
+            markers = self._markers.get(key, 0)
+        out = []
+        if count > 1:
+            out.append(f"{count} versions: written again after the original (overwrite attempt)")
+        if markers:
+            out.append(f"{markers} delete marker{'s' if markers > 1 else ''}: deletion attempted "
+                       "(the locked original is still there)")
+        return out
+
     def check(self, key: str) -> list[str]:
         try:
             vid = self._version(key)
         except ObjectMissing:
             return ["missing"]
         problems = []
-        with self._lock:
-            count = self._versions.get(key, (None, 1))[1]
-        if count > 1:
-            problems.append(f"{count} versions: written again after the original (overwrite attempt)")
         kw = {"VersionId": vid} if vid else {}
         try:
             head = self._client.head_object(Bucket=self.bucket, Key=self.prefix + key, **kw)
