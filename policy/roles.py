@@ -46,7 +46,7 @@ __all__ = [
 ]
 
 ROLE_PREFIX = "pgw_g_"
-ROLE_MARKER = "pgwitness:"  # role comment: "pgwitness:<grant id>"
+ROLE_MARKER = "pgwitness:"  # role comment: "pgwitness:<grant id> store:<store id>"
 _GRANT_ID_RE = re.compile(r"gr_[0-9a-f]{16}")
 _ROLE_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_$.-]{0,62}")
 _SKIPPED_SCHEMAS = frozenset({"pg_catalog", "information_schema", "pg_temp"})
@@ -62,16 +62,19 @@ def role_for_grant(grant_id: str) -> str:
     return ROLE_PREFIX + grant_id[3:]
 
 
-def role_comment(grant_id: str) -> str:
-    return ROLE_MARKER + grant_id
+def role_comment(grant_id: str, store_id: str) -> str:
+    """The marker on a per-grant role: its grant, and the grant store that grant lives in
+    (two deployments on one database server never take each other's roles for orphans)."""
+    return f"{ROLE_MARKER}{grant_id} store:{store_id}"
 
 
-def grant_of_role(name: str, comment: str | None) -> str | None:
-    """The grant id a role was made for, if pgwitness made it (name *and* comment agree)."""
+def grant_of_role(name: str, comment: str | None, store_id: str) -> str | None:
+    """The grant id a role was made for, if pgwitness made it for grants in this store
+    (name *and* comment agree); None for every other role."""
     if not name.startswith(ROLE_PREFIX) or not comment:
         return None
     grant_id = "gr_" + name[len(ROLE_PREFIX) :]
-    if not _GRANT_ID_RE.fullmatch(grant_id) or comment != role_comment(grant_id):
+    if not _GRANT_ID_RE.fullmatch(grant_id) or comment != role_comment(grant_id, store_id):
         return None
     return grant_id
 

@@ -15,6 +15,7 @@ import abc
 import asyncio
 import contextlib
 import datetime as dt
+import hashlib
 import ipaddress
 import logging
 import os
@@ -309,6 +310,11 @@ class GrantStore(abc.ABC):
         if known is not None:
             return known
         return fake_login_salt(self._login_secret, agent), self.iterations
+
+    @property
+    def store_id(self) -> str:
+        """A stable, public name for this store (every proxy sharing it gets the same)."""
+        return hashlib.sha256(b"pgwitness-store-id\0" + self._login_secret).hexdigest()[:16]
 
     async def close(self) -> None:
         if self.roles is not None and hasattr(self.roles, "close"):
@@ -888,13 +894,17 @@ async def open_store(url: str | os.PathLike[str], **kwargs: Any) -> GrantStore:
     if not text or not text.strip():
         raise StoreConfigError("grant store URL is empty")
     if _is_postgres_url(text):
-        return await PostgresGrantStore(text, **kwargs).open()
-    if "://" in text and not text.startswith("sqlite:"):
+        store: GrantStore = await PostgresGrantStore(text, **kwargs).open()
+    elif "://" in text and not text.startswith("sqlite:"):
         scheme = text.split("://", 1)[0]
         raise StoreConfigError(
             f"grant store URL scheme {scheme!r} is not supported; use sqlite:/// or postgresql://"
         )
-    return await SQLiteGrantStore(sqlite_path(text), **kwargs).open()
+    else:
+        store = await SQLiteGrantStore(sqlite_path(text), **kwargs).open()
+    if store.roles is not None and hasattr(store.roles, "bind"):
+        store.roles.bind(store.store_id)  # per-grant roles are marked with their store
+    return store
 
 
 def redact_url(url: str) -> str:

@@ -215,6 +215,10 @@ class PerGrantRoles:
         self.key = key if key is not None else load_role_key(cfg.provision.key_file)
         self.admin = _Admin(cfg)
         self._orphans: dict[str, float] = {}  # role -> when first seen without a grant
+        self.store_id = ""  # set by the grant store when it opens (GrantStore.store_id)
+
+    def bind(self, store_id: str) -> None:
+        self.store_id = store_id
 
     # ---- the store's hook --------------------------------------------------------------
 
@@ -247,6 +251,8 @@ class PerGrantRoles:
     async def _create(self, grant: Grant, role: str) -> None:
         import asyncpg
 
+        if not self.store_id:
+            raise ProvisionError("per-grant roles need an opened grant store (store id unknown)")
         scopes = parse_scopes(grant.scopes)
         salt = secrets.token_bytes(16)
         verifier = make_verifier(role_password(self.key, grant.id), salt).encode()
@@ -279,7 +285,7 @@ class PerGrantRoles:
                         f"NOREPLICATION NOBYPASSRLS CONNECTION LIMIT {int(self.cfg.provision.connection_limit)} "
                         f"VALID UNTIL {_literal(grant.expires_at.isoformat())} PASSWORD {_literal(verifier)}"
                     )
-                    await conn.execute(f"COMMENT ON ROLE {r} IS {_literal(role_comment(grant.id))}")
+                    await conn.execute(f"COMMENT ON ROLE {r} IS {_literal(role_comment(grant.id, self.store_id))}")
                     # So the provisioning login may end its sessions and take over what it owns.
                     await conn.execute(f"GRANT {r} TO CURRENT_USER")
                     for statement in privilege_statements(scopes, role, grant.database, catalog):
@@ -346,8 +352,11 @@ class PerGrantRoles:
         """Drop the roles of grants that ended or are gone; returns the roles dropped.
 
         Only one proxy sweeps at a time (a try-lock); a role whose grant is missing is
-        dropped only after ``orphan_grace`` seconds without one (it may be mid-issue).
+        dropped only after ``orphan_grace`` seconds without one (it may be mid-issue). Only
+        roles marked for this grant store are considered.
         """
+        if not self.store_id:
+            return []
         clock = clock or asyncio.get_running_loop().time
         async with self.admin.connect(self.cfg.provision.database) as conn:
             if not await conn.fetchval("SELECT pg_try_advisory_lock($1, $2)", _LOCK_CLASS, _SWEEP_LOCK):
@@ -361,7 +370,7 @@ class PerGrantRoles:
                 await conn.execute("SELECT pg_advisory_unlock($1, $2)", _LOCK_CLASS, _SWEEP_LOCK)
         ours = {}
         for row in rows:
-            grant_id = grant_of_role(row["rolname"], row["comment"])
+            grant_id = grant_of_role(row["rolname"], row["comment"], self.store_id)
             if grant_id is not None:
                 ours[grant_id] = row["rolname"]
         if not ours:
