@@ -462,3 +462,48 @@ class _Capture:
 
     def flush(self) -> None:
         pass
+
+
+# --- pgwitness doctor ---------------------------------------------------------------------
+
+
+def test_doctor_reports_what_public_may_do_and_its_fixes_work(pg, tmp_path, capsys):
+    from proxy.cli import main as cli_main
+
+    db = "doctor_e2e"
+    pg.psql(f"DROP DATABASE IF EXISTS {db}; CREATE DATABASE {db} OWNER pgwitness;\n")
+    try:
+        pg.psql(
+            "CREATE TABLE public.leaky (id int);\n"
+            "GRANT SELECT, INSERT ON public.leaky TO PUBLIC;\n"
+            "GRANT CREATE ON SCHEMA public TO PUBLIC;\n"  # as PostgreSQL <= 14 had it
+            "CREATE FUNCTION public.escalate() RETURNS int LANGUAGE sql SECURITY DEFINER AS 'SELECT 1';\n"
+            "CREATE FUNCTION public.harmless(int) RETURNS int LANGUAGE sql AS 'SELECT $1';\n",
+            db=db,
+        )
+        cfg = tmp_path / "pgwitness.toml"
+        cfg.write_text(
+            f'[upstream]\nhost = "localhost"\nport = {pg.port}\nuser = "pgwitness"\n'
+            f'password = "{pg.users["pgwitness"]}"\nsslmode = "verify-full"\n'
+            f'sslrootcert = "{pg.ca_cert}"\n'
+        )
+        assert cli_main(["doctor", "--config", str(cfg), "--database", db]) == 1
+        text = capsys.readouterr().out
+        for expected in (
+            f'REVOKE TEMPORARY ON DATABASE "{db}" FROM PUBLIC;',
+            'REVOKE CREATE ON SCHEMA "public" FROM PUBLIC;',
+            "REVOKE EXECUTE ON FUNCTION public.escalate() FROM PUBLIC;",
+            "REVOKE EXECUTE ON FUNCTION public.harmless(integer) FROM PUBLIC;",
+            "REVOKE ALL ON TABLE public.leaky FROM PUBLIC;",
+            "SECURITY DEFINER, owned by postgres (privileged)",
+            "[high] security_definer",
+        ):
+            assert expected in text, text
+        # The fixes are real statements: applied by a DBA, the doctor has nothing left to say.
+        fixes = [line.split("fix: ", 1)[1] for line in text.splitlines() if "fix: " in line]
+        assert len(fixes) == 5, text
+        pg.psql("\n".join(fixes) + "\n", db=db)
+        assert cli_main(["doctor", "--config", str(cfg), "--database", db, "--json"]) == 0
+        assert json.loads(capsys.readouterr().out) == []
+    finally:
+        pg.psql(f"DROP DATABASE IF EXISTS {db};\n")
