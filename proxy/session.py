@@ -368,7 +368,8 @@ class Relay:
         """The database refused a statement the policy let through (42501): record it.
 
         Each one is a policy gap or a probe. The statement is the first one the policy
-        decided in the Sync group the server is answering now.
+        decided in the Sync group the server is answering now (in dry-run, the first it
+        would have denied).
         """
         self.counters.db_denied += 1
         if self.recorder is None:
@@ -378,8 +379,13 @@ class Relay:
         while decided and decided[0][0] < answering:
             decided.popleft()
         statement, rule, would_deny = "", "", False
-        if decided and decided[0][0] == answering:
-            _, statement, rule, would_deny = decided[0]
+        for group, sql, why, would in decided:  # the group's first, or its first would-deny
+            if group != answering:
+                break
+            if not statement or (would and not would_deny):
+                statement, rule, would_deny = sql, why, would
+            if would_deny:
+                break
         fields = m.decode_error_fields(frame)
         self.recorder.event(
             "db.denied",

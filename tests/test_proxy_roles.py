@@ -170,6 +170,50 @@ def test_per_grant_role_refuses_what_a_dry_run_policy_lets_through(pg, tmp_path)
         handle.stop()
 
 
+def test_db_denied_names_the_refused_statement_in_pipelines(pg, tmp_path):
+    """Extended protocol, several statements per Sync group and several groups in flight:
+    each db.denied names the statement the database refused."""
+    import psycopg
+
+    handle = ProxyHandle(proxy_config(pg, **per_grant(pg, tmp_path), **recording(tmp_path))).start()
+    try:
+        grant, token = issue(handle, enforce=False)
+        ok = "SELECT count(*) FROM public.orders WHERE id > %s"
+        secret = "SELECT salary FROM secret.payroll WHERE id = %s"
+        write = "DELETE FROM public.orders WHERE id = %s"
+        dsn = handle.dsn(user=AGENT, password=token)
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            for first, second in ((ok, secret), (ok, write)):
+                with pytest.raises(psycopg.errors.InsufficientPrivilege), conn.pipeline() as p:
+                    conn.execute(first, (0,))
+                    conn.execute(second, (1,))  # same Sync group, refused upstream
+                    p.sync()
+            with conn.pipeline() as p:  # two groups in flight, the second refused
+                conn.execute(ok, (0,))
+                p.sync()
+                cur = conn.execute(secret, (1,))
+                with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                    p.sync()
+                    cur.fetchall()
+        assert_server_unchanged(pg)
+        store = handle.runtime.recorder.store
+
+        def denied():
+            for sid in store.sessions():
+                found = [r.json() for r in records(store, sid) if r.kind == Kind.META and r.type == "db.denied"]
+                if len(found) == 3:
+                    return found
+            return None
+
+        events = wait_for(denied, 10, "three db.denied records")
+        assert [e["statement"] for e in events] == [
+            secret.replace("%s", "$1"), write.replace("%s", "$1"), secret.replace("%s", "$1")
+        ], events
+        assert [e["rule"] for e in events] == ["scope.read", "scope.write", "scope.read"]
+    finally:
+        handle.stop()
+
+
 @pytest.fixture
 def reporting_role(pg, tmp_path):
     """A role a DBA made for reporting: reads public.orders, nothing else."""
