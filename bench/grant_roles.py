@@ -32,7 +32,7 @@ import asyncpg  # noqa: E402
 
 from policy.store import open_store  # noqa: E402
 from proxy.localpg import LocalCluster, build_app_cluster  # noqa: E402
-from tests.fixtures_proxy import ProxyHandle, proxy_config  # noqa: E402
+from tests.fixtures_proxy import ProxyHandle, per_grant_overrides, proxy_config  # noqa: E402
 
 SCOPES = "read:public.orders,public.customers write:public.orders"
 
@@ -48,16 +48,10 @@ def line(name: str, ms: list[float]) -> str:
 
 def configs(pg: LocalCluster, work: Path) -> tuple:
     shared = proxy_config(pg, **{"grants.store": f"sqlite:///{work / 'shared.db'}"})
-    per_grant = proxy_config(pg, **{
-        "grants.store": f"sqlite:///{work / 'per-grant.db'}",
-        "upstream.roles": "per-grant",
-        "provision.user": "pgw_admin",
-        "provision.password": pg.users["pgw_admin"],
-        "provision.database": "app",
-        "provision.key_file": str(work / "roles.key"),
-        "provision.connection_limit": 1000,
+    overrides = per_grant_overrides(pg, work, **{
+        "grants.store": f"sqlite:///{work / 'per-grant.db'}", "provision.connection_limit": 1000,
     })  # fmt: skip
-    return shared, per_grant
+    return shared, proxy_config(pg, **overrides)
 
 
 async def issue_many(cfg, n: int, roles) -> tuple[list[float], list]:

@@ -114,9 +114,13 @@ async def _with_store(args: argparse.Namespace, cfg: GrantsConfig, fn) -> Any:
     on_event = recorder.control_event if recorder is not None else None
     roles = None
     if cfg.proxy is not None:
+        from proxy.config import ConfigError
         from proxy.provision import role_hook
 
-        roles = role_hook(cfg.proxy)  # per-grant roles are made and dropped with the grant
+        try:  # per-grant roles are made and dropped with the grant
+            roles = role_hook(cfg.proxy, create_key=False)
+        except ConfigError as exc:
+            raise CliError(f"config: {exc}") from None
     try:
         store = await open_store(
             _store_url(args, cfg), max_ttl=cfg.max_ttl, on_event=on_event, roles=roles

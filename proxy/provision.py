@@ -12,7 +12,9 @@ Lifecycle of a per-grant role ``pgw_g_<id>`` (comment ``pgwitness:<grant id>``):
   no plain password ever reaches the server or its logs), then the grant is stored;
 * extend: ``VALID UNTIL`` moves before the store's expiry does (recreated if it was
   already dropped);
-* revoke, expiry, orphan: ``NOLOGIN``, its backends terminated, ``REASSIGN OWNED`` to
+* revoke, expiry, orphan: ``NOLOGIN``; one revocation poll for the proxies to end its
+  sessions (so the client and the recording say why), then its remaining backends
+  terminated, ``REASSIGN OWNED`` to
   the provisioning login and ``DROP OWNED`` in every database it has objects or
   privileges in, ``DROP ROLE``. Several proxies may try at once: an advisory lock per
   role serialises them, and each step tolerates a role that is already gone.
@@ -210,9 +212,9 @@ class PerGrantRoles:
 
     mode = "per-grant"
 
-    def __init__(self, cfg: Config, key: bytes | None = None):
+    def __init__(self, cfg: Config, key: bytes | None = None, *, create_key: bool = True):
         self.cfg = cfg
-        self.key = key if key is not None else load_role_key(cfg.provision.key_file)
+        self.key = key if key is not None else load_role_key(cfg.provision.key_file, create=create_key)
         self.admin = _Admin(cfg)
         self._orphans: dict[str, float] = {}  # role -> when first seen without a grant
         self.store_id = ""  # set by the grant store when it opens (GrantStore.store_id)
@@ -325,6 +327,7 @@ class PerGrantRoles:
                     if oid is None:
                         return False
                     await conn.execute(f"ALTER ROLE {r} NOLOGIN")
+                    await self._let_proxies_end_sessions(conn, role)
                     await conn.execute(
                         "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = $1", role
                     )
@@ -345,6 +348,18 @@ class PerGrantRoles:
                         await conn.execute("SELECT pg_advisory_unlock($1, hashtext($2))", _LOCK_CLASS, role)
         except asyncpg.PostgresError as exc:
             raise ProvisionError(f"dropping role {role} failed: {type(exc).__name__}: {exc}") from None
+
+    async def _let_proxies_end_sessions(self, conn, role: str) -> None:
+        """Give the proxies one revocation poll to end the role's sessions themselves (the
+        client then hears why, and the recording says "revoked"); whatever is left is
+        terminated by the database."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.cfg.grants.poll_interval + 0.5
+        while loop.time() < deadline:
+            live = await conn.fetchval("SELECT count(*) FROM pg_stat_activity WHERE usename = $1", role)
+            if not live:
+                return
+            await asyncio.sleep(0.1)
 
     # ---- reconciliation ------------------------------------------------------------------
 
@@ -454,10 +469,13 @@ async def _catalog(conn, scopes) -> Catalog:
     return cat
 
 
-def role_hook(cfg: Config):
-    """The grant store's role hook for ``upstream.roles`` (None in shared mode)."""
+def role_hook(cfg: Config, *, create_key: bool = True):
+    """The grant store's role hook for ``upstream.roles`` (None in shared mode).
+
+    ``create_key=False`` (the CLI): a missing key file is an error, not a new key that no
+    proxy shares."""
     if cfg.upstream.roles == "per-grant":
-        return PerGrantRoles(cfg)
+        return PerGrantRoles(cfg, create_key=create_key)
     if cfg.upstream.roles == "mapped":
         return MappedRoles(cfg)
     return None
