@@ -16,6 +16,7 @@ import datetime as dt
 import json
 import logging
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -365,7 +366,7 @@ def test_a_crash_between_role_and_grant_leaves_an_orphan_that_reconciliation_dro
         pg.psql("DROP ROLE IF EXISTS pgw_g_00000000deadbeef; DROP ROLE IF EXISTS reporting_marked;\n")
 
 
-def test_missing_createrole_is_a_clear_error_and_nothing_falls_back(pg, tmp_path):
+def test_missing_createrole_is_a_clear_error_and_nothing_falls_back(pg, tmp_path, capsys):
     pg.psql("DROP ROLE IF EXISTS pgw_weak; CREATE ROLE pgw_weak LOGIN PASSWORD 'weak-secret';\n")
     try:
         cfg = per_grant(pg, tmp_path, **{"provision.user": "pgw_weak", "provision.password": "weak-secret"})
@@ -375,6 +376,35 @@ def test_missing_createrole_is_a_clear_error_and_nothing_falls_back(pg, tmp_path
                 issue(handle)
             text = str(info.value)
             assert "CREATEROLE" in text and "pgw_weak" in text, text
+            # The same through the admin API (502) and the CLI (exit 2, one line).
+            from proxy.admin import AdminServer
+
+            admin = AdminServer(handle.runtime.store, "t" * 16, public_host="h", public_port=1)
+            host, port = handle.call(admin.start("127.0.0.1", 0))
+            req = urllib.request.Request(
+                f"http://{host}:{port}/v1/grants", method="POST",
+                data=json.dumps({"agent": AGENT, "task": "T", "reason": "r", "database": "app",
+                                 "scopes": READ_ORDERS, "ttl": 60}).encode(),
+                headers={"Authorization": "Bearer " + "t" * 16, "Content-Type": "application/json"},
+            )  # fmt: skip
+            with pytest.raises(urllib.error.HTTPError) as http:
+                urllib.request.urlopen(req, timeout=10)
+            assert http.value.code == 502 and "CREATEROLE" in json.load(http.value)["error"]
+            handle.call(admin.close())
+            toml = tmp_path / "pgwitness.toml"
+            toml.write_text(
+                f'[upstream]\nhost = "localhost"\nport = {pg.port}\nroles = "per-grant"\n'
+                f'sslmode = "verify-full"\nsslrootcert = "{pg.ca_cert}"\n'
+                f'[provision]\nuser = "pgw_weak"\npassword = "weak-secret"\n'
+                f'key_file = "{cfg["provision.key_file"]}"\n[grants]\nstore = "{cfg["grants.store"]}"\n'
+                '[recorder]\nenabled = false\n'
+            )
+            from policy.cli import main as grants_cli
+
+            code = grants_cli(["grant", "--config", str(toml), "--agent", AGENT, "--task", "T",
+                               "--reason", "r", "--database", "app", "--scope", READ_ORDERS, "--ttl", "1m"])  # fmt: skip
+            out = capsys.readouterr()
+            assert code == 2 and "CREATEROLE" in out.err and out.out == "", out
             assert handle.call(handle.runtime.store.list()) == []  # no grant, so no DSN
             store_id = handle.runtime.store.store_id
             assert pg.psql("SELECT count(*) FROM pg_roles WHERE shobj_description(oid, 'pg_authid') "
