@@ -271,6 +271,10 @@ class GrantStore(abc.ABC):
                 await self.roles.extended(grant, new_expiry)
             if await self._set_expiry(grant_id, grant.expires_at, new_expiry, now):
                 updated = replace(grant, expires_at=new_expiry, updated_at=now)
+                if self.roles is not None and grant.db_role:
+                    # Again after: a sweep may have dropped the role of the expired grant
+                    # between the first call and the store; it is made again then.
+                    await self.roles.extended(updated, new_expiry)
                 self._emit(
                     "grant.extended",
                     updated,

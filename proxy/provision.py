@@ -10,8 +10,9 @@ Lifecycle of a per-grant role ``pgw_g_<id>`` (comment ``pgwitness:<grant id>``):
 * issue: created in one transaction in the grant's database (LOGIN, CONNECTION LIMIT,
   VALID UNTIL the expiry, a SCRAM verifier of a password derived from the key file, so
   no plain password ever reaches the server or its logs), then the grant is stored;
-* extend: ``VALID UNTIL`` moves before the store's expiry does (recreated if it was
-  already dropped);
+* extend: ``VALID UNTIL`` moves before the store's expiry does, and is checked again
+  after (recreated if a sweep dropped it meanwhile; a sweep re-reads the grant under the
+  role's lock, so it never drops a role an extension has renewed);
 * revoke, expiry, orphan: ``NOLOGIN``; one revocation poll for the proxies to end its
   sessions (so the client and the recording say why), then its remaining backends
   terminated, ``REASSIGN OWNED`` to
@@ -311,8 +312,12 @@ class PerGrantRoles:
             finally:
                 conn.remove_log_listener(on_notice)
 
-    async def drop(self, role: str) -> bool:
-        """End the role's sessions and drop it (idempotent); True if this call dropped it."""
+    async def drop(self, role: str, still_ended=None) -> bool:
+        """End the role's sessions and drop it (idempotent); True if this call dropped it.
+
+        ``still_ended`` (an async callable) is asked again once the role's lock is held: a
+        sweep that saw an expired grant must not drop a role an extension just renewed.
+        """
         import asyncpg
 
         if not role or not role.startswith(ROLE_PREFIX):
@@ -324,7 +329,7 @@ class PerGrantRoles:
                 await conn.execute("SELECT pg_advisory_lock($1, hashtext($2))", _LOCK_CLASS, role)
                 try:
                     oid = await conn.fetchval("SELECT oid FROM pg_roles WHERE rolname = $1", role)
-                    if oid is None:
+                    if oid is None or (still_ended is not None and not await still_ended()):
                         return False
                     await conn.execute(f"ALTER ROLE {r} NOLOGIN")
                     await self._let_proxies_end_sessions(conn, role)
@@ -403,11 +408,16 @@ class PerGrantRoles:
             elif grant.status(now) not in ("expired", "revoked"):
                 continue
             self._orphans.pop(role, None)
-            if await self.drop(role):
+            if await self.drop(role, still_ended=lambda gid=grant_id: _ended(store, gid)):
                 dropped.append(role)
         for role in set(self._orphans) - set(ours.values()):
             del self._orphans[role]
         return dropped
+
+
+async def _ended(store, grant_id: str) -> bool:
+    grant = await store.get(grant_id)
+    return grant is None or grant.status(utcnow()) in ("expired", "revoked")
 
 
 async def _disown(conn, r: str) -> None:

@@ -325,6 +325,27 @@ def test_expiry_ends_sessions_and_drops_the_role(pg, tmp_path):
         handle.stop()
 
 
+def test_extending_an_expired_grant_gives_it_its_role_back(pg, tmp_path):
+    handle = ProxyHandle(proxy_config(pg, **per_grant(pg, tmp_path))).start()
+    try:
+        grant, token = issue(handle, ttl=1)
+        wait_role_gone(pg, grant.db_role)  # expired: the sweep dropped it
+        extended = handle.call(handle.runtime.store.extend(grant.id, "5m", by="pytest"))
+        until = dt.datetime.fromisoformat(role_row(pg, grant.db_role).split("|")[2])
+        assert until == extended.expires_at
+
+        async def who():
+            conn = await connect(handle, token)
+            try:
+                return await conn.fetchval("SELECT current_user")
+            finally:
+                await conn.close()
+
+        assert asyncio.run(who()) == grant.db_role
+    finally:
+        handle.stop()
+
+
 def test_a_crash_between_role_and_grant_leaves_an_orphan_that_reconciliation_drops(pg, tmp_path):
     cfg = proxy_config(pg, **per_grant(pg, tmp_path))
     foreign = ["pgw_g_00000000deadbeef", "reporting_marked"]
