@@ -325,6 +325,33 @@ def test_expiry_ends_sessions_and_drops_the_role(pg, tmp_path):
         handle.stop()
 
 
+def test_revocation_ends_sessions_on_a_proxy_that_cannot_hear_it(pg, tmp_path):
+    """The second wall for revocation: proxy b has lost its grant store, so it never learns
+    of the revocation; the database ends b's session when a drops the role."""
+    cfg = per_grant(pg, tmp_path)
+    a = ProxyHandle(proxy_config(pg, **cfg)).start()
+    b = ProxyHandle(proxy_config(pg, **cfg)).start()
+    try:
+        grant, token = issue(a)
+
+        async def lose_the_store():
+            b.server.grant_store = None  # b's revocation watcher stops here
+
+        with RawClient(b.host, b.port) as c:
+            c.login(AGENT, token)
+            assert c.scalar("SELECT current_user") == grant.db_role
+            b.call(lose_the_store())
+            a.call(a.runtime.store.revoke(grant.id, by="pytest"))
+            revoked_at = time.time()  # a waited one poll for proxies, then terminated
+            err, arrived = wait_fatal(c, timeout=5)
+        assert err["C"] in ("57P01", "08006"), err  # the server's termination, relayed
+        assert arrived - revoked_at < 1.0
+        assert role_row(pg, grant.db_role) == ""
+    finally:
+        a.stop()
+        b.stop()
+
+
 def test_extending_an_expired_grant_gives_it_its_role_back(pg, tmp_path):
     handle = ProxyHandle(proxy_config(pg, **per_grant(pg, tmp_path))).start()
     try:
