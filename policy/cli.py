@@ -112,8 +112,19 @@ async def _with_store(args: argparse.Namespace, cfg: GrantsConfig, fn) -> Any:
 
         recorder = build_recorder(cfg.proxy)
     on_event = recorder.control_event if recorder is not None else None
+    roles = None
+    if cfg.proxy is not None:
+        from proxy.config import ConfigError
+        from proxy.provision import role_hook
+
+        try:  # per-grant roles are made and dropped with the grant
+            roles = role_hook(cfg.proxy, create_key=False)
+        except ConfigError as exc:
+            raise CliError(f"config: {exc}") from None
     try:
-        store = await open_store(_store_url(args, cfg), max_ttl=cfg.max_ttl, on_event=on_event)
+        store = await open_store(
+            _store_url(args, cfg), max_ttl=cfg.max_ttl, on_event=on_event, roles=roles
+        )
         try:
             return await fn(store)
         finally:
@@ -147,6 +158,7 @@ def cmd_grant(args: argparse.Namespace) -> int:
             not_before=args.not_before,
             enforce=not args.dry_run,
             record_rows=args.record_rows,
+            db_role=args.db_role,
         )
 
     grant, token = asyncio.run(_with_store(args, cfg, issue))
@@ -171,7 +183,7 @@ def _extend(args: argparse.Namespace, cfg: GrantsConfig) -> int:
         raise CliError("--extend needs --ttl (how much longer, e.g. 1h)")
     stray = [
         f"--{n.replace('_', '-')}"
-        for n in ("agent", "task", "reason", "database", "scope", "not_before")
+        for n in ("agent", "task", "reason", "database", "scope", "not_before", "db_role")
         if getattr(args, n)
     ]
     if stray:
@@ -258,6 +270,8 @@ def _guarded(fn):
             message = f"{option}: {exc.message}"
         except (CliError, GrantStateError, StoreConfigError) as exc:
             message = str(exc)
+        except RuntimeError as exc:  # proxy.provision.ProvisionError: the database refused
+            message = str(exc)
         except GrantNotFound as exc:
             message = str(exc)
         except KeyboardInterrupt:
@@ -314,6 +328,11 @@ def register(subparsers: Any) -> None:
     )
     p.add_argument("--record-rows", choices=RECORD_ROWS, default="full")
     p.add_argument("--granted-by", metavar="NAME", help="who grants it (default $USER)")
+    p.add_argument(
+        "--db-role",
+        metavar="ROLE",
+        help="with upstream.roles = mapped: the database role the grant's sessions log in as",
+    )
     p.add_argument("--extend", metavar="GRANT_ID", help="extend this grant by --ttl")
     p.set_defaults(func=_guarded(cmd_grant), cmd_name="grant")
 

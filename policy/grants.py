@@ -113,6 +113,9 @@ class Grant:
     # Additions beyond the architecture contract (defaults keep it compatible):
     revoked_by: str | None = None
     updated_at: dt.datetime | None = None  # last issue/extend/revoke; changed_since cursor
+    # The database role the grant's sessions log in as: None = the proxy's shared login;
+    # a per-grant role (pgw_g_<id>, made by pgwitness) or a mapped one (named at issue).
+    db_role: str | None = None
 
     def status(self, now: dt.datetime) -> str:
         """``active`` | ``not_yet_valid`` | ``expired`` | ``revoked`` at ``now``."""
@@ -148,6 +151,7 @@ class Grant:
             "updated_at": _iso(self.updated_at),
             "enforce": self.enforce,
             "record_rows": self.record_rows,
+            "db_role": self.db_role,
         }
         if now is not None:
             out["status"] = self.status(now)

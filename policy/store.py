@@ -15,6 +15,7 @@ import abc
 import asyncio
 import contextlib
 import datetime as dt
+import hashlib
 import ipaddress
 import logging
 import os
@@ -25,7 +26,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from policy.grants import (
@@ -62,7 +63,7 @@ log = logging.getLogger("pgwitness.grants")
 
 DEFAULT_STORE_URL = "sqlite:///./pgwitness-grants.db"
 LOGIN_HISTORY = dt.timedelta(days=1)  # for_agent: how long ended grants stay candidates
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: grants.db_role
 _SECRET_KEY = "login_salt_secret"
 
 EventCallback = Callable[[str, dict], None]
@@ -70,8 +71,29 @@ Clock = Callable[[], dt.datetime]
 
 _COLUMNS = (
     "id, agent, task, reason, granted_by, database, scopes, not_before, expires_at, "
-    "revoked_at, revoked_by, created_at, updated_at, verifier, enforce, record_rows"
+    "revoked_at, revoked_by, created_at, updated_at, verifier, enforce, record_rows, db_role"
 )
+_NCOLUMNS = 17
+
+
+class RoleHook(Protocol):
+    """What the store calls so a grant's database role follows its lifecycle.
+
+    ``proxy.provision`` implements it (it does the DDL); ``None`` is the shared mode.
+    ``prepare`` runs before the grant is stored (a crash in between leaves a role that
+    start-up reconciliation drops); ``discard`` undoes it if storing fails; ``extended``
+    runs before the new expiry is stored; ``revoked`` after the revocation is committed.
+    """
+
+    mode: str  # "mapped" | "per-grant"
+
+    async def prepare(self, grant: Grant) -> Grant: ...
+
+    async def discard(self, grant: Grant) -> None: ...
+
+    async def extended(self, grant: Grant, expires_at: dt.datetime) -> None: ...
+
+    async def revoked(self, grant: Grant) -> None: ...
 
 
 class StoreConfigError(ValueError):
@@ -93,7 +115,9 @@ class GrantStore(abc.ABC):
         max_ttl: dt.timedelta = DEFAULT_MAX_TTL,
         clock: Clock = utcnow,
         iterations: int = DEFAULT_ITERATIONS,
+        roles: RoleHook | None = None,
     ):
+        self.roles = roles
         self.on_event = on_event
         self.max_ttl = max_ttl
         self.clock = clock
@@ -114,9 +138,23 @@ class GrantStore(abc.ABC):
         not_before: object = None,
         enforce: bool = True,
         record_rows: str = "full",
+        db_role: str | None = None,
     ) -> tuple[Grant, str]:
-        """Validate, create and store a grant; returns it with its token (shown once)."""
+        """Validate, create and store a grant; returns it with its token (shown once).
+
+        With a role hook the grant's database role is made (per-grant) or checked
+        (mapped, ``db_role`` names it) before the grant is stored.
+        """
         now = self._now()
+        mode = self.roles.mode if self.roles is not None else "shared"
+        if db_role is not None and mode != "mapped":
+            raise GrantError("db_role", f"a database role is named only with upstream.roles = mapped (this store is {mode})")
+        if db_role is None and mode == "mapped":
+            raise GrantError("db_role", "is required with upstream.roles = mapped (the database role the grant logs in as)")
+        if db_role is not None:
+            from policy.roles import validate_db_role
+
+            db_role = validate_db_role(db_role)
         req = validate_issue(
             agent=agent,
             task=task,
@@ -151,8 +189,17 @@ class GrantStore(abc.ABC):
             record_rows=req.record_rows,
             revoked_by=None,
             updated_at=now,
+            db_role=db_role,
         )
-        await self._insert(grant)
+        if self.roles is not None:
+            grant = await self.roles.prepare(grant)
+        try:
+            await self._insert(grant)
+        except BaseException:
+            if self.roles is not None:
+                with contextlib.suppress(Exception):  # reconciliation drops it otherwise
+                    await asyncio.shield(self.roles.discard(grant))
+            raise
         self._emit("grant.issued", grant, by=grant.granted_by, at=now)
         return grant, token
 
@@ -197,6 +244,8 @@ class GrantStore(abc.ABC):
             raise GrantNotFound(grant_id)
         if changed:
             self._emit("grant.revoked", grant, by=by, at=now)
+        if self.roles is not None and grant.db_role:
+            await self.roles.revoked(grant)
         return grant
 
     async def extend(self, grant_id: str, ttl: object, by: str) -> Grant:
@@ -217,8 +266,15 @@ class GrantStore(abc.ABC):
                     f"would leave the grant valid for more than the maximum "
                     f"{format_ttl(self.max_ttl)}",
                 )
+            if self.roles is not None and grant.db_role:
+                # Before the store: the role may outlive the grant, never the other way.
+                await self.roles.extended(grant, new_expiry)
             if await self._set_expiry(grant_id, grant.expires_at, new_expiry, now):
                 updated = replace(grant, expires_at=new_expiry, updated_at=now)
+                if self.roles is not None and grant.db_role:
+                    # Again after: a sweep may have dropped the role of the expired grant
+                    # between the first call and the store; it is made again then.
+                    await self.roles.extended(updated, new_expiry)
                 self._emit(
                     "grant.extended",
                     updated,
@@ -228,6 +284,15 @@ class GrantStore(abc.ABC):
                 )
                 return updated
         raise GrantStateError(f"grant {grant_id} is being changed concurrently; try again")
+
+    async def get_many(self, grant_ids: Iterable[str]) -> dict[str, Grant]:
+        """The grants with these ids that exist, by id (for role reconciliation)."""
+        ids = sorted(set(grant_ids))
+        out: dict[str, Grant] = {}
+        for i in range(0, len(ids), 500):
+            for grant in await self._fetch(grant_ids=ids[i : i + 500]):
+                out[grant.id] = grant
+        return out
 
     async def changed_since(self, ts: dt.datetime) -> list[Grant]:
         """Grants issued, extended or revoked after ``ts`` (by ``updated_at``), oldest first.
@@ -254,8 +319,14 @@ class GrantStore(abc.ABC):
             return known
         return fake_login_salt(self._login_secret, agent), self.iterations
 
-    async def close(self) -> None:  # noqa: B027 - optional for backends
-        pass
+    @property
+    def store_id(self) -> str:
+        """A stable, public name for this store (every proxy sharing it gets the same)."""
+        return hashlib.sha256(b"pgwitness-store-id\0" + self._login_secret).hexdigest()[:16]
+
+    async def close(self) -> None:
+        if self.roles is not None and hasattr(self.roles, "close"):
+            await self.roles.close()
 
     async def __aenter__(self) -> GrantStore:
         return self
@@ -316,6 +387,7 @@ class GrantStore(abc.ABC):
         task: str | None = None,
         since: dt.datetime | None = None,
         ended_after: dt.datetime | None = None,
+        grant_ids: list[str] | None = None,
     ) -> list[Grant]: ...
 
     @abc.abstractmethod
@@ -337,9 +409,16 @@ def _where(
     ended_after: dt.datetime | None,
     placeholder: Callable[[int], str],
     since_value: Callable[[dt.datetime], Any],
+    grant_ids: list[str] | None = None,
 ) -> tuple[str, list[Any]]:
     clauses: list[str] = []
     args: list[Any] = []
+    if grant_ids is not None:
+        marks = []
+        for value in grant_ids:
+            args.append(value)
+            marks.append(placeholder(len(args)))
+        clauses.append(f"id IN ({', '.join(marks) or 'NULL'})")
     for column, value in (("id", grant_id), ("agent", agent), ("task", task)):
         if value is not None:
             args.append(value)
@@ -376,7 +455,8 @@ CREATE TABLE IF NOT EXISTS grants (
     updated_at  TEXT NOT NULL,
     verifier    TEXT NOT NULL,
     enforce     INTEGER NOT NULL,
-    record_rows TEXT NOT NULL
+    record_rows TEXT NOT NULL,
+    db_role     TEXT
 );
 CREATE INDEX IF NOT EXISTS grants_agent ON grants (agent);
 CREATE INDEX IF NOT EXISTS grants_task ON grants (task);
@@ -455,6 +535,9 @@ class SQLiteGrantStore(GrantStore):
                 for statement in _SQLITE_SCHEMA.split(";"):
                     if statement.strip():
                         conn.execute(statement)
+                columns = {r[1] for r in conn.execute("PRAGMA table_info(grants)")}
+                if "db_role" not in columns:  # a version-1 store
+                    conn.execute("ALTER TABLE grants ADD COLUMN db_role TEXT")
                 conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
                 conn.execute(
                     "INSERT OR IGNORE INTO grant_store_meta (key, value) VALUES (?, ?)",
@@ -509,6 +592,7 @@ class SQLiteGrantStore(GrantStore):
             verifier=row[13],
             enforce=bool(row[14]),
             record_rows=row[15],
+            db_role=row[16],
         )
 
     async def _ensure_agent(self, agent, salt, iterations, now):
@@ -537,7 +621,7 @@ class SQLiteGrantStore(GrantStore):
     async def _insert(self, grant):
         def op(conn: sqlite3.Connection) -> None:
             conn.execute(
-                f"INSERT INTO grants ({_COLUMNS}) VALUES ({', '.join('?' * 16)})",
+                f"INSERT INTO grants ({_COLUMNS}) VALUES ({', '.join('?' * _NCOLUMNS)})",
                 (
                     grant.id,
                     grant.agent,
@@ -555,13 +639,18 @@ class SQLiteGrantStore(GrantStore):
                     grant.verifier,
                     int(grant.enforce),
                     grant.record_rows,
+                    grant.db_role,
                 ),
             )
 
         await self._run(op)
 
-    async def _fetch(self, *, grant_id=None, agent=None, task=None, since=None, ended_after=None):
-        where, args = _where(grant_id, agent, task, since, ended_after, lambda _: "?", _ts)
+    async def _fetch(
+        self, *, grant_id=None, agent=None, task=None, since=None, ended_after=None, grant_ids=None
+    ):
+        where, args = _where(
+            grant_id, agent, task, since, ended_after, lambda _: "?", _ts, grant_ids
+        )
         order = "updated_at, id" if since is not None else "created_at, id"
 
         def op(conn: sqlite3.Connection) -> list[Grant]:
@@ -614,7 +703,8 @@ CREATE TABLE IF NOT EXISTS grants (
     updated_at  timestamptz NOT NULL,
     verifier    text NOT NULL,
     enforce     boolean NOT NULL,
-    record_rows text NOT NULL
+    record_rows text NOT NULL,
+    db_role     text
 );
 CREATE INDEX IF NOT EXISTS grants_agent ON grants (agent);
 CREATE INDEX IF NOT EXISTS grants_task ON grants (task);
@@ -651,6 +741,7 @@ class PostgresGrantStore(GrantStore):
             async with self._pool.acquire() as conn, conn.transaction():
                 await conn.execute("SELECT pg_advisory_xact_lock($1)", _PG_SCHEMA_LOCK)
                 await conn.execute(_PG_SCHEMA)
+                await conn.execute("ALTER TABLE grants ADD COLUMN IF NOT EXISTS db_role text")
                 await conn.execute(
                     "INSERT INTO grant_store_meta (key, value) VALUES ($1, $2) "
                     "ON CONFLICT (key) DO NOTHING",
@@ -669,6 +760,7 @@ class PostgresGrantStore(GrantStore):
         return self
 
     async def close(self) -> None:
+        await super().close()
         if self._pool is not None:
             pool, self._pool = self._pool, None
             await pool.close()
@@ -692,6 +784,7 @@ class PostgresGrantStore(GrantStore):
             verifier=r["verifier"],
             enforce=r["enforce"],
             record_rows=r["record_rows"],
+            db_role=r["db_role"],
         )
 
     def _conn_pool(self):
@@ -723,7 +816,7 @@ class PostgresGrantStore(GrantStore):
 
     async def _insert(self, grant):
         await self._conn_pool().execute(
-            f"INSERT INTO grants ({_COLUMNS}) VALUES ({', '.join(f'${i}' for i in range(1, 17))})",
+            f"INSERT INTO grants ({_COLUMNS}) VALUES ({', '.join(f'${i}' for i in range(1, _NCOLUMNS + 1))})",
             grant.id,
             grant.agent,
             grant.task,
@@ -740,11 +833,14 @@ class PostgresGrantStore(GrantStore):
             grant.verifier,
             grant.enforce,
             grant.record_rows,
+            grant.db_role,
         )
 
-    async def _fetch(self, *, grant_id=None, agent=None, task=None, since=None, ended_after=None):
+    async def _fetch(
+        self, *, grant_id=None, agent=None, task=None, since=None, ended_after=None, grant_ids=None
+    ):
         where, args = _where(
-            grant_id, agent, task, since, ended_after, lambda i: f"${i}", lambda t: t
+            grant_id, agent, task, since, ended_after, lambda i: f"${i}", lambda t: t, grant_ids
         )
         order = "updated_at, id" if since is not None else "created_at, id"
         rows = await self._conn_pool().fetch(
@@ -806,13 +902,17 @@ async def open_store(url: str | os.PathLike[str], **kwargs: Any) -> GrantStore:
     if not text or not text.strip():
         raise StoreConfigError("grant store URL is empty")
     if _is_postgres_url(text):
-        return await PostgresGrantStore(text, **kwargs).open()
-    if "://" in text and not text.startswith("sqlite:"):
+        store: GrantStore = await PostgresGrantStore(text, **kwargs).open()
+    elif "://" in text and not text.startswith("sqlite:"):
         scheme = text.split("://", 1)[0]
         raise StoreConfigError(
             f"grant store URL scheme {scheme!r} is not supported; use sqlite:/// or postgresql://"
         )
-    return await SQLiteGrantStore(sqlite_path(text), **kwargs).open()
+    else:
+        store = await SQLiteGrantStore(sqlite_path(text), **kwargs).open()
+    if store.roles is not None and hasattr(store.roles, "bind"):
+        store.roles.bind(store.store_id)  # per-grant roles are marked with their store
+    return store
 
 
 def redact_url(url: str) -> str:

@@ -34,6 +34,7 @@ from policy.store import GrantStore, StoreConfigError
 
 from . import metrics
 from .auth import FailureThrottle
+from .provision import ProvisionError
 
 __all__ = ["AdminServer", "HttpError"]
 
@@ -58,6 +59,7 @@ _ISSUE_FIELDS = {
     "enforce",
     "record_rows",
     "granted_by",
+    "db_role",
 }
 _GRANT_PATH = re.compile(r"/v1/grants/([^/]+)(?:/(revoke|extend))?")
 
@@ -76,6 +78,7 @@ _REASONS = {
     415: "Unsupported Media Type",
     431: "Request Header Fields Too Large",
     500: "Internal Server Error",
+    502: "Bad Gateway",
     501: "Not Implemented",
     503: "Service Unavailable",
 }
@@ -348,6 +351,8 @@ class AdminServer:
                 if "ttl" not in body:
                     raise HttpError(400, 'ttl: is required (seconds or e.g. "30m")')
                 grant = await self.store.extend(grant_id, body["ttl"], by=self._by(body, "by"))
+        except ProvisionError as exc:
+            raise HttpError(502, str(exc)) from None
         except GrantNotFound as exc:
             raise HttpError(404, str(exc)) from None
         except GrantStateError as exc:
@@ -438,9 +443,12 @@ class AdminServer:
                 not_before=body.get("not_before"),
                 enforce=enforce,
                 record_rows=body.get("record_rows", "full"),
+                db_role=body.get("db_role"),
             )
         except GrantError as exc:
             raise HttpError(400, str(exc)) from None
+        except ProvisionError as exc:  # the database refused to make the grant's role
+            raise HttpError(502, str(exc)) from None
         dsn = make_dsn(grant.agent, token, self.public_host, self.public_port, grant.database)
         return {"grant": grant.to_dict(self._now()), "dsn": dsn, "token": token}
 

@@ -36,6 +36,7 @@ class Identity:
     expires_at: datetime | None = None
     reason: str = ""
     granted_by: str = ""
+    db_role: str = ""  # the grant's database role ("" = the proxy's shared login)
 
 
 @dataclass
@@ -171,6 +172,7 @@ class GrantAuthenticator:
             expires_at=fresh.expires_at,
             reason=fresh.reason,
             granted_by=fresh.granted_by,
+            db_role=fresh.db_role or "",
         )
 
 

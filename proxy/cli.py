@@ -141,8 +141,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub.required = True
     _serve_parser(sub)
     from .demo import register as register_demo
+    from .doctor import register as register_doctor
 
     register_demo(sub)
+    register_doctor(sub)
     for module in ("policy.cli", "recorder.cli"):
         try:
             mod = __import__(module, fromlist=["register"])

@@ -58,6 +58,29 @@ class UpstreamSection:
     sslrootcert: str = ""
     rds_region: str = ""
     connect_timeout: float = 10.0
+    # How a grant's session reaches the database (docs/grants.md, "Database roles"):
+    # "shared" = as ``user`` above; "mapped" = as the role the grant names, with a password
+    # from ``role_password_dir/<role>`` (or an RDS IAM token for it); "per-grant" = as a
+    # login role pgwitness creates for the grant with exactly its scopes' privileges.
+    roles: str = "shared"
+    role_password_dir: str = ""
+
+
+@dataclass
+class ProvisionSection:
+    """``[provision]``: the login that creates and drops per-grant roles (needs CREATEROLE).
+
+    Never used for agent traffic. ``key_file`` holds the secret the per-grant roles'
+    passwords are derived from: every proxy sharing a grant store needs the same file.
+    """
+
+    user: str = ""
+    password: str = ""
+    password_file: str = ""
+    database: str = "postgres"  # where role-wide work (sweeps, locks) connects
+    key_file: str = ".pgwitness/roles.key"
+    connection_limit: int = 10  # CONNECTION LIMIT of each per-grant role
+    sweep_interval: float = 2.0  # seconds between drops of expired or orphaned roles
 
 
 @dataclass
@@ -102,6 +125,7 @@ class RecorderSection(RecorderConfig):
 class Config:
     proxy: ProxySection = field(default_factory=ProxySection)
     upstream: UpstreamSection = field(default_factory=UpstreamSection)
+    provision: ProvisionSection = field(default_factory=ProvisionSection)
     auth: AuthSection = field(default_factory=AuthSection)
     grants: GrantsSection = field(default_factory=GrantsSection)
     admin: AdminSection = field(default_factory=AdminSection)
@@ -114,6 +138,11 @@ class Config:
         if self.upstream.password_file:
             return Path(self.upstream.password_file).read_text().strip()
         return self.upstream.password
+
+    def provision_password(self) -> str:
+        if self.provision.password_file:
+            return Path(self.provision.password_file).read_text().strip()
+        return self.provision.password
 
     def admin_token(self) -> str:
         if self.admin.token_file:
@@ -315,6 +344,7 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"upstream.password_file: file {cfg.upstream.password_file} does not exist")
     if not 0 < cfg.upstream.port <= 65535:
         raise ConfigError(f"upstream.port: out of range: {cfg.upstream.port}")
+    _validate_roles(cfg)
     if cfg.admin.listen:
         parse_hostport("admin.listen", cfg.admin.listen)
         if not (cfg.admin.token or cfg.admin.token_file):
@@ -333,3 +363,41 @@ def validate(cfg: Config) -> None:
         raise ConfigError(str(exc)) from exc
     if cfg.recorder.record_rows not in ("full", "counts"):
         raise ConfigError(f"recorder.record_rows: expected full or counts, got {cfg.recorder.record_rows!r}")
+
+
+ROLE_MODES = ("shared", "mapped", "per-grant")
+
+
+def _validate_roles(cfg: Config) -> None:
+    """``upstream.roles`` and what each mode needs (``[provision]`` for per-grant)."""
+    mode = cfg.upstream.roles
+    if mode not in ROLE_MODES:
+        raise ConfigError(f"upstream.roles: expected shared, mapped or per-grant, got {mode!r}")
+    pdir = cfg.upstream.role_password_dir
+    if pdir and not Path(pdir).is_dir():
+        raise ConfigError(f"upstream.role_password_dir: directory {pdir} does not exist")
+    if mode == "mapped" and not pdir and cfg.upstream.auth != "rds-iam":
+        raise ConfigError(
+            "upstream.role_password_dir: required with upstream.roles = mapped (one file per "
+            "database role, named after it, holding its password), unless upstream.auth = rds-iam"
+        )
+    p = cfg.provision
+    if p.password_file and not Path(p.password_file).is_file():
+        raise ConfigError(f"provision.password_file: file {p.password_file} does not exist")
+    if p.connection_limit < 1:
+        raise ConfigError(f"provision.connection_limit: must be at least 1, got {p.connection_limit}")
+    if p.sweep_interval <= 0:
+        raise ConfigError(f"provision.sweep_interval: must be greater than 0, got {p.sweep_interval}")
+    if mode == "per-grant":
+        if not p.user:
+            raise ConfigError(
+                "provision.user: required with upstream.roles = per-grant (a login with "
+                "CREATEROLE that creates and drops the grants' roles, never used for agent traffic)"
+            )
+        if p.user == cfg.upstream.user:
+            raise ConfigError(
+                f"provision.user: must not be upstream.user ({p.user!r}): the login that may "
+                "create roles is kept apart from every login agent traffic uses"
+            )
+        if not p.key_file:
+            raise ConfigError("provision.key_file: required with upstream.roles = per-grant")

@@ -293,11 +293,14 @@ class LocalCluster:
         login: bool = True,
         md5: bool = False,
         createdb: bool = False,
+        createrole: bool = False,
     ) -> None:
         """CREATE ROLE; ``md5`` stores an MD5 hash instead of a SCRAM verifier."""
         opts = ["SUPERUSER" if superuser else "NOSUPERUSER", "LOGIN" if login else "NOLOGIN"]
         if createdb:
             opts.append("CREATEDB")
+        if createrole:
+            opts.append("CREATEROLE")
         if password is not None:
             opts.append("PASSWORD " + quote_literal(password))
         sql = f"CREATE ROLE {quote_ident(name)} {' '.join(opts)};\n"
@@ -523,6 +526,7 @@ USERS = {
     "md5user": "md5-secret",
     "plainuser": "plain-secret",
     "tlsonly": "tls-secret",
+    "pgw_admin": "provision-secret",
 }
 LOGIN_ROLES = ("md5user", "plainuser", "tlsonly")
 
@@ -554,6 +558,10 @@ def build_app_cluster(cluster: LocalCluster) -> LocalCluster:
     cluster.create_role("md5user", USERS["md5user"], md5=True)
     cluster.create_role("plainuser", USERS["plainuser"])
     cluster.create_role("tlsonly", USERS["tlsonly"])
+    # The provisioning login for per-grant roles: CREATEROLE, and a member of the tables'
+    # owner so it may grant privileges on them. Never used for agent traffic.
+    cluster.create_role("pgw_admin", USERS["pgw_admin"], createrole=True)
+    cluster.psql("GRANT pgwitness TO pgw_admin;\n")
     cluster.create_database("app", owner="pgwitness")
     roles = ", ".join(LOGIN_ROLES)
     cluster.psql(f"GRANT CONNECT ON DATABASE app TO {roles};\n")

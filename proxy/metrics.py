@@ -52,6 +52,12 @@ STATEMENTS = Counter(
     "Policy decisions on client requests, by agent (tasks are unbounded and stay out of labels)",
     ["decision", "agent"],
 )
+DATABASE_DENIALS = Counter(
+    "pgwitness_database_denials_total",
+    "Statements the policy let through that the database refused (42501): each is a policy "
+    "gap or a probe stopped by the grant's database role",
+    ["agent"],
+)
 AGENT_SESSIONS = _gauge("pgwitness_agent_sessions_active", "Live sessions by agent", ("agent",))
 UPSTREAM_CONNECT_SECONDS = Histogram(
     "pgwitness_upstream_connect_seconds",
@@ -177,6 +183,7 @@ def flush(counters, agent: str = "") -> None:
         ("allowed", STATEMENTS, ("allowed", agent)),
         ("denied", STATEMENTS, ("denied", agent)),
         ("would_deny", STATEMENTS, ("would_deny", agent)),
+        ("db_denied", DATABASE_DENIALS, (agent,)),
     ):
         n = getattr(counters, attr)
         if n:

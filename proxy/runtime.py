@@ -16,8 +16,11 @@ class Runtime:
     store: object = None
     recorder: object = None
     admin: object = None
+    sweeper: object = None  # proxy.provision.RoleSweeper with per-grant roles
 
     async def close(self) -> None:
+        if self.sweeper is not None:
+            await self.sweeper.close()
         if self.admin is not None:
             await self.admin.close()
         if self.store is not None:
@@ -62,15 +65,23 @@ async def build_runtime(cfg: Config) -> Runtime:
             check_store_not_upstream(cfg.grants.store, cfg.upstream.host, cfg.upstream.port)
         except ValueError as exc:
             raise ConfigError(f"grants.store: {exc}") from exc
+        from .provision import role_hook
+
         on_event = recorder.control_event if recorder is not None else None
         store = await open_store(
-            cfg.grants.store, on_event=on_event, max_ttl=timedelta(seconds=cfg.grants.max_ttl)
-        )
+            cfg.grants.store, on_event=on_event, max_ttl=timedelta(seconds=cfg.grants.max_ttl),
+            roles=role_hook(cfg),
+        )  # fmt: skip
         authenticator = GrantAuthenticator(store, static=static)
     server = ProxyServer(
         cfg, authenticator, recorder=recorder, grant_store=store, policy_factory=policy_factory
     )
     runtime = Runtime(server=server, store=store, recorder=recorder)
+    if store is not None and cfg.upstream.roles == "per-grant":
+        from .provision import RoleSweeper
+
+        runtime.sweeper = RoleSweeper(store.roles, store, cfg.provision.sweep_interval)
+        runtime.sweeper.start()  # start-up reconciliation, then a sweep every interval
     if cfg.admin.listen:
         from .admin import AdminServer
 

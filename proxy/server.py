@@ -89,6 +89,9 @@ class ProxyServer:
         self.grant_store = grant_store
         self.policy_factory = policy_factory  # Identity -> StatementPolicy | None
         self.credentials = Credentials(cfg)
+        from .provision import RoleLogins
+
+        self.role_logins = RoleLogins(cfg, self.credentials)  # grant -> its upstream login
         self.ssl_context = server_ssl_context(cfg)
         self.throttle = FailureThrottle(
             cfg.proxy.auth_fail_delay, cfg.proxy.auth_fail_window, cfg.proxy.auth_fail_max_delay,
@@ -685,8 +688,9 @@ class ClientConnection(asyncio.Protocol):
             # Unqualified names must resolve upstream exactly as the policy resolved them
             # (not through "$user", the proxy's own role), and RESET keeps it so.
             params["search_path"] = ", ".join(_quote_ident(s) for s in policy.search_path)
+        credentials = server.role_logins.credentials(identity)
         try:
-            upstream = await connect_upstream(self.cfg, server.credentials, database, params)
+            upstream = await connect_upstream(self.cfg, credentials, database, params)
         except UpstreamError as exc:
             exc.outcome = "upstream_failed"
             event("upstream login failed", logging.WARNING, peer=self.peer, agent=identity.agent, error=exc.message)
@@ -725,7 +729,7 @@ class ClientConnection(asyncio.Protocol):
                     "client_tls": self.tls,
                     "startup_params": dict(packet.params),
                     "upstream": f"{self.cfg.upstream.host}:{self.cfg.upstream.port}",
-                    "upstream_user": self.cfg.upstream.user,
+                    "upstream_user": credentials.user,
                     "upstream_tls": upstream.tls,
                     "backend_pid": upstream.backend_pid,
                 }

@@ -52,6 +52,9 @@ _ANSWERS = frozenset(b"123nTCIs")
 _STREAMED_C2S = frozenset((F.BIND, F.COPY_DATA))
 _STREAMED_S2C = frozenset((B.DATA_ROW, B.COPY_DATA, B.FUNCTION_CALL_RESPONSE))
 CANNOT_RECORD = "57P03"
+# An ErrorResponse's SQLSTATE field for insufficient_privilege: a field boundary (NUL), the
+# field type C, the code and its NUL; nothing else in an ErrorResponse can look like it.
+_PRIVILEGE_FIELD = b"\x00C42501\x00"
 
 
 @dataclass(frozen=True)
@@ -106,6 +109,7 @@ class Counters:
     denied: int = 0
     would_deny: int = 0
     refused_unrecorded: int = 0
+    db_denied: int = 0  # the database refused (42501) what the policy let through
 
 
 class Relay:
@@ -163,6 +167,11 @@ class Relay:
         self._marker_bytes = self._marker.encode()
         self._tag = f"pgw_{nonce}"
         self._tag_bytes = self._tag.encode()
+        # For db.denied records: statements the policy decided, each with the number of the
+        # Sync group it was sent in, and how many groups the server has answered.
+        self._decided: deque[tuple[int, str, str, bool]] = deque(maxlen=64)
+        self._groups_sent = 0
+        self._groups_answered = 0
 
     # --- client → server -------------------------------------------------------
 
@@ -270,6 +279,7 @@ class Relay:
                 if len(groups) == 1 and self._current_extended:
                     self._watch_head = True  # the server is answering this group already
             self._groups.append([])
+            self._groups_sent += 1
             self._current_has_msgs = False
             self._current_extended = 0
         else:
@@ -312,6 +322,8 @@ class Relay:
             self.on_decision(verdict)
         if self.recorder is None:
             return
+        if verdict.allowed and verdict.decisions:
+            self._remember(verdict)
         denied = not verdict.allowed
         statements = []
         for classified, decision in verdict.decisions:
@@ -339,6 +351,53 @@ class Relay:
         if denied:
             payload["error"] = verdict.message
         self.recorder.decision(payload, denied)
+
+    def _remember(self, verdict) -> None:
+        """Keep which statement (and rule) went upstream in the group being built."""
+        pick = verdict.decisions[0]
+        for classified, decision in verdict.decisions:
+            if not decision.allowed:  # dry-run: the would-deny is the likely refusal
+                pick = (classified, decision)
+                break
+        classified, decision = pick
+        self._decided.append(
+            (self._groups_sent, classified.sql, decision.rule, not decision.allowed)
+        )
+
+    def _db_denied(self, frame: bytes) -> None:
+        """The database refused a statement the policy let through (42501): record it.
+
+        Each one is a policy gap or a probe. The statement is the first one the policy
+        decided in the Sync group the server is answering now (in dry-run, the first it
+        would have denied).
+        """
+        self.counters.db_denied += 1
+        if self.recorder is None:
+            return
+        decided = self._decided
+        answering = self._groups_answered
+        while decided and decided[0][0] < answering:
+            decided.popleft()
+        statement, rule, would_deny = "", "", False
+        for group, sql, why, would in decided:  # the group's first, or its first would-deny
+            if group != answering:
+                break
+            if not statement or (would and not would_deny):
+                statement, rule, would_deny = sql, why, would
+            if would_deny:
+                break
+        fields = m.decode_error_fields(frame)
+        self.recorder.event(
+            "db.denied",
+            {
+                "sqlstate": fields.get("C", ""),
+                "message": fields.get("M", ""),
+                "statement": statement,
+                "rule": rule if self.policy is not None else "",
+                "would_deny": would_deny,
+                "grant_id": self.grant_id,
+            },
+        )
 
     def _raise_sql(self, message: str, sqlstate: str) -> str:
         tag = self._tag
@@ -372,6 +431,7 @@ class Relay:
             if not pending and t not in _WATCHED:
                 continue  # DataRow, CommandComplete, ...: the common case
             if t == _READY:
+                self._groups_answered += 1
                 self.tx_status = run[start + 5 : end]
                 if held:
                     rewritten = self._ensure(rewritten, run, last, start)
@@ -381,8 +441,11 @@ class Relay:
                 self._ready_for_query()
                 counting = self._counting_answers()
                 continue
-            if t == _ERROR and run[start + 5 : start + 11] in (b"SFATAL", b"SPANIC"):
-                self.upstream_fatal = True
+            if t == _ERROR:
+                if run[start + 5 : start + 11] in (b"SFATAL", b"SPANIC"):
+                    self.upstream_fatal = True
+                if _PRIVILEGE_FIELD in run[start:end] and self._marker_bytes not in run[start:end]:
+                    self._db_denied(run[start:end])
             if t == _COPY_IN:
                 self._copy_in_started()
             elif t == _PARAMETER_STATUS and run.startswith(b"client_encoding\x00", start + 5):

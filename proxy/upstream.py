@@ -149,13 +149,22 @@ def client_ssl_context(cfg: Config) -> ssl.SSLContext | None:
 
 
 class Credentials:
-    """Produces the upstream password for each new connection."""
+    """Produces the upstream login (``user``) and its password for each new connection.
 
-    def __init__(self, cfg: Config):
+    By default the proxy's shared login (``upstream.user``); ``proxy.provision`` makes
+    others for a grant's database role (``user``, and ``secret`` giving its password;
+    without one, RDS IAM tokens are made for that user when ``upstream.auth = rds-iam``).
+    """
+
+    def __init__(self, cfg: Config, user: str | None = None, secret=None):
         self.cfg = cfg
+        self.user = user or cfg.upstream.user
+        self._secret = secret
         self._rds_client = None
 
     def password(self) -> str:
+        if self._secret is not None:
+            return self._secret()
         if self.cfg.upstream.auth == "rds-iam":
             return self.rds_token()
         return self.cfg.upstream_password()
@@ -168,7 +177,7 @@ class Credentials:
         return self._rds_client.generate_db_auth_token(
             DBHostname=self.cfg.upstream.host,
             Port=self.cfg.upstream.port,
-            DBUsername=self.cfg.upstream.user,
+            DBUsername=self.user,
             Region=self.cfg.upstream.rds_region,
         )
 
@@ -233,7 +242,7 @@ async def _login(loop, transport, protocol, cfg, credentials, database, params, 
     ctx = client_ssl_context(cfg)
     if ctx is not None:
         transport, tls = await _negotiate_tls(loop, transport, protocol, cfg, ctx)
-    startup = {"user": cfg.upstream.user, "database": database}
+    startup = {"user": credentials.user, "database": database}
     startup.update(params)
     transport.write(startup_packet(startup))
     inbox = protocol.inbox
@@ -265,7 +274,7 @@ async def _login(loop, transport, protocol, cfg, credentials, database, params, 
                 transport.write(m.password_message(password.encode() + b"\x00"))
             elif code == m.AUTH_MD5:
                 salt = data[:4]
-                inner = hashlib.md5(password.encode() + cfg.upstream.user.encode()).hexdigest()
+                inner = hashlib.md5(password.encode() + credentials.user.encode()).hexdigest()
                 outer = hashlib.md5(inner.encode() + salt).hexdigest()
                 transport.write(m.password_message(b"md5" + outer.encode() + b"\x00"))
             elif code == m.AUTH_SASL:
@@ -298,7 +307,8 @@ async def _login(loop, transport, protocol, cfg, credentials, database, params, 
             code = fields.get("C", "")
             if code in ("28P01", "28000"):
                 raise UpstreamError(
-                    f"upstream rejected pgwitness's own login ({code}): check upstream credentials",
+                    f"upstream rejected pgwitness's login as {credentials.user!r} ({code}): "
+                    "check upstream credentials",
                     INVALID_PASSWORD if code == "28P01" else code,
                 )
             # Other errors (database does not exist, too many connections, ...) are the

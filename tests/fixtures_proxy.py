@@ -107,6 +107,20 @@ def proxy_config(pg, **overrides: Any) -> Config:
     return load_config(None, env={}, overrides=values)
 
 
+def per_grant_overrides(pg, workdir, **extra: Any) -> dict[str, Any]:
+    """Config overrides for ``upstream.roles = per-grant`` against ``pg``: the cluster's
+    ``pgw_admin`` (CREATEROLE) provisions, a SQLite store and role key under ``workdir``."""
+    return {
+        "grants.store": f"sqlite:///{workdir / 'grants.db'}",
+        "upstream.roles": "per-grant",
+        "provision.user": "pgw_admin",
+        "provision.password": pg.users["pgw_admin"],
+        "provision.database": "app",
+        "provision.key_file": str(workdir / "roles.key"),
+        **extra,
+    }
+
+
 @pytest.fixture(scope="session")
 def proxy(pg):
     """One pass-through proxy for the whole session (static user alice)."""

@@ -241,6 +241,18 @@ BAD = [
     ("override: unknown section", USERS, {}, {"nosuch.key": "x"}, ["nosuch"]),
     ("override: not an integer", USERS, {}, {"upstream.port": "x"}, ["upstream.port"]),
     ("invalid TOML", "[proxy\nlisten=", {}, {}, ["invalid TOML"]),
+    ("unknown roles mode", USERS + '[upstream]\nroles = "per-user"\n', {}, {}, ["upstream.roles"]),
+    ("mapped without passwords", USERS + '[upstream]\nroles = "mapped"\n', {}, {},
+     ["upstream.role_password_dir"]),
+    ("missing password dir", USERS + '[upstream]\nrole_password_dir = "/nonexistent/x"\n', {}, {},
+     ["upstream.role_password_dir", "does not exist"]),
+    ("per-grant without provisioning login", USERS + '[upstream]\nroles = "per-grant"\n', {}, {},
+     ["provision.user", "CREATEROLE"]),
+    ("provisioning login is the shared one",
+     USERS + '[upstream]\nroles = "per-grant"\nuser = "app"\n[provision]\nuser = "app"\n', {}, {},
+     ["provision.user", "must not be upstream.user"]),
+    ("env: bad connection limit", USERS, {"PGWITNESS_PROVISION_CONNECTION_LIMIT": "0"}, {},
+     ["provision.connection_limit"]),
 ]
 
 
