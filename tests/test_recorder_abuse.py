@@ -123,6 +123,27 @@ def test_a_retried_put_of_the_same_bytes_is_not_a_conflict(s3):
     store.put(key, b"sealed")  # a retry after a lost reply: the read-back matches
 
 
+def test_a_412_the_proxy_may_not_read_back_is_kept_as_a_conflict(s3, monkeypatch):
+    """docs/iam.md denies the proxy s3:GetObject. A 412 it cannot read back must not wedge
+    the writer in a retry loop (a StoreError would, and the proxy would stop serving): it is
+    an ObjectExists, so the writer keeps its copy under a conflict key."""
+    from botocore.exceptions import ClientError
+
+    from recorder.store import ObjectExists
+
+    store = s3.store(retention_days=1)
+    key = chunks.chunk_key(chunks.new_session_id(), 0)
+    store.put(key, b"sealed")
+
+    def denied(**kw):
+        raise ClientError({"Error": {"Code": "AccessDenied", "Message": "denied"},
+                           "ResponseMetadata": {"HTTPStatusCode": 403}}, "GetObject")
+
+    monkeypatch.setattr(store.client, "get_object", denied)
+    with pytest.raises(ObjectExists, match="cannot be read back"):
+        store.put(key, b"sealed")
+
+
 @pytest.mark.parametrize("offset", [15, 34], ids=["chunk number", "session id"])
 def test_a_byte_flipped_in_a_chunk_header_is_modified_not_reordered(tmp_path, offset):
     store = LocalStore(tmp_path / "store")

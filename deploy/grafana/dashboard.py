@@ -93,6 +93,10 @@ ROWS: list[tuple[str, list[Panel]]] = [
                (_rate("pgwitness_statements_total", "agent",
                       'agent=~"$agent",decision="would_deny"'), "{{agent}} would deny")],
               unit="reqps"),
+        Panel("Database denials by agent", "Statements the policy allowed and the database "
+              "refused (42501): a gap in the policy or a probe (PgwitnessDatabaseDenials).",
+              [(_rate("pgwitness_database_denials_total", "agent", 'agent=~"$agent"'),
+                "{{agent}}")], unit="reqps"),
     ]),
     ("Grants", [
         Panel("Grants usable now", "Grants in the store that are started, unexpired and not "
@@ -147,6 +151,11 @@ ROWS: list[tuple[str, list[Panel]]] = [
               [(f"sum(rate(pgwitness_recorder_chunk_bytes_total{{{I}}}[{RI}]))", "chunk bytes/s"),
                (f"sum(rate(pgwitness_recorder_throttled_total{{{I}}}[{RI}]))", "throttled/s")],
               unit="short"),
+        Panel("Planted objects", "Store writes that found a different object at their key: "
+              "someone with write access to the bucket (PgwitnessRecorderConflicts).",
+              [(f"sum by (instance) (increase(pgwitness_recorder_conflicts_total{{{I}}}[{RI}]))",
+                "{{instance}}")], unit="short",
+              thresholds=[(None, "green"), (1, "red")]),
     ]),
 ]
 

@@ -76,7 +76,15 @@ class S3Store:
         ``data`` (fine); anything else was planted there, and ObjectExists says so."""
         try:
             existing = self._client.get_object(Bucket=self.bucket, Key=self.prefix + key)["Body"].read()
-        except (ClientError, BotoCoreError) as e:
+        except ClientError as e:
+            code = str(e.response.get("Error", {}).get("Code", ""))
+            if code in ("AccessDenied", "403"):
+                # docs/iam.md denies the proxy reads: it cannot tell its own lost-reply
+                # retry from a planted object, so it keeps its copy under a conflict key
+                # (verify notes a copy that was not needed when the original is ours)
+                raise ObjectExists(f"{key} exists and cannot be read back (AccessDenied)") from e
+            raise self._error("GetObject after 412", key, e) from e
+        except BotoCoreError as e:
             raise self._error("GetObject after 412", key, e) from e
         if existing != data:
             raise ObjectExists(f"{key} exists with different content ({len(existing)} bytes)")
