@@ -12,6 +12,7 @@ from policy.classify import (
     is_builtin_function,
     is_dangerous_function,
 )
+from policy.housekeeping import housekeeping
 from policy.scopes import FORBIDDEN_SETTINGS, Scopes, split_name
 
 __all__ = [
@@ -229,6 +230,8 @@ def decide(classified: Classified, scopes: Scopes) -> Decision:
     c = classified
     S = StatementClass
     cls = c.cls
+    if (chore := housekeeping(c)) is not None:
+        return Decision(True, "default.housekeeping", chore)
     if cls is S.UNKNOWN:
         if scopes.unknown:
             return Decision(True, "scope.unknown", f"unclassified {c.command} allowed by unknown:*")
