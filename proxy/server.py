@@ -499,11 +499,14 @@ class ClientConnection(asyncio.Protocol):
         params = dict(packet.params)
         user = params.pop("user")
         database = params.pop("database", "") or user
-        from policy.decide import check_startup_params
-
-        refusal = check_startup_params(packet.params)
-        if refusal:
-            err = PgError.fatal_error(refusal, INSUFFICIENT_PRIVILEGE)
+        if any(k.lower() == "replication" for k in params):
+            # Nobody's: the relay speaks the query protocol only. Other parameters are
+            # decided once the identity is known (_startup_params).
+            err = PgError.fatal_error(
+                'pgwitness: startup parameter "replication" is not allowed: replication '
+                "connections are not allowed",
+                INSUFFICIENT_PRIVILEGE,
+            )
             err.outcome = "refused"
             raise err
         throttle = self.server.throttle
@@ -559,9 +562,12 @@ class ClientConnection(asyncio.Protocol):
         if identity.expires_at is not None and identity.expires_at <= datetime.now(UTC):
             raise PgError.fatal_error(f"grant {identity.grant_id} for task {identity.task} expired", INVALID_AUTHORIZATION)
         policy = server.policy_factory(identity) if server.policy_factory is not None else None
-        if policy is not None:
+        params, would_deny = _startup_params(identity, params)
+        if policy is not None and policy.enforce:
             # Unqualified names must resolve upstream exactly as the policy resolved them
-            # (not through "$user", the proxy's own role), and RESET keeps it so.
+            # (not through "$user", the proxy's own role). A startup-packet value is what
+            # RESET ALL / DISCARD ALL return to, so they keep it. A dry run changes
+            # nothing the client sees: the server's own search_path.
             params["search_path"] = ", ".join(_quote_ident(s) for s in policy.search_path)
         try:
             upstream = await connect_upstream(self.cfg, server.credentials, database, params)
@@ -631,6 +637,8 @@ class ClientConnection(asyncio.Protocol):
                     "upstream_auth": self.cfg.upstream.auth,
                 },
             )
+            if would_deny:
+                self.srec.event("startup_would_deny", {"grant_id": identity.grant_id, "reason": would_deny})
             self.srec.wire("s2c", hello)
         self.transport.write(hello)
         proto = upstream.protocol
@@ -772,6 +780,28 @@ async def _watch_loop_lag(period: float = 0.1) -> None:
         start = time.monotonic()
         await asyncio.sleep(period)
         metrics.EVENT_LOOP_LAG.observe(max(0.0, time.monotonic() - start - period))
+
+
+def _startup_params(identity: Identity, params: dict[str, str]) -> tuple[dict[str, str], str]:
+    """The parameters to log in upstream with, and a dry run's would-be refusal ("" if none).
+
+    Static users get theirs unchanged (``options`` included), as PostgreSQL would. A
+    grant's settings, from ``options`` or parameters, get the rule ``SET`` of each would
+    (``policy.startup``); an enforcing grant is refused with a FATAL naming the setting.
+    """
+    if identity.scopes is None:
+        return params, ""
+    from policy.startup import StartupRefusal, grant_startup_params
+
+    try:
+        out = grant_startup_params(params, identity.scopes)
+    except StartupRefusal as exc:
+        if identity.enforce:
+            err = PgError.fatal_error(str(exc), INSUFFICIENT_PRIVILEGE)
+            err.outcome = "refused"
+            raise err from None
+        return params, str(exc)
+    return out, ""
 
 
 def _quote_ident(name: str) -> str:

@@ -12,12 +12,15 @@ reach the client.
 from __future__ import annotations
 
 import asyncio
+import os
+import shutil
+import subprocess
 
 import asyncpg
 import psycopg
 import pytest
 
-from tests.fixtures_proxy import ProxyHandle, proxy_config
+from tests.fixtures_proxy import STATIC_PASSWORD, STATIC_USER, ProxyHandle, proxy_config
 from tests.test_proxy_grants import metric, sqlite_url
 
 pytestmark = pytest.mark.timeout(120)
@@ -50,6 +53,7 @@ def dproxy(pg, tmp_path_factory):
         )
 
     handle.grant, handle.token = issue("DRV-1")
+    handle.dry_grant, handle.dry_token = issue("DRV-DRY", enforce=False)
     yield handle
     handle.stop()
 
@@ -280,3 +284,137 @@ def test_reset_keeps_the_pinned_search_path(dproxy, planted, reset):
         with pytest.raises(psycopg.errors.InsufficientPrivilege):
             conn.execute(f"SET search_path = {UPSTREAM_ROLE}, public")
         assert conn.execute("SHOW standard_conforming_strings").fetchone() == ("on",)
+
+
+# --- options / PGOPTIONS ------------------------------------------------------------------
+
+
+def p_connect(handle, user=AGENT, password=None, **kw) -> psycopg.Connection:
+    return psycopg.connect(
+        host=handle.host,
+        port=handle.port,
+        user=user,
+        password=password or handle.token,
+        dbname="app",
+        sslmode="disable",
+        connect_timeout=10,
+        autocommit=True,
+        **kw,
+    )
+
+
+def show(conn, name: str) -> str:
+    return conn.execute(f"SHOW {name}").fetchone()[0]
+
+
+def test_grant_options_reach_the_server_as_session_defaults(dproxy, planted):
+    opts = r"-c statement_timeout=5s --lock-timeout=2s -c intervalstyle=postgres_verbose -c application_name=a\ -c\ search_path=pgwitness"
+    with p_connect(dproxy, options=opts) as conn:
+        assert show(conn, "statement_timeout") == "5s"
+        assert show(conn, "lock_timeout") == "2s"
+        assert show(conn, "intervalstyle") == "postgres_verbose"
+        # an escaped space is part of the value, not a new switch
+        assert show(conn, "application_name") == "a -c search_path=pgwitness"
+        assert show(conn, "search_path") == PINNED
+        conn.execute("RESET ALL")  # startup values are what RESET returns to
+        assert show(conn, "statement_timeout") == "5s"
+        assert show(conn, "search_path") == PINNED
+        notes = [r[0] for r in conn.execute("SELECT note FROM orders").fetchall()]
+        assert SECRET not in notes
+
+
+@pytest.mark.parametrize(
+    "opts,named",
+    [
+        ("-c search_path=pgwitness", "search_path"),
+        ("-csearch_path=pgwitness,public", "search_path"),
+        ("--search-path=pgwitness", "search_path"),
+        ("-c statement_timeout=1s -c search_path=pgwitness", "search_path"),
+        ("-c role=plainuser", "role"),
+        ("-c session_authorization=plainuser", "session_authorization"),
+        ("-c client_encoding=SJIS", "client_encoding"),
+        ("-c client_encoding=BIG5", "client_encoding"),
+        ("-c default_transaction_read_only=on", "default_transaction_read_only"),
+        ("-c session_preload_libraries=auto_explain", "session_preload_libraries"),
+        ("-c standard_conforming_strings=off", "standard_conforming_strings"),
+        ("-c work_mem=1GB", "work_mem"),
+        ("-F", "-F"),
+        ("-D /tmp", "-D"),
+        ("-c", "-c"),
+    ],
+)
+def test_grant_options_with_a_refused_setting_get_a_fatal_naming_it(dproxy, planted, opts, named):
+    with pytest.raises(psycopg.OperationalError) as info:
+        p_connect(dproxy, options=opts)
+    text = str(info.value)
+    assert named in text and "pgwitness:" in text, text
+    assert "rule deny.setting" in text or "only -c name=value" in text or "needs" in text, text
+
+
+def test_static_user_options_pass_through_as_postgres_would(dproxy, pg):
+    with p_connect(
+        dproxy, STATIC_USER, STATIC_PASSWORD, options="-c search_path=secret -c work_mem=8MB"
+    ) as conn:
+        assert show(conn, "search_path") == "secret"
+        assert show(conn, "work_mem") == "8MB"
+        assert conn.execute("SELECT count(*) FROM payroll").fetchone() == (3,)
+    # what PostgreSQL itself refuses, it refuses through the proxy too, in its own words
+    opts = "-c session_preload_libraries=auto_explain"
+    with pytest.raises(psycopg.OperationalError) as via_proxy:
+        p_connect(dproxy, STATIC_USER, STATIC_PASSWORD, options=opts)
+    with pytest.raises(psycopg.OperationalError) as direct:
+        psycopg.connect(
+            host="localhost",
+            port=pg.port,
+            user=UPSTREAM_ROLE,
+            password=pg.users[UPSTREAM_ROLE],
+            dbname="app",
+            sslmode="require",
+            options=opts,
+        )
+    assert "permission denied" in str(direct.value)
+    said = str(direct.value).split("FATAL:")[-1].strip()
+    assert said.startswith("permission denied to set parameter"), said
+    assert said in str(via_proxy.value), (str(via_proxy.value), said)
+
+
+def test_dry_run_grant_sees_the_servers_own_search_path_and_options(dproxy, planted):
+    with p_connect(dproxy, password=dproxy.dry_token) as conn:
+        assert show(conn, "search_path") == '"$user", public'
+    with p_connect(dproxy, password=dproxy.dry_token, options="-c search_path=secret") as conn:
+        assert show(conn, "search_path") == "secret"
+
+
+def _psql(handle, pg, user, password, pgoptions, command):
+    local = pg.bindir / "psql"
+    binary = str(local) if local.exists() else (shutil.which("psql") or "psql")
+    env = dict(
+        os.environ,
+        PGPASSWORD=password,
+        PGSSLMODE="disable",
+        PGCONNECT_TIMEOUT="10",
+        PGOPTIONS=pgoptions,
+    )
+    argv = [binary, "-X", "-At", "-h", handle.host, "-p", str(handle.port), "-U", user, "-d", "app"]
+    return subprocess.run(
+        [*argv, "-c", command], env=env, capture_output=True, text=True, timeout=30
+    )
+
+
+def test_pgoptions_through_psql(dproxy, pg, planted):
+    # PostgreSQL's regression harness exports this one
+    ok = _psql(
+        dproxy, pg, AGENT, dproxy.token, "-c intervalstyle=postgres_verbose", "SHOW intervalstyle"
+    )
+    assert ok.returncode == 0 and ok.stdout.strip() == "postgres_verbose", ok.stderr
+    bad = _psql(
+        dproxy, pg, AGENT, dproxy.token, "-c search_path=pgwitness", "SELECT note FROM orders"
+    )
+    assert bad.returncode != 0 and 'setting "search_path" in options refused' in bad.stderr, (
+        bad.stderr
+    )
+    assert SECRET not in bad.stdout
+    static = _psql(
+        dproxy, pg, STATIC_USER, STATIC_PASSWORD, "-c search_path=secret", "SHOW search_path"
+    )
+    assert static.returncode == 0 and static.stdout.strip() == "secret", static.stderr
