@@ -21,6 +21,7 @@ import os
 import random
 import socket
 import sqlite3
+import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import replace
@@ -406,6 +407,10 @@ class SQLiteGrantStore(GrantStore):
         super().__init__(**kwargs)
         self.path = Path(path)
         self.url = f"sqlite:///{self.path}"
+        # One connection per worker thread, kept: opening one per operation cost about a
+        # millisecond of every login.
+        self._local = threading.local()
+        self._conns: list[sqlite3.Connection] = []
 
     async def open(self) -> SQLiteGrantStore:
         await asyncio.to_thread(self._open_sync)
@@ -481,10 +486,29 @@ class SQLiteGrantStore(GrantStore):
 
     async def _run(self, fn: Callable[..., Any], *args: Any) -> Any:
         def call() -> Any:
-            with self._connect() as conn:
+            conn = getattr(self._local, "conn", None)
+            if conn is None:
+                conn = sqlite3.connect(
+                    self.path, timeout=30.0, isolation_level=None, check_same_thread=False
+                )
+                conn.execute("PRAGMA busy_timeout = 30000")
+                self._local.conn = conn
+                self._conns.append(conn)
+            try:
                 return fn(conn, *args)
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
 
         return await asyncio.to_thread(call)
+
+    async def close(self) -> None:
+        conns, self._conns = self._conns, []
+        self._local = threading.local()
+        for conn in conns:
+            with contextlib.suppress(sqlite3.Error):
+                conn.close()
 
     @staticmethod
     def _row(row: tuple) -> Grant:

@@ -514,9 +514,16 @@ class ClientConnection(asyncio.Protocol):
         delay = throttle.delay(addr)
         if delay:
             await asyncio.sleep(delay)
-        plan: AuthPlan = await self.server.authenticator.begin(user, database)
-        self.transport.write(m.auth_sasl([MECHANISM]))
-        mech, data = m.decode_sasl_initial(await self._read_password_message())
+        # The grant lookup runs while the client answers AuthenticationSASL (one round trip
+        # it would wait for anyway): the salt is needed only for the server-first message.
+        lookup = asyncio.ensure_future(self.server.authenticator.begin(user, database))
+        try:
+            self.transport.write(m.auth_sasl([MECHANISM]))
+            mech, data = m.decode_sasl_initial(await self._read_password_message())
+            plan: AuthPlan = await lookup
+        finally:
+            if not lookup.done():
+                lookup.cancel()
         if mech != MECHANISM:
             raise ProtocolViolation(f"client selected an invalid SASL authentication mechanism {mech!r}")
         scram = ScramServer(plan.iterations, plan.salt, plan.candidates)
