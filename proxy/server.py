@@ -47,6 +47,9 @@ from .wire.framing import (
 from .wire.scram import MECHANISM, ScramError, ScramServer
 
 _PASSWORD = m.Frontend.PASSWORD
+# Per worker: upstream logins started while clients compute their SCRAM proofs (see
+# ClientConnection._speculate): what an unauthenticated client can make the proxy hold.
+SPECULATIVE_UPSTREAM_MAX = 8
 MAX_AUTH_MESSAGE = 65535  # Postgres's PG_MAX_AUTH_TOKEN_LENGTH: no big buffers before login
 
 
@@ -96,6 +99,7 @@ class ProxyServer:
         self._grant_watch_since: datetime | None = None
         self._expired_grants: set[str] = set()
         self._cancels: set[asyncio.Task] = set()
+        self.speculating = 0  # upstream logins started before the client's proof (_speculate)
 
     async def start(self, *, reuse_port: bool = False) -> tuple[str, int]:
         host, port = parse_hostport("proxy.listen", self.cfg.proxy.listen)
@@ -232,6 +236,7 @@ class ClientConnection(asyncio.Protocol):
         self._release_timer: asyncio.TimerHandle | None = None
         self._ended = False
         self._admitted = False
+        self._speculation = None  # (database, params, task): see _speculate
         self._client_paused = False
         self._upstream_paused = False
 
@@ -530,6 +535,7 @@ class ClientConnection(asyncio.Protocol):
         try:
             server_first = scram.first(data)
             self.transport.write(m.auth_request(m.AUTH_SASL_CONTINUE, server_first))
+            self._speculate(plan, database, params)
             final = m.decode_password(await self._read_password_message())
             index, server_final = scram.final(final)
         except ScramError:
@@ -568,16 +574,9 @@ class ClientConnection(asyncio.Protocol):
         database = params.pop("database")
         if identity.expires_at is not None and identity.expires_at <= datetime.now(UTC):
             raise PgError.fatal_error(f"grant {identity.grant_id} for task {identity.task} expired", INVALID_AUTHORIZATION)
-        policy = server.policy_factory(identity) if server.policy_factory is not None else None
-        params, would_deny = _startup_params(identity, params)
-        if policy is not None and policy.enforce:
-            # Unqualified names must resolve upstream exactly as the policy resolved them
-            # (not through "$user", the proxy's own role). A startup-packet value is what
-            # RESET ALL / DISCARD ALL return to, so they keep it. A dry run changes
-            # nothing the client sees: the server's own search_path.
-            params["search_path"] = ", ".join(_quote_ident(s) for s in policy.search_path)
+        policy, params, would_deny = self._session_params(identity, params)
         try:
-            upstream = await connect_upstream(self.cfg, server.credentials, database, params)
+            upstream = await self._upstream_for(database, params)
         except UpstreamError as exc:
             exc.outcome = "upstream_failed"
             event("upstream login failed", logging.WARNING, peer=self.peer, agent=identity.agent, error=exc.message)
@@ -672,6 +671,82 @@ class ClientConnection(asyncio.Protocol):
         if leftover_client:
             self.data_received(leftover_client)
 
+    def _session_params(self, identity: Identity, params: dict[str, str]):
+        """(policy, upstream startup parameters, dry run's would-be refusal) for ``identity``."""
+        server = self.server
+        policy = server.policy_factory(identity) if server.policy_factory is not None else None
+        params, would_deny = _startup_params(identity, dict(params))
+        if policy is not None and policy.enforce:
+            # Unqualified names must resolve upstream exactly as the policy resolved them
+            # (not through "$user", the proxy's own role). A startup-packet value is what
+            # RESET ALL / DISCARD ALL return to, so they keep it. A dry run changes
+            # nothing the client sees: the server's own search_path.
+            params["search_path"] = ", ".join(_quote_ident(s) for s in policy.search_path)
+        return policy, params, would_deny
+
+    def _speculate(self, plan: AuthPlan, database: str, params: dict[str, str]) -> None:
+        """Start the upstream login while the client computes its SCRAM proof.
+
+        Only for a known user (the plan has candidates) whose every candidate would get
+        the same upstream startup parameters, and at most SPECULATIVE_UPSTREAM_MAX at once
+        per worker: an unauthenticated client can hold that many upstream backends for
+        its startup_timeout, never more. Nothing of it reaches the client unless its proof
+        matches and ``identify`` accepts it (``_upstream_for``); otherwise the connection
+        is closed (``_discard_speculation``).
+        """
+        server = self.server
+        candidate = getattr(server.authenticator, "candidate", None)
+        if candidate is None or not plan.candidates or server.speculating >= SPECULATIVE_UPSTREAM_MAX:
+            return
+        # Candidates the plan already shows refused (revoked, expired) are left out: a
+        # proof that matches one ends in a refusal, and the speculation is discarded.
+        identities = [c for i in range(len(plan.candidates)) if (c := candidate(plan, i))]
+        if not identities:
+            return
+        try:
+            wanted = {
+                tuple(sorted(self._session_params(ident, params)[1].items()))
+                for ident in identities
+            }
+        except PgError:  # a refused setting: the ordinary path says so after the proof
+            return
+        if len(wanted) != 1:
+            return
+        upstream_params = dict(next(iter(wanted)))
+        server.speculating += 1
+        task = asyncio.ensure_future(
+            connect_upstream(self.cfg, server.credentials, database, dict(upstream_params))
+        )
+        self._speculation = (database, upstream_params, task)
+
+    async def _upstream_for(self, database: str, params: dict[str, str]):
+        """The upstream session: the speculative one if it was opened with exactly these
+        parameters, else a new login."""
+        spec = self._speculation
+        if spec is not None and spec[0] == database and spec[1] == params:
+            self._speculation = None
+            self.server.speculating -= 1
+            upstream = await spec[2]
+            if upstream.transport.is_closing():
+                raise UpstreamError("the upstream database closed the connection during login")
+            return upstream
+        self._discard_speculation()
+        return await connect_upstream(self.cfg, self.server.credentials, database, params)
+
+    def _discard_speculation(self) -> None:
+        spec, self._speculation = self._speculation, None
+        if spec is None:
+            return
+        self.server.speculating -= 1
+        task = spec[2]
+        if not task.done():
+            task.cancel()  # connect_upstream aborts its connection
+        elif not task.cancelled() and task.exception() is None:
+            t = task.result().transport
+            if not t.is_closing():
+                t.write(m.TERMINATE)
+                t.close()
+
     async def _cancel(self, packet: CancelRequest) -> None:
         for conn in self.server.sessions:
             if conn.backend_key == (packet.pid, packet.secret) and conn.srec is not None:
@@ -741,6 +816,7 @@ class ClientConnection(asyncio.Protocol):
         if self._ended:
             return
         self._ended = True
+        self._discard_speculation()
         if self._expiry_timer is not None:
             self._expiry_timer.cancel()
         if self.upstream is not None:

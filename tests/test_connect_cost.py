@@ -13,8 +13,10 @@ import psycopg
 import pytest
 
 from proxy import upstream
-from proxy.wire.scram import ScramClient, salted_password
+from proxy.wire import messages as m
+from proxy.wire.scram import MECHANISM, ScramClient, salted_password
 from tests.fixtures_proxy import ProxyHandle, proxy_config
+from tests.rawpg import RawClient
 from tests.test_proxy_grants import issue
 
 pytestmark = pytest.mark.timeout(120)
@@ -61,7 +63,12 @@ def test_scram_client_uses_the_derivation_it_is_given():
 def gproxy(pg, tmp_path):
     handle = ProxyHandle(
         proxy_config(
-            pg, **{"grants.store": f"sqlite:///{tmp_path}/grants.db", "grants.poll_interval": 0.2}
+            pg,
+            **{
+                "grants.store": f"sqlite:///{tmp_path}/grants.db",
+                "grants.poll_interval": 0.2,
+                "proxy.auth_fail_delay": 0.001,
+            },
         )
     ).start()
     yield handle
@@ -100,3 +107,74 @@ def test_new_grant_logs_in_at_once_after_the_agents_other_grant_warmed_the_cache
     second, token2 = issue(gproxy)
     with _connect(gproxy, second.agent, token2) as conn:
         assert conn.execute("SELECT 1").fetchone() == (1,)
+
+
+# --- the upstream login started before the client's proof ---------------------------------
+
+
+def _upstream_backends(pg) -> int:
+    return int(
+        pg.psql(
+            "SELECT count(*) FROM pg_stat_activity WHERE usename = 'pgwitness' AND datname = 'app'",
+            db="postgres",
+        ).strip()
+    )
+
+
+def _wait_backends(pg, want, timeout=10.0) -> int:
+    import time
+
+    deadline = time.monotonic() + timeout
+    while (n := _upstream_backends(pg)) != want and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return n
+
+
+def _stall_after_client_first(handle, agent) -> RawClient:
+    """Startup and SASLInitialResponse, then nothing: the proof never comes."""
+    c = RawClient(handle.host, handle.port)
+    c.startup(agent, "app")
+    f = c.read_frame()
+    assert f[:1] == b"R" and m.decode_auth(f)[0] == m.AUTH_SASL
+    c.send(m.sasl_initial_response(MECHANISM, ScramClient("not-the-token").first()))
+    f = c.read_frame()
+    assert f[:1] == b"R" and m.decode_auth(f)[0] == m.AUTH_SASL_CONTINUE
+    return c
+
+
+def test_stalled_logins_hold_at_most_the_speculation_budget_upstream(gproxy, pg):
+    from proxy.server import SPECULATIVE_UPSTREAM_MAX
+
+    grant, token = issue(gproxy)
+    base = _wait_backends(pg, _upstream_backends(pg))
+    stalled = [_stall_after_client_first(gproxy, grant.agent) for _ in range(SPECULATIVE_UPSTREAM_MAX + 4)]
+    try:
+        held = _wait_backends(pg, base + SPECULATIVE_UPSTREAM_MAX)
+        assert held == base + SPECULATIVE_UPSTREAM_MAX, (held, base)
+        # a real login still works (without speculation: the budget is spent)
+        with _connect(gproxy, grant.agent, token) as conn:
+            assert conn.execute("SELECT 1").fetchone() == (1,)
+    finally:
+        for c in stalled:
+            c.close()
+    assert _wait_backends(pg, base) == base
+    assert gproxy.call(_speculating(gproxy)) == 0
+
+
+async def _speculating(handle):
+    return handle.server.speculating
+
+
+def test_wrong_proof_leaves_no_upstream_backend(gproxy, pg):
+    grant, token = issue(gproxy)
+    base = _wait_backends(pg, _upstream_backends(pg))
+    for _ in range(5):
+        with pytest.raises(psycopg.OperationalError) as info:
+            _connect(gproxy, grant.agent, "pgw_wrong_" + token[10:])
+        assert "password authentication failed" in str(info.value)
+    assert _wait_backends(pg, base) == base
+    assert gproxy.call(_speculating(gproxy)) == 0
+    # the grant itself still logs in, and its session is the one upstream backend
+    with _connect(gproxy, grant.agent, token) as conn:
+        assert _upstream_backends(pg) == base + 1
+        assert conn.execute("SELECT current_user").fetchone() == ("pgwitness",)
