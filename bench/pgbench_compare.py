@@ -53,7 +53,8 @@ DEFAULT_WORKLOADS = ("select-c8", "select-c1", "select-prepared-c8")
 
 # pgwitness configuration variants, deep-merged over pgwitness_config(). "{workdir}" in a
 # string becomes the variant's own directory. Top-level keys starting with "_" are steps
-# for the harness, not config: "_keygen" runs `pgwitness keygen` into {workdir}/signing.key;
+# for the harness, not config: "_pgwitness" names another pgwitness executable for this
+# variant (an A/B against another tree); "_keygen" runs `pgwitness keygen` into {workdir}/signing.key;
 # "_grant_scopes" issues a grant with those scopes from the config's grant store and makes
 # pgbench log in with its token (agent CLIENT_USER), so every statement goes through policy.
 # Key names follow proxy/config.py; adjust them here (only here) when it changes.
@@ -321,7 +322,7 @@ def start_pgwitness(
     path = vdir / "pgwitness.toml"
     path.write_text(dump_toml(config))
     os.chmod(path, 0o600)
-    cmd, env = pgwitness_command(binary)
+    cmd, env = pgwitness_command(steps.get("_pgwitness", binary))
     name = "pgwitness" if variant == "default" else f"pgwitness:{variant}"
     password = CLIENT_PASSWORD
     if steps.get("_keygen"):

@@ -21,7 +21,7 @@ import psycopg
 import pytest
 
 from tests.fixtures_proxy import STATIC_PASSWORD, STATIC_USER, ProxyHandle, proxy_config
-from tests.test_proxy_grants import metric, sqlite_url
+from tests.test_proxy_grants import issue, metric, sqlite_url
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -36,24 +36,10 @@ PINNED = "public"
 def dproxy(pg, tmp_path_factory):
     url = sqlite_url(tmp_path_factory.mktemp("drivers") / "grants.db")
     handle = ProxyHandle(proxy_config(pg, **{"grants.store": url})).start()
-    store = handle.runtime.store
-
-    def issue(task: str, **kw):
-        return handle.call(
-            store.issue(
-                agent=AGENT,
-                task=task,
-                reason="drivers e2e",
-                granted_by="pytest",
-                database="app",
-                scopes=SCOPES,
-                ttl="30m",
-                **kw,
-            )
-        )
-
-    handle.grant, handle.token = issue("DRV-1")
-    handle.dry_grant, handle.dry_token = issue("DRV-DRY", enforce=False)
+    handle.grant, handle.token = issue(handle, agent=AGENT, task="DRV-1", scopes=SCOPES)
+    handle.dry_grant, handle.dry_token = issue(
+        handle, agent=AGENT, task="DRV-DRY", scopes=SCOPES, enforce=False
+    )
     yield handle
     handle.stop()
 
