@@ -147,7 +147,9 @@ def test_stalled_logins_hold_at_most_the_speculation_budget_upstream(gproxy, pg)
 
     grant, token = issue(gproxy)
     base = _wait_backends(pg, _upstream_backends(pg))
-    stalled = [_stall_after_client_first(gproxy, grant.agent) for _ in range(SPECULATIVE_UPSTREAM_MAX + 4)]
+    stalled = [
+        _stall_after_client_first(gproxy, grant.agent) for _ in range(SPECULATIVE_UPSTREAM_MAX + 4)
+    ]
     try:
         held = _wait_backends(pg, base + SPECULATIVE_UPSTREAM_MAX)
         assert held == base + SPECULATIVE_UPSTREAM_MAX, (held, base)

@@ -404,3 +404,25 @@ def test_pgoptions_through_psql(dproxy, pg, planted):
         dproxy, pg, STATIC_USER, STATIC_PASSWORD, "-c search_path=secret", "SHOW search_path"
     )
     assert static.returncode == 0 and static.stdout.strip() == "secret", static.stderr
+
+
+def test_dry_run_startup_refusal_is_recorded_not_enforced(make_proxy, tmp_path):
+    from tests.test_proxy_recording import (
+        grants,
+        issue_grant,
+        one_live_session,
+        public_key,
+        recording,
+        records,
+        wait_status,
+    )
+
+    h = make_proxy(**recording(tmp_path), **grants(tmp_path))
+    _, token = issue_grant(h, enforce=False)
+    with p_connect(h, "billing-bot", token, options="-c search_path=secret") as conn:
+        sid = one_live_session(h)
+        assert show(conn, "search_path") == "secret"  # what the server gives
+    store = h.runtime.recorder.store
+    wait_status(store, sid, public_key(tmp_path), "closed")
+    (event,) = [r for r in records(store, sid) if r.type == "startup_would_deny"]
+    assert 'setting "search_path" in options refused' in event.json()["reason"]
