@@ -700,15 +700,16 @@ class ClientConnection(asyncio.Protocol):
             return
         # Candidates the plan already shows refused (revoked, expired) are left out: a
         # proof that matches one ends in a refusal, and the speculation is discarded.
-        identities = [c for i in range(len(plan.candidates)) if (c := candidate(plan, i))]
-        if not identities:
-            return
         try:
+            identities = [c for i in range(len(plan.candidates)) if (c := candidate(plan, i))]
             wanted = {
                 tuple(sorted(self._session_params(ident, params)[1].items()))
                 for ident in identities
             }
         except PgError:  # a refused setting: the ordinary path says so after the proof
+            return
+        except Exception:  # never let a shortcut break a login
+            logging.getLogger("pgwitness").exception("speculative upstream login skipped")
             return
         if len(wanted) != 1:
             return
