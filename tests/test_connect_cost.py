@@ -180,3 +180,25 @@ def test_wrong_proof_leaves_no_upstream_backend(gproxy, pg):
     with _connect(gproxy, grant.agent, token) as conn:
         assert _upstream_backends(pg) == base + 1
         assert conn.execute("SELECT current_user").fetchone() == ("pgwitness",)
+
+
+def test_candidates_that_would_get_different_settings_log_in_the_ordinary_way(gproxy, pg):
+    """Two live grants of one agent, one with set:work_mem: whichever token logs in gets
+    exactly its own grant's answer (no speculative login made for the other)."""
+    agent = "spec-two-grants"
+    with_set, token_set = issue(gproxy, agent=agent, scopes="read:public.orders set:work_mem")
+    plain, token_plain = issue(gproxy, agent=agent, scopes="read:public.orders")
+    base = _wait_backends(pg, _upstream_backends(pg))
+    conninfo = dict(
+        host=gproxy.host, port=gproxy.port, user=agent, dbname="app", sslmode="disable",
+        connect_timeout=10, autocommit=True, options="-c work_mem=8MB",
+    )  # fmt: skip
+    with psycopg.connect(password=token_set, **conninfo) as conn:
+        assert conn.execute("SHOW work_mem").fetchone() == ("8MB",)
+    with pytest.raises(psycopg.OperationalError) as info:
+        psycopg.connect(password=token_plain, **conninfo)
+    assert 'setting "work_mem" in options refused' in str(info.value)
+    with _connect(gproxy, agent, token_plain) as conn:
+        assert conn.execute("SHOW work_mem").fetchone() != ("8MB",)
+    assert _wait_backends(pg, base) == base
+    assert gproxy.call(_speculating(gproxy)) == 0
