@@ -44,11 +44,17 @@ WORKLOADS: dict[str, list[str]] = {
     "select-c8": ["-S", "-c", "8", "-j", "2"],
     "select-c1": ["-S", "-c", "1", "-j", "1"],
     "select-prepared-c8": ["-S", "-M", "prepared", "-c", "8", "-j", "2"],
+    # -C: a new connection (login, one SELECT, close) per transaction
+    "connect-c4": ["-C", "-S", "-c", "4", "-j", "2"],
+    "connect-c1": ["-C", "-S", "-c", "1", "-j", "1"],
 }
+# What runs without --workloads: the earlier figures' commands stay as they were.
+DEFAULT_WORKLOADS = ("select-c8", "select-c1", "select-prepared-c8")
 
 # pgwitness configuration variants, deep-merged over pgwitness_config(). "{workdir}" in a
 # string becomes the variant's own directory. Top-level keys starting with "_" are steps
-# for the harness, not config: "_keygen" runs `pgwitness keygen` into {workdir}/signing.key;
+# for the harness, not config: "_pgwitness" names another pgwitness executable for this
+# variant (an A/B against another tree); "_keygen" runs `pgwitness keygen` into {workdir}/signing.key;
 # "_grant_scopes" issues a grant with those scopes from the config's grant store and makes
 # pgbench log in with its token (agent CLIENT_USER), so every statement goes through policy.
 # Key names follow proxy/config.py; adjust them here (only here) when it changes.
@@ -316,7 +322,7 @@ def start_pgwitness(
     path = vdir / "pgwitness.toml"
     path.write_text(dump_toml(config))
     os.chmod(path, 0o600)
-    cmd, env = pgwitness_command(binary)
+    cmd, env = pgwitness_command(steps.get("_pgwitness", binary))
     name = "pgwitness" if variant == "default" else f"pgwitness:{variant}"
     password = CLIENT_PASSWORD
     if steps.get("_keygen"):
@@ -358,6 +364,8 @@ class Run:
     # per-transaction median/p99 from pgbench's log (-l); only for workloads in LOGGED
     latency_us_p50: float | None = None
     latency_us_p99: float | None = None
+    # -C workloads: pgbench's "average connection time" (login and close, per connection)
+    connection_ms: float | None = None
 
 
 @dataclass
@@ -383,7 +391,10 @@ class Summary:
     rounds: list[float] = field(default_factory=list)
 
 
-_TPS = re.compile(r"^tps = ([\d.]+) \(without initial connection time\)", re.M)
+_TPS = re.compile(
+    r"^tps = ([\d.]+) \((?:without initial connection time|including reconnection times)\)", re.M
+)
+_CONN = re.compile(r"^average connection time = ([\d.]+) ms", re.M)
 _LAT = re.compile(r"^latency average = ([\d.]+) ms", re.M)
 _TXN = re.compile(r"^number of transactions actually processed: (\d+)", re.M)
 _FAILED = re.compile(r"^number of failed transactions: (\d+)", re.M)
@@ -447,7 +458,7 @@ def run_pgbench(pgbench: str, target: Target, workload: str, duration: int, rnd:
             f"{proc.stderr.strip()[-2000:]}\n{out[-1000:]}\n--- {target.name} log ---\n"
             f"{_tail(target.log)}"
         )
-    txn, failed = _TXN.search(out), _FAILED.search(out)
+    txn, failed, conn = _TXN.search(out), _FAILED.search(out), _CONN.search(out)
     return Run(
         round=rnd,
         workload=workload,
@@ -459,6 +470,7 @@ def run_pgbench(pgbench: str, target: Target, workload: str, duration: int, rnd:
         command=shlex.join(argv),
         latency_us_p50=pcts[0] if pcts else None,
         latency_us_p99=pcts[1] if pcts else None,
+        connection_ms=float(conn.group(1)) if conn else None,
     )
 
 
@@ -547,6 +559,59 @@ def format_table(summaries: list[Summary]) -> str:
     return "\n".join(lines)
 
 
+# ---- connect latency ------------------------------------------------------------------
+
+
+def connect_latency(targets: list[Target], n: int, rounds: int) -> dict[str, dict]:
+    """Connect + ``SELECT 1`` + close with libpq (psycopg), ``n`` times per target per round,
+    targets interleaved one connection at a time (so drifting load hits all alike).
+    Per target: the median over rounds of each round's p50 and p90 (ms), and the median over
+    rounds of (p50 - direct's p50 in that round)."""
+    import psycopg
+
+    per: dict[str, list[tuple[float, float]]] = {t.name: [] for t in targets}
+    for _ in range(rounds):
+        samples: dict[str, list[float]] = {t.name: [] for t in targets}
+        for _ in range(n):
+            for t in targets:
+                start = time.perf_counter()
+                with psycopg.connect(
+                    host="127.0.0.1", port=t.port, user=t.user, password=t.password,
+                    dbname=DB, sslmode="disable", connect_timeout=10,
+                ) as conn:  # fmt: skip
+                    conn.execute("SELECT 1").fetchone()
+                samples[t.name].append((time.perf_counter() - start) * 1000)
+        for name, v in samples.items():
+            v.sort()
+            per[name].append((statistics.median(v), v[int(len(v) * 0.9)]))
+    out: dict[str, dict] = {}
+    direct = per.get("direct")
+    for name, rs in per.items():
+        row = {
+            "p50_ms": statistics.median(r[0] for r in rs),
+            "p90_ms": statistics.median(r[1] for r in rs),
+            "round_p50_ms": [r[0] for r in rs],
+        }
+        if direct:
+            row["paired_added_p50_ms"] = statistics.median(
+                mine[0] - base[0] for mine, base in zip(rs, direct, strict=True)
+            )
+        out[name] = row
+    return out
+
+
+def format_connect_table(result: dict[str, dict], n: int) -> str:
+    head = f"{'connect+SELECT 1+close':<24} {'p50 ms':>8} {'p90 ms':>8} {'paired +p50 ms':>15}"
+    lines = [f"(libpq via psycopg, {n} per target per round)", head, "-" * len(head)]
+    for name, r in result.items():
+        added = r.get("paired_added_p50_ms")
+        lines.append(
+            f"{name:<24} {r['p50_ms']:>8.2f} {r['p90_ms']:>8.2f} "
+            f"{'-' if added is None else format(added, '+.2f'):>15}"
+        )
+    return "\n".join(lines)
+
+
 # ---- main -----------------------------------------------------------------------------
 
 
@@ -585,8 +650,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument(
         "--workloads",
-        default=",".join(WORKLOADS),
-        help=f"comma list of {', '.join(WORKLOADS)} (default: all)",
+        default=",".join(DEFAULT_WORKLOADS),
+        help=f"comma list of {', '.join(WORKLOADS)} (default: {', '.join(DEFAULT_WORKLOADS)})",
     )
     p.add_argument("--rounds", type=int, default=3, help="interleaved rounds (default 3)")
     p.add_argument(
@@ -613,6 +678,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--pgbouncer", default=shutil.which("pgbouncer") or "/usr/sbin/pgbouncer")
     p.add_argument("--pgbench", default=shutil.which("pgbench") or "pgbench")
+    p.add_argument(
+        "--connect-latency",
+        type=int,
+        default=0,
+        metavar="N",
+        help="after the pgbench rounds, N x (connect + SELECT 1 + close) per target per\n"
+        "round with libpq (psycopg), interleaved; p50/p90 and paired added p50 (default 0: off)",
+    )
     p.add_argument("--json", metavar="FILE", help="write runs, summary and machine info")
     p.add_argument("--workdir", help="directory for the cluster and configs (default: /tmp)")
     p.add_argument("--keep", action="store_true", help="keep the work directory")
@@ -667,6 +740,7 @@ def main(argv: list[str] | None = None) -> int:
     procs = Processes()
     pg = LocalCluster(workdir / "pg", keep=args.keep)
     runs: list[Run] = []
+    connects: dict[str, dict] = {}
     try:
         pg.start()
         pg.create_role(UPSTREAM_USER, UPSTREAM_PASSWORD, createdb=True)
@@ -706,11 +780,14 @@ def main(argv: list[str] | None = None) -> int:
                 for t in order:
                     r = run_pgbench(args.pgbench, t, w, args.duration, rnd)
                     runs.append(r)
+                    conn = f"  connect {r.connection_ms:.3f} ms" if r.connection_ms else ""
                     print(
                         f"round {rnd} {w:<20} {t.name:<24} tps {r.tps:>10.0f}  "
-                        f"lat {r.latency_ms:.3f} ms  failed {r.failed}",
+                        f"lat {r.latency_ms:.3f} ms  failed {r.failed}{conn}",
                         flush=True,
                     )
+        if args.connect_latency:
+            connects = connect_latency(targets, args.connect_latency, args.rounds)
     except KeyboardInterrupt:
         print("interrupted; stopping everything", file=sys.stderr)
         return 130
@@ -731,7 +808,11 @@ def main(argv: list[str] | None = None) -> int:
     names = [t.name for t in targets]
     summaries = summarise(runs, args.workloads, names)
     print()
-    print(format_table(summaries))
+    if summaries:
+        print(format_table(summaries))
+    if connects:
+        print()
+        print(format_connect_table(connects, args.connect_latency))
     elapsed = time.monotonic() - started
     print(f"\ntotal {elapsed:.0f}s on {machine['cpus']} CPUs")
     print("commands (port/user differ per target; PGPASSWORD in the environment):")
@@ -750,6 +831,7 @@ def main(argv: list[str] | None = None) -> int:
             "elapsed_s": elapsed,
             "runs": [asdict(r) for r in runs],
             "summary": [asdict(s) for s in summaries],
+            "connect_latency": connects,
         }
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(doc, indent=2) + "\n")

@@ -6,12 +6,12 @@ from dataclasses import dataclass
 
 from policy.classify import (
     SET_CONFIG_PREFIX,
-    UNSAFE_CLIENT_ENCODINGS,
     Classified,
     StatementClass,
     is_builtin_function,
     is_dangerous_function,
 )
+from policy.housekeeping import housekeeping
 from policy.scopes import FORBIDDEN_SETTINGS, Scopes, split_name
 
 __all__ = [
@@ -19,8 +19,8 @@ __all__ = [
     "DENIED_CATALOGS",
     "DENIED_INFORMATION_SCHEMA",
     "SAFE_SETTINGS",
-    "SAFE_STARTUP_PARAMS",
     "Decision",
+    "change_setting",
     "check_startup_params",
     "decide",
 ]
@@ -52,16 +52,6 @@ SAFE_SETTINGS = frozenset(
         "jit",
     }
 )
-SAFE_STARTUP_PARAMS = frozenset(
-    {"user", "database", "fallback_application_name"} | SAFE_SETTINGS
-) - {
-    "statement_timeout",
-    "lock_timeout",
-    "idle_in_transaction_session_timeout",
-    "idle_session_timeout",
-    "transaction_timeout",
-}
-
 # System catalogs drivers, ORMs and psql's \d commands read: allowed without a scope.
 ALLOWED_CATALOGS = frozenset(
     """
@@ -147,13 +137,13 @@ def _setting(c: Classified, scopes: Scopes) -> Decision:
         return Decision(True, "default.show", f"show {name}")
     if c.command == "RESET" and name == "all":
         return Decision(True, "default.setting", "reset all settings to the session defaults")
-    return _change_setting(name, c.command.lower(), scopes)
+    return change_setting(name, c.command.lower(), scopes)
 
 
 VALUE_CHECKED_SETTINGS = frozenset({"client_encoding"})
 
 
-def _change_setting(name: str, verb: str, scopes: Scopes) -> Decision:
+def change_setting(name: str, verb: str, scopes: Scopes) -> Decision:
     if name in FORBIDDEN_SETTINGS:
         return _deny("deny.setting", f"may not change {name}")
     if name in SAFE_SETTINGS:
@@ -173,7 +163,7 @@ def _function(name: str, scopes: Scopes) -> Decision | None:
             # SET checks the value (an encoding could hide quotes); set_config's value may
             # be any expression, so this setting is changed with SET only.
             return _deny("deny.function", f"may not execute set_config on {setting} (use SET)")
-        d = _change_setting(setting, "set_config", scopes)
+        d = change_setting(setting, "set_config", scopes)
         return None if d.allowed else d
     target = split_name(name) if "." in name or name.startswith('"') else None
     if target is None or target[0] == "pg_catalog":
@@ -229,6 +219,8 @@ def decide(classified: Classified, scopes: Scopes) -> Decision:
     c = classified
     S = StatementClass
     cls = c.cls
+    if (chore := housekeeping(c)) is not None:
+        return Decision(True, "default.housekeeping", chore)
     if cls is S.UNKNOWN:
         if scopes.unknown:
             return Decision(True, "scope.unknown", f"unclassified {c.command} allowed by unknown:*")
@@ -292,25 +284,13 @@ def decide(classified: Classified, scopes: Scopes) -> Decision:
     return Decision(True, rule, reason)
 
 
-def check_startup_params(params: dict[str, str]) -> str | None:
-    """None if every startup parameter is harmless, else the refusal text naming one."""
-    for key in sorted(params):
-        name = key.lower()
-        if name not in SAFE_STARTUP_PARAMS:
-            if name == "options":
-                why = "command-line options could change any setting (use SET after connecting)"
-            elif name in ("replication",):
-                why = "replication connections are not allowed"
-            elif name in FORBIDDEN_SETTINGS:
-                why = "it would change how statements are checked"
-            else:
-                why = "only user, database and harmless formatting settings are accepted"
-            return f'pgwitness: startup parameter "{key}" is not allowed: {why}'
-        if name == "client_encoding":
-            enc = params[key].strip().strip("'\"").lower().replace("-", "_")
-            if enc in UNSAFE_CLIENT_ENCODINGS:
-                return (
-                    f'pgwitness: client_encoding "{params[key]}" is not allowed: its multibyte '
-                    "characters can hide quote characters"
-                )
+def check_startup_params(params: dict[str, str], scopes: Scopes | None = None) -> str | None:
+    """None if a grant with ``scopes`` (none: the defaults only) may have every startup
+    parameter, ``options`` included; else the refusal text naming the setting and rule."""
+    from policy.startup import StartupRefusal, grant_startup_params
+
+    try:
+        grant_startup_params(params, scopes if scopes is not None else Scopes())
+    except StartupRefusal as exc:
+        return str(exc)
     return None

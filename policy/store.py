@@ -22,6 +22,7 @@ import os
 import random
 import socket
 import sqlite3
+import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import replace
@@ -490,6 +491,12 @@ class SQLiteGrantStore(GrantStore):
         super().__init__(**kwargs)
         self.path = Path(path)
         self.url = f"sqlite:///{self.path}"
+        # One connection per worker thread, kept: opening one per operation cost about a
+        # millisecond of every login.
+        self._local = threading.local()
+        self._conns: list[sqlite3.Connection] = []
+        self._here: sqlite3.Connection | None = None  # see _read_here
+        self._here_thread: int | None = None
 
     async def open(self) -> SQLiteGrantStore:
         await asyncio.to_thread(self._open_sync)
@@ -568,10 +575,30 @@ class SQLiteGrantStore(GrantStore):
 
     async def _run(self, fn: Callable[..., Any], *args: Any) -> Any:
         def call() -> Any:
-            with self._connect() as conn:
+            conn = getattr(self._local, "conn", None)
+            if conn is None:
+                conn = sqlite3.connect(
+                    self.path, timeout=30.0, isolation_level=None, check_same_thread=False
+                )
+                conn.execute("PRAGMA busy_timeout = 30000")
+                self._local.conn = conn
+                self._conns.append(conn)
+            try:
                 return fn(conn, *args)
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
 
         return await asyncio.to_thread(call)
+
+    async def close(self) -> None:
+        conns, self._conns = self._conns, []
+        self._local = threading.local()
+        self._here = self._here_thread = None
+        for conn in conns:
+            with contextlib.suppress(sqlite3.Error):
+                conn.close()
 
     @staticmethod
     def _row(row: tuple) -> Grant:
@@ -659,7 +686,36 @@ class SQLiteGrantStore(GrantStore):
             ).fetchall()
             return [self._row(r) for r in rows]
 
+        if grant_id is not None or (agent is not None and task is None and since is None):
+            # A login's lookups (one grant, one agent's few): read here, not in a thread.
+            found = self._read_here(op)
+            if found is not None:
+                return found
         return await self._run(op)
+
+    def _read_here(self, op: Callable[[sqlite3.Connection], Any]) -> Any:
+        """Run a small read on the calling thread (the event loop), or None if the file is
+        busy. A WAL read of a few indexed rows takes tens of microseconds; handing it to a
+        worker thread cost a login up to a millisecond on a loaded machine. busy_timeout 0:
+        a locked file never stalls the loop, the caller falls back to the thread."""
+        if self._here_thread not in (None, threading.get_ident()):
+            return None  # the connection belongs to another thread's loop
+        conn = self._here
+        if conn is None:
+            try:
+                conn = sqlite3.connect(
+                    self.path, timeout=0, isolation_level=None, check_same_thread=False
+                )
+                conn.execute("PRAGMA busy_timeout = 0")
+                conn.execute("PRAGMA query_only = 1")
+            except sqlite3.Error:
+                return None
+            self._here, self._here_thread = conn, threading.get_ident()
+            self._conns.append(conn)
+        try:
+            return op(conn)
+        except sqlite3.OperationalError:
+            return None
 
     async def _set_revoked(self, grant_id, at, by):
         def op(conn: sqlite3.Connection) -> bool:

@@ -67,6 +67,10 @@ class Authenticator(Protocol):
 
     async def identify(self, plan: AuthPlan, index: int) -> Identity: ...
 
+    # Optional: who candidate ``index`` would be, without I/O (lets the proxy start the
+    # upstream login before the proof is checked; identify still decides).
+    # def candidate(self, plan: AuthPlan, index: int) -> Identity: ...
+
 
 def _fake_salt(secret: bytes, user: str) -> bytes:
     """A stable salt for users that do not exist, so their absence is not revealed."""
@@ -91,6 +95,10 @@ class StaticUsers:
         return AuthPlan(user, database, v.iterations, v.salt, [(v.stored_key, v.server_key)], [user])
 
     async def identify(self, plan: AuthPlan, index: int) -> Identity:
+        return self.candidate(plan, index)
+
+    def candidate(self, plan: AuthPlan, index: int) -> Identity:
+        """Who candidate ``index`` would be, from the plan alone (no I/O, nothing checked)."""
         return Identity(
             agent=plan.user,
             task="(static user)",
@@ -159,21 +167,36 @@ class GrantAuthenticator:
                 "wrong_database",
                 fresh.id,
             )
-        from policy.scopes import parse_scopes
+        return _grant_identity(fresh)
 
-        return Identity(
-            agent=fresh.agent,
-            task=fresh.task,
-            grant_id=fresh.id,
-            scopes=parse_scopes(fresh.scopes),
-            scopes_text=fresh.scopes,
-            enforce=fresh.enforce,
-            record_rows=fresh.record_rows,
-            expires_at=fresh.expires_at,
-            reason=fresh.reason,
-            granted_by=fresh.granted_by,
-            db_role=fresh.db_role or "",
-        )
+    def candidate(self, plan: AuthPlan, index: int) -> Identity | None:
+        """Who candidate ``index`` would be, from the plan alone (no I/O; None if the plan
+        already shows it would be refused). ``identify`` decides; this only lets the proxy
+        prepare the session meanwhile."""
+        grant = plan.context[index]
+        if isinstance(grant, str):
+            return self.static.candidate(plan, index)
+        if grant.status(datetime.now(UTC)) != "active" or grant.database != plan.database:
+            return None
+        return _grant_identity(grant)
+
+
+def _grant_identity(grant) -> Identity:
+    from policy.scopes import parse_scopes
+
+    return Identity(
+        agent=grant.agent,
+        task=grant.task,
+        grant_id=grant.id,
+        scopes=parse_scopes(grant.scopes),
+        scopes_text=grant.scopes,
+        enforce=grant.enforce,
+        record_rows=grant.record_rows,
+        expires_at=grant.expires_at,
+        reason=grant.reason,
+        granted_by=grant.granted_by,
+        db_role=grant.db_role or "",
+    )
 
 
 class FailureThrottle:

@@ -49,6 +49,9 @@ from .wire.framing import (
 from .wire.scram import MECHANISM, ScramError, ScramServer
 
 _PASSWORD = m.Frontend.PASSWORD
+# Per worker: upstream logins started while clients compute their SCRAM proofs (see
+# ClientConnection._speculate): what an unauthenticated client can make the proxy hold.
+SPECULATIVE_UPSTREAM_MAX = 8
 MAX_AUTH_MESSAGE = 65535  # Postgres's PG_MAX_AUTH_TOKEN_LENGTH: no big buffers before login
 PRELOGIN_BUFFER = 256 * 1024  # bytes read ahead during the handshake before reading pauses
 FRAME_BUDGET_MIN = 256 * 1024  # incomplete client frames longer than this use the FrameBudget
@@ -111,6 +114,7 @@ class ProxyServer:
         self._grant_watch_since: datetime | None = None
         self._expired_grants: set[str] = set()
         self._cancels: set[asyncio.Task] = set()
+        self.speculating = 0  # upstream logins started before the client's proof (_speculate)
 
     async def start(self, *, reuse_port: bool = False) -> tuple[str, int]:
         host, port = parse_hostport("proxy.listen", self.cfg.proxy.listen)
@@ -256,6 +260,7 @@ class ClientConnection(asyncio.Protocol):
         self._release_timer: asyncio.TimerHandle | None = None
         self._ended = False
         self._admitted = False
+        self._speculation = None  # (database, login user, params, task): see _speculate
         self._client_paused = False
         self._upstream_paused = False
         self.addr = "?"
@@ -624,24 +629,35 @@ class ClientConnection(asyncio.Protocol):
         params = dict(packet.params)
         user = params.pop("user")
         database = params.pop("database", "") or user
-        from policy.decide import check_startup_params
-
-        refusal = check_startup_params(packet.params)
-        if refusal:
-            err = PgError.fatal_error(refusal, INSUFFICIENT_PRIVILEGE)
+        if any(k.lower() == "replication" for k in params):
+            # Nobody's: the relay speaks the query protocol only. Other parameters are
+            # decided once the identity is known (_startup_params).
+            err = PgError.fatal_error(
+                'pgwitness: startup parameter "replication" is not allowed: replication '
+                "connections are not allowed",
+                INSUFFICIENT_PRIVILEGE,
+            )
             err.outcome = "refused"
             err.reason = "startup_params"
             raise err
         throttle, addr = self.server.throttle, self.addr
-        plan: AuthPlan = await self.server.authenticator.begin(user, database)
-        self.transport.write(m.auth_sasl([MECHANISM]))
-        mech, data = m.decode_sasl_initial(await self._read_password_message())
+        # The grant lookup runs while the client answers AuthenticationSASL (one round trip
+        # it would wait for anyway): the salt is needed only for the server-first message.
+        lookup = asyncio.ensure_future(self.server.authenticator.begin(user, database))
+        try:
+            self.transport.write(m.auth_sasl([MECHANISM]))
+            mech, data = m.decode_sasl_initial(await self._read_password_message())
+            plan: AuthPlan = await lookup
+        finally:
+            if not lookup.done():
+                lookup.cancel()
         if mech != MECHANISM:
             raise ProtocolViolation(f"client selected an invalid SASL authentication mechanism {mech!r}")
         scram = ScramServer(plan.iterations, plan.salt, plan.candidates)
         try:
             server_first = scram.first(data)
             self.transport.write(m.auth_request(m.AUTH_SASL_CONTINUE, server_first))
+            self._speculate(plan, database, params)
             final = m.decode_password(await self._read_password_message())
             index, server_final = scram.final(final)
         except ScramError:
@@ -683,14 +699,10 @@ class ClientConnection(asyncio.Protocol):
             err = PgError.fatal_error(f"grant {identity.grant_id} for task {identity.task} expired", INVALID_AUTHORIZATION)
             err.reason, err.grant = "expired", identity.grant_id
             raise err
-        policy = server.policy_factory(identity) if server.policy_factory is not None else None
-        if policy is not None:
-            # Unqualified names must resolve upstream exactly as the policy resolved them
-            # (not through "$user", the proxy's own role), and RESET keeps it so.
-            params["search_path"] = ", ".join(_quote_ident(s) for s in policy.search_path)
+        policy, params, would_deny = self._session_params(identity, params)
         credentials = server.role_logins.credentials(identity)
         try:
-            upstream = await connect_upstream(self.cfg, credentials, database, params)
+            upstream = await self._upstream_for(database, credentials, params)
         except UpstreamError as exc:
             exc.outcome = "upstream_failed"
             event("upstream login failed", logging.WARNING, peer=self.peer, agent=identity.agent, error=exc.message)
@@ -757,6 +769,8 @@ class ClientConnection(asyncio.Protocol):
                     "upstream_auth": self.cfg.upstream.auth,
                 },
             )
+            if would_deny:
+                self.srec.event("startup_would_deny", {"grant_id": identity.grant_id, "reason": would_deny})
             self.srec.wire("s2c", hello)
         self.transport.write(hello)
         proto = upstream.protocol
@@ -785,6 +799,87 @@ class ClientConnection(asyncio.Protocol):
             self._from_server(upstream.leftover)
         if leftover_client:
             self.data_received(leftover_client)
+
+    def _session_params(self, identity: Identity, params: dict[str, str]):
+        """(policy, upstream startup parameters, dry run's would-be refusal) for ``identity``."""
+        server = self.server
+        policy = server.policy_factory(identity) if server.policy_factory is not None else None
+        params, would_deny = _startup_params(identity, dict(params))
+        if policy is not None and policy.enforce:
+            # Unqualified names must resolve upstream exactly as the policy resolved them
+            # (not through "$user", the proxy's own role). A startup-packet value is what
+            # RESET ALL / DISCARD ALL return to, so they keep it. A dry run changes
+            # nothing the client sees: the server's own search_path.
+            params["search_path"] = ", ".join(_quote_ident(s) for s in policy.search_path)
+        return policy, params, would_deny
+
+    def _speculate(self, plan: AuthPlan, database: str, params: dict[str, str]) -> None:
+        """Start the upstream login while the client computes its SCRAM proof.
+
+        Only for a known user (the plan has candidates) whose every candidate would get
+        the same upstream startup parameters, and at most SPECULATIVE_UPSTREAM_MAX at once
+        per worker: an unauthenticated client can hold that many upstream backends for
+        its startup_timeout, never more. Nothing of it reaches the client unless its proof
+        matches and ``identify`` accepts it (``_upstream_for``); otherwise the connection
+        is closed (``_discard_speculation``).
+        """
+        server = self.server
+        candidate = getattr(server.authenticator, "candidate", None)
+        if candidate is None or not plan.candidates or server.speculating >= SPECULATIVE_UPSTREAM_MAX:
+            return
+        # Candidates the plan already shows refused (revoked, expired) are left out: a
+        # proof that matches one ends in a refusal, and the speculation is discarded.
+        try:
+            identities = [c for i in range(len(plan.candidates)) if (c := candidate(plan, i))]
+            # the same upstream login too: a grant's own database role, or the shared one
+            logins = {}
+            for ident in identities:
+                creds = server.role_logins.credentials(ident)
+                logins[(creds.user, tuple(sorted(self._session_params(ident, params)[1].items())))] = creds
+            wanted = set(logins)
+        except PgError:  # a refused setting: the ordinary path says so after the proof
+            return
+        except Exception:  # never let a shortcut break a login
+            logging.getLogger("pgwitness").exception("speculative upstream login skipped")
+            return
+        if len(wanted) != 1:
+            return
+        login = next(iter(wanted))
+        upstream_params = dict(login[1])
+        server.speculating += 1
+        task = asyncio.ensure_future(
+            connect_upstream(self.cfg, logins[login], database, dict(upstream_params))
+        )
+        self._speculation = (database, login[0], upstream_params, task)
+
+    async def _upstream_for(self, database: str, credentials, params: dict[str, str]):
+        """The upstream session: the speculative one if it was opened as the same login
+        with exactly these parameters, else a new login."""
+        spec = self._speculation
+        if (spec is not None and spec[0] == database and spec[1] == credentials.user
+                and spec[2] == params):
+            self._speculation = None
+            self.server.speculating -= 1
+            upstream = await spec[3]
+            if upstream.transport.is_closing():
+                raise UpstreamError("the upstream database closed the connection during login")
+            return upstream
+        self._discard_speculation()
+        return await connect_upstream(self.cfg, credentials, database, params)
+
+    def _discard_speculation(self) -> None:
+        spec, self._speculation = self._speculation, None
+        if spec is None:
+            return
+        self.server.speculating -= 1
+        task = spec[3]
+        if not task.done():
+            task.cancel()  # connect_upstream aborts its connection
+        elif not task.cancelled() and task.exception() is None:
+            t = task.result().transport
+            if not t.is_closing():
+                t.write(m.TERMINATE)
+                t.close()
 
     async def _cancel(self, packet: CancelRequest) -> None:
         for conn in self.server.sessions:
@@ -855,6 +950,7 @@ class ClientConnection(asyncio.Protocol):
         if self._ended:
             return
         self._ended = True
+        self._discard_speculation()
         if self._expiry_timer is not None:
             self._expiry_timer.cancel()
         if self.upstream is not None:
@@ -903,6 +999,28 @@ async def _watch_loop_lag(period: float = 0.1) -> None:
         start = time.monotonic()
         await asyncio.sleep(period)
         metrics.EVENT_LOOP_LAG.observe(max(0.0, time.monotonic() - start - period))
+
+
+def _startup_params(identity: Identity, params: dict[str, str]) -> tuple[dict[str, str], str]:
+    """The parameters to log in upstream with, and a dry run's would-be refusal ("" if none).
+
+    Static users get theirs unchanged (``options`` included), as PostgreSQL would. A
+    grant's settings, from ``options`` or parameters, get the rule ``SET`` of each would
+    (``policy.startup``); an enforcing grant is refused with a FATAL naming the setting.
+    """
+    if identity.scopes is None:
+        return params, ""
+    from policy.startup import StartupRefusal, grant_startup_params
+
+    try:
+        out = grant_startup_params(params, identity.scopes)
+    except StartupRefusal as exc:
+        if identity.enforce:
+            err = PgError.fatal_error(str(exc), INSUFFICIENT_PRIVILEGE)
+            err.outcome = "refused"
+            raise err from None
+        return params, str(exc)
+    return out, ""
 
 
 def _quote_ident(name: str) -> str:

@@ -17,7 +17,25 @@ from .config import Config
 from .wire import messages as m
 from .wire.errors import CONNECTION_FAILURE, INVALID_PASSWORD, PgError, ProtocolViolation
 from .wire.framing import startup_packet
-from .wire.scram import MECHANISM, ScramClient, ScramError
+from .wire.scram import MECHANISM, ScramClient, ScramError, salted_password
+
+_SALTED: dict[tuple[str, bytes, int], bytes] = {}
+_SALTED_MAX = 16
+
+
+def cached_salted_password(password: str, salt: bytes, iterations: int) -> bytes:
+    """SCRAM's SaltedPassword, derived once per (password, salt, iterations), as pgbouncer
+    does: the server's salt and iteration count for a role change only with its password,
+    and deriving it (4096 PBKDF2 rounds or more) is most of the CPU an upstream login costs.
+    A few entries at most (a password rotation adds one; the oldest is dropped)."""
+    key = (password, salt, iterations)
+    salted = _SALTED.get(key)
+    if salted is None:
+        salted = salted_password(password, salt, iterations)
+        if len(_SALTED) >= _SALTED_MAX:
+            _SALTED.pop(next(iter(_SALTED)))
+        _SALTED[key] = salted
+    return salted
 
 
 class UpstreamError(PgError):
@@ -283,7 +301,7 @@ async def _login(loop, transport, protocol, cfg, credentials, database, params, 
                     raise UpstreamError(f"upstream offers no supported SASL mechanism ({mechanisms})")
                 if scram_state != "none":
                     raise UpstreamError("upstream restarted SASL authentication")
-                scram = ScramClient(password)
+                scram = ScramClient(password, cached_salted_password)
                 scram_state = "started"
                 transport.write(m.sasl_initial_response(MECHANISM, scram.first()))
             elif code == m.AUTH_SASL_CONTINUE and scram_state == "started":

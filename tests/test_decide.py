@@ -400,9 +400,25 @@ def test_classified_built_by_hand():
         ),
         ({"user": "a", "DATESTYLE": "ISO"}, None),
         ({"user": "a", "fallback_application_name": "x"}, None),
-        ({"user": "a", "statement_timeout": "0"}, "statement_timeout"),
+        ({"user": "a", "statement_timeout": "0"}, None),
+        ({"user": "a", "options": "-c statement_timeout=5s --lock-timeout=1s"}, None),
+        ({"user": "a", "options": "-c intervalstyle=postgres_verbose"}, None),
+        ({"user": "a", "options": "-c standard_conforming_strings=on"}, None),
+        ({"user": "a", "options": "-c standard_conforming_strings=off"}, "standard_conforming_strings"),
+        ({"user": "a", "options": "-csearch_path=evil"}, "search_path"),
+        ({"user": "a", "options": "--search-path=evil"}, "search_path"),
+        ({"user": "a", "options": r"-c application_name=a\ -c\ search_path=x"}, None),
+        ({"user": "a", "options": "-c role=postgres"}, "role"),
+        ({"user": "a", "options": "-c session_authorization=postgres"}, "session_authorization"),
+        ({"user": "a", "options": "-c client_encoding=SJIS"}, "SJIS"),
+        ({"user": "a", "options": "-c client_encoding=LATIN1"}, "LATIN1"),
+        ({"user": "a", "options": "-c session_preload_libraries=x"}, "session_preload_libraries"),
+        ({"user": "a", "options": "-c default_transaction_read_only=on"}, "default_transaction_read_only"),
+        ({"user": "a", "options": "-F"}, "-F"),
+        ({"user": "a", "options": "-c"}, "-c"),
+        ({"user": "a", "options": "-c x"}, '"x"'),
         ({"user": "a", "client_encoding": "'utf-8'"}, None),
-        ({"user": "a", "options": "-c search_path=evil"}, "options"),
+        ({"user": "a", "options": "-c search_path=evil"}, "search_path"),
         ({"user": "a", "search_path": "evil"}, "search_path"),
         ({"user": "a", "Search_Path": "evil"}, "Search_Path"),
         ({"user": "a", "role": "postgres"}, "role"),
@@ -421,3 +437,17 @@ def test_check_startup_params(params, refused):
         assert text is None
     else:
         assert text is not None and refused in text and text.startswith("pgwitness:")
+
+
+def test_options_become_plain_parameters_and_explicit_ones_win():
+    from policy.startup import grant_startup_params, split_options
+
+    assert split_options(r" -c a=x\ y  -cb=\\z ") == ["-c", r"a=x y", "-cb=\\z"]
+    out = grant_startup_params(
+        {"options": r"-c DateStyle=German --lock-timeout=1s -c application_name=a\ b", "DateStyle": "ISO"},
+        parse_scopes("read:public.t"),
+    )
+    assert out == {"lock_timeout": "1s", "application_name": "a b", "DateStyle": "ISO"}
+    granted = parse_scopes("read:public.t set:work_mem")
+    assert check_startup_params({"options": "-c work_mem=1GB"}, granted) is None
+    assert "work_mem" in check_startup_params({"options": "-c work_mem=1GB"})

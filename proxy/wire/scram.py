@@ -155,8 +155,11 @@ class ScramServer:
 class ScramClient:
     """Client half, used to log in upstream with the proxy's own password."""
 
-    def __init__(self, password: str):
+    def __init__(self, password: str, derive=None):
         self.password = password
+        # (password, salt, iterations) -> SaltedPassword; a caller may cache it (the server's
+        # salt and iteration count for a role change only with its password)
+        self._derive = derive or salted_password
         self._nonce = base64.b64encode(secrets.token_bytes(18)).decode()
         self._client_first_bare = f"n=,r={self._nonce}"
         self._expected_server_sig = b""
@@ -170,7 +173,7 @@ class ScramClient:
         nonce, salt, iterations = attrs.get("r", ""), attrs.get("s", ""), attrs.get("i", "")
         if not nonce.startswith(self._nonce) or not salt or not iterations.isdigit():
             raise ScramError("malformed SCRAM server-first-message")
-        salted = salted_password(self.password, base64.b64decode(salt), int(iterations))
+        salted = self._derive(self.password, base64.b64decode(salt), int(iterations))
         client_key = _hmac(salted, b"Client Key")
         stored_key = hashlib.sha256(client_key).digest()
         without_proof = f"c=biws,r={nonce}"
