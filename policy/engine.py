@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from policy.classify import Classified, StatementClass, classify_statement
+from policy.crosscheck import boundaries_agree, pg_readings
 from policy.decide import Decision, decide
 from policy.fingerprint import collapse_values, fingerprint_statements, lex
 from policy.scopes import Scopes
@@ -173,7 +174,11 @@ class StatementPolicy:
     def _classify(self, sql: str, *, use_fingerprints: bool) -> tuple[Pair, ...]:
         pairs: list[Pair] = []
         entries: list[Entry] = []
-        for stmt in lex(sql):
+        stmts = lex(sql)
+        pgs: list | None = None  # PostgreSQL's reading of each statement, parsed on a miss
+        if use_fingerprints and not boundaries_agree(sql, [s.sql for s in stmts]):
+            use_fingerprints = False
+        for index, stmt in enumerate(stmts):
             collapsed = collapse_values(stmt) if len(stmt.sql) > _COLLAPSE_MIN else None
             if collapsed is not None:
                 stmt = collapsed
@@ -184,7 +189,9 @@ class StatementPolicy:
                     pairs.append(hit)
                     entries.append((hit[0], stmt.fingerprint))
                     continue
-            classified, fingerprint_safe = classify_statement(stmt, self.search_path)
+            if pgs is None:
+                pgs = pg_readings(sql, len(stmts))
+            classified, fingerprint_safe = classify_statement(stmt, self.search_path, pgs[index])
             decision = decide(classified, self.scopes)
             pairs.append((classified, decision))
             cacheable = fingerprint_safe and stmt.cacheable and size <= _MAX_CACHED_TEXT
@@ -219,6 +226,8 @@ class StatementPolicy:
             if hit is None:
                 return None
             pairs.append(hit)
+        if not boundaries_agree(sql, [text for text, _, _ in statements]):
+            return None  # classified afresh: both parsers read it and disagree
         return tuple(pairs)
 
     def _store(self, sql: str, pairs: tuple[Pair, ...]) -> Verdict:
@@ -284,6 +293,8 @@ class StatementPolicy:
             c.functions,
             c.detail,
             c.write_ops,
+            c.operators,
+            c.attributes,
         )
         d = decide(args, self.scopes)
         if not d.allowed:
@@ -297,4 +308,15 @@ class StatementPolicy:
 def _with_sql(c: Classified, sql: str) -> Classified:
     if c.sql == sql:
         return c
-    return Classified(sql, c.cls, c.command, c.reads, c.writes, c.functions, c.detail, c.write_ops)
+    return Classified(
+        sql,
+        c.cls,
+        c.command,
+        c.reads,
+        c.writes,
+        c.functions,
+        c.detail,
+        c.write_ops,
+        c.operators,
+        c.attributes,
+    )

@@ -24,8 +24,10 @@ import secrets
 from collections import deque
 from dataclasses import dataclass
 
+from policy.encodings import python_codec
+
 from .wire import messages as m
-from .wire.errors import INSUFFICIENT_PRIVILEGE, error_response
+from .wire.errors import INSUFFICIENT_PRIVILEGE, ProtocolViolation, error_response
 from .wire.framing import MAX_STREAMED_LENGTH, FrameReader
 
 F = m.Frontend
@@ -163,6 +165,20 @@ class Relay:
         self._marker_bytes = self._marker.encode()
         self._tag = f"pgw_{nonce}"
         self._tag_bytes = self._tag.encode()
+
+    def _client_encoding(self, name: str) -> None:
+        """The server says which encoding it now reads the client's bytes in: the truth.
+
+        Under a policy an encoding off the allowlist ends the session (however the SQL that
+        set it got through): the proxy could no longer lex statements as the server does."""
+        codec = python_codec(name)
+        if codec is None and self.policy is not None:
+            raise ProtocolViolation(
+                f"the server switched client_encoding to {name!r}, which is not on the "
+                "proxy's allowlist (statements could no longer be checked as the server "
+                "reads them): ending the session"
+            )
+        self.encoding = codec or "utf-8"
 
     # --- client → server -------------------------------------------------------
 
@@ -386,7 +402,7 @@ class Relay:
             if t == _COPY_IN:
                 self._copy_in_started()
             elif t == _PARAMETER_STATUS and run.startswith(b"client_encoding\x00", start + 5):
-                self.encoding = python_encoding(run[start + 21 : end - 1].decode("ascii", "replace"))
+                self._client_encoding(run[start + 21 : end - 1].decode("ascii", "replace"))
             elif not pending:
                 continue
             elif t in _HOLDABLE:
@@ -542,22 +558,7 @@ class RowFilter:
         return b"".join(kept)
 
 
-# Postgres client encodings whose text Python can decode exactly. The policy refuses the
-# ones whose multibyte characters can contain quote bytes (SJIS, BIG5, GBK, ...).
-_PG_ENCODINGS = {
-    "UTF8": "utf-8", "UNICODE": "utf-8", "SQL_ASCII": "latin-1", "LATIN1": "latin-1",
-    "LATIN2": "iso8859-2", "LATIN3": "iso8859-3", "LATIN4": "iso8859-4", "LATIN5": "iso8859-9",
-    "LATIN6": "iso8859-10", "LATIN7": "iso8859-13", "LATIN8": "iso8859-14",
-    "LATIN9": "iso8859-15", "LATIN10": "iso8859-16", "WIN1250": "cp1250", "WIN1251": "cp1251",
-    "WIN1252": "cp1252", "WIN1253": "cp1253", "WIN1254": "cp1254", "WIN1255": "cp1255",
-    "WIN1256": "cp1256", "WIN1257": "cp1257", "WIN1258": "cp1258", "WIN866": "cp866",
-    "WIN874": "cp874", "KOI8R": "koi8-r", "KOI8U": "koi8-u", "ISO_8859_5": "iso8859-5",
-    "ISO_8859_6": "iso8859-6", "ISO_8859_7": "iso8859-7", "ISO_8859_8": "iso8859-8",
-    "EUC_JP": "euc_jp", "EUC_KR": "euc_kr", "EUC_CN": "gb2312",
-}
-
-
 def python_encoding(pg_name: str) -> str:
-    """The codec for a Postgres client encoding; unknown ones decode as UTF-8 (which fails
-    closed: bytes that are not UTF-8 end the session rather than pass unchecked)."""
-    return _PG_ENCODINGS.get(pg_name.upper().replace("-", "_"), "utf-8")
+    """The codec for a Postgres client encoding (policy.encodings' allowlist); others decode
+    as UTF-8 (which fails closed: bytes that are not UTF-8 end the session)."""
+    return python_codec(pg_name) or "utf-8"
