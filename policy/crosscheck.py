@@ -27,7 +27,14 @@ from policy.classify import (
 from policy.fingerprint import Statement, render_name
 from policy.pgparse import PgParseError, PgStatement, parse
 
-__all__ = ["DISAGREE", "boundaries_agree", "pg_reading", "pg_readings", "reconcile"]
+__all__ = [
+    "DISAGREE",
+    "boundaries_agree",
+    "function_names",
+    "pg_reading",
+    "pg_readings",
+    "reconcile",
+]
 
 DISAGREE = "parse.disagree"
 _EMPTY: frozenset = frozenset()
@@ -167,7 +174,7 @@ def _resolve(schema: str | None, name: str, search_path: tuple[str, ...]) -> lis
     return [render_name(s, name) for s in search_path]
 
 
-def _function_names(schema: str | None, name: str, search_path: tuple[str, ...]) -> list[str]:
+def function_names(schema: str | None, name: str, search_path: tuple[str, ...]) -> list[str]:
     """Normalized like classify's sqlglot walk: bare for built-ins, schema.name otherwise."""
     if schema is None:
         if (
@@ -219,7 +226,7 @@ def reconcile(
     pg_rels = _relation_names(pg, search_path)
     pg_funcs: set[str] = set()
     for schema, name in pg.functions:
-        pg_funcs.update(_function_names(schema, name, search_path))
+        pg_funcs.update(function_names(schema, name, search_path))
     operators = frozenset(_operator_name(s, n) for s, n in pg.operators)
     attributes = pg.attributes
     if glot.cls is S.UNKNOWN:

@@ -22,6 +22,7 @@ __all__ = [
     "SAFE_SETTINGS",
     "SAFE_STARTUP_PARAMS",
     "Decision",
+    "check_function",
     "check_startup_params",
     "decide",
 ]
@@ -177,6 +178,11 @@ def _change_setting(name: str, verb: str, scopes: Scopes) -> Decision:
     if name in scopes.settings:
         return Decision(True, "scope.set", f"{verb} {name} granted")
     return _deny("deny.setting", f"may not change setting {name}")
+
+
+def check_function(name: str, scopes: Scopes) -> Decision | None:
+    """May ``name`` (as classify renders calls) be called? None: allowed; else the denial."""
+    return _function(name, scopes)
 
 
 def _function(name: str, scopes: Scopes) -> Decision | None:

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from policy.catalog import attribute_calls
 from policy.classify import Classified, StatementClass, classify_statement
-from policy.crosscheck import boundaries_agree, pg_readings
-from policy.decide import Decision, decide
+from policy.crosscheck import boundaries_agree, function_names, pg_readings
+from policy.decide import Decision, check_function, decide
 from policy.fingerprint import collapse_values, fingerprint_statements, lex
 from policy.scopes import Scopes
 
@@ -92,11 +93,18 @@ class StatementPolicy:
         # statement fingerprint -> pair classified and decided from one statement with it
         self._by_fingerprint: dict[str, Pair] = {}
         self._prepared: set[str] = set()  # SQL-level PREPAREs allowed in this session
+        # The database's catalog snapshot for column syntax (policy.catalog), set by the
+        # proxy: a callable returning the current Snapshot. None: no snapshot, so every
+        # x.name a statement uses counts as a possible call name(x) (fail closed).
+        self.catalog = None
+        self.on_ddl = None  # called after DDL is allowed: the catalog may have changed
+        self._snapshot_seen = None
         self.stats = {"text_hits": 0, "fingerprint_hits": 0, "shared_hits": 0, "misses": 0}
 
     # -- public API ----------------------------------------------------------------------
     def check_query(self, sql: str) -> Verdict:
         """Simple Query: every statement is checked; one deny denies the whole query."""
+        self._follow_catalog()
         verdict = self._cached(sql)
         if verdict is not None:
             return verdict
@@ -109,6 +117,7 @@ class StatementPolicy:
 
     def check_parse(self, sql: str) -> Verdict:
         """Extended-protocol Parse: checked like a query (PostgreSQL rejects several)."""
+        self._follow_catalog()
         verdict = self._cached(sql)
         if verdict is not None:
             return verdict
@@ -129,6 +138,33 @@ class StatementPolicy:
         return frozenset(self._prepared)
 
     # -- internals -----------------------------------------------------------------------
+    def _follow_catalog(self) -> None:
+        """A new catalog snapshot changes decisions (not classifications): drop this
+        session's cached decisions when it arrives."""
+        snap = self.catalog() if self.catalog is not None else None
+        if snap is not self._snapshot_seen:
+            self._snapshot_seen = snap
+            self._by_text.clear()
+            self._by_fingerprint.clear()
+
+    def _decide(self, c: Classified) -> Decision:
+        d = decide(c, self.scopes)
+        if not d.allowed or not c.attributes:
+            return d
+        calls = attribute_calls(c.attributes, c.reads | c.writes, self._snapshot_seen)
+        for name in sorted(calls):
+            for fn in function_names(None, name, self.search_path):
+                denial = check_function(fn, self.scopes)
+                if denial is not None:
+                    why = "" if self._snapshot_seen is not None else "; no catalog loaded"
+                    return Decision(
+                        False,
+                        denial.rule,
+                        f"{denial.reason} (.{name} used with column syntax is a call "
+                        f"{name}(row) unless the row has a column {name}{why})",
+                    )
+        return d
+
     def _cached(self, sql: str) -> Verdict | None:
         """The verdict for this exact text from this session's or the shared cache."""
         cached = self._by_text.get(sql)
@@ -150,7 +186,7 @@ class StatementPolicy:
     def _decide_entries(self, entries: tuple[Entry, ...]) -> tuple[Pair, ...]:
         pairs = []
         for classified, fingerprint in entries:
-            decision = decide(classified, self.scopes)
+            decision = self._decide(classified)
             pairs.append((classified, decision))
             if fingerprint is not None:
                 _bounded_put(
@@ -167,7 +203,7 @@ class StatementPolicy:
         classified = self.shared.by_fingerprint.get((self.search_path, fingerprint))
         if classified is None:
             return None
-        decision = decide(classified, self.scopes)
+        decision = self._decide(classified)
         _bounded_put(self._by_fingerprint, fingerprint, (classified, decision), self.cache_size)
         return _with_sql(classified, sql), decision
 
@@ -192,7 +228,7 @@ class StatementPolicy:
             if pgs is None:
                 pgs = pg_readings(sql, len(stmts))
             classified, fingerprint_safe = classify_statement(stmt, self.search_path, pgs[index])
-            decision = decide(classified, self.scopes)
+            decision = self._decide(classified)
             pairs.append((classified, decision))
             cacheable = fingerprint_safe and stmt.cacheable and size <= _MAX_CACHED_TEXT
             fingerprint = stmt.fingerprint if cacheable else None
@@ -243,6 +279,9 @@ class StatementPolicy:
         if any(c.command in _STATEFUL_COMMANDS for c, _ in pairs):
             pairs = self._apply_session_state(pairs)
         denied = next((d for _, d in pairs if not d.allowed), None)
+        ran = denied is None or not self.enforce
+        if ran and self.on_ddl is not None and any(c.cls is StatementClass.DDL for c, _ in pairs):
+            self.on_ddl()
         if denied is None:
             self._commit_session_state(pairs)
             return Verdict(True, pairs, "")
@@ -296,7 +335,7 @@ class StatementPolicy:
             c.operators,
             c.attributes,
         )
-        d = decide(args, self.scopes)
+        d = self._decide(args)
         if not d.allowed:
             return d
         return Decision(True, "session.prepared", f"EXECUTE {c.detail} (prepared and checked here)")

@@ -19,6 +19,7 @@ from datetime import UTC, datetime, timedelta
 
 from . import metrics
 from .auth import AuthPlan, FailureThrottle, Identity, auth_failed
+from .catalog_loader import CatalogLoader
 from .config import Config, parse_hostport
 from .logs import event
 from .session import Relay
@@ -85,6 +86,7 @@ class ProxyServer:
         self.grant_store = grant_store
         self.policy_factory = policy_factory  # Identity -> StatementPolicy | None
         self.credentials = Credentials(cfg)
+        self.catalogs = CatalogLoader(cfg, self.credentials)  # column syntax: x.fn is a call?
         self.ssl_context = server_ssl_context(cfg)
         self.throttle = FailureThrottle(cfg.proxy.auth_fail_delay, cfg.proxy.auth_fail_window)
         self.sessions: set[ClientConnection] = set()
@@ -563,6 +565,7 @@ class ClientConnection(asyncio.Protocol):
             # Unqualified names must resolve upstream exactly as the policy resolved them
             # (not through "$user", the proxy's own role), and RESET keeps it so.
             params["search_path"] = ", ".join(_quote_ident(s) for s in policy.search_path)
+            await server.catalogs.attach(policy, database)
         try:
             upstream = await connect_upstream(self.cfg, server.credentials, database, params)
         except UpstreamError as exc:
