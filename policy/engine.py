@@ -11,7 +11,14 @@ from policy.decide import Decision, check_function, decide
 from policy.fingerprint import collapse_values, fingerprint_statements, lex
 from policy.scopes import Scopes
 
-__all__ = ["SHARED", "SharedClassifications", "StatementPolicy", "Verdict"]
+__all__ = [
+    "OFFLOAD_MIN",
+    "SHARED",
+    "SharedClassifications",
+    "StatementPolicy",
+    "Verdict",
+    "classify_text",
+]
 
 Pair = tuple[Classified, Decision]
 
@@ -34,6 +41,23 @@ _MAX_SHARED_TEXT = 2048  # shared text and fingerprint caches, 4096 entries each
 # Longer statements have their VALUES rows of literals cut to the first before they are
 # classified (fingerprint.collapse_values): a bulk INSERT costs what a one-row one does.
 _COLLAPSE_MIN = 1024
+
+# Statements at least this long are classified off the event loop (proxy/offload.py):
+# both parsers are linear, but a 700 KB statement still costs seconds of CPU.
+OFFLOAD_MIN = 64 * 1024
+
+
+def classify_text(sql: str, search_path: tuple[str, ...]) -> tuple[Classified, ...]:
+    """Every statement of ``sql`` classified afresh, as ``_classify`` would (pure: runs in
+    another process for large statements; nothing cached)."""
+    stmts = lex(sql)
+    pgs = pg_readings(sql, len(stmts)) if stmts else []
+    out = []
+    for stmt, pg in zip(stmts, pgs, strict=True):
+        collapsed = collapse_values(stmt) if len(stmt.sql) > _COLLAPSE_MIN else None
+        out.append(classify_statement(collapsed or stmt, search_path, pg)[0])
+    return tuple(out)
+
 
 # One lexed-and-classified statement: its Classified and, if the fingerprint may stand
 # for it, the fingerprint.
@@ -99,12 +123,17 @@ class StatementPolicy:
         self.catalog = None
         self.on_ddl = None  # called after DDL is allowed: the catalog may have changed
         self._snapshot_seen = None
+        self._precomputed: dict[str, tuple[Classified, ...]] = {}  # classified off the loop
         self.stats = {"text_hits": 0, "fingerprint_hits": 0, "shared_hits": 0, "misses": 0}
 
     # -- public API ----------------------------------------------------------------------
     def check_query(self, sql: str) -> Verdict:
         """Simple Query: every statement is checked; one deny denies the whole query."""
         self._follow_catalog()
+        if self._precomputed:
+            pre = self._from_precomputed(sql)
+            if pre is not None:
+                return pre
         verdict = self._cached(sql)
         if verdict is not None:
             return verdict
@@ -118,6 +147,10 @@ class StatementPolicy:
     def check_parse(self, sql: str) -> Verdict:
         """Extended-protocol Parse: checked like a query (PostgreSQL rejects several)."""
         self._follow_catalog()
+        if self._precomputed:
+            pre = self._from_precomputed(sql)
+            if pre is not None:
+                return pre
         verdict = self._cached(sql)
         if verdict is not None:
             return verdict
@@ -133,6 +166,18 @@ class StatementPolicy:
             return Verdict(False, (), message)
         return Verdict(True, (), "", would_deny=True)
 
+    def needs_offload(self, sql: str) -> bool:
+        """Should the proxy classify ``sql`` off the event loop before checking it?"""
+        return len(sql) >= OFFLOAD_MIN and sql not in self._precomputed
+
+    def offload_job(self, sql: str):
+        """(function, args) to run in another process: its result goes to ``precomputed``."""
+        return classify_text, (sql, self.search_path)
+
+    def precomputed(self, sql: str, classified: tuple[Classified, ...]) -> None:
+        """``classify_text``'s result for ``sql``: the next check of ``sql`` decides on it."""
+        self._precomputed[sql] = classified
+
     @property
     def prepared_names(self) -> frozenset[str]:
         return frozenset(self._prepared)
@@ -146,6 +191,13 @@ class StatementPolicy:
             self._snapshot_seen = snap
             self._by_text.clear()
             self._by_fingerprint.clear()
+
+    def _from_precomputed(self, sql: str) -> Verdict | None:
+        classified = self._precomputed.pop(sql, None)
+        if classified is None:
+            return None
+        self.stats["misses"] += 1
+        return self._store(sql, tuple((c, self._decide(c)) for c in classified))
 
     def _decide(self, c: Classified) -> Decision:
         d = decide(c, self.scopes)

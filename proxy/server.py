@@ -22,6 +22,7 @@ from .auth import AuthPlan, FailureThrottle, Identity, auth_failed
 from .catalog_loader import CatalogLoader
 from .config import Config, parse_hostport
 from .logs import event
+from .offload import classify_off_loop
 from .session import Relay
 from .upstream import Credentials, Inbox, UpstreamError, connect_upstream, send_cancel
 from .wire import messages as m
@@ -232,6 +233,7 @@ class ClientConnection(asyncio.Protocol):
         self._handshake_task: asyncio.Task | None = None
         self._expiry_timer: asyncio.TimerHandle | None = None
         self._release_timer: asyncio.TimerHandle | None = None
+        self._offload_task: asyncio.Task | None = None  # a large statement classified off-loop
         self._ended = False
         self._admitted = False
         self._client_paused = False
@@ -271,16 +273,39 @@ class ClientConnection(asyncio.Protocol):
             except PgError as exc:
                 self.terminate("protocol_error", exc.message, exc.sqlstate)
                 return
-            if to_server:
-                self.upstream.transport.write(to_server)
-            if to_client:
-                self.transport.write(to_client)
-                if self.srec is not None:
-                    self.srec.wire("s2c", to_client)
-            if relay.terminated:
-                self._end("terminate")
+            self._deliver(relay, to_server, to_client)
         elif self.inbox is not None:
             self.inbox.feed(data)
+
+    def _offload(self, sqls: list[str]) -> None:
+        """The relay parked a large statement: classify it in the worker process while this
+        client's input waits; other sessions go on."""
+        self.transport.pause_reading()
+        self._offload_task = asyncio.get_running_loop().create_task(self._resume_after(sqls))
+
+    async def _resume_after(self, sqls: list[str]) -> None:
+        relay = self.relay
+        await classify_off_loop(relay.policy, sqls)
+        if self._ended:
+            return
+        try:
+            to_server, to_client = relay.resume()
+        except PgError as exc:
+            self.terminate("protocol_error", exc.message, exc.sqlstate)
+            return
+        self._deliver(relay, to_server, to_client)
+        if relay.parked is None and not self._ended and not self._client_paused:
+            self.transport.resume_reading()
+
+    def _deliver(self, relay, to_server: bytes, to_client: bytes) -> None:
+        if to_server:
+            self.upstream.transport.write(to_server)
+        if to_client:
+            self.transport.write(to_client)
+            if self.srec is not None:
+                self.srec.wire("s2c", to_client)
+        if relay.terminated:
+            self._end("terminate")
 
     def eof_received(self):
         return False
@@ -621,6 +646,8 @@ class ClientConnection(asyncio.Protocol):
             client_encoding=upstream.parameters.get("client_encoding", "UTF8"),
             grant_id=identity.grant_id,
         )
+        if policy is not None:
+            self.relay.offload = self._offload
         hello = upstream.startup_messages + m.ready_for_query(upstream.ready_status)
         if self.srec is not None:
             # The exchange itself (SASL messages, proofs) is never recorded; its outcome is.

@@ -25,6 +25,7 @@ from collections import deque
 from dataclasses import dataclass
 
 from policy.encodings import python_codec
+from policy.engine import OFFLOAD_MIN
 
 from .wire import messages as m
 from .wire.errors import INSUFFICIENT_PRIVILEGE, ProtocolViolation, error_response
@@ -141,6 +142,11 @@ class Relay:
         self.health = health  # anything with .healthy (the Recorder): False refuses statements
         self.encoding = python_encoding(client_encoding)
         self.grant_id = grant_id  # every decision record names its grant
+        # Large statements: ``offload(sqls)`` (set by the connection) classifies them off
+        # the event loop, then the connection calls ``resume``; meanwhile frames are parked.
+        self.offload = None
+        self.parked: tuple[bytes, list] | None = None
+        self._backlog: list[bytes] = []
         # Sync groups: groups[0] is the one the server answers now, groups[-1] the one the
         # client is still adding to; each lists the injections sent in it. ``_pending`` is
         # every unresolved injection in send order: a marked error resolves the oldest, and
@@ -183,6 +189,9 @@ class Relay:
     # --- client → server -------------------------------------------------------
 
     def from_client(self, data: bytes) -> tuple[bytes, bytes]:
+        if self.parked is not None:  # arrived while a large statement is classified
+            self._backlog.append(data)
+            return b"", b""
         run, frames = self.client_reader.feed(data)
         if not run:
             return b"", b""
@@ -193,6 +202,42 @@ class Relay:
         if not frames:  # more of a large frame being streamed
             return run, b""
         c.msgs_c2s += len(frames)
+        if self.offload is not None and self.policy is not None:
+            big = self._expensive(run, frames)
+            if big:
+                # Classified off the event loop first; these frames wait (as if they had
+                # not arrived yet) and go through ``resume`` when that is done.
+                self.parked = (run, frames)
+                self.offload(big)
+                return b"", b""
+        return self._client_frames(run, frames)
+
+    def _expensive(self, run: bytes, frames) -> list[str]:
+        big = []
+        for t, start, end in frames:
+            if end - start >= OFFLOAD_MIN and t in (_QUERY, _PARSE):
+                if t == _QUERY:
+                    sql = m.decode_query(run[start:end], self.encoding)
+                else:
+                    sql = m.decode_parse(run[start:end], self.encoding)[1]
+                if self.policy.needs_offload(sql):
+                    big.append(sql)
+        return big
+
+    def resume(self) -> tuple[bytes, bytes]:
+        """The parked frames, checked now (their statements were classified off the loop),
+        then whatever arrived meanwhile, until another large statement parks the relay."""
+        run, frames = self.parked
+        self.parked = None
+        to_server, to_client = self._client_frames(run, frames)
+        outs, answers = [to_server], [to_client]
+        while self._backlog and self.parked is None and not self.terminated:
+            a, b = self.from_client(self._backlog.pop(0))
+            outs.append(a)
+            answers.append(b)
+        return b"".join(outs), b"".join(answers)
+
+    def _client_frames(self, run: bytes, frames) -> tuple[bytes, bytes]:
         out: list[bytes] = []
         to_client: list[bytes] = []
         last = 0
