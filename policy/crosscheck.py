@@ -119,7 +119,7 @@ def pg_reading(sql: str) -> PgStatement | str:
     except RecursionError:
         return "PostgreSQL's parser: statement nested too deeply"
     if len(stmts) != 1:
-        return f"PostgreSQL's parser reads {len(stmts)} statements here, not one"
+        return f"{DISAGREE}: PostgreSQL's parser reads {len(stmts)} statements here, not one"
     return stmts[0]
 
 
@@ -215,6 +215,8 @@ def reconcile(
     """The classification to decide on, from sqlglot's and PostgreSQL's readings."""
     if pg is None:
         pg = pg_reading(stmt.sql)
+    if isinstance(pg, str) and pg.startswith(DISAGREE):
+        return _unknown(glot, pg), False  # the statements split differently: none may run
     if glot.cls in _ALWAYS_DENIED and not glot.detail.startswith(_READING_FAILURES):
         return glot, glot_cacheable  # denied whatever PostgreSQL reads: keep its own rule
     if glot.cls is S.UTILITY and (glot.command not in _KINDS or glot.detail in _DENIED_COPY):
