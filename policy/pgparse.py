@@ -102,6 +102,13 @@ _OPERATOR_EXPRS = frozenset(
 )
 
 
+# Nodes that hold no relation, call, operator or name: not walked.
+_LEAVES = frozenset(
+    {"A_Const", "ParamRef", "A_Star", "String", "Integer", "Float", "Boolean", "BitString"}
+)
+_CONTAINERS = (dict, list)
+
+
 def _names(items) -> list[str]:
     out = []
     for it in items or ():
@@ -133,14 +140,16 @@ class _Walk:
 
     # -- generic ---------------------------------------------------------------------
     def any(self, value, ctes: frozenset[str]) -> None:
-        if isinstance(value, dict):
+        t = type(value)
+        if t is dict:
             if len(value) == 1:
                 key = next(iter(value))
                 if key[:1].isupper():
-                    self.node(key, value[key], ctes)
+                    if key not in _LEAVES:
+                        self.node(key, value[key], ctes)
                     return
             self.struct(value, ctes)
-        elif isinstance(value, list):
+        elif t is list:
             for item in value:
                 self.any(item, ctes)
 
@@ -156,7 +165,7 @@ class _Walk:
             self.target(d["rel"], "ddl", ctes)
             skip = (*skip, "rel")
         for k, v in d.items():
-            if k not in skip and isinstance(v, (dict, list)):
+            if type(v) in _CONTAINERS and k not in skip:
                 self.any(v, ctes)
 
     def rangevar(self, d: dict, role: str, ctes: frozenset[str]) -> None:
