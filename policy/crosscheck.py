@@ -217,6 +217,9 @@ def reconcile(
         pg = pg_reading(stmt.sql)
     if isinstance(pg, str) and pg.startswith(DISAGREE):
         return _unknown(glot, pg), False  # the statements split differently: none may run
+    if glot.command == "EXECUTE" and glot.cls is S.UNKNOWN and not isinstance(pg, str):
+        # allowed later if this session PREPAREd the name: its arguments must agree too
+        return _execute_args(glot, pg, search_path), False
     if glot.cls in _ALWAYS_DENIED and not glot.detail.startswith(_READING_FAILURES):
         return glot, glot_cacheable  # denied whatever PostgreSQL reads: keep its own rule
     if glot.cls is S.UTILITY and (glot.command not in _KINDS or glot.detail in _DENIED_COPY):
@@ -247,6 +250,11 @@ def reconcile(
     # a relation is seen by both if any of its search_path candidates is
     if missing_rels:
         problems.append(f"relations only PostgreSQL sees: {', '.join(sorted(missing_rels))}")
+    if glot.command != "EXPLAIN":  # plain EXPLAIN only plans: its writes are reads
+        glot_ops = {r for _, r in glot.write_ops}
+        for schema, name, role in pg.relations:
+            if role != "read" and not glot_ops & set(_resolve(schema, name, search_path)):
+                problems.append(f"PostgreSQL sees a {role} of {render_name(*_qual(schema, name))}")
     glot_funcs = set(glot.functions)
     if any(f.startswith(SET_CONFIG_PREFIX) for f in glot_funcs):
         glot_funcs.add("set_config")
@@ -269,6 +277,34 @@ def reconcile(
         pg_funcs.discard("set_config")
     funcs = pg_funcs | settings
     return _with_pg(glot, funcs, operators, attributes), glot_cacheable
+
+
+def _qual(schema: str | None, name: str) -> tuple[str, ...]:
+    return (name,) if schema is None else (schema, name)
+
+
+def _execute_args(glot: Classified, pg: PgStatement, search_path) -> Classified:
+    rels = _relation_names(pg, search_path) - (glot.reads | glot.writes)
+    funcs: set[str] = set()
+    for schema, name in pg.functions:
+        funcs.update(function_names(schema, name, search_path))
+    missing = {f for f in funcs - set(glot.functions) if not _allowed_builtin(f)}
+    if rels or missing:
+        seen = ", ".join(sorted(rels | missing))
+        return _unknown(glot, f"{DISAGREE}: EXECUTE arguments only PostgreSQL reads: {seen}")
+    operators = frozenset(_operator_name(s, n) for s, n in pg.operators)
+    return Classified(
+        glot.sql,
+        glot.cls,
+        glot.command,
+        glot.reads,
+        glot.writes,
+        frozenset(funcs),
+        glot.detail,
+        glot.write_ops,
+        operators,
+        pg.attributes,
+    )
 
 
 def _unknown(glot: Classified, detail: str) -> Classified:

@@ -225,3 +225,12 @@ def test_precomputed_classification_is_the_same_decision():
     a, b = fresh.check_query(sql), offloaded.check_query(sql)
     assert [(c, d) for c, d in a.decisions] == [(c, d) for c, d in b.decisions]
     assert classify_text("SELECT 1; SELECT 2", ("public",))[1].cls is S.READ
+
+
+def test_execute_arguments_are_cross_checked():
+    p = StatementPolicy(SCOPES, task="t", shared=None)
+    p.catalog = lambda: SNAP
+    assert p.check_query("PREPARE q(text) AS SELECT id FROM orders WHERE note = $1").allowed
+    assert p.check_query("EXECUTE q('x')").allowed
+    v = p.check_query("EXECUTE q(to_char(1, 'FM9', (SELECT 1 FROM secret.payroll)))")
+    assert not v.allowed and "secret.payroll" in v.message
