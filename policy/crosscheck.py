@@ -14,6 +14,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from pglast import parser as _pg
 
 from policy.classify import (
@@ -21,6 +23,7 @@ from policy.classify import (
     SET_CONFIG_PREFIX,
     Classified,
     StatementClass,
+    _result,
     is_builtin_function,
     is_dangerous_function,
 )
@@ -293,18 +296,7 @@ def _execute_args(glot: Classified, pg: PgStatement, search_path) -> Classified:
         seen = ", ".join(sorted(rels | missing))
         return _unknown(glot, f"{DISAGREE}: EXECUTE arguments only PostgreSQL reads: {seen}")
     operators = frozenset(_operator_name(s, n) for s, n in pg.operators)
-    return Classified(
-        glot.sql,
-        glot.cls,
-        glot.command,
-        glot.reads,
-        glot.writes,
-        frozenset(funcs),
-        glot.detail,
-        glot.write_ops,
-        operators,
-        pg.attributes,
-    )
+    return _with_pg(glot, funcs, operators, pg.attributes)
 
 
 def _unknown(glot: Classified, detail: str) -> Classified:
@@ -312,18 +304,7 @@ def _unknown(glot: Classified, detail: str) -> Classified:
 
 
 def _with_pg(c: Classified, funcs, operators, attributes) -> Classified:
-    return Classified(
-        c.sql,
-        c.cls,
-        c.command,
-        c.reads,
-        c.writes,
-        frozenset(funcs),
-        c.detail,
-        c.write_ops,
-        operators,
-        attributes,
-    )
+    return replace(c, functions=frozenset(funcs), operators=operators, attributes=attributes)
 
 
 # sqlglot failures that mean "could not read it" (not a deliberate refusal of the classifier)
@@ -365,16 +346,7 @@ def _from_pg_alone(
     sources = f"sqlglot: {glot.detail}; decided on PostgreSQL's reading"
 
     def result(cls, command, detail=sources):
-        return Classified(
-            stmt.sql,
-            cls,
-            command,
-            frozenset(reads),
-            frozenset(r for _, r in ops),
-            frozenset(funcs),
-            detail,
-            frozenset(ops),
-        )
+        return _result(stmt, cls, command, detail, reads, ops, funcs)
 
     if "lock" in roles or pg.flags or any(n in LITERAL_NAME_FUNCTIONS for _, n in pg.functions):
         return None  # names in literals, row locks: sqlglot's side decides those alone

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from policy.catalog import attribute_calls
 from policy.classify import Classified, StatementClass, classify_statement
@@ -375,19 +375,7 @@ class StatementPolicy:
                 self._prepared.clear()
 
     def _decide_execute(self, c: Classified) -> Decision:
-        args = Classified(
-            c.sql,
-            StatementClass.READ,
-            "EXECUTE",
-            c.reads,
-            c.writes,
-            c.functions,
-            c.detail,
-            c.write_ops,
-            c.operators,
-            c.attributes,
-        )
-        d = self._decide(args)
+        d = self._decide(replace(c, cls=StatementClass.READ))
         if not d.allowed:
             return d
         return Decision(True, "session.prepared", f"EXECUTE {c.detail} (prepared and checked here)")

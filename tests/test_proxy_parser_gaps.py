@@ -19,6 +19,7 @@ import psycopg
 import pytest
 
 from tests.fixtures_proxy import ProxyHandle, proxy_config
+from tests.test_proxy_grants import issue as grant_issue
 from tests.test_proxy_grants import sqlite_url
 
 pytestmark = pytest.mark.timeout(90)
@@ -69,20 +70,9 @@ def gproxy(pg, tmp_path_factory):
     handle = ProxyHandle(
         proxy_config(pg, **{"grants.store": url, "proxy.auth_fail_delay": 0.001})
     ).start()
-    store = handle.runtime.store
 
     def issue(task: str, scopes: str):
-        return handle.call(
-            store.issue(
-                agent=AGENT,
-                task=task,
-                reason="parser gaps e2e",
-                granted_by="pytest",
-                database="app",
-                scopes=scopes,
-                ttl="30m",
-            )
-        )
+        return grant_issue(handle, agent=AGENT, task=task, scopes=scopes)
 
     handle.grant, handle.token = issue("P10", SCOPES)
     _g, handle.ddl_token = issue("P10-DDL", SCOPES + " ddl:p10.*")
