@@ -378,7 +378,7 @@ def _from_pg_alone(
             return None
         return result(S.WRITE if roles else S.READ, "COPY", direction)
     if kind == "CreateStmt":
-        if roles != {"ddl"}:
-            return None
+        if roles != {"ddl"} or node.get("inhRelations") or node.get("partbound"):
+            return None  # INHERITS / PARTITION OF change the parent too: sqlglot's side
         return result(S.DDL, "CREATE TABLE")
     return None

@@ -234,3 +234,18 @@ def test_execute_arguments_are_cross_checked():
     assert p.check_query("EXECUTE q('x')").allowed
     v = p.check_query("EXECUTE q(to_char(1, 'FM9', (SELECT 1 FROM secret.payroll)))")
     assert not v.allowed and "secret.payroll" in v.message
+
+
+@pytest.mark.parametrize(
+    ("sql", "cls"),
+    [
+        ("CREATE TEMP TABLE t (a int) ON COMMIT DROP", S.DDL),
+        ("CREATE TEMP TABLE x (a int) INHERITS (secret.payroll) ON COMMIT DROP", S.UNKNOWN),
+        ("WITH d AS (DELETE FROM orders RETURNING *) SELECT * FROM d ORDER BY 1 USING <", S.UNKNOWN),
+        ("SELECT '{orders}'::regclass[] ORDER BY 1 USING <", S.UNKNOWN),
+        ("SELECT id FROM orders ORDER BY id USING < FOR UPDATE", S.UNKNOWN),
+    ],
+)
+def test_postgres_alone_decides_only_what_it_fully_reads(sql, cls):
+    (c,) = classify(sql)
+    assert c.cls is cls, c
