@@ -12,6 +12,7 @@ from sqlglot import exp
 from sqlglot.errors import ParseError, TokenError
 from sqlglot.tokens import TokenType
 
+from policy.encodings import check_client_encoding
 from policy.fingerprint import (
     Statement,
     Token,
@@ -62,6 +63,10 @@ class Classified:
     # (operation, relation) for everything in ``writes``: insert update delete truncate
     # ddl lock. Lets a grant say insert-only; ``writes`` is the set of relations.
     write_ops: frozenset[tuple[str, str]] = frozenset()
+    # From PostgreSQL's parser (policy.crosscheck): operator names ("=", "public.===") and
+    # names used with column syntax (x.name), which the server may resolve as name(x).
+    operators: frozenset[str] = frozenset()
+    attributes: frozenset[str] = frozenset()
 
 
 _EMPTY: frozenset = frozenset()
@@ -279,6 +284,30 @@ DANGEROUS_PREFIXES = (
 )
 
 
+# Catalog functions that show other objects' data or state (sequence values, replication
+# slots, other sessions, server files' settings, statistics sample values): the functions
+# behind the catalog views no grant may read, and their peers. Derived from PostgreSQL 15's
+# pg_proc and view definitions (docs/policy.md, "Catalog side doors"); an execute scope
+# naming one (execute:pg_catalog.pg_get_replication_slots) allows it.
+CATALOG_STATE_FUNCTIONS = frozenset(
+    """
+    pg_sequence_last_value pg_get_replication_slots pg_get_backend_memory_contexts
+    pg_get_shmem_allocations pg_show_all_file_settings pg_hba_file_rules
+    pg_ident_file_mappings pg_show_replication_origin_status pg_stat_get_activity
+    pg_stat_get_wal_senders pg_stat_get_replication_slot pg_stat_get_subscription
+    pg_stat_get_subscription_stats pg_stat_get_wal_receiver pg_mcv_list_items
+    pg_get_multixact_members pg_prepared_xact pg_stat_get_progress_info
+    pg_stat_get_backend_idset pg_get_publication_tables pg_stat_statements
+    pg_stat_statements_info pg_get_wal_replay_pause_state pg_get_wal_summarizer_state
+    """.split()  # noqa: SIM905 - a word list
+)
+CATALOG_STATE_PREFIXES = ("pg_stat_get_backend_", "pg_stat_statements")
+
+
+def is_catalog_state_function(name: str) -> bool:
+    return name in CATALOG_STATE_FUNCTIONS or name.startswith(CATALOG_STATE_PREFIXES)
+
+
 def is_dangerous_function(name: str) -> bool:
     """``name`` is a bare (pg_catalog) function name."""
     return name in DANGEROUS_FUNCTIONS or name.startswith(DANGEROUS_PREFIXES)
@@ -408,7 +437,7 @@ BUILTIN_EXTRA = frozenset(
 
 def is_builtin_function(name: str) -> bool:
     """A bare (pg_catalog) name a grant may call without an execute scope."""
-    if is_dangerous_function(name):
+    if is_dangerous_function(name) or is_catalog_state_function(name):
         return False
     return (
         name in BUILTIN_FUNCTIONS
@@ -488,8 +517,6 @@ _UTILITY_DENIED_WORDS = {
     "lock": "LOCK",
     "load": "LOAD",
 }
-# Client encodings whose multibyte characters may contain the bytes of ' or \: the proxy
-# and the server would disagree about where a string literal ends.
 # Statements PREPARE may name; EXPLAIN also takes CREATE TABLE AS.
 _PREPARABLE = (
     exp.Select,
@@ -504,27 +531,6 @@ _PREPARABLE = (
 _EXPLAINABLE = (*_PREPARABLE, exp.Create)
 
 
-UNSAFE_CLIENT_ENCODINGS = frozenset(
-    {
-        "sjis",
-        "shift_jis",
-        "mskanji",
-        "big5",
-        "gbk",
-        "cp936",
-        "uhc",
-        "cp949",
-        "gb18030",
-        "johab",
-        "win932",
-        "win936",
-        "win949",
-        "win950",
-        "cp932",
-        "cp950",
-        "shiftjis",
-    }
-)
 
 
 def _ident(node: exp.Expression | str | None) -> str | None:
@@ -1172,14 +1178,12 @@ class _Classifier:
 
     @staticmethod
     def _check_encoding(value_tokens: list[Token]) -> None:
-        for t in value_tokens:
-            if t.kind in ("word", "str", "estr", "dq", "qid"):
-                enc = t.value.lower().replace("-", "_")
-                if enc in UNSAFE_CLIENT_ENCODINGS:
-                    raise _Unknown(
-                        f"client encoding {t.value} can hide quote characters "
-                        "inside multibyte characters"
-                    )
+        """The value of SET client_encoding / SET NAMES: one name on the allowlist."""
+        if len(value_tokens) != 1 or value_tokens[0].kind not in ("word", "str", "estr", "qid"):
+            raise _Unknown("SET client_encoding takes one encoding name")
+        refusal = check_client_encoding(value_tokens[0].value)
+        if refusal is not None:
+            raise _Unknown(refusal)
 
     def _reset_show(self, stmt, tokens, second):
         S = StatementClass
@@ -1616,13 +1620,24 @@ _SQLGLOT_FIRST_WORDS = frozenset(
 
 
 def classify_statement(
-    stmt: Statement, search_path: tuple[str, ...] = ("public",)
+    stmt: Statement, search_path: tuple[str, ...] = ("public",), pg=None
 ) -> tuple[Classified, bool]:
-    """Classify one lexed statement; the flag says whether its fingerprint may stand for it."""
-    return _Classifier(search_path).run(stmt)
+    """Classify one lexed statement; the flag says whether its fingerprint may stand for it.
+
+    Both parsers read it (``policy.crosscheck``); ``pg`` is PostgreSQL's reading when the
+    caller parsed the whole text (``crosscheck.pg_readings``), else it is parsed here."""
+    from policy.crosscheck import reconcile
+
+    classified, cacheable = _Classifier(search_path).run(stmt)
+    return reconcile(stmt, classified, cacheable, search_path, pg)
 
 
 def classify(sql: str, search_path: tuple[str, ...] = ("public",)) -> tuple[Classified, ...]:
     """Classify every statement of ``sql`` (empty statements are skipped)."""
-    classifier = _Classifier(search_path)
-    return tuple(classifier.run(stmt)[0] for stmt in lex(sql))
+    from policy.crosscheck import pg_readings
+
+    stmts = lex(sql)
+    pgs = pg_readings(sql, len(stmts)) if stmts else []
+    return tuple(
+        classify_statement(stmt, search_path, pg)[0] for stmt, pg in zip(stmts, pgs, strict=True)
+    )

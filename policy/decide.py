@@ -11,6 +11,7 @@ from policy.classify import (
     is_builtin_function,
     is_dangerous_function,
 )
+from policy.crosscheck import DISAGREE
 from policy.housekeeping import housekeeping
 from policy.scopes import FORBIDDEN_SETTINGS, Scopes, split_name
 
@@ -21,6 +22,7 @@ __all__ = [
     "SAFE_SETTINGS",
     "Decision",
     "change_setting",
+    "check_function",
     "check_startup_params",
     "decide",
 ]
@@ -63,7 +65,7 @@ ALLOWED_CATALOGS = frozenset(
     pg_publication_rel pg_range pg_rewrite pg_sequence pg_shdepend pg_shdescription
     pg_tablespace pg_transform pg_trigger pg_ts_config pg_ts_config_map pg_ts_dict
     pg_ts_parser pg_ts_template pg_type pg_settings pg_roles pg_tables pg_views pg_indexes
-    pg_matviews pg_sequences pg_available_extensions pg_available_extension_versions
+    pg_matviews pg_available_extensions pg_available_extension_versions
     pg_cursors pg_prepared_statements pg_timezone_names pg_timezone_abbrevs pg_locks
     pg_stat_user_tables pg_stat_user_indexes pg_statio_user_tables pg_statio_user_indexes
     pg_stat_all_tables pg_stat_all_indexes pg_stat_database pg_attribute pg_auth_members
@@ -84,12 +86,27 @@ DENIED_CATALOGS = frozenset(
     pg_db_role_setting pg_stat_statements pg_backend_memory_contexts
     pg_replication_slots pg_stat_replication pg_stat_wal_receiver pg_stat_subscription
     pg_replication_origin pg_replication_origin_status pg_foreign_server pg_shmem_allocations
+    pg_sequences pg_stat_replication_slots pg_stat_subscription_stats pg_seclabels
+    pg_stat_gssapi pg_stat_ssl pg_stat_wal_receiver
     """.split()  # noqa: SIM905 - a word list
 )
 # information_schema views that show foreign-server credentials to their owner.
 DENIED_INFORMATION_SCHEMA = frozenset(
     {"user_mapping_options", "user_mappings", "foreign_server_options", "foreign_servers"}
 )
+# Operator names PostgreSQL 15 defines in pg_catalog (SELECT DISTINCT oprname FROM
+# pg_operator WHERE oprnamespace = 'pg_catalog'::regnamespace). Any other name can only be a
+# user-defined operator, i.e. a call of its function: denied unless an execute scope names
+# its schema. Built-in names used on user-defined types may still resolve to a user's
+# operator: the policy does not follow that (docs/policy.md, threat model).
+BUILTIN_OPERATORS = frozenset(
+    """
+    !! !~ !~* !~~ !~~* # ## #- #> #>> % & && &< &<| &> * *< *<= *<> *= *> *>= + - -> ->>
+    -|- / < <-> << <<= <<| <= <> <@ <^ = > >= >> >>= >^ ? ?# ?& ?- ?-| ?| ?|| @ @-@ @> @?
+    @@ @@@ ^ ^@ | |&> |/ |>> || ||/ ~ ~* ~<=~ ~<~ ~= ~>=~ ~>~ ~~ ~~* !=
+    """.split()  # noqa: SIM905 - a word list
+)
+_ROUTINE_WORDS = ("FUNCTION", "PROCEDURE", "AGGREGATE", "OPERATOR", "ROUTINE")
 _READ_ONLY_SCHEMAS = frozenset({"pg_catalog", "information_schema"})
 _DEFAULT_READ_PREFIXES = ("pg_catalog.", "information_schema.", "pg_temp.")
 _ALLOWED_UTILITY = {
@@ -153,6 +170,11 @@ def change_setting(name: str, verb: str, scopes: Scopes) -> Decision:
     return _deny("deny.setting", f"may not change setting {name}")
 
 
+def check_function(name: str, scopes: Scopes) -> Decision | None:
+    """May ``name`` (as classify renders calls) be called? None: allowed; else the denial."""
+    return _function(name, scopes)
+
+
 def _function(name: str, scopes: Scopes) -> Decision | None:
     """None: allowed; else the denial."""
     if name.startswith(SET_CONFIG_PREFIX):
@@ -180,6 +202,19 @@ def _function(name: str, scopes: Scopes) -> Decision | None:
     if target[1] is not None and scopes.allows_function(target[0], target[1]):
         return None
     return _deny("scope.execute", f"may not execute {name}")
+
+
+def _operator(op: str, scopes: Scopes) -> Decision | None:
+    """None: allowed. ``op`` is a bare operator name or ``schema.op`` (OPERATOR(s.op))."""
+    schema, _, name = op.rpartition(".")
+    if schema in ("", "pg_catalog") and name in BUILTIN_OPERATORS:
+        return None
+    if schema and schema != "pg_catalog":
+        target = split_name(schema + ".x")
+        if target is not None and scopes.allows_function(target[0], name):
+            return None
+        return _deny("deny.operator", f"may not use operator {op}")
+    return _deny("deny.operator", f"may not use operator {op} (not a built-in operator)")
 
 
 def _relation_read(rel: str, scopes: Scopes) -> Decision | None:
@@ -222,6 +257,10 @@ def decide(classified: Classified, scopes: Scopes) -> Decision:
     if (chore := housekeeping(c)) is not None:
         return Decision(True, "default.housekeeping", chore)
     if cls is S.UNKNOWN:
+        if c.detail.startswith(DISAGREE):
+            # the two parsers read the statement differently: never allowed, not even by
+            # unknown:* (one reading may hide what the other shows)
+            return _deny(DISAGREE, f"may not run a statement the parsers read differently: {c.detail}")
         if scopes.unknown:
             return Decision(True, "scope.unknown", f"unclassified {c.command} allowed by unknown:*")
         if c.command == "EXECUTE":
@@ -253,11 +292,23 @@ def decide(classified: Classified, scopes: Scopes) -> Decision:
         rule, reason = _DENIED_UTILITY.get(c.command, ("deny.utility", f"may not run {c.command}"))
         return _deny(rule, reason)
 
-    # READ / WRITE / DDL: functions, then writes, then reads
+    # READ / WRITE / DDL: functions and operators, then writes, then reads
     for fn in sorted(c.functions):
         denial = _function(fn, scopes)
         if denial is not None:
             return denial
+    for op in sorted(c.operators):
+        denial = _operator(op, scopes)
+        if denial is not None:
+            return denial
+    if c.cls is S.DDL and any(w in c.command for w in _ROUTINE_WORDS):
+        for _op, rel in sorted(c.write_ops):
+            if rel.startswith("pg_temp.") and not scopes.allows_relation("ddl", rel):
+                return _deny(
+                    "deny.temp_routine",
+                    f"may not {c.command} {rel}: functions, procedures and operators in "
+                    "pg_temp need an explicit ddl:pg_temp scope",
+                )
     for op, rel in sorted(c.write_ops):
         denial = _relation_write(op, rel, scopes)
         if denial is not None:

@@ -2,14 +2,23 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
+from policy.catalog import attribute_calls
 from policy.classify import Classified, StatementClass, classify_statement
-from policy.decide import Decision, decide
+from policy.crosscheck import boundaries_agree, function_names, pg_readings
+from policy.decide import Decision, check_function, decide
 from policy.fingerprint import collapse_values, fingerprint_statements, lex
 from policy.scopes import Scopes
 
-__all__ = ["SHARED", "SharedClassifications", "StatementPolicy", "Verdict"]
+__all__ = [
+    "OFFLOAD_MIN",
+    "SHARED",
+    "SharedClassifications",
+    "StatementPolicy",
+    "Verdict",
+    "classify_text",
+]
 
 Pair = tuple[Classified, Decision]
 
@@ -32,6 +41,23 @@ _MAX_SHARED_TEXT = 2048  # shared text and fingerprint caches, 4096 entries each
 # Longer statements have their VALUES rows of literals cut to the first before they are
 # classified (fingerprint.collapse_values): a bulk INSERT costs what a one-row one does.
 _COLLAPSE_MIN = 1024
+
+# Statements at least this long are classified off the event loop (proxy/offload.py):
+# both parsers are linear, but a 700 KB statement still costs seconds of CPU.
+OFFLOAD_MIN = 64 * 1024
+
+
+def classify_text(sql: str, search_path: tuple[str, ...]) -> tuple[Classified, ...]:
+    """Every statement of ``sql`` classified afresh, as ``_classify`` would (pure: runs in
+    another process for large statements; nothing cached)."""
+    stmts = lex(sql)
+    pgs = pg_readings(sql, len(stmts)) if stmts else []
+    out = []
+    for stmt, pg in zip(stmts, pgs, strict=True):
+        collapsed = collapse_values(stmt) if len(stmt.sql) > _COLLAPSE_MIN else None
+        out.append(classify_statement(collapsed or stmt, search_path, pg)[0])
+    return tuple(out)
+
 
 # One lexed-and-classified statement: its Classified and, if the fingerprint may stand
 # for it, the fingerprint.
@@ -91,11 +117,23 @@ class StatementPolicy:
         # statement fingerprint -> pair classified and decided from one statement with it
         self._by_fingerprint: dict[str, Pair] = {}
         self._prepared: set[str] = set()  # SQL-level PREPAREs allowed in this session
+        # The database's catalog snapshot for column syntax (policy.catalog), set by the
+        # proxy: a callable returning the current Snapshot. None: no snapshot, so every
+        # x.name a statement uses counts as a possible call name(x) (fail closed).
+        self.catalog = None
+        self.on_ddl = None  # called after DDL is allowed: the catalog may have changed
+        self._snapshot_seen = None
+        self._precomputed: dict[str, tuple[Classified, ...]] = {}  # classified off the loop
         self.stats = {"text_hits": 0, "fingerprint_hits": 0, "shared_hits": 0, "misses": 0}
 
     # -- public API ----------------------------------------------------------------------
     def check_query(self, sql: str) -> Verdict:
         """Simple Query: every statement is checked; one deny denies the whole query."""
+        self._follow_catalog()
+        if self._precomputed:
+            pre = self._from_precomputed(sql)
+            if pre is not None:
+                return pre
         verdict = self._cached(sql)
         if verdict is not None:
             return verdict
@@ -108,6 +146,11 @@ class StatementPolicy:
 
     def check_parse(self, sql: str) -> Verdict:
         """Extended-protocol Parse: checked like a query (PostgreSQL rejects several)."""
+        self._follow_catalog()
+        if self._precomputed:
+            pre = self._from_precomputed(sql)
+            if pre is not None:
+                return pre
         verdict = self._cached(sql)
         if verdict is not None:
             return verdict
@@ -123,11 +166,57 @@ class StatementPolicy:
             return Verdict(False, (), message)
         return Verdict(True, (), "", would_deny=True)
 
+    def needs_offload(self, sql: str) -> bool:
+        """Should the proxy classify ``sql`` off the event loop before checking it?"""
+        return len(sql) >= OFFLOAD_MIN and sql not in self._precomputed
+
+    def offload_job(self, sql: str):
+        """(function, args) to run in another process: its result goes to ``precomputed``."""
+        return classify_text, (sql, self.search_path)
+
+    def precomputed(self, sql: str, classified: tuple[Classified, ...]) -> None:
+        """``classify_text``'s result for ``sql``: the next check of ``sql`` decides on it."""
+        self._precomputed[sql] = classified
+
     @property
     def prepared_names(self) -> frozenset[str]:
         return frozenset(self._prepared)
 
     # -- internals -----------------------------------------------------------------------
+    def _follow_catalog(self) -> None:
+        """A new catalog snapshot changes decisions (not classifications): drop this
+        session's cached decisions when it arrives."""
+        snap = self.catalog() if self.catalog is not None else None
+        if snap is not self._snapshot_seen:
+            self._snapshot_seen = snap
+            self._by_text.clear()
+            self._by_fingerprint.clear()
+
+    def _from_precomputed(self, sql: str) -> Verdict | None:
+        classified = self._precomputed.pop(sql, None)
+        if classified is None:
+            return None
+        self.stats["misses"] += 1
+        return self._store(sql, tuple((c, self._decide(c)) for c in classified))
+
+    def _decide(self, c: Classified) -> Decision:
+        d = decide(c, self.scopes)
+        if not d.allowed or not c.attributes:
+            return d
+        calls = attribute_calls(c.attributes, c.reads | c.writes, self._snapshot_seen)
+        for name in sorted(calls):
+            for fn in function_names(None, name, self.search_path):
+                denial = check_function(fn, self.scopes)
+                if denial is not None:
+                    why = "" if self._snapshot_seen is not None else "; no catalog loaded"
+                    return Decision(
+                        False,
+                        denial.rule,
+                        f"{denial.reason} (.{name} used with column syntax is a call "
+                        f"{name}(row) unless the row has a column {name}{why})",
+                    )
+        return d
+
     def _cached(self, sql: str) -> Verdict | None:
         """The verdict for this exact text from this session's or the shared cache."""
         cached = self._by_text.get(sql)
@@ -149,7 +238,7 @@ class StatementPolicy:
     def _decide_entries(self, entries: tuple[Entry, ...]) -> tuple[Pair, ...]:
         pairs = []
         for classified, fingerprint in entries:
-            decision = decide(classified, self.scopes)
+            decision = self._decide(classified)
             pairs.append((classified, decision))
             if fingerprint is not None:
                 _bounded_put(
@@ -166,14 +255,18 @@ class StatementPolicy:
         classified = self.shared.by_fingerprint.get((self.search_path, fingerprint))
         if classified is None:
             return None
-        decision = decide(classified, self.scopes)
+        decision = self._decide(classified)
         _bounded_put(self._by_fingerprint, fingerprint, (classified, decision), self.cache_size)
         return _with_sql(classified, sql), decision
 
     def _classify(self, sql: str, *, use_fingerprints: bool) -> tuple[Pair, ...]:
         pairs: list[Pair] = []
         entries: list[Entry] = []
-        for stmt in lex(sql):
+        stmts = lex(sql)
+        pgs: list | None = None  # PostgreSQL's reading of each statement, parsed on a miss
+        if use_fingerprints and not boundaries_agree(sql, [s.sql for s in stmts]):
+            use_fingerprints = False
+        for index, stmt in enumerate(stmts):
             collapsed = collapse_values(stmt) if len(stmt.sql) > _COLLAPSE_MIN else None
             if collapsed is not None:
                 stmt = collapsed
@@ -184,8 +277,10 @@ class StatementPolicy:
                     pairs.append(hit)
                     entries.append((hit[0], stmt.fingerprint))
                     continue
-            classified, fingerprint_safe = classify_statement(stmt, self.search_path)
-            decision = decide(classified, self.scopes)
+            if pgs is None:
+                pgs = pg_readings(sql, len(stmts))
+            classified, fingerprint_safe = classify_statement(stmt, self.search_path, pgs[index])
+            decision = self._decide(classified)
             pairs.append((classified, decision))
             cacheable = fingerprint_safe and stmt.cacheable and size <= _MAX_CACHED_TEXT
             fingerprint = stmt.fingerprint if cacheable else None
@@ -219,6 +314,8 @@ class StatementPolicy:
             if hit is None:
                 return None
             pairs.append(hit)
+        if not boundaries_agree(sql, [text for text, _, _ in statements]):
+            return None  # classified afresh: both parsers read it and disagree
         return tuple(pairs)
 
     def _store(self, sql: str, pairs: tuple[Pair, ...]) -> Verdict:
@@ -234,6 +331,9 @@ class StatementPolicy:
         if any(c.command in _STATEFUL_COMMANDS for c, _ in pairs):
             pairs = self._apply_session_state(pairs)
         denied = next((d for _, d in pairs if not d.allowed), None)
+        ran = denied is None or not self.enforce
+        if ran and self.on_ddl is not None and any(c.cls is StatementClass.DDL for c, _ in pairs):
+            self.on_ddl()
         if denied is None:
             self._commit_session_state(pairs)
             return Verdict(True, pairs, "")
@@ -275,17 +375,7 @@ class StatementPolicy:
                 self._prepared.clear()
 
     def _decide_execute(self, c: Classified) -> Decision:
-        args = Classified(
-            c.sql,
-            StatementClass.READ,
-            "EXECUTE",
-            c.reads,
-            c.writes,
-            c.functions,
-            c.detail,
-            c.write_ops,
-        )
-        d = decide(args, self.scopes)
+        d = self._decide(replace(c, cls=StatementClass.READ))
         if not d.allowed:
             return d
         return Decision(True, "session.prepared", f"EXECUTE {c.detail} (prepared and checked here)")
@@ -297,4 +387,15 @@ class StatementPolicy:
 def _with_sql(c: Classified, sql: str) -> Classified:
     if c.sql == sql:
         return c
-    return Classified(sql, c.cls, c.command, c.reads, c.writes, c.functions, c.detail, c.write_ops)
+    return Classified(
+        sql,
+        c.cls,
+        c.command,
+        c.reads,
+        c.writes,
+        c.functions,
+        c.detail,
+        c.write_ops,
+        c.operators,
+        c.attributes,
+    )

@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import re
 
-from policy.classify import UNSAFE_CLIENT_ENCODINGS
 from policy.decide import change_setting
+from policy.encodings import check_client_encoding
 from policy.housekeeping import harmless_setting_value
 from policy.scopes import Scopes
 
@@ -89,12 +89,11 @@ def _setting_refusal(name: str, value: str, where: str, scopes: Scopes) -> str |
         enc = _encoding_key(value)
         if where == "options" and enc not in ("utf8", "unicode"):
             return f'client_encoding "{value}" in options: only UTF8 (rule deny.setting)'
-        if value.strip().strip("'\"").lower().replace("-", "_") in UNSAFE_CLIENT_ENCODINGS:
-            return (
-                f'client_encoding "{value}": its multibyte characters can hide quote '
-                "characters (rule deny.setting)"
-            )
-        return None
+        # PostgreSQL's own alias table and name folding (policy/encodings.py); DEFAULT is
+        # SET's word, not an encoding a startup packet may name
+        refusal = (check_client_encoding(value) if enc != "default"
+                   else f"client encoding {value!r} is not on the proxy's allowlist")
+        return None if refusal is None else f"{refusal} (rule deny.setting)"
     if harmless_setting_value(name, value):
         return None
     decision = change_setting(name, "set", scopes)

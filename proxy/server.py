@@ -19,9 +19,11 @@ from datetime import UTC, datetime, timedelta
 
 from . import metrics
 from .auth import AuthPlan, FailureThrottle, Identity, auth_failed
+from .catalog_loader import CatalogLoader
 from .config import Config, parse_hostport
 from .limits import FrameBudget, PreLoginBudget
 from .logs import event
+from .offload import classify_off_loop
 from .refusals import RefusalLog
 from .session import Relay
 from .upstream import Credentials, Inbox, UpstreamError, connect_upstream, send_cancel
@@ -95,6 +97,7 @@ class ProxyServer:
         from .provision import RoleLogins
 
         self.role_logins = RoleLogins(cfg, self.credentials)  # grant -> its upstream login
+        self.catalogs = CatalogLoader(cfg, self.credentials)  # column syntax: x.fn is a call?
         self.ssl_context = server_ssl_context(cfg)
         self.throttle = FailureThrottle(
             cfg.proxy.auth_fail_delay, cfg.proxy.auth_fail_window, cfg.proxy.auth_fail_max_delay,
@@ -258,6 +261,7 @@ class ClientConnection(asyncio.Protocol):
         self._handshake_task: asyncio.Task | None = None
         self._expiry_timer: asyncio.TimerHandle | None = None
         self._release_timer: asyncio.TimerHandle | None = None
+        self._offload_task: asyncio.Task | None = None  # a large statement classified off-loop
         self._ended = False
         self._admitted = False
         self._speculation = None  # (database, login user, params, task): see _speculate
@@ -321,15 +325,8 @@ class ClientConnection(asyncio.Protocol):
             except PgError as exc:
                 self.terminate("protocol_error", exc.message, exc.sqlstate)
                 return
-            if to_server:
-                self.upstream.transport.write(to_server)
-            if to_client:
-                self.transport.write(to_client)
-                if self.srec is not None:
-                    self.srec.wire("s2c", to_client)
-            if relay.terminated:
-                self._end("terminate")
-            elif relay.client_reader.wanted > FRAME_BUDGET_MIN or self._frame_reserved:
+            self._deliver(relay, to_server, to_client)
+            if relay.client_reader.wanted > FRAME_BUDGET_MIN or self._frame_reserved:
                 self._frame_memory(relay.client_reader.wanted)
         elif self.inbox is not None:
             self.inbox.feed(data)
@@ -338,6 +335,36 @@ class ClientConnection(asyncio.Protocol):
                 # capped far lower), so what it waits for is already here: stop reading.
                 self._inbox_paused = True
                 self.transport.pause_reading()
+
+    def _offload(self, sqls: list[str]) -> None:
+        """The relay parked a large statement: classify it in the worker process while this
+        client's input waits; other sessions go on."""
+        self.transport.pause_reading()
+        self._offload_task = asyncio.get_running_loop().create_task(self._resume_after(sqls))
+
+    async def _resume_after(self, sqls: list[str]) -> None:
+        relay = self.relay
+        await classify_off_loop(relay.policy, sqls)
+        if self._ended:
+            return
+        try:
+            to_server, to_client = relay.resume()
+        except PgError as exc:
+            self.terminate("protocol_error", exc.message, exc.sqlstate)
+            return
+        self._deliver(relay, to_server, to_client)
+        if relay.parked is None and not self._ended and not self._client_paused:
+            self.transport.resume_reading()
+
+    def _deliver(self, relay, to_server: bytes, to_client: bytes) -> None:
+        if to_server:
+            self.upstream.transport.write(to_server)
+        if to_client:
+            self.transport.write(to_client)
+            if self.srec is not None:
+                self.srec.wire("s2c", to_client)
+        if relay.terminated:
+            self._end("terminate")
 
     def eof_received(self):
         return False
@@ -701,6 +728,8 @@ class ClientConnection(asyncio.Protocol):
             raise err
         policy, params, would_deny = self._session_params(identity, params)
         credentials = server.role_logins.credentials(identity)
+        if policy is not None:
+            await server.catalogs.attach(policy, database)
         try:
             upstream = await self._upstream_for(database, credentials, params)
         except UpstreamError as exc:
@@ -756,6 +785,8 @@ class ClientConnection(asyncio.Protocol):
             client_encoding=upstream.parameters.get("client_encoding", "UTF8"),
             grant_id=identity.grant_id,
         )
+        if policy is not None:
+            self.relay.offload = self._offload
         hello = upstream.startup_messages + m.ready_for_query(upstream.ready_status)
         if self.srec is not None:
             # The exchange itself (SASL messages, proofs) is never recorded; its outcome is.

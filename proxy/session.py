@@ -24,8 +24,11 @@ import secrets
 from collections import deque
 from dataclasses import dataclass
 
+from policy.encodings import python_codec
+from policy.engine import OFFLOAD_MIN
+
 from .wire import messages as m
-from .wire.errors import INSUFFICIENT_PRIVILEGE, error_response
+from .wire.errors import INSUFFICIENT_PRIVILEGE, ProtocolViolation, error_response
 from .wire.framing import MAX_STREAMED_LENGTH, FrameReader
 
 F = m.Frontend
@@ -143,6 +146,11 @@ class Relay:
         self.health = health  # anything with .healthy (the Recorder): False refuses statements
         self.encoding = python_encoding(client_encoding)
         self.grant_id = grant_id  # every decision record names its grant
+        # Large statements: ``offload(sqls)`` (set by the connection) classifies them off
+        # the event loop, then the connection calls ``resume``; meanwhile frames are parked.
+        self.offload = None
+        self.parked: tuple[bytes, list] | None = None
+        self._backlog: list[bytes] = []
         # Sync groups: groups[0] is the one the server answers now, groups[-1] the one the
         # client is still adding to; each lists the injections sent in it. ``_pending`` is
         # every unresolved injection in send order: a marked error resolves the oldest, and
@@ -173,9 +181,26 @@ class Relay:
         self._groups_sent = 0
         self._groups_answered = 0
 
+    def _client_encoding(self, name: str) -> None:
+        """The server says which encoding it now reads the client's bytes in: the truth.
+
+        Under a policy an encoding off the allowlist ends the session (however the SQL that
+        set it got through): the proxy could no longer lex statements as the server does."""
+        codec = python_codec(name)
+        if codec is None and self.policy is not None:
+            raise ProtocolViolation(
+                f"the server switched client_encoding to {name!r}, which is not on the "
+                "proxy's allowlist (statements could no longer be checked as the server "
+                "reads them): ending the session"
+            )
+        self.encoding = codec or "utf-8"
+
     # --- client → server -------------------------------------------------------
 
     def from_client(self, data: bytes) -> tuple[bytes, bytes]:
+        if self.parked is not None:  # arrived while a large statement is classified
+            self._backlog.append(data)
+            return b"", b""
         run, frames = self.client_reader.feed(data)
         if not run:
             return b"", b""
@@ -186,6 +211,42 @@ class Relay:
         if not frames:  # more of a large frame being streamed
             return run, b""
         c.msgs_c2s += len(frames)
+        if self.offload is not None and self.policy is not None:
+            big = self._expensive(run, frames)
+            if big:
+                # Classified off the event loop first; these frames wait (as if they had
+                # not arrived yet) and go through ``resume`` when that is done.
+                self.parked = (run, frames)
+                self.offload(big)
+                return b"", b""
+        return self._client_frames(run, frames)
+
+    def _expensive(self, run: bytes, frames) -> list[str]:
+        big = []
+        for t, start, end in frames:
+            if end - start >= OFFLOAD_MIN and t in (_QUERY, _PARSE):
+                if t == _QUERY:
+                    sql = m.decode_query(run[start:end], self.encoding)
+                else:
+                    sql = m.decode_parse(run[start:end], self.encoding)[1]
+                if self.policy.needs_offload(sql):
+                    big.append(sql)
+        return big
+
+    def resume(self) -> tuple[bytes, bytes]:
+        """The parked frames, checked now (their statements were classified off the loop),
+        then whatever arrived meanwhile, until another large statement parks the relay."""
+        run, frames = self.parked
+        self.parked = None
+        to_server, to_client = self._client_frames(run, frames)
+        outs, answers = [to_server], [to_client]
+        while self._backlog and self.parked is None and not self.terminated:
+            a, b = self.from_client(self._backlog.pop(0))
+            outs.append(a)
+            answers.append(b)
+        return b"".join(outs), b"".join(answers)
+
+    def _client_frames(self, run: bytes, frames) -> tuple[bytes, bytes]:
         out: list[bytes] = []
         to_client: list[bytes] = []
         last = 0
@@ -449,7 +510,7 @@ class Relay:
             if t == _COPY_IN:
                 self._copy_in_started()
             elif t == _PARAMETER_STATUS and run.startswith(b"client_encoding\x00", start + 5):
-                self.encoding = python_encoding(run[start + 21 : end - 1].decode("ascii", "replace"))
+                self._client_encoding(run[start + 21 : end - 1].decode("ascii", "replace"))
             elif not pending:
                 continue
             elif t in _HOLDABLE:
@@ -605,22 +666,7 @@ class RowFilter:
         return b"".join(kept)
 
 
-# Postgres client encodings whose text Python can decode exactly. The policy refuses the
-# ones whose multibyte characters can contain quote bytes (SJIS, BIG5, GBK, ...).
-_PG_ENCODINGS = {
-    "UTF8": "utf-8", "UNICODE": "utf-8", "SQL_ASCII": "latin-1", "LATIN1": "latin-1",
-    "LATIN2": "iso8859-2", "LATIN3": "iso8859-3", "LATIN4": "iso8859-4", "LATIN5": "iso8859-9",
-    "LATIN6": "iso8859-10", "LATIN7": "iso8859-13", "LATIN8": "iso8859-14",
-    "LATIN9": "iso8859-15", "LATIN10": "iso8859-16", "WIN1250": "cp1250", "WIN1251": "cp1251",
-    "WIN1252": "cp1252", "WIN1253": "cp1253", "WIN1254": "cp1254", "WIN1255": "cp1255",
-    "WIN1256": "cp1256", "WIN1257": "cp1257", "WIN1258": "cp1258", "WIN866": "cp866",
-    "WIN874": "cp874", "KOI8R": "koi8-r", "KOI8U": "koi8-u", "ISO_8859_5": "iso8859-5",
-    "ISO_8859_6": "iso8859-6", "ISO_8859_7": "iso8859-7", "ISO_8859_8": "iso8859-8",
-    "EUC_JP": "euc_jp", "EUC_KR": "euc_kr", "EUC_CN": "gb2312",
-}
-
-
 def python_encoding(pg_name: str) -> str:
-    """The codec for a Postgres client encoding; unknown ones decode as UTF-8 (which fails
-    closed: bytes that are not UTF-8 end the session rather than pass unchecked)."""
-    return _PG_ENCODINGS.get(pg_name.upper().replace("-", "_"), "utf-8")
+    """The codec for a Postgres client encoding (policy.encodings' allowlist); others decode
+    as UTF-8 (which fails closed: bytes that are not UTF-8 end the session)."""
+    return python_codec(pg_name) or "utf-8"

@@ -1,0 +1,410 @@
+"""PostgreSQL's own grammar (libpg_query through ``pglast``): what a statement touches (pure).
+
+``parse(sql)`` reads text exactly as the server's parser would and collects, from the whole
+tree, every relation (with the role it plays), every function call wherever it stands,
+every operator, every name used with column syntax (``x.name``, ``(expr).name``: the
+server may resolve it as a call ``name(x)``), and every routine, operator or type a DDL
+statement defines. ``policy.classify`` compares this reading with sqlglot's and decides on
+the union; a statement libpg_query rejects is never allowed.
+
+The walk is generic: it visits every value of every node, so a relation or call in a
+clause this module does not name (a default, ``ROWS FROM``, ``XMLTABLE``, a CHECK
+constraint, a SQL-standard function body) is still collected.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+from pglast import parser as _pg
+
+__all__ = ["PgParseError", "PgStatement", "parse", "split_texts"]
+
+Name = tuple["str | None", str]  # (schema or None if unqualified, name), as the parser folds
+
+
+class PgParseError(ValueError):
+    """libpg_query refused the text: PostgreSQL would raise a syntax error."""
+
+
+@dataclass(frozen=True, slots=True)
+class PgStatement:
+    kind: str  # the parse node: "SelectStmt", "InsertStmt", "VariableSetStmt", ...
+    text: str  # the statement's own text (as PostgreSQL delimits it)
+    relations: frozenset[tuple[str | None, str, str]]  # (schema, name, role)
+    functions: frozenset[Name]  # calls, explicit (f(x)) or grammar-made from user names
+    operators: frozenset[Name]  # operator names: ("pg_catalog", "+"), (None, "=")
+    attributes: frozenset[str]  # x.name / (expr).name: a call name(x) if no column matches
+    defines: frozenset[tuple[str, str | None, str]]  # (object kind, schema, name)
+    node: dict  # the statement's tree (libpg_query JSON), for statement-specific checks
+    flags: frozenset[str] = frozenset()  # "locking" (FOR UPDATE/SHARE), "regcast"
+
+    @property
+    def relation_names(self) -> frozenset[Name]:
+        return frozenset((s, n) for s, n, _ in self.relations)
+
+
+# Roles a relation plays; "read" is every RangeVar not named below.
+_TARGET_ROLE = {"InsertStmt": "insert", "UpdateStmt": "update", "DeleteStmt": "delete"}
+_DDL_RELATION_KEYS = {
+    "CreateStmt": ("relation",),
+    "ViewStmt": ("view",),
+    "IndexStmt": ("relation",),
+    "AlterTableStmt": ("relation",),
+    "CreateSeqStmt": ("sequence",),
+    "AlterSeqStmt": ("sequence",),
+    "RenameStmt": ("relation",),
+    "CompositeTypeStmt": ("typevar",),
+    "RuleStmt": ("relation",),
+    "CreatePolicyStmt": ("table",),
+    "AlterPolicyStmt": ("table",),
+    "CreateStatsStmt": (),
+    "RefreshMatViewStmt": ("relation",),
+    "AlterObjectSchemaStmt": ("relation",),
+    "AlterOwnerStmt": ("relation",),
+    "CommentStmt": (),
+}
+# DROP/COMMENT object kinds that name relations (their objects are name lists).
+_RELATION_OBJECTS = frozenset(
+    {
+        "OBJECT_TABLE",
+        "OBJECT_VIEW",
+        "OBJECT_MATVIEW",
+        "OBJECT_INDEX",
+        "OBJECT_SEQUENCE",
+        "OBJECT_FOREIGN_TABLE",
+        "OBJECT_TYPE",
+        "OBJECT_DOMAIN",
+    }
+)
+_ROUTINE_OBJECTS = {
+    "OBJECT_FUNCTION": "function",
+    "OBJECT_PROCEDURE": "procedure",
+    "OBJECT_ROUTINE": "function",
+    "OBJECT_AGGREGATE": "aggregate",
+    "OBJECT_OPERATOR": "operator",
+}
+# A_Expr kinds whose ``name`` is an operator the server looks up by name.
+_OPERATOR_EXPRS = frozenset(
+    {
+        "AEXPR_OP",
+        "AEXPR_OP_ANY",
+        "AEXPR_OP_ALL",
+        "AEXPR_DISTINCT",
+        "AEXPR_NOT_DISTINCT",
+        "AEXPR_NULLIF",
+        "AEXPR_IN",
+        "AEXPR_LIKE",
+        "AEXPR_ILIKE",
+        "AEXPR_SIMILAR",
+    }
+)
+
+
+# Nodes that hold no relation, call, operator or name: not walked.
+_LEAVES = frozenset(
+    {"A_Const", "ParamRef", "A_Star", "String", "Integer", "Float", "Boolean", "BitString"}
+)
+_CONTAINERS = (dict, list)
+
+
+def _names(items) -> list[str]:
+    out = []
+    for it in items or ():
+        s = it.get("String") if isinstance(it, dict) else None
+        if s is None:
+            return []  # A_Star or something that is not a plain name
+        out.append(s.get("sval", ""))
+    return out
+
+
+def _split(parts: list[str]) -> Name | None:
+    if not parts:
+        return None
+    if len(parts) == 1:
+        return None, parts[0]
+    return parts[-2], parts[-1]  # a catalog (database) part is the current database's
+
+
+class _Walk:
+    __slots__ = ("relations", "functions", "operators", "attributes", "defines", "flags")
+
+    def __init__(self) -> None:
+        self.relations: set[tuple[str | None, str, str]] = set()
+        self.functions: set[Name] = set()
+        self.operators: set[Name] = set()
+        self.attributes: set[str] = set()
+        self.defines: set[tuple[str, str | None, str]] = set()
+        self.flags: set[str] = set()
+
+    # -- generic ---------------------------------------------------------------------
+    def any(self, value, ctes: frozenset[str]) -> None:
+        t = type(value)
+        if t is dict:
+            if len(value) == 1:
+                key = next(iter(value))
+                if key[:1].isupper():
+                    if key not in _LEAVES:
+                        self.node(key, value[key], ctes)
+                    return
+            self.struct(value, ctes)
+        elif t is list:
+            for item in value:
+                self.any(item, ctes)
+
+    def struct(self, d: dict, ctes: frozenset[str], skip: tuple[str, ...] = ()) -> None:
+        """A node's fields (or a bare struct such as an unwrapped RangeVar or FuncCall)."""
+        if "relname" in d and "relpersistence" in d:
+            self.rangevar(d, "read", ctes)
+            return
+        if "funcname" in d and "funcformat" in d:
+            self.funccall(d, ctes)
+            return
+        if "rel" in d and "onCommit" in d:  # an unwrapped IntoClause: SELECT INTO, CTAS
+            self.target(d["rel"], "ddl", ctes)
+            skip = (*skip, "rel")
+        for k, v in d.items():
+            if type(v) in _CONTAINERS and k not in skip:
+                self.any(v, ctes)
+
+    def rangevar(self, d: dict, role: str, ctes: frozenset[str]) -> None:
+        schema = d.get("schemaname")
+        name = d.get("relname", "")
+        if schema is None and role == "read" and name in ctes:
+            return  # a reference to a WITH query
+        if schema is None and d.get("relpersistence") == "t" and role == "ddl":
+            schema = "pg_temp"
+        self.relations.add((schema, name, role))
+
+    def target(self, d, role: str, ctes) -> None:
+        if isinstance(d, dict):
+            inner = d.get("RangeVar", d)
+            if "relname" in inner:
+                self.rangevar(inner, role, ctes)
+                return
+        self.any(d, ctes)
+
+    def funccall(self, d: dict, ctes: frozenset[str]) -> None:
+        if d.get("funcformat") != "COERCE_SQL_SYNTAX":
+            # SQL-syntax calls (EXTRACT, TRIM, AT TIME ZONE, COLLATION FOR ...) are made by
+            # the grammar, always pg_catalog-qualified: the syntax, not a user's name.
+            name = _split(_names(d.get("funcname")))
+            if name is None:
+                raise PgParseError("a function call without a plain name")
+            self.functions.add(name)
+        for k, v in d.items():
+            if k != "funcname" and isinstance(v, (dict, list)):
+                self.any(v, ctes)
+
+    # -- nodes -----------------------------------------------------------------------
+    def node(self, kind: str, d: dict, ctes: frozenset[str]) -> None:
+        if kind == "RangeVar":
+            self.rangevar(d, "read", ctes)
+        elif kind == "FuncCall":
+            self.funccall(d, ctes)
+        elif kind == "ColumnRef":
+            fields = d.get("fields") or ()
+            if len(fields) >= 2:
+                last = fields[-1]
+                if isinstance(last, dict) and "String" in last:
+                    self.attributes.add(last["String"].get("sval", ""))
+        elif kind == "A_Indirection":
+            for ind in d.get("indirection") or ():
+                if isinstance(ind, dict) and "String" in ind:
+                    self.attributes.add(ind["String"].get("sval", ""))
+            self.struct(d, ctes)
+        elif kind == "A_Expr":
+            if d.get("kind", "AEXPR_OP") in _OPERATOR_EXPRS:
+                self.operator(d.get("name"))
+            self.struct(d, ctes, ("name",))
+        elif kind == "SubLink":
+            if d.get("operName"):
+                self.operator(d.get("operName"))
+            self.struct(d, ctes, ("operName",))
+        elif kind == "SortBy":
+            if d.get("useOp"):
+                self.operator(d.get("useOp"))
+            self.struct(d, ctes, ("useOp",))
+        elif "withClause" in d and kind in _WITH_OWNERS:
+            self.with_owner(kind, d, ctes)
+        elif kind == "LockingClause":
+            self.flags.add("locking")
+            return  # FOR UPDATE OF <alias>: names FROM items, not relations
+        elif kind == "TypeCast":
+            names = _names((d.get("typeName") or {}).get("names"))
+            if names and names[-1].startswith("reg"):
+                self.flags.add("regcast")  # a literal read as an object name
+            self.struct(d, ctes)
+        else:
+            self.statement(kind, d, ctes)
+
+    def operator(self, names) -> None:
+        name = _split(_names(names))
+        if name is None:
+            raise PgParseError("an operator without a plain name")
+        self.operators.add(name)
+
+    def with_owner(self, kind: str, d: dict, ctes: frozenset[str]) -> None:
+        with_ = d.get("withClause") or {}
+        with_ = with_.get("WithClause", with_)
+        entries = [c.get("CommonTableExpr", c) for c in with_.get("ctes") or ()]
+        names = [c.get("ctename", "") for c in entries]
+        recursive = bool(with_.get("recursive"))
+        for i, cte in enumerate(entries):
+            visible = ctes | frozenset(names if recursive else names[:i])
+            self.struct(cte, visible)
+        inner = ctes | frozenset(names)
+        rest = {k: v for k, v in d.items() if k != "withClause"}
+        self.statement(kind, rest, inner)
+
+    def statement(self, kind: str, d: dict, ctes: frozenset[str]) -> None:
+        role = _TARGET_ROLE.get(kind)
+        if role is not None:
+            self.target(d.get("relation"), role, ctes)
+            if kind == "InsertStmt":
+                conflict = d.get("onConflictClause") or {}
+                conflict = conflict.get("OnConflictClause", conflict)
+                if conflict.get("action") == "ONCONFLICT_UPDATE":
+                    self.target(d.get("relation"), "update", ctes)
+            self.struct(d, ctes, ("relation",))
+        elif kind == "MergeStmt":
+            roles = set()
+            for w in d.get("mergeWhenClauses") or ():
+                w = w.get("MergeWhenClause", w)
+                cmd = w.get("commandType", "")
+                roles.add({"CMD_UPDATE": "update", "CMD_DELETE": "delete"}.get(cmd, "insert"))
+                if cmd == "CMD_NOTHING":
+                    roles.discard("insert")
+            for r in roles or {"read"}:
+                self.target(d.get("relation"), r, ctes)
+            self.struct(d, ctes, ("relation",))
+        elif kind == "TruncateStmt":
+            for r in d.get("relations") or ():
+                self.target(r, "truncate", ctes)
+            self.struct(d, ctes, ("relations",))
+        elif kind == "LockStmt":
+            for r in d.get("relations") or ():
+                self.target(r, "lock", ctes)
+            self.struct(d, ctes, ("relations",))
+        elif kind == "CopyStmt":
+            if d.get("relation") is not None:
+                self.target(d["relation"], "insert" if d.get("is_from") else "read", ctes)
+            self.struct(d, ctes, ("relation",))
+        elif kind in _DDL_RELATION_KEYS:
+            keys = _DDL_RELATION_KEYS[kind]
+            for key in keys:
+                if d.get(key) is not None:
+                    self.target(d[key], "ddl", ctes)
+            if kind == "CommentStmt":
+                self.objects(d.get("objtype"), [d.get("object")], "ddl")
+                keys = ("object",)
+            self.struct(d, ctes, keys)
+        elif kind == "DropStmt":
+            self.objects(d.get("removeType"), d.get("objects") or (), "ddl")
+        elif kind == "CreateTrigStmt":
+            self.target(d.get("relation"), "ddl", ctes)
+            name = _split(_names(d.get("funcname")))
+            if name is None:
+                raise PgParseError("a trigger function without a plain name")
+            self.functions.add(name)  # what the trigger will run: a call, in effect
+            self.struct(d, ctes, ("relation", "funcname"))
+        elif kind == "CreateFunctionStmt":
+            what = "procedure" if d.get("is_procedure") else "function"
+            self.define(what, d.get("funcname"))
+            self.struct(d, ctes, ("funcname",))
+        elif kind == "AlterFunctionStmt":
+            func = (d.get("func") or {}).get("objname")
+            self.define(_ROUTINE_OBJECTS.get(d.get("objtype"), "function"), func)
+            self.struct(d, ctes, ("func",))
+        elif kind == "DefineStmt":
+            self.define(
+                _ROUTINE_OBJECTS.get(d.get("kind"), "type"),
+                d.get("defnames"),
+            )
+            # the definition names support functions by name (a TypeName): not calls
+        elif kind in ("CreateDomainStmt", "CreateEnumStmt", "CreateRangeStmt", "AlterEnumStmt"):
+            key = "domainname" if kind == "CreateDomainStmt" else "typeName"
+            self.define("type", d.get(key))
+            self.struct(d, ctes, (key,))
+        else:
+            self.struct(d, ctes)
+
+    def objects(self, objtype, objects, role: str) -> None:
+        for obj in objects:
+            if obj is None:
+                continue
+            if objtype in _RELATION_OBJECTS:
+                items = obj.get("List", {}).get("items") if "List" in obj else None
+                if items is None and "TypeName" in obj:
+                    items = obj["TypeName"].get("names")
+                name = _split(_names(items if items is not None else [obj]))
+                if name is None:
+                    raise PgParseError(f"an object name that is not plain in {objtype}")
+                self.relations.add((name[0], name[1], role))
+            elif objtype in _ROUTINE_OBJECTS:
+                owa = obj.get("ObjectWithArgs", obj)
+                self.define(_ROUTINE_OBJECTS[objtype], owa.get("objname"))
+
+    def define(self, what: str, names) -> None:
+        name = _split(_names(names))
+        if name is None:
+            raise PgParseError(f"a {what} without a plain name")
+        self.defines.add((what, name[0], name[1]))
+
+
+_WITH_OWNERS = frozenset({"SelectStmt", "InsertStmt", "UpdateStmt", "DeleteStmt", "MergeStmt"})
+
+
+def _texts(sql: str, stmts: list[dict]) -> list[str]:
+    raw = sql.encode("utf-8")  # libpg_query's locations are byte offsets
+    out = []
+    for st in stmts:
+        start = st.get("stmt_location", 0)
+        length = st.get("stmt_len", 0) or len(raw) - start
+        out.append(raw[start : start + length].decode("utf-8", "replace").strip())
+    return out
+
+
+def _tree(sql: str) -> list[dict]:
+    try:
+        text = _pg.parse_sql_json(sql)
+    except _pg.ParseError as e:
+        raise PgParseError(f"PostgreSQL's parser: {e}") from None
+    return json.loads(text).get("stmts") or []
+
+
+def parse(sql: str) -> tuple[PgStatement, ...]:
+    """Every statement of ``sql`` as PostgreSQL's parser reads it; PgParseError if it cannot."""
+    stmts = _tree(sql)
+    texts = _texts(sql, stmts) if len(stmts) > 1 else [sql.strip()] * len(stmts)
+    out = []
+    for st, text in zip(stmts, texts, strict=True):
+        node = st.get("stmt") or {}
+        if len(node) != 1:
+            raise PgParseError("an empty statement")
+        kind = next(iter(node))
+        w = _Walk()
+        try:
+            w.node(kind, node[kind], frozenset())
+        except RecursionError:
+            raise PgParseError("statement nested too deeply") from None
+        out.append(
+            PgStatement(
+                kind,
+                text,
+                frozenset(w.relations),
+                frozenset(w.functions),
+                frozenset(w.operators),
+                frozenset(w.attributes),
+                frozenset(w.defines),
+                node[kind],
+                frozenset(w.flags),
+            )
+        )
+    return tuple(out)
+
+
+def split_texts(sql: str) -> list[str]:
+    """Each statement's text as PostgreSQL's parser delimits them (PgParseError if it cannot)."""
+    return _texts(sql, _tree(sql))

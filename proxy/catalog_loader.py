@@ -1,0 +1,110 @@
+"""Loads each database's catalog snapshot (``policy.catalog``) over the proxy's own
+upstream login: the I/O side of deciding column syntax (``x.fn``). One load at a time per
+database; a session waits for the first one, later refreshes run in the background."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from policy.catalog import COLUMNS_SQL, FUNCTIONS_SQL, CatalogCache
+from policy.fingerprint import render_name
+
+from .logs import event
+from .upstream import Inbox, UpstreamError, connect_upstream
+from .wire import messages as m
+
+__all__ = ["CatalogLoader"]
+
+
+def _data_row(msg: bytes) -> list[str | None]:
+    count = int.from_bytes(msg[5:7], "big")
+    pos, out = 7, []
+    for _ in range(count):
+        n = int.from_bytes(msg[pos : pos + 4], "big", signed=True)
+        pos += 4
+        if n < 0:
+            out.append(None)
+            continue
+        out.append(msg[pos : pos + n].decode("utf-8"))
+        pos += n
+    return out
+
+
+async def _rows(cfg, credentials, database: str, sql: str) -> list[list[str | None]]:
+    up = await connect_upstream(
+        cfg, credentials, database, {"application_name": "pgwitness-catalog", "client_encoding": "UTF8"}
+    )
+    inbox = Inbox()
+    inbox.feed(up.leftover)
+    up.protocol.inbox = inbox
+    try:
+        up.transport.write(m.query(sql))
+        rows: list[list[str | None]] = []
+        error = None
+        while True:
+            msg = await asyncio.wait_for(
+                inbox.read_frame(cfg.proxy.max_message_bytes, UpstreamError, "upstream"),
+                cfg.upstream.connect_timeout,
+            )
+            t = msg[0]
+            if t == m.Backend.DATA_ROW:
+                rows.append(_data_row(msg))
+            elif t == m.Backend.ERROR_RESPONSE:
+                error = m.decode_error_fields(msg).get("M", "error")
+            elif t == m.Backend.READY_FOR_QUERY:
+                break
+        if error is not None:
+            raise UpstreamError(f"catalog query failed: {error}")
+        return rows
+    finally:
+        if not up.transport.is_closing():
+            up.transport.write(m.TERMINATE)
+            up.transport.close()
+
+
+class CatalogLoader:
+    """The proxy's catalog snapshots: ``attach`` gives a session's policy its database's."""
+
+    def __init__(self, cfg, credentials, refresh_after: float = 300.0):
+        self.cfg = cfg
+        self.credentials = credentials
+        self.cache = CatalogCache(refresh_after=refresh_after)
+
+    async def load(self, database: str) -> None:
+        functions = [r[0] for r in await _rows(self.cfg, self.credentials, database, FUNCTIONS_SQL)]
+        columns: dict[str, set[str]] = {}
+        for schema, table, column in await _rows(self.cfg, self.credentials, database, COLUMNS_SQL):
+            columns.setdefault(render_name(schema, table), set()).add(column)
+        self.cache.put(database, functions, {k: frozenset(v) for k, v in columns.items()})
+
+    def refresh(self, database: str) -> asyncio.Task:
+        """Start a load unless one is running; the task never raises (a failure is logged
+        and the old snapshot, if any, stays: stale, so unknown names count as calls)."""
+        entry = self.cache.entry(database)
+        task = entry.loading
+        if task is not None and not task.done():
+            return task
+
+        async def run() -> None:
+            try:
+                await self.load(database)
+            except (UpstreamError, OSError, TimeoutError, ValueError) as exc:
+                event("catalog load failed", logging.WARNING, database=database, error=str(exc))
+
+        entry.loading = asyncio.get_running_loop().create_task(run())
+        return entry.loading
+
+    async def attach(self, policy, database: str) -> None:
+        """Wire ``policy`` to the database's snapshot; wait for the first load."""
+        if self.cache.due(database):
+            task = self.refresh(database)
+            if self.cache.get(database) is None:
+                await task
+
+        def on_ddl() -> None:
+            self.cache.invalidate(database)
+            self.refresh(database)
+
+        policy.catalog = lambda: self.cache.get(database)
+        policy.on_ddl = on_ddl
