@@ -1,0 +1,336 @@
+"""Facts from one recording, sans-IO: the statements a client ran and what the server said.
+
+``SessionFacts.feed(record, verified)`` takes a session's records in order and builds its
+session row, one row per statement execution and its events. The outcome of a statement
+is derived from the recorded s2c frames (what the client saw), matched to the client's
+messages the way a client library matches them: the server answers in order, an error in
+the extended protocol makes it skip everything up to the next Sync.
+
+Rows per execution: a simple Query (its text, all of it); an extended-protocol Execute (the
+text of the prepared statement it binds, its parameters, the decision made at Parse); a
+Parse or Bind the server (or the policy) refused; a FunctionCall. A Parse that succeeds is
+not a row by itself: its decision is carried to the Executes that use it.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import struct
+from collections import deque
+from dataclasses import dataclass, field
+
+from ..records import Direction, Kind, Record
+from ..replay import _bind, _cstr, _fields, split_frames
+
+_ROWS_RE = re.compile(r"^(?:INSERT \d+ |SELECT |UPDATE |DELETE |MERGE |COPY |FETCH |MOVE )(\d+)$")
+_ASYNC = frozenset("NAS")  # notices, notifications, parameter status: any time
+_ENDS = {"P": "1", "B": "2", "C": "3"}  # extended messages answered by one frame
+
+
+def rows_of(tag: str) -> int | None:
+    m = _ROWS_RE.match(tag)
+    return int(m.group(1)) if m else None
+
+
+def _decision_fields(p: dict) -> dict:
+    stmts = [x for x in p.get("statements") or [] if isinstance(x, dict)]
+    outcome = p.get("outcome") or ("denied" if p.get("denied") else "allowed")
+    culprit = next((x for x in stmts if not x.get("allowed", True)), None)
+    if culprit is not None:
+        rule, reason = culprit.get("rule", ""), culprit.get("reason", "")
+    else:
+        rule = ",".join(dict.fromkeys(x.get("rule", "") for x in stmts if x.get("rule")))
+        reason = ""
+    if not stmts and outcome == "denied":  # a refusal that is not the policy's (recorder down)
+        rule, reason = "refused.unrecorded", p.get("error", "")
+    return {
+        "decision": outcome,
+        "rule": rule or None,
+        "reason": reason or p.get("error") or None,
+        "classes": ",".join(dict.fromkeys(x.get("class", "") for x in stmts if x.get("class"))) or None,
+        "relations": ",".join(sorted({r for x in stmts for r in (x.get("reads") or []) + (x.get("writes") or [])})) or None,
+    }
+
+
+@dataclass
+class Unit:
+    """One client message the server owes an answer to."""
+
+    kind: str  # Q P B D E C S F
+    row: dict | None = None
+    name: str = ""
+    sql: str = ""
+    decision: dict | None = None
+    start: int = 0
+
+
+@dataclass
+class SessionFacts:
+    session_id: str
+    session: dict = field(default_factory=dict)
+    statements: list[dict] = field(default_factory=list)
+    events: list[dict] = field(default_factory=list)  # meta events other than start/end
+    control: list[dict] = field(default_factory=list)  # control records (control streams)
+    is_control: bool = False
+    records: int = 0
+    wire_bytes: int = 0
+
+    def __post_init__(self):
+        self._wall0 = 0
+        self._buf = {Direction.C2S: bytearray(), Direction.S2C: bytearray()}
+        self._pending: deque[Unit] = deque()
+        self._awaiting: deque[Unit] = deque()  # statement messages waiting for their decision
+        self._prepared: dict[str, tuple[str, dict | None]] = {}
+        self._portals: dict[str, tuple[str, list[str], dict | None]] = {}
+        self._skipping = False  # the server skips the client's messages up to Sync
+        self._t = 0
+        self._verified = True
+        self._meta: dict = {}
+        self._n = 0
+
+    # --- input ------------------------------------------------------------------
+
+    def feed(self, r: Record, verified: bool = True) -> None:
+        self.records += 1
+        self._t, self._verified = r.t_ns, verified
+        if r.kind == Kind.WIRE:
+            self.wire_bytes += len(r.payload)
+            buf = self._buf[r.direction]
+            buf += r.payload
+            frames, rest = split_frames(bytes(buf))
+            self._buf[r.direction] = bytearray(rest)
+            if r.direction == Direction.C2S:
+                self._awaiting.clear()  # decisions follow the client frames they judge
+                for typ, body in frames:
+                    self._client(typ, body)
+            else:
+                for typ, body in frames:
+                    self._server(typ, body)
+            return
+        try:
+            p = r.json()
+        except ValueError:
+            p = {"undecodable": r.payload.hex()}
+        if r.kind == Kind.DECISION:
+            if self._awaiting:
+                u = self._awaiting.popleft()
+                u.decision = _decision_fields(p)
+                if u.row is not None:
+                    u.row.update(u.decision)
+            return
+        if r.kind == Kind.CONTROL:
+            self.control.append({"seq": r.seq, "t_ns": r.t_ns, "at_ns": self._wall0 + r.t_ns,
+                                 "kind": r.type, "payload": p, "verified": verified})
+            return
+        if r.type == "session.start":
+            self._wall0 = int(p.get("wall_ns") or 0)
+            self._meta = p.get("meta") or {}
+            self.is_control = self._meta.get("stream") == "control"
+            self.session.update(_session_row(self.session_id, p, self._meta))
+        elif r.type == "session.end":
+            self.session.update(ended_ns=self._wall0 + r.t_ns, end_cause=p.get("cause"),
+                                end_detail=p.get("detail") or None)
+        else:
+            self.events.append({"seq": r.seq, "at_ns": self._wall0 + r.t_ns, "kind": r.type,
+                                "payload": p, "verified": verified})
+            if r.type == "authenticated":
+                self.session.setdefault("authenticated", True)
+
+    def finish(self) -> None:
+        """End of the records: whatever is still owed an answer gets none."""
+        while self._pending:
+            u = self._pending.popleft()
+            if u.row is not None:
+                u.row["outcome"] = "no answer"
+                self._emit(u.row)
+        self._annotate_db_denials()
+        self.statements.sort(key=lambda s: (s["seq"], s["n"]))
+
+    # --- client messages --------------------------------------------------------
+
+    def _row(self, protocol: str, text: str, decision: dict | None, params=None) -> dict:
+        self._n += 1
+        row = {"n": self._n, "seq": 0, "start_ns": self._t, "protocol": protocol, "text": text,
+               "params": json.dumps(params) if params is not None else None,
+               "decision": None, "rule": None, "reason": None, "classes": None, "relations": None,
+               "outcome": None, "command_tag": None, "rows": None, "sqlstate": None,
+               "message": None, "end_ns": None, "verified": self._verified, "copy": False}
+        if decision:
+            row.update(decision)
+        return row
+
+    def _client(self, typ: str, body: bytes) -> None:
+        if typ == "S":
+            self._pending.append(Unit("S"))
+            self._skipping = False
+            return
+        if self._skipping or typ in ("", "H", "d", "c", "f", "X", "p"):
+            return
+        try:
+            if typ == "Q":
+                u = Unit("Q", self._row("simple", _cstr(body, 0)[0], None))
+                self._awaiting.append(u)
+            elif typ == "P":
+                name, off = _cstr(body, 0)
+                u = Unit("P", name=name, sql=_cstr(body, off)[0])
+                self._awaiting.append(u)
+            elif typ == "B":
+                portal, stmt, params = _bind(body)
+                sql, decision = self._prepared.get(stmt, ("", None))
+                self._portals[portal] = (sql, params, decision)
+                u = Unit("B", name=portal, sql=sql, decision=decision)
+            elif typ == "E":
+                portal = _cstr(body, 0)[0]
+                sql, params, decision = self._portals.get(portal, ("", [], None))
+                u = Unit("E", self._row("extended", sql, decision, params), name=portal)
+            elif typ == "F":
+                u = Unit("F", self._row("function", "(FunctionCall)", None))
+                self._awaiting.append(u)
+            elif typ in ("D", "C"):
+                u = Unit(typ)
+            else:
+                return
+        except (ValueError, struct.error, IndexError):
+            return
+        u.start = self._t
+        self._pending.append(u)
+
+    # --- server messages --------------------------------------------------------
+
+    def _server(self, typ: str, body: bytes) -> None:
+        if typ in _ASYNC:
+            if typ == "S":
+                try:
+                    name, off = _cstr(body, 0)
+                    if name == "application_name":
+                        self.session["application_name_seen"] = _cstr(body, off)[0]
+                except ValueError:
+                    pass
+            return
+        if not self._pending:
+            return  # startup-phase frames (R, K, the first Z) and FATALs outside a statement
+        u = self._pending[0]
+        if typ == "E":
+            f = _fields(body)
+            self._pending.popleft()
+            row = u.row
+            if row is None and u.kind in ("P", "B"):  # a refused Parse/Bind is a statement row
+                row = self._row("extended", u.sql, u.decision, None)
+                row["start_ns"] = u.start
+            if row is not None:
+                row.update(outcome="error", sqlstate=f.get("C"), message=f.get("M"))
+                self._emit(row)
+            if u.kind == "S":
+                return
+            if u.kind in ("Q", "F"):
+                self._await_ready(u)
+                return
+            self._skip_to_sync()
+            return
+        k = u.kind
+        if k == "Q" or k == "F":
+            row = u.row
+            if typ == "C":
+                tag = _cstr(body, 0)[0]
+                row["command_tag"] = f"{row['command_tag']}; {tag}" if row["command_tag"] else tag
+                n = rows_of(tag)
+                if n is not None:
+                    row["rows"] = (row["rows"] or 0) + n
+            elif typ in ("G", "H"):
+                row["copy"] = True
+            elif typ == "Z":
+                self._pending.popleft()
+                if row.get("outcome") is None:
+                    row["outcome"] = "ok"
+                    row["end_ns"] = self._t
+                    self._emit(row)
+        elif k == "P":
+            if typ == "1":
+                self._pending.popleft()
+                self._prepared[u.name] = (u.sql, u.decision)
+        elif k in ("B", "C"):
+            if typ == _ENDS[k]:
+                self._pending.popleft()
+        elif k == "D":
+            if typ in ("T", "n"):
+                self._pending.popleft()
+        elif k == "E":
+            row = u.row
+            if typ == "C":
+                tag = _cstr(body, 0)[0]
+                row.update(outcome="ok", command_tag=tag, rows=rows_of(tag))
+            elif typ == "I":
+                row.update(outcome="ok", command_tag="(empty)")
+            elif typ == "s":
+                row.update(outcome="suspended")
+            elif typ in ("G", "H"):
+                row["copy"] = True
+                return
+            else:
+                return
+            self._pending.popleft()
+            row["end_ns"] = self._t
+            self._emit(row)
+        elif k == "S" and typ == "Z":
+            self._pending.popleft()
+
+    def _await_ready(self, u: Unit) -> None:
+        """A Query/FunctionCall error: its ReadyForQuery still follows; keep a marker."""
+        self._pending.appendleft(Unit("S"))
+
+    def _skip_to_sync(self) -> None:
+        while self._pending and self._pending[0].kind != "S":
+            self._pending.popleft()  # skipped by the server: never executed, not a row
+        if not self._pending:
+            self._skipping = True
+
+    def _emit(self, row: dict) -> None:
+        if row.get("end_ns") is None:
+            row["end_ns"] = self._t
+        self.statements.append(row)
+
+    def _annotate_db_denials(self) -> None:
+        """Each ``db.denied`` event marks the statement row it is about (once)."""
+        for ev in self.events:
+            if ev["kind"] != "db.denied":
+                continue
+            p = ev["payload"]
+            t = ev["at_ns"] - self._wall0
+            best = None
+            for row in self.statements:
+                if row.get("db_denied_rule") is not None or row.get("sqlstate") != (p.get("sqlstate") or "42501"):
+                    continue
+                if best is None or abs(row["end_ns"] - t) < abs(best["end_ns"] - t):
+                    best = row
+            if best is not None:
+                best["db_denied_rule"] = p.get("rule") or ""
+                ev["matched"] = True
+
+
+def _session_row(sid: str, start: dict, meta: dict) -> dict:
+    params = meta.get("startup_params") or {}
+    return {
+        "session_id": sid,
+        "started_ns": int(start.get("wall_ns") or 0),
+        "host": start.get("host"),
+        "pid": start.get("pid"),
+        "grant_id": meta.get("grant_id") or meta.get("grant"),
+        "agent": meta.get("agent"),
+        "task": meta.get("task"),
+        "reason": meta.get("reason"),
+        "granted_by": meta.get("granted_by"),
+        "scopes": meta.get("scopes"),
+        "database": meta.get("database"),
+        "client_addr": meta.get("client_addr"),
+        "client_tls": meta.get("client_tls"),
+        "application_name": params.get("application_name"),
+        "upstream_application_name": meta.get("upstream_application_name"),
+        "upstream": meta.get("upstream"),
+        "upstream_user": meta.get("upstream_user"),
+        "upstream_tls": meta.get("upstream_tls"),
+        "backend_pid": meta.get("backend_pid"),
+        "enforce": meta.get("enforce"),
+        "record_rows": meta.get("record_rows"),
+        "meta": json.dumps(meta, sort_keys=True, default=str),
+    }
