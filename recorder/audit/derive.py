@@ -257,9 +257,13 @@ class SessionFacts:
                 self._pending.popleft()
         elif k == "E":
             row = u.row
+            if typ == "D":
+                row["rows"] = (row["rows"] or 0) + 1  # a suspended portal has no tag
+                return
             if typ == "C":
                 tag = _cstr(body, 0)[0]
-                row.update(outcome="ok", command_tag=tag, rows=rows_of(tag))
+                n = rows_of(tag)
+                row.update(outcome="ok", command_tag=tag, rows=row["rows"] if n is None else n)
             elif typ == "I":
                 row.update(outcome="ok", command_tag="(empty)")
             elif typ == "s":
