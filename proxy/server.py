@@ -117,7 +117,7 @@ class ProxyServer:
     async def _housekeeping(self) -> None:
         """About once a second: metrics, recorder health, grant revocations and extensions."""
         interval = self.cfg.grants.poll_interval if self.grant_store is not None else 1.0
-        last_flush = 0.0
+        last_flush = last_expiry = 0.0
         recorder_metrics = metrics.RecorderExporter()
         self._grant_watch_since = datetime.now(UTC)
         while True:
@@ -137,6 +137,16 @@ class ProxyServer:
                     await self._watch_grants()
                 except Exception:  # the store may be briefly unreachable; keep serving
                     logging.getLogger("pgwitness").exception("grant watch failed")
+                if now - last_expiry >= 1.0:
+                    last_expiry = now
+                    await self._expire_due()
+
+    async def _expire_due(self) -> None:
+        """grant.expired for every grant whose expiry passed (one proxy emits each)."""
+        try:
+            await self.grant_store.expire_due()
+        except Exception:
+            logging.getLogger("pgwitness").exception("grant expiry check failed")
 
     async def _watch_grants(self) -> None:
         """Apply revocations and extensions to live sessions.
@@ -173,13 +183,19 @@ class ProxyServer:
         task.add_done_callback(self._cancels.discard)
 
     def grant_expired(self, identity: Identity) -> None:
-        """Record a grant's expiry once per worker, when it ends a live session."""
+        """A live session's grant expired: have the store report it now (once, see
+        ``GrantStore.expire_due``); without a store, record it once per worker."""
         if identity.grant_id in self._expired_grants:
             return
         self._expired_grants.add(identity.grant_id)
+        if self.grant_store is not None:
+            task = asyncio.get_running_loop().create_task(self._expire_due())
+            self._cancels.add(task)
+            task.add_done_callback(self._cancels.discard)
+            return
         if self.recorder is not None:
             self.recorder.control_event(
-                "grant_expired",
+                "grant.expired",
                 {
                     "grant_id": identity.grant_id,
                     "agent": identity.agent,

@@ -1,0 +1,107 @@
+"""Grant lifecycle events the audit index relies on, and event shapes other parts write."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import json
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from policy.store import open_store
+from recorder import testing
+from recorder.audit import index
+from recorder.audit.answer import Filters, audit
+from recorder.config import RecorderConfig
+from recorder.store.local import LocalStore
+from recorder.writer import Recorder
+
+
+def test_grant_expired_is_emitted_once_by_one_of_two_proxies_sharing_the_store(tmp_path):
+    """Two stores on one SQLite file (two proxies): each runs expire_due at expiry; the
+    claim lets exactly one emit grant.expired, with no session live, and again after an
+    extension makes the grant expire a second time."""
+    now = [dt.datetime(2030, 1, 1, tzinfo=dt.UTC)]
+    events: list[tuple[str, str, dict]] = []
+    url = f"sqlite:///{tmp_path / 'g.db'}"
+
+    async def go():
+        a = await open_store(url, clock=lambda: now[0],
+                             on_event=lambda k, p: events.append(("a", k, p)))
+        b = await open_store(url, clock=lambda: now[0],
+                             on_event=lambda k, p: events.append(("b", k, p)))
+        g, _ = await a.issue(agent="bot", task="T-1", reason="r", granted_by="me",
+                             database="app", scopes="read:public.t", ttl="10m")
+        gone, _ = await a.issue(agent="bot", task="T-1", reason="r", granted_by="me",
+                                database="app", scopes="read:public.t", ttl="10m")
+        await a.revoke(gone.id, by="me")
+        assert await a.expire_due() == [] and await b.expire_due() == []
+        now[0] += dt.timedelta(minutes=10, seconds=1)
+        got = await asyncio.gather(a.expire_due(), b.expire_due(), a.expire_due())
+        assert sum(len(x) for x in got) == 1
+        await b.extend(g.id, "5m", by="me")
+        now[0] += dt.timedelta(minutes=6)
+        got = await asyncio.gather(b.expire_due(), a.expire_due())
+        assert sum(len(x) for x in got) == 1
+        await a.close()
+        await b.close()
+        return g
+
+    g = asyncio.run(go())
+    expired = [(who, p) for who, k, p in events if k == "grant.expired"]
+    assert len(expired) == 2 and all(p["grant_id"] == g.id for _, p in expired)
+    assert expired[0][1]["at"] == "2030-01-01T00:10:00+00:00"  # when it expired, not noticed
+    assert expired[0][1]["by"] == "pgwitness (expiry)"
+
+
+def test_index_reads_login_refusals_and_database_denials_in_their_agreed_shapes(tmp_path):
+    """`login.refused` (control) and `db.denied` (session meta) as other parts write them."""
+    store = LocalStore(tmp_path / "rec")
+    key = Ed25519PrivateKey.generate()
+    rec = Recorder(RecorderConfig(store=str(store.root), spool_dir=str(tmp_path / "spool")),
+                   store=store, signing_key=key)
+    rec.start()
+    rec.control_event("grant.issued", {"grant_id": "g1", "agent": "bot", "task": "T-9",
+                                       "reason": "why", "by": "me",
+                                       "at": "2030-01-01T00:00:00+00:00",
+                                       "not_before": "2030-01-01T00:00:00+00:00",
+                                       "expires_at": "2030-01-01T01:00:00+00:00",
+                                       "scopes": "read:public.t"})
+    rec.control_event("login.refused", {"agent": "bot", "database": "app", "grant": "g1",
+                                        "client": "127.0.0.1:5555", "reason": "expired",
+                                        "sqlstate": "28000", "message": "grant g1 expired"})
+    rec.control_event("login.refused", {"agent": "bot", "database": "app", "grant": None,
+                                        "client": "127.0.0.1:5556", "reason": "too_many",
+                                        "sqlstate": "53300", "message": "too many"})
+    rec.control_event("login.refused.summary", {"dropped": 3, "by_reason": {"password": 3}})
+    s = rec.open_session({"agent": "bot", "task": "T-9", "grant_id": "g1"})
+    s.wire("c2s", testing.query("select * from t"))
+    s.decision({"outcome": "allowed", "statements": [{"rule": "scope.read", "allowed": True}]},
+               False)
+    s.wire("s2c", testing.error("42501", "permission denied for table t") + testing.ready())
+    s.event("db.denied", {"sqlstate": "42501", "message": "permission denied for table t",
+                          "statement": "select * from t", "rule": "scope.read"})
+    s.wire("c2s", testing.query("select * from u"))  # 42501 with no db.denied event: derived
+    s.decision({"outcome": "allowed", "statements": [{"rule": "scope.read", "allowed": True}]},
+               False)
+    s.wire("s2c", testing.error("42501", "permission denied for table u") + testing.ready())
+    s.end("terminate")
+    rec.close()
+    con = index.connect(tmp_path / "i.duckdb")
+    index.Indexer(con, store, [key.public_key()]).update()
+    a = audit(con, Filters(task="T-9"))
+    assert a["verification"]["intact"]
+    refused = a["refused_logins"]
+    assert [(r["reason"], r["sqlstate"], r["task"]) for r in refused] == [("expired", "28000", "T-9")]
+    d = sorted((x["source"], x["text"], x["rule"]) for x in a["denials"])
+    assert d == [("database", "select * from t", "scope.read"),
+                 ("database", "select * from u", "scope.read"),
+                 ("login", None, "expired")]
+    # the refusal without a grant shows under the agent
+    b = audit(con, Filters(agent="bot"))
+    assert {r["reason"] for r in b["refused_logins"]} == {"expired", "too_many"}
+    assert {x["source"] for x in b["denials"]} == {"database", "login", "connection"}
+    # every row once
+    rows = con.execute("select payload from control_events where kind = 'login.refused.summary'"
+                       ).fetchall()
+    assert json.loads(rows[0][0])["dropped"] == 3
