@@ -18,6 +18,7 @@ import time
 from datetime import UTC, datetime, timedelta
 
 from . import metrics
+from .appname import restore_client_name, upstream_name
 from .auth import AuthPlan, FailureThrottle, Identity, auth_failed
 from .config import Config, parse_hostport
 from .logs import event
@@ -579,6 +580,8 @@ class ClientConnection(asyncio.Protocol):
             # Unqualified names must resolve upstream exactly as the policy resolved them
             # (not through "$user", the proxy's own role), and RESET keeps it so.
             params["search_path"] = ", ".join(_quote_ident(s) for s in policy.search_path)
+        client_app = params.get("application_name", "")
+        params["application_name"] = upstream_app = upstream_name(client_app)
         try:
             upstream = await connect_upstream(self.cfg, server.credentials, database, params)
         except UpstreamError as exc:
@@ -622,6 +625,7 @@ class ClientConnection(asyncio.Protocol):
                     "upstream_user": self.cfg.upstream.user,
                     "upstream_tls": upstream.tls,
                     "backend_pid": upstream.backend_pid,
+                    "upstream_application_name": upstream_app,
                 }
             )
         self.relay = Relay(
@@ -634,7 +638,8 @@ class ClientConnection(asyncio.Protocol):
             client_encoding=upstream.parameters.get("client_encoding", "UTF8"),
             grant_id=identity.grant_id,
         )
-        hello = upstream.startup_messages + m.ready_for_query(upstream.ready_status)
+        hello = restore_client_name(upstream.startup_messages, client_app)
+        hello += m.ready_for_query(upstream.ready_status)
         if self.srec is not None:
             # The exchange itself (SASL messages, proofs) is never recorded; its outcome is.
             self.srec.event(

@@ -101,6 +101,9 @@ def scenario(pg, tmp_path_factory):
             with cur.copy("COPY public.customers TO STDOUT") as cp:
                 seen["copy_rows"] = sum(1 for _ in cp.rows())
             seen["s1_app"] = c.info.parameter_status("application_name")
+            seen["activity"] = pg.psql("SELECT pid || '|' || application_name FROM "
+                                       "pg_stat_activity WHERE application_name LIKE "
+                                       "'pgw:%/billing-agent'", db="app").split()
 
         # session 2 (asyncpg, extended protocol): a parameter, a denied write; then revoked
         async def s2():
@@ -162,6 +165,10 @@ def test_audit_answer_lists_each_fact_once_as_the_clients_saw_it(scenario):
     assert s1["application_name"] == "billing-agent" and s1["end_cause"] == "terminate"
     assert s2["end_cause"] == "revoked" and s3["end_cause"] == "expired"
     assert s1["client_addr"].startswith("127.0.0.1:")
+    # correlation: the database saw pgw:<tag>/<client's name> on the recorded backend pid;
+    # the client saw its own name
+    assert scenario["s1_app"] == "billing-agent"
+    assert scenario["activity"] == [f"{s1['backend_pid']}|{s1['upstream_application_name']}"]
     rows = {st["text"]: st for st in s1["statement_rows"]}
     assert len(rows) == len(s1["statement_rows"]) == 5, list(rows)
     ok = rows["select count(*) from orders"]
