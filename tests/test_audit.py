@@ -267,6 +267,8 @@ def test_tampered_recording_is_flagged_and_new_recordings_are_picked_up(scenario
     data[-3] ^= 0xFF
     path.write_bytes(bytes(data))
     path.chmod(0o444)
+    rc, a3 = answer(tmp_path, "--task", scenario["task"], "--reverify")
+    assert rc == 1 and [r["session_id"] for r in a3["verification"]["not_intact"]] == [sid]
     rc, b = run("index", "rebuild", *store_args(tmp_path))
     rc, a3 = answer(tmp_path, "--task", scenario["task"])
     assert rc == 1 and not a3["verification"]["intact"]

@@ -105,3 +105,41 @@ def test_index_reads_login_refusals_and_database_denials_in_their_agreed_shapes(
     rows = con.execute("select payload from control_events where kind = 'login.refused.summary'"
                        ).fetchall()
     assert json.loads(rows[0][0])["dropped"] == 3
+
+
+def test_replay_json_is_one_event_per_line(tmp_path):
+    import io
+    from contextlib import redirect_stdout
+
+    from cryptography.hazmat.primitives import serialization
+
+    from proxy.cli import main as cli_main
+
+    store = LocalStore(tmp_path / "rec")
+    key = Ed25519PrivateKey.generate()
+    (tmp_path / "k.pub").write_bytes(key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
+    rec = Recorder(RecorderConfig(store=str(store.root), spool_dir=str(tmp_path / "spool")),
+                   store=store, signing_key=key)
+    rec.start()
+    s = rec.open_session({"agent": "bot"})
+    s.wire("c2s", testing.parse("select $1", "s1") + testing.bind([b"7"], "s1")
+           + testing.execute() + testing.sync())
+    s.wire("s2c", testing.row_description("v") + testing.data_row("7")
+           + testing.command_complete("SELECT 1") + testing.ready())
+    s.end("terminate")
+    rec.close()
+    out = io.StringIO()
+    with redirect_stdout(out):
+        rc = cli_main(["replay", s.id, "--store", str(store.root), "--format", "json",
+                       "--public-key", str(tmp_path / "k.pub")])
+    lines = [json.loads(x) for x in out.getvalue().splitlines()]
+    assert rc == 0 and lines[0] == {"kind": "verify", "ok": True, "problems": [],
+                                    "status": "closed"}
+    frames = [(x.get("direction"), x.get("frame")) for x in lines if x["kind"] == "wire"]
+    assert frames == [("c2s", "P"), ("c2s", "B"), ("c2s", "E"), ("c2s", "S"), ("s2c", "T"),
+                      ("s2c", "D"), ("s2c", "C"), ("s2c", "Z")]
+    by = {x.get("frame"): x for x in lines if x["kind"] == "wire"}
+    assert by["P"]["sql"] == "select $1" and by["B"]["params"] == ["7"]
+    assert by["D"]["values"] == ["7"] and by["C"]["tag"] == "SELECT 1"
+    assert [x["type"] for x in lines if x["kind"] == "meta"] == ["session.start", "session.end"]

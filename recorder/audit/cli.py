@@ -52,6 +52,9 @@ def register(sub) -> None:
                                  "denials, logins, grant_events")
     p.add_argument("--no-update", action="store_true",
                    help="answer from the index as it is (default: index new recordings first)")
+    p.add_argument("--reverify", action="store_true",
+                   help="verify every recording the answer draws on again now (finds "
+                        "tampering since it was indexed)")
     p.set_defaults(func=cmd_audit)
 
     p = sub.add_parser("sessions", help="list recorded sessions (same filters as audit)")
@@ -129,6 +132,10 @@ def cmd_audit(args) -> int:
     rc = _update(args)
     if rc:
         return rc
+    if args.reverify and not args.sql:
+        rc = _reverify(args)
+        if rc:
+            return rc
     con = _read(args)
     try:
         if args.sql:
@@ -149,6 +156,32 @@ def cmd_audit(args) -> int:
         return 0 if a["verification"]["intact"] else 1
     finally:
         con.close()
+
+
+def _reverify(args) -> int:
+    from ..cli import _open
+    from . import answer, index
+
+    if not args.public_key:
+        print("pgwitness audit --reverify: --public-key is needed", file=sys.stderr)
+        return 2
+    con = _read(args)
+    try:
+        a = answer.audit(con, _filters(args))
+    finally:
+        con.close()
+    sids = [s["session_id"] for g in a["grants"] for s in g["sessions"]]
+    sids += [s["session_id"] for s in a["other_sessions"]]
+    con = index.connect(args.index)
+    try:
+        streams = [r[0] for r in con.execute(
+            "SELECT DISTINCT stream_id FROM control_events WHERE grant_id IN (SELECT unnest(?))",
+            [[g["grant_id"] for g in a["grants"]]]).fetchall()]
+        index.Indexer(con, _open(args), _keys(args),
+                      check_locks=not args.no_lock_check).reverify(sids + streams)
+    finally:
+        con.close()
+    return 0
 
 
 def _table(rows: list[dict], names: list[str], fmt: str) -> None:

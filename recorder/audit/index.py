@@ -204,11 +204,29 @@ class Indexer:
             if k is not None and k[1] == "control" and k[2] == "open" and k[3] is not None:
                 resume = (k[3], bytes.fromhex(k[4]), k[5])
             self._index(sid, resume, len(keys or ()))
+        self._finish()
+        self.result.seconds = time.monotonic() - t0
+        return self.result
+
+    def reverify(self, session_ids: Iterable[str]) -> UpdateResult:
+        """Verify these recordings again now and re-index them (tampering after indexing)."""
+        t0 = time.monotonic()
+        for sid in session_ids:
+            try:
+                n = len(self.store.list(chunks.session_prefix(sid)))
+            except (StoreError, ValueError):
+                n = 0
+            self._index(sid, None, n)
+        self._finish()
+        self.result.seconds = time.monotonic() - t0
+        return self.result
+
+    def _finish(self) -> None:
+        if not self.result.indexed:
+            return  # nothing new: the index is as it was
         self._flush()
         self._cross_check()
         rebuild_grants(self.con)
-        self.result.seconds = time.monotonic() - t0
-        return self.result
 
     def _index(self, sid: str, resume, nobjects: int) -> None:
         good: list[Record] = []
