@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import time
 from collections.abc import Iterable
@@ -22,7 +23,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import duckdb
-import pyarrow as pa
 
 from .. import chunks
 from ..records import Record
@@ -31,11 +31,11 @@ from ..verify import Report, verify_session
 from .derive import SessionFacts
 
 SCHEMA_VERSION = 1
-TS = pa.timestamp("us", tz="UTC")
 
-# name -> (arrow type, SQL type); the tables' column order is this order.
-_S, _I, _B, _T, _D = (pa.string(), "VARCHAR"), (pa.int64(), "BIGINT"), (pa.bool_(), "BOOLEAN"), \
-    (TS, "TIMESTAMPTZ"), (pa.float64(), "DOUBLE")
+# name -> (arrow type name, SQL type); the tables' column order is this order. (pyarrow is
+# imported only to write: `audit` answers without paying for it.)
+_S, _I, _B, _T, _D = ("string", "VARCHAR"), ("int64", "BIGINT"), ("bool_", "BOOLEAN"), \
+    ("timestamp", "TIMESTAMPTZ"), ("float64", "DOUBLE")
 TABLES: dict[str, dict[str, tuple]] = {
     "recordings": {
         "session_id": _S, "kind": _S, "status": _S, "intact": _B, "attested_through": _I,
@@ -132,8 +132,11 @@ def connect(path: str | os.PathLike, *, read_only: bool = False,
         try:
             con = duckdb.connect(str(path), read_only=read_only)
             break
-        except duckdb.IOException as e:
-            if "lock" not in str(e).lower() or time.monotonic() > deadline:
+        except (duckdb.IOException, duckdb.ConnectionException) as e:
+            # another process holds the write lock, or (same process) a connection with
+            # another read_only setting is open
+            busy = "lock" in str(e).lower() or "different configuration" in str(e)
+            if not busy or time.monotonic() > deadline:
                 raise
             time.sleep(0.05)
     if not read_only:
@@ -154,9 +157,14 @@ def _schema(con) -> None:
     con.execute("INSERT OR REPLACE INTO index_info VALUES ('schema', ?)", [str(SCHEMA_VERSION)])
 
 
-def _arrow(name: str, rows: list[dict]) -> pa.Table:
+def _arrow(name: str, rows: list[dict]):
+    import pyarrow as pa
+
+    def typ(t: str):
+        return pa.timestamp("us", tz="UTC") if t == "timestamp" else getattr(pa, t)()
+
     cols = TABLES[name]
-    return pa.table({c: pa.array([r.get(c) for r in rows], t[0]) for c, t in cols.items()})
+    return pa.table({c: pa.array([r.get(c) for r in rows], typ(t[0])) for c, t in cols.items()})
 
 
 def _insert(con, name: str, rows: list[dict]) -> None:
@@ -302,6 +310,8 @@ class Indexer:
         con.execute("BEGIN")
         try:
             if self._deleted:
+                import pyarrow as pa
+
                 ids = pa.table({"sid": pa.array(self._deleted, pa.string())})  # noqa: F841
                 for t, col in (("recordings", "session_id"), ("sessions", "session_id"),
                                ("statements", "session_id"), ("session_events", "session_id"),
@@ -465,10 +475,15 @@ def rebuild(index_path, store: Store, public_keys, **kw) -> UpdateResult:
 def watch(index_path, store: Store, public_keys, *, interval: float = 0.5,
           stop=None, on_update=None, **kw) -> None:
     """Update every ``interval`` seconds (closing the file between passes, so `audit` can read)."""
+    log = logging.getLogger("pgwitness.audit")
     while stop is None or not stop():
-        r = update(index_path, store, public_keys, **kw)
-        if on_update is not None:
-            on_update(r)
+        try:
+            r = update(index_path, store, public_keys, **kw)
+        except (duckdb.Error, StoreError, OSError) as e:  # keep watching; say why
+            log.warning("index update failed: %s", e)
+        else:
+            if on_update is not None:
+                on_update(r)
         time.sleep(interval)
 
 
