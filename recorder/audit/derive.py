@@ -63,6 +63,7 @@ class Unit:
     sql: str = ""
     decision: dict | None = None
     start: int = 0
+    src: Unit | None = None  # Bind/Execute: the Parse of their statement
 
 
 @dataclass
@@ -81,8 +82,11 @@ class SessionFacts:
         self._buf = {Direction.C2S: bytearray(), Direction.S2C: bytearray()}
         self._pending: deque[Unit] = deque()
         self._awaiting: deque[Unit] = deque()  # statement messages waiting for their decision
-        self._prepared: dict[str, tuple[str, dict | None]] = {}
-        self._portals: dict[str, tuple[str, list[str], dict | None]] = {}
+        # statement name -> its Parse; portal -> (that Parse, parameters). Set when the client
+        # sends them (a pipeline binds before the server answers); the Parse's decision is
+        # read when the Execute's row is emitted (decisions follow the client's frames).
+        self._prepared: dict[str, Unit] = {}
+        self._portals: dict[str, tuple[Unit | None, list[str]]] = {}
         self._skipping = False  # the server skips the client's messages up to Sync
         self._t = 0
         self._verified = True
@@ -143,7 +147,7 @@ class SessionFacts:
             u = self._pending.popleft()
             if u.row is not None:
                 u.row["outcome"] = "no answer"
-                self._emit(u.row)
+                self._emit(u.row, u)
         self._annotate_db_denials()
         self.statements.sort(key=lambda s: (s["seq"], s["n"]))
 
@@ -175,15 +179,17 @@ class SessionFacts:
                 name, off = _cstr(body, 0)
                 u = Unit("P", name=name, sql=_cstr(body, off)[0])
                 self._awaiting.append(u)
+                self._prepared[name] = u
             elif typ == "B":
                 portal, stmt, params = _bind(body)
-                sql, decision = self._prepared.get(stmt, ("", None))
-                self._portals[portal] = (sql, params, decision)
-                u = Unit("B", name=portal, sql=sql, decision=decision)
+                src = self._prepared.get(stmt)
+                self._portals[portal] = (src, params)
+                u = Unit("B", name=portal, sql=src.sql if src else "", src=src)
             elif typ == "E":
                 portal = _cstr(body, 0)[0]
-                sql, params, decision = self._portals.get(portal, ("", [], None))
-                u = Unit("E", self._row("extended", sql, decision, params), name=portal)
+                src, params = self._portals.get(portal, (None, []))
+                u = Unit("E", self._row("extended", src.sql if src else "", None, params),
+                         name=portal, src=src)
             elif typ == "F":
                 u = Unit("F", self._row("function", "(FunctionCall)", None))
                 self._awaiting.append(u)
@@ -216,11 +222,12 @@ class SessionFacts:
             self._pending.popleft()
             row = u.row
             if row is None and u.kind in ("P", "B"):  # a refused Parse/Bind is a statement row
-                row = self._row("extended", u.sql, u.decision, None)
+                row = self._row("extended", u.sql, None, None)
                 row["start_ns"] = u.start
+                u.row = row
             if row is not None:
                 row.update(outcome="error", sqlstate=f.get("C"), message=f.get("M"))
-                self._emit(row)
+                self._emit(row, u)
             if u.kind == "S":
                 return
             if u.kind in ("Q", "F"):
@@ -244,11 +251,10 @@ class SessionFacts:
                 if row.get("outcome") is None:
                     row["outcome"] = "ok"
                     row["end_ns"] = self._t
-                    self._emit(row)
+                    self._emit(row, u)
         elif k == "P":
             if typ == "1":
                 self._pending.popleft()
-                self._prepared[u.name] = (u.sql, u.decision)
         elif k in ("B", "C"):
             if typ == _ENDS[k]:
                 self._pending.popleft()
@@ -275,7 +281,7 @@ class SessionFacts:
                 return
             self._pending.popleft()
             row["end_ns"] = self._t
-            self._emit(row)
+            self._emit(row, u)
         elif k == "S" and typ == "Z":
             self._pending.popleft()
 
@@ -289,7 +295,11 @@ class SessionFacts:
         if not self._pending:
             self._skipping = True
 
-    def _emit(self, row: dict) -> None:
+    def _emit(self, row: dict, u: Unit | None = None) -> None:
+        if row.get("decision") is None and u is not None:
+            parse = u if u.kind == "P" else u.src
+            if parse is not None and parse.decision:
+                row.update(parse.decision)
         if row.get("end_ns") is None:
             row["end_ns"] = self._t
         self.statements.append(row)
