@@ -72,7 +72,8 @@ def audit(con, f: Filters) -> dict:
         keep = {s["grant_id"] for s in sessions}
         grants = [g for g in grants if g["grant_id"] in keep]
     gids = [g["grant_id"] for g in grants]
-    sw, sp = _where(Filters(since=f.since, until=f.until), ts="ts")
+    # statements carry task/agent/grant: filtering on them lets DuckDB skip row groups
+    sw, sp = _where(f, ts="ts", session="session_id")
     if f.denied:
         sw += f" AND {DENIED}"
     statements = _rows(con, f"SELECT * FROM statements WHERE session_id IN "
