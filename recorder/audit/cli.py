@@ -200,20 +200,27 @@ def _table(rows: list[dict], names: list[str], fmt: str) -> None:
             print(" | ".join("" if r[n] is None else str(r[n]) for n in names))
 
 
-def cmd_sessions(args) -> int:
-    from . import answer
-
+def _with_index(args, fn) -> int:
+    """Update the index (unless --no-update), then ``fn(connection)`` read-only."""
     rc = _update(args)
     if rc:
         return rc
     con = _read(args)
     try:
-        rows = answer.sessions_list(con, _filters(args))
+        return fn(con)
     finally:
         con.close()
-    names = list(rows[0]) if rows else ["session_id"]
-    _table(rows, names, args.format)
-    return 0
+
+
+def cmd_sessions(args) -> int:
+    from . import answer
+
+    def go(con) -> int:
+        rows = answer.sessions_list(con, _filters(args))
+        _table(rows, list(rows[0]) if rows else ["session_id"], args.format)
+        return 0
+
+    return _with_index(args, go)
 
 
 def cmd_index(args) -> int:
@@ -246,11 +253,7 @@ def _summary(r) -> str:
 def cmd_export(args) -> int:
     from . import export
 
-    rc = _update(args)
-    if rc:
-        return rc
-    con = _read(args)
-    try:
+    def go(con) -> int:
         if args.out.startswith("s3://"):
             from ..store import open_store
 
@@ -261,6 +264,6 @@ def cmd_export(args) -> int:
         else:
             files = export.export_local(con, Path(args.out), day=args.day, fmt=args.fmt)
             print(f"exported {len(files)} files under {args.out}")
-    finally:
-        con.close()
-    return 0
+        return 0
+
+    return _with_index(args, go)
