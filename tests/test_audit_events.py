@@ -143,3 +143,63 @@ def test_replay_json_is_one_event_per_line(tmp_path):
     assert by["P"]["sql"] == "select $1" and by["B"]["params"] == ["7"]
     assert by["D"]["values"] == ["7"] and by["C"]["tag"] == "SELECT 1"
     assert [x["type"] for x in lines if x["kind"] == "meta"] == ["session.start", "session.end"]
+
+
+def _facts(*steps):
+    """Feed SessionFacts a scripted exchange: ("c2s"|"s2c", bytes) or ("dec", payload)."""
+    from recorder.audit.derive import SessionFacts
+    from recorder.records import Direction, Kind, Record, dump_json
+
+    f = SessionFacts("s")
+    seq = 0
+    f.feed(Record(seq, 0, Direction.PROXY, Kind.META, "session.start",
+                  dump_json({"wall_ns": 0, "meta": {}})))
+    for who, data in steps:
+        seq += 1
+        if who == "dec":
+            f.feed(Record(seq, seq, Direction.PROXY, Kind.DECISION, "allow", dump_json(data)))
+        else:
+            d = Direction.C2S if who == "c2s" else Direction.S2C
+            f.feed(Record(seq, seq, d, Kind.WIRE, "", data))
+    f.finish()
+    return [(r["text"], r["decision"], r["outcome"], r["command_tag"], r["sqlstate"], r["rows"])
+            for r in f.statements]
+
+
+OK = {"outcome": "allowed", "statements": [{"rule": "scope.read", "allowed": True}]}
+NO = {"outcome": "denied", "statements": [{"rule": "deny.write", "allowed": False}]}
+T = testing
+
+
+def test_derive_pipeline_with_a_denied_parse_skips_to_sync():
+    rows = _facts(
+        ("c2s", T.parse("select 1") + T.bind([]) + T.execute() + T.parse("delete from t")
+         + T.bind([]) + T.execute() + T.parse("select 3") + T.bind([]) + T.execute() + T.sync()
+         + T.parse("select 4") + T.bind([]) + T.execute() + T.sync()),
+        ("dec", OK), ("dec", NO), ("dec", OK), ("dec", OK),
+        ("s2c", T.frame(b"1", b"") + T.frame(b"2", b"") + T.data_row("1")
+         + T.command_complete("SELECT 1") + T.error("42501", "denied") + T.ready()
+         + T.frame(b"1", b"") + T.frame(b"2", b"") + T.command_complete("SELECT 1") + T.ready()),
+    )
+    assert rows == [("select 1", "allowed", "ok", "SELECT 1", None, 1),
+                    ("delete from t", "denied", "error", None, "42501", None),
+                    ("select 4", "allowed", "ok", "SELECT 1", None, 1)]  # select 3: skipped
+
+
+def test_derive_simple_query_errors_copy_and_a_stray_error_before_sync():
+    rows = _facts(
+        ("c2s", T.query("select 1; select 1/0")), ("dec", OK),
+        ("s2c", T.row_description("a") + T.data_row("1") + T.command_complete("SELECT 1")
+         + T.error("22012", "division by zero") + T.ready()),
+        ("c2s", T.query("copy t from stdin")), ("dec", OK),
+        ("s2c", T.frame(b"G", b"\x00\x00\x00")),
+        ("c2s", T.frame(b"d", b"1\n2\n") + T.frame(b"c", b"")),
+        ("s2c", T.command_complete("COPY 2") + T.ready()),
+        ("c2s", T.frame(b"H", b"") + T.sync()),
+        ("s2c", T.notice("n") + T.error("XX000", "stray") + T.ready()),
+        ("c2s", T.query("select 2")), ("dec", OK),
+        ("s2c", T.command_complete("SELECT 0") + T.ready()),
+    )
+    assert rows == [("select 1; select 1/0", "allowed", "error", "SELECT 1", "22012", 1),
+                    ("copy t from stdin", "allowed", "ok", "COPY 2", None, 2),
+                    ("select 2", "allowed", "ok", "SELECT 0", None, 0)]

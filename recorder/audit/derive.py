@@ -63,6 +63,7 @@ class Unit:
     sql: str = ""
     decision: dict | None = None
     start: int = 0
+    order: int = 0  # the client message's position in the session
     src: Unit | None = None  # Bind/Execute: the Parse of their statement
 
 
@@ -149,13 +150,14 @@ class SessionFacts:
                 u.row["outcome"] = "no answer"
                 self._emit(u.row, u)
         self._annotate_db_denials()
-        self.statements.sort(key=lambda s: (s["seq"], s["n"]))
+        self.statements.sort(key=lambda s: s["order"])  # the order the client sent them
+        for i, s in enumerate(self.statements, 1):
+            s["n"] = i
 
     # --- client messages --------------------------------------------------------
 
     def _row(self, protocol: str, text: str, decision: dict | None, params=None) -> dict:
-        self._n += 1
-        row = {"n": self._n, "seq": 0, "start_ns": self._t, "protocol": protocol, "text": text,
+        row = {"n": 0, "order": self._n + 1, "start_ns": self._t, "protocol": protocol, "text": text,
                "params": json.dumps(params) if params is not None else None,
                "decision": None, "rule": None, "reason": None, "classes": None, "relations": None,
                "outcome": None, "command_tag": None, "rows": None, "sqlstate": None,
@@ -199,7 +201,8 @@ class SessionFacts:
                 return
         except (ValueError, struct.error, IndexError):
             return
-        u.start = self._t
+        self._n += 1
+        u.start, u.order = self._t, self._n
         self._pending.append(u)
 
     # --- server messages --------------------------------------------------------
@@ -218,18 +221,18 @@ class SessionFacts:
             return  # startup-phase frames (R, K, the first Z) and FATALs outside a statement
         u = self._pending[0]
         if typ == "E":
+            if u.kind == "S":
+                return  # not the answer to a message we track; the Sync's ReadyForQuery follows
             f = _fields(body)
             self._pending.popleft()
             row = u.row
             if row is None and u.kind in ("P", "B"):  # a refused Parse/Bind is a statement row
                 row = self._row("extended", u.sql, None, None)
-                row["start_ns"] = u.start
+                row["start_ns"], row["order"] = u.start, u.order
                 u.row = row
             if row is not None:
                 row.update(outcome="error", sqlstate=f.get("C"), message=f.get("M"))
                 self._emit(row, u)
-            if u.kind == "S":
-                return
             if u.kind in ("Q", "F"):
                 self._await_ready(u)
                 return

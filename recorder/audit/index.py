@@ -196,6 +196,9 @@ class Indexer:
             "SELECT session_id, kind, status, attested_through, last_chain, next_seq, objects "
             "FROM recordings").fetchall()}
         sids = list(session_ids) if session_ids is not None else self.store.sessions()
+        # control streams first: a session whose `session.closed` they carry was stored
+        # complete before it, so reading them first never sees a close the store lacks
+        sids.sort(key=lambda sid: (known.get(sid, (None, "session"))[1] != "control", sid))
         for sid in sids:
             k = known.get(sid)
             if k is not None and k[2] == "closed":
