@@ -580,7 +580,7 @@ class ClientConnection(asyncio.Protocol):
             # Unqualified names must resolve upstream exactly as the policy resolved them
             # (not through "$user", the proxy's own role), and RESET keeps it so.
             params["search_path"] = ", ".join(_quote_ident(s) for s in policy.search_path)
-        client_app = params.get("application_name", "")
+        client_app = params.get("application_name") or params.get("fallback_application_name", "")
         params["application_name"] = upstream_app = upstream_name(client_app)
         try:
             upstream = await connect_upstream(self.cfg, server.credentials, database, params)
