@@ -183,7 +183,7 @@ def test_audit_answer_lists_each_fact_once_as_the_clients_saw_it(scenario):
     assert rows["COPY public.customers TO STDOUT"]["copy"]
 
     p = [st for st in s2["statement_rows"] if st["text"].startswith("select id, total")]
-    assert len(p) == 1 and json.loads(p[0]["params"]) == ["\\x00000002"]  # binary int4
+    assert len(p) == 1 and json.loads(p[0]["params"]) == [2]  # binary int4, typed by its ParameterDescription
     assert p[0]["rows"] == 1 and p[0]["outcome"] in ("ok", "suspended")
     d = [st for st in s2["statement_rows"] if st["text"] == "delete from orders"]
     assert len(d) == 1 and d[0]["decision"] == "denied" and d[0]["sqlstate"] == scenario["s2_denied"]

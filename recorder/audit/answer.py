@@ -233,9 +233,11 @@ def _session(s: dict, w) -> None:
     w(f"\n  SESSION {s['session_id']}{mark} [{state}]\n")
     w(f"    {s['started_at']} -> {s['ended_at'] or '(open)'}  end: {s['end_cause']}"
       f"{(' (' + s['end_detail'] + ')') if s['end_detail'] else ''}\n")
-    w(f"    client {s['client_addr']} tls {s['client_tls']}  application_name "
-      f"{s['application_name']!r}  upstream {s['upstream']} pid {s['backend_pid']} "
-      f"as {s['upstream_application_name']!r}\n")
+    w(f"    client {s['client_addr']} tls {s['client_tls']}"
+      f"{'  application_name ' + repr(s['application_name']) if s['application_name'] else ''}"
+      f"  upstream {s['upstream']} backend pid {s['backend_pid']}"
+      f"{' as ' + repr(s['upstream_application_name']) if s['upstream_application_name'] else ''}"
+      "\n")
     for st in s["statement_rows"]:
         mark = "  " if st["verified"] else "! "
         dec = st["decision"] or "-"

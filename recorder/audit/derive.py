@@ -28,6 +28,36 @@ _ASYNC = frozenset("NAS")  # notices, notifications, parameter status: any time
 _ENDS = {"P": "1", "B": "2", "C": "3"}  # extended messages answered by one frame
 
 
+def _oids(body: bytes, off: int) -> list[int]:
+    """Parameter type OIDs: Parse's declared list or a ParameterDescription's."""
+    (n,) = struct.unpack_from(">h", body, off)
+    return list(struct.unpack_from(f">{n}I", body, off + 2)) if n > 0 else []
+
+
+_INTS = {20: 8, 21: 2, 23: 4, 26: 4}  # int8, int2, int4, oid
+_FLOATS = {700: ">f", 701: ">d"}
+
+
+def _typed(params: list, oids: list[int]) -> list:
+    """Binary parameters (shown as \\x... by replay) decoded for the common scalar types."""
+    out = []
+    for i, v in enumerate(params):
+        oid = oids[i] if i < len(oids) else 0
+        if isinstance(v, str) and v.startswith("\\x") and oid:
+            try:
+                raw = bytes.fromhex(v[2:])
+                if _INTS.get(oid) == len(raw):
+                    v = int.from_bytes(raw, "big", signed=oid != 26)
+                elif oid in _FLOATS and len(raw) == struct.calcsize(_FLOATS[oid]):
+                    v = struct.unpack(_FLOATS[oid], raw)[0]
+                elif oid == 16 and len(raw) == 1:
+                    v = raw != b"\x00"
+            except ValueError:
+                pass
+        out.append(v)
+    return out
+
+
 def rows_of(tag: str) -> int | None:
     m = _ROWS_RE.match(tag)
     return int(m.group(1)) if m else None
@@ -64,6 +94,7 @@ class Unit:
     decision: dict | None = None
     start: int = 0
     order: int = 0  # the client message's position in the session
+    oids: list[int] | None = None  # Parse: parameter types (declared or described)
     src: Unit | None = None  # Bind/Execute: the Parse of their statement
 
 
@@ -179,7 +210,8 @@ class SessionFacts:
                 self._awaiting.append(u)
             elif typ == "P":
                 name, off = _cstr(body, 0)
-                u = Unit("P", name=name, sql=_cstr(body, off)[0])
+                sql, off = _cstr(body, off)
+                u = Unit("P", name=name, sql=sql, oids=_oids(body, off))
                 self._awaiting.append(u)
                 self._prepared[name] = u
             elif typ == "B":
@@ -195,6 +227,8 @@ class SessionFacts:
             elif typ == "F":
                 u = Unit("F", self._row("function", "(FunctionCall)", None))
                 self._awaiting.append(u)
+            elif typ == "D" and body[:1] == b"S":  # its ParameterDescription names the types
+                u = Unit("D", src=self._prepared.get(_cstr(body, 1)[0]))
             elif typ in ("D", "C"):
                 u = Unit(typ)
             else:
@@ -262,7 +296,9 @@ class SessionFacts:
             if typ == _ENDS[k]:
                 self._pending.popleft()
         elif k == "D":
-            if typ in ("T", "n"):
+            if typ == "t" and u.src is not None:
+                u.src.oids = _oids(body, 0)
+            elif typ in ("T", "n"):
                 self._pending.popleft()
         elif k == "E":
             row = u.row
@@ -299,10 +335,11 @@ class SessionFacts:
             self._skipping = True
 
     def _emit(self, row: dict, u: Unit | None = None) -> None:
-        if row.get("decision") is None and u is not None:
-            parse = u if u.kind == "P" else u.src
-            if parse is not None and parse.decision:
-                row.update(parse.decision)
+        parse = None if u is None else (u if u.kind == "P" else u.src)
+        if row.get("decision") is None and parse is not None and parse.decision:
+            row.update(parse.decision)
+        if parse is not None and parse.oids and row.get("params"):
+            row["params"] = json.dumps(_typed(json.loads(row["params"]), parse.oids))
         if row.get("end_ns") is None:
             row["end_ns"] = self._t
         self.statements.append(row)
