@@ -214,6 +214,14 @@ def test_audit_answer_lists_each_fact_once_as_the_clients_saw_it(scenario):
 
     rc, text = run("audit", *store_args(tmp_path), "--task", task)
     assert rc == 0 and text.startswith("VERIFIED: all") and "REVOKED" in text
+    rc, listed = run("sessions", *store_args(tmp_path), "--task", task, "--format", "json")
+    listed = [json.loads(x) for x in listed.splitlines()]
+    assert [x["session_id"] for x in listed] == [s1["session_id"], s2["session_id"],
+                                                 s3["session_id"]]
+    assert [x["denials"] for x in listed] == [2, 1, 0]
+    rc, listed = run("sessions", *store_args(tmp_path), "--agent", AGENT, "--denied",
+                     "--since", s2["started_at"], "--format", "json")
+    assert [json.loads(x)["session_id"] for x in listed.splitlines()] == [s2["session_id"]]
     rc, csv_out = run("audit", *store_args(tmp_path), "--task", task, "--format", "csv")
     assert csv_out.count(",statement,") == len(keys)
 
