@@ -203,3 +203,33 @@ def test_derive_simple_query_errors_copy_and_a_stray_error_before_sync():
     assert rows == [("select 1; select 1/0", "allowed", "error", "SELECT 1", "22012", 1),
                     ("copy t from stdin", "allowed", "ok", "COPY 2", None, 2),
                     ("select 2", "allowed", "ok", "SELECT 0", None, 0)]
+
+
+def test_index_from_an_s3_store_with_object_lock(s3_server):
+    """The index reads an S3 recording store (all versions, locks checked) like a local one."""
+    store = s3_server.store()
+    key = Ed25519PrivateKey.generate()
+    import tempfile
+    from pathlib import Path
+
+    tmp = Path(tempfile.mkdtemp(prefix="pgw-audit-s3-"))
+    rec = Recorder(RecorderConfig(store=store.url, spool_dir=str(tmp / "spool"), fsync=False),
+                   store=store, signing_key=key)
+    rec.start()
+    rec.control_event("grant.issued", {"grant_id": "g-s3", "agent": "bot", "task": "T-S3",
+                                       "reason": "why", "by": "me",
+                                       "at": "2030-01-01T00:00:00+00:00",
+                                       "expires_at": "2030-01-01T01:00:00+00:00"})
+    s = rec.open_session({"agent": "bot", "task": "T-S3", "grant_id": "g-s3"})
+    s.wire("c2s", testing.query("select 1"))
+    s.decision(OK, False)
+    s.wire("s2c", testing.command_complete("SELECT 1") + testing.ready())
+    s.end("terminate")
+    rec.close()
+    con = index.connect(tmp / "i.duckdb")
+    r = index.Indexer(con, store, [key.public_key()]).update()
+    assert r.indexed == 2 and r.tampered == 0
+    a = audit(con, Filters(task="T-S3"))
+    assert a["verification"]["intact"] and a["verification"]["recordings"] == 2
+    (g,) = a["grants"]
+    assert [st["command_tag"] for s in g["sessions"] for st in s["statement_rows"]] == ["SELECT 1"]

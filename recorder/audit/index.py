@@ -277,7 +277,7 @@ class Indexer:
             for ev in facts.control:
                 p = ev["payload"]
                 self._rows["control_events"].append({
-                    "stream_id": sid, "seq": ev["seq"], "ts": _us(_event_time(ev)),
+                    "stream_id": sid, "seq": ev["seq"], "ts": _us(ev["at_ns"]),
                     "kind": ev["kind"], "grant_id": p.get("grant_id") or p.get("grant"),
                     "session_ref": p.get("session"),
                     "payload": json.dumps(p, sort_keys=True), "verified": ev["verified"]})
@@ -357,11 +357,6 @@ class Indexer:
               AND (s.status <> r.status OR s.intact <> r.intact)""")
         self.result.missing = con.execute(
             "SELECT count(*) FROM recordings WHERE status = 'missing'").fetchone()[0]
-
-
-def _event_time(ev: dict) -> int:
-    """A grant event's own time (`at`, when it happened) if it has one, else when recorded."""
-    return ev["at_ns"]
 
 
 def _with_unverified(store: Store, sid: str, good: list[Record], resume):
