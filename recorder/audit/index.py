@@ -106,6 +106,7 @@ VIEWS = {
         FROM logins WHERE outcome = 'refused'""",
     "grant_events": """
         SELECT e.ts, replace(e.kind, '_', '.') AS kind, e.grant_id,
+               TRY_CAST(json_extract_string(e.payload, '$.at') AS TIMESTAMPTZ) AS happened_at,
                json_extract_string(e.payload, '$.by') AS by,
                json_extract_string(e.payload, '$.expires_at') AS expires_at,
                json_extract_string(e.payload, '$.previous_expires_at') AS previous_expires_at,
