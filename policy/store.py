@@ -309,6 +309,34 @@ class GrantStore(abc.ABC):
         """Grants neither expired nor revoked (usable now or later): the metrics' census."""
         return await self._fetch(ended_after=self._now())
 
+    async def expire_due(self, *, within: dt.timedelta = LOGIN_HISTORY) -> list[Grant]:
+        """Emit ``grant.expired`` for each grant whose expiry has passed (in the last
+        ``within``) and that no one has reported yet; returns those this call reported.
+
+        Proxies call this from their housekeeping, so the event is emitted when the expiry
+        happens, whether or not a session was live. Several proxies sharing the store each
+        try; a claim row in the store (``grant_store_meta``, key ``expired:<id>:<expiry>``)
+        lets exactly one of them emit it. A grant extended after it expired expires again,
+        under a new key.
+        """
+        now = self._now()
+        seen = self.__dict__.setdefault("_expiry_reported", set())
+        done = []
+        for grant in await self._fetch(ended_after=now - within):
+            if grant.expires_at > now or grant.expires_at <= now - within:
+                continue
+            if grant.revoked_at is not None and grant.revoked_at <= grant.expires_at:
+                continue  # revoked before it could expire
+            key = f"expired:{grant.id}:{_ts(grant.expires_at)}"
+            if key in seen:
+                continue
+            if await self._claim(key, _ts(now).encode()):
+                self._emit("grant.expired", grant, by="pgwitness (expiry)", at=grant.expires_at,
+                           noticed_at=now)
+                done.append(grant)
+            seen.add(key)
+        return done
+
     async def login_salt(self, agent: str) -> tuple[bytes, int]:
         """(salt, iterations) for SCRAM's server-first-message.
 
@@ -394,6 +422,10 @@ class GrantStore(abc.ABC):
     @abc.abstractmethod
     async def _set_revoked(self, grant_id: str, at: dt.datetime, by: str) -> bool:
         """Set revoked_at/by if not yet revoked; True if this call revoked it."""
+
+    @abc.abstractmethod
+    async def _claim(self, key: str, value: bytes) -> bool:
+        """Insert ``key`` into grant_store_meta unless present; True if this call did."""
 
     @abc.abstractmethod
     async def _set_expiry(
@@ -739,6 +771,15 @@ class SQLiteGrantStore(GrantStore):
 
         return await self._run(op)
 
+    async def _claim(self, key, value):
+        def op(conn: sqlite3.Connection) -> bool:
+            cur = conn.execute(
+                "INSERT OR IGNORE INTO grant_store_meta (key, value) VALUES (?, ?)", (key, value)
+            )
+            return cur.rowcount == 1
+
+        return await self._run(op)
+
 
 # ---- PostgreSQL ---------------------------------------------------------------------
 
@@ -913,6 +954,14 @@ class PostgresGrantStore(GrantStore):
             grant_id,
         )
         return status == "UPDATE 1"
+
+    async def _claim(self, key, value):
+        status = await self._conn_pool().execute(
+            "INSERT INTO grant_store_meta (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING",
+            key,
+            value,
+        )
+        return status == "INSERT 0 1"
 
     async def _set_expiry(self, grant_id, old, new, at):
         status = await self._conn_pool().execute(

@@ -131,6 +131,13 @@ def cmd_demo(args) -> int:
             "--public-key", str(base / "signing.key.pub"), "--max-rows", "5", check=False,
         )
         print(replay.stdout.strip() or replay.stderr.strip())
+    _say("the audit answer for task INC-4821: who was granted what, what they did and were denied")
+    audit = _pgwitness(
+        "audit", "--task", "INC-4821", "--store", str(base / "recordings"),
+        "--index", str(base / "audit.duckdb"), "--public-key", str(base / "signing.key.pub"),
+        check=False,
+    )
+    print(audit.stdout.strip() or audit.stderr.strip())
     if not args.keep:
         shutil.rmtree(base, ignore_errors=True)
     else:

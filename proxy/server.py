@@ -18,6 +18,7 @@ import time
 from datetime import UTC, datetime, timedelta
 
 from . import metrics
+from .appname import restore_client_name, upstream_name
 from .auth import AuthPlan, FailureThrottle, Identity, auth_failed
 from .catalog_loader import CatalogLoader
 from .config import Config, parse_hostport
@@ -146,6 +147,7 @@ class ProxyServer:
         """About once a second: metrics, recorder health, grant revocations and extensions."""
         interval = self.cfg.grants.poll_interval if self.grant_store is not None else 1.0
         last_flush = time.monotonic()
+        last_expiry = 0.0
         self._grant_watch_since = datetime.now(UTC)
         while True:
             await asyncio.sleep(min(interval, 1.0))
@@ -159,6 +161,16 @@ class ProxyServer:
                     await self._watch_grants()
                 except Exception:  # the store may be briefly unreachable; keep serving
                     logging.getLogger("pgwitness").exception("grant watch failed")
+                if now - last_expiry >= 1.0:
+                    last_expiry = now
+                    await self._expire_due()
+
+    async def _expire_due(self) -> None:
+        """grant.expired for every grant whose expiry passed (one proxy emits each)."""
+        try:
+            await self.grant_store.expire_due()
+        except Exception:
+            logging.getLogger("pgwitness").exception("grant expiry check failed")
 
     def _update_gauges(self) -> None:
         for conn in list(self.sessions):
@@ -204,13 +216,19 @@ class ProxyServer:
         task.add_done_callback(self._cancels.discard)
 
     def grant_expired(self, identity: Identity) -> None:
-        """Record a grant's expiry once per worker, when it ends a live session."""
+        """A live session's grant expired: have the store report it now (once, see
+        ``GrantStore.expire_due``); without a store, record it once per worker."""
         if identity.grant_id in self._expired_grants:
             return
         self._expired_grants.add(identity.grant_id)
+        if self.grant_store is not None:
+            task = asyncio.get_running_loop().create_task(self._expire_due())
+            self._cancels.add(task)
+            task.add_done_callback(self._cancels.discard)
+            return
         if self.recorder is not None:
             self.recorder.control_event(
-                "grant_expired",
+                "grant.expired",
                 {
                     "grant_id": identity.grant_id,
                     "agent": identity.agent,
@@ -265,6 +283,7 @@ class ClientConnection(asyncio.Protocol):
         self._ended = False
         self._admitted = False
         self._speculation = None  # (database, login user, params, task): see _speculate
+        self._upstream_app: tuple[str, str] | None = None  # (client's, upstream application_name)
         self._client_paused = False
         self._upstream_paused = False
         self.addr = "?"
@@ -730,6 +749,7 @@ class ClientConnection(asyncio.Protocol):
         credentials = server.role_logins.credentials(identity)
         if policy is not None:
             await server.catalogs.attach(policy, database)
+        client_app, upstream_app = self._upstream_app
         try:
             upstream = await self._upstream_for(database, credentials, params)
         except UpstreamError as exc:
@@ -773,6 +793,7 @@ class ClientConnection(asyncio.Protocol):
                     "upstream_user": credentials.user,
                     "upstream_tls": upstream.tls,
                     "backend_pid": upstream.backend_pid,
+                    "upstream_application_name": upstream_app,
                 }
             )
         self.relay = Relay(
@@ -787,7 +808,8 @@ class ClientConnection(asyncio.Protocol):
         )
         if policy is not None:
             self.relay.offload = self._offload
-        hello = upstream.startup_messages + m.ready_for_query(upstream.ready_status)
+        hello = restore_client_name(upstream.startup_messages, client_app)
+        hello += m.ready_for_query(upstream.ready_status)
         if self.srec is not None:
             # The exchange itself (SASL messages, proofs) is never recorded; its outcome is.
             self.srec.event(
@@ -842,6 +864,12 @@ class ClientConnection(asyncio.Protocol):
             # RESET ALL / DISCARD ALL return to, so they keep it. A dry run changes
             # nothing the client sees: the server's own search_path.
             params["search_path"] = ", ".join(_quote_ident(s) for s in policy.search_path)
+        # pgw:<tag>/<client's name> upstream (proxy/appname.py): one tag per connection, so
+        # a speculative login (_speculate) and the real one ask for the same parameters
+        client_app = params.get("application_name") or params.get("fallback_application_name", "")
+        if self._upstream_app is None or self._upstream_app[0] != client_app:
+            self._upstream_app = (client_app, upstream_name(client_app))
+        params["application_name"] = self._upstream_app[1]
         return policy, params, would_deny
 
     def _speculate(self, plan: AuthPlan, database: str, params: dict[str, str]) -> None:

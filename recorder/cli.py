@@ -45,7 +45,13 @@ def register(subparsers) -> None:
     p.add_argument("--max-rows", type=int, default=None, help="rows shown per result set")
     p.add_argument("--follow", "-f", action="store_true",
                    help="keep printing a live session until it ends (Ctrl-C to stop)")
+    p.add_argument("--format", choices=["text", "json"], default="text",
+                   help="json: one event per line (records, wire frames decoded)")
     p.set_defaults(func=cmd_replay)
+
+    from .audit.cli import register as register_audit
+
+    register_audit(subparsers)
 
 
 def _store_args(p: argparse.ArgumentParser) -> None:
@@ -155,11 +161,20 @@ def cmd_replay(args) -> int:
     status = 0
     if args.public_key:
         r = verify_session(store, args.session, [load_public_key(k) for k in args.public_key])
-        print(f"-- verify: {r.summary()}")
+        if args.format == "json":
+            print(json.dumps({"kind": "verify", "status": r.status, "ok": r.ok,
+                              "problems": [str(p) for p in r.problems]}))
+        else:
+            print(f"-- verify: {r.summary()}")
         status = 0 if r.ok else 1
     try:
-        replay_session(store, args.session, sys.stdout, max_rows=args.max_rows,
-                       follow=args.follow)
+        if args.format == "json":
+            from .replay import replay_json
+
+            replay_json(store, args.session, sys.stdout)
+        else:
+            replay_session(store, args.session, sys.stdout, max_rows=args.max_rows,
+                           follow=args.follow)
     except KeyboardInterrupt:
         return 130
     except (StoreError, ValueError) as e:

@@ -82,10 +82,12 @@ def _trusted(public_key) -> dict[bytes, Ed25519PublicKey]:
 def verify_session(store: Store, session_id: str,
                    public_key: Ed25519PublicKey | Iterable[Ed25519PublicKey], *,
                    check_locks: bool = True, collect: Callable[[Record], None] | None = None,
-                   ) -> Report:
+                   resume: tuple[int, bytes, int] | None = None) -> Report:
     """Verify one session against the store; never raises for anything found in the store.
 
-    `collect` receives every record of every chunk that verified.
+    `collect` receives every record of every chunk that verified. `resume` = (n, chain_n,
+    next_seq) from an earlier verification of this session continues after chunk n (the
+    audit index uses it for growing control streams; a full verify never does).
     """
     report = Report(session_id)
     trusted = _trusted(public_key)
@@ -120,12 +122,14 @@ def verify_session(store: Store, session_id: str,
     last = max(ns) if ns else -1
     name = lambda n, kind: f"{n:0{chunks.N_DIGITS}d}.{kind}"  # noqa: E731
 
-    prev_chain = chunks.genesis(session_id)
-    next_seq = 0
+    prev_chain, next_seq, start = chunks.genesis(session_id), 0, 0
+    if resume is not None:
+        start, prev_chain, next_seq = resume[0] + 1, resume[1], resume[2]
+        report.attested_through, report.last_chain = resume[0], resume[1]
     synced = True  # prev_chain/next_seq come from a verified predecessor (or genesis)
     contiguous = True
     final_at: int | None = None
-    for n in range(last + 1):
+    for n in range(start, last + 1):
         good = False
         records: list[Record] = []
         has_chunk, has_ckpt = (n, "chunk") in present, (n, "ckpt") in present
@@ -216,6 +220,8 @@ def verify_session(store: Store, session_id: str,
     if check_locks:
         history = getattr(store, "history", None)
         for key in keys:
+            if start and (chunks.parse_name(key[len(prefix):]) or (start,))[0] < start:
+                continue
             try:
                 issues = store.check(key)
             except StoreError as e:

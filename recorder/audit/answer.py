@@ -1,0 +1,263 @@
+"""The audit answer: per grant, who was granted what, for how long, what they did, and what
+they were denied, from the index (``index.py``), with what the answer stands on."""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import json
+from dataclasses import dataclass
+from typing import TextIO
+
+
+@dataclass
+class Filters:
+    task: str | None = None
+    agent: str | None = None
+    grant: str | None = None
+    session: str | None = None
+    since: dt.datetime | None = None
+    until: dt.datetime | None = None
+    denied: bool = False
+
+
+def _rows(con, sql: str, params: list) -> list[dict]:
+    cur = con.execute(sql, params)
+    names = [d[0] for d in cur.description]
+    return [dict(zip(names, (_plain(v) for v in row), strict=True)) for row in cur.fetchall()]
+
+
+def _plain(v):
+    if isinstance(v, dt.datetime):
+        return v.astimezone(dt.UTC).isoformat().replace("+00:00", "Z")
+    return v
+
+
+def _where(f: Filters, *, ts: str, grant_col: str = "grant_id", task=True, session=None,
+           ts_end: str | None = None) -> tuple[str, list]:
+    cond, params = ["TRUE"], []
+    if f.task is not None and task:
+        cond.append("task = ?")
+        params.append(f.task)
+    if f.agent is not None:
+        cond.append("agent = ?")
+        params.append(f.agent)
+    if f.grant is not None:
+        cond.append(f"{grant_col} = ?")
+        params.append(f.grant)
+    if f.session is not None and session:
+        cond.append(f"{session} = ?")
+        params.append(f.session)
+    if f.since is not None:
+        cond.append(f"coalesce({ts_end or ts}, TIMESTAMPTZ '9999-12-31') >= ?")
+        params.append(f.since)
+    if f.until is not None:
+        cond.append(f"{ts} <= ?")
+        params.append(f.until)
+    return " AND ".join(cond), params
+
+
+DENIED = "(decision = 'denied' OR sqlstate = '42501' OR db_denied_rule IS NOT NULL)"
+
+
+def audit(con, f: Filters) -> dict:
+    """The answer as plain data (JSON-ready)."""
+    w, p = _where(f, ts="started_at", ts_end="ended_at", session="session_id")
+    sessions = _rows(con, f"SELECT * EXCLUDE (meta) FROM sessions WHERE {w} "
+                          "ORDER BY started_at, session_id", p)
+    sids = [s["session_id"] for s in sessions]
+    gw, gp = _where(Filters(task=f.task, agent=f.agent, grant=f.grant), ts="issued_at")
+    grants = _rows(con, f"SELECT * FROM grants WHERE {gw} ORDER BY issued_at NULLS LAST, grant_id", gp)
+    if f.session is not None or f.since is not None or f.until is not None:
+        keep = {s["grant_id"] for s in sessions}
+        grants = [g for g in grants if g["grant_id"] in keep]
+    gids = [g["grant_id"] for g in grants]
+    # statements carry task/agent/grant: filtering on them lets DuckDB skip row groups
+    sw, sp = _where(f, ts="ts", session="session_id")
+    if f.denied:
+        sw += f" AND {DENIED}"
+    statements = _rows(con, f"SELECT * FROM statements WHERE session_id IN "
+                            f"(SELECT unnest(?)) AND {sw} ORDER BY session_id, n", [sids, *sp])
+    events = _rows(con, "SELECT * FROM grant_events WHERE grant_id IN (SELECT unnest(?)) "
+                        "ORDER BY ts, stream_id, seq", [gids])
+    dw, dp = _where(f, ts="ts", session="session_id")
+    denials = _rows(con, f"SELECT * FROM denials WHERE {dw} ORDER BY ts", dp)
+    lw, lp = _where(f, ts="ts")
+    refused = _rows(con, f"SELECT * FROM logins WHERE outcome = 'refused' AND {lw} ORDER BY ts", lp)
+    if f.session is not None:
+        refused = []
+    by_session: dict[str, list] = {sid: [] for sid in sids}
+    for st in statements:
+        by_session[st["session_id"]].append(st)
+    for s in sessions:
+        s["statement_rows"] = by_session[s["session_id"]]
+    by_grant: dict[str | None, list] = {}
+    for s in sessions:
+        by_grant.setdefault(s["grant_id"], []).append(s)
+    evs: dict[str, list] = {}
+    for e in events:
+        evs.setdefault(e["grant_id"], []).append(e)
+    for g in grants:
+        g["extensions"] = json.loads(g["extensions"] or "[]")
+        g["events"] = evs.get(g["grant_id"], [])
+        g["sessions"] = by_grant.pop(g["grant_id"], [])
+    if f.denied:
+        for g in grants:
+            g["sessions"] = [s for s in g["sessions"] if s["statement_rows"]]
+    other = [s for ss in by_grant.values() for s in ss]  # sessions without a known grant
+    streams = sorted({e["stream_id"] for e in events})
+    return {
+        "filters": {k: _plain(v) for k, v in vars(f).items() if v not in (None, False)},
+        "verification": verification(con, sids, streams),
+        "grants": grants,
+        "other_sessions": other,
+        "denials": denials,
+        "refused_logins": refused,
+    }
+
+
+def verification(con, sids: list[str], streams: list[str]) -> dict:
+    recs = _rows(con, "SELECT session_id, kind, status, intact, problems, indexed_at FROM recordings "
+                      "WHERE session_id IN (SELECT unnest(?)) OR status = 'missing'",
+                 [sids + streams])
+    bad = [r for r in recs if not r["intact"]]
+    for r in bad:
+        r["problems"] = json.loads(r["problems"] or "[]")
+    return {
+        "recordings": len(recs),
+        "intact": not bad,
+        "open": sorted(r["session_id"] for r in recs if r["status"] == "open"),
+        "not_intact": bad,
+        "verified_at": max((r["indexed_at"] for r in recs), default=None),
+    }
+
+
+# ---- output -------------------------------------------------------------------------
+
+def write_json(answer: dict, out: TextIO) -> None:
+    json.dump(answer, out, indent=1, sort_keys=True, default=str)
+    out.write("\n")
+
+
+CSV_COLUMNS = ["ts", "kind", "grant_id", "agent", "task", "session_id", "n", "text", "params",
+               "decision", "rule", "reason", "outcome", "command_tag", "rows", "sqlstate",
+               "message", "duration_ms", "verified"]
+
+
+def timeline(answer: dict) -> list[dict]:
+    """Every fact of the answer as one flat row, in time order (CSV)."""
+    rows = []
+    for g in answer["grants"]:
+        base = {"grant_id": g["grant_id"], "agent": g["agent"], "task": g["task"]}
+        for e in g["events"]:
+            rows.append({**base, "ts": e["ts"], "kind": e["kind"], "reason": e["by"],
+                         "verified": e["verified"]})
+    for s in [s for g in answer["grants"] for s in g["sessions"]] + answer["other_sessions"]:
+        base = {"grant_id": s["grant_id"], "agent": s["agent"], "task": s["task"],
+                "session_id": s["session_id"], "verified": s["intact"]}
+        rows.append({**base, "ts": s["started_at"], "kind": "session.start",
+                     "text": f"client {s['client_addr']} tls {s['client_tls']}"})
+        for st in s["statement_rows"]:
+            rows.append({**{c: st.get(c) for c in CSV_COLUMNS}, "kind": "statement"})
+        if s["ended_at"]:
+            rows.append({**base, "ts": s["ended_at"], "kind": "session.end",
+                         "outcome": s["end_cause"], "message": s["end_detail"]})
+    for r in answer["refused_logins"]:
+        rows.append({"ts": r["ts"], "kind": "login.refused", "grant_id": r["grant_id"],
+                     "agent": r["agent"], "task": r["task"], "reason": r["reason"],
+                     "sqlstate": r["sqlstate"], "message": r["message"], "text": r["client"],
+                     "verified": r["verified"]})
+    rows.sort(key=lambda r: (r["ts"] or "", r.get("session_id") or "", r.get("n") or 0))
+    return rows
+
+
+def write_csv(answer: dict, out: TextIO) -> None:
+    w = csv.DictWriter(out, CSV_COLUMNS, extrasaction="ignore", lineterminator="\n")
+    w.writeheader()
+    for r in timeline(answer):
+        w.writerow(r)
+
+
+def write_text(answer: dict, out: TextIO) -> None:
+    v = answer["verification"]
+    w = out.write
+    if v["intact"]:
+        opened = f" ({len(v['open'])} still open)" if v["open"] else ""
+        w(f"VERIFIED: all {v['recordings']} recordings this answer draws on verified intact{opened}"
+          f" (index verified them at {v['verified_at']})\n")
+    else:
+        w(f"WARNING: {len(v['not_intact'])} of {v['recordings']} recordings did NOT verify; "
+          "rows from them are marked '!'\n")
+        for r in v["not_intact"]:
+            w(f"  {r['session_id']} ({r['kind']}): {r['status']}\n")
+            for p in r["problems"]:
+                w(f"    {p}\n")
+    if answer["filters"]:
+        w("filters: " + " ".join(f"--{k}={v}" for k, v in answer["filters"].items()) + "\n")
+    for g in answer["grants"]:
+        mark = "" if g["intact"] else " !"
+        w(f"\nGRANT {g['grant_id']}{mark}\n")
+        w(f"  agent {g['agent']}  task {g['task']}  database {g['database']}\n")
+        w(f"  why: {g['reason']}\n  issued by {g['granted_by']} at {g['issued_at']}\n")
+        w(f"  scopes: {g['scopes']}{'' if g['enforce'] in (None, True) else '  (dry-run)'}\n")
+        w(f"  window: not before {g['not_before']}, expires {g['first_expires_at']}\n")
+        for x in g["extensions"]:
+            w(f"  extended at {x['at']} by {x['by']}: {x['from']} -> {x['to']}\n")
+        if g["revoked_at"]:
+            w(f"  REVOKED at {g['revoked_at']} by {g['revoked_by']}\n")
+        if g["expired_at"]:
+            w(f"  EXPIRED at {g['expired_at']} ({g['expired_by']})\n")
+        if g["source"] != "control":
+            w("  (no grant.issued event in the control streams: details from session metadata)\n")
+        for s in g["sessions"]:
+            _session(s, w)
+    if answer["other_sessions"]:
+        w("\nSESSIONS WITHOUT A GRANT IN THE INDEX\n")
+        for s in answer["other_sessions"]:
+            _session(s, w)
+    w(f"\nDENIALS ({len(answer['denials'])})\n")
+    for d in answer["denials"]:
+        mark = "" if d["verified"] else "! "
+        what = d["text"] or d["message"] or ""
+        w(f"  {mark}{d['ts']} {d['source']:<10} {d['agent']} {d['rule'] or ''} "
+          f"{d['sqlstate'] or ''}: {what}\n")
+    w(f"\nREFUSED LOGINS AND CONNECTIONS ({len(answer['refused_logins'])})\n")
+    for r in answer["refused_logins"]:
+        w(f"  {r['ts']} {r['agent']} from {r['client']}: {r['reason']} {r['sqlstate']} "
+          f"{r['message']}\n")
+
+
+def _session(s: dict, w) -> None:
+    mark = "" if s["intact"] else " !"
+    state = s["status"] if s["status"] != "closed" else "closed"
+    w(f"\n  SESSION {s['session_id']}{mark} [{state}]\n")
+    w(f"    {s['started_at']} -> {s['ended_at'] or '(open)'}  end: {s['end_cause']}"
+      f"{(' (' + s['end_detail'] + ')') if s['end_detail'] else ''}\n")
+    w(f"    client {s['client_addr']} tls {s['client_tls']}"
+      f"{'  application_name ' + repr(s['application_name']) if s['application_name'] else ''}"
+      f"  upstream {s['upstream']} backend pid {s['backend_pid']}"
+      f"{' as ' + repr(s['upstream_application_name']) if s['upstream_application_name'] else ''}"
+      "\n")
+    for st in s["statement_rows"]:
+        mark = "  " if st["verified"] else "! "
+        dec = st["decision"] or "-"
+        if st["outcome"] == "error":
+            res = f"ERROR {st['sqlstate']} {st['message']}"
+        else:
+            res = f"{st['command_tag'] or st['outcome']}"
+        params = f" params {st['params']}" if st["params"] not in (None, "[]") else ""
+        w(f"    {mark}{st['ts'][11:23]} [{dec} {st['rule'] or ''}] {st['text']!s:.200}{params}\n")
+        w(f"        -> {res} ({st['duration_ms']:.1f} ms)\n")
+
+
+def write(answer: dict, fmt: str, out: TextIO) -> None:
+    {"text": write_text, "json": write_json, "csv": write_csv}[fmt](answer, out)
+
+
+def sessions_list(con, f: Filters) -> list[dict]:
+    w, p = _where(f, ts="started_at", ts_end="ended_at", session="session_id")
+    if f.denied:
+        w += " AND denials > 0"
+    return _rows(con, "SELECT session_id, started_at, ended_at, end_cause, agent, task, grant_id, "
+                      "database, client_addr, client_tls, statements, denials, errors, status, "
+                      f"intact FROM sessions WHERE {w} ORDER BY started_at, session_id", p)

@@ -1,0 +1,390 @@
+"""Facts from one recording, sans-IO: the statements a client ran and what the server said.
+
+``SessionFacts.feed(record, verified)`` takes a session's records in order and builds its
+session row, one row per statement execution and its events. The outcome of a statement
+is derived from the recorded s2c frames (what the client saw), matched to the client's
+messages the way a client library matches them: the server answers in order, an error in
+the extended protocol makes it skip everything up to the next Sync.
+
+Rows per execution: a simple Query (its text, all of it); an extended-protocol Execute (the
+text of the prepared statement it binds, its parameters, the decision made at Parse); a
+Parse or Bind the server (or the policy) refused; a FunctionCall. A Parse that succeeds is
+not a row by itself: its decision is carried to the Executes that use it.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import struct
+from collections import deque
+from dataclasses import dataclass, field
+
+from ..records import Direction, Kind, Record
+from ..replay import _bind, _cstr, _fields, split_frames
+
+_ROWS_RE = re.compile(r"^(?:INSERT \d+ |SELECT |UPDATE |DELETE |MERGE |COPY |FETCH |MOVE )(\d+)$")
+_ASYNC = frozenset("NAS")  # notices, notifications, parameter status: any time
+_ENDS = {"P": "1", "B": "2", "C": "3"}  # extended messages answered by one frame
+
+
+def _oids(body: bytes, off: int) -> list[int]:
+    """Parameter type OIDs: Parse's declared list or a ParameterDescription's."""
+    (n,) = struct.unpack_from(">h", body, off)
+    return list(struct.unpack_from(f">{n}I", body, off + 2)) if n > 0 else []
+
+
+_INTS = {20: 8, 21: 2, 23: 4, 26: 4}  # int8, int2, int4, oid
+_FLOATS = {700: ">f", 701: ">d"}
+
+
+def _typed(params: list, oids: list[int]) -> list:
+    """Binary parameters (shown as \\x... by replay) decoded for the common scalar types."""
+    out = []
+    for i, v in enumerate(params):
+        oid = oids[i] if i < len(oids) else 0
+        if isinstance(v, str) and v.startswith("\\x") and oid:
+            try:
+                raw = bytes.fromhex(v[2:])
+                if _INTS.get(oid) == len(raw):
+                    v = int.from_bytes(raw, "big", signed=oid != 26)
+                elif oid in _FLOATS and len(raw) == struct.calcsize(_FLOATS[oid]):
+                    v = struct.unpack(_FLOATS[oid], raw)[0]
+                elif oid == 16 and len(raw) == 1:
+                    v = raw != b"\x00"
+            except ValueError:
+                pass
+        out.append(v)
+    return out
+
+
+def rows_of(tag: str) -> int | None:
+    m = _ROWS_RE.match(tag)
+    return int(m.group(1)) if m else None
+
+
+def _decision_fields(p: dict) -> dict:
+    stmts = [x for x in p.get("statements") or [] if isinstance(x, dict)]
+    outcome = p.get("outcome") or ("denied" if p.get("denied") else "allowed")
+    culprit = next((x for x in stmts if not x.get("allowed", True)), None)
+    if culprit is not None:
+        rule, reason = culprit.get("rule", ""), culprit.get("reason", "")
+    else:
+        rule = ",".join(dict.fromkeys(x.get("rule", "") for x in stmts if x.get("rule")))
+        reason = ""
+    if not stmts and outcome == "denied":  # a refusal that is not the policy's (recorder down)
+        rule, reason = "refused.unrecorded", p.get("error", "")
+    return {
+        "decision": outcome,
+        "rule": rule or None,
+        "reason": reason or p.get("error") or None,
+        "classes": ",".join(dict.fromkeys(x.get("class", "") for x in stmts if x.get("class"))) or None,
+        "relations": ",".join(sorted({r for x in stmts for r in (x.get("reads") or []) + (x.get("writes") or [])})) or None,
+    }
+
+
+@dataclass
+class Unit:
+    """One client message the server owes an answer to."""
+
+    kind: str  # Q P B D E C S F
+    row: dict | None = None
+    name: str = ""
+    sql: str = ""
+    decision: dict | None = None
+    start: int = 0
+    order: int = 0  # the client message's position in the session
+    oids: list[int] | None = None  # Parse: parameter types (declared or described)
+    src: Unit | None = None  # Bind/Execute: the Parse of their statement
+
+
+@dataclass
+class SessionFacts:
+    session_id: str
+    session: dict = field(default_factory=dict)
+    statements: list[dict] = field(default_factory=list)
+    events: list[dict] = field(default_factory=list)  # meta events other than start/end
+    control: list[dict] = field(default_factory=list)  # control records (control streams)
+    is_control: bool = False
+    records: int = 0
+    wire_bytes: int = 0
+
+    def __post_init__(self):
+        self._wall0 = 0
+        self._buf = {Direction.C2S: bytearray(), Direction.S2C: bytearray()}
+        self._pending: deque[Unit] = deque()
+        self._awaiting: deque[Unit] = deque()  # statement messages waiting for their decision
+        # statement name -> its Parse; portal -> (that Parse, parameters). Set when the client
+        # sends them (a pipeline binds before the server answers); the Parse's decision is
+        # read when the Execute's row is emitted (decisions follow the client's frames).
+        self._prepared: dict[str, Unit] = {}
+        self._portals: dict[str, tuple[Unit | None, list[str]]] = {}
+        self._skipping = False  # the server skips the client's messages up to Sync
+        self._t = 0
+        self._verified = True
+        self._meta: dict = {}
+        self._n = 0
+
+    # --- input ------------------------------------------------------------------
+
+    def feed(self, r: Record, verified: bool = True) -> None:
+        self.records += 1
+        self._t, self._verified = r.t_ns, verified
+        if r.kind == Kind.WIRE:
+            self.wire_bytes += len(r.payload)
+            buf = self._buf[r.direction]
+            buf += r.payload
+            frames, rest = split_frames(bytes(buf))
+            self._buf[r.direction] = bytearray(rest)
+            if r.direction == Direction.C2S:
+                self._awaiting.clear()  # decisions follow the client frames they judge
+                for typ, body in frames:
+                    self._client(typ, body)
+            else:
+                for typ, body in frames:
+                    self._server(typ, body)
+            return
+        try:
+            p = r.json()
+        except ValueError:
+            p = {"undecodable": r.payload.hex()}
+        if r.kind == Kind.DECISION:
+            if self._awaiting:
+                u = self._awaiting.popleft()
+                u.decision = _decision_fields(p)
+                if u.row is not None:
+                    u.row.update(u.decision)
+            return
+        if r.kind == Kind.CONTROL:
+            self.control.append({"seq": r.seq, "t_ns": r.t_ns, "at_ns": self._wall0 + r.t_ns,
+                                 "kind": r.type, "payload": p, "verified": verified})
+            return
+        if r.type == "session.start":
+            self._wall0 = int(p.get("wall_ns") or 0)
+            self._meta = p.get("meta") or {}
+            self.is_control = self._meta.get("stream") == "control"
+            self.session.update(_session_row(self.session_id, p, self._meta))
+        elif r.type == "session.end":
+            self.session.update(ended_ns=self._wall0 + r.t_ns, end_cause=p.get("cause"),
+                                end_detail=p.get("detail") or None)
+        else:
+            self.events.append({"seq": r.seq, "at_ns": self._wall0 + r.t_ns, "kind": r.type,
+                                "payload": p, "verified": verified})
+            if r.type == "authenticated":
+                self.session.setdefault("authenticated", True)
+
+    def finish(self) -> None:
+        """End of the records: whatever is still owed an answer gets none."""
+        while self._pending:
+            u = self._pending.popleft()
+            if u.row is not None:
+                u.row["outcome"] = "no answer"
+                self._emit(u.row, u)
+        self._annotate_db_denials()
+        self.statements.sort(key=lambda s: s["order"])  # the order the client sent them
+        for i, s in enumerate(self.statements, 1):
+            s["n"] = i
+
+    # --- client messages --------------------------------------------------------
+
+    def _row(self, protocol: str, text: str, decision: dict | None, params=None) -> dict:
+        row = {"n": 0, "order": self._n + 1, "start_ns": self._t, "protocol": protocol, "text": text,
+               "params": json.dumps(params) if params is not None else None,
+               "decision": None, "rule": None, "reason": None, "classes": None, "relations": None,
+               "outcome": None, "command_tag": None, "rows": None, "sqlstate": None,
+               "message": None, "end_ns": None, "verified": self._verified, "copy": False}
+        if decision:
+            row.update(decision)
+        return row
+
+    def _client(self, typ: str, body: bytes) -> None:
+        if typ == "S":
+            self._pending.append(Unit("S"))
+            self._skipping = False
+            return
+        if self._skipping or typ in ("", "H", "d", "c", "f", "X", "p"):
+            return
+        try:
+            if typ == "Q":
+                u = Unit("Q", self._row("simple", _cstr(body, 0)[0], None))
+                self._awaiting.append(u)
+            elif typ == "P":
+                name, off = _cstr(body, 0)
+                sql, off = _cstr(body, off)
+                u = Unit("P", name=name, sql=sql, oids=_oids(body, off))
+                self._awaiting.append(u)
+                self._prepared[name] = u
+            elif typ == "B":
+                portal, stmt, params = _bind(body)
+                src = self._prepared.get(stmt)
+                self._portals[portal] = (src, params)
+                u = Unit("B", name=portal, sql=src.sql if src else "", src=src)
+            elif typ == "E":
+                portal = _cstr(body, 0)[0]
+                src, params = self._portals.get(portal, (None, []))
+                u = Unit("E", self._row("extended", src.sql if src else "", None, params),
+                         name=portal, src=src)
+            elif typ == "F":
+                u = Unit("F", self._row("function", "(FunctionCall)", None))
+                self._awaiting.append(u)
+            elif typ == "D" and body[:1] == b"S":  # its ParameterDescription names the types
+                u = Unit("D", src=self._prepared.get(_cstr(body, 1)[0]))
+            elif typ in ("D", "C"):
+                u = Unit(typ)
+            else:
+                return
+        except (ValueError, struct.error, IndexError):
+            return
+        self._n += 1
+        u.start, u.order = self._t, self._n
+        self._pending.append(u)
+
+    # --- server messages --------------------------------------------------------
+
+    def _server(self, typ: str, body: bytes) -> None:
+        if typ in _ASYNC:
+            if typ == "S":
+                try:
+                    name, off = _cstr(body, 0)
+                    if name == "application_name":
+                        self.session["application_name_seen"] = _cstr(body, off)[0]
+                except ValueError:
+                    pass
+            return
+        if not self._pending:
+            return  # startup-phase frames (R, K, the first Z) and FATALs outside a statement
+        u = self._pending[0]
+        if typ == "E":
+            if u.kind == "S":
+                return  # not the answer to a message we track; the Sync's ReadyForQuery follows
+            f = _fields(body)
+            self._pending.popleft()
+            row = u.row
+            if row is None and u.kind in ("P", "B"):  # a refused Parse/Bind is a statement row
+                row = self._row("extended", u.sql, None, None)
+                row["start_ns"], row["order"] = u.start, u.order
+                u.row = row
+            if row is not None:
+                row.update(outcome="error", sqlstate=f.get("C"), message=f.get("M"))
+                self._emit(row, u)
+            if u.kind in ("Q", "F"):
+                self._await_ready(u)
+                return
+            self._skip_to_sync()
+            return
+        k = u.kind
+        if k == "Q" or k == "F":
+            row = u.row
+            if typ == "C":
+                tag = _cstr(body, 0)[0]
+                row["command_tag"] = f"{row['command_tag']}; {tag}" if row["command_tag"] else tag
+                n = rows_of(tag)
+                if n is not None:
+                    row["rows"] = (row["rows"] or 0) + n
+            elif typ in ("G", "H"):
+                row["copy"] = True
+            elif typ == "Z":
+                self._pending.popleft()
+                if row.get("outcome") is None:
+                    row["outcome"] = "ok"
+                    row["end_ns"] = self._t
+                    self._emit(row, u)
+        elif k == "P":
+            if typ == "1":
+                self._pending.popleft()
+        elif k in ("B", "C"):
+            if typ == _ENDS[k]:
+                self._pending.popleft()
+        elif k == "D":
+            if typ == "t" and u.src is not None:
+                u.src.oids = _oids(body, 0)
+            elif typ in ("T", "n"):
+                self._pending.popleft()
+        elif k == "E":
+            row = u.row
+            if typ == "D":
+                row["rows"] = (row["rows"] or 0) + 1  # a suspended portal has no tag
+                return
+            if typ == "C":
+                tag = _cstr(body, 0)[0]
+                n = rows_of(tag)
+                row.update(outcome="ok", command_tag=tag, rows=row["rows"] if n is None else n)
+            elif typ == "I":
+                row.update(outcome="ok", command_tag="(empty)")
+            elif typ == "s":
+                row.update(outcome="suspended")
+            elif typ in ("G", "H"):
+                row["copy"] = True
+                return
+            else:
+                return
+            self._pending.popleft()
+            row["end_ns"] = self._t
+            self._emit(row, u)
+        elif k == "S" and typ == "Z":
+            self._pending.popleft()
+
+    def _await_ready(self, u: Unit) -> None:
+        """A Query/FunctionCall error: its ReadyForQuery still follows; keep a marker."""
+        self._pending.appendleft(Unit("S"))
+
+    def _skip_to_sync(self) -> None:
+        while self._pending and self._pending[0].kind != "S":
+            self._pending.popleft()  # skipped by the server: never executed, not a row
+        if not self._pending:
+            self._skipping = True
+
+    def _emit(self, row: dict, u: Unit | None = None) -> None:
+        parse = None if u is None else (u if u.kind == "P" else u.src)
+        if row.get("decision") is None and parse is not None and parse.decision:
+            row.update(parse.decision)
+        if parse is not None and parse.oids and row.get("params"):
+            row["params"] = json.dumps(_typed(json.loads(row["params"]), parse.oids))
+        if row.get("end_ns") is None:
+            row["end_ns"] = self._t
+        self.statements.append(row)
+
+    def _annotate_db_denials(self) -> None:
+        """Each ``db.denied`` event marks the statement row it is about (once)."""
+        for ev in self.events:
+            if ev["kind"] != "db.denied":
+                continue
+            p = ev["payload"]
+            t = ev["at_ns"] - self._wall0
+            best = None
+            for row in self.statements:
+                if row.get("db_denied_rule") is not None or row.get("sqlstate") != (p.get("sqlstate") or "42501"):
+                    continue
+                if best is None or abs(row["end_ns"] - t) < abs(best["end_ns"] - t):
+                    best = row
+            if best is not None:
+                best["db_denied_rule"] = p.get("rule") or ""
+                ev["matched"] = True
+
+
+def _session_row(sid: str, start: dict, meta: dict) -> dict:
+    params = meta.get("startup_params") or {}
+    return {
+        "session_id": sid,
+        "started_ns": int(start.get("wall_ns") or 0),
+        "host": start.get("host"),
+        "pid": start.get("pid"),
+        "grant_id": meta.get("grant_id") or meta.get("grant"),
+        "agent": meta.get("agent"),
+        "task": meta.get("task"),
+        "reason": meta.get("reason"),
+        "granted_by": meta.get("granted_by"),
+        "scopes": meta.get("scopes"),
+        "database": meta.get("database"),
+        "client_addr": meta.get("client_addr"),
+        "client_tls": meta.get("client_tls"),
+        "application_name": params.get("application_name"),
+        "upstream_application_name": meta.get("upstream_application_name"),
+        "upstream": meta.get("upstream"),
+        "upstream_user": meta.get("upstream_user"),
+        "upstream_tls": meta.get("upstream_tls"),
+        "backend_pid": meta.get("backend_pid"),
+        "enforce": meta.get("enforce"),
+        "record_rows": meta.get("record_rows"),
+        "meta": json.dumps(meta, sort_keys=True, default=str),
+    }

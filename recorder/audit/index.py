@@ -1,0 +1,490 @@
+"""The audit index: DuckDB tables derived from verified recordings, never trusted.
+
+Everything in the index is recomputed from the recording store: ``update`` verifies each
+recording it has not indexed yet (or that changed) with ``recorder.verify`` and parses the
+records that verified; ``rebuild`` starts from an empty file. Rows carry ``verified`` (the
+record came from a chunk whose signature and chain verified) and each recording's
+verification status is kept in ``recordings``, so an answer can say what it stands on.
+
+Control streams grow for as long as their proxy runs: they are verified incrementally from
+the last checkpoint the index verified (``verify_session(resume=...)``); ``rebuild``
+re-verifies them from the start.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import duckdb
+
+from .. import chunks
+from ..records import Record
+from ..store import Store, StoreError
+from ..verify import Report, verify_session
+from .derive import SessionFacts
+
+SCHEMA_VERSION = 1
+
+# name -> (arrow type name, SQL type); the tables' column order is this order. (pyarrow is
+# imported only to write: `audit` answers without paying for it.)
+_S, _I, _B, _T, _D = ("string", "VARCHAR"), ("int64", "BIGINT"), ("bool_", "BOOLEAN"), \
+    ("timestamp", "TIMESTAMPTZ"), ("float64", "DOUBLE")
+TABLES: dict[str, dict[str, tuple]] = {
+    "recordings": {
+        "session_id": _S, "kind": _S, "status": _S, "intact": _B, "attested_through": _I,
+        "last_chain": _S, "next_seq": _I, "objects": _I, "records": _I, "bytes": _I,
+        "problems": _S, "indexed_at": _T,
+    },
+    "sessions": {
+        "session_id": _S, "grant_id": _S, "agent": _S, "task": _S, "database": _S,
+        "started_at": _T, "ended_at": _T, "end_cause": _S, "end_detail": _S,
+        "client_addr": _S, "client_tls": _S, "application_name": _S,
+        "upstream_application_name": _S, "upstream": _S, "upstream_user": _S,
+        "upstream_tls": _S, "backend_pid": _I, "host": _S, "pid": _I, "reason": _S,
+        "granted_by": _S, "scopes": _S, "enforce": _B, "record_rows": _S,
+        "statements": _I, "denials": _I, "errors": _I, "status": _S, "intact": _B, "meta": _S,
+    },
+    "statements": {
+        "session_id": _S, "n": _I, "ts": _T, "ended_at": _T, "duration_ms": _D,
+        "grant_id": _S, "agent": _S, "task": _S, "database": _S, "protocol": _S, "text": _S,
+        "params": _S, "decision": _S, "rule": _S, "reason": _S, "classes": _S,
+        "relations": _S, "outcome": _S, "command_tag": _S, "rows": _I, "sqlstate": _S,
+        "message": _S, "copy": _B, "db_denied_rule": _S, "verified": _B,
+    },
+    "session_events": {
+        "session_id": _S, "seq": _I, "ts": _T, "kind": _S, "payload": _S, "verified": _B,
+    },
+    "control_events": {
+        "stream_id": _S, "seq": _I, "ts": _T, "kind": _S, "grant_id": _S, "session_ref": _S,
+        "payload": _S, "verified": _B,
+    },
+    "grants": {
+        "grant_id": _S, "agent": _S, "task": _S, "reason": _S, "granted_by": _S,
+        "database": _S, "scopes": _S, "enforce": _B, "issued_at": _T, "not_before": _T,
+        "expires_at": _T, "first_expires_at": _T, "extensions": _S, "revoked_at": _T,
+        "revoked_by": _S, "expired_at": _T, "expired_by": _S, "ended": _S, "source": _S,
+        "intact": _B,
+    },
+}
+
+# Views documented in docs/audit.md; `statements`, `sessions`, `grants` are tables.
+VIEWS = {
+    "logins": """
+        SELECT s.started_at AS ts, 'accepted' AS outcome, s.agent, s.task, s.database,
+               s.grant_id, s.client_addr AS client, s.client_tls AS tls, NULL AS reason,
+               NULL AS sqlstate, NULL AS message, s.session_id, s.intact AS verified
+        FROM sessions s WHERE s.grant_id IS NOT NULL OR s.agent IS NOT NULL
+        UNION ALL
+        SELECT e.ts, 'refused', json_extract_string(e.payload, '$.agent'), g.task,
+               json_extract_string(e.payload, '$.database'), e.grant_id,
+               json_extract_string(e.payload, '$.client'), NULL,
+               json_extract_string(e.payload, '$.reason'),
+               json_extract_string(e.payload, '$.sqlstate'),
+               json_extract_string(e.payload, '$.message'), NULL, e.verified
+        FROM control_events e LEFT JOIN grants g USING (grant_id)
+        WHERE e.kind = 'login.refused'""",
+    "denials": """
+        SELECT ts, CASE WHEN decision = 'denied' THEN 'policy' ELSE 'database' END AS source,
+               grant_id, agent, task, database, session_id, n, text,
+               CASE WHEN decision = 'denied' THEN rule ELSE coalesce(db_denied_rule, rule) END AS rule,
+               coalesce(reason, message) AS reason, sqlstate, message, verified
+        FROM statements
+        WHERE decision = 'denied' OR db_denied_rule IS NOT NULL
+           OR (sqlstate = '42501' AND coalesce(decision, '') <> 'denied')
+        UNION ALL
+        SELECT ts, CASE WHEN sqlstate IN ('53300', '57P03', '57P01', '08P01', '08006')
+                        THEN 'connection' ELSE 'login' END,
+               grant_id, agent, task, database, NULL, NULL, NULL, reason, reason, sqlstate,
+               message, verified
+        FROM logins WHERE outcome = 'refused'""",
+    "grant_events": """
+        SELECT e.ts, replace(e.kind, '_', '.') AS kind, e.grant_id,
+               TRY_CAST(json_extract_string(e.payload, '$.at') AS TIMESTAMPTZ) AS happened_at,
+               json_extract_string(e.payload, '$.by') AS by,
+               json_extract_string(e.payload, '$.expires_at') AS expires_at,
+               json_extract_string(e.payload, '$.previous_expires_at') AS previous_expires_at,
+               e.stream_id, e.seq, e.verified
+        FROM control_events e WHERE e.kind LIKE 'grant%'""",
+}
+
+
+@dataclass
+class UpdateResult:
+    indexed: int = 0  # recordings (re)indexed
+    skipped: int = 0  # unchanged since the last update
+    tampered: int = 0
+    missing: int = 0
+    bytes: int = 0  # stored bytes of the recordings read
+    seconds: float = 0.0
+
+
+def connect(path: str | os.PathLike, *, read_only: bool = False,
+            wait: float = 10.0) -> duckdb.DuckDBPyConnection:
+    """Open the index; another process updating it holds a lock, so retry for ``wait`` s."""
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            con = duckdb.connect(str(path), read_only=read_only)
+            break
+        except (duckdb.IOException, duckdb.ConnectionException) as e:
+            # another process holds the write lock, or (same process) a connection with
+            # another read_only setting is open
+            busy = "lock" in str(e).lower() or "different configuration" in str(e)
+            if not busy or time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+    if not read_only:
+        _schema(con)
+    return con
+
+
+def _schema(con) -> None:
+    con.execute("CREATE TABLE IF NOT EXISTS index_info (key VARCHAR PRIMARY KEY, value VARCHAR)")
+    got = con.execute("SELECT value FROM index_info WHERE key = 'schema'").fetchone()
+    if got is not None and got[0] != str(SCHEMA_VERSION):
+        raise RuntimeError(f"index schema {got[0]} is not {SCHEMA_VERSION}: run `pgwitness index rebuild`")
+    for name, cols in TABLES.items():
+        body = ", ".join(f'"{c}" {t[1]}' for c, t in cols.items())
+        con.execute(f"CREATE TABLE IF NOT EXISTS {name} ({body})")
+    for name, sql in VIEWS.items():
+        con.execute(f"CREATE OR REPLACE VIEW {name} AS {sql}")
+    con.execute("INSERT OR REPLACE INTO index_info VALUES ('schema', ?)", [str(SCHEMA_VERSION)])
+
+
+def _arrow(name: str, rows: list[dict]):
+    import pyarrow as pa
+
+    def typ(t: str):
+        return pa.timestamp("us", tz="UTC") if t == "timestamp" else getattr(pa, t)()
+
+    cols = TABLES[name]
+    return pa.table({c: pa.array([r.get(c) for r in rows], typ(t[0])) for c, t in cols.items()})
+
+
+def _insert(con, name: str, rows: list[dict]) -> None:
+    if not rows:
+        return
+    tbl = _arrow(name, rows)  # noqa: F841 - read by DuckDB's replacement scan
+    con.execute(f"INSERT INTO {name} BY NAME SELECT * FROM tbl")
+
+
+def _us(ns: int | None) -> int | None:
+    return None if ns is None else ns // 1000
+
+
+class Indexer:
+    """One update pass over a store into an open index connection."""
+
+    def __init__(self, con, store: Store, public_keys, *, check_locks: bool = True):
+        self.con = con
+        self.store = store
+        self.keys = public_keys
+        self.check_locks = check_locks
+        self.result = UpdateResult()
+        self._rows: dict[str, list[dict]] = {t: [] for t in TABLES if t != "grants"}
+        self._deleted: list[str] = []
+
+    def update(self, session_ids: Iterable[str] | None = None) -> UpdateResult:
+        t0 = time.monotonic()
+        known = {r[0]: r for r in self.con.execute(
+            "SELECT session_id, kind, status, attested_through, last_chain, next_seq, objects "
+            "FROM recordings").fetchall()}
+        sids = list(session_ids) if session_ids is not None else self.store.sessions()
+        # control streams first: a session whose `session.closed` they carry was stored
+        # complete before it, so reading them first never sees a close the store lacks
+        sids.sort(key=lambda sid: (known.get(sid, (None, "session"))[1] != "control", sid))
+        for sid in sids:
+            k = known.get(sid)
+            if k is not None and k[2] == "closed":
+                self.result.skipped += 1
+                continue
+            try:
+                keys = self.store.list(chunks.session_prefix(sid))
+            except (StoreError, ValueError):
+                keys = None
+            if k is not None and keys is not None and len(keys) == k[6]:
+                self.result.skipped += 1  # nothing new stored since the last update
+                continue
+            resume = None
+            if k is not None and k[1] == "control" and k[2] == "open" and k[3] is not None:
+                resume = (k[3], bytes.fromhex(k[4]), k[5])
+            self._index(sid, resume, len(keys or ()))
+        self._finish()
+        self.result.seconds = time.monotonic() - t0
+        return self.result
+
+    def reverify(self, session_ids: Iterable[str]) -> UpdateResult:
+        """Verify these recordings again now and re-index them (tampering after indexing)."""
+        t0 = time.monotonic()
+        for sid in session_ids:
+            try:
+                n = len(self.store.list(chunks.session_prefix(sid)))
+            except (StoreError, ValueError):
+                n = 0
+            self._index(sid, None, n)
+        self._finish()
+        self.result.seconds = time.monotonic() - t0
+        return self.result
+
+    def _finish(self) -> None:
+        if not self.result.indexed:
+            return  # nothing new: the index is as it was
+        self._flush()
+        self._cross_check()
+        rebuild_grants(self.con)
+
+    def _index(self, sid: str, resume, nobjects: int) -> None:
+        good: list[Record] = []
+        report = verify_session(self.store, sid, self.keys, check_locks=self.check_locks,
+                                collect=good.append, resume=resume)
+        self.result.indexed += 1
+        records = good
+        verified_seqs = None
+        if report.status == "tampered":
+            self.result.tampered += 1
+            records, verified_seqs = _with_unverified(self.store, sid, good, resume)
+        facts = SessionFacts(sid)
+        for r in records:
+            facts.feed(r, verified_seqs is None or r.seq in verified_seqs)
+        facts.finish()
+        if resume is not None:
+            facts.is_control = True
+        nbytes = facts.wire_bytes
+        self.result.bytes += nbytes
+        kind = "control" if facts.is_control else "session"
+        status = report.status if report.status != "empty" else "missing"
+        next_seq = (max((r.seq for r in good), default=-1) + 1) if good else (resume[2] if resume else 0)
+        if resume is None:
+            self._deleted.append(sid)
+        else:
+            self.con.execute("DELETE FROM recordings WHERE session_id = ?", [sid])
+        now_us = int(time.time() * 1e6)
+        self._rows["recordings"].append({
+            "session_id": sid, "kind": kind, "status": status, "intact": report.ok,
+            "attested_through": report.attested_through,
+            "last_chain": report.last_chain.hex() if report.last_chain else None,
+            "next_seq": next_seq, "objects": nobjects, "records": facts.records, "bytes": nbytes,
+            "problems": json.dumps([str(p) for p in report.problems]) if report.problems else None,
+            "indexed_at": now_us,
+        })
+        if facts.is_control:
+            for ev in facts.control:
+                p = ev["payload"]
+                self._rows["control_events"].append({
+                    "stream_id": sid, "seq": ev["seq"], "ts": _us(ev["at_ns"]),
+                    "kind": ev["kind"], "grant_id": p.get("grant_id") or p.get("grant"),
+                    "session_ref": p.get("session"),
+                    "payload": json.dumps(p, sort_keys=True), "verified": ev["verified"]})
+            return
+        s = facts.session
+        if not s:
+            return
+        denials = errors = 0
+        for st in facts.statements:
+            denied = st["decision"] == "denied" or st.get("db_denied_rule") is not None or (
+                st["sqlstate"] == "42501")
+            denials += denied
+            errors += st["outcome"] == "error"
+            self._rows["statements"].append({
+                **st, "session_id": sid, "ts": _us(facts._wall0 + st["start_ns"]),
+                "ended_at": _us(facts._wall0 + st["end_ns"]),
+                "duration_ms": (st["end_ns"] - st["start_ns"]) / 1e6,
+                "grant_id": s.get("grant_id"), "agent": s.get("agent"), "task": s.get("task"),
+                "database": s.get("database"),
+            })
+        for ev in facts.events:
+            self._rows["session_events"].append({
+                "session_id": sid, "seq": ev["seq"], "ts": _us(ev["at_ns"]), "kind": ev["kind"],
+                "payload": json.dumps(ev["payload"], sort_keys=True), "verified": ev["verified"]})
+        self._rows["sessions"].append({
+            **s, "started_at": _us(s.get("started_ns")), "ended_at": _us(s.get("ended_ns")),
+            "statements": len(facts.statements), "denials": denials, "errors": errors,
+            "status": status, "intact": report.ok,
+        })
+
+    def _flush(self) -> None:
+        con = self.con
+        con.execute("BEGIN")
+        try:
+            if self._deleted:
+                import pyarrow as pa
+
+                ids = pa.table({"sid": pa.array(self._deleted, pa.string())})  # noqa: F841
+                for t, col in (("recordings", "session_id"), ("sessions", "session_id"),
+                               ("statements", "session_id"), ("session_events", "session_id"),
+                               ("control_events", "stream_id")):
+                    con.execute(f"DELETE FROM {t} WHERE {col} IN (SELECT sid FROM ids)")
+            for name, rows in self._rows.items():
+                _insert(con, name, rows)
+            con.execute("COMMIT")
+        except BaseException:
+            con.execute("ROLLBACK")
+            raise
+
+    def _cross_check(self) -> None:
+        """Sessions the control streams index but the store lacks, or lacks the end of."""
+        con = self.con
+        con.execute("DELETE FROM recordings WHERE status IN ('missing')")
+        con.execute("""
+            INSERT INTO recordings (session_id, kind, status, intact, problems, indexed_at)
+            SELECT DISTINCT e.session_ref, 'session', 'missing', false,
+                   '["missing: the control stream records this session; the store has none of it"]',
+                   now()
+            FROM control_events e
+            WHERE e.kind IN ('session.opened', 'session.closed') AND e.session_ref IS NOT NULL
+              AND e.session_ref NOT IN (SELECT session_id FROM recordings)""")
+        con.execute("""
+            UPDATE recordings r SET status = 'tampered', intact = false,
+                   problems = '["truncated: the control stream records it closed at chunk ' ||
+                              CAST(c.final AS VARCHAR) || '; the store attests it through ' ||
+                              coalesce(CAST(r.attested_through AS VARCHAR), 'none') || '"]'
+            FROM (SELECT session_ref AS sid,
+                         CAST(json_extract(payload, '$.final_chunk') AS BIGINT) AS final,
+                         json_extract_string(payload, '$.chain') AS chain
+                  FROM control_events WHERE kind = 'session.closed') c
+            WHERE r.session_id = c.sid AND r.status <> 'tampered'
+              AND (r.status <> 'closed' OR r.attested_through <> c.final OR r.last_chain <> c.chain)
+              AND r.kind = 'session'""")
+        con.execute("""
+            UPDATE sessions s SET status = r.status, intact = r.intact
+            FROM recordings r WHERE r.session_id = s.session_id
+              AND (s.status <> r.status OR s.intact <> r.intact)""")
+        self.result.missing = con.execute(
+            "SELECT count(*) FROM recordings WHERE status = 'missing'").fetchone()[0]
+
+
+def _with_unverified(store: Store, sid: str, good: list[Record], resume):
+    """A tampered recording: the verified records plus whatever else still decodes, marked."""
+    verified = {r.seq for r in good}
+    out = {r.seq: r for r in good}
+    prefix = chunks.session_prefix(sid)
+    try:
+        names = [p for k in store.list(prefix) if (p := chunks.parse_name(k[len(prefix):]))]
+    except StoreError:
+        names = []
+    for n, kind in names:
+        if kind != "chunk" or (resume is not None and n <= resume[0]):
+            continue
+        try:
+            _, records = chunks.decode_chunk(store.get(chunks.chunk_key(sid, n)))
+        except (chunks.ChunkError, StoreError):
+            continue
+        for r in records:
+            out.setdefault(r.seq, r)
+    return [out[s] for s in sorted(out)], verified
+
+
+def rebuild_grants(con) -> None:
+    """Fold the grant events (and, for grants issued without one, the sessions' metadata)."""
+    rows = con.execute("""
+        SELECT replace(kind, '_', '.'), ts, payload, verified FROM control_events
+        WHERE kind LIKE 'grant%' ORDER BY ts, stream_id, seq""").fetchall()
+    grants: dict[str, dict] = {}
+
+    def ts(v):
+        if v is None:
+            return None
+        import datetime as dt
+        return int(dt.datetime.fromisoformat(v).timestamp() * 1e6)
+
+    for kind, at, payload, verified in rows:
+        p = json.loads(payload)
+        gid = p.get("grant_id")
+        if not gid:
+            continue
+        g = grants.setdefault(gid, {"grant_id": gid, "extensions": [], "intact": True,
+                                    "source": "control"})
+        g["intact"] = g["intact"] and bool(verified)
+        for k in ("agent", "task", "reason", "database", "scopes", "enforce"):
+            if p.get(k) is not None:
+                g.setdefault(k, p[k])
+        if p.get("not_before"):
+            g.setdefault("not_before", ts(p["not_before"]))
+        at_us = ts(p.get("at")) or int(at.timestamp() * 1e6)
+        if kind == "grant.issued":
+            g["issued_at"], g["granted_by"] = at_us, p.get("by")
+            g["first_expires_at"] = g["expires_at"] = ts(p.get("expires_at"))
+        elif kind == "grant.extended":
+            g["extensions"].append({"at": p.get("at"), "by": p.get("by"),
+                                    "from": p.get("previous_expires_at"),
+                                    "to": p.get("expires_at")})
+            g["expires_at"] = ts(p.get("expires_at"))
+            g.setdefault("first_expires_at", ts(p.get("previous_expires_at")))
+        elif kind == "grant.revoked":
+            g["revoked_at"], g["revoked_by"] = ts(p.get("revoked_at")) or at_us, p.get("by")
+            g.setdefault("expires_at", ts(p.get("expires_at")))
+        elif kind == "grant.expired":
+            g["expired_at"] = ts(p.get("expires_at")) or at_us
+            g["expired_by"] = p.get("by")
+            g.setdefault("expires_at", ts(p.get("expires_at")))
+    for (gid, agent, task, reason, by, db, scopes, enforce, meta) in con.execute("""
+            SELECT grant_id, any_value(agent), any_value(task), any_value(reason),
+                   any_value(granted_by), any_value(database), any_value(scopes),
+                   any_value(enforce), any_value(meta)
+            FROM sessions WHERE grant_id IS NOT NULL GROUP BY grant_id""").fetchall():
+        g = grants.get(gid)
+        if g is None:
+            exp = json.loads(meta or "{}").get("expires_at")
+            g = grants[gid] = {"grant_id": gid, "extensions": [], "intact": True,
+                               "source": "sessions", "expires_at": ts(exp)}
+        for k, v in (("agent", agent), ("task", task), ("reason", reason), ("granted_by", by),
+                     ("database", db), ("scopes", scopes), ("enforce", enforce)):
+            if g.get(k) is None and v is not None:
+                g[k] = v
+    out = []
+    for g in grants.values():
+        g["ended"] = "revoked" if g.get("revoked_at") else ("expired" if g.get("expired_at") else None)
+        g["extensions"] = json.dumps(g["extensions"])
+        out.append(g)
+    con.execute("BEGIN")
+    con.execute("DELETE FROM grants")
+    _insert(con, "grants", out)
+    con.execute("COMMIT")
+
+
+def update(index_path, store: Store, public_keys, **kw) -> UpdateResult:
+    con = connect(index_path)
+    try:
+        return Indexer(con, store, public_keys, **kw).update()
+    finally:
+        con.close()
+
+
+def rebuild(index_path, store: Store, public_keys, **kw) -> UpdateResult:
+    """Start from nothing: the index is derived data."""
+    path = Path(index_path)
+    tmp = path.with_name(path.name + ".rebuild")
+    for p in (tmp, Path(str(tmp) + ".wal")):
+        with contextlib.suppress(FileNotFoundError):
+            p.unlink()
+    result = update(tmp, store, public_keys, **kw)
+    os.replace(tmp, path)
+    with contextlib.suppress(FileNotFoundError):
+        Path(str(path) + ".wal").unlink()
+    return result
+
+
+def watch(index_path, store: Store, public_keys, *, interval: float = 0.5,
+          stop=None, on_update=None, **kw) -> None:
+    """Update every ``interval`` seconds (closing the file between passes, so `audit` can read)."""
+    log = logging.getLogger("pgwitness.audit")
+    while stop is None or not stop():
+        try:
+            r = update(index_path, store, public_keys, **kw)
+        except (duckdb.Error, StoreError, OSError) as e:  # keep watching; say why
+            log.warning("index update failed: %s", e)
+        else:
+            if on_update is not None:
+                on_update(r)
+        time.sleep(interval)
+
+
+__all__ = ["TABLES", "VIEWS", "Indexer", "Report", "UpdateResult", "connect", "rebuild",
+           "update", "watch"]
