@@ -380,7 +380,7 @@ def _frame_fields(typ: str, body: bytes) -> dict:
         name, off = _cstr(body, 0)
         return {"statement": name, "sql": _cstr(body, off)[0]}
     if typ == "B":
-        portal, stmt, params = _bind(body)
+        portal, stmt, params, _formats = _bind(body)
         return {"portal": portal, "statement": stmt, "params": params}
     if typ == "C":
         return {"tag": _cstr(body, 0)[0]}

@@ -84,6 +84,22 @@ def audit(con, f: Filters) -> dict:
     denials = _rows(con, f"SELECT * FROM denials WHERE {dw} ORDER BY ts", dp)
     lw, lp = _where(f, ts="ts")
     refused = _rows(con, f"SELECT * FROM logins WHERE outcome = 'refused' AND {lw} ORDER BY ts", lp)
+    if f.task is not None and f.grant is None and grants:
+        # a refused login names no grant when its token matched none (a wrong or stale
+        # token): it belongs to the task's answer if that agent tried while a grant of the
+        # task was open, since only the grant holder was meant to log in as that agent then
+        refused += _rows(con, """
+            SELECT l.* FROM logins l WHERE l.outcome = 'refused' AND l.grant_id IS NULL
+              AND EXISTS (SELECT 1 FROM grants g WHERE g.grant_id IN (SELECT unnest(?))
+                          AND g.agent = l.agent
+                          AND l.ts >= coalesce(g.not_before, g.issued_at, l.ts)
+                          AND l.ts <= least(coalesce(g.revoked_at, g.expires_at, l.ts),
+                                            coalesce(g.expires_at, l.ts)))""", [gids])
+        if f.since is not None:
+            refused = [r for r in refused if r["ts"] is None or r["ts"] >= f.since]
+        if f.until is not None:
+            refused = [r for r in refused if r["ts"] is None or r["ts"] <= f.until]
+        refused.sort(key=lambda r: (r["ts"] is None, r["ts"]))
     if f.session is not None:
         refused = []
     by_session: dict[str, list] = {sid: [] for sid in sids}

@@ -215,7 +215,7 @@ class SessionFacts:
                 self._awaiting.append(u)
                 self._prepared[name] = u
             elif typ == "B":
-                portal, stmt, params = _bind(body)
+                portal, stmt, params, _formats = _bind(body)
                 src = self._prepared.get(stmt)
                 self._portals[portal] = (src, params)
                 u = Unit("B", name=portal, sql=src.sql if src else "", src=src)
