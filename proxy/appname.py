@@ -38,3 +38,11 @@ def restore_client_name(frames: bytes, client_name: str) -> bytes:
         off = end
     out.append(frames[off:])
     return b"".join(out)
+
+
+def parameter_status_swap(upstream_name: str, client_name: str) -> tuple[bytes, bytes]:
+    """(ParameterStatus body the server sends for ``upstream_name``, the whole frame the
+    client gets instead): for the Relay, which swaps it after RESET / DISCARD ALL."""
+    body = b"application_name\x00" + client_name.encode() + b"\x00"
+    return (b"application_name\x00" + upstream_name.encode() + b"\x00",
+            b"S" + struct.pack(">i", len(body) + 4) + body)

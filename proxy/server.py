@@ -18,7 +18,7 @@ import time
 from datetime import UTC, datetime, timedelta
 
 from . import metrics
-from .appname import restore_client_name, upstream_name
+from .appname import parameter_status_swap, restore_client_name, upstream_name
 from .auth import AuthPlan, FailureThrottle, Identity, auth_failed
 from .catalog_loader import CatalogLoader
 from .config import Config, parse_hostport
@@ -808,6 +808,7 @@ class ClientConnection(asyncio.Protocol):
         )
         if policy is not None:
             self.relay.offload = self._offload
+        self.relay.app_names = parameter_status_swap(upstream_app, client_app)
         hello = restore_client_name(upstream.startup_messages, client_app)
         hello += m.ready_for_query(upstream.ready_status)
         if self.srec is not None:
@@ -1077,6 +1078,7 @@ def _startup_params(identity: Identity, params: dict[str, str]) -> tuple[dict[st
         if identity.enforce:
             err = PgError.fatal_error(str(exc), INSUFFICIENT_PRIVILEGE)
             err.outcome = "refused"
+            err.reason, err.grant = "startup_params", identity.grant_id
             raise err from None
         return params, str(exc)
     return out, ""

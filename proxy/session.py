@@ -173,6 +173,9 @@ class Relay:
         nonce = secrets.token_hex(8)
         self._marker = f"pgwitness-deny-{nonce}"
         self._marker_bytes = self._marker.encode()
+        # (the server's ParameterStatus body for the upstream application_name, the frame
+        # the client gets instead): set by the server when it tags upstream logins
+        self.app_names: tuple[bytes, bytes] | None = None
         self._tag = f"pgw_{nonce}"
         self._tag_bytes = self._tag.encode()
         # For db.denied records: statements the policy decided, each with the number of the
@@ -511,6 +514,13 @@ class Relay:
                 self._copy_in_started()
             elif t == _PARAMETER_STATUS and run.startswith(b"client_encoding\x00", start + 5):
                 self._client_encoding(run[start + 21 : end - 1].decode("ascii", "replace"))
+            elif (t == _PARAMETER_STATUS and self.app_names is not None
+                    and run[start + 5 : end] == self.app_names[0]):
+                # RESET returned application_name to the proxy's tagged login value: the
+                # client sees its own name, as at login (proxy/appname.py)
+                rewritten = self._ensure(rewritten, run, last, start)
+                rewritten.append(self.app_names[1])
+                last = end
             elif not pending:
                 continue
             elif t in _HOLDABLE:

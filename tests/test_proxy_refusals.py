@@ -90,7 +90,7 @@ def test_every_kind_of_refusal_is_a_signed_control_event(make_proxy, tmp_path, c
 
     expected = {
         "password": ("28P01", None), "revoked": ("28000", revoked.id),
-        "wrong_database": ("28000", live.id), "startup_params": ("42501", None),
+        "wrong_database": ("28000", live.id), "startup_params": ("42501", live.id),  # decided after login (issue 12)
         "too_many": ("53300", None), "tls_required": ("28000", None),
         "prelogin_per_address": ("53300", None),
     }
