@@ -1564,7 +1564,7 @@ def test_relay_matches_the_server_when_extended_messages_and_queries_mix(pg, rel
     assert types_of(got) == types_of(want), script
     assert got == want, script
     relay = r.relay
-    assert relay._idle() and not relay._pending and not relay._skipping and not relay._query_ended
+    assert relay._idle() and not relay._pending and not relay.groups.skipping and not relay.groups.query_ended
     msgs = r.run(m.query("select * from secret.payroll"))  # idle: answered locally
     assert types_of(msgs) == "EZ" and r.sent == b""
 
@@ -1580,14 +1580,14 @@ def test_relay_query_skipped_after_an_extended_error_seen_before_the_query(relay
     while "E" not in seen:
         run, fr = reader.feed(r.relay.from_server(r.server.sock.recv(1 << 16)))
         seen += "".join(chr(t) for t, _, _ in fr)
-    assert seen == "1E" and r.relay._skipping  # 1/0 fails when planned, at Bind
+    assert seen == "1E" and r.relay.groups.skipping  # 1/0 fails when planned, at Bind
     to_server, _ = r.relay.from_client(m.query("select 2") + m.SYNC)
     r.server.sock.sendall(to_server)
     got = b""
     while not got.endswith(m.ready_for_query(b"I")):
         got += r.relay.from_server(r.server.sock.recv(1 << 16))
     assert got == m.ready_for_query(b"I")  # the Query was skipped: one answer, the Sync's
-    assert r.relay._idle() and not r.relay._skipping
+    assert r.relay._idle() and not r.relay.groups.skipping
     assert types_of(r.run(m.query("select 3"))) == "TDCZ"
 
 
