@@ -8,37 +8,32 @@ as it arrives: while one is half sent, ``mid_frame_to_client``/``mid_frame_to_se
 say that nothing of ours may be written in that direction.
 
 Denials keep Postgres's own transaction semantics by letting the *server* raise the
-error: the denied statement is replaced by a ``DO`` block that raises 42501 with our
-message. Inside ``BEGIN`` the transaction is then aborted (25P02 until ROLLBACK); in a
-pipeline the implicit transaction rolls back; everything up to the next Sync is skipped
-by the server, exactly as if the client's own statement had failed. The ErrorResponse
-is recognised by a per-session marker and cleaned of the PL/pgSQL traces, and the
-ParseComplete/BindComplete of the injected messages are dropped. When nothing is in
-flight and no transaction is open, a denied simple Query is answered locally instead,
-which is equivalent and saves a round trip.
+error (``proxy.denials``: what is injected, the marker, the cleaned error, the held
+*Complete frames); which client messages the server is answering is tracked by
+``proxy.wire.syncgroups``. The ``Relay`` keeps the splice loop: where each frame goes.
+When nothing is in flight and no transaction is open, a denied simple Query is answered
+locally instead, which is equivalent and saves a round trip.
 """
 
 from __future__ import annotations
 
-import secrets
 from collections import deque
 from dataclasses import dataclass
 
 from policy.encodings import python_codec
 from policy.engine import OFFLOAD_MIN
 
+from .denials import ASYNC as _ASYNC
+from .denials import HOLDABLE as _HOLDABLE
+from .denials import Denials, local_denial
 from .wire import messages as m
-from .wire.errors import INSUFFICIENT_PRIVILEGE, ProtocolViolation, error_response
+from .wire.errors import INSUFFICIENT_PRIVILEGE, ProtocolViolation
 from .wire.framing import MAX_STREAMED_LENGTH, FrameReader
 from .wire.syncgroups import ANSWERS as _ANSWERS
 from .wire.syncgroups import SyncGroups
 
 F = m.Frontend
 B = m.Backend
-_HOLDABLE = frozenset((B.PARSE_COMPLETE, B.BIND_COMPLETE, B.CLOSE_COMPLETE))
-# May arrive at any time; never part of an injection's answer, so they pass held frames.
-_ASYNC = frozenset((B.NOTICE_RESPONSE, B.NOTIFICATION, B.PARAMETER_STATUS))
-_STRIP_FIELDS = frozenset("sWFLR")  # marker (schema field) and PL/pgSQL traces
 _STATEMENT_TYPES = frozenset((F.QUERY, F.PARSE, F.FUNCTION_CALL))
 _NAMES = {F.QUERY: "Query", F.PARSE: "Parse", F.FUNCTION_CALL: "FunctionCall"}
 # The hot loops compare against module constants (a class attribute costs a lookup each).
@@ -72,16 +67,6 @@ UNRECORDED = Refusal(
     "statement refused rather than run unrecorded",
     CANNOT_RECORD,
 )
-
-
-@dataclass(eq=False)
-class Injection:
-    """A denial the server is asked to raise; ``drop`` = how many *Complete frames precede
-    its error (Close, Parse, Bind for the extended protocol; none for a simple Query)."""
-
-    drop: int
-    statement: str = ""
-    resolved: bool = False
 
 
 @dataclass
@@ -136,22 +121,12 @@ class Relay:
         self.parked: tuple[bytes, list] | None = None
         self._backlog: list[bytes] = []
         # Sync groups (proxy/wire/syncgroups.py): which client messages the server is
-        # answering now; each group lists the injections sent in it. ``_pending`` is
-        # every unresolved injection in send order: a marked error resolves the oldest, and
-        # the ReadyForQuery that ends its group drops one the server skipped.
+        # answering now; each group lists the denials injected in it (proxy/denials.py).
         self.groups = SyncGroups()
-        self._pending: deque[Injection] = deque()
-        self._held: list[bytes] = []
-        self._injected = 0  # names injected statements and portals uniquely
-        self._last_deny_statement = ""  # the newest injected statement, closed by the next one
-        nonce = secrets.token_hex(8)
-        self._marker = f"pgwitness-deny-{nonce}"
-        self._marker_bytes = self._marker.encode()
+        self.denials = Denials()
         # (the server's ParameterStatus body for the upstream application_name, the frame
         # the client gets instead): set by the server when it tags upstream logins
         self.app_names: tuple[bytes, bytes] | None = None
-        self._tag = f"pgw_{nonce}"
-        self._tag_bytes = self._tag.encode()
         # For db.denied records: statements the policy decided, each with the number of the
         # Sync group it was sent in (``groups.sent_groups``, ``groups.answered``).
         self._decided: deque[tuple[int, str, str, bool]] = deque(maxlen=64)
@@ -254,10 +229,10 @@ class Relay:
                 out.append(run[last:start])
                 last = end
                 if t != F.PARSE and self._idle() and not any(out):
-                    to_client.append(error_response("ERROR", sqlstate, verdict.message))
-                    to_client.append(m.ready_for_query(self.tx_status))
+                    to_client.extend(local_denial(sqlstate, verdict.message, self.tx_status))
                     continue
-                out.append(self._inject(t, self._raise_sql(verdict.message, sqlstate)))
+                denials = self.denials
+                out.append(denials.inject(t, denials.raise_sql(verdict.message, sqlstate), groups))
                 groups.sent(t)
             elif t == _TERMINATE:
                 self.terminated = True
@@ -270,38 +245,13 @@ class Relay:
         out.append(run[last:])
         return b"".join(out), b"".join(to_client)
 
-    def _inject(self, t: int, raise_sql: str) -> bytes:
-        """The messages that make the server raise our denial in place of the client's.
-
-        Extended protocol: a uniquely named statement and portal (the client's unnamed ones
-        survive, as they would a failed Parse), closing the previous injected statement.
-        """
-        if t == F.PARSE:
-            self._injected += 1
-            name = f"{self._tag}_{self._injected}"
-            data = b""
-            drop = 2
-            if self._last_deny_statement:
-                data = m.close_statement(self._last_deny_statement)
-                drop = 3
-            self._last_deny_statement = name
-            data += m.parse(name, raise_sql) + m.bind_no_params(name, name) + m.execute(name)
-            inj = Injection(drop, name)
-            self.groups.attach(inj, extended=drop)  # ``sent`` counts the Parse; these are the rest
-        else:
-            data = m.query(raise_sql)
-            inj = Injection(0)
-            self.groups.attach(inj)
-        self._pending.append(inj)
-        return data
-
     @property
     def busy(self) -> bool:
         """The server owes answers: a query may be running upstream right now."""
         return self.groups.busy
 
     def _idle(self) -> bool:
-        return self.tx_status == b"I" and self.groups.idle and not self._held
+        return self.tx_status == b"I" and self.groups.idle and not self.denials.held
 
     def _record(self, verdict, message: str, sql: str, **extra) -> None:
         c = self.counters
@@ -394,15 +344,6 @@ class Relay:
             },
         )
 
-    def _raise_sql(self, message: str, sqlstate: str) -> str:
-        tag = self._tag
-        while f"${tag}m$" in message or f"${tag}$" in message:  # pragma: no cover - 64-bit nonce
-            tag += "x"
-        return (
-            f"DO ${tag}$ BEGIN RAISE EXCEPTION USING ERRCODE = '{sqlstate}', "
-            f"MESSAGE = ${tag}m${message}${tag}m$, SCHEMA = '{self._marker}'; END ${tag}$"
-        )
-
     # --- server → client -------------------------------------------------------
 
     def from_server(self, data: bytes) -> bytes:
@@ -413,8 +354,9 @@ class Relay:
         c.msgs_s2c += len(frames)
         rewritten: list[bytes] | None = None
         last = 0
-        pending = self._pending
-        held = self._held
+        denials = self.denials
+        pending = denials.pending
+        held = denials.held
         groups = self.groups
         counting = groups.counting()
         for t, start, end in frames:
@@ -435,13 +377,13 @@ class Relay:
                     last = start
                 answered = groups.ready()
                 if answered:
-                    self._skipped(answered)
+                    denials.skipped(answered)
                 counting = groups.counting()
                 continue
             if t == _ERROR:
                 if run[start + 5 : start + 11] in (b"SFATAL", b"SPANIC"):
                     self.upstream_fatal = True
-                if _PRIVILEGE_FIELD in run[start:end] and self._marker_bytes not in run[start:end]:
+                if _PRIVILEGE_FIELD in run[start:end] and denials.marker_bytes not in run[start:end]:
                     self._db_denied(run[start:end])
             if t == _COPY_IN:
                 groups.copy_in()
@@ -460,20 +402,12 @@ class Relay:
                 rewritten = self._ensure(rewritten, run, last, start)
                 held.append(run[start:end])
                 last = end
-            elif t == _ERROR and self._marker_bytes in run[start:end]:
+            elif t == _ERROR and denials.marker_bytes in run[start:end]:
                 rewritten = self._ensure(rewritten, run, last, start)
-                inj = pending.popleft()
-                inj.resolved = True
-                if inj.drop:
-                    del held[-inj.drop :]
-                rewritten.extend(held)
-                held.clear()
-                fields = m.decode_error_fields(run[start:end])
-                clean = {k: v for k, v in fields.items() if k not in _STRIP_FIELDS}
-                rewritten.append(m.encode_error_fields(b"E", clean))
+                rewritten.extend(denials.answered(run[start:end]))
                 last = end
             elif t in _ASYNC:
-                if t == B.NOTICE_RESPONSE and self._tag_bytes in run[start:end]:
+                if t == B.NOTICE_RESPONSE and denials.tag_bytes in run[start:end]:
                     # A DEBUG notice about our injected statement: not the client's business.
                     rewritten = self._ensure(rewritten, run, last, start)
                     last = end
@@ -489,27 +423,15 @@ class Relay:
             out = b"".join(rewritten)
         return self._deliver(out)
 
-    def _skipped(self, injections) -> None:
-        for inj in injections:
-            if not inj.resolved:  # skipped by a server already failing this group
-                inj.resolved = True
-                self._pending.remove(inj)
-
     @property
     def has_held(self) -> bool:
-        return bool(self._held)
+        return bool(self.denials.held)
 
     def release_held(self) -> bytes:
-        """Frames held for a possible injection answer that did not come: pass them on.
-
-        Our own answer arrives in the same server write as the frames it follows, so a
-        short timer calling this can only release the client's own frames.
-        """
-        if not self._held:
-            return b""
-        out = b"".join(self._held)
-        self._held.clear()
-        return self._deliver(out)
+        """Frames held for a possible injection answer that did not come (see
+        ``Denials.release_held``), counted and recorded as they go to the client."""
+        out = self.denials.release_held()
+        return self._deliver(out) if out else b""
 
     def _deliver(self, out: bytes) -> bytes:
         self.counters.bytes_s2c += len(out)
