@@ -237,13 +237,17 @@ class Relay:
             elif t == _TERMINATE:
                 self.terminated = True
                 out.append(run[last:end])
-                return b"".join(out), b"".join(to_client)  # nothing after Terminate counts
+                return b"".join(out), self._answer(to_client)  # nothing after Terminate counts
             else:
                 groups.sent(t)
         if last == 0:
-            return run, b"".join(to_client) if to_client else b""
+            return run, self._answer(to_client)
         out.append(run[last:])
-        return b"".join(out), b"".join(to_client)
+        return b"".join(out), self._answer(to_client)
+
+    def _answer(self, to_client: list[bytes]) -> bytes:
+        """Our own answers to the client (local denials): counted and recorded."""
+        return self.deliver(b"".join(to_client)) if to_client else b""
 
     @property
     def busy(self) -> bool:
@@ -349,7 +353,7 @@ class Relay:
     def from_server(self, data: bytes) -> bytes:
         run, frames = self.server_reader.feed(data)
         if not frames:
-            return self._deliver(run) if run else b""  # more of a large frame, or nothing yet
+            return self.deliver(run) if run else b""  # more of a large frame, or nothing yet
         c = self.counters
         c.msgs_s2c += len(frames)
         rewritten: list[bytes] | None = None
@@ -421,7 +425,7 @@ class Relay:
         else:
             rewritten.append(run[last:])
             out = b"".join(rewritten)
-        return self._deliver(out)
+        return self.deliver(out)
 
     @property
     def has_held(self) -> bool:
@@ -431,9 +435,13 @@ class Relay:
         """Frames held for a possible injection answer that did not come (see
         ``Denials.release_held``), counted and recorded as they go to the client."""
         out = self.denials.release_held()
-        return self._deliver(out) if out else b""
+        return self.deliver(out) if out else b""
 
-    def _deliver(self, out: bytes) -> bytes:
+    def deliver(self, out: bytes) -> bytes:
+        """Everything the client gets while the session is live passes here: counted
+        (``bytes_s2c``) and recorded (``s2c``; rows left out under ``record_rows =
+        "counts"``). The relay's own output does; the connection passes the proxy's own
+        frames (the login's last frames, a FATAL) here too (``ClientWriter.local``)."""
         self.counters.bytes_s2c += len(out)
         if self.recorder is not None and out:
             if self._rows_filter is not None:
