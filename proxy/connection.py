@@ -214,22 +214,16 @@ class ClientConnection(asyncio.Protocol):
                 return
             self._go_live(login)
         except TimeoutError:
-            outcome = "protocol_error"
-            err = PgError.fatal_error("timeout waiting for the startup packet and authentication", PROTOCOL_VIOLATION)
-            self._refusal("timeout", err)
-            self._send_fatal(err)
+            outcome = self._refused(Refused(
+                "timeout waiting for the startup packet and authentication", PROTOCOL_VIOLATION,
+                outcome="protocol_error", reason="timeout",
+            ))  # fmt: skip
         except ProtocolViolation as exc:
-            outcome = "protocol_error"
-            self._refusal("protocol_error", exc)
-            self._send_fatal(exc)
+            outcome = self._refused(Refused.of(exc, "protocol_error"))
         except Refused as exc:
-            outcome = exc.outcome
-            self._refusal(exc.reason, exc)
-            self._send_fatal(exc)
+            outcome = self._refused(exc)
         except PgError as exc:
-            outcome = "refused"
-            self._refusal(outcome, exc)
-            self._send_fatal(exc)
+            outcome = self._refused(Refused.of(exc, "refused"))
         except (ConnectionError, OSError, ssl.SSLError) as exc:
             outcome = "protocol_error"
             event("handshake failed", logging.DEBUG, peer=self.peer, error=str(exc))
@@ -278,14 +272,21 @@ class ClientConnection(asyncio.Protocol):
     def evict(self) -> None:
         """The pre-login places are full and this connection is the oldest: close it."""
         self._prelogin = False  # its place was given to the newcomer
-        err = PgError.fatal_error(
+        err = Refused(
             "the proxy is full of connections that have not logged in; this one waited "
             "longest for its startup packet",
             TOO_MANY_CONNECTIONS,
+            reason="prelogin_evicted",
         )
-        self._refusal("prelogin_evicted", err)
+        self._refusal(err)
         self._send_fatal(err)
         self._end(EndCause.PRELOGIN_EVICTED)
+
+    def _refused(self, exc: Refused) -> str:
+        """The handshake ended in a refusal: evidence, then the FATAL; returns its outcome."""
+        self._refusal(exc)
+        self._send_fatal(exc)
+        return exc.outcome
 
     def _send_fatal(self, exc: PgError) -> None:
         event("connection refused", peer=self.peer, sqlstate=exc.sqlstate, error=exc.message)
@@ -293,17 +294,16 @@ class ClientConnection(asyncio.Protocol):
             self.out.handshake(exc.encode())
             self.transport.close()
 
-    def _refusal(self, reason: str, exc: PgError) -> None:
+    def _refusal(self, exc: Refused) -> None:
         """Evidence of a refusal: a ``login.refused`` control event (proxy/refusals.py)."""
         hs = self.handshake
         self.server.refusals.refused(
-            agent=hs.user if hs else None, database=hs.database if hs else "",
-            grant=exc.grant if isinstance(exc, Refused) else None,
-            client=self.peer, reason=reason, sqlstate=exc.sqlstate, message=exc.message,
+            agent=hs.user if hs else None, database=hs.database if hs else "", grant=exc.grant,
+            client=self.peer, reason=exc.reason, sqlstate=exc.sqlstate, message=exc.message,
         )
 
     def _refuse(self, exc: Refused, outcome: str) -> None:
-        self._refusal(exc.reason, exc)
+        self._refusal(exc)
         metrics.CONNECTIONS_TOTAL.labels(outcome).inc()
         self.handshake = None
         self._ended = True
