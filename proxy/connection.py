@@ -29,7 +29,6 @@ from .offload import classify_off_loop
 from .session import Relay
 from .wire import messages as m
 from .wire.errors import (
-    CANNOT_CONNECT_NOW,
     PROTOCOL_VIOLATION,
     TOO_MANY_CONNECTIONS,
     PgError,
@@ -141,29 +140,11 @@ class ClientConnection(asyncio.Protocol):
             except OSError:
                 pass
         server = self.server
-        if not server.accepting:
-            self._refuse(
-                Refused("the database system is shutting down", CANNOT_CONNECT_NOW, reason="shutting_down"),
-                "refused",
-            )
-            return
-        admitted, evicted = server.prelogin.admit(self, self.addr)
-        if not admitted:
-            # One address's unauthenticated connections are capped; logins in progress and
-            # sessions hold other places, so they are never displaced by these.
-            self._refuse(
-                Refused(
-                    f"too many connections from {self.addr} that have not sent a startup packet "
-                    f"(proxy.prelogin_per_address = {self.cfg.proxy.prelogin_per_address})",
-                    TOO_MANY_CONNECTIONS,
-                    reason="prelogin_per_address",
-                ),
-                "prelogin_refused",
-            )
+        refusal = server.accept(self)
+        if refusal is not None:
+            self._refuse(refusal)
             return
         self._prelogin = True
-        if evicted is not None:
-            evicted.evict()
         server.sessions.add(self)
         metrics.CONNECTIONS_ACTIVE.inc()
         self._handshake_task = asyncio.get_running_loop().create_task(self._run_handshake())
@@ -190,7 +171,7 @@ class ClientConnection(asyncio.Protocol):
         self.leave_prelogin()
         if self._handshake_task is not None and not self._handshake_task.done():
             self._handshake_task.cancel()
-        self._end(EndCause.DISCONNECT if self.live is not None else EndCause.HANDSHAKE_ABORTED)
+        self.end(EndCause.DISCONNECT if self.live is not None else EndCause.HANDSHAKE_ABORTED)
 
     def pause_writing(self) -> None:  # client reads slower than upstream writes
         if self.live is not None:
@@ -238,14 +219,18 @@ class ClientConnection(asyncio.Protocol):
         finally:
             metrics.CONNECTIONS_TOTAL.labels(outcome).inc()
             if outcome != "ok" and outcome != "cancel" and not self._ended:
-                self._end(EndCause.HANDSHAKE_FAILED)
+                self.end(EndCause.HANDSHAKE_FAILED)
 
     def _go_live(self, login: Login) -> None:
         if self.transport.is_closing():  # the client left during the upstream login
             login.upstream.transport.abort()
             return
         inbox = self.handshake.inbox
-        self.live = live = LiveConnection(self, login)
+        try:
+            self.live = live = LiveConnection(self, login)
+        except BaseException:
+            login.upstream.transport.abort()  # an internal error: the upstream goes too
+            raise
         leftover_client = bytes(inbox.buf)
         self.handshake = None
         if self._inbox_paused:
@@ -280,7 +265,7 @@ class ClientConnection(asyncio.Protocol):
         )
         self._refusal(err)
         self._send_fatal(err)
-        self._end(EndCause.PRELOGIN_EVICTED)
+        self.end(EndCause.PRELOGIN_EVICTED)
 
     def _refused(self, exc: Refused) -> str:
         """The handshake ended in a refusal: evidence, then the FATAL; returns its outcome."""
@@ -302,9 +287,10 @@ class ClientConnection(asyncio.Protocol):
             client=self.peer, reason=exc.reason, sqlstate=exc.sqlstate, message=exc.message,
         )
 
-    def _refuse(self, exc: Refused, outcome: str) -> None:
+    def _refuse(self, exc: Refused) -> None:
+        """Refused as it was accepted (``ProxyServer.accept``): no handshake at all."""
         self._refusal(exc)
-        metrics.CONNECTIONS_TOTAL.labels(outcome).inc()
+        metrics.CONNECTIONS_TOTAL.labels(exc.outcome).inc()
         self.handshake = None
         self._ended = True
         self.out.handshake(exc.encode())
@@ -330,9 +316,11 @@ class ClientConnection(asyncio.Protocol):
             if self.live is None or not self.live.relay.mid_frame_to_client:
                 self.out.local(PgError.fatal_error(message, sqlstate).encode())
             self.transport.close()
-        self._end(cause, message)
+        self.end(cause, message)
 
-    def _end(self, cause: EndCause, detail: str = "") -> None:
+    def end(self, cause: EndCause, detail: str = "") -> None:
+        """Close both ends and release what the connection held; counted, recorded and
+        logged once (``terminate`` first tells the client why)."""
         if self._ended:
             return
         self._ended = True
@@ -491,7 +479,7 @@ class LiveConnection:
         if to_client:
             self.out.relayed(to_client)
         if relay.terminated:
-            self.conn._end(EndCause.TERMINATE)
+            self.conn.end(EndCause.TERMINATE)
 
     # --- server → client -----------------------------------------------------------
 
@@ -518,7 +506,7 @@ class LiveConnection:
         if self.conn.ended:
             return
         if self.relay.upstream_fatal:
-            self.conn._end(EndCause.UPSTREAM, "the upstream database ended the session (FATAL)")
+            self.conn.end(EndCause.UPSTREAM, "the upstream database ended the session (FATAL)")
             return
         self.conn.terminate(
             EndCause.UPSTREAM,

@@ -19,7 +19,7 @@ import re
 import ssl
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from . import metrics
 from .appname import upstream_name
@@ -50,6 +50,8 @@ from .wire.framing import (
 from .wire.scram import MECHANISM, ScramError, ScramServer
 
 if TYPE_CHECKING:
+    from policy.engine import StatementPolicy
+
     from .connection import ClientConnection
 
 _PASSWORD = m.Frontend.PASSWORD
@@ -89,7 +91,7 @@ class Login:
     identity: Identity
     packet: StartupMessage  # the client's startup packet, as sent (recorded in the metadata)
     database: str
-    policy: Any  # policy.StatementPolicy, or None (no policy factory: pass-through)
+    policy: StatementPolicy | None  # None: no policy factory (pass-through)
     credentials: Credentials  # the upstream login used
     upstream: UpstreamSession
     tls: str  # the client side: "none", "TLSv1.3", "TLSv1.3 direct"

@@ -25,7 +25,7 @@ from .limits import FrameBudget, PreLoginBudget
 from .logs import event
 from .refusals import RefusalLog
 from .upstream import Credentials, UpstreamError, send_cancel
-from .wire.errors import ADMIN_SHUTDOWN
+from .wire.errors import ADMIN_SHUTDOWN, CANNOT_CONNECT_NOW, TOO_MANY_CONNECTIONS, Refused
 from .wire.framing import CancelRequest
 
 
@@ -85,6 +85,27 @@ class ProxyServer:
         addr = sock.getsockname()
         event("listening", host=addr[0], port=addr[1])
         return addr[0], addr[1]
+
+    def accept(self, conn: ClientConnection) -> Refused | None:
+        """A new connection: refused while shutting down, or when its address holds too
+        many places before the startup packet; otherwise it holds one such place (the
+        oldest connection waiting for its startup packet may be evicted to make room)."""
+        if not self.accepting:
+            return Refused("the database system is shutting down", CANNOT_CONNECT_NOW, reason="shutting_down")
+        admitted, evicted = self.prelogin.admit(conn, conn.addr)
+        if not admitted:
+            # One address's unauthenticated connections are capped; logins in progress and
+            # sessions hold other places, so they are never displaced by these.
+            return Refused(
+                f"too many connections from {conn.addr} that have not sent a startup packet "
+                f"(proxy.prelogin_per_address = {self.cfg.proxy.prelogin_per_address})",
+                TOO_MANY_CONNECTIONS,
+                outcome="prelogin_refused",
+                reason="prelogin_per_address",
+            )
+        if evicted is not None:
+            evicted.evict()
+        return None
 
     async def _housekeeping(self) -> None:
         """About once a second: metrics, recorder health, grant revocations and extensions."""
