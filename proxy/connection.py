@@ -425,12 +425,8 @@ class LiveConnection:
         proto.on_pause = self.flow.upstream_full
         proto.on_resume = self.flow.upstream_drained
         self.lease = GrantLease(identity, server.grant_watch, conn.terminate, self.srec)
-        event(
+        self._log(
             "session started",
-            peer=self.peer,
-            agent=identity.agent,
-            task=identity.task,
-            grant=identity.grant_id,
             database=login.database,
             backend_pid=upstream.backend_pid,
             session=getattr(self.srec, "id", None),
@@ -439,6 +435,10 @@ class LiveConnection:
     @property
     def identity(self):
         return self.lease.identity  # an extension replaces it (GrantLease.changed)
+
+    def _log(self, msg: str, **fields) -> None:
+        identity = self.identity
+        event(msg, peer=self.peer, agent=identity.agent, task=identity.task, grant=identity.grant_id, **fields)
 
     # --- client → server -----------------------------------------------------------
 
@@ -539,12 +539,4 @@ class LiveConnection:
         metrics.AGENT_SESSIONS.labels(identity.agent).dec()
         if self.srec is not None:
             self.srec.end(cause, detail)
-        event(
-            "session ended",
-            peer=self.peer,
-            agent=identity.agent,
-            task=identity.task,
-            grant=identity.grant_id,
-            cause=cause,
-            detail=detail,
-        )
+        self._log("session ended", cause=cause, detail=detail)
