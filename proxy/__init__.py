@@ -1,7 +1,9 @@
 """The proxy: Postgres v3 on both sides, grants at login, policy and recording in between.
 
-Sans-IO protocol code lives in ``proxy.wire`` and ``proxy.session``; sockets, timers and
-processes in ``proxy.server``, ``proxy.upstream`` and ``proxy.supervisor``.
+Sans-IO protocol code lives in ``proxy.wire``, ``proxy.session`` and ``proxy.denials``; sockets,
+timers and processes in ``proxy.server`` (listener), ``proxy.connection`` (with
+``proxy.handshake``, ``proxy.flow``, ``proxy.grant_watch``), ``proxy.upstream`` and
+``proxy.supervisor``.
 
 Exports load lazily: importing ``proxy`` (as ``pgwitness`` does first) must not create the
 Prometheus metrics before the supervisor has chosen multiprocess mode.

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from .wire.errors import INVALID_AUTHORIZATION, INVALID_PASSWORD, PgError
+from .wire.errors import INVALID_AUTHORIZATION, INVALID_PASSWORD, PgError, Refused
 from .wire.scram import DEFAULT_ITERATIONS, Verifier, make_verifier
 
 
@@ -49,13 +49,10 @@ class AuthPlan:
     context: list[Any] = field(default_factory=list)  # one entry per candidate
 
 
-def refused(message: str, reason: str, grant: str | None = None) -> PgError:
+def refused(message: str, reason: str, grant: str | None = None) -> Refused:
     """A FATAL 28000 login refusal; ``reason`` labels the auth-failure metric and the
     ``login.refused`` event, which names ``grant`` too."""
-    err = PgError.fatal_error(message, INVALID_AUTHORIZATION)
-    err.reason = reason
-    err.grant = grant
-    return err
+    return Refused(message, INVALID_AUTHORIZATION, reason=reason, grant=grant)
 
 
 def auth_failed(user: str) -> PgError:

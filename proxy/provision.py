@@ -54,7 +54,7 @@ from policy.scopes import parse_scopes
 
 from .config import Config, ConfigError
 from .upstream import Credentials, client_ssl_context
-from .wire.errors import INVALID_AUTHORIZATION, PgError
+from .wire.errors import INVALID_AUTHORIZATION, PgError, Refused
 from .wire.scram import make_verifier
 
 __all__ = [
@@ -534,9 +534,7 @@ class RoleLogins:
 
 
 def _refused(message: str) -> PgError:
-    err = PgError.fatal_error(message, INVALID_AUTHORIZATION)
-    err.outcome = "refused"
-    return err
+    return Refused(message, INVALID_AUTHORIZATION)
 
 
 class RoleSweeper:

@@ -8,49 +8,40 @@ as it arrives: while one is half sent, ``mid_frame_to_client``/``mid_frame_to_se
 say that nothing of ours may be written in that direction.
 
 Denials keep Postgres's own transaction semantics by letting the *server* raise the
-error: the denied statement is replaced by a ``DO`` block that raises 42501 with our
-message. Inside ``BEGIN`` the transaction is then aborted (25P02 until ROLLBACK); in a
-pipeline the implicit transaction rolls back; everything up to the next Sync is skipped
-by the server, exactly as if the client's own statement had failed. The ErrorResponse
-is recognised by a per-session marker and cleaned of the PL/pgSQL traces, and the
-ParseComplete/BindComplete of the injected messages are dropped. When nothing is in
-flight and no transaction is open, a denied simple Query is answered locally instead,
-which is equivalent and saves a round trip.
+error (``proxy.denials``: what is injected, the marker, the cleaned error, the held
+*Complete frames); which client messages the server is answering is tracked by
+``proxy.wire.syncgroups``. The ``Relay`` keeps the splice loop: where each frame goes.
+When nothing is in flight and no transaction is open, a denied simple Query is answered
+locally instead, which is equivalent and saves a round trip.
 """
 
 from __future__ import annotations
 
-import secrets
 from collections import deque
 from dataclasses import dataclass
 
 from policy.encodings import python_codec
 from policy.engine import OFFLOAD_MIN
 
+from .denials import ASYNC as _ASYNC
+from .denials import HOLDABLE as _HOLDABLE
+from .denials import Denials, local_denial
 from .wire import messages as m
-from .wire.errors import INSUFFICIENT_PRIVILEGE, ProtocolViolation, error_response
+from .wire.errors import INSUFFICIENT_PRIVILEGE, ProtocolViolation
 from .wire.framing import MAX_STREAMED_LENGTH, FrameReader
+from .wire.syncgroups import ANSWERS as _ANSWERS
+from .wire.syncgroups import SyncGroups
 
 F = m.Frontend
 B = m.Backend
-_Z_PRODUCERS = frozenset((F.QUERY, F.SYNC, F.FUNCTION_CALL))
-_HOLDABLE = frozenset((B.PARSE_COMPLETE, B.BIND_COMPLETE, B.CLOSE_COMPLETE))
-# May arrive at any time; never part of an injection's answer, so they pass held frames.
-_ASYNC = frozenset((B.NOTICE_RESPONSE, B.NOTIFICATION, B.PARAMETER_STATUS))
-_STRIP_FIELDS = frozenset("sWFLR")  # marker (schema field) and PL/pgSQL traces
 _STATEMENT_TYPES = frozenset((F.QUERY, F.PARSE, F.FUNCTION_CALL))
 _NAMES = {F.QUERY: "Query", F.PARSE: "Parse", F.FUNCTION_CALL: "FunctionCall"}
 # The hot loops compare against module constants (a class attribute costs a lookup each).
-_QUERY, _PARSE, _SYNC, _EXECUTE, _TERMINATE = F.QUERY, F.PARSE, F.SYNC, F.EXECUTE, F.TERMINATE
-_COPY_DONE, _COPY_FAIL = F.COPY_DONE, F.COPY_FAIL
+_QUERY, _PARSE, _TERMINATE = F.QUERY, F.PARSE, F.TERMINATE
 _READY, _ERROR, _COPY_IN = B.READY_FOR_QUERY, B.ERROR_RESPONSE, B.COPY_IN_RESPONSE
 _PARAMETER_STATUS = B.PARAMETER_STATUS
 # Server frames looked at even when no denial is in flight.
 _WATCHED = frozenset((_READY, _ERROR, _COPY_IN, _PARAMETER_STATUS))
-# Extended-protocol messages that the server answers with exactly one of _ANSWERS (or an
-# error, after which it skips everything, Query and FunctionCall included, up to Sync).
-_EXTENDED = frozenset((F.PARSE, F.BIND, F.DESCRIBE, F.EXECUTE, F.CLOSE))
-_ANSWERS = frozenset(b"123nTCIs")
 # Frames whose bytes the relay never looks at: a large one is passed on as it arrives.
 _STREAMED_C2S = frozenset((F.BIND, F.COPY_DATA))
 _STREAMED_S2C = frozenset((B.DATA_ROW, B.COPY_DATA, B.FUNCTION_CALL_RESPONSE))
@@ -76,28 +67,6 @@ UNRECORDED = Refusal(
     "statement refused rather than run unrecorded",
     CANNOT_RECORD,
 )
-
-
-@dataclass(eq=False)
-class Injection:
-    """A denial the server is asked to raise; ``drop`` = how many *Complete frames precede
-    its error (Close, Parse, Bind for the extended protocol; none for a simple Query)."""
-
-    drop: int
-    statement: str = ""
-    resolved: bool = False
-
-
-class QueryEnded(list):
-    """A Sync group ended by a Query or FunctionCall rather than a Sync; ``extended`` counts
-    the extended-protocol messages before it. If one of those fails, the server skips the
-    Query too, and every group up to the next Sync gets a single ReadyForQuery."""
-
-    __slots__ = ("extended",)
-
-    def __init__(self, injections: list, extended: int):
-        super().__init__(injections)
-        self.extended = extended
 
 
 @dataclass
@@ -151,38 +120,16 @@ class Relay:
         self.offload = None
         self.parked: tuple[bytes, list] | None = None
         self._backlog: list[bytes] = []
-        # Sync groups: groups[0] is the one the server answers now, groups[-1] the one the
-        # client is still adding to; each lists the injections sent in it. ``_pending`` is
-        # every unresolved injection in send order: a marked error resolves the oldest, and
-        # the ReadyForQuery that ends its group drops one the server skipped.
-        self._groups: deque[list[Injection]] = deque([[]])
-        self._pending: deque[Injection] = deque()
-        self._current_has_msgs = False
-        # The skip-until-Sync rule (only tracked once a group mixes extended messages with a
-        # Query or FunctionCall; plain pipelines end every group with Sync):
-        self._current_extended = 0  # extended messages in the group being built
-        self._query_ended = 0  # QueryEnded groups in _groups
-        self._watch_head = False  # count the head group's answers: it is a mixed group
-        self._head_answered = 0  # answers to the head group's extended messages so far
-        self._skipping = False  # the server ignores the client's messages up to its next Sync
-        self._held: list[bytes] = []
-        self._injected = 0  # names injected statements and portals uniquely
-        self._last_deny_statement = ""  # the newest injected statement, closed by the next one
-        self._syncs_since_execute = 0
-        self._copy_in = False
-        nonce = secrets.token_hex(8)
-        self._marker = f"pgwitness-deny-{nonce}"
-        self._marker_bytes = self._marker.encode()
+        # Sync groups (proxy/wire/syncgroups.py): which client messages the server is
+        # answering now; each group lists the denials injected in it (proxy/denials.py).
+        self.groups = SyncGroups()
+        self.denials = Denials()
         # (the server's ParameterStatus body for the upstream application_name, the frame
         # the client gets instead): set by the server when it tags upstream logins
         self.app_names: tuple[bytes, bytes] | None = None
-        self._tag = f"pgw_{nonce}"
-        self._tag_bytes = self._tag.encode()
         # For db.denied records: statements the policy decided, each with the number of the
-        # Sync group it was sent in, and how many groups the server has answered.
+        # Sync group it was sent in (``groups.sent_groups``, ``groups.answered``).
         self._decided: deque[tuple[int, str, str, bool]] = deque(maxlen=64)
-        self._groups_sent = 0
-        self._groups_answered = 0
 
     def _client_encoding(self, name: str) -> None:
         """The server says which encoding it now reads the client's bytes in: the truth.
@@ -255,13 +202,14 @@ class Relay:
         last = 0
         policy = self.policy
         health = self.health
+        groups = self.groups
         for t, start, end in frames:
             if t in _STATEMENT_TYPES:
                 if health is not None and not health.healthy:
                     verdict = UNRECORDED
                     self._record(verdict, _NAMES[t], "")
                 elif policy is None:
-                    self._note(t)
+                    groups.sent(t)
                     continue
                 elif t == _QUERY:
                     sql = m.decode_query(run[start:end], self.encoding)
@@ -275,102 +223,39 @@ class Relay:
                     verdict = policy.check_function_call()
                     self._record(verdict, "FunctionCall", "")
                 if verdict.allowed:
-                    self._note(t)
+                    groups.sent(t)
                     continue
                 sqlstate = getattr(verdict, "sqlstate", INSUFFICIENT_PRIVILEGE)
                 out.append(run[last:start])
                 last = end
                 if t != F.PARSE and self._idle() and not any(out):
-                    to_client.append(error_response("ERROR", sqlstate, verdict.message))
-                    to_client.append(m.ready_for_query(self.tx_status))
+                    to_client.extend(local_denial(sqlstate, verdict.message, self.tx_status))
                     continue
-                out.append(self._inject(t, self._raise_sql(verdict.message, sqlstate)))
-                self._note(t)
+                denials = self.denials
+                out.append(denials.inject(t, denials.raise_sql(verdict.message, sqlstate), groups))
+                groups.sent(t)
             elif t == _TERMINATE:
                 self.terminated = True
                 out.append(run[last:end])
-                return b"".join(out), b"".join(to_client)  # nothing after Terminate counts
+                return b"".join(out), self._answer(to_client)  # nothing after Terminate counts
             else:
-                self._note(t)
+                groups.sent(t)
         if last == 0:
-            return run, b"".join(to_client) if to_client else b""
+            return run, self._answer(to_client)
         out.append(run[last:])
-        return b"".join(out), b"".join(to_client)
+        return b"".join(out), self._answer(to_client)
 
-    def _inject(self, t: int, raise_sql: str) -> bytes:
-        """The messages that make the server raise our denial in place of the client's.
-
-        Extended protocol: a uniquely named statement and portal (the client's unnamed ones
-        survive, as they would a failed Parse), closing the previous injected statement.
-        """
-        if t == F.PARSE:
-            self._injected += 1
-            name = f"{self._tag}_{self._injected}"
-            data = b""
-            drop = 2
-            if self._last_deny_statement:
-                data = m.close_statement(self._last_deny_statement)
-                drop = 3
-            self._last_deny_statement = name
-            data += m.parse(name, raise_sql) + m.bind_no_params(name, name) + m.execute(name)
-            inj = Injection(drop, name)
-            self._current_extended += drop  # _note counts the Parse; these are the rest
-        else:
-            data = m.query(raise_sql)
-            inj = Injection(0)
-        self._groups[-1].append(inj)
-        self._pending.append(inj)
-        return data
-
-    def _note(self, t: int) -> None:
-        if t == _SYNC:
-            if self._copy_in:  # the server ignores Sync in copy-in mode
-                return
-            self._syncs_since_execute += 1
-        elif t in (_EXECUTE, _QUERY):
-            self._syncs_since_execute = 0
-        elif t in (_COPY_DONE, _COPY_FAIL):
-            self._copy_in = False
-        if t in _Z_PRODUCERS:
-            if t == _SYNC:
-                self._skipping = False
-            elif self._skipping:
-                return  # ignored by the server: the group goes on until the client's Sync
-            elif self._current_extended or self._query_ended:
-                groups = self._groups
-                groups[-1] = QueryEnded(groups[-1], self._current_extended)
-                self._query_ended += 1
-                if len(groups) == 1 and self._current_extended:
-                    self._watch_head = True  # the server is answering this group already
-            self._groups.append([])
-            self._groups_sent += 1
-            self._current_has_msgs = False
-            self._current_extended = 0
-        else:
-            self._current_has_msgs = True
-            if t in _EXTENDED:
-                self._current_extended += 1
-
-    def _copy_in_started(self) -> None:
-        """CopyInResponse: Syncs sent after the Execute that began COPY were swallowed."""
-        self._copy_in = True
-        for _ in range(min(self._syncs_since_execute, len(self._groups) - 1)):
-            merged = self._groups.pop()
-            self._groups[-1].extend(merged)
-        self._syncs_since_execute = 0
+    def _answer(self, to_client: list[bytes]) -> bytes:
+        """Our own answers to the client (local denials): counted and recorded."""
+        return self.deliver(b"".join(to_client)) if to_client else b""
 
     @property
     def busy(self) -> bool:
         """The server owes answers: a query may be running upstream right now."""
-        return len(self._groups) > 1 or self._current_has_msgs
+        return self.groups.busy
 
     def _idle(self) -> bool:
-        return (
-            self.tx_status == b"I"
-            and len(self._groups) == 1
-            and not self._current_has_msgs
-            and not self._held
-        )
+        return self.tx_status == b"I" and self.groups.idle and not self.denials.held
 
     def _record(self, verdict, message: str, sql: str, **extra) -> None:
         c = self.counters
@@ -425,7 +310,7 @@ class Relay:
                 break
         classified, decision = pick
         self._decided.append(
-            (self._groups_sent, classified.sql, decision.rule, not decision.allowed)
+            (self.groups.sent_groups, classified.sql, decision.rule, not decision.allowed)
         )
 
     def _db_denied(self, frame: bytes) -> None:
@@ -439,7 +324,7 @@ class Relay:
         if self.recorder is None:
             return
         decided = self._decided
-        answering = self._groups_answered
+        answering = self.groups.answered
         while decided and decided[0][0] < answering:
             decided.popleft()
         statement, rule, would_deny = "", "", False
@@ -463,55 +348,49 @@ class Relay:
             },
         )
 
-    def _raise_sql(self, message: str, sqlstate: str) -> str:
-        tag = self._tag
-        while f"${tag}m$" in message or f"${tag}$" in message:  # pragma: no cover - 64-bit nonce
-            tag += "x"
-        return (
-            f"DO ${tag}$ BEGIN RAISE EXCEPTION USING ERRCODE = '{sqlstate}', "
-            f"MESSAGE = ${tag}m${message}${tag}m$, SCHEMA = '{self._marker}'; END ${tag}$"
-        )
-
     # --- server → client -------------------------------------------------------
 
     def from_server(self, data: bytes) -> bytes:
         run, frames = self.server_reader.feed(data)
         if not frames:
-            return self._deliver(run) if run else b""  # more of a large frame, or nothing yet
+            return self.deliver(run) if run else b""  # more of a large frame, or nothing yet
         c = self.counters
         c.msgs_s2c += len(frames)
         rewritten: list[bytes] | None = None
         last = 0
-        pending = self._pending
-        held = self._held
-        counting = self._counting_answers()
+        denials = self.denials
+        pending = denials.pending
+        held = denials.held
+        groups = self.groups
+        counting = groups.counting()
         for t, start, end in frames:
             if counting:
                 if t in _ANSWERS:
-                    self._head_answered += 1
+                    groups.answer()
                 elif t == _ERROR:
-                    self._head_failed()
+                    groups.error()
                     counting = False  # answered or skipped now: nothing more to count
             if not pending and t not in _WATCHED:
                 continue  # DataRow, CommandComplete, ...: the common case
             if t == _READY:
-                self._groups_answered += 1
                 self.tx_status = run[start + 5 : end]
                 if held:
                     rewritten = self._ensure(rewritten, run, last, start)
                     rewritten.extend(held)
                     held.clear()
                     last = start
-                self._ready_for_query()
-                counting = self._counting_answers()
+                answered = groups.ready()
+                if answered:
+                    denials.skipped(answered)
+                counting = groups.counting()
                 continue
             if t == _ERROR:
                 if run[start + 5 : start + 11] in (b"SFATAL", b"SPANIC"):
                     self.upstream_fatal = True
-                if _PRIVILEGE_FIELD in run[start:end] and self._marker_bytes not in run[start:end]:
+                if _PRIVILEGE_FIELD in run[start:end] and denials.marker_bytes not in run[start:end]:
                     self._db_denied(run[start:end])
             if t == _COPY_IN:
-                self._copy_in_started()
+                groups.copy_in()
             elif t == _PARAMETER_STATUS and run.startswith(b"client_encoding\x00", start + 5):
                 self._client_encoding(run[start + 21 : end - 1].decode("ascii", "replace"))
             elif (t == _PARAMETER_STATUS and self.app_names is not None
@@ -527,20 +406,12 @@ class Relay:
                 rewritten = self._ensure(rewritten, run, last, start)
                 held.append(run[start:end])
                 last = end
-            elif t == _ERROR and self._marker_bytes in run[start:end]:
+            elif t == _ERROR and denials.marker_bytes in run[start:end]:
                 rewritten = self._ensure(rewritten, run, last, start)
-                inj = pending.popleft()
-                inj.resolved = True
-                if inj.drop:
-                    del held[-inj.drop :]
-                rewritten.extend(held)
-                held.clear()
-                fields = m.decode_error_fields(run[start:end])
-                clean = {k: v for k, v in fields.items() if k not in _STRIP_FIELDS}
-                rewritten.append(m.encode_error_fields(b"E", clean))
+                rewritten.extend(denials.answered(run[start:end]))
                 last = end
             elif t in _ASYNC:
-                if t == B.NOTICE_RESPONSE and self._tag_bytes in run[start:end]:
+                if t == B.NOTICE_RESPONSE and denials.tag_bytes in run[start:end]:
                     # A DEBUG notice about our injected statement: not the client's business.
                     rewritten = self._ensure(rewritten, run, last, start)
                     last = end
@@ -554,74 +425,23 @@ class Relay:
         else:
             rewritten.append(run[last:])
             out = b"".join(rewritten)
-        return self._deliver(out)
-
-    def _ready_for_query(self) -> None:
-        groups = self._groups
-        if self._query_ended or self._head_answered:
-            self._next_head()
-        if len(groups) > 1 and not groups[0]:  # the common case: no injection in this group
-            groups.popleft()
-            return
-        answered = groups.popleft() if len(groups) > 1 else groups[0]
-        for inj in answered:
-            if not inj.resolved:  # skipped by a server already failing this group
-                inj.resolved = True
-                self._pending.remove(inj)
-        if len(groups) == 1 and answered is groups[0]:
-            answered.clear()
-
-    def _counting_answers(self) -> bool:
-        """Whether the head group's answers are counted: it mixes extended messages with a
-        Query, or it is still open with extended messages in it."""
-        return self._watch_head or (self._current_extended > 0 and len(self._groups) == 1)
-
-    def _next_head(self) -> None:
-        """Bookkeeping for mixed groups, as the head group is answered (before it is popped)."""
-        groups = self._groups
-        if len(groups) > 1 and type(groups[0]) is QueryEnded:
-            self._query_ended -= 1
-        self._head_answered = 0
-        self._watch_head = len(groups) > 1 and type(groups[1]) is QueryEnded and groups[1].extended > 0
-
-    def _head_failed(self) -> None:
-        """An ErrorResponse while the head group may mix extended messages and a Query: if
-        one of the extended messages failed, the server skips to the client's next Sync, so
-        every group up to it gets one ReadyForQuery."""
-        groups = self._groups
-        self._watch_head = False
-        if len(groups) == 1:  # the open group: no Query in it yet, so it is an extended one
-            self._skipping = True
-            return
-        head = groups[0]
-        if type(head) is not QueryEnded or self._head_answered >= head.extended:
-            return  # the Query's own error (or a group that Sync ends): nothing skipped
-        merged = groups.popleft()
-        self._query_ended -= 1
-        while len(groups) > 1 and type(groups[0]) is QueryEnded:
-            merged.extend(groups.popleft())
-            self._query_ended -= 1
-        groups[0][:0] = merged  # a Sync-ended group, or the open one: its Sync answers all
-        if len(groups) == 1:
-            self._skipping = True
+        return self.deliver(out)
 
     @property
     def has_held(self) -> bool:
-        return bool(self._held)
+        return bool(self.denials.held)
 
     def release_held(self) -> bytes:
-        """Frames held for a possible injection answer that did not come: pass them on.
+        """Frames held for a possible injection answer that did not come (see
+        ``Denials.release_held``), counted and recorded as they go to the client."""
+        out = self.denials.release_held()
+        return self.deliver(out) if out else b""
 
-        Our own answer arrives in the same server write as the frames it follows, so a
-        short timer calling this can only release the client's own frames.
-        """
-        if not self._held:
-            return b""
-        out = b"".join(self._held)
-        self._held.clear()
-        return self._deliver(out)
-
-    def _deliver(self, out: bytes) -> bytes:
+    def deliver(self, out: bytes) -> bytes:
+        """Everything the client gets while the session is live passes here: counted
+        (``bytes_s2c``) and recorded (``s2c``; rows left out under ``record_rows =
+        "counts"``). The relay's own output does; the connection passes the proxy's own
+        frames (the login's last frames, a FATAL) here too (``ClientWriter.local``)."""
         self.counters.bytes_s2c += len(out)
         if self.recorder is not None and out:
             if self._rows_filter is not None:

@@ -145,7 +145,7 @@ def _stall_after_client_first(handle, agent) -> RawClient:
 
 
 def test_stalled_logins_hold_at_most_the_speculation_budget_upstream(gproxy, pg):
-    from proxy.server import SPECULATIVE_UPSTREAM_MAX
+    from proxy.handshake import SPECULATIVE_UPSTREAM_MAX
 
     grant, token = issue(gproxy)
     base = _wait_backends(pg, _upstream_backends(pg))

@@ -1407,7 +1407,7 @@ def test_relay_deny_inside_transaction_against_server(relay_over_server):
     msgs = r.run(m.query("select * from secret.payroll"))
     assert b"DO " in r.sent and b"payroll" not in r.sent.replace(DenyPayroll.message.encode(), b"")
     assert types_of(msgs) == "EZ" and msgs[-1] == ("Z", b"E")
-    assert_clean_denial(errors_of(msgs)[0], r.relay._marker)
+    assert_clean_denial(errors_of(msgs)[0], r.relay.denials.marker)
     assert errors_of(r.run(m.query("select 1")))[0]["C"] == "25P02"
     assert r.run(m.query("rollback"))[-1] == ("Z", b"I")
     assert r.run(m.query("select count(*) from d"))[1] == ("D", b"\x00\x01\x00\x00\x00\x010")
@@ -1426,7 +1426,7 @@ def test_relay_deny_parse_in_pipeline_against_server(relay_over_server):
     # The client's own ParseComplete/BindComplete/CommandComplete stay; the injected
     # ParseComplete/BindComplete go; the error is the clean 42501; the rest is skipped.
     assert types_of(msgs) == "12CEZ"
-    assert_clean_denial(errors_of(msgs)[0], r.relay._marker)
+    assert_clean_denial(errors_of(msgs)[0], r.relay.denials.marker)
     assert r.run(m.query("select count(*) from dp"))[1] == ("D", b"\x00\x01\x00\x00\x00\x010")
     # The client's named statement survived; the session goes on.
     msgs = r.run(bind("", "ins", (b"2",)), m.execute(), m.SYNC)
@@ -1438,7 +1438,7 @@ def test_relay_deny_when_idle_against_server_sends_nothing(relay_over_server):
     r = relay_over_server
     msgs = r.run(m.query("select * from secret.payroll"))
     assert r.sent == b"" and types_of(msgs) == "EZ"
-    assert_clean_denial(errors_of(msgs)[0], r.relay._marker)
+    assert_clean_denial(errors_of(msgs)[0], r.relay.denials.marker)
     assert types_of(r.run(m.query("select 1"))) == "TDCZ"
 
 
@@ -1496,10 +1496,10 @@ def test_relay_deny_after_a_swallowed_sync(relay_over_server, prelude):
     # The session is idle again; a denied Parse must look like any failed Parse.
     msgs = r.run(parse("", "select * from secret.payroll"), bind(), m.execute(), m.SYNC)
     assert types_of(msgs) == "EZ", msgs  # not the injected ParseComplete/BindComplete
-    assert_clean_denial(errors_of(msgs)[0], r.relay._marker)
+    assert_clean_denial(errors_of(msgs)[0], r.relay.denials.marker)
     msgs = r.run(m.query("select * from secret.payroll"))
     assert types_of(msgs) == "EZ" and r.sent == b""  # answered locally, as when idle
-    assert_clean_denial(errors_of(msgs)[0], r.relay._marker)
+    assert_clean_denial(errors_of(msgs)[0], r.relay.denials.marker)
 
 
 FLUSH = frame(b"H", b"")
@@ -1564,7 +1564,7 @@ def test_relay_matches_the_server_when_extended_messages_and_queries_mix(pg, rel
     assert types_of(got) == types_of(want), script
     assert got == want, script
     relay = r.relay
-    assert relay._idle() and not relay._pending and not relay._skipping and not relay._query_ended
+    assert relay._idle() and not relay.denials.pending and not relay.groups.skipping and not relay.groups.query_ended
     msgs = r.run(m.query("select * from secret.payroll"))  # idle: answered locally
     assert types_of(msgs) == "EZ" and r.sent == b""
 
@@ -1580,14 +1580,14 @@ def test_relay_query_skipped_after_an_extended_error_seen_before_the_query(relay
     while "E" not in seen:
         run, fr = reader.feed(r.relay.from_server(r.server.sock.recv(1 << 16)))
         seen += "".join(chr(t) for t, _, _ in fr)
-    assert seen == "1E" and r.relay._skipping  # 1/0 fails when planned, at Bind
+    assert seen == "1E" and r.relay.groups.skipping  # 1/0 fails when planned, at Bind
     to_server, _ = r.relay.from_client(m.query("select 2") + m.SYNC)
     r.server.sock.sendall(to_server)
     got = b""
     while not got.endswith(m.ready_for_query(b"I")):
         got += r.relay.from_server(r.server.sock.recv(1 << 16))
     assert got == m.ready_for_query(b"I")  # the Query was skipped: one answer, the Sync's
-    assert r.relay._idle() and not r.relay._skipping
+    assert r.relay._idle() and not r.relay.groups.skipping
     assert types_of(r.run(m.query("select 3"))) == "TDCZ"
 
 
@@ -1601,4 +1601,4 @@ def test_relay_deny_parse_with_debug_notices(relay_over_server):
     msgs = r.run(parse("", "select * from secret.payroll"), bind(), m.execute(), m.SYNC)
     assert "1" not in types_of(msgs) and "2" not in types_of(msgs), types_of(msgs)
     assert types_of(msgs).rstrip("N").endswith("EZ")
-    assert_clean_denial(errors_of(msgs)[0], r.relay._marker)
+    assert_clean_denial(errors_of(msgs)[0], r.relay.denials.marker)

@@ -521,7 +521,7 @@ def marked_server_error(relay: Relay, message: str = DENY_MSG) -> bytes:
         {
             "S": "ERROR", "V": "ERROR", "C": "42501", "M": message,
             "W": "PL/pgSQL function inline_code_block line 1 at RAISE",
-            "s": relay._marker, "F": "pl_exec.c", "L": "3907", "R": "exec_stmt_raise",
+            "s": relay.denials.marker, "F": "pl_exec.c", "L": "3907", "R": "exec_stmt_raise",
         }
     )  # fmt: skip
 
@@ -682,7 +682,7 @@ def test_relay_denied_query_in_transaction_is_raised_by_the_server():
     ((t, body),) = parse_frames(to_server)
     sql = m.decode_query(frame(b"Q", body))
     assert t == "Q" and sql.startswith("DO ") and "42501" in sql and DENY_MSG in sql
-    assert relay._marker in sql and "payroll" not in sql.replace(DENY_MSG, "")
+    assert relay.denials.marker in sql and "payroll" not in sql.replace(DENY_MSG, "")
 
     answer = relay.from_server(marked_server_error(relay) + m.ready_for_query(b"E"))
     frames = parse_frames(answer)
@@ -719,7 +719,7 @@ def test_relay_denied_parse_injects_parse_bind_execute_and_drops_their_completio
     assert frame(b"P", sent[0][1]) == own_parse
     name, sql = m.decode_parse(frame(b"P", sent[1][1]))
     # A uniquely named statement and portal: the client's unnamed ones are left alone.
-    assert name.startswith(relay._tag) and sql.startswith("DO ") and relay._marker in sql
+    assert name.startswith(relay.denials.tag) and sql.startswith("DO ") and relay.denials.marker in sql
     assert frame(b"B", sent[2][1]) == m.bind_no_params(name, name)
     assert frame(b"E", sent[3][1]) == m.execute(name)
 

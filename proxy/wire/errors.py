@@ -44,6 +44,40 @@ class PgError(Exception):
         return cls(message, sqlstate, "FATAL", detail)
 
 
+class Refused(PgError):
+    """A connection refused before it went live: a FATAL the client gets, and what the
+    proxy counts and records about it. ``outcome`` labels ``connections_total``;
+    ``reason`` is the ``login.refused`` event's short code (the outcome if empty) and
+    labels ``auth_failures_total``; ``grant`` names the grant concerned, if known."""
+
+    def __init__(
+        self,
+        message: str,
+        sqlstate: str,
+        *,
+        outcome: str = "refused",
+        reason: str = "",
+        grant: str | None = None,
+        detail: str = "",
+    ):
+        super().__init__(message, sqlstate, "FATAL", detail)
+        self.outcome = outcome
+        self.reason = reason or outcome
+        self.grant = grant
+
+    @classmethod
+    def of(cls, exc: PgError, outcome: str, reason: str = "") -> Refused:
+        """``exc`` as a refusal with ``outcome``, keeping what it says and, for a refusal,
+        its reason and grant (``reason`` given: replaces it)."""
+        if isinstance(exc, Refused):
+            reason, grant = reason or exc.reason, exc.grant
+        else:
+            grant = None
+        out = cls(exc.message, exc.sqlstate, outcome=outcome, reason=reason, grant=grant, detail=exc.detail)
+        out.severity = exc.severity
+        return out
+
+
 class ProtocolViolation(PgError):
     """Malformed input from a peer: FATAL 08P01 and the connection closes."""
 

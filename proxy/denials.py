@@ -1,0 +1,137 @@
+"""Denials the server raises for us, and their errors cleaned on the way back. Sans-IO.
+
+A denied statement is replaced by a ``DO`` block that raises 42501 (or the refusal's own
+SQLSTATE) with our message, so Postgres's own transaction semantics apply: inside
+``BEGIN`` the transaction is aborted, in a pipeline the implicit transaction rolls back,
+and the server skips everything up to the next Sync exactly as if the client's statement
+had failed. The ErrorResponse is recognised by a per-connection marker (the error's
+``schema`` field) and cleaned of it and of the PL/pgSQL traces (``_STRIP_FIELDS``); the
+ParseComplete/BindComplete/CloseComplete the injected messages produce are held back and
+dropped when the marked error arrives. The relay's splice loop (``proxy.session``) decides
+where frames go; this module owns what is injected, what is pending and what is held.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections import deque
+from dataclasses import dataclass
+
+from .wire import messages as m
+from .wire.errors import error_response
+from .wire.syncgroups import SyncGroups
+
+F = m.Frontend
+B = m.Backend
+# Answers to injected extended messages: held until we know whether they are ours.
+HOLDABLE = frozenset((B.PARSE_COMPLETE, B.BIND_COMPLETE, B.CLOSE_COMPLETE))
+# May arrive at any time; never part of an injection's answer, so they pass held frames.
+ASYNC = frozenset((B.NOTICE_RESPONSE, B.NOTIFICATION, B.PARAMETER_STATUS))
+_STRIP_FIELDS = frozenset("sWFLR")  # marker (schema field) and PL/pgSQL traces
+
+
+@dataclass(eq=False)
+class Injection:
+    """A denial the server is asked to raise; ``drop`` = how many *Complete frames precede
+    its error (Close, Parse, Bind for the extended protocol; none for a simple Query)."""
+
+    drop: int
+    statement: str = ""
+    resolved: bool = False
+
+
+class Denials:
+    """One connection's injected denials: the marker, the pending ones, the held frames."""
+
+    def __init__(self) -> None:
+        nonce = secrets.token_hex(8)
+        self.marker = f"pgwitness-deny-{nonce}"
+        self.marker_bytes = self.marker.encode()
+        self.tag = f"pgw_{nonce}"  # names injected statements, portals and dollar quotes
+        self.tag_bytes = self.tag.encode()
+        # Every unresolved injection in send order: a marked error resolves the oldest, and
+        # the ReadyForQuery that ends its group drops one the server skipped.
+        self.pending: deque[Injection] = deque()
+        self.held: list[bytes] = []
+        self._injected = 0  # names injected statements and portals uniquely
+        self._last_deny_statement = ""  # the newest injected statement, closed by the next one
+
+    def raise_sql(self, message: str, sqlstate: str) -> str:
+        tag = self.tag
+        while f"${tag}m$" in message or f"${tag}$" in message:  # pragma: no cover - 64-bit nonce
+            tag += "x"
+        return (
+            f"DO ${tag}$ BEGIN RAISE EXCEPTION USING ERRCODE = '{sqlstate}', "
+            f"MESSAGE = ${tag}m${message}${tag}m$, SCHEMA = '{self.marker}'; END ${tag}$"
+        )
+
+    def inject(self, t: int, raise_sql: str, groups: SyncGroups) -> bytes:
+        """The messages that make the server raise our denial in place of the client's.
+
+        Extended protocol: a uniquely named statement and portal (the client's unnamed ones
+        survive, as they would a failed Parse), closing the previous injected statement.
+        The caller still tells ``groups`` about the client's message (``sent(t)``).
+        """
+        if t == F.PARSE:
+            self._injected += 1
+            name = f"{self.tag}_{self._injected}"
+            data = b""
+            drop = 2
+            if self._last_deny_statement:
+                data = m.close_statement(self._last_deny_statement)
+                drop = 3
+            self._last_deny_statement = name
+            data += m.parse(name, raise_sql) + m.bind_no_params(name, name) + m.execute(name)
+            inj = Injection(drop, name)
+            groups.attach(inj, extended=drop)  # ``sent`` counts the Parse; these are the rest
+        else:
+            data = m.query(raise_sql)
+            inj = Injection(0)
+            groups.attach(inj)
+        self.pending.append(inj)
+        return data
+
+    def answered(self, frame: bytes) -> list[bytes]:
+        """Our marked ErrorResponse: resolves the oldest pending denial. Returns what the
+        client gets: the held frames that were not its answers, then the cleaned error."""
+        held = self.held
+        inj = self.pending.popleft()
+        inj.resolved = True
+        if inj.drop:
+            del held[-inj.drop :]
+        out = [*held, clean_error(frame)]
+        held.clear()
+        return out
+
+    def skipped(self, items) -> None:
+        """A ReadyForQuery ended the group these injections were sent in: any not answered
+        were skipped by a server already failing that group."""
+        for inj in items:
+            if not inj.resolved:
+                inj.resolved = True
+                self.pending.remove(inj)
+
+    def release_held(self) -> bytes:
+        """Frames held for a possible injection answer that did not come: pass them on.
+
+        Our own answer arrives in the same server write as the frames it follows, so a
+        short timer calling this can only release the client's own frames.
+        """
+        if not self.held:
+            return b""
+        out = b"".join(self.held)
+        self.held.clear()
+        return out
+
+
+def clean_error(frame: bytes) -> bytes:
+    """The server's ErrorResponse for an injected denial, without our marker and traces."""
+    fields = m.decode_error_fields(frame)
+    clean = {k: v for k, v in fields.items() if k not in _STRIP_FIELDS}
+    return m.encode_error_fields(b"E", clean)
+
+
+def local_denial(sqlstate: str, message: str, tx_status: bytes) -> list[bytes]:
+    """The answer to a denied simple Query when nothing is in flight and no transaction is
+    open: what the server would have said, without the round trip."""
+    return [error_response("ERROR", sqlstate, message), m.ready_for_query(tx_status)]
