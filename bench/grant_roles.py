@@ -30,7 +30,7 @@ sys.path.insert(0, str(REPO))
 
 import asyncpg  # noqa: E402
 
-from policy.store import open_store  # noqa: E402
+from policy.grants.store import open_store  # noqa: E402
 from proxy.localpg import LocalCluster, build_app_cluster  # noqa: E402
 from tests.fixtures_proxy import ProxyHandle, per_grant_overrides, proxy_config  # noqa: E402
 

@@ -16,8 +16,8 @@ import argparse
 import asyncio
 import time
 
+from common.config import ProxySection
 from proxy.auth import FailureThrottle
-from proxy.config import ProxySection
 
 
 async def main(seconds: float, workers: int, scram_ms: float) -> None:

@@ -1,6 +1,6 @@
 """The proxy: Postgres v3 on both sides, grants at login, policy and recording in between.
 
-Sans-IO protocol code lives in ``proxy.wire`` and ``proxy.session``; sockets, timers and
+Sans-IO protocol code lives in ``common.wire`` and ``proxy.session``; sockets, timers and
 processes in ``proxy.server``, ``proxy.upstream`` and ``proxy.supervisor``.
 
 Exports load lazily: importing ``proxy`` (as ``pgwitness`` does first) must not create the
@@ -10,14 +10,14 @@ Prometheus metrics before the supervisor has chosen multiprocess mode.
 from importlib import import_module
 
 _EXPORTS = {
-    "Config": "config",
-    "ConfigError": "config",
-    "load_config": "config",
-    "GrantAuthenticator": "auth",
-    "Identity": "auth",
-    "StaticUsers": "auth",
-    "ProxyServer": "server",
-    "Relay": "session",
+    "Config": "common.config",
+    "ConfigError": "common.config",
+    "load_config": "common.config",
+    "GrantAuthenticator": "policy.grants.auth",
+    "Identity": "policy.grants.auth",
+    "StaticUsers": "proxy.auth",
+    "ProxyServer": "proxy.server",
+    "Relay": "proxy.session",
 }
 
 __all__ = sorted(_EXPORTS)
@@ -27,4 +27,4 @@ def __getattr__(name: str):
     module = _EXPORTS.get(name)
     if module is None:
         raise AttributeError(f"module 'proxy' has no attribute {name!r}")
-    return getattr(import_module(f".{module}", __name__), name)
+    return getattr(import_module(module), name)

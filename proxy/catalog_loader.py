@@ -7,12 +7,12 @@ from __future__ import annotations
 import asyncio
 import logging
 
+from common.wire import messages as m
 from policy.catalog import COLUMNS_SQL, FUNCTIONS_SQL, CatalogCache
 from policy.fingerprint import render_name
 
 from .logs import event
 from .upstream import Inbox, UpstreamError, connect_upstream
-from .wire import messages as m
 
 __all__ = ["CatalogLoader"]
 

@@ -1,6 +1,6 @@
 """Database roles for grants, the I/O half: create, extend, drop, reconcile; log in as them.
 
-``policy.roles`` says what a per-grant role is called and which privileges its scopes
+``policy.grants.roles`` says what a per-grant role is called and which privileges its scopes
 mean; this module talks to the database with the **provisioning login** (``[provision]``,
 needs CREATEROLE; never used for agent traffic) and gives the proxy the credentials a
 session logs in upstream with (``RoleLogins``).
@@ -37,8 +37,11 @@ from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
-from policy.grants import Grant, utcnow
-from policy.roles import (
+from common.config import Config, ConfigError
+from common.wire.errors import INVALID_AUTHORIZATION, PgError
+from common.wire.scram import make_verifier
+from policy.grants.model import Grant, utcnow
+from policy.grants.roles import (
     ROLE_PREFIX,
     Catalog,
     grant_of_role,
@@ -50,12 +53,10 @@ from policy.roles import (
     scope_relations,
     scope_schemas,
 )
+from policy.grants.store import ProvisionError
 from policy.scopes import parse_scopes
 
-from .config import Config, ConfigError
 from .upstream import Credentials, client_ssl_context
-from .wire.errors import INVALID_AUTHORIZATION, PgError
-from .wire.scram import make_verifier
 
 __all__ = [
     "MappedRoles",
@@ -73,10 +74,6 @@ _LOCK_CLASS = 0x7067_7772  # "pgwr": advisory locks on (class, hashtext(role))
 _SWEEP_LOCK = 0
 ORPHAN_GRACE = 30.0  # seconds a role without a grant is left alone (it may be mid-issue)
 KEY_BYTES = 32
-
-
-class ProvisionError(RuntimeError):
-    """The provisioning login could not create, change or drop a grant's role."""
 
 
 def load_role_key(path: str | os.PathLike[str], *, create: bool = True) -> bytes:
@@ -183,7 +180,7 @@ class MappedRoles:
         self.cfg = cfg
 
     async def prepare(self, grant: Grant) -> Grant:
-        from policy.grants import GrantError
+        from policy.grants.model import GrantError
 
         if self.cfg.upstream.auth != "rds-iam":
             path = Path(self.cfg.upstream.role_password_dir) / grant.db_role

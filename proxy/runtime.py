@@ -5,8 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import timedelta
 
+from common.config import Config, ConfigError, parse_hostport, validate_for_serving
+
 from .auth import GrantAuthenticator, StaticUsers
-from .config import Config, ConfigError, parse_hostport, validate_for_serving
 from .server import ProxyServer
 
 
@@ -59,7 +60,7 @@ async def build_runtime(cfg: Config) -> Runtime:
     store = None
     authenticator = static
     if cfg.grants.store:
-        from policy.store import check_store_not_upstream, open_store
+        from policy.grants.store import check_store_not_upstream, open_store
 
         try:
             check_store_not_upstream(cfg.grants.store, cfg.upstream.host, cfg.upstream.port)
@@ -83,13 +84,16 @@ async def build_runtime(cfg: Config) -> Runtime:
         runtime.sweeper = RoleSweeper(store.roles, store, cfg.provision.sweep_interval)
         runtime.sweeper.start()  # start-up reconciliation, then a sweep every interval
     if cfg.admin.listen:
-        from .admin import AdminServer
+        from policy.grants.admin import AdminServer
+
+        from . import metrics
 
         public = cfg.proxy.public_host or cfg.proxy.listen
         phost, pport = parse_hostport("proxy.public_host", public, 6432)
         admin = AdminServer(
             store, cfg.admin_token(), public_host=phost, public_port=pport,
             fail_delay=cfg.proxy.auth_fail_delay, fail_window=cfg.proxy.auth_fail_window,
+            on_auth_failure=metrics.ADMIN_AUTH_FAILURES.inc,
         )  # fmt: skip
         host, port = parse_hostport("admin.listen", cfg.admin.listen)
         await admin.start(host, port)

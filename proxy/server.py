@@ -1,6 +1,6 @@
 """The listener and the per-connection I/O: startup, TLS, authentication, then the relay.
 
-Everything protocol-shaped is delegated to sans-IO code (``proxy.wire``, ``proxy.session``);
+Everything protocol-shaped is delegated to sans-IO code (``common.wire``, ``proxy.session``);
 this module owns sockets, timers and back-pressure only. ``asyncio.Protocol`` is used on
 the hot path (no streams), and each side's ``pause_writing`` pauses reading on the other
 side, so a slow reader never makes the proxy buffer without bound.
@@ -17,19 +17,9 @@ import ssl
 import time
 from datetime import UTC, datetime, timedelta
 
-from . import metrics
-from .appname import parameter_status_swap, restore_client_name, upstream_name
-from .auth import AuthPlan, FailureThrottle, Identity, auth_failed
-from .catalog_loader import CatalogLoader
-from .config import Config, parse_hostport
-from .limits import FrameBudget, PreLoginBudget
-from .logs import event
-from .offload import classify_off_loop
-from .refusals import RefusalLog
-from .session import Relay
-from .upstream import Credentials, Inbox, UpstreamError, connect_upstream, send_cancel
-from .wire import messages as m
-from .wire.errors import (
+from common.config import Config, parse_hostport
+from common.wire import messages as m
+from common.wire.errors import (
     ADMIN_SHUTDOWN,
     CANNOT_CONNECT_NOW,
     FEATURE_NOT_SUPPORTED,
@@ -40,7 +30,7 @@ from .wire.errors import (
     PgError,
     ProtocolViolation,
 )
-from .wire.framing import (
+from common.wire.framing import (
     PROTOCOL_3_0,
     CancelRequest,
     DirectTLS,
@@ -49,7 +39,18 @@ from .wire.framing import (
     StartupMessage,
     read_startup,
 )
-from .wire.scram import MECHANISM, ScramError, ScramServer
+from common.wire.scram import MECHANISM, ScramError, ScramServer
+
+from . import metrics
+from .appname import parameter_status_swap, restore_client_name, upstream_name
+from .auth import AuthPlan, FailureThrottle, Identity, auth_failed
+from .catalog_loader import CatalogLoader
+from .limits import FrameBudget, PreLoginBudget
+from .logs import event
+from .offload import classify_off_loop
+from .refusals import RefusalLog
+from .session import Relay
+from .upstream import Credentials, Inbox, UpstreamError, connect_upstream, send_cancel
 
 _PASSWORD = m.Frontend.PASSWORD
 # Per worker: upstream logins started while clients compute their SCRAM proofs (see

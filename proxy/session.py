@@ -24,12 +24,11 @@ import secrets
 from collections import deque
 from dataclasses import dataclass
 
+from common.wire import messages as m
+from common.wire.errors import INSUFFICIENT_PRIVILEGE, ProtocolViolation, error_response
+from common.wire.framing import MAX_STREAMED_LENGTH, FrameReader
 from policy.encodings import python_codec
 from policy.engine import OFFLOAD_MIN
-
-from .wire import messages as m
-from .wire.errors import INSUFFICIENT_PRIVILEGE, ProtocolViolation, error_response
-from .wire.framing import MAX_STREAMED_LENGTH, FrameReader
 
 F = m.Frontend
 B = m.Backend

@@ -13,11 +13,11 @@ import ssl
 import time
 from dataclasses import dataclass, field
 
-from .config import Config
-from .wire import messages as m
-from .wire.errors import CONNECTION_FAILURE, INVALID_PASSWORD, PgError, ProtocolViolation
-from .wire.framing import startup_packet
-from .wire.scram import MECHANISM, ScramClient, ScramError, salted_password
+from common.config import Config
+from common.wire import messages as m
+from common.wire.errors import CONNECTION_FAILURE, INVALID_PASSWORD, PgError, ProtocolViolation
+from common.wire.framing import startup_packet
+from common.wire.scram import MECHANISM, ScramClient, ScramError, salted_password
 
 _SALTED: dict[tuple[str, bytes, int], bytes] = {}
 _SALTED_MAX = 16

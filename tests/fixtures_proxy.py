@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from proxy.config import Config, load_config
+from common.config import Config, load_config
 from proxy.localpg import free_port, make_server_tls
 
 STATIC_USER = "alice"

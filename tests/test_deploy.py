@@ -34,8 +34,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from common.config import load_config, parse_hostport
 from proxy.cli import build_parser
-from proxy.config import load_config, parse_hostport
 from proxy.localpg import LocalCluster, free_port
 from proxy.metrics import start_metrics_server
 
@@ -668,7 +668,7 @@ def test_dockerfile():
         for source in sources:
             assert (ROOT / source).exists(), f"COPY {source}: missing"
             assert not _ignored(source), f"COPY {source}: excluded by .dockerignore"
-    for needed in ("pyproject.toml", "README.md", "proxy/cli.py", "recorder/cli.py", "policy/cli.py"):
+    for needed in ("pyproject.toml", "README.md", "proxy/cli.py", "recorder/cli.py", "policy/grants/cli.py"):
         assert not _ignored(needed), needed
     for kept_out in (".venv", "tests/test_deploy.py", ".git", "bench/pgbench_compare.py"):
         assert _ignored(kept_out), kept_out
@@ -751,7 +751,7 @@ def test_the_proxy_task_config_is_valid_pgwitness_config(tmp_path):
     bundle.write_text("-----BEGIN CERTIFICATE-----\n")
     env = {k: v.replace("/etc/pgwitness/rds-global-bundle.pem", str(bundle)) for k, v in env.items()}
     cfg = load_config(None, env=env)  # an unknown key or a bad value raises ConfigError
-    from proxy.config import validate_for_serving
+    from common.config import validate_for_serving
 
     validate_for_serving(cfg)
     assert cfg.upstream.auth == "rds-iam" and cfg.upstream.sslmode == "verify-full"

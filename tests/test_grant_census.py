@@ -10,7 +10,7 @@ import urllib.request
 
 import pytest
 
-from policy.store import open_store
+from policy.grants.store import open_store
 from proxy.grant_census import GrantCensus
 from proxy.localpg import free_port
 from proxy.metrics import start_metrics_server

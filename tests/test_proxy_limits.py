@@ -20,7 +20,7 @@ import psycopg
 import pytest
 from prometheus_client import REGISTRY
 
-from proxy.wire import messages as m
+from common.wire import messages as m
 from tests.fixtures_proxy import STATIC_PASSWORD, STATIC_USER
 from tests.test_proxy_badinput import RawClient, expect_fatal
 from tests.test_proxy_ops import spawn  # noqa: F401 - a fixture

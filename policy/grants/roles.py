@@ -85,7 +85,7 @@ def is_reserved_role(name: str) -> bool:
 
 def validate_db_role(value: object) -> str:
     """A mapped grant's database role: a plain role name, never a per-grant one."""
-    from policy.grants import GrantError
+    from .model import GrantError
 
     if not isinstance(value, str) or not value:
         raise GrantError("db_role", "is required (the database role the grant logs in as)")
