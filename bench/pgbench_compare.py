@@ -33,7 +33,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from proxy.localpg import LocalCluster, LocalClusterError, free_port, wait_for_port  # noqa: E402
+from devtools.localpg import LocalCluster, LocalClusterError, free_port, wait_for_port  # noqa: E402
 
 UPSTREAM_USER, UPSTREAM_PASSWORD = "pgwitness", "upstream-secret"
 CLIENT_USER, CLIENT_PASSWORD = "bench", "bench-secret"  # what pgbench presents to proxies

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from common.config import Config, load_config
-from proxy.localpg import free_port, make_server_tls
+from devtools.localpg import free_port, make_server_tls
 
 STATIC_USER = "alice"
 STATIC_PASSWORD = "alice-pw"

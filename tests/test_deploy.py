@@ -35,8 +35,8 @@ import pytest
 import yaml
 
 from common.config import load_config, parse_hostport
+from devtools.localpg import LocalCluster, free_port
 from proxy.cli import build_parser
-from proxy.localpg import LocalCluster, free_port
 from proxy.metrics import start_metrics_server
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -522,7 +522,7 @@ def test_bad_store_urls(url, message):
 
 
 def test_unreachable_postgres_store_is_a_clear_error():
-    from proxy.localpg import free_port
+    from devtools.localpg import free_port
 
     url = f"postgresql://u:secret@127.0.0.1:{free_port()}/grants"
     with pytest.raises(StoreConfigError, match="cannot open grant store") as err:

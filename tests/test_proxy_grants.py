@@ -28,9 +28,9 @@ from prometheus_client import REGISTRY
 from common.config import ConfigError
 from common.wire import messages as m
 from common.wire.scram import MECHANISM, ScramClient
+from devtools.localpg import LocalCluster, free_port
 from policy.grants.model import make_dsn
 from policy.grants.store import open_store
-from proxy.localpg import LocalCluster, free_port
 from tests.fixtures_proxy import ProxyHandle, proxy_config
 from tests.rawpg import RawClient, describe, error_fields
 

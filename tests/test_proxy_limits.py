@@ -1,6 +1,6 @@
 """Abuse before and around login: stalled sockets, huge unfinished frames, password guessing.
 
-Each test attacks one budget of proxy/limits.py or the login throttle (proxy/auth.py) from
+Each test attacks one budget of proxy/limits.py or the login throttle (common/throttle.py) from
 127.0.0.x and checks that a real client from elsewhere is still served; counts and time
 limits are bounded, and the time bounds are the loose form of a target the issue names.
 """
@@ -217,7 +217,7 @@ def test_guessing_at_full_speed_is_slowed_per_agent_not_per_address(make_proxy):
 
 
 def test_throttle_unit_keys_and_reset():
-    from proxy.auth import FailureThrottle
+    from common.throttle import FailureThrottle
 
     t = FailureThrottle(0.1, 60, 1.0)
     for _ in range(3):

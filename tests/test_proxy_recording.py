@@ -26,8 +26,9 @@ import psycopg
 import pytest
 import zstandard
 
+from devtools.localpg import free_port
+from devtools.testing import FlakyStore
 from proxy.cli import main as cli_main
-from proxy.localpg import free_port
 from recorder import chunks
 from recorder.records import Direction, Kind
 from recorder.replay import (
@@ -40,7 +41,6 @@ from recorder.replay import (
     split_frames,
 )
 from recorder.signing import load_public_key
-from recorder.testing import FlakyStore
 from recorder.verify import verify_session
 from tests.fixtures_proxy import STATIC_PASSWORD, STATIC_USER
 from tests.test_proxy_grants import metric
@@ -772,7 +772,7 @@ listen = ""
 
 
 def start_serve(config: Path, port: int, log: Path) -> subprocess.Popen:
-    from proxy.localpg import wait_for_port
+    from devtools.localpg import wait_for_port
 
     with open(log, "ab") as out:
         proc = subprocess.Popen([str(VENV_BIN / "pgwitness"), "serve", "--config", str(config)],

@@ -17,7 +17,7 @@ import pytest
 from prometheus_client import REGISTRY
 
 from common.config import load_config
-from proxy.localpg import free_port, make_server_tls
+from devtools.localpg import free_port, make_server_tls
 from proxy.upstream import Credentials
 from tests.fixtures_proxy import STATIC_PASSWORD, STATIC_USER
 from tests.test_proxy_badinput import (
