@@ -36,6 +36,7 @@ import secrets
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 from common.config import Config, ConfigError
 from common.wire.errors import INVALID_AUTHORIZATION, PgError
@@ -126,7 +127,7 @@ class _Admin:
     def __init__(self, cfg: Config):
         self.cfg = cfg
         self.credentials = provision_credentials(cfg)
-        self._conns: dict[str, object] = {}
+        self._conns: dict[str, Any] = {}  # asyncpg connections (asyncpg has no types)
         self._locks: dict[str, asyncio.Lock] = {}
 
     @contextlib.asynccontextmanager
@@ -182,6 +183,7 @@ class MappedRoles:
     async def prepare(self, grant: Grant) -> Grant:
         from policy.grants.model import GrantError
 
+        assert grant.db_role is not None  # the store requires it in mapped mode
         if self.cfg.upstream.auth != "rds-iam":
             path = Path(self.cfg.upstream.role_password_dir) / grant.db_role
             if not path.is_file():
@@ -232,6 +234,7 @@ class PerGrantRoles:
 
     async def extended(self, grant: Grant, expires_at: dt.datetime) -> None:
         role = grant.db_role
+        assert role is not None  # the store calls the hook only for grants with a role
         async with self.admin.connect(self.cfg.provision.database) as conn:
             exists = await conn.fetchval("SELECT 1 FROM pg_roles WHERE rolname = $1", role)
             if exists:
@@ -241,6 +244,7 @@ class PerGrantRoles:
         await self._create(replace(grant, expires_at=expires_at), role)
 
     async def revoked(self, grant: Grant) -> None:
+        assert grant.db_role is not None  # as for extended
         await self.drop(grant.db_role)
 
     async def close(self) -> None:

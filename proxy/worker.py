@@ -11,16 +11,20 @@ import gc
 import logging
 import signal
 import sys
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 from common.config import Config, ConfigError, parse_hostport
 
 
 def run_worker(cfg: Config, *, reuse_port: bool, metrics: bool) -> int:
+    runner: Callable[[Coroutine[Any, Any, int]], int] = asyncio.run
     try:
         import uvloop
+
+        runner = uvloop.run
     except ImportError:  # pragma: no cover - uvloop is a dependency; keep running without it
-        uvloop = None
-    runner = uvloop.run if uvloop is not None else asyncio.run
+        pass
     try:
         return runner(_serve(cfg, reuse_port=reuse_port, with_metrics=metrics))
     except ConfigError as exc:

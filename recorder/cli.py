@@ -76,7 +76,7 @@ def cmd_verify(args) -> int:
         return 2
     try:
         expected_ids = _read_lines(args.expect_sessions) if args.expect_sessions else []
-        heads = {}
+        heads: dict[str, tuple[int, str]] = {}
         for path in args.anchor:
             with open(path, encoding="utf-8", errors="replace") as f:
                 for sid, head in parse_heads(f.read()).items():

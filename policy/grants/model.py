@@ -310,7 +310,7 @@ def _validate_text(field: str, value: object, limit: int, *, newlines: bool = Fa
 def validate_record_rows(value: object) -> str:
     if value not in RECORD_ROWS:
         raise GrantError("record_rows", f"{value!r} is not one of {', '.join(RECORD_ROWS)}")
-    return value  # type: ignore[return-value]
+    return value
 
 
 def validate_scopes(value: object) -> str:

@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import builtins
 import contextlib
 import datetime as dt
 import hashlib
 import logging
 from collections.abc import Callable, Iterable
 from dataclasses import replace
-from typing import Any, Protocol
+from typing import Any, Protocol, overload
 from urllib.parse import urlsplit
 
 from common.wire.scram import DEFAULT_ITERATIONS
@@ -117,19 +118,20 @@ class GrantStore(abc.ABC):
 
     async def issue(
         self,
-        agent: str,
-        task: str,
-        reason: str,
-        granted_by: str,
-        database: str,
-        scopes: str,
+        agent: object,
+        task: object,
+        reason: object,
+        granted_by: object,
+        database: object,
+        scopes: object,
         ttl: object,
         not_before: object = None,
-        enforce: bool = True,
-        record_rows: str = "full",
-        db_role: str | None = None,
+        enforce: object = True,
+        record_rows: object = "full",
+        db_role: object = None,
     ) -> tuple[Grant, str]:
         """Validate, create and store a grant; returns it with its token (shown once).
+        Every argument is validated here (``validate_issue``): callers pass what they got.
 
         With a role hook the grant's database role is made (per-grant) or checked
         (mapped, ``db_role`` names it) before the grant is stored.
@@ -283,7 +285,7 @@ class GrantStore(abc.ABC):
                 out[grant.id] = grant
         return out
 
-    async def changed_since(self, ts: dt.datetime) -> list[Grant]:
+    async def changed_since(self, ts: dt.datetime) -> builtins.list[Grant]:
         """Grants issued, extended or revoked after ``ts`` (by ``updated_at``), oldest first.
 
         Writers commit in their own time, so pollers should pass their previous cursor
@@ -293,11 +295,11 @@ class GrantStore(abc.ABC):
             raise ValueError("changed_since needs a timezone-aware datetime")
         return await self._fetch(since=ts)
 
-    async def unended(self) -> list[Grant]:
+    async def unended(self) -> builtins.list[Grant]:
         """Grants neither expired nor revoked (usable now or later): the metrics' census."""
         return await self._fetch(ended_after=self._now())
 
-    async def expire_due(self, *, within: dt.timedelta = LOGIN_HISTORY) -> list[Grant]:
+    async def expire_due(self, *, within: dt.timedelta = LOGIN_HISTORY) -> builtins.list[Grant]:
         """Emit ``grant.expired`` for each grant whose expiry has passed (in the last
         ``within``) and that no one has reported yet; returns those this call reported.
 
@@ -404,8 +406,8 @@ class GrantStore(abc.ABC):
         task: str | None = None,
         since: dt.datetime | None = None,
         ended_after: dt.datetime | None = None,
-        grant_ids: list[str] | None = None,
-    ) -> list[Grant]: ...
+        grant_ids: builtins.list[str] | None = None,
+    ) -> builtins.list[Grant]: ...
 
     @abc.abstractmethod
     async def _set_revoked(self, grant_id: str, at: dt.datetime, by: str) -> bool:
@@ -435,14 +437,14 @@ def _where(
     clauses: list[str] = []
     args: list[Any] = []
     if grant_ids is not None:
-        marks = []
+        marks: list[str] = []
         for value in grant_ids:
             args.append(value)
             marks.append(placeholder(len(args)))
         clauses.append(f"id IN ({', '.join(marks) or 'NULL'})")
-    for column, value in (("id", grant_id), ("agent", agent), ("task", task)):
-        if value is not None:
-            args.append(value)
+    for column, key in (("id", grant_id), ("agent", agent), ("task", task)):
+        if key is not None:
+            args.append(key)
             clauses.append(f"{column} = {placeholder(len(args))}")
     if since is not None:
         args.append(since_value(since))
@@ -462,6 +464,10 @@ def _ts(value: dt.datetime) -> str:
     return value.astimezone(dt.UTC).isoformat(timespec="microseconds")
 
 
+@overload
+def _from_ts(value: str) -> dt.datetime: ...
+@overload
+def _from_ts(value: None) -> None: ...
 def _from_ts(value: str | None) -> dt.datetime | None:
     return None if value is None else dt.datetime.fromisoformat(value)
 

@@ -63,7 +63,7 @@ class PostgresGrantStore(GrantStore):
         super().__init__(**kwargs)
         self.url = url
         self._pool_args = {"min_size": min_size, "max_size": max_size}
-        self._pool = None
+        self._pool: Any = None  # an asyncpg pool (asyncpg has no types)
 
     async def open(self) -> PostgresGrantStore:
         import asyncpg
