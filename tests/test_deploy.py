@@ -670,6 +670,17 @@ def test_dockerfile():
             assert not _ignored(source), f"COPY {source}: excluded by .dockerignore"
     for needed in ("pyproject.toml", "README.md", "proxy/cli.py", "recorder/cli.py", "policy/grants/cli.py"):
         assert not _ignored(needed), needed
+    # every package the wheel holds is copied in (a package left out installs a pgwitness
+    # that fails at its first import)
+    import tomllib
+
+    include = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]["find"]["include"]
+    copied = {shlex.split(rest)[0].rstrip("/") for word, rest in steps
+              if word == "COPY" and not rest.startswith("--from=")}  # fmt: skip
+    for pattern in include:
+        package = pattern.rstrip("*")
+        assert package in copied, f"the Dockerfile does not COPY {package}/ (pyproject includes it)"
+        assert not _ignored(f"{package}/__init__.py"), package
     for kept_out in (".venv", "tests/test_deploy.py", ".git", "bench/pgbench_compare.py"):
         assert _ignored(kept_out), kept_out
 
