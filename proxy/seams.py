@@ -8,10 +8,15 @@ statement. Tests hand in their own small implementations the same way.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from typing import Any, Protocol
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Protocol
 
+from policy.classify import Classified
 from policy.engine import Verdict
+
+if TYPE_CHECKING:
+    from policy.engine import StatementPolicy
+    from recorder.writer import Recorder, SessionRecorder
 
 __all__ = ["Health", "Policy", "SessionSink", "Verdict"]
 
@@ -35,7 +40,9 @@ class Policy(Protocol):
         """(function, args) to run in another process; its result goes to ``precomputed``."""
         ...
 
-    def precomputed(self, sql: str, classified: Sequence[Any]) -> None: ...
+    def precomputed(self, sql: str, classified: tuple[Classified, ...]) -> None:
+        """The off-loop job's result for ``sql``: the next check of ``sql`` decides on it."""
+        ...
 
 
 class SessionSink(Protocol):
@@ -57,3 +64,13 @@ class Health(Protocol):
 
     @property
     def healthy(self) -> bool: ...
+
+
+if TYPE_CHECKING:
+
+    def _implementations_conform(
+        policy: StatementPolicy, sink: SessionRecorder, health: Recorder
+    ) -> tuple[Policy, SessionSink, Health]:
+        """Never called: mypy (``make lint``) fails here if an implementation drifts
+        from its seam."""
+        return policy, sink, health

@@ -48,7 +48,7 @@ class GrantsConfig:
     public_host: str = "127.0.0.1"
     public_port: int = 6432
     max_ttl: dt.timedelta = DEFAULT_MAX_TTL
-    proxy: Any = None  # the whole proxy Config when a config file was given
+    proxy: Config | None = None  # the whole proxy Config when a config file was given
 
 
 def load_config(
