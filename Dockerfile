@@ -10,9 +10,11 @@ RUN apt-get update \
 RUN python -m venv /opt/pgwitness
 WORKDIR /src
 COPY pyproject.toml README.md ./
+COPY common ./common
 COPY proxy ./proxy
 COPY policy ./policy
 COPY recorder ./recorder
+COPY devtools ./devtools
 RUN /opt/pgwitness/bin/pip install --no-cache-dir --upgrade pip \
  && /opt/pgwitness/bin/pip install --no-cache-dir . \
  && /opt/pgwitness/bin/pgwitness --help >/dev/null

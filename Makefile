@@ -10,7 +10,7 @@ SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 help:
 	@echo "make demo   - throwaway Postgres + pgwitness, one short agent session through it"
 	@echo "make test   - the full test suite (real PostgreSQL, real S3 server)"
-	@echo "make lint   - ruff"
+	@echo "make lint   - ruff, mypy and the import-layering check"
 	@echo "make bench  - pgbench: direct vs pgbouncer vs pgwitness (see docs/benchmarks.md)"
 
 $(VENV)/.installed: pyproject.toml
@@ -46,6 +46,8 @@ test: venv system-deps
 
 lint: venv
 	$(BIN)/ruff check .
+	$(BIN)/mypy
+	$(BIN)/python -m devtools.layering
 
 bench: venv system-deps
 	$(BIN)/python bench/pgbench_compare.py

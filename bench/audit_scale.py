@@ -35,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from cryptography.hazmat.primitives import serialization  # noqa: E402
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey  # noqa: E402
 
-from recorder import testing  # noqa: E402
+from devtools import testing  # noqa: E402
 from recorder.audit import answer, index  # noqa: E402
 from recorder.config import RecorderConfig  # noqa: E402
 from recorder.store.local import LocalStore  # noqa: E402

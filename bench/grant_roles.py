@@ -12,7 +12,7 @@
    ``per-grant`` proxy (each in its own thread and event loop), interleaved one by one,
    plus direct to Postgres for reference; p50/p99 in ms.
 
-Everything runs on 127.0.0.1 in a throwaway cluster (``proxy.localpg``).
+Everything runs on 127.0.0.1 in a throwaway cluster (``devtools.localpg``).
 """
 
 from __future__ import annotations
@@ -30,8 +30,8 @@ sys.path.insert(0, str(REPO))
 
 import asyncpg  # noqa: E402
 
-from policy.store import open_store  # noqa: E402
-from proxy.localpg import LocalCluster, build_app_cluster  # noqa: E402
+from devtools.localpg import LocalCluster, build_app_cluster  # noqa: E402
+from policy.grants.store import open_store  # noqa: E402
 from tests.fixtures_proxy import ProxyHandle, per_grant_overrides, proxy_config  # noqa: E402
 
 SCOPES = "read:public.orders,public.customers write:public.orders"

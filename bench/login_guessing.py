@@ -1,5 +1,5 @@
 """Guesses per minute an attacker gets from one address against one agent, with the login
-throttle's defaults (proxy/auth.py FailureThrottle, docs/operations.md states the bound).
+throttle's defaults (common/throttle.py FailureThrottle, docs/operations.md states the bound).
 
     .venv/bin/python bench/login_guessing.py [--seconds 60] [--workers 50]
 
@@ -16,8 +16,8 @@ import argparse
 import asyncio
 import time
 
-from proxy.auth import FailureThrottle
-from proxy.config import ProxySection
+from common.config import ProxySection
+from common.throttle import FailureThrottle
 
 
 async def main(seconds: float, workers: int, scram_ms: float) -> None:

@@ -33,7 +33,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from proxy.localpg import LocalCluster, LocalClusterError, free_port, wait_for_port  # noqa: E402
+from devtools.localpg import LocalCluster, LocalClusterError, free_port, wait_for_port  # noqa: E402
 
 UPSTREAM_USER, UPSTREAM_PASSWORD = "pgwitness", "upstream-secret"
 CLIENT_USER, CLIENT_PASSWORD = "bench", "bench-secret"  # what pgbench presents to proxies
@@ -57,7 +57,7 @@ DEFAULT_WORKLOADS = ("select-c8", "select-c1", "select-prepared-c8")
 # variant (an A/B against another tree); "_keygen" runs `pgwitness keygen` into {workdir}/signing.key;
 # "_grant_scopes" issues a grant with those scopes from the config's grant store and makes
 # pgbench log in with its token (agent CLIENT_USER), so every statement goes through policy.
-# Key names follow proxy/config.py; adjust them here (only here) when it changes.
+# Key names follow common/config.py; adjust them here (only here) when it changes.
 PROXY_PRESETS: dict[str, dict] = {
     "default": {},
     "workers-2": {"proxy": {"workers": 2}},

@@ -1,10 +1,11 @@
 """Statement policy: classify SQL, check it against a grant's scopes, cache the answers."""
 
 from policy.classify import Classified, StatementClass, classify
-from policy.decide import Decision, check_startup_params, decide
+from policy.decide import Decision, decide
 from policy.engine import StatementPolicy, Verdict
 from policy.fingerprint import fingerprint_statements
 from policy.scopes import ScopeError, Scopes, parse_scopes
+from policy.startup import check_startup_params
 
 __all__ = [
     "Classified",

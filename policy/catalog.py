@@ -17,6 +17,10 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import asyncio
 
 __all__ = [
     "COLUMNS_SQL",
@@ -78,7 +82,7 @@ def attribute_calls(
 @dataclass
 class _Entry:
     snapshot: Snapshot | None = None
-    loading: object = None  # the proxy's in-flight load (an asyncio task), if any
+    loading: asyncio.Task[None] | None = None  # the proxy's in-flight load, if any
 
 
 @dataclass

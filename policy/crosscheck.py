@@ -17,6 +17,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from pglast import parser as _pg
+from pglast.error import Error as PgError
 
 from policy.classify import (
     LITERAL_NAME_FUNCTIONS,
@@ -153,7 +154,7 @@ def boundaries_agree(sql: str, texts: list[str]) -> bool:
     would put the boundaries elsewhere)."""
     try:
         theirs = _pg.split(sql, with_parser=False)
-    except _pg.Error:
+    except PgError:
         return False
     if len(theirs) != len(texts):
         return False

@@ -23,7 +23,6 @@ __all__ = [
     "Decision",
     "change_setting",
     "check_function",
-    "check_startup_params",
     "decide",
 ]
 
@@ -333,15 +332,3 @@ def decide(classified: Classified, scopes: Scopes) -> Decision:
     touched = sorted(c.reads | c.writes)
     reason = f"{c.command} of {', '.join(touched)}" if touched else c.command
     return Decision(True, rule, reason)
-
-
-def check_startup_params(params: dict[str, str], scopes: Scopes | None = None) -> str | None:
-    """None if a grant with ``scopes`` (none: the defaults only) may have every startup
-    parameter, ``options`` included; else the refusal text naming the setting and rule."""
-    from policy.startup import StartupRefusal, grant_startup_params
-
-    try:
-        grant_startup_params(params, scopes if scopes is not None else Scopes())
-    except StartupRefusal as exc:
-        return str(exc)
-    return None

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from typing import Any
 
 from pglast import parser as _pg
 
@@ -78,7 +79,7 @@ _RELATION_OBJECTS = frozenset(
         "OBJECT_DOMAIN",
     }
 )
-_ROUTINE_OBJECTS = {
+_ROUTINE_OBJECTS: dict[object, str] = {
     "OBJECT_FUNCTION": "function",
     "OBJECT_PROCEDURE": "procedure",
     "OBJECT_ROUTINE": "function",
@@ -204,7 +205,7 @@ class _Walk:
         elif kind == "FuncCall":
             self.funccall(d, ctes)
         elif kind == "ColumnRef":
-            fields = d.get("fields") or ()
+            fields: list[Any] = d.get("fields") or []
             if len(fields) >= 2:
                 last = fields[-1]
                 if isinstance(last, dict) and "String" in last:

@@ -142,3 +142,13 @@ def grant_startup_params(params: dict[str, str], scopes: Scopes) -> dict[str, st
         out.pop(lower, None)  # an explicit parameter wins over the same one in options
         out[key] = value
     return out
+
+
+def check_startup_params(params: dict[str, str], scopes: Scopes | None = None) -> str | None:
+    """None if a grant with ``scopes`` (none: the defaults only) may have every startup
+    parameter, ``options`` included; else the refusal text naming the setting and rule."""
+    try:
+        grant_startup_params(params, scopes if scopes is not None else Scopes())
+    except StartupRefusal as exc:
+        return str(exc)
+    return None

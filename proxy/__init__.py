@@ -1,7 +1,7 @@
 """The proxy: Postgres v3 on both sides, grants at login, policy and recording in between.
 
-Sans-IO protocol code lives in ``proxy.wire``, ``proxy.session`` and ``proxy.denials``; sockets,
-timers and processes in ``proxy.server`` (listener), ``proxy.connection`` (with
+Sans-IO protocol code lives in ``common.wire``, ``proxy.session`` and ``proxy.denials``;
+sockets, timers and processes in ``proxy.server`` (listener), ``proxy.connection`` (with
 ``proxy.handshake``, ``proxy.flow``, ``proxy.grant_watch``), ``proxy.upstream`` and
 ``proxy.supervisor``.
 
@@ -12,14 +12,14 @@ Prometheus metrics before the supervisor has chosen multiprocess mode.
 from importlib import import_module
 
 _EXPORTS = {
-    "Config": "config",
-    "ConfigError": "config",
-    "load_config": "config",
-    "GrantAuthenticator": "auth",
-    "Identity": "auth",
-    "StaticUsers": "auth",
-    "ProxyServer": "server",
-    "Relay": "session",
+    "Config": "common.config",
+    "ConfigError": "common.config",
+    "load_config": "common.config",
+    "GrantAuthenticator": "policy.grants.auth",
+    "Identity": "policy.grants.auth",
+    "StaticUsers": "proxy.auth",
+    "ProxyServer": "proxy.server",
+    "Relay": "proxy.session",
 }
 
 __all__ = sorted(_EXPORTS)
@@ -29,4 +29,4 @@ def __getattr__(name: str):
     module = _EXPORTS.get(name)
     if module is None:
         raise AttributeError(f"module 'proxy' has no attribute {name!r}")
-    return getattr(import_module(f".{module}", __name__), name)
+    return getattr(import_module(module), name)

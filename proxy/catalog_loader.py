@@ -7,19 +7,20 @@ from __future__ import annotations
 import asyncio
 import logging
 
+from common.wire import messages as m
 from policy.catalog import COLUMNS_SQL, FUNCTIONS_SQL, CatalogCache
 from policy.fingerprint import render_name
 
 from .logs import event
 from .upstream import Inbox, UpstreamError, connect_upstream
-from .wire import messages as m
 
 __all__ = ["CatalogLoader"]
 
 
 def _data_row(msg: bytes) -> list[str | None]:
     count = int.from_bytes(msg[5:7], "big")
-    pos, out = 7, []
+    pos = 7
+    out: list[str | None] = []
     for _ in range(count):
         n = int.from_bytes(msg[pos : pos + 4], "big", signed=True)
         pos += 4
@@ -75,6 +76,8 @@ class CatalogLoader:
         functions = [r[0] for r in await _rows(self.cfg, self.credentials, database, FUNCTIONS_SQL)]
         columns: dict[str, set[str]] = {}
         for schema, table, column in await _rows(self.cfg, self.credentials, database, COLUMNS_SQL):
+            if schema is None or table is None or column is None:
+                continue  # never: the catalog columns are NOT NULL
             columns.setdefault(render_name(schema, table), set()).add(column)
         self.cache.put(database, functions, {k: frozenset(v) for k, v in columns.items()})
 

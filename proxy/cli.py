@@ -3,14 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
-import gc
-import logging
 import os
-import signal
 import sys
 
-from .config import Config, ConfigError, load_config, parse_hostport, validate_for_serving
+from common.config import Config, ConfigError, load_config, validate_for_serving
 
 # Flags that override config keys: flag -> section.key
 _FLAG_KEYS = {
@@ -79,57 +75,9 @@ def cmd_serve(args) -> int:
         from .supervisor import run_workers
 
         return run_workers(cfg)
+    from .worker import run_worker
+
     return run_worker(cfg, reuse_port=False, metrics=True)
-
-
-def run_worker(cfg: Config, *, reuse_port: bool, metrics: bool) -> int:
-    try:
-        import uvloop
-    except ImportError:  # pragma: no cover - uvloop is a dependency; keep running without it
-        uvloop = None
-    runner = uvloop.run if uvloop is not None else asyncio.run
-    try:
-        return runner(_serve(cfg, reuse_port=reuse_port, with_metrics=metrics))
-    except ConfigError as exc:
-        print(f"pgwitness: configuration error: {exc}", file=sys.stderr)
-        return 2
-
-
-async def _serve(cfg: Config, *, reuse_port: bool, with_metrics: bool) -> int:
-    from .logs import event
-    from .runtime import build_runtime
-
-    if with_metrics and cfg.metrics.listen:
-        from .metrics import start_metrics_server
-
-        host, port = parse_hostport("metrics.listen", cfg.metrics.listen)
-        try:
-            start_metrics_server(host, port)
-        except OSError as exc:
-            print(f"pgwitness: cannot listen on metrics.listen {cfg.metrics.listen}: {exc.strerror}", file=sys.stderr)
-            return 1
-    runtime = await build_runtime(cfg)
-    try:
-        await runtime.server.start(reuse_port=reuse_port)
-    except OSError as exc:
-        await runtime.close()
-        print(f"pgwitness: cannot listen on {cfg.proxy.listen}: {exc.strerror}", file=sys.stderr)
-        return 1
-    # What start-up built (modules, sqlglot's tables, config) lives as long as the process:
-    # keep it out of the cyclic collector's passes, which otherwise walk all of it (a full
-    # pass took ~24 ms) and showed up as policy-check and latency outliers.
-    gc.collect()
-    gc.freeze()
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
-    event("shutting down", grace=cfg.proxy.shutdown_grace, sessions=len(runtime.server.sessions))
-    await runtime.server.shutdown()
-    await runtime.close()
-    logging.getLogger("pgwitness").info("stopped")
-    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -140,18 +88,35 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     _serve_parser(sub)
-    from .demo import register as register_demo
     from .doctor import register as register_doctor
 
-    register_demo(sub)
+    try:  # development tools: shipped, but nothing else in the proxy imports them
+        from devtools.demo import register as register_demo
+    except ImportError:  # pragma: no cover - a build without devtools
+        pass
+    else:
+        register_demo(sub)
     register_doctor(sub)
-    for module in ("policy.cli", "recorder.cli"):
-        try:
-            mod = __import__(module, fromlist=["register"])
-        except ImportError:
-            continue
-        mod.register(sub)
+    from policy.grants import cli as grants_cli
+    from recorder import cli as recorder_cli
+
+    grants_cli.register(sub, grants_cli.Edges(recorder=_grant_recorder, roles=_grant_roles))
+    recorder_cli.register(sub)
     return parser
+
+
+# What the grant commands need from this side (policy.grants imports no proxy code).
+# Imported when called: building the parser must not create the Prometheus metrics.
+def _grant_recorder(cfg: Config):
+    from .runtime import build_recorder
+
+    return build_recorder(cfg)
+
+
+def _grant_roles(cfg: Config):
+    from .provision import role_hook
+
+    return role_hook(cfg, create_key=False)  # a missing key file is an error, not a new key
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -18,6 +18,16 @@ import socket
 import ssl
 from typing import TYPE_CHECKING
 
+from common.wire import messages as m
+from common.wire.errors import (
+    PROTOCOL_VIOLATION,
+    TOO_MANY_CONNECTIONS,
+    PgError,
+    ProtocolViolation,
+    Refused,
+)
+from common.wire.framing import CancelRequest
+
 from . import metrics
 from .appname import parameter_status_swap, restore_client_name
 from .causes import EndCause
@@ -27,15 +37,6 @@ from .handshake import Handshake, Login
 from .logs import event
 from .offload import classify_off_loop
 from .session import Relay
-from .wire import messages as m
-from .wire.errors import (
-    PROTOCOL_VIOLATION,
-    TOO_MANY_CONNECTIONS,
-    PgError,
-    ProtocolViolation,
-    Refused,
-)
-from .wire.framing import CancelRequest
 
 if TYPE_CHECKING:
     from .server import ProxyServer

@@ -17,9 +17,9 @@ import secrets
 from collections import deque
 from dataclasses import dataclass
 
-from .wire import messages as m
-from .wire.errors import error_response
-from .wire.syncgroups import SyncGroups
+from common.wire import messages as m
+from common.wire.errors import error_response
+from common.wire.syncgroups import SyncGroups
 
 F = m.Frontend
 B = m.Backend

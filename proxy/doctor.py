@@ -17,7 +17,7 @@ import os
 import sys
 from dataclasses import asdict, dataclass
 
-from .config import Config, ConfigError, load_config
+from common.config import Config, ConfigError, load_config
 
 __all__ = ["Finding", "check_database", "register"]
 

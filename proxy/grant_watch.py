@@ -15,15 +15,16 @@ import logging
 from collections.abc import Callable, Collection
 from datetime import UTC, datetime, timedelta
 
+from common.wire.errors import ADMIN_SHUTDOWN
+
 from .auth import Identity
 from .causes import EndCause
-from .wire.errors import ADMIN_SHUTDOWN
 
 
 class GrantWatch:
     def __init__(self, cfg, store, recorder, background: set[asyncio.Task]):
         self.cfg = cfg
-        self.store = store  # policy.store.GrantStore, or None (static users only)
+        self.store = store  # policy.grants.store.GrantStore, or None (static users only)
         self.recorder = recorder
         self._background = background  # the server's tasks that shutdown waits for
         self.since: datetime | None = None

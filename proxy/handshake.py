@@ -21,14 +21,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
-from . import metrics
-from .appname import upstream_name
-from .auth import AuthPlan, Identity, auth_failed
-from .config import Config
-from .logs import event
-from .upstream import Credentials, Inbox, UpstreamError, UpstreamSession, connect_upstream
-from .wire import messages as m
-from .wire.errors import (
+from common.config import Config
+from common.wire import messages as m
+from common.wire.errors import (
     CANNOT_CONNECT_NOW,
     FEATURE_NOT_SUPPORTED,
     INSUFFICIENT_PRIVILEGE,
@@ -38,7 +33,7 @@ from .wire.errors import (
     ProtocolViolation,
     Refused,
 )
-from .wire.framing import (
+from common.wire.framing import (
     PROTOCOL_3_0,
     CancelRequest,
     DirectTLS,
@@ -47,7 +42,13 @@ from .wire.framing import (
     StartupMessage,
     read_startup,
 )
-from .wire.scram import MECHANISM, ScramError, ScramServer
+from common.wire.scram import MECHANISM, ScramError, ScramServer
+
+from . import metrics
+from .appname import upstream_name
+from .auth import AuthPlan, Identity, auth_failed
+from .logs import event
+from .upstream import Credentials, Inbox, UpstreamError, UpstreamSession, connect_upstream
 
 if TYPE_CHECKING:
     from policy.engine import StatementPolicy

@@ -9,6 +9,7 @@ is set by the supervisor before the workers start).
 from __future__ import annotations
 
 import os
+from typing import Literal
 
 from prometheus_client import (
     CollectorRegistry,
@@ -21,7 +22,11 @@ from prometheus_client import (
 _multiproc = bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
 
 
-def _gauge(name: str, doc: str, labels: tuple[str, ...] = (), mode: str = "livesum") -> Gauge:
+_Mode = Literal["all", "liveall", "min", "livemin", "max", "livemax", "sum", "livesum", "mostrecent",
+               "livemostrecent"]  # fmt: skip
+
+
+def _gauge(name: str, doc: str, labels: tuple[str, ...] = (), mode: _Mode = "livesum") -> Gauge:
     if _multiproc:
         return Gauge(name, doc, labels, multiprocess_mode=mode)
     return Gauge(name, doc, labels)

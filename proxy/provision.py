@@ -1,6 +1,6 @@
 """Database roles for grants, the I/O half: create, extend, drop, reconcile; log in as them.
 
-``policy.roles`` says what a per-grant role is called and which privileges its scopes
+``policy.grants.roles`` says what a per-grant role is called and which privileges its scopes
 mean; this module talks to the database with the **provisioning login** (``[provision]``,
 needs CREATEROLE; never used for agent traffic) and gives the proxy the credentials a
 session logs in upstream with (``RoleLogins``).
@@ -36,9 +36,13 @@ import secrets
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
-from policy.grants import Grant, utcnow
-from policy.roles import (
+from common.config import Config, ConfigError
+from common.wire.errors import INVALID_AUTHORIZATION, PgError, Refused
+from common.wire.scram import make_verifier
+from policy.grants.model import Grant, utcnow
+from policy.grants.roles import (
     ROLE_PREFIX,
     Catalog,
     grant_of_role,
@@ -50,12 +54,10 @@ from policy.roles import (
     scope_relations,
     scope_schemas,
 )
+from policy.grants.store import ProvisionError
 from policy.scopes import parse_scopes
 
-from .config import Config, ConfigError
 from .upstream import Credentials, client_ssl_context
-from .wire.errors import INVALID_AUTHORIZATION, PgError, Refused
-from .wire.scram import make_verifier
 
 __all__ = [
     "MappedRoles",
@@ -73,10 +75,6 @@ _LOCK_CLASS = 0x7067_7772  # "pgwr": advisory locks on (class, hashtext(role))
 _SWEEP_LOCK = 0
 ORPHAN_GRACE = 30.0  # seconds a role without a grant is left alone (it may be mid-issue)
 KEY_BYTES = 32
-
-
-class ProvisionError(RuntimeError):
-    """The provisioning login could not create, change or drop a grant's role."""
 
 
 def load_role_key(path: str | os.PathLike[str], *, create: bool = True) -> bytes:
@@ -129,7 +127,7 @@ class _Admin:
     def __init__(self, cfg: Config):
         self.cfg = cfg
         self.credentials = provision_credentials(cfg)
-        self._conns: dict[str, object] = {}
+        self._conns: dict[str, Any] = {}  # asyncpg connections (asyncpg has no types)
         self._locks: dict[str, asyncio.Lock] = {}
 
     @contextlib.asynccontextmanager
@@ -183,8 +181,9 @@ class MappedRoles:
         self.cfg = cfg
 
     async def prepare(self, grant: Grant) -> Grant:
-        from policy.grants import GrantError
+        from policy.grants.model import GrantError
 
+        assert grant.db_role is not None  # the store requires it in mapped mode
         if self.cfg.upstream.auth != "rds-iam":
             path = Path(self.cfg.upstream.role_password_dir) / grant.db_role
             if not path.is_file():
@@ -235,6 +234,7 @@ class PerGrantRoles:
 
     async def extended(self, grant: Grant, expires_at: dt.datetime) -> None:
         role = grant.db_role
+        assert role is not None  # the store calls the hook only for grants with a role
         async with self.admin.connect(self.cfg.provision.database) as conn:
             exists = await conn.fetchval("SELECT 1 FROM pg_roles WHERE rolname = $1", role)
             if exists:
@@ -244,6 +244,7 @@ class PerGrantRoles:
         await self._create(replace(grant, expires_at=expires_at), role)
 
     async def revoked(self, grant: Grant) -> None:
+        assert grant.db_role is not None  # as for extended
         await self.drop(grant.db_role)
 
     async def close(self) -> None:

@@ -4,19 +4,30 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import TYPE_CHECKING
 
-from .auth import GrantAuthenticator, StaticUsers
-from .config import Config, ConfigError, parse_hostport, validate_for_serving
+from common.config import Config, ConfigError, parse_hostport, validate_for_serving
+
+from .auth import Authenticator, GrantAuthenticator, StaticUsers
 from .server import ProxyServer
+
+if TYPE_CHECKING:  # imported where used: the admin API and roles only when configured
+    from policy import StatementPolicy
+    from policy.grants.admin import AdminServer
+    from policy.grants.auth import Identity
+    from policy.grants.store import GrantStore
+    from recorder import Recorder
+
+    from .provision import RoleSweeper
 
 
 @dataclass
 class Runtime:
     server: ProxyServer
-    store: object = None
-    recorder: object = None
-    admin: object = None
-    sweeper: object = None  # proxy.provision.RoleSweeper with per-grant roles
+    store: GrantStore | None = None  # None: static users only
+    recorder: Recorder | None = None  # None: recording disabled
+    admin: AdminServer | None = None
+    sweeper: RoleSweeper | None = None  # with per-grant roles
 
     async def close(self) -> None:
         if self.sweeper is not None:
@@ -29,7 +40,7 @@ class Runtime:
             self.recorder.close()
 
 
-def build_recorder(cfg: Config):
+def build_recorder(cfg: Config) -> Recorder | None:
     """The recorder for this worker, or None when recording is disabled."""
     if not cfg.recorder.enabled:
         return None
@@ -43,7 +54,7 @@ def build_recorder(cfg: Config):
     return rec
 
 
-def policy_factory(identity):
+def policy_factory(identity: Identity) -> StatementPolicy | None:
     """A statement policy for a session, or None for an unrestricted (static) user."""
     if identity.scopes is None:
         return None
@@ -57,9 +68,9 @@ async def build_runtime(cfg: Config) -> Runtime:
     static = StaticUsers(cfg.auth.users, record_rows=cfg.recorder.record_rows) if cfg.auth.users else None
     recorder = build_recorder(cfg)
     store = None
-    authenticator = static
+    authenticator: Authenticator | None = static
     if cfg.grants.store:
-        from policy.store import check_store_not_upstream, open_store
+        from policy.grants.store import check_store_not_upstream, open_store
 
         try:
             check_store_not_upstream(cfg.grants.store, cfg.upstream.host, cfg.upstream.port)
@@ -78,18 +89,23 @@ async def build_runtime(cfg: Config) -> Runtime:
     )
     runtime = Runtime(server=server, store=store, recorder=recorder)
     if store is not None and cfg.upstream.roles == "per-grant":
-        from .provision import RoleSweeper
+        from .provision import PerGrantRoles, RoleSweeper
 
+        assert isinstance(store.roles, PerGrantRoles)  # role_hook(cfg) in per-grant mode
         runtime.sweeper = RoleSweeper(store.roles, store, cfg.provision.sweep_interval)
         runtime.sweeper.start()  # start-up reconciliation, then a sweep every interval
     if cfg.admin.listen:
-        from .admin import AdminServer
+        assert store is not None  # validate_for_serving: the admin API needs a grant store
+        from policy.grants.admin import AdminServer
+
+        from . import metrics
 
         public = cfg.proxy.public_host or cfg.proxy.listen
         phost, pport = parse_hostport("proxy.public_host", public, 6432)
         admin = AdminServer(
             store, cfg.admin_token(), public_host=phost, public_port=pport,
             fail_delay=cfg.proxy.auth_fail_delay, fail_window=cfg.proxy.auth_fail_window,
+            on_auth_failure=metrics.ADMIN_AUTH_FAILURES.inc,
         )  # fmt: skip
         host, port = parse_hostport("admin.listen", cfg.admin.listen)
         await admin.start(host, port)

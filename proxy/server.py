@@ -13,11 +13,14 @@ import asyncio
 import logging
 import time
 
+from common.config import Config, parse_hostport
+from common.wire.errors import ADMIN_SHUTDOWN, CANNOT_CONNECT_NOW, TOO_MANY_CONNECTIONS, Refused
+from common.wire.framing import CancelRequest
+
 from . import metrics
 from .auth import FailureThrottle
 from .catalog_loader import CatalogLoader
 from .causes import EndCause
-from .config import Config, parse_hostport
 from .connection import ClientConnection
 from .grant_watch import GrantWatch
 from .handshake import server_ssl_context
@@ -25,8 +28,6 @@ from .limits import FrameBudget, PreLoginBudget
 from .logs import event
 from .refusals import RefusalLog
 from .upstream import Credentials, UpstreamError, send_cancel
-from .wire.errors import ADMIN_SHUTDOWN, CANNOT_CONNECT_NOW, TOO_MANY_CONNECTIONS, Refused
-from .wire.framing import CancelRequest
 
 
 class ProxyServer:

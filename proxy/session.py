@@ -18,19 +18,21 @@ locally instead, which is equivalent and saves a round trip.
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 
+from common.wire import messages as m
+from common.wire.errors import INSUFFICIENT_PRIVILEGE, ProtocolViolation
+from common.wire.framing import MAX_STREAMED_LENGTH, FrameReader
+from common.wire.syncgroups import ANSWERS as _ANSWERS
+from common.wire.syncgroups import SyncGroups
 from policy.encodings import python_codec
 from policy.engine import OFFLOAD_MIN
 
 from .denials import ASYNC as _ASYNC
 from .denials import HOLDABLE as _HOLDABLE
 from .denials import Denials, local_denial
-from .wire import messages as m
-from .wire.errors import INSUFFICIENT_PRIVILEGE, ProtocolViolation
-from .wire.framing import MAX_STREAMED_LENGTH, FrameReader
-from .wire.syncgroups import ANSWERS as _ANSWERS
-from .wire.syncgroups import SyncGroups
+from .seams import Health, Policy, SessionSink, Verdict
 
 F = m.Frontend
 B = m.Backend
@@ -90,18 +92,18 @@ class Relay:
     def __init__(
         self,
         *,
-        policy=None,
-        recorder=None,
+        policy: Policy | None = None,
+        recorder: SessionSink | None = None,
         max_message_bytes: int = 64 * 1024 * 1024,
         record_rows: str = "full",
         ready_status: bytes = b"I",
-        on_decision=None,
-        health=None,
+        on_decision: Callable[[Verdict], None] | None = None,
+        health: Health | None = None,
         client_encoding: str = "UTF8",
         grant_id: str = "",
     ):
-        self.policy = policy  # policy.StatementPolicy, or None for pass-through
-        self.recorder = recorder  # recorder.SessionRecorder, or None
+        self.policy = policy  # None: pass-through (an unrestricted static user)
+        self.recorder = recorder  # None: recording disabled
         # After login a PasswordMessage is a protocol violation: refused while framing,
         # before the recorder (or anything) sees its bytes.
         self.client_reader = FrameReader(max_message_bytes, F.KNOWN - {F.PASSWORD}, _STREAMED_C2S)
@@ -112,7 +114,7 @@ class Relay:
         self.upstream_fatal = False  # the server said FATAL: its word is the last one
         self.counters = Counters()
         self.on_decision = on_decision  # callback(verdict) for metrics
-        self.health = health  # anything with .healthy (the Recorder): False refuses statements
+        self.health = health  # the Recorder: while not healthy, statements are refused
         self.encoding = python_encoding(client_encoding)
         self.grant_id = grant_id  # every decision record names its grant
         # Large statements: ``offload(sqls)`` (set by the connection) classifies them off
@@ -179,13 +181,14 @@ class Relay:
                     sql = m.decode_query(run[start:end], self.encoding)
                 else:
                     sql = m.decode_parse(run[start:end], self.encoding)[1]
-                if self.policy.needs_offload(sql):
+                if self.policy is not None and self.policy.needs_offload(sql):
                     big.append(sql)
         return big
 
     def resume(self) -> tuple[bytes, bytes]:
         """The parked frames, checked now (their statements were classified off the loop),
         then whatever arrived meanwhile, until another large statement parks the relay."""
+        assert self.parked is not None, "resume() without parked frames"
         run, frames = self.parked
         self.parked = None
         to_server, to_client = self._client_frames(run, frames)
@@ -203,6 +206,7 @@ class Relay:
         policy = self.policy
         health = self.health
         groups = self.groups
+        verdict: Verdict | Refusal
         for t, start, end in frames:
             if t in _STATEMENT_TYPES:
                 if health is not None and not health.healthy:

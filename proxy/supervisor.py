@@ -8,7 +8,7 @@ import signal
 import sys
 import tempfile
 
-from .config import Config, parse_hostport
+from common.config import Config, parse_hostport
 
 
 def run_workers(cfg: Config) -> int:
@@ -30,7 +30,7 @@ def run_workers(cfg: Config) -> int:
         if pid == 0:  # worker
             if metrics_server is not None:
                 metrics_server.socket.close()  # the parent serves metrics
-            from .cli import run_worker
+            from .worker import run_worker
 
             code = 1
             try:

@@ -12,12 +12,13 @@ import hashlib
 import ssl
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
-from .config import Config
-from .wire import messages as m
-from .wire.errors import CONNECTION_FAILURE, INVALID_PASSWORD, PgError, ProtocolViolation
-from .wire.framing import startup_packet
-from .wire.scram import MECHANISM, ScramClient, ScramError, salted_password
+from common.config import Config
+from common.wire import messages as m
+from common.wire.errors import CONNECTION_FAILURE, INVALID_PASSWORD, PgError, ProtocolViolation
+from common.wire.framing import startup_packet
+from common.wire.scram import MECHANISM, ScramClient, ScramError, salted_password
 
 _SALTED: dict[tuple[str, bytes, int], bytes] = {}
 _SALTED_MAX = 16
@@ -108,7 +109,7 @@ class UpstreamProtocol(asyncio.Protocol):
         self.on_pause = None
         self.on_resume = None
 
-    def connection_made(self, transport):  # type: ignore[override]
+    def connection_made(self, transport):
         self.transport = transport
 
     def data_received(self, data: bytes) -> None:
@@ -117,7 +118,7 @@ class UpstreamProtocol(asyncio.Protocol):
         elif self.inbox is not None:
             self.inbox.feed(data)
 
-    def connection_lost(self, exc):  # type: ignore[override]
+    def connection_lost(self, exc):
         if self.inbox is not None:
             self.inbox.close(exc)
         if self.on_lost is not None:
@@ -178,7 +179,7 @@ class Credentials:
         self.cfg = cfg
         self.user = user or cfg.upstream.user
         self._secret = secret
-        self._rds_client = None
+        self._rds_client: Any = None  # boto3 has no types
 
     def password(self) -> str:
         if self._secret is not None:
@@ -378,6 +379,7 @@ async def send_cancel(cfg: Config, pid: int, secret: bytes) -> None:
         transport.write(m.cancel_request(pid, secret))
         # The server closes the connection once it has read the request.
         try:
+            assert protocol.inbox is not None  # nothing took it over: no session here
             await asyncio.wait_for(protocol.inbox.read_exact(1), 2.0)
         except (TimeoutError, ConnectionError, OSError):
             pass

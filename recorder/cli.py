@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import os
 import sys
 
-from .config import RecorderConfig
 from .signing import generate_keypair, load_public_key
-from .store import StoreError, open_store
+from .store import StoreError
+from .storeargs import open_from_args, store_args
 
 
 def register(subparsers) -> None:
@@ -19,7 +18,7 @@ def register(subparsers) -> None:
     p.set_defaults(func=cmd_keygen)
 
     p = subparsers.add_parser("verify", help="prove recordings are complete and untampered")
-    _store_args(p)
+    store_args(p)
     p.add_argument("sessions", nargs="*", metavar="SESSION")
     p.add_argument("--all", action="store_true", help="every session in the store")
     p.add_argument("--public-key", action="append", required=True, metavar="PATH",
@@ -38,7 +37,7 @@ def register(subparsers) -> None:
     p.set_defaults(func=cmd_verify)
 
     p = subparsers.add_parser("replay", help="psql-like transcript of a recorded session")
-    _store_args(p)
+    store_args(p)
     p.add_argument("session", metavar="SESSION")
     p.add_argument("--public-key", action="append", metavar="PATH",
                    help="verify first and print the result (recommended)")
@@ -52,21 +51,6 @@ def register(subparsers) -> None:
     from .audit.cli import register as register_audit
 
     register_audit(subparsers)
-
-
-def _store_args(p: argparse.ArgumentParser) -> None:
-    d = RecorderConfig()
-    p.add_argument("--store", default=os.environ.get("PGWITNESS_STORE", d.store),
-                   help="file:///dir, a directory, or s3://bucket/prefix (env PGWITNESS_STORE)")
-    p.add_argument("--s3-endpoint", default=os.environ.get("PGWITNESS_S3_ENDPOINT"),
-                   help="S3-compatible endpoint URL (env PGWITNESS_S3_ENDPOINT)")
-    p.add_argument("--s3-region", default=os.environ.get("AWS_REGION"))
-
-
-def _open(args):
-    if args.store.startswith("s3://"):
-        return open_store(args.store, endpoint_url=args.s3_endpoint, region=args.s3_region)
-    return open_store(args.store)
 
 
 def cmd_keygen(args) -> int:
@@ -92,7 +76,7 @@ def cmd_verify(args) -> int:
         return 2
     try:
         expected_ids = _read_lines(args.expect_sessions) if args.expect_sessions else []
-        heads = {}
+        heads: dict[str, tuple[int, str]] = {}
         for path in args.anchor:
             with open(path, encoding="utf-8", errors="replace") as f:
                 for sid, head in parse_heads(f.read()).items():
@@ -102,7 +86,7 @@ def cmd_verify(args) -> int:
         print(f"pgwitness verify: {e}", file=sys.stderr)
         return 2
     keys = [load_public_key(k) for k in args.public_key]
-    store = _open(args)
+    store = open_from_args(args)
     try:
         if args.all:
             reports = verify_all(store, keys)
@@ -157,7 +141,7 @@ def cmd_replay(args) -> int:
     from .replay import replay_session
     from .verify import verify_session
 
-    store = _open(args)
+    store = open_from_args(args)
     status = 0
     if args.public_key:
         r = verify_session(store, args.session, [load_public_key(k) for k in args.public_key])

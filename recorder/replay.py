@@ -169,7 +169,7 @@ class Transcript:
         # server answers in order ("Q" and "SYNC" mark simple queries and Sync points).
         self.portal_formats: dict[str, list[int]] = {}
         self.answers: deque[list[int] | str] = deque()
-        self.cols: list[tuple[str, int]] | None = None
+        self.cols: list[tuple[str, int, int]] | None = None
         self.rows: list[list[str]] = []
         self.nrows = 0
         self.t = 0
@@ -400,7 +400,7 @@ def replay_json(store: Store, session_id: str, out: TextIO) -> int:
     Row values (DataRow) appear as their decoded text, as in the transcript."""
     pending = {Direction.C2S: bytearray(), Direction.S2C: bytearray()}
     count = 0
-    cols: list[tuple[str, int]] = []
+    cols: list[tuple[str, int, int]] = []
     for r in iter_records(store, session_id):
         base = {"seq": r.seq, "t_ns": r.t_ns}
         if r.kind != Kind.WIRE:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import hashlib
 import os
@@ -62,7 +63,7 @@ class Checkpoint:
 
     def signed(self, private_key: Ed25519PrivateKey) -> Checkpoint:
         sig = private_key.sign(SIGN_DOMAIN + self.body())
-        return Checkpoint(*(getattr(self, f) for f in _FIELDS[:-1]), signature=sig)
+        return dataclasses.replace(self, signature=sig)
 
     def verify(self, public_key: Ed25519PublicKey) -> bool:
         try:
@@ -70,10 +71,6 @@ class Checkpoint:
             return True
         except InvalidSignature:
             return False
-
-
-_FIELDS = ("session_id", "n", "chain", "chunk_sha256", "state", "first_seq", "next_seq",
-           "time_ns", "key_id", "signature")
 
 
 def decode_checkpoint(data: bytes) -> Checkpoint:

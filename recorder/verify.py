@@ -113,8 +113,8 @@ def verify_session(store: Store, session_id: str,
         parsed = chunks.parse_name(key[len(prefix) :])
         if parsed is not None:
             present[parsed] = key
-        elif (alt := chunks.parse_conflict_name(key[len(prefix) :])) is not None:
-            conflicts.setdefault(alt, []).append(key)
+        elif (planted := chunks.parse_conflict_name(key[len(prefix) :])) is not None:
+            conflicts.setdefault(planted, []).append(key)
         else:
             add(Problem(EXTRA, key[len(prefix) :], "object name is not <n>.chunk or <n>.ckpt"))
     used: set[str] = set()
@@ -201,12 +201,12 @@ def verify_session(store: Store, session_id: str,
                 report.control = records[0].json().get("meta", {}).get("stream") == "control"
             except (ValueError, AttributeError):
                 pass
-        if good and report.control:
+        if good and ckpt is not None and report.control:  # good: ckpt was read
             report.chains[n] = ckpt.chain.hex()
         if good and collect is not None:
             for rec in records:
                 collect(rec)
-        if good and contiguous:
+        if good and contiguous and ckpt is not None:
             report.attested_through = n
             report.last_chain = ckpt.chain
         else:

@@ -1,4 +1,4 @@
-"""A real PostgreSQL for the whole test session (``pg``), built by ``proxy.localpg``.
+"""A real PostgreSQL for the whole test session (``pg``), built by ``devtools.localpg``.
 
 Roles (``pg.users`` maps each to its password):
 
@@ -18,7 +18,7 @@ import os
 
 import pytest
 
-from proxy.localpg import USERS, LocalCluster, build_app_cluster
+from devtools.localpg import USERS, LocalCluster, build_app_cluster
 
 __all__ = ["USERS", "build_app_cluster", "pg"]
 

@@ -15,8 +15,8 @@ from typing import Any
 
 import pytest
 
-from proxy.config import Config, load_config
-from proxy.localpg import free_port, make_server_tls
+from common.config import Config, load_config
+from devtools.localpg import free_port, make_server_tls
 
 STATIC_USER = "alice"
 STATIC_PASSWORD = "alice-pw"

@@ -9,9 +9,9 @@ import socket
 import ssl
 import struct
 
-from proxy.wire import messages as m
-from proxy.wire.framing import startup_packet
-from proxy.wire.scram import MECHANISM, ScramClient
+from common.wire import messages as m
+from common.wire.framing import startup_packet
+from common.wire.scram import MECHANISM, ScramClient
 from tests.fixtures_proxy import STATIC_PASSWORD, STATIC_USER
 
 PROTO_3_0 = 3 << 16

@@ -12,9 +12,10 @@ from urllib.parse import unquote, urlsplit
 
 import pytest
 
-from policy.store import open_store
-from proxy.admin import AdminServer
-from proxy.wire.scram import ScramClient, ScramServer
+from common.wire.scram import ScramClient, ScramServer
+from policy.grants.admin import AdminServer
+from policy.grants.store import open_store
+from proxy import metrics
 from tests.test_proxy_grants import metric
 
 TOKEN = "admin-token-0123456789abcdef"
@@ -109,7 +110,8 @@ def admin_test(fn=None, *, clock=None, store_wrapper=None, fail_delay=0.001):
                 store = await open_store(f"sqlite:///{tmp_path}/grants.db", **kwargs)
                 served = store_wrapper(store) if store_wrapper else store
                 server = AdminServer(
-                    served, TOKEN, public_host="proxy.internal", public_port=6432, fail_delay=fail_delay
+                    served, TOKEN, public_host="proxy.internal", public_port=6432, fail_delay=fail_delay,
+                    on_auth_failure=metrics.ADMIN_AUTH_FAILURES.inc,  # as proxy.runtime wires it
                 )
                 host, port = await server.start("127.0.0.1", 0)
                 try:
@@ -511,7 +513,7 @@ async def test_store_timeout_is_a_503_not_a_408(admin):
 
 
 def test_slow_client_gets_408(tmp_path, monkeypatch):
-    monkeypatch.setattr("proxy.admin.READ_TIMEOUT", 0.2)
+    monkeypatch.setattr("policy.grants.admin.READ_TIMEOUT", 0.2)
 
     @admin_test
     async def check(admin):

@@ -22,7 +22,7 @@ import duckdb
 import psycopg
 import pytest
 
-from policy.grants import make_dsn
+from policy.grants.model import make_dsn
 from proxy.cli import main as cli_main
 from recorder import chunks
 from recorder.audit import index
@@ -350,7 +350,7 @@ def test_closed_session_is_in_the_index_soon_after_it_closes(pg, make_proxy, tmp
     (a generous bound: the target is an availability claim; the machine is loaded)."""
     import threading
 
-    from policy.store import open_store  # noqa: F401
+    from policy.grants.store import open_store  # noqa: F401
     from recorder.signing import load_public_key  # noqa: F401
 
     handle = make_proxy(**recording(tmp_path))

@@ -8,8 +8,8 @@ import json
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from policy.store import open_store
-from recorder import testing
+from devtools import testing
+from policy.grants.store import open_store
 from recorder.audit import index
 from recorder.audit.answer import Filters, audit
 from recorder.config import RecorderConfig

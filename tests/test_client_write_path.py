@@ -13,7 +13,7 @@ import uuid
 
 import pytest
 
-from proxy.wire import messages as m
+from common.wire import messages as m
 from recorder.records import Direction, Kind
 from tests.rawpg import RawClient, error_fields
 from tests.test_proxy_grants import metric

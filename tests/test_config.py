@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from proxy.config import ConfigError, load_config, validate_for_serving
+from common.config import ConfigError, load_config, validate_for_serving
 
 REPO = Path(__file__).resolve().parent.parent
 USERS = '[auth]\nusers = { alice = "alice-pw" }\n'

@@ -12,9 +12,9 @@ from __future__ import annotations
 import psycopg
 import pytest
 
+from common.wire import messages as m
+from common.wire.scram import MECHANISM, ScramClient, salted_password
 from proxy import upstream
-from proxy.wire import messages as m
-from proxy.wire.scram import MECHANISM, ScramClient, salted_password
 from tests.fixtures_proxy import ProxyHandle, proxy_config
 from tests.rawpg import RawClient
 from tests.test_proxy_grants import issue

@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 
 from policy.classify import Classified, StatementClass, classify
-from policy.decide import Decision, check_startup_params, decide
+from policy.decide import Decision, decide
 from policy.scopes import parse_scopes
+from policy.startup import check_startup_params
 
 GRANT = parse_scopes(
     "read:public.orders,public.customers,reporting.* write:public.orders "

@@ -5,10 +5,10 @@ tests/test_proxy_relay.py (a real server); these pin the module's own contract."
 
 from __future__ import annotations
 
+from common.wire import messages as m
+from common.wire.framing import FrameReader
+from common.wire.syncgroups import SyncGroups
 from proxy.denials import Denials, clean_error, local_denial
-from proxy.wire import messages as m
-from proxy.wire.framing import FrameReader
-from proxy.wire.syncgroups import SyncGroups
 
 P, Q = m.Frontend.PARSE, m.Frontend.QUERY
 

@@ -34,9 +34,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+from common.config import load_config, parse_hostport
+from devtools.localpg import LocalCluster, free_port
 from proxy.cli import build_parser
-from proxy.config import load_config, parse_hostport
-from proxy.localpg import LocalCluster, free_port
 from proxy.metrics import start_metrics_server
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -668,8 +668,19 @@ def test_dockerfile():
         for source in sources:
             assert (ROOT / source).exists(), f"COPY {source}: missing"
             assert not _ignored(source), f"COPY {source}: excluded by .dockerignore"
-    for needed in ("pyproject.toml", "README.md", "proxy/cli.py", "recorder/cli.py", "policy/cli.py"):
+    for needed in ("pyproject.toml", "README.md", "proxy/cli.py", "recorder/cli.py", "policy/grants/cli.py"):
         assert not _ignored(needed), needed
+    # every package the wheel holds is copied in (a package left out installs a pgwitness
+    # that fails at its first import)
+    import tomllib
+
+    include = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]["find"]["include"]
+    copied = {shlex.split(rest)[0].rstrip("/") for word, rest in steps
+              if word == "COPY" and not rest.startswith("--from=")}  # fmt: skip
+    for pattern in include:
+        package = pattern.rstrip("*")
+        assert package in copied, f"the Dockerfile does not COPY {package}/ (pyproject includes it)"
+        assert not _ignored(f"{package}/__init__.py"), package
     for kept_out in (".venv", "tests/test_deploy.py", ".git", "bench/pgbench_compare.py"):
         assert _ignored(kept_out), kept_out
 
@@ -751,7 +762,7 @@ def test_the_proxy_task_config_is_valid_pgwitness_config(tmp_path):
     bundle.write_text("-----BEGIN CERTIFICATE-----\n")
     env = {k: v.replace("/etc/pgwitness/rds-global-bundle.pem", str(bundle)) for k, v in env.items()}
     cfg = load_config(None, env=env)  # an unknown key or a bad value raises ConfigError
-    from proxy.config import validate_for_serving
+    from common.config import validate_for_serving
 
     validate_for_serving(cfg)
     assert cfg.upstream.auth == "rds-iam" and cfg.upstream.sslmode == "verify-full"

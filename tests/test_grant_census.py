@@ -10,9 +10,9 @@ import urllib.request
 
 import pytest
 
-from policy.store import open_store
+from devtools.localpg import free_port
+from policy.grants.store import open_store
 from proxy.grant_census import GrantCensus
-from proxy.localpg import free_port
 from proxy.metrics import start_metrics_server
 from tests.test_proxy_grants import metric
 

@@ -14,8 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from policy.grants import Grant, GrantError, GrantNotFound, GrantStateError
-from policy.store import (
+from common.wire.scram import ScramClient, ScramError, ScramServer
+from policy.grants.model import Grant, GrantError, GrantNotFound, GrantStateError
+from policy.grants.store import (
     PostgresGrantStore,
     SQLiteGrantStore,
     StoreConfigError,
@@ -24,7 +25,6 @@ from policy.store import (
     redact_url,
     sqlite_path,
 )
-from proxy.wire.scram import ScramClient, ScramError, ScramServer
 
 T0 = dt.datetime(2026, 3, 1, 12, 0, tzinfo=dt.UTC)
 SCOPE = "read:public.orders"
@@ -456,7 +456,7 @@ def test_sqlite_several_processes(tmp_path):
     script = textwrap.dedent(
         f"""
         import asyncio, sys
-        from policy.store import open_store
+        from policy.grants.store import open_store
         async def main(n):
             async with await open_store({str(path)!r}) as store:
                 for i in range(15):
@@ -522,7 +522,7 @@ def test_bad_store_urls(url, message):
 
 
 def test_unreachable_postgres_store_is_a_clear_error():
-    from proxy.localpg import free_port
+    from devtools.localpg import free_port
 
     url = f"postgresql://u:secret@127.0.0.1:{free_port()}/grants"
     with pytest.raises(StoreConfigError, match="cannot open grant store") as err:

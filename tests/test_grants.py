@@ -14,8 +14,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from policy import cli
-from policy.grants import (
+from common.wire.scram import ScramClient, ScramError, ScramServer, Verifier
+from policy.grants import cli
+from policy.grants.model import (
     TOKEN_PREFIX,
     Grant,
     GrantError,
@@ -32,8 +33,7 @@ from policy.grants import (
     validate_database,
     validate_issue,
 )
-from policy.store import open_store
-from proxy.wire.scram import ScramClient, ScramError, ScramServer, Verifier
+from policy.grants.store import open_store
 
 T0 = dt.datetime(2026, 3, 1, 12, 0, tzinfo=dt.UTC)
 SCOPE = "read:public.orders"
@@ -366,7 +366,9 @@ def store_arg(tmp_path):
 
 
 def run_cli(capsys, *argv: str) -> tuple[int, str, str]:
-    code = cli.main(list(argv))
+    from proxy.cli import main  # the real `pgwitness` command, which hands in the Edges
+
+    code = main(list(argv))
     out, err = capsys.readouterr()
     return code, out, err
 
@@ -429,6 +431,24 @@ def test_cli_grant_json_and_options(capsys, store_arg):
     assert "verifier" not in grant
     created = dt.datetime.fromisoformat(grant["created_at"])
     assert dt.datetime.fromisoformat(grant["expires_at"]) - created == dt.timedelta(hours=2)
+
+
+def test_cli_without_the_proxy_edges_refuses_a_config_file(capsys, tmp_path, monkeypatch):
+    """policy.grants imports no proxy code; stand-alone, with a config file it cannot
+    record the grant event or make a per-grant role, so it refuses and stores nothing
+    (fail closed), while ``--store`` alone still works."""
+    monkeypatch.chdir(tmp_path)
+    config = tmp_path / "pgwitness.toml"
+    config.write_text(
+        f'[recorder]\nstore = "{tmp_path}/rec"\nspool_dir = "{tmp_path}/spool"\n'
+        f'signing_key = "{tmp_path}/key"\n'
+        f'[grants]\nstore = "sqlite:///{tmp_path}/from-config.db"\n'
+    )
+    code = cli.main(grant_argv("--config", str(config)))
+    err = capsys.readouterr().err
+    assert code == 2 and "run the grant commands as `pgwitness" in err, err
+    assert not (tmp_path / "from-config.db").exists() and not (tmp_path / "rec").exists()
+    assert cli.main(grant_argv("--store", f"sqlite:///{tmp_path}/plain.db")) == 0
 
 
 def test_cli_config_file(capsys, tmp_path, monkeypatch):

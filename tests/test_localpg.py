@@ -91,7 +91,7 @@ def test_server_key_is_private(pg):
 
 
 def test_psql_reports_errors(pg):
-    from proxy.localpg import LocalClusterError
+    from devtools.localpg import LocalClusterError
 
     with pytest.raises(LocalClusterError, match="does_not_exist"):
         pg.psql("SELECT * FROM does_not_exist")

@@ -16,9 +16,9 @@ import time
 import asyncpg
 import pytest
 
-from proxy.wire import messages as m
-from proxy.wire.framing import startup_packet
-from proxy.wire.scram import MECHANISM, ScramClient
+from common.wire import messages as m
+from common.wire.framing import startup_packet
+from common.wire.scram import MECHANISM, ScramClient
 from tests.fixtures_proxy import STATIC_PASSWORD, STATIC_USER
 from tests.rawpg import PROTO_3_0, PROTO_3_2, RawClient, describe, error_fields  # noqa: F401
 

@@ -18,7 +18,7 @@ import asyncpg
 import psycopg
 import pytest
 
-from proxy.wire import messages as m
+from common.wire import messages as m
 from tests.test_proxy_relay import (
     UPSTREAM_USER,
     RawClient,

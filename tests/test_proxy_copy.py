@@ -14,8 +14,8 @@ import asyncpg
 import psycopg
 import pytest
 
-from proxy.wire import messages as m
-from proxy.wire.errors import frame
+from common.wire import messages as m
+from common.wire.errors import frame
 from tests.test_proxy_relay import (
     RawClient,
     arun,

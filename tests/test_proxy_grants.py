@@ -25,12 +25,12 @@ import psycopg
 import pytest
 from prometheus_client import REGISTRY
 
-from policy.grants import make_dsn
-from policy.store import open_store
-from proxy.config import ConfigError
-from proxy.localpg import LocalCluster, free_port
-from proxy.wire import messages as m
-from proxy.wire.scram import MECHANISM, ScramClient
+from common.config import ConfigError
+from common.wire import messages as m
+from common.wire.scram import MECHANISM, ScramClient
+from devtools.localpg import LocalCluster, free_port
+from policy.grants.model import make_dsn
+from policy.grants.store import open_store
 from tests.fixtures_proxy import ProxyHandle, proxy_config
 from tests.rawpg import RawClient, describe, error_fields
 

@@ -1,6 +1,6 @@
 """Abuse before and around login: stalled sockets, huge unfinished frames, password guessing.
 
-Each test attacks one budget of proxy/limits.py or the login throttle (proxy/auth.py) from
+Each test attacks one budget of proxy/limits.py or the login throttle (common/throttle.py) from
 127.0.0.x and checks that a real client from elsewhere is still served; counts and time
 limits are bounded, and the time bounds are the loose form of a target the issue names.
 """
@@ -20,7 +20,7 @@ import psycopg
 import pytest
 from prometheus_client import REGISTRY
 
-from proxy.wire import messages as m
+from common.wire import messages as m
 from tests.fixtures_proxy import STATIC_PASSWORD, STATIC_USER
 from tests.test_proxy_badinput import RawClient, expect_fatal
 from tests.test_proxy_ops import spawn  # noqa: F401 - a fixture
@@ -217,7 +217,7 @@ def test_guessing_at_full_speed_is_slowed_per_agent_not_per_address(make_proxy):
 
 
 def test_throttle_unit_keys_and_reset():
-    from proxy.auth import FailureThrottle
+    from common.throttle import FailureThrottle
 
     t = FailureThrottle(0.1, 60, 1.0)
     for _ in range(3):

@@ -26,8 +26,8 @@ import psycopg
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from proxy.localpg import free_port
-from proxy.wire import messages as m
+from common.wire import messages as m
+from devtools.localpg import free_port
 from tests.fixtures_proxy import STATIC_PASSWORD, STATIC_USER
 from tests.test_proxy_badinput import RawClient, describe, error_fields, expect_fatal, wait_sessions
 

@@ -22,8 +22,8 @@ import psycopg
 import pytest
 from psycopg import pq
 
-from proxy.wire import messages as m
-from proxy.wire.errors import frame
+from common.wire import messages as m
+from common.wire.errors import frame
 from tests.fixtures_proxy import ProxyHandle, proxy_config
 from tests.test_proxy_grants import RawClient, describe, fields, metric, sqlite_url
 
@@ -409,7 +409,7 @@ def test_raw_pipeline_frames_match_postgres(pproxy, pg):
 
 def password_login(client: RawClient, password: str) -> None:
     """Answer PostgreSQL's own authentication request (cleartext or SCRAM)."""
-    from proxy.wire.scram import MECHANISM, ScramClient
+    from common.wire.scram import MECHANISM, ScramClient
 
     scram = ScramClient(password)
     while True:

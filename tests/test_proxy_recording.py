@@ -26,8 +26,9 @@ import psycopg
 import pytest
 import zstandard
 
+from devtools.localpg import free_port
+from devtools.testing import FlakyStore
 from proxy.cli import main as cli_main
-from proxy.localpg import free_port
 from recorder import chunks
 from recorder.records import Direction, Kind
 from recorder.replay import (
@@ -40,7 +41,6 @@ from recorder.replay import (
     split_frames,
 )
 from recorder.signing import load_public_key
-from recorder.testing import FlakyStore
 from recorder.verify import verify_session
 from tests.fixtures_proxy import STATIC_PASSWORD, STATIC_USER
 from tests.test_proxy_grants import metric
@@ -389,7 +389,7 @@ def revoke_from_another_host(tmp_path: Path, grant_id: str, clock_offset: float)
     """Revoke through a second store on the same database, whose clock is off by `offset` s."""
     from datetime import UTC, datetime, timedelta
 
-    from policy.store import open_store as open_grants
+    from policy.grants.store import open_store as open_grants
 
     async def go():
         store = await open_grants(
@@ -772,7 +772,7 @@ listen = ""
 
 
 def start_serve(config: Path, port: int, log: Path) -> subprocess.Popen:
-    from proxy.localpg import wait_for_port
+    from devtools.localpg import wait_for_port
 
     with open(log, "ab") as out:
         proc = subprocess.Popen([str(VENV_BIN / "pgwitness"), "serve", "--config", str(config)],
@@ -1059,7 +1059,7 @@ def test_password_message_after_login_is_not_recorded(make_proxy, tmp_path):
     """A PasswordMessage after login is a protocol violation; its content (a password, say)
     must not end up in the recording ("Password, SASL and GSS messages are never recorded").
     Regression (fixed in 8e2b2b6): the run was recorded before the frame type was checked."""
-    from proxy.wire import messages as m
+    from common.wire import messages as m
     from tests.rawpg import RawClient
 
     h = make_proxy(**recording(tmp_path))
@@ -1081,7 +1081,7 @@ def test_cancel_is_recorded_as_an_event(make_proxy, tmp_path):
     # deadlocks against a proxy running in this very process
     import struct
 
-    from proxy.wire import messages as m
+    from common.wire import messages as m
     from tests.rawpg import RawClient
 
     h = make_proxy(**recording(tmp_path))

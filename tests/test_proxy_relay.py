@@ -23,10 +23,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from proxy.wire import messages as m
-from proxy.wire.errors import frame
-from proxy.wire.framing import FrameReader, startup_packet
-from proxy.wire.scram import MECHANISM, ScramClient
+from common.wire import messages as m
+from common.wire.errors import frame
+from common.wire.framing import FrameReader, startup_packet
+from common.wire.scram import MECHANISM, ScramClient
 
 I16 = struct.Struct("!h")
 I32 = struct.Struct("!i")

@@ -23,10 +23,10 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from policy.grants import Grant, GrantError, new_grant_id
-from policy.roles import role_for_grant, role_password
-from policy.store import open_store
-from proxy.config import ConfigError
+from common.config import ConfigError
+from policy.grants.model import Grant, GrantError, new_grant_id
+from policy.grants.roles import role_for_grant, role_password
+from policy.grants.store import open_store
 from proxy.provision import PerGrantRoles, ProvisionError
 from recorder.records import Kind
 from tests.fixtures_proxy import ProxyHandle, per_grant_overrides, proxy_config
@@ -425,7 +425,7 @@ def test_missing_createrole_is_a_clear_error_and_nothing_falls_back(pg, tmp_path
             text = str(info.value)
             assert "CREATEROLE" in text and "pgw_weak" in text, text
             # The same through the admin API (502) and the CLI (exit 2, one line).
-            from proxy.admin import AdminServer
+            from policy.grants.admin import AdminServer
 
             admin = AdminServer(handle.runtime.store, "t" * 16, public_host="h", public_port=1)
             host, port = handle.call(admin.start("127.0.0.1", 0))
@@ -447,9 +447,9 @@ def test_missing_createrole_is_a_clear_error_and_nothing_falls_back(pg, tmp_path
                 f'key_file = "{cfg["provision.key_file"]}"\n[grants]\nstore = "{cfg["grants.store"]}"\n'
                 '[recorder]\nenabled = false\n'
             )
-            from policy.cli import main as grants_cli
+            from proxy.cli import main as pgwitness  # the real command: it hands in the role hook
 
-            code = grants_cli(["grant", "--config", str(toml), "--agent", AGENT, "--task", "T",
+            code = pgwitness(["grant", "--config", str(toml), "--agent", AGENT, "--task", "T",
                                "--reason", "r", "--database", "app", "--scope", READ_ORDERS, "--ttl", "1m"])  # fmt: skip
             out = capsys.readouterr()
             assert code == 2 and "CREATEROLE" in out.err and out.out == "", out
@@ -510,7 +510,7 @@ def test_the_role_password_appears_nowhere_the_agent_or_an_operator_looks(pg, tm
     handle = ProxyHandle(proxy_config(pg, **{k: v for k, v in cfg.items() if not k.startswith("admin.")})).start()
     seen: list[str] = []
     try:
-        from proxy.admin import AdminServer
+        from policy.grants.admin import AdminServer
 
         admin = AdminServer(handle.runtime.store, token_admin, public_host=handle.host, public_port=handle.port)
         host, port = handle.call(admin.start("127.0.0.1", 0))
@@ -548,7 +548,7 @@ def test_the_role_password_appears_nowhere_the_agent_or_an_operator_looks(pg, tm
             return out
 
         seen += asyncio.run(session())
-        from policy.cli import main as grants_cli
+        from policy.grants.cli import main as grants_cli
 
         with contextlib.redirect_stdout(_Capture(seen)):
             grants_cli(["grants", "--json", "--store", cfg["grants.store"]])

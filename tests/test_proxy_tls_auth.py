@@ -16,8 +16,8 @@ import psycopg
 import pytest
 from prometheus_client import REGISTRY
 
-from proxy.config import load_config
-from proxy.localpg import free_port, make_server_tls
+from common.config import load_config
+from devtools.localpg import free_port, make_server_tls
 from proxy.upstream import Credentials
 from tests.fixtures_proxy import STATIC_PASSWORD, STATIC_USER
 from tests.test_proxy_badinput import (
@@ -83,8 +83,8 @@ def test_wrong_password_and_unknown_user_get_the_same_28p01(quick_fail_proxy):
 
 def test_unknown_user_scram_parameters_do_not_reveal_absence(quick_fail_proxy):
     """An unknown user gets a stable salt and the usual iteration count, like a real one."""
-    from proxy.wire import messages as m
-    from proxy.wire.scram import MECHANISM, ScramClient
+    from common.wire import messages as m
+    from common.wire.scram import MECHANISM, ScramClient
 
     def server_first(user: str) -> dict[str, str]:
         with RawClient(quick_fail_proxy.host, quick_fail_proxy.port) as c:
@@ -592,13 +592,13 @@ class FakeUpstream:
 
 
 def _auth(code: int, data: bytes = b"") -> bytes:
-    from proxy.wire import messages as m
+    from common.wire import messages as m
 
     return m.auth_request(code, data)
 
 
 def _logged_in() -> bytes:
-    from proxy.wire import messages as m
+    from common.wire import messages as m
 
     return _auth(0) + b"K" + struct.pack("!iii", 12, 4242, 4242) + m.ready_for_query()
 

@@ -15,7 +15,8 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from prometheus_client import REGISTRY
 
-from recorder import chunks, testing
+from devtools import testing
+from recorder import chunks
 from recorder.config import RecorderConfig
 from recorder.replay import iter_records
 from recorder.store.local import LocalStore
@@ -290,7 +291,7 @@ def test_statements_refused_during_an_outage_share_chunks(tmp_path):
     """Issue 13.7: during an outage each refused statement sealed its own chunk and
     checkpoint (2 PUTs each once the store is back: a 3.6 MB spool took 25 s to drain).
     Now refusals while the recorder is unhealthy ride the chunks cut by size and age."""
-    from recorder.testing import FlakyStore
+    from devtools.testing import FlakyStore
 
     store = FlakyStore(LocalStore(tmp_path / "store"))
     store.down = True

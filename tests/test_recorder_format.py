@@ -139,9 +139,9 @@ def test_an_independent_verifier_written_from_the_format_doc(tmp_path):
     """Re-derive everything from docs/recording-format.md with struct/hashlib/zstd only."""
     import struct
 
+    from devtools.testing import query
     from recorder.config import RecorderConfig
     from recorder.store.local import LocalStore
-    from recorder.testing import query
     from recorder.writer import Recorder
 
     key = Ed25519PrivateKey.generate()

@@ -7,7 +7,8 @@ import struct
 
 import pytest
 
-from recorder import chunks, cli, testing
+from devtools import testing
+from recorder import chunks, cli
 from recorder.config import RecorderConfig
 from recorder.records import Direction, Kind, Record
 from recorder.replay import Transcript, replay_session, split_frames

@@ -8,7 +8,8 @@ import pytest
 from botocore.exceptions import ClientError
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from recorder import chunks, testing
+from devtools import testing
+from recorder import chunks
 from recorder.config import RecorderConfig
 from recorder.records import Kind
 from recorder.replay import iter_records, replay_session

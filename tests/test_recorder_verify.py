@@ -10,7 +10,8 @@ import pytest
 import zstandard
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from recorder import chunks, testing
+from devtools import testing
+from recorder import chunks
 from recorder.config import RecorderConfig
 from recorder.records import encode_record
 from recorder.signing import Checkpoint, State, decode_checkpoint, key_id

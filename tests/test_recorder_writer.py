@@ -11,14 +11,15 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from recorder import chunks, testing
+from devtools import testing
+from devtools.testing import FlakyStore
+from recorder import chunks
 from recorder.config import RecorderConfig
 from recorder.records import Kind
 from recorder.replay import iter_records
 from recorder.signing import State, decode_checkpoint, generate_keypair, load_public_key
 from recorder.store import ObjectExists
 from recorder.store.local import LocalStore
-from recorder.testing import FlakyStore
 from recorder.verify import verify_session
 from recorder.writer import Recorder, RecorderClosed
 
@@ -280,7 +281,7 @@ def test_simulated_crash_loses_nothing_spooled(tmp_path):
     (tmp_path / "broken").write_text("a file where the store directory should be")
     script = textwrap.dedent(f"""
         import sys, time
-        from recorder import testing
+        from devtools import testing
         from recorder.config import RecorderConfig
         from recorder.writer import Recorder
         cfg = RecorderConfig(store={str(tmp_path / "broken")!r}, spool_dir={str(spool)!r},

@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import json
 
+from common.wire.errors import INVALID_AUTHORIZATION, PgError, Refused
 from proxy.auth import refused
 from proxy.causes import EndCause
 from proxy.upstream import UpstreamError
-from proxy.wire.errors import INVALID_AUTHORIZATION, PgError, Refused
 
 
 def test_end_causes_are_the_strings_recordings_already_hold():

@@ -1,11 +1,11 @@
-"""``policy.roles``: role names, markers, and scope → privilege mapping (pure)."""
+"""``policy.grants.roles``: role names, markers, and scope → privilege mapping (pure)."""
 
 from __future__ import annotations
 
 import pytest
 
-from policy.grants import GrantError
-from policy.roles import (
+from policy.grants.model import GrantError
+from policy.grants.roles import (
     Catalog,
     grant_of_role,
     privilege_statements,

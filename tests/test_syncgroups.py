@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import random
 
-from proxy.wire.syncgroups import ANSWERS, SyncGroups
+from common.wire.syncgroups import ANSWERS, SyncGroups
 
 ERROR, READY, COPY_IN = ord("E"), ord("Z"), ord("G")
 

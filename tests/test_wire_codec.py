@@ -14,10 +14,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from proxy.session import Relay, RowFilter
-from proxy.wire import messages as m
-from proxy.wire.errors import ProtocolViolation, error_response, frame, notice_response
-from proxy.wire.framing import (
+from common.wire import messages as m
+from common.wire.errors import ProtocolViolation, error_response, frame, notice_response
+from common.wire.framing import (
     CANCEL_REQUEST_CODE,
     GSSENC_REQUEST_CODE,
     MAX_STREAMED_LENGTH,
@@ -32,6 +31,7 @@ from proxy.wire.framing import (
     read_startup,
     startup_packet,
 )
+from proxy.session import Relay, RowFilter
 
 I32 = struct.Struct("!i")
 

@@ -35,7 +35,8 @@ def _plain(v):
 
 def _where(f: Filters, *, ts: str, grant_col: str = "grant_id", task=True, session=None,
            ts_end: str | None = None) -> tuple[str, list]:
-    cond, params = ["TRUE"], []
+    cond: list[str] = ["TRUE"]
+    params: list[object] = []
     if f.task is not None and task:
         cond.append("task = ?")
         params.append(f.task)

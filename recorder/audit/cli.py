@@ -21,9 +21,9 @@ def _when(text: str) -> dt.datetime:
 
 
 def _index_args(p, *, keys_required: bool = False) -> None:
-    from ..cli import _store_args
+    from ..storeargs import store_args
 
-    _store_args(p)
+    store_args(p)
     p.add_argument("--index", default=os.environ.get("PGWITNESS_INDEX", DEFAULT_INDEX),
                    help=f"the audit index file (env PGWITNESS_INDEX; default {DEFAULT_INDEX})")
     p.add_argument("--public-key", action="append", required=keys_required, metavar="PATH",
@@ -90,8 +90,8 @@ def _keys(args):
 
 def _update(args) -> int:
     """Index what is new (needs the public key); 0 on success."""
-    from ..cli import _open
     from ..store import StoreError
+    from ..storeargs import open_from_args
     from . import index
 
     if args.no_update:
@@ -101,7 +101,7 @@ def _update(args) -> int:
               "(or pass --no-update to answer from the index as it is)", file=sys.stderr)
         return 2
     try:
-        index.update(args.index, _open(args), _keys(args), check_locks=not args.no_lock_check)
+        index.update(args.index, open_from_args(args), _keys(args), check_locks=not args.no_lock_check)
     except StoreError as e:
         print(f"pgwitness {args.command}: {e}", file=sys.stderr)
         return 2
@@ -159,7 +159,7 @@ def cmd_audit(args) -> int:
 
 
 def _reverify(args) -> int:
-    from ..cli import _open
+    from ..storeargs import open_from_args
     from . import answer, index
 
     if not args.public_key:
@@ -177,7 +177,7 @@ def _reverify(args) -> int:
         streams = [r[0] for r in con.execute(
             "SELECT DISTINCT stream_id FROM control_events WHERE grant_id IN (SELECT unnest(?))",
             [[g["grant_id"] for g in a["grants"]]]).fetchall()]
-        index.Indexer(con, _open(args), _keys(args),
+        index.Indexer(con, open_from_args(args), _keys(args),
                       check_locks=not args.no_lock_check).reverify(sids + streams)
     finally:
         con.close()
@@ -224,10 +224,10 @@ def cmd_sessions(args) -> int:
 
 
 def cmd_index(args) -> int:
-    from ..cli import _open
+    from ..storeargs import open_from_args
     from . import index
 
-    store, keys, kw = _open(args), _keys(args), {"check_locks": not args.no_lock_check}
+    store, keys, kw = open_from_args(args), _keys(args), {"check_locks": not args.no_lock_check}
     if args.action == "rebuild":
         r = index.rebuild(args.index, store, keys, **kw)
         print(_summary(r))

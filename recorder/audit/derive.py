@@ -275,6 +275,7 @@ class SessionFacts:
         k = u.kind
         if k == "Q" or k == "F":
             row = u.row
+            assert row is not None  # Query and FunctionCall units get their row when sent
             if typ == "C":
                 tag = _cstr(body, 0)[0]
                 row["command_tag"] = f"{row['command_tag']}; {tag}" if row["command_tag"] else tag
@@ -302,6 +303,7 @@ class SessionFacts:
                 self._pending.popleft()
         elif k == "E":
             row = u.row
+            assert row is not None  # so do Executes
             if typ == "D":
                 row["rows"] = (row["rows"] or 0) + 1  # a suspended portal has no tag
                 return

@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import tempfile
 from pathlib import Path
+from typing import TextIO
 
 # table -> the timestamp that dates its rows
 EXPORT_TABLES = {
@@ -48,7 +49,7 @@ def _export_ocsf(con, out: Path, day) -> list[Path]:
     from .ocsf import events
 
     where, params = _day_filter("ts", day)
-    files: dict[str, object] = {}
+    files: dict[str, TextIO] = {}
     try:
         for e in events(con, where, params):
             d = dt.datetime.fromtimestamp(e["time"] / 1000, dt.UTC).date().isoformat()

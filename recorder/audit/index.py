@@ -429,8 +429,9 @@ def rebuild_grants(con) -> None:
                    any_value(granted_by), any_value(database), any_value(scopes),
                    any_value(enforce), any_value(meta)
             FROM sessions WHERE grant_id IS NOT NULL GROUP BY grant_id""").fetchall():
-        g = grants.get(gid)
-        if g is None:
+        if gid in grants:
+            g = grants[gid]
+        else:
             exp = json.loads(meta or "{}").get("expires_at")
             g = grants[gid] = {"grant_id": gid, "extensions": [], "intact": True,
                                "source": "sessions", "expires_at": ts(exp)}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 from typing import Protocol
 
 
@@ -31,10 +32,10 @@ class Store(Protocol):
     def list(self, prefix: str) -> list[str]:
         """Keys under `prefix`, sorted; delete markers are not keys."""
 
-    def sessions(self) -> list[str]:
+    def sessions(self) -> builtins.list[str]:
         """Every session id that has at least one object, sorted."""
 
-    def check(self, key: str) -> list[str]:
+    def check(self, key: str) -> builtins.list[str]:
         """Immutability problems of `key` ([] when it is locked/read-only as required)."""
 
     # Optional: `history(key) -> list[str]`, attempts the store withstood (S3: delete

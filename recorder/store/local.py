@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 import os
 import stat
 from pathlib import Path
@@ -107,8 +108,8 @@ class LocalStore:
                     out.append(key)
         return sorted(out)
 
-    def sessions(self) -> list[str]:
-        out = []
+    def sessions(self) -> builtins.list[str]:
+        out: builtins.list[str] = []
         top = self.root / PREFIX
         for y in sorted(top.glob("[0-9][0-9][0-9][0-9]")):
             for m in sorted(y.glob("[0-9][0-9]")):
@@ -116,7 +117,7 @@ class LocalStore:
                     out.extend(s.name for s in d.iterdir() if s.is_dir() and is_session_id(s.name))
         return sorted(out)
 
-    def check(self, key: str) -> list[str]:
+    def check(self, key: str) -> builtins.list[str]:
         try:
             st = self._path(key).stat()
         except FileNotFoundError:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 import datetime as dt
 import threading
 
@@ -143,7 +144,7 @@ class S3Store:
         except BotoCoreError as e:
             raise self._error("GetObject", key, e) from e
 
-    def sessions(self) -> list[str]:
+    def sessions(self) -> builtins.list[str]:
         out = set()
         for key in self._list_versions(PREFIX + "/"):
             parts = key.split("/")
@@ -151,7 +152,7 @@ class S3Store:
                 out.add(parts[4])
         return sorted(out)
 
-    def history(self, key: str) -> list[str]:
+    def history(self, key: str) -> builtins.list[str]:
         """Attempts on `key` that its lock withstood: delete markers (a plain DeleteObject)
         and versions written after the original (an overwrite)."""
         with self._lock:
@@ -165,12 +166,12 @@ class S3Store:
                        "(the locked original is still there)")
         return out
 
-    def check(self, key: str) -> list[str]:
+    def check(self, key: str) -> builtins.list[str]:
         try:
             vid = self._version(key)
         except ObjectMissing:
             return ["missing"]
-        problems = []
+        problems: builtins.list[str] = []
         kw = {"VersionId": vid} if vid else {}
         try:
             head = self._client.head_object(Bucket=self.bucket, Key=self.prefix + key, **kw)

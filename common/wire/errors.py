@@ -25,6 +25,12 @@ FEATURE_NOT_SUPPORTED = "0A000"
 class PgError(Exception):
     """An error that becomes an ErrorResponse on the client connection."""
 
+    # Set only on login refusals, read with getattr and a default (so declared, not
+    # assigned): the connection outcome, the auth-failure metric label, the grant named.
+    outcome: str
+    reason: str
+    grant: str | None
+
     def __init__(self, message: str, sqlstate: str, severity: str = "ERROR", detail: str = ""):
         super().__init__(message)
         self.message = message

@@ -85,7 +85,7 @@ def is_reserved_role(name: str) -> bool:
 
 def validate_db_role(value: object) -> str:
     """A mapped grant's database role: a plain role name, never a per-grant one."""
-    from policy.grants import GrantError
+    from .model import GrantError
 
     if not isinstance(value, str) or not value:
         raise GrantError("db_role", "is required (the database role the grant logs in as)")
@@ -202,12 +202,12 @@ def privilege_statements(scopes: Scopes, role: str, database: str, catalog: Cata
                     wanted.setdefault((schema, n), set()).update(privs)
     for schema in sorted(ddl_schemas):
         out.append(f"GRANT CREATE ON SCHEMA {quote_ident(schema)} TO {r}")
-    for (schema, name), privs in sorted(wanted.items()):
+    for (schema, name), granted in sorted(wanted.items()):
         kind = catalog.relations.get((schema, name), _SEQUENCE)
         what = "SEQUENCE" if kind == _SEQUENCE else "TABLE"
         if kind == _SEQUENCE:
-            privs = privs & {"USAGE", "SELECT", "UPDATE"}
-        out.append(f"GRANT {', '.join(sorted(privs))} ON {what} {_rel(schema, name)} TO {r}")
+            granted = granted & {"USAGE", "SELECT", "UPDATE"}
+        out.append(f"GRANT {', '.join(sorted(granted))} ON {what} {_rel(schema, name)} TO {r}")
     for schema, name in sorted(scopes.execute, key=lambda t: (t[0], t[1] or "")):
         if schema in _SKIPPED_SCHEMAS or schema not in catalog.schemas:
             continue

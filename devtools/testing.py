@@ -6,7 +6,7 @@ import struct
 import threading
 import time
 
-from .store import StoreError
+from recorder.store import StoreError
 
 
 def frame(typ: bytes, body: bytes) -> bytes:

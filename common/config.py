@@ -154,7 +154,8 @@ SECTIONS = {f.name: f.type for f in dataclasses.fields(Config) if f.name != "sou
 
 
 def _section_types(name: str) -> dict[str, Any]:
-    cls = globals()[SECTIONS[name]] if isinstance(SECTIONS[name], str) else SECTIONS[name]
+    typ = SECTIONS[name]  # a string under ``from __future__ import annotations``
+    cls = globals()[typ] if isinstance(typ, str) else typ
     return typing.get_type_hints(cls)
 
 
@@ -238,8 +239,7 @@ def load_config(
             for key, value in table.items():
                 _apply(cfg, section, key, value, from_text=False, where=str(p))
         cfg.source = str(p)
-    env = os.environ if env is None else env
-    for name, value in env.items():
+    for name, value in (os.environ if env is None else env).items():
         if not name.startswith("PGWITNESS_") or name in ("PGWITNESS_CONFIG",):
             continue
         rest = name[len("PGWITNESS_") :].lower()

@@ -25,16 +25,15 @@ import json
 import logging
 import re
 import sqlite3
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
-from policy.grants import GrantError, GrantNotFound, GrantStateError, make_dsn
-from policy.store import GrantStore, StoreConfigError
+from common.throttle import FailureThrottle
 
-from . import metrics
-from .auth import FailureThrottle
-from .provision import ProvisionError
+from .model import GrantError, GrantNotFound, GrantStateError, make_dsn
+from .store import GrantStore, ProvisionError, StoreConfigError
 
 __all__ = ["AdminServer", "HttpError"]
 
@@ -122,6 +121,7 @@ class AdminServer:
         max_body: int = MAX_BODY,
         fail_delay: float = 0.5,
         fail_window: float = 60.0,
+        on_auth_failure: Callable[[], object] = lambda: None,
     ):
         if not isinstance(token, str) or len(token) < MIN_TOKEN_LENGTH:
             raise ValueError(f"admin token must be at least {MIN_TOKEN_LENGTH} characters")
@@ -134,6 +134,7 @@ class AdminServer:
         # Wrong or missing tokens slow the next requests from that address (exponential,
         # capped): guessing a token over the network costs seconds per guess.
         self._throttle = FailureThrottle(fail_delay, fail_window)
+        self._on_auth_failure = on_auth_failure  # the proxy counts it in its metrics
         self._server: asyncio.base_events.Server | None = None
         self._tasks: set[asyncio.Task] = set()
 
@@ -320,7 +321,7 @@ class AdminServer:
             self._check_auth(request)
         except HttpError:
             self._throttle.failed(addr)
-            metrics.ADMIN_AUTH_FAILURES.inc()
+            self._on_auth_failure()
             log.warning("admin API: refused token from %s", addr)
             raise
         self._throttle.succeeded(addr)

@@ -13,10 +13,14 @@ import getpass
 import json
 import os
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from policy.grants import (
+from common.config import Config, ConfigError, parse_hostport
+from common.config import load_config as load_proxy_config
+
+from .model import (
     DEFAULT_MAX_TTL,
     RECORD_ROWS,
     Grant,
@@ -25,9 +29,9 @@ from policy.grants import (
     GrantStateError,
     make_dsn,
 )
-from policy.store import DEFAULT_STORE_URL, StoreConfigError, open_store
+from .store import DEFAULT_STORE_URL, ProvisionError, RoleHook, StoreConfigError, open_store
 
-__all__ = ["CliError", "GrantsConfig", "load_config", "main", "register"]
+__all__ = ["CliError", "Edges", "GrantsConfig", "load_config", "main", "register"]
 
 DEFAULT_LISTEN = "127.0.0.1:6432"
 DEFAULT_PUBLIC_PORT = 6432  # as proxy.runtime: a public_host without a port means 6432
@@ -44,7 +48,7 @@ class GrantsConfig:
     public_host: str = "127.0.0.1"
     public_port: int = 6432
     max_ttl: dt.timedelta = DEFAULT_MAX_TTL
-    proxy: Any = None  # the whole proxy Config when a config file was given
+    proxy: Config | None = None  # the whole proxy Config when a config file was given
 
 
 def load_config(
@@ -55,9 +59,6 @@ def load_config(
 
     The DSN names ``proxy.public_host`` (port 6432 unless given), else the listen address.
     """
-    from proxy.config import ConfigError, parse_hostport
-    from proxy.config import load_config as load_proxy_config
-
     overrides = {"grants.store": store} if store else {}
     try:
         cfg = load_proxy_config(path, env=env, overrides=overrides)
@@ -104,23 +105,34 @@ def _when(value: dt.datetime | None) -> str:
     return value.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+@dataclass(frozen=True)
+class Edges:
+    """What the grant commands need from the proxy's side when a config file is given:
+    the recorder their grant events go to, and the role hook that makes and drops a
+    grant's database role. ``pgwitness`` (``proxy.cli``) hands them in, so this package
+    imports no proxy code."""
+
+    recorder: Callable[[Config], Any]  # Config -> a started Recorder, or None
+    roles: Callable[[Config], RoleHook | None]
+
+
 async def _with_store(args: argparse.Namespace, cfg: GrantsConfig, fn) -> Any:
     """Run ``fn(store)``; with a config file, grant events go to the proxy's recorder too."""
+    edges: Edges | None = getattr(args, "edges", None)
     recorder = None
-    if cfg.proxy is not None and cfg.proxy.recorder.enabled:
-        from proxy.runtime import build_recorder
-
-        recorder = build_recorder(cfg.proxy)
-    on_event = recorder.control_event if recorder is not None else None
     roles = None
     if cfg.proxy is not None:
-        from proxy.config import ConfigError
-        from proxy.provision import role_hook
-
+        if edges is None:  # fail closed: no unrecorded grant, no grant without its role
+            raise CliError("with --config, run the grant commands as `pgwitness grant|grants|revoke`")
+        if cfg.proxy.recorder.enabled:
+            recorder = edges.recorder(cfg.proxy)
         try:  # per-grant roles are made and dropped with the grant
-            roles = role_hook(cfg.proxy, create_key=False)
+            roles = edges.roles(cfg.proxy)
         except ConfigError as exc:
+            if recorder is not None:
+                recorder.close()
             raise CliError(f"config: {exc}") from None
+    on_event = recorder.control_event if recorder is not None else None
     try:
         store = await open_store(
             _store_url(args, cfg), max_ttl=cfg.max_ttl, on_event=on_event, roles=roles
@@ -270,7 +282,7 @@ def _guarded(fn):
             message = f"{option}: {exc.message}"
         except (CliError, GrantStateError, StoreConfigError) as exc:
             message = str(exc)
-        except RuntimeError as exc:  # proxy.provision.ProvisionError: the database refused
+        except ProvisionError as exc:  # the database refused the grant's role
             message = str(exc)
         except GrantNotFound as exc:
             message = str(exc)
@@ -301,9 +313,11 @@ def _common() -> argparse.ArgumentParser:
     return common
 
 
-def register(subparsers: Any) -> None:
-    """Add ``grant``, ``grants`` and ``revoke`` to the main ``pgwitness`` parser."""
+def register(subparsers: Any, edges: Edges | None = None) -> None:
+    """Add ``grant``, ``grants`` and ``revoke`` to the main ``pgwitness`` parser. Without
+    ``edges`` a command given ``--config`` refuses to run (see ``Edges``)."""
     common = _common()
+    common.set_defaults(edges=edges)
 
     p = subparsers.add_parser(
         "grant",
@@ -350,10 +364,11 @@ def register(subparsers: Any) -> None:
     p.set_defaults(func=_guarded(cmd_revoke), cmd_name="revoke")
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Stand-alone entry point (``python -m policy.cli``); ``pgwitness`` calls ``register``."""
+def main(argv: list[str] | None = None, edges: Edges | None = None) -> int:
+    """Stand-alone entry point (``python -m policy.grants.cli``, ``--store`` only);
+    ``pgwitness`` calls ``register`` with the proxy's ``Edges``."""
     parser = argparse.ArgumentParser(prog="pgwitness")
-    register(parser.add_subparsers(dest="command", required=True))
+    register(parser.add_subparsers(dest="command", required=True), edges)
     args = parser.parse_args(argv)
     return args.func(args)
 

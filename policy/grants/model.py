@@ -5,7 +5,7 @@ token is shown once and kept only as a SCRAM-SHA-256 verifier. All grants of one
 share one salt and iteration count: the proxy must send SCRAM's server-first-message
 (salt, iterations) before it knows which of the agent's grants the token belongs to.
 
-Everything here is pure; ``policy.store`` does the I/O.
+Everything here is pure; ``policy.grants.store`` does the I/O.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import secrets
 from dataclasses import dataclass
 from urllib.parse import quote
 
-from proxy.wire.scram import DEFAULT_ITERATIONS, Verifier, make_verifier
+from common.wire.scram import DEFAULT_ITERATIONS, Verifier, make_verifier
 
 __all__ = [
     "DEFAULT_MAX_TTL",
@@ -107,7 +107,7 @@ class Grant:
     expires_at: dt.datetime
     revoked_at: dt.datetime | None
     created_at: dt.datetime
-    verifier: str  # proxy.wire.scram.Verifier.encode()
+    verifier: str  # common.wire.scram.Verifier.encode()
     enforce: bool = True  # False: dry-run, "would deny" is recorded, statements pass
     record_rows: str = "full"  # "full" | "counts"
     # Additions beyond the architecture contract (defaults keep it compatible):
@@ -310,7 +310,7 @@ def _validate_text(field: str, value: object, limit: int, *, newlines: bool = Fa
 def validate_record_rows(value: object) -> str:
     if value not in RECORD_ROWS:
         raise GrantError("record_rows", f"{value!r} is not one of {', '.join(RECORD_ROWS)}")
-    return value  # type: ignore[return-value]
+    return value
 
 
 def validate_scopes(value: object) -> str:

@@ -59,7 +59,13 @@ def _pgwitness(*args: str, check: bool = True) -> subprocess.CompletedProcess:
 
 
 def cmd_demo(args) -> int:
-    from .localpg import LocalCluster, build_app_cluster, free_port, make_server_tls, wait_for_port
+    from devtools.localpg import (
+        LocalCluster,
+        build_app_cluster,
+        free_port,
+        make_server_tls,
+        wait_for_port,
+    )
 
     base = Path(args.dir).absolute()
     if base.exists():

@@ -453,7 +453,7 @@ def make_server_tls(
     )
 
     key = ec.generate_private_key(ec.SECP256R1())
-    san = [x509.DNSName(n) for n in dns_names]
+    san: list[x509.GeneralName] = [x509.DNSName(n) for n in dns_names]
     san += [x509.IPAddress(ipaddress.ip_address(a)) for a in ip_addresses]
     cn = dns_names[0] if dns_names else ip_addresses[0]
     cert = (

@@ -1,0 +1,76 @@
+"""The typed seams of a live session: what the relay and the server call, and nothing more.
+
+The implementations live elsewhere and need not import this module (the checks are
+structural): ``policy.StatementPolicy`` is a ``Policy``, ``recorder.SessionRecorder`` a
+``SessionSink``, ``recorder.Recorder`` the ``Health`` the relay asks before each
+statement. Tests hand in their own small implementations the same way.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Protocol
+
+from policy.classify import Classified
+from policy.engine import Verdict
+
+if TYPE_CHECKING:
+    from policy.engine import StatementPolicy
+    from recorder.writer import Recorder, SessionRecorder
+
+__all__ = ["Health", "Policy", "SessionSink", "Verdict"]
+
+
+class Policy(Protocol):
+    """One session's statement policy (``None`` in its place: an unrestricted user)."""
+
+    def check_query(self, sql: str) -> Verdict:
+        """Simple Query: one deny denies the whole query."""
+        ...
+
+    def check_parse(self, sql: str) -> Verdict: ...
+
+    def check_function_call(self) -> Verdict: ...
+
+    def needs_offload(self, sql: str) -> bool:
+        """Should ``sql`` be classified off the event loop before it is checked?"""
+        ...
+
+    def offload_job(self, sql: str) -> tuple[Callable[..., Any], tuple[Any, ...]]:
+        """(function, args) to run in another process; its result goes to ``precomputed``."""
+        ...
+
+    def precomputed(self, sql: str, classified: tuple[Classified, ...]) -> None:
+        """The off-loop job's result for ``sql``: the next check of ``sql`` decides on it."""
+        ...
+
+
+class SessionSink(Protocol):
+    """Where one session's recording goes (``recorder.SessionRecorder``)."""
+
+    def wire(self, direction: str, data: bytes) -> None:
+        """Bytes as they crossed the proxy, ``direction`` ``"c2s"`` or ``"s2c"``."""
+        ...
+
+    def decision(self, payload: dict[str, Any], denied: bool) -> None: ...
+
+    def event(self, kind: str, payload: dict[str, Any]) -> None: ...
+
+    def end(self, cause: str, detail: str = "") -> None: ...
+
+
+class Health(Protocol):
+    """False while recording cannot be guaranteed: statements are then refused."""
+
+    @property
+    def healthy(self) -> bool: ...
+
+
+if TYPE_CHECKING:
+
+    def _implementations_conform(
+        policy: StatementPolicy, sink: SessionRecorder, health: Recorder
+    ) -> tuple[Policy, SessionSink, Health]:
+        """Never called: mypy (``make lint``) fails here if an implementation drifts
+        from its seam."""
+        return policy, sink, health
