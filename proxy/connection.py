@@ -129,7 +129,7 @@ class ClientConnection(asyncio.Protocol):
 
     # --- asyncio.Protocol --------------------------------------------------------
 
-    def connection_made(self, transport):  # type: ignore[override]
+    def connection_made(self, transport):
         self.out.transport = transport
         peer = transport.get_extra_info("peername")
         self.peer = f"{peer[0]}:{peer[1]}" if peer else "?"
@@ -186,6 +186,7 @@ class ClientConnection(asyncio.Protocol):
 
     async def _run_handshake(self) -> None:
         outcome = "ok"
+        assert self.handshake is not None  # None only once live
         try:
             login = await self.handshake.run()
             if isinstance(login, CancelRequest):  # keeps its pre-login place: bounded
@@ -226,6 +227,7 @@ class ClientConnection(asyncio.Protocol):
         if self.transport.is_closing():  # the client left during the upstream login
             login.upstream.transport.abort()
             return
+        assert self.handshake is not None  # None only once live
         inbox = self.handshake.inbox
         try:
             self.live = live = LiveConnection(self, login)

@@ -46,6 +46,7 @@ class GrantWatch:
         if not live:
             self.since = started
             return
+        assert self.since is not None  # set by start()
         changed = await self.store.changed_since(self.since - margin)
         self.since = started
         for grant in changed:

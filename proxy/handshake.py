@@ -19,7 +19,7 @@ import re
 import ssl
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from common.config import Config
 from common.wire import messages as m
@@ -78,7 +78,7 @@ def _feed_buffered(protocol: asyncio.BufferedProtocol, data: bytes) -> None:
     """Hand ``data`` to a buffered protocol the way a transport does."""
     view = memoryview(data)
     while view:
-        buf = protocol.get_buffer(len(view))
+        buf = memoryview(protocol.get_buffer(len(view)))
         n = min(len(buf), len(view))
         buf[:n] = view[:n]
         protocol.buffer_updated(n)
@@ -112,7 +112,8 @@ class Handshake:
         self.tls = "none"
         self.user: str | None = None  # from the startup packet, for login.refused events
         self.database = ""
-        self._speculation = None  # (database, login user, params, task): see _speculate
+        # (database, login user, params, task): see _speculate
+        self._speculation: tuple[str, str, dict[str, str], asyncio.Task[UpstreamSession]] | None = None
         self._upstream_app: tuple[str, str] | None = None  # (client's, upstream application_name)
 
     @property
@@ -198,11 +199,15 @@ class Handshake:
         ClientHello (now in the inbox), which goes to the TLS layer before any later read."""
         loop = asyncio.get_running_loop()
         ctx = self.server.ssl_context
+        assert ctx is not None  # only offered when TLS is configured
         out = self.conn.out
         if not direct:
             # start_tls pauses reading and swaps protocols before it first yields, so the
             # client's ClientHello cannot reach our inbox in between.
-            out.transport = await loop.start_tls(out.transport, self.conn, ctx, server_side=True)
+            secured = await loop.start_tls(out.transport, self.conn, ctx, server_side=True)
+            if secured is None:
+                raise ProtocolViolation("the TLS handshake did not complete")
+            out.transport = secured
         else:
             out.transport.pause_reading()  # nothing more lands in the inbox from here on
             handshake = loop.create_task(loop.start_tls(out.transport, self.conn, ctx, server_side=True))
@@ -216,8 +221,11 @@ class Handshake:
                 raise ProtocolViolation("direct TLS is not supported by this event loop")
             hello = bytes(self.inbox.buf)
             del self.inbox.buf[:]
-            loop.call_soon(_feed_buffered, tls_protocol, hello)
-            out.transport = await handshake
+            loop.call_soon(_feed_buffered, cast(asyncio.BufferedProtocol, tls_protocol), hello)
+            secured = await handshake
+            if secured is None:
+                raise ProtocolViolation("the TLS handshake did not complete")
+            out.transport = secured
         sslobj = out.transport.get_extra_info("ssl_object")
         self.tls = (sslobj.version() if sslobj else None) or "TLS"
 
@@ -302,6 +310,7 @@ class Handshake:
         credentials = server.role_logins.credentials(identity)
         if policy is not None:
             await server.catalogs.attach(policy, database)
+        assert self._upstream_app is not None  # set by _session_params above
         client_app, upstream_app = self._upstream_app
         try:
             upstream = await self._upstream_for(database, credentials, params)

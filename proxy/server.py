@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from typing import cast
 
 from common.config import Config, parse_hostport
 from common.wire.errors import ADMIN_SHUTDOWN, CANNOT_CONNECT_NOW, TOO_MANY_CONNECTIONS, Refused
@@ -105,7 +106,7 @@ class ProxyServer:
                 reason="prelogin_per_address",
             )
         if evicted is not None:
-            evicted.evict()
+            cast(ClientConnection, evicted).evict()  # the budget holds our connections
         return None
 
     async def _housekeeping(self) -> None:

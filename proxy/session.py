@@ -119,7 +119,7 @@ class Relay:
         self.grant_id = grant_id  # every decision record names its grant
         # Large statements: ``offload(sqls)`` (set by the connection) classifies them off
         # the event loop, then the connection calls ``resume``; meanwhile frames are parked.
-        self.offload = None
+        self.offload: Callable[[list[str]], None] | None = None
         self.parked: tuple[bytes, list] | None = None
         self._backlog: list[bytes] = []
         # Sync groups (proxy/wire/syncgroups.py): which client messages the server is

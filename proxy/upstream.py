@@ -11,6 +11,7 @@ import asyncio
 import hashlib
 import ssl
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -104,10 +105,10 @@ class UpstreamProtocol(asyncio.Protocol):
     def __init__(self) -> None:
         self.transport: asyncio.Transport | None = None
         self.inbox: Inbox | None = Inbox()
-        self.on_data = None
-        self.on_lost = None
-        self.on_pause = None
-        self.on_resume = None
+        self.on_data: Callable[[bytes], None] | None = None
+        self.on_lost: Callable[[Any], None] | None = None
+        self.on_pause: Callable[[], None] | None = None
+        self.on_resume: Callable[[], None] | None = None
 
     def connection_made(self, transport):
         self.transport = transport
