@@ -408,6 +408,9 @@ class Run:
     latency_us_p99: float | None = None
     # -C workloads: pgbench's "average connection time" (login and close, per connection)
     connection_ms: float | None = None
+    # CPU (user + system, every process and thread of the target's process group, from
+    # /proc/PID/stat) during the run, per transaction; None for direct
+    cpu_us_per_txn: float | None = None
 
 
 @dataclass
@@ -434,6 +437,7 @@ class Summary:
     ratio_vs_pgbouncer_tls: float | None = None
     paired_vs_pgbouncer_tls: float | None = None
     rounds: list[float] = field(default_factory=list)
+    cpu_us_per_txn: float | None = None  # median over rounds
 
 
 _TPS = re.compile(
@@ -482,7 +486,26 @@ def client_env(target: Target) -> dict[str, str]:
     return env
 
 
+_CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def group_cpu_seconds(pgid: int) -> float:
+    """User + system CPU of every live process in process group ``pgid`` (all threads)."""
+    total = 0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:
+            continue  # exited meanwhile
+        fields = text[text.rindex(")") + 2 :].split()  # after "pid (comm) "
+        if int(fields[2]) == pgid:  # pgrp; utime and stime are fields 14 and 15 of stat
+            total += int(fields[11]) + int(fields[12])
+    return total / _CLK_TCK
+
+
 def run_pgbench(pgbench: str, target: Target, workload: str, duration: int, rnd: int) -> Run:
+    pgid = target.proc.pid if target.proc is not None else None
+    cpu0 = group_cpu_seconds(pgid) if pgid else 0.0
     with tempfile.TemporaryDirectory(prefix="pgw-bench-log-") as log_dir:
         prefix = "pgbench_log" if workload in LOGGED else None
         argv = pgbench_argv(pgbench, target, workload, duration, prefix)
@@ -494,6 +517,7 @@ def run_pgbench(pgbench: str, target: Target, workload: str, duration: int, rnd:
             timeout=duration + 60,
             cwd=log_dir,
         )
+        cpu = group_cpu_seconds(pgid) - cpu0 if pgid else None
         pcts = latency_percentiles(Path(log_dir)) if prefix else None
     out = proc.stdout
     tps, lat = _TPS.search(out), _LAT.search(out)
@@ -504,18 +528,20 @@ def run_pgbench(pgbench: str, target: Target, workload: str, duration: int, rnd:
             f"{_tail(target.log)}"
         )
     txn, failed, conn = _TXN.search(out), _FAILED.search(out), _CONN.search(out)
+    transactions = int(txn.group(1)) if txn else 0
     return Run(
         round=rnd,
         workload=workload,
         target=target.name,
         tps=float(tps.group(1)),
         latency_ms=float(lat.group(1)),
-        transactions=int(txn.group(1)) if txn else 0,
+        transactions=transactions,
         failed=int(failed.group(1)) if failed else 0,
         command=shlex.join(argv),
         latency_us_p50=pcts[0] if pcts else None,
         latency_us_p99=pcts[1] if pcts else None,
         connection_ms=float(conn.group(1)) if conn else None,
+        cpu_us_per_txn=cpu * 1e6 / transactions if cpu is not None and transactions else None,
     )
 
 
@@ -538,6 +564,7 @@ def summarise(runs: list[Run], workloads: list[str], targets: list[str]) -> list
                 latency_us_p50=_median_of(r.latency_us_p50 for r in rs),
                 latency_us_p99=_median_of(r.latency_us_p99 for r in rs),
                 rounds=tps,
+                cpu_us_per_txn=_median_of(r.cpu_us_per_txn for r in rs),
             )
         direct, bouncer = by_target.get("direct"), by_target.get("pgbouncer")
         bouncer_tls = by_target.get("pgbouncer-tls")
@@ -592,7 +619,7 @@ def format_table(summaries: list[Summary]) -> str:
         f"{'workload':<20} {'target':<24} {'tps (median)':>12} {'min..max':>17} "
         f"{'lat ms':>8} {'+lat µs':>8} {'x direct':>8} {'x pgbouncer':>11} "
         f"{'paired x direct':>15} {'paired x pgbouncer':>18} {'p50 µs':>7} {'+p50 µs':>8} "
-        f"{'p99 µs':>7} {'paired +p50':>11}"
+        f"{'p99 µs':>7} {'paired +p50':>11} {'cpu µs/txn':>10}"
     )
     tls = any(s.ratio_vs_pgbouncer_tls is not None for s in summaries)
     if tls:
@@ -606,7 +633,7 @@ def format_table(summaries: list[Summary]) -> str:
             f"{f(s.ratio_vs_pgbouncer, '.3f'):>11} {f(s.paired_vs_direct, '.3f'):>15} "
             f"{f(s.paired_vs_pgbouncer, '.3f'):>18} {f(s.latency_us_p50, '.0f'):>7} "
             f"{f(s.added_p50_us_vs_direct, '+.0f'):>8} {f(s.latency_us_p99, '.0f'):>7} "
-            f"{f(s.paired_added_p50_us, '+.0f'):>11}"
+            f"{f(s.paired_added_p50_us, '+.0f'):>11} {f(s.cpu_us_per_txn, '.1f'):>10}"
             + (
                 f" {f(s.ratio_vs_pgbouncer_tls, '.3f'):>9} "
                 f"{f(s.paired_vs_pgbouncer_tls, '.3f'):>16}"
@@ -848,9 +875,10 @@ def main(argv: list[str] | None = None) -> int:
                     r = run_pgbench(args.pgbench, t, w, args.duration, rnd)
                     runs.append(r)
                     conn = f"  connect {r.connection_ms:.3f} ms" if r.connection_ms else ""
+                    cpu = f"  cpu {r.cpu_us_per_txn:.1f} µs/txn" if r.cpu_us_per_txn else ""
                     print(
                         f"round {rnd} {w:<20} {t.name:<24} tps {r.tps:>10.0f}  "
-                        f"lat {r.latency_ms:.3f} ms  failed {r.failed}{conn}",
+                        f"lat {r.latency_ms:.3f} ms  failed {r.failed}{conn}{cpu}",
                         flush=True,
                     )
         if args.connect_latency:
