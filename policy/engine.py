@@ -9,6 +9,7 @@ from policy.classify import Classified, StatementClass, classify_statement
 from policy.crosscheck import boundaries_agree, function_names, pg_readings
 from policy.decide import Decision, check_function, decide
 from policy.fingerprint import collapse_values, fingerprint_statements, lex
+from policy.number_shapes import NumberShapes
 from policy.scopes import Scopes
 
 __all__ = [
@@ -76,16 +77,19 @@ def _bounded_put(cache: dict, key, value, size: int) -> None:
 class SharedClassifications:
     """Process-wide classification cache: a classification depends only on the statement
     text (or its fingerprint) and the search_path, never on the grant, so sessions share
-    it. Decisions stay per session."""
+    it. Decisions stay per session. ``number_shapes`` remembers the lexer's fingerprints
+    per number shape of a text (policy/number_shapes.py), which depend on the text alone."""
 
     def __init__(self, size: int = 4096):
         self.size = size
         self.by_text: dict[tuple[tuple[str, ...], str], tuple[Entry, ...]] = {}
         self.by_fingerprint: dict[tuple[tuple[str, ...], str], Classified] = {}
+        self.number_shapes = NumberShapes(size, _MAX_SHARED_TEXT)
 
     def clear(self) -> None:
         self.by_text.clear()
         self.by_fingerprint.clear()
+        self.number_shapes.clear()
 
 
 SHARED = SharedClassifications()
@@ -317,7 +321,11 @@ class StatementPolicy:
         """Every statement's pair from the fingerprint caches, and whether all are plain."""
         if not self._by_fingerprint and (self.shared is None or not self.shared.by_fingerprint):
             return None
-        statements = fingerprint_statements(sql)
+        shared = self.shared
+        if shared is None:
+            statements = fingerprint_statements(sql)
+        else:
+            statements = shared.number_shapes.fingerprints(sql)
         if not statements:
             return None
         pairs = []
