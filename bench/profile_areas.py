@@ -35,6 +35,7 @@ RULES = [
     ("crosscheck.py", "policy: second opinion (pglast)"),
     ("pgparse.py", "policy: second opinion (pglast)"),
     ("pglast", "policy: second opinion (pglast)"),
+    ("number_shapes.py", "policy: lexer + fingerprint"),
     ("fingerprint.py", "policy: lexer + fingerprint"),
     ("classify.py", "policy: classify (sqlglot)"),
     ("sqlglot", "policy: classify (sqlglot)"),
