@@ -411,6 +411,9 @@ class Run:
     # CPU (user + system, every process and thread of the target's process group, from
     # /proc/PID/stat) during the run, per transaction; None for direct
     cpu_us_per_txn: float | None = None
+    # the same for the process group leader's main thread alone (pgwitness with workers = 1:
+    # the event loop; the rest of cpu_us_per_txn is the recorder's and other threads)
+    loop_cpu_us_per_txn: float | None = None
 
 
 @dataclass
@@ -503,9 +506,20 @@ def group_cpu_seconds(pgid: int) -> float:
     return total / _CLK_TCK
 
 
+def thread_cpu_seconds(pid: int) -> float:
+    """User + system CPU of process ``pid``'s main thread."""
+    try:
+        text = Path(f"/proc/{pid}/task/{pid}/stat").read_text()
+    except OSError:
+        return 0.0
+    fields = text[text.rindex(")") + 2 :].split()
+    return (int(fields[11]) + int(fields[12])) / _CLK_TCK
+
+
 def run_pgbench(pgbench: str, target: Target, workload: str, duration: int, rnd: int) -> Run:
     pgid = target.proc.pid if target.proc is not None else None
     cpu0 = group_cpu_seconds(pgid) if pgid else 0.0
+    loop0 = thread_cpu_seconds(pgid) if pgid else 0.0
     with tempfile.TemporaryDirectory(prefix="pgw-bench-log-") as log_dir:
         prefix = "pgbench_log" if workload in LOGGED else None
         argv = pgbench_argv(pgbench, target, workload, duration, prefix)
@@ -518,6 +532,7 @@ def run_pgbench(pgbench: str, target: Target, workload: str, duration: int, rnd:
             cwd=log_dir,
         )
         cpu = group_cpu_seconds(pgid) - cpu0 if pgid else None
+        loop = thread_cpu_seconds(pgid) - loop0 if pgid else None
         pcts = latency_percentiles(Path(log_dir)) if prefix else None
     out = proc.stdout
     tps, lat = _TPS.search(out), _LAT.search(out)
@@ -542,6 +557,9 @@ def run_pgbench(pgbench: str, target: Target, workload: str, duration: int, rnd:
         latency_us_p99=pcts[1] if pcts else None,
         connection_ms=float(conn.group(1)) if conn else None,
         cpu_us_per_txn=cpu * 1e6 / transactions if cpu is not None and transactions else None,
+        loop_cpu_us_per_txn=loop * 1e6 / transactions
+        if loop is not None and transactions
+        else None,
     )
 
 
@@ -875,7 +893,11 @@ def main(argv: list[str] | None = None) -> int:
                     r = run_pgbench(args.pgbench, t, w, args.duration, rnd)
                     runs.append(r)
                     conn = f"  connect {r.connection_ms:.3f} ms" if r.connection_ms else ""
-                    cpu = f"  cpu {r.cpu_us_per_txn:.1f} µs/txn" if r.cpu_us_per_txn else ""
+                    cpu = ""
+                    if r.cpu_us_per_txn:
+                        cpu = f"  cpu {r.cpu_us_per_txn:.1f} µs/txn"
+                        if r.loop_cpu_us_per_txn:  # (runuser's, under root: nothing)
+                            cpu += f" (main thread {r.loop_cpu_us_per_txn:.1f})"
                     print(
                         f"round {rnd} {w:<20} {t.name:<24} tps {r.tps:>10.0f}  "
                         f"lat {r.latency_ms:.3f} ms  failed {r.failed}{conn}{cpu}",
