@@ -106,20 +106,14 @@ class SessionRecorder:
 
     def _append(self, kind: Kind, type_: str, payload: dict, force: bool,
                 end: bool = False) -> None:
+        self._append_body(int(kind), type_.encode(), dump_json(payload), force, end)
+
+    def _append_body(self, kind: int, t: bytes, body: bytes, force: bool,
+                     end: bool = False) -> None:
         if self._lock is not None:
             with self._lock:
-                return self._append_unlocked(kind, type_, payload, force, end)
-        return self._append_unlocked(kind, type_, payload, force, end)
-
-    def _append_unlocked(self, kind: Kind, type_: str, payload: dict, force: bool,
-                         end: bool) -> None:
-        self._append_body_unlocked(kind, type_.encode(), dump_json(payload), force, end)
-
-    def _append_body(self, kind: int, t: bytes, body: bytes, force: bool) -> None:
-        if self._lock is not None:
-            with self._lock:
-                return self._append_body_unlocked(kind, t, body, force, False)
-        return self._append_body_unlocked(kind, t, body, force, False)
+                return self._append_body_unlocked(kind, t, body, force, end)
+        return self._append_body_unlocked(kind, t, body, force, end)
 
     def _append_body_unlocked(self, kind: int, t: bytes, body: bytes, force: bool,
                               end: bool) -> None:
