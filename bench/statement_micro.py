@@ -169,6 +169,7 @@ AREAS = [
     ("policy/crosscheck.py", "policy: second opinion (pglast)"),
     ("policy/pgparse.py", "policy: second opinion (pglast)"),
     ("pglast", "policy: second opinion (pglast)"),
+    ("policy/number_shapes.py", "policy: lexer + fingerprint"),
     ("policy/fingerprint.py", "policy: lexer + fingerprint"),
     ("policy/classify.py", "policy: classify (sqlglot)"),
     ("sqlglot", "policy: classify (sqlglot)"),
