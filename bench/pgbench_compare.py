@@ -47,6 +47,9 @@ WORKLOADS: dict[str, list[str]] = {
     # -C: a new connection (login, one SELECT, close) per transaction
     "connect-c4": ["-C", "-S", "-c", "4", "-j", "2"],
     "connect-c1": ["-C", "-S", "-c", "1", "-j", "1"],
+    # pgbench's default builtin script (TPC-B like): 7 statements in a transaction, 3
+    # UPDATEs, a SELECT and an INSERT between BEGIN and END, a new literal in each
+    "tpcb-c8": ["-c", "8", "-j", "2"],
 }
 # What runs without --workloads: the earlier figures' commands stay as they were.
 DEFAULT_WORKLOADS = ("select-c8", "select-c1", "select-prepared-c8")
@@ -57,25 +60,47 @@ DEFAULT_WORKLOADS = ("select-c8", "select-c1", "select-prepared-c8")
 # variant (an A/B against another tree); "_keygen" runs `pgwitness keygen` into {workdir}/signing.key;
 # "_grant_scopes" issues a grant with those scopes from the config's grant store and makes
 # pgbench log in with its token (agent CLIENT_USER), so every statement goes through policy.
+# "_client_tls" makes pgbench connect with sslmode=require. "{pgdir}" is the cluster's
+# base directory (its server.crt and server.key serve the TLS variants).
 # Key names follow common/config.py; adjust them here (only here) when it changes.
+_PGBENCH_TABLES = ",".join(
+    f"public.pgbench_{t}" for t in ("accounts", "branches", "tellers", "history")
+)
+# The product as shipped (issue 14): an agent's grant covering everything pgbench -S and
+# TPC-B read and write, policy enforcing, every session recorded to the local store.
+_RECORDING = {
+    "_keygen": True,
+    "recorder": {
+        "enabled": True,
+        "store": "{workdir}/recordings",
+        "signing_key": "{workdir}/signing.key",
+        "spool_dir": "{workdir}/spool",
+    },
+}
+_FULL = {
+    **_RECORDING,
+    "_grant_scopes": [f"read:{_PGBENCH_TABLES}", f"write:{_PGBENCH_TABLES}"],
+    "auth": {"users": {}},
+    "grants": {"store": "sqlite:///{workdir}/grants.db"},
+}
+_TLS = {
+    "_client_tls": True,
+    "proxy": {"tls_cert": "{pgdir}/server.crt", "tls_key": "{pgdir}/server.key"},
+    "upstream": {"sslmode": "require"},
+}
 PROXY_PRESETS: dict[str, dict] = {
     "default": {},
     "workers-2": {"proxy": {"workers": 2}},
-    "recording-on": {
-        "_keygen": True,
-        "recorder": {
-            "enabled": True,
-            "store": "{workdir}/recordings",
-            "signing_key": "{workdir}/signing.key",
-            "spool_dir": "{workdir}/spool",
-        },
-    },
+    "recording-on": _RECORDING,
     "policy-on": {
         # pgbench -S reads pgbench_branches once (scale) and pgbench_accounts per transaction.
         "_grant_scopes": ["read:public.pgbench_accounts", "read:public.pgbench_branches"],
         "auth": {"users": {}},
         "grants": {"store": "sqlite:///{workdir}/grants.db"},
     },
+    "full": _FULL,
+    "tls": _TLS,  # pass-through with TLS on both sides
+    "full-tls": {**_FULL, **_TLS},
 }
 
 
@@ -99,7 +124,16 @@ def pgwitness_config(listen_port: int, pg: LocalCluster) -> dict:
     }
 
 
-def pgbouncer_ini(listen_port: int, pg: LocalCluster, workdir: Path) -> str:
+def pgbouncer_ini(listen_port: int, pg: LocalCluster, workdir: Path, tls: bool = False) -> str:
+    if tls:  # both sides: clients must use TLS, the server login uses it too
+        tls_lines = f"""\
+server_tls_sslmode = require
+client_tls_sslmode = require
+client_tls_cert_file = {pg.server_cert}
+client_tls_key_file = {pg.server_key}
+"""
+    else:
+        tls_lines = "server_tls_sslmode = disable\nclient_tls_sslmode = disable\n"
     return f"""\
 [databases]
 {DB} = host={pg.host} port={pg.port} dbname={DB} user={UPSTREAM_USER} password={UPSTREAM_PASSWORD}
@@ -116,9 +150,7 @@ default_pool_size = 50
 logfile = {workdir}/pgbouncer.log
 pidfile = {workdir}/pgbouncer.pid
 ignore_startup_parameters = extra_float_digits
-server_tls_sslmode = disable
-client_tls_sslmode = disable
-log_connections = 0
+{tls_lines}log_connections = 0
 log_disconnections = 0
 """
 
@@ -134,13 +166,14 @@ def deep_merge(base: dict, override: dict) -> dict:
     return out
 
 
-def _fill(value: object, workdir: Path) -> object:
+def _fill(value: object, workdir: Path, pgdir: Path | None = None) -> object:
     if isinstance(value, str):
-        return value.replace("{workdir}", str(workdir))
+        value = value.replace("{workdir}", str(workdir))
+        return value.replace("{pgdir}", str(pgdir)) if pgdir is not None else value
     if isinstance(value, dict):
-        return {k: _fill(v, workdir) for k, v in value.items()}
+        return {k: _fill(v, workdir, pgdir) for k, v in value.items()}
     if isinstance(value, list):
-        return [_fill(v, workdir) for v in value]
+        return [_fill(v, workdir, pgdir) for v in value]
     return value
 
 
@@ -200,6 +233,7 @@ class Target:
     password: str
     proc: subprocess.Popen | None = None
     log: Path | None = None
+    sslmode: str = "disable"  # what the client (pgbench, libpq) asks for
 
 
 class Processes:
@@ -266,13 +300,19 @@ def wait_ready(target: Target, timeout: float = 15.0) -> None:
 
 
 def start_pgbouncer(
-    procs: Processes, pg: LocalCluster, workdir: Path, binary: str, as_root: bool
+    procs: Processes,
+    pg: LocalCluster,
+    workdir: Path,
+    binary: str,
+    as_root: bool,
+    tls: bool = False,
 ) -> Target:
-    bdir = workdir / "pgbouncer"
+    name = "pgbouncer-tls" if tls else "pgbouncer"
+    bdir = workdir / name
     bdir.mkdir()
     port = free_port()
     ini = bdir / "pgbouncer.ini"
-    ini.write_text(pgbouncer_ini(port, pg, bdir))
+    ini.write_text(pgbouncer_ini(port, pg, bdir, tls))
     userlist = bdir / "userlist.txt"
     userlist.write_text(f'"{CLIENT_USER}" "{CLIENT_PASSWORD}"\n')
     os.chmod(userlist, 0o600)
@@ -281,8 +321,9 @@ def start_pgbouncer(
         for p in (bdir, ini, userlist):
             shutil.chown(p, "postgres", "postgres")
         argv = ["runuser", "-u", "postgres", "--", *argv]
-    t = Target("pgbouncer", port, CLIENT_USER, CLIENT_PASSWORD, log=bdir / "stdout.log")
-    t.proc = procs.spawn("pgbouncer", argv, t.log, bdir)
+    t = Target(name, port, CLIENT_USER, CLIENT_PASSWORD, log=bdir / "stdout.log",
+               sslmode="require" if tls else "disable")  # fmt: skip
+    t.proc = procs.spawn(name, argv, t.log, bdir)
     wait_ready(t)
     return t
 
@@ -314,7 +355,7 @@ def start_pgwitness(
     vdir = workdir / f"pgwitness-{variant}"
     vdir.mkdir()
     port = free_port()
-    override = _fill(override, vdir)
+    override = _fill(override, vdir, pg.base_dir)
     steps = {k: v for k, v in override.items() if k.startswith("_")}
     config = deep_merge(
         pgwitness_config(port, pg), {k: v for k, v in override.items() if k not in steps}
@@ -334,7 +375,8 @@ def start_pgwitness(
         for scope in steps["_grant_scopes"]:
             argv += ["--scope", scope]
         password = json.loads(_check_call(argv, env, vdir))["token"]
-    t = Target(name, port, CLIENT_USER, password, log=vdir / "pgwitness.log")
+    t = Target(name, port, CLIENT_USER, password, log=vdir / "pgwitness.log",
+               sslmode="require" if steps.get("_client_tls") else "disable")  # fmt: skip
     t.proc = procs.spawn(name, [*cmd, "serve", "--config", str(path)], t.log, vdir, env=env)
     wait_ready(t)
     return t
@@ -366,6 +408,12 @@ class Run:
     latency_us_p99: float | None = None
     # -C workloads: pgbench's "average connection time" (login and close, per connection)
     connection_ms: float | None = None
+    # CPU (user + system, every process and thread of the target's process group, from
+    # /proc/PID/stat) during the run, per transaction; None for direct
+    cpu_us_per_txn: float | None = None
+    # the same for the process group leader's main thread alone (pgwitness with workers = 1:
+    # the event loop; the rest of cpu_us_per_txn is the recorder's and other threads)
+    loop_cpu_us_per_txn: float | None = None
 
 
 @dataclass
@@ -388,7 +436,11 @@ class Summary:
     # Median over rounds of the ratio within a round: robust to load that drifts between rounds.
     paired_vs_direct: float | None = None
     paired_vs_pgbouncer: float | None = None
+    # the TLS comparison (target pgbouncer-tls in the run): TLS on both sides of both
+    ratio_vs_pgbouncer_tls: float | None = None
+    paired_vs_pgbouncer_tls: float | None = None
     rounds: list[float] = field(default_factory=list)
+    cpu_us_per_txn: float | None = None  # median over rounds
 
 
 _TPS = re.compile(
@@ -433,11 +485,41 @@ def latency_percentiles(log_dir: Path) -> tuple[float, float] | None:
 
 def client_env(target: Target) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
-    env.update(PGPASSWORD=target.password, PGSSLMODE="disable", PGCONNECT_TIMEOUT="10")
+    env.update(PGPASSWORD=target.password, PGSSLMODE=target.sslmode, PGCONNECT_TIMEOUT="10")
     return env
 
 
+_CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def group_cpu_seconds(pgid: int) -> float:
+    """User + system CPU of every live process in process group ``pgid`` (all threads)."""
+    total = 0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:
+            continue  # exited meanwhile
+        fields = text[text.rindex(")") + 2 :].split()  # after "pid (comm) "
+        if int(fields[2]) == pgid:  # pgrp; utime and stime are fields 14 and 15 of stat
+            total += int(fields[11]) + int(fields[12])
+    return total / _CLK_TCK
+
+
+def thread_cpu_seconds(pid: int) -> float:
+    """User + system CPU of process ``pid``'s main thread."""
+    try:
+        text = Path(f"/proc/{pid}/task/{pid}/stat").read_text()
+    except OSError:
+        return 0.0
+    fields = text[text.rindex(")") + 2 :].split()
+    return (int(fields[11]) + int(fields[12])) / _CLK_TCK
+
+
 def run_pgbench(pgbench: str, target: Target, workload: str, duration: int, rnd: int) -> Run:
+    pgid = target.proc.pid if target.proc is not None else None
+    cpu0 = group_cpu_seconds(pgid) if pgid else 0.0
+    loop0 = thread_cpu_seconds(pgid) if pgid else 0.0
     with tempfile.TemporaryDirectory(prefix="pgw-bench-log-") as log_dir:
         prefix = "pgbench_log" if workload in LOGGED else None
         argv = pgbench_argv(pgbench, target, workload, duration, prefix)
@@ -449,6 +531,8 @@ def run_pgbench(pgbench: str, target: Target, workload: str, duration: int, rnd:
             timeout=duration + 60,
             cwd=log_dir,
         )
+        cpu = group_cpu_seconds(pgid) - cpu0 if pgid else None
+        loop = thread_cpu_seconds(pgid) - loop0 if pgid else None
         pcts = latency_percentiles(Path(log_dir)) if prefix else None
     out = proc.stdout
     tps, lat = _TPS.search(out), _LAT.search(out)
@@ -459,18 +543,23 @@ def run_pgbench(pgbench: str, target: Target, workload: str, duration: int, rnd:
             f"{_tail(target.log)}"
         )
     txn, failed, conn = _TXN.search(out), _FAILED.search(out), _CONN.search(out)
+    transactions = int(txn.group(1)) if txn else 0
     return Run(
         round=rnd,
         workload=workload,
         target=target.name,
         tps=float(tps.group(1)),
         latency_ms=float(lat.group(1)),
-        transactions=int(txn.group(1)) if txn else 0,
+        transactions=transactions,
         failed=int(failed.group(1)) if failed else 0,
         command=shlex.join(argv),
         latency_us_p50=pcts[0] if pcts else None,
         latency_us_p99=pcts[1] if pcts else None,
         connection_ms=float(conn.group(1)) if conn else None,
+        cpu_us_per_txn=cpu * 1e6 / transactions if cpu is not None and transactions else None,
+        loop_cpu_us_per_txn=loop * 1e6 / transactions
+        if loop is not None and transactions
+        else None,
     )
 
 
@@ -493,8 +582,10 @@ def summarise(runs: list[Run], workloads: list[str], targets: list[str]) -> list
                 latency_us_p50=_median_of(r.latency_us_p50 for r in rs),
                 latency_us_p99=_median_of(r.latency_us_p99 for r in rs),
                 rounds=tps,
+                cpu_us_per_txn=_median_of(r.cpu_us_per_txn for r in rs),
             )
         direct, bouncer = by_target.get("direct"), by_target.get("pgbouncer")
+        bouncer_tls = by_target.get("pgbouncer-tls")
         for s in by_target.values():
             if direct:
                 s.ratio_vs_direct = s.tps_median / direct.tps_median
@@ -510,6 +601,9 @@ def summarise(runs: list[Run], workloads: list[str], targets: list[str]) -> list
             if bouncer:
                 s.ratio_vs_pgbouncer = s.tps_median / bouncer.tps_median
                 s.paired_vs_pgbouncer = _paired(runs, w, s.target, "pgbouncer")
+            if bouncer_tls:
+                s.ratio_vs_pgbouncer_tls = s.tps_median / bouncer_tls.tps_median
+                s.paired_vs_pgbouncer_tls = _paired(runs, w, s.target, "pgbouncer-tls")
             out.append(s)
     return out
 
@@ -543,8 +637,11 @@ def format_table(summaries: list[Summary]) -> str:
         f"{'workload':<20} {'target':<24} {'tps (median)':>12} {'min..max':>17} "
         f"{'lat ms':>8} {'+lat µs':>8} {'x direct':>8} {'x pgbouncer':>11} "
         f"{'paired x direct':>15} {'paired x pgbouncer':>18} {'p50 µs':>7} {'+p50 µs':>8} "
-        f"{'p99 µs':>7} {'paired +p50':>11}"
+        f"{'p99 µs':>7} {'paired +p50':>11} {'cpu µs/txn':>10}"
     )
+    tls = any(s.ratio_vs_pgbouncer_tls is not None for s in summaries)
+    if tls:
+        head += f" {'x pgb-tls':>9} {'paired x pgb-tls':>16}"
     lines = [head, "-" * len(head)]
     for s in summaries:
         lines.append(
@@ -554,7 +651,13 @@ def format_table(summaries: list[Summary]) -> str:
             f"{f(s.ratio_vs_pgbouncer, '.3f'):>11} {f(s.paired_vs_direct, '.3f'):>15} "
             f"{f(s.paired_vs_pgbouncer, '.3f'):>18} {f(s.latency_us_p50, '.0f'):>7} "
             f"{f(s.added_p50_us_vs_direct, '+.0f'):>8} {f(s.latency_us_p99, '.0f'):>7} "
-            f"{f(s.paired_added_p50_us, '+.0f'):>11}"
+            f"{f(s.paired_added_p50_us, '+.0f'):>11} {f(s.cpu_us_per_txn, '.1f'):>10}"
+            + (
+                f" {f(s.ratio_vs_pgbouncer_tls, '.3f'):>9} "
+                f"{f(s.paired_vs_pgbouncer_tls, '.3f'):>16}"
+                if tls
+                else ""
+            )
         )
     return "\n".join(lines)
 
@@ -577,7 +680,7 @@ def connect_latency(targets: list[Target], n: int, rounds: int) -> dict[str, dic
                 start = time.perf_counter()
                 with psycopg.connect(
                     host="127.0.0.1", port=t.port, user=t.user, password=t.password,
-                    dbname=DB, sslmode="disable", connect_timeout=10,
+                    dbname=DB, sslmode=t.sslmode, connect_timeout=10,
                 ) as conn:  # fmt: skip
                     conn.execute("SELECT 1").fetchone()
                 samples[t.name].append((time.perf_counter() - start) * 1000)
@@ -645,8 +748,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--targets",
         default="direct,pgbouncer,pgwitness",
-        help="comma list of direct, pgbouncer, pgwitness, floor (default: the first three;\n"
-        "floor = bench/floor_proxy.py, a bare uvloop byte pump: the Python proxy floor)",
+        help="comma list of direct, pgbouncer, pgwitness, floor, direct-tls, pgbouncer-tls\n"
+        "(default: the first three; floor = bench/floor_proxy.py, a bare uvloop byte pump: the\n"
+        "Python proxy floor; *-tls: TLS on both sides, sslmode=require, the cluster's cert)",
     )
     p.add_argument(
         "--workloads",
@@ -693,7 +797,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.targets = [t.strip() for t in args.targets.split(",") if t.strip()]
     args.workloads = [w.strip() for w in args.workloads.split(",") if w.strip()]
     for t in args.targets:
-        if t not in ("direct", "pgbouncer", "pgwitness", "floor"):
+        if t not in ("direct", "pgbouncer", "pgwitness", "floor", "direct-tls", "pgbouncer-tls"):
             p.error(f"unknown target {t!r}")
     for w in args.workloads:
         if w not in WORKLOADS:
@@ -759,8 +863,16 @@ def main(argv: list[str] | None = None) -> int:
         for name in args.targets:
             if name == "direct":
                 targets.append(direct)
-            elif name == "pgbouncer":
-                targets.append(start_pgbouncer(procs, pg, workdir, args.pgbouncer, as_root))
+            elif name == "direct-tls":
+                targets.append(
+                    Target(name, pg.port, UPSTREAM_USER, UPSTREAM_PASSWORD, sslmode="require")
+                )
+            elif name in ("pgbouncer", "pgbouncer-tls"):
+                targets.append(
+                    start_pgbouncer(
+                        procs, pg, workdir, args.pgbouncer, as_root, tls=name == "pgbouncer-tls"
+                    )
+                )
             elif name == "floor":
                 targets.append(start_floor(procs, pg, workdir))
             else:
@@ -781,9 +893,14 @@ def main(argv: list[str] | None = None) -> int:
                     r = run_pgbench(args.pgbench, t, w, args.duration, rnd)
                     runs.append(r)
                     conn = f"  connect {r.connection_ms:.3f} ms" if r.connection_ms else ""
+                    cpu = ""
+                    if r.cpu_us_per_txn:
+                        cpu = f"  cpu {r.cpu_us_per_txn:.1f} µs/txn"
+                        if r.loop_cpu_us_per_txn:  # (runuser's, under root: nothing)
+                            cpu += f" (main thread {r.loop_cpu_us_per_txn:.1f})"
                     print(
                         f"round {rnd} {w:<20} {t.name:<24} tps {r.tps:>10.0f}  "
-                        f"lat {r.latency_ms:.3f} ms  failed {r.failed}{conn}",
+                        f"lat {r.latency_ms:.3f} ms  failed {r.failed}{conn}{cpu}",
                         flush=True,
                     )
         if args.connect_latency:

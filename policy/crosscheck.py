@@ -159,6 +159,8 @@ def boundaries_agree(sql: str, texts: list[str]) -> bool:
     if len(theirs) != len(texts):
         return False
     # the scanner's pieces keep leading comments, the lexer's do not
+    if len(texts) == 1:  # most queries: the same test without a generator
+        return theirs[0].rstrip().endswith(texts[0].strip())
     return all(a.rstrip().endswith(b.strip()) for a, b in zip(theirs, texts, strict=True))
 
 

@@ -9,6 +9,7 @@ from policy.classify import Classified, StatementClass, classify_statement
 from policy.crosscheck import boundaries_agree, function_names, pg_readings
 from policy.decide import Decision, check_function, decide
 from policy.fingerprint import collapse_values, fingerprint_statements, lex
+from policy.number_shapes import NumberShapes
 from policy.scopes import Scopes
 
 __all__ = [
@@ -76,16 +77,19 @@ def _bounded_put(cache: dict, key, value, size: int) -> None:
 class SharedClassifications:
     """Process-wide classification cache: a classification depends only on the statement
     text (or its fingerprint) and the search_path, never on the grant, so sessions share
-    it. Decisions stay per session."""
+    it. Decisions stay per session. ``number_shapes`` remembers the lexer's fingerprints
+    per number shape of a text (policy/number_shapes.py), which depend on the text alone."""
 
     def __init__(self, size: int = 4096):
         self.size = size
         self.by_text: dict[tuple[tuple[str, ...], str], tuple[Entry, ...]] = {}
         self.by_fingerprint: dict[tuple[tuple[str, ...], str], Classified] = {}
+        self.number_shapes = NumberShapes(size, _MAX_SHARED_TEXT)
 
     def clear(self) -> None:
         self.by_text.clear()
         self.by_fingerprint.clear()
+        self.number_shapes.clear()
 
 
 SHARED = SharedClassifications()
@@ -114,8 +118,9 @@ class StatementPolicy:
         self.shared = shared  # None: classify everything in this session afresh
         # exact query text -> (pairs, stateful, verdict if stateless)
         self._by_text: dict[str, tuple[tuple[Pair, ...], bool, Verdict | None]] = {}
-        # statement fingerprint -> pair classified and decided from one statement with it
-        self._by_fingerprint: dict[str, Pair] = {}
+        # statement fingerprint -> pair classified and decided from one statement with it,
+        # and whether that pair is plain (_plain)
+        self._by_fingerprint: dict[str, tuple[Classified, Decision, bool]] = {}
         self._prepared: set[str] = set()  # SQL-level PREPAREs allowed in this session
         # The database's catalog snapshot for column syntax (policy.catalog), set by the
         # proxy: a callable returning the current Snapshot. None: no snapshot, so every
@@ -137,10 +142,13 @@ class StatementPolicy:
         verdict = self._cached(sql)
         if verdict is not None:
             return verdict
-        pairs = self._from_fingerprints(sql)
-        if pairs is not None:
+        found = self._from_fingerprints(sql)
+        if found is not None:
             self.stats["fingerprint_hits"] += 1
-            return self._verdict(pairs)
+            pairs, plain = found
+            # plain: every statement allowed, none DDL or session state (what _verdict
+            # would conclude without looking further), known when the entry was cached
+            return Verdict(True, pairs, "") if plain else self._verdict(pairs)
         self.stats["misses"] += 1
         return self._store(sql, self._classify(sql, use_fingerprints=True))
 
@@ -243,23 +251,28 @@ class StatementPolicy:
             decision = self._decide(classified)
             pairs.append((classified, decision))
             if fingerprint is not None:
-                _bounded_put(
-                    self._by_fingerprint, fingerprint, (classified, decision), self.cache_size
-                )
+                self._put_fingerprint(fingerprint, classified, decision)
         return tuple(pairs)
 
-    def _by_fingerprint_or_shared(self, fingerprint: str, sql: str) -> Pair | None:
+    def _put_fingerprint(self, fingerprint: str, classified: Classified, d: Decision) -> None:
+        entry = (classified, d, _plain(classified, d))
+        _bounded_put(self._by_fingerprint, fingerprint, entry, self.cache_size)
+
+    def _by_fingerprint_or_shared(
+        self, fingerprint: str, sql: str
+    ) -> tuple[Classified, Decision, bool] | None:
+        """(classified with ``sql`` as its text, decision, plain) for a known fingerprint."""
         hit = self._by_fingerprint.get(fingerprint)
         if hit is not None:
-            return _with_sql(hit[0], sql), hit[1]
+            return _with_sql(hit[0], sql), hit[1], hit[2]
         if self.shared is None:
             return None
         classified = self.shared.by_fingerprint.get((self.search_path, fingerprint))
         if classified is None:
             return None
         decision = self._decide(classified)
-        _bounded_put(self._by_fingerprint, fingerprint, (classified, decision), self.cache_size)
-        return _with_sql(classified, sql), decision
+        self._put_fingerprint(fingerprint, classified, decision)
+        return _with_sql(classified, sql), decision, _plain(classified, decision)
 
     def _classify(self, sql: str, *, use_fingerprints: bool) -> tuple[Pair, ...]:
         pairs: list[Pair] = []
@@ -276,7 +289,7 @@ class StatementPolicy:
             if use_fingerprints and stmt.cacheable:
                 hit = self._by_fingerprint_or_shared(stmt.fingerprint, stmt.sql)
                 if hit is not None:
-                    pairs.append(hit)
+                    pairs.append((hit[0], hit[1]))
                     entries.append((hit[0], stmt.fingerprint))
                     continue
             if pgs is None:
@@ -290,7 +303,7 @@ class StatementPolicy:
             if fingerprint is not None:
                 # Cached under the short text: a hit puts the statement's own text back.
                 kept = classified if collapsed is None else _with_sql(classified, stmt.canon)
-                _bounded_put(self._by_fingerprint, fingerprint, (kept, decision), self.cache_size)
+                self._put_fingerprint(fingerprint, kept, decision)
                 if self.shared is not None and size <= _MAX_SHARED_TEXT:
                     _bounded_put(
                         self.shared.by_fingerprint,
@@ -304,21 +317,28 @@ class StatementPolicy:
             )
         return tuple(pairs)
 
-    def _from_fingerprints(self, sql: str) -> tuple[Pair, ...] | None:
+    def _from_fingerprints(self, sql: str) -> tuple[tuple[Pair, ...], bool] | None:
+        """Every statement's pair from the fingerprint caches, and whether all are plain."""
         if not self._by_fingerprint and (self.shared is None or not self.shared.by_fingerprint):
             return None
-        statements = fingerprint_statements(sql)
+        shared = self.shared
+        if shared is None:
+            statements = fingerprint_statements(sql)
+        else:
+            statements = shared.number_shapes.fingerprints(sql)
         if not statements:
             return None
         pairs = []
+        plain = True
         for text, fingerprint, cacheable in statements:
             hit = self._by_fingerprint_or_shared(fingerprint, text) if cacheable else None
             if hit is None:
                 return None
-            pairs.append(hit)
+            pairs.append((hit[0], hit[1]))
+            plain = plain and hit[2]
         if not boundaries_agree(sql, [text for text, _, _ in statements]):
             return None  # classified afresh: both parsers read it and disagree
-        return tuple(pairs)
+        return tuple(pairs), plain
 
     def _store(self, sql: str, pairs: tuple[Pair, ...]) -> Verdict:
         stateful = any(c.command in _STATEFUL_COMMANDS for c, _ in pairs)
@@ -384,6 +404,11 @@ class StatementPolicy:
 
     def _message(self, d: Decision) -> str:
         return f"pgwitness: task {self.task} {d.reason} (rule {d.rule})"
+
+
+def _plain(c: Classified, d: Decision) -> bool:
+    """Allowed, and neither DDL nor session state: its verdict needs nothing else."""
+    return d.allowed and c.command not in _STATEFUL_COMMANDS and c.cls is not StatementClass.DDL
 
 
 def _with_sql(c: Classified, sql: str) -> Classified:

@@ -29,6 +29,7 @@ from common.wire.syncgroups import SyncGroups
 from policy.encodings import python_codec
 from policy.engine import OFFLOAD_MIN
 
+from .decision_records import DecisionRecords
 from .denials import ASYNC as _ASYNC
 from .denials import HOLDABLE as _HOLDABLE
 from .denials import Denials, local_denial
@@ -117,6 +118,7 @@ class Relay:
         self.health = health  # the Recorder: while not healthy, statements are refused
         self.encoding = python_encoding(client_encoding)
         self.grant_id = grant_id  # every decision record names its grant
+        self._records: DecisionRecords | None = None  # renders them (decision_records.py)
         # Large statements: ``offload(sqls)`` (set by the connection) classifies them off
         # the event loop, then the connection calls ``resume``; meanwhile frames are parked.
         self.offload: Callable[[list[str]], None] | None = None
@@ -277,33 +279,12 @@ class Relay:
             return
         if verdict.allowed and verdict.decisions:
             self._remember(verdict)
-        denied = not verdict.allowed
-        statements = []
-        for classified, decision in verdict.decisions:
-            statements.append(
-                {
-                    "sql": classified.sql,
-                    "class": classified.cls.name,
-                    "command": classified.command,
-                    "reads": sorted(classified.reads),
-                    "writes": sorted(classified.writes),
-                    "functions": sorted(classified.functions),
-                    "allowed": decision.allowed,
-                    "rule": decision.rule,
-                    "reason": decision.reason,
-                }
-            )
-        payload = {
-            "grant_id": self.grant_id,
-            "message": message,
-            "sql": sql,
-            "outcome": "denied" if denied else ("would_deny" if verdict.would_deny else "allowed"),
-            "statements": statements,
-            **extra,
-        }
-        if denied:
-            payload["error"] = verdict.message
-        self.recorder.decision(payload, denied)
+        records = self._records
+        if records is None or records.grant_id != self.grant_id:
+            records = self._records = DecisionRecords(self.grant_id)
+        self.recorder.decision_json(
+            records.render(verdict, message, sql, **extra), not verdict.allowed
+        )
 
     def _remember(self, verdict) -> None:
         """Keep which statement (and rule) went upstream in the group being built."""

@@ -40,6 +40,7 @@ from .store import ObjectExists, Store, StoreError, open_store
 log = logging.getLogger("pgwitness.recorder")
 
 _C2S, _S2C, _PROXY = int(Direction.C2S), int(Direction.S2C), int(Direction.PROXY)
+_DECISION = int(Kind.DECISION)
 _WIRE_DIRS = {"c2s": _C2S, "s2c": _S2C}
 _monotonic_ns = time.monotonic_ns
 _pack = HEADER.pack
@@ -105,18 +106,20 @@ class SessionRecorder:
 
     def _append(self, kind: Kind, type_: str, payload: dict, force: bool,
                 end: bool = False) -> None:
+        self._append_body(int(kind), type_.encode(), dump_json(payload), force, end)
+
+    def _append_body(self, kind: int, t: bytes, body: bytes, force: bool,
+                     end: bool = False) -> None:
         if self._lock is not None:
             with self._lock:
-                return self._append_unlocked(kind, type_, payload, force, end)
-        return self._append_unlocked(kind, type_, payload, force, end)
+                return self._append_body_unlocked(kind, t, body, force, end)
+        return self._append_body_unlocked(kind, t, body, force, end)
 
-    def _append_unlocked(self, kind: Kind, type_: str, payload: dict, force: bool,
-                         end: bool) -> None:
+    def _append_body_unlocked(self, kind: int, t: bytes, body: bytes, force: bool,
+                              end: bool) -> None:
         seq = self._seq
         self._seq = seq + 1
-        body = dump_json(payload)
-        t = type_.encode()
-        head = _pack(seq, _monotonic_ns() - self._t0, _PROXY, int(kind), len(t), len(body)) + t
+        head = _pack(seq, _monotonic_ns() - self._t0, _PROXY, kind, len(t), len(body)) + t
         if end:
             # set before the append: the sealer marks the chunk holding this seq final
             self._end_seq = seq
@@ -134,8 +137,16 @@ class SessionRecorder:
         chunk instead of costing a chunk and a checkpoint each."""
         if self._ended:
             return
-        self._append(Kind.DECISION, "deny" if denied else "allow", {**payload, "denied": denied},
-                     denied and self._rec.healthy)
+        self.decision_json(dump_json({**payload, "denied": denied}), denied)
+
+    def decision_json(self, body: bytes, denied: bool) -> None:
+        """``decision`` with the payload already rendered: ``body`` is ``dump_json`` of the
+        payload including ``"denied"`` (proxy/decision_records.py renders it from cached
+        parts)."""
+        if self._ended:
+            return
+        self._append_body(_DECISION, b"deny" if denied else b"allow", body,
+                          denied and self._rec.healthy)
 
     def event(self, kind: str, payload: dict) -> None:
         if self._ended:

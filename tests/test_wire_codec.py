@@ -590,6 +590,9 @@ class WireLog:
     def decision(self, payload, denied):
         pass
 
+    def decision_json(self, body, denied):
+        pass
+
 
 BIG = 300 * 1024  # over the streaming threshold
 BIG_CLIENT_STREAM = b"".join(

@@ -1,0 +1,53 @@
+"""A verdict from the caches (fingerprint hits, shared classifications) is the verdict a
+fresh session with empty caches reaches for the same text: same outcome, message and
+(classification, decision) pairs."""
+
+from __future__ import annotations
+
+import pytest
+
+from policy import StatementPolicy, parse_scopes
+from policy.engine import SharedClassifications
+
+SCOPES = parse_scopes(
+    "read:public.orders,public.customers write:public.orders execute:public.refund_fn"
+)
+# Each shape twice with other literals: the second is a fingerprint hit in a warm session.
+SHAPES = [
+    "SELECT id FROM orders WHERE id = {n}",
+    "UPDATE orders SET total = total + {n} WHERE id = {n}",
+    "DELETE FROM customers WHERE id = {n}",  # denied
+    "SELECT name FROM customers WHERE id = {n}; SELECT {n}",
+    "SELECT id FROM orders WHERE id = {n}; DELETE FROM orders WHERE id = {n}",
+    "CREATE TABLE t{n} (id int)",  # DDL: denied, not plain
+    "PREPARE p AS SELECT id FROM orders WHERE id = {n}",  # session state: not plain
+    "EXECUTE p({n})",
+    "DEALLOCATE p",
+    "SELECT public.refund_fn({n})",
+    "SELECT secret FROM payroll WHERE id = {n}",
+    "SET statement_timeout = {n}",
+]
+
+
+def _fresh(enforce: bool, shared=None) -> StatementPolicy:
+    return StatementPolicy(SCOPES, task="T-1", enforce=enforce, shared=shared)
+
+
+@pytest.mark.parametrize("enforce", [True, False])
+@pytest.mark.parametrize("shared", [False, True])
+def test_cached_verdicts_equal_fresh_ones(enforce, shared):
+    warm = _fresh(enforce, SharedClassifications() if shared else None)
+    for n in range(1, 6):
+        for shape in SHAPES:
+            sql = shape.format(n=n)
+            cached = warm.check_query(sql)
+            reference = _fresh(enforce)
+            for earlier in SHAPES[: SHAPES.index(shape)]:  # the same session state
+                if earlier.startswith(("PREPARE", "EXECUTE", "DEALLOCATE")):
+                    reference.check_query(earlier.format(n=n))
+            fresh = reference.check_query(sql)
+            assert (cached.allowed, cached.would_deny, cached.message) == (
+                fresh.allowed, fresh.would_deny, fresh.message,
+            ), sql  # fmt: skip
+            assert cached.decisions == fresh.decisions, sql
+    assert warm.stats["fingerprint_hits"] > 0
