@@ -3,7 +3,7 @@
 from policy.classify import Classified, StatementClass, classify
 from policy.decide import Decision, check_startup_params, decide
 from policy.engine import StatementPolicy, Verdict
-from policy.fingerprint import fingerprint_statements
+from policy.lexer import fingerprint_statements
 from policy.scopes import ScopeError, Scopes, parse_scopes
 
 __all__ = [

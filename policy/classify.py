@@ -13,7 +13,7 @@ from sqlglot.errors import ParseError, TokenError
 from sqlglot.tokens import TokenType
 
 from policy.encodings import check_client_encoding
-from policy.fingerprint import (
+from policy.lexer import (
     Statement,
     Token,
     ascii_lower,

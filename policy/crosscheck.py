@@ -27,7 +27,7 @@ from policy.classify import (
     is_builtin_function,
     is_dangerous_function,
 )
-from policy.fingerprint import Statement, render_name
+from policy.lexer import Statement, render_name
 from policy.pgparse import PgParseError, PgStatement, parse
 
 __all__ = [

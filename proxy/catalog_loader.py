@@ -8,7 +8,7 @@ import asyncio
 import logging
 
 from policy.catalog import COLUMNS_SQL, FUNCTIONS_SQL, CatalogCache
-from policy.fingerprint import render_name
+from policy.lexer import render_name
 
 from .logs import event
 from .upstream import Inbox, UpstreamError, connect_upstream

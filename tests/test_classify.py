@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from policy.classify import Classified, StatementClass, classify
-from policy.fingerprint import fingerprint_statements, lex
+from policy.lexer import fingerprint_statements, lex
 
 R = StatementClass.READ
 W = StatementClass.WRITE

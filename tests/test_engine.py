@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from policy import StatementPolicy, Verdict, check_startup_params, classify, decide, parse_scopes
 from policy.engine import SharedClassifications
-from policy.fingerprint import fingerprint_statements, lex
+from policy.lexer import fingerprint_statements, lex
 
 SCOPES = parse_scopes("read:public.orders,public.customers write:public.orders set:work_mem")
 
@@ -657,7 +657,7 @@ def test_literal_smuggling_attacks(first, second, allowed):
 # --- VALUES rows of literals: collapsed before classification ----------------------------
 
 from policy.classify import classify_statement  # noqa: E402
-from policy.fingerprint import collapse_values  # noqa: E402
+from policy.lexer import collapse_values  # noqa: E402
 
 _atom = st.one_of(
     st.integers(-(10**6), 10**6).map(str),

@@ -11,8 +11,8 @@ from __future__ import annotations
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from policy import fingerprint as fpmod
-from policy.fingerprint import fingerprint_statements, lex, literal_counts
+from policy import lexer as fpmod
+from policy.lexer import fingerprint_statements, lex, literal_counts
 
 # Pieces that make plain statements, and pieces that must push a text off the fast path.
 _PLAIN = [

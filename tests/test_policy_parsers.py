@@ -11,7 +11,7 @@ from policy.crosscheck import DISAGREE, boundaries_agree
 from policy.decide import decide
 from policy.encodings import check_client_encoding, is_safe_encoding, resolve
 from policy.engine import StatementPolicy, classify_text
-from policy.fingerprint import lex
+from policy.lexer import lex
 from policy.pgparse import PgParseError, parse
 from policy.scopes import parse_scopes
 

@@ -1,4 +1,5 @@
-"""PostgreSQL lexer: statement splitting, literal-stripped fingerprints, canonical text.
+"""PostgreSQL lexer: statement splitting, literal-stripped fingerprints (the policy cache's
+keys), canonical text (what sqlglot reads).
 
 One compiled regex walks the text left to right the way PostgreSQL's scanner does
 (standard_conforming_strings = on): standard strings, E-strings with backslash escapes,
