@@ -18,15 +18,14 @@ from dataclasses import replace
 
 from pglast import parser as _pg
 
-from policy.classify import (
+from policy.classify.catalogue import (
     LITERAL_NAME_FUNCTIONS,
     SET_CONFIG_PREFIX,
-    Classified,
-    StatementClass,
-    _result,
     is_builtin_function,
     is_dangerous_function,
 )
+from policy.classify.model import Classified, StatementClass
+from policy.classify.model import result as _result
 from policy.lexer import Statement, render_name
 from policy.pgparse import PgParseError, PgStatement, parse
 
