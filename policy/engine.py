@@ -6,7 +6,7 @@ from dataclasses import dataclass, replace
 
 from policy.catalog import attribute_calls
 from policy.classify import Classified, StatementClass, classify_statement
-from policy.crosscheck import boundaries_agree, function_names, pg_readings
+from policy.classify.crosscheck import boundaries_agree, function_names, pg_readings
 from policy.decide import Decision, check_function, decide
 from policy.lexer import collapse_values, fingerprint_statements, lex
 from policy.scopes import Scopes

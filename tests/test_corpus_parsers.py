@@ -22,7 +22,7 @@ import pathlib
 import pytest
 
 from policy.classify import StatementClass, classify
-from policy.crosscheck import DISAGREE, pg_reading
+from policy.classify.crosscheck import DISAGREE, pg_reading
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 

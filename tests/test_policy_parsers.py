@@ -1,4 +1,4 @@
-"""Pure tests of the second opinion (policy.pgparse, policy.crosscheck), the encoding
+"""Pure tests of the second opinion (policy.classify.pgparse, policy.classify.crosscheck), the encoding
 allowlist (policy.encodings) and column syntax (policy.catalog)."""
 
 from __future__ import annotations
@@ -7,12 +7,12 @@ import pytest
 
 from policy.catalog import CatalogCache, Snapshot, attribute_calls
 from policy.classify import StatementClass, classify
-from policy.crosscheck import DISAGREE, boundaries_agree
+from policy.classify.crosscheck import DISAGREE, boundaries_agree
+from policy.classify.pgparse import PgParseError, parse
 from policy.decide import decide
 from policy.encodings import check_client_encoding, is_safe_encoding, resolve
 from policy.engine import StatementPolicy, classify_text
 from policy.lexer import lex
-from policy.pgparse import PgParseError, parse
 from policy.scopes import parse_scopes
 
 S = StatementClass

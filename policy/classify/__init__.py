@@ -23,6 +23,7 @@ from policy.classify.catalogue import (
     is_dangerous_function,
 )
 from policy.classify.classifier import Classifier
+from policy.classify.crosscheck import pg_readings, reconcile
 from policy.classify.model import Classified, StatementClass
 from policy.lexer import Statement, lex, render_name
 
@@ -47,18 +48,14 @@ def classify_statement(
 ) -> tuple[Classified, bool]:
     """Classify one lexed statement; the flag says whether its fingerprint may stand for it.
 
-    Both parsers read it (``policy.crosscheck``); ``pg`` is PostgreSQL's reading when the
+    Both parsers read it (``crosscheck``); ``pg`` is PostgreSQL's reading when the
     caller parsed the whole text (``crosscheck.pg_readings``), else it is parsed here."""
-    from policy.crosscheck import reconcile
-
     classified, cacheable = Classifier(search_path).run(stmt)
     return reconcile(stmt, classified, cacheable, search_path, pg)
 
 
 def classify(sql: str, search_path: tuple[str, ...] = ("public",)) -> tuple[Classified, ...]:
     """Classify every statement of ``sql`` (empty statements are skipped)."""
-    from policy.crosscheck import pg_readings
-
     stmts = lex(sql)
     pgs = pg_readings(sql, len(stmts)) if stmts else []
     return tuple(

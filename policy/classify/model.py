@@ -37,7 +37,7 @@ class Classified:
     # (operation, relation) for everything in ``writes``: insert update delete truncate
     # ddl lock. Lets a grant say insert-only; ``writes`` is the set of relations.
     write_ops: frozenset[tuple[str, str]] = frozenset()
-    # From PostgreSQL's parser (policy.crosscheck): operator names ("=", "public.===") and
+    # From PostgreSQL's parser (policy.classify.crosscheck): operator names ("=", "public.===") and
     # names used with column syntax (x.name), which the server may resolve as name(x).
     operators: frozenset[str] = frozenset()
     attributes: frozenset[str] = frozenset()

@@ -1,5 +1,5 @@
 """Two readings of one statement: sqlglot's (``policy.classify``) and PostgreSQL's own
-(``policy.pgparse``), reconciled into the ``Classified`` the policy decides on (pure).
+(``policy.classify.pgparse``), reconciled into the ``Classified`` the policy decides on (pure).
 
 * PostgreSQL's parser rejects the text -> UNKNOWN (denied).
 * Both read it -> the relations and calls PostgreSQL's parser sees must all be in
@@ -26,8 +26,8 @@ from policy.classify.catalogue import (
 )
 from policy.classify.model import Classified, StatementClass
 from policy.classify.model import result as _result
+from policy.classify.pgparse import PgParseError, PgStatement, parse
 from policy.lexer import Statement, render_name
-from policy.pgparse import PgParseError, PgStatement, parse
 
 __all__ = [
     "DISAGREE",
