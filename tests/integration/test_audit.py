@@ -27,8 +27,8 @@ from proxy.cli import main as cli_main
 from recorder import chunks
 from recorder.audit import index
 from recorder.store.local import LocalStore
-from tests.test_proxy_grants import AGENT
-from tests.test_proxy_recording import public_key, recording, wait_for
+from tests.integration.test_proxy_grants import AGENT
+from tests.integration.test_proxy_recording import public_key, recording, wait_for
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -62,7 +62,7 @@ def sessions_done(handle) -> bool:
 @pytest.fixture(scope="module")
 def scenario(pg, tmp_path_factory):
     """Runs the scenario once; returns what the clients saw, keyed by fact."""
-    from tests.fixtures_proxy import ProxyHandle, proxy_config
+    from tests.support.fixtures_proxy import ProxyHandle, proxy_config
 
     tmp_path = tmp_path_factory.mktemp("audit")
     locked = f"audit_locked_{uuid.uuid4().hex[:8]}"
@@ -315,7 +315,7 @@ def test_export_parquet_reads_back_as_the_answer(scenario, tmp_path):
 
 
 def test_export_to_s3_reads_back(scenario, s3_server, tmp_path, monkeypatch):
-    from tests import fixtures_s3
+    from tests.support import fixtures_s3
 
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", fixtures_s3.ACCESS_KEY)
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", fixtures_s3.SECRET_KEY)

@@ -15,9 +15,9 @@ import pytest
 from proxy import upstream
 from proxy.wire import messages as m
 from proxy.wire.scram import MECHANISM, ScramClient, salted_password
-from tests.fixtures_proxy import ProxyHandle, proxy_config
-from tests.rawpg import RawClient
-from tests.test_proxy_grants import issue
+from tests.integration.test_proxy_grants import issue
+from tests.support.fixtures_proxy import ProxyHandle, proxy_config
+from tests.support.rawpg import RawClient
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -39,7 +39,7 @@ from proxy.config import load_config, parse_hostport
 from proxy.localpg import LocalCluster, free_port
 from proxy.metrics import start_metrics_server
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
 BIN = Path(sys.executable).parent
 PROMTOOL = shutil.which("promtool")
@@ -460,7 +460,7 @@ def test_compose_keygen_command_is_the_real_cli():
 
 
 def test_compose_seaweedfs_flags_exist():
-    from tests.fixtures_s3 import find_weed
+    from tests.support.fixtures_s3 import find_weed
 
     weed = find_weed()
     if weed is None:

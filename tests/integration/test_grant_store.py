@@ -472,7 +472,7 @@ def test_sqlite_several_processes(tmp_path):
         await (await open_store(str(path))).close()
 
     run(create())  # the schema exists before the writers race
-    root = Path(__file__).resolve().parent.parent
+    root = Path(__file__).resolve().parents[2]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(root), *sys.path])}
     procs = [
         subprocess.Popen([sys.executable, "-c", script, str(n)], env=env, stderr=subprocess.PIPE)

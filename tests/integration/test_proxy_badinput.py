@@ -19,8 +19,8 @@ import pytest
 from proxy.wire import messages as m
 from proxy.wire.framing import startup_packet
 from proxy.wire.scram import MECHANISM, ScramClient
-from tests.fixtures_proxy import STATIC_PASSWORD, STATIC_USER
-from tests.rawpg import PROTO_3_0, PROTO_3_2, RawClient, describe, error_fields  # noqa: F401
+from tests.support.fixtures_proxy import STATIC_PASSWORD, STATIC_USER
+from tests.support.rawpg import PROTO_3_0, PROTO_3_2, RawClient, describe, error_fields  # noqa: F401
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -19,7 +19,7 @@ import psycopg
 import pytest
 
 from proxy.wire import messages as m
-from tests.test_proxy_relay import (
+from tests.integration.test_proxy_relay import (
     UPSTREAM_USER,
     RawClient,
     arun,

@@ -16,7 +16,7 @@ import pytest
 
 from proxy.wire import messages as m
 from proxy.wire.errors import frame
-from tests.test_proxy_relay import (
+from tests.integration.test_proxy_relay import (
     RawClient,
     arun,
     bind,

@@ -1,6 +1,6 @@
 """End to end: task grants through the real proxy (login, refusals, expiry, revocation, shared store).
 
-Every test talks to a real pgwitness server (``tests.fixtures_proxy``) in front of the
+Every test talks to a real pgwitness server (``tests.support.fixtures_proxy``) in front of the
 session's real PostgreSQL (``pg``). Grants are issued with the store API, either on the
 proxy's own store (``handle.call(store.issue(...))``) or through a second store object in
 the test's own event loop, the way another proxy or the CLI would.
@@ -31,8 +31,8 @@ from proxy.config import ConfigError
 from proxy.localpg import LocalCluster, free_port
 from proxy.wire import messages as m
 from proxy.wire.scram import MECHANISM, ScramClient
-from tests.fixtures_proxy import ProxyHandle, proxy_config
-from tests.rawpg import RawClient, describe, error_fields
+from tests.support.fixtures_proxy import ProxyHandle, proxy_config
+from tests.support.rawpg import RawClient, describe, error_fields
 
 pytestmark = pytest.mark.timeout(60)
 

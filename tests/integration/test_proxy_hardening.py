@@ -18,7 +18,7 @@ SCOPES = "read:public.orders,public.customers"
 
 @pytest.fixture(scope="module")
 def grant_proxy(pg, tmp_path_factory):
-    from tests.fixtures_proxy import ProxyHandle, proxy_config
+    from tests.support.fixtures_proxy import ProxyHandle, proxy_config
 
     store = tmp_path_factory.mktemp("hardening") / "grants.db"
     handle = ProxyHandle(proxy_config(pg, **{"grants.store": f"sqlite:///{store}"})).start()

@@ -17,12 +17,12 @@ from pathlib import Path
 
 import pytest
 
-from tests.fixtures_proxy import STATIC_PASSWORD, STATIC_USER
-from tests.test_proxy_policy import AGENT, pproxy  # noqa: F401 - fixture: a task grant's proxy
+from tests.integration.test_proxy_policy import AGENT, pproxy  # noqa: F401 - fixture: a task grant's proxy
+from tests.support.fixtures_proxy import STATIC_PASSWORD, STATIC_USER
 
 pytestmark = pytest.mark.timeout(120)
 
-SOURCE = Path(__file__).parent / "jdbc" / "PgwitnessJdbc.java"
+SOURCE = Path(__file__).parents[1] / "jdbc" / "PgwitnessJdbc.java"
 JAR = Path(os.environ.get("PGWITNESS_JDBC_JAR", "/usr/share/java/postgresql.jar"))
 
 

@@ -21,9 +21,9 @@ import pytest
 from prometheus_client import REGISTRY
 
 from proxy.wire import messages as m
-from tests.fixtures_proxy import STATIC_PASSWORD, STATIC_USER
-from tests.test_proxy_badinput import RawClient, expect_fatal
-from tests.test_proxy_ops import spawn  # noqa: F401 - a fixture
+from tests.integration.test_proxy_badinput import RawClient, expect_fatal
+from tests.integration.test_proxy_ops import spawn  # noqa: F401 - a fixture
+from tests.support.fixtures_proxy import STATIC_PASSWORD, STATIC_USER
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -269,7 +269,7 @@ def test_sixteen_unfinished_60mib_queries_are_paused_not_buffered(spawn):  # noq
     share proxy.frame_memory_bytes (128 MiB): two fit, the other fourteen are paused
     (their sends block), RSS stays under 400 MB and another session answers at once
     (target 50 ms; asserted loosely)."""
-    from tests.test_proxy_ops import _rss_bytes
+    from tests.integration.test_proxy_ops import _rss_bytes
 
     p = spawn()
     size = 60 * 1024 * 1024

@@ -28,12 +28,18 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from proxy.localpg import free_port
 from proxy.wire import messages as m
-from tests.fixtures_proxy import STATIC_PASSWORD, STATIC_USER
-from tests.test_proxy_badinput import RawClient, describe, error_fields, expect_fatal, wait_sessions
+from tests.integration.test_proxy_badinput import (
+    RawClient,
+    describe,
+    error_fields,
+    expect_fatal,
+    wait_sessions,
+)
+from tests.support.fixtures_proxy import STATIC_PASSWORD, STATIC_USER
 
 pytestmark = pytest.mark.timeout(90)
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 
 # --- a real `pgwitness serve` process --------------------------------------------------

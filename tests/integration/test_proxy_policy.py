@@ -24,8 +24,8 @@ from psycopg import pq
 
 from proxy.wire import messages as m
 from proxy.wire.errors import frame
-from tests.fixtures_proxy import ProxyHandle, proxy_config
-from tests.test_proxy_grants import RawClient, describe, fields, metric, sqlite_url
+from tests.integration.test_proxy_grants import RawClient, describe, fields, metric, sqlite_url
+from tests.support.fixtures_proxy import ProxyHandle, proxy_config
 
 pytestmark = pytest.mark.timeout(60)
 

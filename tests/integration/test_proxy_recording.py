@@ -42,8 +42,8 @@ from recorder.replay import (
 from recorder.signing import load_public_key
 from recorder.testing import FlakyStore
 from recorder.verify import verify_session
-from tests.fixtures_proxy import STATIC_PASSWORD, STATIC_USER
-from tests.test_proxy_grants import metric
+from tests.integration.test_proxy_grants import metric
+from tests.support.fixtures_proxy import STATIC_PASSWORD, STATIC_USER
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -1060,7 +1060,7 @@ def test_password_message_after_login_is_not_recorded(make_proxy, tmp_path):
     must not end up in the recording ("Password, SASL and GSS messages are never recorded").
     Regression (fixed in 8e2b2b6): the run was recorded before the frame type was checked."""
     from proxy.wire import messages as m
-    from tests.rawpg import RawClient
+    from tests.support.rawpg import RawClient
 
     h = make_proxy(**recording(tmp_path))
     with RawClient(h.host, h.port) as c:
@@ -1082,7 +1082,7 @@ def test_cancel_is_recorded_as_an_event(make_proxy, tmp_path):
     import struct
 
     from proxy.wire import messages as m
-    from tests.rawpg import RawClient
+    from tests.support.rawpg import RawClient
 
     h = make_proxy(**recording(tmp_path))
     with RawClient(h.host, h.port, timeout=10) as c:

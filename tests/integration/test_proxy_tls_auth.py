@@ -19,14 +19,14 @@ from prometheus_client import REGISTRY
 from proxy.config import load_config
 from proxy.localpg import free_port, make_server_tls
 from proxy.upstream import Credentials
-from tests.fixtures_proxy import STATIC_PASSWORD, STATIC_USER
-from tests.test_proxy_badinput import (
+from tests.integration.test_proxy_badinput import (
     RawClient,
     assert_serves,
     describe,
     error_fields,
     wait_sessions,
 )
+from tests.support.fixtures_proxy import STATIC_PASSWORD, STATIC_USER
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -12,7 +12,7 @@ import struct
 from proxy.wire import messages as m
 from proxy.wire.framing import startup_packet
 from proxy.wire.scram import MECHANISM, ScramClient
-from tests.fixtures_proxy import STATIC_PASSWORD, STATIC_USER
+from tests.support.fixtures_proxy import STATIC_PASSWORD, STATIC_USER
 
 PROTO_3_0 = 3 << 16
 PROTO_3_2 = (3 << 16) | 2

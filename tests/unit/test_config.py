@@ -12,7 +12,7 @@ import pytest
 
 from proxy.config import ConfigError, load_config, validate_for_serving
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 USERS = '[auth]\nusers = { alice = "alice-pw" }\n'
 
 

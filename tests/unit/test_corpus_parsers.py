@@ -26,7 +26,7 @@ from policy.classify.crosscheck import DISAGREE, pg_reading
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
-CORPUS = pathlib.Path(__file__).parent / "data" / "pg15_regress_statements.json.gz"
+CORPUS = pathlib.Path(__file__).parents[1] / "data" / "pg15_regress_statements.json.gz"
 S = StatementClass
 # Classes the policy can allow with no relation named: the ones that must not hide any.
 _OPEN = (S.READ, S.WRITE, S.DDL, S.SESSION_SET, S.TRANSACTION, S.UTILITY)

@@ -299,7 +299,7 @@ def test_simulated_crash_loses_nothing_spooled(tmp_path):
         print(s.id, flush=True)
         time.sleep(60)
     """)
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
     p = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, env=env)
     try:
         sid = p.stdout.readline().decode().strip()
