@@ -19,7 +19,7 @@ Plain statements (ASCII outside strings and comments, quoted identifiers of prin
 ASCII, no dollar quotes, escape strings or unusual numbers: most of what agents, drivers
 and ORMs send) take a fast path
 that computes the same outputs with a few whole-text regex passes and builds tokens only
-when asked; tests/test_fingerprint.py holds the two paths to identical answers.
+when asked; tests/unit/test_lexer.py holds the two paths to identical answers.
 ``collapse_values`` cuts a plain statement's VALUES rows of literals to the first one, for
 the policy: such rows name nothing it decides on.
 """
@@ -41,14 +41,15 @@ __all__ = [
 ]
 
 # Alternatives are ordered by frequency (the engine tries them in order); a word never
-# starts an E-string (E'...') or a Unicode escape (U&'...', U&"...").
+# starts an E-string (E'...') or a Unicode escape (U&'...', U&"..."). A bit string (B'...',
+# X'...') cannot hold a doubled quote: PostgreSQL ends it at the next quote.
 _TOKEN_ALTERNATIVES = r"""
       (?P<word>(?![eE]'|[uU]&['"])[A-Za-z_\x80-\U0010ffff][A-Za-z_0-9$\x80-\U0010ffff]*)
     | (?P<num>0[xX][0-9A-Fa-f_]+|0[oO][0-7_]+|0[bB][01_]+
         |(?:[0-9][0-9_]*(?:\.(?!\.)[0-9_]*)?|\.[0-9][0-9_]*)(?:[eE][+-]?[0-9][0-9_]*)?)
     | (?P<punct>[(),\[\].:])
     | (?P<op>(?:[+*<>=~!@\#%^&|`?]|-(?!-)|/(?!\*))+)
-    | (?P<str>'(?:[^']|'')*')
+    | (?P<str>(?<=(?<![A-Za-z_0-9$\x80-\U0010ffff])[bBxX])'[^']*'|'(?:[^']|'')*')
     | (?P<qid>"(?:[^"]|"")*")
     | (?P<lc>--[^\n\r]*)
     | (?P<bc>/\*)
@@ -494,7 +495,7 @@ def _scan(sql: str) -> list[Statement]:
 # the tokens of the reference lexer are exactly what these patterns see, so the
 # fingerprint and canonical text come from whole-text substitutions instead of a Python
 # step per token. Anything else (including every lexical error) is not plain and goes to
-# the reference lexer. tests/test_fingerprint.py checks on random SQL-ish text that both
+# the reference lexer. tests/unit/test_lexer.py checks on random SQL-ish text that both
 # paths agree exactly.
 _PLAIN_RE = re.compile(  # alternatives start with distinct characters; nothing backtracks
     r"""(?:

@@ -8,6 +8,7 @@ disagreement between the two paths would be a way to make two statements look al
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -160,3 +161,16 @@ def test_long_operator_and_whitespace_runs_stay_linear():
     # A backtracking validator would take exponential time on these before declining.
     for sql in ("+" * 4000 + "$", " " * 20000 + '"', "a+" * 3000 + "{", "(" * 5000 + "'"):
         _check_agrees(sql)
+
+
+@pytest.mark.parametrize("prefix", ["x", "X", "b", "B"])
+def test_a_bit_string_ends_at_the_next_quote_as_in_postgresql(prefix):
+    """B'...' and X'...' take no doubled quote: PostgreSQL reads x'''' as x'' then ''.
+    Found by test_same_skeleton_different_literals: the cache merged x'''' with x''."""
+    from policy.classify.crosscheck import pg_reading
+
+    sql = f"SELECT {prefix}'''' FROM orders"
+    assert lex(sql)[0].literals == ["", ""]
+    assert isinstance(pg_reading(sql), str)  # PostgreSQL's parser refuses it too
+    assert lex(f"SELECT {prefix}'' FROM orders")[0].fingerprint != lex(sql)[0].fingerprint
+    assert lex("SELECT max'a''b'")[0].literals == ["a'b"]  # a word ending in x: a plain string
