@@ -15,7 +15,7 @@ import pytest
 from policy.store import open_store
 from proxy.admin import AdminServer
 from proxy.wire.scram import ScramClient, ScramServer
-from tests.integration.test_proxy_grants import metric
+from tests.support.proxies import metric
 
 TOKEN = "admin-token-0123456789abcdef"
 T0 = dt.datetime(2026, 3, 1, 12, 0, tzinfo=dt.UTC)

@@ -27,8 +27,9 @@ from proxy.cli import main as cli_main
 from recorder import chunks
 from recorder.audit import index
 from recorder.store.local import LocalStore
-from tests.integration.test_proxy_grants import AGENT
-from tests.integration.test_proxy_recording import public_key, recording, wait_for
+from tests.support.proxies import AGENT
+from tests.support.recording import public_key, recording
+from tests.support.wait import wait_for
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -15,8 +15,8 @@ import pytest
 from proxy import upstream
 from proxy.wire import messages as m
 from proxy.wire.scram import MECHANISM, ScramClient, salted_password
-from tests.integration.test_proxy_grants import issue
 from tests.support.fixtures_proxy import ProxyHandle, proxy_config
+from tests.support.proxies import issue
 from tests.support.rawpg import RawClient
 
 pytestmark = pytest.mark.timeout(120)

@@ -670,7 +670,7 @@ def test_dockerfile():
             assert not _ignored(source), f"COPY {source}: excluded by .dockerignore"
     for needed in ("pyproject.toml", "README.md", "proxy/cli.py", "recorder/cli.py", "policy/cli.py"):
         assert not _ignored(needed), needed
-    for kept_out in (".venv", "tests/test_deploy.py", ".git", "bench/pgbench_compare.py"):
+    for kept_out in (".venv", "tests/integration/test_deploy.py", ".git", "bench/pgbench_compare.py"):
         assert _ignored(kept_out), kept_out
 
     users = [rest for word, rest in final if word == "USER"]

@@ -14,7 +14,7 @@ from policy.store import open_store
 from proxy.grant_census import GrantCensus
 from proxy.localpg import free_port
 from proxy.metrics import start_metrics_server
-from tests.integration.test_proxy_grants import metric
+from tests.support.proxies import metric
 
 pytestmark = pytest.mark.timeout(60)
 

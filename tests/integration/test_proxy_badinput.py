@@ -7,19 +7,18 @@ to misbehave precisely where a driver would not let them.
 
 from __future__ import annotations
 
-import asyncio
 import socket
 import ssl
 import struct
 import time
 
-import asyncpg
 import pytest
 
 from proxy.wire import messages as m
 from proxy.wire.framing import startup_packet
 from proxy.wire.scram import MECHANISM, ScramClient
 from tests.support.fixtures_proxy import STATIC_PASSWORD, STATIC_USER
+from tests.support.proxies import assert_serves, expect_fatal, wait_sessions
 from tests.support.rawpg import PROTO_3_0, PROTO_3_2, RawClient, describe, error_fields  # noqa: F401
 
 pytestmark = pytest.mark.timeout(60)
@@ -27,37 +26,6 @@ pytestmark = pytest.mark.timeout(60)
 
 SSL_REQUEST = struct.pack("!ii", 8, 80877103)
 GSSENC_REQUEST = struct.pack("!ii", 8, 80877104)
-
-
-def expect_fatal(client: RawClient, sqlstate: str) -> dict[str, str]:
-    """The proxy answers one FATAL ErrorResponse with ``sqlstate`` and closes the connection."""
-    frames = client.frames_until_eof()
-    errors = [error_fields(f) for f in frames if f[:1] == b"E"]
-    assert len(errors) == 1, describe(frames)
-    assert errors[0]["S"] == "FATAL" and errors[0]["C"] == sqlstate, errors[0]
-    assert frames[-1][:1] == b"E", describe(frames)
-    return errors[0]
-
-
-def assert_serves(handle) -> None:
-    """A fresh asyncpg session through ``handle`` runs a query."""
-
-    async def go():
-        conn = await asyncpg.connect(**handle.connect_kwargs(), ssl=False, timeout=10)
-        try:
-            return await conn.fetchval("select count(*) from public.customers")
-        finally:
-            await conn.close()
-
-    assert asyncio.run(go()) == 3
-
-
-def wait_sessions(handle, n: int, timeout: float = 3.0) -> None:
-    """The proxy's live-session set settles at ``n`` (no leaked half-open connections)."""
-    deadline = time.monotonic() + timeout
-    while len(handle.server.sessions) != n and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert len(handle.server.sessions) == n
 
 
 @pytest.fixture

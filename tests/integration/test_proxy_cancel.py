@@ -19,16 +19,8 @@ import psycopg
 import pytest
 
 from proxy.wire import messages as m
-from tests.integration.test_proxy_relay import (
-    UPSTREAM_USER,
-    RawClient,
-    arun,
-    errors_of,
-    pg_activity_row,
-    tool_env,
-    types_of,
-    wait_backend_state,
-)
+from tests.support.pg import UPSTREAM_USER, arun, pg_activity_row, tool_env, wait_backend_state
+from tests.support.rawpg import RawClient, errors_of, types_of
 
 QUICK = 5.0  # a cancelled pg_sleep(30) must end well within this
 

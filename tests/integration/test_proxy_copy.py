@@ -16,17 +16,9 @@ import pytest
 
 from proxy.wire import messages as m
 from proxy.wire.errors import frame
-from tests.integration.test_proxy_relay import (
-    RawClient,
-    arun,
-    bind,
-    direct_dsn,
-    errors_of,
-    parse,
-    same_session_shape,
-    types_of,
-    wait_until,
-)
+from tests.support.pg import arun, direct_dsn
+from tests.support.rawpg import RawClient, bind, errors_of, parse, same_session_shape, types_of
+from tests.support.wait import wait_until
 
 COLUMNS = "id int, t text, n numeric, b bytea, ts timestamptz, flag bool"
 NASTY_TEXT = [

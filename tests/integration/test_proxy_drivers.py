@@ -20,8 +20,8 @@ import asyncpg
 import psycopg
 import pytest
 
-from tests.integration.test_proxy_grants import issue, metric, sqlite_url
 from tests.support.fixtures_proxy import STATIC_PASSWORD, STATIC_USER, ProxyHandle, proxy_config
+from tests.support.proxies import issue, metric, sqlite_url
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -411,7 +411,7 @@ def test_pgoptions_through_psql(dproxy, pg, planted):
 
 
 def test_dry_run_startup_refusal_is_recorded_not_enforced(make_proxy, tmp_path):
-    from tests.integration.test_proxy_recording import (
+    from tests.support.recording import (
         grants,
         issue_grant,
         one_live_session,

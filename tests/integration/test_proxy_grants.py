@@ -5,8 +5,9 @@ session's real PostgreSQL (``pg``). Grants are issued with the store API, either
 proxy's own store (``handle.call(store.issue(...))``) or through a second store object in
 the test's own event loop, the way another proxy or the CLI would.
 
-``RawClient`` here is a small blocking v3 client (SCRAM included) for the checks a driver
-hides: when exactly a FATAL arrives, which salt the server-first message carries, frames.
+``RawClient`` (``tests.support.rawpg``) is the blocking v3 client (SCRAM included) for the
+checks a driver hides: when exactly a FATAL arrives, which salt the server-first message
+carries, frames.
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ import asyncio
 import base64
 import contextlib
 import datetime as dt
-import itertools
 import socket
 import threading
 import time
@@ -23,78 +23,35 @@ import time
 import asyncpg
 import psycopg
 import pytest
-from prometheus_client import REGISTRY
 
 from policy.grants import make_dsn
 from policy.store import open_store
 from proxy.config import ConfigError
-from proxy.localpg import LocalCluster, free_port
+from proxy.localpg import free_port
 from proxy.wire import messages as m
 from proxy.wire.scram import MECHANISM, ScramClient
 from tests.support.fixtures_proxy import ProxyHandle, proxy_config
+from tests.support.proxies import (
+    AGENT,
+    grant_args,
+    issue,
+    metric,
+    new_task,
+    sqlite_url,
+    store_cluster_url,
+    wait_fatal,
+)
 from tests.support.rawpg import RawClient, describe, error_fields
 
 pytestmark = pytest.mark.timeout(60)
 
-AGENT = "e2e-bot"
 OTHER_AGENT = "e2e-other"
-SCOPES = "read:public.orders,public.customers write:public.orders"
-_task_ids = itertools.count(1)
-
-
-def new_task(prefix: str = "E2E") -> str:
-    return f"{prefix}-{next(_task_ids)}-{time.monotonic_ns() % 100000}"
-
-
-# --- a raw protocol client -------------------------------------------------------------
 
 
 fields = error_fields
 
 
-def wait_fatal(client: RawClient, timeout: float) -> tuple[dict[str, str], float]:
-    """Block until the proxy sends a FATAL and closes; (its fields, wall-clock time it arrived)."""
-    client.sock.settimeout(timeout)
-    f = client.read_frame()
-    arrived = time.time()
-    assert f is not None and f[:1] == b"E", describe([f] if f else [])
-    err = fields(f)
-    assert err["S"] == "FATAL", err
-    assert client.read_frame() is None, "connection stays open after the FATAL"
-    return err, arrived
-
-
 # --- helpers ----------------------------------------------------------------------------
-
-
-def metric(name: str, **labels: str) -> float:
-    """Sum of the in-process samples called ``name`` whose labels include ``labels``."""
-    total = 0.0
-    for family in REGISTRY.collect():
-        for sample in family.samples:
-            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
-                total += sample.value
-    return total
-
-
-def grant_args(**change) -> dict:
-    """Arguments for ``GrantStore.issue``: a fresh task for AGENT, overridden by ``change``."""
-    args = dict(
-        agent=AGENT,
-        task=new_task(),
-        reason="end-to-end test",
-        granted_by="pytest",
-        database="app",
-        scopes=SCOPES,
-        ttl="10m",
-    )
-    args.update(change)
-    return args
-
-
-def issue(handle: ProxyHandle, **change):
-    """Issue a grant on the proxy's own store; (grant, token)."""
-    return handle.call(handle.runtime.store.issue(**grant_args(**change)))
 
 
 def issue_via(url: str, *, clock=None, **change):
@@ -164,10 +121,6 @@ def session_identities(handle: ProxyHandle) -> dict[int, tuple[str, str, str]]:
     return handle.call(read())
 
 
-def sqlite_url(path) -> str:
-    return f"sqlite:///{path}"  # path is absolute: sqlite:////tmp/...
-
-
 # --- fixtures ---------------------------------------------------------------------------
 
 
@@ -188,23 +141,6 @@ def gproxy(pg, tmp_path_factory):
     handle.store_url = sqlite_url(path)
     yield handle
     handle.stop()
-
-
-@pytest.fixture(scope="module")
-def store_cluster():
-    """A second, small PostgreSQL cluster: the shared grant store (never the upstream)."""
-    cluster = LocalCluster()
-    try:
-        cluster.start()
-        cluster.create_role("pgwitness", "store-secret", createdb=True)
-        cluster.create_database("grants_e2e", owner="pgwitness")
-        yield cluster
-    finally:
-        cluster.stop()
-
-
-def store_cluster_url(cluster) -> str:
-    return f"postgresql://pgwitness:store-secret@127.0.0.1:{cluster.port}/grants_e2e"
 
 
 # --- login ------------------------------------------------------------------------------

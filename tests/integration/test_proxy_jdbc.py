@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.test_proxy_policy import AGENT, pproxy  # noqa: F401 - fixture: a task grant's proxy
+from tests.support.fixtures_proxy import POLICY_AGENT as AGENT
 from tests.support.fixtures_proxy import STATIC_PASSWORD, STATIC_USER
 
 pytestmark = pytest.mark.timeout(120)

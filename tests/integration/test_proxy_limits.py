@@ -21,9 +21,10 @@ import pytest
 from prometheus_client import REGISTRY
 
 from proxy.wire import messages as m
-from tests.integration.test_proxy_badinput import RawClient, expect_fatal
-from tests.integration.test_proxy_ops import spawn  # noqa: F401 - a fixture
 from tests.support.fixtures_proxy import STATIC_PASSWORD, STATIC_USER
+from tests.support.proxies import expect_fatal
+from tests.support.rawpg import RawClient
+from tests.support.wait import wait_for
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -48,13 +49,6 @@ def _stall(host: str, port: int, source: str, count: int, startup: bool = False)
             c.send(b"\x00")
         out.append(c)
     return out
-
-
-def _wait(predicate, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "condition not reached"
-        time.sleep(0.02)
 
 
 def _login_seconds(handle, n: int, **kw) -> list[float]:
@@ -99,14 +93,14 @@ def test_a_thousand_stalled_sockets_from_one_address_do_not_lock_out_logins(make
         logging_in = handle.cfg.proxy.auth_concurrency_per_address if stall == "startup packet" else 0
         server = handle.server
         # every one of the 1,000 has been accepted and placed (or refused) by the proxy
-        _wait(lambda: refused() - before + server.prelogin.count("127.0.0.2") + server.admitted == 1000)
+        wait_for(lambda: refused() - before + server.prelogin.count("127.0.0.2") + server.admitted == 1000)
         assert server.admitted == logging_in and server.prelogin.count("127.0.0.2") <= per_address
         times = _login_seconds(handle, 50)
         print(f"login with 1000 stalled sockets ({stall}) held: median "
               f"{statistics.median(times) * 1e3:.1f} ms, p99 {_p99(times) * 1e3:.1f} ms")
         assert _p99(times) < 1.0, times
         # the stalled sockets still hold their places: nothing timed out meanwhile
-        _wait(lambda: server.admitted == logging_in)  # our own logins have all left
+        wait_for(lambda: server.admitted == logging_in)  # our own logins have all left
         assert server.prelogin.count("127.0.0.2") > 0
     finally:
         for s in stalled:
@@ -127,7 +121,7 @@ def test_stalled_sockets_from_many_addresses_give_way_to_a_real_login(make_proxy
     try:
         for k in range(3, 9):  # 6 addresses x 8 = 48 > 40 places
             stalled += _stall(handle.host, handle.port, f"127.0.0.{k}", 8)
-        _wait(lambda: len(handle.server.prelogin) == 40)
+        wait_for(lambda: len(handle.server.prelogin) == 40)
         assert len(_login_seconds(handle, 10)) == 10
         # the oldest were closed, with a FATAL that says why
         assert "waited longest" in expect_fatal(stalled[0], "53300")["M"]
@@ -269,7 +263,7 @@ def test_sixteen_unfinished_60mib_queries_are_paused_not_buffered(spawn):  # noq
     share proxy.frame_memory_bytes (128 MiB): two fit, the other fourteen are paused
     (their sends block), RSS stays under 400 MB and another session answers at once
     (target 50 ms; asserted loosely)."""
-    from tests.integration.test_proxy_ops import _rss_bytes
+    from tests.support.fixtures_proxy import rss_bytes
 
     p = spawn()
     size = 60 * 1024 * 1024
@@ -283,7 +277,7 @@ def test_sixteen_unfinished_60mib_queries_are_paused_not_buffered(spawn):  # noq
         with RawClient(p.host, p.port) as other:
             other.login()
             sent = _push([c.sock for c in attackers], payload)
-            rss = _rss_bytes(p.proc.pid)
+            rss = rss_bytes(p.proc.pid)
             whole = sum(n == len(payload) for n in sent)
             times = []
             for i in range(20):

@@ -10,7 +10,6 @@ import asyncio
 import collections
 import json
 import os
-import re
 import signal
 import socket
 import struct
@@ -18,168 +17,27 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.request
 from pathlib import Path
 
 import asyncpg
 import psycopg
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from proxy.localpg import free_port
 from proxy.wire import messages as m
-from tests.integration.test_proxy_badinput import (
-    RawClient,
-    describe,
-    error_fields,
-    expect_fatal,
-    wait_sessions,
+from tests.support.fixtures_proxy import (
+    REPO,
+    STATIC_PASSWORD,
+    STATIC_USER,
+    rss_bytes,
 )
-from tests.support.fixtures_proxy import STATIC_PASSWORD, STATIC_USER
+from tests.support.proxies import expect_fatal, wait_sessions
+from tests.support.rawpg import RawClient, describe, error_fields
 
 pytestmark = pytest.mark.timeout(90)
 
-REPO = Path(__file__).resolve().parents[2]
-
 
 # --- a real `pgwitness serve` process --------------------------------------------------
-
-
-class ProxyProcess:
-    """``pgwitness serve --config FILE`` in a subprocess; stderr goes to ``log_path``."""
-
-    def __init__(self, tmp_path: Path, pg, *, workers: int = 1, grace: float = 1.0, extra_args=()):
-        self.host, self.port = "127.0.0.1", free_port()
-        self.metrics_port = free_port()
-        self.workers = workers
-        self.config_path = tmp_path / "pgwitness.toml"
-        self.config_path.write_text(
-            f"""
-[proxy]
-listen = "{self.host}:{self.port}"
-shutdown_grace = {grace}
-startup_timeout = 5.0
-
-[upstream]
-host = "localhost"
-port = {pg.port}
-user = "pgwitness"
-password = "{pg.users["pgwitness"]}"
-sslmode = "verify-full"
-sslrootcert = "{pg.ca_cert}"
-
-[auth]
-users = {{ {STATIC_USER} = "{STATIC_PASSWORD}" }}
-
-[metrics]
-listen = "127.0.0.1:{self.metrics_port}"
-
-[recorder]
-enabled = false
-"""
-        )
-        self.log_path = tmp_path / "pgwitness.log"
-        env = {
-            k: v
-            for k, v in os.environ.items()
-            if not k.startswith(("PGWITNESS_", "PROMETHEUS_", "PG"))
-        }
-        args = [
-            sys.executable,
-            "-m",
-            "proxy.cli",
-            "serve",
-            "--config",
-            str(self.config_path),
-            *extra_args,
-        ]
-        if workers > 1:
-            args += ["--workers", str(workers)]
-        self._workers: list[int] = []
-        self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
-        self.proc = subprocess.Popen(
-            args, cwd=REPO, env=env, stdout=self._log, stderr=subprocess.STDOUT
-        )
-        try:
-            self._wait_listening()
-        except BaseException:
-            self.stop()
-            raise
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def _wait_listening(self, timeout: float = 20.0) -> None:
-        deadline = time.monotonic() + timeout
-        while len(re.findall(r"\blistening\b", self.log())) < self.workers:
-            if self.proc.poll() is not None:
-                raise AssertionError(f"pgwitness exited with {self.proc.returncode}:\n{self.log()}")
-            if time.monotonic() > deadline:
-                raise AssertionError(f"pgwitness did not start listening:\n{self.log()}")
-            time.sleep(0.05)
-        self._workers = self.worker_pids() if self.workers > 1 else []
-
-    def worker_pids(self) -> list[int]:
-        if self.workers == 1:
-            return [self.proc.pid]
-        text = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children").read_text()
-        return [int(p) for p in text.split()]
-
-    def dsn(self, **params: str) -> str:
-        extra = "".join(f" {k}={v}" for k, v in params.items())
-        return (
-            f"host={self.host} port={self.port} user={STATIC_USER} password={STATIC_PASSWORD} "
-            f"dbname=app sslmode=disable{extra}"
-        )
-
-    def metrics(self) -> dict[tuple[str, tuple], float]:
-        url = f"http://127.0.0.1:{self.metrics_port}/metrics"
-        with urllib.request.urlopen(url, timeout=5) as resp:
-            text = resp.read().decode()
-        out = {}
-        for family in text_string_to_metric_families(text):
-            for s in family.samples:
-                out[(s.name, tuple(sorted(s.labels.items())))] = s.value
-        return out
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()  # the supervisor forwards SIGTERM to its workers
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
-        for pid in self._workers:  # never leave a worker behind, whatever happened
-            try:
-                if str(self.config_path).encode() in Path(f"/proc/{pid}/cmdline").read_bytes():
-                    os.kill(pid, signal.SIGKILL)
-            except (OSError, ProcessLookupError):
-                pass
-        self._log.close()
-
-
-@pytest.fixture
-def spawn(tmp_path, pg):
-    started: list[ProxyProcess] = []
-
-    def factory(**kw) -> ProxyProcess:
-        sub = tmp_path / f"p{len(started)}"
-        sub.mkdir()
-        p = ProxyProcess(sub, pg, **kw)
-        started.append(p)
-        return p
-
-    yield factory
-    for p in started:
-        p.stop()
-
-
-def _rss_bytes(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) * 1024
-    raise AssertionError("no VmRSS")
 
 
 def _established_by_pid(pids: list[int], port: int) -> collections.Counter:
@@ -652,14 +510,14 @@ def test_slow_reader_back_pressure_bounds_proxy_memory(spawn, pg):
     with RawClient(p.host, p.port, timeout=30) as slow:
         slow.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
         slow.login()
-        before = _rss_bytes(p.proc.pid)
+        before = rss_bytes(p.proc.pid)
         slow.send(
             m.query(
                 f"SELECT repeat('x', 1000) /* slowreader */ FROM generate_series(1, {rows_wanted})"
             )
         )
         time.sleep(3)
-        grown = _rss_bytes(p.proc.pid) - before
+        grown = rss_bytes(p.proc.pid) - before
         # The stall reached Postgres: its backend is blocked writing to the proxy.
         wait = pg.psql(
             "select wait_event from pg_stat_activity where query like '%slowreader%' and pid <> pg_backend_pid()",
@@ -679,7 +537,7 @@ def test_slow_reader_back_pressure_bounds_proxy_memory(spawn, pg):
         others[-2][:1] == b"C"
         and others[-2][5:].rstrip(b"\x00") == f"SELECT {rows_wanted}".encode()
     )
-    assert _rss_bytes(p.proc.pid) - before < 50 * 1024 * 1024
+    assert rss_bytes(p.proc.pid) - before < 50 * 1024 * 1024
 
 
 def test_client_flooding_queries_without_reading_is_paused(spawn):
@@ -693,7 +551,7 @@ def test_client_flooding_queries_without_reading_is_paused(spawn):
         c.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
         c.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 64 * 1024)
         c.login()
-        before = _rss_bytes(p.proc.pid)
+        before = rss_bytes(p.proc.pid)
         data = memoryview(message * n)
         sent = 0
         c.sock.setblocking(False)
@@ -707,7 +565,7 @@ def test_client_flooding_queries_without_reading_is_paused(spawn):
                 if time.monotonic() - blocked_since > 1.5:
                     break
                 time.sleep(0.01)
-        grown = _rss_bytes(p.proc.pid) - before
+        grown = rss_bytes(p.proc.pid) - before
         # Kernel buffers on the way absorb some megabytes; the proxy must not absorb the rest.
         assert sent < total, "the client could push everything without reading"
         assert grown < 10 * 1024 * 1024, f"proxy RSS grew by {grown / 1e6:.0f} MB"

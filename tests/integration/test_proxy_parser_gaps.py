@@ -18,9 +18,9 @@ import asyncpg
 import psycopg
 import pytest
 
-from tests.integration.test_proxy_grants import issue as grant_issue
-from tests.integration.test_proxy_grants import sqlite_url
 from tests.support.fixtures_proxy import ProxyHandle, proxy_config
+from tests.support.proxies import issue as grant_issue
+from tests.support.proxies import sqlite_url
 
 pytestmark = pytest.mark.timeout(90)
 

@@ -24,47 +24,18 @@ from psycopg import pq
 
 from proxy.wire import messages as m
 from proxy.wire.errors import frame
-from tests.integration.test_proxy_grants import RawClient, describe, fields, metric, sqlite_url
-from tests.support.fixtures_proxy import ProxyHandle, proxy_config
+from tests.support.fixtures_proxy import POLICY_AGENT as AGENT
+from tests.support.fixtures_proxy import POLICY_TASK as TASK
+from tests.support.proxies import metric
+from tests.support.rawpg import RawClient, describe
+from tests.support.rawpg import error_fields as fields
 
 pytestmark = pytest.mark.timeout(60)
 
-AGENT = "e2e-policy"
-TASK = "POL-4821"
-DRY_TASK = "POL-DRY"
-SCOPES = "read:public.orders,public.customers write:public.orders"
 MARK = "pgw-e2e-policy"  # the note of every row a test inserts
 
 
 # --- fixtures and helpers ---------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def pproxy(pg, tmp_path_factory):
-    url = sqlite_url(tmp_path_factory.mktemp("policy") / "grants.db")
-    handle = ProxyHandle(
-        proxy_config(pg, **{"grants.store": url, "proxy.auth_fail_delay": 0.001})
-    ).start()
-    store = handle.runtime.store
-
-    def issue(task: str, **kw):
-        return handle.call(
-            store.issue(
-                agent=AGENT,
-                task=task,
-                reason="policy e2e",
-                granted_by="pytest",
-                database="app",
-                scopes=SCOPES,
-                ttl="30m",
-                **kw,
-            )
-        )
-
-    handle.grant, handle.token = issue(TASK)
-    handle.dry_grant, handle.dry_token = issue(DRY_TASK, enforce=False)
-    yield handle
-    handle.stop()
 
 
 @pytest.fixture(autouse=True)

@@ -24,7 +24,6 @@ from pathlib import Path
 import asyncpg
 import psycopg
 import pytest
-import zstandard
 
 from proxy.cli import main as cli_main
 from proxy.localpg import free_port
@@ -36,14 +35,24 @@ from recorder.replay import (
     _data_row,
     _fields,
     _row_description,
-    iter_records,
     split_frames,
 )
-from recorder.signing import load_public_key
 from recorder.testing import FlakyStore
 from recorder.verify import verify_session
-from tests.integration.test_proxy_grants import metric
 from tests.support.fixtures_proxy import STATIC_PASSWORD, STATIC_USER
+from tests.support.proxies import metric
+from tests.support.recording import (
+    assert_absent,
+    grants,
+    issue_grant,
+    live_session_ids,
+    one_live_session,
+    public_key,
+    recording,
+    records,
+    wait_status,
+)
+from tests.support.wait import wait_for
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -51,66 +60,6 @@ VENV_BIN = Path(sys.executable).parent
 
 
 # --- helpers -----------------------------------------------------------------------------
-
-
-def wait_for(cond, timeout: float = 5.0, what: str = "condition", interval: float = 0.02):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = cond()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(interval)
-
-
-def recording(tmp_path: Path, **extra) -> dict:
-    """Config overrides for a recording proxy with everything private to this test."""
-    return {
-        "recorder.enabled": True,
-        "recorder.store": str(tmp_path / "rec"),
-        "recorder.spool_dir": str(tmp_path / "spool"),
-        "recorder.signing_key": str(tmp_path / "signing.key"),
-        "recorder.chunk_max_seconds": 0.2,
-        "recorder.fsync": False,
-        **extra,
-    }
-
-
-def public_key(tmp_path: Path):
-    return load_public_key(tmp_path / "signing.key.pub")
-
-
-def live_session_ids(handle) -> list[str]:
-    async def ids():
-        return [c.srec.id for c in handle.server.sessions if c.srec is not None]
-
-    return handle.call(ids())
-
-
-def one_live_session(handle) -> str:
-    ids = wait_for(lambda: live_session_ids(handle), what="a live recorded session")
-    assert len(ids) == 1, ids
-    return ids[0]
-
-
-def wait_status(store, sid: str, pub, status: str, timeout: float = 5.0):
-    """Poll verify_session until it reports `status`; return the report."""
-    last = None
-
-    def check():
-        nonlocal last
-        last = verify_session(store, sid, pub)
-        return last if last.status == status else None
-
-    try:
-        return wait_for(check, timeout, f"session {sid} to verify as {status}", 0.05)
-    except AssertionError:
-        raise AssertionError(f"expected {status}, last report: {last.summary()}") from None
-
-
-def records(store, sid: str) -> list:
-    return list(iter_records(store, sid))
 
 
 def frames(recs, direction: Direction) -> list[tuple[str, bytes]]:
@@ -143,29 +92,6 @@ def spooled(tmp_path: Path) -> list[Path]:
     return sorted((tmp_path / "spool").rglob("*.spool"))
 
 
-def stored_bytes(root: Path) -> list[tuple[Path, bytes]]:
-    """Every file under `root`, and for chunks also their decompressed record bytes."""
-    out = []
-    for p in sorted(root.rglob("*")):
-        if not p.is_file():
-            continue
-        data = p.read_bytes()
-        out.append((p, data))
-        if p.suffix == ".chunk":
-            h = chunks.decode_chunk_header(data)
-            raw = zstandard.ZstdDecompressor().decompress(data[h.body_offset:], max_output_size=h.raw_len)
-            out.append((p.with_suffix(".chunk(decompressed)"), raw))
-    return out
-
-
-def assert_absent(root: Path, needles: list[bytes]) -> None:
-    blobs = stored_bytes(root)
-    assert blobs, f"nothing stored under {root}"
-    for path, data in blobs:
-        for needle in needles:
-            assert needle not in data, f"{needle!r} found in {path}"
-
-
 # Authentication material that must never be stored: SCRAM client-first/-final markers
 # (gs2 header "n,,n=", "c=biws" channel binding), the mechanism name as sent in
 # SASLInitialResponse, and the server-first iteration count. (Long enough not to occur by
@@ -193,20 +119,6 @@ def drop_socket(conn: psycopg.Connection) -> None:
 
 def refused_unrecorded(what: str | None = None) -> float:
     return metric("pgwitness_refused_unrecorded_total", **({"what": what} if what else {}))
-
-
-def issue_grant(handle, **kw):
-    args = {
-        "agent": "billing-bot", "task": "INC-4821", "reason": "refund audit",
-        "granted_by": "tester", "database": "app", "scopes": "read:public.customers",
-        "ttl": "10m",
-    }
-    args.update(kw)
-    return handle.call(handle.runtime.store.issue(**args))
-
-
-def grants(tmp_path: Path) -> dict:
-    return {"grants.store": f"sqlite:///{tmp_path / 'grants.db'}", "grants.poll_interval": 0.2}
 
 
 # --- a whole session, frame by frame -----------------------------------------------------

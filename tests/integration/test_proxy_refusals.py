@@ -12,10 +12,10 @@ import pytest
 
 from recorder.records import Kind
 from recorder.verify import verify_all
-from tests.integration.test_proxy_badinput import RawClient
-from tests.integration.test_proxy_recording import public_key, recording, records, wait_for
-from tests.integration.test_proxy_tls_auth import client_tls  # noqa: F401 - a fixture
 from tests.support.fixtures_proxy import STATIC_PASSWORD, STATIC_USER
+from tests.support.rawpg import RawClient
+from tests.support.recording import public_key, recording, records
+from tests.support.wait import wait_for
 
 pytestmark = pytest.mark.timeout(90)
 

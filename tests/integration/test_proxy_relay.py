@@ -15,7 +15,6 @@ import struct
 import subprocess
 import time
 import uuid
-from collections import deque
 
 import asyncpg
 import psycopg
@@ -25,135 +24,30 @@ from hypothesis import strategies as st
 
 from proxy.wire import messages as m
 from proxy.wire.errors import frame
-from proxy.wire.framing import FrameReader, startup_packet
-from proxy.wire.scram import MECHANISM, ScramClient
+from proxy.wire.framing import FrameReader
+from tests.support.pg import (
+    UPSTREAM_USER,
+    arun,
+    direct_dsn,
+    stat_activity,
+    tool_env,
+    wait_backend_gone,
+    wait_backend_state,
+)
+from tests.support.rawpg import (
+    I16,
+    I32,
+    RawClient,
+    RawError,
+    bind,
+    errors_of,
+    parse,
+    same_session_shape,
+    types_of,
+)
+from tests.support.wait import wait_until
 
-I16 = struct.Struct("!h")
-I32 = struct.Struct("!i")
-UPSTREAM_USER = "pgwitness"
-
-# --- helpers shared with test_proxy_copy / test_proxy_cancel -----------------------------
-
-
-class RawError(Exception):
-    def __init__(self, fields: dict[str, str]):
-        super().__init__(fields.get("M", "error"))
-        self.fields = fields
-
-
-class RawClient:
-    """A minimal blocking v3 client: SCRAM login, then raw frames in and (type, body) out."""
-
-    def __init__(
-        self,
-        host: str,
-        port: int,
-        user: str,
-        password: str,
-        database: str = "app",
-        timeout: float = 15.0,
-        preamble: tuple[bytes, ...] = (),
-        params=None,
-        early: bytes = b"",
-    ):
-        self.sock = socket.create_connection((host, port), timeout=timeout)
-        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.reader = FrameReader()
-        self.queue: deque[tuple[str, bytes]] = deque()
-        self.params: dict[str, str] = {}
-        self.pid = 0
-        self.secret = b""
-        self.preamble_answers = []
-        for request in preamble:  # SSLRequest / GSSENCRequest: a one-byte answer each
-            self.sock.sendall(request)
-            self.preamble_answers.append(self.sock.recv(1))
-        self.sock.sendall(startup_packet({"user": user, "database": database, **(params or {})}))
-        scram = None
-        while True:
-            t, body = self.read()
-            if t == "R":
-                code = I32.unpack_from(body)[0]
-                if code == m.AUTH_SASL:
-                    scram = ScramClient(password)
-                    self.send(m.sasl_initial_response(MECHANISM, scram.first()))
-                elif code == m.AUTH_SASL_CONTINUE:
-                    # ``early``: frames sent before the login has finished (pipelined startup).
-                    self.send(m.password_message(scram.final(body[4:])) + early)
-                elif code == m.AUTH_SASL_FINAL:
-                    scram.verify(body[4:])
-                elif code != m.AUTH_OK:
-                    raise AssertionError(f"unexpected auth request {code}")
-            elif t == "E":
-                raise RawError(m.decode_error_fields(frame(b"E", body)))
-            elif t == "K":
-                self.pid = I32.unpack_from(body)[0]
-                self.secret = body[4:]
-            elif t == "S":
-                k, v, _ = body.split(b"\x00")
-                self.params[k.decode()] = v.decode()
-            elif t == "Z":
-                return
-
-    @classmethod
-    def via_proxy(cls, proxy, database: str = "app", **kw) -> RawClient:
-        ckw = proxy.connect_kwargs()
-        return cls(ckw["host"], ckw["port"], ckw["user"], ckw["password"], database, **kw)
-
-    @classmethod
-    def direct(cls, pg, database: str = "app", **kw) -> RawClient:
-        return cls(pg.host, pg.port, UPSTREAM_USER, pg.users[UPSTREAM_USER], database, **kw)
-
-    def send(self, *frames: bytes) -> None:
-        self.sock.sendall(b"".join(frames))
-
-    def read(self) -> tuple[str, bytes]:
-        while not self.queue:
-            data = self.sock.recv(1 << 16)
-            if not data:
-                raise EOFError("connection closed")
-            run, frames = self.reader.feed(data)
-            self.queue.extend((chr(t), run[s + 5 : e]) for t, s, e in frames)
-        return self.queue.popleft()
-
-    def read_until(self, type_char: str, count: int = 1) -> list[tuple[str, bytes]]:
-        """Every message up to and including the ``count``-th of type ``type_char``."""
-        out = []
-        while count:
-            msg = self.read()
-            out.append(msg)
-            if msg[0] == type_char:
-                count -= 1
-        return out
-
-    def run(self, *frames: bytes) -> list[tuple[str, bytes]]:
-        """Send ``frames``; return every answer up to the ReadyForQuery of the last Q/S/F."""
-        self.send(*frames)
-        n = sum(1 for f in frames if f[:1] in (b"Q", b"S", b"F"))
-        return self.read_until("Z", n)
-
-    def close(self) -> None:
-        try:
-            self.sock.sendall(m.TERMINATE)
-        except OSError:
-            pass
-        self.sock.close()
-
-
-def bind(
-    portal: str = "", statement: str = "", params=(), param_formats=(), result_formats=()
-) -> bytes:
-    body = portal.encode() + b"\x00" + statement.encode() + b"\x00"
-    body += I16.pack(len(param_formats)) + b"".join(I16.pack(f) for f in param_formats)
-    body += I16.pack(len(params))
-    for p in params:
-        body += I32.pack(-1) if p is None else I32.pack(len(p)) + p
-    body += I16.pack(len(result_formats)) + b"".join(I16.pack(f) for f in result_formats)
-    return frame(b"B", body)
-
-
-def parse(name: str, sql: str, oids=()) -> bytes:
-    body = name.encode() + b"\x00" + sql.encode() + b"\x00" + I16.pack(len(oids))
-    return frame(b"P", body + b"".join(I32.pack(o) for o in oids))
+# --- helpers ----------------------------------------------------------------------------
 
 
 def describe(kind: str, name: str = "") -> bytes:
@@ -167,63 +61,8 @@ def close(kind: str, name: str = "") -> bytes:
 FLUSH = frame(b"H")
 
 
-def same_session_shape(msgs):
-    """Each session has its own temporary schema (pg_temp_N): the one expected difference."""
-    return [(t, re.sub(rb"pg_temp_\d+", b"pg_temp_N", body)) for t, body in msgs]
-
-
-def types_of(msgs) -> str:
-    return "".join(t for t, _ in msgs)
-
-
-def errors_of(msgs) -> list[dict[str, str]]:
-    return [m.decode_error_fields(frame(b"E", b)) for t, b in msgs if t == "E"]
-
-
-def direct_dsn(pg, db: str = "app") -> str:
-    return pg.dsn(UPSTREAM_USER, db=db)
-
-
-def stat_activity(pg, pid: int) -> str:
-    return pg.psql(
-        f"select state || '|' || usename from pg_stat_activity where pid = {pid}"
-    ).strip()
-
-
-def pg_activity_row(pg, pid: int, column: str) -> str:
-    return pg.psql(f"select {column} from pg_stat_activity where pid = {pid}").strip()
-
-
-def wait_until(predicate, timeout: float, interval: float = 0.05) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(interval)
-    return predicate()
-
-
-def wait_backend_gone(pg, pid: int, timeout: float) -> bool:
-    return wait_until(lambda: stat_activity(pg, pid) == "", timeout, 0.1)
-
-
-def wait_backend_state(pg, pid: int, state: str, timeout: float = 10.0) -> bool:
-    return wait_until(lambda: stat_activity(pg, pid).startswith(state + "|"), timeout, 0.05)
-
-
-def arun(coro):
-    return asyncio.run(coro)
-
-
 def sqlstate_of(exc: BaseException) -> str | None:
     return getattr(exc, "sqlstate", None)
-
-
-def tool_env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
-    env["PGGSSENCMODE"] = "disable"
-    env["PGCONNECT_TIMEOUT"] = "10"
-    return env
 
 
 # --- raw protocol: the same bytes, directly and through the proxy --------------------------
@@ -1360,7 +1199,7 @@ class RelayOverServer:
         from proxy.session import Relay
 
         self.server = RawClient.direct(pg)
-        assert not self.server.queue
+        assert not self.server.buf
         self.relay = Relay(policy=DenyPayroll())
         self.client_reader = FrameReader()
 

@@ -29,14 +29,14 @@ from policy.store import open_store
 from proxy.config import ConfigError
 from proxy.provision import PerGrantRoles, ProvisionError
 from recorder.records import Kind
-from tests.integration.test_proxy_grants import metric, store_cluster, store_cluster_url, wait_fatal
-from tests.integration.test_proxy_recording import recording, records, wait_for
 from tests.support.fixtures_proxy import ProxyHandle, per_grant_overrides, proxy_config
+from tests.support.proxies import metric, store_cluster_url, wait_fatal
 from tests.support.rawpg import RawClient
+from tests.support.recording import recording, records
+from tests.support.wait import wait_for
 
 pytestmark = pytest.mark.timeout(90)
 
-__all__ = ["store_cluster"]  # a module fixture, shared with tests/test_proxy_grants.py
 
 AGENT = "roles-bot"
 READ_ORDERS = "read:public.orders"
@@ -562,7 +562,7 @@ def test_the_role_password_appears_nowhere_the_agent_or_an_operator_looks(pg, tm
     for text in seen:
         assert password not in text
     # Every stored recording byte (chunks decompressed) and the database's own log.
-    from tests.integration.test_proxy_recording import assert_absent
+    from tests.support.recording import assert_absent
 
     assert_absent(tmp_path / "rec", [password.encode()])
     assert password not in pg.log_path.read_text(errors="replace")

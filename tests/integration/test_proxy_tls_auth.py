@@ -19,14 +19,9 @@ from prometheus_client import REGISTRY
 from proxy.config import load_config
 from proxy.localpg import free_port, make_server_tls
 from proxy.upstream import Credentials
-from tests.integration.test_proxy_badinput import (
-    RawClient,
-    assert_serves,
-    describe,
-    error_fields,
-    wait_sessions,
-)
 from tests.support.fixtures_proxy import STATIC_PASSWORD, STATIC_USER
+from tests.support.proxies import assert_serves, wait_sessions
+from tests.support.rawpg import RawClient, describe, error_fields
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -191,16 +186,6 @@ def test_upstream_refusal_that_carries_no_secret_is_passed_on(proxy):
 
 
 # --- TLS toward clients --------------------------------------------------------------
-
-
-@pytest.fixture
-def client_tls(tmp_path):
-    ca, cert, key = make_server_tls(["localhost"], ["127.0.0.1"])
-    other_ca, _, _ = make_server_tls(["localhost"], ["127.0.0.1"])
-    files = {"ca": ca, "cert": cert, "key": key, "other_ca": other_ca}
-    for name, data in files.items():
-        (tmp_path / name).write_bytes(data)
-    return {name: str(tmp_path / name) for name in files}
 
 
 def _tls_proxy(make_proxy, client_tls, **extra):

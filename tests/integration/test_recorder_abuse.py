@@ -21,7 +21,7 @@ from recorder.replay import iter_records
 from recorder.store.local import LocalStore
 from recorder.verify import MODIFIED, PLANTED, UNLOCKED, verify_session
 from recorder.writer import Recorder
-from tests.integration.test_recorder_s3 import wait_for
+from tests.support.wait import wait_for
 
 KEY = Ed25519PrivateKey.generate()
 PUB = KEY.public_key()

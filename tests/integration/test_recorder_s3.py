@@ -16,18 +16,10 @@ from recorder.store import ObjectExists
 from recorder.store.local import LocalStore
 from recorder.verify import ATTEMPT, UNLOCKED, verify_session
 from recorder.writer import Recorder
+from tests.support.wait import wait_for
 
 KEY = Ed25519PrivateKey.generate()
 PUB = KEY.public_key()
-
-
-def wait_for(cond, timeout=10.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return
-        time.sleep(0.02)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def recorder_for(store, tmp_path, **kw) -> Recorder:

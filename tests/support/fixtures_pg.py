@@ -33,3 +33,16 @@ def pg():
         yield cluster
     finally:
         cluster.stop()
+
+
+@pytest.fixture(scope="module")
+def store_cluster():
+    """A second, small PostgreSQL cluster: the shared grant store (never the upstream)."""
+    cluster = LocalCluster()
+    try:
+        cluster.start()
+        cluster.create_role("pgwitness", "store-secret", createdb=True)
+        cluster.create_database("grants_e2e", owner="pgwitness")
+        yield cluster
+    finally:
+        cluster.stop()

@@ -5,15 +5,29 @@ recording) in front of the ``pg`` cluster. ``make_proxy(**overrides)`` starts ot
 any config keys (``{"proxy.require_tls": True}``, ``{"grants.store": ...}``); they stop at
 the end of the test. Every proxy's upstream login is the cluster's ``pgwitness`` role over
 TLS (sslmode=verify-full against the cluster's CA).
+
+Also: ``pproxy`` (a module's proxy with a SQLite grant store and two grants for
+``POLICY_AGENT``: ``pproxy.token`` enforcing, ``pproxy.dry_token`` dry-run), ``spawn``
+(real ``pgwitness serve`` processes, ``ProxyProcess``), ``tls_files`` and ``client_tls``
+(certificates toward clients).
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
+import re
+import signal
+import subprocess
+import sys
 import threading
+import time
+import urllib.request
+from pathlib import Path
 from typing import Any
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from proxy.config import Config, load_config
 from proxy.localpg import free_port, make_server_tls
@@ -154,3 +168,193 @@ def tls_files(tmp_path):
         (tmp_path / name).write_bytes(data)
         paths[name] = str(tmp_path / name)
     return paths
+
+
+@pytest.fixture
+def client_tls(tmp_path):
+    ca, cert, key = make_server_tls(["localhost"], ["127.0.0.1"])
+    other_ca, _, _ = make_server_tls(["localhost"], ["127.0.0.1"])
+    files = {"ca": ca, "cert": cert, "key": key, "other_ca": other_ca}
+    for name, data in files.items():
+        (tmp_path / name).write_bytes(data)
+    return {name: str(tmp_path / name) for name in files}
+
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+class ProxyProcess:
+    """``pgwitness serve --config FILE`` in a subprocess; stderr goes to ``log_path``."""
+
+    def __init__(self, tmp_path: Path, pg, *, workers: int = 1, grace: float = 1.0, extra_args=()):
+        self.host, self.port = "127.0.0.1", free_port()
+        self.metrics_port = free_port()
+        self.workers = workers
+        self.config_path = tmp_path / "pgwitness.toml"
+        self.config_path.write_text(
+            f"""
+[proxy]
+listen = "{self.host}:{self.port}"
+shutdown_grace = {grace}
+startup_timeout = 5.0
+
+[upstream]
+host = "localhost"
+port = {pg.port}
+user = "pgwitness"
+password = "{pg.users["pgwitness"]}"
+sslmode = "verify-full"
+sslrootcert = "{pg.ca_cert}"
+
+[auth]
+users = {{ {STATIC_USER} = "{STATIC_PASSWORD}" }}
+
+[metrics]
+listen = "127.0.0.1:{self.metrics_port}"
+
+[recorder]
+enabled = false
+"""
+        )
+        self.log_path = tmp_path / "pgwitness.log"
+        env = {
+            k: v
+            for k, v in os.environ.items()
+            if not k.startswith(("PGWITNESS_", "PROMETHEUS_", "PG"))
+        }
+        args = [
+            sys.executable,
+            "-m",
+            "proxy.cli",
+            "serve",
+            "--config",
+            str(self.config_path),
+            *extra_args,
+        ]
+        if workers > 1:
+            args += ["--workers", str(workers)]
+        self._workers: list[int] = []
+        self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen(
+            args, cwd=REPO, env=env, stdout=self._log, stderr=subprocess.STDOUT
+        )
+        try:
+            self._wait_listening()
+        except BaseException:
+            self.stop()
+            raise
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def _wait_listening(self, timeout: float = 20.0) -> None:
+        deadline = time.monotonic() + timeout
+        while len(re.findall(r"\blistening\b", self.log())) < self.workers:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"pgwitness exited with {self.proc.returncode}:\n{self.log()}")
+            if time.monotonic() > deadline:
+                raise AssertionError(f"pgwitness did not start listening:\n{self.log()}")
+            time.sleep(0.05)
+        self._workers = self.worker_pids() if self.workers > 1 else []
+
+    def worker_pids(self) -> list[int]:
+        if self.workers == 1:
+            return [self.proc.pid]
+        text = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children").read_text()
+        return [int(p) for p in text.split()]
+
+    def dsn(self, **params: str) -> str:
+        extra = "".join(f" {k}={v}" for k, v in params.items())
+        return (
+            f"host={self.host} port={self.port} user={STATIC_USER} password={STATIC_PASSWORD} "
+            f"dbname=app sslmode=disable{extra}"
+        )
+
+    def metrics(self) -> dict[tuple[str, tuple], float]:
+        url = f"http://127.0.0.1:{self.metrics_port}/metrics"
+        with urllib.request.urlopen(url, timeout=5) as resp:
+            text = resp.read().decode()
+        out = {}
+        for family in text_string_to_metric_families(text):
+            for s in family.samples:
+                out[(s.name, tuple(sorted(s.labels.items())))] = s.value
+        return out
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()  # the supervisor forwards SIGTERM to its workers
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+        for pid in self._workers:  # never leave a worker behind, whatever happened
+            try:
+                if str(self.config_path).encode() in Path(f"/proc/{pid}/cmdline").read_bytes():
+                    os.kill(pid, signal.SIGKILL)
+            except (OSError, ProcessLookupError):
+                pass
+        self._log.close()
+
+
+@pytest.fixture
+def spawn(tmp_path, pg):
+    started: list[ProxyProcess] = []
+
+    def factory(**kw) -> ProxyProcess:
+        sub = tmp_path / f"p{len(started)}"
+        sub.mkdir()
+        p = ProxyProcess(sub, pg, **kw)
+        started.append(p)
+        return p
+
+    yield factory
+    for p in started:
+        p.stop()
+
+
+def rss_bytes(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError("no VmRSS")
+
+
+POLICY_AGENT = "e2e-policy"
+
+
+POLICY_TASK = "POL-4821"
+
+
+POLICY_DRY_TASK = "POL-DRY"
+
+
+POLICY_SCOPES = "read:public.orders,public.customers write:public.orders"
+
+
+@pytest.fixture(scope="module")
+def pproxy(pg, tmp_path_factory):
+    url = f"sqlite:///{tmp_path_factory.mktemp('policy') / 'grants.db'}"
+    handle = ProxyHandle(
+        proxy_config(pg, **{"grants.store": url, "proxy.auth_fail_delay": 0.001})
+    ).start()
+    store = handle.runtime.store
+
+    def issue(task: str, **kw):
+        return handle.call(
+            store.issue(
+                agent=POLICY_AGENT,
+                task=task,
+                reason="policy e2e",
+                granted_by="pytest",
+                database="app",
+                scopes=POLICY_SCOPES,
+                ttl="30m",
+                **kw,
+            )
+        )
+
+    handle.grant, handle.token = issue(POLICY_TASK)
+    handle.dry_grant, handle.dry_token = issue(POLICY_DRY_TASK, enforce=False)
+    yield handle
+    handle.stop()

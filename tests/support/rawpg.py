@@ -1,21 +1,38 @@
-"""A blocking Postgres v3 client on a raw socket, for tests that need exact bytes.
+"""The one raw Postgres v3 client of the tests: a blocking socket, exact bytes.
 
-Shared by the proxy test modules (bad input, TLS/auth, ops, grants, policy, recording).
+Two ways to use it: step by step from the first byte (``startup``, ``authenticate``,
+``read_frame``: bad input, TLS/auth, limits, grants) or as a logged-in session
+(``RawClient.via_proxy`` / ``RawClient.direct``, then ``run`` and ``read``: (type, body)
+messages, for the relay's transparency tests). Also the message builders and inspectors
+those tests share.
 """
 
 from __future__ import annotations
 
+import re
 import socket
 import ssl
 import struct
 
 from proxy.wire import messages as m
+from proxy.wire.errors import frame
 from proxy.wire.framing import startup_packet
 from proxy.wire.scram import MECHANISM, ScramClient
 from tests.support.fixtures_proxy import STATIC_PASSWORD, STATIC_USER
 
 PROTO_3_0 = 3 << 16
 PROTO_3_2 = (3 << 16) | 2
+UPSTREAM_USER = "pgwitness"  # the proxy's own upstream login in the ``pg`` cluster
+I16 = struct.Struct("!h")
+I32 = struct.Struct("!i")
+
+
+class RawError(Exception):
+    """A session login refused with an ErrorResponse; ``fields`` are its fields."""
+
+    def __init__(self, fields: dict[str, str]):
+        super().__init__(fields.get("M", "error"))
+        self.fields = fields
 
 
 class RawClient:
@@ -27,8 +44,61 @@ class RawClient:
         )
         self.buf = bytearray()
         self.backend_pid: int | None = None
+        self.secret = b""  # the cancel key of a session login
+        self.params: dict[str, str] = {}  # ParameterStatus of a session login
+        self.preamble_answers: list[bytes] = []
+        self.terminate_on_close = False
+
+    @classmethod
+    def session(
+        cls,
+        host: str,
+        port: int,
+        user: str,
+        password: str,
+        database: str = "app",
+        timeout: float = 15.0,
+        preamble: tuple[bytes, ...] = (),
+        params=None,
+        early: bytes = b"",
+    ) -> RawClient:
+        """Logged in with SCRAM, ready for queries; closing sends Terminate first.
+
+        ``preamble``: SSLRequest/GSSENCRequest frames sent first (one-byte answers in
+        ``preamble_answers``); ``early``: frames sent with the last SCRAM message, before
+        the login has finished (pipelined startup). A refused login raises ``RawError``."""
+        c = cls(host, port, timeout)
+        c.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        c.terminate_on_close = True
+        for request in preamble:
+            c.send(request)
+            c.preamble_answers.append(c.sock.recv(1))
+        c.startup(user, database, **(params or {}))
+        frames = c.authenticate(password, early)
+        if frames and frames[-1][:1] == b"E":
+            c.sock.close()
+            raise RawError(error_fields(frames[-1]))
+        return c
+
+    @classmethod
+    def via_proxy(cls, proxy, database: str = "app", **kw) -> RawClient:
+        ckw = proxy.connect_kwargs()
+        return cls.session(ckw["host"], ckw["port"], ckw["user"], ckw["password"], database, **kw)
+
+    @classmethod
+    def direct(cls, pg, database: str = "app", **kw) -> RawClient:
+        return cls.session(pg.host, pg.port, UPSTREAM_USER, pg.users[UPSTREAM_USER], database, **kw)
+
+    @property
+    def pid(self) -> int | None:
+        return self.backend_pid
 
     def close(self) -> None:
+        if self.terminate_on_close:
+            try:
+                self.sock.sendall(m.TERMINATE)
+            except OSError:
+                pass
         self.sock.close()
 
     def __enter__(self) -> RawClient:
@@ -37,8 +107,8 @@ class RawClient:
     def __exit__(self, *exc) -> None:
         self.close()
 
-    def send(self, data: bytes) -> None:
-        self.sock.sendall(data)
+    def send(self, *frames: bytes) -> None:
+        self.sock.sendall(b"".join(frames))
 
     def _fill(self) -> bool:
         try:
@@ -71,6 +141,29 @@ class RawClient:
                     raise AssertionError(f"stream ended inside a message: {bytes(self.buf[:40])!r}")
                 return None
 
+    def read(self) -> tuple[str, bytes]:
+        """One backend message as (type, body); EOFError at the end of the stream."""
+        f = self.read_frame()
+        if f is None:
+            raise EOFError("connection closed")
+        return chr(f[0]), f[5:]
+
+    def read_until(self, type_char: str, count: int = 1) -> list[tuple[str, bytes]]:
+        """Every message up to and including the ``count``-th of type ``type_char``."""
+        out = []
+        while count:
+            msg = self.read()
+            out.append(msg)
+            if msg[0] == type_char:
+                count -= 1
+        return out
+
+    def run(self, *frames: bytes) -> list[tuple[str, bytes]]:
+        """Send ``frames``; return every answer up to the ReadyForQuery of the last Q/S/F."""
+        self.send(*frames)
+        n = sum(1 for f in frames if f[:1] in (b"Q", b"S", b"F"))
+        return self.read_until("Z", n)
+
     def frames_until_eof(self) -> list[bytes]:
         frames = []
         while (f := self.read_frame()) is not None:
@@ -94,8 +187,11 @@ class RawClient:
     ) -> None:
         self.send(startup_packet({"user": user, "database": database, **params}, code))
 
-    def authenticate(self, password: str = STATIC_PASSWORD) -> list[bytes]:
-        """Answer AuthenticationSASL with SCRAM; frames received up to ReadyForQuery (or FATAL)."""
+    def authenticate(self, password: str = STATIC_PASSWORD, early: bytes = b"") -> list[bytes]:
+        """Answer AuthenticationSASL with SCRAM; frames received up to ReadyForQuery (or FATAL).
+
+        ``early``: frames sent with the last SCRAM message, before the login has finished
+        (pipelined startup). Records the backend key and the ParameterStatus values."""
         seen: list[bytes] = []
         scram = ScramClient(password)
         while True:
@@ -109,7 +205,7 @@ class RawClient:
                     assert MECHANISM.encode() in data
                     self.send(m.sasl_initial_response(MECHANISM, scram.first()))
                 elif code == m.AUTH_SASL_CONTINUE:
-                    self.send(m.password_message(scram.final(data)))
+                    self.send(m.password_message(scram.final(data)), early)
                 elif code == m.AUTH_SASL_FINAL:
                     scram.verify(data)
                 elif code == m.AUTH_OK:
@@ -117,6 +213,10 @@ class RawClient:
                     for r in rest:
                         if r[:1] == b"K":
                             self.backend_pid = struct.unpack_from("!i", r, 5)[0]
+                            self.secret = r[9:]
+                        elif r[:1] == b"S":
+                            k, v, _ = r[5:].split(b"\x00")
+                            self.params[k.decode()] = v.decode()
                     return seen + rest
                 else:
                     raise AssertionError(f"unexpected auth request {code}")
@@ -179,3 +279,36 @@ def describe(frames: list[bytes]) -> list[str]:
         else:
             out.append(chr(f[0]))
     return out
+
+
+# --- messages as (type, body) lists, and the frontend messages the tests build ----------
+
+
+def types_of(msgs) -> str:
+    return "".join(t for t, _ in msgs)
+
+
+def errors_of(msgs) -> list[dict[str, str]]:
+    return [m.decode_error_fields(frame(b"E", b)) for t, b in msgs if t == "E"]
+
+
+def same_session_shape(msgs):
+    """Each session has its own temporary schema (pg_temp_N): the one expected difference."""
+    return [(t, re.sub(rb"pg_temp_\d+", b"pg_temp_N", body)) for t, body in msgs]
+
+
+def bind(
+    portal: str = "", statement: str = "", params=(), param_formats=(), result_formats=()
+) -> bytes:
+    body = portal.encode() + b"\x00" + statement.encode() + b"\x00"
+    body += I16.pack(len(param_formats)) + b"".join(I16.pack(f) for f in param_formats)
+    body += I16.pack(len(params))
+    for p in params:
+        body += I32.pack(-1) if p is None else I32.pack(len(p)) + p
+    body += I16.pack(len(result_formats)) + b"".join(I16.pack(f) for f in result_formats)
+    return frame(b"B", body)
+
+
+def parse(name: str, sql: str, oids=()) -> bytes:
+    body = name.encode() + b"\x00" + sql.encode() + b"\x00" + I16.pack(len(oids))
+    return frame(b"P", body + b"".join(I32.pack(o) for o in oids))

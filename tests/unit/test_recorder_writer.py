@@ -17,18 +17,10 @@ from recorder.store.local import LocalStore
 from recorder.testing import FlakyStore
 from recorder.verify import verify_session
 from recorder.writer import Recorder, RecorderClosed
+from tests.support.wait import wait_for
 
 KEY = Ed25519PrivateKey.generate()
 PUB = KEY.public_key()
-
-
-def wait_for(cond, timeout=5.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return
-        time.sleep(0.01)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 @pytest.fixture
