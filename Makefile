@@ -5,11 +5,12 @@ BIN    := $(VENV)/bin
 PG_BIN ?= /usr/lib/postgresql/15/bin
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: demo test lint bench venv system-deps clean help
+.PHONY: demo test test-unit lint bench venv system-deps clean help
 
 help:
 	@echo "make demo   - throwaway Postgres + pgwitness, one short agent session through it"
 	@echo "make test   - the full test suite (real PostgreSQL, real S3 server)"
+	@echo "make test-unit - tests/unit only: no PostgreSQL, network or subprocesses (under a minute)"
 	@echo "make lint   - ruff, mypy and the import-layering check"
 	@echo "make bench  - pgbench: direct vs pgbouncer vs pgwitness (see docs/benchmarks.md)"
 
@@ -43,6 +44,9 @@ demo: venv system-deps
 
 test: venv system-deps
 	$(BIN)/pytest -q
+
+test-unit: venv
+	$(BIN)/pytest -q tests/unit
 
 lint: venv
 	$(BIN)/ruff check .

@@ -32,7 +32,7 @@ import asyncpg  # noqa: E402
 
 from devtools.localpg import LocalCluster, build_app_cluster  # noqa: E402
 from policy.grants.store import open_store  # noqa: E402
-from tests.fixtures_proxy import ProxyHandle, per_grant_overrides, proxy_config  # noqa: E402
+from tests.support.fixtures_proxy import ProxyHandle, per_grant_overrides, proxy_config  # noqa: E402
 
 SCOPES = "read:public.orders,public.customers write:public.orders"
 

@@ -6,7 +6,7 @@ throttle's defaults (common/throttle.py FailureThrottle, docs/operations.md stat
 Runs the proxy's own throttle on one event loop: ``--workers`` attackers guess one agent's
 token as fast as the throttle lets them (each failed SCRAM exchange takes ``--scram-ms``),
 while a second agent from the same address logs in once a second; prints the guesses
-made and the other agent's worst wait. tests/test_proxy_limits.py attacks the real
+made and the other agent's worst wait. tests/integration/test_proxy_limits.py attacks the real
 proxy with smaller settings.
 """
 

@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from policy import StatementPolicy, parse_scopes  # noqa: E402
 from policy.catalog import Snapshot  # noqa: E402
-from policy.crosscheck import pg_readings  # noqa: E402
+from policy.classify.crosscheck import pg_readings  # noqa: E402
 from policy.engine import SharedClassifications  # noqa: E402
 
 SCOPES = parse_scopes(

@@ -38,10 +38,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey  # noqa: E402
 
+from devtools import testing as t  # noqa: E402
 from policy import StatementPolicy, parse_scopes  # noqa: E402
 from policy.engine import SharedClassifications  # noqa: E402
 from proxy.session import Relay  # noqa: E402
-from recorder import testing as t  # noqa: E402
 from recorder.config import RecorderConfig  # noqa: E402
 from recorder.writer import Recorder  # noqa: E402
 
@@ -166,12 +166,12 @@ def measure(workload: str, mode: str, n: int, warm: int) -> dict:
 
 # where a function's time is booked in the profile table: first match on its file path
 AREAS = [
-    ("policy/crosscheck.py", "policy: second opinion (pglast)"),
-    ("policy/pgparse.py", "policy: second opinion (pglast)"),
+    ("policy/classify/crosscheck.py", "policy: second opinion (pglast)"),
+    ("policy/classify/pgparse.py", "policy: second opinion (pglast)"),
     ("pglast", "policy: second opinion (pglast)"),
     ("policy/number_shapes.py", "policy: lexer + fingerprint"),
-    ("policy/fingerprint.py", "policy: lexer + fingerprint"),
-    ("policy/classify.py", "policy: classify (sqlglot)"),
+    ("policy/lexer.py", "policy: lexer + fingerprint"),
+    ("policy/classify/", "policy: classify (sqlglot)"),
     ("sqlglot", "policy: classify (sqlglot)"),
     ("policy/", "policy: engine, decide, caches"),
     ("proxy/decision_records.py", "decision record rendering"),

@@ -4,5 +4,5 @@
 - ``config``: the one configuration (TOML < ``PGWITNESS_*`` environment < flags).
 - ``throttle``: the login-failure throttle (proxy logins and the admin API).
 
-``common`` imports neither ``proxy`` nor ``policy`` (tests/test_layering.py holds it).
+``common`` imports neither ``proxy`` nor ``policy`` (tests/integration/test_layering.py holds it).
 """

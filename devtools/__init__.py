@@ -1,5 +1,5 @@
 """Development tools, outside the runtime packages: nothing in ``common``, ``proxy``,
-``policy`` or ``recorder`` imports them (tests/test_layering.py holds it), except that
+``policy`` or ``recorder`` imports them (tests/integration/test_layering.py holds it), except that
 ``pgwitness`` offers the ``demo`` sub-command when this package is importable.
 
 - ``localpg``: throwaway PostgreSQL clusters (initdb/pg_ctl), free ports, test TLS.

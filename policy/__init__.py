@@ -3,7 +3,7 @@
 from policy.classify import Classified, StatementClass, classify
 from policy.decide import Decision, decide
 from policy.engine import StatementPolicy, Verdict
-from policy.fingerprint import fingerprint_statements
+from policy.lexer import fingerprint_statements
 from policy.scopes import ScopeError, Scopes, parse_scopes
 from policy.startup import check_startup_params
 

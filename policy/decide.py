@@ -11,7 +11,7 @@ from policy.classify import (
     is_builtin_function,
     is_dangerous_function,
 )
-from policy.crosscheck import DISAGREE
+from policy.classify.crosscheck import DISAGREE
 from policy.housekeeping import housekeeping
 from policy.scopes import FORBIDDEN_SETTINGS, Scopes, split_name
 

@@ -6,10 +6,11 @@ from dataclasses import dataclass, replace
 
 from policy.catalog import attribute_calls
 from policy.classify import Classified, StatementClass, classify_statement
-from policy.crosscheck import boundaries_agree, function_names, pg_readings
+from policy.classify.crosscheck import boundaries_agree, function_names, pg_readings
 from policy.decide import Decision, check_function, decide
-from policy.fingerprint import collapse_values, fingerprint_statements, lex
+from policy.lexer import collapse_values, fingerprint_statements, lex
 from policy.number_shapes import NumberShapes
+from policy.prepared import STATEFUL_COMMANDS, PreparedNames
 from policy.scopes import Scopes
 
 __all__ = [
@@ -32,8 +33,6 @@ class Verdict:
     would_deny: bool = False  # dry-run: a deny that was not enforced
 
 
-# Statements whose outcome depends on session state (which names were PREPAREd here).
-_STATEFUL_COMMANDS = frozenset({"PREPARE", "EXECUTE", "DEALLOCATE", "DISCARD"})
 # Size limits: with every entry as large as allowed (each holds its text twice, as key and
 # in its Classified) a session's caches stay under ~4 MB and the shared one under ~32 MB.
 # Bigger statements are classified every time.
@@ -121,7 +120,7 @@ class StatementPolicy:
         # statement fingerprint -> pair classified and decided from one statement with it,
         # and whether that pair is plain (_plain)
         self._by_fingerprint: dict[str, tuple[Classified, Decision, bool]] = {}
-        self._prepared: set[str] = set()  # SQL-level PREPAREs allowed in this session
+        self._prepared = PreparedNames()  # SQL-level PREPAREs allowed in this session
         # The database's catalog snapshot for column syntax (policy.catalog), set by the
         # proxy: a callable returning the current Snapshot. None: no snapshot, so every
         # x.name a statement uses counts as a possible call name(x) (fail closed).
@@ -188,7 +187,7 @@ class StatementPolicy:
 
     @property
     def prepared_names(self) -> frozenset[str]:
-        return frozenset(self._prepared)
+        return self._prepared.names()
 
     # -- internals -----------------------------------------------------------------------
     def _follow_catalog(self) -> None:
@@ -341,7 +340,7 @@ class StatementPolicy:
         return tuple(pairs), plain
 
     def _store(self, sql: str, pairs: tuple[Pair, ...]) -> Verdict:
-        stateful = any(c.command in _STATEFUL_COMMANDS for c, _ in pairs)
+        stateful = any(c.command in STATEFUL_COMMANDS for c, _ in pairs)
         verdict = self._verdict(pairs)
         if len(sql) <= _MAX_CACHED_TEXT:
             if len(self._by_text) >= self.cache_size:
@@ -350,7 +349,7 @@ class StatementPolicy:
         return verdict
 
     def _verdict(self, pairs: tuple[Pair, ...]) -> Verdict:
-        if any(c.command in _STATEFUL_COMMANDS for c, _ in pairs):
+        if any(c.command in STATEFUL_COMMANDS for c, _ in pairs):
             pairs = self._apply_session_state(pairs)
         denied = next((d for _, d in pairs if not d.allowed), None)
         ran = denied is None or not self.enforce
@@ -366,35 +365,23 @@ class StatementPolicy:
 
     def _apply_session_state(self, pairs: tuple[Pair, ...]) -> tuple[Pair, ...]:
         """Decide EXECUTE against the PREPAREs this session allowed (in statement order)."""
-        prepared = set(self._prepared)
+        prepared = self._prepared.copy()
         out: list[Pair] = []
         for c, d in pairs:
-            if c.command == "EXECUTE" and c.cls is StatementClass.UNKNOWN and not d.allowed:
-                if c.detail in prepared:
-                    d = self._decide_execute(c)
-            elif c.command == "PREPARE" and d.allowed:
-                prepared.add(c.detail)
-            elif c.command == "DEALLOCATE" and d.allowed:
-                if c.detail == "all":
-                    prepared.clear()
-                else:
-                    prepared.discard(c.detail)
-            elif c.command == "DISCARD" and c.detail == "all" and d.allowed:
-                prepared.clear()
+            if (
+                c.command == "EXECUTE"
+                and c.cls is StatementClass.UNKNOWN
+                and not d.allowed
+                and c.detail in prepared
+            ):
+                d = self._decide_execute(c)
+            prepared.follow(c, d)
             out.append((c, d))
         return tuple(out)
 
     def _commit_session_state(self, pairs: tuple[Pair, ...]) -> None:
         for c, d in pairs:
-            if c.command == "PREPARE" and d.allowed:
-                self._prepared.add(c.detail)
-            elif c.command == "DEALLOCATE" and d.allowed:
-                if c.detail == "all":
-                    self._prepared.clear()
-                else:
-                    self._prepared.discard(c.detail)
-            elif c.command == "DISCARD" and c.detail == "all" and d.allowed:
-                self._prepared.clear()
+            self._prepared.follow(c, d)
 
     def _decide_execute(self, c: Classified) -> Decision:
         d = self._decide(replace(c, cls=StatementClass.READ))
@@ -408,7 +395,7 @@ class StatementPolicy:
 
 def _plain(c: Classified, d: Decision) -> bool:
     """Allowed, and neither DDL nor session state: its verdict needs nothing else."""
-    return d.allowed and c.command not in _STATEFUL_COMMANDS and c.cls is not StatementClass.DDL
+    return d.allowed and c.command not in STATEFUL_COMMANDS and c.cls is not StatementClass.DDL
 
 
 def _with_sql(c: Classified, sql: str) -> Classified:

@@ -21,7 +21,7 @@ through to the ordinary rules and is decided there):
 ``RESET ALL`` and ``DISCARD ALL`` return settings to the session's defaults, and the
 values the proxy pins (search_path) are given in the startup packet, where PostgreSQL
 makes them the defaults RESET returns to: see ``proxy.handshake`` and
-``tests/test_proxy_drivers.py``.
+``tests/integration/test_proxy_drivers.py``.
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 Statements that differ only in the digits of their number literals (``aid = 17`` and
 ``aid = 52``: what pgbench, ORMs and agents send) lex alike: same boundaries, same
 fingerprint. ``NumberShapes.fingerprints(sql)`` answers exactly what
-``policy.fingerprint.fingerprint_statements(sql)`` would, from the answer the lexer gave
+``policy.lexer.fingerprint_statements(sql)`` would, from the answer the lexer gave
 for an earlier text of the same shape, and asks the lexer otherwise.
 
 The shape is the text with every digit replaced by ``0`` (same length, same characters
@@ -18,7 +18,7 @@ With only the digits' values changing, nothing the lexer decides on changes (the
 fingerprint cache already treats such texts as one). Only single-statement texts are
 remembered; PostgreSQL's scanner
 still checks every text's boundaries (``crosscheck.boundaries_agree``) and nothing here
-touches classification or decisions. tests/test_number_shapes.py compares both ways on
+touches classification or decisions. tests/unit/test_number_shapes.py compares both ways on
 generated text.
 """
 
@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import re
 
-from policy.fingerprint import fingerprint_statements
+from policy.lexer import fingerprint_statements
 
 __all__ = ["NumberShapes"]
 

@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass, field
 from functools import lru_cache
 
-from policy.fingerprint import ascii_lower, parse_qualified_name, render_name, truncate_identifier
+from policy.lexer import ascii_lower, parse_qualified_name, render_name, truncate_identifier
 
 __all__ = [
     "FORBIDDEN_SETTINGS",

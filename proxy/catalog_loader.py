@@ -9,7 +9,7 @@ import logging
 
 from common.wire import messages as m
 from policy.catalog import COLUMNS_SQL, FUNCTIONS_SQL, CatalogCache
-from policy.fingerprint import render_name
+from policy.lexer import render_name
 
 from .logs import event
 from .upstream import Inbox, UpstreamError, connect_upstream

@@ -5,7 +5,7 @@
 without building and sorting dicts per statement: everything about a statement except its
 text is the same for every statement of one shape (a fingerprint-cache hit shares the
 classification's sets and the decision), so that part is rendered once per shape and the
-statement's text is spliced in. tests/test_decision_records.py holds the two equal.
+statement's text is spliced in. tests/unit/test_decision_records.py holds the two equal.
 """
 
 from __future__ import annotations

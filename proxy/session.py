@@ -10,7 +10,7 @@ say that nothing of ours may be written in that direction.
 Denials keep Postgres's own transaction semantics by letting the *server* raise the
 error (``proxy.denials``: what is injected, the marker, the cleaned error, the held
 *Complete frames); which client messages the server is answering is tracked by
-``proxy.wire.syncgroups``. The ``Relay`` keeps the splice loop: where each frame goes.
+``common.wire.syncgroups``. The ``Relay`` keeps the splice loop: where each frame goes.
 When nothing is in flight and no transaction is open, a denied simple Query is answered
 locally instead, which is equivalent and saves a round trip.
 """

@@ -1,5 +1,5 @@
 """The pgwitness Grafana dashboard, written as data: ``python deploy/grafana/dashboard.py``
-rewrites ``dashboards/pgwitness.json`` (tests/test_deploy.py fails when the two differ).
+rewrites ``dashboards/pgwitness.json`` (tests/integration/test_deploy.py fails when the two differ).
 
 To add a panel, add a ``Panel`` to a row in ``ROWS``; ids and positions are derived. Every
 query may use ``$__rate_interval`` and the ``$instance`` / ``$agent`` variables; every

@@ -1,5 +1,5 @@
 #!/bin/sh
-# One-shot for compose.yaml (and tests/test_deploy.py): the recordings bucket with Object
+# One-shot for compose.yaml (and tests/integration/test_deploy.py): the recordings bucket with Object
 # Lock and a default COMPLIANCE retention. Safe to run again: an existing bucket is kept.
 #   S3_ENDPOINT  the S3 server (http://s3:8333 in compose)
 #   BUCKET       the bucket name

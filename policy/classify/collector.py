@@ -1,0 +1,496 @@
+"""The sqlglot side: parsing canonical text, and one walk over a tree collecting the
+relations read and written, the functions called and whether a literal matters."""
+
+from __future__ import annotations
+
+import re
+import threading
+
+import sqlglot
+from sqlglot import exp
+from sqlglot.errors import ParseError
+from sqlglot.tokens import TokenType
+
+from policy.classify.catalogue import (
+    LITERAL_NAME_FUNCTIONS,
+    SEQUENCE_FUNCTIONS,
+    SET_CONFIG_PREFIX,
+    is_builtin_function,
+    is_dangerous_function,
+)
+from policy.classify.model import Unclassifiable
+from policy.lexer import (
+    Statement,
+    ascii_lower,
+    parse_qualified_name,
+    render_name,
+    truncate_identifier,
+)
+
+_PLAIN_NAME_RE = re.compile(r"[a-z_][a-z0-9_$]*\Z")
+_DIALECT = sqlglot.Dialect.get_or_raise("postgres")
+
+
+class _ParserCache(threading.local):
+    """A tokenizer and parser per thread: building them costs more than parsing a statement."""
+
+    def __init__(self) -> None:
+        self.tokenizer = _DIALECT.tokenizer()
+        self.parser = _DIALECT.parser()
+
+
+_PARSERS = _ParserCache()
+
+
+_STRING_TOKENS = frozenset(
+    {
+        TokenType.STRING,
+        TokenType.BIT_STRING,
+        TokenType.HEX_STRING,
+        TokenType.BYTE_STRING,
+        TokenType.NATIONAL_STRING,
+        TokenType.RAW_STRING,
+        TokenType.HEREDOC_STRING,
+        TokenType.UNICODE_STRING,
+        TokenType.NATIONAL_RAW_STRING,
+    }
+)
+
+
+def sqlglot_parse(sql: str, ours: tuple[int, int]) -> list[exp.Expression | None]:
+    """Parse canonical text; refuse if sqlglot's tokens disagree with ours on literals.
+
+    ``ours``: (string literals, quoted identifiers) our lexer found in ``sql``.
+    """
+    cache = _PARSERS
+    theirs = cache.tokenizer.tokenize(sql)
+    strings = quoted = 0
+    if "'" in sql or '"' in sql:  # without either, neither lexer can have found any
+        for t in theirs:
+            if t.token_type in _STRING_TOKENS:
+                strings += 1
+            elif t.token_type is TokenType.IDENTIFIER:
+                quoted += 1
+    if (strings, quoted) != ours:
+        raise ParseError("sqlglot and the PostgreSQL lexer disagree about literals")
+    return cache.parser.parse(theirs, sql)
+
+
+_REG_TYPES = frozenset(
+    {
+        "REGCLASS",
+        "REGPROC",
+        "REGPROCEDURE",
+        "REGOPER",
+        "REGOPERATOR",
+        "REGTYPE",
+        "REGCONFIG",
+        "REGDICTIONARY",
+        "REGNAMESPACE",
+        "REGROLE",
+        "REGCOLLATION",
+    }
+)
+# Syntax sqlglot models as function nodes although no function is called.
+_SKIP_FUNC_NODES = (
+    exp.Cast,
+    exp.TryCast,
+    exp.Exists,
+    exp.Any,
+    exp.All,
+    exp.Array,
+    exp.Case,
+    exp.If,
+    exp.Connector,
+)
+
+
+def ident(node: exp.Expression | str | None) -> str | None:
+    """An identifier as PostgreSQL sees it: unquoted ASCII-lower-cased, 63 bytes at most."""
+    if node is None:
+        return None
+    if isinstance(node, str):
+        return truncate_identifier(ascii_lower(node))
+    if isinstance(node, exp.Identifier):
+        text = node.this
+        return truncate_identifier(text if node.quoted else ascii_lower(text))
+    return None
+
+
+class Collector:
+    """One walk over a sqlglot tree: relations read/written, functions, literal use."""
+
+    __slots__ = (
+        "stmt",
+        "search_path",
+        "reads",
+        "ops",
+        "functions",
+        "literal_dependent",
+        "into_ddl",
+        "alternates",
+    )
+
+    def __init__(self, stmt: Statement, search_path: tuple[str, ...]):
+        self.stmt = stmt
+        self.search_path = search_path
+        self.reads: set[str] = set()
+        self.ops: set[tuple[str, str]] = set()
+        self.functions: set[str] = set()
+        self.literal_dependent = False
+        self.into_ddl = False
+        # unqualified name -> the same name in the later search_path schemas: PostgreSQL
+        # takes the first schema where it exists, which we cannot know, so all must pass
+        self.alternates: dict[str, list[str]] = {}
+
+    # -- names -----------------------------------------------------------------------
+    def _resolve(self, schema: str | None, name: str, temp: bool = False) -> str:
+        if schema is None:
+            if temp:
+                schema = "pg_temp"
+            elif name.startswith("pg_"):
+                schema = "pg_catalog"
+            else:
+                primary = render_name(self.search_path[0], name)
+                if len(self.search_path) > 1:
+                    self.alternates[primary] = [
+                        render_name(other, name) for other in self.search_path[1:]
+                    ]
+                return primary
+        return render_name(schema, name)
+
+    def candidates(self, rel: str) -> list[str]:
+        """``rel`` and, if it was an unqualified name, the other schemas it may mean."""
+        return [rel, *self.alternates.get(rel, ())]
+
+    def expand(self) -> None:
+        """Apply every use of an unqualified name to all its search_path candidates."""
+        if not self.alternates:
+            return
+        for rel in list(self.reads):
+            self.reads.update(self.alternates.get(rel, ()))
+        for op, rel in list(self.ops):
+            self.ops.update((op, alt) for alt in self.alternates.get(rel, ()))
+
+    def _table_name(self, table: exp.Table, temp: bool = False) -> str | None:
+        name = ident(table.args.get("this"))
+        schema = ident(table.args.get("db"))
+        if name is None:
+            return render_name(schema) + ".*" if schema is not None else None
+        return self._resolve(schema, name, temp)
+
+    def _literal_value(self, node: exp.Expression) -> str | None:
+        if isinstance(node, exp.Cast) and _is_reg_cast(node, "REGCLASS"):
+            node = node.this
+        if isinstance(node, exp.Literal) and node.is_string:
+            self.literal_dependent = True
+            try:
+                return self.stmt.literals[int(node.this)]
+            except (ValueError, IndexError):
+                return None
+        return None
+
+    def _literal_relation(self, node: exp.Expression, what: str) -> str:
+        value = self._literal_value(node)
+        parts = parse_qualified_name(value) if value is not None else None
+        if not parts or len(parts) > 3:
+            raise Unclassifiable(f"{what} needs a literal relation name")
+        names = [p for p, _ in parts]
+        if len(names) == 1:
+            return self._resolve(None, names[0])
+        return render_name(names[-2], names[-1])
+
+    # -- walk ------------------------------------------------------------------------
+    def walk(self, tree: exp.Expression) -> None:
+        consumed: set[int] = set()  # regclass casts already read as a sequence argument
+        categories = _CATEGORIES
+        for node in tree.walk():
+            cat = categories.get(type(node))
+            if cat is None:
+                cat = _category(type(node))
+            if cat == _C_PLAIN:
+                continue
+            if cat == _C_TABLE:
+                self._table(node)
+            elif cat == _C_FUNC:
+                self._function(node, consumed)
+            elif cat == _C_CAST:
+                if _is_reg_cast(node) and id(node) not in consumed:
+                    self.literal_dependent = True
+                    if _is_reg_cast(node, "REGCLASS"):
+                        if not (isinstance(node.this, exp.Literal) and node.this.is_string):
+                            continue  # an expression cast to regclass names no relation
+                        self.reads.add(self._literal_relation(node, "a regclass cast"))
+            elif cat == _C_LOCK:
+                self._lock(node)
+            elif cat == _C_COMMAND:
+                raise Unclassifiable(f"unsupported syntax inside the statement: {node.name}")
+            elif cat == _C_INTO:
+                self.into_ddl = True
+
+    def _table(self, table: exp.Table) -> None:
+        this = table.args.get("this")
+        if (this is not None and not isinstance(this, exp.Identifier)) or table.args.get(
+            "rows_from"
+        ):
+            return  # a table function: its Func node is visited on its own
+        node: exp.Expression = table
+        parent = table.parent
+        if type(parent) in _READ_PARENTS:  # FROM/JOIN: the common case, a plain read
+            name = ident(this)
+            if table.args.get("db") is None and is_cte_reference(table, name):
+                return
+            rel = self._table_name(table)
+            if rel is None:
+                raise Unclassifiable("a relation reference without a name")
+            self.reads.add(rel)
+            return
+        if isinstance(parent, exp.Schema) and node.arg_key == "this":
+            node, parent = parent, parent.parent
+        key = node.arg_key
+        if isinstance(parent, exp.Lock):
+            return  # FOR UPDATE OF <alias>: handled by _lock
+        role = "read"
+        temp = False
+        if key == "this" and isinstance(parent, exp.Insert):
+            role = "insert"
+        elif key == "this" and isinstance(parent, exp.Update):
+            role = "update"
+        elif key == "this" and isinstance(parent, exp.Delete):
+            role = "delete"
+        elif key == "this" and isinstance(parent, exp.Merge):
+            role = "merge"
+        elif isinstance(parent, exp.TruncateTable):
+            role = "truncate"
+        elif isinstance(parent, exp.Into):
+            role, temp = "ddl", bool(parent.args.get("temporary"))
+        elif key == "this" and isinstance(parent, exp.Create):
+            role, temp = "ddl", _is_temp_create(parent)
+        elif isinstance(parent, exp.Drop):
+            if str(parent.args.get("kind") or "").upper() == "TRIGGER":
+                return  # the trigger's own name; its table is the ON clause
+            role = "ddl"
+        elif _is_ddl_target(parent, key):
+            role = "ddl"
+        elif isinstance(parent, exp.AlterRename):
+            alter = parent.parent
+            name = ident(this)
+            if ident(table.args.get("db")) is None and isinstance(alter, exp.Alter):
+                base = alter.this if isinstance(alter.this, exp.Table) else None
+                schema = ident(base.args.get("db")) if base is not None else None
+                self.ops.add(("ddl", self._resolve(schema, name)))
+                return
+            role = "ddl"
+        elif key == "this" and isinstance(parent, exp.Copy):
+            role = "insert" if parent.args.get("kind") else "read"
+        if (
+            role == "read"
+            and this is not None
+            and table.args.get("db") is None
+            and is_cte_reference(table, ident(this))
+        ):
+            return
+        rel = self._table_name(table, temp)
+        if rel is None:
+            raise Unclassifiable("a relation reference without a name")
+        if role == "read":
+            self.reads.add(rel)
+        elif role == "merge":
+            merge_ops = _merge_ops(parent)
+            if not merge_ops:
+                self.reads.add(rel)  # only DO NOTHING: the target is merely read
+            for op in merge_ops:
+                self.ops.add((op, rel))
+        else:
+            self.ops.add((role, rel))
+            if role == "insert" and isinstance(parent, exp.Insert):
+                conflict = parent.args.get("conflict")
+                if (
+                    conflict is not None
+                    and "UPDATE" in str(conflict.args.get("action") or "").upper()
+                ):
+                    self.ops.add(("update", rel))
+
+    def _function(self, func: exp.Func, consumed: set[int]) -> None:
+        if isinstance(func, exp.Anonymous):
+            raw = func.args.get("this")
+            name = ident(raw) if isinstance(raw, exp.Identifier) else ident(str(raw))
+        else:
+            name = func.sql_name().lower()
+        if not name:
+            raise Unclassifiable("a function call without a name")
+        schema = None
+        parent = func.parent
+        if isinstance(parent, exp.Table) and func.arg_key == "this":
+            # a function in FROM keeps its schema on the Table node: FROM s.fn()
+            schema = ident(parent.args.get("db"))
+            if schema is None and parent.args.get("db") is not None:
+                raise Unclassifiable("an unsupported qualified function call")
+        elif isinstance(parent, exp.Dot) and func.arg_key == "expression":
+            qual = parent.this
+            if isinstance(qual, exp.Dot):
+                qual = qual.expression
+            schema = ident(qual)
+            if schema is None:
+                raise Unclassifiable("an unsupported qualified function call")
+        if schema is not None and schema != "pg_catalog":
+            self.functions.add(render_name(schema, name))
+            return
+        if (
+            schema is None
+            and isinstance(func, exp.Anonymous)
+            and not name.startswith("pg_")
+            and not is_builtin_function(name)
+            and not is_dangerous_function(name)
+            and name not in LITERAL_NAME_FUNCTIONS
+        ):
+            # an unqualified call of something that is not a known built-in resolves
+            # through search_path: it may be the function of that name in any schema
+            self.functions.update(render_name(schema, name) for schema in self.search_path)
+            return
+        if name in LITERAL_NAME_FUNCTIONS:
+            self.literal_dependent = True
+        if name == "set_config" and isinstance(func, exp.Anonymous) and func.expressions:
+            setting = self._literal_value(func.expressions[0])
+            if setting is not None:
+                # decided like SET of that setting (drivers turn jit off this way)
+                self.functions.add(SET_CONFIG_PREFIX + setting.strip().lower())
+                return
+        self.functions.add(name if _PLAIN_NAME_RE.match(name) else render_name(name))
+        op = SEQUENCE_FUNCTIONS.get(name)
+        if op is not None:
+            args = func.expressions if isinstance(func, exp.Anonymous) else [func.this]
+            if not args:
+                raise Unclassifiable(f"{name}() without arguments")
+            rel = self._literal_relation(args[0], f"{name}()")
+            consumed.add(id(args[0]))
+            if op == "read":
+                self.reads.add(rel)
+            else:
+                self.ops.add((op, rel))
+
+    def _lock(self, lock: exp.Lock) -> None:
+        select = lock.parent
+        if not isinstance(select, exp.Select):
+            raise Unclassifiable("a locking clause outside SELECT")
+        items = []
+        from_ = select.args.get("from_")
+        if from_ is not None:
+            items.append(from_.this)
+        for join in select.args.get("joins") or ():
+            items.append(join.this)
+        for item in items:
+            if isinstance(item, exp.Table) and isinstance(item.args.get("this"), exp.Identifier):
+                name = ident(item.this)
+                if item.args.get("db") is None and is_cte_reference(item, name):
+                    continue
+                rel = self._table_name(item)
+                if rel is not None:
+                    self.ops.add(("lock", rel))
+
+
+def _is_reg_cast(node: exp.Cast, which: str | None = None) -> bool:
+    to = node.args.get("to")
+    if isinstance(to, exp.ObjectIdentifier):
+        name = str(to.this).upper()
+    elif isinstance(to, exp.DataType) and to.this == exp.DataType.Type.USERDEFINED:
+        name = to.sql().upper()
+    else:
+        return False
+    return name == which if which else name in _REG_TYPES
+
+
+# Node categories for the walk, decided once per sqlglot class.
+_C_PLAIN, _C_TABLE, _C_FUNC, _C_CAST, _C_LOCK, _C_COMMAND, _C_INTO = range(7)
+_CATEGORIES: dict[type, int] = {}
+_READ_PARENTS = frozenset({exp.From, exp.Join})
+
+
+def _category(cls: type) -> int:
+    if issubclass(cls, exp.Table):
+        cat = _C_TABLE
+    elif issubclass(cls, exp.Cast):
+        cat = _C_CAST
+    elif issubclass(cls, exp.Func):
+        cat = _C_PLAIN if issubclass(cls, _SKIP_FUNC_NODES) else _C_FUNC
+    elif issubclass(cls, exp.Lock):
+        cat = _C_LOCK
+    elif issubclass(cls, exp.Command):
+        cat = _C_COMMAND
+    elif issubclass(cls, exp.Into):
+        cat = _C_INTO
+    else:
+        cat = _C_PLAIN
+    _CATEGORIES[cls] = cat
+    return cat
+
+
+def _is_ddl_target(parent: exp.Expression, key: str | None) -> bool:
+    """Is a table under ``parent`` (as ``key``) the object a DDL statement changes?"""
+    if isinstance(parent, exp.UserDefinedFunction):
+        return isinstance(parent.parent, exp.Create)
+    if isinstance(parent, exp.Index):
+        return key == "table" and isinstance(parent.parent, exp.Create)
+    if isinstance(parent, (exp.TriggerProperties, exp.PartitionedOfProperty, exp.InheritsProperty)):
+        return True  # a trigger, partition or child table changes that table too
+    if isinstance(parent, exp.OnProperty):
+        return isinstance(parent.parent, exp.Drop)
+    return key == "this" and isinstance(parent, (exp.Alter, exp.Comment))
+
+
+def _is_temp_create(create: exp.Create) -> bool:
+    props = create.args.get("properties")
+    return bool(props and any(isinstance(p, exp.TemporaryProperty) for p in props.expressions))
+
+
+def _merge_ops(merge: exp.Merge) -> set[str]:
+    ops: set[str] = set()
+    whens = merge.args.get("whens")
+    for when in whens.expressions if whens is not None else ():
+        then = when.args.get("then")
+        if isinstance(then, exp.Insert):
+            ops.add("insert")
+        elif isinstance(then, exp.Update):
+            ops.add("update")
+        elif (
+            isinstance(then, exp.Delete)
+            or isinstance(then, exp.Var)
+            and str(then.this).upper() == "DELETE"
+        ):
+            ops.add("delete")
+        elif not (isinstance(then, exp.Var) and str(then.this).upper() == "DO NOTHING"):
+            raise Unclassifiable("an unrecognised MERGE action")
+    return ops
+
+
+def _cte_names(with_: exp.With) -> list[str | None]:
+    return [
+        ident(cte.args.get("alias").this) if cte.args.get("alias") else None
+        for cte in with_.expressions
+    ]
+
+
+def is_cte_reference(table: exp.Expression, name: str | None) -> bool:
+    """Does unqualified ``name`` at ``table`` refer to a CTE in scope (PostgreSQL rules)?"""
+    if name is None:
+        return False
+    node = table
+    while node is not None and node.parent is not None:
+        parent = node.parent
+        if isinstance(parent, exp.With):
+            # node is one of the CTEs: earlier CTEs are visible, all of them if RECURSIVE
+            names = _cte_names(parent)
+            if parent.args.get("recursive"):
+                visible = names
+            else:
+                idx = next((i for i, c in enumerate(parent.expressions) if c is node), len(names))
+                visible = names[:idx]
+            if name in visible:
+                return True
+            node = parent.parent  # skip the owner's WITH: already looked at
+            continue
+        with_ = parent.args.get("with_")
+        if isinstance(with_, exp.With) and node is not with_ and name in _cte_names(with_):
+            return True
+        node = parent
+    return False

@@ -1,0 +1,386 @@
+"""Two readings of one statement: sqlglot's (``policy.classify``) and PostgreSQL's own
+(``policy.classify.pgparse``), reconciled into the ``Classified`` the policy decides on (pure).
+
+* PostgreSQL's parser rejects the text -> UNKNOWN (denied).
+* Both read it -> the relations and calls PostgreSQL's parser sees must all be in
+  sqlglot's reading (after mapping both to the same normalized names), and the statement
+  kind must match; otherwise the statement is UNKNOWN with a ``parse.disagree`` detail
+  recording both readings. The result carries the union of both readings' functions and
+  PostgreSQL's operators and column-syntax names.
+* sqlglot cannot read a statement PostgreSQL's parser reads (``ORDER BY x USING <``,
+  ``COPY BINARY``, ``CREATE DOMAIN``, ...) -> for a bounded set of statement kinds the
+  classification is built from PostgreSQL's reading alone; everything else stays UNKNOWN.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from pglast import parser as _pg
+from pglast.error import Error as PgError
+
+from policy.classify.catalogue import (
+    LITERAL_NAME_FUNCTIONS,
+    SET_CONFIG_PREFIX,
+    is_builtin_function,
+    is_dangerous_function,
+)
+from policy.classify.model import Classified, StatementClass
+from policy.classify.model import result as _result
+from policy.classify.pgparse import PgParseError, PgStatement, parse
+from policy.lexer import Statement, render_name
+
+__all__ = [
+    "DISAGREE",
+    "boundaries_agree",
+    "function_names",
+    "pg_reading",
+    "pg_readings",
+    "reconcile",
+]
+
+DISAGREE = "parse.disagree"
+_EMPTY: frozenset = frozenset()
+S = StatementClass
+
+# Which parse nodes each command sqlglot's side reports may be.
+_KINDS: dict[str, frozenset[str]] = {
+    k: frozenset(v.split())
+    for k, v in {
+        "SELECT": "SelectStmt",
+        "SELECT INTO": "SelectStmt",
+        "INSERT": "InsertStmt",
+        "UPDATE": "UpdateStmt",
+        "DELETE": "DeleteStmt",
+        "MERGE": "MergeStmt",
+        "TRUNCATE": "TruncateStmt",
+        "COMMENT": "CommentStmt",
+        "COPY": "CopyStmt",
+        "EXPLAIN": "ExplainStmt",
+        "EXPLAIN ANALYZE": "ExplainStmt",
+        "PREPARE": "PrepareStmt",
+        "EXECUTE": "ExecuteStmt",
+        "DEALLOCATE": "DeallocateStmt",
+        "DECLARE": "DeclareCursorStmt",
+        "FETCH": "FetchStmt",
+        "MOVE": "FetchStmt",
+        "CLOSE": "ClosePortalStmt",
+        "LISTEN": "ListenStmt",
+        "UNLISTEN": "UnlistenStmt",
+        "NOTIFY": "NotifyStmt",
+        "DISCARD": "DiscardStmt",
+        "SET": "VariableSetStmt",
+        "SET LOCAL": "VariableSetStmt",
+        "RESET": "VariableSetStmt",
+        "SHOW": "VariableShowStmt",
+        "SET TRANSACTION": "VariableSetStmt",
+        "SET CONSTRAINTS": "ConstraintsSetStmt",
+        "SET SESSION CHARACTERISTICS": "VariableSetStmt",
+        "BEGIN": "TransactionStmt",
+        "COMMIT": "TransactionStmt",
+        "ROLLBACK": "TransactionStmt",
+        "ROLLBACK TO SAVEPOINT": "TransactionStmt",
+        "SAVEPOINT": "TransactionStmt",
+        "RELEASE": "TransactionStmt",
+        "REFRESH MATERIALIZED VIEW": "RefreshMatViewStmt",
+        "CREATE TABLE": "CreateStmt CreateTableAsStmt",
+        "CREATE VIEW": "ViewStmt",
+        "CREATE MATERIALIZED VIEW": "CreateTableAsStmt",
+        "CREATE INDEX": "IndexStmt",
+        "CREATE SEQUENCE": "CreateSeqStmt",
+        "CREATE SCHEMA": "CreateSchemaStmt",
+        "CREATE FUNCTION": "CreateFunctionStmt",
+        "CREATE PROCEDURE": "CreateFunctionStmt",
+        "CREATE TRIGGER": "CreateTrigStmt",
+        "CREATE TYPE": "CompositeTypeStmt CreateEnumStmt CreateRangeStmt DefineStmt",
+        "CREATE DOMAIN": "CreateDomainStmt",
+        "ALTER TABLE": "AlterTableStmt RenameStmt AlterObjectSchemaStmt AlterOwnerStmt",
+        "ALTER VIEW": "AlterTableStmt RenameStmt AlterObjectSchemaStmt AlterOwnerStmt",
+        "ALTER INDEX": "AlterTableStmt RenameStmt AlterObjectSchemaStmt AlterOwnerStmt",
+        "ALTER SEQUENCE": "AlterSeqStmt AlterTableStmt RenameStmt AlterObjectSchemaStmt",
+        "ALTER MATERIALIZED VIEW": "AlterTableStmt RenameStmt AlterObjectSchemaStmt",
+        "ALTER TYPE": "AlterTableStmt AlterEnumStmt RenameStmt AlterObjectSchemaStmt",
+        "ALTER FUNCTION": "AlterFunctionStmt RenameStmt AlterObjectSchemaStmt",
+        "ALTER PROCEDURE": "AlterFunctionStmt RenameStmt AlterObjectSchemaStmt",
+        "ALTER SCHEMA": "RenameStmt AlterOwnerStmt",
+        "ALTER DOMAIN": "AlterDomainStmt RenameStmt AlterObjectSchemaStmt",
+        "ALTER TRIGGER": "RenameStmt",
+    }.items()
+}
+_DROP_KIND = "DropStmt"
+# Commands sqlglot's side gives that are always denied: no kind check needed.
+_ALWAYS_DENIED = frozenset({S.ROLE, S.FUNCTION, S.UNKNOWN})
+_DENIED_COPY = frozenset({"from program", "to program", "from file", "to file"})
+
+
+def pg_reading(sql: str) -> PgStatement | str:
+    """PostgreSQL's reading of one statement's text, or the reason it has none."""
+    try:
+        stmts = parse(sql)
+    except PgParseError as e:
+        return str(e)
+    except RecursionError:
+        return "PostgreSQL's parser: statement nested too deeply"
+    if len(stmts) != 1:
+        return f"{DISAGREE}: PostgreSQL's parser reads {len(stmts)} statements here, not one"
+    return stmts[0]
+
+
+def pg_readings(sql: str, count: int) -> list[PgStatement | str | None]:
+    """PostgreSQL's reading of each of the ``count`` statements the proxy's lexer found in
+    ``sql`` (one parse of the whole text), or per statement the reason there is none.
+
+    If the whole text does not parse, the server runs none of it (a simple Query is parsed
+    whole before anything runs): each statement is then read on its own (None), so that a
+    statement's classification never depends on its neighbours (the caches rely on it)."""
+    if count == 1:
+        return [pg_reading(sql)]
+    try:
+        stmts = parse(sql)
+    except (PgParseError, RecursionError):
+        return [None] * count
+    if len(stmts) != count:
+        why = f"{DISAGREE}: PostgreSQL's parser reads {len(stmts)} statements, the proxy {count}"
+        return [why] * count
+    return list(stmts)
+
+
+def boundaries_agree(sql: str, texts: list[str]) -> bool:
+    """Does PostgreSQL's scanner end the statements of ``sql`` where the proxy's lexer did?
+
+    About a microsecond: run before a fingerprint may stand for statements PostgreSQL's
+    parser has not read in this text (a lexer that ended a literal or comment elsewhere
+    would put the boundaries elsewhere)."""
+    try:
+        theirs = _pg.split(sql, with_parser=False)
+    except PgError:
+        return False
+    if len(theirs) != len(texts):
+        return False
+    # the scanner's pieces keep leading comments, the lexer's do not
+    if len(texts) == 1:  # most queries: the same test without a generator
+        return theirs[0].rstrip().endswith(texts[0].strip())
+    return all(a.rstrip().endswith(b.strip()) for a, b in zip(theirs, texts, strict=True))
+
+
+def _relation_names(pg: PgStatement, search_path: tuple[str, ...]):
+    out: set[str] = set()
+    for schema, name, _role in pg.relations:
+        out.update(_resolve(schema, name, search_path))
+    return out
+
+
+def _resolve(schema: str | None, name: str, search_path: tuple[str, ...]) -> list[str]:
+    """The normalized names an (unqualified) relation may mean, as classify resolves them."""
+    if schema is not None:
+        return [render_name(schema, name)]
+    if name.startswith("pg_"):
+        return [render_name("pg_catalog", name)]
+    return [render_name(s, name) for s in search_path]
+
+
+def function_names(schema: str | None, name: str, search_path: tuple[str, ...]) -> list[str]:
+    """Normalized like classify's sqlglot walk: bare for built-ins, schema.name otherwise."""
+    if schema is None:
+        if (
+            not name.startswith("pg_")
+            and not is_builtin_function(name)
+            and not is_dangerous_function(name)
+            and name not in LITERAL_NAME_FUNCTIONS
+        ):
+            return [render_name(s, name) for s in search_path]
+        return [name if name == name.lower() and name.isidentifier() else render_name(name)]
+    if schema == "pg_catalog":
+        return [name if name == name.lower() and name.isidentifier() else render_name(name)]
+    return [render_name(schema, name)]
+
+
+def _operator_name(schema: str | None, name: str) -> str:
+    return name if schema is None else f"{render_name(schema)}.{name}"
+
+
+def _allowed_builtin(fn: str) -> bool:
+    return "." not in fn and not fn.startswith('"') and is_builtin_function(fn)
+
+
+def _describe(label: str, rels, funcs, kind: str) -> str:
+    return (
+        f"{label}: {kind}; relations {', '.join(sorted(rels)) or '-'}; "
+        f"calls {', '.join(sorted(funcs)) or '-'}"
+    )
+
+
+def reconcile(
+    stmt: Statement,
+    glot: Classified,
+    glot_cacheable: bool,
+    search_path: tuple[str, ...],
+    pg: PgStatement | str | None = None,
+) -> tuple[Classified, bool]:
+    """The classification to decide on, from sqlglot's and PostgreSQL's readings."""
+    if pg is None:
+        pg = pg_reading(stmt.sql)
+    if isinstance(pg, str) and pg.startswith(DISAGREE):
+        return _unknown(glot, pg), False  # the statements split differently: none may run
+    if glot.command == "EXECUTE" and glot.cls is S.UNKNOWN and not isinstance(pg, str):
+        # allowed later if this session PREPAREd the name: its arguments must agree too
+        return _execute_args(glot, pg, search_path), False
+    if glot.cls in _ALWAYS_DENIED and not glot.detail.startswith(_READING_FAILURES):
+        return glot, glot_cacheable  # denied whatever PostgreSQL reads: keep its own rule
+    if glot.cls is S.UTILITY and (glot.command not in _KINDS or glot.detail in _DENIED_COPY):
+        return glot, glot_cacheable
+    if isinstance(pg, str):
+        if glot.cls is S.UNKNOWN:
+            return _unknown(glot, f"{glot.detail}; {pg}"), False
+        return _unknown(glot, pg), False
+    pg_rels = _relation_names(pg, search_path)
+    pg_funcs: set[str] = set()
+    for schema, name in pg.functions:
+        pg_funcs.update(function_names(schema, name, search_path))
+    operators = frozenset(_operator_name(s, n) for s, n in pg.operators)
+    attributes = pg.attributes
+    if glot.cls is S.UNKNOWN:
+        alone = _from_pg_alone(stmt, glot, pg, search_path, pg_funcs)
+        if alone is None:
+            return glot, False
+        return _with_pg(alone, alone.functions, operators, attributes), False
+    problems = []
+    kinds = _KINDS.get(glot.command)
+    if glot.command.startswith("DROP "):
+        kinds = frozenset({_DROP_KIND})
+    if kinds is None or pg.kind not in kinds:
+        problems.append(f"statement kind {glot.command} vs {pg.kind}")
+    glot_rels = glot.reads | glot.writes
+    missing_rels = pg_rels - glot_rels
+    # a relation is seen by both if any of its search_path candidates is
+    if missing_rels:
+        problems.append(f"relations only PostgreSQL sees: {', '.join(sorted(missing_rels))}")
+    if glot.command != "EXPLAIN":  # plain EXPLAIN only plans: its writes are reads
+        glot_ops = {r for _, r in glot.write_ops}
+        for schema, name, role in pg.relations:
+            if role != "read" and not glot_ops & set(_resolve(schema, name, search_path)):
+                problems.append(f"PostgreSQL sees a {role} of {render_name(*_qual(schema, name))}")
+    glot_funcs = set(glot.functions)
+    if any(f.startswith(SET_CONFIG_PREFIX) for f in glot_funcs):
+        glot_funcs.add("set_config")
+    missing_funcs = {f for f in pg_funcs - glot_funcs if not _allowed_builtin(f)}
+    if missing_funcs:
+        problems.append(f"calls only PostgreSQL sees: {', '.join(sorted(missing_funcs))}")
+    if problems:
+        detail = (
+            f"{DISAGREE}: {'; '.join(problems)} ["
+            + _describe("postgres", pg_rels, pg_funcs, pg.kind)
+            + " | "
+            + _describe("sqlglot", glot_rels, glot.functions, glot.command)
+            + "]"
+        )
+        return _unknown(glot, detail), False
+    # The calls decided on are PostgreSQL's; set_config with a literal setting name keeps
+    # sqlglot's reading (decided like SET of that setting), which only sqlglot's side makes.
+    settings = {f for f in glot.functions if f.startswith(SET_CONFIG_PREFIX)}
+    if settings and "set_config" not in glot.functions:
+        pg_funcs.discard("set_config")
+    funcs = pg_funcs | settings
+    return _with_pg(glot, funcs, operators, attributes), glot_cacheable
+
+
+def _qual(schema: str | None, name: str) -> tuple[str, ...]:
+    return (name,) if schema is None else (schema, name)
+
+
+def _execute_args(glot: Classified, pg: PgStatement, search_path) -> Classified:
+    rels = _relation_names(pg, search_path) - (glot.reads | glot.writes)
+    funcs: set[str] = set()
+    for schema, name in pg.functions:
+        funcs.update(function_names(schema, name, search_path))
+    missing = {f for f in funcs - set(glot.functions) if not _allowed_builtin(f)}
+    if rels or missing:
+        seen = ", ".join(sorted(rels | missing))
+        return _unknown(glot, f"{DISAGREE}: EXECUTE arguments only PostgreSQL reads: {seen}")
+    operators = frozenset(_operator_name(s, n) for s, n in pg.operators)
+    return _with_pg(glot, funcs, operators, pg.attributes)
+
+
+def _unknown(glot: Classified, detail: str) -> Classified:
+    return Classified(glot.sql, S.UNKNOWN, glot.command, _EMPTY, _EMPTY, _EMPTY, detail)
+
+
+def _with_pg(c: Classified, funcs, operators, attributes) -> Classified:
+    return replace(c, functions=frozenset(funcs), operators=operators, attributes=attributes)
+
+
+# sqlglot failures that mean "could not read it" (not a deliberate refusal of the classifier)
+_READING_FAILURES = (
+    "parse error",
+    "unsupported statement: CREATE",
+    "unsupported statement: ALTER",
+    "COPY did not parse",
+    "unrecognised COPY options",
+    "unsupported syntax inside",
+    "the statement did not parse",
+)
+
+
+def _from_pg_alone(
+    stmt: Statement,
+    glot: Classified,
+    pg: PgStatement,
+    search_path: tuple[str, ...],
+    funcs: set[str],
+) -> Classified | None:
+    """A classification from PostgreSQL's reading alone, for statements sqlglot cannot read.
+
+    Only kinds whose meaning is fully given by the relations and roles the walk collects;
+    anything else (and any clause that needs a decision of its own) stays UNKNOWN."""
+    if not glot.detail.startswith(_READING_FAILURES):
+        return None
+    node = pg.node
+    reads: set[str] = set()
+    ops: set[tuple[str, str]] = set()
+    for schema, name, role in pg.relations:
+        names = _resolve(schema, name, search_path)
+        if role == "read":
+            reads.update(names)
+        else:
+            ops.update((role, n) for n in names)
+    roles = {op for op, _ in ops}
+    kind = pg.kind
+    sources = f"sqlglot: {glot.detail}; decided on PostgreSQL's reading"
+
+    def result(cls, command, detail=sources):
+        return _result(stmt, cls, command, detail, reads, ops, funcs)
+
+    if "lock" in roles or pg.flags or any(n in LITERAL_NAME_FUNCTIONS for _, n in pg.functions):
+        return None  # names in literals, row locks: sqlglot's side decides those alone
+    if kind in ("CreateDomainStmt", "CreateRangeStmt", "CreateEnumStmt"):
+        if len(pg.defines) != 1 or roles:
+            return None
+        _what, schema, name = next(iter(pg.defines))
+        ops.update(("ddl", n) for n in _resolve(schema, name, search_path))
+        return result(S.DDL, "CREATE DOMAIN" if kind == "CreateDomainStmt" else "CREATE TYPE")
+    if pg.defines:
+        return None
+    if kind == "CompositeTypeStmt" and roles == {"ddl"}:
+        return result(S.DDL, "CREATE TYPE")
+    if kind == "AlterTableStmt" and node.get("objtype") == "OBJECT_TYPE" and roles == {"ddl"}:
+        return result(S.DDL, "ALTER TYPE")
+    if kind == "SelectStmt":
+        if roles:
+            return None  # SELECT INTO: sqlglot's path decides it
+        return result(S.READ, "SELECT")
+    if kind in ("InsertStmt", "UpdateStmt", "DeleteStmt"):
+        if roles - {"insert", "update", "delete"} or not roles:
+            return None
+        return result(S.WRITE, kind[:-4].upper())
+    if kind == "CopyStmt":
+        if node.get("is_program") or node.get("filename"):
+            return None  # COPY to/from files or programs: sqlglot's side already refuses
+        direction = "from stdin" if node.get("is_from") else "to stdout"
+        if node.get("is_from") and roles != {"insert"}:
+            return None
+        return result(S.WRITE if roles else S.READ, "COPY", direction)
+    if kind == "CreateStmt":
+        if roles != {"ddl"} or node.get("inhRelations") or node.get("partbound"):
+            return None  # INHERITS / PARTITION OF change the parent too: sqlglot's side
+        return result(S.DDL, "CREATE TABLE")
+    return None

@@ -1,0 +1,1 @@
+"""Shared test support: fixture plugins (loaded by tests/conftest.py) and helpers."""

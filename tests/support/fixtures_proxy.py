@@ -1,0 +1,360 @@
+"""Proxies under test: a real pgwitness server in a background thread with its own event loop.
+
+``proxy`` is one session-wide pass-through proxy (static user ``alice``/``alice-pw``, no
+recording) in front of the ``pg`` cluster. ``make_proxy(**overrides)`` starts others with
+any config keys (``{"proxy.require_tls": True}``, ``{"grants.store": ...}``); they stop at
+the end of the test. Every proxy's upstream login is the cluster's ``pgwitness`` role over
+TLS (sslmode=verify-full against the cluster's CA).
+
+Also: ``pproxy`` (a module's proxy with a SQLite grant store and two grants for
+``POLICY_AGENT``: ``pproxy.token`` enforcing, ``pproxy.dry_token`` dry-run), ``spawn``
+(real ``pgwitness serve`` processes, ``ProxyProcess``), ``tls_files`` and ``client_tls``
+(certificates toward clients).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from common.config import Config, load_config
+from devtools.localpg import free_port, make_server_tls
+
+STATIC_USER = "alice"
+STATIC_PASSWORD = "alice-pw"
+
+
+class ProxyHandle:
+    """A running proxy. ``call(coro)`` runs a coroutine on the proxy's loop."""
+
+    def __init__(self, cfg: Config):
+        self.cfg = cfg
+        self.host, port = cfg.proxy.listen.rsplit(":", 1)
+        self.port = int(port)
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.runtime = None
+        self._ready = threading.Event()
+        self._error: BaseException | None = None
+        self._stop: asyncio.Event | None = None
+        self._thread = threading.Thread(target=self._run, name=f"pgwitness-{self.port}", daemon=True)
+
+    def start(self) -> ProxyHandle:
+        self._thread.start()
+        self._ready.wait(30)
+        if self._error is not None:
+            raise self._error
+        if not self._ready.is_set():
+            raise RuntimeError("proxy did not start in 30 s")
+        return self
+
+    def _run(self) -> None:
+        import uvloop
+
+        try:
+            uvloop.run(self._main())
+        except BaseException as exc:  # surfaced to start()
+            self._error = exc
+            self._ready.set()
+
+    async def _main(self) -> None:
+        from proxy.runtime import build_runtime
+
+        self.loop = asyncio.get_running_loop()
+        self._stop = asyncio.Event()
+        self.runtime = await build_runtime(self.cfg)
+        await self.runtime.server.start()
+        self._ready.set()
+        await self._stop.wait()
+        await self.runtime.server.shutdown(self._grace)
+        await self.runtime.close()
+
+    def call(self, coro, timeout: float = 30.0) -> Any:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def stop(self, grace: float = 0.0) -> None:
+        if self.loop is None or not self._thread.is_alive():
+            return
+        self._grace = grace
+        self.loop.call_soon_threadsafe(self._stop.set)
+        self._thread.join(30 + grace)
+
+    @property
+    def server(self):
+        return self.runtime.server
+
+    def dsn(self, user: str = STATIC_USER, password: str = STATIC_PASSWORD, db: str = "app", **params: str) -> str:
+        extra = "".join(f" {k}={v}" for k, v in params.items())
+        return f"host={self.host} port={self.port} user={user} password={password} dbname={db}{extra}"
+
+    def connect_kwargs(self, user: str = STATIC_USER, password: str = STATIC_PASSWORD, db: str = "app") -> dict:
+        return {"host": self.host, "port": self.port, "user": user, "password": password, "database": db}
+
+
+def proxy_config(pg, **overrides: Any) -> Config:
+    """A config for a proxy in front of ``pg``; overrides use ``section.key`` names."""
+    values: dict[str, Any] = {
+        "proxy.listen": f"127.0.0.1:{free_port()}",
+        "proxy.startup_timeout": 5.0,
+        "upstream.host": "localhost",
+        "upstream.port": pg.port,
+        "upstream.user": "pgwitness",
+        "upstream.password": pg.users["pgwitness"],
+        "upstream.sslmode": "verify-full",
+        "upstream.sslrootcert": str(pg.ca_cert),
+        "auth.users": {STATIC_USER: STATIC_PASSWORD},
+        "recorder.enabled": False,
+        "metrics.listen": "",
+    }
+    values.update({k.replace("__", "."): v for k, v in overrides.items()})
+    return load_config(None, env={}, overrides=values)
+
+
+def per_grant_overrides(pg, workdir, **extra: Any) -> dict[str, Any]:
+    """Config overrides for ``upstream.roles = per-grant`` against ``pg``: the cluster's
+    ``pgw_admin`` (CREATEROLE) provisions, a SQLite store and role key under ``workdir``."""
+    return {
+        "grants.store": f"sqlite:///{workdir / 'grants.db'}",
+        "upstream.roles": "per-grant",
+        "provision.user": "pgw_admin",
+        "provision.password": pg.users["pgw_admin"],
+        "provision.database": "app",
+        "provision.key_file": str(workdir / "roles.key"),
+        **extra,
+    }
+
+
+@pytest.fixture(scope="session")
+def proxy(pg):
+    """One pass-through proxy for the whole session (static user alice)."""
+    handle = ProxyHandle(proxy_config(pg)).start()
+    yield handle
+    handle.stop()
+
+
+@pytest.fixture
+def make_proxy(pg):
+    """Start extra proxies with config overrides: ``make_proxy(**{"proxy.require_tls": True})``."""
+    started: list[ProxyHandle] = []
+
+    def factory(**overrides: Any) -> ProxyHandle:
+        handle = ProxyHandle(proxy_config(pg, **overrides)).start()
+        started.append(handle)
+        return handle
+
+    yield factory
+    for handle in started:
+        handle.stop()
+
+
+@pytest.fixture
+def tls_files(tmp_path):
+    """A CA and a server certificate for localhost/127.0.0.1, as files: ca.crt, server.crt,
+    server.key."""
+    ca, cert, key = make_server_tls(["localhost"], ["127.0.0.1"])
+    paths = {}
+    for name, data in (("ca.crt", ca), ("server.crt", cert), ("server.key", key)):
+        (tmp_path / name).write_bytes(data)
+        paths[name] = str(tmp_path / name)
+    return paths
+
+
+@pytest.fixture
+def client_tls(tmp_path):
+    ca, cert, key = make_server_tls(["localhost"], ["127.0.0.1"])
+    other_ca, _, _ = make_server_tls(["localhost"], ["127.0.0.1"])
+    files = {"ca": ca, "cert": cert, "key": key, "other_ca": other_ca}
+    for name, data in files.items():
+        (tmp_path / name).write_bytes(data)
+    return {name: str(tmp_path / name) for name in files}
+
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+class ProxyProcess:
+    """``pgwitness serve --config FILE`` in a subprocess; stderr goes to ``log_path``."""
+
+    def __init__(self, tmp_path: Path, pg, *, workers: int = 1, grace: float = 1.0, extra_args=()):
+        self.host, self.port = "127.0.0.1", free_port()
+        self.metrics_port = free_port()
+        self.workers = workers
+        self.config_path = tmp_path / "pgwitness.toml"
+        self.config_path.write_text(
+            f"""
+[proxy]
+listen = "{self.host}:{self.port}"
+shutdown_grace = {grace}
+startup_timeout = 5.0
+
+[upstream]
+host = "localhost"
+port = {pg.port}
+user = "pgwitness"
+password = "{pg.users["pgwitness"]}"
+sslmode = "verify-full"
+sslrootcert = "{pg.ca_cert}"
+
+[auth]
+users = {{ {STATIC_USER} = "{STATIC_PASSWORD}" }}
+
+[metrics]
+listen = "127.0.0.1:{self.metrics_port}"
+
+[recorder]
+enabled = false
+"""
+        )
+        self.log_path = tmp_path / "pgwitness.log"
+        env = {
+            k: v
+            for k, v in os.environ.items()
+            if not k.startswith(("PGWITNESS_", "PROMETHEUS_", "PG"))
+        }
+        args = [
+            sys.executable,
+            "-m",
+            "proxy.cli",
+            "serve",
+            "--config",
+            str(self.config_path),
+            *extra_args,
+        ]
+        if workers > 1:
+            args += ["--workers", str(workers)]
+        self._workers: list[int] = []
+        self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen(
+            args, cwd=REPO, env=env, stdout=self._log, stderr=subprocess.STDOUT
+        )
+        try:
+            self._wait_listening()
+        except BaseException:
+            self.stop()
+            raise
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def _wait_listening(self, timeout: float = 20.0) -> None:
+        deadline = time.monotonic() + timeout
+        while len(re.findall(r"\blistening\b", self.log())) < self.workers:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"pgwitness exited with {self.proc.returncode}:\n{self.log()}")
+            if time.monotonic() > deadline:
+                raise AssertionError(f"pgwitness did not start listening:\n{self.log()}")
+            time.sleep(0.05)
+        self._workers = self.worker_pids() if self.workers > 1 else []
+
+    def worker_pids(self) -> list[int]:
+        if self.workers == 1:
+            return [self.proc.pid]
+        text = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children").read_text()
+        return [int(p) for p in text.split()]
+
+    def dsn(self, **params: str) -> str:
+        extra = "".join(f" {k}={v}" for k, v in params.items())
+        return (
+            f"host={self.host} port={self.port} user={STATIC_USER} password={STATIC_PASSWORD} "
+            f"dbname=app sslmode=disable{extra}"
+        )
+
+    def metrics(self) -> dict[tuple[str, tuple], float]:
+        url = f"http://127.0.0.1:{self.metrics_port}/metrics"
+        with urllib.request.urlopen(url, timeout=5) as resp:
+            text = resp.read().decode()
+        out = {}
+        for family in text_string_to_metric_families(text):
+            for s in family.samples:
+                out[(s.name, tuple(sorted(s.labels.items())))] = s.value
+        return out
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()  # the supervisor forwards SIGTERM to its workers
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+        for pid in self._workers:  # never leave a worker behind, whatever happened
+            try:
+                if str(self.config_path).encode() in Path(f"/proc/{pid}/cmdline").read_bytes():
+                    os.kill(pid, signal.SIGKILL)
+            except (OSError, ProcessLookupError):
+                pass
+        self._log.close()
+
+
+@pytest.fixture
+def spawn(tmp_path, pg):
+    started: list[ProxyProcess] = []
+
+    def factory(**kw) -> ProxyProcess:
+        sub = tmp_path / f"p{len(started)}"
+        sub.mkdir()
+        p = ProxyProcess(sub, pg, **kw)
+        started.append(p)
+        return p
+
+    yield factory
+    for p in started:
+        p.stop()
+
+
+def rss_bytes(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError("no VmRSS")
+
+
+POLICY_AGENT = "e2e-policy"
+
+
+POLICY_TASK = "POL-4821"
+
+
+POLICY_DRY_TASK = "POL-DRY"
+
+
+POLICY_SCOPES = "read:public.orders,public.customers write:public.orders"
+
+
+@pytest.fixture(scope="module")
+def pproxy(pg, tmp_path_factory):
+    url = f"sqlite:///{tmp_path_factory.mktemp('policy') / 'grants.db'}"
+    handle = ProxyHandle(
+        proxy_config(pg, **{"grants.store": url, "proxy.auth_fail_delay": 0.001})
+    ).start()
+    store = handle.runtime.store
+
+    def issue(task: str, **kw):
+        return handle.call(
+            store.issue(
+                agent=POLICY_AGENT,
+                task=task,
+                reason="policy e2e",
+                granted_by="pytest",
+                database="app",
+                scopes=POLICY_SCOPES,
+                ttl="30m",
+                **kw,
+            )
+        )
+
+    handle.grant, handle.token = issue(POLICY_TASK)
+    handle.dry_grant, handle.dry_token = issue(POLICY_DRY_TASK, enforce=False)
+    yield handle
+    handle.stop()

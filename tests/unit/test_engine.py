@@ -1,0 +1,777 @@
+"""StatementPolicy: verdicts, messages, dry-run, session state, caches — and attacks on them."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+from hypothesis import HealthCheck, event, example, given, settings
+from hypothesis import strategies as st
+
+from policy import StatementPolicy, Verdict, check_startup_params, classify, decide, parse_scopes
+from policy.engine import SharedClassifications
+from policy.lexer import fingerprint_statements, lex
+
+SCOPES = parse_scopes("read:public.orders,public.customers write:public.orders set:work_mem")
+
+
+def policy(**kw) -> StatementPolicy:
+    return StatementPolicy(kw.pop("scopes", SCOPES), task=kw.pop("task", "INC-4821"), **kw)
+
+
+def shape(v: Verdict):
+    """A verdict without statement texts: what must not depend on literals or layout."""
+    return (
+        v.allowed,
+        v.would_deny,
+        tuple(
+            (
+                c.cls,
+                c.command,
+                c.reads,
+                c.writes,
+                c.functions,
+                c.write_ops,
+                c.detail if c.cls.name != "UNKNOWN" else "",
+                d.allowed,
+                d.rule,
+            )
+            for c, d in v.decisions
+        ),
+    )
+
+
+# -- verdicts and messages ----------------------------------------------------------------
+
+
+def test_allowed_query():
+    v = policy().check_query("SELECT * FROM orders WHERE id = 1")
+    assert v.allowed and not v.would_deny and v.message == ""
+    ((c, d),) = v.decisions
+    assert c.reads == {"public.orders"} and d.rule == "scope.read"
+
+
+def test_denied_message_names_task_rule_and_relation():
+    v = policy().check_query("UPDATE customers SET name = 'x'")
+    assert not v.allowed
+    assert v.message == "pgwitness: task INC-4821 may not write public.customers (rule scope.write)"
+
+
+@pytest.mark.parametrize(
+    ("sql", "message"),
+    [
+        ("SELECT * FROM payments", "may not read public.payments (rule scope.read)"),
+        ("SELECT pg_read_file('x')", "may not execute pg_read_file (rule deny.function)"),
+        ("SET ROLE postgres", "may not change role (rule deny.setting)"),
+        ("SELECT * FROM pg_authid", "may not read pg_catalog.pg_authid (rule deny.catalog)"),
+        ("COPY orders FROM PROGRAM 'x'", "(rule deny.copy_program)"),
+        ("GRANT ALL ON orders TO x", "(rule deny.role)"),
+        ("SELEC 1", "(rule deny.unknown)"),
+    ],
+)
+def test_messages(sql, message):
+    v = policy().check_query(sql)
+    assert not v.allowed and v.message.startswith("pgwitness: task INC-4821 ")
+    assert v.message.endswith(message)
+
+
+def test_one_denied_statement_denies_the_whole_query():
+    v = policy().check_query("SELECT * FROM orders; DELETE FROM customers; SELECT 1")
+    assert not v.allowed
+    assert [d.allowed for _, d in v.decisions] == [True, False, True]
+    assert "public.customers" in v.message
+
+
+def test_hidden_statement_after_literal_is_seen():
+    v = policy().check_query("SELECT 'a'' ; ' FROM orders; DROP TABLE orders; --'")
+    assert not v.allowed and "scope.ddl" in v.message
+
+
+def test_empty_query_is_allowed():
+    v = policy().check_query("  ; -- nothing")
+    assert v.allowed and v.decisions == ()
+
+
+def test_transaction_around_allowed_statements():
+    v = policy().check_query("BEGIN; UPDATE orders SET total = 1; COMMIT")
+    assert v.allowed
+    assert [d.rule for _, d in v.decisions] == [
+        "default.transaction",
+        "scope.write",
+        "default.transaction",
+    ]
+
+
+def test_check_parse_single_statement():
+    p = policy()
+    assert p.check_parse("SELECT * FROM orders WHERE id = $1").allowed
+    v = p.check_parse("DELETE FROM customers WHERE id = $1")
+    assert not v.allowed and "public.customers" in v.message
+
+
+def test_check_parse_with_several_statements_is_all_or_nothing():
+    # PostgreSQL rejects several statements in one Parse; we deny if any is denied and
+    # otherwise let the server raise its own error.
+    p = policy()
+    assert not p.check_parse("SELECT 1; DELETE FROM customers").allowed
+    assert p.check_parse("SELECT 1; SELECT 2").allowed
+
+
+def test_function_call_denied_and_dry_run():
+    v = policy().check_function_call()
+    assert not v.allowed and "deny.function_call" in v.message and v.decisions == ()
+    v = policy(enforce=False).check_function_call()
+    assert v.allowed and v.would_deny and v.message == ""
+
+
+# -- dry run --------------------------------------------------------------------------------
+
+
+def test_dry_run_allows_but_reports_would_deny():
+    p = policy(enforce=False)
+    v = p.check_query("SELECT 1; DELETE FROM customers")
+    assert v.allowed and v.would_deny and v.message == ""
+    assert [d.allowed for _, d in v.decisions] == [True, False]
+    assert v.decisions[1][1].rule == "scope.write"
+    ok = p.check_query("SELECT * FROM orders")
+    assert ok.allowed and not ok.would_deny
+    # cached answers keep the dry-run flag
+    again = p.check_query("SELECT 1; DELETE FROM customers")
+    assert again.allowed and again.would_deny
+
+
+# -- PREPARE / EXECUTE ------------------------------------------------------------------
+
+
+def test_execute_only_what_this_session_prepared():
+    p = policy()
+    assert not p.check_query("EXECUTE q(1)").allowed
+    assert p.check_query("PREPARE q (int) AS SELECT * FROM orders WHERE id = $1").allowed
+    v = p.check_query("EXECUTE q(1)")
+    assert v.allowed and v.decisions[0][1].rule == "session.prepared"
+    assert p.prepared_names == {"q"}
+    assert p.check_query("DEALLOCATE q").allowed
+    assert not p.check_query("EXECUTE q(1)").allowed
+
+
+def test_denied_prepare_is_not_remembered():
+    p = policy()
+    assert not p.check_query("PREPARE bad AS DELETE FROM customers").allowed
+    v = p.check_query("EXECUTE bad")
+    assert not v.allowed and "deny.execute" in v.message
+
+
+def test_prepare_in_a_denied_query_is_not_remembered():
+    p = policy()
+    assert not p.check_query("PREPARE q AS SELECT 1; DELETE FROM customers").allowed
+    assert not p.check_query("EXECUTE q").allowed
+
+
+def test_prepare_and_execute_in_one_query():
+    p = policy()
+    assert p.check_query("PREPARE q AS SELECT * FROM orders; EXECUTE q").allowed
+    assert not policy().check_query("EXECUTE q; PREPARE q AS SELECT 1").allowed
+
+
+def test_execute_arguments_are_checked():
+    p = policy()
+    p.check_query("PREPARE q (text) AS SELECT * FROM orders WHERE note = $1")
+    v = p.check_query("EXECUTE q(pg_read_file('/etc/passwd'))")
+    assert not v.allowed and "pg_read_file" in v.message
+
+
+def test_discard_all_and_deallocate_all_forget():
+    for reset in ("DISCARD ALL", "DEALLOCATE ALL", "DEALLOCATE PREPARE ALL"):
+        p = policy()
+        p.check_query("PREPARE q AS SELECT 1")
+        assert p.check_query(reset).allowed
+        assert not p.check_query("EXECUTE q").allowed, reset
+
+
+def test_execute_stays_stateful_when_cached():
+    p = policy()
+    assert not p.check_query("EXECUTE q").allowed  # now cached by text
+    p.check_query("PREPARE q AS SELECT 1")
+    assert p.check_query("EXECUTE q").allowed
+    p.check_query("DEALLOCATE q")
+    assert not p.check_query("EXECUTE q").allowed
+
+
+def test_quoted_prepare_names_are_case_sensitive():
+    p = policy()
+    p.check_query('PREPARE "Q" AS SELECT 1')
+    assert p.check_query('EXECUTE "Q"').allowed
+    assert not p.check_query("EXECUTE Q").allowed  # folds to q
+
+
+# -- caching ----------------------------------------------------------------------------
+
+
+def test_text_cache_hit():
+    p = policy()
+    a = p.check_query("SELECT * FROM orders WHERE id = 1")
+    b = p.check_query("SELECT * FROM orders WHERE id = 1")
+    assert a is b and p.stats["text_hits"] == 1
+
+
+def test_fingerprint_cache_hit_keeps_own_text():
+    p = policy()
+    p.check_query("SELECT * FROM orders WHERE id = 1 AND note = 'a'")
+    v = p.check_query("select *   from ORDERS where id = 22 /* c */ and note = 'b''c'")
+    assert p.stats["fingerprint_hits"] == 1
+    assert v.decisions[0][0].sql == "select *   from ORDERS where id = 22 /* c */ and note = 'b''c'"
+    assert v.allowed
+
+
+@pytest.mark.parametrize(
+    ("first", "second"),
+    [
+        ("SET work_mem = '1MB'", "SET work_mem = '2MB'"),
+        ("COPY orders TO STDOUT", "COPY orders TO STDOUT "),
+        ("SELECT nextval('orders_seq')", "SELECT nextval('customers_seq')"),
+        ("SELECT 'orders'::regclass", "SELECT 'pg_authid'::regclass"),
+        ("SELECT to_regclass('orders')", "SELECT to_regclass('x')"),
+        (
+            "SELECT has_table_privilege('orders', 'select')",
+            "SELECT has_table_privilege('x', 'select')",
+        ),
+        ("SELECT current_setting('a')", "SELECT current_setting('b')"),
+        ("SELECT set_config('jit', 'off', false)", "SELECT set_config('role', 'x', false)"),
+        ("PREPARE a AS SELECT 1", "PREPARE b AS SELECT 2"),
+        ("SELEC 1", "SELEC 2"),
+        ("SELECT 1x FROM orders", "SELECT 2x FROM orders"),
+    ],
+)
+def test_literal_dependent_statements_never_use_the_fingerprint_cache(first, second):
+    p = policy()
+    p.check_query(first)
+    p.check_query(second)
+    assert p.stats["fingerprint_hits"] == 0
+    assert p._by_fingerprint == {}  # noqa: SLF001 - the rule is about what gets stored
+
+
+def test_set_config_is_decided_like_set():
+    p = policy()
+    # asyncpg's type introspection turns JIT off this way
+    assert p.check_query("SELECT current_setting('jit'), set_config('jit', 'off', false)").allowed
+    v = p.check_query("SELECT set_config('role', 'postgres', false)")
+    assert not v.allowed and v.message.endswith(
+        "may not execute set_config on role (rule deny.function)"
+    )
+    assert p.check_query("SELECT set_config('work_mem', '1GB', true)").allowed  # set:work_mem
+
+
+def test_fingerprint_cache_is_used_within_multi_statement_queries():
+    p = policy()
+    p.check_query("SELECT * FROM orders WHERE id = 1")
+    v = p.check_query("SELECT * FROM orders WHERE id = 2; SELECT 'x'")
+    assert v.allowed and len(v.decisions) == 2
+
+
+def test_shared_cache_classifies_once_decides_per_grant():
+    shared = SharedClassifications()
+    reader = policy(shared=shared)
+    assert reader.check_query("UPDATE orders SET total = 1").allowed
+    assert reader.stats["misses"] == 1
+    other = StatementPolicy(parse_scopes("read:public.orders"), task="T2", shared=shared)
+    v = other.check_query("UPDATE orders SET total = 1")
+    assert other.stats == {"text_hits": 0, "fingerprint_hits": 0, "shared_hits": 1, "misses": 0}
+    assert not v.allowed and "task T2" in v.message
+    # a new shape of literals: the shared fingerprint cache, decided for this grant
+    v = other.check_query("UPDATE orders SET total = 2")
+    assert not v.allowed and other.stats["fingerprint_hits"] == 1
+
+
+def test_shared_cache_is_keyed_by_search_path():
+    shared = SharedClassifications()
+    a = StatementPolicy(parse_scopes("read:app.*"), task="T", shared=shared, search_path=("app",))
+    assert a.check_query("SELECT * FROM orders").allowed
+    b = StatementPolicy(parse_scopes("read:app.*"), task="T", shared=shared)
+    assert not b.check_query("SELECT * FROM orders").allowed  # public.orders
+
+
+def test_no_shared_cache():
+    p = policy(shared=None)
+    p.check_query("SELECT * FROM orders")
+    assert p.stats["misses"] == 1 and p.shared is None
+
+
+def test_caches_are_bounded():
+    p = policy(cache_size=8)
+    for i in range(50):
+        p.check_query(f"SELECT * FROM orders WHERE id = {i} AND c{i} = 1")
+    assert len(p._by_text) <= 8 and len(p._by_fingerprint) <= 8  # noqa: SLF001
+
+
+def test_public_api_exports():
+    import policy as pkg
+
+    for name in (
+        "classify",
+        "decide",
+        "parse_scopes",
+        "Scopes",
+        "ScopeError",
+        "Classified",
+        "Decision",
+        "StatementClass",
+        "StatementPolicy",
+        "Verdict",
+        "check_startup_params",
+    ):
+        assert name in pkg.__all__ and hasattr(pkg, name)
+    assert check_startup_params({"user": "a"}) is None
+
+
+# -- property: layout never changes a decision ---------------------------------------------
+
+# Statements without quotes or literals whose text could change meaning under case folding.
+LAYOUT_CORPUS = [
+    "SELECT * FROM orders WHERE id = 1",
+    "SELECT o.id, c.name FROM orders o JOIN customers c ON c.id = o.cid WHERE o.total > 10",
+    "UPDATE orders SET total = total + 1 WHERE id IN (SELECT id FROM customers)",
+    "DELETE FROM customers WHERE id = 3",
+    "INSERT INTO orders (id, total) SELECT id, 0 FROM customers",
+    "WITH d AS (DELETE FROM orders RETURNING id) SELECT count(*) FROM d",
+    "WITH customers AS (SELECT 1 AS id) SELECT * FROM customers",
+    "SELECT * FROM payments",
+    "SELECT * FROM pg_class JOIN pg_namespace ON true",
+    "SELECT * FROM pg_authid",
+    "SELECT now(), lower(name) FROM customers",
+    "SELECT other_fn(1) FROM orders",
+    "BEGIN ISOLATION LEVEL SERIALIZABLE",
+    "SET search_path TO evil",
+    "SET work_mem TO 100",
+    "SET statement_timeout TO 1000",
+    "EXPLAIN ANALYZE DELETE FROM orders",
+    "EXPLAIN DELETE FROM customers",
+    "MERGE INTO orders USING customers ON true WHEN MATCHED THEN DELETE",
+    "TRUNCATE orders",
+    "CREATE TABLE x AS SELECT * FROM orders",
+    "SELECT * FROM orders FOR UPDATE",
+    "SELECT * FROM customers FOR UPDATE",
+    "COPY orders TO STDOUT",
+    "COPY customers FROM STDIN",
+    "LISTEN jobs",
+    "VACUUM orders",
+    "GRANT SELECT ON orders TO x",
+    "SELECT * FROM orders, LATERAL (SELECT * FROM customers WHERE id = orders.cid) x",
+]
+_SEPARATORS = [
+    " ",
+    "  ",
+    "\n",
+    "\t",
+    "\r\n ",
+    " /* c */ ",
+    " /* ; DROP TABLE x; */ ",
+    " -- ; DELETE FROM x\n",
+    "/* a /* nested ; */ b */",
+    "\n-- c\n",
+]
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.sampled_from(LAYOUT_CORPUS), st.randoms(use_true_random=False))
+def test_layout_and_case_never_change_a_decision(sql, rnd: random.Random):
+    words = sql.split(" ")
+    variant = words[0]
+    for w in words[1:]:
+        variant += rnd.choice(_SEPARATORS) + w
+    variant = "".join(ch.upper() if rnd.random() < 0.5 else ch.lower() for ch in variant)
+    variant = rnd.choice(["", " ", "\n", "/* x */"]) + variant + rnd.choice(["", ";", " ;  "])
+    fresh_original = policy(shared=None).check_query(sql)
+    fresh_variant = policy(shared=None).check_query(variant)
+    assert shape(fresh_variant) == shape(fresh_original), (sql, variant)
+    warm = policy(shared=SharedClassifications())
+    warm.check_query(sql)
+    assert shape(warm.check_query(variant)) == shape(fresh_original), (sql, variant)
+    other_session = policy(shared=warm.shared)  # the variant via the shared cache only
+    assert shape(other_session.check_query(variant)) == shape(fresh_original), (sql, variant)
+
+
+# -- property: the fingerprint cache never merges statements that classify differently --
+
+# Literal content built from the characters that end or open strings, comments and
+# dollar quotes, plus statement fragments.
+_ATOMS = [
+    "'",
+    "''",
+    "\\",
+    "\\'",
+    "$",
+    "$$",
+    "$a$",
+    ";",
+    "--",
+    "/*",
+    "*/",
+    '"',
+    "\n",
+    " ",
+    "x",
+    "E",
+    "e'",
+    "DROP TABLE orders",
+    "DELETE FROM customers",
+    "SELECT",
+    "1",
+    "0x",
+    "U&'",
+    "::regclass",
+    "nextval('s')",
+    ")",
+    "(",
+    ",",
+]
+_content = st.lists(st.sampled_from(_ATOMS), max_size=8).map("".join)
+
+
+def _quote(kind: str, s: str) -> str:
+    if kind == "std":
+        return "'" + s.replace("'", "''") + "'"
+    if kind == "e":
+        return "E'" + s.replace("\\", "\\\\").replace("'", "\\'") + "'"
+    if kind == "dollar":
+        tag = "q"
+        while f"${tag}$" in s:
+            tag += "q"
+        return f"${tag}${s}${tag}$"
+    return "'" + s + "'"  # raw: the content may break out of the literal
+
+
+_literal = st.tuples(
+    st.sampled_from(["std", "e", "dollar", "raw", "num"]), _content, st.integers(0, 10**6)
+).map(lambda t: str(t[2]) if t[0] == "num" else _quote(t[0], t[1]))
+TEMPLATES = [
+    "SELECT {} FROM orders WHERE note = {}",
+    "SELECT * FROM orders WHERE id = {} AND note <> {}",
+    "UPDATE orders SET note = {} WHERE id = {}",
+    "INSERT INTO orders (id, note) VALUES ({}, {})",
+    "SELECT {}, {}",
+    "SELECT * FROM customers WHERE name LIKE {} || {}",
+    "SELECT {} /* {} */ FROM orders",
+    "SELECT {} -- {}\nFROM orders",
+    "SELECT jsonb_build_object({}, {}) FROM orders",
+    "SELECT {}::text, {}::int FROM orders",
+    "SELECT * FROM orders WHERE note = {} ; SELECT {}",
+    "SELECT interval {}, date {} FROM orders",
+]
+
+
+@settings(max_examples=1000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.sampled_from(TEMPLATES), _literal, _literal, _literal, _literal)
+@example("SELECT {} FROM orders WHERE note = {}", "'a'' ; DROP TABLE orders; --'", "1", "'b'", "2")
+@example(
+    "SELECT {} FROM orders WHERE note = {}", "E'\\' ; DROP TABLE orders; --'", "1", "E'x'", "2"
+)
+@example("SELECT {}, {}", "$$ ; DELETE FROM customers; $$", "1", "$$x$$", "2")
+def test_fingerprint_hit_equals_fresh_classification(template, a1, a2, b1, b2):
+    first = template.format(a1, a2)
+    second = template.format(b1, b2)
+    shared = SharedClassifications()
+    warm = policy(shared=shared)
+    warm.check_query(first)
+    cached = warm.check_query(second)
+    fresh = policy(shared=None).check_query(second)
+    assert shape(cached) == shape(fresh), (first, second)
+    assert shape(policy(shared=shared).check_query(second)) == shape(fresh), (first, second)
+    assert [c.sql for c, _ in cached.decisions] == [c.sql for c, _ in fresh.decisions]
+
+
+_SQLISH = [
+    "SELECT",
+    " ",
+    "\n",
+    "*",
+    "FROM",
+    "orders",
+    "customers",
+    "'",
+    "''",
+    "E'",
+    "\\",
+    "$$",
+    "$t$",
+    ";",
+    "--",
+    "/*",
+    "*/",
+    '"',
+    "x",
+    "1",
+    "1.5",
+    "e5",
+    ".",
+    "(",
+    ")",
+    ",",
+    "=",
+    "DELETE",
+    "DROP TABLE",
+    "é",
+    "U&",
+    "$1",
+    "::",
+    "\t",
+]
+
+
+_SLOT_KINDS = ["std", "e", "dollar", "raw", "num"]
+_slot = st.sampled_from(_SLOT_KINDS).map(lambda k: ("slot", k))
+_sep = st.sampled_from(
+    [
+        " ",
+        "\n",
+        "\t",
+        " /* ' */ ",
+        " /* $$ */ ",
+        " -- ' \n",
+        "/**/",
+        " /* /* ; */ */ ",
+        " -- ; DELETE FROM customers\n",
+    ]
+)
+
+
+@st.composite
+def _skeleton(draw):
+    """A mostly valid statement whose literals are slots; separators may hold quotes."""
+
+    def expr():
+        form = draw(st.integers(0, 4))
+        if form == 0:
+            return [draw(_slot)]
+        if form == 1:
+            return [draw(_slot), draw(_sep), "||", draw(_sep), draw(_slot)]
+        if form == 2:
+            return ["lower(", draw(_slot), ")"]
+        if form == 3:
+            return [draw(_slot), "::text"]
+        return ["coalesce(", draw(_slot), ",", draw(_sep), draw(_slot), ")"]
+
+    pieces = ["SELECT", draw(_sep), *expr()]
+    for _ in range(draw(st.integers(0, 2))):
+        pieces += [",", draw(_sep), *expr()]
+    table = draw(st.sampled_from(["orders", "customers", "payments", "pg_authid"]))
+    pieces += [draw(_sep), "FROM", draw(_sep), table]
+    if draw(st.booleans()):
+        pieces += [draw(_sep), "WHERE", draw(_sep), "note", draw(_sep), "=", draw(_sep), *expr()]
+    if draw(st.booleans()):
+        pieces += [";", draw(_sep), "SELECT", draw(_sep), *expr()]
+    if draw(st.booleans()):  # a stray fragment that may open a string or comment
+        pieces.insert(draw(st.integers(1, len(pieces))), draw(st.sampled_from(_SQLISH)))
+    return pieces
+
+
+def _render(skeleton, fills) -> str:
+    out, i = [], 0
+    for piece in skeleton:
+        if isinstance(piece, tuple):
+            content, number = fills[i % len(fills)]
+            i += 1
+            out.append(str(number) if piece[1] == "num" else _quote(piece[1], content))
+        else:
+            out.append(piece)
+    return "".join(out)
+
+
+_fills = st.lists(st.tuples(_content, st.integers(0, 10**9)), min_size=1, max_size=4)
+
+
+@settings(max_examples=1000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(_skeleton(), _fills, _fills)
+def test_same_skeleton_different_literals(skeleton, fills_a, fills_b):
+    """Whatever the cache merges must classify exactly as a fresh classification does."""
+    a, b = _render(skeleton, fills_a), _render(skeleton, fills_b)
+    shared = SharedClassifications()
+    warm = policy(shared=shared)
+    warm.check_query(a)
+    cached = warm.check_query(b)
+    if warm.stats["fingerprint_hits"]:
+        event("fingerprint hit")
+    fresh = policy(shared=None).check_query(b)
+    assert shape(cached) == shape(fresh), (a, b)
+    assert shape(policy(shared=shared).check_query(b)) == shape(fresh), (a, b)
+
+
+@settings(max_examples=1000, deadline=None)
+@given(st.lists(st.sampled_from(_SQLISH), max_size=30).map("".join))
+def test_fast_fingerprint_agrees_with_full_lexer(sql):
+    fast = fingerprint_statements(sql)
+    full = lex(sql)
+    if fast is None:
+        assert any(s.error for s in full)
+    else:
+        assert fast == [(s.sql, s.fingerprint, s.cacheable) for s in full]
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.lists(st.sampled_from(_SQLISH), max_size=30).map("".join))
+def test_classify_never_raises_and_engine_matches_decide(sql):
+    classified = classify(sql)
+    v = policy(shared=None).check_query(sql)
+    assert [c for c, _ in v.decisions] == list(classified)
+    assert [d for _, d in v.decisions] == [decide(c, SCOPES) for c in classified]
+    assert v.allowed == all(d.allowed for _, d in v.decisions)
+
+
+@pytest.mark.parametrize(
+    ("first", "second", "allowed"),
+    [
+        # a literal that hides SQL must not make the second statement look like the first
+        (
+            "SELECT 'a' FROM orders WHERE note = 'b'",
+            "SELECT 'a'' ; DELETE FROM customers; --' FROM orders WHERE note = 'b'",
+            True,
+        ),
+        ("SELECT 'a' FROM orders", "SELECT E'\\' ; DELETE FROM customers; --' FROM orders", True),
+        ("SELECT 'a' FROM orders", "SELECT 'a\\' ; DELETE FROM customers; --' FROM orders", False),
+        ("SELECT 'x' FROM orders", "SELECT $$'$$ FROM orders; DELETE FROM customers; --", False),
+        ("SELECT 1 /* c */ FROM orders", "SELECT 1 /* /* */ ; DELETE FROM customers; */", True),
+        ("SELECT 1 FROM orders -- x", "SELECT 1 FROM orders -- x\n; DELETE FROM customers", False),
+        ("SELECT '/*' FROM orders", "SELECT '/*' FROM orders; DELETE FROM customers; --*/'", False),
+        ("SELECT * FROM orders", 'SELECT * FROM "orders""; DELETE FROM customers; --"', False),
+        (
+            "SELECT * FROM orders WHERE a = 1",
+            "SELECT * FROM orders WHERE a = 1e; DELETE FROM customers",
+            False,
+        ),
+        (
+            "SELECT $a$x$a$ FROM orders",
+            "SELECT $a$ $b$ $a$ FROM orders; DELETE FROM customers",
+            False,
+        ),
+        ("SELECT $a$x$a$ FROM orders", "SELECT $a$ ; DELETE FROM customers; $a$ FROM orders", True),
+    ],
+)
+def test_literal_smuggling_attacks(first, second, allowed):
+    warm = policy(shared=SharedClassifications())
+    warm.check_query(first)
+    cached = warm.check_query(second)
+    fresh = policy(shared=None).check_query(second)
+    assert shape(cached) == shape(fresh)
+    assert cached.allowed is allowed, cached
+
+
+# --- VALUES rows of literals: collapsed before classification ----------------------------
+
+from policy.classify import classify_statement  # noqa: E402
+from policy.lexer import collapse_values  # noqa: E402
+
+_atom = st.one_of(
+    st.integers(-(10**6), 10**6).map(str),
+    st.decimals(-1000, 1000, places=2, allow_nan=False).map(str),
+    st.text(st.sampled_from("ab ,()'x;-"), max_size=8).map(lambda t: "'" + t.replace("'", "''") + "'"),
+    st.sampled_from(["NULL", "null", "TRUE", "false", "DEFAULT"]),
+)
+# Anything else a row may hold: each names a relation or a function, or at least is not a
+# literal, so the row it is in (and every row after it) must be kept.
+POISON = [
+    "(SELECT salary FROM secret.payroll LIMIT 1)",
+    "pg_read_file('/etc/passwd')",
+    "now()",
+    "'secret.payroll'::regclass",
+    "1 + 1",
+    "id",
+    "- -1",
+]
+
+
+@st.composite
+def values_statement(draw):
+    arity = draw(st.integers(1, 4))
+    rows = [
+        "(" + ", ".join(draw(st.lists(_atom, min_size=arity, max_size=arity))) + ")"
+        for _ in range(draw(st.integers(1, 25)))
+    ]
+    poison = draw(st.none() | st.sampled_from(POISON))
+    if poison is not None:
+        at = draw(st.integers(0, len(rows) - 1))
+        cells = [poison] + ["1"] * (arity - 1)
+        rows.insert(at, "(" + ", ".join(cells) + ")")
+    sep = draw(st.sampled_from([", ", ",", " ,\n  "]))
+    names = ["id", "note", "amount", "customer_id"][:arity]
+    quote = draw(st.booleans())  # as Django writes them
+    cols = ", ".join(f'"{c}"' if quote else c for c in names)
+    table = draw(st.sampled_from(["public.orders", "secret.payroll", "public.customers",
+                                  '"public"."orders"', '"secret"."payroll"']))  # fmt: skip
+    tail = draw(st.sampled_from(["", " RETURNING id", " ON CONFLICT DO NOTHING",
+                                 " ON CONFLICT (id) DO UPDATE SET note = 'x'"]))  # fmt: skip
+    values = draw(st.sampled_from(["VALUES", "values", "VALUES\n"])) + " " + sep.join(rows)
+    kind = draw(st.sampled_from(["insert", "select", "join"]))
+    if kind == "insert":
+        return f"INSERT INTO {table} ({cols}) {values}{tail}"
+    if kind == "select":
+        return f"SELECT * FROM ({values}) AS v({cols}) WHERE v.id = 'q'"
+    return f"SELECT o.id FROM {table} o JOIN ({values}) AS v({cols}) ON v.id = o.id"
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(sql=values_statement())
+def test_collapsing_values_rows_never_changes_a_verdict(sql):
+    """Differential: the statement classified whole and with its literal rows cut classify
+    and decide the same: classes, commands, relations, functions, rules."""
+    (stmt,) = lex(sql)
+    collapsed = collapse_values(stmt)
+    event("collapsed" if collapsed is not None else "left whole")
+    if collapsed is None:
+        return
+    whole, _ = classify_statement(stmt, ("public",))
+    cut, _ = classify_statement(collapsed, ("public",))
+    assert collapsed.sql == stmt.sql and len(collapsed.canon) < len(stmt.canon)
+    assert shape(Verdict(True, ((whole, decide(whole, SCOPES)),), "")) == shape(
+        Verdict(True, ((cut, decide(cut, SCOPES)),), "")
+    ), (sql, collapsed.canon)
+    for poison in POISON:  # a row that is not all literals is never cut
+        if poison in sql:
+            assert lex(poison)[0].fingerprint in collapsed.fingerprint
+
+
+@pytest.mark.parametrize("where", [0, 1, 4999, 9999])
+@pytest.mark.parametrize(
+    "poison, message",
+    [
+        ("(SELECT salary FROM secret.payroll LIMIT 1)", "may not read secret.payroll"),
+        ("pg_read_file('/etc/passwd')", "pg_read_file"),
+    ],
+)
+def test_a_dangerous_row_anywhere_in_a_bulk_insert_is_denied(where, poison, message):
+    rows = [f"({i}, 'note {i}', {i}.5)" for i in range(10_000)]
+    rows[where] = f"({where}, {poison}, 1)"
+    sql = "INSERT INTO public.orders (id, note, amount) VALUES " + ", ".join(rows)
+    v = policy().check_query(sql)
+    assert not v.allowed and message in v.message
+    assert v.decisions[0][0].sql == sql  # the record names the statement as sent
+
+
+def test_text_inside_a_quoted_identifier_is_never_collapsed():
+    """A quoted identifier may hold anything, a VALUES list of literals included: cutting
+    it would rename the relation the policy checks."""
+    sql = 'SELECT * FROM "t values (null), (null), (true)" WHERE x = 1' + " " * 1024
+    (stmt,) = lex(sql)
+    assert stmt._tokens is None  # the fast path, where collapsing applies
+    assert collapse_values(stmt) is None
+    both = 'INSERT INTO "q values (null), (null)" (a) VALUES (null), (null), (true)'
+    collapsed = collapse_values(lex(both)[0])
+    assert collapsed.fingerprint == 'insert into "q values (null), (null)" (a) values (null)'
+    v = policy().check_query(both + " " * 1024)
+    assert not v.allowed and 'q values (null), (null)' in v.message
+
+
+def test_bulk_inserts_of_any_size_share_one_classification():
+    p = policy()
+
+    def bulk(n: int, start: int) -> str:
+        rows = ", ".join(f"({i}, 'n{i}', {i}.25)" for i in range(start, start + n))
+        return f"INSERT INTO public.orders (id, note, amount) VALUES {rows} RETURNING id"
+
+    first = p.check_query(bulk(5000, 0))
+    cached = len(p._by_fingerprint)
+    assert first.allowed and cached == 1
+    for n, start in ((3000, 7), (9000, 1), (200, 5)):
+        v = p.check_query(bulk(n, start))
+        assert shape(v) == shape(first) and v.decisions[0][0].sql == bulk(n, start)
+    assert len(p._by_fingerprint) == cached  # every later size was a fingerprint hit
+    denied = p.check_query(bulk(5000, 0).replace("public.orders", "public.customers", 1))
+    assert not denied.allowed and "may not" in denied.message
