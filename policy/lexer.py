@@ -27,7 +27,7 @@ the policy: such rows name nothing it decides on.
 from __future__ import annotations
 
 import re
-from typing import NamedTuple
+from typing import NamedTuple, Protocol, cast
 
 __all__ = [
     "Statement",
@@ -66,6 +66,28 @@ _TOKEN_RE = re.compile(rf"(?P<ws>{_WS}+)|{_TOKEN_ALTERNATIVES}", re.X | re.S)
 # The lexers' step: the whitespace before a token (group 1, maybe empty) and the token, or
 # the end of the text. Half the regex calls of matching whitespace on its own.
 _STEP_RE = re.compile(rf"({_WS}*)(?:{_TOKEN_ALTERNATIVES}|(?P<end>\Z))", re.X | re.S)
+
+
+class _Match(Protocol):
+    """A match of a pattern that cannot fail (a catch-all alternative, or ``*`` of
+    everything) and whose alternatives are all named groups, so ``lastgroup`` is a name.
+    Typing only: at run time this is the ``re.Match`` itself."""
+
+    @property
+    def lastgroup(self) -> str: ...
+    def start(self, group: int | str = 0, /) -> int: ...
+    def end(self, group: int | str = 0, /) -> int: ...
+    def group(self, group: int | str = 0, /) -> str: ...
+
+
+class _Matcher(Protocol):
+    def __call__(self, string: str, pos: int = 0, /) -> _Match: ...
+
+
+def _always(pattern: re.Pattern[str]) -> _Matcher:
+    """``pattern.match`` typed as never returning None (see ``_Match``); no run-time cost
+    per token, since the lexers take it once per call."""
+    return cast(_Matcher, pattern.match)
 _COMMENT_EDGE_RE = re.compile(r"/\*|\*/")
 _E_ESCAPE_RE = re.compile(
     r"\\(?:([0-7]{1,3})|x([0-9A-Fa-f]{1,2})|u([0-9A-Fa-f]{4})|U([0-9A-Fa-f]{8})|(.))", re.S
@@ -259,7 +281,7 @@ def _scan_fingerprints(sql: str) -> list[tuple[str, str, bool]] | None:
     begin = -1
     pos = 0
     n = len(sql)
-    match = _STEP_RE.match
+    match = _always(_STEP_RE)
     while pos < n:
         m = match(sql, pos)
         kind = m.lastgroup
@@ -370,7 +392,7 @@ def _scan(sql: str) -> list[Statement]:
     clen = 0
     pos = 0
     n = len(sql)
-    match = _TOKEN_RE.match
+    match = _always(_TOKEN_RE)
 
     def flush(stop: int) -> None:
         if fp or error:
@@ -589,7 +611,7 @@ def _plain_split(sql: str) -> list[tuple[str, str, list[str]]] | None:
         pieces = sql.split(";")
     else:  # a ';' inside a string literal does not end the statement
         pieces = _split_at_semicolons(_PLAIN_SEMI_RE, sql)
-    out = []
+    out: list[tuple[str, str, list[str]]] = []
     for piece in pieces:
         text = piece.strip()
         if text:
@@ -617,7 +639,7 @@ def _plain_split_junk(sql: str) -> list[tuple[str, str, list[str]]]:
     out = []
     for piece in pieces:
         # A statement's text starts at its first token: leading comments are not part of it.
-        text = piece[_PLAIN_LEADING_RE.match(piece).end() :].strip()
+        text = piece[_always(_PLAIN_LEADING_RE)(piece).end() :].strip()
         if text:
             bare, quoted = _blank_junk(text)
             out.append((text, bare.lower(), quoted))
@@ -786,8 +808,9 @@ def parse_qualified_name(text: str) -> list[tuple[str, bool]] | None:
     pos = 0
     n = len(text)
     expect_name = True
+    match = _always(_TOKEN_RE)
     while pos < n:
-        m = _TOKEN_RE.match(text, pos)
+        m = match(text, pos)
         kind = m.lastgroup
         if kind == "ws":
             pos = m.end()

@@ -4,6 +4,8 @@ class; anything else, and any error, is UNKNOWN (fail closed)."""
 
 from __future__ import annotations
 
+from typing import cast
+
 from sqlglot import exp
 from sqlglot.errors import ParseError, TokenError
 
@@ -85,10 +87,12 @@ class Classifier:
             )
         except (ParseError, TokenError) as e:
             raise Unclassifiable(f"parse error: {_first_line(e)}") from None
-        trees = [t for t in trees if t is not None]
-        if len(trees) != 1:
+        found = [t for t in trees if t is not None]
+        if len(found) != 1:
             raise Unclassifiable("the statement did not parse as exactly one statement")
-        return trees[0]
+        # sqlglot types its trees as Expr, the trait every node class mixes in; the nodes
+        # it builds are all Expression subclasses
+        return cast(exp.Expression, found[0])
 
     def collect(self, stmt: Statement, tree: exp.Expression) -> Collector:
         col = Collector(stmt, self.search_path)
@@ -149,7 +153,10 @@ class Classifier:
                 target = tree.this
                 if isinstance(target, exp.Column) and target.args.get("table") is not None:
                     schema = ident(target.args.get("db"))
-                    rel = col._resolve(schema, ident(target.args["table"]))
+                    table = ident(target.args["table"])
+                    if table is None:
+                        raise Unclassifiable("COMMENT ON a column of an unnamed relation")
+                    rel = col._resolve(schema, table)
                     ops = ops | {("ddl", r) for r in col.candidates(rel)}
                 else:
                     raise Unclassifiable("COMMENT ON this kind of object is not supported")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 import threading
+from typing import cast
 
 import sqlglot
 from sqlglot import exp
@@ -57,7 +58,7 @@ _STRING_TOKENS = frozenset(
 )
 
 
-def sqlglot_parse(sql: str, ours: tuple[int, int]) -> list[exp.Expression | None]:
+def sqlglot_parse(sql: str, ours: tuple[int, int]) -> list[exp.Expr | None]:
     """Parse canonical text; refuse if sqlglot's tokens disagree with ours on literals.
 
     ``ours``: (string literals, quoted identifiers) our lexer found in ``sql``.
@@ -210,11 +211,13 @@ class Collector:
                 cat = _category(type(node))
             if cat == _C_PLAIN:
                 continue
+            # the category was looked up by the node's type: it names the node's class
             if cat == _C_TABLE:
-                self._table(node)
+                self._table(cast(exp.Table, node))
             elif cat == _C_FUNC:
-                self._function(node, consumed)
+                self._function(cast(exp.Func, node), consumed)
             elif cat == _C_CAST:
+                node = cast(exp.Cast, node)
                 if _is_reg_cast(node) and id(node) not in consumed:
                     self.literal_dependent = True
                     if _is_reg_cast(node, "REGCLASS"):
@@ -222,7 +225,7 @@ class Collector:
                             continue  # an expression cast to regclass names no relation
                         self.reads.add(self._literal_relation(node, "a regclass cast"))
             elif cat == _C_LOCK:
-                self._lock(node)
+                self._lock(cast(exp.Lock, node))
             elif cat == _C_COMMAND:
                 raise Unclassifiable(f"unsupported syntax inside the statement: {node.name}")
             elif cat == _C_INTO:
@@ -234,7 +237,7 @@ class Collector:
             "rows_from"
         ):
             return  # a table function: its Func node is visited on its own
-        node: exp.Expression = table
+        node: exp.Expr = table
         parent = table.parent
         if type(parent) in _READ_PARENTS:  # FROM/JOIN: the common case, a plain read
             name = ident(this)
@@ -275,6 +278,8 @@ class Collector:
         elif isinstance(parent, exp.AlterRename):
             alter = parent.parent
             name = ident(this)
+            if name is None:
+                raise Unclassifiable("a relation reference without a name")
             if ident(table.args.get("db")) is None and isinstance(alter, exp.Alter):
                 base = alter.this if isinstance(alter.this, exp.Table) else None
                 schema = ident(base.args.get("db")) if base is not None else None
@@ -296,7 +301,7 @@ class Collector:
         if role == "read":
             self.reads.add(rel)
         elif role == "merge":
-            merge_ops = _merge_ops(parent)
+            merge_ops = _merge_ops(cast(exp.Merge, parent))  # role "merge": parent is one
             if not merge_ops:
                 self.reads.add(rel)  # only DO NOTHING: the target is merely read
             for op in merge_ops:
@@ -425,7 +430,7 @@ def _category(cls: type) -> int:
     return cat
 
 
-def _is_ddl_target(parent: exp.Expression, key: str | None) -> bool:
+def _is_ddl_target(parent: exp.Expr | None, key: str | None) -> bool:
     """Is a table under ``parent`` (as ``key``) the object a DDL statement changes?"""
     if isinstance(parent, exp.UserDefinedFunction):
         return isinstance(parent.parent, exp.Create)
@@ -470,11 +475,11 @@ def _cte_names(with_: exp.With) -> list[str | None]:
     ]
 
 
-def is_cte_reference(table: exp.Expression, name: str | None) -> bool:
+def is_cte_reference(table: exp.Expr, name: str | None) -> bool:
     """Does unqualified ``name`` at ``table`` refer to a CTE in scope (PostgreSQL rules)?"""
     if name is None:
         return False
-    node = table
+    node: exp.Expr | None = table
     while node is not None and node.parent is not None:
         parent = node.parent
         if isinstance(parent, exp.With):

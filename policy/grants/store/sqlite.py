@@ -27,6 +27,11 @@ from .base import (
     _where,
 )
 
+
+class GrantStoreClosed(RuntimeError):
+    """The store was closed; no further reads or writes go through it."""
+
+
 # ---- SQLite -------------------------------------------------------------------------
 
 _SQLITE_SCHEMA = """
@@ -78,6 +83,13 @@ class SQLiteGrantStore(GrantStore):
         self._conns: list[sqlite3.Connection] = []
         self._here: sqlite3.Connection | None = None  # see _read_here
         self._here_thread: int | None = None
+        # close() must not close a connection a worker thread is still using (sqlite3
+        # then frees memory the other thread reads: a segfault). Every use of a kept
+        # connection is counted under this condition; close() refuses new uses and waits
+        # for the count to drain before it closes anything.
+        self._uses = threading.Condition()
+        self._in_use = 0
+        self._closed = False
 
     async def open(self) -> SQLiteGrantStore:
         await asyncio.to_thread(self._open_sync)
@@ -154,32 +166,68 @@ class SQLiteGrantStore(GrantStore):
         finally:
             conn.close()
 
+    def _enter(self) -> bool:
+        """Count one use of a kept connection; False once the store is closing."""
+        with self._uses:
+            if self._closed:
+                return False
+            self._in_use += 1
+            return True
+
+    def _leave(self) -> None:
+        with self._uses:
+            self._in_use -= 1
+            if self._in_use == 0:
+                self._uses.notify_all()
+
     async def _run(self, fn: Callable[..., Any], *args: Any) -> Any:
         def call() -> Any:
-            conn = getattr(self._local, "conn", None)
-            if conn is None:
-                conn = sqlite3.connect(
-                    self.path, timeout=30.0, isolation_level=None, check_same_thread=False
-                )
-                conn.execute("PRAGMA busy_timeout = 30000")
-                self._local.conn = conn
-                self._conns.append(conn)
+            # Counted here, in the worker thread, not before the hand-off: a call
+            # cancelled before its thread starts never runs, so it must never count.
+            if not self._enter():
+                raise GrantStoreClosed(f"grant store {self.path} is closed")
             try:
-                return fn(conn, *args)
-            except BaseException:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                raise
+                conn = getattr(self._local, "conn", None)
+                if conn is None:
+                    conn = sqlite3.connect(
+                        self.path, timeout=30.0, isolation_level=None, check_same_thread=False
+                    )
+                    conn.execute("PRAGMA busy_timeout = 30000")
+                    self._local.conn = conn
+                    with self._uses:
+                        self._conns.append(conn)
+                try:
+                    return fn(conn, *args)
+                except BaseException:
+                    if conn.in_transaction:
+                        conn.execute("ROLLBACK")
+                    raise
+            finally:
+                self._leave()
 
         return await asyncio.to_thread(call)
 
     async def close(self) -> None:
-        conns, self._conns = self._conns, []
-        self._local = threading.local()
-        self._here = self._here_thread = None
+        """Refuse new work, wait for the work in flight, then close every connection.
+
+        The wait runs in a thread so a long statement (busy_timeout) never stalls the loop.
+        """
+        with self._uses:
+            self._closed = True
+            idle = self._in_use == 0
+        if not idle:
+            await asyncio.to_thread(self._wait_idle)
+        with self._uses:
+            conns, self._conns = self._conns, []
+            self._here = self._here_thread = None
         for conn in conns:
             with contextlib.suppress(sqlite3.Error):
                 conn.close()
+        await super().close()
+
+    def _wait_idle(self) -> None:
+        with self._uses:
+            self._uses.wait_for(lambda: self._in_use == 0)
 
     @staticmethod
     def _row(row: tuple) -> Grant:
@@ -281,22 +329,28 @@ class SQLiteGrantStore(GrantStore):
         a locked file never stalls the loop, the caller falls back to the thread."""
         if self._here_thread not in (None, threading.get_ident()):
             return None  # the connection belongs to another thread's loop
-        conn = self._here
-        if conn is None:
-            try:
-                conn = sqlite3.connect(
-                    self.path, timeout=0, isolation_level=None, check_same_thread=False
-                )
-                conn.execute("PRAGMA busy_timeout = 0")
-                conn.execute("PRAGMA query_only = 1")
-            except sqlite3.Error:
-                return None
-            self._here, self._here_thread = conn, threading.get_ident()
-            self._conns.append(conn)
+        if not self._enter():
+            return None  # closing: the caller's fallback raises GrantStoreClosed
         try:
-            return op(conn)
-        except sqlite3.OperationalError:
-            return None
+            conn = self._here
+            if conn is None:
+                try:
+                    conn = sqlite3.connect(
+                        self.path, timeout=0, isolation_level=None, check_same_thread=False
+                    )
+                    conn.execute("PRAGMA busy_timeout = 0")
+                    conn.execute("PRAGMA query_only = 1")
+                except sqlite3.Error:
+                    return None
+                with self._uses:
+                    self._here, self._here_thread = conn, threading.get_ident()
+                    self._conns.append(conn)
+            try:
+                return op(conn)
+            except sqlite3.OperationalError:
+                return None
+        finally:
+            self._leave()
 
     async def _set_revoked(self, grant_id, at, by):
         def op(conn: sqlite3.Connection) -> bool:
