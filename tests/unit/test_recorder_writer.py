@@ -111,6 +111,32 @@ def test_a_session_ending_within_a_tick_is_sealed_once(tmp_path):
     assert verify_session(local, s.id, PUB).status == "closed"
 
 
+def test_allowed_decision_fast_path_appends_what_the_reference_does(tmp_path):
+    """``decision_json`` for an allowed statement appends inline; the same records (header
+    fields but the clock, type, body) and counters as the reference ``_append_body``."""
+    from recorder.records import HEADER
+
+    local = LocalStore(tmp_path / "store")
+    rec = Recorder(RecorderConfig(store=str(local.root), spool_dir=str(tmp_path / "spool")),
+                   store=local, signing_key=KEY)
+    fast, ref = rec.open_session({"agent": "a"}), rec.open_session({"agent": "a"})
+    for i, (body, denied) in enumerate([(b'{"a":1}', False), (b'{"b":2}', True), (b"{}", False)]):
+        fast.wire("c2s", b"Q%d" % i)
+        ref.wire("c2s", b"Q%d" % i)
+        fast.decision_json(body, denied)
+        ref._append_body(int(Kind.DECISION), b"deny" if denied else b"allow", body,
+                         denied and rec.healthy)
+
+    def records(s):
+        items = list(s._buf)[2:]  # after session.start (its session id differs)
+        heads = [HEADER.unpack_from(h) for h in items[::2]]
+        return ([h[:1] + h[2:] for h in heads], [h[HEADER.size:] for h in items[::2]],
+                items[1::2], s._seq, s._in, s._force)
+
+    assert records(fast) == records(ref)
+    rec.close(timeout=1)
+
+
 def test_chunk_closes_on_size(make):
     rec = make(chunk_max_bytes=4000, chunk_max_seconds=60)
     s = rec.open_session({})
