@@ -58,7 +58,9 @@ class NumberShapes:
         if len(sql) > self.max_text:
             return None
         shape = shape_of(sql)
-        hit = self._by_shape.get(shape) if shape is not None else None
+        if shape is None:
+            return None
+        hit = self._by_shape.get(shape)
         return None if hit is None else (shape, hit[0], hit[1])
 
     def fingerprints(self, sql: str) -> Answer:
