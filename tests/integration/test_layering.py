@@ -12,7 +12,7 @@ import pytest
 
 from devtools.layering import ALLOWED, check
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parent.parent.parent  # the repository (tests/integration/..)
 
 
 def test_the_tree_holds_the_layering():
