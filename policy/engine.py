@@ -9,7 +9,7 @@ from policy.classify import Classified, StatementClass, classify_statement
 from policy.classify.crosscheck import boundaries_agree, function_names, pg_readings
 from policy.decide import Decision, check_function, decide
 from policy.lexer import collapse_values, fingerprint_statements, lex
-from policy.number_shapes import NumberShapes
+from policy.number_shapes import NumberShapes, shape_of
 from policy.prepared import STATEFUL_COMMANDS, PreparedNames
 from policy.scopes import Scopes
 
@@ -120,6 +120,10 @@ class StatementPolicy:
         # statement fingerprint -> pair classified and decided from one statement with it,
         # and whether that pair is plain (_plain)
         self._by_fingerprint: dict[str, tuple[Classified, Decision, bool]] = {}
+        # number shape (policy/number_shapes.py) -> (characters before the statement's
+        # text, after it, classified, decision): a single plain statement whose shape the
+        # shared memo knows, so a text of that shape is decided by one lookup (_from_shape)
+        self._by_shape: dict[bytes, tuple[int, int, Classified, Decision]] = {}
         self._prepared = PreparedNames()  # SQL-level PREPAREs allowed in this session
         # The database's catalog snapshot for column syntax (policy.catalog), set by the
         # proxy: a callable returning the current Snapshot. None: no snapshot, so every
@@ -141,10 +145,17 @@ class StatementPolicy:
         verdict = self._cached(sql)
         if verdict is not None:
             return verdict
+        if self._by_shape:
+            verdict = self._from_shape(sql)
+            if verdict is not None:
+                self.stats["fingerprint_hits"] += 1
+                return verdict
         found = self._from_fingerprints(sql)
         if found is not None:
             self.stats["fingerprint_hits"] += 1
             pairs, plain = found
+            if plain and len(pairs) == 1:
+                self._remember_shape(sql, pairs[0])
             # plain: every statement allowed, none DDL or session state (what _verdict
             # would conclude without looking further), known when the entry was cached
             return Verdict(True, pairs, "") if plain else self._verdict(pairs)
@@ -198,6 +209,32 @@ class StatementPolicy:
             self._snapshot_seen = snap
             self._by_text.clear()
             self._by_fingerprint.clear()
+            self._by_shape.clear()
+
+    def _from_shape(self, sql: str) -> Verdict | None:
+        """What ``_from_fingerprints`` would answer for a text whose number shape was seen
+        with a single plain statement (``_remember_shape``), by one lookup: the same
+        statement text, classification and decision, PostgreSQL's scanner still reading
+        the text. tests/unit/test_engine_cached.py compares it with the reference path."""
+        if len(sql) > _MAX_SHARED_TEXT:
+            return None
+        hit = self._by_shape.get(shape_of(sql))  # type: ignore[arg-type]
+        if hit is None:
+            return None
+        lead, tail, classified, decision = hit
+        text = sql[lead : len(sql) - tail]
+        if not boundaries_agree(sql, [text]):
+            return None
+        return Verdict(True, ((_with_sql(classified, text), decision),), "")
+
+    def _remember_shape(self, sql: str, pair: Pair) -> None:
+        if self.shared is None:
+            return
+        known = self.shared.number_shapes.known(sql)
+        if known is None:
+            return
+        shape, lead, tail = known
+        _bounded_put(self._by_shape, shape, (lead, tail, pair[0], pair[1]), self.cache_size)
 
     def _from_precomputed(self, sql: str) -> Verdict | None:
         classified = self._precomputed.pop(sql, None)

@@ -28,7 +28,7 @@ import re
 
 from policy.lexer import fingerprint_statements
 
-__all__ = ["NumberShapes"]
+__all__ = ["NumberShapes", "shape_of"]
 
 _ZERO_DIGITS = bytes.maketrans(b"123456789", b"000000000")
 _RUN = re.compile(r"[0-9]+")
@@ -52,6 +52,17 @@ class NumberShapes:
     def clear(self) -> None:
         self._by_shape.clear()
 
+    def known(self, sql: str) -> tuple[bytes, int, int] | None:
+        """(shape, characters before the statement's text, after it) if ``sql``'s shape is
+        remembered: ``fingerprints(sql)`` would answer from it without the lexer."""
+        if len(sql) > self.max_text:
+            return None
+        shape = shape_of(sql)
+        if shape is None:
+            return None
+        hit = self._by_shape.get(shape)
+        return None if hit is None else (shape, hit[0], hit[1])
+
     def fingerprints(self, sql: str) -> Answer:
         if len(sql) > self.max_text:
             return fingerprint_statements(sql)
@@ -74,6 +85,14 @@ class NumberShapes:
                     pass
             by_shape[shape] = entry
         return answer
+
+
+def shape_of(sql: str) -> bytes | None:
+    """``sql``'s number shape (None: a lone surrogate, not encodable)."""
+    try:
+        return sql.encode("utf-8", "surrogatepass").translate(_ZERO_DIGITS)
+    except UnicodeError:
+        return None
 
 
 def _entry(sql: str, answer: Answer) -> tuple[int, int, str, bool] | None:

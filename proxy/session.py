@@ -38,6 +38,7 @@ from .seams import Health, Policy, SessionSink, Verdict
 F = m.Frontend
 B = m.Backend
 _STATEMENT_TYPES = frozenset((F.QUERY, F.PARSE, F.FUNCTION_CALL))
+_CHECKED = _STATEMENT_TYPES | {F.TERMINATE}  # the messages the relay looks at
 _NAMES = {F.QUERY: "Query", F.PARSE: "Parse", F.FUNCTION_CALL: "FunctionCall"}
 # The hot loops compare against module constants (a class attribute costs a lookup each).
 _QUERY, _PARSE, _TERMINATE = F.QUERY, F.PARSE, F.TERMINATE
@@ -133,7 +134,7 @@ class Relay:
         self.app_names: tuple[bytes, bytes] | None = None
         # For db.denied records: statements the policy decided, each with the number of the
         # Sync group it was sent in (``groups.sent_groups``, ``groups.answered``).
-        self._decided: deque[tuple[int, str, str, bool]] = deque(maxlen=64)
+        self._decided: deque[tuple[int, Verdict]] = deque(maxlen=64)
 
     def _client_encoding(self, name: str) -> None:
         """The server says which encoding it now reads the client's bytes in: the truth.
@@ -202,50 +203,58 @@ class Relay:
         return b"".join(outs), b"".join(answers)
 
     def _client_frames(self, run: bytes, frames) -> tuple[bytes, bytes]:
+        groups = self.groups
+        n = len(frames)
+        # Messages nobody checks (Bind, Describe, Execute, Sync, ...) only move the Sync
+        # groups: one call per run of them; the loop below sees statements and Terminate.
+        i = groups.sent_frames(frames, 0, _CHECKED)
+        if i == n:
+            return run, b""
         out: list[bytes] = []
         to_client: list[bytes] = []
         last = 0
         policy = self.policy
         health = self.health
-        groups = self.groups
         verdict: Verdict | Refusal
-        for t, start, end in frames:
-            if t in _STATEMENT_TYPES:
-                if health is not None and not health.healthy:
-                    verdict = UNRECORDED
-                    self._record(verdict, _NAMES[t], "")
-                elif policy is None:
-                    groups.sent(t)
-                    continue
-                elif t == _QUERY:
-                    sql = m.decode_query(run[start:end], self.encoding)
-                    verdict = policy.check_query(sql)
-                    self._record(verdict, "Query", sql)
-                elif t == _PARSE:
-                    name, sql = m.decode_parse(run[start:end], self.encoding)
-                    verdict = policy.check_parse(sql)
-                    self._record(verdict, "Parse", sql, statement=name)
-                else:
-                    verdict = policy.check_function_call()
-                    self._record(verdict, "FunctionCall", "")
-                if verdict.allowed:
-                    groups.sent(t)
-                    continue
-                sqlstate = getattr(verdict, "sqlstate", INSUFFICIENT_PRIVILEGE)
-                out.append(run[last:start])
-                last = end
-                if t != F.PARSE and self._idle() and not any(out):
-                    to_client.extend(local_denial(sqlstate, verdict.message, self.tx_status))
-                    continue
-                denials = self.denials
-                out.append(denials.inject(t, denials.raise_sql(verdict.message, sqlstate), groups))
-                groups.sent(t)
-            elif t == _TERMINATE:
+        while i < n:
+            t, start, end = frames[i]
+            i += 1
+            if t == _TERMINATE:
                 self.terminated = True
                 out.append(run[last:end])
                 return b"".join(out), self._answer(to_client)  # nothing after Terminate counts
-            else:
+            if health is not None and not health.healthy:
+                verdict = UNRECORDED
+                self._record(verdict, _NAMES[t], "")
+            elif policy is None:
                 groups.sent(t)
+                i = groups.sent_frames(frames, i, _CHECKED)
+                continue
+            elif t == _QUERY:
+                sql = m.decode_query(run[start:end], self.encoding)
+                verdict = policy.check_query(sql)
+                self._record(verdict, "Query", sql)
+            elif t == _PARSE:
+                name, sql = m.decode_parse(run[start:end], self.encoding)
+                verdict = policy.check_parse(sql)
+                self._record(verdict, "Parse", sql, statement=name)
+            else:
+                verdict = policy.check_function_call()
+                self._record(verdict, "FunctionCall", "")
+            if verdict.allowed:
+                groups.sent(t)
+                i = groups.sent_frames(frames, i, _CHECKED)
+                continue
+            sqlstate = getattr(verdict, "sqlstate", INSUFFICIENT_PRIVILEGE)
+            out.append(run[last:start])
+            last = end
+            if t != F.PARSE and self._idle() and not any(out):
+                to_client.extend(local_denial(sqlstate, verdict.message, self.tx_status))
+            else:
+                denials = self.denials
+                out.append(denials.inject(t, denials.raise_sql(verdict.message, sqlstate), groups))
+                groups.sent(t)
+            i = groups.sent_frames(frames, i, _CHECKED)
         if last == 0:
             return run, self._answer(to_client)
         out.append(run[last:])
@@ -278,7 +287,9 @@ class Relay:
         if self.recorder is None:
             return
         if verdict.allowed and verdict.decisions:
-            self._remember(verdict)
+            # which statement (and rule) went upstream in the group being built: worked
+            # out from the verdict only if the database refuses something (_db_denied)
+            self._decided.append((self.groups.sent_groups, verdict))
         records = self._records
         if records is None or records.grant_id != self.grant_id:
             records = self._records = DecisionRecords(self.grant_id)
@@ -286,17 +297,18 @@ class Relay:
             records.render(verdict, message, sql, **extra), not verdict.allowed
         )
 
-    def _remember(self, verdict) -> None:
-        """Keep which statement (and rule) went upstream in the group being built."""
+    @staticmethod
+    def _picked(verdict) -> tuple[str, str, bool]:
+        """(statement, rule, would_deny) an allowed verdict stands for in a db.denied record:
+        its first statement, or in dry-run the first one that would have been denied (the
+        likely refusal)."""
         pick = verdict.decisions[0]
         for classified, decision in verdict.decisions:
-            if not decision.allowed:  # dry-run: the would-deny is the likely refusal
+            if not decision.allowed:
                 pick = (classified, decision)
                 break
         classified, decision = pick
-        self._decided.append(
-            (self.groups.sent_groups, classified.sql, decision.rule, not decision.allowed)
-        )
+        return classified.sql, decision.rule, not decision.allowed
 
     def _db_denied(self, frame: bytes) -> None:
         """The database refused a statement the policy let through (42501): record it.
@@ -313,9 +325,10 @@ class Relay:
         while decided and decided[0][0] < answering:
             decided.popleft()
         statement, rule, would_deny = "", "", False
-        for group, sql, why, would in decided:  # the group's first, or its first would-deny
+        for group, verdict in decided:  # the group's first, or its first would-deny
             if group != answering:
                 break
+            sql, why, would = self._picked(verdict)
             if not statement or (would and not would_deny):
                 statement, rule, would_deny = sql, why, would
             if would_deny:

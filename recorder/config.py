@@ -15,7 +15,7 @@ class RecorderConfig:
     signing_key: str = ".pgwitness/signing.key"
     create_key: bool = True
 
-    # a chunk closes at this size or age, and at once on session start, on a deny and at end
+    # a chunk closes at this size or age, a tick after session start, at once on a deny and at end
     chunk_max_bytes: int = 1 << 20
     chunk_max_seconds: float = 1.0
     zstd_level: int = 3

@@ -56,7 +56,7 @@ class SessionRecorder:
 
     __slots__ = ("id", "meta", "_rec", "_buf", "_in", "_out", "_force", "_ended", "_t0",
                  "_wall0", "_n", "_chain", "_next_seq", "_chunk_bytes", "_final_sealed", "_seq",
-                 "_end_seq", "_kicked", "_sealed_at", "_lock", "__weakref__")
+                 "_end_seq", "_kicked", "_sealed_at", "_lock", "_start_pending", "__weakref__")
 
     def __init__(self, rec: Recorder, session_id: str, meta: dict):
         self.id = session_id
@@ -66,6 +66,7 @@ class SessionRecorder:
         self._in = 0  # bytes appended (caller thread only)
         self._out = 0  # bytes sealed (sealer thread only)
         self._force = False
+        self._start_pending = False  # session.start not sealed yet (see _start_record)
         self._kicked = False
         self._ended = False
         self._t0 = _monotonic_ns()
@@ -145,8 +146,18 @@ class SessionRecorder:
         parts)."""
         if self._ended:
             return
-        self._append_body(_DECISION, b"deny" if denied else b"allow", body,
-                          denied and self._rec.healthy)
+        if denied or self._lock is not None:
+            self._append_body(_DECISION, b"deny" if denied else b"allow", body,
+                              denied and self._rec.healthy)
+            return
+        # an allowed statement, the common case: ``_append_body_unlocked`` inline (no force)
+        seq = self._seq
+        self._seq = seq + 1
+        head = _pack(seq, _monotonic_ns() - self._t0, _PROXY, _DECISION, 5, len(body)) + b"allow"
+        self._buf.extend((head, body))
+        n = len(head) + len(body)
+        self._in += n
+        self._rec._in += n
 
     def event(self, kind: str, payload: dict) -> None:
         if self._ended:
@@ -325,7 +336,12 @@ class Recorder:
             "format": 1, "session": s.id, "wall_ns": s._wall0, "key_id": self._key_id.hex(),
             "host": socket.gethostname(), "pid": os.getpid(), "meta": s.meta,
         }
-        s._append(Kind.META, "session.start", start, True)  # chunk 0 closes at once
+        # Chunk 0 closes one sealer tick after the start (not at once): a session shorter
+        # than that (connect, one statement, close) is sealed and signed once, at its end,
+        # instead of twice. The records wait in memory either way; nothing is served
+        # unrecorded (the health gate), and verify's checks do not change.
+        s._start_pending = True
+        s._append(Kind.META, "session.start", start, False)
 
     def control_event(self, kind: str, payload: dict, force: bool = True) -> None:
         """An event in this process's own chained control stream. Grant lifecycle events
@@ -380,6 +396,7 @@ class Recorder:
         cfg = self.config
         tick = min(0.1, cfg.chunk_max_seconds / 4)
         max_age_ns = int(cfg.chunk_max_seconds * 1e9)
+        start_ns = int(tick * 1e9)
         zc = zstandard.ZstdCompressor(level=cfg.zstd_level)
         pending: list[tuple[str, bytes]] = []
         pending_bytes = 0
@@ -408,6 +425,7 @@ class Recorder:
                         s._force = False
                     ended = s._ended
                     due = (force or ended or stopping
+                           or (s._start_pending and now - s._t0 >= start_ns)
                            or s._in - s._out >= s._chunk_bytes
                            or now - s._sealed_at >= max_age_ns)
                     if not due:
@@ -460,6 +478,7 @@ class Recorder:
         limit = s._chunk_bytes
         s._sealed_at = _monotonic_ns()
         s._kicked = False
+        s._start_pending = False
         # Only what is pending now: records the caller appends while this chunk is being
         # compressed and signed wait for the next cut (else a busy session would be cut
         # into a stream of tiny chunks, each with its own checkpoint and upload).

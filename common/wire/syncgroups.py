@@ -39,6 +39,7 @@ _EXTENDED = frozenset((F.PARSE, F.BIND, F.DESCRIBE, F.EXECUTE, F.CLOSE))
 ANSWERS = frozenset(b"123nTCIs")
 _QUERY, _SYNC, _EXECUTE = F.QUERY, F.SYNC, F.EXECUTE
 _COPY_DONE, _COPY_FAIL = F.COPY_DONE, F.COPY_FAIL
+_COPY_END = frozenset((_COPY_DONE, _COPY_FAIL))
 _NONE: tuple = ()
 
 
@@ -108,6 +109,29 @@ class SyncGroups:
             self._current_has_msgs = True
             if t in _EXTENDED:
                 self._current_extended += 1
+
+    def sent_frames(self, frames: list, i: int, stop: frozenset[int]) -> int:
+        """``sent(t)`` for each of ``frames[i:]`` (``(type, start, end)``, as the relay's
+        frame reader lists them) up to the first whose type is in ``stop``: its index is
+        returned (``len(frames)`` if none). One call per run of frames instead of one per
+        frame; messages that only add to the open group (Bind, Describe, Execute, ...)
+        are counted inline, anything else goes through ``sent``.
+        tests/unit/test_syncgroups.py holds it equal to calling ``sent`` per frame."""
+        n = len(frames)
+        while i < n:
+            t = frames[i][0]
+            if t in stop:
+                return i
+            if t in _Z_PRODUCERS or t in _COPY_END:
+                self.sent(t)
+            else:
+                self._current_has_msgs = True
+                if t in _EXTENDED:
+                    self._current_extended += 1
+                    if t == _EXECUTE:
+                        self._syncs_since_execute = 0
+            i += 1
+        return n
 
     def attach(self, item, extended: int = 0) -> None:
         """Attach ``item`` to the group being built, which also gets ``extended`` extended

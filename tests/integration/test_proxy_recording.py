@@ -424,6 +424,7 @@ def test_cli_replay_and_verify_then_detect_a_flipped_byte(make_proxy, tmp_path, 
     h = make_proxy(**recording(tmp_path))
     with psycopg.connect(h.dsn(), autocommit=True) as conn:
         sid = one_live_session(h)
+        time.sleep(0.3)  # chunk 0 (the start) closes a sealer tick after the login
         conn.execute("SELECT 'cli-marker-1' AS m").fetchall()
         time.sleep(0.3)  # let the first statement age into a chunk of its own
         conn.execute("SELECT name FROM public.customers WHERE id = %s", (2,)).fetchall()

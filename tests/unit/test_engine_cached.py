@@ -51,3 +51,28 @@ def test_cached_verdicts_equal_fresh_ones(enforce, shared):
             ), sql  # fmt: skip
             assert cached.decisions == fresh.decisions, sql
     assert warm.stats["fingerprint_hits"] > 0
+
+
+def test_shape_path_equals_the_reference_path():
+    """A text decided by its number shape (``_from_shape``: one lookup, for a single plain
+    statement) gets the verdict the full path gives in a fresh session: statement text cut
+    out of the text as the lexer cuts it, same classification and decision."""
+    texts = [
+        "SELECT id FROM orders WHERE id = {n}",
+        "  SELECT id FROM orders WHERE id = {n} ;  ",
+        "/* c */ SELECT id FROM orders WHERE id = {n};\n-- trailing\n",
+        "UPDATE orders SET total = total + {n} WHERE id = {m}",
+        "SELECT name FROM customers WHERE id = {n}",
+    ]
+    warm = _fresh(True, SharedClassifications())
+    for n, m in [(1, 2), (3, 4), (57, 86), (90, 11), (5, 6), (123, 4), (905, 7)]:
+        for text in texts:
+            sql = text.format(n=n, m=m)
+            shaped = warm._from_shape(sql) if warm._by_shape else None
+            cached = warm.check_query(sql)
+            fresh = _fresh(True).check_query(sql)
+            assert (cached.allowed, cached.message, cached.decisions) == (
+                fresh.allowed, fresh.message, fresh.decisions), sql  # fmt: skip
+            if shaped:
+                assert shaped == fresh, sql
+    assert len(warm._by_shape) >= len(texts)  # the shape path was taken

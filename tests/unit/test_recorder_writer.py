@@ -91,6 +91,52 @@ def test_start_chunk_closes_at_once(make):
     assert r.type == "session.start" and r.json()["meta"] == {"agent": "a"}
 
 
+def test_a_session_ending_within_a_tick_is_sealed_once(tmp_path):
+    """The start does not force chunk 0 (it is due a sealer tick later): a session that
+    connects, runs one statement and closes is one final chunk with one signature, and
+    verifies complete. (The recorder is started after the session ends, so no tick can
+    pass in between on a loaded machine.)"""
+    local = LocalStore(tmp_path / "store")
+    cfg = RecorderConfig(store=str(local.root), spool_dir=str(tmp_path / "spool"))
+    rec = Recorder(cfg, store=local, signing_key=KEY)
+    s = rec.open_session({"agent": "a"})
+    assert not s._force  # (it was: chunk 0 closed at once, a chunk and a checkpoint more)
+    s.wire("c2s", testing.query("SELECT 1"))
+    s.end("client-terminate")
+    rec.start()
+    rec.close(timeout=10)
+    assert [c.state for c in ckpts(local, s.id)] == [State.FINAL]
+    recs = list(iter_records(local, s.id))
+    assert len(recs) == 3 and (recs[0].type, recs[2].type) == ("session.start", "session.end")
+    assert verify_session(local, s.id, PUB).status == "closed"
+
+
+def test_allowed_decision_fast_path_appends_what_the_reference_does(tmp_path):
+    """``decision_json`` for an allowed statement appends inline; the same records (header
+    fields but the clock, type, body) and counters as the reference ``_append_body``."""
+    from recorder.records import HEADER
+
+    local = LocalStore(tmp_path / "store")
+    rec = Recorder(RecorderConfig(store=str(local.root), spool_dir=str(tmp_path / "spool")),
+                   store=local, signing_key=KEY)
+    fast, ref = rec.open_session({"agent": "a"}), rec.open_session({"agent": "a"})
+    for i, (body, denied) in enumerate([(b'{"a":1}', False), (b'{"b":2}', True), (b"{}", False)]):
+        fast.wire("c2s", b"Q%d" % i)
+        ref.wire("c2s", b"Q%d" % i)
+        fast.decision_json(body, denied)
+        ref._append_body(int(Kind.DECISION), b"deny" if denied else b"allow", body,
+                         denied and rec.healthy)
+
+    def records(s):
+        items = list(s._buf)[2:]  # after session.start (its session id differs)
+        heads = [HEADER.unpack_from(h) for h in items[::2]]
+        return ([h[:1] + h[2:] for h in heads], [h[HEADER.size:] for h in items[::2]],
+                items[1::2], s._seq, s._in, s._force)
+
+    assert records(fast) == records(ref)
+    rec.close(timeout=1)
+
+
 def test_chunk_closes_on_size(make):
     rec = make(chunk_max_bytes=4000, chunk_max_seconds=60)
     s = rec.open_session({})

@@ -231,3 +231,39 @@ def test_random_pipelines_without_errors_end_idle():
             script_server += "".join("1" for _ in extended) + ("C" if end != "S" else "") + "Z"
         assert server(g, script_server) == expected
         assert g.idle and g.query_ended == 0 and not g.skipping and g.answered == len(expected)
+
+
+def _state(g: SyncGroups) -> tuple:
+    return tuple(
+        [(type(x).__name__, list(x), getattr(x, "extended", None)) for x in g.groups]
+        if name == "groups" else getattr(g, name)
+        for name in SyncGroups.__slots__
+    )  # fmt: skip
+
+
+def test_sent_frames_matches_sent_per_frame():
+    """The relay's batch path (``sent_frames``) against the reference (``sent`` per
+    message), on random client runs with random server answers between them, stopping at
+    random types as the relay stops at statements."""
+    rng = random.Random(14)
+    codes = "PBDEHSQFCcfdX"
+    for _ in range(400):
+        ref, fast = SyncGroups(), SyncGroups()
+        for _ in range(rng.randint(1, 6)):
+            run = [(ord(rng.choice(codes)), 0, 0) for _ in range(rng.randint(0, 10))]
+            stop = frozenset(ord(c) for c in rng.sample("PQFX", rng.randint(0, 3)))
+            i = 0
+            while True:
+                j = fast.sent_frames(run, i, stop)
+                for t, _s, _e in run[i:j]:
+                    ref.sent(t)
+                if j == len(run):
+                    break
+                assert run[j][0] in stop and all(t not in stop for t, _, _ in run[i:j])
+                ref.sent(run[j][0])
+                fast.sent(run[j][0])
+                i = j + 1
+            assert _state(fast) == _state(ref)
+            answers = "".join(rng.choice("12nCEZG") for _ in range(rng.randint(0, 6)))
+            assert server(fast, answers) == server(ref, answers)
+            assert _state(fast) == _state(ref)
