@@ -4,12 +4,20 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
+from policy.caches import (
+    MAX_SESSION_TEXT,
+    SHARED,
+    Entry,
+    Pair,
+    SessionCaches,
+    SharedClassifications,
+    with_sql,
+)
 from policy.catalog import attribute_calls
 from policy.classify import Classified, StatementClass, classify_statement
 from policy.classify.crosscheck import boundaries_agree, function_names, pg_readings
 from policy.decide import Decision, check_function, decide
-from policy.lexer import collapse_values, fingerprint_statements, lex
-from policy.number_shapes import NumberShapes, shape_of
+from policy.lexer import collapse_values, lex
 from policy.prepared import STATEFUL_COMMANDS, PreparedNames
 from policy.scopes import Scopes
 
@@ -22,8 +30,6 @@ __all__ = [
     "classify_text",
 ]
 
-Pair = tuple[Classified, Decision]
-
 
 @dataclass(frozen=True, slots=True)
 class Verdict:
@@ -33,11 +39,6 @@ class Verdict:
     would_deny: bool = False  # dry-run: a deny that was not enforced
 
 
-# Size limits: with every entry as large as allowed (each holds its text twice, as key and
-# in its Classified) a session's caches stay under ~4 MB and the shared one under ~32 MB.
-# Bigger statements are classified every time.
-_MAX_CACHED_TEXT = 4096  # session text and fingerprint caches, 256 entries each
-_MAX_SHARED_TEXT = 2048  # shared text and fingerprint caches, 4096 entries each
 # Longer statements have their VALUES rows of literals cut to the first before they are
 # classified (fingerprint.collapse_values): a bulk INSERT costs what a one-row one does.
 _COLLAPSE_MIN = 1024
@@ -59,41 +60,6 @@ def classify_text(sql: str, search_path: tuple[str, ...]) -> tuple[Classified, .
     return tuple(out)
 
 
-# One lexed-and-classified statement: its Classified and, if the fingerprint may stand
-# for it, the fingerprint.
-Entry = tuple[Classified, "str | None"]
-
-
-def _bounded_put(cache: dict, key, value, size: int) -> None:
-    if len(cache) >= size:
-        try:
-            cache.pop(next(iter(cache)))
-        except (StopIteration, KeyError, RuntimeError):  # another thread got there first
-            pass
-    cache[key] = value
-
-
-class SharedClassifications:
-    """Process-wide classification cache: a classification depends only on the statement
-    text (or its fingerprint) and the search_path, never on the grant, so sessions share
-    it. Decisions stay per session. ``number_shapes`` remembers the lexer's fingerprints
-    per number shape of a text (policy/number_shapes.py), which depend on the text alone."""
-
-    def __init__(self, size: int = 4096):
-        self.size = size
-        self.by_text: dict[tuple[tuple[str, ...], str], tuple[Entry, ...]] = {}
-        self.by_fingerprint: dict[tuple[tuple[str, ...], str], Classified] = {}
-        self.number_shapes = NumberShapes(size, _MAX_SHARED_TEXT)
-
-    def clear(self) -> None:
-        self.by_text.clear()
-        self.by_fingerprint.clear()
-        self.number_shapes.clear()
-
-
-SHARED = SharedClassifications()
-
-
 class StatementPolicy:
     """Classifies and decides statements for one grant; remembers checked PREPAREs."""
 
@@ -113,17 +79,9 @@ class StatementPolicy:
         self.task = task
         self.enforce = enforce
         self.search_path = tuple(search_path)
-        self.cache_size = cache_size
-        self.shared = shared  # None: classify everything in this session afresh
-        # exact query text -> (pairs, stateful, verdict if stateless)
-        self._by_text: dict[str, tuple[tuple[Pair, ...], bool, Verdict | None]] = {}
-        # statement fingerprint -> pair classified and decided from one statement with it,
-        # and whether that pair is plain (_plain)
-        self._by_fingerprint: dict[str, tuple[Classified, Decision, bool]] = {}
-        # number shape (policy/number_shapes.py) -> (characters before the statement's
-        # text, after it, classified, decision): a single plain statement whose shape the
-        # shared memo knows, so a text of that shape is decided by one lookup (_from_shape)
-        self._by_shape: dict[bytes, tuple[int, int, Classified, Decision]] = {}
+        # every cache tier, this session's and its view of the shared one (policy/caches.py);
+        # shared None: classify everything in this session afresh
+        self.caches = SessionCaches(cache_size, shared, self.search_path)
         self._prepared = PreparedNames()  # SQL-level PREPAREs allowed in this session
         # The database's catalog snapshot for column syntax (policy.catalog), set by the
         # proxy: a callable returning the current Snapshot. None: no snapshot, so every
@@ -132,7 +90,11 @@ class StatementPolicy:
         self.on_ddl = None  # called after DDL is allowed: the catalog may have changed
         self._snapshot_seen = None
         self._precomputed: dict[str, tuple[Classified, ...]] = {}  # classified off the loop
-        self.stats = {"text_hits": 0, "fingerprint_hits": 0, "shared_hits": 0, "misses": 0}
+
+    @property
+    def stats(self) -> dict[str, int]:
+        """Where checks were answered (``SessionCaches.stats``)."""
+        return self.caches.stats
 
     # -- public API ----------------------------------------------------------------------
     def check_query(self, sql: str) -> Verdict:
@@ -145,17 +107,16 @@ class StatementPolicy:
         verdict = self._cached(sql)
         if verdict is not None:
             return verdict
-        if self._by_shape:
-            verdict = self._from_shape(sql)
-            if verdict is not None:
-                self.stats["fingerprint_hits"] += 1
-                return verdict
+        verdict = self._from_shape(sql)
+        if verdict is not None:
+            self.stats["fingerprint_hits"] += 1
+            return verdict
         found = self._from_fingerprints(sql)
         if found is not None:
             self.stats["fingerprint_hits"] += 1
             pairs, plain = found
             if plain and len(pairs) == 1:
-                self._remember_shape(sql, pairs[0])
+                self.caches.remember_shape(sql, pairs[0])
             # plain: every statement allowed, none DDL or session state (what _verdict
             # would conclude without looking further), known when the entry was cached
             return Verdict(True, pairs, "") if plain else self._verdict(pairs)
@@ -207,34 +168,22 @@ class StatementPolicy:
         snap = self.catalog() if self.catalog is not None else None
         if snap is not self._snapshot_seen:
             self._snapshot_seen = snap
-            self._by_text.clear()
-            self._by_fingerprint.clear()
-            self._by_shape.clear()
+            self.caches.forget_decisions()
 
     def _from_shape(self, sql: str) -> Verdict | None:
         """What ``_from_fingerprints`` would answer for a text whose number shape was seen
-        with a single plain statement (``_remember_shape``), by one lookup: the same
-        statement text, classification and decision, PostgreSQL's scanner still reading
-        the text. tests/unit/test_engine_cached.py compares it with the reference path."""
-        if len(sql) > _MAX_SHARED_TEXT:
-            return None
-        hit = self._by_shape.get(shape_of(sql))  # type: ignore[arg-type]
+        with a single plain statement (``SessionCaches.remember_shape``), by one lookup:
+        the same statement text, classification and decision, PostgreSQL's scanner still
+        reading the text. tests/unit/test_engine_cached.py compares it with the reference
+        path."""
+        hit = self.caches.shape(sql)
         if hit is None:
             return None
         lead, tail, classified, decision = hit
         text = sql[lead : len(sql) - tail]
         if not boundaries_agree(sql, [text]):
             return None
-        return Verdict(True, ((_with_sql(classified, text), decision),), "")
-
-    def _remember_shape(self, sql: str, pair: Pair) -> None:
-        if self.shared is None:
-            return
-        known = self.shared.number_shapes.known(sql)
-        if known is None:
-            return
-        shape, lead, tail = known
-        _bounded_put(self._by_shape, shape, (lead, tail, pair[0], pair[1]), self.cache_size)
+        return Verdict(True, ((with_sql(classified, text), decision),), "")
 
     def _from_precomputed(self, sql: str) -> Verdict | None:
         classified = self._precomputed.pop(sql, None)
@@ -265,21 +214,14 @@ class StatementPolicy:
 
     def _cached(self, sql: str) -> Verdict | None:
         """The verdict for this exact text from this session's or the shared cache."""
-        cached = self._by_text.get(sql)
+        cached = self.caches.text(sql)
         if cached is not None:
-            self.stats["text_hits"] += 1
             pairs, _stateful, verdict = cached
             return verdict if verdict is not None else self._verdict(pairs)
-        entries = self._shared_text(sql)
+        entries = self.caches.shared_text(sql)
         if entries is not None:
-            self.stats["shared_hits"] += 1
             return self._store(sql, self._decide_entries(entries))
         return None
-
-    def _shared_text(self, sql: str) -> tuple[Entry, ...] | None:
-        if self.shared is None:
-            return None
-        return self.shared.by_text.get((self.search_path, sql))
 
     def _decide_entries(self, entries: tuple[Entry, ...]) -> tuple[Pair, ...]:
         pairs = []
@@ -287,28 +229,22 @@ class StatementPolicy:
             decision = self._decide(classified)
             pairs.append((classified, decision))
             if fingerprint is not None:
-                self._put_fingerprint(fingerprint, classified, decision)
+                self.caches.put_fingerprint(fingerprint, classified, decision)
         return tuple(pairs)
-
-    def _put_fingerprint(self, fingerprint: str, classified: Classified, d: Decision) -> None:
-        entry = (classified, d, _plain(classified, d))
-        _bounded_put(self._by_fingerprint, fingerprint, entry, self.cache_size)
 
     def _by_fingerprint_or_shared(
         self, fingerprint: str, sql: str
     ) -> tuple[Classified, Decision, bool] | None:
         """(classified with ``sql`` as its text, decision, plain) for a known fingerprint."""
-        hit = self._by_fingerprint.get(fingerprint)
+        hit = self.caches.fingerprint(fingerprint)
         if hit is not None:
-            return _with_sql(hit[0], sql), hit[1], hit[2]
-        if self.shared is None:
-            return None
-        classified = self.shared.by_fingerprint.get((self.search_path, fingerprint))
+            return with_sql(hit[0], sql), hit[1], hit[2]
+        classified = self.caches.shared_fingerprint(fingerprint)
         if classified is None:
             return None
         decision = self._decide(classified)
-        self._put_fingerprint(fingerprint, classified, decision)
-        return _with_sql(classified, sql), decision, _plain(classified, decision)
+        plain = self.caches.put_fingerprint(fingerprint, classified, decision)
+        return with_sql(classified, sql), decision, plain
 
     def _classify(self, sql: str, *, use_fingerprints: bool) -> tuple[Pair, ...]:
         pairs: list[Pair] = []
@@ -333,35 +269,22 @@ class StatementPolicy:
             classified, fingerprint_safe = classify_statement(stmt, self.search_path, pgs[index])
             decision = self._decide(classified)
             pairs.append((classified, decision))
-            cacheable = fingerprint_safe and stmt.cacheable and size <= _MAX_CACHED_TEXT
+            cacheable = fingerprint_safe and stmt.cacheable and size <= MAX_SESSION_TEXT
             fingerprint = stmt.fingerprint if cacheable else None
             entries.append((classified, fingerprint))
             if fingerprint is not None:
                 # Cached under the short text: a hit puts the statement's own text back.
-                kept = classified if collapsed is None else _with_sql(classified, stmt.canon)
-                self._put_fingerprint(fingerprint, kept, decision)
-                if self.shared is not None and size <= _MAX_SHARED_TEXT:
-                    _bounded_put(
-                        self.shared.by_fingerprint,
-                        (self.search_path, fingerprint),
-                        kept,
-                        self.shared.size,
-                    )
-        if self.shared is not None and len(sql) <= _MAX_SHARED_TEXT:
-            _bounded_put(
-                self.shared.by_text, (self.search_path, sql), tuple(entries), self.shared.size
-            )
+                kept = classified if collapsed is None else with_sql(classified, stmt.canon)
+                self.caches.put_fingerprint(fingerprint, kept, decision)
+                self.caches.share_fingerprint(fingerprint, kept, size)
+        self.caches.share_text(sql, tuple(entries))
         return tuple(pairs)
 
     def _from_fingerprints(self, sql: str) -> tuple[tuple[Pair, ...], bool] | None:
         """Every statement's pair from the fingerprint caches, and whether all are plain."""
-        if not self._by_fingerprint and (self.shared is None or not self.shared.by_fingerprint):
+        if not self.caches.any_fingerprints():
             return None
-        shared = self.shared
-        if shared is None:
-            statements = fingerprint_statements(sql)
-        else:
-            statements = shared.number_shapes.fingerprints(sql)
+        statements = self.caches.statements(sql)
         if not statements:
             return None
         pairs = []
@@ -377,12 +300,8 @@ class StatementPolicy:
         return tuple(pairs), plain
 
     def _store(self, sql: str, pairs: tuple[Pair, ...]) -> Verdict:
-        stateful = any(c.command in STATEFUL_COMMANDS for c, _ in pairs)
         verdict = self._verdict(pairs)
-        if len(sql) <= _MAX_CACHED_TEXT:
-            if len(self._by_text) >= self.cache_size:
-                self._by_text.pop(next(iter(self._by_text)))
-            self._by_text[sql] = (pairs, stateful, None if stateful else verdict)
+        self.caches.put_text(sql, pairs, verdict)
         return verdict
 
     def _verdict(self, pairs: tuple[Pair, ...]) -> Verdict:
@@ -428,25 +347,3 @@ class StatementPolicy:
 
     def _message(self, d: Decision) -> str:
         return f"pgwitness: task {self.task} {d.reason} (rule {d.rule})"
-
-
-def _plain(c: Classified, d: Decision) -> bool:
-    """Allowed, and neither DDL nor session state: its verdict needs nothing else."""
-    return d.allowed and c.command not in STATEFUL_COMMANDS and c.cls is not StatementClass.DDL
-
-
-def _with_sql(c: Classified, sql: str) -> Classified:
-    if c.sql == sql:
-        return c
-    return Classified(
-        sql,
-        c.cls,
-        c.command,
-        c.reads,
-        c.writes,
-        c.functions,
-        c.detail,
-        c.write_ops,
-        c.operators,
-        c.attributes,
-    )

@@ -247,7 +247,7 @@ def test_literal_dependent_statements_never_use_the_fingerprint_cache(first, sec
     p.check_query(first)
     p.check_query(second)
     assert p.stats["fingerprint_hits"] == 0
-    assert p._by_fingerprint == {}  # noqa: SLF001 - the rule is about what gets stored
+    assert p.caches.fingerprints == {}
 
 
 def test_set_config_is_decided_like_set():
@@ -293,14 +293,14 @@ def test_shared_cache_is_keyed_by_search_path():
 def test_no_shared_cache():
     p = policy(shared=None)
     p.check_query("SELECT * FROM orders")
-    assert p.stats["misses"] == 1 and p.shared is None
+    assert p.stats["misses"] == 1 and p.caches.shared is None
 
 
 def test_caches_are_bounded():
     p = policy(cache_size=8)
     for i in range(50):
         p.check_query(f"SELECT * FROM orders WHERE id = {i} AND c{i} = 1")
-    assert len(p._by_text) <= 8 and len(p._by_fingerprint) <= 8  # noqa: SLF001
+    assert len(p.caches.texts) <= 8 and len(p.caches.fingerprints) <= 8
 
 
 def test_public_api_exports():
@@ -386,7 +386,7 @@ def test_layout_and_case_never_change_a_decision(sql, rnd: random.Random):
     warm = policy(shared=SharedClassifications())
     warm.check_query(sql)
     assert shape(warm.check_query(variant)) == shape(fresh_original), (sql, variant)
-    other_session = policy(shared=warm.shared)  # the variant via the shared cache only
+    other_session = policy(shared=warm.caches.shared)  # the variant via the shared cache only
     assert shape(other_session.check_query(variant)) == shape(fresh_original), (sql, variant)
 
 
@@ -767,11 +767,11 @@ def test_bulk_inserts_of_any_size_share_one_classification():
         return f"INSERT INTO public.orders (id, note, amount) VALUES {rows} RETURNING id"
 
     first = p.check_query(bulk(5000, 0))
-    cached = len(p._by_fingerprint)
+    cached = len(p.caches.fingerprints)
     assert first.allowed and cached == 1
     for n, start in ((3000, 7), (9000, 1), (200, 5)):
         v = p.check_query(bulk(n, start))
         assert shape(v) == shape(first) and v.decisions[0][0].sql == bulk(n, start)
-    assert len(p._by_fingerprint) == cached  # every later size was a fingerprint hit
+    assert len(p.caches.fingerprints) == cached  # every later size was a fingerprint hit
     denied = p.check_query(bulk(5000, 0).replace("public.orders", "public.customers", 1))
     assert not denied.allowed and "may not" in denied.message

@@ -68,11 +68,36 @@ def test_shape_path_equals_the_reference_path():
     for n, m in [(1, 2), (3, 4), (57, 86), (90, 11), (5, 6), (123, 4), (905, 7)]:
         for text in texts:
             sql = text.format(n=n, m=m)
-            shaped = warm._from_shape(sql) if warm._by_shape else None
+            shaped = warm._from_shape(sql)
             cached = warm.check_query(sql)
             fresh = _fresh(True).check_query(sql)
             assert (cached.allowed, cached.message, cached.decisions) == (
                 fresh.allowed, fresh.message, fresh.decisions), sql  # fmt: skip
             if shaped:
                 assert shaped == fresh, sql
-    assert len(warm._by_shape) >= len(texts)  # the shape path was taken
+    assert len(warm.caches.shapes) >= len(texts)  # the shape path was taken
+
+
+def test_a_new_catalog_snapshot_redecides_every_session_tier():
+    """The session tiers hold decisions, and a column-syntax decision depends on the catalog:
+    when the snapshot changes, a text, number-shape or fingerprint hit must not answer with
+    the old decision (``SessionCaches.forget_decisions``). Here ``c.leak`` is first a column
+    of customers, then (the column dropped, a function ``leak(customers)`` created) a call
+    outside the grant."""
+    from policy.catalog import Snapshot
+
+    column = Snapshot(frozenset(), {"public.customers": frozenset({"id", "leak"})})
+    call = Snapshot(frozenset({"leak"}), {"public.customers": frozenset({"id"})})
+    current = [column]
+    warm = _fresh(True, SharedClassifications())
+    warm.catalog = lambda: current[0]
+    shape = "SELECT c.leak FROM customers c WHERE c.id = {n}"
+    for n in (1, 2, 3):  # a miss, then fingerprint and shape hits
+        assert warm.check_query(shape.format(n=n)).allowed
+    assert warm.caches.texts and warm.caches.fingerprints and warm.caches.shapes
+    current[0] = call
+    for n in (1, 2, 7):  # the text tier, the shape tier, the fingerprint tier
+        verdict = warm.check_query(shape.format(n=n))
+        assert not verdict.allowed and "column syntax" in verdict.message, n
+    current[0] = column
+    assert warm.check_query(shape.format(n=9)).allowed

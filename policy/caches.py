@@ -1,0 +1,217 @@
+"""Every cache the statement policy keeps, in one place.
+
+A statement is classified (what it touches: depends on its text and the search_path only)
+and then decided (allowed or not: depends on the grant and the catalog snapshot too).
+``SharedClassifications`` holds the first kind for the whole process; ``SessionCaches``
+holds one session's tiers and looks through to the shared one. ``StatementPolicy``
+(policy/engine.py) asks the tiers in this order, cheapest first::
+
+    tier                     key                          holds                    scope
+    exact text               the query text               pairs, verdict           session
+    number shape             text with digits as 0        classified + decision    session
+    fingerprint              lexer fingerprint            classified + decision    session
+    shared text              (search_path, text)          classifications         process
+    shared fingerprint       (search_path, fingerprint)   classification          process
+    shared number shapes     text with digits as 0        lexer's fingerprints    process
+
+Session tiers hold decisions, so a new catalog snapshot empties them
+(``forget_decisions``); shared tiers hold only what the text determines and are never
+emptied for a grant's sake. Every tier is bounded (oldest entry out first) and bounded
+in the size of what it keeps (``MAX_SESSION_TEXT``, ``MAX_SHARED_TEXT``).
+tests/unit/test_engine_cached.py compares each tier's answers with a fresh session's.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from policy.classify import Classified, StatementClass
+from policy.decide import Decision
+from policy.lexer import fingerprint_statements
+from policy.number_shapes import NumberShapes, shape_of
+from policy.prepared import STATEFUL_COMMANDS
+
+if TYPE_CHECKING:
+    from policy.engine import Verdict
+
+__all__ = [
+    "MAX_SESSION_TEXT",
+    "MAX_SHARED_TEXT",
+    "SHARED",
+    "Entry",
+    "Pair",
+    "SessionCaches",
+    "SharedClassifications",
+    "with_sql",
+]
+
+Pair = tuple[Classified, Decision]
+# One lexed-and-classified statement: its Classified and, if the fingerprint may stand
+# for it, the fingerprint.
+Entry = tuple[Classified, "str | None"]
+
+# Size limits: with every entry as large as allowed (each holds its text twice, as key and
+# in its Classified) a session's caches stay under ~4 MB and the shared one under ~32 MB.
+# Bigger statements are classified every time.
+MAX_SESSION_TEXT = 4096  # session text and fingerprint tiers, 256 entries each
+MAX_SHARED_TEXT = 2048  # shared text and fingerprint tiers, 4096 entries each
+
+
+def _bounded_put(cache: dict, key: Any, value: Any, size: int) -> None:
+    if len(cache) >= size:
+        try:
+            cache.pop(next(iter(cache)))
+        except (StopIteration, KeyError, RuntimeError):  # another thread got there first
+            pass
+    cache[key] = value
+
+
+class SharedClassifications:
+    """Process-wide classification tiers: a classification depends only on the statement
+    text (or its fingerprint) and the search_path, never on the grant, so sessions share
+    it. Decisions stay per session. ``number_shapes`` remembers the lexer's fingerprints
+    per number shape of a text (policy/number_shapes.py), which depend on the text alone."""
+
+    def __init__(self, size: int = 4096):
+        self.size = size
+        self.by_text: dict[tuple[tuple[str, ...], str], tuple[Entry, ...]] = {}
+        self.by_fingerprint: dict[tuple[tuple[str, ...], str], Classified] = {}
+        self.number_shapes = NumberShapes(size, MAX_SHARED_TEXT)
+
+    def clear(self) -> None:
+        self.by_text.clear()
+        self.by_fingerprint.clear()
+        self.number_shapes.clear()
+
+
+SHARED = SharedClassifications()
+
+
+class SessionCaches:
+    """One session's cache tiers (see the module's table) and its view of the shared ones.
+
+    ``shared`` None: nothing is shared, every text is classified afresh in this session.
+    ``stats`` counts where each check was answered: ``text_hits`` (exact text),
+    ``fingerprint_hits`` (number shape or fingerprint), ``shared_hits`` (shared text),
+    ``misses`` (classified here)."""
+
+    def __init__(
+        self, size: int, shared: SharedClassifications | None, search_path: tuple[str, ...]
+    ):
+        self.size = size
+        self.shared = shared
+        self.search_path = search_path
+        # exact query text -> (pairs, stateful, verdict if stateless)
+        self.texts: dict[str, tuple[tuple[Pair, ...], bool, Verdict | None]] = {}
+        # number shape -> (characters before the statement's text, after it, classified,
+        # decision): a single plain statement whose shape the shared memo knows
+        self.shapes: dict[bytes, tuple[int, int, Classified, Decision]] = {}
+        # statement fingerprint -> (classified, decision, plain)
+        self.fingerprints: dict[str, tuple[Classified, Decision, bool]] = {}
+        self.stats = {"text_hits": 0, "fingerprint_hits": 0, "shared_hits": 0, "misses": 0}
+
+    def forget_decisions(self) -> None:
+        """The session tiers hold decisions: a new catalog snapshot makes them stale."""
+        self.texts.clear()
+        self.shapes.clear()
+        self.fingerprints.clear()
+
+    # -- exact text ----------------------------------------------------------------------
+    def text(self, sql: str) -> tuple[tuple[Pair, ...], bool, Verdict | None] | None:
+        hit = self.texts.get(sql)
+        if hit is not None:
+            self.stats["text_hits"] += 1
+        return hit
+
+    def put_text(self, sql: str, pairs: tuple[Pair, ...], verdict: Verdict) -> None:
+        """Remember a query's pairs, and its verdict unless it depends on session state
+        (a PREPARE/EXECUTE/DEALLOCATE is decided again on every hit)."""
+        if len(sql) > MAX_SESSION_TEXT:
+            return
+        stateful = any(c.command in STATEFUL_COMMANDS for c, _ in pairs)
+        _bounded_put(self.texts, sql, (pairs, stateful, None if stateful else verdict), self.size)
+
+    def shared_text(self, sql: str) -> tuple[Entry, ...] | None:
+        if self.shared is None:
+            return None
+        entries = self.shared.by_text.get((self.search_path, sql))
+        if entries is not None:
+            self.stats["shared_hits"] += 1
+        return entries
+
+    def share_text(self, sql: str, entries: tuple[Entry, ...]) -> None:
+        if self.shared is not None and len(sql) <= MAX_SHARED_TEXT:
+            _bounded_put(self.shared.by_text, (self.search_path, sql), entries, self.shared.size)
+
+    # -- number shape --------------------------------------------------------------------
+    def shape(self, sql: str) -> tuple[int, int, Classified, Decision] | None:
+        if not self.shapes or len(sql) > MAX_SHARED_TEXT:
+            return None
+        shape = shape_of(sql)
+        return None if shape is None else self.shapes.get(shape)
+
+    def remember_shape(self, sql: str, pair: Pair) -> None:
+        """``pair`` decided the single plain statement of ``sql``: a later text of the same
+        number shape is decided by one lookup, if the shared memo knows the shape."""
+        if self.shared is None:
+            return
+        known = self.shared.number_shapes.known(sql)
+        if known is None:
+            return
+        shape, lead, tail = known
+        _bounded_put(self.shapes, shape, (lead, tail, pair[0], pair[1]), self.size)
+
+    # -- fingerprints --------------------------------------------------------------------
+    def any_fingerprints(self) -> bool:
+        return bool(self.fingerprints) or (
+            self.shared is not None and bool(self.shared.by_fingerprint)
+        )
+
+    def statements(self, sql: str) -> list[tuple[str, str, bool]] | None:
+        """``policy.lexer.fingerprint_statements(sql)``, from the shared number-shape memo
+        when there is one."""
+        if self.shared is None:
+            return fingerprint_statements(sql)
+        return self.shared.number_shapes.fingerprints(sql)
+
+    def fingerprint(self, fingerprint: str) -> tuple[Classified, Decision, bool] | None:
+        return self.fingerprints.get(fingerprint)
+
+    def put_fingerprint(self, fingerprint: str, classified: Classified, d: Decision) -> bool:
+        """Remember a decided statement under its fingerprint; returns whether it is plain."""
+        plain = _plain(classified, d)
+        _bounded_put(self.fingerprints, fingerprint, (classified, d, plain), self.size)
+        return plain
+
+    def shared_fingerprint(self, fingerprint: str) -> Classified | None:
+        if self.shared is None:
+            return None
+        return self.shared.by_fingerprint.get((self.search_path, fingerprint))
+
+    def share_fingerprint(self, fingerprint: str, classified: Classified, size: int) -> None:
+        if self.shared is not None and size <= MAX_SHARED_TEXT:
+            key = (self.search_path, fingerprint)
+            _bounded_put(self.shared.by_fingerprint, key, classified, self.shared.size)
+
+
+def _plain(c: Classified, d: Decision) -> bool:
+    """Allowed, and neither DDL nor session state: its verdict needs nothing else."""
+    return d.allowed and c.command not in STATEFUL_COMMANDS and c.cls is not StatementClass.DDL
+
+
+def with_sql(c: Classified, sql: str) -> Classified:
+    """``c`` for another text of the same statement (a cache hit keeps its own text)."""
+    if c.sql == sql:
+        return c
+    return Classified(
+        sql,
+        c.cls,
+        c.command,
+        c.reads,
+        c.writes,
+        c.functions,
+        c.detail,
+        c.write_ops,
+        c.operators,
+        c.attributes,
+    )
