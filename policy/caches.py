@@ -117,12 +117,6 @@ class SessionCaches:
         self.fingerprints.clear()
 
     # -- exact text ----------------------------------------------------------------------
-    def text(self, sql: str) -> tuple[tuple[Pair, ...], bool, Verdict | None] | None:
-        hit = self.texts.get(sql)
-        if hit is not None:
-            self.stats["text_hits"] += 1
-        return hit
-
     def put_text(self, sql: str, pairs: tuple[Pair, ...], verdict: Verdict) -> None:
         """Remember a query's pairs, and its verdict unless it depends on session state
         (a PREPARE/EXECUTE/DEALLOCATE is decided again on every hit)."""

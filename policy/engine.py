@@ -107,20 +107,21 @@ class StatementPolicy:
         verdict = self._cached(sql)
         if verdict is not None:
             return verdict
-        verdict = self._from_shape(sql)
-        if verdict is not None:
-            self.stats["fingerprint_hits"] += 1
-            return verdict
+        if self.caches.shapes:
+            verdict = self._from_shape(sql)
+            if verdict is not None:
+                self.caches.stats["fingerprint_hits"] += 1
+                return verdict
         found = self._from_fingerprints(sql)
         if found is not None:
-            self.stats["fingerprint_hits"] += 1
+            self.caches.stats["fingerprint_hits"] += 1
             pairs, plain = found
             if plain and len(pairs) == 1:
                 self.caches.remember_shape(sql, pairs[0])
             # plain: every statement allowed, none DDL or session state (what _verdict
             # would conclude without looking further), known when the entry was cached
             return Verdict(True, pairs, "") if plain else self._verdict(pairs)
-        self.stats["misses"] += 1
+        self.caches.stats["misses"] += 1
         return self._store(sql, self._classify(sql, use_fingerprints=True))
 
     def check_parse(self, sql: str) -> Verdict:
@@ -133,7 +134,7 @@ class StatementPolicy:
         verdict = self._cached(sql)
         if verdict is not None:
             return verdict
-        self.stats["misses"] += 1
+        self.caches.stats["misses"] += 1
         return self._store(sql, self._classify(sql, use_fingerprints=False))
 
     def check_function_call(self) -> Verdict:
@@ -189,7 +190,7 @@ class StatementPolicy:
         classified = self._precomputed.pop(sql, None)
         if classified is None:
             return None
-        self.stats["misses"] += 1
+        self.caches.stats["misses"] += 1
         return self._store(sql, tuple((c, self._decide(c)) for c in classified))
 
     def _decide(self, c: Classified) -> Decision:
@@ -214,11 +215,13 @@ class StatementPolicy:
 
     def _cached(self, sql: str) -> Verdict | None:
         """The verdict for this exact text from this session's or the shared cache."""
-        cached = self.caches.text(sql)
+        caches = self.caches
+        cached = caches.texts.get(sql)  # the hottest lookup: the dict itself, no call
         if cached is not None:
+            caches.stats["text_hits"] += 1
             pairs, _stateful, verdict = cached
             return verdict if verdict is not None else self._verdict(pairs)
-        entries = self.caches.shared_text(sql)
+        entries = caches.shared_text(sql)
         if entries is not None:
             return self._store(sql, self._decide_entries(entries))
         return None
