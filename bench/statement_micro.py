@@ -41,7 +41,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey 
 from devtools import testing as t  # noqa: E402
 from policy import StatementPolicy, parse_scopes  # noqa: E402
 from policy.engine import SharedClassifications  # noqa: E402
-from proxy.session import Relay  # noqa: E402
+from proxy.relay import Relay  # noqa: E402
 from recorder.config import RecorderConfig  # noqa: E402
 from recorder.writer import Recorder  # noqa: E402
 
@@ -178,7 +178,7 @@ AREAS = [
     ("json", "decision record rendering"),
     ("recorder/records.py", "decision record rendering"),
     ("recorder/", "recording append (caller side)"),
-    ("proxy/session.py", "relay: framing, Sync groups, _record"),
+    ("proxy/relay.py", "relay: framing, Sync groups, _record"),
     ("proxy/wire/", "relay: framing, Sync groups, _record"),
 ]
 

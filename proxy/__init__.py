@@ -1,6 +1,6 @@
 """The proxy: Postgres v3 on both sides, grants at login, policy and recording in between.
 
-Sans-IO protocol code lives in ``common.wire``, ``proxy.session`` and ``proxy.denials``;
+Sans-IO protocol code lives in ``common.wire``, ``proxy.relay`` and ``proxy.denials``;
 sockets, timers and processes in ``proxy.server`` (listener), ``proxy.connection`` (with
 ``proxy.handshake``, ``proxy.flow``, ``proxy.grant_watch``), ``proxy.upstream`` and
 ``proxy.supervisor``.
@@ -19,7 +19,7 @@ _EXPORTS = {
     "Identity": "policy.grants.auth",
     "StaticUsers": "proxy.auth",
     "ProxyServer": "proxy.server",
-    "Relay": "proxy.session",
+    "Relay": "proxy.relay",
 }
 
 __all__ = sorted(_EXPORTS)

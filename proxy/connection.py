@@ -36,7 +36,7 @@ from .grant_watch import GrantLease
 from .handshake import Handshake, Login
 from .logs import event
 from .offload import classify_off_loop
-from .session import Relay
+from .relay import Relay
 
 if TYPE_CHECKING:
     from .server import ProxyServer
@@ -146,7 +146,7 @@ class ClientConnection(asyncio.Protocol):
             self._refuse(refusal)
             return
         self._prelogin = True
-        server.sessions.add(self)
+        server.connections.add(self)
         metrics.CONNECTIONS_ACTIVE.inc()
         self._handshake_task = asyncio.get_running_loop().create_task(self._run_handshake())
 
@@ -340,8 +340,8 @@ class ClientConnection(asyncio.Protocol):
         self.leave_prelogin()
         if live is not None:
             live.flow.close()
-        if self in self.server.sessions:
-            self.server.sessions.discard(self)
+        if self in self.server.connections:
+            self.server.connections.discard(self)
             metrics.CONNECTIONS_ACTIVE.dec()
         if live is not None:
             live.finish(cause, detail)

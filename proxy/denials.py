@@ -7,7 +7,7 @@ and the server skips everything up to the next Sync exactly as if the client's s
 had failed. The ErrorResponse is recognised by a per-connection marker (the error's
 ``schema`` field) and cleaned of it and of the PL/pgSQL traces (``_STRIP_FIELDS``); the
 ParseComplete/BindComplete/CloseComplete the injected messages produce are held back and
-dropped when the marked error arrives. The relay's splice loop (``proxy.session``) decides
+dropped when the marked error arrives. The relay's splice loop (``proxy.relay``) decides
 where frames go; this module owns what is injected, what is pending and what is held.
 """
 

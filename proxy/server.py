@@ -50,7 +50,7 @@ class ProxyServer:
             cfg.proxy.auth_fail_delay, cfg.proxy.auth_fail_window, cfg.proxy.auth_fail_max_delay,
             per_address=cfg.proxy.auth_concurrency_per_address,
         )
-        self.sessions: set[ClientConnection] = set()
+        self.connections: set[ClientConnection] = set()
         self.admitted = 0  # connections past the startup packet: what max_connections limits
         # Before the startup packet a connection holds a place of its own (never one of
         # max_connections), and frames read whole share one memory budget (proxy/limits.py).
@@ -124,7 +124,7 @@ class ProxyServer:
                 self._update_gauges()
             if self.grant_store is not None:
                 try:
-                    await self.grant_watch.poll(self.sessions)
+                    await self.grant_watch.poll(self.connections)
                 except Exception:  # the store may be briefly unreachable; keep serving
                     logging.getLogger("pgwitness").exception("grant watch failed")
                 if now - last_expiry >= 1.0:
@@ -132,11 +132,11 @@ class ProxyServer:
                     await self.grant_watch.expire_due()
 
     def _update_gauges(self) -> None:
-        for conn in list(self.sessions):
+        for conn in list(self.connections):
             live = conn.live
             if live is not None:
                 metrics.flush(live.relay.counters, live.identity.agent)
-        grants = {c.identity.grant_id for c in self.sessions if c.identity is not None}
+        grants = {c.identity.grant_id for c in self.connections if c.identity is not None}
         metrics.GRANTS_ACTIVE.set(len(grants))
         if self.recorder is not None:
             self._recorder_metrics.update(self.recorder.status)
@@ -158,7 +158,7 @@ class ProxyServer:
         """A client's CancelRequest: noted in the recording of the session it names (if
         this worker holds it), and forwarded whatever worker does: the server checks the
         secret key."""
-        for conn in self.sessions:
+        for conn in self.connections:
             if conn.backend_key == (packet.pid, packet.secret) and conn.srec is not None:
                 conn.srec.event("cancel", {"from": peer})
         try:
@@ -173,16 +173,16 @@ class ProxyServer:
         if self._server is not None:
             self._server.close()
         deadline = time.monotonic() + grace
-        while self.sessions and time.monotonic() < deadline:
+        while self.connections and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
-        for conn in list(self.sessions):
+        for conn in list(self.connections):
             conn.terminate(EndCause.SHUTDOWN, "terminating connection: pgwitness is shutting down", ADMIN_SHUTDOWN)
         await asyncio.sleep(0)
         if self._cancels:  # busy sessions' queries must be cancelled before we exit
             await asyncio.wait(set(self._cancels), timeout=3)
         for task in self._tasks:
             task.cancel()
-        for conn in list(self.sessions):
+        for conn in list(self.connections):
             if conn.transport is not None:
                 conn.transport.abort()
         if self._server is not None:

@@ -62,7 +62,7 @@ async def _serve(cfg: Config, *, reuse_port: bool, with_metrics: bool) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
-    event("shutting down", grace=cfg.proxy.shutdown_grace, sessions=len(runtime.server.sessions))
+    event("shutting down", grace=cfg.proxy.shutdown_grace, sessions=len(runtime.server.connections))
     await runtime.server.shutdown()
     await runtime.close()
     logging.getLogger("pgwitness").info("stopped")

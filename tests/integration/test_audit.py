@@ -55,7 +55,7 @@ def answer(tmp_path: Path, *filters: str, idx: str = "audit.duckdb") -> tuple[in
 
 def sessions_done(handle) -> bool:
     async def n():
-        return len(handle.server.sessions)
+        return len(handle.server.connections)
 
     return handle.call(n()) == 0
 

@@ -39,7 +39,7 @@ def plant(path: Path, text: str) -> None:
         ("recorder/writer.py", "from proxy.server import ProxyServer", "recorder may not import proxy"),
         ("recorder/verify.py", "def f():\n    import policy.engine", "recorder may not import policy"),
         ("recorder/store/s3.py", "from common.wire import messages", "recorder may not import common"),
-        ("policy/engine.py", "def f():\n    from proxy import session", "policy may not import proxy"),
+        ("policy/engine.py", "def f():\n    from proxy import relay", "policy may not import proxy"),
         ("policy/grants/admin.py", "from proxy.metrics import ADMIN_AUTH_FAILURES",
          "policy may not import proxy"),
         ("policy/grants/store/sqlite.py", "import proxy.server", "policy may not import proxy"),
@@ -71,7 +71,7 @@ def test_type_checking_imports_and_the_demo_hook_are_allowed(tree):
 
 
 def test_the_command_fails_on_a_violation(tree):
-    plant(tree / "policy/scopes.py", "from proxy.session import Relay")
+    plant(tree / "policy/scopes.py", "from proxy.relay import Relay")
     run = subprocess.run([sys.executable, "-m", "devtools.layering", str(tree)], cwd=ROOT,
                          capture_output=True, text=True, timeout=60)  # fmt: skip
     assert run.returncode == 1 and "policy may not import proxy" in run.stdout, run.stdout

@@ -66,7 +66,7 @@ BAD_STARTUPS = [
     "payload,sqlstate", [c[1:] for c in BAD_STARTUPS], ids=[c[0] for c in BAD_STARTUPS]
 )
 def test_bad_startup_packet_gets_fatal_and_close(proxy, established, payload, sqlstate):
-    base = len(proxy.server.sessions)
+    base = len(proxy.server.connections)
     with RawClient(proxy.host, proxy.port) as c:
         c.send(payload)
         expect_fatal(c, sqlstate)
@@ -75,7 +75,7 @@ def test_bad_startup_packet_gets_fatal_and_close(proxy, established, payload, sq
 
 
 def test_truncated_startup_then_close_leaves_nothing_behind(proxy, established):
-    base = len(proxy.server.sessions)
+    base = len(proxy.server.connections)
     packet = startup_packet({"user": STATIC_USER, "database": "app"})
     for cut in (2, 6, len(packet) - 1):
         with RawClient(proxy.host, proxy.port) as c:
@@ -87,7 +87,7 @@ def test_truncated_startup_then_close_leaves_nothing_behind(proxy, established):
 
 
 def test_client_that_closes_mid_scram_leaves_nothing_behind(proxy, established):
-    base = len(proxy.server.sessions)
+    base = len(proxy.server.connections)
     with RawClient(proxy.host, proxy.port) as c:
         c.startup()
         assert m.decode_auth(c.read_frame())[0] == m.AUTH_SASL

@@ -202,7 +202,7 @@ def test_backend_pid_is_the_upstream_pid(proxy, pg):
         assert len(c.secret) == 4
         assert pg_activity_row(pg, c.pid, "usename") == UPSTREAM_USER
         # Every live session of this proxy knows its client's key.
-        keys = {conn.backend_key for conn in list(proxy.server.sessions)}
+        keys = {conn.backend_key for conn in list(proxy.server.connections)}
         assert (c.pid, c.secret) in keys
     finally:
         c.close()

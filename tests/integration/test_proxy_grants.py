@@ -114,7 +114,7 @@ def session_identities(handle: ProxyHandle) -> dict[int, tuple[str, str, str]]:
     async def read():
         return {
             c.backend_key[0]: (c.identity.agent, c.identity.task, c.identity.grant_id)
-            for c in handle.server.sessions
+            for c in handle.server.connections
             if c.identity is not None and c.backend_key is not None
         }
 

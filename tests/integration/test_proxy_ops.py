@@ -166,7 +166,7 @@ def test_graceful_shutdown(make_proxy):
         assert "shutting down" in err["M"]
         assert grace - 0.1 <= time.monotonic() - started < grace + 2
         done.result(5)
-    assert len(handle.server.sessions) == 0
+    assert len(handle.server.connections) == 0
 
 
 def test_shutdown_does_not_leave_the_upstream_query_running(make_proxy, pg):

@@ -755,7 +755,7 @@ def test_parameter_status_follows_set(proxy, pg):
 
 
 def proxy_sessions_with_pid(proxy, pid: int) -> int:
-    return sum(1 for c in list(proxy.server.sessions) if c.backend_key and c.backend_key[0] == pid)
+    return sum(1 for c in list(proxy.server.connections) if c.backend_key and c.backend_key[0] == pid)
 
 
 @pytest.mark.timeout(30)
@@ -981,7 +981,7 @@ def test_values_beyond_max_message_bytes_stream_through(make_proxy):
             row = await conn.fetchval("select repeat('y', 30000000)")
             assert len(row) == 30_000_000 and row.strip("y") == ""
             # Peak buffering stays bounded: the readers never held a frame whole.
-            (session,) = h.server.sessions
+            (session,) = h.server.connections
             r = session.relay
             assert r.client_reader.pending < 256 * 1024 and r.server_reader.pending < 256 * 1024
         finally:
@@ -1001,7 +1001,7 @@ def test_values_beyond_max_message_bytes_stream_through(make_proxy):
         assert conn.execute("select sum(length(v)) from big").fetchone() == (6_000_000,)
         with pytest.raises(psycopg.OperationalError):
             conn.execute("select '" + "q" * 5000 + "'")  # statement text: 08P01, FATAL
-    assert not h.server.sessions
+    assert not h.server.connections
 
 
 @pytest.mark.timeout(60)
@@ -1014,7 +1014,7 @@ def test_no_fatal_is_spliced_into_a_row_half_sent(make_proxy):
     try:
         c.send(m.query("select repeat('x', 64 << 20)"))  # and do not read: back-pressure
         deadline = time.monotonic() + 20
-        while not any(s.relay and s.relay.mid_frame_to_client for s in list(h.server.sessions)):
+        while not any(s.relay and s.relay.mid_frame_to_client for s in list(h.server.connections)):
             assert time.monotonic() < deadline, "the row never started streaming"
             time.sleep(0.02)
         c.send(b"z\x00\x00\x00\x04")  # ends the session: FATAL 08P01, but not inside a row
@@ -1193,10 +1193,10 @@ class DenyPayroll:
 
 
 class RelayOverServer:
-    """Drives ``proxy.session.Relay`` between scripted client frames and a real backend."""
+    """Drives ``proxy.relay.Relay`` between scripted client frames and a real backend."""
 
     def __init__(self, pg):
-        from proxy.session import Relay
+        from proxy.relay import Relay
 
         self.server = RawClient.direct(pg)
         assert not self.server.buf

@@ -266,7 +266,7 @@ def _direct_tls_connect(handle, ca: str, *, alpn: bool = True, **kw):
 
 
 def _client_tls_of_sessions(handle) -> list[str]:
-    return sorted(s.tls for s in list(handle.server.sessions))
+    return sorted(s.tls for s in list(handle.server.connections))
 
 
 def test_direct_tls_like_postgres_17(make_proxy, client_tls):

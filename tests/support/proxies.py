@@ -98,6 +98,6 @@ def assert_serves(handle) -> None:
 def wait_sessions(handle, n: int, timeout: float = 3.0) -> None:
     """The proxy's live-session set settles at ``n`` (no leaked half-open connections)."""
     deadline = time.monotonic() + timeout
-    while len(handle.server.sessions) != n and time.monotonic() < deadline:
+    while len(handle.server.connections) != n and time.monotonic() < deadline:
         time.sleep(0.02)
-    assert len(handle.server.sessions) == n
+    assert len(handle.server.connections) == n

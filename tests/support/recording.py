@@ -37,7 +37,7 @@ def public_key(tmp_path: Path):
 
 def live_session_ids(handle) -> list[str]:
     async def ids():
-        return [c.srec.id for c in handle.server.sessions if c.srec is not None]
+        return [c.srec.id for c in handle.server.connections if c.srec is not None]
 
     return handle.call(ids())
 

@@ -10,7 +10,7 @@ import pytest
 from policy import StatementPolicy, parse_scopes
 from policy.engine import SharedClassifications
 from proxy.decision_records import DecisionRecords, decision_payload
-from proxy.session import UNRECORDED
+from proxy.relay import UNRECORDED
 from recorder.records import dump_json
 
 SCOPES = "read:public.orders,public.customers write:public.orders"

@@ -31,7 +31,7 @@ from common.wire.framing import (
     read_startup,
     startup_packet,
 )
-from proxy.session import Relay, RowFilter
+from proxy.relay import Relay, RowFilter
 
 I32 = struct.Struct("!i")
 
