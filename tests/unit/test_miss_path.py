@@ -1,0 +1,132 @@
+"""The shortcuts of the classification miss path must answer as their reference paths do.
+
+A miss (a statement no cache knows) is lexed, parsed by sqlglot and by PostgreSQL's parser,
+walked twice and reconciled; the pieces below take shortcuts there (memos of pure name
+functions, two words read without the tokenizer, a constructor spelled out). Each is
+compared with the code it stands for, on PostgreSQL's regression statements and on
+generated text.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import gzip
+import inspect
+import json
+import pathlib
+import re
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from policy import lexer
+from policy.classify import Classified, StatementClass, crosscheck, pgparse
+from policy.lexer import lex, parse_qualified_name, render_name
+
+CORPUS = pathlib.Path(__file__).parents[1] / "data" / "pg15_regress_statements.json.gz"
+
+
+@pytest.fixture(scope="module")
+def corpus_sample() -> list[str]:
+    with gzip.open(CORPUS, "rt", encoding="utf-8") as f:
+        corpus = json.load(f)
+    return [sql for _source, sql in corpus[::7]]
+
+
+_name = st.text(
+    alphabet=st.sampled_from(list('abzAZ_09$ ."é\x00\t') + ["ß", "İ", "\ud7ff"]), max_size=12
+)
+
+
+@given(st.lists(_name, min_size=1, max_size=3))
+@settings(max_examples=400, deadline=None)
+def test_render_name_memo_answers_as_the_function(parts):
+    expected = lexer._render_name(tuple(parts))
+    assert render_name(*parts) == expected
+    assert render_name(*parts) == expected  # the second call may come from the memo
+
+
+@given(_name)
+@settings(max_examples=400, deadline=None)
+def test_parse_qualified_name_memo_answers_as_the_function(text):
+    expected = lexer._parse_qualified_name(text)
+    for _ in range(2):
+        found = parse_qualified_name(text)
+        assert found == (None if expected is None else list(expected))
+        if found is not None:
+            found.append(("mutated", False))  # a caller's list is its own
+
+
+def test_name_memos_stay_bounded_and_skip_long_names():
+    long = "x" * (lexer._NAME_MEMO_MAX + 1)
+    assert render_name("public", long) == "public." + long
+    assert ("public", long) not in lexer._rendered
+    assert parse_qualified_name(long) == [(long[:63], False)]
+    assert long not in lexer._qualified
+    for i in range(lexer._NAME_MEMO_SIZE + 10):
+        render_name(f"n{i}")
+        parse_qualified_name(f"s.n{i}")
+    assert len(lexer._rendered) <= lexer._NAME_MEMO_SIZE
+    assert len(lexer._qualified) <= lexer._NAME_MEMO_SIZE
+
+
+def _heads_agree(sql: str) -> None:
+    for stmt in lex(sql):
+        if stmt._tokens is not None:
+            continue  # the reference lexer's statements keep their tokens
+        for n in (1, 2, 3):
+            reference = lexer._canon_tokens(stmt.canon, stmt.literals, stmt._numbers or [], n)
+            assert stmt.head(n) == reference, (sql, n)
+        assert stmt._tokens is None  # head() does not tokenize the whole statement
+
+
+def test_head_agrees_with_the_tokenizer_on_the_regression_corpus(corpus_sample):
+    for sql in corpus_sample:
+        _heads_agree(sql)
+
+
+_words = st.lists(
+    st.sampled_from(
+        ["select", "SELECT", "x", "a$b", "_", "t1", " ", "  ", "\n", "(", "'s'", "1", '"Q"',
+         ";", "--c\n", "/*c*/", "é", "$1", "::", "*"]
+    ),
+    max_size=8,
+).map("".join)  # fmt: skip
+
+
+@given(_words)
+@settings(max_examples=500, deadline=None)
+def test_head_agrees_with_the_tokenizer_on_generated_text(sql):
+    _heads_agree(sql)
+
+
+def test_with_pg_is_dataclasses_replace():
+    """``crosscheck._with_pg`` spells the constructor out: every field must carry over."""
+    values = {
+        "sql": "select 1",
+        "cls": StatementClass.WRITE,
+        "command": "UPDATE",
+        "reads": frozenset({"public.a"}),
+        "writes": frozenset({"public.b"}),
+        "functions": frozenset({"f"}),
+        "detail": "d",
+        "write_ops": frozenset({("update", "public.b")}),
+        "operators": frozenset({"="}),
+        "attributes": frozenset({"x"}),
+    }
+    assert {f.name for f in dataclasses.fields(Classified)} == set(values)
+    c = Classified(**values)
+    new = crosscheck._with_pg(c, {"g"}, frozenset({"+"}), frozenset({"y"}))
+    assert new == dataclasses.replace(
+        c, functions=frozenset({"g"}), operators=frozenset({"+"}), attributes=frozenset({"y"})
+    )
+
+
+def test_walk_statement_kinds_list_every_branch():
+    """Kinds outside ``_STATEMENT_KINDS`` skip ``_Walk.statement``'s branches."""
+    source = inspect.getsource(pgparse._Walk.statement)
+    named = set(re.findall(r'"([A-Za-z]+Stmt)"', source))
+    named |= set(pgparse._TARGET_ROLE) | set(pgparse._DDL_RELATION_KEYS)
+    assert named <= pgparse._STATEMENT_KINDS
+    assert set(pgparse._NODES).isdisjoint(pgparse._WITH_OWNERS)
