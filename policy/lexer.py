@@ -143,7 +143,7 @@ def render_name(*parts: str) -> str:
 
 
 def _render_name(parts: tuple[str, ...]) -> str:
-    """``render_name`` without the memo (tests/unit/test_lexer.py compares the two)."""
+    """``render_name`` without the memo (tests/unit/test_miss_path.py compares the two)."""
     return ".".join(
         p if _PLAIN_NAME_RE.match(p) else '"' + p.replace('"', '""') + '"' for p in parts
     )
@@ -593,7 +593,7 @@ _CANON_TOKEN_RE = re.compile(
 )
 _CANON_KINDS = (None, "word", "str", "num", "punct", "op", "qid")
 # Two words and the separator between them at the start of a canonical text: what
-# ``_canon_tokens(..., limit=2)`` reads there (tests/unit/test_lexer.py compares the two).
+# ``_canon_tokens(..., limit=2)`` reads there (tests/unit/test_miss_path.py compares the two).
 _TWO_WORDS_RE = re.compile(r"([a-z_][a-z0-9_]*)[ \n]([a-z_][a-z0-9_]*)")
 
 
@@ -846,7 +846,7 @@ def parse_qualified_name(text: str) -> list[tuple[str, bool]] | None:
 
 
 def _parse_qualified_name(text: str) -> tuple[tuple[str, bool], ...] | None:
-    """``parse_qualified_name`` without the memo (tests/unit/test_lexer.py compares the two)."""
+    """``parse_qualified_name`` without the memo (tests/unit/test_miss_path.py compares)."""
     parts: list[tuple[str, bool]] = []
     pos = 0
     n = len(text)

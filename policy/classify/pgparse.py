@@ -391,7 +391,7 @@ _NODES = {
     "TypeCast": _Walk.type_cast,
 }
 # Kinds ``_Walk.statement`` has a branch for (every kind it compares ``kind`` with;
-# tests/unit/test_policy_parsers.py checks the list against its source): the rest are
+# tests/unit/test_miss_path.py checks the list against its source): the rest are
 # walked field by field.
 _STATEMENT_KINDS = frozenset(
     {
