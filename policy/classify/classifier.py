@@ -103,6 +103,7 @@ class Classifier:
     def _parsed(self, stmt: Statement) -> tuple[Classified, bool]:
         tree = self.parse(stmt)
         found, col = self._from_tree(stmt, tree)
+        col.release()
         return found, not col.literal_dependent and found.cls is not StatementClass.UNKNOWN
 
     def _from_tree(self, stmt: Statement, tree: exp.Expression) -> tuple[Classified, Collector]:

@@ -130,6 +130,7 @@ class Collector:
         "literal_dependent",
         "into_ddl",
         "alternates",
+        "nodes",
     )
 
     def __init__(self, stmt: Statement, search_path: tuple[str, ...]):
@@ -143,6 +144,7 @@ class Collector:
         # unqualified name -> the same name in the later search_path schemas: PostgreSQL
         # takes the first schema where it exists, which we cannot know, so all must pass
         self.alternates: dict[str, list[str]] = {}
+        self.nodes: list[exp.Expr] = []  # the tree's nodes, walked once (``release``)
 
     # -- names -----------------------------------------------------------------------
     def _resolve(self, schema: str | None, name: str, temp: bool = False) -> str:
@@ -205,7 +207,8 @@ class Collector:
     def walk(self, tree: exp.Expression) -> None:
         consumed: set[int] = set()  # regclass casts already read as a sequence argument
         categories = _CATEGORIES
-        for node in tree.walk():
+        self.nodes = nodes = list(tree.walk())
+        for node in nodes:
             cat = categories.get(type(node))
             if cat is None:
                 cat = _category(type(node))
@@ -230,6 +233,14 @@ class Collector:
                 raise Unclassifiable(f"unsupported syntax inside the statement: {node.name}")
             elif cat == _C_INTO:
                 self.into_ddl = True
+
+    def release(self) -> None:
+        """Unlink the walked tree's nodes from their parents once nothing reads the tree:
+        without the cycles, reference counting frees it at once, and the cyclic garbage
+        collector (a few microseconds per statement otherwise) has less to do."""
+        for node in self.nodes:
+            node.parent = None
+        self.nodes = []
 
     def _table(self, table: exp.Table) -> None:
         this = table.args.get("this")
