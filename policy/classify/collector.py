@@ -176,8 +176,9 @@ class Collector:
             self.ops.update((op, alt) for alt in self.alternates.get(rel, ()))
 
     def _table_name(self, table: exp.Table, temp: bool = False) -> str | None:
-        name = ident(table.args.get("this"))
-        schema = ident(table.args.get("db"))
+        return self._name(ident(table.args.get("this")), ident(table.args.get("db")), temp)
+
+    def _name(self, name: str | None, schema: str | None, temp: bool = False) -> str | None:
         if name is None:
             return render_name(schema) + ".*" if schema is not None else None
         return self._resolve(schema, name, temp)
@@ -252,9 +253,10 @@ class Collector:
         parent = table.parent
         if type(parent) in _READ_PARENTS:  # FROM/JOIN: the common case, a plain read
             name = ident(this)
-            if table.args.get("db") is None and is_cte_reference(table, name):
+            db = table.args.get("db")
+            if db is None and is_cte_reference(table, name):
                 return
-            rel = self._table_name(table)
+            rel = self._name(name, ident(db))  # self._table_name(table), ident(this) once
             if rel is None:
                 raise Unclassifiable("a relation reference without a name")
             self.reads.add(rel)

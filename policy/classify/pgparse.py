@@ -217,8 +217,10 @@ class _Walk:
             special(self, d, ctes)
         elif "withClause" in d and kind in _WITH_OWNERS:
             self.with_owner(kind, d, ctes)
-        else:
+        elif kind in _STATEMENT_KINDS:
             self.statement(kind, d, ctes)
+        else:  # what ``statement`` does with every other kind, one call less
+            self.struct(d, ctes)
 
     def range_var(self, d: dict, ctes: frozenset[str]) -> None:
         self.rangevar(d, "read", ctes)

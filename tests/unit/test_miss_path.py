@@ -22,7 +22,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from policy import lexer
-from policy.classify import Classified, StatementClass, crosscheck, pgparse
+from policy.classify import Classified, StatementClass, catalogue, crosscheck, pgparse
 from policy.lexer import lex, parse_qualified_name, render_name
 
 CORPUS = pathlib.Path(__file__).parents[1] / "data" / "pg15_regress_statements.json.gz"
@@ -153,3 +153,29 @@ def test_a_classified_statement_leaves_no_cyclic_garbage():
         assert trees() - before < 10
     finally:
         gc.enable()
+
+
+@given(st.text(alphabet=st.sampled_from(list('abglopr_tsn$0."')), max_size=14))
+@settings(max_examples=400, deadline=None)
+def test_function_catalogue_memos_answer_as_the_checks(name):
+    for _ in range(2):
+        assert catalogue.is_builtin_function(name) == catalogue._is_builtin_function(name)
+        assert catalogue.is_dangerous_function(name) == catalogue._is_dangerous_function(name)
+
+
+def test_function_catalogue_memos_on_every_listed_name():
+    names = (
+        catalogue.BUILTIN_FUNCTIONS
+        | catalogue.DANGEROUS_FUNCTIONS
+        | catalogue.TYPED_FUNCTIONS
+        | catalogue.CATALOG_STATE_FUNCTIONS
+        | catalogue.LITERAL_NAME_FUNCTIONS
+        | {p + "x" for p in catalogue.DANGEROUS_PREFIXES + catalogue.BUILTIN_PREFIXES}
+        | {"pg_x_is_visible", "has_x_privilege", "pg_stat_get_backend_pid", "lo_x", "f" * 200}
+    )
+    for name in sorted(names):
+        for _ in range(2):
+            assert catalogue.is_builtin_function(name) == catalogue._is_builtin_function(name)
+            assert catalogue.is_dangerous_function(name) == catalogue._is_dangerous_function(name)
+    assert not catalogue.is_builtin_function("pg_read_file")
+    assert catalogue.is_dangerous_function("pg_read_file")
