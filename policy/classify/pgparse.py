@@ -153,8 +153,16 @@ class _Walk:
         if len(value) == 1:
             for key, inner in value.items():  # the one item
                 if key[:1].isupper():
-                    if key not in _LEAVES:
+                    if key in _LEAVES:
+                        return
+                    # self.node(key, inner, ctes), one call less for most nodes
+                    special = _NODES.get(key)
+                    if special is not None:
+                        special(self, inner, ctes)
+                    elif key in _STATEMENT_KINDS or key in _WITH_OWNERS:
                         self.node(key, inner, ctes)
+                    else:
+                        self.struct(inner, ctes)
                     return
         self.struct(value, ctes)
 
