@@ -88,6 +88,8 @@ def _always(pattern: re.Pattern[str]) -> _Matcher:
     """``pattern.match`` typed as never returning None (see ``_Match``); no run-time cost
     per token, since the lexers take it once per call."""
     return cast(_Matcher, pattern.match)
+
+
 _COMMENT_EDGE_RE = re.compile(r"/\*|\*/")
 _E_ESCAPE_RE = re.compile(
     r"\\(?:([0-7]{1,3})|x([0-9A-Fa-f]{1,2})|u([0-9A-Fa-f]{4})|U([0-9A-Fa-f]{8})|(.))", re.S
@@ -584,6 +586,7 @@ _DIGITS = "0123456789"
 
 def _has_digit(text: str) -> bool:
     return any(d in text for d in _DIGITS)  # ten C-level scans beat one regex search
+
 
 # Tokens of a plain statement's canonical text: word, string placeholder, number
 # placeholder, punctuation, operator run, separator.
