@@ -174,7 +174,8 @@ class Classifier:
         tree = self.parse(sub)
         if not isinstance(tree, allowed):
             raise Unclassifiable(f"{command} of {type(tree).__name__} is not supported")
-        inner, _ = self._from_tree(sub, tree)
+        inner, col = self._from_tree(sub, tree)
+        col.release()
         return inner
 
 

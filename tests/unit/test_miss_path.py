@@ -134,7 +134,10 @@ def test_walk_statement_kinds_list_every_branch():
 
 
 def test_a_classified_statement_leaves_no_cyclic_garbage():
-    """``Collector.release``: the sqlglot tree is freed by reference counting."""
+    """``Collector.release``: the sqlglot tree is freed by reference counting.
+
+    (Not every statement: sqlglot leaves cyclic pieces of its own behind for some syntax,
+    a JOIN ... USING for one, and a statement it cannot read leaves its tree to a traceback.)"""
     from sqlglot import exp
 
     from policy.classify import classify
@@ -147,9 +150,16 @@ def test_a_classified_statement_leaves_no_cyclic_garbage():
     gc.disable()
     try:
         before = trees()
-        for i in range(50):
-            (c,) = classify(f"UPDATE t{i} SET a = a + {i} WHERE id = (SELECT max(id) FROM u)")
-            assert c.cls is StatementClass.WRITE
+        for i in range(20):
+            for sql in (
+                f"UPDATE t{i} SET a = a + {i} WHERE id = (SELECT max(id) FROM u)",
+                f"EXPLAIN SELECT * FROM t{i} WHERE id IN (SELECT id FROM u)",
+                f"PREPARE p{i} AS SELECT a FROM t{i} WHERE b = $1",
+                f"EXECUTE p{i} ((SELECT max(id) FROM u))",
+                f"COPY t{i} (a, b) FROM STDIN",
+            ):
+                (c,) = classify(sql)
+                assert c.cls is not StatementClass.UNKNOWN or c.command == "EXECUTE", c
         assert trees() - before < 10
     finally:
         gc.enable()
