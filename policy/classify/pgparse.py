@@ -434,12 +434,23 @@ def _texts(sql: str, stmts: list[dict]) -> list[str]:
     return out
 
 
+# json.loads without its argument checks and whitespace scans (a microsecond a statement):
+# libpg_query's JSON is one object, nothing around it.
+_decode = json.JSONDecoder().raw_decode
+
+
 def _tree(sql: str) -> list[dict]:
     try:
         text = _pg.parse_sql_json(sql)
     except _pg.ParseError as e:
         raise PgParseError(f"PostgreSQL's parser: {e}") from None
-    return json.loads(text).get("stmts") or []
+    try:
+        tree, end = _decode(text)
+    except ValueError:
+        raise PgParseError("PostgreSQL's parser: an unreadable parse tree") from None
+    if end != len(text) or type(tree) is not dict:
+        raise PgParseError("PostgreSQL's parser: an unreadable parse tree")
+    return tree.get("stmts") or []
 
 
 def parse(sql: str) -> tuple[PgStatement, ...]:

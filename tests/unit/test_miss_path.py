@@ -189,3 +189,10 @@ def test_function_catalogue_memos_on_every_listed_name():
             assert catalogue.is_dangerous_function(name) == catalogue._is_dangerous_function(name)
     assert not catalogue.is_builtin_function("pg_read_file")
     assert catalogue.is_dangerous_function("pg_read_file")
+
+
+def test_parse_tree_decoding_is_json_loads(corpus_sample):
+    from pglast import parser as pg
+
+    for sql in corpus_sample[::5]:
+        assert pgparse._tree(sql) == (json.loads(pg.parse_sql_json(sql)).get("stmts") or [])
