@@ -578,7 +578,10 @@ _QID = "\x05"  # a quoted identifier's place in a plain statement's bare text
 # What each kind of junk becomes in the bare text, by its first character.
 _JUNK_PLACEHOLDER = {"'": "\x01", '"': _QID, "-": "\n", "/": " "}
 _PLAIN_LEADING_RE = re.compile(rf"(?:[ \t\n\r\f\v]+|--[^\n\r]*|{_BLOCK})*")
-_PLAIN_NUM_RE = re.compile(r"(?<![a-z0-9_])[0-9]+(?:\.[0-9]+)?")
+# A number not inside a word: (?<![a-z0-9_])[0-9]+(?:\.[0-9]+)?, spelled to start with the
+# digit so that the regex engine scans for digits instead of trying the lookbehind at every
+# character (twice as fast; tests/unit/test_miss_path.py compares the two spellings).
+_PLAIN_NUM_RE = re.compile(r"[0-9](?<![a-z0-9_][0-9])[0-9]*(?:\.[0-9]+)?")
 _PLAIN_NL_RE = re.compile(r"[ \t\f\v]*[\n\r][ \t\n\r\f\v]*")
 _PLAIN_SP_RE = re.compile(r"[ \t\f\v]+")
 _DIGITS = "0123456789"

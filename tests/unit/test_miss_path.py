@@ -196,3 +196,11 @@ def test_parse_tree_decoding_is_json_loads(corpus_sample):
 
     for sql in corpus_sample[::5]:
         assert pgparse._tree(sql) == (json.loads(pg.parse_sql_json(sql)).get("stmts") or [])
+
+
+@given(st.text(alphabet=st.sampled_from(list("ab_z90.5 \n'\x01\x04\x05(),-+é")), max_size=20))
+@settings(max_examples=1000, deadline=None)
+def test_number_pattern_matches_its_plain_spelling(text):
+    plain = re.compile(r"(?<![a-z0-9_])[0-9]+(?:\.[0-9]+)?")
+    assert lexer._PLAIN_NUM_RE.sub("\x04", text) == plain.sub("\x04", text)
+    assert lexer._PLAIN_NUM_RE.findall(text) == plain.findall(text)
