@@ -115,9 +115,9 @@ class Classifier:
         if isinstance(tree, (exp.Select, exp.SetOperation, exp.Values, exp.Subquery)):
             if col.into_ddl and isinstance(tree, exp.Select) and tree.args.get("into"):
                 return result(stmt, S.DDL, "SELECT INTO", "", reads, ops, funcs), col
-            writes_data = any(op != "lock" for op, _ in ops)
+            writes_data = bool(ops) and any(op != "lock" for op, _ in ops)
             cls = S.WRITE if writes_data else S.READ
-            detail = "FOR UPDATE/SHARE" if any(op == "lock" for op, _ in ops) else ""
+            detail = "FOR UPDATE/SHARE" if ops and any(op == "lock" for op, _ in ops) else ""
             return result(stmt, cls, "SELECT", detail, reads, ops, funcs), col
         if isinstance(tree, (exp.Insert, exp.Update, exp.Delete, exp.Merge)):
             command = {
