@@ -14,6 +14,12 @@ For each statement shape, N variants differing only in literal values are checke
 Each shape is measured ``--repeats`` times from fresh state; the table shows the median
 repeat (CPU time from process_time, wall time in parentheses) so one slow repeat on a shared
 VM does not move the result, and ``--min`` shows the fastest repeat instead.
+
+``--split`` prints instead what each stage of a miss costs on its own (hot loops over the
+variants, the fastest of nine repeats): the lexer (the fingerprints, then the statements,
+as the engine asks on a miss), sqlglot's parse (tokenizer and parser), the walk over its
+tree, PostgreSQL's reading, the reconciliation of the two and the decision. A miss in
+context costs more than the sum: the engine's bookkeeping, and caches cold between stages.
 """
 
 from __future__ import annotations
@@ -136,15 +142,65 @@ def bench(template: str, n: int, rnd: random.Random) -> dict[str, tuple[float, f
     return out
 
 
+def split(template: str, n: int, rnd: random.Random) -> list[float]:
+    """us per statement for each stage of a miss (see ``--split``)."""
+    from policy.classify.classifier import Classifier
+    from policy.classify.collector import Collector, sqlglot_parse
+    from policy.classify.crosscheck import reconcile
+    from policy.decide import decide
+    from policy.lexer import fingerprint_statements, lex
+
+    def best(fn, items) -> float:
+        runs = []
+        for _ in range(9):
+            c0 = time.process_time_ns()
+            for item in items:
+                fn(item)
+            runs.append((time.process_time_ns() - c0) / 1000 / len(items))
+        return min(runs)
+
+    path = ("public",)
+    texts = variants(template, n, rnd)
+    lexer = best(lambda t: (fingerprint_statements(t), lex(t)), texts)
+    stmts = [lex(t)[0] for t in texts]
+    parse = best(lambda s: sqlglot_parse(s.canon, s.literal_counts()), stmts)
+
+    def parse_and_walk(s) -> None:
+        col = Collector(s, path)
+        col.walk(sqlglot_parse(s.canon, s.literal_counts())[0])
+        col.expand()
+        col.release()
+
+    walk = best(parse_and_walk, stmts) - parse
+    pg = best(lambda t: pg_readings(t, 1), texts)
+    pgs = [pg_readings(t, 1)[0] for t in texts]
+    glot = [Classifier(path).run(s) for s in stmts]
+    idx = range(len(texts))
+    rec = best(lambda i: reconcile(stmts[i], glot[i][0], glot[i][1], path, pgs[i]), idx)
+    final = [reconcile(stmts[i], glot[i][0], glot[i][1], path, pgs[i])[0] for i in idx]
+    dec = best(lambda c: decide(c, SCOPES), final)
+    return [lexer, parse, walk, pg, rec, dec]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=300, help="variants per statement shape")
     ap.add_argument("--repeats", type=int, default=5, help="repeats per shape (default 5)")
     ap.add_argument("--min", action="store_true", help="show the fastest repeat, not the median")
+    ap.add_argument("--split", action="store_true", help="the cost of each stage of a miss")
     args = ap.parse_args()
     import sqlglot.parser
 
     print(f"sqlglot compiled (sqlglotc): {sqlglot.parser.__file__.endswith('.so')}")
+    if args.split:
+        stages = ["lexer", "sqlglot parse", "walk", "pg parse", "reconcile", "decide", "sum"]
+        print("us per statement, CPU time, fastest of 9 hot-loop repeats")
+        print("  " + " | ".join(f"{c:>13}" for c in stages))
+        for template in PGBENCH + COMPLEX:
+            costs = split(template, args.n, random.Random(5))
+            cells = " | ".join(f"{c:13.1f}" for c in [*costs, sum(costs)])
+            print(f"  {cells}  {template[:48]}")
+        return
     print("us per statement, CPU time (wall time in parentheses)")
     cols = ["miss", "fp hit", "text hit", "shared text", "shared fp", "pg parse"]
     print("  " + " | ".join(f"{c:>15}" for c in cols))

@@ -88,6 +88,8 @@ def _always(pattern: re.Pattern[str]) -> _Matcher:
     """``pattern.match`` typed as never returning None (see ``_Match``); no run-time cost
     per token, since the lexers take it once per call."""
     return cast(_Matcher, pattern.match)
+
+
 _COMMENT_EDGE_RE = re.compile(r"/\*|\*/")
 _E_ESCAPE_RE = re.compile(
     r"\\(?:([0-7]{1,3})|x([0-9A-Fa-f]{1,2})|u([0-9A-Fa-f]{4})|U([0-9A-Fa-f]{8})|(.))", re.S
@@ -122,9 +124,28 @@ def truncate_identifier(name: str) -> str:
 
 _PLAIN_NAME_RE = re.compile(r"[a-z_][a-z0-9_$]*\Z")
 
+# Memos of the two pure name functions below, which every miss calls several times per
+# relation and function: bounded (emptied when full), short names only.
+_NAME_MEMO_SIZE = 4096
+_NAME_MEMO_MAX = 256  # characters
+_rendered: dict[tuple[str, ...], str] = {}
+_qualified: dict[str, tuple[tuple[str, bool], ...] | None] = {}
+
 
 def render_name(*parts: str) -> str:
     """``schema.name`` with each part double-quoted unless it is a plain lower-case name."""
+    out = _rendered.get(parts)
+    if out is None:
+        out = _render_name(parts)
+        if len(out) <= _NAME_MEMO_MAX:
+            if len(_rendered) >= _NAME_MEMO_SIZE:
+                _rendered.clear()
+            _rendered[parts] = out
+    return out
+
+
+def _render_name(parts: tuple[str, ...]) -> str:
+    """``render_name`` without the memo (tests/unit/test_miss_path.py compares the two)."""
     return ".".join(
         p if _PLAIN_NAME_RE.match(p) else '"' + p.replace('"', '""') + '"' for p in parts
     )
@@ -221,6 +242,14 @@ class Statement:
         """The first ``n`` tokens (fewer if the statement is shorter)."""
         if self._tokens is not None:
             return self._tokens[:n]
+        if n == 2:  # the classifier's question: most statements start with two words
+            m = _TWO_WORDS_RE.match(self.canon)
+            if m is not None:
+                first, second = m.group(1, 2)
+                return [
+                    _new_token(Token, ("word", first, first, 0)),
+                    _new_token(Token, ("word", second, second, m.start(2))),
+                ]
         return _canon_tokens(self.canon, self.literals, self._numbers or [], n)
 
     def literal_counts(self) -> tuple[int, int]:
@@ -549,7 +578,10 @@ _QID = "\x05"  # a quoted identifier's place in a plain statement's bare text
 # What each kind of junk becomes in the bare text, by its first character.
 _JUNK_PLACEHOLDER = {"'": "\x01", '"': _QID, "-": "\n", "/": " "}
 _PLAIN_LEADING_RE = re.compile(rf"(?:[ \t\n\r\f\v]+|--[^\n\r]*|{_BLOCK})*")
-_PLAIN_NUM_RE = re.compile(r"(?<![a-z0-9_])[0-9]+(?:\.[0-9]+)?")
+# A number not inside a word: (?<![a-z0-9_])[0-9]+(?:\.[0-9]+)?, spelled to start with the
+# digit so that the regex engine scans for digits instead of trying the lookbehind at every
+# character (twice as fast; tests/unit/test_miss_path.py compares the two spellings).
+_PLAIN_NUM_RE = re.compile(r"[0-9](?<![a-z0-9_][0-9])[0-9]*(?:\.[0-9]+)?")
 _PLAIN_NL_RE = re.compile(r"[ \t\f\v]*[\n\r][ \t\n\r\f\v]*")
 _PLAIN_SP_RE = re.compile(r"[ \t\f\v]+")
 _DIGITS = "0123456789"
@@ -558,6 +590,7 @@ _DIGITS = "0123456789"
 def _has_digit(text: str) -> bool:
     return any(d in text for d in _DIGITS)  # ten C-level scans beat one regex search
 
+
 # Tokens of a plain statement's canonical text: word, string placeholder, number
 # placeholder, punctuation, operator run, separator.
 _CANON_TOKEN_RE = re.compile(
@@ -565,6 +598,9 @@ _CANON_TOKEN_RE = re.compile(
     rf"|({_PLAIN_QID})|[ \n]"
 )
 _CANON_KINDS = (None, "word", "str", "num", "punct", "op", "qid")
+# Two words and the separator between them at the start of a canonical text: what
+# ``_canon_tokens(..., limit=2)`` reads there (tests/unit/test_miss_path.py compares the two).
+_TWO_WORDS_RE = re.compile(r"([a-z_][a-z0-9_]*)[ \n]([a-z_][a-z0-9_]*)")
 
 
 # The engine asks for a query's fingerprints and, on a cache miss, for its tokens: the
@@ -804,6 +840,19 @@ def _canon_tokens(
 
 def parse_qualified_name(text: str) -> list[tuple[str, bool]] | None:
     """Split ``a."B".c`` into ``[(name, quoted), ...]`` with PostgreSQL's identifier rules."""
+    try:
+        found = _qualified[text]
+    except KeyError:
+        found = _parse_qualified_name(text)
+        if len(text) <= _NAME_MEMO_MAX:
+            if len(_qualified) >= _NAME_MEMO_SIZE:
+                _qualified.clear()
+            _qualified[text] = found
+    return None if found is None else list(found)
+
+
+def _parse_qualified_name(text: str) -> tuple[tuple[str, bool], ...] | None:
+    """``parse_qualified_name`` without the memo (tests/unit/test_miss_path.py compares)."""
     parts: list[tuple[str, bool]] = []
     pos = 0
     n = len(text)
@@ -833,4 +882,4 @@ def parse_qualified_name(text: str) -> list[tuple[str, bool]] | None:
         pos = m.end()
     if expect_name or not parts:
         return None
-    return parts
+    return tuple(parts)

@@ -209,7 +209,31 @@ def is_catalog_state_function(name: str) -> bool:
 
 def is_dangerous_function(name: str) -> bool:
     """``name`` is a bare (pg_catalog) function name."""
+    found = _dangerous_memo.get(name)
+    if found is None:
+        found = _is_dangerous_function(name)
+        _remember(_dangerous_memo, name, found)
+    return found
+
+
+def _is_dangerous_function(name: str) -> bool:
+    """``is_dangerous_function`` without the memo (tests/unit/test_miss_path.py compares)."""
     return name in DANGEROUS_FUNCTIONS or name.startswith(DANGEROUS_PREFIXES)
+
+
+# Memos of the two checks by name (pure: the lists above are constants), which a miss asks
+# several times per call (both parsers' readings, then the decision): bounded, short names.
+_MEMO_SIZE = 4096
+_MEMO_MAX = 128  # characters
+_dangerous_memo: dict[str, bool] = {}
+_builtin_memo: dict[str, bool] = {}
+
+
+def _remember(memo: dict[str, bool], name: str, found: bool) -> None:
+    if len(name) <= _MEMO_MAX:
+        if len(memo) >= _MEMO_SIZE:
+            memo.clear()
+        memo[name] = found
 
 
 # Built-ins sqlglot does not model as typed nodes that a grant may call without an execute
@@ -336,7 +360,16 @@ BUILTIN_EXTRA = frozenset(
 
 def is_builtin_function(name: str) -> bool:
     """A bare (pg_catalog) name a grant may call without an execute scope."""
-    if is_dangerous_function(name) or is_catalog_state_function(name):
+    found = _builtin_memo.get(name)
+    if found is None:
+        found = _is_builtin_function(name)
+        _remember(_builtin_memo, name, found)
+    return found
+
+
+def _is_builtin_function(name: str) -> bool:
+    """``is_builtin_function`` without the memo (tests/unit/test_miss_path.py compares)."""
+    if _is_dangerous_function(name) or is_catalog_state_function(name):
         return False
     return (
         name in BUILTIN_FUNCTIONS

@@ -103,6 +103,7 @@ class Classifier:
     def _parsed(self, stmt: Statement) -> tuple[Classified, bool]:
         tree = self.parse(stmt)
         found, col = self._from_tree(stmt, tree)
+        col.release()
         return found, not col.literal_dependent and found.cls is not StatementClass.UNKNOWN
 
     def _from_tree(self, stmt: Statement, tree: exp.Expression) -> tuple[Classified, Collector]:
@@ -114,9 +115,9 @@ class Classifier:
         if isinstance(tree, (exp.Select, exp.SetOperation, exp.Values, exp.Subquery)):
             if col.into_ddl and isinstance(tree, exp.Select) and tree.args.get("into"):
                 return result(stmt, S.DDL, "SELECT INTO", "", reads, ops, funcs), col
-            writes_data = any(op != "lock" for op, _ in ops)
+            writes_data = bool(ops) and any(op != "lock" for op, _ in ops)
             cls = S.WRITE if writes_data else S.READ
-            detail = "FOR UPDATE/SHARE" if any(op == "lock" for op, _ in ops) else ""
+            detail = "FOR UPDATE/SHARE" if ops and any(op == "lock" for op, _ in ops) else ""
             return result(stmt, cls, "SELECT", detail, reads, ops, funcs), col
         if isinstance(tree, (exp.Insert, exp.Update, exp.Delete, exp.Merge)):
             command = {
@@ -173,7 +174,8 @@ class Classifier:
         tree = self.parse(sub)
         if not isinstance(tree, allowed):
             raise Unclassifiable(f"{command} of {type(tree).__name__} is not supported")
-        inner, _ = self._from_tree(sub, tree)
+        inner, col = self._from_tree(sub, tree)
+        col.release()
         return inner
 
 

@@ -423,6 +423,7 @@ def _execute(cx: Classifier, stmt, tokens, second):
         args = stmt.canon[tokens[2].start :]
         tree = cx.parse(stmt, "SELECT " + args, tokens[2:])
         col = cx.collect(stmt, tree)
+        col.release()
         reads, funcs, ops = frozenset(col.reads), frozenset(col.functions), frozenset(col.ops)
     return Classified(
         stmt.sql,
@@ -480,6 +481,7 @@ def _copy(cx: Classifier, stmt, tokens, second):
     if not isinstance(tree, exp.Copy) or bool(tree.args.get("kind")) != (direction == "from"):
         raise Unclassifiable("COPY did not parse as expected")
     col = cx.collect(stmt, tree)
+    col.release()  # the checks below read the tree downwards only
     source = tree.this
     if isinstance(source, exp.Subquery) and direction == "from":
         raise Unclassifiable("COPY (query) FROM is not valid")

@@ -61,7 +61,7 @@ def result(
         cls,
         command,
         frozenset(reads),
-        frozenset(r for _, r in ops),
+        frozenset({r for _, r in ops}),
         frozenset(functions),
         detail,
         frozenset(ops),
