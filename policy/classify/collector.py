@@ -222,6 +222,8 @@ class Collector:
                 self._function(cast(exp.Func, node), consumed)
             elif cat == _C_CAST:
                 node = cast(exp.Cast, node)
+                if _is_reg_array(node):
+                    raise Unclassifiable("a cast to an array of object names")
                 if _is_reg_cast(node) and id(node) not in consumed:
                     self.literal_dependent = True
                     if _is_reg_cast(node, "REGCLASS"):
@@ -408,14 +410,38 @@ class Collector:
 
 
 def _is_reg_cast(node: exp.Cast, which: str | None = None) -> bool:
-    to = node.args.get("to")
-    if isinstance(to, exp.ObjectIdentifier):
-        name = str(to.this).upper()
-    elif isinstance(to, exp.DataType) and to.this == exp.DataType.Type.USERDEFINED:
-        name = to.sql().upper()
-    else:
+    name = _reg_type_name(node.args.get("to"))
+    if name is None:
         return False
     return name == which if which else name in _REG_TYPES
+
+
+def _reg_type_name(to: object) -> str | None:
+    """The upper-cased type name a cast names, as PostgreSQL would look it up: the last
+    part of a qualified name (``pg_catalog.regclass`` is ``regclass``; so is a type of
+    that name in any schema, which at worst reads a literal as a relation: fail closed),
+    a quoted part kept as written. None: not a type named by a plain name."""
+    if isinstance(to, exp.ObjectIdentifier):
+        return str(to.this).upper()
+    if not isinstance(to, exp.DataType) or to.this != exp.DataType.Type.USERDEFINED:
+        return None
+    kind = to.args.get("kind")
+    last = kind.expression if isinstance(kind, exp.Dot) else kind
+    if isinstance(last, exp.Identifier):
+        name = last.this if last.quoted else last.this.lower()
+        return name.upper() if name.lower() == name else name  # "REGCLASS" is no reg type
+    return to.sql().upper()
+
+
+def _is_reg_array(node: exp.Cast) -> bool:
+    """A cast to an array of an object-name type (``pg_catalog.regclass[]``): each element
+    of the literal is a name PostgreSQL resolves."""
+    to = node.args.get("to")
+    if not isinstance(to, exp.DataType) or to.this != exp.DataType.Type.ARRAY:
+        return False
+    return any(
+        isinstance(e, exp.DataType) and _reg_type_name(e) in _REG_TYPES for e in to.expressions
+    )
 
 
 # Node categories for the walk, decided once per sqlglot class.

@@ -258,6 +258,9 @@ def reconcile(
         for schema, name, role in pg.relations:
             if role != "read" and not glot_ops & set(_resolve(schema, name, search_path)):
                 problems.append(f"PostgreSQL sees a {role} of {render_name(*_qual(schema, name))}")
+    if "regcast" in pg.flags and glot_cacheable:
+        # sqlglot read no object-name cast, so nothing made its reading literal-dependent
+        problems.append("a cast to an object-name type only PostgreSQL sees")
     glot_funcs = set(glot.functions)
     settings = {f for f in glot_funcs if f.startswith(SET_CONFIG_PREFIX)}
     if settings:

@@ -29,6 +29,16 @@ class PgParseError(ValueError):
     """libpg_query refused the text: PostgreSQL would raise a syntax error."""
 
 
+# PostgreSQL's object-name types: a value cast to one is looked up as a name (and an
+# array of one as names), in whatever schema the type name is qualified with.
+_REG_TYPES = frozenset(
+    {
+        "regclass", "regproc", "regprocedure", "regoper", "regoperator", "regtype",
+        "regconfig", "regdictionary", "regnamespace", "regrole", "regcollation",
+    }
+)  # fmt: skip
+
+
 @dataclass(frozen=True, slots=True)
 class PgStatement:
     kind: str  # the parse node: "SelectStmt", "InsertStmt", "VariableSetStmt", ...
@@ -266,7 +276,7 @@ class _Walk:
 
     def type_cast(self, d: dict, ctes: frozenset[str]) -> None:
         names = _names((d.get("typeName") or {}).get("names"))
-        if names and names[-1].startswith("reg"):
+        if names and names[-1] in _REG_TYPES:
             self.flags.add("regcast")  # a literal read as an object name
         self.struct(d, ctes)
 

@@ -328,6 +328,30 @@ def test_catalog_side_doors_are_closed(gproxy, sql):
     assert_denied_everywhere(gproxy, sql, "deny.catalog", "scope.execute", "scope.read")
 
 
+# --- object-name casts, however the type is spelled --------------------------------------
+
+NAME_CASTS = [
+    "SELECT 'secret.p10_vault'::pg_catalog.regclass::oid",
+    "SELECT CAST('secret.p10_vault' AS pg_catalog.regclass)::oid",
+    "SELECT 'secret.p10_vault'::PG_CATALOG.REGCLASS::oid",
+    "SELECT 'secret.p10_vault'::pg_catalog.\"regclass\"::oid",
+    "SELECT '{secret.p10_vault}'::pg_catalog.regclass[]::oid[]",
+    "SELECT nextval('secret.p10_seq'::pg_catalog.regclass)",
+]
+
+
+@pytest.mark.parametrize("sql", NAME_CASTS)
+def test_object_name_casts_are_reads_however_the_type_is_spelled(gproxy, pg, sql):
+    """PostgreSQL answers a qualified ``pg_catalog.regclass`` cast with the relation's OID
+    (its existence, outside the grant): it is a read of the literal, as ``::regclass`` is."""
+    oid = on_pg(pg, "SELECT 'secret.p10_vault'::regclass::oid")
+    assert oid.isdigit()
+    for mode in MODES:
+        got = run(attempt(gproxy, sql, mode))
+        assert got.startswith("denied: ") and oid not in got, (sql, mode, got)
+    assert on_pg(pg, "SELECT last_value FROM secret.p10_seq") == str(SEQ_VALUE)
+
+
 # --- statements sqlglot could not read, allowed and run ------------------------------------
 
 OVER_BLOCKED = [

@@ -249,3 +249,48 @@ def test_execute_arguments_are_cross_checked():
 def test_postgres_alone_decides_only_what_it_fully_reads(sql, cls):
     (c,) = classify(sql)
     assert c.cls is cls, c
+
+
+# --- object-name casts, however the type is spelled ----------------------------------------
+
+NAME_CASTS = [
+    "SELECT 'secret.vault'::pg_catalog.regclass",
+    "SELECT CAST('secret.vault' AS pg_catalog.regclass)",
+    "SELECT 'secret.vault'::PG_CATALOG.REGCLASS",
+    "SELECT 'secret.vault'::pg_catalog.\"regclass\"",
+    "SELECT 'secret.vault'::\"pg_catalog\".regclass::oid",
+    "SELECT '{secret.vault}'::pg_catalog.regclass[]",
+    "SELECT id FROM orders WHERE id = 'secret.vault'::pg_catalog.regclass::oid::int",
+    "EXPLAIN SELECT 'secret.vault'::pg_catalog.regclass",
+    "COPY (SELECT 'secret.vault'::pg_catalog.regclass) TO STDOUT",
+]
+
+
+@pytest.mark.parametrize("sql", NAME_CASTS)
+def test_a_qualified_object_name_cast_is_a_read_of_the_literal(sql):
+    """``pg_catalog.regclass`` is ``regclass``: the literal is a relation PostgreSQL looks
+    up (its existence and OID come back), so it is read like the unqualified cast's."""
+    v = StatementPolicy(SCOPES, task="t", shared=None).check_query(sql)
+    assert not v.allowed, sql
+    c, d = v.decisions[0]
+    assert "secret.vault" in c.reads or d.rule == "deny.unknown", (sql, c, d)
+
+
+def test_a_qualified_object_name_cast_inside_the_grant_is_allowed():
+    p = StatementPolicy(SCOPES, task="t", shared=None)
+    assert p.check_query("SELECT 'orders'::pg_catalog.regclass::oid").allowed
+    assert p.check_query("SELECT 1::int4, 'x'::pg_catalog.text").allowed
+
+
+def test_an_object_name_cast_only_postgres_sees_is_a_disagreement(monkeypatch):
+    """The second opinion holds if sqlglot's side misses an object-name cast: PostgreSQL's
+    reading flags it, and a reading sqlglot thought literal-free is denied."""
+    from policy.classify import collector
+
+    monkeypatch.setattr(collector, "_is_reg_cast", lambda node, which=None: False)
+    monkeypatch.setattr(collector, "_is_reg_array", lambda node: False)
+    v = StatementPolicy(SCOPES, task="t", shared=None).check_query(
+        "SELECT 'secret.vault'::pg_catalog.regclass"
+    )
+    assert not v.allowed and v.decisions[0][1].rule == DISAGREE, v
+    assert "object-name type" in v.decisions[0][0].detail
