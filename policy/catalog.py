@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 __all__ = [
     "COLUMNS_SQL",
     "FUNCTIONS_SQL",
+    "ROLE_SCHEMAS_SQL",
     "CatalogCache",
     "Snapshot",
     "attribute_calls",
@@ -49,6 +50,14 @@ WHERE a.attnum > 0 AND NOT a.attisdropped AND c.relkind IN ('r', 'v', 'm', 'f', 
   AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'pg_toast')
 """
 
+# Can "$user" in a per-grant role's search_path resolve anywhere, now or by a grant's doing?
+# Only if a schema named like a per-grant role exists, or PUBLIC (every per-grant role's
+# floor: they get CREATE on schemas only, never on the database) may create schemas.
+ROLE_SCHEMAS_SQL = """
+SELECT NOT has_database_privilege('public', current_database(), 'CREATE')
+   AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_namespace WHERE nspname LIKE 'pgw\\_g\\_%')
+"""
+
 
 @dataclass(frozen=True, slots=True)
 class Snapshot:
@@ -56,6 +65,14 @@ class Snapshot:
     columns: dict[str, frozenset[str]]  # "schema.table" (as classify renders it) -> columns
     loaded_at: float = 0.0
     stale: bool = False  # DDL went through the proxy since this was loaded
+    # no schema named like a per-grant role, and PUBLIC may not create one (ROLE_SCHEMAS_SQL)
+    role_schemas_absent: bool = False
+
+    @property
+    def user_schema_safe(self) -> bool:
+        """May a per-grant role's session read ``"$user", public``? Only from a fresh
+        snapshot that saw no way for ``"$user"`` to resolve (stale: DDL since; unknown)."""
+        return self.role_schemas_absent and not self.stale
 
 
 def attribute_calls(
@@ -97,8 +114,10 @@ class CatalogCache:
         entry = self.entries.get(database)
         return entry.snapshot if entry is not None else None
 
-    def put(self, database: str, functions, columns) -> Snapshot:
-        snap = Snapshot(frozenset(functions), dict(columns), time.monotonic())
+    def put(self, database: str, functions, columns, role_schemas_absent: bool = False) -> Snapshot:
+        snap = Snapshot(
+            frozenset(functions), dict(columns), time.monotonic(), False, role_schemas_absent
+        )
         self.entries.setdefault(database, _Entry()).snapshot = snap
         return snap
 
@@ -107,7 +126,9 @@ class CatalogCache:
         entry = self.entries.get(database)
         if entry is not None and entry.snapshot is not None and not entry.snapshot.stale:
             s = entry.snapshot
-            entry.snapshot = Snapshot(s.functions, s.columns, s.loaded_at, stale=True)
+            entry.snapshot = Snapshot(
+                s.functions, s.columns, s.loaded_at, True, s.role_schemas_absent
+            )
 
     def due(self, database: str) -> bool:
         snap = self.get(database)

@@ -8,7 +8,7 @@ import asyncio
 import logging
 
 from common.wire import messages as m
-from policy.catalog import COLUMNS_SQL, FUNCTIONS_SQL, CatalogCache
+from policy.catalog import COLUMNS_SQL, FUNCTIONS_SQL, ROLE_SCHEMAS_SQL, CatalogCache
 from policy.lexer import render_name
 
 from .logs import event
@@ -32,7 +32,8 @@ def _data_row(msg: bytes) -> list[str | None]:
     return out
 
 
-async def _rows(cfg, credentials, database: str, sql: str) -> list[list[str | None]]:
+async def _queries(cfg, credentials, database: str, *sqls: str) -> list[list[list[str | None]]]:
+    """The rows of each query, sent together over one upstream login."""
     up = await connect_upstream(
         cfg, credentials, database, {"application_name": "pgwitness-catalog", "client_encoding": "UTF8"}
     )
@@ -40,10 +41,11 @@ async def _rows(cfg, credentials, database: str, sql: str) -> list[list[str | No
     inbox.feed(up.leftover)
     up.protocol.inbox = inbox
     try:
-        up.transport.write(m.query(sql))
+        up.transport.write(b"".join(m.query(sql) for sql in sqls))
+        results: list[list[list[str | None]]] = []
         rows: list[list[str | None]] = []
         error = None
-        while True:
+        while len(results) < len(sqls):
             msg = await asyncio.wait_for(
                 inbox.read_frame(cfg.proxy.max_message_bytes, UpstreamError, "upstream"),
                 cfg.upstream.connect_timeout,
@@ -52,12 +54,13 @@ async def _rows(cfg, credentials, database: str, sql: str) -> list[list[str | No
             if t == m.Backend.DATA_ROW:
                 rows.append(_data_row(msg))
             elif t == m.Backend.ERROR_RESPONSE:
-                error = m.decode_error_fields(msg).get("M", "error")
+                error = error or m.decode_error_fields(msg).get("M", "error")
             elif t == m.Backend.READY_FOR_QUERY:
-                break
+                results.append(rows)
+                rows = []
         if error is not None:
             raise UpstreamError(f"catalog query failed: {error}")
-        return rows
+        return results
     finally:
         if not up.transport.is_closing():
             up.transport.write(m.TERMINATE)
@@ -73,13 +76,20 @@ class CatalogLoader:
         self.cache = CatalogCache(refresh_after=refresh_after)
 
     async def load(self, database: str) -> None:
-        functions = [r[0] for r in await _rows(self.cfg, self.credentials, database, FUNCTIONS_SQL)]
+        functions, column_rows, role_schemas = await _queries(
+            self.cfg, self.credentials, database, FUNCTIONS_SQL, COLUMNS_SQL, ROLE_SCHEMAS_SQL
+        )
         columns: dict[str, set[str]] = {}
-        for schema, table, column in await _rows(self.cfg, self.credentials, database, COLUMNS_SQL):
+        for schema, table, column in column_rows:
             if schema is None or table is None or column is None:
                 continue  # never: the catalog columns are NOT NULL
             columns.setdefault(render_name(schema, table), set()).add(column)
-        self.cache.put(database, functions, {k: frozenset(v) for k, v in columns.items()})
+        self.cache.put(
+            database,
+            [r[0] for r in functions],
+            {k: frozenset(v) for k, v in columns.items()},
+            role_schemas == [["t"]],
+        )
 
     def refresh(self, database: str) -> asyncio.Task:
         """Start a load unless one is running; the task never raises (a failure is logged

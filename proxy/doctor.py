@@ -61,6 +61,14 @@ async def check_database(conn, database: str) -> list[Finding]:
             "statement policy never reads) in every role, per-grant roles included",
             f"REVOKE TEMPORARY ON DATABASE {db} FROM PUBLIC;",
         ))  # fmt: skip
+    if await conn.fetchval("SELECT has_database_privilege('public', current_database(), 'CREATE')"):
+        out.append(Finding(
+            database, "create", "high", f"database {database}",
+            "PUBLIC may create schemas: any role, per-grant roles included, can create one "
+            "named like a per-grant role, which that role's \"$user\" would resolve to (so "
+            "per-grant sessions are pinned to search_path public while this holds)",
+            f"REVOKE CREATE ON DATABASE {db} FROM PUBLIC;",
+        ))  # fmt: skip
     for row in await conn.fetch(
         "SELECT n.nspname FROM pg_namespace n WHERE has_schema_privilege('public', n.oid, 'CREATE') "
         f"AND {_USER_SCHEMAS} ORDER BY 1"

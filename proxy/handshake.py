@@ -43,6 +43,7 @@ from common.wire.framing import (
     read_startup,
 )
 from common.wire.scram import MECHANISM, ScramError, ScramServer
+from policy.grants.roles import ROLE_PREFIX
 
 from . import metrics
 from .appname import upstream_name
@@ -306,8 +307,8 @@ class Handshake:
                 reason="expired",
                 grant=identity.grant_id,
             )
-        policy, params, would_deny = self._session_params(identity, params)
         credentials = server.role_logins.credentials(identity)
+        policy, params, would_deny = self._session_params(identity, params, database, credentials.user)
         if policy is not None:
             await server.catalogs.attach(policy, database)
         assert self._upstream_app is not None  # set by _session_params above
@@ -331,17 +332,27 @@ class Handshake:
             upstream_app=upstream_app, would_deny=would_deny,
         )  # fmt: skip
 
-    def _session_params(self, identity: Identity, params: dict[str, str]):
-        """(policy, upstream startup parameters, dry run's would-be refusal) for ``identity``."""
+    def _session_params(self, identity: Identity, params: dict[str, str], database: str, login: str):
+        """(policy, upstream startup parameters, dry run's would-be refusal) for ``identity``
+        logging in upstream as ``login``."""
         server = self.server
         policy = server.policy_factory(identity) if server.policy_factory is not None else None
         params, would_deny = _startup_params(identity, dict(params))
         if policy is not None and policy.enforce:
-            # Unqualified names must resolve upstream exactly as the policy resolved them
-            # (not through "$user", the proxy's own role). A startup-packet value is what
-            # RESET ALL / DISCARD ALL return to, so they keep it. A dry run changes
-            # nothing the client sees: the server's own search_path.
-            params["search_path"] = ", ".join(_quote_ident(s) for s in policy.search_path)
+            # Unqualified names must resolve upstream exactly as the policy resolved them.
+            # A startup-packet value is what RESET ALL / DISCARD ALL return to, so they keep
+            # it. A dry run changes nothing the client sees: the server's own search_path.
+            # "$user" leads it as in PostgreSQL's default only where it resolves nowhere and
+            # no grant can make it (docs/policy.md, "The pinned search_path").
+            snapshot = server.catalogs.cache.get(database)
+            with_user = (
+                self.cfg.upstream.roles == "per-grant"
+                and login.startswith(ROLE_PREFIX)
+                and snapshot is not None
+                and snapshot.user_schema_safe
+            )
+            path = ", ".join(_quote_ident(s) for s in policy.search_path)
+            params["search_path"] = f'"$user", {path}' if with_user else path
         # pgw:<tag>/<client's name> upstream (proxy/appname.py): one tag per connection, so
         # a speculative login (_speculate) and the real one ask for the same parameters
         client_app = params.get("application_name") or params.get("fallback_application_name", "")
@@ -372,7 +383,8 @@ class Handshake:
             logins = {}
             for ident in identities:
                 creds = server.role_logins.credentials(ident)
-                logins[(creds.user, tuple(sorted(self._session_params(ident, params)[1].items())))] = creds
+                wanted_params = self._session_params(ident, params, database, creds.user)[1]
+                logins[(creds.user, tuple(sorted(wanted_params.items())))] = creds
             wanted = set(logins)
         except PgError:  # a refused setting: the ordinary path says so after the proof
             return

@@ -593,6 +593,7 @@ def test_doctor_reports_what_public_may_do_and_its_fixes_work(pg, tmp_path, caps
             "CREATE TABLE public.leaky (id int);\n"
             "GRANT SELECT, INSERT ON public.leaky TO PUBLIC;\n"
             "GRANT CREATE ON SCHEMA public TO PUBLIC;\n"  # as PostgreSQL <= 14 had it
+            f"GRANT CREATE ON DATABASE {db} TO PUBLIC;\n"
             "CREATE FUNCTION public.escalate() RETURNS int LANGUAGE sql SECURITY DEFINER AS 'SELECT 1';\n"
             "CREATE FUNCTION public.harmless(int) RETURNS int LANGUAGE sql AS 'SELECT $1';\n",
             db=db,
@@ -607,6 +608,7 @@ def test_doctor_reports_what_public_may_do_and_its_fixes_work(pg, tmp_path, caps
         text = capsys.readouterr().out
         for expected in (
             f'REVOKE TEMPORARY ON DATABASE "{db}" FROM PUBLIC;',
+            f'REVOKE CREATE ON DATABASE "{db}" FROM PUBLIC;',
             'REVOKE CREATE ON SCHEMA "public" FROM PUBLIC;',
             "REVOKE EXECUTE ON FUNCTION public.escalate() FROM PUBLIC;",
             "REVOKE EXECUTE ON FUNCTION public.harmless(integer) FROM PUBLIC;",
@@ -617,9 +619,92 @@ def test_doctor_reports_what_public_may_do_and_its_fixes_work(pg, tmp_path, caps
             assert expected in text, text
         # The fixes are real statements: applied by a DBA, the doctor has nothing left to say.
         fixes = [line.split("fix: ", 1)[1] for line in text.splitlines() if "fix: " in line]
-        assert len(fixes) == 5, text
+        assert len(fixes) == 6, text
         pg.psql("\n".join(fixes) + "\n", db=db)
         assert cli_main(["doctor", "--config", str(cfg), "--database", db, "--json"]) == 0
         assert json.loads(capsys.readouterr().out) == []
     finally:
         pg.psql(f"DROP DATABASE IF EXISTS {db};\n")
+
+
+# --- the search_path a per-grant session reads ---------------------------------------------
+
+
+def test_a_per_grant_session_reads_postgres_default_search_path_where_safe(pg, tmp_path):
+    """PostgreSQL's default ``"$user", public`` where ``"$user"`` can resolve nowhere: no
+    schema is named like a per-grant role and PUBLIC (a per-grant role's floor: it gets
+    CREATE on schemas only) may not create one. When either stops holding, the next catalog
+    snapshot sees it and new sessions are pinned to ``public``; the server is the judge
+    that a schema planted under the role's name is then never read."""
+    handle = ProxyHandle(proxy_config(pg, **per_grant(pg, tmp_path))).start()
+    handle.server.catalogs.cache.refresh_after = 0.0  # every session refreshes the snapshot
+    grant, token = issue(handle)
+    role = grant.db_role
+
+    async def session():
+        conn = await asyncpg.connect(
+            host=handle.host, port=handle.port, user=AGENT, password=token, database="app",
+            ssl=False, timeout=10, statement_cache_size=0,  # DISCARD ALL below
+        )  # fmt: skip
+        try:
+            path = await conn.fetchval("SHOW search_path")
+            seen = await conn.fetchval("SELECT current_schemas(false)::text")
+            notes = sorted(r[0] or "" for r in await conn.fetch("SELECT note FROM orders"))
+            await conn.execute("RESET ALL")
+            after_reset = await conn.fetchval("SHOW search_path")
+            await conn.execute("DISCARD ALL")
+            assert await conn.fetchval("SHOW search_path") == after_reset == path
+            return path, seen, notes
+        finally:
+            await conn.close()
+
+    def pinned_to(expected: str):
+        return wait_for(lambda: (s := asyncio.run(session()))[0] == expected and s,
+                        10, f"sessions to read search_path {expected}", 0.1)  # fmt: skip
+
+    try:
+        path, seen, notes = pinned_to('"$user", public')
+        assert seen == "{public}" and "pgw-secret-own-schema" not in notes
+        # PUBLIC may create schemas: a grant's role could make "$user" resolve
+        pg.psql("GRANT CREATE ON DATABASE app TO PUBLIC", db="app")
+        try:
+            pinned_to("public")
+        finally:
+            pg.psql("REVOKE CREATE ON DATABASE app FROM PUBLIC", db="app")
+        pinned_to('"$user", public')
+        # a schema under the role's own name, readable by it (as only a DBA could make it)
+        pg.psql(
+            f"CREATE SCHEMA {role} AUTHORIZATION pgw_admin; "
+            f"CREATE TABLE {role}.orders (id int, note text); "
+            f"INSERT INTO {role}.orders VALUES (1, 'pgw-secret-own-schema'); "
+            f"GRANT USAGE ON SCHEMA {role} TO {role}; GRANT SELECT ON {role}.orders TO {role};",
+            db="app",
+        )
+        try:
+            _path, seen, notes = pinned_to("public")
+            assert seen == "{public}" and "pgw-secret-own-schema" not in notes, notes
+        finally:
+            pg.psql(f"DROP SCHEMA {role} CASCADE", db="app")
+    finally:
+        handle.stop()
+
+
+def test_shared_and_dry_run_sessions_keep_their_search_path(pg, tmp_path):
+    """Only a per-grant role's session gets ``"$user"``: the shared login's name is a schema
+    any grant with ``ddl:<login>.*`` could create; a dry run reads the server's own."""
+    handle = ProxyHandle(proxy_config(pg, **per_grant(pg, tmp_path))).start()
+    handle.server.catalogs.cache.refresh_after = 0.0
+    try:
+        _grant, dry = issue(handle, enforce=False)
+
+        async def show():
+            conn = await connect(handle, dry)
+            try:
+                return await conn.fetchval("SHOW search_path")
+            finally:
+                await conn.close()
+
+        for _ in range(3):
+            assert asyncio.run(show()) == '"$user", public'  # the server's own default
+    finally:
+        handle.stop()

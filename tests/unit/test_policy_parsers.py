@@ -294,3 +294,20 @@ def test_an_object_name_cast_only_postgres_sees_is_a_disagreement(monkeypatch):
     )
     assert not v.allowed and v.decisions[0][1].rule == DISAGREE, v
     assert "object-name type" in v.decisions[0][0].detail
+
+
+def test_user_schema_safety_needs_a_fresh_snapshot_that_saw_it():
+    """``"$user"`` leads a per-grant session's search_path only from a snapshot that saw no
+    way for it to resolve: unknown (no snapshot), not seen, or stale (DDL since) is unsafe."""
+    from policy.catalog import ROLE_SCHEMAS_SQL
+    from policy.grants.roles import ROLE_PREFIX
+
+    cache = CatalogCache()
+    assert cache.get("app") is None
+    assert not cache.put("app", [], {}).user_schema_safe  # the default: not seen
+    assert cache.put("app", [], {}, role_schemas_absent=True).user_schema_safe
+    cache.invalidate("app")
+    stale = cache.get("app")
+    assert stale is not None and stale.stale and not stale.user_schema_safe
+    assert stale.role_schemas_absent  # what was seen is kept for the record, not trusted
+    assert ROLE_PREFIX.replace("_", "\\_") in ROLE_SCHEMAS_SQL  # the same prefix, escaped
