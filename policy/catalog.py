@@ -51,11 +51,14 @@ WHERE a.attnum > 0 AND NOT a.attisdropped AND c.relkind IN ('r', 'v', 'm', 'f', 
 """
 
 # Can "$user" in a per-grant role's search_path resolve anywhere, now or by a grant's doing?
-# Only if a schema named like a per-grant role exists, or PUBLIC (every per-grant role's
-# floor: they get CREATE on schemas only, never on the database) may create schemas.
+# Only if a schema named like a per-grant role exists, or a per-grant role may create
+# schemas: pgwitness gives them CREATE on schemas only, never on the database, so only
+# PUBLIC (every role's floor) or a DBA's own GRANT can.
 ROLE_SCHEMAS_SQL = """
 SELECT NOT has_database_privilege('public', current_database(), 'CREATE')
    AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_namespace WHERE nspname LIKE 'pgw\\_g\\_%')
+   AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles r WHERE r.rolname LIKE 'pgw\\_g\\_%'
+                   AND has_database_privilege(r.oid, current_database(), 'CREATE'))
 """
 
 

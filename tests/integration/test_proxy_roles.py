@@ -632,8 +632,8 @@ def test_doctor_reports_what_public_may_do_and_its_fixes_work(pg, tmp_path, caps
 
 def test_a_per_grant_session_reads_postgres_default_search_path_where_safe(pg, tmp_path):
     """PostgreSQL's default ``"$user", public`` where ``"$user"`` can resolve nowhere: no
-    schema is named like a per-grant role and PUBLIC (a per-grant role's floor: it gets
-    CREATE on schemas only) may not create one. When either stops holding, the next catalog
+    schema is named like a per-grant role and no per-grant role may create one (they get
+    CREATE on schemas only; PUBLIC, their floor, or a DBA's GRANT could change that). When either stops holding, the next catalog
     snapshot sees it and new sessions are pinned to ``public``; the server is the judge
     that a schema planted under the role's name is then never read."""
     handle = ProxyHandle(proxy_config(pg, **per_grant(pg, tmp_path))).start()
@@ -671,6 +671,14 @@ def test_a_per_grant_session_reads_postgres_default_search_path_where_safe(pg, t
             pinned_to("public")
         finally:
             pg.psql("REVOKE CREATE ON DATABASE app FROM PUBLIC", db="app")
+        pinned_to('"$user", public')
+        # one per-grant role given CREATE on the database (a DBA's own GRANT)
+        other, _token = issue(handle)
+        pg.psql(f"GRANT CREATE ON DATABASE app TO {other.db_role}", db="app")
+        try:
+            pinned_to("public")
+        finally:
+            pg.psql(f"REVOKE CREATE ON DATABASE app FROM {other.db_role}", db="app")
         pinned_to('"$user", public')
         # a schema under the role's own name, readable by it (as only a DBA could make it)
         pg.psql(
