@@ -1,9 +1,10 @@
 """Recorder and SessionRecorder: cheap appends on the caller, everything else in background.
 
 Threads (per Recorder):
-  sealer   - every tick, or when woken: cuts each live session's pending records into
-             chunks (size / age / deny / start / end), encodes, compresses, chains, signs,
-             and writes all objects of the tick as one fsynced spool batch.
+  sealer   - every tick (<= 100 ms), or when woken: cuts each live session's pending records
+             into chunks (size / age / deny at once; start and end a tick later), encodes,
+             compresses, chains, signs, and writes all objects of the tick as one fsynced
+             spool batch.
   uploader - takes spool batches oldest first, puts their objects into the store (sessions
              in parallel, each session's objects in order), removes a batch once stored.
 The caller's thread only packs a 24-byte record header, appends (header, frames) to the
@@ -165,11 +166,18 @@ class SessionRecorder:
         self._append(Kind.META, kind, payload, False)
 
     def end(self, cause: str, detail: str = "") -> None:
-        """Seal the final chunk and the final checkpoint; later calls are ignored."""
+        """The last record: the sealer's next tick (at most ~100 ms later) seals the final
+        chunk and checkpoint; later calls are ignored.
+
+        Not forced: the sessions that end within one tick are sealed in one pass and
+        spooled as one fsynced batch (under a connection per transaction, one batch,
+        sealer wake-up and upload round per tick instead of per session). Nothing waits
+        on it: the client has gone, and the records stay in memory, counted against the
+        health gate, until the spool has them, as any record between two ticks does."""
         if self._ended:
             return
         self._ended = True
-        self._append(Kind.META, "session.end", {"cause": cause, "detail": detail}, True, end=True)
+        self._append(Kind.META, "session.end", {"cause": cause, "detail": detail}, False, end=True)
 
     @property
     def ended(self) -> bool:
