@@ -111,6 +111,9 @@ def _install() -> None:
     _patch(spool.Batch, "read", "uploader: spool batch read")
     _patch(spool.Spool, "remove", "uploader: spool batch remove")
     _patch(local.LocalStore, "put", "uploader: store put (rest)")
+    _patch(local.LocalStore, "put_many", "uploader: store put_many (rest)")
+    _patch(local.LocalStore, "_mkdirs_deferred", "uploader: store mkdirs")
+    _patch(local.LocalStore, "_open_unnamed", "uploader: store file create")
     _patch(local.LocalStore, "_mkdirs", "uploader: store mkdirs (+dir fsync)")
     _patch(local, "write_file", "uploader: store file create+write+fsync")
     _patch(local, "fsync_dir", "uploader: store dir fsync")
@@ -212,7 +215,8 @@ def drive(a: argparse.Namespace) -> int:
     wrapper = workdir / "pgwitness"
     wrapper.write_text(
         f"#!/bin/sh\nPGW_PROFILE_OUT={out} PYTHONPATH={REPO} exec {sys.executable} "
-        f"{Path(__file__).resolve()} serve \"$@\"\n")
+        f'{Path(__file__).resolve()} serve "$@"\n'
+    )
     wrapper.chmod(0o755)
     procs = pc.Processes()
     pg = pc.LocalCluster(workdir / "pg")
@@ -221,19 +225,51 @@ def drive(a: argparse.Namespace) -> int:
         pg.create_role(pc.UPSTREAM_USER, pc.UPSTREAM_PASSWORD, createdb=True)
         pg.create_database(pc.DB, owner=pc.UPSTREAM_USER)
         direct = pc.Target("direct", pg.port, pc.UPSTREAM_USER, pc.UPSTREAM_PASSWORD)
-        subprocess.run([a.pgbench, "-i", "-q", "-s", "1", "-h", pg.host, "-p", str(pg.port),
-                        "-U", pc.UPSTREAM_USER, pc.DB], env=pc.client_env(direct), check=True,
-                       capture_output=True)
+        subprocess.run(
+            [
+                a.pgbench,
+                "-i",
+                "-q",
+                "-s",
+                "1",
+                "-h",
+                pg.host,
+                "-p",
+                str(pg.port),
+                "-U",
+                pc.UPSTREAM_USER,
+                pc.DB,
+            ],
+            env=pc.client_env(direct),
+            check=True,
+            capture_output=True,
+        )
         override = {**pc.PROXY_PRESETS[a.preset], "_pgwitness": str(wrapper)}
         t = pc.start_pgwitness(procs, pg, workdir, str(wrapper), a.preset, override)
         pc.run_pgbench(a.pgbench, t, "connect-c4", 2, 0)  # warm-up
         time.sleep(1.5)  # let the warm-up's chunks reach the store
         s0 = _snapshot(out)
         l0 = os.getloadavg()[0]
-        argv = [a.pgbench, "-h", "127.0.0.1", "-p", str(t.port), "-U", t.user, "-n", "-T",
-                str(a.seconds), "-C", "-S", "-c", str(a.clients), "-j", "2", pc.DB]
-        r = subprocess.run(argv, env=pc.client_env(t), capture_output=True, text=True,
-                           check=True)
+        argv = [
+            a.pgbench,
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(t.port),
+            "-U",
+            t.user,
+            "-n",
+            "-T",
+            str(a.seconds),
+            "-C",
+            "-S",
+            "-c",
+            str(a.clients),
+            "-j",
+            "2",
+            pc.DB,
+        ]
+        r = subprocess.run(argv, env=pc.client_env(t), capture_output=True, text=True, check=True)
         time.sleep(1.5)  # the last sessions' chunks, index entries and uploads
         s1 = _snapshot(out)
         n = int(pc._TXN.search(r.stdout).group(1))
@@ -241,8 +277,10 @@ def drive(a: argparse.Namespace) -> int:
     finally:
         procs.stop_all()
         pg.stop()
-    print(f"pgbench -C -S -c {a.clients} -T {a.seconds} ({a.preset}): {n} connections, "
-          f"{tps:.0f} tps, load {l0:.2f} at the start")
+    print(
+        f"pgbench -C -S -c {a.clients} -T {a.seconds} ({a.preset}): {n} connections, "
+        f"{tps:.0f} tps, load {l0:.2f} at the start"
+    )
     print(f"\n{'thread':<34} {'CPU µs/conn':>12}")
     th0, th1 = s0["threads"], s1["threads"]
     tot = 0.0
@@ -251,20 +289,30 @@ def drive(a: argparse.Namespace) -> int:
         tot += us
         print(f"{name:<34} {us:>12.1f}")
     print(f"{'total':<34} {tot:>12.1f}")
-    print(f"\n{'piece (exclusive)':<48} {'calls/conn':>10} {'CPU µs/conn':>12} "
-          f"{'wall µs/conn':>13} {'CPU µs/call':>12}")
+    print(
+        f"\n{'piece (exclusive)':<48} {'calls/conn':>10} {'CPU µs/conn':>12} "
+        f"{'wall µs/conn':>13} {'CPU µs/call':>12}"
+    )
     p0, p1 = s0["pieces"], s1["pieces"]
     rows = []
     for name, (c, cpu, wall) in p1.items():
         c0, cpu0, wall0 = p0.get(name, [0, 0, 0])
         if c - c0:
-            rows.append((name, (c - c0) / n, (cpu - cpu0) / 1e3 / n, (wall - wall0) / 1e3 / n,
-                         (cpu - cpu0) / 1e3 / (c - c0)))
+            rows.append(
+                (
+                    name,
+                    (c - c0) / n,
+                    (cpu - cpu0) / 1e3 / n,
+                    (wall - wall0) / 1e3 / n,
+                    (cpu - cpu0) / 1e3 / (c - c0),
+                )
+            )
     for name, calls, cpu, wall, per in sorted(rows):
         print(f"{name:<48} {calls:>10.2f} {cpu:>12.1f} {wall:>13.1f} {per:>12.1f}")
     if a.json:
-        Path(a.json).write_text(json.dumps({"connections": n, "tps": tps, "before": s0,
-                                            "after": s1}, indent=1))
+        Path(a.json).write_text(
+            json.dumps({"connections": n, "tps": tps, "before": s0, "after": s1}, indent=1)
+        )
     return 0
 
 
