@@ -9,6 +9,9 @@ connection per transaction) and prints, per connection: the CPU of each of the p
 threads (from /proc/PID/task/*/stat) and of each wrapped piece (exclusive of wrapped
 pieces inside it), how many fsyncs, spool batches and sealer wake-ups it cost.
 
+``RECPROF_NO_UPLOAD=1`` in the environment leaves the uploader idle (the spool grows): what
+the proxy does with recording on but the store's work taken away.
+
 The timers cost a little themselves (~1 µs per wrapped call); compare pieces, not totals
 against pgbench_compare's figures.
 """
@@ -147,6 +150,8 @@ def _install() -> None:
     orig_signed = signing.Checkpoint.signed
     signing.Checkpoint.signed = signed
 
+    if os.environ.get("RECPROF_NO_UPLOAD"):  # experiment: the uploader idle (spool grows)
+        writer.Recorder._upload_batch = lambda self, batch: time.sleep(3600)  # type: ignore[method-assign]
     out = os.environ["PGW_PROFILE_OUT"]
 
     def dumper():
