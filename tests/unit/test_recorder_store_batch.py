@@ -194,3 +194,47 @@ def test_uploader_step_failure_stops_that_session_and_the_retry_completes(tmp_pa
         ]
         assert ck.state == State.FINAL
         assert verify_session(store, s.id, PUB).status == "closed"
+
+
+def test_objects_stored_in_steps_are_attacked_like_any_other(store, tmp_path):
+    """Both file-creation paths: what put_many stored is read-only, verifies closed, and a
+    flipped byte, a deleted checkpoint or a truncated tail is still caught by verify."""
+    rec = _recorder(tmp_path, store, chunk_max_bytes=200)
+    s = rec.open_session({"k": "attacked"})
+    for i in range(8):
+        s.wire("c2s", testing.query(f"select {i} from generate_series(1, 3)"))
+        s.wire("s2c", testing.data_row(str(i) * 50))
+    s.end("done")
+    rec.start()
+    rec.close(timeout=10)
+    prefix = chunks.session_prefix(s.id)
+    keys = store.list(prefix)
+    assert len(keys) >= 6 and all(store.check(k) == [] for k in keys)
+    assert verify_session(store, s.id, PUB).status == "closed"
+    last = max(chunks.parse_name(k.rsplit("/", 1)[1])[0] for k in keys)
+
+    chunk1 = store.root / chunks.chunk_key(s.id, 1)
+    good = chunk1.read_bytes()
+    chunk1.chmod(0o644)
+    chunk1.write_bytes(good[:-3] + bytes([good[-3] ^ 0x40]) + good[-2:])
+    chunk1.chmod(0o444)
+    r = verify_session(store, s.id, PUB)
+    assert r.status == "tampered" and {p.kind for p in r.problems} == {"modified"}
+    chunk1.chmod(0o644)
+    chunk1.write_bytes(good)
+    chunk1.chmod(0o444)
+
+    ckpt0 = store.root / chunks.ckpt_key(s.id, 0)
+    kept = ckpt0.read_bytes()
+    ckpt0.unlink()
+    r = verify_session(store, s.id, PUB)
+    assert r.status == "tampered" and {p.kind for p in r.problems} == {"missing"}
+    ckpt0.write_bytes(kept)
+    ckpt0.chmod(0o444)
+    assert verify_session(store, s.id, PUB).status == "closed"
+
+    for kind in ("chunk", "ckpt"):
+        key = chunks.chunk_key(s.id, last) if kind == "chunk" else chunks.ckpt_key(s.id, last)
+        (store.root / key).unlink()
+    r = verify_session(store, s.id, PUB)
+    assert r.status == "open" and r.attested_through == last - 1  # never "closed"
