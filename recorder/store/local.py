@@ -46,6 +46,27 @@ def write_file(path: str | os.PathLike, data: bytes, *, flags: int, mode: int, f
 
 
 _O_TMPFILE = getattr(os, "O_TMPFILE", 0)
+_TMPFILE_PROBED = False
+
+
+def _tmpfile_links(d: Path) -> bool:
+    """Whether an O_TMPFILE file in ``d`` can be linked into it through /proc/self/fd (the
+    kernel, the file system and /proc all allow it): tried once per process, with a hidden
+    name unlinked at once, so a sandbox that refuses any step gets named temp files
+    instead of a store that fails every put."""
+    try:
+        fd = os.open(d, _O_TMPFILE | os.O_WRONLY, 0o600)
+    except OSError:
+        return False
+    probe = d / f".tmp-probe-{os.getpid()}-{os.urandom(4).hex()}"
+    try:
+        os.link(f"/proc/self/fd/{fd}", probe, src_dir_fd=_root_fd(), follow_symlinks=True)
+        os.unlink(probe)
+        return True
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
 
 
 class LocalStore:
@@ -200,9 +221,11 @@ class LocalStore:
     def _open_unnamed(self, d: Path) -> tuple[int, str | None]:
         """A new file in ``d`` for writing, mode 0444: unnamed (O_TMPFILE) when the kernel
         and file system support it, else under an unguessable temporary name."""
-        global _O_TMPFILE
-        if _O_TMPFILE and not os.path.isdir("/proc/self/fd"):
-            _O_TMPFILE = 0  # linkat(2) names an O_TMPFILE file through /proc
+        global _O_TMPFILE, _TMPFILE_PROBED
+        if _O_TMPFILE and not _TMPFILE_PROBED:
+            _TMPFILE_PROBED = True
+            if not _tmpfile_links(d):
+                _O_TMPFILE = 0
         if _O_TMPFILE:
             try:
                 return os.open(d, _O_TMPFILE | os.O_WRONLY, 0o444), None

@@ -238,3 +238,27 @@ def test_objects_stored_in_steps_are_attacked_like_any_other(store, tmp_path):
         (store.root / key).unlink()
     r = verify_session(store, s.id, PUB)
     assert r.status == "open" and r.attested_through == last - 1  # never "closed"
+
+
+def test_a_sandbox_that_cannot_link_tmpfiles_gets_named_temp_files(tmp_path, monkeypatch):
+    """O_TMPFILE opens but linking it through /proc fails (a sandbox, /proc not mounted):
+    the one-time probe sees it, and put_many stores through named temp files instead of
+    failing every object."""
+    if not getattr(os, "O_TMPFILE", 0):
+        pytest.skip("no O_TMPFILE here")
+    monkeypatch.setattr(local_mod, "_O_TMPFILE", os.O_TMPFILE)
+    monkeypatch.setattr(local_mod, "_TMPFILE_PROBED", False)
+    real_link = os.link
+
+    def link(src, dst, **kw):
+        if str(src).startswith("/proc/self/fd/"):
+            raise OSError(18, "Invalid cross-device link (test)")
+        return real_link(src, dst, **kw)
+
+    monkeypatch.setattr(os, "link", link)
+    store = LocalStore(tmp_path / "store")
+    assert store.put_many([("sessions/a/x", b"1"), ("sessions/b/y", b"2")]) == [None, None]
+    assert local_mod._O_TMPFILE == 0
+    assert store.get("sessions/a/x") == b"1" and store.check("sessions/b/y") == []
+    left = [f for _d, _s, fs in os.walk(store.root) for f in fs if f.startswith(".")]
+    assert left == []
