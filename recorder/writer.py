@@ -1,11 +1,13 @@
 """Recorder and SessionRecorder: cheap appends on the caller, everything else in background.
 
 Threads (per Recorder):
-  sealer   - every tick, or when woken: cuts each live session's pending records into
-             chunks (size / age / deny / start / end), encodes, compresses, chains, signs,
-             and writes all objects of the tick as one fsynced spool batch.
-  uploader - takes spool batches oldest first, puts their objects into the store (sessions
-             in parallel, each session's objects in order), removes a batch once stored.
+  sealer   - every tick (<= 100 ms), or when woken: cuts each live session's pending records
+             into chunks (size / age / deny at once; start and end a tick later), encodes,
+             compresses, chains, signs, and writes all objects of the tick as one fsynced
+             spool batch.
+  uploader - takes spool batches oldest first, puts their objects into the store (each
+             session's objects in order: S3 sessions in parallel, the local store in
+             steps with shared fsyncs), removes a batch once stored.
 The caller's thread only packs a 24-byte record header, appends (header, frames) to the
 session's deque and adds to two counters.
 """
@@ -165,11 +167,18 @@ class SessionRecorder:
         self._append(Kind.META, kind, payload, False)
 
     def end(self, cause: str, detail: str = "") -> None:
-        """Seal the final chunk and the final checkpoint; later calls are ignored."""
+        """The last record: the sealer's next tick (at most ~100 ms later) seals the final
+        chunk and checkpoint; later calls are ignored.
+
+        Not forced: the sessions that end within one tick are sealed in one pass and
+        spooled as one fsynced batch (under a connection per transaction, one batch,
+        sealer wake-up and upload round per tick instead of per session). Nothing waits
+        on it: the client has gone, and the records stay in memory, counted against the
+        health gate, until the spool has them, as any record between two ticks does."""
         if self._ended:
             return
         self._ended = True
-        self._append(Kind.META, "session.end", {"cause": cause, "detail": detail}, True, end=True)
+        self._append(Kind.META, "session.end", {"cause": cause, "detail": detail}, False, end=True)
 
     @property
     def ended(self) -> bool:
@@ -614,9 +623,58 @@ class Recorder:
             return True
 
         groups = list(by_session.values())
+        if hasattr(self.store, "put_many"):
+            return self._upload_in_steps(batch, entries, groups)
         if len(groups) == 1 or self._pool is None:
             return all([upload(g) for g in groups])
         return all(list(self._pool.map(upload, groups)))
+
+    def _upload_in_steps(self, batch: Batch, entries: list[tuple[str, bytes]],
+                         groups: list[list[int]]) -> bool:
+        """For a store with ``put_many`` (the local store): step k stores the k-th object of
+        every session in the batch in one call, durable (files and directories fsynced)
+        before step k+1 starts, so each session's objects still land strictly in order
+        (chunk n, checkpoint n, chunk n+1, ...) while the fsyncs of a directory are shared
+        by the objects of that step. A session whose object fails stops there (the rest
+        of it waits for the retry); the others go on."""
+        put_many = self.store.put_many  # type: ignore[attr-defined]
+        ok = True
+        while groups:
+            if self._past_close_deadline():
+                return False
+            step = [g[0] for g in groups]
+            try:
+                results = put_many([entries[i] for i in step])
+                if len(results) != len(step):
+                    raise StoreError(f"put_many: {len(results)} outcomes for {len(step)} objects")
+            except Exception as e:  # a bug in a store must not kill the uploader
+                log.exception("recorder: store put_many crashed")
+                self._note_failure(e)
+                return False
+            going = []
+            for g, i, err in zip(groups, step, results, strict=True):
+                key, data = entries[i]
+                if isinstance(err, ObjectExists):
+                    if not self._conflict(key, data, err):
+                        ok = False
+                        continue
+                elif isinstance(err, (StoreError, OSError)):
+                    self._note_failure(err)
+                    ok = False
+                    continue
+                elif err is not None:
+                    log.error("recorder: store put %s failed: %r", key, err)
+                    self._note_failure(err)
+                    ok = False
+                    continue
+                batch.done.add(i)
+                self.stats["objects_stored"] += 1
+                if key.endswith(".ckpt") and key.rsplit("/", 2)[-2] in self._control_ids:
+                    self._log_head(key, data)
+                if len(g) > 1:
+                    going.append(g[1:])
+            groups = going
+        return ok
 
     def _conflict(self, key: str, data: bytes, e: ObjectExists) -> bool:
         """Our key holds an object we did not write (the same bytes would have been a

@@ -111,6 +111,41 @@ def test_a_session_ending_within_a_tick_is_sealed_once(tmp_path):
     assert verify_session(local, s.id, PUB).status == "closed"
 
 
+def test_sessions_ending_within_a_tick_share_one_spool_batch(tmp_path):
+    """end() does not wake the sealer: the sessions that end within a tick are sealed in
+    one pass, one spool batch (one fsync) for all of them, and each still closes with its
+    own final checkpoint and verifies. (Ended before start(), so the first tick sees all.)"""
+    local = LocalStore(tmp_path / "store")
+    cfg = RecorderConfig(store=str(local.root), spool_dir=str(tmp_path / "spool"))
+    rec = Recorder(cfg, store=local, signing_key=KEY)
+    sessions = [rec.open_session({"agent": "a", "k": k}) for k in range(5)]
+    for s in sessions:
+        s.wire("c2s", testing.query("SELECT 1"))
+        s.end("client-terminate")
+        assert not s._force
+    assert not rec._wake.is_set()  # (it was: one wake-up, chunk and spool batch per session)
+    batches = []
+    write = rec._spool.write
+
+    def spy(entries):
+        batches.append({chunks.parse_name(k.rsplit("/", 1)[1]) and k.rsplit("/", 2)[-2]
+                        for k, _ in entries})
+        return write(entries)
+
+    rec._spool.write = spy  # type: ignore[method-assign]
+    rec.start()
+    try:
+        wait_for(lambda: all(ckpts(local, s.id) for s in sessions), 5, "final chunks")
+        ids = {s.id for s in sessions}
+        assert [b for b in batches if b & ids] == [batches[0]]  # one batch holds them all
+        assert ids <= batches[0]
+    finally:
+        rec.close(timeout=10)
+    for s in sessions:
+        assert [c.state for c in ckpts(local, s.id)] == [State.FINAL]
+        assert verify_session(local, s.id, PUB).status == "closed"
+
+
 def test_allowed_decision_fast_path_appends_what_the_reference_does(tmp_path):
     """``decision_json`` for an allowed statement appends inline; the same records (header
     fields but the clock, type, body) and counters as the reference ``_append_body``."""
