@@ -26,6 +26,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from policy.classify import Classified, StatementClass
+from policy.classify.crosscheck import boundaries_agree_in_place
 from policy.decide import Decision
 from policy.lexer import fingerprint_statements
 from policy.number_shapes import NumberShapes, shape_of
@@ -146,13 +147,18 @@ class SessionCaches:
 
     def remember_shape(self, sql: str, pair: Pair) -> None:
         """``pair`` decided the single plain statement of ``sql``: a later text of the same
-        number shape is decided by one lookup, if the shared memo knows the shape."""
+        number shape is decided by one lookup, if the shared memo knows the shape and
+        PostgreSQL's scanner ends the statement where the lexer does, by position (then it
+        does so in every text of the shape: docs/decisions.md, "PostgreSQL's scanner and
+        the number-shape tier")."""
         if self.shared is None:
             return
         known = self.shared.number_shapes.known(sql)
         if known is None:
             return
         shape, lead, tail = known
+        if not boundaries_agree_in_place(sql, lead, len(sql) - tail):
+            return  # PostgreSQL's scanner must end the statement where the lexer does
         _bounded_put(self.shapes, shape, (lead, tail, pair[0], pair[1]), self.size)
 
     # -- fingerprints --------------------------------------------------------------------

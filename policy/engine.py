@@ -174,16 +174,19 @@ class StatementPolicy:
     def _from_shape(self, sql: str) -> Verdict | None:
         """What ``_from_fingerprints`` would answer for a text whose number shape was seen
         with a single plain statement (``SessionCaches.remember_shape``), by one lookup:
-        the same statement text, classification and decision, PostgreSQL's scanner still
-        reading the text. tests/unit/test_engine_cached.py compares it with the reference
-        path."""
+        the same statement text, classification and decision.
+
+        PostgreSQL's scanner is not run again: it read a text of this shape when the shape
+        was remembered (``boundaries_agree_in_place``), and it splits every text of a
+        remembered shape at the same places (docs/decisions.md, "PostgreSQL's scanner and
+        the number-shape tier"; tests/unit/test_number_shapes.py attacks it). It still
+        reads every text that misses or is answered by fingerprint.
+        tests/unit/test_engine_cached.py compares this path with the reference path."""
         hit = self.caches.shape(sql)
         if hit is None:
             return None
         lead, tail, classified, decision = hit
         text = sql[lead : len(sql) - tail]
-        if not boundaries_agree(sql, [text]):
-            return None
         return Verdict(True, ((with_sql(classified, text), decision),), "")
 
     def _from_precomputed(self, sql: str) -> Verdict | None:
