@@ -6,6 +6,7 @@ from dataclasses import dataclass, replace
 
 from policy.caches import (
     MAX_SESSION_TEXT,
+    MAX_SHARED_TEXT,
     SHARED,
     Entry,
     Pair,
@@ -18,6 +19,7 @@ from policy.classify import Classified, StatementClass, classify_statement
 from policy.classify.crosscheck import boundaries_agree, function_names, pg_readings
 from policy.decide import Decision, check_function, decide
 from policy.lexer import collapse_values, lex
+from policy.number_shapes import ZERO_DIGITS as ZERO
 from policy.prepared import STATEFUL_COMMANDS, PreparedNames
 from policy.scopes import Scopes
 
@@ -182,7 +184,13 @@ class StatementPolicy:
         the number-shape tier"; tests/unit/test_number_shapes.py attacks it). It still
         reads every text that misses or is answered by fingerprint.
         tests/unit/test_engine_cached.py compares this path with the reference path."""
-        hit = self.caches.shape(sql)
+        # SessionCaches.shape(sql), inlined: the hottest tier after the exact text
+        if len(sql) > MAX_SHARED_TEXT:
+            return None
+        try:
+            hit = self.caches.shapes.get(sql.encode("utf-8", "surrogatepass").translate(ZERO))
+        except UnicodeError:  # a lone surrogate: no shape
+            return None
         if hit is None:
             return None
         lead, tail, classified, decision = hit

@@ -30,9 +30,10 @@ import re
 
 from policy.lexer import fingerprint_statements
 
-__all__ = ["NumberShapes", "shape_of"]
+__all__ = ["ZERO_DIGITS", "NumberShapes", "shape_of"]
 
-_ZERO_DIGITS = bytes.maketrans(b"123456789", b"000000000")
+# the table ``shape_of`` translates a text's UTF-8 bytes with (every digit to 0)
+ZERO_DIGITS = _ZERO_DIGITS = bytes.maketrans(b"123456789", b"000000000")
 _RUN = re.compile(r"[0-9]+")
 # a run of digits that can only be a number of its own, whatever its digits
 _NOT_AROUND = r"0-9A-Za-z_.$'\"\\\x80-\U0010ffff"
