@@ -119,3 +119,38 @@ def test_a_new_catalog_snapshot_redecides_every_session_tier():
         assert not verdict.allowed and "column syntax" in verdict.message, n
     current[0] = column
     assert warm.check_query(shape.format(n=9)).allowed
+
+
+def test_with_sql_and_allowed_equal_the_dataclass_constructors():
+    """A hit's Classified and allowed Verdict are built slot by slot (``caches.with_sql``,
+    ``engine._allowed``): the same objects the dataclasses' constructors build, for
+    classifications of every kind."""
+    from dataclasses import fields
+
+    from policy.caches import with_sql
+    from policy.classify import Classified
+    from policy.engine import Verdict, _allowed
+
+    policy = _fresh(False)
+    texts = [shape.format(n=3) for shape in SHAPES] + [
+        "SELECT 1",
+        "INSERT INTO orders (id) VALUES (1) RETURNING id",
+        "COPY orders TO STDOUT",
+        "not sql (",
+        "SELECT c.leak FROM customers c",
+        "SELECT id FROM orders o JOIN customers c ON o.id = c.id WHERE o.id > 3",
+    ]
+    for text in texts:
+        verdict = policy.check_query(text)
+        for c, _d in verdict.decisions:
+            values = {f.name: getattr(c, f.name) for f in fields(Classified)}
+            for sql in ("other text", c.sql, ""):
+                built = with_sql(c, sql)
+                want = Classified(**{**values, "sql": sql})
+                assert type(built) is Classified and built == want and hash(built) == hash(want)
+                assert repr(built) == repr(want)
+                assert all(getattr(built, f.name) is getattr(want, f.name) for f in fields(want))
+        fast = _allowed(verdict.decisions)
+        want = Verdict(True, verdict.decisions, "")
+        assert type(fast) is Verdict and fast == want and repr(fast) == repr(want)
+        assert fast.would_deny is False and fast.message == "" and fast.allowed is True
