@@ -23,9 +23,11 @@ tests/unit/test_engine_cached.py compares each tier's answers with a fresh sessi
 
 from __future__ import annotations
 
+from dataclasses import fields
 from typing import TYPE_CHECKING, Any
 
 from policy.classify import Classified, StatementClass
+from policy.classify.crosscheck import boundaries_agree_in_place
 from policy.decide import Decision
 from policy.lexer import fingerprint_statements
 from policy.number_shapes import NumberShapes, shape_of
@@ -146,13 +148,18 @@ class SessionCaches:
 
     def remember_shape(self, sql: str, pair: Pair) -> None:
         """``pair`` decided the single plain statement of ``sql``: a later text of the same
-        number shape is decided by one lookup, if the shared memo knows the shape."""
+        number shape is decided by one lookup, if the shared memo knows the shape and
+        PostgreSQL's scanner ends the statement where the lexer does, by position (then it
+        does so in every text of the shape: docs/decisions.md, "PostgreSQL's scanner and
+        the number-shape tier")."""
         if self.shared is None:
             return
         known = self.shared.number_shapes.known(sql)
         if known is None:
             return
         shape, lead, tail = known
+        if not boundaries_agree_in_place(sql, lead, len(sql) - tail):
+            return  # PostgreSQL's scanner must end the statement where the lexer does
         _bounded_put(self.shapes, shape, (lead, tail, pair[0], pair[1]), self.size)
 
     # -- fingerprints --------------------------------------------------------------------
@@ -193,19 +200,45 @@ def _plain(c: Classified, d: Decision) -> bool:
     return d.allowed and c.command not in STATEFUL_COMMANDS and c.cls is not StatementClass.DDL
 
 
+# ``with_sql`` builds a Classified per cache hit. The dataclass's generated ``__init__``
+# (frozen: ``object.__setattr__`` per field) costs ~0.8 µs; setting the slots through their
+# descriptors costs ~0.4 µs and gives the same object (same class, every field set, no
+# ``__post_init__``). Checked here against the dataclass's own field list, so a field added
+# to Classified fails at import instead of being left unset, and by
+# tests/unit/test_engine_cached.py::test_with_sql_equals_the_dataclass_constructor.
+_CLASSIFIED_FIELDS = (
+    "sql", "cls", "command", "reads", "writes", "functions", "detail", "write_ops",
+    "operators", "attributes",
+)  # fmt: skip
+if (
+    tuple(f.name for f in fields(Classified)) != _CLASSIFIED_FIELDS
+    or Classified.__slots__ != _CLASSIFIED_FIELDS
+    or hasattr(Classified, "__post_init__")
+):  # pragma: no cover - a change to policy/classify/model.py
+    raise ImportError("policy.caches.with_sql must follow Classified's fields")
+_new = object.__new__
+_SET = {name: Classified.__dict__[name].__set__ for name in _CLASSIFIED_FIELDS}
+_sql, _cls, _command = _SET["sql"], _SET["cls"], _SET["command"]
+_reads, _writes, _functions = _SET["reads"], _SET["writes"], _SET["functions"]
+_detail, _write_ops, _operators, _attributes = (
+    _SET["detail"], _SET["write_ops"], _SET["operators"], _SET["attributes"],
+)  # fmt: skip
+
+
 def with_sql(c: Classified, sql: str) -> Classified:
-    """``c`` for another text of the same statement (a cache hit keeps its own text)."""
+    """``c`` for another text of the same statement (a cache hit keeps its own text):
+    ``Classified(sql, c.cls, ..., c.attributes)``, built slot by slot (see above)."""
     if c.sql == sql:
         return c
-    return Classified(
-        sql,
-        c.cls,
-        c.command,
-        c.reads,
-        c.writes,
-        c.functions,
-        c.detail,
-        c.write_ops,
-        c.operators,
-        c.attributes,
-    )
+    new = _new(Classified)
+    _sql(new, sql)
+    _cls(new, c.cls)
+    _command(new, c.command)
+    _reads(new, c.reads)
+    _writes(new, c.writes)
+    _functions(new, c.functions)
+    _detail(new, c.detail)
+    _write_ops(new, c.write_ops)
+    _operators(new, c.operators)
+    _attributes(new, c.attributes)
+    return new

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 
 from policy.caches import (
     MAX_SESSION_TEXT,
+    MAX_SHARED_TEXT,
     SHARED,
     Entry,
     Pair,
@@ -18,6 +19,7 @@ from policy.classify import Classified, StatementClass, classify_statement
 from policy.classify.crosscheck import boundaries_agree, function_names, pg_readings
 from policy.decide import Decision, check_function, decide
 from policy.lexer import collapse_values, lex
+from policy.number_shapes import ZERO_DIGITS as ZERO
 from policy.prepared import STATEFUL_COMMANDS, PreparedNames
 from policy.scopes import Scopes
 
@@ -37,6 +39,28 @@ class Verdict:
     decisions: tuple[Pair, ...]
     message: str  # client-facing 42501 text (names task, rule, relation); "" if allowed
     would_deny: bool = False  # dry-run: a deny that was not enforced
+
+
+# An allowed verdict from a cache hit, ``Verdict(True, pairs, "")``, built slot by slot:
+# half the cost of the frozen dataclass's ``__init__`` and the same object (see
+# ``caches.with_sql``; tests/unit/test_engine_cached.py compares the two).
+if tuple(f.name for f in fields(Verdict)) != ("allowed", "decisions", "message", "would_deny"):
+    raise ImportError("policy.engine._allowed must follow Verdict's fields")  # pragma: no cover
+_new = object.__new__
+_set_allowed = Verdict.__dict__["allowed"].__set__
+_set_decisions = Verdict.__dict__["decisions"].__set__
+_set_message = Verdict.__dict__["message"].__set__
+_set_would_deny = Verdict.__dict__["would_deny"].__set__
+
+
+def _allowed(pairs: tuple[Pair, ...]) -> Verdict:
+    """``Verdict(True, pairs, "")``."""
+    verdict = _new(Verdict)
+    _set_allowed(verdict, True)
+    _set_decisions(verdict, pairs)
+    _set_message(verdict, "")
+    _set_would_deny(verdict, False)
+    return verdict
 
 
 # Longer statements have their VALUES rows of literals cut to the first before they are
@@ -120,7 +144,7 @@ class StatementPolicy:
                 self.caches.remember_shape(sql, pairs[0])
             # plain: every statement allowed, none DDL or session state (what _verdict
             # would conclude without looking further), known when the entry was cached
-            return Verdict(True, pairs, "") if plain else self._verdict(pairs)
+            return _allowed(pairs) if plain else self._verdict(pairs)
         self.caches.stats["misses"] += 1
         return self._store(sql, self._classify(sql, use_fingerprints=True))
 
@@ -174,17 +198,26 @@ class StatementPolicy:
     def _from_shape(self, sql: str) -> Verdict | None:
         """What ``_from_fingerprints`` would answer for a text whose number shape was seen
         with a single plain statement (``SessionCaches.remember_shape``), by one lookup:
-        the same statement text, classification and decision, PostgreSQL's scanner still
-        reading the text. tests/unit/test_engine_cached.py compares it with the reference
-        path."""
-        hit = self.caches.shape(sql)
+        the same statement text, classification and decision.
+
+        PostgreSQL's scanner is not run again: it read a text of this shape when the shape
+        was remembered (``boundaries_agree_in_place``), and it splits every text of a
+        remembered shape at the same places (docs/decisions.md, "PostgreSQL's scanner and
+        the number-shape tier"; tests/unit/test_number_shapes.py attacks it). It still
+        reads every text that misses or is answered by fingerprint.
+        tests/unit/test_engine_cached.py compares this path with the reference path."""
+        # SessionCaches.shape(sql), inlined: the hottest tier after the exact text
+        if len(sql) > MAX_SHARED_TEXT:
+            return None
+        try:
+            hit = self.caches.shapes.get(sql.encode("utf-8", "surrogatepass").translate(ZERO))
+        except UnicodeError:  # a lone surrogate: no shape
+            return None
         if hit is None:
             return None
         lead, tail, classified, decision = hit
         text = sql[lead : len(sql) - tail]
-        if not boundaries_agree(sql, [text]):
-            return None
-        return Verdict(True, ((with_sql(classified, text), decision),), "")
+        return _allowed(((with_sql(classified, text), decision),))
 
     def _from_precomputed(self, sql: str) -> Verdict | None:
         classified = self._precomputed.pop(sql, None)

@@ -13,13 +13,15 @@ placeholder per run of digits in the text (so every run was a number of its own,
 sat inside an identifier, string, quoted identifier or comment: the rule the tests show
 to be needed), and, as a second guard, the text shows each run as a number without
 lexing: nothing but separators and operators around it (no letter, ``_``, ``$``, ``.``,
-quote or non-ASCII character: no ``t1``, ``$1``, ``1.5``, ``1e5``, ``0x1f``, ``1_000``).
+quote, backslash or non-ASCII character: no ``t1``, ``$1``, ``1.5``, ``1e5``, ``0x1f``,
+``1_000``, ``E'\\1 '``).
 With only the digits' values changing, nothing the lexer decides on changes (the
 fingerprint cache already treats such texts as one). Only single-statement texts are
-remembered; PostgreSQL's scanner
-still checks every text's boundaries (``crosscheck.boundaries_agree``) and nothing here
-touches classification or decisions. tests/unit/test_number_shapes.py compares both ways on
-generated text.
+remembered. The second guard alone (whatever the lexer says) also keeps PostgreSQL's
+scanner from telling two texts of one shape apart: it splits them at the same places
+(docs/decisions.md, "PostgreSQL's scanner and the number-shape tier"), which is why the
+engine's number-shape tier (``StatementPolicy._from_shape``) does not run it again;
+tests/unit/test_number_shapes.py attacks both claims on generated text.
 """
 
 from __future__ import annotations
@@ -28,12 +30,13 @@ import re
 
 from policy.lexer import fingerprint_statements
 
-__all__ = ["NumberShapes", "shape_of"]
+__all__ = ["ZERO_DIGITS", "NumberShapes", "shape_of"]
 
-_ZERO_DIGITS = bytes.maketrans(b"123456789", b"000000000")
+# the table ``shape_of`` translates a text's UTF-8 bytes with (every digit to 0)
+ZERO_DIGITS = _ZERO_DIGITS = bytes.maketrans(b"123456789", b"000000000")
 _RUN = re.compile(r"[0-9]+")
 # a run of digits that can only be a number of its own, whatever its digits
-_NOT_AROUND = r"0-9A-Za-z_.$'\"\x80-\U0010ffff"
+_NOT_AROUND = r"0-9A-Za-z_.$'\"\\\x80-\U0010ffff"
 _NUMBER_RUN = re.compile(rf"(?<![{_NOT_AROUND}])[0-9]+(?![{_NOT_AROUND}])")
 _FP_NUM = "\x04"  # the lexer's number placeholder in fingerprints
 

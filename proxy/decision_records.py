@@ -55,12 +55,14 @@ def _list(values) -> str:
 class DecisionRecords:
     """Renders one session's decision records; the per-shape parts are kept (bounded)."""
 
-    __slots__ = ("grant_id", "_head", "_shapes", "_size")
+    __slots__ = ("grant_id", "_head", "_shapes", "_seen", "_size")
 
     def __init__(self, grant_id, size: int = 512):
         self.grant_id = grant_id
         self._head = '{"denied":false,"grant_id":' + dumps(grant_id, default=str) + ',"message":'
         self._shapes: dict[tuple, tuple[str, str]] = {}
+        # id(decision) -> (decision, reads, writes, functions, cls, command, its shape)
+        self._seen: dict[int, tuple] = {}
         self._size = size
 
     def render(self, verdict, message: str, sql: str, **extra) -> bytes:
@@ -83,19 +85,39 @@ class DecisionRecords:
         parts.append(',"statements":[')
         shapes = self._shapes
         first = True
+        seen = self._seen
         for classified, decision in verdict.decisions:
-            # every field but the text; the sets are the cached classification's own
-            key = (classified.cls, classified.command, classified.reads, classified.writes,
-                   classified.functions, decision)  # fmt: skip
-            try:
-                shape = shapes.get(key)
-            except TypeError:  # an unhashable set: not a cached classification's
-                return dump_json(decision_payload(self.grant_id, verdict, message, sql, **extra))
-            if shape is None:
-                shape = self._shape(classified, decision)
-                if len(shapes) >= self._size:
-                    shapes.pop(next(iter(shapes)))
-                shapes[key] = shape
+            # A cache hit brings the very objects of the cached classification and decision:
+            # the same objects as last time are the same key, found without hashing it.
+            # (The entry holds them, so no other object can have this id meanwhile.)
+            known = seen.get(id(decision))
+            if (
+                known is not None
+                and known[1] is classified.reads
+                and known[2] is classified.writes
+                and known[3] is classified.functions
+                and known[4] is classified.cls
+                and known[5] is classified.command
+            ):
+                shape = known[6]
+            else:
+                # every field but the text; the sets are the cached classification's own
+                key = (classified.cls, classified.command, classified.reads, classified.writes,
+                       classified.functions, decision)  # fmt: skip
+                try:
+                    shape = shapes.get(key)
+                except TypeError:  # an unhashable set: not a cached classification's
+                    return dump_json(
+                        decision_payload(self.grant_id, verdict, message, sql, **extra)
+                    )
+                if shape is None:
+                    shape = self._shape(classified, decision)
+                    if len(shapes) >= self._size:
+                        shapes.pop(next(iter(shapes)))
+                    shapes[key] = shape
+                if len(seen) >= self._size:
+                    seen.pop(next(iter(seen)))
+                seen[id(decision)] = (decision, *key[2:5], key[0], key[1], shape)
             if not first:
                 parts.append(",")
             first = False

@@ -31,6 +31,7 @@ from policy.lexer import Statement, render_name
 __all__ = [
     "DISAGREE",
     "boundaries_agree",
+    "boundaries_agree_in_place",
     "function_names",
     "pg_reading",
     "pg_readings",
@@ -159,6 +160,27 @@ def boundaries_agree(sql: str, texts: list[str]) -> bool:
     if len(texts) == 1:  # most queries: the same test without a generator
         return theirs[0].rstrip().endswith(texts[0].strip())
     return all(a.rstrip().endswith(b.strip()) for a, b in zip(theirs, texts, strict=True))
+
+
+def boundaries_agree_in_place(sql: str, start: int, end: int) -> bool:
+    """``boundaries_agree(sql, [sql[start:end]])`` by position, not by text: PostgreSQL's
+    scanner reads one statement in ``sql``, which ends exactly where the stripped
+    ``sql[start:end]`` ends and starts no later than it starts.
+
+    Stronger than ``boundaries_agree`` (whose suffix test could hold by coincidence of
+    characters at other places) and, unlike it, a property of positions only, so it
+    carries over to every text of the same number shape (docs/decisions.md, "PostgreSQL's
+    scanner and the number-shape tier")."""
+    try:
+        theirs = _pg.split(sql, with_parser=False, only_slices=True)
+    except PgError:
+        return False
+    if len(theirs) != 1:
+        return False
+    text = sql[start:end]
+    first = start + len(text) - len(text.lstrip())
+    last = start + len(text.rstrip())
+    return first < last and theirs[0].start <= first and theirs[0].stop == last
 
 
 def _relation_names(pg: PgStatement, search_path: tuple[str, ...]):

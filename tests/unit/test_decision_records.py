@@ -74,3 +74,31 @@ def test_refusals_and_unusual_extras_use_the_reference():
     assert records.render(verdict, "Parse", "SELECT id FROM orders", **extra) == dump_json(
         decision_payload("g-1", verdict, "Parse", "SELECT id FROM orders", **extra)
     )
+
+
+def test_one_decision_object_with_other_classifications_renders_each():
+    """The renderer finds a statement's cached parts by the identity of its decision and
+    its classification's sets; the same Decision object with another classification (or
+    equal sets that are other objects) must render that classification."""
+    from policy.classify import Classified, StatementClass
+    from policy.decide import Decision
+    from policy.engine import Verdict
+
+    decision = Decision(True, "read", "reads public.orders")
+    variants = [
+        Classified("q1", StatementClass.READ, "SELECT", frozenset({"public.orders"}),
+                   frozenset(), frozenset()),
+        Classified("q2", StatementClass.READ, "SELECT", frozenset({"public.customers"}),
+                   frozenset(), frozenset()),
+        Classified("q3", StatementClass.WRITE, "UPDATE", frozenset({"public.orders"}),
+                   frozenset({"public.orders"}), frozenset({"now"})),
+        Classified("q4", StatementClass.READ, "TABLE", frozenset({"public.orders"}),
+                   frozenset(), frozenset()),
+    ]  # fmt: skip
+    records = DecisionRecords("g-1", size=2)
+    for _ in range(3):
+        for c in variants + [v for v in reversed(variants)]:
+            for d in (decision, Decision(True, "read", "reads public.orders")):
+                verdict = Verdict(True, ((c, d),), "")
+                want = dump_json(decision_payload("g-1", verdict, "Query", c.sql))
+                assert records.render(verdict, "Query", c.sql) == want, c

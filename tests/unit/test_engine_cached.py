@@ -63,9 +63,25 @@ def test_shape_path_equals_the_reference_path():
         "/* c */ SELECT id FROM orders WHERE id = {n};\n-- trailing\n",
         "UPDATE orders SET total = total + {n} WHERE id = {m}",
         "SELECT name FROM customers WHERE id = {n}",
+        # the scanner is not run on a shape hit: digits next to strings, comments,
+        # dollar quotes, escapes, casts, operators; out-of-int32 numbers
+        "SELECT id FROM orders WHERE id = {n} -- ;{m}\n",
+        "/* ; */ SELECT id FROM orders WHERE id = {n} /* {m}; */",
+        "SELECT id FROM orders WHERE id = -{n} AND total > +{m}::numeric({m}, {n})",
+        "SELECT 'x;{n}' || $$ {m}; $$ || E'\\{n} ', id FROM orders WHERE id = {n}",
+        "SELECT E'\\{n} ', id FROM orders WHERE id = {m}",
+        "SELECT id FROM orders WHERE id = {n}{m}{n}{m}{n}{m}{n}{m}{n}{m}",
+        "SELECT id FROM orders WHERE id IN ({n}, {m}) LIMIT {m} OFFSET {n};",
+        "SELECT 'a;b', $$;$$, E'\\\\;', \"x;\" FROM orders WHERE id = {n} -- ;\n/* ; */",
+        "SELECT id FROM orders WHERE id = {n}.{m}",
+        "SELECT id FROM orders WHERE id = {n}e{m}",
+        "SELECT id FROM orders WHERE id = 0x{n}",
+        "SELECT \"id\" FROM orders WHERE id = {n} AND '{m}' = '{m}'",
     ]
     warm = _fresh(True, SharedClassifications())
-    for n, m in [(1, 2), (3, 4), (57, 86), (90, 11), (5, 6), (123, 4), (905, 7)]:
+    shape_hits = 0
+    pairs = [(1, 2), (3, 4), (57, 86), (90, 11), (5, 6), (123, 4), (905, 7), (0, 0), (999, 9)]
+    for n, m in pairs + [(0, 400), (377, 1), (2147483, 64), (9999999, 99)]:
         for text in texts:
             sql = text.format(n=n, m=m)
             shaped = warm._from_shape(sql)
@@ -75,7 +91,9 @@ def test_shape_path_equals_the_reference_path():
                 fresh.allowed, fresh.message, fresh.decisions), sql  # fmt: skip
             if shaped:
                 assert shaped == fresh, sql
-    assert len(warm.caches.shapes) >= len(texts)  # the shape path was taken
+                shape_hits += 1
+    assert len(warm.caches.shapes) >= 10  # the shape path was taken
+    assert shape_hits >= 50
 
 
 def test_a_new_catalog_snapshot_redecides_every_session_tier():
@@ -101,3 +119,38 @@ def test_a_new_catalog_snapshot_redecides_every_session_tier():
         assert not verdict.allowed and "column syntax" in verdict.message, n
     current[0] = column
     assert warm.check_query(shape.format(n=9)).allowed
+
+
+def test_with_sql_and_allowed_equal_the_dataclass_constructors():
+    """A hit's Classified and allowed Verdict are built slot by slot (``caches.with_sql``,
+    ``engine._allowed``): the same objects the dataclasses' constructors build, for
+    classifications of every kind."""
+    from dataclasses import fields
+
+    from policy.caches import with_sql
+    from policy.classify import Classified
+    from policy.engine import Verdict, _allowed
+
+    policy = _fresh(False)
+    texts = [shape.format(n=3) for shape in SHAPES] + [
+        "SELECT 1",
+        "INSERT INTO orders (id) VALUES (1) RETURNING id",
+        "COPY orders TO STDOUT",
+        "not sql (",
+        "SELECT c.leak FROM customers c",
+        "SELECT id FROM orders o JOIN customers c ON o.id = c.id WHERE o.id > 3",
+    ]
+    for text in texts:
+        verdict = policy.check_query(text)
+        for c, _d in verdict.decisions:
+            values = {f.name: getattr(c, f.name) for f in fields(Classified)}
+            for sql in ("other text", c.sql, ""):
+                built = with_sql(c, sql)
+                want = Classified(**{**values, "sql": sql})
+                assert type(built) is Classified and built == want and hash(built) == hash(want)
+                assert repr(built) == repr(want)
+                assert all(getattr(built, f.name) is getattr(want, f.name) for f in fields(want))
+        fast = _allowed(verdict.decisions)
+        want = Verdict(True, verdict.decisions, "")
+        assert type(fast) is Verdict and fast == want and repr(fast) == repr(want)
+        assert fast.would_deny is False and fast.message == "" and fast.allowed is True
