@@ -32,8 +32,12 @@ def _data_row(msg: bytes) -> list[str | None]:
     return out
 
 
-async def _queries(cfg, credentials, database: str, *sqls: str) -> list[list[list[str | None]]]:
-    """The rows of each query, sent together over one upstream login."""
+Rows = list[list[str | None]]
+
+
+async def _queries(cfg, credentials, database: str, *sqls: str) -> list[Rows | UpstreamError]:
+    """The rows of each query, or the error it ended with, sent together over one upstream
+    login (each simple Query is its own transaction: one failing leaves the others)."""
     up = await connect_upstream(
         cfg, credentials, database, {"application_name": "pgwitness-catalog", "client_encoding": "UTF8"}
     )
@@ -42,9 +46,9 @@ async def _queries(cfg, credentials, database: str, *sqls: str) -> list[list[lis
     up.protocol.inbox = inbox
     try:
         up.transport.write(b"".join(m.query(sql) for sql in sqls))
-        results: list[list[list[str | None]]] = []
-        rows: list[list[str | None]] = []
-        error = None
+        results: list[Rows | UpstreamError] = []
+        rows: Rows = []
+        error: str | None = None
         while len(results) < len(sqls):
             msg = await asyncio.wait_for(
                 inbox.read_frame(cfg.proxy.max_message_bytes, UpstreamError, "upstream"),
@@ -56,10 +60,8 @@ async def _queries(cfg, credentials, database: str, *sqls: str) -> list[list[lis
             elif t == m.Backend.ERROR_RESPONSE:
                 error = error or m.decode_error_fields(msg).get("M", "error")
             elif t == m.Backend.READY_FOR_QUERY:
-                results.append(rows)
-                rows = []
-        if error is not None:
-            raise UpstreamError(f"catalog query failed: {error}")
+                results.append(rows if error is None else UpstreamError(f"catalog query failed: {error}"))
+                rows, error = [], None
         return results
     finally:
         if not up.transport.is_closing():
@@ -79,6 +81,14 @@ class CatalogLoader:
         functions, column_rows, role_schemas = await _queries(
             self.cfg, self.credentials, database, FUNCTIONS_SQL, COLUMNS_SQL, ROLE_SCHEMAS_SQL
         )
+        if isinstance(functions, UpstreamError):
+            raise functions
+        if isinstance(column_rows, UpstreamError):
+            raise column_rows
+        if isinstance(role_schemas, UpstreamError):  # only "$user" is at stake: not shown
+            event("catalog role-schema check failed", logging.WARNING, database=database,
+                  error=role_schemas.message)  # fmt: skip
+            role_schemas = []
         columns: dict[str, set[str]] = {}
         for schema, table, column in column_rows:
             if schema is None or table is None or column is None:

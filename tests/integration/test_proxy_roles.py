@@ -716,3 +716,25 @@ def test_shared_and_dry_run_sessions_keep_their_search_path(pg, tmp_path):
             assert asyncio.run(show()) == '"$user", public'  # the server's own default
     finally:
         handle.stop()
+
+
+def test_a_failing_role_schema_check_keeps_the_catalog_and_hides_user(pg, tmp_path, monkeypatch):
+    """The three catalog queries share one login; the "$user" check failing (a managed
+    server refusing a function, say) must not cost the column-syntax snapshot, and must
+    not show "$user"."""
+    from proxy import catalog_loader
+
+    handle = ProxyHandle(proxy_config(pg, **per_grant(pg, tmp_path))).start()
+    try:
+        loader = handle.server.catalogs
+        handle.call(loader.load("app"))
+        good = loader.cache.get("app")
+        assert good is not None and good.user_schema_safe and "public.orders" in good.columns
+        monkeypatch.setattr(catalog_loader, "ROLE_SCHEMAS_SQL", "SELECT pgw_no_such_function()")
+        handle.call(loader.load("app"))
+        after = loader.cache.get("app")
+        assert after is not None and after is not good
+        assert not after.user_schema_safe and after.columns == good.columns
+        assert after.functions == good.functions
+    finally:
+        handle.stop()
