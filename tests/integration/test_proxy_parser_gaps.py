@@ -21,6 +21,7 @@ import pytest
 from tests.support.fixtures_proxy import ProxyHandle, proxy_config
 from tests.support.proxies import issue as grant_issue
 from tests.support.proxies import sqlite_url
+from tests.support.rawpg import RawClient, error_fields
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -350,6 +351,57 @@ def test_object_name_casts_are_reads_however_the_type_is_spelled(gproxy, pg, sql
         got = run(attempt(gproxy, sql, mode))
         assert got.startswith("denied: ") and oid not in got, (sql, mode, got)
     assert on_pg(pg, "SELECT last_value FROM secret.p10_seq") == str(SEQ_VALUE)
+
+
+# --- texts that differ only in their digits (the number-shape cache) ----------------------
+
+# A session decides a text whose digits alone changed by one lookup (policy/number_shapes.py,
+# without PostgreSQL's scanner again). Digits where their value changes how PostgreSQL reads
+# the text: an E'' octal escape (\\0 is refused, \\1 is a byte), Unicode escapes, digits
+# next to a dollar quote or a comment that hides a second statement.
+SHAPE_TEMPLATES = [
+    "SELECT id FROM public.orders WHERE id = {n}",
+    "SELECT E'\\{n} ' AS x, id FROM public.orders WHERE id = {n}",
+    "SELECT U&'\\00{n}1' AS x, id FROM public.orders WHERE id = {n}",
+    "SELECT $q${n};SELECT secret FROM secret.p10_vault$q$ AS x, id FROM public.orders WHERE id = {n}",
+    "SELECT id FROM public.orders WHERE id = {n} -- ;SELECT secret FROM secret.p10_vault\n",
+    "SELECT id FROM public.orders WHERE id = {n} /*{n};*/ ; SELECT secret FROM secret.p10_vault",
+    "SELECT id FROM public.orders WHERE id = {n};SELECT secret FROM secret.p10_vault WHERE {n} = 1",
+]
+SHAPE_DIGITS = ["1", "2", "0", "7", "10", "99", "400", "2147483648", "1", "0"]
+
+
+def _outcome(frames: list[bytes]) -> list[tuple[str, object]]:
+    """What a client learns from a simple Query: rows, command tags, error codes."""
+    out: list[tuple[str, object]] = []
+    for f in frames:
+        if f[:1] in (b"D", b"C"):
+            out.append((f[:1].decode(), f[5:]))
+        elif f[:1] == b"E":
+            out.append(("E", error_fields(f).get("C")))
+    return out
+
+
+@pytest.mark.parametrize("template", SHAPE_TEMPLATES)
+def test_texts_differing_only_in_digits_are_judged_as_postgres_reads_them(gproxy, pg, template):
+    """In one warm session (simple protocol: the number-shape cache answers Query only),
+    each text gets exactly what PostgreSQL gives it directly, or the policy's 42501 (fail
+    closed); the secret never comes back."""
+    allowed = 0
+    with RawClient.session(gproxy.host, gproxy.port, AGENT, gproxy.token) as c, \
+            RawClient.direct(pg) as d:  # fmt: skip
+        for n in SHAPE_DIGITS:
+            sql = template.replace("{n}", n)
+            got = c.query(sql)
+            assert SECRET.encode() not in b"".join(got), sql
+            seen = _outcome(got)
+            if seen and seen[-1] == ("E", "42501"):
+                continue
+            assert seen == _outcome(d.query(sql)), sql
+            allowed += 1
+            assert c.scalar("SELECT 1") == "1"  # the session stays usable
+    if template in SHAPE_TEMPLATES[:2]:  # within the grant: the cached path was exercised
+        assert allowed >= len(SHAPE_DIGITS) // 2, allowed  # (E'\\0' and the like: 42501)
 
 
 # --- statements sqlglot could not read, allowed and run ------------------------------------

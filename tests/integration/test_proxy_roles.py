@@ -654,6 +654,11 @@ def test_a_per_grant_session_reads_postgres_default_search_path_where_safe(pg, t
             after_reset = await conn.fetchval("SHOW search_path")
             await conn.execute("DISCARD ALL")
             assert await conn.fetchval("SHOW search_path") == after_reset == path
+            with RawClient.session(handle.host, handle.port, AGENT, token) as raw:  # simple
+                if raw.scalar("SHOW search_path") == path:  # (the snapshot may move between)
+                    assert "pgw-secret-own-schema" not in raw.scalar(
+                        "SELECT string_agg(coalesce(note, ''), ',') FROM orders"
+                    )
             return path, seen, notes
         finally:
             await conn.close()
