@@ -30,7 +30,7 @@ from policy.classify import Classified, StatementClass
 from policy.classify.crosscheck import boundaries_agree_in_place
 from policy.decide import Decision
 from policy.lexer import fingerprint_statements
-from policy.number_shapes import NumberShapes, shape_of
+from policy.number_shapes import NumberShapes
 from policy.prepared import STATEFUL_COMMANDS
 
 if TYPE_CHECKING:
@@ -139,13 +139,7 @@ class SessionCaches:
         if self.shared is not None and len(sql) <= MAX_SHARED_TEXT:
             _bounded_put(self.shared.by_text, (self.search_path, sql), entries, self.shared.size)
 
-    # -- number shape --------------------------------------------------------------------
-    def shape(self, sql: str) -> tuple[int, int, Classified, Decision] | None:
-        if not self.shapes or len(sql) > MAX_SHARED_TEXT:
-            return None
-        shape = shape_of(sql)
-        return None if shape is None else self.shapes.get(shape)
-
+    # -- number shape (looked up in StatementPolicy._from_shape, inlined there) ---------
     def remember_shape(self, sql: str, pair: Pair) -> None:
         """``pair`` decided the single plain statement of ``sql``: a later text of the same
         number shape is decided by one lookup, if the shared memo knows the shape and

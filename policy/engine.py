@@ -206,7 +206,7 @@ class StatementPolicy:
         the number-shape tier"; tests/unit/test_number_shapes.py attacks it). It still
         reads every text that misses or is answered by fingerprint.
         tests/unit/test_engine_cached.py compares this path with the reference path."""
-        # SessionCaches.shape(sql), inlined: the hottest tier after the exact text
+        # the number-shape tier (SessionCaches.shapes) read here: the hottest after the text
         if len(sql) > MAX_SHARED_TEXT:
             return None
         try:

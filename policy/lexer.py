@@ -29,6 +29,8 @@ from __future__ import annotations
 import re
 from typing import NamedTuple, Protocol, cast
 
+from policy.memo import memo_put
+
 __all__ = [
     "Statement",
     "Token",
@@ -125,8 +127,7 @@ def truncate_identifier(name: str) -> str:
 _PLAIN_NAME_RE = re.compile(r"[a-z_][a-z0-9_$]*\Z")
 
 # Memos of the two pure name functions below, which every miss calls several times per
-# relation and function: bounded (emptied when full), short names only.
-_NAME_MEMO_SIZE = 4096
+# relation and function (policy/memo.py), short names only.
 _NAME_MEMO_MAX = 256  # characters
 _rendered: dict[tuple[str, ...], str] = {}
 _qualified: dict[str, tuple[tuple[str, bool], ...] | None] = {}
@@ -138,9 +139,7 @@ def render_name(*parts: str) -> str:
     if out is None:
         out = _render_name(parts)
         if len(out) <= _NAME_MEMO_MAX:
-            if len(_rendered) >= _NAME_MEMO_SIZE:
-                _rendered.clear()
-            _rendered[parts] = out
+            memo_put(_rendered, parts, out)
     return out
 
 
@@ -845,9 +844,7 @@ def parse_qualified_name(text: str) -> list[tuple[str, bool]] | None:
     except KeyError:
         found = _parse_qualified_name(text)
         if len(text) <= _NAME_MEMO_MAX:
-            if len(_qualified) >= _NAME_MEMO_SIZE:
-                _qualified.clear()
-            _qualified[text] = found
+            memo_put(_qualified, text, found)
     return None if found is None else list(found)
 
 

@@ -606,20 +606,11 @@ class Recorder:
                 key, data = entries[i]
                 try:
                     self.store.put(key, data)
-                except ObjectExists as e:
-                    if not self._conflict(key, data, e):
-                        return False
-                except (StoreError, OSError) as e:
-                    self._note_failure(e)
-                    return False
+                    outcome: Exception | None = None
                 except Exception as e:  # a bug in a store must not kill the uploader
-                    log.exception("recorder: store put crashed")
-                    self._note_failure(e)
+                    outcome = e
+                if not self._settle(batch, i, key, data, outcome):
                     return False
-                batch.done.add(i)
-                self.stats["objects_stored"] += 1
-                if key.endswith(".ckpt") and key.rsplit("/", 2)[-2] in self._control_ids:
-                    self._log_head(key, data)
             return True
 
         groups = list(by_session.values())
@@ -654,27 +645,29 @@ class Recorder:
             going = []
             for g, i, err in zip(groups, step, results, strict=True):
                 key, data = entries[i]
-                if isinstance(err, ObjectExists):
-                    if not self._conflict(key, data, err):
-                        ok = False
-                        continue
-                elif isinstance(err, (StoreError, OSError)):
-                    self._note_failure(err)
+                if not self._settle(batch, i, key, data, err):
                     ok = False
-                    continue
-                elif err is not None:
-                    log.error("recorder: store put %s failed: %r", key, err)
-                    self._note_failure(err)
-                    ok = False
-                    continue
-                batch.done.add(i)
-                self.stats["objects_stored"] += 1
-                if key.endswith(".ckpt") and key.rsplit("/", 2)[-2] in self._control_ids:
-                    self._log_head(key, data)
-                if len(g) > 1:
+                elif len(g) > 1:
                     going.append(g[1:])
             groups = going
         return ok
+
+    def _settle(self, batch: Batch, i: int, key: str, data: bytes,
+                outcome: Exception | None) -> bool:
+        """Book the outcome of storing object ``i`` of ``batch`` (None: stored); whether
+        that session's later objects may follow it."""
+        if outcome is None:
+            batch.done.add(i)
+            self.stats["objects_stored"] += 1
+            if key.endswith(".ckpt") and key.rsplit("/", 2)[-2] in self._control_ids:
+                self._log_head(key, data)
+            return True
+        if isinstance(outcome, ObjectExists):
+            return self._conflict(key, data, outcome)
+        if not isinstance(outcome, (StoreError, OSError)):  # a bug in a store
+            log.error("recorder: store put %s crashed", key, exc_info=outcome)
+        self._note_failure(outcome)
+        return False
 
     def _conflict(self, key: str, data: bytes, e: ObjectExists) -> bool:
         """Our key holds an object we did not write (the same bytes would have been a

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from sqlglot import exp
 
+from policy.memo import memo_put
+
 __all__ = [
     "BUILTIN_FUNCTIONS",
     "DANGEROUS_FUNCTIONS",
@@ -222,8 +224,8 @@ def _is_dangerous_function(name: str) -> bool:
 
 
 # Memos of the two checks by name (pure: the lists above are constants), which a miss asks
-# several times per call (both parsers' readings, then the decision): bounded, short names.
-_MEMO_SIZE = 4096
+# several times per call (both parsers' readings, then the decision): policy/memo.py,
+# short names only.
 _MEMO_MAX = 128  # characters
 _dangerous_memo: dict[str, bool] = {}
 _builtin_memo: dict[str, bool] = {}
@@ -231,9 +233,7 @@ _builtin_memo: dict[str, bool] = {}
 
 def _remember(memo: dict[str, bool], name: str, found: bool) -> None:
     if len(name) <= _MEMO_MAX:
-        if len(memo) >= _MEMO_SIZE:
-            memo.clear()
-        memo[name] = found
+        memo_put(memo, name, found)
 
 
 # Built-ins sqlglot does not model as typed nodes that a grant may call without an execute

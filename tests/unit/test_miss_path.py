@@ -24,6 +24,7 @@ from hypothesis import strategies as st
 from policy import lexer
 from policy.classify import Classified, StatementClass, catalogue, crosscheck, pgparse
 from policy.lexer import lex, parse_qualified_name, render_name
+from policy.memo import MEMO_SIZE
 
 CORPUS = pathlib.Path(__file__).parents[1] / "data" / "pg15_regress_statements.json.gz"
 
@@ -65,11 +66,11 @@ def test_name_memos_stay_bounded_and_skip_long_names():
     assert ("public", long) not in lexer._rendered
     assert parse_qualified_name(long) == [(long[:63], False)]
     assert long not in lexer._qualified
-    for i in range(lexer._NAME_MEMO_SIZE + 10):
+    for i in range(MEMO_SIZE + 10):
         render_name(f"n{i}")
         parse_qualified_name(f"s.n{i}")
-    assert len(lexer._rendered) <= lexer._NAME_MEMO_SIZE
-    assert len(lexer._qualified) <= lexer._NAME_MEMO_SIZE
+    assert len(lexer._rendered) <= MEMO_SIZE
+    assert len(lexer._qualified) <= MEMO_SIZE
 
 
 def _heads_agree(sql: str) -> None:
