@@ -89,17 +89,11 @@ class LocalStore:
         return self.root.joinpath(*parts)
 
     def _mkdirs(self, d: Path) -> None:
-        missing = []
-        while not d.is_dir():
-            missing.append(d)
-            d = d.parent
-        for m in reversed(missing):
-            try:
-                m.mkdir()
-            except FileExistsError:
-                continue
-            if self.fsync:
-                fsync_dir(m.parent)
+        """``d`` and its missing parents, each new directory's entry durable."""
+        parents = self._mkdirs_deferred(d)
+        if self.fsync:
+            for parent in sorted(parents, key=lambda p: -len(p.parts)):
+                fsync_dir(parent)
 
     def put(self, key: str, data: bytes) -> None:
         path = self._path(key)
