@@ -108,6 +108,12 @@ class GrantLease:
 
     def _expired(self) -> None:
         ident = self.identity
+        assert ident.expires_at is not None  # scheduled only for a grant that expires
+        if ident.expires_at > datetime.now(UTC):
+            # the loop's timer (libuv: milliseconds) may fire before the wall clock gets
+            # there, and the store would not yet count the grant as expired: wait again
+            self._schedule_expiry(ident.expires_at)
+            return
         self._watch.grant_expired(ident)
         self._terminate(
             EndCause.EXPIRED,
