@@ -30,6 +30,7 @@ from tests.support.fixtures_proxy import (
     STATIC_PASSWORD,
     STATIC_USER,
     rss_bytes,
+    unread_bytes,
 )
 from tests.support.proxies import expect_fatal, wait_sessions
 from tests.support.rawpg import RawClient, describe, error_fields
@@ -544,9 +545,11 @@ def test_client_flooding_queries_without_reading_is_paused(spawn):
     """Pipelined queries with big answers, nothing read: Postgres blocks writing, stops reading,
     and the proxy stops reading the client, so the client's sends block and memory stays flat."""
     p = spawn()
-    n, pad = 4000, "y" * 10_000
+    # 120 MB offered: more than the kernel's buffers on the way take (loopback sockets grow
+    # theirs to tens of MB: tcp_rmem), so only a proxy that stops reading stops the client.
+    n, pad = 12_000, "y" * 10_000
     message = m.query(f"select repeat('x', 10000) /* {pad} */")
-    total = n * len(message)  # ~40 MB in, ~40 MB out
+    total = n * len(message)
     with RawClient(p.host, p.port, timeout=30) as c:
         c.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
         c.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 64 * 1024)
@@ -566,14 +569,18 @@ def test_client_flooding_queries_without_reading_is_paused(spawn):
                     break
                 time.sleep(0.01)
         grown = rss_bytes(p.proc.pid) - before
-        # Kernel buffers on the way absorb some megabytes; the proxy must not absorb the rest.
         assert sent < total, "the client could push everything without reading"
+        # The kernel holds what the client sent last, unread by the proxy: it stopped reading.
+        assert unread_bytes(p.port, c.sock.getsockname()[1]) > 0
         assert grown < 10 * 1024 * 1024, f"proxy RSS grew by {grown / 1e6:.0f} MB"
         c.sock.setblocking(True)
-        rest = threading.Thread(target=c.sock.sendall, args=(data[sent:],), daemon=True)
+        queries = -(-sent // len(message))  # the last one partly sent: finish it
+        rest = threading.Thread(
+            target=c.sock.sendall, args=(data[sent : queries * len(message)],), daemon=True
+        )
         rest.start()
         ready = 0
-        while ready < n:
+        while ready < queries:
             f = c.read_frame()
             assert f is not None and f[:1] != b"E", f
             ready += f[:1] == b"Z"

@@ -320,6 +320,17 @@ def rss_bytes(pid: int) -> int:
     raise AssertionError("no VmRSS")
 
 
+def unread_bytes(local_port: int, remote_port: int) -> int:
+    """Bytes the kernel holds for the 127.0.0.1 TCP socket ``local_port`` -> ``remote_port``
+    that its process has not read (/proc/net/tcp's rx_queue)."""
+    want = (f"0100007F:{local_port:04X}", f"0100007F:{remote_port:04X}")
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        if (fields[1], fields[2]) == want:
+            return int(fields[4].split(":")[1], 16)
+    raise AssertionError(f"no socket 127.0.0.1:{local_port} -> 127.0.0.1:{remote_port}")
+
+
 POLICY_AGENT = "e2e-policy"
 
 
