@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 
 from policy.lexer import ascii_lower, parse_qualified_name, render_name, truncate_identifier
+from policy.memo import memo_put
 
 __all__ = [
     "FORBIDDEN_SETTINGS",
@@ -206,8 +207,24 @@ def _split_targets(body: str, clause: str) -> list[str]:
     return targets
 
 
+_PARSED: dict[str, Scopes] = {}
+
+
 def parse_scopes(text: str) -> Scopes:
-    """Parse scope text; raise ``ScopeError`` naming the bad part."""
+    """Parse scope text; raise ``ScopeError`` naming the bad part.
+
+    Every login parses its grant's text again (a connection per task or per query is
+    common), so the answer is kept per text (bounded, policy/memo.py): callers share it
+    and never change it."""
+    found = _PARSED.get(text) if type(text) is str else None
+    if found is not None:
+        return found
+    scopes = _parse_scopes(text)
+    memo_put(_PARSED, text, scopes, 1024)
+    return scopes
+
+
+def _parse_scopes(text: str) -> Scopes:
     if not isinstance(text, str):
         raise ScopeError("scopes must be text")
     clauses = _split_clauses(text)

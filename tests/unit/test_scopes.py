@@ -187,3 +187,20 @@ def test_roundtrip_property(clauses, sep):
     assert again == scopes
     assert again.text == scopes.text
     assert again.to_dict() == scopes.to_dict()
+
+
+def test_a_grant_text_is_parsed_once_and_bad_text_fails_every_time():
+    """Logins share the parse of a grant's scope text; a bad text is refused on every call
+    (nothing of a failure is kept), and the memo stays bounded however many texts come."""
+    from policy import scopes as mod
+
+    text = "read:public.orders write:public.orders"
+    assert parse_scopes(text) is parse_scopes(text)
+    assert parse_scopes(text) == parse_scopes("write:public.orders read:public.orders")
+    for _ in range(2):
+        with pytest.raises(ScopeError):
+            parse_scopes("read:")
+    assert "read:" not in mod._PARSED
+    for i in range(3000):
+        parse_scopes(f"read:public.t{i}")
+    assert len(mod._PARSED) <= 1024
