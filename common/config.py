@@ -64,6 +64,12 @@ class UpstreamSection:
     # login role pgwitness creates for the grant with exactly its scopes' privileges.
     roles: str = "shared"
     role_password_dir: str = ""
+    # A session that ends cleanly leaves its logged-in upstream session, reset with
+    # DISCARD ALL, for the same grant's next connection with the same parameters
+    # (proxy/upstream_pool.py): parked at most this long, at most reuse_max_idle per
+    # worker. 0 turns it off (every connection logs in upstream anew).
+    reuse_idle_seconds: float = 15.0
+    reuse_max_idle: int = 8
 
 
 @dataclass
@@ -299,6 +305,8 @@ def validate(cfg: Config) -> None:
         ("proxy.shutdown_grace", cfg.proxy.shutdown_grace),
         ("proxy.auth_fail_delay", cfg.proxy.auth_fail_delay),
         ("proxy.auth_fail_window", cfg.proxy.auth_fail_window),
+        ("upstream.reuse_idle_seconds", cfg.upstream.reuse_idle_seconds),
+        ("upstream.reuse_max_idle", cfg.upstream.reuse_max_idle),
     ):
         if value < 0:
             raise ConfigError(f"{key}: must not be negative, got {value}")

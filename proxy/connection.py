@@ -16,6 +16,7 @@ import asyncio
 import logging
 import socket
 import ssl
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from common.wire import messages as m
@@ -361,8 +362,11 @@ class LiveConnection:
         self.peer = conn.peer
         self.tls = login.tls
         self.upstream = upstream
+        self.upstream_app = login.upstream_app
+        self.reuse_key = login.reuse_key
         self.backend_key: tuple[int, bytes] = (upstream.backend_pid, upstream.backend_secret)
-        metrics.UPSTREAM_CONNECT_SECONDS.observe(upstream.connect_seconds)
+        if not login.reused:
+            metrics.UPSTREAM_CONNECT_SECONDS.observe(upstream.connect_seconds)
         metrics.AGENT_SESSIONS.labels(identity.agent).inc()
         self.srec = None  # recorder.SessionRecorder, or None: no recorder configured
         if recorder is not None:
@@ -386,6 +390,7 @@ class LiveConnection:
                     "upstream_tls": upstream.tls,
                     "backend_pid": upstream.backend_pid,
                     "upstream_application_name": login.upstream_app,
+                    "upstream_reused": login.reused,
                 }
             )
         self.relay = relay = Relay(
@@ -432,6 +437,7 @@ class LiveConnection:
             "session started",
             database=login.database,
             backend_pid=upstream.backend_pid,
+            upstream_reused=login.reused,
             session=getattr(self.srec, "id", None),
         )
 
@@ -524,6 +530,8 @@ class LiveConnection:
         self.lease.cancel()
         t = self.upstream.transport
         if not t.is_closing():
+            if self._keep_upstream(cause):
+                return  # reset and kept for the same grant's next login (proxy/upstream_pool.py)
             if cause != EndCause.UPSTREAM:
                 # A client's own Terminate lets its last statement finish, as Postgres does.
                 if cause != EndCause.TERMINATE and self.relay.busy:
@@ -533,6 +541,20 @@ class LiveConnection:
                 if not self.relay.mid_frame_to_server:
                     t.write(m.TERMINATE)
             t.close()
+
+    def _keep_upstream(self, cause: EndCause) -> bool:
+        """Whether the upstream session went to the pool: only after the client's own
+        Terminate or disconnect, with the server idle (``Relay.upstream_reusable``), the
+        grant still valid and the proxy not shutting down."""
+        if cause not in (EndCause.TERMINATE, EndCause.DISCONNECT):
+            return False
+        expires_at = self.identity.expires_at
+        if expires_at is not None and expires_at <= datetime.now(UTC):
+            return False
+        server = self.server
+        if not (server.accepting and self.relay.upstream_reusable):
+            return False
+        return server.upstream_pool.give_back(self.reuse_key, self.upstream, self.upstream_app)
 
     def finish(self, cause: EndCause, detail: str) -> None:
         """Counted, recorded and logged, once the sockets are closed."""

@@ -50,6 +50,7 @@ from .appname import upstream_name
 from .auth import AuthPlan, Identity, auth_failed
 from .logs import event
 from .upstream import Credentials, Inbox, UpstreamError, UpstreamSession, connect_upstream
+from .upstream_pool import ReuseKey, reuse_key
 
 if TYPE_CHECKING:
     from policy.engine import StatementPolicy
@@ -60,6 +61,8 @@ _PASSWORD = m.Frontend.PASSWORD
 # Per worker: upstream logins started while clients compute their SCRAM proofs (see
 # Handshake._speculate): what an unauthenticated client can make the proxy hold.
 SPECULATIVE_UPSTREAM_MAX = 8
+# After closing kept upstream sessions to make room (53300), before logging in again.
+MAKE_ROOM_SECONDS = 0.05
 MAX_AUTH_MESSAGE = 65535  # Postgres's PG_MAX_AUTH_TOKEN_LENGTH: no big buffers before login
 # PostgreSQL's ALPN name: required for direct TLS, checked when a client offers it.
 ALPN_POSTGRESQL = "postgresql"
@@ -100,6 +103,8 @@ class Login:
     client_app: str  # the client's application_name; upstream it is ``upstream_app``
     upstream_app: str
     would_deny: str  # a dry-run grant's startup setting that enforcing would refuse ("")
+    reuse_key: ReuseKey  # what the upstream session may be kept for (proxy/upstream_pool.py)
+    reused: bool = False  # the upstream session was kept from an earlier connection
 
 
 class Handshake:
@@ -313,11 +318,24 @@ class Handshake:
             await server.catalogs.attach(policy, database)
         assert self._upstream_app is not None  # set by _session_params above
         client_app, upstream_app = self._upstream_app
-        try:
-            upstream = await self._upstream_for(database, credentials, params)
-        except UpstreamError as exc:
-            event("upstream login failed", logging.WARNING, peer=self.conn.peer, agent=identity.agent, error=exc.message)
-            raise Refused.of(exc, "upstream_failed") from exc
+        key = reuse_key(identity.grant_id, database, credentials.user, client_app, params)
+        kept = server.upstream_pool.take(key)
+        if kept is not None:
+            self.discard_speculation()
+            upstream, upstream_app = kept
+        else:
+            try:
+                upstream = await self._upstream_for(database, credentials, params)
+            except UpstreamError as exc:
+                if exc.sqlstate == TOO_MANY_CONNECTIONS and server.upstream_pool.drop_login(credentials.user):
+                    # The server's limits (max_connections, a role's CONNECTION LIMIT) count
+                    # the kept sessions too: they give way, and the login is tried again
+                    # once they have had time to exit.
+                    await asyncio.sleep(MAKE_ROOM_SECONDS)
+                    upstream = await self._retry_upstream(identity, database, credentials, params)
+                else:
+                    event("upstream login failed", logging.WARNING, peer=self.conn.peer, agent=identity.agent, error=exc.message)
+                    raise Refused.of(exc, "upstream_failed") from exc
         if policy is not None and upstream.parameters.get("standard_conforming_strings") != "on":
             upstream.transport.abort()
             raise Refused(
@@ -329,8 +347,16 @@ class Handshake:
         return Login(
             identity=identity, packet=packet, database=database, policy=policy,
             credentials=credentials, upstream=upstream, tls=self.tls, client_app=client_app,
-            upstream_app=upstream_app, would_deny=would_deny,
+            upstream_app=upstream_app, would_deny=would_deny, reuse_key=key,
+            reused=kept is not None,
         )  # fmt: skip
+
+    async def _retry_upstream(self, identity: Identity, database: str, credentials, params) -> UpstreamSession:
+        try:
+            return await connect_upstream(self.cfg, credentials, database, params)
+        except UpstreamError as exc:
+            event("upstream login failed", logging.WARNING, peer=self.conn.peer, agent=identity.agent, error=exc.message)
+            raise Refused.of(exc, "upstream_failed") from exc
 
     def _session_params(self, identity: Identity, params: dict[str, str], database: str, login: str):
         """(policy, upstream startup parameters, dry run's would-be refusal) for ``identity``
@@ -381,10 +407,14 @@ class Handshake:
             identities = [c for i in range(len(plan.candidates)) if (c := candidate(plan, i))]
             # the same upstream login too: a grant's own database role, or the shared one
             logins = {}
+            pool = server.upstream_pool
             for ident in identities:
                 creds = server.role_logins.credentials(ident)
                 wanted_params = self._session_params(ident, params, database, creds.user)[1]
                 logins[(creds.user, tuple(sorted(wanted_params.items())))] = creds
+                assert self._upstream_app is not None  # set by _session_params
+                if pool.has(reuse_key(ident.grant_id, database, creds.user, self._upstream_app[0], wanted_params)):
+                    return  # a kept session will serve it (_login)
             wanted = set(logins)
         except PgError:  # a refused setting: the ordinary path says so after the proof
             return

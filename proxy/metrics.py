@@ -69,6 +69,16 @@ UPSTREAM_CONNECT_SECONDS = Histogram(
     "Time to connect, secure and log in upstream",
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
+UPSTREAM_REUSE = Counter(
+    "pgwitness_upstream_reuse_total",
+    "Upstream sessions kept for the same grant's next connection (proxy/upstream_pool.py), "
+    "by outcome: parked, reused, idle (closed unused), full, reset_failed, unexpected "
+    "(the server spoke while parked), aged, lost, make_room, shutdown",
+    ["outcome"],
+)
+UPSTREAM_IDLE = _gauge(
+    "pgwitness_upstream_idle", "Upstream sessions being reset or parked for reuse now"
+)
 GRANTS_ACTIVE = _gauge("pgwitness_grants_active", "Distinct grants with a live session", mode="max")
 # From the grant store every GRANT_CENSUS_SECONDS (proxy/grant_census.py): what an SRE is
 # asked about before the sessions start ("who holds access now, and what ends soon?").

@@ -220,9 +220,12 @@ class Relay:
             t, start, end = frames[i]
             i += 1
             if t == _TERMINATE:
+                # Not passed on: the connection ends the upstream session itself (or keeps
+                # it for the grant's next login: proxy/upstream_pool.py). Nothing after
+                # Terminate counts.
                 self.terminated = True
-                out.append(run[last:end])
-                return b"".join(out), self._answer(to_client)  # nothing after Terminate counts
+                out.append(run[last:start])
+                return b"".join(out), self._answer(to_client)
             if health is not None and not health.healthy:
                 verdict = UNRECORDED
                 self._record(verdict, _NAMES[t], "")
@@ -271,6 +274,20 @@ class Relay:
 
     def _idle(self) -> bool:
         return self.tx_status == b"I" and self.groups.idle and not self.denials.held
+
+    @property
+    def upstream_reusable(self) -> bool:
+        """The server is idle between statements, outside any transaction, owes nothing and
+        has been sent nothing half-way (nor sent us a partial frame, nor FATAL): another
+        session could start on it after a reset."""
+        return (
+            self._idle()
+            and not self.upstream_fatal
+            and self.parked is None
+            and not self.client_reader.mid_frame
+            and self.server_reader.pending == 0
+            and not self.server_reader.mid_frame
+        )
 
     def _record(self, verdict, message: str, sql: str, **extra) -> None:
         c = self.counters

@@ -29,6 +29,7 @@ from .limits import FrameBudget, PreLoginBudget
 from .logs import event
 from .refusals import RefusalLog
 from .upstream import Credentials, UpstreamError, send_cancel
+from .upstream_pool import UpstreamPool
 
 
 class ProxyServer:
@@ -64,6 +65,8 @@ class ProxyServer:
         self._cancels: set[asyncio.Task] = set()
         self.grant_watch = GrantWatch(cfg, grant_store, recorder, self._cancels)
         self.speculating = 0  # upstream logins started before the client's proof (Handshake._speculate)
+        # sessions that ended cleanly, reset and kept for the same grant's next login
+        self.upstream_pool = UpstreamPool(cfg.upstream.reuse_idle_seconds, cfg.upstream.reuse_max_idle)
 
     async def start(self, *, reuse_port: bool = False) -> tuple[str, int]:
         host, port = parse_hostport("proxy.listen", self.cfg.proxy.listen)
@@ -175,8 +178,10 @@ class ProxyServer:
         deadline = time.monotonic() + grace
         while self.connections and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
+        self.upstream_pool.close()
         for conn in list(self.connections):
             conn.terminate(EndCause.SHUTDOWN, "terminating connection: pgwitness is shutting down", ADMIN_SHUTDOWN)
+        self.upstream_pool.close()  # what the sessions just ended left
         await asyncio.sleep(0)
         if self._cancels:  # busy sessions' queries must be cancelled before we exit
             await asyncio.wait(set(self._cancels), timeout=3)

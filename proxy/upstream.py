@@ -148,6 +148,7 @@ class UpstreamSession:
     connect_seconds: float
     leftover: bytes = field(default=b"", repr=False)
     parameters: dict[str, str] = field(default_factory=dict)  # from ParameterStatus
+    logged_in_at: float = field(default_factory=time.monotonic)  # kept across reuse
 
 
 def client_ssl_context(cfg: Config) -> ssl.SSLContext | None:

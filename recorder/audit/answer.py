@@ -253,6 +253,7 @@ def _session(s: dict, w) -> None:
     w(f"    client {s['client_addr']} tls {s['client_tls']}"
       f"{'  application_name ' + repr(s['application_name']) if s['application_name'] else ''}"
       f"  upstream {s['upstream']} backend pid {s['backend_pid']}"
+      f"{' (kept from an earlier session of this grant)' if s.get('upstream_reused') else ''}"
       f"{' as ' + repr(s['upstream_application_name']) if s['upstream_application_name'] else ''}"
       "\n")
     for st in s["statement_rows"]:

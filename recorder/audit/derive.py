@@ -386,6 +386,8 @@ def _session_row(sid: str, start: dict, meta: dict) -> dict:
         "upstream_user": meta.get("upstream_user"),
         "upstream_tls": meta.get("upstream_tls"),
         "backend_pid": meta.get("backend_pid"),
+        # the backend served an earlier session of the same grant (older proxies never did)
+        "upstream_reused": bool(meta.get("upstream_reused", False)),
         "enforce": meta.get("enforce"),
         "record_rows": meta.get("record_rows"),
         "meta": json.dumps(meta, sort_keys=True, default=str),

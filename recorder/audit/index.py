@@ -30,7 +30,7 @@ from ..store import Store, StoreError
 from ..verify import Report, verify_session
 from .derive import SessionFacts
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: sessions.upstream_reused
 
 # name -> (arrow type name, SQL type); the tables' column order is this order. (pyarrow is
 # imported only to write: `audit` answers without paying for it.)
@@ -47,7 +47,7 @@ TABLES: dict[str, dict[str, tuple]] = {
         "started_at": _T, "ended_at": _T, "end_cause": _S, "end_detail": _S,
         "client_addr": _S, "client_tls": _S, "application_name": _S,
         "upstream_application_name": _S, "upstream": _S, "upstream_user": _S,
-        "upstream_tls": _S, "backend_pid": _I, "host": _S, "pid": _I, "reason": _S,
+        "upstream_tls": _S, "backend_pid": _I, "upstream_reused": _B, "host": _S, "pid": _I, "reason": _S,
         "granted_by": _S, "scopes": _S, "enforce": _B, "record_rows": _S,
         "statements": _I, "denials": _I, "errors": _I, "status": _S, "intact": _B, "meta": _S,
     },

@@ -161,12 +161,20 @@ def test_stalled_logins_hold_at_most_the_speculation_budget_upstream(gproxy, pg)
     finally:
         for c in stalled:
             c.close()
-    assert _wait_backends(pg, base) == base
+    # what is left upstream is the real login's session, kept for the grant's next login
+    kept = gproxy.call(_kept(gproxy))
+    assert kept == 1
+    assert _wait_backends(pg, base + kept) == base + kept
     assert gproxy.call(_speculating(gproxy)) == 0
 
 
 async def _speculating(handle):
     return handle.server.speculating
+
+
+async def _kept(handle):
+    """Upstream sessions the proxy keeps for reuse (proxy/upstream_pool.py)."""
+    return len(handle.server.upstream_pool)
 
 
 def test_wrong_proof_leaves_no_upstream_backend(gproxy, pg):
@@ -202,5 +210,8 @@ def test_candidates_that_would_get_different_settings_log_in_the_ordinary_way(gp
     assert 'setting "work_mem" in options refused' in str(info.value)
     with _connect(gproxy, agent, token_plain) as conn:
         assert conn.execute("SHOW work_mem").fetchone() != ("8MB",)
-    assert _wait_backends(pg, base) == base
+    # each grant's session is kept for that grant (its own key: never the other's)
+    kept = gproxy.call(_kept(gproxy))
+    assert kept == 2
+    assert _wait_backends(pg, base + kept) == base + kept
     assert gproxy.call(_speculating(gproxy)) == 0

@@ -759,7 +759,10 @@ def proxy_sessions_with_pid(proxy, pid: int) -> int:
 
 
 @pytest.mark.timeout(30)
-def test_terminate_closes_upstream_cleanly(proxy, pg):
+def test_terminate_closes_upstream_cleanly(make_proxy, pg):
+    """With upstream sessions never kept for reuse (tests/integration/test_upstream_reuse.py
+    has them kept)."""
+    proxy = make_proxy(**{"upstream.reuse_idle_seconds": 0})
     conn = psycopg.connect(proxy.dsn())
     pid = conn.info.backend_pid
     assert stat_activity(pg, pid).endswith(f"|{UPSTREAM_USER}")
