@@ -26,6 +26,7 @@ from common.wire.errors import INSUFFICIENT_PRIVILEGE, ProtocolViolation
 from common.wire.framing import MAX_STREAMED_LENGTH, FrameReader
 from common.wire.syncgroups import ANSWERS as _ANSWERS
 from common.wire.syncgroups import SyncGroups
+from policy.classify.model import StatementClass
 from policy.encodings import python_codec
 from policy.engine import OFFLOAD_MIN
 
@@ -50,6 +51,9 @@ _WATCHED = frozenset((_READY, _ERROR, _COPY_IN, _PARAMETER_STATUS))
 _STREAMED_C2S = frozenset((F.BIND, F.COPY_DATA))
 _STREAMED_S2C = frozenset((B.DATA_ROW, B.COPY_DATA, B.FUNCTION_CALL_RESPONSE))
 CANNOT_RECORD = "57P03"
+# Statements after which a session's upstream is not kept for reuse: what they may change
+# (a role's or database's defaults, the catalog) is what a new login would pick up.
+_UPSTREAM_TAINTS = frozenset((StatementClass.DDL, StatementClass.ROLE, StatementClass.UNKNOWN))
 # An ErrorResponse's SQLSTATE field for insufficient_privilege: a field boundary (NUL), the
 # field type C, the code and its NUL; nothing else in an ErrorResponse can look like it.
 _PRIVILEGE_FIELD = b"\x00C42501\x00"
@@ -112,6 +116,9 @@ class Relay:
         self.server_reader = FrameReader(max_message_bytes, streamed=_STREAMED_S2C)
         self._rows_filter = RowFilter() if record_rows == "counts" else None
         self.tx_status = ready_status
+        # Checked sessions only: a static user's statements are not classified, so its
+        # upstream is never kept (proxy/upstream_pool.py).
+        self.upstream_clean = policy is not None
         self.terminated = False
         self.upstream_fatal = False  # the server said FATAL: its word is the last one
         self.counters = Counters()
@@ -245,6 +252,10 @@ class Relay:
                 verdict = policy.check_function_call()
                 self._record(verdict, "FunctionCall", "")
             if verdict.allowed:
+                if self.upstream_clean:
+                    for classified, _decision in verdict.decisions:
+                        if classified.cls in _UPSTREAM_TAINTS:
+                            self.upstream_clean = False
                 groups.sent(t)
                 i = groups.sent_frames(frames, i, _CHECKED)
                 continue
@@ -277,11 +288,13 @@ class Relay:
 
     @property
     def upstream_reusable(self) -> bool:
-        """The server is idle between statements, outside any transaction, owes nothing and
-        has been sent nothing half-way (nor sent us a partial frame, nor FATAL): another
-        session could start on it after a reset."""
+        """The session was checked and ran no DDL, role or unclassified statement, and the
+        server is idle between statements, outside any transaction, owes nothing and has
+        been sent nothing half-way (nor sent us a partial frame, nor FATAL): another
+        session of the same grant could start on it after a reset."""
         return (
-            self._idle()
+            self.upstream_clean
+            and self._idle()
             and not self.upstream_fatal
             and self.parked is None
             and not self.client_reader.mid_frame

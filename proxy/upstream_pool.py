@@ -1,22 +1,22 @@
-"""Logged-in upstream sessions, kept for the next connection of the same principal.
+"""Logged-in upstream sessions, kept for the same grant's next connection.
 
 A connection per task or per query (agents, MCP servers, ``pgbench -C``) would otherwise
 pay for a new backend every time: TCP, TLS, the server's SCRAM and a forked process, most
-of what connecting through the proxy costs. When a session ends cleanly (the client's
-Terminate or a disconnect while the server is idle: no transaction open, nothing owed,
-nothing half sent either way) its upstream session is reset with ``DISCARD ALL`` and
-parked here, for at most ``upstream.reuse_idle_seconds``; the next login with the same
+of what connecting through the proxy costs. When a grant's session ends cleanly (the
+client's Terminate or a disconnect while the server is idle: no transaction open, nothing
+owed, nothing half sent either way, and no DDL, role or unclassified statement run: see
+``Relay.upstream_reusable``) its upstream session is reset with ``DISCARD ALL`` and parked
+here, for at most ``upstream.reuse_idle_seconds``; the next login with the same
 ``ReuseKey`` takes it instead of logging in again.
 
-The key is the principal (the grant, or the static user), the database, the upstream
-login and every startup parameter (the pinned search_path, the client's
-application_name, a grant's settings): a backend never serves another grant, and what a
-reused session starts with is what a new login would get. ``DISCARD ALL`` closes cursors
-and prepared statements, resets every setting and the role to the login's, drops
-temporary objects, releases advisory locks and stops listening; the answer must say so
-(``ResetAnswer``), or the backend is closed. What it cannot reset (the state of an
-extension, such as PL/Python's ``GD``) stays with the same grant. docs/decisions.md,
-"Reusing a grant's upstream session".
+The key is the grant, the database, the upstream login and every startup parameter (the
+pinned search_path, the client's application_name, a grant's settings): a backend never
+serves another grant, and what a reused session starts with is what a new login would
+get. ``DISCARD ALL`` closes cursors and prepared statements, resets every setting and the
+role to the login's, drops temporary objects, releases advisory locks and stops
+listening; the answer must say so (``ResetAnswer``), or the backend is closed. What it
+cannot reset (the state of an extension, such as PL/Python's ``GD``) stays with the same
+grant. docs/decisions.md, "Reusing a grant's upstream session".
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ _MAX_RESET_FRAME = 1 << 20  # nothing in a DISCARD ALL answer is this long
 
 @dataclass(frozen=True, slots=True)
 class ReuseKey:
-    principal: str  # the grant's id ("static:<user>" for a static user)
+    grant_id: str
     database: str
     login: str  # the upstream user
     client_app: str  # the client's application_name (upstream it follows the tag)
