@@ -85,12 +85,17 @@ def test_a_clean_end_leaves_the_backend_to_the_next_login_and_nothing_of_the_ses
         conn.execute("DECLARE pgw_c CURSOR WITH HOLD FOR SELECT 1")
         conn.execute("COMMIT")
         conn.execute("SELECT nextval('orders_id_seq')")
+        conn.execute("SET standard_conforming_strings = off")
+        conn.execute("SET client_encoding = 'LATIN1'")
         conn.execute("SET ROLE pgw_reuse_other")
         assert _one(conn, "SELECT current_user") == "pgw_reuse_other"
     _wait_parked(p, 1)
     with _connect(p, token) as conn:
         assert _pid(conn) == pid  # the same backend
         assert _one(conn, "SELECT current_user") == login
+        # what the policy's reading of statements rests on is back to the login's
+        assert _one(conn, "SHOW standard_conforming_strings") == "on"
+        assert _one(conn, "SHOW client_encoding") == "UTF8"
         assert _one(conn, "SELECT count(*) FROM pg_prepared_statements") == 0
         assert _one(conn, "SHOW work_mem") != "7MB"
         assert _one(conn, "SHOW application_name") == app  # the backend's tag, as at login
@@ -110,6 +115,7 @@ def test_a_clean_end_leaves_the_backend_to_the_next_login_and_nothing_of_the_ses
         "CREATE TEMP TABLE pgw_kept (secret text)",  # DDL, even a temporary table
         "ALTER ROLE pgw_no_such_role SET work_mem = '3MB'",  # ROLE (fails, yet ran)
         "ALTER DATABASE app SET work_mem = '3MB'",  # UNKNOWN to the classifier
+        "LOAD 'pgw_no_such_library'",  # a loaded library would stay in the backend
     ],
 )
 def test_a_session_that_ran_ddl_role_or_unknown_statements_leaves_its_backend_to_no_one(
