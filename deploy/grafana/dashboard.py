@@ -121,6 +121,13 @@ ROWS: list[tuple[str, list[Panel]]] = [
                 "p99 {{instance}}"),
                (_quantile(0.5, "pgwitness_event_loop_lag_seconds", "le, instance"),
                 "p50 {{instance}}")], unit="s"),
+        Panel("Upstream sessions kept", "Grants' upstream sessions reset and parked for the "
+              "same grant's next login (each holds a database connection), and what became "
+              "of them: reused, or closed (idle, full, aged, reset_failed, unexpected, lost, "
+              "make_room).",
+              [(f"sum by (instance) (pgwitness_upstream_idle{{{I}}})", "parked {{instance}}"),
+               (_rate("pgwitness_upstream_reuse_total", "outcome"), "{{outcome}}/s")],
+              unit="short"),
         Panel("Bytes relayed", "Client to server (c2s) and server to client (s2c).",
               [(_rate("pgwitness_bytes_relayed_total", "direction"), "{{direction}}")],
               unit="Bps"),
