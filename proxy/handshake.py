@@ -325,17 +325,19 @@ class Handshake:
             upstream, upstream_app = kept
         else:
             try:
-                upstream = await self._upstream_for(database, credentials, params)
-            except UpstreamError as exc:
-                if exc.sqlstate == TOO_MANY_CONNECTIONS and server.upstream_pool.drop_login(credentials.user):
+                try:
+                    upstream = await self._upstream_for(database, credentials, params)
+                except UpstreamError as exc:
+                    if exc.sqlstate != TOO_MANY_CONNECTIONS or not server.upstream_pool.drop_login(credentials.user):
+                        raise
                     # The server's limits (max_connections, a role's CONNECTION LIMIT) count
                     # the kept sessions too: they give way, and the login is tried again
                     # once they have had time to exit.
                     await asyncio.sleep(MAKE_ROOM_SECONDS)
-                    upstream = await self._retry_upstream(identity, database, credentials, params)
-                else:
-                    event("upstream login failed", logging.WARNING, peer=self.conn.peer, agent=identity.agent, error=exc.message)
-                    raise Refused.of(exc, "upstream_failed") from exc
+                    upstream = await connect_upstream(self.cfg, credentials, database, params)
+            except UpstreamError as exc:
+                event("upstream login failed", logging.WARNING, peer=self.conn.peer, agent=identity.agent, error=exc.message)
+                raise Refused.of(exc, "upstream_failed") from exc
         if policy is not None and upstream.parameters.get("standard_conforming_strings") != "on":
             upstream.transport.abort()
             raise Refused(
@@ -350,13 +352,6 @@ class Handshake:
             upstream_app=upstream_app, would_deny=would_deny, reuse_key=key,
             reused=kept is not None,
         )  # fmt: skip
-
-    async def _retry_upstream(self, identity: Identity, database: str, credentials, params) -> UpstreamSession:
-        try:
-            return await connect_upstream(self.cfg, credentials, database, params)
-        except UpstreamError as exc:
-            event("upstream login failed", logging.WARNING, peer=self.conn.peer, agent=identity.agent, error=exc.message)
-            raise Refused.of(exc, "upstream_failed") from exc
 
     def _session_params(self, identity: Identity, params: dict[str, str], database: str, login: str):
         """(policy, upstream startup parameters, dry run's would-be refusal) for ``identity``

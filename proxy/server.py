@@ -172,16 +172,15 @@ class ProxyServer:
     async def shutdown(self, grace: float | None = None) -> None:
         """Stop accepting; let sessions finish until the deadline; then FATAL 57P01."""
         grace = self.cfg.proxy.shutdown_grace if grace is None else grace
-        self.accepting = False
+        self.accepting = False  # from here on no session's upstream is kept (LiveConnection)
+        self.upstream_pool.close()
         if self._server is not None:
             self._server.close()
         deadline = time.monotonic() + grace
         while self.connections and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
-        self.upstream_pool.close()
         for conn in list(self.connections):
             conn.terminate(EndCause.SHUTDOWN, "terminating connection: pgwitness is shutting down", ADMIN_SHUTDOWN)
-        self.upstream_pool.close()  # what the sessions just ended left
         await asyncio.sleep(0)
         if self._cancels:  # busy sessions' queries must be cancelled before we exit
             await asyncio.wait(set(self._cancels), timeout=3)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from sqlglot import exp
 
-from policy.memo import memo_put
+from policy.memo import memoized
 
 __all__ = [
     "BUILTIN_FUNCTIONS",
@@ -209,31 +209,17 @@ def is_catalog_state_function(name: str) -> bool:
     return name in CATALOG_STATE_FUNCTIONS or name.startswith(CATALOG_STATE_PREFIXES)
 
 
-def is_dangerous_function(name: str) -> bool:
-    """``name`` is a bare (pg_catalog) function name."""
-    found = _dangerous_memo.get(name)
-    if found is None:
-        found = _is_dangerous_function(name)
-        _remember(_dangerous_memo, name, found)
-    return found
-
-
 def _is_dangerous_function(name: str) -> bool:
-    """``is_dangerous_function`` without the memo (tests/unit/test_miss_path.py compares)."""
+    """``name`` is a bare (pg_catalog) function name. (``is_dangerous_function`` is this
+    with a memo; tests/unit/test_miss_path.py compares the two.)"""
     return name in DANGEROUS_FUNCTIONS or name.startswith(DANGEROUS_PREFIXES)
 
 
-# Memos of the two checks by name (pure: the lists above are constants), which a miss asks
-# several times per call (both parsers' readings, then the decision): policy/memo.py,
-# short names only.
+# The two checks by name are pure (the lists here are constants) and a miss asks them
+# several times per call (both parsers' readings, then the decision): memoized
+# (policy/memo.py), short names only.
 _MEMO_MAX = 128  # characters
-_dangerous_memo: dict[str, bool] = {}
-_builtin_memo: dict[str, bool] = {}
-
-
-def _remember(memo: dict[str, bool], name: str, found: bool) -> None:
-    if len(name) <= _MEMO_MAX:
-        memo_put(memo, name, found)
+is_dangerous_function = memoized(_is_dangerous_function, _MEMO_MAX)
 
 
 # Built-ins sqlglot does not model as typed nodes that a grant may call without an execute
@@ -358,17 +344,9 @@ BUILTIN_EXTRA = frozenset(
 )
 
 
-def is_builtin_function(name: str) -> bool:
-    """A bare (pg_catalog) name a grant may call without an execute scope."""
-    found = _builtin_memo.get(name)
-    if found is None:
-        found = _is_builtin_function(name)
-        _remember(_builtin_memo, name, found)
-    return found
-
-
 def _is_builtin_function(name: str) -> bool:
-    """``is_builtin_function`` without the memo (tests/unit/test_miss_path.py compares)."""
+    """A bare (pg_catalog) name a grant may call without an execute scope.
+    (``is_builtin_function`` is this with a memo; tests/unit/test_miss_path.py compares.)"""
     if _is_dangerous_function(name) or is_catalog_state_function(name):
         return False
     return (
@@ -379,3 +357,6 @@ def _is_builtin_function(name: str) -> bool:
         or (name.startswith("pg_") and name.endswith("_is_visible"))
         or (name.startswith("has_") and name.endswith("_privilege"))
     )
+
+
+is_builtin_function = memoized(_is_builtin_function, _MEMO_MAX)
