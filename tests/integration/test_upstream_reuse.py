@@ -11,6 +11,7 @@ import psycopg
 import pytest
 
 from tests.support.pg import stat_activity, wait_backend_gone
+from tests.support.rawpg import RawClient
 from tests.support.wait import wait_until
 
 pytestmark = pytest.mark.timeout(60)
@@ -37,6 +38,12 @@ def _connect(p, token, autocommit=True, application_name=APP, **params):
         p.dsn(user=AGENT, password=token, application_name=application_name, **params),
         autocommit=autocommit,
     )
+
+
+def _raw(p, token, application_name=APP):
+    """A simple-protocol session (tests/support/rawpg.py)."""
+    return RawClient.session(p.host, p.port, AGENT, token,
+                             params={"application_name": application_name})  # fmt: skip
 
 
 def _pid(conn) -> int:
@@ -109,6 +116,28 @@ def test_a_clean_end_leaves_the_backend_to_the_next_login_and_nothing_of_the_ses
     pg.psql("DROP ROLE IF EXISTS pgw_reuse_other", db="app")
 
 
+def test_over_the_simple_protocol_a_clean_end_leaves_the_backend_and_nothing_of_the_session(
+    make_proxy, pg, tmp_path
+):
+    p = _grant_proxy(make_proxy, tmp_path)
+    _grant, token = _issue(p, enforce=False)
+    with _raw(p, token) as raw:
+        pid = raw.pid
+        work_mem = raw.scalar("SHOW work_mem")
+        for sql in ("SET work_mem = '7MB'", "PREPARE pgw_q AS SELECT 1", "LISTEN pgw_chan",
+                    "SELECT pg_advisory_lock(4242)"):  # fmt: skip
+            assert raw.query(sql)[-1][:1] == b"Z"
+    _wait_parked(p, 1)
+    with _raw(p, token) as raw:
+        assert raw.pid == pid
+        assert raw.scalar("SHOW work_mem") == work_mem
+        assert raw.scalar("SELECT count(*) FROM pg_prepared_statements") == "0"
+        assert raw.scalar("SELECT count(*) FROM pg_listening_channels()") == "0"
+        assert raw.scalar(
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid()"
+        ) == "0"
+
+
 @pytest.mark.parametrize(
     "sql",
     [
@@ -118,19 +147,25 @@ def test_a_clean_end_leaves_the_backend_to_the_next_login_and_nothing_of_the_ses
         "LOAD 'pgw_no_such_library'",  # a loaded library would stay in the backend
     ],
 )
+@pytest.mark.parametrize("protocol", ["extended", "simple"])
 def test_a_session_that_ran_ddl_role_or_unknown_statements_leaves_its_backend_to_no_one(
-    make_proxy, pg, tmp_path, sql
+    make_proxy, pg, tmp_path, sql, protocol
 ):
     """What such statements may change (a role's or database's defaults, the catalog) is
     what a new login picks up: the backend goes with the session."""
     p = _grant_proxy(make_proxy, tmp_path)
     _grant, token = _issue(p, enforce=False)
-    with _connect(p, token) as conn:
-        pid = _pid(conn)
-        try:
-            conn.execute(sql)
-        except psycopg.Error:
-            pass  # run and refused by the server: it ran all the same
+    if protocol == "simple":
+        with _raw(p, token) as raw:
+            pid = raw.pid
+            raw.query(sql)  # run (and maybe refused by the server: it ran all the same)
+    else:
+        with _connect(p, token) as conn:
+            pid = _pid(conn)
+            try:
+                conn.execute(sql)
+            except psycopg.Error:
+                pass  # run and refused by the server: it ran all the same
     assert wait_backend_gone(pg, pid, 10), stat_activity(pg, pid)
     assert p.call(_pool_state(p)) == (0, 0)
     pg.psql("ALTER DATABASE app RESET work_mem", db="app")
