@@ -5,13 +5,14 @@ BIN    := $(VENV)/bin
 PG_BIN ?= /usr/lib/postgresql/15/bin
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: demo test test-unit lint bench venv system-deps clean help
+.PHONY: demo test test-unit lint bench venv compile system-deps clean help
 
 help:
 	@echo "make demo   - throwaway Postgres + pgwitness, one short agent session through it"
 	@echo "make test   - the full test suite (real PostgreSQL, real S3 server)"
 	@echo "make test-unit - tests/unit only: no PostgreSQL, network or subprocesses (under a minute)"
 	@echo "make lint   - ruff, mypy and the import-layering check"
+	@echo "make compile - the hot path compiled with mypyc (demo, test and bench do it first)"
 	@echo "make bench  - pgbench: direct vs pgbouncer vs pgwitness (see docs/benchmarks.md)"
 
 $(VENV)/.installed: pyproject.toml
@@ -22,9 +23,18 @@ $(VENV)/.installed: pyproject.toml
 
 venv: $(VENV)/.installed
 
+# The hot path compiled with mypyc (common/compiled.py lists the modules; their .py sources
+# stay the reference). Rebuilt when a source changes; a stale build is never imported.
+COMPILED_SOURCES := $(shell $(PYTHON) -c "import sys; sys.path.insert(0, '.'); from common.compiled import MODULES; print(' '.join(m.replace('.', '/') + '.py' for m in MODULES))" 2>/dev/null)
+common/compiled.json: $(VENV)/.installed common/compiled.py devtools/compile.py $(COMPILED_SOURCES)
+	$(BIN)/python -m devtools.compile
+
+compile: common/compiled.json
+
 # PostgreSQL 15 server binaries, psql and pgbench (and pgbouncer for benchmarks), and the
 # JDBC driver with a JDK for the JDBC tests, and promtool (Debian's prometheus package) for the
-# alert-rule tests, installed from Debian's packages when missing.
+# alert-rule tests, and gcc with the Python headers for the compiled hot path (make compile),
+# installed from Debian's packages when missing.
 JDBC_JAR ?= /usr/share/java/postgresql.jar
 system-deps:
 	@missing=""; \
@@ -34,18 +44,23 @@ system-deps:
 	[ -f $(JDBC_JAR) ] || missing="$$missing libpostgresql-jdbc-java"; \
 	command -v javac >/dev/null || missing="$$missing default-jdk-headless"; \
 	command -v promtool >/dev/null || missing="$$missing prometheus"; \
+	command -v gcc >/dev/null || missing="$$missing gcc"; \
+	$(PYTHON) -c "import os, sys, sysconfig; sys.exit(not os.path.exists(os.path.join(sysconfig.get_paths()['include'], 'Python.h')))" || missing="$$missing python3-dev"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing:$$missing"; \
 	  $(SUDO) apt-get update -q && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q $$missing; \
 	fi
 
-demo: venv system-deps
+demo: venv system-deps compile
 	$(BIN)/pgwitness demo
 
-test: venv system-deps
+# Everything on the compiled hot path, then the unit tests again on its pure-Python
+# sources (the reference).
+test: venv system-deps compile
 	$(BIN)/pytest -q
+	PGWITNESS_PURE_PYTHON=1 $(BIN)/pytest -q -p no:cacheprovider tests/unit
 
-test-unit: venv
+test-unit: venv compile
 	$(BIN)/pytest -q tests/unit
 
 lint: venv
@@ -53,8 +68,9 @@ lint: venv
 	$(BIN)/mypy
 	$(BIN)/python -m devtools.layering
 
-bench: venv system-deps
+bench: venv system-deps compile
 	$(BIN)/python bench/pgbench_compare.py
 
 clean:
 	rm -rf .demo .bench .pytest_cache .ruff_cache
+	-$(BIN)/python -m devtools.compile --clean

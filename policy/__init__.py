@@ -1,5 +1,6 @@
 """Statement policy: classify SQL, check it against a grant's scopes, cache the answers."""
 
+import common  # noqa: F401  # first: decides compiled or pure hot path (common/compiled.py)
 from policy.classify import Classified, StatementClass, classify
 from policy.decide import Decision, decide
 from policy.engine import StatementPolicy, Verdict

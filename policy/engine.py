@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, fields, replace
 
 from policy.caches import (
@@ -14,7 +15,7 @@ from policy.caches import (
     SharedClassifications,
     with_sql,
 )
-from policy.catalog import attribute_calls
+from policy.catalog import Snapshot, attribute_calls
 from policy.classify import Classified, StatementClass, classify_statement
 from policy.classify.crosscheck import boundaries_agree, function_names, pg_readings
 from policy.decide import Decision, check_function, decide
@@ -41,20 +42,26 @@ class Verdict:
     would_deny: bool = False  # dry-run: a deny that was not enforced
 
 
-# An allowed verdict from a cache hit, ``Verdict(True, pairs, "")``, built slot by slot:
-# half the cost of the frozen dataclass's ``__init__`` and the same object (see
-# ``caches.with_sql``; tests/unit/test_engine_cached.py compares the two).
+# An allowed verdict from a cache hit, ``Verdict(True, pairs, "")``. Interpreted, it is
+# built slot by slot: half the cost of the frozen dataclass's ``__init__`` and the same
+# object (see ``caches.with_sql``; tests/unit/test_engine_cached.py compares the two).
+# Compiled (common/compiled.py), Verdict is a native class and its constructor is the
+# fast way.
 if tuple(f.name for f in fields(Verdict)) != ("allowed", "decisions", "message", "would_deny"):
     raise ImportError("policy.engine._allowed must follow Verdict's fields")  # pragma: no cover
-_new = object.__new__
-_set_allowed = Verdict.__dict__["allowed"].__set__
-_set_decisions = Verdict.__dict__["decisions"].__set__
-_set_message = Verdict.__dict__["message"].__set__
-_set_would_deny = Verdict.__dict__["would_deny"].__set__
+_SLOTWISE = __file__.endswith(".py")
+if _SLOTWISE:
+    _new = object.__new__
+    _set_allowed = vars(Verdict)["allowed"].__set__
+    _set_decisions = vars(Verdict)["decisions"].__set__
+    _set_message = vars(Verdict)["message"].__set__
+    _set_would_deny = vars(Verdict)["would_deny"].__set__
 
 
 def _allowed(pairs: tuple[Pair, ...]) -> Verdict:
     """``Verdict(True, pairs, "")``."""
+    if not _SLOTWISE:
+        return Verdict(True, pairs, "")
     verdict = _new(Verdict)
     _set_allowed(verdict, True)
     _set_decisions(verdict, pairs)
@@ -110,9 +117,9 @@ class StatementPolicy:
         # The database's catalog snapshot for column syntax (policy.catalog), set by the
         # proxy: a callable returning the current Snapshot. None: no snapshot, so every
         # x.name a statement uses counts as a possible call name(x) (fail closed).
-        self.catalog = None
-        self.on_ddl = None  # called after DDL is allowed: the catalog may have changed
-        self._snapshot_seen = None
+        self.catalog: Callable[[], Snapshot | None] | None = None
+        self.on_ddl: Callable[[], object] | None = None  # called after DDL is allowed: the catalog may have changed
+        self._snapshot_seen: Snapshot | None = None
         self._precomputed: dict[str, tuple[Classified, ...]] = {}  # classified off the loop
 
     @property

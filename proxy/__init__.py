@@ -11,6 +11,8 @@ Prometheus metrics before the supervisor has chosen multiprocess mode.
 
 from importlib import import_module
 
+import common  # noqa: F401  # first: decides compiled or pure hot path (common/compiled.py)
+
 _EXPORTS = {
     "Config": "common.config",
     "ConfigError": "common.config",

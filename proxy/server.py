@@ -14,6 +14,7 @@ import logging
 import time
 from typing import cast
 
+from common import compiled
 from common.config import Config, parse_hostport
 from common.wire.errors import ADMIN_SHUTDOWN, CANNOT_CONNECT_NOW, TOO_MANY_CONNECTIONS, Refused
 from common.wire.framing import CancelRequest
@@ -88,7 +89,9 @@ class ProxyServer:
             self._tasks.append(asyncio.create_task(watch_grants_census(self.grant_store)))
         sock = self._server.sockets[0]
         addr = sock.getsockname()
-        event("listening", host=addr[0], port=addr[1])
+        hot_path = compiled.status()  # common/compiled.py: mypyc build, or the sources and why
+        event("listening", host=addr[0], port=addr[1],
+              hot_path="compiled" if hot_path.compiled else f"pure Python: {hot_path.reason}")
         return addr[0], addr[1]
 
     def accept(self, conn: ClientConnection) -> Refused | None:

@@ -8,6 +8,7 @@ as the exact bytes received.
 from __future__ import annotations
 
 import struct
+from typing import Final
 
 from .errors import ProtocolViolation, frame
 
@@ -18,50 +19,50 @@ _I32 = struct.Struct("!i")
 class Frontend:
     """Frontend (client → server) message types, as ints (what indexing bytes gives)."""
 
-    QUERY = ord("Q")  # Query
-    PARSE = ord("P")  # Parse
-    BIND = ord("B")  # Bind
-    DESCRIBE = ord("D")  # Describe
-    EXECUTE = ord("E")  # Execute
-    CLOSE = ord("C")  # Close
-    SYNC = ord("S")  # Sync
-    FLUSH = ord("H")  # Flush
-    FUNCTION_CALL = ord("F")  # FunctionCall
-    TERMINATE = ord("X")  # Terminate
-    COPY_DATA = ord("d")  # CopyData
-    COPY_DONE = ord("c")  # CopyDone
-    COPY_FAIL = ord("f")  # CopyFail
-    PASSWORD = ord("p")  # PasswordMessage / SASLInitialResponse / SASLResponse
+    QUERY: Final[int] = ord("Q")  # Query
+    PARSE: Final[int] = ord("P")  # Parse
+    BIND: Final[int] = ord("B")  # Bind
+    DESCRIBE: Final[int] = ord("D")  # Describe
+    EXECUTE: Final[int] = ord("E")  # Execute
+    CLOSE: Final[int] = ord("C")  # Close
+    SYNC: Final[int] = ord("S")  # Sync
+    FLUSH: Final[int] = ord("H")  # Flush
+    FUNCTION_CALL: Final[int] = ord("F")  # FunctionCall
+    TERMINATE: Final[int] = ord("X")  # Terminate
+    COPY_DATA: Final[int] = ord("d")  # CopyData
+    COPY_DONE: Final[int] = ord("c")  # CopyDone
+    COPY_FAIL: Final[int] = ord("f")  # CopyFail
+    PASSWORD: Final[int] = ord("p")  # PasswordMessage / SASLInitialResponse / SASLResponse
 
-    KNOWN = frozenset(b"QPBDECSHFXdcfp")
+    KNOWN: Final[frozenset[int]] = frozenset(b"QPBDECSHFXdcfp")
 
 
 class Backend:
     """Backend (server → client) message types."""
 
-    AUTHENTICATION = ord("R")
-    BACKEND_KEY_DATA = ord("K")
-    BIND_COMPLETE = ord("2")
-    CLOSE_COMPLETE = ord("3")
-    COMMAND_COMPLETE = ord("C")
-    COPY_IN_RESPONSE = ord("G")
-    COPY_OUT_RESPONSE = ord("H")
-    COPY_BOTH_RESPONSE = ord("W")
-    COPY_DATA = ord("d")
-    DATA_ROW = ord("D")
-    EMPTY_QUERY = ord("I")
-    ERROR_RESPONSE = ord("E")
-    FUNCTION_CALL_RESPONSE = ord("V")
-    NEGOTIATE_PROTOCOL_VERSION = ord("v")
-    NO_DATA = ord("n")
-    NOTICE_RESPONSE = ord("N")
-    NOTIFICATION = ord("A")
-    PARAMETER_DESCRIPTION = ord("t")
-    PARAMETER_STATUS = ord("S")
-    PARSE_COMPLETE = ord("1")
-    PORTAL_SUSPENDED = ord("s")
-    READY_FOR_QUERY = ord("Z")
-    ROW_DESCRIPTION = ord("T")
+    AUTHENTICATION: Final[int] = ord("R")
+    BACKEND_KEY_DATA: Final[int] = ord("K")
+    BIND_COMPLETE: Final[int] = ord("2")
+    CLOSE_COMPLETE: Final[int] = ord("3")
+    COMMAND_COMPLETE: Final[int] = ord("C")
+    COPY_IN_RESPONSE: Final[int] = ord("G")
+    COPY_OUT_RESPONSE: Final[int] = ord("H")
+    COPY_BOTH_RESPONSE: Final[int] = ord("W")
+    COPY_DATA: Final[int] = ord("d")
+    DATA_ROW: Final[int] = ord("D")
+    EMPTY_QUERY: Final[int] = ord("I")
+    ERROR_RESPONSE: Final[int] = ord("E")
+    FUNCTION_CALL_RESPONSE: Final[int] = ord("V")
+    NEGOTIATE_PROTOCOL_VERSION: Final[int] = ord("v")
+    NO_DATA: Final[int] = ord("n")
+    NOTICE_RESPONSE: Final[int] = ord("N")
+    NOTIFICATION: Final[int] = ord("A")
+    PARAMETER_DESCRIPTION: Final[int] = ord("t")
+    PARAMETER_STATUS: Final[int] = ord("S")
+    PARSE_COMPLETE: Final[int] = ord("1")
+    PORTAL_SUSPENDED: Final[int] = ord("s")
+    READY_FOR_QUERY: Final[int] = ord("Z")
+    ROW_DESCRIPTION: Final[int] = ord("T")
 
 
 # Authentication request codes (the int32 after 'R').

@@ -28,6 +28,8 @@ from __future__ import annotations
 
 from collections import deque
 
+from mypy_extensions import mypyc_attr
+
 from . import messages as m
 
 F = m.Frontend
@@ -43,6 +45,7 @@ _COPY_END = frozenset((_COPY_DONE, _COPY_FAIL))
 _NONE: tuple = ()
 
 
+@mypyc_attr(native_class=False)  # a list subclass: an ordinary class when compiled
 class QueryEnded(list):
     """A Sync group ended by a Query or FunctionCall rather than a Sync; ``extended`` counts
     the extended-protocol messages before it. If one of those fails, the server skips the

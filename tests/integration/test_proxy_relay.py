@@ -1175,15 +1175,10 @@ class DenyPayroll:
     message = "pgwitness: task t may not read secret.payroll (rule scope.read)"
 
     def _v(self, sql: str):
-        from types import SimpleNamespace
+        from policy.engine import Verdict
 
         denied = "payroll" in sql
-        return SimpleNamespace(
-            allowed=not denied,
-            message=self.message if denied else "",
-            would_deny=False,
-            decisions=(),
-        )
+        return Verdict(not denied, (), self.message if denied else "")
 
     def check_query(self, sql):
         return self._v(sql)

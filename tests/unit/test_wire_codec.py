@@ -31,6 +31,7 @@ from common.wire.framing import (
     read_startup,
     startup_packet,
 )
+from policy.engine import Verdict
 from proxy.relay import Relay, RowFilter
 
 I32 = struct.Struct("!i")
@@ -474,8 +475,8 @@ def test_cstring_errors():
 # --- Relay without sockets -------------------------------------------------------------
 
 
-def verdict(allowed: bool, message: str = "") -> SimpleNamespace:
-    return SimpleNamespace(allowed=allowed, message=message, would_deny=False, decisions=())
+def verdict(allowed: bool, message: str = "") -> Verdict:
+    return Verdict(allowed, (), message)
 
 
 class FakePolicy:
