@@ -39,6 +39,7 @@ MODULES = (
     "proxy.decision_records",
     "proxy.denials",
     "proxy.relay",
+    "recorder.writer",
 )
 ROOT = Path(__file__).resolve().parent.parent
 MANIFEST = ROOT / "common" / "compiled.json"  # written by devtools/compile.py

@@ -1,5 +1,7 @@
 """Session recording: chunks, hash chain, signed checkpoints, stores, spool, verify, replay."""
 
+import common.compiled  # noqa: F401  # first: compiled or pure hot path (the one import of common)
+
 from .config import RecorderConfig
 from .replay import iter_records, replay_session
 from .store import ObjectExists, ObjectMissing, Store, StoreError, open_store

@@ -24,6 +24,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import zstandard
+from mypy_extensions import mypyc_attr
 
 from . import chunks
 from .config import RecorderConfig
@@ -49,6 +50,7 @@ _pack = HEADER.pack
 _HSIZE = HEADER.size
 
 
+@mypyc_attr(native_class=False)  # an exception class: ordinary when compiled
 class RecorderClosed(RuntimeError):
     """open_session()/control_event() after close()."""
 
@@ -58,7 +60,7 @@ class SessionRecorder:
 
     __slots__ = ("id", "meta", "_rec", "_buf", "_in", "_out", "_force", "_ended", "_t0",
                  "_wall0", "_n", "_chain", "_next_seq", "_chunk_bytes", "_final_sealed", "_seq",
-                 "_end_seq", "_kicked", "_sealed_at", "_lock", "_start_pending", "__weakref__")
+                 "_end_seq", "_kicked", "_sealed_at", "_lock", "_start_pending")
 
     def __init__(self, rec: Recorder, session_id: str, meta: dict):
         self.id = session_id
@@ -84,7 +86,7 @@ class SessionRecorder:
         self._final_sealed = False
         self._end_seq: int | None = None  # seq of the session.end record, once appended
 
-    def wire(self, direction: str, data: bytes) -> None:
+    def wire(self, direction: str, data: bytes | bytearray | memoryview) -> None:
         """Record frames as relayed (a large streamed frame may come in pieces). Hot path: no I/O."""
         if self._ended:
             return
@@ -409,8 +411,9 @@ class Recorder:
         zc = zstandard.ZstdCompressor(level=cfg.zstd_level)
         pending: list[tuple[str, bytes]] = []
         pending_bytes = 0
+        done = False
         try:
-            while True:
+            while not done:
                 self._wake.wait(tick)
                 self._wake.clear()
                 stopping = self._stopping
@@ -467,8 +470,7 @@ class Recorder:
                         self._batches_cv.notify_all()
                 if stopping:
                     with self._sessions_lock:
-                        if not self._sessions:
-                            break
+                        done = not self._sessions
         except Exception:
             log.exception("recorder sealer crashed")
             self._last_error = "sealer crashed"

@@ -31,7 +31,9 @@ def _drive(pure: bool, sessions: int = 400, seed: int = 7) -> dict:
 def test_compiled_and_pure_paths_give_the_same_bytes_records_and_errors():
     """Random sessions (policy enforcing, dry run, pass-through, rows as counts; frames split
     anywhere; denials answered locally and injected; database refusals; protocol errors)
-    through both builds: every returned byte, record, error and state is the same."""
+    through both builds: every returned byte, record, error and state is the same, and a
+    quarter of the sessions go through the real recorder, whose stored records (verified)
+    are the same too."""
     native, pure = _drive(pure=False), _drive(pure=True)
     assert native["compiled"], "no compiled build to compare (make compile)"
     assert all(f.endswith(EXT) for f in native["files"].values()), native["files"]
@@ -55,7 +57,32 @@ def test_compiled_and_pure_paths_give_the_same_bytes_records_and_errors():
             elif len(step) == 9 and step[1]:
                 seen["terminated"] += 1
         for item in s[-1]:
+            if item[0] == "recorded":  # through the real recorder: stored, verified, read back
+                assert item[1][0] == "closed", item[1][0]
+                seen["recorded records"] += len(item[1]) - 1
             seen[item[0] if item[0] != "decision" else ("denied" if item[2] else "allowed")] += 1
     for what in ("enforce", "dry-run", "pass", "counts", "raised", "injected", "answered locally",
-                 "released", "terminated", "allowed", "denied", "event", "wire"):
+                 "released", "terminated", "allowed", "denied", "event", "wire", "recorded",
+                 "recorded records"):
         assert seen[what] > 0, (what, seen)
+
+
+def test_every_package_decides_before_it_imports_a_compiled_module():
+    """Whichever package a process imports first, the build is used only when it may be:
+    with PGWITNESS_PURE_PYTHON=1 every module listed comes from its source."""
+    for first in ("common.wire.framing", "policy", "proxy.relay", "recorder"):
+        code = (
+            f"import {first}, sys\n"
+            "from common import compiled\n"
+            "for name in compiled.MODULES: __import__(name)\n"
+            "print(' '.join(sys.modules[n].__file__ for n in compiled.MODULES))"
+        )
+        for pure, suffixes in ((True, (".py",)), (False, EXT)):
+            env = {k: v for k, v in os.environ.items() if k != compiled.PURE_ENV}
+            if pure:
+                env[compiled.PURE_ENV] = "1"
+            out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env,
+                                 capture_output=True, text=True, timeout=60, check=True)
+            files = out.stdout.split()
+            assert len(files) == len(compiled.MODULES)
+            assert all(f.endswith(suffixes) for f in files), (first, pure, files)

@@ -16,12 +16,17 @@ import hashlib
 import json
 import random
 import sys
+import tempfile
+from pathlib import Path
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from common import compiled
 from devtools import testing as t
 from policy import StatementPolicy, parse_scopes
 from policy.engine import SharedClassifications
 from proxy.relay import Relay
+from recorder import Recorder, RecorderConfig, iter_records, verify_session
 
 SCOPES = "read:public.pgbench_accounts,public.pgbench_branches write:public.pgbench_history"
 NONCE = "0123456789abcdef"  # the denials' marker, fixed so that both runs match
@@ -118,17 +123,19 @@ def _state(relay: Relay) -> list:
     ]  # fmt: skip
 
 
-def session(rng: random.Random, shared: SharedClassifications) -> list:
+def session(rng: random.Random, shared: SharedClassifications, rec: Recorder) -> list:
     kind = rng.choice(["enforce", "enforce", "dry-run", "pass", "counts"])
+    recorded = rng.random() < 0.25  # through the real recorder, read back at the end
     policy = None
     if kind != "pass":
         policy = StatementPolicy(
             parse_scopes(SCOPES), task="EQ-1", enforce=kind != "dry-run", shared=shared
         )
     sink = Sink()
+    srec = rec.open_session({"agent": "eq", "kind": kind}) if recorded else None
     health = Health()
     relay = Relay(
-        policy=policy, recorder=sink, health=health, grant_id="g-eq",
+        policy=policy, recorder=srec or sink, health=health, grant_id="g-eq",
         record_rows="counts" if kind == "counts" else "full",
     )  # fmt: skip
     d = relay.denials
@@ -154,15 +161,42 @@ def session(rng: random.Random, shared: SharedClassifications) -> list:
         steps.append(_state(relay))
         if relay.terminated:
             break
+    if srec is not None:
+        srec.end("client-terminate")
+        sink.items.append(["recorded", srec.id])
     steps.append(sink.items)
     return steps
+
+
+def _read_back(store, session_id: str, public_key) -> list:
+    """A recorded session as stored, but for what differs run to run (ids, clocks)."""
+    out: list = [verify_session(store, session_id, public_key).status]
+    for r in iter_records(store, session_id):
+        payload = r.payload.hex()
+        if r.type == "session.start":
+            payload = sorted(json.loads(r.payload))
+        out.append([r.seq, int(r.direction), int(r.kind), r.type, payload])
+    return out
 
 
 def main() -> int:
     sessions, seed = int(sys.argv[1]), int(sys.argv[2])
     rng = random.Random(seed)
     shared = SharedClassifications()
-    out = [session(rng, shared) for _ in range(sessions)]
+    key = Ed25519PrivateKey.generate()
+    with tempfile.TemporaryDirectory(prefix="pgw-hot-path-") as tmp:
+        rec = Recorder(
+            RecorderConfig(store=str(Path(tmp) / "store"), spool_dir=str(Path(tmp) / "spool"),
+                           create_key=False),
+            signing_key=key,
+        )  # fmt: skip
+        rec.start()
+        out = [session(rng, shared, rec) for _ in range(sessions)]
+        rec.close(timeout=60)
+        for steps in out:
+            items = steps[-1]
+            if items and items[-1][0] == "recorded":
+                items[-1] = ["recorded", _read_back(rec.store, items[-1][1], key.public_key())]
     text = json.dumps(out, sort_keys=True, default=str)
     print(json.dumps({
         "compiled": compiled.status().compiled,
