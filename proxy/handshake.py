@@ -434,7 +434,11 @@ class Handshake:
                 and spec[2] == params):
             self._speculation = None
             self.server.speculating -= 1
-            upstream = await spec[3]
+            try:
+                upstream = await spec[3]
+            except asyncio.CancelledError:  # the client left: its login may finish anyway
+                close_when_done(spec[3])
+                raise
             if upstream.transport.is_closing():
                 raise UpstreamError("the upstream database closed the connection during login")
             return upstream
@@ -446,14 +450,29 @@ class Handshake:
         if spec is None:
             return
         self.server.speculating -= 1
-        task = spec[3]
-        if not task.done():
-            task.cancel()  # connect_upstream aborts its connection
-        elif not task.cancelled() and task.exception() is None:
-            t = task.result().transport
-            if not t.is_closing():
-                t.write(m.TERMINATE)
-                t.close()
+        close_when_done(spec[3])
+
+
+def close_when_done(task: asyncio.Future[UpstreamSession]) -> None:
+    """A login nobody will use: cancel it, and close whatever it opens, whenever it ends.
+
+    Cancelling is not enough: a cancellation that arrives just as the connection is made
+    can be swallowed (``asyncio.wait_for`` in Python 3.11 returns a result that is already
+    there), and the login then completes with no one to close it: a logged-in backend held
+    until the proxy stops, which an unauthenticated client could repeat with wrong proofs.
+    """
+    if not task.done():
+        task.cancel()  # connect_upstream aborts its connection, if the cancel lands
+    task.add_done_callback(_close_session)  # at once (next tick) if done already
+
+
+def _close_session(task: asyncio.Future[UpstreamSession]) -> None:
+    if task.cancelled() or task.exception() is not None:  # retrieved: never "unretrieved"
+        return
+    t = task.result().transport
+    if not t.is_closing():
+        t.write(m.TERMINATE)
+        t.close()
 
 
 def _startup_params(identity: Identity, params: dict[str, str]) -> tuple[dict[str, str], str]:
