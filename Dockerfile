@@ -3,7 +3,8 @@
 # `weed`, psycopg or pytest), then copy it into a slim runtime that runs as a non-root user.
 
 FROM python:3.11-slim-bookworm AS build
-# a compiler only for a dependency without a wheel for this platform; it stays in this stage
+# a compiler for the compiled hot path (and any dependency without a wheel here); it stays
+# in this stage
 RUN apt-get update \
  && apt-get install -y --no-install-recommends gcc libc6-dev \
  && rm -rf /var/lib/apt/lists/*
@@ -15,8 +16,15 @@ COPY proxy ./proxy
 COPY policy ./policy
 COPY recorder ./recorder
 COPY devtools ./devtools
+# The hot path compiled with mypyc in the installed copy (docs/decisions.md, "A compiled
+# hot path"); mypy comes from a throwaway directory, so the runtime image does not carry it.
+# The proxy's "listening" log line says hot_path=compiled.
 RUN /opt/pgwitness/bin/pip install --no-cache-dir --upgrade pip \
  && /opt/pgwitness/bin/pip install --no-cache-dir . \
+ && /opt/pgwitness/bin/pip install --no-cache-dir --target /tmp/mypyc "mypy>=1.10" "setuptools>=65" \
+ && cd /tmp && PYTHONPATH=/tmp/mypyc /opt/pgwitness/bin/python -m devtools.compile \
+ && rm -rf /tmp/mypyc \
+ && /opt/pgwitness/bin/python -c "from common import compiled; assert compiled.status().compiled, compiled.status()" \
  && /opt/pgwitness/bin/pgwitness --help >/dev/null
 
 FROM python:3.11-slim-bookworm

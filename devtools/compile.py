@@ -3,6 +3,10 @@
     .venv/bin/python -m devtools.compile          # make compile (make test/demo/bench do it)
     .venv/bin/python -m devtools.compile --clean  # remove the build: the sources run
 
+It compiles the copy of the packages it is imported from: the checkout (``make``), or an
+installed copy in site-packages (the Docker image's build stage, with mypy from a
+throwaway directory on PYTHONPATH).
+
 Writes each module's extension beside its source, mypyc's shared library
 (``common/_native__mypyc``) and ``common/compiled.json`` (the SHA-256 of every source
 compiled; ``common.compiled`` uses the build only while they all still match). Needs a C
@@ -13,6 +17,7 @@ until the whole build has succeeded: the manifest goes last.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import json
 import os
@@ -53,6 +58,11 @@ def build() -> None:
     os.chdir(ROOT)  # mypyc names modules by their path from here
     try:
         paths = [str(source_path(name).relative_to(ROOT)) for name in MODULES]
+        paths.insert(0, f"--cache-dir={BUILD_DIR / 'mypy-cache'}")  # removed with the build
+        if not (ROOT / "pyproject.toml").exists():
+            # an installed copy (the Docker image's build stage): no mypy configuration
+            # here, and dependencies without stubs are read as Any, as pyproject says
+            paths.insert(0, "--ignore-missing-imports")
         extensions = mypycify(paths, group_name=GROUP, target_dir=str(BUILD_DIR / "c"), opt_level="3")
         dist = Distribution({"name": "pgwitness-hot-path", "ext_modules": extensions})
         cmd = dist.get_command_obj("build_ext")
@@ -65,6 +75,9 @@ def build() -> None:
     if source_hashes() != hashes:
         clean()
         raise SystemExit("a source changed while it was being compiled: run it again")
+    shutil.rmtree(BUILD_DIR, ignore_errors=True)  # generated C and objects: not needed to run
+    with contextlib.suppress(OSError):
+        BUILD_DIR.parent.rmdir()  # .build/, if nothing else is in it
     tmp = MANIFEST.with_suffix(".tmp")
     tmp.write_text(json.dumps({"python": sys.implementation.cache_tag, "sources": hashes}, indent=1) + "\n")
     os.replace(tmp, MANIFEST)
@@ -81,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.monotonic()
     try:
         build()
-    except Exception as exc:  # the compiler's own output is above
+    except (Exception, SystemExit) as exc:  # mypyc exits on type errors; its output is above
         print(
             f"cannot build the compiled hot path: {exc}\n"
             "It needs a C compiler and the Python headers (Debian: apt-get install gcc python3-dev).\n"

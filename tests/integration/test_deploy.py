@@ -662,6 +662,16 @@ def test_dockerfile():
     assert "weed" not in text.lower() and "seaweedfs" not in text.lower()
     assert "[test]" not in text and ".[" not in text, "the runtime image has no test extra"
     assert re.search(r"pip install --no-cache-dir \.(\s|$)", text)
+    # the hot path is compiled in the build stage, after the install, and the image checks it
+    # (tests/integration/test_compiled_equivalence.py::test_an_installed_copy_compiles_in_place
+    # runs the same step on an installed copy)
+    build_stage = " ".join(f"{word} {rest}" for word, rest in steps[: stages[-1]])
+    install = re.search(r"pip install --no-cache-dir \.(\s|$)", build_stage)
+    assert install, "pgwitness is installed in the build stage"
+    compile_at = build_stage.find("-m devtools.compile", install.end())
+    assert compile_at > 0, "the build stage compiles the hot path after installing"
+    assert "compiled.status().compiled" in build_stage[compile_at:], "and fails if it is not"
+    assert "rm -rf /tmp/mypyc" in build_stage, "mypy stays out of the copied virtualenv"
 
     # every COPY from the context exists and is in the context
     for word, rest in steps:
@@ -684,7 +694,8 @@ def test_dockerfile():
         package = pattern.rstrip("*")
         assert package in copied, f"the Dockerfile does not COPY {package}/ (pyproject includes it)"
         assert not _ignored(f"{package}/__init__.py"), package
-    for kept_out in (".venv", "tests/integration/test_deploy.py", ".git", "bench/pgbench_compare.py"):
+    for kept_out in (".venv", "tests/integration/test_deploy.py", ".git", "bench/pgbench_compare.py",
+                     "common/compiled.json", "proxy/relay.cpython-311-x86_64-linux-gnu.so"):
         assert _ignored(kept_out), kept_out
 
     users = [rest for word, rest in final if word == "USER"]
