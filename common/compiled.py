@@ -67,7 +67,7 @@ def _extension(module: str, root: Path) -> Path | None:
 
 
 class Status:
-    """Which path this process imports, and why (for logs, ``doctor`` and tests)."""
+    """Which path this process imports, and why (the ``listening`` log line, tests)."""
 
     def __init__(self, compiled: bool, reason: str):
         self.compiled = compiled
@@ -89,6 +89,8 @@ def decide(root: Path = ROOT, environ=os.environ) -> Status:
         return Status(False, "not built (make compile)")
     except (OSError, ValueError) as exc:
         return Status(False, f"unreadable build manifest {manifest}: {exc}")
+    if not isinstance(built, dict) or not isinstance(built.get("sources"), dict):
+        return Status(False, f"unreadable build manifest {manifest}: not a build record")
     if built.get("python") != sys.implementation.cache_tag:
         return Status(False, f"built for {built.get('python')!r}, not {sys.implementation.cache_tag}")
     missing = [name for name in MODULES if _extension(name, root) is None]
@@ -98,7 +100,7 @@ def decide(root: Path = ROOT, environ=os.environ) -> Status:
         current = source_hashes(root)
     except OSError as exc:
         return Status(False, f"cannot read a source: {exc}")
-    stale = [name for name in MODULES if built.get("sources", {}).get(name) != current[name]]
+    stale = [name for name in MODULES if built["sources"].get(name) != current[name]]
     if stale:
         return Status(False, f"stale build, sources changed: {', '.join(stale)} (make compile)")
     return Status(True, "mypyc build matches the sources")

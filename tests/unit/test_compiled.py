@@ -68,6 +68,11 @@ def test_a_stale_partial_or_foreign_build_is_never_used(tmp_path):
     assert not compiled.decide(tmp_path, environ={}).compiled
     manifest.write_text("{not json")
     assert "unreadable" in compiled.decide(tmp_path, environ={}).reason
+    tag = sys.implementation.cache_tag
+    for not_a_record in ("[]", '"x"', json.dumps({"python": tag}),
+                         json.dumps({"python": tag, "sources": []})):
+        manifest.write_text(not_a_record)
+        assert "unreadable" in compiled.decide(tmp_path, environ={}).reason, not_a_record
     manifest.unlink()
     assert "not built" in compiled.decide(tmp_path, environ={}).reason
 
