@@ -53,8 +53,9 @@ _STREAMED_S2C = frozenset((B.DATA_ROW, B.COPY_DATA, B.FUNCTION_CALL_RESPONSE))
 CANNOT_RECORD = "57P03"
 # Statements after which a session's upstream is not kept for reuse: what they may change
 # (a role's or database's defaults, the catalog) is what a new login would pick up.
-_UPSTREAM_TAINTS = frozenset((StatementClass.DDL, StatementClass.ROLE, StatementClass.UNKNOWN))
-_UPSTREAM_TAINT_COMMANDS = frozenset(("LOAD",))  # a loaded library stays in the backend
+# Compared by identity: an Enum's hash is a Python-level call, once per allowed statement.
+_DDL, _ROLE, _UNKNOWN = StatementClass.DDL, StatementClass.ROLE, StatementClass.UNKNOWN
+_LOAD = "LOAD"  # a loaded library stays in the backend
 # An ErrorResponse's SQLSTATE field for insufficient_privilege: a field boundary (NUL), the
 # field type C, the code and its NUL; nothing else in an ErrorResponse can look like it.
 _PRIVILEGE_FIELD = b"\x00C42501\x00"
@@ -255,8 +256,8 @@ class Relay:
             if verdict.allowed:
                 if self.upstream_clean:
                     for classified, _decision in verdict.decisions:
-                        if (classified.cls in _UPSTREAM_TAINTS
-                                or classified.command in _UPSTREAM_TAINT_COMMANDS):
+                        cls = classified.cls
+                        if cls is _DDL or cls is _ROLE or cls is _UNKNOWN or classified.command == _LOAD:
                             self.upstream_clean = False
                 groups.sent(t)
                 i = groups.sent_frames(frames, i, _CHECKED)
