@@ -39,6 +39,7 @@ MODULES = (
     "proxy.decision_records",
     "proxy.denials",
     "proxy.relay",
+    "proxy.splice",
     "recorder.writer",
 )
 ROOT = Path(__file__).resolve().parent.parent

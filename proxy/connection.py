@@ -32,12 +32,13 @@ from common.wire.framing import CancelRequest
 from . import metrics
 from .appname import parameter_status_swap, restore_client_name
 from .causes import EndCause
-from .flow import FRAME_BUDGET_MIN, FlowControl
+from .flow import FlowControl
 from .grant_watch import GrantLease
 from .handshake import Handshake, Login
 from .logs import event
 from .offload import classify_off_loop
 from .relay import Relay
+from .splice import Splice
 
 if TYPE_CHECKING:
     from .server import ProxyServer
@@ -52,8 +53,9 @@ class ClientWriter:
       AuthenticationOk, refusals). Deliberately never recorded: no recording exists yet,
       and SASL messages and proofs must never reach one (the outcome is recorded as the
       ``authenticated`` event).
-    - ``relayed(data)``: what the Relay returned, already counted (``bytes_s2c``) and
-      recorded (``s2c``) by ``Relay.deliver``.
+    - what the Relay returned: counted (``bytes_s2c``) and recorded (``s2c``) by
+      ``Relay.deliver``, then written by the live session's ``Splice`` (proxy/splice.py)
+      with this ``transport``'s own ``write``, which is fixed once the session is live.
     - ``local(data)``: the proxy's own frames once live (the login's last frames, a FATAL):
       counted and recorded through the same ``Relay.deliver``, then written.
     """
@@ -68,9 +70,6 @@ class ClientWriter:
         self._relay = relay
 
     def handshake(self, data: bytes) -> None:
-        self.transport.write(data)
-
-    def relayed(self, data: bytes) -> None:
         self.transport.write(data)
 
     def local(self, data: bytes) -> None:
@@ -154,7 +153,7 @@ class ClientConnection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         live = self.live
         if live is not None:
-            live.client_data(data)
+            live.splice.client_data(data)
         elif self.handshake is not None:
             inbox = self.handshake.inbox
             inbox.feed(data)
@@ -241,7 +240,7 @@ class ClientConnection(asyncio.Protocol):
             self._inbox_paused = False
             self.transport.resume_reading()
         if login.upstream.leftover:
-            live.server_data(login.upstream.leftover)
+            live.splice.server_data(login.upstream.leftover)
         if leftover_client:
             self.data_received(leftover_client)
 
@@ -427,8 +426,19 @@ class LiveConnection:
                 self.srec.event("startup_would_deny", {"grant_id": identity.grant_id, "reason": login.would_deny})
         self.out.attach(relay)
         self.out.local(hello)
+        # Every message from here on: the compiled splice (proxy/splice.py) and the relay.
+        self.splice = splice = Splice(
+            relay,
+            to_server=upstream.transport.write,
+            to_client=self.out.transport.write,
+            flow=self.flow,
+            client_error=self._client_error,
+            server_error=self._server_error,
+            terminated=self._terminated,
+            held=self._held,
+        )
         proto = upstream.protocol
-        proto.on_data = self.server_data
+        proto.on_data = splice.server_data
         proto.on_lost = self._upstream_lost
         proto.on_pause = self.flow.upstream_full
         proto.on_resume = self.flow.upstream_drained
@@ -451,16 +461,11 @@ class LiveConnection:
 
     # --- client → server -----------------------------------------------------------
 
-    def client_data(self, data: bytes) -> None:
-        relay = self.relay
-        try:
-            to_server, to_client = relay.from_client(data)
-        except PgError as exc:
-            self.conn.terminate(EndCause.PROTOCOL_ERROR, exc.message, exc.sqlstate)
-            return
-        self._deliver(relay, to_server, to_client)
-        if relay.client_reader.wanted > FRAME_BUDGET_MIN or self.flow.frame_reserved:
-            self.flow.frame_memory(relay.client_reader.wanted)
+    def _client_error(self, exc: PgError) -> None:
+        self.conn.terminate(EndCause.PROTOCOL_ERROR, exc.message, exc.sqlstate)
+
+    def _terminated(self) -> None:
+        self.conn.end(EndCause.TERMINATE)
 
     def _offload(self, sqls: list[str]) -> None:
         """The relay parked a large statement: classify it in the worker process while this
@@ -476,32 +481,21 @@ class LiveConnection:
         try:
             to_server, to_client = relay.resume()
         except PgError as exc:
-            self.conn.terminate(EndCause.PROTOCOL_ERROR, exc.message, exc.sqlstate)
+            self._client_error(exc)
             return
-        self._deliver(relay, to_server, to_client)
+        self.splice.deliver(to_server, to_client)
         if relay.parked is None and not self.conn.ended:
             self.flow.release_client()
 
-    def _deliver(self, relay: Relay, to_server: bytes, to_client: bytes) -> None:
-        if to_server:
-            self.upstream.transport.write(to_server)
-        if to_client:
-            self.out.relayed(to_client)
-        if relay.terminated:
-            self.conn.end(EndCause.TERMINATE)
-
     # --- server → client -----------------------------------------------------------
 
-    def server_data(self, data: bytes) -> None:
-        relay = self.relay
-        try:
-            out = relay.from_server(data)
-        except PgError as exc:
-            self.conn.terminate(EndCause.UPSTREAM, f"upstream protocol error: {exc.message}", PROTOCOL_VIOLATION)
-            return
-        if out:
-            self.out.relayed(out)
-        if relay.has_held and self._release_timer is None:
+    def _server_error(self, exc: PgError) -> None:
+        self.conn.terminate(EndCause.UPSTREAM, f"upstream protocol error: {exc.message}", PROTOCOL_VIOLATION)
+
+    def _held(self) -> None:
+        """The relay holds frames for an injected denial's answer: released if it does not
+        come within 50 ms (``Relay.release_held``)."""
+        if self._release_timer is None:
             self._release_timer = asyncio.get_running_loop().call_later(0.05, self._release_held)
 
     def _release_held(self) -> None:
@@ -509,7 +503,7 @@ class LiveConnection:
         if not self.conn.ended:
             out = self.relay.release_held()
             if out:
-                self.out.relayed(out)
+                self.splice.to_client(out)
 
     def _upstream_lost(self, exc) -> None:
         if self.conn.ended:

@@ -9,10 +9,11 @@ budget has no room); the offload of a large statement pauses it too (``hold_clie
 from __future__ import annotations
 
 import asyncio
+from typing import Final
 
 from .limits import FrameBudget
 
-FRAME_BUDGET_MIN = 256 * 1024  # incomplete client frames longer than this use the FrameBudget
+FRAME_BUDGET_MIN: Final = 256 * 1024  # incomplete client frames longer than this use the FrameBudget
 
 
 class FlowControl:

@@ -30,8 +30,9 @@ def _drive(pure: bool, sessions: int = 400, seed: int = 7) -> dict:
 
 def test_compiled_and_pure_paths_give_the_same_bytes_records_and_errors():
     """Random sessions (policy enforcing, dry run, pass-through, rows as counts; frames split
-    anywhere; denials answered locally and injected; database refusals; protocol errors)
-    through both builds: every returned byte, record, error and state is the same, and a
+    anywhere; denials answered locally and injected; database refusals; protocol errors from
+    either side) through both builds, fed to ``proxy.splice.Splice`` as the event loop does:
+    every written byte, callback, record, error and state is the same, and a
     quarter of the sessions go through the real recorder, whose stored records (verified)
     are the same too."""
     native, pure = _drive(pure=False), _drive(pure=True)
@@ -49,9 +50,13 @@ def test_compiled_and_pure_paths_give_the_same_bytes_records_and_errors():
         for step in s[1:-1]:
             if step[0] == "raised":
                 seen["raised"] += 1
-            elif step[0] == "c":
-                seen["injected"] += "DO $pgw_" in bytes.fromhex(step[1]).decode("latin-1")
-                seen["answered locally"] += bool(step[2])
+            elif step[0] in ("c", "s"):  # what the splice wrote and called
+                for w in step[1]:
+                    seen[w[0]] += 1
+                    if w[0] == "to_server":
+                        seen["injected"] += "DO $pgw_" in bytes.fromhex(w[1]).decode("latin-1")
+                    elif w[0] == "to_client" and step[0] == "c":
+                        seen["answered locally"] += 1
             elif step[0] == "released":
                 seen["released"] += bool(step[1])
             elif len(step) == 9 and step[1]:
@@ -61,8 +66,9 @@ def test_compiled_and_pure_paths_give_the_same_bytes_records_and_errors():
                 assert item[1][0] == "closed", item[1][0]
                 seen["recorded records"] += len(item[1]) - 1
             seen[item[0] if item[0] != "decision" else ("denied" if item[2] else "allowed")] += 1
-    for what in ("enforce", "dry-run", "pass", "counts", "raised", "injected", "answered locally",
-                 "released", "terminated", "allowed", "denied", "event", "wire", "recorded",
+    for what in ("enforce", "dry-run", "pass", "counts", "client_error", "server_error",
+                 "injected", "answered locally", "released", "held", "frame_memory",
+                 "terminated", "allowed", "denied", "event", "wire", "recorded",
                  "recorded records"):
         assert seen[what] > 0, (what, seen)
 

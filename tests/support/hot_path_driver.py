@@ -1,6 +1,7 @@
 """Drives the hot path (``common.compiled.MODULES``) through random sessions, without sockets,
-and prints everything observable as JSON: what each feed returned (or raised), what was
-recorded, and the relay's state after each step.
+and prints everything observable as JSON: what each feed wrote to either side (or raised),
+what was recorded, and the relay's state after each step. Bytes go in where the event loop
+puts them, ``proxy.splice.Splice``, with its transports and callbacks recorded.
 
     python -m tests.support.hot_path_driver SESSIONS SEED
 
@@ -26,6 +27,7 @@ from devtools import testing as t
 from policy import StatementPolicy, parse_scopes
 from policy.engine import SharedClassifications
 from proxy.relay import Relay
+from proxy.splice import Splice
 from recorder import Recorder, RecorderConfig, iter_records, verify_session
 
 SCOPES = "read:public.pgbench_accounts,public.pgbench_branches write:public.pgbench_history"
@@ -48,12 +50,29 @@ class Sink:
         self.items.append(["event", kind, payload])
 
 
+class Flow:
+    """The FlowControl a Splice asks about frame memory: keeps what it is asked."""
+
+    def __init__(self, calls: list) -> None:
+        self.frame_reserved = 0
+        self.calls = calls
+
+    def frame_memory(self, wanted: int) -> None:
+        self.calls.append(["frame_memory", wanted])
+        self.frame_reserved = wanted if wanted > 256 * 1024 else 0
+
+
 class Health:
     def __init__(self) -> None:
         self.healthy = True
 
 
+BIG = t.query("SELECT abalance FROM pgbench_accounts WHERE aid = 1 -- " + "x" * 300_000)
+
+
 def _client_frames(rng: random.Random) -> list[bytes]:
+    if rng.random() < 0.02:
+        return [BIG]  # read whole in pieces: the splice asks for frame memory
     aid = rng.randint(-5, 10**7)
     name = rng.choice(["", "s1", "P0_1"])
     choices = [
@@ -142,24 +161,38 @@ def session(rng: random.Random, shared: SharedClassifications, rec: Recorder) ->
     d.marker, d.tag = f"pgwitness-deny-{NONCE}", f"pgw_{NONCE}"
     d.marker_bytes, d.tag_bytes = d.marker.encode(), d.tag.encode()
     steps: list = [kind]
+    writes: list = []  # what the splice wrote and called, in order, since the last step
+    splice = Splice(
+        relay,
+        to_server=lambda b: writes.append(["to_server", b.hex()]),
+        to_client=lambda b: writes.append(["to_client", b.hex()]),
+        flow=Flow(writes),
+        client_error=lambda e: writes.append(["client_error", type(e).__name__, e.message, e.sqlstate]),
+        server_error=lambda e: writes.append(["server_error", type(e).__name__, e.message, e.sqlstate]),
+        terminated=lambda: writes.append(["terminated"]),
+        held=lambda: writes.append(["held"]),
+    )  # fmt: skip
     for _ in range(rng.randint(1, 30)):
         if rng.random() < 0.03:
             health.healthy = not health.healthy
+        ended = False  # a protocol error: the connection would end the session here
         try:
-            if rng.random() < 0.5:
-                for piece in _splits(rng, b"".join(_client_frames(rng))):
-                    to_server, to_client = relay.from_client(piece)
-                    steps.append(["c", to_server.hex(), to_client.hex()])
-            else:
-                for piece in _splits(rng, b"".join(_server_frames(rng))):
-                    steps.append(["s", relay.from_server(piece).hex()])
-            if relay.has_held and rng.random() < 0.3:
+            side = "c" if rng.random() < 0.5 else "s"
+            data = b"".join(_client_frames(rng) if side == "c" else _server_frames(rng))
+            for piece in _splits(rng, data):
+                (splice.client_data if side == "c" else splice.server_data)(piece)
+                ended = any(w[0] in ("client_error", "server_error") for w in writes)
+                steps.append([side, writes[:]])
+                writes.clear()
+                if ended:
+                    break
+            if relay.has_held and rng.random() < 0.3 and not ended:
                 steps.append(["released", relay.release_held().hex()])
         except Exception as exc:  # noqa: BLE001 - the same error is the same behaviour
             steps.append(["raised", type(exc).__name__, str(exc)])
             break
         steps.append(_state(relay))
-        if relay.terminated:
+        if relay.terminated or ended:
             break
     if srec is not None:
         srec.end("client-terminate")
