@@ -15,14 +15,14 @@ from policy.caches import (
     SharedClassifications,
     with_sql,
 )
-from policy.catalog import Snapshot, attribute_calls
+from policy.catalog import Snapshot, attribute_calls, shadowing_calls, with_defined
 from policy.classify import Classified, StatementClass, classify_statement
 from policy.classify.crosscheck import boundaries_agree, function_names, pg_readings
 from policy.decide import Decision, check_function, decide
-from policy.lexer import collapse_values, lex
+from policy.lexer import collapse_values, lex, render_name
 from policy.number_shapes import ZERO_DIGITS as ZERO
 from policy.prepared import STATEFUL_COMMANDS, PreparedNames
-from policy.scopes import Scopes
+from policy.scopes import Scopes, split_name
 
 __all__ = [
     "OFFLOAD_MIN",
@@ -68,6 +68,20 @@ def _allowed(pairs: tuple[Pair, ...]) -> Verdict:
     _set_message(verdict, "")
     _set_would_deny(verdict, False)
     return verdict
+
+
+def _defined_functions(c: Classified) -> dict[str, frozenset[str]]:
+    """The functions and procedures a DDL statement creates or replaces, {bare name:
+    {"schema.name"}}: from then on an unqualified call of that name may run them."""
+    if c.cls is not StatementClass.DDL or ("FUNCTION" not in c.command and "PROCEDURE" not in c.command):
+        return {}
+    out: dict[str, frozenset[str]] = {}
+    for op, rel in c.write_ops:
+        target = split_name(rel) if op == "ddl" else None
+        if target is not None and target[1] is not None:
+            bare = render_name(target[1])
+            out[bare] = out.get(bare, frozenset()) | {rel}
+    return out
 
 
 # Longer statements have their VALUES rows of literals cut to the first before they are
@@ -118,7 +132,9 @@ class StatementPolicy:
         # proxy: a callable returning the current Snapshot. None: no snapshot, so every
         # x.name a statement uses counts as a possible call name(x) (fail closed).
         self.catalog: Callable[[], Snapshot | None] | None = None
-        self.on_ddl: Callable[[], object] | None = None  # called after DDL is allowed: the catalog may have changed
+        # Called after DDL is allowed (the catalog may have changed) with the functions it
+        # defines ({bare name: {"schema.name"}}): unqualified calls may resolve to them.
+        self.on_ddl: Callable[[dict[str, frozenset[str]]], object] | None = None
         self._snapshot_seen: Snapshot | None = None
         self._precomputed: dict[str, tuple[Classified, ...]] = {}  # classified off the loop
 
@@ -235,14 +251,23 @@ class StatementPolicy:
 
     def _decide(self, c: Classified) -> Decision:
         d = decide(c, self.scopes)
-        if not d.allowed or not c.attributes or d.rule == "default.housekeeping":
+        if not d.allowed:
+            return d
+        if self.catalog is not None and (c.functions or c.operators):
+            denial = self._shadowed(c.functions, c.operators, self._snapshot_seen)
+            if denial is not None:
+                return denial
+        if not c.attributes or d.rule == "default.housekeeping":
             # housekeeping's one shape with column syntax (its own pg_stat_activity row)
             # names only that view's real columns, which PostgreSQL resolves before calls
             return d
         calls = attribute_calls(c.attributes, c.reads | c.writes, self._snapshot_seen)
         for name in sorted(calls):
-            for fn in function_names(None, name, self.search_path):
+            fns = function_names(None, name, self.search_path)
+            for fn in fns:
                 denial = check_function(fn, self.scopes)
+                if denial is None and self.catalog is not None:
+                    denial = self._shadowed(frozenset(fns), frozenset(), self._snapshot_seen)
                 if denial is not None:
                     why = "" if self._snapshot_seen is not None else "; no catalog loaded"
                     return Decision(
@@ -252,6 +277,51 @@ class StatementPolicy:
                         f"{name}(row) unless the row has a column {name}{why})",
                     )
         return d
+
+    def _shadowed(
+        self, functions: frozenset[str], operators: frozenset[str], snap: Snapshot | None
+    ) -> Decision | None:
+        """The proxy's sessions decide calls by what PostgreSQL may resolve them to: an
+        unqualified call or operator spelled like a built-in may run a user-written
+        function of that name (``policy.catalog.shadowing_calls``), which needs an
+        execute scope like a call of it by name. None: nothing of the kind denied."""
+        if snap is None:
+            if not any("." not in f for f in functions) and not any("." not in o for o in operators):
+                return None
+            return Decision(
+                False,
+                "scope.execute",
+                "may not run unqualified calls or operators: no catalog loaded, so which "
+                "functions they resolve to is unknown",
+            )
+        for target, what in sorted(shadowing_calls(functions, operators, snap).items()):
+            denial = check_function(target, self.scopes)
+            if denial is not None:
+                return Decision(
+                    False,
+                    denial.rule,
+                    f"{denial.reason}: {what} may resolve to {target}, a user-written "
+                    "function of that name (PostgreSQL picks by argument types)",
+                )
+        return None
+
+    def _after_definitions(self, pairs: tuple[Pair, ...]) -> tuple[Pair, ...]:
+        """Statements after one that defines functions, in the same message, decided with
+        those functions known (the catalog learns of them only once they ran)."""
+        snap = self._snapshot_seen
+        if snap is None:
+            return pairs  # every unqualified call is denied already
+        defined: dict[str, frozenset[str]] = {}
+        out: list[Pair] = []
+        for c, d in pairs:
+            if defined and d.allowed and (c.functions or c.operators):
+                denial = self._shadowed(c.functions, c.operators, with_defined(snap, defined))
+                if denial is not None:
+                    d = denial
+            out.append((c, d))
+            for name, targets in _defined_functions(c).items():
+                defined[name] = defined.get(name, frozenset()) | targets
+        return tuple(out)
 
     def _cached(self, sql: str) -> Verdict | None:
         """The verdict for this exact text from this session's or the shared cache."""
@@ -350,10 +420,16 @@ class StatementPolicy:
     def _verdict(self, pairs: tuple[Pair, ...]) -> Verdict:
         if any(c.command in STATEFUL_COMMANDS for c, _ in pairs):
             pairs = self._apply_session_state(pairs)
+        if len(pairs) > 1 and self.catalog is not None and any(_defined_functions(c) for c, _ in pairs[:-1]):
+            pairs = self._after_definitions(pairs)
         denied = next((d for _, d in pairs if not d.allowed), None)
         ran = denied is None or not self.enforce
         if ran and self.on_ddl is not None and any(c.cls is StatementClass.DDL for c, _ in pairs):
-            self.on_ddl()
+            defined: dict[str, frozenset[str]] = {}
+            for c, _d in pairs:
+                for name, targets in _defined_functions(c).items():
+                    defined[name] = defined.get(name, frozenset()) | targets
+            self.on_ddl(defined)
         if denied is None:
             self._commit_session_state(pairs)
             return Verdict(True, pairs, "")

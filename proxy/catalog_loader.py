@@ -8,7 +8,14 @@ import asyncio
 import logging
 
 from common.wire import messages as m
-from policy.catalog import COLUMNS_SQL, FUNCTIONS_SQL, ROLE_SCHEMAS_SQL, CatalogCache
+from policy.catalog import (
+    COLUMNS_SQL,
+    FUNCTIONS_SQL,
+    ROLE_SCHEMAS_SQL,
+    USER_FUNCTIONS_SQL,
+    USER_OPERATORS_SQL,
+    CatalogCache,
+)
 from policy.lexer import render_name
 
 from .logs import event
@@ -78,13 +85,25 @@ class CatalogLoader:
         self.cache = CatalogCache(refresh_after=refresh_after)
 
     async def load(self, database: str) -> None:
-        functions, column_rows, role_schemas = await _queries(
-            self.cfg, self.credentials, database, FUNCTIONS_SQL, COLUMNS_SQL, ROLE_SCHEMAS_SQL
-        )
-        if isinstance(functions, UpstreamError):
-            raise functions
-        if isinstance(column_rows, UpstreamError):
-            raise column_rows
+        functions, column_rows, role_schemas, user_function_rows, user_operator_rows = await _queries(
+            self.cfg, self.credentials, database, FUNCTIONS_SQL, COLUMNS_SQL, ROLE_SCHEMAS_SQL,
+            USER_FUNCTIONS_SQL, USER_OPERATORS_SQL,
+        )  # fmt: skip
+        for result in (functions, column_rows, user_function_rows, user_operator_rows):
+            if isinstance(result, UpstreamError):
+                raise result
+        assert not isinstance(functions, UpstreamError)  # for mypy: raised above
+        assert not isinstance(column_rows, UpstreamError)
+        assert not isinstance(user_function_rows, UpstreamError)
+        assert not isinstance(user_operator_rows, UpstreamError)
+        user_functions: dict[str, set[str]] = {}
+        for schema, name in user_function_rows:
+            if schema is not None and name is not None:  # never NULL in the catalog
+                user_functions.setdefault(render_name(name), set()).add(render_name(schema, name))
+        user_operators: dict[str, set[str]] = {}
+        for op, schema, name in user_operator_rows:
+            if op is not None and schema is not None and name is not None:
+                user_operators.setdefault(op, set()).add(render_name(schema, name))
         if isinstance(role_schemas, UpstreamError):  # only "$user" is at stake: not shown
             event("catalog role-schema check failed", logging.WARNING, database=database,
                   error=role_schemas.message)  # fmt: skip
@@ -99,6 +118,8 @@ class CatalogLoader:
             [r[0] for r in functions],
             {k: frozenset(v) for k, v in columns.items()},
             role_schemas == [["t"]],
+            {k: frozenset(v) for k, v in user_functions.items()},
+            {k: frozenset(v) for k, v in user_operators.items()},
         )
 
     def refresh(self, database: str) -> asyncio.Task:
@@ -125,8 +146,8 @@ class CatalogLoader:
             if self.cache.get(database) is None:
                 await task
 
-        def on_ddl() -> None:
-            self.cache.invalidate(database)
+        def on_ddl(defined: dict[str, frozenset[str]]) -> None:
+            self.cache.invalidate(database, defined)
             self.refresh(database)
 
         policy.catalog = lambda: self.cache.get(database)

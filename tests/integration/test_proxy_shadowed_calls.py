@@ -1,0 +1,167 @@
+"""A call or operator spelled like a built-in can run a user-written function.
+
+PostgreSQL resolves an unqualified call by the best match of argument types across the
+search path, not by the first schema: with ``public.initcap(int)`` in the database,
+``initcap(1)`` runs it (``pg_catalog.initcap(text)`` would need a cast). The policy used to
+read such a call as the built-in by its name. These tests plant user functions and an
+operator that read a secret table and let the server judge: every such call is denied
+over the simple and the extended protocol, the secret never reaches the client, and
+the same names used as the built-ins stay allowed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import asyncpg
+import pytest
+
+from tests.support.fixtures_proxy import ProxyHandle, proxy_config
+from tests.support.proxies import issue as grant_issue
+from tests.support.proxies import sqlite_url
+from tests.support.rawpg import RawClient, error_fields
+
+pytestmark = pytest.mark.timeout(120)
+
+AGENT = "e2e-shadow"
+SCOPES = "read:public.orders,public.customers"
+SECRET = "shadow-secret-5f0e"
+READ_SECRET = "SELECT secret FROM secret.shadow_vault LIMIT 1"
+SETUP = f"""
+SET ROLE pgwitness;
+CREATE TABLE secret.shadow_vault (secret text);
+INSERT INTO secret.shadow_vault VALUES ('{SECRET}');
+CREATE FUNCTION public.initcap(int) RETURNS text LANGUAGE sql AS '{READ_SECRET}';
+CREATE FUNCTION public.pg_get_shadow() RETURNS text LANGUAGE sql AS '{READ_SECRET}';
+CREATE FUNCTION secret.shadow_op(int, int) RETURNS text LANGUAGE sql AS '{READ_SECRET}';
+CREATE OPERATOR public.## (LEFTARG = int, RIGHTARG = int, FUNCTION = secret.shadow_op);
+CREATE FUNCTION public.shadow_row(public.orders) RETURNS text LANGUAGE sql AS '{READ_SECRET}';
+"""
+TEARDOWN = """
+DROP OPERATOR IF EXISTS public.## (int, int);
+DROP FUNCTION IF EXISTS secret.shadow_op(int, int);
+DROP FUNCTION IF EXISTS public.initcap(int);
+DROP FUNCTION IF EXISTS public.pg_get_shadow();
+DROP FUNCTION IF EXISTS public.shadow_row(public.orders);
+DROP FUNCTION IF EXISTS public.md5(int);
+DROP FUNCTION IF EXISTS public.translate(int);
+DROP TABLE IF EXISTS secret.shadow_vault;
+"""
+MODES = ("simple", "extended", "prepared")
+
+
+@pytest.fixture(scope="module")
+def sproxy(pg, tmp_path_factory):
+    pg.psql(TEARDOWN, db="app")
+    pg.psql(SETUP, db="app")
+    url = sqlite_url(tmp_path_factory.mktemp("shadow") / "grants.db")
+    handle = ProxyHandle(proxy_config(pg, **{"grants.store": url})).start()
+    try:
+
+        def issue(task: str, scopes: str) -> str:
+            return grant_issue(handle, agent=AGENT, task=task, scopes=scopes)[1]
+
+        handle.token = issue("SHADOW", SCOPES)
+        handle.ddl_token = issue("SHADOW-DDL", SCOPES + " ddl:public.*")
+        handle.exec_token = issue("SHADOW-EXEC", SCOPES + " execute:public.initcap")
+        yield handle
+    finally:
+        handle.stop()
+        pg.psql(TEARDOWN, db="app")
+
+
+async def _attempt(handle, token: str, sql: str, mode: str) -> str:
+    """The outcome as text (rows or the error), by asyncpg: extended protocol."""
+    conn = await asyncpg.connect(
+        host=handle.host, port=handle.port, user=AGENT, password=token, database="app",
+        ssl=False, timeout=10, statement_cache_size=0 if mode == "extended" else 100,
+    )  # fmt: skip
+    try:
+        if mode == "extended":
+            return repr(await conn.fetch(sql))
+        return repr(await (await conn.prepare(sql)).fetch())
+    except asyncpg.PostgresError as exc:
+        return f"error {exc.sqlstate}: {exc}"
+    finally:
+        await conn.close()
+
+
+def outcomes(handle, sql: str, token: str | None = None) -> dict[str, str]:
+    """What each protocol gave back for ``sql``: the simple one by a raw client (every
+    byte the proxy sent, rows included), the extended one unnamed and prepared."""
+    token = token or handle.token
+    out = {}
+    with RawClient.session(handle.host, handle.port, AGENT, token) as c:
+        frames = c.query(sql)
+    errors = [error_fields(f) for f in frames if f[:1] == b"E"]
+    out["simple"] = (
+        f"error {errors[0].get('C')}: {errors[0].get('M')}" if errors
+        else b"".join(frames).decode("utf-8", "replace")
+    )  # fmt: skip
+    for mode in ("extended", "prepared"):
+        out[mode] = asyncio.run(_attempt(handle, token, sql, mode))
+    return out
+
+
+def assert_denied(got: dict[str, str], *fragments: str) -> None:
+    for mode, text in got.items():
+        assert SECRET not in text, (mode, text)
+        assert text.startswith("error 42501"), (mode, text)
+        for fragment in fragments:
+            assert fragment in text, (mode, fragment, text)
+
+
+def test_the_server_runs_the_user_functions_directly(sproxy, pg):
+    """The planted functions do what the tests below deny: the server's own judgement."""
+    assert SECRET in pg.psql("SELECT initcap(1); SELECT 1 ## 2; SELECT pg_get_shadow()", db="app")
+
+
+@pytest.mark.parametrize(
+    ("sql", "target"),
+    [
+        ("SELECT initcap(1)", "public.initcap"),
+        ("SELECT id, initcap(id) FROM public.orders", "public.initcap"),
+        ("SELECT 1 ## 2", "secret.shadow_op"),  # an operator is a call of its function
+        ("SELECT pg_get_shadow()", "public.pg_get_shadow"),  # a built-in's prefix, not one
+        ("SELECT o.shadow_row FROM public.orders o", "public.shadow_row"),  # column syntax
+    ],
+)
+def test_unqualified_calls_that_may_resolve_to_user_functions_are_denied(sproxy, sql, target):
+    assert_denied(outcomes(sproxy, sql), target, "scope.execute")
+
+
+def test_other_built_ins_stay_allowed_and_a_shadowed_name_is_denied_either_way(sproxy):
+    """The policy does not type arguments: once a user function is named like a built-in,
+    every unqualified use of that name needs the execute scope (docs/policy.md)."""
+    got = outcomes(sproxy, "SELECT lower('ABC') || 'x', 2 # 3")
+    for mode, text in got.items():
+        assert "abcx" in text and not text.startswith("error"), (mode, text)
+    assert_denied(outcomes(sproxy, "SELECT initcap('abc')"), "public.initcap")
+
+
+def test_an_execute_scope_allows_the_user_function(sproxy):
+    """The rule is the one a call by name has: execute:public.initcap allows it (the grant
+    chose to let the function run; what it reads is then the function's business)."""
+    got = outcomes(sproxy, "SELECT initcap(1)", sproxy.exec_token)
+    assert all(SECRET in text for text in got.values()), got
+    assert_denied(outcomes(sproxy, "SELECT 1 ## 2", sproxy.exec_token), "secret.shadow_op")
+
+
+def test_a_function_defined_through_the_proxy_shadows_at_once(sproxy, pg):
+    """A ddl grant creates public.md5(int) and calls md5(1): denied, both in a later message
+    (even before the catalog reloads, and whatever the reload saw) and in the same one."""
+    create = f"CREATE FUNCTION public.md5(int) RETURNS text LANGUAGE sql AS '{READ_SECRET}'"
+    with RawClient.session(sproxy.host, sproxy.port, AGENT, sproxy.ddl_token) as c:
+        assert not [f for f in c.query(create) if f[:1] == b"E"]
+        frames = c.query("SELECT md5(1)")  # the same session, at once
+        assert [error_fields(f).get("C") for f in frames if f[:1] == b"E"] == ["42501"]
+        assert SECRET.encode() not in b"".join(frames)
+    assert_denied(outcomes(sproxy, "SELECT md5(1)", sproxy.ddl_token), "public.md5")
+    same = (f"CREATE FUNCTION public.translate(int) RETURNS text LANGUAGE sql AS '{READ_SECRET}';"
+            " SELECT translate(1)")  # fmt: skip
+    with RawClient.session(sproxy.host, sproxy.port, AGENT, sproxy.ddl_token) as c:
+        frames = c.query(same)
+        assert [error_fields(f).get("C") for f in frames if f[:1] == b"E"] == ["42501"]
+        assert SECRET.encode() not in b"".join(frames)
+    # denied as a whole: nothing of it ran
+    assert pg.psql("SELECT to_regprocedure('public.translate(int)') IS NULL", db="app").strip() == "t"

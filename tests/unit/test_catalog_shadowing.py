@@ -1,0 +1,83 @@
+"""Unqualified calls and operators decided by what PostgreSQL may resolve them to
+(policy.catalog.shadowing_calls, StatementPolicy._shadowed); end to end with the server
+judging: tests/integration/test_proxy_shadowed_calls.py."""
+
+from __future__ import annotations
+
+from policy import StatementPolicy, parse_scopes
+from policy.catalog import CatalogCache, shadowing_calls
+
+SHADOWS = {"lower": frozenset({"public.lower", "app.lower"}), '"Odd"': frozenset({"public.\"Odd\""})}
+OPERATORS = {"||": frozenset({"secret.concat_ints"})}
+
+
+def policy(scopes: str = "read:public.t ddl:public.*", cache: CatalogCache | None = None):
+    cache = cache or CatalogCache()
+    if cache.get("db") is None:
+        cache.put("db", [], {}, True, SHADOWS, OPERATORS)
+    p = StatementPolicy(parse_scopes(scopes), task="T", shared=None)
+    p.catalog = lambda: cache.get("db")
+    p.on_ddl = lambda defined: cache.invalidate("db", defined)
+    return p, cache
+
+
+def test_shadowing_calls_lists_every_candidate_of_bare_names_only():
+    snap = CatalogCache().put("db", [], {}, True, SHADOWS, OPERATORS)
+    got = shadowing_calls(frozenset({"lower", "public.lower", "upper"}), frozenset({"||", "="}), snap)
+    assert got == {
+        "public.lower": "lower(...)",
+        "app.lower": "lower(...)",
+        "secret.concat_ints": "operator ||",
+    }
+
+
+def test_a_shadowed_name_or_operator_needs_execute_on_every_candidate():
+    p, _ = policy()
+    for sql, target in [
+        ("SELECT lower(1)", "app.lower"),  # sorted: app before public
+        ("SELECT a FROM public.t WHERE lower(a) = 'x'", "app.lower"),
+        ("SELECT 1 || 2", "secret.concat_ints"),
+        ('SELECT "Odd"(1)', 'public."Odd"'),
+    ]:
+        v = p.check_query(sql)
+        assert not v.allowed and target in v.message and "scope.execute" in v.message, (sql, v)
+    assert p.check_query("SELECT upper('x'), 1 + 2").allowed
+    p2, _ = policy("read:public.t execute:public.*,app.lower")
+    assert p2.check_query("SELECT lower(1)").allowed
+    assert not p2.check_query("SELECT 1 || 2").allowed  # secret.concat_ints is not granted
+
+
+def test_no_catalog_loaded_denies_unqualified_calls_and_operators():
+    p = StatementPolicy(parse_scopes("read:public.t"), task="T", shared=None)
+    p.catalog = lambda: None  # the proxy's load failed: unknown, so fail closed
+    v = p.check_query("SELECT a FROM public.t WHERE a = 1")
+    assert not v.allowed and "no catalog loaded" in v.message
+    assert p.check_query("SELECT a FROM public.t").allowed  # no call, no operator
+    offline = StatementPolicy(parse_scopes("read:public.t"), task="T", shared=None)
+    assert offline.check_query("SELECT a FROM public.t WHERE a = 1").allowed  # no proxy
+
+
+def test_functions_defined_through_the_proxy_shadow_from_then_on_whatever_a_reload_says():
+    p, cache = policy()
+    create = "CREATE FUNCTION public.initcap(int) RETURNS text LANGUAGE sql AS 'SELECT 1::text'"
+    assert p.check_query("SELECT initcap('x')").allowed
+    assert p.check_query(create).allowed  # scope.ddl, and the proxy learns the name
+    assert "public.initcap" in p.check_query("SELECT initcap('x')").message
+    cache.put("db", [], {}, True, SHADOWS, OPERATORS)  # a reload that ran before the commit
+    assert not p.check_query("SELECT initcap('x')").allowed
+    other, _ = policy(cache=cache)  # another session of the same database
+    assert not other.check_query("SELECT initcap('x')").allowed
+
+
+def test_a_definition_and_a_call_in_one_message_are_decided_together():
+    p, cache = policy()
+    sql = ("CREATE FUNCTION public.btrim(int) RETURNS text LANGUAGE sql AS 'SELECT 1::text';"
+           " SELECT btrim(1)")  # fmt: skip
+    v = p.check_query(sql)
+    assert not v.allowed and "public.btrim" in v.message
+    assert "btrim" not in cache.get("db").user_functions  # denied: nothing ran, nothing learnt
+    dry = StatementPolicy(parse_scopes("read:public.t ddl:public.*"), task="T", enforce=False, shared=None)
+    dry.catalog = lambda: cache.get("db")
+    dry.on_ddl = lambda defined: cache.invalidate("db", defined)
+    assert dry.check_query(sql).would_deny
+    assert "public.btrim" in cache.get("db").user_functions["btrim"]  # dry run: it ran
