@@ -28,6 +28,7 @@ __all__ = [
     "ROLE_SCHEMAS_SQL",
     "USER_FUNCTIONS_SQL",
     "USER_OPERATORS_SQL",
+    "USER_TYPES_SQL",
     "CatalogCache",
     "Snapshot",
     "attribute_calls",
@@ -83,6 +84,54 @@ WHERE l.lanname NOT IN ('c', 'internal')
   AND fn.nspname NOT IN ('pg_catalog', 'information_schema')
 """
 
+# Types outside the system schemas that run user-written functions when a value is made one
+# (a cast, a literal of the type, an argument or column of it): a domain's CHECK constraints
+# (pg_depend records the functions they call), a cast into the type by a function, and
+# whatever a type made of it runs: a domain over it, an array of it, a row type with a
+# column of it, a range over it. Each row: the type and one function it may run.
+USER_TYPES_SQL = """
+WITH RECURSIVE
+written AS (
+  SELECT p.oid, n.nspname, p.proname
+  FROM pg_catalog.pg_proc p
+  JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
+  JOIN pg_catalog.pg_language l ON l.oid = p.prolang
+  WHERE l.lanname NOT IN ('c', 'internal')
+    AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+),
+direct AS (
+  SELECT c.contypid AS typ, d.refobjid AS fn
+  FROM pg_catalog.pg_constraint c
+  JOIN pg_catalog.pg_depend d ON d.classid = 'pg_catalog.pg_constraint'::pg_catalog.regclass
+   AND d.objid = c.oid AND d.refclassid = 'pg_catalog.pg_proc'::pg_catalog.regclass
+  WHERE c.contypid <> 0
+  UNION
+  SELECT c.casttarget, c.castfunc FROM pg_catalog.pg_cast c WHERE c.castfunc <> 0
+),
+made_of AS (
+  SELECT t.typbasetype AS part, t.oid AS whole FROM pg_catalog.pg_type t WHERE t.typbasetype <> 0
+  UNION ALL
+  SELECT t.typelem, t.oid FROM pg_catalog.pg_type t WHERE t.typelem <> 0
+  UNION ALL
+  SELECT a.atttypid, c.reltype
+  FROM pg_catalog.pg_attribute a JOIN pg_catalog.pg_class c ON c.oid = a.attrelid
+  WHERE a.attnum > 0 AND NOT a.attisdropped AND c.reltype <> 0
+  UNION ALL
+  SELECT r.rngsubtype, r.rngtypid FROM pg_catalog.pg_range r
+),
+runs(typ, fn) AS (
+  SELECT typ, fn FROM direct WHERE fn IN (SELECT oid FROM written)
+  UNION
+  SELECT m.whole, r.fn FROM runs r JOIN made_of m ON m.part = r.typ
+)
+SELECT tn.nspname, t.typname, w.nspname, w.proname
+FROM runs r
+JOIN pg_catalog.pg_type t ON t.oid = r.typ
+JOIN pg_catalog.pg_namespace tn ON tn.oid = t.typnamespace
+JOIN written w ON w.oid = r.fn
+WHERE tn.nspname NOT IN ('pg_catalog', 'information_schema')
+"""
+
 # Can "$user" in a per-grant role's search_path resolve anywhere, now or by a grant's doing?
 # Only if a schema named like a per-grant role exists, or a per-grant role may create
 # schemas: pgwitness gives them CREATE on schemas only, never on the database, so only
@@ -109,6 +158,8 @@ class Snapshot:
     user_functions: dict[str, frozenset[str]] = field(default_factory=dict)
     # operator name -> the user-written functions behind operators of that name
     user_operators: dict[str, frozenset[str]] = field(default_factory=dict)
+    # type, "schema.type" and bare -> the user-written functions a value of it may run
+    user_types: dict[str, frozenset[str]] = field(default_factory=dict)
 
     @property
     def user_schema_safe(self) -> bool:
@@ -139,23 +190,35 @@ def attribute_calls(
 
 
 def shadowing_calls(
-    functions: frozenset[str], operators: frozenset[str], snapshot: Snapshot
+    functions: frozenset[str],
+    operators: frozenset[str],
+    snapshot: Snapshot,
+    types: frozenset[str] = frozenset(),
 ) -> dict[str, str]:
     """The user-written functions PostgreSQL may run for a statement's unqualified calls
-    and operators: ``{"schema.fn": "what in the statement may resolve to it"}``.
+    and operators, and for the types it names: ``{"schema.fn": "what in the statement may
+    resolve to it or run it, and why"}``.
 
     ``functions`` and ``operators`` as classify renders them: bare for unqualified calls
-    (a qualified one names its function and is decided as written). The policy decides
-    each function found like a call of it (an execute scope)."""
+    (a qualified one names its function and is decided as written); ``types`` as
+    ``Classified.types``. The policy decides each function found like a call of it (an
+    execute scope)."""
     out: dict[str, str] = {}
+    if snapshot.user_types:
+        for t in types:
+            for target in snapshot.user_types.get(t, ()):
+                out.setdefault(target, f"a value of type {t} runs {target} (a domain "
+                               "constraint or a cast)")
     if snapshot.user_functions:
         for fn in functions:
             for target in snapshot.user_functions.get(fn, ()):
-                out.setdefault(target, f"{fn}(...)")
+                out.setdefault(target, f"{fn}(...) may resolve to {target}, a user-written "
+                               "function of that name (PostgreSQL picks by argument types)")
     if snapshot.user_operators:
         for op in operators:
             for target in snapshot.user_operators.get(op, ()):
-                out.setdefault(target, f"operator {op}")
+                out.setdefault(target, f"operator {op} may resolve to a user-written "
+                               f"operator that calls {target}")
     return out
 
 
@@ -164,7 +227,7 @@ def with_defined(snapshot: Snapshot, defined: dict[str, frozenset[str]]) -> Snap
     return Snapshot(
         snapshot.functions, snapshot.columns, snapshot.loaded_at, snapshot.stale,
         snapshot.role_schemas_absent, _merged(snapshot.user_functions, defined),
-        snapshot.user_operators,
+        snapshot.user_operators, snapshot.user_types,
     )  # fmt: skip
 
 
@@ -206,11 +269,13 @@ class CatalogCache:
         role_schemas_absent: bool = False,
         user_functions: dict[str, frozenset[str]] | None = None,
         user_operators: dict[str, frozenset[str]] | None = None,
+        user_types: dict[str, frozenset[str]] | None = None,
     ) -> Snapshot:
         entry = self.entries.setdefault(database, _Entry())
         snap = Snapshot(
             frozenset(functions), dict(columns), time.monotonic(), False, role_schemas_absent,
             _merged(user_functions or {}, entry.defined), dict(user_operators or {}),
+            dict(user_types or {}),
         )  # fmt: skip
         entry.snapshot = snap
         return snap
@@ -229,7 +294,7 @@ class CatalogCache:
         if s is not None and (not s.stale or defined):
             entry.snapshot = Snapshot(
                 s.functions, s.columns, s.loaded_at, True, s.role_schemas_absent,
-                _merged(s.user_functions, entry.defined), s.user_operators,
+                _merged(s.user_functions, entry.defined), s.user_operators, s.user_types,
             )  # fmt: skip
 
     def due(self, database: str) -> bool:

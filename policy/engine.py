@@ -253,8 +253,8 @@ class StatementPolicy:
         d = decide(c, self.scopes)
         if not d.allowed:
             return d
-        if self.catalog is not None and (c.functions or c.operators):
-            denial = self._shadowed(c.functions, c.operators, self._snapshot_seen)
+        if self.catalog is not None and (c.functions or c.operators or c.types):
+            denial = self._shadowed(c.functions, c.operators, self._snapshot_seen, c.types)
             if denial is not None:
                 return denial
         if not c.attributes or d.rule == "default.housekeeping":
@@ -279,29 +279,37 @@ class StatementPolicy:
         return d
 
     def _shadowed(
-        self, functions: frozenset[str], operators: frozenset[str], snap: Snapshot | None
+        self,
+        functions: frozenset[str],
+        operators: frozenset[str],
+        snap: Snapshot | None,
+        types: frozenset[str] = frozenset(),
     ) -> Decision | None:
         """The proxy's sessions decide calls by what PostgreSQL may resolve them to: an
         unqualified call or operator spelled like a built-in may run a user-written
-        function of that name (``policy.catalog.shadowing_calls``), which needs an
-        execute scope like a call of it by name. None: nothing of the kind denied."""
+        function of that name, and a value of a user's type may run its domain's
+        constraints or a cast (``policy.catalog.shadowing_calls``): each needs an execute
+        scope like a call of it by name. None: nothing of the kind denied."""
         if snap is None:
-            if not any("." not in f for f in functions) and not any("." not in o for o in operators):
+            if (
+                not types
+                and not any("." not in f for f in functions)
+                and not any("." not in o for o in operators)
+            ):
                 return None
             return Decision(
                 False,
                 "scope.execute",
-                "may not run unqualified calls or operators: no catalog loaded, so which "
-                "functions they resolve to is unknown",
+                "may not run unqualified calls, operators or user types: no catalog loaded, "
+                "so which functions they run is unknown",
             )
-        for target, what in sorted(shadowing_calls(functions, operators, snap).items()):
+        for target, what in sorted(shadowing_calls(functions, operators, snap, types).items()):
             denial = check_function(target, self.scopes)
             if denial is not None:
                 return Decision(
                     False,
                     denial.rule,
-                    f"{denial.reason}: {what} may resolve to {target}, a user-written "
-                    "function of that name (PostgreSQL picks by argument types)",
+                    f"{denial.reason}: {what}",
                 )
         return None
 
@@ -315,7 +323,7 @@ class StatementPolicy:
         out: list[Pair] = []
         for c, d in pairs:
             if defined and d.allowed and (c.functions or c.operators):
-                denial = self._shadowed(c.functions, c.operators, with_defined(snap, defined))
+                denial = self._shadowed(c.functions, c.operators, with_defined(snap, defined), c.types)
                 if denial is not None:
                     d = denial
             out.append((c, d))

@@ -14,6 +14,7 @@ from policy.catalog import (
     ROLE_SCHEMAS_SQL,
     USER_FUNCTIONS_SQL,
     USER_OPERATORS_SQL,
+    USER_TYPES_SQL,
     CatalogCache,
 )
 from policy.lexer import render_name
@@ -85,17 +86,19 @@ class CatalogLoader:
         self.cache = CatalogCache(refresh_after=refresh_after)
 
     async def load(self, database: str) -> None:
-        functions, column_rows, role_schemas, user_function_rows, user_operator_rows = await _queries(
+        (functions, column_rows, role_schemas, user_function_rows, user_operator_rows,
+         user_type_rows) = await _queries(
             self.cfg, self.credentials, database, FUNCTIONS_SQL, COLUMNS_SQL, ROLE_SCHEMAS_SQL,
-            USER_FUNCTIONS_SQL, USER_OPERATORS_SQL,
+            USER_FUNCTIONS_SQL, USER_OPERATORS_SQL, USER_TYPES_SQL,
         )  # fmt: skip
-        for result in (functions, column_rows, user_function_rows, user_operator_rows):
+        for result in (functions, column_rows, user_function_rows, user_operator_rows, user_type_rows):
             if isinstance(result, UpstreamError):
                 raise result
         assert not isinstance(functions, UpstreamError)  # for mypy: raised above
         assert not isinstance(column_rows, UpstreamError)
         assert not isinstance(user_function_rows, UpstreamError)
         assert not isinstance(user_operator_rows, UpstreamError)
+        assert not isinstance(user_type_rows, UpstreamError)
         user_functions: dict[str, set[str]] = {}
         for schema, name in user_function_rows:
             if schema is not None and name is not None:  # never NULL in the catalog
@@ -104,6 +107,14 @@ class CatalogLoader:
         for op, schema, name in user_operator_rows:
             if op is not None and schema is not None and name is not None:
                 user_operators.setdefault(op, set()).add(render_name(schema, name))
+        user_types: dict[str, set[str]] = {}
+        for tschema, tname, schema, name in user_type_rows:
+            if tschema is None or tname is None or schema is None or name is None:
+                continue  # never NULL in the catalog
+            target = render_name(schema, name)
+            # bare too: an unqualified type is the first of the search path that has one
+            for key in (render_name(tschema, tname), render_name(tname)):
+                user_types.setdefault(key, set()).add(target)
         if isinstance(role_schemas, UpstreamError):  # only "$user" is at stake: not shown
             event("catalog role-schema check failed", logging.WARNING, database=database,
                   error=role_schemas.message)  # fmt: skip
@@ -120,6 +131,7 @@ class CatalogLoader:
             role_schemas == [["t"]],
             {k: frozenset(v) for k, v in user_functions.items()},
             {k: frozenset(v) for k, v in user_operators.items()},
+            {k: frozenset(v) for k, v in user_types.items()},
         )
 
     def refresh(self, database: str) -> asyncio.Task:

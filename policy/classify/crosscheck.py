@@ -263,7 +263,7 @@ def reconcile(
         alone = _from_pg_alone(stmt, glot, pg, search_path, pg_funcs)
         if alone is None:
             return glot, False
-        return _with_pg(alone, alone.functions, operators, attributes), False
+        return _with_pg(alone, alone.functions, operators, attributes, _types(pg)), False
     problems = []
     kinds = _KINDS.get(glot.command)
     if glot.command.startswith("DROP "):
@@ -304,7 +304,7 @@ def reconcile(
     if settings and "set_config" not in glot.functions:
         pg_funcs.discard("set_config")
     funcs = pg_funcs | settings
-    return _with_pg(glot, funcs, operators, attributes), glot_cacheable
+    return _with_pg(glot, funcs, operators, attributes, _types(pg)), glot_cacheable
 
 
 def _qual(schema: str | None, name: str) -> tuple[str, ...]:
@@ -321,14 +321,27 @@ def _execute_args(glot: Classified, pg: PgStatement, search_path) -> Classified:
         seen = ", ".join(sorted(rels | missing))
         return _unknown(glot, f"{DISAGREE}: EXECUTE arguments only PostgreSQL reads: {seen}")
     operators = frozenset(_operator_name(s, n) for s, n in pg.operators)
-    return _with_pg(glot, funcs, operators, pg.attributes)
+    return _with_pg(glot, funcs, operators, pg.attributes, _types(pg))
 
 
 def _unknown(glot: Classified, detail: str) -> Classified:
     return Classified(glot.sql, S.UNKNOWN, glot.command, _EMPTY, _EMPTY, _EMPTY, detail)
 
 
-def _with_pg(c: Classified, funcs, operators, attributes) -> Classified:
+def _types(pg: PgStatement) -> frozenset[str]:
+    """The type names a statement uses that are not pg_catalog's, as classify renders
+    names: ``schema.type``, or bare when unqualified (PostgreSQL takes the first schema of
+    the search path that has one, pg_catalog first)."""
+    if not pg.types:
+        return _EMPTY
+    return frozenset(
+        render_name(name) if schema is None else render_name(schema, name)
+        for schema, name in pg.types
+        if schema != "pg_catalog"
+    )
+
+
+def _with_pg(c: Classified, funcs, operators, attributes, types=_EMPTY) -> Classified:
     # dataclasses.replace, spelled out: it costs a microsecond more on every miss
     return Classified(
         c.sql,
@@ -341,6 +354,7 @@ def _with_pg(c: Classified, funcs, operators, attributes) -> Classified:
         c.write_ops,
         operators,
         attributes,
+        types,
     )
 
 

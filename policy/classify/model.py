@@ -41,6 +41,10 @@ class Classified:
     # names used with column syntax (x.name), which the server may resolve as name(x).
     operators: frozenset[str] = frozenset()
     attributes: frozenset[str] = frozenset()
+    # From PostgreSQL's parser: the types the statement names outside pg_catalog (casts,
+    # column and argument types), "schema.type" or bare: a value made one may run a domain's
+    # constraint functions or a cast's function (policy.catalog, USER_TYPES_SQL).
+    types: frozenset[str] = frozenset()
 
 
 class Unclassifiable(Exception):

@@ -50,6 +50,7 @@ class PgStatement:
     defines: frozenset[tuple[str, str | None, str]]  # (object kind, schema, name)
     node: dict  # the statement's tree (libpg_query JSON), for statement-specific checks
     flags: frozenset[str] = frozenset()  # "locking" (FOR UPDATE/SHARE), "regcast"
+    types: frozenset[Name] = frozenset()  # every type name: casts, columns, arguments
 
     @property
     def relation_names(self) -> frozenset[Name]:
@@ -139,7 +140,7 @@ def _split(parts: list[str]) -> Name | None:
 
 
 class _Walk:
-    __slots__ = ("relations", "functions", "operators", "attributes", "defines", "flags")
+    __slots__ = ("relations", "functions", "operators", "attributes", "defines", "flags", "types")
 
     def __init__(self) -> None:
         self.relations: set[tuple[str | None, str, str]] = set()
@@ -148,6 +149,7 @@ class _Walk:
         self.attributes: set[str] = set()
         self.defines: set[tuple[str, str | None, str]] = set()
         self.flags: set[str] = set()
+        self.types: set[Name] = set()
 
     # -- generic ---------------------------------------------------------------------
     def any(self, value, ctes: frozenset[str]) -> None:
@@ -187,6 +189,12 @@ class _Walk:
         if "rel" in d and "onCommit" in d:  # an unwrapped IntoClause: SELECT INTO, CTAS
             self.target(d["rel"], "ddl", ctes)
             skip = (*skip, "rel")
+        if "typemod" in d and "names" in d:  # a TypeName (always unwrapped in the tree)
+            name = _split(_names(d["names"]))
+            if name is None:
+                raise PgParseError("a type name that is not plain")
+            self.types.add(name)
+            skip = (*skip, "names")
         for k, v in d.items():
             t = type(v)
             if t is dict:
@@ -489,6 +497,7 @@ def parse(sql: str) -> tuple[PgStatement, ...]:
                 frozenset(w.defines),
                 node[kind],
                 frozenset(w.flags),
+                frozenset(w.types),
             )
         )
     return tuple(out)

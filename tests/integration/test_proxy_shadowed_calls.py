@@ -1,4 +1,5 @@
-"""A call or operator spelled like a built-in can run a user-written function.
+"""A call or operator spelled like a built-in, or a value of a user's type, can run a
+user-written function.
 
 PostgreSQL resolves an unqualified call by the best match of argument types across the
 search path, not by the first schema: with ``public.initcap(int)`` in the database,
@@ -6,7 +7,9 @@ search path, not by the first schema: with ``public.initcap(int)`` in the databa
 read such a call as the built-in by its name. These tests plant user functions and an
 operator that read a secret table and let the server judge: every such call is denied
 over the simple and the extended protocol, the secret never reaches the client, and
-the same names used as the built-ins stay allowed.
+other built-ins stay allowed. The same for types: a cast to a domain runs its CHECK
+constraints' functions (here, one that raises the secret in its error), a cast into a type
+may be a user's function, and a row type or a domain over it runs what its parts run.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import asyncio
 import asyncpg
 import pytest
 
+from devtools.localpg import LocalClusterError
 from tests.support.fixtures_proxy import ProxyHandle, proxy_config
 from tests.support.proxies import issue as grant_issue
 from tests.support.proxies import sqlite_url
@@ -36,6 +40,16 @@ CREATE FUNCTION public.pg_get_shadow() RETURNS text LANGUAGE sql AS '{READ_SECRE
 CREATE FUNCTION secret.shadow_op(int, int) RETURNS text LANGUAGE sql AS '{READ_SECRET}';
 CREATE OPERATOR public.## (LEFTARG = int, RIGHTARG = int, FUNCTION = secret.shadow_op);
 CREATE FUNCTION public.shadow_row(public.orders) RETURNS text LANGUAGE sql AS '{READ_SECRET}';
+CREATE FUNCTION secret.shadow_chk(text) RETURNS bool LANGUAGE plpgsql
+    AS $$BEGIN RAISE EXCEPTION 'check: %', ({READ_SECRET}); END$$;
+CREATE DOMAIN public.shadow_dom AS text CHECK (secret.shadow_chk(VALUE));
+CREATE DOMAIN public.shadow_dom2 AS public.shadow_dom;
+CREATE TYPE public.shadow_pair AS (a int, b public.shadow_dom);
+CREATE TYPE public.shadow_enum AS ENUM ('a');
+CREATE FUNCTION secret.shadow_cast(int) RETURNS public.shadow_enum LANGUAGE sql
+    AS $$SELECT CASE WHEN ({READ_SECRET}) IS NULL THEN 'a' END::public.shadow_enum$$;
+CREATE CAST (int AS public.shadow_enum) WITH FUNCTION secret.shadow_cast(int);
+CREATE TYPE public.plain_enum AS ENUM ('p');
 """
 TEARDOWN = """
 DROP OPERATOR IF EXISTS public.## (int, int);
@@ -45,6 +59,15 @@ DROP FUNCTION IF EXISTS public.pg_get_shadow();
 DROP FUNCTION IF EXISTS public.shadow_row(public.orders);
 DROP FUNCTION IF EXISTS public.md5(int);
 DROP FUNCTION IF EXISTS public.translate(int);
+DROP TYPE IF EXISTS public.shadow_pair;
+DROP DOMAIN IF EXISTS public.shadow_dom2;
+DROP DOMAIN IF EXISTS public.shadow_dom;
+DROP FUNCTION IF EXISTS secret.shadow_chk(text);
+DROP CAST IF EXISTS (int AS public.shadow_enum);
+DROP FUNCTION IF EXISTS secret.shadow_cast(int);
+DROP TYPE IF EXISTS public.shadow_enum;
+DROP TYPE IF EXISTS public.plain_enum;
+DROP TABLE IF EXISTS public.shadow_t;
 DROP TABLE IF EXISTS secret.shadow_vault;
 """
 MODES = ("simple", "extended", "prepared")
@@ -165,3 +188,35 @@ def test_a_function_defined_through_the_proxy_shadows_at_once(sproxy, pg):
         assert SECRET.encode() not in b"".join(frames)
     # denied as a whole: nothing of it ran
     assert pg.psql("SELECT to_regprocedure('public.translate(int)') IS NULL", db="app").strip() == "t"
+
+
+def test_the_server_runs_the_type_functions_directly(sproxy, pg):
+    with pytest.raises(LocalClusterError, match=SECRET):
+        pg.psql("SELECT 'x'::public.shadow_dom", db="app")
+
+
+@pytest.mark.parametrize(
+    ("sql", "target"),
+    [
+        ("SELECT 'x'::public.shadow_dom", "secret.shadow_chk"),
+        ("SELECT CAST('x' AS shadow_dom)", "secret.shadow_chk"),  # unqualified
+        ("SELECT public.shadow_dom 'x'", "secret.shadow_chk"),  # a typed literal
+        ("SELECT 'x'::public.shadow_dom2", "secret.shadow_chk"),  # a domain over it
+        ("SELECT ARRAY['x']::public.shadow_dom[]", "secret.shadow_chk"),
+        ("SELECT ROW(1, 'x')::public.shadow_pair", "secret.shadow_chk"),  # a row type of it
+        ("SELECT 1::public.shadow_enum", "secret.shadow_cast"),  # a user's cast into a type
+    ],
+)
+def test_values_of_types_that_run_user_functions_are_denied(sproxy, sql, target):
+    assert_denied(outcomes(sproxy, sql), target, "scope.execute")
+
+
+def test_types_that_run_nothing_of_a_user_stay_allowed(sproxy):
+    got = outcomes(sproxy, "SELECT 'p'::public.plain_enum::text || 'x'::text, 2::int8")
+    for mode, text in got.items():
+        assert "px" in text and not text.startswith("error"), (mode, text)
+
+
+def test_a_table_of_such_a_type_needs_the_execute_scope_to_be_created(sproxy):
+    got = outcomes(sproxy, "CREATE TABLE public.shadow_t (a public.shadow_dom)", sproxy.ddl_token)
+    assert_denied({"simple": got["simple"]}, "secret.shadow_chk")

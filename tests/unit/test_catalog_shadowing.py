@@ -24,11 +24,9 @@ def policy(scopes: str = "read:public.t ddl:public.*", cache: CatalogCache | Non
 def test_shadowing_calls_lists_every_candidate_of_bare_names_only():
     snap = CatalogCache().put("db", [], {}, True, SHADOWS, OPERATORS)
     got = shadowing_calls(frozenset({"lower", "public.lower", "upper"}), frozenset({"||", "="}), snap)
-    assert got == {
-        "public.lower": "lower(...)",
-        "app.lower": "lower(...)",
-        "secret.concat_ints": "operator ||",
-    }
+    assert sorted(got) == ["app.lower", "public.lower", "secret.concat_ints"]
+    assert got["app.lower"].startswith("lower(...) may resolve to app.lower")
+    assert got["secret.concat_ints"].startswith("operator || may resolve")
 
 
 def test_a_shadowed_name_or_operator_needs_execute_on_every_candidate():

@@ -116,13 +116,15 @@ def test_with_pg_is_dataclasses_replace():
         "write_ops": frozenset({("update", "public.b")}),
         "operators": frozenset({"="}),
         "attributes": frozenset({"x"}),
+        "types": frozenset({"public.t"}),
     }
     assert {f.name for f in dataclasses.fields(Classified)} == set(values)
     c = Classified(**values)
-    new = crosscheck._with_pg(c, {"g"}, frozenset({"+"}), frozenset({"y"}))
+    new = crosscheck._with_pg(c, {"g"}, frozenset({"+"}), frozenset({"y"}), frozenset({"u"}))
     assert new == dataclasses.replace(
-        c, functions=frozenset({"g"}), operators=frozenset({"+"}), attributes=frozenset({"y"})
-    )
+        c, functions=frozenset({"g"}), operators=frozenset({"+"}), attributes=frozenset({"y"}),
+        types=frozenset({"u"}),
+    )  # fmt: skip
 
 
 def test_walk_statement_kinds_list_every_branch():
