@@ -13,6 +13,7 @@ from policy.classify import (
 )
 from policy.classify.crosscheck import DISAGREE
 from policy.housekeeping import housekeeping
+from policy.lexer import render_name
 from policy.scopes import FORBIDDEN_SETTINGS, Scopes, split_name
 
 __all__ = [
@@ -54,6 +55,11 @@ SAFE_SETTINGS = frozenset(
     }
 )
 # System catalogs drivers, ORMs and psql's \d commands read: allowed without a scope.
+# Every name must be a relation (table or view) in PostgreSQL 15's pg_catalog: classify
+# reads an unqualified pg_* name as pg_catalog's, but PostgreSQL looks a name pg_catalog
+# lacks up in the search_path, i.e. in a user's schema (``pg_partition_tree``, a function,
+# once read public.pg_partition_tree). tests/integration/test_policy_side_channels.py asks
+# the server.
 ALLOWED_CATALOGS = frozenset(
     """
     pg_aggregate pg_am pg_amop pg_amproc pg_attrdef pg_attribute pg_cast pg_class
@@ -67,9 +73,9 @@ ALLOWED_CATALOGS = frozenset(
     pg_matviews pg_available_extensions pg_available_extension_versions
     pg_cursors pg_prepared_statements pg_timezone_names pg_timezone_abbrevs pg_locks
     pg_stat_user_tables pg_stat_user_indexes pg_statio_user_tables pg_statio_user_indexes
-    pg_stat_all_tables pg_stat_all_indexes pg_stat_database pg_attribute pg_auth_members
-    pg_partition_tree pg_rules pg_policies pg_statistic_ext pg_config pg_publication_namespace
-    pg_parameter_acl pg_stat_all_tables pg_statio_user_sequences pg_stat_xact_user_tables
+    pg_stat_all_tables pg_stat_all_indexes pg_stat_database pg_auth_members
+    pg_rules pg_policies pg_statistic_ext pg_config pg_publication_namespace
+    pg_parameter_acl pg_statio_user_sequences pg_stat_xact_user_tables
     pg_stat_progress_vacuum pg_stat_progress_create_index pg_prepared_xacts pg_user pg_group
     pg_stat_user_functions pg_statio_all_tables pg_statio_all_indexes pg_stat_sys_tables
     """.split()  # noqa: SIM905 - a word list
@@ -86,7 +92,7 @@ DENIED_CATALOGS = frozenset(
     pg_replication_slots pg_stat_replication pg_stat_wal_receiver pg_stat_subscription
     pg_replication_origin pg_replication_origin_status pg_foreign_server pg_shmem_allocations
     pg_sequences pg_stat_replication_slots pg_stat_subscription_stats pg_seclabels
-    pg_stat_gssapi pg_stat_ssl pg_stat_wal_receiver
+    pg_stat_gssapi pg_stat_ssl
     """.split()  # noqa: SIM905 - a word list
 )
 # information_schema views that show foreign-server credentials to their owner.
@@ -108,9 +114,9 @@ BUILTIN_OPERATORS = frozenset(
 _ROUTINE_WORDS = ("FUNCTION", "PROCEDURE", "AGGREGATE", "OPERATOR", "ROUTINE")
 _READ_ONLY_SCHEMAS = frozenset({"pg_catalog", "information_schema"})
 _DEFAULT_READ_PREFIXES = ("pg_catalog.", "information_schema.", "pg_temp.")
+# LISTEN is not here: it needs a listen: scope naming the channel (``_listen``).
 _ALLOWED_UTILITY = {
-    "LISTEN": "default.listen",
-    "UNLISTEN": "default.listen",
+    "UNLISTEN": "default.listen",  # any form, UNLISTEN * too (drivers' reset queries)
     "DEALLOCATE": "default.utility",
     "DISCARD": "default.utility",
     "FETCH": "default.cursor",
@@ -216,6 +222,19 @@ def _operator(op: str, scopes: Scopes) -> Decision | None:
     return _deny("deny.operator", f"may not use operator {op} (not a built-in operator)")
 
 
+def _listen(channel: str, scopes: Scopes) -> Decision:
+    """LISTEN ``channel`` (as PostgreSQL reads it): the session would receive every payload
+    anyone NOTIFYs there, e.g. a trigger's ``pg_notify('chan', NEW.secret)``."""
+    shown = render_name(channel) if channel else "a channel"
+    if channel and scopes.allows_listen(channel):
+        return Decision(True, "scope.listen", f"LISTEN {shown}")
+    return _deny(
+        "deny.listen",
+        f"may not LISTEN on {shown} (notifications carry other sessions' data; "
+        "a listen: scope must name the channel)",
+    )
+
+
 def _relation_read(rel: str, scopes: Scopes) -> Decision | None:
     target = split_name(rel)
     if target is None:
@@ -260,6 +279,11 @@ def decide(classified: Classified, scopes: Scopes) -> Decision:
             # the two parsers read the statement differently: never allowed, not even by
             # unknown:* (one reading may hide what the other shows)
             return _deny(DISAGREE, f"may not run a statement the parsers read differently: {c.detail}")
+        if c.command == "LISTEN":
+            # not even unknown:* allows it: the channel it would receive is not known
+            return _deny(
+                "deny.listen", f"may not run a LISTEN whose channel is not recognised: {c.detail}"
+            )
         if scopes.unknown:
             return Decision(True, "scope.unknown", f"unclassified {c.command} allowed by unknown:*")
         if c.command == "EXECUTE":
@@ -284,6 +308,8 @@ def decide(classified: Classified, scopes: Scopes) -> Decision:
             if c.detail.endswith("program"):
                 return _deny("deny.copy_program", "may not run COPY ... PROGRAM")
             return _deny("deny.copy_file", "may not COPY to or from server files")
+        if c.command == "LISTEN":
+            return _listen(c.detail, scopes)
         if c.command in _ALLOWED_UTILITY:
             return Decision(True, _ALLOWED_UTILITY[c.command], c.command)
         if c.detail == "replication":

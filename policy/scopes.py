@@ -4,6 +4,10 @@ Clauses are separated by whitespace; each is ``operation:target[,target...]`` wi
 whitespace inside (a quoted identifier may hold any character). ``Scopes.text`` is the
 canonical form stored with a grant: operations in a fixed order, targets sorted,
 duplicates and targets covered by a ``schema.*`` of the same operation dropped.
+
+``listen:`` names notification channels (``listen:orders_changed,"Jobs"``): one
+identifier each, never schema-qualified, folded and truncated as PostgreSQL reads the
+channel of ``LISTEN``; ``listen:*`` means every channel.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ __all__ = [
 ]
 
 RELATION_OPERATIONS = ("read", "write", "insert", "update", "delete", "truncate", "ddl")
-OPERATIONS = (*RELATION_OPERATIONS, "execute", "set", "unknown")
+OPERATIONS = (*RELATION_OPERATIONS, "execute", "set", "listen", "unknown")
 # Never grantable: each would let the session change what the classifier assumes (the
 # role running statements, how unqualified names resolve, how string literals are lexed).
 FORBIDDEN_SETTINGS = frozenset(
@@ -75,6 +79,9 @@ class Scopes:
     execute: frozenset[Target] = frozenset()
     settings: frozenset[str] = frozenset()
     unknown: bool = False
+    # LISTEN channels, as PostgreSQL reads them (case-folded unless quoted, 63 bytes)
+    listen: frozenset[str] = frozenset()
+    listen_any: bool = False  # listen:* - every channel
 
     def __hash__(self) -> int:
         return hash(self.text)
@@ -94,9 +101,15 @@ class Scopes:
             clauses.append("execute:" + ",".join(sorted(map(_render_target, self.execute))))
         if self.settings:
             clauses.append("set:" + ",".join(sorted(self.settings)))
+        if self.listen_any or self.listen:
+            clauses.append("listen:" + ",".join(self._listen_targets()))
         if self.unknown:
             clauses.append("unknown:*")
         return " ".join(clauses)
+
+    def _listen_targets(self) -> list[str]:
+        # a channel named * is quoted; the bare * is every channel (and covers the rest)
+        return ["*"] if self.listen_any else sorted(render_name(c) for c in self.listen)
 
     def __str__(self) -> str:
         return self.text
@@ -111,6 +124,8 @@ class Scopes:
             out["execute"] = sorted(map(_render_target, self.execute))
         if self.settings:
             out["set"] = sorted(self.settings)
+        if self.listen_any or self.listen:
+            out["listen"] = self._listen_targets()
         if self.unknown:
             out["unknown"] = ["*"]
         return out
@@ -129,6 +144,10 @@ class Scopes:
 
     def allows_function(self, schema: str, name: str) -> bool:
         return (schema, name) in self.execute or (schema, None) in self.execute
+
+    def allows_listen(self, channel: str) -> bool:
+        """May the session LISTEN on ``channel`` (the name as PostgreSQL reads it)?"""
+        return self.listen_any or channel in self.listen
 
 
 def _parse_target(text: str, clause: str, allow_wildcard: bool = True) -> Target:
@@ -152,20 +171,35 @@ def _parse_target(text: str, clause: str, allow_wildcard: bool = True) -> Target
     if parts[0] == "*":
         raise ScopeError(f"{text!r} in {clause!r}: the schema cannot be a wildcard")
 
-    def norm(part: str) -> str:
-        if part.startswith('"'):
-            inner = part[1:-1].replace('""', '"')
-            if not inner:
-                raise ScopeError(f"empty quoted identifier in {clause!r}")
-            return truncate_identifier(inner)
-        return truncate_identifier(ascii_lower(part))
-
-    schema = norm(parts[0])
+    schema = _norm_identifier(parts[0], clause)
     if parts[1] == "*":
         if not allow_wildcard:
             raise ScopeError(f"{text!r} in {clause!r}: wildcards are not allowed here")
         return schema, None
-    return schema, norm(parts[1])
+    return schema, _norm_identifier(parts[1], clause)
+
+
+def _norm_identifier(part: str, clause: str) -> str:
+    """One identifier as PostgreSQL reads it: quoted as written, else ASCII lower-cased;
+    truncated to 63 bytes either way."""
+    if part.startswith('"'):
+        inner = part[1:-1].replace('""', '"')
+        if not inner:
+            raise ScopeError(f"empty quoted identifier in {clause!r}")
+        return truncate_identifier(inner)
+    return truncate_identifier(ascii_lower(part))
+
+
+def _parse_channel(text: str, clause: str) -> str | None:
+    """A ``listen:`` target: one identifier (None for the bare ``*``: every channel)."""
+    if text == "*":
+        return None
+    m = _PART_RE.match(text)
+    if m is None or m.group() == "*" or m.end() != len(text):
+        if m is not None and m.end() < len(text) and text[m.end()] == ".":
+            raise ScopeError(f"{text!r} in {clause!r}: a channel is one name, not schema-qualified")
+        raise ScopeError(f"malformed channel name {text!r} in {clause!r}")
+    return _norm_identifier(text, clause)
 
 
 def _split_clauses(text: str) -> list[str]:
@@ -233,6 +267,8 @@ def _parse_scopes(text: str) -> Scopes:
     relations: dict[str, set[Target]] = {}
     execute: set[Target] = set()
     settings: set[str] = set()
+    channels: set[str] = set()
+    listen_any = False
     unknown = False
     for clause in clauses:
         op, colon, body = clause.partition(":")
@@ -258,6 +294,13 @@ def _parse_scopes(text: str) -> Scopes:
                 if name in FORBIDDEN_SETTINGS:
                     raise ScopeError(f"setting {name!r} in {clause!r} cannot be granted")
                 settings.add(name)
+        elif op == "listen":
+            for t in targets:
+                channel = _parse_channel(t, clause)
+                if channel is None:
+                    listen_any = True
+                else:
+                    channels.add(channel)
         else:
             if targets != ["*"]:
                 raise ScopeError(f"{clause!r}: the only target of unknown is '*'")
@@ -272,4 +315,6 @@ def _parse_scopes(text: str) -> Scopes:
         execute=prune(execute),
         settings=frozenset(settings),
         unknown=unknown,
+        listen=frozenset() if listen_any else frozenset(channels),
+        listen_any=listen_any,
     )

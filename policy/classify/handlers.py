@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 from sqlglot import exp
 
 from policy.classify.collector import Collector
+from policy.classify.crosscheck import DISAGREE, pg_reading
 from policy.classify.model import EMPTY, Classified, StatementClass, Unclassifiable, result
 from policy.encodings import check_client_encoding
 from policy.lexer import Statement, Token, render_name, truncate_identifier
@@ -209,7 +210,30 @@ def _listen(cx: Classifier, stmt, tokens, second):
             raise Unclassifiable("unrecognised NOTIFY syntax")
     elif j != len(tokens):
         raise Unclassifiable(f"unrecognised {first.upper()} syntax")
-    return result(stmt, StatementClass.UTILITY, first.upper(), parts[0])
+    # the channel as PostgreSQL reads it: folded by the lexer, truncated to 63 bytes
+    channel = truncate_identifier(parts[0])
+    if first == "listen":
+        # LISTEN is allowed per channel (a listen: scope): PostgreSQL's parser must read
+        # the same channel, else the statement is denied (not even unknown:* allows it)
+        theirs = _pg_channel(stmt.sql)
+        if theirs != channel:
+            raise Unclassifiable(
+                f"{DISAGREE}: LISTEN channel {render_name(channel)} vs PostgreSQL's "
+                f"reading {render_name(theirs)}"
+            )
+    return result(stmt, StatementClass.UTILITY, first.upper(), channel)
+
+
+def _pg_channel(sql: str) -> str:
+    """The channel of a LISTEN as PostgreSQL's parser reads ``sql``; Unclassifiable if it
+    does not read exactly one LISTEN naming one."""
+    pg = pg_reading(sql)
+    if isinstance(pg, str):
+        raise Unclassifiable(pg)
+    channel = pg.node.get("conditionname") if pg.kind == "ListenStmt" else None
+    if not isinstance(channel, str) or not channel:
+        raise Unclassifiable(f"{DISAGREE}: PostgreSQL's parser reads no LISTEN channel here")
+    return channel
 
 
 def _do(cx: Classifier, stmt, tokens, second):

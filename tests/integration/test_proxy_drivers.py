@@ -26,7 +26,7 @@ from tests.support.proxies import issue, metric, sqlite_url
 pytestmark = pytest.mark.timeout(120)
 
 AGENT = "e2e-drivers"
-SCOPES = "read:public.orders,public.customers"
+SCOPES = "read:public.orders,public.customers listen:drivers_chan"  # the pool test LISTENs
 SECRET = "planted-secret-in-user-schema"
 UPSTREAM_ROLE = "pgwitness"
 PINNED = "public"
