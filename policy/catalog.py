@@ -16,8 +16,10 @@ column of the statement's relations counts as one too.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
+
+from policy.scopes import split_name
 
 if TYPE_CHECKING:
     import asyncio
@@ -29,6 +31,7 @@ __all__ = [
     "USER_FUNCTIONS_SQL",
     "USER_OPERATORS_SQL",
     "USER_TYPES_SQL",
+    "USER_TYPE_OIDS_SQL",
     "CatalogCache",
     "Snapshot",
     "attribute_calls",
@@ -55,58 +58,69 @@ WHERE a.attnum > 0 AND NOT a.attisdropped AND c.relkind IN ('r', 'v', 'm', 'f', 
   AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'pg_toast')
 """
 
-# User-written functions (any language but C and internal, which only a superuser can add)
-# outside the system schemas, by name. PostgreSQL resolves an unqualified call by the best
-# match of argument types across the whole search path, not by the first schema: lower(1)
-# runs public.lower(int) if one exists, since pg_catalog.lower(text) would need a cast. So a
-# call spelled like a built-in is a call of every user function of that name (temporary
-# schemas excepted: unqualified calls never look there).
-USER_FUNCTIONS_SQL = """
-SELECT n.nspname, p.proname
-FROM pg_catalog.pg_proc p
-JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
-JOIN pg_catalog.pg_language l ON l.oid = p.prolang
-WHERE l.lanname NOT IN ('c', 'internal')
-  AND n.nspname NOT IN ('pg_catalog', 'information_schema')
-  AND n.nspname !~ '^pg_(toast|temp_|toast_temp_)'
-"""
-# Operators outside the system schemas whose function is user-written: an unqualified
-# operator (1 || 2) may resolve to one as a function call does, by argument types.
-USER_OPERATORS_SQL = """
-SELECT o.oprname, fn.nspname, p.proname
-FROM pg_catalog.pg_operator o
-JOIN pg_catalog.pg_namespace n ON n.oid = o.oprnamespace
-JOIN pg_catalog.pg_proc p ON p.oid = o.oprcode
-JOIN pg_catalog.pg_namespace fn ON fn.oid = p.pronamespace
-JOIN pg_catalog.pg_language l ON l.oid = p.prolang
-WHERE l.lanname NOT IN ('c', 'internal')
-  AND n.nspname NOT IN ('pg_catalog', 'information_schema')
-  AND fn.nspname NOT IN ('pg_catalog', 'information_schema')
-"""
-
-# Types outside the system schemas that run user-written functions when a value is made one
-# (a cast, a literal of the type, an argument or column of it): a domain's CHECK constraints
-# (pg_depend records the functions they call), a cast into the type by a function, and
-# whatever a type made of it runs: a domain over it, an array of it, a row type with a
-# column of it, a range over it. Each row: the type and one function it may run.
-USER_TYPES_SQL = """
-WITH RECURSIVE
-written AS (
+# User-written functions outside the system schemas, by name: any language but C and
+# internal (only a superuser can add those), and every aggregate and window function
+# (recorded as internal whatever runs inside them). PostgreSQL resolves an unqualified call
+# by the best match of argument types across the whole search path, not by the first
+# schema: lower(1) runs public.lower(int) if one exists, since pg_catalog.lower(text) would
+# need a cast. So a call spelled like a built-in is a call of every user function of that
+# name (temporary schemas excepted: unqualified calls never look there).
+_WRITTEN = """
   SELECT p.oid, n.nspname, p.proname
   FROM pg_catalog.pg_proc p
   JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
   JOIN pg_catalog.pg_language l ON l.oid = p.prolang
-  WHERE l.lanname NOT IN ('c', 'internal')
+  WHERE (l.lanname NOT IN ('c', 'internal') OR p.prokind IN ('a', 'w'))
     AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+"""
+USER_FUNCTIONS_SQL = f"""
+SELECT w.nspname, w.proname FROM ({_WRITTEN}) w
+WHERE w.nspname !~ '^pg_(toast|temp_|toast_temp_)'
+"""
+# Operators outside the system schemas whose function is user-written: an unqualified
+# operator (1 || 2), or one the grammar implies (BETWEEN, CASE x WHEN, JOIN ... USING), may
+# resolve to one as a function call does, by argument types.
+USER_OPERATORS_SQL = f"""
+SELECT o.oprname, w.nspname, w.proname
+FROM pg_catalog.pg_operator o
+JOIN pg_catalog.pg_namespace n ON n.oid = o.oprnamespace
+JOIN ({_WRITTEN}) w ON w.oid = o.oprcode
+WHERE n.nspname NOT IN ('pg_catalog', 'information_schema')
+"""
+# Types outside the system schemas that run user-written functions when a value of them is
+# made or converted (a cast, a literal of the type, an argument, column or parameter of it):
+# a domain's constraints (pg_depend records the functions, operators and types they use), a
+# cast into or out of the type by a function, and whatever a type made of it runs: a
+# domain over it or whose constraint uses it, an array of it, a row type with a column of
+# it, a range over it. Each row: the type's OID and name and one function it may run.
+USER_TYPES_SQL = f"""
+WITH RECURSIVE
+written AS ({_WRITTEN}),
+usertype AS (
+  SELECT t.oid FROM pg_catalog.pg_type t
+  JOIN pg_catalog.pg_namespace n ON n.oid = t.typnamespace
+  WHERE n.nspname NOT IN ('pg_catalog', 'information_schema')
 ),
-direct AS (
-  SELECT c.contypid AS typ, d.refobjid AS fn
+constraint_uses AS (
+  SELECT c.contypid AS typ, d.refclassid, d.refobjid
   FROM pg_catalog.pg_constraint c
   JOIN pg_catalog.pg_depend d ON d.classid = 'pg_catalog.pg_constraint'::pg_catalog.regclass
-   AND d.objid = c.oid AND d.refclassid = 'pg_catalog.pg_proc'::pg_catalog.regclass
+   AND d.objid = c.oid
   WHERE c.contypid <> 0
+),
+direct AS (
+  SELECT typ, refobjid AS fn FROM constraint_uses
+  WHERE refclassid = 'pg_catalog.pg_proc'::pg_catalog.regclass
   UNION
-  SELECT c.casttarget, c.castfunc FROM pg_catalog.pg_cast c WHERE c.castfunc <> 0
+  SELECT u.typ, o.oprcode FROM constraint_uses u
+  JOIN pg_catalog.pg_operator o ON o.oid = u.refobjid
+  WHERE u.refclassid = 'pg_catalog.pg_operator'::pg_catalog.regclass
+  UNION
+  SELECT c.casttarget, c.castfunc FROM pg_catalog.pg_cast c
+  WHERE c.castfunc <> 0 AND c.casttarget IN (SELECT oid FROM usertype)
+  UNION
+  SELECT c.castsource, c.castfunc FROM pg_catalog.pg_cast c
+  WHERE c.castfunc <> 0 AND c.castsource IN (SELECT oid FROM usertype)
 ),
 made_of AS (
   SELECT t.typbasetype AS part, t.oid AS whole FROM pg_catalog.pg_type t WHERE t.typbasetype <> 0
@@ -118,19 +132,26 @@ made_of AS (
   WHERE a.attnum > 0 AND NOT a.attisdropped AND c.reltype <> 0
   UNION ALL
   SELECT r.rngsubtype, r.rngtypid FROM pg_catalog.pg_range r
+  UNION ALL
+  SELECT refobjid, typ FROM constraint_uses
+  WHERE refclassid = 'pg_catalog.pg_type'::pg_catalog.regclass
 ),
 runs(typ, fn) AS (
   SELECT typ, fn FROM direct WHERE fn IN (SELECT oid FROM written)
   UNION
   SELECT m.whole, r.fn FROM runs r JOIN made_of m ON m.part = r.typ
 )
-SELECT tn.nspname, t.typname, w.nspname, w.proname
+SELECT t.oid::text, tn.nspname, t.typname, w.nspname, w.proname
 FROM runs r
 JOIN pg_catalog.pg_type t ON t.oid = r.typ
 JOIN pg_catalog.pg_namespace tn ON tn.oid = t.typnamespace
 JOIN written w ON w.oid = r.fn
 WHERE tn.nspname NOT IN ('pg_catalog', 'information_schema')
 """
+# Every type a user made (OIDs from FirstNormalObjectId on): a Parse message may give a
+# parameter's type by OID, and one the snapshot does not know is not decided (fail closed).
+USER_TYPE_OIDS_SQL = "SELECT oid::text FROM pg_catalog.pg_type WHERE oid >= 16384"
+FIRST_NORMAL_OID = 16384  # PostgreSQL's FirstNormalObjectId: lower OIDs are initdb's
 
 # Can "$user" in a per-grant role's search_path resolve anywhere, now or by a grant's doing?
 # Only if a schema named like a per-grant role exists, or a per-grant role may create
@@ -160,6 +181,10 @@ class Snapshot:
     user_operators: dict[str, frozenset[str]] = field(default_factory=dict)
     # type, "schema.type" and bare -> the user-written functions a value of it may run
     user_types: dict[str, frozenset[str]] = field(default_factory=dict)
+    # the same by type OID (a Parse message's parameter types), and every user type's OID:
+    # an OID from FIRST_NORMAL_OID on that is in neither was made after the load
+    type_oids: dict[int, frozenset[str]] = field(default_factory=dict)
+    known_type_oids: frozenset[int] = frozenset()
 
     @property
     def user_schema_safe(self) -> bool:
@@ -222,13 +247,28 @@ def shadowing_calls(
     return out
 
 
-def with_defined(snapshot: Snapshot, defined: dict[str, frozenset[str]]) -> Snapshot:
-    """``snapshot`` with functions defined since (bare name -> "schema.name") known."""
-    return Snapshot(
-        snapshot.functions, snapshot.columns, snapshot.loaded_at, snapshot.stale,
-        snapshot.role_schemas_absent, _merged(snapshot.user_functions, defined),
-        snapshot.user_operators, snapshot.user_types,
-    )  # fmt: skip
+def with_defined(snapshot: Snapshot, defined: dict[str, frozenset[str]], stale: bool = False) -> Snapshot:
+    """``snapshot`` with functions defined since (bare name -> {"schema.name"}) known: as
+    unqualified calls and as column-syntax calls (``functions`` holds the bare names)."""
+    if not defined and not stale:
+        return snapshot
+    return replace(
+        snapshot,
+        functions=snapshot.functions | _raw_names(defined),
+        stale=snapshot.stale or stale,
+        user_functions=_merged(snapshot.user_functions, defined),
+    )
+
+
+def _raw_names(defined) -> frozenset[str]:
+    """The names themselves (as PostgreSQL stores them) of ``{bare: {"schema.name"}}``."""
+    out = set()
+    for targets in defined.values():
+        for target in targets:
+            parts = split_name(target)
+            if parts is not None and parts[1] is not None:
+                out.add(parts[1])
+    return frozenset(out)
 
 
 def _merged(a: dict[str, frozenset[str]], b) -> dict[str, frozenset[str]]:
@@ -270,13 +310,16 @@ class CatalogCache:
         user_functions: dict[str, frozenset[str]] | None = None,
         user_operators: dict[str, frozenset[str]] | None = None,
         user_types: dict[str, frozenset[str]] | None = None,
+        type_oids: dict[int, frozenset[str]] | None = None,
+        known_type_oids=(),
     ) -> Snapshot:
         entry = self.entries.setdefault(database, _Entry())
         snap = Snapshot(
             frozenset(functions), dict(columns), time.monotonic(), False, role_schemas_absent,
-            _merged(user_functions or {}, entry.defined), dict(user_operators or {}),
-            dict(user_types or {}),
+            dict(user_functions or {}), dict(user_operators or {}), dict(user_types or {}),
+            dict(type_oids or {}), frozenset(known_type_oids),
         )  # fmt: skip
+        snap = with_defined(snap, {k: frozenset(v) for k, v in entry.defined.items()})
         entry.snapshot = snap
         return snap
 
@@ -292,10 +335,7 @@ class CatalogCache:
             entry.defined.setdefault(name, set()).update(targets)
         s = entry.snapshot
         if s is not None and (not s.stale or defined):
-            entry.snapshot = Snapshot(
-                s.functions, s.columns, s.loaded_at, True, s.role_schemas_absent,
-                _merged(s.user_functions, entry.defined), s.user_operators, s.user_types,
-            )  # fmt: skip
+            entry.snapshot = with_defined(s, defined or {}, stale=True)
 
     def due(self, database: str) -> bool:
         snap = self.get(database)

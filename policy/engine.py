@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, fields, replace
+from hashlib import blake2b
 
 from policy.caches import (
     MAX_SESSION_TEXT,
@@ -15,9 +16,20 @@ from policy.caches import (
     SharedClassifications,
     with_sql,
 )
-from policy.catalog import Snapshot, attribute_calls, shadowing_calls, with_defined
+from policy.catalog import (
+    FIRST_NORMAL_OID,
+    Snapshot,
+    attribute_calls,
+    shadowing_calls,
+    with_defined,
+)
 from policy.classify import Classified, StatementClass, classify_statement
-from policy.classify.crosscheck import boundaries_agree, function_names, pg_readings
+from policy.classify.crosscheck import (
+    boundaries_agree,
+    function_names,
+    pg_readings,
+    token_signature,
+)
 from policy.decide import Decision, check_function, decide
 from policy.lexer import collapse_values, lex, render_name
 from policy.number_shapes import ZERO_DIGITS as ZERO
@@ -68,6 +80,21 @@ def _allowed(pairs: tuple[Pair, ...]) -> Verdict:
     _set_message(verdict, "")
     _set_would_deny(verdict, False)
     return verdict
+
+
+def _key(fingerprint: str, text: str, collapsed: bool = False) -> str | None:
+    """The fingerprint caches' key for a statement: its fingerprint (the proxy's lexer) and
+    PostgreSQL's scanner's reading without literal values (``token_signature``), so that a
+    hit is a text PostgreSQL tokenizes as the one classified, whatever the proxy's lexer
+    got wrong about where a literal ends. None: the scanner refused it (not cached). A
+    collapsed statement (``collapse_values``) is plain text the lexer reads exactly, and
+    its rows are left out on purpose (one entry for every batch size)."""
+    if collapsed:
+        return fingerprint + "\x00"
+    signature = token_signature(text)
+    if signature is None:
+        return None
+    return fingerprint + "\x00" + blake2b(signature.encode(), digest_size=16).hexdigest()
 
 
 def _defined_functions(c: Classified) -> dict[str, frozenset[str]]:
@@ -171,8 +198,18 @@ class StatementPolicy:
         self.caches.stats["misses"] += 1
         return self._store(sql, self._classify(sql, use_fingerprints=True))
 
-    def check_parse(self, sql: str) -> Verdict:
-        """Extended-protocol Parse: checked like a query (PostgreSQL rejects several)."""
+    def check_parse(self, sql: str, param_types: tuple[int, ...] = ()) -> Verdict:
+        """Extended-protocol Parse: checked like a query (PostgreSQL rejects several).
+        ``param_types``: parameter type OIDs the Parse names of types a user made
+        (``messages.user_parse_types``): a value bound to one runs what the type runs."""
+        verdict = self._check_parse_text(sql)
+        if param_types and verdict.decisions:
+            denial = self._param_types(param_types)
+            if denial is not None:
+                return self._overruled(verdict, denial)
+        return verdict
+
+    def _check_parse_text(self, sql: str) -> Verdict:
         self._follow_catalog()
         if self._precomputed:
             pre = self._from_precomputed(sql)
@@ -183,6 +220,39 @@ class StatementPolicy:
             return verdict
         self.caches.stats["misses"] += 1
         return self._store(sql, self._classify(sql, use_fingerprints=False))
+
+    def _param_types(self, oids: tuple[int, ...]) -> Decision | None:
+        """None if every parameter type given by OID runs nothing the grant may not call."""
+        if self.catalog is None:
+            return None  # offline: no catalog to read OIDs with (the proxy always has one)
+        snap = self._snapshot_seen
+        for oid in oids:
+            if oid < FIRST_NORMAL_OID:
+                continue
+            if snap is None or (oid not in snap.type_oids and oid not in snap.known_type_oids):
+                why = "no catalog loaded" if snap is None else "made after the catalog was loaded"
+                return Decision(
+                    False, "scope.execute",
+                    f"may not bind a parameter of type OID {oid}: a type the proxy cannot "
+                    f"read ({why}), whose values may run user-written functions",
+                )  # fmt: skip
+            for target in sorted(snap.type_oids.get(oid, ())):
+                denial = check_function(target, self.scopes)
+                if denial is not None:
+                    return Decision(
+                        False, denial.rule,
+                        f"{denial.reason}: a parameter of type OID {oid} runs {target} "
+                        "(a domain constraint or a cast)",
+                    )  # fmt: skip
+        return None
+
+    def _overruled(self, verdict: Verdict, denial: Decision) -> Verdict:
+        """``verdict`` with ``denial`` in its first statement's place."""
+        pairs = verdict.decisions
+        pairs = ((pairs[0][0], denial), *pairs[1:])
+        if self.enforce:
+            return Verdict(False, pairs, self._message(denial))
+        return Verdict(True, pairs, "", would_deny=True)
 
     def check_function_call(self) -> Verdict:
         """Frontend FunctionCall (fast-path by OID): never allowed, it bypasses classification."""
@@ -253,6 +323,10 @@ class StatementPolicy:
         d = decide(c, self.scopes)
         if not d.allowed:
             return d
+        if c.cls is StatementClass.DDL:
+            denial = self._defines_a_built_in_name(c)
+            if denial is not None:
+                return denial
         if self.catalog is not None and (c.functions or c.operators or c.types):
             denial = self._shadowed(c.functions, c.operators, self._snapshot_seen, c.types)
             if denial is not None:
@@ -277,6 +351,28 @@ class StatementPolicy:
                         f"{name}(row) unless the row has a column {name}{why})",
                     )
         return d
+
+    def _defines_a_built_in_name(self, c: Classified) -> Decision | None:
+        """Defining a function the policy would read as a built-in when called unqualified
+        (``lower``, ``pg_get_x``) needs the execute scope on it: statements already checked
+        (a prepared one, a driver's cached one) are analysed again by the server after
+        such a definition, and would then run it."""
+        for bare, targets in _defined_functions(c).items():
+            for target in sorted(targets):
+                parts = split_name(target)
+                if parts is None or parts[1] is None:
+                    continue
+                names = function_names(None, parts[1], self.search_path)
+                if len(names) != 1 or split_name(names[0]) is not None:
+                    continue  # called unqualified, it is read as schema.name: a scope needed
+                denial = check_function(target, self.scopes)
+                if denial is not None:
+                    return Decision(
+                        False, denial.rule,
+                        f"{denial.reason}: defining it would shadow the built-in {bare} "
+                        "(unqualified calls, those already prepared included, may resolve to it)",
+                    )  # fmt: skip
+        return None
 
     def _shadowed(
         self,
@@ -322,10 +418,12 @@ class StatementPolicy:
         defined: dict[str, frozenset[str]] = {}
         out: list[Pair] = []
         for c, d in pairs:
-            if defined and d.allowed and (c.functions or c.operators):
-                denial = self._shadowed(c.functions, c.operators, with_defined(snap, defined), c.types)
-                if denial is not None:
-                    d = denial
+            if defined and d.allowed:
+                self._snapshot_seen = with_defined(snap, defined)
+                try:
+                    d = self._decide(c)  # calls, operators, types and column syntax again
+                finally:
+                    self._snapshot_seen = snap
             out.append((c, d))
             for name, targets in _defined_functions(c).items():
                 defined[name] = defined.get(name, frozenset()) | targets
@@ -379,19 +477,20 @@ class StatementPolicy:
             if collapsed is not None:
                 stmt = collapsed
             size = len(stmt.canon) if collapsed is not None else len(stmt.sql)
-            if use_fingerprints and stmt.cacheable:
-                hit = self._by_fingerprint_or_shared(stmt.fingerprint, stmt.sql)
+            key = _key(stmt.fingerprint, stmt.sql, collapsed is not None) if stmt.cacheable else None
+            if use_fingerprints and key is not None:
+                hit = self._by_fingerprint_or_shared(key, stmt.sql)
                 if hit is not None:
                     pairs.append((hit[0], hit[1]))
-                    entries.append((hit[0], stmt.fingerprint))
+                    entries.append((hit[0], key))
                     continue
             if pgs is None:
                 pgs = pg_readings(sql, len(stmts))
             classified, fingerprint_safe = classify_statement(stmt, self.search_path, pgs[index])
             decision = self._decide(classified)
             pairs.append((classified, decision))
-            cacheable = fingerprint_safe and stmt.cacheable and size <= MAX_SESSION_TEXT
-            fingerprint = stmt.fingerprint if cacheable else None
+            cacheable = fingerprint_safe and key is not None and size <= MAX_SESSION_TEXT
+            fingerprint = key if cacheable else None
             entries.append((classified, fingerprint))
             if fingerprint is not None:
                 # Cached under the short text: a hit puts the statement's own text back.
@@ -411,7 +510,8 @@ class StatementPolicy:
         pairs = []
         plain = True
         for text, fingerprint, cacheable in statements:
-            hit = self._by_fingerprint_or_shared(fingerprint, text) if cacheable else None
+            key = _key(fingerprint, text) if cacheable else None
+            hit = self._by_fingerprint_or_shared(key, text) if key is not None else None
             if hit is None:
                 return None
             pairs.append((hit[0], hit[1]))

@@ -14,6 +14,7 @@ from policy.catalog import (
     ROLE_SCHEMAS_SQL,
     USER_FUNCTIONS_SQL,
     USER_OPERATORS_SQL,
+    USER_TYPE_OIDS_SQL,
     USER_TYPES_SQL,
     CatalogCache,
 )
@@ -87,11 +88,12 @@ class CatalogLoader:
 
     async def load(self, database: str) -> None:
         (functions, column_rows, role_schemas, user_function_rows, user_operator_rows,
-         user_type_rows) = await _queries(
+         user_type_rows, type_oid_rows) = await _queries(
             self.cfg, self.credentials, database, FUNCTIONS_SQL, COLUMNS_SQL, ROLE_SCHEMAS_SQL,
-            USER_FUNCTIONS_SQL, USER_OPERATORS_SQL, USER_TYPES_SQL,
+            USER_FUNCTIONS_SQL, USER_OPERATORS_SQL, USER_TYPES_SQL, USER_TYPE_OIDS_SQL,
         )  # fmt: skip
-        for result in (functions, column_rows, user_function_rows, user_operator_rows, user_type_rows):
+        for result in (functions, column_rows, user_function_rows, user_operator_rows,
+                       user_type_rows, type_oid_rows):  # fmt: skip
             if isinstance(result, UpstreamError):
                 raise result
         assert not isinstance(functions, UpstreamError)  # for mypy: raised above
@@ -99,6 +101,7 @@ class CatalogLoader:
         assert not isinstance(user_function_rows, UpstreamError)
         assert not isinstance(user_operator_rows, UpstreamError)
         assert not isinstance(user_type_rows, UpstreamError)
+        assert not isinstance(type_oid_rows, UpstreamError)
         user_functions: dict[str, set[str]] = {}
         for schema, name in user_function_rows:
             if schema is not None and name is not None:  # never NULL in the catalog
@@ -108,13 +111,15 @@ class CatalogLoader:
             if op is not None and schema is not None and name is not None:
                 user_operators.setdefault(op, set()).add(render_name(schema, name))
         user_types: dict[str, set[str]] = {}
-        for tschema, tname, schema, name in user_type_rows:
-            if tschema is None or tname is None or schema is None or name is None:
+        type_oids: dict[int, set[str]] = {}
+        for oid, tschema, tname, schema, name in user_type_rows:
+            if oid is None or tschema is None or tname is None or schema is None or name is None:
                 continue  # never NULL in the catalog
             target = render_name(schema, name)
             # bare too: an unqualified type is the first of the search path that has one
             for key in (render_name(tschema, tname), render_name(tname)):
                 user_types.setdefault(key, set()).add(target)
+            type_oids.setdefault(int(oid), set()).add(target)
         if isinstance(role_schemas, UpstreamError):  # only "$user" is at stake: not shown
             event("catalog role-schema check failed", logging.WARNING, database=database,
                   error=role_schemas.message)  # fmt: skip
@@ -132,6 +137,8 @@ class CatalogLoader:
             {k: frozenset(v) for k, v in user_functions.items()},
             {k: frozenset(v) for k, v in user_operators.items()},
             {k: frozenset(v) for k, v in user_types.items()},
+            {k: frozenset(v) for k, v in type_oids.items()},
+            [int(r[0]) for r in type_oid_rows if r[0] is not None],
         )
 
     def refresh(self, database: str) -> asyncio.Task:

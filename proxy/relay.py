@@ -247,8 +247,11 @@ class Relay:
                 verdict = policy.check_query(sql)
                 self._record(verdict, "Query", sql)
             elif t == _PARSE:
-                name, sql = m.decode_parse(run[start:end], self.encoding)
-                verdict = policy.check_parse(sql)
+                frame = run[start:end]
+                name, sql = m.decode_parse(frame, self.encoding)
+                types = m.user_parse_types(frame)
+                # parameters of a user's type (by OID) may run its functions when bound
+                verdict = policy.check_parse(sql, types) if types else policy.check_parse(sql)
                 self._record(verdict, "Parse", sql, statement=name)
             else:
                 verdict = policy.check_function_call()

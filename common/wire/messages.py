@@ -100,6 +100,29 @@ def decode_parse(msg: bytes, encoding: str = "utf-8") -> tuple[str, str]:
     return name, query
 
 
+def user_parse_types(msg: bytes, first_user_oid: int = 16384) -> tuple[int, ...]:
+    """The parameter types of a whole 'P' frame given by OID from ``first_user_oid`` on
+    (types a user made: a value bound to one may run its functions); () for the common
+    frame with none. A truncated list raises ProtocolViolation (the server would too)."""
+    end = msg.find(b"\x00", msg.find(b"\x00", 5) + 1)  # after the name and the query
+    if end < 0:
+        raise ProtocolViolation("unterminated string in message")
+    pos = end + 1
+    if len(msg) < pos + 2:
+        raise ProtocolViolation("malformed Parse message")
+    n = _I16.unpack_from(msg, pos)[0]
+    if n <= 0:
+        return ()
+    if len(msg) < pos + 2 + 4 * n:
+        raise ProtocolViolation("malformed Parse message: parameter types cut short")
+    out = []
+    for i in range(n):
+        oid = _I32.unpack_from(msg, pos + 2 + 4 * i)[0] & 0xFFFFFFFF  # an OID is unsigned
+        if oid >= first_user_oid:
+            out.append(oid)
+    return tuple(out)
+
+
 def decode_password(msg: bytes) -> bytes:
     return msg[5:]
 

@@ -26,7 +26,7 @@ from policy.classify.catalogue import (
 from policy.classify.model import Classified, StatementClass
 from policy.classify.model import result as _result
 from policy.classify.pgparse import PgParseError, PgStatement, parse
-from policy.lexer import Statement, render_name
+from policy.lexer import Statement, ascii_lower, render_name
 
 __all__ = [
     "DISAGREE",
@@ -110,6 +110,36 @@ _DROP_KIND = "DropStmt"
 # Commands sqlglot's side gives that are always denied: no kind check needed.
 _ALWAYS_DENIED = frozenset({S.ROLE, S.FUNCTION, S.UNKNOWN})
 _DENIED_COPY = frozenset({"from program", "to program", "from file", "to file"})
+
+
+# PostgreSQL's scanner's literal tokens: their text is what a fingerprint leaves out.
+_LITERAL_TOKENS = frozenset({"SCONST", "USCONST", "BCONST", "XCONST", "ICONST", "FCONST"})
+_COMMENT_TOKENS = frozenset({"SQL_COMMENT", "C_COMMENT"})
+
+
+def token_signature(sql: str) -> str | None:
+    """PostgreSQL's scanner's reading of ``sql`` with literal values left out: two texts
+    with one signature are the same statement to PostgreSQL but for their literals (what
+    a fingerprint-cache hit must be). None if the scanner refuses the text."""
+    try:
+        tokens = _pg.scan(sql)
+    except PgError:
+        return None
+    raw = sql.encode("utf-8", "surrogatepass")
+    parts = []
+    for t in tokens:
+        name = t.name
+        if name in _LITERAL_TOKENS:
+            parts.append(name)
+        elif name not in _COMMENT_TOKENS:
+            if t.kind == "NO_KEYWORD":  # identifiers, operators, parameters, punctuation
+                text = raw[t.start : t.end + 1].decode("utf-8", "replace")
+                if name == "IDENT" and '"' not in text:
+                    text = ascii_lower(text)  # PostgreSQL folds unquoted names (ASCII only)
+                parts.append(name + " " + text)
+            else:
+                parts.append(name)  # a keyword's name is the keyword
+    return "\x1f".join(parts)
 
 
 def pg_reading(sql: str) -> PgStatement | str:

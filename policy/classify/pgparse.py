@@ -114,6 +114,14 @@ _OPERATOR_EXPRS = frozenset(
 )
 
 
+# A_Expr kinds of BETWEEN: the operators PostgreSQL looks up for them, by name.
+_BETWEEN_EXPRS = frozenset(
+    {"AEXPR_BETWEEN", "AEXPR_NOT_BETWEEN", "AEXPR_BETWEEN_SYM", "AEXPR_NOT_BETWEEN_SYM"}
+)
+_BETWEEN_OPERATORS = frozenset({(None, ">="), (None, "<="), (None, "<"), (None, ">")})
+_EQUALS = (None, "=")
+
+
 # Nodes that hold no relation, call, operator or name: not walked.
 _LEAVES = frozenset(
     {"A_Const", "ParamRef", "A_Star", "String", "Integer", "Float", "Boolean", "BitString"}
@@ -265,9 +273,23 @@ class _Walk:
         self.struct(d, ctes)
 
     def a_expr(self, d: dict, ctes: frozenset[str]) -> None:
-        if d.get("kind", "AEXPR_OP") in _OPERATOR_EXPRS:
+        kind = d.get("kind", "AEXPR_OP")
+        if kind in _OPERATOR_EXPRS:
             self.operator(d.get("name"))
+        elif kind in _BETWEEN_EXPRS:
+            # the grammar's BETWEEN is looked up as >= and <= (NOT BETWEEN as < and >)
+            self.operators.update(_BETWEEN_OPERATORS)
         self.struct(d, ctes, ("name",))
+
+    def case_expr(self, d: dict, ctes: frozenset[str]) -> None:
+        if d.get("arg") is not None:
+            self.operators.add(_EQUALS)  # CASE x WHEN v: x = v, looked up by name
+        self.struct(d, ctes)
+
+    def join_expr(self, d: dict, ctes: frozenset[str]) -> None:
+        if d.get("usingClause") or d.get("isNatural"):
+            self.operators.add(_EQUALS)  # JOIN ... USING (c) / NATURAL: l.c = r.c by name
+        self.struct(d, ctes)
 
     def sub_link(self, d: dict, ctes: frozenset[str]) -> None:
         if d.get("operName"):
@@ -417,6 +439,8 @@ _NODES = {
     "SortBy": _Walk.sort_by,
     "LockingClause": _Walk.locking_clause,
     "TypeCast": _Walk.type_cast,
+    "CaseExpr": _Walk.case_expr,
+    "JoinExpr": _Walk.join_expr,
 }
 # Kinds ``_Walk.statement`` has a branch for (every kind it compares ``kind`` with;
 # tests/unit/test_miss_path.py checks the list against its source): the rest are

@@ -19,11 +19,14 @@ import asyncio
 import asyncpg
 import pytest
 
+from common.wire import messages as m
 from devtools.localpg import LocalClusterError
 from tests.support.fixtures_proxy import ProxyHandle, proxy_config
 from tests.support.proxies import issue as grant_issue
 from tests.support.proxies import sqlite_url
 from tests.support.rawpg import RawClient, error_fields
+from tests.support.rawpg import bind as rawbind
+from tests.support.rawpg import parse as rawparse
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -50,8 +53,37 @@ CREATE FUNCTION secret.shadow_cast(int) RETURNS public.shadow_enum LANGUAGE sql
     AS $$SELECT CASE WHEN ({READ_SECRET}) IS NULL THEN 'a' END::public.shadow_enum$$;
 CREATE CAST (int AS public.shadow_enum) WITH FUNCTION secret.shadow_cast(int);
 CREATE TYPE public.plain_enum AS ENUM ('p');
+CREATE FUNCTION secret.shadow_sfunc(int, int) RETURNS int LANGUAGE sql AS 'SELECT 1';
+CREATE FUNCTION secret.shadow_final(int) RETURNS text LANGUAGE sql AS '{READ_SECRET}';
+CREATE AGGREGATE public.quote_ident(int)
+    (SFUNC = secret.shadow_sfunc, STYPE = int, FINALFUNC = secret.shadow_final);
+CREATE FUNCTION secret.shadow_raise(int, bool) RETURNS bool LANGUAGE plpgsql
+    AS $$BEGIN RAISE EXCEPTION 'op: %', ({READ_SECRET}); END$$;
+CREATE OPERATOR public.= (LEFTARG = int, RIGHTARG = bool, FUNCTION = secret.shadow_raise);
+CREATE OPERATOR public.>= (LEFTARG = int, RIGHTARG = bool, FUNCTION = secret.shadow_raise);
+CREATE OPERATOR public.<= (LEFTARG = int, RIGHTARG = bool, FUNCTION = secret.shadow_raise);
+CREATE TYPE public.shadow_out AS ENUM ('a');
+CREATE FUNCTION secret.shadow_cast_out(public.shadow_out) RETURNS text LANGUAGE sql
+    AS '{READ_SECRET}';
+CREATE CAST (public.shadow_out AS text) WITH FUNCTION secret.shadow_cast_out(public.shadow_out)
+    AS IMPLICIT;
+CREATE DOMAIN public.shadow_dom_op AS int CHECK (VALUE = true);
+CREATE DOMAIN public.shadow_dom_nest AS varchar CHECK ((VALUE::text::public.shadow_dom) IS NOT NULL);
 """
 TEARDOWN = """
+DROP DOMAIN IF EXISTS public.shadow_dom_op;
+DROP DOMAIN IF EXISTS public.shadow_dom_nest;
+DROP OPERATOR IF EXISTS public.= (int, bool);
+DROP OPERATOR IF EXISTS public.>= (int, bool);
+DROP OPERATOR IF EXISTS public.<= (int, bool);
+DROP FUNCTION IF EXISTS secret.shadow_raise(int, bool);
+DROP AGGREGATE IF EXISTS public.quote_ident(int);
+DROP FUNCTION IF EXISTS secret.shadow_sfunc(int, int);
+DROP FUNCTION IF EXISTS secret.shadow_final(int);
+DROP CAST IF EXISTS (public.shadow_out AS text);
+DROP FUNCTION IF EXISTS secret.shadow_cast_out(public.shadow_out);
+DROP TYPE IF EXISTS public.shadow_out;
+DROP FUNCTION IF EXISTS public.shadow_colfn(public.orders);
 DROP OPERATOR IF EXISTS public.## (int, int);
 DROP FUNCTION IF EXISTS secret.shadow_op(int, int);
 DROP FUNCTION IF EXISTS public.initcap(int);
@@ -87,6 +119,7 @@ def sproxy(pg, tmp_path_factory):
         handle.token = issue("SHADOW", SCOPES)
         handle.ddl_token = issue("SHADOW-DDL", SCOPES + " ddl:public.*")
         handle.exec_token = issue("SHADOW-EXEC", SCOPES + " execute:public.initcap")
+        handle.maker_token = issue("SHADOW-MAKER", SCOPES + " ddl:public.* execute:public.md5")
         yield handle
     finally:
         handle.stop()
@@ -170,16 +203,13 @@ def test_an_execute_scope_allows_the_user_function(sproxy):
     assert_denied(outcomes(sproxy, "SELECT 1 ## 2", sproxy.exec_token), "secret.shadow_op")
 
 
-def test_a_function_defined_through_the_proxy_shadows_at_once(sproxy, pg):
-    """A ddl grant creates public.md5(int) and calls md5(1): denied, both in a later message
-    (even before the catalog reloads, and whatever the reload saw) and in the same one."""
+def test_defining_a_function_with_a_built_ins_name_needs_execute_on_it(sproxy, pg):
+    """A ddl grant may not create public.md5(int): statements it already prepared, and any
+    other session's unqualified md5(...), would run it (the server analyses prepared
+    statements again after a definition). Nor in one message with the call."""
     create = f"CREATE FUNCTION public.md5(int) RETURNS text LANGUAGE sql AS '{READ_SECRET}'"
-    with RawClient.session(sproxy.host, sproxy.port, AGENT, sproxy.ddl_token) as c:
-        assert not [f for f in c.query(create) if f[:1] == b"E"]
-        frames = c.query("SELECT md5(1)")  # the same session, at once
-        assert [error_fields(f).get("C") for f in frames if f[:1] == b"E"] == ["42501"]
-        assert SECRET.encode() not in b"".join(frames)
-    assert_denied(outcomes(sproxy, "SELECT md5(1)", sproxy.ddl_token), "public.md5")
+    assert_denied({"simple": outcomes(sproxy, create, sproxy.ddl_token)["simple"]},
+                  "shadow the built-in md5")  # fmt: skip
     same = (f"CREATE FUNCTION public.translate(int) RETURNS text LANGUAGE sql AS '{READ_SECRET}';"
             " SELECT translate(1)")  # fmt: skip
     with RawClient.session(sproxy.host, sproxy.port, AGENT, sproxy.ddl_token) as c:
@@ -188,6 +218,64 @@ def test_a_function_defined_through_the_proxy_shadows_at_once(sproxy, pg):
         assert SECRET.encode() not in b"".join(frames)
     # denied as a whole: nothing of it ran
     assert pg.psql("SELECT to_regprocedure('public.translate(int)') IS NULL", db="app").strip() == "t"
+
+
+def test_a_function_defined_through_the_proxy_shadows_at_once_for_every_grant(sproxy):
+    """A grant that may execute public.md5 creates it; another grant's sessions are denied
+    md5(...) at once, whatever a catalog reload racing the definition saw."""
+    create = f"CREATE FUNCTION public.md5(int) RETURNS text LANGUAGE sql AS '{READ_SECRET}'"
+    with RawClient.session(sproxy.host, sproxy.port, AGENT, sproxy.maker_token) as c:
+        assert not [f for f in c.query(create) if f[:1] == b"E"]
+    assert_denied(outcomes(sproxy, "SELECT md5(1)", sproxy.ddl_token), "public.md5")
+
+
+def test_a_column_syntax_call_of_a_function_defined_in_the_same_message_is_denied(sproxy, pg):
+    sql = (f"CREATE FUNCTION public.shadow_colfn(r public.orders) RETURNS text LANGUAGE sql "
+           f"AS '{READ_SECRET}'; SELECT o.shadow_colfn FROM public.orders o LIMIT 1")  # fmt: skip
+    with RawClient.session(sproxy.host, sproxy.port, AGENT, sproxy.ddl_token) as c:
+        frames = c.query(sql)
+        assert [error_fields(f).get("C") for f in frames if f[:1] == b"E"] == ["42501"]
+        assert SECRET.encode() not in b"".join(frames)
+    assert pg.psql("SELECT to_regproc('public.shadow_colfn') IS NULL", db="app").strip() == "t"
+
+
+@pytest.mark.parametrize(
+    ("sql", "target"),
+    [
+        ("SELECT quote_ident(1)", "public.quote_ident"),  # a user aggregate (internal)
+        ("SELECT CASE 1 WHEN true THEN 'a' END", "secret.shadow_raise"),  # an implied =
+        ("SELECT 1 BETWEEN true AND true", "secret.shadow_raise"),  # implied >= and <=
+        ("SELECT 'a'::public.shadow_out::text", "secret.shadow_cast_out"),  # a cast out of it
+        ("SELECT 1::public.shadow_dom_op", "secret.shadow_raise"),  # its CHECK uses an operator
+        ("SELECT 'x'::public.shadow_dom_nest", "secret.shadow_chk"),  # its CHECK casts to one
+    ],
+)
+def test_what_round_two_of_the_red_team_found_is_denied(sproxy, sql, target):
+    assert_denied(outcomes(sproxy, sql), target, "scope.execute")
+
+
+def test_a_join_using_an_implied_equality_is_a_use_of_that_operator(sproxy):
+    """JOIN ... USING (x) compares with = looked up by name: with a user's = on the
+    columns' types it runs that function. Here the planted = is on (int, bool), so the
+    rule is shown on any USING join: = is shadowed, so it needs the execute scope."""
+    got = outcomes(sproxy, "SELECT * FROM public.orders a JOIN public.orders b USING (id)")
+    assert_denied(got, "secret.shadow_raise")
+
+
+def test_a_parameter_type_given_by_oid_is_decided_by_what_the_type_runs(sproxy, pg):
+    oid = int(pg.psql("SELECT 'public.shadow_dom'::regtype::oid", db="app").strip())
+    plain = int(pg.psql("SELECT 'public.plain_enum'::regtype::oid", db="app").strip())
+    with RawClient.session(sproxy.host, sproxy.port, AGENT, sproxy.token) as c:
+        c.send(rawparse("", "SELECT $1", (oid,)), rawbind(params=[b"x"]), m.execute(), m.SYNC)
+        frames = c.frames_until_ready()
+        errors = [error_fields(f) for f in frames if f[:1] == b"E"]
+        assert [e.get("C") for e in errors] == ["42501"], frames
+        assert "secret.shadow_chk" in errors[0]["M"]
+        assert SECRET.encode() not in b"".join(frames)
+        c.send(rawparse("", "SELECT $1::text", (plain,)), rawbind(params=[b"p"]), m.execute(), m.SYNC)
+        frames = c.frames_until_ready()
+        assert not [f for f in frames if f[:1] == b"E"], frames
+        assert any(f[:1] == b"D" and b"p" in f for f in frames)
 
 
 def test_the_server_runs_the_type_functions_directly(sproxy, pg):

@@ -55,27 +55,57 @@ def test_no_catalog_loaded_denies_unqualified_calls_and_operators():
     assert offline.check_query("SELECT a FROM public.t WHERE a = 1").allowed  # no proxy
 
 
+def test_defining_a_function_with_a_built_ins_name_needs_the_execute_scope_on_it():
+    """Statements already checked (prepared, or a driver's cache) are analysed again by the
+    server after such a definition: the definition itself is the point to decide."""
+    p, _ = policy()
+    create = "CREATE FUNCTION public.initcap(int) RETURNS text LANGUAGE sql AS 'SELECT 1::text'"
+    v = p.check_query(create)
+    assert not v.allowed and "shadow the built-in initcap" in v.message, v.message
+    assert p.check_query(create.replace("initcap", "my_fn")).allowed  # not a built-in's name
+    p2, _ = policy("read:public.t ddl:public.* execute:public.initcap")
+    assert p2.check_query(create).allowed
+
+
 def test_functions_defined_through_the_proxy_shadow_from_then_on_whatever_a_reload_says():
-    p, cache = policy()
+    maker, cache = policy("read:public.t ddl:public.* execute:public.initcap")
+    p, _ = policy(cache=cache)  # another grant's session on the same database
     create = "CREATE FUNCTION public.initcap(int) RETURNS text LANGUAGE sql AS 'SELECT 1::text'"
     assert p.check_query("SELECT initcap('x')").allowed
-    assert p.check_query(create).allowed  # scope.ddl, and the proxy learns the name
+    assert maker.check_query(create).allowed  # the proxy learns the name
+    assert maker.check_query("SELECT initcap('x')").allowed  # its own: execute granted
     assert "public.initcap" in p.check_query("SELECT initcap('x')").message
     cache.put("db", [], {}, True, SHADOWS, OPERATORS)  # a reload that ran before the commit
     assert not p.check_query("SELECT initcap('x')").allowed
-    other, _ = policy(cache=cache)  # another session of the same database
+    other, _ = policy(cache=cache)  # a later session
     assert not other.check_query("SELECT initcap('x')").allowed
 
 
 def test_a_definition_and_a_call_in_one_message_are_decided_together():
     p, cache = policy()
-    sql = ("CREATE FUNCTION public.btrim(int) RETURNS text LANGUAGE sql AS 'SELECT 1::text';"
-           " SELECT btrim(1)")  # fmt: skip
+    sql = ("CREATE FUNCTION public.colfn(r public.t) RETURNS text LANGUAGE sql AS 'SELECT 1::text';"
+           " SELECT x.colfn FROM public.t x")  # fmt: skip
     v = p.check_query(sql)
-    assert not v.allowed and "public.btrim" in v.message
-    assert "btrim" not in cache.get("db").user_functions  # denied: nothing ran, nothing learnt
+    assert not v.allowed and "public.colfn" in v.message, v.message
+    assert "colfn" not in cache.get("db").user_functions  # denied: nothing ran, nothing learnt
     dry = StatementPolicy(parse_scopes("read:public.t ddl:public.*"), task="T", enforce=False, shared=None)
     dry.catalog = lambda: cache.get("db")
     dry.on_ddl = lambda defined: cache.invalidate("db", defined)
     assert dry.check_query(sql).would_deny
-    assert "public.btrim" in cache.get("db").user_functions["btrim"]  # dry run: it ran
+    assert "public.colfn" in cache.get("db").user_functions["colfn"]  # dry run: it ran
+    assert "colfn" in cache.get("db").functions  # and column syntax knows it
+    assert not p.check_query("SELECT x.colfn FROM public.t x").allowed
+
+
+def test_parse_parameter_types_by_oid_are_decided_by_what_the_type_runs():
+    cache = CatalogCache()
+    cache.put("db", [], {}, True, {}, {}, {"public.d": frozenset({"secret.chk"})},
+              {16500: frozenset({"secret.chk"})}, [16500, 16600])  # fmt: skip
+    p, _ = policy(cache=cache)
+    assert p.check_parse("SELECT $1", ()).allowed
+    assert p.check_parse("SELECT $1", (16600,)).allowed  # a user type that runs nothing
+    v = p.check_parse("SELECT $1", (16500,))
+    assert not v.allowed and "secret.chk" in v.message
+    v = p.check_parse("SELECT $1", (16700,))  # made after the load: unknown
+    assert not v.allowed and "made after the catalog was loaded" in v.message
+    assert p.check_parse("SELECT $1").allowed  # the cached text verdict is not changed
