@@ -42,21 +42,34 @@ __all__ = [
     "truncate_identifier",
 ]
 
+# PostgreSQL continues a string across whitespace holding a newline (scan.l's
+# quotecontinue: horizontal space or -- comments, a newline, then spaces, newlines or
+# -- comments each ended by a newline) when a quote follows: 'a'<LF>'b' is 'ab'. The
+# continuation is read in the string's own mode: after E'...' backslashes still escape
+# (E'a'<LF>'\'' is one string), after B'...'/X'...' a doubled quote still ends it. So the
+# E-string and bit-string tokens take their continuations in (a standard string's
+# continuation reads the same as a new standard string: two tokens, the same text inside).
+_CONT = r"(?:[ \t\f]|--[^\n\r]*)*[\n\r](?:[ \t\n\r\f]|--[^\n\r]*[\n\r])*"
+_E_BODY = r"'(?:[^'\\]|\\.|'')*'"
+_E_SEGMENT_RE = re.compile(r"'((?:[^'\\]|\\.|'')*)'", re.S)
+_BIT_SEGMENT_RE = re.compile(r"'([^']*)'")
+
 # Alternatives are ordered by frequency (the engine tries them in order); a word never
 # starts an E-string (E'...') or a Unicode escape (U&'...', U&"..."). A bit string (B'...',
 # X'...') cannot hold a doubled quote: PostgreSQL ends it at the next quote.
-_TOKEN_ALTERNATIVES = r"""
+_TOKEN_ALTERNATIVES = rf"""
       (?P<word>(?![eE]'|[uU]&['"])[A-Za-z_\x80-\U0010ffff][A-Za-z_0-9$\x80-\U0010ffff]*)
     | (?P<num>0[xX][0-9A-Fa-f_]+|0[oO][0-7_]+|0[bB][01_]+
         |(?:[0-9][0-9_]*(?:\.(?!\.)[0-9_]*)?|\.[0-9][0-9_]*)(?:[eE][+-]?[0-9][0-9_]*)?)
     | (?P<punct>[(),\[\].:])
     | (?P<op>(?:[+*<>=~!@\#%^&|`?]|-(?!-)|/(?!\*))+)
-    | (?P<str>(?<=(?<![A-Za-z_0-9$\x80-\U0010ffff])[bBxX])'[^']*'|'(?:[^']|'')*')
+    | (?P<str>(?<=(?<![A-Za-z_0-9$\x80-\U0010ffff])[bBxX])'[^']*'(?:{_CONT}'[^']*')*
+        |'(?:[^']|'')*')
     | (?P<qid>"(?:[^"]|"")*")
     | (?P<lc>--[^\n\r]*)
     | (?P<bc>/\*)
     | (?P<semi>;)
-    | (?P<estr>[eE]'(?:[^'\\]|\\.|'')*')
+    | (?P<estr>[eE]{_E_BODY}(?:{_CONT}{_E_BODY})*)
     | (?P<uesc>[uU]&['"])
     | (?P<dq>\$(?:[A-Za-z_\x80-\U0010ffff][A-Za-z_0-9\x80-\U0010ffff]*)?\$)
     | (?P<param>\$[0-9]+)
@@ -476,10 +489,13 @@ def _scan(sql: str) -> list[Statement]:
             piece = value if value.isascii() else _quote_ident(value)
         elif kind in _LITERAL_KINDS:
             if kind == "str":
-                value = text[1:-1].replace("''", "'")
+                if last == "word" and tokens[-1].value in ("b", "x"):
+                    value = "".join(_BIT_SEGMENT_RE.findall(text))  # continued: segments
+                else:
+                    value = text[1:-1].replace("''", "'")
                 fp.append(_FP_STR)
             elif kind == "estr":
-                value = _decode_e(text[2:-1])
+                value = _decode_e("".join(_E_SEGMENT_RE.findall(text, 1)))  # continued too
                 fp.append(_FP_ESTR)
             else:
                 close = sql.find(text, end)
