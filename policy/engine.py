@@ -237,14 +237,20 @@ class StatementPolicy:
                     f"read ({why}), whose values may run user-written functions",
                 )  # fmt: skip
             for target in sorted(snap.type_oids.get(oid, ())):
-                denial = check_function(target, self.scopes)
+                denial = self._call_of(
+                    target, f"a parameter of type OID {oid} runs {target} (a domain constraint or a cast)"
+                )
                 if denial is not None:
-                    return Decision(
-                        False, denial.rule,
-                        f"{denial.reason}: a parameter of type OID {oid} runs {target} "
-                        "(a domain constraint or a cast)",
-                    )  # fmt: skip
+                    return denial
         return None
+
+    def _call_of(self, target: str, why: str) -> Decision | None:
+        """``target`` ("schema.fn") runs because of what ``why`` says: decided like a call
+        of it by name (an execute scope), the denial saying why."""
+        denial = check_function(target, self.scopes)
+        if denial is None:
+            return None
+        return Decision(False, denial.rule, f"{denial.reason}: {why}")
 
     def _overruled(self, verdict: Verdict, denial: Decision) -> Verdict:
         """``verdict`` with ``denial`` in its first statement's place."""
@@ -365,13 +371,13 @@ class StatementPolicy:
                 names = function_names(None, parts[1], self.search_path)
                 if len(names) != 1 or split_name(names[0]) is not None:
                     continue  # called unqualified, it is read as schema.name: a scope needed
-                denial = check_function(target, self.scopes)
+                denial = self._call_of(
+                    target,
+                    f"defining it would shadow the built-in {bare} "
+                    "(unqualified calls, those already prepared included, may resolve to it)",
+                )
                 if denial is not None:
-                    return Decision(
-                        False, denial.rule,
-                        f"{denial.reason}: defining it would shadow the built-in {bare} "
-                        "(unqualified calls, those already prepared included, may resolve to it)",
-                    )  # fmt: skip
+                    return denial
         return None
 
     def _shadowed(
@@ -400,13 +406,9 @@ class StatementPolicy:
                 "so which functions they run is unknown",
             )
         for target, what in sorted(shadowing_calls(functions, operators, snap, types).items()):
-            denial = check_function(target, self.scopes)
+            denial = self._call_of(target, what)
             if denial is not None:
-                return Decision(
-                    False,
-                    denial.rule,
-                    f"{denial.reason}: {what}",
-                )
+                return denial
         return None
 
     def _after_definitions(self, pairs: tuple[Pair, ...]) -> tuple[Pair, ...]:
