@@ -19,6 +19,7 @@ import time
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
+from policy.classify.pgparse import DERIVED_ROWS
 from policy.scopes import split_name
 
 if TYPE_CHECKING:
@@ -89,7 +90,8 @@ WHERE n.nspname NOT IN ('pg_catalog', 'information_schema')
 """
 # Types outside the system schemas that run user-written functions when a value of them is
 # made or converted (a cast, a literal of the type, an argument, column or parameter of it):
-# a domain's constraints (pg_depend records the functions, operators and types they use), a
+# a domain's constraints and DEFAULT (pg_depend records the functions, operators and types
+# they use), a
 # cast into or out of the type by a function, and whatever a type made of it runs: a
 # domain over it or whose constraint uses it, an array of it, a row type with a column of
 # it, a range over it. Each row: the type's OID and name and one function it may run.
@@ -107,6 +109,11 @@ constraint_uses AS (
   JOIN pg_catalog.pg_depend d ON d.classid = 'pg_catalog.pg_constraint'::pg_catalog.regclass
    AND d.objid = c.oid
   WHERE c.contypid <> 0
+  UNION ALL
+  -- what a type's own definition uses (a domain's DEFAULT: recorded against the type)
+  SELECT d.objid, d.refclassid, d.refobjid FROM pg_catalog.pg_depend d
+  WHERE d.classid = 'pg_catalog.pg_type'::pg_catalog.regclass
+    AND d.objid IN (SELECT oid FROM usertype)
 ),
 direct AS (
   SELECT typ, refobjid AS fn FROM constraint_uses
@@ -132,6 +139,8 @@ made_of AS (
   WHERE a.attnum > 0 AND NOT a.attisdropped AND c.reltype <> 0
   UNION ALL
   SELECT r.rngsubtype, r.rngtypid FROM pg_catalog.pg_range r
+  UNION ALL
+  SELECT r.rngtypid, r.rngmultitypid FROM pg_catalog.pg_range r WHERE r.rngmultitypid <> 0
   UNION ALL
   SELECT refobjid, typ FROM constraint_uses
   WHERE refclassid = 'pg_catalog.pg_type'::pg_catalog.regclass
@@ -203,13 +212,16 @@ def attribute_calls(
     to relations, so ``c.fn`` is taken for a call unless no relation could make it one."""
     if not attributes:
         return frozenset()
+    derived = DERIVED_ROWS in attributes  # rows not a relation's: no column exempts a name
+    if derived:
+        attributes = attributes - {DERIVED_ROWS}
     if snapshot is None:
         return attributes
     out = set()
     for name in attributes:
         if name in snapshot.functions or snapshot.stale:
             cols = [snapshot.columns.get(rel) for rel in relations]
-            if not cols or any(c is None or name not in c for c in cols):
+            if derived or not cols or any(c is None or name not in c for c in cols):
                 out.add(name)
     return frozenset(out)
 

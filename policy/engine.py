@@ -82,6 +82,13 @@ def _allowed(pairs: tuple[Pair, ...]) -> Verdict:
     return verdict
 
 
+# Functions that build a value of their first argument's row type from other input.
+_POPULATE = frozenset(
+    {"json_populate_record", "jsonb_populate_record", "json_populate_recordset",
+     "jsonb_populate_recordset", "populate_record"}
+)  # fmt: skip
+
+
 def _key(fingerprint: str, text: str, collapsed: bool = False) -> str | None:
     """The fingerprint caches' key for a statement: its fingerprint (the proxy's lexer) and
     PostgreSQL's scanner's reading without literal values (``token_signature``), so that a
@@ -334,7 +341,12 @@ class StatementPolicy:
             if denial is not None:
                 return denial
         if self.catalog is not None and (c.functions or c.operators or c.types):
-            denial = self._shadowed(c.functions, c.operators, self._snapshot_seen, c.types)
+            types = c.types
+            if not c.functions.isdisjoint(_POPULATE):
+                # a row of a relation read here, rebuilt from chosen values: a value of
+                # its row type (domain columns' constraints run on the chosen input)
+                types = types | c.reads
+            denial = self._shadowed(c.functions, c.operators, self._snapshot_seen, types)
             if denial is not None:
                 return denial
         if not c.attributes or d.rule == "default.housekeeping":

@@ -114,6 +114,14 @@ _OPERATOR_EXPRS = frozenset(
 )
 
 
+# In ``attributes``: the statement uses rows that are not a relation's (a subquery,
+# function or WITH query in FROM, an alias renaming columns, (expr).name), so a column-
+# syntax name cannot be shown to be a column by the catalog (policy.catalog.attribute_calls).
+DERIVED_ROWS = "*"  # never an attribute name: t.* is A_Star, not a String
+# CREATE TABLE ... LIKE options that copy expressions (PostgreSQL 15's CREATE_TABLE_LIKE_
+# CONSTRAINTS, DEFAULTS, GENERATED, INDEXES, STATISTICS bits; ALL sets them all).
+_LIKE_COPIES_EXPRESSIONS = (1 << 2) | (1 << 3) | (1 << 4) | (1 << 6) | (1 << 7)
+
 # A_Expr kinds of BETWEEN: the operators PostgreSQL looks up for them, by name.
 _BETWEEN_EXPRS = frozenset(
     {"AEXPR_BETWEEN", "AEXPR_NOT_BETWEEN", "AEXPR_BETWEEN_SYM", "AEXPR_NOT_BETWEEN_SYM"}
@@ -218,7 +226,11 @@ class _Walk:
     def rangevar(self, d: dict, role: str, ctes: frozenset[str]) -> None:
         schema = d.get("schemaname")
         name = d.get("relname", "")
+        alias = d.get("alias")
+        if isinstance(alias, dict) and alias.get("colnames"):
+            self.attributes.add(DERIVED_ROWS)  # t(a, b): its columns are renamed
         if schema is None and role == "read" and name in ctes:
+            self.attributes.add(DERIVED_ROWS)  # a WITH query's rows: not a relation's
             return  # a reference to a WITH query
         if schema is None and d.get("relpersistence") == "t" and role == "ddl":
             schema = "pg_temp"
@@ -270,7 +282,22 @@ class _Walk:
         for ind in d.get("indirection") or ():
             if isinstance(ind, dict) and "String" in ind:
                 self.attributes.add(ind["String"].get("sval", ""))
+                self.attributes.add(DERIVED_ROWS)  # (expr).name: any row, not a relation's
         self.struct(d, ctes)
+
+    def derived(self, d: dict, ctes: frozenset[str]) -> None:
+        """A subquery, function or table function in FROM: rows whose columns are not a
+        relation's (column syntax on them cannot be told from a call by the catalog)."""
+        self.attributes.add(DERIVED_ROWS)
+        self.struct(d, ctes)
+
+    def table_like(self, d: dict, ctes: frozenset[str]) -> None:
+        """CREATE TABLE ... (LIKE t INCLUDING DEFAULTS/CONSTRAINTS/GENERATED/INDEXES/
+        STATISTICS): t's expressions are copied and then run on the new table's writes, as
+        if written to t: a use of t's write side, not a read."""
+        role = "insert" if int(d.get("options") or 0) & _LIKE_COPIES_EXPRESSIONS else "read"
+        self.target(d.get("relation"), role, ctes)
+        self.struct(d, ctes, ("relation",))
 
     def a_expr(self, d: dict, ctes: frozenset[str]) -> None:
         kind = d.get("kind", "AEXPR_OP")
@@ -294,6 +321,8 @@ class _Walk:
     def sub_link(self, d: dict, ctes: frozenset[str]) -> None:
         if d.get("operName"):
             self.operator(d.get("operName"))
+        elif d.get("subLinkType") == "ANY_SUBLINK":
+            self.operators.add(_EQUALS)  # x IN (SELECT ...): = looked up by name
         self.struct(d, ctes, ("operName",))
 
     def sort_by(self, d: dict, ctes: frozenset[str]) -> None:
@@ -441,6 +470,10 @@ _NODES = {
     "TypeCast": _Walk.type_cast,
     "CaseExpr": _Walk.case_expr,
     "JoinExpr": _Walk.join_expr,
+    "RangeSubselect": _Walk.derived,
+    "RangeFunction": _Walk.derived,
+    "RangeTableFunc": _Walk.derived,
+    "TableLikeClause": _Walk.table_like,
 }
 # Kinds ``_Walk.statement`` has a branch for (every kind it compares ``kind`` with;
 # tests/unit/test_miss_path.py checks the list against its source): the rest are
