@@ -24,6 +24,7 @@ __all__ = [
     "Decision",
     "change_setting",
     "check_function",
+    "check_write",
     "decide",
 ]
 
@@ -255,6 +256,11 @@ def _relation_read(rel: str, scopes: Scopes) -> Decision | None:
     if scopes.allows_relation("read", rel):
         return None
     return _deny("scope.read", f"may not read {rel}")
+
+
+def check_write(op: str, rel: str, scopes: Scopes) -> Decision | None:
+    """May ``op`` (insert, update, delete, truncate, lock) be done to ``rel``? None: yes."""
+    return _relation_write(op, rel, scopes)
 
 
 def _relation_write(op: str, rel: str, scopes: Scopes) -> Decision | None:
