@@ -236,6 +236,24 @@ def _listen(channel: str, scopes: Scopes) -> Decision:
     )
 
 
+def _temp_view(c: Classified, scopes: Scopes) -> Decision | None:
+    """A temporary view is the grant's own, but a simple view is updatable: writes to it
+    land in the relations it reads, under any name the session gives it later (a rename,
+    a failed DROP, a prepared statement analysed again). So one may only show relations the
+    grant may write anyway (or temporary ones, or the read-only catalogs)."""
+    for rel in sorted(c.reads):
+        if rel.startswith(_DEFAULT_READ_PREFIXES):
+            continue
+        for op in ("insert", "update", "delete"):
+            if _relation_write(op, rel, scopes) is not None:
+                return _deny(
+                    "deny.temp_view",
+                    f"may not create a temporary view over {rel}: writes to the view would "
+                    f"land in {rel}, which this grant may not {_OP_VERBS[op]}",
+                )
+    return None
+
+
 def _relation_read(rel: str, scopes: Scopes) -> Decision | None:
     target = split_name(rel)
     if target is None:
@@ -342,6 +360,12 @@ def decide(classified: Classified, scopes: Scopes) -> Decision:
                 )
     for op, rel in sorted(c.write_ops):
         denial = _relation_write(op, rel, scopes)
+        if denial is not None:
+            return denial
+    if c.cls is S.DDL and "VIEW" in c.command and any(
+        op == "ddl" and rel.startswith("pg_temp.") for op, rel in c.write_ops
+    ):
+        denial = _temp_view(c, scopes)
         if denial is not None:
             return denial
     for rel in sorted(c.reads):

@@ -30,7 +30,7 @@ from policy.classify.crosscheck import (
     pg_readings,
     token_signature,
 )
-from policy.decide import Decision, check_function, check_write, decide
+from policy.decide import Decision, check_function, decide
 from policy.lexer import collapse_values, lex, render_name
 from policy.number_shapes import ZERO_DIGITS as ZERO
 from policy.prepared import STATEFUL_COMMANDS, PreparedNames
@@ -104,13 +104,6 @@ def _key(fingerprint: str, text: str, collapsed: bool = False) -> str | None:
     return fingerprint + "\x00" + blake2b(signature.encode(), digest_size=16).hexdigest()
 
 
-def _temp_views_made(c: Classified) -> dict[str, frozenset[str]]:
-    """The temporary views a statement makes: {"pg_temp.v": the relations it reads}."""
-    if c.cls is not StatementClass.DDL or "VIEW" not in c.command or c.command.startswith("DROP"):
-        return {}
-    return {rel: c.reads for op, rel in c.write_ops if op == "ddl" and rel.startswith("pg_temp.")}
-
-
 def _defined_functions(c: Classified) -> dict[str, frozenset[str]]:
     """The functions and procedures a DDL statement creates or replaces, {bare name:
     {"schema.name"}}: from then on an unqualified call of that name may run them."""
@@ -169,9 +162,6 @@ class StatementPolicy:
         # shared None: classify everything in this session afresh
         self.caches = SessionCaches(cache_size, shared, self.search_path)
         self._prepared = PreparedNames()  # SQL-level PREPAREs allowed in this session
-        # Temporary views this session made ("pg_temp.v" -> the relations they read): a
-        # write to one is a write to those (PostgreSQL updates simple views in place).
-        self._temp_views: dict[str, frozenset[str]] = {}
         # The database's catalog snapshot for column syntax (policy.catalog), set by the
         # proxy: a callable returning the current Snapshot. None: no snapshot, so every
         # x.name a statement uses counts as a possible call name(x) (fail closed).
@@ -259,30 +249,6 @@ class StatementPolicy:
                 )
                 if denial is not None:
                     return denial
-        return None
-
-    def _through_temp_views(self, c: Classified) -> Decision | None:
-        """A write to a temporary view this session made is a write to what it reads."""
-        for op, rel in sorted(c.write_ops):
-            if op == "ddl" or rel not in self._temp_views:
-                continue
-            seen: set[str] = set()
-            todo = [rel]
-            while todo:
-                view = todo.pop()
-                if view in seen:
-                    continue
-                seen.add(view)
-                for base in sorted(self._temp_views.get(view, ())):
-                    if base in self._temp_views:
-                        todo.append(base)
-                        continue
-                    denial = check_write(op, base, self.scopes)
-                    if denial is not None:
-                        return Decision(
-                            False, denial.rule,
-                            f"{denial.reason}: writes to the temporary view {rel} land in {base}",
-                        )  # fmt: skip
         return None
 
     def _call_of(self, target: str, why: str) -> Decision | None:
@@ -389,10 +355,6 @@ class StatementPolicy:
                 denial = self._shadowed(c.functions, c.operators, self._snapshot_seen, types)
                 if denial is not None:
                     return denial
-        if self._temp_views and c.write_ops:
-            denial = self._through_temp_views(c)
-            if denial is not None:
-                return denial
         if not c.attributes or d.rule == "default.housekeeping":
             # housekeeping's one shape with column syntax (its own pg_stat_activity row)
             # names only that view's real columns, which PostgreSQL resolves before calls
@@ -588,8 +550,6 @@ class StatementPolicy:
             pairs = self._apply_session_state(pairs)
         if len(pairs) > 1 and self.catalog is not None and any(_defined_functions(c) for c, _ in pairs[:-1]):
             pairs = self._after_definitions(pairs)
-        if len(pairs) > 1 and any(_temp_views_made(c) for c, _ in pairs[:-1]):
-            pairs = self._after_temp_views(pairs)
         denied = next((d for _, d in pairs if not d.allowed), None)
         ran = denied is None or not self.enforce
         if ran and self.on_ddl is not None and any(c.cls is StatementClass.DDL for c, _ in pairs):
@@ -598,8 +558,6 @@ class StatementPolicy:
                 for name, targets in _defined_functions(c).items():
                     defined[name] = defined.get(name, frozenset()) | targets
             self.on_ddl(defined)
-        if ran:
-            self._follow_temp_views(pairs)
         if denied is None:
             self._commit_session_state(pairs)
             return Verdict(True, pairs, "")
@@ -607,40 +565,6 @@ class StatementPolicy:
             return Verdict(False, pairs, self._message(denied))
         self._commit_session_state(pairs)
         return Verdict(True, pairs, "", would_deny=True)
-
-    def _follow_temp_views(self, pairs: tuple[Pair, ...]) -> None:
-        """Remember the temporary views these statements make (and forget dropped ones);
-        the session's cached decisions about writes to them are stale from now on."""
-        changed = False
-        for c, _d in pairs:
-            made = _temp_views_made(c)
-            if made:
-                self._temp_views.update(made)
-                changed = True
-            elif c.command.startswith("DROP") and self._temp_views:
-                for op, rel in c.write_ops:
-                    if op == "ddl" and self._temp_views.pop(rel, None) is not None:
-                        changed = True
-        if changed:
-            self.caches.forget_decisions()
-
-    def _after_temp_views(self, pairs: tuple[Pair, ...]) -> tuple[Pair, ...]:
-        """Statements after one that makes a temporary view, in the same message, decided
-        with that view known."""
-        saved = self._temp_views
-        views = dict(saved)
-        out: list[Pair] = []
-        try:
-            for c, d in pairs:
-                if views != saved and d.allowed:
-                    self._temp_views = views
-                    d = self._decide(c)
-                    self._temp_views = saved
-                out.append((c, d))
-                views.update(_temp_views_made(c))
-        finally:
-            self._temp_views = saved
-        return tuple(out)
 
     def _apply_session_state(self, pairs: tuple[Pair, ...]) -> tuple[Pair, ...]:
         """Decide EXECUTE against the PREPAREs this session allowed (in statement order)."""
