@@ -14,16 +14,12 @@ catalog snapshot sees them) and drops them after.
 
 from __future__ import annotations
 
-import asyncio
-
 import asyncpg
 import pytest
 
 from common.wire import messages as m
-from tests.support.fixtures_proxy import ProxyHandle, proxy_config
-from tests.support.proxies import issue as grant_issue
-from tests.support.proxies import sqlite_url
-from tests.support.rawpg import RawClient, error_fields
+from tests.support import planted
+from tests.support.rawpg import RawClient
 from tests.support.rawpg import bind as rawbind
 from tests.support.rawpg import parse as rawparse
 
@@ -46,51 +42,16 @@ DROP TABLE IF EXISTS secret.r4_vault;
 
 
 def _start(pg, tmp_path_factory, name, setup, teardown, extra_scopes=""):
-    pg.psql(teardown + BASE_TEARDOWN, db="app")
-    pg.psql(BASE_SETUP + setup, db="app")
-    url = sqlite_url(tmp_path_factory.mktemp(name) / "grants.db")
-    handle = ProxyHandle(proxy_config(pg, **{"grants.store": url})).start()
-    handle.token = grant_issue(handle, agent=AGENT, task=name.upper(), scopes=SCOPES + extra_scopes)[1]
-    return handle
+    return planted.start(pg, tmp_path_factory, name, agent=AGENT, scopes=SCOPES + extra_scopes,
+                         setup=BASE_SETUP + setup, teardown=teardown + BASE_TEARDOWN)  # fmt: skip
 
 
 def _stop(pg, handle, teardown):
-    try:
-        handle.stop()
-    finally:
-        pg.psql(teardown + BASE_TEARDOWN, db="app")
+    planted.stop(pg, handle, teardown + BASE_TEARDOWN)
 
 
-async def _attempt(handle, token, sql, mode):
-    conn = await asyncpg.connect(
-        host=handle.host, port=handle.port, user=AGENT, password=token, database="app",
-        ssl=False, timeout=10, statement_cache_size=0 if mode == "extended" else 100,
-    )  # fmt: skip
-    try:
-        if mode == "extended":
-            return repr(await conn.fetch(sql))
-        return repr(await (await conn.prepare(sql)).fetch())
-    except asyncpg.PostgresError as exc:
-        return f"error {exc.sqlstate}: {exc}"
-    finally:
-        await conn.close()
-
-
-def result(frames):
-    errors = [error_fields(f) for f in frames if f[:1] == b"E"]
-    if errors:
-        return f"error {errors[0].get('C')}: {errors[0].get('M')}"
-    return b"".join(frames).decode("utf-8", "replace")
-
-
-def outcomes(handle, sql, token=None):
-    token = token or handle.token
-    out = {}
-    with RawClient.session(handle.host, handle.port, AGENT, token) as c:
-        out["simple"] = result(c.query(sql))
-    for mode in ("extended", "prepared"):
-        out[mode] = asyncio.run(_attempt(handle, token, sql, mode))
-    return out
+outcomes = planted.outcomes
+result = planted.result
 
 
 def no_leak(got):
@@ -322,12 +283,7 @@ def defproxy(pg, tmp_path_factory):
 
 
 def _simple_seq(handle, sqls, token=None):
-    outs = []
-    with RawClient.session(handle.host, handle.port, AGENT, token or handle.token) as c:
-        for sql in sqls:
-            outs.append(result(c.query(sql)))
-    print(outs)
-    return outs
+    return planted.simple(handle, sqls, token)
 
 
 class TestDefaults:

@@ -14,13 +14,11 @@ may be a user's function, and a row type or a domain over it runs what its parts
 
 from __future__ import annotations
 
-import asyncio
-
-import asyncpg
 import pytest
 
 from common.wire import messages as m
 from devtools.localpg import LocalClusterError
+from tests.support import planted
 from tests.support.fixtures_proxy import ProxyHandle, proxy_config
 from tests.support.proxies import issue as grant_issue
 from tests.support.proxies import sqlite_url
@@ -116,6 +114,7 @@ def sproxy(pg, tmp_path_factory):
         def issue(task: str, scopes: str) -> str:
             return grant_issue(handle, agent=AGENT, task=task, scopes=scopes)[1]
 
+        handle.agent = AGENT
         handle.token = issue("SHADOW", SCOPES)
         handle.ddl_token = issue("SHADOW-DDL", SCOPES + " ddl:public.*")
         handle.exec_token = issue("SHADOW-EXEC", SCOPES + " execute:public.initcap")
@@ -126,37 +125,8 @@ def sproxy(pg, tmp_path_factory):
         pg.psql(TEARDOWN, db="app")
 
 
-async def _attempt(handle, token: str, sql: str, mode: str) -> str:
-    """The outcome as text (rows or the error), by asyncpg: extended protocol."""
-    conn = await asyncpg.connect(
-        host=handle.host, port=handle.port, user=AGENT, password=token, database="app",
-        ssl=False, timeout=10, statement_cache_size=0 if mode == "extended" else 100,
-    )  # fmt: skip
-    try:
-        if mode == "extended":
-            return repr(await conn.fetch(sql))
-        return repr(await (await conn.prepare(sql)).fetch())
-    except asyncpg.PostgresError as exc:
-        return f"error {exc.sqlstate}: {exc}"
-    finally:
-        await conn.close()
-
-
 def outcomes(handle, sql: str, token: str | None = None) -> dict[str, str]:
-    """What each protocol gave back for ``sql``: the simple one by a raw client (every
-    byte the proxy sent, rows included), the extended one unnamed and prepared."""
-    token = token or handle.token
-    out = {}
-    with RawClient.session(handle.host, handle.port, AGENT, token) as c:
-        frames = c.query(sql)
-    errors = [error_fields(f) for f in frames if f[:1] == b"E"]
-    out["simple"] = (
-        f"error {errors[0].get('C')}: {errors[0].get('M')}" if errors
-        else b"".join(frames).decode("utf-8", "replace")
-    )  # fmt: skip
-    for mode in ("extended", "prepared"):
-        out[mode] = asyncio.run(_attempt(handle, token, sql, mode))
-    return out
+    return planted.outcomes(handle, sql, token)
 
 
 def assert_denied(got: dict[str, str], *fragments: str) -> None:

@@ -17,13 +17,9 @@ from __future__ import annotations
 
 import asyncio
 
-import asyncpg
 import pytest
 
-from tests.support.fixtures_proxy import ProxyHandle, proxy_config
-from tests.support.proxies import issue as grant_issue
-from tests.support.proxies import sqlite_url
-from tests.support.rawpg import RawClient, error_fields
+from tests.support import planted
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -43,51 +39,20 @@ DROP TABLE IF EXISTS secret.r5_vault;
 
 
 def _start(pg, tmp_path_factory, name, setup, teardown, extra_scopes=""):
-    pg.psql(teardown + BASE_TEARDOWN, db="app")
-    pg.psql(BASE_SETUP + setup, db="app")
-    url = sqlite_url(tmp_path_factory.mktemp(name) / "grants.db")
-    handle = ProxyHandle(proxy_config(pg, **{"grants.store": url})).start()
-    handle.token = grant_issue(handle, agent=AGENT, task=name.upper(), scopes=SCOPES + extra_scopes)[1]
-    return handle
+    return planted.start(pg, tmp_path_factory, name, agent=AGENT, scopes=SCOPES + extra_scopes,
+                         setup=BASE_SETUP + setup, teardown=teardown + BASE_TEARDOWN)  # fmt: skip
 
 
 def _stop(pg, handle, teardown):
-    try:
-        handle.stop()
-    finally:
-        pg.psql(teardown + BASE_TEARDOWN, db="app")
-
-
-def result(frames):
-    errors = [error_fields(f) for f in frames if f[:1] == b"E"]
-    if errors:
-        return f"error {errors[0].get('C')}: {errors[0].get('M')}"
-    return b"".join(frames).decode("utf-8", "replace")
+    planted.stop(pg, handle, teardown + BASE_TEARDOWN)
 
 
 def _simple_seq(handle, sqls, token=None):
-    outs = []
-    with RawClient.session(handle.host, handle.port, AGENT, token or handle.token) as c:
-        for sql in sqls:
-            outs.append(result(c.query(sql)))
-    print(outs)
-    return outs
+    return planted.simple(handle, sqls, token)
 
 
 async def _ext_seq(handle, sqls):
-    conn = await asyncpg.connect(host=handle.host, port=handle.port, user=AGENT,
-                                 password=handle.token, database="app", ssl=False, timeout=10)
-    outs = []
-    try:
-        for sql in sqls:
-            try:
-                outs.append(repr(await conn.fetch(sql)))
-            except asyncpg.PostgresError as exc:
-                outs.append(f"error {exc.sqlstate}: {exc}")
-    finally:
-        await conn.close()
-    print(outs)
-    return outs
+    return await planted.extended(handle, sqls)
 
 
 # ======================================================================================

@@ -18,10 +18,9 @@ import asyncio
 import asyncpg
 import pytest
 
-from tests.support.fixtures_proxy import ProxyHandle, proxy_config
-from tests.support.proxies import issue as grant_issue
-from tests.support.proxies import sqlite_url
-from tests.support.rawpg import RawClient, error_fields
+from tests.support import planted
+from tests.support.planted import result
+from tests.support.rawpg import RawClient
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -40,36 +39,18 @@ DROP TABLE IF EXISTS public.r6_rw CASCADE;
 """
 
 
-def result(frames):
-    errors = [error_fields(f) for f in frames if f[:1] == b"E"]
-    if errors:
-        return f"error {errors[0].get('C')}: {errors[0].get('M')}"
-    return b"".join(frames).decode("utf-8", "replace")
-
-
 @pytest.fixture(scope="module")
 def px(pg, tmp_path_factory):
-    pg.psql(TEARDOWN, db="app")
-    pg.psql(SETUP, db="app")
-    url = sqlite_url(tmp_path_factory.mktemp("r6") / "grants.db")
-    h = ProxyHandle(proxy_config(pg, **{"grants.store": url})).start()
-    h.token = grant_issue(h, agent=AGENT, task="R6", scopes=SCOPES)[1]
+    h = planted.start(pg, tmp_path_factory, "r6", agent=AGENT, scopes=SCOPES, setup=SETUP,
+                      teardown=TEARDOWN)  # fmt: skip
     try:
         yield h
     finally:
-        try:
-            h.stop()
-        finally:
-            pg.psql(TEARDOWN, db="app")
+        planted.stop(pg, h, TEARDOWN)
 
 
 def seq(h, sqls):
-    outs = []
-    with RawClient.session(h.host, h.port, AGENT, h.token) as c:
-        for s in sqls:
-            outs.append(result(c.query(s)))
-    print("\nOUTS", outs)
-    return outs
+    return planted.simple(h, sqls)
 
 
 def ro_state(pg):
@@ -187,18 +168,7 @@ def test_p11_ext_prepared_swap(px, pg):
 
 
 async def _ext(px, sqls):
-    conn = await asyncpg.connect(host=px.host, port=px.port, user=AGENT, password=px.token,
-                                 database="app", ssl=False, timeout=10)
-    outs = []
-    try:
-        for s in sqls:
-            try:
-                outs.append(repr(await conn.fetch(s)))
-            except asyncpg.PostgresError as exc:
-                outs.append(f"error {exc.sqlstate}: {exc}")
-    finally:
-        await conn.close()
-    return outs
+    return await planted.extended(px, sqls)
 
 
 def ext_judge(pg, px, sqls, marker):

@@ -1,0 +1,102 @@
+"""Attack tests against a proxy whose database holds planted objects (a secret table, user
+functions, types): the server judges what a grant can reach.
+
+``start`` plants (as the schema owner) before the proxy starts, so its catalog snapshot sees
+the objects, and issues one grant; ``stop`` drops them again. ``result`` renders a raw
+client's frames as rows or the first error; ``simple`` and ``extended`` run statements in
+one session over either protocol and return each one's outcome as text; ``outcomes`` gives
+one statement's over the simple protocol, the extended one and a prepared statement.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import asyncpg
+
+from tests.support.fixtures_proxy import ProxyHandle, proxy_config
+from tests.support.proxies import issue as grant_issue
+from tests.support.proxies import sqlite_url
+from tests.support.rawpg import RawClient, error_fields
+
+
+def start(pg, tmp_path_factory, name: str, *, agent: str, scopes: str, setup: str, teardown: str):
+    """Plant ``setup`` (after ``teardown``, for a clean slate), start a proxy with its own
+    grant store, and issue ``agent`` a grant of ``scopes`` (``handle.token``)."""
+    pg.psql(teardown, db="app")
+    pg.psql(setup, db="app")
+    url = sqlite_url(tmp_path_factory.mktemp(name) / "grants.db")
+    handle = ProxyHandle(proxy_config(pg, **{"grants.store": url})).start()
+    try:
+        handle.token = grant_issue(handle, agent=agent, task=name.upper(), scopes=scopes)[1]
+    except BaseException:
+        stop(pg, handle, teardown)
+        raise
+    handle.agent = agent
+    return handle
+
+
+def stop(pg, handle, teardown: str) -> None:
+    try:
+        handle.stop()
+    finally:
+        pg.psql(teardown, db="app")
+
+
+def result(frames: list[bytes]) -> str:
+    """The first error as ``error SQLSTATE: message``, else every byte received as text."""
+    errors = [error_fields(f) for f in frames if f[:1] == b"E"]
+    if errors:
+        return f"error {errors[0].get('C')}: {errors[0].get('M')}"
+    return b"".join(frames).decode("utf-8", "replace")
+
+
+def simple(handle, sqls: list[str], token: str | None = None) -> list[str]:
+    """Each statement as a simple Query in one session, by a raw client."""
+    with RawClient.session(handle.host, handle.port, handle.agent, token or handle.token) as c:
+        return [result(c.query(sql)) for sql in sqls]
+
+
+async def extended(handle, sqls: list[str], token: str | None = None) -> list[str]:
+    """Each statement over the extended protocol (asyncpg) in one session."""
+    conn = await asyncpg.connect(
+        host=handle.host, port=handle.port, user=handle.agent, password=token or handle.token,
+        database="app", ssl=False, timeout=10,
+    )  # fmt: skip
+    outs = []
+    try:
+        for sql in sqls:
+            try:
+                outs.append(repr(await conn.fetch(sql)))
+            except asyncpg.PostgresError as exc:
+                outs.append(f"error {exc.sqlstate}: {exc}")
+    finally:
+        await conn.close()
+    return outs
+
+
+async def attempt(handle, sql: str, mode: str, token: str | None = None) -> str:
+    """``sql`` over the extended protocol, unnamed (``mode="extended"``) or as a named
+    prepared statement (``"prepared"``): its rows or its error, as text."""
+    conn = await asyncpg.connect(
+        host=handle.host, port=handle.port, user=handle.agent, password=token or handle.token,
+        database="app", ssl=False, timeout=10,
+        statement_cache_size=0 if mode == "extended" else 100,
+    )  # fmt: skip
+    try:
+        if mode == "extended":
+            return repr(await conn.fetch(sql))
+        return repr(await (await conn.prepare(sql)).fetch())
+    except asyncpg.PostgresError as exc:
+        return f"error {exc.sqlstate}: {exc}"
+    finally:
+        await conn.close()
+
+
+def outcomes(handle, sql: str, token: str | None = None) -> dict[str, str]:
+    """What each protocol gave back for ``sql``: the simple one by a raw client (every
+    byte the proxy sent, rows included), the extended one unnamed and prepared."""
+    out = {"simple": simple(handle, [sql], token)[0]}
+    for mode in ("extended", "prepared"):
+        out[mode] = asyncio.run(attempt(handle, sql, mode, token))
+    return out
