@@ -10,7 +10,7 @@ server with a planted secret and a table the grant may only read.
   others is decided as values of their row types: their domains' functions need an
   execute scope.
 
-Each probe asserts "no bypass": before the fixes 16 of them failed.
+Each probe asserts "no bypass": on the tree before the fixes 11 of them fail.
 """
 
 from __future__ import annotations
