@@ -122,6 +122,9 @@ DERIVED_ROWS = "*"  # never an attribute name: t.* is A_Star, not a String
 # CONSTRAINTS, DEFAULTS, GENERATED, INDEXES, STATISTICS bits; ALL sets them all).
 _LIKE_COPIES_EXPRESSIONS = (1 << 2) | (1 << 3) | (1 << 4) | (1 << 6) | (1 << 7)
 
+# CREATE TYPE ... AS RANGE parameters that name functions the type runs.
+_RANGE_FUNCTIONS = frozenset({"subtype_diff", "canonical"})
+
 # A_Expr kinds of BETWEEN: the operators PostgreSQL looks up for them, by name.
 _BETWEEN_EXPRS = frozenset(
     {"AEXPR_BETWEEN", "AEXPR_NOT_BETWEEN", "AEXPR_BETWEEN_SYM", "AEXPR_NOT_BETWEEN_SYM"}
@@ -426,7 +429,21 @@ class _Walk:
                 d.get("defnames"),
             )
             # the definition names support functions by name (a TypeName): not calls
-        elif kind in ("CreateDomainStmt", "CreateEnumStmt", "CreateRangeStmt", "AlterEnumStmt"):
+        elif kind == "CreateRangeStmt":
+            self.define("type", d.get("typeName"))
+            for param in d.get("params") or ():
+                de = param.get("DefElem", param) if isinstance(param, dict) else {}
+                if de.get("defname") in _RANGE_FUNCTIONS:
+                    # the range type runs it (GiST index builds, canonical forms): a call,
+                    # in effect, of a function the statement names as if it were a type
+                    arg = de.get("arg") or {}
+                    name = _split(_names(arg.get("TypeName", arg).get("names")))
+                    if name is None:
+                        raise PgParseError("a range support function without a plain name")
+                    self.functions.add(name)
+                else:
+                    self.any(param, ctes)
+        elif kind in ("CreateDomainStmt", "CreateEnumStmt", "AlterEnumStmt"):
             key = "domainname" if kind == "CreateDomainStmt" else "typeName"
             self.define("type", d.get(key))
             self.struct(d, ctes, (key,))
