@@ -37,6 +37,7 @@ __all__ = [
     "Snapshot",
     "attribute_calls",
     "shadowing_calls",
+    "merge_defined",
     "with_defined",
 ]
 
@@ -268,7 +269,7 @@ def with_defined(snapshot: Snapshot, defined: dict[str, frozenset[str]], stale: 
         snapshot,
         functions=snapshot.functions | _raw_names(defined),
         stale=snapshot.stale or stale,
-        user_functions=_merged(snapshot.user_functions, defined),
+        user_functions=merge_defined(snapshot.user_functions, defined),
     )
 
 
@@ -283,7 +284,8 @@ def _raw_names(defined) -> frozenset[str]:
     return frozenset(out)
 
 
-def _merged(a: dict[str, frozenset[str]], b) -> dict[str, frozenset[str]]:
+def merge_defined(a: dict[str, frozenset[str]], b) -> dict[str, frozenset[str]]:
+    """``a`` with ``b``'s targets added name by name ({bare name: {"schema.name"}})."""
     if not b:
         return a
     out = dict(a)
@@ -298,7 +300,7 @@ class _Entry:
     loading: asyncio.Task[None] | None = None  # the proxy's in-flight load, if any
     # functions defined through the proxy (bare name -> "schema.name"), kept for good: a
     # reload that ran before their transaction committed would not show them
-    defined: dict[str, set[str]] = field(default_factory=dict)
+    defined: dict[str, frozenset[str]] = field(default_factory=dict)
 
 
 @dataclass
@@ -331,7 +333,7 @@ class CatalogCache:
             dict(user_functions or {}), dict(user_operators or {}), dict(user_types or {}),
             dict(type_oids or {}), frozenset(known_type_oids),
         )  # fmt: skip
-        snap = with_defined(snap, {k: frozenset(v) for k, v in entry.defined.items()})
+        snap = with_defined(snap, entry.defined)
         entry.snapshot = snap
         return snap
 
@@ -343,8 +345,7 @@ class CatalogCache:
             if not defined:
                 return
             entry = self.entries.setdefault(database, _Entry())
-        for name, targets in (defined or {}).items():
-            entry.defined.setdefault(name, set()).update(targets)
+        entry.defined = merge_defined(entry.defined, defined)
         s = entry.snapshot
         if s is not None and (not s.stale or defined):
             entry.snapshot = with_defined(s, defined or {}, stale=True)

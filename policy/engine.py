@@ -20,6 +20,7 @@ from policy.catalog import (
     FIRST_NORMAL_OID,
     Snapshot,
     attribute_calls,
+    merge_defined,
     shadowing_calls,
     with_defined,
 )
@@ -362,10 +363,13 @@ class StatementPolicy:
         calls = attribute_calls(c.attributes, c.reads | c.writes, self._snapshot_seen)
         for name in sorted(calls):
             fns = function_names(None, name, self.search_path)
+            shadow: Decision | None = None  # what the name may resolve to: asked once
+            if self.catalog is not None:
+                shadow = self._shadowed(frozenset(fns), frozenset(), self._snapshot_seen)
             for fn in fns:
                 denial = check_function(fn, self.scopes)
-                if denial is None and self.catalog is not None:
-                    denial = self._shadowed(frozenset(fns), frozenset(), self._snapshot_seen)
+                if denial is None:
+                    denial = shadow
                 if denial is not None:
                     why = "" if self._snapshot_seen is not None else "; no catalog loaded"
                     return Decision(
@@ -445,8 +449,7 @@ class StatementPolicy:
                 finally:
                     self._snapshot_seen = snap
             out.append((c, d))
-            for name, targets in _defined_functions(c).items():
-                defined[name] = defined.get(name, frozenset()) | targets
+            defined = merge_defined(defined, _defined_functions(c))
         return tuple(out)
 
     def _cached(self, sql: str) -> Verdict | None:
@@ -555,8 +558,7 @@ class StatementPolicy:
         if ran and self.on_ddl is not None and any(c.cls is StatementClass.DDL for c, _ in pairs):
             defined: dict[str, frozenset[str]] = {}
             for c, _d in pairs:
-                for name, targets in _defined_functions(c).items():
-                    defined[name] = defined.get(name, frozenset()) | targets
+                defined = merge_defined(defined, _defined_functions(c))
             self.on_ddl(defined)
         if denied is None:
             self._commit_session_state(pairs)

@@ -78,6 +78,17 @@ async def _queries(cfg, credentials, database: str, *sqls: str) -> list[Rows | U
             up.transport.close()
 
 
+def _ok(result: Rows | UpstreamError) -> list[list]:
+    """A catalog query's rows (their columns are never NULL), or its error raised."""
+    if isinstance(result, UpstreamError):
+        raise result
+    return result
+
+
+def _frozen(groups: dict) -> dict:
+    return {k: frozenset(v) for k, v in groups.items()}
+
+
 class CatalogLoader:
     """The proxy's catalog snapshots: ``attach`` gives a session's policy its database's."""
 
@@ -92,29 +103,16 @@ class CatalogLoader:
             self.cfg, self.credentials, database, FUNCTIONS_SQL, COLUMNS_SQL, ROLE_SCHEMAS_SQL,
             USER_FUNCTIONS_SQL, USER_OPERATORS_SQL, USER_TYPES_SQL, USER_TYPE_OIDS_SQL,
         )  # fmt: skip
-        for result in (functions, column_rows, user_function_rows, user_operator_rows,
-                       user_type_rows, type_oid_rows):  # fmt: skip
-            if isinstance(result, UpstreamError):
-                raise result
-        assert not isinstance(functions, UpstreamError)  # for mypy: raised above
-        assert not isinstance(column_rows, UpstreamError)
-        assert not isinstance(user_function_rows, UpstreamError)
-        assert not isinstance(user_operator_rows, UpstreamError)
-        assert not isinstance(user_type_rows, UpstreamError)
-        assert not isinstance(type_oid_rows, UpstreamError)
+        functions, column_rows = _ok(functions), _ok(column_rows)
         user_functions: dict[str, set[str]] = {}
-        for schema, name in user_function_rows:
-            if schema is not None and name is not None:  # never NULL in the catalog
-                user_functions.setdefault(render_name(name), set()).add(render_name(schema, name))
+        for schema, name in _ok(user_function_rows):  # catalog columns: never NULL
+            user_functions.setdefault(render_name(name), set()).add(render_name(schema, name))
         user_operators: dict[str, set[str]] = {}
-        for op, schema, name in user_operator_rows:
-            if op is not None and schema is not None and name is not None:
-                user_operators.setdefault(op, set()).add(render_name(schema, name))
+        for op, schema, name in _ok(user_operator_rows):
+            user_operators.setdefault(op, set()).add(render_name(schema, name))
         user_types: dict[str, set[str]] = {}
         type_oids: dict[int, set[str]] = {}
-        for oid, tschema, tname, schema, name in user_type_rows:
-            if oid is None or tschema is None or tname is None or schema is None or name is None:
-                continue  # never NULL in the catalog
+        for oid, tschema, tname, schema, name in _ok(user_type_rows):
             target = render_name(schema, name)
             # bare too: an unqualified type is the first of the search path that has one
             for key in (render_name(tschema, tname), render_name(tname)):
@@ -134,11 +132,11 @@ class CatalogLoader:
             [r[0] for r in functions],
             {k: frozenset(v) for k, v in columns.items()},
             role_schemas == [["t"]],
-            {k: frozenset(v) for k, v in user_functions.items()},
-            {k: frozenset(v) for k, v in user_operators.items()},
-            {k: frozenset(v) for k, v in user_types.items()},
-            {k: frozenset(v) for k, v in type_oids.items()},
-            [int(r[0]) for r in type_oid_rows if r[0] is not None],
+            _frozen(user_functions),
+            _frozen(user_operators),
+            _frozen(user_types),
+            _frozen(type_oids),
+            [int(r[0]) for r in _ok(type_oid_rows)],
         )
 
     def refresh(self, database: str) -> asyncio.Task:

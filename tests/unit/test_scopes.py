@@ -78,6 +78,17 @@ def test_canonical_text(text, canonical):
         ("set:work-mem", "malformed setting name 'work-mem'"),
         ("execute:my_fn", "must be schema-qualified"),
         ("read:public.t write", "'write' is not operation:target"),
+        # listen: channel names (tests/unit/test_scopes_listen.py)
+        ("listen:", "'listen:' names no target"),
+        ("listen:public.jobs", "a channel is one name, not schema-qualified"),
+        ("listen:*.jobs", "not schema-qualified"),
+        ("listen:jobs-x", "malformed channel name 'jobs-x'"),
+        ("listen:1jobs", "malformed channel name '1jobs'"),
+        ('listen:""', "empty quoted identifier"),
+        ('listen:"unterminated', "unterminated quoted identifier"),
+        ("listen:jobs,", "empty target"),
+        ("listen:**", "malformed channel name"),
+        ("listn:jobs", "unknown operation 'listn'"),
     ],
 )
 def test_errors_name_the_bad_part(text, fragment):
