@@ -110,7 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _grant_recorder(cfg: Config):
     from .runtime import build_recorder
 
-    return build_recorder(cfg)
+    return build_recorder(cfg, one_shot=True)
 
 
 def _grant_roles(cfg: Config):

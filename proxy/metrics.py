@@ -145,7 +145,13 @@ RECORDER_CONFLICTS = Counter(
     "Objects whose key already held something pgwitness did not write (planted): each is "
     "stored under a conflict key instead and logged as an error",
 )
+RECORDER_UPLOAD_RESTARTS = Counter(
+    "pgwitness_recorder_upload_restarts_total",
+    "Times the recorder's upload process died and another was started (nothing spooled is "
+    "lost: the new one stores every batch not yet stored)",
+)
 _RECORDER_COUNTERS = (
+    ("upload_restarts", RECORDER_UPLOAD_RESTARTS),
     ("conflicts", RECORDER_CONFLICTS),
     ("chunks", RECORDER_CHUNKS),
     ("stored_bytes", RECORDER_STORED_BYTES),

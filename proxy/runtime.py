@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING
@@ -40,14 +41,17 @@ class Runtime:
             self.recorder.close()
 
 
-def build_recorder(cfg: Config) -> Recorder | None:
-    """The recorder for this worker, or None when recording is disabled."""
+def build_recorder(cfg: Config, *, one_shot: bool = False) -> Recorder | None:
+    """The recorder for this worker, or None when recording is disabled. ``one_shot``: for
+    a command that records a few events and exits (``pgwitness grant``), which uploads
+    from a thread rather than start an upload process for them."""
     if not cfg.recorder.enabled:
         return None
     from recorder import Recorder
 
+    rcfg = dataclasses.replace(cfg.recorder, upload_process=False) if one_shot else cfg.recorder
     try:
-        rec = Recorder.from_config(cfg.recorder)
+        rec = Recorder.from_config(rcfg)
     except (ValueError, OSError) as exc:
         raise ConfigError(f"recorder: {exc}") from exc
     rec.start()

@@ -31,6 +31,9 @@ class RecorderConfig:
     retry_max_seconds: float = 2.0
     upload_concurrency: int = 8
     fsync: bool = True
+    # upload from a process of its own (recorder/upload_process.py), off the proxy's GIL;
+    # false: from a thread in the proxy's process (embedding; tests that swap the store)
+    upload_process: bool = True
 
     # S3 (boto3 credential chain unless keys are given)
     s3_endpoint: str | None = None

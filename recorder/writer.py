@@ -7,7 +7,11 @@ Threads (per Recorder):
              spool batch.
   uploader - takes spool batches oldest first, puts their objects into the store (each
              session's objects in order: S3 sessions in parallel, the local store in
-             steps with shared fsyncs), removes a batch once stored.
+             steps with shared fsyncs; recorder/uploader.py), removes a batch once stored.
+             A store named by URL (the product) is uploaded to by a process of its own
+             (recorder/upload_process.py): this process then only sends it batch paths
+             and books its answers, off the event loop's GIL. A store object handed to
+             Recorder (tests, tools) is uploaded to by a thread here, with the same code.
 The caller's thread only packs a 24-byte record header, appends (header, frames) to the
 session's deque and adds to two counters.
 """
@@ -21,7 +25,6 @@ import os
 import socket
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 
 import zstandard
 from mypy_extensions import mypyc_attr
@@ -32,13 +35,14 @@ from .records import HEADER, Direction, Kind, dump_json
 from .signing import (
     Checkpoint,
     State,
-    decode_checkpoint,
     generate_keypair,
     key_id,
     load_private_key,
 )
-from .spool import Batch, Spool, SpoolCorrupt, SpoolError
-from .store import ObjectExists, Store, StoreError, open_store
+from .spool import Batch, Spool, SpoolError
+from .store import Store, open_store
+from .upload_process import UploadProcess
+from .uploader import Attempt, Uploader, add_stats
 
 log = logging.getLogger("pgwitness.recorder")
 
@@ -193,7 +197,10 @@ class Recorder:
     def __init__(self, config: RecorderConfig, *, store: Store | None = None, signing_key=None):
         config.validate()
         self.config = config
-        self.store = store if store is not None else open_store(config.store, **config.s3_options())
+        # a store named by URL is opened here too (a bad URL or bucket fails at start), but
+        # uploaded to by the upload process, which opens its own
+        self._upload_process = store is None and config.upload_process
+        self._store = store if store is not None else open_store(config.store, **config.s3_options())
         if signing_key is None:
             path = config.signing_key
             if not os.path.exists(path):
@@ -221,14 +228,14 @@ class Recorder:
         self._spool_failing = False
         self._last_error = ""
         self._stopping = False
-        self._close_deadline: float | None = None
         self._sealer_done = threading.Event()
         self._started = False
         self._closed = False
         self._threads: list[threading.Thread] = []
         self._alive = True
         self._alive_checked_until = 0.0  # see _threads_alive
-        self._pool: ThreadPoolExecutor | None = None
+        self._uploader: Uploader | None = None  # the uploader thread's (store object)
+        self._uploads: UploadProcess | None = None  # or the upload process (store URL)
         self.stats = collections.Counter(
             chunks=0, raw_bytes=0, stored_bytes=0, objects_stored=0, store_errors=0, throttled=0,
             conflicts=0)
@@ -236,6 +243,22 @@ class Recorder:
     @classmethod
     def from_config(cls, cfg: RecorderConfig) -> Recorder:
         return cls(cfg)
+
+    @property
+    def store(self) -> Store:
+        """The store (for reading; the upload process writes to its own, opened from the
+        same URL)."""
+        return self._store
+
+    @store.setter
+    def store(self, store: Store) -> None:
+        """Another store from now on, for the uploader thread (tests inject faults so)."""
+        if self._uploads is not None:
+            raise RuntimeError("the upload process opens its own store: set "
+                               "recorder.upload_process = false to swap it")
+        self._store = store
+        if self._uploader is not None:
+            self._uploader.store = store
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -254,12 +277,21 @@ class Recorder:
             self.control_event("recorder.spool_recovered", {
                 "batches": len(leftovers), "bytes": sum(b.size for b in leftovers),
                 "files": [str(b.path) for b in leftovers[:100]]})
-        self._pool = ThreadPoolExecutor(self.config.upload_concurrency,
-                                        thread_name_prefix="pgwitness-upload")
         self._threads = [
-            threading.Thread(target=self._seal_loop, name="pgwitness-sealer", daemon=True),
-            threading.Thread(target=self._upload_loop, name="pgwitness-uploader", daemon=True),
-        ]
+            threading.Thread(target=self._seal_loop, name="pgwitness-sealer", daemon=True)]
+        if self._upload_process:
+            uploads = self._uploads = UploadProcess(self.config, self._apply)
+            for cid in self._control_ids:
+                uploads.control_id(cid)
+            for b in self._batches:
+                uploads.submit(b)
+            uploads.start()
+        else:
+            self._uploader = Uploader(self._store, self._spool,
+                                      concurrency=self.config.upload_concurrency)
+            self._uploader.control_ids = self._control_ids  # the same set: it sees new ones
+            self._threads.append(threading.Thread(target=self._upload_loop,
+                                                  name="pgwitness-uploader", daemon=True))
         for t in self._threads:
             t.start()
         self._started = True
@@ -270,7 +302,8 @@ class Recorder:
             return
         self._closed = True
         deadline = time.monotonic() + timeout
-        self._close_deadline = deadline
+        if self._uploader is not None:
+            self._uploader.deadline = deadline
         with self._sessions_lock:
             live = list(self._sessions.values())
         for s in live:
@@ -286,10 +319,12 @@ class Recorder:
             while self._batches and time.monotonic() < deadline:
                 self._batches_cv.wait(min(0.05, max(0.0, deadline - time.monotonic())))
             self._batches_cv.notify_all()
+        if self._uploads is not None:
+            self._uploads.close(deadline)
         for t in self._threads:
             t.join(max(0.0, deadline - time.monotonic()) + 0.5)
-        if self._pool is not None:
-            self._pool.shutdown(wait=False, cancel_futures=True)
+        if self._uploader is not None:
+            self._uploader.close()
         if self._batches:
             log.warning("recorder: closed with %d batches still spooled in %s",
                         len(self._batches), self._spool.slot)
@@ -316,7 +351,9 @@ class Recorder:
         # statement, so liveness is looked at no more than every 100 ms.
         now = time.monotonic()
         if now >= self._alive_checked_until:
-            self._alive = all(t.is_alive() for t in self._threads)
+            uploads = self._uploads
+            self._alive = all(t.is_alive() for t in self._threads) and (
+                uploads is None or uploads.alive())
             self._alive_checked_until = now + 0.1
         return self._alive
 
@@ -329,6 +366,7 @@ class Recorder:
             "spool_bytes": self._spool_bytes, "spool_batches": len(self._batches),
             "store_failing_seconds": 0.0 if since is None else time.monotonic() - since,
             "last_error": self._last_error, "live_sessions": len(self._sessions),
+            "upload_restarts": 0 if self._uploads is None else self._uploads.restarts,
             **self.stats,
         }
 
@@ -369,6 +407,8 @@ class Recorder:
             ctl = SessionRecorder(self, chunks.new_session_id(), {"stream": "control"})
             ctl._lock = threading.Lock()  # control records come from several threads
             self._control_ids.add(ctl.id)
+            if self._uploads is not None:
+                self._uploads.control_id(ctl.id)
             self._start_record(ctl)
             with self._sessions_lock:
                 if self._control is None:
@@ -468,6 +508,8 @@ class Recorder:
                         self._batches.append(batch)
                         self._spool_bytes += batch.size
                         self._batches_cv.notify_all()
+                    if self._uploads is not None:
+                        self._uploads.submit(batch)
                 if stopping:
                     with self._sessions_lock:
                         done = not self._sessions
@@ -547,7 +589,11 @@ class Recorder:
     # -- uploader ------------------------------------------------------------------------
 
     def _upload_loop(self) -> None:
+        """The uploader thread (a store object handed to ``Recorder``): the upload process's
+        loop (recorder/upload_process.py), in this process."""
         cfg = self.config
+        up = self._uploader
+        assert up is not None
         backoff = cfg.retry_min_seconds
         while True:
             with self._batches_cv:
@@ -556,155 +602,40 @@ class Recorder:
                         return
                     self._batches_cv.wait(0.1)
                 batch = self._batches[0]
-            if self._past_close_deadline():
+            if up.past_deadline():
                 return  # what is left stays spooled for the next start()
-            if not self._upload_batch(batch):
+            self._loaded = batch.size
+            try:
+                attempt = up.upload(batch)
+            finally:
+                self._loaded = 0
+            self._apply(attempt)
+            if not attempt.done:
                 time.sleep(backoff)
                 backoff = min(backoff * 2, cfg.retry_max_seconds)
                 continue
             backoff = cfg.retry_min_seconds
-            self._store_failing_since = None
-            self._spool.remove(batch)
-            with self._batches_cv:
-                self._batches.popleft()
-                self._spool_bytes -= batch.size
-                self._batches_cv.notify_all()
 
-    def _past_close_deadline(self) -> bool:
-        d = self._close_deadline
-        return d is not None and time.monotonic() > d
-
-    def _upload_batch(self, batch: Batch) -> bool:
-        try:
-            entries = batch.read()
-        except SpoolCorrupt as e:
-            dest = batch.set_aside()
-            log.error("recorder: %s; moved to %s, skipping it", e, dest)
-            self.stats["spool_corrupt"] += 1
-            return True
-        except SpoolError as e:
+    def _apply(self, a: Attempt) -> None:
+        """Book one try at the oldest spool batch, from the uploader thread or the upload
+        process's receiver: counters, errors for health and status, and a stored batch
+        leaves the spool."""
+        add_stats(self.stats, a.stats)
+        if a.error:
+            self._last_error = a.error
+        if a.spool_error:
             self._spool_failing = True
-            self._last_error = str(e)
-            log.error("recorder: cannot read spool batch: %s", e)
-            return False
-        self._loaded = batch.size
-        try:
-            return self._upload_entries(batch, entries)
-        finally:
-            self._loaded = 0
-
-    def _upload_entries(self, batch: Batch, entries: list[tuple[str, bytes]]) -> bool:
-        by_session: dict[str, list[int]] = {}
-        for i, (key, _) in enumerate(entries):
-            if i not in batch.done:
-                by_session.setdefault(key.rsplit("/", 2)[-2], []).append(i)
-        if not by_session:
-            return True
-
-        def upload(indexes: list[int]) -> bool:
-            for i in indexes:  # in order: chunk n, ckpt n, chunk n+1, ...
-                if self._past_close_deadline():
-                    return False
-                key, data = entries[i]
-                try:
-                    self.store.put(key, data)
-                    outcome: Exception | None = None
-                except Exception as e:  # a bug in a store must not kill the uploader
-                    outcome = e
-                if not self._settle(batch, i, key, data, outcome):
-                    return False
-            return True
-
-        groups = list(by_session.values())
-        if hasattr(self.store, "put_many"):
-            return self._upload_in_steps(batch, entries, groups)
-        if len(groups) == 1 or self._pool is None:
-            return all([upload(g) for g in groups])
-        return all(list(self._pool.map(upload, groups)))
-
-    def _upload_in_steps(self, batch: Batch, entries: list[tuple[str, bytes]],
-                         groups: list[list[int]]) -> bool:
-        """For a store with ``put_many`` (the local store): step k stores the k-th object of
-        every session in the batch in one call, durable (files and directories fsynced)
-        before step k+1 starts, so each session's objects still land strictly in order
-        (chunk n, checkpoint n, chunk n+1, ...) while the fsyncs of a directory are shared
-        by the objects of that step. A session whose object fails stops there (the rest
-        of it waits for the retry); the others go on."""
-        put_many = self.store.put_many  # type: ignore[attr-defined]
-        ok = True
-        while groups:
-            if self._past_close_deadline():
-                return False
-            step = [g[0] for g in groups]
-            try:
-                results = put_many([entries[i] for i in step])
-                if len(results) != len(step):
-                    raise StoreError(f"put_many: {len(results)} outcomes for {len(step)} objects")
-            except Exception as e:  # a bug in a store must not kill the uploader
-                log.exception("recorder: store put_many crashed")
-                self._note_failure(e)
-                return False
-            going = []
-            for g, i, err in zip(groups, step, results, strict=True):
-                key, data = entries[i]
-                if not self._settle(batch, i, key, data, err):
-                    ok = False
-                elif len(g) > 1:
-                    going.append(g[1:])
-            groups = going
-        return ok
-
-    def _settle(self, batch: Batch, i: int, key: str, data: bytes,
-                outcome: Exception | None) -> bool:
-        """Book the outcome of storing object ``i`` of ``batch`` (None: stored); whether
-        that session's later objects may follow it."""
-        if outcome is None:
-            batch.done.add(i)
-            self.stats["objects_stored"] += 1
-            if key.endswith(".ckpt") and key.rsplit("/", 2)[-2] in self._control_ids:
-                self._log_head(key, data)
-            return True
-        if isinstance(outcome, ObjectExists):
-            return self._conflict(key, data, outcome)
-        if not isinstance(outcome, (StoreError, OSError)):  # a bug in a store
-            log.error("recorder: store put %s crashed", key, exc_info=outcome)
-        self._note_failure(outcome)
-        return False
-
-    def _conflict(self, key: str, data: bytes, e: ObjectExists) -> bool:
-        """Our key holds an object we did not write (the same bytes would have been a
-        success): someone with write access planted it. Keep our copy in the spool, store
-        it under an unpredictable conflict key that verify reads, and say so loudly."""
-        try:
-            kept = self._spool.keep(key, data)
-        except SpoolError as err:
-            self._spool_failing = True
-            self._last_error = str(err)
-            log.error("recorder: cannot keep a copy of %s: %s", key, err)
-            return False
-        alt = chunks.conflict_key(key)
-        try:
-            self.store.put(alt, data)
-        except (StoreError, OSError) as err:
-            self._note_failure(err)
-            return False
-        self.stats["conflicts"] += 1
-        self._last_error = f"{key}: {e}"
-        log.error("recorder: %s in store %s is not what pgwitness sealed (%s): an object was "
-                  "planted there. Stored ours as %s; spool copy kept at %s",
-                  key, self.store.url, e, alt, kept)
-        return True
-
-    def _log_head(self, key: str, data: bytes) -> None:
-        """An external anchor for verify (--anchor): the control stream's newest stored
-        checkpoint, in the proxy's log, which an attacker on the store cannot rewrite."""
-        ckpt = decode_checkpoint(data)
-        log.info("control stream head", extra={"fields": {
-            "stream": ckpt.session_id, "n": ckpt.n, "chain": ckpt.chain.hex()}})
-
-    def _note_failure(self, e: Exception) -> None:
-        if self._store_failing_since is None:
-            self._store_failing_since = time.monotonic()
-            log.error("recorder: store %s failing: %s", self.store.url, e)
-        self._last_error = str(e)
-        self.stats["store_errors"] += 1
+        if not a.done:
+            if a.failing_since is not None:
+                self._store_failing_since = a.failing_since
+            return
+        self._store_failing_since = None
+        with self._batches_cv:
+            batch = self._batches[0] if self._batches else None
+        if batch is None or str(batch.path) != a.path:
+            raise RuntimeError(f"recorder: stored {a.path}, but the oldest batch is {batch}")
+        self._spool.remove(batch)
+        with self._batches_cv:
+            self._batches.popleft()
+            self._spool_bytes -= batch.size
+            self._batches_cv.notify_all()

@@ -64,6 +64,12 @@ VENV_BIN = Path(sys.executable).parent
 # --- helpers -----------------------------------------------------------------------------
 
 
+# These tests swap the recorder's store for a faulty one, which only the uploader thread
+# can be handed (the upload process opens its own): tests/integration/test_upload_process.py
+# breaks the store of the upload process for real instead.
+SWAPPABLE = {"recorder.upload_process": False}
+
+
 def frames(recs, direction: Direction) -> list[tuple[str, bytes]]:
     """Every whole protocol frame recorded in one direction, in order."""
     buf = b"".join(r.payload for r in recs if r.kind == Kind.WIRE and r.direction == direction)
@@ -478,7 +484,7 @@ def test_cli_replay_and_verify_then_detect_a_flipped_byte(make_proxy, tmp_path, 
 
 def test_refused_statement_is_counted(make_proxy, tmp_path):
     """Regression (fixed in 8e2b2b6): only refused connections were counted."""
-    h = make_proxy(**recording(tmp_path, **{"recorder.fail_after_seconds": 0.2,
+    h = make_proxy(**recording(tmp_path, **SWAPPABLE, **{"recorder.fail_after_seconds": 0.2,
                                             "recorder.retry_max_seconds": 0.1}))
     rec = h.runtime.recorder
     with psycopg.connect(h.dsn(), autocommit=True) as conn:
@@ -497,7 +503,7 @@ def test_refused_statement_is_counted(make_proxy, tmp_path):
 def test_recorder_metrics_show_a_failing_store_before_and_after_refusal(make_proxy, tmp_path):
     """From /metrics alone an SRE sees chunks being stored, then a store failing: errors,
     seconds failing, the spool growing, health 0; then recovery."""
-    h = make_proxy(**recording(tmp_path, **{"recorder.fail_after_seconds": 0.5,
+    h = make_proxy(**recording(tmp_path, **SWAPPABLE, **{"recorder.fail_after_seconds": 0.5,
                                             "recorder.retry_max_seconds": 0.1}))
     rec = h.runtime.recorder
     objects0 = metric("pgwitness_recorder_objects_stored_total")
@@ -766,7 +772,7 @@ class CheckpointsFail(FlakyStore):
 def test_live_session_with_checkpoint_in_flight_is_open_not_tampered(make_proxy, tmp_path):
     """Regression: a stored chunk whose checkpoint is not (yet) stored — an upload in flight,
     or a store failing between the two puts — is an unattested open tail, not tampering."""
-    h = make_proxy(**recording(tmp_path, **{"recorder.retry_max_seconds": 0.1}))
+    h = make_proxy(**recording(tmp_path, **SWAPPABLE, **{"recorder.retry_max_seconds": 0.1}))
     rec, pub = h.runtime.recorder, public_key(tmp_path)
     with psycopg.connect(h.dsn(), autocommit=True) as conn:
         sid = one_live_session(h)
@@ -851,7 +857,7 @@ def test_refusal_inside_a_transaction_and_in_extended_protocol(make_proxy, tmp_p
     """While unrecorded, statements are refused also where the proxy cannot answer locally
     (open transaction: the server raises for us and aborts it; extended protocol), every
     refusal is recorded, and the session works again once the store is back."""
-    h = make_proxy(**recording(tmp_path, **{"recorder.fail_after_seconds": 0.2,
+    h = make_proxy(**recording(tmp_path, **SWAPPABLE, **{"recorder.fail_after_seconds": 0.2,
                                             "recorder.retry_max_seconds": 0.1}))
     rec = h.runtime.recorder
     inner = rec.store

@@ -28,7 +28,7 @@ def test_split_frames_keeps_the_incomplete_rest():
 def record(tmp_path, keyfile):
     store = LocalStore(tmp_path / "store")
     cfg = RecorderConfig(store=str(store.root), spool_dir=str(tmp_path / "spool"),
-                         signing_key=str(keyfile))
+                         signing_key=str(keyfile), upload_process=False)  # a unit test: no child
     rec = Recorder.from_config(cfg)
     rec.start()
     s = rec.open_session({"agent": "agent-7", "task": "refund-audit", "grant": "g1"})
@@ -131,7 +131,7 @@ def test_replay_follow_tails_a_live_session(tmp_path, keyfile):
 
     store = LocalStore(tmp_path / "store")
     cfg = RecorderConfig(store=str(store.root), spool_dir=str(tmp_path / "spool"),
-                         signing_key=str(keyfile), chunk_max_seconds=0.05)
+                         signing_key=str(keyfile), chunk_max_seconds=0.05, upload_process=False)
     rec = Recorder.from_config(cfg)
     rec.start()
     s = rec.open_session({"agent": "live"})
