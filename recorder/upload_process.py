@@ -65,6 +65,7 @@ class UploadProcess:
         self._deadline: float | None = None
         self._thread: threading.Thread | None = None
         self.restarts = 0
+        self._down_since: float | None = None  # the first exit since the last stored batch
         self.ready = threading.Event()  # the current child has its signals and store set up
         self.failed = ""  # why no child runs (start failed): the recorder is then unhealthy
 
@@ -166,7 +167,18 @@ class UploadProcess:
             if self._closing:
                 return
             self.restarts += 1
-            log.error("recorder: the upload process exited (code %s); starting another", code)
+            why = f"the upload process exited (code {code})"
+            log.error("recorder: %s; starting another", why)
+            # Batches wait and none is being stored: a failing store from the first exit
+            # since the last stored batch, so a child that cannot run (crashing at start,
+            # killed over and over) makes the proxy refuse after fail_after_seconds. (With
+            # nothing waiting there is nothing to clear it later: no failure then.)
+            with self._lock:
+                waiting = bool(self._pending)
+            if waiting:
+                if self._down_since is None:
+                    self._down_since = time.monotonic()
+                self._apply(Attempt("", False, failing_since=self._down_since, error=why))
             time.sleep(min(2.0, 0.1 * self.restarts))
             try:
                 self._spawn()
@@ -179,6 +191,7 @@ class UploadProcess:
         if msg[0] == "attempt":
             a: Attempt = msg[1]
             if a.done:
+                self._down_since = None
                 with self._lock:
                     self._pending = [b for b in self._pending if str(b.path) != a.path]
             self._apply(a)

@@ -626,8 +626,12 @@ class Recorder:
         if a.spool_error:
             self._spool_failing = True
         if not a.done:
-            if a.failing_since is not None:
-                self._store_failing_since = a.failing_since
+            since = a.failing_since
+            if since is not None:
+                # the earliest failure since the last stored batch: a restarted upload
+                # process starts its own count later, and must not reset the proxy's
+                old = self._store_failing_since
+                self._store_failing_since = since if old is None else min(old, since)
             return
         self._store_failing_since = None
         with self._batches_cv:

@@ -196,3 +196,24 @@ def test_the_upload_process_ends_with_a_crashed_proxy_and_its_spool_is_taken_ove
     finally:
         rec.close(timeout=5.0)
     assert not spooled(tmp_path)
+
+
+def test_an_upload_process_that_cannot_run_makes_the_proxy_refuse(make_proxy, tmp_path,
+                                                                   monkeypatch):
+    """A child that dies as it starts (here: a program that exits at once) stores nothing:
+    the proxy counts that as a failing store and refuses statements after
+    fail_after_seconds, rather than serve while nothing reaches the store."""
+    from recorder import upload_process
+
+    monkeypatch.setattr(upload_process, "_CHILD", "import sys; sys.exit(7)")
+    h = make_proxy(**recording(tmp_path, **{"recorder.fail_after_seconds": 0.3}))
+    rec = h.runtime.recorder
+    with psycopg.connect(h.dsn(), autocommit=True) as conn:
+        one_live_session(h)
+        conn.execute("SELECT 'never stored'")
+        wait_for(lambda: not rec.healthy, 10.0, "the recorder to give up on its uploads")
+        assert rec.status["upload_restarts"] >= 1
+        assert "code 7" in rec.status["last_error"]
+        with pytest.raises(psycopg.errors.CannotConnectNow):
+            conn.execute("SELECT 'refused: nothing reaches the store'")
+    assert spooled(tmp_path), "the records wait in the spool"
