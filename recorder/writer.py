@@ -234,6 +234,9 @@ class Recorder:
         self._threads: list[threading.Thread] = []
         self._alive = True
         self._alive_checked_until = 0.0  # see _threads_alive
+        # time.monotonic() of the uploader's last answer, or of a batch arriving when none
+        # waited: the clock of _check_stalled
+        self._progress_at = 0.0
         self._uploader: Uploader | None = None  # the uploader thread's (store object)
         self._uploads: UploadProcess | None = None  # or the upload process (store URL)
         self.stats = collections.Counter(
@@ -267,6 +270,7 @@ class Recorder:
         if self._started:
             return
         leftovers = self._spool.claim()
+        self._progress_at = time.monotonic()
         for b in leftovers:
             self._batches.append(b)
             self._spool_bytes += b.size
@@ -355,7 +359,20 @@ class Recorder:
             self._alive = all(t.is_alive() for t in self._threads) and (
                 uploads is None or uploads.alive())
             self._alive_checked_until = now + 0.1
+            self._check_stalled(now)
         return self._alive
+
+    def _check_stalled(self, now: float) -> None:
+        """Batches wait and no try at one has finished for fail_after_seconds (a store that
+        hangs, an upload process stopped or stuck): the store counts as failing since the
+        last answer, so the health gate refuses rather than serve while nothing is stored."""
+        if not self._batches or self._store_failing_since is not None:
+            return
+        quiet = now - self._progress_at
+        if quiet > self.config.fail_after_seconds:
+            self._store_failing_since = self._progress_at
+            self._last_error = f"no upload has finished for {quiet:.1f} s with batches waiting"
+            log.error("recorder: %s", self._last_error)
 
     @property
     def status(self) -> dict:
@@ -505,6 +522,8 @@ class Recorder:
                     pending, self._out = [], self._out + pending_bytes
                     pending_bytes = 0
                     with self._batches_cv:
+                        if not self._batches:
+                            self._progress_at = time.monotonic()
                         self._batches.append(batch)
                         self._spool_bytes += batch.size
                         self._batches_cv.notify_all()
@@ -620,6 +639,7 @@ class Recorder:
         """Book one try at the oldest spool batch, from the uploader thread or the upload
         process's receiver: counters, errors for health and status, and a stored batch
         leaves the spool."""
+        self._progress_at = time.monotonic()
         add_stats(self.stats, a.stats)
         if a.error:
             self._last_error = a.error

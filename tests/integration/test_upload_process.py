@@ -217,3 +217,35 @@ def test_an_upload_process_that_cannot_run_makes_the_proxy_refuse(make_proxy, tm
         with pytest.raises(psycopg.errors.CannotConnectNow):
             conn.execute("SELECT 'refused: nothing reaches the store'")
     assert spooled(tmp_path), "the records wait in the spool"
+
+
+def test_a_stopped_upload_process_makes_the_proxy_refuse_then_recovers(make_proxy, tmp_path):
+    """SIGSTOP: the child neither stores nor answers nor dies (a store that hangs looks the
+    same). Once batches have waited fail_after_seconds with no answer the proxy refuses;
+    after SIGCONT everything is stored and the session goes on."""
+    h = make_proxy(**recording(tmp_path, **{"recorder.fail_after_seconds": 0.5}))
+    rec = h.runtime.recorder
+    uploads = rec._uploads
+    assert uploads.ready.wait(10)
+    with psycopg.connect(h.dsn(), autocommit=True) as conn:
+        sid = one_live_session(h)
+        conn.execute("SELECT 'before the stop'")
+        wait_for(lambda: rec.status["objects_stored"] >= 2 and not rec.status["spool_batches"],
+                 5.0, "the first objects stored")
+        os.kill(uploads.pid, signal.SIGSTOP)
+        try:
+            conn.execute("SELECT 'while it is stopped'")
+            wait_for(lambda: not rec.healthy, 10.0, "the recorder to see the uploads stalled")
+            assert "no upload has finished" in rec.status["last_error"]
+            assert rec.status["store_failing_seconds"] > 0.5
+            with pytest.raises(psycopg.errors.CannotConnectNow):
+                conn.execute("SELECT 'refused while nothing is stored'")
+        finally:
+            os.kill(uploads.pid, signal.SIGCONT)
+        wait_for(lambda: rec.healthy and not rec.status["spool_batches"], 10.0,
+                 "the spool to drain after SIGCONT")
+        assert conn.execute("SELECT 'after'").fetchone() == ("after",)
+        assert uploads.restarts == 0
+    h.stop(grace=0.0)
+    report = verify_session(rec.store, sid, public_key(tmp_path))
+    assert report.status == "closed", report.summary()

@@ -1,6 +1,7 @@
 """Recorder/SessionRecorder: chunk cutting, spool, outages, health, crash recovery, memory."""
 
 import os
+import threading
 import time
 from pathlib import Path
 
@@ -340,6 +341,37 @@ def test_unhealthy_past_spool_byte_budget(make, tmp_path):
     assert rec.status["spool_bytes"] > 20_000
     store.down = False
     wait_for(lambda: rec.healthy, 5, "healthy after drain")
+    s.end("x")
+
+
+class HangingStore(FlakyStore):
+    """Every put blocks while ``hang`` is clear: a store that neither answers nor fails."""
+
+    def __init__(self, inner):
+        super().__init__(inner)
+        self.released = threading.Event()
+        self.released.set()
+
+    def put(self, key: str, data: bytes) -> None:
+        self.released.wait()
+        super().put(key, data)
+
+
+def test_a_hanging_store_is_unhealthy_after_fail_after_seconds(make, tmp_path):
+    """No error ever comes back, so only the silence can tell: batches waiting with no
+    finished upload for fail_after_seconds count as a failing store."""
+    store = HangingStore(LocalStore(tmp_path / "store"))
+    rec = make(store=store, fail_after_seconds=0.3, chunk_max_seconds=0.05)
+    s = rec.open_session({})
+    s.wire("c2s", testing.query("SELECT 'first'"))
+    wait_for(lambda: not rec.status["spool_batches"] and store.puts, 3, "the first upload")
+    assert rec.healthy
+    store.released.clear()
+    s.wire("c2s", testing.query("SELECT 'hangs'"))
+    wait_for(lambda: not rec.healthy, 3, "unhealthy while the store hangs")
+    assert "no upload has finished" in rec.status["last_error"]
+    store.released.set()
+    wait_for(lambda: rec.healthy and not rec.status["spool_batches"], 5, "healthy after it answers")
     s.end("x")
 
 
