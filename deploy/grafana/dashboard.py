@@ -145,9 +145,12 @@ ROWS: list[tuple[str, list[Panel]]] = [
               "recorder.fail_after_seconds; PgwitnessRecorderStoreFailing).",
               [(f"max by (instance) (pgwitness_recorder_store_failing_seconds{{{I}}})",
                 "{{instance}}")], unit="s"),
-        Panel("Store writes", "Objects the store accepted, and writes that failed (retried).",
+        Panel("Store writes", "Objects the store accepted, writes that failed (retried), and "
+              "restarts of the upload process (PgwitnessUploadProcessRestarting).",
               [(f"sum(rate(pgwitness_recorder_objects_stored_total{{{I}}}[{RI}]))", "stored"),
-               (f"sum(rate(pgwitness_recorder_store_errors_total{{{I}}}[{RI}]))", "errors")],
+               (f"sum(rate(pgwitness_recorder_store_errors_total{{{I}}}[{RI}]))", "errors"),
+               (f"sum(rate(pgwitness_recorder_upload_restarts_total{{{I}}}[{RI}]))",
+                "upload process restarts")],
               unit="ops"),
         Panel("Refused unrecorded", "Statements and connections refused because they could not "
               "be recorded (PgwitnessRefusedUnrecorded).",
