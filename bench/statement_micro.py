@@ -14,8 +14,10 @@ Modes: ``pass`` (no policy, no recorder: the relay's framing and bookkeeping), `
 (recorder only), ``policy`` (policy only), ``full`` (both: what the product ships).
 
 CPU per transaction: ``caller`` is the event loop's thread (``time.thread_time``);
-``process`` adds the recorder's sealer and uploader threads (encoding, zstd, SHA-256,
-Ed25519, spool and store writes), measured until everything is stored (``close``).
+``process`` adds the recorder's sealer thread (encoding, zstd, SHA-256, Ed25519, spool
+writes) and its upload process (store writes; a child: its CPU from ``/proc`` when the
+measurement starts and from ``RUSAGE_CHILDREN`` once ``close`` has reaped it), measured
+until everything is stored.
 ``--profile MODE`` runs cProfile over the caller's loop in that mode and prints where the
 time goes, grouped by area.
 """
@@ -25,8 +27,10 @@ from __future__ import annotations
 import argparse
 import cProfile
 import gc
+import os
 import pstats
 import random
+import resource
 import shutil
 import statistics
 import sys
@@ -132,6 +136,28 @@ class Setup:
         if self.recorder is not None:
             self.recorder.close(timeout=60)
 
+    def child_cpu(self) -> float:
+        """CPU seconds the upload process has used so far (0 without one), and from now on
+        ``reaped_cpu`` counts from here: its whole life's CPU arrives there when reaped."""
+        uploads = self.recorder._uploads if self.recorder is not None else None
+        self._reaped0 = _children_cpu()
+        if uploads is None or uploads.pid is None:
+            return 0.0
+        text = Path(f"/proc/{uploads.pid}/stat").read_text()
+        fields = text[text.rindex(")") + 2 :].split()
+        return (int(fields[11]) + int(fields[12])) / _CLK_TCK
+
+    def reaped_cpu(self) -> float:
+        return _children_cpu() - self._reaped0
+
+
+_CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def _children_cpu() -> float:
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
 
 def drive(relay: Relay, txns) -> None:
     """Feed the transactions; every 100, let the recorder catch up when its unsealed records
@@ -163,13 +189,14 @@ def measure(workload: str, mode: str, n: int, warm: int) -> dict:
         drive(relay, all_txns[: warm + (workload == "prepared")])  # caches warm, shapes seen
         txns = all_txns[warm + (workload == "prepared") :]
         gc.collect()
+        child0 = setup.child_cpu()
         p0, c0 = time.process_time(), time.thread_time()
         drive(relay, txns)
         caller = time.thread_time() - c0
         if relay.recorder is not None:
             relay.recorder.end("client-terminate")
         setup.close()
-        process = time.process_time() - p0
+        process = time.process_time() - p0 + setup.reaped_cpu() - child0
         return {"caller_us": caller * 1e6 / n, "process_us": process * 1e6 / n}
     finally:
         if setup is not None:
