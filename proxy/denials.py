@@ -43,10 +43,16 @@ class Injection:
 class Denials:
     """One connection's injected denials: the marker, the pending ones, the held frames."""
 
-    def __init__(self) -> None:
-        nonce = secrets.token_hex(8)
+    def __init__(self, nonce: str = "") -> None:
+        """``nonce``: fixed only by tests that compare bytes across runs."""
+        nonce = nonce or secrets.token_hex(8)
         self.marker = f"pgwitness-deny-{nonce}"
         self.marker_bytes = self.marker.encode()
+        # The marker as the error's whole schema field: field values are C strings, so these
+        # bytes can only be that field, never text a client got into a message or detail.
+        # (The client can still learn the marker, e.g. from pg_prepared_statements, and
+        # make the server raise it by binding an injected statement: see ``Relay``.)
+        self.schema_field = b"\x00s" + self.marker_bytes + b"\x00"
         self.tag = f"pgw_{nonce}"  # names injected statements, portals and dollar quotes
         self.tag_bytes = self.tag.encode()
         # Every unresolved injection in send order: a marked error resolves the oldest, and

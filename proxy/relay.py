@@ -418,10 +418,16 @@ class Relay:
                     denials.skipped(answered)
                 counting = groups.counting()
                 continue
+            ours = False
             if t == _ERROR:
                 if run[start + 5 : start + 11] in (b"SFATAL", b"SPANIC"):
                     self.upstream_fatal = True
-                if _PRIVILEGE_FIELD in run[start:end] and denials.marker_bytes not in run[start:end]:
+                # Ours only while a denial is pending and only by the whole schema field: a
+                # client that learnt the marker and re-ran an injected statement (its name
+                # shows in pg_prepared_statements) gets the server's error as it is, and
+                # it is recorded as a refusal like any other, not passed off as ours.
+                ours = bool(pending) and denials.schema_field in run[start:end]
+                if _PRIVILEGE_FIELD in run[start:end] and not ours:
                     self._db_denied(run[start:end])
             if t == _COPY_IN:
                 groups.copy_in()
@@ -440,7 +446,7 @@ class Relay:
                 rewritten = self._ensure(rewritten, run, last, start)
                 held.append(run[start:end])
                 last = end
-            elif t == _ERROR and denials.marker_bytes in run[start:end]:
+            elif ours:
                 rewritten = self._ensure(rewritten, run, last, start)
                 rewritten.extend(denials.answered(run[start:end]))
                 last = end

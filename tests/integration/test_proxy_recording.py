@@ -333,6 +333,38 @@ def test_expired_grant_ends_session_as_expired(make_proxy, tmp_path):
     assert end["cause"] == "expired" and grant.id in end["detail"]
 
 
+def test_a_client_rerunning_an_injected_denial_is_recorded_as_a_refusal(make_proxy, tmp_path):
+    """Red-team round 9: the statement the proxy injects for a denied Parse stays prepared
+    on the server, and pg_prepared_statements shows its name and marker to the client.
+    Binding it makes the server raise the marked error while no denial is pending: the
+    proxy must not take that for its own. The client gets the server's error as it is, the
+    recording has it as a db.denied (a probe), and the session goes on."""
+    from common.wire import messages as wm
+    from tests.support.rawpg import RawClient, bind, parse
+
+    h = make_proxy(**recording(tmp_path), **grants(tmp_path))
+    _, token = issue_grant(h)
+    with RawClient.session(h.host, h.port, "billing-bot", token) as c:
+        sid = one_live_session(h)
+        denied = c.run(parse("", "SELECT salary FROM secret.payroll"), bind(), wm.execute(),
+                       wm.SYNC)
+        assert [t for t, _ in denied] == ["E", "Z"]
+        shown = b"".join(c.query("SELECT name, statement FROM pg_prepared_statements"))
+        names = sorted(set(re.findall(rb"pgw_[0-9a-f]{16}_\d+", shown)))
+        assert names, "the injected statement was not visible: the test proves nothing"
+        rerun = c.run(bind("", names[0].decode()), wm.execute(), wm.SYNC)
+        assert [t for t, _ in rerun] == ["2", "E", "Z"], rerun
+        assert rerun[1][1].count(b"pgwitness-deny-") == 1  # the server's error, as it is
+        assert c.scalar("SELECT name FROM public.customers WHERE id = 3") == "Edsger"
+
+    def probe_recorded():
+        return [r.json() for r in records(h.runtime.recorder.store, sid)
+                if r.kind == Kind.META and r.type == "db.denied"]
+
+    [event] = wait_for(probe_recorded, 5.0, "the re-run denial recorded as db.denied")
+    assert event["sqlstate"] == "42501"
+
+
 def test_dry_run_would_deny_is_recorded_as_allowed(make_proxy, tmp_path, capsys):
     """Regression (fixed in 8e2b2b6): a dry-run would-deny was recorded as type "deny",
     "denied": true, though the statement ran."""

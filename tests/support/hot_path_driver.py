@@ -26,6 +26,7 @@ from common import compiled
 from devtools import testing as t
 from policy import StatementPolicy, parse_scopes
 from policy.engine import SharedClassifications
+from proxy.denials import Denials
 from proxy.relay import Relay
 from proxy.splice import Splice
 from recorder import Recorder, RecorderConfig, iter_records, verify_session
@@ -157,9 +158,7 @@ def session(rng: random.Random, shared: SharedClassifications, rec: Recorder) ->
         policy=policy, recorder=srec or sink, health=health, grant_id="g-eq",
         record_rows="counts" if kind == "counts" else "full",
     )  # fmt: skip
-    d = relay.denials
-    d.marker, d.tag = f"pgwitness-deny-{NONCE}", f"pgw_{NONCE}"
-    d.marker_bytes, d.tag_bytes = d.marker.encode(), d.tag.encode()
+    relay.denials = Denials(NONCE)
     steps: list = [kind]
     writes: list = []  # what the splice wrote and called, in order, since the last step
     splice = Splice(
