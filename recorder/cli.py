@@ -85,6 +85,13 @@ def cmd_verify(args) -> int:
     except OSError as e:
         print(f"pgwitness verify: {e}", file=sys.stderr)
         return 2
+    if args.anchor and not heads:
+        # an anchor that names no stream proves nothing: a log below INFO, another file, a
+        # rotated one. Passing would let a deleted control stream and its sessions go unseen.
+        print(f"pgwitness verify: --anchor {', '.join(args.anchor)}: no 'control stream head' "
+              "line to anchor to (is the proxy logging at INFO, and is this its log?)",
+              file=sys.stderr)
+        return 1
     keys = [load_public_key(k) for k in args.public_key]
     store = open_from_args(args)
     try:

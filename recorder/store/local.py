@@ -45,6 +45,44 @@ def write_file(path: str | os.PathLike, data: bytes, *, flags: int, mode: int, f
         os.close(fd)
 
 
+class NotAnObject(OSError):
+    """What sits at a key is not a regular file: a symlink, FIFO, device or directory
+    someone with write access put there (the store only ever creates regular files)."""
+
+
+def read_object(path: Path) -> bytes:
+    """An object's bytes. Only a regular file, opened without following a symlink and
+    without waiting on a FIFO: ``read_bytes`` would follow a link planted at a key (to
+    ``/proc/self/fd/N``, the uploader's own temporary file holding the very bytes it
+    compares) or block for ever on a FIFO (red-team round 10)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            raise NotAnObject(errno.ELOOP, "a symlink, not an object", str(path)) from None
+        raise
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise NotAnObject(errno.EINVAL, "not a regular file", str(path))
+        parts: list[bytes] = []
+        while True:
+            part = os.read(fd, 1 << 20)
+            if not part:
+                return b"".join(parts)
+            parts.append(part)
+    finally:
+        os.close(fd)
+
+
+def _same_object(path: Path, data: bytes) -> bool:
+    """Whether the object already at ``path`` holds exactly ``data`` (a retried put). Not
+    a regular file is never the same: the caller reports a planted object."""
+    try:
+        return read_object(path) == data
+    except NotAnObject:
+        return False
+
+
 _O_TMPFILE = getattr(os, "O_TMPFILE", 0)
 _TMPFILE_PROBED = False
 
@@ -104,8 +142,7 @@ class LocalStore:
             try:
                 os.link(tmp, path)
             except FileExistsError:
-                existing = path.read_bytes()
-                if existing != data:
+                if not _same_object(path, data):
                     raise ObjectExists(f"{key} exists with different content") from None
             finally:
                 os.unlink(tmp)
@@ -169,7 +206,7 @@ class LocalStore:
                         else:
                             os.link(tmp, path)
                     except FileExistsError:
-                        if path.read_bytes() != data:
+                        if not _same_object(path, data):
                             out[i] = ObjectExists(f"{key} exists with different content")
                             continue
                     dirs.setdefault(path.parent, []).append(i)
@@ -234,7 +271,7 @@ class LocalStore:
 
     def get(self, key: str) -> bytes:
         try:
-            return self._path(key).read_bytes()
+            return read_object(self._path(key))
         except FileNotFoundError:
             raise ObjectMissing(key) from None
         except OSError as e:
