@@ -136,7 +136,7 @@ class Setup:
         if self.recorder is not None:
             self.recorder.close(timeout=60)
 
-    def child_cpu(self) -> float:
+    def start_child_clock(self) -> float:
         """CPU seconds the upload process has used so far (0 without one), and from now on
         ``reaped_cpu`` counts from here: its whole life's CPU arrives there when reaped."""
         uploads = self.recorder._uploads if self.recorder is not None else None
@@ -189,7 +189,7 @@ def measure(workload: str, mode: str, n: int, warm: int) -> dict:
         drive(relay, all_txns[: warm + (workload == "prepared")])  # caches warm, shapes seen
         txns = all_txns[warm + (workload == "prepared") :]
         gc.collect()
-        child0 = setup.child_cpu()
+        child0 = setup.start_child_clock()
         p0, c0 = time.process_time(), time.thread_time()
         drive(relay, txns)
         caller = time.thread_time() - c0

@@ -26,6 +26,7 @@ do not know is a bug and ends the child (the parent then restarts it).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import pickle
@@ -92,9 +93,11 @@ class UploadProcess:
         finally:
             theirs.close()
         conn = Connection(ours.detach())
+        # the recorder's settings as the plain dataclass (the proxy's subclass of it is
+        # common's, which this package does not import)
         cfg = self._config
-        conn.send(("config", cfg.store, cfg.s3_options(), cfg.spool_dir, cfg.fsync,
-                   cfg.upload_concurrency, cfg.retry_min_seconds, cfg.retry_max_seconds))
+        conn.send(("config", RecorderConfig(**{
+            f.name: getattr(cfg, f.name) for f in dataclasses.fields(RecorderConfig)})))
         with self._lock:
             self._conn, self._proc = conn, proc
             for cid in self._control:
@@ -227,15 +230,14 @@ class _ToParent(logging.Handler):
 def _child(conn: Connection) -> None:
     from .store import open_store
 
-    _, url, s3_options, spool_dir, fsync, concurrency, retry_min, retry_max = conn.recv()
+    _, cfg = conn.recv()
     logging.getLogger().addHandler(_ToParent(conn))
     logging.getLogger().setLevel(logging.WARNING)
     logging.getLogger("pgwitness").setLevel(logging.INFO)  # the control stream heads
-    uploader = Uploader(open_store(url, **s3_options), Spool(spool_dir, fsync=fsync),
-                        concurrency=concurrency)
+    uploader = Uploader(open_store(cfg.store, **cfg.s3_options()),
+                        Spool(cfg.spool_dir, fsync=cfg.fsync), cfg)
     conn.send(("ready",))
     queue: list[Batch] = []
-    backoff = retry_min
     retry_at = 0.0
 
     def take(msg: tuple) -> None:
@@ -267,11 +269,7 @@ def _child(conn: Connection) -> None:
             conn.send(("attempt", a))
             if a.done:
                 queue.pop(0)
-                backoff = retry_min
-                retry_at = 0.0
-            else:
-                retry_at = time.monotonic() + backoff
-                backoff = min(backoff * 2, retry_max)
+            retry_at = time.monotonic() + uploader.retry_delay(a)
     except EOFError:
         return  # the proxy is gone
     finally:

@@ -11,13 +11,13 @@ store named by URL, the product's case), so both run this one piece of code.
 
 from __future__ import annotations
 
-import collections
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from . import chunks
+from .config import RecorderConfig
 from .signing import decode_checkpoint
 from .spool import Batch, Spool, SpoolCorrupt, SpoolError
 from .store import ObjectExists, Store, StoreError
@@ -40,12 +40,13 @@ class Attempt:
 class Uploader:
     """Stores spool batches for one recorder. Not thread-safe: one caller at a time."""
 
-    def __init__(self, store: Store, spool: Spool, *, concurrency: int = 8):
+    def __init__(self, store: Store, spool: Spool, config: RecorderConfig):
         self.store = store
         self.spool = spool  # only for keep() and Batch.set_aside(): never claims a slot
         self.control_ids: set[str] = set()  # the control stream's ids: their heads are logged
         self.deadline: float | None = None  # time.monotonic() past which nothing is started
-        self._concurrency = concurrency
+        self._config = config
+        self._backoff = config.retry_min_seconds
         self._pool: ThreadPoolExecutor | None = None
         self._failing_since: float | None = None
         self._attempt = Attempt("", False)
@@ -53,6 +54,17 @@ class Uploader:
     def close(self) -> None:
         if self._pool is not None:
             self._pool.shutdown(wait=False, cancel_futures=True)
+
+    def retry_delay(self, a: Attempt) -> float:
+        """Seconds to wait before the next try: none after a stored batch, else a back-off
+        doubling from retry_min_seconds to retry_max_seconds (retries never stop)."""
+        cfg = self._config
+        if a.done:
+            self._backoff = cfg.retry_min_seconds
+            return 0.0
+        delay = self._backoff
+        self._backoff = min(delay * 2, cfg.retry_max_seconds)
+        return delay
 
     def past_deadline(self) -> bool:
         d = self.deadline
@@ -113,7 +125,8 @@ class Uploader:
         if len(groups) == 1:
             return upload(groups[0])
         if self._pool is None:
-            self._pool = ThreadPoolExecutor(self._concurrency, thread_name_prefix="pgwitness-upload")
+            self._pool = ThreadPoolExecutor(self._config.upload_concurrency,
+                                            thread_name_prefix="pgwitness-upload")
         return all(list(self._pool.map(upload, groups)))
 
     def _upload_in_steps(self, batch: Batch, entries: list[tuple[str, bytes]],
@@ -204,7 +217,3 @@ class Uploader:
         self._attempt.error = str(e)
         self._count("store_errors")
 
-
-def add_stats(total: collections.Counter, stats: dict[str, int]) -> None:
-    for k, v in stats.items():
-        total[k] += v

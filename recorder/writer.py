@@ -42,7 +42,7 @@ from .signing import (
 from .spool import Batch, Spool, SpoolError
 from .store import Store, open_store
 from .upload_process import UploadProcess
-from .uploader import Attempt, Uploader, add_stats
+from .uploader import Attempt, Uploader
 
 log = logging.getLogger("pgwitness.recorder")
 
@@ -199,7 +199,7 @@ class Recorder:
         self.config = config
         # a store named by URL is opened here too (a bad URL or bucket fails at start), but
         # uploaded to by the upload process, which opens its own
-        self._upload_process = store is None and config.upload_process
+        by_process = store is None and config.upload_process
         self._store = store if store is not None else open_store(config.store, **config.s3_options())
         if signing_key is None:
             path = config.signing_key
@@ -237,8 +237,11 @@ class Recorder:
         # time.monotonic() of the uploader's last answer, or of a batch arriving when none
         # waited: the clock of _check_stalled
         self._progress_at = 0.0
-        self._uploader: Uploader | None = None  # the uploader thread's (store object)
-        self._uploads: UploadProcess | None = None  # or the upload process (store URL)
+        # the upload process (a store URL), or the uploader thread's Uploader (a store object)
+        self._uploads = UploadProcess(config, self._apply) if by_process else None
+        self._uploader = None if by_process else Uploader(self._store, self._spool, config)
+        if self._uploader is not None:
+            self._uploader.control_ids = self._control_ids  # the same set: it sees new ones
         self.stats = collections.Counter(
             chunks=0, raw_bytes=0, stored_bytes=0, objects_stored=0, store_errors=0, throttled=0,
             conflicts=0)
@@ -274,6 +277,8 @@ class Recorder:
         for b in leftovers:
             self._batches.append(b)
             self._spool_bytes += b.size
+            if self._uploads is not None:
+                self._uploads.submit(b)
         if leftovers:
             log.warning("recorder: %d spooled batches left from a previous run; uploading",
                         len(leftovers))
@@ -283,17 +288,9 @@ class Recorder:
                 "files": [str(b.path) for b in leftovers[:100]]})
         self._threads = [
             threading.Thread(target=self._seal_loop, name="pgwitness-sealer", daemon=True)]
-        if self._upload_process:
-            uploads = self._uploads = UploadProcess(self.config, self._apply)
-            for cid in self._control_ids:
-                uploads.control_id(cid)
-            for b in self._batches:
-                uploads.submit(b)
-            uploads.start()
+        if self._uploads is not None:
+            self._uploads.start()
         else:
-            self._uploader = Uploader(self._store, self._spool,
-                                      concurrency=self.config.upload_concurrency)
-            self._uploader.control_ids = self._control_ids  # the same set: it sees new ones
             self._threads.append(threading.Thread(target=self._upload_loop,
                                                   name="pgwitness-uploader", daemon=True))
         for t in self._threads:
@@ -610,10 +607,8 @@ class Recorder:
     def _upload_loop(self) -> None:
         """The uploader thread (a store object handed to ``Recorder``): the upload process's
         loop (recorder/upload_process.py), in this process."""
-        cfg = self.config
         up = self._uploader
         assert up is not None
-        backoff = cfg.retry_min_seconds
         while True:
             with self._batches_cv:
                 while not self._batches:
@@ -629,18 +624,16 @@ class Recorder:
             finally:
                 self._loaded = 0
             self._apply(attempt)
-            if not attempt.done:
-                time.sleep(backoff)
-                backoff = min(backoff * 2, cfg.retry_max_seconds)
-                continue
-            backoff = cfg.retry_min_seconds
+            delay = up.retry_delay(attempt)
+            if delay:
+                time.sleep(delay)
 
     def _apply(self, a: Attempt) -> None:
         """Book one try at the oldest spool batch, from the uploader thread or the upload
         process's receiver: counters, errors for health and status, and a stored batch
         leaves the spool."""
         self._progress_at = time.monotonic()
-        add_stats(self.stats, a.stats)
+        self.stats.update(a.stats)
         if a.error:
             self._last_error = a.error
         if a.spool_error:
