@@ -1,11 +1,15 @@
 """The decision record of a checked message: its JSON, as the recorder stores it.
 
 ``decision_payload`` is the record's definition (docs/recording-format.md): the JSON is
-``recorder.records.dump_json`` of it. ``DecisionRecords.render`` produces the same bytes
-without building and sorting dicts per statement: everything about a statement except its
-text is the same for every statement of one shape (a fingerprint-cache hit shares the
-classification's sets and the decision), so that part is rendered once per shape and the
-statement's text is spliced in. tests/unit/test_decision_records.py holds the two equal.
+``recorder.records.dump_json`` of it. An allowed statement's record refers to a *shape*
+instead (``shape_payload``: the same payload without the statement's text, recorded once
+per session as a ``decision.shape`` record): every statement of one shape in a session
+has the same decision, and its text is the client frame the record follows, so the record
+itself is ``{"denied":false,"shape":N}``. ``DecisionRecords.render`` produces both without
+building and sorting dicts per statement; ``render_whole`` the whole payload's bytes from
+cached parts. tests/unit/test_decision_records.py holds them equal to the reference, and
+``recorder.records.DecisionShapes`` (what every reader expands them with) to
+``decision_payload`` without the texts.
 """
 
 from __future__ import annotations
@@ -13,9 +17,9 @@ from __future__ import annotations
 from json import dumps
 from json.encoder import encode_basestring_ascii as _json_str  # what dumps writes for a str
 
-from recorder.records import dump_json
+from recorder.records import DECISION_SHAPE, dump_json
 
-__all__ = ["DecisionRecords", "decision_payload"]
+__all__ = ["DECISION_SHAPE", "DecisionRecords", "decision_payload", "shape_payload"]
 
 
 def decision_payload(grant_id, verdict, message: str, sql: str, **extra) -> dict:
@@ -48,24 +52,89 @@ def decision_payload(grant_id, verdict, message: str, sql: str, **extra) -> dict
     return payload
 
 
+def shape_payload(grant_id, verdict, message: str, n: int) -> dict:
+    """The ``decision.shape`` record of an allowed one-statement verdict: its decision
+    record's payload without the texts (``sql``, the statement's ``sql``) and without
+    ``denied``, numbered ``n`` in the session."""
+    payload = decision_payload(grant_id, verdict, message, "")
+    del payload["sql"], payload["denied"]
+    for statement in payload["statements"]:
+        del statement["sql"]
+    payload["shape"] = n
+    return payload
+
+
 def _list(values) -> str:
     return "[" + ",".join(_json_str(v) for v in sorted(values)) + "]"
 
 
+class _Entry:
+    """A statement's classification and decision, everything but its text: the JSON of its
+    full rendering around the text, and the session's shape numbers by message."""
+
+    __slots__ = ("before", "after", "shapes")
+
+    def __init__(self, before: str, after: str) -> None:
+        self.before = before  # the statement's JSON object up to its "sql" value
+        self.after = after  # and after it
+        # message -> the compact record's JSON up to its closing brace, and without a
+        # "statement" its whole bytes (the shape's number is in them)
+        self.shapes: dict[str, tuple[str, bytes]] = {}
+
+
 class DecisionRecords:
-    """Renders one session's decision records; the per-shape parts are kept (bounded)."""
+    """Renders one session's decision records; the per-shape parts are kept (bounded).
 
-    __slots__ = ("grant_id", "_head", "_shapes", "_seen", "_size")
+    An allowed statement of one shape (the message type and everything the policy said of
+    the statement but its text) is recorded as ``{"denied":false,"shape":N}`` (plus the
+    prepared statement's name for a Parse) once its ``decision.shape`` record, which holds
+    the rest of the payload, has been: the statement's text is the client frame the
+    decision follows (docs/recording-format.md, "Decision shapes"). Denials, dry-run
+    would-denies and messages of several statements are recorded whole."""
 
-    def __init__(self, grant_id, size: int = 512):
+    __slots__ = ("grant_id", "_head", "_shapes", "_seen", "_size", "next_shape")
+
+    def __init__(self, grant_id, size: int = 512, first_shape: int = 0):
         self.grant_id = grant_id
         self._head = '{"denied":false,"grant_id":' + dumps(grant_id, default=str) + ',"message":'
-        self._shapes: dict[tuple, tuple[str, str]] = {}
-        # id(decision) -> (decision, reads, writes, functions, cls, command, its shape)
+        self._shapes: dict[tuple, _Entry] = {}
+        # id(decision) -> (decision, reads, writes, functions, cls, command, its entry)
         self._seen: dict[int, tuple] = {}
         self._size = size
+        # shape numbers are the session's: a new grant's renderer continues the numbering
+        self.next_shape = first_shape
 
-    def render(self, verdict, message: str, sql: str, **extra) -> bytes:
+    def render(self, verdict, message: str, sql: str, **extra) -> tuple[dict | None, bytes]:
+        """(the payload of a ``decision.shape`` record to append first, or None; the
+        decision record's body)."""
+        decisions = verdict.decisions
+        if (
+            verdict.allowed
+            and not verdict.would_deny
+            and len(decisions) == 1
+            and type(message) is str
+            and (not extra or (extra.keys() == {"statement"} and type(extra["statement"]) is str))
+        ):
+            classified, decision = decisions[0]
+            entry = self._entry(classified, decision)
+            if entry is not None:
+                statement = extra.get("statement") if extra else None
+                known = entry.shapes.get(message)
+                shape: dict | None = None
+                if known is None:
+                    n = self.next_shape
+                    self.next_shape = n + 1
+                    head = '{"denied":false,"shape":' + str(n)
+                    known = entry.shapes[message] = (head, (head + "}").encode())
+                    shape = shape_payload(self.grant_id, verdict, message, n)
+                elif statement is None:
+                    return None, known[1]  # the common case: a constant
+                if statement is None:
+                    return shape, known[1]
+                return shape, (known[0] + ',"statement":' + _json_str(statement) + "}").encode()
+        return None, self.render_whole(verdict, message, sql, **extra)
+
+    def render_whole(self, verdict, message: str, sql: str, **extra) -> bytes:
         """``dump_json(decision_payload(...))``, from cached parts when it can."""
         if (
             not verdict.allowed
@@ -83,50 +152,55 @@ class DecisionRecords:
                 return dump_json(decision_payload(self.grant_id, verdict, message, sql, **extra))
             parts += (',"statement":', _json_str(statement))
         parts.append(',"statements":[')
-        shapes = self._shapes
         first = True
-        seen = self._seen
         for classified, decision in verdict.decisions:
-            # A cache hit brings the very objects of the cached classification and decision:
-            # the same objects as last time are the same key, found without hashing it.
-            # (The entry holds them, so no other object can have this id meanwhile.)
-            known = seen.get(id(decision))
-            if (
-                known is not None
-                and known[1] is classified.reads
-                and known[2] is classified.writes
-                and known[3] is classified.functions
-                and known[4] is classified.cls
-                and known[5] is classified.command
-            ):
-                shape = known[6]
-            else:
-                # every field but the text; the sets are the cached classification's own
-                key = (classified.cls, classified.command, classified.reads, classified.writes,
-                       classified.functions, decision)  # fmt: skip
-                try:
-                    shape = shapes.get(key)
-                except TypeError:  # an unhashable set: not a cached classification's
-                    return dump_json(
-                        decision_payload(self.grant_id, verdict, message, sql, **extra)
-                    )
-                if shape is None:
-                    shape = self._shape(classified, decision)
-                    if len(shapes) >= self._size:
-                        shapes.pop(next(iter(shapes)))
-                    shapes[key] = shape
-                if len(seen) >= self._size:
-                    seen.pop(next(iter(seen)))
-                seen[id(decision)] = (decision, *key[2:5], key[0], key[1], shape)
+            entry = self._entry(classified, decision)
+            if entry is None:  # an unhashable set: not a cached classification's
+                return dump_json(decision_payload(self.grant_id, verdict, message, sql, **extra))
             if not first:
                 parts.append(",")
             first = False
-            parts += (shape[0], _json_str(classified.sql), shape[1])
+            parts += (entry.before, _json_str(classified.sql), entry.after)
         parts.append("]}")
         return "".join(parts).encode()
 
+    def _entry(self, classified, decision) -> _Entry | None:
+        """The statement's cached entry, made on first sight; None if its classification
+        cannot be a key (an unhashable set: not a cached classification's)."""
+        # A cache hit brings the very objects of the cached classification and decision:
+        # the same objects as last time are the same key, found without hashing it.
+        # (The entry holds them, so no other object can have this id meanwhile.)
+        seen = self._seen
+        known = seen.get(id(decision))
+        if (
+            known is not None
+            and known[1] is classified.reads
+            and known[2] is classified.writes
+            and known[3] is classified.functions
+            and known[4] is classified.cls
+            and known[5] is classified.command
+        ):
+            return known[6]
+        # every field but the text; the sets are the cached classification's own
+        key = (classified.cls, classified.command, classified.reads, classified.writes,
+               classified.functions, decision)  # fmt: skip
+        shapes = self._shapes
+        try:
+            entry = shapes.get(key)
+        except TypeError:
+            return None
+        if entry is None:
+            entry = _Entry(*self._parts(classified, decision))
+            if len(shapes) >= self._size:
+                shapes.pop(next(iter(shapes)))
+            shapes[key] = entry
+        if len(seen) >= self._size:
+            seen.pop(next(iter(seen)))
+        seen[id(decision)] = (decision, *key[2:5], key[0], key[1], entry)
+        return entry
+
     @staticmethod
-    def _shape(classified, decision) -> tuple[str, str]:
+    def _parts(classified, decision) -> tuple[str, str]:
         """The statement's JSON object up to its "sql" value, and after it (sorted keys)."""
         before = (
             '{"allowed":' + ("true" if decision.allowed else "false")

@@ -30,7 +30,7 @@ from policy.classify.model import StatementClass
 from policy.encodings import python_codec
 from policy.engine import OFFLOAD_MIN
 
-from .decision_records import DecisionRecords
+from .decision_records import DECISION_SHAPE, DecisionRecords
 from .denials import ASYNC as _ASYNC
 from .denials import HOLDABLE as _HOLDABLE
 from .denials import Denials, local_denial
@@ -328,10 +328,13 @@ class Relay:
             self._decided.append((self.groups.sent_groups, verdict))
         records = self._records
         if records is None or records.grant_id != self.grant_id:
-            records = self._records = DecisionRecords(self.grant_id)
-        self.recorder.decision_json(
-            records.render(verdict, message, sql, **extra), not verdict.allowed
-        )
+            # shape numbers are the session's: a new grant's renderer goes on from the last
+            first = records.next_shape if records is not None else 0
+            records = self._records = DecisionRecords(self.grant_id, first_shape=first)
+        shape, body = records.render(verdict, message, sql, **extra)
+        if shape is not None:  # the first statement of this shape in the session
+            self.recorder.event(DECISION_SHAPE, shape)
+        self.recorder.decision_json(body, not verdict.allowed)
 
     @staticmethod
     def _picked(verdict) -> tuple[str, str, bool]:

@@ -51,6 +51,41 @@ def dump_json(payload: dict) -> bytes:
     return json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str).encode()
 
 
+DECISION_SHAPE = "decision.shape"  # the meta record an allowed decision may refer to
+
+
+class DecisionShapes:
+    """One session's ``decision.shape`` records, and its decision payloads expanded with them.
+
+    An allowed decision recorded as ``{"denied": false, "shape": N}`` (plus ``"statement"``
+    for a Parse) stands for the payload of the session's earlier ``decision.shape`` record
+    numbered N; the statement's text is the client frame the decision follows. Feed every
+    ``decision.shape`` payload to ``define`` and every decision payload through ``expand``,
+    in recorded order (docs/recording-format.md, "Decision shapes")."""
+
+    __slots__ = ("_shapes",)
+
+    def __init__(self) -> None:
+        self._shapes: dict[int, dict] = {}
+
+    def define(self, payload: dict) -> None:
+        n = payload.get("shape")
+        if type(n) is int:
+            self._shapes[n] = payload
+
+    def expand(self, payload: dict) -> dict:
+        """The whole payload of a decision: the shape's fields (``shape`` kept) under the
+        record's own. A shape never defined before it (a damaged or forged recording: a
+        verified one always defines it first) yields ``shape_missing`` and no statements."""
+        n = payload.get("shape")
+        if type(n) is not int:
+            return payload
+        shape = self._shapes.get(n)
+        if shape is None:
+            return {"outcome": "allowed", "statements": [], "shape_missing": True, **payload}
+        return {**shape, **payload}
+
+
 def wire_type(data: bytes) -> str:
     """Type byte of the first frame, as text ('Q', 'D', ...); '' if none."""
     if not data:

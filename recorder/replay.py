@@ -16,7 +16,7 @@ from typing import TextIO
 
 from . import chunks
 from .pgbinary import binary_text
-from .records import Direction, Kind, Record
+from .records import DECISION_SHAPE, DecisionShapes, Direction, Kind, Record
 from .store import Store
 
 _I16 = struct.Struct(">h")
@@ -173,6 +173,7 @@ class Transcript:
         self.rows: list[list[str]] = []
         self.nrows = 0
         self.t = 0
+        self.shapes = DecisionShapes()  # what an allowed decision's "shape" stands for
 
     def line(self, text: str, mark: str = "  ") -> None:
         self.out.write(f"[{self.t / 1e9:11.6f}s] {mark} {text}\n")
@@ -194,7 +195,9 @@ class Transcript:
             return
         p = r.json()
         if r.kind == Kind.DECISION:
-            self.decision(r.type, p)
+            self.decision(r.type, self.shapes.expand(p))
+        elif r.kind == Kind.META and r.type == DECISION_SHAPE:
+            self.shapes.define(p)  # not an event: the decisions that follow refer to it
         elif r.type == "session.start":
             self.wall0 = p.get("wall_ns")
             when = dt.datetime.fromtimestamp(self.wall0 / 1e9, dt.UTC).isoformat() if self.wall0 else "?"
@@ -397,14 +400,20 @@ def _frame_fields(typ: str, body: bytes) -> dict:
 def replay_json(store: Store, session_id: str, out: TextIO) -> int:
     """One JSON object per line: each event, decision and wire frame, in recorded order.
 
-    Row values (DataRow) appear as their decoded text, as in the transcript."""
+    A decision that refers to a ``decision.shape`` is printed expanded (the shape's fields;
+    its statement's text is the client frame before it). Row values (DataRow) appear as their decoded text, as in the transcript."""
     pending = {Direction.C2S: bytearray(), Direction.S2C: bytearray()}
     count = 0
     cols: list[tuple[str, int, int]] = []
+    shapes = DecisionShapes()
     for r in iter_records(store, session_id):
         base = {"seq": r.seq, "t_ns": r.t_ns}
         if r.kind != Kind.WIRE:
             p = r.json()
+            if r.kind == Kind.DECISION:
+                p = shapes.expand(p)  # an allowed decision's whole payload, but its text
+            elif r.kind == Kind.META and r.type == DECISION_SHAPE:
+                shapes.define(p)
             line = {**base, "kind": r.kind.name.lower(), "type": r.type, "payload": p}
             out.write(json.dumps(line, sort_keys=True, default=str) + "\n")
             count += 1

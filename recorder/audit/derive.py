@@ -20,7 +20,7 @@ import struct
 from collections import deque
 from dataclasses import dataclass, field
 
-from ..records import Direction, Kind, Record
+from ..records import DECISION_SHAPE, DecisionShapes, Direction, Kind, Record
 from ..replay import _bind, _cstr, _fields, split_frames
 
 _ROWS_RE = re.compile(r"^(?:INSERT \d+ |SELECT |UPDATE |DELETE |MERGE |COPY |FETCH |MOVE )(\d+)$")
@@ -74,6 +74,8 @@ def _decision_fields(p: dict) -> dict:
         reason = ""
     if not stmts and outcome == "denied":  # a refusal that is not the policy's (recorder down)
         rule, reason = "refused.unrecorded", p.get("error", "")
+    if p.get("shape_missing"):  # damaged or forged: a verified recording defines it first
+        rule, reason = "shape.missing", f"decision shape {p.get('shape')} is not in the recording"
     return {
         "decision": outcome,
         "rule": rule or None,
@@ -124,6 +126,7 @@ class SessionFacts:
         self._verified = True
         self._meta: dict = {}
         self._n = 0
+        self._shapes = DecisionShapes()
 
     # --- input ------------------------------------------------------------------
 
@@ -151,13 +154,16 @@ class SessionFacts:
         if r.kind == Kind.DECISION:
             if self._awaiting:
                 u = self._awaiting.popleft()
-                u.decision = _decision_fields(p)
+                u.decision = _decision_fields(self._shapes.expand(p))
                 if u.row is not None:
                     u.row.update(u.decision)
             return
         if r.kind == Kind.CONTROL:
             self.control.append({"seq": r.seq, "t_ns": r.t_ns, "at_ns": self._wall0 + r.t_ns,
                                  "kind": r.type, "payload": p, "verified": verified})
+            return
+        if r.type == DECISION_SHAPE:
+            self._shapes.define(p)  # what the allowed decisions after it refer to
             return
         if r.type == "session.start":
             self._wall0 = int(p.get("wall_ns") or 0)

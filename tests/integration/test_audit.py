@@ -175,6 +175,9 @@ def test_audit_answer_lists_each_fact_once_as_the_clients_saw_it(scenario):
     ok = rows["select count(*) from orders"]
     assert (ok["decision"], ok["outcome"], ok["command_tag"], ok["rows"]) == (
         "allowed", "ok", "SELECT 1", 1)
+    # recorded by its decision shape (docs/recording-format.md): what the policy said of it
+    # is still in the answer
+    assert ok["rule"] == "scope.read" and ok["reason"] is None, ok
     for key, rule_denied in (("policy", True), ("dberror", False), ("dbdenied", False)):
         sql, sqlstate = scenario[key]
         r = rows[sql]

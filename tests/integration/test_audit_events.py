@@ -233,3 +233,42 @@ def test_index_from_an_s3_store_with_object_lock(s3_server):
     assert a["verification"]["intact"] and a["verification"]["recordings"] == 2
     (g,) = a["grants"]
     assert [st["command_tag"] for s in g["sessions"] for st in s["statement_rows"]] == ["SELECT 1"]
+
+
+def test_derive_expands_decisions_recorded_by_their_shape():
+    """An allowed decision recorded as {"denied": false, "shape": N} gets the fields of the
+    session's decision.shape record N; a shape the session never defined says so; the
+    shape records are not events."""
+    from recorder.audit.derive import SessionFacts
+    from recorder.records import Direction, Kind, Record, dump_json
+
+    f = SessionFacts("s")
+    steps = [
+        (Direction.PROXY, Kind.META, "session.start", {"wall_ns": 0, "meta": {}}),
+        (Direction.C2S, Kind.WIRE, "", T.query("select a from t where id = 1")),
+        (Direction.PROXY, Kind.META, "decision.shape", {
+            "shape": 0, "grant_id": "g", "message": "Query", "outcome": "allowed",
+            "statements": [{"allowed": True, "class": "READ", "command": "SELECT",
+                            "functions": [], "reads": ["public.t"], "reason": "r",
+                            "rule": "scope.read", "writes": []}]}),
+        (Direction.PROXY, Kind.DECISION, "allow", {"denied": False, "shape": 0}),
+        (Direction.S2C, Kind.WIRE, "", T.command_complete("SELECT 0") + T.ready()),
+        (Direction.C2S, Kind.WIRE, "", T.query("select a from t where id = 2")),
+        (Direction.PROXY, Kind.DECISION, "allow", {"denied": False, "shape": 0}),
+        (Direction.S2C, Kind.WIRE, "", T.command_complete("SELECT 0") + T.ready()),
+        (Direction.C2S, Kind.WIRE, "", T.query("select 3")),
+        (Direction.PROXY, Kind.DECISION, "allow", {"denied": False, "shape": 9}),
+        (Direction.S2C, Kind.WIRE, "", T.command_complete("SELECT 0") + T.ready()),
+    ]
+    for seq, (d, k, t, body) in enumerate(steps):
+        f.feed(Record(seq, seq, d, k, t, body if k == Kind.WIRE else dump_json(body)))
+    f.finish()
+    got = [(r["text"], r["decision"], r["rule"], r["classes"], r["relations"])
+           for r in f.statements]
+    assert got == [
+        ("select a from t where id = 1", "allowed", "scope.read", "READ", "public.t"),
+        ("select a from t where id = 2", "allowed", "scope.read", "READ", "public.t"),
+        ("select 3", "allowed", "shape.missing", None, None),
+    ]
+    assert f.statements[2]["reason"] == "decision shape 9 is not in the recording"
+    assert f.events == []

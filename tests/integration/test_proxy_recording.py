@@ -43,6 +43,7 @@ from tests.support.fixtures_proxy import STATIC_PASSWORD, STATIC_USER
 from tests.support.proxies import metric
 from tests.support.recording import (
     assert_absent,
+    decisions,
     end_record,
     grants,
     issue_grant,
@@ -279,9 +280,17 @@ def test_denied_statement_is_recorded_and_uploaded_at_once(make_proxy, tmp_path)
         assert report.status == "open" and not report.problems, report.summary()
         assert report.attested_through == n
         assert f"attested through chunk {n}" in report.summary()
-        allowed = [r.json() for r in records(store, sid) if r.kind == Kind.DECISION and r.type == "allow"]
-        assert [a["sql"] for a in allowed] == ["SELECT name FROM public.customers WHERE id = 3"]
-        assert allowed[0]["outcome"] == "allowed"
+        recs = records(store, sid)
+        allowed = [p for p in decisions(recs) if not p["denied"]]
+        assert [(a["outcome"], a["grant_id"]) for a in allowed] == [("allowed", grant.id)]
+        assert allowed[0]["statements"][0]["reads"] == ["public.customers"]
+        # recorded by its shape: the decision.shape record once, then the decision, right
+        # after the client frame that holds the statement's text
+        (at,) = [i for i, r in enumerate(recs) if r.kind == Kind.DECISION and r.type == "allow"]
+        assert recs[at].json() == {"denied": False, "shape": allowed[0]["shape"]}
+        assert (recs[at - 1].kind, recs[at - 1].type) == (Kind.META, "decision.shape")
+        assert recs[at - 2].kind == Kind.WIRE and recs[at - 2].direction == Direction.C2S
+        assert b"SELECT name FROM public.customers WHERE id = 3" in recs[at - 2].payload
 
     finally:
         conn.close()

@@ -32,6 +32,7 @@ from recorder.records import Kind
 from tests.support.fixtures_proxy import ProxyHandle, per_grant_overrides, proxy_config
 from tests.support.proxies import metric, store_cluster_url, wait_fatal
 from tests.support.rawpg import RawClient
+from tests.support.recording import decisions as recorded_decisions
 from tests.support.recording import recording, records
 from tests.support.wait import wait_for
 
@@ -130,10 +131,10 @@ def assert_recorded_refusals(handle: ProxyHandle) -> None:
         return None
 
     recs = wait_for(refused_session, 10, "a recording with every db.denied event")
-    decisions = [r.json() for r in recs if r.kind == Kind.DECISION]
+    decisions = recorded_decisions(recs)
     denied = [r.json() for r in recs if r.kind == Kind.META and r.type == "db.denied"]
     for sql in ATTACKS.values():
-        [d] = [d for d in decisions if d["sql"] == sql]
+        [d] = [d for d in decisions if d.get("sql") == sql]  # would-denies: whole records
         assert d["outcome"] == "would_deny", d
         [e] = [e for e in denied if e["statement"] == sql]
         assert e["sqlstate"] == "42501" and "permission denied" in e["message"], e

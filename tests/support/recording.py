@@ -9,7 +9,7 @@ from pathlib import Path
 import zstandard
 
 from recorder import chunks
-from recorder.records import Kind
+from recorder.records import DECISION_SHAPE, DecisionShapes, Kind
 from recorder.replay import (
     iter_records,
 )
@@ -65,6 +65,19 @@ def wait_status(store, sid: str, pub, status: str, timeout: float = 5.0):
 
 def records(store, sid: str) -> list:
     return list(iter_records(store, sid))
+
+
+def decisions(recs: list) -> list[dict]:
+    """Every decision's whole payload, in order, as a reader expands it (an allowed
+    decision that refers to a decision.shape gets the shape's fields)."""
+    shapes = DecisionShapes()
+    out = []
+    for r in recs:
+        if r.kind == Kind.META and r.type == DECISION_SHAPE:
+            shapes.define(r.json())
+        elif r.kind == Kind.DECISION:
+            out.append(shapes.expand(r.json()))
+    return out
 
 
 def stored_bytes(root: Path) -> list[tuple[Path, bytes]]:
