@@ -272,3 +272,65 @@ def test_derive_expands_decisions_recorded_by_their_shape():
     ]
     assert f.statements[2]["reason"] == "decision shape 9 is not in the recording"
     assert f.events == []
+
+
+def test_replay_expands_decisions_recorded_by_their_shape(tmp_path):
+    """The real relay, policy and recorder: three allowed statements of one shape and a
+    denial. The recording holds one decision.shape record and compact decisions; replay's
+    transcript and JSON show every decision as before, and the denial whole."""
+    import io
+    from contextlib import redirect_stdout
+
+    from cryptography.hazmat.primitives import serialization
+
+    from policy import StatementPolicy, parse_scopes
+    from proxy.cli import main as cli_main
+    from proxy.relay import Relay
+    from recorder.records import Kind
+    from recorder.replay import iter_records
+
+    store = LocalStore(tmp_path / "rec")
+    key = Ed25519PrivateKey.generate()
+    (tmp_path / "k.pub").write_bytes(key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
+    rec = Recorder(RecorderConfig(store=str(store.root), spool_dir=str(tmp_path / "spool")),
+                   store=store, signing_key=key)
+    rec.start()
+    s = rec.open_session({"agent": "bot"})
+    relay = Relay(policy=StatementPolicy(parse_scopes("read:public.orders"), task="T-1"),
+                  recorder=s, health=rec, grant_id="g-1")
+    answer = testing.command_complete("SELECT 0") + testing.ready()
+    for n in (1, 2, 3):
+        to_server, to_client = relay.from_client(
+            testing.query(f"SELECT id FROM public.orders WHERE id = {n}"))
+        assert to_server and not to_client
+        relay.from_server(answer)
+    _, refusal = relay.from_client(testing.query("DELETE FROM public.orders"))
+    assert b"42501" in refusal
+    s.end("terminate")
+    rec.close()
+
+    recs = list(iter_records(store, s.id))
+    shapes = [r for r in recs if r.kind == Kind.META and r.type == "decision.shape"]
+    decisions = [r.json() for r in recs if r.kind == Kind.DECISION]
+    assert len(shapes) == 1 and shapes[0].json()["shape"] == 0
+    assert decisions[:3] == [{"denied": False, "shape": 0}] * 3
+    assert decisions[3]["denied"] is True and decisions[3]["sql"] == "DELETE FROM public.orders"
+
+    args = [s.id, "--store", str(store.root), "--public-key", str(tmp_path / "k.pub")]
+    out = io.StringIO()
+    with redirect_stdout(out):
+        assert cli_main(["replay", *args]) == 0
+    text = out.getvalue()
+    assert text.count("ok allowed scope.read") == 3, text
+    assert "!! DENIED" in text and "decision.shape" not in text
+
+    out = io.StringIO()
+    with redirect_stdout(out):
+        assert cli_main(["replay", *args, "--format", "json"]) == 0
+    lines = [json.loads(x) for x in out.getvalue().splitlines()]
+    expanded = [x["payload"] for x in lines if x["kind"] == "decision"]
+    assert [(p["outcome"], p["statements"][0]["rule"]) for p in expanded] == [
+        ("allowed", "scope.read")] * 3 + [("denied", expanded[3]["statements"][0]["rule"])]
+    assert {p["grant_id"] for p in expanded} == {"g-1"}
+    assert expanded[0]["statements"][0]["reads"] == ["public.orders"]
