@@ -107,13 +107,9 @@ def test_index_reads_login_refusals_and_database_denials_in_their_agreed_shapes(
     assert json.loads(rows[0][0])["dropped"] == 3
 
 
-def test_replay_json_is_one_event_per_line(tmp_path):
-    import io
-    from contextlib import redirect_stdout
-
+def _started_recorder(tmp_path):
+    """A local store and a started recorder in ``tmp_path``, its public key in k.pub."""
     from cryptography.hazmat.primitives import serialization
-
-    from proxy.cli import main as cli_main
 
     store = LocalStore(tmp_path / "rec")
     key = Ed25519PrivateKey.generate()
@@ -122,6 +118,16 @@ def test_replay_json_is_one_event_per_line(tmp_path):
     rec = Recorder(RecorderConfig(store=str(store.root), spool_dir=str(tmp_path / "spool")),
                    store=store, signing_key=key)
     rec.start()
+    return store, rec
+
+
+def test_replay_json_is_one_event_per_line(tmp_path):
+    import io
+    from contextlib import redirect_stdout
+
+    from proxy.cli import main as cli_main
+
+    store, rec = _started_recorder(tmp_path)
     s = rec.open_session({"agent": "bot"})
     s.wire("c2s", testing.parse("select $1", "s1") + testing.bind([b"7"], "s1")
            + testing.execute() + testing.sync())
@@ -281,21 +287,13 @@ def test_replay_expands_decisions_recorded_by_their_shape(tmp_path):
     import io
     from contextlib import redirect_stdout
 
-    from cryptography.hazmat.primitives import serialization
-
     from policy import StatementPolicy, parse_scopes
     from proxy.cli import main as cli_main
     from proxy.relay import Relay
     from recorder.records import Kind
     from recorder.replay import iter_records
 
-    store = LocalStore(tmp_path / "rec")
-    key = Ed25519PrivateKey.generate()
-    (tmp_path / "k.pub").write_bytes(key.public_key().public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
-    rec = Recorder(RecorderConfig(store=str(store.root), spool_dir=str(tmp_path / "spool")),
-                   store=store, signing_key=key)
-    rec.start()
+    store, rec = _started_recorder(tmp_path)
     s = rec.open_session({"agent": "bot"})
     relay = Relay(policy=StatementPolicy(parse_scopes("read:public.orders"), task="T-1"),
                   recorder=s, health=rec, grant_id="g-1")
