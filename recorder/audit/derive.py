@@ -122,6 +122,7 @@ class SessionFacts:
         self._prepared: dict[str, Unit] = {}
         self._portals: dict[str, tuple[Unit | None, list[str]]] = {}
         self._skipping = False  # the server skips the client's messages up to Sync
+        self._terminated = False  # the client sent Terminate
         self._t = 0
         self._verified = True
         self._meta: dict = {}
@@ -204,11 +205,23 @@ class SessionFacts:
         return row
 
     def _client(self, typ: str, body: bytes) -> None:
+        if self._terminated:
+            return  # the proxy acts on nothing after Terminate: never checked nor sent
+        if typ == "X":
+            self._terminated = True
+            return
         if typ == "S":
             self._pending.append(Unit("S"))
             self._skipping = False
             return
-        if self._skipping or typ in ("", "H", "d", "c", "f", "X", "p"):
+        if self._skipping:
+            if typ in ("Q", "P", "F"):
+                # The server discards it (an error earlier in this Sync group), but the
+                # proxy checked it and recorded a decision, the next in order: it is
+                # this message's, no row's (red-team, session 12)
+                self._awaiting.append(Unit(typ))
+            return
+        if typ in ("", "H", "d", "c", "f", "p"):
             return
         try:
             if typ == "Q":
