@@ -25,7 +25,7 @@ import pytest
 from common.wire.errors import frame
 from recorder.audit.derive import SessionFacts
 from recorder.replay import iter_records, replay_json
-from tests.support.rawpg import RawClient, bind, error_fields, parse
+from tests.support.rawpg import FLUSH, SYNC, RawClient, bind, error_fields, execute, parse, query
 from tests.support.recording import (
     decisions,
     grants,
@@ -47,16 +47,7 @@ SECRET = "SELECT salary FROM secret.payroll"
 FAILS = "SELECT id / (id - id) FROM public.customers"  # allowed; division by zero at Execute
 
 
-def Q(sql: str) -> bytes:
-    return frame(b"Q", sql.encode() + b"\x00")
-
-
-def E(portal: str = "", n: int = 0) -> bytes:
-    return frame(b"E", portal.encode() + b"\x00" + I32.pack(n))
-
-
-SYNC = frame(b"S")
-FLUSH = frame(b"H")
+Q, E = query, execute
 
 
 def close_stmt(name: str) -> bytes:

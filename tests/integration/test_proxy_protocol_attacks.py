@@ -17,7 +17,7 @@ import pytest
 
 from common.wire.errors import frame
 from tests.support import planted
-from tests.support.rawpg import RawClient, bind, parse
+from tests.support.rawpg import FLUSH, SYNC, RawClient, bind, execute, parse, query
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -48,16 +48,7 @@ I16 = struct.Struct("!h")
 I32 = struct.Struct("!i")
 
 
-def Q(sql: str) -> bytes:
-    return frame(b"Q", sql.encode() + b"\x00")
-
-
-def E(portal: str = "", n: int = 0) -> bytes:
-    return frame(b"E", portal.encode() + b"\x00" + I32.pack(n))
-
-
-SYNC = frame(b"S")
-FLUSH = frame(b"H")
+Q, E = query, execute
 
 
 def D(kind: str, name: str = "") -> bytes:

@@ -312,3 +312,15 @@ def bind(
 def parse(name: str, sql: str, oids=()) -> bytes:
     body = name.encode() + b"\x00" + sql.encode() + b"\x00" + I16.pack(len(oids))
     return frame(b"P", body + b"".join(I32.pack(o) for o in oids))
+
+
+def query(sql: str) -> bytes:
+    return frame(b"Q", sql.encode() + b"\x00")
+
+
+def execute(portal: str = "", n: int = 0) -> bytes:
+    return frame(b"E", portal.encode() + b"\x00" + I32.pack(n))
+
+
+SYNC = frame(b"S")
+FLUSH = frame(b"H")
