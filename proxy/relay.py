@@ -127,7 +127,7 @@ class Relay:
         self.on_decision = on_decision  # callback(verdict) for metrics
         self.health = health  # the Recorder: while not healthy, statements are refused
         self.encoding = python_encoding(client_encoding)
-        self.grant_id = grant_id  # every decision record names its grant
+        self.grant_id = grant_id  # every decision names its grant (or its shape does)
         self._records: DecisionRecords | None = None  # renders them (decision_records.py)
         # Large statements: ``offload(sqls)`` (set by the connection) classifies them off
         # the event loop, then the connection calls ``resume``; meanwhile frames are parked.
