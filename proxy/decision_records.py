@@ -118,19 +118,17 @@ class DecisionRecords:
             classified, decision = decisions[0]
             entry = self._entry(classified, decision)
             if entry is not None:
-                statement = extra.get("statement") if extra else None
-                known = entry.shapes.get(message)
                 shape: dict | None = None
-                if known is None:
+                known = entry.shapes.get(message)
+                if known is None:  # the shape's first statement in the session
                     n = self.next_shape
                     self.next_shape = n + 1
                     head = '{"denied":false,"shape":' + str(n)
                     known = entry.shapes[message] = (head, (head + "}").encode())
                     shape = shape_payload(self.grant_id, verdict, message, n)
-                elif statement is None:
-                    return None, known[1]  # the common case: a constant
+                statement = extra.get("statement") if extra else None
                 if statement is None:
-                    return shape, known[1]
+                    return shape, known[1]  # a constant per shape
                 return shape, (known[0] + ',"statement":' + _json_str(statement) + "}").encode()
         return None, self.render_whole(verdict, message, sql, **extra)
 

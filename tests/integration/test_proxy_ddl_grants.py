@@ -48,13 +48,10 @@ DROP TABLE IF EXISTS public.r7_log CASCADE;
 
 @pytest.fixture(scope="module")
 def px(pg, tmp_path_factory):
-    h = planted.start(pg, tmp_path_factory, "r7h", agent=AGENT, scopes=SCOPES, setup=SETUP,
-                      teardown=TEARDOWN)
-    h.token_rw = grant_issue(h, agent=AGENT, task="R7HRW", scopes=SCOPES_RW)[1]
-    try:
+    with planted.running(pg, tmp_path_factory, "r7h", agent=AGENT, scopes=SCOPES,
+                         setup=SETUP, teardown=TEARDOWN) as h:  # fmt: skip
+        h.token_rw = grant_issue(h, agent=AGENT, task="R7HRW", scopes=SCOPES_RW)[1]
         yield h
-    finally:
-        planted.stop(pg, h, TEARDOWN)
 
 
 def q(pg, sql):

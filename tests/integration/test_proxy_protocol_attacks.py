@@ -80,12 +80,9 @@ def fcall(oid: int, args: list[bytes]) -> bytes:
 
 @pytest.fixture(scope="module")
 def px(pg, tmp_path_factory):
-    h = planted.start(pg, tmp_path_factory, "r9", agent=AGENT, scopes=SCOPES, setup=SETUP,
-                      teardown=TEARDOWN)  # fmt: skip
-    try:
+    with planted.running(pg, tmp_path_factory, "r9", agent=AGENT, scopes=SCOPES,
+                         setup=SETUP, teardown=TEARDOWN) as h:  # fmt: skip
         yield h
-    finally:
-        planted.stop(pg, h, TEARDOWN)
 
 
 def session(h, **kw):

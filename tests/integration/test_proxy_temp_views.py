@@ -41,12 +41,9 @@ DROP TABLE IF EXISTS public.r6_rw CASCADE;
 
 @pytest.fixture(scope="module")
 def px(pg, tmp_path_factory):
-    h = planted.start(pg, tmp_path_factory, "r6", agent=AGENT, scopes=SCOPES, setup=SETUP,
-                      teardown=TEARDOWN)  # fmt: skip
-    try:
+    with planted.running(pg, tmp_path_factory, "r6", agent=AGENT, scopes=SCOPES,
+                         setup=SETUP, teardown=TEARDOWN) as h:  # fmt: skip
         yield h
-    finally:
-        planted.stop(pg, h, TEARDOWN)
 
 
 def seq(h, sqls):

@@ -2,7 +2,8 @@
 functions, types): the server judges what a grant can reach.
 
 ``start`` plants (as the schema owner) before the proxy starts, so its catalog snapshot sees
-the objects, and issues one grant; ``stop`` drops them again. ``result`` renders a raw
+the objects, and issues one grant; ``stop`` drops them again (``running``: both, around a
+module fixture). ``result`` renders a raw
 client's frames as rows or the first error; ``simple`` and ``extended`` run statements in
 one session over either protocol and return each one's outcome as text; ``outcomes`` gives
 one statement's over the simple protocol, the extended one and a prepared statement.
@@ -11,6 +12,7 @@ one statement's over the simple protocol, the extended one and a prepared statem
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 import asyncpg
 
@@ -34,6 +36,19 @@ def start(pg, tmp_path_factory, name: str, *, agent: str, scopes: str, setup: st
         raise
     handle.agent = agent
     return handle
+
+
+@contextlib.contextmanager
+def running(pg, tmp_path_factory, name: str, *, agent: str, scopes: str, setup: str,
+            teardown: str):
+    """``start`` ... ``stop``: a module fixture's whole body is ``with running(...) as h:
+    yield h``."""
+    handle = start(pg, tmp_path_factory, name, agent=agent, scopes=scopes, setup=setup,
+                   teardown=teardown)  # fmt: skip
+    try:
+        yield handle
+    finally:
+        stop(pg, handle, teardown)
 
 
 def stop(pg, handle, teardown: str) -> None:
