@@ -45,6 +45,7 @@ _NAMES = {F.QUERY: "Query", F.PARSE: "Parse", F.FUNCTION_CALL: "FunctionCall"}
 _QUERY, _PARSE, _TERMINATE = F.QUERY, F.PARSE, F.TERMINATE
 _READY, _ERROR, _COPY_IN = B.READY_FOR_QUERY, B.ERROR_RESPONSE, B.COPY_IN_RESPONSE
 _PARAMETER_STATUS = B.PARAMETER_STATUS
+_CONFORMING = b"standard_conforming_strings\x00"  # a ParameterStatus body's name
 # Server frames looked at even when no denial is in flight.
 _WATCHED = frozenset((_READY, _ERROR, _COPY_IN, _PARAMETER_STATUS))
 # Frames whose bytes the relay never looks at: a large one is passed on as it arrives.
@@ -158,6 +159,19 @@ class Relay:
                 "reads them): ending the session"
             )
         self.encoding = codec or "utf-8"
+
+    def _conforming_strings(self, value: bytes) -> None:
+        """The server says how it now reads backslashes in '...' strings. The policy's lexer
+        reads them as standard_conforming_strings = on does (the login refuses an upstream
+        where it is off: proxy/handshake.py); should it change mid-session (a function an
+        execute scope allows may call set_config), statements would no longer be split as
+        the server splits them, so a checked session ends here."""
+        if value != b"on" and self.policy is not None:
+            raise ProtocolViolation(
+                f"the server switched standard_conforming_strings to "
+                f"{value.decode('ascii', 'replace')!r} (statements could no longer be checked "
+                "as the server reads them): ending the session"
+            )
 
     # --- client → server -------------------------------------------------------
 
@@ -436,6 +450,8 @@ class Relay:
                 groups.copy_in()
             elif t == _PARAMETER_STATUS and run.startswith(b"client_encoding\x00", start + 5):
                 self._client_encoding(run[start + 21 : end - 1].decode("ascii", "replace"))
+            elif t == _PARAMETER_STATUS and run.startswith(_CONFORMING, start + 5):
+                self._conforming_strings(run[start + 5 + len(_CONFORMING) : end - 1])
             elif (t == _PARAMETER_STATUS and self.app_names is not None
                     and run[start + 5 : end] == self.app_names[0]):
                 # RESET returned application_name to the proxy's tagged login value: the

@@ -52,6 +52,9 @@ CREATE FUNCTION public.to_date(text, text, anyelement) RETURNS text LANGUAGE sql
     AS 'SELECT $3::text';
 CREATE SCHEMA p10;
 CREATE TYPE p10.pair AS (a int, b int);
+DROP FUNCTION IF EXISTS public.p10_scs_off();
+CREATE FUNCTION public.p10_scs_off() RETURNS text LANGUAGE sql
+    AS $$SELECT set_config('standard_conforming_strings', 'off', false)$$;
 """
 TEARDOWN = """
 DROP SCHEMA IF EXISTS p10 CASCADE;
@@ -61,6 +64,7 @@ DROP FUNCTION IF EXISTS public.p10_leak(public.customers);
 DROP FUNCTION IF EXISTS public.comment(int);
 DROP FUNCTION IF EXISTS public.kill(int);
 DROP FUNCTION IF EXISTS public.to_date(text, text, anyelement);
+DROP FUNCTION IF EXISTS public.p10_scs_off();
 """
 
 
@@ -78,6 +82,7 @@ def gproxy(pg, tmp_path_factory):
     handle.grant, handle.token = issue("P10", SCOPES)
     _g, handle.ddl_token = issue("P10-DDL", SCOPES + " ddl:p10.*")
     _g, handle.unknown_token = issue("P10-UNK", SCOPES + " unknown:*")
+    _g, handle.scs_token = issue("P10-SCS", SCOPES + " execute:public.p10_scs_off")
     yield handle
     handle.stop()
     pg.psql(TEARDOWN, db="app")
@@ -200,6 +205,47 @@ def test_server_reporting_an_unsafe_encoding_ends_the_session(gproxy, pg):
             await conn.close()
 
     assert run(go()) is True
+
+
+# Lexed with standard_conforming_strings on: 'a\' is a string, then || and another string.
+# Read with it off, \' is a quote inside the first string, and the subquery is code.
+SCS_SMUGGLE = "SELECT 'a\\' || ' , (SELECT secret FROM secret.p10_vault) --'"
+
+
+def test_server_switching_off_standard_conforming_strings_ends_the_session(gproxy, pg):
+    """A function an execute scope allows runs a body the policy does not read: this one
+    turns standard_conforming_strings off, after which the server would split strings
+    where the policy's lexer does not. The server's ParameterStatus ends the session
+    before the next statement; the secret never reaches the client."""
+    assert on_pg(pg, "SELECT public.p10_scs_off()") == "off"  # it does what it says
+
+    async def go():
+        conn = await connect(gproxy, gproxy.scs_token)
+        got = []
+        try:
+            assert await conn.fetchval("SHOW standard_conforming_strings") == "on"
+            try:
+                got.append(await conn.fetchval("SELECT public.p10_scs_off()"))
+                got.append(repr(await conn.fetch(SCS_SMUGGLE)))
+            except (asyncpg.PostgresError, ConnectionError, asyncpg.InterfaceError) as exc:
+                got.append(f"ended: {exc}")
+            return conn.is_closed(), got
+        finally:
+            await conn.close()
+
+    closed, got = run(go())
+    assert not any(SECRET in g for g in got), got
+    assert got == [got[-1]] and got[-1].startswith("ended: "), got  # at the call, not later
+    assert closed is True
+    # the lexer's reading of the smuggling text: one string concatenation, nothing read
+    async def allowed_while_on():
+        conn = await connect(gproxy, gproxy.scs_token)
+        try:
+            return await conn.fetchval(SCS_SMUGGLE)
+        finally:
+            await conn.close()
+
+    assert run(allowed_while_on()) == "a\\ , (SELECT secret FROM secret.p10_vault) --"
 
 
 def test_safe_encodings_stay_allowed(gproxy):
