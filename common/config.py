@@ -217,7 +217,25 @@ def _apply(cfg: Config, section: str, key: str, value: Any, *, from_text: bool, 
         raise ConfigError(
             f"{where}: unknown key {section}.{key} (known: {', '.join(sorted(hints))})"
         )
+    if section == "proxy" and key == "workers" and isinstance(value, str) and value.strip().lower() == "auto":
+        value = usable_cpus()  # one worker per CPU this process may use
     setattr(getattr(cfg, section), key, _coerce(f"{section}.{key}", value, hints[key], from_text=from_text))
+
+
+def usable_cpus(cgroup_root: str = "/sys/fs/cgroup") -> int:
+    """The CPUs this process may run on: its affinity mask, capped by a cgroup v2 CPU quota
+    (a container limited to 2 CPUs on a 64-CPU host runs 2 workers, not 64)."""
+    try:
+        n = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # pragma: no cover - not Linux
+        n = os.cpu_count() or 1
+    try:
+        quota, _, period = Path(cgroup_root, "cpu.max").read_text().strip().partition(" ")
+        if quota != "max":
+            n = min(n, max(1, -(-int(quota) // int(period))))  # rounded up: 1.5 CPUs → 2
+    except (OSError, ValueError):
+        pass  # no cgroup v2 limit readable: the affinity mask alone
+    return max(1, n)
 
 
 def load_config(

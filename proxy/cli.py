@@ -27,7 +27,9 @@ def _serve_parser(sub) -> None:
     p = sub.add_parser("serve", help="run the proxy")
     p.add_argument("--config", default=os.environ.get("PGWITNESS_CONFIG"), help="TOML config file")
     p.add_argument("--listen", help="host:port to accept clients on (proxy.listen)")
-    p.add_argument("--workers", type=int, help="worker processes sharing the port with SO_REUSEPORT")
+    p.add_argument(
+        "--workers", help='worker processes sharing the port with SO_REUSEPORT ("auto": one per usable CPU)'
+    )
     p.add_argument("--upstream-host")
     p.add_argument("--upstream-port", type=int)
     p.add_argument("--upstream-user")

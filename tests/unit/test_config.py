@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from common.config import ConfigError, load_config, validate_for_serving
+from common.config import ConfigError, load_config, usable_cpus, validate_for_serving
 
 USERS = '[auth]\nusers = { alice = "alice-pw" }\n'
 
@@ -285,3 +285,36 @@ def test_serving_needs_a_way_to_log_in():
 def test_non_positive_timeouts_are_refused(key, value):
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
         load_config(None, env={}, overrides={key: value, "auth.users": {"a": "b"}})
+
+
+def test_workers_auto_is_one_per_usable_cpu_wherever_it_is_set(tmp_path):
+    usable = usable_cpus()
+    assert 1 <= usable <= len(os.sched_getaffinity(0))
+    from_toml = load_config(_write(tmp_path, USERS + '[proxy]\nworkers = "auto"\n'), env={})
+    from_env = load_config(_write(tmp_path, USERS), env={"PGWITNESS_PROXY_WORKERS": "Auto"})
+    from_cli = load_config(_write(tmp_path, USERS), env={}, overrides={"proxy.workers": "auto"})
+    assert from_toml.proxy.workers == from_env.proxy.workers == from_cli.proxy.workers == usable
+    assert load_config(_write(tmp_path, USERS), env={}).proxy.workers == 1  # the default
+
+
+@pytest.mark.parametrize(
+    ("cpu_max", "cap"),
+    [
+        ("150000 100000\n", 2),  # 1.5 CPUs of quota: rounded up
+        ("100000 100000\n", 1),
+        ("50000 100000\n", 1),  # half a CPU is still one worker
+        ("max 100000\n", None),  # no quota: the affinity mask decides
+        ("garbage\n", None),  # unreadable: the affinity mask decides, no error
+    ],
+)
+def test_usable_cpus_honours_a_cgroup_quota(tmp_path, cpu_max, cap):
+    (tmp_path / "cpu.max").write_text(cpu_max)
+    affinity = len(os.sched_getaffinity(0))
+    expected = affinity if cap is None else min(affinity, cap)
+    assert usable_cpus(str(tmp_path)) == expected
+    assert usable_cpus(str(tmp_path / "missing")) == affinity
+
+
+def test_workers_that_are_neither_a_number_nor_auto_are_refused_by_name(tmp_path):
+    with pytest.raises(ConfigError, match="proxy.workers"):
+        load_config(_write(tmp_path, USERS + '[proxy]\nworkers = "many"\n'), env={})
