@@ -99,6 +99,8 @@ PROXY_PRESETS: dict[str, dict] = {
         "grants": {"store": "sqlite:///{workdir}/grants.db"},
     },
     "full": _FULL,
+    # as the deployments in deploy/ run it: one worker process per CPU (workers = "auto")
+    "full-cores": {**_FULL, "proxy": {"workers": "auto"}},
     "tls": _TLS,  # pass-through with TLS on both sides
     "full-tls": {**_FULL, **_TLS},
 }
@@ -124,7 +126,11 @@ def pgwitness_config(listen_port: int, pg: LocalCluster) -> dict:
     }
 
 
-def pgbouncer_ini(listen_port: int, pg: LocalCluster, workdir: Path, tls: bool = False) -> str:
+def pgbouncer_ini(
+    listen_port: int, pg: LocalCluster, workdir: Path, tls: bool = False, process: str = ""
+) -> str:
+    """``process``: one of several pgbouncer processes sharing the port (``so_reuseport``),
+    each with its own pidfile and log; "" for the usual single process."""
     if tls:  # both sides: clients must use TLS, the server login uses it too
         tls_lines = f"""\
 server_tls_sslmode = require
@@ -147,10 +153,10 @@ auth_file = {workdir}/userlist.txt
 pool_mode = session
 max_client_conn = 200
 default_pool_size = 50
-logfile = {workdir}/pgbouncer.log
-pidfile = {workdir}/pgbouncer.pid
+logfile = {workdir}/pgbouncer{process}.log
+pidfile = {workdir}/pgbouncer{process}.pid
 ignore_startup_parameters = extra_float_digits
-{tls_lines}log_connections = 0
+{"so_reuseport = 1" + chr(10) if process else ""}{tls_lines}log_connections = 0
 log_disconnections = 0
 """
 
@@ -306,19 +312,30 @@ def start_pgbouncer(
     binary: str,
     as_root: bool,
     tls: bool = False,
+    processes: int = 1,
 ) -> Target:
-    name = "pgbouncer-tls" if tls else "pgbouncer"
+    """pgbouncer as it is usually run (one process), or ``processes`` of them sharing the
+    port with ``so_reuseport`` (pgbouncer-2: what a multi-core pgbouncer deployment does,
+    the fair match for pgwitness with one worker per CPU). One process group either way,
+    so the CPU figure covers all of them."""
+    name = "pgbouncer-tls" if tls else "pgbouncer" if processes == 1 else f"pgbouncer-{processes}"
     bdir = workdir / name
     bdir.mkdir()
     port = free_port()
-    ini = bdir / "pgbouncer.ini"
-    ini.write_text(pgbouncer_ini(port, pg, bdir, tls))
     userlist = bdir / "userlist.txt"
     userlist.write_text(f'"{CLIENT_USER}" "{CLIENT_PASSWORD}"\n')
     os.chmod(userlist, 0o600)
-    argv = [binary, str(ini)]
+    inis = []
+    for i in range(processes):
+        ini = bdir / (f"pgbouncer-{i}.ini" if processes > 1 else "pgbouncer.ini")
+        ini.write_text(pgbouncer_ini(port, pg, bdir, tls, f"-{i}" if processes > 1 else ""))
+        inis.append(ini)
+    if processes == 1:
+        argv = [binary, str(inis[0])]
+    else:  # a shell waiting on all of them, in the group stop_all signals
+        argv = ["sh", "-c", " & ".join(f"{binary} {ini}" for ini in inis) + " & wait"]
     if as_root:  # pgbouncer refuses to run as root
-        for p in (bdir, ini, userlist):
+        for p in (bdir, userlist, *inis):
             shutil.chown(p, "postgres", "postgres")
         argv = ["runuser", "-u", "postgres", "--", *argv]
     t = Target(name, port, CLIENT_USER, CLIENT_PASSWORD, log=bdir / "stdout.log",
@@ -439,6 +456,9 @@ class Summary:
     # the TLS comparison (target pgbouncer-tls in the run): TLS on both sides of both
     ratio_vs_pgbouncer_tls: float | None = None
     paired_vs_pgbouncer_tls: float | None = None
+    # against two pgbouncer processes sharing the port (target pgbouncer-2 in the run)
+    ratio_vs_pgbouncer_2: float | None = None
+    paired_vs_pgbouncer_2: float | None = None
     rounds: list[float] = field(default_factory=list)
     cpu_us_per_txn: float | None = None  # median over rounds
 
@@ -586,6 +606,7 @@ def summarise(runs: list[Run], workloads: list[str], targets: list[str]) -> list
             )
         direct, bouncer = by_target.get("direct"), by_target.get("pgbouncer")
         bouncer_tls = by_target.get("pgbouncer-tls")
+        bouncer_2 = by_target.get("pgbouncer-2")
         for s in by_target.values():
             if direct:
                 s.ratio_vs_direct = s.tps_median / direct.tps_median
@@ -604,6 +625,9 @@ def summarise(runs: list[Run], workloads: list[str], targets: list[str]) -> list
             if bouncer_tls:
                 s.ratio_vs_pgbouncer_tls = s.tps_median / bouncer_tls.tps_median
                 s.paired_vs_pgbouncer_tls = _paired(runs, w, s.target, "pgbouncer-tls")
+            if bouncer_2:
+                s.ratio_vs_pgbouncer_2 = s.tps_median / bouncer_2.tps_median
+                s.paired_vs_pgbouncer_2 = _paired(runs, w, s.target, "pgbouncer-2")
             out.append(s)
     return out
 
@@ -642,6 +666,9 @@ def format_table(summaries: list[Summary]) -> str:
     tls = any(s.ratio_vs_pgbouncer_tls is not None for s in summaries)
     if tls:
         head += f" {'x pgb-tls':>9} {'paired x pgb-tls':>16}"
+    two = any(s.ratio_vs_pgbouncer_2 is not None for s in summaries)
+    if two:
+        head += f" {'x pgb-2':>8} {'paired x pgb-2':>14}"
     lines = [head, "-" * len(head)]
     for s in summaries:
         lines.append(
@@ -656,6 +683,11 @@ def format_table(summaries: list[Summary]) -> str:
                 f" {f(s.ratio_vs_pgbouncer_tls, '.3f'):>9} "
                 f"{f(s.paired_vs_pgbouncer_tls, '.3f'):>16}"
                 if tls
+                else ""
+            )
+            + (
+                f" {f(s.ratio_vs_pgbouncer_2, '.3f'):>8} {f(s.paired_vs_pgbouncer_2, '.3f'):>14}"
+                if two
                 else ""
             )
         )
@@ -748,9 +780,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--targets",
         default="direct,pgbouncer,pgwitness",
-        help="comma list of direct, pgbouncer, pgwitness, floor, direct-tls, pgbouncer-tls\n"
-        "(default: the first three; floor = bench/floor_proxy.py, a bare uvloop byte pump: the\n"
-        "Python proxy floor; *-tls: TLS on both sides, sslmode=require, the cluster's cert)",
+        help="comma list of direct, pgbouncer, pgwitness, floor, direct-tls, pgbouncer-tls,\n"
+        "pgbouncer-2 (default: the first three; floor = bench/floor_proxy.py, a bare uvloop byte\n"
+        "pump: the Python proxy floor; *-tls: TLS on both sides, sslmode=require, the cluster's\n"
+        "cert; pgbouncer-2: two pgbouncer processes sharing the port with so_reuseport)",
     )
     p.add_argument(
         "--workloads",
@@ -797,7 +830,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.targets = [t.strip() for t in args.targets.split(",") if t.strip()]
     args.workloads = [w.strip() for w in args.workloads.split(",") if w.strip()]
     for t in args.targets:
-        if t not in ("direct", "pgbouncer", "pgwitness", "floor", "direct-tls", "pgbouncer-tls"):
+        if t not in ("direct", "pgbouncer", "pgwitness", "floor", "direct-tls", "pgbouncer-tls",
+                     "pgbouncer-2"):
             p.error(f"unknown target {t!r}")
     for w in args.workloads:
         if w not in WORKLOADS:
@@ -867,10 +901,11 @@ def main(argv: list[str] | None = None) -> int:
                 targets.append(
                     Target(name, pg.port, UPSTREAM_USER, UPSTREAM_PASSWORD, sslmode="require")
                 )
-            elif name in ("pgbouncer", "pgbouncer-tls"):
+            elif name in ("pgbouncer", "pgbouncer-tls", "pgbouncer-2"):
                 targets.append(
                     start_pgbouncer(
-                        procs, pg, workdir, args.pgbouncer, as_root, tls=name == "pgbouncer-tls"
+                        procs, pg, workdir, args.pgbouncer, as_root, tls=name == "pgbouncer-tls",
+                        processes=2 if name == "pgbouncer-2" else 1,
                     )
                 )
             elif name == "floor":
