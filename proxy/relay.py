@@ -165,8 +165,9 @@ class Relay:
         reads them as standard_conforming_strings = on does (the login refuses an upstream
         where it is off: proxy/handshake.py); should it change mid-session (a function an
         execute scope allows may call set_config), statements would no longer be split as
-        the server splits them, so a checked session ends here."""
-        if value != b"on" and self.policy is not None:
+        the server splits them, so an enforcing session ends here. A dry run goes on: it
+        refuses nothing, so there is nothing to get around."""
+        if value != b"on" and self.policy is not None and self.policy.enforce:
             raise ProtocolViolation(
                 f"the server switched standard_conforming_strings to "
                 f"{value.decode('ascii', 'replace')!r} (statements could no longer be checked "

@@ -24,6 +24,8 @@ __all__ = ["Health", "Policy", "SessionSink", "Verdict"]
 class Policy(Protocol):
     """One session's statement policy (``None`` in its place: an unrestricted user)."""
 
+    enforce: bool  # False: a dry run (denials recorded as would-deny, nothing refused)
+
     def check_query(self, sql: str) -> Verdict:
         """Simple Query: one deny denies the whole query."""
         ...
