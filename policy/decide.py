@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from policy.classify import (
+    CURRENT_SETTING_PREFIX,
     SET_CONFIG_PREFIX,
     Classified,
     StatementClass,
@@ -20,12 +21,14 @@ __all__ = [
     "ALLOWED_CATALOGS",
     "DENIED_CATALOGS",
     "DENIED_INFORMATION_SCHEMA",
+    "PRIVILEGED_SETTINGS",
     "SAFE_SETTINGS",
     "Decision",
     "change_setting",
     "check_function",
     "check_write",
     "decide",
+    "read_setting",
 ]
 
 
@@ -93,7 +96,21 @@ DENIED_CATALOGS = frozenset(
     pg_replication_slots pg_stat_replication pg_stat_wal_receiver pg_stat_subscription
     pg_replication_origin pg_replication_origin_status pg_foreign_server pg_shmem_allocations
     pg_sequences pg_stat_replication_slots pg_stat_subscription_stats pg_seclabels
-    pg_stat_gssapi pg_stat_ssl
+    pg_stat_gssapi pg_stat_ssl pg_settings pg_roles pg_user
+    """.split()  # noqa: SIM905 - a word list
+)
+# Settings PostgreSQL 15 lists only to superusers and members of pg_read_all_settings
+# (GUC_SUPERUSER_ONLY): server file paths, libraries, TLS set-up, and primary_conninfo,
+# which holds the replication password. The proxy's upstream role may well be privileged,
+# so no grant reads them. Derived on the server: the names pg_settings lists to a superuser
+# and not to a plain role (tests/integration/test_policy_settings.py derives it again).
+PRIVILEGED_SETTINGS = frozenset(
+    """
+    config_file data_directory dynamic_library_path extension_destdir external_pid_file
+    hba_file ident_file jit_provider krb_server_keyfile log_directory log_filename
+    primary_conninfo session_preload_libraries shared_preload_libraries ssl_ciphers
+    ssl_dh_params_file ssl_ecdh_curve ssl_max_protocol_version ssl_min_protocol_version
+    ssl_passphrase_command unix_socket_directories
     """.split()  # noqa: SIM905 - a word list
 )
 # information_schema views that show foreign-server credentials to their owner.
@@ -157,13 +174,41 @@ def _deny(rule: str, reason: str) -> Decision:
 def _setting(c: Classified, scopes: Scopes) -> Decision:
     name = c.detail
     if c.command == "SHOW":
-        return Decision(True, "default.show", f"show {name}")
+        return read_setting(name, scopes)
     if c.command == "RESET" and name == "all":
         return Decision(True, "default.setting", "reset all settings to the session defaults")
     return change_setting(name, c.command.lower(), scopes)
 
 
 VALUE_CHECKED_SETTINGS = frozenset({"client_encoding"})
+
+
+def read_setting(name: str, scopes: Scopes) -> Decision:
+    """SHOW ``name``, or ``current_setting('name')``: settings are where secrets are kept
+    too. A custom setting (a dotted name: ``ALTER DATABASE ... SET app.jwt_secret = ...``,
+    ``ALTER ROLE authenticator SET pgrst.jwt_secret = ...``) is readable by every session of
+    that database or role whatever its privileges, so one is read only with a ``set:``
+    scope naming it; the privileged ones (``PRIVILEGED_SETTINGS``) by no grant; ``SHOW ALL``
+    lists those, so it is refused (one SHOWs a setting by name)."""
+    if name == "all":
+        return _deny(
+            "deny.setting_read",
+            "may not SHOW ALL (it lists settings only superusers may read; SHOW a setting by name)",
+        )
+    if name in PRIVILEGED_SETTINGS:
+        return _deny(
+            "deny.setting_read",
+            f"may not read setting {name} (PostgreSQL shows it only to superusers)",
+        )
+    if "." in name:
+        if name in scopes.settings:
+            return Decision(True, "scope.set", f"show {name} granted")
+        return _deny(
+            "deny.setting_read",
+            f"may not read custom setting {name} (custom settings can hold secrets; "
+            "a set: scope naming it allows reading it)",
+        )
+    return Decision(True, "default.show", f"show {name}")
 
 
 def change_setting(name: str, verb: str, scopes: Scopes) -> Decision:
@@ -183,6 +228,9 @@ def check_function(name: str, scopes: Scopes) -> Decision | None:
 
 def _function(name: str, scopes: Scopes) -> Decision | None:
     """None: allowed; else the denial."""
+    if name.startswith(CURRENT_SETTING_PREFIX):
+        d = read_setting(name[len(CURRENT_SETTING_PREFIX) :], scopes)
+        return None if d.allowed else d
     if name.startswith(SET_CONFIG_PREFIX):
         setting = name[len(SET_CONFIG_PREFIX) :]
         if setting in FORBIDDEN_SETTINGS:
@@ -198,6 +246,11 @@ def _function(name: str, scopes: Scopes) -> Decision | None:
         bare = target[1] if target is not None else name
         if bare is None:
             return _deny("deny.function", f"may not execute {name}")
+        if bare == "current_setting":  # its setting not named by a string literal
+            return _deny(
+                "deny.function",
+                "may not execute current_setting on a setting not named by a string literal",
+            )
         if is_dangerous_function(bare):
             return _deny("deny.function", f"may not execute {bare}")
         if is_builtin_function(bare):

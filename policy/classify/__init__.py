@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from policy.classify.catalogue import (
     BUILTIN_FUNCTIONS,
+    CURRENT_SETTING_PREFIX,
     DANGEROUS_FUNCTIONS,
     LITERAL_NAME_FUNCTIONS,
     SET_CONFIG_PREFIX,
@@ -31,6 +32,7 @@ __all__ = [
     "BUILTIN_FUNCTIONS",
     "DANGEROUS_FUNCTIONS",
     "LITERAL_NAME_FUNCTIONS",
+    "CURRENT_SETTING_PREFIX",
     "SET_CONFIG_PREFIX",
     "TYPED_FUNCTIONS",
     "Classified",

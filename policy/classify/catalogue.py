@@ -9,6 +9,7 @@ from policy.memo import memoized
 
 __all__ = [
     "BUILTIN_FUNCTIONS",
+    "CURRENT_SETTING_PREFIX",
     "DANGEROUS_FUNCTIONS",
     "LITERAL_NAME_FUNCTIONS",
     "SEQUENCE_FUNCTIONS",
@@ -23,6 +24,11 @@ __all__ = [
 # set_config('<name>', ...) with a literal name is reported as this prefix + the setting
 # name, and decided like SET of that setting; any other set_config call stays dangerous.
 SET_CONFIG_PREFIX = "set_config:"
+# current_setting('<name>'[, missing_ok]) with a literal name, as PostgreSQL's parser and
+# sqlglot both read it: this prefix + the setting's name (ASCII-lowered, as PostgreSQL
+# compares setting names), decided like SHOW of that setting. A name that is not a string
+# literal stays the plain call, which no grant may make (it could name any setting).
+CURRENT_SETTING_PREFIX = "current_setting:"
 # Functions whose (literal) argument names a sequence: classified as a use of it.
 SEQUENCE_FUNCTIONS = {"nextval": "update", "setval": "update", "currval": "read"}
 # Functions that interpret a text argument as an object name; their classification (or

@@ -13,6 +13,7 @@ from sqlglot.errors import ParseError
 from sqlglot.tokens import TokenType
 
 from policy.classify.catalogue import (
+    CURRENT_SETTING_PREFIX,
     LITERAL_NAME_FUNCTIONS,
     SEQUENCE_FUNCTIONS,
     SET_CONFIG_PREFIX,
@@ -370,6 +371,12 @@ class Collector:
             return
         if name in LITERAL_NAME_FUNCTIONS:
             self.literal_dependent = True
+        if name == "current_setting" and isinstance(func, exp.Anonymous) and func.expressions:
+            setting = self._literal_value(func.expressions[0])
+            if setting is not None:
+                # decided like SHOW of that setting (PostgreSQL's reading must agree)
+                self.functions.add(CURRENT_SETTING_PREFIX + ascii_lower(setting))
+                return
         if name == "set_config" and isinstance(func, exp.Anonymous) and func.expressions:
             setting = self._literal_value(func.expressions[0])
             if setting is not None:

@@ -18,6 +18,7 @@ from pglast import parser as _pg
 from pglast.error import Error as PgError
 
 from policy.classify.catalogue import (
+    CURRENT_SETTING_PREFIX,
     LITERAL_NAME_FUNCTIONS,
     SET_CONFIG_PREFIX,
     is_builtin_function,
@@ -231,6 +232,8 @@ def _resolve(schema: str | None, name: str, search_path: tuple[str, ...]) -> lis
 
 def function_names(schema: str | None, name: str, search_path: tuple[str, ...]) -> list[str]:
     """Normalized like classify's sqlglot walk: bare for built-ins, schema.name otherwise."""
+    if schema is None and name.startswith(CURRENT_SETTING_PREFIX):
+        return [name]  # a read of a setting named by a literal, as the sqlglot walk names it
     if schema is None:
         if (
             not name.startswith("pg_")

@@ -20,6 +20,9 @@ from typing import Any
 
 from pglast import parser as _pg
 
+from policy.classify.catalogue import CURRENT_SETTING_PREFIX
+from policy.lexer import ascii_lower
+
 __all__ = ["PgParseError", "PgStatement", "parse", "split_texts"]
 
 Name = tuple["str | None", str]  # (schema or None if unqualified, name), as the parser folds
@@ -150,6 +153,16 @@ def _names(items) -> list[str]:
     return out
 
 
+def _string_constant(args: Any) -> str | None:
+    """The first argument's value if it is a plain string constant ('x', E'x', $$x$$)."""
+    if not isinstance(args, list) or not args or not isinstance(args[0], dict):
+        return None
+    const = args[0].get("A_Const")
+    if not isinstance(const, dict) or "sval" not in const:
+        return None
+    return const["sval"].get("sval", "")
+
+
 def _split(parts: list[str]) -> Name | None:
     if not parts:
         return None
@@ -254,6 +267,10 @@ class _Walk:
             name = _split(_names(d.get("funcname")))
             if name is None:
                 raise PgParseError("a function call without a plain name")
+            if name[1] == "current_setting" and name[0] in (None, "pg_catalog"):
+                setting = _string_constant(d.get("args"))
+                if setting is not None:  # the setting it reads, by name
+                    name = (None, CURRENT_SETTING_PREFIX + ascii_lower(setting))
             self.functions.add(name)
         for k, v in d.items():
             if k != "funcname" and isinstance(v, (dict, list)):

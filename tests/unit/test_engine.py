@@ -250,6 +250,36 @@ def test_literal_dependent_statements_never_use_the_fingerprint_cache(first, sec
     assert p.caches.fingerprints == {}
 
 
+def test_reading_a_custom_setting_needs_a_set_scope_through_every_cache_tier():
+    """A custom setting can hold a secret (ALTER DATABASE ... SET app.jwt_secret): it is
+    read only with a set: scope naming it. Texts one character (or one digit, the
+    number-shape tier's unit) away from an allowed read must not be answered from it."""
+    p = StatementPolicy(parse_scopes("read:public.orders set:app.t1,app.tenant"), task="T")
+    allowed = [
+        "SELECT current_setting('app.t1')",
+        "SELECT current_setting('app.tenant', true)",
+        "SHOW app.t1",
+        "SELECT current_setting('jit')",
+    ]
+    denied = [
+        "SELECT current_setting('app.t2')",
+        "SELECT current_setting('app.t1x')",
+        "SELECT current_setting('app.tenanT2', true)",
+        "SHOW app.t2",
+        "SELECT current_setting('app.t1'), current_setting('app.secret')",
+        "SELECT pg_catalog.current_setting('app.t3')",
+        "SELECT current_setting('primary_conninfo')",
+    ]
+    for _ in range(3):  # every tier primed, then asked again
+        for sql in allowed:
+            assert p.check_query(sql).allowed, sql
+            assert p.check_parse(sql).allowed, sql
+        for sql in denied:
+            v = p.check_query(sql)
+            assert not v.allowed and "setting" in v.message, (sql, v.message)
+            assert not p.check_parse(sql).allowed, sql
+
+
 def test_set_config_is_decided_like_set():
     p = policy()
     # asyncpg's type introspection turns JIT off this way

@@ -1,0 +1,191 @@
+"""End to end: settings are where secrets are kept too, the server as the judge.
+
+PostgreSQL lets every session of a database or role read the custom settings set for it
+(``ALTER DATABASE app SET app.jwt_secret = ...``, PostgREST's ``ALTER ROLE authenticator
+SET pgrst.jwt_secret = ...``) whatever the session's privileges, and lists every role's
+own settings in ``pg_roles.rolconfig`` and ``pg_user.useconfig``. A privileged upstream
+role (RDS's master user, here ``pgwitness`` with ``pg_read_all_settings``) also reads the
+settings PostgreSQL keeps from plain roles (``primary_conninfo`` holds the replication
+password). A grant reads a custom setting only with a ``set:`` scope naming it, the
+privileged ones never, and ``SHOW ALL``, ``pg_settings``, ``pg_roles`` and ``pg_user``
+not at all (``policy.decide.read_setting``).
+
+Each attack goes over the simple protocol (a raw client: every frame the proxy sends is
+seen) and the extended protocol; the planted values must never reach the client, and the
+session stays usable.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from common.wire import messages as m
+from policy.decide import PRIVILEGED_SETTINGS
+from tests.support.fixtures_proxy import ProxyHandle, proxy_config
+from tests.support.proxies import issue as grant_issue
+from tests.support.proxies import sqlite_url
+from tests.support.rawpg import RawClient, error_fields
+
+pytestmark = pytest.mark.timeout(120)
+
+AGENT = "e2e-settings"
+SCOPES = "read:public.orders write:public.orders"
+DB_SECRET = "db-level-jwt-secret-5c2e"  # app.r10_jwt, set for the database
+ROLE_SECRET = "role-level-jwt-secret-91fb"  # pgrst.r10_jwt, set for the upstream role
+
+SETUP = f"""
+ALTER DATABASE app SET app.r10_jwt = '{DB_SECRET}';
+ALTER ROLE pgwitness SET pgrst.r10_jwt = '{ROLE_SECRET}';
+GRANT pg_read_all_settings TO pgwitness;
+"""
+TEARDOWN = """
+ALTER DATABASE app RESET app.r10_jwt;
+ALTER ROLE pgwitness RESET pgrst.r10_jwt;
+REVOKE pg_read_all_settings FROM pgwitness;
+"""
+
+
+@pytest.fixture(scope="module")
+def setproxy(pg, tmp_path_factory):
+    pg.psql(SETUP, db="app")
+    url = sqlite_url(tmp_path_factory.mktemp("settings") / "grants.db")
+    handle = ProxyHandle(
+        proxy_config(pg, **{"grants.store": url, "proxy.auth_fail_delay": 0.001})
+    ).start()
+
+    def issue(task: str, scopes: str) -> str:
+        return grant_issue(handle, agent=AGENT, task=task, scopes=scopes)[1]
+
+    handle.token = issue("SET-1", SCOPES)
+    handle.unknown_token = issue("SET-UNK", SCOPES + " unknown:*")
+    handle.named_token = issue("SET-NAMED", SCOPES + " set:app.r10_jwt")
+    handle.data_directory = pg.psql("SHOW data_directory").strip()
+    yield handle
+    handle.stop()
+    pg.psql(TEARDOWN, db="app")
+
+
+def raw(handle, token) -> RawClient:
+    return RawClient.session(handle.host, handle.port, AGENT, token)
+
+
+def simple(client: RawClient, sql: str) -> list[bytes]:
+    return client.query(sql)
+
+
+def extended(client: RawClient, sql: str) -> list[bytes]:
+    client.send(m.parse("", sql), m.bind_no_params(), m.execute(), m.SYNC)
+    return client.frames_until_ready()
+
+
+def received(frames: list[bytes]) -> bytes:
+    return b"".join(frames)
+
+
+def policy_denial(frames: list[bytes]) -> dict[str, str] | None:
+    errors = [error_fields(f) for f in frames if f[:1] == b"E"]
+    return next((e for e in errors if e.get("C") == "42501" and "may not" in e.get("M", "")), None)
+
+
+# What the server would answer with a planted value, were the statement let through.
+CUSTOM_ATTACKS = [
+    "SHOW app.r10_jwt",
+    "SHOW pgrst.r10_jwt",
+    'SHOW "app"."r10_jwt"',
+    "SHOW APP.R10_JWT",
+    "SELECT current_setting('app.r10_jwt')",
+    "SELECT current_setting('pgrst.r10_jwt', true)",
+    "SELECT current_setting('APP.R10_JWT')",
+    "SELECT pg_catalog.current_setting('app.r10_jwt')",
+    'SELECT "current_setting"(\'app.r10_jwt\')',
+    "SELECT current_setting(E'app\\x2er10_jwt')",
+    "SELECT current_setting($$app.r10_jwt$$)",
+    "SELECT current_setting('app.' || 'r10_jwt')",
+    "SELECT current_setting(setting_name => 'app.r10_jwt')",
+    "SELECT current_setting(VARIADIC ARRAY['app.r10_jwt'])",
+    "SELECT current_setting(n) FROM (VALUES ('app.r10_jwt')) v(n)",
+    "SELECT s FROM current_setting('app.r10_jwt') s",
+    "SELECT current_setting('jit'), current_setting('app.r10_jwt')",
+    "SELECT 1 WHERE current_setting('app.r10_jwt') LIKE 'db-%'",
+    "SELECT rolname, rolconfig FROM pg_roles",
+    "SELECT * FROM pg_catalog.pg_roles",
+    "SELECT useconfig FROM pg_user",
+    "SELECT array_to_string(rolconfig, ',') FROM pg_roles WHERE rolname = current_user",
+    "SELECT * FROM pg_settings WHERE name LIKE 'app.%'",
+]
+PRIVILEGED_ATTACKS = [
+    "SHOW data_directory",
+    "SHOW ALL",
+    "SELECT current_setting('data_directory')",
+    "SELECT current_setting('Config_File')",
+    "SELECT setting FROM pg_settings WHERE name = 'data_directory'",
+    "SELECT string_agg(setting, ',') FROM pg_catalog.pg_settings",
+]
+
+
+@pytest.mark.parametrize("send", [simple, extended], ids=["simple", "extended"])
+@pytest.mark.parametrize("sql", CUSTOM_ATTACKS + PRIVILEGED_ATTACKS)
+@pytest.mark.parametrize("grant", ["token", "unknown_token"])
+def test_settings_that_can_hold_secrets_are_not_read(setproxy, send, sql, grant):
+    with raw(setproxy, getattr(setproxy, grant)) as client:
+        frames = send(client, sql)
+        got = received(frames)
+        assert DB_SECRET.encode() not in got and ROLE_SECRET.encode() not in got, (sql, got)
+        assert setproxy.data_directory.encode() not in got, (sql, got)
+        assert policy_denial(frames) is not None, (sql, frames)
+        assert b"1" in received(simple(client, "SELECT 1"))  # the session goes on
+
+
+def test_the_planted_values_are_there_for_the_upstream_role(pg, setproxy):
+    """What makes the attacks above able to fail: directly, as the proxy's upstream role,
+    every one of these reads a planted value."""
+    import psycopg
+
+    with psycopg.connect(pg.dsn("pgwitness", pg.users["pgwitness"], "app"), autocommit=True) as c:
+        assert c.execute("SHOW app.r10_jwt").fetchone() == (DB_SECRET,)
+        assert c.execute("SELECT current_setting('pgrst.r10_jwt')").fetchone() == (ROLE_SECRET,)
+        config = c.execute("SELECT rolconfig FROM pg_roles WHERE rolname = 'pgwitness'").fetchone()
+        assert f"pgrst.r10_jwt={ROLE_SECRET}" in config[0]
+        assert c.execute("SHOW data_directory").fetchone() == (setproxy.data_directory,)
+
+
+@pytest.mark.parametrize("send", [simple, extended], ids=["simple", "extended"])
+def test_a_set_scope_naming_a_custom_setting_reads_it_and_only_it(setproxy, send):
+    with raw(setproxy, setproxy.named_token) as client:
+        for sql in ("SHOW app.r10_jwt", "SELECT current_setting('app.r10_jwt')"):
+            got = received(send(client, sql))
+            assert DB_SECRET.encode() in got, (sql, got)
+        for sql in ("SHOW pgrst.r10_jwt", "SELECT current_setting('pgrst.r10_jwt')"):
+            frames = send(client, sql)
+            assert ROLE_SECRET.encode() not in received(frames), sql
+            assert policy_denial(frames) is not None, sql
+
+
+@pytest.mark.parametrize("send", [simple, extended], ids=["simple", "extended"])
+@pytest.mark.parametrize(
+    ("sql", "value"),
+    [
+        ("SHOW search_path", b"public"),
+        ("SHOW TimeZone", b""),
+        ("SHOW transaction isolation level", b"read committed"),
+        ("SELECT current_setting('jit'), set_config('jit', 'off', false)", b"off"),
+        ("SELECT current_setting('server_version_num')::int > 150000", b"t"),
+    ],
+)
+def test_ordinary_settings_stay_readable(setproxy, send, sql, value):
+    with raw(setproxy, setproxy.token) as client:
+        frames = send(client, sql)
+        assert policy_denial(frames) is None, (sql, frames)
+        assert any(f[:1] == b"D" and value in f for f in frames), (sql, frames)
+
+
+def test_privileged_settings_are_those_postgres_hides_from_a_plain_role(pg):
+    """PRIVILEGED_SETTINGS is derived on the server: what pg_settings lists to a superuser
+    and not to a role without privileges."""
+    pg.psql(
+        "DO $$ BEGIN CREATE ROLE r10_plain NOLOGIN; "
+        "EXCEPTION WHEN duplicate_object THEN NULL; END $$"
+    )
+    every = set(pg.psql("SELECT name FROM pg_settings").split())
+    plain = set(pg.psql("SET ROLE r10_plain; SELECT name FROM pg_settings").split())
+    assert every - plain == PRIVILEGED_SETTINGS
