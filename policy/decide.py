@@ -73,7 +73,7 @@ ALLOWED_CATALOGS = frozenset(
     pg_operator pg_opfamily pg_partitioned_table pg_policy pg_proc pg_publication
     pg_publication_rel pg_range pg_rewrite pg_sequence pg_shdepend pg_shdescription
     pg_tablespace pg_transform pg_trigger pg_ts_config pg_ts_config_map pg_ts_dict
-    pg_ts_parser pg_ts_template pg_type pg_settings pg_roles pg_tables pg_views pg_indexes
+    pg_ts_parser pg_ts_template pg_type pg_roles pg_tables pg_views pg_indexes
     pg_matviews pg_available_extensions pg_available_extension_versions
     pg_cursors pg_prepared_statements pg_timezone_names pg_timezone_abbrevs pg_locks
     pg_stat_user_tables pg_stat_user_indexes pg_statio_user_tables pg_statio_user_indexes
@@ -96,7 +96,7 @@ DENIED_CATALOGS = frozenset(
     pg_replication_slots pg_stat_replication pg_stat_wal_receiver pg_stat_subscription
     pg_replication_origin pg_replication_origin_status pg_foreign_server pg_shmem_allocations
     pg_sequences pg_stat_replication_slots pg_stat_subscription_stats pg_seclabels
-    pg_stat_gssapi pg_stat_ssl pg_settings pg_roles pg_user
+    pg_stat_gssapi pg_stat_ssl pg_settings
     """.split()  # noqa: SIM905 - a word list
 )
 # Settings PostgreSQL 15 lists only to superusers and members of pg_read_all_settings

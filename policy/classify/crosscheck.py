@@ -26,7 +26,7 @@ from policy.classify.catalogue import (
 )
 from policy.classify.model import Classified, StatementClass
 from policy.classify.model import result as _result
-from policy.classify.pgparse import PgParseError, PgStatement, parse
+from policy.classify.pgparse import ROLE_SETTINGS, PgParseError, PgStatement, parse
 from policy.lexer import Statement, ascii_lower, render_name
 
 __all__ = [
@@ -304,6 +304,11 @@ def reconcile(
     if kinds is None or pg.kind not in kinds:
         problems.append(f"statement kind {glot.command} vs {pg.kind}")
     glot_rels = glot.reads | glot.writes
+    if ROLE_SETTINGS in pg.relations:
+        # what the statement shows of pg_roles/pg_user is what pg_db_role_setting keeps:
+        # read from PostgreSQL's tree alone (pgparse._reveals_role_settings)
+        glot = _reading(glot, glot.reads | {_ROLE_SETTINGS_NAME})
+        glot_rels = glot_rels | {_ROLE_SETTINGS_NAME}
     missing_rels = pg_rels - glot_rels
     # a relation is seen by both if any of its search_path candidates is
     if missing_rels:
@@ -372,6 +377,17 @@ def _types(pg: PgStatement) -> frozenset[str]:
         for schema, name in pg.types
         if schema != "pg_catalog"
     )
+
+
+_ROLE_SETTINGS_NAME = render_name(ROLE_SETTINGS[0], ROLE_SETTINGS[1])
+
+
+def _reading(c: Classified, reads: frozenset[str]) -> Classified:
+    """``c`` reading ``reads`` instead."""
+    return Classified(
+        c.sql, c.cls, c.command, reads, c.writes, c.functions, c.detail, c.write_ops,
+        c.operators, c.attributes, c.types,
+    )  # fmt: skip
 
 
 def _with_pg(c: Classified, funcs, operators, attributes, types=_EMPTY) -> Classified:

@@ -562,6 +562,65 @@ def _tree(sql: str) -> list[dict]:
     return tree.get("stmts") or []
 
 
+# pg_roles.rolconfig and pg_user.useconfig are every role's own settings (ALTER ROLE ... SET
+# pgrst.jwt_secret = ...), read from pg_db_role_setting: a statement that can see them
+# reads that catalog (denied), one naming only other columns (psql's \d) does not.
+ROLE_SETTINGS = ("pg_catalog", "pg_db_role_setting", "read")
+_ROLE_VIEWS = frozenset({"pg_roles", "pg_user"})
+_SETTINGS_COLUMNS = frozenset({"rolconfig", "useconfig"})
+
+
+def _reveals_role_settings(tree: dict, relations) -> bool:
+    """Does a statement reading pg_roles or pg_user name a settings column, a star, or a
+    whole row of one, or rename its columns? (Fail closed: any star anywhere counts.)"""
+    views = [
+        (schema, name) for schema, name, _role in relations
+        if name in _ROLE_VIEWS and schema in (None, "pg_catalog")
+    ]  # fmt: skip
+    if not views:
+        return False
+    whole_rows = {name for _schema, name in views}
+    found = False
+
+    def visit(value: Any) -> None:
+        nonlocal found
+        if found:
+            return
+        if isinstance(value, list):
+            for item in value:
+                visit(item)
+            return
+        if not isinstance(value, dict):
+            return
+        for key, inner in value.items():
+            if key == "A_Star":
+                found = True
+            elif key == "String" and isinstance(inner, dict):
+                if inner.get("sval") in _SETTINGS_COLUMNS:
+                    found = True
+            elif key == "RangeVar" and isinstance(inner, dict):
+                if inner.get("relname") in _ROLE_VIEWS:
+                    alias = inner.get("alias") or {}
+                    if alias.get("colnames"):
+                        found = True  # pg_roles r(a, b, ...): rolconfig under another name
+                    if alias.get("aliasname"):
+                        whole_rows.add(alias["aliasname"])
+            elif key == "ColumnRef" and isinstance(inner, dict):
+                fields = inner.get("fields") or []
+                if len(fields) == 1:
+                    only = fields[0].get("String", {}).get("sval") if isinstance(fields[0], dict) else None
+                    if only is not None:
+                        refs.append(only)
+            if found:
+                return
+            visit(inner)
+
+    refs: list[str] = []
+    visit(tree)
+    # a bare name that is a pg_roles/pg_user row (its alias or its own name): every column
+    return found or any(ref in whole_rows for ref in refs)
+
+
 def parse(sql: str) -> tuple[PgStatement, ...]:
     """Every statement of ``sql`` as PostgreSQL's parser reads it; PgParseError if it cannot."""
     stmts = _tree(sql)
@@ -575,6 +634,8 @@ def parse(sql: str) -> tuple[PgStatement, ...]:
         w = _Walk()
         try:
             w.node(kind, node[kind], frozenset())
+            if _reveals_role_settings(node[kind], w.relations):
+                w.relations.add(ROLE_SETTINGS)
         except RecursionError:
             raise PgParseError("statement nested too deeply") from None
         out.append(

@@ -109,6 +109,10 @@ CUSTOM_ATTACKS = [
     "SELECT 1 WHERE current_setting('app.r10_jwt') LIKE 'db-%'",
     "SELECT rolname, rolconfig FROM pg_roles",
     "SELECT * FROM pg_catalog.pg_roles",
+    "TABLE pg_roles",
+    "SELECT to_jsonb(r) FROM pg_roles r",
+    "SELECT l FROM pg_roles r(a, b, c, d, e, f, g, h, i, j, k, l)",
+    "SELECT (r).rolconfig FROM pg_roles r",
     "SELECT useconfig FROM pg_user",
     "SELECT array_to_string(rolconfig, ',') FROM pg_roles WHERE rolname = current_user",
     "SELECT * FROM pg_settings WHERE name LIKE 'app.%'",
@@ -170,6 +174,9 @@ def test_a_set_scope_naming_a_custom_setting_reads_it_and_only_it(setproxy, send
         ("SHOW transaction isolation level", b"read committed"),
         ("SELECT current_setting('jit'), set_config('jit', 'off', false)", b"off"),
         ("SELECT current_setting('server_version_num')::int > 150000", b"t"),
+        # psql's \d lists a table's policies' roles this way: pg_roles without its settings
+        ("SELECT array_to_string(array(SELECT rolname FROM pg_catalog.pg_roles "
+         "WHERE rolname = 'pgwitness'), ',')", b"pgwitness"),
     ],
 )
 def test_ordinary_settings_stay_readable(setproxy, send, sql, value):

@@ -139,8 +139,14 @@ CASES = [
     # settings hold secrets too: the privileged ones are listed by pg_settings to a
     # privileged upstream role, role-level ones (ALTER ROLE ... SET) by pg_roles and pg_user
     ("SELECT * FROM pg_settings", False, "deny.catalog", "pg_settings"),
-    ("SELECT rolname, rolconfig FROM pg_roles", False, "deny.catalog", "pg_roles"),
-    ("SELECT useconfig FROM pg_catalog.pg_user", False, "deny.catalog", "pg_user"),
+    ("SELECT rolname, rolconfig FROM pg_roles", False, "deny.catalog", "pg_db_role_setting"),
+    ("SELECT useconfig FROM pg_catalog.pg_user", False, "deny.catalog", "pg_db_role_setting"),
+    ("SELECT * FROM pg_roles", False, "deny.catalog", "pg_db_role_setting"),
+    ("SELECT to_jsonb(r) FROM pg_roles r", False, "deny.catalog", "pg_db_role_setting"),
+    ("SELECT l FROM pg_roles r(a, b, c, d, e, f, g, h, i, j, k, l)", False, "deny.catalog",
+     "pg_db_role_setting"),
+    ("SELECT rolname FROM pg_roles", True, "default.catalog", ""),
+    ("SELECT count(*) FROM pg_user", True, "default.catalog", ""),
     (
         "SELECT * FROM information_schema.user_mapping_options",
         False,
