@@ -26,6 +26,7 @@ __all__ = [
     "Decision",
     "change_setting",
     "check_function",
+    "check_read",
     "check_write",
     "decide",
     "read_setting",
@@ -327,6 +328,11 @@ def _relation_read(rel: str, scopes: Scopes) -> Decision | None:
     if scopes.allows_relation("read", rel):
         return None
     return _deny("scope.read", f"may not read {rel}")
+
+
+def check_read(rel: str, scopes: Scopes) -> Decision | None:
+    """May ``rel`` be read? None: yes."""
+    return _relation_read(rel, scopes)
 
 
 def check_write(op: str, rel: str, scopes: Scopes) -> Decision | None:

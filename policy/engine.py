@@ -31,7 +31,7 @@ from policy.classify.crosscheck import (
     pg_readings,
     token_signature,
 )
-from policy.decide import Decision, check_function, decide
+from policy.decide import Decision, check_function, check_read, decide
 from policy.lexer import collapse_values, lex, render_name
 from policy.number_shapes import ZERO_DIGITS as ZERO
 from policy.prepared import STATEFUL_COMMANDS, PreparedNames
@@ -264,6 +264,13 @@ class StatementPolicy:
         if self.enforce:
             return Verdict(False, pairs, self._message(denial))
         return Verdict(True, pairs, "", would_deny=True)
+
+    def may_read(self, schema: str, table: str) -> bool:
+        """May this grant read ``schema.table``, as the server names a relation in an error
+        (``proxy.redaction``)? A temporary schema (``pg_temp_3``) is the session's own."""
+        if schema.startswith("pg_temp_"):
+            schema = "pg_temp"
+        return check_read(render_name(schema, table), self.scopes) is None
 
     def check_function_call(self) -> Verdict:
         """Frontend FunctionCall (fast-path by OID): never allowed, it bypasses classification."""

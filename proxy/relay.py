@@ -34,6 +34,7 @@ from .decision_records import DECISION_SHAPE, DecisionRecords
 from .denials import ASYNC as _ASYNC
 from .denials import HOLDABLE as _HOLDABLE
 from .denials import Denials, local_denial
+from .redaction import TABLE_FIELD, redact_error
 from .seams import Health, Policy, SessionSink, Verdict
 
 F = m.Frontend
@@ -447,6 +448,16 @@ class Relay:
                 ours = bool(pending) and denials.schema_field in run[start:end]
                 if _PRIVILEGE_FIELD in run[start:end] and not ours:
                     self._db_denied(run[start:end])
+                if TABLE_FIELD in run[start:end] and not ours:
+                    redacted = self._redacted(run[start:end])
+                    if redacted is not None:  # passed on as the frame below would be
+                        rewritten = self._ensure(rewritten, run, last, start)
+                        if pending and held:  # held frames go before an error not ours
+                            rewritten.extend(held)
+                            held.clear()
+                        rewritten.append(redacted)
+                        last = end
+                        continue
             if t == _COPY_IN:
                 groups.copy_in()
             elif t == _PARAMETER_STATUS and run.startswith(b"client_encoding\x00", start + 5):
@@ -486,6 +497,14 @@ class Relay:
             rewritten.append(run[last:])
             out = b"".join(rewritten)
         return self.deliver(out)
+
+    def _redacted(self, frame: bytes) -> bytes | None:
+        """An error quoting a row of a relation the grant may not read, withheld
+        (``proxy.redaction``); None: passed on as it is (no policy, or a dry run)."""
+        policy = self.policy
+        if policy is None or not policy.enforce:
+            return None
+        return redact_error(frame, policy.may_read, self.encoding)
 
     @property
     def has_held(self) -> bool:

@@ -37,6 +37,10 @@ class Policy(Protocol):
 
     def check_function_call(self) -> Verdict: ...
 
+    def may_read(self, schema: str, table: str) -> bool:
+        """May the grant read this relation (named as the server names it in an error)?"""
+        ...
+
     def needs_offload(self, sql: str) -> bool:
         """Should ``sql`` be classified off the event loop before it is checked?"""
         ...

@@ -805,3 +805,12 @@ def test_bulk_inserts_of_any_size_share_one_classification():
     assert len(p.caches.fingerprints) == cached  # every later size was a fingerprint hit
     denied = p.check_query(bulk(5000, 0).replace("public.orders", "public.customers", 1))
     assert not denied.allowed and "may not" in denied.message
+
+
+def test_may_read_answers_for_relations_named_as_the_server_names_them():
+    p = StatementPolicy(parse_scopes("read:public.orders,reporting.* write:public.audit"), task="T")
+    assert p.may_read("public", "orders") and p.may_read("reporting", "x")
+    assert not p.may_read("secret", "vault") and not p.may_read("public", "audit")  # write only
+    assert p.may_read("pg_temp_3", "scratch")  # the session's own temporary schema
+    assert not p.may_read("pg_catalog", "pg_authid") and p.may_read("pg_catalog", "pg_class")
+    assert not p.may_read("Public", "orders")  # a quoted, other schema

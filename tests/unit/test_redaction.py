@@ -1,0 +1,61 @@
+"""proxy.redaction: an error quoting a row of a relation the grant may not read loses its
+DETAIL and CONTEXT, and nothing else."""
+
+from __future__ import annotations
+
+from common.wire.errors import frame
+from proxy.redaction import error_fields, redact_error
+
+
+def error(*fields: tuple[str, str], encoding: str = "utf-8") -> bytes:
+    body = b"".join(k.encode() + v.encode(encoding) + b"\x00" for k, v in fields) + b"\x00"
+    return frame(b"E", body)
+
+
+FK_ERROR = error(
+    ("S", "ERROR"), ("V", "ERROR"), ("C", "23502"),
+    ("M", 'null value in column "order_id" of relation "r10_fk" violates not-null constraint'),
+    ("D", "Failing row contains (null, r10-fknull-d402)."),
+    ("W", 'SQL statement "UPDATE ONLY "secret"."r10_fk" SET "order_id" = NULL ..."'),
+    ("s", "secret"), ("t", "r10_fk"), ("c", "order_id"), ("n", "r10_fk_order_id_not_null"),
+    ("F", "execMain.c"), ("L", "1975"), ("R", "ExecConstraints"),
+)  # fmt: skip
+
+
+def readable(*names: str):
+    return lambda schema, table: f"{schema}.{table}" in names
+
+
+def test_an_unreadable_relations_row_is_withheld_and_the_rest_kept():
+    out = redact_error(FK_ERROR, readable("public.orders"), "utf-8")
+    assert out is not None
+    before, after = dict(error_fields(FK_ERROR)), dict(error_fields(out))
+    assert b"r10-fknull-d402" not in out and b"UPDATE ONLY" not in out
+    assert after[ord("D")].startswith(b"pgwitness: detail withheld") and b"secret.r10_fk" in after[ord("D")]
+    assert ord("W") not in after
+    assert {k: v for k, v in after.items() if k != ord("D")} == {
+        k: v for k, v in before.items() if k not in (ord("D"), ord("W"))
+    }
+    assert [c for c, _ in error_fields(out)] == [c for c, _ in error_fields(FK_ERROR) if c != ord("W")]
+
+
+def test_a_readable_relation_or_none_named_or_nothing_to_withhold_passes_as_it_is():
+    assert redact_error(FK_ERROR, readable("secret.r10_fk"), "utf-8") is None
+    no_table = error(("S", "ERROR"), ("C", "22P02"), ("M", "invalid input"), ("D", "x"))
+    assert redact_error(no_table, readable(), "utf-8") is None
+    no_detail = error(("S", "ERROR"), ("C", "23505"), ("M", "dup"), ("s", "secret"), ("t", "t"))
+    assert redact_error(no_detail, readable(), "utf-8") is None
+
+
+def test_names_are_read_in_the_client_encoding():
+    seen = []
+    latin = error(("S", "ERROR"), ("D", "Key (k)=(geheim) already exists."),
+                  ("s", "gehéim"), ("t", "tâble"), encoding="latin-1")  # fmt: skip
+
+    def may_read(schema, table):
+        seen.append((schema, table))
+        return False
+
+    out = redact_error(latin, may_read, "latin-1")
+    assert seen == [("gehéim", "tâble")]
+    assert out is not None and b"geheim)" not in out and "gehéim.tâble".encode("latin-1") in out
