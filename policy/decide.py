@@ -313,6 +313,16 @@ def _relation_read(rel: str, scopes: Scopes) -> Decision | None:
     if target is None:
         return _deny("deny.unknown", f"may not read {rel} (unrecognised name)")
     schema, name = target
+    if name is not None and "." in name and schema in _READ_ONLY_SCHEMAS:
+        # a column that holds code (pgparse.SENSITIVE_COLUMNS): "pg_proc.prosrc"
+        base, _, column = name.partition(".")
+        if scopes.allows_relation("read", render_name(schema, base)):
+            return None
+        return _deny(
+            "deny.catalog",
+            f"may not read {column} of {schema}.{base} (function bodies and view "
+            f"definitions can hold secrets; a read:{schema}.{base} scope allows it)",
+        )
     if schema == "pg_catalog":
         if name in DENIED_CATALOGS:
             return _deny("deny.catalog", f"may not read {rel}")

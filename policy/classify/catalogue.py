@@ -208,11 +208,21 @@ CATALOG_STATE_FUNCTIONS = frozenset(
     pg_stat_statements_info pg_get_wal_replay_pause_state pg_get_wal_summarizer_state
     """.split()  # noqa: SIM905 - a word list
 )
+# Deparsers of object definitions: a function's body, a view's or rule's query, where
+# literals (keys, tokens, the values a view filters on) are written down. Like the
+# functions above: allowed only by an execute:pg_catalog.<fn> scope.
+DEFINITION_FUNCTIONS = frozenset(
+    {"pg_get_functiondef", "pg_get_function_sqlbody", "pg_get_viewdef", "pg_get_ruledef"}
+)
 CATALOG_STATE_PREFIXES = ("pg_stat_get_backend_", "pg_stat_statements")
 
 
 def is_catalog_state_function(name: str) -> bool:
-    return name in CATALOG_STATE_FUNCTIONS or name.startswith(CATALOG_STATE_PREFIXES)
+    return (
+        name in CATALOG_STATE_FUNCTIONS
+        or name in DEFINITION_FUNCTIONS
+        or name.startswith(CATALOG_STATE_PREFIXES)
+    )
 
 
 def _is_dangerous_function(name: str) -> bool:

@@ -26,7 +26,7 @@ from policy.classify.catalogue import (
 )
 from policy.classify.model import Classified, StatementClass
 from policy.classify.model import result as _result
-from policy.classify.pgparse import ROLE_SETTINGS, PgParseError, PgStatement, parse
+from policy.classify.pgparse import SENSITIVE_COLUMNS, PgParseError, PgStatement, parse
 from policy.lexer import Statement, ascii_lower, render_name
 
 __all__ = [
@@ -304,11 +304,14 @@ def reconcile(
     if kinds is None or pg.kind not in kinds:
         problems.append(f"statement kind {glot.command} vs {pg.kind}")
     glot_rels = glot.reads | glot.writes
-    if ROLE_SETTINGS in pg.relations:
-        # what the statement shows of pg_roles/pg_user is what pg_db_role_setting keeps:
-        # read from PostgreSQL's tree alone (pgparse._reveals_role_settings)
-        glot = _reading(glot, glot.reads | {_ROLE_SETTINGS_NAME})
-        glot_rels = glot_rels | {_ROLE_SETTINGS_NAME}
+    sensitive = {
+        render_name(sch, n) for sch, n, _ in pg.relations if sch and (sch, n, "read") in _SENSITIVE
+    }
+    if sensitive:
+        # catalog columns that hold settings or code, read from PostgreSQL's tree alone
+        # (pgparse._sensitive_reads): decided as reads of what they show
+        glot = _reading(glot, glot.reads | sensitive)
+        glot_rels = glot_rels | sensitive
     missing_rels = pg_rels - glot_rels
     # a relation is seen by both if any of its search_path candidates is
     if missing_rels:
@@ -379,7 +382,7 @@ def _types(pg: PgStatement) -> frozenset[str]:
     )
 
 
-_ROLE_SETTINGS_NAME = render_name(ROLE_SETTINGS[0], ROLE_SETTINGS[1])
+_SENSITIVE = frozenset(r for columns in SENSITIVE_COLUMNS.values() for r in columns.values())
 
 
 def _reading(c: Classified, reads: frozenset[str]) -> Classified:

@@ -562,30 +562,56 @@ def _tree(sql: str) -> list[dict]:
     return tree.get("stmts") or []
 
 
-# pg_roles.rolconfig and pg_user.useconfig are every role's own settings (ALTER ROLE ... SET
-# pgrst.jwt_secret = ...), read from pg_db_role_setting: a statement that can see them
-# reads that catalog (denied), one naming only other columns (psql's \d) does not.
-ROLE_SETTINGS = ("pg_catalog", "pg_db_role_setting", "read")
-_ROLE_VIEWS = frozenset({"pg_roles", "pg_user"})
-_SETTINGS_COLUMNS = frozenset({"rolconfig", "useconfig"})
-
-
-def _reveals_role_settings(tree: dict, relations) -> bool:
-    """Does a statement reading pg_roles or pg_user name a settings column, a star, or a
-    whole row of one, or rename its columns? (Fail closed: any star anywhere counts.)"""
-    views = [
-        (schema, name) for schema, name, _role in relations
-        if name in _ROLE_VIEWS and schema in (None, "pg_catalog")
-    ]  # fmt: skip
-    if not views:
-        return False
-    whole_rows = {name for _schema, name in views}
-    found = False
+# Catalog columns that hold what must not be read through them, and the relation a
+# statement showing one is taken to read: pg_roles.rolconfig and pg_user.useconfig are
+# every role's own settings (ALTER ROLE ... SET pgrst.jwt_secret = ...), kept in
+# pg_db_role_setting (denied); function bodies and view and rule definitions are code,
+# where literals (keys, tokens, the values a view filters on) are written down: read as
+# ``pg_catalog.<catalog>.<column>`` (denied unless a read scope names the catalog:
+# policy.decide). A statement naming only other columns (psql's \d, drivers' catalog
+# queries) reads none of these.
+SENSITIVE_COLUMNS: dict[tuple[str, str], dict[str, tuple[str, str, str]]] = {
+    ("pg_catalog", "pg_roles"): {"rolconfig": ("pg_catalog", "pg_db_role_setting", "read")},
+    ("pg_catalog", "pg_user"): {"useconfig": ("pg_catalog", "pg_db_role_setting", "read")},
+    ("pg_catalog", "pg_proc"): {
+        c: ("pg_catalog", "pg_proc.prosrc", "read") for c in ("prosrc", "probin", "prosqlbody")
+    },
+    ("pg_catalog", "pg_views"): {"definition": ("pg_catalog", "pg_views.definition", "read")},
+    ("pg_catalog", "pg_matviews"): {
+        "definition": ("pg_catalog", "pg_matviews.definition", "read")
+    },
+    ("pg_catalog", "pg_rules"): {"definition": ("pg_catalog", "pg_rules.definition", "read")},
+    ("pg_catalog", "pg_rewrite"): {
+        c: ("pg_catalog", "pg_rewrite.ev_action", "read") for c in ("ev_action", "ev_qual")
+    },
+    ("information_schema", "routines"): {
+        "routine_definition": ("information_schema", "routines.routine_definition", "read")
+    },
+    ("information_schema", "views"): {
+        "view_definition": ("information_schema", "views.view_definition", "read")
+    },
+}
+def _sensitive_reads(tree: dict, relations) -> set[tuple[str, str, str]]:
+    """What a statement reading one of ``SENSITIVE_COLUMNS``' relations can see of them:
+    a column named (anywhere, any alias), a star, a whole row, or columns renamed by an
+    alias list show it. Fail closed: any star anywhere shows every such column."""
+    found: dict[str, dict[str, tuple[str, str, str]]] = {}  # name or alias -> its columns
+    for schema, name, _role in relations:
+        key = ("pg_catalog" if schema is None and name.startswith("pg_") else schema or "", name)
+        columns = SENSITIVE_COLUMNS.get(key)
+        if columns is not None:
+            found[name] = columns
+    if not found:
+        return set()
+    every = {read for columns in found.values() for read in columns.values()}
+    by_column: dict[str, set[tuple[str, str, str]]] = {}
+    for columns in found.values():
+        for column, read in columns.items():
+            by_column.setdefault(column, set()).add(read)
+    out: set[tuple[str, str, str]] = set()
+    refs: list[str] = []
 
     def visit(value: Any) -> None:
-        nonlocal found
-        if found:
-            return
         if isinstance(value, list):
             for item in value:
                 visit(item)
@@ -594,31 +620,31 @@ def _reveals_role_settings(tree: dict, relations) -> bool:
             return
         for key, inner in value.items():
             if key == "A_Star":
-                found = True
+                out.update(every)
             elif key == "String" and isinstance(inner, dict):
-                if inner.get("sval") in _SETTINGS_COLUMNS:
-                    found = True
+                out.update(by_column.get(inner.get("sval", ""), ()))
             elif key == "RangeVar" and isinstance(inner, dict):
-                if inner.get("relname") in _ROLE_VIEWS:
+                columns = found.get(inner.get("relname", ""))
+                if columns is not None:
                     alias = inner.get("alias") or {}
-                    if alias.get("colnames"):
-                        found = True  # pg_roles r(a, b, ...): rolconfig under another name
+                    if alias.get("colnames"):  # pg_roles r(a, b, ...): renamed columns
+                        out.update(columns.values())
                     if alias.get("aliasname"):
-                        whole_rows.add(alias["aliasname"])
+                        found.setdefault(alias["aliasname"], columns)
             elif key == "ColumnRef" and isinstance(inner, dict):
                 fields = inner.get("fields") or []
-                if len(fields) == 1:
-                    only = fields[0].get("String", {}).get("sval") if isinstance(fields[0], dict) else None
+                if len(fields) == 1 and isinstance(fields[0], dict):
+                    only = fields[0].get("String", {}).get("sval")
                     if only is not None:
                         refs.append(only)
-            if found:
-                return
             visit(inner)
 
-    refs: list[str] = []
     visit(tree)
-    # a bare name that is a pg_roles/pg_user row (its alias or its own name): every column
-    return found or any(ref in whole_rows for ref in refs)
+    for ref in refs:  # a bare name that is such a row (its alias or its name): every column
+        columns = found.get(ref)
+        if columns is not None:
+            out.update(columns.values())
+    return out
 
 
 def parse(sql: str) -> tuple[PgStatement, ...]:
@@ -634,8 +660,7 @@ def parse(sql: str) -> tuple[PgStatement, ...]:
         w = _Walk()
         try:
             w.node(kind, node[kind], frozenset())
-            if _reveals_role_settings(node[kind], w.relations):
-                w.relations.add(ROLE_SETTINGS)
+            w.relations.update(_sensitive_reads(node[kind], w.relations))
         except RecursionError:
             raise PgParseError("statement nested too deeply") from None
         out.append(

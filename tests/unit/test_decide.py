@@ -146,6 +146,17 @@ CASES = [
     ("SELECT l FROM pg_roles r(a, b, c, d, e, f, g, h, i, j, k, l)", False, "deny.catalog",
      "pg_db_role_setting"),
     ("SELECT rolname FROM pg_roles", True, "default.catalog", ""),
+    # code is where literals are written down: function bodies, view and rule definitions
+    ("SELECT prosrc FROM pg_proc WHERE proname = 'f'", False, "deny.catalog",
+     "prosrc of pg_catalog.pg_proc"),
+    ("SELECT * FROM pg_catalog.pg_proc", False, "deny.catalog", "prosrc of pg_catalog.pg_proc"),
+    ("SELECT proname, proargnames FROM pg_proc", True, "default.catalog", ""),
+    ("SELECT definition FROM pg_views", False, "deny.catalog", "definition of pg_catalog.pg_views"),
+    ("SELECT viewname FROM pg_views", True, "default.catalog", ""),
+    ("SELECT v.view_definition FROM information_schema.views v", False, "deny.catalog",
+     "view_definition of information_schema.views"),
+    ("SELECT pg_get_functiondef(16384)", False, "scope.execute", "pg_get_functiondef"),
+    ("SELECT pg_get_viewdef(16384, true)", False, "scope.execute", "pg_get_viewdef"),
     ("SELECT count(*) FROM pg_user", True, "default.catalog", ""),
     (
         "SELECT * FROM information_schema.user_mapping_options",

@@ -814,3 +814,19 @@ def test_may_read_answers_for_relations_named_as_the_server_names_them():
     assert p.may_read("pg_temp_3", "scratch")  # the session's own temporary schema
     assert not p.may_read("pg_catalog", "pg_authid") and p.may_read("pg_catalog", "pg_class")
     assert not p.may_read("Public", "orders")  # a quoted, other schema
+
+
+def test_object_definitions_are_read_with_a_scope_naming_the_catalog_or_deparser():
+    plain = StatementPolicy(parse_scopes("read:public.orders"), task="T")
+    opted = StatementPolicy(
+        parse_scopes("read:public.orders,pg_catalog.pg_proc,pg_catalog.pg_views "
+                     "execute:pg_catalog.pg_get_viewdef"),
+        task="T",
+    )
+    for sql in ("SELECT prosrc FROM pg_proc", "SELECT p FROM pg_proc p",
+                "SELECT definition FROM pg_views", "SELECT pg_get_viewdef(16384)"):
+        assert not plain.check_query(sql).allowed, sql
+        assert opted.check_query(sql).allowed, sql
+    # what the scopes do not name stays refused
+    for sql in ("SELECT definition FROM pg_matviews", "SELECT pg_get_functiondef(16384)"):
+        assert not opted.check_query(sql).allowed, sql
