@@ -591,7 +591,7 @@ SENSITIVE_COLUMNS: dict[tuple[str, str], dict[str, tuple[str, str, str]]] = {
         "view_definition": ("information_schema", "views.view_definition", "read")
     },
 }
-def _sensitive_reads(tree: dict, relations) -> set[tuple[str, str, str]]:
+def _sensitive_reads(tree: dict, relations, kind: str = "") -> set[tuple[str, str, str]]:
     """What a statement reading one of ``SENSITIVE_COLUMNS``' relations can see of them:
     a column named (anywhere, any alias), a star, a whole row, or columns renamed by an
     alias list show it. Fail closed: any star anywhere shows every such column."""
@@ -640,6 +640,10 @@ def _sensitive_reads(tree: dict, relations) -> set[tuple[str, str, str]]:
             visit(inner)
 
     visit(tree)
+    if kind == "CopyStmt" and not tree.get("attlist") and isinstance(tree.get("relation"), dict):
+        columns = found.get(tree["relation"].get("relname", ""))
+        if columns is not None:  # COPY pg_proc TO STDOUT: every column
+            out.update(columns.values())
     for ref in refs:  # a bare name that is such a row (its alias or its name): every column
         columns = found.get(ref)
         if columns is not None:
@@ -660,7 +664,7 @@ def parse(sql: str) -> tuple[PgStatement, ...]:
         w = _Walk()
         try:
             w.node(kind, node[kind], frozenset())
-            w.relations.update(_sensitive_reads(node[kind], w.relations))
+            w.relations.update(_sensitive_reads(node[kind], w.relations, kind))
         except RecursionError:
             raise PgParseError("statement nested too deeply") from None
         out.append(

@@ -272,6 +272,8 @@ METADATA_LEAKS = [
     held("SELECT pg_get_ruledef(oid) FROM pg_rewrite WHERE rulename = 'r10_rule'", "rule"),
     # function bodies
     held("SELECT prosrc FROM pg_proc WHERE proname = 'r10_fn'", "prosrc"),
+    held("COPY pg_catalog.pg_proc TO STDOUT", "prosrc"),  # every column, no star in sight
+    held("SELECT to_jsonb(p) FROM pg_proc p WHERE p.proname = 'r10_fn'", "prosrc"),
     held("SELECT pg_get_functiondef(p.oid) FROM pg_proc p WHERE p.proname = 'r10_fn'", "prosrc"),
     held("SELECT routine_definition FROM information_schema.routines "
          "WHERE routine_name = 'r10_fn'", "prosrc"),
