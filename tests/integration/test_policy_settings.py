@@ -19,12 +19,11 @@ from __future__ import annotations
 
 import pytest
 
-from common.wire import messages as m
 from policy.decide import PRIVILEGED_SETTINGS
 from tests.support.fixtures_proxy import ProxyHandle, proxy_config
 from tests.support.proxies import issue as grant_issue
 from tests.support.proxies import sqlite_url
-from tests.support.rawpg import RawClient, error_fields
+from tests.support.rawpg import RawClient, policy_denial
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -74,17 +73,11 @@ def simple(client: RawClient, sql: str) -> list[bytes]:
 
 
 def extended(client: RawClient, sql: str) -> list[bytes]:
-    client.send(m.parse("", sql), m.bind_no_params(), m.execute(), m.SYNC)
-    return client.frames_until_ready()
+    return client.extended(sql)
 
 
 def received(frames: list[bytes]) -> bytes:
     return b"".join(frames)
-
-
-def policy_denial(frames: list[bytes]) -> dict[str, str] | None:
-    errors = [error_fields(f) for f in frames if f[:1] == b"E"]
-    return next((e for e in errors if e.get("C") == "42501" and "may not" in e.get("M", "")), None)
 
 
 # What the server would answer with a planted value, were the statement let through.

@@ -22,14 +22,13 @@ import time
 import asyncpg
 import pytest
 
-from common.wire import messages as m
 from policy.classify import StatementClass, classify
 from policy.decide import ALLOWED_CATALOGS, DENIED_CATALOGS, DENIED_INFORMATION_SCHEMA
 from policy.scopes import parse_scopes
 from tests.support.fixtures_proxy import ProxyHandle, proxy_config
 from tests.support.proxies import issue as grant_issue
 from tests.support.proxies import sqlite_url
-from tests.support.rawpg import RawClient, describe, error_fields
+from tests.support.rawpg import RawClient, describe, policy_denial
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -94,13 +93,7 @@ def simple(client: RawClient, sql: str) -> list[bytes]:
 
 
 def extended(client: RawClient, sql: str) -> list[bytes]:
-    client.send(m.parse("", sql), m.bind_no_params(), m.execute(), m.SYNC)
-    return client.frames_until_ready()
-
-
-def policy_denial(frames: list[bytes]) -> dict[str, str] | None:
-    errors = [error_fields(f) for f in frames if f[:1] == b"E"]
-    return next((e for e in errors if e.get("C") == "42501" and "may not" in e.get("M", "")), None)
+    return client.extended(sql)
 
 
 def later_frames(client: RawClient, settle: float = 0.3) -> list[bytes]:

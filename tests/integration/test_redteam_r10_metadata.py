@@ -39,7 +39,6 @@ from __future__ import annotations
 import asyncio
 import threading
 
-import asyncpg
 import psycopg
 import pytest
 
@@ -167,27 +166,11 @@ def simple(handle, sql: str, token: str | None = None) -> str:
     return b"".join(frames).decode("utf-8", "replace")
 
 
-async def _extended(handle, sql: str, mode: str, token: str | None) -> str:
-    conn = await asyncpg.connect(
-        host=handle.host, port=handle.port, user=handle.agent, password=token or handle.token,
-        database="app", ssl=False, timeout=10,
-        statement_cache_size=0 if mode == "extended" else 100,
-    )  # fmt: skip
-    try:
-        if mode == "extended":
-            return repr(await conn.fetch(sql))
-        return repr(await (await conn.prepare(sql)).fetch())
-    except asyncpg.PostgresError as exc:
-        return f"error {exc.sqlstate}: {exc} DETAIL: {exc.detail} HINT: {exc.hint}"
-    finally:
-        await conn.close()
-
-
 def received(handle, sql: str, token: str | None = None) -> dict[str, str]:
     """What each protocol gave back for ``sql``: simple, extended (unnamed), prepared."""
     out = {"simple": simple(handle, sql, token)}
     for mode in ("extended", "prepared"):
-        out[mode] = asyncio.run(_extended(handle, sql, mode, token))
+        out[mode] = asyncio.run(planted.attempt(handle, sql, mode, token))
     return out
 
 

@@ -102,8 +102,8 @@ async def attempt(handle, sql: str, mode: str, token: str | None = None) -> str:
         if mode == "extended":
             return repr(await conn.fetch(sql))
         return repr(await (await conn.prepare(sql)).fetch())
-    except asyncpg.PostgresError as exc:
-        return f"error {exc.sqlstate}: {exc}"
+    except asyncpg.PostgresError as exc:  # the detail and hint too: the server's whole word
+        return f"error {exc.sqlstate}: {exc} DETAIL: {exc.detail} HINT: {exc.hint}"
     finally:
         await conn.close()
 

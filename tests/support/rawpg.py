@@ -254,6 +254,12 @@ class RawClient:
         assert code == m.AUTH_SASL_CONTINUE
         return dict(part.split("=", 1) for part in data.decode().split(","))
 
+    def extended(self, sql: str) -> list[bytes]:
+        """``sql`` over the extended protocol (unnamed statement and portal, then Sync):
+        every frame until ReadyForQuery."""
+        self.send(m.parse("", sql), m.bind_no_params(), m.execute(), m.SYNC)
+        return self.frames_until_ready()
+
     def query(self, sql: str) -> list[bytes]:
         self.send(m.query(sql))
         return self.frames_until_ready()
@@ -264,6 +270,12 @@ class RawClient:
         assert frames[-1][:1] == b"Z" and len(rows) == 1, describe(frames)
         n = struct.unpack_from("!i", rows[0], 7)[0]
         return rows[0][11 : 11 + n].decode()
+
+
+def policy_denial(frames: list[bytes]) -> dict[str, str] | None:
+    """The fields of the proxy's policy denial (42501, "may not") among ``frames``."""
+    errors = [error_fields(f) for f in frames if f[:1] == b"E"]
+    return next((e for e in errors if e.get("C") == "42501" and "may not" in e.get("M", "")), None)
 
 
 def error_fields(frame: bytes) -> dict[str, str]:
