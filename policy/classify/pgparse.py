@@ -591,25 +591,83 @@ SENSITIVE_COLUMNS: dict[tuple[str, str], dict[str, tuple[str, str, str]]] = {
         "view_definition": ("information_schema", "views.view_definition", "read")
     },
 }
+# Every column of those relations (PostgreSQL 15; tests/integration/test_policy_settings.py
+# compares them with the server): ``x.name`` where ``name`` is none of them is a call
+# ``name(x)`` of the whole row (``p.row_to_json``), so it shows every column.
+SENSITIVE_RELATION_COLUMNS: dict[tuple[str, str], frozenset[str]] = {
+    key: frozenset(names.split())
+    for key, names in {
+        ("pg_catalog", "pg_proc"): "oid proname pronamespace proowner prolang procost prorows "
+        "provariadic prosupport prokind prosecdef proleakproof proisstrict proretset "
+        "provolatile proparallel pronargs pronargdefaults prorettype proargtypes "
+        "proallargtypes proargmodes proargnames proargdefaults protrftypes prosrc probin "
+        "prosqlbody proconfig proacl",
+        ("pg_catalog", "pg_roles"): "rolname rolsuper rolinherit rolcreaterole rolcreatedb "
+        "rolcanlogin rolreplication rolconnlimit rolpassword rolvaliduntil rolbypassrls "
+        "rolconfig oid",
+        ("pg_catalog", "pg_user"): "usename usesysid usecreatedb usesuper userepl usebypassrls "
+        "passwd valuntil useconfig",
+        ("pg_catalog", "pg_views"): "schemaname viewname viewowner definition",
+        ("pg_catalog", "pg_matviews"): "schemaname matviewname matviewowner tablespace "
+        "hasindexes ispopulated definition",
+        ("pg_catalog", "pg_rules"): "schemaname tablename rulename definition",
+        ("pg_catalog", "pg_rewrite"): "oid rulename ev_class ev_type ev_enabled is_instead "
+        "ev_qual ev_action",
+        ("information_schema", "routines"): "specific_catalog specific_schema specific_name "
+        "routine_catalog routine_schema routine_name routine_type module_catalog "
+        "module_schema module_name udt_catalog udt_schema udt_name data_type "
+        "character_maximum_length character_octet_length character_set_catalog "
+        "character_set_schema character_set_name collation_catalog collation_schema "
+        "collation_name numeric_precision numeric_precision_radix numeric_scale "
+        "datetime_precision interval_type interval_precision type_udt_catalog "
+        "type_udt_schema type_udt_name scope_catalog scope_schema scope_name "
+        "maximum_cardinality dtd_identifier routine_body routine_definition external_name "
+        "external_language parameter_style is_deterministic sql_data_access is_null_call "
+        "sql_path schema_level_routine max_dynamic_result_sets is_user_defined_cast "
+        "is_implicitly_invocable security_type to_sql_specific_catalog "
+        "to_sql_specific_schema to_sql_specific_name as_locator created last_altered "
+        "new_savepoint_level is_udt_dependent result_cast_from_data_type "
+        "result_cast_as_locator result_cast_char_max_length result_cast_char_octet_length "
+        "result_cast_char_set_catalog result_cast_char_set_schema result_cast_char_set_name "
+        "result_cast_collation_catalog result_cast_collation_schema "
+        "result_cast_collation_name result_cast_numeric_precision "
+        "result_cast_numeric_precision_radix result_cast_numeric_scale "
+        "result_cast_datetime_precision result_cast_interval_type "
+        "result_cast_interval_precision result_cast_type_udt_catalog "
+        "result_cast_type_udt_schema result_cast_type_udt_name result_cast_scope_catalog "
+        "result_cast_scope_schema result_cast_scope_name result_cast_maximum_cardinality "
+        "result_cast_dtd_identifier",
+        ("information_schema", "views"): "table_catalog table_schema table_name view_definition "
+        "check_option is_updatable is_insertable_into is_trigger_updatable "
+        "is_trigger_deletable is_trigger_insertable_into",
+    }.items()
+}
+
+
 def _sensitive_reads(tree: dict, relations, kind: str = "") -> set[tuple[str, str, str]]:
     """What a statement reading one of ``SENSITIVE_COLUMNS``' relations can see of them:
-    a column named (anywhere, any alias), a star, a whole row, or columns renamed by an
-    alias list show it. Fail closed: any star anywhere shows every such column."""
-    found: dict[str, dict[str, tuple[str, str, str]]] = {}  # name or alias -> its columns
+    a column named (anywhere, any alias), a star, a whole row (a bare row name, ``x.f``
+    where ``f`` is not one of its columns: a call ``f(x)``, a join's alias), or columns
+    renamed by an alias list show it. Fail closed: any star anywhere shows every such
+    column, and so does a join alias in a statement reading any such relation."""
+    # name or alias -> (its sensitive columns, all its columns)
+    found: dict[str, tuple[dict[str, tuple[str, str, str]], frozenset[str]]] = {}
     for schema, name, _role in relations:
         key = ("pg_catalog" if schema is None and name.startswith("pg_") else schema or "", name)
         columns = SENSITIVE_COLUMNS.get(key)
         if columns is not None:
-            found[name] = columns
+            found[name] = (columns, SENSITIVE_RELATION_COLUMNS.get(key, frozenset()))
     if not found:
         return set()
-    every = {read for columns in found.values() for read in columns.values()}
+    every = {read for columns, _all in found.values() for read in columns.values()}
+    every_columns = {c: r for columns, _all in found.values() for c, r in columns.items()}
+    all_names = frozenset().union(*(names for _columns, names in found.values()))
     by_column: dict[str, set[tuple[str, str, str]]] = {}
-    for columns in found.values():
+    for columns, _all in found.values():
         for column, read in columns.items():
             by_column.setdefault(column, set()).add(read)
     out: set[tuple[str, str, str]] = set()
-    refs: list[str] = []
+    refs: list[tuple[str, str | None]] = []  # (row name, field after it or None)
 
     def visit(value: Any) -> None:
         if isinstance(value, list):
@@ -623,31 +681,38 @@ def _sensitive_reads(tree: dict, relations, kind: str = "") -> set[tuple[str, st
                 out.update(every)
             elif key == "String" and isinstance(inner, dict):
                 out.update(by_column.get(inner.get("sval", ""), ()))
-            elif key == "RangeVar" and isinstance(inner, dict):
-                columns = found.get(inner.get("relname", ""))
-                if columns is not None:
+            elif key in ("RangeVar", "JoinExpr") and isinstance(inner, dict):
+                if key == "RangeVar":
+                    entry = found.get(inner.get("relname", ""))
+                else:  # a join's alias is a row of everything joined
+                    entry = (every_columns, all_names)
+                if entry is not None:
                     alias = inner.get("alias") or {}
                     if alias.get("colnames"):  # pg_roles r(a, b, ...): renamed columns
-                        out.update(columns.values())
+                        out.update(entry[0].values())
                     if alias.get("aliasname"):
-                        found.setdefault(alias["aliasname"], columns)
+                        found.setdefault(alias["aliasname"], entry)
             elif key == "ColumnRef" and isinstance(inner, dict):
-                fields = inner.get("fields") or []
-                if len(fields) == 1 and isinstance(fields[0], dict):
-                    only = fields[0].get("String", {}).get("sval")
-                    if only is not None:
-                        refs.append(only)
+                names = [
+                    f.get("String", {}).get("sval") if isinstance(f, dict) else None
+                    for f in inner.get("fields") or []
+                ]
+                if len(names) == 1 and names[0] is not None:
+                    refs.append((names[0], None))
+                elif len(names) >= 2 and names[-2] is not None and names[-1] is not None:
+                    refs.append((names[-2], names[-1]))
             visit(inner)
 
     visit(tree)
     if kind == "CopyStmt" and not tree.get("attlist") and isinstance(tree.get("relation"), dict):
-        columns = found.get(tree["relation"].get("relname", ""))
-        if columns is not None:  # COPY pg_proc TO STDOUT: every column
-            out.update(columns.values())
-    for ref in refs:  # a bare name that is such a row (its alias or its name): every column
-        columns = found.get(ref)
-        if columns is not None:
-            out.update(columns.values())
+        entry = found.get(tree["relation"].get("relname", ""))
+        if entry is not None:  # COPY pg_proc TO STDOUT: every column
+            out.update(entry[0].values())
+    for row, field in refs:
+        entry = found.get(row)
+        # a bare row name, or x.f where f is not a column of x (a call f(x)): every column
+        if entry is not None and (field is None or field not in entry[1]):
+            out.update(entry[0].values())
     return out
 
 

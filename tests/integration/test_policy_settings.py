@@ -189,3 +189,19 @@ def test_privileged_settings_are_those_postgres_hides_from_a_plain_role(pg):
     every = set(pg.psql("SELECT name FROM pg_settings").split())
     plain = set(pg.psql("SET ROLE r10_plain; SELECT name FROM pg_settings").split())
     assert every - plain == PRIVILEGED_SETTINGS
+
+
+def test_the_column_lists_the_policy_reads_rows_with_are_the_servers(pg):
+    """``x.name`` is a call ``name(x)`` of the whole row when ``name`` is not a column of x
+    (``p.row_to_json`` showed pg_proc's bodies): the policy's column lists must be the
+    server's exactly."""
+    from policy.classify.pgparse import SENSITIVE_COLUMNS, SENSITIVE_RELATION_COLUMNS
+
+    assert set(SENSITIVE_RELATION_COLUMNS) == set(SENSITIVE_COLUMNS)
+    for (schema, name), columns in SENSITIVE_RELATION_COLUMNS.items():
+        got = pg.psql(
+            "SELECT attname FROM pg_attribute WHERE attnum > 0 AND NOT attisdropped "
+            f"AND attrelid = '{schema}.{name}'::regclass"
+        ).split()
+        assert set(got) == columns, (schema, name)
+        assert set(SENSITIVE_COLUMNS[(schema, name)]) <= columns
