@@ -12,6 +12,7 @@ from policy.classify import (
     is_builtin_function,
     is_dangerous_function,
 )
+from policy.classify.catalogue import PRIVILEGED_SETTINGS
 from policy.classify.crosscheck import DISAGREE
 from policy.housekeeping import housekeeping
 from policy.lexer import render_name
@@ -74,7 +75,7 @@ ALLOWED_CATALOGS = frozenset(
     pg_operator pg_opfamily pg_partitioned_table pg_policy pg_proc pg_publication
     pg_publication_rel pg_range pg_rewrite pg_sequence pg_shdepend pg_shdescription
     pg_tablespace pg_transform pg_trigger pg_ts_config pg_ts_config_map pg_ts_dict
-    pg_ts_parser pg_ts_template pg_type pg_roles pg_tables pg_views pg_indexes
+    pg_ts_parser pg_ts_template pg_type pg_settings pg_roles pg_tables pg_views pg_indexes
     pg_matviews pg_available_extensions pg_available_extension_versions
     pg_cursors pg_prepared_statements pg_timezone_names pg_timezone_abbrevs pg_locks
     pg_stat_user_tables pg_stat_user_indexes pg_statio_user_tables pg_statio_user_indexes
@@ -97,21 +98,7 @@ DENIED_CATALOGS = frozenset(
     pg_replication_slots pg_stat_replication pg_stat_wal_receiver pg_stat_subscription
     pg_replication_origin pg_replication_origin_status pg_foreign_server pg_shmem_allocations
     pg_sequences pg_stat_replication_slots pg_stat_subscription_stats pg_seclabels
-    pg_stat_gssapi pg_stat_ssl pg_settings
-    """.split()  # noqa: SIM905 - a word list
-)
-# Settings PostgreSQL 15 lists only to superusers and members of pg_read_all_settings
-# (GUC_SUPERUSER_ONLY): server file paths, libraries, TLS set-up, and primary_conninfo,
-# which holds the replication password. The proxy's upstream role may well be privileged,
-# so no grant reads them. Derived on the server: the names pg_settings lists to a superuser
-# and not to a plain role (tests/integration/test_policy_settings.py derives it again).
-PRIVILEGED_SETTINGS = frozenset(
-    """
-    config_file data_directory dynamic_library_path extension_destdir external_pid_file
-    hba_file ident_file jit_provider krb_server_keyfile log_directory log_filename
-    primary_conninfo session_preload_libraries shared_preload_libraries ssl_ciphers
-    ssl_dh_params_file ssl_ecdh_curve ssl_max_protocol_version ssl_min_protocol_version
-    ssl_passphrase_command unix_socket_directories
+    pg_stat_gssapi pg_stat_ssl
     """.split()  # noqa: SIM905 - a word list
 )
 # information_schema views that show foreign-server credentials to their owner.
@@ -308,6 +295,13 @@ def _temp_view(c: Classified, scopes: Scopes) -> Decision | None:
     return None
 
 
+# Why a column of these is refused (pgparse.SENSITIVE_COLUMNS, SETTINGS_ROWS).
+_HOLDS = {
+    "pg_settings": "every setting, those PostgreSQL shows only to superusers included: "
+    "name one setting with WHERE name = '...', or SHOW it",
+}
+
+
 def _relation_read(rel: str, scopes: Scopes) -> Decision | None:
     target = split_name(rel)
     if target is None:
@@ -318,10 +312,11 @@ def _relation_read(rel: str, scopes: Scopes) -> Decision | None:
         base, _, column = name.partition(".")
         if scopes.allows_relation("read", render_name(schema, base)):
             return None
+        what = _HOLDS.get(base, "it can hold secrets")
         return _deny(
             "deny.catalog",
-            f"may not read {column} of {schema}.{base} (function bodies and view "
-            f"definitions can hold secrets; a read:{schema}.{base} scope allows it)",
+            f"may not read {column} of {schema}.{base} ({what}; a read:{schema}.{base} "
+            "scope allows it)",
         )
     if schema == "pg_catalog":
         if name in DENIED_CATALOGS:

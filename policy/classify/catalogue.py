@@ -12,6 +12,7 @@ __all__ = [
     "CURRENT_SETTING_PREFIX",
     "DANGEROUS_FUNCTIONS",
     "LITERAL_NAME_FUNCTIONS",
+    "PRIVILEGED_SETTINGS",
     "SEQUENCE_FUNCTIONS",
     "SET_CONFIG_PREFIX",
     "TYPED_FUNCTIONS",
@@ -24,6 +25,20 @@ __all__ = [
 # set_config('<name>', ...) with a literal name is reported as this prefix + the setting
 # name, and decided like SET of that setting; any other set_config call stays dangerous.
 SET_CONFIG_PREFIX = "set_config:"
+# Settings PostgreSQL 15 lists only to superusers and members of pg_read_all_settings
+# (GUC_SUPERUSER_ONLY): server file paths, libraries, TLS set-up, and primary_conninfo,
+# which holds the replication password. The proxy's upstream role may well be privileged,
+# so no grant reads them. Derived on the server: the names pg_settings lists to a superuser
+# and not to a plain role (tests/integration/test_policy_settings.py derives it again).
+PRIVILEGED_SETTINGS = frozenset(
+    """
+    config_file data_directory dynamic_library_path extension_destdir external_pid_file
+    hba_file ident_file jit_provider krb_server_keyfile log_directory log_filename
+    primary_conninfo session_preload_libraries shared_preload_libraries ssl_ciphers
+    ssl_dh_params_file ssl_ecdh_curve ssl_max_protocol_version ssl_min_protocol_version
+    ssl_passphrase_command unix_socket_directories
+    """.split()  # noqa: SIM905 - a word list
+)
 # current_setting('<name>'[, missing_ok]) with a literal name, as PostgreSQL's parser and
 # sqlglot both read it: this prefix + the setting's name (ASCII-lowered, as PostgreSQL
 # compares setting names), decided like SHOW of that setting. A name that is not a string

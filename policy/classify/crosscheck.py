@@ -26,7 +26,13 @@ from policy.classify.catalogue import (
 )
 from policy.classify.model import Classified, StatementClass
 from policy.classify.model import result as _result
-from policy.classify.pgparse import SENSITIVE_COLUMNS, PgParseError, PgStatement, parse
+from policy.classify.pgparse import (
+    SENSITIVE_COLUMNS,
+    SETTINGS_ROWS,
+    PgParseError,
+    PgStatement,
+    parse,
+)
 from policy.lexer import Statement, ascii_lower, render_name
 
 __all__ = [
@@ -382,7 +388,9 @@ def _types(pg: PgStatement) -> frozenset[str]:
     )
 
 
-_SENSITIVE = frozenset(r for columns in SENSITIVE_COLUMNS.values() for r in columns.values())
+_SENSITIVE = frozenset(
+    [SETTINGS_ROWS, *(r for columns in SENSITIVE_COLUMNS.values() for r in columns.values())]
+)
 
 
 def _reading(c: Classified, reads: frozenset[str]) -> Classified:

@@ -20,7 +20,7 @@ from typing import Any
 
 from pglast import parser as _pg
 
-from policy.classify.catalogue import CURRENT_SETTING_PREFIX
+from policy.classify.catalogue import CURRENT_SETTING_PREFIX, PRIVILEGED_SETTINGS
 from policy.lexer import ascii_lower
 
 __all__ = ["PgParseError", "PgStatement", "parse", "split_texts"]
@@ -644,6 +644,72 @@ SENSITIVE_RELATION_COLUMNS: dict[tuple[str, str], frozenset[str]] = {
 }
 
 
+# pg_settings lists the settings PostgreSQL shows only to privileged roles to a privileged
+# upstream role. A query restricted to one setting by name (JDBC's metadata asks
+# ``SELECT setting FROM pg_catalog.pg_settings WHERE name='max_index_keys'``) reads that
+# setting; any other reads them all, as this pseudo relation (denied unless a
+# read:pg_catalog.pg_settings scope allows it: policy.decide).
+SETTINGS_ROWS = ("pg_catalog", "pg_settings.setting", "read")
+
+
+def _named_setting(where: Any) -> str | None:
+    """The setting ``name = '<literal>'`` restricts a WHERE to (top level, or one conjunct
+    of a top-level AND), ASCII-lowered; None if it restricts to no single name."""
+    if not isinstance(where, dict):
+        return None
+    if "BoolExpr" in where and where["BoolExpr"].get("boolop") == "AND_EXPR":
+        for arg in where["BoolExpr"].get("args") or ():
+            name = _named_setting(arg)
+            if name is not None:
+                return name
+        return None
+    expr = where.get("A_Expr")
+    if not isinstance(expr, dict) or expr.get("kind") != "AEXPR_OP":
+        return None
+    if [n.get("String", {}).get("sval") for n in expr.get("name") or ()] != ["="]:
+        return None
+    for column, value in ((expr.get("lexpr"), expr.get("rexpr")), (expr.get("rexpr"), expr.get("lexpr"))):
+        if not isinstance(column, dict) or not isinstance(value, dict):
+            continue
+        fields = (column.get("ColumnRef") or {}).get("fields") or []
+        last = fields[-1].get("String", {}).get("sval") if fields and isinstance(fields[-1], dict) else None
+        literal = _string_constant([value])
+        if last == "name" and literal is not None:
+            return ascii_lower(literal)
+    return None
+
+
+def _settings_rows(tree: dict, relations, privileged: frozenset[str]) -> bool:
+    """Does a statement reading pg_settings see more than one, unprivileged, setting?"""
+    if not any(name == "pg_settings" and schema in (None, "pg_catalog") for schema, name, _ in relations):
+        return False
+    occurrences = 0
+    restricted = 0
+
+    def visit(value: Any) -> None:
+        nonlocal occurrences, restricted
+        if isinstance(value, list):
+            for item in value:
+                visit(item)
+            return
+        if not isinstance(value, dict):
+            return
+        for key, inner in value.items():
+            if key == "RangeVar" and isinstance(inner, dict) and inner.get("relname") == "pg_settings":
+                occurrences += 1
+            elif key == "SelectStmt" and isinstance(inner, dict):
+                items = inner.get("fromClause") or []
+                only = items[0].get("RangeVar") if len(items) == 1 and isinstance(items[0], dict) else None
+                if isinstance(only, dict) and only.get("relname") == "pg_settings":
+                    name = _named_setting(inner.get("whereClause"))
+                    if name is not None and name not in privileged and not (only.get("alias") or {}).get("colnames"):
+                        restricted += 1
+            visit(inner)
+
+    visit({"_": tree})
+    return restricted < occurrences or occurrences == 0
+
+
 def _sensitive_reads(tree: dict, relations, kind: str = "") -> set[tuple[str, str, str]]:
     """What a statement reading one of ``SENSITIVE_COLUMNS``' relations can see of them:
     a column named (anywhere, any alias), a star, a whole row (a bare row name, ``x.f``
@@ -730,6 +796,8 @@ def parse(sql: str) -> tuple[PgStatement, ...]:
         try:
             w.node(kind, node[kind], frozenset())
             w.relations.update(_sensitive_reads(node[kind], w.relations, kind))
+            if _settings_rows({kind: node[kind]}, w.relations, PRIVILEGED_SETTINGS):
+                w.relations.add(SETTINGS_ROWS)
         except RecursionError:
             raise PgParseError("statement nested too deeply") from None
         out.append(

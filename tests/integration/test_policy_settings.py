@@ -116,6 +116,10 @@ PRIVILEGED_ATTACKS = [
     "SELECT current_setting('data_directory')",
     "SELECT current_setting('Config_File')",
     "SELECT setting FROM pg_settings WHERE name = 'data_directory'",
+    "SELECT setting FROM pg_settings WHERE name = 'jit' OR name = 'data_directory'",
+    "SELECT setting FROM pg_settings WHERE name = 'jit' UNION SELECT setting FROM pg_settings",
+    "SELECT s.setting FROM pg_settings s, pg_class c WHERE s.name = 'jit' OR c.oid > 0",
+    "SELECT setting FROM pg_settings WHERE name IN ('jit', 'data_directory')",
     "SELECT string_agg(setting, ',') FROM pg_catalog.pg_settings",
 ]
 
@@ -167,6 +171,10 @@ def test_a_set_scope_naming_a_custom_setting_reads_it_and_only_it(setproxy, send
         ("SHOW transaction isolation level", b"read committed"),
         ("SELECT current_setting('jit'), set_config('jit', 'off', false)", b"off"),
         ("SELECT current_setting('server_version_num')::int > 150000", b"t"),
+        # JDBC's DatabaseMetaData asks pg_settings for one setting by name
+        ("SELECT setting FROM pg_catalog.pg_settings WHERE name='max_index_keys'", b"32"),
+        ("SELECT setting FROM pg_catalog.pg_settings WHERE name='default_transaction_isolation'",
+         b"read committed"),
         # psql's \d lists a table's policies' roles this way: pg_roles without its settings
         ("SELECT array_to_string(array(SELECT rolname FROM pg_catalog.pg_roles "
          "WHERE rolname = 'pgwitness'), ',')", b"pgwitness"),

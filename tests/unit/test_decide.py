@@ -138,7 +138,13 @@ CASES = [
     ),
     # settings hold secrets too: the privileged ones are listed by pg_settings to a
     # privileged upstream role, role-level ones (ALTER ROLE ... SET) by pg_roles and pg_user
-    ("SELECT * FROM pg_settings", False, "deny.catalog", "pg_settings"),
+    ("SELECT * FROM pg_settings", False, "deny.catalog", "setting of pg_catalog.pg_settings"),
+    ("SELECT setting FROM pg_catalog.pg_settings WHERE name='max_index_keys'", True,
+     "default.catalog", ""),
+    ("SELECT setting FROM pg_settings WHERE name = 'primary_conninfo'", False, "deny.catalog",
+     "pg_settings"),
+    ("SELECT setting FROM pg_settings WHERE name = 'jit' OR true", False, "deny.catalog",
+     "pg_settings"),
     ("SELECT rolname, rolconfig FROM pg_roles", False, "deny.catalog", "pg_db_role_setting"),
     ("SELECT useconfig FROM pg_catalog.pg_user", False, "deny.catalog", "pg_db_role_setting"),
     ("SELECT * FROM pg_roles", False, "deny.catalog", "pg_db_role_setting"),
