@@ -652,6 +652,20 @@ SENSITIVE_RELATION_COLUMNS: dict[tuple[str, str], frozenset[str]] = {
 SETTINGS_ROWS = ("pg_catalog", "pg_settings.setting", "read")
 
 
+def _entries(tree: Any):
+    """Every (key, value) of every object in a libpg_query JSON tree (order not kept)."""
+    stack = [tree]
+    while stack:
+        value = stack.pop()
+        if isinstance(value, list):
+            stack.extend(value)
+        elif isinstance(value, dict):
+            for key, inner in value.items():
+                yield key, inner
+                if isinstance(inner, (dict, list)):
+                    stack.append(inner)
+
+
 def _named_setting(where: Any) -> str | None:
     """The setting ``name = '<literal>'`` restricts a WHERE to (top level, or one conjunct
     of a top-level AND), ASCII-lowered; None if it restricts to no single name."""
@@ -683,30 +697,17 @@ def _settings_rows(tree: dict, relations, privileged: frozenset[str]) -> bool:
     """Does a statement reading pg_settings see more than one, unprivileged, setting?"""
     if not any(name == "pg_settings" and schema in (None, "pg_catalog") for schema, name, _ in relations):
         return False
-    occurrences = 0
-    restricted = 0
-
-    def visit(value: Any) -> None:
-        nonlocal occurrences, restricted
-        if isinstance(value, list):
-            for item in value:
-                visit(item)
-            return
-        if not isinstance(value, dict):
-            return
-        for key, inner in value.items():
-            if key == "RangeVar" and isinstance(inner, dict) and inner.get("relname") == "pg_settings":
-                occurrences += 1
-            elif key == "SelectStmt" and isinstance(inner, dict):
-                items = inner.get("fromClause") or []
-                only = items[0].get("RangeVar") if len(items) == 1 and isinstance(items[0], dict) else None
-                if isinstance(only, dict) and only.get("relname") == "pg_settings":
-                    name = _named_setting(inner.get("whereClause"))
-                    if name is not None and name not in privileged and not (only.get("alias") or {}).get("colnames"):
-                        restricted += 1
-            visit(inner)
-
-    visit({"_": tree})
+    occurrences = restricted = 0
+    for key, inner in _entries(tree):
+        if key == "RangeVar" and isinstance(inner, dict) and inner.get("relname") == "pg_settings":
+            occurrences += 1
+        elif key == "SelectStmt" and isinstance(inner, dict):
+            items = inner.get("fromClause") or []
+            only = items[0].get("RangeVar") if len(items) == 1 and isinstance(items[0], dict) else None
+            if isinstance(only, dict) and only.get("relname") == "pg_settings":
+                name = _named_setting(inner.get("whereClause"))
+                if name is not None and name not in privileged and not (only.get("alias") or {}).get("colnames"):
+                    restricted += 1
     return restricted < occurrences or occurrences == 0
 
 
@@ -735,41 +736,31 @@ def _sensitive_reads(tree: dict, relations, kind: str = "") -> set[tuple[str, st
     out: set[tuple[str, str, str]] = set()
     refs: list[tuple[str, str | None]] = []  # (row name, field after it or None)
 
-    def visit(value: Any) -> None:
-        if isinstance(value, list):
-            for item in value:
-                visit(item)
-            return
-        if not isinstance(value, dict):
-            return
-        for key, inner in value.items():
-            if key == "A_Star":
-                out.update(every)
-            elif key == "String" and isinstance(inner, dict):
-                out.update(by_column.get(inner.get("sval", ""), ()))
-            elif key in ("RangeVar", "JoinExpr") and isinstance(inner, dict):
-                if key == "RangeVar":
-                    entry = found.get(inner.get("relname", ""))
-                else:  # a join's alias is a row of everything joined
-                    entry = (every_columns, all_names)
-                if entry is not None:
-                    alias = inner.get("alias") or {}
-                    if alias.get("colnames"):  # pg_roles r(a, b, ...): renamed columns
-                        out.update(entry[0].values())
-                    if alias.get("aliasname"):
-                        found.setdefault(alias["aliasname"], entry)
-            elif key == "ColumnRef" and isinstance(inner, dict):
-                names = [
-                    f.get("String", {}).get("sval") if isinstance(f, dict) else None
-                    for f in inner.get("fields") or []
-                ]
-                if len(names) == 1 and names[0] is not None:
-                    refs.append((names[0], None))
-                elif len(names) >= 2 and names[-2] is not None and names[-1] is not None:
-                    refs.append((names[-2], names[-1]))
-            visit(inner)
-
-    visit(tree)
+    for key, inner in _entries(tree):
+        if key == "A_Star":
+            out.update(every)
+        elif key == "String" and isinstance(inner, dict):
+            out.update(by_column.get(inner.get("sval", ""), ()))
+        elif key in ("RangeVar", "JoinExpr") and isinstance(inner, dict):
+            if key == "RangeVar":
+                entry = found.get(inner.get("relname", ""))
+            else:  # a join's alias is a row of everything joined
+                entry = (every_columns, all_names)
+            if entry is not None:
+                alias = inner.get("alias") or {}
+                if alias.get("colnames"):  # pg_roles r(a, b, ...): renamed columns
+                    out.update(entry[0].values())
+                if alias.get("aliasname"):
+                    found.setdefault(alias["aliasname"], entry)
+        elif key == "ColumnRef" and isinstance(inner, dict):
+            names = [
+                f.get("String", {}).get("sval") if isinstance(f, dict) else None
+                for f in inner.get("fields") or []
+            ]
+            if len(names) == 1 and names[0] is not None:
+                refs.append((names[0], None))
+            elif len(names) >= 2 and names[-2] is not None and names[-1] is not None:
+                refs.append((names[-2], names[-1]))
     if kind == "CopyStmt" and not tree.get("attlist") and isinstance(tree.get("relation"), dict):
         entry = found.get(tree["relation"].get("relname", ""))
         if entry is not None:  # COPY pg_proc TO STDOUT: every column
