@@ -230,6 +230,11 @@ class Collector:
                     if _is_reg_cast(node, "REGCLASS"):
                         if not (isinstance(node.this, exp.Literal) and node.this.is_string):
                             continue  # an expression cast to regclass names no relation
+                        if (self._literal_value(node.this) or "").strip().isdigit():
+                            # '16412'::regclass: a relation by OID, as psql's \d writes it
+                            # (no name to decide on; what acts on a relation through a
+                            # regclass, the sequence functions, needs a name: _function)
+                            continue
                         self.reads.add(self._literal_relation(node, "a regclass cast"))
             elif cat == _C_LOCK:
                 self._lock(cast(exp.Lock, node))

@@ -600,6 +600,22 @@ def test_psql_describe_table(pproxy, pg):
     assert "customer_id" in result.stdout
 
 
+def test_psql_describe_a_table_others_reference(pproxy, pg):
+    """A table with triggers (a foreign key pointing at it makes them) gets psql's
+    "Referenced by" query, which names it by OID: '16412'::pg_catalog.regclass."""
+    pg.psql(
+        "SET ROLE pgwitness; CREATE TABLE IF NOT EXISTS secret.p_refs "
+        "(order_id int REFERENCES public.orders (id))",
+        db="app",
+    )
+    try:
+        result = _psql(pproxy, pg, r"\d public.orders")
+        assert result.returncode == 0, result.stderr
+        assert "Referenced by:" in result.stdout and "p_refs" in result.stdout, result.stdout
+    finally:
+        pg.psql("DROP TABLE IF EXISTS secret.p_refs", db="app")
+
+
 # --- startup parameters -----------------------------------------------------------------
 
 

@@ -152,6 +152,10 @@ CASES = [
     ("SELECT l FROM pg_roles r(a, b, c, d, e, f, g, h, i, j, k, l)", False, "deny.catalog",
      "pg_db_role_setting"),
     ("SELECT rolname FROM pg_roles", True, "default.catalog", ""),
+    # a relation by OID (psql's \d): no name to decide on, and nothing read through it
+    ("SELECT * FROM pg_class WHERE oid = '16412'::pg_catalog.regclass", True,
+     "default.catalog", ""),
+    ("SELECT currval('16412'::regclass)", False, "deny.unknown", "literal relation name"),
     # code is where literals are written down: function bodies, view and rule definitions
     ("SELECT prosrc FROM pg_proc WHERE proname = 'f'", False, "deny.catalog",
      "prosrc of pg_catalog.pg_proc"),
