@@ -175,6 +175,41 @@ SELECT NOT has_database_privilege('public', current_database(), 'CREATE')
 """
 
 
+# Foreign keys whose ON DELETE / ON UPDATE action (CASCADE, SET NULL, SET DEFAULT) writes
+# the referencing table when the referenced one is written: (referenced schema, table,
+# referencing schema, table). An error raised in the referencing table (a trigger's RAISE,
+# a CHECK failing on its row) names no relation and may quote that row (proxy/redaction.py).
+CASCADES_SQL = """
+SELECT n1.nspname, c1.relname, n2.nspname, c2.relname
+FROM pg_catalog.pg_constraint k
+JOIN pg_catalog.pg_class c1 ON c1.oid = k.confrelid
+JOIN pg_catalog.pg_namespace n1 ON n1.oid = c1.relnamespace
+JOIN pg_catalog.pg_class c2 ON c2.oid = k.conrelid
+JOIN pg_catalog.pg_namespace n2 ON n2.oid = c2.relnamespace
+WHERE k.contype = 'f' AND (k.confdeltype IN ('c', 'n', 'd') OR k.confupdtype IN ('c', 'n', 'd'))
+"""
+
+
+def cascade_reach(edges) -> dict[str, frozenset[str]]:
+    """``{referenced: every relation a write of it may write through foreign-key actions}``
+    from ``(referenced, referencing)`` pairs (names as classify renders them): the
+    transitive closure, since a cascaded write cascades on."""
+    direct: dict[str, set[str]] = {}
+    for referenced, referencing in edges:
+        direct.setdefault(referenced, set()).add(referencing)
+    out: dict[str, frozenset[str]] = {}
+    for start in direct:
+        seen: set[str] = set()
+        todo = list(direct[start])
+        while todo:
+            rel = todo.pop()
+            if rel not in seen:
+                seen.add(rel)
+                todo.extend(direct.get(rel, ()))
+        out[start] = frozenset(seen)
+    return out
+
+
 @dataclass(frozen=True, slots=True)
 class Snapshot:
     functions: frozenset[str]  # names callable with column syntax
@@ -195,6 +230,9 @@ class Snapshot:
     # an OID from FIRST_NORMAL_OID on that is in neither was made after the load
     type_oids: dict[int, frozenset[str]] = field(default_factory=dict)
     known_type_oids: frozenset[int] = frozenset()
+    # referenced relation -> the relations its writes may write through foreign-key
+    # actions (CASCADES_SQL, cascade_reach)
+    cascades: dict[str, frozenset[str]] = field(default_factory=dict)
 
     @property
     def user_schema_safe(self) -> bool:
@@ -326,12 +364,13 @@ class CatalogCache:
         user_types: dict[str, frozenset[str]] | None = None,
         type_oids: dict[int, frozenset[str]] | None = None,
         known_type_oids=(),
+        cascades: dict[str, frozenset[str]] | None = None,
     ) -> Snapshot:
         entry = self.entries.setdefault(database, _Entry())
         snap = Snapshot(
             frozenset(functions), dict(columns), time.monotonic(), False, role_schemas_absent,
             dict(user_functions or {}), dict(user_operators or {}), dict(user_types or {}),
-            dict(type_oids or {}), frozenset(known_type_oids),
+            dict(type_oids or {}), frozenset(known_type_oids), dict(cascades or {}),
         )  # fmt: skip
         snap = with_defined(snap, entry.defined)
         entry.snapshot = snap

@@ -272,6 +272,22 @@ class StatementPolicy:
             schema = "pg_temp"
         return check_read(render_name(schema, table), self.scopes) is None
 
+    def writes_unreadable(self, verdict: Verdict) -> bool:
+        """Does this allowed statement update or delete rows of a relation whose
+        foreign-key actions write one the grant may not read (``Snapshot.cascades``)? An
+        error or notice raised there (a trigger's RAISE, a CHECK failing on its row) may
+        quote that row without naming the relation (``proxy.redaction.withhold_message``)."""
+        snap = self._snapshot_seen
+        if snap is None or not snap.cascades:
+            return False
+        for classified, _decision in verdict.decisions:
+            for op, rel in classified.write_ops:
+                if op == "update" or op == "delete":
+                    for target in snap.cascades.get(rel, ()):
+                        if check_read(target, self.scopes) is not None:
+                            return True
+        return False
+
     def check_function_call(self) -> Verdict:
         """Frontend FunctionCall (fast-path by OID): never allowed, it bypasses classification."""
         message = self._message(

@@ -9,6 +9,7 @@ import logging
 
 from common.wire import messages as m
 from policy.catalog import (
+    CASCADES_SQL,
     COLUMNS_SQL,
     FUNCTIONS_SQL,
     ROLE_SCHEMAS_SQL,
@@ -17,6 +18,7 @@ from policy.catalog import (
     USER_TYPE_OIDS_SQL,
     USER_TYPES_SQL,
     CatalogCache,
+    cascade_reach,
 )
 from policy.lexer import render_name
 
@@ -99,9 +101,10 @@ class CatalogLoader:
 
     async def load(self, database: str) -> None:
         (functions, column_rows, role_schemas, user_function_rows, user_operator_rows,
-         user_type_rows, type_oid_rows) = await _queries(
+         user_type_rows, type_oid_rows, cascade_rows) = await _queries(
             self.cfg, self.credentials, database, FUNCTIONS_SQL, COLUMNS_SQL, ROLE_SCHEMAS_SQL,
             USER_FUNCTIONS_SQL, USER_OPERATORS_SQL, USER_TYPES_SQL, USER_TYPE_OIDS_SQL,
+            CASCADES_SQL,
         )  # fmt: skip
         functions, column_rows = _ok(functions), _ok(column_rows)
         user_functions: dict[str, set[str]] = {}
@@ -137,6 +140,9 @@ class CatalogLoader:
             _frozen(user_types),
             _frozen(type_oids),
             [int(r[0]) for r in _ok(type_oid_rows)],
+            cascade_reach(
+                (render_name(s1, t1), render_name(s2, t2)) for s1, t1, s2, t2 in _ok(cascade_rows)
+            ),
         )
 
     def refresh(self, database: str) -> asyncio.Task:

@@ -8,7 +8,16 @@ row contains (...)``, ``Key (k)=(...) already exists``) and its CONTEXT the inte
 query. Such an error names its relation in the schema and table fields (``s``, ``t``); if
 the grant may not read that relation, the DETAIL is replaced by a note and the CONTEXT is
 dropped. The message, SQLSTATE and constraint name stay: the client still learns what
-failed, not the row it failed on. Sans-IO: bytes in, bytes out.
+failed, not the row it failed on.
+
+An error or notice raised in a relation the statement wrote through a foreign key's
+action names no relation when it comes from a trigger's RAISE or an expression failing on
+that relation's row (``invalid input syntax for type integer: "<the row's value>"``). For
+statements whose actions reach a relation the grant may not read
+(``StatementPolicy.writes_unreadable``), the relay keeps, from the first such statement
+on (prepared or run) to the end of the session, only the severity and SQLSTATE of the
+server's errors and notices (``withhold_message``). Sans-IO: bytes in, bytes
+out.
 """
 
 from __future__ import annotations
@@ -55,4 +64,21 @@ def redact_error(frame: bytes, may_read: Callable[[str, str], bool], encoding: s
         for code, value in fields
         if code != ord("W")
     )
+    return _frame(frame[:1], body + b"\x00")
+
+
+_KEPT = (ord("S"), ord("V"), ord("C"))  # severity (localized and not), SQLSTATE
+
+
+def withhold_message(frame: bytes, encoding: str) -> bytes:
+    """An ErrorResponse/NoticeResponse reduced to its severity and SQLSTATE, with a note
+    for a message: it was raised while foreign-key actions wrote a relation the grant may
+    not read, and may quote that relation's rows."""
+    note = (
+        "pgwitness: message withheld: the statement's foreign-key actions write a relation "
+        "this grant may not read, and the server's message may quote its rows"
+    ).encode(encoding, "replace")
+    fields = [(code, value) for code, value in error_fields(frame) if code in _KEPT]
+    fields.append((ord("M"), note))
+    body = b"".join(bytes((code,)) + value + b"\x00" for code, value in fields)
     return _frame(frame[:1], body + b"\x00")

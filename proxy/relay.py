@@ -34,7 +34,7 @@ from .decision_records import DECISION_SHAPE, DecisionRecords
 from .denials import ASYNC as _ASYNC
 from .denials import HOLDABLE as _HOLDABLE
 from .denials import Denials, local_denial
-from .redaction import TABLE_FIELD, redact_error
+from .redaction import TABLE_FIELD, redact_error, withhold_message
 from .seams import Health, Policy, SessionSink, Verdict
 
 F = m.Frontend
@@ -46,6 +46,7 @@ _NAMES = {F.QUERY: "Query", F.PARSE: "Parse", F.FUNCTION_CALL: "FunctionCall"}
 _QUERY, _PARSE, _TERMINATE = F.QUERY, F.PARSE, F.TERMINATE
 _READY, _ERROR, _COPY_IN = B.READY_FOR_QUERY, B.ERROR_RESPONSE, B.COPY_IN_RESPONSE
 _PARAMETER_STATUS = B.PARAMETER_STATUS
+_NOTICE = B.NOTICE_RESPONSE
 _CONFORMING = b"standard_conforming_strings\x00"  # a ParameterStatus body's name
 # Server frames looked at even when no denial is in flight.
 _WATCHED = frozenset((_READY, _ERROR, _COPY_IN, _PARAMETER_STATUS))
@@ -146,6 +147,11 @@ class Relay:
         # For db.denied records: statements the policy decided, each with the number of the
         # Sync group it was sent in (``groups.sent_groups``, ``groups.answered``).
         self._decided: deque[tuple[int, Verdict]] = deque(maxlen=64)
+        # The session ran (or prepared) a statement whose foreign-key actions write a
+        # relation the grant may not read: from then on, what the server says in errors
+        # and notices is withheld (proxy.redaction.withhold_message). For the session, not
+        # the statement: a prepared statement runs in a later Sync group than its Parse.
+        self.withholding = False
 
     def _client_encoding(self, name: str) -> None:
         """The server says which encoding it now reads the client's bytes in: the truth.
@@ -273,6 +279,9 @@ class Relay:
                 verdict = policy.check_function_call()
                 self._record(verdict, "FunctionCall", "")
             if verdict.allowed:
+                if (not self.withholding and policy is not None
+                        and not isinstance(verdict, Refusal) and policy.writes_unreadable(verdict)):
+                    self.withholding = True
                 if self.upstream_clean:
                     for classified, _decision in verdict.decisions:
                         cls = classified.cls
@@ -416,6 +425,7 @@ class Relay:
         held = denials.held
         groups = self.groups
         counting = groups.counting()
+        tainted = self.withholding
         for t, start, end in frames:
             if counting:
                 if t in _ANSWERS:
@@ -423,8 +433,23 @@ class Relay:
                 elif t == _ERROR:
                     groups.error()
                     counting = False  # answered or skipped now: nothing more to count
-            if not pending and t not in _WATCHED:
+            if not pending and t not in _WATCHED and not (tainted and t == _NOTICE):
                 continue  # DataRow, CommandComplete, ...: the common case
+            if tainted and t in (_ERROR, _NOTICE):
+                ours = t == _ERROR and bool(pending) and denials.schema_field in run[start:end]
+                if not ours and not (t == _NOTICE and pending and denials.tag_bytes in run[start:end]):
+                    if t == _ERROR:
+                        if run[start + 5 : start + 11] in (b"SFATAL", b"SPANIC"):
+                            self.upstream_fatal = True
+                        if _PRIVILEGE_FIELD in run[start:end]:
+                            self._db_denied(run[start:end])
+                    rewritten = self._ensure(rewritten, run, last, start)
+                    if t == _ERROR and pending and held:  # held frames go before an error
+                        rewritten.extend(held)
+                        held.clear()
+                    rewritten.append(withhold_message(run[start:end], self.encoding))
+                    last = end
+                    continue
             if t == _READY:
                 self.tx_status = run[start + 5 : end]
                 if held:

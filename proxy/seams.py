@@ -41,6 +41,11 @@ class Policy(Protocol):
         """May the grant read this relation (named as the server names it in an error)?"""
         ...
 
+    def writes_unreadable(self, verdict: Verdict) -> bool:
+        """Do this allowed statement's foreign-key actions write a relation the grant may
+        not read (its errors and notices may quote that relation's rows)?"""
+        ...
+
     def needs_offload(self, sql: str) -> bool:
         """Should ``sql`` be classified off the event loop before it is checked?"""
         ...

@@ -25,6 +25,7 @@ from hypothesis import strategies as st
 from common.wire import messages as m
 from common.wire.errors import frame
 from common.wire.framing import FrameReader
+from tests.support.fakes import PolicySeam
 from tests.support.pg import (
     UPSTREAM_USER,
     arun,
@@ -1169,7 +1170,7 @@ def test_pgbench_through_proxy(proxy, pg, bench_db):
 # --- the Relay's deny path against the real server (no proxy server in between) ------------
 
 
-class DenyPayroll:
+class DenyPayroll(PolicySeam):
     """A stand-in policy: anything naming payroll is denied."""
 
     message = "pgwitness: task t may not read secret.payroll (rule scope.read)"

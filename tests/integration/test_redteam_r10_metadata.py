@@ -360,7 +360,10 @@ def test_foreign_key_actions_do_not_echo_the_referencing_row(px, pg, sql, key, s
         got = probe(px, sql, S[key])
         for mode, text in got.items():
             assert sqlstate in text or mode != "simple", (mode, text[-400:])
-            assert "detail withheld" in text and "r10_" in text, (mode, text[-400:])
+            # the relay knows these writes cascade into unreadable tables (the catalog's
+            # foreign keys), so the whole message is withheld; the error's own table field
+            # would have withheld its DETAIL anyway (proxy/redaction.py)
+            assert "message withheld" in text or "detail withheld" in text, (mode, text[-400:])
             assert "RI_ConstraintTrigger" not in text and "OPERATOR(pg_catalog" not in text
     finally:  # the write failed in every mode: nothing changed
         assert on_pg(pg, "SELECT count(*) FROM public.orders WHERE id IN (9101, 9102, 9103)") == "3"

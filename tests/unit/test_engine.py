@@ -830,3 +830,28 @@ def test_object_definitions_are_read_with_a_scope_naming_the_catalog_or_deparser
     # what the scopes do not name stays refused
     for sql in ("SELECT definition FROM pg_matviews", "SELECT pg_get_functiondef(16384)"):
         assert not opted.check_query(sql).allowed, sql
+
+
+def test_writes_unreadable_follows_foreign_key_actions_to_relations_the_grant_may_not_read():
+    from policy.catalog import Snapshot, cascade_reach
+
+    reach = cascade_reach([("public.orders", "secret.fk"), ("secret.fk", "secret.deeper"),
+                           ("public.orders", "public.customers")])  # fmt: skip
+    assert reach["public.orders"] == {"secret.fk", "secret.deeper", "public.customers"}
+    assert reach["secret.fk"] == {"secret.deeper"}
+    snapshot = Snapshot(frozenset(), {}, cascades=reach)
+    p = StatementPolicy(parse_scopes("read:public.orders,public.customers write:public.orders"),
+                        task="T")  # fmt: skip
+    p.catalog = lambda: snapshot
+    for sql, expected in [
+        ("DELETE FROM public.orders WHERE id = 1", True),
+        ("UPDATE public.orders SET id = 2 WHERE id = 1", True),
+        ("INSERT INTO public.orders (id) VALUES (1)", False),  # inserts run no actions
+        ("SELECT * FROM public.orders", False),
+    ]:
+        verdict = p.check_query(sql)
+        assert verdict.allowed, sql
+        assert p.writes_unreadable(verdict) is expected, sql
+    readable = StatementPolicy(parse_scopes("read:public.*,secret.* write:public.orders"), task="T")
+    readable.catalog = lambda: snapshot
+    assert not readable.writes_unreadable(readable.check_query("DELETE FROM public.orders"))

@@ -59,3 +59,19 @@ def test_names_are_read_in_the_client_encoding():
     out = redact_error(latin, may_read, "latin-1")
     assert seen == [("gehéim", "tâble")]
     assert out is not None and b"geheim)" not in out and "gehéim.tâble".encode("latin-1") in out
+
+
+def test_withhold_message_keeps_severity_and_sqlstate_only():
+    from proxy.redaction import withhold_message
+
+    raised = error(("S", "ERROR"), ("V", "ERROR"), ("C", "P0001"), ("M", "row is protected"),
+                   ("D", "row (9302,secret-value)"), ("W", "PL/pgSQL function ..."),
+                   ("F", "pl_exec.c"))  # fmt: skip
+    out = withhold_message(raised, "utf-8")
+    fields = dict(error_fields(out))
+    assert set(fields) == {ord("S"), ord("V"), ord("C"), ord("M")}
+    assert fields[ord("C")] == b"P0001" and b"message withheld" in fields[ord("M")]
+    assert b"secret-value" not in out and out[:1] == b"E"
+    notice = frame(b"N", b"SNOTICE\x00VNOTICE\x00C00000\x00Marchiving (9303,secret)\x00\x00")
+    reduced = withhold_message(notice, "utf-8")
+    assert reduced[:1] == b"N" and b"secret" not in reduced

@@ -33,6 +33,7 @@ from common.wire.framing import (
 )
 from policy.engine import Verdict
 from proxy.relay import Relay, RowFilter
+from tests.support.fakes import PolicySeam
 
 I32 = struct.Struct("!i")
 
@@ -479,7 +480,7 @@ def verdict(allowed: bool, message: str = "") -> Verdict:
     return Verdict(allowed, (), message)
 
 
-class FakePolicy:
+class FakePolicy(PolicySeam):
     """Denies any statement mentioning ``payroll``."""
 
     def __init__(self):

@@ -1,0 +1,16 @@
+"""What stand-in policies share: the parts of the relay's Policy seam (proxy.seams) that a
+test about statements does not exercise."""
+
+from __future__ import annotations
+
+
+class PolicySeam:
+    """Enforcing, reads everything but schema ``secret``, no foreign-key actions known."""
+
+    enforce = True
+
+    def may_read(self, schema: str, table: str) -> bool:
+        return schema != "secret"
+
+    def writes_unreadable(self, verdict) -> bool:
+        return False
