@@ -279,9 +279,9 @@ class Relay:
                 verdict = policy.check_function_call()
                 self._record(verdict, "FunctionCall", "")
             if verdict.allowed:
-                if (not self.withholding and policy is not None
+                if (not self.withholding and policy is not None and policy.enforce
                         and not isinstance(verdict, Refusal) and policy.writes_unreadable(verdict)):
-                    self.withholding = True
+                    self.withholding = True  # (a dry run refuses and withholds nothing)
                 if self.upstream_clean:
                     for classified, _decision in verdict.decisions:
                         cls = classified.cls
@@ -435,21 +435,13 @@ class Relay:
                     counting = False  # answered or skipped now: nothing more to count
             if not pending and t not in _WATCHED and not (tainted and t == _NOTICE):
                 continue  # DataRow, CommandComplete, ...: the common case
-            if tainted and t in (_ERROR, _NOTICE):
-                ours = t == _ERROR and bool(pending) and denials.schema_field in run[start:end]
-                if not ours and not (t == _NOTICE and pending and denials.tag_bytes in run[start:end]):
-                    if t == _ERROR:
-                        if run[start + 5 : start + 11] in (b"SFATAL", b"SPANIC"):
-                            self.upstream_fatal = True
-                        if _PRIVILEGE_FIELD in run[start:end]:
-                            self._db_denied(run[start:end])
-                    rewritten = self._ensure(rewritten, run, last, start)
-                    if t == _ERROR and pending and held:  # held frames go before an error
-                        rewritten.extend(held)
-                        held.clear()
-                    rewritten.append(withhold_message(run[start:end], self.encoding))
-                    last = end
-                    continue
+            if t == _NOTICE and tainted and not (pending and denials.tag_bytes in run[start:end]):
+                # the session's writes reach an unreadable relation through foreign-key
+                # actions: a notice keeps its severity and SQLSTATE (proxy.redaction)
+                rewritten = self._ensure(rewritten, run, last, start)
+                rewritten.append(withhold_message(run[start:end], self.encoding))
+                last = end
+                continue
             if t == _READY:
                 self.tx_status = run[start + 5 : end]
                 if held:
@@ -473,8 +465,8 @@ class Relay:
                 ours = bool(pending) and denials.schema_field in run[start:end]
                 if _PRIVILEGE_FIELD in run[start:end] and not ours:
                     self._db_denied(run[start:end])
-                if TABLE_FIELD in run[start:end] and not ours:
-                    redacted = self._redacted(run[start:end])
+                if not ours and (tainted or TABLE_FIELD in run[start:end]):
+                    redacted = self._redacted(run[start:end], tainted)
                     if redacted is not None:  # passed on as the frame below would be
                         rewritten = self._ensure(rewritten, run, last, start)
                         if pending and held:  # held frames go before an error not ours
@@ -523,12 +515,16 @@ class Relay:
             out = b"".join(rewritten)
         return self.deliver(out)
 
-    def _redacted(self, frame: bytes) -> bytes | None:
-        """An error quoting a row of a relation the grant may not read, withheld
-        (``proxy.redaction``); None: passed on as it is (no policy, or a dry run)."""
+    def _redacted(self, frame: bytes, withholding: bool) -> bytes | None:
+        """An error that may quote a row of a relation the grant may not read, withheld
+        (``proxy.redaction``): all but severity and SQLSTATE while ``withholding``, else its
+        DETAIL and CONTEXT if it names such a relation. None: passed on as it is (no
+        policy, a dry run, nothing to withhold)."""
         policy = self.policy
         if policy is None or not policy.enforce:
             return None
+        if withholding:
+            return withhold_message(frame, self.encoding)
         return redact_error(frame, policy.may_read, self.encoding)
 
     @property
