@@ -140,6 +140,7 @@ client_tls_key_file = {pg.server_key}
 """
     else:
         tls_lines = "server_tls_sslmode = disable\nclient_tls_sslmode = disable\n"
+    reuse = "so_reuseport = 1\n" if process else ""  # several processes share the port
     return f"""\
 [databases]
 {DB} = host={pg.host} port={pg.port} dbname={DB} user={UPSTREAM_USER} password={UPSTREAM_PASSWORD}
@@ -156,7 +157,7 @@ default_pool_size = 50
 logfile = {workdir}/pgbouncer{process}.log
 pidfile = {workdir}/pgbouncer{process}.pid
 ignore_startup_parameters = extra_float_digits
-{"so_reuseport = 1" + chr(10) if process else ""}{tls_lines}log_connections = 0
+{reuse}{tls_lines}log_connections = 0
 log_disconnections = 0
 """
 

@@ -168,6 +168,9 @@ class StatementPolicy:
         # defines ({bare name: {"schema.name"}}): unqualified calls may resolve to them.
         self.on_ddl: Callable[[dict[str, frozenset[str]]], object] | None = None
         self._snapshot_seen: Snapshot | None = None
+        # (snapshot, the relations whose foreign-key actions reach one this grant may not
+        # read): writes_unreadable's answer per snapshot
+        self._unreadable_reach: tuple[Snapshot | None, frozenset[str]] = (None, frozenset())
         self._precomputed: dict[str, tuple[Classified, ...]] = {}  # classified off the loop
 
     @property
@@ -280,12 +283,17 @@ class StatementPolicy:
         snap = self._snapshot_seen
         if snap is None or not snap.cascades:
             return False
+        seen, reach = self._unreadable_reach
+        if seen is not snap:  # worked out once per snapshot, not per statement
+            reach = frozenset(
+                rel for rel, targets in snap.cascades.items()
+                if any(check_read(target, self.scopes) is not None for target in targets)
+            )  # fmt: skip
+            self._unreadable_reach = (snap, reach)
         for classified, _decision in verdict.decisions:
             for op, rel in classified.write_ops:
-                if op == "update" or op == "delete":
-                    for target in snap.cascades.get(rel, ()):
-                        if check_read(target, self.scopes) is not None:
-                            return True
+                if (op == "update" or op == "delete") and rel in reach:
+                    return True
         return False
 
     def check_function_call(self) -> Verdict:

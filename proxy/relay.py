@@ -425,7 +425,7 @@ class Relay:
         held = denials.held
         groups = self.groups
         counting = groups.counting()
-        tainted = self.withholding
+        withholding = self.withholding
         for t, start, end in frames:
             if counting:
                 if t in _ANSWERS:
@@ -433,9 +433,9 @@ class Relay:
                 elif t == _ERROR:
                     groups.error()
                     counting = False  # answered or skipped now: nothing more to count
-            if not pending and t not in _WATCHED and not (tainted and t == _NOTICE):
+            if not pending and t not in _WATCHED and not (withholding and t == _NOTICE):
                 continue  # DataRow, CommandComplete, ...: the common case
-            if t == _NOTICE and tainted and not (pending and denials.tag_bytes in run[start:end]):
+            if t == _NOTICE and withholding and not (pending and denials.tag_bytes in run[start:end]):
                 # the session's writes reach an unreadable relation through foreign-key
                 # actions: a notice keeps its severity and SQLSTATE (proxy.redaction)
                 rewritten = self._ensure(rewritten, run, last, start)
@@ -465,8 +465,8 @@ class Relay:
                 ours = bool(pending) and denials.schema_field in run[start:end]
                 if _PRIVILEGE_FIELD in run[start:end] and not ours:
                     self._db_denied(run[start:end])
-                if not ours and (tainted or TABLE_FIELD in run[start:end]):
-                    redacted = self._redacted(run[start:end], tainted)
+                if not ours and (withholding or TABLE_FIELD in run[start:end]):
+                    redacted = self._redacted(run[start:end], withholding)
                     if redacted is not None:  # passed on as the frame below would be
                         rewritten = self._ensure(rewritten, run, last, start)
                         if pending and held:  # held frames go before an error not ours

@@ -313,11 +313,9 @@ def reconcile(
     sensitive = {
         render_name(sch, n) for sch, n, _ in pg.relations if sch and (sch, n, "read") in _SENSITIVE
     }
-    if sensitive:
-        # catalog columns that hold settings or code, read from PostgreSQL's tree alone
-        # (pgparse._sensitive_reads): decided as reads of what they show
-        glot = _reading(glot, glot.reads | sensitive)
-        glot_rels = glot_rels | sensitive
+    # catalog columns that hold settings or code, read from PostgreSQL's tree alone
+    # (pgparse._sensitive_reads): decided as reads of what they show
+    glot_rels = glot_rels | sensitive
     missing_rels = pg_rels - glot_rels
     # a relation is seen by both if any of its search_path candidates is
     if missing_rels:
@@ -351,7 +349,8 @@ def reconcile(
     if settings and "set_config" not in glot.functions:
         pg_funcs.discard("set_config")
     funcs = pg_funcs | settings
-    return _with_pg(glot, funcs, operators, attributes, _types(pg)), glot_cacheable
+    reads = glot.reads | sensitive if sensitive else glot.reads
+    return _with_pg(glot, funcs, operators, attributes, _types(pg), reads), glot_cacheable
 
 
 def _qual(schema: str | None, name: str) -> tuple[str, ...]:
@@ -393,21 +392,13 @@ _SENSITIVE = frozenset(
 )
 
 
-def _reading(c: Classified, reads: frozenset[str]) -> Classified:
-    """``c`` reading ``reads`` instead."""
-    return Classified(
-        c.sql, c.cls, c.command, reads, c.writes, c.functions, c.detail, c.write_ops,
-        c.operators, c.attributes, c.types,
-    )  # fmt: skip
-
-
-def _with_pg(c: Classified, funcs, operators, attributes, types=_EMPTY) -> Classified:
+def _with_pg(c: Classified, funcs, operators, attributes, types=_EMPTY, reads=None) -> Classified:
     # dataclasses.replace, spelled out: it costs a microsecond more on every miss
     return Classified(
         c.sql,
         c.cls,
         c.command,
-        c.reads,
+        c.reads if reads is None else reads,
         c.writes,
         frozenset(funcs),
         c.detail,

@@ -20,9 +20,8 @@ from __future__ import annotations
 import pytest
 
 from policy.decide import PRIVILEGED_SETTINGS
-from tests.support.fixtures_proxy import ProxyHandle, proxy_config
+from tests.support import planted
 from tests.support.proxies import issue as grant_issue
-from tests.support.proxies import sqlite_url
 from tests.support.rawpg import RawClient, policy_denial
 
 pytestmark = pytest.mark.timeout(120)
@@ -46,34 +45,26 @@ REVOKE pg_read_all_settings FROM pgwitness;
 
 @pytest.fixture(scope="module")
 def setproxy(pg, tmp_path_factory):
-    pg.psql(SETUP, db="app")
-    url = sqlite_url(tmp_path_factory.mktemp("settings") / "grants.db")
-    handle = ProxyHandle(
-        proxy_config(pg, **{"grants.store": url, "proxy.auth_fail_delay": 0.001})
-    ).start()
+    with planted.running(pg, tmp_path_factory, "settings", agent=AGENT, scopes=SCOPES,
+                         setup=SETUP, teardown=TEARDOWN) as handle:  # fmt: skip
 
-    def issue(task: str, scopes: str) -> str:
-        return grant_issue(handle, agent=AGENT, task=task, scopes=scopes)[1]
+        def issue(task: str, scopes: str) -> str:
+            return grant_issue(handle, agent=AGENT, task=task, scopes=scopes)[1]
 
-    handle.token = issue("SET-1", SCOPES)
-    handle.unknown_token = issue("SET-UNK", SCOPES + " unknown:*")
-    handle.named_token = issue("SET-NAMED", SCOPES + " set:app.r10_jwt")
-    handle.data_directory = pg.psql("SHOW data_directory").strip()
-    yield handle
-    handle.stop()
-    pg.psql(TEARDOWN, db="app")
+        handle.unknown_token = issue("SET-UNK", SCOPES + " unknown:*")
+        handle.named_token = issue("SET-NAMED", SCOPES + " set:app.r10_jwt")
+        handle.data_directory = pg.psql("SHOW data_directory").strip()
+        yield handle
 
 
 def raw(handle, token) -> RawClient:
     return RawClient.session(handle.host, handle.port, AGENT, token)
 
 
-def simple(client: RawClient, sql: str) -> list[bytes]:
-    return client.query(sql)
-
-
-def extended(client: RawClient, sql: str) -> list[bytes]:
-    return client.extended(sql)
+# the two protocols, as the raw client's methods: simple Query, and Parse/Bind/Execute/Sync
+PROTOCOLS = pytest.mark.parametrize(
+    "send", [RawClient.query, RawClient.extended], ids=["simple", "extended"]
+)
 
 
 def received(frames: list[bytes]) -> bytes:
@@ -124,7 +115,7 @@ PRIVILEGED_ATTACKS = [
 ]
 
 
-@pytest.mark.parametrize("send", [simple, extended], ids=["simple", "extended"])
+@PROTOCOLS
 @pytest.mark.parametrize("sql", CUSTOM_ATTACKS + PRIVILEGED_ATTACKS)
 @pytest.mark.parametrize("grant", ["token", "unknown_token"])
 def test_settings_that_can_hold_secrets_are_not_read(setproxy, send, sql, grant):
@@ -134,7 +125,7 @@ def test_settings_that_can_hold_secrets_are_not_read(setproxy, send, sql, grant)
         assert DB_SECRET.encode() not in got and ROLE_SECRET.encode() not in got, (sql, got)
         assert setproxy.data_directory.encode() not in got, (sql, got)
         assert policy_denial(frames) is not None, (sql, frames)
-        assert b"1" in received(simple(client, "SELECT 1"))  # the session goes on
+        assert b"1" in received(client.query("SELECT 1"))  # the session goes on
 
 
 def test_the_planted_values_are_there_for_the_upstream_role(pg, setproxy):
@@ -150,7 +141,7 @@ def test_the_planted_values_are_there_for_the_upstream_role(pg, setproxy):
         assert c.execute("SHOW data_directory").fetchone() == (setproxy.data_directory,)
 
 
-@pytest.mark.parametrize("send", [simple, extended], ids=["simple", "extended"])
+@PROTOCOLS
 def test_a_set_scope_naming_a_custom_setting_reads_it_and_only_it(setproxy, send):
     with raw(setproxy, setproxy.named_token) as client:
         for sql in ("SHOW app.r10_jwt", "SELECT current_setting('app.r10_jwt')"):
@@ -162,7 +153,7 @@ def test_a_set_scope_naming_a_custom_setting_reads_it_and_only_it(setproxy, send
             assert policy_denial(frames) is not None, sql
 
 
-@pytest.mark.parametrize("send", [simple, extended], ids=["simple", "extended"])
+@PROTOCOLS
 @pytest.mark.parametrize(
     ("sql", "value"),
     [

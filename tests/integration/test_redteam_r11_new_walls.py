@@ -237,54 +237,38 @@ def test_the_plants_are_where_the_probes_look(px, pg):
 #    x.f with f not a column of x, and a join's alias, as whole rows)
 # ==========================================================================================
 
-_ATTR = ("LEAK: attribute notation x.f is f(x), a call on the whole row (PostgreSQL's "
-         "transformColumnRef); pgparse._sensitive_reads counts only one-field ColumnRefs as "
-         "whole rows, so {what} reaches the client")
-_JOIN = ("LEAK: a join's alias is a whole row of the join; pgparse._sensitive_reads records "
-         "aliases of RangeVars only (not JoinExpr), so {what} reaches the client")
-
-
-def leak(sql: str, key: str, reason: str):
-    """A probe that leaked when found (``reason``) and is held now: a regression test."""
+def held(sql: str, key: str):
+    """A whole-row probe that leaked when found and is held now: a regression test."""
     return pytest.param(sql, key, id=f"{key}:{sql[:70]}")
 
 
-WHOLE_ROW_LEAKS = [
-    leak("SELECT p.row_to_json FROM pg_proc p WHERE p.proname = 'r11_fn'", "prosrc",
-         _ATTR.format(what="pg_proc.prosrc")),
-    leak("SELECT pg_proc.to_jsonb FROM pg_proc WHERE proname = 'r11_fn'", "prosrc",
-         _ATTR.format(what="pg_proc.prosrc")),
-    leak("SELECT pg_catalog.pg_proc.to_json FROM pg_catalog.pg_proc WHERE proname = 'r11_fn'",
-         "prosrc", _ATTR.format(what="pg_proc.prosrc")),
-    leak("COPY (SELECT p.to_jsonb FROM pg_proc p WHERE p.proname = 'r11_fn') TO STDOUT",
-         "prosrc", _ATTR.format(what="pg_proc.prosrc")),
-    leak("SELECT r.row_to_json FROM pg_roles r WHERE r.rolname = current_user", "roleset",
-         _ATTR.format(what="pg_roles.rolconfig (a role-level custom setting)")),
-    leak("SELECT u.to_jsonb FROM pg_user u", "roleset",
-         _ATTR.format(what="pg_user.useconfig (a role-level custom setting)")),
-    leak("SELECT v.row_to_json FROM pg_views v WHERE v.viewname = 'r11_view'", "viewdef",
-         _ATTR.format(what="pg_views.definition")),
-    leak("SELECT v.to_jsonb FROM information_schema.views v WHERE v.table_name = 'r11_view'",
-         "viewdef", _ATTR.format(what="information_schema.views.view_definition")),
-    leak("SELECT r.to_jsonb FROM information_schema.routines r "
-         "WHERE r.routine_name = 'r11_fn'", "prosrc",
-         _ATTR.format(what="information_schema.routines.routine_definition")),
-    leak("SELECT to_jsonb(j) FROM (pg_roles CROSS JOIN (SELECT 1) z) AS j "
-         "WHERE rolname = current_user", "roleset",
-         _JOIN.format(what="pg_roles.rolconfig (a role-level custom setting)")),
-    leak("SELECT j FROM (pg_user NATURAL JOIN (SELECT 1 AS one) z) j", "roleset",
-         _JOIN.format(what="pg_user.useconfig (a role-level custom setting)")),
-    leak("SELECT j FROM (pg_proc CROSS JOIN (SELECT 1) z) j WHERE proname = 'r11_fn'",
-         "prosrc", _JOIN.format(what="pg_proc.prosrc")),
-    leak("SELECT j FROM (pg_views NATURAL JOIN (SELECT 1 AS one) z) j "
-         "WHERE viewname = 'r11_view'", "viewdef", _JOIN.format(what="pg_views.definition")),
-    leak("SELECT array_agg(j)::text FROM (information_schema.views CROSS JOIN (SELECT 1) z) j "
-         "WHERE table_name = 'r11_view'", "viewdef",
-         _JOIN.format(what="information_schema.views.view_definition")),
+WHOLE_ROWS = [
+    held("SELECT p.row_to_json FROM pg_proc p WHERE p.proname = 'r11_fn'", "prosrc"),
+    held("SELECT pg_proc.to_jsonb FROM pg_proc WHERE proname = 'r11_fn'", "prosrc"),
+    held("SELECT pg_catalog.pg_proc.to_json FROM pg_catalog.pg_proc WHERE proname = 'r11_fn'",
+         "prosrc"),
+    held("COPY (SELECT p.to_jsonb FROM pg_proc p WHERE p.proname = 'r11_fn') TO STDOUT",
+         "prosrc"),
+    held("SELECT r.row_to_json FROM pg_roles r WHERE r.rolname = current_user", "roleset"),
+    held("SELECT u.to_jsonb FROM pg_user u", "roleset"),
+    held("SELECT v.row_to_json FROM pg_views v WHERE v.viewname = 'r11_view'", "viewdef"),
+    held("SELECT v.to_jsonb FROM information_schema.views v WHERE v.table_name = 'r11_view'",
+         "viewdef"),
+    held("SELECT r.to_jsonb FROM information_schema.routines r "
+         "WHERE r.routine_name = 'r11_fn'", "prosrc"),
+    held("SELECT to_jsonb(j) FROM (pg_roles CROSS JOIN (SELECT 1) z) AS j "
+         "WHERE rolname = current_user", "roleset"),
+    held("SELECT j FROM (pg_user NATURAL JOIN (SELECT 1 AS one) z) j", "roleset"),
+    held("SELECT j FROM (pg_proc CROSS JOIN (SELECT 1) z) j WHERE proname = 'r11_fn'",
+         "prosrc"),
+    held("SELECT j FROM (pg_views NATURAL JOIN (SELECT 1 AS one) z) j "
+         "WHERE viewname = 'r11_view'", "viewdef"),
+    held("SELECT array_agg(j)::text FROM (information_schema.views CROSS JOIN (SELECT 1) z) j "
+         "WHERE table_name = 'r11_view'", "viewdef"),
 ]
 
 
-@pytest.mark.parametrize(("sql", "key"), WHOLE_ROW_LEAKS)
+@pytest.mark.parametrize(("sql", "key"), WHOLE_ROWS)
 def test_whole_rows_of_catalogs_holding_settings_or_code(px, sql, key):
     got = received(px, sql)
     assert_no_leak(got, [S[key]], sql)
