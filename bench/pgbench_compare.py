@@ -432,6 +432,10 @@ class Run:
     # the same for the process group leader's main thread alone (pgwitness with workers = 1:
     # the event loop; the rest of cpu_us_per_txn is the recorder's and other threads)
     loop_cpu_us_per_txn: float | None = None
+    # ...split into user and system (kernel) time: a Python proxy's own work is user time,
+    # the socket traffic every proxy has (floor, pgbouncer) mostly system time
+    loop_user_us_per_txn: float | None = None
+    loop_sys_us_per_txn: float | None = None
 
 
 @dataclass
@@ -462,6 +466,9 @@ class Summary:
     paired_vs_pgbouncer_2: float | None = None
     rounds: list[float] = field(default_factory=list)
     cpu_us_per_txn: float | None = None  # median over rounds
+    # the main thread's user and system CPU per transaction, medians over rounds
+    loop_user_us_per_txn: float | None = None
+    loop_sys_us_per_txn: float | None = None
 
 
 _TPS = re.compile(
@@ -527,20 +534,20 @@ def group_cpu_seconds(pgid: int) -> float:
     return total / _CLK_TCK
 
 
-def thread_cpu_seconds(pid: int) -> float:
-    """User + system CPU of process ``pid``'s main thread."""
+def thread_cpu_seconds(pid: int) -> tuple[float, float]:
+    """(user, system) CPU of process ``pid``'s main thread."""
     try:
         text = Path(f"/proc/{pid}/task/{pid}/stat").read_text()
     except OSError:
-        return 0.0
+        return 0.0, 0.0
     fields = text[text.rindex(")") + 2 :].split()
-    return (int(fields[11]) + int(fields[12])) / _CLK_TCK
+    return int(fields[11]) / _CLK_TCK, int(fields[12]) / _CLK_TCK
 
 
 def run_pgbench(pgbench: str, target: Target, workload: str, duration: int, rnd: int) -> Run:
     pgid = target.proc.pid if target.proc is not None else None
     cpu0 = group_cpu_seconds(pgid) if pgid else 0.0
-    loop0 = thread_cpu_seconds(pgid) if pgid else 0.0
+    user0, sys0 = thread_cpu_seconds(pgid) if pgid else (0.0, 0.0)
     with tempfile.TemporaryDirectory(prefix="pgw-bench-log-") as log_dir:
         prefix = "pgbench_log" if workload in LOGGED else None
         argv = pgbench_argv(pgbench, target, workload, duration, prefix)
@@ -553,7 +560,8 @@ def run_pgbench(pgbench: str, target: Target, workload: str, duration: int, rnd:
             cwd=log_dir,
         )
         cpu = group_cpu_seconds(pgid) - cpu0 if pgid else None
-        loop = thread_cpu_seconds(pgid) - loop0 if pgid else None
+        user1, sys1 = thread_cpu_seconds(pgid) if pgid else (0.0, 0.0)
+        user, system = user1 - user0, sys1 - sys0
         pcts = latency_percentiles(Path(log_dir)) if prefix else None
     out = proc.stdout
     tps, lat = _TPS.search(out), _LAT.search(out)
@@ -578,9 +586,9 @@ def run_pgbench(pgbench: str, target: Target, workload: str, duration: int, rnd:
         latency_us_p99=pcts[1] if pcts else None,
         connection_ms=float(conn.group(1)) if conn else None,
         cpu_us_per_txn=cpu * 1e6 / transactions if cpu is not None and transactions else None,
-        loop_cpu_us_per_txn=loop * 1e6 / transactions
-        if loop is not None and transactions
-        else None,
+        loop_cpu_us_per_txn=(user + system) * 1e6 / transactions if pgid and transactions else None,
+        loop_user_us_per_txn=user * 1e6 / transactions if pgid and transactions else None,
+        loop_sys_us_per_txn=system * 1e6 / transactions if pgid and transactions else None,
     )
 
 
@@ -604,6 +612,8 @@ def summarise(runs: list[Run], workloads: list[str], targets: list[str]) -> list
                 latency_us_p99=_median_of(r.latency_us_p99 for r in rs),
                 rounds=tps,
                 cpu_us_per_txn=_median_of(r.cpu_us_per_txn for r in rs),
+                loop_user_us_per_txn=_median_of(r.loop_user_us_per_txn for r in rs),
+                loop_sys_us_per_txn=_median_of(r.loop_sys_us_per_txn for r in rs),
             )
         direct, bouncer = by_target.get("direct"), by_target.get("pgbouncer")
         bouncer_tls = by_target.get("pgbouncer-tls")
@@ -654,6 +664,12 @@ def _paired(
     return statistics.median(found) if found else None
 
 
+def _user_sys(s: Summary) -> str:
+    if not s.loop_user_us_per_txn and not s.loop_sys_us_per_txn:  # none, or runuser's
+        return "-"
+    return f"{s.loop_user_us_per_txn:.1f}/{s.loop_sys_us_per_txn:.1f}"
+
+
 def format_table(summaries: list[Summary]) -> str:
     def f(v: float | None, spec: str) -> str:
         return "-" if v is None else format(v, spec)
@@ -662,7 +678,7 @@ def format_table(summaries: list[Summary]) -> str:
         f"{'workload':<20} {'target':<24} {'tps (median)':>12} {'min..max':>17} "
         f"{'lat ms':>8} {'+lat µs':>8} {'x direct':>8} {'x pgbouncer':>11} "
         f"{'paired x direct':>15} {'paired x pgbouncer':>18} {'p50 µs':>7} {'+p50 µs':>8} "
-        f"{'p99 µs':>7} {'paired +p50':>11} {'cpu µs/txn':>10}"
+        f"{'p99 µs':>7} {'paired +p50':>11} {'cpu µs/txn':>10} {'main usr/sys':>13}"
     )
     tls = any(s.ratio_vs_pgbouncer_tls is not None for s in summaries)
     if tls:
@@ -679,7 +695,8 @@ def format_table(summaries: list[Summary]) -> str:
             f"{f(s.ratio_vs_pgbouncer, '.3f'):>11} {f(s.paired_vs_direct, '.3f'):>15} "
             f"{f(s.paired_vs_pgbouncer, '.3f'):>18} {f(s.latency_us_p50, '.0f'):>7} "
             f"{f(s.added_p50_us_vs_direct, '+.0f'):>8} {f(s.latency_us_p99, '.0f'):>7} "
-            f"{f(s.paired_added_p50_us, '+.0f'):>11} {f(s.cpu_us_per_txn, '.1f'):>10}"
+            f"{f(s.paired_added_p50_us, '+.0f'):>11} {f(s.cpu_us_per_txn, '.1f'):>10} "
+            f"{_user_sys(s):>13}"
             + (
                 f" {f(s.ratio_vs_pgbouncer_tls, '.3f'):>9} "
                 f"{f(s.paired_vs_pgbouncer_tls, '.3f'):>16}"
@@ -933,7 +950,10 @@ def main(argv: list[str] | None = None) -> int:
                     if r.cpu_us_per_txn:
                         cpu = f"  cpu {r.cpu_us_per_txn:.1f} µs/txn"
                         if r.loop_cpu_us_per_txn:  # (runuser's, under root: nothing)
-                            cpu += f" (main thread {r.loop_cpu_us_per_txn:.1f})"
+                            cpu += (
+                                f" (main thread {r.loop_cpu_us_per_txn:.1f}: user "
+                                f"{r.loop_user_us_per_txn:.1f} sys {r.loop_sys_us_per_txn:.1f})"
+                            )
                     print(
                         f"round {rnd} {w:<20} {t.name:<24} tps {r.tps:>10.0f}  "
                         f"lat {r.latency_ms:.3f} ms  failed {r.failed}{conn}{cpu}",
