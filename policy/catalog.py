@@ -19,7 +19,8 @@ import time
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
-from policy.classify.pgparse import DERIVED_ROWS
+from policy.classify.pgparse import DERIVED_ROWS, view_hides_rows
+from policy.lexer import render_name
 from policy.scopes import split_name
 
 if TYPE_CHECKING:
@@ -33,12 +34,15 @@ __all__ = [
     "USER_OPERATORS_SQL",
     "USER_TYPES_SQL",
     "USER_TYPE_OIDS_SQL",
+    "VIEWS_SQL",
+    "VIEW_READS_SQL",
     "CatalogCache",
     "Snapshot",
     "attribute_calls",
     "shadowing_calls",
     "merge_defined",
     "with_defined",
+    "views_from_rows",
 ]
 
 # Functions callable as x.name: one argument needed, the first able to take a row.
@@ -210,6 +214,89 @@ def cascade_reach(edges) -> dict[str, frozenset[str]]:
     return out
 
 
+# Views outside the catalogs: (schema, name, reloptions as text, the query as PostgreSQL
+# prints it), and the relations each one's query reads (its rewrite rule's dependencies).
+VIEWS_SQL = """
+SELECT n.nspname, c.relname, c.reloptions::text, pg_catalog.pg_get_viewdef(c.oid)
+FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+WHERE c.relkind = 'v' AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+"""
+VIEW_READS_SQL = """
+SELECT DISTINCT vn.nspname, v.relname, bn.nspname, b.relname
+FROM pg_catalog.pg_rewrite r
+JOIN pg_catalog.pg_class v ON v.oid = r.ev_class
+JOIN pg_catalog.pg_namespace vn ON vn.oid = v.relnamespace
+JOIN pg_catalog.pg_depend d ON d.classid = 'pg_catalog.pg_rewrite'::pg_catalog.regclass
+     AND d.objid = r.oid AND d.refclassid = 'pg_catalog.pg_class'::pg_catalog.regclass
+     AND d.refobjid <> v.oid
+JOIN pg_catalog.pg_class b ON b.oid = d.refobjid
+JOIN pg_catalog.pg_namespace bn ON bn.oid = b.relnamespace
+WHERE v.relkind = 'v' AND vn.nspname NOT IN ('pg_catalog', 'information_schema')
+  AND b.relkind IN ('r', 'v', 'm', 'f', 'p')
+"""
+
+
+def security_barrier(reloptions: str | None) -> bool:
+    """Is ``security_barrier`` on in a relation's options (``{security_barrier=true,...}``),
+    read as PostgreSQL reads a boolean (``parse_bool``: true, yes, on, 1 and their unique
+    prefixes)? Anything unreadable: off."""
+    if not reloptions:
+        return False
+    for option in reloptions.strip("{}").split(","):
+        key, _, value = option.strip('"').partition("=")
+        if key.strip() == "security_barrier":
+            value = value.strip().lower()
+            return value == "on" or value == "1" or (
+                value != "" and ("true".startswith(value) or "yes".startswith(value))
+            )
+    return False
+
+
+def view_exposure(views, reads) -> dict[str, frozenset[str]]:
+    """``{view: the relations a condition on it may be evaluated on}`` for every view that
+    is not a security barrier and hides rows (its own query does, or one of the views it
+    reads through does: ``pgparse.view_hides_rows``).
+
+    ``views``: ``{view: (security_barrier, hides rows)}``; ``reads``: ``{view: relations
+    its query reads}`` (names as classify renders them). PostgreSQL pushes a statement's
+    conditions into such a view and on through every view under it that is not a barrier,
+    so what they reach is each relation read on the way; a barrier is read (its rows are
+    what it shows) but not looked into."""
+
+    def walk(view: str, path: frozenset[str]) -> tuple[set[str], bool]:
+        reached: set[str] = set()
+        hides = views[view][1]
+        for rel in reads.get(view, ()):
+            reached.add(rel)
+            inner = views.get(rel)
+            if inner is not None and not inner[0] and rel not in path:
+                more, inner_hides = walk(rel, path | {rel})
+                reached |= more
+                hides = hides or inner_hides
+        return reached, hides
+
+    out: dict[str, frozenset[str]] = {}
+    for view, (barrier, _hides) in views.items():
+        if barrier:
+            continue
+        reached, hides = walk(view, frozenset((view,)))
+        if hides and reached:
+            out[view] = frozenset(reached)
+    return out
+
+
+def views_from_rows(view_rows, read_rows) -> dict[str, frozenset[str]]:
+    """``Snapshot.views`` from VIEWS_SQL's and VIEW_READS_SQL's rows."""
+    views = {
+        render_name(schema, name): (security_barrier(options), view_hides_rows(definition or ""))
+        for schema, name, options, definition in view_rows
+    }
+    reads: dict[str, set[str]] = {}
+    for view_schema, view, schema, name in read_rows:
+        reads.setdefault(render_name(view_schema, view), set()).add(render_name(schema, name))
+    return view_exposure(views, reads)
+
+
 @dataclass(frozen=True, slots=True)
 class Snapshot:
     functions: frozenset[str]  # names callable with column syntax
@@ -233,6 +320,9 @@ class Snapshot:
     # referenced relation -> the relations its writes may write through foreign-key
     # actions (CASCADES_SQL, cascade_reach)
     cascades: dict[str, frozenset[str]] = field(default_factory=dict)
+    # view that hides rows and is no security barrier -> the relations a statement's own
+    # condition on it may be evaluated on (VIEWS_SQL, VIEW_READS_SQL, view_exposure)
+    views: dict[str, frozenset[str]] = field(default_factory=dict)
 
     @property
     def user_schema_safe(self) -> bool:
@@ -365,12 +455,14 @@ class CatalogCache:
         type_oids: dict[int, frozenset[str]] | None = None,
         known_type_oids=(),
         cascades: dict[str, frozenset[str]] | None = None,
+        views: dict[str, frozenset[str]] | None = None,
     ) -> Snapshot:
         entry = self.entries.setdefault(database, _Entry())
         snap = Snapshot(
             frozenset(functions), dict(columns), time.monotonic(), False, role_schemas_absent,
             dict(user_functions or {}), dict(user_operators or {}), dict(user_types or {}),
             dict(type_oids or {}), frozenset(known_type_oids), dict(cascades or {}),
+            dict(views or {}),
         )  # fmt: skip
         snap = with_defined(snap, entry.defined)
         entry.snapshot = snap

@@ -384,6 +384,9 @@ class StatementPolicy:
                 denial = self._shadowed(c.functions, c.operators, self._snapshot_seen, types)
                 if denial is not None:
                     return denial
+            denial = self._through_views(c)
+            if denial is not None:
+                return denial
         if not c.attributes or d.rule == "default.housekeeping":
             # housekeeping's one shape with column syntax (its own pg_stat_activity row)
             # names only that view's real columns, which PostgreSQL resolves before calls
@@ -407,6 +410,30 @@ class StatementPolicy:
                         f"{name}(row) unless the row has a column {name}{why})",
                     )
         return d
+
+    def _through_views(self, c: Classified) -> Decision | None:
+        """A view that hides rows of a relation the grant may not read is a wall only as a
+        security barrier: otherwise PostgreSQL may run the statement's own conditions
+        (``WHERE pin::int > 0``) on the rows it hides, and an error quotes their values
+        (``Snapshot.views``). Refused then, saying how the view becomes one."""
+        snap = self._snapshot_seen
+        if snap is None or not snap.views:
+            return None
+        named = c.reads | {rel for op, rel in c.write_ops if op != "ddl"}
+        for rel in sorted(named):
+            reached = snap.views.get(rel)
+            if reached is None:
+                continue
+            for base in sorted(reached):
+                if check_read(base, self.scopes) is not None:
+                    return Decision(
+                        False, "deny.view",
+                        f"may not read {rel}: a view that hides rows of {base}, which this "
+                        "grant may not read, without being a security barrier (a condition "
+                        "in the statement could be evaluated on the rows it hides; ALTER "
+                        f"VIEW {rel} SET (security_barrier = true) keeps them out of reach)",
+                    )  # fmt: skip
+        return None
 
     def _defines_a_built_in_name(self, c: Classified) -> Decision | None:
         """Defining a function the policy would read as a built-in when called unqualified

@@ -17,8 +17,11 @@ from policy.catalog import (
     USER_OPERATORS_SQL,
     USER_TYPE_OIDS_SQL,
     USER_TYPES_SQL,
+    VIEW_READS_SQL,
+    VIEWS_SQL,
     CatalogCache,
     cascade_reach,
+    views_from_rows,
 )
 from policy.lexer import render_name
 
@@ -101,10 +104,10 @@ class CatalogLoader:
 
     async def load(self, database: str) -> None:
         (functions, column_rows, role_schemas, user_function_rows, user_operator_rows,
-         user_type_rows, type_oid_rows, cascade_rows) = await _queries(
+         user_type_rows, type_oid_rows, cascade_rows, view_rows, view_read_rows) = await _queries(
             self.cfg, self.credentials, database, FUNCTIONS_SQL, COLUMNS_SQL, ROLE_SCHEMAS_SQL,
             USER_FUNCTIONS_SQL, USER_OPERATORS_SQL, USER_TYPES_SQL, USER_TYPE_OIDS_SQL,
-            CASCADES_SQL,
+            CASCADES_SQL, VIEWS_SQL, VIEW_READS_SQL,
         )  # fmt: skip
         functions, column_rows = _ok(functions), _ok(column_rows)
         user_functions: dict[str, set[str]] = {}
@@ -143,6 +146,7 @@ class CatalogLoader:
             cascade_reach(
                 (render_name(s1, t1), render_name(s2, t2)) for s1, t1, s2, t2 in _ok(cascade_rows)
             ),
+            views_from_rows(_ok(view_rows), _ok(view_read_rows)),
         )
 
     def refresh(self, database: str) -> asyncio.Task:

@@ -811,3 +811,64 @@ def parse(sql: str) -> tuple[PgStatement, ...]:
 def split_texts(sql: str) -> list[str]:
     """Each statement's text as PostgreSQL's parser delimits them (PgParseError if it cannot)."""
     return _texts(sql, _tree(sql))
+
+
+def view_hides_rows(definition: str) -> bool:
+    """Can a view's query (``pg_get_viewdef``) hide rows of the relations it reads?
+
+    PostgreSQL flattens a view that is not a ``security_barrier`` into the statement that
+    reads it, and may run that statement's own conditions (``WHERE pin::int > 0``) before
+    the view's: on rows the view hides, whose values an error then quotes. Only a view
+    that hides rows has any to give away; one that shows every row of what it reads
+    (columns left out, expressions, grouping, plain DISTINCT, UNION ALL) has not, since a
+    condition names only the view's own columns. Anything this does not recognise hides
+    rows (fail closed)."""
+    try:
+        stmts = _tree(definition)
+    except PgParseError:
+        return True
+    if len(stmts) != 1:
+        return True
+    select = (stmts[0].get("stmt") or {}).get("SelectStmt")
+    return not isinstance(select, dict) or _select_hides_rows(select)
+
+
+# FROM items that read rows without filtering them (a RangeSubselect is looked into; a
+# function is not: a SQL function returning a set may be inlined, WHERE and all)
+_UNFILTERED_FROM = frozenset({"RangeVar"})
+
+
+def _select_hides_rows(select: dict) -> bool:
+    if select.get("limitCount") is not None or select.get("limitOffset") is not None:
+        return True
+    ctes = (select.get("withClause") or {}).get("ctes") or []
+    for cte in ctes:
+        query = (cte.get("CommonTableExpr") or {}).get("ctequery") or {}
+        inner = query.get("SelectStmt")
+        if not isinstance(inner, dict) or _select_hides_rows(inner):
+            return True  # (a data-modifying CTE is no view's)
+    op = select.get("op", "SETOP_NONE")
+    if op != "SETOP_NONE":
+        if op != "SETOP_UNION":  # INTERSECT and EXCEPT keep some rows of each side
+            return True
+        sides = (select.get("larg"), select.get("rarg"))
+        return any(not isinstance(s, dict) or _select_hides_rows(s) for s in sides)
+    if select.get("whereClause") is not None or select.get("havingClause") is not None:
+        return True
+    if any(item for item in select.get("distinctClause") or ()):  # DISTINCT ON (...)
+        return True
+    items = select.get("fromClause") or []
+    if len(items) > 1:  # FROM a, b: a join
+        return True
+    for item in items:
+        if len(item) != 1:
+            return True
+        kind, body = next(iter(item.items()))
+        if kind in _UNFILTERED_FROM:
+            continue
+        if kind == "RangeSubselect" and isinstance(body, dict):
+            inner = (body.get("subquery") or {}).get("SelectStmt")
+            if isinstance(inner, dict) and not _select_hides_rows(inner):
+                continue
+        return True  # JoinExpr, TABLESAMPLE, a function, a subquery that filters, ...
+    return False
