@@ -14,6 +14,7 @@ constraint, a SQL-standard function body) is still collected.
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import dataclass
 from typing import Any
@@ -813,6 +814,7 @@ def split_texts(sql: str) -> list[str]:
     return _texts(sql, _tree(sql))
 
 
+@functools.lru_cache(maxsize=8192)  # every catalog load asks again of every view
 def view_hides_rows(definition: str) -> bool:
     """Can a view's query (``pg_get_viewdef``) hide rows of the relations it reads?
 
