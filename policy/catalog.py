@@ -42,6 +42,7 @@ __all__ = [
     "shadowing_calls",
     "merge_defined",
     "with_defined",
+    "view_names",
     "views_from_rows",
 ]
 
@@ -285,6 +286,11 @@ def view_exposure(views, reads) -> dict[str, frozenset[str]]:
     return out
 
 
+def view_names(view_rows) -> frozenset[str]:
+    """``Snapshot.view_names`` from VIEWS_SQL's rows."""
+    return frozenset(render_name(schema, name) for schema, name, *_ in view_rows)
+
+
 def views_from_rows(view_rows, read_rows) -> dict[str, frozenset[str]]:
     """``Snapshot.views`` from VIEWS_SQL's and VIEW_READS_SQL's rows."""
     views = {
@@ -323,6 +329,8 @@ class Snapshot:
     # view that hides rows and is no security barrier -> the relations a statement's own
     # condition on it may be evaluated on (VIEWS_SQL, VIEW_READS_SQL, view_exposure)
     views: dict[str, frozenset[str]] = field(default_factory=dict)
+    # every view outside the catalogs: a plan (EXPLAIN) shows its query
+    view_names: frozenset[str] = frozenset()
 
     @property
     def user_schema_safe(self) -> bool:
@@ -456,13 +464,14 @@ class CatalogCache:
         known_type_oids=(),
         cascades: dict[str, frozenset[str]] | None = None,
         views: dict[str, frozenset[str]] | None = None,
+        view_names=(),
     ) -> Snapshot:
         entry = self.entries.setdefault(database, _Entry())
         snap = Snapshot(
             frozenset(functions), dict(columns), time.monotonic(), False, role_schemas_absent,
             dict(user_functions or {}), dict(user_operators or {}), dict(user_types or {}),
             dict(type_oids or {}), frozenset(known_type_oids), dict(cascades or {}),
-            dict(views or {}),
+            dict(views or {}), frozenset(view_names),
         )  # fmt: skip
         snap = with_defined(snap, entry.defined)
         entry.snapshot = snap

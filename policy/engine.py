@@ -155,6 +155,9 @@ class StatementPolicy:
         self.scopes = scopes
         self.task = task
         self.enforce = enforce
+        # may read function bodies: what an error's context quotes of one is passed on
+        # (proxy.redaction.strip_code); else withheld, as the catalogs' bodies are
+        self.reads_code = scopes.allows_relation("read", "pg_catalog.pg_proc")
         self.search_path = tuple(search_path)
         # every cache tier, this session's and its view of the shared one (policy/caches.py);
         # shared None: classify everything in this session afresh
@@ -384,7 +387,7 @@ class StatementPolicy:
                 denial = self._shadowed(c.functions, c.operators, self._snapshot_seen, types)
                 if denial is not None:
                     return denial
-            denial = self._through_views(c)
+            denial = self._through_views(c) or self._explained_code(c)
             if denial is not None:
                 return denial
         if not c.attributes or d.rule == "default.housekeeping":
@@ -434,6 +437,48 @@ class StatementPolicy:
                         f"VIEW {rel} SET (security_barrier = true) keeps them out of reach)",
                     )  # fmt: skip
         return None
+
+    def _explained_code(self, c: Classified) -> Decision | None:
+        """A plan shows code: EXPLAIN of a statement naming a view prints the view's query
+        (its filters and their literals), and one calling a user-written function, directly
+        or behind an operator, may print the function's body (PostgreSQL inlines a SQL
+        function). Both are definitions the catalogs keep behind a scope
+        (``pgparse.SENSITIVE_COLUMNS``), so EXPLAIN needs the same one."""
+        snap = self._snapshot_seen
+        if snap is None or not c.command.startswith("EXPLAIN"):
+            return None
+        scopes = self.scopes
+        if not scopes.allows_relation("read", "pg_catalog.pg_views"):
+            for rel in sorted(c.reads | c.writes):
+                if rel in snap.view_names:
+                    return Decision(
+                        False, "deny.catalog",
+                        f"may not EXPLAIN a statement naming the view {rel}: the plan shows "
+                        "the view's query, a definition a read:pg_catalog.pg_views scope allows",
+                    )  # fmt: skip
+        if not scopes.allows_relation("read", "pg_catalog.pg_proc"):
+            user = snap.user_functions
+            for fn in sorted(c.functions):
+                parts = split_name(fn)  # None: a bare name, rendered as the keys are
+                if parts is None:
+                    written = fn in user
+                else:
+                    written = fn in user.get(render_name(parts[1] or ""), ())
+                if written:
+                    return self._explained_body(fn)
+            for op in sorted(c.operators):
+                if op in snap.user_operators:
+                    return self._explained_body(f"the operator {op}")
+        return None
+
+    @staticmethod
+    def _explained_body(what: str) -> Decision:
+        return Decision(
+            False, "deny.catalog",
+            f"may not EXPLAIN a statement calling {what}: the plan may show a user-written "
+            "function's body (a SQL function is inlined), code a read:pg_catalog.pg_proc "
+            "scope allows",
+        )  # fmt: skip
 
     def _defines_a_built_in_name(self, c: Classified) -> Decision | None:
         """Defining a function the policy would read as a built-in when called unqualified

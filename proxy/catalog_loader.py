@@ -21,6 +21,7 @@ from policy.catalog import (
     VIEWS_SQL,
     CatalogCache,
     cascade_reach,
+    view_names,
     views_from_rows,
 )
 from policy.lexer import render_name
@@ -147,6 +148,7 @@ class CatalogLoader:
                 (render_name(s1, t1), render_name(s2, t2)) for s1, t1, s2, t2 in _ok(cascade_rows)
             ),
             views_from_rows(_ok(view_rows), _ok(view_read_rows)),
+            view_names(_ok(view_rows)),
         )
 
     def refresh(self, database: str) -> asyncio.Task:

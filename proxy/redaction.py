@@ -67,6 +67,48 @@ def redact_error(frame: bytes, may_read: Callable[[str, str], bool], encoding: s
     return _frame(frame[:1], body + b"\x00")
 
 
+# Code quoted by an error's or notice's context: PostgreSQL's SPI names the statement,
+# expression or assignment of a function body that failed (spi.c, _SPI_error_callback);
+# PL/Python's traceback and PL/Tcl's "while executing" quote source lines (indented, or
+# in double quotes). The internal query and its position are the same statement again.
+CODE_FIELDS = (b"\x00W", b"\x00q")  # a context or internal query field (never first)
+_CODE_LINES = ('SQL statement "', 'SQL expression "', 'PL/pgSQL assignment "', '"',
+               "while executing", "invoked from within")  # fmt: skip
+_INTERNAL = (ord("q"), ord("p"))  # internal query, internal position
+
+
+def _code_line(line: str) -> bool:
+    return line.startswith(_CODE_LINES) or line[:1].isspace()
+
+
+def strip_code(frame: bytes, encoding: str) -> bytes | None:
+    """``frame`` (an ErrorResponse or NoticeResponse) without the code it quotes: the
+    internal query and position, and the CONTEXT lines that quote a function body's
+    statements (a grant without ``read:pg_catalog.pg_proc`` may not read bodies:
+    docs/policy.md, "Code holds secrets too"). The other context lines (``PL/pgSQL
+    function f(text) line 4 at SQL statement``) say where it failed and stay. None: it
+    quotes none."""
+    fields = error_fields(frame)
+    out: list[tuple[int, bytes]] = []
+    changed = False
+    for code, value in fields:
+        if code in _INTERNAL:
+            changed = True
+            continue
+        if code == ord("W"):
+            lines = value.decode(encoding, "replace").split("\n")
+            kept = [line for line in lines if not _code_line(line)]
+            if len(kept) != len(lines):
+                changed = True
+                kept.append("(pgwitness: the function body's statement is withheld)")
+                value = "\n".join(kept).encode(encoding, "replace")
+        out.append((code, value))
+    if not changed:
+        return None
+    body = b"".join(bytes((code,)) + value + b"\x00" for code, value in out)
+    return _frame(frame[:1], body + b"\x00")
+
+
 _KEPT = (ord("S"), ord("V"), ord("C"))  # severity (localized and not), SQLSTATE
 
 

@@ -34,7 +34,7 @@ from .decision_records import DECISION_SHAPE, DecisionRecords
 from .denials import ASYNC as _ASYNC
 from .denials import HOLDABLE as _HOLDABLE
 from .denials import Denials, local_denial
-from .redaction import TABLE_FIELD, redact_error, withhold_message
+from .redaction import CODE_FIELDS, TABLE_FIELD, redact_error, strip_code, withhold_message
 from .seams import Health, Policy, SessionSink, Verdict
 
 F = m.Frontend
@@ -152,6 +152,9 @@ class Relay:
         # and notices is withheld (proxy.redaction.withhold_message). For the session, not
         # the statement: a prepared statement runs in a later Sync group than its Parse.
         self.withholding = False
+        # The grant may not read function bodies: the code an error's or notice's context
+        # quotes from one is withheld (proxy.redaction.strip_code). A dry run: nothing.
+        self.strips_code = policy is not None and policy.enforce and not policy.reads_code
 
     def _client_encoding(self, name: str) -> None:
         """The server says which encoding it now reads the client's bytes in: the truth.
@@ -426,6 +429,8 @@ class Relay:
         groups = self.groups
         counting = groups.counting()
         withholding = self.withholding
+        strips = self.strips_code
+        notices = withholding or strips  # looked at: each is rare
         for t, start, end in frames:
             if counting:
                 if t in _ANSWERS:
@@ -433,7 +438,7 @@ class Relay:
                 elif t == _ERROR:
                     groups.error()
                     counting = False  # answered or skipped now: nothing more to count
-            if not pending and t not in _WATCHED and not (withholding and t == _NOTICE):
+            if not pending and t not in _WATCHED and not (notices and t == _NOTICE):
                 continue  # DataRow, CommandComplete, ...: the common case
             if t == _NOTICE and withholding and not (pending and denials.tag_bytes in run[start:end]):
                 # the session's writes reach an unreadable relation through foreign-key
@@ -442,6 +447,13 @@ class Relay:
                 rewritten.append(withhold_message(run[start:end], self.encoding))
                 last = end
                 continue
+            if t == _NOTICE and strips and not (pending and denials.tag_bytes in run[start:end]):
+                stripped = self._stripped(run[start:end])
+                if stripped is not None:
+                    rewritten = self._ensure(rewritten, run, last, start)
+                    rewritten.append(stripped)
+                    last = end
+                    continue
             if t == _READY:
                 self.tx_status = run[start + 5 : end]
                 if held:
@@ -465,7 +477,8 @@ class Relay:
                 ours = bool(pending) and denials.schema_field in run[start:end]
                 if _PRIVILEGE_FIELD in run[start:end] and not ours:
                     self._db_denied(run[start:end])
-                if not ours and (withholding or TABLE_FIELD in run[start:end]):
+                if not ours and (withholding or TABLE_FIELD in run[start:end] or (
+                        strips and self._quotes_code(run[start:end]))):
                     redacted = self._redacted(run[start:end], withholding)
                     if redacted is not None:  # passed on as the frame below would be
                         rewritten = self._ensure(rewritten, run, last, start)
@@ -525,7 +538,20 @@ class Relay:
             return None
         if withholding:
             return withhold_message(frame, self.encoding)
-        return redact_error(frame, policy.may_read, self.encoding)
+        out = redact_error(frame, policy.may_read, self.encoding)
+        if self.strips_code:
+            stripped = self._stripped(out if out is not None else frame)
+            if stripped is not None:
+                out = stripped
+        return out
+
+    @staticmethod
+    def _quotes_code(frame: bytes) -> bool:
+        return CODE_FIELDS[0] in frame or CODE_FIELDS[1] in frame
+
+    def _stripped(self, frame: bytes) -> bytes | None:
+        """``frame`` without the function-body code its context quotes; None: it has none."""
+        return strip_code(frame, self.encoding) if self._quotes_code(frame) else None
 
     @property
     def has_held(self) -> bool:

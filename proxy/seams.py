@@ -25,6 +25,7 @@ class Policy(Protocol):
     """One session's statement policy (``None`` in its place: an unrestricted user)."""
 
     enforce: bool  # False: a dry run (denials recorded as would-deny, nothing refused)
+    reads_code: bool  # the grant may read function bodies (read:pg_catalog.pg_proc)
 
     def check_query(self, sql: str) -> Verdict:
         """Simple Query: one deny denies the whole query."""

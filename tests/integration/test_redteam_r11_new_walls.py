@@ -135,8 +135,8 @@ def direct(pg, sql: str) -> str:
 # --- what the client received ------------------------------------------------------------
 
 
-def _session(handle) -> RawClient:
-    return RawClient.session(handle.host, handle.port, handle.agent, handle.token)
+def _session(handle, token: str | None = None) -> RawClient:
+    return RawClient.session(handle.host, handle.port, handle.agent, token or handle.token)
 
 
 def _simple(c: RawClient, sql: str) -> list[bytes]:
@@ -162,12 +162,14 @@ def text(frames: list[bytes]) -> str:
     return b"".join(frames).decode("utf-8", "replace")
 
 
-def received(handle, sql: str, before: tuple[str, ...] = (), after: tuple[str, ...] = ()):
+def received(handle, sql: str, before: tuple[str, ...] = (), after: tuple[str, ...] = (),
+             token: str | None = None):
     """What each mode gave back for ``sql`` (``before``/``after`` sent in the same session
-    over the simple protocol, their answers included)."""
+    over the simple protocol, their answers included), in a session of ``token``'s grant
+    (the handle's own by default)."""
     out = {}
     for mode, send in MODES.items():
-        with _session(handle) as c:
+        with _session(handle, token) as c:
             frames = [f for s in before for f in c.query(s)]
             frames += send(c, sql)
             frames += [f for s in after for f in c.query(s)]

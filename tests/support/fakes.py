@@ -8,6 +8,7 @@ class PolicySeam:
     """Enforcing, reads everything but schema ``secret``, no foreign-key actions known."""
 
     enforce = True
+    reads_code = True  # nothing quoted from a function body is withheld
 
     def may_read(self, schema: str, table: str) -> bool:
         return schema != "secret"

@@ -906,3 +906,37 @@ def test_a_view_hiding_unreadable_rows_is_read_only_as_a_security_barrier():
     # the check needs the catalog: offline (no snapshot) it is not made
     offline = StatementPolicy(parse_scopes(f"read:{names}"), task="T")
     assert offline.check_query("SELECT * FROM public.mine WHERE pin::int > 0").allowed
+
+
+def test_explain_of_views_and_user_functions_needs_the_definitions_scopes():
+    """A plan shows a view's query and may show a SQL function's inlined body: EXPLAIN of
+    a statement naming either needs the scope the catalogs' definitions need."""
+    from policy.catalog import Snapshot
+
+    snapshot = Snapshot(
+        frozenset(), {}, view_names=frozenset({"public.v"}),
+        user_functions={"is_key": frozenset({"public.is_key"})},
+        user_operators={"===": frozenset({"public.eq3"})},
+    )  # fmt: skip
+    base = "read:public.v,public.t execute:public.is_key,public.eq3"
+    plain = StatementPolicy(parse_scopes(base), task="T")
+    opted = StatementPolicy(parse_scopes(base + " read:pg_catalog.pg_views,pg_catalog.pg_proc"),
+                            task="T")  # fmt: skip
+    for p in (plain, opted):
+        p.catalog = lambda: snapshot
+    for sql, scope in [
+        ("EXPLAIN SELECT * FROM public.v", "pg_catalog.pg_views"),
+        ("EXPLAIN ANALYZE SELECT * FROM v WHERE id > 1", "pg_catalog.pg_views"),
+        ("EXPLAIN SELECT * FROM public.t WHERE public.is_key(pin)", "pg_catalog.pg_proc"),
+        ("EXPLAIN SELECT is_key(pin) FROM public.t", "pg_catalog.pg_proc"),
+    ]:
+        verdict = plain.check_query(sql)
+        assert not verdict.allowed and f"read:{scope}" in verdict.message, sql
+        assert opted.check_query(sql).allowed, sql
+        assert plain.check_query(sql.replace("EXPLAIN ANALYZE ", "").replace("EXPLAIN ", "")).allowed
+    # no view, no user-written function: a plan of the grant's own statement
+    assert plain.check_query("EXPLAIN SELECT * FROM public.t WHERE lower(pin) = 'a'").allowed
+    # a function of that name in another schema is no user-written one the catalog knows:
+    # refused for want of an execute scope, not for its body
+    verdict = plain.check_query("EXPLAIN SELECT * FROM public.t WHERE other.is_key(pin)")
+    assert not verdict.allowed and verdict.decisions[0][1].rule == "scope.execute"

@@ -4,7 +4,7 @@ DETAIL and CONTEXT, and nothing else."""
 from __future__ import annotations
 
 from common.wire.errors import frame
-from proxy.redaction import error_fields, redact_error
+from proxy.redaction import error_fields, redact_error, strip_code
 
 
 def error(*fields: tuple[str, str], encoding: str = "utf-8") -> bytes:
@@ -75,3 +75,51 @@ def test_withhold_message_keeps_severity_and_sqlstate_only():
     notice = frame(b"N", b"SNOTICE\x00VNOTICE\x00C00000\x00Marchiving (9303,secret)\x00\x00")
     reduced = withhold_message(notice, "utf-8")
     assert reduced[:1] == b"N" and b"secret" not in reduced
+
+
+PL_ERROR = error(
+    ("S", "ERROR"), ("V", "ERROR"), ("C", "22P02"),
+    ("M", 'invalid input syntax for type integer: "x"'),
+    ("W", "SQL statement \"SELECT p::int + length('pl-secret')\"\n"
+          "PL/pgSQL function cs_pl(text) line 4 at SQL statement"),
+    ("q", "SELECT p::int + length('pl-secret')"), ("p", "8"),
+    ("F", "numutils.c"), ("L", "232"), ("R", "pg_strtoint32"),
+)  # fmt: skip
+
+
+def test_strip_code_withholds_the_quoted_statement_and_keeps_where_it_failed():
+    out = strip_code(PL_ERROR, "utf-8")
+    assert out is not None and b"pl-secret" not in out
+    fields = dict(error_fields(out))
+    assert fields[ord("W")] == (b"PL/pgSQL function cs_pl(text) line 4 at SQL statement\n"
+                                b"(pgwitness: the function body's statement is withheld)")  # fmt: skip
+    assert ord("q") not in fields and ord("p") not in fields
+    kept = [(c, v) for c, v in error_fields(PL_ERROR) if c not in (ord("W"), ord("q"), ord("p"))]
+    assert [(c, v) for c, v in error_fields(out) if c != ord("W")] == kept
+
+
+def test_strip_code_knows_every_way_postgresql_quotes_a_body():
+    context = "\n".join([
+        'SQL expression "p || \'a\'"', 'PL/pgSQL assignment "r := \'b\'"',
+        "Traceback (most recent call last):", '  PL/Python function "f", line 3, in <module>',
+        "    plpy.execute(\"select 'c'\")", 'PL/Python function "f"',
+        "while executing", '"set x d"', '    (procedure "__PLTcl_proc_1" line 2)',
+        "invoked from within", '"__PLTcl_proc_1"',
+    ])  # fmt: skip
+    out = strip_code(error(("S", "NOTICE"), ("C", "00000"), ("M", "m"), ("W", context)), "utf-8")
+    assert out is not None
+    left = dict(error_fields(out))[ord("W")].decode()
+    assert left.splitlines() == [
+        "Traceback (most recent call last):", 'PL/Python function "f"',
+        "(pgwitness: the function body's statement is withheld)",
+    ]  # fmt: skip
+
+
+def test_strip_code_passes_what_quotes_no_code():
+    for quiet in (
+        error(("S", "ERROR"), ("C", "P0001"), ("M", "m"), ("W", "PL/pgSQL function f() line 3 at RAISE")),
+        error(("S", "ERROR"), ("C", "22012"), ("M", "division by zero")),
+        error(("S", "ERROR"), ("C", "22P02"), ("M", "m"), ("W", 'COPY t, line 1, column a: "x"')),
+        error(("S", "ERROR"), ("C", "42883"), ("M", "m"), ("W", 'SQL function "f" statement 1')),
+    ):
+        assert strip_code(quiet, "utf-8") is None

@@ -799,3 +799,32 @@ def test_relay_unhealthy_recorder_refuses_statements_with_57p03():
     assert fields["C"] == "57P03"
     sync = m.SYNC
     assert relay.from_client(sync) == (sync, b"")
+
+
+class BodiesUnreadable(FakePolicy):
+    reads_code = False  # no read:pg_catalog.pg_proc
+
+
+CODE_CONTEXT = (b"WSQL statement \"SELECT p::int + length('body-secret')\"\n"
+                b"PL/pgSQL function f(text) line 4 at SQL statement\x00")  # fmt: skip
+
+
+def _with_context(kind: bytes, sqlstate: bytes) -> bytes:
+    return frame(kind, b"SERROR\x00VERROR\x00C" + sqlstate + b"\x00Mm\x00" + CODE_CONTEXT
+                 + b"qSELECT p::int + length('body-secret')\x00\x00")  # fmt: skip
+
+
+@pytest.mark.parametrize("kind, sqlstate", [(b"E", b"22P02"), (b"N", b"00000")])
+def test_relay_withholds_the_code_a_context_quotes_when_bodies_are_unreadable(kind, sqlstate):
+    """An error's or notice's context quoting a function body's statement, and its
+    internal query (proxy.redaction.strip_code); the frames around it unchanged."""
+    quoted = _with_context(kind, sqlstate)
+    stream = quoted + frame(b"Z", b"I")
+    out = Relay(policy=BodiesUnreadable()).from_server(stream)
+    assert b"body-secret" not in out and out.endswith(frame(b"Z", b"I"))
+    assert b"PL/pgSQL function f(text) line 4" in out and b"withheld" in out
+    # bodies readable, a dry run, or no policy: as the server sent it
+    dry = BodiesUnreadable()
+    dry.enforce = False
+    for policy in (FakePolicy(), dry, None):
+        assert Relay(policy=policy).from_server(stream) == stream
