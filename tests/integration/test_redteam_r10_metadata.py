@@ -61,6 +61,7 @@ S = {
     "mviewdef": "r10-mviewdef-5a2f",
     "prosrc": "r10-prosrc-91b0",
     "default": "r10-default-0e3c",
+    "argdefault": "r10-argdefault-0e3d",
     "missing": "r10-missing-19f4",
     "check": "r10-check-6f12",
     "domdefault": "r10-domdefault-a1c3",
@@ -95,6 +96,8 @@ CREATE FUNCTION secret.r10_trg() RETURNS trigger LANGUAGE plpgsql AS $$BEGIN RET
 CREATE TRIGGER r10_trg BEFORE INSERT ON secret.r10_vault
     FOR EACH ROW EXECUTE FUNCTION secret.r10_trg('{S["tgargs"]}');
 CREATE TABLE secret.r10_defaults (a int, b text DEFAULT '{S["default"]}');
+CREATE FUNCTION secret.r10_argdef(k text DEFAULT '{S["argdefault"]}') RETURNS int
+    LANGUAGE sql AS $$SELECT 1$$;
 CREATE TABLE secret.r10_checks (a text CHECK (a <> '{S["check"]}'));
 COMMENT ON TABLE secret.r10_vault IS '{S["comment"]}';
 COMMENT ON COLUMN secret.r10_vault.secret IS '{S["colcomment"]}';
@@ -135,7 +138,7 @@ DROP PUBLICATION IF EXISTS r10_pub;
 DROP MATERIALIZED VIEW IF EXISTS secret.r10_mview;
 DROP VIEW IF EXISTS secret.r10_view;
 DROP TABLE IF EXISTS secret.r10_vault, secret.r10_defaults, secret.r10_checks;
-DROP FUNCTION IF EXISTS secret.r10_fn(), secret.r10_trg();
+DROP FUNCTION IF EXISTS secret.r10_fn(), secret.r10_trg(), secret.r10_argdef(text);
 DROP DOMAIN IF EXISTS secret.r10_dom;
 DROP SEQUENCE IF EXISTS secret.r10_seq;
 SELECT lo_unlink(oid) FROM pg_largeobject_metadata WHERE oid = {LO_OID};
@@ -271,6 +274,14 @@ METADATA_LEAKS = [
     leak("SELECT attmissingval::text FROM pg_attribute WHERE attrelid = {r10_vault} "
          "AND atthasmissing", "missing",
          "a fast default (attmissingval)", "catalog (pg_attribute)"),
+    leak("SELECT pg_get_function_arguments(oid) FROM pg_proc WHERE proname = 'r10_argdef'",
+         "argdefault", "a function argument's DEFAULT",
+         "deparser (pg_get_function_arguments, psql's \\df)"),
+    leak("SELECT proargdefaults FROM pg_proc WHERE proname = 'r10_argdef'", "argdefault",
+         "a function argument's DEFAULT (node tree)", "catalog (pg_proc.proargdefaults)"),
+    leak("SELECT parameter_default FROM information_schema.parameters "
+         "WHERE specific_name LIKE 'r10_argdef%'", "argdefault",
+         "a function argument's DEFAULT", "information_schema view"),
     leak("SELECT typdefault FROM pg_type WHERE typname = 'r10_dom'", "domdefault",
          "a domain DEFAULT", "catalog (pg_type)"),
     leak("SELECT domain_default FROM information_schema.domains WHERE domain_name = 'r10_dom'",
