@@ -19,7 +19,7 @@ import time
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
-from policy.classify.pgparse import DERIVED_ROWS, view_hides_rows
+from policy.classify.pgparse import DERIVED_ROWS, inlined_reads, view_hides_rows
 from policy.lexer import render_name
 from policy.scopes import split_name
 
@@ -34,6 +34,7 @@ __all__ = [
     "USER_OPERATORS_SQL",
     "USER_TYPES_SQL",
     "USER_TYPE_OIDS_SQL",
+    "INLINABLE_SQL",
     "VIEWS_SQL",
     "VIEW_READS_SQL",
     "CatalogCache",
@@ -42,6 +43,7 @@ __all__ = [
     "shadowing_calls",
     "merge_defined",
     "with_defined",
+    "inlinable_from_rows",
     "view_names",
     "views_from_rows",
 ]
@@ -237,6 +239,37 @@ WHERE v.relkind = 'v' AND vn.nspname NOT IN ('pg_catalog', 'information_schema')
 """
 
 
+# User-written SQL functions PostgreSQL may inline where a statement calls one in FROM
+# (clauses.c, inline_set_returning_function): a set-returning SQL function that is not
+# STRICT, VOLATILE or SECURITY DEFINER and has no SET clause. Its body, as text.
+INLINABLE_SQL = """
+SELECT n.nspname, p.proname,
+       CASE WHEN p.prosqlbody IS NOT NULL THEN pg_catalog.pg_get_function_sqlbody(p.oid)
+            ELSE p.prosrc END
+FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
+WHERE p.prolang = (SELECT oid FROM pg_catalog.pg_language WHERE lanname = 'sql')
+  AND p.prokind = 'f' AND p.proretset AND NOT p.proisstrict AND NOT p.prosecdef
+  AND p.provolatile <> 'v' AND p.proconfig IS NULL
+  AND p.prorettype <> 'pg_catalog.void'::pg_catalog.regtype
+  AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+"""
+
+
+def inlinable_from_rows(rows) -> dict[str, tuple[tuple[str | None, str], ...]]:
+    """``Snapshot.inlinable`` from INLINABLE_SQL's rows: ``{"schema.fn" and bare "fn": the
+    relations (schema or None, name) read by the row-hiding queries of the functions of
+    that name}`` (overloads and same-named functions of other schemas together: a call is
+    decided by name)."""
+    out: dict[str, set[tuple[str | None, str]]] = {}
+    for schema, name, body in rows:
+        read = inlined_reads(body or "")
+        if read is None or not read[0]:
+            continue  # not inlined, or hides no rows
+        for key in (render_name(schema, name), render_name(name)):
+            out.setdefault(key, set()).update(read[1] or {(None, "")})
+    return {k: tuple(sorted(v, key=lambda r: (r[0] or "", r[1]))) for k, v in out.items()}
+
+
 def security_barrier(reloptions: str | None) -> bool:
     """Is ``security_barrier`` on in a relation's options (``{security_barrier=true,...}``),
     read as PostgreSQL reads a boolean (``parse_bool``: true, yes, on, 1 and their unique
@@ -331,6 +364,9 @@ class Snapshot:
     views: dict[str, frozenset[str]] = field(default_factory=dict)
     # every view outside the catalogs: a plan (EXPLAIN) shows its query
     view_names: frozenset[str] = frozenset()
+    # SQL function PostgreSQL may inline and whose query hides rows -> the relations that
+    # query names (INLINABLE_SQL, inlinable_from_rows; (None, "") for a body unreadable)
+    inlinable: dict[str, tuple[tuple[str | None, str], ...]] = field(default_factory=dict)
 
     @property
     def user_schema_safe(self) -> bool:
@@ -465,13 +501,14 @@ class CatalogCache:
         cascades: dict[str, frozenset[str]] | None = None,
         views: dict[str, frozenset[str]] | None = None,
         view_names=(),
+        inlinable: dict[str, tuple[tuple[str | None, str], ...]] | None = None,
     ) -> Snapshot:
         entry = self.entries.setdefault(database, _Entry())
         snap = Snapshot(
             frozenset(functions), dict(columns), time.monotonic(), False, role_schemas_absent,
             dict(user_functions or {}), dict(user_operators or {}), dict(user_types or {}),
             dict(type_oids or {}), frozenset(known_type_oids), dict(cascades or {}),
-            dict(views or {}), frozenset(view_names),
+            dict(views or {}), frozenset(view_names), dict(inlinable or {}),
         )  # fmt: skip
         snap = with_defined(snap, entry.defined)
         entry.snapshot = snap

@@ -387,7 +387,7 @@ class StatementPolicy:
                 denial = self._shadowed(c.functions, c.operators, self._snapshot_seen, types)
                 if denial is not None:
                     return denial
-            denial = self._through_views(c) or self._explained_code(c)
+            denial = self._through_views(c) or self._through_inlining(c) or self._explained_code(c)
             if denial is not None:
                 return denial
         if not c.attributes or d.rule == "default.housekeeping":
@@ -437,6 +437,49 @@ class StatementPolicy:
                         f"VIEW {rel} SET (security_barrier = true) keeps them out of reach)",
                     )  # fmt: skip
         return None
+
+    def _through_inlining(self, c: Classified) -> Decision | None:
+        """A SQL function PostgreSQL may inline (``Snapshot.inlinable``) is a view without a
+        barrier: the statement's conditions join its query's, and may run first on the rows
+        its WHERE hides. Refused when that query reads a relation the grant may not read."""
+        snap = self._snapshot_seen
+        if snap is None or not snap.inlinable or not c.functions:
+            return None
+        for fn in sorted(c.functions):
+            names = snap.inlinable.get(fn)
+            if names is None:
+                continue
+            for rel in self._inlined_relations(names, snap):
+                if rel == "" or check_read(rel, self.scopes) is not None:
+                    what = "a query the proxy cannot read" if rel == "" else f"rows of {rel}"
+                    return Decision(
+                        False, "deny.view",
+                        f"may not call {fn}: a SQL function PostgreSQL may inline, whose query "
+                        f"hides {what}, which this grant may not read (a condition in the "
+                        "statement could be evaluated on the rows it hides; ALTER FUNCTION "
+                        f"{fn} VOLATILE, STRICT or SECURITY DEFINER keeps it from being inlined)",
+                    )  # fmt: skip
+        return None
+
+    def _inlined_relations(self, names, snap: Snapshot) -> list[str]:
+        """The relations an inlined function's query reads, as this session resolves them
+        (an unqualified name: every schema of the search_path), and what conditions reach
+        through the views among them; "" for a query that could not be read."""
+        out: list[str] = []
+        for schema, name in names:
+            if not name:
+                out.append("")
+                continue
+            if schema is not None:
+                rels = [render_name(schema, name)]
+            elif name.startswith("pg_"):
+                rels = [render_name("pg_catalog", name)]
+            else:
+                rels = [render_name(s, name) for s in self.search_path]
+            for rel in rels:
+                out.append(rel)
+                out.extend(sorted(snap.views.get(rel, ())))
+        return out
 
     def _explained_code(self, c: Classified) -> Decision | None:
         """A plan shows code: EXPLAIN of a statement naming a view prints the view's query

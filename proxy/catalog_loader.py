@@ -12,6 +12,7 @@ from policy.catalog import (
     CASCADES_SQL,
     COLUMNS_SQL,
     FUNCTIONS_SQL,
+    INLINABLE_SQL,
     ROLE_SCHEMAS_SQL,
     USER_FUNCTIONS_SQL,
     USER_OPERATORS_SQL,
@@ -21,6 +22,7 @@ from policy.catalog import (
     VIEWS_SQL,
     CatalogCache,
     cascade_reach,
+    inlinable_from_rows,
     view_names,
     views_from_rows,
 )
@@ -105,10 +107,11 @@ class CatalogLoader:
 
     async def load(self, database: str) -> None:
         (functions, column_rows, role_schemas, user_function_rows, user_operator_rows,
-         user_type_rows, type_oid_rows, cascade_rows, view_rows, view_read_rows) = await _queries(
+         user_type_rows, type_oid_rows, cascade_rows, view_rows, view_read_rows,
+         inlinable_rows) = await _queries(
             self.cfg, self.credentials, database, FUNCTIONS_SQL, COLUMNS_SQL, ROLE_SCHEMAS_SQL,
             USER_FUNCTIONS_SQL, USER_OPERATORS_SQL, USER_TYPES_SQL, USER_TYPE_OIDS_SQL,
-            CASCADES_SQL, VIEWS_SQL, VIEW_READS_SQL,
+            CASCADES_SQL, VIEWS_SQL, VIEW_READS_SQL, INLINABLE_SQL,
         )  # fmt: skip
         functions, column_rows = _ok(functions), _ok(column_rows)
         user_functions: dict[str, set[str]] = {}
@@ -149,6 +152,7 @@ class CatalogLoader:
             ),
             views_from_rows(_ok(view_rows), _ok(view_read_rows)),
             view_names(_ok(view_rows)),
+            inlinable_from_rows(_ok(inlinable_rows)),
         )
 
     def refresh(self, database: str) -> asyncio.Task:

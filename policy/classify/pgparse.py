@@ -874,3 +874,24 @@ def _select_hides_rows(select: dict) -> bool:
                 continue
         return True  # JoinExpr, TABLESAMPLE, a function, a subquery that filters, ...
     return False
+
+
+def inlined_reads(body: str) -> tuple[bool, frozenset[tuple[str | None, str]]] | None:
+    """What a SQL function PostgreSQL may inline into the statement calling it reads:
+    (its query hides rows, the relations it names as (schema or None, name)); None if
+    PostgreSQL would not inline it (not exactly one SELECT). ``body``: ``prosrc``, or
+    ``pg_get_function_sqlbody`` of a ``BEGIN ATOMIC`` body. Like a view that is no
+    security barrier (``view_hides_rows``), an inlined function lets the statement's own
+    conditions run before its WHERE."""
+    text = body.strip()
+    if text[:12].upper() == "BEGIN ATOMIC" and text[-3:].upper() == "END":
+        text = text[12:-3]
+    try:
+        statements = parse(text)
+    except PgParseError:
+        return True, frozenset()  # unreadable: hides, and what it reads is unknown
+    if len(statements) != 1 or statements[0].kind != "SelectStmt":
+        return None
+    (statement,) = statements
+    names = frozenset((schema, name) for schema, name, _role in statement.relations)
+    return _select_hides_rows(statement.node), names

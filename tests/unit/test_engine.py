@@ -940,3 +940,27 @@ def test_explain_of_views_and_user_functions_needs_the_definitions_scopes():
     # refused for want of an execute scope, not for its body
     verdict = plain.check_query("EXPLAIN SELECT * FROM public.t WHERE other.is_key(pin)")
     assert not verdict.allowed and verdict.decisions[0][1].rule == "scope.execute"
+
+
+def test_a_call_of_an_inlinable_function_hiding_unreadable_rows_is_refused():
+    from policy.catalog import Snapshot, inlinable_from_rows
+
+    snapshot = Snapshot(frozenset(), {}, inlinable=inlinable_from_rows([
+        ("public", "mine", "SELECT id, pin FROM hidden.accounts WHERE owner = 'me'"),
+        ("public", "local", "SELECT id, pin FROM accounts WHERE owner = 'me'"),
+        ("public", "odd", "SELEC x"),
+    ]))  # fmt: skip
+    p = StatementPolicy(parse_scopes("read:public.* execute:public.mine,public.local,public.odd"),
+                        task="T")  # fmt: skip
+    p.catalog = lambda: snapshot
+    for sql, why in [("SELECT * FROM public.mine() WHERE pin::int > 0", "rows of hidden.accounts"),
+                     ("SELECT * FROM mine() m", "rows of hidden.accounts"),
+                     ("SELECT * FROM public.odd()", "a query the proxy cannot read")]:  # fmt: skip
+        verdict = p.check_query(sql)
+        assert not verdict.allowed and verdict.decisions[0][1].rule == "deny.view", sql
+        assert why in verdict.message and "VOLATILE" in verdict.message, sql
+    # its unqualified relation resolves to public (the search_path), which the grant reads
+    assert p.check_query("SELECT * FROM public.local() WHERE pin::int > 0").allowed
+    broad = StatementPolicy(parse_scopes("read:public.*,hidden.* execute:public.mine"), task="T")
+    broad.catalog = lambda: snapshot
+    assert broad.check_query("SELECT * FROM public.mine() WHERE pin::int > 0").allowed

@@ -93,3 +93,37 @@ def test_exposure_survives_a_cycle():
     views = {"p.a": (False, True), "p.b": (False, False)}
     both = {"p.a", "p.b"}  # (PostgreSQL refuses such views; a snapshot must not loop on one)
     assert view_exposure(views, {"p.a": {"p.b"}, "p.b": {"p.a"}}) == {"p.a": both, "p.b": both}
+
+
+def test_what_an_inlined_function_reads():
+    from policy.classify.pgparse import inlined_reads
+
+    assert inlined_reads("SELECT id, pin FROM h.accounts WHERE owner = 'me'") == (
+        True, frozenset({("h", "accounts")}))  # fmt: skip
+    atomic = "BEGIN ATOMIC\n SELECT a.id FROM h.accounts a WHERE (a.owner = 'me'::text);\nEND"
+    assert inlined_reads(atomic) == (True, frozenset({("h", "accounts")}))
+    assert inlined_reads("SELECT id FROM accounts") == (False, frozenset({(None, "accounts")}))
+    # PostgreSQL inlines one SELECT only
+    for body in ("SELECT 1; SELECT 2", "INSERT INTO t VALUES (1) RETURNING *"):
+        assert inlined_reads(body) is None, body
+    assert inlined_reads("VALUES (1)") == (False, frozenset())  # a SELECT to the parser
+    assert inlined_reads("SELEC x") == (True, frozenset())  # unreadable: fail closed
+
+
+def test_inlinable_functions_by_qualified_and_bare_name():
+    from policy.catalog import inlinable_from_rows
+
+    got = inlinable_from_rows([
+        ("public", "rows", "SELECT id FROM h.accounts WHERE owner = 'me'"),
+        ("other", "rows", "SELECT id FROM accounts WHERE owner = 'me'"),
+        ("public", "all_rows", "SELECT id FROM h.accounts"),  # hides nothing
+        ("public", "many", "SELECT 1; SELECT 2"),  # not inlined
+        ("public", "odd", "SELEC x"),
+    ])  # fmt: skip
+    assert got == {
+        "public.rows": (("h", "accounts"),),
+        "other.rows": ((None, "accounts"),),
+        "rows": ((None, "accounts"), ("h", "accounts")),
+        "public.odd": ((None, ""),),
+        "odd": ((None, ""),),
+    }
