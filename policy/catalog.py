@@ -241,11 +241,13 @@ WHERE v.relkind = 'v' AND vn.nspname NOT IN ('pg_catalog', 'information_schema')
 
 # User-written SQL functions PostgreSQL may inline where a statement calls one in FROM
 # (clauses.c, inline_set_returning_function): a set-returning SQL function that is not
-# STRICT, VOLATILE or SECURITY DEFINER and has no SET clause. Its body, as text.
+# STRICT, VOLATILE or SECURITY DEFINER and has no SET clause. Its body, as text: a
+# ``BEGIN ATOMIC`` body (PostgreSQL 14+: ``prosqlbody``, read through to_jsonb so that
+# the query runs on 13 too) as the whole definition PostgreSQL prints.
 INLINABLE_SQL = """
 SELECT n.nspname, p.proname,
-       CASE WHEN p.prosqlbody IS NOT NULL THEN pg_catalog.pg_get_function_sqlbody(p.oid)
-            ELSE p.prosrc END
+       CASE WHEN pg_catalog.to_jsonb(p) ->> 'prosqlbody' IS NOT NULL
+            THEN pg_catalog.pg_get_functiondef(p.oid) ELSE p.prosrc END
 FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
 WHERE p.prolang = (SELECT oid FROM pg_catalog.pg_language WHERE lanname = 'sql')
   AND p.prokind = 'f' AND p.proretset AND NOT p.proisstrict AND NOT p.prosecdef

@@ -880,10 +880,15 @@ def inlined_reads(body: str) -> tuple[bool, frozenset[tuple[str | None, str]]] |
     """What a SQL function PostgreSQL may inline into the statement calling it reads:
     (its query hides rows, the relations it names as (schema or None, name)); None if
     PostgreSQL would not inline it (not exactly one SELECT). ``body``: ``prosrc``, or
-    ``pg_get_function_sqlbody`` of a ``BEGIN ATOMIC`` body. Like a view that is no
-    security barrier (``view_hides_rows``), an inlined function lets the statement's own
-    conditions run before its WHERE."""
+    for a ``BEGIN ATOMIC`` body the definition ``pg_get_functiondef`` prints (or the body
+    alone). Like a view that is no security barrier (``view_hides_rows``), an inlined
+    function lets the statement's own conditions run before its WHERE."""
     text = body.strip()
+    if text[:6].upper() == "CREATE":
+        atomic = text.upper().find("BEGIN ATOMIC")
+        if atomic < 0:
+            return True, frozenset()  # a definition without its body: fail closed
+        text = text[atomic:]
     if text[:12].upper() == "BEGIN ATOMIC" and text[-3:].upper() == "END":
         text = text[12:-3]
     try:

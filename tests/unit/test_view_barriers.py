@@ -102,6 +102,9 @@ def test_what_an_inlined_function_reads():
         True, frozenset({("h", "accounts")}))  # fmt: skip
     atomic = "BEGIN ATOMIC\n SELECT a.id FROM h.accounts a WHERE (a.owner = 'me'::text);\nEND"
     assert inlined_reads(atomic) == (True, frozenset({("h", "accounts")}))
+    definition = ("CREATE OR REPLACE FUNCTION public.f()\n RETURNS TABLE(id integer)\n"
+                  " LANGUAGE sql\n STABLE\n" + atomic + "\n")  # fmt: skip
+    assert inlined_reads(definition) == (True, frozenset({("h", "accounts")}))
     assert inlined_reads("SELECT id FROM accounts") == (False, frozenset({(None, "accounts")}))
     # PostgreSQL inlines one SELECT only
     for body in ("SELECT 1; SELECT 2", "INSERT INTO t VALUES (1) RETURNING *"):
