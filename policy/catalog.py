@@ -35,6 +35,7 @@ __all__ = [
     "USER_TYPES_SQL",
     "USER_TYPE_OIDS_SQL",
     "INLINABLE_SQL",
+    "RULED_SQL",
     "VIEWS_SQL",
     "VIEW_READS_SQL",
     "CatalogCache",
@@ -321,6 +322,17 @@ def view_exposure(views, reads) -> dict[str, frozenset[str]]:
     return out
 
 
+# Relations with rules of their own (not a view's _RETURN): a plan of a statement on one
+# shows the rules' actions, literals and all.
+RULED_SQL = """
+SELECT DISTINCT n.nspname, c.relname
+FROM pg_catalog.pg_rewrite r
+JOIN pg_catalog.pg_class c ON c.oid = r.ev_class
+JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+WHERE r.rulename <> '_RETURN' AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+"""
+
+
 def view_names(view_rows) -> frozenset[str]:
     """``Snapshot.view_names`` from VIEWS_SQL's rows."""
     return frozenset(render_name(schema, name) for schema, name, *_ in view_rows)
@@ -366,6 +378,8 @@ class Snapshot:
     views: dict[str, frozenset[str]] = field(default_factory=dict)
     # every view outside the catalogs: a plan (EXPLAIN) shows its query
     view_names: frozenset[str] = frozenset()
+    # every relation with rules of its own (RULED_SQL): a plan shows their actions
+    ruled: frozenset[str] = frozenset()
     # SQL function PostgreSQL may inline and whose query hides rows -> the relations that
     # query names (INLINABLE_SQL, inlinable_from_rows; (None, "") for a body unreadable)
     inlinable: dict[str, tuple[tuple[str | None, str], ...]] = field(default_factory=dict)
@@ -504,13 +518,14 @@ class CatalogCache:
         views: dict[str, frozenset[str]] | None = None,
         view_names=(),
         inlinable: dict[str, tuple[tuple[str | None, str], ...]] | None = None,
+        ruled=(),
     ) -> Snapshot:
         entry = self.entries.setdefault(database, _Entry())
         snap = Snapshot(
             frozenset(functions), dict(columns), time.monotonic(), False, role_schemas_absent,
             dict(user_functions or {}), dict(user_operators or {}), dict(user_types or {}),
             dict(type_oids or {}), frozenset(known_type_oids), dict(cascades or {}),
-            dict(views or {}), frozenset(view_names), dict(inlinable or {}),
+            dict(views or {}), frozenset(view_names), frozenset(ruled), dict(inlinable or {}),
         )  # fmt: skip
         snap = with_defined(snap, entry.defined)
         entry.snapshot = snap

@@ -483,21 +483,31 @@ class StatementPolicy:
 
     def _explained_code(self, c: Classified) -> Decision | None:
         """A plan shows code: EXPLAIN of a statement naming a view prints the view's query
-        (its filters and their literals), and one calling a user-written function, directly
-        or behind an operator, may print the function's body (PostgreSQL inlines a SQL
-        function). Both are definitions the catalogs keep behind a scope
-        (``pgparse.SENSITIVE_COLUMNS``), so EXPLAIN needs the same one."""
+        (its filters and their literals), naming a relation with rules their actions, and
+        calling a user-written function, directly or behind an operator, may print the
+        function's body (PostgreSQL inlines a SQL function). Each is a definition the
+        catalogs keep behind a scope (``pgparse.SENSITIVE_COLUMNS``), so EXPLAIN needs
+        the same one."""
         snap = self._snapshot_seen
         if snap is None or not c.command.startswith("EXPLAIN"):
             return None
         scopes = self.scopes
+        named = sorted(c.reads | c.writes)
         if not scopes.allows_relation("read", "pg_catalog.pg_views"):
-            for rel in sorted(c.reads | c.writes):
+            for rel in named:
                 if rel in snap.view_names:
                     return Decision(
                         False, "deny.catalog",
                         f"may not EXPLAIN a statement naming the view {rel}: the plan shows "
                         "the view's query, a definition a read:pg_catalog.pg_views scope allows",
+                    )  # fmt: skip
+        if not scopes.allows_relation("read", "pg_catalog.pg_rules"):
+            for rel in named:
+                if rel in snap.ruled:
+                    return Decision(
+                        False, "deny.catalog",
+                        f"may not EXPLAIN a statement naming {rel}: it has rules, whose actions "
+                        "the plan shows, definitions a read:pg_catalog.pg_rules scope allows",
                     )  # fmt: skip
         if not scopes.allows_relation("read", "pg_catalog.pg_proc"):
             user = snap.user_functions

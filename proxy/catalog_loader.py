@@ -14,6 +14,7 @@ from policy.catalog import (
     FUNCTIONS_SQL,
     INLINABLE_SQL,
     ROLE_SCHEMAS_SQL,
+    RULED_SQL,
     USER_FUNCTIONS_SQL,
     USER_OPERATORS_SQL,
     USER_TYPE_OIDS_SQL,
@@ -108,10 +109,10 @@ class CatalogLoader:
     async def load(self, database: str) -> None:
         (functions, column_rows, role_schemas, user_function_rows, user_operator_rows,
          user_type_rows, type_oid_rows, cascade_rows, view_rows, view_read_rows,
-         inlinable_rows) = await _queries(
+         inlinable_rows, ruled_rows) = await _queries(
             self.cfg, self.credentials, database, FUNCTIONS_SQL, COLUMNS_SQL, ROLE_SCHEMAS_SQL,
             USER_FUNCTIONS_SQL, USER_OPERATORS_SQL, USER_TYPES_SQL, USER_TYPE_OIDS_SQL,
-            CASCADES_SQL, VIEWS_SQL, VIEW_READS_SQL, INLINABLE_SQL,
+            CASCADES_SQL, VIEWS_SQL, VIEW_READS_SQL, INLINABLE_SQL, RULED_SQL,
         )  # fmt: skip
         functions, column_rows = _ok(functions), _ok(column_rows)
         user_functions: dict[str, set[str]] = {}
@@ -153,6 +154,7 @@ class CatalogLoader:
             views_from_rows(_ok(view_rows), _ok(view_read_rows)),
             view_names(_ok(view_rows)),
             inlinable_from_rows(_ok(inlinable_rows)),
+            ruled=frozenset(render_name(schema, name) for schema, name in _ok(ruled_rows)),
         )
 
     def refresh(self, database: str) -> asyncio.Task:

@@ -7,7 +7,8 @@ literal planted in it, over the simple protocol, the extended one and a prepared
 statement (``test_the_server_shows_the_code_when_asked_directly``: every probe could leak):
 
 * a plan: ``EXPLAIN`` of a statement naming a view prints the view's query (``Filter: (pin
-  <> '<literal>')``), and of one calling a user-written SQL function its inlined body;
+  <> '<literal>')``), of one writing a table with rules the rules' actions, and of one
+  calling a user-written SQL function its inlined body;
 * an error's or notice's context: PostgreSQL quotes the statement of a PL/pgSQL body that
   failed or raised (``SQL statement "SELECT ... '<literal>'"``), from a function an
   execute scope allows or a trigger a write fires, and the internal query field repeats it.
@@ -37,6 +38,7 @@ S = {
     "plpgsql": "cs-plpgsql-secret-3c9d",
     "trigger": "cs-trigger-secret-5e20",
     "notice": "cs-notice-secret-91aa",
+    "rule": "cs-rule-secret-08f4",
 }
 SETUP = f"""
 CREATE TABLE public.cs_t (id int, pin text);
@@ -62,18 +64,26 @@ BEGIN
 END $$;
 CREATE TRIGGER cs_trg BEFORE INSERT ON public.cs_t FOR EACH ROW
     WHEN (NEW.id > 100) EXECUTE FUNCTION public.cs_trg();
+CREATE TABLE public.cs_ruled (id int);
+CREATE TABLE public.cs_rule_log (k text, id int);
+CREATE RULE cs_rule AS ON INSERT TO public.cs_ruled
+    DO ALSO INSERT INTO public.cs_rule_log VALUES ('{S["rule"]}', NEW.id);
 """
-for _owned in ("TABLE public.cs_t", "VIEW public.cs_keyed", "FUNCTION public.cs_is_key(text)",
+for _owned in ("TABLE public.cs_t", "TABLE public.cs_ruled", "TABLE public.cs_rule_log",
+               "VIEW public.cs_keyed", "FUNCTION public.cs_is_key(text)",
                "FUNCTION public.cs_pl(text)", "FUNCTION public.cs_inner(text)",
                "FUNCTION public.cs_note(text)", "FUNCTION public.cs_trg()"):  # fmt: skip
     SETUP += f"ALTER {_owned} OWNER TO {UPSTREAM_USER};\n"
 TEARDOWN = (
-    "DROP VIEW IF EXISTS public.cs_keyed; DROP TABLE IF EXISTS public.cs_t; "
+    "DROP VIEW IF EXISTS public.cs_keyed; DROP TABLE IF EXISTS public.cs_t, public.cs_ruled, "
+    "public.cs_rule_log; "
     "DROP FUNCTION IF EXISTS public.cs_is_key(text), public.cs_pl(text), "
     "public.cs_note(text), public.cs_inner(text), public.cs_trg();"
 )
-SCOPES = "read:public.cs_t,public.cs_keyed write:public.cs_t execute:public.cs_is_key,public.cs_pl,public.cs_note"
-OPTED = SCOPES + " read:pg_catalog.pg_views,pg_catalog.pg_proc"
+SCOPES = ("read:public.cs_t,public.cs_keyed,public.cs_ruled write:public.cs_t,public.cs_ruled "
+          "execute:public.cs_is_key,public.cs_pl,public.cs_note")  # fmt: skip
+OPTED = SCOPES + " read:pg_catalog.pg_views,pg_catalog.pg_proc,pg_catalog.pg_rules"
+SCOPE_OF = {"view": "pg_catalog.pg_views", "sqlfn": "pg_catalog.pg_proc", "rule": "pg_catalog.pg_rules"}
 
 EXPLAINS = {
     "view": [
@@ -86,6 +96,10 @@ EXPLAINS = {
         "EXPLAIN SELECT * FROM public.cs_t WHERE public.cs_is_key(pin)",
         "EXPLAIN VERBOSE SELECT public.cs_is_key(pin) FROM public.cs_t",
         "EXPLAIN SELECT * FROM public.cs_t WHERE cs_is_key(pin)",
+    ],
+    "rule": [
+        "EXPLAIN VERBOSE INSERT INTO public.cs_ruled VALUES (1)",
+        "EXPLAIN (VERBOSE, COSTS OFF) INSERT INTO cs_ruled SELECT 2",
     ],
 }
 CONTEXTS = {
@@ -124,7 +138,7 @@ def test_the_server_shows_the_code_when_asked_directly(px, pg):
 def test_explain_needs_the_scope_the_definition_needs(px, key, sql):
     got = received(px, sql)
     assert_no_leak(got, [S[key]], sql)
-    scope = "pg_catalog.pg_views" if key == "view" else "pg_catalog.pg_proc"
+    scope = SCOPE_OF[key]
     for mode, text in got.items():
         assert "42501" in text and f"read:{scope}" in text, (mode, sql, text[-400:])
 

@@ -914,14 +914,15 @@ def test_explain_of_views_and_user_functions_needs_the_definitions_scopes():
     from policy.catalog import Snapshot
 
     snapshot = Snapshot(
-        frozenset(), {}, view_names=frozenset({"public.v"}),
+        frozenset(), {}, view_names=frozenset({"public.v"}), ruled=frozenset({"public.r"}),
         user_functions={"is_key": frozenset({"public.is_key"})},
         user_operators={"===": frozenset({"public.eq3"})},
     )  # fmt: skip
-    base = "read:public.v,public.t execute:public.is_key,public.eq3"
+    base = "read:public.v,public.t,public.r write:public.r execute:public.is_key,public.eq3"
     plain = StatementPolicy(parse_scopes(base), task="T")
-    opted = StatementPolicy(parse_scopes(base + " read:pg_catalog.pg_views,pg_catalog.pg_proc"),
-                            task="T")  # fmt: skip
+    opted = StatementPolicy(
+        parse_scopes(base + " read:pg_catalog.pg_views,pg_catalog.pg_proc,pg_catalog.pg_rules"),
+        task="T")  # fmt: skip
     for p in (plain, opted):
         p.catalog = lambda: snapshot
     for sql, scope in [
@@ -929,6 +930,8 @@ def test_explain_of_views_and_user_functions_needs_the_definitions_scopes():
         ("EXPLAIN ANALYZE SELECT * FROM v WHERE id > 1", "pg_catalog.pg_views"),
         ("EXPLAIN SELECT * FROM public.t WHERE public.is_key(pin)", "pg_catalog.pg_proc"),
         ("EXPLAIN SELECT is_key(pin) FROM public.t", "pg_catalog.pg_proc"),
+        ("EXPLAIN INSERT INTO public.r VALUES (1)", "pg_catalog.pg_rules"),
+        ("EXPLAIN SELECT * FROM public.r", "pg_catalog.pg_rules"),
     ]:
         verdict = plain.check_query(sql)
         assert not verdict.allowed and f"read:{scope}" in verdict.message, sql
