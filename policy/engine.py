@@ -493,21 +493,18 @@ class StatementPolicy:
             return None
         scopes = self.scopes
         named = sorted(c.reads | c.writes)
-        if not scopes.allows_relation("read", "pg_catalog.pg_views"):
+        for scope, shown, what in (
+            ("pg_catalog.pg_views", snap.view_names, "the view {}: the plan shows its query"),
+            ("pg_catalog.pg_rules", snap.ruled, "{}: the plan shows the actions of its rules"),
+        ):
+            if scopes.allows_relation("read", scope):
+                continue
             for rel in named:
-                if rel in snap.view_names:
+                if rel in shown:
                     return Decision(
                         False, "deny.catalog",
-                        f"may not EXPLAIN a statement naming the view {rel}: the plan shows "
-                        "the view's query, a definition a read:pg_catalog.pg_views scope allows",
-                    )  # fmt: skip
-        if not scopes.allows_relation("read", "pg_catalog.pg_rules"):
-            for rel in named:
-                if rel in snap.ruled:
-                    return Decision(
-                        False, "deny.catalog",
-                        f"may not EXPLAIN a statement naming {rel}: it has rules, whose actions "
-                        "the plan shows, definitions a read:pg_catalog.pg_rules scope allows",
+                        f"may not EXPLAIN a statement naming {what.format(rel)}, a definition "
+                        f"a read:{scope} scope allows",
                     )  # fmt: skip
         if not scopes.allows_relation("read", "pg_catalog.pg_proc"):
             user = snap.user_functions
