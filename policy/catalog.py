@@ -45,7 +45,7 @@ __all__ = [
     "merge_defined",
     "with_defined",
     "inlinable_from_rows",
-    "view_names",
+    "relation_names",
     "views_from_rows",
 ]
 
@@ -333,9 +333,10 @@ WHERE r.rulename <> '_RETURN' AND n.nspname NOT IN ('pg_catalog', 'information_s
 """
 
 
-def view_names(view_rows) -> frozenset[str]:
-    """``Snapshot.view_names`` from VIEWS_SQL's rows."""
-    return frozenset(render_name(schema, name) for schema, name, *_ in view_rows)
+def relation_names(rows) -> frozenset[str]:
+    """The relations of rows that start (schema, name): ``Snapshot.view_names`` from
+    VIEWS_SQL's, ``Snapshot.ruled`` from RULED_SQL's."""
+    return frozenset(render_name(schema, name) for schema, name, *_ in rows)
 
 
 def views_from_rows(view_rows, read_rows) -> dict[str, frozenset[str]]:

@@ -427,15 +427,22 @@ class StatementPolicy:
             reached = snap.views.get(rel)
             if reached is None:
                 continue
-            for base in sorted(reached):
-                if check_read(base, self.scopes) is not None:
-                    return Decision(
-                        False, "deny.view",
-                        f"may not read {rel}: a view that hides rows of {base}, which this "
-                        "grant may not read, without being a security barrier (a condition "
-                        "in the statement could be evaluated on the rows it hides; ALTER "
-                        f"VIEW {rel} SET (security_barrier = true) keeps them out of reach)",
-                    )  # fmt: skip
+            base = self._unreadable(sorted(reached))
+            if base is not None:
+                return Decision(
+                    False, "deny.view",
+                    f"may not read {rel}: a view that hides rows of {base}, which this "
+                    "grant may not read, without being a security barrier (a condition "
+                    "in the statement could be evaluated on the rows it hides; ALTER "
+                    f"VIEW {rel} SET (security_barrier = true) keeps them out of reach)",
+                )  # fmt: skip
+        return None
+
+    def _unreadable(self, rels) -> str | None:
+        """The first of ``rels`` this grant may not read ("": a query not read), or None."""
+        for rel in rels:
+            if rel == "" or check_read(rel, self.scopes) is not None:
+                return rel
         return None
 
     def _through_inlining(self, c: Classified) -> Decision | None:
@@ -449,16 +456,16 @@ class StatementPolicy:
             names = snap.inlinable.get(fn)
             if names is None:
                 continue
-            for rel in self._inlined_relations(names, snap):
-                if rel == "" or check_read(rel, self.scopes) is not None:
-                    what = "a query the proxy cannot read" if rel == "" else f"rows of {rel}"
-                    return Decision(
-                        False, "deny.view",
-                        f"may not call {fn}: a SQL function PostgreSQL may inline, whose query "
-                        f"hides {what}, which this grant may not read (a condition in the "
-                        "statement could be evaluated on the rows it hides; ALTER FUNCTION "
-                        f"{fn} VOLATILE, STRICT or SECURITY DEFINER keeps it from being inlined)",
-                    )  # fmt: skip
+            rel = self._unreadable(self._inlined_relations(names, snap))
+            if rel is not None:
+                what = "a query the proxy cannot read" if rel == "" else f"rows of {rel}"
+                return Decision(
+                    False, "deny.view",
+                    f"may not call {fn}: a SQL function PostgreSQL may inline, whose query "
+                    f"hides {what}, which this grant may not read (a condition in the "
+                    "statement could be evaluated on the rows it hides; ALTER FUNCTION "
+                    f"{fn} VOLATILE, STRICT or SECURITY DEFINER keeps it from being inlined)",
+                )  # fmt: skip
         return None
 
     def _inlined_relations(self, names, snap: Snapshot) -> list[str]:

@@ -24,7 +24,7 @@ from policy.catalog import (
     CatalogCache,
     cascade_reach,
     inlinable_from_rows,
-    view_names,
+    relation_names,
     views_from_rows,
 )
 from policy.lexer import render_name
@@ -152,9 +152,9 @@ class CatalogLoader:
                 (render_name(s1, t1), render_name(s2, t2)) for s1, t1, s2, t2 in _ok(cascade_rows)
             ),
             views_from_rows(_ok(view_rows), _ok(view_read_rows)),
-            view_names(_ok(view_rows)),
+            relation_names(_ok(view_rows)),
             inlinable_from_rows(_ok(inlinable_rows)),
-            ruled=frozenset(render_name(schema, name) for schema, name in _ok(ruled_rows)),
+            ruled=relation_names(_ok(ruled_rows)),
         )
 
     def refresh(self, database: str) -> asyncio.Task:

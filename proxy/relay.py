@@ -440,18 +440,14 @@ class Relay:
                     counting = False  # answered or skipped now: nothing more to count
             if not pending and t not in _WATCHED and not (notices and t == _NOTICE):
                 continue  # DataRow, CommandComplete, ...: the common case
-            if t == _NOTICE and withholding and not (pending and denials.tag_bytes in run[start:end]):
-                # the session's writes reach an unreadable relation through foreign-key
-                # actions: a notice keeps its severity and SQLSTATE (proxy.redaction)
-                rewritten = self._ensure(rewritten, run, last, start)
-                rewritten.append(withhold_message(run[start:end], self.encoding))
-                last = end
-                continue
-            if t == _NOTICE and strips and not (pending and denials.tag_bytes in run[start:end]):
-                stripped = self._stripped(run[start:end])
-                if stripped is not None:
+            if t == _NOTICE and notices and not (pending and denials.tag_bytes in run[start:end]):
+                # withheld as an error would be (proxy.redaction): all but severity and
+                # SQLSTATE while writes reach an unreadable relation, else the code its
+                # context quotes from a function body
+                quiet = self._quieted(run[start:end], withholding)
+                if quiet is not None:
                     rewritten = self._ensure(rewritten, run, last, start)
-                    rewritten.append(stripped)
+                    rewritten.append(quiet)
                     last = end
                     continue
             if t == _READY:
@@ -527,6 +523,12 @@ class Relay:
             rewritten.append(run[last:])
             out = b"".join(rewritten)
         return self.deliver(out)
+
+    def _quieted(self, frame: bytes, withholding: bool) -> bytes | None:
+        """A notice, withheld (``withholding``) or without quoted code; None: as it is."""
+        if withholding:
+            return withhold_message(frame, self.encoding)
+        return self._stripped(frame)
 
     def _redacted(self, frame: bytes, withholding: bool) -> bytes | None:
         """An error that may quote a row of a relation the grant may not read, withheld

@@ -21,9 +21,9 @@ from __future__ import annotations
 import psycopg
 import pytest
 
-from tests.integration.test_redteam_r11_new_walls import assert_no_leak, received
 from tests.support import planted
 from tests.support.pg import direct_dsn
+from tests.support.planted import assert_no_leak, received
 from tests.support.rawpg import UPSTREAM_USER
 
 pytestmark = pytest.mark.timeout(180)

@@ -44,6 +44,7 @@ import pytest
 
 from tests.support import planted
 from tests.support.fixtures_proxy import ProxyHandle, per_grant_overrides, proxy_config
+from tests.support.planted import assert_denied, encodings
 from tests.support.proxies import issue as grant_issue
 from tests.support.rawpg import UPSTREAM_USER, RawClient
 from tests.support.wait import wait_for
@@ -177,22 +178,11 @@ def received(handle, sql: str, token: str | None = None) -> dict[str, str]:
     return out
 
 
-def encodings(secret: str) -> tuple[str, ...]:
-    """The marker as text, as bytea hex, and as a node tree's byte list."""
-    raw = secret.encode()
-    return secret, raw.hex(), " ".join(str(b) for b in raw)
-
-
 def assert_no_leak(got: dict[str, str], secret: str, sql: str) -> None:
     """Every protocol is looked at before failing: the failure names each one that leaked."""
     leaked = {mode: text[-600:] for mode, text in got.items()
               if any(form in text for form in encodings(secret))}  # fmt: skip
     assert not leaked, ("LEAK", sql, leaked)
-
-
-def assert_denied(got: dict[str, str], sql: str) -> None:
-    for mode, text in got.items():
-        assert "42501" in text and "pgwitness: task" in text, (mode, sql, text[-600:])
 
 
 def probe(handle, sql: str, secret: str, *, denied: bool = False) -> dict[str, str]:

@@ -42,9 +42,9 @@ from __future__ import annotations
 import psycopg
 import pytest
 
-from common.wire import messages as m
 from tests.support import planted
-from tests.support.rawpg import UPSTREAM_USER, RawClient
+from tests.support.planted import assert_denied, assert_no_leak, received
+from tests.support.rawpg import UPSTREAM_USER
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -130,68 +130,6 @@ def direct(pg, sql: str) -> str:
     with psycopg.connect(pg.dsn(UPSTREAM_USER, pg.users[UPSTREAM_USER], "app"),
                          autocommit=True) as conn:  # fmt: skip
         return str(conn.execute(sql).fetchall())
-
-
-# --- what the client received ------------------------------------------------------------
-
-
-def _session(handle, token: str | None = None) -> RawClient:
-    return RawClient.session(handle.host, handle.port, handle.agent, token or handle.token)
-
-
-def _simple(c: RawClient, sql: str) -> list[bytes]:
-    return c.query(sql)
-
-
-def _extended(c: RawClient, sql: str) -> list[bytes]:
-    c.send(m.parse("", sql), m.bind_no_params(), m.execute(), m.SYNC)
-    return c.frames_until_ready()
-
-
-def _prepared(c: RawClient, sql: str) -> list[bytes]:
-    c.send(m.parse("r11_stmt", sql), m.SYNC)
-    frames = c.frames_until_ready()
-    c.send(m.bind_no_params(statement="r11_stmt"), m.execute(), m.SYNC)
-    return frames + c.frames_until_ready()
-
-
-MODES = {"simple": _simple, "extended": _extended, "prepared": _prepared}
-
-
-def text(frames: list[bytes]) -> str:
-    return b"".join(frames).decode("utf-8", "replace")
-
-
-def received(handle, sql: str, before: tuple[str, ...] = (), after: tuple[str, ...] = (),
-             token: str | None = None):
-    """What each mode gave back for ``sql`` (``before``/``after`` sent in the same session
-    over the simple protocol, their answers included), in a session of ``token``'s grant
-    (the handle's own by default)."""
-    out = {}
-    for mode, send in MODES.items():
-        with _session(handle, token) as c:
-            frames = [f for s in before for f in c.query(s)]
-            frames += send(c, sql)
-            frames += [f for s in after for f in c.query(s)]
-            assert b"1" in b"".join(c.query("SELECT 1"))  # the session goes on
-        out[mode] = text(frames)
-    return out
-
-
-def encodings(secret: str) -> tuple[str, ...]:
-    raw = secret.encode()
-    return secret, raw.hex(), " ".join(str(b) for b in raw)
-
-
-def assert_no_leak(got: dict[str, str], secrets: list[str], sql: str) -> None:
-    leaked = {mode: t[-700:] for mode, t in got.items()
-              if any(form in t for s in secrets for form in encodings(s))}  # fmt: skip
-    assert not leaked, ("LEAK", sorted(leaked), sql, leaked)
-
-
-def assert_denied(got: dict[str, str], sql: str) -> None:
-    for mode, t in got.items():
-        assert "42501" in t and "pgwitness: task" in t, (mode, sql, t[-600:])
 
 
 # --- the server's own judgement -----------------------------------------------------------
@@ -281,11 +219,11 @@ def test_a_temporary_view_over_a_whole_catalog_row(px):
     """No ddl scope needed: the base grant creates the temporary view and reads it back
     (by its pg_temp name; unqualified it is read as public.r11_tv and refused)."""
     got = {}
-    with _session(px) as c:
-        got["create"] = text(c.query(
+    with planted.session(px) as c:
+        got["create"] = planted.text(c.query(
             "CREATE TEMP VIEW r11_tv AS SELECT p.to_jsonb AS j FROM pg_proc p "
             "WHERE p.proname = 'r11_fn'"))  # fmt: skip
-        got["read"] = text(c.query("SELECT j FROM pg_temp.r11_tv"))
+        got["read"] = planted.text(c.query("SELECT j FROM pg_temp.r11_tv"))
     assert_no_leak(got, [S["prosrc"]], "temp view")
     assert "42501" in got["create"], got  # the view's own query is what is refused
 
@@ -299,24 +237,17 @@ def test_a_temporary_view_over_a_whole_catalog_row(px):
 WITHHELD = "message withheld"  # proxy.redaction.withhold_message's note
 
 
-def test_a_cascaded_write_fails_on_a_cast_of_the_secret_row(px, pg):
-    sql = "UPDATE public.orders SET id = 9398 WHERE id = 9301"
+@pytest.mark.parametrize("sql, order, sqlstate, key", [
+    ("UPDATE public.orders SET id = 9398 WHERE id = 9301", 9301, "22P02", "fkcast"),
+    ("DELETE FROM public.orders WHERE id = 9302", 9302, "P0001", "fkraise"),
+], ids=["a-cast-of-the-secret-row", "a-guard-trigger-quoting-the-row"])  # fmt: skip
+def test_a_cascaded_write_fails_in_a_secret_table(px, pg, sql, order, sqlstate, key):
     try:
         got = received(px, sql)
-        assert all("22P02" in t and WITHHELD in t for t in got.values()), got
-        assert_no_leak(got, [S["fkcast"]], sql)
+        assert all(sqlstate in t and WITHHELD in t for t in got.values()), got
+        assert_no_leak(got, [S[key]], sql)
     finally:
-        assert direct(pg, "SELECT count(*) FROM public.orders WHERE id = 9301") == "[(1,)]"
-
-
-def test_a_cascaded_delete_meets_a_guard_trigger_quoting_the_row(px, pg):
-    sql = "DELETE FROM public.orders WHERE id = 9302"
-    try:
-        got = received(px, sql)
-        assert all("P0001" in t and WITHHELD in t for t in got.values()), got
-        assert_no_leak(got, [S["fkraise"]], sql)
-    finally:
-        assert direct(pg, "SELECT count(*) FROM public.orders WHERE id = 9302") == "[(1,)]"
+        assert direct(pg, f"SELECT count(*) FROM public.orders WHERE id = {order}") == "[(1,)]"
 
 
 def test_a_cascaded_delete_meets_an_audit_trigger_noticing_the_row(px, pg):
@@ -395,16 +326,16 @@ def test_settings_held(px, sql):
 
 def test_cached_verdicts_of_allowed_settings_do_not_cover_secret_ones(px):
     """Every tier primed with allowed texts, then the secret one literal away."""
-    with _session(px) as c:
+    with planted.session(px) as c:
         for _ in range(40):
-            assert "42501" not in text(c.query("SELECT current_setting('jit')"))
-            assert "42501" not in text(_extended(c, "SELECT current_setting('TimeZone')"))
-            assert "42501" not in text(c.query("SELECT proname FROM pg_proc WHERE proname = 'r11_fn'"))
+            assert "42501" not in planted.text(c.query("SELECT current_setting('jit')"))
+            assert "42501" not in planted.text(planted.raw_extended(c, "SELECT current_setting('TimeZone')"))
+            assert "42501" not in planted.text(c.query("SELECT proname FROM pg_proc WHERE proname = 'r11_fn'"))
         got = {
-            "simple": text(c.query("SELECT current_setting('app.r11_jwt')")),
-            "extended": text(_extended(c, "SELECT current_setting('pgrst.r11_jwt')")),
-            "body": text(c.query("SELECT prosrc FROM pg_proc WHERE proname = 'r11_fn'")),
-            "privileged": text(c.query("SELECT current_setting('data_directory')")),
+            "simple": planted.text(c.query("SELECT current_setting('app.r11_jwt')")),
+            "extended": planted.text(planted.raw_extended(c, "SELECT current_setting('pgrst.r11_jwt')")),
+            "body": planted.text(c.query("SELECT prosrc FROM pg_proc WHERE proname = 'r11_fn'")),
+            "privileged": planted.text(c.query("SELECT current_setting('data_directory')")),
         }
     assert_no_leak(got, SETTING_SECRETS + [S["prosrc"], px.data_directory], "cache")
     assert_denied(got, "cache")

@@ -7,6 +7,8 @@ module fixture). ``result`` renders a raw
 client's frames as rows or the first error; ``simple`` and ``extended`` run statements in
 one session over either protocol and return each one's outcome as text; ``outcomes`` gives
 one statement's over the simple protocol, the extended one and a prepared statement.
+``received`` is the same by raw clients only (every byte the proxy sent in each mode:
+notices, error fields, rows), for ``assert_no_leak`` / ``assert_denied``.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import contextlib
 
 import asyncpg
 
+from common.wire import messages as m
 from tests.support.fixtures_proxy import ProxyHandle, proxy_config
 from tests.support.proxies import issue as grant_issue
 from tests.support.proxies import sqlite_url
@@ -115,3 +118,63 @@ def outcomes(handle, sql: str, token: str | None = None) -> dict[str, str]:
     for mode in ("extended", "prepared"):
         out[mode] = asyncio.run(attempt(handle, sql, mode, token))
     return out
+
+
+# --- every byte a raw client received, per protocol -------------------------------------
+
+
+def session(handle, token: str | None = None) -> RawClient:
+    """A raw client's session of ``token``'s grant (the handle's own by default)."""
+    return RawClient.session(handle.host, handle.port, handle.agent, token or handle.token)
+
+
+def raw_extended(c: RawClient, sql: str) -> list[bytes]:
+    c.send(m.parse("", sql), m.bind_no_params(), m.execute(), m.SYNC)
+    return c.frames_until_ready()
+
+
+def _raw_prepared(c: RawClient, sql: str) -> list[bytes]:
+    c.send(m.parse("r11_stmt", sql), m.SYNC)
+    frames = c.frames_until_ready()
+    c.send(m.bind_no_params(statement="r11_stmt"), m.execute(), m.SYNC)
+    return frames + c.frames_until_ready()
+
+
+RAW_MODES = {"simple": RawClient.query, "extended": raw_extended, "prepared": _raw_prepared}
+
+
+def text(frames: list[bytes]) -> str:
+    return b"".join(frames).decode("utf-8", "replace")
+
+
+def received(handle, sql: str, before: tuple[str, ...] = (), after: tuple[str, ...] = (),
+             token: str | None = None) -> dict[str, str]:
+    """What each mode gave back for ``sql`` (``before``/``after`` sent in the same session
+    over the simple protocol, their answers included), in a session of ``token``'s grant
+    (the handle's own by default)."""
+    out = {}
+    for mode, send in RAW_MODES.items():
+        with session(handle, token) as c:
+            frames = [f for s in before for f in c.query(s)]
+            frames += send(c, sql)
+            frames += [f for s in after for f in c.query(s)]
+            assert b"1" in b"".join(c.query("SELECT 1"))  # the session goes on
+        out[mode] = text(frames)
+    return out
+
+
+def encodings(secret: str) -> tuple[str, ...]:
+    """The marker as text, as bytea hex, and as a node tree's byte list."""
+    raw = secret.encode()
+    return secret, raw.hex(), " ".join(str(b) for b in raw)
+
+
+def assert_no_leak(got: dict[str, str], secrets: list[str], sql: str) -> None:
+    leaked = {mode: t[-700:] for mode, t in got.items()
+              if any(form in t for s in secrets for form in encodings(s))}  # fmt: skip
+    assert not leaked, ("LEAK", sorted(leaked), sql, leaked)
+
+
+def assert_denied(got: dict[str, str], sql: str) -> None:
+    for mode, t in got.items():
+        assert "42501" in t and "pgwitness: task" in t, (mode, sql, t[-600:])
