@@ -335,6 +335,15 @@ def _relation_read(rel: str, scopes: Scopes) -> Decision | None:
     return _deny("scope.read", f"may not read {rel}")
 
 
+# A write that reads its target's rows (policy.classify.pgparse._observes_target) without
+# a read scope on it: what the denial says, so the agent knows which scope is missing.
+_OBSERVED = (
+    "{reason}: the statement reads the rows it writes (a WHERE, RETURNING, a SET value "
+    "naming a column, ON CONFLICT ... DO UPDATE or MERGE conditions), which needs "
+    "read:{rel} as well as the write scope"
+)
+
+
 def check_read(rel: str, scopes: Scopes) -> Decision | None:
     """May ``rel`` be read? None: yes."""
     return _relation_read(rel, scopes)
@@ -435,6 +444,8 @@ def decide(classified: Classified, scopes: Scopes) -> Decision:
     for rel in sorted(c.reads):
         denial = _relation_read(rel, scopes)
         if denial is not None:
+            if rel in c.writes and denial.rule == "scope.read":
+                return _deny(denial.rule, _OBSERVED.format(reason=denial.reason, rel=rel))
             return denial
     ops = {op for op, rel in c.write_ops if not rel.startswith("pg_temp.")}
     if "ddl" in ops:

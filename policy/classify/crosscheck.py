@@ -27,6 +27,7 @@ from policy.classify.catalogue import (
 from policy.classify.model import Classified, StatementClass
 from policy.classify.model import result as _result
 from policy.classify.pgparse import (
+    OBSERVE,
     SENSITIVE_COLUMNS,
     SETTINGS_ROWS,
     PgParseError,
@@ -46,6 +47,7 @@ __all__ = [
 ]
 
 DISAGREE = "parse.disagree"
+_READ_ROLES = frozenset(("read", OBSERVE))  # roles of a relation the statement reads
 _EMPTY: frozenset = frozenset()
 S = StatementClass
 
@@ -323,7 +325,9 @@ def reconcile(
     if glot.command != "EXPLAIN":  # plain EXPLAIN only plans: its writes are reads
         glot_ops = {r for _, r in glot.write_ops}
         for schema, name, role in pg.relations:
-            if role != "read" and not glot_ops & set(_resolve(schema, name, search_path)):
+            if role in _READ_ROLES:
+                continue
+            if not glot_ops & set(_resolve(schema, name, search_path)):
                 problems.append(f"PostgreSQL sees a {role} of {render_name(*_qual(schema, name))}")
     if "regcast" in pg.flags and glot_cacheable:
         # sqlglot read no object-name cast, so nothing made its reading literal-dependent
@@ -349,7 +353,15 @@ def reconcile(
     if settings and "set_config" not in glot.functions:
         pg_funcs.discard("set_config")
     funcs = pg_funcs | settings
-    reads = glot.reads | sensitive if sensitive else glot.reads
+    # a write's target whose rows the statement reads (pgparse.OBSERVE) is read: a write
+    # scope alone may not see its rows through WHERE, SET or RETURNING
+    observed = {
+        name
+        for schema, rel, role in pg.relations
+        if role == OBSERVE
+        for name in _resolve(schema, rel, search_path)
+    }
+    reads = glot.reads | sensitive | observed if sensitive or observed else glot.reads
     return _with_pg(glot, funcs, operators, attributes, _types(pg), reads), glot_cacheable
 
 
@@ -439,7 +451,7 @@ def _from_pg_alone(
     ops: set[tuple[str, str]] = set()
     for schema, name, role in pg.relations:
         names = _resolve(schema, name, search_path)
-        if role == "read":
+        if role in _READ_ROLES:
             reads.update(names)
         else:
             ops.update((role, n) for n in names)

@@ -63,6 +63,10 @@ class PgStatement:
 
 # Roles a relation plays; "read" is every RangeVar not named below.
 _TARGET_ROLE = {"InsertStmt": "insert", "UpdateStmt": "update", "DeleteStmt": "delete"}
+# The role of a write's target whose rows the statement reads (``_observes_target``):
+# decided as a read of it (policy.classify.crosscheck), as PostgreSQL asks for SELECT.
+OBSERVE = "observe"
+_OBSERVING = frozenset((*_TARGET_ROLE, "MergeStmt"))
 _DDL_RELATION_KEYS = {
     "CreateStmt": ("relation",),
     "ViewStmt": ("view",),
@@ -261,6 +265,14 @@ class _Walk:
                 return
         self.any(d, ctes)
 
+    def observed(self, d) -> None:
+        """The target of a write whose rows the statement reads (``_observes_target``): a
+        read of it, whatever WITH queries share its name (a write's target is a relation)."""
+        inner = d.get("RangeVar", d) if isinstance(d, dict) else None
+        if not isinstance(inner, dict) or "relname" not in inner:
+            raise PgParseError("a write target that is not a plain relation")
+        self.relations.add((inner.get("schemaname"), inner["relname"], OBSERVE))
+
     def funccall(self, d: dict, ctes: frozenset[str]) -> None:
         if d.get("funcformat") != "COERCE_SQL_SYNTAX":
             # SQL-syntax calls (EXTRACT, TRIM, AT TIME ZONE, COLLATION FOR ...) are made by
@@ -384,6 +396,8 @@ class _Walk:
             self.struct(d, ctes)
             return
         role = _TARGET_ROLE.get(kind)
+        if kind in _OBSERVING and _observes_target(kind, d):
+            self.observed(d.get("relation"))
         if role is not None:
             self.target(d.get("relation"), role, ctes)
             if kind == "InsertStmt":
@@ -665,6 +679,57 @@ def _entries(tree: Any):
                 yield key, inner
                 if isinstance(inner, (dict, list)):
                     stack.append(inner)
+
+
+def _reads_columns(tree: Any, *, proposed_row_free: bool = False) -> bool:
+    """Whether ``tree`` refers to any column (a whole-row reference, ``t.*`` too);
+    ``proposed_row_free``: ``excluded.<column>`` (the row an INSERT proposes, ON CONFLICT's
+    own) does not count."""
+    for key, value in _entries(tree):
+        if key != "ColumnRef":
+            continue
+        fields = value.get("fields") or [] if isinstance(value, dict) else []
+        first = fields[0] if fields else None
+        if (
+            proposed_row_free
+            and len(fields) == 2
+            and isinstance(first, dict)
+            and (first.get("String") or {}).get("sval") == "excluded"
+        ):
+            continue
+        return True
+    return False
+
+
+def _observes_target(kind: str, d: dict) -> bool:
+    """Whether a write reads the rows of its target, as PostgreSQL's privilege check sees
+    it (SELECT is needed on what WHERE, SET's expressions, RETURNING, ON CONFLICT's update
+    and MERGE's conditions look at). Reading no column by name does not make it safe to
+    let any of them by: a WHERE or RETURNING is a reading whatever it names (the row count
+    of ``WHERE secret LIKE 'a%'`` answers a question, ``RETURNING *`` shows the rows), SET's
+    expressions and subscripts are one when they name a column (``SET n = secret::int``
+    quotes the value in its error). Conservative: any column counts, also another
+    relation's; ``WHERE CURRENT OF`` does not (the cursor's query read the rows)."""
+    if d.get("returningList") or d.get("returningClause"):
+        return True
+    if kind in ("UpdateStmt", "DeleteStmt"):
+        where = d.get("whereClause")
+        if where is not None and not (isinstance(where, dict) and "CurrentOfExpr" in where):
+            return True
+        return kind == "UpdateStmt" and _reads_columns(d.get("targetList"))
+    if kind == "InsertStmt":
+        conflict = d.get("onConflictClause") or {}
+        conflict = conflict.get("OnConflictClause", conflict)
+        if conflict.get("action") != "ONCONFLICT_UPDATE":
+            return False
+        return _reads_columns(
+            [conflict.get("targetList"), conflict.get("whereClause")], proposed_row_free=True
+        )
+    # MergeStmt: its join condition reads the target (and its WHEN conditions and SET)
+    clauses = [c.get("MergeWhenClause", c) for c in d.get("mergeWhenClauses") or ()]
+    return _reads_columns(
+        [d.get("joinCondition"), *([c.get("condition"), c.get("targetList")] for c in clauses)]
+    )
 
 
 def _named_setting(where: Any) -> str | None:

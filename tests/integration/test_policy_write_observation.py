@@ -1,0 +1,144 @@
+"""A write scope is not a read scope: a write that reads its target's rows needs both.
+
+``update:public.jobs`` (or ``write:``, ``delete:``, ``insert:``) without ``read:`` let the
+agent read every value of the table: ``UPDATE ... RETURNING secret`` returned it, a SET
+value or WHERE casting a column quoted it in the error (``invalid input syntax for type
+integer: "<value>"``), and a WHERE's row count answered yes/no questions about it. Neither
+the per-grant role nor the error redaction was in the way: the shared upstream login may
+read the table, and the error names no relation. PostgreSQL's own answer is its privilege
+check: SELECT is needed on the columns a WHERE, a SET expression, RETURNING, ON CONFLICT
+... DO UPDATE or MERGE's conditions read. The policy now asks the same, on PostgreSQL's
+own parse (``policy.classify.pgparse._observes_target``): such a write also needs a read
+scope on its target. Writes that read nothing of the target stay allowed.
+
+Every probe is first shown to reach the planted values when the proxy's upstream login
+runs it directly; through the proxy it is refused over the simple protocol, an unnamed
+extended-protocol statement and a named prepared statement, and no byte received holds
+the value.
+"""
+
+from __future__ import annotations
+
+import psycopg
+import pytest
+
+from tests.support import planted
+from tests.support.pg import direct_dsn
+from tests.support.planted import assert_denied, assert_no_leak, received
+from tests.support.proxies import issue as grant_issue
+from tests.support.rawpg import UPSTREAM_USER
+
+pytestmark = pytest.mark.timeout(180)
+
+SECRET = "wo-secret-8c41"
+DEFAULTED = "wo-default-3f97"  # what an insert-only table's default fills in
+TABLES = ("wo_jobs", "wo_log", "wo_items")
+SETUP = f"""
+CREATE TABLE public.wo_jobs (id int PRIMARY KEY, n int, secret text);
+INSERT INTO public.wo_jobs VALUES (1, 0, '{SECRET}');
+CREATE TABLE public.wo_log (id int, note text DEFAULT '{DEFAULTED}');
+CREATE TABLE public.wo_items (id int PRIMARY KEY, n int, secret text);
+INSERT INTO public.wo_items VALUES (1, 0, '{SECRET}');
+""" + "".join(f"ALTER TABLE public.{t} OWNER TO {UPSTREAM_USER};\n" for t in TABLES)
+TEARDOWN = "".join(f"DROP TABLE IF EXISTS public.{t};" for t in TABLES)
+SCOPES = "update:public.wo_jobs delete:public.wo_jobs insert:public.wo_log write:public.wo_items"
+
+
+@pytest.fixture(scope="module")
+def px(pg, tmp_path_factory):
+    with planted.running(pg, tmp_path_factory, "writeobserve", agent="wo-bot", scopes=SCOPES,
+                         setup=SETUP, teardown=TEARDOWN) as handle:  # fmt: skip
+        yield handle
+
+
+# Each reads the planted value: in its rows or in its error.
+LEAKS = [
+    "UPDATE public.wo_jobs SET n = n WHERE secret::int > 0",
+    "UPDATE public.wo_jobs SET n = secret::int",
+    "UPDATE public.wo_jobs SET n = length(secret) RETURNING secret",
+    "UPDATE public.wo_jobs j SET n = 1 FROM (SELECT 1) z WHERE j.secret::int = z.\"?column?\"",
+    "DELETE FROM public.wo_jobs WHERE secret::int > 0",
+    "DELETE FROM public.wo_jobs WHERE id = 1 RETURNING *",
+    "INSERT INTO public.wo_log (id) VALUES (1) RETURNING note",
+    "INSERT INTO public.wo_items VALUES (1, 0, 'x') ON CONFLICT (id) DO UPDATE SET n = 1 "
+    "WHERE wo_items.secret::int > 0",
+    "INSERT INTO public.wo_items AS i VALUES (1, 0, 'x') ON CONFLICT (id) "
+    "DO UPDATE SET n = i.secret::int",
+    "MERGE INTO public.wo_items i USING (VALUES (1)) v(id) ON i.secret::int = v.id "
+    "WHEN MATCHED THEN DELETE",
+    "WITH u AS (UPDATE public.wo_jobs SET n = n RETURNING secret) SELECT * FROM u",
+    "WITH wo_jobs AS (SELECT 1) UPDATE public.wo_jobs SET n = n RETURNING secret",
+]
+# A yes/no question about a value: the row count answers it.
+ORACLE = "UPDATE public.wo_jobs SET n = n WHERE secret LIKE '{prefix}%'"
+
+
+def _direct(conn, sql: str) -> str:
+    """What the server gives the upstream login for ``sql``: its rows or its error, undone."""
+    try:
+        with conn.transaction():
+            cur = conn.execute(sql)
+            out = repr(cur.fetchall()) if cur.description else str(cur.rowcount)
+            raise _Undo(out)
+    except _Undo as undo:
+        return str(undo)
+    except psycopg.Error as exc:
+        return f"error {exc.sqlstate}: {exc}"
+
+
+class _Undo(Exception):
+    """Rolls the probe's transaction back, carrying what it returned."""
+
+
+def test_each_probe_reads_the_value_when_the_server_is_asked_directly(px, pg):
+    with psycopg.connect(direct_dsn(pg), autocommit=True) as conn:
+        for sql in LEAKS:
+            got = _direct(conn, sql)
+            assert SECRET in got or DEFAULTED in got, (sql, got)
+        assert _direct(conn, ORACLE.format(prefix="wo-secret")) == "1"
+        assert _direct(conn, ORACLE.format(prefix="nothing-like-it")) == "0"
+        with conn.cursor().copy(
+            "COPY (UPDATE public.wo_jobs SET n = n RETURNING secret) TO STDOUT"
+        ) as copy:
+            assert SECRET in b"".join(bytes(chunk) for chunk in copy).decode()
+
+
+COPY_OUT = "COPY (UPDATE public.wo_jobs SET n = n RETURNING secret) TO STDOUT"
+
+
+@pytest.mark.parametrize("sql", [*LEAKS, ORACLE.format(prefix="wo-secret"), COPY_OUT])
+def test_a_write_that_reads_its_target_needs_a_read_scope(px, sql):
+    got = received(px, sql)
+    assert_no_leak(got, [SECRET, DEFAULTED], sql)
+    assert_denied(got, sql)
+    for mode, text in got.items():
+        assert "reads the rows it writes" in text and "read:public.wo_" in text, (mode, text[-500:])
+
+
+@pytest.mark.parametrize("sql, tag", [
+    ("UPDATE public.wo_jobs SET n = 0", "UPDATE 1"),
+    ("UPDATE public.wo_jobs SET n = DEFAULT", "UPDATE 1"),
+    ("INSERT INTO public.wo_log (id) VALUES (7)", "INSERT 0 1"),
+    ("INSERT INTO public.wo_items VALUES (1, 0, 'x') ON CONFLICT (id) DO UPDATE SET n = excluded.n",
+     "INSERT 0 1"),
+    ("INSERT INTO public.wo_items VALUES (1, 0, 'x') ON CONFLICT (id) DO NOTHING", "INSERT 0 0"),
+])  # fmt: skip
+def test_writes_that_read_nothing_of_their_target_stay_allowed(px, sql, tag):
+    got = received(px, sql, before=("BEGIN",), after=("ROLLBACK",))
+    for mode, text in got.items():
+        assert tag in text and "ERROR" not in text, (mode, sql, text[-400:])
+
+
+def test_a_delete_of_every_row_needs_only_the_delete_scope(px):
+    got = received(px, "DELETE FROM public.wo_jobs", before=("BEGIN",), after=("ROLLBACK",))
+    for mode, text in got.items():
+        assert "DELETE 1" in text and "ERROR" not in text, (mode, text[-400:])
+
+
+def test_with_the_read_scope_the_same_writes_run(px):
+    token = grant_issue(px, agent="wo-bot", task="WO-READS",
+                        scopes=f"read:public.wo_jobs {SCOPES}")[1]  # fmt: skip
+    sql = "UPDATE public.wo_jobs SET n = n + 1 WHERE id = 1 RETURNING secret"
+    got = received(px, sql, before=("BEGIN",), after=("ROLLBACK",), token=token)
+    for mode, text in got.items():
+        assert SECRET in text and "ERROR" not in text, (mode, text[-400:])
