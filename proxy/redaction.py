@@ -27,6 +27,19 @@ from collections.abc import Callable
 from common.wire.errors import frame as _frame
 
 TABLE_FIELD = b"\x00t"  # a table field follows an earlier field's terminator (never first)
+# Errors whose DETAIL quotes a row without the error naming its relation: a view's WITH
+# CHECK OPTION failing (SQLSTATE 44000: ``Failing row contains (...)``, the columns the
+# statement did not set included) and integrity errors PostgreSQL raises without a table
+# field (no partition found for a row: ``Partition key of the failing row contains``).
+# Whose row it is cannot be told, so their DETAIL is withheld for every enforcing grant (a
+# write scope alone would read the row's other values through them).
+CHECK_OPTION = b"44000"
+INTEGRITY = b"23"  # class 23, integrity constraint violation
+ROW_STATE_FIELDS = (b"\x00C44000\x00", b"\x00C23")  # in an error frame: look closer
+_UNNAMED_ROW_NOTE = (
+    "pgwitness: detail withheld: it shows a row without naming its relation (a view's "
+    "CHECK OPTION, partition routing), whose values this grant may not read"
+)
 _WITHHELD = (ord("D"), ord("W"))  # detail (row values, keys), context (the internal query)
 
 
@@ -50,15 +63,19 @@ def redact_error(frame: bytes, may_read: Callable[[str, str], bool], encoding: s
     named = dict(fields)
     table = named.get(ord("t"))
     if table is None:
-        return None
-    schema = named.get(ord("s"), b"").decode(encoding, "replace")
-    name = table.decode(encoding, "replace")
-    if may_read(schema, name) or not any(code in _WITHHELD for code, _ in fields):
-        return None
-    note = (
-        f"pgwitness: detail withheld: it shows a row of {schema}.{name}, which this grant "
-        "may not read"
-    ).encode(encoding, "replace")
+        state = named.get(ord("C"), b"")
+        if ord("D") not in named or not (state == CHECK_OPTION or state.startswith(INTEGRITY)):
+            return None
+        note = _UNNAMED_ROW_NOTE.encode(encoding, "replace")
+    else:
+        schema = named.get(ord("s"), b"").decode(encoding, "replace")
+        name = table.decode(encoding, "replace")
+        if may_read(schema, name) or not any(code in _WITHHELD for code, _ in fields):
+            return None
+        note = (
+            f"pgwitness: detail withheld: it shows a row of {schema}.{name}, which this grant "
+            "may not read"
+        ).encode(encoding, "replace")
     body = b"".join(
         bytes((code,)) + (note if code == ord("D") else value) + b"\x00"
         for code, value in fields

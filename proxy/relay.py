@@ -34,7 +34,14 @@ from .decision_records import DECISION_SHAPE, DecisionRecords
 from .denials import ASYNC as _ASYNC
 from .denials import HOLDABLE as _HOLDABLE
 from .denials import Denials, local_denial
-from .redaction import CODE_FIELDS, TABLE_FIELD, redact_error, strip_code, withhold_message
+from .redaction import (
+    CODE_FIELDS,
+    ROW_STATE_FIELDS,
+    TABLE_FIELD,
+    redact_error,
+    strip_code,
+    withhold_message,
+)
 from .seams import Health, Policy, SessionSink, Verdict
 
 F = m.Frontend
@@ -473,7 +480,8 @@ class Relay:
                 ours = bool(pending) and denials.schema_field in run[start:end]
                 if _PRIVILEGE_FIELD in run[start:end] and not ours:
                     self._db_denied(run[start:end])
-                if not ours and (withholding or TABLE_FIELD in run[start:end] or (
+                if not ours and (withholding or TABLE_FIELD in run[start:end]
+                        or self._unnamed_row(run[start:end]) or (
                         strips and self._quotes_code(run[start:end]))):
                     redacted = self._redacted(run[start:end], withholding)
                     if redacted is not None:  # passed on as the frame below would be
@@ -546,6 +554,11 @@ class Relay:
             if stripped is not None:
                 out = stripped
         return out
+
+    @staticmethod
+    def _unnamed_row(frame: bytes) -> bool:
+        """An error whose SQLSTATE may mean a row without its relation (redaction)."""
+        return ROW_STATE_FIELDS[0] in frame or ROW_STATE_FIELDS[1] in frame
 
     @staticmethod
     def _quotes_code(frame: bytes) -> bool:
