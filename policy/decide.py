@@ -335,12 +335,14 @@ def _relation_read(rel: str, scopes: Scopes) -> Decision | None:
     return _deny("scope.read", f"may not read {rel}")
 
 
-# A write that reads its target's rows (policy.classify.pgparse._observes_target) without
-# a read scope on it: what the denial says, so the agent knows which scope is missing.
+# A write or DDL reading its target's rows (pgparse._observes_target and
+# _ddl_observes_target) without a read scope on it: what the denial says, so the agent
+# knows which scope is missing.
 _OBSERVED = (
-    "{reason}: the statement reads the rows it writes (a WHERE, RETURNING, a SET value "
-    "naming a column, ON CONFLICT ... DO UPDATE or MERGE conditions), which needs "
-    "read:{rel} as well as the write scope"
+    "{reason}: the statement reads the rows of a relation it changes (a WHERE, RETURNING, "
+    "a SET value naming a column, ON CONFLICT ... DO UPDATE or MERGE conditions; DDL "
+    "checking or computing an expression over the existing rows), which needs read:{rel} "
+    "as well as the write or ddl scope"
 )
 
 

@@ -67,6 +67,16 @@ _TARGET_ROLE = {"InsertStmt": "insert", "UpdateStmt": "update", "DeleteStmt": "d
 # decided as a read of it (policy.classify.crosscheck), as PostgreSQL asks for SELECT.
 OBSERVE = "observe"
 _OBSERVING = frozenset((*_TARGET_ROLE, "MergeStmt"))
+_DDL_OBSERVING = frozenset(("AlterTableStmt", "IndexStmt"))
+# ALTER TABLE subcommands that evaluate an expression or a check over every existing row
+_ROW_EVALUATING_COMMANDS = frozenset(
+    ("AT_AddConstraint", "AT_ValidateConstraint", "AT_AlterColumnType", "AT_SetExpression")
+)
+# constraints of an added column that do the same (NOT NULL, NULL, DEFAULT, IDENTITY do not)
+_ROW_EVALUATING_CONSTRAINTS = frozenset(
+    ("CONSTR_CHECK", "CONSTR_GENERATED", "CONSTR_UNIQUE", "CONSTR_PRIMARY", "CONSTR_EXCLUSION",
+     "CONSTR_FOREIGN")
+)  # fmt: skip
 _DDL_RELATION_KEYS = {
     "CreateStmt": ("relation",),
     "ViewStmt": ("view",),
@@ -430,6 +440,8 @@ class _Walk:
                 self.target(d["relation"], "insert" if d.get("is_from") else "read", ctes)
             self.struct(d, ctes, ("relation",))
         elif kind in _DDL_RELATION_KEYS:
+            if kind in _DDL_OBSERVING and _ddl_observes_target(kind, d):
+                self.observed(d.get("relation"))
             keys = _DDL_RELATION_KEYS[kind]
             for key in keys:
                 if d.get(key) is not None:
@@ -730,6 +742,38 @@ def _observes_target(kind: str, d: dict) -> bool:
     return _reads_columns(
         [d.get("joinCondition"), *([c.get("condition"), c.get("targetList")] for c in clauses)]
     )
+
+
+def _ddl_observes_target(kind: str, d: dict) -> bool:
+    """Whether DDL on a table evaluates what it writes over the table's existing rows (a
+    CHECK, USING, generated expression, index expression or predicate, a uniqueness or
+    foreign key to validate): its errors quote the values (``ADD CHECK (secret::int > 0)``:
+    ``invalid input syntax for type integer: "<value>"``) and its success answers a
+    question about them, so a ddl scope alone may not. Plain ALTER TABLE subcommands
+    (rename, add a column without such constraints, set a default, drop) and a plain index
+    of columns read nothing a ddl scope should not know."""
+    if kind == "IndexStmt":
+        params = [p.get("IndexElem", p) for p in d.get("indexParams") or ()]
+        return bool(
+            d.get("whereClause")
+            or d.get("unique")
+            or d.get("primary")
+            or d.get("isconstraint")
+            or any(isinstance(p, dict) and p.get("expr") for p in params)
+        )
+    if d.get("objtype") not in ("OBJECT_TABLE", "OBJECT_MATVIEW", "OBJECT_FOREIGN_TABLE"):
+        return False
+    for cmd in d.get("cmds") or ():
+        cmd = cmd.get("AlterTableCmd", cmd) if isinstance(cmd, dict) else {}
+        subtype = cmd.get("subtype")
+        if subtype in _ROW_EVALUATING_COMMANDS:
+            return True
+        if subtype == "AT_AddColumn":
+            column = (cmd.get("def") or {}).get("ColumnDef") or {}
+            for c in column.get("constraints") or ():
+                if (c.get("Constraint") or {}).get("contype") in _ROW_EVALUATING_CONSTRAINTS:
+                    return True
+    return False
 
 
 def _named_setting(where: Any) -> str | None:

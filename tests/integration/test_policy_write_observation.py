@@ -32,7 +32,7 @@ pytestmark = pytest.mark.timeout(180)
 
 SECRET = "wo-secret-8c41"
 DEFAULTED = "wo-default-3f97"  # what an insert-only table's default fills in
-TABLES = ("wo_jobs", "wo_log", "wo_items", "wo_routed", "wo_routed_1")
+TABLES = ("wo_jobs", "wo_log", "wo_items", "wo_routed", "wo_routed_1", "wo_ddl")
 SETUP = f"""
 CREATE TABLE public.wo_jobs (id int PRIMARY KEY, n int, secret text);
 INSERT INTO public.wo_jobs VALUES (1, 0, '{SECRET}');
@@ -44,13 +44,15 @@ CREATE VIEW public.wo_checked WITH (security_barrier) AS
 CREATE TABLE public.wo_routed (id int, secret text) PARTITION BY LIST ((secret || id::text));
 CREATE TABLE public.wo_routed_1 PARTITION OF public.wo_routed FOR VALUES IN ('{SECRET}1');
 INSERT INTO public.wo_routed VALUES (1, '{SECRET}');
+CREATE TABLE public.wo_ddl (id int, secret text);
+INSERT INTO public.wo_ddl VALUES (1, '{SECRET}');
 ALTER VIEW public.wo_checked OWNER TO {UPSTREAM_USER};
 """ + "".join(f"ALTER TABLE public.{t} OWNER TO {UPSTREAM_USER};\n" for t in TABLES)
 TEARDOWN = "DROP VIEW IF EXISTS public.wo_checked;" + "".join(
     f"DROP TABLE IF EXISTS public.{t};" for t in TABLES
 )
 SCOPES = ("update:public.wo_jobs,public.wo_checked,public.wo_routed delete:public.wo_jobs "
-          "insert:public.wo_log write:public.wo_items")  # fmt: skip
+          "insert:public.wo_log write:public.wo_items ddl:public.wo_ddl")  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -121,7 +123,7 @@ def test_a_write_that_reads_its_target_needs_a_read_scope(px, sql):
     assert_no_leak(got, [SECRET, DEFAULTED], sql)
     assert_denied(got, sql)
     for mode, text in got.items():
-        assert "reads the rows it writes" in text and "read:public.wo_" in text, (mode, text[-500:])
+        assert "reads the rows of a relation it changes" in text and "read:public.wo_" in text, (mode, text[-500:])
 
 
 @pytest.mark.parametrize("sql, tag", [
@@ -171,3 +173,41 @@ def test_an_allowed_write_failing_on_a_row_does_not_quote_it(px, pg, sql, state)
     assert_no_leak(got, [SECRET], sql)
     for mode, text in got.items():
         assert state in text and "detail withheld" in text, (mode, text[-500:])
+
+
+# DDL evaluating what it adds over the table's existing rows: each quotes the value.
+DDL_LEAKS = [
+    "ALTER TABLE public.wo_ddl ADD CONSTRAINT wo_c CHECK (secret::int > 0)",
+    "ALTER TABLE public.wo_ddl ALTER COLUMN secret TYPE int USING secret::int",
+    "ALTER TABLE public.wo_ddl ADD COLUMN g int GENERATED ALWAYS AS (secret::int) STORED",
+    "CREATE INDEX wo_ddl_x ON public.wo_ddl ((secret::int))",
+    "CREATE INDEX wo_ddl_p ON public.wo_ddl (id) WHERE secret::int > 0",
+]
+
+
+def test_ddl_evaluating_the_rows_reads_them_when_the_server_is_asked_directly(px, pg):
+    with psycopg.connect(direct_dsn(pg), autocommit=True) as conn:
+        for sql in DDL_LEAKS:
+            got = _direct(conn, sql)
+            assert SECRET in got, (sql, got)
+
+
+@pytest.mark.parametrize("sql", DDL_LEAKS)
+def test_ddl_evaluating_the_rows_needs_a_read_scope(px, sql):
+    got = received(px, sql, before=("BEGIN",), after=("ROLLBACK",))
+    assert_no_leak(got, [SECRET], sql)
+    assert_denied(got, sql)
+    for mode, text in got.items():
+        assert "read:public.wo_ddl" in text, (mode, text[-500:])
+
+
+@pytest.mark.parametrize("sql", [
+    "ALTER TABLE public.wo_ddl ADD COLUMN extra text NOT NULL DEFAULT 'x'",
+    "CREATE INDEX wo_ddl_i ON public.wo_ddl (id)",
+    "ALTER TABLE public.wo_ddl RENAME COLUMN id TO ident",
+])  # fmt: skip
+def test_ddl_that_evaluates_nothing_over_the_rows_needs_only_the_ddl_scope(px, sql):
+    got = received(px, sql, before=("BEGIN",), after=("ROLLBACK",))
+    for mode, text in got.items():
+        assert "ERROR" not in text and ("ALTER TABLE" in text or "CREATE INDEX" in text), (
+            mode, sql, text[-400:])
