@@ -27,6 +27,7 @@ from policy.classify.catalogue import (
 from policy.classify.model import Classified, StatementClass
 from policy.classify.model import result as _result
 from policy.classify.pgparse import (
+    LITERAL,
     OBSERVE,
     SENSITIVE_COLUMNS,
     SETTINGS_ROWS,
@@ -362,7 +363,8 @@ def reconcile(
         for name in _resolve(schema, rel, search_path)
     }
     reads = glot.reads | sensitive | observed if sensitive or observed else glot.reads
-    return _with_pg(glot, funcs, operators, attributes, _types(pg), reads), glot_cacheable
+    cacheable = glot_cacheable and LITERAL not in pg.flags
+    return _with_pg(glot, funcs, operators, attributes, _types(pg), reads), cacheable
 
 
 def _qual(schema: str | None, name: str) -> tuple[str, ...]:

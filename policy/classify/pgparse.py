@@ -53,7 +53,7 @@ class PgStatement:
     attributes: frozenset[str]  # x.name / (expr).name: a call name(x) if no column matches
     defines: frozenset[tuple[str, str | None, str]]  # (object kind, schema, name)
     node: dict  # the statement's tree (libpg_query JSON), for statement-specific checks
-    flags: frozenset[str] = frozenset()  # "locking" (FOR UPDATE/SHARE), "regcast"
+    flags: frozenset[str] = frozenset()  # "locking" (FOR UPDATE/SHARE), "regcast", LITERAL
     types: frozenset[Name] = frozenset()  # every type name: casts, columns, arguments
 
     @property
@@ -294,6 +294,7 @@ class _Walk:
                 setting = _string_constant(d.get("args"))
                 if setting is not None:  # the setting it reads, by name
                     name = (None, CURRENT_SETTING_PREFIX + ascii_lower(setting))
+                    self.flags.add(LITERAL)
             self.functions.add(name)
         for k, v in d.items():
             if k != "funcname" and isinstance(v, (dict, list)):
@@ -600,8 +601,9 @@ def _tree(sql: str) -> list[dict]:
 SENSITIVE_COLUMNS: dict[tuple[str, str], dict[str, tuple[str, str, str]]] = {
     ("pg_catalog", "pg_roles"): {"rolconfig": ("pg_catalog", "pg_db_role_setting", "read")},
     ("pg_catalog", "pg_user"): {"useconfig": ("pg_catalog", "pg_db_role_setting", "read")},
-    ("pg_catalog", "pg_proc"): {
-        c: ("pg_catalog", "pg_proc.prosrc", "read") for c in ("prosrc", "probin", "prosqlbody")
+    ("pg_catalog", "pg_proc"): {  # proconfig: a function's SET clauses (SET app.key = ...)
+        c: ("pg_catalog", "pg_proc.prosrc", "read")
+        for c in ("prosrc", "probin", "prosqlbody", "proconfig")
     },
     ("pg_catalog", "pg_views"): {"definition": ("pg_catalog", "pg_views.definition", "read")},
     ("pg_catalog", "pg_matviews"): {
@@ -674,9 +676,13 @@ SENSITIVE_RELATION_COLUMNS: dict[tuple[str, str], frozenset[str]] = {
 # pg_settings lists the settings PostgreSQL shows only to privileged roles to a privileged
 # upstream role. A query restricted to one setting by name (JDBC's metadata asks
 # ``SELECT setting FROM pg_catalog.pg_settings WHERE name='max_index_keys'``) reads that
-# setting; any other reads them all, as this pseudo relation (denied unless a
+# setting, unless it is a custom (dotted) one, which can hold a secret (SHOW of one needs a
+# set: scope naming it); any other reads them all, as this pseudo relation (denied unless a
 # read:pg_catalog.pg_settings scope allows it: policy.decide).
 SETTINGS_ROWS = ("pg_catalog", "pg_settings.setting", "read")
+# A flag: the reading depends on a literal's value, so the statement's fingerprint (its
+# shape, literals left out) may not stand for it (policy.classify.crosscheck.reconcile).
+LITERAL = "literal"
 
 
 def _entries(tree: Any):
@@ -816,7 +822,8 @@ def _settings_rows(tree: dict, relations, privileged: frozenset[str]) -> bool:
             only = items[0].get("RangeVar") if len(items) == 1 and isinstance(items[0], dict) else None
             if isinstance(only, dict) and only.get("relname") == "pg_settings":
                 name = _named_setting(inner.get("whereClause"))
-                if name is not None and name not in privileged and not (only.get("alias") or {}).get("colnames"):
+                if (name is not None and name not in privileged and "." not in name
+                        and not (only.get("alias") or {}).get("colnames")):
                     restricted += 1
     return restricted < occurrences or occurrences == 0
 
@@ -899,6 +906,10 @@ def parse(sql: str) -> tuple[PgStatement, ...]:
             w.relations.update(_sensitive_reads(node[kind], w.relations, kind))
             if _settings_rows({kind: node[kind]}, w.relations, PRIVILEGED_SETTINGS):
                 w.relations.add(SETTINGS_ROWS)
+            if any(n == "pg_settings" and sch in (None, "pg_catalog") for sch, n, _ in w.relations):
+                # what it reads depends on the name literal (_settings_rows): a statement
+                # of the same shape naming another setting is another decision
+                w.flags.add(LITERAL)
         except RecursionError:
             raise PgParseError("statement nested too deeply") from None
         out.append(

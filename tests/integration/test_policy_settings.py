@@ -30,16 +30,20 @@ AGENT = "e2e-settings"
 SCOPES = "read:public.orders write:public.orders"
 DB_SECRET = "db-level-jwt-secret-5c2e"  # app.r10_jwt, set for the database
 ROLE_SECRET = "role-level-jwt-secret-91fb"  # pgrst.r10_jwt, set for the upstream role
+FN_SECRET = "function-level-key-77d0"  # app.r10_fn_key, a function's SET clause
 
 SETUP = f"""
 ALTER DATABASE app SET app.r10_jwt = '{DB_SECRET}';
 ALTER ROLE pgwitness SET pgrst.r10_jwt = '{ROLE_SECRET}';
 GRANT pg_read_all_settings TO pgwitness;
+CREATE FUNCTION public.r10_keyed() RETURNS int LANGUAGE sql SET app.r10_fn_key = '{FN_SECRET}'
+    AS 'SELECT 1';
 """
 TEARDOWN = """
 ALTER DATABASE app RESET app.r10_jwt;
 ALTER ROLE pgwitness RESET pgrst.r10_jwt;
 REVOKE pg_read_all_settings FROM pgwitness;
+DROP FUNCTION IF EXISTS public.r10_keyed();
 """
 
 
@@ -100,6 +104,13 @@ CUSTOM_ATTACKS = [
     "SELECT useconfig FROM pg_user",
     "SELECT array_to_string(rolconfig, ',') FROM pg_roles WHERE rolname = current_user",
     "SELECT * FROM pg_settings WHERE name LIKE 'app.%'",
+    # one setting by name, as drivers ask for standard ones: a custom one holds a value
+    "SELECT setting FROM pg_settings WHERE name = 'app.r10_jwt'",
+    "SELECT setting FROM pg_catalog.pg_settings WHERE name = 'APP.R10_JWT'",
+    "SELECT reset_val FROM pg_settings WHERE name = 'app.r10_jwt' AND true",
+    # a function's SET clauses (ALTER FUNCTION ... SET app.key = ...)
+    "SELECT proconfig FROM pg_proc WHERE proname = 'r10_keyed'",
+    "SELECT array_to_string(p.proconfig, ',') FROM pg_catalog.pg_proc p",
 ]
 PRIVILEGED_ATTACKS = [
     "SHOW data_directory",
@@ -124,6 +135,7 @@ def test_settings_that_can_hold_secrets_are_not_read(setproxy, send, sql, grant)
         got = received(frames)
         assert DB_SECRET.encode() not in got and ROLE_SECRET.encode() not in got, (sql, got)
         assert setproxy.data_directory.encode() not in got, (sql, got)
+        assert FN_SECRET.encode() not in got, (sql, got)
         assert policy_denial(frames) is not None, (sql, frames)
         assert b"1" in received(client.query("SELECT 1"))  # the session goes on
 
@@ -139,6 +151,8 @@ def test_the_planted_values_are_there_for_the_upstream_role(pg, setproxy):
         config = c.execute("SELECT rolconfig FROM pg_roles WHERE rolname = 'pgwitness'").fetchone()
         assert f"pgrst.r10_jwt={ROLE_SECRET}" in config[0]
         assert c.execute("SHOW data_directory").fetchone() == (setproxy.data_directory,)
+        row = c.execute("SELECT proconfig FROM pg_proc WHERE proname = 'r10_keyed'").fetchone()
+        assert FN_SECRET in row[0][0]
 
 
 @PROTOCOLS
@@ -204,3 +218,27 @@ def test_the_column_lists_the_policy_reads_rows_with_are_the_servers(pg):
         ).split()
         assert set(got) == columns, (schema, name)
         assert set(SENSITIVE_COLUMNS[(schema, name)]) <= columns
+
+
+NAMED = "SELECT setting FROM pg_catalog.pg_settings WHERE name = '{}'"
+
+
+@PROTOCOLS
+@pytest.mark.parametrize("name", ["data_directory", "app.r10_jwt", "APP.R10_JWT", "pgrst.r10_jwt"])
+def test_a_setting_read_by_name_does_not_stand_for_another(setproxy, send, name):
+    """The by-name read is decided on the name: a statement of the same shape naming
+    another setting is another decision, in the same session and in the next one (whose
+    policy shares the first one's caches). Before, the shape allowed for ``jit`` was let
+    through for ``data_directory`` and the custom settings."""
+    with raw(setproxy, setproxy.token) as first:
+        assert b"on" in received(send(first, NAMED.format("jit")))
+        frames = send(first, NAMED.format(name))
+        assert policy_denial(frames) is not None, (name, frames)
+        again = send(first, NAMED.format("jit"))
+        assert policy_denial(again) is None and b"on" in received(again)
+    with raw(setproxy, setproxy.token) as second:
+        frames = send(second, NAMED.format(name))
+    for got in (received(frames),):
+        assert DB_SECRET.encode() not in got and ROLE_SECRET.encode() not in got, (name, got)
+        assert setproxy.data_directory.encode() not in got, (name, got)
+    assert policy_denial(frames) is not None, (name, frames)
