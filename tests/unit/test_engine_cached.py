@@ -154,3 +154,58 @@ def test_with_sql_and_allowed_equal_the_dataclass_constructors():
         want = Verdict(True, verdict.decisions, "")
         assert type(fast) is Verdict and fast == want and repr(fast) == repr(want)
         assert fast.would_deny is False and fast.message == "" and fast.allowed is True
+
+
+# A string literal can name what is decided on (a setting, a relation, a function, an
+# encoding): a statement of one shape with another name in it is another decision. For
+# each shape, a session that first ran it allowed with one name (and the next session,
+# sharing its caches) must decide every other name as a fresh session does: a cached
+# allow standing for a name a fresh session refuses is a hole (the shape allowed for
+# pg_settings' 'jit' once stood for 'data_directory').
+NAMES = [
+    "jit", "data_directory", "app.secret", "app.ok", "public.orders", "secret.t", "orders",
+    "pg_authid", "public.customers", "secret.s", "off", "UTF8", "SJIS", "role", "16412",
+    "public.refund_fn", "secret.f", "select",
+]  # fmt: skip
+NAMED_SHAPES = [
+    "SELECT current_setting('{}')", "SELECT current_setting('{}', true)",
+    "SELECT pg_catalog.current_setting(E'{}')", "SELECT set_config('{}', 'off', false)",
+    "SELECT set_config('jit', '{}', false)", "SELECT set_config('client_encoding', '{}', false)",
+    "SELECT set_config('standard_conforming_strings', '{}', false)",
+    "SELECT nextval('{}')", "SELECT currval('{}')", "SELECT setval('{}', 1)",
+    "SELECT has_table_privilege('{}', 'select')", "SELECT to_regclass('{}')",
+    "SELECT pg_relation_size('{}')", "SELECT '{}'::regclass", "SELECT '{}'::regclass::oid",
+    "SELECT '{}'::regproc", "SELECT '{}'::regprocedure", "SELECT '{}'::regnamespace",
+    "SELECT pg_get_serial_sequence('{}', 'id')", "SELECT pg_get_viewdef('{}')",
+    "SELECT setting FROM pg_settings WHERE name = '{}'",
+    "SELECT * FROM pg_catalog.pg_settings s WHERE s.name = '{}' AND true",
+    "SET client_encoding = '{}'", "SET standard_conforming_strings = '{}'", "SET jit = '{}'",
+    "SELECT obj_description('{}'::regclass, 'pg_class')", "SELECT id FROM orders WHERE note = '{}'",
+    "SELECT has_function_privilege('{}', 'execute')", "SELECT to_regproc('{}')",
+    "DECLARE c CURSOR FOR SELECT current_setting('{}')", "EXPLAIN SELECT current_setting('{}')",
+    "SELECT id FROM orders WHERE note IN (SELECT current_setting('{}'))",
+    "WITH x AS (SELECT '{}'::regclass) SELECT * FROM x", "SELECT pg_read_file('{}')",
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("shape", NAMED_SHAPES)
+def test_a_name_in_a_literal_is_decided_on_whatever_the_caches_hold(shape):
+    scopes = parse_scopes(
+        "read:public.orders,public.customers write:public.orders execute:public.refund_fn "
+        "set:app.ok"
+    )
+
+    def policy(shared: SharedClassifications, task: str = "T-1") -> StatementPolicy:
+        return StatementPolicy(scopes, task=task, shared=shared)
+
+    fresh = {name: policy(SharedClassifications()).check_query(shape.format(name)).allowed
+             for name in NAMES}  # fmt: skip
+    for first in (name for name in NAMES if fresh[name]):
+        shared = SharedClassifications()
+        warm = policy(shared)
+        assert warm.check_query(shape.format(first)).allowed
+        following = policy(shared, "T-2")
+        for name in NAMES:
+            for session in (warm, following):
+                got = session.check_query(shape.format(name)).allowed
+                assert got == fresh[name], (shape.format(first), shape.format(name), got)
