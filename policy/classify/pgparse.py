@@ -699,33 +699,19 @@ def _entries(tree: Any):
                     stack.append(inner)
 
 
-def _reads_columns(tree: Any, *, proposed_row_free: bool = False) -> bool:
-    """Whether ``tree`` refers to any column (a whole-row reference, ``t.*`` too);
-    ``proposed_row_free``: ``excluded.<column>`` (the row an INSERT proposes, ON CONFLICT's
-    own) does not count."""
-    for key, value in _entries(tree):
-        if key != "ColumnRef":
-            continue
-        fields = value.get("fields") or [] if isinstance(value, dict) else []
-        first = fields[0] if fields else None
-        if (
-            proposed_row_free
-            and len(fields) == 2
-            and isinstance(first, dict)
-            and (first.get("String") or {}).get("sval") == "excluded"
-        ):
-            continue
-        return True
-    return False
+def _reads_columns(tree: Any) -> bool:
+    """Whether ``tree`` refers to any column (a whole-row reference, ``t.*`` too)."""
+    return any(key == "ColumnRef" for key, _ in _entries(tree))
 
 
 def _observes_target(kind: str, d: dict) -> bool:
     """Whether a write reads the rows of its target, as PostgreSQL's privilege check sees
-    it (SELECT is needed on what WHERE, SET's expressions, RETURNING, ON CONFLICT's update
-    and MERGE's conditions look at). Reading no column by name does not make it safe to
-    let any of them by: a WHERE or RETURNING is a reading whatever it names (the row count
-    of ``WHERE secret LIKE 'a%'`` answers a question, ``RETURNING *`` shows the rows), SET's
-    expressions and subscripts are one when they name a column (``SET n = secret::int``
+    it: SELECT is needed for a WHERE, RETURNING, SET expressions naming columns, ON
+    CONFLICT ... DO UPDATE or a conflict target, and MERGE's conditions
+    (tests/integration/test_policy_write_observation.py asks a role without SELECT). Not
+    only what a clause names: a WHERE or RETURNING reads whatever it names (the row count
+    of ``WHERE secret LIKE 'a%'`` answers a question, ``RETURNING *`` shows the rows), and
+    SET's expressions and subscripts do when they name a column (``SET n = secret::int``
     quotes the value in its error). Conservative: any column counts, also another
     relation's; ``WHERE CURRENT OF`` does not (the cursor's query read the rows)."""
     if d.get("returningList") or d.get("returningClause"):
@@ -736,12 +722,12 @@ def _observes_target(kind: str, d: dict) -> bool:
             return True
         return kind == "UpdateStmt" and _reads_columns(d.get("targetList"))
     if kind == "InsertStmt":
+        # ON CONFLICT DO UPDATE reads the existing row, and a conflict target's columns are
+        # compared with the existing rows': PostgreSQL asks SELECT for both
         conflict = d.get("onConflictClause") or {}
         conflict = conflict.get("OnConflictClause", conflict)
-        if conflict.get("action") != "ONCONFLICT_UPDATE":
-            return False
-        return _reads_columns(
-            [conflict.get("targetList"), conflict.get("whereClause")], proposed_row_free=True
+        return bool(conflict) and (
+            conflict.get("action") == "ONCONFLICT_UPDATE" or bool(conflict.get("infer"))
         )
     # MergeStmt: its join condition reads the target (and its WHEN conditions and SET)
     clauses = [c.get("MergeWhenClause", c) for c in d.get("mergeWhenClauses") or ()]

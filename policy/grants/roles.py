@@ -136,12 +136,15 @@ class Catalog:
     schemas: set[str] = field(default_factory=set)
 
 
+# A write scope alone is no SELECT: what PostgreSQL needs SELECT for (a WHERE, RETURNING,
+# SET naming a column, ON CONFLICT's update or target, MERGE's conditions) the statement
+# policy refuses without a read scope too (pgparse._observes_target).
 _TABLE_PRIVILEGES = {
     "read": ("SELECT",),
     "insert": ("INSERT",),
-    "update": ("UPDATE", "SELECT"),
-    "delete": ("DELETE", "SELECT"),
-    "write": ("INSERT", "UPDATE", "DELETE", "SELECT"),
+    "update": ("UPDATE",),
+    "delete": ("DELETE",),
+    "write": ("INSERT", "UPDATE", "DELETE"),
     "truncate": ("TRUNCATE",),
     "ddl": ("REFERENCES", "TRIGGER"),
 }

@@ -201,11 +201,12 @@ CASES: list[tuple[str, StatementClass, tuple, tuple, tuple]] = [
     (
         "INSERT INTO t VALUES (1) ON CONFLICT (id) DO UPDATE SET a = excluded.a",
         W,
-        _,
+        ("public.t",),
         ("public.t",),
         _,
     ),
     ("INSERT INTO t VALUES (1) ON CONFLICT DO NOTHING", W, _, ("public.t",), _),
+    ("INSERT INTO t VALUES (1) ON CONFLICT (id) DO NOTHING", W, ("public.t",), ("public.t",), _),
     (
         "INSERT INTO t (id) VALUES (nextval('t_id_seq'))",
         W,

@@ -54,9 +54,12 @@ def test_insert_only_stays_insert_only_and_gets_its_sequence():
     assert not any("SELECT" in s or "UPDATE" in s or "DELETE" in s for s in out), out
 
 
-def test_write_is_insert_update_delete_with_the_select_where_needs():
+def test_write_is_insert_update_delete_without_select():
     out = grants("write:public.orders")
-    assert 'GRANT DELETE, INSERT, SELECT, UPDATE ON TABLE "public"."orders" TO "pgw_g_1"' in out
+    assert 'GRANT DELETE, INSERT, UPDATE ON TABLE "public"."orders" TO "pgw_g_1"' in out
+    assert not any("SELECT" in s for s in out), out
+    both = grants("read:public.orders write:public.orders")
+    assert 'GRANT DELETE, INSERT, SELECT, UPDATE ON TABLE "public"."orders" TO "pgw_g_1"' in both
     assert 'GRANT USAGE ON SEQUENCE "public"."orders_id_seq" TO "pgw_g_1"' in out
     assert not any("customers" in s or "TRUNCATE" in s for s in out), out
 
