@@ -24,6 +24,7 @@ import pytest
 
 from policy import StatementPolicy, parse_scopes
 from policy.grants.roles import Catalog, privilege_statements
+from tests.support import planted
 from tests.support.pg import direct_dsn
 from tests.support.rawpg import UPSTREAM_USER
 
@@ -66,17 +67,9 @@ def corpus() -> list[str]:
     return sorted(found)
 
 
-def _reset_role(pg) -> None:
-    pg.psql(
-        f"DO $$ BEGIN IF EXISTS (SELECT FROM pg_roles WHERE rolname = '{ROLE}') THEN "
-        f"EXECUTE 'DROP OWNED BY {ROLE}; DROP ROLE {ROLE}'; END IF; END $$;",
-        db="app",
-    )
-
-
 def refused_by_the_server(pg, scopes: str, statements: list[str]) -> list[tuple[str, str]]:
     """The statements PostgreSQL refuses a role holding what ``scopes`` mean (42501)."""
-    _reset_role(pg)
+    pg.psql(planted.drop_role(ROLE), db="app")
     grants = privilege_statements(parse_scopes(scopes), ROLE, "app", CATALOG)
     pg.psql(f"CREATE ROLE {ROLE} NOLOGIN; GRANT {ROLE} TO {UPSTREAM_USER};\n"
             + "".join(g + ";\n" for g in grants), db="app")  # fmt: skip
@@ -103,7 +96,7 @@ def refused_by_the_server(pg, scopes: str, statements: list[str]) -> list[tuple[
                 conn = psycopg.connect(direct_dsn(pg), autocommit=True)
     finally:
         conn.close()
-        _reset_role(pg)
+        pg.psql(planted.drop_role(ROLE), db="app")
     return refused
 
 

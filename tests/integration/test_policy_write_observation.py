@@ -57,10 +57,7 @@ ALTER VIEW public.wo_checked OWNER TO {UPSTREAM_USER};
 """ + "".join(f"ALTER TABLE public.{t} OWNER TO {UPSTREAM_USER};\n" for t in TABLES)
 TEARDOWN = "DROP VIEW IF EXISTS public.wo_checked;" + "".join(
     f"DROP TABLE IF EXISTS public.{t};" for t in TABLES
-) + (
-    "DO $$ BEGIN IF EXISTS (SELECT FROM pg_roles WHERE rolname = 'wo_writer') THEN "
-    "EXECUTE 'DROP OWNED BY wo_writer; DROP ROLE wo_writer'; END IF; END $$;"
-)
+) + planted.drop_role("wo_writer")
 SCOPES = ("update:public.wo_jobs,public.wo_checked,public.wo_routed delete:public.wo_jobs "
           "insert:public.wo_log write:public.wo_items,public.wo_arr ddl:public.wo_ddl")  # fmt: skip
 

@@ -61,6 +61,14 @@ def stop(pg, handle, teardown: str) -> None:
         pg.psql(teardown, db="app")
 
 
+def drop_role(role: str) -> str:
+    """SQL dropping ``role`` and what it owns or was granted, if it exists (a teardown)."""
+    return (
+        f"DO $$ BEGIN IF EXISTS (SELECT FROM pg_roles WHERE rolname = '{role}') THEN "
+        f"EXECUTE 'DROP OWNED BY {role}; DROP ROLE {role}'; END IF; END $$;"
+    )
+
+
 def result(frames: list[bytes]) -> str:
     """The first error as ``error SQLSTATE: message``, else every byte received as text."""
     errors = [error_fields(f) for f in frames if f[:1] == b"E"]
