@@ -446,7 +446,9 @@ def decide(classified: Classified, scopes: Scopes) -> Decision:
     for rel in sorted(c.reads):
         denial = _relation_read(rel, scopes)
         if denial is not None:
-            if rel in c.writes and denial.rule == "scope.read":
+            if denial.rule == "scope.read" and any(
+                r == rel and op != "lock" for op, r in c.write_ops
+            ):
                 return _deny(denial.rule, _OBSERVED.format(reason=denial.reason, rel=rel))
             return denial
     ops = {op for op, rel in c.write_ops if not rel.startswith("pg_temp.")}

@@ -75,6 +75,17 @@ def test_messages(sql, message):
     assert v.message.endswith(message)
 
 
+def test_a_write_reading_its_target_without_read_says_which_scope_is_missing():
+    p = policy(scopes=parse_scopes("update:public.customers"))
+    v = p.check_query("UPDATE customers SET name = 'x' WHERE id = 1")
+    assert not v.allowed and "may not read public.customers: the statement reads the rows" in v.message
+    assert "needs read:public.customers as well as the write or ddl scope" in v.message
+    assert p.check_query("UPDATE customers SET name = 'x'").allowed
+    # a row lock reads like any SELECT: the plain message
+    v = p.check_query("SELECT * FROM customers FOR UPDATE")
+    assert v.message.endswith("may not read public.customers (rule scope.read)"), v.message
+
+
 def test_one_denied_statement_denies_the_whole_query():
     v = policy().check_query("SELECT * FROM orders; DELETE FROM customers; SELECT 1")
     assert not v.allowed
