@@ -50,6 +50,7 @@ SCOPE_SETS = [
     "read:public.orders",
     "insert:public.orders update:public.customers",
     "read:public.* write:public.orders delete:public.customers",
+    "delete:public.orders truncate:public.customers read:secret.payroll",
 ]
 
 
