@@ -341,8 +341,8 @@ def _relation_read(rel: str, scopes: Scopes) -> Decision | None:
 _OBSERVED = (
     "{reason}: the statement reads the rows of a relation it changes (a WHERE, RETURNING, "
     "a SET value naming a column, ON CONFLICT ... DO UPDATE or MERGE conditions; DDL "
-    "checking or computing an expression over the existing rows), which needs read:{rel} "
-    "as well as the write or ddl scope"
+    "checking or computing an expression over its rows, or handing them to a trigger, a "
+    "rule or another table), which needs read:{rel} as well as the write or ddl scope"
 )
 
 

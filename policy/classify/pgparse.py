@@ -67,11 +67,12 @@ _TARGET_ROLE = {"InsertStmt": "insert", "UpdateStmt": "update", "DeleteStmt": "d
 # decided as a read of it (policy.classify.crosscheck), as PostgreSQL asks for SELECT.
 OBSERVE = "observe"
 _OBSERVING = frozenset((*_TARGET_ROLE, "MergeStmt"))
-_DDL_OBSERVING = frozenset(("AlterTableStmt", "IndexStmt"))
+_DDL_OBSERVING = frozenset(("AlterTableStmt", "IndexStmt", "RuleStmt"))
 # ALTER TABLE subcommands that evaluate an expression or a check over every existing row
 _ROW_EVALUATING_COMMANDS = frozenset(
-    ("AT_AddConstraint", "AT_ValidateConstraint", "AT_AlterColumnType", "AT_SetExpression")
-)
+    ("AT_AddConstraint", "AT_ValidateConstraint", "AT_AlterColumnType", "AT_SetExpression",
+     "AT_AddInherit")  # INHERIT: the table's rows become its new parent's
+)  # fmt: skip
 # constraints of an added column that do the same (NOT NULL, NULL, DEFAULT, IDENTITY do not)
 _ROW_EVALUATING_CONSTRAINTS = frozenset(
     ("CONSTR_CHECK", "CONSTR_GENERATED", "CONSTR_UNIQUE", "CONSTR_PRIMARY", "CONSTR_EXCLUSION",
@@ -443,6 +444,9 @@ class _Walk:
         elif kind in _DDL_RELATION_KEYS:
             if kind in _DDL_OBSERVING and _ddl_observes_target(kind, d):
                 self.observed(d.get("relation"))
+            if kind == "AlterTableStmt":
+                for attached in _attached_partitions(d):
+                    self.observed(attached)  # its rows become the parent's
             keys = _DDL_RELATION_KEYS[kind]
             for key in keys:
                 if d.get(key) is not None:
@@ -454,6 +458,7 @@ class _Walk:
         elif kind == "DropStmt":
             self.objects(d.get("removeType"), d.get("objects") or (), "ddl")
         elif kind == "CreateTrigStmt":
+            self.observed(d.get("relation"))  # its function is handed every row written
             self.target(d.get("relation"), "ddl", ctes)
             name = _split(_names(d.get("funcname")))
             if name is None:
@@ -744,6 +749,8 @@ def _ddl_observes_target(kind: str, d: dict) -> bool:
     question about them, so a ddl scope alone may not. Plain ALTER TABLE subcommands
     (rename, add a column without such constraints, set a default, drop) and a plain index
     of columns read nothing a ddl scope should not know."""
+    if kind == "RuleStmt":
+        return True  # its actions and condition are handed the rows (NEW, OLD) written
     if kind == "IndexStmt":
         params = [p.get("IndexElem", p) for p in d.get("indexParams") or ()]
         return bool(
@@ -766,6 +773,19 @@ def _ddl_observes_target(kind: str, d: dict) -> bool:
                 if (c.get("Constraint") or {}).get("contype") in _ROW_EVALUATING_CONSTRAINTS:
                     return True
     return False
+
+
+def _attached_partitions(d: dict) -> list[dict]:
+    """The tables ``ALTER TABLE parent ATTACH PARTITION t`` makes partitions: their rows
+    are read through the parent from then on."""
+    out = []
+    for cmd in d.get("cmds") or ():
+        cmd = cmd.get("AlterTableCmd", cmd) if isinstance(cmd, dict) else {}
+        if cmd.get("subtype") == "AT_AttachPartition":
+            name = ((cmd.get("def") or {}).get("PartitionCmd") or {}).get("name")
+            if name is not None:
+                out.append(name)
+    return out
 
 
 def _named_setting(where: Any) -> str | None:

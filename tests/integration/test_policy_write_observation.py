@@ -32,7 +32,8 @@ pytestmark = pytest.mark.timeout(180)
 
 SECRET = "wo-secret-8c41"
 DEFAULTED = "wo-default-3f97"  # what an insert-only table's default fills in
-TABLES = ("wo_jobs", "wo_log", "wo_items", "wo_routed", "wo_routed_1", "wo_ddl", "wo_arr")
+TABLES = ("wo_jobs", "wo_log", "wo_items", "wo_routed", "wo_routed_1", "wo_ddl", "wo_arr",
+          "wo_seen")
 SETUP = f"""
 CREATE TABLE public.wo_jobs (id int PRIMARY KEY, n int, secret text);
 INSERT INTO public.wo_jobs VALUES (1, 0, '{SECRET}');
@@ -47,6 +48,10 @@ INSERT INTO public.wo_routed VALUES (1, '{SECRET}');
 CREATE TABLE public.wo_ddl (id int, secret text);
 INSERT INTO public.wo_ddl VALUES (1, '{SECRET}');
 CREATE TABLE public.wo_arr (id int, a int[]);
+CREATE TABLE public.wo_seen (note text);
+CREATE FUNCTION public.wo_copy() RETURNS trigger LANGUAGE plpgsql
+    AS $$ BEGIN INSERT INTO public.wo_seen VALUES (NEW.secret); RETURN NEW; END $$;
+ALTER FUNCTION public.wo_copy() OWNER TO {UPSTREAM_USER};
 INSERT INTO public.wo_arr VALUES (1, ARRAY[1, 2]);
 DO $$ BEGIN CREATE ROLE wo_writer NOLOGIN; EXCEPTION WHEN duplicate_object THEN NULL; END $$;
 GRANT USAGE ON SCHEMA public TO wo_writer;
@@ -55,11 +60,12 @@ GRANT INSERT, UPDATE, DELETE ON public.wo_jobs, public.wo_log, public.wo_items, 
 GRANT wo_writer TO {UPSTREAM_USER};
 ALTER VIEW public.wo_checked OWNER TO {UPSTREAM_USER};
 """ + "".join(f"ALTER TABLE public.{t} OWNER TO {UPSTREAM_USER};\n" for t in TABLES)
-TEARDOWN = "DROP VIEW IF EXISTS public.wo_checked;" + "".join(
+TEARDOWN = "DROP VIEW IF EXISTS public.wo_checked; DROP FUNCTION IF EXISTS public.wo_copy() CASCADE;" + "".join(
     f"DROP TABLE IF EXISTS public.{t};" for t in TABLES
 ) + planted.drop_role("wo_writer")
 SCOPES = ("update:public.wo_jobs,public.wo_checked,public.wo_routed delete:public.wo_jobs "
-          "insert:public.wo_log write:public.wo_items,public.wo_arr ddl:public.wo_ddl")  # fmt: skip
+          "insert:public.wo_log write:public.wo_items,public.wo_arr ddl:public.wo_ddl "
+          "execute:public.wo_copy read:public.wo_seen")  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -269,3 +275,29 @@ def test_a_write_scope_alone_is_what_postgresql_lets_a_role_without_select_do(px
     assert not holes, holes
     conservative = {sql for sql in JUDGED if server[sql] and not proxy[sql]}
     assert conservative == CONSERVATIVE, conservative
+
+
+TAP = ("CREATE TRIGGER wo_tap AFTER INSERT ON public.wo_ddl FOR EACH ROW "
+       "EXECUTE FUNCTION public.wo_copy()")  # fmt: skip
+LATER = "wo-later-row-5a1e"  # a row someone else writes after the trigger exists
+
+
+def test_a_trigger_hands_every_row_written_to_its_function(px, pg):
+    """The server: with the trigger in place, a row another session writes to the table
+    lands where the grant reads (a granted trigger function copying NEW)."""
+    with psycopg.connect(direct_dsn(pg), autocommit=True) as conn:
+        try:
+            with conn.transaction():
+                conn.execute(TAP)
+                conn.execute(f"INSERT INTO public.wo_ddl VALUES (2, '{LATER}')")
+                seen = conn.execute("SELECT note FROM public.wo_seen").fetchall()
+                raise _Undo(repr(seen))
+        except _Undo as undo:
+            assert LATER in str(undo)
+
+
+def test_a_trigger_on_a_table_needs_a_read_scope_on_it(px):
+    got = received(px, TAP, before=("BEGIN",), after=("ROLLBACK",))
+    assert_denied(got, TAP)
+    for mode, text in got.items():
+        assert "read:public.wo_ddl" in text and "trigger" in text, (mode, text[-500:])

@@ -303,7 +303,7 @@ CASES: list[tuple[str, StatementClass, tuple, tuple, tuple]] = [
     (
         "CREATE TRIGGER tr BEFORE INSERT ON t FOR EACH ROW EXECUTE FUNCTION f()",
         D,
-        _,
+        ("public.t",),  # the trigger's function is handed the rows: a read of t
         ("public.t",),
         ("public.f",),
     ),
