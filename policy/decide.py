@@ -336,7 +336,7 @@ def _relation_read(rel: str, scopes: Scopes) -> Decision | None:
 
 
 # A write or DDL reading its target's rows (pgparse._observes_target and
-# _ddl_observes_target) without a read scope on it: what the denial says, so the agent
+# _ddl_observed) without a read scope on it: what the denial says, so the agent
 # knows which scope is missing.
 _OBSERVED = (
     "{reason}: the statement reads the rows of a relation it changes (a WHERE, RETURNING, "

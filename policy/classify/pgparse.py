@@ -63,8 +63,9 @@ class PgStatement:
 
 # Roles a relation plays; "read" is every RangeVar not named below.
 _TARGET_ROLE = {"InsertStmt": "insert", "UpdateStmt": "update", "DeleteStmt": "delete"}
-# The role of a write's target whose rows the statement reads (``_observes_target``):
-# decided as a read of it (policy.classify.crosscheck), as PostgreSQL asks for SELECT.
+# The role of a relation whose rows a write or DDL reads (``_observes_target``,
+# ``_ddl_observed``): decided as a read of it (policy.classify.crosscheck), as PostgreSQL
+# asks for SELECT.
 OBSERVE = "observe"
 _OBSERVING = frozenset((*_TARGET_ROLE, "MergeStmt"))
 _DDL_OBSERVING = frozenset(("AlterTableStmt", "IndexStmt", "RuleStmt"))
@@ -277,8 +278,9 @@ class _Walk:
         self.any(d, ctes)
 
     def observed(self, d) -> None:
-        """The target of a write whose rows the statement reads (``_observes_target``): a
-        read of it, whatever WITH queries share its name (a write's target is a relation)."""
+        """A relation whose rows a write or DDL reads (``_observes_target``,
+        ``_ddl_observed``): a read of it, whatever WITH queries share its name (what a write
+        or DDL changes is a relation)."""
         inner = d.get("RangeVar", d) if isinstance(d, dict) else None
         if not isinstance(inner, dict) or "relname" not in inner:
             raise PgParseError("a write target that is not a plain relation")
@@ -442,11 +444,9 @@ class _Walk:
                 self.target(d["relation"], "insert" if d.get("is_from") else "read", ctes)
             self.struct(d, ctes, ("relation",))
         elif kind in _DDL_RELATION_KEYS:
-            if kind in _DDL_OBSERVING and _ddl_observes_target(kind, d):
-                self.observed(d.get("relation"))
-            if kind == "AlterTableStmt":
-                for attached in _attached_partitions(d):
-                    self.observed(attached)  # its rows become the parent's
+            if kind in _DDL_OBSERVING:
+                for relation in _ddl_observed(kind, d):
+                    self.observed(relation)
             keys = _DDL_RELATION_KEYS[kind]
             for key in keys:
                 if d.get(key) is not None:
@@ -741,50 +741,44 @@ def _observes_target(kind: str, d: dict) -> bool:
     )
 
 
-def _ddl_observes_target(kind: str, d: dict) -> bool:
-    """Whether DDL on a table evaluates what it writes over the table's existing rows (a
-    CHECK, USING, generated expression, index expression or predicate, a uniqueness or
-    foreign key to validate): its errors quote the values (``ADD CHECK (secret::int > 0)``:
-    ``invalid input syntax for type integer: "<value>"``) and its success answers a
-    question about them, so a ddl scope alone may not. Plain ALTER TABLE subcommands
-    (rename, add a column without such constraints, set a default, drop) and a plain index
-    of columns read nothing a ddl scope should not know."""
+def _ddl_observed(kind: str, d: dict) -> list[Any]:
+    """The tables whose existing rows DDL reads: it evaluates a CHECK, USING, generated
+    expression, index expression or predicate, a uniqueness or foreign key over them (its
+    errors quote the values, ``ADD CHECK (secret::int > 0)``: ``invalid input syntax for
+    type integer: "<value>"``, and its success answers a question about them), or hands
+    them on (a rule's actions get NEW and OLD; INHERIT and ATTACH PARTITION make them the
+    parent's). A ddl scope alone may not. Plain ALTER TABLE subcommands (rename, add a
+    column without such constraints, set a default, drop) and a plain index of columns
+    read nothing a ddl scope should not know."""
+    relation = d.get("relation")
     if kind == "RuleStmt":
-        return True  # its actions and condition are handed the rows (NEW, OLD) written
+        return [relation]
     if kind == "IndexStmt":
         params = [p.get("IndexElem", p) for p in d.get("indexParams") or ()]
-        return bool(
+        reads = (
             d.get("whereClause")
             or d.get("unique")
             or d.get("primary")
             or d.get("isconstraint")
             or any(isinstance(p, dict) and p.get("expr") for p in params)
         )
+        return [relation] if reads else []
     if d.get("objtype") not in ("OBJECT_TABLE", "OBJECT_MATVIEW", "OBJECT_FOREIGN_TABLE"):
-        return False
+        return []
+    out: list[Any] = []
     for cmd in d.get("cmds") or ():
         cmd = cmd.get("AlterTableCmd", cmd) if isinstance(cmd, dict) else {}
         subtype = cmd.get("subtype")
-        if subtype in _ROW_EVALUATING_COMMANDS:
-            return True
-        if subtype == "AT_AddColumn":
-            column = (cmd.get("def") or {}).get("ColumnDef") or {}
-            for c in column.get("constraints") or ():
-                if (c.get("Constraint") or {}).get("contype") in _ROW_EVALUATING_CONSTRAINTS:
-                    return True
-    return False
-
-
-def _attached_partitions(d: dict) -> list[dict]:
-    """The tables ``ALTER TABLE parent ATTACH PARTITION t`` makes partitions: their rows
-    are read through the parent from then on."""
-    out = []
-    for cmd in d.get("cmds") or ():
-        cmd = cmd.get("AlterTableCmd", cmd) if isinstance(cmd, dict) else {}
-        if cmd.get("subtype") == "AT_AttachPartition":
-            name = ((cmd.get("def") or {}).get("PartitionCmd") or {}).get("name")
-            if name is not None:
-                out.append(name)
+        definition = cmd.get("def") or {}
+        if subtype == "AT_AttachPartition":  # the partition's rows become the parent's
+            out.append((definition.get("PartitionCmd") or {}).get("name"))
+        elif subtype in _ROW_EVALUATING_COMMANDS:
+            out.append(relation)
+        elif subtype == "AT_AddColumn":
+            constraints = (definition.get("ColumnDef") or {}).get("constraints") or ()
+            if any((c.get("Constraint") or {}).get("contype") in _ROW_EVALUATING_CONSTRAINTS
+                   for c in constraints):  # fmt: skip
+                out.append(relation)
     return out
 
 
