@@ -98,6 +98,23 @@ def _code_line(line: str) -> bool:
     return line.startswith(_CODE_LINES) or line[:1].isspace()
 
 
+def quotes_code(frame: bytes) -> bool:
+    """Whether an error or notice may quote code (a context or internal query field)."""
+    return CODE_FIELDS[0] in frame or CODE_FIELDS[1] in frame
+
+
+def worth_a_look(frame: bytes, strips_code: bool) -> bool:
+    """Whether an ErrorResponse may show what ``redact_error`` (or, for a grant whose
+    code is stripped, ``strip_code``) withholds: a byte test, so that an error showing
+    nothing of the kind is passed on unparsed."""
+    return (
+        TABLE_FIELD in frame
+        or ROW_STATE_FIELDS[0] in frame
+        or ROW_STATE_FIELDS[1] in frame
+        or (strips_code and quotes_code(frame))
+    )
+
+
 def strip_code(frame: bytes, encoding: str) -> bytes | None:
     """``frame`` (an ErrorResponse or NoticeResponse) without the code it quotes: the
     internal query and position, and the CONTEXT lines that quote a function body's

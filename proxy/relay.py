@@ -34,14 +34,7 @@ from .decision_records import DECISION_SHAPE, DecisionRecords
 from .denials import ASYNC as _ASYNC
 from .denials import HOLDABLE as _HOLDABLE
 from .denials import Denials, local_denial
-from .redaction import (
-    CODE_FIELDS,
-    ROW_STATE_FIELDS,
-    TABLE_FIELD,
-    redact_error,
-    strip_code,
-    withhold_message,
-)
+from .redaction import quotes_code, redact_error, strip_code, withhold_message, worth_a_look
 from .seams import Health, Policy, SessionSink, Verdict
 
 F = m.Frontend
@@ -480,9 +473,7 @@ class Relay:
                 ours = bool(pending) and denials.schema_field in run[start:end]
                 if _PRIVILEGE_FIELD in run[start:end] and not ours:
                     self._db_denied(run[start:end])
-                if not ours and (withholding or TABLE_FIELD in run[start:end]
-                        or self._unnamed_row(run[start:end]) or (
-                        strips and self._quotes_code(run[start:end]))):
+                if not ours and (withholding or worth_a_look(run[start:end], strips)):
                     redacted = self._redacted(run[start:end], withholding)
                     if redacted is not None:  # passed on as the frame below would be
                         rewritten = self._ensure(rewritten, run, last, start)
@@ -555,18 +546,9 @@ class Relay:
                 out = stripped
         return out
 
-    @staticmethod
-    def _unnamed_row(frame: bytes) -> bool:
-        """An error whose SQLSTATE may mean a row without its relation (redaction)."""
-        return ROW_STATE_FIELDS[0] in frame or ROW_STATE_FIELDS[1] in frame
-
-    @staticmethod
-    def _quotes_code(frame: bytes) -> bool:
-        return CODE_FIELDS[0] in frame or CODE_FIELDS[1] in frame
-
     def _stripped(self, frame: bytes) -> bytes | None:
         """``frame`` without the function-body code its context quotes; None: it has none."""
-        return strip_code(frame, self.encoding) if self._quotes_code(frame) else None
+        return strip_code(frame, self.encoding) if quotes_code(frame) else None
 
     @property
     def has_held(self) -> bool:
