@@ -202,7 +202,7 @@ def _plain(c: Classified, d: Decision) -> bool:
 # tests/unit/test_engine_cached.py::test_with_sql_equals_the_dataclass_constructor.
 _CLASSIFIED_FIELDS = (
     "sql", "cls", "command", "reads", "writes", "functions", "detail", "write_ops",
-    "operators", "attributes", "types",
+    "operators", "attributes", "types", "describes",
 )  # fmt: skip
 if (
     tuple(f.name for f in fields(Classified)) != _CLASSIFIED_FIELDS
@@ -214,14 +214,15 @@ _new = object.__new__
 _SET = {name: Classified.__dict__[name].__set__ for name in _CLASSIFIED_FIELDS}
 _sql, _cls, _command = _SET["sql"], _SET["cls"], _SET["command"]
 _reads, _writes, _functions = _SET["reads"], _SET["writes"], _SET["functions"]
-_detail, _write_ops, _operators, _attributes, _types = (
+_detail, _write_ops, _operators, _attributes, _types, _describes = (
     _SET["detail"], _SET["write_ops"], _SET["operators"], _SET["attributes"], _SET["types"],
+    _SET["describes"],
 )  # fmt: skip
 
 
 def with_sql(c: Classified, sql: str) -> Classified:
     """``c`` for another text of the same statement (a cache hit keeps its own text):
-    ``Classified(sql, c.cls, ..., c.types)``, built slot by slot (see above)."""
+    ``Classified(sql, c.cls, ..., c.describes)``, built slot by slot (see above)."""
     if c.sql == sql:
         return c
     new = _new(Classified)
@@ -236,4 +237,5 @@ def with_sql(c: Classified, sql: str) -> Classified:
     _operators(new, c.operators)
     _attributes(new, c.attributes)
     _types(new, c.types)
+    _describes(new, c.describes)
     return new

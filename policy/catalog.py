@@ -26,6 +26,8 @@ from policy.scopes import split_name
 if TYPE_CHECKING:
     import asyncio
 
+    from policy.scopes import Scopes
+
 __all__ = [
     "COLUMNS_SQL",
     "FUNCTIONS_SQL",
@@ -35,12 +37,19 @@ __all__ = [
     "USER_TYPES_SQL",
     "USER_TYPE_OIDS_SQL",
     "INLINABLE_SQL",
+    "RELATION_OIDS_SQL",
+    "DEFAULTED_FUNCTIONS_SQL",
+    "DOMAIN_SCHEMAS_SQL",
+    "USER_SCHEMAS_SQL",
     "RULED_SQL",
     "VIEWS_SQL",
     "VIEW_READS_SQL",
     "CatalogCache",
     "Snapshot",
     "attribute_calls",
+    "covers_database",
+    "describe_refusal",
+    "names_schema",
     "shadowing_calls",
     "merge_defined",
     "with_defined",
@@ -384,12 +393,173 @@ class Snapshot:
     # SQL function PostgreSQL may inline and whose query hides rows -> the relations that
     # query names (INLINABLE_SQL, inlinable_from_rows; (None, "") for a body unreadable)
     inlinable: dict[str, tuple[tuple[str | None, str], ...]] = field(default_factory=dict)
+    # relation OID -> (schema, name) of every relation, an index's being its table's
+    # (RELATION_OIDS_SQL): object text pinned by OID (policy.classify.metadata)
+    relation_oids: dict[int, tuple[str, str]] = field(default_factory=dict)
+    # every schema outside the system's (USER_SCHEMAS_SQL)
+    user_schemas: frozenset[str] = frozenset()
+    # (schema, name) of every function outside them with argument defaults
+    # (DEFAULTED_FUNCTIONS_SQL)
+    defaulted_functions: frozenset[tuple[str, str]] = frozenset()
+    # schemas outside the system's with domains that have a DEFAULT (DOMAIN_SCHEMAS_SQL)
+    domain_schemas: frozenset[str] = frozenset()
 
     @property
     def user_schema_safe(self) -> bool:
         """May a per-grant role's session read ``"$user", public``? Only from a fresh
         snapshot that saw no way for ``"$user"`` to resolve (stale: DDL since; unknown)."""
         return self.role_schemas_absent and not self.stale
+
+
+# Every relation by OID, an index by its table's name (psql's \d pins object text to a
+# relation by its OID, and pg_get_indexdef takes an index's).
+RELATION_OIDS_SQL = """
+SELECT c.oid::text, COALESCE(tn.nspname, n.nspname), COALESCE(t.relname, c.relname)
+FROM pg_catalog.pg_class c
+JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+LEFT JOIN pg_catalog.pg_index i ON i.indexrelid = c.oid
+LEFT JOIN pg_catalog.pg_class t ON t.oid = i.indrelid
+LEFT JOIN pg_catalog.pg_namespace tn ON tn.oid = t.relnamespace
+"""
+
+# Functions outside the system schemas with argument defaults (a DEFAULT can hold a
+# literal; psql's \df shows it through pg_get_function_arguments, for every function it
+# lists: no pin names a function, so those are decided on this list).
+DEFAULTED_FUNCTIONS_SQL = r"""
+SELECT n.nspname, p.proname FROM pg_catalog.pg_proc p
+JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
+WHERE p.pronargdefaults > 0 AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+"""
+
+# Schemas outside the system's with domains that have a DEFAULT: domain defaults are
+# decided on the schemas (no pin names a type).
+DOMAIN_SCHEMAS_SQL = r"""
+SELECT DISTINCT n.nspname FROM pg_catalog.pg_type t
+JOIN pg_catalog.pg_namespace n ON n.oid = t.typnamespace
+WHERE t.typtype = 'd' AND t.typdefaultbin IS NOT NULL
+  AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+"""
+
+# Schemas outside the system's: a grant naming each with schema.* has nothing outside it.
+USER_SCHEMAS_SQL = r"""
+SELECT nspname FROM pg_catalog.pg_namespace
+WHERE nspname NOT IN ('pg_catalog', 'information_schema', 'pg_toast')
+  AND nspname NOT LIKE 'pg\_temp\_%' AND nspname NOT LIKE 'pg\_toast\_temp\_%'
+"""
+
+_ARGUMENT_DEFAULTS = "pg_catalog.pg_proc.proargdefaults"
+_SYSTEM_SCHEMAS = frozenset({"pg_catalog", "information_schema", "pg_toast", "pg_temp"})
+_DESCRIBING_OPS = ("read", "insert", "update", "delete", "truncate", "ddl")
+
+
+def covers_database(scopes: Scopes, snapshot: Snapshot | None) -> bool:
+    """Does the grant name every user schema with ``schema.*`` (any relation operation)?
+    Then no relation is outside it (a schema made since the load by this grant is one of
+    its own: ``ddl:s.*`` is what creates schema ``s``)."""
+    if snapshot is None or not snapshot.user_schemas:
+        return False
+    wild = {schema for targets in scopes.relations.values() for schema, name in targets if name is None}
+    return snapshot.user_schemas <= wild
+
+
+def names_schema(scopes: Scopes, schema: str) -> bool:
+    """Does the grant name anything in ``schema`` (a relation scope of any operation, an
+    execute scope)? A per-grant role has USAGE on exactly those schemas."""
+    return any(s == schema for targets in scopes.relations.values() for s, _ in targets) or any(
+        s == schema for s, _ in scopes.execute
+    )
+
+
+def describe_refusal(describes: frozenset[str], scopes: Scopes, snapshot: Snapshot | None) -> str | None:
+    """Why a statement may not show the object text it reads (``Classified.describes``,
+    policy.classify.metadata), or None. Pinned rows need a relation the grant names (any
+    of its relation operations: structure is described to whoever may touch it); rows
+    not pinned need a ``read:`` scope on the catalog, or a grant that covers the database;
+    an object of a schema (a type, an object-name literal) needs the grant to name
+    something in that schema, as PostgreSQL asks USAGE on it."""
+    covered = covers_database(scopes, snapshot)
+    for entry in sorted(describes):
+        kind, _, value = entry.partition(":")
+        if kind == "schema":
+            if covered or names_schema(scopes, value):
+                continue
+            return (
+                f"may not use objects of schema {render_name(value)} (a type or an object "
+                "named in a literal): this grant names nothing in it"
+            )
+        value, _, via = value.partition("@")
+        catalog, _, column = (via or value).rpartition(".")
+        if covered or scopes.allows_relation("read", catalog):
+            continue
+        if kind == "any":
+            why = _unpinned_refusal(value, scopes, snapshot)
+            if why is None:
+                continue
+            return why
+        if kind == "oid":
+            known = snapshot.relation_oids.get(int(value)) if snapshot is not None else None
+            if known is None:
+                why = "no catalog loaded" if snapshot is None else "made after the catalog was loaded?"
+                return f"may not read the definitions of relation OID {value}: unknown ({why})"
+            names = [render_name(*known)]
+        elif kind == "rel":
+            names = [value]
+        else:  # "name": every relation of that name, whatever its schema
+            names = [render_name(*k) for k in (snapshot.relation_oids.values() if snapshot else ())
+                     if k[1] == value]  # fmt: skip
+            if not names:
+                return f"may not read the definitions of {render_name(value)}: no such relation known"
+        for rel in names:
+            target = split_name(rel)
+            if target is None:
+                return f"may not read the definitions of {rel} (unrecognised name)"
+            if target[0] in _SYSTEM_SCHEMAS:
+                continue
+            if not any(scopes.allows_relation(op, rel) for op in _DESCRIBING_OPS):
+                return (
+                    f"may not read the definitions of {rel} (its defaults, constraints, "
+                    "indexes, triggers, policies, comments, partitions): this grant names "
+                    f"no scope on it (a read:{catalog} scope would allow it)"
+                )
+    return None
+
+
+def _unpinned_refusal(value: str, scopes: Scopes, snapshot: Snapshot | None) -> str | None:
+    """Object text read for rows no pin names (``value``: "pg_catalog.pg_attrdef.adbin").
+    Argument defaults and domain defaults belong to functions and types, which no pin names:
+    allowed while every user-written one that has them is the grant's (the snapshot's
+    lists, at most ``refresh_after`` old for objects other sessions create)."""
+    catalog, _, column = value.rpartition(".")
+    if snapshot is not None and value == _ARGUMENT_DEFAULTS:
+        hidden = sorted(f for f in snapshot.defaulted_functions if not scopes.allows_function(*f))
+        if not hidden:
+            return None  # every function with a default is one the grant may call
+        return (
+            "may not read the argument defaults of functions outside the grant "
+            f"({render_name(*hidden[0])} has some; a DEFAULT can hold a literal): "
+            f"an execute scope on it, or a read:{catalog} scope, allows it"
+        )
+    if snapshot is not None and value in _TYPE_TEXT:
+        hidden_schemas = sorted(s for s in _TYPE_TEXT[value](snapshot) if not names_schema(scopes, s))
+        if not hidden_schemas:
+            return None  # every such type is in a schema the grant names
+        return (
+            f"may not read {column} of {catalog} for types outside the grant (schema "
+            f"{render_name(hidden_schemas[0])} has some): a read:{catalog} scope allows it"
+        )
+    return (
+        f"may not read {column} of {catalog} for relations outside the grant (object "
+        "text: defaults, constraints, index predicates, triggers' arguments, policies' "
+        "expressions and comments hold literals): pin the rows to a granted relation "
+        "(WHERE <relation column> = '<oid>' or '<schema.table>'::regclass, as psql's "
+        f"\\d does), or a read:{catalog} scope allows it"
+    )
+
+
+_TYPE_TEXT = {
+    "pg_catalog.pg_type.typdefault": lambda snap: snap.domain_schemas,
+    "pg_catalog.pg_type.typdefaultbin": lambda snap: snap.domain_schemas,
+}
 
 
 def attribute_calls(
@@ -520,6 +690,10 @@ class CatalogCache:
         view_names=(),
         inlinable: dict[str, tuple[tuple[str | None, str], ...]] | None = None,
         ruled=(),
+        relation_oids: dict[int, tuple[str, str]] | None = None,
+        user_schemas=(),
+        defaulted_functions=(),
+        domain_schemas=(),
     ) -> Snapshot:
         entry = self.entries.setdefault(database, _Entry())
         snap = Snapshot(
@@ -527,6 +701,8 @@ class CatalogCache:
             dict(user_functions or {}), dict(user_operators or {}), dict(user_types or {}),
             dict(type_oids or {}), frozenset(known_type_oids), dict(cascades or {}),
             dict(views or {}), frozenset(view_names), frozenset(ruled), dict(inlinable or {}),
+            dict(relation_oids or {}), frozenset(user_schemas), frozenset(defaulted_functions),
+            frozenset(domain_schemas),
         )  # fmt: skip
         snap = with_defined(snap, entry.defined)
         entry.snapshot = snap

@@ -20,6 +20,7 @@ from policy.catalog import (
     FIRST_NORMAL_OID,
     Snapshot,
     attribute_calls,
+    describe_refusal,
     merge_defined,
     shadowing_calls,
     with_defined,
@@ -368,6 +369,10 @@ class StatementPolicy:
         d = decide(c, self.scopes)
         if not d.allowed:
             return d
+        if c.describes:
+            why = describe_refusal(c.describes, self.scopes, self._snapshot_seen)
+            if why is not None:
+                return Decision(False, "deny.catalog", why)
         if c.cls is StatementClass.DDL:
             denial = self._defines_a_built_in_name(c)
             if denial is not None:

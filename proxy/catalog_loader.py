@@ -11,12 +11,16 @@ from common.wire import messages as m
 from policy.catalog import (
     CASCADES_SQL,
     COLUMNS_SQL,
+    DEFAULTED_FUNCTIONS_SQL,
+    DOMAIN_SCHEMAS_SQL,
     FUNCTIONS_SQL,
     INLINABLE_SQL,
+    RELATION_OIDS_SQL,
     ROLE_SCHEMAS_SQL,
     RULED_SQL,
     USER_FUNCTIONS_SQL,
     USER_OPERATORS_SQL,
+    USER_SCHEMAS_SQL,
     USER_TYPE_OIDS_SQL,
     USER_TYPES_SQL,
     VIEW_READS_SQL,
@@ -109,10 +113,12 @@ class CatalogLoader:
     async def load(self, database: str) -> None:
         (functions, column_rows, role_schemas, user_function_rows, user_operator_rows,
          user_type_rows, type_oid_rows, cascade_rows, view_rows, view_read_rows,
-         inlinable_rows, ruled_rows) = await _queries(
+         inlinable_rows, ruled_rows, relation_rows, schema_rows, defaulted_rows,
+         domain_rows) = await _queries(
             self.cfg, self.credentials, database, FUNCTIONS_SQL, COLUMNS_SQL, ROLE_SCHEMAS_SQL,
             USER_FUNCTIONS_SQL, USER_OPERATORS_SQL, USER_TYPES_SQL, USER_TYPE_OIDS_SQL,
             CASCADES_SQL, VIEWS_SQL, VIEW_READS_SQL, INLINABLE_SQL, RULED_SQL,
+            RELATION_OIDS_SQL, USER_SCHEMAS_SQL, DEFAULTED_FUNCTIONS_SQL, DOMAIN_SCHEMAS_SQL,
         )  # fmt: skip
         functions, column_rows = _ok(functions), _ok(column_rows)
         user_functions: dict[str, set[str]] = {}
@@ -155,6 +161,10 @@ class CatalogLoader:
             relation_names(_ok(view_rows)),
             inlinable_from_rows(_ok(inlinable_rows)),
             ruled=relation_names(_ok(ruled_rows)),
+            relation_oids={int(oid): (schema, name) for oid, schema, name in _ok(relation_rows)},
+            user_schemas=[r[0] for r in _ok(schema_rows)],
+            defaulted_functions=[(schema, name) for schema, name in _ok(defaulted_rows)],
+            domain_schemas=[r[0] for r in _ok(domain_rows)],
         )
 
     def refresh(self, database: str) -> asyncio.Task:

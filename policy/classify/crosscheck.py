@@ -305,7 +305,9 @@ def reconcile(
         alone = _from_pg_alone(stmt, glot, pg, search_path, pg_funcs)
         if alone is None:
             return glot, False
-        return _with_pg(alone, alone.functions, operators, attributes, _types(pg)), False
+        return _with_pg(
+            alone, alone.functions, operators, attributes, _types(pg), None, _describes(pg)
+        ), False
     problems = []
     kinds = _KINDS.get(glot.command)
     if glot.command.startswith("DROP "):
@@ -364,7 +366,9 @@ def reconcile(
     }
     reads = glot.reads | sensitive | observed if sensitive or observed else glot.reads
     cacheable = glot_cacheable and LITERAL not in pg.flags
-    return _with_pg(glot, funcs, operators, attributes, _types(pg), reads), cacheable
+    return _with_pg(
+        glot, funcs, operators, attributes, _types(pg), reads, _describes(pg)
+    ), cacheable
 
 
 def _qual(schema: str | None, name: str) -> tuple[str, ...]:
@@ -381,7 +385,7 @@ def _execute_args(glot: Classified, pg: PgStatement, search_path) -> Classified:
         seen = ", ".join(sorted(rels | missing))
         return _unknown(glot, f"{DISAGREE}: EXECUTE arguments only PostgreSQL reads: {seen}")
     operators = frozenset(_operator_name(s, n) for s, n in pg.operators)
-    return _with_pg(glot, funcs, operators, pg.attributes, _types(pg))
+    return _with_pg(glot, funcs, operators, pg.attributes, _types(pg), None, _describes(pg))
 
 
 def _unknown(glot: Classified, detail: str) -> Classified:
@@ -406,7 +410,14 @@ _SENSITIVE = frozenset(
 )
 
 
-def _with_pg(c: Classified, funcs, operators, attributes, types=_EMPTY, reads=None) -> Classified:
+def _describes(pg: PgStatement) -> frozenset[str]:
+    """What the statement's object text depends on, as Classified.describes renders it."""
+    return frozenset(f"{kind}:{value}" for kind, value in pg.describes) if pg.describes else _EMPTY
+
+
+def _with_pg(
+    c: Classified, funcs, operators, attributes, types=_EMPTY, reads=None, describes=None
+) -> Classified:
     # dataclasses.replace, spelled out: it costs a microsecond more on every miss
     return Classified(
         c.sql,
@@ -420,6 +431,7 @@ def _with_pg(c: Classified, funcs, operators, attributes, types=_EMPTY, reads=No
         operators,
         attributes,
         types,
+        c.describes if describes is None else describes,
     )
 
 

@@ -45,6 +45,11 @@ class Classified:
     # column and argument types), "schema.type" or bare: a value made one may run a domain's
     # constraint functions or a cast's function (policy.catalog, USER_TYPES_SQL).
     types: frozenset[str] = frozenset()
+    # From PostgreSQL's parser: what the statement's object text (column defaults, CHECKs,
+    # comments, ...) depends on, "kind:value" (policy.classify.metadata: "oid:16385",
+    # "rel:public.orders", "name:orders", "any:pg_catalog.pg_attrdef.adbin"); decided on
+    # the catalog snapshot (policy.engine, StatementPolicy._described).
+    describes: frozenset[str] = frozenset()
 
 
 class Unclassifiable(Exception):

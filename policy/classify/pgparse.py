@@ -22,7 +22,8 @@ from typing import Any
 from pglast import parser as _pg
 
 from policy.classify.catalogue import CURRENT_SETTING_PREFIX, PRIVILEGED_SETTINGS
-from policy.lexer import ascii_lower
+from policy.classify.metadata import CATALOGS, DEPARSERS, described
+from policy.lexer import ascii_lower, parse_qualified_name
 
 __all__ = ["PgParseError", "PgStatement", "parse", "split_texts"]
 
@@ -55,6 +56,8 @@ class PgStatement:
     node: dict  # the statement's tree (libpg_query JSON), for statement-specific checks
     flags: frozenset[str] = frozenset()  # "locking" (FOR UPDATE/SHARE), "regcast", LITERAL
     types: frozenset[Name] = frozenset()  # every type name: casts, columns, arguments
+    # what object text the statement shows depends on (policy.classify.metadata.described)
+    describes: frozenset[tuple[str, str]] = frozenset()
 
     @property
     def relation_names(self) -> frozenset[Name]:
@@ -180,6 +183,19 @@ def _string_constant(args: Any) -> str | None:
     return const["sval"].get("sval", "")
 
 
+def _named_schema(reg_type: str, literal: str | None) -> str | None:
+    """The schema an object-name literal looks its object up in (``'s.t'::regtype``,
+    ``'s.f(int)'::regprocedure``, ``'s'::regnamespace``), if it names one: PostgreSQL
+    asks USAGE on it. A relation's (regclass) is decided as a read of it instead."""
+    if literal is None or reg_type in ("regclass", "regrole"):
+        return None
+    if reg_type == "regnamespace":
+        parts = parse_qualified_name(literal)
+        return parts[0][0] if parts and len(parts) == 1 else None
+    parts = parse_qualified_name(literal.split("(", 1)[0].strip())
+    return parts[-2][0] if parts and len(parts) >= 2 else None
+
+
 def _split(parts: list[str]) -> Name | None:
     if not parts:
         return None
@@ -189,7 +205,8 @@ def _split(parts: list[str]) -> Name | None:
 
 
 class _Walk:
-    __slots__ = ("relations", "functions", "operators", "attributes", "defines", "flags", "types")
+    __slots__ = ("relations", "functions", "operators", "attributes", "defines", "flags", "types",
+                 "schemas")
 
     def __init__(self) -> None:
         self.relations: set[tuple[str | None, str, str]] = set()
@@ -199,6 +216,7 @@ class _Walk:
         self.defines: set[tuple[str, str | None, str]] = set()
         self.flags: set[str] = set()
         self.types: set[Name] = set()
+        self.schemas: set[str] = set()  # schemas named inside object-name literals
 
     # -- generic ---------------------------------------------------------------------
     def any(self, value, ctes: frozenset[str]) -> None:
@@ -384,6 +402,9 @@ class _Walk:
         names = _names((d.get("typeName") or {}).get("names"))
         if names and names[-1] in _REG_TYPES:
             self.flags.add("regcast")  # a literal read as an object name
+            schema = _named_schema(names[-1], _string_constant([d.get("arg")]))
+            if schema is not None:
+                self.schemas.add(schema)
         self.struct(d, ctes)
 
     def operator(self, names) -> None:
@@ -890,6 +911,26 @@ def _sensitive_reads(tree: dict, relations, kind: str = "") -> set[tuple[str, st
     return out
 
 
+def _system_schema(schema: str) -> bool:
+    return schema in ("pg_catalog", "information_schema", "pg_toast") or schema.startswith(
+        ("pg_temp", "pg_toast_temp")
+    )
+
+
+def _shows_object_text(relations, functions) -> bool:
+    """Does the statement name a catalog of object text or call a deparser of it
+    (policy.classify.metadata)? Only then is it walked for pins."""
+    for schema, name, _role in relations:
+        if schema is None:
+            if name.startswith("pg_"):
+                schema = "pg_catalog"
+            elif ("information_schema", name) in CATALOGS:
+                return True
+        if (schema, name) in CATALOGS:
+            return True
+    return any(n in DEPARSERS and s in (None, "pg_catalog") for s, n in functions)
+
+
 def parse(sql: str) -> tuple[PgStatement, ...]:
     """Every statement of ``sql`` as PostgreSQL's parser reads it; PgParseError if it cannot."""
     stmts = _tree(sql)
@@ -910,6 +951,15 @@ def parse(sql: str) -> tuple[PgStatement, ...]:
                 # what it reads depends on the name literal (_settings_rows): a statement
                 # of the same shape naming another setting is another decision
                 w.flags.add(LITERAL)
+            describes: frozenset[tuple[str, str]] = frozenset()
+            if _shows_object_text(w.relations, w.functions):
+                describes, literal = described(kind, node[kind])
+                if literal:  # pinned to an OID or a name: another literal, another decision
+                    w.flags.add(LITERAL)
+            schemas = w.schemas | {sch for sch, _ in w.types if sch is not None}
+            used = {("schema", sch) for sch in schemas if not _system_schema(sch)}
+            if used:  # an object of a schema: PostgreSQL asks USAGE on it
+                describes = describes | frozenset(used)
         except RecursionError:
             raise PgParseError("statement nested too deeply") from None
         out.append(
@@ -924,6 +974,7 @@ def parse(sql: str) -> tuple[PgStatement, ...]:
                 node[kind],
                 frozenset(w.flags),
                 frozenset(w.types),
+                describes,
             )
         )
     return tuple(out)

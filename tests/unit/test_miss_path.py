@@ -117,6 +117,7 @@ def test_with_pg_is_dataclasses_replace():
         "operators": frozenset({"="}),
         "attributes": frozenset({"x"}),
         "types": frozenset({"public.t"}),
+        "describes": frozenset({"oid:16385"}),
     }
     assert {f.name for f in dataclasses.fields(Classified)} == set(values)
     c = Classified(**values)
