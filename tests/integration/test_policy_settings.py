@@ -220,6 +220,23 @@ def test_the_column_lists_the_policy_reads_rows_with_are_the_servers(pg):
         assert set(SENSITIVE_COLUMNS[(schema, name)]) <= columns
 
 
+def test_object_text_column_lists_are_the_servers(pg):
+    """The same for the catalogs of object text (policy.classify.metadata.CATALOGS): a
+    column missing from a list would make ``x.col`` a whole-row reference to the policy
+    and nothing worse, but a name listed that the server lacks would hide ``x.name`` as
+    the call ``name(x)`` of the whole row, object text included."""
+    from policy.classify.metadata import CATALOGS
+
+    for (schema, name), cat in CATALOGS.items():
+        got = pg.psql(
+            "SELECT attname FROM pg_attribute WHERE attnum > 0 AND NOT attisdropped "
+            f"AND attrelid = '{schema}.{name}'::regclass"
+        ).split()
+        assert set(got) == cat.columns, (schema, name, set(got) ^ cat.columns)
+        keys = {cat.key, cat.rowid, *(cat.names or ())} - {""}
+        assert cat.text <= cat.columns and keys <= cat.columns, (schema, name)
+
+
 NAMED = "SELECT setting FROM pg_catalog.pg_settings WHERE name = '{}'"
 
 

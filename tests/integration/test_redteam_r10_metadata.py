@@ -220,15 +220,6 @@ def test_the_planted_secrets_are_where_the_probes_look(px, pg):
 # 1. Metadata that embeds values: LEAKS (allowed catalogs and deparsers)
 # ==========================================================================================
 
-_META = ("LEAK (left readable, docs/policy.md 'Known gaps'): {what} of an object outside the "
-         "grant is shown by an allowed {how}")
-
-
-def leak(sql: str, key: str, what: str, how: str):
-    return pytest.param(sql, key, False, id=f"{key}:{sql[:60]}",
-                        marks=pytest.mark.xfail(strict=True, reason=_META.format(what=what, how=how)))  # fmt: skip
-
-
 def held(sql: str, key: str):
     """A probe the policy now refuses (function bodies, view and rule definitions:
     policy.classify.pgparse.SENSITIVE_COLUMNS and catalogue.DEFINITION_FUNCTIONS)."""
@@ -254,64 +245,39 @@ METADATA_LEAKS = [
     held("SELECT routine_definition FROM information_schema.routines "
          "WHERE routine_name = 'r10_fn'", "prosrc"),
     # defaults
-    leak("SELECT pg_get_expr(adbin, adrelid) FROM pg_attrdef WHERE adrelid = {r10_defaults}",
-         "default", "a column default", "catalog (pg_attrdef) and pg_get_expr"),
-    leak("SELECT adbin FROM pg_attrdef WHERE adrelid = {r10_defaults}", "default",
-         "a column default (node tree bytes)", "catalog (pg_attrdef.adbin)"),
-    leak("SELECT column_default FROM information_schema.columns "
-         "WHERE table_name = 'r10_defaults'", "default",
-         "a column default", "information_schema view"),
-    leak("SELECT attmissingval::text FROM pg_attribute WHERE attrelid = {r10_vault} "
-         "AND atthasmissing", "missing",
-         "a fast default (attmissingval)", "catalog (pg_attribute)"),
-    leak("SELECT pg_get_function_arguments(oid) FROM pg_proc WHERE proname = 'r10_argdef'",
-         "argdefault", "a function argument's DEFAULT",
-         "deparser (pg_get_function_arguments, psql's \\df)"),
-    leak("SELECT proargdefaults FROM pg_proc WHERE proname = 'r10_argdef'", "argdefault",
-         "a function argument's DEFAULT (node tree)", "catalog (pg_proc.proargdefaults)"),
-    leak("SELECT parameter_default FROM information_schema.parameters "
-         "WHERE specific_name LIKE 'r10_argdef%'", "argdefault",
-         "a function argument's DEFAULT", "information_schema view"),
-    leak("SELECT typdefault FROM pg_type WHERE typname = 'r10_dom'", "domdefault",
-         "a domain DEFAULT", "catalog (pg_type)"),
-    leak("SELECT domain_default FROM information_schema.domains WHERE domain_name = 'r10_dom'",
-         "domdefault", "a domain DEFAULT", "information_schema view"),
+    held("SELECT pg_get_expr(adbin, adrelid) FROM pg_attrdef WHERE adrelid = {r10_defaults}", "default"),
+    held("SELECT adbin FROM pg_attrdef WHERE adrelid = {r10_defaults}", "default"),
+    held("SELECT column_default FROM information_schema.columns "
+         "WHERE table_name = 'r10_defaults'", "default"),
+    held("SELECT attmissingval::text FROM pg_attribute WHERE attrelid = {r10_vault} "
+         "AND atthasmissing", "missing"),
+    held("SELECT pg_get_function_arguments(oid) FROM pg_proc WHERE proname = 'r10_argdef'", "argdefault"),
+    held("SELECT proargdefaults FROM pg_proc WHERE proname = 'r10_argdef'", "argdefault"),
+    held("SELECT parameter_default FROM information_schema.parameters "
+         "WHERE specific_name LIKE 'r10_argdef%'", "argdefault"),
+    held("SELECT typdefault FROM pg_type WHERE typname = 'r10_dom'", "domdefault"),
+    held("SELECT domain_default FROM information_schema.domains WHERE domain_name = 'r10_dom'", "domdefault"),
     # constraints
-    leak("SELECT pg_get_constraintdef(oid) FROM pg_constraint WHERE conrelid = {r10_checks}",
-         "check", "a CHECK constraint", "catalog (pg_constraint) and deparser"),
-    leak("SELECT conbin FROM pg_constraint WHERE conrelid = {r10_checks}", "check",
-         "a CHECK constraint (node tree bytes)", "catalog (pg_constraint.conbin)"),
-    leak("SELECT check_clause FROM information_schema.check_constraints "
-         "WHERE check_clause LIKE '%r10%'", "check",
-         "a CHECK constraint", "information_schema view"),
-    leak("SELECT pg_get_constraintdef(c.oid) FROM pg_constraint c JOIN pg_type t "
-         "ON t.oid = c.contypid WHERE t.typname = 'r10_dom'", "domcheck",
-         "a domain CHECK", "catalog (pg_constraint) and deparser"),
+    held("SELECT pg_get_constraintdef(oid) FROM pg_constraint WHERE conrelid = {r10_checks}", "check"),
+    held("SELECT conbin FROM pg_constraint WHERE conrelid = {r10_checks}", "check"),
+    held("SELECT check_clause FROM information_schema.check_constraints "
+         "WHERE check_clause LIKE '%r10%'", "check"),
+    held("SELECT pg_get_constraintdef(c.oid) FROM pg_constraint c JOIN pg_type t "
+         "ON t.oid = c.contypid WHERE t.typname = 'r10_dom'", "domcheck"),
     # comments
-    leak("SELECT description FROM pg_description WHERE objoid = {r10_vault}", "comment",
-         "a comment", "catalog (pg_description)"),
-    leak("SELECT obj_description({r10_vault}, 'pg_class')", "comment",
-         "a comment", "function (obj_description) called with a numeric OID"),
-    leak("SELECT col_description({r10_vault}, 2)", "colcomment",
-         "a column comment", "function (col_description) called with a numeric OID"),
+    held("SELECT description FROM pg_description WHERE objoid = {r10_vault}", "comment"),
+    held("SELECT obj_description({r10_vault}, 'pg_class')", "comment"),
+    held("SELECT col_description({r10_vault}, 2)", "colcomment"),
     # row-level security, triggers, indexes, publications
-    leak("SELECT qual FROM pg_policies WHERE policyname = 'r10_pol'", "policy",
-         "an RLS policy expression", "catalog (pg_policies)"),
-    leak("SELECT pg_get_expr(polqual, polrelid) FROM pg_policy WHERE polname = 'r10_pol'",
-         "policy", "an RLS policy expression", "catalog (pg_policy) and pg_get_expr"),
-    leak("SELECT tgargs FROM pg_trigger WHERE tgname = 'r10_trg'", "tgargs",
-         "a trigger's arguments", "catalog (pg_trigger.tgargs)"),
-    leak("SELECT pg_get_triggerdef(oid) FROM pg_trigger WHERE tgname = 'r10_trg'", "tgargs",
-         "a trigger's arguments", "deparser (pg_get_triggerdef)"),
-    leak("SELECT action_statement FROM information_schema.triggers "
-         "WHERE trigger_name = 'r10_trg'", "tgargs",
-         "a trigger's arguments", "information_schema view"),
-    leak("SELECT indexdef FROM pg_indexes WHERE indexname = 'r10_idx'", "indexpred",
-         "a partial index's predicate", "catalog (pg_indexes)"),
-    leak("SELECT pg_get_indexdef({r10_idx})", "indexpred",
-         "a partial index's predicate", "deparser called with a numeric OID"),
-    leak("SELECT pg_get_expr(prqual, prrelid) FROM pg_publication_rel", "pubfilter",
-         "a publication's row filter", "catalog (pg_publication_rel) and pg_get_expr"),
+    held("SELECT qual FROM pg_policies WHERE policyname = 'r10_pol'", "policy"),
+    held("SELECT pg_get_expr(polqual, polrelid) FROM pg_policy WHERE polname = 'r10_pol'", "policy"),
+    held("SELECT tgargs FROM pg_trigger WHERE tgname = 'r10_trg'", "tgargs"),
+    held("SELECT pg_get_triggerdef(oid) FROM pg_trigger WHERE tgname = 'r10_trg'", "tgargs"),
+    held("SELECT action_statement FROM information_schema.triggers "
+         "WHERE trigger_name = 'r10_trg'", "tgargs"),
+    held("SELECT indexdef FROM pg_indexes WHERE indexname = 'r10_idx'", "indexpred"),
+    held("SELECT pg_get_indexdef({r10_idx})", "indexpred"),
+    held("SELECT pg_get_expr(prqual, prrelid) FROM pg_publication_rel", "pubfilter"),
 ]
 
 
@@ -628,8 +594,7 @@ PER_GRANT_LEAKS = [
     pytest.param("SELECT prosrc FROM pg_proc WHERE proname = 'r10_fn'", "prosrc", id="prosrc"),  # refused by the policy now
     pytest.param("SELECT definition FROM pg_views WHERE viewname = 'r10_view'", "viewdef", id="pg_views"),  # refused by the policy now
     pytest.param("SELECT pg_get_viewdef({r10_view})", "viewdef", id="pg_get_viewdef-oid"),  # refused by the policy now
-    pytest.param("SELECT description FROM pg_description WHERE objoid = {r10_vault}", "comment", id="comment",
-                 marks=pytest.mark.xfail(strict=True, reason=_WALL.format(why="pg_description is readable by PUBLIC"))),
+    pytest.param("SELECT description FROM pg_description WHERE objoid = {r10_vault}", "comment", id="comment"),  # refused by the policy now
     # RI actions run as the referencing table's owner; the relay withholds the DETAIL
     pytest.param("DELETE FROM public.orders WHERE id = 9101", "fknull", id="fk-set-null"),
     pytest.param("SELECT note FROM public.orders WHERE id = 9200", "inherit", id="inherit",
