@@ -470,13 +470,17 @@ def names_schema(scopes: Scopes, schema: str) -> bool:
     )
 
 
-def describe_refusal(describes: frozenset[str], scopes: Scopes, snapshot: Snapshot | None) -> str | None:
+def describe_refusal(
+    describes: frozenset[str], scopes: Scopes, snapshot: Snapshot | None, defer_params: bool = False
+) -> str | None:
     """Why a statement may not show the object text it reads (``Classified.describes``,
     policy.classify.metadata), or None. Pinned rows need a relation the grant names (any
     of its relation operations: structure is described to whoever may touch it); rows
     not pinned need a ``read:`` scope on the catalog, or a grant that covers the database;
     an object of a schema (a type, an object-name literal) needs the grant to name
-    something in that schema, as PostgreSQL asks USAGE on it."""
+    something in that schema, as PostgreSQL asks USAGE on it. A pin that is a parameter
+    is decided when the value is bound (``defer_params``: a protocol-level Parse, whose
+    Binds are checked); anywhere else (a SQL-level PREPARE) it pins nothing."""
     covered = covers_database(scopes, snapshot)
     for entry in sorted(describes):
         kind, _, value = entry.partition(":")
@@ -487,10 +491,14 @@ def describe_refusal(describes: frozenset[str], scopes: Scopes, snapshot: Snapsh
                 f"may not use objects of schema {render_name(value)} (a type or an object "
                 "named in a literal): this grant names nothing in it"
             )
-        value, _, via = value.partition("@")
+        value, _, via = value.rpartition("@") if "@" in value else (value, "", "")
         catalog, _, column = (via or value).rpartition(".")
         if covered or scopes.allows_relation("read", catalog):
             continue
+        if kind == "param":
+            if defer_params:
+                continue
+            kind, value = "any", via
         if kind == "any":
             why = _unpinned_refusal(value, scopes, snapshot)
             if why is None:

@@ -32,6 +32,7 @@ from policy.classify.crosscheck import (
     pg_readings,
     token_signature,
 )
+from policy.classify.metadata import bound_pins
 from policy.decide import Decision, check_function, check_read, decide
 from policy.lexer import collapse_values, lex, render_name
 from policy.number_shapes import ZERO_DIGITS as ZERO
@@ -86,6 +87,16 @@ _POPULATE = frozenset(
     {"json_populate_record", "jsonb_populate_record", "json_populate_recordset",
      "jsonb_populate_recordset", "populate_record"}
 )  # fmt: skip
+
+
+def _parameter_pins(verdict: Verdict) -> tuple[Classified, tuple[str, ...]] | None:
+    """The statement's parameter pins (``Classified.describes`` entries "param:..."), with
+    its classification; None if none."""
+    for c, _d in verdict.decisions:
+        pins = tuple(sorted(d for d in c.describes if d.startswith("param:")))
+        if pins:
+            return c, pins
+    return None
 
 
 def _key(fingerprint: str, text: str, collapsed: bool = False) -> str | None:
@@ -172,6 +183,9 @@ class StatementPolicy:
         # defines ({bare name: {"schema.name"}}): unqualified calls may resolve to them.
         self.on_ddl: Callable[[dict[str, frozenset[str]]], object] | None = None
         self._snapshot_seen: Snapshot | None = None
+        # statement name -> (its classification, its parameter pins) for the statements
+        # whose object text a parameter pins: their Binds are checked (check_bind)
+        self.bind_pins: dict[str, tuple[Classified, tuple[str, ...]]] = {}
         # (snapshot, the relations whose foreign-key actions reach one this grant may not
         # read): writes_unreadable's answer per snapshot
         self._unreadable_reach: tuple[Snapshot | None, frozenset[str]] = (None, frozenset())
@@ -210,16 +224,48 @@ class StatementPolicy:
         self.caches.stats["misses"] += 1
         return self._store(sql, self._classify(sql, use_fingerprints=True))
 
-    def check_parse(self, sql: str, param_types: tuple[int, ...] = ()) -> Verdict:
+    def check_parse(self, sql: str, param_types: tuple[int, ...] = (), name: str = "") -> Verdict:
         """Extended-protocol Parse: checked like a query (PostgreSQL rejects several).
         ``param_types``: parameter type OIDs the Parse names of types a user made
-        (``messages.user_parse_types``): a value bound to one runs what the type runs."""
+        (``messages.user_parse_types``): a value bound to one runs what the type runs.
+        ``name``: the statement's; one whose object text is pinned by a parameter is
+        remembered, and each Bind of it is checked with the values (``check_bind``)."""
         verdict = self._check_parse_text(sql)
         if param_types and verdict.decisions:
             denial = self._param_types(param_types)
             if denial is not None:
-                return self._overruled(verdict, denial)
+                verdict = self._overruled(verdict, denial)
+        if self.bind_pins or any(c.describes for c, _ in verdict.decisions):
+            pinned = _parameter_pins(verdict) if verdict.allowed else None
+            if pinned is not None:
+                self.bind_pins[name] = pinned
+            else:
+                self.bind_pins.pop(name, None)
         return verdict
+
+    def check_bind(
+        self, name: str, formats: tuple[int, ...], values: tuple[bytes | None, ...], encoding: str
+    ) -> Verdict:
+        """A Bind of a statement whose object text a parameter pins (``bind_pins``): the
+        pins the values stand for, decided as literals would be (metadata.bound_pins,
+        policy.catalog.describe_refusal)."""
+        self._follow_catalog()
+        classified, entries = self.bind_pins[name]
+        concrete: set[str] = set()
+        for entry in entries:
+            spec, _, via = entry.partition(":")[2].rpartition("@")
+            pins = bound_pins(spec, formats, values, encoding)
+            if pins is None:
+                concrete.add(f"any:{via}")  # a value that is no OID or name pins nothing
+            else:
+                concrete.update(f"{kind}:{value}@{via}" for kind, value in pins)
+        why = describe_refusal(frozenset(concrete), self.scopes, self._snapshot_seen)
+        if why is None:
+            return Verdict(True, ((classified, Decision(True, "default.catalog", "pinned by the values bound")),), "")
+        denial = Decision(False, "deny.catalog", f"{why} (the value bound to a parameter of statement {name!r})")
+        if self.enforce:
+            return Verdict(False, ((classified, denial),), self._message(denial))
+        return Verdict(True, ((classified, denial),), "", would_deny=True)
 
     def _check_parse_text(self, sql: str) -> Verdict:
         self._follow_catalog()
@@ -370,7 +416,11 @@ class StatementPolicy:
         if not d.allowed:
             return d
         if c.describes:
-            why = describe_refusal(c.describes, self.scopes, self._snapshot_seen)
+            # a parameter pin is decided at each Bind of a protocol-level Parse; a SQL-level
+            # PREPARE's EXECUTE is not checked so: there it pins nothing
+            why = describe_refusal(
+                c.describes, self.scopes, self._snapshot_seen, c.command != "PREPARE"
+            )
             if why is not None:
                 return Decision(False, "deny.catalog", why)
         if c.cls is StatementClass.DDL:

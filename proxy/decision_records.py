@@ -23,7 +23,7 @@ __all__ = ["DECISION_SHAPE", "DecisionRecords", "decision_payload", "shape_paylo
 
 
 def decision_payload(grant_id, verdict, message: str, sql: str, **extra) -> dict:
-    """The record of one checked message (Query, Parse, FunctionCall)."""
+    """The record of one checked message (Query, Parse, FunctionCall, Bind)."""
     denied = not verdict.allowed
     payload = {
         "grant_id": grant_id,

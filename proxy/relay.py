@@ -41,9 +41,12 @@ F = m.Frontend
 B = m.Backend
 _STATEMENT_TYPES = frozenset((F.QUERY, F.PARSE, F.FUNCTION_CALL))
 _CHECKED = _STATEMENT_TYPES | {F.TERMINATE}  # the messages the relay looks at
-_NAMES = {F.QUERY: "Query", F.PARSE: "Parse", F.FUNCTION_CALL: "FunctionCall"}
+# ... and Bind too while a statement's object text is pinned by a parameter (the policy's
+# ``bind_pins``): its values decide
+_CHECKED_BINDS = _CHECKED | {F.BIND}
+_NAMES = {F.QUERY: "Query", F.PARSE: "Parse", F.FUNCTION_CALL: "FunctionCall", F.BIND: "Bind"}
 # The hot loops compare against module constants (a class attribute costs a lookup each).
-_QUERY, _PARSE, _TERMINATE = F.QUERY, F.PARSE, F.TERMINATE
+_QUERY, _PARSE, _TERMINATE, _BIND = F.QUERY, F.PARSE, F.TERMINATE, F.BIND
 _READY, _ERROR, _COPY_IN = B.READY_FOR_QUERY, B.ERROR_RESPONSE, B.COPY_IN_RESPONSE
 _PARAMETER_STATUS = B.PARAMETER_STATUS
 _NOTICE = B.NOTICE_RESPONSE
@@ -239,15 +242,16 @@ class Relay:
     def _client_frames(self, run: bytes, frames) -> tuple[bytes, bytes]:
         groups = self.groups
         n = len(frames)
+        policy = self.policy
+        checked = _CHECKED_BINDS if policy is not None and policy.bind_pins else _CHECKED
         # Messages nobody checks (Bind, Describe, Execute, Sync, ...) only move the Sync
         # groups: one call per run of them; the loop below sees statements and Terminate.
-        i = groups.sent_frames(frames, 0, _CHECKED)
+        i = groups.sent_frames(frames, 0, checked)
         if i == n:
             return run, b""
         out: list[bytes] = []
         to_client: list[bytes] = []
         last = 0
-        policy = self.policy
         health = self.health
         verdict: Verdict | Refusal
         while i < n:
@@ -260,13 +264,26 @@ class Relay:
                 self.terminated = True
                 out.append(run[last:start])
                 return b"".join(out), self._answer(to_client)
+            if t == _BIND:
+                name = m.bind_statement(run[start:end], self.encoding)
+                if policy is None or name not in policy.bind_pins:
+                    groups.sent(t)  # a Bind of any other statement: not looked at
+                    i = groups.sent_frames(frames, i, checked)
+                    continue
             if health is not None and not health.healthy:
                 verdict = UNRECORDED
                 self._record(verdict, _NAMES[t], "")
             elif policy is None:
                 groups.sent(t)
-                i = groups.sent_frames(frames, i, _CHECKED)
+                i = groups.sent_frames(frames, i, checked)
                 continue
+            elif t == _BIND:
+                # a frame streamed in parts (256 KiB and more) is not whole here: its values
+                # cannot be checked, and a refusal cannot be spliced into it (decode_bind
+                # refuses it: the session ends)
+                formats, values = m.decode_bind(run[start:end])
+                verdict = policy.check_bind(name, formats, values, self.encoding)
+                self._record(verdict, "Bind", "", statement=name)
             elif t == _QUERY:
                 sql = m.decode_query(run[start:end], self.encoding)
                 verdict = policy.check_query(sql)
@@ -276,8 +293,9 @@ class Relay:
                 name, sql = m.decode_parse(frame, self.encoding)
                 types = m.user_parse_types(frame)
                 # parameters of a user's type (by OID) may run its functions when bound
-                verdict = policy.check_parse(sql, types) if types else policy.check_parse(sql)
+                verdict = policy.check_parse(sql, types, name)
                 self._record(verdict, "Parse", sql, statement=name)
+                checked = _CHECKED_BINDS if policy.bind_pins else _CHECKED
             else:
                 verdict = policy.check_function_call()
                 self._record(verdict, "FunctionCall", "")
@@ -291,18 +309,21 @@ class Relay:
                         if cls is _DDL or cls is _ROLE or cls is _UNKNOWN or classified.command == _LOAD:
                             self.upstream_clean = False
                 groups.sent(t)
-                i = groups.sent_frames(frames, i, _CHECKED)
+                i = groups.sent_frames(frames, i, checked)
                 continue
             sqlstate = getattr(verdict, "sqlstate", INSUFFICIENT_PRIVILEGE)
             out.append(run[last:start])
             last = end
-            if t != F.PARSE and self._idle() and not any(out):
+            if t != _PARSE and t != _BIND and self._idle() and not any(out):
                 to_client.extend(local_denial(sqlstate, verdict.message, self.tx_status))
             else:
                 denials = self.denials
-                out.append(denials.inject(t, denials.raise_sql(verdict.message, sqlstate), groups))
+                # a Bind is refused as a Parse is: a statement of ours that raises, in the
+                # Sync group, so the server skips the client's Describe and Execute
+                injected = _PARSE if t == _BIND else t
+                out.append(denials.inject(injected, denials.raise_sql(verdict.message, sqlstate), groups))
                 groups.sent(t)
-            i = groups.sent_frames(frames, i, _CHECKED)
+            i = groups.sent_frames(frames, i, checked)
         if last == 0:
             return run, self._answer(to_client)
         out.append(run[last:])

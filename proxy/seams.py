@@ -26,14 +26,22 @@ class Policy(Protocol):
 
     enforce: bool  # False: a dry run (denials recorded as would-deny, nothing refused)
     reads_code: bool  # the grant may read function bodies (read:pg_catalog.pg_proc)
+    # statements whose Binds must be checked (a parameter pins their object text), by name
+    bind_pins: dict[str, Any]
 
     def check_query(self, sql: str) -> Verdict:
         """Simple Query: one deny denies the whole query."""
         ...
 
-    def check_parse(self, sql: str, param_types: tuple[int, ...] = ()) -> Verdict:
+    def check_parse(self, sql: str, param_types: tuple[int, ...] = (), name: str = "") -> Verdict:
         """Extended-protocol Parse; ``param_types``: the parameter type OIDs of user-made
-        types it names (the relay passes them only when there are some)."""
+        types it names; ``name``: the statement's (its Binds may need ``check_bind``)."""
+        ...
+
+    def check_bind(
+        self, name: str, formats: tuple[int, ...], values: tuple[bytes | None, ...], encoding: str
+    ) -> Verdict:
+        """A Bind of a statement in ``bind_pins``, with its parameter formats and values."""
         ...
 
     def check_function_call(self) -> Verdict: ...

@@ -123,6 +123,49 @@ def user_parse_types(msg: bytes, first_user_oid: int = 16384) -> tuple[int, ...]
     return tuple(out)
 
 
+def bind_statement(msg: bytes, encoding: str = "utf-8") -> str:
+    """Bind: the name of the statement it binds (read from the frame's head, which a
+    streamed frame's first part holds)."""
+    _portal, pos = cstring(msg, 5, encoding)
+    return cstring(msg, pos, encoding)[0]
+
+
+def decode_bind(msg: bytes) -> tuple[tuple[int, ...], tuple[bytes | None, ...]]:
+    """Bind: ``(parameter format codes, parameter values)`` of a whole 'B' frame, each
+    format as the protocol gives it (none: all text; one: all the same; else one each),
+    a value None for SQL NULL. A frame cut short or inconsistent raises
+    ProtocolViolation (the server would refuse it too)."""
+    if len(msg) < 5 or _I32.unpack_from(msg, 1)[0] != len(msg) - 1:
+        raise ProtocolViolation("malformed Bind message: not whole")
+    pos = msg.find(b"\x00", 5)
+    pos = msg.find(b"\x00", pos + 1) if pos >= 0 else -1
+    if pos < 0:
+        raise ProtocolViolation("unterminated string in message")
+    pos += 1
+    try:
+        nf = _I16.unpack_from(msg, pos)[0]
+        formats = tuple(_I16.unpack_from(msg, pos + 2 + 2 * i)[0] for i in range(nf))
+        pos += 2 + 2 * nf
+        n = _I16.unpack_from(msg, pos)[0]
+        pos += 2
+        values: list[bytes | None] = []
+        for _ in range(n):
+            size = _I32.unpack_from(msg, pos)[0]
+            pos += 4
+            if size == -1:
+                values.append(None)
+                continue
+            if size < 0 or pos + size > len(msg):
+                raise ProtocolViolation("malformed Bind message: a value cut short")
+            values.append(msg[pos : pos + size])
+            pos += size
+    except struct.error as exc:
+        raise ProtocolViolation("malformed Bind message") from exc
+    if nf < 0 or n < 0 or nf not in (0, 1, n):
+        raise ProtocolViolation("malformed Bind message: parameter formats")
+    return formats, tuple(values)
+
+
 def decode_password(msg: bytes) -> bytes:
     return msg[5:]
 

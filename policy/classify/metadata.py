@@ -41,12 +41,13 @@ holds that names object text counts as unpinned.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from typing import Any
 
 from policy.lexer import parse_qualified_name, render_name
 
-__all__ = ["CATALOGS", "DEPARSERS", "described"]
+__all__ = ["CATALOGS", "DEPARSERS", "bound_pins", "described"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -290,10 +291,19 @@ def _names(items) -> list[str | None]:
     ]
 
 
+# A parameter in a pin: its number after a NUL (no SQL literal holds one), decided when
+# the value is bound (``bound_pins``).
+_PARAM = "\x00"
+
+
 def _const(node: Any) -> tuple[str, bool] | None:
-    """A literal's text, and whether it is cast to regclass (a relation by name)."""
+    """A literal's text (or a parameter's ``_PARAM`` + number), and whether it is cast to
+    regclass (a relation by name)."""
     if not isinstance(node, dict):
         return None
+    if "ParamRef" in node:
+        number = node["ParamRef"].get("number", 0)
+        return (f"{_PARAM}{number}", False) if isinstance(number, int) and number > 0 else None
     if "A_Const" in node:
         c = node["A_Const"]
         if "sval" in c:
@@ -441,7 +451,8 @@ class _Walk:
                     level.edges.append((ln, None, tuple(consts), pins))
             elif kind == "AEXPR_LIKE" and op in _LIKE_NAMES:
                 ln, rc = self._node(level, left), _const(right)
-                if ln is not None and rc is not None and not rc[1]:
+                # a parameter's pattern is not known here: no pin (it may hold wildcards)
+                if ln is not None and rc is not None and not rc[1] and not rc[0].startswith(_PARAM):
                     value = _like_literal(rc[0])
                     if value is not None:
                         level.edges.append((ln, None, ((value, False),), pins))
@@ -782,25 +793,117 @@ class _Pins:
 def _oid_group(group: tuple) -> frozenset[Pin] | None:
     out = set()
     for value, regclass in group:
-        if value.isdigit() and value.isascii():
+        if value.startswith(_PARAM):
+            out.add(("param", json.dumps(["reg" if regclass else "oid", int(value[1:])])))
+        elif value.isdigit() and value.isascii():
             out.add(("oid", str(int(value))))
         elif regclass:
-            parts = parse_qualified_name(value)
-            if not parts or len(parts) > 3:
+            pin = _regclass_pin(value)
+            if pin is None:
                 return None
-            names = [p for p, _ in parts]
-            out.add(
-                ("rel", render_name(names[-2], names[-1])) if len(names) > 1 else ("name", names[0])
-            )
+            out.add(pin)
         else:
             return None
     return frozenset(out) if out else None
 
 
+def _regclass_pin(value: str) -> Pin | None:
+    parts = parse_qualified_name(value)
+    if not parts or len(parts) > 3:
+        return None
+    names = [p for p, _ in parts]
+    return ("rel", render_name(names[-2], names[-1])) if len(names) > 1 else ("name", names[0])
+
+
 def _name_pins(schemas: list[str] | None, tables: list[str]) -> frozenset[Pin]:
-    if schemas:
-        return frozenset(("rel", render_name(s, t)) for s in schemas for t in tables)
-    return frozenset(("name", t) for t in tables)
+    def part(value: str):
+        return int(value[1:]) if value.startswith(_PARAM) else value
+
+    out: set[Pin] = set()
+    for t in tables:
+        if not schemas:
+            out.add(
+                ("name", t)
+                if not t.startswith(_PARAM)
+                else ("param", json.dumps(["name", part(t)]))
+            )
+        for sch in schemas or ():
+            if sch.startswith(_PARAM) or t.startswith(_PARAM):
+                out.add(("param", json.dumps(["rel", part(sch), part(t)])))
+            else:
+                out.add(("rel", render_name(sch, t)))
+    return frozenset(out)
+
+
+def bound_pins(
+    value: str, formats: tuple[int, ...], values: tuple[bytes | None, ...], encoding: str
+) -> frozenset[Pin] | None:
+    """A parameter pin (``("param", value)``) with the values a Bind gives: the pins it
+    stands for, or None when a value cannot be read as one (NULL, out of range, a binary
+    value of the wrong size, text that is no OID or name): then nothing is pinned."""
+    spec = json.loads(value)
+
+    def raw(number: int) -> tuple[bytes, int] | None:
+        if not 1 <= number <= len(values):
+            return None
+        got = values[number - 1]
+        if got is None:
+            return None
+        fmt = formats[0] if len(formats) == 1 else formats[number - 1] if formats else 0
+        return got, fmt
+
+    def oid(number: int) -> str | None:
+        r = raw(number)
+        if r is None:
+            return None
+        data, fmt = r
+        if fmt == 1:  # an oid, int4 or int8 (asyncpg), or int2 (psycopg's small ints)
+            if len(data) not in (2, 4, 8):
+                return None
+            number = int.from_bytes(data, "big", signed=len(data) != 4)
+            return str(number) if number >= 0 else None
+        text = _text(data, encoding)
+        return text if text is not None and text.isdigit() and text.isascii() else None
+
+    def name(number: int | str) -> str | None:
+        if isinstance(number, str):
+            return number
+        r = raw(number)
+        return _text(r[0], encoding) if r is not None else None
+
+    kind = spec[0]
+    if kind == "oid":
+        got = oid(spec[1])
+        return frozenset({("oid", str(int(got)))}) if got is not None else None
+    if kind == "reg":
+        r = raw(spec[1])
+        if r is None:
+            return None
+        if r[1] == 1:  # a regclass sent in binary: its OID
+            got = oid(spec[1])
+            return frozenset({("oid", str(int(got)))}) if got is not None else None
+        text = _text(r[0], encoding)
+        if text is None:
+            return None
+        if text.isdigit() and text.isascii():
+            return frozenset({("oid", str(int(text)))})
+        pin = _regclass_pin(text)
+        return frozenset({pin}) if pin is not None else None
+    if kind == "name":
+        table = name(spec[1])
+        return frozenset({("name", table)}) if table else None
+    if kind == "rel":
+        schema, table = name(spec[1]), name(spec[2])
+        return frozenset({("rel", render_name(schema, table))}) if schema and table else None
+    return None
+
+
+def _text(data: bytes, encoding: str) -> str | None:
+    try:
+        text = data.decode(encoding)
+    except (UnicodeDecodeError, LookupError):
+        return None
+    return text if "\x00" not in text else None
 
 
 def _chain_ok(use_level: _Level, occ_level: _Level) -> bool:

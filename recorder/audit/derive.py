@@ -98,6 +98,7 @@ class Unit:
     order: int = 0  # the client message's position in the session
     oids: list[int] | None = None  # Parse: parameter types (declared or described)
     src: Unit | None = None  # Bind/Execute: the Parse of their statement
+    bind: Unit | None = None  # Execute: the Bind of its portal (its decision, if checked)
 
 
 @dataclass
@@ -116,11 +117,14 @@ class SessionFacts:
         self._buf = {Direction.C2S: bytearray(), Direction.S2C: bytearray()}
         self._pending: deque[Unit] = deque()
         self._awaiting: deque[Unit] = deque()  # statement messages waiting for their decision
+        # Binds of the frames being read: the proxy checks (and records a "Bind" decision
+        # for) those whose statement's object text a parameter pins
+        self._binds: deque[Unit] = deque()
         # statement name -> its Parse; portal -> (that Parse, parameters). Set when the client
         # sends them (a pipeline binds before the server answers); the Parse's decision is
         # read when the Execute's row is emitted (decisions follow the client's frames).
         self._prepared: dict[str, Unit] = {}
-        self._portals: dict[str, tuple[Unit | None, list[str]]] = {}
+        self._portals: dict[str, tuple[Unit | None, list[str], Unit | None]] = {}
         self._skipping = False  # the server skips the client's messages up to Sync
         self._terminated = False  # the client sent Terminate
         self._t = 0
@@ -142,6 +146,7 @@ class SessionFacts:
             self._buf[r.direction] = bytearray(rest)
             if r.direction == Direction.C2S:
                 self._awaiting.clear()  # decisions follow the client frames they judge
+                self._binds.clear()
                 for typ, body in frames:
                     self._client(typ, body)
             else:
@@ -153,6 +158,15 @@ class SessionFacts:
         except ValueError:
             p = {"undecodable": r.payload.hex()}
         if r.kind == Kind.DECISION:
+            full = self._shapes.expand(p)
+            if full.get("message") == "Bind":  # a checked Bind's: not a statement message's
+                statement = full.get("statement")
+                for u in self._binds:
+                    if (u.src.name if u.src is not None else None) == statement:
+                        self._binds.remove(u)
+                        u.decision = _decision_fields(full)
+                        break
+                return
             if self._awaiting:
                 u = self._awaiting.popleft()
                 u.decision = _decision_fields(self._shapes.expand(p))
@@ -236,13 +250,14 @@ class SessionFacts:
             elif typ == "B":
                 portal, stmt, params, _formats = _bind(body)
                 src = self._prepared.get(stmt)
-                self._portals[portal] = (src, params)
                 u = Unit("B", name=portal, sql=src.sql if src else "", src=src)
+                self._portals[portal] = (src, params, u)
+                self._binds.append(u)
             elif typ == "E":
                 portal = _cstr(body, 0)[0]
-                src, params = self._portals.get(portal, (None, []))
+                src, params, bound = self._portals.get(portal, (None, [], None))
                 u = Unit("E", self._row("extended", src.sql if src else "", None, params),
-                         name=portal, src=src)
+                         name=portal, src=src, bind=bound)
             elif typ == "F":
                 u = Unit("F", self._row("function", "(FunctionCall)", None))
                 self._awaiting.append(u)
@@ -357,7 +372,10 @@ class SessionFacts:
 
     def _emit(self, row: dict, u: Unit | None = None) -> None:
         parse = None if u is None else (u if u.kind == "P" else u.src)
-        if row.get("decision") is None and parse is not None and parse.decision:
+        bound = None if u is None else (u if u.kind == "B" else u.bind)
+        if row.get("decision") is None and bound is not None and bound.decision:
+            row.update(bound.decision)  # a checked Bind decided on its values: that decision
+        elif row.get("decision") is None and parse is not None and parse.decision:
             row.update(parse.decision)
         if parse is not None and parse.oids and row.get("params"):
             row["params"] = json.dumps(_typed(json.loads(row["params"]), parse.oids))

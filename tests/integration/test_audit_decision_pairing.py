@@ -362,3 +362,28 @@ def test_frames_after_terminate_are_not_rows_with_borrowed_decisions(px):
     rows = audit_rows(px, sid)
     # what follows Terminate reached neither the policy nor the server: not a statement
     assert brief(rows) == [(CUST, "allowed", "public.customers", None)], brief(rows)
+
+
+def test_a_checked_bind_carries_its_own_decision(px, pg):
+    """A statement whose object text a parameter pins is decided at each Bind (the proxy
+    records a decision for the Bind): the Execute of the granted value is an allowed row,
+    the refused Bind is a denied row with the Bind's rule, and the Query after the Sync
+    gets its own decision, not the Bind's."""
+    pinned = "SELECT pg_get_expr(adbin, adrelid) FROM pg_catalog.pg_attrdef WHERE adrelid = $1"
+    granted = pg.psql("SELECT 'public.orders'::regclass::oid", db="app").strip()
+    secret = pg.psql("SELECT 'secret.payroll'::regclass::oid", db="app").strip()
+    with client(px) as c:
+        sid = one_live_session(px)
+        c.send(parse("pin", pinned), bind("", "pin", params=[granted.encode()]), E(), SYNC,
+               bind("", "pin", params=[secret.encode()]), E(), Q(ORD), SYNC, Q(CUST))
+        got = frames_until(c, 3)
+    assert any(f[:1] == b"E" and b"42501" in f for f in got), got
+    rows = audit_rows(px, sid)
+    assert [(r["text"], r["decision"], r["sqlstate"]) for r in rows] == [
+        (pinned, "allowed", None),
+        (pinned, "denied", "42501"),
+        (CUST, "allowed", None),
+    ], brief(rows)
+    assert row_for(rows, CUST)["rule"] != "deny.catalog"
+    denied = [r for r in rows if r["decision"] == "denied"][0]
+    assert denied["rule"] == "deny.catalog" and "secret.payroll" in (denied["reason"] or ""), denied

@@ -1373,6 +1373,129 @@ def test_a_bound_parameter_naming_a_secret_table_is_refused(px):
     assert_denied(got, sql)
 
 
+def _bound(px, statement: str, sql: str, binds, types=(), prepare: bool = True) -> str:
+    """One session: Parse ``sql`` as ``statement`` (unless not ``prepare``), then each
+    (params, formats) of ``binds`` bound, executed and synced in turn; every byte back."""
+    with planted.session(px) as c:
+        if prepare:
+            c.send(parse(statement, sql, types), SYNC)
+            c.frames_until_ready()
+        out = []
+        for params, formats in binds:
+            c.send(bind("", statement, params=params, param_formats=formats), m.execute(), SYNC)
+            out.append(planted.text(c.frames_until_ready()))
+        c.send(m.query("SELECT 'still-usable'"))
+        out.append(planted.text(c.frames_until_ready()))
+        return "\n---\n".join(out)
+
+
+BOUND = f"{AD} WHERE adrelid = $1"
+
+
+@pytest.mark.parametrize(
+    ("label", "sql", "types", "encode", "formats"),
+    [
+        ("text", BOUND, (), lambda oid: oid.encode(), ()),
+        ("oid-typed text", BOUND, (26,), lambda oid: oid.encode(), ()),
+        ("binary oid", BOUND, (26,), lambda oid: int(oid).to_bytes(4, "big"), (1,)),
+        ("regclass by name", f"{AD} WHERE adrelid = $1::regclass", (25,), None, ()),
+        ("through a chain", "SELECT a.attname, (SELECT pg_get_expr(d.adbin, d.adrelid) FROM "
+         "pg_attrdef d WHERE d.adrelid = a.attrelid AND d.adnum = a.attnum) FROM pg_attribute a "
+         "WHERE a.attrelid = $1 AND a.attnum > 0", (26,), lambda oid: oid.encode(), ()),
+    ],
+)  # fmt: skip
+def test_a_bound_parameter_pins_object_text_to_what_it_names(
+    px, label, sql, types, encode, formats
+):
+    """A pin whose value arrives in Bind (psycopg 3's and asyncpg's server-side binding) is
+    decided at each Bind, on the value: the granted table's text comes back, the secret
+    table's is refused, the next Bind of the same statement is decided afresh, and the
+    session stays usable."""
+    names = {"G": "public.mp_orders", "S": "secret.mp_vault"}
+
+    def value(key: str) -> bytes:
+        return names[key].encode() if encode is None else encode(px.oids[key])
+
+    got = _bound(px, "mp_bound", sql, [([value("G")], formats), ([value("S")], formats),
+                                       ([value("G")], formats)], types)  # fmt: skip
+    first, secret, again, usable = got.split("\n---\n")
+    assert OK["default"] in first and "42501" not in first, (label, first[-600:])
+    assert "42501" in secret and "mp_bound" in secret, (label, secret[-600:])
+    assert OK["default"] in again and "42501" not in again, (label, again[-600:])
+    assert "still-usable" in usable, usable
+    assert not [x for x in SECRETS if x in got], (label, got[-900:])
+
+
+@pytest.mark.parametrize(
+    ("label", "params", "formats"),
+    [("NULL", [None], ()), ("not an OID", [b"+1"], ()), ("binary of 2 bytes", [b"\x00\x01"], (1,)),
+     ("missing", [], ())],
+)  # fmt: skip
+def test_a_bound_value_that_names_no_relation_pins_nothing(px, label, params, formats):
+    got = _bound(px, "", BOUND, [(params, formats)], (26,))
+    assert "42501" in got or "bind message supplies" in got, (label, got[-600:])
+    assert not [x for x in SECRETS if x in got], (label, got[-900:])
+
+
+def test_a_sql_prepare_is_not_pinned_by_its_parameter(px):
+    """EXECUTE's arguments are not checked as Binds are: a SQL-level PREPARE whose pin is a
+    parameter pins nothing."""
+    got = planted.received(px, f"PREPARE mp_p(oid) AS {BOUND}")
+    assert_denied(got, "PREPARE")
+    got = planted.received(px, f"PREPARE mp_q(oid) AS {BOUND}; EXECUTE mp_q({px.oids['S']})")
+    assert_no_leak(got, SECRETS, "PREPARE/EXECUTE")
+
+
+def test_a_bind_too_large_to_check_ends_the_session(px):
+    """A Bind of 256 KiB and more is streamed through in parts (the proxy never holds it
+    whole): for a statement whose pin is a parameter it cannot be checked, so the session
+    ends instead, before any of it reaches the server."""
+    big = b"1" * (300 * 1024)
+    with planted.session(px) as c:
+        c.send(parse("", BOUND, (25,)), bind("", "", params=[big]), m.execute(), SYNC)
+        try:
+            text = planted.text(c.frames_until_ready())
+        except (ConnectionError, EOFError, OSError, AssertionError) as exc:
+            text = repr(exc)
+    assert not [x for x in SECRETS if x in text], text[-600:]
+    assert "still" not in text
+
+
+def test_asyncpg_and_psycopg_bind_on_the_server(px):
+    """The drivers as they bind by default: asyncpg (binary OIDs), psycopg 3 (server-side,
+    text)."""
+    import asyncio
+
+    import asyncpg
+    import psycopg
+
+    g, sec = int(px.oids["G"]), int(px.oids["S"])
+
+    async def with_asyncpg():
+        conn = await asyncpg.connect(host=px.host, port=px.port, user=AGENT, password=px.token,
+                                     database="app", ssl=False)  # fmt: skip
+        try:
+            rows = await conn.fetch(BOUND, g)
+            with pytest.raises(asyncpg.InsufficientPrivilegeError):
+                await conn.fetch(BOUND, sec)
+            again = await conn.fetch(BOUND, g)
+            return str(rows) + str(again)
+        finally:
+            await conn.close()
+
+    got = asyncio.run(with_asyncpg())
+    assert OK["default"] in got and not [x for x in SECRETS if x in got], got
+    dsn = (
+        f"host={px.host} port={px.port} user={AGENT} password={px.token} dbname=app sslmode=disable"
+    )
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        got = str(conn.execute(BOUND.replace("$1", "%s"), (g,)).fetchall())
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            conn.execute(BOUND.replace("$1", "%s"), (sec,))
+        got += str(conn.execute(BOUND.replace("$1", "%s"), (g,)).fetchall())
+    assert OK["default"] in got and not [x for x in SECRETS if x in got], got
+
+
 # ==========================================================================================
 # 3. What keeps working: psql's \d and \d+ of the granted table, pins as the design names
 #    them, SQLAlchemy's reflection, and grants that open a catalog
@@ -1486,16 +1609,15 @@ def test_psql_describe_of_the_granted_table_through_the_proxy(px, pg, command):
     assert not [s for s in SECRETS if s in out + result.stderr], out
 
 
-def _reflect(px, token: str):
+def _reflect(px, token: str, client_side: bool = True):
     import psycopg
     import sqlalchemy as sa
 
     url = sa.engine.URL.create("postgresql+psycopg", username=AGENT, password=token,
                                host=px.host, port=px.port, database="app",
                                query={"sslmode": "disable"})  # fmt: skip
-    engine = sa.create_engine(
-        url, poolclass=sa.pool.NullPool, connect_args={"cursor_factory": psycopg.ClientCursor}
-    )
+    args = {"cursor_factory": psycopg.ClientCursor} if client_side else {}
+    engine = sa.create_engine(url, poolclass=sa.pool.NullPool, connect_args=args)
     try:
         insp = sa.inspect(engine)
         return (
@@ -1530,13 +1652,14 @@ def reflect_token(px):
                        scopes=f"{SCOPES} read:pg_catalog.pg_constraint,pg_catalog.pg_type,pg_catalog.pg_index")[1]  # fmt: skip
 
 
-def test_sqlalchemy_reflects_the_granted_table(px, reflect_token):
+@pytest.mark.parametrize("client_side", [True, False], ids=["client-side", "server-side"])
+def test_sqlalchemy_reflects_the_granted_table(px, reflect_token, client_side):
     """With those catalogs named, the rest of its reflection pins by name (``relname IN
-    (...)`` and ``nspname = ...``, through LEFT JOINs and correlated subqueries; literal
-    names: psycopg's client-side binding writes them into the text): the granted table's
-    object text comes back, and the secret table's defaults, comments, indexes and
-    policies do not."""
-    columns, checks, indexes, comment, fks = _reflect(px, reflect_token)
+    (...)`` and ``nspname = ...``, through LEFT JOINs and correlated subqueries), as
+    literals (psycopg's client-side binding writes them into the text) or as parameters
+    (psycopg's default: decided at each Bind): the granted table's object text comes
+    back, and the secret table's defaults, comments, indexes and policies do not."""
+    columns, checks, indexes, comment, fks = _reflect(px, reflect_token, client_side)
     assert OK["default"] in str(columns["note"]["default"]), columns
     assert OK["colcomment"] in str(columns["note"].get("comment")), columns
     assert any(OK["check"] in c["sqltext"] for c in checks), checks

@@ -1184,7 +1184,7 @@ class DenyPayroll(PolicySeam):
     def check_query(self, sql):
         return self._v(sql)
 
-    def check_parse(self, sql):
+    def check_parse(self, sql, param_types=(), name=""):
         return self._v(sql)
 
     def check_function_call(self):

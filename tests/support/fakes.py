@@ -9,6 +9,7 @@ class PolicySeam:
 
     enforce = True
     reads_code = True  # nothing quoted from a function body is withheld
+    bind_pins: dict = {}  # noqa: RUF012 - never filled: no Bind is checked
 
     def may_read(self, schema: str, table: str) -> bool:
         return schema != "secret"

@@ -377,3 +377,102 @@ def test_domain_defaults_follow_the_schemas_of_the_domains():
 def test_enum_labels_are_structure():
     """An enum's labels are its type's vocabulary, like column names: not object text."""
     assert describes("SELECT enumlabel FROM pg_enum") == set()
+
+
+# --- pins bound as parameters (decided at each Bind) ------------------------------------
+
+BOUND = "SELECT pg_get_expr(adbin, adrelid) FROM pg_attrdef WHERE adrelid = $1"
+
+
+@pytest.mark.parametrize(
+    ("sql", "spec"),
+    [
+        (BOUND, ["oid", 1]),
+        ("SELECT adbin FROM pg_attrdef WHERE adrelid = $2::regclass", ["reg", 2]),
+        ("SELECT adbin FROM pg_attrdef WHERE adrelid = $1::text::oid", ["oid", 1]),
+        ("SELECT column_default FROM information_schema.columns WHERE table_schema = $1 "
+         "AND table_name = $2", ["rel", 1, 2]),
+        ("SELECT column_default FROM information_schema.columns WHERE table_schema = 'public' "
+         "AND table_name = $1", ["rel", "public", 1]),
+        ("SELECT column_default FROM information_schema.columns WHERE table_name = $1",
+         ["name", 1]),
+    ],
+)  # fmt: skip
+def test_a_parameter_is_a_pin_decided_when_bound(sql, spec):
+    import json
+
+    (st,) = parse(sql)
+    params = [v.rpartition("@")[0] for k, v in st.describes if k == "param"]
+    assert [json.loads(p) for p in params] == [spec]
+
+
+def test_a_like_parameter_pins_nothing():
+    """Its pattern may hold wildcards: only a literal without any is a pin."""
+    got = describes(
+        "SELECT column_default FROM information_schema.columns WHERE table_name LIKE $1"
+    )
+    assert got == {"any:pg_catalog.pg_attrdef.adbin"}
+
+
+@pytest.mark.parametrize(
+    ("spec", "formats", "values", "expected"),
+    [
+        (["oid", 1], (), (b"16385",), {("oid", "16385")}),
+        (["oid", 1], (1,), ((16385).to_bytes(4, "big"),), {("oid", "16385")}),
+        (["oid", 1], (1,), ((16385).to_bytes(2, "big"),), {("oid", "16385")}),  # psycopg int2
+        (["oid", 1], (1,), ((16385).to_bytes(8, "big"),), {("oid", "16385")}),
+        (["oid", 1], (0, 1), (b"x", (7).to_bytes(4, "big")), None),  # $1 is text 'x'
+        (["oid", 2], (0, 1), (b"x", (7).to_bytes(4, "big")), {("oid", "7")}),
+        (["oid", 1], (), (None,), None),  # NULL
+        (["oid", 1], (), (b"+16385",), None),
+        (["oid", 1], (), (b"16385 ",), None),
+        (["oid", 1], (1,), (b"\x01\x02\x03",), None),
+        (["oid", 1], (1,), ((-5).to_bytes(8, "big", signed=True),), None),
+        (["oid", 3], (), (b"1",), None),  # no third value
+        (["reg", 1], (), (b"public.orders",), {("rel", "public.orders")}),
+        (["reg", 1], (), (b"orders",), {("name", "orders")}),
+        (["reg", 1], (), (b"16385",), {("oid", "16385")}),
+        (["reg", 1], (1,), ((16385).to_bytes(4, "big"),), {("oid", "16385")}),
+        (["rel", 1, 2], (), (b"public", b"orders"), {("rel", "public.orders")}),
+        (["rel", "public", 1], (), (b"Orders",), {("rel", 'public."Orders"')}),
+        (["name", 1], (), (b"orders",), {("name", "orders")}),
+        (["name", 1], (), (b"",), None),
+    ],
+)
+def test_bound_values_as_pins(spec, formats, values, expected):
+    import json
+
+    from policy.classify.metadata import bound_pins
+
+    got = bound_pins(json.dumps(spec), formats, values, "utf-8")
+    assert (set(got) if got is not None else None) == expected
+
+
+def test_each_bind_of_a_parameter_pinned_statement_is_decided_on_its_values():
+    policy = _policy("read:public.orders", _cache())
+    v = policy.check_parse(BOUND, (), "s1")
+    assert v.allowed and "s1" in policy.bind_pins
+    assert policy.check_bind("s1", (), (b"16385",), "utf-8").allowed
+    denied = policy.check_bind("s1", (), (b"16999",), "utf-8")
+    assert not denied.allowed and "secret.vault" in denied.message and "'s1'" in denied.message
+    assert not policy.check_bind("s1", (), (None,), "utf-8").allowed
+    # the same name parsed again without a parameter pin: its Binds are not looked at
+    assert policy.check_parse("SELECT 1", (), "s1").allowed
+    assert "s1" not in policy.bind_pins
+
+
+def test_a_dry_run_bind_would_deny():
+    policy = StatementPolicy(
+        parse_scopes("read:public.orders"), task="T", shared=None, enforce=False
+    )
+    cache = _cache()
+    policy.catalog = lambda: cache.get("db")
+    policy.check_parse(BOUND, (), "")
+    v = policy.check_bind("", (), (b"16999",), "utf-8")
+    assert v.allowed and v.would_deny
+
+
+def test_a_sql_prepare_with_a_parameter_pin_is_refused():
+    policy = _policy("read:public.orders", _cache())
+    assert not policy.check_query(f"PREPARE p(oid) AS {BOUND}").allowed
+    assert not policy.bind_pins

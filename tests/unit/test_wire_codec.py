@@ -215,7 +215,10 @@ def test_frame_reader_streams_a_large_frame_as_it_arrives():
     big = frame(b"D", b"x" * 5000)
     head = m.query("select 1")  # a non-streamed type, for contrast, to show the boundary
     run, frames = reader.feed(head + big[:300])
-    assert run == head + big[:300] and frames == [(ord("Q"), 0, len(head)), (ord("D"), len(head), len(run))]
+    assert run == head + big[:300] and frames == [
+        (ord("Q"), 0, len(head)),
+        (ord("D"), len(head), len(run)),
+    ]
     assert reader.mid_frame and reader.pending == 0
     run, frames = reader.feed(big[300:4000])  # continuation only: no frame starts here
     assert (run, frames) == (big[300:4000], []) and reader.mid_frame
@@ -495,7 +498,7 @@ class FakePolicy(PolicySeam):
     def check_query(self, sql):
         return self._check("query", sql)
 
-    def check_parse(self, sql):
+    def check_parse(self, sql, param_types=(), name=""):
         return self._check("parse", sql)
 
     def check_function_call(self):
@@ -725,7 +728,9 @@ def test_relay_denied_parse_injects_parse_bind_execute_and_drops_their_completio
     assert frame(b"P", sent[0][1]) == own_parse
     name, sql = m.decode_parse(frame(b"P", sent[1][1]))
     # A uniquely named statement and portal: the client's unnamed ones are left alone.
-    assert name.startswith(relay.denials.tag) and sql.startswith("DO ") and relay.denials.marker in sql
+    assert (
+        name.startswith(relay.denials.tag) and sql.startswith("DO ") and relay.denials.marker in sql
+    )
     assert frame(b"B", sent[2][1]) == m.bind_no_params(name, name)
     assert frame(b"E", sent[3][1]) == m.execute(name)
 
@@ -828,3 +833,86 @@ def test_relay_withholds_the_code_a_context_quotes_when_bodies_are_unreadable(ki
     dry.enforce = False
     for policy in (FakePolicy(), dry, None):
         assert Relay(policy=policy).from_server(stream) == stream
+
+
+# --- Bind: decoded, and refused when its values pin object text elsewhere ---------------
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.text(max_size=8).filter(lambda s: "\x00" not in s),
+    st.text(max_size=8).filter(lambda s: "\x00" not in s),
+    st.lists(st.one_of(st.none(), st.binary(max_size=20)), max_size=5),
+    st.data(),
+)
+def test_decode_bind_round_trip(portal, statement, values, data):
+    from tests.support.rawpg import bind as raw_bind
+
+    n = len(values)
+    formats = data.draw(st.sampled_from([(), (1,), tuple([0, 1] * 3)[:n]] if n else [(), (1,)]))
+    if len(formats) not in (0, 1, n):
+        formats = ()
+    msg = raw_bind(portal, statement, params=values, param_formats=formats)
+    assert m.bind_statement(msg) == statement
+    assert m.decode_bind(msg) == (tuple(formats), tuple(values))
+
+
+@pytest.mark.parametrize("cut", [1, 5, 9, 12])
+def test_decode_bind_refuses_a_frame_not_whole(cut):
+    from tests.support.rawpg import bind as raw_bind
+
+    msg = raw_bind("", "s", params=[b"16385", b"x" * 20])
+    with pytest.raises(ProtocolViolation):
+        m.decode_bind(msg[:-cut])
+
+
+def _pinning_relay():
+    """A relay whose policy is the real one, with a catalog snapshot: public.orders (16385)
+    granted, secret.vault (16999) not."""
+    from policy import StatementPolicy, parse_scopes
+    from policy.catalog import CatalogCache
+
+    cache = CatalogCache()
+    cache.put("db", [], {"public.orders": frozenset({"id"})},
+              relation_oids={16385: ("public", "orders"), 16999: ("secret", "vault")},
+              user_schemas=["public", "secret"])  # fmt: skip
+    policy = StatementPolicy(parse_scopes("read:public.orders"), task="t", shared=None)
+    policy.catalog = lambda: cache.get("db")
+    return Relay(policy=policy)
+
+
+def test_relay_refuses_a_bind_whose_value_pins_text_of_a_relation_outside_the_grant():
+    """The Bind is replaced by an injected statement that raises, in its Sync group: the
+    server skips the client's Execute; a Bind of the granted OID goes on unchanged."""
+    from tests.support.rawpg import bind as raw_bind
+
+    relay = _pinning_relay()
+    sql = "SELECT pg_get_expr(adbin, adrelid) FROM pg_attrdef WHERE adrelid = $1"
+    ok = raw_bind("", "s", params=[b"16385"])
+    stream = m.parse("s", sql) + ok + m.execute() + m.SYNC
+    to_server, to_client = relay.from_client(stream)
+    assert to_server == stream and to_client == b""
+    secret = raw_bind("", "s", params=[b"16999"])
+    to_server, to_client = relay.from_client(secret + m.execute() + m.SYNC)
+    sent = parse_frames(to_server)
+    assert [t for t, _ in sent] == ["P", "B", "E", "E", "S"]
+    name, raised = m.decode_parse(frame(b"P", sent[0][1]))
+    assert name.startswith(relay.denials.tag) and "secret.vault" in raised
+    assert secret not in to_server
+    # a Bind of any other statement is not looked at
+    other = raw_bind("", "t", params=[b"16999"])
+    to_server, _ = relay.from_client(other + m.execute() + m.SYNC)
+    assert to_server == other + m.execute() + m.SYNC
+
+
+def test_relay_ends_the_session_on_a_bind_too_large_to_check():
+    """A Bind of 256 KiB and more is streamed in parts; for a statement whose pin is a
+    parameter its values cannot be checked (nor a refusal spliced in): the session ends."""
+    from tests.support.rawpg import bind as raw_bind
+
+    relay = _pinning_relay()
+    sql = "SELECT pg_get_expr(adbin, adrelid) FROM pg_attrdef WHERE adrelid = $1::text::oid"
+    relay.from_client(m.parse("s", sql) + m.SYNC)
+    big = raw_bind("", "s", params=[b"1" * (300 * 1024)])
+    with pytest.raises(ProtocolViolation):
+        relay.from_client(big[: 260 * 1024])
