@@ -471,7 +471,11 @@ def names_schema(scopes: Scopes, schema: str) -> bool:
 
 
 def describe_refusal(
-    describes: frozenset[str], scopes: Scopes, snapshot: Snapshot | None, defer_params: bool = False
+    describes: frozenset[str],
+    scopes: Scopes,
+    snapshot: Snapshot | None,
+    defer_params: bool = False,
+    search_path: tuple[str, ...] = ("public",),
 ) -> str | None:
     """Why a statement may not show the object text it reads (``Classified.describes``,
     policy.classify.metadata), or None. Pinned rows need a relation the grant names (any
@@ -512,11 +516,16 @@ def describe_refusal(
             names = [render_name(*known)]
         elif kind == "rel":
             names = [value]
-        else:  # "name": every relation of that name, whatever its schema
-            names = [render_name(*k) for k in (snapshot.relation_oids.values() if snapshot else ())
-                     if k[1] == value]  # fmt: skip
-            if not names:
-                return f"may not read the definitions of {render_name(value)}: no such relation known"
+        elif kind == "visible":  # an unqualified regclass: whichever the search path finds
+            names = [render_name(schema, value) for schema in search_path]
+        else:  # "name": a relation's name without its schema
+            # every relation of that name is read, and the snapshot may not know one made
+            # since it was loaded by another session: the schema must be written too
+            return (
+                f"may not read the definitions of relations named {render_name(value)} "
+                "without their schema (another schema's relation of that name would be read "
+                "too): name the schema as well (table_schema = '<schema>', nspname = ...)"
+            )
         for rel in names:
             target = split_name(rel)
             if target is None:

@@ -434,6 +434,15 @@ def decide(classified: Classified, scopes: Scopes) -> Decision:
                     "pg_temp need an explicit ddl:pg_temp scope",
                 )
     for op, rel in sorted(c.write_ops):
+        if op == "ddl" and rel.startswith("pg_temp.pg_"):
+            # PostgreSQL searches pg_temp before pg_catalog for relations: a temporary
+            # pg_class would be what every unqualified pg_class means, to the server, not
+            # to the policy (which reads pg_* as pg_catalog's: object-text pins included)
+            return _deny(
+                "deny.temp",
+                f"may not make {rel}: a temporary relation named like a catalog (pg_*) would "
+                "stand for that catalog in every unqualified name of this session",
+            )
         denial = _relation_write(op, rel, scopes)
         if denial is not None:
             return denial

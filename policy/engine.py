@@ -259,7 +259,9 @@ class StatementPolicy:
                 concrete.add(f"any:{via}")  # a value that is no OID or name pins nothing
             else:
                 concrete.update(f"{kind}:{value}@{via}" for kind, value in pins)
-        why = describe_refusal(frozenset(concrete), self.scopes, self._snapshot_seen)
+        why = describe_refusal(
+            frozenset(concrete), self.scopes, self._snapshot_seen, False, self.search_path
+        )
         if why is None:
             return Verdict(True, ((classified, Decision(True, "default.catalog", "pinned by the values bound")),), "")
         denial = Decision(False, "deny.catalog", f"{why} (the value bound to a parameter of statement {name!r})")
@@ -419,7 +421,8 @@ class StatementPolicy:
             # a parameter pin is decided at each Bind of a protocol-level Parse; a SQL-level
             # PREPARE's EXECUTE is not checked so: there it pins nothing
             why = describe_refusal(
-                c.describes, self.scopes, self._snapshot_seen, c.command != "PREPARE"
+                c.describes, self.scopes, self._snapshot_seen, c.command != "PREPARE",
+                self.search_path,
             )
             if why is not None:
                 return Decision(False, "deny.catalog", why)

@@ -127,6 +127,8 @@ CATALOGS: dict[tuple[str, str], Catalog] = {
         "aggmtransspace agginitval aggminitval", rowid=""),
     (_PG, "pg_foreign_table"): _catalog(
         "ftrelid", "ftoptions", "ftrelid ftserver ftoptions", rowid=""),
+    (_PG, "pg_foreign_data_wrapper"): _catalog(
+        "", "fdwoptions", "oid fdwname fdwowner fdwhandler fdwvalidator fdwacl fdwoptions"),
     (_PG, "pg_class"): _catalog(  # a partition's bound: FOR VALUES IN ('<literal>')
         "oid", "relpartbound",
         "oid relname relnamespace reltype reloftype relowner relam relfilenode reltablespace "
@@ -178,6 +180,10 @@ CATALOGS: dict[tuple[str, str], Catalog] = {
         "", "option_value",
         "table_catalog table_schema table_name column_name option_name option_value",
         ("table_schema", "table_name"), rowid=""),
+    (_IS, "foreign_data_wrapper_options"): _catalog(
+        "", "option_value",
+        "foreign_data_wrapper_catalog foreign_data_wrapper_name option_name option_value",
+        rowid=""),
     (_IS, "check_constraints"): _catalog(
         "", "check_clause", "constraint_catalog constraint_schema constraint_name check_clause",
         rowid=""),
@@ -230,6 +236,7 @@ DEPARSERS: dict[str, tuple[str, str, str]] = {
     # a function's argument defaults: no pin names a function (decided on the snapshot's
     # functions with defaults, policy.catalog.describe_refusal)
     "pg_get_function_arguments": ("function", "pg_proc", "proargdefaults"),
+    "pg_get_function_arg_default": ("function", "pg_proc", "proargdefaults"),
 }
 
 # Where in a SELECT a value is computed only for rows that passed WHERE and the joins.
@@ -260,6 +267,9 @@ class _Occ:
     cat: Catalog
     level: _Level
     renamed: bool  # an alias column list: names no longer say which column is which
+    # unqualified and named like a CTE of the statement: maybe the CTE, whose rows are the
+    # client's own; its text is still looked for, but no pin is taken from its rows
+    untrusted: bool = False
 
 
 @dataclass(slots=True)
@@ -268,6 +278,10 @@ class _Level:
     post: bool  # a subquery in a post-filter clause of its parent (its rows are filtered)
     pushed: bool  # a FROM subquery, CTE or view body: outer conditions may be pushed in
     scope: dict[str, list[_Occ]] = field(default_factory=dict)
+    # FROM items that are no catalog (tables, subqueries, VALUES, functions, CTEs) by name
+    # or alias -> their column names, or None if not known: a column name resolves to one
+    # of them before an outer query's catalog (PostgreSQL's innermost-first rule)
+    opaque: dict[str, frozenset[str] | None] = field(default_factory=dict)
     occs: list[_Occ] = field(default_factory=list)
     # (left node, right node or None, literal group or None, occurrence ids it pins or None)
     edges: list[tuple[Node, Node | None, tuple | None, frozenset[int] | None]] = field(
@@ -323,6 +337,24 @@ def _const(node: Any) -> tuple[str, bool] | None:
     return None
 
 
+def _colnames(alias: dict) -> frozenset[str] | None:
+    names = _names(alias.get("colnames"))
+    return frozenset(n for n in names if n is not None) if names else None
+
+
+def _walk_items(tree: Any):
+    stack = [tree]
+    while stack:
+        value = stack.pop()
+        if isinstance(value, list):
+            stack.extend(value)
+        elif isinstance(value, dict):
+            for key, inner in value.items():
+                yield key, inner
+                if isinstance(inner, (dict, list)):
+                    stack.append(inner)
+
+
 def _conjuncts(expr: Any) -> list[Any]:
     if isinstance(expr, dict) and "BoolExpr" in expr:
         b = expr["BoolExpr"]
@@ -358,6 +390,7 @@ class _Walk:
         self.uses: list[_Use] = []
         self.count = 0
         self.literal = False
+        self.ctes: frozenset[str] = frozenset()  # every CTE name of the statement
 
     # -- scopes ------------------------------------------------------------------------
     def _new_level(self, parent: _Level | None, post: bool, pushed: bool) -> _Level:
@@ -366,6 +399,14 @@ class _Walk:
         return level
 
     def _register(self, level: _Level, rv: dict, join_aliases: list[list[_Occ]]) -> _Occ | None:
+        occ = self._catalog_occ(level, rv, join_aliases)
+        if occ is None:
+            alias = rv.get("alias") or {}
+            name = alias.get("aliasname") or rv.get("relname") or ""
+            level.opaque[name] = _colnames(alias)
+        return occ
+
+    def _catalog_occ(self, level: _Level, rv: dict, join_aliases: list[list[_Occ]]) -> _Occ | None:
         schema, name = rv.get("schemaname"), rv.get("relname") or ""
         key = (schema or (_PG if name.startswith("pg_") else ""), name)
         cat = CATALOGS.get(key)
@@ -378,17 +419,23 @@ class _Walk:
         if cat is None:
             return None
         self.count += 1
-        occ = _Occ(self.count, key, cat, level, bool(alias.get("colnames")))
+        untrusted = schema is None and name in self.ctes
+        occ = _Occ(self.count, key, cat, level, bool(alias.get("colnames")), untrusted)
         level.occs.append(occ)
         level.scope.setdefault(alias.get("aliasname") or name, []).append(occ)
         for group in join_aliases:
             group.append(occ)
         return occ
 
-    def _resolve(self, level: _Level, fields: list[str | None]):
+    def _resolve(self, level: _Level, fields: list[str | None], strict: bool = False):
         """A ColumnRef: ("col", occs, column) or ("row", occs), searched from ``level``
         outwards as PostgreSQL does: the innermost level with a match. An unqualified
-        column is every catalog of that level having one (a renamed one may)."""
+        column is every catalog of that level having one (a renamed one may).
+
+        ``strict`` (a pin, a deparser's argument): only what is surely a catalog's column:
+        a name some other FROM item of a level may have (a table, a subquery, a VALUES
+        list, a function) stops the search there; loose (object text looked for): those
+        are passed over, so a name is taken for the catalog's whenever it may be."""
         if not fields or any(f is None for f in fields):
             return None
         if len(fields) == 1:
@@ -399,6 +446,8 @@ class _Walk:
                          if name in o.cat.columns or o.renamed]  # fmt: skip
                 if found:
                     return ("col", list({o.id: o for o in found}.values()), name)
+                if strict and any(cols is None or name in cols for cols in lv.opaque.values()):
+                    return None
                 if name in lv.scope:  # a bare row name: the whole row
                     return ("row", lv.scope[name])
                 lv = lv.parent
@@ -406,6 +455,8 @@ class _Walk:
         row, column = fields[-2], fields[-1]
         lv = level
         while lv is not None:
+            if row in lv.opaque and (strict or row not in lv.scope):
+                return None
             if row in lv.scope:
                 occs = lv.scope[row]
                 if all(column in o.cat.columns and not o.renamed for o in occs):
@@ -417,8 +468,8 @@ class _Walk:
     def _node(self, level: _Level, expr: Any) -> Node | None:
         if not (isinstance(expr, dict) and "ColumnRef" in expr):
             return None
-        got = self._resolve(level, _names(expr["ColumnRef"].get("fields")))
-        if got is None or got[0] != "col" or len(got[1]) != 1:
+        got = self._resolve(level, _names(expr["ColumnRef"].get("fields")), strict=True)
+        if got is None or got[0] != "col" or len(got[1]) != 1 or got[1][0].untrusted:
             return None
         return (got[1][0].id, got[2])
 
@@ -459,6 +510,11 @@ class _Walk:
 
     # -- the walk ------------------------------------------------------------------------
     def statement(self, kind: str, node: dict) -> None:
+        self.ctes = frozenset(
+            inner.get("ctename", "")
+            for key, inner in _walk_items(node)
+            if key == "CommonTableExpr" and isinstance(inner, dict)
+        )
         if kind == "SelectStmt":
             self.select(node, None, False, False)
             return
@@ -526,6 +582,7 @@ class _Walk:
                 nullable.update(left_ids | right_ids)
             if (j.get("alias") or {}).get("aliasname"):
                 level.scope.setdefault(j["alias"]["aliasname"], []).extend(group)
+                level.opaque[j["alias"]["aliasname"]] = None  # pins never go through it
             if jt == "JOIN_INNER":
                 self._edges(level, j.get("quals"), None)
             elif jt == "JOIN_LEFT":
@@ -537,8 +594,16 @@ class _Walk:
                 pass  # USING/NATURAL: no pins taken from them
             return
         if "RangeSubselect" in item:
-            self.nested(level, item["RangeSubselect"].get("subquery"), False, True)
+            sub = item["RangeSubselect"]
+            alias = sub.get("alias") or {}
+            level.opaque[alias.get("aliasname") or ""] = _colnames(alias)
+            self.nested(level, sub.get("subquery"), False, True)
             return
+        for kind in ("RangeFunction", "RangeTableFunc", "RangeTableSample"):
+            if kind in item and isinstance(item[kind], dict):
+                alias = item[kind].get("alias") or {}
+                # a function's alias names its row and, for one column, that column too
+                level.opaque[alias.get("aliasname") or kind] = None
         self.generic(level, item, False)  # functions in FROM, XMLTABLE, ...: pre-filter
 
     def nested(self, level: _Level, value: Any, post: bool, pushed: bool) -> None:
@@ -615,6 +680,11 @@ class _Walk:
         kind, catalog, column = DEPARSERS[names[-1]]
         pseudo = f"{_PG}.{catalog}.{column}"
         args = fc.get("args") or []
+        if names[-1] == "obj_description" and len(args) == 1:
+            # no catalog named: a comment on an object of any catalog with that OID (a large
+            # object's OID is its maker's choice)
+            self.uses.append(_Use(level, False, None, pseudo))
+            return
         if names[-1] == "obj_description" and len(args) > 1:
             target = _const(args[1])
             if target is None or target[1] or target[0] not in ("pg_class", "pg_catalog.pg_class"):
@@ -650,6 +720,7 @@ _SHOWN_AS = {
     (_IS, "parameters"): "pg_proc.proargdefaults",
     (_IS, "foreign_table_options"): "pg_foreign_table.ftoptions",
     (_IS, "column_options"): "pg_attribute.attfdwoptions",
+    (_IS, "foreign_data_wrapper_options"): "pg_foreign_data_wrapper.fdwoptions",
     (_IS, "domains"): "pg_type.typdefault",
 }
 
@@ -674,12 +745,13 @@ class _Pins:
     def __init__(self, walk: _Walk, start: _Level, occ_id: int) -> None:
         self.walk = walk
         self.edges: list[tuple[Node, Node | None, tuple | None, frozenset[int] | None]] = []
-        level: _Level | None = start
-        while level is not None:
-            self.edges.extend(level.edges)
-            if not level.post or level.pushed:
-                break  # an outer level's conditions hold here only through a filtered subquery
+        level: _Level = start
+        self.edges.extend(level.edges)
+        # an outer level's conditions hold here only through a subquery it filters first,
+        # and not in a level outer conditions are pushed into (they may run before its own)
+        while level.post and level.parent is not None and not level.parent.pushed:
             level = level.parent
+            self.edges.extend(level.edges)
         self.known: set[int] = {occ_id}
         self.asked: set[Node] = set()  # parents looked up (a cycle of pg_inherits rows)
 
@@ -718,6 +790,8 @@ class _Pins:
                 return pins
         for member in sorted(nodes):
             occ = self._occ(member[0])
+            if occ is not None and occ.untrusted:
+                continue
             if occ is not None and occ.key == (_PG, "pg_class") and member[1] == "oid":
                 pins = self.class_names(occ)
                 if pins:
@@ -758,7 +832,7 @@ class _Pins:
         schemas = None
         for member in sorted(self.reach((occ.id, "relnamespace"))):
             ns = self._occ(member[0])
-            if ns is not None and ns.key == (_PG, "pg_namespace") and member[1] == "oid":
+            if ns is not None and ns.key == (_PG, "pg_namespace") and member[1] == "oid" and not ns.untrusted:
                 schemas = self.name_group((ns.id, "nspname"))
                 if schemas:
                     break
@@ -772,6 +846,12 @@ class _Pins:
         return None
 
     def occurrence(self, occ: _Occ) -> frozenset[Pin] | None:
+        if occ.untrusted:
+            return None
+        if occ.key == (_PG, "pg_index"):
+            pins = self.oid_pins((occ.id, "indexrelid"))  # psql's \d of an index
+            if pins:
+                return pins
         if occ.cat.key:
             pins = self.oid_pins((occ.id, occ.cat.key))
             if pins:
@@ -812,7 +892,8 @@ def _regclass_pin(value: str) -> Pin | None:
     if not parts or len(parts) > 3:
         return None
     names = [p for p, _ in parts]
-    return ("rel", render_name(names[-2], names[-1])) if len(names) > 1 else ("name", names[0])
+    # unqualified: the relation the session's search path finds first
+    return ("rel", render_name(names[-2], names[-1])) if len(names) > 1 else ("visible", names[0])
 
 
 def _name_pins(schemas: list[str] | None, tables: list[str]) -> frozenset[Pin]:
@@ -931,17 +1012,17 @@ def described(kind: str, tree: dict) -> tuple[frozenset[Pin], bool]:
     out: set[Pin] = set()
     for use in w.uses:
         pins: frozenset[Pin] | None = None
-        if use.post:
-            if use.kind == "":
-                occ = use.occ
-                assert occ is not None
-                if _chain_ok(use.level, occ.level):
-                    pins = _Pins(w, occ.level, occ.id).occurrence(occ)
-            elif use.arg[0] == "lit":
-                if not use.level.pushed:
-                    pins = _oid_group(use.arg[1])
-            else:
-                pins = _deparsed(w, use)
+        occ = use.occ
+        if use.kind == "" and occ is not None:
+            # its own level's text counts only after the filter; an outer row's text only
+            # through subqueries that row's level filters first (_chain_ok)
+            if (use.post or occ.level is not use.level) and _chain_ok(use.level, occ.level):
+                pins = _Pins(w, occ.level, occ.id).occurrence(occ)
+        elif use.arg is not None and use.arg[0] == "lit":
+            if use.post and not use.level.pushed:
+                pins = _oid_group(use.arg[1])
+        elif use.arg is not None:
+            pins = _deparsed(w, use)
         if pins is NOTHING:
             continue
         if pins:
@@ -957,7 +1038,9 @@ def _deparsed(w: _Walk, use: _Use) -> frozenset[Pin] | None:
     ``c.oid = '16385'``)."""
     _, node, catalog = use.arg
     occ = next((o for lv in w.levels for o in lv.occs if o.id == node[0]), None)
-    if occ is None or not _chain_ok(use.level, occ.level):
+    if occ is None or occ.untrusted or not (use.post or occ.level is not use.level):
+        return None
+    if not _chain_ok(use.level, occ.level):
         return None
     pins = _Pins(w, occ.level, occ.id)
     if use.kind == "relation":
@@ -969,6 +1052,7 @@ def _deparsed(w: _Walk, use: _Use) -> frozenset[Pin] | None:
         other = pins._occ(member[0])
         if (
             other is not None
+            and not other.untrusted
             and other.key == (_PG, catalog)
             and other.cat.rowid
             and member[1] == other.cat.rowid
