@@ -110,12 +110,24 @@ ADBIN = "any:pg_catalog.pg_attrdef.adbin"
          {"name:orders"}),
         ("SELECT pg_get_indexdef(16400)", {"oid:16400"}),
         ("SELECT obj_description(16999, 'pg_class'), col_description(16999, 2)", {"oid:16999"}),
-        ("SELECT obj_description('public.orders'::regclass)", {"rel:public.orders"}),
+        ("SELECT obj_description('public.orders'::regclass, 'pg_class')", {"rel:public.orders"}),
+        # one argument: a comment on an object of any catalog with that OID
+        ("SELECT obj_description('public.orders'::regclass)",
+         {"any:pg_catalog.pg_description.description"}),
         ("COPY (SELECT pg_get_expr(adbin, adrelid) FROM pg_attrdef WHERE adrelid = 16385) TO STDOUT",
          {"oid:16385"}),
         ("COPY pg_attrdef (adrelid, adnum) TO STDOUT", set()),
         ("SELECT relname FROM pg_class WHERE oid = 'public.orders'::regclass", set()),
         ("SELECT t.oid, t.typname FROM pg_catalog.pg_type t WHERE t.oid = ANY($1)", set()),
+        # psql's \d of an index: pg_index pinned by the index's OID
+        ("SELECT pg_catalog.pg_get_indexdef(i.indexrelid, 0, true), pg_get_expr(i.indpred, "
+         "i.indrelid) FROM pg_catalog.pg_index i, pg_catalog.pg_class c WHERE "
+         "i.indexrelid = c.oid AND c.oid = '16400'", {"oid:16400"}),
+        # an outer row's text read by a function in a subquery's FROM (psql's \d of a
+        # foreign table): the row is filtered before the subquery runs
+        ("SELECT ARRAY(SELECT option_name FROM pg_options_to_table(f.ftoptions)) FROM "
+         "pg_catalog.pg_foreign_table f WHERE f.ftrelid = '16385'", {"oid:16385"}),
+        ("SELECT adbin FROM pg_attrdef WHERE adrelid = 'orders'::regclass", {"visible:orders"}),
         # the LEFT JOIN's ON pins the nullable side only
         ("SELECT pg_get_expr(d.adbin, d.adrelid) FROM pg_class c LEFT JOIN pg_attrdef d "
          "ON d.adrelid = c.oid AND c.oid = 16385", {"oid:16385"}),
@@ -170,6 +182,31 @@ def test_pinned_rows_are_described_by_what_pins_them(sql, expected):
         "SELECT x FROM pg_attrdef AS d(a, b, c, x) WHERE b = 16385",
         # LIKE with a wildcard pins nothing
         "SELECT column_default FROM information_schema.columns WHERE table_name LIKE 'ord%'",
+        # red-team round 12: another FROM item's column of the same name is not the outer
+        # catalog's (PostgreSQL resolves the inner one first)
+        "SELECT (SELECT pg_get_expr(d.adbin, d.adrelid) FROM pg_attrdef d, (VALUES "
+        "(16999::oid)) a(attrelid) WHERE d.adrelid = a.attrelid) FROM pg_attribute a "
+        "WHERE a.attrelid = 16385",
+        "SELECT (SELECT pg_get_expr(d.adbin, d.adrelid) FROM pg_attrdef d, (SELECT "
+        "16999::oid AS attrelid) s WHERE d.adrelid = attrelid) FROM pg_attribute a "
+        "WHERE a.attrelid = 16385",
+        "SELECT (SELECT pg_get_expr(d.adbin, d.adrelid) FROM pg_attrdef d, unnest(ARRAY["
+        "16999::oid]) AS attrelid WHERE d.adrelid = attrelid) FROM pg_attribute a "
+        "WHERE a.attrelid = 16385",
+        # a CTE named like a catalog: its rows are the client's
+        "WITH pg_constraint AS (SELECT 16999::oid AS oid, 16385::oid AS conrelid) SELECT "
+        "pg_get_constraintdef(k.oid) FROM pg_constraint k WHERE k.conrelid = 16385",
+        "WITH pg_class AS (SELECT 16999::oid AS oid, 'orders'::name AS relname) SELECT "
+        "obj_description(c.oid, 'pg_class') FROM pg_class c WHERE c.relname = 'orders'",
+        # a subquery in the SELECT list of a FROM subquery: the outer condition is pushed
+        # below that level's own
+        "SELECT 1 FROM (SELECT (SELECT pg_get_expr(d.adbin, d.adrelid) FROM pg_attrdef d "
+        "WHERE d.adrelid = c.oid) AS t FROM pg_class c WHERE c.oid = 16385) s "
+        "WHERE s.t::int > 0",
+        # one argument: a comment of any catalog's object with that OID
+        "SELECT obj_description(16385)",
+        "SELECT pg_get_function_arg_default(16385, 1)",
+        "SELECT fdwoptions FROM pg_foreign_data_wrapper",
     ],
 )  # fmt: skip
 def test_text_not_pinned_is_read_as_the_catalog(sql):
@@ -232,7 +269,8 @@ def _policy(scopes: str, cache: CatalogCache | None, shared=None) -> StatementPo
         ({"oid:20000"}, True),  # unknown: made after the load
         ({"rel:public.orders"}, False),
         ({"rel:secret.vault"}, True),
-        ({"name:orders"}, True),  # secret.orders shares the name
+        ({"name:orders"}, True),  # secret.orders shares the name; and one made since
+        ({"visible:orders"}, False),  # 'orders'::regclass: the search path's (public)
         ({"name:vault"}, True),
         ({"name:nosuch"}, True),
         ({ADBIN}, True),
@@ -430,7 +468,7 @@ def test_a_like_parameter_pins_nothing():
         (["oid", 1], (1,), ((-5).to_bytes(8, "big", signed=True),), None),
         (["oid", 3], (), (b"1",), None),  # no third value
         (["reg", 1], (), (b"public.orders",), {("rel", "public.orders")}),
-        (["reg", 1], (), (b"orders",), {("name", "orders")}),
+        (["reg", 1], (), (b"orders",), {("visible", "orders")}),
         (["reg", 1], (), (b"16385",), {("oid", "16385")}),
         (["reg", 1], (1,), ((16385).to_bytes(4, "big"),), {("oid", "16385")}),
         (["rel", 1, 2], (), (b"public", b"orders"), {("rel", "public.orders")}),
@@ -476,3 +514,31 @@ def test_a_sql_prepare_with_a_parameter_pin_is_refused():
     policy = _policy("read:public.orders", _cache())
     assert not policy.check_query(f"PREPARE p(oid) AS {BOUND}").allowed
     assert not policy.bind_pins
+
+
+def test_a_name_without_its_schema_is_refused_however_the_snapshot_looks():
+    """Every relation of that name would be read, one another session made since the
+    snapshot was loaded included (red-team round 12): the schema must be written."""
+    snap = _cache().get("db")
+    why = describe_refusal(frozenset({"name:fresh"}), parse_scopes("read:public.*"), snap)
+    assert why is not None and "name the schema as well" in why
+    covering = parse_scopes("read:public.* ddl:secret.*")
+    assert describe_refusal(frozenset({"name:fresh"}), covering, snap) is None
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "CREATE TEMP TABLE pg_class AS SELECT 1 AS oid",
+        "CREATE TEMP VIEW pg_index AS SELECT 1",
+        "SELECT 1 AS oid INTO TEMP pg_trigger",
+        "CREATE TEMP SEQUENCE pg_inherits",
+        "ALTER TABLE pg_temp.x RENAME TO pg_constraint",
+    ],
+)
+def test_a_temporary_relation_named_like_a_catalog_is_refused(sql):
+    """PostgreSQL searches pg_temp before pg_catalog for relations: it would be what every
+    unqualified name of the catalog means (red-team round 12)."""
+    v = _policy("read:public.orders", _cache()).check_query(sql)
+    assert not v.allowed and "deny.temp" in v.message, v.message
+    assert _policy("read:public.orders", _cache()).check_query("CREATE TEMP TABLE x (a int)").allowed
