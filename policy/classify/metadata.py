@@ -47,7 +47,7 @@ from typing import Any
 
 from policy.lexer import parse_qualified_name, render_name
 
-__all__ = ["CATALOGS", "DEPARSERS", "bound_pins", "described"]
+__all__ = ["CATALOGS", "DEPARSERS", "bound_pins", "described", "entries"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -342,7 +342,8 @@ def _colnames(alias: dict) -> frozenset[str] | None:
     return frozenset(n for n in names if n is not None) if names else None
 
 
-def _walk_items(tree: Any):
+def entries(tree: Any):
+    """Every (key, value) of every object in a libpg_query JSON tree (order not kept)."""
     stack = [tree]
     while stack:
         value = stack.pop()
@@ -512,7 +513,7 @@ class _Walk:
     def statement(self, kind: str, node: dict) -> None:
         self.ctes = frozenset(
             inner.get("ctename", "")
-            for key, inner in _walk_items(node)
+            for key, inner in entries(node)
             if key == "CommonTableExpr" and isinstance(inner, dict)
         )
         if kind == "SelectStmt":

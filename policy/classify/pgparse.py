@@ -22,7 +22,7 @@ from typing import Any
 from pglast import parser as _pg
 
 from policy.classify.catalogue import CURRENT_SETTING_PREFIX, PRIVILEGED_SETTINGS
-from policy.classify.metadata import CATALOGS, DEPARSERS, described
+from policy.classify.metadata import CATALOGS, DEPARSERS, described, entries
 from policy.lexer import ascii_lower, parse_qualified_name
 
 __all__ = ["PgParseError", "PgStatement", "parse", "split_texts"]
@@ -711,18 +711,7 @@ SETTINGS_ROWS = ("pg_catalog", "pg_settings.setting", "read")
 LITERAL = "literal"
 
 
-def _entries(tree: Any):
-    """Every (key, value) of every object in a libpg_query JSON tree (order not kept)."""
-    stack = [tree]
-    while stack:
-        value = stack.pop()
-        if isinstance(value, list):
-            stack.extend(value)
-        elif isinstance(value, dict):
-            for key, inner in value.items():
-                yield key, inner
-                if isinstance(inner, (dict, list)):
-                    stack.append(inner)
+_entries = entries  # every (key, value) of every object of a tree (policy.classify.metadata)
 
 
 def _reads_columns(tree: Any) -> bool:
