@@ -235,8 +235,10 @@ class StatementPolicy:
             denial = self._param_types(param_types)
             if denial is not None:
                 verdict = self._overruled(verdict, denial)
-        if self.bind_pins or any(c.describes for c, _ in verdict.decisions):
-            pinned = _parameter_pins(verdict) if verdict.allowed else None
+        if verdict.allowed and (self.bind_pins or any(c.describes for c, _ in verdict.decisions)):
+            # a refused Parse never reaches the server (which keeps whatever it held under
+            # that name): only an allowed one changes what a Bind of the name runs
+            pinned = _parameter_pins(verdict)
             if pinned is not None:
                 self.bind_pins[name] = pinned
             else:

@@ -43,10 +43,11 @@ _STATEMENT_TYPES = frozenset((F.QUERY, F.PARSE, F.FUNCTION_CALL))
 _CHECKED = _STATEMENT_TYPES | {F.TERMINATE}  # the messages the relay looks at
 # ... and Bind too while a statement's object text is pinned by a parameter (the policy's
 # ``bind_pins``): its values decide
-_CHECKED_BINDS = _CHECKED | {F.BIND}
+_CHECKED_BINDS = _CHECKED | {F.BIND, F.DESCRIBE, F.CLOSE}
 _NAMES = {F.QUERY: "Query", F.PARSE: "Parse", F.FUNCTION_CALL: "FunctionCall", F.BIND: "Bind"}
 # The hot loops compare against module constants (a class attribute costs a lookup each).
 _QUERY, _PARSE, _TERMINATE, _BIND = F.QUERY, F.PARSE, F.TERMINATE, F.BIND
+_DESCRIBE, _CLOSE = F.DESCRIBE, F.CLOSE
 _READY, _ERROR, _COPY_IN = B.READY_FOR_QUERY, B.ERROR_RESPONSE, B.COPY_IN_RESPONSE
 _PARAMETER_STATUS = B.PARAMETER_STATUS
 _NOTICE = B.NOTICE_RESPONSE
@@ -144,6 +145,10 @@ class Relay:
         # answering now; each group lists the denials injected in it (proxy/denials.py).
         self.groups = SyncGroups()
         self.denials = Denials()
+        # client statement name -> the name it has upstream: statements whose object text a
+        # parameter pins (the policy's bind_pins), parsed under a name of the proxy's own
+        self._pinned: dict[str, str] = {}
+        self._pin_count = 0
         # (the server's ParameterStatus body for the upstream application_name, the frame
         # the client gets instead): set by the server when it tags upstream logins
         self.app_names: tuple[bytes, bytes] | None = None
@@ -264,6 +269,21 @@ class Relay:
                 self.terminated = True
                 out.append(run[last:start])
                 return b"".join(out), self._answer(to_client)
+            if t in (_DESCRIBE, _CLOSE):
+                # a statement whose pin is a parameter lives upstream under a name of the
+                # proxy's own (see the Parse below): its Describe and Close follow it there
+                frame = run[start:end]
+                name_ = m.statement_named(frame, self.encoding)
+                if name_ is not None and name_ in self._pinned:
+                    out.append(run[last:start])
+                    out.append(m.renamed_statement(frame, self._pinned[name_]))
+                    last = end
+                    if t == _CLOSE and policy is not None:
+                        del self._pinned[name_]
+                        policy.bind_pins.pop(name_, None)
+                groups.sent(t)
+                i = groups.sent_frames(frames, i, checked)
+                continue
             if t == _BIND:
                 name = m.bind_statement(run[start:end], self.encoding)
                 if policy is None or name not in policy.bind_pins:
@@ -281,9 +301,15 @@ class Relay:
                 # a frame streamed in parts (256 KiB and more) is not whole here: its values
                 # cannot be checked, and a refusal cannot be spliced into it (decode_bind
                 # refuses it: the session ends)
-                formats, values = m.decode_bind(run[start:end])
+                frame = run[start:end]
+                formats, values = m.decode_bind(frame)
                 verdict = policy.check_bind(name, formats, values, self.encoding)
                 self._record(verdict, "Bind", "", statement=name)
+                private = self._pinned.get(name)
+                if verdict.allowed and private is not None:
+                    out.append(run[last:start])
+                    out.append(m.renamed_statement(frame, private))
+                    last = end
             elif t == _QUERY:
                 sql = m.decode_query(run[start:end], self.encoding)
                 verdict = policy.check_query(sql)
@@ -295,6 +321,22 @@ class Relay:
                 # parameters of a user's type (by OID) may run its functions when bound
                 verdict = policy.check_parse(sql, types, name)
                 self._record(verdict, "Parse", sql, statement=name)
+                if verdict.allowed and (name in policy.bind_pins or name in self._pinned):
+                    # A statement whose pin is a parameter is parsed upstream under a name
+                    # of the proxy's own, its Binds (checked), Describes and Closes renamed
+                    # to it: the server then never holds it under the client's name, so no
+                    # later Parse of that name the server refuses or skips (an error earlier
+                    # in its Sync group), no refused Parse the server never sees, no SQL
+                    # EXECUTE of that name can run it without its Binds checked.
+                    if name in policy.bind_pins:
+                        self._pin_count += 1
+                        private = f"{self.denials.tag}_pin_{self._pin_count}"
+                        self._pinned[name] = private
+                        out.append(run[last:start])
+                        out.append(m.renamed_statement(frame, private))
+                        last = end
+                    else:  # a new statement of that name, upstream under it
+                        del self._pinned[name]
                 checked = _CHECKED_BINDS if policy.bind_pins else _CHECKED
             else:
                 verdict = policy.check_function_call()

@@ -130,6 +130,31 @@ def bind_statement(msg: bytes, encoding: str = "utf-8") -> str:
     return cstring(msg, pos, encoding)[0]
 
 
+def renamed_statement(msg: bytes, name: str) -> bytes:
+    """A whole Parse, Bind, Describe or Close frame naming statement ``name`` instead:
+    Parse's first string, Bind's second (after the portal), a statement Describe's or
+    Close's name (after the 'S')."""
+    t = msg[:1]
+    if t == b"P":
+        start = 5
+    elif t == b"B":
+        start = msg.index(b"\x00", 5) + 1
+    elif t in (b"D", b"C") and msg[5:6] == b"S":
+        start = 6
+    else:
+        raise ProtocolViolation("no statement name to rename in this message")
+    end = msg.index(b"\x00", start)
+    body = msg[5:start] + name.encode() + msg[end:]
+    return t + _I32.pack(len(body) + 4) + body
+
+
+def statement_named(msg: bytes, encoding: str = "utf-8") -> str | None:
+    """The statement a whole Describe or Close frame names (None: a portal's)."""
+    if msg[5:6] != b"S":
+        return None
+    return cstring(msg, 6, encoding)[0]
+
+
 def decode_bind(msg: bytes) -> tuple[tuple[int, ...], tuple[bytes | None, ...]]:
     """Bind: ``(parameter format codes, parameter values)`` of a whole 'B' frame, each
     format as the protocol gives it (none: all text; one: all the same; else one each),

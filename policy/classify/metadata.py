@@ -28,7 +28,8 @@ The text must be computed after that filtering, or a condition of the statement'
 can run on the rows it does not pin (``WHERE adrelid = 16385 AND pg_get_expr(adbin,
 adrelid)::int > 0``: PostgreSQL orders a level's conditions by cost, and the cast's error
 quotes the text of whatever row it meets first). So object text counts as pinned only
-in the SELECT list, ORDER BY, GROUP BY or HAVING of its level; only in a level that is
+in the SELECT list, ORDER BY or GROUP BY of its level (not HAVING, which the planner
+may move into WHERE); only in a level that is
 not a FROM subquery, CTE or view body (the planner pushes outer conditions down into
 those, next to the pin); and, for a column of an outer query's row, only through
 subqueries that sit in the SELECT list (or ORDER BY, GROUP BY, HAVING) at every step.
@@ -240,9 +241,9 @@ DEPARSERS: dict[str, tuple[str, str, str]] = {
 }
 
 # Where in a SELECT a value is computed only for rows that passed WHERE and the joins.
-_POST_FILTER = frozenset(
-    {"targetList", "sortClause", "groupClause", "havingClause", "distinctClause"}
-)
+# Not HAVING: with a GROUP BY, the planner moves a HAVING condition without aggregates into
+# WHERE, down to the scan before a join's pin (red-team round 13).
+_POST_FILTER = frozenset({"targetList", "sortClause", "groupClause", "distinctClause"})
 # Statement nodes whose query is run as is (no outer conditions pushed into it).
 _TOP_QUERIES = {
     "InsertStmt": "selectStmt", "CopyStmt": "query", "ExplainStmt": "query",
@@ -328,9 +329,10 @@ def _const(node: Any) -> tuple[str, bool] | None:
     if "TypeCast" in node:
         tc = node["TypeCast"]
         inner = _const(tc.get("arg"))
-        names = _names((tc.get("typeName") or {}).get("names"))
-        if inner is None or not names or names[-1] not in _OID_TYPES:
-            return None
+        type_name = tc.get("typeName") or {}
+        names = _names(type_name.get("names"))
+        if inner is None or not names or names[-1] not in _OID_TYPES or type_name.get("typmods"):
+            return None  # varchar(7) truncates the literal: the server reads another name
         if (tc.get("typeName") or {}).get("arrayBounds"):
             return None
         return (inner[0], inner[1] or names[-1] == "regclass")
@@ -961,7 +963,11 @@ def bound_pins(
         r = raw(spec[1])
         if r is None:
             return None
-        if r[1] == 1:  # a regclass sent in binary: its OID
+        if r[1] == 1:
+            # a regclass sent in binary is its 4-byte OID; other sizes are another type's
+            # value ($1::text::regclass bound as 2 bytes of text is a name to the server)
+            if len(r[0]) != 4:
+                return None
             got = oid(spec[1])
             return frozenset({("oid", str(int(got)))}) if got is not None else None
         text = _text(r[0], encoding)
