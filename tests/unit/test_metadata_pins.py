@@ -207,6 +207,17 @@ def test_pinned_rows_are_described_by_what_pins_them(sql, expected):
         "SELECT obj_description(16385)",
         "SELECT pg_get_function_arg_default(16385, 1)",
         "SELECT fdwoptions FROM pg_foreign_data_wrapper",
+        # red-team round 13: with a GROUP BY, PostgreSQL moves a HAVING condition without
+        # aggregates into WHERE, below the join that pins
+        "SELECT pg_get_expr(d.adbin, d.adrelid) FROM pg_attrdef d JOIN pg_class c ON c.oid = "
+        "d.adrelid JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.relname = 'orders' "
+        "AND n.nspname = 'public' GROUP BY 1 HAVING pg_get_expr(d.adbin, d.adrelid)::int > 0",
+        # a type modifier truncates the literal: the server reads another name
+        "SELECT adbin FROM pg_attrdef WHERE adrelid = 'public.orders_log'::varchar(13)::regclass",
+        "SELECT column_default FROM information_schema.columns WHERE table_schema = 'public' "
+        "AND table_name = 'orders_log'::varchar(6)",
+        # PostgreSQL 15 keeps a vertical tab in a name read from a string
+        "SELECT adbin FROM pg_attrdef WHERE adrelid = E'public.orders\\v'::regclass",
     ],
 )  # fmt: skip
 def test_text_not_pinned_is_read_as_the_catalog(sql):
@@ -471,6 +482,9 @@ def test_a_like_parameter_pins_nothing():
         (["reg", 1], (), (b"orders",), {("visible", "orders")}),
         (["reg", 1], (), (b"16385",), {("oid", "16385")}),
         (["reg", 1], (1,), ((16385).to_bytes(4, "big"),), {("oid", "16385")}),
+        # 2 bytes are no regclass: another type's value ($1::text::regclass)
+        (["reg", 1], (1,), (b"3a",), None),
+        (["reg", 1], (), (b"public.orders\v",), None),
         (["rel", 1, 2], (), (b"public", b"orders"), {("rel", "public.orders")}),
         (["rel", "public", 1], (), (b"Orders",), {("rel", 'public."Orders"')}),
         (["name", 1], (), (b"orders",), {("name", "orders")}),

@@ -891,7 +891,10 @@ def test_relay_refuses_a_bind_whose_value_pins_text_of_a_relation_outside_the_gr
     ok = raw_bind("", "s", params=[b"16385"])
     stream = m.parse("s", sql) + ok + m.execute() + m.SYNC
     to_server, to_client = relay.from_client(stream)
-    assert to_server == stream and to_client == b""
+    # upstream the statement has a name of the proxy's own; its checked Bind follows it
+    private = f"{relay.denials.tag}_pin_1"
+    assert to_server == (m.parse(private, sql) + m.renamed_statement(ok, private)
+                         + m.execute() + m.SYNC) and to_client == b""  # fmt: skip
     secret = raw_bind("", "s", params=[b"16999"])
     to_server, to_client = relay.from_client(secret + m.execute() + m.SYNC)
     sent = parse_frames(to_server)
@@ -916,3 +919,34 @@ def test_relay_ends_the_session_on_a_bind_too_large_to_check():
     big = raw_bind("", "s", params=[b"1" * (300 * 1024)])
     with pytest.raises(ProtocolViolation):
         relay.from_client(big[: 260 * 1024])
+
+
+def test_relay_keeps_a_pinned_statement_under_its_own_name_upstream():
+    """Red-team round 13: the server kept a pinned statement under the client's name when
+    a later Parse of that name was refused (by the proxy: never sent) or failed (a named
+    statement exists; a skipped group), and SQL EXECUTE of that name ran it with values
+    nobody checked. Upstream it has a name of the proxy's own: a later Parse of the
+    client's name is another statement; Describe and Close follow the private one."""
+    from tests.support.rawpg import bind as raw_bind
+
+    relay = _pinning_relay()
+    sql = "SELECT pg_get_expr(adbin, adrelid) FROM pg_attrdef WHERE adrelid = $1"
+    relay.from_client(m.parse("", sql) + m.SYNC)
+    private = f"{relay.denials.tag}_pin_1"
+    describe_s = frame(b"D", b"S\x00")
+    to_server, _ = relay.from_client(describe_s + m.SYNC)
+    assert to_server == frame(b"D", b"S" + private.encode() + b"\x00") + m.SYNC
+    # a refused Parse of the unnamed statement: the pinned one stays, still checked
+    relay.from_client(m.parse("", "select * from secret.payroll") + m.SYNC)
+    to_server, _ = relay.from_client(raw_bind("", "", params=[b"16999"]) + m.execute() + m.SYNC)
+    assert m.parse(private, sql) not in to_server and b"secret.vault" in to_server
+    # an allowed unpinned Parse of the unnamed statement: its Binds are the client's again
+    relay.from_client(m.parse("", "SELECT 1") + m.SYNC)
+    plain = raw_bind("", "", params=[])
+    to_server, _ = relay.from_client(plain + m.execute() + m.SYNC)
+    assert to_server == plain + m.execute() + m.SYNC
+    # Close of a pinned named statement goes to the private name and forgets it
+    relay.from_client(m.parse("n", sql) + m.SYNC)
+    to_server, _ = relay.from_client(frame(b"C", b"Sn\x00") + m.SYNC)
+    assert to_server == frame(b"C", b"S" + f"{relay.denials.tag}_pin_2".encode() + b"\x00") + m.SYNC
+    assert "n" not in relay.policy.bind_pins
