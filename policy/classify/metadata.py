@@ -254,6 +254,7 @@ _LIKE_NAMES = ((None, "~~"), ("pg_catalog", "~~"))
 _OID_TYPES = frozenset({"oid", "regclass", "int4", "int8", "int2", "text", "name", "varchar"})
 
 Pin = tuple[str, str]
+_MAX_USES, _MAX_EDGES = 64, 128
 # Rows whose text holds no expression (primary keys, unique constraints, foreign keys:
 # column lists and actions): pinned to nothing, shown whatever relation they belong to.
 _PLAIN_CONSTRAINTS = frozenset({"p", "u", "f"})
@@ -1017,6 +1018,10 @@ def described(kind: str, tree: dict) -> tuple[frozenset[Pin], bool]:
     w = _Walk()
     w.statement(kind, tree)
     out: set[Pin] = set()
+    if len(w.uses) > _MAX_USES or sum(len(lv.edges) for lv in w.levels) > _MAX_EDGES:
+        # the search is quadratic in the equalities: a statement built to make it slow
+        # pins nothing (every psql, JDBC and ORM query has a few dozen at most)
+        return frozenset(("any", use.pseudo) for use in w.uses), bool(w.uses)
     for use in w.uses:
         pins: frozenset[Pin] | None = None
         occ = use.occ

@@ -556,3 +556,15 @@ def test_a_temporary_relation_named_like_a_catalog_is_refused(sql):
     v = _policy("read:public.orders", _cache()).check_query(sql)
     assert not v.allowed and "deny.temp" in v.message, v.message
     assert _policy("read:public.orders", _cache()).check_query("CREATE TEMP TABLE x (a int)").allowed
+
+
+def test_a_statement_built_to_make_the_search_slow_pins_nothing():
+    """The pin search is quadratic in the equalities: past a bound (far above any psql,
+    JDBC or ORM query) it pins nothing, and the statement is refused."""
+    conj = " AND ".join(f"a.attnum = a{i}.attnum" for i in range(130))
+    froms = ", ".join(f"pg_attribute a{i}" for i in range(130))
+    sql = (f"SELECT a.attmissingval FROM pg_attribute a, {froms} WHERE a.attrelid = 16385 "
+           f"AND {conj}")  # fmt: skip
+    assert describes(sql) == {"any:pg_catalog.pg_attribute.attmissingval"}
+    under = sql.replace(" AND ".join(f"a.attnum = a{i}.attnum" for i in range(10, 130)), "a.attnum > 0")
+    assert describes(under) == {"oid:16385"}
