@@ -366,6 +366,9 @@ def _relation_write(op: str, rel: str, scopes: Scopes) -> Decision | None:
     return _deny(_OP_RULES[op], f"may not {_OP_VERBS[op]} {rel}")
 
 
+_NAMED_PREPARED = frozenset({"PREPARE", "EXECUTE", "DEALLOCATE"})
+
+
 def decide(classified: Classified, scopes: Scopes) -> Decision:
     """Allow or deny one classified statement under ``scopes`` (pure)."""
     c = classified
@@ -373,6 +376,11 @@ def decide(classified: Classified, scopes: Scopes) -> Decision:
     cls = c.cls
     if (chore := housekeeping(c)) is not None:
         return Decision(True, "default.housekeeping", chore)
+    if c.command in _NAMED_PREPARED and c.detail.lower().startswith("pgw_"):
+        # the proxy's own statements upstream are named pgw_<nonce>_... (proxy.denials):
+        # a client that learns one may not EXECUTE it (its Binds would go unchecked)
+        return _deny("deny.utility", f"may not {c.command} {c.detail}: names starting with "
+                     "pgw_ are the proxy's own")
     if cls is S.UNKNOWN:
         if c.detail.startswith(DISAGREE):
             # the two parsers read the statement differently: never allowed, not even by

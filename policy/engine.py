@@ -89,6 +89,20 @@ _POPULATE = frozenset(
 )  # fmt: skip
 
 
+# Statement and portal names the relay gives its own statements upstream (proxy.denials:
+# ``pgw_<nonce>_...``): a client that learns one (pg_prepared_statements, an error) may
+# not Parse, Bind or EXECUTE under it (red-team round 14).
+RESERVED_PREFIX = "pgw_"
+
+
+def _reserved(name: str) -> Decision:
+    return Decision(
+        False, "deny.utility",
+        f"may not use the statement name {name!r}: names starting with {RESERVED_PREFIX} "
+        "are the proxy's own",
+    )  # fmt: skip
+
+
 def _parameter_pins(verdict: Verdict) -> tuple[Classified, tuple[str, ...]] | None:
     """The statement's parameter pins (``Classified.describes`` entries "param:..."), with
     its classification; None if none."""
@@ -235,6 +249,8 @@ class StatementPolicy:
             denial = self._param_types(param_types)
             if denial is not None:
                 verdict = self._overruled(verdict, denial)
+        if name.startswith(RESERVED_PREFIX) and verdict.decisions:
+            verdict = self._overruled(verdict, _reserved(name))
         if verdict.allowed and (self.bind_pins or any(c.describes for c, _ in verdict.decisions)):
             # a refused Parse never reaches the server (which keeps whatever it held under
             # that name): only an allowed one changes what a Bind of the name runs
@@ -252,7 +268,14 @@ class StatementPolicy:
         pins the values stand for, decided as literals would be (metadata.bound_pins,
         policy.catalog.describe_refusal)."""
         self._follow_catalog()
-        classified, entries = self.bind_pins[name]
+        pending = self.bind_pins.get(name)
+        if pending is None:  # a name of the proxy's own (RESERVED_PREFIX): never the client's
+            denial = _reserved(name)
+            pair = (Classified("", StatementClass.UNKNOWN, "BIND", frozenset(), frozenset(), frozenset(), name), denial)
+            if self.enforce:
+                return Verdict(False, (pair,), self._message(denial))
+            return Verdict(True, (pair,), "", would_deny=True)
+        classified, entries = pending
         concrete: set[str] = set()
         for entry in entries:
             spec, _, via = entry.partition(":")[2].rpartition("@")

@@ -28,7 +28,7 @@ from common.wire.syncgroups import ANSWERS as _ANSWERS
 from common.wire.syncgroups import SyncGroups
 from policy.classify.model import StatementClass
 from policy.encodings import python_codec
-from policy.engine import OFFLOAD_MIN
+from policy.engine import OFFLOAD_MIN, RESERVED_PREFIX
 
 from .decision_records import DECISION_SHAPE, DecisionRecords
 from .denials import ASYNC as _ASYNC
@@ -149,6 +149,9 @@ class Relay:
         # parameter pins (the policy's bind_pins), parsed under a name of the proxy's own
         self._pinned: dict[str, str] = {}
         self._pin_count = 0
+        # a private statement was made: a Bind naming one directly (its name can be
+        # learned) is refused, so Binds stay looked at for the rest of the session
+        self._pinned_any = False
         # (the server's ParameterStatus body for the upstream application_name, the frame
         # the client gets instead): set by the server when it tags upstream logins
         self.app_names: tuple[bytes, bytes] | None = None
@@ -248,7 +251,7 @@ class Relay:
         groups = self.groups
         n = len(frames)
         policy = self.policy
-        checked = _CHECKED_BINDS if policy is not None and policy.bind_pins else _CHECKED
+        checked = _CHECKED_BINDS if policy is not None and (policy.bind_pins or self._pinned_any) else _CHECKED
         # Messages nobody checks (Bind, Describe, Execute, Sync, ...) only move the Sync
         # groups: one call per run of them; the loop below sees statements and Terminate.
         i = groups.sent_frames(frames, 0, checked)
@@ -286,7 +289,9 @@ class Relay:
                 continue
             if t == _BIND:
                 name = m.bind_statement(run[start:end], self.encoding)
-                if policy is None or name not in policy.bind_pins:
+                if policy is None or (
+                    name not in policy.bind_pins and not name.startswith(RESERVED_PREFIX)
+                ):
                     groups.sent(t)  # a Bind of any other statement: not looked at
                     i = groups.sent_frames(frames, i, checked)
                     continue
@@ -330,6 +335,7 @@ class Relay:
                     # EXECUTE of that name can run it without its Binds checked.
                     if name in policy.bind_pins:
                         self._pin_count += 1
+                        self._pinned_any = True  # its Binds are looked at from now on
                         private = f"{self.denials.tag}_pin_{self._pin_count}"
                         self._pinned[name] = private
                         out.append(run[last:start])
@@ -337,7 +343,7 @@ class Relay:
                         last = end
                     else:  # a new statement of that name, upstream under it
                         del self._pinned[name]
-                checked = _CHECKED_BINDS if policy.bind_pins else _CHECKED
+                checked = _CHECKED_BINDS if policy.bind_pins or self._pinned_any else _CHECKED
             else:
                 verdict = policy.check_function_call()
                 self._record(verdict, "FunctionCall", "")

@@ -105,6 +105,8 @@ CATALOGS: dict[tuple[str, str], Catalog] = {
         "prrelid", "prqual", "oid prpubid prrelid prqual prattrs"),
     (_PG, "pg_description"): _catalog(
         "objoid", "description", "objoid classoid objsubid description", rowid=""),
+    # comments on databases, roles and tablespaces: no relation pins them
+    (_PG, "pg_shdescription"): _catalog("", "description", "objoid classoid description", rowid=""),
     (_PG, "pg_statistic_ext"): _catalog(
         "stxrelid", "stxexprs",
         "oid stxrelid stxname stxnamespace stxowner stxstattarget stxkeys stxkind stxexprs"),
@@ -238,6 +240,7 @@ DEPARSERS: dict[str, tuple[str, str, str]] = {
     # functions with defaults, policy.catalog.describe_refusal)
     "pg_get_function_arguments": ("function", "pg_proc", "proargdefaults"),
     "pg_get_function_arg_default": ("function", "pg_proc", "proargdefaults"),
+    "shobj_description": ("function", "pg_shdescription", "description"),
 }
 
 # Where in a SELECT a value is computed only for rows that passed WHERE and the joins.
