@@ -568,3 +568,29 @@ def test_a_statement_built_to_make_the_search_slow_pins_nothing():
     assert describes(sql) == {"any:pg_catalog.pg_attribute.attmissingval"}
     under = sql.replace(" AND ".join(f"a.attnum = a{i}.attnum" for i in range(10, 130)), "a.attnum > 0")
     assert describes(under) == {"oid:16385"}
+
+
+@pytest.mark.parametrize(
+    "sql",
+    ["PREPARE pgw_0123_pin_1 AS SELECT 1", "EXECUTE pgw_0123_pin_1(16999)",
+     "DEALLOCATE pgw_0123_pin_1", "EXECUTE PGW_0123_pin_1(16999)"],
+)  # fmt: skip
+def test_the_proxys_own_statement_names_are_refused_in_sql(sql):
+    """Red-team round 14: a private statement's name can be learned (pg_prepared_statements,
+    an error); SQL EXECUTE of it would run it with values no Bind check saw."""
+    v = _policy("read:public.orders", _cache()).check_query(sql)
+    assert not v.allowed and "proxy's own" in v.message, v.message
+
+
+def test_the_proxys_own_statement_names_are_refused_in_the_protocol():
+    policy = _policy("read:public.orders", _cache())
+    assert not policy.check_parse("SELECT 1", (), "pgw_0123_pin_1").allowed
+    v = policy.check_bind("pgw_0123_pin_1", (), (b"16999",), "utf-8")
+    assert not v.allowed and "proxy's own" in v.message
+
+
+def test_comments_on_shared_objects_are_object_text():
+    assert describes("SELECT shobj_description(oid, 'pg_authid') FROM pg_roles") == {
+        "any:pg_catalog.pg_shdescription.description"}
+    assert describes("SELECT description FROM pg_shdescription") == {
+        "any:pg_catalog.pg_shdescription.description"}

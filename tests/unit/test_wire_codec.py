@@ -950,3 +950,17 @@ def test_relay_keeps_a_pinned_statement_under_its_own_name_upstream():
     to_server, _ = relay.from_client(frame(b"C", b"Sn\x00") + m.SYNC)
     assert to_server == frame(b"C", b"S" + f"{relay.denials.tag}_pin_2".encode() + b"\x00") + m.SYNC
     assert "n" not in relay.policy.bind_pins
+
+
+def test_relay_refuses_a_bind_naming_a_private_statement():
+    """Red-team round 14: the private name can be learned; a Bind naming it directly is
+    refused (it would run the pinned statement with values nobody checked)."""
+    from tests.support.rawpg import bind as raw_bind
+
+    relay = _pinning_relay()
+    sql = "SELECT pg_get_expr(adbin, adrelid) FROM pg_attrdef WHERE adrelid = $1"
+    relay.from_client(m.parse("s", sql) + m.SYNC)
+    private = f"{relay.denials.tag}_pin_1"
+    direct = raw_bind("", private, params=[b"16999"])
+    to_server, _ = relay.from_client(direct + m.execute() + m.SYNC)
+    assert direct not in to_server and b"proxy's own" in to_server
