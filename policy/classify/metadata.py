@@ -235,7 +235,8 @@ DEPARSERS: dict[str, tuple[str, str, str]] = {
     "obj_description": ("relation", "pg_description", "description"),
     "col_description": ("relation", "pg_description", "description"),
     "pg_get_partkeydef": ("relation", "pg_class", "relpartbound"),
-    "pg_get_partition_constraintdef": ("relation", "pg_class", "relpartbound"),
+    # every ancestor's bound, not only the argument's own (red-team round 16): no pin
+    "pg_get_partition_constraintdef": ("function", "pg_class", "relpartbound"),
     # a function's argument defaults: no pin names a function (decided on the snapshot's
     # functions with defaults, policy.catalog.describe_refusal)
     "pg_get_function_arguments": ("function", "pg_proc", "proargdefaults"),
@@ -343,9 +344,36 @@ def _const(node: Any) -> tuple[str, bool] | None:
     return None
 
 
-def _colnames(alias: dict) -> frozenset[str] | None:
-    names = _names(alias.get("colnames"))
-    return frozenset(n for n in names if n is not None) if names else None
+# Built-in functions in FROM whose result columns are known (psql's \d calls them beside
+# catalogs): their names; a set-returning function of one scalar column: its own name
+# (or the alias).
+_FUNCTION_COLUMNS = {
+    "pg_partition_ancestors": frozenset({"relid"}),
+    "pg_partition_tree": frozenset({"relid", "parentrelid", "isleaf", "level"}),
+    "pg_options_to_table": frozenset({"option_name", "option_value"}),
+}
+# (not unnest: an array of a composite type gives that type's columns)
+_SCALAR_SET_FUNCTIONS = frozenset({"generate_series", "generate_subscripts"})
+
+
+def _function_columns(rf: dict, alias: str | None) -> frozenset[str] | None:
+    """The columns a FROM function's row has, if one built-in function is called (no
+    ROWS FROM, no column definition list), else None (not known)."""
+    functions = rf.get("functions") or []
+    if len(functions) != 1 or rf.get("ordinality") or rf.get("coldeflist"):
+        return None
+    items = (functions[0].get("List") or {}).get("items") or []
+    call = (items[0] if items else {}).get("FuncCall") if items and isinstance(items[0], dict) else None
+    if not isinstance(call, dict):
+        return None
+    names = _names(call.get("funcname"))
+    if not names or (len(names) > 1 and names[-2] != _PG) or names[-1] is None:
+        return None
+    if names[-1] in _FUNCTION_COLUMNS:
+        return _FUNCTION_COLUMNS[names[-1]]
+    if names[-1] in _SCALAR_SET_FUNCTIONS:
+        return frozenset({alias or names[-1]})
+    return None
 
 
 def entries(tree: Any):
@@ -410,7 +438,7 @@ class _Walk:
         if occ is None:
             alias = rv.get("alias") or {}
             name = alias.get("aliasname") or rv.get("relname") or ""
-            level.opaque[name] = _colnames(alias)
+            level.opaque[name] = None  # a table's (or a CTE's) columns: not known here
         return occ
 
     def _catalog_occ(self, level: _Level, rv: dict, join_aliases: list[list[_Occ]]) -> _Occ | None:
@@ -451,6 +479,13 @@ class _Walk:
             while lv is not None:
                 found = [o for occs in lv.scope.values() for o in occs
                          if name in o.cat.columns or o.renamed]  # fmt: skip
+                if strict and (
+                    any(o.renamed for o in found)
+                    or (found and any(c is None or name in c for c in lv.opaque.values()))
+                ):
+                    # a renamed catalog's column, or another item of the level that may
+                    # have the name: not surely the catalog's (red-team round 15)
+                    return None
                 if found:
                     return ("col", list({o.id: o for o in found}.values()), name)
                 if strict and any(cols is None or name in cols for cols in lv.opaque.values()):
@@ -603,14 +638,19 @@ class _Walk:
         if "RangeSubselect" in item:
             sub = item["RangeSubselect"]
             alias = sub.get("alias") or {}
-            level.opaque[alias.get("aliasname") or ""] = _colnames(alias)
+            level.opaque[alias.get("aliasname") or ""] = None  # columns not known
             self.nested(level, sub.get("subquery"), False, True)
             return
         for kind in ("RangeFunction", "RangeTableFunc", "RangeTableSample"):
             if kind in item and isinstance(item[kind], dict):
                 alias = item[kind].get("alias") or {}
+                # an alias column list renames only the first columns: the rest keep their
+                # names (red-team round 16), so with one the columns are not known
+                columns = None
+                if not alias.get("colnames") and kind == "RangeFunction":
+                    columns = _function_columns(item[kind], alias.get("aliasname"))
                 # a function's alias names its row and, for one column, that column too
-                level.opaque[alias.get("aliasname") or kind] = None
+                level.opaque[alias.get("aliasname") or kind] = columns
         self.generic(level, item, False)  # functions in FROM, XMLTABLE, ...: pre-filter
 
     def nested(self, level: _Level, value: Any, post: bool, pushed: bool) -> None:
@@ -787,9 +827,10 @@ class _Pins:
             and (only is None or self.known & only)
         ]  # fmt: skip
 
-    def oid_pins(self, node: Node) -> frozenset[Pin] | None:
+    def oid_pins(self, node: Node, partitions: bool = False) -> frozenset[Pin] | None:
         """Pins of a column holding relation OIDs: literals equal to it, or the name of a
-        pg_class row whose oid is equal to it."""
+        pg_class row whose oid is equal to it; with ``partitions`` (a partition's bound),
+        also the children of a pinned table (only a partition has a bound)."""
         nodes = self.reach(node)
         for group in self.literal_groups(nodes):
             pins = _oid_group(group)
@@ -813,9 +854,15 @@ class _Pins:
                 pins = self.occurrence(occ)
                 if pins and pins is not NOTHING:
                     return pins
-            if occ is not None and occ.key == (_PG, "pg_inherits") and member[1] == "inhrelid":
-                # a child of a pinned parent: described through it, as its rows are read
-                # through it (PostgreSQL checks the parent's privilege only)
+            if (
+                partitions and occ is not None and occ.key == (_PG, "pg_inherits")
+                and member[1] == "inhrelid"
+            ):  # fmt: skip
+                # a child's bound, read through its pinned parent (psql's \d of any table
+                # lists its children so): only a partition has one, a partitioned table's
+                # child, whose rows are read through it. Nothing else of a child: an
+                # INHERITS child has defaults, constraints, comments of its own (red-team
+                # round 15)
                 parent = (occ.id, "inhparent")
                 if parent not in nodes and parent not in self.asked:
                     self.asked.add(parent)
@@ -860,7 +907,7 @@ class _Pins:
             if pins:
                 return pins
         if occ.cat.key:
-            pins = self.oid_pins((occ.id, occ.cat.key))
+            pins = self.oid_pins((occ.id, occ.cat.key), occ.key == (_PG, "pg_class"))
             if pins:
                 return pins
         if occ.key == (_PG, "pg_constraint"):
