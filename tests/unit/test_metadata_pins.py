@@ -382,6 +382,13 @@ def test_a_partition_is_described_through_its_parent():
          "i.inhparent = '16385'")  # fmt: skip
     assert describes(q) == {"oid:16385"}
     assert describes("SELECT relpartbound FROM pg_class WHERE relname = 'p1'") == {"name:p1"}
+    # other text of a child is its own (an INHERITS child's defaults, comments): no pin
+    child = ("SELECT pg_get_expr(d.adbin, d.adrelid) FROM pg_attrdef d JOIN pg_inherits i ON "
+             "i.inhrelid = d.adrelid WHERE i.inhparent = 16385")  # fmt: skip
+    assert describes(child) == {"any:pg_catalog.pg_attrdef.adbin"}
+    comment = ("SELECT obj_description(i.inhrelid, 'pg_class') FROM pg_inherits i "
+               "WHERE i.inhparent = 16385")  # fmt: skip
+    assert describes(comment) == {"any:pg_catalog.pg_description.description"}
     got = describes("SELECT pg_get_expr(relpartbound, oid) FROM pg_class")
     assert got == {"any:pg_catalog.pg_class.relpartbound"}
     assert describes("SELECT partexprs FROM pg_partitioned_table WHERE partrelid = 16385") == {
@@ -555,7 +562,9 @@ def test_a_temporary_relation_named_like_a_catalog_is_refused(sql):
     unqualified name of the catalog means (red-team round 12)."""
     v = _policy("read:public.orders", _cache()).check_query(sql)
     assert not v.allowed and "deny.temp" in v.message, v.message
-    assert _policy("read:public.orders", _cache()).check_query("CREATE TEMP TABLE x (a int)").allowed
+    assert (
+        _policy("read:public.orders", _cache()).check_query("CREATE TEMP TABLE x (a int)").allowed
+    )
 
 
 def test_a_statement_built_to_make_the_search_slow_pins_nothing():
@@ -566,7 +575,9 @@ def test_a_statement_built_to_make_the_search_slow_pins_nothing():
     sql = (f"SELECT a.attmissingval FROM pg_attribute a, {froms} WHERE a.attrelid = 16385 "
            f"AND {conj}")  # fmt: skip
     assert describes(sql) == {"any:pg_catalog.pg_attribute.attmissingval"}
-    under = sql.replace(" AND ".join(f"a.attnum = a{i}.attnum" for i in range(10, 130)), "a.attnum > 0")
+    under = sql.replace(
+        " AND ".join(f"a.attnum = a{i}.attnum" for i in range(10, 130)), "a.attnum > 0"
+    )
     assert describes(under) == {"oid:16385"}
 
 
@@ -591,6 +602,46 @@ def test_the_proxys_own_statement_names_are_refused_in_the_protocol():
 
 def test_comments_on_shared_objects_are_object_text():
     assert describes("SELECT shobj_description(oid, 'pg_authid') FROM pg_roles") == {
-        "any:pg_catalog.pg_shdescription.description"}
+        "any:pg_catalog.pg_shdescription.description"
+    }
     assert describes("SELECT description FROM pg_shdescription") == {
-        "any:pg_catalog.pg_shdescription.description"}
+        "any:pg_catalog.pg_shdescription.description"
+    }
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        # an alias list renames pg_inherits' columns: inhparent is the child now
+        "SELECT obj_description(inhrelid, 'pg_class') FROM pg_catalog.pg_inherits "
+        "i(inhparent, inhrelid) WHERE inhparent = 16385",
+        # renamed away: PostgreSQL resolves inhrelid to the VALUES list's column
+        "SELECT obj_description(inhrelid, 'pg_class') FROM pg_catalog.pg_inherits i(x), "
+        "(VALUES (16999::oid)) v(inhrelid) WHERE x = 16385",
+    ],
+)
+def test_a_renamed_catalog_makes_no_pin(sql):
+    """Red-team round 15: strict resolution refuses a renamed catalog's columns and a name
+    another FROM item of the level may have."""
+    got = describes(sql)
+    assert got == {"any:pg_catalog.pg_description.description"}, got
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        # unnest of a composite array has the composite's columns (oid here)
+        "SELECT (SELECT obj_description(oid, 'pg_class') FROM pg_catalog.unnest(ARRAY[ROW("
+        "16999::oid, 'x'::name, 10::oid, NULL::aclitem[])::pg_catalog.pg_namespace]) u) "
+        "FROM pg_catalog.pg_class c WHERE c.oid = 16385",
+        # an alias list renames only the first columns of a FROM function's row
+        "SELECT (SELECT pg_get_expr(d.adbin, d.adrelid) FROM pg_attrdef d, json_populate_record("
+        "NULL::pg_catalog.pg_attrdef, '{\"adrelid\": 16999}') j(x) WHERE d.adrelid = adrelid) "
+        "FROM pg_attrdef d0 WHERE d0.adrelid = 16385",
+        # every ancestor's bound, not only the argument's
+        "SELECT pg_get_partition_constraintdef(16385)",
+    ],
+)
+def test_red_team_round_16_shapes_pin_nothing(sql):
+    got = describes(sql)
+    assert any(d.startswith("any:") for d in got), got
