@@ -27,7 +27,6 @@ pin first today), kept because nothing guarantees it will tomorrow.
 from __future__ import annotations
 
 import os
-import re
 import shutil
 import subprocess
 from dataclasses import dataclass
@@ -36,7 +35,7 @@ import pytest
 
 from common.wire import messages as m
 from tests.support import planted
-from tests.support.planted import assert_denied, assert_no_leak, encodings
+from tests.support.planted import assert_denied, assert_no_leak, fill, shows
 from tests.support.proxies import issue as grant_issue
 from tests.support.rawpg import SYNC, RawClient, bind, parse
 
@@ -184,14 +183,9 @@ UNION ALL SELECT 'S_FN=' || 'secret.mp_argdef(text)'::regprocedure::oid;
 def px(pg, tmp_path_factory):
     with planted.running(pg, tmp_path_factory, "mpins", agent=AGENT, scopes=SCOPES,
                          setup=SETUP, teardown=TEARDOWN) as handle:  # fmt: skip
-        rows = pg.psql(OID_QUERY, db="app").split()
-        handle.oids = dict(row.split("=") for row in rows)
+        planted.planted_oids(pg, handle, OID_QUERY)
         yield handle
 
-
-def fill(sql: str, oids: dict[str, str]) -> str:
-    """``<<NAME>>`` -> the planted object's OID."""
-    return re.sub(r"<<(\w+)>>", lambda mt: oids[mt.group(1)], sql)
 
 
 @dataclass(frozen=True)
@@ -1238,9 +1232,6 @@ def direct_text(pg, attack: Attack, oids: dict[str, str]) -> str:
         frames += c.query("ROLLBACK")
     return b"".join(frames).decode("utf-8", "replace")
 
-
-def shows(text: str, marker: str) -> bool:
-    return any(form in text for form in encodings(marker))
 
 
 def test_every_marker_is_planted_where_the_attacks_look(px, pg):

@@ -47,7 +47,6 @@ Leak families found (details in each reason):
 from __future__ import annotations
 
 import os
-import re
 import shutil
 import subprocess
 from dataclasses import dataclass
@@ -55,7 +54,7 @@ from dataclasses import dataclass
 import pytest
 
 from tests.support import planted
-from tests.support.planted import assert_denied, assert_no_leak, encodings
+from tests.support.planted import assert_denied, assert_no_leak, fill, shows
 from tests.support.proxies import issue as grant_issue
 from tests.support.rawpg import RawClient
 
@@ -161,13 +160,9 @@ UNION ALL SELECT 'S_FN=' || 'secret.r12_argdef(text)'::regprocedure::oid;
 def px(pg, tmp_path_factory):
     with planted.running(pg, tmp_path_factory, "r12ot", agent=AGENT, scopes=SCOPES,
                          setup=SETUP, teardown=TEARDOWN) as handle:  # fmt: skip
-        rows = pg.psql(OID_QUERY, db="app").split()
-        handle.oids = dict(row.split("=") for row in rows)
+        planted.planted_oids(pg, handle, OID_QUERY)
         yield handle
 
-
-def fill(sql: str, oids: dict[str, str]) -> str:
-    return re.sub(r"<<(\w+)>>", lambda mt: oids[mt.group(1)], sql)
 
 
 def boom(expr: str) -> str:
@@ -538,9 +533,6 @@ def direct_text(pg, probe: Probe, oids: dict[str, str]) -> str:
         frames += c.query("ROLLBACK")
     return b"".join(frames).decode("utf-8", "replace")
 
-
-def shows(text: str, marker: str) -> bool:
-    return any(form in text for form in encodings(marker))
 
 
 def test_each_probe_reaches_its_marker_directly(px, pg):

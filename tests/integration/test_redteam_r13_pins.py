@@ -38,7 +38,6 @@ psql's ``\\d+`` of a view and ``\\dt+``/``\\dv+``/``\\ds+`` are refused by desig
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
 import pytest
@@ -46,7 +45,7 @@ import pytest
 from common.wire import messages as m
 from common.wire.errors import frame
 from tests.support import planted
-from tests.support.planted import encodings
+from tests.support.planted import fill, shows
 from tests.support.rawpg import FLUSH, SYNC, RawClient, bind, parse, query
 
 pytestmark = pytest.mark.timeout(240)
@@ -121,19 +120,12 @@ def px(pg, tmp_path_factory):
     teardown = TEARDOWN + f'DROP TABLE IF EXISTS public."{two}";'
     with planted.running(pg, tmp_path_factory, "r13pins", agent=AGENT, scopes=SCOPES,
                          setup=setup, teardown=teardown) as handle:  # fmt: skip
-        rows = pg.psql(OID_QUERY, db="app").split()
-        handle.oids = dict(row.split("=") for row in rows)
+        planted.planted_oids(pg, handle, OID_QUERY)
         handle.oids["TWO"] = two
         handle.oids["TWO_OID"] = str(oid)
         yield handle
 
 
-def fill(sql: str, oids: dict[str, str]) -> str:
-    return re.sub(r"<<(\w+)>>", lambda mt: oids[mt.group(1)], sql)
-
-
-def shows(text: str, marker: str) -> bool:
-    return any(form in text for form in encodings(marker))
 
 
 def leaked(text: str) -> list[str]:

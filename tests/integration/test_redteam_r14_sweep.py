@@ -35,7 +35,7 @@ from common.wire.errors import frame
 from recorder.audit.derive import SessionFacts
 from recorder.replay import iter_records
 from tests.support import planted
-from tests.support.planted import encodings
+from tests.support.planted import shows
 from tests.support.rawpg import SYNC, RawClient, bind, parse
 from tests.support.recording import (
     grants,
@@ -84,13 +84,9 @@ PRIVATE = re.compile(rb"pgw_[0-9a-f]{16}_pin_\d+")
 def px(pg, tmp_path_factory):
     with planted.running(pg, tmp_path_factory, "r14sweep", agent=AGENT, scopes=SCOPES,
                          setup=SETUP, teardown=TEARDOWN) as handle:  # fmt: skip
-        rows = pg.psql(OID_QUERY, db="app").split()
-        handle.oids = dict(row.split("=") for row in rows)
+        planted.planted_oids(pg, handle, OID_QUERY)
         yield handle
 
-
-def shows(text: str, marker: str) -> bool:
-    return any(form in text for form in encodings(marker))
 
 
 def leaked(text: str) -> list[str]:

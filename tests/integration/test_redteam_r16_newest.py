@@ -24,7 +24,7 @@ import re
 import pytest
 
 from tests.support import planted
-from tests.support.planted import encodings
+from tests.support.planted import fill, shows
 from tests.support.rawpg import RawClient
 
 pytestmark = pytest.mark.timeout(180)
@@ -76,17 +76,10 @@ UNION ALL SELECT 'SM=' || 'secret.r16_mid'::regclass::oid;
 def px(pg, tmp_path_factory):
     with planted.running(pg, tmp_path_factory, "r16newest", agent=AGENT, scopes=SCOPES,
                          setup=SETUP, teardown=TEARDOWN) as handle:  # fmt: skip
-        rows = pg.psql(OID_QUERY, db="app").split()
-        handle.oids = dict(row.split("=") for row in rows)
+        planted.planted_oids(pg, handle, OID_QUERY)
         yield handle
 
 
-def fill(sql: str, oids: dict[str, str]) -> str:
-    return re.sub(r"<<(\w+)>>", lambda mt: oids[mt.group(1)], sql)
-
-
-def shows(text: str, marker: str) -> bool:
-    return any(form in text for form in encodings(marker))
 
 
 def leaked(text: str) -> list[str]:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 
 import asyncpg
 
@@ -42,8 +43,7 @@ def start(pg, tmp_path_factory, name: str, *, agent: str, scopes: str, setup: st
 
 
 @contextlib.contextmanager
-def running(pg, tmp_path_factory, name: str, *, agent: str, scopes: str, setup: str,
-            teardown: str):
+def running(pg, tmp_path_factory, name: str, *, agent: str, scopes: str, setup: str, teardown: str):
     """``start`` ... ``stop``: a module fixture's whole body is ``with running(...) as h:
     yield h``."""
     handle = start(pg, tmp_path_factory, name, agent=agent, scopes=scopes, setup=setup,
@@ -52,6 +52,23 @@ def running(pg, tmp_path_factory, name: str, *, agent: str, scopes: str, setup: 
         yield handle
     finally:
         stop(pg, handle, teardown)
+
+
+def planted_oids(pg, handle, oid_query: str) -> None:
+    """``handle.oids``: ``NAME -> OID`` from ``oid_query``'s ``'NAME=' || oid`` rows (the
+    attack suites write ``<<NAME>>`` in their probes: ``fill``)."""
+    rows = pg.psql(oid_query, db="app").split()
+    handle.oids = dict(row.split("=", 1) for row in rows)
+
+
+def fill(sql: str, oids: dict[str, str]) -> str:
+    """``<<NAME>>`` -> the planted object's OID."""
+    return re.sub(r"<<(\w+)>>", lambda mt: oids[mt.group(1)], sql)
+
+
+def shows(text: str, marker: str) -> bool:
+    """Is ``marker`` in ``text`` in any form a client could read it (``encodings``)?"""
+    return any(form in text for form in encodings(marker))
 
 
 def stop(pg, handle, teardown: str) -> None:
@@ -155,8 +172,13 @@ def text(frames: list[bytes]) -> str:
     return b"".join(frames).decode("utf-8", "replace")
 
 
-def received(handle, sql: str, before: tuple[str, ...] = (), after: tuple[str, ...] = (),
-             token: str | None = None) -> dict[str, str]:
+def received(
+    handle,
+    sql: str,
+    before: tuple[str, ...] = (),
+    after: tuple[str, ...] = (),
+    token: str | None = None,
+) -> dict[str, str]:
     """What each mode gave back for ``sql`` (``before``/``after`` sent in the same session
     over the simple protocol, their answers included), in a session of ``token``'s grant
     (the handle's own by default)."""
