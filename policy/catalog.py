@@ -556,8 +556,8 @@ def _unpinned_refusal(value: str, scopes: Scopes, snapshot: Snapshot | None) -> 
             f"({render_name(*hidden[0])} has some; a DEFAULT can hold a literal): "
             f"an execute scope on it, or a read:{catalog} scope, allows it"
         )
-    if snapshot is not None and value in _TYPE_TEXT:
-        hidden_schemas = sorted(s for s in _TYPE_TEXT[value](snapshot) if not names_schema(scopes, s))
+    if snapshot is not None and value in _DOMAIN_DEFAULTS:
+        hidden_schemas = sorted(s for s in snapshot.domain_schemas if not names_schema(scopes, s))
         if not hidden_schemas:
             return None  # every such type is in a schema the grant names
         return (
@@ -573,10 +573,7 @@ def _unpinned_refusal(value: str, scopes: Scopes, snapshot: Snapshot | None) -> 
     )
 
 
-_TYPE_TEXT = {
-    "pg_catalog.pg_type.typdefault": lambda snap: snap.domain_schemas,
-    "pg_catalog.pg_type.typdefaultbin": lambda snap: snap.domain_schemas,
-}
+_DOMAIN_DEFAULTS = frozenset({"pg_catalog.pg_type.typdefault", "pg_catalog.pg_type.typdefaultbin"})
 
 
 def attribute_calls(

@@ -367,6 +367,16 @@ def _relation_write(op: str, rel: str, scopes: Scopes) -> Decision | None:
 
 
 _NAMED_PREPARED = frozenset({"PREPARE", "EXECUTE", "DEALLOCATE"})
+# Statement and portal names the relay gives its own statements upstream (proxy.denials:
+# ``pgw_<nonce>_...``): a client that learns one (pg_prepared_statements, an error) may
+# not Parse, Bind, PREPARE, EXECUTE or DEALLOCATE under it (red-team round 14).
+RESERVED_PREFIX = "pgw_"
+
+
+def reserved_name(what: str) -> Decision:
+    """The refusal of a statement name of the proxy's own (``RESERVED_PREFIX``)."""
+    return _deny("deny.utility", f"may not use {what}: names starting with {RESERVED_PREFIX} "
+                 "are the proxy's own")
 
 
 def decide(classified: Classified, scopes: Scopes) -> Decision:
@@ -376,11 +386,8 @@ def decide(classified: Classified, scopes: Scopes) -> Decision:
     cls = c.cls
     if (chore := housekeeping(c)) is not None:
         return Decision(True, "default.housekeeping", chore)
-    if c.command in _NAMED_PREPARED and c.detail.lower().startswith("pgw_"):
-        # the proxy's own statements upstream are named pgw_<nonce>_... (proxy.denials):
-        # a client that learns one may not EXECUTE it (its Binds would go unchecked)
-        return _deny("deny.utility", f"may not {c.command} {c.detail}: names starting with "
-                     "pgw_ are the proxy's own")
+    if c.command in _NAMED_PREPARED and c.detail.lower().startswith(RESERVED_PREFIX):
+        return reserved_name(f"{c.command} {c.detail}")
     if cls is S.UNKNOWN:
         if c.detail.startswith(DISAGREE):
             # the two parsers read the statement differently: never allowed, not even by

@@ -33,7 +33,14 @@ from policy.classify.crosscheck import (
     token_signature,
 )
 from policy.classify.metadata import bound_pins
-from policy.decide import Decision, check_function, check_read, decide
+from policy.decide import (
+    RESERVED_PREFIX,
+    Decision,
+    check_function,
+    check_read,
+    decide,
+    reserved_name,
+)
 from policy.lexer import collapse_values, lex, render_name
 from policy.number_shapes import ZERO_DIGITS as ZERO
 from policy.prepared import STATEFUL_COMMANDS, PreparedNames
@@ -89,24 +96,12 @@ _POPULATE = frozenset(
 )  # fmt: skip
 
 
-# Statement and portal names the relay gives its own statements upstream (proxy.denials:
-# ``pgw_<nonce>_...``): a client that learns one (pg_prepared_statements, an error) may
-# not Parse, Bind or EXECUTE under it (red-team round 14).
-RESERVED_PREFIX = "pgw_"
-
-
-def _reserved(name: str) -> Decision:
-    return Decision(
-        False, "deny.utility",
-        f"may not use the statement name {name!r}: names starting with {RESERVED_PREFIX} "
-        "are the proxy's own",
-    )  # fmt: skip
-
-
 def _parameter_pins(verdict: Verdict) -> tuple[Classified, tuple[str, ...]] | None:
     """The statement's parameter pins (``Classified.describes`` entries "param:..."), with
     its classification; None if none."""
     for c, _d in verdict.decisions:
+        if not c.describes:
+            continue
         pins = tuple(sorted(d for d in c.describes if d.startswith("param:")))
         if pins:
             return c, pins
@@ -250,14 +245,14 @@ class StatementPolicy:
             if denial is not None:
                 verdict = self._overruled(verdict, denial)
         if name.startswith(RESERVED_PREFIX) and verdict.decisions:
-            verdict = self._overruled(verdict, _reserved(name))
-        if verdict.allowed and (self.bind_pins or any(c.describes for c, _ in verdict.decisions)):
+            verdict = self._overruled(verdict, reserved_name(f"the statement name {name!r}"))
+        if verdict.allowed:
             # a refused Parse never reaches the server (which keeps whatever it held under
             # that name): only an allowed one changes what a Bind of the name runs
             pinned = _parameter_pins(verdict)
             if pinned is not None:
                 self.bind_pins[name] = pinned
-            else:
+            elif self.bind_pins:
                 self.bind_pins.pop(name, None)
         return verdict
 
@@ -270,7 +265,7 @@ class StatementPolicy:
         self._follow_catalog()
         pending = self.bind_pins.get(name)
         if pending is None:  # a name of the proxy's own (RESERVED_PREFIX): never the client's
-            denial = _reserved(name)
+            denial = reserved_name(f"the statement name {name!r}")
             pair = (Classified("", StatementClass.UNKNOWN, "BIND", frozenset(), frozenset(), frozenset(), name), denial)
             if self.enforce:
                 return Verdict(False, (pair,), self._message(denial))

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from common.wire import messages as m
 from common.wire.errors import error_response
 from common.wire.syncgroups import SyncGroups
+from policy.decide import RESERVED_PREFIX
 
 F = m.Frontend
 B = m.Backend
@@ -53,7 +54,8 @@ class Denials:
         # (The client can still learn the marker, e.g. from pg_prepared_statements, and
         # make the server raise it by binding an injected statement: see ``Relay``.)
         self.schema_field = b"\x00s" + self.marker_bytes + b"\x00"
-        self.tag = f"pgw_{nonce}"  # names injected statements, portals and dollar quotes
+        # names injected statements, portals and dollar quotes: a prefix no client may use
+        self.tag = f"{RESERVED_PREFIX}{nonce}"
         self.tag_bytes = self.tag.encode()
         # Every unresolved injection in send order: a marked error resolves the oldest, and
         # the ReadyForQuery that ends its group drops one the server skipped.

@@ -27,8 +27,9 @@ from common.wire.framing import MAX_STREAMED_LENGTH, FrameReader
 from common.wire.syncgroups import ANSWERS as _ANSWERS
 from common.wire.syncgroups import SyncGroups
 from policy.classify.model import StatementClass
+from policy.decide import RESERVED_PREFIX
 from policy.encodings import python_codec
-from policy.engine import OFFLOAD_MIN, RESERVED_PREFIX
+from policy.engine import OFFLOAD_MIN
 
 from .decision_records import DECISION_SHAPE, DecisionRecords
 from .denials import ASYNC as _ASYNC

@@ -423,8 +423,7 @@ class _Walk:
     def __init__(self) -> None:
         self.levels: list[_Level] = []
         self.uses: list[_Use] = []
-        self.count = 0
-        self.literal = False
+        self.occs: dict[int, _Occ] = {}  # every catalog occurrence, by id
         self.ctes: frozenset[str] = frozenset()  # every CTE name of the statement
 
     # -- scopes ------------------------------------------------------------------------
@@ -453,9 +452,9 @@ class _Walk:
             key = (_IS, name) if cat is not None else key
         if cat is None:
             return None
-        self.count += 1
         untrusted = schema is None and name in self.ctes
-        occ = _Occ(self.count, key, cat, level, bool(alias.get("colnames")), untrusted)
+        occ = _Occ(len(self.occs) + 1, key, cat, level, bool(alias.get("colnames")), untrusted)
+        self.occs[occ.id] = occ
         level.occs.append(occ)
         level.scope.setdefault(alias.get("aliasname") or name, []).append(occ)
         for group in join_aliases:
@@ -893,11 +892,7 @@ class _Pins:
         return _name_pins(schemas, tables)
 
     def _occ(self, occ_id: int) -> _Occ | None:
-        for level in self.walk.levels:
-            for occ in level.occs:
-                if occ.id == occ_id:
-                    return occ
-        return None
+        return self.walk.occs.get(occ_id)
 
     def occurrence(self, occ: _Occ) -> frozenset[Pin] | None:
         if occ.untrusted:
@@ -1099,7 +1094,7 @@ def _deparsed(w: _Walk, use: _Use) -> frozenset[Pin] | None:
     pg_constraint row), or, for a relation OID, the column's class (``c.oid`` with
     ``c.oid = '16385'``)."""
     _, node, catalog = use.arg
-    occ = next((o for lv in w.levels for o in lv.occs if o.id == node[0]), None)
+    occ = w.occs.get(node[0])
     if occ is None or occ.untrusted or not (use.post or occ.level is not use.level):
         return None
     if not _chain_ok(use.level, occ.level):

@@ -23,10 +23,10 @@ import time
 import pytest
 
 from common.wire.errors import frame
-from recorder.audit.derive import SessionFacts
-from recorder.replay import iter_records, replay_json
+from recorder.replay import replay_json
 from tests.support.rawpg import FLUSH, SYNC, RawClient, bind, error_fields, execute, parse, query
 from tests.support.recording import (
+    audit_rows,
     decisions,
     grants,
     issue_grant,
@@ -85,15 +85,6 @@ def frames_until(c: RawClient, zs: int, stop: bytes = b"Z") -> list[bytes]:
             zs -= 1
     return got
 
-
-def audit_rows(h, sid: str) -> list[dict]:
-    store = h.runtime.recorder.store
-    wait_status(store, sid, public_key(h.tmp), "closed")
-    facts = SessionFacts(sid)
-    for r in iter_records(store, sid):
-        facts.feed(r)
-    facts.finish()
-    return facts.statements
 
 
 def brief(rows: list[dict]) -> list[tuple]:

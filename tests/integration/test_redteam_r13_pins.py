@@ -686,12 +686,7 @@ def test_each_sql_probe_reaches_its_marker_directly(px, pg):
 @pytest.mark.parametrize("probe", SQL_PROBES)
 def test_sql_probe_is_refused_without_a_trace(px, probe):
     sql = fill(probe.sql, px.oids)
-    got = planted.received(
-        px,
-        sql,
-        before=tuple(fill(s, px.oids) for s in probe.before),
-        after=tuple(fill(s, px.oids) for s in probe.after),
-    )
+    got = planted.received_filled(px, probe.sql, probe.before, probe.after)
     planted.assert_no_leak(got, SECRETS, sql)
     planted.assert_denied(got, sql)
 

@@ -32,18 +32,15 @@ import pytest
 
 from common.wire import messages as m
 from common.wire.errors import frame
-from recorder.audit.derive import SessionFacts
-from recorder.replay import iter_records
 from tests.support import planted
 from tests.support.planted import shows
 from tests.support.rawpg import SYNC, RawClient, bind, parse
 from tests.support.recording import (
+    audit_rows,
     grants,
     issue_grant,
     one_live_session,
-    public_key,
     recording,
-    wait_status,
 )
 
 pytestmark = pytest.mark.timeout(120)
@@ -299,15 +296,6 @@ def test_shared_comments_are_object_text(px, sql):
 # ==========================================================================================
 
 
-def _audit_rows(h, sid: str) -> list[dict]:
-    store = h.runtime.recorder.store
-    wait_status(store, sid, public_key(h.tmp), "closed")
-    facts = SessionFacts(sid)
-    for r in iter_records(store, sid):
-        facts.feed(r)
-    facts.finish()
-    return facts.statements
-
 
 @pytest.fixture
 def rec(px, make_proxy, tmp_path):
@@ -329,7 +317,7 @@ def test_audit_rows_of_checked_binds_carry_their_own_decision(rec, px):
         got += until_ready(c, (bind("", "r14s", params=[o["S"].encode()]), m.execute(), SYNC))
         got += until_ready(c, (bind("", "r14s", params=[o["G"].encode()]), m.execute(), SYNC))
     assert not leaked(got) and got.count(OK) == 2 and "42501" in got, got[-600:]
-    rows = [r for r in _audit_rows(rec, sid) if r["text"] == BOUND]
+    rows = [r for r in audit_rows(rec, sid) if r["text"] == BOUND]
     assert [(r["decision"], r["sqlstate"]) for r in rows] == [
         ("allowed", None), ("denied", "42501"), ("allowed", None),
     ], rows  # fmt: skip
@@ -345,7 +333,7 @@ def test_audit_shows_the_bind_of_the_private_name(rec, px):
         sid = one_live_session(rec)
         private = learn_private_name(c, o)
         got = until_ready(c, (bind("", private, params=[o["S"].encode()]), m.execute(), SYNC))
-    rows = _audit_rows(rec, sid)
+    rows = audit_rows(rec, sid)
     assert not leaked(got) or any(r["decision"] == "denied" for r in rows), [
         (r["text"], r["decision"], r["sqlstate"]) for r in rows
     ]

@@ -66,6 +66,14 @@ def fill(sql: str, oids: dict[str, str]) -> str:
     return re.sub(r"<<(\w+)>>", lambda mt: oids[mt.group(1)], sql)
 
 
+def received_filled(handle, sql: str, before=(), after=()) -> dict[str, str]:
+    """``received`` of a probe written with ``<<NAME>>`` OIDs (``fill``), its set-up and
+    clean-up statements filled too."""
+    oids = handle.oids
+    return received(handle, fill(sql, oids), before=tuple(fill(s, oids) for s in before),
+                    after=tuple(fill(s, oids) for s in after))  # fmt: skip
+
+
 def shows(text: str, marker: str) -> bool:
     """Is ``marker`` in ``text`` in any form a client could read it (``encodings``)?"""
     return any(form in text for form in encodings(marker))

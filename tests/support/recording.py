@@ -63,6 +63,20 @@ def wait_status(store, sid: str, pub, status: str, timeout: float = 5.0):
         raise AssertionError(f"expected {status}, last report: {last.summary()}") from None
 
 
+def audit_rows(handle, sid: str) -> list[dict]:
+    """The auditor's statement rows (recorder.audit.derive.SessionFacts) of a session of
+    ``handle``'s proxy, once its recording is closed."""
+    from recorder.audit.derive import SessionFacts
+
+    store = handle.runtime.recorder.store
+    wait_status(store, sid, public_key(handle.tmp), "closed")
+    facts = SessionFacts(sid)
+    for r in iter_records(store, sid):
+        facts.feed(r)
+    facts.finish()
+    return facts.statements
+
+
 def records(store, sid: str) -> list:
     return list(iter_records(store, sid))
 
