@@ -28,7 +28,7 @@ def _serve_parser(sub) -> None:
     p.add_argument("--config", default=os.environ.get("PGWITNESS_CONFIG"), help="TOML config file")
     p.add_argument("--listen", help="host:port to accept clients on (proxy.listen)")
     p.add_argument(
-        "--workers", help='worker processes sharing the port with SO_REUSEPORT ("auto": one per usable CPU)'
+        "--workers", help='worker processes, each connection to the one holding the fewest ("auto": one per usable CPU)'
     )
     p.add_argument("--upstream-host")
     p.add_argument("--upstream-port", type=int)
@@ -79,7 +79,7 @@ def cmd_serve(args) -> int:
         return run_workers(cfg)
     from .worker import run_worker
 
-    return run_worker(cfg, reuse_port=False, metrics=True)
+    return run_worker(cfg, metrics=True)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -172,7 +172,10 @@ class ClientConnection(asyncio.Protocol):
         self.leave_prelogin()
         if self._handshake_task is not None and not self._handshake_task.done():
             self._handshake_task.cancel()
-        self.end(EndCause.DISCONNECT if self.live is not None else EndCause.HANDSHAKE_ABORTED)
+        try:
+            self.end(EndCause.DISCONNECT if self.live is not None else EndCause.HANDSHAKE_ABORTED)
+        finally:
+            self.server.released()  # once per connection: the supervisor counts this worker's
 
     def pause_writing(self) -> None:  # client reads slower than upstream writes
         if self.live is not None:

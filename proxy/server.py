@@ -11,8 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import signal
+import socket
 import time
-from typing import cast
+from typing import TYPE_CHECKING, cast
 
 from common import compiled
 from common.config import Config, parse_hostport
@@ -31,6 +34,9 @@ from .logs import event
 from .refusals import RefusalLog
 from .upstream import Credentials, UpstreamError, send_cancel
 from .upstream_pool import UpstreamPool
+
+if TYPE_CHECKING:
+    from .handoff import Receiver
 
 
 class ProxyServer:
@@ -62,6 +68,8 @@ class ProxyServer:
         self._recorder_metrics = metrics.RecorderExporter()
         self.accepting = True
         self._server: asyncio.AbstractServer | None = None
+        self._handoff: Receiver | None = None  # connections from the supervisor (workers > 1)
+        self._handing: set[asyncio.Task] = set()
         self._tasks: list[asyncio.Task] = []
         self._cancels: set[asyncio.Task] = set()
         self.grant_watch = GrantWatch(cfg, grant_store, recorder, self._cancels)
@@ -69,30 +77,60 @@ class ProxyServer:
         # sessions that ended cleanly, reset and kept for the same grant's next login
         self.upstream_pool = UpstreamPool(cfg.upstream.reuse_idle_seconds, cfg.upstream.reuse_max_idle)
 
-    async def start(self, *, reuse_port: bool = False) -> tuple[str, int]:
-        host, port = parse_hostport("proxy.listen", self.cfg.proxy.listen)
+    async def start(self, *, handoff: Receiver | None = None) -> tuple[str, int]:
+        """Listen on ``proxy.listen``, or take the connections the supervisor hands over
+        ``handoff`` (``proxy.handoff``); the address, once serving."""
         # Real values before the first client (a recorder_healthy of 0 would page someone).
         self._update_gauges()
         loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(
-            lambda: ClientConnection(self),
-            host,
-            port,
-            reuse_port=reuse_port or None,
-            backlog=1024,
-        )
+        if handoff is None:
+            host, port = parse_hostport("proxy.listen", self.cfg.proxy.listen)
+            self._server = await loop.create_server(
+                lambda: ClientConnection(self), host, port, backlog=1024
+            )
+            addr = self._server.sockets[0].getsockname()
+        else:
+            self._handoff = handoff
+            loop.add_reader(handoff.channel.fileno(), handoff.receive, self._take, self._orphaned)
+            addr = handoff.address
         self._tasks.append(asyncio.create_task(self._housekeeping()))
         self._tasks.append(asyncio.create_task(_watch_loop_lag()))
         if self.grant_store is not None:
             from .grant_census import watch_grants_census
 
             self._tasks.append(asyncio.create_task(watch_grants_census(self.grant_store)))
-        sock = self._server.sockets[0]
-        addr = sock.getsockname()
         hot_path = compiled.status()  # common/compiled.py: mypyc build, or the sources and why
         event("listening", host=addr[0], port=addr[1],
               hot_path="compiled" if hot_path.compiled else f"pure Python: {hot_path.reason}")
         return addr[0], addr[1]
+
+    def _take(self, sock: socket.socket) -> None:
+        """A connection the supervisor accepted: served as if this worker had."""
+        task = asyncio.get_running_loop().create_task(self._serve_handed(sock))
+        self._handing.add(task)  # referenced until done (the loop keeps weak references)
+        task.add_done_callback(self._handing.discard)
+
+    async def _serve_handed(self, sock: socket.socket) -> None:
+        try:
+            sock.setblocking(False)
+            await asyncio.get_running_loop().connect_accepted_socket(
+                lambda: ClientConnection(self), sock
+            )
+        except OSError as exc:  # the client left before its transport was made
+            sock.close()
+            self.released()
+            event("a handed connection could not be served", logging.DEBUG, error=str(exc))
+
+    def released(self) -> None:
+        """A connection has ended (``ClientConnection.connection_lost``): the supervisor
+        counts it, to hand the next ones to the least loaded worker."""
+        if self._handoff is not None:
+            self._handoff.ended()
+
+    def _orphaned(self) -> None:
+        """The supervisor is gone: no connection will come; shut down as on SIGTERM."""
+        event("the supervisor has gone: shutting down", logging.WARNING)
+        os.kill(os.getpid(), signal.SIGTERM)
 
     def accept(self, conn: ClientConnection) -> Refused | None:
         """A new connection: refused while shutting down, or when its address holds too
@@ -179,6 +217,9 @@ class ProxyServer:
         self.upstream_pool.close()
         if self._server is not None:
             self._server.close()
+        if self._handoff is not None:
+            asyncio.get_running_loop().remove_reader(self._handoff.channel.fileno())
+            self._handoff.close()
         deadline = time.monotonic() + grace
         while self.connections and time.monotonic() < deadline:
             await asyncio.sleep(0.05)

@@ -1,7 +1,8 @@
 """One worker process: the event loop, the runtime, the listener, until SIGTERM/SIGINT.
 
-``pgwitness serve`` runs one in-process (``proxy.cli``), or ``proxy.supervisor`` forks
-several sharing the port; both call ``run_worker``.
+``pgwitness serve`` runs one in-process (``proxy.cli``), listening itself, or
+``proxy.supervisor`` forks several and hands each its connections (``proxy.handoff``); both
+call ``run_worker``.
 """
 
 from __future__ import annotations
@@ -12,12 +13,15 @@ import logging
 import signal
 import sys
 from collections.abc import Callable, Coroutine
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from common.config import Config, ConfigError, parse_hostport
 
+if TYPE_CHECKING:
+    from .handoff import Receiver
 
-def run_worker(cfg: Config, *, reuse_port: bool, metrics: bool) -> int:
+
+def run_worker(cfg: Config, *, metrics: bool, handoff: Receiver | None = None) -> int:
     runner: Callable[[Coroutine[Any, Any, int]], int] = asyncio.run
     try:
         import uvloop
@@ -26,13 +30,13 @@ def run_worker(cfg: Config, *, reuse_port: bool, metrics: bool) -> int:
     except ImportError:  # pragma: no cover - uvloop is a dependency; keep running without it
         pass
     try:
-        return runner(_serve(cfg, reuse_port=reuse_port, with_metrics=metrics))
+        return runner(_serve(cfg, handoff=handoff, with_metrics=metrics))
     except ConfigError as exc:
         print(f"pgwitness: configuration error: {exc}", file=sys.stderr)
         return 2
 
 
-async def _serve(cfg: Config, *, reuse_port: bool, with_metrics: bool) -> int:
+async def _serve(cfg: Config, *, handoff: Receiver | None, with_metrics: bool) -> int:
     from .logs import event
     from .runtime import build_runtime
 
@@ -47,7 +51,7 @@ async def _serve(cfg: Config, *, reuse_port: bool, with_metrics: bool) -> int:
             return 1
     runtime = await build_runtime(cfg)
     try:
-        await runtime.server.start(reuse_port=reuse_port)
+        await runtime.server.start(handoff=handoff)
     except OSError as exc:
         await runtime.close()
         print(f"pgwitness: cannot listen on {cfg.proxy.listen}: {exc.strerror}", file=sys.stderr)

@@ -43,6 +43,11 @@ pytestmark = pytest.mark.timeout(90)
 
 def _established_by_pid(pids: list[int], port: int) -> collections.Counter:
     """How many ESTABLISHED TCP connections on local ``port`` each process holds."""
+    return collections.Counter(_serving_pid(pids, port).values())
+
+
+def _serving_pid(pids: list[int], port: int) -> dict[int, int]:
+    """client port -> the pid holding the proxy's end of its ESTABLISHED connection."""
     owner = {}
     for pid in pids:
         for fd in Path(f"/proc/{pid}/fd").iterdir():
@@ -52,13 +57,13 @@ def _established_by_pid(pids: list[int], port: int) -> collections.Counter:
                 continue
             if target.startswith("socket:["):
                 owner[target[8:-1]] = pid
-    seen = set()  # /proc/net/tcp may list a socket twice while other sockets come and go
+    serving = {}  # /proc/net/tcp may list a socket twice while other sockets come and go
     for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
         cols = line.split()
         local_port = int(cols[1].split(":")[1], 16)
         if local_port == port and cols[3] == "01" and cols[9] in owner:
-            seen.add(cols[9])
-    return collections.Counter(owner[inode] for inode in seen)
+            serving[int(cols[2].split(":")[1], 16)] = owner[cols[9]]
+    return serving
 
 
 # --- connection limit ----------------------------------------------------------------
@@ -357,7 +362,7 @@ def test_workers_share_the_port_and_cancel_reaches_the_right_query(spawn, pg):
         assert all(c.scalar("select 1") == "1" for c in clients)
         spread = _established_by_pid(pids, p.port)
         assert sum(spread.values()) == 16, spread
-        assert len(spread) == 2, f"all connections on one worker: {spread}"
+        assert sorted(spread.values()) == [8, 8], f"not balanced: {spread}"
         assert p.metrics()[("pgwitness_connections_active", ())] == 16  # summed over workers
     finally:
         for c in clients:
@@ -408,6 +413,69 @@ def test_listen_address_in_use_exits_1(tmp_path, pg):
         )
     assert done.returncode == 1, done.stderr
     assert f"cannot listen on 127.0.0.1:{port}" in done.stderr
+
+
+def test_connections_go_to_the_worker_with_fewest_not_by_address(spawn):
+    """The supervisor hands each connection to the worker holding the fewest (proxy.handoff):
+    after one worker's sessions end, the next ones all go to it."""
+    p = spawn(workers=2, grace=1.0)
+    pids = p.worker_pids()
+    clients = []
+    try:
+        for _ in range(4):
+            c = RawClient(p.host, p.port)
+            clients.append(c)
+            c.login()
+        serving = _serving_pid(pids, p.port)
+        by_pid = collections.Counter(serving.values())
+        assert sorted(by_pid.values()) == [2, 2], by_pid
+        emptied = pids[0]
+        for c in list(clients):
+            if serving[c.sock.getsockname()[1]] == emptied:
+                c.close()
+                clients.remove(c)
+        deadline = time.monotonic() + 5
+        while _established_by_pid(pids, p.port)[emptied] and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.2)  # the worker's word reaches the supervisor
+        fresh = []
+        for _ in range(2):
+            c = RawClient(p.host, p.port)
+            clients.append(c)
+            c.login()
+            fresh.append(c.sock.getsockname()[1])
+        serving = _serving_pid(pids, p.port)
+        assert [serving[port] for port in fresh] == [emptied, emptied], serving
+        assert all(c.scalar("select 1") == "1" for c in clients)
+    finally:
+        for c in clients:
+            c.close()
+
+
+def test_workers_shut_down_when_the_supervisor_is_killed(spawn):
+    """No worker outlives its supervisor: no connection can reach it any more."""
+    p = spawn(workers=2, grace=1.0)
+    pids = p.worker_pids()
+    c = RawClient(p.host, p.port)
+    c.login()
+    os.kill(p.proc.pid, signal.SIGKILL)
+    p.proc.wait(5)
+    # new connections are refused by the kernel: nobody holds the port
+    with pytest.raises(OSError):
+        RawClient(p.host, p.port, timeout=2).login()
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline and any(_alive(pid) for pid in pids):
+        time.sleep(0.1)
+    c.close()
+    assert not any(_alive(pid) for pid in pids), p.log()
+    assert "the supervisor has gone" in p.log()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return "zombie" not in Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
 
 
 def test_a_dying_worker_takes_the_service_down_with_nonzero_exit(spawn):
