@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import socket
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING
@@ -67,7 +68,14 @@ def policy_factory(identity: Identity) -> StatementPolicy | None:
     return StatementPolicy(identity.scopes, task=identity.task, enforce=identity.enforce)
 
 
-async def build_runtime(cfg: Config) -> Runtime:
+class CannotListen(Exception):
+    """A port the configuration names cannot be listened on; the message says which."""
+
+
+async def build_runtime(cfg: Config, *, admin: bool | list[socket.socket] = True) -> Runtime:
+    """The worker's services. ``admin`` (with ``admin.listen`` set): True, serve the admin
+    API on ``admin.listen``; its listening sockets, bound already (the supervisor's, for
+    the one worker that serves it); False, another worker serves it."""
     validate_for_serving(cfg)
     static = StaticUsers(cfg.auth.users, record_rows=cfg.recorder.record_rows) if cfg.auth.users else None
     recorder = build_recorder(cfg)
@@ -98,7 +106,7 @@ async def build_runtime(cfg: Config) -> Runtime:
         assert isinstance(store.roles, PerGrantRoles)  # role_hook(cfg) in per-grant mode
         runtime.sweeper = RoleSweeper(store.roles, store, cfg.provision.sweep_interval)
         runtime.sweeper.start()  # start-up reconciliation, then a sweep every interval
-    if cfg.admin.listen:
+    if cfg.admin.listen and admin is not False:
         assert store is not None  # validate_for_serving: the admin API needs a grant store
         from policy.grants.admin import AdminServer
 
@@ -106,12 +114,19 @@ async def build_runtime(cfg: Config) -> Runtime:
 
         public = cfg.proxy.public_host or cfg.proxy.listen
         phost, pport = parse_hostport("proxy.public_host", public, 6432)
-        admin = AdminServer(
+        api = AdminServer(
             store, cfg.admin_token(), public_host=phost, public_port=pport,
             fail_delay=cfg.proxy.auth_fail_delay, fail_window=cfg.proxy.auth_fail_window,
             on_auth_failure=metrics.ADMIN_AUTH_FAILURES.inc,
         )  # fmt: skip
-        host, port = parse_hostport("admin.listen", cfg.admin.listen)
-        await admin.start(host, port)
-        runtime.admin = admin
+        try:
+            if admin is True:
+                host, port = parse_hostport("admin.listen", cfg.admin.listen)
+                await api.start(host, port)
+            else:
+                await api.start(socks=admin)
+        except OSError as exc:
+            await runtime.close()
+            raise CannotListen(f"cannot listen on admin.listen {cfg.admin.listen}: {exc.strerror}") from exc
+        runtime.admin = api
     return runtime

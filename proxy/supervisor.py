@@ -2,6 +2,8 @@
 
 The parent binds the port (a busy port fails before any worker runs), forks the workers,
 and hands each accepted connection to the worker holding the fewest (``proxy.handoff``).
+The admin API's port, bound here too, is served by the first worker alone (grants are
+the store's, which every worker follows).
 A worker that exits with an error takes the others down with it, so whatever supervises
 the service sees the failure.
 """
@@ -14,6 +16,7 @@ import signal
 import socket
 import sys
 import tempfile
+import traceback
 
 from common.config import Config, parse_hostport
 
@@ -39,6 +42,16 @@ def run_workers(cfg: Config) -> int:
     except OSError as exc:
         print(f"pgwitness: cannot listen on {cfg.proxy.listen}: {exc.strerror}", file=sys.stderr)
         return 1
+    admin: list[socket.socket] = []
+    if cfg.admin.listen:  # one worker serves the admin API (its grants are the store's)
+        ahost, aport = parse_hostport("admin.listen", cfg.admin.listen)
+        try:
+            admin = listeners(ahost, aport, backlog=128)
+        except OSError as exc:
+            for sock in listening:
+                sock.close()
+            print(f"pgwitness: cannot listen on admin.listen {cfg.admin.listen}: {exc.strerror}", file=sys.stderr)
+            return 1
     address = listening[0].getsockname()[:2]
     pairs = [channel_pair() for _ in range(cfg.proxy.workers)]
     children: list[int] = []
@@ -51,6 +64,9 @@ def run_workers(cfg: Config) -> int:
                     metrics_server.socket.close()  # the parent serves metrics
                 for sock in listening:
                     sock.close()
+                if i != 0:
+                    for sock in admin:
+                        sock.close()
                 for j, (ours, theirs) in enumerate(pairs):
                     ours.close()
                     if j != i:
@@ -58,12 +74,19 @@ def run_workers(cfg: Config) -> int:
                 from .handoff import Receiver
                 from .worker import run_worker
 
-                code = run_worker(cfg, metrics=False, handoff=Receiver(pairs[i][1], address))
+                code = run_worker(
+                    cfg, metrics=False, handoff=Receiver(pairs[i][1], address),
+                    admin=admin if i == 0 else False,
+                )  # fmt: skip
+            except BaseException:
+                traceback.print_exc()  # said, not lost with the process
             finally:
                 os._exit(code)
         children.append(pid)
     for _ours, theirs in pairs:
         theirs.close()
+    for sock in admin:
+        sock.close()  # worker 0's now
     dispatcher = Dispatcher(listening, [ours for ours, _theirs in pairs])
     return _supervise(dispatcher, children, metrics_dir)
 

@@ -11,6 +11,7 @@ import asyncio
 import gc
 import logging
 import signal
+import socket
 import sys
 from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any
@@ -21,7 +22,15 @@ if TYPE_CHECKING:
     from .handoff import Receiver
 
 
-def run_worker(cfg: Config, *, metrics: bool, handoff: Receiver | None = None) -> int:
+def run_worker(
+    cfg: Config,
+    *,
+    metrics: bool,
+    handoff: Receiver | None = None,
+    admin: bool | list[socket.socket] = True,
+) -> int:
+    """Serve until SIGTERM/SIGINT; the exit status. ``handoff``: connections come from the
+    supervisor; ``admin``: as ``proxy.runtime.build_runtime``'s."""
     runner: Callable[[Coroutine[Any, Any, int]], int] = asyncio.run
     try:
         import uvloop
@@ -30,15 +39,17 @@ def run_worker(cfg: Config, *, metrics: bool, handoff: Receiver | None = None) -
     except ImportError:  # pragma: no cover - uvloop is a dependency; keep running without it
         pass
     try:
-        return runner(_serve(cfg, handoff=handoff, with_metrics=metrics))
+        return runner(_serve(cfg, handoff=handoff, admin=admin, with_metrics=metrics))
     except ConfigError as exc:
         print(f"pgwitness: configuration error: {exc}", file=sys.stderr)
         return 2
 
 
-async def _serve(cfg: Config, *, handoff: Receiver | None, with_metrics: bool) -> int:
+async def _serve(
+    cfg: Config, *, handoff: Receiver | None, admin: bool | list[socket.socket], with_metrics: bool
+) -> int:
     from .logs import event
-    from .runtime import build_runtime
+    from .runtime import CannotListen, build_runtime
 
     if with_metrics and cfg.metrics.listen:
         from .metrics import start_metrics_server
@@ -49,7 +60,11 @@ async def _serve(cfg: Config, *, handoff: Receiver | None, with_metrics: bool) -
         except OSError as exc:
             print(f"pgwitness: cannot listen on metrics.listen {cfg.metrics.listen}: {exc.strerror}", file=sys.stderr)
             return 1
-    runtime = await build_runtime(cfg)
+    try:
+        runtime = await build_runtime(cfg, admin=admin)
+    except CannotListen as exc:
+        print(f"pgwitness: {exc}", file=sys.stderr)
+        return 1
     try:
         await runtime.server.start(handoff=handoff)
     except OSError as exc:

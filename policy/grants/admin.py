@@ -24,6 +24,7 @@ import hmac
 import json
 import logging
 import re
+import socket
 import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -135,20 +136,32 @@ class AdminServer:
         # capped): guessing a token over the network costs seconds per guess.
         self._throttle = FailureThrottle(fail_delay, fail_window)
         self._on_auth_failure = on_auth_failure  # the proxy counts it in its metrics
-        self._server: asyncio.base_events.Server | None = None
+        self._servers: list[asyncio.base_events.Server] = []
         self._tasks: set[asyncio.Task] = set()
 
-    async def start(self, host: str = "127.0.0.1", port: int = 0) -> tuple[str, int]:
-        self._server = await asyncio.start_server(self._on_connection, host, port, limit=MAX_LINE)
-        sockname = self._server.sockets[0].getsockname()
+    async def start(
+        self, host: str = "127.0.0.1", port: int = 0, *, socks: list[socket.socket] | None = None
+    ) -> tuple[str, int]:
+        """Listen on ``host:port``, or on ``socks``, listening sockets already bound (the
+        supervisor binds them before forking, so a busy port fails before any worker runs)."""
+        if socks:
+            for sock in socks:
+                self._servers.append(
+                    await asyncio.start_server(self._on_connection, sock=sock, limit=MAX_LINE)
+                )
+        else:
+            self._servers.append(
+                await asyncio.start_server(self._on_connection, host, port, limit=MAX_LINE)
+            )
+        sockname = self._servers[0].sockets[0].getsockname()
         log.info("admin API listening on %s:%s", sockname[0], sockname[1])
         return sockname[0], sockname[1]
 
     async def close(self) -> None:
-        if self._server is not None:
-            self._server.close()
-            await self._server.wait_closed()
-            self._server = None
+        for server in self._servers:
+            server.close()
+            await server.wait_closed()
+        self._servers = []
         for task in list(self._tasks):
             task.cancel()
         if self._tasks:

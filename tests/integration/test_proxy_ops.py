@@ -17,6 +17,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from pathlib import Path
 
 import asyncpg
@@ -471,6 +472,42 @@ def test_workers_shut_down_when_the_supervisor_is_killed(spawn):
     assert "the supervisor has gone" in p.log()
 
 
+def test_workers_with_the_admin_api_one_serves_it_and_its_grants_log_in_on_each(spawn, tmp_path):
+    """The admin API's port is bound once (by the supervisor) and served by one worker: a
+    second worker binding it too used to fail at start, silently, taking the service down."""
+    admin_port = free_port()
+    token = "admin-token-for-two-workers-0123"
+    p = spawn(
+        workers=2,
+        config=(
+            f'[grants]\nstore = "sqlite:///{tmp_path}/grants.db"\n'
+            f'[admin]\nlisten = "127.0.0.1:{admin_port}"\ntoken = "{token}"\n'
+        ),
+    )
+    issue = json.dumps({"agent": "two-bot", "task": "W-2", "reason": "two workers",
+                        "database": "app", "scopes": "read:public.*", "ttl": "10m"}).encode()  # fmt: skip
+    req = urllib.request.Request(
+        f"http://127.0.0.1:{admin_port}/v1/grants", data=issue, method="POST",
+        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+    )  # fmt: skip
+    with urllib.request.urlopen(req, timeout=10) as resp:
+        assert resp.status == 201
+        grant_token = json.loads(resp.read())["token"]
+    pids = p.worker_pids()
+    conns = [psycopg.connect(host=p.host, port=p.port, user="two-bot", password=grant_token,
+                             dbname="app", sslmode="disable", connect_timeout=10)
+             for _ in range(2)]  # fmt: skip
+    try:
+        by_pid = _established_by_pid(pids, p.port)
+        assert sorted(by_pid.values()) == [1, 1], by_pid  # one login on each worker
+        assert all(c.execute("select 1").fetchone() == (1,) for c in conns)
+    finally:
+        for c in conns:
+            c.close()
+    assert p.proc.poll() is None, p.log()
+    assert p.log().count("admin API listening") == 1, p.log()
+
+
 def _alive(pid: int) -> bool:
     try:
         return "zombie" not in Path(f"/proc/{pid}/status").read_text()
@@ -511,16 +548,20 @@ def _kill_leftovers(marker: str) -> list[int]:
 
 
 @pytest.mark.parametrize("workers", [1, 2])
-def test_metrics_port_in_use_fails_cleanly(tmp_path, pg, workers):
+@pytest.mark.parametrize("section", ["metrics", "admin"])
+def test_a_port_in_use_fails_cleanly(tmp_path, pg, workers, section):
     proxy_port = free_port()
     with socket.create_server(("127.0.0.1", 0)) as taken:
+        busy = f'listen = "127.0.0.1:{taken.getsockname()[1]}"\n'
         path = tmp_path / "pgwitness.toml"
         path.write_text(
             f'[proxy]\nlisten = "127.0.0.1:{proxy_port}"\nworkers = {workers}\n'
             f'[auth]\nusers = {{ a = "b" }}\n'
-            f'[metrics]\nlisten = "127.0.0.1:{taken.getsockname()[1]}"\n'
-            "[recorder]\nenabled = false\n"
-        )
+            + (f"[metrics]\n{busy}" if section == "metrics" else '[metrics]\nlisten = ""\n')
+            + (f'[admin]\n{busy}token = "admin-token-0123456789abcdef"\n'
+               f'[grants]\nstore = "sqlite:///{tmp_path}/grants.db"\n' if section == "admin" else "")
+            + "[recorder]\nenabled = false\n"
+        )  # fmt: skip
         log = tmp_path / "out.log"
         env = {k: v for k, v in os.environ.items() if not k.startswith(("PGWITNESS_", "PG"))}
         with open(log, "wb") as out:
@@ -545,7 +586,7 @@ def test_metrics_port_in_use_fails_cleanly(tmp_path, pg, workers):
     text = log.read_text(errors="replace")
     assert rc != 0
     assert not orphans and not leftovers, f"processes left serving after exit: {leftovers}"
-    assert "metrics.listen" in text and "Traceback" not in text, text[-600:]
+    assert f"cannot listen on {section}.listen" in text and "Traceback" not in text, text[-600:]
 
 
 def _drain(sock: socket.socket) -> tuple[int, list[bytes]]:

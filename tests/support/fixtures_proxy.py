@@ -186,7 +186,10 @@ REPO = Path(__file__).resolve().parents[2]
 class ProxyProcess:
     """``pgwitness serve --config FILE`` in a subprocess; stderr goes to ``log_path``."""
 
-    def __init__(self, tmp_path: Path, pg, *, workers: int = 1, grace: float = 1.0, extra_args=()):
+    def __init__(
+        self, tmp_path: Path, pg, *, workers: int = 1, grace: float = 1.0, extra_args=(), config=""
+    ):
+        """``config``: TOML appended to the configuration (sections of its own)."""
         self.host, self.port = "127.0.0.1", free_port()
         self.metrics_port = free_port()
         self.workers = workers
@@ -215,6 +218,7 @@ listen = "127.0.0.1:{self.metrics_port}"
 [recorder]
 enabled = false
 """
+            + config
         )
         self.log_path = tmp_path / "pgwitness.log"
         env = {
