@@ -12,7 +12,7 @@ from policy.classify import (
     is_builtin_function,
     is_dangerous_function,
 )
-from policy.classify.catalogue import PRIVILEGED_SETTINGS
+from policy.classify.catalogue import DANGEROUS_WHY, PRIVILEGED_SETTINGS
 from policy.classify.crosscheck import DISAGREE
 from policy.housekeeping import housekeeping
 from policy.lexer import render_name
@@ -240,7 +240,8 @@ def _function(name: str, scopes: Scopes) -> Decision | None:
                 "may not execute current_setting on a setting not named by a string literal",
             )
         if is_dangerous_function(bare):
-            return _deny("deny.function", f"may not execute {bare}")
+            why = DANGEROUS_WHY.get(bare)
+            return _deny("deny.function", f"may not execute {bare}" + (f": {why}" if why else ""))
         if is_builtin_function(bare):
             return None
         if scopes.allows_function("pg_catalog", bare):

@@ -158,6 +158,10 @@ def classify_text(sql: str, search_path: tuple[str, ...]) -> tuple[Classified, .
     return tuple(out)
 
 
+# Operations whose rows run the written relation's expressions and triggers
+_ROW_WRITES = frozenset(("insert", "update", "delete"))
+
+
 class StatementPolicy:
     """Classifies and decides statements for one grant; remembers checked PREPAREs."""
 
@@ -198,6 +202,9 @@ class StatementPolicy:
         # (snapshot, the relations whose foreign-key actions reach one this grant may not
         # read): writes_unreadable's answer per snapshot
         self._unreadable_reach: tuple[Snapshot | None, frozenset[str]] = (None, frozenset())
+        # a statement's write operations -> does it update or delete rows of a relation
+        # this grant may write but not read (writes_unreadable)
+        self._blind_writes: dict[frozenset[tuple[str, str]], bool] = {}
         self._precomputed: dict[str, tuple[Classified, ...]] = {}  # classified off the loop
 
     @property
@@ -348,10 +355,29 @@ class StatementPolicy:
         return check_read(render_name(schema, table), self.scopes) is None
 
     def writes_unreadable(self, verdict: Verdict) -> bool:
-        """Does this allowed statement update or delete rows of a relation whose
-        foreign-key actions write one the grant may not read (``Snapshot.cascades``)? An
-        error or notice raised there (a trigger's RAISE, a CHECK failing on its row) may
-        quote that row without naming the relation (``proxy.redaction.withhold_message``)."""
+        """Does this allowed statement write rows of a relation the grant may write but
+        not read, or update or delete rows of one whose foreign-key actions write such a
+        relation (``Snapshot.cascades``)? The server then evaluates that relation's own
+        expressions and triggers on rows the grant may not read (a CHECK or a generated
+        column on an updated row's stored values, an expression index, a trigger reading
+        the table), and an error or notice raised there (a cast failing, a trigger's
+        RAISE) may quote a stored value without naming the relation
+        (``proxy.redaction.withhold_message``)."""
+        for classified, _decision in verdict.decisions:
+            ops = classified.write_ops
+            if not ops:
+                continue
+            blind = self._blind_writes.get(ops)
+            if blind is None:  # once per set of write operations (a frozenset: hash kept)
+                blind = any(
+                    op in _ROW_WRITES and check_read(rel, self.scopes) is not None
+                    for op, rel in ops
+                )  # fmt: skip
+                if len(self._blind_writes) >= 256:
+                    self._blind_writes.clear()
+                self._blind_writes[ops] = blind
+            if blind:
+                return True
         snap = self._snapshot_seen
         if snap is None or not snap.cascades:
             return False

@@ -148,11 +148,12 @@ _KEPT = (ord("S"), ord("V"), ord("C"))  # severity (localized and not), SQLSTATE
 
 def withhold_message(frame: bytes, encoding: str) -> bytes:
     """An ErrorResponse/NoticeResponse reduced to its severity and SQLSTATE, with a note
-    for a message: it was raised while foreign-key actions wrote a relation the grant may
-    not read, and may quote that relation's rows."""
+    for a message: the session wrote rows of a relation the grant may not read (itself,
+    or through foreign-key actions), and the server's message may quote them."""
     note = (
-        "pgwitness: message withheld: the statement's foreign-key actions write a relation "
-        "this grant may not read, and the server's message may quote its rows"
+        "pgwitness: message withheld: this session writes rows of a relation this grant "
+        "may not read (itself or through foreign-key actions), and the server's message "
+        "may quote them"
     ).encode(encoding, "replace")
     fields = [(code, value) for code, value in error_fields(frame) if code in _KEPT]
     fields.append((ord("M"), note))

@@ -51,8 +51,8 @@ class Policy(Protocol):
         ...
 
     def writes_unreadable(self, verdict: Verdict) -> bool:
-        """Do this allowed statement's foreign-key actions write a relation the grant may
-        not read (its errors and notices may quote that relation's rows)?"""
+        """Does this allowed statement write rows of a relation the grant may not read,
+        itself or through foreign-key actions (its errors and notices may quote them)?"""
         ...
 
     def needs_offload(self, sql: str) -> bool:

@@ -11,6 +11,7 @@ __all__ = [
     "BUILTIN_FUNCTIONS",
     "CURRENT_SETTING_PREFIX",
     "DANGEROUS_FUNCTIONS",
+    "DANGEROUS_WHY",
     "LITERAL_NAME_FUNCTIONS",
     "PRIVILEGED_SETTINGS",
     "SEQUENCE_FUNCTIONS",
@@ -188,8 +189,17 @@ DANGEROUS_FUNCTIONS = frozenset(
         "pg_ls_logicalmapdir",
         "pg_ls_replslotdir",
         "pg_ls_summariesdir",
+        "lastval",
     }
 )
+# Why, where "may not execute NAME" alone would not say it.
+DANGEROUS_WHY = {
+    "lastval": (
+        "it returns the value of whichever sequence this session advanced last, a column "
+        "default's or a trigger's among them, whatever relation it belongs to; name the "
+        "sequence instead: currval('schema.sequence')"
+    ),
+}
 DANGEROUS_PREFIXES = (
     "dblink",
     "lo_",
@@ -280,7 +290,7 @@ BUILTIN_FUNCTIONS = frozenset(
     jsonb_path_match jsonb_path_query jsonb_path_query_array jsonb_path_query_first
     jsonb_populate_record jsonb_populate_recordset jsonb_pretty jsonb_set jsonb_set_lax
     jsonb_strip_nulls jsonb_to_record jsonb_to_recordset jsonb_typeof justify_days
-    justify_hours justify_interval lag lastval lcm lead least left length ln log log10
+    justify_hours justify_interval lag lcm lead least left length ln log log10
     lower lpad ltrim make_date make_interval make_time make_timestamp make_timestamptz md5
     min_scale mod mode nextval now nth_value ntile num_nonnulls num_nulls obj_description
     octet_length overlay percent_rank percentile_cont percentile_disc pg_backend_pid

@@ -221,6 +221,10 @@ CASES = [
         "pg_catalog.pg_stat_get_live_tuples",
     ),
     ("SELECT pg_read_file('/etc/passwd')", False, "deny.function", "pg_read_file"),
+    # the value of whichever sequence the session advanced last (a default's, a trigger's)
+    ("SELECT lastval()", False, "deny.function", "currval('schema.sequence')"),
+    ("SELECT pg_catalog.lastval()", False, "deny.function", "lastval"),
+    ("SELECT * FROM orders WHERE id = lastval()", False, "deny.function", "lastval"),
     ("SELECT pg_catalog.pg_read_binary_file('x')", False, "deny.function", "pg_read_binary_file"),
     ("SELECT * FROM pg_ls_dir('.')", False, "deny.function", "pg_ls_dir"),
     ("SELECT pg_stat_file('x')", False, "deny.function", "pg_stat_file"),

@@ -843,6 +843,27 @@ def test_object_definitions_are_read_with_a_scope_naming_the_catalog_or_deparser
         assert not opted.check_query(sql).allowed, sql
 
 
+def test_writes_unreadable_for_rows_of_a_relation_written_but_not_read():
+    """Round 17: the written relation's own CHECK, generated columns, expression indexes
+    and triggers run on rows the grant may not read; their errors may quote them."""
+    p = StatementPolicy(parse_scopes("read:public.orders write:public.orders,public.wo"), task="T")
+    for sql, expected in [
+        ("UPDATE public.wo SET kind = 'n'", True),
+        ("DELETE FROM public.wo", True),
+        ("INSERT INTO public.wo (kind) VALUES ('n')", True),
+        ("MERGE INTO public.wo w USING (SELECT 1) s ON true WHEN MATCHED THEN UPDATE SET kind = 'n'", True),
+        ("WITH u AS (UPDATE public.wo SET kind = 'n') SELECT 1", True),
+        ("UPDATE public.orders SET id = 2", False),  # read and written: nothing withheld
+        ("INSERT INTO public.orders (id) VALUES (1)", False),
+        ("SELECT * FROM public.orders", False),
+        ("INSERT INTO pg_temp.scratch VALUES (1)", False),  # the session's own
+    ]:
+        verdict = p.check_query(sql)
+        assert verdict.allowed, (sql, verdict.message)
+        assert p.writes_unreadable(verdict) is expected, sql
+        assert p.writes_unreadable(p.check_query(sql)) is expected, sql  # the memo agrees
+
+
 def test_writes_unreadable_follows_foreign_key_actions_to_relations_the_grant_may_not_read():
     from policy.catalog import Snapshot, cascade_reach
 
