@@ -70,6 +70,12 @@ class UpstreamSection:
     # worker. 0 turns it off (every connection logs in upstream anew).
     reuse_idle_seconds: float = 15.0
     reuse_max_idle: int = 8
+    # Log in upstream with application_name "pgw:<tag>/<client's name>" (proxy/appname.py),
+    # so pgAudit's %a and RDS Activity Streams name the pgwitness session. Off by default:
+    # the client would then read the tag back (SHOW application_name, current_setting,
+    # its own pg_stat_activity row), which Postgres would not show it; the session's
+    # recording names its upstream backend's pid either way (log_line_prefix %p).
+    tag_application_name: bool = False
 
 
 @dataclass

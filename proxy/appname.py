@@ -1,6 +1,8 @@
 """Correlation with the database's own logs: the upstream connection's application_name.
 
-The proxy logs in upstream with ``application_name = "pgw:<tag>"`` (plus the client's own
+With ``upstream.tag_application_name`` (off by default: the client could read the tag
+back with ``SHOW application_name``, which Postgres would not show it), the proxy logs in
+upstream with ``application_name = "pgw:<tag>"`` (plus the client's own
 name after a ``/``, cut to Postgres's 63 bytes), where ``<tag>`` is a random correlation id
 recorded in the session's start metadata (``upstream_application_name``). pgAudit's ``%a``,
 RDS Database Activity Streams' ``clientApplication`` and ``pg_stat_activity`` then name the

@@ -407,7 +407,8 @@ class LiveConnection:
         )
         if login.policy is not None:
             relay.offload = self._offload
-        relay.app_names = parameter_status_swap(login.upstream_app, login.client_app)
+        if login.upstream_app != login.client_app:  # tagged upstream (proxy/appname.py)
+            relay.app_names = parameter_status_swap(login.upstream_app, login.client_app)
         self.flow = FlowControl(conn.transport, upstream.transport, server.frame_budget)
         self._release_timer: asyncio.TimerHandle | None = None
         self._offload_task: asyncio.Task | None = None  # a large statement classified off-loop

@@ -374,11 +374,13 @@ class Handshake:
             )
             path = ", ".join(_quote_ident(s) for s in policy.search_path)
             params["search_path"] = f'"$user", {path}' if with_user else path
-        # pgw:<tag>/<client's name> upstream (proxy/appname.py): one tag per connection, so
-        # a speculative login (_speculate) and the real one ask for the same parameters
+        # The client's application_name upstream, or with upstream.tag_application_name
+        # pgw:<tag>/<client's name> (proxy/appname.py): one tag per connection, so a
+        # speculative login (_speculate) and the real one ask for the same parameters
         client_app = params.get("application_name") or params.get("fallback_application_name", "")
         if self._upstream_app is None or self._upstream_app[0] != client_app:
-            self._upstream_app = (client_app, upstream_name(client_app))
+            tagged = self.cfg.upstream.tag_application_name
+            self._upstream_app = (client_app, upstream_name(client_app) if tagged else client_app)
         params["application_name"] = self._upstream_app[1]
         return policy, params, would_deny
 

@@ -71,7 +71,8 @@ def scenario(pg, tmp_path_factory):
             db="app")
     handle = ProxyHandle(proxy_config(pg, **recording(
         tmp_path, **{"grants.store": f"sqlite:///{tmp_path / 'grants.db'}",
-                     "grants.poll_interval": 0.1}))).start()
+                     "grants.poll_interval": 0.1,
+                     "upstream.tag_application_name": True}))).start()  # correlation, below
     store = handle.runtime.store
     task = f"INC-{uuid.uuid4().hex[:6]}"
     scopes = SCOPES.format(locked=locked)

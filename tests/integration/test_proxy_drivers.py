@@ -99,9 +99,8 @@ def test_asyncpg_pool_acquire_release_100_times(dproxy, planted):
                     pids.add(await conn.fetchval("SELECT pg_backend_pid()"))
             async with pool.acquire() as conn:
                 await assert_pinned(conn)
-                # RESET ALL returned it to the proxy's tagged login value (proxy/appname.py):
-                # the server has that, the client is told its own (none)
-                assert (await conn.fetchval("SHOW application_name")).startswith("pgw:")
+                # RESET ALL returned it to the login value: none, on both sides
+                assert await conn.fetchval("SHOW application_name") == ""
                 assert conn.get_settings().application_name == ""
         return pids
 
@@ -304,7 +303,7 @@ def test_grant_options_reach_the_server_as_session_defaults(dproxy, planted):
         assert show(conn, "intervalstyle") == "postgres_verbose"
         # an escaped space is part of the value, not a new switch
         assert conn.info.parameter_status("application_name") == "a -c search_path=pgwitness"
-        assert show(conn, "application_name").endswith("/a -c search_path=pgwitness")  # tagged
+        assert show(conn, "application_name") == "a -c search_path=pgwitness"
         assert show(conn, "search_path") == PINNED
         conn.execute("RESET ALL")  # startup values are what RESET returns to
         assert show(conn, "statement_timeout") == "5s"

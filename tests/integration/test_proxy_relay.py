@@ -1055,9 +1055,40 @@ def test_driver_startup_parameters_reach_the_server(proxy):
             await conn.close()
 
     got = arun(go())
-    # application_name reaches the server tagged with the pgwitness session (docs/audit.md)
-    assert re.fullmatch(r"pgw:[0-9a-f]{16}/driver-x", got.pop("application_name"))
-    assert got == {k: v for k, v in settings.items() if k != "application_name"}
+    assert got == settings  # application_name too: untagged by default (proxy/appname.py)
+
+
+@pytest.mark.timeout(30)
+def test_application_name_is_the_clients_own_wherever_it_reads_it(proxy, pg):
+    """Untagged by default: what Postgres would show, on every side (node-postgres's
+    suite reads it back with SHOW; issue 12's drivers read their pg_stat_activity row)."""
+    for name in ("", "agent-app"):
+        with psycopg.connect(proxy.dsn(application_name=name) if name else proxy.dsn()) as conn:
+            pid = conn.info.backend_pid
+            assert conn.info.parameter_status("application_name") == name
+            assert conn.execute("SHOW application_name").fetchone() == (name,)
+            assert conn.execute("SELECT current_setting('application_name')").fetchone() == (name,)
+            assert pg.psql(f"SELECT application_name FROM pg_stat_activity WHERE pid = {pid}",
+                           db="app").strip() == name  # fmt: skip
+
+
+@pytest.mark.timeout(30)
+def test_tagged_application_name_names_the_session_upstream_and_the_client_sees_its_own(
+    make_proxy, pg
+):
+    handle = make_proxy(**{"upstream.tag_application_name": True})
+    with psycopg.connect(handle.dsn(application_name="agent-app"), autocommit=True) as conn:
+        pid = conn.info.backend_pid
+        upstream = pg.psql(f"SELECT application_name FROM pg_stat_activity WHERE pid = {pid}",
+                           db="app").strip()  # fmt: skip
+        assert re.fullmatch(r"pgw:[0-9a-f]{16}/agent-app", upstream), upstream
+        assert conn.info.parameter_status("application_name") == "agent-app"
+        conn.execute("SET application_name = 'other'")
+        assert conn.info.parameter_status("application_name") == "other"
+        # RESET returns the server to the tagged login value; the client is told its own
+        conn.execute("RESET application_name")
+        assert conn.info.parameter_status("application_name") == "agent-app"
+        assert conn.execute("SHOW application_name").fetchone() == (upstream,)
 
 
 @pytest.mark.timeout(30)
