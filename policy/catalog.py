@@ -29,6 +29,8 @@ if TYPE_CHECKING:
     from policy.scopes import Scopes
 
 __all__ = [
+    "rests_on_completeness",
+    "stale_refusal",
     "COLUMNS_SQL",
     "FUNCTIONS_SQL",
     "ROLE_SCHEMAS_SQL",
@@ -452,6 +454,40 @@ _SYSTEM_SCHEMAS = frozenset({"pg_catalog", "information_schema", "pg_toast", "pg
 _DESCRIBING_OPS = ("read", "insert", "update", "delete", "truncate", "ddl")
 
 
+def rests_on_completeness(
+    describes: frozenset[str],
+    scopes: Scopes,
+    snapshot: Snapshot,
+    defer_params: bool = False,
+    search_path: tuple[str, ...] = ("public",),
+) -> bool:
+    """Does ``describe_refusal``'s answer on this object text rest on the snapshot listing
+    every object of a kind, which another session may have made or dropped since it was
+    loaded: unpinned argument or domain defaults (``_unpinned_refusal``: no pin names a
+    function or a type), or a grant naming whole schemas where nothing but its covering
+    the database would allow it (``covers_database``: a schema made since the load is
+    outside the grant, one dropped since no longer keeps it from covering)?"""
+    for entry in describes:
+        kind, _, value = entry.partition(":")
+        if kind == "any" and (value == _ARGUMENT_DEFAULTS or value in _DOMAIN_DEFAULTS):
+            return True
+    wild = any(name is None for targets in scopes.relations.values() for _schema, name in targets)
+    return wild and describe_refusal(
+        describes, scopes, snapshot, defer_params, search_path, covered=False
+    ) is not None
+
+
+def stale_refusal(snapshot: Snapshot, now: float) -> str:
+    """Why ``needs_complete``'s decision is not made on ``snapshot``, loaded before the
+    statement arrived (a reload failed, or a Bind, which cannot wait for one)."""
+    return (
+        f"may not read this object text on a catalog snapshot {now - snapshot.loaded_at:.0f} s "
+        "old: it is allowed only on a snapshot that lists every function and type with "
+        "defaults and every schema, loaded after the statement arrived (another session "
+        "may have made one since), and none could be loaded now: run the statement again"
+    )
+
+
 def covers_database(scopes: Scopes, snapshot: Snapshot | None) -> bool:
     """Does the grant name every user schema with ``schema.*`` (any relation operation)?
     Then no relation is outside it (a schema made since the load by this grant is one of
@@ -476,6 +512,7 @@ def describe_refusal(
     snapshot: Snapshot | None,
     defer_params: bool = False,
     search_path: tuple[str, ...] = ("public",),
+    covered: bool | None = None,
 ) -> str | None:
     """Why a statement may not show the object text it reads (``Classified.describes``,
     policy.classify.metadata), or None. Pinned rows need a relation the grant names (any
@@ -484,8 +521,10 @@ def describe_refusal(
     an object of a schema (a type, an object-name literal) needs the grant to name
     something in that schema, as PostgreSQL asks USAGE on it. A pin that is a parameter
     is decided when the value is bound (``defer_params``: a protocol-level Parse, whose
-    Binds are checked); anywhere else (a SQL-level PREPARE) it pins nothing."""
-    covered = covers_database(scopes, snapshot)
+    Binds are checked); anywhere else (a SQL-level PREPARE) it pins nothing. ``covered``:
+    whether the grant covers the database, if not asked of the snapshot."""
+    if covered is None:
+        covered = covers_database(scopes, snapshot)
     for entry in sorted(describes):
         kind, _, value = entry.partition(":")
         if kind == "schema":

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, fields, replace
 from hashlib import blake2b
+from time import monotonic
 
 from policy.caches import (
     MAX_SESSION_TEXT,
@@ -22,7 +23,9 @@ from policy.catalog import (
     attribute_calls,
     describe_refusal,
     merge_defined,
+    rests_on_completeness,
     shadowing_calls,
+    stale_refusal,
     with_defined,
 )
 from policy.classify import Classified, StatementClass, classify_statement
@@ -62,6 +65,16 @@ class Verdict:
     decisions: tuple[Pair, ...]
     message: str  # client-facing 42501 text (names task, rule, relation); "" if allowed
     would_deny: bool = False  # dry-run: a deny that was not enforced
+
+
+class CatalogWait(Exception):
+    """Raised inside a check: the decision rests on the catalog snapshot listing every
+    object of a kind, and the snapshot was loaded before the statement arrived."""
+
+
+# What a check answers then (``check_query``, ``check_parse``): the proxy holds the
+# statement, reloads the catalog (``on_stale``) and checks it again (proxy.relay parks it).
+CATALOG_WAIT = Verdict(False, (), "waiting for a catalog snapshot loaded after the statement")
 
 
 # An allowed verdict from a cache hit, ``Verdict(True, pairs, "")``, built slot by slot:
@@ -195,6 +208,11 @@ class StatementPolicy:
         # Called after DDL is allowed (the catalog may have changed) with the functions it
         # defines ({bare name: {"schema.name"}}): unqualified calls may resolve to them.
         self.on_ddl: Callable[[dict[str, frozenset[str]]], object] | None = None
+        # Called when a decision needs a snapshot loaded after the statement arrived (the
+        # proxy starts a reload, and the statement is checked again when it is done)
+        self.on_stale: Callable[[], object] | None = None
+        self._waiting_since: float | None = None  # a statement waits for a reload since
+        self._complete_used = False
         self._snapshot_seen: Snapshot | None = None
         # statement name -> (its classification, its parameter pins) for the statements
         # whose object text a parameter pins: their Binds are checked (check_bind)
@@ -214,7 +232,14 @@ class StatementPolicy:
 
     # -- public API ----------------------------------------------------------------------
     def check_query(self, sql: str) -> Verdict:
-        """Simple Query: every statement is checked; one deny denies the whole query."""
+        """Simple Query: every statement is checked; one deny denies the whole query.
+        ``CATALOG_WAIT``: check it again once the reload ``on_stale`` started is done."""
+        try:
+            return self._check_query(sql)
+        except CatalogWait:
+            return CATALOG_WAIT
+
+    def _check_query(self, sql: str) -> Verdict:
         self._follow_catalog()
         if self._precomputed:
             pre = self._from_precomputed(sql)
@@ -245,8 +270,12 @@ class StatementPolicy:
         ``param_types``: parameter type OIDs the Parse names of types a user made
         (``messages.user_parse_types``): a value bound to one runs what the type runs.
         ``name``: the statement's; one whose object text is pinned by a parameter is
-        remembered, and each Bind of it is checked with the values (``check_bind``)."""
-        verdict = self._check_parse_text(sql)
+        remembered, and each Bind of it is checked with the values (``check_bind``).
+        ``CATALOG_WAIT``: as ``check_query``'s."""
+        try:
+            verdict = self._check_parse_text(sql)
+        except CatalogWait:
+            return CATALOG_WAIT
         if param_types and verdict.decisions:
             denial = self._param_types(param_types)
             if denial is not None:
@@ -286,9 +315,7 @@ class StatementPolicy:
                 concrete.add(f"any:{via}")  # a value that is no OID or name pins nothing
             else:
                 concrete.update(f"{kind}:{value}@{via}" for kind, value in pins)
-        why = describe_refusal(
-            frozenset(concrete), self.scopes, self._snapshot_seen, False, self.search_path
-        )
+        why = self._describe_refusal(frozenset(concrete), False, can_wait=False)
         if why is None:
             return Verdict(True, ((classified, Decision(True, "default.catalog", "pinned by the values bound")),), "")
         denial = Decision(False, "deny.catalog", f"{why} (the value bound to a parameter of statement {name!r})")
@@ -422,11 +449,43 @@ class StatementPolicy:
     # -- internals -----------------------------------------------------------------------
     def _follow_catalog(self) -> None:
         """A new catalog snapshot changes decisions (not classifications): drop this
-        session's cached decisions when it arrives."""
+        session's cached decisions when it arrives, and after a statement whose decision
+        rested on the snapshot being complete (``_describe_refusal``): it is decided again
+        next time, on a snapshot loaded after it arrives."""
         snap = self.catalog() if self.catalog is not None else None
         if snap is not self._snapshot_seen:
             self._snapshot_seen = snap
+            self._complete_used = False
             self.caches.forget_decisions()
+        elif self._complete_used:
+            self._complete_used = False
+            self.caches.forget_decisions()
+
+    def _describe_refusal(
+        self, describes: frozenset[str], defer_params: bool, can_wait: bool = True
+    ) -> str | None:
+        """``describe_refusal``; where the answer rests on the snapshot listing every object
+        of a kind (``needs_complete``: another session may have made one since it was
+        loaded), on a snapshot loaded after the statement arrived: ``CatalogWait`` (the
+        proxy reloads, then checks again), or with ``can_wait`` False (a Bind) a refusal."""
+        snap = self._snapshot_seen
+        why = describe_refusal(describes, self.scopes, snap, defer_params, self.search_path)
+        if (
+            snap is not None
+            and self.on_stale is not None
+            and rests_on_completeness(describes, self.scopes, snap, defer_params, self.search_path)
+        ):
+            self._complete_used = True  # decided for this statement only, never cached
+            waited = self._waiting_since
+            if waited is None or snap.loaded_at < waited:
+                if waited is not None or not can_wait:  # reloaded (or could not wait): still old
+                    self._waiting_since = None
+                    return why or stale_refusal(snap, monotonic())
+                self._waiting_since = monotonic()
+                self.on_stale()
+                raise CatalogWait
+            self._waiting_since = None
+        return why
 
     def _from_shape(self, sql: str) -> Verdict | None:
         """What ``_from_fingerprints`` would answer for a text whose number shape was seen
@@ -456,8 +515,13 @@ class StatementPolicy:
         classified = self._precomputed.pop(sql, None)
         if classified is None:
             return None
+        try:
+            pairs = tuple((c, self._decide(c)) for c in classified)
+        except CatalogWait:
+            self._precomputed[sql] = classified  # decided after the reload, not again off-loop
+            raise
         self.caches.stats["misses"] += 1
-        return self._store(sql, tuple((c, self._decide(c)) for c in classified))
+        return self._store(sql, pairs)
 
     def _decide(self, c: Classified) -> Decision:
         d = decide(c, self.scopes)
@@ -466,10 +530,7 @@ class StatementPolicy:
         if c.describes:
             # a parameter pin is decided at each Bind of a protocol-level Parse; a SQL-level
             # PREPARE's EXECUTE is not checked so: there it pins nothing
-            why = describe_refusal(
-                c.describes, self.scopes, self._snapshot_seen, c.command != "PREPARE",
-                self.search_path,
-            )
+            why = self._describe_refusal(c.describes, c.command != "PREPARE")
             if why is not None:
                 return Decision(False, "deny.catalog", why)
         if c.cls is StatementClass.DDL:

@@ -197,3 +197,4 @@ class CatalogLoader:
 
         policy.catalog = lambda: self.cache.get(database)
         policy.on_ddl = on_ddl
+        policy.on_stale = lambda: self.refresh(database)

@@ -205,7 +205,7 @@ class ClientConnection(asyncio.Protocol):
                 outcome="protocol_error", reason="timeout",
             ))  # fmt: skip
         except ProtocolViolation as exc:
-            outcome = self._refused(Refused.of(exc, "protocol_error"))
+            outcome = self._refused(Refused.of(exc, "protocol_error"), answered=not exc.unanswered)
         except Refused as exc:
             outcome = self._refused(exc)
         except PgError as exc:
@@ -273,16 +273,18 @@ class ClientConnection(asyncio.Protocol):
         self._send_fatal(err)
         self.end(EndCause.PRELOGIN_EVICTED)
 
-    def _refused(self, exc: Refused) -> str:
-        """The handshake ended in a refusal: evidence, then the FATAL; returns its outcome."""
+    def _refused(self, exc: Refused, *, answered: bool = True) -> str:
+        """The handshake ended in a refusal: evidence, then the FATAL (or, where Postgres
+        says nothing, ``answered=False``, only the close); returns its outcome."""
         self._refusal(exc)
-        self._send_fatal(exc)
+        self._send_fatal(exc, answered)
         return exc.outcome
 
-    def _send_fatal(self, exc: PgError) -> None:
+    def _send_fatal(self, exc: PgError, answered: bool = True) -> None:
         event("connection refused", peer=self.peer, sqlstate=exc.sqlstate, error=exc.message)
         if self.transport is not None and not self.transport.is_closing():
-            self.out.handshake(exc.encode())
+            if answered:
+                self.out.handshake(exc.encode())
             self.transport.close()
 
     def _refusal(self, exc: Refused) -> None:
@@ -407,6 +409,7 @@ class LiveConnection:
         )
         if login.policy is not None:
             relay.offload = self._offload
+            relay.catalog_wait = self._catalog_wait
         if login.upstream_app != login.client_app:  # tagged upstream (proxy/appname.py)
             relay.app_names = parameter_status_swap(login.upstream_app, login.client_app)
         self.flow = FlowControl(conn.transport, upstream.transport, server.frame_budget)
@@ -477,9 +480,25 @@ class LiveConnection:
         self.flow.hold_client()
         self._offload_task = asyncio.get_running_loop().create_task(self._resume_after(sqls))
 
+    def _catalog_wait(self) -> None:
+        """The relay parked a statement whose decision needs a catalog snapshot loaded
+        after it arrived: checked again once the reload the policy started is done."""
+        self.flow.hold_client()
+        self._offload_task = asyncio.get_running_loop().create_task(self._resume_after_reload())
+
+    async def _resume_after_reload(self) -> None:
+        policy = self.relay.policy
+        reload = policy.on_stale() if policy is not None and policy.on_stale is not None else None
+        if isinstance(reload, asyncio.Task):
+            await asyncio.shield(reload)  # never raises (CatalogLoader.refresh)
+        await self._resume()
+
     async def _resume_after(self, sqls: list[str]) -> None:
+        await classify_off_loop(self.relay.policy, sqls)
+        await self._resume()
+
+    async def _resume(self) -> None:
         relay = self.relay
-        await classify_off_loop(relay.policy, sqls)
         if self.conn.ended:
             return
         try:

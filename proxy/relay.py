@@ -29,7 +29,7 @@ from common.wire.syncgroups import SyncGroups
 from policy.classify.model import StatementClass
 from policy.decide import RESERVED_PREFIX
 from policy.encodings import python_codec
-from policy.engine import OFFLOAD_MIN
+from policy.engine import CATALOG_WAIT, OFFLOAD_MIN
 
 from .decision_records import DECISION_SHAPE, DecisionRecords
 from .denials import ASYNC as _ASYNC
@@ -140,6 +140,10 @@ class Relay:
         # Large statements: ``offload(sqls)`` (set by the connection) classifies them off
         # the event loop, then the connection calls ``resume``; meanwhile frames are parked.
         self.offload: Callable[[list[str]], None] | None = None
+        # A statement whose decision needs a catalog snapshot loaded after it arrived
+        # (the policy's CATALOG_WAIT): it and what follows are parked, and the connection
+        # calls ``resume`` once the reload the policy started is done.
+        self.catalog_wait: Callable[[], None] | None = None
         self.parked: tuple[bytes, list] | None = None
         self._backlog: list[bytes] = []
         # Sync groups (proxy/wire/syncgroups.py): which client messages the server is
@@ -319,6 +323,8 @@ class Relay:
             elif t == _QUERY:
                 sql = m.decode_query(run[start:end], self.encoding)
                 verdict = policy.check_query(sql)
+                if verdict is CATALOG_WAIT and self.catalog_wait is not None:
+                    return self._park_at(run, frames, i - 1, last, out, to_client)
                 self._record(verdict, "Query", sql)
             elif t == _PARSE:
                 frame = run[start:end]
@@ -326,6 +332,8 @@ class Relay:
                 types = m.user_parse_types(frame)
                 # parameters of a user's type (by OID) may run its functions when bound
                 verdict = policy.check_parse(sql, types, name)
+                if verdict is CATALOG_WAIT and self.catalog_wait is not None:
+                    return self._park_at(run, frames, i - 1, last, out, to_client)
                 self._record(verdict, "Parse", sql, statement=name)
                 if verdict.allowed and (name in policy.bind_pins or name in self._pinned):
                     # A statement whose pin is a parameter is parsed upstream under a name
@@ -376,6 +384,17 @@ class Relay:
         if last == 0:
             return run, self._answer(to_client)
         out.append(run[last:])
+        return b"".join(out), self._answer(to_client)
+
+    def _park_at(self, run: bytes, frames, k: int, last: int, out: list[bytes],
+                 to_client: list[bytes]) -> tuple[bytes, bytes]:
+        """Frame ``k`` waits for a catalog reload (``catalog_wait``): what came before it
+        goes on now; it and the rest are parked, as if they had not arrived yet."""
+        start = frames[k][1]
+        out.append(run[last:start])
+        self.parked = (run[start:], [(t, s - start, e - start) for t, s, e in frames[k:]])
+        assert self.catalog_wait is not None
+        self.catalog_wait()
         return b"".join(out), self._answer(to_client)
 
     def _answer(self, to_client: list[bytes]) -> bytes:

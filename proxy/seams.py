@@ -28,6 +28,8 @@ class Policy(Protocol):
     reads_code: bool  # the grant may read function bodies (read:pg_catalog.pg_proc)
     # statements whose Binds must be checked (a parameter pins their object text), by name
     bind_pins: dict[str, Any]
+    # starts a catalog reload (the task), asked by a check answering CATALOG_WAIT
+    on_stale: Callable[[], object] | None
 
     def check_query(self, sql: str) -> Verdict:
         """Simple Query: one deny denies the whole query."""

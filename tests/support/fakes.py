@@ -10,6 +10,7 @@ class PolicySeam:
     enforce = True
     reads_code = True  # nothing quoted from a function body is withheld
     bind_pins: dict = {}  # noqa: RUF012 - never filled: no Bind is checked
+    on_stale = None  # no catalog: never waits for one
 
     def may_read(self, schema: str, table: str) -> bool:
         return schema != "secret"

@@ -999,3 +999,43 @@ def test_a_call_of_an_inlinable_function_hiding_unreadable_rows_is_refused():
     broad = StatementPolicy(parse_scopes("read:public.*,hidden.* execute:public.mine"), task="T")
     broad.catalog = lambda: snapshot
     assert broad.check_query("SELECT * FROM public.mine() WHERE pin::int > 0").allowed
+
+
+def test_a_decision_resting_on_a_complete_catalog_waits_for_a_snapshot_loaded_after_it():
+    """Round 18: argument defaults are allowed while every function with one is the
+    grant's, which only a snapshot loaded after the statement arrived can say (another
+    session may have made one since): the check answers CATALOG_WAIT and asks for a
+    reload; the reloaded snapshot decides; a failed reload refuses, never loops."""
+    from dataclasses import replace
+    from time import monotonic
+
+    from policy.catalog import Snapshot
+    from policy.engine import CATALOG_WAIT
+
+    p = StatementPolicy(parse_scopes("read:public.orders execute:public.fn"), task="T")
+    current = [Snapshot(frozenset(), {}, loaded_at=monotonic() - 100,
+                        defaulted_functions=frozenset({("public", "fn")}))]  # fmt: skip
+    reloads = []
+    p.catalog = lambda: current[0]
+    p.on_stale = lambda: reloads.append(1)
+    sql = "SELECT pg_get_function_arguments(16999)"
+    assert p.check_query(sql) is CATALOG_WAIT and reloads == [1]
+    # the reload: a snapshot loaded after the statement arrived, listing what it lists
+    current[0] = replace(current[0], loaded_at=monotonic())
+    verdict = p.check_query(sql)
+    assert verdict.allowed, verdict.message
+    # not cached: the next time waits for its own reload
+    assert p.check_query(sql) is CATALOG_WAIT
+    # a reload that failed (the same old snapshot): refused, no second wait
+    verdict = p.check_query(sql)
+    assert not verdict.allowed and "run the statement again" in verdict.message
+    # a function with defaults outside the grant, made meanwhile: the next reload shows it
+    assert p.check_query(sql) is CATALOG_WAIT
+    current[0] = replace(current[0], loaded_at=monotonic(),
+                         defaulted_functions=frozenset({("public", "fn"), ("secret", "f")}))  # fmt: skip
+    verdict = p.check_query(sql)
+    assert not verdict.allowed and "secret.f" in verdict.message
+    # without a proxy to reload (on_stale None), the snapshot decides as before
+    q = StatementPolicy(parse_scopes("read:public.orders execute:public.fn"), task="T")
+    q.catalog = lambda: replace(current[0], defaulted_functions=frozenset({("public", "fn")}))
+    assert q.check_query(sql).allowed
