@@ -85,10 +85,14 @@ class Refused(PgError):
 
 
 class ProtocolViolation(PgError):
-    """Malformed input from a peer: FATAL 08P01 and the connection closes."""
+    """Malformed input from a peer: FATAL 08P01 and the connection closes. ``unanswered``:
+    Postgres closes without a word for this one (it logs it as a COMMERROR: an invalid
+    startup packet length, the first bytes of a client that sent Terminate before its
+    startup packet), and so does the proxy."""
 
-    def __init__(self, message: str, sqlstate: str = PROTOCOL_VIOLATION):
+    def __init__(self, message: str, sqlstate: str = PROTOCOL_VIOLATION, *, unanswered: bool = False):
         super().__init__(message, sqlstate, "FATAL")
+        self.unanswered = unanswered
 
 
 def error_response(severity: str, sqlstate: str, message: str, detail: str = "") -> bytes:

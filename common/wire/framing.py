@@ -23,7 +23,7 @@ PROTOCOL_3_0 = 196608  # 3 << 16
 SSL_REQUEST_CODE = 80877103
 GSSENC_REQUEST_CODE = 80877104
 CANCEL_REQUEST_CODE = 80877102
-MAX_STARTUP_BYTES = 10_000  # Postgres uses the same limit for the startup packet
+MAX_STARTUP_BYTES = 10_004  # Postgres: 10000 bytes after the length word (MAX_STARTUP_PACKET_LENGTH)
 TLS_HANDSHAKE_RECORD = b"\x16"  # first byte of a TLS handshake record (ClientHello)
 # Postgres's own ceiling for one message (PQ_LARGE_MESSAGE_LIMIT, MaxAllocSize - 1): the
 # limit for streamed frames, which the proxy never holds whole.
@@ -204,11 +204,11 @@ def read_startup(buf: bytes | bytearray) -> tuple[StartupPacket | None, int]:
         if len(buf) >= 4:
             length = _INT32.unpack_from(buf, 0)[0]
             if length < 8 or length > MAX_STARTUP_BYTES:
-                raise ProtocolViolation(f"invalid startup packet length {length}")
+                raise ProtocolViolation(f"invalid startup packet length {length}", unanswered=True)
         return None, 0
     length, code = _STARTUP_HEAD.unpack_from(buf, 0)
     if length < 8 or length > MAX_STARTUP_BYTES:
-        raise ProtocolViolation(f"invalid startup packet length {length}")
+        raise ProtocolViolation(f"invalid startup packet length {length}", unanswered=True)
     if len(buf) < length:
         return None, 0
     body = bytes(buf[8:length])

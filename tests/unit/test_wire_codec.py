@@ -356,7 +356,7 @@ def test_ssl_gssenc_cancel_requests():
         (I32.pack(4), "length"),  # rejected from the length field alone
         (I32.pack(-8), "length"),
         (I32.pack(-8) + I32.pack(PROTOCOL_3_0), "length"),
-        (I32.pack(10_001) + I32.pack(PROTOCOL_3_0), "length"),
+        (I32.pack(10_005) + I32.pack(PROTOCOL_3_0), "length"),
         (I32.pack(2**31 - 1), "length"),
         (raw_startup(SSL_REQUEST_CODE, b"\x00\x00\x00\x00"), "SSLRequest"),
         (raw_startup(GSSENC_REQUEST_CODE, b"\x00"), "GSSENCRequest"),
@@ -385,6 +385,8 @@ def test_malformed_startup_packets_are_protocol_violations(packet, match):
         read_startup(packet)
     assert exc.value.fatal
     assert exc.value.sqlstate in ("08P01", "28000")
+    # Postgres answers an invalid length with nothing (a COMMERROR), the rest with a FATAL
+    assert exc.value.unanswered == (match == "length")
 
 
 def test_missing_user_is_28000_like_postgres():
