@@ -13,6 +13,8 @@ import hashlib
 import hmac
 import os
 import secrets
+import stringprep
+import unicodedata
 from dataclasses import dataclass
 
 MECHANISM = "SCRAM-SHA-256"
@@ -62,8 +64,41 @@ def _hmac(key: bytes, msg: bytes) -> bytes:
 
 
 def salted_password(password: str, salt: bytes, iterations: int) -> bytes:
-    # SASLprep is skipped: tokens are ASCII, and Postgres itself falls back to raw bytes.
-    return hashlib.pbkdf2_hmac("sha256", password.encode(), salt, iterations)
+    return hashlib.pbkdf2_hmac("sha256", saslprep(password).encode(), salt, iterations)
+
+
+def saslprep(password: str) -> str:
+    """The password as SCRAM hashes it (RFC 4013 SASLprep, RFC 7613's profile as
+    PostgreSQL's ``pg_saslprep`` applies it): libpq, node-postgres and the server's own
+    verifiers prepare it so, and a password that changes under it (``IX-\u2168`` is
+    ``IX-IX``) would otherwise never log in. ASCII is as it is; a password SASLprep
+    prohibits (control characters, unassigned code points, mixed directions, nothing left
+    after mapping) is used as it is, as PostgreSQL does. As ``pg_saslprep``, the checks
+    read the mapped string, before its normalization."""
+    if password.isascii():
+        return password
+    mapped = "".join(
+        " " if stringprep.in_table_c12(ch) else ch
+        for ch in password
+        if not stringprep.in_table_b1(ch)
+    )
+    if not mapped:
+        return password
+    for ch in mapped:
+        if (
+            stringprep.in_table_c12(ch) or stringprep.in_table_c21_c22(ch)
+            or stringprep.in_table_c3(ch) or stringprep.in_table_c4(ch)
+            or stringprep.in_table_c5(ch) or stringprep.in_table_c6(ch)
+            or stringprep.in_table_c7(ch) or stringprep.in_table_c8(ch)
+            or stringprep.in_table_c9(ch) or stringprep.in_table_a1(ch)
+        ):  # fmt: skip
+            return password
+    if any(stringprep.in_table_d1(ch) for ch in mapped):  # right-to-left text
+        if any(stringprep.in_table_d2(ch) for ch in mapped):
+            return password
+        if not (stringprep.in_table_d1(mapped[0]) and stringprep.in_table_d1(mapped[-1])):
+            return password
+    return unicodedata.normalize("NFKC", mapped)
 
 
 def make_verifier(

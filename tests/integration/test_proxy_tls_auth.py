@@ -110,6 +110,31 @@ def test_client_credentials_never_reach_upstream(make_proxy, pg):
     assert pg.psql("select count(*) from pg_stat_activity where usename = 'md5user'").strip() == "0"
 
 
+UNICODE_PASSWORD = "IX-\u2168"  # SASLprep (NFKC) makes it "IX-IX", as libpq sends it
+
+
+def test_a_password_that_saslprep_changes_logs_in_both_ways(make_proxy, pg):
+    """SCRAM hashes the SASLprep'd password (RFC 4013): libpq and node-postgres prepare it
+    on their side, Postgres builds its verifiers so. Both the client login (a static user)
+    and the proxy's own upstream login (a role whose password SASLprep changes) must."""
+    role = "saslprep_role"
+    drop = (f"DO $$BEGIN IF EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '{role}') THEN "
+            f"EXECUTE 'DROP OWNED BY {role}'; EXECUTE 'DROP ROLE {role}'; END IF; END$$;")  # fmt: skip
+    pg.psql(drop + f"CREATE ROLE {role} LOGIN PASSWORD '{UNICODE_PASSWORD}'; "
+            f"GRANT CONNECT ON DATABASE app TO {role};")  # fmt: skip
+    try:
+        handle = make_proxy(**{
+            "auth.users": {"uni": UNICODE_PASSWORD},
+            "upstream.user": role, "upstream.password": UNICODE_PASSWORD,
+        })  # fmt: skip
+        for typed in (UNICODE_PASSWORD, "IX-IX"):  # the raw form, and its NFKC equivalent
+            with psycopg.connect(host=handle.host, port=handle.port, user="uni", password=typed,
+                                 dbname="app", sslmode="disable", connect_timeout=10) as conn:  # fmt: skip
+                assert conn.execute("select current_user").fetchone() == (role,)
+    finally:
+        pg.psql(drop)
+
+
 def _all_log_text(caplog) -> str:
     fmt = logging.Formatter()
     parts = []

@@ -966,3 +966,29 @@ def test_relay_refuses_a_bind_naming_a_private_statement():
     direct = raw_bind("", private, params=[b"16999"])
     to_server, _ = relay.from_client(direct + m.execute() + m.SYNC)
     assert direct not in to_server and b"proxy's own" in to_server
+
+
+@pytest.mark.parametrize(
+    "password, prepared",
+    [
+        ("user", "user"),  # RFC 4013 section 3's examples
+        ("USER", "USER"),
+        ("I\u00adX", "IX"),  # soft hyphen: mapped to nothing
+        ("\u00aa", "a"),  # NFKC
+        ("\u2168", "IX"),
+        ("IX-\u2168", "IX-IX"),  # node-postgres's test password
+        ("a\u2003b", "a b"),  # a non-ASCII space: SPACE
+        ("\u0007", "\u0007"),  # prohibited (a control character): used as it is, as Postgres does
+        ("\u0627\u0031", "\u0627\u0031"),  # right-to-left text ending left-to-right: as it is
+        ("\u0627\u0628", "\u0627\u0628"),  # right-to-left throughout: prepared (unchanged)
+        ("\u0221", "\u0221"),  # unassigned in Unicode 3.2: prohibited, as it is
+        ("\u00ad", "\u00ad"),  # nothing left after mapping: as it is
+    ],
+)
+def test_saslprep_as_postgres_and_libpq_apply_it(password, prepared):
+    from common.wire.scram import make_verifier, saslprep
+
+    assert saslprep(password) == prepared
+    # the verifier is the prepared password's: either form the client types matches
+    salt = b"s" * 16
+    assert make_verifier(password, salt) == make_verifier(prepared, salt)
