@@ -196,6 +196,48 @@ def _named_schema(reg_type: str, literal: str | None) -> str | None:
     return parts[-2][0] if parts and len(parts) >= 2 else None
 
 
+# Built-ins that look an object up by a name given as text (an untyped literal becomes a
+# regclass, a regprocedure, ...): the object's schema, if the literal names one, needs
+# USAGE, as for an explicit cast (_named_schema; found by the privilege model: a grant
+# naming nothing in schema secret ran pg_relation_size('secret.t'), which PostgreSQL
+# refuses such a role). Name -> the reg type the argument is read as.
+_NAME_ARGUMENTS = {
+    **dict.fromkeys(
+        ("pg_relation_size", "pg_table_size", "pg_total_relation_size", "pg_indexes_size",
+         "pg_relation_filenode", "pg_relation_filepath", "pg_partition_tree",
+         "pg_partition_ancestors", "pg_partition_root", "pg_sequence_last_value",
+         "pg_get_serial_sequence", "pg_relation_is_updatable", "pg_column_is_updatable",
+         "pg_get_replica_identity_index", "to_regclass", "has_table_privilege",
+         "has_sequence_privilege", "has_column_privilege", "has_any_column_privilege"),
+        "regclass",
+    ),
+    "to_regproc": "regproc", "to_regprocedure": "regprocedure", "to_regtype": "regtype",
+    "to_regoper": "regoper", "to_regoperator": "regoperator", "to_regnamespace": "regnamespace",
+    "to_regcollation": "regcollation", "has_function_privilege": "regprocedure",
+    "has_schema_privilege": "regnamespace",
+}  # fmt: skip
+
+
+def _name_argument_schema(name: str, args: list) -> str | None:
+    """The schema a call of a ``_NAME_ARGUMENTS`` built-in looks its object up in, when
+    the object is given as a string literal naming one."""
+    reg_type = _NAME_ARGUMENTS.get(name)
+    if reg_type is None or not args:
+        return None
+    if name == "has_column_privilege":  # ([user,] table, column, privilege)
+        index = len(args) - 3
+    elif name.startswith("has_"):  # ([user,] object, privilege)
+        index = len(args) - 2
+    else:
+        index = 0
+    if index < 0:
+        return None
+    literal = _string_constant(args[index : index + 1])
+    if reg_type == "regclass":  # read as a qualified name, as the other object names are
+        reg_type = "regtype"
+    return _named_schema(reg_type, literal)
+
+
 def _split(parts: list[str]) -> Name | None:
     if not parts:
         return None
@@ -316,6 +358,11 @@ class _Walk:
                 if setting is not None:  # the setting it reads, by name
                     name = (None, CURRENT_SETTING_PREFIX + ascii_lower(setting))
                     self.flags.add(LITERAL)
+            if name[0] in (None, "pg_catalog"):
+                schema = _name_argument_schema(name[1], d.get("args") or [])
+                if schema is not None:
+                    self.schemas.add(schema)
+                    self.flags.add(LITERAL)  # another literal, another decision
             self.functions.add(name)
         for k, v in d.items():
             if k != "funcname" and isinstance(v, (dict, list)):

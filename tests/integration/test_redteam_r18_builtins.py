@@ -25,7 +25,9 @@ Leaks (all three protocols):
   pg_class row's oid: the relation is never decided on (a '...'::regclass cast is). And
   ``pg_class.reltuples`` gives the exact row count (an allowed catalog; ``pg_stat_get_*``
   are refused). Side channels, not values.
-  Kept as strict xfails: accepted side channels, as documented (docs/policy.md: sizes and
+  By name (``pg_relation_size('secret.t')``) closed the same session, found again by the
+  privilege model (PostgreSQL asks USAGE on the schema of an object named in text:
+  ``pgparse._NAME_ARGUMENTS``); by OID kept as strict xfails: accepted side channels, as documented (docs/policy.md: sizes and
   counts of every relation are catalog metadata psql and ORMs read, ``pg_class.relpages``
   and ``reltuples``, ``pg_stat_user_tables``; refusing the functions alone would close
   nothing).
@@ -224,22 +226,22 @@ LATE_DOM = LATE_WHY.format(
 )
 PROBES = [
     # A. sizes and row counts of a secret relation (side channels), by name and by OID
-    leak(
+    closed(
         "SELECT pg_relation_size('secret.r18_big')",
         "SZREL",
         SIZE.format(fn="pg_relation_size", how=BY_NAME),
     ),
-    leak(
+    closed(
         "SELECT pg_table_size('secret.r18_big')",
         "SZTAB",
         SIZE.format(fn="pg_table_size", how=BY_NAME),
     ),
-    leak(
+    closed(
         "SELECT pg_total_relation_size('secret.r18_big')",
         "SZTOT",
         SIZE.format(fn="pg_total_relation_size", how=BY_NAME),
     ),
-    leak(
+    closed(
         "SELECT pg_indexes_size('secret.r18_big')",
         "SZIDX",
         SIZE.format(fn="pg_indexes_size", how=BY_NAME),
