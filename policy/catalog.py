@@ -44,6 +44,7 @@ __all__ = [
     "DOMAIN_SCHEMAS_SQL",
     "USER_SCHEMAS_SQL",
     "RULED_SQL",
+    "TRIGGERED_SQL",
     "VIEWS_SQL",
     "VIEW_READS_SQL",
     "CatalogCache",
@@ -235,6 +236,7 @@ VIEWS_SQL = """
 SELECT n.nspname, c.relname, c.reloptions::text, pg_catalog.pg_get_viewdef(c.oid)
 FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
 WHERE c.relkind = 'v' AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+  AND n.nspname NOT LIKE 'pg\\_temp\\_%'
 """
 VIEW_READS_SQL = """
 SELECT DISTINCT vn.nspname, v.relname, bn.nspname, b.relname
@@ -247,6 +249,7 @@ JOIN pg_catalog.pg_depend d ON d.classid = 'pg_catalog.pg_rewrite'::pg_catalog.r
 JOIN pg_catalog.pg_class b ON b.oid = d.refobjid
 JOIN pg_catalog.pg_namespace bn ON bn.oid = b.relnamespace
 WHERE v.relkind = 'v' AND vn.nspname NOT IN ('pg_catalog', 'information_schema')
+  AND vn.nspname NOT LIKE 'pg\\_temp\\_%'
   AND b.relkind IN ('r', 'v', 'm', 'f', 'p')
 """
 
@@ -343,6 +346,22 @@ JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
 WHERE r.rulename <> '_RETURN' AND n.nspname NOT IN ('pg_catalog', 'information_schema')
 """
 
+# Relations with triggers of their own (not the internal ones of foreign keys), and their
+# ancestors (a write to a parent reaches a child's rows, and routes into a partition): a
+# write to one runs code that may write relations the statement does not name
+# (StatementPolicy.writes_unreadable).
+TRIGGERED_SQL = """
+WITH RECURSIVE up(relid) AS (
+    SELECT t.tgrelid FROM pg_catalog.pg_trigger t WHERE NOT t.tgisinternal
+    UNION
+    SELECT i.inhparent FROM pg_catalog.pg_inherits i JOIN up ON i.inhrelid = up.relid
+)
+SELECT n.nspname, c.relname
+FROM up JOIN pg_catalog.pg_class c ON c.oid = up.relid
+JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+WHERE n.nspname NOT IN ('pg_catalog', 'information_schema')
+"""
+
 
 def relation_names(rows) -> frozenset[str]:
     """The relations of rows that start (schema, name): ``Snapshot.view_names`` from
@@ -405,6 +424,8 @@ class Snapshot:
     defaulted_functions: frozenset[tuple[str, str]] = frozenset()
     # schemas outside the system's with domains that have a DEFAULT (DOMAIN_SCHEMAS_SQL)
     domain_schemas: frozenset[str] = frozenset()
+    # every relation with triggers of its own (TRIGGERED_SQL)
+    triggered: frozenset[str] = frozenset()
 
     @property
     def user_schema_safe(self) -> bool:
@@ -710,6 +731,7 @@ def merge_defined(a: dict[str, frozenset[str]], b) -> dict[str, frozenset[str]]:
 class _Entry:
     snapshot: Snapshot | None = None
     loading: asyncio.Task[None] | None = None  # the proxy's in-flight load, if any
+    loading_started: float = 0.0  # when it was asked for (monotonic): its queries run later
     # functions defined through the proxy (bare name -> "schema.name"), kept for good: a
     # reload that ran before their transaction committed would not show them
     defined: dict[str, frozenset[str]] = field(default_factory=dict)
@@ -747,15 +769,20 @@ class CatalogCache:
         user_schemas=(),
         defaulted_functions=(),
         domain_schemas=(),
+        triggered=(),
+        loaded_at: float | None = None,
     ) -> Snapshot:
+        """``loaded_at``: when the load's queries started (monotonic; default now): what a
+        statement arriving later may be decided on (``StatementPolicy._describe_refusal``)."""
         entry = self.entries.setdefault(database, _Entry())
         snap = Snapshot(
-            frozenset(functions), dict(columns), time.monotonic(), False, role_schemas_absent,
+            frozenset(functions), dict(columns),
+            time.monotonic() if loaded_at is None else loaded_at, False, role_schemas_absent,
             dict(user_functions or {}), dict(user_operators or {}), dict(user_types or {}),
             dict(type_oids or {}), frozenset(known_type_oids), dict(cascades or {}),
             dict(views or {}), frozenset(view_names), frozenset(ruled), dict(inlinable or {}),
             dict(relation_oids or {}), frozenset(user_schemas), frozenset(defaulted_functions),
-            frozenset(domain_schemas),
+            frozenset(domain_schemas), frozenset(triggered),
         )  # fmt: skip
         snap = with_defined(snap, entry.defined)
         entry.snapshot = snap

@@ -210,8 +210,9 @@ class StatementPolicy:
         self.on_ddl: Callable[[dict[str, frozenset[str]]], object] | None = None
         # Called when a decision needs a snapshot loaded after the statement arrived (the
         # proxy starts a reload, and the statement is checked again when it is done)
-        self.on_stale: Callable[[], object] | None = None
-        self._waiting_since: float | None = None  # a statement waits for a reload since
+        self.on_stale: Callable[[float], object] | None = None
+        # a statement waits since (monotonic) for a reload that starts after it arrived
+        self.waiting_since: float | None = None
         self._complete_used = False
         self._snapshot_seen: Snapshot | None = None
         # statement name -> (its classification, its parameter pins) for the statements
@@ -223,6 +224,7 @@ class StatementPolicy:
         # a statement's write operations -> does it update or delete rows of a relation
         # this grant may write but not read (writes_unreadable)
         self._blind_writes: dict[frozenset[tuple[str, str]], bool] = {}
+        self._blind_snapshot: Snapshot | None = None
         self._precomputed: dict[str, tuple[Classified, ...]] = {}  # classified off the loop
 
     @property
@@ -383,29 +385,31 @@ class StatementPolicy:
 
     def writes_unreadable(self, verdict: Verdict) -> bool:
         """Does this allowed statement write rows of a relation the grant may write but
-        not read, or update or delete rows of one whose foreign-key actions write such a
-        relation (``Snapshot.cascades``)? The server then evaluates that relation's own
-        expressions and triggers on rows the grant may not read (a CHECK or a generated
-        column on an updated row's stored values, an expression index, a trigger reading
-        the table), and an error or notice raised there (a cast failing, a trigger's
+        not read, or of one with triggers or rules or that is a view (``_writes_reach_unseen``),
+        or update or delete rows of one whose foreign-key actions write a relation the grant
+        may not read (``Snapshot.cascades``)? The server then evaluates code on rows the
+        grant may not read (a CHECK or a generated column on an updated row's stored
+        values, an expression index, a trigger or rule updating another table, a view's
+        base table), and an error or notice raised there (a cast failing, a trigger's
         RAISE) may quote a stored value without naming the relation
         (``proxy.redaction.withhold_message``)."""
+        snap = self._snapshot_seen
+        if self._blind_snapshot is not snap:  # the memo below is per snapshot
+            self._blind_writes.clear()
+            self._blind_snapshot = snap
         for classified, _decision in verdict.decisions:
             ops = classified.write_ops
             if not ops:
                 continue
             blind = self._blind_writes.get(ops)
             if blind is None:  # once per set of write operations (a frozenset: hash kept)
-                blind = any(
-                    op in _ROW_WRITES and check_read(rel, self.scopes) is not None
-                    for op, rel in ops
-                )  # fmt: skip
+                blind = any(op in _ROW_WRITES and self._writes_reach_unseen(rel, snap)
+                            for op, rel in ops)  # fmt: skip
                 if len(self._blind_writes) >= 256:
                     self._blind_writes.clear()
                 self._blind_writes[ops] = blind
             if blind:
                 return True
-        snap = self._snapshot_seen
         if snap is None or not snap.cascades:
             return False
         seen, reach = self._unreadable_reach
@@ -420,6 +424,19 @@ class StatementPolicy:
                 if (op == "update" or op == "delete") and rel in reach:
                     return True
         return False
+
+    def _writes_reach_unseen(self, rel: str, snap: Snapshot | None) -> bool:
+        """May a row write to ``rel`` run the server's code on rows this grant may not
+        read: ``rel`` is not readable, or it has triggers (its own or a child's), rules,
+        or is a view (its base relations' CHECKs and triggers: red-team round 19)? With
+        no snapshot, every write might."""
+        if check_read(rel, self.scopes) is not None:
+            return True
+        if rel.startswith("pg_temp."):
+            return False  # the session's own
+        if snap is None:
+            return True
+        return rel in snap.triggered or rel in snap.ruled or rel in snap.view_names
 
     def check_function_call(self) -> Verdict:
         """Frontend FunctionCall (fast-path by OID): never allowed, it bypasses classification."""
@@ -476,15 +493,15 @@ class StatementPolicy:
             and rests_on_completeness(describes, self.scopes, snap, defer_params, self.search_path)
         ):
             self._complete_used = True  # decided for this statement only, never cached
-            waited = self._waiting_since
+            waited = self.waiting_since
             if waited is None or snap.loaded_at < waited:
                 if waited is not None or not can_wait:  # reloaded (or could not wait): still old
-                    self._waiting_since = None
+                    self.waiting_since = None
                     return why or stale_refusal(snap, monotonic())
-                self._waiting_since = monotonic()
-                self.on_stale()
+                self.waiting_since = monotonic()
+                self.on_stale(self.waiting_since)
                 raise CatalogWait
-            self._waiting_since = None
+            self.waiting_since = None
         return why
 
     def _from_shape(self, sql: str) -> Verdict | None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 
 from common.wire import messages as m
 from policy.catalog import (
@@ -18,6 +19,7 @@ from policy.catalog import (
     RELATION_OIDS_SQL,
     ROLE_SCHEMAS_SQL,
     RULED_SQL,
+    TRIGGERED_SQL,
     USER_FUNCTIONS_SQL,
     USER_OPERATORS_SQL,
     USER_SCHEMAS_SQL,
@@ -60,9 +62,12 @@ Rows = list[list[str | None]]
 async def _queries(cfg, credentials, database: str, *sqls: str) -> list[Rows | UpstreamError]:
     """The rows of each query, or the error it ended with, sent together over one upstream
     login (each simple Query is its own transaction: one failing leaves the others)."""
+    # lock_timeout: a session holding a lock on an object the catalog queries read (its own
+    # temporary view redefined in an open transaction) fails this load, never stalls it
     up = await connect_upstream(
-        cfg, credentials, database, {"application_name": "pgwitness-catalog", "client_encoding": "UTF8"}
-    )
+        cfg, credentials, database,
+        {"application_name": "pgwitness-catalog", "client_encoding": "UTF8", "lock_timeout": "2s"},
+    )  # fmt: skip
     inbox = Inbox()
     inbox.feed(up.leftover)
     up.protocol.inbox = inbox
@@ -111,14 +116,16 @@ class CatalogLoader:
         self.cache = CatalogCache(refresh_after=refresh_after)
 
     async def load(self, database: str) -> None:
+        started = time.monotonic()  # what the snapshot can speak for: before its queries ran
         (functions, column_rows, role_schemas, user_function_rows, user_operator_rows,
          user_type_rows, type_oid_rows, cascade_rows, view_rows, view_read_rows,
          inlinable_rows, ruled_rows, relation_rows, schema_rows, defaulted_rows,
-         domain_rows) = await _queries(
+         domain_rows, triggered_rows) = await _queries(
             self.cfg, self.credentials, database, FUNCTIONS_SQL, COLUMNS_SQL, ROLE_SCHEMAS_SQL,
             USER_FUNCTIONS_SQL, USER_OPERATORS_SQL, USER_TYPES_SQL, USER_TYPE_OIDS_SQL,
             CASCADES_SQL, VIEWS_SQL, VIEW_READS_SQL, INLINABLE_SQL, RULED_SQL,
             RELATION_OIDS_SQL, USER_SCHEMAS_SQL, DEFAULTED_FUNCTIONS_SQL, DOMAIN_SCHEMAS_SQL,
+            TRIGGERED_SQL,
         )  # fmt: skip
         functions, column_rows = _ok(functions), _ok(column_rows)
         user_functions: dict[str, set[str]] = {}
@@ -165,22 +172,33 @@ class CatalogLoader:
             user_schemas=[r[0] for r in _ok(schema_rows)],
             defaulted_functions=[(schema, name) for schema, name in _ok(defaulted_rows)],
             domain_schemas=[r[0] for r in _ok(domain_rows)],
+            triggered=relation_names(_ok(triggered_rows)),
+            loaded_at=started,
         )
 
-    def refresh(self, database: str) -> asyncio.Task:
+    def refresh(self, database: str, since: float | None = None) -> asyncio.Task:
         """Start a load unless one is running; the task never raises (a failure is logged
-        and the old snapshot, if any, stays: stale, so unknown names count as calls)."""
+        and the old snapshot, if any, stays: stale, so unknown names count as calls).
+        ``since`` (monotonic): the load must start no earlier (a statement arrived then and
+        waits for a snapshot that speaks for it): one running that started before is
+        followed by another."""
         entry = self.cache.entry(database)
         task = entry.loading
+        previous = None
         if task is not None and not task.done():
-            return task
+            if since is None or entry.loading_started >= since:
+                return task
+            previous = task
 
         async def run() -> None:
+            if previous is not None:
+                await asyncio.shield(previous)  # never raises
             try:
                 await self.load(database)
             except (UpstreamError, OSError, TimeoutError, ValueError) as exc:
                 event("catalog load failed", logging.WARNING, database=database, error=str(exc))
 
+        entry.loading_started = time.monotonic()  # this load's queries start no earlier
         entry.loading = asyncio.get_running_loop().create_task(run())
         return entry.loading
 
@@ -197,4 +215,4 @@ class CatalogLoader:
 
         policy.catalog = lambda: self.cache.get(database)
         policy.on_ddl = on_ddl
-        policy.on_stale = lambda: self.refresh(database)
+        policy.on_stale = lambda since: self.refresh(database, since)

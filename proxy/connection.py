@@ -488,7 +488,9 @@ class LiveConnection:
 
     async def _resume_after_reload(self) -> None:
         policy = self.relay.policy
-        reload = policy.on_stale() if policy is not None and policy.on_stale is not None else None
+        reload = None
+        if policy is not None and policy.on_stale is not None and policy.waiting_since is not None:
+            reload = policy.on_stale(policy.waiting_since)  # the one the check started
         if isinstance(reload, asyncio.Task):
             await asyncio.shield(reload)  # never raises (CatalogLoader.refresh)
         await self._resume()

@@ -28,8 +28,10 @@ class Policy(Protocol):
     reads_code: bool  # the grant may read function bodies (read:pg_catalog.pg_proc)
     # statements whose Binds must be checked (a parameter pins their object text), by name
     bind_pins: dict[str, Any]
-    # starts a catalog reload (the task), asked by a check answering CATALOG_WAIT
-    on_stale: Callable[[], object] | None
+    # starts a catalog reload that begins no earlier than the time given (the task), asked
+    # by a check answering CATALOG_WAIT; waiting_since: that time, while a statement waits
+    on_stale: Callable[[float], object] | None
+    waiting_since: float | None
 
     def check_query(self, sql: str) -> Verdict:
         """Simple Query: one deny denies the whole query."""

@@ -296,10 +296,14 @@ def test_sigterm_exits_zero_within_grace_json_logs(spawn):
 def test_metrics_endpoint(spawn):
     p = spawn()
     # Hostile clients first: the process keeps serving, and counts them.
-    for payload in (b"\x16\x03\x01\x02\x00garbage", struct.pack("!ii", -5, 0), b"\x00" * 9):
-        with RawClient(p.host, p.port) as c:
+    with RawClient(p.host, p.port) as c:
+        c.send(b"\x16\x03\x01\x02\x00garbage")
+        expect_fatal(c, "08P01")
+    for payload in (struct.pack("!ii", -5, 0), b"\x00" * 9):  # invalid lengths: as Postgres,
+        with RawClient(p.host, p.port) as c:  # closed without a word (and counted)
             c.send(payload)
-            expect_fatal(c, "08P01")
+            c.sock.settimeout(5)
+            assert c.sock.recv(64) == b""
     with psycopg.connect(p.dsn(), connect_timeout=5) as conn:
         conn.execute("select repeat('x', 10000)").fetchone()
         deadline = time.monotonic() + 5

@@ -11,6 +11,7 @@ class PolicySeam:
     reads_code = True  # nothing quoted from a function body is withheld
     bind_pins: dict = {}  # noqa: RUF012 - never filled: no Bind is checked
     on_stale = None  # no catalog: never waits for one
+    waiting_since = None
 
     def may_read(self, schema: str, table: str) -> bool:
         return schema != "secret"

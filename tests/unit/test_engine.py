@@ -846,7 +846,14 @@ def test_object_definitions_are_read_with_a_scope_naming_the_catalog_or_deparser
 def test_writes_unreadable_for_rows_of_a_relation_written_but_not_read():
     """Round 17: the written relation's own CHECK, generated columns, expression indexes
     and triggers run on rows the grant may not read; their errors may quote them."""
-    p = StatementPolicy(parse_scopes("read:public.orders write:public.orders,public.wo"), task="T")
+    from policy.catalog import Snapshot
+
+    p = StatementPolicy(parse_scopes("read:public.orders,public.trg,public.ruled,public.v "
+                                     "write:public.orders,public.wo,public.trg,public.ruled,public.v"),
+                        task="T")  # fmt: skip
+    snapshot = Snapshot(frozenset(), {}, triggered=frozenset({"public.trg"}),
+                        ruled=frozenset({"public.ruled"}), view_names=frozenset({"public.v"}))  # fmt: skip
+    p.catalog = lambda: snapshot
     for sql, expected in [
         ("UPDATE public.wo SET kind = 'n'", True),
         ("DELETE FROM public.wo", True),
@@ -857,6 +864,11 @@ def test_writes_unreadable_for_rows_of_a_relation_written_but_not_read():
         ("INSERT INTO public.orders (id) VALUES (1)", False),
         ("SELECT * FROM public.orders", False),
         ("INSERT INTO pg_temp.scratch VALUES (1)", False),  # the session's own
+        # round 19: readable, but its trigger, rule or base table may write or check rows
+        # the grant may not read
+        ("INSERT INTO public.trg (id) VALUES (1)", True),
+        ("UPDATE public.ruled SET id = 1", True),
+        ("UPDATE public.v SET id = 1", True),
     ]:
         verdict = p.check_query(sql)
         assert verdict.allowed, (sql, verdict.message)
@@ -1017,9 +1029,9 @@ def test_a_decision_resting_on_a_complete_catalog_waits_for_a_snapshot_loaded_af
                         defaulted_functions=frozenset({("public", "fn")}))]  # fmt: skip
     reloads = []
     p.catalog = lambda: current[0]
-    p.on_stale = lambda: reloads.append(1)
+    p.on_stale = lambda since: reloads.append(since)
     sql = "SELECT pg_get_function_arguments(16999)"
-    assert p.check_query(sql) is CATALOG_WAIT and reloads == [1]
+    assert p.check_query(sql) is CATALOG_WAIT and reloads == [p.waiting_since]
     # the reload: a snapshot loaded after the statement arrived, listing what it lists
     current[0] = replace(current[0], loaded_at=monotonic())
     verdict = p.check_query(sql)
