@@ -578,17 +578,22 @@ def test_a_relation_named_like_a_granted_one_made_after_the_load(px, pg):
     assert_denied(got, sql)
 
 
-def test_a_schema_made_after_the_load_is_outside_a_covering_grant(px, pg):
-    """Leaked until session 17 (covers_database compared the grant's schema.* scopes with
-    the snapshot's user_schemas, and a schema made since the load was not among them): a
-    decision resting on the snapshot's completeness is made on one loaded after the
-    statement arrived (``StatementPolicy._describe_refusal``)."""
-    schemas = pg.psql(
+def _user_schemas(pg) -> list[str]:
+    """Every schema a covering grant must name (as ``policy.catalog.USER_SCHEMAS_SQL``)."""
+    return pg.psql(
         "SELECT nspname FROM pg_namespace WHERE nspname NOT IN ('pg_catalog', "
         "'information_schema', 'pg_toast') AND nspname NOT LIKE 'pg\\_temp\\_%' "
         "AND nspname NOT LIKE 'pg\\_toast\\_temp\\_%'",
         db="app",
     ).split()
+
+
+def test_a_schema_made_after_the_load_is_outside_a_covering_grant(px, pg):
+    """Leaked until session 17 (covers_database compared the grant's schema.* scopes with
+    the snapshot's user_schemas, and a schema made since the load was not among them): a
+    decision resting on the snapshot's completeness is made on one loaded after the
+    statement arrived (``StatementPolicy._describe_refusal``)."""
+    schemas = _user_schemas(pg)
     token = grant_issue(px, agent=AGENT, task="R12-ALL",
                         scopes=" ".join(f"read:{s}.*" for s in schemas))[1]  # fmt: skip
     sql = "SELECT pg_get_expr(adbin, adrelid) FROM pg_attrdef"
@@ -616,12 +621,7 @@ def test_a_covering_grant_reads_object_text_after_a_reload_in_order_with_what_fo
     is answered after it, in order, on the same session."""
     from common.wire import messages as m
 
-    schemas = pg.psql(
-        "SELECT nspname FROM pg_namespace WHERE nspname NOT IN ('pg_catalog', "
-        "'information_schema', 'pg_toast') AND nspname NOT LIKE 'pg\\_temp\\_%' "
-        "AND nspname NOT LIKE 'pg\\_toast\\_temp\\_%'",
-        db="app",
-    ).split()
+    schemas = _user_schemas(pg)
     token = grant_issue(px, agent=AGENT, task="R12-WAIT",
                         scopes=" ".join(f"read:{s}.*" for s in schemas))[1]  # fmt: skip
     sql = "SELECT count(pg_get_expr(adbin, adrelid)) FROM pg_attrdef"
