@@ -149,6 +149,9 @@ def test_a_context_keeps_where_it_failed_and_loses_the_code(px, key):
     got = received(px, sql)
     assert_no_leak(got, [S[key]], sql)
     for mode, text in got.items():
+        if key == "trigger":  # a write to a table with a trigger: the whole message (round 19)
+            assert "message withheld" in text, (mode, sql, text[-500:])
+            continue
         assert "PL/pgSQL function" in text and "withheld" in text, (mode, sql, text[-500:])
     if key == "notice":  # the notice itself, and the call's result, still arrive
         assert all("inner says" in t for t in got.values())
