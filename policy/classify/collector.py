@@ -59,11 +59,23 @@ _STRING_TOKENS = frozenset(
 )
 
 
+# sqlglot's tokenizer fails on a parameter followed by a comma and another parameter
+# (``IN ($1,$2)``: "Error tokenizing"), which PostgreSQL reads as ``$1, $2``: a space is put
+# after such a comma, outside quoted identifiers (canonical text holds no other quotes).
+_PARAM_COMMA_RE = re.compile(r'"(?:[^"]|"")*"|(\$[0-9]+),(?=\$)')
+
+
+def _spaced_parameters(sql: str) -> str:
+    return _PARAM_COMMA_RE.sub(lambda m: m.group(0) if m.group(1) is None else m.group(1) + ", ", sql)
+
+
 def sqlglot_parse(sql: str, ours: tuple[int, int]) -> list[exp.Expr | None]:
     """Parse canonical text; refuse if sqlglot's tokens disagree with ours on literals.
 
     ``ours``: (string literals, quoted identifiers) our lexer found in ``sql``.
     """
+    if "$" in sql:
+        sql = _spaced_parameters(sql)
     cache = _PARSERS
     theirs = cache.tokenizer.tokenize(sql)
     strings = quoted = 0

@@ -311,3 +311,23 @@ def test_user_schema_safety_needs_a_fresh_snapshot_that_saw_it():
     assert stale is not None and stale.stale and not stale.user_schema_safe
     assert stale.role_schemas_absent  # what was seen is kept for the record, not trusted
     assert ROLE_PREFIX.replace("_", "\\_") in ROLE_SCHEMAS_SQL  # the same prefix, escaped
+
+
+def test_parameters_separated_by_a_bare_comma_are_read():
+    """sqlglot's tokenizer failed on ``$1,$2`` (postgres.js's ``IN ($1,$2)`` after a
+    data-modifying CTE was refused as unparseable); PostgreSQL reads ``$1, $2``. A quoted
+    identifier holding the same characters is left as it is."""
+    from policy import StatementPolicy, parse_scopes
+    from policy.classify.collector import _spaced_parameters
+
+    assert _spaced_parameters('select $1,$2,$3, "a$1,$2"') == 'select $1, $2, $3, "a$1,$2"'
+    p = StatementPolicy(parse_scopes("read:public.t write:public.t"), task="T")
+    for sql in (
+        "with x as (insert into t values (1, null) returning *) select 1 in ($1,$2) from x",
+        "select * from t where a in ($1,$2,$3)",
+        "select $1,$2",
+    ):
+        verdict = p.check_parse(sql)
+        assert verdict.allowed, (sql, verdict.message)
+    # and what the statement names is still decided
+    assert not p.check_parse("select * from secret.s where a in ($1,$2)").allowed
