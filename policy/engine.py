@@ -36,6 +36,7 @@ from policy.classify.crosscheck import (
     token_signature,
 )
 from policy.classify.metadata import bound_pins
+from policy.classify.pgparse import syntax_error
 from policy.decide import (
     RESERVED_PREFIX,
     Decision,
@@ -67,9 +68,28 @@ class Verdict:
     would_deny: bool = False  # dry-run: a deny that was not enforced
 
 
+@dataclass(frozen=True)
+class SyntaxVerdict(Verdict):
+    """A refusal of text PostgreSQL's own parser rejects: the server would have answered
+    it with this syntax error, so the client gets that (SQLSTATE 42601, the parser's
+    message), not a privilege error; an agent fixes its SQL by it."""
+
+    sqlstate = "42601"
+
+
 class CatalogWait(Exception):
     """Raised inside a check: the decision rests on the catalog snapshot listing every
     object of a kind, and the snapshot was loaded before the statement arrived."""
+
+
+def _syntax_error(pairs: tuple[Pair, ...]) -> str | None:
+    """PostgreSQL's syntax error for the first statement its parser rejects, if any."""
+    for classified, decision in pairs:
+        if not decision.allowed and classified.sql:
+            error = syntax_error(classified.sql)
+            if error is not None:
+                return error
+    return None
 
 
 # What a check answers then (``check_query``, ``check_parse``): the proxy holds the
@@ -903,6 +923,10 @@ class StatementPolicy:
             self._commit_session_state(pairs)
             return Verdict(True, pairs, "")
         if self.enforce:
+            if denied.rule == "deny.unknown":
+                error = _syntax_error(pairs)
+                if error is not None:
+                    return SyntaxVerdict(False, pairs, error)
             return Verdict(False, pairs, self._message(denied))
         self._commit_session_state(pairs)
         return Verdict(True, pairs, "", would_deny=True)

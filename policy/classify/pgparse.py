@@ -967,6 +967,16 @@ def _shows_object_text(relations, functions) -> bool:
     return any(n in DEPARSERS and s in (None, "pg_catalog") for s, n in functions)
 
 
+def syntax_error(sql: str) -> str | None:
+    """PostgreSQL's own syntax error for ``sql`` (``syntax error at or near "wat"``), or
+    None if its parser reads it: what the server would answer the statement with."""
+    try:
+        _pg.parse_sql_json(sql)
+    except _pg.ParseError as e:
+        return str(e.args[0]) if e.args else str(e)
+    return None
+
+
 def parse(sql: str) -> tuple[PgStatement, ...]:
     """Every statement of ``sql`` as PostgreSQL's parser reads it; PgParseError if it cannot."""
     stmts = _tree(sql)

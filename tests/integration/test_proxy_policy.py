@@ -850,3 +850,28 @@ def test_search_path_stays_what_the_policy_assumes(pproxy, reset):
         except psycopg.errors.InsufficientPrivilege:
             pass  # refusing to reset it is fine too
         assert conn.execute("SHOW search_path").fetchone() == ("public",)
+
+
+def test_mistyped_sql_gets_the_servers_syntax_error_and_the_session_goes_on(pproxy, pg):
+    """Text PostgreSQL's parser rejects is refused with what the server would answer:
+    SQLSTATE 42601 and the parser's own message (an agent fixes its SQL by it), in and out
+    of a transaction, by the simple and the extended protocol; nothing is sent upstream."""
+    from tests.support.pg import direct_dsn
+
+    bad = "selec count(*) from customers"
+    with psycopg.connect(direct_dsn(pg), autocommit=True) as direct:
+        with pytest.raises(psycopg.errors.SyntaxError) as expected:
+            direct.execute(bad)
+    for prepare in (False, True):  # simple Query; Parse/Bind/Execute
+        with p_connect(pproxy) as conn:
+            with pytest.raises(psycopg.errors.SyntaxError) as got:
+                conn.execute(bad, prepare=prepare)
+            assert got.value.diag.message_primary == expected.value.diag.message_primary
+            assert conn.execute("SELECT count(*) FROM public.customers").fetchone() == (3,)
+            conn.execute("BEGIN")
+            with pytest.raises(psycopg.errors.SyntaxError):
+                conn.execute(bad, prepare=prepare)
+            with pytest.raises(psycopg.errors.InFailedSqlTransaction):  # as the server would
+                conn.execute("SELECT 1")
+            conn.execute("ROLLBACK")
+            assert conn.execute("SELECT 1").fetchone() == (1,)

@@ -66,7 +66,7 @@ def test_denied_message_names_task_rule_and_relation():
         ("SELECT * FROM pg_authid", "may not read pg_catalog.pg_authid (rule deny.catalog)"),
         ("COPY orders FROM PROGRAM 'x'", "(rule deny.copy_program)"),
         ("GRANT ALL ON orders TO x", "(rule deny.role)"),
-        ("SELEC 1", "(rule deny.unknown)"),
+        ("CREATE PUBLICATION p FOR ALL TABLES", "(rule deny.unknown)"),  # parses, unclassified
     ],
 )
 def test_messages(sql, message):
@@ -1051,3 +1051,23 @@ def test_a_decision_resting_on_a_complete_catalog_waits_for_a_snapshot_loaded_af
     q = StatementPolicy(parse_scopes("read:public.orders execute:public.fn"), task="T")
     q.catalog = lambda: replace(current[0], defaulted_functions=frozenset({("public", "fn")}))
     assert q.check_query(sql).allowed
+
+
+def test_text_postgres_cannot_parse_is_refused_with_its_own_syntax_error():
+    """An agent's mistyped SQL gets what the server would answer (42601 and PostgreSQL's
+    parser's message), not a privilege error: nothing is sent upstream either way."""
+    p = StatementPolicy(parse_scopes("read:public.*"), task="T")
+    for sql, message in [
+        ("wat 1", 'syntax error at or near "wat"'),
+        ("select 1; wat", 'syntax error at or near "wat"'),  # the whole Query, as the server
+        ("select * from t where", "syntax error at end of input"),
+    ]:
+        verdict = p.check_query(sql)
+        assert not verdict.allowed and verdict.message == message, (sql, verdict.message)
+        assert getattr(verdict, "sqlstate", None) == "42601"
+        assert p.check_parse(sql).message == message
+    # what parses stays a policy decision, 42501
+    refused = p.check_query("select * from secret.x")
+    assert not refused.allowed and getattr(refused, "sqlstate", "42501") == "42501"
+    dry = StatementPolicy(parse_scopes("read:public.*"), task="T", enforce=False)
+    assert dry.check_query("wat 1").would_deny
