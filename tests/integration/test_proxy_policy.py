@@ -859,9 +859,11 @@ def test_mistyped_sql_gets_the_servers_syntax_error_and_the_session_goes_on(ppro
     from tests.support.pg import direct_dsn
 
     bad = "selec count(*) from customers"
-    with psycopg.connect(direct_dsn(pg), autocommit=True) as direct:
-        with pytest.raises(psycopg.errors.SyntaxError) as expected:
-            direct.execute(bad)
+    with (
+        psycopg.connect(direct_dsn(pg), autocommit=True) as direct,
+        pytest.raises(psycopg.errors.SyntaxError) as expected,
+    ):
+        direct.execute(bad)
     for prepare in (False, True):  # simple Query; Parse/Bind/Execute
         with p_connect(pproxy) as conn:
             with pytest.raises(psycopg.errors.SyntaxError) as got:
