@@ -968,12 +968,14 @@ def _shows_object_text(relations, functions) -> bool:
 
 
 def syntax_error(sql: str) -> str | None:
-    """PostgreSQL's own syntax error for ``sql`` (``syntax error at or near "wat"``), or
-    None if its parser reads it: what the server would answer the statement with."""
+    """PostgreSQL's grammar's syntax error for ``sql`` (``syntax error at or near "wat"``,
+    SQLSTATE 42601 at the server), or None: its parser reads it, or rejects it otherwise
+    (its scanner's errors carry other SQLSTATEs: a NUL in an E'' string is 22021)."""
     try:
         _pg.parse_sql_json(sql)
     except _pg.ParseError as e:
-        return str(e.args[0]) if e.args else str(e)
+        message = str(e.args[0]) if e.args else str(e)
+        return message if message.startswith("syntax error at ") else None
     return None
 
 

@@ -171,7 +171,8 @@ DENIED = [
         "SELECT pg_terminate_backend(pg_backend_pid())",
         ("deny.function", "pg_terminate_backend"),
     ),
-    ("unparseable", "SELEC * FRM public.orders", ("deny.unknown",)),
+    # parsed by PostgreSQL, not classified (a syntax error is the server's own 42601: below)
+    ("unclassified", "CREATE PUBLICATION e2e_pub FOR ALL TABLES", ("deny.unknown",)),
     ("grant", "GRANT ALL ON secret.payroll TO PUBLIC", ("deny.role",)),
 ]
 
