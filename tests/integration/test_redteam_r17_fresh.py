@@ -175,14 +175,7 @@ def leaked(text: str) -> list[str]:
     return [s for s in SECRETS if shows(text, s)]
 
 
-def P(sql: str, key: str, *before: str):
-    return pytest.param(sql, key, before)
-
-
-def leak(sql: str, key: str, reason: str, *before: str):
-    """A probe that leaked when found (``reason``), held since: a regression test."""
-    del reason
-    return pytest.param(sql, key, before)
+P, leak = planted.probe, planted.closed  # a probe; one that leaked when found, held since
 
 
 LV = (

@@ -18,6 +18,7 @@ import contextlib
 import re
 
 import asyncpg
+import pytest
 
 from common.wire import messages as m
 from tests.support.fixtures_proxy import ProxyHandle, proxy_config
@@ -217,3 +218,14 @@ def assert_no_leak(got: dict[str, str], secrets: list[str], sql: str) -> None:
 def assert_denied(got: dict[str, str], sql: str) -> None:
     for mode, t in got.items():
         assert "42501" in t and "pgwitness: task" in t, (mode, sql, t[-600:])
+
+
+def probe(sql: str, key: str, *before: str):
+    """A red-team probe: its SQL, the marker it must never show, its set-up statements."""
+    return pytest.param(sql, key, before)
+
+
+def closed(sql: str, key: str, reason: str, *before: str):
+    """A probe that leaked when found (``reason`` says how), held since: a regression test."""
+    del reason
+    return pytest.param(sql, key, before)
