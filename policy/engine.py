@@ -191,8 +191,9 @@ def classify_text(sql: str, search_path: tuple[str, ...]) -> tuple[Classified, .
     return tuple(out)
 
 
-# Operations whose rows run the written relation's expressions and triggers
-_ROW_WRITES = frozenset(("insert", "update", "delete"))
+# Operations that run the written relation's expressions and triggers (TRUNCATE: its
+# ON TRUNCATE triggers)
+_ROW_WRITES = frozenset(("insert", "update", "delete", "truncate"))
 
 
 class StatementPolicy:

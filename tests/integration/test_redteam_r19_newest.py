@@ -67,7 +67,8 @@ AGENT = "r19-bot"
 SCOPES = (
     "read:public.r19_orders write:public.r19_orders read:public.r19_ruled "
     "write:public.r19_ruled read:public.r19_v write:public.r19_v write:public.r19_wc "
-    "write:public.r19_wo read:public.r19_parent write:public.r19_parent"
+    "write:public.r19_wo read:public.r19_parent write:public.r19_parent "
+    "read:public.r19_tt truncate:public.r19_tt"
 )
 SCOPES_FN = SCOPES + " execute:secret.r19_fn"  # every defaulted function the first snapshot knows
 SCOPES_ALL = SCOPES_FN + " execute:secret.r19_late"  # and the late one
@@ -86,6 +87,7 @@ R = {  # outside the grant: must never come back through the proxy
     "copyval": "r19-copyval-7a07",
     "fkval": "r19-fkval-7a08",
     "lateschema": "r19-lateschema-7a09",
+    "truncval": "r19-truncval-7a0a",
 }
 SECRETS = list(R.values())
 CHECK = "CHECK (kind <> 'n' OR val::numeric > 0)"
@@ -143,11 +145,20 @@ INSERT INTO public.r19_parent VALUES (1);
 CREATE TABLE secret.r19_child (pid int REFERENCES public.r19_parent ON DELETE SET NULL,
     val text, CHECK (pid IS NOT NULL OR val::numeric > 0));
 INSERT INTO secret.r19_child VALUES (1, '{R["fkval"]}');
+-- a granted table whose ON TRUNCATE trigger updates a secret one (session 17's own check)
+CREATE TABLE public.r19_tt (id int);
+CREATE TABLE secret.r19_tv (kind text, val text, {CHECK});
+INSERT INTO secret.r19_tv VALUES ('t', '{R["truncval"]}');
+CREATE FUNCTION secret.r19_trunc() RETURNS trigger LANGUAGE plpgsql AS
+    $$BEGIN UPDATE secret.r19_tv SET kind = 'n'; RETURN NULL; END$$;
+CREATE TRIGGER r19_trunc BEFORE TRUNCATE ON public.r19_tt
+    FOR EACH STATEMENT EXECUTE FUNCTION secret.r19_trunc();
 RESET ROLE;
 """
 TEARDOWN = """
 DROP SCHEMA IF EXISTS r19_ls CASCADE;
-DROP TABLE IF EXISTS secret.r19_child, public.r19_parent;
+DROP TABLE IF EXISTS secret.r19_child, public.r19_parent, public.r19_tt, secret.r19_tv;
+DROP FUNCTION IF EXISTS secret.r19_trunc();
 DROP VIEW IF EXISTS public.r19_v;
 DROP TABLE IF EXISTS public.r19_orders, public.r19_ruled, public.r19_wc, public.r19_wo;
 DROP TABLE IF EXISTS secret.r19_vault, secret.r19_rv, secret.r19_vv, secret.r19_nv,
@@ -202,6 +213,10 @@ TRG = (
 )
 
 PROBES = [
+    # an ON TRUNCATE trigger updating a secret table whose CHECK casts its stored value
+    leak("TRUNCATE public.r19_tt", "truncval",
+         "the trigger's UPDATE of secret.r19_tv made its CHECK quote val (22P02): TRUNCATE "
+         "was no row write, so withholding stayed off (found by the coordinator, session 17)"),
     # a trigger of a granted table updating a secret table whose CHECK casts a stored value
     leak("INSERT INTO public.r19_orders (id, note) VALUES (2, 'n')", "trgval", TRG),
     leak(

@@ -849,7 +849,8 @@ def test_writes_unreadable_for_rows_of_a_relation_written_but_not_read():
     from policy.catalog import Snapshot
 
     p = StatementPolicy(parse_scopes("read:public.orders,public.trg,public.ruled,public.v "
-                                     "write:public.orders,public.wo,public.trg,public.ruled,public.v"),
+                                     "write:public.orders,public.wo,public.trg,public.ruled,public.v "
+                                     "truncate:public.orders,public.trg"),
                         task="T")  # fmt: skip
     snapshot = Snapshot(frozenset(), {}, triggered=frozenset({"public.trg"}),
                         ruled=frozenset({"public.ruled"}), view_names=frozenset({"public.v"}))  # fmt: skip
@@ -869,6 +870,8 @@ def test_writes_unreadable_for_rows_of_a_relation_written_but_not_read():
         ("INSERT INTO public.trg (id) VALUES (1)", True),
         ("UPDATE public.ruled SET id = 1", True),
         ("UPDATE public.v SET id = 1", True),
+        ("TRUNCATE public.trg", True),  # its ON TRUNCATE triggers run too
+        ("TRUNCATE public.orders", False),
     ]:
         verdict = p.check_query(sql)
         assert verdict.allowed, (sql, verdict.message)
