@@ -49,7 +49,7 @@ import re
 import pytest
 
 from tests.support import planted
-from tests.support.planted import fill, shows
+from tests.support.planted import shows
 from tests.support.rawpg import RawClient
 
 pytestmark = pytest.mark.timeout(180)
@@ -425,26 +425,12 @@ PROBES = [
 ]
 
 
-def _ids(params):
-    return [f"{i:02d}-{param.values[1]}" for i, param in enumerate(params)]
-
-
 def test_each_probe_reaches_its_marker_directly(px, pg):
-    silent = []
-    for param in PROBES:
-        sql, key, before = param.values
-        with RawClient.direct(pg) as c:
-            frames = [f for s in before for f in c.query(fill(s, px.oids))]
-            text = planted.text(frames + c.query(fill(sql, px.oids)))
-        if not shows(text, R[key]):
-            silent.append((sql[:90], re.sub(r"[^ -~]", ".", text)[-200:]))
+    silent = planted.silent_directly(pg, px.oids, PROBES, R.__getitem__)
     assert not silent, "\n".join(map(repr, silent))
 
 
-@pytest.mark.parametrize(("sql", "key", "before"), PROBES, ids=_ids(PROBES))
+@pytest.mark.parametrize(("sql", "key", "before"), PROBES, ids=planted.ids(PROBES))
 def test_probe_shows_no_marker_through_the_proxy(px, sql, key, before):
-    # a probe that opens a transaction ends it (an error in it leaves it aborted)
-    after = ("ROLLBACK",) if before[:1] == ("BEGIN",) else ()
-    got = planted.received_filled(px, sql, before=before, after=after)
-    bad = {mode: t[-500:] for mode, t in got.items() if leaked(t)}
+    bad = planted.leaks(px, sql, leaked, before)
     assert not bad, ("LEAK", sorted(bad), sql, bad)

@@ -67,12 +67,12 @@ def fill(sql: str, oids: dict[str, str]) -> str:
     return re.sub(r"<<(\w+)>>", lambda mt: oids[mt.group(1)], sql)
 
 
-def received_filled(handle, sql: str, before=(), after=()) -> dict[str, str]:
+def received_filled(handle, sql: str, before=(), after=(), token: str | None = None) -> dict[str, str]:
     """``received`` of a probe written with ``<<NAME>>`` OIDs (``fill``), its set-up and
     clean-up statements filled too."""
     oids = handle.oids
     return received(handle, fill(sql, oids), before=tuple(fill(s, oids) for s in before),
-                    after=tuple(fill(s, oids) for s in after))  # fmt: skip
+                    after=tuple(fill(s, oids) for s in after), token=token)  # fmt: skip
 
 
 def shows(text: str, marker: str) -> bool:
@@ -229,3 +229,34 @@ def closed(sql: str, key: str, reason: str, *before: str):
     """A probe that leaked when found (``reason`` says how), held since: a regression test."""
     del reason
     return pytest.param(sql, key, before)
+
+
+def ids(probes) -> list[str]:
+    """Probe ids: the probe's index and the key of the marker it looks for."""
+    return [f"{i:02d}-{param.values[1]}" for i, param in enumerate(probes)]
+
+
+def silent_directly(pg, oids: dict[str, str], probes, marker) -> list[tuple[str, str]]:
+    """The probes whose marker (``marker(key)``) does not come back when they run directly
+    as the upstream login, set-up statements first (a probe's values: sql, key, and a
+    tuple of set-up statements if it has any): each must, or it proves nothing."""
+    silent = []
+    for param in probes:
+        sql, key, *rest = param.values
+        before = rest[0] if rest and isinstance(rest[0], tuple) else ()
+        with RawClient.direct(pg) as c:
+            frames = [f for s in before for f in c.query(fill(s, oids))]
+            got = text(frames + c.query(fill(sql, oids)))
+            if before:
+                c.query("ROLLBACK")
+        if not shows(got, marker(key)):
+            silent.append((sql[:90], re.sub(r"[^ -~]", ".", got)[-200:]))
+    return silent
+
+
+def leaks(handle, sql: str, leaked, before=(), token: str | None = None) -> dict[str, str]:
+    """Each protocol mode's answer to a probe (``received_filled``) that holds a marker
+    (``leaked(text)`` non-empty), its tail by mode. A probe that opens a transaction ends it."""
+    after = ("ROLLBACK",) if before[:1] == ("BEGIN",) else ()
+    got = received_filled(handle, sql, before=before, after=after, token=token)
+    return {mode: t[-500:] for mode, t in got.items() if leaked(t)}
