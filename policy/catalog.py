@@ -731,7 +731,10 @@ def merge_defined(a: dict[str, frozenset[str]], b) -> dict[str, frozenset[str]]:
 class _Entry:
     snapshot: Snapshot | None = None
     loading: asyncio.Task[None] | None = None  # the proxy's in-flight load, if any
-    loading_started: float = 0.0  # when it was asked for (monotonic): its queries run later
+    # when its queries started (monotonic), or None while it waits to start (behind the one
+    # before it, or paced): then it speaks for every statement that arrived before it starts
+    loading_started: float | None = None
+    last_started: float = float("-inf")  # the newest load's start: the next is paced after it
     # functions defined through the proxy (bare name -> "schema.name"), kept for good: a
     # reload that ran before their transaction committed would not show them
     defined: dict[str, frozenset[str]] = field(default_factory=dict)

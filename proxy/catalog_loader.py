@@ -38,7 +38,10 @@ from policy.lexer import render_name
 from .logs import event
 from .upstream import Inbox, UpstreamError, connect_upstream
 
-__all__ = ["CatalogLoader"]
+__all__ = ["MIN_INTERVAL", "CatalogLoader"]
+
+# Seconds between the starts of two catalog loads of one database (``CatalogLoader.refresh``).
+MIN_INTERVAL = 0.5
 
 
 def _data_row(msg: bytes) -> list[str | None]:
@@ -110,9 +113,11 @@ def _frozen(groups: dict) -> dict:
 class CatalogLoader:
     """The proxy's catalog snapshots: ``attach`` gives a session's policy its database's."""
 
-    def __init__(self, cfg, credentials, refresh_after: float = 300.0):
+    def __init__(self, cfg, credentials, refresh_after: float = 300.0,
+                 min_interval: float = MIN_INTERVAL):
         self.cfg = cfg
         self.credentials = credentials
+        self.min_interval = min_interval
         self.cache = CatalogCache(refresh_after=refresh_after)
 
     async def load(self, database: str) -> None:
@@ -180,25 +185,36 @@ class CatalogLoader:
         """Start a load unless one is running; the task never raises (a failure is logged
         and the old snapshot, if any, stays: stale, so unknown names count as calls).
         ``since`` (monotonic): the load must start no earlier (a statement arrived then and
-        waits for a snapshot that speaks for it): one running that started before is
-        followed by another."""
+        waits for a snapshot that speaks for it): one not started yet is joined, one that
+        started before is followed by another.
+
+        Loads of a database start at least ``min_interval`` seconds apart: statements that
+        rest on the catalog's completeness (``policy.catalog.rests_on_completeness``) each
+        ask for a reload, and a loop of them would otherwise keep one upstream login busy
+        with catalog queries. Whoever waits meanwhile shares the next load.
+        """
         entry = self.cache.entry(database)
         task = entry.loading
         previous = None
         if task is not None and not task.done():
-            if since is None or entry.loading_started >= since:
+            started = entry.loading_started
+            if since is None or started is None or started >= since:
                 return task
             previous = task
 
         async def run() -> None:
             if previous is not None:
                 await asyncio.shield(previous)  # never raises
+            delay = entry.last_started + self.min_interval - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            entry.loading_started = entry.last_started = time.monotonic()
             try:
                 await self.load(database)
             except (UpstreamError, OSError, TimeoutError, ValueError) as exc:
                 event("catalog load failed", logging.WARNING, database=database, error=str(exc))
 
-        entry.loading_started = time.monotonic()  # this load's queries start no earlier
+        entry.loading_started = None  # not started: joined by whoever asks before it starts
         entry.loading = asyncio.get_running_loop().create_task(run())
         return entry.loading
 

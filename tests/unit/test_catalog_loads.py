@@ -1,0 +1,119 @@
+"""When the proxy loads a database's catalog (proxy.catalog_loader.CatalogLoader.refresh):
+one load at a time, a waiting statement never decided on a load that started before it
+arrived, loads paced apart, waiters sharing the next load. The load itself is replaced by
+one that only notes when it ran (the queries are tested against a real server in
+tests/integration)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from proxy.catalog_loader import CatalogLoader
+
+DB = "app"
+
+
+class Loads(CatalogLoader):
+    """Each load takes ``duration`` seconds and notes its start and end."""
+
+    def __init__(self, min_interval: float, duration: float = 0.05):
+        super().__init__(cfg=None, credentials=None, min_interval=min_interval)
+        self.duration = duration
+        self.runs: list[tuple[float, float]] = []
+
+    async def load(self, database: str) -> None:
+        start = time.monotonic()
+        await asyncio.sleep(self.duration)
+        self.runs.append((start, time.monotonic()))
+
+
+def test_a_waiter_never_joins_a_load_that_started_before_it_arrived():
+    async def go():
+        loads = Loads(min_interval=0.0, duration=0.1)
+        first = loads.refresh(DB)
+        await asyncio.sleep(0.03)  # the first load is running
+        since = time.monotonic()
+        second = loads.refresh(DB, since)
+        assert second is not first
+        await second
+        assert first.done()
+        return loads.runs, since
+
+    runs, since = asyncio.run(go())
+    assert len(runs) == 2
+    assert runs[0][0] < since <= runs[1][0]  # the one it waited for started after it arrived
+    assert runs[1][0] >= runs[0][1]  # one load at a time
+
+
+def test_waiters_share_a_load_that_has_not_started():
+    async def go():
+        loads = Loads(min_interval=0.0, duration=0.1)
+        loads.refresh(DB)
+        await asyncio.sleep(0.02)
+        tasks = []
+        for _ in range(20):  # twenty statements waiting while the first load runs
+            tasks.append(loads.refresh(DB, time.monotonic()))
+            await asyncio.sleep(0.001)
+        await asyncio.gather(*tasks)
+        return loads.runs, tasks
+
+    runs, tasks = asyncio.run(go())
+    assert len({id(t) for t in tasks}) == 1
+    assert len(runs) == 2
+
+
+def test_loads_are_paced_and_a_loop_of_waiting_statements_cannot_run_them_back_to_back():
+    async def go():
+        loads = Loads(min_interval=0.3, duration=0.01)
+        await loads.refresh(DB)
+        for _ in range(3):  # one statement after another, each waiting for a fresh load
+            since = time.monotonic()
+            await loads.refresh(DB, since)
+            assert loads.runs[-1][0] >= since
+        return loads.runs
+
+    runs = asyncio.run(go())
+    assert len(runs) == 4
+    starts = [s for s, _ in runs]
+    assert all(b - a >= 0.3 for a, b in zip(starts, starts[1:], strict=False)), starts
+
+
+def test_the_first_load_is_not_delayed():
+    async def go():
+        loads = Loads(min_interval=30.0)
+        t0 = time.monotonic()
+        await asyncio.wait_for(loads.refresh(DB), 5)
+        return loads.runs[0][0] - t0
+
+    assert asyncio.run(go()) < 1.0
+
+
+def test_a_refresh_without_a_waiter_joins_the_running_load():
+    async def go():
+        loads = Loads(min_interval=0.0, duration=0.1)
+        first = loads.refresh(DB)
+        await asyncio.sleep(0.03)
+        again = loads.refresh(DB)  # DDL went through: any load from now on will do
+        await first
+        return first, again, loads.runs
+
+    first, again, runs = asyncio.run(go())
+    assert again is first
+    assert len(runs) == 1
+
+
+def test_a_failed_load_is_logged_and_the_next_one_runs():
+    class Failing(Loads):
+        async def load(self, database: str) -> None:
+            await super().load(database)
+            if len(self.runs) == 1:
+                raise OSError("upstream went away")
+
+    async def go():
+        loads = Failing(min_interval=0.0, duration=0.01)
+        await loads.refresh(DB)  # never raises
+        await loads.refresh(DB, time.monotonic())
+        return loads.runs
+
+    assert len(asyncio.run(go())) == 2
