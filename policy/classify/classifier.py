@@ -150,6 +150,10 @@ class Classifier:
                 raise Unclassifiable(f"{verb} {kind}: could not find the object it changes")
             return result(stmt, S.DDL, f"{verb} {kind}", "", reads, ops, funcs), col
         if isinstance(tree, exp.Comment):
+            kind = str(tree.args.get("kind") or "").upper()
+            if kind not in _COMMENT_KINDS:
+                # sqlglot reads the object of COMMENT ON SCHEMA / DATABASE as a table name
+                raise Unclassifiable(f"COMMENT ON {kind or '?'} is not supported")
             if not ops:
                 target = tree.this
                 if isinstance(target, exp.Column) and target.args.get("table") is not None:
@@ -177,6 +181,11 @@ class Classifier:
         inner, col = self._from_tree(sub, tree)
         col.release()
         return inner
+
+
+# COMMENT ON kinds whose object is a relation, a type or a column (sqlglot reads a
+# MATERIALIZED VIEW as VIEW): the comment is DDL on that relation or type
+_COMMENT_KINDS = frozenset({"TABLE", "VIEW", "INDEX", "SEQUENCE", "TYPE", "COLUMN"})
 
 
 def _work_around_sqlglot(stmt: Statement) -> Statement:

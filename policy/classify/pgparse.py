@@ -403,6 +403,24 @@ class _Walk:
         self.attributes.add(DERIVED_ROWS)
         self.struct(d, ctes)
 
+    def newer_syntax(self, d: dict, ctes: frozenset[str], name: str) -> None:
+        """A construct PostgreSQL 16-18's grammar reads as SQL/JSON or MERGE syntax
+        (``json_value(...)``, ``json_array(...)``, ``merge_action()``), which pglast's
+        grammar has and the server's may not: to PostgreSQL 15 each is a plain call of a
+        function of that name, looked up through the search path, a user's function
+        included. Decided as that call (a built-in unless a user function shadows it)."""
+        self.functions.add((None, name))
+        if name == "json_table":
+            self.attributes.add(DERIVED_ROWS)  # a function in FROM, to 15: its rows
+        self.struct(d, ctes)
+
+    def json_func(self, d: dict, ctes: frozenset[str]) -> None:
+        op = d.get("op") or ""
+        name = _JSON_FUNC_OPS.get(op)
+        if name is None:
+            raise PgParseError(f"an SQL/JSON function of an unknown kind: {op}")
+        self.newer_syntax(d, ctes, name)
+
     def table_like(self, d: dict, ctes: frozenset[str]) -> None:
         """CREATE TABLE ... (LIKE t INCLUDING DEFAULTS/CONSTRAINTS/GENERATED/INDEXES/
         STATISTICS): t's expressions are copied and then run on the new table's writes, as
@@ -520,7 +538,11 @@ class _Walk:
                 if d.get(key) is not None:
                     self.target(d[key], "ddl", ctes)
             if kind == "CommentStmt":
-                self.objects(d.get("objtype"), [d.get("object")], "ddl")
+                objtype = d.get("objtype")
+                if objtype not in _RELATION_OBJECTS and objtype != "OBJECT_COLUMN":
+                    # a schema, a database, a role, ...: nothing a relation scope names
+                    raise PgParseError(f"COMMENT ON {objtype}")
+                self.objects(objtype, [d.get("object")], "ddl")
                 keys = ("object",)
             self.struct(d, ctes, keys)
         elif kind == "DropStmt":
@@ -592,6 +614,37 @@ class _Walk:
 
 
 _WITH_OWNERS = frozenset({"SelectStmt", "InsertStmt", "UpdateStmt", "DeleteStmt", "MergeStmt"})
+
+# PostgreSQL 16-18 made these words column-name keywords that start SQL/JSON or MERGE
+# syntax; to PostgreSQL 15 they are ordinary names, so ``json_value(a, b)`` there calls a
+# function ``json_value`` (a user's: 15 has none). Each node is decided as that call.
+# (tests/unit/test_policy_parsers.py compares the list with both grammars' keywords.)
+_NEWER_SYNTAX = {
+    "JsonArrayConstructor": "json_array",
+    "JsonArrayQueryConstructor": "json_array",
+    "JsonObjectConstructor": "json_object",
+    "JsonArrayAgg": "json_arrayagg",
+    "JsonObjectAgg": "json_objectagg",
+    "JsonSerializeExpr": "json_serialize",
+    "JsonScalarExpr": "json_scalar",
+    "JsonParseExpr": "json",
+    "JsonTable": "json_table",
+    "MergeSupportFunc": "merge_action",
+}
+_JSON_FUNC_OPS = {
+    "JSON_VALUE_OP": "json_value",
+    "JSON_QUERY_OP": "json_query",
+    "JSON_EXISTS_OP": "json_exists",
+    "JSON_TABLE_OP": "json_table",
+}
+NEWER_SYNTAX_CALLS = frozenset([*_NEWER_SYNTAX.values(), *_JSON_FUNC_OPS.values()])
+
+
+def _read_as_call(name: str):
+    def walk(self: _Walk, d: dict, ctes: frozenset[str]) -> None:
+        self.newer_syntax(d, ctes, name)
+
+    return walk
 # Nodes ``_Walk.node`` reads itself; any other kind goes to ``_Walk.statement``.
 _NODES = {
     "RangeVar": _Walk.range_var,
@@ -609,6 +662,9 @@ _NODES = {
     "RangeFunction": _Walk.derived,
     "RangeTableFunc": _Walk.derived,
     "TableLikeClause": _Walk.table_like,
+    # grammar PostgreSQL 15 lacks, where its reading is a call (``_Walk.newer_syntax``)
+    "JsonFuncExpr": _Walk.json_func,
+    **{kind: _read_as_call(name) for kind, name in _NEWER_SYNTAX.items()},
 }
 # Kinds ``_Walk.statement`` has a branch for (every kind it compares ``kind`` with;
 # tests/unit/test_miss_path.py checks the list against its source): the rest are
