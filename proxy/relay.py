@@ -45,7 +45,12 @@ _CHECKED = _STATEMENT_TYPES | {F.TERMINATE}  # the messages the relay looks at
 # ... and Bind too while a statement's object text is pinned by a parameter (the policy's
 # ``bind_pins``): its values decide
 _CHECKED_BINDS = _CHECKED | {F.BIND, F.DESCRIBE, F.CLOSE}
-_NAMES = {F.QUERY: "Query", F.PARSE: "Parse", F.FUNCTION_CALL: "FunctionCall", F.BIND: "Bind"}
+# ... and, while the recorder cannot record, every message that makes the server act: a
+# Bind or Execute of a statement or portal made before, and a COPY's rows and end
+_CHECKED_UNHEALTHY = _CHECKED_BINDS | {F.EXECUTE, F.COPY_DATA, F.COPY_DONE}
+_EXECUTE, _COPY_DATA, _COPY_DONE = F.EXECUTE, F.COPY_DATA, F.COPY_DONE
+_NAMES = {F.QUERY: "Query", F.PARSE: "Parse", F.FUNCTION_CALL: "FunctionCall", F.BIND: "Bind",
+          F.EXECUTE: "Execute", F.COPY_DATA: "CopyData", F.COPY_DONE: "CopyDone"}
 # The hot loops compare against module constants (a class attribute costs a lookup each).
 _QUERY, _PARSE, _TERMINATE, _BIND = F.QUERY, F.PARSE, F.TERMINATE, F.BIND
 _DESCRIBE, _CLOSE = F.DESCRIBE, F.CLOSE
@@ -157,6 +162,10 @@ class Relay:
         # a private statement was made: a Bind naming one directly (its name can be
         # learned) is refused, so Binds stay looked at for the rest of the session
         self._pinned_any = False
+        # the Sync group (``SyncGroups.sent_groups``) in which a message was refused because
+        # the recorder cannot record: the server skips the rest of it, so its Binds and
+        # Executes need no refusal of their own
+        self._unrecorded_group = -1
         # (the server's ParameterStatus body for the upstream application_name, the frame
         # the client gets instead): set by the server when it tags upstream logins
         self.app_names: tuple[bytes, bytes] | None = None
@@ -256,7 +265,13 @@ class Relay:
         groups = self.groups
         n = len(frames)
         policy = self.policy
-        checked = _CHECKED_BINDS if policy is not None and (policy.bind_pins or self._pinned_any) else _CHECKED
+        health = self.health
+        if health is not None and not health.healthy:
+            checked = _CHECKED_UNHEALTHY
+        elif policy is not None and (policy.bind_pins or self._pinned_any):
+            checked = _CHECKED_BINDS
+        else:
+            checked = _CHECKED
         # Messages nobody checks (Bind, Describe, Execute, Sync, ...) only move the Sync
         # groups: one call per run of them; the loop below sees statements and Terminate.
         i = groups.sent_frames(frames, 0, checked)
@@ -265,7 +280,6 @@ class Relay:
         out: list[bytes] = []
         to_client: list[bytes] = []
         last = 0
-        health = self.health
         verdict: Verdict | Refusal
         while i < n:
             t, start, end = frames[i]
@@ -292,7 +306,27 @@ class Relay:
                 groups.sent(t)
                 i = groups.sent_frames(frames, i, checked)
                 continue
-            if t == _BIND:
+            unhealthy = health is not None and not health.healthy
+            if t in (_COPY_DATA, _COPY_DONE):
+                if unhealthy:
+                    # the COPY ends failed (its rows roll back); the server drops the
+                    # client's CopyData and CopyDone that follow
+                    self._record(UNRECORDED, _NAMES[t], "")
+                    out.append(run[last:start])
+                    out.append(m.copy_fail(UNRECORDED.message))
+                    last = end
+                    groups.sent(F.COPY_FAIL)
+                else:
+                    groups.sent(t)
+                i = groups.sent_frames(frames, i, checked)
+                continue
+            if unhealthy and t in (_BIND, _EXECUTE) and self._unrecorded_group == groups.sent_groups:
+                unhealthy = False  # the server skips it: its group failed already
+            if t == _EXECUTE and not unhealthy:
+                groups.sent(t)
+                i = groups.sent_frames(frames, i, checked)
+                continue
+            if t == _BIND and not unhealthy:
                 name = m.bind_statement(run[start:end], self.encoding)
                 if policy is None or (
                     name not in policy.bind_pins and not name.startswith(RESERVED_PREFIX)
@@ -300,7 +334,7 @@ class Relay:
                     groups.sent(t)  # a Bind of any other statement: not looked at
                     i = groups.sent_frames(frames, i, checked)
                     continue
-            if health is not None and not health.healthy:
+            if unhealthy:
                 verdict = UNRECORDED
                 self._record(verdict, _NAMES[t], "")
             elif policy is None:
@@ -371,15 +405,18 @@ class Relay:
             sqlstate = getattr(verdict, "sqlstate", INSUFFICIENT_PRIVILEGE)
             out.append(run[last:start])
             last = end
-            if t != _PARSE and t != _BIND and self._idle() and not any(out):
+            if t != _PARSE and t != _BIND and t != _EXECUTE and self._idle() and not any(out):
                 to_client.extend(local_denial(sqlstate, verdict.message, self.tx_status))
             else:
                 denials = self.denials
-                # a Bind is refused as a Parse is: a statement of ours that raises, in the
-                # Sync group, so the server skips the client's Describe and Execute
-                injected = _PARSE if t == _BIND else t
+                # a Bind (or Execute) is refused as a Parse is: a statement of ours that
+                # raises, in the Sync group, so the server skips the client's Describe and
+                # Execute
+                injected = _PARSE if t in (_BIND, _EXECUTE) else t
                 out.append(denials.inject(injected, denials.raise_sql(verdict.message, sqlstate), groups))
                 groups.sent(t)
+                if verdict is UNRECORDED and injected == _PARSE:
+                    self._unrecorded_group = groups.sent_groups
             i = groups.sent_frames(frames, i, checked)
         if last == 0:
             return run, self._answer(to_client)

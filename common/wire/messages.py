@@ -276,6 +276,10 @@ def execute(portal: str = "", max_rows: int = 0) -> bytes:
     return frame(b"E", portal.encode() + b"\x00" + _I32.pack(max_rows))
 
 
+def copy_fail(message: str) -> bytes:
+    return frame(b"f", message.encode() + b"\x00")
+
+
 def close_statement(name: str) -> bytes:
     return frame(b"C", b"S" + name.encode() + b"\x00")
 
