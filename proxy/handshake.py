@@ -338,7 +338,7 @@ class Handshake:
             except UpstreamError as exc:
                 event("upstream login failed", logging.WARNING, peer=self.conn.peer, agent=identity.agent, error=exc.message)
                 raise Refused.of(exc, "upstream_failed") from exc
-        if policy is not None and upstream.parameters.get("standard_conforming_strings") != "on":
+        if policy is not None and policy.enforce and upstream.parameters.get("standard_conforming_strings") != "on":
             upstream.transport.abort()
             raise Refused(
                 "pgwitness refuses this upstream: standard_conforming_strings is not on, so "

@@ -187,7 +187,7 @@ class Relay:
         Under a policy an encoding off the allowlist ends the session (however the SQL that
         set it got through): the proxy could no longer lex statements as the server does."""
         codec = python_codec(name)
-        if codec is None and self.policy is not None:
+        if codec is None and self.policy is not None and self.policy.enforce:
             raise ProtocolViolation(
                 f"the server switched client_encoding to {name!r}, which is not on the "
                 "proxy's allowlist (statements could no longer be checked as the server "

@@ -374,6 +374,25 @@ def test_dry_run_grant_sees_the_servers_own_search_path_and_options(dproxy, plan
         assert show(conn, "search_path") == "secret"
 
 
+def test_dry_run_grant_changes_nothing_the_client_sees_of_its_settings(dproxy, planted):
+    """A dry run refuses nothing (psycopg2's suite through a dry-run grant, session 18):
+    a login asking for standard_conforming_strings = off was refused, and a session that
+    set client_encoding = 'SJIS' was ended; both stay as PostgreSQL has them. An
+    enforcing grant still ends or refuses both (test_grant_options_with_a_refused_...,
+    tests/integration/test_proxy_hardening.py)."""
+    dry = dproxy.dry_token
+    with p_connect(dproxy, password=dry, options="-c standard_conforming_strings=off") as conn:
+        assert show(conn, "standard_conforming_strings") == "off"
+        assert conn.execute("SELECT 'a\\b'").fetchone() == ("a\x08",)  # as the server reads it
+    with p_connect(dproxy, password=dry) as conn:
+        conn.execute("SET client_encoding = 'SJIS'")
+        assert conn.execute("SELECT 1").fetchone() == (1,)
+        assert show(conn, "client_encoding") == "SJIS"
+    with p_connect(dproxy) as conn, pytest.raises(psycopg.Error):
+        conn.execute("SET client_encoding = 'SJIS'")
+        conn.execute("SELECT 1")
+
+
 def _psql(handle, pg, user, password, pgoptions, command):
     local = pg.bindir / "psql"
     binary = str(local) if local.exists() else (shutil.which("psql") or "psql")
