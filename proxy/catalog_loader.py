@@ -42,6 +42,11 @@ __all__ = ["MIN_INTERVAL", "CatalogLoader"]
 
 # Seconds between the starts of two catalog loads of one database (``CatalogLoader.refresh``).
 MIN_INTERVAL = 0.5
+# How long a catalog query waits for a lock before the load gives way (``_queries``), and
+# how often a load that gave way is tried again, after how long.
+LOCK_TIMEOUT = "100ms"
+LOCK_RETRIES = (0.2, 0.5, 1.0)
+LOCK_NOT_AVAILABLE = "55P03"
 
 
 def _data_row(msg: bytes) -> list[str | None]:
@@ -66,10 +71,16 @@ async def _queries(cfg, credentials, database: str, *sqls: str) -> list[Rows | U
     """The rows of each query, or the error it ended with, sent together over one upstream
     login (each simple Query is its own transaction: one failing leaves the others)."""
     # lock_timeout: a session holding a lock on an object the catalog queries read (its own
-    # temporary view redefined in an open transaction) fails this load, never stalls it
+    # temporary view redefined in an open transaction) fails this load, never stalls it. It
+    # is well under the server's deadlock_timeout (1 s by default): pg_get_viewdef holds a
+    # lock on every view until the query ends, so a client's DROP VIEW a, b can wait for
+    # this load while this load waits for it; the load must be the one that gives way, not
+    # the client's statement ("deadlock detected": PostgreSQL's regression suite through
+    # the proxy, session 18). The load is tried again (``CatalogLoader.refresh``).
     up = await connect_upstream(
         cfg, credentials, database,
-        {"application_name": "pgwitness-catalog", "client_encoding": "UTF8", "lock_timeout": "2s"},
+        {"application_name": "pgwitness-catalog", "client_encoding": "UTF8",
+         "lock_timeout": LOCK_TIMEOUT},
     )  # fmt: skip
     inbox = Inbox()
     inbox.feed(up.leftover)
@@ -78,7 +89,7 @@ async def _queries(cfg, credentials, database: str, *sqls: str) -> list[Rows | U
         up.transport.write(b"".join(m.query(sql) for sql in sqls))
         results: list[Rows | UpstreamError] = []
         rows: Rows = []
-        error: str | None = None
+        error: tuple[str, str] | None = None
         while len(results) < len(sqls):
             msg = await asyncio.wait_for(
                 inbox.read_frame(cfg.proxy.max_message_bytes, UpstreamError, "upstream"),
@@ -88,9 +99,13 @@ async def _queries(cfg, credentials, database: str, *sqls: str) -> list[Rows | U
             if t == m.Backend.DATA_ROW:
                 rows.append(_data_row(msg))
             elif t == m.Backend.ERROR_RESPONSE:
-                error = error or m.decode_error_fields(msg).get("M", "error")
+                fields = m.decode_error_fields(msg)
+                error = error or (fields.get("M", "error"), fields.get("C", ""))
             elif t == m.Backend.READY_FOR_QUERY:
-                results.append(rows if error is None else UpstreamError(f"catalog query failed: {error}"))
+                if error is None:
+                    results.append(rows)
+                else:
+                    results.append(UpstreamError(f"catalog query failed: {error[0]}", error[1]))
                 rows, error = [], None
         return results
     finally:
@@ -208,11 +223,20 @@ class CatalogLoader:
             delay = entry.last_started + self.min_interval - time.monotonic()
             if delay > 0:
                 await asyncio.sleep(delay)
-            entry.loading_started = entry.last_started = time.monotonic()
-            try:
-                await self.load(database)
-            except (UpstreamError, OSError, TimeoutError, ValueError) as exc:
-                event("catalog load failed", logging.WARNING, database=database, error=str(exc))
+            for pause in (*LOCK_RETRIES, None):
+                entry.loading_started = entry.last_started = time.monotonic()
+                try:
+                    await self.load(database)
+                    return
+                except UpstreamError as exc:
+                    if exc.sqlstate != LOCK_NOT_AVAILABLE or pause is None:
+                        event("catalog load failed", logging.WARNING, database=database,
+                              error=str(exc))  # fmt: skip
+                        return
+                    await asyncio.sleep(pause)  # it gave way to a session's lock: again
+                except (OSError, TimeoutError, ValueError) as exc:
+                    event("catalog load failed", logging.WARNING, database=database, error=str(exc))
+                    return
 
         entry.loading_started = None  # not started: joined by whoever asks before it starts
         entry.loading = asyncio.get_running_loop().create_task(run())

@@ -117,3 +117,56 @@ def test_a_failed_load_is_logged_and_the_next_one_runs():
         return loads.runs
 
     assert len(asyncio.run(go())) == 2
+
+
+def test_a_load_that_gave_way_to_a_lock_is_tried_again(monkeypatch):
+    """A catalog query that waited LOCK_TIMEOUT for a session's lock fails with 55P03 and
+    releases what it holds (so the session's statement never deadlocks with it); the load
+    is tried again after a pause, and a waiter gets a snapshot loaded after it arrived."""
+    import proxy.catalog_loader as cl
+    from proxy.upstream import UpstreamError
+
+    monkeypatch.setattr(cl, "LOCK_RETRIES", (0.01, 0.01, 0.01))
+
+    class GivesWay(Loads):
+        async def load(self, database: str) -> None:
+            await super().load(database)
+            if len(self.runs) <= 2:
+                raise UpstreamError("catalog query failed: lock timeout", "55P03")
+
+    async def go():
+        loads = GivesWay(min_interval=0.0, duration=0.01)
+        since = time.monotonic()
+        await loads.refresh(DB, since)
+        return loads.runs, since
+
+    runs, since = asyncio.run(go())
+    assert len(runs) == 3
+    assert all(start >= since for start, _ in runs)
+
+
+def test_a_load_that_keeps_giving_way_ends_after_its_retries(monkeypatch):
+    import proxy.catalog_loader as cl
+    from proxy.upstream import UpstreamError
+
+    monkeypatch.setattr(cl, "LOCK_RETRIES", (0.01, 0.01))
+
+    class Blocked(Loads):
+        async def load(self, database: str) -> None:
+            await super().load(database)
+            raise UpstreamError("catalog query failed: lock timeout", "55P03")
+
+    async def go():
+        loads = Blocked(min_interval=0.0, duration=0.01)
+        await loads.refresh(DB)  # never raises: logged, the old snapshot stays
+        return loads.runs
+
+    assert len(asyncio.run(go())) == 3
+
+
+def test_the_catalog_session_gives_way_before_the_servers_deadlock_check():
+    """Its lock_timeout is under deadlock_timeout's default (1 s): the load, not the
+    client's DROP, is the one that fails when each waits for the other."""
+    import proxy.catalog_loader as cl
+
+    assert cl.LOCK_TIMEOUT.endswith("ms") and int(cl.LOCK_TIMEOUT[:-2]) < 1000
