@@ -38,6 +38,9 @@ class ProxySection:
     auth_fail_window: float = 60.0
     auth_fail_max_delay: float = 5.0  # the back-off's ceiling
     auth_concurrency_per_address: int = 16  # authentications in flight from one address
+    # seconds a login holding one of those places may wait for its client's SASL messages
+    # (a client answers within a round trip; a stalled one gives its place to the next)
+    auth_client_timeout: float = 2.0
     # Connections that have not sent their startup packet yet (proxy/limits.py):
     prelogin_max: int = 512  # per worker; over it the oldest stalled one is closed
     prelogin_per_address: int = 64  # per worker and client address; over it: refused
@@ -319,6 +322,7 @@ def validate(cfg: Config) -> None:
     for key, value in (
         ("proxy.startup_timeout", cfg.proxy.startup_timeout),
         ("proxy.prelogin_timeout", cfg.proxy.prelogin_timeout),
+        ("proxy.auth_client_timeout", cfg.proxy.auth_client_timeout),
         ("upstream.connect_timeout", cfg.upstream.connect_timeout),
         ("grants.poll_interval", cfg.grants.poll_interval),
         ("grants.max_ttl", cfg.grants.max_ttl),

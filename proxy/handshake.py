@@ -28,6 +28,7 @@ from common.wire.errors import (
     FEATURE_NOT_SUPPORTED,
     INSUFFICIENT_PRIVILEGE,
     INVALID_AUTHORIZATION,
+    PROTOCOL_VIOLATION,
     TOO_MANY_CONNECTIONS,
     PgError,
     ProtocolViolation,
@@ -241,6 +242,17 @@ class Handshake:
             raise ProtocolViolation(f"expected SASL response, got message type {chr(msg[0])!r}")
         return msg
 
+    async def _client_answer(self, deadline: float) -> bytes:
+        """The client's next SASL message, by ``deadline`` (loop time)."""
+        try:
+            async with asyncio.timeout_at(deadline):
+                return await self._read_password_message()
+        except TimeoutError:
+            raise Refused(
+                "canceling authentication due to timeout", PROTOCOL_VIOLATION,
+                outcome="protocol_error", reason="timeout",
+            ) from None  # fmt: skip
+
     async def _authenticate(self, packet: StartupMessage) -> tuple[Identity, dict[str, str]]:
         params = dict(packet.params)
         user = params.pop("user")
@@ -255,12 +267,18 @@ class Handshake:
                 reason="startup_params",
             )
         throttle, addr, peer = self.server.throttle, self.conn.addr, self.conn.peer
+        # This runs holding one of the address's auth_concurrency_per_address places: the
+        # time it waits for the client's two SASL messages is bounded on its own, so
+        # clients that stall in the exchange give their places to the next login from
+        # that address (red-team round 20b: sixteen of them locked every other agent
+        # behind the same address out until startup_timeout, renewed by reconnecting).
+        deadline = asyncio.get_running_loop().time() + self.cfg.proxy.auth_client_timeout
         # The grant lookup runs while the client answers AuthenticationSASL (one round trip
         # it would wait for anyway): the salt is needed only for the server-first message.
         lookup = asyncio.ensure_future(self.server.authenticator.begin(user, database))
         try:
             self._write(m.auth_sasl([MECHANISM]))
-            mech, data = m.decode_sasl_initial(await self._read_password_message())
+            mech, data = m.decode_sasl_initial(await self._client_answer(deadline))
             plan: AuthPlan = await lookup
         finally:
             if not lookup.done():
@@ -272,7 +290,7 @@ class Handshake:
             server_first = scram.first(data)
             self._write(m.auth_request(m.AUTH_SASL_CONTINUE, server_first))
             self._speculate(plan, database, params)
-            final = m.decode_password(await self._read_password_message())
+            final = m.decode_password(await self._client_answer(deadline))
             index, server_final = scram.final(final)
         except ScramError:
             throttle.failed(addr, user)

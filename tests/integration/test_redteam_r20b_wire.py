@@ -306,17 +306,10 @@ def _stall_in_sasl(h, n: int, user: str) -> list[socket.socket]:
     return socks
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "r20b: 16 connections from 127.0.0.1 that send a startup packet (any user name, no "
-        "credentials) and stall in SASL hold every auth_concurrency_per_address place until "
-        "startup_timeout; a valid agent's login from the same address waits for a place and "
-        "cannot log in while they are renewed (throttle.attempt wraps the whole SASL exchange), "
-        "contrary to 'an attacker gains nothing by sharing their address with others'"
-    ),
-)
 def test_stalled_sasl_exchanges_from_one_address_do_not_lock_out_other_agents(make_proxy, tmp_path):
+    """Round 20b: stalled SASL exchanges held every place of their address until
+    startup_timeout. A login now waits at most proxy.auth_client_timeout for its client's
+    SASL messages while it holds a place; a waiting login takes the next freed one."""
     h = grant_proxy(make_proxy, tmp_path, **{"proxy.startup_timeout": 10.0})
     per_address = h.cfg.proxy.auth_concurrency_per_address
     with client(h) as warm:  # the agent logs in
