@@ -363,7 +363,7 @@ _PG15_KEYWORDS = frozenset(
     true union unique user using values varchar variadic verbose when where window with
     xmlattributes xmlconcat xmlelement xmlexists xmlforest xmlnamespaces xmlparse xmlpi
     xmlroot xmlserialize xmltable
-    """.split()
+    """.split()  # noqa: SIM905 - the keyword list as kwlist.h names them
 )
 
 
