@@ -50,8 +50,8 @@ __all__ = [
 # E-string and bit-string tokens take their continuations in (a standard string's
 # continuation reads the same as a new standard string: two tokens, the same text inside).
 _CONT = r"(?:[ \t\f]|--[^\n\r]*)*[\n\r](?:[ \t\n\r\f]|--[^\n\r]*[\n\r])*"
-_E_BODY = r"'(?:[^'\\]|\\.|'')*'"
-_E_SEGMENT_RE = re.compile(r"'((?:[^'\\]|\\.|'')*)'", re.S)
+_E_BODY = r"'[^'\\]*(?:(?:\\.|'')[^'\\]*)*'"
+_E_SEGMENT_RE = re.compile(r"'([^'\\]*(?:(?:\\.|'')[^'\\]*)*)'", re.S)
 _BIT_SEGMENT_RE = re.compile(r"'([^']*)'")
 
 # Alternatives are ordered by frequency (the engine tries them in order); a word never
@@ -64,8 +64,8 @@ _TOKEN_ALTERNATIVES = rf"""
     | (?P<punct>[(),\[\].:])
     | (?P<op>(?:[+*<>=~!@\#%^&|`?]|-(?!-)|/(?!\*))+)
     | (?P<str>(?<=(?<![A-Za-z_0-9$\x80-\U0010ffff])[bBxX])'[^']*'(?:{_CONT}'[^']*')*
-        |'(?:[^']|'')*')
-    | (?P<qid>"(?:[^"]|"")*")
+        |'[^']*(?:''[^']*)*')
+    | (?P<qid>"[^"]*(?:""[^"]*)*")
     | (?P<lc>--[^\n\r]*)
     | (?P<bc>/\*)
     | (?P<semi>;)
@@ -579,8 +579,10 @@ _PLAIN_RE = re.compile(  # alternatives start with distinct characters; nothing 
 )
 # A block comment without a nested one (nested ones are not plain: the validator refuses).
 _BLOCK = r"/\*(?:[^*/]|\*(?!/)|/(?!\*))*\*/"
-_PLAIN_STR = r"'(?:[^']|'')*'"
-_PLAIN_QID = r'"(?:[^"]|"")*"'
+# (unrolled: a run of ordinary characters at a time, not one alternation per character; the
+# same strings, ~70x faster on a long literal)
+_PLAIN_STR = r"'[^']*(?:''[^']*)*'"
+_PLAIN_QID = r'"[^"]*(?:""[^"]*)*"'
 _PLAIN_STR_RE = re.compile(_PLAIN_STR)
 _PLAIN_SEMI_RE = re.compile(rf"{_PLAIN_STR}|{_PLAIN_QID}|(;)")
 # Strings, quoted identifiers and comments in one pass, so a quote in a comment or a
