@@ -42,6 +42,13 @@ def setup_logging(level: str = "info", fmt: str = "text") -> None:
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
     root.propagate = False
+    # sqlglot warns for each statement it parses as a bare Command (the policy refuses or
+    # reads those with PostgreSQL's parser): not the operator's business, and it would
+    # reach stderr unformatted (a bare line in a JSON log). Its errors, formatted.
+    parser_log = logging.getLogger("sqlglot")
+    parser_log.handlers[:] = [handler]
+    parser_log.setLevel(logging.ERROR)
+    parser_log.propagate = False
 
 
 def event(msg: str, level: int = logging.INFO, **fields) -> None:
