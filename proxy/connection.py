@@ -44,6 +44,10 @@ if TYPE_CHECKING:
     from .server import ProxyServer
 
 PRELOGIN_BUFFER = 256 * 1024  # bytes read ahead during the handshake before reading pauses
+# A session not read while the recorder catches up (LiveConnection._recorder_behind): looked
+# at again every few milliseconds, for at most this long at a time
+RECORDER_POLL_SECONDS = 0.002
+RECORDER_WAIT_SECONDS = 5.0
 
 
 class ClientWriter:
@@ -443,6 +447,8 @@ class LiveConnection:
             server_error=self._server_error,
             terminated=self._terminated,
             held=self._held,
+            recorder=recorder,
+            behind=self._recorder_behind if recorder is not None else None,
         )
         proto = upstream.protocol
         proto.on_data = splice.server_data
@@ -516,6 +522,30 @@ class LiveConnection:
 
     def _server_error(self, exc: PgError) -> None:
         self.conn.terminate(EndCause.UPSTREAM, f"upstream protocol error: {exc.message}", PROTOCOL_VIOLATION)
+
+    def _recorder_behind(self) -> None:
+        """The recorder holds more unsealed than half its memory: this session is not read
+        until the sealer caught up (every few milliseconds looked at again), at most
+        RECORDER_WAIT_SECONDS at a time, and not while the recorder is unhealthy (the
+        health gate refuses statements then; the session must be read to answer them)."""
+        flow = self.flow
+        if flow.recorder_held:
+            return
+        flow.recorder_behind()
+        metrics.RECORDER_WAITS.inc()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + RECORDER_WAIT_SECONDS
+        recorder = self.server.recorder
+
+        def look() -> None:
+            if self.conn.ended:
+                return
+            if recorder.behind() and recorder.healthy and loop.time() < deadline:
+                loop.call_later(RECORDER_POLL_SECONDS, look)
+            else:
+                flow.recorder_caught_up()
+
+        loop.call_later(RECORDER_POLL_SECONDS, look)
 
     def _held(self) -> None:
         """The relay holds frames for an injected denial's answer: released if it does not

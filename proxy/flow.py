@@ -18,7 +18,8 @@ FRAME_BUDGET_MIN: Final = 256 * 1024  # incomplete client frames longer than thi
 
 class FlowControl:
     __slots__ = ("client", "upstream", "budget", "client_paused", "upstream_paused",
-                 "frame_reserved", "frame_waiting", "closed")  # fmt: skip
+                 "frame_reserved", "frame_waiting", "client_held", "recorder_held",
+                 "closed")  # fmt: skip
 
     def __init__(self, client: asyncio.Transport, upstream: asyncio.Transport, budget: FrameBudget):
         self.client = client
@@ -28,7 +29,18 @@ class FlowControl:
         self.upstream_paused = False  # the client's buffer is full: not reading the upstream
         self.frame_reserved = 0  # bytes of the FrameBudget this connection holds
         self.frame_waiting = False  # paused until the FrameBudget has room
+        self.client_held = False  # a large statement is classified off the loop
+        self.recorder_held = False  # the recorder is behind: neither side is read
         self.closed = False
+
+    def _resume_client(self) -> None:
+        if not (self.client_paused or self.frame_waiting or self.client_held
+                or self.recorder_held or self.closed):  # fmt: skip
+            self.client.resume_reading()
+
+    def _resume_upstream(self) -> None:
+        if not (self.upstream_paused or self.recorder_held or self.closed):
+            self.upstream.resume_reading()
 
     # --- the client reads slower than the upstream writes --------------------------
 
@@ -40,7 +52,7 @@ class FlowControl:
     def client_drained(self) -> None:
         if self.upstream_paused:
             self.upstream_paused = False
-            self.upstream.resume_reading()
+            self._resume_upstream()
 
     # --- the upstream reads slower than the client writes --------------------------
 
@@ -52,17 +64,31 @@ class FlowControl:
     def upstream_drained(self) -> None:
         if self.client_paused:
             self.client_paused = False
-            if not self.frame_waiting:
-                self.client.resume_reading()
+            self._resume_client()
 
     # --- a large statement classified off the event loop ---------------------------
 
     def hold_client(self) -> None:
+        self.client_held = True
         self.client.pause_reading()
 
     def release_client(self) -> None:
-        if not self.client_paused:
-            self.client.resume_reading()
+        self.client_held = False
+        self._resume_client()
+
+    # --- the recorder has more unsealed than it may hold -----------------------------
+
+    def recorder_behind(self) -> None:
+        if not self.recorder_held:
+            self.recorder_held = True
+            self.upstream.pause_reading()
+            self.client.pause_reading()
+
+    def recorder_caught_up(self) -> None:
+        if self.recorder_held:
+            self.recorder_held = False
+            self._resume_upstream()
+            self._resume_client()
 
     # --- the worker's memory budget for frames read whole ---------------------------
 
@@ -86,8 +112,7 @@ class FlowControl:
     def _frame_granted(self, wanted: int) -> None:
         self.frame_waiting = False
         self.frame_reserved = wanted
-        if not self.client_paused and not self.closed:
-            self.client.resume_reading()
+        self._resume_client()
 
     def close(self) -> None:
         """The connection ended: give back its share of the budget."""

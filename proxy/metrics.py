@@ -100,6 +100,11 @@ REFUSED_UNRECORDED = Counter(
     "Statements and connections refused because the recorder could not record them",
     ["what"],
 )
+RECORDER_WAITS = Counter(
+    "pgwitness_recorder_waits_total",
+    "Times a session stopped being read until the recorder caught up with what it holds "
+    "unsealed (more than half of recorder.max_memory_bytes)",
+)
 
 
 EVENT_LOOP_LAG = Histogram(

@@ -33,6 +33,8 @@ class Splice:
         server_error: Callable[[PgError], None],
         terminated: Callable[[], None],
         held: Callable[[], None],
+        recorder: Any = None,
+        behind: Callable[[], None] | None = None,
     ) -> None:
         self.relay = relay
         self.to_server = to_server  # the upstream transport's write
@@ -42,6 +44,8 @@ class Splice:
         self.server_error = server_error  # the server did
         self.terminated = terminated  # the client sent Terminate
         self.held = held  # the relay holds frames for a possible injection answer
+        self.recorder = recorder  # recorder.writer.Recorder, or None
+        self.behind = behind  # the recorder is behind: stop reading until it caught up
 
     def client_data(self, data: bytes) -> None:
         relay = self.relay
@@ -55,6 +59,9 @@ class Splice:
         flow = self.flow
         if wanted > FRAME_BUDGET_MIN or flow.frame_reserved:
             flow.frame_memory(wanted)
+        rec = self.recorder
+        if rec is not None and rec.behind() and self.behind is not None:
+            self.behind()
 
     def deliver(self, to_server: bytes, to_client: bytes) -> None:
         """What the Relay returned for the client's bytes: passed on, then Terminate acted on."""
@@ -76,3 +83,6 @@ class Splice:
             self.to_client(out)
         if relay.denials.held:
             self.held()
+        rec = self.recorder
+        if rec is not None and rec.behind() and self.behind is not None:
+            self.behind()

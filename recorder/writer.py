@@ -220,6 +220,7 @@ class Recorder:
         self._in = 0  # bytes appended by all sessions (caller threads)
         self._out = 0  # bytes spooled (sealer)
         self._hard_limit = 2 * config.max_memory_bytes
+        self._soft_limit = config.max_memory_bytes // 2  # ``behind``
         self._batches: collections.deque[Batch] = collections.deque()
         self._batches_cv = threading.Condition()
         self._spool_bytes = 0
@@ -346,6 +347,13 @@ class Recorder:
         if self._spool_bytes > self.config.fail_after_bytes:
             return False
         return self._in - self._out <= self.config.max_memory_bytes
+
+    def behind(self) -> bool:
+        """More waits to be sealed than half of ``max_memory_bytes``: sessions stop reading
+        until the sealer caught up (proxy.flow), so one session streaming fast makes itself
+        wait instead of pushing the recorder past ``max_memory_bytes``, where the health
+        gate refuses every session's statements."""
+        return self._in - self._out > self._soft_limit
 
     def _threads_alive(self) -> bool:
         # Asked for every statement: Thread.is_alive() costs as much as recording the

@@ -10,6 +10,7 @@ reads the recording back with the recorder's own code (``iter_records``, ``split
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import os
 import re
 import signal
@@ -1099,3 +1100,60 @@ def test_copy_in_is_recorded_exactly(make_proxy, tmp_path):
     s2c = frames(recs, Direction.S2C)
     assert [t for t, _ in s2c].count("G") == 1  # CopyInResponse
     assert "COPY 2" in [_cstr(b, 0)[0] for t, b in s2c if t == "C"]
+
+
+# --- the recorder behind: sessions wait, nobody is refused -------------------------------
+
+
+def test_a_session_outrunning_the_recorder_waits_for_it_and_others_are_not_refused(
+    make_proxy, tmp_path
+):
+    """Red-team round 20b: one agent streaming rows faster than the sealer seals them
+    pushed the recorder past max_memory_bytes, where the health gate refused every
+    session's statements (57P03) and wire() slept on the event loop. A session is now not
+    read while the recorder holds more than half its memory unsealed. Here the threshold
+    is forced to nothing, so every read of a busy session waits for the sealer: the big
+    results arrive whole, another session's statements all succeed, the recording verifies
+    and holds every byte."""
+    h = make_proxy(**recording(tmp_path))
+    rec = h.runtime.recorder
+    store = rec.store
+    waits0 = metric("pgwitness_recorder_waits_total")
+    rec._soft_limit = 1 << 20  # behind at a chunk unsealed (64 MiB / 2 by default)
+    big = "SELECT i, repeat(md5(i::text), 2000) FROM generate_series(1, 100) i"
+    expected = [(i, hashlib.md5(str(i).encode()).hexdigest() * 2000) for i in range(1, 101)]
+    refused = []
+    sids: list[str] = []
+
+    async def other(conn):
+        for n in range(40):
+            try:
+                assert await conn.fetchval("SELECT $1::int + 1", n) == n + 1
+            except asyncpg.PostgresError as exc:
+                refused.append(exc.sqlstate)
+
+    async def go():
+        a = await asyncpg.connect(**h.connect_kwargs(), ssl=False, timeout=10)
+        b = await asyncpg.connect(**h.connect_kwargs(), ssl=False, timeout=10)
+        sids.extend(await asyncio.to_thread(live_session_ids, h))
+        try:
+            rows, _ = await asyncio.gather(a.fetch(big), other(b))
+        finally:
+            await a.close()
+            await b.close()
+        return rows
+
+    rows = asyncio.run(go())
+    assert [tuple(r) for r in rows] == expected
+    assert refused == []
+    assert metric("pgwitness_recorder_waits_total") > waits0
+    assert rec.healthy
+    assert len(sids) == 2, sids
+    for sid in sids:
+        report = wait_status(store, sid, public_key(tmp_path), "closed")
+        assert report.ok and not report.problems
+    recorded = sum(
+        len(data) for sid in sids
+        for t, data in frames(records(store, sid), Direction.S2C) if t == "D"
+    )  # fmt: skip
+    assert recorded >= 100 * 64_000  # every DataRow of the result, whole
