@@ -367,6 +367,14 @@ def _relation_write(op: str, rel: str, scopes: Scopes) -> Decision | None:
     return _deny(_OP_RULES[op], f"may not {_OP_VERBS[op]} {rel}")
 
 
+# CREATE TABLE ... (LIKE t INCLUDING DEFAULTS/CONSTRAINTS/GENERATED/INDEXES/STATISTICS)
+# is an insert of t (policy.classify.collector, pgparse._Walk.table_like)
+_LIKE_COPIES = (
+    "{reason}: CREATE TABLE ... (LIKE {rel} INCLUDING DEFAULTS, CONSTRAINTS, GENERATED, "
+    "INDEXES, STATISTICS or ALL) copies its expressions, which then run on the new table's "
+    "writes as on its own (an insert scope on {rel} allows it; LIKE {rel} without those "
+    "options needs only read)"
+)
 _NAMED_PREPARED = frozenset({"PREPARE", "EXECUTE", "DEALLOCATE"})
 # Statement and portal names the relay gives its own statements upstream (proxy.denials:
 # ``pgw_<nonce>_...``): a client that learns one (pg_prepared_statements, an error) may
@@ -461,6 +469,8 @@ def decide(classified: Classified, scopes: Scopes) -> Decision:
             )
         denial = _relation_write(op, rel, scopes)
         if denial is not None:
+            if c.cls is S.DDL and op == "insert" and c.command == "CREATE TABLE":
+                return _deny(denial.rule, _LIKE_COPIES.format(reason=denial.reason, rel=rel))
             return denial
     if c.cls is S.DDL and "VIEW" in c.command and any(
         op == "ddl" and rel.startswith("pg_temp.") for op, rel in c.write_ops

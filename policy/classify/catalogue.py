@@ -322,13 +322,17 @@ BUILTIN_FUNCTIONS = frozenset(
     xmlagg xpath xpath_exists array_to_tsvector setweight strip numnode querytree
     int4range int8range numrange tsrange tstzrange daterange lower_inc upper_inc
     lower_inf upper_inf isempty range_agg multirange bit_count crc32 crc32c
+    bit_and bit_or bit_xor like_escape similar_to_escape pow
     """.split()  # noqa: SIM905 - a word list reads better than 300 quoted strings
 ) | frozenset(
     # SQL/JSON and MERGE syntax in PostgreSQL 16-18, a call by name in 15: pglast's grammar
     # reads the syntax, pgparse reports the call (pgparse._NEWER_SYNTAX); a built-in unless
     # a user's function of the name shadows it
-    "json json_array json_arrayagg json_exists json_object json_objectagg json_query "
-    "json_scalar json_serialize json_table json_value merge_action".split()
+    (
+        "json", "json_array", "json_arrayagg", "json_exists", "json_object", "json_objectagg",
+        "json_query", "json_scalar", "json_serialize", "json_table", "json_value",
+        "merge_action",
+    )  # fmt: skip
 )
 
 

@@ -333,6 +333,11 @@ class Collector:
             raise Unclassifiable("a relation reference without a name")
         if role == "read":
             self.reads.add(rel)
+            if isinstance(parent, exp.LikeProperty) and _like_copies_expressions(parent):
+                # CREATE TABLE ... (LIKE t INCLUDING DEFAULTS ...): t's expressions are
+                # copied and run on the new table's writes, as on t's: a use of t's write
+                # side (PostgreSQL's reading says so too: pgparse._Walk.table_like)
+                self.ops.add(("insert", rel))
         elif role == "merge":
             merge_ops = _merge_ops(cast(exp.Merge, parent))  # role "merge": parent is one
             if not merge_ops:
@@ -354,7 +359,7 @@ class Collector:
             raw = func.args.get("this")
             name = ident(raw) if isinstance(raw, exp.Identifier) else ident(str(raw))
         else:
-            name = func.sql_name().lower()
+            name = _POSTGRES_NAMES.get(type(func)) or func.sql_name().lower()
         if not name:
             raise Unclassifiable("a function call without a name")
         schema = None
@@ -466,6 +471,43 @@ def _is_reg_array(node: exp.Cast) -> bool:
     return any(
         isinstance(e, exp.DataType) and _reg_type_name(e) in _REG_TYPES for e in to.expressions
     )
+
+
+# Typed nodes whose sqlglot name is not the function PostgreSQL calls (the postgres
+# dialect writes them back under PostgreSQL's name): reported under PostgreSQL's, so that
+# PostgreSQL's reading finds the same call (and a user's function of that name is looked for).
+_POSTGRES_NAMES: dict[type, str] = {
+    exp.BitwiseAndAgg: "bit_and",
+    exp.BitwiseOrAgg: "bit_or",
+    exp.BitwiseXorAgg: "bit_xor",
+}
+
+
+# CREATE TABLE ... (LIKE t <options>): PostgreSQL 15's CREATE_TABLE_LIKE_* bits, and the
+# ones that copy expressions (CONSTRAINTS, DEFAULTS, GENERATED, INDEXES, STATISTICS: as
+# pgparse._LIKE_COPIES_EXPRESSIONS).
+_LIKE_OPTIONS = {
+    "COMMENTS": 1 << 0, "COMPRESSION": 1 << 1, "CONSTRAINTS": 1 << 2, "DEFAULTS": 1 << 3,
+    "GENERATED": 1 << 4, "IDENTITY": 1 << 5, "INDEXES": 1 << 6, "STATISTICS": 1 << 7,
+    "STORAGE": 1 << 8, "ALL": 0x7FFFFFFF,
+}  # fmt: skip
+_LIKE_COPIES_EXPRESSIONS = (1 << 2) | (1 << 3) | (1 << 4) | (1 << 6) | (1 << 7)
+
+
+def _like_copies_expressions(like: exp.LikeProperty) -> bool:
+    """Do the LIKE options copy expressions? Read as gram.y does: INCLUDING sets an
+    option's bits, EXCLUDING clears them, left to right; anything else is refused."""
+    options = 0
+    for prop in like.expressions:
+        if not isinstance(prop, exp.Property):
+            raise Unclassifiable("an unrecognised LIKE option")
+        verb = str(prop.this).upper()
+        value = prop.args.get("value")
+        bits = _LIKE_OPTIONS.get(str(value.this).upper()) if isinstance(value, exp.Var) else None
+        if bits is None or verb not in ("INCLUDING", "EXCLUDING"):
+            raise Unclassifiable("an unrecognised LIKE option")
+        options = options | bits if verb == "INCLUDING" else options & ~bits
+    return bool(options & _LIKE_COPIES_EXPRESSIONS)
 
 
 # Node categories for the walk, decided once per sqlglot class.

@@ -162,6 +162,17 @@ _LEAVES = frozenset(
 )
 _CONTAINERS = (dict, list)
 
+# The calls the grammar makes for LIKE/ILIKE ... ESCAPE and SIMILAR TO (gram.y: always
+# pg_catalog-qualified, as the A_Expr's right operand), by the A_Expr kind.
+_ESCAPE_CALLS = {
+    kind: [{"String": {"sval": "pg_catalog"}}, {"String": {"sval": name}}]
+    for kind, name in (
+        ("AEXPR_LIKE", "like_escape"),
+        ("AEXPR_ILIKE", "like_escape"),
+        ("AEXPR_SIMILAR", "similar_to_escape"),
+    )
+}
+
 
 def _names(items) -> list[str]:
     out = []
@@ -433,10 +444,38 @@ class _Walk:
         kind = d.get("kind", "AEXPR_OP")
         if kind in _OPERATOR_EXPRS:
             self.operator(d.get("name"))
+            escape = _ESCAPE_CALLS.get(kind)
+            rexpr = d.get("rexpr")
+            call = rexpr.get("FuncCall") if type(rexpr) is dict else None
+            if escape is not None and type(call) is dict and call.get("funcname") == escape:
+                # ``x LIKE p ESCAPE e``, ``x SIMILAR TO p [ESCAPE e]``: the grammar's own
+                # call pg_catalog.like_escape(p, e) / similar_to_escape(p[, e]), qualified,
+                # so no user's function can stand for it: syntax, not a name a user chose
+                # (as COERCE_SQL_SYNTAX calls); its arguments are walked
+                for key, value in call.items():
+                    if key != "funcname":
+                        self.any(value, ctes)
+                self.struct(d, ctes, ("name", "rexpr"))
+                return
         elif kind in _BETWEEN_EXPRS:
             # the grammar's BETWEEN is looked up as >= and <= (NOT BETWEEN as < and >)
             self.operators.update(_BETWEEN_OPERATORS)
         self.struct(d, ctes, ("name",))
+
+    def constraints_set(self, d: dict, ctes: frozenset[str]) -> None:
+        """``SET CONSTRAINTS name [, ...] DEFERRED|IMMEDIATE``: the grammar keeps each
+        constraint's name in a RangeVar, but a constraint is no relation (the statement
+        reads and writes none: it changes when this transaction's pending checks run). A
+        schema-qualified name is looked up in that schema, on which PostgreSQL asks USAGE
+        (``LookupExplicitNamespace``): an object of that schema, as in a literal."""
+        for item in d.get("constraints") or ():
+            name = item.get("RangeVar", item) if type(item) is dict else None
+            if type(name) is not dict or "relname" not in name:
+                raise PgParseError("SET CONSTRAINTS naming something that is not a name")
+            schema = name.get("schemaname")
+            if schema is not None:
+                self.schemas.add(schema)
+        self.struct(d, ctes, ("constraints",))
 
     def case_expr(self, d: dict, ctes: frozenset[str]) -> None:
         if d.get("arg") is not None:
@@ -495,6 +534,16 @@ class _Walk:
         if kind not in _STATEMENT_KINDS:  # every other node: its fields
             self.struct(d, ctes)
             return
+        if kind == "SelectStmt":
+            # the arms of a set operation are SelectStmts the tree holds unwrapped (bare
+            # structs): each is read as one, so that a WITH attached to an arm (``SELECT 1
+            # UNION (WITH w AS (...) SELECT * FROM w UNION ...)``) scopes its names there
+            # and not as relations (with.sql, subselect.sql of PostgreSQL's regression suite)
+            for arm in ("larg", "rarg"):
+                if type(d.get(arm)) is dict:
+                    self.node("SelectStmt", d[arm], ctes)
+            self.struct(d, ctes, ("larg", "rarg"))
+            return
         role = _TARGET_ROLE.get(kind)
         if kind in _OBSERVING and _observes_target(kind, d):
             self.observed(d.get("relation"))
@@ -538,11 +587,9 @@ class _Walk:
                 if d.get(key) is not None:
                     self.target(d[key], "ddl", ctes)
             if kind == "CommentStmt":
-                objtype = d.get("objtype")
-                if objtype not in _RELATION_OBJECTS and objtype != "OBJECT_COLUMN":
-                    # a schema, a database, a role, ...: nothing a relation scope names
-                    raise PgParseError(f"COMMENT ON {objtype}")
-                self.objects(objtype, [d.get("object")], "ddl")
+                # (COMMENT ON a schema, a database, a role, ...: sqlglot's reading refuses
+                # every kind but a relation's, a type's or a column's: classifier)
+                self.objects(d.get("objtype"), [d.get("object")], "ddl")
                 keys = ("object",)
             self.struct(d, ctes, keys)
         elif kind == "DropStmt":
@@ -662,6 +709,7 @@ _NODES = {
     "RangeFunction": _Walk.derived,
     "RangeTableFunc": _Walk.derived,
     "TableLikeClause": _Walk.table_like,
+    "ConstraintsSetStmt": _Walk.constraints_set,
     # grammar PostgreSQL 15 lacks, where its reading is a call (``_Walk.newer_syntax``)
     "JsonFuncExpr": _Walk.json_func,
     **{kind: _read_as_call(name) for kind, name in _NEWER_SYNTAX.items()},
@@ -672,6 +720,7 @@ _NODES = {
 _STATEMENT_KINDS = frozenset(
     {
         *_TARGET_ROLE,
+        "SelectStmt",
         *_DDL_RELATION_KEYS,
         "MergeStmt",
         "TruncateStmt",
