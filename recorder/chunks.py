@@ -27,8 +27,11 @@ CHAIN_DOMAIN = b"pgwitness/v1/chain\x00"
 
 PREFIX = "sessions"
 N_DIGITS = 10
-_SESSION_RE = re.compile(r"^(\d{4})(\d{2})(\d{2})T\d{6}Z-[a-z2-7]{26}$")
-_NAME_RE = re.compile(r"^(\d{" + str(N_DIGITS) + r"})\.(chunk|ckpt)$")
+# Names are matched whole (fullmatch) and in ASCII: `\d` would take any Unicode digit and
+# `$` a trailing newline, so two names could stand for one object (red-team round 20c).
+_SESSION_RE = re.compile(r"([0-9]{4})([0-9]{2})([0-9]{2})T[0-9]{6}Z-[a-z2-7]{26}", re.ASCII)
+_NAME_RE = re.compile(r"([0-9]{" + str(N_DIGITS) + r"})\.(chunk|ckpt)", re.ASCII)
+_RANDOM_RE = re.compile(r"[a-z2-7]{26}", re.ASCII)
 
 
 class ChunkError(ValueError):
@@ -43,12 +46,12 @@ def new_session_id(now: float | None = None) -> str:
 
 
 def is_session_id(session_id: str) -> bool:
-    return bool(_SESSION_RE.match(session_id))
+    return _SESSION_RE.fullmatch(session_id) is not None
 
 
 def session_prefix(session_id: str) -> str:
     """`sessions/yyyy/mm/dd/<id>/` — the date is the session's start date, from its id."""
-    m = _SESSION_RE.match(session_id)
+    m = _SESSION_RE.fullmatch(session_id)
     if not m:
         raise ValueError(f"not a pgwitness session id: {session_id!r}")
     y, mo, d = m.groups()
@@ -81,13 +84,25 @@ def parse_conflict_name(name: str) -> tuple[int, str] | None:
     if head != CONFLICTS:
         return None
     base, _, rnd = rest.rpartition(".")
-    return parse_name(base) if re.fullmatch(r"[a-z2-7]{26}", rnd) else None
+    return parse_name(base) if _RANDOM_RE.fullmatch(rnd) else None
 
 
 def parse_name(name: str) -> tuple[int, str] | None:
-    """`0000000003.chunk` -> (3, 'chunk'); None for anything else."""
-    m = _NAME_RE.match(name)
+    """`0000000003.chunk` -> (3, 'chunk'); None for anything else (exactly that spelling)."""
+    m = _NAME_RE.fullmatch(name)
     return (int(m.group(1)), m.group(2)) if m else None
+
+
+def is_object_key(key: str) -> bool:
+    """Whether ``key`` is one pgwitness writes: `<session prefix><n>.chunk|ckpt` or a
+    conflict copy under it (a spool entry with any other key was not sealed by us)."""
+    head, sep, rest = key.partition("/")
+    parts = key.split("/", 5)
+    if head != PREFIX or not sep or len(parts) < 6 or not is_session_id(parts[4]):
+        return False
+    if "/".join(parts[:5]) + "/" != session_prefix(parts[4]):
+        return False
+    return parse_name(parts[5]) is not None or parse_conflict_name(parts[5]) is not None
 
 
 def genesis(session_id: str) -> bytes:
@@ -139,11 +154,13 @@ def decode_chunk_header(data: bytes) -> ChunkHeader:
     return ChunkHeader(sid, n, first_seq, count, raw_len, end)
 
 
-def decode_chunk(data: bytes) -> tuple[ChunkHeader, list[Record]]:
-    """Header and records; raises ChunkError if anything is inconsistent."""
+def decode_chunk(data: bytes, max_raw_len: int = MAX_RAW_LEN) -> tuple[ChunkHeader, list[Record]]:
+    """Header and records; raises ChunkError if anything is inconsistent, or if the records
+    would take more than ``max_raw_len`` bytes (a reader of unverified chunks passes a small
+    bound: a few KiB of zstd can declare and hold 2 GiB)."""
     h = decode_chunk_header(data)
-    if h.raw_len > MAX_RAW_LEN:
-        raise ChunkError("declared size too large")
+    if h.raw_len > min(max_raw_len, MAX_RAW_LEN):
+        raise ChunkError(f"declared size {h.raw_len} is over the reader's bound")
     try:
         raw = zstandard.ZstdDecompressor().decompress(data[h.body_offset :], max_output_size=h.raw_len)
     except zstandard.ZstdError as e:

@@ -65,7 +65,7 @@ def cmd_keygen(args) -> int:
 
 
 def cmd_verify(args) -> int:
-    from .verify import check_anchors, parse_heads, verify_all, verify_session
+    from .verify import check_anchors, parse_heads, shown, verify_all, verify_session
 
     if bool(args.sessions) == bool(args.all):
         print("pgwitness verify: name SESSION ids or pass --all (not both)", file=sys.stderr)
@@ -121,7 +121,7 @@ def cmd_verify(args) -> int:
             print(json.dumps({"anchor": True, "ok": False, "kind": problem.kind,
                               "where": problem.where, "detail": problem.detail}))
         else:
-            print(f"ANCHOR: {problem.where}: {problem.detail}")
+            print(f"ANCHOR: {shown(problem.where)}: {problem.detail}")
     if not args.json:
         print(f"{len(reports)} sessions verified, {failed} failed")
     if not reports:

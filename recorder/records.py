@@ -42,8 +42,12 @@ class Record:
     payload: bytes
 
     def json(self) -> dict:
-        """The payload of a DECISION/META/CONTROL record."""
-        return json.loads(self.payload)
+        """The payload of a DECISION/META/CONTROL record: a JSON object. Anything else (not
+        JSON, not UTF-8, or JSON that is not an object: a forged record) raises ValueError."""
+        payload = json.loads(self.payload)
+        if not isinstance(payload, dict):
+            raise RecordError(f"payload is JSON {type(payload).__name__}, not an object")
+        return payload
 
 
 def dump_json(payload: dict) -> bytes:

@@ -193,7 +193,12 @@ class Transcript:
                 except (ValueError, struct.error, IndexError):
                     self.line(f"(undecodable {typ!r} frame, {len(body)} bytes)", "??")
             return
-        p = r.json()
+        try:
+            p = r.json()
+        except ValueError:  # damaged or forged: not a JSON object
+            self.line(f"(undecodable {r.type!r} {r.kind.name.lower()} record, "
+                      f"{len(r.payload)} bytes)", "??")
+            return
         if r.kind == Kind.DECISION:
             self.decision(r.type, self.shapes.expand(p))
         elif r.kind == Kind.META and r.type == DECISION_SHAPE:
@@ -409,7 +414,10 @@ def replay_json(store: Store, session_id: str, out: TextIO) -> int:
     for r in iter_records(store, session_id):
         base = {"seq": r.seq, "t_ns": r.t_ns}
         if r.kind != Kind.WIRE:
-            p = r.json()
+            try:
+                p = r.json()
+            except ValueError:  # damaged or forged: not a JSON object
+                p = {"undecodable": r.payload.hex()}
             if r.kind == Kind.DECISION:
                 p = shapes.expand(p)  # an allowed decision's whole payload, but its text
             elif r.kind == Kind.META and r.type == DECISION_SHAPE:

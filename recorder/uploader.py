@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 from . import chunks
 from .config import RecorderConfig
-from .signing import decode_checkpoint
+from .signing import CheckpointError, decode_checkpoint
 from .spool import Batch, Spool, SpoolCorrupt, SpoolError
 from .store import ObjectExists, Store, StoreError
 
@@ -99,9 +99,19 @@ class Uploader:
 
     def _upload_entries(self, batch: Batch, entries: list[tuple[str, bytes]]) -> bool:
         by_session: dict[str, list[int]] = {}
-        for i, (key, _) in enumerate(entries):
-            if i not in batch.done:
-                by_session.setdefault(key.rsplit("/", 2)[-2], []).append(i)
+        for i, (key, data) in enumerate(entries):
+            if i in batch.done:
+                continue
+            if not chunks.is_object_key(key):
+                # not a key the sealer writes (one climbing out of the store, say): an entry
+                # someone added to the spool. Never stored, never retried; said loudly
+                log.error("recorder: spool batch %s holds an entry with key %s (%d bytes) that "
+                          "pgwitness never writes: dropped, not stored", batch.path, ascii(key),
+                          len(data))
+                self._count("spool_rejected")
+                batch.done.add(i)
+                continue
+            by_session.setdefault(key.rsplit("/", 2)[-2], []).append(i)
         if not by_session:
             return True
 
@@ -204,8 +214,15 @@ class Uploader:
 
     def _log_head(self, data: bytes) -> None:
         """An external anchor for verify (--anchor): the control stream's newest stored
-        checkpoint, in the proxy's log, which an attacker on the store cannot rewrite."""
-        ckpt = decode_checkpoint(data)
+        checkpoint, in the proxy's log, which an attacker on the store cannot rewrite. (Its
+        signature is not checked here: verify --anchor checks the logged chain against the
+        signed checkpoints, so a forged spool entry's head is an anchor that fails.)"""
+        try:
+            ckpt = decode_checkpoint(data)
+        except CheckpointError as e:  # an entry someone put in the spool: never crash here
+            log.error("recorder: a control-stream checkpoint in the spool does not decode (%s): "
+                      "not logged as its head", e)
+            return
         log.info("control stream head", extra={"fields": {
             "stream": ckpt.session_id, "n": ckpt.n, "chain": ckpt.chain.hex()}})
 

@@ -30,6 +30,12 @@ ATTEMPT = "attempt"  # a delete marker or a later version: a deletion or overwri
 ANCHOR = "anchor"  # the store disagrees with an external anchor (--expect, --anchor)
 
 
+def shown(name: str) -> str:
+    """A store key or name as a report prints it: itself if it is plain printable ASCII,
+    else its escaped repr (a non-UTF-8 file name, a newline or full-width digits in it)."""
+    return name if name.isascii() and name.isprintable() else ascii(name)
+
+
 @dataclass(frozen=True)
 class Problem:
     kind: str
@@ -37,7 +43,7 @@ class Problem:
     detail: str
 
     def __str__(self) -> str:
-        return f"{self.kind}: {self.where}: {self.detail}"
+        return f"{self.kind}: {shown(self.where)}: {self.detail}"
 
 
 @dataclass
@@ -59,16 +65,23 @@ class Report:
     def ok(self) -> bool:
         return self.status in ("closed", "open")
 
+    @property
+    def recorded(self) -> bool:
+        """At least one signed chunk verified: what an external anchor may count. An open
+        session with nothing attested yet (or a stub of unsigned objects) is not evidence."""
+        return self.status != "empty" and self.attested_through is not None
+
     def summary(self) -> str:
+        sid = shown(self.session_id)
         if self.status == "closed":
-            return f"{self.session_id}: intact, closed ({self.chunks} chunks, {self.records} records)"
+            return f"{sid}: intact, closed ({self.chunks} chunks, {self.records} records)"
         if self.status == "open":
-            text = (f"{self.session_id}: intact but OPEN, attested through chunk "
+            text = (f"{sid}: intact but OPEN, attested through chunk "
                     f"{self.attested_through} ({self.records} records; live, crashed or truncated)")
             return "\n".join([text, *(f"  note: {n}" for n in self.notes)])
         if self.status == "empty":
-            return f"{self.session_id}: NOT FOUND (no objects)"
-        lines = [f"{self.session_id}: TAMPERED ({len(self.problems)} problems; attested through "
+            return f"{sid}: NOT FOUND (no objects)"
+        lines = [f"{sid}: TAMPERED ({len(self.problems)} problems; attested through "
                  f"chunk {self.attested_through if self.attested_through is not None else 'none'})"]
         lines += [f"  {p}" for p in self.problems]
         return "\n".join(lines)
@@ -142,9 +155,15 @@ def verify_session(store: Store, session_id: str,
                         f"object after the final checkpoint {final_at}"))
         elif n == last and has_chunk and not has_ckpt:
             # the writer stores chunk n, then its checkpoint: a live session (or one whose
-            # writer stopped between the two puts) ends this way. Unattested, not tampered.
-            report.notes.append(f"chunk {n} is stored but its checkpoint is not (yet): "
-                                "its content is not attested")
+            # writer stopped between the two puts) ends this way. Unattested, not tampered,
+            # as long as it is a chunk the writer could have stored here.
+            wrong = _unattested_tail(store, present[(n, "chunk")], session_id, n,
+                                     next_seq if synced else None)
+            if wrong:
+                add(Problem(MALFORMED, name(n, "chunk"), f"stored without a checkpoint and {wrong}"))
+            else:
+                report.notes.append(f"chunk {n} is stored but its checkpoint is not (yet): "
+                                    "its content is not attested")
             break
         found: list[Problem] = []
         ckpt = _load_ckpt(store, present.get((n, "ckpt")), n, session_id, trusted, found.append)
@@ -238,6 +257,23 @@ def verify_session(store: Store, session_id: str,
     else:
         report.status = "open"
     return report
+
+
+def _unattested_tail(store: Store, key: str, session_id: str, n: int,
+                     next_seq: int | None) -> str | None:
+    """Why the unattested last chunk cannot be the writer's (its header does not decode or
+    names another place or record range), or None. Only the header is read: it is unsigned."""
+    try:
+        h = chunks.decode_chunk_header(store.get(key))
+    except chunks.ChunkError as e:
+        return f"not a chunk ({e})"
+    except StoreError as e:
+        return f"unreadable ({e})"
+    if h.session_id != session_id or h.n != n:
+        return f"its header names chunk {h.n} of session {shown(h.session_id)}"
+    if next_seq is not None and h.first_seq != next_seq:
+        return f"its records start at {h.first_seq}, not {next_seq}"
+    return None
 
 
 def _short(key: str) -> str:
@@ -383,8 +419,8 @@ def verify_all(store: Store, public_key, *, workers: int = 8, **kw) -> list[Repo
 # --- external anchors ------------------------------------------------------------------
 
 _HEAD_RE = re.compile(
-    r'"?stream"?\s*[=:]\s*"(?P<stream>[^"]+)",?\s+"?n"?\s*[=:]\s*(?P<n>\d+),?\s+'
-    r'"?chain"?\s*[=:]\s*"(?P<chain>[0-9a-f]{64})"')
+    r'"?stream"?\s*[=:]\s*"(?P<stream>[^"]+)",?\s+"?n"?\s*[=:]\s*(?P<n>[0-9]+),?\s+'
+    r'"?chain"?\s*[=:]\s*"(?P<chain>[0-9a-f]{64})"', re.ASCII)
 
 
 def parse_heads(text: str) -> dict[str, tuple[int, str]]:
@@ -411,14 +447,18 @@ def check_anchors(reports: list[Report], *, expect: int | None = None,
     Catches deletions the store allowed, a whole session with its control stream included."""
     problems: list[Problem] = []
     by_id = {r.session_id: r for r in reports}
-    recorded = sum(1 for r in reports if not r.control)
+    recorded = sum(1 for r in reports if not r.control and r.recorded)
     if expect is not None and recorded < expect:
         problems.append(Problem(ANCHOR, "--expect", f"{expect} sessions expected, the store "
-                                f"holds {recorded}: sessions were deleted or never stored"))
+                                f"holds {recorded} with a signed chunk: sessions were deleted "
+                                "or never stored"))
     for sid in sessions:
         r = by_id.get(sid)
         if r is None or r.status == "empty":
             problems.append(Problem(ANCHOR, sid, "listed in the anchor, not in the store"))
+        elif not r.recorded:
+            problems.append(Problem(ANCHOR, sid, "listed in the anchor; the store holds no "
+                                    "signed chunk of it (deleted, or replaced by a stub)"))
     for sid, (n, chain) in sorted((heads or {}).items()):
         r = by_id.get(sid)
         if r is None or r.status == "empty":

@@ -9,6 +9,8 @@ import json
 from dataclasses import dataclass
 from typing import TextIO
 
+from ..verify import shown
+
 
 @dataclass
 class Filters:
@@ -134,12 +136,18 @@ def audit(con, f: Filters) -> dict:
 
 
 def verification(con, sids: list[str], streams: list[str]) -> dict:
+    """What the answer stands on: the recordings it draws on, and every recording in the
+    store that did not verify, whatever the filters. A tampered recording's signed records
+    may not say what it held (its start, its grant events could be the forged ones), so no
+    filter can prove it does not belong to this answer (red-team round 20c)."""
+    drawn = set(sids + streams)
     recs = _rows(con, "SELECT session_id, kind, status, intact, problems, indexed_at FROM recordings "
-                      "WHERE session_id IN (SELECT unnest(?)) OR status = 'missing'",
-                 [sids + streams])
+                      "WHERE session_id IN (SELECT unnest(?)) OR NOT intact ORDER BY session_id",
+                 [sorted(drawn)])
     bad = [r for r in recs if not r["intact"]]
     for r in bad:
         r["problems"] = json.loads(r["problems"] or "[]")
+        r["in_answer"] = r["session_id"] in drawn
     return {
         "recordings": len(recs),
         "intact": not bad,
@@ -204,9 +212,11 @@ def write_text(answer: dict, out: TextIO) -> None:
           f" (index verified them at {v['verified_at']})\n")
     else:
         w(f"WARNING: {len(v['not_intact'])} of {v['recordings']} recordings did NOT verify; "
-          "rows from them are marked '!'\n")
+          "rows from them are marked '!'; one outside this answer may belong in it (what it "
+          "says of itself is not proven)\n")
         for r in v["not_intact"]:
-            w(f"  {r['session_id']} ({r['kind']}): {r['status']}\n")
+            where = "" if r.get("in_answer", True) else ", outside this answer's rows"
+            w(f"  {shown(r['session_id'])} ({r['kind']}{where}): {r['status']}\n")
             for p in r["problems"]:
                 w(f"    {p}\n")
     if answer["filters"]:

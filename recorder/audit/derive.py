@@ -3,8 +3,13 @@
 ``SessionFacts.feed(record, verified)`` takes a session's records in order and builds its
 session row, one row per statement execution and its events. The outcome of a statement
 is derived from the recorded s2c frames (what the client saw), matched to the client's
-messages the way a client library matches them: the server answers in order, an error in
-the extended protocol makes it skip everything up to the next Sync.
+messages the way the server answers them: in order; an error in the extended protocol
+makes it skip everything up to the next Sync (a Query or FunctionCall included); in
+copy-in mode it ignores Sync and Flush; a message it cannot read (a Flush or Sync with
+stray bytes, a field past the end) gets an ErrorResponse of its own, and an error answering
+a Sync rolls back what its group ran. These are the rules ``common.wire.syncgroups`` applies
+for the relay (the recorder may not import it: docs/decisions.md, round 20c);
+tests/unit/test_audit_derive_pairing.py holds derive to them, frame by frame.
 
 Rows per execution: a simple Query (its text, all of it); an extended-protocol Execute (the
 text of the prepared statement it binds, its parameters, the decision made at Parse); a
@@ -23,7 +28,8 @@ from dataclasses import dataclass, field
 from ..records import DECISION_SHAPE, DecisionShapes, Direction, Kind, Record
 from ..replay import _bind, _cstr, _fields, split_frames
 
-_ROWS_RE = re.compile(r"^(?:INSERT \d+ |SELECT |UPDATE |DELETE |MERGE |COPY |FETCH |MOVE )(\d+)$")
+_ROWS_RE = re.compile(
+    r"(?:INSERT [0-9]+ |SELECT |UPDATE |DELETE |MERGE |COPY |FETCH |MOVE )([0-9]+)", re.ASCII)
 _ASYNC = frozenset("NAS")  # notices, notifications, parameter status: any time
 _ENDS = {"P": "1", "B": "2", "C": "3"}  # extended messages answered by one frame
 
@@ -32,6 +38,29 @@ def _oids(body: bytes, off: int) -> list[int]:
     """Parameter type OIDs: Parse's declared list or a ParameterDescription's."""
     (n,) = struct.unpack_from(">h", body, off)
     return list(struct.unpack_from(f">{n}I", body, off + 2)) if n > 0 else []
+
+
+def malformed(typ: str, body: bytes) -> bool:
+    """Whether the server rejects this client message as it reads it (08P01 "invalid message
+    format" and the like: a field runs past the end, or bytes are left after the last one).
+    Checked as PostgreSQL reads Sync, Flush, Query, Parse, Execute, Describe and Close;
+    other messages are taken as well-formed (the proxy reads Bind and FunctionCall itself)."""
+    try:
+        if typ in ("S", "H"):
+            return body != b""
+        if typ == "Q":
+            return body.index(b"\x00") != len(body) - 1
+        if typ == "E":
+            return body.index(b"\x00") + 5 != len(body)
+        if typ in ("D", "C"):
+            return body[:1] not in (b"S", b"P") or body.index(b"\x00", 1) != len(body) - 1
+        if typ == "P":
+            off = body.index(b"\x00", body.index(b"\x00") + 1) + 1
+            (n,) = struct.unpack_from(">h", body, off)
+            return off + 2 + 4 * max(n, 0) != len(body)
+    except (ValueError, struct.error):
+        return True
+    return False
 
 
 _INTS = {20: 8, 21: 2, 23: 4, 26: 4}  # int8, int2, int4, oid
@@ -59,29 +88,50 @@ def _typed(params: list, oids: list[int]) -> list:
 
 
 def rows_of(tag: str) -> int | None:
-    m = _ROWS_RE.match(tag)
+    m = _ROWS_RE.fullmatch(tag)
     return int(m.group(1)) if m else None
 
 
+# A refusal that names no statement (a FunctionCall) carries its rule in its message only:
+# the policy's messages end "(rule <name>)".
+_RULE_IN_MESSAGE = re.compile(r"\(rule ([A-Za-z0-9_.:-]+)\)\Z", re.ASCII)
+
+
+def _text(v) -> str:
+    """A JSON field that should be text ('' if it is not: a damaged or forged record)."""
+    return v if isinstance(v, str) else ""
+
+
+def _texts(v) -> list[str]:
+    return [x for x in v if isinstance(x, str)] if isinstance(v, list) else []
+
+
 def _decision_fields(p: dict) -> dict:
-    stmts = [x for x in p.get("statements") or [] if isinstance(x, dict)]
-    outcome = p.get("outcome") or ("denied" if p.get("denied") else "allowed")
+    raw = p.get("statements")
+    stmts = [x for x in raw if isinstance(x, dict)] if isinstance(raw, list) else []
+    outcome = _text(p.get("outcome")) or ("denied" if p.get("denied") else "allowed")
+    error = _text(p.get("error"))
     culprit = next((x for x in stmts if not x.get("allowed", True)), None)
     if culprit is not None:
-        rule, reason = culprit.get("rule", ""), culprit.get("reason", "")
+        rule, reason = _text(culprit.get("rule")), _text(culprit.get("reason"))
     else:
-        rule = ",".join(dict.fromkeys(x.get("rule", "") for x in stmts if x.get("rule")))
+        rule = ",".join(dict.fromkeys(r for x in stmts if (r := _text(x.get("rule")))))
         reason = ""
-    if not stmts and outcome == "denied":  # a refusal that is not the policy's (recorder down)
-        rule, reason = "refused.unrecorded", p.get("error", "")
+    if not stmts and outcome == "denied":
+        # no statement judged: a FunctionCall refused by the policy (its rule is in its
+        # message), or a message refused while the recorder could not record
+        m = _RULE_IN_MESSAGE.search(error)
+        rule, reason = (m.group(1) if m else "refused.unrecorded"), error
     if p.get("shape_missing"):  # damaged or forged: a verified recording defines it first
         rule, reason = "shape.missing", f"decision shape {p.get('shape')} is not in the recording"
+    classes = dict.fromkeys(c for x in stmts if (c := _text(x.get("class"))))
+    relations = {r for x in stmts for r in _texts(x.get("reads")) + _texts(x.get("writes"))}
     return {
         "decision": outcome,
         "rule": rule or None,
-        "reason": reason or p.get("error") or None,
-        "classes": ",".join(dict.fromkeys(x.get("class", "") for x in stmts if x.get("class"))) or None,
-        "relations": ",".join(sorted({r for x in stmts for r in (x.get("reads") or []) + (x.get("writes") or [])})) or None,
+        "reason": reason or error or None,
+        "classes": ",".join(classes) or None,
+        "relations": ",".join(sorted(relations)) or None,
     }
 
 
@@ -112,7 +162,7 @@ class SessionFacts:
     records: int = 0
     wire_bytes: int = 0
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         self._wall0 = 0
         self._buf = {Direction.C2S: bytearray(), Direction.S2C: bytearray()}
         self._pending: deque[Unit] = deque()
@@ -126,10 +176,13 @@ class SessionFacts:
         self._prepared: dict[str, Unit] = {}
         self._portals: dict[str, tuple[Unit | None, list[str], Unit | None]] = {}
         self._skipping = False  # the server skips the client's messages up to Sync
+        self._copy_in = False  # copy-in mode whose CopyDone/CopyFail the client has not sent
+        self._group_rows: list[dict] = []  # rows answered ok since the last ReadyForQuery
         self._terminated = False  # the client sent Terminate
         self._t = 0
         self._verified = True
         self._meta: dict = {}
+        self._started = False  # the first signed session.start was read: attribution set
         self._n = 0
         self._shapes = DecisionShapes()
 
@@ -180,19 +233,28 @@ class SessionFacts:
         if r.type == DECISION_SHAPE:
             self._shapes.define(p)  # what the allowed decisions after it refer to
             return
-        if r.type == "session.start":
-            self._wall0 = int(p.get("wall_ns") or 0)
-            self._meta = p.get("meta") or {}
-            self.is_control = self._meta.get("stream") == "control"
-            self.session.update(_session_row(self.session_id, p, self._meta))
-        elif r.type == "session.end":
-            self.session.update(ended_ns=self._wall0 + r.t_ns, end_cause=p.get("cause"),
-                                end_detail=p.get("detail") or None)
+        if r.type == "session.start" and verified and not self._started:
+            self._start(p)
+        elif r.type == "session.end" and verified and self._started:
+            self.session.update(ended_ns=self._wall0 + r.t_ns, end_cause=_text(p.get("cause")),
+                                end_detail=_text(p.get("detail")) or None)
         else:
+            # an unverified (possibly forged) or a second start or end is evidence to show,
+            # never attribution: who, which grant and task, and when come from the first
+            # signed session.start only (red-team round 20c)
             self.events.append({"seq": r.seq, "at_ns": self._wall0 + r.t_ns, "kind": r.type,
                                 "payload": p, "verified": verified})
-            if r.type == "authenticated":
+            if r.type == "authenticated" and verified:
                 self.session.setdefault("authenticated", True)
+
+    def _start(self, p: dict) -> None:
+        self._started = True
+        wall = p.get("wall_ns")
+        self._wall0 = wall if isinstance(wall, int) and wall > 0 else 0
+        meta = p.get("meta")
+        self._meta = meta if isinstance(meta, dict) else {}
+        self.is_control = self._meta.get("stream") == "control"
+        self.session.update(_session_row(self.session_id, p, self._meta))
 
     def finish(self) -> None:
         """End of the records: whatever is still owed an answer gets none."""
@@ -224,8 +286,13 @@ class SessionFacts:
         if typ == "X":
             self._terminated = True
             return
+        if self._copy_in:
+            if typ in ("S", "H"):
+                return  # the server ignores Sync and Flush in copy-in mode
+            if typ in ("c", "f"):
+                self._copy_in = False
         if typ == "S":
-            self._pending.append(Unit("S"))
+            self._pending.append(Unit("S"))  # a malformed one too: the server fails it there
             self._skipping = False
             return
         if self._skipping:
@@ -235,7 +302,20 @@ class SessionFacts:
                 # this message's, no row's (red-team, session 12)
                 self._awaiting.append(Unit(typ))
             return
-        if typ in ("", "H", "d", "c", "f", "p"):
+        if malformed(typ, body):
+            # the server answers it with an ErrorResponse of its own (08P01) and, for an
+            # extended-protocol message, skips to Sync: a unit, so that error is its own
+            u = Unit("!", name=typ)
+            if typ in ("Q", "P", "F"):
+                self._awaiting.append(u)  # the proxy may have recorded a decision for it
+            self._n += 1
+            u.start, u.order = self._t, self._n
+            self._pending.append(u)
+            return
+        if typ in ("c", "f"):
+            self._pending.append(Unit("c"))  # no answer: it ends a copy-in (or is ignored)
+            return
+        if typ in ("", "H", "d", "p"):
             return
         try:
             if typ == "Q":
@@ -285,14 +365,28 @@ class SessionFacts:
                 except ValueError:
                     pass
             return
+        while self._pending and self._pending[0].kind == "c":
+            self._pending.popleft()  # CopyDone/CopyFail: answered by the COPY's own frames
+        if typ == "Z":
+            self._group_rows.clear()
         if not self._pending:
             return  # startup-phase frames (R, K, the first Z) and FATALs outside a statement
         u = self._pending[0]
         if typ == "E":
-            if u.kind == "S":
-                return  # not the answer to a message we track; the Sync's ReadyForQuery follows
+            self._copy_in = False  # an error ends copy-in mode
             f = _fields(body)
+            if u.kind == "S":
+                # the Sync itself failed (malformed, or the implicit transaction's commit):
+                # the server rolled back what the group did; its ReadyForQuery follows
+                self._rolled_back(f)
+                return
             self._pending.popleft()
+            if u.kind == "!":  # a malformed message's own error
+                if u.name in ("Q", "F"):
+                    self._await_ready(u)
+                else:
+                    self._skip_to_sync()
+                return
             row = u.row
             if row is None and u.kind in ("P", "B"):  # a refused Parse/Bind is a statement row
                 row = self._row("extended", u.sql, None, None)
@@ -318,6 +412,8 @@ class SessionFacts:
                     row["rows"] = (row["rows"] or 0) + n
             elif typ in ("G", "H"):
                 row["copy"] = True
+                if typ == "G":
+                    self._copy_in_began()
             elif typ == "Z":
                 self._pending.popleft()
                 if row.get("outcome") is None:
@@ -351,14 +447,43 @@ class SessionFacts:
                 row.update(outcome="suspended")
             elif typ in ("G", "H"):
                 row["copy"] = True
+                if typ == "G":
+                    self._copy_in_began()
                 return
             else:
                 return
             self._pending.popleft()
             row["end_ns"] = self._t
             self._emit(row, u)
+            if row["outcome"] == "ok":
+                self._group_rows.append(row)
         elif k == "S" and typ == "Z":
             self._pending.popleft()
+
+    def _copy_in_began(self) -> None:
+        """CopyInResponse to the head message: until the client's CopyDone or CopyFail the
+        server ignores Sync and Flush, those already sent included (so two Syncs can get one
+        ReadyForQuery: red-team round 20b)."""
+        after = list(self._pending)[1:]
+        keep = [self._pending[0]]
+        for i, w in enumerate(after):
+            if w.kind == "c":
+                keep += after[i:]
+                break
+            if w.kind != "S" and not (w.kind == "!" and w.name in ("S", "H")):
+                keep.append(w)
+        else:
+            self._copy_in = True  # the copy's end is still to come from the client
+        self._pending = deque(keep)
+
+    def _rolled_back(self, f: dict[str, str]) -> None:
+        """The Sync's ErrorResponse: the statements the group ran since its last COMMIT or
+        ROLLBACK are undone (their rows say so, with the Sync's error)."""
+        for row in reversed(self._group_rows):
+            if row.get("command_tag") in ("COMMIT", "ROLLBACK"):
+                break
+            row.update(outcome="rolled back", sqlstate=f.get("C"), message=f.get("M"))
+        self._group_rows.clear()
 
     def _await_ready(self, u: Unit) -> None:
         """A Query/FunctionCall error: its ReadyForQuery still follows; keep a marker."""

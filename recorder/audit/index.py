@@ -165,7 +165,26 @@ def _arrow(name: str, rows: list[dict]):
         return pa.timestamp("us", tz="UTC") if t == "timestamp" else getattr(pa, t)()
 
     cols = TABLES[name]
-    return pa.table({c: pa.array([r.get(c) for r in rows], typ(t[0])) for c, t in cols.items()})
+    return pa.table({c: pa.array([_cell(r.get(c), t[0]) for r in rows], typ(t[0]))
+                     for c, t in cols.items()})
+
+
+def _cell(v, arrow_type: str):
+    """A value as its column's type. Fields of unverified (possibly forged) records can be
+    any JSON: text columns get non-text as its JSON, other columns get NULL for a wrong type,
+    so no record can make the index fail to build."""
+    if v is None:
+        return None
+    if arrow_type == "string":
+        return v if isinstance(v, str) else json.dumps(v, sort_keys=True, default=str)
+    if arrow_type == "bool_":
+        return v if isinstance(v, bool) else None
+    if arrow_type in ("int64", "timestamp"):
+        ok = isinstance(v, int) and not isinstance(v, bool) and -(1 << 63) <= v < (1 << 63)
+        return v if ok else None
+    if arrow_type == "float64":
+        return v if isinstance(v, int | float) and not isinstance(v, bool) else None
+    return v
 
 
 def _insert(con, name: str, rows: list[dict]) -> None:
@@ -247,9 +266,10 @@ class Indexer:
         self.result.indexed += 1
         records = good
         verified_seqs = None
+        unread: list[str] = []
         if report.status == "tampered":
             self.result.tampered += 1
-            records, verified_seqs = _with_unverified(self.store, sid, good, resume)
+            records, verified_seqs, unread = _with_unverified(self.store, sid, good, resume)
         facts = SessionFacts(sid)
         for r in records:
             facts.feed(r, verified_seqs is None or r.seq in verified_seqs)
@@ -271,7 +291,8 @@ class Indexer:
             "attested_through": report.attested_through,
             "last_chain": report.last_chain.hex() if report.last_chain else None,
             "next_seq": next_seq, "objects": nobjects, "records": facts.records, "bytes": nbytes,
-            "problems": json.dumps([str(p) for p in report.problems]) if report.problems else None,
+            "problems": json.dumps([str(p) for p in report.problems] + unread)
+            if report.problems else None,
             "indexed_at": now_us,
         })
         if facts.is_control:
@@ -283,7 +304,8 @@ class Indexer:
                     "session_ref": p.get("session"),
                     "payload": json.dumps(p, sort_keys=True), "verified": ev["verified"]})
             return
-        s = facts.session
+        # a session whose start did not verify is listed unattributed (and tampered)
+        s = facts.session or ({"session_id": sid} if facts.records else None)
         if not s:
             return
         denials = errors = 0
@@ -291,7 +313,7 @@ class Indexer:
             denied = st["decision"] == "denied" or st.get("db_denied_rule") is not None or (
                 st["sqlstate"] == "42501")
             denials += denied
-            errors += st["outcome"] == "error"
+            errors += st["outcome"] in ("error", "rolled back")
             self._rows["statements"].append({
                 **st, "session_id": sid, "ts": _us(facts._wall0 + st["start_ns"]),
                 "ended_at": _us(facts._wall0 + st["end_ns"]),
@@ -360,25 +382,45 @@ class Indexer:
             "SELECT count(*) FROM recordings WHERE status = 'missing'").fetchone()[0]
 
 
-def _with_unverified(store: Store, sid: str, good: list[Record], resume):
-    """A tampered recording: the verified records plus whatever else still decodes, marked."""
+# Records of a tampered recording's unverified chunks that the index decodes, at most (raw
+# bytes, all chunks together): enough to show what a damaged chunk still says, never a
+# decompression bomb's gigabytes (red-team round 20c). Chunks past it are listed as unread.
+UNVERIFIED_BUDGET = 32 << 20
+
+
+def _with_unverified(store: Store, sid: str, good: list[Record], resume,
+                     budget: int = UNVERIFIED_BUDGET):
+    """A tampered recording: the verified records plus whatever else still decodes, marked;
+    and why any unverified chunk was not read (over ``budget``)."""
     verified = {r.seq for r in good}
     out = {r.seq: r for r in good}
-    prefix = chunks.session_prefix(sid)
+    unread: list[str] = []
     try:
+        prefix = chunks.session_prefix(sid)
         names = [p for k in store.list(prefix) if (p := chunks.parse_name(k[len(prefix):]))]
-    except StoreError:
+    except (StoreError, ValueError):
         names = []
     for n, kind in names:
         if kind != "chunk" or (resume is not None and n <= resume[0]):
             continue
         try:
-            _, records = chunks.decode_chunk(store.get(chunks.chunk_key(sid, n)))
+            data = store.get(chunks.chunk_key(sid, n))
+            head = chunks.decode_chunk_header(data)
+            if head.record_count <= len(verified) and all(
+                    seq in verified for seq in range(head.first_seq, head.first_seq + head.record_count)):
+                continue  # a chunk that verified: its records are in `good` already
+            if head.raw_len > budget:
+                unread.append(f"not read: {n:0{chunks.N_DIGITS}d}.chunk (unverified) declares "
+                              f"{head.raw_len} bytes, over the audit's bound of {budget}")
+                continue
+            budget -= head.raw_len  # spent whether or not it decodes
+            _, records = chunks.decode_chunk(data, max_raw_len=head.raw_len)
         except (chunks.ChunkError, StoreError):
             continue
         for r in records:
-            out.setdefault(r.seq, r)
-    return [out[s] for s in sorted(out)], verified
+            if r.seq not in verified:
+                out.setdefault(r.seq, r)
+    return [out[s] for s in sorted(out)], verified, unread
 
 
 def rebuild_grants(con) -> None:
@@ -394,14 +436,20 @@ def rebuild_grants(con) -> None:
         import datetime as dt
         return int(dt.datetime.fromisoformat(v).timestamp() * 1e6)
 
+    forged: set[str] = set()
     for kind, at, payload, verified in rows:
         p = json.loads(payload)
         gid = p.get("grant_id")
-        if not gid:
+        if not gid or not isinstance(gid, str):
+            continue
+        if not verified:
+            # an event from a chunk that did not verify says nothing about the grant (it
+            # may be forged, red-team round 20c): it is listed in grant_events, marked, and
+            # the grant is not intact, but its agent, task and window come from signed events
+            forged.add(gid)
             continue
         g = grants.setdefault(gid, {"grant_id": gid, "extensions": [], "intact": True,
                                     "source": "control"})
-        g["intact"] = g["intact"] and bool(verified)
         for k in ("agent", "task", "reason", "database", "scopes", "enforce"):
             if p.get(k) is not None:
                 g.setdefault(k, p[k])
@@ -440,6 +488,8 @@ def rebuild_grants(con) -> None:
             if g.get(k) is None and v is not None:
                 g[k] = v
     out = []
+    for gid in forged & grants.keys():
+        grants[gid]["intact"] = False
     for g in grants.values():
         g["ended"] = "revoked" if g.get("revoked_at") else ("expired" if g.get("expired_at") else None)
         g["extensions"] = json.dumps(g["extensions"])

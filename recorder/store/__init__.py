@@ -33,7 +33,8 @@ class Store(Protocol):
         """Keys under `prefix`, sorted; delete markers are not keys."""
 
     def sessions(self) -> builtins.list[str]:
-        """Every session id that has at least one object, sorted."""
+        """Every session directory's name (a session id, unless someone else wrote one: the
+        verifier reports those) that holds at least one object, sorted."""
 
     def check(self, key: str) -> builtins.list[str]:
         """Immutability problems of `key` ([] when it is locked/read-only as required)."""

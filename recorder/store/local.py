@@ -8,7 +8,7 @@ import os
 import stat
 from pathlib import Path
 
-from ..chunks import PREFIX, is_session_id
+from ..chunks import PREFIX
 from . import ObjectExists, ObjectMissing, StoreError
 
 
@@ -299,7 +299,10 @@ class LocalStore:
         for y in sorted(top.glob("[0-9][0-9][0-9][0-9]")):
             for m in sorted(y.glob("[0-9][0-9]")):
                 for d in sorted(m.glob("[0-9][0-9]")):
-                    out.extend(s.name for s in d.iterdir() if s.is_dir() and is_session_id(s.name))
+                    # every directory, a name that is not a session id included: verify
+                    # reports it (an alias such as "<id>\\n" is never skipped silently)
+                    out.extend(s.name for s in d.iterdir()
+                               if s.is_dir() and not s.name.startswith("."))
         return sorted(out)
 
     def check(self, key: str) -> builtins.list[str]:

@@ -10,7 +10,7 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
-from ..chunks import PREFIX, is_session_id
+from ..chunks import PREFIX
 from . import ObjectExists, ObjectMissing, StoreError
 
 _EXISTS_CODES = {"PreconditionFailed", "412"}
@@ -148,7 +148,7 @@ class S3Store:
         out = set()
         for key in self._list_versions(PREFIX + "/"):
             parts = key.split("/")
-            if len(parts) == 6 and is_session_id(parts[4]):
+            if len(parts) >= 6 and parts[4]:  # any name: verify reports one that is no id
                 out.add(parts[4])
         return sorted(out)
 

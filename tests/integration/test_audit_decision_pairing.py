@@ -339,6 +339,8 @@ def test_function_call_between_shaped_queries(px):
         ("(FunctionCall)", "denied", None),
         (ORD, "allowed", "public.orders"),
     ]
+    # the policy's rule, from its message (it judged no statement), not refused.unrecorded
+    assert rows[1]["rule"] == "deny.function_call", rows[1]
 
 
 def test_frames_after_terminate_are_not_rows_with_borrowed_decisions(px):

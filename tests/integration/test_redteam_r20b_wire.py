@@ -232,19 +232,12 @@ def _malformed_flush(c: RawClient) -> list[bytes]:
     return until(c, b"Z")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "r20b: recorder.audit.derive does not know that PostgreSQL ignores a Sync in COPY-IN "
-        "mode (one ReadyForQuery for two Syncs) nor that a malformed Flush starts a skip to "
-        "Sync; it keeps a Sync waiting, and every later row gets the next statement's answer: "
-        "the INSERT that ran is shown as refused 42501 and the denied read of secret.payroll "
-        "as run ('ok', 'SELECT 1', 1 row)"
-    ),
-)
 @pytest.mark.parametrize("prelude", [_copy_with_early_sync, _malformed_flush],
                          ids=["copy-in-sync", "malformed-flush"])  # fmt: skip
 def test_audit_rows_keep_their_own_outcomes_after_a_skipped_sync(make_proxy, tmp_path, pg, prelude):
+    """Found: derive kept a Sync the server ignored (COPY-IN) or skipped (after a malformed
+    Flush) waiting, so every later row got the next statement's answer. Stopped: derive
+    drops Syncs sent in copy-in mode and gives a malformed message its own error and skip."""
     h = grant_proxy(make_proxy, tmp_path)
     fresh(pg, 2020, 2021, 2022)
     write = f"INSERT INTO {TABLE} VALUES (2022)"
@@ -266,16 +259,10 @@ def test_audit_rows_keep_their_own_outcomes_after_a_skipped_sync(make_proxy, tmp
     assert rows[COUNT]["outcome"] == "ok", summary
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "r20b: a Sync with stray bytes fails with 'invalid message format' and PostgreSQL rolls "
-        "back the implicit transaction (the INSERT before it is undone), but the audit row shows "
-        "the INSERT as 'ok', 'INSERT 0 1' (derive drops the error as the Sync's, not the "
-        "statement's)"
-    ),
-)
 def test_audit_does_not_show_a_write_a_malformed_sync_rolled_back(make_proxy, tmp_path, pg):
+    """Found: a Sync with stray bytes fails (08P01) and the server rolls back the implicit
+    transaction, but the audit showed the INSERT 'ok'. Stopped: an error answering a Sync
+    marks the rows its group ran 'rolled back', with that error."""
     h = grant_proxy(make_proxy, tmp_path)
     fresh(pg, 2030)
     write = f"INSERT INTO {TABLE} VALUES (2030)"
@@ -287,7 +274,7 @@ def test_audit_does_not_show_a_write_a_malformed_sync_rolled_back(make_proxy, tm
         assert any(f[:1] == b"D" for f in c.query(COUNT))
     assert rows_with(pg, 2030) == 0  # rolled back by the server
     row = next(r for r in audit_rows(h, sid) if r["text"] == write)
-    assert row["outcome"] != "ok", row
+    assert (row["outcome"], row["command_tag"], row["sqlstate"]) == ("rolled back", "INSERT 0 1", "08P01"), row
 
 
 # --- 3. the login throttle's places per address -----------------------------------------
