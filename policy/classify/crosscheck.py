@@ -223,43 +223,11 @@ def boundaries_agree_in_place(sql: str, start: int, end: int) -> bool:
     return first < last and theirs[0].start <= first and theirs[0].stop == last
 
 
-def _relation_names(pg: PgStatement, search_path: tuple[str, ...], plans_only: bool = False):
-    """The relations of PostgreSQL's reading, normalized. ``plans_only``: a plain EXPLAIN
-    (``_plans_only``), whose DDL target, the table CREATE TABLE AS, CREATE MATERIALIZED
-    VIEW or SELECT INTO would make, is not made (PostgreSQL 15's ExplainOneUtility plans
-    the query; only ANALYZE creates it): left out, as sqlglot's side leaves it out."""
+def _relation_names(pg: PgStatement, search_path: tuple[str, ...]):
     out: set[str] = set()
-    for schema, name, role in pg.relations:
-        if plans_only and role == "ddl":
-            continue
+    for schema, name, _role in pg.relations:
         out.update(_resolve(schema, name, search_path))
     return out
-
-
-_FALSE = frozenset(("false", "off", "0"))
-
-
-def _plans_only(pg: PgStatement) -> bool:
-    """Is PostgreSQL's reading an EXPLAIN that does not run its statement (no ANALYZE
-    option, or every one false)? Fail closed: an option value it does not know runs it."""
-    if pg.kind != "ExplainStmt":
-        return False
-    for option in pg.node.get("options") or ():
-        elem = option.get("DefElem", option) if isinstance(option, dict) else {}
-        if elem.get("defname") not in ("analyze", "analyse"):
-            continue
-        arg = elem.get("arg")
-        value = None
-        if isinstance(arg, dict):
-            if "String" in arg:
-                value = ascii_lower(str(arg["String"].get("sval", "")))
-            elif "Integer" in arg:
-                value = str(arg["Integer"].get("ival", 0))
-            elif "Boolean" in arg:
-                value = "true" if arg["Boolean"].get("boolval") else "false"
-        if value not in _FALSE:
-            return False
-    return True
 
 
 def _resolve(schema: str | None, name: str, search_path: tuple[str, ...]) -> list[str]:
@@ -327,7 +295,7 @@ def reconcile(
         if glot.cls is S.UNKNOWN:
             return _unknown(glot, f"{glot.detail}; {pg}"), False
         return _unknown(glot, pg), False
-    pg_rels = _relation_names(pg, search_path, glot.command == "EXPLAIN" and _plans_only(pg))
+    pg_rels = _relation_names(pg, search_path)
     pg_funcs: set[str] = set()
     for schema, name in pg.functions:
         pg_funcs.update(function_names(schema, name, search_path))

@@ -365,14 +365,20 @@ def _explain(cx: Classifier, stmt, tokens, second):
             inner.write_ops,
         )
     dml = frozenset(r for op, r in inner.write_ops if op != "ddl")
+    # Plain EXPLAIN of CREATE TABLE AS / MATERIALIZED VIEW / SELECT INTO makes no table, but
+    # PostgreSQL looks its name up first (CreateTableAsRelExists: the schema's CREATE
+    # privilege, "already exists", "schema does not exist"): the target needs the ddl scope
+    # the statement itself would (red-team round 21: an existence oracle on any schema)
+    targets = frozenset(item for item in inner.write_ops if item[0] == "ddl")
     return Classified(
         stmt.sql,
         StatementClass.READ,
         "EXPLAIN",
         inner.reads | dml,
-        EMPTY,
+        frozenset(r for _, r in targets),
         inner.functions,
         inner.command,
+        targets,
     )
 
 

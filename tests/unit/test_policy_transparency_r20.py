@@ -11,7 +11,7 @@ import pytest
 
 from policy.catalog import Snapshot
 from policy.classify import StatementClass, classify
-from policy.classify.crosscheck import DISAGREE, _plans_only
+from policy.classify.crosscheck import DISAGREE
 from policy.classify.pgparse import parse
 from policy.decide import decide
 from policy.engine import StatementPolicy
@@ -240,13 +240,16 @@ def test_like_a_secret_table_with_its_defaults_is_refused_by_scope():
         "EXPLAIN (ANALYZE false) CREATE TABLE public.mv AS SELECT id FROM public.orders",
     ],
 )
-def test_plain_explain_of_a_create_as_plans_only(sql):
-    """Plain EXPLAIN plans the query; the table is not made (ExplainOneUtility): both
-    readings leave it out, and the query's relations are reads."""
+def test_plain_explain_of_a_create_as_needs_the_scope_the_statement_would(sql):
+    """Plain EXPLAIN plans the query and makes no table (ExplainOneUtility), but PostgreSQL
+    looks the target up first (its schema's CREATE privilege, "already exists"): the
+    target needs the ddl scope (red-team round 21: leaving it out made an existence oracle
+    on any schema); the query's relations are reads."""
     c = one(sql)
     assert (c.cls, c.command) == (S.READ, "EXPLAIN")
-    assert c.reads == {"public.orders"} and c.write_ops == frozenset()
-    assert decide(c, parse_scopes("read:public.orders")).allowed
+    assert c.reads == {"public.orders"} and c.write_ops == {("ddl", "public.mv")}
+    assert decide(c, parse_scopes("read:public.orders ddl:public.mv")).allowed
+    assert not decide(c, parse_scopes("read:public.orders")).allowed
     d = decide(c, parse_scopes("ddl:public.mv"))
     assert not d.allowed and "public.orders" in d.reason
 
@@ -268,21 +271,20 @@ def test_explain_analyze_of_a_create_as_makes_the_table(sql):
 
 def test_whether_explain_makes_the_table_is_read_on_both_sides():
     # the handler reads ANALYZE on if any option says so (PostgreSQL's last one wins):
-    # the table is then the statement's DDL, never left out
+    # the table is then the statement's DDL
     (c,) = classify("EXPLAIN (ANALYZE, ANALYZE false) CREATE TABLE public.mv AS SELECT 1")
     assert c.cls is S.DDL and ("ddl", "public.mv") in c.write_ops
-    # PostgreSQL's reading leaves the target out only if no ANALYZE option is true
-    for sql, plans in [
-        ("EXPLAIN CREATE TABLE public.mv AS SELECT 1", True),
-        ("EXPLAIN (ANALYZE off, ANALYSE 0, costs off) CREATE TABLE public.mv AS SELECT 1", True),
-        ("EXPLAIN (ANALYZE false, ANALYZE) CREATE TABLE public.mv AS SELECT 1", False),
-        ("EXPLAIN (ANALYZE 'on') CREATE TABLE public.mv AS SELECT 1", False),
-        ("EXPLAIN (ANALYZE maybe) CREATE TABLE public.mv AS SELECT 1", False),
-        ("EXPLAIN ANALYZE CREATE TABLE public.mv AS SELECT 1", False),
-        ("CREATE TABLE public.mv AS SELECT 1", False),
+    # planned only or run, the target is the grant's to name
+    for sql in [
+        "EXPLAIN CREATE TABLE secret.mv AS SELECT 1",
+        "EXPLAIN (ANALYZE off, ANALYSE 0, costs off) CREATE TABLE secret.mv AS SELECT 1",
+        "EXPLAIN CREATE MATERIALIZED VIEW secret.mv AS SELECT 1",
+        "EXPLAIN SELECT 1 INTO secret.mv",
+        "EXPLAIN CREATE TABLE IF NOT EXISTS secret.mv AS SELECT 1",
     ]:
-        (pg,) = parse(sql)
-        assert _plans_only(pg) is plans, sql
+        (c,) = classify(sql)
+        assert ("ddl", "secret.mv") in c.write_ops, sql
+        assert not decide(c, parse_scopes("read:public.orders ddl:public.*")).allowed, sql
 
 
 @pytest.mark.parametrize(
