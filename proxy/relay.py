@@ -307,6 +307,15 @@ class Relay:
                 i = groups.sent_frames(frames, i, checked)
                 continue
             unhealthy = health is not None and not health.healthy
+            if unhealthy and i == n and self.client_reader.mid_frame:
+                # a Bind or CopyData streamed in parts (256 KiB and more): only its head is
+                # here, the rest follows as bytes nobody looks at, so a refusal cannot take
+                # its place (red-team round 21: the tail ran as messages of its own)
+                self._record(UNRECORDED, _NAMES[t], "")
+                raise ProtocolViolation(
+                    f"{UNRECORDED.message}; a message streamed in parts cannot be refused "
+                    "alone: ending the session"
+                )
             if t in (_COPY_DATA, _COPY_DONE):
                 if unhealthy:
                     # the COPY ends failed (its rows roll back); the server drops the
