@@ -38,25 +38,22 @@ from common.wire.errors import frame
 from common.wire.framing import startup_packet
 from common.wire.scram import MECHANISM, ScramClient
 from devtools.testing import FlakyStore
+from tests.support import outage
+from tests.support.outage import errors, until
 from tests.support.rawpg import (
     SYNC,
     RawClient,
     RawError,
     bind,
     describe,
-    error_fields,
     execute,
     parse,
     query,
 )
 from tests.support.recording import (
     audit_rows,
-    grants,
-    issue_grant,
     one_live_session,
-    recording,
 )
-from tests.support.wait import wait_for
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -80,42 +77,19 @@ def table(pg):
 
 
 def rows_with(pg, v: int) -> int:
-    return int(pg.psql(f"SELECT count(*) FROM {TABLE} WHERE v = {v}", db="app").strip())
+    return outage.rows_with(pg, TABLE, v)
 
 
 def fresh(pg, *values: int) -> None:
-    """No row holds any of ``values`` (each probe judges by its own)."""
-    pg.psql(f"DELETE FROM {TABLE} WHERE v IN ({', '.join(map(str, values))})", db="app")
+    outage.fresh(pg, TABLE, *values)
 
 
 def grant_proxy(make_proxy, tmp_path, *, scopes: str = SCOPES, **extra):
-    """A recording proxy with a grant store and one grant of ``scopes`` (``h.token``)."""
-    h = make_proxy(**recording(tmp_path, **extra), **grants(tmp_path))
-    _, h.token = issue_grant(h, scopes=scopes)
-    h.tmp = tmp_path
-    return h
+    return outage.grant_proxy(make_proxy, tmp_path, scopes, **extra)
 
 
 def client(h, **kw) -> RawClient:
-    c = RawClient.session(h.host, h.port, AGENT, h.token, **kw)
-    c.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    return c
-
-
-def until(c: RawClient, stop: bytes, count: int = 1) -> list[bytes]:
-    """Frames up to and including the ``count``-th of type ``stop``."""
-    got = []
-    while count:
-        f = c.read_frame()
-        assert f is not None, describe(got)
-        got.append(f)
-        if f[:1] == stop:
-            count -= 1
-    return got
-
-
-def errors(frames: list[bytes]) -> list[dict[str, str]]:
-    return [error_fields(f) for f in frames if f[:1] == b"E"]
+    return outage.client(h, AGENT, **kw)
 
 
 def copy_data(b: bytes) -> bytes:
@@ -129,23 +103,15 @@ COPY_DONE = frame(b"c")
 
 
 def _outage(h, c: RawClient | None = None) -> FlakyStore:
-    """Make the recorder's store fail until the recorder reports itself unhealthy; ``c``
-    (else a session of its own) gives it something to upload."""
-    rec = h.runtime.recorder
-    flaky = FlakyStore(rec.store)
-    rec.store = flaky
-    flaky.down = True
+    """The recorder's store fails until the recorder is unhealthy; ``c`` (else a session
+    of its own) gives it something to upload."""
     if c is not None:
-        c.query(COUNT)  # something to upload, so the failure is noticed
-    else:
-        with client(h) as nudge:
-            nudge.query(COUNT)
-    wait_for(lambda: not rec.healthy, 10.0, "the recorder to give up on its store")
-    return flaky
+        return outage.outage(h, c, COUNT)
+    with client(h) as nudge:
+        return outage.outage(h, nudge, COUNT)
 
 
-UNHEALTHY = {"recorder.upload_process": False, "recorder.fail_after_seconds": 0.2,
-             "recorder.retry_max_seconds": 0.1}  # fmt: skip
+UNHEALTHY = outage.UNHEALTHY
 
 
 def test_while_unrecorded_query_sql_execute_and_parse_are_refused(make_proxy, tmp_path, pg):

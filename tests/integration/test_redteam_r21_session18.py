@@ -58,7 +58,8 @@ import pytest
 from common.wire import messages as m
 from common.wire.errors import frame
 from devtools.testing import FlakyStore
-from tests.support import planted
+from tests.support import outage, planted
+from tests.support.outage import errors, until
 from tests.support.planted import shows
 from tests.support.proxies import issue as grant_issue
 from tests.support.rawpg import (
@@ -67,13 +68,11 @@ from tests.support.rawpg import (
     RawError,
     bind,
     describe,
-    error_fields,
     execute,
     parse,
     query,
 )
-from tests.support.recording import grants, issue_grant, one_live_session, recording
-from tests.support.wait import wait_for
+from tests.support.recording import grants, issue_grant, one_live_session
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -391,8 +390,7 @@ WIRE_SCOPES = f"read:{TABLE},public.customers write:{TABLE}"
 COUNT = "SELECT count(*) FROM public.customers"
 PAYROLL = "SELECT 'r21-pay-' || sum(salary) FROM secret.payroll"
 PAYROLL_MARK = b"r21-pay-310000"  # deploy/postgres/app.sql's three salaries
-UNHEALTHY = {"recorder.upload_process": False, "recorder.fail_after_seconds": 0.2,
-             "recorder.retry_max_seconds": 0.1}  # fmt: skip
+UNHEALTHY = outage.UNHEALTHY
 
 
 @pytest.fixture(scope="module")
@@ -404,35 +402,24 @@ def wire_table(pg):
 
 
 def rows_with(pg, v: int) -> int:
-    return int(pg.psql(f"SELECT count(*) FROM {TABLE} WHERE v = {v}", db="app").strip())
+    return outage.rows_with(pg, TABLE, v)
 
 
 def fresh(pg, *values: int) -> None:
-    pg.psql(f"DELETE FROM {TABLE} WHERE v IN ({', '.join(map(str, values))})", db="app")
+    outage.fresh(pg, TABLE, *values)
 
 
 def grant_proxy(make_proxy, tmp_path, **extra):
-    h = make_proxy(**recording(tmp_path, **extra), **grants(tmp_path))
-    _, h.token = issue_grant(h, scopes=WIRE_SCOPES)
-    return h
+    return outage.grant_proxy(make_proxy, tmp_path, WIRE_SCOPES, **extra)
 
 
 def client(h, **kw) -> RawClient:
-    c = RawClient.session(h.host, h.port, WIRE_AGENT, h.token, **kw)
-    c.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    return c
+    return outage.client(h, WIRE_AGENT, **kw)
 
 
 def _outage(h) -> FlakyStore:
-    """The recorder's store fails until the recorder reports itself unhealthy."""
-    rec = h.runtime.recorder
-    flaky = FlakyStore(rec.store)
-    rec.store = flaky
-    flaky.down = True
     with client(h) as nudge:
-        nudge.query(COUNT)  # something to upload, so the failure is noticed
-    wait_for(lambda: not rec.healthy, 10.0, "the recorder to give up on its store")
-    return flaky
+        return outage.outage(h, nudge, COUNT)
 
 
 def drain(c: RawClient, seconds: float = 3.0) -> list[bytes]:
@@ -448,20 +435,6 @@ def drain(c: RawClient, seconds: float = 3.0) -> list[bytes]:
     except OSError:  # socket.timeout included
         pass
     return got
-
-
-def until(c: RawClient, stop: bytes) -> list[bytes]:
-    got = []
-    while True:
-        f = c.read_frame()
-        assert f is not None, describe(got)
-        got.append(f)
-        if f[:1] == stop:
-            return got
-
-
-def errors(frames: list[bytes]) -> list[dict[str, str]]:
-    return [error_fields(f) for f in frames if f[:1] == b"E"]
 
 
 def _smuggled(v: int) -> bytes:
