@@ -39,6 +39,8 @@ class Injection:
     drop: int
     statement: str = ""
     resolved: bool = False
+    # the CommandComplete before its error is ours too (``inject_ending``'s ROLLBACK)
+    holds_complete: bool = False
 
 
 class Denials:
@@ -98,6 +100,20 @@ class Denials:
             groups.attach(inj)
         self.pending.append(inj)
         return data
+
+    def inject_ending(self, raise_sql: str, groups: SyncGroups) -> bytes:
+        """A denied simple Query that PostgreSQL runs to end the client's transaction block
+        whether it succeeds or fails (PREPARE TRANSACTION: a failure rolls the block back,
+        in a failed block it is a ROLLBACK). Our error alone would leave the block open and
+        failed; a ROLLBACK goes first in the same Query, its CommandComplete held and
+        dropped with our error, so the client sees the error and ReadyForQuery 'I', as
+        PostgreSQL's own failure would give it. Only for a Query sent with nothing else in
+        flight, inside a block (``Relay``): the ROLLBACK then ends that block and no other.
+        """
+        inj = Injection(1, holds_complete=True)
+        groups.attach(inj)
+        self.pending.append(inj)
+        return m.query(f"ROLLBACK; {raise_sql}")
 
     def answered(self, frame: bytes) -> list[bytes]:
         """Our marked ErrorResponse: resolves the oldest pending denial. Returns what the

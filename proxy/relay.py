@@ -60,6 +60,7 @@ _NOTICE = B.NOTICE_RESPONSE
 _CONFORMING = b"standard_conforming_strings\x00"  # a ParameterStatus body's name
 # Server frames looked at even when no denial is in flight.
 _WATCHED = frozenset((_READY, _ERROR, _COPY_IN, _PARAMETER_STATUS))
+_COMMAND_COMPLETE = B.COMMAND_COMPLETE
 # Frames whose bytes the relay never looks at: a large one is passed on as it arrives.
 _STREAMED_C2S = frozenset((F.BIND, F.COPY_DATA))
 _STREAMED_S2C = frozenset((B.DATA_ROW, B.COPY_DATA, B.FUNCTION_CALL_RESPONSE))
@@ -422,7 +423,11 @@ class Relay:
                 # raises, in the Sync group, so the server skips the client's Describe and
                 # Execute
                 injected = _PARSE if t in (_BIND, _EXECUTE) else t
-                out.append(denials.inject(injected, denials.raise_sql(verdict.message, sqlstate), groups))
+                raise_sql = denials.raise_sql(verdict.message, sqlstate)
+                if t == _QUERY and self._ends_its_block(verdict) and not any(out):
+                    out.append(denials.inject_ending(raise_sql, groups))
+                else:
+                    out.append(denials.inject(injected, raise_sql, groups))
                 groups.sent(t)
                 if verdict is UNRECORDED and injected == _PARSE:
                     self._unrecorded_group = groups.sent_groups
@@ -451,6 +456,20 @@ class Relay:
     def busy(self) -> bool:
         """The server owes answers: a query may be running upstream right now."""
         return self.groups.busy
+
+    def _ends_its_block(self, verdict) -> bool:
+        """A denied Query whose one statement PostgreSQL runs to end the transaction block,
+        failing or not (PREPARE TRANSACTION), sent inside a block with nothing in flight
+        (so the block is the one the last ReadyForQuery showed): ``Denials.inject_ending``."""
+        decisions: tuple = getattr(verdict, "decisions", ())
+        return (
+            len(decisions) == 1
+            and decisions[0][0].command == "PREPARE TRANSACTION"
+            and self.tx_status in (b"T", b"E")
+            and self.groups.idle
+            and not self.denials.held
+            and not self.denials.pending
+        )
 
     def _idle(self) -> bool:
         return self.tx_status == b"I" and self.groups.idle and not self.denials.held
@@ -633,7 +652,7 @@ class Relay:
                 last = end
             elif not pending:
                 continue
-            elif t in _HOLDABLE:
+            elif t in _HOLDABLE or (t == _COMMAND_COMPLETE and pending[0].holds_complete):
                 rewritten = self._ensure(rewritten, run, last, start)
                 held.append(run[start:end])
                 last = end
