@@ -203,10 +203,12 @@ class CatalogLoader:
         waits for a snapshot that speaks for it): one not started yet is joined, one that
         started before is followed by another.
 
-        Loads of a database start at least ``min_interval`` seconds apart: statements that
-        rest on the catalog's completeness (``policy.catalog.rests_on_completeness``) each
-        ask for a reload, and a loop of them would otherwise keep one upstream login busy
-        with catalog queries. Whoever waits meanwhile shares the next load.
+        A load a waiting statement asks for starts at least ``min_interval`` seconds after
+        the one before: statements that rest on the catalog's completeness
+        (``policy.catalog.rests_on_completeness``) each ask for a reload, and a loop of them
+        would otherwise keep one upstream login busy with catalog queries. Whoever waits
+        meanwhile shares the next load. A load after DDL (``since`` None) is not paced:
+        until it is done, names the DDL may have changed count as calls (a stale snapshot).
         """
         entry = self.cache.entry(database)
         task = entry.loading
@@ -221,7 +223,7 @@ class CatalogLoader:
             if previous is not None:
                 await asyncio.shield(previous)  # never raises
             delay = entry.last_started + self.min_interval - time.monotonic()
-            if delay > 0:
+            if since is not None and delay > 0:
                 await asyncio.sleep(delay)
             for pause in (*LOCK_RETRIES, None):
                 entry.loading_started = entry.last_started = time.monotonic()
