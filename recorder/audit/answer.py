@@ -193,7 +193,14 @@ def timeline(answer: dict) -> list[dict]:
                      "sqlstate": r["sqlstate"], "message": r["message"], "text": r["client"],
                      "verified": r["verified"]})
     rows.sort(key=lambda r: (r["ts"] or "", r.get("session_id") or "", r.get("n") or 0))
-    return rows
+    # first: every recording that did not verify, whatever the filters (``verification``),
+    # so that a CSV alone says what the answer cannot vouch for (red-team round 22)
+    warnings = [{"kind": "recording.not_intact", "session_id": r["session_id"],
+                 "outcome": r["status"], "reason": "; ".join(map(str, r["problems"])),
+                 "text": "in this answer" if r.get("in_answer", True) else "outside this answer's rows",
+                 "verified": False}
+                for r in answer["verification"]["not_intact"]]  # fmt: skip
+    return warnings + rows
 
 
 def write_csv(answer: dict, out: TextIO) -> None:

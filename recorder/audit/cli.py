@@ -9,6 +9,8 @@ import os
 import sys
 from pathlib import Path
 
+from ..verify import shown
+
 DEFAULT_INDEX = ".pgwitness/audit.duckdb"
 
 
@@ -218,7 +220,13 @@ def cmd_sessions(args) -> int:
     def go(con) -> int:
         rows = answer.sessions_list(con, _filters(args))
         _table(rows, list(rows[0]) if rows else ["session_id"], args.format)
-        return 0
+        # as audit's answer: a recording that did not verify may belong in this list (what
+        # it says of itself is not proven): named on stderr, exit 1 (red-team round 22)
+        v = answer.verification(con, [r["session_id"] for r in rows], [])
+        for r in v["not_intact"]:
+            print(f"WARNING: recording {shown(r['session_id'])} did NOT verify "
+                  f"({r['status']}); it may belong in this list", file=sys.stderr)
+        return 0 if v["intact"] else 1
 
     return _with_index(args, go)
 

@@ -87,6 +87,34 @@ def _typed(params: list, oids: list[int]) -> list:
     return out
 
 
+# Rows that change nothing a rollback undoes: by the policy's classes where it decided
+# (a pass-through session has none), else by the command tag
+_UNCHANGING_CLASSES = frozenset(("READ", "TRANSACTION", "SESSION_SET"))
+_UNCHANGING_TAGS = frozenset((
+    "BEGIN", "START", "SAVEPOINT", "RELEASE", "ROLLBACK", "COMMIT", "SELECT", "SHOW", "SET",
+    "RESET", "FETCH", "MOVE", "DECLARE", "CLOSE", "LISTEN", "UNLISTEN", "DISCARD",
+    "DEALLOCATE", "PREPARE", "EXPLAIN",
+))  # fmt: skip
+
+
+def _changes(row: dict) -> bool:
+    """Whether a row's statement may have changed what a rollback undoes."""
+    classes = row.get("classes")
+    if classes:
+        return not set(classes.split(",")) <= _UNCHANGING_CLASSES
+    tag = (row.get("command_tag") or "").rsplit("; ", 1)[-1]
+    return tag.split(" ", 1)[0] not in _UNCHANGING_TAGS
+
+
+def _writes(u) -> bool:
+    """Whether the Execute ``u`` runs a statement the policy classed as a write."""
+    for unit in (u.bind, u.src):
+        decision = getattr(unit, "decision", None) if unit is not None else None
+        if decision:
+            return "WRITE" in (decision.get("classes") or "").split(",")
+    return False
+
+
 def rows_of(tag: str) -> int | None:
     m = _ROWS_RE.fullmatch(tag)
     return int(m.group(1)) if m else None
@@ -178,6 +206,11 @@ class SessionFacts:
         self._skipping = False  # the server skips the client's messages up to Sync
         self._copy_in = False  # copy-in mode whose CopyDone/CopyFail the client has not sent
         self._group_rows: list[dict] = []  # rows answered ok since the last ReadyForQuery
+        # the transaction block (ReadyForQuery 'T'/'E'): rows answered ok in it, and those of
+        # the group being answered; a block that ends without COMMIT undid them
+        self._block_rows: list[dict] = []
+        self._since_ready: list[dict] = []
+        self._status = b"I"
         self._terminated = False  # the client sent Terminate
         self._t = 0
         self._verified = True
@@ -205,6 +238,8 @@ class SessionFacts:
             else:
                 for typ, body in frames:
                     self._server(typ, body)
+                    if typ == "Z":
+                        self._ready(body[:1])
             return
         try:
             p = r.json()
@@ -444,7 +479,14 @@ class SessionFacts:
             elif typ == "I":
                 row.update(outcome="ok", command_tag="(empty)")
             elif typ == "s":
-                row.update(outcome="suspended")
+                if _writes(u):
+                    # a data-modifying statement runs to its end at the first Execute (its
+                    # RETURNING rows are kept for the fetches): it changed every row it
+                    # was going to, however few it has returned; the server does not say
+                    # how many (red-team round 22: "suspended, 1 row" for a DELETE of 3)
+                    row.update(outcome="ok", command_tag="(portal suspended)", rows=None)
+                else:
+                    row.update(outcome="suspended")
             elif typ in ("G", "H"):
                 row["copy"] = True
                 if typ == "G":
@@ -507,6 +549,28 @@ class SessionFacts:
         if row.get("end_ns") is None:
             row["end_ns"] = self._t
         self.statements.append(row)
+        if row.get("outcome") == "ok":
+            self._since_ready.append(row)
+
+    def _ready(self, status: bytes) -> None:
+        """A ReadyForQuery: a block that was open ('T', 'E') and is not any more ('I') ended
+        in this group; unless by COMMIT (or a prepared transaction), what ran in it was
+        undone: an explicit ROLLBACK, a COMMIT of a failed block (tag ROLLBACK), a failing
+        PREPARE TRANSACTION, the proxy's refusal of one (``ROLLBACK`` injected before it:
+        red-team round 22)."""
+        rows, self._since_ready = self._since_ready, []
+        if status in (b"T", b"E"):
+            self._block_rows += rows
+        elif self._status in (b"T", b"E"):
+            tags = [(r.get("command_tag") or "").rsplit("; ", 1)[-1] for r in rows]
+            if not any(t in ("COMMIT", "PREPARE TRANSACTION") for t in tags):
+                ended = next((t for t in reversed(tags) if t == "ROLLBACK"), "an error")
+                for row in self._block_rows:
+                    if row.get("outcome") == "ok" and _changes(row):
+                        row.update(outcome="rolled back",
+                                   message=f"its transaction block ended without COMMIT ({ended})")
+            self._block_rows = []
+        self._status = status
 
     def _annotate_db_denials(self) -> None:
         """Each ``db.denied`` event marks the statement row it is about (once)."""

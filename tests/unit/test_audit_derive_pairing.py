@@ -201,3 +201,42 @@ def test_a_decision_with_fields_of_the_wrong_types_is_read_not_fatal(statements)
     s.server(SELECT1, ready())
     (row,) = s.facts().statements
     assert (row["decision"], row["rule"], row["relations"]) == ("allowed", None, None)
+
+
+# --- a transaction block's end (red-team round 22) ------------------------------------------
+
+
+def _block(end: str, *answer: bytes) -> list[tuple]:
+    s = Session().start()
+    s.client(query("BEGIN")).server(command_complete("BEGIN"), ready(b"T"))
+    s.client(query("INSERT INTO t VALUES (1)")).server(command_complete("INSERT 0 1"), ready(b"T"))
+    s.client(query(end)).server(*answer)
+    return s.rows()
+
+
+def test_rows_of_a_block_ended_by_rollback_are_marked_rolled_back():
+    rows = _block("ROLLBACK", command_complete("ROLLBACK"), ready(b"I"))
+    assert rows[1] == ("INSERT INTO t VALUES (1)", "rolled back", "INSERT 0 1")
+    assert rows[2] == ("ROLLBACK", "ok", "ROLLBACK")
+
+
+def test_rows_of_a_block_ended_by_an_error_are_marked_rolled_back():
+    """A failing PREPARE TRANSACTION (or the proxy's refusal of one, ROLLBACK injected
+    before it) ends the block: error, then ReadyForQuery 'I'."""
+    rows = _block("PREPARE TRANSACTION 'x'", DENIED, ready(b"I"))
+    assert rows[1][:2] == ("INSERT INTO t VALUES (1)", "rolled back")
+    assert rows[2][1] == "error"
+
+
+def test_rows_of_a_committed_block_stay_ok():
+    rows = _block("COMMIT", command_complete("COMMIT"), ready(b"I"))
+    assert [r[1] for r in rows] == ["ok", "ok", "ok"]
+
+
+def test_a_commit_of_a_failed_block_is_a_rollback():
+    s = Session().start()
+    s.client(query("BEGIN")).server(command_complete("BEGIN"), ready(b"T"))
+    s.client(query("INSERT INTO t VALUES (1)")).server(command_complete("INSERT 0 1"), ready(b"T"))
+    s.client(query("SELECT 1/0")).server(error("22012", "division by zero"), ready(b"E"))
+    s.client(query("COMMIT")).server(command_complete("ROLLBACK"), ready(b"I"))
+    assert [r[1] for r in s.rows()] == ["ok", "rolled back", "error", "ok"]
