@@ -41,7 +41,7 @@ from .upstream import Inbox, UpstreamError, connect_upstream
 __all__ = ["MIN_INTERVAL", "CatalogLoader"]
 
 # Seconds between the starts of two catalog loads of one database (``CatalogLoader.refresh``).
-MIN_INTERVAL = 0.5
+MIN_INTERVAL = 0.2
 # How long a catalog query waits for a lock before the load gives way (``_queries``), and
 # how often a load that gave way is tried again, after how long.
 LOCK_TIMEOUT = "100ms"
