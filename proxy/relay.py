@@ -267,7 +267,9 @@ class Relay:
         n = len(frames)
         policy = self.policy
         health = self.health
-        if health is not None and not health.healthy:
+        # looked at once per batch of frames (one socket read): it holds for all of them
+        unhealthy = health is not None and not health.healthy
+        if unhealthy:
             checked = _CHECKED_UNHEALTHY
         elif policy is not None and (policy.bind_pins or self._pinned_any):
             checked = _CHECKED_BINDS
@@ -307,8 +309,8 @@ class Relay:
                 groups.sent(t)
                 i = groups.sent_frames(frames, i, checked)
                 continue
-            unhealthy = health is not None and not health.healthy
-            if unhealthy and i == n and self.client_reader.mid_frame:
+            refusing = unhealthy  # (False for a frame the server skips anyway, below)
+            if refusing and i == n and self.client_reader.mid_frame:
                 # a Bind or CopyData streamed in parts (256 KiB and more): only its head is
                 # here, the rest follows as bytes nobody looks at, so a refusal cannot take
                 # its place (red-team round 21: the tail ran as messages of its own)
@@ -318,7 +320,7 @@ class Relay:
                     "alone: ending the session"
                 )
             if t in (_COPY_DATA, _COPY_DONE):
-                if unhealthy:
+                if refusing:
                     # the COPY ends failed (its rows roll back); the server drops the
                     # client's CopyData and CopyDone that follow
                     self._record(UNRECORDED, _NAMES[t], "")
@@ -330,13 +332,13 @@ class Relay:
                     groups.sent(t)
                 i = groups.sent_frames(frames, i, checked)
                 continue
-            if unhealthy and t in (_BIND, _EXECUTE) and self._unrecorded_group == groups.sent_groups:
-                unhealthy = False  # the server skips it: its group failed already
-            if t == _EXECUTE and not unhealthy:
+            if refusing and t in (_BIND, _EXECUTE) and self._unrecorded_group == groups.sent_groups:
+                refusing = False  # the server skips it: its group failed already
+            if t == _EXECUTE and not refusing:
                 groups.sent(t)
                 i = groups.sent_frames(frames, i, checked)
                 continue
-            if t == _BIND and not unhealthy:
+            if t == _BIND and not refusing:
                 name = m.bind_statement(run[start:end], self.encoding)
                 if policy is None or (
                     name not in policy.bind_pins and not name.startswith(RESERVED_PREFIX)
@@ -344,7 +346,7 @@ class Relay:
                     groups.sent(t)  # a Bind of any other statement: not looked at
                     i = groups.sent_frames(frames, i, checked)
                     continue
-            if unhealthy:
+            if refusing:
                 verdict = UNRECORDED
                 self._record(verdict, _NAMES[t], "")
             elif policy is None:

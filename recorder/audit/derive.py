@@ -205,11 +205,11 @@ class SessionFacts:
         self._portals: dict[str, tuple[Unit | None, list[str], Unit | None]] = {}
         self._skipping = False  # the server skips the client's messages up to Sync
         self._copy_in = False  # copy-in mode whose CopyDone/CopyFail the client has not sent
-        self._group_rows: list[dict] = []  # rows answered ok since the last ReadyForQuery
-        # the transaction block (ReadyForQuery 'T'/'E'): rows answered ok in it, and those of
-        # the group being answered; a block that ends without COMMIT undid them
-        self._block_rows: list[dict] = []
+        # rows answered ok since the last ReadyForQuery (the group being answered: an error
+        # answering its Sync undid them), and those of the transaction block (ReadyForQuery
+        # 'T'/'E') before it (a block that ends without COMMIT undid them)
         self._since_ready: list[dict] = []
+        self._block_rows: list[dict] = []
         self._status = b"I"
         self._terminated = False  # the client sent Terminate
         self._t = 0
@@ -402,8 +402,6 @@ class SessionFacts:
             return
         while self._pending and self._pending[0].kind == "c":
             self._pending.popleft()  # CopyDone/CopyFail: answered by the COPY's own frames
-        if typ == "Z":
-            self._group_rows.clear()
         if not self._pending:
             return  # startup-phase frames (R, K, the first Z) and FATALs outside a statement
         u = self._pending[0]
@@ -497,8 +495,6 @@ class SessionFacts:
             self._pending.popleft()
             row["end_ns"] = self._t
             self._emit(row, u)
-            if row["outcome"] == "ok":
-                self._group_rows.append(row)
         elif k == "S" and typ == "Z":
             self._pending.popleft()
 
@@ -521,11 +517,11 @@ class SessionFacts:
     def _rolled_back(self, f: dict[str, str]) -> None:
         """The Sync's ErrorResponse: the statements the group ran since its last COMMIT or
         ROLLBACK are undone (their rows say so, with the Sync's error)."""
-        for row in reversed(self._group_rows):
+        for row in reversed(self._since_ready):
             if row.get("command_tag") in ("COMMIT", "ROLLBACK"):
                 break
             row.update(outcome="rolled back", sqlstate=f.get("C"), message=f.get("M"))
-        self._group_rows.clear()
+        self._since_ready.clear()
 
     def _await_ready(self, u: Unit) -> None:
         """A Query/FunctionCall error: its ReadyForQuery still follows; keep a marker."""

@@ -62,34 +62,20 @@ TABLE = "public.r20b_t"
 SCOPES = f"read:{TABLE},public.customers write:{TABLE}"
 SECRET = "SELECT salary FROM secret.payroll"  # never granted: denied by the proxy
 COUNT = "SELECT count(*) FROM public.customers"
-SETUP = f"SET ROLE pgwitness; CREATE TABLE IF NOT EXISTS {TABLE} (v int)"
-TEARDOWN = f"DROP TABLE IF EXISTS {TABLE}"
 I32 = struct.Struct("!i")
 Q, E = query, execute
 
 
+PROBE = outage.ProbeTable(TABLE, AGENT, SCOPES)
+rows_with, fresh, client = PROBE.rows_with, PROBE.fresh, PROBE.client
+grant_proxy = PROBE.proxy
+
+
 @pytest.fixture(scope="module", autouse=True)
 def table(pg):
-    pg.psql(TEARDOWN, db="app")
-    pg.psql(SETUP, db="app")
+    PROBE.create(pg)
     yield
-    pg.psql(TEARDOWN, db="app")
-
-
-def rows_with(pg, v: int) -> int:
-    return outage.rows_with(pg, TABLE, v)
-
-
-def fresh(pg, *values: int) -> None:
-    outage.fresh(pg, TABLE, *values)
-
-
-def grant_proxy(make_proxy, tmp_path, *, scopes: str = SCOPES, **extra):
-    return outage.grant_proxy(make_proxy, tmp_path, scopes, **extra)
-
-
-def client(h, **kw) -> RawClient:
-    return outage.client(h, AGENT, **kw)
+    PROBE.drop(pg)
 
 
 def copy_data(b: bytes) -> bytes:

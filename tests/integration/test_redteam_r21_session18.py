@@ -393,28 +393,16 @@ PAYROLL_MARK = b"r21-pay-310000"  # deploy/postgres/app.sql's three salaries
 UNHEALTHY = outage.UNHEALTHY
 
 
+WIRE = outage.ProbeTable(TABLE, WIRE_AGENT, WIRE_SCOPES)
+rows_with, fresh, client = WIRE.rows_with, WIRE.fresh, WIRE.client
+grant_proxy = WIRE.proxy
+
+
 @pytest.fixture(scope="module")
 def wire_table(pg):
-    pg.psql(f"DROP TABLE IF EXISTS {TABLE}", db="app")
-    pg.psql(f"SET ROLE pgwitness; CREATE TABLE {TABLE} (v int)", db="app")
+    WIRE.create(pg)
     yield
-    pg.psql(f"DROP TABLE IF EXISTS {TABLE}", db="app")
-
-
-def rows_with(pg, v: int) -> int:
-    return outage.rows_with(pg, TABLE, v)
-
-
-def fresh(pg, *values: int) -> None:
-    outage.fresh(pg, TABLE, *values)
-
-
-def grant_proxy(make_proxy, tmp_path, **extra):
-    return outage.grant_proxy(make_proxy, tmp_path, WIRE_SCOPES, **extra)
-
-
-def client(h, **kw) -> RawClient:
-    return outage.client(h, WIRE_AGENT, **kw)
+    WIRE.drop(pg)
 
 
 def _outage(h) -> FlakyStore:

@@ -36,7 +36,7 @@ from common.wire.errors import frame
 from tests.integration import test_redteam_r20c_recordings as r20c
 from tests.support import outage
 from tests.support.outage import errors, until
-from tests.support.rawpg import SYNC, RawClient, bind, describe, execute, parse, query
+from tests.support.rawpg import SYNC, bind, describe, execute, parse, query
 from tests.support.recording import audit_rows, one_live_session
 
 pytestmark = pytest.mark.timeout(240)
@@ -49,34 +49,20 @@ TABLE = "public.r22_t"
 SCOPES = f"read:{TABLE},public.customers write:{TABLE}"
 SECRET = "SELECT salary FROM secret.payroll"  # never granted: denied by the proxy
 COUNT = "SELECT count(*) FROM public.customers"
-SETUP = f"SET ROLE pgwitness; CREATE TABLE IF NOT EXISTS {TABLE} (v int)"
-TEARDOWN = f"DROP TABLE IF EXISTS {TABLE}"
 Q, E = query, execute
 COPY_DONE = frame(b"c")
 
 
+PROBE = outage.ProbeTable(TABLE, AGENT, SCOPES)
+rows_with, fresh, client = PROBE.rows_with, PROBE.fresh, PROBE.client
+grant_proxy = PROBE.proxy
+
+
 @pytest.fixture(scope="module", autouse=True)
 def table(pg):
-    pg.psql(TEARDOWN, db="app")
-    pg.psql(SETUP, db="app")
+    PROBE.create(pg)
     yield
-    pg.psql(TEARDOWN, db="app")
-
-
-def rows_with(pg, v: int) -> int:
-    return outage.rows_with(pg, TABLE, v)
-
-
-def fresh(pg, *values: int) -> None:
-    outage.fresh(pg, TABLE, *values)
-
-
-def grant_proxy(make_proxy, tmp_path, *, scopes: str = SCOPES, **extra):
-    return outage.grant_proxy(make_proxy, tmp_path, scopes, **extra)
-
-
-def client(h, **kw) -> RawClient:
-    return outage.client(h, AGENT, **kw)
+    PROBE.drop(pg)
 
 
 def _require(cond: object, what: str) -> None:

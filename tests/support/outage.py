@@ -67,3 +67,31 @@ def until(c: RawClient, stop: bytes, count: int = 1) -> list[bytes]:
 
 def errors(frames: list[bytes]) -> list[dict[str, str]]:
     return [error_fields(f) for f in frames if f[:1] == b"E"]
+
+
+class ProbeTable:
+    """A table ``(v int)`` the probes write to, a recording proxy with a grant on it, and
+    raw sessions of the grant's agent (rounds 20b, 21, 22: each probe judges by its own
+    values). Its methods stand in for the module-level helpers those files call."""
+
+    def __init__(self, table: str, agent: str, scopes: str):
+        self.table, self.agent, self.scopes = table, agent, scopes
+
+    def create(self, pg) -> None:
+        self.drop(pg)
+        pg.psql(f"SET ROLE pgwitness; CREATE TABLE {self.table} (v int)", db="app")
+
+    def drop(self, pg) -> None:
+        pg.psql(f"DROP TABLE IF EXISTS {self.table}", db="app")
+
+    def rows_with(self, pg, v: int) -> int:
+        return rows_with(pg, self.table, v)
+
+    def fresh(self, pg, *values: int) -> None:
+        fresh(pg, self.table, *values)
+
+    def proxy(self, make_proxy, tmp_path, *, scopes: str | None = None, **extra):
+        return grant_proxy(make_proxy, tmp_path, scopes or self.scopes, **extra)
+
+    def client(self, h, **kw) -> RawClient:
+        return client(h, self.agent, **kw)
