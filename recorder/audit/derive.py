@@ -115,6 +115,143 @@ def _writes(u) -> bool:
     return False
 
 
+# --- statements' text: enough of PostgreSQL's lexer to split a Query and read savepoints ---
+
+_IDENT_START = re.compile(r"[A-Za-z_\x80-\U0010ffff]")
+_IDENT = re.compile(r"[A-Za-z_\x80-\U0010ffff][A-Za-z0-9_$\x80-\U0010ffff]*")
+_DOLLAR = re.compile(r"\$([A-Za-z_\x80-\U0010ffff][A-Za-z0-9_\x80-\U0010ffff]*)?\$")
+_NAMEDATALEN = 64  # identifiers are cut to 63 bytes, as the server cuts them
+
+
+def _skip(sql: str, i: int) -> int:
+    """The end of the quoted string, quoted identifier, dollar-quoted string or comment that
+    starts at ``sql[i]`` (``i`` itself if none does). standard_conforming_strings is on
+    (the proxy refuses a session where it is not)."""
+    c, n = sql[i], len(sql)
+    if c in "'\"":
+        backslash = c == "'" and i > 0 and sql[i - 1] in "eE" and (
+            i < 2 or not (sql[i - 2].isalnum() or sql[i - 2] in "_$"))
+        j = i + 1
+        while j < n:
+            if backslash and sql[j] == "\\":
+                j += 2
+                continue
+            if sql[j] == c:
+                if j + 1 < n and sql[j + 1] == c:
+                    j += 2
+                    continue
+                return j + 1
+            j += 1
+        return n
+    if c == "-" and sql.startswith("--", i):
+        j = sql.find("\n", i)
+        return n if j < 0 else j + 1
+    if c == "/" and sql.startswith("/*", i):
+        depth, j = 0, i
+        while j < n:
+            if sql.startswith("/*", j):
+                depth, j = depth + 1, j + 2
+            elif sql.startswith("*/", j):
+                depth, j = depth - 1, j + 2
+                if depth == 0:
+                    return j
+            else:
+                j += 1
+        return n
+    if c == "$" and not (i > 0 and (sql[i - 1].isalnum() or sql[i - 1] in "_$")):
+        m = _DOLLAR.match(sql, i)
+        if m:
+            j = sql.find(m.group(0), m.end())
+            return n if j < 0 else j + len(m.group(0))
+    return i
+
+
+def statements_of(sql: str) -> list[str]:
+    """A Query's statements as the server splits it (on semicolons outside quotes, dollar
+    quotes and comments), the empty ones (only blanks and comments: no CommandComplete) left
+    out, each stripped."""
+    out: list[str] = []
+    start = i = 0
+    blank = True
+    n = len(sql)
+    while i < n:
+        j = _skip(sql, i)
+        if j != i:
+            if sql[i] not in "-/":
+                blank = False
+            i = j
+            continue
+        if sql[i] == ";":
+            if not blank:
+                out.append(sql[start:i].strip())
+            start, blank = i + 1, True
+        elif not sql[i].isspace():
+            blank = False
+        i += 1
+    if not blank:
+        out.append(sql[start:].strip())
+    return out
+
+
+def _words(sql: str, limit: int = 6) -> list[tuple[str, bool]] | None:
+    """The first tokens of a statement: (word, quoted), an unquoted word lower-cased, every
+    name cut to 63 bytes; None if anything else (an operator, a string) comes first."""
+    out: list[tuple[str, bool]] = []
+    i, n = 0, len(sql)
+    while i < n and len(out) <= limit:
+        c = sql[i]
+        if c.isspace():
+            i += 1
+            continue
+        if c in "-/" and (j := _skip(sql, i)) != i:
+            i = j
+            continue
+        if c == '"':
+            j = _skip(sql, i)
+            if sql[j - 1 : j] != '"' or j - i < 3:
+                return None
+            word, quoted = sql[i + 1 : j - 1].replace('""', '"'), True
+        elif _IDENT_START.match(c):
+            m = _IDENT.match(sql, i)
+            assert m is not None
+            j = m.end()
+            # the server folds unquoted names to lower case (ASCII letters only, in UTF-8)
+            word, quoted = m.group(0).translate(_ASCII_LOWER), False
+        else:
+            return None
+        out.append((word.encode()[: _NAMEDATALEN - 1].decode("utf-8", "ignore"), quoted))
+        i = j
+    return out
+
+
+_ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
+
+
+def savepoint_op(sql: str) -> tuple[str, str] | None:
+    """What a statement does to the savepoints: ("set", name) for ``SAVEPOINT name``,
+    ("release", name) for ``RELEASE [SAVEPOINT] name``, ("rollback", name) for ``ROLLBACK
+    [WORK | TRANSACTION] TO [SAVEPOINT] name``, None for any other statement."""
+    stmts = statements_of(sql)
+    words = _words(stmts[0]) if len(stmts) == 1 else None
+    if not words or words[0][1]:
+        return None
+    kw = [w if not q else None for w, q in words]  # keywords are never quoted
+    first = kw[0]
+    if first == "savepoint" and len(words) == 2:
+        return ("set", words[1][0])
+    if first == "release":
+        rest = words[2:] if len(words) == 3 and kw[1] == "savepoint" else words[1:]
+        return ("release", rest[0][0]) if len(rest) == 1 else None
+    if first == "rollback":
+        k = 2 if len(kw) > 1 and kw[1] in ("work", "transaction") else 1
+        if k < len(kw) and kw[k] == "to":
+            rest = words[k + 1 :]
+            if len(rest) == 2 and kw[k + 1] == "savepoint":
+                rest = rest[1:]
+            return ("rollback", rest[0][0]) if len(rest) == 1 else None
+    return None
+
+
 def rows_of(tag: str) -> int | None:
     m = _ROWS_RE.fullmatch(tag)
     return int(m.group(1)) if m else None
@@ -210,6 +347,12 @@ class SessionFacts:
         # 'T'/'E') before it (a block that ends without COMMIT undid them)
         self._since_ready: list[dict] = []
         self._block_rows: list[dict] = []
+        # The open transaction's statements that may have changed something, in the order
+        # the server ran them: (row, its statement's index in the row's tags), and the
+        # savepoints set in it: (name, how many of those ran before it). A ROLLBACK TO
+        # undoes those after its savepoint; a RELEASE forgets savepoints, undoing nothing.
+        self._changed: list[tuple[dict, int]] = []
+        self._savepoints: list[tuple[str, int]] = []
         self._status = b"I"
         self._terminated = False  # the client sent Terminate
         self._t = 0
@@ -547,6 +690,69 @@ class SessionFacts:
         self.statements.append(row)
         if row.get("outcome") == "ok":
             self._since_ready.append(row)
+        if row.get("outcome") in ("ok", "error"):
+            self._transaction(row)
+
+    def _transaction(self, row: dict) -> None:
+        """Follow the savepoints of the transaction as the server ran ``row``'s statements
+        (those it completed: an error row's tags are the statements before its error)."""
+        tags = (row.get("command_tag") or "").split("; ") if row.get("command_tag") else []
+        ok = row.get("outcome") == "ok"
+        if len(tags) <= 1:
+            texts = [row.get("text") or ""]
+            changing = [ok and _changes(row)]
+            if not tags:
+                if not ok:
+                    return  # failed at its only statement: nothing ran
+                tags = [""]  # a FunctionCall, an empty query: no tag, one "statement"
+        else:
+            texts = statements_of(row.get("text") or "")
+            if len(texts) < len(tags):
+                texts = [""] * len(tags)  # not split as the server did: no savepoint read
+            # each statement by its tag; none if the policy's classes say the row changes nothing
+            may = _changes({"classes": row.get("classes")}) if row.get("classes") else True
+            changing = [ok and may and _changes({"command_tag": t}) for t in tags]
+        for i, (text, tag) in enumerate(zip(texts, tags, strict=False)):
+            word = tag.split(" ", 1)[0]
+            op = savepoint_op(text) if word in ("SAVEPOINT", "RELEASE", "ROLLBACK") else None
+            if op is not None and op[0] == "set":
+                self._savepoints.append((op[1], len(self._changed)))
+            elif op is not None:
+                at = next((k for k in range(len(self._savepoints) - 1, -1, -1)
+                           if self._savepoints[k][0] == op[1]), None)
+                if at is None:
+                    continue  # the server answered it; not a savepoint we saw set
+                if op[0] == "release":
+                    del self._savepoints[at:]  # it and those set after it; nothing undone
+                else:
+                    del self._savepoints[at + 1 :]  # it stays, those set after it go
+                    self._undo(self._savepoints[at][1], op[1])
+            elif tag in ("COMMIT", "ROLLBACK", "PREPARE TRANSACTION"):
+                # the transaction ended (its rows are judged at ReadyForQuery, _ready)
+                self._changed.clear()
+                self._savepoints.clear()
+            elif changing[i]:
+                self._changed.append((row, i))
+
+    def _undo(self, start: int, name: str) -> None:
+        """ROLLBACK TO SAVEPOINT ``name``: what ran since ``start`` was undone. A row all of
+        whose changing statements were is rolled back; one only partly undone (statements
+        of one Query on both sides of the savepoint) stays ok and says which were."""
+        undone, self._changed[start:] = self._changed[start:], []
+        why = f"undone by ROLLBACK TO SAVEPOINT {name}"
+        by_row: dict[int, tuple[dict, list[int]]] = {}
+        for row, i in undone:
+            by_row.setdefault(id(row), (row, []))[1].append(i)
+        for row, idx in by_row.values():
+            if row.get("outcome") != "ok":
+                continue
+            if not any(r is row for r, _ in self._changed[:start]):
+                row.update(outcome="rolled back", message=why)
+                continue
+            tags = (row.get("command_tag") or "").split("; ")
+            which = ", ".join(f"statement {i + 1} ({tags[i] if i < len(tags) else '?'})"
+                              for i in idx)
+            row["message"] = f"partly rolled back: {which} {why}"
 
     def _ready(self, status: bytes) -> None:
         """A ReadyForQuery: a block that was open ('T', 'E') and is not any more ('I') ended
@@ -555,6 +761,9 @@ class SessionFacts:
         PREPARE TRANSACTION, the proxy's refusal of one (``ROLLBACK`` injected before it:
         red-team round 22)."""
         rows, self._since_ready = self._since_ready, []
+        if status == b"I":  # no transaction open: no savepoints, nothing left to undo
+            self._changed.clear()
+            self._savepoints.clear()
         if status in (b"T", b"E"):
             self._block_rows += rows
         elif self._status in (b"T", b"E"):
