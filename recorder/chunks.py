@@ -20,7 +20,17 @@ COMPRESSION_ZSTD = 1
 # magic 4s | version u8 | compression u8 | reserved u16 | n u64 | first_seq u64
 # | record_count u32 | raw_len u32 | session_id_len u16
 CHUNK_HEADER = struct.Struct(">4sBBHQQIIH")
-MAX_RAW_LEN = 1 << 31
+# The largest chunk a reader decompresses (its records, raw): the writer cuts a chunk after
+# the record that reaches chunk_max_bytes, at most 256 MiB (RecorderConfig.validate), so a
+# chunk is at most that plus one record; the margin, 128 MiB, holds that record (what the
+# proxy relays in one piece: a frame it reads whole, up to proxy.max_message_bytes, 64 MiB
+# by default, with the frames of the same read). Anything larger is no chunk pgwitness
+# wrote: refused before decompression (declared) or as soon as it expands past its
+# declared size (a bomb), never loaded whole (docs/recording-format.md, "Chunks").
+MAX_CHUNK_BYTES = 1 << 28
+CHUNK_MARGIN = 1 << 27
+MAX_RAW_LEN = MAX_CHUNK_BYTES + CHUNK_MARGIN
+_READ = 1 << 20  # decompressed a MiB at a time
 
 GENESIS_DOMAIN = b"pgwitness/v1/genesis\x00"
 CHAIN_DOMAIN = b"pgwitness/v1/chain\x00"
@@ -154,19 +164,39 @@ def decode_chunk_header(data: bytes) -> ChunkHeader:
     return ChunkHeader(sid, n, first_seq, count, raw_len, end)
 
 
+def decompress_body(body, raw_len: int) -> bytes:
+    """A chunk's zstd frame, decompressed as a stream, never past ``raw_len`` + 1 bytes (the
+    frame's own content size is not trusted: a few KiB of zstd can declare and hold 2 GiB).
+    Raises ChunkError if it holds more or less than ``raw_len`` bytes, or anything after its
+    one frame."""
+    out = bytearray()
+    try:
+        with zstandard.ZstdDecompressor().stream_reader(body, read_size=_READ) as reader:
+            while len(out) <= raw_len:
+                piece = reader.read(min(_READ, raw_len + 1 - len(out)))
+                if not piece:
+                    break
+                out += piece
+    except zstandard.ZstdError as e:
+        raise ChunkError(f"zstd: {e}") from None
+    if len(out) > raw_len:
+        raise ChunkError(f"expands past its declared {raw_len} bytes (a decompression bomb?): "
+                         "not read further")
+    if len(out) != raw_len:
+        raise ChunkError(f"decompressed {len(out)} bytes, header says {raw_len}")
+    return bytes(out)
+
+
 def decode_chunk(data: bytes, max_raw_len: int = MAX_RAW_LEN) -> tuple[ChunkHeader, list[Record]]:
     """Header and records; raises ChunkError if anything is inconsistent, or if the records
     would take more than ``max_raw_len`` bytes (a reader of unverified chunks passes a small
     bound: a few KiB of zstd can declare and hold 2 GiB)."""
     h = decode_chunk_header(data)
-    if h.raw_len > min(max_raw_len, MAX_RAW_LEN):
-        raise ChunkError(f"declared size {h.raw_len} is over the reader's bound")
-    try:
-        raw = zstandard.ZstdDecompressor().decompress(data[h.body_offset :], max_output_size=h.raw_len)
-    except zstandard.ZstdError as e:
-        raise ChunkError(f"zstd: {e}") from None
-    if len(raw) != h.raw_len:
-        raise ChunkError(f"decompressed {len(raw)} bytes, header says {h.raw_len}")
+    bound = min(max_raw_len, MAX_RAW_LEN)
+    if h.raw_len > bound:
+        raise ChunkError(f"declared size {h.raw_len} is over the reader's bound of {bound} bytes: "
+                         "not decompressed")
+    raw = decompress_body(memoryview(data)[h.body_offset :], h.raw_len)
     try:
         records = list(decode_records(raw))
     except RecordError as e:

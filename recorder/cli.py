@@ -158,17 +158,20 @@ def cmd_replay(args) -> int:
         else:
             print(f"-- verify: {r.summary()}")
         status = 0 if r.ok else 1
+    problems: list[str] = []
     try:
         if args.format == "json":
             from .replay import replay_json
 
-            replay_json(store, args.session, sys.stdout)
+            replay_json(store, args.session, sys.stdout, problems=problems)
         else:
             replay_session(store, args.session, sys.stdout, max_rows=args.max_rows,
-                           follow=args.follow)
+                           follow=args.follow, problems=problems)
     except KeyboardInterrupt:
         return 130
     except (StoreError, ValueError) as e:
         print(f"pgwitness replay: {e}", file=sys.stderr)
         return 1
-    return status
+    for line in problems:  # chunks that did not decode: named, skipped, and exit 1
+        print(f"pgwitness replay: {line}", file=sys.stderr)
+    return 1 if problems else status

@@ -11,7 +11,7 @@ import json
 import struct
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import TextIO
 
 from . import chunks
@@ -24,9 +24,13 @@ _I32 = struct.Struct(">i")
 _U32 = struct.Struct(">I")
 
 
-def iter_records(store: Store, session_id: str) -> Iterator[Record]:
+def iter_records(store: Store, session_id: str,
+                 bad: Callable[[str, str], None] | None = None) -> Iterator[Record]:
     """Records of a session in order (chunks 0..n as listed; no verification). Where an
-    object planted at a chunk's key is not that chunk, the writer's conflict copy is read."""
+    object planted at a chunk's key is not that chunk, the writer's conflict copy is read.
+    A chunk that does not decode (a bomb past the format's bound included: never loaded
+    whole) raises ChunkError, or with ``bad`` is passed to it (its name, why) and skipped,
+    the other chunks read as usual."""
     prefix = chunks.session_prefix(session_id)
     keys = store.list(prefix)
     ns = sorted(p[0] for k in keys if (p := chunks.parse_name(k[len(prefix):])) and p[1] == "chunk")
@@ -35,12 +39,15 @@ def iter_records(store: Store, session_id: str) -> Iterator[Record]:
         if (p := chunks.parse_conflict_name(k[len(prefix):])) and p[1] == "chunk":
             copies.setdefault(p[0], []).append(k)
     for n in ns:
+        records: list[Record] = []
         for key in (chunks.chunk_key(session_id, n), *copies.get(n, ())):
             try:
                 head, records = chunks.decode_chunk(store.get(key))
-            except chunks.ChunkError:
+            except chunks.ChunkError as e:
                 if n not in copies:
-                    raise
+                    if bad is None:
+                        raise
+                    bad(key[len(prefix):], str(e))
                 continue
             if (head.session_id, head.n) == (session_id, n) or n not in copies:
                 break
@@ -335,18 +342,32 @@ class Transcript:
         self.flush_rows()
 
 
+def _not_read(out: TextIO, problems: list[str] | None):
+    """Says in the transcript that a chunk was not read (and why), and collects it."""
+    def bad(name: str, why: str) -> None:
+        line = f"{name}: not intact, not read: {why}"
+        out.write(f"!! {line}\n")
+        if problems is not None:
+            problems.append(line)
+    return bad
+
+
 def replay_session(store: Store, session_id: str, out: TextIO, *, max_rows: int | None = None,
                    follow: bool = False, poll_seconds: float = 0.5,
-                   follow_timeout: float | None = None) -> int:
+                   follow_timeout: float | None = None,
+                   problems: list[str] | None = None) -> int:
     """Write the transcript; returns the number of records replayed.
 
     With `follow`, keep polling for new chunks (in order, never past a gap) until the
-    session's final checkpoint appears or `follow_timeout` passes.
+    session's final checkpoint appears or `follow_timeout` passes. A chunk that does not
+    decode is named in the transcript (``!! <name>: not intact, ...``) and in
+    ``problems``; the other chunks are replayed.
     """
     tr = Transcript(out, max_rows)
     count = 0
+    bad = _not_read(out, problems)
     if not follow:
-        for r in iter_records(store, session_id):
+        for r in iter_records(store, session_id, bad):
             tr.feed(r)
             count += 1
         tr.close()
@@ -362,7 +383,11 @@ def replay_session(store: Store, session_id: str, out: TextIO, *, max_rows: int 
         # a chunk is shown once its checkpoint is stored too (the writer puts the chunk first)
         while (chunks.chunk_key(session_id, n)[len(prefix):] in names
                and chunks.ckpt_key(session_id, n)[len(prefix):] in names):
-            _, records = chunks.decode_chunk(store.get(chunks.chunk_key(session_id, n)))
+            try:
+                _, records = chunks.decode_chunk(store.get(chunks.chunk_key(session_id, n)))
+            except chunks.ChunkError as e:
+                records = []
+                bad(chunks.chunk_key(session_id, n)[len(prefix):], str(e))
             for r in records:
                 tr.feed(r)
                 count += 1
@@ -402,16 +427,26 @@ def _frame_fields(typ: str, body: bytes) -> dict:
     return {}
 
 
-def replay_json(store: Store, session_id: str, out: TextIO) -> int:
+def replay_json(store: Store, session_id: str, out: TextIO,
+                problems: list[str] | None = None) -> int:
     """One JSON object per line: each event, decision and wire frame, in recorded order.
 
     A decision that refers to a ``decision.shape`` is printed expanded (the shape's fields;
-    its statement's text is the client frame before it). Row values (DataRow) appear as their decoded text, as in the transcript."""
+    its statement's text is the client frame before it). Row values (DataRow) appear as their decoded text, as in the transcript.
+    A chunk that does not decode is a line ``{"kind": "problem", "object": name, "detail":
+    why}`` (and in ``problems``); the other chunks are read."""
     pending = {Direction.C2S: bytearray(), Direction.S2C: bytearray()}
     count = 0
     cols: list[tuple[str, int, int]] = []
     shapes = DecisionShapes()
-    for r in iter_records(store, session_id):
+
+    def bad(name: str, why: str) -> None:
+        out.write(json.dumps({"kind": "problem", "object": name, "intact": False,
+                              "detail": why}, sort_keys=True) + "\n")
+        if problems is not None:
+            problems.append(f"{name}: not intact, not read: {why}")
+
+    for r in iter_records(store, session_id, bad):
         base = {"seq": r.seq, "t_ns": r.t_ns}
         if r.kind != Kind.WIRE:
             try:
