@@ -45,6 +45,7 @@ __all__ = [
     "USER_SCHEMAS_SQL",
     "RULED_SQL",
     "TRIGGERED_SQL",
+    "INHERITANCE_SQL",
     "VIEWS_SQL",
     "VIEW_READS_SQL",
     "CatalogCache",
@@ -363,6 +364,24 @@ WHERE n.nspname NOT IN ('pg_catalog', 'information_schema')
 """
 
 
+# Inheritance (INHERITS, ALTER TABLE ... INHERIT), not partitioning: (parent schema, name,
+# child schema, name). A read of the parent without ONLY returns the child's rows, an
+# UPDATE, DELETE, TRUNCATE, LOCK or ALTER TABLE of it reaches the child, and PostgreSQL
+# asks for the parent's privilege alone; a partition's rows are its parent's by definition
+# (they satisfy its bound, and a grant on a partitioned table is a grant on its data).
+# Temporary children are left out: PostgreSQL skips other sessions' (their rows never show
+# through the parent), and a session's own hold only what it wrote itself.
+INHERITANCE_SQL = """
+SELECT pn.nspname, p.relname, cn.nspname, c.relname
+FROM pg_catalog.pg_inherits i
+JOIN pg_catalog.pg_class p ON p.oid = i.inhparent
+JOIN pg_catalog.pg_namespace pn ON pn.oid = p.relnamespace
+JOIN pg_catalog.pg_class c ON c.oid = i.inhrelid
+JOIN pg_catalog.pg_namespace cn ON cn.oid = c.relnamespace
+WHERE NOT c.relispartition AND c.relkind IN ('r', 'f', 'p') AND c.relpersistence <> 't'
+"""
+
+
 def relation_names(rows) -> frozenset[str]:
     """The relations of rows that start (schema, name): ``Snapshot.view_names`` from
     VIEWS_SQL's, ``Snapshot.ruled`` from RULED_SQL's."""
@@ -426,6 +445,9 @@ class Snapshot:
     domain_schemas: frozenset[str] = frozenset()
     # every relation with triggers of its own (TRIGGERED_SQL)
     triggered: frozenset[str] = frozenset()
+    # parent -> every relation that inherits from it, directly or not (INHERITANCE_SQL,
+    # cascade_reach): reached by a statement naming the parent without ONLY
+    descendants: dict[str, frozenset[str]] = field(default_factory=dict)
 
     @property
     def user_schema_safe(self) -> bool:
@@ -774,6 +796,7 @@ class CatalogCache:
         domain_schemas=(),
         triggered=(),
         loaded_at: float | None = None,
+        descendants: dict[str, frozenset[str]] | None = None,
     ) -> Snapshot:
         """``loaded_at``: when the load's queries started (monotonic; default now): what a
         statement arriving later may be decided on (``StatementPolicy._describe_refusal``)."""
@@ -785,7 +808,7 @@ class CatalogCache:
             dict(type_oids or {}), frozenset(known_type_oids), dict(cascades or {}),
             dict(views or {}), frozenset(view_names), frozenset(ruled), dict(inlinable or {}),
             dict(relation_oids or {}), frozenset(user_schemas), frozenset(defaulted_functions),
-            frozenset(domain_schemas), frozenset(triggered),
+            frozenset(domain_schemas), frozenset(triggered), dict(descendants or {}),
         )  # fmt: skip
         snap = with_defined(snap, entry.defined)
         entry.snapshot = snap

@@ -42,6 +42,7 @@ from policy.decide import (
     Decision,
     check_function,
     check_read,
+    check_write,
     decide,
     reserved_name,
 )
@@ -94,6 +95,11 @@ def _syntax_error(pairs: tuple[Pair, ...]) -> str | None:
 
 # What a check answers then (``check_query``, ``check_parse``): the proxy holds the
 # statement, reloads the catalog (``on_stale``) and checks it again (proxy.relay parks it).
+# what a write of each kind does to a parent's children (_through_inheritance)
+_INHERITED_VERBS = {
+    "update": "update", "delete": "delete from", "truncate": "truncate", "lock": "lock",
+    "ddl": "alter",
+}  # fmt: skip
 CATALOG_WAIT = Verdict(False, (), "waiting for a catalog snapshot loaded after the statement")
 
 
@@ -590,7 +596,12 @@ class StatementPolicy:
                 denial = self._shadowed(c.functions, c.operators, self._snapshot_seen, types)
                 if denial is not None:
                     return denial
-            denial = self._through_views(c) or self._through_inlining(c) or self._explained_code(c)
+            denial = (
+                self._through_views(c)
+                or self._through_inheritance(c)
+                or self._through_inlining(c)
+                or self._explained_code(c)
+            )
             if denial is not None:
                 return denial
         if not c.attributes or d.rule == "default.housekeeping":
@@ -639,6 +650,42 @@ class StatementPolicy:
                     "in the statement could be evaluated on the rows it hides; ALTER "
                     f"VIEW {rel} SET (security_barrier = true) keeps them out of reach)",
                 )  # fmt: skip
+        return None
+
+    def _through_inheritance(self, c: Classified) -> Decision | None:
+        """A relation named without ONLY reaches the relations that inherit from it
+        (``Snapshot.descendants``): a read returns their rows, an UPDATE, DELETE, TRUNCATE,
+        LOCK or ALTER TABLE of it changes them too, and PostgreSQL asks for the parent's
+        privilege alone. So each is decided as if the statement named it (``ONLY``, COPY's
+        table and an INSERT's target name the relation alone: ``Classified.only``)."""
+        snap = self._snapshot_seen
+        if snap is None or not snap.descendants:
+            return None
+        descendants = snap.descendants
+        only = c.only
+        for rel in sorted(c.reads):
+            if rel in only:
+                continue
+            for child in sorted(descendants.get(rel, ())):
+                denial = check_read(child, self.scopes)
+                if denial is not None:
+                    return Decision(
+                        False, denial.rule,
+                        f"may not read {rel} without ONLY: its rows include those of {child}, "
+                        f"which inherits from it ({denial.reason}; FROM ONLY {rel} reads "
+                        "its own rows alone)",
+                    )  # fmt: skip
+        for op, rel in sorted(c.write_ops):
+            if op == "insert" or rel in only:
+                continue
+            for child in sorted(descendants.get(rel, ())):
+                denial = check_write(op, child, self.scopes)
+                if denial is not None:
+                    return Decision(
+                        False, denial.rule,
+                        f"may not {_INHERITED_VERBS.get(op, op)} {rel} without ONLY: the "
+                        f"statement reaches {child}, which inherits from it ({denial.reason})",
+                    )  # fmt: skip
         return None
 
     def _unreadable(self, rels) -> str | None:

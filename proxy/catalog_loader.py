@@ -15,6 +15,7 @@ from policy.catalog import (
     DEFAULTED_FUNCTIONS_SQL,
     DOMAIN_SCHEMAS_SQL,
     FUNCTIONS_SQL,
+    INHERITANCE_SQL,
     INLINABLE_SQL,
     RELATION_OIDS_SQL,
     ROLE_SCHEMAS_SQL,
@@ -140,12 +141,12 @@ class CatalogLoader:
         (functions, column_rows, role_schemas, user_function_rows, user_operator_rows,
          user_type_rows, type_oid_rows, cascade_rows, view_rows, view_read_rows,
          inlinable_rows, ruled_rows, relation_rows, schema_rows, defaulted_rows,
-         domain_rows, triggered_rows) = await _queries(
+         domain_rows, triggered_rows, inheritance_rows) = await _queries(
             self.cfg, self.credentials, database, FUNCTIONS_SQL, COLUMNS_SQL, ROLE_SCHEMAS_SQL,
             USER_FUNCTIONS_SQL, USER_OPERATORS_SQL, USER_TYPES_SQL, USER_TYPE_OIDS_SQL,
             CASCADES_SQL, VIEWS_SQL, VIEW_READS_SQL, INLINABLE_SQL, RULED_SQL,
             RELATION_OIDS_SQL, USER_SCHEMAS_SQL, DEFAULTED_FUNCTIONS_SQL, DOMAIN_SCHEMAS_SQL,
-            TRIGGERED_SQL,
+            TRIGGERED_SQL, INHERITANCE_SQL,
         )  # fmt: skip
         functions, column_rows = _ok(functions), _ok(column_rows)
         user_functions: dict[str, set[str]] = {}
@@ -194,6 +195,10 @@ class CatalogLoader:
             domain_schemas=[r[0] for r in _ok(domain_rows)],
             triggered=relation_names(_ok(triggered_rows)),
             loaded_at=started,
+            descendants=cascade_reach(
+                (render_name(s1, t1), render_name(s2, t2))
+                for s1, t1, s2, t2 in _ok(inheritance_rows)
+            ),
         )
 
     def refresh(self, database: str, since: float | None = None) -> asyncio.Task:

@@ -306,7 +306,8 @@ def reconcile(
         if alone is None:
             return glot, False
         return _with_pg(
-            alone, alone.functions, operators, attributes, _types(pg), None, _describes(pg)
+            alone, alone.functions, operators, attributes, _types(pg), None, _describes(pg),
+            _only(pg, search_path, alone),
         ), False
     problems = []
     kinds = _KINDS.get(glot.command)
@@ -367,7 +368,8 @@ def reconcile(
     reads = glot.reads | sensitive | observed if sensitive or observed else glot.reads
     cacheable = glot_cacheable and LITERAL not in pg.flags
     return _with_pg(
-        glot, funcs, operators, attributes, _types(pg), reads, _describes(pg)
+        glot, funcs, operators, attributes, _types(pg), reads, _describes(pg),
+        _only(pg, search_path, glot),
     ), cacheable
 
 
@@ -385,7 +387,10 @@ def _execute_args(glot: Classified, pg: PgStatement, search_path) -> Classified:
         seen = ", ".join(sorted(rels | missing))
         return _unknown(glot, f"{DISAGREE}: EXECUTE arguments only PostgreSQL reads: {seen}")
     operators = frozenset(_operator_name(s, n) for s, n in pg.operators)
-    return _with_pg(glot, funcs, operators, pg.attributes, _types(pg), None, _describes(pg))
+    return _with_pg(
+        glot, funcs, operators, pg.attributes, _types(pg), None, _describes(pg),
+        _only(pg, search_path, glot),
+    )
 
 
 def _unknown(glot: Classified, detail: str) -> Classified:
@@ -415,8 +420,23 @@ def _describes(pg: PgStatement) -> frozenset[str]:
     return frozenset(f"{kind}:{value}" for kind, value in pg.describes) if pg.describes else _EMPTY
 
 
+def _only(pg: PgStatement, search_path: tuple[str, ...], c: Classified) -> frozenset[str]:
+    """``Classified.only``: every relation ``c`` reads or writes that PostgreSQL's reading
+    never names without ONLY where inheritance children would be reached
+    (``PgStatement.whole``): a name in a cast to ``regclass`` or a catalog's column is no
+    scan of its rows, and PostgreSQL's grammar names every relation a statement scans."""
+    named = c.reads | c.writes | _relation_names(pg, search_path)
+    if not named:
+        return _EMPTY
+    whole: set[str] = set()
+    for schema, name in pg.whole:
+        whole.update(_resolve(schema, name, search_path))
+    return frozenset(named - whole) if named - whole else _EMPTY
+
+
 def _with_pg(
-    c: Classified, funcs, operators, attributes, types=_EMPTY, reads=None, describes=None
+    c: Classified, funcs, operators, attributes, types=_EMPTY, reads=None, describes=None,
+    only=None,
 ) -> Classified:
     # dataclasses.replace, spelled out: it costs a microsecond more on every miss
     return Classified(
@@ -432,6 +452,7 @@ def _with_pg(
         attributes,
         types,
         c.describes if describes is None else describes,
+        c.only if only is None else only,
     )
 
 

@@ -50,6 +50,10 @@ class Classified:
     # "rel:public.orders", "name:orders", "any:pg_catalog.pg_attrdef.adbin"); decided on
     # the catalog snapshot (policy.engine, StatementPolicy._described).
     describes: frozenset[str] = frozenset()
+    # From PostgreSQL's parser: the relations every mention of which excludes their
+    # inheritance children (``ONLY t``, COPY's table, an INSERT's target); every other
+    # relation read or written reaches its children too (policy.engine, _through_inheritance)
+    only: frozenset[str] = frozenset()
 
 
 class Unclassifiable(Exception):

@@ -58,6 +58,10 @@ class PgStatement:
     types: frozenset[Name] = frozenset()  # every type name: casts, columns, arguments
     # what object text the statement shows depends on (policy.classify.metadata.described)
     describes: frozenset[tuple[str, str]] = frozenset()
+    # relations named without ONLY where PostgreSQL then reaches their inheritance
+    # children too (a read, an UPDATE, DELETE, TRUNCATE, LOCK, ALTER TABLE): not an
+    # INSERT's target, not COPY's table (both are the named table's alone)
+    whole: frozenset[Name] = frozenset()
 
     @property
     def relation_names(self) -> frozenset[Name]:
@@ -259,7 +263,7 @@ def _split(parts: list[str]) -> Name | None:
 
 class _Walk:
     __slots__ = ("relations", "functions", "operators", "attributes", "defines", "flags", "types",
-                 "schemas")
+                 "schemas", "whole")
 
     def __init__(self) -> None:
         self.relations: set[tuple[str | None, str, str]] = set()
@@ -270,6 +274,7 @@ class _Walk:
         self.flags: set[str] = set()
         self.types: set[Name] = set()
         self.schemas: set[str] = set()  # schemas named inside object-name literals
+        self.whole: set[Name] = set()  # named without ONLY: PgStatement.whole
 
     # -- generic ---------------------------------------------------------------------
     def any(self, value, ctes: frozenset[str]) -> None:
@@ -339,6 +344,8 @@ class _Walk:
         if schema is None and d.get("relpersistence") == "t" and role == "ddl":
             schema = "pg_temp"
         self.relations.add((schema, name, role))
+        if d.get("inh") and role != "insert":  # no ONLY: its inheritance children too
+            self.whole.add((schema, name))
 
     def target(self, d, role: str, ctes) -> None:
         if isinstance(d, dict):
@@ -356,6 +363,8 @@ class _Walk:
         if not isinstance(inner, dict) or "relname" not in inner:
             raise PgParseError("a write target that is not a plain relation")
         self.relations.add((inner.get("schemaname"), inner["relname"], OBSERVE))
+        if inner.get("inh"):
+            self.whole.add((inner.get("schemaname"), inner["relname"]))
 
     def funccall(self, d: dict, ctes: frozenset[str]) -> None:
         if d.get("funcformat") != "COERCE_SQL_SYNTAX":
@@ -576,7 +585,13 @@ class _Walk:
             self.struct(d, ctes, ("relations",))
         elif kind == "CopyStmt":
             if d.get("relation") is not None:
-                self.target(d["relation"], "insert" if d.get("is_from") else "read", ctes)
+                # COPY t reads or fills t alone, never its children: as if ONLY t
+                relation = d["relation"]
+                relation = relation.get("RangeVar", relation) if type(relation) is dict else None
+                if type(relation) is not dict:
+                    raise PgParseError("COPY of something that is not a plain relation")
+                relation = {k: v for k, v in relation.items() if k != "inh"}
+                self.target(relation, "insert" if d.get("is_from") else "read", ctes)
             self.struct(d, ctes, ("relation",))
         elif kind in _DDL_RELATION_KEYS:
             if kind in _DDL_OBSERVING:
@@ -1128,6 +1143,7 @@ def parse(sql: str) -> tuple[PgStatement, ...]:
                 frozenset(w.flags),
                 frozenset(w.types),
                 describes,
+                frozenset(w.whole),
             )
         )
     return tuple(out)

@@ -1074,3 +1074,66 @@ def test_text_postgres_cannot_parse_is_refused_with_its_own_syntax_error():
     assert not refused.allowed and getattr(refused, "sqlstate", "42501") == "42501"
     dry = StatementPolicy(parse_scopes("read:public.*"), task="T", enforce=False)
     assert dry.check_query("wat 1").would_deny
+
+
+def test_a_parent_named_without_only_needs_the_grant_on_every_relation_inheriting_from_it():
+    """A read of a parent table without ONLY returns the rows of every table that inherits
+    from it, an UPDATE/DELETE/TRUNCATE/ALTER TABLE reaches them, and PostgreSQL asks for the
+    parent's privilege alone: each descendant (``Snapshot.descendants``, transitive) is
+    decided as if named. ONLY, COPY's table and an INSERT's target are the parent alone."""
+    from policy.catalog import Snapshot, cascade_reach
+
+    descendants = cascade_reach([
+        ("public.orders", "secret.kid"), ("public.orders", "public.kid2"),
+        ("public.kid2", "secret.grandkid"), ("public.lone", "public.lone_kid"),
+    ])  # fmt: skip
+    assert descendants["public.orders"] == {"secret.kid", "public.kid2", "secret.grandkid"}
+    snapshot = Snapshot(frozenset(), {}, descendants=descendants)
+    rels = "public.orders,public.kid2,public.lone,public.lone_kid"
+    p = StatementPolicy(parse_scopes(f"read:{rels} write:{rels} ddl:{rels}"), task="T")
+    p.catalog = lambda: snapshot
+    denied = {
+        "SELECT * FROM public.orders": "scope.read",
+        "SELECT * FROM orders WHERE id = 1": "scope.read",
+        "TABLE public.orders": "scope.read",
+        "SELECT o FROM public.orders o": "scope.read",
+        "SELECT * FROM public.orders*": "scope.read",
+        "SELECT * FROM ONLY public.orders, public.orders o2": "scope.read",  # one mention without
+        "SELECT * FROM public.kid2": "scope.read",  # a child is a parent too
+        "SELECT (SELECT count(*) FROM public.orders)": "scope.read",
+        "WITH x AS (SELECT * FROM public.orders) SELECT * FROM x": "scope.read",
+        "COPY (SELECT * FROM public.orders) TO STDOUT": "scope.read",
+        "UPDATE public.orders SET note = note WHERE id = 1 RETURNING note": "scope.read",
+        "UPDATE public.orders SET note = 'x'": "scope.write",
+        "DELETE FROM public.orders": "scope.write",
+        "ALTER TABLE public.orders ADD COLUMN x int": "scope.ddl",
+        "EXPLAIN SELECT * FROM public.orders": "scope.read",
+        "SELECT * FROM public.lone JOIN public.orders USING (id)": "scope.read",
+    }
+    for sql, rule in denied.items():
+        verdict = p.check_query(sql)
+        assert not verdict.allowed, sql
+        assert verdict.decisions[-1][1].rule == rule, (sql, verdict.message)
+        assert "inherits from" in verdict.message and "secret." in verdict.message, sql
+    for sql in (
+        "SELECT * FROM ONLY public.orders",
+        "SELECT * FROM ONLY orders WHERE id = 1",
+        "COPY public.orders TO STDOUT",
+        "COPY (SELECT * FROM ONLY public.orders) TO STDOUT",
+        "INSERT INTO public.orders (id) VALUES (1)",
+        "UPDATE ONLY public.orders SET note = note WHERE id = 1 RETURNING note",
+        "DELETE FROM ONLY public.orders WHERE id = 1",
+        "ALTER TABLE ONLY public.orders ADD COLUMN x int",
+        "SELECT * FROM public.lone",  # every descendant granted
+        "UPDATE public.lone SET x = 1",
+        "SELECT * FROM ONLY public.kid2",
+    ):
+        assert p.check_query(sql).allowed, sql
+    # the grant names the descendants: nothing is reached that it does not name
+    broad = StatementPolicy(parse_scopes(f"read:{rels},secret.* write:{rels},secret.*"), task="T")
+    broad.catalog = lambda: snapshot
+    assert broad.check_query("SELECT * FROM public.orders").allowed
+    assert broad.check_query("UPDATE public.orders SET note = 'x'").allowed
+    # the check needs the catalog: offline (no snapshot) it is not made
+    offline = StatementPolicy(parse_scopes(f"read:{rels}"), task="T")
+    assert offline.check_query("SELECT * FROM public.orders").allowed

@@ -118,6 +118,7 @@ def test_with_pg_is_dataclasses_replace():
         "attributes": frozenset({"x"}),
         "types": frozenset({"public.t"}),
         "describes": frozenset({"oid:16385"}),
+        "only": frozenset({"public.a"}),
     }
     assert {f.name for f in dataclasses.fields(Classified)} == set(values)
     c = Classified(**values)
