@@ -12,6 +12,7 @@ Parent (``UploadProcess``, used by ``recorder.writer.Recorder``)::
     submit(batch)  -> ("batch", path, size)       one message per spool batch, in order
     close(deadline)-> ("close", deadline)         finish what it can by then, then exit
     control_id(id) -> ("control", id)             a control stream: log its stored heads
+    (at each start)-> ("key", raw public key)     verify those heads with (recorder/uploader.py)
                    <- ("ready",)                  signals ignored, store opened
                    <- ("attempt", Attempt)        one per try at a batch (Recorder._apply)
                    <- ("log", level, msg, fields) the child's log records, logged here
@@ -40,6 +41,9 @@ from collections.abc import Callable
 from multiprocessing.connection import Connection
 from pathlib import Path
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
 from .config import RecorderConfig
 from .spool import Batch, Spool
 from .uploader import Attempt, Uploader
@@ -54,8 +58,12 @@ _CHILD = "import sys; from recorder.upload_process import main; sys.exit(main(sy
 class UploadProcess:
     """Parent side: starts the child, sends it batches, books its answers with ``apply``."""
 
-    def __init__(self, config: RecorderConfig, apply: Callable[[Attempt], None]):
+    def __init__(self, config: RecorderConfig, apply: Callable[[Attempt], None],
+                 public_key: Ed25519PublicKey | None = None):
         self._config = config
+        # the recorder's public key, for the child to verify control-stream heads with
+        self._public_key = None if public_key is None else public_key.public_bytes(
+            Encoding.Raw, PublicFormat.Raw)
         self._apply = apply
         self._lock = threading.Lock()  # one sender at a time (sealer, close, restart)
         self._conn: Connection | None = None
@@ -100,6 +108,8 @@ class UploadProcess:
             f.name: getattr(cfg, f.name) for f in dataclasses.fields(RecorderConfig)})))
         with self._lock:
             self._conn, self._proc = conn, proc
+            if self._public_key is not None:
+                conn.send(("key", self._public_key))
             for cid in self._control:
                 conn.send(("control", cid))
             for b in self._pending:
@@ -245,6 +255,8 @@ def _child(conn: Connection) -> None:
             queue.append(Batch(Path(msg[1]), msg[2]))
         elif msg[0] == "control":
             uploader.control_ids.add(msg[1])
+        elif msg[0] == "key":
+            uploader.public_key = Ed25519PublicKey.from_public_bytes(msg[1])
         elif msg[0] == "close":
             uploader.deadline = msg[1]
         else:

@@ -16,9 +16,11 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
 from . import chunks
 from .config import RecorderConfig
-from .signing import CheckpointError, decode_checkpoint
+from .signing import CheckpointError, decode_checkpoint, key_id
 from .spool import Batch, Spool, SpoolCorrupt, SpoolError
 from .store import ObjectExists, Store, StoreError
 
@@ -40,8 +42,12 @@ class Attempt:
 class Uploader:
     """Stores spool batches for one recorder. Not thread-safe: one caller at a time."""
 
-    def __init__(self, store: Store, spool: Spool, config: RecorderConfig):
+    def __init__(self, store: Store, spool: Spool, config: RecorderConfig,
+                 public_key: Ed25519PublicKey | None = None):
         self.store = store
+        # the recorder's own key: a control-stream checkpoint is logged as the stream's head
+        # (an anchor for verify) only if it signed it (None: nothing is logged as a head)
+        self.public_key = public_key
         self.spool = spool  # only for keep() and Batch.set_aside(): never claims a slot
         self.control_ids: set[str] = set()  # the control stream's ids: their heads are logged
         self.deadline: float | None = None  # time.monotonic() past which nothing is started
@@ -179,7 +185,7 @@ class Uploader:
             batch.done.add(i)
             self._count("objects_stored")
             if key.endswith(".ckpt") and key.rsplit("/", 2)[-2] in self.control_ids:
-                self._log_head(data)
+                self._log_head(key, data)
             return True
         if isinstance(outcome, ObjectExists):
             return self._conflict(key, data, outcome)
@@ -212,16 +218,38 @@ class Uploader:
                   key, self.store.url, e, alt, kept)
         return True
 
-    def _log_head(self, data: bytes) -> None:
+    def _log_head(self, key: str, data: bytes) -> None:
         """An external anchor for verify (--anchor): the control stream's newest stored
-        checkpoint, in the proxy's log, which an attacker on the store cannot rewrite. (Its
-        signature is not checked here: verify --anchor checks the logged chain against the
-        signed checkpoints, so a forged spool entry's head is an anchor that fails.)"""
+        checkpoint, in the proxy's log, which an attacker on the store cannot rewrite.
+
+        Only a checkpoint the recorder's own key signed, for the place its key names, is
+        logged. The spool is a directory, not the sealer's memory: an entry someone added to
+        it (a checkpoint for a control stream's next key) was stored above like any object,
+        but logged as the head it would make ``verify --anchor`` expect a checkpoint number
+        and chain the store never attests (the highest logged number wins, so one forged
+        head with a huge number would stand in for every later real one: a permanent
+        failure that hides a real truncation among false ones), and its session id, any
+        string, would go into the log as it is. So a checkpoint that does not verify is
+        never a head: it is logged as an error (and counted, ``heads_rejected``); verify
+        reports the object itself (planted, bad-signature)."""
+        where = f"control-stream checkpoint {ascii(key)} in the spool"
+        why = ""
         try:
             ckpt = decode_checkpoint(data)
         except CheckpointError as e:  # an entry someone put in the spool: never crash here
-            log.error("recorder: a control-stream checkpoint in the spool does not decode (%s): "
-                      "not logged as its head", e)
+            ckpt, why = None, f"does not decode ({e})"
+        pk = self.public_key
+        if ckpt is None:
+            pass
+        elif pk is None:
+            why = "cannot be verified (the uploader has no public key)"
+        elif ckpt.key_id != key_id(pk) or not ckpt.verify(pk):
+            why = "is not signed by this recorder's key"
+        elif chunks.ckpt_key(ckpt.session_id, ckpt.n) != key:
+            why = f"is signed for another place (checkpoint {ckpt.n} of {ascii(ckpt.session_id)})"
+        if why or ckpt is None:
+            self._count("heads_rejected")
+            log.error("recorder: %s %s: not logged as the stream's head", where, why)
             return
         log.info("control stream head", extra={"fields": {
             "stream": ckpt.session_id, "n": ckpt.n, "chain": ckpt.chain.hex()}})

@@ -239,8 +239,9 @@ class Recorder:
         # waited: the clock of _check_stalled
         self._progress_at = 0.0
         # the upload process (a store URL), or the uploader thread's Uploader (a store object)
-        self._uploads = UploadProcess(config, self._apply) if by_process else None
-        self._uploader = None if by_process else Uploader(self._store, self._spool, config)
+        pub = signing_key.public_key()  # the uploader logs heads this key signed only
+        self._uploads = UploadProcess(config, self._apply, pub) if by_process else None
+        self._uploader = None if by_process else Uploader(self._store, self._spool, config, pub)
         if self._uploader is not None:
             self._uploader.control_ids = self._control_ids  # the same set: it sees new ones
         self.stats = collections.Counter(
