@@ -95,6 +95,8 @@ def _syntax_error(pairs: tuple[Pair, ...]) -> str | None:
 
 # What a check answers then (``check_query``, ``check_parse``): the proxy holds the
 # statement, reloads the catalog (``on_stale``) and checks it again (proxy.relay parks it).
+# DDL that defines code others may already call (StatementPolicy._defines_code)
+_DEFINES_CODE = frozenset(("CREATE FUNCTION", "CREATE PROCEDURE"))
 # what a write of each kind does to a parent's children (_through_inheritance)
 _INHERITED_VERBS = {
     "update": "update", "delete": "delete from", "truncate": "truncate", "lock": "lock",
@@ -578,7 +580,7 @@ class StatementPolicy:
             if why is not None:
                 return Decision(False, "deny.catalog", why)
         if c.cls is StatementClass.DDL:
-            denial = self._defines_a_built_in_name(c)
+            denial = self._defines_a_built_in_name(c) or self._defines_code(c)
             if denial is not None:
                 return denial
         if self.catalog is not None:
@@ -807,6 +809,27 @@ class StatementPolicy:
                 )
                 if denial is not None:
                     return denial
+        return None
+
+    def _defines_code(self, c: Classified) -> Decision | None:
+        """Defining a function or procedure (CREATE, CREATE OR REPLACE) is running its body
+        in effect: the triggers, views, column defaults and other functions that already
+        call it run the new body from then on, with nobody's statement naming it (red-team
+        round 23: ``ddl:`` on a trigger's function replaced its body, which read a secret
+        table on the next INSERT). So it needs the execute scope on what it defines, as a
+        call of it by name would."""
+        if c.command not in _DEFINES_CODE:
+            return None
+        for op, target in sorted(c.write_ops):
+            if op != "ddl":
+                continue
+            denial = self._call_of(
+                target,
+                "defining it is running it in effect (whatever already calls it, a trigger, a "
+                "view, a default, runs the new body): it needs the execute scope as a call does",
+            )
+            if denial is not None:
+                return denial
         return None
 
     def _shadowed(

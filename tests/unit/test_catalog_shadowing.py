@@ -62,9 +62,36 @@ def test_defining_a_function_with_a_built_ins_name_needs_the_execute_scope_on_it
     create = "CREATE FUNCTION public.initcap(int) RETURNS text LANGUAGE sql AS 'SELECT 1::text'"
     v = p.check_query(create)
     assert not v.allowed and "shadow the built-in initcap" in v.message, v.message
-    assert p.check_query(create.replace("initcap", "my_fn")).allowed  # not a built-in's name
-    p2, _ = policy("read:public.t ddl:public.* execute:public.initcap")
+    # any other name needs it too (session 19: whatever already calls it runs the new body)
+    v = p.check_query(create.replace("initcap", "my_fn"))
+    assert not v.allowed and "defining it is running it" in v.message, v.message
+    p2, _ = policy("read:public.t ddl:public.* execute:public.initcap,public.my_fn")
     assert p2.check_query(create).allowed
+    assert p2.check_query(create.replace("initcap", "my_fn")).allowed
+
+
+def test_defining_or_replacing_any_function_needs_the_execute_scope_on_it():
+    """A trigger, a view or a default that already calls a function runs its new body with
+    nobody's statement naming it (red-team round 23): a ddl scope alone may not define or
+    replace one; with execute on it, it may (ddl + execute on a name is arbitrary SQL, as
+    docs/policy.md says)."""
+    ddl_only, _ = policy("read:public.t ddl:public.*")
+    both, _ = policy("read:public.t ddl:public.* execute:public.touch,public.proc")
+    for sql in (
+        "CREATE OR REPLACE FUNCTION public.touch() RETURNS trigger LANGUAGE plpgsql "
+        "AS $$ BEGIN RETURN NEW; END $$",
+        'CREATE OR REPLACE FUNCTION public.touch() RETURNS "trigger" LANGUAGE plpgsql '
+        "AS $$ BEGIN RETURN NEW; END $$",
+        "CREATE FUNCTION touch() RETURNS int LANGUAGE sql AS 'SELECT 1'",
+        "CREATE PROCEDURE public.proc() LANGUAGE sql AS 'SELECT 1'",
+        "CREATE OR REPLACE PROCEDURE proc() LANGUAGE sql AS 'SELECT 1'",
+    ):
+        v = ddl_only.check_query(sql)
+        assert not v.allowed, sql
+        if "RETURNS trigger" not in sql:  # (sqlglot cannot read that one: UNKNOWN anyway)
+            assert "scope.execute" in v.message and "defining it" in v.message, (sql, v.message)
+            assert both.check_query(sql).allowed, sql
+    assert ddl_only.check_query("DROP FUNCTION public.touch()").allowed  # runs nothing
 
 
 def test_functions_defined_through_the_proxy_shadow_from_then_on_whatever_a_reload_says():
