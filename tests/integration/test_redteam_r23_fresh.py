@@ -187,13 +187,11 @@ def leak(*values, reason: str):
 
 # --- 1. a ddl scope on a function already called by granted code ------------------------
 
-REPLACE_LEAK = (
-    "LEAK: CREATE OR REPLACE FUNCTION {fn} is allowed by ddl:{fn} alone (the body is never "
-    "read; engine._defines_a_built_in_name asks for an execute scope only for built-in "
-    "names), and {caller} calls it without naming it, so the new body runs as the upstream "
-    "login and {what} returns a row of secret.r23_vault: ddl on a function is execute of "
-    "arbitrary SQL wherever it is already called (docs/policy.md names only ddl + execute)"
-)
+# Leaked until session 19: CREATE OR REPLACE FUNCTION was allowed by ddl:<fn> alone (the
+# body is never read; engine._defines_a_built_in_name asked for an execute scope only for
+# built-in names), and a trigger or a granted view calls it without naming it, so the new
+# body ran as the upstream login. Defining a function now needs the execute scope on it
+# (engine._defines_code).
 
 
 def _vault(key: str) -> str:
@@ -201,29 +199,19 @@ def _vault(key: str) -> str:
 
 
 REPLACED = [
-    leak(
+    pytest.param(
         "trig",
         "SELECT note FROM public.r23_tr WHERE id = 7",
         (TOUCH.format(body=_vault("trig")), "BEGIN", "INSERT INTO public.r23_tr VALUES (7, 'x')"),
         ("ROLLBACK",),
         TOUCH_OK,
-        reason=REPLACE_LEAK.format(
-            fn="public.r23_touch",
-            caller="the BEFORE INSERT trigger of public.r23_tr (write scope)",
-            what="the inserted row, read back with the read scope,",
-        ),
     ),
-    leak(
+    pytest.param(
         "view",
         "SELECT note FROM public.r23_v",
         (FMT.format(body=f"SELECT {_vault('view')}"),),
         (),
         FMT_OK,
-        reason=REPLACE_LEAK.format(
-            fn="public.r23_fmt",
-            caller="the granted view public.r23_v (read scope; a view is decided by name)",
-            what="SELECT note FROM public.r23_v",
-        ),
     ),
 ]
 
@@ -247,12 +235,16 @@ def test_replaced_bodies_reach_their_markers_directly(px, pg):
 def test_ddl_on_a_called_function_reads_nothing_outside_the_grant(
     px, pg, key, sql, before, after, restore
 ):
+    fn = {"trig": "r23_touch", "view": "r23_fmt"}[key]
     try:
         got = planted.received(px, sql, before=before, after=after, token=px.tokens[key])
+        body = pg.psql(f"SELECT prosrc FROM pg_proc WHERE proname = '{fn}'", db="app")
     finally:
         pg.psql(restore, db="app")
     bad = {mode: t[-400:] for mode, t in got.items() if leaked(t)}
     assert not bad, ("LEAK", sorted(bad), sql, bad)
+    assert "r23_vault" not in body, body  # the replacement was refused, not merely harmless
+    assert all("defining it is running it" in t for t in got.values()), got
 
 
 HELD_FUNCTIONS = [
