@@ -23,7 +23,7 @@ from pglast import parser as _pg
 
 from policy.classify.catalogue import CURRENT_SETTING_PREFIX, PRIVILEGED_SETTINGS
 from policy.classify.metadata import CATALOGS, DEPARSERS, described, entries
-from policy.lexer import ascii_lower, parse_qualified_name
+from policy.lexer import ascii_lower, truncate_identifier
 
 __all__ = ["PgParseError", "PgStatement", "parse", "split_texts"]
 
@@ -198,59 +198,432 @@ def _string_constant(args: Any) -> str | None:
     return const["sval"].get("sval", "")
 
 
-def _named_schema(reg_type: str, literal: str | None) -> str | None:
-    """The schema an object-name literal looks its object up in (``'s.t'::regtype``,
-    ``'s.f(int)'::regprocedure``, ``'s'::regnamespace``), if it names one: PostgreSQL
-    asks USAGE on it. A relation's (regclass) is decided as a read of it instead."""
-    if literal is None or reg_type in ("regclass", "regrole"):
+# PostgreSQL's scanner_isspace: what SplitIdentifierString skips (no vertical tab)
+_SCANNER_SPACE = " \t\n\r\f"
+
+
+def _identifier_list(text: str) -> list[str] | None:
+    """``stringToQualifiedNameList``: SplitIdentifierString(text, '.') as PostgreSQL 15
+    reads a name given as text (regclassin, to_regproc, has_table_privilege, ...): quoted
+    parts kept as written, unquoted ones any characters up to a dot or a space, ASCII-
+    folded; both truncated to 63 bytes. None where PostgreSQL raises "invalid name
+    syntax" (then it looks nothing up)."""
+    names: list[str] = []
+    pos, n = 0, len(text)
+    while pos < n and text[pos] in _SCANNER_SPACE:
+        pos += 1
+    if pos == n:
+        return None  # an empty list: "invalid name syntax"
+    while True:
+        if text[pos] == '"':
+            parts = []
+            pos += 1
+            while True:
+                end = text.find('"', pos)
+                if end < 0:
+                    return None  # mismatched quotes
+                parts.append(text[pos:end])
+                if text[end + 1 : end + 2] == '"':  # "" inside a quoted name
+                    parts.append('"')
+                    pos = end + 2
+                    continue
+                pos = end + 1
+                break
+            name = "".join(parts)
+            if not name:
+                return None  # an empty quoted name
+        else:
+            start = pos
+            while pos < n and text[pos] != "." and text[pos] not in _SCANNER_SPACE:
+                pos += 1
+            if pos == start:
+                return None  # an empty unquoted name
+            name = ascii_lower(text[start:pos])
+        names.append(truncate_identifier(name))
+        while pos < n and text[pos] in _SCANNER_SPACE:
+            pos += 1
+        if pos == n:
+            return names
+        if text[pos] != ".":
+            return None  # invalid syntax
+        pos += 1
+        while pos < n and text[pos] in _SCANNER_SPACE:
+            pos += 1
+        if pos == n:
+            return None  # "a." : an empty name after the dot
+
+
+def _type_string_schema(text: str) -> str | None:
+    """The schema of a type named as text (``parseTypeString``: regtypein, to_regtype,
+    has_type_privilege, the argument types of a regprocedure or regoperator), read as
+    PostgreSQL does, by its grammar: ``SELECT NULL::<text>``. So ``'s.t[]'``,
+    ``'s.t(10)'``, ``'s . t'`` and ``'"s".t ARRAY'`` all name schema s; a text that is
+    no type name (PostgreSQL raises an error and looks nothing up) names none."""
+    try:
+        stmts = json.loads(_pg.parse_sql_json("SELECT NULL::" + text)).get("stmts") or []
+    except (_pg.ParseError, ValueError):
         return None
+    if len(stmts) != 1:
+        return None
+    select = (stmts[0].get("stmt") or {}).get("SelectStmt") or {}
+    targets = select.get("targetList") or []
+    if len(targets) != 1:
+        return None
+    value = ((targets[0].get("ResTarget") or {}).get("val") or {}).get("TypeCast") or {}
+    names = _names((value.get("typeName") or {}).get("names"))
+    return names[-2] if len(names) >= 2 else None
+
+
+def _split_arguments(text: str) -> list[str] | None:
+    """``parseNameAndArgTypes``' split of ``(a, b(1,2), "c,d")``'s inside at commas
+    outside quotes and parentheses; None if PostgreSQL would reject the text."""
+    out: list[str] = []
+    depth, quoted, start = 0, False, 0
+    for i, ch in enumerate(text):
+        if ch == '"':
+            quoted = not quoted
+        elif quoted:
+            continue
+        elif ch == "(":
+            depth += 1
+        elif ch == ")":
+            depth -= 1
+        elif ch == "," and depth == 0:
+            out.append(text[start:i])
+            start = i + 1
+    if quoted or depth != 0:
+        return None
+    last = text[start:]
+    if out or last.strip(_SCANNER_SPACE):
+        out.append(last)
+    return out
+
+
+def _signature_schemas(text: str) -> set[str]:
+    """``'s.f(s2.t, int)'`` (regprocedure, regoperator; ``parseNameAndArgTypes``): the
+    name's schema and each argument type's: PostgreSQL looks the types up first."""
+    quoted = False
+    for i, ch in enumerate(text):
+        if ch == '"':
+            quoted = not quoted
+        elif ch == "(" and not quoted:
+            break
+    else:
+        return set()  # "expected a left parenthesis": nothing looked up
+    inside = text[i + 1 :].rstrip(_SCANNER_SPACE)
+    if not inside.endswith(")"):
+        return set()  # "expected a right parenthesis"
+    arguments = _split_arguments(inside[:-1])
+    names = _identifier_list(text[:i])
+    if arguments is None or names is None:
+        return set()
+    out = {names[-2]} if len(names) >= 2 else set()
+    for argument in arguments:
+        argument = argument.strip(_SCANNER_SPACE)
+        if argument.lower() != "none":
+            schema = _type_string_schema(argument)
+            if schema is not None:
+                out.add(schema)
+    return out
+
+
+def _named_schemas(reg_type: str, literal: str | None) -> set[str]:
+    """Every schema PostgreSQL looks an object-name text up in (and asks USAGE on), read
+    as a value of ``reg_type``: a qualified name list for regclass, regproc, regoper,
+    regconfig, regdictionary and regcollation; the schema itself for regnamespace; a
+    type name (by the grammar) for regtype; a name with argument types for regprocedure
+    and regoperator. A role (regrole) is no schema's."""
+    if literal is None or reg_type == "regrole":
+        return set()
+    if reg_type == "regtype":
+        schema = _type_string_schema(literal)
+        return set() if schema is None else {schema}
+    if reg_type in ("regprocedure", "regoperator"):
+        return _signature_schemas(literal)
+    names = _identifier_list(literal)
+    if names is None:
+        return set()
     if reg_type == "regnamespace":
-        parts = parse_qualified_name(literal)
-        return parts[0][0] if parts and len(parts) == 1 else None
-    parts = parse_qualified_name(literal.split("(", 1)[0].strip())
-    return parts[-2][0] if parts and len(parts) >= 2 else None
+        return {names[0]} if len(names) == 1 else set()
+    return {names[-2]} if len(names) >= 2 else set()
 
 
-# Built-ins that look an object up by a name given as text (an untyped literal becomes a
-# regclass, a regprocedure, ...): the object's schema, if the literal names one, needs
-# USAGE, as for an explicit cast (_named_schema; found by the privilege model: a grant
-# naming nothing in schema secret ran pg_relation_size('secret.t'), which PostgreSQL
-# refuses such a role). Name -> the reg type the argument is read as.
-_NAME_ARGUMENTS = {
+# Built-ins that look an object up by a name given as text: the object's schema, if the
+# text names one, needs USAGE, as for an explicit cast (_named_schemas; found by the
+# privilege model: a grant naming nothing in schema secret ran pg_relation_size
+# ('secret.t'), which PostgreSQL refuses such a role). Name -> {number of arguments:
+# (position of the name, how PostgreSQL reads it)}. Derived on PostgreSQL 15's pg_proc,
+# not by hand (tests/unit/test_s19_name_arguments.py holds the derivation and compares;
+# tests/integration/test_s19_name_arguments.py derives it again on the server):
+#   * every pg_catalog function with an argument of a reg* type other than regrole (a
+#     literal there is coerced to it by the signature: no cast the policy sees);
+#   * every overload with a text, name or text[] argument that PostgreSQL looks up as a
+#     schema-qualified name (called with a name in a schema the caller has no USAGE on,
+#     it raises "permission denied for schema"), found by calling each one so.
+# A role given as text (``has_table_privilege('alice', 't', 'SELECT')``'s first argument,
+# pg_has_role, to_regrole) is no schema object and is not decided: roles are the
+# cluster's, every role may list them (pg_roles) and PostgreSQL asks no privilege to look
+# one up; a database, tablespace, language, foreign-data wrapper, server or setting
+# neither (has_database_privilege, ...). The names of pg_get_object_address
+# (``_OBJECT_ADDRESS``) are read by its object type.
+_NAME_ARGUMENTS: dict[str, dict[int, tuple[int, str]]] = {
     **dict.fromkeys(
-        ("pg_relation_size", "pg_table_size", "pg_total_relation_size", "pg_indexes_size",
-         "pg_relation_filenode", "pg_relation_filepath", "pg_partition_tree",
-         "pg_partition_ancestors", "pg_partition_root", "pg_sequence_last_value",
-         "pg_get_serial_sequence", "pg_relation_is_updatable", "pg_column_is_updatable",
-         "pg_get_replica_identity_index", "to_regclass", "has_table_privilege",
-         "has_sequence_privilege", "has_column_privilege", "has_any_column_privilege"),
-        "regclass",
+        ("pg_relation_size",),
+        {1: (0, "regclass"), 2: (0, "regclass")},
     ),
-    "to_regproc": "regproc", "to_regprocedure": "regprocedure", "to_regtype": "regtype",
-    "to_regoper": "regoper", "to_regoperator": "regoperator", "to_regnamespace": "regnamespace",
-    "to_regcollation": "regcollation", "has_function_privilege": "regprocedure",
-    "has_schema_privilege": "regnamespace",
+    **dict.fromkeys(
+        ("pg_table_size", "pg_total_relation_size", "pg_indexes_size", "pg_relation_filenode",
+         "pg_relation_filepath", "pg_partition_tree", "pg_partition_ancestors",
+         "pg_partition_root", "pg_sequence_last_value", "pg_get_replica_identity_index",
+         "pg_relation_is_publishable", "to_regclass", "brin_summarize_new_values", "gin_clean_pending_list"),
+        {1: (0, "regclass")},
+    ),
+    **dict.fromkeys(
+        ("pg_get_serial_sequence", "pg_relation_is_updatable", "pg_index_has_property",
+         "brin_summarize_range", "brin_desummarize_range", "pg_extension_config_dump"),
+        {2: (0, "regclass")},
+    ),
+    "pg_get_viewdef": {1: (0, "regclass"), 2: (0, "regclass")},  # (text[, boolean])
+    "pg_column_is_updatable": {3: (0, "regclass")},
+    "pg_index_column_has_property": {3: (0, "regclass")},
+    **dict.fromkeys(  # ([role,] relation, privilege)
+        ("has_table_privilege", "has_sequence_privilege", "has_any_column_privilege"),
+        {2: (0, "regclass"), 3: (1, "regclass")},
+    ),
+    # ([role,] relation, column, privilege): the 3-argument form is (relation, column,
+    # privilege) whether the column is a name or a number
+    "has_column_privilege": {3: (0, "regclass"), 4: (1, "regclass")},
+    "has_type_privilege": {2: (0, "regtype"), 3: (1, "regtype")},
+    "has_function_privilege": {2: (0, "regprocedure"), 3: (1, "regprocedure")},
+    "has_schema_privilege": {2: (0, "regnamespace"), 3: (1, "regnamespace")},
+    "to_regproc": {1: (0, "regproc")},
+    "to_regprocedure": {1: (0, "regprocedure")},
+    "to_regtype": {1: (0, "regtype")},
+    "to_regoper": {1: (0, "regoper")},
+    "to_regoperator": {1: (0, "regoperator")},
+    "to_regnamespace": {1: (0, "regnamespace")},
+    "to_regcollation": {1: (0, "regcollation")},
+    # text search configuration: (regconfig, document), and ts_headline's (regconfig,
+    # document, query[, options]); its 3-argument (document, query, options) form is
+    # read as a configuration too (untyped literals make the call ambiguous anyway)
+    **dict.fromkeys(
+        ("to_tsvector", "to_tsquery", "plainto_tsquery", "phraseto_tsquery",
+         "websearch_to_tsquery", "ts_debug"),
+        {2: (0, "regconfig")},
+    ),
+    "ts_headline": {3: (0, "regconfig"), 4: (0, "regconfig")},
+    "json_to_tsvector": {3: (0, "regconfig")},
+    "jsonb_to_tsvector": {3: (0, "regconfig")},
+    "ts_lexize": {2: (0, "regdictionary")},
+    "pg_get_object_address": {3: (1, "object_address")},
 }  # fmt: skip
 
+# pg_get_object_address(type, names, args) (PostgreSQL 15, objectaddress.c): how the
+# names are read for each object type. Types whose one name is a type name:
+_OBJECT_TYPE_NAMED = frozenset({"type", "domain", "cast", "transform", "domain constraint"})
+# types whose args are type names (a function's, an operator's, a cast's target, ...)
+_OBJECT_TYPE_ARGS = frozenset(
+    {"aggregate", "function", "procedure", "routine", "operator", "cast",
+     "operator of access method", "function of access method"}
+)  # fmt: skip
+# types whose names are [schema,] name: where the schema is, counted from the end
+_OBJECT_SCHEMA_FROM_END = {
+    **dict.fromkeys(
+        ("table", "index", "sequence", "view", "materialized view", "foreign table",
+         "publication relation", "aggregate", "function", "procedure", "routine",
+         "operator", "collation", "conversion", "statistics object", "text search parser",
+         "text search dictionary", "text search template", "text search configuration",
+         "operator class", "operator family"),
+        2,
+    ),  # (an access method is first for an operator class or family: {am, [schema,] name})
+    # [schema,] relation, member: a column, default, constraint, rule, trigger, policy;
+    # {am, [schema,] family, number} for a member of an operator family
+    **dict.fromkeys(
+        ("table column", "default value", "table constraint", "rule", "trigger", "policy",
+         "operator of access method", "function of access method"),
+        3,
+    ),
+}  # fmt: skip
+# types that name no schema object (roles, databases, ...) or a schema by its name
+_OBJECT_GLOBAL = frozenset(
+    {"role", "database", "tablespace", "foreign-data wrapper", "server", "extension",
+     "event trigger", "publication", "subscription", "access method", "language",
+     "parameter", "user mapping", "large object"}
+)  # fmt: skip
+_OBJECT_SCHEMA_FIRST = frozenset({"schema", "publication namespace"})
+_OBJECT_AM_FIRST = frozenset(
+    {"operator class", "operator family", "operator of access method",
+     "function of access method"}
+)  # fmt: skip
+_OBJECT_KNOWN = frozenset(
+    {*_OBJECT_TYPE_NAMED, *_OBJECT_SCHEMA_FROM_END, *_OBJECT_GLOBAL, *_OBJECT_SCHEMA_FIRST,
+     "default acl"}
+)  # fmt: skip
 
-def _name_argument_schema(name: str, args: list) -> str | None:
-    """The schema a call of a ``_NAME_ARGUMENTS`` built-in looks its object up in, when
-    the object is given as a string literal naming one."""
-    reg_type = _NAME_ARGUMENTS.get(name)
-    if reg_type is None or not args:
+
+def _text_array(text: str) -> list[str] | None:
+    """The elements of a text[] literal (``'{a,"b c",d}'``, nested or with dimensions,
+    flattened, NULLs left out, as array_in reads them); None if it is not one."""
+    if text.lstrip(_SCANNER_SPACE).startswith("["):  # [1:2]={...}: dimensions first
+        text = text.split("=", 1)[1] if "=" in text else ""
+    text = text.strip(_SCANNER_SPACE)
+    if not text.startswith("{") or not text.endswith("}"):
         return None
-    if name == "has_column_privilege":  # ([user,] table, column, privilege)
-        index = len(args) - 3
-    elif name.startswith("has_"):  # ([user,] object, privilege)
-        index = len(args) - 2
-    else:
-        index = 0
-    if index < 0:
+    out: list[str] = []
+    element: list[str] = []
+    quoted_element = False
+    pending_space: list[str] = []
+    i, n = 1, len(text) - 1
+    quoted = False
+    while i < n:
+        ch = text[i]
+        if quoted:
+            if ch == "\\" and i + 1 < n:
+                element.append(text[i + 1])
+                i += 2
+                continue
+            if ch == '"':
+                quoted = False
+            else:
+                element.append(ch)
+            i += 1
+            continue
+        if ch == '"':
+            quoted = quoted_element = True
+            element.extend(pending_space)
+            pending_space = []
+        elif ch == "\\" and i + 1 < n:
+            element.extend(pending_space)
+            pending_space = []
+            element.append(text[i + 1])
+            i += 1
+        elif ch in "{}" or ch == ",":
+            value = "".join(element)
+            if element or quoted_element:
+                if quoted_element or value.upper() != "NULL":
+                    out.append(value)
+            element, pending_space, quoted_element = [], [], False
+        elif ch in _SCANNER_SPACE + "\v":
+            if element:
+                pending_space.append(ch)
+        else:
+            element.extend(pending_space)
+            pending_space = []
+            element.append(ch)
+        i += 1
+    if quoted:
         return None
-    literal = _string_constant(args[index : index + 1])
-    if reg_type == "regclass":  # read as a qualified name, as the other object names are
-        reg_type = "regtype"
-    return _named_schema(reg_type, literal)
+    value = "".join(element)
+    if (element or quoted_element) and (quoted_element or value.upper() != "NULL"):
+        out.append(value)
+    return out
+
+
+def _array_constant(node: Any) -> list[str] | None:
+    """A text[] argument's elements if it is written down: ``'{a,b}'`` (cast or not) or
+    ``ARRAY['a', 'b']`` of string constants."""
+    node = _unwrap_text_casts(node, arrays=True)
+    if not isinstance(node, dict):
+        return None
+    literal = _string_constant([node])
+    if literal is not None:
+        return _text_array(literal)
+    elements = (node.get("A_ArrayExpr") or {}).get("elements")
+    if isinstance(node.get("A_ArrayExpr"), dict):
+        out = []
+        for element in elements or ():
+            value = _string_constant([_unwrap_text_casts(element)])
+            if value is None:
+                return None
+            out.append(value)
+        return out
+    return None
+
+
+def _object_address_schemas(args: list) -> set[str]:
+    """The schemas ``pg_get_object_address(type, names, args)`` looks its names up in,
+    read by the object type as PostgreSQL 15 does; a type that is not written down, or
+    one not known here, reads every name but the last as a schema (fail closed)."""
+    kind = _string_constant([_unwrap_text_casts(args[0])])
+    names = _array_constant(args[1])
+    arguments = _array_constant(args[2]) or []
+    out: set[str] = set()
+    known = kind in _OBJECT_KNOWN
+    if not known or kind in _OBJECT_TYPE_ARGS:
+        for argument in arguments:
+            schema = _type_string_schema(argument)
+            if schema is not None:
+                out.add(schema)
+    if names is None:
+        return out
+    if kind in _OBJECT_TYPE_NAMED:
+        schema = _type_string_schema(names[0]) if names else None
+        return out if schema is None else out | {schema}
+    if kind in _OBJECT_GLOBAL:
+        return out
+    if kind in _OBJECT_SCHEMA_FIRST:
+        return out | set(names[:1])
+    if kind == "default acl":  # {role, [schema]}
+        return out | set(names[1:2])
+    back = _OBJECT_SCHEMA_FROM_END.get(kind or "")
+    if back is not None:
+        shortest = back + (kind in _OBJECT_AM_FIRST)  # {am, [schema,] ...}
+        return out | ({names[-back]} if len(names) >= shortest else set())
+    # unknown: every name but the last may be a schema, and each may be a type name
+    out.update(names[:-1])
+    for name in names:
+        schema = _type_string_schema(name)
+        if schema is not None:
+            out.add(schema)
+    return out
+
+
+# Casts that keep a string constant a name given as text: ``'s.t'::text`` still becomes
+# a regclass by pg_relation_size's signature (text to regclass is an implicit cast).
+_TEXT_TYPES = frozenset({"text", "varchar", "bpchar", "name", "unknown", "cstring"})
+
+
+def _unwrap_text_casts(node: Any, arrays: bool = False) -> Any:
+    """A constant under casts to text types (and COLLATE): the constant."""
+    while isinstance(node, dict):
+        cast = node.get("TypeCast")
+        collate = node.get("CollateClause")
+        if isinstance(cast, dict):
+            type_name = cast.get("typeName") or {}
+            names = _names(type_name.get("names"))
+            if not names or names[-1] not in _TEXT_TYPES or len(names) > 2 or (
+                len(names) == 2 and names[0] != "pg_catalog"
+            ):
+                return node
+            if bool(type_name.get("arrayBounds")) != arrays:
+                return node
+            node = cast.get("arg")
+        elif isinstance(collate, dict):
+            node = collate.get("arg")
+        else:
+            return node
+    return node
+
+
+def _name_argument_schemas(name: str, args: list) -> set[str] | None:
+    """The schemas a call of a ``_NAME_ARGUMENTS`` built-in looks its object up in, when
+    the object is given as a string literal (an empty set if it names none); None if the
+    call gives no name written down (an OID, a parameter, an expression, another
+    overload)."""
+    overloads = _NAME_ARGUMENTS.get(name)
+    if overloads is None or not isinstance(args, list):
+        return None
+    found = overloads.get(len(args))
+    if found is None:
+        return None
+    index, reg_type = found
+    if reg_type == "object_address":
+        written = _array_constant(args[1]) is not None or _array_constant(args[2]) is not None
+        return _object_address_schemas(args) if written else None
+    literal = _string_constant([_unwrap_text_casts(args[index])])
+    if literal is None:
+        return None
+    return _named_schemas(reg_type, literal)
 
 
 def _split(parts: list[str]) -> Name | None:
@@ -379,10 +752,10 @@ class _Walk:
                     name = (None, CURRENT_SETTING_PREFIX + ascii_lower(setting))
                     self.flags.add(LITERAL)
             if name[0] in (None, "pg_catalog"):
-                schema = _name_argument_schema(name[1], d.get("args") or [])
-                if schema is not None:
-                    self.schemas.add(schema)
-                    self.flags.add(LITERAL)  # another literal, another decision
+                schemas = _name_argument_schemas(name[1], d.get("args") or [])
+                if schemas is not None:  # a name written down: whatever schema it names,
+                    self.schemas.update(schemas)  # another literal, another decision
+                    self.flags.add(LITERAL)
             self.functions.add(name)
         for k, v in d.items():
             if k != "funcname" and isinstance(v, (dict, list)):
@@ -515,9 +888,9 @@ class _Walk:
         names = _names((d.get("typeName") or {}).get("names"))
         if names and names[-1] in _REG_TYPES:
             self.flags.add("regcast")  # a literal read as an object name
-            schema = _named_schema(names[-1], _string_constant([d.get("arg")]))
-            if schema is not None:
-                self.schemas.add(schema)
+            if names[-1] not in ("regclass", "regrole"):  # a relation's: read (above)
+                literal = _string_constant([_unwrap_text_casts(d.get("arg"))])
+                self.schemas.update(_named_schemas(names[-1], literal))
         self.struct(d, ctes)
 
     def operator(self, names) -> None:
@@ -594,6 +967,16 @@ class _Walk:
                 self.target(relation, "insert" if d.get("is_from") else "read", ctes)
             self.struct(d, ctes, ("relation",))
         elif kind in _DDL_RELATION_KEYS:
+            if kind == "AlterTableStmt" and _lowers_a_barrier(d):
+                # a barrier keeps the statement's own conditions away from the rows a view
+                # hides (policy.engine._through_views refuses reads of views without one):
+                # taking it away is reading those rows, in effect, with any later statement
+                # (one in the same message or pipeline, one prepared before, decided on a
+                # catalog that still shows the barrier: red-team round 23)
+                raise PgParseError(
+                    "lowering a view's security_barrier (SET to false or RESET) is refused: "
+                    "it would let conditions reach the rows the view hides"
+                )
             if kind in _DDL_OBSERVING:
                 for relation in _ddl_observed(kind, d):
                     self.observed(relation)
@@ -916,6 +1299,46 @@ def _observes_target(kind: str, d: dict) -> bool:
     return _reads_columns(
         [d.get("joinCondition"), *([c.get("condition"), c.get("targetList")] for c in clauses)]
     )
+
+
+# what PostgreSQL's parse_bool takes for true (a reloption's value is parsed so)
+_TRUE_WORDS = frozenset(("true", "on", "yes", "1", "t", "tr", "tru", "y", "ye"))
+
+
+def _lowers_a_barrier(d: dict) -> bool:
+    """Does ``ALTER VIEW/TABLE ... SET/RESET (...)`` set ``security_barrier`` to anything
+    but true, or reset it (to false)? Unreadable values count as lowering it."""
+    for cmd in d.get("cmds") or ():
+        cmd = cmd.get("AlterTableCmd", cmd) if type(cmd) is dict else {}
+        subtype = cmd.get("subtype")
+        if subtype not in ("AT_SetRelOptions", "AT_ResetRelOptions", "AT_ReplaceRelOptions"):
+            continue
+        definition = cmd.get("def") or {}
+        items = definition.get("List", {}).get("items") if type(definition) is dict else None
+        for item in items or ():
+            elem = item.get("DefElem", item) if type(item) is dict else {}
+            if elem.get("defnamespace") or ascii_lower(elem.get("defname") or "") != "security_barrier":
+                continue
+            if subtype != "AT_SetRelOptions":
+                return True
+            arg = elem.get("arg")
+            if arg is None:
+                continue  # SET (security_barrier): true
+            value: Any = None
+            if type(arg) is dict:
+                if "String" in arg:
+                    value = (arg["String"] or {}).get("sval")
+                elif "Boolean" in arg:
+                    value = "true" if (arg["Boolean"] or {}).get("boolval") else "false"
+                elif "Integer" in arg:
+                    value = str((arg["Integer"] or {}).get("ival", 0))
+                elif "TypeName" in arg:
+                    names = (arg["TypeName"] or {}).get("names") or []
+                    if len(names) == 1 and type(names[0]) is dict:
+                        value = (names[0].get("String") or {}).get("sval")
+            if not isinstance(value, str) or ascii_lower(value.strip()) not in _TRUE_WORDS:
+                return True
+    return False
 
 
 def _ddl_observed(kind: str, d: dict) -> list[Any]:

@@ -1137,3 +1137,29 @@ def test_a_parent_named_without_only_needs_the_grant_on_every_relation_inheritin
     # the check needs the catalog: offline (no snapshot) it is not made
     offline = StatementPolicy(parse_scopes(f"read:{rels}"), task="T")
     assert offline.check_query("SELECT * FROM public.orders").allowed
+
+
+def test_lowering_a_views_security_barrier_is_refused_whatever_the_ddl_scope():
+    """A barrier keeps a statement's own conditions away from the rows a view hides; taking
+    it away is reading them in effect with any statement decided on a catalog that still
+    shows the barrier (the rest of the same message or pipeline, one prepared before:
+    red-team round 23). Raising it, or setting other options, is DDL as before."""
+    p = StatementPolicy(parse_scopes("read:public.v ddl:public.v"), task="T")
+    for sql in (
+        "ALTER VIEW public.v SET (security_barrier = false)",
+        "ALTER VIEW public.v SET (security_barrier = off)",
+        "ALTER VIEW public.v SET (security_barrier = 0)",
+        'ALTER VIEW public.v SET ("security_barrier" = FALSE)',
+        "ALTER VIEW public.v RESET (security_barrier)",
+        "ALTER TABLE public.v SET (fillfactor = 10, security_barrier = no)",
+        "ALTER VIEW public.v SET (security_barrier = 'maybe')",
+    ):
+        verdict = p.check_query(sql)
+        assert not verdict.allowed and "security_barrier" in verdict.message, sql
+    for sql in (
+        "ALTER VIEW public.v SET (security_barrier)",
+        "ALTER VIEW public.v SET (security_barrier = true)",
+        "ALTER VIEW public.v SET (security_barrier = 1)",
+        "ALTER VIEW public.v SET (check_option = local)",
+    ):
+        assert p.check_query(sql).allowed, sql
