@@ -25,7 +25,7 @@ from policy.classify.catalogue import CURRENT_SETTING_PREFIX, PRIVILEGED_SETTING
 from policy.classify.metadata import CATALOGS, DEPARSERS, described, entries
 from policy.lexer import ascii_lower, truncate_identifier
 
-__all__ = ["PgParseError", "PgStatement", "parse", "split_texts"]
+__all__ = ["PgParseError", "PgStatement", "parse", "removed_columns", "split_texts"]
 
 Name = tuple["str | None", str]  # (schema or None if unqualified, name), as the parser folds
 
@@ -302,19 +302,20 @@ def _split_arguments(text: str) -> list[str] | None:
 def _signature_schemas(text: str) -> set[str]:
     """``'s.f(s2.t, int)'`` (regprocedure, regoperator; ``parseNameAndArgTypes``): the
     name's schema and each argument type's: PostgreSQL looks the types up first."""
-    quoted = False
-    for i, ch in enumerate(text):
+    quoted, paren = False, -1
+    for index, ch in enumerate(text):
         if ch == '"':
             quoted = not quoted
         elif ch == "(" and not quoted:
+            paren = index
             break
-    else:
+    if paren < 0:
         return set()  # "expected a left parenthesis": nothing looked up
-    inside = text[i + 1 :].rstrip(_SCANNER_SPACE)
+    inside = text[paren + 1 :].rstrip(_SCANNER_SPACE)
     if not inside.endswith(")"):
         return set()  # "expected a right parenthesis"
     arguments = _split_arguments(inside[:-1])
-    names = _identifier_list(text[:i])
+    names = _identifier_list(text[:paren])
     if arguments is None or names is None:
         return set()
     out = {names[-2]} if len(names) >= 2 else set()
@@ -366,56 +367,59 @@ def _named_schemas(reg_type: str, literal: str | None) -> set[str]:
 # one up; a database, tablespace, language, foreign-data wrapper, server or setting
 # neither (has_database_privilege, ...). The names of pg_get_object_address
 # (``_OBJECT_ADDRESS``) are read by its object type.
-_NAME_ARGUMENTS: dict[str, dict[int, tuple[int, str]]] = {
-    **dict.fromkeys(
-        ("pg_relation_size",),
-        {1: (0, "regclass"), 2: (0, "regclass")},
-    ),
+_R = "regclass"
+_NAME_ARGUMENTS: dict[str, dict[int, tuple[tuple[int, str], ...]]] = {
+    "pg_relation_size": {1: ((0, _R),), 2: ((0, _R),)},  # (relation[, fork])
     **dict.fromkeys(
         ("pg_table_size", "pg_total_relation_size", "pg_indexes_size", "pg_relation_filenode",
          "pg_relation_filepath", "pg_partition_tree", "pg_partition_ancestors",
          "pg_partition_root", "pg_sequence_last_value", "pg_get_replica_identity_index",
-         "pg_relation_is_publishable", "to_regclass", "brin_summarize_new_values", "gin_clean_pending_list"),
-        {1: (0, "regclass")},
+         "pg_relation_is_publishable", "to_regclass", "brin_summarize_new_values",
+         "gin_clean_pending_list"),
+        {1: ((0, _R),)},
     ),
     **dict.fromkeys(
         ("pg_get_serial_sequence", "pg_relation_is_updatable", "pg_index_has_property",
          "brin_summarize_range", "brin_desummarize_range", "pg_extension_config_dump"),
-        {2: (0, "regclass")},
+        {2: ((0, _R),)},
     ),
-    "pg_get_viewdef": {1: (0, "regclass"), 2: (0, "regclass")},  # (text[, boolean])
-    "pg_column_is_updatable": {3: (0, "regclass")},
-    "pg_index_column_has_property": {3: (0, "regclass")},
+    "pg_get_viewdef": {1: ((0, _R),), 2: ((0, _R),)},  # (text[, boolean]); oid: no name
+    "pg_column_is_updatable": {3: ((0, _R),)},
+    "pg_index_column_has_property": {3: ((0, _R),)},
+    "pg_nextoid": {3: ((0, _R), (2, _R))},
     **dict.fromkeys(  # ([role,] relation, privilege)
         ("has_table_privilege", "has_sequence_privilege", "has_any_column_privilege"),
-        {2: (0, "regclass"), 3: (1, "regclass")},
+        {2: ((0, _R),), 3: ((1, _R),)},
     ),
     # ([role,] relation, column, privilege): the 3-argument form is (relation, column,
     # privilege) whether the column is a name or a number
-    "has_column_privilege": {3: (0, "regclass"), 4: (1, "regclass")},
-    "has_type_privilege": {2: (0, "regtype"), 3: (1, "regtype")},
-    "has_function_privilege": {2: (0, "regprocedure"), 3: (1, "regprocedure")},
-    "has_schema_privilege": {2: (0, "regnamespace"), 3: (1, "regnamespace")},
-    "to_regproc": {1: (0, "regproc")},
-    "to_regprocedure": {1: (0, "regprocedure")},
-    "to_regtype": {1: (0, "regtype")},
-    "to_regoper": {1: (0, "regoper")},
-    "to_regoperator": {1: (0, "regoperator")},
-    "to_regnamespace": {1: (0, "regnamespace")},
-    "to_regcollation": {1: (0, "regcollation")},
+    "has_column_privilege": {3: ((0, _R),), 4: ((1, _R),)},
+    "has_type_privilege": {2: ((0, "regtype"),), 3: ((1, "regtype"),)},
+    "has_function_privilege": {2: ((0, "regprocedure"),), 3: ((1, "regprocedure"),)},
+    # a schema by its name: decided like 'secret'::regnamespace (PostgreSQL asks nothing
+    # to look a schema up, but tells whether it exists)
+    "has_schema_privilege": {2: ((0, "regnamespace"),), 3: ((1, "regnamespace"),)},
+    "to_regnamespace": {1: ((0, "regnamespace"),)},
+    **{f"to_{reg}": {1: ((0, reg),)}
+       for reg in ("regproc", "regprocedure", "regtype", "regoper", "regoperator",
+                   "regcollation")},
+    # the reg* types' output and send functions: their argument is the type's
+    **{f"{reg}{io}": {1: ((0, reg),)}
+       for reg in sorted(_REG_TYPES - {"regrole"}) for io in ("out", "send")},
     # text search configuration: (regconfig, document), and ts_headline's (regconfig,
     # document, query[, options]); its 3-argument (document, query, options) form is
     # read as a configuration too (untyped literals make the call ambiguous anyway)
     **dict.fromkeys(
         ("to_tsvector", "to_tsquery", "plainto_tsquery", "phraseto_tsquery",
          "websearch_to_tsquery", "ts_debug"),
-        {2: (0, "regconfig")},
+        {2: ((0, "regconfig"),)},
     ),
-    "ts_headline": {3: (0, "regconfig"), 4: (0, "regconfig")},
-    "json_to_tsvector": {3: (0, "regconfig")},
-    "jsonb_to_tsvector": {3: (0, "regconfig")},
-    "ts_lexize": {2: (0, "regdictionary")},
-    "pg_get_object_address": {3: (1, "object_address")},
+    "ts_headline": {3: ((0, "regconfig"),), 4: ((0, "regconfig"),)},
+    "json_to_tsvector": {3: ((0, "regconfig"),)},
+    "jsonb_to_tsvector": {3: ((0, "regconfig"),)},
+    "ts_lexize": {2: ((0, "regdictionary"),)},
+    # (type, names, args): both arrays read by the object type (_object_address_schemas)
+    "pg_get_object_address": {3: ((1, "object_address"), (2, "object_address"))},
 }  # fmt: skip
 
 # pg_get_object_address(type, names, args) (PostgreSQL 15, objectaddress.c): how the
@@ -499,9 +503,8 @@ def _text_array(text: str) -> list[str] | None:
             i += 1
         elif ch in "{}" or ch == ",":
             value = "".join(element)
-            if element or quoted_element:
-                if quoted_element or value.upper() != "NULL":
-                    out.append(value)
+            if quoted_element or (element and value.upper() != "NULL"):
+                out.append(value)
             element, pending_space, quoted_element = [], [], False
         elif ch in _SCANNER_SPACE + "\v":
             if element:
@@ -514,7 +517,7 @@ def _text_array(text: str) -> list[str] | None:
     if quoted:
         return None
     value = "".join(element)
-    if (element or quoted_element) and (quoted_element or value.upper() != "NULL"):
+    if quoted_element or (element and value.upper() != "NULL"):
         out.append(value)
     return out
 
@@ -616,14 +619,15 @@ def _name_argument_schemas(name: str, args: list) -> set[str] | None:
     found = overloads.get(len(args))
     if found is None:
         return None
-    index, reg_type = found
-    if reg_type == "object_address":
+    if found[0][1] == "object_address":
         written = _array_constant(args[1]) is not None or _array_constant(args[2]) is not None
         return _object_address_schemas(args) if written else None
-    literal = _string_constant([_unwrap_text_casts(args[index])])
-    if literal is None:
-        return None
-    return _named_schemas(reg_type, literal)
+    out: set[str] | None = None
+    for index, reg_type in found:
+        literal = _string_constant([_unwrap_text_casts(args[index])])
+        if literal is not None:
+            out = (out or set()) | _named_schemas(reg_type, literal)
+    return out
 
 
 def _split(parts: list[str]) -> Name | None:
