@@ -353,7 +353,7 @@ def _named_schemas(reg_type: str, literal: str | None) -> set[str]:
 # text names one, needs USAGE, as for an explicit cast (_named_schemas; found by the
 # privilege model: a grant naming nothing in schema secret ran pg_relation_size
 # ('secret.t'), which PostgreSQL refuses such a role). Name -> {number of arguments:
-# (position of the name, how PostgreSQL reads it)}. Derived on PostgreSQL 15's pg_proc,
+# ((position of a name, how PostgreSQL reads it), ...)}. Derived on PostgreSQL 15's pg_proc,
 # not by hand (tests/unit/test_s19_name_arguments.py holds the derivation and compares;
 # tests/integration/test_s19_name_arguments.py derives it again on the server):
 #   * every pg_catalog function with an argument of a reg* type other than regrole (a
