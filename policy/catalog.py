@@ -16,6 +16,7 @@ column of the statement's relations counts as one too.
 from __future__ import annotations
 
 import time
+import weakref
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
@@ -57,6 +58,7 @@ __all__ = [
     "shadowing_calls",
     "merge_defined",
     "with_defined",
+    "without_columns",
     "inlinable_from_rows",
     "relation_names",
     "views_from_rows",
@@ -715,6 +717,11 @@ def shadowing_calls(
     return out
 
 
+def _notify(entry: _Entry) -> None:
+    for listener in list(entry.listeners):
+        listener.catalog_changed()
+
+
 def with_defined(snapshot: Snapshot, defined: dict[str, frozenset[str]], stale: bool = False) -> Snapshot:
     """``snapshot`` with functions defined since (bare name -> {"schema.name"}) known: as
     unqualified calls and as column-syntax calls (``functions`` holds the bare names)."""
@@ -760,6 +767,30 @@ class _Entry:
     # functions defined through the proxy (bare name -> "schema.name"), kept for good: a
     # reload that ran before their transaction committed would not show them
     defined: dict[str, frozenset[str]] = field(default_factory=dict)
+    # columns renamed or dropped through the proxy ("schema.table", column) -> None while
+    # the DDL's transaction may still be open (a load then may not show it), or when it
+    # ended (monotonic): dropped by the first load that started after that (``put``)
+    removed: dict[tuple[str, str], float | None] = field(default_factory=dict)
+    # what to call when the snapshot changes (a session's policy: its prepared statements
+    # are decided again at their next Bind or EXECUTE); held weakly
+    listeners: weakref.WeakSet = field(default_factory=weakref.WeakSet)
+
+
+def without_columns(snapshot: Snapshot, removed: frozenset[tuple[str, str]]) -> Snapshot:
+    """``snapshot`` without the columns ``removed`` names: after ``RENAME COLUMN a`` or
+    ``DROP COLUMN a`` PostgreSQL reads ``x.a`` as the call ``a(x)`` (a statement prepared
+    before included: its plan is analysed again), whatever a load that ran before the DDL
+    committed says."""
+    if not removed:
+        return snapshot
+    columns = dict(snapshot.columns)
+    changed = False
+    for rel, column in removed:
+        cols = columns.get(rel)
+        if cols is not None and column in cols:
+            columns[rel] = cols - {column}
+            changed = True
+    return replace(snapshot, columns=columns) if changed else snapshot
 
 
 @dataclass
@@ -810,22 +841,59 @@ class CatalogCache:
             dict(relation_oids or {}), frozenset(user_schemas), frozenset(defaulted_functions),
             frozenset(domain_schemas), frozenset(triggered), dict(descendants or {}),
         )  # fmt: skip
+        if entry.removed:
+            started = snap.loaded_at
+            for key, ended in list(entry.removed.items()):
+                if ended is not None and ended < started:
+                    del entry.removed[key]  # this load saw what the DDL left
+            snap = without_columns(snap, frozenset(entry.removed))
         snap = with_defined(snap, entry.defined)
         entry.snapshot = snap
+        _notify(entry)
         return snap
 
-    def invalidate(self, database: str, defined: dict[str, frozenset[str]] | None = None) -> None:
+    def invalidate(
+        self,
+        database: str,
+        defined: dict[str, frozenset[str]] | None = None,
+        removed: frozenset[tuple[str, str]] = frozenset(),
+    ) -> None:
         """DDL went through: until reloaded, unknown names count as calls. ``defined``:
-        the functions it defined (bare name -> "schema.name"), shadows from now on."""
+        the functions it defined (bare name -> "schema.name"), shadows from now on;
+        ``removed``: the columns it renamed or dropped ("schema.table", column), not
+        columns from now on (``without_columns``)."""
         entry = self.entries.get(database)
         if entry is None:
-            if not defined:
+            if not defined and not removed:
                 return
             entry = self.entries.setdefault(database, _Entry())
         entry.defined = merge_defined(entry.defined, defined)
+        for key in removed:
+            entry.removed[key] = None  # until the DDL's transaction has ended (``settle``)
         s = entry.snapshot
-        if s is not None and (not s.stale or defined):
-            entry.snapshot = with_defined(s, defined or {}, stale=True)
+        if s is not None and (not s.stale or defined or removed):
+            entry.snapshot = without_columns(with_defined(s, defined or {}, stale=True), removed)
+        if s is not None:
+            _notify(entry)  # what the DDL changed, the snapshot may not know
+
+    def settle(self, database: str, removed) -> None:
+        """The transactions that renamed or dropped ``removed`` ended (committed or not):
+        a load that starts from now on shows the columns as they are."""
+        entry = self.entries.get(database)
+        if entry is None:
+            return
+        now = time.monotonic()
+        for key in removed:
+            if key in entry.removed and entry.removed[key] is None:
+                entry.removed[key] = now
+
+    def listen(self, database: str, target) -> ChangeListener:
+        """Call ``target.catalog_changed()`` whenever the database's snapshot changes, for
+        as long as the caller keeps the listener returned (held weakly here: a session's
+        policy keeps its own, and both go when the session does)."""
+        listener = ChangeListener(target)
+        self.entry(database).listeners.add(listener)
+        return listener
 
     def due(self, database: str) -> bool:
         snap = self.get(database)
@@ -837,3 +905,15 @@ class CatalogCache:
 
     def entry(self, database: str) -> _Entry:
         return self.entries.setdefault(database, _Entry())
+
+
+class ChangeListener:
+    """``CatalogCache.listen``'s handle (a compiled policy cannot be weakly referenced)."""
+
+    __slots__ = ("__weakref__", "target")
+
+    def __init__(self, target) -> None:
+        self.target = target
+
+    def catalog_changed(self) -> None:
+        self.target.catalog_changed()

@@ -27,6 +27,7 @@ from policy.catalog import (
     shadowing_calls,
     stale_refusal,
     with_defined,
+    without_columns,
 )
 from policy.classify import Classified, StatementClass, classify_statement
 from policy.classify.crosscheck import (
@@ -36,7 +37,7 @@ from policy.classify.crosscheck import (
     token_signature,
 )
 from policy.classify.metadata import bound_pins
-from policy.classify.pgparse import syntax_error
+from policy.classify.pgparse import removed_columns, syntax_error
 from policy.decide import (
     RESERVED_PREFIX,
     Decision,
@@ -95,6 +96,8 @@ def _syntax_error(pairs: tuple[Pair, ...]) -> str | None:
 
 # What a check answers then (``check_query``, ``check_parse``): the proxy holds the
 # statement, reloads the catalog (``on_stale``) and checks it again (proxy.relay parks it).
+# protocol-level statements a session's policy remembers by name (_remember_statement)
+MAX_REMEMBERED_STATEMENTS = 4096
 # DDL that defines code others may already call (StatementPolicy._defines_code)
 _DEFINES_CODE = frozenset(("CREATE FUNCTION", "CREATE PROCEDURE"))
 # what a write of each kind does to a parent's children (_through_inheritance)
@@ -162,6 +165,11 @@ def _key(fingerprint: str, text: str, collapsed: bool = False) -> str | None:
     if signature is None:
         return None
     return fingerprint + "\x00" + blake2b(signature.encode(), digest_size=16).hexdigest()
+
+
+def _may_remove_columns(c: Classified) -> bool:
+    """Can DDL ``c`` rename or drop columns (``pgparse.removed_columns`` says which)?"""
+    return c.cls is StatementClass.DDL and c.command.startswith("ALTER")
 
 
 def _defined_functions(c: Classified) -> dict[str, frozenset[str]]:
@@ -236,7 +244,10 @@ class StatementPolicy:
         self.catalog: Callable[[], Snapshot | None] | None = None
         # Called after DDL is allowed (the catalog may have changed) with the functions it
         # defines ({bare name: {"schema.name"}}): unqualified calls may resolve to them.
-        self.on_ddl: Callable[[dict[str, frozenset[str]]], object] | None = None
+        # ``removed``: the columns it renamed or dropped ("schema.table", column)
+        self.on_ddl: (
+            Callable[[dict[str, frozenset[str]], frozenset[tuple[str, str]]], object] | None
+        ) = None
         # Called when a decision needs a snapshot loaded after the statement arrived (the
         # proxy starts a reload, and the statement is checked again when it is done)
         self.on_stale: Callable[[float], object] | None = None
@@ -255,6 +266,25 @@ class StatementPolicy:
         self._blind_writes: dict[frozenset[tuple[str, str]], bool] = {}
         self._blind_snapshot: Snapshot | None = None
         self._precomputed: dict[str, tuple[Classified, ...]] = {}  # classified off the loop
+        # Protocol-level statements by name ("" the unnamed one): (text, parameter type
+        # OIDs) of each allowed Parse. The server analyses a prepared statement again when
+        # the catalog changed, so a Bind after a change (``catalog_changed``) decides it
+        # again first: ``rebind`` holds the names still to decide (the relay looks at their
+        # Binds while it is not empty). Bounded: a Bind of a name forgotten meanwhile is
+        # refused then (the client prepares it again).
+        self._statements: dict[str, tuple[str, tuple[int, ...]]] = {}
+        self.rebind: dict[str, tuple[str, tuple[int, ...]] | None] = {}
+        # SQL-level PREPAREs: name -> the PREPARE's classification, and the names decided
+        # on the current snapshot (``catalog_changed`` empties it: EXECUTE decides again)
+        self._prepared_statements: dict[str, Classified] = {}
+        self._prepared_current: set[str] = set()
+        # what tells this policy of catalog changes (CatalogCache.listen), kept here
+        self.catalog_listener: object = None
+        # columns this session renamed or dropped in a transaction that may still be open;
+        # the relay calls ``settle_ddl`` at the next ReadyForQuery 'I', and ``on_settle``
+        # tells the catalog (CatalogCache.settle: a load from then on shows them as they are)
+        self.ddl_unsettled: frozenset[tuple[str, str]] = frozenset()
+        self.on_settle: Callable[[frozenset[tuple[str, str]]], object] | None = None
 
     @property
     def stats(self) -> dict[str, int]:
@@ -316,6 +346,7 @@ class StatementPolicy:
         if verdict.allowed:
             # a refused Parse never reaches the server (which keeps whatever it held under
             # that name): only an allowed one changes what a Bind of the name runs
+            self._remember_statement(name, sql, param_types)
             pinned = _parameter_pins(verdict)
             if pinned is not None:
                 self.bind_pins[name] = pinned
@@ -330,6 +361,10 @@ class StatementPolicy:
         pins the values stand for, decided as literals would be (metadata.bound_pins,
         policy.catalog.describe_refusal)."""
         self._follow_catalog()
+        if name in self.rebind:
+            again = self._decided_again(name)
+            if not again.allowed or again.would_deny or name not in self.bind_pins:
+                return again
         pending = self.bind_pins.get(name)
         if pending is None:  # a name of the proxy's own (RESERVED_PREFIX): never the client's
             denial = reserved_name(f"the statement name {name!r}")
@@ -353,6 +388,69 @@ class StatementPolicy:
         if self.enforce:
             return Verdict(False, ((classified, denial),), self._message(denial))
         return Verdict(True, ((classified, denial),), "", would_deny=True)
+
+    def _remember_statement(self, name: str, sql: str, param_types: tuple[int, ...]) -> None:
+        statements = self._statements
+        statements.pop(name, None)
+        if len(statements) >= MAX_REMEMBERED_STATEMENTS:
+            statements.pop(next(iter(statements)))  # the oldest: a Bind of it after a
+        statements[name] = (sql, param_types)  # change is refused (_decided_again)
+        self.rebind.pop(name, None)  # decided just now
+
+    def settle_ddl(self) -> None:
+        """The session is idle outside a transaction block: the DDL that renamed or dropped
+        ``ddl_unsettled`` ran its course (committed or rolled back)."""
+        removed = self.ddl_unsettled
+        self.ddl_unsettled = frozenset()
+        if removed and self.on_settle is not None:
+            self.on_settle(removed)
+
+    def catalog_changed(self) -> None:
+        """The database's snapshot changed (DDL through the proxy, a reload): the server
+        analyses this session's prepared statements again at their next use, so the policy
+        decides them again first (``check_bind``, ``_decide_execute``)."""
+        if self._statements:
+            self.rebind = dict.fromkeys(self._statements)
+        self._prepared_current.clear()
+
+    def _decided_again(self, name: str) -> Verdict:
+        """A Bind of statement ``name`` after the catalog changed: its text decided again on
+        the current snapshot (the server analyses it again)."""
+        del self.rebind[name]
+        known = self._statements.get(name)
+        if known is None:
+            denial = Decision(
+                False, "deny.catalog",
+                f"may not run statement {name!r} prepared before the catalog changed: the "
+                "proxy no longer holds its text to decide it again (prepare it again)",
+            )  # fmt: skip
+        else:
+            sql, param_types = known
+            verdict = self.check_parse(sql, param_types, name)
+            if verdict is CATALOG_WAIT:
+                # a Bind cannot wait: decided as a stale snapshot would have it
+                self.rebind[name] = None
+                denial = Decision(
+                    False, "deny.catalog",
+                    f"may not run statement {name!r} until the catalog reloaded after DDL "
+                    "(retry)",
+                )  # fmt: skip
+            elif verdict.allowed:
+                return verdict
+            else:
+                pairs = verdict.decisions
+                denial = next((d for _, d in pairs if not d.allowed), None) or Decision(
+                    False, "deny.catalog", verdict.message
+                )
+                denial = Decision(
+                    False, denial.rule,
+                    f"{denial.reason} (statement {name!r}, prepared before the catalog "
+                    "changed, decided again at its Bind)",
+                )  # fmt: skip
+        pair = (Classified("", StatementClass.UNKNOWN, "BIND", frozenset(), frozenset(), frozenset(), name), denial)
+        if self.enforce:
+            return Verdict(False, (pair,), self._message(denial))
+        return Verdict(True, (pair,), "", would_deny=True)
 
     def _check_parse_text(self, sql: str) -> Verdict:
         self._follow_catalog()
@@ -864,23 +962,46 @@ class StatementPolicy:
         return None
 
     def _after_definitions(self, pairs: tuple[Pair, ...]) -> tuple[Pair, ...]:
-        """Statements after one that defines functions, in the same message, decided with
-        those functions known (the catalog learns of them only once they ran)."""
+        """Statements after one that defines functions or renames or drops columns, in the
+        same message, decided with those functions known and those columns gone (the
+        catalog learns of them only once they ran; PostgreSQL analyses each statement of a
+        message after the ones before it ran)."""
         snap = self._snapshot_seen
         if snap is None:
             return pairs  # every unqualified call is denied already
         defined: dict[str, frozenset[str]] = {}
+        removed: frozenset[tuple[str, str]] = frozenset()
         out: list[Pair] = []
         for c, d in pairs:
-            if defined and d.allowed:
-                self._snapshot_seen = with_defined(snap, defined)
+            if (defined or removed) and d.allowed:
+                self._snapshot_seen = without_columns(with_defined(snap, defined), removed)
                 try:
                     d = self._decide(c)  # calls, operators, types and column syntax again
                 finally:
                     self._snapshot_seen = snap
             out.append((c, d))
             defined = merge_defined(defined, _defined_functions(c))
+            removed = removed | self._removed_columns(c)
         return tuple(out)
+
+    def _removed_columns(self, c: Classified) -> frozenset[tuple[str, str]]:
+        """The columns DDL ``c`` renames or drops, ("schema.table", column), under every
+        name its relation may have (an unqualified one: each search_path schema) and of
+        every relation inheriting from it (the rename or drop recurses)."""
+        if not _may_remove_columns(c):
+            return frozenset()
+        out: set[tuple[str, str]] = set()
+        snap = self._snapshot_seen
+        for schema, rel, column in removed_columns(c.sql):
+            if schema is not None:
+                names = [render_name(schema, rel)]
+            else:
+                names = [render_name(sch, rel) for sch in self.search_path]
+            for name in names:
+                out.add((name, column))
+                if snap is not None:
+                    out.update((child, column) for child in snap.descendants.get(name, ()))
+        return frozenset(out)
 
     def _cached(self, sql: str) -> Verdict | None:
         """The verdict for this exact text from this session's or the shared cache."""
@@ -981,15 +1102,21 @@ class StatementPolicy:
     def _verdict(self, pairs: tuple[Pair, ...]) -> Verdict:
         if any(c.command in STATEFUL_COMMANDS for c, _ in pairs):
             pairs = self._apply_session_state(pairs)
-        if len(pairs) > 1 and self.catalog is not None and any(_defined_functions(c) for c, _ in pairs[:-1]):
+        if len(pairs) > 1 and self.catalog is not None and any(
+            _defined_functions(c) or _may_remove_columns(c) for c, _ in pairs[:-1]
+        ):
             pairs = self._after_definitions(pairs)
         denied = next((d for _, d in pairs if not d.allowed), None)
         ran = denied is None or not self.enforce
         if ran and self.on_ddl is not None and any(c.cls is StatementClass.DDL for c, _ in pairs):
             defined: dict[str, frozenset[str]] = {}
+            removed: frozenset[tuple[str, str]] = frozenset()
             for c, _d in pairs:
                 defined = merge_defined(defined, _defined_functions(c))
-            self.on_ddl(defined)
+                removed = removed | self._removed_columns(c)
+            self.on_ddl(defined, removed)
+            if removed:
+                self.ddl_unsettled = self.ddl_unsettled | removed
         if denied is None:
             self._commit_session_state(pairs)
             return Verdict(True, pairs, "")
@@ -1021,11 +1148,35 @@ class StatementPolicy:
     def _commit_session_state(self, pairs: tuple[Pair, ...]) -> None:
         for c, d in pairs:
             self._prepared.follow(c, d)
+            if not d.allowed or c.command not in STATEFUL_COMMANDS:
+                continue
+            if c.command == "PREPARE":
+                self._prepared_statements[c.detail] = c
+                self._prepared_current.add(c.detail)
+            elif c.command in ("DEALLOCATE", "DISCARD"):
+                for name in list(self._prepared_statements):
+                    if name not in self._prepared:
+                        del self._prepared_statements[name]
+                        self._prepared_current.discard(name)
 
     def _decide_execute(self, c: Classified) -> Decision:
         d = self._decide(replace(c, cls=StatementClass.READ))
         if not d.allowed:
             return d
+        name = c.detail
+        prepared = self._prepared_statements.get(name)
+        if prepared is not None and name not in self._prepared_current:
+            # the catalog changed since the PREPARE was decided: the server analyses the
+            # statement again, so the policy decides it again (a column renamed since may
+            # make x.name a call)
+            again = self._decide(prepared)
+            if not again.allowed:
+                return Decision(
+                    False, again.rule,
+                    f"{again.reason} (PREPARE {name}, decided again: the catalog changed "
+                    "since)",
+                )  # fmt: skip
+            self._prepared_current.add(name)
         return Decision(True, "session.prepared", f"EXECUTE {c.detail} (prepared and checked here)")
 
     def _message(self, d: Decision) -> str:

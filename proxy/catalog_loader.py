@@ -256,10 +256,21 @@ class CatalogLoader:
             if self.cache.get(database) is None:
                 await task
 
-        def on_ddl(defined: dict[str, frozenset[str]]) -> None:
-            self.cache.invalidate(database, defined)
+        def on_ddl(
+            defined: dict[str, frozenset[str]], removed: frozenset[tuple[str, str]] = frozenset()
+        ) -> None:
+            self.cache.invalidate(database, defined, removed)
             self.refresh(database)
 
+        def on_settle(removed: frozenset[tuple[str, str]]) -> None:
+            self.cache.settle(database, removed)
+            # a load that starts from now on shows the columns as the DDL left them (one
+            # running since before may not: it is followed by another)
+            self.refresh(database, time.monotonic())
+
+        policy.on_settle = on_settle
+        # its prepared statements follow the catalog (the policy keeps the listener)
+        policy.catalog_listener = self.cache.listen(database, policy)
         policy.catalog = lambda: self.cache.get(database)
         policy.on_ddl = on_ddl
         policy.on_stale = lambda since: self.refresh(database, since)

@@ -271,7 +271,7 @@ class Relay:
         unhealthy = health is not None and not health.healthy
         if unhealthy:
             checked = _CHECKED_UNHEALTHY
-        elif policy is not None and (policy.bind_pins or self._pinned_any):
+        elif policy is not None and (policy.bind_pins or self._pinned_any or policy.rebind):
             checked = _CHECKED_BINDS
         else:
             checked = _CHECKED
@@ -341,7 +341,9 @@ class Relay:
             if t == _BIND and not refusing:
                 name = m.bind_statement(run[start:end], self.encoding)
                 if policy is None or (
-                    name not in policy.bind_pins and not name.startswith(RESERVED_PREFIX)
+                    name not in policy.bind_pins
+                    and name not in policy.rebind
+                    and not name.startswith(RESERVED_PREFIX)
                 ):
                     groups.sent(t)  # a Bind of any other statement: not looked at
                     i = groups.sent_frames(frames, i, checked)
@@ -398,11 +400,14 @@ class Relay:
                         last = end
                     else:  # a new statement of that name, upstream under it
                         del self._pinned[name]
-                checked = _CHECKED_BINDS if policy.bind_pins or self._pinned_any else _CHECKED
             else:
                 verdict = policy.check_function_call()
                 self._record(verdict, "FunctionCall", "")
             if verdict.allowed:
+                if policy is not None and (policy.bind_pins or self._pinned_any or policy.rebind):
+                    # (a statement's pin is a parameter now, or DDL changed the catalog: the
+                    # Binds of statements prepared before it are decided again)
+                    checked = _CHECKED_BINDS
                 if (not self.withholding and policy is not None and policy.enforce
                         and not isinstance(verdict, Refusal) and policy.writes_unreadable(verdict)):
                     self.withholding = True  # (a dry run refuses and withholds nothing)
@@ -608,6 +613,9 @@ class Relay:
                     continue
             if t == _READY:
                 self.tx_status = run[start + 5 : end]
+                policy = self.policy
+                if policy is not None and policy.ddl_unsettled and self.tx_status == b"I":
+                    policy.settle_ddl()  # the DDL that renamed or dropped columns has ended
                 if held:
                     rewritten = self._ensure(rewritten, run, last, start)
                     rewritten.extend(held)

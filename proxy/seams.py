@@ -28,6 +28,12 @@ class Policy(Protocol):
     reads_code: bool  # the grant may read function bodies (read:pg_catalog.pg_proc)
     # statements whose Binds must be checked (a parameter pins their object text), by name
     bind_pins: dict[str, Any]
+    # statements prepared before the catalog changed, by name: their next Bind decides them
+    # again (the server analyses them again)
+    rebind: dict[str, Any]
+    # columns this session renamed or dropped in a transaction that may still be open:
+    # ``settle_ddl`` once the server is idle outside a block
+    ddl_unsettled: frozenset
     # starts a catalog reload that begins no earlier than the time given (the task), asked
     # by a check answering CATALOG_WAIT; waiting_since: that time, while a statement waits
     on_stale: Callable[[float], object] | None
@@ -45,10 +51,15 @@ class Policy(Protocol):
     def check_bind(
         self, name: str, formats: tuple[int, ...], values: tuple[bytes | None, ...], encoding: str
     ) -> Verdict:
-        """A Bind of a statement in ``bind_pins``, with its parameter formats and values."""
+        """A Bind of a statement in ``bind_pins`` or ``rebind``, with its parameter formats
+        and values."""
         ...
 
     def check_function_call(self) -> Verdict: ...
+
+    def settle_ddl(self) -> None:
+        """ReadyForQuery 'I' after DDL that renamed or dropped columns: it has ended."""
+        ...
 
     def may_read(self, schema: str, table: str) -> bool:
         """May the grant read this relation (named as the server names it in an error)?"""

@@ -1576,6 +1576,34 @@ def parse(sql: str) -> tuple[PgStatement, ...]:
     return tuple(out)
 
 
+def removed_columns(sql: str) -> frozenset[tuple[str | None, str, str]]:
+    """The (schema or None, relation, column) names ``sql`` takes away from a relation's
+    columns: ``RENAME COLUMN a TO b`` (a) and ``DROP COLUMN a``. After such DDL PostgreSQL
+    reads ``x.a`` as the call ``a(x)``, in a statement prepared before it too (its plan is
+    analysed again): policy.catalog forgets those columns (``CatalogCache.invalidate``).
+    Empty if it cannot read ``sql``."""
+    try:
+        stmts = _tree(sql)
+    except PgParseError:
+        return frozenset()
+    out: set[tuple[str | None, str, str]] = set()
+    for st in stmts:
+        node = st.get("stmt") or {}
+        rename = node.get("RenameStmt")
+        alter = node.get("AlterTableStmt")
+        if type(rename) is dict and rename.get("renameType") == "OBJECT_COLUMN":
+            rel = rename.get("relation") or {}
+            if rel.get("relname") and rename.get("subname"):
+                out.add((rel.get("schemaname"), rel["relname"], rename["subname"]))
+        elif type(alter) is dict:
+            rel = alter.get("relation") or {}
+            for cmd in alter.get("cmds") or ():
+                cmd = cmd.get("AlterTableCmd", cmd) if type(cmd) is dict else {}
+                if cmd.get("subtype") == "AT_DropColumn" and cmd.get("name") and rel.get("relname"):
+                    out.add((rel.get("schemaname"), rel["relname"], cmd["name"]))
+    return frozenset(out)
+
+
 def split_texts(sql: str) -> list[str]:
     """Each statement's text as PostgreSQL's parser delimits them (PgParseError if it cannot)."""
     return _texts(sql, _tree(sql))

@@ -10,6 +10,8 @@ class PolicySeam:
     enforce = True
     reads_code = True  # nothing quoted from a function body is withheld
     bind_pins: dict = {}  # noqa: RUF012 - never filled: no Bind is checked
+    rebind: dict = {}  # noqa: RUF012 - never filled: the catalog never changes
+    ddl_unsettled: frozenset = frozenset()
     on_stale = None  # no catalog: never waits for one
     waiting_since = None
 

@@ -17,7 +17,7 @@ def policy(scopes: str = "read:public.t ddl:public.*", cache: CatalogCache | Non
         cache.put("db", [], {}, True, SHADOWS, OPERATORS)
     p = StatementPolicy(parse_scopes(scopes), task="T", shared=None)
     p.catalog = lambda: cache.get("db")
-    p.on_ddl = lambda defined: cache.invalidate("db", defined)
+    p.on_ddl = lambda defined, removed: cache.invalidate("db", defined, removed)
     return p, cache
 
 
@@ -117,7 +117,7 @@ def test_a_definition_and_a_call_in_one_message_are_decided_together():
     assert "colfn" not in cache.get("db").user_functions  # denied: nothing ran, nothing learnt
     dry = StatementPolicy(parse_scopes("read:public.t ddl:public.*"), task="T", enforce=False, shared=None)
     dry.catalog = lambda: cache.get("db")
-    dry.on_ddl = lambda defined: cache.invalidate("db", defined)
+    dry.on_ddl = lambda defined, removed: cache.invalidate("db", defined, removed)
     assert dry.check_query(sql).would_deny
     assert "public.colfn" in cache.get("db").user_functions["colfn"]  # dry run: it ran
     assert "colfn" in cache.get("db").functions  # and column syntax knows it

@@ -37,6 +37,10 @@ def _can_allow(c) -> bool:
     return c.cls in _OPEN and (c.cls is not S.UTILITY or c.command in _ALLOWED_UTILITY)
 
 
+# what pgparse refuses although it read the statement (a PgParseError of its own)
+_REFUSED_BY_THE_READING = ("lowering a view's security_barrier",)
+
+
 def test_regression_corpus_hides_no_relation_or_call():
     with gzip.open(CORPUS, "rt", encoding="utf-8") as f:
         corpus = json.load(f)
@@ -45,6 +49,11 @@ def test_regression_corpus_hides_no_relation_or_call():
     hidden = []
     for source, sql in corpus:
         pg = pg_reading(sql)
+        if isinstance(pg, str) and pg.startswith(_REFUSED_BY_THE_READING):
+            # read, and refused by PostgreSQL's reading itself (pgparse): never allowed
+            assert not any(_can_allow(r) for r in classify(sql)), (source, sql)
+            outcome["refused"] += 1
+            continue
         assert not isinstance(pg, str), (source, sql, pg)  # the corpus was built that way
         results = classify(sql)
         if len(results) != 1:  # the proxy's lexer splits it elsewhere: all refused

@@ -1,0 +1,116 @@
+"""Decisions that DDL outruns (session 19, red-team round 23): the columns a DDL renames or
+drops are gone from the snapshot at once and until a load that started after its
+transaction ended; prepared statements are decided again at their first use after the
+catalog changed (docs/policy.md, "When DDL changes what a decided statement means")."""
+
+from __future__ import annotations
+
+import gc
+import time
+
+from policy import StatementPolicy, parse_scopes
+from policy.catalog import CatalogCache
+from policy.classify.pgparse import removed_columns
+
+SCOPES = "read:public.t,public.kid ddl:public.t,public.kid"
+PROBE = "SELECT o.pin FROM public.t o"  # a column while it exists, else the call pin(o)
+
+
+def cache() -> CatalogCache:
+    c = CatalogCache()
+    # pin: a user function taking the row (column syntax may call it), and a column of t
+    c.put("db", ["pin"], {"public.t": frozenset({"id", "pin"}), "public.kid": frozenset({"pin"})},
+          descendants={"public.t": frozenset({"public.kid"})})  # fmt: skip
+    return c
+
+
+def session(c: CatalogCache, task: str = "T") -> StatementPolicy:
+    p = StatementPolicy(parse_scopes(SCOPES), task=task, shared=None)
+    p.catalog = lambda: c.get("db")
+    p.on_ddl = lambda defined, removed: c.invalidate("db", defined, removed)
+    p.on_settle = lambda removed: c.settle("db", removed)
+    p.catalog_listener = c.listen("db", p)
+    return p
+
+
+def test_removed_columns_reads_renames_and_drops():
+    assert removed_columns("ALTER TABLE public.t RENAME COLUMN a TO b") == {("public", "t", "a")}
+    assert removed_columns("ALTER TABLE t RENAME a TO b") == {(None, "t", "a")}
+    assert removed_columns("ALTER TABLE t DROP COLUMN a, DROP IF EXISTS c, ADD d int") == {
+        (None, "t", "a"), (None, "t", "c")}  # fmt: skip
+    assert removed_columns("ALTER VIEW v RENAME COLUMN a TO b") == {(None, "v", "a")}
+    assert removed_columns("ALTER TABLE t ADD COLUMN a int") == frozenset()
+    assert removed_columns("ALTER TABLE t RENAME TO u") == frozenset()
+    assert removed_columns("not sql at all") == frozenset()
+
+
+def test_the_rest_of_the_message_is_decided_with_the_column_gone():
+    p = session(cache())
+    assert p.check_query(PROBE).allowed
+    v = p.check_query(f"ALTER TABLE public.t RENAME COLUMN pin TO gone; {PROBE}")
+    assert not v.allowed and "public.pin" in v.message and "scope.execute" in v.message
+    assert p.check_query(f"ALTER TABLE public.t ADD COLUMN extra int; {PROBE}").allowed
+
+
+def test_every_session_sees_the_column_gone_until_a_load_after_the_transaction_ended():
+    c = cache()
+    ddl, other = session(c, "A"), session(c, "B")
+    assert ddl.check_query("ALTER TABLE public.t RENAME COLUMN pin TO gone").allowed
+    assert ddl.ddl_unsettled == {("public.t", "pin"), ("public.kid", "pin")}  # inherited too
+    assert not other.check_query(PROBE).allowed
+    # a load that ran before the transaction ended (it may not show the rename): still gone
+    c.put("db", ["pin"], {"public.t": frozenset({"id", "pin"})})
+    assert not other.check_query(PROBE).allowed
+    ddl.settle_ddl()  # ReadyForQuery 'I': the block ended (the rename was rolled back, say)
+    assert not ddl.ddl_unsettled
+    time.sleep(0.001)
+    c.put("db", ["pin"], {"public.t": frozenset({"id", "pin"})})  # started after: the truth
+    assert other.check_query(PROBE).allowed
+
+
+def test_a_protocol_level_statement_is_decided_again_at_its_bind_after_a_change():
+    c = cache()
+    p, ddl = session(c, "B"), session(c, "A")
+    assert p.check_parse(PROBE, (), "s1").allowed and not p.rebind
+    assert ddl.check_query("ALTER TABLE public.t DROP COLUMN pin").allowed
+    assert "s1" in p.rebind  # pushed: the relay looks at its Binds now
+    v = p.check_bind("s1", (), (), "utf-8")
+    assert not v.allowed and "decided again at its Bind" in v.message, v.message
+    assert "s1" not in p.rebind
+    # a statement parsed after the change is decided on the changed snapshot already
+    assert not p.check_parse(PROBE, (), "s2").allowed
+    assert p.check_parse("SELECT o.id FROM public.t o", (), "s3").allowed
+    ddl.check_query("ALTER TABLE public.t ADD COLUMN x int")  # another change
+    assert "s3" in p.rebind and p.check_bind("s3", (), (), "utf-8").allowed
+
+
+def test_a_sql_prepare_is_decided_again_at_execute_after_a_change():
+    c = cache()
+    p, ddl = session(c, "B"), session(c, "A")
+    assert p.check_query(f"PREPARE q AS {PROBE}").allowed
+    assert p.check_query("EXECUTE q").allowed
+    assert ddl.check_query("ALTER TABLE public.t RENAME COLUMN pin TO gone").allowed
+    v = p.check_query("EXECUTE q")
+    assert not v.allowed and "decided again" in v.message, v.message
+    assert p.check_query("DEALLOCATE q").allowed
+    assert not p.check_query("EXECUTE q").allowed  # not prepared here any more
+
+
+def test_a_forgotten_statement_name_is_refused_after_a_change():
+    c = cache()
+    p, ddl = session(c, "B"), session(c, "A")
+    p.check_parse("SELECT 1", (), "old")
+    p._statements.pop("old")  # as if pushed out by MAX_REMEMBERED_STATEMENTS newer names
+    ddl.check_query("ALTER TABLE public.t ADD COLUMN x int")
+    p.rebind["old"] = None
+    v = p.check_bind("old", (), (), "utf-8")
+    assert not v.allowed and "prepare it again" in v.message
+
+
+def test_listeners_go_with_their_sessions():
+    c = cache()
+    p = session(c)
+    assert len(c.entry("db").listeners) == 1
+    del p
+    gc.collect()
+    assert len(c.entry("db").listeners) == 0
