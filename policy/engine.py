@@ -426,8 +426,17 @@ class StatementPolicy:
             )  # fmt: skip
         else:
             sql, param_types = known
-            verdict = self.check_parse(sql, param_types, name)
-            if verdict is CATALOG_WAIT:
+            # A Bind cannot wait for a load: a statement whose answer rests on the
+            # snapshot's completeness waited for one at its Parse, and is decided now on
+            # the current snapshot as if it had waited for it (newer than that one).
+            saved = self.waiting_since
+            snap = self._snapshot_seen
+            self.waiting_since = snap.loaded_at if snap is not None else None
+            try:
+                verdict = self.check_parse(sql, param_types, name)
+            finally:
+                self.waiting_since = saved
+            if verdict is CATALOG_WAIT:  # (not expected: decided as if waited)
                 # a Bind cannot wait: decided as a stale snapshot would have it
                 self.rebind[name] = None
                 denial = Decision(

@@ -114,3 +114,29 @@ def test_listeners_go_with_their_sessions():
     del p
     gc.collect()
     assert len(c.entry("db").listeners) == 0
+
+
+def test_a_statement_resting_on_a_complete_catalog_is_decided_again_without_waiting():
+    """Such a statement waited for a load at its Parse; its Bind cannot wait, so after a
+    change it is decided on the current snapshot as if it had waited for that one (a
+    refusal here would break a driver's prepared metadata query at every catalog load)."""
+    from dataclasses import replace
+    from time import monotonic
+
+    from policy.catalog import Snapshot
+    from policy.engine import CATALOG_WAIT
+
+    p = StatementPolicy(parse_scopes("read:public.orders execute:public.fn"), task="T")
+    current = [Snapshot(frozenset(), {}, loaded_at=monotonic() - 100,
+                        defaulted_functions=frozenset({("public", "fn")}))]  # fmt: skip
+    p.catalog = lambda: current[0]
+    p.on_stale = lambda since: None
+    sql = "SELECT pg_get_function_arguments(16999)"
+    assert p.check_parse(sql, (), "meta") is CATALOG_WAIT
+    current[0] = replace(current[0], loaded_at=monotonic())  # the load it waited for
+    assert p.check_parse(sql, (), "meta").allowed
+    current[0] = replace(current[0], loaded_at=monotonic())  # a later load: a change
+    p.catalog_changed()
+    verdict = p.check_bind("meta", (), (), "utf-8")
+    assert verdict.allowed, verdict.message
+    assert p.waiting_since is None  # nothing left waiting for the next statement
