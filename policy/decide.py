@@ -14,6 +14,7 @@ from policy.classify import (
 )
 from policy.classify.catalogue import DANGEROUS_WHY, PRIVILEGED_SETTINGS
 from policy.classify.crosscheck import DISAGREE
+from policy.classify.pgparse import BARRIER_LOWERED
 from policy.housekeeping import housekeeping
 from policy.lexer import render_name
 from policy.scopes import FORBIDDEN_SETTINGS, Scopes, split_name
@@ -402,6 +403,9 @@ def decide(classified: Classified, scopes: Scopes) -> Decision:
             # the two parsers read the statement differently: never allowed, not even by
             # unknown:* (one reading may hide what the other shows)
             return _deny(DISAGREE, f"may not run a statement the parsers read differently: {c.detail}")
+        if BARRIER_LOWERED in c.detail:
+            # not even unknown:* allows it (PostgreSQL's reading refused it: pgparse)
+            return _deny("deny.view", f"may not run {c.command}: {BARRIER_LOWERED}")
         if c.command == "LISTEN":
             # not even unknown:* allows it: the channel it would receive is not known
             return _deny(

@@ -25,7 +25,9 @@ from policy.classify.catalogue import CURRENT_SETTING_PREFIX, PRIVILEGED_SETTING
 from policy.classify.metadata import CATALOGS, DEPARSERS, described, entries
 from policy.lexer import ascii_lower, truncate_identifier
 
-__all__ = ["PgParseError", "PgStatement", "parse", "removed_columns", "split_texts"]
+__all__ = [
+    "BARRIER_LOWERED", "PgParseError", "PgStatement", "parse", "removed_columns", "split_texts",
+]
 
 Name = tuple["str | None", str]  # (schema or None if unqualified, name), as the parser folds
 
@@ -971,16 +973,20 @@ class _Walk:
                 self.target(relation, "insert" if d.get("is_from") else "read", ctes)
             self.struct(d, ctes, ("relation",))
         elif kind in _DDL_RELATION_KEYS:
-            if kind == "AlterTableStmt" and _lowers_a_barrier(d):
-                # a barrier keeps the statement's own conditions away from the rows a view
-                # hides (policy.engine._through_views refuses reads of views without one):
-                # taking it away is reading those rows, in effect, with any later statement
-                # (one in the same message or pipeline, one prepared before, decided on a
-                # catalog that still shows the barrier: red-team round 23)
-                raise PgParseError(
-                    "lowering a view's security_barrier (SET to false or RESET) is refused: "
-                    "it would let conditions reach the rows the view hides"
-                )
+            barrier = _barrier_option(d) if kind == "AlterTableStmt" else None
+            if barrier is not None:
+                if barrier:
+                    # a barrier keeps the statement's own conditions away from the rows a
+                    # view hides (policy.engine._through_views refuses reads of views
+                    # without one): taking it away is reading those rows, in effect, with
+                    # any later statement (one in the same message or pipeline, one
+                    # prepared before, decided on a catalog that still shows the barrier:
+                    # red-team round 23). Refused whatever the grant (decide: not even
+                    # unknown:* allows it)
+                    raise PgParseError(f"{BARRIER_LOWERED}: it would let conditions reach "
+                                       "the rows the view hides")  # fmt: skip
+                # its value decides: 'true' and 'false' are one fingerprint (red-team round 24)
+                self.flags.add(LITERAL)
             if kind in _DDL_OBSERVING:
                 for relation in _ddl_observed(kind, d):
                     self.observed(relation)
@@ -1309,9 +1315,15 @@ def _observes_target(kind: str, d: dict) -> bool:
 _TRUE_WORDS = frozenset(("true", "on", "yes", "1", "t", "tr", "tru", "y", "ye"))
 
 
-def _lowers_a_barrier(d: dict) -> bool:
-    """Does ``ALTER VIEW/TABLE ... SET/RESET (...)`` set ``security_barrier`` to anything
-    but true, or reset it (to false)? Unreadable values count as lowering it."""
+# what a refusal of lowering a view's barrier says (policy.decide: refused by every grant)
+BARRIER_LOWERED = "lowering a view's security_barrier (SET to false or RESET) is refused"
+
+
+def _barrier_option(d: dict) -> bool | None:
+    """``ALTER VIEW/TABLE ... SET/RESET (...)`` and ``security_barrier``: True if it sets
+    it to anything but true or resets it (to false; unreadable values count as lowering),
+    False if it sets it to true, None if it does not name it."""
+    named = False
     for cmd in d.get("cmds") or ():
         cmd = cmd.get("AlterTableCmd", cmd) if type(cmd) is dict else {}
         subtype = cmd.get("subtype")
@@ -1323,6 +1335,7 @@ def _lowers_a_barrier(d: dict) -> bool:
             elem = item.get("DefElem", item) if type(item) is dict else {}
             if elem.get("defnamespace") or ascii_lower(elem.get("defname") or "") != "security_barrier":
                 continue
+            named = True
             if subtype != "AT_SetRelOptions":
                 return True
             arg = elem.get("arg")
@@ -1342,7 +1355,7 @@ def _lowers_a_barrier(d: dict) -> bool:
                         value = (names[0].get("String") or {}).get("sval")
             if not isinstance(value, str) or ascii_lower(value.strip()) not in _TRUE_WORDS:
                 return True
-    return False
+    return False if named else None
 
 
 def _ddl_observed(kind: str, d: dict) -> list[Any]:

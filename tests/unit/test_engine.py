@@ -1163,3 +1163,26 @@ def test_lowering_a_views_security_barrier_is_refused_whatever_the_ddl_scope():
         "ALTER VIEW public.v SET (check_option = local)",
     ):
         assert p.check_query(sql).allowed, sql
+
+
+def test_lowering_a_barrier_is_refused_by_unknown_star_and_through_every_cache_tier():
+    """Round 24 and the regression run: ``unknown:*`` allowed the refusal PostgreSQL's
+    reading made (it was an unreadable statement to the policy), and a cached
+    ``= 'true'`` (one fingerprint with ``= 'false'``) or ``= 1`` (one number shape with
+    ``= 0``) let the lowering by without reading it."""
+    p = StatementPolicy(parse_scopes("read:public.* ddl:public.* unknown:*"), task="T")
+    for allowed, lowered in (
+        ("ALTER VIEW public.v SET (security_barrier = 'true')",
+         "ALTER VIEW public.v SET (security_barrier = 'false')"),
+        ("ALTER VIEW public.v SET (security_barrier = 1)",
+         "ALTER VIEW public.v SET (security_barrier = 0)"),
+        ("ALTER TABLE public.v SET (security_barrier = 't')",
+         "ALTER TABLE public.v SET (security_barrier = 'f')"),
+    ):  # fmt: skip
+        for _ in range(3):  # every tier has seen the allowed text by the third time
+            assert p.check_query(allowed).allowed, allowed
+            v = p.check_query(lowered)
+            assert not v.allowed and v.decisions[0][1].rule == "deny.view", (lowered, v.message)
+            assert p.check_parse(lowered, (), "").allowed is False
+    v = p.check_query("ALTER VIEW public.v RESET (security_barrier)")
+    assert not v.allowed and "security_barrier" in v.message
