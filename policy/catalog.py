@@ -59,6 +59,7 @@ __all__ = [
     "merge_defined",
     "with_defined",
     "without_columns",
+    "RENAMED_TO",
     "inlinable_from_rows",
     "relation_names",
     "views_from_rows",
@@ -450,6 +451,10 @@ class Snapshot:
     # parent -> every relation that inherits from it, directly or not (INHERITANCE_SQL,
     # cascade_reach): reached by a statement naming the parent without ONLY
     descendants: dict[str, frozenset[str]] = field(default_factory=dict)
+    # relations renamed or moved through the proxy in a transaction that may still be open
+    # (``without_columns``: a key (old, RENAMED_TO + new)): each name involved -> every name
+    # of its renames, whose knowledge by name it may now stand for
+    unsettled: dict[str, frozenset[str]] = field(default_factory=dict)
 
     @property
     def user_schema_safe(self) -> bool:
@@ -776,16 +781,32 @@ class _Entry:
     listeners: weakref.WeakSet = field(default_factory=weakref.WeakSet)
 
 
+# the column part of a ``removed`` key that stands for a rename: (old name, RENAMED_TO + new)
+RENAMED_TO = "\x00renamed to "
+
+
 def without_columns(snapshot: Snapshot, removed: frozenset[tuple[str, str]]) -> Snapshot:
     """``snapshot`` without the columns ``removed`` names: after ``RENAME COLUMN a`` or
     ``DROP COLUMN a`` PostgreSQL reads ``x.a`` as the call ``a(x)`` (a statement prepared
     before included: its plan is analysed again), whatever a load that ran before the DDL
-    committed says."""
+    committed says; and with the relations a key ``(old, RENAMED_TO + new)`` renamed in
+    ``unsettled``."""
     if not removed:
         return snapshot
     columns = dict(snapshot.columns)
     changed = False
+    renames = [(rel, column[len(RENAMED_TO):]) for rel, column in removed
+               if column.startswith(RENAMED_TO)]  # fmt: skip
+    if renames:
+        unsettled = dict(snapshot.unsettled)
+        for old, new in renames:
+            names = unsettled.get(old, frozenset()) | unsettled.get(new, frozenset()) | {old, new}
+            for name in names:
+                unsettled[name] = names
+        snapshot = replace(snapshot, unsettled=unsettled)
     for rel, column in removed:
+        if column.startswith(RENAMED_TO):
+            continue
         cols = columns.get(rel)
         if cols is not None and column in cols:
             columns[rel] = cols - {column}

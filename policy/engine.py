@@ -19,6 +19,7 @@ from policy.caches import (
 )
 from policy.catalog import (
     FIRST_NORMAL_OID,
+    RENAMED_TO,
     Snapshot,
     attribute_calls,
     describe_refusal,
@@ -37,7 +38,7 @@ from policy.classify.crosscheck import (
     token_signature,
 )
 from policy.classify.metadata import bound_pins
-from policy.classify.pgparse import removed_columns, syntax_error
+from policy.classify.pgparse import removed_columns, renamed_relations, syntax_error
 from policy.decide import (
     RESERVED_PREFIX,
     Decision,
@@ -168,8 +169,12 @@ def _key(fingerprint: str, text: str, collapsed: bool = False) -> str | None:
 
 
 def _may_remove_columns(c: Classified) -> bool:
-    """Can DDL ``c`` rename or drop columns (``pgparse.removed_columns`` says which)?"""
-    return c.cls is StatementClass.DDL and c.command.startswith("ALTER")
+    """Can DDL ``c`` rename or drop columns or rename relations (``pgparse.removed_columns``
+    and ``renamed_relations`` say which)? An unrecognised ALTER too (``unknown:*`` may
+    allow one: ``ALTER TABLE ... SET SCHEMA``)."""
+    return (
+        c.cls is StatementClass.DDL or c.cls is StatementClass.UNKNOWN
+    ) and c.command.startswith("ALTER")
 
 
 def _defined_functions(c: Classified) -> dict[str, frozenset[str]]:
@@ -706,7 +711,8 @@ class StatementPolicy:
                 if denial is not None:
                     return denial
             denial = (
-                self._through_views(c)
+                self._through_renames(c)
+                or self._through_views(c)
                 or self._through_inheritance(c)
                 or self._through_inlining(c)
                 or self._explained_code(c)
@@ -993,6 +999,35 @@ class StatementPolicy:
             removed = removed | self._removed_columns(c)
         return tuple(out)
 
+    def _through_renames(self, c: Classified) -> Decision | None:
+        """A relation renamed or moved through the proxy in a transaction that may still be
+        open (``Snapshot.unsettled``): until a load after that transaction ended shows it,
+        what the snapshot knows by name (what inherits from it, whether it is a view and a
+        security barrier, its columns) may belong to another of the names involved (round
+        24: a barrier view and a view without one swapped by three renames; a parent
+        renamed ONLY onto a granted name). Refused then where that knowledge decides: a
+        read, UPDATE, DELETE, TRUNCATE or LOCK of it while any name involved is a parent or
+        a view, or any statement using column syntax on it."""
+        snap = self._snapshot_seen
+        if snap is None or not snap.unsettled:
+            return None
+        touched = c.reads | {rel for op, rel in c.write_ops if op != "insert" and op != "ddl"}
+        for rel in sorted(touched):
+            names = snap.unsettled.get(rel)
+            if names is None:
+                continue
+            if c.attributes or any(
+                name in snap.descendants or name in snap.view_names for name in names
+            ):
+                return Decision(
+                    False, "deny.catalog",
+                    f"may not use {rel} until the catalog shows its rename "
+                    f"({', '.join(sorted(names))}): the transaction that renamed it may still "
+                    "be open, and what inherits from it, whether it is a security barrier and "
+                    "its columns are known by name (retry once it ended)",
+                )  # fmt: skip
+        return None
+
     def _removed_columns(self, c: Classified) -> frozenset[tuple[str, str]]:
         """The columns DDL ``c`` renames or drops, ("schema.table", column), under every
         name its relation may have (an unqualified one: each search_path schema) and of
@@ -1000,6 +1035,12 @@ class StatementPolicy:
         if not _may_remove_columns(c):
             return frozenset()
         out: set[tuple[str, str]] = set()
+        for (schema, rel), (new_schema, new) in renamed_relations(c.sql):
+            olds = [render_name(schema, rel)] if schema is not None else [
+                render_name(sch, rel) for sch in self.search_path]
+            news = [render_name(new_schema, new)] if new_schema is not None else [
+                render_name(sch, new) for sch in self.search_path]
+            out.update((o, RENAMED_TO + n) for o in olds for n in news)
         snap = self._snapshot_seen
         for schema, rel, column in removed_columns(c.sql):
             if schema is not None:
@@ -1117,7 +1158,10 @@ class StatementPolicy:
             pairs = self._after_definitions(pairs)
         denied = next((d for _, d in pairs if not d.allowed), None)
         ran = denied is None or not self.enforce
-        if ran and self.on_ddl is not None and any(c.cls is StatementClass.DDL for c, _ in pairs):
+        if ran and self.on_ddl is not None and any(
+            c.cls is StatementClass.DDL or (c.cls is StatementClass.UNKNOWN and d.allowed)
+            for c, d in pairs
+        ):  # (what unknown:* allows may be DDL: ALTER TABLE ... SET SCHEMA)
             defined: dict[str, frozenset[str]] = {}
             removed: frozenset[tuple[str, str]] = frozenset()
             for c, _d in pairs:

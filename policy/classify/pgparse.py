@@ -26,7 +26,8 @@ from policy.classify.metadata import CATALOGS, DEPARSERS, described, entries
 from policy.lexer import ascii_lower, truncate_identifier
 
 __all__ = [
-    "BARRIER_LOWERED", "PgParseError", "PgStatement", "parse", "removed_columns", "split_texts",
+    "BARRIER_LOWERED", "PgParseError", "PgStatement", "parse", "removed_columns",
+    "renamed_relations", "split_texts",
 ]
 
 Name = tuple["str | None", str]  # (schema or None if unqualified, name), as the parser folds
@@ -1615,6 +1616,38 @@ def removed_columns(sql: str) -> frozenset[tuple[str | None, str, str]]:
                 if cmd.get("subtype") == "AT_DropColumn" and cmd.get("name") and rel.get("relname"):
                     out.add((rel.get("schemaname"), rel["relname"], cmd["name"]))
     return frozenset(out)
+
+
+_RENAMED_KINDS = frozenset(
+    ("OBJECT_TABLE", "OBJECT_VIEW", "OBJECT_MATVIEW", "OBJECT_FOREIGN_TABLE")
+)
+
+
+def renamed_relations(sql: str) -> list[tuple[Name, Name]]:
+    """((schema or None, name) before, after) of each table or view ``sql`` renames (``ALTER
+    TABLE/VIEW ... RENAME TO``) or moves (``SET SCHEMA``): what the catalog snapshot knows
+    by name (what inherits from it, whether it is a security barrier, its columns) follows
+    the relation only once a load shows it (policy.engine._through_renames). Empty if it
+    cannot read ``sql``."""
+    try:
+        stmts = _tree(sql)
+    except PgParseError:
+        return []
+    out: list[tuple[Name, Name]] = []
+    for st in stmts:
+        node = st.get("stmt") or {}
+        rename = node.get("RenameStmt")
+        move = node.get("AlterObjectSchemaStmt")
+        if type(rename) is dict and rename.get("renameType") in _RENAMED_KINDS:
+            rel = rename.get("relation") or {}
+            if rel.get("relname") and rename.get("newname"):
+                schema = rel.get("schemaname")
+                out.append(((schema, rel["relname"]), (schema, rename["newname"])))
+        elif type(move) is dict and move.get("objectType") in _RENAMED_KINDS:
+            rel = move.get("relation") or {}
+            if rel.get("relname") and move.get("newschema"):
+                out.append(((rel.get("schemaname"), rel["relname"]), (move["newschema"], rel["relname"])))
+    return out
 
 
 def split_texts(sql: str) -> list[str]:
