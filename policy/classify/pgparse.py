@@ -584,6 +584,10 @@ def _object_address_schemas(args: list) -> set[str]:
     return out
 
 
+# The schema a name given in named notation to a name-looking-up built-in is decided as
+# (``_name_argument_schemas``): no grant names it
+NAMED_NOTATION = "(a name given in named notation)"
+
 # Casts that keep a string constant a name given as text: ``'s.t'::text`` still becomes
 # a regclass by pg_relation_size's signature (text to regclass is an implicit cast).
 _TEXT_TYPES = frozenset({"text", "varchar", "bpchar", "name", "unknown", "cstring"})
@@ -619,6 +623,11 @@ def _name_argument_schemas(name: str, args: list) -> set[str] | None:
     overloads = _NAME_ARGUMENTS.get(name)
     if overloads is None or not isinstance(args, list):
         return None
+    if any(type(arg) is dict and "NamedArgExpr" in arg for arg in args):
+        # ``f(object_names => 's.t')``: which argument holds the name is the parameter's
+        # name, not its place; not read, so decided as a name in a schema no grant names
+        # but one that covers the database (red-team round 24)
+        return {NAMED_NOTATION}
     found = overloads.get(len(args))
     if found is None:
         return None
@@ -895,8 +904,13 @@ class _Walk:
         names = _names((d.get("typeName") or {}).get("names"))
         if names and names[-1] in _REG_TYPES:
             self.flags.add("regcast")  # a literal read as an object name
-            if names[-1] not in ("regclass", "regrole"):  # a relation's: read (above)
-                literal = _string_constant([_unwrap_text_casts(d.get("arg"))])
+            arg = d.get("arg")
+            inner = _unwrap_text_casts(arg)
+            if names[-1] != "regrole" and (names[-1] != "regclass" or inner is not arg):
+                # (a regclass cast of the literal itself is a read of the relation, in
+                # both readings; through a cast to text only here: round 24's
+                # 's.t'::text::regclass)
+                literal = _string_constant([inner])
                 self.schemas.update(_named_schemas(names[-1], literal))
         self.struct(d, ctes)
 
