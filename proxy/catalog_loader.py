@@ -5,8 +5,10 @@ database; a session waits for the first one, later refreshes run in the backgrou
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
+from collections.abc import Callable
 
 from common.wire import messages as m
 from policy.catalog import (
@@ -135,6 +137,35 @@ class CatalogLoader:
         self.credentials = credentials
         self.min_interval = min_interval
         self.cache = CatalogCache(refresh_after=refresh_after)
+        # with workers > 1: sends this worker's catalog news to the others (the handoff
+        # channel: proxy.handoff.Receiver.tell); ``news`` applies theirs
+        self.tell: Callable[[bytes], None] | None = None
+
+    def _announce(self, kind: str, database: str, removed, defined=None) -> None:
+        if self.tell is None:
+            return
+        self.tell(json.dumps({
+            "kind": kind, "db": database, "removed": sorted(removed),
+            "defined": {k: sorted(v) for k, v in (defined or {}).items()},
+        }).encode())  # fmt: skip
+
+    def news(self, data: bytes) -> None:
+        """Another worker's catalog news (DDL through it, or its transaction ended): this
+        worker's snapshot follows as if the session had been its own."""
+        try:
+            doc = json.loads(data)
+            kind, database = doc["kind"], doc["db"]
+            removed = frozenset((str(rel), str(col)) for rel, col in doc["removed"])
+            defined = {str(k): frozenset(map(str, v)) for k, v in doc["defined"].items()}
+        except (ValueError, KeyError, TypeError) as exc:
+            event("unreadable catalog news from another worker", logging.WARNING, error=str(exc))
+            return
+        if kind == "ddl":
+            self.cache.invalidate(database, defined, removed)
+            self.refresh(database)
+        elif kind == "settle":
+            self.cache.settle(database, removed)
+            self.refresh(database, time.monotonic())
 
     async def load(self, database: str) -> None:
         started = time.monotonic()  # what the snapshot can speak for: before its queries ran
@@ -261,12 +292,14 @@ class CatalogLoader:
         ) -> None:
             self.cache.invalidate(database, defined, removed)
             self.refresh(database)
+            self._announce("ddl", database, removed, defined)
 
         def on_settle(removed: frozenset[tuple[str, str]]) -> None:
             self.cache.settle(database, removed)
             # a load that starts from now on shows the columns as the DDL left them (one
             # running since before may not: it is followed by another)
             self.refresh(database, time.monotonic())
+            self._announce("settle", database, removed)
 
         policy.on_settle = on_settle
         # its prepared statements follow the catalog (the policy keeps the listener)

@@ -25,6 +25,12 @@ from collections.abc import Callable
 _HANDED = b"c"
 # A worker's word that one of its connections has ended.
 _ENDED = b"-"
+# A worker's word that DDL through it changed a database's catalog (this byte, then the
+# news: ``catalog_loader.CatalogLoader.news``): the supervisor passes it to every other
+# worker, whose catalog snapshots follow at once (a session prepared in one worker is
+# decided again after DDL in another, a column renamed in one is gone in all).
+CATALOG = b"d"
+_MAX_PACKET = 1 << 16
 ACCEPTS_PER_WAKE = 64  # then the workers' reports get a turn
 
 
@@ -100,6 +106,7 @@ class Dispatcher:
             chan.setblocking(False)
             self.selector.register(chan, selectors.EVENT_READ, i)
         self.dropped = 0  # connections no worker could take (every channel full or gone)
+        self.relayed = 0  # catalog news passed on (worker to worker)
 
     def watch(self, sock: socket.socket) -> None:
         """Also wake for ``sock`` (the supervisor's signal wake-up socket)."""
@@ -163,7 +170,7 @@ class Dispatcher:
     def _reports(self, worker: int, chan: socket.socket) -> None:
         while True:
             try:
-                data = chan.recv(4096)
+                data = chan.recv(_MAX_PACKET)
             except (BlockingIOError, InterruptedError):
                 return
             except OSError:
@@ -171,7 +178,29 @@ class Dispatcher:
             if not data:
                 self._gone(worker)
                 return
-            self.balance.ended(worker, data.count(_ENDED))
+            if data[:1] == CATALOG:
+                self.relayed += self._tell_others(worker, data)
+            else:
+                self.balance.ended(worker, data.count(_ENDED))
+
+    def _tell_others(self, source: int, data: bytes) -> int:
+        """Pass a worker's catalog news to every other live worker: how many took it."""
+        told = 0
+        for worker, chan in enumerate(self.channels):
+            if worker == source or self.balance.gone[worker]:
+                continue
+            try:
+                chan.send(data)
+                told += 1
+            except (BlockingIOError, InterruptedError):
+                # its queue is full (a worker not reading its channel): its snapshot
+                # follows at its next load instead
+                logging.getLogger("pgwitness").warning(
+                    "catalog news not passed to worker %d (its channel is full)", worker
+                )
+            except OSError:
+                self._gone(worker)
+        return told
 
     def _gone(self, worker: int) -> None:
         if not self.balance.gone[worker]:
@@ -189,7 +218,8 @@ class Receiver:
     """A worker's side: connections arrive on ``channel``; ``ended`` reports one gone.
 
     ``take(sock)`` serves each arriving connection; ``orphaned()`` is called if the
-    supervisor is gone (no more connections will come)."""
+    supervisor is gone (no more connections will come); ``news(data)`` gets another
+    worker's catalog news (``CATALOG``), and ``tell`` sends this worker's."""
 
     def __init__(self, channel: socket.socket, address: tuple[str, int]) -> None:
         channel.setblocking(False)
@@ -198,11 +228,16 @@ class Receiver:
         self._owed = 0  # ended connections not yet reported (the channel was full)
         self._closed = False
 
-    def receive(self, take: Callable[[socket.socket], None], orphaned: Callable[[], None]) -> None:
+    def receive(
+        self,
+        take: Callable[[socket.socket], None],
+        orphaned: Callable[[], None],
+        news: Callable[[bytes], None] | None = None,
+    ) -> None:
         """Everything waiting on the channel (call when it is readable)."""
         while not self._closed:
             try:
-                data, fds, _flags, _addr = socket.recv_fds(self.channel, 16, 4)
+                data, fds, _flags, _addr = socket.recv_fds(self.channel, _MAX_PACKET, 4)
             except (BlockingIOError, InterruptedError):
                 return
             except OSError:
@@ -213,6 +248,19 @@ class Receiver:
                 return
             for fd in fds:
                 take(socket.socket(fileno=fd))
+            if data[:1] == CATALOG and news is not None:
+                news(data[1:])
+
+    def tell(self, data: bytes) -> None:
+        """This worker's catalog news, for the others (through the supervisor)."""
+        if self._closed or len(data) + 1 > _MAX_PACKET:
+            return
+        try:
+            self.channel.send(CATALOG + data)
+        except (BlockingIOError, InterruptedError):
+            logging.getLogger("pgwitness").warning("catalog news not sent (channel full)")
+        except OSError:
+            self._closed = True  # the supervisor is gone
 
     def ended(self) -> None:
         """One handed connection has ended (its ``connection_lost``)."""

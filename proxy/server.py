@@ -91,7 +91,11 @@ class ProxyServer:
             addr = self._server.sockets[0].getsockname()
         else:
             self._handoff = handoff
-            loop.add_reader(handoff.channel.fileno(), handoff.receive, self._take, self._orphaned)
+            self.catalogs.tell = handoff.tell  # DDL through this worker: the others follow
+            loop.add_reader(
+                handoff.channel.fileno(), handoff.receive, self._take, self._orphaned,
+                self.catalogs.news,
+            )
             addr = handoff.address
         self._tasks.append(asyncio.create_task(self._housekeeping()))
         self._tasks.append(asyncio.create_task(_watch_loop_lag()))

@@ -699,3 +699,71 @@ def test_client_flooding_queries_without_reading_is_paused(spawn):
             ready += f[:1] == b"Z"
         rest.join(10)
         assert c.scalar("select 'after the flood'") == "after the flood"
+
+
+def test_ddl_through_one_worker_is_followed_by_the_others(spawn, tmp_path, pg):
+    """Session 19: a statement prepared in one worker while ``o.s19w_pin`` was a column,
+    bound after a session of the other worker renamed that column away: the server reads
+    it as the call ``s19w_pin(o)``, a user function reading a secret table. The workers'
+    catalog snapshots are their own; the renaming worker's news reaches the other through
+    the supervisor (proxy.handoff, CatalogLoader.news), which decides the statement again
+    at its Bind and refuses it."""
+    secret = "s19w-secret-7c1d"
+    pg.psql(
+        "SET ROLE pgwitness;\n"
+        "CREATE TABLE public.s19w (id int, s19w_pin text);\n"
+        "INSERT INTO public.s19w VALUES (1, 'harmless');\n"
+        "CREATE TABLE secret.s19w_vault (v text);\n"
+        f"INSERT INTO secret.s19w_vault VALUES ('{secret}');\n"
+        "CREATE FUNCTION public.s19w_pin(public.s19w) RETURNS text LANGUAGE sql\n"
+        "    AS $$ SELECT v FROM secret.s19w_vault $$;\n"
+        "RESET ROLE;\n",
+        db="app",
+    )
+    admin_port = free_port()
+    token = "admin-token-for-catalog-news-0123"
+    p = spawn(
+        workers=2,
+        config=(
+            f'[grants]\nstore = "sqlite:///{tmp_path}/grants.db"\n'
+            f'[admin]\nlisten = "127.0.0.1:{admin_port}"\ntoken = "{token}"\n'
+        ),
+    )
+    issue = json.dumps({"agent": "news-bot", "task": "W-NEWS", "reason": "catalog news",
+                        "database": "app", "scopes": "read:public.s19w ddl:public.s19w",
+                        "ttl": "10m"}).encode()  # fmt: skip
+    req = urllib.request.Request(
+        f"http://127.0.0.1:{admin_port}/v1/grants", data=issue, method="POST",
+        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+    )  # fmt: skip
+    with urllib.request.urlopen(req, timeout=10) as resp:
+        grant_token = json.loads(resp.read())["token"]
+    probe = "SELECT o.s19w_pin FROM public.s19w o"
+    try:
+        prepared = RawClient(p.host, p.port, timeout=10)
+        renamer = RawClient(p.host, p.port, timeout=10)
+        try:
+            prepared.login("news-bot", grant_token)
+            renamer.login("news-bot", grant_token)
+            by_pid = _established_by_pid(p.worker_pids(), p.port)
+            assert sorted(by_pid.values()) == [1, 1], by_pid  # one session on each worker
+            prepared.send(m.parse("s19w", probe), m.SYNC)
+            frames = prepared.frames_until_ready()
+            assert frames[0][:1] == b"1", describe(frames)  # ParseComplete: allowed
+            assert renamer.scalar("SELECT count(*) FROM public.s19w") == "1"
+            renamer.query("ALTER TABLE public.s19w RENAME COLUMN s19w_pin TO gone")
+            time.sleep(0.3)  # the news crosses the supervisor
+            prepared.send(m.bind_no_params(statement="s19w"), m.execute(), m.SYNC)
+            raw = prepared.frames_until_ready()
+            got = " ".join(describe(raw))
+        finally:
+            prepared.close()
+            renamer.close()
+        assert secret.encode() not in b"".join(raw), got
+        assert "42501" in got and "decided again at its Bind" in got, got
+    finally:
+        pg.psql(
+            "DROP FUNCTION IF EXISTS public.s19w_pin(public.s19w);\n"
+            "DROP TABLE IF EXISTS public.s19w, secret.s19w_vault;\n",
+            db="app",
+        )

@@ -164,3 +164,33 @@ def test_a_worker_whose_supervisor_is_gone_is_told(world):
         r.receive(world.served[i].append, lambda i=i: world.orphaned.__setitem__(i, True))
     assert world.orphaned == [True, True]
     world.receivers[0].ended()  # reporting to a gone supervisor is not an error
+
+
+def test_a_workers_catalog_news_reaches_every_other_worker_and_counts_no_connection(tmp_path):
+    """DDL through one worker (proxy.catalog_loader: its ``tell``): the supervisor passes
+    the news to every other live worker, not back to the sender, and its bytes (a '-' in
+    a name included) are never read as connections ended."""
+    w = World(tmp_path, n=3)
+    try:
+        for _ in range(3):
+            w.connect()
+            w.turn()
+        assert w.dispatcher.balance.open == [1, 1, 1]
+        news = b'{"kind": "ddl", "db": "app-db", "removed": [["public.t-1", "a-b"]]}'
+        heard: list[list[bytes]] = [[] for _ in range(3)]
+        w.receivers[0].tell(news)
+        w.dispatcher.poll(0.2)
+        for i, r in enumerate(w.receivers):
+            r.receive(w.served[i].append, lambda: None, heard[i].append)
+        assert heard == [[], [news], [news]]
+        assert w.dispatcher.balance.open == [1, 1, 1]  # no '-' counted as an ending
+        assert w.dispatcher.relayed == 2
+        # a gone worker is skipped; the rest still hear
+        w.receivers[2].close()
+        w.dispatcher.poll(0.2)
+        w.receivers[1].tell(news)
+        w.dispatcher.poll(0.2)
+        w.receivers[0].receive(w.served[0].append, lambda: None, heard[0].append)
+        assert heard[0] == [news]
+    finally:
+        w.close()

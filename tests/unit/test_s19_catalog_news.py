@@ -1,0 +1,57 @@
+"""Catalog news between workers (proxy.catalog_loader.CatalogLoader.tell / news): DDL
+through one worker's session changes every worker's snapshot, as if it had been theirs."""
+
+from __future__ import annotations
+
+import json
+
+from policy.catalog import RENAMED_TO
+from proxy.catalog_loader import CatalogLoader
+
+
+class Loader(CatalogLoader):
+    """No upstream: loads are recorded, not run."""
+
+    def __init__(self) -> None:
+        super().__init__(cfg=None, credentials=None)
+        self.refreshed: list = []
+
+    def refresh(self, database, since=None):  # type: ignore[override]
+        self.refreshed.append((database, since))
+
+
+def test_ddl_news_changes_the_other_workers_snapshot_and_settles():
+    a, b = Loader(), Loader()
+    sent: list[bytes] = []
+    a.tell = sent.append
+    for loader in (a, b):
+        loader.cache.put("db", ["pin"], {"public.t": frozenset({"pin", "id"})},
+                         descendants={"public.ra": frozenset({"secret.kid"})})  # fmt: skip
+    b_before = b.cache.get("db")
+    # what attach's on_ddl does for a session of worker a
+    removed = frozenset({("public.t", "pin"), ("public.ra", RENAMED_TO + "public.rb")})
+    a.cache.invalidate("db", {"f": frozenset({"public.f"})}, removed)
+    a._announce("ddl", "db", removed, {"f": frozenset({"public.f"})})
+    assert len(sent) == 1 and json.loads(sent[0])["kind"] == "ddl"
+    b.news(sent[0])
+    snap = b.cache.get("db")
+    assert snap is not b_before and snap.stale
+    assert "pin" not in snap.columns["public.t"]
+    assert snap.unsettled["public.rb"] == {"public.ra", "public.rb"}
+    assert snap.user_functions["f"] == {"public.f"}
+    assert b.refreshed == [("db", None)]
+    # the transaction ended in worker a: b's next load (started after) drops the marks
+    a._announce("settle", "db", removed)
+    b.news(sent[1])
+    assert b.refreshed[-1][0] == "db" and b.refreshed[-1][1] is not None
+    b.cache.put("db", ["pin"], {"public.t": frozenset({"id", "gone"})})
+    assert not b.cache.get("db").unsettled and not b.cache.entry("db").removed
+
+
+def test_unreadable_news_changes_nothing():
+    b = Loader()
+    b.cache.put("db", [], {"public.t": frozenset({"a"})})
+    before = b.cache.get("db")
+    for data in (b"not json", b'{"kind": "ddl"}', b'{"kind": "ddl", "db": "db", "removed": 5}'):
+        b.news(data)
+    assert b.cache.get("db") is before and not b.refreshed
