@@ -476,9 +476,8 @@ def test_workers_shut_down_when_the_supervisor_is_killed(spawn):
     assert "the supervisor has gone" in p.log()
 
 
-def test_workers_with_the_admin_api_one_serves_it_and_its_grants_log_in_on_each(spawn, tmp_path):
-    """The admin API's port is bound once (by the supervisor) and served by one worker: a
-    second worker binding it too used to fail at start, silently, taking the service down."""
+def _two_workers_with_a_grant(spawn, tmp_path, agent: str, task: str, scopes: str):
+    """Two workers with the admin API; (the proxy, a grant's token issued through it)."""
     admin_port = free_port()
     token = "admin-token-for-two-workers-0123"
     p = spawn(
@@ -488,15 +487,21 @@ def test_workers_with_the_admin_api_one_serves_it_and_its_grants_log_in_on_each(
             f'[admin]\nlisten = "127.0.0.1:{admin_port}"\ntoken = "{token}"\n'
         ),
     )
-    issue = json.dumps({"agent": "two-bot", "task": "W-2", "reason": "two workers",
-                        "database": "app", "scopes": "read:public.*", "ttl": "10m"}).encode()  # fmt: skip
+    issue = json.dumps({"agent": agent, "task": task, "reason": "two workers",
+                        "database": "app", "scopes": scopes, "ttl": "10m"}).encode()  # fmt: skip
     req = urllib.request.Request(
         f"http://127.0.0.1:{admin_port}/v1/grants", data=issue, method="POST",
         headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
     )  # fmt: skip
     with urllib.request.urlopen(req, timeout=10) as resp:
         assert resp.status == 201
-        grant_token = json.loads(resp.read())["token"]
+        return p, json.loads(resp.read())["token"]
+
+
+def test_workers_with_the_admin_api_one_serves_it_and_its_grants_log_in_on_each(spawn, tmp_path):
+    """The admin API's port is bound once (by the supervisor) and served by one worker: a
+    second worker binding it too used to fail at start, silently, taking the service down."""
+    p, grant_token = _two_workers_with_a_grant(spawn, tmp_path, "two-bot", "W-2", "read:public.*")
     pids = p.worker_pids()
     conns = [psycopg.connect(host=p.host, port=p.port, user="two-bot", password=grant_token,
                              dbname="app", sslmode="disable", connect_timeout=10)
@@ -720,24 +725,9 @@ def test_ddl_through_one_worker_is_followed_by_the_others(spawn, tmp_path, pg):
         "RESET ROLE;\n",
         db="app",
     )
-    admin_port = free_port()
-    token = "admin-token-for-catalog-news-0123"
-    p = spawn(
-        workers=2,
-        config=(
-            f'[grants]\nstore = "sqlite:///{tmp_path}/grants.db"\n'
-            f'[admin]\nlisten = "127.0.0.1:{admin_port}"\ntoken = "{token}"\n'
-        ),
+    p, grant_token = _two_workers_with_a_grant(
+        spawn, tmp_path, "news-bot", "W-NEWS", "read:public.s19w ddl:public.s19w"
     )
-    issue = json.dumps({"agent": "news-bot", "task": "W-NEWS", "reason": "catalog news",
-                        "database": "app", "scopes": "read:public.s19w ddl:public.s19w",
-                        "ttl": "10m"}).encode()  # fmt: skip
-    req = urllib.request.Request(
-        f"http://127.0.0.1:{admin_port}/v1/grants", data=issue, method="POST",
-        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
-    )  # fmt: skip
-    with urllib.request.urlopen(req, timeout=10) as resp:
-        grant_token = json.loads(resp.read())["token"]
     probe = "SELECT o.s19w_pin FROM public.s19w o"
     try:
         prepared = RawClient(p.host, p.port, timeout=10)

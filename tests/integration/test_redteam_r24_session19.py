@@ -77,7 +77,6 @@ import pytest
 from common.wire import messages as m
 from tests.support import planted
 from tests.support.planted import shows
-from tests.support.proxies import issue as grant_issue
 from tests.support.rawpg import RawClient
 
 pytestmark = pytest.mark.timeout(180)
@@ -193,12 +192,7 @@ DROP TYPE IF EXISTS secret.r24_mood;
 @pytest.fixture(scope="module")
 def px(pg, tmp_path_factory):
     with planted.running(pg, tmp_path_factory, "r24s19", agent=AGENT, scopes=SCOPES,
-                         setup=SETUP, teardown=TEARDOWN) as handle:  # fmt: skip
-        handle.tokens = {"base": handle.token}
-        for name, scopes in GRANTS.items():
-            handle.tokens[name] = grant_issue(
-                handle, agent=AGENT, task=f"R24{name.upper()}", scopes=scopes
-            )[1]
+                         setup=SETUP, teardown=TEARDOWN, grants=GRANTS) as handle:  # fmt: skip
         yield handle
 
 

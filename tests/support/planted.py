@@ -44,12 +44,18 @@ def start(pg, tmp_path_factory, name: str, *, agent: str, scopes: str, setup: st
 
 
 @contextlib.contextmanager
-def running(pg, tmp_path_factory, name: str, *, agent: str, scopes: str, setup: str, teardown: str):
+def running(pg, tmp_path_factory, name: str, *, agent: str, scopes: str, setup: str,
+            teardown: str, grants: dict[str, str] | None = None):  # fmt: skip
     """``start`` ... ``stop``: a module fixture's whole body is ``with running(...) as h:
-    yield h``."""
+    yield h``. ``grants``: more grants to the same agent, ``{key: scopes}``, their tokens
+    in ``h.tokens[key]`` (``h.tokens["base"]``: the first one's)."""
     handle = start(pg, tmp_path_factory, name, agent=agent, scopes=scopes, setup=setup,
                    teardown=teardown)  # fmt: skip
     try:
+        handle.tokens = {"base": handle.token}
+        for key, more in (grants or {}).items():
+            task = f"{name.upper()}-{key.upper()}"
+            handle.tokens[key] = grant_issue(handle, agent=agent, task=task, scopes=more)[1]
         yield handle
     finally:
         stop(pg, handle, teardown)
