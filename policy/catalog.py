@@ -776,6 +776,10 @@ class _Entry:
     # the DDL's transaction may still be open (a load then may not show it), or when it
     # ended (monotonic): dropped by the first load that started after that (``put``)
     removed: dict[tuple[str, str], float | None] = field(default_factory=dict)
+    # how many sessions (of every worker) hold each key in a transaction that may still be
+    # open: a key ends only when the last of them settled (another session's settle must
+    # not end a window the first one still holds: red-team round 25)
+    holders: dict[tuple[str, str], int] = field(default_factory=dict)
     # what to call when the snapshot changes (a session's policy: its prepared statements
     # are decided again at their next Bind or EXECUTE); held weakly
     listeners: weakref.WeakSet = field(default_factory=weakref.WeakSet)
@@ -889,8 +893,9 @@ class CatalogCache:
                 return
             entry = self.entries.setdefault(database, _Entry())
         entry.defined = merge_defined(entry.defined, defined)
-        for key in removed:
+        for key in removed:  # (each session passes a key once until it settles it)
             entry.removed[key] = None  # until the DDL's transaction has ended (``settle``)
+            entry.holders[key] = entry.holders.get(key, 0) + 1
         s = entry.snapshot
         if s is not None and (not s.stale or defined or removed):
             entry.snapshot = without_columns(with_defined(s, defined or {}, stale=True), removed)
@@ -905,6 +910,11 @@ class CatalogCache:
             return
         now = time.monotonic()
         for key in removed:
+            held = entry.holders.get(key, 0) - 1
+            if held > 0:
+                entry.holders[key] = held  # another session's transaction still holds it
+                continue
+            entry.holders.pop(key, None)
             if key in entry.removed and entry.removed[key] is None:
                 entry.removed[key] = now
 

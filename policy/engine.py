@@ -169,12 +169,13 @@ def _key(fingerprint: str, text: str, collapsed: bool = False) -> str | None:
 
 
 def _may_remove_columns(c: Classified) -> bool:
-    """Can DDL ``c`` rename or drop columns or rename relations (``pgparse.removed_columns``
-    and ``renamed_relations`` say which)? An unrecognised ALTER too (``unknown:*`` may
-    allow one: ``ALTER TABLE ... SET SCHEMA``)."""
-    return (
-        c.cls is StatementClass.DDL or c.cls is StatementClass.UNKNOWN
-    ) and c.command.startswith("ALTER")
+    """Can DDL ``c`` rename or drop columns, rename relations or drop them (what a later
+    CREATE of the name makes known by that name is another relation's: red-team round 25)
+    (``pgparse.removed_columns`` and ``renamed_relations`` say which)? An unrecognised ALTER
+    or DROP too (``unknown:*`` may allow one: ``ALTER TABLE ... SET SCHEMA``)."""
+    return (c.cls is StatementClass.DDL or c.cls is StatementClass.UNKNOWN) and (
+        c.command.startswith("ALTER") or c.command.startswith("DROP")
+    )
 
 
 def _defined_functions(c: Classified) -> dict[str, frozenset[str]]:
@@ -279,6 +280,10 @@ class StatementPolicy:
         # refused then (the client prepares it again).
         self._statements: dict[str, tuple[str, tuple[int, ...]]] = {}
         self.rebind: dict[str, tuple[str, tuple[int, ...]] | None] = {}
+        # a name was forgotten (the bound above) and the catalog changed since: a Bind of a
+        # name the policy does not hold is refused (its text cannot be decided again)
+        self._forgot = False
+        self.rebind_unknown = False
         # SQL-level PREPAREs: name -> the PREPARE's classification, and the names decided
         # on the current snapshot (``catalog_changed`` empties it: EXECUTE decides again)
         self._prepared_statements: dict[str, Classified] = {}
@@ -366,7 +371,13 @@ class StatementPolicy:
         pins the values stand for, decided as literals would be (metadata.bound_pins,
         policy.catalog.describe_refusal)."""
         self._follow_catalog()
-        if name in self.rebind:
+        if name in self.rebind or (
+            self.rebind_unknown
+            and name not in self._statements
+            and name not in self._prepared_statements
+            and not name.startswith(RESERVED_PREFIX)
+        ):
+            self.rebind.setdefault(name, None)
             again = self._decided_again(name)
             if not again.allowed or again.would_deny or name not in self.bind_pins:
                 return again
@@ -399,7 +410,8 @@ class StatementPolicy:
         statements.pop(name, None)
         if len(statements) >= MAX_REMEMBERED_STATEMENTS:
             statements.pop(next(iter(statements)))  # the oldest: a Bind of it after a
-        statements[name] = (sql, param_types)  # change is refused (_decided_again)
+            self._forgot = True  # change is refused (_decided_again, rebind_unknown)
+        statements[name] = (sql, param_types)
         self.rebind.pop(name, None)  # decided just now
 
     def settle_ddl(self) -> None:
@@ -414,15 +426,42 @@ class StatementPolicy:
         """The database's snapshot changed (DDL through the proxy, a reload): the server
         analyses this session's prepared statements again at their next use, so the policy
         decides them again first (``check_bind``, ``_decide_execute``)."""
-        if self._statements:
-            self.rebind = dict.fromkeys(self._statements)
+        if self._statements or self._prepared_statements:
+            # SQL-level PREPAREs too: a protocol Bind may name one (one namespace)
+            self.rebind = dict.fromkeys([*self._statements, *self._prepared_statements])
+        if self._forgot:
+            self.rebind_unknown = True
         self._prepared_current.clear()
+
+    def bind_checked(self, name: str) -> bool:
+        """Must the relay have a Bind of statement ``name`` checked (``check_bind``)?"""
+        return (
+            name in self.bind_pins
+            or name in self.rebind
+            or name.startswith(RESERVED_PREFIX)
+            or (self.rebind_unknown and name not in self._statements
+                and name not in self._prepared_statements)
+        )  # fmt: skip
 
     def _decided_again(self, name: str) -> Verdict:
         """A Bind of statement ``name`` after the catalog changed: its text decided again on
         the current snapshot (the server analyses it again)."""
         del self.rebind[name]
         known = self._statements.get(name)
+        prepared = self._prepared_statements.get(name) if known is None else None
+        if prepared is not None:  # a SQL-level PREPARE, bound over the protocol
+            decision = self._decide(prepared)
+            pair = (prepared, decision)
+            if decision.allowed:
+                return Verdict(True, (pair,), "")
+            denial = Decision(
+                False, decision.rule,
+                f"{decision.reason} (PREPARE {name}, prepared before the catalog changed, "
+                "decided again at its Bind)",
+            )  # fmt: skip
+            if self.enforce:
+                return Verdict(False, ((prepared, denial),), self._message(denial))
+            return Verdict(True, ((prepared, denial),), "", would_deny=True)
         if known is None:
             denial = Decision(
                 False, "deny.catalog",
@@ -1167,9 +1206,10 @@ class StatementPolicy:
             for c, _d in pairs:
                 defined = merge_defined(defined, _defined_functions(c))
                 removed = removed | self._removed_columns(c)
-            self.on_ddl(defined, removed)
-            if removed:
-                self.ddl_unsettled = self.ddl_unsettled | removed
+            fresh = removed - self.ddl_unsettled  # a key this session holds already: once
+            self.on_ddl(defined, fresh)
+            if fresh:
+                self.ddl_unsettled = self.ddl_unsettled | fresh
         if denied is None:
             self._commit_session_state(pairs)
             return Verdict(True, pairs, "")

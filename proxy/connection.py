@@ -608,6 +608,9 @@ class LiveConnection:
     def finish(self, cause: EndCause, detail: str) -> None:
         """Counted, recorded and logged, once the sockets are closed."""
         identity = self.identity
+        policy = self.relay.policy
+        if policy is not None and policy.ddl_unsettled:
+            policy.settle_ddl()  # the server rolled back what the session left open
         metrics.flush(self.relay.counters, identity.agent)
         metrics.SESSIONS_ENDED.labels(cause).inc()
         metrics.AGENT_SESSIONS.labels(identity.agent).dec()

@@ -27,7 +27,6 @@ from common.wire.framing import MAX_STREAMED_LENGTH, FrameReader
 from common.wire.syncgroups import ANSWERS as _ANSWERS
 from common.wire.syncgroups import SyncGroups
 from policy.classify.model import StatementClass
-from policy.decide import RESERVED_PREFIX
 from policy.encodings import python_codec
 from policy.engine import CATALOG_WAIT, OFFLOAD_MIN
 
@@ -271,7 +270,9 @@ class Relay:
         unhealthy = health is not None and not health.healthy
         if unhealthy:
             checked = _CHECKED_UNHEALTHY
-        elif policy is not None and (policy.bind_pins or self._pinned_any or policy.rebind):
+        elif policy is not None and (
+            policy.bind_pins or self._pinned_any or policy.rebind or policy.rebind_unknown
+        ):
             checked = _CHECKED_BINDS
         else:
             checked = _CHECKED
@@ -340,11 +341,7 @@ class Relay:
                 continue
             if t == _BIND and not refusing:
                 name = m.bind_statement(run[start:end], self.encoding)
-                if policy is None or (
-                    name not in policy.bind_pins
-                    and name not in policy.rebind
-                    and not name.startswith(RESERVED_PREFIX)
-                ):
+                if policy is None or not policy.bind_checked(name):
                     groups.sent(t)  # a Bind of any other statement: not looked at
                     i = groups.sent_frames(frames, i, checked)
                     continue
@@ -404,7 +401,9 @@ class Relay:
                 verdict = policy.check_function_call()
                 self._record(verdict, "FunctionCall", "")
             if verdict.allowed:
-                if policy is not None and (policy.bind_pins or self._pinned_any or policy.rebind):
+                if policy is not None and (
+                    policy.bind_pins or self._pinned_any or policy.rebind or policy.rebind_unknown
+                ):
                     # (a statement's pin is a parameter now, or DDL changed the catalog: the
                     # Binds of statements prepared before it are decided again)
                     checked = _CHECKED_BINDS

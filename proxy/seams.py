@@ -31,6 +31,9 @@ class Policy(Protocol):
     # statements prepared before the catalog changed, by name: their next Bind decides them
     # again (the server analyses them again)
     rebind: dict[str, Any]
+    # a statement name was forgotten and the catalog changed since: unknown names' Binds
+    # are checked (refused)
+    rebind_unknown: bool
     # columns this session renamed or dropped in a transaction that may still be open:
     # ``settle_ddl`` once the server is idle outside a block
     ddl_unsettled: frozenset
@@ -56,6 +59,10 @@ class Policy(Protocol):
         ...
 
     def check_function_call(self) -> Verdict: ...
+
+    def bind_checked(self, name: str) -> bool:
+        """Must a Bind of statement ``name`` go to ``check_bind``?"""
+        ...
 
     def settle_ddl(self) -> None:
         """ReadyForQuery 'I' after DDL that renamed or dropped columns: it has ended."""

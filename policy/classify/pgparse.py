@@ -1652,6 +1652,15 @@ def renamed_relations(sql: str) -> list[tuple[Name, Name]]:
         node = st.get("stmt") or {}
         rename = node.get("RenameStmt")
         move = node.get("AlterObjectSchemaStmt")
+        drop = node.get("DropStmt")
+        if type(drop) is dict and drop.get("removeType") in _RENAMED_KINDS:
+            # dropped: a relation created under the name later is another one
+            for obj in drop.get("objects") or ():
+                items = obj.get("List", {}).get("items") if type(obj) is dict else None
+                name = _split(_names(items)) if items is not None else None
+                if name is not None:
+                    out.append((name, name))
+            continue
         if type(rename) is dict and rename.get("renameType") in _RENAMED_KINDS:
             rel = rename.get("relation") or {}
             if rel.get("relname") and rename.get("newname"):

@@ -3,6 +3,8 @@ test about statements does not exercise."""
 
 from __future__ import annotations
 
+from policy.decide import RESERVED_PREFIX
+
 
 class PolicySeam:
     """Enforcing, reads everything but schema ``secret``, no foreign-key actions known."""
@@ -12,6 +14,10 @@ class PolicySeam:
     bind_pins: dict = {}  # noqa: RUF012 - never filled: no Bind is checked
     rebind: dict = {}  # noqa: RUF012 - never filled: the catalog never changes
     ddl_unsettled: frozenset = frozenset()
+    rebind_unknown = False
+
+    def bind_checked(self, name: str) -> bool:
+        return name.startswith(RESERVED_PREFIX)
     on_stale = None  # no catalog: never waits for one
     waiting_since = None
 

@@ -190,3 +190,65 @@ def test_a_renamed_parent_or_view_is_refused_until_a_load_after_its_transaction(
     v = p.check_query("SELECT v FROM public.rb")  # decided by what the load says now
     assert not v.allowed and "inherits from it" in v.message, v.message
     assert p.check_query("SELECT v FROM ONLY public.rb").allowed
+
+
+def test_a_key_ends_only_when_every_session_holding_it_settled():
+    """Round 25: another session's failed message naming the same rename settled it while
+    the renaming block was still open."""
+    c = cache()
+    a, b = session(c, "A"), session(c, "B")
+    rename = "ALTER TABLE public.t RENAME COLUMN pin TO gone"
+    assert a.check_query(rename).allowed  # a's block stays open
+    assert b.check_query(f"SELECT 1/0; {rename}").allowed  # the server never runs it
+    b.settle_ddl()
+    time.sleep(0.001)
+    c.put("db", ["pin"], {"public.t": frozenset({"id", "pin"})})  # cannot see a's rename
+    assert not b.check_query(PROBE).allowed  # still gone: a holds it
+    a.settle_ddl()
+    time.sleep(0.001)
+    c.put("db", ["pin"], {"public.t": frozenset({"id", "gone"})})
+    assert not c.entry("db").removed and not c.entry("db").holders
+
+
+def test_a_dropped_relation_is_unsettled_like_a_renamed_one():
+    """Round 25: DROP TABLE t; CREATE TABLE t (...) without the column: o.col stayed a
+    column to the snapshot."""
+    from policy.classify.pgparse import renamed_relations
+
+    assert renamed_relations("DROP TABLE public.t, u") == [
+        (("public", "t"), ("public", "t")), ((None, "u"), (None, "u"))]  # fmt: skip
+    assert renamed_relations("DROP VIEW IF EXISTS v CASCADE") == [((None, "v"), (None, "v"))]
+    assert renamed_relations("DROP FUNCTION f()") == []
+    c = cache()
+    p = session(c)
+    v = p.check_query(f"DROP TABLE public.t; CREATE TABLE public.t (id int); {PROBE}")
+    assert not v.allowed and "until the catalog shows its rename" in v.message, v.message
+
+
+def test_a_sql_prepare_bound_over_the_protocol_is_decided_again():
+    """Round 25: SQL and protocol prepared statements share one namespace; a protocol Bind
+    of a SQL PREPARE's name after a change is decided again like an EXECUTE."""
+    c = cache()
+    p, ddl = session(c, "B"), session(c, "A")
+    assert p.check_query(f"PREPARE q AS {PROBE}").allowed
+    assert ddl.check_query("ALTER TABLE public.t RENAME COLUMN pin TO gone").allowed
+    assert "q" in p.rebind and p.bind_checked("q")
+    v = p.check_bind("q", (), (), "utf-8")
+    assert not v.allowed and "PREPARE q" in v.message, v.message
+
+
+def test_after_a_name_was_forgotten_an_unknown_names_bind_is_refused():
+    """Round 25: a name pushed out before the change was in neither list."""
+    from policy.engine import MAX_REMEMBERED_STATEMENTS
+
+    c = cache()
+    p, ddl = session(c, "B"), session(c, "A")
+    assert p.check_parse(PROBE, (), "old").allowed
+    for i in range(MAX_REMEMBERED_STATEMENTS):
+        p.check_parse("SELECT 1", (), f"s{i}")
+    assert not p.bind_checked("old")  # nothing changed yet: not looked at
+    ddl.check_query("ALTER TABLE public.t ADD COLUMN x int")
+    assert p.rebind_unknown and p.bind_checked("old") and "old" not in p.rebind
+    v = p.check_bind("old", (), (), "utf-8")
+    assert not v.allowed and "prepare it again" in v.message, v.message
+    assert p.check_bind(f"s{MAX_REMEMBERED_STATEMENTS - 1}", (), (), "utf-8").allowed
