@@ -1058,14 +1058,32 @@ class StatementPolicy:
             if c.attributes or any(
                 name in snap.descendants or name in snap.view_names for name in names
             ):
-                return Decision(
+                denial = Decision(
                     False, "deny.catalog",
                     f"may not use {rel} until the catalog shows its rename "
                     f"({', '.join(sorted(names))}): the transaction that renamed it may still "
                     "be open, and what inherits from it, whether it is a security barrier and "
                     "its columns are known by name (retry once it ended)",
                 )  # fmt: skip
+                return self._after_a_load(snap, denial)
         return None
+
+    def _after_a_load(self, snap: Snapshot, denial: Decision) -> Decision:
+        """``denial`` unless a snapshot loaded after the statement arrived says otherwise:
+        the first time, ``CatalogWait`` (the proxy reloads and checks the statement again:
+        a rename whose transaction has ended by then is settled, and the statement is
+        decided as the load shows the catalog); with that snapshot, or a Bind that cannot
+        wait, ``denial``. Never cached (decided for this statement only)."""
+        if self.on_stale is None:
+            return denial
+        self._complete_used = True
+        waited = self.waiting_since
+        if waited is None:
+            self.waiting_since = monotonic()
+            self.on_stale(self.waiting_since)
+            raise CatalogWait
+        self.waiting_since = None
+        return denial
 
     def _removed_columns(self, c: Classified) -> frozenset[tuple[str, str]]:
         """The columns DDL ``c`` renames or drops, ("schema.table", column), under every

@@ -252,3 +252,32 @@ def test_after_a_name_was_forgotten_an_unknown_names_bind_is_refused():
     v = p.check_bind("old", (), (), "utf-8")
     assert not v.allowed and "prepare it again" in v.message, v.message
     assert p.check_bind(f"s{MAX_REMEMBERED_STATEMENTS - 1}", (), (), "utf-8").allowed
+
+
+def test_a_statement_on_a_renamed_name_waits_for_a_load_and_then_is_decided_by_it():
+    """Once the renaming transaction ended, a statement that meets its marks waits for a
+    load started after it arrived (one CATALOG_WAIT), which shows the rename settled; while
+    the transaction is open, that load still holds the marks and the statement is refused."""
+    from policy.engine import CATALOG_WAIT
+
+    c = CatalogCache()
+    c.put("db", ["v"], {"public.plain": frozenset({"v"})})
+    p = StatementPolicy(parse_scopes("read:public.plain,public.plain2 ddl:public.plain,"
+                                     "public.plain2"), task="T", shared=None)  # fmt: skip
+    p.catalog = lambda: c.get("db")
+    p.on_ddl = lambda defined, removed: c.invalidate("db", defined, removed)
+    p.on_settle = lambda removed: c.settle("db", removed)
+    loads: list[float] = []
+    p.on_stale = loads.append
+    assert p.check_query("ALTER TABLE public.plain RENAME TO plain2").allowed
+    probe = "SELECT x.v FROM public.plain2 x"
+    assert p.check_query(probe) is CATALOG_WAIT and len(loads) == 1
+    time.sleep(0.001)
+    c.put("db", ["v"], {"public.plain2": frozenset({"v"})})  # the block is still open
+    v = p.check_query(probe)
+    assert not v.allowed and "until the catalog shows its rename" in v.message
+    p.settle_ddl()  # the block ended
+    assert p.check_query(probe) is CATALOG_WAIT and len(loads) == 2
+    time.sleep(0.001)
+    c.put("db", ["v"], {"public.plain2": frozenset({"v"})})
+    assert p.check_query(probe).allowed
