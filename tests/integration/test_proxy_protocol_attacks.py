@@ -168,10 +168,14 @@ def test_a2_unnamed_statement_replaced_in_one_group(px, pg):
 
 
 def test_a3_denied_parse_then_query_in_same_group(px, pg):
+    # After an error in an extended-protocol group the server skips every message up to
+    # Sync, a Query included (postgres.c: ignore_till_sync): one ReadyForQuery for the
+    # first group, three for the last (the skipped COMMIT gives none), as PostgreSQL sends
+    # them (waiting for more cost two 4 s timeouts)
     with session(px) as c:
-        got = exchange(c, parse("", SECRET), Q("SELECT 1"), bind("", ""), E(), SYNC, zs=2)
+        got = exchange(c, parse("", SECRET), Q("SELECT 1"), bind("", ""), E(), SYNC, zs=1)
         got += exchange(c, parse("x", "SELECT 1"), bind("p", "x"), Q(SECRET), E("p"), SYNC, zs=2)
-        got += exchange(c, Q("BEGIN"), parse("y", SECRET), Q("COMMIT"), SYNC, bind("", "y"), E(), SYNC, zs=4)
+        got += exchange(c, Q("BEGIN"), parse("y", SECRET), Q("COMMIT"), SYNC, bind("", "y"), E(), SYNC, zs=3)
     judge(pg, got)
 
 
