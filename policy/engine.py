@@ -168,6 +168,11 @@ def _key(fingerprint: str, text: str, collapsed: bool = False) -> str | None:
     return fingerprint + "\x00" + blake2b(signature.encode(), digest_size=16).hexdigest()
 
 
+def _bind_of(name: str) -> Classified:
+    """What a refused Bind of statement ``name`` is recorded as, its text not at hand."""
+    return Classified("", StatementClass.UNKNOWN, "BIND", frozenset(), frozenset(), frozenset(), name)
+
+
 def _may_remove_columns(c: Classified) -> bool:
     """Can DDL ``c`` rename or drop columns, rename relations or drop them (what a later
     CREATE of the name makes known by that name is another relation's: red-team round 25)
@@ -371,23 +376,14 @@ class StatementPolicy:
         pins the values stand for, decided as literals would be (metadata.bound_pins,
         policy.catalog.describe_refusal)."""
         self._follow_catalog()
-        if name in self.rebind or (
-            self.rebind_unknown
-            and name not in self._statements
-            and name not in self._prepared_statements
-            and not name.startswith(RESERVED_PREFIX)
-        ):
+        if name in self.rebind or (self._forgotten(name) and not name.startswith(RESERVED_PREFIX)):
             self.rebind.setdefault(name, None)
             again = self._decided_again(name)
             if not again.allowed or again.would_deny or name not in self.bind_pins:
                 return again
         pending = self.bind_pins.get(name)
         if pending is None:  # a name of the proxy's own (RESERVED_PREFIX): never the client's
-            denial = reserved_name(f"the statement name {name!r}")
-            pair = (Classified("", StatementClass.UNKNOWN, "BIND", frozenset(), frozenset(), frozenset(), name), denial)
-            if self.enforce:
-                return Verdict(False, (pair,), self._message(denial))
-            return Verdict(True, (pair,), "", would_deny=True)
+            return self._refused(_bind_of(name), reserved_name(f"the statement name {name!r}"))
         classified, entries = pending
         concrete: set[str] = set()
         for entry in entries:
@@ -401,9 +397,22 @@ class StatementPolicy:
         if why is None:
             return Verdict(True, ((classified, Decision(True, "default.catalog", "pinned by the values bound")),), "")
         denial = Decision(False, "deny.catalog", f"{why} (the value bound to a parameter of statement {name!r})")
+        return self._refused(classified, denial)
+
+    def _refused(self, classified: Classified, denial: Decision) -> Verdict:
+        """A Bind refused (``denial``), or let through as a would-deny in a dry run."""
+        pair = (classified, denial)
         if self.enforce:
-            return Verdict(False, ((classified, denial),), self._message(denial))
-        return Verdict(True, ((classified, denial),), "", would_deny=True)
+            return Verdict(False, (pair,), self._message(denial))
+        return Verdict(True, (pair,), "", would_deny=True)
+
+    def _forgotten(self, name: str) -> bool:
+        """A name the policy may have forgotten (``rebind_unknown``) and does not hold."""
+        return (
+            self.rebind_unknown
+            and name not in self._statements
+            and name not in self._prepared_statements
+        )
 
     def _remember_statement(self, name: str, sql: str, param_types: tuple[int, ...]) -> None:
         statements = self._statements
@@ -439,9 +448,8 @@ class StatementPolicy:
             name in self.bind_pins
             or name in self.rebind
             or name.startswith(RESERVED_PREFIX)
-            or (self.rebind_unknown and name not in self._statements
-                and name not in self._prepared_statements)
-        )  # fmt: skip
+            or self._forgotten(name)
+        )
 
     def _decided_again(self, name: str) -> Verdict:
         """A Bind of statement ``name`` after the catalog changed: its text decided again on
@@ -454,14 +462,11 @@ class StatementPolicy:
             pair = (prepared, decision)
             if decision.allowed:
                 return Verdict(True, (pair,), "")
-            denial = Decision(
+            return self._refused(prepared, Decision(
                 False, decision.rule,
                 f"{decision.reason} (PREPARE {name}, prepared before the catalog changed, "
                 "decided again at its Bind)",
-            )  # fmt: skip
-            if self.enforce:
-                return Verdict(False, ((prepared, denial),), self._message(denial))
-            return Verdict(True, ((prepared, denial),), "", would_deny=True)
+            ))  # fmt: skip
         if known is None:
             denial = Decision(
                 False, "deny.catalog",
@@ -480,15 +485,7 @@ class StatementPolicy:
                 verdict = self.check_parse(sql, param_types, name)
             finally:
                 self.waiting_since = saved
-            if verdict is CATALOG_WAIT:  # (not expected: decided as if waited)
-                # a Bind cannot wait: decided as a stale snapshot would have it
-                self.rebind[name] = None
-                denial = Decision(
-                    False, "deny.catalog",
-                    f"may not run statement {name!r} until the catalog reloaded after DDL "
-                    "(retry)",
-                )  # fmt: skip
-            elif verdict.allowed:
+            if verdict.allowed:
                 return verdict
             else:
                 pairs = verdict.decisions
@@ -500,10 +497,7 @@ class StatementPolicy:
                     f"{denial.reason} (statement {name!r}, prepared before the catalog "
                     "changed, decided again at its Bind)",
                 )  # fmt: skip
-        pair = (Classified("", StatementClass.UNKNOWN, "BIND", frozenset(), frozenset(), frozenset(), name), denial)
-        if self.enforce:
-            return Verdict(False, (pair,), self._message(denial))
-        return Verdict(True, (pair,), "", would_deny=True)
+        return self._refused(_bind_of(name), denial)
 
     def _check_parse_text(self, sql: str) -> Verdict:
         self._follow_catalog()

@@ -270,9 +270,7 @@ class Relay:
         unhealthy = health is not None and not health.healthy
         if unhealthy:
             checked = _CHECKED_UNHEALTHY
-        elif policy is not None and (
-            policy.bind_pins or self._pinned_any or policy.rebind or policy.rebind_unknown
-        ):
+        elif self._binds_checked():
             checked = _CHECKED_BINDS
         else:
             checked = _CHECKED
@@ -401,9 +399,7 @@ class Relay:
                 verdict = policy.check_function_call()
                 self._record(verdict, "FunctionCall", "")
             if verdict.allowed:
-                if policy is not None and (
-                    policy.bind_pins or self._pinned_any or policy.rebind or policy.rebind_unknown
-                ):
+                if self._binds_checked():
                     # (a statement's pin is a parameter now, or DDL changed the catalog: the
                     # Binds of statements prepared before it are decided again)
                     checked = _CHECKED_BINDS
@@ -475,6 +471,14 @@ class Relay:
             and self.groups.idle
             and not self.denials.held
             and not self.denials.pending
+        )
+
+    def _binds_checked(self) -> bool:
+        """Are Binds looked at now? While a statement's pin is a parameter, or prepared
+        statements wait to be decided again after a catalog change."""
+        policy = self.policy
+        return policy is not None and bool(
+            policy.bind_pins or self._pinned_any or policy.rebind or policy.rebind_unknown
         )
 
     def _idle(self) -> bool:
