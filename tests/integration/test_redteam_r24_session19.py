@@ -74,7 +74,6 @@ from __future__ import annotations
 
 import pytest
 
-from common.wire import messages as m
 from tests.support import planted
 from tests.support.planted import shows
 from tests.support.rawpg import RawClient
@@ -338,20 +337,7 @@ RENAMED = {
 }
 
 
-def _pipeline(c: RawClient, sqls) -> list[bytes]:
-    msgs = [f for sql in sqls for f in (m.parse("", sql), m.bind_no_params(), m.execute())]
-    c.send(*msgs, m.SYNC)
-    return c.frames_until_ready()
-
-
-def _bind(c: RawClient, name: str) -> list[bytes]:
-    c.send(m.bind_no_params(statement=name), m.execute(), m.SYNC)
-    return c.frames_until_ready()
-
-
-def _parse(c: RawClient, name: str, sql: str) -> list[bytes]:
-    c.send(m.parse(name, sql), m.SYNC)
-    return c.frames_until_ready()
+_pipeline, _bind, _parse = planted.pipelined, planted.bound, planted.parsed
 
 
 def _renamed_simple(c, case):

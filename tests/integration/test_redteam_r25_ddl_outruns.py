@@ -134,20 +134,7 @@ def leaked(text: str) -> list[str]:
     return [s for s in SECRETS if shows(text, s)]
 
 
-def _pipeline(c: RawClient, sqls) -> list[bytes]:
-    msgs = [f for sql in sqls for f in (m.parse("", sql), m.bind_no_params(), m.execute())]
-    c.send(*msgs, m.SYNC)
-    return c.frames_until_ready()
-
-
-def _bind(c: RawClient, name: str) -> list[bytes]:
-    c.send(m.bind_no_params(statement=name), m.execute(), m.SYNC)
-    return c.frames_until_ready()
-
-
-def _parse(c: RawClient, name: str, sql: str) -> list[bytes]:
-    c.send(m.parse(name, sql), m.SYNC)
-    return c.frames_until_ready()
+_pipeline, _bind, _parse = planted.pipelined, planted.bound, planted.parsed
 
 
 def _each(c: RawClient, sqls) -> list[bytes]:

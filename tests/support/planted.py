@@ -266,3 +266,22 @@ def leaks(handle, sql: str, leaked, before=(), token: str | None = None) -> dict
     after = ("ROLLBACK",) if before[:1] == ("BEGIN",) else ()
     got = received_filled(handle, sql, before=before, after=after, token=token)
     return {mode: t[-500:] for mode, t in got.items() if leaked(t)}
+
+
+def pipelined(c: RawClient, sqls) -> list[bytes]:
+    """Each of ``sqls`` as unnamed Parse/Bind/Execute, one Sync for all: the answers."""
+    msgs = [f for sql in sqls for f in (m.parse("", sql), m.bind_no_params(), m.execute())]
+    c.send(*msgs, m.SYNC)
+    return c.frames_until_ready()
+
+
+def bound(c: RawClient, name: str) -> list[bytes]:
+    """Bind and Execute of prepared statement ``name``, then Sync: the answers."""
+    c.send(m.bind_no_params(statement=name), m.execute(), m.SYNC)
+    return c.frames_until_ready()
+
+
+def parsed(c: RawClient, name: str, sql: str) -> list[bytes]:
+    """Parse of ``sql`` as statement ``name``, then Sync: the answers."""
+    c.send(m.parse(name, sql), m.SYNC)
+    return c.frames_until_ready()
