@@ -61,10 +61,12 @@ def _pgwitness(*args: str, check: bool = True) -> subprocess.CompletedProcess:
 def cmd_demo(args) -> int:
     from devtools.localpg import (
         LocalCluster,
+        PortTaken,
         build_app_cluster,
         free_port,
         make_server_tls,
-        wait_for_port,
+        on_free_ports,
+        wait_serving,
     )
 
     base = Path(args.dir).absolute()
@@ -85,21 +87,37 @@ def cmd_demo(args) -> int:
         (base / "tls" / "server.crt").write_bytes(cert)
         (base / "tls" / "server.key").write_bytes(key)
         os.chmod(base / "tls" / "server.key", 0o600)
-        proxy_port, metrics_port = free_port(), free_port()
         config = base / "pgwitness.toml"
-        config.write_text(
-            DEMO_TOML.format(
-                base=base, tls=base / "tls", proxy_port=proxy_port, pg_port=cluster.port,
-                pg_ca=cluster.ca_cert, metrics_port=metrics_port,
-            )
-        )
         _say(f"starting pgwitness (config {config.relative_to(Path.cwd()) if config.is_relative_to(Path.cwd()) else config})")
-        log = open(base / "proxy.log", "w")  # noqa: SIM115 - lives as long as the proxy
-        proxy = subprocess.Popen(
-            [sys.executable, "-m", "proxy.cli", "serve", "--config", str(config)],
-            stdout=log, stderr=subprocess.STDOUT,
-        )
-        wait_for_port("127.0.0.1", proxy_port, timeout=20)
+        log_path = base / "proxy.log"
+
+        def serve() -> tuple[subprocess.Popen[bytes], int, int]:
+            # Ports free a moment ago: when one was taken before the proxy bound it, it
+            # exits saying so and on_free_ports starts it again on new ones.
+            proxy_port, metrics_port = free_port(), free_port()
+            config.write_text(
+                DEMO_TOML.format(
+                    base=base, tls=base / "tls", proxy_port=proxy_port, pg_port=cluster.port,
+                    pg_ca=cluster.ca_cert, metrics_port=metrics_port,
+                )
+            )
+            with open(log_path, "wb") as log:
+                started = subprocess.Popen(
+                    [sys.executable, "-m", "proxy.cli", "serve", "--config", str(config)],
+                    stdout=log, stderr=subprocess.STDOUT,
+                )
+            try:
+                wait_serving(started, lambda: log_path.read_text(errors="replace"),
+                             lambda text: "listening" in text, timeout=20)
+            except PortTaken:
+                started.wait(10)
+                raise
+            except BaseException:
+                started.kill()
+                raise
+            return started, proxy_port, metrics_port
+
+        proxy, proxy_port, metrics_port = on_free_ports(serve)
         print(f"pgwitness on 127.0.0.1:{proxy_port} (TLS), metrics on :{metrics_port}/metrics")
 
         _say("issuing a task grant: agent billing-bot, task INC-4821, 10 minutes")

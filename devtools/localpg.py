@@ -34,10 +34,21 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 from urllib.parse import quote
 
-__all__ = ["LocalCluster", "LocalClusterError", "find_bindir", "free_port"]
+__all__ = [
+    "LocalCluster",
+    "LocalClusterError",
+    "PortTaken",
+    "address_in_use",
+    "find_bindir",
+    "free_port",
+    "on_free_ports",
+    "wait_serving",
+]
 
 SUPERUSER = "postgres"
 OS_USER = "postgres"  # the OS user the server runs as when we are root
@@ -49,10 +60,51 @@ class LocalClusterError(RuntimeError):
 
 
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago (racy, fine for tests)."""
+    """A TCP port on 127.0.0.1 that was free a moment ago.
+
+    Racy: another socket may take it before the server meant for it binds it (an outgoing
+    connection is given ports from the same ephemeral range). A server spawned on it is
+    started through ``on_free_ports``, which starts it again on new ports when that happened.
+    """
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind((HOST, 0))
         return s.getsockname()[1]
+
+
+class PortTaken(Exception):
+    """A server could not listen on a port ``free_port`` chose: something took it first."""
+
+
+# What a server says when its port is taken: EADDRINUSE's strerror (pgwitness, PostgreSQL's
+# 'could not bind IPv4 address ...: Address already in use', Python's OSError).
+_IN_USE = ("address already in use",)
+_Started = TypeVar("_Started")
+
+
+def address_in_use(output: str) -> bool:
+    """Whether a server's output says it could not listen because the address was in use."""
+    text = output.lower()
+    return any(words in text for words in _IN_USE)
+
+
+def on_free_ports(start: Callable[[], _Started], *, attempts: int = 5) -> _Started:
+    """``start()``, again while it raises ``PortTaken`` (at most ``attempts`` times).
+
+    ``start`` chooses its ports with ``free_port()`` on every call, spawns the server on
+    them and waits until it serves; when the server exited because one of them had been
+    taken meanwhile (``address_in_use`` of its output), it cleans up and raises
+    ``PortTaken``: the next call chooses new ports.
+    """
+    for attempt in range(1, attempts + 1):
+        try:
+            return start()
+        except PortTaken as exc:
+            if attempt == attempts:
+                raise LocalClusterError(
+                    f"a port chosen for the server was taken before it listened, {attempts} "
+                    f"times in a row: {exc}"
+                ) from exc
+    raise AssertionError("unreachable")
 
 
 def find_bindir() -> Path:
@@ -113,11 +165,13 @@ class LocalCluster:
         # The unix socket path (base/sock/.s.PGSQL.NNNNN) must fit in 107 bytes.
         self.base_dir = Path(base_dir or tempfile.mkdtemp(prefix="pgw-pg-")).absolute()
         self._port = port or free_port()
+        self._port_chosen = not port  # ours to change when something took it first
         self.keep = keep
         self.bindir = Path(bindir) if bindir else find_bindir()
         self.start_timeout = start_timeout
         self.extra_conf = dict(extra_conf or {})
         self.users: dict[str, str] = {}  # role -> password, filled by create_role
+        self._started_once = False
         self._running = False
         self._as_postgres = _as_root()
 
@@ -218,6 +272,30 @@ class LocalCluster:
         self.init()
         if self._running:
             return self
+        if self._port_chosen and not self._started_once:
+            # The port came from free_port: another socket may have taken it meanwhile.
+            tried: list[int] = []
+            on_free_ports(lambda: self._start_on_a_free_port(tried))
+        else:  # the caller's port, or a restart: those configured with it need the same one
+            self._pg_ctl_start()
+        self._running = self._started_once = True
+        return self
+
+    def _start_on_a_free_port(self, tried: list[int]) -> None:
+        if tried:
+            self._port = free_port()
+        tried.append(self._port)
+        offset = self.log_path.stat().st_size if self.log_path.exists() else 0
+        try:
+            self._pg_ctl_start()
+        except LocalClusterError as exc:
+            with contextlib.suppress(OSError), open(self.log_path, "rb") as log:
+                log.seek(offset)
+                if address_in_use(log.read().decode(errors="replace")):
+                    raise PortTaken(f"PostgreSQL on port {self._port}: {exc}") from exc
+            raise
+
+    def _pg_ctl_start(self) -> None:
         try:
             self._run(
                 [
@@ -232,8 +310,6 @@ class LocalCluster:
             )  # fmt: skip
         except LocalClusterError as exc:
             raise LocalClusterError(f"{exc}\n--- server log ---\n{self.log_tail()}") from None
-        self._running = True
-        return self
 
     def stop(self, *, keep: bool | None = None) -> None:
         """Fast shutdown; removes ``base_dir`` unless keep (argument or constructor)."""
@@ -502,6 +578,30 @@ def local_cluster(**kwargs: object):
     cluster = LocalCluster(**kwargs)  # type: ignore[arg-type]
     with cluster:
         yield cluster
+
+
+def wait_serving(
+    proc: subprocess.Popen[bytes] | subprocess.Popen[str],
+    output: Callable[[], str],
+    ready: Callable[[str], bool],
+    *,
+    timeout: float = 30.0,
+) -> None:
+    """Block until ``ready(output())`` while ``proc`` runs (a server spawned on ports from
+    ``free_port``). ``PortTaken`` when it exited saying an address was in use, for
+    ``on_free_ports`` to start it again; ``LocalClusterError`` when it exited otherwise or
+    was not ready in time. (Not ``wait_for_port``: another socket holding the port would
+    answer for it.)"""
+    deadline = time.monotonic() + timeout
+    while not ready(output()):
+        if proc.poll() is not None:
+            text = output()
+            if address_in_use(text):
+                raise PortTaken(f"exited with {proc.returncode}: {text[-2000:]}")
+            raise LocalClusterError(f"exited with {proc.returncode}:\n{text[-3000:]}")
+        if time.monotonic() > deadline:
+            raise LocalClusterError(f"not serving after {timeout}s:\n{output()[-3000:]}")
+        time.sleep(0.05)
 
 
 def wait_for_port(host: str, port: int, timeout: float = 10.0) -> None:

@@ -29,13 +29,14 @@ import tempfile
 import time
 import urllib.request
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import yaml
 
 from common.config import load_config, parse_hostport
-from devtools.localpg import LocalCluster, free_port
+from devtools.localpg import LocalCluster, PortTaken, free_port, on_free_ports, wait_serving
 from proxy.cli import build_parser
 from proxy.metrics import start_metrics_server
 
@@ -136,18 +137,29 @@ def _pgwitness(*args: str, env: dict | None = None, check: bool = True, timeout:
     return done
 
 
-def _wait_port(port: int, proc: subprocess.Popen, log: Path, timeout: float = 30) -> None:
-    import socket
+def _serve_on_free_ports(
+    write: Callable[[int, int], list[str]], env: dict[str, str], log: Path
+) -> tuple[subprocess.Popen, int, int]:
+    """``pgwitness serve`` on a proxy and a metrics port from free_port (``write(port,
+    mport)`` writes its config and returns its command line): (the process, port, mport)
+    once it listens; on new ports when one was taken before it bound them."""
 
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise AssertionError(f"pgwitness exited {proc.returncode}:\n{log.read_text()[-3000:]}")
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.05)
-    raise AssertionError(f"port {port} not open after {timeout}s:\n{log.read_text()[-3000:]}")
+    def attempt() -> tuple[subprocess.Popen, int, int]:
+        port, mport = free_port(), free_port()
+        argv = write(port, mport)
+        with open(log, "w") as out:
+            proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=env)
+        try:
+            wait_serving(proc, lambda: log.read_text(errors="replace"), lambda t: "listening" in t)
+        except PortTaken:
+            proc.wait(10)
+            raise
+        except BaseException:
+            _stop(proc)
+            raise
+        return proc, port, mport
+
+    return on_free_ports(attempt)
 
 
 def _stop(proc: subprocess.Popen) -> None:
@@ -193,9 +205,11 @@ def live_metrics(pg, tmp_path_factory):
     import asyncpg
 
     base = tmp_path_factory.mktemp("live-metrics")
-    port, mport = free_port(), free_port()
     config = base / "pgwitness.toml"
-    config.write_text(f"""
+    env = {**os.environ, "PGWITNESS_UPSTREAM_PASSWORD": pg.users["pgwitness"]}
+
+    def write(port: int, mport: int) -> list[str]:
+        config.write_text(f"""
 [proxy]
 listen = "127.0.0.1:{port}"
 [upstream]
@@ -213,13 +227,10 @@ store = "{base}/recordings"
 spool_dir = "{base}/spool"
 signing_key = "{base}/signing.key"
 """)
-    env = {**os.environ, "PGWITNESS_UPSTREAM_PASSWORD": pg.users["pgwitness"]}
-    log = base / "proxy.log"
-    with open(log, "w") as out:
-        proc = subprocess.Popen([str(BIN / "pgwitness"), "serve", "--config", str(config)],
-                                stdout=out, stderr=subprocess.STDOUT, env=env)
+        return [str(BIN / "pgwitness"), "serve", "--config", str(config)]
+
+    proc, _port, mport = _serve_on_free_ports(write, env, base / "proxy.log")
     try:
-        _wait_port(port, proc, log)
         dsn = _pgwitness("grant", "--config", str(config), "--agent", "metrics-bot", "--task",
                          "DEPLOY-1", "--reason", "dashboard test", "--database", "app",
                          "--scope", "read:public.orders", "--ttl", "10m",
@@ -505,7 +516,6 @@ def test_compose_stack_then_the_readme_example(s3):
     work = Path(tempfile.mkdtemp(prefix="pgw-compose-", dir="/tmp"))
     os.chmod(work, 0o755)
     bucket = f"compose-{uuid.uuid4().hex[:10]}"
-    port, mport = free_port(), free_port()
     cluster = LocalCluster(work / "pg")
     # What Docker would provide, in this machine's terms: hosts, ports, volumes, credentials.
     renames = {
@@ -514,11 +524,7 @@ def test_compose_stack_then_the_readme_example(s3):
         "s3://pgwitness-recordings/": f"s3://{bucket}/",
         "/var/lib/pgwitness/": f"{work}/var/lib/pgwitness/",
         "/etc/pgwitness/": f"{work}/etc/pgwitness/",
-        "0.0.0.0:6432": f"127.0.0.1:{port}",
-        "localhost:6432": f"127.0.0.1:{port}",
-        "0.0.0.0:9187": f"127.0.0.1:{mport}",
         'host = "postgres"': 'host = "localhost"',
-        "port = 5432": f"port = {cluster.port}",
     }
 
     def rename(text: str) -> str:
@@ -531,6 +537,7 @@ def test_compose_stack_then_the_readme_example(s3):
     try:
         # postgres: the image makes database app, then runs the init script as the superuser
         cluster.start()
+        renames["port = 5432"] = f"port = {cluster.port}"  # a port chosen as it started
         cluster.create_database(services["postgres"]["environment"]["POSTGRES_DB"])
         password = services["postgres"]["environment"]["UPSTREAM_LOGIN_PASSWORD"]
         os.environ["UPSTREAM_LOGIN_PASSWORD"] = password
@@ -570,15 +577,19 @@ def test_compose_stack_then_the_readme_example(s3):
         pgw = services["pgwitness"]
         (work / "etc/pgwitness").mkdir(parents=True)
         (work / "var/lib/pgwitness/state").mkdir(parents=True)
-        for target, source in _mounts(pgw).items():
-            Path(rename(target)).write_text(rename(source.read_text()))
-        penv = {k: rename(v) for k, v in _serve_env(pgw).items()} | credentials
-        penv["PATH"] = f"{BIN}{os.pathsep}{os.environ['PATH']}"
-        log = work / "proxy.log"
-        with open(log, "w") as out:
-            proc = subprocess.Popen([str(BIN / "pgwitness"), *[rename(a) for a in pgw["command"]]],
-                                    stdout=out, stderr=subprocess.STDOUT, env=penv)
-        _wait_port(port, proc, log)
+        penv: dict[str, str] = {}
+
+        def write(port: int, mport: int) -> list[str]:
+            renames["0.0.0.0:6432"] = renames["localhost:6432"] = f"127.0.0.1:{port}"
+            renames["0.0.0.0:9187"] = f"127.0.0.1:{mport}"
+            for target, source in _mounts(pgw).items():
+                Path(rename(target)).write_text(rename(source.read_text()))
+            penv.clear()
+            penv.update({k: rename(v) for k, v in _serve_env(pgw).items()} | credentials)
+            penv["PATH"] = f"{BIN}{os.pathsep}{os.environ['PATH']}"
+            return [str(BIN / "pgwitness"), *[rename(a) for a in pgw["command"]]]
+
+        proc, port, mport = _serve_on_free_ports(write, penv, work / "proxy.log")
 
         # the README's example, as written (docker compose exec runs it in the pgwitness
         # container, with its environment)
@@ -717,17 +728,17 @@ def test_dockerfile_healthcheck_command(tmp_path):
     env_line = next(rest for word, rest in steps if word == "ENV")
     default_url = re.search(r"PGWITNESS_HEALTHCHECK_URL=(\S+)", env_line).group(1)
     assert default_url == "http://127.0.0.1:9187/metrics"  # metrics.listen's default port
-    port = free_port()
-    url = f"http://127.0.0.1:{port}/metrics"
+    server = start_metrics_server("127.0.0.1", 0)  # a port of its own: none to race for
+    url = f"http://127.0.0.1:{server.server_port}/metrics"
     env = {**os.environ, "PGWITNESS_HEALTHCHECK_URL": url}
-    down = subprocess.run([sys.executable, *argv[1:]], env=env, capture_output=True, timeout=30)
-    assert down.returncode != 0
-    server = start_metrics_server("127.0.0.1", port)
     try:
         up = subprocess.run([sys.executable, *argv[1:]], env=env, capture_output=True, timeout=30)
     finally:
         server.shutdown()
+        server.server_close()
     assert up.returncode == 0, up.stderr
+    down = subprocess.run([sys.executable, *argv[1:]], env=env, capture_output=True, timeout=30)
+    assert down.returncode != 0
 
 
 # --- AWS: the CloudFormation templates ---------------------------------------------------

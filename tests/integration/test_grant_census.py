@@ -10,7 +10,6 @@ import urllib.request
 
 import pytest
 
-from devtools.localpg import free_port
 from policy.grants.store import open_store
 from proxy.grant_census import GrantCensus
 from proxy.metrics import start_metrics_server
@@ -48,8 +47,8 @@ def test_census_counts_usable_and_expiring_grants_by_agent(tmp_path, make_proxy)
             await store.close()
 
     asyncio.run(issue_all())
-    port = free_port()
-    server = start_metrics_server("127.0.0.1", port)
+    server = start_metrics_server("127.0.0.1", 0)  # a port of its own: none to race for
+    port = server.server_port
     try:
         make_proxy(**{"grants.store": url})  # counts at start, before any session
         deadline = time.monotonic() + 30

@@ -27,7 +27,6 @@ import pytest
 from common.config import ConfigError
 from common.wire import messages as m
 from common.wire.scram import MECHANISM, ScramClient
-from devtools.localpg import free_port
 from policy.grants import make_dsn
 from policy.grants.store import open_store
 from tests.support.fixtures_proxy import ProxyHandle, proxy_config
@@ -356,8 +355,8 @@ class SlowForwarder:
     def __init__(self, target_port: int, delay: float):
         self.target_port = target_port
         self.delay = delay
-        self.port = free_port()
-        self.listener = socket.create_server(("127.0.0.1", self.port))
+        self.listener = socket.create_server(("127.0.0.1", 0))  # no port to race for
+        self.port = self.listener.getsockname()[1]
         self.closing = False
         self.accepted = threading.Event()
         threading.Thread(target=self._accept, daemon=True).start()

@@ -25,7 +25,7 @@ import psycopg
 import pytest
 
 from common.wire import messages as m
-from devtools.localpg import free_port
+from devtools.localpg import PortTaken, free_port, on_free_ports
 from tests.support.fixtures_proxy import (
     REPO,
     STATIC_PASSWORD,
@@ -478,15 +478,11 @@ def test_workers_shut_down_when_the_supervisor_is_killed(spawn):
 
 def _two_workers_with_a_grant(spawn, tmp_path, agent: str, task: str, scopes: str):
     """Two workers with the admin API; (the proxy, a grant's token issued through it)."""
-    admin_port = free_port()
     token = "admin-token-for-two-workers-0123"
     p = spawn(
-        workers=2,
-        config=(
-            f'[grants]\nstore = "sqlite:///{tmp_path}/grants.db"\n'
-            f'[admin]\nlisten = "127.0.0.1:{admin_port}"\ntoken = "{token}"\n'
-        ),
+        workers=2, admin_token=token, config=f'[grants]\nstore = "sqlite:///{tmp_path}/grants.db"\n'
     )
+    admin_port = p.admin_port
     issue = json.dumps({"agent": agent, "task": task, "reason": "two workers",
                         "database": "app", "scopes": scopes, "ttl": "10m"}).encode()  # fmt: skip
     req = urllib.request.Request(
@@ -559,39 +555,46 @@ def _kill_leftovers(marker: str) -> list[int]:
 @pytest.mark.parametrize("workers", [1, 2])
 @pytest.mark.parametrize("section", ["metrics", "admin"])
 def test_a_port_in_use_fails_cleanly(tmp_path, pg, workers, section):
-    proxy_port = free_port()
     with socket.create_server(("127.0.0.1", 0)) as taken:
         busy = f'listen = "127.0.0.1:{taken.getsockname()[1]}"\n'
         path = tmp_path / "pgwitness.toml"
-        path.write_text(
-            f'[proxy]\nlisten = "127.0.0.1:{proxy_port}"\nworkers = {workers}\n'
-            f'[auth]\nusers = {{ a = "b" }}\n'
-            + (f"[metrics]\n{busy}" if section == "metrics" else '[metrics]\nlisten = ""\n')
-            + (f'[admin]\n{busy}token = "admin-token-0123456789abcdef"\n'
-               f'[grants]\nstore = "sqlite:///{tmp_path}/grants.db"\n' if section == "admin" else "")
-            + "[recorder]\nenabled = false\n"
-        )  # fmt: skip
         log = tmp_path / "out.log"
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("PGWITNESS_", "PG"))}
-        with open(log, "wb") as out:
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "proxy.cli", "serve", "--config", str(path)],
-                cwd=REPO,
-                env=env,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-            )
-        try:
-            rc = proc.wait(15)
-            time.sleep(0.5)
+
+        def serve() -> tuple[int, bool, list[int]]:
+            proxy_port = free_port()
+            path.write_text(
+                f'[proxy]\nlisten = "127.0.0.1:{proxy_port}"\nworkers = {workers}\n'
+                f'[auth]\nusers = {{ a = "b" }}\n'
+                + (f"[metrics]\n{busy}" if section == "metrics" else '[metrics]\nlisten = ""\n')
+                + (f'[admin]\n{busy}token = "admin-token-0123456789abcdef"\n'
+                   f'[grants]\nstore = "sqlite:///{tmp_path}/grants.db"\n' if section == "admin" else "")
+                + "[recorder]\nenabled = false\n"
+            )  # fmt: skip
+            env = {k: v for k, v in os.environ.items() if not k.startswith(("PGWITNESS_", "PG"))}
+            with open(log, "wb") as out:
+                proc = subprocess.Popen(
+                    [sys.executable, "-m", "proxy.cli", "serve", "--config", str(path)],
+                    cwd=REPO,
+                    env=env,
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                )
             try:
-                socket.create_connection(("127.0.0.1", proxy_port), timeout=1).close()
-                orphans = True
-            except OSError:
-                orphans = False
-        finally:
-            proc.kill()
-            leftovers = _kill_leftovers(str(path))
+                rc = proc.wait(15)
+                if f"cannot listen on 127.0.0.1:{proxy_port}" in log.read_text(errors="replace"):
+                    raise PortTaken(f"proxy.listen 127.0.0.1:{proxy_port}")  # not the one we took
+                time.sleep(0.5)
+                try:
+                    socket.create_connection(("127.0.0.1", proxy_port), timeout=1).close()
+                    orphans = True
+                except OSError:
+                    orphans = False
+            finally:
+                proc.kill()
+                leftovers = _kill_leftovers(str(path))
+            return rc, orphans, leftovers
+
+        rc, orphans, leftovers = on_free_ports(serve)
     text = log.read_text(errors="replace")
     assert rc != 0
     assert not orphans and not leftovers, f"processes left serving after exit: {leftovers}"

@@ -20,6 +20,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 import asyncpg
@@ -711,33 +712,55 @@ listen = ""
 """)
 
 
-def start_serve(config: Path, port: int, log: Path) -> subprocess.Popen:
-    from devtools.localpg import wait_for_port
+def start_serve(
+    write: Callable[[int], None], config: Path, log: Path
+) -> tuple[subprocess.Popen, int]:
+    """``pgwitness serve`` on a port from free_port (``write(port)`` writes its config): the
+    process and its port, once it listens (on new ports when one was taken meanwhile)."""
+    from devtools.localpg import PortTaken, on_free_ports, wait_serving
 
-    with open(log, "ab") as out:
-        proc = subprocess.Popen([str(VENV_BIN / "pgwitness"), "serve", "--config", str(config)],
-                                stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                start_new_session=True)
-    try:
-        wait_for_port("127.0.0.1", port, 20.0)
-    except Exception:
-        proc.kill()
-        raise AssertionError("pgwitness serve did not listen:\n" + log.read_text()[-3000:]) from None
-    return proc
+    def attempt() -> tuple[subprocess.Popen, int]:
+        port = free_port()
+        write(port)
+        offset = log.stat().st_size if log.exists() else 0
+        with open(log, "ab") as out:
+            proc = subprocess.Popen(
+                [str(VENV_BIN / "pgwitness"), "serve", "--config", str(config)],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+
+        def since() -> str:
+            return log.read_bytes()[offset:].decode(errors="replace")
+
+        try:
+            wait_serving(proc, since, lambda text: "listening" in text, timeout=20.0)
+        except PortTaken:
+            proc.wait(10)
+            raise
+        except Exception:
+            proc.kill()
+            raise AssertionError(
+                "pgwitness serve did not listen:\n" + log.read_text()[-3000:]
+            ) from None
+        return proc, port
+
+    return on_free_ports(attempt)
 
 
 @pytest.mark.timeout(90)
 def test_kill_9_then_restart_drains_the_spool(pg, tmp_path, s3):
     prefix = f"crash-{uuid.uuid4().hex[:8]}"
-    port = free_port()
     config, log = tmp_path / "pgwitness.toml", tmp_path / "serve.log"
-    write_config(config, pg, tmp_path, s3, prefix, port)
-    dsn = f"host=127.0.0.1 port={port} user={STATIC_USER} password={STATIC_PASSWORD} dbname=app"
+    write = lambda port: write_config(config, pg, tmp_path, s3, prefix, port)  # noqa: E731
+    dsn = f"host=127.0.0.1 port={{port}} user={STATIC_USER} password={STATIC_PASSWORD} dbname=app"
     store, pub = s3.store(prefix), None
-    proc = start_serve(config, port, log)
+    proc, port = start_serve(write, config, log)
     try:
         pub = public_key(tmp_path)
-        conn = psycopg.connect(dsn, autocommit=True)
+        conn = psycopg.connect(dsn.format(port=port), autocommit=True)
         conn.execute("SELECT 'crash-1'")
         conn.execute("SELECT 'crash-2'")
         sid = wait_for(lambda: user_sessions(store), 5.0, "the session in S3")[0]
@@ -759,7 +782,7 @@ def test_kill_9_then_restart_drains_the_spool(pg, tmp_path, s3):
         assert report.status == "open", report.summary()  # a crash is not tampering
         assert not any(b"crash-3" in r.payload for r in records(store, sid))
 
-        proc = start_serve(config, port, log)  # same spool, same store
+        proc, port = start_serve(write, config, log)  # same spool, same store
         wait_for(lambda: not spooled(tmp_path), 10.0, "the restarted proxy to drain the spool")
         report = verify_session(store, sid, pub)
         assert report.status == "open" and not report.problems, report.summary()
@@ -774,7 +797,7 @@ def test_kill_9_then_restart_drains_the_spool(pg, tmp_path, s3):
         assert start_meta(recs)["agent"] == STATIC_USER
 
         # and the restarted proxy records new sessions as usual
-        with psycopg.connect(dsn, autocommit=True) as again:
+        with psycopg.connect(dsn.format(port=port), autocommit=True) as again:
             again.execute("SELECT 'after-restart'")
         metas = lambda: {s: start_meta(records(store, s)) for s in store.sessions()}  # noqa: E731
         new = wait_for(lambda: [s for s, m in metas().items() if s != sid and m.get("agent")],

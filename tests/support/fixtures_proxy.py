@@ -15,6 +15,7 @@ Also: ``pproxy`` (a module's proxy with a SQLite grant store and two grants for
 from __future__ import annotations
 
 import asyncio
+import errno
 import os
 import re
 import signal
@@ -30,14 +31,18 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from common.config import Config, load_config
-from devtools.localpg import free_port, make_server_tls
+from devtools.localpg import PortTaken, address_in_use, free_port, make_server_tls, on_free_ports
 
 STATIC_USER = "alice"
 STATIC_PASSWORD = "alice-pw"
 
 
 class ProxyHandle:
-    """A running proxy. ``call(coro)`` runs a coroutine on the proxy's loop."""
+    """A running proxy. ``call(coro)`` runs a coroutine on the proxy's loop.
+
+    When its ``proxy.listen`` came from ``proxy_config``'s ``free_port`` and the port was
+    taken before the proxy bound it, it starts again on a new one (``on_free_ports``).
+    """
 
     def __init__(self, cfg: Config):
         self.cfg = cfg
@@ -48,11 +53,29 @@ class ProxyHandle:
         self._ready = threading.Event()
         self._error: BaseException | None = None
         self._stop: asyncio.Event | None = None
-        self._thread = threading.Thread(target=self._run, name=f"pgwitness-{self.port}", daemon=True)
+        self._thread: threading.Thread | None = None
+        self.taken_ports: list[int] = []  # ports found taken at start (free_port's race)
 
     def start(self) -> ProxyHandle:
+        if self.cfg.proxy.listen not in _CHOSEN_LISTENS:  # the caller's port: no retries
+            return self._start()
+        return on_free_ports(self._start)
+
+    def _start(self) -> ProxyHandle:
+        self._ready = threading.Event()
+        self._error = None
+        self._thread = threading.Thread(
+            target=self._run, name=f"pgwitness-{self.port}", daemon=True
+        )
         self._thread.start()
         self._ready.wait(30)
+        if isinstance(self._error, OSError) and self._error.errno == errno.EADDRINUSE:
+            self._thread.join(30)
+            self.taken_ports.append(self.port)
+            self.port = free_port()  # for the next attempt
+            self.cfg.proxy.listen = f"{self.host}:{self.port}"
+            _CHOSEN_LISTENS.add(self.cfg.proxy.listen)
+            raise PortTaken(f"proxy.listen 127.0.0.1:{self.taken_ports[-1]}: {self._error}")
         if self._error is not None:
             raise self._error
         if not self._ready.is_set():
@@ -74,7 +97,11 @@ class ProxyHandle:
         self.loop = asyncio.get_running_loop()
         self._stop = asyncio.Event()
         self.runtime = await build_runtime(self.cfg)
-        await self.runtime.server.start()
+        try:
+            await self.runtime.server.start()
+        except OSError:
+            await self.runtime.close()  # start() may try again on another port
+            raise
         self._ready.set()
         await self._stop.wait()
         await self.runtime.server.shutdown(self._grace)
@@ -84,7 +111,7 @@ class ProxyHandle:
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
 
     def stop(self, grace: float = 0.0) -> None:
-        if self.loop is None or not self._thread.is_alive():
+        if self.loop is None or self._thread is None or not self._thread.is_alive():
             return
         self._grace = grace
         self.loop.call_soon_threadsafe(self._stop.set)
@@ -102,10 +129,16 @@ class ProxyHandle:
         return {"host": self.host, "port": self.port, "user": user, "password": password, "database": db}
 
 
+# proxy.listen values proxy_config chose with free_port (ProxyHandle may change them).
+_CHOSEN_LISTENS: set[str] = set()
+
+
 def proxy_config(pg, **overrides: Any) -> Config:
     """A config for a proxy in front of ``pg``; overrides use ``section.key`` names."""
+    listen = f"127.0.0.1:{free_port()}"
+    _CHOSEN_LISTENS.add(listen)
     values: dict[str, Any] = {
-        "proxy.listen": f"127.0.0.1:{free_port()}",
+        "proxy.listen": listen,
         "proxy.startup_timeout": 5.0,
         "upstream.host": "localhost",
         "upstream.port": pg.port,
@@ -184,16 +217,42 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 class ProxyProcess:
-    """``pgwitness serve --config FILE`` in a subprocess; stderr goes to ``log_path``."""
+    """``pgwitness serve --config FILE`` in a subprocess; stderr goes to ``log_path``.
+
+    Its ports come from ``free_port``; when one was taken before the process bound it (it
+    exits saying the address is in use), it is started again on new ones (``on_free_ports``).
+    """
 
     def __init__(
-        self, tmp_path: Path, pg, *, workers: int = 1, grace: float = 1.0, extra_args=(), config=""
+        self,
+        tmp_path: Path,
+        pg,
+        *,
+        workers: int = 1,
+        grace: float = 1.0,
+        extra_args=(),
+        config="",
+        admin_token: str | None = None,
     ):
-        """``config``: TOML appended to the configuration (sections of its own)."""
-        self.host, self.port = "127.0.0.1", free_port()
-        self.metrics_port = free_port()
+        """``config``: TOML appended to the configuration (sections of its own);
+        ``admin_token``: serve the admin API (on ``admin_port``) with this token."""
         self.workers = workers
         self.config_path = tmp_path / "pgwitness.toml"
+        self.log_path = tmp_path / "pgwitness.log"
+        self.taken_logs: list[str] = []  # what each start that met a taken port said
+        self._workers: list[int] = []
+        self._log = None
+        on_free_ports(lambda: self._start(pg, grace, extra_args, config, admin_token))
+
+    def _start(self, pg, grace: float, extra_args, config: str, admin_token: str | None) -> None:
+        self.host, self.port = "127.0.0.1", free_port()
+        self.metrics_port = free_port()
+        self.admin_port = free_port() if admin_token else None
+        admin = (
+            f'\n[admin]\nlisten = "127.0.0.1:{self.admin_port}"\ntoken = "{admin_token}"\n'
+            if admin_token
+            else ""
+        )
         self.config_path.write_text(
             f"""
 [proxy]
@@ -218,9 +277,9 @@ listen = "127.0.0.1:{self.metrics_port}"
 [recorder]
 enabled = false
 """
+            + admin
             + config
         )
-        self.log_path = tmp_path / "pgwitness.log"
         env = {
             k: v
             for k, v in os.environ.items()
@@ -235,15 +294,19 @@ enabled = false
             str(self.config_path),
             *extra_args,
         ]
-        if workers > 1:
-            args += ["--workers", str(workers)]
-        self._workers: list[int] = []
+        if self.workers > 1:
+            args += ["--workers", str(self.workers)]
+        self._workers = []
         self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(
             args, cwd=REPO, env=env, stdout=self._log, stderr=subprocess.STDOUT
         )
         try:
             self._wait_listening()
+        except PortTaken:
+            self.stop()
+            self.taken_logs.append(self.log())
+            raise
         except BaseException:
             self.stop()
             raise
@@ -255,6 +318,8 @@ enabled = false
         deadline = time.monotonic() + timeout
         while len(re.findall(r"\blistening\b", self.log())) < self.workers:
             if self.proc.poll() is not None:
+                if address_in_use(self.log()):  # free_port's race: on_free_ports tries again
+                    raise PortTaken(f"pgwitness exited with {self.proc.returncode}:\n{self.log()}")
                 raise AssertionError(f"pgwitness exited with {self.proc.returncode}:\n{self.log()}")
             if time.monotonic() > deadline:
                 raise AssertionError(f"pgwitness did not start listening:\n{self.log()}")
@@ -298,7 +363,8 @@ enabled = false
                     os.kill(pid, signal.SIGKILL)
             except (OSError, ProcessLookupError):
                 pass
-        self._log.close()
+        if self._log is not None:
+            self._log.close()
 
 
 @pytest.fixture
