@@ -106,6 +106,15 @@ def _changes(row: dict) -> bool:
     return tag.split(" ", 1)[0] not in _UNCHANGING_TAGS
 
 
+def _changing(row: dict, tags: list[str]) -> list[bool]:
+    """Which of the statements a row ran (``tags``: their tags) may have changed something."""
+    if len(tags) == 1:
+        return [_changes(row)]
+    # each statement by its tag; none if the policy's classes say the row changes nothing
+    may = _changes({"classes": row.get("classes")}) if row.get("classes") else True
+    return [may and _changes({"command_tag": t}) for t in tags]
+
+
 def _writes(u) -> bool:
     """Whether the Execute ``u`` runs a statement the policy classed as a write."""
     for unit in (u.bind, u.src):
@@ -300,6 +309,49 @@ def _decision_fields(p: dict) -> dict:
     }
 
 
+# How a transaction's end undid its statements: (a row all undone, statements of a row)
+_ENDED_BY_ROLLBACK = (
+    "its transaction block ended without COMMIT (ROLLBACK)",
+    "undone by the transaction's ROLLBACK",
+)
+_ENDED_BY_ERROR = (
+    "its transaction block ended without COMMIT (an error)",
+    "undone by the error that ended the transaction",
+)
+
+
+@dataclass
+class _Fate:
+    """A statement row some of whose statements were undone: what it said before."""
+
+    row: dict
+    outcome: str | None  # as the server answered it: ok, or error
+    message: str | None
+    undone: dict[int, tuple[str, str]] = field(default_factory=dict)  # statement -> why
+
+    def mark(self) -> None:
+        """Say so in the row (its statements' fates are known: it was answered whole)."""
+        row, idx = self.row, sorted(self.undone)
+        tags = (row.get("command_tag") or "").split("; ") if row.get("command_tag") else [""]
+        still = sum(_changing(row, tags)) - len(idx)  # changing statements not undone
+        if self.outcome == "ok" and not still:
+            whys = {self.undone[i][0] for i in idx}
+            if len(whys) == 1:
+                row.update(outcome="rolled back", message=whys.pop())
+                return
+        by_why: dict[str, list[str]] = {}
+        for i in idx:
+            which = f"statement {i + 1} ({tags[i] if i < len(tags) else '?'})"
+            by_why.setdefault(self.undone[i][1], []).append(which)
+        said = "; ".join(f"{', '.join(which)} {why}" for why, which in by_why.items())
+        if self.outcome == "ok" and not still:
+            row.update(outcome="rolled back", message=said)
+        elif self.outcome == "ok":
+            row["message"] = f"partly rolled back: {said}"
+        else:  # an error row: the statements it ran before its error
+            row["message"] = f"{self.message} ({said})" if self.message else said
+
+
 @dataclass
 class Unit:
     """One client message the server owes an answer to."""
@@ -343,16 +395,21 @@ class SessionFacts:
         self._skipping = False  # the server skips the client's messages up to Sync
         self._copy_in = False  # copy-in mode whose CopyDone/CopyFail the client has not sent
         # rows answered ok since the last ReadyForQuery (the group being answered: an error
-        # answering its Sync undid them), and those of the transaction block (ReadyForQuery
-        # 'T'/'E') before it (a block that ends without COMMIT undid them)
+        # answering its Sync undid them)
         self._since_ready: list[dict] = []
-        self._block_rows: list[dict] = []
         # The open transaction's statements that may have changed something, in the order
         # the server ran them: (row, its statement's index in the row's tags), and the
         # savepoints set in it: (name, how many of those ran before it). A ROLLBACK TO
-        # undoes those after its savepoint; a RELEASE forgets savepoints, undoing nothing.
+        # undoes those after its savepoint; a RELEASE forgets savepoints, undoing nothing;
+        # the transaction's end undoes them all unless it committed. The transaction is an
+        # explicit block or an implicit one (a Query's statements, a Sync group's).
         self._changed: list[tuple[dict, int]] = []
         self._savepoints: list[tuple[str, int]] = []
+        # id(row) -> its statements undone so far (kept while its transaction may undo more:
+        # a Query may run statements on both sides of a transaction's end)
+        self._fates: dict[int, _Fate] = {}
+        self._failed = False  # an error answered a statement since the last ReadyForQuery
+        self._unread_rollback = False  # a ROLLBACK tag whose statement was not read
         self._status = b"I"
         self._terminated = False  # the client sent Terminate
         self._t = 0
@@ -557,6 +614,7 @@ class SessionFacts:
                 self._rolled_back(f)
                 return
             self._pending.popleft()
+            self._failed = True  # the transaction is aborted: undone at its end (_ready)
             if u.kind == "!":  # a malformed message's own error
                 if u.name in ("Q", "F"):
                     self._await_ready(u)
@@ -660,11 +718,14 @@ class SessionFacts:
     def _rolled_back(self, f: dict[str, str]) -> None:
         """The Sync's ErrorResponse: the statements the group ran since its last COMMIT or
         ROLLBACK are undone (their rows say so, with the Sync's error)."""
+        marked = set()
         for row in reversed(self._since_ready):
             if row.get("command_tag") in ("COMMIT", "ROLLBACK"):
                 break
             row.update(outcome="rolled back", sqlstate=f.get("C"), message=f.get("M"))
+            marked.add(id(row))
         self._since_ready.clear()
+        self._changed = [(r, i) for r, i in self._changed if id(r) not in marked]
 
     def _await_ready(self, u: Unit) -> None:
         """A Query/FunctionCall error: its ReadyForQuery still follows; keep a marker."""
@@ -694,24 +755,20 @@ class SessionFacts:
             self._transaction(row)
 
     def _transaction(self, row: dict) -> None:
-        """Follow the savepoints of the transaction as the server ran ``row``'s statements
-        (those it completed: an error row's tags are the statements before its error)."""
+        """Follow the transaction as the server ran ``row``'s statements (those it completed:
+        an error row's tags are the statements before its error): its savepoints, its end."""
         tags = (row.get("command_tag") or "").split("; ") if row.get("command_tag") else []
-        ok = row.get("outcome") == "ok"
-        if len(tags) <= 1:
-            texts = [row.get("text") or ""]
-            changing = [ok and _changes(row)]
-            if not tags:
-                if not ok:
-                    return  # failed at its only statement: nothing ran
-                tags = [""]  # a FunctionCall, an empty query: no tag, one "statement"
-        else:
+        if not tags:
+            if row.get("outcome") != "ok":
+                return  # failed at its only statement: nothing ran
+            tags = [""]  # a FunctionCall, an empty query: no tag, one "statement"
+        if row.get("protocol") == "simple":
             texts = statements_of(row.get("text") or "")
             if len(texts) < len(tags):
-                texts = [""] * len(tags)  # not split as the server did: no savepoint read
-            # each statement by its tag; none if the policy's classes say the row changes nothing
-            may = _changes({"classes": row.get("classes")}) if row.get("classes") else True
-            changing = [ok and may and _changes({"command_tag": t}) for t in tags]
+                texts = [""] * len(tags)  # not split as the server did: no statement read
+        else:
+            texts = [row.get("text") or ""]
+        changing = _changing(row, tags)
         for i, (text, tag) in enumerate(zip(texts, tags, strict=False)):
             word = tag.split(" ", 1)[0]
             op = savepoint_op(text) if word in ("SAVEPOINT", "RELEASE", "ROLLBACK") else None
@@ -726,55 +783,57 @@ class SessionFacts:
                     del self._savepoints[at:]  # it and those set after it; nothing undone
                 else:
                     del self._savepoints[at + 1 :]  # it stays, those set after it go
-                    self._undo(self._savepoints[at][1], op[1])
+                    why = f"undone by ROLLBACK TO SAVEPOINT {op[1]}"
+                    self._undo(self._savepoints[at][1], (why, why))
+            elif tag == "ROLLBACK" and not text:
+                # ROLLBACK or ROLLBACK TO? Not read: the transaction's end, if ReadyForQuery
+                # says it ended, undoes what ran in it (_ready)
+                self._unread_rollback = True
             elif tag in ("COMMIT", "ROLLBACK", "PREPARE TRANSACTION"):
-                # the transaction ended (its rows are judged at ReadyForQuery, _ready)
+                # The transaction ended: committed (COMMIT [AND CHAIN]), prepared for
+                # two-phase commit, or undone (the tag ROLLBACK: ROLLBACK or ABORT [AND
+                # CHAIN], a COMMIT [AND CHAIN] or PREPARE TRANSACTION of a failed block, a
+                # ROLLBACK in an implicit block, which PostgreSQL warns of and obeys). AND
+                # CHAIN starts the next one at once (ReadyForQuery stays 'T').
+                if tag == "ROLLBACK":
+                    self._undo(0, _ENDED_BY_ROLLBACK)
                 self._changed.clear()
                 self._savepoints.clear()
             elif changing[i]:
                 self._changed.append((row, i))
 
-    def _undo(self, start: int, name: str) -> None:
-        """ROLLBACK TO SAVEPOINT ``name``: what ran since ``start`` was undone. A row all of
-        whose changing statements were is rolled back; one only partly undone (statements
-        of one Query on both sides of the savepoint) stays ok and says which were."""
+    def _undo(self, start: int, why: tuple[str, str]) -> None:
+        """What ran since ``start`` in the open transaction was undone, ``why`` = (the message
+        of a row all of whose changing statements were, the words after those undone in a row
+        only partly undone). A row all of whose changing statements were undone is rolled
+        back; one only partly undone (statements of one Query on both sides of a savepoint or
+        a transaction's end) stays ok and says which were; an error row says which of the
+        statements it ran before its error were."""
         undone, self._changed[start:] = self._changed[start:], []
-        why = f"undone by ROLLBACK TO SAVEPOINT {name}"
-        by_row: dict[int, tuple[dict, list[int]]] = {}
         for row, i in undone:
-            by_row.setdefault(id(row), (row, []))[1].append(i)
-        for row, idx in by_row.values():
-            if row.get("outcome") != "ok":
-                continue
-            if not any(r is row for r, _ in self._changed[:start]):
-                row.update(outcome="rolled back", message=why)
-                continue
-            tags = (row.get("command_tag") or "").split("; ")
-            which = ", ".join(f"statement {i + 1} ({tags[i] if i < len(tags) else '?'})"
-                              for i in idx)
-            row["message"] = f"partly rolled back: {which} {why}"
+            fate = self._fates.get(id(row))
+            if fate is None:
+                fate = self._fates[id(row)] = _Fate(row, row.get("outcome"), row.get("message"))
+            fate.undone[i] = why
+        for fate in {id(row): self._fates[id(row)] for row, _ in undone}.values():
+            fate.mark()
 
     def _ready(self, status: bytes) -> None:
-        """A ReadyForQuery: a block that was open ('T', 'E') and is not any more ('I') ended
-        in this group; unless by COMMIT (or a prepared transaction), what ran in it was
-        undone: an explicit ROLLBACK, a COMMIT of a failed block (tag ROLLBACK), a failing
-        PREPARE TRANSACTION, the proxy's refusal of one (``ROLLBACK`` injected before it:
-        red-team round 22)."""
-        rows, self._since_ready = self._since_ready, []
-        if status == b"I":  # no transaction open: no savepoints, nothing left to undo
+        """A ReadyForQuery. No transaction open ('I'): the one the server was in ended. If an
+        error aborted it (a failed statement of an implicit block, a failing COMMIT or
+        PREPARE TRANSACTION, the proxy's refusal of one: ``ROLLBACK`` injected before it,
+        red-team round 22), what ran in it and was not undone already was undone; otherwise
+        it committed (the implicit block of a Query or a Sync group)."""
+        self._since_ready = []
+        if status == b"I":
+            if self._changed and self._failed:
+                self._undo(0, _ENDED_BY_ERROR)
+            elif self._changed and self._unread_rollback:
+                self._undo(0, _ENDED_BY_ROLLBACK)
             self._changed.clear()
             self._savepoints.clear()
-        if status in (b"T", b"E"):
-            self._block_rows += rows
-        elif self._status in (b"T", b"E"):
-            tags = [(r.get("command_tag") or "").rsplit("; ", 1)[-1] for r in rows]
-            if not any(t in ("COMMIT", "PREPARE TRANSACTION") for t in tags):
-                ended = next((t for t in reversed(tags) if t == "ROLLBACK"), "an error")
-                for row in self._block_rows:
-                    if row.get("outcome") == "ok" and _changes(row):
-                        row.update(outcome="rolled back",
-                                   message=f"its transaction block ended without COMMIT ({ended})")
-            self._block_rows = []
+            self._fates.clear()
+        self._failed = self._unread_rollback = False
         self._status = status
 
     def _annotate_db_denials(self) -> None:
