@@ -48,6 +48,7 @@ __all__ = [
     "TRIGGERED_SQL",
     "INHERITANCE_SQL",
     "VIEWS_SQL",
+    "VIEW_NAMES_SQL",
     "VIEW_READS_SQL",
     "CatalogCache",
     "Snapshot",
@@ -238,6 +239,16 @@ def cascade_reach(edges) -> dict[str, frozenset[str]]:
 # prints it), and the relations each one's query reads (its rewrite rule's dependencies).
 VIEWS_SQL = """
 SELECT n.nspname, c.relname, c.reloptions::text, pg_catalog.pg_get_viewdef(c.oid)
+FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+WHERE c.relkind = 'v' AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+  AND n.nspname NOT LIKE 'pg\\_temp\\_%'
+"""
+# The same views without their queries: what a load falls back to when reading a query
+# waits for a lock (pg_get_viewdef locks every relation the view reads: a migration's open
+# transaction that renamed or altered one holds it). Each view then counts as hiding rows
+# (``view_hides_rows`` of no text), so no view is taken for more harmless than it is.
+VIEW_NAMES_SQL = """
+SELECT n.nspname, c.relname, c.reloptions::text, NULL
 FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
 WHERE c.relkind = 'v' AND n.nspname NOT IN ('pg_catalog', 'information_schema')
   AND n.nspname NOT LIKE 'pg\\_temp\\_%'
@@ -455,6 +466,9 @@ class Snapshot:
     # (``without_columns``: a key (old, RENAMED_TO + new)): each name involved -> every name
     # of its renames, whose knowledge by name it may now stand for
     unsettled: dict[str, frozenset[str]] = field(default_factory=dict)
+    # the load could not read the views' queries (a lock: VIEW_NAMES_SQL), so every view
+    # counts as hiding rows: a refusal that rests on it waits for a load that can
+    views_unread: bool = False
 
     @property
     def user_schema_safe(self) -> bool:
@@ -780,6 +794,9 @@ class _Entry:
     # open: a key ends only when the last of them settled (another session's settle must
     # not end a window the first one still holds: red-team round 25)
     holders: dict[tuple[str, str], int] = field(default_factory=dict)
+    # when DDL last went through (monotonic, ``invalidate``): a load whose queries started
+    # before it cannot speak for it, so the snapshot it makes is stale too (``put``)
+    invalidated_at: float = float("-inf")
     # what to call when the snapshot changes (a session's policy: its prepared statements
     # are decided again at their next Bind or EXECUTE); held weakly
     listeners: weakref.WeakSet = field(default_factory=weakref.WeakSet)
@@ -853,18 +870,23 @@ class CatalogCache:
         triggered=(),
         loaded_at: float | None = None,
         descendants: dict[str, frozenset[str]] | None = None,
+        views_unread: bool = False,
     ) -> Snapshot:
         """``loaded_at``: when the load's queries started (monotonic; default now): what a
         statement arriving later may be decided on (``StatementPolicy._describe_refusal``)."""
         entry = self.entries.setdefault(database, _Entry())
+        if loaded_at is None:
+            loaded_at = time.monotonic()
         snap = Snapshot(
             frozenset(functions), dict(columns),
-            time.monotonic() if loaded_at is None else loaded_at, False, role_schemas_absent,
+            # a load that started before DDL went through: stale as the snapshot it replaces
+            loaded_at, loaded_at <= entry.invalidated_at, role_schemas_absent,
             dict(user_functions or {}), dict(user_operators or {}), dict(user_types or {}),
             dict(type_oids or {}), frozenset(known_type_oids), dict(cascades or {}),
             dict(views or {}), frozenset(view_names), frozenset(ruled), dict(inlinable or {}),
             dict(relation_oids or {}), frozenset(user_schemas), frozenset(defaulted_functions),
             frozenset(domain_schemas), frozenset(triggered), dict(descendants or {}),
+            views_unread=views_unread,
         )  # fmt: skip
         if entry.removed:
             started = snap.loaded_at
@@ -893,6 +915,7 @@ class CatalogCache:
                 return
             entry = self.entries.setdefault(database, _Entry())
         entry.defined = merge_defined(entry.defined, defined)
+        entry.invalidated_at = time.monotonic()
         for key in removed:  # (each session passes a key once until it settles it)
             entry.removed[key] = None  # until the DDL's transaction has ended (``settle``)
             entry.holders[key] = entry.holders.get(key, 0) + 1

@@ -28,6 +28,7 @@ from policy.catalog import (
     USER_SCHEMAS_SQL,
     USER_TYPE_OIDS_SQL,
     USER_TYPES_SQL,
+    VIEW_NAMES_SQL,
     VIEW_READS_SQL,
     VIEWS_SQL,
     CatalogCache,
@@ -179,6 +180,15 @@ class CatalogLoader:
             RELATION_OIDS_SQL, USER_SCHEMAS_SQL, DEFAULTED_FUNCTIONS_SQL, DOMAIN_SCHEMAS_SQL,
             TRIGGERED_SQL, INHERITANCE_SQL,
         )  # fmt: skip
+        views_unread = False
+        if isinstance(view_rows, UpstreamError) and view_rows.sqlstate == LOCK_NOT_AVAILABLE:
+            views_unread = True
+            # a view's query cannot be read while a transaction holds a lock on what it
+            # reads (a migration's): every view counts as hiding rows instead of the whole
+            # load failing, which would leave DDL's stale snapshot in place until it ends
+            (view_rows,) = await _queries(self.cfg, self.credentials, database, VIEW_NAMES_SQL)
+            event("catalog views loaded without their queries", logging.INFO, database=database,
+                  error=str(view_rows) if isinstance(view_rows, UpstreamError) else "")  # fmt: skip
         functions, column_rows = _ok(functions), _ok(column_rows)
         user_functions: dict[str, set[str]] = {}
         for schema, name in _ok(user_function_rows):  # catalog columns: never NULL
@@ -230,6 +240,7 @@ class CatalogLoader:
                 (render_name(s1, t1), render_name(s2, t2))
                 for s1, t1, s2, t2 in _ok(inheritance_rows)
             ),
+            views_unread=views_unread,
         )
 
     def refresh(self, database: str, since: float | None = None) -> asyncio.Task:
@@ -249,9 +260,11 @@ class CatalogLoader:
         entry = self.cache.entry(database)
         task = entry.loading
         previous = None
+        # a load after DDL (since None) must start after it went through (``invalidate``)
+        after = since if since is not None else entry.invalidated_at
         if task is not None and not task.done():
             started = entry.loading_started
-            if since is None or started is None or started >= since:
+            if started is None or started >= after:
                 return task
             previous = task
 

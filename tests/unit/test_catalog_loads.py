@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import time
 
+from policy.catalog import CatalogCache
 from proxy.catalog_loader import CatalogLoader
 
 DB = "app"
@@ -115,6 +116,41 @@ def test_a_refresh_without_a_waiter_joins_the_running_load():
     first, again, runs = asyncio.run(go())
     assert again is first
     assert len(runs) == 1
+
+
+def test_a_load_after_ddl_never_joins_one_that_started_before_it():
+    """DDL went through while a load ran: that load may have read the catalog before the
+    DDL, so the reload after it is another load, started after the DDL (round 26: a load in
+    flight put a snapshot that was no longer stale, and a function made meanwhile was
+    unknown to it: column syntax calling it was allowed)."""
+
+    async def go():
+        loads = Loads(min_interval=30.0, duration=0.1)
+        first = loads.refresh(DB)
+        await asyncio.sleep(0.03)  # the first load is running
+        loads.cache.invalidate(DB)  # on_ddl
+        ddl = loads.cache.entry(DB).invalidated_at
+        again = loads.refresh(DB)
+        assert again is not first
+        await asyncio.wait_for(again, 5)  # not paced: DDL's reload starts at once
+        return loads.runs, ddl
+
+    runs, ddl = asyncio.run(go())
+    assert len(runs) == 2
+    assert runs[0][0] < ddl <= runs[1][0]
+
+
+def test_a_snapshot_loaded_before_ddl_went_through_is_stale():
+    cache = CatalogCache()
+    before = time.monotonic()
+    cache.put(DB, [], {}, loaded_at=before)
+    assert not cache.get(DB).stale
+    cache.invalidate(DB)  # DDL went through: unknown names count as calls
+    assert cache.get(DB).stale
+    cache.put(DB, [], {}, loaded_at=before)  # a load that started before it ends now
+    assert cache.get(DB).stale
+    cache.put(DB, [], {}, loaded_at=time.monotonic())
+    assert not cache.get(DB).stale
 
 
 def test_a_failed_load_is_logged_and_the_next_one_runs():
