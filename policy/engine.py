@@ -38,7 +38,12 @@ from policy.classify.crosscheck import (
     token_signature,
 )
 from policy.classify.metadata import bound_pins
-from policy.classify.pgparse import removed_columns, renamed_relations, syntax_error
+from policy.classify.pgparse import (
+    DERIVED_ROWS,
+    removed_columns,
+    renamed_relations,
+    syntax_error,
+)
 from policy.decide import (
     RESERVED_PREFIX,
     Decision,
@@ -311,9 +316,11 @@ class StatementPolicy:
         """Simple Query: every statement is checked; one deny denies the whole query.
         ``CATALOG_WAIT``: check it again once the reload ``on_stale`` started is done."""
         try:
-            return self._check_query(sql)
+            verdict = self._check_query(sql)
         except CatalogWait:
             return CATALOG_WAIT
+        self.waiting_since = None  # decided: the next wait is the next statement's own
+        return verdict
 
     def _check_query(self, sql: str) -> Verdict:
         self._follow_catalog()
@@ -352,6 +359,7 @@ class StatementPolicy:
             verdict = self._check_parse_text(sql)
         except CatalogWait:
             return CATALOG_WAIT
+        self.waiting_since = None  # decided: the next wait is the next statement's own
         if param_types and verdict.decisions:
             denial = self._param_types(param_types)
             if denial is not None:
@@ -458,7 +466,13 @@ class StatementPolicy:
         known = self._statements.get(name)
         prepared = self._prepared_statements.get(name) if known is None else None
         if prepared is not None:  # a SQL-level PREPARE, bound over the protocol
-            decision = self._decide(prepared)
+            saved = self.waiting_since  # (it cannot wait for a load: as below)
+            snap = self._snapshot_seen
+            self.waiting_since = snap.loaded_at if snap is not None else None
+            try:
+                decision = self._decide(prepared)
+            finally:
+                self.waiting_since = saved
             pair = (prepared, decision)
             if decision.allowed:
                 return Verdict(True, (pair,), "")
@@ -610,7 +624,12 @@ class StatementPolicy:
             return False  # the session's own
         if snap is None:
             return True
-        return rel in snap.triggered or rel in snap.ruled or rel in snap.view_names
+        # renamed in a transaction that may still be open: it may be any of the names
+        # involved (``_through_renames``)
+        for name in snap.unsettled.get(rel, (rel,)):
+            if name in snap.triggered or name in snap.ruled or name in snap.view_names:
+                return True
+        return False
 
     def check_function_call(self) -> Verdict:
         """Frontend FunctionCall (fast-path by OID): never allowed, it bypasses classification."""
@@ -756,25 +775,15 @@ class StatementPolicy:
             # housekeeping's one shape with column syntax (its own pg_stat_activity row)
             # names only that view's real columns, which PostgreSQL resolves before calls
             return d
-        calls = attribute_calls(c.attributes, c.reads | c.writes, self._snapshot_seen)
-        for name in sorted(calls):
-            fns = function_names(None, name, self.search_path)
-            shadow: Decision | None = None  # what the name may resolve to: asked once
-            if self.catalog is not None:
-                shadow = self._shadowed(frozenset(fns), frozenset(), self._snapshot_seen)
-            for fn in fns:
-                denial = check_function(fn, self.scopes)
-                if denial is None:
-                    denial = shadow
-                if denial is not None:
-                    why = "" if self._snapshot_seen is not None else "; no catalog loaded"
-                    return Decision(
-                        False,
-                        denial.rule,
-                        f"{denial.reason} (.{name} used with column syntax is a call "
-                        f"{name}(row) unless the row has a column {name}{why})",
-                    )
-        return d
+        snap = self._snapshot_seen
+        denial = self._column_syntax(attribute_calls(c.attributes, c.reads | c.writes, snap))
+        if denial is None:
+            return d
+        if snap is not None and snap.stale:
+            # DDL went through since the load (a table just made, a column just added):
+            # every name counts as a call until a load shows it; decided on that load
+            return self._after_a_load(snap, denial)
+        return denial
 
     def _through_views(self, c: Classified) -> Decision | None:
         """A view that hides rows of a relation the grant may not read is a wall only as a
@@ -791,13 +800,16 @@ class StatementPolicy:
                 continue
             base = self._unreadable(sorted(reached))
             if base is not None:
-                return Decision(
+                denial = Decision(
                     False, "deny.view",
                     f"may not read {rel}: a view that hides rows of {base}, which this "
                     "grant may not read, without being a security barrier (a condition "
                     "in the statement could be evaluated on the rows it hides; ALTER "
                     f"VIEW {rel} SET (security_barrier = true) keeps them out of reach)",
                 )  # fmt: skip
+                if snap.views_unread:  # (every view counted as hiding: a lock kept them)
+                    return self._after_a_load(snap, denial)
+                return denial
         return None
 
     def _through_inheritance(self, c: Classified) -> Decision | None:
@@ -1036,11 +1048,12 @@ class StatementPolicy:
         """A relation renamed or moved through the proxy in a transaction that may still be
         open (``Snapshot.unsettled``): until a load after that transaction ended shows it,
         what the snapshot knows by name (what inherits from it, whether it is a view and a
-        security barrier, its columns) may belong to another of the names involved (round
-        24: a barrier view and a view without one swapped by three renames; a parent
-        renamed ONLY onto a granted name). Refused then where that knowledge decides: a
-        read, UPDATE, DELETE, TRUNCATE or LOCK of it while any name involved is a parent or
-        a view, or any statement using column syntax on it."""
+        security barrier, whether it has rules, its columns) may belong to another of the
+        names involved (round 24: a barrier view and a view without one swapped by three
+        renames; a parent renamed ONLY onto a granted name). So a statement that uses such
+        a name is decided as if it could be any of them (``_renamed_reach``), and refused
+        where one of them would reach what the grant may not (a migration renaming what
+        its grant covers alone goes on in its transaction)."""
         snap = self._snapshot_seen
         if snap is None or not snap.unsettled:
             return None
@@ -1049,17 +1062,76 @@ class StatementPolicy:
             names = snap.unsettled.get(rel)
             if names is None:
                 continue
-            if c.attributes or any(
-                name in snap.descendants or name in snap.view_names for name in names
-            ):
+            why = self._renamed_reach(c, rel, names, snap)
+            if why is not None:
                 denial = Decision(
                     False, "deny.catalog",
                     f"may not use {rel} until the catalog shows its rename "
                     f"({', '.join(sorted(names))}): the transaction that renamed it may still "
-                    "be open, and what inherits from it, whether it is a security barrier and "
-                    "its columns are known by name (retry once it ended)",
+                    f"be open, and what the catalog knows by name may belong to another of "
+                    f"these names, where {why} (retry once it ended)",
                 )  # fmt: skip
                 return self._after_a_load(snap, denial)
+        return None
+
+    def _renamed_reach(
+        self, c: Classified, rel: str, names: frozenset[str], snap: Snapshot
+    ) -> str | None:
+        """Why ``c``'s use of ``rel`` might reach what the grant may not if ``rel`` is now
+        any one of ``names`` (None: whichever it is, nothing): a view hiding rows of a
+        relation the grant may not read without being a barrier, a child the statement's
+        operation on it reaches, a plan showing a view's query or rules' actions, and
+        column syntax, which is a call of a function taking the row unless the relation
+        has such a column (its columns are taken as unknown)."""
+        ops = ["read"] if rel in c.reads else []
+        ops += sorted({op for op, r in c.write_ops if r == rel and op != "insert" and op != "ddl"})
+        scopes = self.scopes
+        for name in sorted(names):
+            reached = snap.views.get(name)
+            if reached:
+                base = self._unreadable(sorted(reached))
+                if base is not None:
+                    return (f"{name} is a view that hides rows of {base or 'a query'}, which "
+                            "this grant may not read, without being a security barrier")  # fmt: skip
+            if rel not in c.only:
+                for child in sorted(snap.descendants.get(name, ())):
+                    for op in ops:
+                        denial = (check_read(child, scopes) if op == "read"
+                                  else check_write(op, child, scopes))  # fmt: skip
+                        if denial is not None:
+                            return f"{child} inherits from {name} ({denial.reason})"
+            if c.command.startswith("EXPLAIN"):
+                if name in snap.view_names and not scopes.allows_relation(
+                        "read", "pg_catalog.pg_views"):
+                    return f"{name} is a view: the plan shows its query"
+                if name in snap.ruled and not scopes.allows_relation("read", "pg_catalog.pg_rules"):
+                    return f"{name} has rules: the plan shows their actions"
+        calls = frozenset(
+            a for a in c.attributes if a != DERIVED_ROWS and (a in snap.functions or snap.stale)
+        )
+        denial = self._column_syntax(calls)
+        return None if denial is None else denial.reason
+
+    def _column_syntax(self, calls) -> Decision | None:
+        """The refusal of the first of ``calls`` (names used with column syntax that
+        PostgreSQL may resolve as calls ``name(row)``) this grant may not make, or None."""
+        for name in sorted(calls):
+            fns = function_names(None, name, self.search_path)
+            shadow: Decision | None = None  # what the name may resolve to: asked once
+            if self.catalog is not None:
+                shadow = self._shadowed(frozenset(fns), frozenset(), self._snapshot_seen)
+            for fn in fns:
+                denial = check_function(fn, self.scopes)
+                if denial is None:
+                    denial = shadow
+                if denial is not None:
+                    why = "" if self._snapshot_seen is not None else "; no catalog loaded"
+                    return Decision(
+                        False,
+                        denial.rule,
+                        f"{denial.reason} (.{name} used with column syntax is a call "
+                        f"{name}(row) unless the row has a column {name}{why})",
+                    )
         return None
 
     def _after_a_load(self, snap: Snapshot, denial: Decision) -> Decision:
