@@ -20,7 +20,7 @@ import weakref
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
-from policy.classify.pgparse import DERIVED_ROWS, inlined_reads, view_hides_rows
+from policy.classify.pgparse import ANY_RELATION, DERIVED_ROWS, inlined_reads, view_hides_rows
 from policy.lexer import render_name
 from policy.scopes import split_name
 
@@ -48,6 +48,8 @@ __all__ = [
     "TRIGGERED_SQL",
     "INHERITANCE_SQL",
     "VIEWS_SQL",
+    "RELATION_CASTS_SQL",
+    "GLOBAL_CASTS_SQL",
     "VIEW_NAMES_SQL",
     "VIEW_READS_SQL",
     "CatalogCache",
@@ -182,6 +184,67 @@ JOIN pg_catalog.pg_type t ON t.oid = r.typ
 JOIN pg_catalog.pg_namespace tn ON tn.oid = t.typnamespace
 JOIN written w ON w.oid = r.fn
 WHERE tn.nspname NOT IN ('pg_catalog', 'information_schema')
+"""
+# Casts by user-written functions, which run where a value is converted with no call
+# written (red-team round 26): ``mood::text``, an implicit cast in ``substr(mood, 1)``, an
+# assignment into a column. Each row: a relation outside the system schemas and the
+# function of a cast into or out of a user type its values are made of (a column's type,
+# a domain's base type, an array's element, a row type's column, a range's subtype), so a
+# statement reading or writing the relation may run it (``StatementPolicy._casts``).
+RELATION_CASTS_SQL = f"""
+WITH RECURSIVE
+written AS ({_WRITTEN}),
+usertype AS (
+  SELECT t.oid FROM pg_catalog.pg_type t
+  JOIN pg_catalog.pg_namespace n ON n.oid = t.typnamespace
+  WHERE n.nspname NOT IN ('pg_catalog', 'information_schema')
+),
+usercast AS (
+  SELECT c.castsource, c.casttarget, c.castfunc FROM pg_catalog.pg_cast c
+  WHERE c.castfunc IN (SELECT oid FROM written)
+),
+direct(typ, fn) AS (
+  SELECT castsource, castfunc FROM usercast WHERE castsource IN (SELECT oid FROM usertype)
+  UNION
+  SELECT casttarget, castfunc FROM usercast WHERE casttarget IN (SELECT oid FROM usertype)
+),
+made_of(part, whole) AS (
+  SELECT t.typbasetype, t.oid FROM pg_catalog.pg_type t WHERE t.typbasetype <> 0
+  UNION ALL
+  SELECT t.typelem, t.oid FROM pg_catalog.pg_type t WHERE t.typelem <> 0
+  UNION ALL
+  SELECT a.atttypid, c.reltype
+  FROM pg_catalog.pg_attribute a JOIN pg_catalog.pg_class c ON c.oid = a.attrelid
+  WHERE a.attnum > 0 AND NOT a.attisdropped AND c.reltype <> 0
+  UNION ALL
+  SELECT r.rngsubtype, r.rngtypid FROM pg_catalog.pg_range r
+),
+runs(typ, fn) AS (
+  SELECT typ, fn FROM direct
+  UNION
+  SELECT m.whole, r.fn FROM runs r JOIN made_of m ON m.part = r.typ
+)
+SELECT n.nspname, c.relname, w.nspname, w.proname
+FROM runs r
+JOIN pg_catalog.pg_class c ON c.reltype = r.typ
+JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+JOIN written w ON w.oid = r.fn
+WHERE c.relkind IN ('r', 'v', 'm', 'f', 'p')
+  AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+"""
+# Casts by user-written functions between two system types (only a superuser makes one):
+# any statement may convert a value of one into the other, implicitly or by assignment,
+# so every statement that evaluates anything needs the execute scope on each.
+GLOBAL_CASTS_SQL = f"""
+SELECT DISTINCT w.nspname, w.proname
+FROM pg_catalog.pg_cast c
+JOIN ({_WRITTEN}) w ON w.oid = c.castfunc
+JOIN pg_catalog.pg_type s ON s.oid = c.castsource
+JOIN pg_catalog.pg_namespace sn ON sn.oid = s.typnamespace
+JOIN pg_catalog.pg_type t ON t.oid = c.casttarget
+JOIN pg_catalog.pg_namespace tn ON tn.oid = t.typnamespace
+WHERE sn.nspname IN ('pg_catalog', 'information_schema')
+  AND tn.nspname IN ('pg_catalog', 'information_schema')
 """
 # Every type a user made (OIDs from FirstNormalObjectId on): a Parse message may give a
 # parameter's type by OID, and one the snapshot does not know is not decided (fail closed).
@@ -469,6 +532,11 @@ class Snapshot:
     # the load could not read the views' queries (a lock: VIEW_NAMES_SQL), so every view
     # counts as hiding rows: a refusal that rests on it waits for a load that can
     views_unread: bool = False
+    # relation -> the user-written cast functions its values may be converted by
+    # (RELATION_CASTS_SQL); every such function of a cast between system types
+    # (GLOBAL_CASTS_SQL), "schema.name" as classify renders calls
+    relation_casts: dict[str, frozenset[str]] = field(default_factory=dict)
+    global_casts: frozenset[str] = frozenset()
 
     @property
     def user_schema_safe(self) -> bool:
@@ -811,7 +879,9 @@ def without_columns(snapshot: Snapshot, removed: frozenset[tuple[str, str]]) -> 
     ``DROP COLUMN a`` PostgreSQL reads ``x.a`` as the call ``a(x)`` (a statement prepared
     before included: its plan is analysed again), whatever a load that ran before the DDL
     committed says; and with the relations a key ``(old, RENAMED_TO + new)`` renamed in
-    ``unsettled``."""
+    ``unsettled``. A key ``(ANY_RELATION, column)`` (a composite type's attribute renamed or
+    dropped with CASCADE) takes the column from every relation: the tables made OF the type
+    lose it, and the snapshot does not say which they are."""
     if not removed:
         return snapshot
     columns = dict(snapshot.columns)
@@ -827,6 +897,12 @@ def without_columns(snapshot: Snapshot, removed: frozenset[tuple[str, str]]) -> 
         snapshot = replace(snapshot, unsettled=unsettled)
     for rel, column in removed:
         if column.startswith(RENAMED_TO):
+            continue
+        if rel == ANY_RELATION:  # a type's attribute: from every table made OF it
+            for name, held in columns.items():
+                if column in held:
+                    columns[name] = held - {column}
+                    changed = True
             continue
         cols = columns.get(rel)
         if cols is not None and column in cols:
@@ -871,6 +947,8 @@ class CatalogCache:
         loaded_at: float | None = None,
         descendants: dict[str, frozenset[str]] | None = None,
         views_unread: bool = False,
+        relation_casts: dict[str, frozenset[str]] | None = None,
+        global_casts=(),
     ) -> Snapshot:
         """``loaded_at``: when the load's queries started (monotonic; default now): what a
         statement arriving later may be decided on (``StatementPolicy._describe_refusal``)."""
@@ -886,7 +964,8 @@ class CatalogCache:
             dict(views or {}), frozenset(view_names), frozenset(ruled), dict(inlinable or {}),
             dict(relation_oids or {}), frozenset(user_schemas), frozenset(defaulted_functions),
             frozenset(domain_schemas), frozenset(triggered), dict(descendants or {}),
-            views_unread=views_unread,
+            views_unread=views_unread, relation_casts=dict(relation_casts or {}),
+            global_casts=frozenset(global_casts),
         )  # fmt: skip
         if entry.removed:
             started = snap.loaded_at

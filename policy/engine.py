@@ -39,6 +39,7 @@ from policy.classify.crosscheck import (
 )
 from policy.classify.metadata import bound_pins
 from policy.classify.pgparse import (
+    ANY_RELATION,
     DERIVED_ROWS,
     removed_columns,
     renamed_relations,
@@ -106,6 +107,11 @@ def _syntax_error(pairs: tuple[Pair, ...]) -> str | None:
 MAX_REMEMBERED_STATEMENTS = 4096
 # DDL that defines code others may already call (StatementPolicy._defines_code)
 _DEFINES_CODE = frozenset(("CREATE FUNCTION", "CREATE PROCEDURE"))
+# statements that evaluate expressions (a cast between system types may run in any)
+_EVALUATES = frozenset({
+    StatementClass.READ, StatementClass.WRITE, StatementClass.DDL, StatementClass.FUNCTION,
+    StatementClass.UTILITY,
+})
 # what a write of each kind does to a parent's children (_through_inheritance)
 _INHERITED_VERBS = {
     "update": "update", "delete": "delete from", "truncate": "truncate", "lock": "lock",
@@ -582,6 +588,13 @@ class StatementPolicy:
         RAISE) may quote a stored value without naming the relation
         (``proxy.redaction.withhold_message``)."""
         snap = self._snapshot_seen
+        if len(verdict.decisions) > 1 and self.catalog is not None and any(
+            c.cls is StatementClass.DDL or c.cls is StatementClass.UNKNOWN
+            for c, _ in verdict.decisions
+        ):
+            # DDL earlier in the message (a rename): the snapshot it left, not the one the
+            # message was decided on (red-team round 27)
+            snap = self.catalog() or snap
         if self._blind_snapshot is not snap:  # the memo below is per snapshot
             self._blind_writes.clear()
             self._blind_snapshot = snap
@@ -607,9 +620,12 @@ class StatementPolicy:
                 if any(check_read(target, self.scopes) is not None for target in targets)
             )  # fmt: skip
             self._unreadable_reach = (snap, reach)
+        unsettled = snap.unsettled
         for classified, _decision in verdict.decisions:
             for op, rel in classified.write_ops:
-                if (op == "update" or op == "delete") and rel in reach:
+                if (op == "update" or op == "delete") and (
+                    rel in reach or (unsettled and not reach.isdisjoint(unsettled.get(rel, ())))
+                ):  # (renamed in a transaction that may be open: any of its names)
                     return True
         return False
 
@@ -762,6 +778,9 @@ class StatementPolicy:
                 denial = self._shadowed(c.functions, c.operators, self._snapshot_seen, types)
                 if denial is not None:
                     return denial
+            denial = self._casts(c)
+            if denial is not None:
+                return denial
             denial = (
                 self._through_renames(c)
                 or self._through_views(c)
@@ -784,6 +803,34 @@ class StatementPolicy:
             # every name counts as a call until a load shows it; decided on that load
             return self._after_a_load(snap, denial)
         return denial
+
+    def _casts(self, c: Classified) -> Decision | None:
+        """A cast by a user-written function runs where a value is converted, with no call
+        written (red-team round 26): out of or into a user type a relation's values are made
+        of (``mood::text``, ``substr(mood, 1)`` through an implicit cast, an assignment), and
+        between two system types anywhere (a superuser's ``CREATE CAST (int2 AS text) WITH
+        FUNCTION``). Each is decided like a call of it by name (an execute scope): for every
+        relation the statement reads or writes, and for every statement that evaluates
+        anything."""
+        snap = self._snapshot_seen
+        if snap is None:
+            return None
+        if snap.global_casts and c.cls in _EVALUATES and (
+            c.types or c.functions or c.operators or c.reads or c.writes
+        ):  # (constants alone convert nothing: SELECT 1)
+            for fn in sorted(snap.global_casts):
+                denial = self._call_of(fn, f"a cast between system types runs {fn}, and a "
+                                       "statement may convert a value by it without naming it")  # fmt: skip
+                if denial is not None:
+                    return denial
+        if snap.relation_casts:
+            for rel in sorted(c.reads | c.writes):
+                for fn in sorted(snap.relation_casts.get(rel, ())):
+                    denial = self._call_of(fn, f"a value of {rel} may be converted by a cast "
+                                           f"that runs {fn}, without the statement naming it")  # fmt: skip
+                    if denial is not None:
+                        return denial
+        return None
 
     def _through_views(self, c: Classified) -> Decision | None:
         """A view that hides rows of a relation the grant may not read is a wall only as a
@@ -1166,6 +1213,9 @@ class StatementPolicy:
             out.update((o, RENAMED_TO + n) for o in olds for n in news)
         snap = self._snapshot_seen
         for schema, rel, column in removed_columns(c.sql):
+            if rel == ANY_RELATION:  # a type's attribute: every table made OF it (CASCADE)
+                out.add((ANY_RELATION, column))
+                continue
             if schema is not None:
                 names = [render_name(schema, rel)]
             else:

@@ -17,8 +17,10 @@ from policy.catalog import (
     DEFAULTED_FUNCTIONS_SQL,
     DOMAIN_SCHEMAS_SQL,
     FUNCTIONS_SQL,
+    GLOBAL_CASTS_SQL,
     INHERITANCE_SQL,
     INLINABLE_SQL,
+    RELATION_CASTS_SQL,
     RELATION_OIDS_SQL,
     ROLE_SCHEMAS_SQL,
     RULED_SQL,
@@ -173,12 +175,13 @@ class CatalogLoader:
         (functions, column_rows, role_schemas, user_function_rows, user_operator_rows,
          user_type_rows, type_oid_rows, cascade_rows, view_rows, view_read_rows,
          inlinable_rows, ruled_rows, relation_rows, schema_rows, defaulted_rows,
-         domain_rows, triggered_rows, inheritance_rows) = await _queries(
+         domain_rows, triggered_rows, inheritance_rows, relation_cast_rows,
+         global_cast_rows) = await _queries(
             self.cfg, self.credentials, database, FUNCTIONS_SQL, COLUMNS_SQL, ROLE_SCHEMAS_SQL,
             USER_FUNCTIONS_SQL, USER_OPERATORS_SQL, USER_TYPES_SQL, USER_TYPE_OIDS_SQL,
             CASCADES_SQL, VIEWS_SQL, VIEW_READS_SQL, INLINABLE_SQL, RULED_SQL,
             RELATION_OIDS_SQL, USER_SCHEMAS_SQL, DEFAULTED_FUNCTIONS_SQL, DOMAIN_SCHEMAS_SQL,
-            TRIGGERED_SQL, INHERITANCE_SQL,
+            TRIGGERED_SQL, INHERITANCE_SQL, RELATION_CASTS_SQL, GLOBAL_CASTS_SQL,
         )  # fmt: skip
         views_unread = False
         if isinstance(view_rows, UpstreamError) and view_rows.sqlstate == LOCK_NOT_AVAILABLE:
@@ -208,6 +211,10 @@ class CatalogLoader:
             event("catalog role-schema check failed", logging.WARNING, database=database,
                   error=role_schemas.message)  # fmt: skip
             role_schemas = []
+        relation_casts: dict[str, set[str]] = {}
+        for rschema, rname, schema, name in _ok(relation_cast_rows):
+            relation_casts.setdefault(render_name(rschema, rname), set()).add(
+                render_name(schema, name))  # fmt: skip
         columns: dict[str, set[str]] = {}
         for schema, table, column in column_rows:
             if schema is None or table is None or column is None:
@@ -241,6 +248,8 @@ class CatalogLoader:
                 for s1, t1, s2, t2 in _ok(inheritance_rows)
             ),
             views_unread=views_unread,
+            relation_casts=_frozen(relation_casts),
+            global_casts=[render_name(schema, name) for schema, name in _ok(global_cast_rows)],
         )
 
     def refresh(self, database: str, since: float | None = None) -> asyncio.Task:

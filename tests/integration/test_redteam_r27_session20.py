@@ -17,7 +17,13 @@ referenced ``ON UPDATE CASCADE`` by ``r27x.ledger`` whose CHECK casts its secret
 ``logged``, whose trigger casts the vault's value; a typed table ``typed OF r27s.comp``
 (attribute ``r27_pin``; ``public.r27_pin(anyelement)`` reads the vault); ``par`` with a
 secret inheritance child ``r27x.kid``. Each leak is first shown to come back directly (as
-the upstream login), then through the proxy. Leaks are ``xfail(strict=True)``.
+the upstream login), then through the proxy. Leaks were ``xfail(strict=True)`` until fixed;
+all four are fixed the same session: ``ALTER INDEX``/``ALTER SEQUENCE`` renames and moves
+are followed (``pgparse._RENAMED_KINDS``), foreign-key actions are followed through every
+name a renamed relation may have, withholding after DDL earlier in the same message reads
+the snapshot the DDL left, and a composite type's attribute renamed or dropped takes the
+column from every relation until settled (``pgparse.ANY_RELATION``: the snapshot does not
+map typed tables to their types).
 
 Leaks found:
 
@@ -196,44 +202,29 @@ def assert_no_leak(got: dict[str, str]) -> None:
 # --- leaks ----------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError,
-                   reason="LEAK: ALTER INDEX renames a view and is not followed "
-                          "(renamed_relations: _RENAMED_KINDS)")  # fmt: skip
 def test_views_swapped_by_alter_index(proxy, pg):
     sqls = (*V_SWAP, V_PROBE)
     assert leaked(direct(pg, sqls)) == [R["acc"]]
     assert_no_leak(modes(proxy, sqls))
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError,
-                   reason="LEAK: ALTER INDEX renames a table and is not followed: column "
-                          "syntax becomes a call")  # fmt: skip
 def test_tables_swapped_by_alter_index_make_column_syntax_a_call(proxy, pg):
     sqls = (*C_SWAP, C_PROBE)
     assert leaked(direct(pg, sqls)) == [R["vault"]]
     assert_no_leak(modes(proxy, sqls))
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError,
-                   reason="LEAK: a renamed table's foreign-key actions are not followed "
-                          "(writes_unreadable reads Snapshot.cascades by the new name)")  # fmt: skip
 def test_a_cascade_through_a_renamed_table_is_not_withheld(proxy, pg):
     assert leaked(direct(pg, FK)) == [R["ledger"]]
     # (one Query is left out: its withholding is decided before the rename, leak 3)
     assert_no_leak(modes(proxy, FK, one_query=False))
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError,
-                   reason="LEAK: a rename and a write in one Query: writes_unreadable is "
-                          "decided on the snapshot before the rename's marks")  # fmt: skip
 def test_a_trigger_of_a_table_renamed_in_the_same_query_is_not_withheld(proxy, pg):
     assert leaked(direct(pg, TRG)) == [R["vault"]]
     assert_no_leak({"one query": in_block(proxy, ["; ".join(TRG)])})
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError,
-                   reason="LEAK: ALTER TYPE ... DROP ATTRIBUTE ... CASCADE drops a typed "
-                          "table's column; removed_columns names the type only")  # fmt: skip
 def test_a_typed_tables_column_dropped_through_its_type(proxy, pg):
     assert leaked(direct(pg, TYPED)) == [R["vault"]]
     assert_no_leak(modes(proxy, TYPED))
