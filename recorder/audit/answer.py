@@ -276,13 +276,33 @@ def _session(s: dict, w) -> None:
     for st in s["statement_rows"]:
         mark = "  " if st["verified"] else "! "
         dec = st["decision"] or "-"
-        if st["outcome"] == "error":
-            res = f"ERROR {st['sqlstate']} {st['message']}"
-        else:
-            res = f"{st['command_tag'] or st['outcome']}"
+        res = _result(st)
         params = f" params {st['params']}" if st["params"] not in (None, "[]") else ""
         w(f"    {mark}{st['ts'][11:23]} [{dec} {st['rule'] or ''}] {st['text']!s:.200}{params}\n")
         w(f"        -> {res} ({st['duration_ms']:.1f} ms)\n")
+
+
+# Outcomes that say what became of a statement that ran: shown before its tag, in capitals
+# as ERROR is, with the reason (the JSON and CSV carry them in outcome and message)
+_FATES = {"rolled back": "ROLLED BACK", "prepared": "PREPARED, PENDING",
+          "unknown": "OUTCOME UNKNOWN"}
+
+
+def _result(st: dict) -> str:
+    """What the server did with a statement, as the text answer says it."""
+    tag, message, outcome = st["command_tag"], st["message"], st["outcome"]
+    if outcome == "error":
+        return f"ERROR {st['sqlstate']} {message}"
+    if outcome in _FATES:
+        ran = f" (ran: {tag})" if tag else ""
+        state = f" {st['sqlstate']}" if st["sqlstate"] else ""
+        return f"{_FATES[outcome]}{ran}{state}{': ' + message if message else ''}"
+    if message:  # an ok row some of whose statements were undone, prepared or resolved
+        head, sep, rest = message.partition(": ")
+        if head.startswith("partly ") and sep:  # "partly rolled back: statement 1 ..."
+            message = f"{head.upper()}: {rest}"
+        return f"{tag or outcome}; {message}"
+    return f"{tag or outcome}"
 
 
 def write(answer: dict, fmt: str, out: TextIO) -> None:
