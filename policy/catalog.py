@@ -123,6 +123,21 @@ WHERE n.nspname NOT IN ('pg_catalog', 'information_schema')
 # cast into or out of the type by a function, and whatever a type made of it runs: a
 # domain over it or whose constraint uses it, an array of it, a row type with a column of
 # it, a range over it. Each row: the type's OID and name and one function it may run.
+# What a type's values are made of, (part, whole): a domain's base type, an array's
+# element, a row type's columns (a table's, a view's, a composite type's), a range's
+# subtype, a range's multirange (what the part runs, the whole may run)
+_PARTS = """
+  SELECT t.typbasetype, t.oid FROM pg_catalog.pg_type t WHERE t.typbasetype <> 0
+  UNION ALL
+  SELECT t.typelem, t.oid FROM pg_catalog.pg_type t WHERE t.typelem <> 0
+  UNION ALL
+  SELECT a.atttypid, c.reltype
+  FROM pg_catalog.pg_attribute a JOIN pg_catalog.pg_class c ON c.oid = a.attrelid
+  WHERE a.attnum > 0 AND NOT a.attisdropped AND c.reltype <> 0
+  UNION ALL
+  SELECT r.rngsubtype, r.rngtypid FROM pg_catalog.pg_range r
+  UNION ALL
+  SELECT r.rngtypid, r.rngmultitypid FROM pg_catalog.pg_range r WHERE r.rngmultitypid <> 0"""
 USER_TYPES_SQL = f"""
 WITH RECURSIVE
 written AS ({_WRITTEN}),
@@ -157,18 +172,8 @@ direct AS (
   SELECT c.castsource, c.castfunc FROM pg_catalog.pg_cast c
   WHERE c.castfunc <> 0 AND c.castsource IN (SELECT oid FROM usertype)
 ),
-made_of AS (
-  SELECT t.typbasetype AS part, t.oid AS whole FROM pg_catalog.pg_type t WHERE t.typbasetype <> 0
-  UNION ALL
-  SELECT t.typelem, t.oid FROM pg_catalog.pg_type t WHERE t.typelem <> 0
-  UNION ALL
-  SELECT a.atttypid, c.reltype
-  FROM pg_catalog.pg_attribute a JOIN pg_catalog.pg_class c ON c.oid = a.attrelid
-  WHERE a.attnum > 0 AND NOT a.attisdropped AND c.reltype <> 0
-  UNION ALL
-  SELECT r.rngsubtype, r.rngtypid FROM pg_catalog.pg_range r
-  UNION ALL
-  SELECT r.rngtypid, r.rngmultitypid FROM pg_catalog.pg_range r WHERE r.rngmultitypid <> 0
+made_of(part, whole) AS (
+{_PARTS}
   UNION ALL
   SELECT refobjid, typ FROM constraint_uses
   WHERE refclassid = 'pg_catalog.pg_type'::pg_catalog.regclass
@@ -209,15 +214,7 @@ direct(typ, fn) AS (
   SELECT casttarget, castfunc FROM usercast WHERE casttarget IN (SELECT oid FROM usertype)
 ),
 made_of(part, whole) AS (
-  SELECT t.typbasetype, t.oid FROM pg_catalog.pg_type t WHERE t.typbasetype <> 0
-  UNION ALL
-  SELECT t.typelem, t.oid FROM pg_catalog.pg_type t WHERE t.typelem <> 0
-  UNION ALL
-  SELECT a.atttypid, c.reltype
-  FROM pg_catalog.pg_attribute a JOIN pg_catalog.pg_class c ON c.oid = a.attrelid
-  WHERE a.attnum > 0 AND NOT a.attisdropped AND c.reltype <> 0
-  UNION ALL
-  SELECT r.rngsubtype, r.rngtypid FROM pg_catalog.pg_range r
+{_PARTS}
 ),
 runs(typ, fn) AS (
   SELECT typ, fn FROM direct
