@@ -309,47 +309,83 @@ def _decision_fields(p: dict) -> dict:
     }
 
 
-# How a transaction's end undid its statements: (a row all undone, statements of a row)
+# What became of a transaction's statements: (the outcome of a row all of whose changing
+# statements it was, that row's message, the words after those statements in a row of
+# which only some were)
 _ENDED_BY_ROLLBACK = (
+    "rolled back",
     "its transaction block ended without COMMIT (ROLLBACK)",
     "undone by the transaction's ROLLBACK",
 )
 _ENDED_BY_ERROR = (
+    "rolled back",
     "its transaction block ended without COMMIT (an error)",
     "undone by the error that ended the transaction",
 )
 
 
+def _ended_with_session(cause: str) -> tuple[str, str, str]:
+    """The session ended inside the transaction: the server rolled it back."""
+    return (
+        "rolled back",
+        f"its transaction was still open when the session ended ({cause or 'no cause given'}):"
+        " the server rolled it back",
+        "undone when the session ended inside its transaction",
+    )
+
+
+def _open_at_end(ended: str | None, owed: int) -> tuple[str, str, str]:
+    """The recording ends inside the transaction and cannot say how it ended."""
+    if ended is None:
+        why = "its transaction was still open where the recording ends (no session end is recorded)"
+    else:
+        why = (f"its transaction was still open when the session ended ({ended or 'no cause given'})"
+               f" with {owed} client message{'s' if owed != 1 else ''} the server had not "
+               "answered (a COMMIT among them may have committed it)")
+    return ("unknown", f"{why}: whether it committed is not known",
+            "of unknown outcome (the recording ends inside its transaction)")
+
+
+# an ok row only some of whose changing statements were undone (prepared, of unknown fate):
+# "partly <these>: statement 1 (INSERT 0 1) undone by ..."
+_PARTLY = {"rolled back": "rolled back", "prepared": "prepared", "unknown": "of unknown outcome"}
+
+
 @dataclass
 class _Fate:
-    """A statement row some of whose statements were undone: what it said before."""
+    """A statement row some of whose statements an end of their transaction decided (undone,
+    or prepared for two-phase commit and maybe resolved since, or unknown): what it said
+    before."""
 
     row: dict
     outcome: str | None  # as the server answered it: ok, or error
     message: str | None
-    undone: dict[int, tuple[str, str]] = field(default_factory=dict)  # statement -> why
+    undone: dict[int, tuple[str, str, str]] = field(default_factory=dict)  # statement -> fate
 
     def mark(self) -> None:
         """Say so in the row (its statements' fates are known: it was answered whole)."""
         row, idx = self.row, sorted(self.undone)
         tags = (row.get("command_tag") or "").split("; ") if row.get("command_tag") else [""]
-        still = sum(_changing(row, tags)) - len(idx)  # changing statements not undone
-        if self.outcome == "ok" and not still:
-            whys = {self.undone[i][0] for i in idx}
-            if len(whys) == 1:
-                row.update(outcome="rolled back", message=whys.pop())
-                return
+        still = sum(_changing(row, tags)) - len(idx)  # changing statements that committed
+        fates = {self.undone[i][0] for i in idx}
+        if self.outcome == "ok" and not still and len({self.undone[i][:2] for i in idx}) == 1:
+            row.update(outcome=self.undone[idx[0]][0], message=self.undone[idx[0]][1])
+            return
         by_why: dict[str, list[str]] = {}
         for i in idx:
             which = f"statement {i + 1} ({tags[i] if i < len(tags) else '?'})"
-            by_why.setdefault(self.undone[i][1], []).append(which)
+            by_why.setdefault(self.undone[i][2], []).append(which)
         said = "; ".join(f"{', '.join(which)} {why}" for why, which in by_why.items())
-        if self.outcome == "ok" and not still:
-            row.update(outcome="rolled back", message=said)
-        elif self.outcome == "ok":
-            row["message"] = f"partly rolled back: {said}"
-        else:  # an error row: the statements it ran before its error
+        if self.outcome != "ok":  # an error row: the statements it ran before its error
             row["message"] = f"{self.message} ({said})" if self.message else said
+            return
+        if still or "ok" in fates:  # some of it committed
+            partly = [w for f, w in _PARTLY.items() if f in fates]
+            row.update(outcome="ok", message=f"partly {' and '.join(partly)}: {said}"
+                       if partly else said)
+        else:  # none of it committed: unknown, else pending, else undone
+            outcome = next(f for f in ("unknown", "prepared", "rolled back") if f in fates)
+            row.update(outcome=outcome, message=said)
 
 
 @dataclass
@@ -492,12 +528,25 @@ class SessionFacts:
         self.session.update(_session_row(self.session_id, p, self._meta))
 
     def finish(self) -> None:
-        """End of the records: whatever is still owed an answer gets none."""
+        """End of the records: whatever is still owed an answer gets none; a transaction
+        still open is decided by the session's end, if the recording has it."""
+        owed = len(self._pending)
         while self._pending:
             u = self._pending.popleft()
             if u.row is not None:
                 u.row["outcome"] = "no answer"
                 self._emit(u.row, u)
+        if self._changed:
+            # The server rolls back the transaction a session leaves open (the proxy ends
+            # the upstream session then: it keeps one for reuse only idle, outside any
+            # transaction, owing nothing, proxy/upstream_pool.py). Unless the recording has
+            # the session's end and the server owed nothing (a COMMIT in flight may have
+            # committed), it cannot say.
+            ended = self.session.get("end_cause") if self.session.get("ended_ns") else None
+            if ended is not None and not owed:
+                self._undo(0, _ended_with_session(ended))
+            else:
+                self._undo(0, _open_at_end(ended, owed))
         self._annotate_db_denials()
         self.statements.sort(key=lambda s: s["order"])  # the order the client sent them
         for i, s in enumerate(self.statements, 1):
@@ -784,7 +833,7 @@ class SessionFacts:
                 else:
                     del self._savepoints[at + 1 :]  # it stays, those set after it go
                     why = f"undone by ROLLBACK TO SAVEPOINT {op[1]}"
-                    self._undo(self._savepoints[at][1], (why, why))
+                    self._undo(self._savepoints[at][1], ("rolled back", why, why))
             elif tag == "ROLLBACK" and not text:
                 # ROLLBACK or ROLLBACK TO? Not read: the transaction's end, if ReadyForQuery
                 # says it ended, undoes what ran in it (_ready)
@@ -802,10 +851,10 @@ class SessionFacts:
             elif changing[i]:
                 self._changed.append((row, i))
 
-    def _undo(self, start: int, why: tuple[str, str]) -> None:
-        """What ran since ``start`` in the open transaction was undone, ``why`` = (the message
-        of a row all of whose changing statements were, the words after those undone in a row
-        only partly undone). A row all of whose changing statements were undone is rolled
+    def _undo(self, start: int, why: tuple[str, str, str]) -> None:
+        """What ran since ``start`` in the open transaction was undone, ``why`` = (its fate:
+        rolled back, or prepared or unknown; the message of a row all of whose changing
+        statements were, the words after those undone in a row only partly undone). A row all of whose changing statements were undone is rolled
         back; one only partly undone (statements of one Query on both sides of a savepoint or
         a transaction's end) stays ok and says which were; an error row says which of the
         statements it ran before its error were."""
