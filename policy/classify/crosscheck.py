@@ -456,6 +456,68 @@ def _with_pg(
     )
 
 
+# ALTER TABLE subcommands decided on PostgreSQL's reading when sqlglot cannot read them:
+# each changes the table alone (an identity's sequence is the table's own; enabling or
+# forcing row security only hides rows; validating runs the constraint on its rows)
+_TABLE_COMMANDS = frozenset({
+    "AT_AddIdentity", "AT_SetIdentity", "AT_DropIdentity", "AT_ValidateConstraint",
+    "AT_EnableRowSecurity", "AT_ForceRowSecurity",
+})
+# (parse node, object type) -> what the command is called
+_ALTERED_KINDS = {
+    ("AlterSeqStmt", "OBJECT_SEQUENCE"): "SEQUENCE",
+    ("RenameStmt", "OBJECT_SEQUENCE"): "SEQUENCE",
+    ("AlterObjectSchemaStmt", "OBJECT_SEQUENCE"): "SEQUENCE",
+    ("AlterObjectSchemaStmt", "OBJECT_TABLE"): "TABLE",
+    ("AlterObjectSchemaStmt", "OBJECT_VIEW"): "VIEW",
+    ("AlterObjectSchemaStmt", "OBJECT_MATVIEW"): "MATERIALIZED VIEW",
+    ("AlterTableStmt", "OBJECT_TABLE"): "TABLE",
+}
+
+
+def _object_type(node: dict, kind: str) -> str:
+    if kind == "AlterSeqStmt":
+        return "OBJECT_SEQUENCE"
+    return str(node.get("renameType") or node.get("objectType") or node.get("objtype") or "")
+
+
+def _moved_relation(node: dict, kind: str, search_path: tuple[str, ...]) -> list[str] | None:
+    """The other relations a migration's ALTER SEQUENCE / SET SCHEMA / ALTER TABLE (identity,
+    row security, VALIDATE) names, rendered ([] for none), or None: not one of those."""
+    if (kind, _object_type(node, kind)) not in _ALTERED_KINDS:
+        return None
+    if kind == "AlterTableStmt":
+        subtypes = {
+            (cmd.get("AlterTableCmd") or {}).get("subtype") if type(cmd) is dict else None
+            for cmd in node.get("cmds") or ()
+        }
+        return [] if subtypes and subtypes <= _TABLE_COMMANDS else None
+    rel = node.get("sequence") if kind == "AlterSeqStmt" else node.get("relation")
+    if type(rel) is not dict or not rel.get("relname"):
+        return None
+    if kind == "RenameStmt":
+        new = node.get("newname")
+        return _resolve(rel.get("schemaname"), new, search_path) if new else None
+    if kind == "AlterObjectSchemaStmt":
+        schema = node.get("newschema")
+        return [render_name(schema, rel["relname"])] if schema else None
+    out: list[str] = []  # AlterSeqStmt: OWNED BY [schema.]table.column links the table
+    for option in node.get("options") or ():
+        elem = option.get("DefElem") if type(option) is dict else None
+        if type(elem) is not dict:
+            return None
+        if elem.get("defname") != "owned_by":
+            continue
+        items = ((elem.get("arg") or {}).get("List") or {}).get("items") or []
+        parts = [(i.get("String") or {}).get("sval") for i in items if type(i) is dict]
+        if parts == ["none"]:
+            continue
+        if len(parts) not in (2, 3) or not all(parts):
+            return None
+        out += _resolve(parts[0] if len(parts) == 3 else None, parts[-2], search_path)
+    return out
+
+
 # sqlglot failures that mean "could not read it" (not a deliberate refusal of the classifier)
 _READING_FAILURES = (
     "parse error",
@@ -499,14 +561,23 @@ def _from_pg_alone(
 
     if "lock" in roles or pg.flags or any(n in LITERAL_NAME_FUNCTIONS for _, n in pg.functions):
         return None  # names in literals, row locks: sqlglot's side decides those alone
-    if kind in ("CreateDomainStmt", "CreateRangeStmt", "CreateEnumStmt"):
+    if kind in ("CreateDomainStmt", "CreateRangeStmt", "CreateEnumStmt", "AlterEnumStmt"):
         if len(pg.defines) != 1 or roles:
             return None
         _what, schema, name = next(iter(pg.defines))
         ops.update(("ddl", n) for n in _resolve(schema, name, search_path))
+        if kind == "AlterEnumStmt":  # ADD VALUE, RENAME VALUE: the type's own DDL
+            return result(S.DDL, "ALTER TYPE")
         return result(S.DDL, "CREATE DOMAIN" if kind == "CreateDomainStmt" else "CREATE TYPE")
     if pg.defines:
         return None
+    # A migration's DDL sqlglot cannot read (session 20): each changes only the relation it
+    # names (and, renamed or moved, its new name; a sequence's owner table)
+    if roles == {"ddl"} and len({(sc, n) for sc, n, _ in pg.relations}) == 1:
+        moved = _moved_relation(node, kind, search_path)
+        if moved is not None:
+            ops.update(("ddl", n) for n in moved)
+            return result(S.DDL, f"ALTER {_ALTERED_KINDS[kind, _object_type(node, kind)]}")
     if kind == "CompositeTypeStmt" and roles == {"ddl"}:
         return result(S.DDL, "CREATE TYPE")
     if kind == "AlterTableStmt" and node.get("objtype") == "OBJECT_TYPE" and roles == {"ddl"}:
