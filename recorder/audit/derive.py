@@ -261,6 +261,49 @@ def savepoint_op(sql: str) -> tuple[str, str] | None:
     return None
 
 
+_TWO_PHASE = re.compile(
+    r"\s*(prepare\s+transaction|commit\s+prepared|rollback\s+prepared)\s+", re.ASCII | re.I)
+_ESCAPES = {"b": "\b", "f": "\f", "n": "\n", "r": "\r", "t": "\t"}
+
+
+def two_phase_op(sql: str) -> tuple[str, str | None] | None:
+    """What a statement does in two-phase commit: ("prepare", gid) for ``PREPARE TRANSACTION
+    'gid'``, ("commit", gid) for ``COMMIT PREPARED 'gid'``, ("rollback", gid) for ``ROLLBACK
+    PREPARED 'gid'`` (gid None where its literal is not read: a form this reader does not
+    decode); None for any other statement. The gid is a string constant: '...', E'...' or
+    $$...$$ (each checked on the server)."""
+    stmts = statements_of(sql)
+    m = _TWO_PHASE.match(stmts[0]) if len(stmts) == 1 else None
+    if m is None:
+        return None
+    op = m.group(1).split(None, 1)[0].lower()
+    text, i = stmts[0], m.end()
+    escapes = text[i : i + 2].lower() == "e'"
+    i += escapes
+    j = _skip(text, i) if i < len(text) else i
+    rest = text[j:].lstrip()
+    while rest.startswith(("--", "/*")):  # comments may follow it
+        rest = rest[_skip(rest, 0) :].lstrip()
+    if j - i < 2 or rest or text[i] not in "'$" or text[j - 1] != text[i]:
+        return (op, None)
+    if text[i] == "$":
+        inner = text[text.index("$", i + 1) + 1 : text.rindex("$", 0, j - 1)]
+    else:
+        inner = text[i + 1 : j - 1]
+        if escapes:
+            if re.search(r"\\[0-7xuU]", inner):
+                return (op, None)
+            inner = re.sub(r"''|\\(.)", lambda e: _ESCAPES.get(e[1], e[1]) if e[1] else "'", inner,
+                           flags=re.S)
+        else:
+            inner = inner.replace("''", "'")
+    return (op, inner)
+
+
+def _gid_literal(gid: str) -> str:
+    return "'" + gid.replace("'", "''") + "'"
+
+
 def rows_of(tag: str) -> int | None:
     m = _ROWS_RE.fullmatch(tag)
     return int(m.group(1)) if m else None
@@ -331,6 +374,33 @@ def _ended_with_session(cause: str) -> tuple[str, str, str]:
         f"its transaction was still open when the session ended ({cause or 'no cause given'}):"
         " the server rolled it back",
         "undone when the session ended inside its transaction",
+    )
+
+
+def _prepared(gid: str | None) -> tuple[str, str, str]:
+    """PREPARE TRANSACTION: its statements wait for COMMIT PREPARED or ROLLBACK PREPARED."""
+    if gid is None:
+        return ("prepared", "prepared for two-phase commit (its identifier not read): neither "
+                "committed nor rolled back until COMMIT PREPARED or ROLLBACK PREPARED, not "
+                "followed", "prepared for two-phase commit (pending)")
+    lit = _gid_literal(gid)
+    return (
+        "prepared",
+        f"prepared for two-phase commit as {lit}: neither committed nor rolled back until "
+        f"COMMIT PREPARED or ROLLBACK PREPARED {lit}, which this session's recording does not "
+        "hold after it (another session's is not followed)",
+        f"prepared for two-phase commit as {lit} (pending)",
+    )
+
+
+def _resolved(op: str, gid: str) -> tuple[str, str, str]:
+    """COMMIT PREPARED or ROLLBACK PREPARED, later in the session, of its prepared statements."""
+    lit, word = _gid_literal(gid), op.upper()
+    return (
+        "ok" if op == "commit" else "rolled back",
+        f"prepared for two-phase commit as {lit}, then {'committed' if op == 'commit' else 'undone'}"
+        f" by {word} PREPARED later in this session",
+        f"prepared as {lit}, then {'committed' if op == 'commit' else 'undone'} by {word} PREPARED",
     )
 
 
@@ -444,6 +514,9 @@ class SessionFacts:
         # id(row) -> its statements undone so far (kept while its transaction may undo more:
         # a Query may run statements on both sides of a transaction's end)
         self._fates: dict[int, _Fate] = {}
+        # gid -> the statements its PREPARE TRANSACTION prepared (their rows' fates), until a
+        # COMMIT PREPARED or ROLLBACK PREPARED of it in this session decides them
+        self._prepared_tx: dict[str, list[tuple[_Fate, int]]] = {}
         self._failed = False  # an error answered a statement since the last ReadyForQuery
         self._unread_rollback = False  # a ROLLBACK tag whose statement was not read
         self._status = b"I"
@@ -838,7 +911,25 @@ class SessionFacts:
                 # ROLLBACK or ROLLBACK TO? Not read: the transaction's end, if ReadyForQuery
                 # says it ended, undoes what ran in it (_ready)
                 self._unread_rollback = True
-            elif tag in ("COMMIT", "ROLLBACK", "PREPARE TRANSACTION"):
+            elif tag == "PREPARE TRANSACTION":
+                # The transaction is prepared for two-phase commit, neither committed nor
+                # undone: COMMIT PREPARED or ROLLBACK PREPARED decides, in this session or
+                # another, or never. (In an implicit block too: PostgreSQL warns "there is
+                # no transaction in progress" and prepares what ran since its start.)
+                op = two_phase_op(text) if text else None
+                gid = op[1] if op is not None and op[0] == "prepare" else None
+                prepared = list(self._changed)
+                self._undo(0, _prepared(gid))
+                if gid is not None:  # a gid used again: the earlier one was decided elsewhere
+                    self._prepared_tx[gid] = [(self._fates[id(r)], k) for r, k in prepared]
+                self._savepoints.clear()
+            elif tag in ("COMMIT PREPARED", "ROLLBACK PREPARED"):
+                # outside any transaction block (PostgreSQL refuses it in one): undoes nothing
+                # of the open transaction, decides a prepared one
+                op = two_phase_op(text) if text else None
+                if op is not None and op[1] is not None:
+                    self._resolve(op[0], op[1])
+            elif tag in ("COMMIT", "ROLLBACK"):
                 # The transaction ended: committed (COMMIT [AND CHAIN]), prepared for
                 # two-phase commit, or undone (the tag ROLLBACK: ROLLBACK or ABORT [AND
                 # CHAIN], a COMMIT [AND CHAIN] or PREPARE TRANSACTION of a failed block, a
@@ -850,6 +941,16 @@ class SessionFacts:
                 self._savepoints.clear()
             elif changing[i]:
                 self._changed.append((row, i))
+
+    def _resolve(self, op: str, gid: str) -> None:
+        """COMMIT PREPARED (``op`` "commit") or ROLLBACK PREPARED of ``gid``: the statements
+        this session prepared as ``gid`` are committed or undone."""
+        entries = self._prepared_tx.pop(gid, [])
+        why = _resolved(op, gid)
+        for fate, i in entries:
+            fate.undone[i] = why
+        for fate in {id(f.row): f for f, _ in entries}.values():
+            fate.mark()
 
     def _undo(self, start: int, why: tuple[str, str, str]) -> None:
         """What ran since ``start`` in the open transaction was undone, ``why`` = (its fate:

@@ -220,10 +220,10 @@ def test_rollback_and_chain_in_a_sync_group():
 # --- two-phase commit: what derive claims -------------------------------------------------
 
 
-def test_a_prepared_transaction_is_not_marked():
+def test_a_prepared_transaction_is_not_rolled_back():
     """PREPARE TRANSACTION ends the block without undoing it (COMMIT PREPARED or ROLLBACK
-    PREPARED decides, maybe in another session: not followed); one of a failed block is a
-    rollback (tag ROLLBACK)."""
+    PREPARED decides, maybe in another session: pending, tests/unit/test_audit_two_phase.py);
+    one of a failed block is a rollback (tag ROLLBACK)."""
     c = Conn().q("BEGIN", "BEGIN", z=b"T").q(ins(1), "INSERT 0 1", z=b"T")
     c.q("PREPARE TRANSACTION 'g'", "PREPARE TRANSACTION", z=b"I")
     c.q("BEGIN", "BEGIN", z=b"T").q(ins(2), "INSERT 0 1", z=b"T").q(
@@ -231,7 +231,7 @@ def test_a_prepared_transaction_is_not_marked():
     )
     c.q("PREPARE TRANSACTION 'h'", "ROLLBACK", z=b"I")
     got = c.got()
-    assert got[ins(1)] == ("ok", None) and got[ins(2)] == ("rolled back", ROLLBACK)
+    assert got[ins(1)][0] == "prepared" and got[ins(2)] == ("rolled back", ROLLBACK)
 
 
 def test_a_query_that_ends_two_transactions_by_rollback_names_both_undone_statements():
