@@ -48,6 +48,7 @@ __all__ = [
     "TRIGGERED_SQL",
     "INHERITANCE_SQL",
     "VIEWS_SQL",
+    "FUNCTION_TYPES_SQL",
     "RELATION_CASTS_SQL",
     "GLOBAL_CASTS_SQL",
     "VIEW_NAMES_SQL",
@@ -242,6 +243,20 @@ JOIN pg_catalog.pg_type t ON t.oid = c.casttarget
 JOIN pg_catalog.pg_namespace tn ON tn.oid = t.typnamespace
 WHERE sn.nspname IN ('pg_catalog', 'information_schema')
   AND tn.nspname IN ('pg_catalog', 'information_schema')
+"""
+# The user types a function outside the system schemas takes or returns (red-team round
+# 28): a granted function's result cast (``f()::text``) or an argument converted into its
+# parameter's type (an implicit cast, a domain's CHECK, a row type's columns) runs what the
+# type runs, though the statement names no type. Each row: the function, one such type.
+FUNCTION_TYPES_SQL = """
+SELECT DISTINCT n.nspname, p.proname, tn.nspname, t.typname
+FROM pg_catalog.pg_proc p
+JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
+CROSS JOIN LATERAL unnest(p.proargtypes::pg_catalog.oid[] || p.prorettype) AS a(typ)
+JOIN pg_catalog.pg_type t ON t.oid = a.typ
+JOIN pg_catalog.pg_namespace tn ON tn.oid = t.typnamespace
+WHERE n.nspname NOT IN ('pg_catalog', 'information_schema')
+  AND tn.nspname NOT IN ('pg_catalog', 'information_schema')
 """
 # Every type a user made (OIDs from FirstNormalObjectId on): a Parse message may give a
 # parameter's type by OID, and one the snapshot does not know is not decided (fail closed).
@@ -534,6 +549,9 @@ class Snapshot:
     # (GLOBAL_CASTS_SQL), "schema.name" as classify renders calls
     relation_casts: dict[str, frozenset[str]] = field(default_factory=dict)
     global_casts: frozenset[str] = frozenset()
+    # function "schema.name" -> the user types it takes or returns, "schema.type" as
+    # ``Classified.types`` renders them (FUNCTION_TYPES_SQL)
+    function_types: dict[str, frozenset[str]] = field(default_factory=dict)
 
     @property
     def user_schema_safe(self) -> bool:
@@ -946,6 +964,7 @@ class CatalogCache:
         views_unread: bool = False,
         relation_casts: dict[str, frozenset[str]] | None = None,
         global_casts=(),
+        function_types: dict[str, frozenset[str]] | None = None,
     ) -> Snapshot:
         """``loaded_at``: when the load's queries started (monotonic; default now): what a
         statement arriving later may be decided on (``StatementPolicy._describe_refusal``)."""
@@ -962,7 +981,7 @@ class CatalogCache:
             dict(relation_oids or {}), frozenset(user_schemas), frozenset(defaulted_functions),
             frozenset(domain_schemas), frozenset(triggered), dict(descendants or {}),
             views_unread=views_unread, relation_casts=dict(relation_casts or {}),
-            global_casts=frozenset(global_casts),
+            global_casts=frozenset(global_casts), function_types=dict(function_types or {}),
         )  # fmt: skip
         if entry.removed:
             started = snap.loaded_at

@@ -107,10 +107,20 @@ def _syntax_error(pairs: tuple[Pair, ...]) -> str | None:
 MAX_REMEMBERED_STATEMENTS = 4096
 # DDL that defines code others may already call (StatementPolicy._defines_code)
 _DEFINES_CODE = frozenset(("CREATE FUNCTION", "CREATE PROCEDURE"))
+def _converts_nothing(c: Classified) -> bool:
+    """Does ``c`` hold constants alone, no cast written (``SELECT 1``)? ``Classified.types``
+    leaves system types out (``7::smallint::pg_catalog.text`` names none: round 28), so any
+    cast syntax in the text counts."""
+    if c.types or c.functions or c.operators or c.reads or c.writes or c.cls is not StatementClass.READ:
+        return False
+    text = c.sql.lower()
+    return "::" not in text and "cast" not in text and "treat" not in text and "$" not in text
+
+
 # statements that evaluate expressions (a cast between system types may run in any)
 _EVALUATES = frozenset({
     StatementClass.READ, StatementClass.WRITE, StatementClass.DDL, StatementClass.FUNCTION,
-    StatementClass.UTILITY,
+    StatementClass.UTILITY, StatementClass.UNKNOWN,
 })
 # what a write of each kind does to a parent's children (_through_inheritance)
 _INHERITED_VERBS = {
@@ -774,6 +784,12 @@ class StatementPolicy:
                 # keep their types for writes of chosen values: values of its row type
                 # (its domain columns' constraints and defaults run on them)
                 types = types | c.reads
+            snap = self._snapshot_seen
+            if c.functions and snap is not None and snap.function_types:
+                # what a called function takes or returns: values of those types are made
+                # or converted around the call (round 28: f()::text, an argument's implicit
+                # cast or domain CHECK)
+                types = types | self._function_types(c.functions, snap)
             if c.functions or c.operators or types:
                 denial = self._shadowed(c.functions, c.operators, self._snapshot_seen, types)
                 if denial is not None:
@@ -804,6 +820,18 @@ class StatementPolicy:
             return self._after_a_load(snap, denial)
         return denial
 
+    def _function_types(self, functions: frozenset[str], snap: Snapshot) -> frozenset[str]:
+        """The user types the functions a statement calls take or return, under every name
+        an unqualified call may resolve to (``Snapshot.function_types``)."""
+        out: set[str] = set()
+        known = snap.function_types
+        for fn in functions:
+            parts = split_name(fn)
+            names = [fn] if parts is not None else function_names(None, fn, self.search_path)
+            for name in names:
+                out.update(known.get(name, ()))
+        return frozenset(out)
+
     def _casts(self, c: Classified) -> Decision | None:
         """A cast by a user-written function runs where a value is converted, with no call
         written (red-team round 26): out of or into a user type a relation's values are made
@@ -815,9 +843,7 @@ class StatementPolicy:
         snap = self._snapshot_seen
         if snap is None:
             return None
-        if snap.global_casts and c.cls in _EVALUATES and (
-            c.types or c.functions or c.operators or c.reads or c.writes
-        ):  # (constants alone convert nothing: SELECT 1)
+        if snap.global_casts and c.cls in _EVALUATES and not _converts_nothing(c):
             for fn in sorted(snap.global_casts):
                 denial = self._call_of(fn, f"a cast between system types runs {fn}, and a "
                                        "statement may convert a value by it without naming it")  # fmt: skip

@@ -509,7 +509,7 @@ def _moved_relation(node: dict, kind: str, search_path: tuple[str, ...]) -> list
         if elem.get("defname") != "owned_by":
             continue
         items = ((elem.get("arg") or {}).get("List") or {}).get("items") or []
-        parts = [(i.get("String") or {}).get("sval") for i in items if type(i) is dict]
+        parts = [str((i.get("String") or {}).get("sval") or "") for i in items if type(i) is dict]
         if parts == ["none"]:
             continue
         if len(parts) not in (2, 3) or not all(parts):

@@ -916,8 +916,8 @@ class SessionFacts:
                 # undone: COMMIT PREPARED or ROLLBACK PREPARED decides, in this session or
                 # another, or never. (In an implicit block too: PostgreSQL warns "there is
                 # no transaction in progress" and prepares what ran since its start.)
-                op = two_phase_op(text) if text else None
-                gid = op[1] if op is not None and op[0] == "prepare" else None
+                phase = two_phase_op(text) if text else None
+                gid = phase[1] if phase is not None and phase[0] == "prepare" else None
                 prepared = list(self._changed)
                 self._undo(0, _prepared(gid))
                 if gid is not None:  # a gid used again: the earlier one was decided elsewhere
@@ -926,9 +926,9 @@ class SessionFacts:
             elif tag in ("COMMIT PREPARED", "ROLLBACK PREPARED"):
                 # outside any transaction block (PostgreSQL refuses it in one): undoes nothing
                 # of the open transaction, decides a prepared one
-                op = two_phase_op(text) if text else None
-                if op is not None and op[1] is not None:
-                    self._resolve(op[0], op[1])
+                phase = two_phase_op(text) if text else None
+                if phase is not None and phase[1] is not None:
+                    self._resolve(phase[0], phase[1])
             elif tag in ("COMMIT", "ROLLBACK"):
                 # The transaction ended: committed (COMMIT [AND CHAIN]), prepared for
                 # two-phase commit, or undone (the tag ROLLBACK: ROLLBACK or ABORT [AND
