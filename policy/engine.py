@@ -826,8 +826,11 @@ class StatementPolicy:
         out: set[str] = set()
         known = snap.function_types
         for fn in functions:
-            parts = split_name(fn)
-            names = [fn] if parts is not None else function_names(None, fn, self.search_path)
+            if split_name(fn) is not None:
+                names = [fn]
+            else:  # unqualified: as the search path resolves it, or a user's of that name
+                names = [*function_names(None, fn, self.search_path),
+                         *snap.user_functions.get(fn, ())]  # fmt: skip
             for name in names:
                 out.update(known.get(name, ()))
         return frozenset(out)
