@@ -252,7 +252,13 @@ FUNCTION_TYPES_SQL = """
 SELECT DISTINCT n.nspname, p.proname, tn.nspname, t.typname
 FROM pg_catalog.pg_proc p
 JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
-CROSS JOIN LATERAL unnest(p.proargtypes::pg_catalog.oid[] || p.prorettype) AS a(typ)
+LEFT JOIN pg_catalog.pg_aggregate ag ON ag.aggfnoid = p.oid
+-- every parameter (OUT and TABLE columns too: proallargtypes), the result, and an
+-- aggregate's state types (a domain's CHECK runs on each state: round 29)
+CROSS JOIN LATERAL unnest(
+  coalesce(p.proallargtypes, p.proargtypes::pg_catalog.oid[])
+  || ARRAY[p.prorettype, coalesce(ag.aggtranstype, 0), coalesce(ag.aggmtranstype, 0)]
+) AS a(typ)
 JOIN pg_catalog.pg_type t ON t.oid = a.typ
 JOIN pg_catalog.pg_namespace tn ON tn.oid = t.typnamespace
 WHERE n.nspname NOT IN ('pg_catalog', 'information_schema')

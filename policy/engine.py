@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, fields, replace
 from hashlib import blake2b
@@ -107,14 +108,19 @@ def _syntax_error(pairs: tuple[Pair, ...]) -> str | None:
 MAX_REMEMBERED_STATEMENTS = 4096
 # DDL that defines code others may already call (StatementPolicy._defines_code)
 _DEFINES_CODE = frozenset(("CREATE FUNCTION", "CREATE PROCEDURE"))
+# SELECT of plain constants, nothing else: what converts nothing (``_converts_nothing``)
+_CONSTANT = r"(?:[0-9]+(?:\.[0-9]+)?|'[^']*'|true|false|null)"
+_CONSTANTS_ONLY = re.compile(
+    rf"\s*select\s+{_CONSTANT}(?:\s*,\s*{_CONSTANT})*\s*;?\s*", re.IGNORECASE
+)
+
+
 def _converts_nothing(c: Classified) -> bool:
-    """Does ``c`` hold constants alone, no cast written (``SELECT 1``)? ``Classified.types``
-    leaves system types out (``7::smallint::pg_catalog.text`` names none: round 28), so any
-    cast syntax in the text counts."""
-    if c.types or c.functions or c.operators or c.reads or c.writes or c.cls is not StatementClass.READ:
-        return False
-    text = c.sql.lower()
-    return "::" not in text and "cast" not in text and "treat" not in text and "$" not in text
+    """Is ``c`` a SELECT of plain constants alone (``SELECT 1``, a driver's health check)?
+    ``Classified.types`` leaves system types out (``7::smallint::pg_catalog.text`` names
+    none: round 28), and a typed literal in a boolean context converts with no cast
+    written (``SELECT NOT smallint '7'``: round 29), so only the text itself can say."""
+    return c.cls is StatementClass.READ and _CONSTANTS_ONLY.fullmatch(c.sql) is not None
 
 
 # statements that evaluate expressions (a cast between system types may run in any)
@@ -785,11 +791,12 @@ class StatementPolicy:
                 # (its domain columns' constraints and defaults run on them)
                 types = types | c.reads
             snap = self._snapshot_seen
-            if c.functions and snap is not None and snap.function_types:
+            if (c.functions or c.attributes) and snap is not None and snap.function_types:
                 # what a called function takes or returns: values of those types are made
                 # or converted around the call (round 28: f()::text, an argument's implicit
-                # cast or domain CHECK)
-                types = types | self._function_types(c.functions, snap)
+                # cast or domain CHECK); column syntax may be a call too (round 29)
+                types = types | self._function_types(
+                    c.functions | (c.attributes - {DERIVED_ROWS}), snap)  # fmt: skip
             if c.functions or c.operators or types:
                 denial = self._shadowed(c.functions, c.operators, self._snapshot_seen, types)
                 if denial is not None:

@@ -457,11 +457,12 @@ def _with_pg(
 
 
 # ALTER TABLE subcommands decided on PostgreSQL's reading when sqlglot cannot read them:
-# each changes the table alone (an identity's sequence is the table's own; enabling or
-# forcing row security only hides rows; validating runs the constraint on its rows)
+# each changes the table alone (an identity's sequence is the table's own, unless its
+# options name one: ``_moved_relation``; validating runs the constraint on its rows).
+# Enabling or forcing row security is not here: it makes the policies' expressions run,
+# user code the statement does not name (red-team round 29).
 _TABLE_COMMANDS = frozenset({
     "AT_AddIdentity", "AT_SetIdentity", "AT_DropIdentity", "AT_ValidateConstraint",
-    "AT_EnableRowSecurity", "AT_ForceRowSecurity",
 })
 # (parse node, object type) -> what the command is called
 _ALTERED_KINDS = {
@@ -491,7 +492,11 @@ def _moved_relation(node: dict, kind: str, search_path: tuple[str, ...]) -> list
             (cmd.get("AlterTableCmd") or {}).get("subtype") if type(cmd) is dict else None
             for cmd in node.get("cmds") or ()
         }
-        return [] if subtypes and subtypes <= _TABLE_COMMANDS else None
+        if not subtypes or not subtypes <= _TABLE_COMMANDS:
+            return None
+        # SEQUENCE NAME s.x names the identity's sequence: made where the grant may not
+        # (round 29: in another schema, and linked to a table of that name there)
+        return None if "sequence_name" in repr(node.get("cmds")) else []
     rel = node.get("sequence") if kind == "AlterSeqStmt" else node.get("relation")
     if type(rel) is not dict or not rel.get("relname"):
         return None
