@@ -124,6 +124,12 @@ WHERE n.nspname NOT IN ('pg_catalog', 'information_schema')
 # cast into or out of the type by a function, and whatever a type made of it runs: a
 # domain over it or whose constraint uses it, an array of it, a row type with a column of
 # it, a range over it. Each row: the type's OID and name and one function it may run.
+# Every type outside the system schemas (a user's or an extension's)
+_USERTYPE = """
+  SELECT t.oid FROM pg_catalog.pg_type t
+  JOIN pg_catalog.pg_namespace n ON n.oid = t.typnamespace
+  WHERE n.nspname NOT IN ('pg_catalog', 'information_schema')
+"""
 # What a type's values are made of, (part, whole): a domain's base type, an array's
 # element, a row type's columns (a table's, a view's, a composite type's), a range's
 # subtype, a range's multirange (what the part runs, the whole may run)
@@ -142,11 +148,7 @@ _PARTS = """
 USER_TYPES_SQL = f"""
 WITH RECURSIVE
 written AS ({_WRITTEN}),
-usertype AS (
-  SELECT t.oid FROM pg_catalog.pg_type t
-  JOIN pg_catalog.pg_namespace n ON n.oid = t.typnamespace
-  WHERE n.nspname NOT IN ('pg_catalog', 'information_schema')
-),
+usertype AS ({_USERTYPE}),
 constraint_uses AS (
   SELECT c.contypid AS typ, d.refclassid, d.refobjid
   FROM pg_catalog.pg_constraint c
@@ -200,11 +202,7 @@ WHERE tn.nspname NOT IN ('pg_catalog', 'information_schema')
 RELATION_CASTS_SQL = f"""
 WITH RECURSIVE
 written AS ({_WRITTEN}),
-usertype AS (
-  SELECT t.oid FROM pg_catalog.pg_type t
-  JOIN pg_catalog.pg_namespace n ON n.oid = t.typnamespace
-  WHERE n.nspname NOT IN ('pg_catalog', 'information_schema')
-),
+usertype AS ({_USERTYPE}),
 usercast AS (
   SELECT c.castsource, c.casttarget, c.castfunc FROM pg_catalog.pg_cast c
   WHERE c.castfunc IN (SELECT oid FROM written)
