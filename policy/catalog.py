@@ -48,6 +48,7 @@ __all__ = [
     "TRIGGERED_SQL",
     "INHERITANCE_SQL",
     "VIEWS_SQL",
+    "EVENT_TRIGGERS_SQL",
     "FUNCTION_TYPES_SQL",
     "RELATION_CASTS_SQL",
     "GLOBAL_CASTS_SQL",
@@ -130,6 +131,34 @@ _USERTYPE = """
   JOIN pg_catalog.pg_namespace n ON n.oid = t.typnamespace
   WHERE n.nspname NOT IN ('pg_catalog', 'information_schema')
 """
+# (type, function) of what compares a type's values with no operator written (red-team
+# round 30): ORDER BY, DISTINCT, GROUP BY, UNION, joins of rows or arrays, window ORDER BY
+# and CREATE INDEX use the type's default operator classes (a superuser's CREATE OPERATOR
+# CLASS ... DEFAULT FOR TYPE), whose support functions and operators' functions run; a
+# range compares its bounds by its subtype's operator class and runs its subtype_diff and
+# canonical functions
+_COMPARES = """
+  SELECT oc.opcintype, ap.amproc FROM pg_catalog.pg_opclass oc
+  JOIN pg_catalog.pg_amproc ap ON ap.amprocfamily = oc.opcfamily
+  WHERE oc.opcdefault
+  UNION
+  SELECT oc.opcintype, o.oprcode FROM pg_catalog.pg_opclass oc
+  JOIN pg_catalog.pg_amop ao ON ao.amopfamily = oc.opcfamily
+  JOIN pg_catalog.pg_operator o ON o.oid = ao.amopopr
+  WHERE oc.opcdefault
+  UNION
+  SELECT r.rngtypid, ap.amproc FROM pg_catalog.pg_range r
+  JOIN pg_catalog.pg_opclass oc ON oc.oid = r.rngsubopc
+  JOIN pg_catalog.pg_amproc ap ON ap.amprocfamily = oc.opcfamily
+  UNION
+  SELECT r.rngtypid, o.oprcode FROM pg_catalog.pg_range r
+  JOIN pg_catalog.pg_opclass oc ON oc.oid = r.rngsubopc
+  JOIN pg_catalog.pg_amop ao ON ao.amopfamily = oc.opcfamily
+  JOIN pg_catalog.pg_operator o ON o.oid = ao.amopopr
+  UNION
+  SELECT r.rngtypid, r.rngsubdiff FROM pg_catalog.pg_range r WHERE r.rngsubdiff <> 0
+  UNION
+  SELECT r.rngtypid, r.rngcanonical FROM pg_catalog.pg_range r WHERE r.rngcanonical <> 0"""
 # What a type's values are made of, (part, whole): a domain's base type, an array's
 # element, a row type's columns (a table's, a view's, a composite type's), a range's
 # subtype, a range's multirange (what the part runs, the whole may run)
@@ -174,6 +203,8 @@ direct AS (
   UNION
   SELECT c.castsource, c.castfunc FROM pg_catalog.pg_cast c
   WHERE c.castfunc <> 0 AND c.castsource IN (SELECT oid FROM usertype)
+  UNION
+{_COMPARES}
 ),
 made_of(part, whole) AS (
 {_PARTS}
@@ -211,6 +242,9 @@ direct(typ, fn) AS (
   SELECT castsource, castfunc FROM usercast WHERE castsource IN (SELECT oid FROM usertype)
   UNION
   SELECT casttarget, castfunc FROM usercast WHERE casttarget IN (SELECT oid FROM usertype)
+  UNION
+  SELECT typ, fn FROM ({_COMPARES}) cmp(typ, fn)
+  WHERE typ IN (SELECT oid FROM usertype) AND fn IN (SELECT oid FROM written)
 ),
 made_of(part, whole) AS (
 {_PARTS}
@@ -228,9 +262,10 @@ JOIN written w ON w.oid = r.fn
 WHERE c.relkind IN ('r', 'v', 'm', 'f', 'p')
   AND n.nspname NOT IN ('pg_catalog', 'information_schema')
 """
-# Casts by user-written functions between two system types (only a superuser makes one):
-# any statement may convert a value of one into the other, implicitly or by assignment,
-# so every statement that evaluates anything needs the execute scope on each.
+# Casts by user-written functions between two system types, and user-written functions in
+# a system type's default operator classes (only a superuser makes either): any statement
+# may convert or compare such values with none written, so every statement that evaluates
+# anything needs the execute scope on each.
 GLOBAL_CASTS_SQL = f"""
 SELECT DISTINCT w.nspname, w.proname
 FROM pg_catalog.pg_cast c
@@ -241,6 +276,21 @@ JOIN pg_catalog.pg_type t ON t.oid = c.casttarget
 JOIN pg_catalog.pg_namespace tn ON tn.oid = t.typnamespace
 WHERE sn.nspname IN ('pg_catalog', 'information_schema')
   AND tn.nspname IN ('pg_catalog', 'information_schema')
+UNION
+SELECT w.nspname, w.proname
+FROM ({_COMPARES}) cmp(typ, fn)
+JOIN ({_WRITTEN}) w ON w.oid = cmp.fn
+JOIN pg_catalog.pg_type t ON t.oid = cmp.typ
+JOIN pg_catalog.pg_namespace tn ON tn.oid = t.typnamespace
+WHERE tn.nspname IN ('pg_catalog', 'information_schema')
+"""
+# Enabled event triggers whose function is user-written (a superuser's): any DDL the grant
+# may run fires them (red-team round 30), so each needs the execute scope.
+EVENT_TRIGGERS_SQL = f"""
+SELECT DISTINCT w.nspname, w.proname
+FROM pg_catalog.pg_event_trigger e
+JOIN ({_WRITTEN}) w ON w.oid = e.evtfoid
+WHERE e.evtenabled <> 'D'
 """
 # The user types a function outside the system schemas takes or returns (red-team round
 # 28): a granted function's result cast (``f()::text``) or an argument converted into its
@@ -440,13 +490,34 @@ JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
 WHERE r.rulename <> '_RETURN' AND n.nspname NOT IN ('pg_catalog', 'information_schema')
 """
 
-# Relations with triggers of their own (not the internal ones of foreign keys), and their
-# ancestors (a write to a parent reaches a child's rows, and routes into a partition): a
-# write to one runs code that may write relations the statement does not name
-# (StatementPolicy.writes_unreadable).
-TRIGGERED_SQL = """
-WITH RECURSIVE up(relid) AS (
+# Relations with triggers of their own (not the internal ones of foreign keys), or whose
+# defaults, generated columns, CHECKs or domain columns call user-written functions (round
+# 30), and their ancestors (a write to a parent reaches a child's rows, and routes into a
+# partition): a write to one runs code that may read or write relations the statement does
+# not name, and quote them in an error (StatementPolicy.writes_unreadable withholds).
+TRIGGERED_SQL = f"""
+WITH RECURSIVE written AS ({_WRITTEN}),
+up(relid) AS (
     SELECT t.tgrelid FROM pg_catalog.pg_trigger t WHERE NOT t.tgisinternal
+    UNION
+    -- a DEFAULT or generated column, or a CHECK, calling a user-written function
+    SELECT coalesce(ad.adrelid, co.conrelid)
+    FROM pg_catalog.pg_depend d
+    LEFT JOIN pg_catalog.pg_attrdef ad
+      ON d.classid = 'pg_catalog.pg_attrdef'::pg_catalog.regclass AND ad.oid = d.objid
+    LEFT JOIN pg_catalog.pg_constraint co
+      ON d.classid = 'pg_catalog.pg_constraint'::pg_catalog.regclass AND co.oid = d.objid
+    WHERE d.refclassid = 'pg_catalog.pg_proc'::pg_catalog.regclass
+      AND d.refobjid IN (SELECT oid FROM written)
+      AND coalesce(ad.adrelid, co.conrelid, 0) <> 0
+    UNION
+    -- a column of a domain whose constraint or default calls one
+    SELECT a.attrelid FROM pg_catalog.pg_attribute a
+    JOIN pg_catalog.pg_constraint co ON co.contypid = a.atttypid
+    JOIN pg_catalog.pg_depend d ON d.classid = 'pg_catalog.pg_constraint'::pg_catalog.regclass
+      AND d.objid = co.oid AND d.refclassid = 'pg_catalog.pg_proc'::pg_catalog.regclass
+      AND d.refobjid IN (SELECT oid FROM written)
+    WHERE a.attnum > 0 AND NOT a.attisdropped
     UNION
     SELECT i.inhparent FROM pg_catalog.pg_inherits i JOIN up ON i.inhrelid = up.relid
 )
@@ -556,6 +627,9 @@ class Snapshot:
     # function "schema.name" -> the user types it takes or returns, "schema.type" as
     # ``Classified.types`` renders them (FUNCTION_TYPES_SQL)
     function_types: dict[str, frozenset[str]] = field(default_factory=dict)
+    # the user-written functions of enabled event triggers (EVENT_TRIGGERS_SQL): any DDL
+    # runs them
+    event_functions: frozenset[str] = frozenset()
 
     @property
     def user_schema_safe(self) -> bool:
@@ -969,6 +1043,7 @@ class CatalogCache:
         relation_casts: dict[str, frozenset[str]] | None = None,
         global_casts=(),
         function_types: dict[str, frozenset[str]] | None = None,
+        event_functions=(),
     ) -> Snapshot:
         """``loaded_at``: when the load's queries started (monotonic; default now): what a
         statement arriving later may be decided on (``StatementPolicy._describe_refusal``)."""
@@ -986,6 +1061,7 @@ class CatalogCache:
             frozenset(domain_schemas), frozenset(triggered), dict(descendants or {}),
             views_unread=views_unread, relation_casts=dict(relation_casts or {}),
             global_casts=frozenset(global_casts), function_types=dict(function_types or {}),
+            event_functions=frozenset(event_functions),
         )  # fmt: skip
         if entry.removed:
             started = snap.loaded_at

@@ -123,6 +123,8 @@ def _converts_nothing(c: Classified) -> bool:
     return c.cls is StatementClass.READ and _CONSTANTS_ONLY.fullmatch(c.sql) is not None
 
 
+# statements an event trigger may fire on (DDL, GRANT/REVOKE; what unknown:* allows)
+_FIRES_EVENT_TRIGGERS = frozenset({StatementClass.DDL, StatementClass.ROLE, StatementClass.UNKNOWN})
 # statements that evaluate expressions (a cast between system types may run in any)
 _EVALUATES = frozenset({
     StatementClass.READ, StatementClass.WRITE, StatementClass.DDL, StatementClass.FUNCTION,
@@ -859,11 +861,17 @@ class StatementPolicy:
                                        "statement may convert a value by it without naming it")  # fmt: skip
                 if denial is not None:
                     return denial
+        if snap.event_functions and c.cls in _FIRES_EVENT_TRIGGERS:
+            for fn in sorted(snap.event_functions):
+                denial = self._call_of(fn, f"an event trigger runs {fn} on DDL")
+                if denial is not None:
+                    return denial
         if snap.relation_casts:
             for rel in sorted(c.reads | c.writes):
                 for fn in sorted(snap.relation_casts.get(rel, ())):
-                    denial = self._call_of(fn, f"a value of {rel} may be converted by a cast "
-                                           f"that runs {fn}, without the statement naming it")  # fmt: skip
+                    denial = self._call_of(fn, f"a value of {rel} may be converted or compared "
+                                           f"by {fn} (a cast, or its type's operator class), "
+                                           "without the statement naming it")  # fmt: skip
                     if denial is not None:
                         return denial
         return None

@@ -16,6 +16,7 @@ from policy.catalog import (
     COLUMNS_SQL,
     DEFAULTED_FUNCTIONS_SQL,
     DOMAIN_SCHEMAS_SQL,
+    EVENT_TRIGGERS_SQL,
     FUNCTION_TYPES_SQL,
     FUNCTIONS_SQL,
     GLOBAL_CASTS_SQL,
@@ -177,13 +178,13 @@ class CatalogLoader:
          user_type_rows, type_oid_rows, cascade_rows, view_rows, view_read_rows,
          inlinable_rows, ruled_rows, relation_rows, schema_rows, defaulted_rows,
          domain_rows, triggered_rows, inheritance_rows, relation_cast_rows,
-         global_cast_rows, function_type_rows) = await _queries(
+         global_cast_rows, function_type_rows, event_rows) = await _queries(
             self.cfg, self.credentials, database, FUNCTIONS_SQL, COLUMNS_SQL, ROLE_SCHEMAS_SQL,
             USER_FUNCTIONS_SQL, USER_OPERATORS_SQL, USER_TYPES_SQL, USER_TYPE_OIDS_SQL,
             CASCADES_SQL, VIEWS_SQL, VIEW_READS_SQL, INLINABLE_SQL, RULED_SQL,
             RELATION_OIDS_SQL, USER_SCHEMAS_SQL, DEFAULTED_FUNCTIONS_SQL, DOMAIN_SCHEMAS_SQL,
             TRIGGERED_SQL, INHERITANCE_SQL, RELATION_CASTS_SQL, GLOBAL_CASTS_SQL,
-            FUNCTION_TYPES_SQL,
+            FUNCTION_TYPES_SQL, EVENT_TRIGGERS_SQL,
         )  # fmt: skip
         views_unread = False
         if isinstance(view_rows, UpstreamError) and view_rows.sqlstate == LOCK_NOT_AVAILABLE:
@@ -257,6 +258,7 @@ class CatalogLoader:
             relation_casts=_frozen(relation_casts),
             global_casts=[render_name(schema, name) for schema, name in _ok(global_cast_rows)],
             function_types=_frozen(function_types),
+            event_functions=[render_name(schema, name) for schema, name in _ok(event_rows)],
         )
 
     def refresh(self, database: str, since: float | None = None) -> asyncio.Task:
