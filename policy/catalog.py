@@ -48,6 +48,8 @@ __all__ = [
     "TRIGGERED_SQL",
     "INHERITANCE_SQL",
     "VIEWS_SQL",
+    "OPCLASS_FUNCTIONS_SQL",
+    "RELATION_OPCLASS_SQL",
     "EVENT_TRIGGERS_SQL",
     "FUNCTION_TYPES_SQL",
     "RELATION_CASTS_SQL",
@@ -159,6 +161,21 @@ _COMPARES = """
   SELECT r.rngtypid, r.rngsubdiff FROM pg_catalog.pg_range r WHERE r.rngsubdiff <> 0
   UNION
   SELECT r.rngtypid, r.rngcanonical FROM pg_catalog.pg_range r WHERE r.rngcanonical <> 0"""
+# (operator family, function) of every support function and operator's function of a family
+_FAMILY_FUNCTIONS = """
+  SELECT ap.amprocfamily, ap.amproc FROM pg_catalog.pg_amproc ap
+  UNION
+  SELECT ao.amopfamily, o.oprcode FROM pg_catalog.pg_amop ao
+  JOIN pg_catalog.pg_operator o ON o.oid = ao.amopopr"""
+# (relation, operator class) of every index's columns and partition key's columns: scans,
+# index maintenance and partition routing run the class's family (red-team round 31: a
+# non-default class of user-written functions on an int4 column ran on a plain read)
+_RELATION_OPCLASSES = """
+  SELECT i.indrelid, k.opc FROM pg_catalog.pg_index i
+  CROSS JOIN LATERAL unnest(i.indclass::pg_catalog.oid[]) AS k(opc)
+  UNION
+  SELECT pt.partrelid, k.opc FROM pg_catalog.pg_partitioned_table pt
+  CROSS JOIN LATERAL unnest(pt.partclass::pg_catalog.oid[]) AS k(opc)"""
 # What a type's values are made of, (part, whole): a domain's base type, an array's
 # element, a row type's columns (a table's, a view's, a composite type's), a range's
 # subtype, a range's multirange (what the part runs, the whole may run)
@@ -283,6 +300,38 @@ JOIN ({_WRITTEN}) w ON w.oid = cmp.fn
 JOIN pg_catalog.pg_type t ON t.oid = cmp.typ
 JOIN pg_catalog.pg_namespace tn ON tn.oid = t.typnamespace
 WHERE tn.nspname IN ('pg_catalog', 'information_schema')
+"""
+# Operator classes outside the system schemas with user-written functions in their family:
+# a statement naming one (CREATE INDEX ... (a s.ops), PARTITION BY ... (a s.ops)) runs them
+# at once (red-team round 31), decided like calls (``StatementPolicy._casts``).
+OPCLASS_FUNCTIONS_SQL = f"""
+SELECT DISTINCT n.nspname, oc.opcname, w.nspname, w.proname
+FROM pg_catalog.pg_opclass oc
+JOIN pg_catalog.pg_namespace n ON n.oid = oc.opcnamespace
+JOIN ({_FAMILY_FUNCTIONS}) f(family, fn) ON f.family = oc.opcfamily
+JOIN ({_WRITTEN}) w ON w.oid = f.fn
+WHERE n.nspname NOT IN ('pg_catalog', 'information_schema')
+"""
+# Relations whose indexes or partition keys use an operator class with user-written
+# functions, and their ancestors (a read of a parent scans its children's indexes, an
+# insert routes through them): (schema, relation, function schema, function), merged into
+# ``Snapshot.relation_casts`` (a read or write of the relation may run them).
+RELATION_OPCLASS_SQL = f"""
+WITH RECURSIVE written AS ({_WRITTEN}),
+runs(relid, fn) AS (
+  SELECT r.relid, f.fn
+  FROM ({_RELATION_OPCLASSES}) r(relid, opc)
+  JOIN pg_catalog.pg_opclass oc ON oc.oid = r.opc
+  JOIN ({_FAMILY_FUNCTIONS}) f(family, fn) ON f.family = oc.opcfamily
+  WHERE f.fn IN (SELECT oid FROM written)
+  UNION
+  SELECT i.inhparent, runs.fn FROM pg_catalog.pg_inherits i JOIN runs ON i.inhrelid = runs.relid
+)
+SELECT n.nspname, c.relname, w.nspname, w.proname
+FROM runs JOIN pg_catalog.pg_class c ON c.oid = runs.relid
+JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+JOIN written w ON w.oid = runs.fn
+WHERE n.nspname NOT IN ('pg_catalog', 'information_schema')
 """
 # Enabled event triggers whose function is user-written (a superuser's): any DDL the grant
 # may run fires them (red-team round 30), so each needs the execute scope.
@@ -511,6 +560,21 @@ up(relid) AS (
       AND d.refobjid IN (SELECT oid FROM written)
       AND coalesce(ad.adrelid, co.conrelid, 0) <> 0
     UNION
+    -- an index's expressions or predicate, a partition key's expressions (recorded
+    -- against the index or the table: round 31)
+    SELECT coalesce(ix.indrelid, d.objid)
+    FROM pg_catalog.pg_depend d
+    LEFT JOIN pg_catalog.pg_index ix ON ix.indexrelid = d.objid
+    WHERE d.classid = 'pg_catalog.pg_class'::pg_catalog.regclass
+      AND d.refclassid = 'pg_catalog.pg_proc'::pg_catalog.regclass
+      AND d.refobjid IN (SELECT oid FROM written)
+    UNION
+    -- an index or partition key using an operator class of user-written functions
+    SELECT r.relid FROM ({_RELATION_OPCLASSES}) r(relid, opc)
+    JOIN pg_catalog.pg_opclass oc ON oc.oid = r.opc
+    JOIN ({_FAMILY_FUNCTIONS}) f(family, fn) ON f.family = oc.opcfamily
+    WHERE f.fn IN (SELECT oid FROM written)
+    UNION
     -- a column of a domain whose constraint or default calls one
     SELECT a.attrelid FROM pg_catalog.pg_attribute a
     JOIN pg_catalog.pg_constraint co ON co.contypid = a.atttypid
@@ -630,6 +694,9 @@ class Snapshot:
     # the user-written functions of enabled event triggers (EVENT_TRIGGERS_SQL): any DDL
     # runs them
     event_functions: frozenset[str] = frozenset()
+    # operator class "schema.name" -> the user-written functions of its family
+    # (OPCLASS_FUNCTIONS_SQL): a statement naming the class runs them
+    opclass_functions: dict[str, frozenset[str]] = field(default_factory=dict)
 
     @property
     def user_schema_safe(self) -> bool:
@@ -1044,6 +1111,7 @@ class CatalogCache:
         global_casts=(),
         function_types: dict[str, frozenset[str]] | None = None,
         event_functions=(),
+        opclass_functions: dict[str, frozenset[str]] | None = None,
     ) -> Snapshot:
         """``loaded_at``: when the load's queries started (monotonic; default now): what a
         statement arriving later may be decided on (``StatementPolicy._describe_refusal``)."""
@@ -1062,6 +1130,7 @@ class CatalogCache:
             views_unread=views_unread, relation_casts=dict(relation_casts or {}),
             global_casts=frozenset(global_casts), function_types=dict(function_types or {}),
             event_functions=frozenset(event_functions),
+            opclass_functions=dict(opclass_functions or {}),
         )  # fmt: skip
         if entry.removed:
             started = snap.loaded_at

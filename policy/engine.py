@@ -866,6 +866,12 @@ class StatementPolicy:
                 denial = self._call_of(fn, f"an event trigger runs {fn} on DDL")
                 if denial is not None:
                     return denial
+        if snap.opclass_functions:  # an operator class named (it is read as a relation)
+            for name in sorted(c.reads):
+                for fn in sorted(snap.opclass_functions.get(name, ())):
+                    denial = self._call_of(fn, f"the operator class {name} runs {fn}")
+                    if denial is not None:
+                        return denial
         if snap.relation_casts:
             for rel in sorted(c.reads | c.writes):
                 for fn in sorted(snap.relation_casts.get(rel, ())):

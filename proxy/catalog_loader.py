@@ -22,8 +22,10 @@ from policy.catalog import (
     GLOBAL_CASTS_SQL,
     INHERITANCE_SQL,
     INLINABLE_SQL,
+    OPCLASS_FUNCTIONS_SQL,
     RELATION_CASTS_SQL,
     RELATION_OIDS_SQL,
+    RELATION_OPCLASS_SQL,
     ROLE_SCHEMAS_SQL,
     RULED_SQL,
     TRIGGERED_SQL,
@@ -178,13 +180,14 @@ class CatalogLoader:
          user_type_rows, type_oid_rows, cascade_rows, view_rows, view_read_rows,
          inlinable_rows, ruled_rows, relation_rows, schema_rows, defaulted_rows,
          domain_rows, triggered_rows, inheritance_rows, relation_cast_rows,
-         global_cast_rows, function_type_rows, event_rows) = await _queries(
+         global_cast_rows, function_type_rows, event_rows, opclass_rows,
+         relation_opclass_rows) = await _queries(
             self.cfg, self.credentials, database, FUNCTIONS_SQL, COLUMNS_SQL, ROLE_SCHEMAS_SQL,
             USER_FUNCTIONS_SQL, USER_OPERATORS_SQL, USER_TYPES_SQL, USER_TYPE_OIDS_SQL,
             CASCADES_SQL, VIEWS_SQL, VIEW_READS_SQL, INLINABLE_SQL, RULED_SQL,
             RELATION_OIDS_SQL, USER_SCHEMAS_SQL, DEFAULTED_FUNCTIONS_SQL, DOMAIN_SCHEMAS_SQL,
             TRIGGERED_SQL, INHERITANCE_SQL, RELATION_CASTS_SQL, GLOBAL_CASTS_SQL,
-            FUNCTION_TYPES_SQL, EVENT_TRIGGERS_SQL,
+            FUNCTION_TYPES_SQL, EVENT_TRIGGERS_SQL, OPCLASS_FUNCTIONS_SQL, RELATION_OPCLASS_SQL,
         )  # fmt: skip
         views_unread = False
         if isinstance(view_rows, UpstreamError) and view_rows.sqlstate == LOCK_NOT_AVAILABLE:
@@ -215,7 +218,11 @@ class CatalogLoader:
                   error=role_schemas.message)  # fmt: skip
             role_schemas = []
         relation_casts: dict[str, set[str]] = {}
-        for rschema, rname, schema, name in _ok(relation_cast_rows):
+        opclass_functions: dict[str, set[str]] = {}
+        for oschema, oname, schema, name in _ok(opclass_rows):
+            opclass_functions.setdefault(render_name(oschema, oname), set()).add(
+                render_name(schema, name))  # fmt: skip
+        for rschema, rname, schema, name in [*_ok(relation_cast_rows), *_ok(relation_opclass_rows)]:
             relation_casts.setdefault(render_name(rschema, rname), set()).add(
                 render_name(schema, name))  # fmt: skip
         function_types: dict[str, set[str]] = {}
@@ -259,6 +266,7 @@ class CatalogLoader:
             global_casts=[render_name(schema, name) for schema, name in _ok(global_cast_rows)],
             function_types=_frozen(function_types),
             event_functions=[render_name(schema, name) for schema, name in _ok(event_rows)],
+            opclass_functions=_frozen(opclass_functions),
         )
 
     def refresh(self, database: str, since: float | None = None) -> asyncio.Task:
