@@ -84,7 +84,6 @@ import pytest
 
 from tests.support import planted
 from tests.support.planted import shows
-from tests.support.rawpg import RawClient
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -195,39 +194,15 @@ def leaked(text: str) -> list[str]:
 
 
 def direct(pg, sqls) -> str:
-    """``sqls`` as Queries of one block, directly as the upstream login (rolled back)."""
-    with RawClient.direct(pg) as c:
-        got = [planted.text(c.query(s)) for s in ("BEGIN", *sqls)]
-        c.query("ROLLBACK")
-    return "".join(got)
+    return planted.direct_block(pg, sqls)
 
 
 def single(px, grant: str, sql: str) -> dict[str, str]:
-    """Every byte each mode received for one statement: simple Query, extended unnamed,
-    named prepared, and pipelined (its Parse/Bind/Execute twice, one Sync)."""
-    token = px.tokens[grant]
-    got = planted.received(px, sql, token=token)
-    with planted.session(px, token) as c:
-        frames = planted.pipelined(c, [sql, sql])
-        assert any(f[:1] == b"D" for f in c.query("SELECT 1")), "pipelined"
-    got["pipelined"] = planted.text(frames)
-    return got
+    return planted.every_mode(px, px.tokens[grant], sql)
 
 
 def block(px, grant: str, sqls) -> dict[str, str]:
-    """What each mode gave back for ``sqls`` in a block (rolled back): separate Queries,
-    one Query, one pipeline."""
-    token = px.tokens[grant]
-    out = {
-        "queries": "".join(planted.simple(px, ["BEGIN", *sqls, "ROLLBACK"], token=token)),
-        "one query": "".join(
-            planted.simple(px, ["BEGIN", "; ".join(sqls), "ROLLBACK"], token=token)
-        ),  # fmt: skip
-    }
-    with planted.session(px, token) as c:
-        frames = c.query("BEGIN") + planted.pipelined(c, sqls) + c.query("ROLLBACK")
-    out["pipeline"] = planted.text(frames)
-    return out
+    return planted.every_block_mode(px, px.tokens[grant], sqls)
 
 
 def assert_no_leak(got: dict[str, str], sql) -> None:

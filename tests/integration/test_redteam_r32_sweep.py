@@ -43,7 +43,6 @@ import pytest
 
 from tests.support import planted
 from tests.support.planted import shows
-from tests.support.rawpg import RawClient
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -108,10 +107,7 @@ def leaked(text: str) -> list[str]:
 
 
 def direct(pg, sqls) -> str:
-    with RawClient.direct(pg) as c:
-        got = [planted.text(c.query(s)) for s in ("BEGIN", *sqls)]
-        c.query("ROLLBACK")
-    return "".join(got)
+    return planted.direct_block(pg, sqls)
 
 
 def precondition(pg, sqls, key: str) -> None:
@@ -122,29 +118,11 @@ def precondition(pg, sqls, key: str) -> None:
 
 
 def every_mode(px, grant: str, sql: str) -> dict[str, str]:
-    """simple / extended / prepared, each in BEGIN ... ROLLBACK, and pipelined."""
-    token = px.tokens[grant]
-    got = planted.received(px, sql, before=("BEGIN",), after=("ROLLBACK",), token=token)
-    with planted.session(px, token) as c:
-        frames = c.query("BEGIN") + planted.pipelined(c, [sql]) + c.query("ROLLBACK")
-        assert any(f[:1] == b"D" for f in c.query("SELECT 1")), "pipelined"
-    got["pipelined"] = planted.text(frames)
-    return got
+    return planted.every_mode(px, px.tokens[grant], sql, in_block=True)
 
 
 def block(px, grant: str, sqls) -> dict[str, str]:
-    """Several statements: separate Queries, one Query, one pipeline (rolled back)."""
-    token = px.tokens[grant]
-    out = {
-        "queries": "".join(planted.simple(px, ["BEGIN", *sqls, "ROLLBACK"], token=token)),
-        "one query": "".join(
-            planted.simple(px, ["BEGIN", "; ".join(sqls), "ROLLBACK"], token=token)
-        ),  # fmt: skip
-    }
-    with planted.session(px, token) as c:
-        frames = c.query("BEGIN") + planted.pipelined(c, sqls) + c.query("ROLLBACK")
-    out["pipeline"] = planted.text(frames)
-    return out
+    return planted.every_block_mode(px, px.tokens[grant], sqls)
 
 
 def assert_no_leak(got: dict[str, str], sql) -> None:

@@ -285,3 +285,43 @@ def parsed(c: RawClient, name: str, sql: str) -> list[bytes]:
     """Parse of ``sql`` as statement ``name``, then Sync: the answers."""
     c.send(m.parse(name, sql), m.SYNC)
     return c.frames_until_ready()
+
+
+# --- the red-team rounds' modes (rounds 29-32) ---------------------------------------------
+
+
+def direct_block(pg, sqls) -> str:
+    """``sqls`` as Queries of one block, directly as the upstream login (rolled back):
+    every byte received, as text (a probe's precondition: its marker shows here)."""
+    with RawClient.direct(pg) as c:
+        got = [text(c.query(s)) for s in ("BEGIN", *sqls)]
+        c.query("ROLLBACK")
+    return "".join(got)
+
+
+def every_mode(handle, token: str, sql: str, in_block: bool = False) -> dict[str, str]:
+    """Every byte each mode received for one statement: simple Query, extended unnamed,
+    named prepared (``received``) and pipelined (its Parse/Bind/Execute twice, one Sync);
+    each inside BEGIN ... ROLLBACK with ``in_block``."""
+    around = (("BEGIN",), ("ROLLBACK",)) if in_block else ((), ())
+    got = received(handle, sql, before=around[0], after=around[1], token=token)
+    with session(handle, token) as c:
+        frames = [f for s in around[0] for f in c.query(s)]
+        frames += pipelined(c, [sql] if in_block else [sql, sql])
+        frames += [f for s in around[1] for f in c.query(s)]
+        assert any(f[:1] == b"D" for f in c.query("SELECT 1")), "pipelined"
+    got["pipelined"] = text(frames)
+    return got
+
+
+def every_block_mode(handle, token: str, sqls) -> dict[str, str]:
+    """What each mode gave back for ``sqls`` in a block (rolled back): separate Queries,
+    one Query, one pipeline."""
+    out = {
+        "queries": "".join(simple(handle, ["BEGIN", *sqls, "ROLLBACK"], token=token)),
+        "one query": "".join(simple(handle, ["BEGIN", "; ".join(sqls), "ROLLBACK"], token=token)),
+    }
+    with session(handle, token) as c:
+        frames = c.query("BEGIN") + pipelined(c, sqls) + c.query("ROLLBACK")
+    out["pipeline"] = text(frames)
+    return out
