@@ -32,12 +32,18 @@ def _base(class_uid: int, category_uid: int, activity_id: int, time, uid: str) -
     }
 
 
+# a statement row's outcome -> OCSF status (id, name): it ran and stayed (Success); a
+# prepared transaction not yet decided, or a recording that cannot say (Unknown); an error,
+# a refusal, or undone by its transaction's end (Failure)
+_STATUS = {"ok": (1, "Success"), "prepared": (0, "Unknown"), "unknown": (0, "Unknown")}
+
+
 def statement_event(s: dict) -> dict:
     tag = (s.get("command_tag") or "").split(" ")[0]
     first_class = (s.get("classes") or "").split(",")[0]
     activity = _DS_BY_COMMAND.get(tag) or _DS_ACTIVITY.get(first_class) or 99
     denied = s.get("decision") == "denied" or s.get("sqlstate") == "42501"
-    failed = s.get("outcome") != "ok"
+    status_id, status = _STATUS.get(s.get("outcome") or "", (2, "Failure"))
     e = _base(6005, 6, activity, s["ts"], f"{s['session_id']}/{s['n']}")
     host, _, port = (s.get("client_addr") or "").rpartition(":")
     e.update({
@@ -50,10 +56,11 @@ def statement_event(s: dict) -> dict:
         "database": {"name": s.get("database"), "type_id": 99, "type": "PostgreSQL"},
         "query_info": {"query_string": s.get("text"), "uid": f"{s['session_id']}/{s['n']}"},
         "disposition_id": 2 if denied else 1, "disposition": "Blocked" if denied else "Allowed",
-        "status_id": 2 if failed else 1, "status": "Failure" if failed else "Success",
+        "status_id": status_id, "status": status,
         "status_code": s.get("sqlstate"), "status_detail": s.get("message") or s.get("command_tag"),
         "duration": int(s.get("duration_ms") or 0), "end_time": _ms(s.get("ended_at")),
         "unmapped": {"task": s.get("task"), "grant_id": s.get("grant_id"),
+                     "outcome": s.get("outcome"),
                      "params": s.get("params"), "rows": s.get("rows"),
                      "verified": s.get("verified")},
     })
