@@ -221,7 +221,8 @@ direct AS (
   SELECT c.castsource, c.castfunc FROM pg_catalog.pg_cast c
   WHERE c.castfunc <> 0 AND c.castsource IN (SELECT oid FROM usertype)
   UNION
-{_COMPARES}
+  SELECT typ, fn FROM ({_COMPARES}) cmp(typ, fn)
+  WHERE typ IN (SELECT oid FROM usertype) AND fn IN (SELECT oid FROM written)
 ),
 made_of(part, whole) AS (
 {_PARTS}
