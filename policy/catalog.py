@@ -176,6 +176,14 @@ _RELATION_OPCLASSES = """
   UNION
   SELECT pt.partrelid, k.opc FROM pg_catalog.pg_partitioned_table pt
   CROSS JOIN LATERAL unnest(pt.partclass::pg_catalog.oid[]) AS k(opc)"""
+
+# (relation, function) of every function its indexes' and partition key's classes' families
+# hold (the caller keeps the user-written ones)
+_RELATION_OPCLASS_CODE = f"""
+  SELECT r.relid, f.fn FROM ({_RELATION_OPCLASSES}) r(relid, opc)
+  JOIN pg_catalog.pg_opclass oc ON oc.oid = r.opc
+  JOIN ({_FAMILY_FUNCTIONS}) f(family, fn) ON f.family = oc.opcfamily"""
+
 # What a type's values are made of, (part, whole): a domain's base type, an array's
 # element, a row type's columns (a table's, a view's, a composite type's), a range's
 # subtype, a range's multirange (what the part runs, the whole may run)
@@ -320,11 +328,8 @@ WHERE n.nspname NOT IN ('pg_catalog', 'information_schema')
 RELATION_OPCLASS_SQL = f"""
 WITH RECURSIVE written AS ({_WRITTEN}),
 runs(relid, fn) AS (
-  SELECT r.relid, f.fn
-  FROM ({_RELATION_OPCLASSES}) r(relid, opc)
-  JOIN pg_catalog.pg_opclass oc ON oc.oid = r.opc
-  JOIN ({_FAMILY_FUNCTIONS}) f(family, fn) ON f.family = oc.opcfamily
-  WHERE f.fn IN (SELECT oid FROM written)
+  SELECT relid, fn FROM ({_RELATION_OPCLASS_CODE}) code(relid, fn)
+  WHERE fn IN (SELECT oid FROM written)
   UNION
   SELECT i.inhparent, runs.fn FROM pg_catalog.pg_inherits i JOIN runs ON i.inhrelid = runs.relid
 )
@@ -571,10 +576,8 @@ up(relid) AS (
       AND d.refobjid IN (SELECT oid FROM written)
     UNION
     -- an index or partition key using an operator class of user-written functions
-    SELECT r.relid FROM ({_RELATION_OPCLASSES}) r(relid, opc)
-    JOIN pg_catalog.pg_opclass oc ON oc.oid = r.opc
-    JOIN ({_FAMILY_FUNCTIONS}) f(family, fn) ON f.family = oc.opcfamily
-    WHERE f.fn IN (SELECT oid FROM written)
+    SELECT relid FROM ({_RELATION_OPCLASS_CODE}) code(relid, fn)
+    WHERE fn IN (SELECT oid FROM written)
     UNION
     -- a column of a domain whose constraint or default calls one
     SELECT a.attrelid FROM pg_catalog.pg_attribute a

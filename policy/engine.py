@@ -845,13 +845,13 @@ class StatementPolicy:
         return frozenset(out)
 
     def _casts(self, c: Classified) -> Decision | None:
-        """A cast by a user-written function runs where a value is converted, with no call
-        written (red-team round 26): out of or into a user type a relation's values are made
-        of (``mood::text``, ``substr(mood, 1)`` through an implicit cast, an assignment), and
-        between two system types anywhere (a superuser's ``CREATE CAST (int2 AS text) WITH
-        FUNCTION``). Each is decided like a call of it by name (an execute scope): for every
-        relation the statement reads or writes, and for every statement that evaluates
-        anything."""
+        """User-written code that runs on values with no call written (red-team rounds 26-31),
+        each decided like a call of it by name (an execute scope): casts and default
+        operator classes of system types (a superuser's), for every statement that converts
+        or compares anything; event triggers' functions, for DDL; an operator class the
+        statement names (``CREATE INDEX ... (a s.ops)``); and for every relation it reads or
+        writes, the casts and operator classes of the user types its values are made of and
+        of its indexes and partition keys (``Snapshot.relation_casts``)."""
         snap = self._snapshot_seen
         if snap is None:
             return None

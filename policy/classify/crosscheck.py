@@ -476,6 +476,16 @@ _ALTERED_KINDS = {
 }
 
 
+def _has_key(tree, key: str) -> bool:
+    """Does ``key`` occur in the parse tree ``tree``, as a field or a DefElem's name?"""
+    if isinstance(tree, dict):
+        return key in tree or tree.get("defname") == key or any(
+            _has_key(v, key) for v in tree.values())  # fmt: skip
+    if isinstance(tree, list):
+        return any(_has_key(v, key) for v in tree)
+    return False
+
+
 def _object_type(node: dict, kind: str) -> str:
     if kind == "AlterSeqStmt":
         return "OBJECT_SEQUENCE"
@@ -496,7 +506,7 @@ def _moved_relation(node: dict, kind: str, search_path: tuple[str, ...]) -> list
             return None
         # SEQUENCE NAME s.x names the identity's sequence: made where the grant may not
         # (round 29: in another schema, and linked to a table of that name there)
-        return None if "sequence_name" in repr(node.get("cmds")) else []
+        return None if _has_key(node.get("cmds"), "sequence_name") else []
     rel = node.get("sequence") if kind == "AlterSeqStmt" else node.get("relation")
     if type(rel) is not dict or not rel.get("relname"):
         return None
@@ -605,7 +615,7 @@ def _from_pg_alone(
     if kind == "CreateStmt":
         if roles != {"ddl"} or node.get("inhRelations") or node.get("partbound"):
             return None  # INHERITS / PARTITION OF change the parent too: sqlglot's side
-        if "opclass" in repr(node.get("partspec")):
+        if _has_key(node.get("partspec"), "opclass"):
             return None  # a partition key's operator class runs its family (round 31)
         return result(S.DDL, "CREATE TABLE")
     return None
