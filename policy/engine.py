@@ -290,9 +290,18 @@ class StatementPolicy:
         ) = None
         # Called when a decision needs a snapshot loaded after the statement arrived (the
         # proxy starts a reload, and the statement is checked again when it is done)
-        self.on_stale: Callable[[float], object] | None = None
+        # (None: a reload that starts after the last DDL through the proxy, ``stale_write``)
+        self.on_stale: Callable[[float | None], object] | None = None
         # a statement waits since (monotonic) for a reload that starts after it arrived
         self.waiting_since: float | None = None
+        # an allowed write decided on a stale snapshot (DDL went through since it was
+        # loaded: another grant's trigger may be missing from it) waits once for the reload
+        # that DDL started (``_stale_write``): what it writes is then decided on the
+        # snapshot that knows (``writes_unreadable``). While it waits: True
+        self.stale_write = False
+        # a write on a stale snapshot that could not wait it out (a Bind, or the reload it
+        # waited for is stale too): ``writes_unreadable`` answers True for it
+        self._write_on_stale = False
         self._complete_used = False
         self._snapshot_seen: Snapshot | None = None
         # statement name -> (its classification, its parameter pins) for the statements
@@ -328,6 +337,10 @@ class StatementPolicy:
         # the relay calls ``settle_ddl`` at the next ReadyForQuery 'I', and ``on_settle``
         # tells the catalog (CatalogCache.settle: a load from then on shows them as they are)
         self.ddl_unsettled: frozenset[tuple[str, str]] = frozenset()
+        # DDL went through since the session was last idle outside a block: its end starts
+        # a reload (``settle_ddl``; the one DDL started ran beside it, and a load cannot see
+        # what a block has not committed yet)
+        self.ddl_open = False
         self.on_settle: Callable[[frozenset[tuple[str, str]]], object] | None = None
 
     @property
@@ -344,6 +357,11 @@ class StatementPolicy:
         except CatalogWait:
             return CATALOG_WAIT
         self.waiting_since = None  # decided: the next wait is the next statement's own
+        snap = self._snapshot_seen
+        if ((snap is not None and snap.stale) or self.stale_write) and self._stale_write(
+            verdict, True
+        ):
+            return CATALOG_WAIT
         return verdict
 
     def _check_query(self, sql: str) -> Verdict:
@@ -372,18 +390,25 @@ class StatementPolicy:
         self.caches.stats["misses"] += 1
         return self._store(sql, self._classify(sql, use_fingerprints=True))
 
-    def check_parse(self, sql: str, param_types: tuple[int, ...] = (), name: str = "") -> Verdict:
+    def check_parse(
+        self, sql: str, param_types: tuple[int, ...] = (), name: str = "", can_wait: bool = True
+    ) -> Verdict:
         """Extended-protocol Parse: checked like a query (PostgreSQL rejects several).
         ``param_types``: parameter type OIDs the Parse names of types a user made
         (``messages.user_parse_types``): a value bound to one runs what the type runs.
         ``name``: the statement's; one whose object text is pinned by a parameter is
         remembered, and each Bind of it is checked with the values (``check_bind``).
-        ``CATALOG_WAIT``: as ``check_query``'s."""
+        ``CATALOG_WAIT``: as ``check_query``'s (never with ``can_wait`` False: a Bind)."""
         try:
             verdict = self._check_parse_text(sql)
         except CatalogWait:
             return CATALOG_WAIT
         self.waiting_since = None  # decided: the next wait is the next statement's own
+        snap = self._snapshot_seen
+        if ((snap is not None and snap.stale) or self.stale_write) and self._stale_write(
+            verdict, can_wait
+        ):
+            return CATALOG_WAIT
         if param_types and verdict.decisions:
             denial = self._param_types(param_types)
             if denial is not None:
@@ -427,7 +452,9 @@ class StatementPolicy:
                 concrete.update(f"{kind}:{value}@{via}" for kind, value in pins)
         why = self._describe_refusal(frozenset(concrete), False, can_wait=False)
         if why is None:
-            return Verdict(True, ((classified, Decision(True, "default.catalog", "pinned by the values bound")),), "")
+            verdict = Verdict(True, ((classified, Decision(True, "default.catalog", "pinned by the values bound")),), "")
+            self._stale_write(verdict, False)
+            return verdict
         denial = Decision(False, "deny.catalog", f"{why} (the value bound to a parameter of statement {name!r})")
         return self._refused(classified, denial)
 
@@ -456,12 +483,40 @@ class StatementPolicy:
         self.rebind.pop(name, None)  # decided just now
 
     def settle_ddl(self) -> None:
-        """The session is idle outside a transaction block: the DDL that renamed or dropped
-        ``ddl_unsettled`` ran its course (committed or rolled back)."""
+        """The session is idle outside a transaction block: its DDL since it last was
+        (``ddl_open``), the renames and drops of ``ddl_unsettled`` among it, ran its course
+        (committed or rolled back): a load from now on shows what it left."""
         removed = self.ddl_unsettled
         self.ddl_unsettled = frozenset()
-        if removed and self.on_settle is not None:
+        ran = self.ddl_open
+        self.ddl_open = False
+        if (removed or ran) and self.on_settle is not None:
             self.on_settle(removed)
+
+    def _stale_write(self, verdict: Verdict, can_wait: bool) -> bool:
+        """Must allowed ``verdict``, decided on a stale snapshot, wait for the reload the
+        DDL that made it stale started? A write's errors are withheld when it runs code the
+        grant did not choose (``writes_unreadable``), and a trigger, rule or CHECK another
+        grant's DDL just attached is not in a stale snapshot. Once per statement: after its
+        wait (``stale_write``), or where it cannot wait (a Bind), a snapshot still stale
+        makes ``writes_unreadable`` answer True (fail closed)."""
+        waited = self.stale_write
+        self.stale_write = False
+        snap = self._snapshot_seen
+        if (
+            snap is None
+            or not snap.stale
+            or not verdict.allowed
+            or not self.enforce
+            or not any(op in _ROW_WRITES for c, _d in verdict.decisions for op, _r in c.write_ops)
+        ):
+            return False
+        if waited or not can_wait or self.on_stale is None:
+            self._write_on_stale = True
+            return False
+        self.stale_write = True
+        self.on_stale(None)  # the reload after DDL (joined if it is running)
+        return True
 
     def catalog_changed(self) -> None:
         """The database's snapshot changed (DDL through the proxy, a reload): the server
@@ -499,7 +554,9 @@ class StatementPolicy:
                 self.waiting_since = saved
             pair = (prepared, decision)
             if decision.allowed:
-                return Verdict(True, (pair,), "")
+                verdict = Verdict(True, (pair,), "")
+                self._stale_write(verdict, False)
+                return verdict
             return self._refused(prepared, Decision(
                 False, decision.rule,
                 f"{decision.reason} (PREPARE {name}, prepared before the catalog changed, "
@@ -520,7 +577,7 @@ class StatementPolicy:
             snap = self._snapshot_seen
             self.waiting_since = snap.loaded_at if snap is not None else None
             try:
-                verdict = self.check_parse(sql, param_types, name)
+                verdict = self.check_parse(sql, param_types, name, can_wait=False)
             finally:
                 self.waiting_since = saved
             if verdict.allowed:
@@ -605,6 +662,9 @@ class StatementPolicy:
         base table), and an error or notice raised there (a cast failing, a trigger's
         RAISE) may quote a stored value without naming the relation
         (``proxy.redaction.withhold_message``)."""
+        if self._write_on_stale:  # (``_stale_write``: decided on a stale snapshot)
+            self._write_on_stale = False
+            return True
         snap = self._snapshot_seen
         if len(verdict.decisions) > 1 and self.catalog is not None and any(
             c.cls is StatementClass.DDL or c.cls is StatementClass.UNKNOWN
@@ -1392,6 +1452,7 @@ class StatementPolicy:
                 removed = removed | self._removed_columns(c)
             fresh = removed - self.ddl_unsettled  # a key this session holds already: once
             self.on_ddl(defined, fresh)
+            self.ddl_open = True
             if fresh:
                 self.ddl_unsettled = self.ddl_unsettled | fresh
         if denied is None:

@@ -171,8 +171,16 @@ class CatalogLoader:
             self.cache.invalidate(database, defined, removed)
             self.refresh(database)
         elif kind == "settle":
-            self.cache.settle(database, removed)
-            self.refresh(database, time.monotonic())
+            self.settled(database, removed)
+
+    def settled(self, database: str, removed: frozenset[tuple[str, str]]) -> None:
+        """A session's DDL ended (committed or not; ``removed``: the columns it renamed or
+        dropped): a load that starts from now on shows the catalog as the DDL left it (the
+        one DDL started ran beside it, or before its block committed), so the snapshot is
+        stale until then, and a load running since before is followed by another."""
+        self.cache.settle(database, removed)
+        self.cache.invalidate(database)
+        self.refresh(database)
 
     async def load(self, database: str) -> None:
         started = time.monotonic()  # what the snapshot can speak for: before its queries ran
@@ -334,10 +342,7 @@ class CatalogLoader:
             self._announce("ddl", database, removed, defined)
 
         def on_settle(removed: frozenset[tuple[str, str]]) -> None:
-            self.cache.settle(database, removed)
-            # a load that starts from now on shows the columns as the DDL left them (one
-            # running since before may not: it is followed by another)
-            self.refresh(database, time.monotonic())
+            self.settled(database, removed)
             self._announce("settle", database, removed)
 
         policy.on_settle = on_settle

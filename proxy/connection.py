@@ -495,8 +495,11 @@ class LiveConnection:
     async def _resume_after_reload(self) -> None:
         policy = self.relay.policy
         reload = None
-        if policy is not None and policy.on_stale is not None and policy.waiting_since is not None:
-            reload = policy.on_stale(policy.waiting_since)  # the one the check started
+        if policy is not None and policy.on_stale is not None:
+            if policy.waiting_since is not None:
+                reload = policy.on_stale(policy.waiting_since)  # the one the check started
+            elif policy.stale_write:
+                reload = policy.on_stale(None)  # a write: the reload after the last DDL
         if isinstance(reload, asyncio.Task):
             await asyncio.shield(reload)  # never raises (CatalogLoader.refresh)
         await self._resume()
@@ -609,7 +612,7 @@ class LiveConnection:
         """Counted, recorded and logged, once the sockets are closed."""
         identity = self.identity
         policy = self.relay.policy
-        if policy is not None and policy.ddl_unsettled:
+        if policy is not None and (policy.ddl_open or policy.ddl_unsettled):
             policy.settle_ddl()  # the server rolled back what the session left open
         metrics.flush(self.relay.counters, identity.agent)
         metrics.SESSIONS_ENDED.labels(cause).inc()

@@ -617,8 +617,9 @@ class Relay:
             if t == _READY:
                 self.tx_status = run[start + 5 : end]
                 policy = self.policy
-                if policy is not None and policy.ddl_unsettled and self.tx_status == b"I":
-                    policy.settle_ddl()  # the DDL that renamed or dropped columns has ended
+                if (policy is not None and (policy.ddl_open or policy.ddl_unsettled)
+                        and self.tx_status == b"I"):
+                    policy.settle_ddl()  # the session's DDL has ended: committed or not
                 if held:
                     rewritten = self._ensure(rewritten, run, last, start)
                     rewritten.extend(held)

@@ -37,10 +37,14 @@ class Policy(Protocol):
     # columns this session renamed or dropped in a transaction that may still be open:
     # ``settle_ddl`` once the server is idle outside a block
     ddl_unsettled: frozenset
+    # DDL went through since the session was last idle outside a block (``settle_ddl``)
+    ddl_open: bool
     # starts a catalog reload that begins no earlier than the time given (the task), asked
-    # by a check answering CATALOG_WAIT; waiting_since: that time, while a statement waits
-    on_stale: Callable[[float], object] | None
+    # by a check answering CATALOG_WAIT; waiting_since: that time, while a statement waits;
+    # stale_write: a write waits for the reload after the last DDL (``on_stale(None)``)
+    on_stale: Callable[[float | None], object] | None
     waiting_since: float | None
+    stale_write: bool
 
     def check_query(self, sql: str) -> Verdict:
         """Simple Query: one deny denies the whole query."""
@@ -65,7 +69,7 @@ class Policy(Protocol):
         ...
 
     def settle_ddl(self) -> None:
-        """ReadyForQuery 'I' after DDL that renamed or dropped columns: it has ended."""
+        """ReadyForQuery 'I' after DDL (``ddl_open``, ``ddl_unsettled``): it has ended."""
         ...
 
     def may_read(self, schema: str, table: str) -> bool:

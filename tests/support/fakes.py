@@ -14,12 +14,14 @@ class PolicySeam:
     bind_pins: dict = {}  # noqa: RUF012 - never filled: no Bind is checked
     rebind: dict = {}  # noqa: RUF012 - never filled: the catalog never changes
     ddl_unsettled: frozenset = frozenset()
+    ddl_open = False  # no DDL: nothing to settle
     rebind_unknown = False
 
     def bind_checked(self, name: str) -> bool:
         return name.startswith(RESERVED_PREFIX)
     on_stale = None  # no catalog: never waits for one
     waiting_since = None
+    stale_write = False
 
     def may_read(self, schema: str, table: str) -> bool:
         return schema != "secret"

@@ -302,3 +302,84 @@ def test_a_statement_on_a_renamed_name_waits_for_a_load_and_then_is_decided_by_i
     time.sleep(0.001)
     c.put("db", ["v"], {"public.plain2": frozenset({"v"})})
     assert p.check_query(probe).allowed
+
+
+def _writer(c: CatalogCache, scopes: str, task: str) -> tuple[StatementPolicy, list]:
+    """A session on ``c`` whose reload asks (``on_stale``) are listed."""
+    p = StatementPolicy(parse_scopes(scopes), task=task, shared=None)
+    p.catalog = lambda: c.get("db")
+    p.on_ddl = lambda defined, removed: c.invalidate("db", defined, removed)
+    p.on_settle = lambda removed: (c.settle("db", removed), c.invalidate("db"))
+    p.catalog_listener = c.listen("db", p)
+    asks: list = []
+    p.on_stale = asks.append
+    return p, asks
+
+
+def test_a_write_on_a_stale_snapshot_waits_once_for_the_reload_after_ddl():
+    """Another grant's DDL made the snapshot stale: a trigger it attached is not in it. An
+    allowed write waits (CATALOG_WAIT, asking for the reload after the DDL: ``None``), then
+    is decided on the snapshot that knows; a read does not wait. A Bind cannot wait: its
+    write on a stale snapshot is withheld (``writes_unreadable``)."""
+    from policy.engine import CATALOG_WAIT
+
+    c = CatalogCache()
+    c.put("db", [], {"public.t": frozenset({"k"})})
+    writer, asks = _writer(c, "read:public.t write:public.t", "W")
+    migrator, _ = _writer(c, "read:public.t write:public.t ddl:public.t", "M")
+    write = "INSERT INTO public.t VALUES (1)"
+    assert not writer.writes_unreadable(writer.check_query(write))  # no trigger: whole
+    assert writer.check_parse("UPDATE public.t SET k = 2", (), "s1").allowed
+    assert migrator.check_query("ALTER TABLE public.t ADD COLUMN extra int").allowed
+    assert c.get("db").stale
+    assert writer.check_query("SELECT k FROM public.t").allowed  # a read: no wait
+    assert writer.check_query(write) is CATALOG_WAIT and asks == [None]
+    assert writer.stale_write
+    time.sleep(0.001)
+    c.put("db", [], {"public.t": frozenset({"k", "extra"})}, triggered=["public.t"])
+    v = writer.check_query(write)  # the reload it waited for: decided on it
+    assert v.allowed and not writer.stale_write and writer.writes_unreadable(v)
+    assert len(asks) == 1
+    # a Bind of a write prepared before, after the next DDL: decided again, cannot wait
+    assert migrator.check_query("ALTER TABLE public.t ADD COLUMN more int").allowed
+    assert "s1" in writer.rebind
+    v = writer.check_bind("s1", (), (), "utf-8")
+    assert v.allowed and len(asks) == 1 and writer.writes_unreadable(v)
+
+
+def test_a_write_whose_reload_is_stale_too_is_withheld():
+    """The load a write waited for was itself overtaken by DDL: the write goes on, once,
+    with its errors withheld (it cannot speak for the trigger that DDL may attach)."""
+    from policy.engine import CATALOG_WAIT
+
+    c = CatalogCache()
+    c.put("db", [], {"public.t": frozenset({"k"})})
+    writer, asks = _writer(c, "read:public.t write:public.t", "W")
+    c.invalidate("db")
+    write = "DELETE FROM public.t"
+    assert writer.check_query(write) is CATALOG_WAIT
+    c.put("db", [], {"public.t": frozenset({"k"})})
+    c.invalidate("db")  # DDL again while it loaded
+    v = writer.check_query(write)
+    assert v.allowed and writer.writes_unreadable(v)
+    assert writer.check_query(write) is CATALOG_WAIT  # the next statement waits on its own
+    assert len(asks) == 2
+
+
+def test_the_end_of_a_block_that_ran_ddl_makes_the_snapshot_stale():
+    """A load DDL started runs beside it (or before its block commits): the block's end
+    (``settle_ddl``) asks for another, whatever the DDL was; without DDL, nothing."""
+    c = CatalogCache()
+    c.put("db", [], {"public.t": frozenset({"k"})})
+    migrator, _ = _writer(c, "read:public.t write:public.t ddl:public.t", "M")
+    settles: list = []
+    migrator.on_settle = lambda removed: (settles.append(removed), c.invalidate("db"))
+    migrator.settle_ddl()
+    assert settles == []  # no DDL: nothing to settle
+    assert migrator.check_query("BEGIN").allowed
+    assert migrator.check_query("CREATE INDEX ON public.t (k)").allowed and migrator.ddl_open
+    time.sleep(0.001)
+    c.put("db", [], {"public.t": frozenset({"k"})})  # loaded inside the block
+    assert not c.get("db").stale
+    migrator.settle_ddl()  # ReadyForQuery 'I': committed
+    assert settles == [frozenset()] and not migrator.ddl_open and c.get("db").stale
