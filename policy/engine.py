@@ -226,6 +226,23 @@ def _defined_functions(c: Classified) -> dict[str, frozenset[str]]:
     return out
 
 
+def _temp_made(c: Classified) -> frozenset[str]:
+    """The temporary relations (and types) DDL ``c`` may make, by bare rendered name
+    (``CREATE TEMP TABLE|VIEW|SEQUENCE``, ``... AS``, ``SELECT INTO TEMP``, ``pg_temp.x``,
+    a rename into ``pg_temp``): PostgreSQL searches ``pg_temp`` before the search path."""
+    if c.cls is not StatementClass.DDL:
+        return _NO_NAMES
+    return frozenset(
+        rel[len(_TEMP_PREFIX):] for op, rel in c.write_ops
+        if op == "ddl" and rel.startswith(_TEMP_PREFIX)
+    )  # fmt: skip
+
+
+_TEMP_PREFIX = "pg_temp."
+_EVERY_NAME = "\x00all"  # no statement name holds a NUL
+_NO_NAMES: frozenset[str] = frozenset()
+
+
 # Longer statements have their VALUES rows of literals cut to the first before they are
 # classified (fingerprint.collapse_values): a bulk INSERT costs what a one-row one does.
 _COLLAPSE_MIN = 1024
@@ -327,6 +344,17 @@ class StatementPolicy:
         # name the policy does not hold is refused (its text cannot be decided again)
         self._forgot = False
         self.rebind_unknown = False
+        # Statement names (protocol and SQL-level: one namespace, as the server's) that a
+        # message the server has not answered yet made, replaced or removed (``_touch``):
+        # until it has, which text the server holds under them is not known (a Parse of a
+        # name in use fails, an error skips the rest of its Sync group, an aborted block
+        # ignores PREPARE). An error drops them (``answered``: a name the policy does not
+        # hold is refused at its next Bind after a catalog change); a statement decided
+        # again meanwhile is refused (red-team round 33). ``names_pending``: the relay
+        # calls ``answered`` at ReadyForQuery.
+        self._unconfirmed: set[str] = set()
+        self._failed = False
+        self.names_pending = False
         # SQL-level PREPAREs: name -> the PREPARE's classification, and the names decided
         # on the current snapshot (``catalog_changed`` empties it: EXECUTE decides again)
         self._prepared_statements: dict[str, Classified] = {}
@@ -341,6 +369,10 @@ class StatementPolicy:
         # a reload (``settle_ddl``; the one DDL started ran beside it, and a load cannot see
         # what a block has not committed yet)
         self.ddl_open = False
+        # the bare names of temporary relations this session may have made (``_temp_made``):
+        # an unqualified name among them may be the temporary one, whose columns the
+        # snapshot does not know (column syntax on it counts as a call: red-team round 33)
+        self._temp_names: frozenset[str] = frozenset()
         self.on_settle: Callable[[frozenset[tuple[str, str]]], object] | None = None
 
     @property
@@ -481,6 +513,52 @@ class StatementPolicy:
             self._forgot = True  # change is refused (_decided_again, rebind_unknown)
         statements[name] = (sql, param_types)
         self.rebind.pop(name, None)  # decided just now
+        if self._prepared_statements and name in self._prepared_statements:
+            self._forget_prepare(name)  # one namespace: the Parse's now, if it succeeds
+        self._unconfirmed.add(name)
+        self.names_pending = True
+
+    def _touch(self, name: str) -> None:
+        """A message about to go upstream makes, replaces or removes statement ``name``."""
+        self._unconfirmed.add(name)
+        self.names_pending = True
+
+    def _forget_prepare(self, name: str) -> None:
+        self._prepared.forget(name)
+        self._prepared_statements.pop(name, None)
+        self._prepared_current.discard(name)
+
+    def closed(self, name: str) -> None:
+        """A Close of statement ``name`` goes upstream: the server forgets it (protocol
+        and SQL-level names are one namespace)."""
+        self._statements.pop(name, None)
+        self.rebind.pop(name, None)
+        self._forget_prepare(name)
+        self._touch(name)
+
+    def failed(self) -> None:
+        """The server answered with an ErrorResponse: what messages it skipped or refused
+        is not known here (``answered`` drops the names they touched)."""
+        self._failed = True
+        self.names_pending = True
+
+    def answered(self, idle: bool) -> None:
+        """ReadyForQuery. After an error, the statement names touched since the server last
+        answered everything are dropped (the policy holds no text for them: their Binds
+        and EXECUTEs after a catalog change are refused, ``rebind_unknown``); with nothing
+        more in flight (``idle``) and no error, the server holds what the policy does."""
+        if self._failed:
+            self._failed = False
+            if self._unconfirmed:
+                for name in self._unconfirmed:
+                    self._statements.pop(name, None)
+                    self.rebind.pop(name, None)
+                    self._forget_prepare(name)
+                self._forgot = True
+                self._unconfirmed.clear()
+        elif idle:
+            self._unconfirmed.clear()
+        self.names_pending = bool(self._unconfirmed)
 
     def settle_ddl(self) -> None:
         """The session is idle outside a transaction block: its DDL since it last was
@@ -542,6 +620,13 @@ class StatementPolicy:
         """A Bind of statement ``name`` after the catalog changed: its text decided again on
         the current snapshot (the server analyses it again)."""
         del self.rebind[name]
+        if name in self._unconfirmed:
+            return self._refused(_bind_of(name), Decision(
+                False, "deny.catalog",
+                f"may not run statement {name!r} after the catalog changed before the server "
+                "answered the message that prepared it: which text it holds is not known yet "
+                "(send the Bind after that answer)",
+            ))  # fmt: skip
         known = self._statements.get(name)
         prepared = self._prepared_statements.get(name) if known is None else None
         if prepared is not None:  # a SQL-level PREPARE, bound over the protocol
@@ -880,7 +965,10 @@ class StatementPolicy:
             # names only that view's real columns, which PostgreSQL resolves before calls
             return d
         snap = self._snapshot_seen
-        denial = self._column_syntax(attribute_calls(c.attributes, c.reads | c.writes, snap))
+        relations = c.reads | c.writes
+        if self._temp_names:
+            relations = self._maybe_temporary(relations)
+        denial = self._column_syntax(attribute_calls(c.attributes, relations, snap))
         if denial is None:
             return d
         if snap is not None and snap.stale:
@@ -888,6 +976,20 @@ class StatementPolicy:
             # every name counts as a call until a load shows it; decided on that load
             return self._after_a_load(snap, denial)
         return denial
+
+    def _maybe_temporary(self, relations: frozenset[str]) -> frozenset[str]:
+        """``relations`` and, for each whose name is one of this session's temporary
+        relations (``_temp_names``), that one: an unqualified name PostgreSQL finds in
+        ``pg_temp`` first, one the snapshot has no columns of."""
+        temps = self._temp_names
+        extra = set()
+        for rel in relations:
+            parts = split_name(rel)
+            if parts is not None and parts[1] is not None:
+                bare = render_name(parts[1])
+                if bare in temps:
+                    extra.add(_TEMP_PREFIX + bare)
+        return relations | extra if extra else relations
 
     def _function_types(self, functions: frozenset[str], snap: Snapshot) -> frozenset[str]:
         """The user types the functions a statement calls take or return, under every name
@@ -1188,17 +1290,24 @@ class StatementPolicy:
             return pairs  # every unqualified call is denied already
         defined: dict[str, frozenset[str]] = {}
         removed: frozenset[tuple[str, str]] = frozenset()
+        temps = self._temp_names
         out: list[Pair] = []
         for c, d in pairs:
-            if (defined or removed) and d.allowed:
+            if (defined or removed or temps is not self._temp_names) and d.allowed:
+                saved = self._temp_names
                 self._snapshot_seen = without_columns(with_defined(snap, defined), removed)
+                self._temp_names = temps
                 try:
                     d = self._decide(c)  # calls, operators, types and column syntax again
                 finally:
                     self._snapshot_seen = snap
+                    self._temp_names = saved
             out.append((c, d))
             defined = merge_defined(defined, _defined_functions(c))
             removed = removed | self._removed_columns(c)
+            made = _temp_made(c)
+            if made and not made <= temps:
+                temps = temps | made
         return tuple(out)
 
     def _through_renames(self, c: Classified) -> Decision | None:
@@ -1436,7 +1545,7 @@ class StatementPolicy:
         if any(c.command in STATEFUL_COMMANDS for c, _ in pairs):
             pairs = self._apply_session_state(pairs)
         if len(pairs) > 1 and self.catalog is not None and any(
-            _defined_functions(c) or _may_remove_columns(c) for c, _ in pairs[:-1]
+            _defined_functions(c) or _may_remove_columns(c) or _temp_made(c) for c, _ in pairs[:-1]
         ):
             pairs = self._after_definitions(pairs)
         denied = next((d for _, d in pairs if not d.allowed), None)
@@ -1455,6 +1564,14 @@ class StatementPolicy:
             self.ddl_open = True
             if fresh:
                 self.ddl_unsettled = self.ddl_unsettled | fresh
+        if ran and any(c.cls is StatementClass.DDL for c, _d in pairs):
+            temps = frozenset().union(*(_temp_made(c) for c, _d in pairs))
+            if not temps <= self._temp_names:
+                # only this session sees them (no snapshot change tells it): what it decided
+                # and prepared is decided again, as the server analyses it again
+                self._temp_names = self._temp_names | temps
+                self.caches.forget_decisions()
+                self.catalog_changed()
         if denied is None:
             self._commit_session_state(pairs)
             return Verdict(True, pairs, "")
@@ -1491,11 +1608,19 @@ class StatementPolicy:
             if c.command == "PREPARE":
                 self._prepared_statements[c.detail] = c
                 self._prepared_current.add(c.detail)
+                self._statements.pop(c.detail, None)  # one namespace, if it succeeds
+                self._touch(c.detail)
             elif c.command in ("DEALLOCATE", "DISCARD"):
                 for name in list(self._prepared_statements):
                     if name not in self._prepared:
                         del self._prepared_statements[name]
                         self._prepared_current.discard(name)
+                if c.detail == "all":  # DEALLOCATE ALL, DISCARD ALL: protocol ones too
+                    self._statements.clear()
+                    self._touch(_EVERY_NAME)  # (if it fails, every name the server kept)
+                elif c.command == "DEALLOCATE":
+                    self._statements.pop(c.detail, None)
+                    self._touch(c.detail)
 
     def _decide_execute(self, c: Classified) -> Decision:
         d = self._decide(replace(c, cls=StatementClass.READ))
@@ -1503,6 +1628,12 @@ class StatementPolicy:
             return d
         name = c.detail
         prepared = self._prepared_statements.get(name)
+        if name in self._unconfirmed and name not in self._prepared_current:
+            return Decision(
+                False, "deny.catalog",
+                f"may not EXECUTE {name} after the catalog changed before the server answered "
+                "the message that prepared it: which statement it holds is not known yet",
+            )  # fmt: skip
         if prepared is not None and name not in self._prepared_current:
             # the catalog changed since the PREPARE was decided: the server analyses the
             # statement again, so the policy decides it again (a column renamed since may

@@ -33,6 +33,10 @@ class PreparedNames:
     def names(self) -> frozenset[str]:
         return frozenset(self._names)
 
+    def forget(self, name: str) -> None:
+        """The server no longer holds ``name`` as this session's PREPARE, or may not."""
+        self._names.discard(name)
+
     def follow(self, c: Classified, d: Decision) -> None:
         """Apply one decided statement: an allowed PREPARE, DEALLOCATE or DISCARD ALL."""
         if not d.allowed:

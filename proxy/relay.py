@@ -40,7 +40,9 @@ from .seams import Health, Policy, SessionSink, Verdict
 F = m.Frontend
 B = m.Backend
 _STATEMENT_TYPES = frozenset((F.QUERY, F.PARSE, F.FUNCTION_CALL))
-_CHECKED = _STATEMENT_TYPES | {F.TERMINATE}  # the messages the relay looks at
+# the messages the relay looks at (a Close: the policy follows which statements the server
+# holds, ``StatementPolicy.closed``)
+_CHECKED = _STATEMENT_TYPES | {F.TERMINATE, F.CLOSE}
 # ... and Bind too while a statement's object text is pinned by a parameter (the policy's
 # ``bind_pins``): its values decide
 _CHECKED_BINDS = _CHECKED | {F.BIND, F.DESCRIBE, F.CLOSE}
@@ -84,6 +86,18 @@ class Refusal:
     would_deny: bool = False
     decisions: tuple = ()
 
+
+# A statement holding bytes beyond ASCII while a client_encoding change may be in flight:
+# the proxy decodes it in the encoding the server last reported, the server perhaps in the
+# new one (every encoding the allowlist admits reads ASCII alike).
+ENCODING_IN_FLIGHT = Refusal(
+    "pgwitness may not check a statement holding non-ASCII bytes while the server has not "
+    "answered everything sent before it in a session that changed client_encoding (the "
+    "encoding it reads them in may be changing): send it after the answers",
+    "55000",
+)
+_CLIENT_ENCODING = "client_encoding"
+_ENCODING_SETTERS = frozenset(("SET", "SET LOCAL"))
 
 UNRECORDED = Refusal(
     "pgwitness cannot record this session right now (recording store unavailable): "
@@ -140,6 +154,12 @@ class Relay:
         self.on_decision = on_decision  # callback(verdict) for metrics
         self.health = health  # the Recorder: while not healthy, statements are refused
         self.encoding = python_encoding(client_encoding)
+        # The session set client_encoding (or the server reported a change): from then on a
+        # statement with non-ASCII bytes is checked only while nothing is in flight before
+        # it (``ENCODING_IN_FLIGHT``): the server reports a change with the ReadyForQuery that
+        # ends the group, and a SET LOCAL's end, a rolled-back SET or a prepared SET run
+        # again changes it with no statement of its own (red-team round 33)
+        self.encoding_changed = False
         self.grant_id = grant_id  # every decision names its grant (or its shape does)
         self._records: DecisionRecords | None = None  # renders them (decision_records.py)
         # Large statements: ``offload(sqls)`` (set by the connection) classifies them off
@@ -193,7 +213,10 @@ class Relay:
                 "proxy's allowlist (statements could no longer be checked as the server "
                 "reads them): ending the session"
             )
-        self.encoding = codec or "utf-8"
+        codec = codec or "utf-8"
+        if codec != self.encoding:
+            self.encoding_changed = True
+        self.encoding = codec
 
     def _conforming_strings(self, value: bytes) -> None:
         """The server says how it now reads backslashes in '...' strings. The policy's lexer
@@ -305,6 +328,8 @@ class Relay:
                     if t == _CLOSE and policy is not None:
                         del self._pinned[name_]
                         policy.bind_pins.pop(name_, None)
+                elif name_ is not None and t == _CLOSE and policy is not None:
+                    policy.closed(name_)
                 groups.sent(t)
                 i = groups.sent_frames(frames, i, checked)
                 continue
@@ -339,7 +364,9 @@ class Relay:
                 continue
             if t == _BIND and not refusing:
                 name = m.bind_statement(run[start:end], self.encoding)
-                if policy is None or not policy.bind_checked(name):
+                if (policy is None or not policy.bind_checked(name)) and not (
+                    self.encoding_changed and not name.isascii() and not groups.idle
+                ):  # (a name decoded in an encoding that may be changing: below, refused)
                     groups.sent(t)  # a Bind of any other statement: not looked at
                     i = groups.sent_frames(frames, i, checked)
                     continue
@@ -356,7 +383,10 @@ class Relay:
                 # refuses it: the session ends)
                 frame = run[start:end]
                 formats, values = m.decode_bind(frame)
-                verdict = policy.check_bind(name, formats, values, self.encoding)
+                if self.encoding_changed and not groups.idle and not frame.isascii():
+                    verdict = ENCODING_IN_FLIGHT  # (its values pin names: decoded alike)
+                else:
+                    verdict = policy.check_bind(name, formats, values, self.encoding)
                 self._record(verdict, "Bind", "", statement=name)
                 private = self._pinned.get(name)
                 if verdict.allowed and private is not None:
@@ -365,18 +395,24 @@ class Relay:
                     last = end
             elif t == _QUERY:
                 sql = m.decode_query(run[start:end], self.encoding)
-                verdict = policy.check_query(sql)
-                if verdict is CATALOG_WAIT and self.catalog_wait is not None:
-                    return self._park_at(run, frames, i - 1, last, out, to_client)
+                if self.encoding_changed and not groups.idle and not run[start:end].isascii():
+                    verdict = ENCODING_IN_FLIGHT
+                else:
+                    verdict = policy.check_query(sql)
+                    if verdict is CATALOG_WAIT and self.catalog_wait is not None:
+                        return self._park_at(run, frames, i - 1, last, out, to_client)
                 self._record(verdict, "Query", sql)
             elif t == _PARSE:
                 frame = run[start:end]
                 name, sql = m.decode_parse(frame, self.encoding)
-                types = m.user_parse_types(frame)
-                # parameters of a user's type (by OID) may run its functions when bound
-                verdict = policy.check_parse(sql, types, name)
-                if verdict is CATALOG_WAIT and self.catalog_wait is not None:
-                    return self._park_at(run, frames, i - 1, last, out, to_client)
+                if self.encoding_changed and not groups.idle and not frame.isascii():
+                    verdict = ENCODING_IN_FLIGHT
+                else:
+                    types = m.user_parse_types(frame)
+                    # parameters of a user's type (by OID) may run its functions when bound
+                    verdict = policy.check_parse(sql, types, name)
+                    if verdict is CATALOG_WAIT and self.catalog_wait is not None:
+                        return self._park_at(run, frames, i - 1, last, out, to_client)
                 self._record(verdict, "Parse", sql, statement=name)
                 if verdict.allowed and (name in policy.bind_pins or name in self._pinned):
                     # A statement whose pin is a parameter is parsed upstream under a name
@@ -406,6 +442,11 @@ class Relay:
                 if (not self.withholding and policy is not None and policy.enforce
                         and not isinstance(verdict, Refusal) and policy.writes_unreadable(verdict)):
                     self.withholding = True  # (a dry run refuses and withholds nothing)
+                if not self.encoding_changed:
+                    for classified, _decision in verdict.decisions:
+                        if (classified.detail == _CLIENT_ENCODING
+                                and classified.command in _ENCODING_SETTERS):
+                            self.encoding_changed = True  # (before the server says so)
                 if self.upstream_clean:
                     for classified, _decision in verdict.decisions:
                         cls = classified.cls
@@ -628,10 +669,14 @@ class Relay:
                 answered = groups.ready()
                 if answered:
                     denials.skipped(answered)
+                if policy is not None and policy.names_pending:
+                    policy.answered(groups.idle)  # which statements the server holds
                 counting = groups.counting()
                 continue
             ours = False
             if t == _ERROR:
+                if self.policy is not None:
+                    self.policy.failed()  # (what it skipped may have made statements)
                 if run[start + 5 : start + 11] in (b"SFATAL", b"SPANIC"):
                     self.upstream_fatal = True
                 # Ours only while a denial is pending and only by the whole schema field: a

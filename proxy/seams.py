@@ -68,6 +68,21 @@ class Policy(Protocol):
         """Must a Bind of statement ``name`` go to ``check_bind``?"""
         ...
 
+    # statement names a message the server has not answered yet touched (``answered``)
+    names_pending: bool
+
+    def closed(self, name: str) -> None:
+        """A Close of statement ``name`` goes upstream."""
+        ...
+
+    def failed(self) -> None:
+        """The server answered with an ErrorResponse."""
+        ...
+
+    def answered(self, idle: bool) -> None:
+        """ReadyForQuery while ``names_pending``; ``idle``: nothing more in flight."""
+        ...
+
     def settle_ddl(self) -> None:
         """ReadyForQuery 'I' after DDL (``ddl_open``, ``ddl_unsettled``): it has ended."""
         ...

@@ -18,7 +18,9 @@ UTF-8 bytes read as LATIN1; ``t`` holds a second marker).
 Every probe is first run directly as the upstream login and must show its marker there (a
 ``RuntimeError`` otherwise: a strict xfail must not swallow a probe that proves nothing).
 
-Leaks found (``xfail(strict=True, raises=AssertionError)``):
+Leaks found (each a strict xfail when found; fixed in session 21, the same tests now
+pass: ``StatementPolicy.answered``/``closed``, one statement namespace, ``_temp_names``,
+``Relay.encoding_changed``):
 
 1. **The proxy's record of a prepared statement is not the server's.**
    ``StatementPolicy`` records a statement's text when it *allows* it, not when the server
@@ -301,13 +303,9 @@ def _sequence(px, pg, name: str, build) -> str:
 
 
 @pytest.mark.parametrize("name", list(DIVERGENCES))
-def test_prepared_statement_divergence(px, pg, name, request):
-    request.applymarker(pytest.mark.xfail(
-        strict=True, raises=AssertionError,
-        reason=f"LEAK: {WHY[name]}; after RENAME COLUMN the proxy decides its own text "
-        "again (harmless) while the server analyses its statement again: o.r33_pin is the "
-        "call public.r33_pin(o), the marker comes back as a row",
-    ))  # fmt: skip
+def test_prepared_statement_divergence(px, pg, name):
+    """Leaked when found (leak 1); held since: an error drops the names its messages
+    touched, a Close and a DEALLOCATE are followed, one namespace."""
     got = _sequence(px, pg, name, DIVERGENCES[name])
     assert not leaked(got), ("LEAK", name, got[-500:])
 
@@ -352,13 +350,6 @@ def _precondition(pg, sqls) -> None:
         raise RuntimeError(("precondition: no marker directly", sqls))
 
 
-@pytest.mark.xfail(
-    strict=True, raises=AssertionError,
-    reason="LEAK: an unqualified relation is decided as public's (the pinned search_path) "
-    "and o.r33_pin on public.r33_cf's columns (a column), but PostgreSQL searches pg_temp "
-    "first: the temporary r33_cf has no such column, so the server calls "
-    "public.r33_pin(row) (no execute scope) and returns the marker",
-)  # fmt: skip
 @pytest.mark.parametrize("shadow", list(SHADOWS))
 @pytest.mark.parametrize("sql", SHADOWED)
 def test_temp_relation_shadows_a_granted_one(px, pg, shadow, sql):
@@ -377,13 +368,6 @@ PREPARED_THEN_SHADOWED = [
 ]
 
 
-@pytest.mark.xfail(
-    strict=True, raises=AssertionError,
-    reason="LEAK: a statement prepared while r33_cf was public's is analysed again by the "
-    "server once a temporary r33_cf exists (the search_path's pg_temp changed) and calls "
-    "public.r33_pin(row); a temporary relation's creation is no catalog change to the "
-    "policy, so EXECUTE and the Bind are not decided again",
-)  # fmt: skip
 @pytest.mark.parametrize("run", ["sql-execute", "protocol-bind"])
 def test_prepared_before_the_shadow(px, pg, run):
     last = (
@@ -517,14 +501,6 @@ def _encoding_probe(px, pg, steps) -> str:
     return got
 
 
-@pytest.mark.xfail(
-    strict=True, raises=AssertionError,
-    reason="LEAK: Relay.encoding follows the server's ParameterStatus only, which arrives "
-    "with the ReadyForQuery ending the SET's Query / Sync group; a Query or Parse sent "
-    "behind an allowed SET client_encoding (LATIN1, WIN1252: on the allowlist) is decoded "
-    "as UTF-8 and decided on the granted schema r33\u00e9, while the server reads the same "
-    "bytes as LATIN1, i.e. schema r33\u00c3\u00a9 (outside the grant): its rows come back",
-)  # fmt: skip
 @pytest.mark.parametrize("name", list(ENCODING_SWITCHES))
 def test_encoding_switch_pipelined(px, pg, name):
     got = _encoding_probe(px, pg, ENCODING_SWITCHES[name])

@@ -15,6 +15,7 @@ class PolicySeam:
     rebind: dict = {}  # noqa: RUF012 - never filled: the catalog never changes
     ddl_unsettled: frozenset = frozenset()
     ddl_open = False  # no DDL: nothing to settle
+    names_pending = False  # statement names are not followed
     rebind_unknown = False
 
     def bind_checked(self, name: str) -> bool:
@@ -28,3 +29,9 @@ class PolicySeam:
 
     def writes_unreadable(self, verdict) -> bool:
         return False
+
+    def closed(self, name: str) -> None:
+        pass
+
+    def failed(self) -> None:
+        pass

@@ -72,6 +72,7 @@ def test_a_protocol_level_statement_is_decided_again_at_its_bind_after_a_change(
     c = cache()
     p, ddl = session(c, "B"), session(c, "A")
     assert p.check_parse(PROBE, (), "s1").allowed and not p.rebind
+    p.answered(True)  # ReadyForQuery: the server holds it
     assert ddl.check_query("ALTER TABLE public.t DROP COLUMN pin").allowed
     assert "s1" in p.rebind  # pushed: the relay looks at its Binds now
     v = p.check_bind("s1", (), (), "utf-8")
@@ -80,6 +81,7 @@ def test_a_protocol_level_statement_is_decided_again_at_its_bind_after_a_change(
     # a statement parsed after the change is decided on the changed snapshot already
     assert not p.check_parse(PROBE, (), "s2").allowed
     assert p.check_parse("SELECT o.id FROM public.t o", (), "s3").allowed
+    p.answered(True)  # ReadyForQuery: the server holds it
     ddl.check_query("ALTER TABLE public.t ADD COLUMN x int")  # another change
     assert "s3" in p.rebind and p.check_bind("s3", (), (), "utf-8").allowed
 
@@ -88,6 +90,7 @@ def test_a_sql_prepare_is_decided_again_at_execute_after_a_change():
     c = cache()
     p, ddl = session(c, "B"), session(c, "A")
     assert p.check_query(f"PREPARE q AS {PROBE}").allowed
+    p.answered(True)  # ReadyForQuery: the server holds it
     assert p.check_query("EXECUTE q").allowed
     assert ddl.check_query("ALTER TABLE public.t RENAME COLUMN pin TO gone").allowed
     v = p.check_query("EXECUTE q")
@@ -100,6 +103,7 @@ def test_a_forgotten_statement_name_is_refused_after_a_change():
     c = cache()
     p, ddl = session(c, "B"), session(c, "A")
     p.check_parse("SELECT 1", (), "old")
+    p.answered(True)  # ReadyForQuery: the server holds it
     p._statements.pop("old")  # as if pushed out by MAX_REMEMBERED_STATEMENTS newer names
     ddl.check_query("ALTER TABLE public.t ADD COLUMN x int")
     p.rebind["old"] = None
@@ -135,6 +139,7 @@ def test_a_statement_resting_on_a_complete_catalog_is_decided_again_without_wait
     assert p.check_parse(sql, (), "meta") is CATALOG_WAIT
     current[0] = replace(current[0], loaded_at=monotonic())  # the load it waited for
     assert p.check_parse(sql, (), "meta").allowed
+    p.answered(True)  # ReadyForQuery: the server holds it
     current[0] = replace(current[0], loaded_at=monotonic())  # a later load: a change
     p.catalog_changed()
     verdict = p.check_bind("meta", (), (), "utf-8")
@@ -252,6 +257,7 @@ def test_a_sql_prepare_bound_over_the_protocol_is_decided_again():
     c = cache()
     p, ddl = session(c, "B"), session(c, "A")
     assert p.check_query(f"PREPARE q AS {PROBE}").allowed
+    p.answered(True)  # ReadyForQuery: the server holds it
     assert ddl.check_query("ALTER TABLE public.t RENAME COLUMN pin TO gone").allowed
     assert "q" in p.rebind and p.bind_checked("q")
     v = p.check_bind("q", (), (), "utf-8")
@@ -265,8 +271,10 @@ def test_after_a_name_was_forgotten_an_unknown_names_bind_is_refused():
     c = cache()
     p, ddl = session(c, "B"), session(c, "A")
     assert p.check_parse(PROBE, (), "old").allowed
+    p.answered(True)  # ReadyForQuery: the server holds it
     for i in range(MAX_REMEMBERED_STATEMENTS):
         p.check_parse("SELECT 1", (), f"s{i}")
+        p.answered(True)  # ReadyForQuery: the server holds it
     assert not p.bind_checked("old")  # nothing changed yet: not looked at
     ddl.check_query("ALTER TABLE public.t ADD COLUMN x int")
     assert p.rebind_unknown and p.bind_checked("old") and "old" not in p.rebind
@@ -330,6 +338,7 @@ def test_a_write_on_a_stale_snapshot_waits_once_for_the_reload_after_ddl():
     write = "INSERT INTO public.t VALUES (1)"
     assert not writer.writes_unreadable(writer.check_query(write))  # no trigger: whole
     assert writer.check_parse("UPDATE public.t SET k = 2", (), "s1").allowed
+    writer.answered(True)  # ReadyForQuery: the server holds it
     assert migrator.check_query("ALTER TABLE public.t ADD COLUMN extra int").allowed
     assert c.get("db").stale
     assert writer.check_query("SELECT k FROM public.t").allowed  # a read: no wait

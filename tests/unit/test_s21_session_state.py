@@ -1,0 +1,124 @@
+"""What the policy follows of the server's session state (session 21, red-team round 33):
+which text the server holds under a statement name, and the temporary relations an
+unqualified name may be. tests/integration/test_redteam_r33_state.py attacks both through
+the proxy, the server the judge."""
+
+from __future__ import annotations
+
+from policy import StatementPolicy, parse_scopes
+from policy.catalog import CatalogCache
+
+SCOPES = "read:public.t ddl:public.t"
+PROBE = "SELECT o.pin FROM public.t o"  # a column while it exists, else the call pin(o)
+HARMLESS = "SELECT 'ok'::text AS pin"
+
+
+def _session(scopes: str = SCOPES) -> tuple[StatementPolicy, CatalogCache]:
+    c = CatalogCache()
+    c.put("db", ["pin"], {"public.t": frozenset({"id", "pin"}), "public.u": frozenset({"pin"})})
+    p = StatementPolicy(parse_scopes(scopes), task="T", shared=None)
+    p.catalog = lambda: c.get("db")
+    p.on_ddl = lambda defined, removed: c.invalidate("db", defined, removed)
+    p.catalog_listener = c.listen("db", p)
+    return p, c
+
+
+def _rename(p: StatementPolicy) -> None:
+    """Another catalog change: the server analyses prepared statements again."""
+    assert p.check_query("ALTER TABLE public.t RENAME COLUMN pin TO gone").allowed
+
+
+def test_a_name_touched_before_an_error_is_dropped():
+    """Parse of a name in use (42P05 keeps the old text), or one the server skipped after
+    an error in its group: the policy cannot tell which text the server holds, so it holds
+    none, and a Bind of the name after a change is refused, not decided on its text."""
+    p, _ = _session()
+    assert p.check_parse(PROBE, (), "s").allowed
+    p.answered(True)  # ReadyForQuery, nothing in flight: the server holds PROBE
+    assert not p.names_pending
+    assert p.check_parse(HARMLESS, (), "s").allowed  # the server refuses it: in use
+    assert p.names_pending
+    p.failed()
+    p.answered(True)
+    _rename(p)
+    v = p.check_bind("s", (), (), "utf-8")
+    assert not v.allowed and "prepare it again" in v.message, v.message
+
+
+def test_a_name_confirmed_by_the_answer_is_decided_on_its_text():
+    p, _ = _session()
+    assert p.check_parse(HARMLESS, (), "s").allowed
+    p.answered(True)
+    _rename(p)
+    assert p.check_bind("s", (), (), "utf-8").allowed  # its own text: still harmless
+    assert p.check_parse(PROBE, (), "q").allowed is False  # (the column is gone now)
+
+
+def test_a_name_not_yet_answered_is_refused_if_decided_again():
+    """A Bind after a change, the Parse's answer still to come (a pipeline): which text
+    the server holds is not known yet."""
+    p, _ = _session()
+    assert p.check_parse(HARMLESS, (), "s").allowed
+    p.answered(False)  # a ReadyForQuery, but more in flight: not confirmed
+    assert p.names_pending
+    _rename(p)
+    v = p.check_bind("s", (), (), "utf-8")
+    assert not v.allowed and "before the server answered" in v.message, v.message
+
+
+def test_one_namespace_for_parse_and_prepare():
+    """PREPARE, then a protocol Close of the name and a Parse of it: SQL EXECUTE may not run
+    the Parse's statement as the PREPARE's; Parse then DEALLOCATE then PREPARE: a Bind
+    decides the PREPARE's text."""
+    p, _ = _session()
+    assert p.check_query(f"PREPARE s AS {HARMLESS}").allowed
+    p.answered(True)
+    p.closed("s")
+    assert p.check_parse(PROBE, (), "s").allowed
+    p.answered(True)
+    v = p.check_query("EXECUTE s")
+    assert not v.allowed  # not this session's PREPARE any more
+    p2, _ = _session()
+    assert p2.check_parse(HARMLESS, (), "s").allowed
+    assert p2.check_query("DEALLOCATE s").allowed
+    assert p2.check_query(f"PREPARE s AS {PROBE}").allowed
+    p2.answered(True)
+    _rename(p2)
+    v = p2.check_bind("s", (), (), "utf-8")
+    assert not v.allowed and "PREPARE s" in v.message, v.message
+
+
+def test_deallocate_all_that_fails_leaves_every_name_unknown():
+    p, _ = _session()
+    assert p.check_parse(PROBE, (), "s").allowed
+    p.answered(True)
+    assert p.check_query("DEALLOCATE ALL").allowed  # in an aborted block: 25P02
+    p.failed()
+    p.answered(True)
+    _rename(p)
+    assert p.bind_checked("s")  # a name the policy does not hold: looked at
+    assert not p.check_bind("s", (), (), "utf-8").allowed
+
+
+def test_a_temporary_relation_shadows_an_unqualified_name_for_column_syntax():
+    """``CREATE TEMP TABLE t`` makes ``o.pin`` over an unqualified ``t`` the temporary
+    one's, whose columns the snapshot does not know: a call ``pin(o)`` (the grant may not
+    execute it). A statement prepared before is decided again; a qualified name is not
+    the temporary one; the same message sees it."""
+    p, c = _session("read:public.t,public.u")
+    probe = "SELECT o.pin FROM t o"
+    assert p.check_query(probe).allowed
+    assert p.check_parse(probe, (), "s").allowed
+    p.answered(True)
+    assert p.check_query("SELECT o.pin FROM u o").allowed
+    assert p.check_query("CREATE TEMP TABLE t (id int)").allowed
+    # the reload after it (another session's temporary table is nobody else's)
+    c.put("db", ["pin"], {"public.t": frozenset({"id", "pin"}), "public.u": frozenset({"pin"})})
+    v = p.check_query(probe)
+    assert not v.allowed and "scope.execute" in v.message, v.message
+    assert not p.check_bind("s", (), (), "utf-8").allowed  # prepared before: again
+    assert p.check_query("SELECT o.pin FROM u o").allowed  # another name: as before
+    assert p.check_query("SELECT o.id FROM t o").allowed  # no function named id
+    p2, _ = _session("read:public.t,public.u")
+    v = p2.check_query(f"SELECT 1 INTO TEMP u; {probe.replace(' t ', ' u ')}")
+    assert not v.allowed and "scope.execute" in v.message, v.message
