@@ -79,7 +79,7 @@ def audit(con, f: Filters) -> dict:
     sw, sp = _where(f, ts="ts", session="session_id")
     if f.denied:
         sw += f" AND {DENIED}"
-    statements = _rows(con, f"SELECT * FROM statements WHERE session_id IN "
+    statements = _rows(con, f"SELECT * EXCLUDE (fates) FROM statements WHERE session_id IN "
                             f"(SELECT unnest(?)) AND {sw} ORDER BY session_id, n", [sids, *sp])
     events = _rows(con, "SELECT * FROM grant_events WHERE grant_id IN (SELECT unnest(?)) "
                         "ORDER BY ts, stream_id, seq", [gids])

@@ -104,7 +104,7 @@ def _update(args) -> int:
         return 2
     try:
         index.update(args.index, open_from_args(args), _keys(args), check_locks=not args.no_lock_check)
-    except StoreError as e:
+    except (StoreError, index.SchemaError) as e:
         print(f"pgwitness {args.command}: {e}", file=sys.stderr)
         return 2
     return 0
@@ -116,7 +116,10 @@ def _read(args):
     if not Path(args.index).exists():
         raise SystemExit(f"pgwitness {args.command}: no index at {args.index} "
                          "(run `pgwitness index update` or drop --no-update)")
-    con = index.connect(args.index, read_only=True)
+    try:
+        con = index.connect(args.index, read_only=True)
+    except index.SchemaError as e:
+        raise SystemExit(f"pgwitness {args.command}: {e}") from None
     con.execute("SET TimeZone = 'UTC'")
     return con
 
@@ -247,8 +250,15 @@ def cmd_index(args) -> int:
                         on_update=lambda r: r.indexed and print(_summary(r), flush=True), **kw)
         except KeyboardInterrupt:
             return 130
+        except index.SchemaError as e:
+            print(f"pgwitness index: {e}", file=sys.stderr)
+            return 2
         return 0
-    print(_summary(index.update(args.index, store, keys, **kw)))
+    try:
+        print(_summary(index.update(args.index, store, keys, **kw)))
+    except index.SchemaError as e:
+        print(f"pgwitness index: {e}", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -421,6 +421,35 @@ def _open_at_end(ended: str | None, owed: int) -> tuple[str, str, str]:
 _PARTLY = {"rolled back": "rolled back", "prepared": "prepared", "unknown": "of unknown outcome"}
 
 
+def mark_fates(row: dict, outcome: str | None, message: str | None,
+               undone: dict[int, tuple[str, str, str]]) -> tuple[str | None, str | None]:
+    """A row's outcome and message once some of its statements' fates are known: ``outcome``
+    and ``message`` as the server answered it, ``undone`` its statements' fates (statement
+    index -> (fate, the message of a row that is all that statement, the words after it in a
+    row only partly so)). Used by derive, and by the index when a two-phase resolution in
+    another session decides prepared statements again (recorder/audit/twophase.py)."""
+    idx = sorted(undone)
+    if not idx:
+        return outcome, message
+    tags = (row.get("command_tag") or "").split("; ") if row.get("command_tag") else [""]
+    still = sum(_changing(row, tags)) - len(idx)  # changing statements that committed
+    fates = {undone[i][0] for i in idx}
+    if outcome == "ok" and not still and len({undone[i][:2] for i in idx}) == 1:
+        return undone[idx[0]][0], undone[idx[0]][1]
+    by_why: dict[str, list[str]] = {}
+    for i in idx:
+        which = f"statement {i + 1} ({tags[i] if i < len(tags) else '?'})"
+        by_why.setdefault(undone[i][2], []).append(which)
+    said = "; ".join(f"{', '.join(which)} {why}" for why, which in by_why.items())
+    if outcome != "ok":  # an error row: the statements it ran before its error
+        return outcome, (f"{message} ({said})" if message else said)
+    if still or "ok" in fates:  # some of it committed
+        partly = [w for f, w in _PARTLY.items() if f in fates]
+        return "ok", (f"partly {' and '.join(partly)}: {said}" if partly else said)
+    # none of it committed: unknown, else pending, else undone
+    return next(f for f in ("unknown", "prepared", "rolled back") if f in fates), said
+
+
 @dataclass
 class _Fate:
     """A statement row some of whose statements an end of their transaction decided (undone,
@@ -431,31 +460,13 @@ class _Fate:
     outcome: str | None  # as the server answered it: ok, or error
     message: str | None
     undone: dict[int, tuple[str, str, str]] = field(default_factory=dict)  # statement -> fate
+    # statement -> the PREPARE TRANSACTION event (SessionFacts.two_phase) that prepared it
+    prepared_by: dict[int, dict] = field(default_factory=dict)
 
     def mark(self) -> None:
         """Say so in the row (its statements' fates are known: it was answered whole)."""
-        row, idx = self.row, sorted(self.undone)
-        tags = (row.get("command_tag") or "").split("; ") if row.get("command_tag") else [""]
-        still = sum(_changing(row, tags)) - len(idx)  # changing statements that committed
-        fates = {self.undone[i][0] for i in idx}
-        if self.outcome == "ok" and not still and len({self.undone[i][:2] for i in idx}) == 1:
-            row.update(outcome=self.undone[idx[0]][0], message=self.undone[idx[0]][1])
-            return
-        by_why: dict[str, list[str]] = {}
-        for i in idx:
-            which = f"statement {i + 1} ({tags[i] if i < len(tags) else '?'})"
-            by_why.setdefault(self.undone[i][2], []).append(which)
-        said = "; ".join(f"{', '.join(which)} {why}" for why, which in by_why.items())
-        if self.outcome != "ok":  # an error row: the statements it ran before its error
-            row["message"] = f"{self.message} ({said})" if self.message else said
-            return
-        if still or "ok" in fates:  # some of it committed
-            partly = [w for f, w in _PARTLY.items() if f in fates]
-            row.update(outcome="ok", message=f"partly {' and '.join(partly)}: {said}"
-                       if partly else said)
-        else:  # none of it committed: unknown, else pending, else undone
-            outcome = next(f for f in ("unknown", "prepared", "rolled back") if f in fates)
-            row.update(outcome=outcome, message=said)
+        outcome, message = mark_fates(self.row, self.outcome, self.message, self.undone)
+        self.row.update(outcome=outcome, message=message)
 
 
 @dataclass
@@ -481,6 +492,12 @@ class SessionFacts:
     statements: list[dict] = field(default_factory=list)
     events: list[dict] = field(default_factory=list)  # meta events other than start/end
     control: list[dict] = field(default_factory=list)  # control records (control streams)
+    # two-phase commit's statements that succeeded, in order: {"n", "k" (the statement's
+    # index in its row), "at_ns" (when the server's answer to it was recorded), "op"
+    # (prepare|commit|rollback), "gid" (None: not read), "prepared" (a PREPARE's: [n, i] of
+    # the statements it prepared)}; set by finish(). The index pairs them across sessions
+    # (recorder/audit/twophase.py).
+    two_phase: list[dict] = field(default_factory=list)
     is_control: bool = False
     records: int = 0
     wire_bytes: int = 0
@@ -517,6 +534,9 @@ class SessionFacts:
         # gid -> the statements its PREPARE TRANSACTION prepared (their rows' fates), until a
         # COMMIT PREPARED or ROLLBACK PREPARED of it in this session decides them
         self._prepared_tx: dict[str, list[tuple[_Fate, int]]] = {}
+        self._events: list[dict] = []  # two-phase events, rows not numbered yet
+        self._prepared_fates: dict[int, _Fate] = {}  # id -> a fate of prepared statements
+        self._tag_ns: dict[int, list[int]] = {}  # id(Query row) -> when each tag came
         self._failed = False  # an error answered a statement since the last ReadyForQuery
         self._unread_rollback = False  # a ROLLBACK tag whose statement was not read
         self._status = b"I"
@@ -624,6 +644,35 @@ class SessionFacts:
         self.statements.sort(key=lambda s: s["order"])  # the order the client sent them
         for i, s in enumerate(self.statements, 1):
             s["n"] = i
+        self._two_phase_facts()
+
+    def _two_phase_facts(self) -> None:
+        """Number the two-phase events (``two_phase``); each row with prepared statements
+        keeps, in ``fates``, what its outcome and message were made of, with each prepared
+        statement pending and its PREPARE named, so a resolution the index finds in another
+        session can decide them again (recorder/audit/twophase.py). ``gid`` names the gid a
+        row was prepared as, or the one its two-phase statement names."""
+        self.two_phase = []
+        for e in self._events:
+            out = {"n": e["row"]["n"], "k": e["k"], "at_ns": e["at_ns"], "op": e["op"],
+                   "gid": e["gid"]}
+            if e["op"] == "prepare":
+                out["prepared"] = [[r["n"], k] for r, k in e.get("prepared", [])]
+            self.two_phase.append(out)
+            if e["gid"] is not None:
+                e["row"]["gid"] = e["gid"]
+        for fate in self._prepared_fates.values():
+            undone: list[list] = []
+            for i, why in sorted(fate.undone.items()):
+                prep = fate.prepared_by.get(i)
+                if prep is None:
+                    undone.append([i, *why, None])
+                else:  # pending, whatever this session made of it: the index decides
+                    undone.append([i, *_prepared(prep["gid"]), [prep["row"]["n"], prep["k"]]])
+                    if prep["gid"] is not None:
+                        fate.row["gid"] = prep["gid"]
+            fate.row["fates"] = json.dumps(
+                {"outcome": fate.outcome, "message": fate.message, "undone": undone})
 
     # --- client messages --------------------------------------------------------
 
@@ -763,6 +812,7 @@ class SessionFacts:
             if typ == "C":
                 tag = _cstr(body, 0)[0]
                 row["command_tag"] = f"{row['command_tag']}; {tag}" if row["command_tag"] else tag
+                self._tag_ns.setdefault(id(row), []).append(self._t)
                 n = rows_of(tag)
                 if n is not None:
                     row["rows"] = (row["rows"] or 0) + n
@@ -920,6 +970,12 @@ class SessionFacts:
                 gid = phase[1] if phase is not None and phase[0] == "prepare" else None
                 prepared = list(self._changed)
                 self._undo(0, _prepared(gid))
+                event = self._event(row, i, "prepare", gid)
+                event["prepared"] = prepared
+                for r, k in prepared:
+                    fate = self._fates[id(r)]
+                    fate.prepared_by[k] = event
+                    self._prepared_fates[id(fate)] = fate
                 if gid is not None:  # a gid used again: the earlier one was decided elsewhere
                     self._prepared_tx[gid] = [(self._fates[id(r)], k) for r, k in prepared]
                 self._savepoints.clear()
@@ -927,6 +983,8 @@ class SessionFacts:
                 # outside any transaction block (PostgreSQL refuses it in one): undoes nothing
                 # of the open transaction, decides a prepared one
                 phase = two_phase_op(text) if text else None
+                word = "commit" if tag == "COMMIT PREPARED" else "rollback"
+                self._event(row, i, word, phase[1] if phase is not None else None)
                 if phase is not None and phase[1] is not None:
                     self._resolve(phase[0], phase[1])
             elif tag in ("COMMIT", "ROLLBACK"):
@@ -941,6 +999,14 @@ class SessionFacts:
                 self._savepoints.clear()
             elif changing[i]:
                 self._changed.append((row, i))
+
+    def _event(self, row: dict, i: int, op: str, gid: str | None) -> dict:
+        """A two-phase statement that succeeded: statement ``i`` of ``row``."""
+        times = self._tag_ns.get(id(row))
+        at = times[i] if times is not None and i < len(times) else row.get("end_ns") or self._t
+        event = {"row": row, "k": i, "at_ns": at, "op": op, "gid": gid}
+        self._events.append(event)
+        return event
 
     def _resolve(self, op: str, gid: str) -> None:
         """COMMIT PREPARED (``op`` "commit") or ROLLBACK PREPARED of ``gid``: the statements
@@ -975,6 +1041,7 @@ class SessionFacts:
         red-team round 22), what ran in it and was not undone already was undone; otherwise
         it committed (the implicit block of a Query or a Sync group)."""
         self._since_ready = []
+        self._tag_ns.clear()  # the rows answered are emitted: their events are made
         if status == b"I":
             if self._changed and self._failed:
                 self._undo(0, _ENDED_BY_ERROR)

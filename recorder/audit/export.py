@@ -19,6 +19,10 @@ EXPORT_TABLES = {
 }
 
 
+# what a table keeps for the index's own use, not exported
+EXCLUDE = {"statements": "EXCLUDE (fates)"}
+
+
 def _day_filter(col: str, day: dt.date | None) -> tuple[str, list]:
     if day is None:
         return "TRUE", []
@@ -36,7 +40,7 @@ def export_local(con, out: Path, *, day: dt.date | None = None, fmt: str = "parq
         where, params = _day_filter(col, day)
         target = (out / table).as_posix().replace("'", "''")
         con.execute(
-            f"COPY (SELECT *, strftime(CAST({col} AS DATE), '%Y-%m-%d') AS event_date "
+            f"COPY (SELECT * {EXCLUDE.get(table, '')}, strftime(CAST({col} AS DATE), '%Y-%m-%d') AS event_date "
             f"FROM {table} WHERE {where} AND {col} IS NOT NULL) TO '{target}' "
             "(FORMAT PARQUET, PARTITION_BY (event_date), OVERWRITE_OR_IGNORE, "
             "FILENAME_PATTERN 'part-{i}')", params)

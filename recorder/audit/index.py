@@ -28,9 +28,11 @@ from .. import chunks
 from ..records import Record
 from ..store import Store, StoreError
 from ..verify import Report, verify_session
+from . import twophase
 from .derive import SessionFacts
 
-SCHEMA_VERSION = 2  # 2: sessions.upstream_reused
+# 2: sessions.upstream_reused; 3: statements.gid and .fates, two_phase (docs/audit.md)
+SCHEMA_VERSION = 3
 
 # name -> (arrow type name, SQL type); the tables' column order is this order. (pyarrow is
 # imported only to write: `audit` answers without paying for it.)
@@ -56,7 +58,14 @@ TABLES: dict[str, dict[str, tuple]] = {
         "grant_id": _S, "agent": _S, "task": _S, "database": _S, "protocol": _S, "text": _S,
         "params": _S, "decision": _S, "rule": _S, "reason": _S, "classes": _S,
         "relations": _S, "outcome": _S, "command_tag": _S, "rows": _I, "sqlstate": _S,
-        "message": _S, "copy": _B, "db_denied_rule": _S, "verified": _B,
+        "message": _S, "copy": _B, "db_denied_rule": _S, "verified": _B, "gid": _S,
+        # what a row with prepared statements made its outcome of (derive; twophase.py)
+        "fates": _S,
+    },
+    # two-phase commit's statements that succeeded, paired across sessions (twophase.py)
+    "two_phase": {
+        "session_id": _S, "n": _I, "k": _I, "answered_at": _T, "database": _S, "op": _S, "gid": _S,
+        "verified": _B, "fate": _S, "other_session": _S, "other_n": _I, "other_at": _T,
     },
     "session_events": {
         "session_id": _S, "seq": _I, "ts": _T, "kind": _S, "payload": _S, "verified": _B,
@@ -142,14 +151,32 @@ def connect(path: str | os.PathLike, *, read_only: bool = False,
             time.sleep(0.05)
     if not read_only:
         _schema(con)
+    else:
+        # an older index lacks what the answer reads (schema 3: statements.gid, two_phase)
+        _check_schema(con)
     return con
+
+
+class SchemaError(RuntimeError):
+    """An index written by another version of pgwitness: rebuild it (it is derived data)."""
+
+
+def _check_schema(con) -> bool:
+    """Whether the index has its schema recorded; SchemaError if another version's."""
+    try:
+        got = con.execute("SELECT value FROM index_info WHERE key = 'schema'").fetchone()
+    except duckdb.CatalogException:
+        return False  # a new (or read-only empty) file
+    if got is not None and got[0] != str(SCHEMA_VERSION):
+        con.close()
+        raise SchemaError(f"index schema {got[0]} is not {SCHEMA_VERSION}: run `pgwitness index "
+                          "rebuild`")
+    return got is not None
 
 
 def _schema(con) -> None:
     con.execute("CREATE TABLE IF NOT EXISTS index_info (key VARCHAR PRIMARY KEY, value VARCHAR)")
-    got = con.execute("SELECT value FROM index_info WHERE key = 'schema'").fetchone()
-    if got is not None and got[0] != str(SCHEMA_VERSION):
-        raise RuntimeError(f"index schema {got[0]} is not {SCHEMA_VERSION}: run `pgwitness index rebuild`")
+    _check_schema(con)
     for name, cols in TABLES.items():
         body = ", ".join(f'"{c}" {t[1]}' for c, t in cols.items())
         con.execute(f"CREATE TABLE IF NOT EXISTS {name} ({body})")
@@ -196,6 +223,27 @@ def _insert(con, name: str, rows: list[dict]) -> None:
 
 def _us(ns: int | None) -> int | None:
     return None if ns is None else ns // 1000
+
+
+def derived_rows(sid: str, facts: SessionFacts, s: dict) -> tuple[list[dict], list[dict]]:
+    """A session's rows of ``statements`` and ``two_phase`` (``s``: its session row)."""
+    statements = []
+    for st in facts.statements:
+        statements.append({
+            **st, "session_id": sid, "ts": _us(facts._wall0 + st["start_ns"]),
+            "ended_at": _us(facts._wall0 + st["end_ns"]),
+            "duration_ms": (st["end_ns"] - st["start_ns"]) / 1e6,
+            "grant_id": s.get("grant_id"), "agent": s.get("agent"), "task": s.get("task"),
+            "database": s.get("database"),
+        })
+    by_n = {st["n"]: st for st in facts.statements}
+    two_phase = [{
+        "session_id": sid, "n": e["n"], "k": e["k"],
+        "answered_at": _us(facts._wall0 + e["at_ns"]),
+        "database": s.get("database"), "op": e["op"], "gid": e["gid"],
+        "verified": by_n[e["n"]]["verified"],
+    } for e in facts.two_phase]
+    return statements, two_phase
 
 
 class Indexer:
@@ -257,6 +305,7 @@ class Indexer:
             return  # nothing new: the index is as it was
         self._flush()
         self._cross_check()
+        twophase.resolve(self.con)  # a session indexed now may decide another's statements
         rebuild_grants(self.con)
 
     def _index(self, sid: str, resume, nobjects: int) -> None:
@@ -308,19 +357,14 @@ class Indexer:
         s = facts.session or ({"session_id": sid} if facts.records else None)
         if not s:
             return
+        statements, two_phase = derived_rows(sid, facts, s)
+        self._rows["statements"] += statements
+        self._rows["two_phase"] += two_phase
         denials = errors = 0
-        for st in facts.statements:
-            denied = st["decision"] == "denied" or st.get("db_denied_rule") is not None or (
+        for st in statements:
+            denials += st["decision"] == "denied" or st.get("db_denied_rule") is not None or (
                 st["sqlstate"] == "42501")
-            denials += denied
             errors += st["outcome"] in ("error", "rolled back")
-            self._rows["statements"].append({
-                **st, "session_id": sid, "ts": _us(facts._wall0 + st["start_ns"]),
-                "ended_at": _us(facts._wall0 + st["end_ns"]),
-                "duration_ms": (st["end_ns"] - st["start_ns"]) / 1e6,
-                "grant_id": s.get("grant_id"), "agent": s.get("agent"), "task": s.get("task"),
-                "database": s.get("database"),
-            })
         for ev in facts.events:
             self._rows["session_events"].append({
                 "session_id": sid, "seq": ev["seq"], "ts": _us(ev["at_ns"]), "kind": ev["kind"],
@@ -341,7 +385,7 @@ class Indexer:
                 ids = pa.table({"sid": pa.array(self._deleted, pa.string())})  # noqa: F841
                 for t, col in (("recordings", "session_id"), ("sessions", "session_id"),
                                ("statements", "session_id"), ("session_events", "session_id"),
-                               ("control_events", "stream_id")):
+                               ("control_events", "stream_id"), ("two_phase", "session_id")):
                     con.execute(f"DELETE FROM {t} WHERE {col} IN (SELECT sid FROM ids)")
             for name, rows in self._rows.items():
                 _insert(con, name, rows)
@@ -537,5 +581,5 @@ def watch(index_path, store: Store, public_keys, *, interval: float = 0.5,
         time.sleep(interval)
 
 
-__all__ = ["TABLES", "VIEWS", "Indexer", "Report", "UpdateResult", "connect", "rebuild",
+__all__ = ["TABLES", "VIEWS", "Indexer", "Report", "SchemaError", "UpdateResult", "connect", "rebuild",
            "update", "watch"]
