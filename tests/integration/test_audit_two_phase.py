@@ -4,7 +4,9 @@ it at 0). A dry-run grant lets PREPARE TRANSACTION through (enforcing grants ref
 ``deny.two_phase``: tests/integration/test_proxy_two_phase.py). A prepared transaction's
 statements are pending until COMMIT PREPARED or ROLLBACK PREPARED of its gid; the session's
 end does not undo them. Judged by the server (the rows that landed, pg_prepared_xacts) and by
-the audit rows (``recorder.audit.derive``)."""
+the audit rows (``recorder.audit.derive``); across sessions (prepared in one, decided in
+another), by the index (``recorder.audit.index`` pairs them: ``recorder.audit.twophase``)
+and its OCSF status."""
 
 from __future__ import annotations
 
