@@ -239,6 +239,7 @@ def _temp_made(c: Classified) -> frozenset[str]:
 
 
 _TEMP_PREFIX = "pg_temp."
+_SYSTEM_SCHEMAS = frozenset(("pg_catalog", "information_schema"))
 _EVERY_NAME = "\x00all"  # no statement name holds a NUL
 _NO_NAMES: frozenset[str] = frozenset()
 
@@ -373,6 +374,15 @@ class StatementPolicy:
         # an unqualified name among them may be the temporary one, whose columns the
         # snapshot does not know (column syntax on it counts as a call: red-team round 33)
         self._temp_names: frozenset[str] = frozenset()
+        # The session ran code the policy does not read (a user-written function, a
+        # procedure, DO, a trigger or rule, an event trigger, a user-written cast): it may
+        # have made temporary relations of any name (``_temp_any``: every unqualified
+        # relation may be one for column syntax) or changed client_encoding (the relay
+        # then checks non-ASCII statements only with nothing in flight): red-team round 34.
+        # ``_state_news``: decisions and prepared statements to decide again once checked
+        self.ran_user_code = False
+        self._temp_any = False
+        self._state_news = False
         self.on_settle: Callable[[frozenset[tuple[str, str]]], object] | None = None
 
     @property
@@ -389,6 +399,8 @@ class StatementPolicy:
         except CatalogWait:
             return CATALOG_WAIT
         self.waiting_since = None  # decided: the next wait is the next statement's own
+        if self._state_news:
+            self._session_state_changed()
         snap = self._snapshot_seen
         if ((snap is not None and snap.stale) or self.stale_write) and self._stale_write(
             verdict, True
@@ -436,6 +448,8 @@ class StatementPolicy:
         except CatalogWait:
             return CATALOG_WAIT
         self.waiting_since = None  # decided: the next wait is the next statement's own
+        if self._state_news:
+            self._session_state_changed()
         snap = self._snapshot_seen
         if ((snap is not None and snap.stale) or self.stale_write) and self._stale_write(
             verdict, can_wait
@@ -450,10 +464,13 @@ class StatementPolicy:
         if verdict.allowed:
             # a refused Parse never reaches the server (which keeps whatever it held under
             # that name): only an allowed one changes what a Bind of the name runs
+            held = name != "" and (name in self._statements or name in self._prepared_statements)
             self._remember_statement(name, sql, param_types)
             pinned = _parameter_pins(verdict)
             if pinned is not None:
                 self.bind_pins[name] = pinned
+                if held:  # parsed upstream under a private name: the server keeps the
+                    self._forgot = True  # one it held, which the policy holds no text of
             elif self.bind_pins:
                 self.bind_pins.pop(name, None)
         return verdict
@@ -536,6 +553,15 @@ class StatementPolicy:
         self._forget_prepare(name)
         self._touch(name)
 
+    def closed_unknown(self) -> None:
+        """A Close of a statement whose name was read in an encoding that may be changing
+        (``Relay.encoding_changed``): whichever non-ASCII name the server closes, the
+        policy holds none of them, and a name it does not hold is refused at its next
+        Bind after a catalog change."""
+        for name in [n for n in (*self._statements, *self._prepared_statements) if not n.isascii()]:
+            self.closed(name)
+        self._forgot = True
+
     def failed(self) -> None:
         """The server answered with an ErrorResponse: what messages it skipped or refused
         is not known here (``answered`` drops the names they touched)."""
@@ -595,6 +621,14 @@ class StatementPolicy:
         self.stale_write = True
         self.on_stale(None)  # the reload after DDL (joined if it is running)
         return True
+
+    def _session_state_changed(self) -> None:
+        """What only this session sees changed how names resolve (its temporary relations,
+        ``_temp_names``, ``_temp_any``): no snapshot change tells it, so what it decided
+        and prepared is decided again, as the server analyses it again."""
+        self._state_news = False
+        self.caches.forget_decisions()
+        self.catalog_changed()
 
     def catalog_changed(self) -> None:
         """The database's snapshot changed (DDL through the proxy, a reload): the server
@@ -916,6 +950,8 @@ class StatementPolicy:
         d = decide(c, self.scopes)
         if not d.allowed:
             return d
+        if not self.ran_user_code and self._runs_user_code(c):
+            self.ran_user_code = self._temp_any = self._state_news = True
         if c.describes:
             # a parameter pin is decided at each Bind of a protocol-level Parse; a SQL-level
             # PREPARE's EXECUTE is not checked so: there it pins nothing
@@ -966,7 +1002,7 @@ class StatementPolicy:
             return d
         snap = self._snapshot_seen
         relations = c.reads | c.writes
-        if self._temp_names:
+        if self._temp_names or self._temp_any:
             relations = self._maybe_temporary(relations)
         denial = self._column_syntax(attribute_calls(c.attributes, relations, snap))
         if denial is None:
@@ -979,17 +1015,46 @@ class StatementPolicy:
 
     def _maybe_temporary(self, relations: frozenset[str]) -> frozenset[str]:
         """``relations`` and, for each whose name is one of this session's temporary
-        relations (``_temp_names``), that one: an unqualified name PostgreSQL finds in
-        ``pg_temp`` first, one the snapshot has no columns of."""
+        relations (``_temp_names``; any name once it ran code the policy does not read:
+        ``_temp_any``), that one: an unqualified name PostgreSQL finds in ``pg_temp``
+        first, one the snapshot has no columns of."""
         temps = self._temp_names
         extra = set()
         for rel in relations:
             parts = split_name(rel)
-            if parts is not None and parts[1] is not None:
+            if parts is not None and parts[1] is not None and parts[0] != "pg_temp":
                 bare = render_name(parts[1])
-                if bare in temps:
+                if self._temp_any or bare in temps:
                     extra.add(_TEMP_PREFIX + bare)
         return relations | extra if extra else relations
+
+    def _runs_user_code(self, c: Classified) -> bool:
+        """May allowed ``c`` run code the policy does not read, which may make temporary
+        relations or change client_encoding (``ran_user_code``)? A user-written function
+        (a qualified call outside the system schemas, an unqualified one a user's function
+        shares the name of), CALL, DO, an unrecognised statement, a row write to a table
+        with triggers or rules, DDL while event triggers exist, a user type's or a
+        relation's user-written casts. With no snapshot, any call."""
+        if c.cls is StatementClass.UNKNOWN or c.command == "CALL" or c.command == "DO":
+            return True
+        snap = self._snapshot_seen
+        for fn in c.functions:
+            parts = split_name(fn)
+            if parts is None or parts[1] is None:
+                if snap is None or fn in snap.user_functions:
+                    return True
+            elif parts[0] not in _SYSTEM_SCHEMAS:
+                return True
+        if snap is None:
+            return False
+        if c.cls is StatementClass.DDL and snap.event_functions:
+            return True
+        for op, rel in c.write_ops:
+            if op in _ROW_WRITES and (rel in snap.triggered or rel in snap.ruled):
+                return True
+        if snap.relation_casts and any(rel in snap.relation_casts for rel in c.reads | c.writes):
+            return True
+        return bool(snap.user_types) and any(t in snap.user_types for t in c.types)
 
     def _function_types(self, functions: frozenset[str], snap: Snapshot) -> frozenset[str]:
         """The user types the functions a statement calls take or return, under every name
@@ -1567,11 +1632,8 @@ class StatementPolicy:
         if ran and any(c.cls is StatementClass.DDL for c, _d in pairs):
             temps = frozenset().union(*(_temp_made(c) for c, _d in pairs))
             if not temps <= self._temp_names:
-                # only this session sees them (no snapshot change tells it): what it decided
-                # and prepared is decided again, as the server analyses it again
                 self._temp_names = self._temp_names | temps
-                self.caches.forget_decisions()
-                self.catalog_changed()
+                self._session_state_changed()
         if denied is None:
             self._commit_session_state(pairs)
             return Verdict(True, pairs, "")

@@ -97,6 +97,9 @@ ENCODING_IN_FLIGHT = Refusal(
     "55000",
 )
 _CLIENT_ENCODING = "client_encoding"
+# Statements that commit (or end) a transaction, or a prepared one (another session's DDL)
+_COMMIT_PREPARED = "COMMIT PREPARED"
+_COMMITTING = frozenset(("COMMIT", "ROLLBACK", "PREPARE TRANSACTION", _COMMIT_PREPARED))
 _ENCODING_SETTERS = frozenset(("SET", "SET LOCAL"))
 
 UNRECORDED = Refusal(
@@ -160,6 +163,10 @@ class Relay:
         # ends the group, and a SET LOCAL's end, a rolled-back SET or a prepared SET run
         # again changes it with no statement of its own (red-team round 33)
         self.encoding_changed = False
+        # the Sync group (``SyncGroups.sent_groups`` numbering) whose answer ends a
+        # transaction that ran DDL while the session stays in a block (COMMIT AND CHAIN,
+        # ``COMMIT; BEGIN``): its DDL is settled then, not at the next idle (round 34); 0: none
+        self._settle_after = 0
         self.grant_id = grant_id  # every decision names its grant (or its shape does)
         self._records: DecisionRecords | None = None  # renders them (decision_records.py)
         # Large statements: ``offload(sqls)`` (set by the connection) classifies them off
@@ -328,8 +335,13 @@ class Relay:
                     if t == _CLOSE and policy is not None:
                         del self._pinned[name_]
                         policy.bind_pins.pop(name_, None)
+                        policy.closed(name_)  # (the server may hold an older one: red-team
+                        # round 34; the policy then holds none, ``StatementPolicy.check_parse``)
                 elif name_ is not None and t == _CLOSE and policy is not None:
-                    policy.closed(name_)
+                    if self.encoding_changed and not name_.isascii() and not groups.idle:
+                        policy.closed_unknown()  # read in an encoding that may be changing
+                    else:
+                        policy.closed(name_)
                 groups.sent(t)
                 i = groups.sent_frames(frames, i, checked)
                 continue
@@ -442,10 +454,18 @@ class Relay:
                 if (not self.withholding and policy is not None and policy.enforce
                         and not isinstance(verdict, Refusal) and policy.writes_unreadable(verdict)):
                     self.withholding = True  # (a dry run refuses and withholds nothing)
-                if not self.encoding_changed:
+                if policy is not None:
+                    if not self.encoding_changed and policy.ran_user_code:
+                        self.encoding_changed = True  # code the policy does not read may set it
                     for classified, _decision in verdict.decisions:
-                        if (classified.detail == _CLIENT_ENCODING
-                                and classified.command in _ENCODING_SETTERS):
+                        command = classified.command
+                        if command in _COMMITTING:
+                            if command == _COMMIT_PREPARED:
+                                policy.ddl_open = True  # it may commit another session's DDL
+                            elif policy.ddl_open:  # its DDL ends with this group, idle or not
+                                self._settle_after = groups.sent_groups + 1
+                        elif (not self.encoding_changed and classified.detail == _CLIENT_ENCODING
+                                and command in _ENCODING_SETTERS):
                             self.encoding_changed = True  # (before the server says so)
                 if self.upstream_clean:
                     for classified, _decision in verdict.decisions:
@@ -661,6 +681,7 @@ class Relay:
                 if (policy is not None and (policy.ddl_open or policy.ddl_unsettled)
                         and self.tx_status == b"I"):
                     policy.settle_ddl()  # the session's DDL has ended: committed or not
+                    self._settle_after = 0
                 if held:
                     rewritten = self._ensure(rewritten, run, last, start)
                     rewritten.extend(held)
@@ -669,6 +690,10 @@ class Relay:
                 answered = groups.ready()
                 if answered:
                     denials.skipped(answered)
+                if self._settle_after and groups.answered >= self._settle_after:
+                    self._settle_after = 0  # COMMIT AND CHAIN, COMMIT; BEGIN: ended, not idle
+                    if policy is not None:
+                        policy.settle_ddl()
                 if policy is not None and policy.names_pending:
                     policy.answered(groups.idle)  # which statements the server holds
                 counting = groups.counting()

@@ -70,6 +70,12 @@ class Policy(Protocol):
 
     # statement names a message the server has not answered yet touched (``answered``)
     names_pending: bool
+    # the session ran code the policy does not read (it may have changed client_encoding)
+    ran_user_code: bool
+
+    def closed_unknown(self) -> None:
+        """A Close of a statement whose name may be read in the wrong encoding."""
+        ...
 
     def closed(self, name: str) -> None:
         """A Close of statement ``name`` goes upstream."""

@@ -16,6 +16,7 @@ class PolicySeam:
     ddl_unsettled: frozenset = frozenset()
     ddl_open = False  # no DDL: nothing to settle
     names_pending = False  # statement names are not followed
+    ran_user_code = False
     rebind_unknown = False
 
     def bind_checked(self, name: str) -> bool:

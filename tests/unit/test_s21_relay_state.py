@@ -84,3 +84,39 @@ def test_the_policy_hears_of_closes_errors_and_answers():
     assert policy.told == [("closed", "s1")]  # a portal's Close names no statement
     relay.from_server(frame(b"E", b"SERROR\x00C42P05\x00Mexists\x00\x00") + ready())
     assert policy.told[1:] == [("failed",), ("answered", False)]  # the Close still owed
+
+
+class Migrating(Following):
+    """A session that ran DDL in its block (``ddl_open``); counts its settles."""
+
+    def __init__(self):
+        super().__init__()
+        self.ddl_open = True
+        self.settled = 0
+
+    def settle_ddl(self):
+        self.settled += 1
+        self.ddl_open = False
+
+
+def test_a_commit_that_leaves_the_session_in_a_block_settles_its_ddl():
+    """COMMIT AND CHAIN, or ``COMMIT; BEGIN``: ReadyForQuery says 'T', but the block that
+    ran DDL ended with that group (round 34): settled at its answer, not at the next idle."""
+    for sql in ("COMMIT AND CHAIN", "COMMIT; BEGIN"):
+        policy = Migrating()
+        relay = Relay(policy=policy)
+        relay.from_client(m.query("SELECT 1") + m.query(sql))
+        relay.from_server(frame(b"C", b"SELECT 1\x00") + ready(b"T"))
+        assert policy.settled == 0  # the SELECT's answer: the COMMIT still to come
+        relay.from_server(frame(b"C", b"COMMIT\x00") + ready(b"T"))
+        assert policy.settled == 1, sql
+
+
+def test_commit_prepared_may_commit_another_sessions_ddl():
+    policy = Migrating()
+    policy.ddl_open = False
+    relay = Relay(policy=policy)
+    relay.from_client(m.query("COMMIT PREPARED 'g'"))
+    assert policy.ddl_open
+    relay.from_server(frame(b"C", b"COMMIT PREPARED\x00") + ready())
+    assert policy.settled == 1

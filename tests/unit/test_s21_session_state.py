@@ -122,3 +122,45 @@ def test_a_temporary_relation_shadows_an_unqualified_name_for_column_syntax():
     p2, _ = _session("read:public.t,public.u")
     v = p2.check_query(f"SELECT 1 INTO TEMP u; {probe.replace(' t ', ' u ')}")
     assert not v.allowed and "scope.execute" in v.message, v.message
+
+
+def test_code_the_policy_does_not_read_may_make_any_temporary_relation():
+    """A user-written function (round 34: one making ``CREATE TEMP TABLE``) may have made
+    a temporary relation of any name: column syntax over any unqualified relation then
+    counts as a call; built-in calls do not count."""
+    p, c = _session("read:public.t,public.u execute:public.mk")
+    probe = "SELECT o.pin FROM t o"
+    assert p.check_query("SELECT lower('A'), now()").allowed and not p.ran_user_code
+    assert p.check_query(probe).allowed
+    assert p.check_query("SELECT public.mk()").allowed and p.ran_user_code
+    v = p.check_query(probe)
+    assert not v.allowed and "scope.execute" in v.message, v.message
+    assert p.check_query("SELECT o.id FROM t o").allowed  # no function named id
+
+
+def test_a_pinned_parse_of_a_name_in_use_leaves_the_older_one_unknown():
+    """Parsed upstream under a private name, the Parse of a name the server holds
+    succeeds: the server keeps the older statement, which the policy no longer holds a
+    text of; after a change its Bind is refused."""
+    p, _ = _session("read:public.t ddl:public.t read:pg_catalog.pg_attrdef")
+    assert p.check_parse(PROBE, (), "s").allowed
+    p.answered(True)
+    pinned = "SELECT adbin FROM pg_catalog.pg_attrdef WHERE adrelid = $1::regclass"
+    v = p.check_parse(pinned, (25,), "s")
+    assert v.allowed and "s" in p.bind_pins, v.message
+    p.answered(True)
+    p.bind_pins.pop("s")
+    p.closed("s")  # the relay's Close of the private statement
+    _rename(p)
+    assert p.bind_checked("s") and not p.check_bind("s", (), (), "utf-8").allowed
+
+
+def test_a_close_read_in_an_uncertain_encoding_forgets_every_non_ascii_name():
+    p, _ = _session()
+    assert p.check_parse(HARMLESS, (), "s\u00e9").allowed
+    assert p.check_parse(HARMLESS, (), "plain").allowed
+    p.answered(True)
+    p.closed_unknown()
+    _rename(p)
+    assert not p.check_bind("s\u00e9", (), (), "utf-8").allowed
+    assert p.check_bind("plain", (), (), "utf-8").allowed
