@@ -1052,8 +1052,15 @@ class StatementPolicy:
         for op, rel in c.write_ops:
             if op in _ROW_WRITES and (rel in snap.triggered or rel in snap.ruled):
                 return True
-        if snap.relation_casts and any(rel in snap.relation_casts for rel in c.reads | c.writes):
+        touched = c.reads | c.writes
+        if snap.relation_casts and any(rel in snap.relation_casts for rel in touched):
             return True
+        if snap.view_names and any(rel in snap.view_names for rel in touched):
+            return True  # a view's query may call anything
+        if snap.user_operators and any(op in snap.user_operators for op in c.operators):
+            return True
+        if snap.user_functions and any(a in snap.user_functions for a in c.attributes):
+            return True  # column syntax that may be a call of one
         return bool(snap.user_types) and any(t in snap.user_types for t in c.types)
 
     def _function_types(self, functions: frozenset[str], snap: Snapshot) -> frozenset[str]:

@@ -164,3 +164,26 @@ def test_a_close_read_in_an_uncertain_encoding_forgets_every_non_ascii_name():
     _rename(p)
     assert not p.check_bind("s\u00e9", (), (), "utf-8").allowed
     assert p.check_bind("plain", (), (), "utf-8").allowed
+
+
+def test_what_counts_as_code_the_policy_does_not_read():
+    c = CatalogCache()
+    c.put("db", ["fn"], {"public.t": frozenset({"k"}), "public.v": frozenset({"k"})},
+          user_functions={"fn": frozenset({"public.fn"})},
+          user_operators={"===": frozenset({"public.eq3"})},
+          view_names=["public.v"], triggered=["public.t"])  # fmt: skip
+    scopes = "read:public.t,public.v write:public.t execute:public.fn"
+    runs = {
+        "SELECT k FROM public.t": False,
+        "SELECT lower('a'), count(*) FROM public.t": False,
+        "SELECT public.fn(1)": True,
+        "SELECT fn(k) FROM public.t": True,
+        "SELECT o.fn FROM public.t o": True,
+        "SELECT k FROM public.v": True,
+        "INSERT INTO public.t VALUES (1)": True,
+    }
+    for sql, expected in runs.items():
+        p = StatementPolicy(parse_scopes(scopes), task="T", shared=None)
+        p.catalog = lambda: c.get("db")
+        p.check_query(sql)
+        assert p.ran_user_code is expected, sql
