@@ -395,8 +395,10 @@ class Relay:
                 # refuses it: the session ends)
                 frame = run[start:end]
                 formats, values = m.decode_bind(frame)
-                if self.encoding_changed and not groups.idle and not frame.isascii():
-                    verdict = ENCODING_IN_FLIGHT  # (its values pin names: decoded alike)
+                if self.encoding_changed and not groups.idle and not (
+                    name.isascii() and all(v is None or v.isascii() for v in values)
+                ):  # (its values pin names; not the frame's lengths: binary)
+                    verdict = ENCODING_IN_FLIGHT
                 else:
                     verdict = policy.check_bind(name, formats, values, self.encoding)
                 self._record(verdict, "Bind", "", statement=name)
@@ -407,7 +409,9 @@ class Relay:
                     last = end
             elif t == _QUERY:
                 sql = m.decode_query(run[start:end], self.encoding)
-                if self.encoding_changed and not groups.idle and not run[start:end].isascii():
+                # (the text decoded, not the frame: its length bytes are binary; a non-ASCII
+                # byte decodes to a non-ASCII character in every encoding the allowlist has)
+                if self.encoding_changed and not groups.idle and not sql.isascii():
                     verdict = ENCODING_IN_FLIGHT
                 else:
                     verdict = policy.check_query(sql)
@@ -417,7 +421,9 @@ class Relay:
             elif t == _PARSE:
                 frame = run[start:end]
                 name, sql = m.decode_parse(frame, self.encoding)
-                if self.encoding_changed and not groups.idle and not frame.isascii():
+                if self.encoding_changed and not groups.idle and not (
+                    sql.isascii() and name.isascii()
+                ):
                     verdict = ENCODING_IN_FLIGHT
                 else:
                     types = m.user_parse_types(frame)

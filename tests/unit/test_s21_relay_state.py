@@ -74,6 +74,11 @@ def test_ascii_statements_and_sessions_that_never_set_an_encoding_go_on():
     assert policy.checked == ["SELECT 1", NON_ASCII]
     relay.from_client(m.query(SET_LATIN1) + m.query("SELECT 2"))
     assert policy.checked[-1] == "SELECT 2"  # ASCII reads alike in every encoding
+    # the text, not the frame, is looked at: a length byte of 0x80 and more is no character
+    long = "SELECT " + ", ".join(["1"] * 100)
+    jsonb_param = frame(b"P", b"\x00" + long.encode() + b"\x00\x00\x01" + (3802).to_bytes(4, "big"))
+    relay.from_client(m.query(long) + jsonb_param)  # (an OID byte 0xda)
+    assert policy.checked[-2:] == [long, long]
 
 
 def test_the_policy_hears_of_closes_errors_and_answers():
