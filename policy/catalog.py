@@ -376,6 +376,31 @@ FIRST_NORMAL_OID = 16384  # PostgreSQL's FirstNormalObjectId: lower OIDs are ini
 # Only if a schema named like a per-grant role exists, or a per-grant role may create
 # schemas: pgwitness gives them CREATE on schemas only, never on the database, so only
 # PUBLIC (every role's floor) or a DBA's own GRANT can.
+# Does user-written code exist that may change client_encoding, or make temporary relations,
+# where the policy cannot see it: a function (any kind, outside the system schemas) in a
+# procedural language other than SQL and PL/pgSQL (it can run any SQL), or one whose source
+# or SET clauses name client_encoding, NAMES, set_config, a temporary object, or run
+# dynamic SQL (EXECUTE). Reached from triggers, defaults, row security, casts, domains as
+# well as calls: so a database with any makes every session assume it (red-team rounds
+# 34-35 found each route by enumerating them). C functions are trusted like built-ins;
+# ``oid >= 16384`` (FirstNormalObjectId): the built-ins are skipped before any regex.
+CODE_FLAGS_SQL = r"""
+SELECT
+  EXISTS (SELECT 1 FROM pg_catalog.pg_proc p
+          JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
+          JOIN pg_catalog.pg_language l ON l.oid = p.prolang
+          WHERE p.oid >= 16384 AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+            AND (l.lanname NOT IN ('sql', 'plpgsql', 'c', 'internal')
+                 OR p.prosrc ~* '(client_encoding|set_config|\mnames\M|\mexecute\M)'
+                 OR array_to_string(p.proconfig, ' ') ~* 'client_encoding')),
+  EXISTS (SELECT 1 FROM pg_catalog.pg_proc p
+          JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
+          JOIN pg_catalog.pg_language l ON l.oid = p.prolang
+          WHERE p.oid >= 16384 AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+            AND (l.lanname NOT IN ('sql', 'plpgsql', 'c', 'internal')
+                 OR p.prosrc ~* '(\mtemp\M|\mtemporary\M|pg_temp|\mexecute\M)'))
+"""
+
 ROLE_SCHEMAS_SQL = """
 SELECT NOT has_database_privilege('public', current_database(), 'CREATE')
    AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_namespace WHERE nspname LIKE 'pgw\\_g\\_%')
@@ -701,6 +726,10 @@ class Snapshot:
     # operator class "schema.name" -> the user-written functions of its family
     # (OPCLASS_FUNCTIONS_SQL): a statement naming the class runs them
     opclass_functions: dict[str, frozenset[str]] = field(default_factory=dict)
+    # some user-written code may change client_encoding / make temporary relations
+    # (CODE_FLAGS_SQL): the relay and the policy then assume it of every session
+    encoding_code: bool = False
+    temp_code: bool = False
 
     @property
     def user_schema_safe(self) -> bool:
@@ -1116,6 +1145,8 @@ class CatalogCache:
         function_types: dict[str, frozenset[str]] | None = None,
         event_functions=(),
         opclass_functions: dict[str, frozenset[str]] | None = None,
+        encoding_code: bool = False,
+        temp_code: bool = False,
     ) -> Snapshot:
         """``loaded_at``: when the load's queries started (monotonic; default now): what a
         statement arriving later may be decided on (``StatementPolicy._describe_refusal``)."""
@@ -1135,6 +1166,7 @@ class CatalogCache:
             global_casts=frozenset(global_casts), function_types=dict(function_types or {}),
             event_functions=frozenset(event_functions),
             opclass_functions=dict(opclass_functions or {}),
+            encoding_code=encoding_code, temp_code=temp_code,
         )  # fmt: skip
         if entry.removed:
             started = snap.loaded_at

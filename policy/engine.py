@@ -381,6 +381,9 @@ class StatementPolicy:
         # then checks non-ASCII statements only with nothing in flight): red-team round 34.
         # ``_state_news``: decisions and prepared statements to decide again once checked
         self.ran_user_code = False
+        # the database has code that may change client_encoding where the policy cannot
+        # see it (``Snapshot.encoding_code``): the relay assumes every session may
+        self.encoding_code = False
         self._temp_any = False
         self._state_news = False
         self.on_settle: Callable[[frozenset[tuple[str, str]]], object] | None = None
@@ -878,6 +881,10 @@ class StatementPolicy:
         snap = self.catalog() if self.catalog is not None else None
         if snap is not self._snapshot_seen:
             self._snapshot_seen = snap
+            if snap is not None:
+                self.encoding_code = snap.encoding_code
+                if snap.temp_code:
+                    self._temp_any = True  # (decisions are forgotten below)
             self._complete_used = False
             self.caches.forget_decisions()
         elif self._complete_used:
@@ -1004,8 +1011,13 @@ class StatementPolicy:
         relations = c.reads | c.writes
         if self._temp_names or self._temp_any:
             relations = self._maybe_temporary(relations)
-        denial = self._column_syntax(attribute_calls(c.attributes, relations, snap))
+        calls = attribute_calls(c.attributes, relations, snap)
+        denial = self._column_syntax(calls)
         if denial is None:
+            if calls and not self.ran_user_code and (
+                snap is None or any(name in snap.user_functions for name in calls)
+            ):  # a call the grant may make, of a user-written function
+                self.ran_user_code = self._temp_any = self._state_news = True
             return d
         if snap is not None and snap.stale:
             # DDL went through since the load (a table just made, a column just added):
@@ -1059,8 +1071,6 @@ class StatementPolicy:
             return True  # a view's query may call anything
         if snap.user_operators and any(op in snap.user_operators for op in c.operators):
             return True
-        if snap.user_functions and any(a in snap.user_functions for a in c.attributes):
-            return True  # column syntax that may be a call of one
         return bool(snap.user_types) and any(t in snap.user_types for t in c.types)
 
     def _function_types(self, functions: frozenset[str], snap: Snapshot) -> frozenset[str]:

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from common.wire import messages as m
 from policy.catalog import (
     CASCADES_SQL,
+    CODE_FLAGS_SQL,
     COLUMNS_SQL,
     DEFAULTED_FUNCTIONS_SQL,
     DOMAIN_SCHEMAS_SQL,
@@ -189,13 +190,14 @@ class CatalogLoader:
          inlinable_rows, ruled_rows, relation_rows, schema_rows, defaulted_rows,
          domain_rows, triggered_rows, inheritance_rows, relation_cast_rows,
          global_cast_rows, function_type_rows, event_rows, opclass_rows,
-         relation_opclass_rows) = await _queries(
+         relation_opclass_rows, code_flag_rows) = await _queries(
             self.cfg, self.credentials, database, FUNCTIONS_SQL, COLUMNS_SQL, ROLE_SCHEMAS_SQL,
             USER_FUNCTIONS_SQL, USER_OPERATORS_SQL, USER_TYPES_SQL, USER_TYPE_OIDS_SQL,
             CASCADES_SQL, VIEWS_SQL, VIEW_READS_SQL, INLINABLE_SQL, RULED_SQL,
             RELATION_OIDS_SQL, USER_SCHEMAS_SQL, DEFAULTED_FUNCTIONS_SQL, DOMAIN_SCHEMAS_SQL,
             TRIGGERED_SQL, INHERITANCE_SQL, RELATION_CASTS_SQL, GLOBAL_CASTS_SQL,
             FUNCTION_TYPES_SQL, EVENT_TRIGGERS_SQL, OPCLASS_FUNCTIONS_SQL, RELATION_OPCLASS_SQL,
+            CODE_FLAGS_SQL,
         )  # fmt: skip
         views_unread = False
         if isinstance(view_rows, UpstreamError) and view_rows.sqlstate == LOCK_NOT_AVAILABLE:
@@ -237,6 +239,7 @@ class CatalogLoader:
         for fschema, fname, tschema, tname in _ok(function_type_rows):
             function_types.setdefault(render_name(fschema, fname), set()).add(
                 render_name(tschema, tname))  # fmt: skip
+        flags = _ok(code_flag_rows)[0] if _ok(code_flag_rows) else ["t", "t"]
         columns: dict[str, set[str]] = {}
         for schema, table, column in column_rows:
             if schema is None or table is None or column is None:
@@ -275,6 +278,8 @@ class CatalogLoader:
             function_types=_frozen(function_types),
             event_functions=[render_name(schema, name) for schema, name in _ok(event_rows)],
             opclass_functions=_frozen(opclass_functions),
+            # (unread: assumed, as a failed load assumes the worst)
+            encoding_code=flags[0] != "f", temp_code=flags[1] != "f",
         )
 
     def refresh(self, database: str, since: float | None = None) -> asyncio.Task:

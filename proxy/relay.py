@@ -99,7 +99,9 @@ ENCODING_IN_FLIGHT = Refusal(
 _CLIENT_ENCODING = "client_encoding"
 # Statements that commit (or end) a transaction, or a prepared one (another session's DDL)
 _COMMIT_PREPARED = "COMMIT PREPARED"
-_COMMITTING = frozenset(("COMMIT", "ROLLBACK", "PREPARE TRANSACTION", _COMMIT_PREPARED))
+# CommandComplete tags of a block's commit (a ROLLBACK's, ROLLBACK TO's too, undoes its DDL:
+# nothing to settle before the session is idle again)
+_ENDED = frozenset((b"COMMIT", b"PREPARE TRANSACTION"))
 _ENCODING_SETTERS = frozenset(("SET", "SET LOCAL"))
 
 UNRECORDED = Refusal(
@@ -163,10 +165,11 @@ class Relay:
         # ends the group, and a SET LOCAL's end, a rolled-back SET or a prepared SET run
         # again changes it with no statement of its own (red-team round 33)
         self.encoding_changed = False
-        # the Sync group (``SyncGroups.sent_groups`` numbering) whose answer ends a
-        # transaction that ran DDL while the session stays in a block (COMMIT AND CHAIN,
-        # ``COMMIT; BEGIN``): its DDL is settled then, not at the next idle (round 34); 0: none
-        self._settle_after = 0
+        # the server said COMMIT or ROLLBACK (a CommandComplete) while the session's DDL is
+        # open: settled at the next ReadyForQuery, idle or not (COMMIT AND CHAIN, ``COMMIT;
+        # BEGIN``: round 34), on the server's word, not a decision's (round 35: a COMMIT
+        # prepared and never run, or skipped after an error, settled a block still open)
+        self._tx_ended = False
         self.grant_id = grant_id  # every decision names its grant (or its shape does)
         self._records: DecisionRecords | None = None  # renders them (decision_records.py)
         # Large statements: ``offload(sqls)`` (set by the connection) classifies them off
@@ -461,15 +464,12 @@ class Relay:
                         and not isinstance(verdict, Refusal) and policy.writes_unreadable(verdict)):
                     self.withholding = True  # (a dry run refuses and withholds nothing)
                 if policy is not None:
-                    if not self.encoding_changed and policy.ran_user_code:
+                    if not self.encoding_changed and (policy.ran_user_code or policy.encoding_code):
                         self.encoding_changed = True  # code the policy does not read may set it
                     for classified, _decision in verdict.decisions:
                         command = classified.command
-                        if command in _COMMITTING:
-                            if command == _COMMIT_PREPARED:
-                                policy.ddl_open = True  # it may commit another session's DDL
-                            elif policy.ddl_open:  # its DDL ends with this group, idle or not
-                                self._settle_after = groups.sent_groups + 1
+                        if command == _COMMIT_PREPARED:
+                            policy.ddl_open = True  # it may commit another session's DDL
                         elif (not self.encoding_changed and classified.detail == _CLIENT_ENCODING
                                 and command in _ENCODING_SETTERS):
                             self.encoding_changed = True  # (before the server says so)
@@ -662,6 +662,8 @@ class Relay:
         withholding = self.withholding
         strips = self.strips_code
         notices = withholding or strips  # looked at: each is rare
+        # the session's DDL is open: its transaction's end is looked for (``_tx_ended``)
+        ending = self.policy is not None and self.policy.ddl_open
         for t, start, end in frames:
             if counting:
                 if t in _ANSWERS:
@@ -669,6 +671,8 @@ class Relay:
                 elif t == _ERROR:
                     groups.error()
                     counting = False  # answered or skipped now: nothing more to count
+            if ending and t == _COMMAND_COMPLETE and run[start + 5 : end - 1] in _ENDED:
+                self._tx_ended = True
             if not pending and t not in _WATCHED and not (notices and t == _NOTICE):
                 continue  # DataRow, CommandComplete, ...: the common case
             if t == _NOTICE and notices and not (pending and denials.tag_bytes in run[start:end]):
@@ -687,7 +691,7 @@ class Relay:
                 if (policy is not None and (policy.ddl_open or policy.ddl_unsettled)
                         and self.tx_status == b"I"):
                     policy.settle_ddl()  # the session's DDL has ended: committed or not
-                    self._settle_after = 0
+                    self._tx_ended = False
                 if held:
                     rewritten = self._ensure(rewritten, run, last, start)
                     rewritten.extend(held)
@@ -696,9 +700,9 @@ class Relay:
                 answered = groups.ready()
                 if answered:
                     denials.skipped(answered)
-                if self._settle_after and groups.answered >= self._settle_after:
-                    self._settle_after = 0  # COMMIT AND CHAIN, COMMIT; BEGIN: ended, not idle
-                    if policy is not None:
+                if self._tx_ended:
+                    self._tx_ended = False  # COMMIT AND CHAIN, COMMIT; BEGIN: ended, not idle
+                    if policy is not None and policy.ddl_open:
                         policy.settle_ddl()
                 if policy is not None and policy.names_pending:
                     policy.answered(groups.idle)  # which statements the server holds

@@ -72,6 +72,8 @@ class Policy(Protocol):
     names_pending: bool
     # the session ran code the policy does not read (it may have changed client_encoding)
     ran_user_code: bool
+    # the database has code that may change client_encoding unseen (Snapshot.encoding_code)
+    encoding_code: bool
 
     def closed_unknown(self) -> None:
         """A Close of a statement whose name may be read in the wrong encoding."""

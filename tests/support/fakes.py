@@ -17,6 +17,7 @@ class PolicySeam:
     ddl_open = False  # no DDL: nothing to settle
     names_pending = False  # statement names are not followed
     ran_user_code = False
+    encoding_code = False
     rebind_unknown = False
 
     def bind_checked(self, name: str) -> bool:

@@ -125,3 +125,29 @@ def test_commit_prepared_may_commit_another_sessions_ddl():
     assert policy.ddl_open
     relay.from_server(frame(b"C", b"COMMIT PREPARED\x00") + ready())
     assert policy.settled == 1
+
+
+def test_a_commit_the_server_never_ran_settles_nothing():
+    """Round 35: a COMMIT skipped after an error, or prepared and never bound, ends no
+    block: the settle waits for the server's own COMMIT (its CommandComplete)."""
+    policy = Migrating()
+    relay = Relay(policy=policy)
+    relay.from_client(m.query("SELECT 1/0; COMMIT"))
+    relay.from_server(frame(b"E", b"SERROR\x00C22012\x00Mdivision by zero\x00\x00") + ready(b"E"))
+    assert policy.settled == 0
+    relay.from_client(m.parse("c", "COMMIT") + m.SYNC)
+    relay.from_server(frame(b"1", b"") + ready(b"T"))
+    assert policy.settled == 0 and policy.ddl_open
+
+
+def test_rollback_to_a_savepoint_settles_nothing():
+    """Its tag is ROLLBACK too (round 35's held probe, broken on the way): the block goes
+    on holding its DDL, settled by the COMMIT that ends it."""
+    policy = Migrating()
+    relay = Relay(policy=policy)
+    relay.from_client(m.query("ROLLBACK TO s"))
+    relay.from_server(frame(b"C", b"ROLLBACK\x00") + ready(b"T"))
+    assert policy.settled == 0
+    relay.from_client(m.query("COMMIT"))
+    relay.from_server(frame(b"C", b"COMMIT\x00") + ready())
+    assert policy.settled == 1

@@ -178,7 +178,7 @@ def test_what_counts_as_code_the_policy_does_not_read():
         "SELECT lower('a'), count(*) FROM public.t": False,
         "SELECT public.fn(1)": True,
         "SELECT fn(k) FROM public.t": True,
-        "SELECT o.fn FROM public.t o": True,
+        "SELECT o.fn FROM public.t o": True,  # (t has no column fn: a call)
         "SELECT k FROM public.v": True,
         "INSERT INTO public.t VALUES (1)": True,
     }
