@@ -239,7 +239,6 @@ def _temp_made(c: Classified) -> frozenset[str]:
 
 
 _TEMP_PREFIX = "pg_temp."
-_SYSTEM_SCHEMAS = frozenset(("pg_catalog", "information_schema"))
 _EVERY_NAME = "\x00all"  # no statement name holds a NUL
 _NO_NAMES: frozenset[str] = frozenset()
 
@@ -374,15 +373,13 @@ class StatementPolicy:
         # an unqualified name among them may be the temporary one, whose columns the
         # snapshot does not know (column syntax on it counts as a call: red-team round 33)
         self._temp_names: frozenset[str] = frozenset()
-        # The session ran code the policy does not read (a user-written function, a
-        # procedure, DO, a trigger or rule, an event trigger, a user-written cast): it may
-        # have made temporary relations of any name (``_temp_any``: every unqualified
-        # relation may be one for column syntax) or changed client_encoding (the relay
-        # then checks non-ASCII statements only with nothing in flight): red-team round 34.
-        # ``_state_news``: decisions and prepared statements to decide again once checked
-        self.ran_user_code = False
-        # the database has code that may change client_encoding where the policy cannot
-        # see it (``Snapshot.encoding_code``): the relay assumes every session may
+        # The database has user-written code that may make temporary relations of any name
+        # or change client_encoding where the policy cannot see it (``Snapshot.temp_code``,
+        # ``encoding_code``, from ``CODE_FLAGS_SQL``): every unqualified relation may then
+        # be a temporary one for column syntax (``_temp_any``), and the relay checks a
+        # non-ASCII statement only while no code may have run since the last ReadyForQuery
+        # (red-team rounds 34-35). ``_state_news``: decisions and prepared statements to
+        # decide again once checked
         self.encoding_code = False
         self._temp_any = False
         self._state_news = False
@@ -957,8 +954,6 @@ class StatementPolicy:
         d = decide(c, self.scopes)
         if not d.allowed:
             return d
-        if not self.ran_user_code and self._runs_user_code(c):
-            self.ran_user_code = self._temp_any = self._state_news = True
         if c.describes:
             # a parameter pin is decided at each Bind of a protocol-level Parse; a SQL-level
             # PREPARE's EXECUTE is not checked so: there it pins nothing
@@ -1011,13 +1006,8 @@ class StatementPolicy:
         relations = c.reads | c.writes
         if self._temp_names or self._temp_any:
             relations = self._maybe_temporary(relations)
-        calls = attribute_calls(c.attributes, relations, snap)
-        denial = self._column_syntax(calls)
+        denial = self._column_syntax(attribute_calls(c.attributes, relations, snap))
         if denial is None:
-            if calls and not self.ran_user_code and (
-                snap is None or any(name in snap.user_functions for name in calls)
-            ):  # a call the grant may make, of a user-written function
-                self.ran_user_code = self._temp_any = self._state_news = True
             return d
         if snap is not None and snap.stale:
             # DDL went through since the load (a table just made, a column just added):
@@ -1027,8 +1017,8 @@ class StatementPolicy:
 
     def _maybe_temporary(self, relations: frozenset[str]) -> frozenset[str]:
         """``relations`` and, for each whose name is one of this session's temporary
-        relations (``_temp_names``; any name once it ran code the policy does not read:
-        ``_temp_any``), that one: an unqualified name PostgreSQL finds in ``pg_temp``
+        relations (``_temp_names``; any name in a database whose user-written code may make
+        them: ``_temp_any``), that one: an unqualified name PostgreSQL finds in ``pg_temp``
         first, one the snapshot has no columns of."""
         temps = self._temp_names
         extra = set()
@@ -1039,39 +1029,6 @@ class StatementPolicy:
                 if self._temp_any or bare in temps:
                     extra.add(_TEMP_PREFIX + bare)
         return relations | extra if extra else relations
-
-    def _runs_user_code(self, c: Classified) -> bool:
-        """May allowed ``c`` run code the policy does not read, which may make temporary
-        relations or change client_encoding (``ran_user_code``)? A user-written function
-        (a qualified call outside the system schemas, an unqualified one a user's function
-        shares the name of), CALL, DO, an unrecognised statement, a row write to a table
-        with triggers or rules, DDL while event triggers exist, a user type's or a
-        relation's user-written casts. With no snapshot, any call."""
-        if c.cls is StatementClass.UNKNOWN or c.command == "CALL" or c.command == "DO":
-            return True
-        snap = self._snapshot_seen
-        for fn in c.functions:
-            parts = split_name(fn)
-            if parts is None or parts[1] is None:
-                if snap is None or fn in snap.user_functions:
-                    return True
-            elif parts[0] not in _SYSTEM_SCHEMAS:
-                return True
-        if snap is None:
-            return False
-        if c.cls is StatementClass.DDL and snap.event_functions:
-            return True
-        for op, rel in c.write_ops:
-            if op in _ROW_WRITES and (rel in snap.triggered or rel in snap.ruled):
-                return True
-        touched = c.reads | c.writes
-        if snap.relation_casts and any(rel in snap.relation_casts for rel in touched):
-            return True
-        if snap.view_names and any(rel in snap.view_names for rel in touched):
-            return True  # a view's query may call anything
-        if snap.user_operators and any(op in snap.user_operators for op in c.operators):
-            return True
-        return bool(snap.user_types) and any(t in snap.user_types for t in c.types)
 
     def _function_types(self, functions: frozenset[str], snap: Snapshot) -> frozenset[str]:
         """The user types the functions a statement calls take or return, under every name

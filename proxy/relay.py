@@ -341,7 +341,7 @@ class Relay:
                         policy.closed(name_)  # (the server may hold an older one: red-team
                         # round 34; the policy then holds none, ``StatementPolicy.check_parse``)
                 elif name_ is not None and t == _CLOSE and policy is not None:
-                    if self.encoding_changed and not name_.isascii() and not groups.idle:
+                    if self.encoding_changed and not name_.isascii() and groups.ran:
                         policy.closed_unknown()  # read in an encoding that may be changing
                     else:
                         policy.closed(name_)
@@ -380,7 +380,7 @@ class Relay:
             if t == _BIND and not refusing:
                 name = m.bind_statement(run[start:end], self.encoding)
                 if (policy is None or not policy.bind_checked(name)) and not (
-                    self.encoding_changed and not name.isascii() and not groups.idle
+                    self.encoding_changed and not name.isascii() and groups.ran
                 ):  # (a name decoded in an encoding that may be changing: below, refused)
                     groups.sent(t)  # a Bind of any other statement: not looked at
                     i = groups.sent_frames(frames, i, checked)
@@ -398,7 +398,7 @@ class Relay:
                 # refuses it: the session ends)
                 frame = run[start:end]
                 formats, values = m.decode_bind(frame)
-                if self.encoding_changed and not groups.idle and not (
+                if self.encoding_changed and groups.ran and not (
                     name.isascii() and all(v is None or v.isascii() for v in values)
                 ):  # (its values pin names; not the frame's lengths: binary)
                     verdict = ENCODING_IN_FLIGHT
@@ -414,7 +414,7 @@ class Relay:
                 sql = m.decode_query(run[start:end], self.encoding)
                 # (the text decoded, not the frame: its length bytes are binary; a non-ASCII
                 # byte decodes to a non-ASCII character in every encoding the allowlist has)
-                if self.encoding_changed and not groups.idle and not sql.isascii():
+                if self.encoding_changed and groups.ran and not sql.isascii():
                     verdict = ENCODING_IN_FLIGHT
                 else:
                     verdict = policy.check_query(sql)
@@ -424,7 +424,7 @@ class Relay:
             elif t == _PARSE:
                 frame = run[start:end]
                 name, sql = m.decode_parse(frame, self.encoding)
-                if self.encoding_changed and not groups.idle and not (
+                if self.encoding_changed and groups.ran and not (
                     sql.isascii() and name.isascii()
                 ):
                     verdict = ENCODING_IN_FLIGHT
@@ -464,7 +464,7 @@ class Relay:
                         and not isinstance(verdict, Refusal) and policy.writes_unreadable(verdict)):
                     self.withholding = True  # (a dry run refuses and withholds nothing)
                 if policy is not None:
-                    if not self.encoding_changed and (policy.ran_user_code or policy.encoding_code):
+                    if not self.encoding_changed and policy.encoding_code:
                         self.encoding_changed = True  # code the policy does not read may set it
                     for classified, _decision in verdict.decisions:
                         command = classified.command

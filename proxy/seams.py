@@ -70,8 +70,6 @@ class Policy(Protocol):
 
     # statement names a message the server has not answered yet touched (``answered``)
     names_pending: bool
-    # the session ran code the policy does not read (it may have changed client_encoding)
-    ran_user_code: bool
     # the database has code that may change client_encoding unseen (Snapshot.encoding_code)
     encoding_code: bool
 

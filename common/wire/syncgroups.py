@@ -39,7 +39,9 @@ _Z_PRODUCERS = frozenset((F.QUERY, F.SYNC, F.FUNCTION_CALL))
 # error, after which it skips everything, Query and FunctionCall included, up to Sync).
 _EXTENDED = frozenset((F.PARSE, F.BIND, F.DESCRIBE, F.EXECUTE, F.CLOSE))
 ANSWERS = frozenset(b"123nTCIs")
-_QUERY, _SYNC, _EXECUTE = F.QUERY, F.SYNC, F.EXECUTE
+_QUERY, _SYNC, _EXECUTE, _BIND = F.QUERY, F.SYNC, F.EXECUTE, F.BIND
+# client messages that may run code on the server
+_RUNS = frozenset((F.QUERY, F.EXECUTE, F.BIND, F.FUNCTION_CALL))
 _COPY_DONE, _COPY_FAIL = F.COPY_DONE, F.COPY_FAIL
 _COPY_END = frozenset((_COPY_DONE, _COPY_FAIL))
 _NONE: tuple = ()
@@ -64,6 +66,7 @@ class SyncGroups:
     __slots__ = (
         "groups", "query_ended", "watch_head", "head_answered", "skipping", "sent_groups",
         "answered", "_current_has_msgs", "_current_extended", "_syncs_since_execute", "_copy_in",
+        "ran",
     )  # fmt: skip
 
     def __init__(self) -> None:
@@ -80,6 +83,10 @@ class SyncGroups:
         # Numbers for correlating: groups the client has ended, groups the server answered.
         self.sent_groups = 0
         self.answered = 0
+        # a message that may run code (Bind: a parameter's domain CHECK; Execute, Query,
+        # FunctionCall) was sent since the server was last answered in full: a setting it
+        # changes (client_encoding) is reported only with a later ReadyForQuery
+        self.ran = False
 
     # --- client → server -------------------------------------------------------
 
@@ -93,6 +100,8 @@ class SyncGroups:
             self._syncs_since_execute = 0
         elif t in (_COPY_DONE, _COPY_FAIL):
             self._copy_in = False
+        if t in _RUNS:
+            self.ran = True
         if t in _Z_PRODUCERS:
             if t == _SYNC:
                 self.skipping = False
@@ -133,6 +142,9 @@ class SyncGroups:
                     self._current_extended += 1
                     if t == _EXECUTE:
                         self._syncs_since_execute = 0
+                        self.ran = True
+                    elif t == _BIND:
+                        self.ran = True
             i += 1
         return n
 
@@ -160,6 +172,8 @@ class SyncGroups:
         self.answered += 1
         if self.query_ended or self.head_answered:
             self._next_head()
+        if len(groups) <= 2 and not self._current_has_msgs:
+            self.ran = False  # everything sent is answered (the head is popped below)
         if len(groups) > 1 and not groups[0]:  # the common case: nothing attached
             groups.popleft()
             return _NONE

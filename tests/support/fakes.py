@@ -16,7 +16,6 @@ class PolicySeam:
     ddl_unsettled: frozenset = frozenset()
     ddl_open = False  # no DDL: nothing to settle
     names_pending = False  # statement names are not followed
-    ran_user_code = False
     encoding_code = False
     rebind_unknown = False
 

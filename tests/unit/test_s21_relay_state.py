@@ -151,3 +151,22 @@ def test_rollback_to_a_savepoint_settles_nothing():
     relay.from_client(m.query("COMMIT"))
     relay.from_server(frame(b"C", b"COMMIT\x00") + ready())
     assert policy.settled == 1
+
+
+def test_only_messages_that_may_run_code_make_the_encoding_uncertain():
+    """asyncpg's prepare (Parse, Describe, Flush, then Bind in the same group) runs no code
+    before its Bind: its non-ASCII statements are checked (round 13's unusual names);
+    behind a Bind or an Execute they wait for the answer."""
+    policy = Following()
+    relay = Relay(policy=policy)
+    relay.from_client(m.query(SET_LATIN1))
+    relay.from_server(
+        frame(b"S", b"client_encoding\x00LATIN1\x00") + frame(b"C", b"SET\x00") + ready()
+    )
+    assert relay.encoding_changed and not relay.groups.ran
+    latin1 = NON_ASCII.encode("latin-1")
+    parse = frame(b"P", b"s\x00" + latin1 + b"\x00\x00\x00")
+    relay.from_client(parse + frame(b"D", b"Ss\x00") + frame(b"H", b""))
+    assert policy.checked[-1] == NON_ASCII  # nothing that runs code before it
+    relay.from_client(m.bind_no_params(statement="s") + m.execute() + parse)
+    assert policy.checked.count(NON_ASCII) == 1  # behind an Execute: refused, not checked

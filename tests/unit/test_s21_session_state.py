@@ -124,15 +124,15 @@ def test_a_temporary_relation_shadows_an_unqualified_name_for_column_syntax():
     assert not v.allowed and "scope.execute" in v.message, v.message
 
 
-def test_code_the_policy_does_not_read_may_make_any_temporary_relation():
-    """A user-written function (round 34: one making ``CREATE TEMP TABLE``) may have made
-    a temporary relation of any name: column syntax over any unqualified relation then
-    counts as a call; built-in calls do not count."""
+def test_a_database_whose_code_may_make_temporary_relations_shadows_every_name():
+    """``Snapshot.temp_code`` (CODE_FLAGS_SQL: a user-written function whose source makes
+    temporary relations or runs dynamic SQL; round 34: ``SELECT public.mk()`` making
+    ``CREATE TEMP TABLE``): any unqualified relation may be a temporary one, from the
+    session's first statement; without such code, as before."""
     p, c = _session("read:public.t,public.u execute:public.mk")
     probe = "SELECT o.pin FROM t o"
-    assert p.check_query("SELECT lower('A'), now()").allowed and not p.ran_user_code
     assert p.check_query(probe).allowed
-    assert p.check_query("SELECT public.mk()").allowed and p.ran_user_code
+    c.put("db", ["pin"], {"public.t": frozenset({"id", "pin"})}, temp_code=True)
     v = p.check_query(probe)
     assert not v.allowed and "scope.execute" in v.message, v.message
     assert p.check_query("SELECT o.id FROM t o").allowed  # no function named id
@@ -164,26 +164,3 @@ def test_a_close_read_in_an_uncertain_encoding_forgets_every_non_ascii_name():
     _rename(p)
     assert not p.check_bind("s\u00e9", (), (), "utf-8").allowed
     assert p.check_bind("plain", (), (), "utf-8").allowed
-
-
-def test_what_counts_as_code_the_policy_does_not_read():
-    c = CatalogCache()
-    c.put("db", ["fn"], {"public.t": frozenset({"k"}), "public.v": frozenset({"k"})},
-          user_functions={"fn": frozenset({"public.fn"})},
-          user_operators={"===": frozenset({"public.eq3"})},
-          view_names=["public.v"], triggered=["public.t"])  # fmt: skip
-    scopes = "read:public.t,public.v write:public.t execute:public.fn"
-    runs = {
-        "SELECT k FROM public.t": False,
-        "SELECT lower('a'), count(*) FROM public.t": False,
-        "SELECT public.fn(1)": True,
-        "SELECT fn(k) FROM public.t": True,
-        "SELECT o.fn FROM public.t o": True,  # (t has no column fn: a call)
-        "SELECT k FROM public.v": True,
-        "INSERT INTO public.t VALUES (1)": True,
-    }
-    for sql, expected in runs.items():
-        p = StatementPolicy(parse_scopes(scopes), task="T", shared=None)
-        p.catalog = lambda: c.get("db")
-        p.check_query(sql)
-        assert p.ran_user_code is expected, sql
