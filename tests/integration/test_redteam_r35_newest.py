@@ -82,7 +82,7 @@ import pytest
 
 from common.wire import messages as m
 from tests.support import planted
-from tests.support.planted import shows
+from tests.support.planted import run_steps, shows
 from tests.support.rawpg import SYNC, RawClient, bind, parse, query
 
 pytestmark = pytest.mark.timeout(180)
@@ -102,20 +102,6 @@ SECRETS = list(R.values())
 
 def leaked(text: str) -> list[str]:
     return [s for s in SECRETS if shows(text, s)]
-
-
-def run_steps(c: RawClient, steps) -> str:
-    """Each step's frames sent at once, then its answers (one ReadyForQuery per Query or
-    Sync in it): every byte received, as text."""
-    out: list[bytes] = []
-    for step in steps:
-        if isinstance(step, float):
-            time.sleep(step)
-            continue
-        c.send(*step)
-        for _ in range(sum(1 for f in step if f[:1] in (b"Q", b"S"))):
-            out += c.frames_until_ready()
-    return planted.text(out)
 
 
 MK = (

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
+import time
 
 import asyncpg
 import pytest
@@ -73,7 +74,9 @@ def fill(sql: str, oids: dict[str, str]) -> str:
     return re.sub(r"<<(\w+)>>", lambda mt: oids[mt.group(1)], sql)
 
 
-def received_filled(handle, sql: str, before=(), after=(), token: str | None = None) -> dict[str, str]:
+def received_filled(
+    handle, sql: str, before=(), after=(), token: str | None = None
+) -> dict[str, str]:
     """``received`` of a probe written with ``<<NAME>>`` OIDs (``fill``), its set-up and
     clean-up statements filled too."""
     oids = handle.oids
@@ -325,3 +328,18 @@ def every_block_mode(handle, token: str, sqls) -> dict[str, str]:
         frames = c.query("BEGIN") + pipelined(c, sqls) + c.query("ROLLBACK")
     out["pipeline"] = text(frames)
     return out
+
+
+def run_steps(c: RawClient, steps) -> str:
+    """Each step's frames sent at once, then its answers (one ReadyForQuery per Query or
+    Sync in it); a float step sleeps that long. Every byte received, as text (rounds
+    33-35: sequences whose timing and grouping are the attack)."""
+    out: list[bytes] = []
+    for step in steps:
+        if isinstance(step, float):
+            time.sleep(step)
+            continue
+        c.send(*step)
+        for _ in range(sum(1 for f in step if f[:1] in (b"Q", b"S"))):
+            out += c.frames_until_ready()
+    return text(out)
