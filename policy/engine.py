@@ -353,6 +353,11 @@ class StatementPolicy:
         # again meanwhile is refused (red-team round 33). ``names_pending``: the relay
         # calls ``answered`` at ReadyForQuery.
         self._unconfirmed: set[str] = set()
+        # unconfirmed names the server held none of before (the session had forgotten none):
+        # whether their Parse succeeds or not, the server holds their text or nothing, so
+        # they are decided again on it (psycopg's pipeline: Parse, then its Binds, a catalog
+        # change between; the driver suites' differential)
+        self._fresh: set[str] = set()
         self._failed = False
         self.names_pending = False
         # SQL-level PREPAREs: name -> the PREPARE's classification, and the names decided
@@ -524,6 +529,10 @@ class StatementPolicy:
 
     def _remember_statement(self, name: str, sql: str, param_types: tuple[int, ...]) -> None:
         statements = self._statements
+        if name in statements or name in self._prepared_statements or self._forgot:
+            self._fresh.discard(name)
+        elif name not in self._unconfirmed:
+            self._fresh.add(name)
         statements.pop(name, None)
         if len(statements) >= MAX_REMEMBERED_STATEMENTS:
             statements.pop(next(iter(statements)))  # the oldest: a Bind of it after a
@@ -538,6 +547,7 @@ class StatementPolicy:
     def _touch(self, name: str) -> None:
         """A message about to go upstream makes, replaces or removes statement ``name``."""
         self._unconfirmed.add(name)
+        self._fresh.discard(name)
         self.names_pending = True
 
     def _forget_prepare(self, name: str) -> None:
@@ -551,6 +561,7 @@ class StatementPolicy:
         self._statements.pop(name, None)
         self.rebind.pop(name, None)
         self._forget_prepare(name)
+        self._fresh.discard(name)
         self._touch(name)
 
     def closed_unknown(self) -> None:
@@ -582,8 +593,10 @@ class StatementPolicy:
                     self._forget_prepare(name)
                 self._forgot = True
                 self._unconfirmed.clear()
+                self._fresh.clear()
         elif idle:
             self._unconfirmed.clear()
+            self._fresh.clear()
         self.names_pending = bool(self._unconfirmed)
 
     def settle_ddl(self) -> None:
@@ -610,6 +623,7 @@ class StatementPolicy:
         if (
             snap is None
             or not snap.stale
+            or self.ddl_open  # its own block's DDL: no load shows it before it commits
             or not verdict.allowed
             or not self.enforce
             or not any(op in _ROW_WRITES for c, _d in verdict.decisions for op, _r in c.write_ops)
@@ -654,7 +668,7 @@ class StatementPolicy:
         """A Bind of statement ``name`` after the catalog changed: its text decided again on
         the current snapshot (the server analyses it again)."""
         del self.rebind[name]
-        if name in self._unconfirmed:
+        if name in self._unconfirmed and name not in self._fresh:
             return self._refused(_bind_of(name), Decision(
                 False, "deny.catalog",
                 f"may not run statement {name!r} after the catalog changed before the server "

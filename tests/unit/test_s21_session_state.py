@@ -55,9 +55,11 @@ def test_a_name_confirmed_by_the_answer_is_decided_on_its_text():
 
 
 def test_a_name_not_yet_answered_is_refused_if_decided_again():
-    """A Bind after a change, the Parse's answer still to come (a pipeline): which text
-    the server holds is not known yet."""
+    """A Bind after a change, the answer to a Parse of a name in use still to come (a
+    pipeline): the server may hold the older text (42P05 pending), so it is refused."""
     p, _ = _session()
+    assert p.check_parse(PROBE, (), "s").allowed
+    p.answered(True)
     assert p.check_parse(HARMLESS, (), "s").allowed
     p.answered(False)  # a ReadyForQuery, but more in flight: not confirmed
     assert p.names_pending
@@ -164,3 +166,36 @@ def test_a_close_read_in_an_uncertain_encoding_forgets_every_non_ascii_name():
     _rename(p)
     assert not p.check_bind("s\u00e9", (), (), "utf-8").allowed
     assert p.check_bind("plain", (), (), "utf-8").allowed
+
+
+def test_a_new_name_in_a_pipeline_is_decided_again_on_its_text():
+    """psycopg's pipeline (the driver suites' differential): Parse of a name the session
+    never used, a catalog change, then its Binds before the server answered: the server
+    holds that text or nothing, so it is decided again on it; a reused name is refused."""
+    p, _ = _session()
+    assert p.check_parse(HARMLESS, (), "_pg3_0").allowed
+    _rename(p)
+    assert p.check_bind("_pg3_0", (), (), "utf-8").allowed
+    p.answered(True)
+    assert p.check_parse(HARMLESS, (), "_pg3_0").allowed  # in use: the server refuses it
+    _rename2 = "ALTER TABLE public.t ADD COLUMN more int"
+    assert p.check_query(_rename2).allowed
+    assert not p.check_bind("_pg3_0", (), (), "utf-8").allowed
+
+
+def test_writes_in_a_block_that_ran_ddl_do_not_wait():
+    """The block's own DDL is in no load before it commits: a write there does not wait
+    for one (psycopg's drop/create/executemany in one transaction)."""
+    from policy.engine import CATALOG_WAIT
+
+    c = CatalogCache()
+    c.put("db", [], {"public.t": frozenset({"k"})})
+    p = StatementPolicy(parse_scopes("read:public.t write:public.t ddl:public.t"), task="T",
+                        shared=None)  # fmt: skip
+    p.catalog = lambda: c.get("db")
+    p.on_ddl = lambda defined, removed: c.invalidate("db", defined, removed)
+    asks: list = []
+    p.on_stale = asks.append
+    assert p.check_query("CREATE INDEX ON public.t (k)").allowed and p.ddl_open
+    v = p.check_query("INSERT INTO public.t VALUES (1)")
+    assert v is not CATALOG_WAIT and v.allowed and asks == []
