@@ -121,10 +121,17 @@ class SessionCaches:
     # -- exact text ----------------------------------------------------------------------
     def put_text(self, sql: str, pairs: tuple[Pair, ...], verdict: Verdict) -> None:
         """Remember a query's pairs, and its verdict unless it depends on session state
-        (a PREPARE/EXECUTE/DEALLOCATE is decided again on every hit)."""
+        (a PREPARE/EXECUTE/DEALLOCATE is decided again on every hit) or runs DDL (each run
+        of it counts: ``StatementPolicy._verdict``)."""
         if len(sql) > MAX_SESSION_TEXT:
             return
-        stateful = any(c.command in STATEFUL_COMMANDS for c, _ in pairs)
+        stateful = any(
+            c.command in STATEFUL_COMMANDS
+            or c.cls is StatementClass.DDL
+            or (c.cls is StatementClass.UNKNOWN and d.allowed)  # (what unknown:* allows)
+            or d.opens_ddl
+            for c, d in pairs
+        )
         _bounded_put(self.texts, sql, (pairs, stateful, None if stateful else verdict), self.size)
 
     def shared_text(self, sql: str) -> tuple[Entry, ...] | None:
@@ -190,8 +197,14 @@ class SessionCaches:
 
 
 def _plain(c: Classified, d: Decision) -> bool:
-    """Allowed, and neither DDL nor session state: its verdict needs nothing else."""
-    return d.allowed and c.command not in STATEFUL_COMMANDS and c.cls is not StatementClass.DDL
+    """Allowed, and neither DDL (nor code that may run it) nor session state: its verdict
+    needs nothing else."""
+    return (
+        d.allowed
+        and not d.opens_ddl
+        and c.command not in STATEFUL_COMMANDS
+        and c.cls is not StatementClass.DDL
+    )
 
 
 # ``with_sql`` builds a Classified per cache hit. The dataclass's generated ``__init__``

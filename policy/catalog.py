@@ -401,6 +401,42 @@ SELECT
                  OR p.prosrc ~* '(\mtemp\M|\mtemporary\M|pg_temp|\mexecute\M)'))
 """
 
+# User-written functions that may run DDL: one whose source names a DDL command (CREATE,
+# ALTER, DROP, COMMENT, GRANT, REVOKE, SECURITY LABEL, REFRESH, REINDEX, IMPORT) or runs
+# dynamic SQL (EXECUTE), one in a procedural language other than SQL and PL/pgSQL (not
+# read: it can run any SQL), and, to a fixed point, one whose source mentions such a
+# function's name (a call of it); with whether anything but a function uses it (a trigger,
+# a default, a CHECK, a view, a policy, an operator, a cast: pg_depend). A statement that
+# calls one counts as DDL (``StatementPolicy._runs_ddl_code``): its transaction's end
+# makes the snapshot stale and reloads it, as DDL through the proxy does (red-team round
+# 34: a granted function's CREATE TRIGGER went unseen until the next periodic reload).
+# C functions are trusted like built-ins, as in CODE_FLAGS_SQL.
+DDL_CODE_SQL = r"""
+WITH RECURSIVE code AS (
+  SELECT p.oid, n.nspname, p.proname, coalesce(p.prosrc, '') AS src, l.lanname
+  FROM pg_catalog.pg_proc p
+  JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
+  JOIN pg_catalog.pg_language l ON l.oid = p.prolang
+  WHERE p.oid >= 16384 AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+    AND l.lanname NOT IN ('c', 'internal')
+),
+ddl(oid) AS (
+  SELECT oid FROM code
+  WHERE lanname NOT IN ('sql', 'plpgsql')
+     OR src ~* '\m(create|alter|drop|comment|grant|revoke|label|refresh|reindex|import|execute)\M'
+  UNION
+  SELECT c.oid FROM ddl
+  JOIN code d ON d.oid = ddl.oid
+  JOIN code c ON position(lower(d.proname) IN lower(c.src)) > 0
+)
+SELECT c.nspname, c.proname,
+  EXISTS (SELECT 1 FROM pg_catalog.pg_depend dep
+          WHERE dep.refclassid = 'pg_catalog.pg_proc'::pg_catalog.regclass
+            AND dep.refobjid = c.oid
+            AND dep.classid <> 'pg_catalog.pg_proc'::pg_catalog.regclass)::text
+FROM code c WHERE c.oid IN (SELECT oid FROM ddl)
+"""
+
 ROLE_SCHEMAS_SQL = """
 SELECT NOT has_database_privilege('public', current_database(), 'CREATE')
    AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_namespace WHERE nspname LIKE 'pgw\\_g\\_%')
@@ -730,6 +766,12 @@ class Snapshot:
     # (CODE_FLAGS_SQL): the relay and the policy then assume it of every session
     encoding_code: bool = False
     temp_code: bool = False
+    # user-written functions that may run DDL (DDL_CODE_SQL), "schema.name" and bare, and
+    # functions defined through the proxy since the load; whether a trigger, default,
+    # CHECK, view or other object uses one (then a row write to a ``triggered`` relation
+    # or a read of a view may run it): ``StatementPolicy._runs_ddl_code``
+    ddl_functions: frozenset[str] = frozenset()
+    ddl_objects: bool = False
 
     @property
     def user_schema_safe(self) -> bool:
@@ -1007,11 +1049,16 @@ def with_defined(snapshot: Snapshot, defined: dict[str, frozenset[str]], stale: 
     unqualified calls and as column-syntax calls (``functions`` holds the bare names)."""
     if not defined and not stale:
         return snapshot
+    ddl_functions = snapshot.ddl_functions
+    if stale and defined:
+        # DDL just defined them: until a load reads their source, they may run DDL
+        ddl_functions = ddl_functions | frozenset(defined) | frozenset().union(*defined.values())
     return replace(
         snapshot,
         functions=snapshot.functions | _raw_names(defined),
         stale=snapshot.stale or stale,
         user_functions=merge_defined(snapshot.user_functions, defined),
+        ddl_functions=ddl_functions,
     )
 
 
@@ -1061,6 +1108,18 @@ class _Entry:
     # what to call when the snapshot changes (a session's policy: its prepared statements
     # are decided again at their next Bind or EXECUTE); held weakly
     listeners: weakref.WeakSet = field(default_factory=weakref.WeakSet)
+    # DDL through the proxy and the ends of its transactions, counted (``invalidate``), and
+    # the transaction blocks with DDL open in this worker's sessions and in each other
+    # worker's (its pid -> its count, from its news): a write decided before a count, or
+    # while another session's block was open, may run what that DDL attached, so what the
+    # server says about it is withheld (``StatementPolicy.writes_moved``; red-team round 36)
+    epoch: int = 0
+    open_blocks: int = 0
+    remote_open: dict[int, int] = field(default_factory=dict)
+
+    @property
+    def blocks_open(self) -> int:
+        return self.open_blocks + sum(self.remote_open.values()) if self.remote_open else self.open_blocks
 
 
 # the column part of a ``removed`` key that stands for a rename: (old name, RENAMED_TO + new)
@@ -1147,6 +1206,8 @@ class CatalogCache:
         opclass_functions: dict[str, frozenset[str]] | None = None,
         encoding_code: bool = False,
         temp_code: bool = False,
+        ddl_functions=(),
+        ddl_objects: bool = False,
     ) -> Snapshot:
         """``loaded_at``: when the load's queries started (monotonic; default now): what a
         statement arriving later may be decided on (``StatementPolicy._describe_refusal``)."""
@@ -1167,6 +1228,7 @@ class CatalogCache:
             event_functions=frozenset(event_functions),
             opclass_functions=dict(opclass_functions or {}),
             encoding_code=encoding_code, temp_code=temp_code,
+            ddl_functions=frozenset(ddl_functions), ddl_objects=ddl_objects,
         )  # fmt: skip
         if entry.removed:
             started = snap.loaded_at
@@ -1196,6 +1258,7 @@ class CatalogCache:
             entry = self.entries.setdefault(database, _Entry())
         entry.defined = merge_defined(entry.defined, defined)
         entry.invalidated_at = time.monotonic()
+        entry.epoch += 1
         for key in removed:  # (each session passes a key once until it settles it)
             entry.removed[key] = None  # until the DDL's transaction has ended (``settle``)
             entry.holders[key] = entry.holders.get(key, 0) + 1

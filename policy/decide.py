@@ -40,6 +40,9 @@ class Decision:
     allowed: bool
     rule: str  # stable rule id, e.g. "scope.read", "deny.unknown", "deny.function"
     reason: str  # human text naming the relation/function at fault
+    # allowed, and it runs code that may run DDL (``StatementPolicy._runs_ddl_code``): its
+    # transaction counts as DDL's, and no cache answers it without ``_verdict``
+    opens_ddl: bool = False
 
 
 # Session settings any grant may SET/RESET: they change formatting and time limits only.

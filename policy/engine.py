@@ -7,6 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, fields, replace
 from hashlib import blake2b
 from time import monotonic
+from typing import Any
 
 from policy.caches import (
     MAX_SESSION_TEXT,
@@ -197,6 +198,16 @@ def _key(fingerprint: str, text: str, collapsed: bool = False) -> str | None:
     return fingerprint + "\x00" + blake2b(signature.encode(), digest_size=16).hexdigest()
 
 
+def _opens_ddl(pairs: tuple[Pair, ...]) -> bool:
+    """Are ``pairs`` (or may they run) DDL, for the snapshot (``StatementPolicy._ran_ddl``)?"""
+    return any(
+        c.cls is StatementClass.DDL
+        or (c.cls is StatementClass.UNKNOWN and d.allowed)  # (unknown:* may allow DDL)
+        or d.opens_ddl
+        for c, d in pairs
+    )
+
+
 def _bind_of(name: str) -> Classified:
     """What a refused Bind of statement ``name`` is recorded as, its text not at hand."""
     return Classified("", StatementClass.UNKNOWN, "BIND", frozenset(), frozenset(), frozenset(), name)
@@ -319,6 +330,23 @@ class StatementPolicy:
         # a write on a stale snapshot that could not wait it out (a Bind, or the reload it
         # waited for is stale too): ``writes_unreadable`` answers True for it
         self._write_on_stale = False
+        # The database's catalog state the proxy keeps (``policy.catalog._Entry``: ``epoch``
+        # counts DDL through the proxy and its transactions' ends, ``blocks_open`` the DDL
+        # blocks open), set by the proxy; ``on_block(+1 / -1)``: this session opened or
+        # ended a DDL block. A row write decided while another session's block was open, or
+        # answered after another session's DDL went through, may run a trigger, rule,
+        # default or CHECK its decision's snapshot did not know: what the server says about
+        # it is withheld (``write_mark``, ``writes_moved``; red-team round 36: a migration's
+        # CREATE TRIGGER committed while the write waited for its lock). ``_own_bumps``:
+        # the counts this session's own DDL made; ``_own_epoch``: the count when only this
+        # session's DDL made the snapshot stale (-1: another's too).
+        self.catalog_entry: Any = None
+        self.on_block: Callable[[int], object] | None = None
+        self._own_bumps = 0
+        self._own_epoch = -1
+        self._block_counted = False
+        self.write_mark: tuple[int, int, bool] | None = None
+        self._write_statements: set[str] = set()  # protocol statements that write rows
         self._complete_used = False
         self._snapshot_seen: Snapshot | None = None
         # statement name -> (its classification, its parameter pins) for the statements
@@ -360,6 +388,12 @@ class StatementPolicy:
         self._fresh: set[str] = set()
         self._failed = False
         self.names_pending = False
+        # protocol statements that are (or may run) DDL -> their pairs: each Bind of one
+        # counts as DDL again (``check_bind``). A name leaves only once the server has
+        # answered everything without an error after its Close or a Parse of something
+        # else (``_ddl_leaving``, ``answered``): until then it may still hold this one.
+        self._ddl_statements: dict[str, tuple[Pair, ...]] = {}
+        self._ddl_leaving: set[str] = set()
         # SQL-level PREPAREs: name -> the PREPARE's classification, and the names decided
         # on the current snapshot (``catalog_changed`` empties it: EXECUTE decides again)
         self._prepared_statements: dict[str, Classified] = {}
@@ -464,6 +498,19 @@ class StatementPolicy:
             denial = self._param_types(param_types)
             if denial is not None:
                 verdict = self._overruled(verdict, denial)
+            elif (
+                verdict.allowed
+                and snap is not None
+                and snap.ddl_functions
+                and not _opens_ddl(verdict.decisions)
+                and any(
+                    not snap.type_oids.get(oid, frozenset()).isdisjoint(snap.ddl_functions)
+                    for oid in param_types
+                )
+            ):  # a value of a user type whose domain CHECK or cast may run DDL code
+                pairs = tuple((c, replace(d, opens_ddl=True)) for c, d in verdict.decisions)
+                self._ran_ddl(pairs)
+                verdict = Verdict(True, pairs, "", would_deny=verdict.would_deny)
         if name.startswith(RESERVED_PREFIX) and verdict.decisions:
             verdict = self._overruled(verdict, reserved_name(f"the statement name {name!r}"))
         if verdict.allowed:
@@ -471,6 +518,18 @@ class StatementPolicy:
             # that name): only an allowed one changes what a Bind of the name runs
             held = name != "" and (name in self._statements or name in self._prepared_statements)
             self._remember_statement(name, sql, param_types)
+            if any(op in _ROW_WRITES for c, _d in verdict.decisions for op, _r in c.write_ops):
+                # kept after a Parse of another text under the name (the server may refuse
+                # it and keep this one): a Bind of it marks a write that may be none
+                if len(self._write_statements) < MAX_REMEMBERED_STATEMENTS:
+                    self._write_statements.add(name)
+                else:
+                    self._write_statements.add(_EVERY_NAME)
+            if _opens_ddl(verdict.decisions):
+                self._ddl_statements[name] = verdict.decisions
+                self._ddl_leaving.discard(name)
+            elif self._ddl_statements and name in self._ddl_statements:
+                self._ddl_leaving.add(name)
             pinned = _parameter_pins(verdict)
             if pinned is not None:
                 self.bind_pins[name] = pinned
@@ -489,9 +548,15 @@ class StatementPolicy:
         self._follow_catalog()
         if name in self.rebind or (self._forgotten(name) and not name.startswith(RESERVED_PREFIX)):
             self.rebind.setdefault(name, None)
-            again = self._decided_again(name)
+            again = self._decided_again(name)  # (DDL again, if it is: ``_verdict``)
             if not again.allowed or again.would_deny or name not in self.bind_pins:
                 return again
+        else:
+            ddl = self._ddl_statements.get(name)
+            if ddl is not None:
+                self._ran_ddl(ddl)  # it runs again: as DDL through the proxy does
+                if name not in self.bind_pins:
+                    return Verdict(True, ddl, "")
         pending = self.bind_pins.get(name)
         if pending is None:  # a name of the proxy's own (RESERVED_PREFIX): never the client's
             return self._refused(_bind_of(name), reserved_name(f"the statement name {name!r}"))
@@ -563,6 +628,8 @@ class StatementPolicy:
         self._forget_prepare(name)
         self._fresh.discard(name)
         self._touch(name)
+        if self._ddl_statements and name in self._ddl_statements:
+            self._ddl_leaving.add(name)
 
     def closed_unknown(self) -> None:
         """A Close of a statement whose name was read in an encoding that may be changing
@@ -584,6 +651,11 @@ class StatementPolicy:
         answered everything are dropped (the policy holds no text for them: their Binds
         and EXECUTEs after a catalog change are refused, ``rebind_unknown``); with nothing
         more in flight (``idle``) and no error, the server holds what the policy does."""
+        if self._ddl_leaving and (self._failed or idle):
+            if not self._failed:  # (after an error the server may hold them still)
+                for name in self._ddl_leaving:
+                    self._ddl_statements.pop(name, None)
+            self._ddl_leaving.clear()
         if self._failed:
             self._failed = False
             if self._unconfirmed:
@@ -609,6 +681,12 @@ class StatementPolicy:
         self.ddl_open = False
         if (removed or ran) and self.on_settle is not None:
             self.on_settle(removed)
+            self._own_bumps += 1
+        self._own_epoch = -1
+        if self._block_counted:
+            self._block_counted = False
+            if self.on_block is not None:
+                self.on_block(-1)
 
     def _stale_write(self, verdict: Verdict, can_wait: bool) -> bool:
         """Must allowed ``verdict``, decided on a stale snapshot, wait for the reload the
@@ -623,13 +701,19 @@ class StatementPolicy:
         if (
             snap is None
             or not snap.stale
-            or self.ddl_open  # its own block's DDL: no load shows it before it commits
             or not verdict.allowed
             or not self.enforce
             or not any(op in _ROW_WRITES for c, _d in verdict.decisions for op, _r in c.write_ops)
         ):
             return False
-        if waited or not can_wait or self.on_stale is None:
+        entry = self.catalog_entry
+        if self.ddl_open and entry is not None and self._own_epoch == entry.epoch:
+            return False  # only its own block's DDL made it stale: no load shows that
+            # before the block commits (psycopg's drop/create/executemany blocks)
+        if waited or not can_wait or self.on_stale is None or self.ddl_open:
+            # in a block with DDL of its own, another's DDL too since: withheld, not waited
+            # for (red-team round 36: a write after a temporary table showed another
+            # grant's trigger committed meanwhile)
             self._write_on_stale = True
             return False
         self.stale_write = True
@@ -656,10 +740,16 @@ class StatementPolicy:
         self._prepared_current.clear()
 
     def bind_checked(self, name: str) -> bool:
-        """Must the relay have a Bind of statement ``name`` checked (``check_bind``)?"""
+        """Must the relay have a Bind of statement ``name`` checked (``check_bind``)? A Bind
+        of a statement that writes rows marks the write (``writes_moved``)."""
+        if self._write_statements and self.catalog_entry is not None and (
+            name in self._write_statements or _EVERY_NAME in self._write_statements
+        ):
+            self._mark_write()
         return (
             name in self.bind_pins
             or name in self.rebind
+            or name in self._ddl_statements
             or name.startswith(RESERVED_PREFIX)
             or self._forgotten(name)
         )
@@ -812,7 +902,12 @@ class StatementPolicy:
         for classified, _decision in verdict.decisions:
             ops = classified.write_ops
             if not ops:
-                continue
+                if classified.command == "EXECUTE" and classified.detail in self._prepared_statements:
+                    ops = self._prepared_statements[classified.detail].write_ops
+                    if not ops:
+                        continue
+                else:
+                    continue
             blind = self._blind_writes.get(ops)
             if blind is None:  # once per set of write operations (a frozenset: hash kept)
                 blind = any(op in _ROW_WRITES and self._writes_reach_unseen(rel, snap)
@@ -822,6 +917,8 @@ class StatementPolicy:
                 self._blind_writes[ops] = blind
             if blind:
                 return True
+            if self.catalog_entry is not None and any(op in _ROW_WRITES for op, _ in ops):
+                self._mark_write()
         if snap is None or not snap.cascades:
             return False
         seen, reach = self._unreadable_reach
@@ -857,6 +954,28 @@ class StatementPolicy:
             if name in snap.triggered or name in snap.ruled or name in snap.view_names:
                 return True
         return False
+
+    def _mark_write(self) -> None:
+        """A row write is allowed now: the catalog's count, this session's own share of it,
+        and whether another session's DDL block is open (``writes_moved``)."""
+        entry = self.catalog_entry
+        others = entry.blocks_open - (1 if self._block_counted else 0)
+        self.write_mark = (entry.epoch, self._own_bumps, others > 0)
+
+    def writes_moved(self) -> bool:
+        """May a row write allowed since the server last answered everything run code its
+        decision's snapshot did not know: another session's DDL block was open when it was
+        decided, or another session's DDL went through (or ended) since? Then what the
+        server says now is withheld (the relay, ``proxy.redaction.withhold_message``)."""
+        mark = self.write_mark
+        if mark is None or self.catalog_entry is None:
+            return False
+        epoch, own, open_then = mark
+        return open_then or self.catalog_entry.epoch - epoch > self._own_bumps - own
+
+    def writes_done(self) -> None:
+        """The server answered everything sent: the writes marked have run."""
+        self.write_mark = None
 
     def check_function_call(self) -> Verdict:
         """Frontend FunctionCall (fast-path by OID): never allowed, it bypasses classification."""
@@ -965,6 +1084,39 @@ class StatementPolicy:
         return self._store(sql, pairs)
 
     def _decide(self, c: Classified) -> Decision:
+        d = self._decision(c)
+        if d.allowed and self._runs_ddl_code(c):
+            return Decision(True, d.rule, d.reason, True)
+        return d
+
+    def _runs_ddl_code(self, c: Classified) -> bool:
+        """May ``c`` run user-written code that may run DDL (``Snapshot.ddl_functions``,
+        DDL_CODE_SQL)? A call of one, an operator or a value of a type that runs one; where a
+        trigger, default, CHECK, view or rule uses one (``ddl_objects``), a row write to a
+        relation with such code, a view or ruled relation read. Then the statement counts as
+        DDL (``_verdict``: ``on_ddl``, ``ddl_open``): the DDL that code runs is followed
+        as the proxy's own is (red-team round 34: a granted function's CREATE TRIGGER)."""
+        snap = self._snapshot_seen
+        if snap is None or not snap.ddl_functions:
+            return False
+        fns = snap.ddl_functions
+        if not c.functions.isdisjoint(fns) or not c.attributes.isdisjoint(fns):
+            return True
+        for op in c.operators:
+            targets = snap.user_operators.get(op)
+            if targets and not targets.isdisjoint(fns):
+                return True
+        for t in c.types:  # a value of the type runs its domain's constraints, a cast
+            targets = snap.user_types.get(t)
+            if targets and not targets.isdisjoint(fns):
+                return True
+        if not snap.ddl_objects:
+            return False
+        if any(r in snap.triggered or r in snap.ruled for r in c.writes):
+            return True
+        return any(r in snap.view_names or r in snap.ruled for r in c.reads)
+
+    def _decision(self, c: Classified) -> Decision:
         d = decide(c, self.scopes)
         if not d.allowed:
             return d
@@ -1603,20 +1755,8 @@ class StatementPolicy:
             pairs = self._after_definitions(pairs)
         denied = next((d for _, d in pairs if not d.allowed), None)
         ran = denied is None or not self.enforce
-        if ran and self.on_ddl is not None and any(
-            c.cls is StatementClass.DDL or (c.cls is StatementClass.UNKNOWN and d.allowed)
-            for c, d in pairs
-        ):  # (what unknown:* allows may be DDL: ALTER TABLE ... SET SCHEMA)
-            defined: dict[str, frozenset[str]] = {}
-            removed: frozenset[tuple[str, str]] = frozenset()
-            for c, _d in pairs:
-                defined = merge_defined(defined, _defined_functions(c))
-                removed = removed | self._removed_columns(c)
-            fresh = removed - self.ddl_unsettled  # a key this session holds already: once
-            self.on_ddl(defined, fresh)
-            self.ddl_open = True
-            if fresh:
-                self.ddl_unsettled = self.ddl_unsettled | fresh
+        if ran:
+            self._ran_ddl(pairs)
         if ran and any(c.cls is StatementClass.DDL for c, _d in pairs):
             temps = frozenset().union(*(_temp_made(c) for c, _d in pairs))
             if not temps <= self._temp_names:
@@ -1633,6 +1773,35 @@ class StatementPolicy:
             return Verdict(False, pairs, self._message(denied))
         self._commit_session_state(pairs)
         return Verdict(True, pairs, "", would_deny=True)
+
+    def _ran_ddl(self, pairs: tuple[Pair, ...]) -> bool:
+        """``pairs`` go to the server: if they are (or may run) DDL, the snapshot is stale
+        from now on (``on_ddl``) and the transaction's end settles it (``ddl_open``)."""
+        if self.on_ddl is None or not _opens_ddl(pairs):
+            return False  # (what unknown:* allows may be DDL: ALTER TABLE ... SET SCHEMA)
+        defined: dict[str, frozenset[str]] = {}
+        removed: frozenset[tuple[str, str]] = frozenset()
+        for c, _d in pairs:
+            defined = merge_defined(defined, _defined_functions(c))
+            removed = removed | self._removed_columns(c)
+        fresh = removed - self.ddl_unsettled  # a key this session holds already: once
+        entry = self.catalog_entry
+        snap = self.catalog() if self.catalog is not None else None
+        own_only = (
+            snap is None or not snap.stale
+            or (entry is not None and self._own_epoch == entry.epoch)
+        )  # fmt: skip
+        self.on_ddl(defined, fresh)
+        self._own_bumps += 1
+        if entry is not None:
+            self._own_epoch = entry.epoch if own_only else -1
+        if not self._block_counted and self.on_block is not None:
+            self._block_counted = True
+            self.on_block(1)
+        self.ddl_open = True
+        if fresh:
+            self.ddl_unsettled = self.ddl_unsettled | fresh
+        return True
 
     def _apply_session_state(self, pairs: tuple[Pair, ...]) -> tuple[Pair, ...]:
         """Decide EXECUTE against the PREPAREs this session allowed (in statement order)."""
@@ -1668,9 +1837,12 @@ class StatementPolicy:
                 if c.detail == "all":  # DEALLOCATE ALL, DISCARD ALL: protocol ones too
                     self._statements.clear()
                     self._touch(_EVERY_NAME)  # (if it fails, every name the server kept)
+                    self._ddl_leaving.update(self._ddl_statements)
                 elif c.command == "DEALLOCATE":
                     self._statements.pop(c.detail, None)
                     self._touch(c.detail)
+                    if c.detail in self._ddl_statements:
+                        self._ddl_leaving.add(c.detail)
 
     def _decide_execute(self, c: Classified) -> Decision:
         d = self._decide(replace(c, cls=StatementClass.READ))
@@ -1696,7 +1868,10 @@ class StatementPolicy:
                     "since)",
                 )  # fmt: skip
             self._prepared_current.add(name)
-        return Decision(True, "session.prepared", f"EXECUTE {c.detail} (prepared and checked here)")
+        return Decision(
+            True, "session.prepared", f"EXECUTE {c.detail} (prepared and checked here)",
+            prepared is not None and self._runs_ddl_code(prepared),
+        )  # fmt: skip
 
     def _message(self, d: Decision) -> str:
         return f"pgwitness: task {self.task} {d.reason} (rule {d.rule})"

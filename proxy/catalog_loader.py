@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import time
 from collections.abc import Callable
 
@@ -15,6 +16,7 @@ from policy.catalog import (
     CASCADES_SQL,
     CODE_FLAGS_SQL,
     COLUMNS_SQL,
+    DDL_CODE_SQL,
     DEFAULTED_FUNCTIONS_SQL,
     DOMAIN_SCHEMAS_SQL,
     EVENT_TRIGGERS_SQL,
@@ -162,7 +164,11 @@ class CatalogLoader:
         worker's snapshot follows as if the session had been its own."""
         try:
             doc = json.loads(data)
-            kind, database = doc["kind"], doc["db"]
+            kind, database = doc["kind"], str(doc["db"])
+            if kind == "blocks":  # its DDL blocks open now (``StatementPolicy.on_block``)
+                origin, count = int(doc["origin"]), int(doc["open"])
+                self.cache.entry(database).remote_open[origin] = max(count, 0)
+                return
             removed = frozenset((str(rel), str(col)) for rel, col in doc["removed"])
             defined = {str(k): frozenset(map(str, v)) for k, v in doc["defined"].items()}
         except (ValueError, KeyError, TypeError) as exc:
@@ -190,14 +196,14 @@ class CatalogLoader:
          inlinable_rows, ruled_rows, relation_rows, schema_rows, defaulted_rows,
          domain_rows, triggered_rows, inheritance_rows, relation_cast_rows,
          global_cast_rows, function_type_rows, event_rows, opclass_rows,
-         relation_opclass_rows, code_flag_rows) = await _queries(
+         relation_opclass_rows, code_flag_rows, ddl_code_rows) = await _queries(
             self.cfg, self.credentials, database, FUNCTIONS_SQL, COLUMNS_SQL, ROLE_SCHEMAS_SQL,
             USER_FUNCTIONS_SQL, USER_OPERATORS_SQL, USER_TYPES_SQL, USER_TYPE_OIDS_SQL,
             CASCADES_SQL, VIEWS_SQL, VIEW_READS_SQL, INLINABLE_SQL, RULED_SQL,
             RELATION_OIDS_SQL, USER_SCHEMAS_SQL, DEFAULTED_FUNCTIONS_SQL, DOMAIN_SCHEMAS_SQL,
             TRIGGERED_SQL, INHERITANCE_SQL, RELATION_CASTS_SQL, GLOBAL_CASTS_SQL,
             FUNCTION_TYPES_SQL, EVENT_TRIGGERS_SQL, OPCLASS_FUNCTIONS_SQL, RELATION_OPCLASS_SQL,
-            CODE_FLAGS_SQL,
+            CODE_FLAGS_SQL, DDL_CODE_SQL,
         )  # fmt: skip
         views_unread = False
         if isinstance(view_rows, UpstreamError) and view_rows.sqlstate == LOCK_NOT_AVAILABLE:
@@ -240,6 +246,11 @@ class CatalogLoader:
             function_types.setdefault(render_name(fschema, fname), set()).add(
                 render_name(tschema, tname))  # fmt: skip
         flags = _ok(code_flag_rows)[0] if _ok(code_flag_rows) else ["t", "t"]
+        ddl_functions: set[str] = set()
+        ddl_objects = False
+        for schema, name, used in _ok(ddl_code_rows):
+            ddl_functions.update((render_name(schema, name), render_name(name)))
+            ddl_objects = ddl_objects or used != "false"
         columns: dict[str, set[str]] = {}
         for schema, table, column in column_rows:
             if schema is None or table is None or column is None:
@@ -280,6 +291,7 @@ class CatalogLoader:
             opclass_functions=_frozen(opclass_functions),
             # (unread: assumed, as a failed load assumes the worst)
             encoding_code=flags[0] != "f", temp_code=flags[1] != "f",
+            ddl_functions=ddl_functions, ddl_objects=ddl_objects,
         )
 
     def refresh(self, database: str, since: float | None = None) -> asyncio.Task:
@@ -350,7 +362,17 @@ class CatalogLoader:
             self.settled(database, removed)
             self._announce("settle", database, removed)
 
+        entry = self.cache.entry(database)
+
+        def on_block(delta: int) -> None:
+            entry.open_blocks = max(entry.open_blocks + delta, 0)
+            if self.tell is not None:  # the others count this worker's blocks as open too
+                self.tell(json.dumps({"kind": "blocks", "db": database, "origin": os.getpid(),
+                                      "open": entry.open_blocks}).encode())  # fmt: skip
+
         policy.on_settle = on_settle
+        policy.catalog_entry = entry
+        policy.on_block = on_block
         # its prepared statements follow the catalog (the policy keeps the listener)
         policy.catalog_listener = self.cache.listen(database, policy)
         policy.catalog = lambda: self.cache.get(database)

@@ -660,6 +660,11 @@ class Relay:
         groups = self.groups
         counting = groups.counting()
         withholding = self.withholding
+        policy = self.policy
+        if not withholding and policy is not None and policy.write_mark is not None:
+            # a write allowed since everything was answered may run what another session's
+            # DDL attached since its decision (``writes_moved``): withheld as above
+            withholding = policy.enforce and policy.writes_moved()
         strips = self.strips_code
         notices = withholding or strips  # looked at: each is rare
         # the session's DDL is open: its transaction's end is looked for (``_tx_ended``)
@@ -706,6 +711,8 @@ class Relay:
                         policy.settle_ddl()
                 if policy is not None and policy.names_pending:
                     policy.answered(groups.idle)  # which statements the server holds
+                if policy is not None and policy.write_mark is not None and groups.idle:
+                    policy.writes_done()
                 counting = groups.counting()
                 continue
             ours = False

@@ -102,6 +102,18 @@ class Policy(Protocol):
         itself or through foreign-key actions (its errors and notices may quote them)?"""
         ...
 
+    # a row write was allowed since the server last answered everything (``writes_moved``)
+    write_mark: tuple[int, int, bool] | None
+
+    def writes_moved(self) -> bool:
+        """May a write allowed since run code another session's DDL attached after its
+        decision (what the server says is then withheld)?"""
+        ...
+
+    def writes_done(self) -> None:
+        """The server answered everything: the marked writes have run."""
+        ...
+
     def needs_offload(self, sql: str) -> bool:
         """Should ``sql`` be classified off the event loop before it is checked?"""
         ...

@@ -305,6 +305,11 @@ class Collector:
         elif isinstance(parent, exp.Drop):
             if str(parent.args.get("kind") or "").upper() == "TRIGGER":
                 return  # the trigger's own name; its table is the ON clause
+            if str(parent.args.get("kind") or "").upper() == "CONSTRAINT" and isinstance(
+                parent.parent, exp.Alter
+            ):
+                return  # ALTER TABLE t DROP CONSTRAINT c: the constraint's name; t is the
+                # ALTER's (red-team round 36: read as a relation, refused as DDL of it)
             role = "ddl"
         elif _is_ddl_target(parent, key):
             role = "ddl"

@@ -27,7 +27,8 @@ pass: ``Relay`` follows a pinned statement's Close and an encoding-uncertain Clo
 (``closed_unknown``), a pinned Parse of a name in use forgets the older one, code the
 policy does not read (``ran_user_code``) makes every unqualified relation possibly
 temporary and the encoding uncertain, a commit that leaves the session in a block
-settles its DDL; 6 stays a strict xfail, a documented residue):
+settles its DDL; 6 was a strict xfail, a documented residue, until session 22 closed it:
+a call of code that may run DDL counts as DDL, ``policy.catalog.DDL_CODE_SQL``):
 
 1. **A pinned statement's Close is not followed, and its Parse never meets the name in
    use.** A Parse whose pin is a parameter (``bind_pins``) goes upstream under a private
@@ -474,15 +475,9 @@ def _trigger_precondition(pg) -> None:
         raise RuntimeError(("precondition: no marker directly", direct[-300:]))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="RESIDUE (documented, docs/policy.md): DDL run by a function the migrator may "
-    "execute (SELECT public.r34_attach()) is no DDL to the policy: no reload, no stale "
-    "snapshot, the trigger's message reaches writers whole for up to refresh_after, as DDL "
-    "run outside the proxy does",
-)
 def test_trigger_attached_by_a_granted_function(px, pg):
+    """Was a strict xfail (the residue, 6 above) until session 22: a call of a function
+    that may run DDL counts as DDL (tests/integration/test_s22_ddl_code.py)."""
     _trigger_precondition(pg)
     time.sleep(1.0)  # the reloads earlier tests' DDL started have run (a fresh snapshot)
     with planted.session(px, px.tokens["migrator"]) as mig:

@@ -191,9 +191,9 @@ LOCK_WHY = (
     "committed): nothing withholds its messages; it runs after the COMMIT, with the code"
 )
 LOCK_CASES = {
-    **{mode: ("trigger", mode, True) for mode in WRITE_MODES},
-    "check": ("check", "simple", True),
-    "default": ("default", "simple", True),
+    **{mode: ("trigger", mode, False) for mode in WRITE_MODES},
+    "check": ("check", "simple", False),
+    "default": ("default", "simple", False),
 }
 
 
@@ -277,10 +277,10 @@ OWN_WHY = (
     "committed DDL started nor is withheld (_write_on_stale is never set)"
 )
 OWN_CASES = {
-    "simple": ("simple", False, True),
-    "extended": ("extended", False, True),
-    "prepared": ("prepared", False, True),
-    "same-query": ("simple", True, True),
+    "simple": ("simple", False, False),
+    "extended": ("extended", False, False),
+    "prepared": ("prepared", False, False),
+    "same-query": ("simple", True, False),
 }
 OWN_HELD = {"block-without-ddl": ("simple", None, False)}  # the control: the write waits
 

@@ -31,6 +31,14 @@ class PolicySeam:
     def writes_unreadable(self, verdict) -> bool:
         return False
 
+    write_mark = None  # no catalog: no other session's DDL to follow
+
+    def writes_moved(self) -> bool:
+        return False
+
+    def writes_done(self) -> None:
+        pass
+
     def closed(self, name: str) -> None:
         pass
 

@@ -1,0 +1,290 @@
+"""Code that may run DDL (session 22; red-team round 34's residue): a statement calling a
+user-written function whose source may run DDL (``Snapshot.ddl_functions``, DDL_CODE_SQL)
+counts as DDL for the snapshot (``on_ddl``, ``ddl_open``) every time it runs, whichever
+cache answers it and however it is sent (text, fingerprint, number shape, a protocol
+Bind of a statement parsed before, SQL EXECUTE). tests/integration/test_s22_ddl_code.py
+attacks it through the proxy, the server the judge."""
+
+from __future__ import annotations
+
+from policy import StatementPolicy, parse_scopes
+from policy.catalog import CatalogCache
+
+SCOPES = "read:public.t write:public.t execute:public.attach,public.plain"
+CALL = "SELECT public.attach()"
+
+
+def _session(ddl_functions=("public.attach", "attach"), ddl_objects=False, triggered=(), **kw):
+    c = CatalogCache()
+    c.put(
+        "db", ["attach", "plain"], {"public.t": frozenset({"id"})},
+        user_functions={"attach": frozenset({"public.attach"}),
+                        "plain": frozenset({"public.plain"})},
+        triggered=triggered, ddl_functions=ddl_functions, ddl_objects=ddl_objects, **kw,
+    )  # fmt: skip
+    p = StatementPolicy(parse_scopes(SCOPES), task="T", shared=None)
+    p.catalog = lambda: c.get("db")
+    calls: list[tuple] = []
+
+    def on_ddl(defined, removed):
+        calls.append((defined, removed))
+        c.invalidate("db", defined, removed)
+
+    p.on_ddl = on_ddl
+    p.catalog_listener = c.listen("db", p)
+    return p, c, calls
+
+
+def _reload(c: CatalogCache, **kw) -> None:
+    """A load after the DDL: a fresh snapshot (the session's caches are forgotten)."""
+    snap = c.get("db")
+    c.put("db", ["attach", "plain"], snap.columns, user_functions=snap.user_functions,
+          triggered=snap.triggered, ddl_functions=snap.ddl_functions,
+          ddl_objects=snap.ddl_objects, **kw)  # fmt: skip
+
+
+def _settle(p: StatementPolicy) -> None:
+    p.ddl_open = False  # (the relay's settle_ddl at ReadyForQuery 'I', without a loader)
+
+
+def test_a_call_of_ddl_code_counts_as_ddl_every_time():
+    p, c, calls = _session()
+    for i in range(3):  # the text cache, then again after a reload (caches forgotten)
+        v = p.check_query(CALL)
+        assert v.allowed, v.message
+        assert p.ddl_open and len(calls) == i + 1
+        assert c.get("db").stale
+        _settle(p)
+        if i == 1:
+            _reload(c)
+    # another literal of the same shape: the fingerprint and number-shape tiers
+    for n in (1, 2, 3):
+        before = len(calls)
+        assert p.check_query(f"SELECT public.attach() + {n}").allowed
+        assert len(calls) == before + 1, n
+        _settle(p)
+
+
+def test_a_call_of_other_code_is_not_ddl():
+    p, c, calls = _session()
+    for _ in range(3):
+        assert p.check_query("SELECT public.plain()").allowed
+        assert p.check_query("SELECT id FROM public.t WHERE id = 7").allowed
+    assert not calls and not p.ddl_open and not c.get("db").stale
+
+
+def test_no_ddl_code_in_the_database_nothing_changes():
+    p, _c, calls = _session(ddl_functions=())
+    assert p.check_query(CALL).allowed
+    assert not calls and not p.ddl_open
+
+
+def test_each_bind_of_a_parsed_call_counts():
+    """Parse once, then Binds only (a driver's prepared statement): each one runs the
+    code again, so each is looked at (``bind_checked``) and counts as DDL."""
+    p, c, calls = _session()
+    assert p.check_parse(CALL, (), "s").allowed
+    assert len(calls) == 1
+    p.answered(True)
+    _settle(p)
+    # no load between (it failed, or a lock holds it): every Bind counts, whether the
+    # previous one's DDL had it decided again (``rebind``) or not (``_ddl_statements``)
+    for i in range(4):
+        assert p.bind_checked("s")
+        v = p.check_bind("s", (), (), "utf-8")
+        assert v.allowed, v.message
+        assert p.ddl_open and len(calls) == 2 + i
+        p.answered(True)
+        _settle(p)
+    for i in range(2):  # a load between: decided again on it (``rebind``), and counted
+        _reload(c)
+        assert "s" in p.rebind
+        assert p.check_bind("s", (), (), "utf-8").allowed
+        assert p.ddl_open and len(calls) == 6 + i
+        p.answered(True)
+        _settle(p)
+
+
+def test_a_name_leaves_only_once_the_server_confirmed():
+    """A Parse of something else under the name, or a Close: the server may refuse it or
+    skip it after an error (it then keeps the call), so the name's Binds stay looked at
+    until a ReadyForQuery with nothing in flight and no error."""
+    p, _c, _calls = _session()
+    assert p.check_parse(CALL, (), "s").allowed
+    p.answered(True)
+    assert p.check_parse("SELECT 1", (), "s").allowed  # 42P05 at the server: in use
+    p.failed()
+    p.answered(True)
+    assert p.bind_checked("s")  # the server may hold the call still
+    p.closed("s")
+    p.answered(False)  # more in flight: not confirmed
+    assert p.bind_checked("s")
+    p.answered(True)
+    assert not p.bind_checked("s")
+    assert p.check_parse(CALL, (), "").allowed
+    p.answered(True)
+    assert p.check_parse("SELECT 1", (), "").allowed
+    p.answered(True)
+    assert not p.bind_checked("")
+
+
+def test_sql_execute_of_a_prepared_call_counts():
+    p, _c, calls = _session()
+    assert p.check_query(f"PREPARE s AS {CALL}").allowed
+    p.answered(True)
+    before = len(calls)
+    for i in range(2):
+        assert p.check_query("EXECUTE s").allowed
+        assert len(calls) == before + 1 + i
+        _settle(p)
+
+
+def test_code_attached_to_relations():
+    """Where a trigger, default or CHECK uses a function that may run DDL
+    (``ddl_objects``), a row write to a relation with such code counts as DDL; a read
+    does not (triggers fire on writes)."""
+    p, _c, calls = _session(ddl_objects=True, triggered=("public.t",))
+    assert p.check_query("SELECT id FROM public.t").allowed
+    assert not calls
+    assert p.check_query("INSERT INTO public.t VALUES (1)").allowed
+    assert len(calls) == 1 and p.ddl_open
+    _settle(p)
+    p2, _c2, calls2 = _session(ddl_objects=False, triggered=("public.t",))
+    assert p2.check_query("INSERT INTO public.t VALUES (1)").allowed
+    assert not calls2
+
+
+def test_a_function_defined_through_the_proxy_may_run_ddl_until_a_load_reads_it():
+    c = CatalogCache()
+    c.put("db", [], {"public.t": frozenset({"id"})})
+    c.invalidate("db", {"f": frozenset({"public.f"})})
+    snap = c.get("db")
+    assert {"f", "public.f"} <= snap.ddl_functions and snap.stale
+    c.put("db", [], {"public.t": frozenset({"id"})})  # the load read its source: no DDL
+    assert not c.get("db").ddl_functions
+
+
+def test_a_value_of_a_type_whose_code_may_run_ddl():
+    """A domain whose CHECK (or a cast) runs such a function: a value of it made in the
+    text, or a Parse's parameter of it, counts as DDL; of another user type, not."""
+    runs = {"public.d": frozenset({"public.attach"}), "d": frozenset({"public.attach"}),
+            "public.e": frozenset({"public.plain"})}  # fmt: skip
+    oids = {70001: frozenset({"public.attach"}), 70002: frozenset({"public.plain"})}
+    p, _c, calls = _session(user_types=runs, type_oids=oids)
+    assert p.check_query("SELECT 1::public.e").allowed
+    assert not calls
+    assert p.check_query("SELECT 1::public.d").allowed
+    assert len(calls) == 1
+    _settle(p)
+    assert p.check_parse("SELECT $1", (23, 70002), "a").allowed
+    assert len(calls) == 1 and not p.bind_checked("a")
+    assert p.check_parse("SELECT $1", (23, 70001), "b").allowed
+    assert len(calls) == 2 and p.ddl_open and p.bind_checked("b")
+
+
+# --- red-team round 36: writes decided before another session's DDL took effect -----------
+
+
+def _two_sessions():
+    """Two sessions of one database, wired as the proxy wires them (catalog_loader.attach):
+    the same cache entry, DDL blocks counted on it."""
+    c = CatalogCache()
+    c.put("db", [], {"public.t": frozenset({"id"})})
+    entry = c.entry("db")
+
+    def session(scopes: str) -> StatementPolicy:
+        p = StatementPolicy(parse_scopes(scopes), task="T", shared=None)
+        p.catalog = lambda: c.get("db")
+        p.on_ddl = lambda defined, removed: c.invalidate("db", defined, removed)
+        p.on_settle = lambda removed: (c.settle("db", removed), c.invalidate("db"))
+        p.catalog_entry = entry
+
+        def on_block(delta: int) -> None:
+            entry.open_blocks += delta
+
+        p.on_block = on_block
+        p.catalog_listener = c.listen("db", p)
+        return p
+
+    writer = session("read:public.t write:public.t")
+    migrator = session("read:public.t write:public.t ddl:public.t")
+    return c, writer, migrator
+
+
+def _fresh_load(c: CatalogCache) -> None:
+    c.put("db", [], {"public.t": frozenset({"id"})})
+
+
+WRITE = "INSERT INTO public.t VALUES (1)"
+
+
+def _allowed_write(p: StatementPolicy) -> None:
+    v = p.check_query(WRITE)
+    assert v.allowed, v.message
+    assert not p.writes_unreadable(v)
+
+
+def test_a_write_decided_while_another_block_is_open_is_withheld():
+    c, writer, migrator = _two_sessions()
+    assert migrator.check_query("BEGIN").allowed
+    assert migrator.check_query("ALTER TABLE public.t ADD COLUMN x int").allowed
+    _fresh_load(c)  # the load the DDL started ran before the block committed: fresh, no change
+    _allowed_write(writer)
+    assert writer.writes_moved()  # decided while the block was open: it may run after it
+    writer.writes_done()
+    migrator.settle_ddl()  # COMMIT
+    assert c.entry("db").blocks_open == 0
+
+
+def test_a_write_answered_after_another_sessions_ddl_is_withheld():
+    c, writer, migrator = _two_sessions()
+    _allowed_write(writer)  # decided, waiting on the server (a lock)
+    assert not writer.writes_moved()
+    assert migrator.check_query("ALTER TABLE public.t ADD COLUMN x int").allowed
+    assert writer.writes_moved()
+    writer.writes_done()
+    migrator.settle_ddl()
+    _fresh_load(c)
+    _allowed_write(writer)  # decided after it all: nothing moved since
+    assert not writer.writes_moved()
+
+
+def test_own_ddl_moves_nothing_for_own_writes():
+    c, writer, _migrator = _two_sessions()
+    own = writer
+    own.scopes = parse_scopes("read:public.t write:public.t ddl:public.t")
+    _allowed_write(own)
+    assert own.check_query("CREATE TEMP TABLE x (i int)").allowed
+    assert not own.writes_moved()
+    own.writes_done()
+    assert own.check_query("BEGIN").allowed
+    assert own.check_query("CREATE TEMP TABLE y (i int)").allowed
+    v = own.check_query(WRITE)  # own DDL only made it stale: no wait, nothing withheld
+    assert v.allowed and not own.writes_unreadable(v)
+    assert not own.writes_moved()
+
+
+def test_a_write_after_own_ddl_and_another_sessions_commit_is_withheld():
+    """Round 36, 2: a temporary table in a block, another grant's block commits a trigger
+    meanwhile; the write neither waits (no load shows its own DDL) nor may pass whole."""
+    c, writer, migrator = _two_sessions()
+    writer.scopes = parse_scopes("read:public.t write:public.t ddl:pg_temp.*")
+    assert writer.check_query("BEGIN").allowed
+    assert writer.check_query("CREATE TEMP TABLE tmp (i int)").allowed
+    assert migrator.check_query("BEGIN").allowed
+    assert migrator.check_query("ALTER TABLE public.t ADD COLUMN x int").allowed
+    migrator.settle_ddl()  # its COMMIT: the snapshot is stale until the reload
+    v = writer.check_query(WRITE)
+    assert v.allowed, v.message
+    assert writer.writes_unreadable(v)  # withheld, not waited for
+
+
+def test_drop_constraint_names_no_relation():
+    """sqlglot reads ``DROP CONSTRAINT c`` as a table ``c``: it was refused as DDL of
+    ``public.c`` (round 36)."""
+    p = StatementPolicy(parse_scopes("read:s.* write:s.* ddl:s.*"), task="T", shared=None)
+    for sql in ("ALTER TABLE s.t DROP CONSTRAINT c", "ALTER TABLE s.t DROP CONSTRAINT IF EXISTS c"):
+        v = p.check_query(sql)
+        assert v.allowed, v.message
+        assert {r for c, _ in v.decisions for _, r in c.write_ops} == {"s.t"}
+    assert not p.check_query("ALTER TABLE other.t DROP CONSTRAINT c").allowed
