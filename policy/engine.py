@@ -58,7 +58,7 @@ from policy.decide import (
 )
 from policy.lexer import collapse_values, lex, render_name
 from policy.number_shapes import ZERO_DIGITS as ZERO
-from policy.prepared import STATEFUL_COMMANDS, PreparedNames
+from policy.prepared import NAME_BYTES, STATEFUL_COMMANDS, PreparedNames, name_too_long
 from policy.scopes import Scopes, split_name
 
 __all__ = [
@@ -196,6 +196,14 @@ def _key(fingerprint: str, text: str, collapsed: bool = False) -> str | None:
     if signature is None:
         return None
     return fingerprint + "\x00" + blake2b(signature.encode(), digest_size=16).hexdigest()
+
+
+def _LONG_NAME(name: str) -> Decision:  # noqa: N802 - a denial, named as the others
+    return Decision(
+        False, "deny.name",
+        f"may not use statement name {name[:40]!r}...: longer than {NAME_BYTES} bytes, which "
+        "PostgreSQL truncates (two names would be one statement to the server)",
+    )  # fmt: skip
 
 
 def _opens_ddl(pairs: tuple[Pair, ...]) -> bool:
@@ -386,6 +394,8 @@ class StatementPolicy:
         # they are decided again on it (psycopg's pipeline: Parse, then its Binds, a catalog
         # change between; the driver suites' differential)
         self._fresh: set[str] = set()
+        # messages not yet answered that touch each name (``parse_answered``)
+        self._touches: dict[str, int] = {}
         self._failed = False
         self.names_pending = False
         # protocol statements that are (or may run) DDL -> their pairs: each Bind of one
@@ -474,7 +484,12 @@ class StatementPolicy:
         return self._store(sql, self._classify(sql, use_fingerprints=True))
 
     def check_parse(
-        self, sql: str, param_types: tuple[int, ...] = (), name: str = "", can_wait: bool = True
+        self,
+        sql: str,
+        param_types: tuple[int, ...] = (),
+        name: str = "",
+        can_wait: bool = True,
+        again: bool = False,
     ) -> Verdict:
         """Extended-protocol Parse: checked like a query (PostgreSQL rejects several).
         ``param_types``: parameter type OIDs the Parse names of types a user made
@@ -513,11 +528,14 @@ class StatementPolicy:
                 verdict = Verdict(True, pairs, "", would_deny=verdict.would_deny)
         if name.startswith(RESERVED_PREFIX) and verdict.decisions:
             verdict = self._overruled(verdict, reserved_name(f"the statement name {name!r}"))
+        elif name_too_long(name) and verdict.decisions:
+            verdict = self._overruled(verdict, _LONG_NAME(name))
         if verdict.allowed:
             # a refused Parse never reaches the server (which keeps whatever it held under
             # that name): only an allowed one changes what a Bind of the name runs
             held = name != "" and (name in self._statements or name in self._prepared_statements)
-            self._remember_statement(name, sql, param_types)
+            # (``again``: decided again at a Bind, no Parse goes upstream: nothing unconfirmed)
+            self._remember_statement(name, sql, param_types, sent=not again)
             if any(op in _ROW_WRITES for c, _d in verdict.decisions for op, _r in c.write_ops):
                 # kept after a Parse of another text under the name (the server may refuse
                 # it and keep this one): a Bind of it marks a write that may be none
@@ -546,6 +564,8 @@ class StatementPolicy:
         pins the values stand for, decided as literals would be (metadata.bound_pins,
         policy.catalog.describe_refusal)."""
         self._follow_catalog()
+        if name_too_long(name):
+            return self._refused(_bind_of(name), _LONG_NAME(name))
         if name in self.rebind or (self._forgotten(name) and not name.startswith(RESERVED_PREFIX)):
             self.rebind.setdefault(name, None)
             again = self._decided_again(name)  # (DDL again, if it is: ``_verdict``)
@@ -592,9 +612,13 @@ class StatementPolicy:
             and name not in self._prepared_statements
         )
 
-    def _remember_statement(self, name: str, sql: str, param_types: tuple[int, ...]) -> None:
+    def _remember_statement(
+        self, name: str, sql: str, param_types: tuple[int, ...], sent: bool = True
+    ) -> None:
         statements = self._statements
-        if name in statements or name in self._prepared_statements or self._forgot:
+        if not sent:
+            pass
+        elif name in statements or name in self._prepared_statements or self._forgot:
             self._fresh.discard(name)
         elif name not in self._unconfirmed:
             self._fresh.add(name)
@@ -606,14 +630,33 @@ class StatementPolicy:
         self.rebind.pop(name, None)  # decided just now
         if self._prepared_statements and name in self._prepared_statements:
             self._forget_prepare(name)  # one namespace: the Parse's now, if it succeeds
-        self._unconfirmed.add(name)
-        self.names_pending = True
+        if sent:
+            self._unconfirmed.add(name)
+            self._touches[name] = self._touches.get(name, 0) + 1
+            self.names_pending = True
 
     def _touch(self, name: str) -> None:
         """A message about to go upstream makes, replaces or removes statement ``name``."""
         self._unconfirmed.add(name)
+        self._touches[name] = self._touches.get(name, 0) + 2  # (no answer confirms these)
         self._fresh.discard(name)
         self.names_pending = True
+
+    def parse_answered(self, name: str) -> None:
+        """ParseComplete for a Parse of ``name`` sent upstream (the relay matches them in
+        order): the server holds its text now, unless another message not yet answered
+        touches the name too. So an error later in the group no longer drops it, and its
+        Bind after a catalog change is decided on that text (asyncpg's Parse, Describe,
+        Flush, then its Bind: the drivers' differential, session 22)."""
+        left = self._touches.get(name, 0) - 1
+        if left > 0:
+            self._touches[name] = left
+            return
+        self._touches.pop(name, None)
+        if name in self._unconfirmed and _EVERY_NAME not in self._unconfirmed:
+            self._unconfirmed.discard(name)
+            self._fresh.discard(name)
+            self.names_pending = bool(self._unconfirmed)
 
     def _forget_prepare(self, name: str) -> None:
         self._prepared.forget(name)
@@ -623,6 +666,11 @@ class StatementPolicy:
     def closed(self, name: str) -> None:
         """A Close of statement ``name`` goes upstream: the server forgets it (protocol
         and SQL-level names are one namespace)."""
+        if name_too_long(name):  # the server closes the statement its key names
+            if name.isascii():
+                self.closed(name[:NAME_BYTES])
+            else:
+                self.closed_unknown()  # (cut in the server's encoding: any non-ASCII one)
         self._statements.pop(name, None)
         self.rebind.pop(name, None)
         self._forget_prepare(name)
@@ -656,6 +704,8 @@ class StatementPolicy:
                 for name in self._ddl_leaving:
                     self._ddl_statements.pop(name, None)
             self._ddl_leaving.clear()
+        if self._failed or idle:
+            self._touches.clear()
         if self._failed:
             self._failed = False
             if self._unconfirmed:
@@ -750,6 +800,7 @@ class StatementPolicy:
             name in self.bind_pins
             or name in self.rebind
             or name in self._ddl_statements
+            or (len(name) > NAME_BYTES // 4 and name_too_long(name))
             or name.startswith(RESERVED_PREFIX)
             or self._forgotten(name)
         )
@@ -800,7 +851,7 @@ class StatementPolicy:
             snap = self._snapshot_seen
             self.waiting_since = snap.loaded_at if snap is not None else None
             try:
-                verdict = self.check_parse(sql, param_types, name, can_wait=False)
+                verdict = self.check_parse(sql, param_types, name, can_wait=False, again=True)
             finally:
                 self.waiting_since = saved
             if verdict.allowed:
@@ -1120,6 +1171,8 @@ class StatementPolicy:
         d = decide(c, self.scopes)
         if not d.allowed:
             return d
+        if c.command in STATEFUL_COMMANDS and c.detail and name_too_long(c.detail):
+            return _LONG_NAME(c.detail)
         if c.describes:
             # a parameter pin is decided at each Bind of a protocol-level Parse; a SQL-level
             # PREPARE's EXECUTE is not checked so: there it pins nothing

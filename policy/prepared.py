@@ -12,10 +12,26 @@ if TYPE_CHECKING:
     from policy.classify import Classified
     from policy.decide import Decision
 
-__all__ = ["STATEFUL_COMMANDS", "PreparedNames"]
+__all__ = ["NAME_BYTES", "STATEFUL_COMMANDS", "PreparedNames", "name_too_long"]
 
 # Statements whose outcome depends on, or changes, which names were PREPAREd here.
 STATEFUL_COMMANDS = frozenset({"PREPARE", "EXECUTE", "DEALLOCATE", "DISCARD"})
+
+
+# PostgreSQL keys prepared statements by their name's first NAMEDATALEN - 1 bytes (in the
+# server's encoding; the grammar truncates an SQL name so, a protocol name is cut in the
+# statement table's key): two names that agree that far are one statement to the server.
+NAME_BYTES = 63
+
+
+def name_too_long(name: str) -> bool:
+    """Might the server truncate statement name ``name``? Counted at the most bytes a
+    character takes in any server encoding (4), so no encoding can make it longer: such a
+    name is refused, and every name the policy holds is the server's whole key (red-team
+    round 36: ``<63 bytes>_a`` parsed, ``<63 bytes>_b`` bound ran it unchecked)."""
+    if len(name) <= NAME_BYTES // 4:
+        return False
+    return sum(1 if ch < "\x80" else 4 for ch in name) > NAME_BYTES
 
 
 class PreparedNames:

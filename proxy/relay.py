@@ -60,7 +60,8 @@ _PARAMETER_STATUS = B.PARAMETER_STATUS
 _NOTICE = B.NOTICE_RESPONSE
 _CONFORMING = b"standard_conforming_strings\x00"  # a ParameterStatus body's name
 # Server frames looked at even when no denial is in flight.
-_WATCHED = frozenset((_READY, _ERROR, _COPY_IN, _PARAMETER_STATUS))
+_PARSE_COMPLETE = B.PARSE_COMPLETE
+_WATCHED = frozenset((_READY, _ERROR, _COPY_IN, _PARAMETER_STATUS, _PARSE_COMPLETE))
 _COMMAND_COMPLETE = B.COMMAND_COMPLETE
 # Frames whose bytes the relay never looks at: a large one is passed on as it arrives.
 _STREAMED_C2S = frozenset((F.BIND, F.COPY_DATA))
@@ -189,6 +190,12 @@ class Relay:
         # parameter pins (the policy's bind_pins), parsed under a name of the proxy's own
         self._pinned: dict[str, str] = {}
         self._pin_count = 0
+        # the Parses sent upstream not answered yet, in order (the client's statement name,
+        # None for one the proxy injected): each ParseComplete confirms the oldest one to
+        # the policy (``parse_answered``). After an error the server skips messages, so
+        # none is matched until everything sent is answered (``_parses_lost``).
+        self._parses: deque[str | None] = deque()
+        self._parses_lost = False
         # a private statement was made: a Bind naming one directly (its name can be
         # learned) is refused, so Binds stay looked at for the rest of the session
         self._pinned_any = False
@@ -478,6 +485,8 @@ class Relay:
                         cls = classified.cls
                         if cls is _DDL or cls is _ROLE or cls is _UNKNOWN or classified.command == _LOAD:
                             self.upstream_clean = False
+                if t == _PARSE and policy is not None:
+                    self._parses.append(name)
                 groups.sent(t)
                 i = groups.sent_frames(frames, i, checked)
                 continue
@@ -497,6 +506,8 @@ class Relay:
                     out.append(denials.inject_ending(raise_sql, groups))
                 else:
                     out.append(denials.inject(injected, raise_sql, groups))
+                    if injected == _PARSE:
+                        self._parses.append(None)  # ours: its ParseComplete comes too
                 groups.sent(t)
                 if verdict is UNRECORDED and injected == _PARSE:
                     self._unrecorded_group = groups.sent_groups
@@ -680,6 +691,14 @@ class Relay:
                 self._tx_ended = True
             if not pending and t not in _WATCHED and not (notices and t == _NOTICE):
                 continue  # DataRow, CommandComplete, ...: the common case
+            if t == _PARSE_COMPLETE:
+                parses = self._parses
+                if parses and not self._parses_lost:
+                    name_ = parses.popleft()
+                    if name_ is not None and self.policy is not None:
+                        self.policy.parse_answered(name_)
+                if not pending:
+                    continue
             if t == _NOTICE and notices and not (pending and denials.tag_bytes in run[start:end]):
                 # withheld as an error would be (proxy.redaction): all but severity and
                 # SQLSTATE while writes reach an unreadable relation, else the code its
@@ -713,10 +732,15 @@ class Relay:
                     policy.answered(groups.idle)  # which statements the server holds
                 if policy is not None and policy.write_mark is not None and groups.idle:
                     policy.writes_done()
+                if self._parses_lost and groups.idle:
+                    self._parses.clear()  # everything sent is answered
+                    self._parses_lost = False
                 counting = groups.counting()
                 continue
             ours = False
             if t == _ERROR:
+                if self._parses:
+                    self._parses_lost = True  # skipped, some of them: none matched now
                 if self.policy is not None:
                     self.policy.failed()  # (what it skipped may have made statements)
                 if run[start + 5 : start + 11] in (b"SFATAL", b"SPANIC"):

@@ -85,6 +85,10 @@ class Policy(Protocol):
         """The server answered with an ErrorResponse."""
         ...
 
+    def parse_answered(self, name: str) -> None:
+        """ParseComplete for the oldest Parse of the client's sent upstream (``name``)."""
+        ...
+
     def answered(self, idle: bool) -> None:
         """ReadyForQuery while ``names_pending``; ``idle``: nothing more in flight."""
         ...

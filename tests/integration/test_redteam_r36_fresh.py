@@ -15,7 +15,11 @@ r36_pin text)``; ``r36x.tpl`` with a DEFAULT, a CHECK and a column comment holdi
 Every probe runs directly as the upstream login first and must show its marker there
 (``RuntimeError`` otherwise).
 
-Leaks found (strict xfails):
+Leaks found (strict xfails when found; all three fixed in session 22, the same tests now
+pass: a catalog count and the DDL blocks open make a write decided before another
+session's DDL took effect have its errors withheld (``StatementPolicy.writes_moved``); a
+write after own DDL and another's commit is withheld (``_own_epoch``); a statement name
+the server might truncate is refused (``policy.prepared.name_too_long``)):
 
 1. **A write decided while another grant's DDL block holds the table's lock.** The
    migrator: ``BEGIN``; ``CREATE TRIGGER r36_trg BEFORE INSERT OR UPDATE ON r36w.t FOR EACH
@@ -469,10 +473,10 @@ ALIAS_WHY = (
 )
 ALIAS_STEPS = {
     # (name made, name used, leaks): one statement to the server, two to the policy
-    "parse-long-bind-other-long": (LONG + "_a", LONG + "_b", True),
-    "parse-long-bind-63": (LONG + "_a", LONG, True),
-    "parse-63-bind-long": (LONG, LONG + "_b", True),
-    "sql-prepare-long-bind-other-long": ("PREPARE " + LONG + "_a", LONG + "_b", True),
+    "parse-long-bind-other-long": (LONG + "_a", LONG + "_b", False),
+    "parse-long-bind-63": (LONG + "_a", LONG, False),
+    "parse-63-bind-long": (LONG, LONG + "_b", False),
+    "sql-prepare-long-bind-other-long": ("PREPARE " + LONG + "_a", LONG + "_b", False),
     # held: the grammar truncates both SQL names alike
     "parse-long-sql-execute-other-long": (LONG + "_a", "EXECUTE " + LONG + "_b", False),
 }

@@ -44,3 +44,6 @@ class PolicySeam:
 
     def failed(self) -> None:
         pass
+
+    def parse_answered(self, name: str) -> None:
+        pass
