@@ -533,6 +533,30 @@ def _moved_relation(node: dict, kind: str, search_path: tuple[str, ...]) -> list
     return out
 
 
+_COMMENTED_RELATIONS = frozenset(
+    ("OBJECT_TABLE", "OBJECT_VIEW", "OBJECT_MATVIEW", "OBJECT_FOREIGN_TABLE", "OBJECT_SEQUENCE")
+)
+
+
+def _commented_relation(node: dict, search_path: tuple[str, ...]) -> list[str] | None:
+    """The relation a COMMENT names (a column's: its table), resolved; None for any other
+    object, or a name not of 1-2 parts (a column's: 2-3)."""
+    objtype = node.get("objtype")
+    items = ((node.get("object") or {}).get("List") or {}).get("items") or []
+    parts = [(i.get("String") or {}).get("sval") if type(i) is dict else None for i in items]
+    if not parts or not all(isinstance(p, str) and p for p in parts):
+        return None
+    if objtype == "OBJECT_COLUMN":
+        parts = parts[:-1]
+    elif objtype not in _COMMENTED_RELATIONS:
+        return None
+    if len(parts) == 1:
+        return list(_resolve(None, parts[0], search_path))
+    if len(parts) == 2:
+        return list(_resolve(parts[0], parts[1], search_path))
+    return None
+
+
 # sqlglot failures that mean "could not read it" (not a deliberate refusal of the classifier)
 _READING_FAILURES = (
     "parse error",
@@ -586,6 +610,14 @@ def _from_pg_alone(
         return result(S.DDL, "CREATE DOMAIN" if kind == "CreateDomainStmt" else "CREATE TYPE")
     if pg.defines:
         return None
+    if kind == "CommentStmt" and node.get("comment") is None and roles <= {"ddl"}:
+        # COMMENT ON ... IS NULL (a comment removed: migrations emit it), which sqlglot
+        # cannot read; a relation's or its column's only (session 22)
+        target = _commented_relation(node, search_path)
+        if target is None or reads or not {n for _, n in ops} <= set(target):
+            return None
+        ops.update(("ddl", n) for n in target)
+        return result(S.DDL, "COMMENT")
     # A migration's DDL sqlglot cannot read (session 20): each changes only the relation it
     # names (and, renamed or moved, its new name; a sequence's owner table)
     if roles == {"ddl"} and len({(sc, n) for sc, n, _ in pg.relations}) == 1:

@@ -288,3 +288,15 @@ def test_drop_constraint_names_no_relation():
         assert v.allowed, v.message
         assert {r for c, _ in v.decisions for _, r in c.write_ops} == {"s.t"}
     assert not p.check_query("ALTER TABLE other.t DROP CONSTRAINT c").allowed
+
+
+def test_comment_is_null_is_the_relations_ddl():
+    """``COMMENT ON ... IS NULL`` (a comment removed; migrations emit it), which sqlglot
+    cannot read, is decided on PostgreSQL's reading: DDL of the relation named."""
+    p = StatementPolicy(parse_scopes("read:s.* ddl:s.*"), task="T", shared=None)
+    for sql in ("COMMENT ON TABLE s.t IS NULL", "COMMENT ON COLUMN s.t.c IS NULL",
+                "COMMENT ON VIEW s.v IS NULL"):  # fmt: skip
+        v = p.check_query(sql)
+        assert v.allowed, v.message
+    assert not p.check_query("COMMENT ON TABLE other.t IS NULL").allowed
+    assert not p.check_query("COMMENT ON FUNCTION s.f() IS NULL").allowed  # not a relation
