@@ -1116,10 +1116,15 @@ class _Entry:
     epoch: int = 0
     open_blocks: int = 0
     remote_open: dict[int, int] = field(default_factory=dict)
+    blocks_open: int = 0  # open_blocks plus every other worker's (``count_blocks``)
 
-    @property
-    def blocks_open(self) -> int:
-        return self.open_blocks + sum(self.remote_open.values()) if self.remote_open else self.open_blocks
+    def count_blocks(self, delta: int = 0, origin: int | None = None, count: int = 0) -> None:
+        """This worker's blocks changed by ``delta``, or worker ``origin`` has ``count``."""
+        if origin is None:
+            self.open_blocks = max(self.open_blocks + delta, 0)
+        else:
+            self.remote_open[origin] = max(count, 0)
+        self.blocks_open = self.open_blocks + sum(self.remote_open.values())
 
 
 # the column part of a ``removed`` key that stands for a rename: (old name, RENAMED_TO + new)

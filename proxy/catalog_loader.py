@@ -167,7 +167,7 @@ class CatalogLoader:
             kind, database = doc["kind"], str(doc["db"])
             if kind == "blocks":  # its DDL blocks open now (``StatementPolicy.on_block``)
                 origin, count = int(doc["origin"]), int(doc["open"])
-                self.cache.entry(database).remote_open[origin] = max(count, 0)
+                self.cache.entry(database).count_blocks(origin=origin, count=count)
                 return
             removed = frozenset((str(rel), str(col)) for rel, col in doc["removed"])
             defined = {str(k): frozenset(map(str, v)) for k, v in doc["defined"].items()}
@@ -365,7 +365,7 @@ class CatalogLoader:
         entry = self.cache.entry(database)
 
         def on_block(delta: int) -> None:
-            entry.open_blocks = max(entry.open_blocks + delta, 0)
+            entry.count_blocks(delta)
             if self.tell is not None:  # the others count this worker's blocks as open too
                 self.tell(json.dumps({"kind": "blocks", "db": database, "origin": os.getpid(),
                                       "open": entry.open_blocks}).encode())  # fmt: skip

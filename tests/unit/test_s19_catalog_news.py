@@ -57,3 +57,34 @@ def test_unreadable_news_changes_nothing():
     for data in (b"not json", b'{"kind": "ddl"}', b'{"kind": "ddl", "db": "db", "removed": 5}'):
         b.news(data)
     assert b.cache.get("db") is before and not b.refreshed
+
+
+def test_ddl_blocks_open_in_one_worker_count_in_the_others():
+    """A session of worker a opens a DDL block: a write decided in worker b meanwhile must
+    count it (``StatementPolicy.writes_moved``; red-team round 36). Absolute counts, per
+    worker, so a lost or repeated message cannot drift."""
+    import asyncio
+
+    from policy import StatementPolicy, parse_scopes
+
+    a, b = Loader(), Loader()
+    sent: list[bytes] = []
+    a.tell = sent.append
+    for loader in (a, b):
+        loader.cache.put("db", [], {"public.t": frozenset({"id"})})
+    p = StatementPolicy(parse_scopes("read:public.t ddl:public.t"), task="T", shared=None)
+    asyncio.run(a.attach(p, "db"))
+    assert p.check_query("BEGIN").allowed
+    assert p.check_query("ALTER TABLE public.t ADD COLUMN x int").allowed
+    blocks = [json.loads(x) for x in sent if json.loads(x)["kind"] == "blocks"]
+    assert blocks and blocks[-1]["open"] == 1
+    for x in sent:
+        b.news(x)
+        b.news(x)  # twice: the same absolute count
+    assert b.cache.entry("db").blocks_open == 1
+    p.settle_ddl()
+    for x in sent:
+        b.news(x)
+    assert b.cache.entry("db").blocks_open == 0 and a.cache.entry("db").blocks_open == 0
+    b.news(b'{"kind": "blocks", "db": "db", "origin": "x"}')  # unreadable: logged, ignored
+    assert b.cache.entry("db").blocks_open == 0

@@ -200,7 +200,7 @@ def _two_sessions():
         p.catalog_entry = entry
 
         def on_block(delta: int) -> None:
-            entry.open_blocks += delta
+            entry.count_blocks(delta)
 
         p.on_block = on_block
         p.catalog_listener = c.listen("db", p)
