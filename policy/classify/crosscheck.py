@@ -543,8 +543,13 @@ def _commented_relation(node: dict, search_path: tuple[str, ...]) -> list[str] |
     object, or a name not of 1-2 parts (a column's: 2-3)."""
     objtype = node.get("objtype")
     items = ((node.get("object") or {}).get("List") or {}).get("items") or []
-    parts = [(i.get("String") or {}).get("sval") if type(i) is dict else None for i in items]
-    if not parts or not all(isinstance(p, str) and p for p in parts):
+    parts: list[str] = []
+    for item in items:
+        sval = (item.get("String") or {}).get("sval") if type(item) is dict else None
+        if not isinstance(sval, str) or not sval:
+            return None
+        parts.append(sval)
+    if not parts:
         return None
     if objtype == "OBJECT_COLUMN":
         parts = parts[:-1]
