@@ -401,19 +401,22 @@ SELECT
                  OR p.prosrc ~* '(\mtemp\M|\mtemporary\M|pg_temp|\mexecute\M)'))
 """
 
-# User-written functions that may run DDL: one whose source names a DDL command (CREATE,
-# ALTER, DROP, COMMENT, GRANT, REVOKE, SECURITY LABEL, REFRESH, REINDEX, IMPORT) or runs
-# dynamic SQL (EXECUTE), one in a procedural language other than SQL and PL/pgSQL (not
-# read: it can run any SQL), and, to a fixed point, one whose source mentions such a
-# function's name (a call of it); with whether anything but a function uses it (a trigger,
-# a default, a CHECK, a view, a policy, an operator, a cast: pg_depend). A statement that
-# calls one counts as DDL (``StatementPolicy._runs_ddl_code``): its transaction's end
-# makes the snapshot stale and reloads it, as DDL through the proxy does (red-team round
-# 34: a granted function's CREATE TRIGGER went unseen until the next periodic reload).
-# C functions are trusted like built-ins, as in CODE_FLAGS_SQL.
+# User-written functions that may run DDL: a source naming a DDL command (CREATE, ALTER,
+# DROP, COMMENT, GRANT, REVOKE, SECURITY LABEL, REFRESH, REINDEX, IMPORT, CLUSTER), running
+# SQL it builds (plpgsql EXECUTE, DO, query_to_xml and its kin, ts_stat, ts_rewrite), or
+# spelling words so they cannot be read (a backslash escape, U&); a procedural language
+# other than SQL and PL/pgSQL (not read: it can run any SQL); and, to a fixed point, a
+# function whose source names such a function or an object that runs one (a trigger's or
+# rule's or policy's or default's table, a domain, an operator, a type, a cast's target),
+# or whose argument defaults call one (pg_depend). Plus whether anything but a function
+# uses one. A statement that may run one counts as DDL (``StatementPolicy._runs_ddl_code``):
+# its transaction's end makes the snapshot stale and reloads it, as DDL through the proxy
+# does (red-team rounds 34 and 37). Names are matched as substrings of the lower-cased
+# source: an over-approximation costs a catalog load per transaction, never a leak. C
+# functions are trusted like built-ins, as in CODE_FLAGS_SQL.
 DDL_CODE_SQL = r"""
 WITH RECURSIVE code AS (
-  SELECT p.oid, n.nspname, p.proname, coalesce(p.prosrc, '') AS src, l.lanname
+  SELECT p.oid, n.nspname, p.proname, lower(coalesce(p.prosrc, '')) AS src, l.lanname
   FROM pg_catalog.pg_proc p
   JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
   JOIN pg_catalog.pg_language l ON l.oid = p.prolang
@@ -423,18 +426,61 @@ WITH RECURSIVE code AS (
 ddl(oid) AS (
   SELECT oid FROM code
   WHERE lanname NOT IN ('sql', 'plpgsql')
-     OR src ~* '\m(create|alter|drop|comment|grant|revoke|label|refresh|reindex|import|execute)\M'
+     OR src ~ '\m(create|alter|drop|comment|grant|revoke|label|refresh|reindex|import|execute|do|cluster|security)\M'
+     OR src ~ '(\\|u&|_to_xml|xmlschema|ts_stat|ts_rewrite)'
   UNION
-  SELECT c.oid FROM ddl
-  JOIN code d ON d.oid = ddl.oid
-  JOIN code c ON position(lower(d.proname) IN lower(c.src)) > 0
+  SELECT x.oid FROM ddl CROSS JOIN LATERAL (
+    -- a function whose source names the flagged one, or an object that runs it
+    SELECT c.oid FROM (
+      SELECT p.proname AS name FROM pg_catalog.pg_proc p WHERE p.oid = ddl.oid
+      UNION ALL
+      SELECT CASE d.classid
+        WHEN 'pg_catalog.pg_trigger'::pg_catalog.regclass THEN (SELECT r.relname
+          FROM pg_catalog.pg_trigger g JOIN pg_catalog.pg_class r ON r.oid = g.tgrelid
+          WHERE g.oid = d.objid)
+        WHEN 'pg_catalog.pg_rewrite'::pg_catalog.regclass THEN (SELECT r.relname
+          FROM pg_catalog.pg_rewrite w JOIN pg_catalog.pg_class r ON r.oid = w.ev_class
+          WHERE w.oid = d.objid)
+        WHEN 'pg_catalog.pg_constraint'::pg_catalog.regclass THEN (SELECT
+          coalesce(r.relname, t.typname) FROM pg_catalog.pg_constraint k
+          LEFT JOIN pg_catalog.pg_class r ON r.oid = k.conrelid
+          LEFT JOIN pg_catalog.pg_type t ON t.oid = k.contypid WHERE k.oid = d.objid)
+        WHEN 'pg_catalog.pg_attrdef'::pg_catalog.regclass THEN (SELECT r.relname
+          FROM pg_catalog.pg_attrdef a JOIN pg_catalog.pg_class r ON r.oid = a.adrelid
+          WHERE a.oid = d.objid)
+        WHEN 'pg_catalog.pg_policy'::pg_catalog.regclass THEN (SELECT r.relname
+          FROM pg_catalog.pg_policy y JOIN pg_catalog.pg_class r ON r.oid = y.polrelid
+          WHERE y.oid = d.objid)
+        WHEN 'pg_catalog.pg_operator'::pg_catalog.regclass THEN (SELECT o.oprname
+          FROM pg_catalog.pg_operator o WHERE o.oid = d.objid)
+        WHEN 'pg_catalog.pg_type'::pg_catalog.regclass THEN (SELECT t.typname
+          FROM pg_catalog.pg_type t WHERE t.oid = d.objid)
+        WHEN 'pg_catalog.pg_cast'::pg_catalog.regclass THEN (SELECT t.typname
+          FROM pg_catalog.pg_cast k JOIN pg_catalog.pg_type t ON t.oid = k.casttarget
+          WHERE k.oid = d.objid)
+        WHEN 'pg_catalog.pg_class'::pg_catalog.regclass THEN (SELECT
+          coalesce(tr.relname, r.relname) FROM pg_catalog.pg_class r
+          LEFT JOIN pg_catalog.pg_index i ON i.indexrelid = r.oid
+          LEFT JOIN pg_catalog.pg_class tr ON tr.oid = i.indrelid WHERE r.oid = d.objid)
+        END
+      FROM pg_catalog.pg_depend d
+      WHERE d.refclassid = 'pg_catalog.pg_proc'::pg_catalog.regclass AND d.refobjid = ddl.oid
+    ) nm
+    JOIN code c ON nm.name IS NOT NULL AND position(lower(nm.name) IN c.src) > 0
+    UNION
+    -- a function whose argument defaults or SQL-standard body call it
+    SELECT d.objid FROM pg_catalog.pg_depend d
+    WHERE d.refclassid = 'pg_catalog.pg_proc'::pg_catalog.regclass AND d.refobjid = ddl.oid
+      AND d.classid = 'pg_catalog.pg_proc'::pg_catalog.regclass
+  ) x
 )
-SELECT c.nspname, c.proname,
+SELECT n.nspname, p.proname,
   EXISTS (SELECT 1 FROM pg_catalog.pg_depend dep
           WHERE dep.refclassid = 'pg_catalog.pg_proc'::pg_catalog.regclass
-            AND dep.refobjid = c.oid
+            AND dep.refobjid = p.oid
             AND dep.classid <> 'pg_catalog.pg_proc'::pg_catalog.regclass)::text
-FROM code c WHERE c.oid IN (SELECT oid FROM ddl)
+FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
+WHERE p.oid IN (SELECT oid FROM ddl)
 """
 
 ROLE_SCHEMAS_SQL = """

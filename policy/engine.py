@@ -206,6 +206,19 @@ def _LONG_NAME(name: str) -> Decision:  # noqa: N802 - a denial, named as the ot
     )  # fmt: skip
 
 
+def _may_write(pairs: tuple[Pair, ...]) -> bool:
+    """May ``pairs`` write rows: a row write of their own, or code they run (a call, an
+    operator, a value of a user type, SQL EXECUTE of a PREPARE: round 37, a function's
+    INSERT)?"""
+    for c, _d in pairs:
+        if c.functions or c.operators or c.types or c.attributes or c.command == "EXECUTE":
+            return True
+        for op, _r in c.write_ops:
+            if op in _ROW_WRITES:
+                return True
+    return False
+
+
 def _opens_ddl(pairs: tuple[Pair, ...]) -> bool:
     """Are ``pairs`` (or may they run) DDL, for the snapshot (``StatementPolicy._ran_ddl``)?"""
     return any(
@@ -536,7 +549,7 @@ class StatementPolicy:
             held = name != "" and (name in self._statements or name in self._prepared_statements)
             # (``again``: decided again at a Bind, no Parse goes upstream: nothing unconfirmed)
             self._remember_statement(name, sql, param_types, sent=not again)
-            if any(op in _ROW_WRITES for c, _d in verdict.decisions for op, _r in c.write_ops):
+            if _may_write(verdict.decisions):
                 # kept after a Parse of another text under the name (the server may refuse
                 # it and keep this one): a Bind of it marks a write that may be none
                 if len(self._write_statements) < MAX_REMEMBERED_STATEMENTS:
@@ -939,6 +952,8 @@ class StatementPolicy:
         if self._write_on_stale:  # (``_stale_write``: decided on a stale snapshot)
             self._write_on_stale = False
             return True
+        if self.catalog_entry is not None:
+            self._mark_write()  # (any statement: a read may call code that writes)
         snap = self._snapshot_seen
         if len(verdict.decisions) > 1 and self.catalog is not None and any(
             c.cls is StatementClass.DDL or c.cls is StatementClass.UNKNOWN
@@ -968,8 +983,6 @@ class StatementPolicy:
                 self._blind_writes[ops] = blind
             if blind:
                 return True
-            if self.catalog_entry is not None and any(op in _ROW_WRITES for op, _ in ops):
-                self._mark_write()
         if snap is None or not snap.cascades:
             return False
         seen, reach = self._unreadable_reach
@@ -1007,11 +1020,17 @@ class StatementPolicy:
         return False
 
     def _mark_write(self) -> None:
-        """A row write is allowed now: the catalog's count, this session's own share of it,
-        and whether another session's DDL block is open (``writes_moved``)."""
+        """A statement that may write rows is allowed now: the catalog's count, this
+        session's own share of it, and whether another session's DDL block is open
+        (``writes_moved``). The oldest mark holds until everything is answered (round 37:
+        a later write's mark hid an earlier one still running)."""
         entry = self.catalog_entry
-        others = entry.blocks_open - (1 if self._block_counted else 0)
-        self.write_mark = (entry.epoch, self._own_bumps, others > 0)
+        mark = self.write_mark
+        if mark is None:
+            others = entry.blocks_open > (1 if self._block_counted else 0)
+            self.write_mark = (entry.epoch, self._own_bumps, others)
+        elif not mark[2] and entry.blocks_open > (1 if self._block_counted else 0):
+            self.write_mark = (mark[0], mark[1], True)
 
     def writes_moved(self) -> bool:
         """May a row write allowed since the server last answered everything run code its

@@ -25,7 +25,12 @@ public.r37_attach())`` (SQL ``SELECT $1``: the call's argument default runs it);
 shows the marker directly as the upstream login (``RuntimeError`` otherwise), and the
 trigger is dropped directly, then a load through the proxy, before each.
 
-Leaks found (strict xfails):
+Leaks found (strict xfails when found; all fixed in session 22, the same tests now pass:
+``DDL_CODE_SQL`` also flags built SQL (DO, query_to_xml, ts_stat, ts_rewrite), unreadable
+spellings (backslash escapes, U&), and follows pg_depend from a flagged function to the
+objects that run it (their names in other sources) and to functions whose defaults call
+it; every allowed statement marks the write (a read may call code that writes), and the
+oldest mark holds until everything is answered):
 
 1. **DDL run by code ``DDL_CODE_SQL`` does not name.** The migrator (through the proxy):
    ``SELECT public.r37_do()`` (or ``r37_dosql``, ``r37_uesc``, ``r37_hook``, ``r37_viaop``,
@@ -196,15 +201,15 @@ HIDDEN_WHY = (
 CALLS = {
     # name: (the migrator's statement, leaks)
     "control-named": ("SELECT public.r37_attach()", False),
-    "do-escaped-plpgsql": ("SELECT public.r37_do()", True),
-    "do-escaped-sql": ("SELECT public.r37_dosql()", True),
-    "unicode-identifier": ("SELECT public.r37_uesc()", True),
-    "through-a-trigger": ("SELECT public.r37_hook()", True),
-    "through-an-operator": ("SELECT public.r37_viaop()", True),
-    "query-to-xml": ("SELECT public.r37_qx()", True),
-    "domain-check": ("SELECT public.r37_dom()", True),
-    "view": ("SELECT public.r37_view()", True),
-    "argument-default": ("SELECT public.r37_argdef()", True),
+    "do-escaped-plpgsql": ("SELECT public.r37_do()", False),
+    "do-escaped-sql": ("SELECT public.r37_dosql()", False),
+    "unicode-identifier": ("SELECT public.r37_uesc()", False),
+    "through-a-trigger": ("SELECT public.r37_hook()", False),
+    "through-an-operator": ("SELECT public.r37_viaop()", False),
+    "query-to-xml": ("SELECT public.r37_qx()", False),
+    "domain-check": ("SELECT public.r37_dom()", False),
+    "view": ("SELECT public.r37_view()", False),
+    "argument-default": ("SELECT public.r37_argdef()", False),
 }
 
 
@@ -288,7 +293,7 @@ LOCK_CASES = {
         (query("WITH x AS (INSERT INTO r37w.t VALUES (1) RETURNING k) SELECT k FROM x"),),
         False,
     ),
-    "function-insert": (None, (query("SELECT public.r37_ins()"),), True),
+    "function-insert": (None, (query("SELECT public.r37_ins()"),), False),
 }
 
 
@@ -339,11 +344,11 @@ LATER_WHY = (
 LATER = {
     # name: (frames of the later write or None, frames sent before, leaks)
     "no-later-write": (None, (), False),
-    "later-query": ((query("INSERT INTO r37w.u VALUES (1)"),), (), True),
+    "later-query": ((query("INSERT INTO r37w.u VALUES (1)"),), (), False),
     "later-bind": (
         (bind("", "r37u"), m.execute(), SYNC),
         (parse("r37u", "INSERT INTO r37w.u VALUES (1)"), SYNC),
-        True,
+        False,
     ),
 }
 
