@@ -407,7 +407,8 @@ SELECT
 # spelling words so they cannot be read (a backslash escape, U&); a procedural language
 # other than SQL and PL/pgSQL (not read: it can run any SQL); and, to a fixed point, a
 # function whose source names such a function or an object that runs one (a trigger's or
-# rule's or policy's or default's table, a domain, an operator, a type, a cast's target),
+# rule's or policy's or default's table, a triggered table's parent or the table its
+# foreign key cascades from, a domain, an operator, a type, a cast's target),
 # or whose argument defaults call one (pg_depend). Plus whether anything but a function
 # uses one. A statement that may run one counts as DDL (``StatementPolicy._runs_ddl_code``):
 # its transaction's end makes the snapshot stale and reloads it, as DDL through the proxy
@@ -465,6 +466,19 @@ ddl(oid) AS (
         END
       FROM pg_catalog.pg_depend d
       WHERE d.refclassid = 'pg_catalog.pg_proc'::pg_catalog.regclass AND d.refobjid = ddl.oid
+      UNION ALL
+      -- a write to a parent routes or reaches a triggered child; a write to a referenced
+      -- table cascades to a triggered referencing one
+      SELECT r.relname FROM pg_catalog.pg_trigger g
+      JOIN pg_catalog.pg_inherits i ON i.inhrelid = g.tgrelid
+      JOIN pg_catalog.pg_class r ON r.oid = i.inhparent
+      WHERE g.tgfoid = ddl.oid
+      UNION ALL
+      SELECT r.relname FROM pg_catalog.pg_trigger g
+      JOIN pg_catalog.pg_constraint k ON k.contype = 'f' AND k.conrelid = g.tgrelid
+        AND (k.confdeltype IN ('c', 'n', 'd') OR k.confupdtype IN ('c', 'n', 'd'))
+      JOIN pg_catalog.pg_class r ON r.oid = k.confrelid
+      WHERE g.tgfoid = ddl.oid
     ) nm
     JOIN code c ON nm.name IS NOT NULL AND position(lower(nm.name) IN c.src) > 0
     UNION

@@ -1182,8 +1182,12 @@ class StatementPolicy:
                 return True
         if not snap.ddl_objects:
             return False
-        if any(r in snap.triggered or r in snap.ruled for r in c.writes):
-            return True
+        triggered = snap.triggered
+        for r in c.writes:
+            if r in triggered or r in snap.ruled:
+                return True
+            if any(x in triggered for x in snap.cascades.get(r, ())):
+                return True  # its foreign-key actions write a triggered relation
         return any(r in snap.view_names or r in snap.ruled for r in c.reads)
 
     def _decision(self, c: Classified) -> Decision:

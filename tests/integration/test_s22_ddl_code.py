@@ -39,7 +39,10 @@ pytestmark = pytest.mark.timeout(180)
 
 AGENT = "s22-bot"
 SCOPES = "read:s22w.t"
-FUNCTIONS = "public.s22_attach,public.s22_outer,public.s22_dyn,public.s22_loud,public.s22_on_q"
+FUNCTIONS = (
+    "public.s22_attach,public.s22_outer,public.s22_dyn,public.s22_loud,public.s22_on_q,"
+    "public.s22_purge,public.s22_on_kid"
+)
 GRANTS = {
     "writer": "read:s22w.t write:s22w.t",
     "migrator": f"read:s22w.* write:s22w.* ddl:s22w.* execute:{FUNCTIONS}",
@@ -70,16 +73,29 @@ SETUP = (
     "CREATE FUNCTION public.s22_on_q() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
     "PERFORM public.s22_attach(); RETURN NEW; END $$;\n"
     "CREATE TRIGGER s22_q AFTER INSERT ON s22w.q FOR EACH ROW EXECUTE FUNCTION public.s22_on_q();\n"
+    # a foreign-key cascade from a table a function names to a triggered one it does not
+    "CREATE TABLE s22w.par_y (id int PRIMARY KEY);\n"
+    "CREATE TABLE s22w.kid_table_x (id int REFERENCES s22w.par_y ON DELETE CASCADE);\n"
+    "CREATE FUNCTION public.s22_on_kid() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+    "PERFORM public.s22_attach(); RETURN OLD; END $$;\n"
+    "CREATE TRIGGER s22_kid AFTER DELETE ON s22w.kid_table_x FOR EACH ROW "
+    "EXECUTE FUNCTION public.s22_on_kid();\n"
+    "CREATE FUNCTION public.s22_purge() RETURNS int LANGUAGE sql AS "
+    "$$ DELETE FROM s22w.par_y; SELECT 1 $$;\n"
     "RESET ROLE;\n"
 )
 TEARDOWN = (
     "DROP SCHEMA IF EXISTS s22w, s22x CASCADE;\n"
     "DROP FUNCTION IF EXISTS public.s22_loud(), public.s22_attach(), public.s22_outer(), "
-    "public.s22_dyn(), public.s22_on_q() CASCADE;\n"
+    "public.s22_dyn(), public.s22_on_q(), public.s22_on_kid(), public.s22_purge() CASCADE;\n"
 )
 DETACH = "DROP TRIGGER IF EXISTS s22_trg ON s22w.t"
 WRITE = "INSERT INTO s22w.t VALUES (1)"
 CALL = "SELECT public.s22_attach()"
+SEED = (
+    "INSERT INTO s22w.par_y VALUES (1) ON CONFLICT DO NOTHING; "
+    "INSERT INTO s22w.kid_table_x VALUES (1)"
+)
 
 
 @pytest.fixture(scope="module")
@@ -141,6 +157,11 @@ CALLS = {
     "transitive": ([], [(query("SELECT public.s22_outer()"),)]),
     "dynamic": ([], [(query("SELECT public.s22_dyn()"),)]),
     "row-trigger": ([], [(query("INSERT INTO s22w.q VALUES (1)"),)]),
+    "cascade-in-a-function": (
+        [(query(SEED),)],
+        [(query("SELECT public.s22_purge()"),)],
+    ),
+    "cascade-delete": ([(query(SEED),)], [(query("DELETE FROM s22w.par_y"),)]),
 }
 
 

@@ -300,3 +300,18 @@ def test_comment_is_null_is_the_relations_ddl():
         assert v.allowed, v.message
     assert not p.check_query("COMMENT ON TABLE other.t IS NULL").allowed
     assert not p.check_query("COMMENT ON FUNCTION s.f() IS NULL").allowed  # not a relation
+
+
+def test_a_write_that_cascades_to_code_that_may_run_ddl():
+    """A DELETE of a referenced table whose foreign-key action writes a relation with such
+    code (``cascades``, ``ddl_objects``) counts as DDL."""
+    c = CatalogCache()
+    c.put("db", [], {"public.p": frozenset({"id"}), "public.c": frozenset({"id"})},
+          triggered=("public.c",), cascades={"public.p": frozenset({"public.c"})},
+          ddl_functions=("public.attach", "attach"), ddl_objects=True)  # fmt: skip
+    p = StatementPolicy(parse_scopes("read:public.p write:public.p"), task="T", shared=None)
+    p.catalog = lambda: c.get("db")
+    calls: list = []
+    p.on_ddl = lambda defined, removed: calls.append(1)
+    assert p.check_query("DELETE FROM public.p WHERE id = 1").allowed
+    assert calls and p.ddl_open
