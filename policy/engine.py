@@ -407,8 +407,13 @@ class StatementPolicy:
         # they are decided again on it (psycopg's pipeline: Parse, then its Binds, a catalog
         # change between; the driver suites' differential)
         self._fresh: set[str] = set()
-        # messages not yet answered that touch each name (``parse_answered``)
+        # messages not yet answered that touch each name (``parse_answered``), and the Sync
+        # group each name's last Parse went in: a Bind in the same group binds that Parse's
+        # text or is skipped (the Parse failed), so it is decided on that text. The relay
+        # sets ``sending_group`` (``SyncGroups.sent_groups``) before it asks for a decision
         self._touches: dict[str, int] = {}
+        self._parse_group: dict[str, int] = {}
+        self.sending_group = -1
         self._failed = False
         self.names_pending = False
         # protocol statements that are (or may run) DDL -> their pairs: each Bind of one
@@ -646,6 +651,7 @@ class StatementPolicy:
         if sent:
             self._unconfirmed.add(name)
             self._touches[name] = self._touches.get(name, 0) + 1
+            self._parse_group[name] = self.sending_group
             self.names_pending = True
 
     def _touch(self, name: str) -> None:
@@ -666,6 +672,7 @@ class StatementPolicy:
             self._touches[name] = left
             return
         self._touches.pop(name, None)
+        self._parse_group.pop(name, None)
         if name in self._unconfirmed and _EVERY_NAME not in self._unconfirmed:
             self._unconfirmed.discard(name)
             self._fresh.discard(name)
@@ -719,6 +726,7 @@ class StatementPolicy:
             self._ddl_leaving.clear()
         if self._failed or idle:
             self._touches.clear()
+            self._parse_group.clear()
         if self._failed:
             self._failed = False
             if self._unconfirmed:
@@ -822,7 +830,17 @@ class StatementPolicy:
         """A Bind of statement ``name`` after the catalog changed: its text decided again on
         the current snapshot (the server analyses it again)."""
         del self.rebind[name]
-        if name in self._unconfirmed and name not in self._fresh:
+        if (
+            name in self._unconfirmed
+            and name not in self._fresh
+            and not (
+                # its Parse went in this Bind's Sync group, and nothing touched it since
+                self.sending_group >= 0  # (-1: not told, as outside the relay)
+                and self._touches.get(name) == 1
+                and self._parse_group.get(name, -2) == self.sending_group
+                and _EVERY_NAME not in self._unconfirmed
+            )
+        ):
             return self._refused(_bind_of(name), Decision(
                 False, "deny.catalog",
                 f"may not run statement {name!r} after the catalog changed before the server "

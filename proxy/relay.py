@@ -410,6 +410,7 @@ class Relay:
                 ):  # (its values pin names; not the frame's lengths: binary)
                     verdict = ENCODING_IN_FLIGHT
                 else:
+                    policy.sending_group = groups.sent_groups
                     verdict = policy.check_bind(name, formats, values, self.encoding)
                 self._record(verdict, "Bind", "", statement=name)
                 private = self._pinned.get(name)
@@ -438,6 +439,7 @@ class Relay:
                 else:
                     types = m.user_parse_types(frame)
                     # parameters of a user's type (by OID) may run its functions when bound
+                    policy.sending_group = groups.sent_groups
                     verdict = policy.check_parse(sql, types, name)
                     if verdict is CATALOG_WAIT and self.catalog_wait is not None:
                         return self._park_at(run, frames, i - 1, last, out, to_client)

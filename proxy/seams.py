@@ -85,6 +85,9 @@ class Policy(Protocol):
         """The server answered with an ErrorResponse."""
         ...
 
+    # the Sync group (``SyncGroups.sent_groups``) of the Parse or Bind being decided
+    sending_group: int
+
     def parse_answered(self, name: str) -> None:
         """ParseComplete for the oldest Parse of the client's sent upstream (``name``)."""
         ...

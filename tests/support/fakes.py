@@ -45,5 +45,7 @@ class PolicySeam:
     def failed(self) -> None:
         pass
 
+    sending_group = -1
+
     def parse_answered(self, name: str) -> None:
         pass

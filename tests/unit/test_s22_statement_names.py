@@ -87,3 +87,27 @@ def test_names_the_server_may_truncate():
     p.closed("s" * 63 + "_b")  # the server closes "s" * 63
     _change(_c)
     assert not p.check_bind("s" * 63, (), (), "utf-8").allowed  # forgotten, not held
+
+
+def test_a_bind_in_its_parses_sync_group_is_decided_on_that_text():
+    """Parse '' then Bind '' in one Sync group (asyncpg without a statement cache re-parses
+    in the Bind's group), a catalog change landing between the two reads: the Bind binds
+    that Parse's text, or the server skips it (the Parse failed): decided on the text."""
+    p, c = _session()
+    assert p.check_parse("SELECT 1", (), "").allowed
+    p.answered(True)
+    p.sending_group = 7
+    assert p.check_parse(SQL, (), "").allowed
+    _change(c)
+    v = p.check_bind("", (), (), "utf-8")
+    assert v.allowed, v.message
+    # a Bind in a later group, the Parse still unanswered (a failure skipped to the Sync,
+    # which group the server is in is not known here): refused
+    p2, c2 = _session()
+    assert p2.check_parse("SELECT 1", (), "").allowed
+    p2.answered(True)
+    p2.sending_group = 7
+    assert p2.check_parse(SQL, (), "").allowed
+    p2.sending_group = 8
+    _change(c2)
+    assert not p2.check_bind("", (), (), "utf-8").allowed
