@@ -26,14 +26,13 @@ directly, then DDL through the proxy and a load)."""
 
 from __future__ import annotations
 
-import time
-
 import pytest
 
 from common.wire import messages as m
 from tests.support import planted
 from tests.support.planted import run_steps, shows
 from tests.support.rawpg import SYNC, RawClient, bind, parse, query
+from tests.support.wait import wait_for
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -119,14 +118,15 @@ def _precondition(pg) -> None:
         raise RuntimeError(("precondition: no marker directly", direct[-300:]))
 
 
-def _unseen(pg, mig: RawClient) -> None:
+def _unseen(px, pg, mig: RawClient) -> None:
     """No trigger on s22w.t, and the proxy's snapshot says so: dropped directly (the
     proxy does not see it), then DDL through the proxy and the load it starts."""
     with RawClient.direct(pg) as c:
         c.query(DETACH)
     got = planted.text(mig.query("COMMENT ON TABLE s22w.t IS 's22'"))
     assert not _error(got), got[-300:]
-    time.sleep(0.6)  # the load after that DDL has run: a fresh snapshot, no trigger
+    cache = px.runtime.server.catalogs.cache  # the load after that DDL has run
+    wait_for(lambda: (s := cache.get("app")) is not None and not s.stale, 20, "a fresh snapshot")
 
 
 # (steps before the snapshot is made to forget the trigger, steps after: the attack)
@@ -172,7 +172,7 @@ def test_ddl_run_by_granted_code_is_followed(px, pg, how):
     with planted.session(px, px.tokens["migrator"]) as mig:
         got = run_steps(mig, before)
         assert not _error(got), got[-300:]
-        _unseen(pg, mig)
+        _unseen(px, pg, mig)
         got = run_steps(mig, attack)
         assert not _error(got), got[-300:]
         try:
@@ -193,7 +193,7 @@ def test_other_code_does_not_reload(px, pg):
     snapshot stays fresh (no catalog load per statement)."""
     loader = px.runtime.server.catalogs
     with planted.session(px, px.tokens["migrator"]) as mig:
-        _unseen(pg, mig)
+        _unseen(px, pg, mig)
         snap = loader.cache.get("app")
         assert snap is not None and not snap.stale
         for _ in range(5):
