@@ -1897,6 +1897,16 @@ class StatementPolicy:
             self.ddl_unsettled = self.ddl_unsettled | fresh
         return True
 
+    def commits_prepared(self) -> None:
+        """COMMIT PREPARED goes upstream: it may commit DDL another session prepared. Counted
+        now, before the server commits it, as DDL is (``writes_moved``: a write waiting on
+        the prepared transaction's lock runs what it attached; red-team round 37 noted the
+        count came only with the ReadyForQuery after), and settled at its end."""
+        if self.on_ddl is not None:
+            self.on_ddl({}, frozenset())
+            self._own_bumps += 1
+        self.ddl_open = True
+
     def _apply_session_state(self, pairs: tuple[Pair, ...]) -> tuple[Pair, ...]:
         """Decide EXECUTE against the PREPAREs this session allowed (in statement order)."""
         prepared = self._prepared.copy()

@@ -478,7 +478,7 @@ class Relay:
                     for classified, _decision in verdict.decisions:
                         command = classified.command
                         if command == _COMMIT_PREPARED:
-                            policy.ddl_open = True  # it may commit another session's DDL
+                            policy.commits_prepared()  # it may commit another session's DDL
                         elif (not self.encoding_changed and classified.detail == _CLIENT_ENCODING
                                 and command in _ENCODING_SETTERS):
                             self.encoding_changed = True  # (before the server says so)

@@ -88,6 +88,10 @@ class Policy(Protocol):
     # the Sync group (``SyncGroups.sent_groups``) of the Parse or Bind being decided
     sending_group: int
 
+    def commits_prepared(self) -> None:
+        """COMMIT PREPARED goes upstream: it may commit another session's DDL."""
+        ...
+
     def parse_answered(self, name: str) -> None:
         """ParseComplete for the oldest Parse of the client's sent upstream (``name``)."""
         ...

@@ -47,5 +47,8 @@ class PolicySeam:
 
     sending_group = -1
 
+    def commits_prepared(self) -> None:
+        self.ddl_open = True
+
     def parse_answered(self, name: str) -> None:
         pass

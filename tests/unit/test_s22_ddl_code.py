@@ -315,3 +315,14 @@ def test_a_write_that_cascades_to_code_that_may_run_ddl():
     p.on_ddl = lambda defined, removed: calls.append(1)
     assert p.check_query("DELETE FROM public.p WHERE id = 1").allowed
     assert calls and p.ddl_open
+
+
+def test_commit_prepared_counts_before_the_server_commits():
+    """A write waiting on a prepared transaction's lock (its DDL uncommitted, no block
+    open any more): COMMIT PREPARED counts when it is decided, before the server commits
+    what the write will then run (red-team round 37's note)."""
+    _c, writer, migrator = _two_sessions()
+    _allowed_write(writer)
+    assert not writer.writes_moved()
+    migrator.commits_prepared()
+    assert writer.writes_moved() and migrator.ddl_open
