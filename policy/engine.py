@@ -781,9 +781,10 @@ class StatementPolicy:
         if self.ddl_open and entry is not None and self._own_epoch == entry.epoch:
             return False  # only its own block's DDL made it stale: no load shows that
             # before the block commits (psycopg's drop/create/executemany blocks)
-        if waited or not can_wait or self.on_stale is None or self.ddl_open:
-            # in a block with DDL of its own, another's DDL too since: withheld, not waited
-            # for (red-team round 36: a write after a temporary table showed another
+        if waited or not can_wait or self.on_stale is None:
+            # (in a block with DDL of its own, another's DDL too since: the reload shows the
+            # other's once it committed; after that one wait, or where it cannot wait,
+            # withheld. Red-team round 36: a write after a temporary table showed another
             # grant's trigger committed meanwhile)
             self._write_on_stale = True
             return False

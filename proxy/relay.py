@@ -404,7 +404,17 @@ class Relay:
                 # cannot be checked, and a refusal cannot be spliced into it (decode_bind
                 # refuses it: the session ends)
                 frame = run[start:end]
-                formats, values = m.decode_bind(frame)
+                part = i == n and self.client_reader.mid_frame  # a streamed Bind's head
+                if part and name not in policy.bind_pins and not (
+                    self.encoding_changed and groups.ran
+                ):
+                    # decided on its statement's text (a catalog change, code that may run
+                    # DDL): its values are not read (asyncpg's suite: a 1 MiB value bound
+                    # after another session's DDL ended the session)
+                    formats: tuple[int, ...] = ()
+                    values: tuple[bytes | None, ...] = ()
+                else:
+                    formats, values = m.decode_bind(frame)
                 if self.encoding_changed and groups.ran and not (
                     name.isascii() and all(v is None or v.isascii() for v in values)
                 ):  # (its values pin names; not the frame's lengths: binary)
@@ -412,6 +422,12 @@ class Relay:
                 else:
                     policy.sending_group = groups.sent_groups
                     verdict = policy.check_bind(name, formats, values, self.encoding)
+                if part and not verdict.allowed:
+                    self._record(verdict, "Bind", "", statement=name)
+                    raise ProtocolViolation(
+                        f"{verdict.message}; a Bind streamed in parts cannot be refused "
+                        "alone: ending the session"
+                    )
                 self._record(verdict, "Bind", "", statement=name)
                 private = self._pinned.get(name)
                 if verdict.allowed and private is not None:

@@ -119,3 +119,26 @@ def test_names_the_server_would_truncate(px):
         return out
 
     assert asyncio.run(run()) == ["42501", 1, "42501", "ran", 2]
+
+
+@pytest.mark.parametrize("ddl", ["other-session", "same-session"])
+def test_a_large_bind_after_a_catalog_change(px, ddl):
+    """A Bind of 256 KiB and more arrives in parts; after a catalog change it is decided
+    again on its statement's text, so its values are not read: the session went on to end
+    ("malformed Bind message: not whole"; asyncpg's test_standard_codecs)."""
+
+    async def run():
+        con = await _connect(px)
+        try:
+            st = await con.prepare("SELECT $1::bytea")
+            assert len(await st.fetchval(b"x")) == 1
+            target = await _connect(px) if ddl == "other-session" else con
+            await target.execute("CREATE TABLE s22n.big (a int); DROP TABLE s22n.big")
+            if target is not con:
+                await target.close()
+            await asyncio.sleep(0.5)  # the reload lands: the statement is to be bound again
+            return len(await st.fetchval(b"f" * (1 << 20))), await con.fetchval("SELECT 1")
+        finally:
+            await con.close()
+
+    assert asyncio.run(run()) == (1 << 20, 1)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from policy import StatementPolicy, parse_scopes
 from policy.catalog import CatalogCache
+from policy.engine import CATALOG_WAIT
 
 SCOPES = "read:public.t write:public.t execute:public.attach,public.plain"
 CALL = "SELECT public.attach()"
@@ -274,9 +275,18 @@ def test_a_write_after_own_ddl_and_another_sessions_commit_is_withheld():
     assert migrator.check_query("BEGIN").allowed
     assert migrator.check_query("ALTER TABLE public.t ADD COLUMN x int").allowed
     migrator.settle_ddl()  # its COMMIT: the snapshot is stale until the reload
+    waits: list = []
+    writer.on_stale = waits.append
     v = writer.check_query(WRITE)
+    assert v is CATALOG_WAIT and waits == [None]  # the reload shows the other's DDL
+    v = writer.check_query(WRITE)  # the reload (stale still: it never ran here)
     assert v.allowed, v.message
-    assert writer.writes_unreadable(v)  # withheld, not waited for
+    assert writer.writes_unreadable(v)  # withheld after its one wait
+    # only its own DDL since a fresh snapshot: neither waits nor is withheld
+    _fresh_load(c)
+    assert writer.check_query("CREATE TEMP TABLE tmp2 (i int)").allowed
+    v = writer.check_query(WRITE)
+    assert v.allowed and not writer.writes_unreadable(v)
 
 
 def test_drop_constraint_names_no_relation():
