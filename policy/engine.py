@@ -778,7 +778,7 @@ class StatementPolicy:
         ):
             return False
         entry = self.catalog_entry
-        if self.ddl_open and entry is not None and self._own_epoch == entry.epoch:
+        if self.ddl_open and (entry is None or self._own_epoch == entry.epoch):
             return False  # only its own block's DDL made it stale: no load shows that
             # before the block commits (psycopg's drop/create/executemany blocks)
         if waited or not can_wait or self.on_stale is None:
