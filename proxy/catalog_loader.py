@@ -93,7 +93,10 @@ async def _queries(cfg, credentials, database: str, *sqls: str) -> list[Rows | U
     up = await connect_upstream(
         cfg, credentials, database,
         {"application_name": "pgwitness-catalog", "client_encoding": "UTF8",
-         "lock_timeout": LOCK_TIMEOUT},
+         "lock_timeout": LOCK_TIMEOUT,
+         # the catalog queries' estimated costs pass jit_above_cost: JIT compiling them
+         # took ~120 ms a load (DDL_CODE_SQL's recursion), running them takes a few
+         "jit": "off"},
     )  # fmt: skip
     inbox = Inbox()
     inbox.feed(up.leftover)

@@ -88,3 +88,24 @@ def test_ddl_blocks_open_in_one_worker_count_in_the_others():
     assert b.cache.entry("db").blocks_open == 0 and a.cache.entry("db").blocks_open == 0
     b.news(b'{"kind": "blocks", "db": "db", "origin": "x"}')  # unreadable: logged, ignored
     assert b.cache.entry("db").blocks_open == 0
+
+
+def test_catalog_loads_run_without_jit(monkeypatch):
+    """The catalog queries' estimated costs pass jit_above_cost: JIT compiling them cost
+    ~120 ms a load (session 22, measured), running them a few ms; loads turn it off."""
+    import asyncio
+
+    import pytest
+
+    import proxy.catalog_loader as cl
+
+    seen: dict = {}
+
+    async def fake_connect(cfg, credentials, database, params):
+        seen.update(params)
+        raise OSError("no upstream here")
+
+    monkeypatch.setattr(cl, "connect_upstream", fake_connect)
+    with pytest.raises(OSError):
+        asyncio.run(cl._queries(None, None, "db", "SELECT 1"))
+    assert seen["jit"] == "off" and seen["lock_timeout"] == cl.LOCK_TIMEOUT
