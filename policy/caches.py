@@ -125,13 +125,7 @@ class SessionCaches:
         of it counts: ``StatementPolicy._verdict``)."""
         if len(sql) > MAX_SESSION_TEXT:
             return
-        stateful = any(
-            c.command in STATEFUL_COMMANDS
-            or c.cls is StatementClass.DDL
-            or (c.cls is StatementClass.UNKNOWN and d.allowed)  # (what unknown:* allows)
-            or d.opens_ddl
-            for c, d in pairs
-        )
+        stateful = opens_ddl(pairs) or any(c.command in STATEFUL_COMMANDS for c, _ in pairs)
         _bounded_put(self.texts, sql, (pairs, stateful, None if stateful else verdict), self.size)
 
     def shared_text(self, sql: str) -> tuple[Entry, ...] | None:
@@ -194,6 +188,17 @@ class SessionCaches:
         if self.shared is not None and size <= MAX_SHARED_TEXT:
             key = (self.search_path, fingerprint)
             _bounded_put(self.shared.by_fingerprint, key, classified, self.shared.size)
+
+
+def opens_ddl(pairs: tuple[Pair, ...]) -> bool:
+    """Are ``pairs`` (or may they run) DDL, for the snapshot (``StatementPolicy._ran_ddl``)?
+    Their verdict is then never cached: each run counts."""
+    return any(
+        c.cls is StatementClass.DDL
+        or (c.cls is StatementClass.UNKNOWN and d.allowed)  # (unknown:* may allow DDL)
+        or d.opens_ddl
+        for c, d in pairs
+    )
 
 
 def _plain(c: Classified, d: Decision) -> bool:

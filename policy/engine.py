@@ -17,6 +17,7 @@ from policy.caches import (
     Pair,
     SessionCaches,
     SharedClassifications,
+    opens_ddl,
     with_sql,
 )
 from policy.catalog import (
@@ -217,16 +218,6 @@ def _may_write(pairs: tuple[Pair, ...]) -> bool:
             if op in _ROW_WRITES:
                 return True
     return False
-
-
-def _opens_ddl(pairs: tuple[Pair, ...]) -> bool:
-    """Are ``pairs`` (or may they run) DDL, for the snapshot (``StatementPolicy._ran_ddl``)?"""
-    return any(
-        c.cls is StatementClass.DDL
-        or (c.cls is StatementClass.UNKNOWN and d.allowed)  # (unknown:* may allow DDL)
-        or d.opens_ddl
-        for c, d in pairs
-    )
 
 
 def _bind_of(name: str) -> Classified:
@@ -535,7 +526,7 @@ class StatementPolicy:
                 verdict.allowed
                 and snap is not None
                 and snap.ddl_functions
-                and not _opens_ddl(verdict.decisions)
+                and not opens_ddl(verdict.decisions)
                 and any(
                     not snap.type_oids.get(oid, frozenset()).isdisjoint(snap.ddl_functions)
                     for oid in param_types
@@ -561,7 +552,7 @@ class StatementPolicy:
                     self._write_statements.add(name)
                 else:
                     self._write_statements.add(_EVERY_NAME)
-            if _opens_ddl(verdict.decisions):
+            if opens_ddl(verdict.decisions):
                 self._ddl_statements[name] = verdict.decisions
                 self._ddl_leaving.discard(name)
             elif self._ddl_statements and name in self._ddl_statements:
@@ -1872,7 +1863,7 @@ class StatementPolicy:
     def _ran_ddl(self, pairs: tuple[Pair, ...]) -> bool:
         """``pairs`` go to the server: if they are (or may run) DDL, the snapshot is stale
         from now on (``on_ddl``) and the transaction's end settles it (``ddl_open``)."""
-        if self.on_ddl is None or not _opens_ddl(pairs):
+        if self.on_ddl is None or not opens_ddl(pairs):
             return False  # (what unknown:* allows may be DDL: ALTER TABLE ... SET SCHEMA)
         defined: dict[str, frozenset[str]] = {}
         removed: frozenset[tuple[str, str]] = frozenset()
