@@ -384,21 +384,35 @@ FIRST_NORMAL_OID = 16384  # PostgreSQL's FirstNormalObjectId: lower OIDs are ini
 # well as calls: so a database with any makes every session assume it (red-team rounds
 # 34-35 found each route by enumerating them). C functions are trusted like built-ins;
 # ``oid >= 16384`` (FirstNormalObjectId): the built-ins are skipped before any regex.
-CODE_FLAGS_SQL = r"""
+# A function's text as these checks read it: its source, and for an SQL-standard body
+# (``BEGIN ATOMIC``, PostgreSQL 14 on: ``prosrc`` empty, the body a parse tree in
+# ``prosqlbody``, read through to_jsonb so that older servers, without the column, read
+# NULL) the names of the functions its tree calls and of the relations it depends on
+# (red-team round 38: such a body inserting into a table whose trigger runs DDL).
+_CODE_TEXT = r"""lower(coalesce(p.prosrc, '') || ' ' || coalesce((
+    SELECT string_agg(b.proname, ' ') FROM pg_catalog.regexp_matches(
+      pg_catalog.to_jsonb(p) ->> 'prosqlbody', ':(?:funcid|opfuncid) (\d+)', 'g') f(m)
+    JOIN pg_catalog.pg_proc b ON b.oid = f.m[1]::oid), '') || ' ' || coalesce((
+    SELECT string_agg(r.relname, ' ') FROM pg_catalog.pg_depend d
+    JOIN pg_catalog.pg_class r ON r.oid = d.refobjid
+    WHERE d.classid = 'pg_catalog.pg_proc'::pg_catalog.regclass AND d.objid = p.oid
+      AND d.refclassid = 'pg_catalog.pg_class'::pg_catalog.regclass), ''))"""
+
+CODE_FLAGS_SQL = rf"""
 SELECT
   EXISTS (SELECT 1 FROM pg_catalog.pg_proc p
           JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
           JOIN pg_catalog.pg_language l ON l.oid = p.prolang
           WHERE p.oid >= 16384 AND n.nspname NOT IN ('pg_catalog', 'information_schema')
             AND (l.lanname NOT IN ('sql', 'plpgsql', 'c', 'internal')
-                 OR p.prosrc ~* '(client_encoding|set_config|\mnames\M|\mexecute\M)'
+                 OR {_CODE_TEXT} ~ '(client_encoding|set_config|\mnames\M|\mexecute\M)'
                  OR array_to_string(p.proconfig, ' ') ~* 'client_encoding')),
   EXISTS (SELECT 1 FROM pg_catalog.pg_proc p
           JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
           JOIN pg_catalog.pg_language l ON l.oid = p.prolang
           WHERE p.oid >= 16384 AND n.nspname NOT IN ('pg_catalog', 'information_schema')
             AND (l.lanname NOT IN ('sql', 'plpgsql', 'c', 'internal')
-                 OR p.prosrc ~* '(\mtemp\M|\mtemporary\M|pg_temp|\mexecute\M)'))
+                 OR {_CODE_TEXT} ~ '(\mtemp\M|\mtemporary\M|pg_temp|\mexecute\M)'))
 """
 
 # User-written functions that may run DDL: a source naming a DDL command (CREATE, ALTER,
@@ -415,14 +429,58 @@ SELECT
 # does (red-team rounds 34 and 37). Names are matched as substrings of the lower-cased
 # source: an over-approximation costs a catalog load per transaction, never a leak. C
 # functions are trusted like built-ins, as in CODE_FLAGS_SQL.
+# Relations whose objects run function {fn}: the table of a trigger, rule, CHECK, default
+# or generated column, row security policy, index expression or partition key using it.
+_RUNS_FUNCTION = r"""
+SELECT CASE d.classid
+  WHEN 'pg_catalog.pg_trigger'::pg_catalog.regclass THEN (SELECT g.tgrelid
+    FROM pg_catalog.pg_trigger g WHERE g.oid = d.objid)
+  WHEN 'pg_catalog.pg_rewrite'::pg_catalog.regclass THEN (SELECT w.ev_class
+    FROM pg_catalog.pg_rewrite w WHERE w.oid = d.objid)
+  WHEN 'pg_catalog.pg_constraint'::pg_catalog.regclass THEN (SELECT nullif(k.conrelid, 0)
+    FROM pg_catalog.pg_constraint k WHERE k.oid = d.objid)
+  WHEN 'pg_catalog.pg_attrdef'::pg_catalog.regclass THEN (SELECT a.adrelid
+    FROM pg_catalog.pg_attrdef a WHERE a.oid = d.objid)
+  WHEN 'pg_catalog.pg_policy'::pg_catalog.regclass THEN (SELECT y.polrelid
+    FROM pg_catalog.pg_policy y WHERE y.oid = d.objid)
+  WHEN 'pg_catalog.pg_class'::pg_catalog.regclass THEN (SELECT coalesce(i.indrelid, r.oid)
+    FROM pg_catalog.pg_class r LEFT JOIN pg_catalog.pg_index i ON i.indexrelid = r.oid
+    WHERE r.oid = d.objid)
+  END
+FROM pg_catalog.pg_depend d
+WHERE d.refclassid = 'pg_catalog.pg_proc'::pg_catalog.regclass AND d.refobjid = {fn}
+"""
+# ... and every relation a statement on which reaches one of those (``reach``): a view or
+# a relation with rules whose query reads or writes it, an inheritance parent, a table
+# whose foreign key actions write it; to any depth.
+_REACHING = (
+    "SELECT rr.oid FROM ({runs}) rr(oid) WHERE rr.oid IS NOT NULL UNION "
+    "SELECT h.rel FROM ({runs}) rr(oid) JOIN reach h ON h.base = rr.oid"
+)
 DDL_CODE_SQL = r"""
 WITH RECURSIVE code AS (
-  SELECT p.oid, n.nspname, p.proname, lower(coalesce(p.prosrc, '')) AS src, l.lanname
+  SELECT p.oid, n.nspname, p.proname, {text} AS src, l.lanname
   FROM pg_catalog.pg_proc p
   JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
   JOIN pg_catalog.pg_language l ON l.oid = p.prolang
   WHERE p.oid >= 16384 AND n.nspname NOT IN ('pg_catalog', 'information_schema')
     AND l.lanname NOT IN ('c', 'internal')
+),
+step(base, rel) AS (
+  SELECT d.refobjid, w.ev_class FROM pg_catalog.pg_depend d
+  JOIN pg_catalog.pg_rewrite w ON w.oid = d.objid
+  WHERE d.classid = 'pg_catalog.pg_rewrite'::pg_catalog.regclass
+    AND d.refclassid = 'pg_catalog.pg_class'::pg_catalog.regclass AND d.refobjid <> w.ev_class
+  UNION
+  SELECT i.inhrelid, i.inhparent FROM pg_catalog.pg_inherits i
+  UNION
+  SELECT k.conrelid, k.confrelid FROM pg_catalog.pg_constraint k
+  WHERE k.contype = 'f' AND (k.confdeltype IN ('c', 'n', 'd') OR k.confupdtype IN ('c', 'n', 'd'))
+),
+reach(base, rel) AS (
+  SELECT base, rel FROM step
+  UNION
+  SELECT h.base, s.rel FROM reach h JOIN step s ON s.base = h.rel
 ),
 ddl(oid) AS (
   SELECT oid FROM code
@@ -436,22 +494,9 @@ ddl(oid) AS (
       SELECT p.proname AS name FROM pg_catalog.pg_proc p WHERE p.oid = ddl.oid
       UNION ALL
       SELECT CASE d.classid
-        WHEN 'pg_catalog.pg_trigger'::pg_catalog.regclass THEN (SELECT r.relname
-          FROM pg_catalog.pg_trigger g JOIN pg_catalog.pg_class r ON r.oid = g.tgrelid
-          WHERE g.oid = d.objid)
-        WHEN 'pg_catalog.pg_rewrite'::pg_catalog.regclass THEN (SELECT r.relname
-          FROM pg_catalog.pg_rewrite w JOIN pg_catalog.pg_class r ON r.oid = w.ev_class
-          WHERE w.oid = d.objid)
-        WHEN 'pg_catalog.pg_constraint'::pg_catalog.regclass THEN (SELECT
-          coalesce(r.relname, t.typname) FROM pg_catalog.pg_constraint k
-          LEFT JOIN pg_catalog.pg_class r ON r.oid = k.conrelid
-          LEFT JOIN pg_catalog.pg_type t ON t.oid = k.contypid WHERE k.oid = d.objid)
-        WHEN 'pg_catalog.pg_attrdef'::pg_catalog.regclass THEN (SELECT r.relname
-          FROM pg_catalog.pg_attrdef a JOIN pg_catalog.pg_class r ON r.oid = a.adrelid
-          WHERE a.oid = d.objid)
-        WHEN 'pg_catalog.pg_policy'::pg_catalog.regclass THEN (SELECT r.relname
-          FROM pg_catalog.pg_policy y JOIN pg_catalog.pg_class r ON r.oid = y.polrelid
-          WHERE y.oid = d.objid)
+        WHEN 'pg_catalog.pg_constraint'::pg_catalog.regclass THEN (SELECT t.typname
+          FROM pg_catalog.pg_constraint k JOIN pg_catalog.pg_type t ON t.oid = k.contypid
+          WHERE k.oid = d.objid)
         WHEN 'pg_catalog.pg_operator'::pg_catalog.regclass THEN (SELECT o.oprname
           FROM pg_catalog.pg_operator o WHERE o.oid = d.objid)
         WHEN 'pg_catalog.pg_type'::pg_catalog.regclass THEN (SELECT t.typname
@@ -459,26 +504,11 @@ ddl(oid) AS (
         WHEN 'pg_catalog.pg_cast'::pg_catalog.regclass THEN (SELECT t.typname
           FROM pg_catalog.pg_cast k JOIN pg_catalog.pg_type t ON t.oid = k.casttarget
           WHERE k.oid = d.objid)
-        WHEN 'pg_catalog.pg_class'::pg_catalog.regclass THEN (SELECT
-          coalesce(tr.relname, r.relname) FROM pg_catalog.pg_class r
-          LEFT JOIN pg_catalog.pg_index i ON i.indexrelid = r.oid
-          LEFT JOIN pg_catalog.pg_class tr ON tr.oid = i.indrelid WHERE r.oid = d.objid)
         END
       FROM pg_catalog.pg_depend d
       WHERE d.refclassid = 'pg_catalog.pg_proc'::pg_catalog.regclass AND d.refobjid = ddl.oid
       UNION ALL
-      -- a write to a parent routes or reaches a triggered child; a write to a referenced
-      -- table cascades to a triggered referencing one
-      SELECT r.relname FROM pg_catalog.pg_trigger g
-      JOIN pg_catalog.pg_inherits i ON i.inhrelid = g.tgrelid
-      JOIN pg_catalog.pg_class r ON r.oid = i.inhparent
-      WHERE g.tgfoid = ddl.oid
-      UNION ALL
-      SELECT r.relname FROM pg_catalog.pg_trigger g
-      JOIN pg_catalog.pg_constraint k ON k.contype = 'f' AND k.conrelid = g.tgrelid
-        AND (k.confdeltype IN ('c', 'n', 'd') OR k.confupdtype IN ('c', 'n', 'd'))
-      JOIN pg_catalog.pg_class r ON r.oid = k.confrelid
-      WHERE g.tgfoid = ddl.oid
+      SELECT r.relname FROM ({reaching_ddl}) a(oid) JOIN pg_catalog.pg_class r ON r.oid = a.oid
     ) nm
     JOIN code c ON nm.name IS NOT NULL AND position(lower(nm.name) IN c.src) > 0
     UNION
@@ -495,7 +525,15 @@ SELECT n.nspname, p.proname,
             AND dep.classid <> 'pg_catalog.pg_proc'::pg_catalog.regclass)::text
 FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
 WHERE p.oid IN (SELECT oid FROM ddl)
-"""
+UNION ALL
+SELECT n.nspname, r.relname, 'relation'
+FROM pg_catalog.pg_class r JOIN pg_catalog.pg_namespace n ON n.oid = r.relnamespace
+WHERE r.oid IN (SELECT a.oid FROM ddl CROSS JOIN LATERAL ({reaching_ddl}) a(oid))
+  AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+""".format(
+    text=_CODE_TEXT,
+    reaching_ddl=_REACHING.format(runs=_RUNS_FUNCTION.format(fn="ddl.oid")),
+)
 
 ROLE_SCHEMAS_SQL = """
 SELECT NOT has_database_privilege('public', current_database(), 'CREATE')
@@ -832,6 +870,11 @@ class Snapshot:
     # or a read of a view may run it): ``StatementPolicy._runs_ddl_code``
     ddl_functions: frozenset[str] = frozenset()
     ddl_objects: bool = False
+    # relations a read or write of which may run such a function: where a trigger, rule,
+    # CHECK, default, row security policy or index uses one, and every view, ruled
+    # relation, inheritance parent or foreign-key parent reaching them (DDL_CODE_SQL's
+    # "relation" rows; red-team round 38)
+    ddl_relations: frozenset[str] = frozenset()
 
     @property
     def user_schema_safe(self) -> bool:
@@ -1273,6 +1316,7 @@ class CatalogCache:
         temp_code: bool = False,
         ddl_functions=(),
         ddl_objects: bool = False,
+        ddl_relations=(),
     ) -> Snapshot:
         """``loaded_at``: when the load's queries started (monotonic; default now): what a
         statement arriving later may be decided on (``StatementPolicy._describe_refusal``)."""
@@ -1294,6 +1338,7 @@ class CatalogCache:
             opclass_functions=dict(opclass_functions or {}),
             encoding_code=encoding_code, temp_code=temp_code,
             ddl_functions=frozenset(ddl_functions), ddl_objects=ddl_objects,
+            ddl_relations=frozenset(ddl_relations),
         )  # fmt: skip
         if entry.removed:
             started = snap.loaded_at

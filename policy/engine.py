@@ -407,12 +407,17 @@ class StatementPolicy:
         self.sending_group = -1
         self._failed = False
         self.names_pending = False
-        # protocol statements that are (or may run) DDL -> their pairs: each Bind of one
-        # counts as DDL again (``check_bind``). A name leaves only once the server has
-        # answered everything without an error after its Close or a Parse of something
-        # else (``_ddl_leaving``, ``answered``): until then it may still hold this one.
-        self._ddl_statements: dict[str, tuple[Pair, ...]] = {}
-        self._ddl_leaving: set[str] = set()
+        # protocol statements every Bind of which is followed (``check_bind``): those that
+        # are (or may run) DDL -> (their pairs, None), each Bind counts as DDL again; those
+        # whose text changes statement names (PREPARE, EXECUTE, DEALLOCATE, DISCARD) ->
+        # (their pairs, their text), each Bind decided again on it and its change applied
+        # again (red-team round 38: a protocol DEALLOCATE/PREPARE bound later swapped the
+        # server's statement under a name the policy held other text for). A name leaves
+        # only once the server has answered everything without an error after its Close or
+        # a Parse of something else (``_followed_leaving``, ``answered``): until then it may
+        # still hold this one.
+        self.followed: dict[str, tuple[tuple[Pair, ...], str | None]] = {}
+        self._followed_leaving: set[str] = set()
         # SQL-level PREPAREs: name -> the PREPARE's classification, and the names decided
         # on the current snapshot (``catalog_changed`` empties it: EXECUTE decides again)
         self._prepared_statements: dict[str, Classified] = {}
@@ -552,11 +557,12 @@ class StatementPolicy:
                     self._write_statements.add(name)
                 else:
                     self._write_statements.add(_EVERY_NAME)
-            if opens_ddl(verdict.decisions):
-                self._ddl_statements[name] = verdict.decisions
-                self._ddl_leaving.discard(name)
-            elif self._ddl_statements and name in self._ddl_statements:
-                self._ddl_leaving.add(name)
+            stateful = any(c.command in STATEFUL_COMMANDS for c, _d in verdict.decisions)
+            if stateful or opens_ddl(verdict.decisions):
+                self.followed[name] = (verdict.decisions, sql if stateful else None)
+                self._followed_leaving.discard(name)
+            elif self.followed and name in self.followed:
+                self._followed_leaving.add(name)
             pinned = _parameter_pins(verdict)
             if pinned is not None:
                 self.bind_pins[name] = pinned
@@ -581,11 +587,22 @@ class StatementPolicy:
             if not again.allowed or again.would_deny or name not in self.bind_pins:
                 return again
         else:
-            ddl = self._ddl_statements.get(name)
-            if ddl is not None:
-                self._ran_ddl(ddl)  # it runs again: as DDL through the proxy does
-                if name not in self.bind_pins:
-                    return Verdict(True, ddl, "")
+            followed = self.followed.get(name)
+            if followed is not None:
+                pairs, text = followed
+                if text is None:
+                    self._ran_ddl(pairs)  # it runs again: as DDL through the proxy does
+                    again = Verdict(True, pairs, "")
+                elif name in self._followed_leaving and self._bound_to_its_parse(name):
+                    # parsed again in this Sync group: the Bind binds that Parse's text,
+                    # decided at it (the unnamed statement in psycopg's pipeline)
+                    again = Verdict(True, ((_bind_of(name), Decision(
+                        True, "default.statement", "its Parse in this Sync group decided it",
+                    )),), "")  # fmt: skip
+                else:
+                    again = self._stateful_again(name, text)
+                if not again.allowed or again.would_deny or name not in self.bind_pins:
+                    return again
         pending = self.bind_pins.get(name)
         if pending is None:  # a name of the proxy's own (RESERVED_PREFIX): never the client's
             return self._refused(_bind_of(name), reserved_name(f"the statement name {name!r}"))
@@ -605,6 +622,38 @@ class StatementPolicy:
             return verdict
         denial = Decision(False, "deny.catalog", f"{why} (the value bound to a parameter of statement {name!r})")
         return self._refused(classified, denial)
+
+    def _stateful_again(self, name: str, sql: str) -> Verdict:
+        """A Bind of protocol statement ``name`` whose text ``sql`` changes statement names
+        (PREPARE, EXECUTE, DEALLOCATE, DISCARD): the server runs it again, so it is decided
+        again on the names as they are now and its change applied again (``_verdict``)."""
+        if name in self._followed_leaving:
+            # closed or parsed again, not yet answered: the server may hold this text or
+            # the new one, and which names it changes is not known
+            return self._refused(_bind_of(name), Decision(
+                False, "deny.catalog",
+                f"may not run statement {name!r} before the server answered the message "
+                "that closed or replaced it: it prepared or removed statements, and which "
+                "text it holds is not known yet (send the Bind after that answer)",
+            ))  # fmt: skip
+        saved = self.waiting_since  # (a Bind cannot wait for a load: as _decided_again)
+        snap = self._snapshot_seen
+        self.waiting_since = snap.loaded_at if snap is not None else None
+        try:
+            verdict = self._check_parse_text(sql)
+        except CatalogWait:
+            verdict = Verdict(False, (), "")
+        finally:
+            self.waiting_since = saved
+        if verdict.allowed:
+            self._stale_write(verdict, False)
+            return verdict
+        denial = next((d for _, d in verdict.decisions if not d.allowed), None)
+        return self._refused(_bind_of(name), Decision(
+            False, denial.rule if denial is not None else "deny.catalog",
+            f"{denial.reason if denial is not None else 'not decided'} (statement {name!r}, "
+            "which prepares or removes statements, decided again at its Bind)",
+        ))  # fmt: skip
 
     def _refused(self, classified: Classified, denial: Decision) -> Verdict:
         """A Bind refused (``denial``), or let through as a would-deny in a dry run."""
@@ -647,6 +696,7 @@ class StatementPolicy:
 
     def _touch(self, name: str) -> None:
         """A message about to go upstream makes, replaces or removes statement ``name``."""
+        self._parse_group.pop(name, None)  # (a Bind after it no longer binds its Parse's)
         self._unconfirmed.add(name)
         self._touches[name] = self._touches.get(name, 0) + 2  # (no answer confirms these)
         self._fresh.discard(name)
@@ -664,6 +714,10 @@ class StatementPolicy:
             return
         self._touches.pop(name, None)
         self._parse_group.pop(name, None)
+        if self._followed_leaving and name in self._followed_leaving:
+            # the server holds the last Parse's text, which is not followed
+            self._followed_leaving.discard(name)
+            self.followed.pop(name, None)
         if name in self._unconfirmed and _EVERY_NAME not in self._unconfirmed:
             self._unconfirmed.discard(name)
             self._fresh.discard(name)
@@ -687,8 +741,8 @@ class StatementPolicy:
         self._forget_prepare(name)
         self._fresh.discard(name)
         self._touch(name)
-        if self._ddl_statements and name in self._ddl_statements:
-            self._ddl_leaving.add(name)
+        if self.followed and name in self.followed:
+            self._followed_leaving.add(name)
 
     def closed_unknown(self) -> None:
         """A Close of a statement whose name was read in an encoding that may be changing
@@ -710,11 +764,11 @@ class StatementPolicy:
         answered everything are dropped (the policy holds no text for them: their Binds
         and EXECUTEs after a catalog change are refused, ``rebind_unknown``); with nothing
         more in flight (``idle``) and no error, the server holds what the policy does."""
-        if self._ddl_leaving and (self._failed or idle):
+        if self._followed_leaving and (self._failed or idle):
             if not self._failed:  # (after an error the server may hold them still)
-                for name in self._ddl_leaving:
-                    self._ddl_statements.pop(name, None)
-            self._ddl_leaving.clear()
+                for name in self._followed_leaving:
+                    self.followed.pop(name, None)
+            self._followed_leaving.clear()
         if self._failed or idle:
             self._touches.clear()
             self._parse_group.clear()
@@ -812,27 +866,31 @@ class StatementPolicy:
         return (
             name in self.bind_pins
             or name in self.rebind
-            or name in self._ddl_statements
+            or name in self.followed
             or (len(name) > NAME_BYTES // 4 and name_too_long(name))
             or name.startswith(RESERVED_PREFIX)
             or self._forgotten(name)
+        )
+
+    def _bound_to_its_parse(self, name: str) -> bool:
+        """Does a Bind of ``name`` now bind the text of its last Parse? Yes when that Parse
+        went in this Bind's Sync group and nothing touched the name since: the Bind binds
+        that text, or the server skips it (the Parse failed)."""
+        if self.sending_group < 0:  # (not told, as outside the relay)
+            return False
+        if name == "":  # replaced by each Parse of it, untouched by DEALLOCATE/DISCARD ALL
+            return self._parse_group.get(name, -2) == self.sending_group
+        return (
+            self._touches.get(name) == 1
+            and self._parse_group.get(name, -2) == self.sending_group
+            and _EVERY_NAME not in self._unconfirmed
         )
 
     def _decided_again(self, name: str) -> Verdict:
         """A Bind of statement ``name`` after the catalog changed: its text decided again on
         the current snapshot (the server analyses it again)."""
         del self.rebind[name]
-        if (
-            name in self._unconfirmed
-            and name not in self._fresh
-            and not (
-                # its Parse went in this Bind's Sync group, and nothing touched it since
-                self.sending_group >= 0  # (-1: not told, as outside the relay)
-                and self._touches.get(name) == 1
-                and self._parse_group.get(name, -2) == self.sending_group
-                and _EVERY_NAME not in self._unconfirmed
-            )
-        ):
+        if name in self._unconfirmed and name not in self._fresh and not self._bound_to_its_parse(name):
             return self._refused(_bind_of(name), Decision(
                 False, "deny.catalog",
                 f"may not run statement {name!r} after the catalog changed before the server "
@@ -1171,9 +1229,11 @@ class StatementPolicy:
 
     def _runs_ddl_code(self, c: Classified) -> bool:
         """May ``c`` run user-written code that may run DDL (``Snapshot.ddl_functions``,
-        DDL_CODE_SQL)? A call of one, an operator or a value of a type that runs one; where a
-        trigger, default, CHECK, view or rule uses one (``ddl_objects``), a row write to a
-        relation with such code, a view or ruled relation read. Then the statement counts as
+        DDL_CODE_SQL)? A call of one, an operator or a value of a type that runs one; a read
+        or write of a relation whose objects run one (``ddl_relations``: row security,
+        triggers, rules, views over them); where a trigger, default, CHECK, view or rule
+        uses one (``ddl_objects``), a row write to a relation with such code, a view or
+        ruled relation read. Then the statement counts as
         DDL (``_verdict``: ``on_ddl``, ``ddl_open``): the DDL that code runs is followed
         as the proxy's own is (red-team round 34: a granted function's CREATE TRIGGER)."""
         snap = self._snapshot_seen
@@ -1190,6 +1250,9 @@ class StatementPolicy:
             targets = snap.user_types.get(t)
             if targets and not targets.isdisjoint(fns):
                 return True
+        rels = snap.ddl_relations
+        if rels and (not rels.isdisjoint(c.reads) or not rels.isdisjoint(c.writes)):
+            return True  # its row security, triggers, rules... (or a view's over them)
         if not snap.ddl_objects:
             return False
         triggered = snap.triggered
@@ -1933,12 +1996,12 @@ class StatementPolicy:
                 if c.detail == "all":  # DEALLOCATE ALL, DISCARD ALL: protocol ones too
                     self._statements.clear()
                     self._touch(_EVERY_NAME)  # (if it fails, every name the server kept)
-                    self._ddl_leaving.update(self._ddl_statements)
+                    self._followed_leaving.update(self.followed)
                 elif c.command == "DEALLOCATE":
                     self._statements.pop(c.detail, None)
                     self._touch(c.detail)
-                    if c.detail in self._ddl_statements:
-                        self._ddl_leaving.add(c.detail)
+                    if c.detail in self.followed:
+                        self._followed_leaving.add(c.detail)
 
     def _decide_execute(self, c: Classified) -> Decision:
         d = self._decide(replace(c, cls=StatementClass.READ))

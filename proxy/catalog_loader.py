@@ -250,8 +250,12 @@ class CatalogLoader:
                 render_name(tschema, tname))  # fmt: skip
         flags = _ok(code_flag_rows)[0] if _ok(code_flag_rows) else ["t", "t"]
         ddl_functions: set[str] = set()
+        ddl_relations: set[str] = set()
         ddl_objects = False
         for schema, name, used in _ok(ddl_code_rows):
+            if used == "relation":  # a relation whose objects run one
+                ddl_relations.add(render_name(schema, name))
+                continue
             ddl_functions.update((render_name(schema, name), render_name(name)))
             ddl_objects = ddl_objects or used != "false"
         columns: dict[str, set[str]] = {}
@@ -294,7 +298,7 @@ class CatalogLoader:
             opclass_functions=_frozen(opclass_functions),
             # (unread: assumed, as a failed load assumes the worst)
             encoding_code=flags[0] != "f", temp_code=flags[1] != "f",
-            ddl_functions=ddl_functions, ddl_objects=ddl_objects,
+            ddl_functions=ddl_functions, ddl_objects=ddl_objects, ddl_relations=ddl_relations,
         )
 
     def refresh(self, database: str, since: float | None = None) -> asyncio.Task:

@@ -570,11 +570,16 @@ class Relay:
         )
 
     def _binds_checked(self) -> bool:
-        """Are Binds looked at now? While a statement's pin is a parameter, or prepared
-        statements wait to be decided again after a catalog change."""
+        """Are Binds looked at now? While a statement's pin is a parameter, prepared
+        statements wait to be decided again after a catalog change, or a statement is
+        followed at each Bind (DDL, or one that prepares or removes statements)."""
         policy = self.policy
         return policy is not None and bool(
-            policy.bind_pins or self._pinned_any or policy.rebind or policy.rebind_unknown
+            policy.bind_pins
+            or self._pinned_any
+            or policy.rebind
+            or policy.rebind_unknown
+            or policy.followed
         )
 
     def _idle(self) -> bool:

@@ -28,6 +28,9 @@ class Policy(Protocol):
     reads_code: bool  # the grant may read function bodies (read:pg_catalog.pg_proc)
     # statements whose Binds must be checked (a parameter pins their object text), by name
     bind_pins: dict[str, Any]
+    # protocol statements every Bind of which is followed (DDL, or a PREPARE, EXECUTE,
+    # DEALLOCATE or DISCARD: each Bind runs it again), by name
+    followed: dict[str, Any]
     # statements prepared before the catalog changed, by name: their next Bind decides them
     # again (the server analyses them again)
     rebind: dict[str, Any]

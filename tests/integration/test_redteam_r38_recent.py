@@ -23,7 +23,13 @@ r38_pin text)`` (one pair per probe: direct / through the proxy). Every probe ru
 directly as the upstream login first and must show its marker there (``RuntimeError``
 otherwise).
 
-Leaks found (strict xfails):
+Leaks found (strict xfails when found; all fixed in session 23, the same tests now pass:
+``DDL_CODE_SQL`` reads an SQL-standard body through the functions its tree calls and the
+relations it depends on, and follows views, rules, inheritance parents and foreign-key
+parents to any depth; its "relation" rows (``Snapshot.ddl_relations``) make a read or write
+of a relation whose row security, triggers or rules run such code, or of a view over one,
+count as DDL; a protocol statement whose text prepares or removes statements is followed
+at each Bind, ``StatementPolicy.followed``: decided again, its change applied again):
 
 1. **DDL run by code the policy does not see** (``DDL_CODE_SQL``; ``StatementPolicy.
    _runs_ddl_code``). The trigger is dropped directly, then ``COMMENT ON TABLE r38w.t``
@@ -188,13 +194,13 @@ def _unseen(pg, mig: RawClient) -> None:
 # --- 4. DDL run by code the load does not see -------------------------------------------
 
 CALLS = {
-    # name: (the migrator's statement, leaks)
+    # name: (the migrator's statement, leaks: an xfail while it did)
     "control-named": ("SELECT public.r38_attach()", False),
-    "sql-standard-body": ("SELECT public.r38_atomic()", True),
-    "through-an-updatable-view": ("SELECT public.r38_viaview()", True),
-    "row-security-read": ("SELECT k FROM r38w.rls_guard", True),
-    "row-security-write": ("INSERT INTO r38w.rls_guard VALUES (2)", True),
-    "insert-into-a-view-over-a-triggered-table": ("INSERT INTO r38w.hv2 VALUES (1)", True),
+    "sql-standard-body": ("SELECT public.r38_atomic()", False),
+    "through-an-updatable-view": ("SELECT public.r38_viaview()", False),
+    "row-security-read": ("SELECT k FROM r38w.rls_guard", False),
+    "row-security-write": ("INSERT INTO r38w.rls_guard VALUES (2)", False),
+    "insert-into-a-view-over-a-triggered-table": ("INSERT INTO r38w.hv2 VALUES (1)", False),
 }
 HIDDEN_WHY = (
     "LEAK: DDL run by code neither DDL_CODE_SQL nor _runs_ddl_code sees (an SQL-standard "
@@ -255,7 +261,7 @@ def _ext(sql: str) -> tuple[bytes, ...]:
 
 
 REBOUND = {
-    # name: (steps on table t, leaks)
+    # name: (steps on table t, leaks: an xfail while it did)
     "control-parse": (
         lambda t: [
             (parse("r38s", pin(t)), SYNC),
@@ -282,7 +288,7 @@ REBOUND = {
             BIND_S,
             (query("ROLLBACK"),),
         ],
-        True,
+        False,
     ),
     # the same in the Parse's own Sync group, the rename in it too (3b9fbf9: a Bind in its
     # Parse's group is decided on that Parse's text)
@@ -307,7 +313,7 @@ REBOUND = {
             ),  # fmt: skip
             (query("ROLLBACK"),),
         ],
-        True,
+        False,
     ),
     # the rename first, then (a Flush between, as asyncpg's) the Parse and the Binds
     "rebound-after-the-rename-flush": (
@@ -350,9 +356,9 @@ REBOUND = {
             (query("BEGIN"),),
             (query(away(t)),),
             (bind("", "r38s", params=[BIG]), m.execute(), SYNC),
-            (query("ROLLBACK"),),
+            # (no ROLLBACK: the proxy refuses the streamed Bind by ending the session)
         ],
-        True,
+        False,
     ),
 }
 BIG = b"x" * (600 * 1024)
@@ -374,7 +380,8 @@ def test_names_changed_by_rebinding(px, pg, name):
         raise RuntimeError(("precondition: no marker directly", name, direct[-400:]))
     with planted.session(px, px.tokens["migrator"]) as c:
         got = run_steps(c, build(f"pt_{i}_p"))
-        assert any(f[:1] == b"D" for f in c.query("SELECT 1")), name  # the session goes on
+        if name != "rebound-big-bind":  # (a streamed Bind refused ends the session: below)
+            assert any(f[:1] == b"D" for f in c.query("SELECT 1")), name  # the session goes on
     assert not shows(got, MARK["pin"]), ("LEAK", name, got[-500:])
 
 

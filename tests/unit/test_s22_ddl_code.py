@@ -89,7 +89,7 @@ def test_each_bind_of_a_parsed_call_counts():
     p.answered(True)
     _settle(p)
     # no load between (it failed, or a lock holds it): every Bind counts, whether the
-    # previous one's DDL had it decided again (``rebind``) or not (``_ddl_statements``)
+    # previous one's DDL had it decided again (``rebind``) or not (``followed``)
     for i in range(4):
         assert p.bind_checked("s")
         v = p.check_bind("s", (), (), "utf-8")
