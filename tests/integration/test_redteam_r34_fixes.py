@@ -454,16 +454,11 @@ def test_trigger_committed_in_a_chained_block(px, pg, how):
         got = run_steps(mig, CHAINED[how])
         assert "E\x00" not in got, got[-300:]
         try:
-            out = {}
-            for mode in sorted(planted.RAW_MODES):
-                with planted.session(px, px.tokens["writer"]) as writer:
-                    out[mode] = planted.text(planted.RAW_MODES[mode](writer, WRITE))
+            out = planted.writes_every_mode(px, px.tokens["writer"], WRITE)
         finally:
             mig.query("ROLLBACK")
             mig.query(DETACH)
-    assert all("P0001" in t for t in out.values()), out  # the trigger ran
-    bad = {mode: t[-300:] for mode, t in out.items() if leaked(t)}
-    assert not bad, ("LEAK", how, sorted(bad), bad)
+    planted.assert_trigger_withheld(out, leaked, how)
 
 
 def _trigger_precondition(pg) -> None:
@@ -484,12 +479,7 @@ def test_trigger_attached_by_a_granted_function(px, pg):
         got = planted.text(mig.query("SELECT public.r34_attach()"))
         assert "E\x00" not in got, got[-300:]
         try:
-            out = {}
-            for mode in sorted(planted.RAW_MODES):
-                with planted.session(px, px.tokens["writer"]) as writer:
-                    out[mode] = planted.text(planted.RAW_MODES[mode](writer, WRITE))
+            out = planted.writes_every_mode(px, px.tokens["writer"], WRITE)
         finally:
             mig.query(DETACH)
-    assert all("P0001" in t for t in out.values()), out  # the trigger ran
-    bad = {mode: t[-300:] for mode, t in out.items() if leaked(t)}
-    assert not bad, ("LEAK", sorted(bad), bad)
+    planted.assert_trigger_withheld(out, leaked, "a granted function")

@@ -345,11 +345,7 @@ def _trigger_precondition(pg) -> None:
 
 
 def _writes(px) -> dict[str, str]:
-    out = {}
-    for mode in sorted(planted.RAW_MODES):
-        with planted.session(px, px.tokens["writer"]) as writer:
-            out[mode] = planted.text(planted.RAW_MODES[mode](writer, WRITE))
-    return out
+    return planted.writes_every_mode(px, px.tokens["writer"], WRITE)
 
 
 def _ended(px, pg, steps) -> dict[str, str]:

@@ -190,6 +190,23 @@ def text(frames: list[bytes]) -> str:
     return b"".join(frames).decode("utf-8", "replace")
 
 
+def writes_every_mode(handle, token: str, sql: str) -> dict[str, str]:
+    """``sql`` sent by ``token``'s grant in each raw mode, a session each: what came back."""
+    out = {}
+    for mode in sorted(RAW_MODES):
+        with session(handle, token) as c:
+            out[mode] = text(RAW_MODES[mode](c, sql))
+    return out
+
+
+def assert_trigger_withheld(out: dict[str, str], leaked, label: str) -> None:
+    """Every mode ran the planted trigger (its RAISE, P0001), and none showed what
+    ``leaked`` looks for (the trigger's message: the red-team rounds' DDL probes)."""
+    assert all("P0001" in t for t in out.values()), out  # the trigger ran
+    bad = {mode: t[-300:] for mode, t in out.items() if leaked(t)}
+    assert not bad, ("LEAK", label, sorted(bad), bad)
+
+
 def received(
     handle,
     sql: str,
