@@ -387,16 +387,20 @@ FIRST_NORMAL_OID = 16384  # PostgreSQL's FirstNormalObjectId: lower OIDs are ini
 # A function's text as these checks read it: its source, and for an SQL-standard body
 # (``BEGIN ATOMIC``, PostgreSQL 14 on: ``prosrc`` empty, the body a parse tree in
 # ``prosqlbody``, read through to_jsonb so that older servers, without the column, read
-# NULL) the names of the functions its tree calls and of the relations it depends on
-# (red-team round 38: such a body inserting into a table whose trigger runs DDL).
+# NULL) the names of the functions its tree calls and of the relations and types it depends
+# on (red-team rounds 38-39: such a body inserting into a table whose trigger runs DDL, or
+# coercing to a domain whose CHECK does).
 _CODE_TEXT = r"""lower(coalesce(p.prosrc, '') || ' ' || coalesce((
     SELECT string_agg(b.proname, ' ') FROM pg_catalog.regexp_matches(
       pg_catalog.to_jsonb(p) ->> 'prosqlbody', ':(?:funcid|opfuncid) (\d+)', 'g') f(m)
     JOIN pg_catalog.pg_proc b ON b.oid = f.m[1]::oid), '') || ' ' || coalesce((
-    SELECT string_agg(r.relname, ' ') FROM pg_catalog.pg_depend d
-    JOIN pg_catalog.pg_class r ON r.oid = d.refobjid
+    SELECT string_agg(coalesce(r.relname, t.typname), ' ') FROM pg_catalog.pg_depend d
+    LEFT JOIN pg_catalog.pg_class r
+      ON d.refclassid = 'pg_catalog.pg_class'::pg_catalog.regclass AND r.oid = d.refobjid
+    LEFT JOIN pg_catalog.pg_type t
+      ON d.refclassid = 'pg_catalog.pg_type'::pg_catalog.regclass AND t.oid = d.refobjid
     WHERE d.classid = 'pg_catalog.pg_proc'::pg_catalog.regclass AND d.objid = p.oid
-      AND d.refclassid = 'pg_catalog.pg_class'::pg_catalog.regclass), ''))"""
+      AND d.refobjid >= 16384), ''))"""
 
 CODE_FLAGS_SQL = rf"""
 SELECT
@@ -430,7 +434,10 @@ SELECT
 # source: an over-approximation costs a catalog load per transaction, never a leak. C
 # functions are trusted like built-ins, as in CODE_FLAGS_SQL.
 # Relations whose objects run function {fn}: the table of a trigger, rule, CHECK, default
-# or generated column, row security policy, index expression or partition key using it.
+# or generated column, row security policy, index expression or partition key using it,
+# and every relation whose rows are made of a type whose domain CHECK or DEFAULT, or a
+# cast into or out of which, uses it (``typerel``: domains over domains, arrays, row
+# types, ranges; red-team round 39).
 _RUNS_FUNCTION = r"""
 SELECT CASE d.classid
   WHEN 'pg_catalog.pg_trigger'::pg_catalog.regclass THEN (SELECT g.tgrelid
@@ -448,6 +455,21 @@ SELECT CASE d.classid
     WHERE r.oid = d.objid)
   END
 FROM pg_catalog.pg_depend d
+WHERE d.refclassid = 'pg_catalog.pg_proc'::pg_catalog.regclass AND d.refobjid = {fn}
+UNION ALL
+SELECT c.oid FROM pg_catalog.pg_depend d
+CROSS JOIN LATERAL (
+  SELECT k.contypid FROM pg_catalog.pg_constraint k
+  WHERE d.classid = 'pg_catalog.pg_constraint'::pg_catalog.regclass AND k.oid = d.objid
+  UNION ALL
+  SELECT d.objid WHERE d.classid = 'pg_catalog.pg_type'::pg_catalog.regclass
+  UNION ALL
+  SELECT t FROM pg_catalog.pg_cast k, LATERAL unnest(ARRAY[k.castsource, k.casttarget]) t
+  WHERE d.classid = 'pg_catalog.pg_cast'::pg_catalog.regclass AND k.oid = d.objid
+    AND t >= 16384  -- (a user type: a system type's cast is GLOBAL_CASTS_SQL's)
+) x(typ)
+JOIN typerel tr ON tr.typ = x.typ
+JOIN pg_catalog.pg_class c ON c.reltype = tr.whole
 WHERE d.refclassid = 'pg_catalog.pg_proc'::pg_catalog.regclass AND d.refobjid = {fn}
 """
 # ... and every relation a statement on which reaches one of those (``reach``): a view or
@@ -482,10 +504,29 @@ reach(base, rel) AS (
   UNION
   SELECT h.base, s.rel FROM reach h JOIN step s ON s.base = h.rel
 ),
+madeof(part, whole) AS ({parts}),
+typerel(typ, whole) AS (
+  -- types whose domain constraints or defaults, or casts, use a user-written function,
+  -- and every type made of one
+  SELECT k.contypid, k.contypid FROM pg_catalog.pg_constraint k
+  JOIN pg_catalog.pg_depend d ON d.classid = 'pg_catalog.pg_constraint'::pg_catalog.regclass
+    AND d.objid = k.oid AND d.refclassid = 'pg_catalog.pg_proc'::pg_catalog.regclass
+    AND d.refobjid >= 16384
+  WHERE k.contypid <> 0
+  UNION
+  SELECT d.objid, d.objid FROM pg_catalog.pg_depend d
+  WHERE d.classid = 'pg_catalog.pg_type'::pg_catalog.regclass
+    AND d.refclassid = 'pg_catalog.pg_proc'::pg_catalog.regclass AND d.refobjid >= 16384
+  UNION
+  SELECT t, t FROM pg_catalog.pg_cast k,
+    LATERAL unnest(ARRAY[k.castsource, k.casttarget]) t WHERE k.castfunc >= 16384 AND t >= 16384
+  UNION
+  SELECT tr.typ, m.whole FROM typerel tr JOIN madeof m ON m.part = tr.whole
+),
 ddl(oid) AS (
   SELECT oid FROM code
   WHERE lanname NOT IN ('sql', 'plpgsql')
-     OR src ~ '\m(create|alter|drop|comment|grant|revoke|label|refresh|reindex|import|execute|do|cluster|security)\M'
+     OR src ~ '\m(create|alter|drop|comment|grant|revoke|label|refresh|reindex|import|execute|do|cluster|security|prepare|deallocate|discard)\M'
      OR src ~ '(\\|u&|_to_xml|xmlschema|ts_stat|ts_rewrite)'
   UNION
   SELECT x.oid FROM ddl CROSS JOIN LATERAL (
@@ -532,6 +573,7 @@ WHERE r.oid IN (SELECT a.oid FROM ddl CROSS JOIN LATERAL ({reaching_ddl}) a(oid)
   AND n.nspname NOT IN ('pg_catalog', 'information_schema')
 """.format(
     text=_CODE_TEXT,
+    parts=_PARTS,
     reaching_ddl=_REACHING.format(runs=_RUNS_FUNCTION.format(fn="ddl.oid")),
 )
 

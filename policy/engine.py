@@ -405,6 +405,9 @@ class StatementPolicy:
         self._touches: dict[str, int] = {}
         self._parse_group: dict[str, int] = {}
         self.sending_group = -1
+        # the relay sets it before ``check_bind``: the Bind is followed in its batch by the
+        # Execute of its portal (nothing between but Describes of it)
+        self.bind_at_once = True
         self._failed = False
         self.names_pending = False
         # protocol statements every Bind of which is followed (``check_bind``): those that
@@ -581,13 +584,23 @@ class StatementPolicy:
         self._follow_catalog()
         if name_too_long(name):
             return self._refused(_bind_of(name), _LONG_NAME(name))
+        followed = self.followed.get(name)
+        if followed is not None and followed[1] is not None and not self.bind_at_once:
+            # its change happens at its portal's Execute: a later one (a portal executed
+            # after other messages) would change names in an order the policy cannot
+            # follow (red-team round 39)
+            return self._refused(_bind_of(name), Decision(
+                False, "deny.catalog",
+                f"may not bind statement {name!r}, which prepares or removes statements, "
+                "without executing its portal at once (send its Execute right after the "
+                "Bind)",
+            ))  # fmt: skip
         if name in self.rebind or (self._forgotten(name) and not name.startswith(RESERVED_PREFIX)):
             self.rebind.setdefault(name, None)
             again = self._decided_again(name)  # (DDL again, if it is: ``_verdict``)
             if not again.allowed or again.would_deny or name not in self.bind_pins:
                 return again
         else:
-            followed = self.followed.get(name)
             if followed is not None:
                 pairs, text = followed
                 if text is None:
@@ -1253,6 +1266,15 @@ class StatementPolicy:
         rels = snap.ddl_relations
         if rels and (not rels.isdisjoint(c.reads) or not rels.isdisjoint(c.writes)):
             return True  # its row security, triggers, rules... (or a view's over them)
+        for r in c.writes:  # a row of it made: its columns' domains (CHECK, DEFAULT), at
+            targets = snap.user_types.get(r)  # any depth (arrays, row types, domains over
+            if targets and not targets.isdisjoint(fns):  # domains; red-team round 39)
+                return True
+        if snap.relation_casts:
+            for r in c.reads | c.writes:  # its values converted (an assignment cast)
+                targets = snap.relation_casts.get(r)
+                if targets and not targets.isdisjoint(fns):
+                    return True
         if not snap.ddl_objects:
             return False
         triggered = snap.triggered
@@ -1948,6 +1970,11 @@ class StatementPolicy:
             self._block_counted = True
             self.on_block(1)
         self.ddl_open = True
+        if any(d.opens_ddl for _c, d in pairs):
+            # code that may run DDL may also PREPARE (dynamic SQL, a static PREPARE): a
+            # name the policy never saw is refused at its Bind after a catalog change, as
+            # a forgotten one is (red-team round 39: a granted function's PREPARE)
+            self._forgot = True
         if fresh:
             self.ddl_unsettled = self.ddl_unsettled | fresh
         return True

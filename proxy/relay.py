@@ -127,6 +127,27 @@ class Counters:
     db_denied: int = 0  # the database refused (42501) what the policy let through
 
 
+def _executed_at_once(run: bytes, frames, i: int, bind_start: int) -> bool:
+    """Is the Bind at ``bind_start`` followed in this batch (``frames[i:]``) by an Execute
+    of its portal, with nothing between but Describes of that portal? Then the server runs
+    it before any other message: what its statement changes happens in the order the
+    policy follows it (``StatementPolicy.bind_at_once``)."""
+    end = run.index(b"\x00", bind_start + 5)
+    portal = run[bind_start + 5 : end + 1]  # the name and its NUL
+    n = len(frames)
+    while i < n:
+        t, start, _end = frames[i]
+        if t == _DESCRIBE and run[start + 5 : start + 6] == b"P":
+            if run[start + 6 : start + 6 + len(portal)] != portal:
+                return False
+        elif t == _EXECUTE:
+            return run[start + 5 : start + 5 + len(portal)] == portal
+        else:
+            return False
+        i += 1
+    return False
+
+
 class Relay:
     """Relay logic for one session: policy on statements, recording of both directions."""
 
@@ -421,6 +442,7 @@ class Relay:
                     verdict = ENCODING_IN_FLIGHT
                 else:
                     policy.sending_group = groups.sent_groups
+                    policy.bind_at_once = _executed_at_once(run, frames, i, start)
                     verdict = policy.check_bind(name, formats, values, self.encoding)
                 if part and not verdict.allowed:
                     self._record(verdict, "Bind", "", statement=name)

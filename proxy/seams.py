@@ -90,6 +90,8 @@ class Policy(Protocol):
 
     # the Sync group (``SyncGroups.sent_groups``) of the Parse or Bind being decided
     sending_group: int
+    # the Bind being decided is followed in its batch by the Execute of its portal
+    bind_at_once: bool
 
     def commits_prepared(self) -> None:
         """COMMIT PREPARED goes upstream: it may commit another session's DDL."""

@@ -47,6 +47,7 @@ class PolicySeam:
         pass
 
     sending_group = -1
+    bind_at_once = True
 
     def commits_prepared(self) -> None:
         self.ddl_open = True

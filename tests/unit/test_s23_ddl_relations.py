@@ -34,3 +34,21 @@ def test_without_ddl_code_the_relations_are_not_looked_at():
     p, _c, calls = _session(ddl_functions=(), ddl_relations=("public.t",))
     assert p.check_query("SELECT id FROM public.t").allowed
     assert not calls
+
+
+def test_a_write_of_rows_whose_types_run_ddl_code_counts_as_ddl():
+    """Round 39: a column whose domain (over a domain, in an array, in a row type) has a
+    CHECK or DEFAULT calling it: the relation's row type runs it (``user_types``)."""
+    p, _c, calls = _session(user_types={"public.t": frozenset({"public.attach"})})
+    assert p.check_query("SELECT id FROM public.t").allowed  # a read makes no row
+    assert not calls
+    assert p.check_query("INSERT INTO public.t VALUES (1)").allowed
+    assert len(calls) == 1 and p.ddl_open
+
+
+def test_values_a_cast_by_ddl_code_converts_count_as_ddl():
+    """Round 39: ``INSERT INTO ints SELECT m FROM moods``, an assignment cast of mood by a
+    function that may run DDL (``relation_casts``)."""
+    p, _c, calls = _session(relation_casts={"public.t": frozenset({"public.attach"})})
+    assert p.check_query("SELECT id FROM public.t").allowed
+    assert len(calls) == 1 and p.ddl_open

@@ -137,3 +137,48 @@ def test_a_parse_answered_ends_following_the_text_it_replaced():
     assert "" in p.followed
     p.parse_answered("")  # this one's
     assert "" not in p.followed and not p.bind_checked("")
+
+
+def test_a_stateful_bind_not_executed_at_once_is_refused():
+    """Round 39: the change happens at the portal's Execute; bound now and executed after
+    other messages, it would change names in an order the policy cannot follow."""
+    p, _c = _session()
+    assert p.check_parse(f"PREPARE s AS {PIN}", (), "pp").allowed
+    assert p.check_parse(OK, (), "plain").allowed
+    _idle(p)
+    p.bind_at_once = False
+    v = p.check_bind("pp", (), (), "utf-8")
+    assert not v.allowed and "executing its portal at once" in v.message, v.message
+    p.bind_at_once = True
+    assert p.check_bind("pp", (), (), "utf-8").allowed
+
+
+def _frames(*msgs: bytes) -> tuple[bytes, list]:
+    from common.wire.framing import FrameReader
+
+    return FrameReader().feed(b"".join(msgs))
+
+
+def test_the_relay_sees_whether_a_bind_is_executed_at_once():
+    from proxy.relay import _executed_at_once
+    from tests.support.rawpg import SYNC, bind, execute, frame, parse
+
+    def describe_portal(name: str) -> bytes:
+        return frame(b"D", b"P" + name.encode() + b"\x00")
+
+    cases = [
+        ((bind("p", "s"), execute("p"), SYNC), True),
+        ((bind("p", "s"), describe_portal("p"), execute("p"), SYNC), True),
+        ((bind("", "s"), execute(""), SYNC), True),
+        ((bind("p", "s"), SYNC), False),  # executed later, if at all
+        ((bind("p", "s"),), False),  # the batch ends: not seen
+        ((bind("p", "s"), execute("q"), SYNC), False),  # another portal
+        ((bind("p", "s"), execute("pp"), SYNC), False),  # a longer name
+        ((bind("pp", "s"), execute("p"), SYNC), False),
+        ((bind("p", "s"), parse("s", "SELECT 1"), execute("p"), SYNC), False),
+        ((bind("p", "s"), describe_portal("q"), execute("p"), SYNC), False),
+    ]
+    for msgs, expected in cases:
+        run, frames = _frames(*msgs)
+        _t, start, _end = frames[0]
+        assert _executed_at_once(run, frames, 1, start) is expected, msgs
