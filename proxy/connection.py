@@ -16,6 +16,7 @@ import asyncio
 import logging
 import socket
 import ssl
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
@@ -44,6 +45,9 @@ if TYPE_CHECKING:
     from .server import ProxyServer
 
 PRELOGIN_BUFFER = 256 * 1024  # bytes read ahead during the handshake before reading pauses
+# PostgreSQL's send buffer (PQ_SEND_BUFFER_SIZE): no TLS record it writes carries more, and
+# none the proxy writes to a TLS client does (ClientWriter._tls_pieces)
+TLS_RECORD_DATA = 8192
 # A session not read while the recorder catches up (LiveConnection._recorder_behind): looked
 # at again every few milliseconds, for at most this long at a time
 RECORDER_POLL_SECONDS = 0.002
@@ -64,14 +68,35 @@ class ClientWriter:
       counted and recorded through the same ``Relay.deliver``, then written.
     """
 
-    __slots__ = ("transport", "_relay")
+    __slots__ = ("transport", "_relay", "write")
 
     def __init__(self) -> None:
         self.transport: asyncio.Transport = None  # type: ignore[assignment]  # connection_made
         self._relay: Relay | None = None
+        # what writes a live session's bytes: the transport's own ``write``, or for a TLS
+        # client ``_tls_pieces`` (``attach``)
+        self.write: Callable[[bytes], object] = self._plain
 
-    def attach(self, relay: Relay) -> None:
+    def _plain(self, data: bytes) -> None:
+        self.transport.write(data)
+
+    def _tls_pieces(self, data: bytes) -> None:
+        """No TLS record larger than PostgreSQL's: libpq's non-blocking reader (psycopg's
+        async connections, pipelines) takes one record per read into what room its 16 KiB
+        buffer has, and a larger record's rest stays inside OpenSSL while the client waits
+        for the socket, for ever if that rest was the answer's end (b1: psycopg's async
+        COPY and ``test_leak`` hung through the proxy over TLS; CockroachDB and Supavisor
+        cap their TLS writes the same way). Each piece is encrypted as its own record."""
+        if len(data) <= TLS_RECORD_DATA:
+            self.transport.write(data)
+        else:
+            self.transport.writelines(
+                [data[i : i + TLS_RECORD_DATA] for i in range(0, len(data), TLS_RECORD_DATA)]
+            )
+
+    def attach(self, relay: Relay, tls: bool = False) -> None:
         self._relay = relay
+        self.write = self._tls_pieces if tls else self.transport.write
 
     def handshake(self, data: bytes) -> None:
         self.transport.write(data)
@@ -79,7 +104,7 @@ class ClientWriter:
     def local(self, data: bytes) -> None:
         if self._relay is not None:
             self._relay.deliver(data)
-        self.transport.write(data)
+        self.write(data)
 
 
 class ClientConnection(asyncio.Protocol):
@@ -435,13 +460,13 @@ class LiveConnection:
             )
             if login.would_deny:
                 self.srec.event("startup_would_deny", {"grant_id": identity.grant_id, "reason": login.would_deny})
-        self.out.attach(relay)
+        self.out.attach(relay, tls=self.tls != "none")
         self.out.local(hello)
         # Every message from here on: the compiled splice (proxy/splice.py) and the relay.
         self.splice = splice = Splice(
             relay,
             to_server=upstream.transport.write,
-            to_client=self.out.transport.write,
+            to_client=self.out.write,
             flow=self.flow,
             client_error=self._client_error,
             server_error=self._server_error,

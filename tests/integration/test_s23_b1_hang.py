@@ -20,7 +20,8 @@ writes at 8 KiB.
 The hang itself depends on where the answer's last record ends in libpq's buffer; what the
 proxy does differently is deterministic: it sends TLS records that carry more than 8192
 bytes. The test counts the records of a large answer, directly (the control: never over)
-and through the proxy (strict xfail while the proxy does it).
+and through the proxy (a strict xfail until session 23 capped each write to a TLS client at
+8192 bytes: ``ClientWriter._tls_pieces``, proxy/connection.py).
 """
 
 from __future__ import annotations
@@ -166,12 +167,6 @@ def test_postgresql_sends_tls_records_of_at_most_8192_bytes(pg):
         client.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="b1: the proxy writes each upstream read to a TLS client in one write, as TLS "
-    "records of up to 16 KiB; libpq's non-blocking reader (psycopg async, pipelines) can "
-    "then wait forever on a socket whose last bytes OpenSSL already holds",
-)
 def test_proxy_sends_tls_records_no_larger_than_postgresql(make_proxy, client_tls):
     handle = make_proxy(**{"proxy.tls_cert": client_tls["cert"], "proxy.tls_key": client_tls["key"]})
     ckw = handle.connect_kwargs()
