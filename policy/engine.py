@@ -452,6 +452,14 @@ class StatementPolicy:
         self.on_settle: Callable[[frozenset[tuple[str, str]]], object] | None = None
 
     @property
+    def binds_watched(self) -> bool:
+        """Must the relay look at Binds now (``bind_checked``)? While a statement's pin is
+        a parameter, prepared statements wait to be decided again after a catalog change,
+        a name was forgotten since one, or a statement is followed at each Bind. One
+        attribute for the relay to read per batch of frames."""
+        return bool(self.bind_pins or self.rebind or self.rebind_unknown or self.followed)
+
+    @property
     def stats(self) -> dict[str, int]:
         """Where checks were answered (``SessionCaches.stats``)."""
         return self.caches.stats

@@ -596,13 +596,7 @@ class Relay:
         statements wait to be decided again after a catalog change, or a statement is
         followed at each Bind (DDL, or one that prepares or removes statements)."""
         policy = self.policy
-        return policy is not None and bool(
-            policy.bind_pins
-            or self._pinned_any
-            or policy.rebind
-            or policy.rebind_unknown
-            or policy.followed
-        )
+        return policy is not None and (self._pinned_any or policy.binds_watched)
 
     def _idle(self) -> bool:
         return self.tx_status == b"I" and self.groups.idle and not self.denials.held

@@ -31,6 +31,10 @@ class Policy(Protocol):
     # protocol statements every Bind of which is followed (DDL, or a PREPARE, EXECUTE,
     # DEALLOCATE or DISCARD: each Bind runs it again), by name
     followed: dict[str, Any]
+    @property
+    def binds_watched(self) -> bool:
+        """Any of bind_pins, rebind, rebind_unknown, followed: Binds are looked at now."""
+        ...
     # statements prepared before the catalog changed, by name: their next Bind decides them
     # again (the server analyses them again)
     rebind: dict[str, Any]

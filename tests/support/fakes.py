@@ -14,6 +14,7 @@ class PolicySeam:
     bind_pins: dict = {}  # noqa: RUF012 - never filled: no Bind is checked
     rebind: dict = {}  # noqa: RUF012 - never filled: the catalog never changes
     followed: dict = {}  # noqa: RUF012 - never filled: no statement is followed
+    binds_watched = False  # none of the above
     ddl_unsettled: frozenset = frozenset()
     ddl_open = False  # no DDL: nothing to settle
     names_pending = False  # statement names are not followed
