@@ -435,9 +435,12 @@ SELECT
 # functions are trusted like built-ins, as in CODE_FLAGS_SQL.
 # Relations whose objects run function {fn}: the table of a trigger, rule, CHECK, default
 # or generated column, row security policy, index expression or partition key using it,
-# and every relation whose rows are made of a type whose domain CHECK or DEFAULT, or a
-# cast into or out of which, uses it (``typerel``: domains over domains, arrays, row
-# types, ranges; red-team round 39).
+# every relation whose rows are made of a type whose domain CHECK or DEFAULT, or a cast
+# into or out of which, uses it (``typerel``: domains over domains, arrays, row types,
+# ranges; red-team round 39), both tables of a constraint using an operator it implements
+# (a foreign key's equality, an exclusion), and a relation whose indexes or partition key
+# use an operator class of it (red-team round 40: a foreign-key check through a user
+# operator class).
 _RUNS_FUNCTION = r"""
 SELECT CASE d.classid
   WHEN 'pg_catalog.pg_trigger'::pg_catalog.regclass THEN (SELECT g.tgrelid
@@ -471,6 +474,15 @@ CROSS JOIN LATERAL (
 JOIN typerel tr ON tr.typ = x.typ
 JOIN pg_catalog.pg_class c ON c.reltype = tr.whole
 WHERE d.refclassid = 'pg_catalog.pg_proc'::pg_catalog.regclass AND d.refobjid = {fn}
+UNION ALL
+SELECT unnest(ARRAY[k.conrelid, nullif(k.confrelid, 0)]) FROM pg_catalog.pg_depend od
+JOIN pg_catalog.pg_depend cd ON cd.refclassid = 'pg_catalog.pg_operator'::pg_catalog.regclass
+  AND cd.refobjid = od.objid AND cd.classid = 'pg_catalog.pg_constraint'::pg_catalog.regclass
+JOIN pg_catalog.pg_constraint k ON k.oid = cd.objid
+WHERE od.classid = 'pg_catalog.pg_operator'::pg_catalog.regclass
+  AND od.refclassid = 'pg_catalog.pg_proc'::pg_catalog.regclass AND od.refobjid = {fn}
+UNION ALL
+SELECT relid FROM ({opclass_code}) oc(relid, fn) WHERE oc.fn = {fn}
 """
 # ... and every relation a statement on which reaches one of those (``reach``): a view or
 # a relation with rules whose query reads or writes it, an inheritance parent, a table
@@ -523,13 +535,17 @@ typerel(typ, whole) AS (
   UNION
   SELECT tr.typ, m.whole FROM typerel tr JOIN madeof m ON m.part = tr.whole
 ),
-ddl(oid) AS (
-  SELECT oid FROM code
+ddl(oid, names) AS (
+  -- names: it may also prepare or remove statements (a PREPARE, DEALLOCATE or DISCARD in
+  -- its source, a spelling not read, a language not read), and what reaches it
+  SELECT oid, lanname NOT IN ('sql', 'plpgsql')
+      OR src ~ '\m(prepare|deallocate|discard)\M' OR src ~ '(\\|u&)'
+  FROM code
   WHERE lanname NOT IN ('sql', 'plpgsql')
      OR src ~ '\m(create|alter|drop|comment|grant|revoke|label|refresh|reindex|import|execute|do|cluster|security|prepare|deallocate|discard)\M'
      OR src ~ '(\\|u&|_to_xml|xmlschema|ts_stat|ts_rewrite)'
   UNION
-  SELECT x.oid FROM ddl CROSS JOIN LATERAL (
+  SELECT x.oid, ddl.names FROM ddl CROSS JOIN LATERAL (
     -- a function whose source names the flagged one, or an object that runs it
     SELECT c.oid FROM (
       SELECT p.proname AS name FROM pg_catalog.pg_proc p WHERE p.oid = ddl.oid
@@ -549,6 +565,10 @@ ddl(oid) AS (
       FROM pg_catalog.pg_depend d
       WHERE d.refclassid = 'pg_catalog.pg_proc'::pg_catalog.regclass AND d.refobjid = ddl.oid
       UNION ALL
+      -- a cast's source type too (round 40: ``'calm'::mood::integer`` names mood)
+      SELECT t.typname FROM pg_catalog.pg_cast k
+      JOIN pg_catalog.pg_type t ON t.oid = k.castsource WHERE k.castfunc = ddl.oid
+      UNION ALL
       SELECT r.relname FROM ({reaching_ddl}) a(oid) JOIN pg_catalog.pg_class r ON r.oid = a.oid
     ) nm
     JOIN code c ON nm.name IS NOT NULL AND position(lower(nm.name) IN c.src) > 0
@@ -563,18 +583,24 @@ SELECT n.nspname, p.proname,
   EXISTS (SELECT 1 FROM pg_catalog.pg_depend dep
           WHERE dep.refclassid = 'pg_catalog.pg_proc'::pg_catalog.regclass
             AND dep.refobjid = p.oid
-            AND dep.classid <> 'pg_catalog.pg_proc'::pg_catalog.regclass)::text
-FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
-WHERE p.oid IN (SELECT oid FROM ddl)
+            AND dep.classid <> 'pg_catalog.pg_proc'::pg_catalog.regclass)::text,
+  f.names::text
+FROM (SELECT oid, bool_or(names) AS names FROM ddl GROUP BY oid) f
+JOIN pg_catalog.pg_proc p ON p.oid = f.oid
+JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
 UNION ALL
-SELECT n.nspname, r.relname, 'relation'
-FROM pg_catalog.pg_class r JOIN pg_catalog.pg_namespace n ON n.oid = r.relnamespace
-WHERE r.oid IN (SELECT a.oid FROM ddl CROSS JOIN LATERAL ({reaching_ddl}) a(oid))
-  AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+SELECT n.nspname, r.relname, 'relation', x.names::text
+FROM (SELECT a.oid, bool_or(ddl.names) AS names
+      FROM ddl CROSS JOIN LATERAL ({reaching_ddl}) a(oid) GROUP BY a.oid) x
+JOIN pg_catalog.pg_class r ON r.oid = x.oid
+JOIN pg_catalog.pg_namespace n ON n.oid = r.relnamespace
+WHERE n.nspname NOT IN ('pg_catalog', 'information_schema')
 """.format(
     text=_CODE_TEXT,
     parts=_PARTS,
-    reaching_ddl=_REACHING.format(runs=_RUNS_FUNCTION.format(fn="ddl.oid")),
+    reaching_ddl=_REACHING.format(
+        runs=_RUNS_FUNCTION.format(fn="ddl.oid", opclass_code=_RELATION_OPCLASS_CODE)
+    ),
 )
 
 ROLE_SCHEMAS_SQL = """
@@ -912,6 +938,11 @@ class Snapshot:
     # or a read of a view may run it): ``StatementPolicy._runs_ddl_code``
     ddl_functions: frozenset[str] = frozenset()
     ddl_objects: bool = False
+    # of those, the functions and relations whose code may also prepare or remove
+    # statements (DDL_CODE_SQL's last column): a statement running one leaves the policy
+    # holding no statement's text (``StatementPolicy._names_unknown``; red-team round 40)
+    names_functions: frozenset[str] = frozenset()
+    names_relations: frozenset[str] = frozenset()
     # relations a read or write of which may run such a function: where a trigger, rule,
     # CHECK, default, row security policy or index uses one, and every view, ruled
     # relation, inheritance parent or foreign-key parent reaching them (DDL_CODE_SQL's
@@ -1359,6 +1390,8 @@ class CatalogCache:
         ddl_functions=(),
         ddl_objects: bool = False,
         ddl_relations=(),
+        names_functions=(),
+        names_relations=(),
     ) -> Snapshot:
         """``loaded_at``: when the load's queries started (monotonic; default now): what a
         statement arriving later may be decided on (``StatementPolicy._describe_refusal``)."""
@@ -1381,6 +1414,8 @@ class CatalogCache:
             encoding_code=encoding_code, temp_code=temp_code,
             ddl_functions=frozenset(ddl_functions), ddl_objects=ddl_objects,
             ddl_relations=frozenset(ddl_relations),
+            names_functions=frozenset(names_functions),
+            names_relations=frozenset(names_relations),
         )  # fmt: skip
         if entry.removed:
             started = snap.loaded_at

@@ -1250,17 +1250,35 @@ class StatementPolicy:
 
     def _runs_ddl_code(self, c: Classified) -> bool:
         """May ``c`` run user-written code that may run DDL (``Snapshot.ddl_functions``,
-        DDL_CODE_SQL)? A call of one, an operator or a value of a type that runs one; a read
-        or write of a relation whose objects run one (``ddl_relations``: row security,
-        triggers, rules, views over them); where a trigger, default, CHECK, view or rule
-        uses one (``ddl_objects``), a row write to a relation with such code, a view or
-        ruled relation read. Then the statement counts as
-        DDL (``_verdict``: ``on_ddl``, ``ddl_open``): the DDL that code runs is followed
-        as the proxy's own is (red-team round 34: a granted function's CREATE TRIGGER)."""
+        DDL_CODE_SQL)? Then the statement counts as DDL (``_verdict``: ``on_ddl``,
+        ``ddl_open``): the DDL that code runs is followed as the proxy's own is (red-team
+        round 34: a granted function's CREATE TRIGGER). ``_runs_code`` says where."""
         snap = self._snapshot_seen
         if snap is None or not snap.ddl_functions:
             return False
-        fns = snap.ddl_functions
+        return self._runs_code(c, snap, snap.ddl_functions, snap.ddl_relations, snap.ddl_objects)
+
+    def _runs_names_code(self, c: Classified) -> bool:
+        """May ``c`` run user-written code that may also prepare or remove statements
+        (``Snapshot.names_functions``, ``names_relations``)? Where objects use such code,
+        a write to a triggered or ruled relation or a view read may too."""
+        snap = self._snapshot_seen
+        if snap is None or not snap.names_functions:
+            return False
+        return self._runs_code(
+            c, snap, snap.names_functions, snap.names_relations, bool(snap.names_relations)
+        )
+
+    @staticmethod
+    def _runs_code(
+        c: Classified, snap: Snapshot, fns: frozenset[str], rels: frozenset[str], objects: bool
+    ) -> bool:
+        """May ``c`` run one of functions ``fns``? A call of one, an operator or a value of
+        a type that runs one; a read or write of a relation whose objects run one
+        (``rels``: row security, triggers, rules, constraints, views over them); a write
+        of rows whose types run one, values a cast by one converts; where objects use one
+        (``objects``), a row write to a relation with triggers or rules, a view or ruled
+        relation read."""
         if not c.functions.isdisjoint(fns) or not c.attributes.isdisjoint(fns):
             return True
         for op in c.operators:
@@ -1271,7 +1289,6 @@ class StatementPolicy:
             targets = snap.user_types.get(t)
             if targets and not targets.isdisjoint(fns):
                 return True
-        rels = snap.ddl_relations
         if rels and (not rels.isdisjoint(c.reads) or not rels.isdisjoint(c.writes)):
             return True  # its row security, triggers, rules... (or a view's over them)
         for r in c.writes:  # a row of it made: its columns' domains (CHECK, DEFAULT), at
@@ -1283,7 +1300,7 @@ class StatementPolicy:
                 targets = snap.relation_casts.get(r)
                 if targets and not targets.isdisjoint(fns):
                     return True
-        if not snap.ddl_objects:
+        if not objects:
             return False
         triggered = snap.triggered
         for r in c.writes:
@@ -1983,9 +2000,27 @@ class StatementPolicy:
             # name the policy never saw is refused at its Bind after a catalog change, as
             # a forgotten one is (red-team round 39: a granted function's PREPARE)
             self._forgot = True
+            if any(d.opens_ddl and self._runs_names_code(c) for c, d in pairs):
+                self._names_unknown()
         if fresh:
             self.ddl_unsettled = self.ddl_unsettled | fresh
         return True
+
+    def _names_unknown(self) -> None:
+        """Code that may prepare or remove statements runs (``_runs_names_code``): the
+        server may hold other text under any name, so the policy holds none. A Bind or
+        EXECUTE of a name from now on is refused until it is prepared again (red-team
+        round 40: a granted function's ``DEALLOCATE s; PREPARE s AS ...`` replaced a name
+        the policy held harmless text for). Kept: the statements followed at each Bind
+        because they run such code themselves (their text decided at every run)."""
+        keep = {n for n, (_pairs, text) in self.followed.items() if text is None}
+        self._statements = {n: v for n, v in self._statements.items() if n in keep}
+        for name in list(self._prepared_statements):
+            self._forget_prepare(name)
+        self._prepared = PreparedNames()
+        self._touch(_EVERY_NAME)
+        self._forgot = True
+        self.rebind_unknown = True
 
     def commits_prepared(self) -> None:
         """COMMIT PREPARED goes upstream: it may commit DDL another session prepared. Counted

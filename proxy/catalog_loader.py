@@ -251,12 +251,19 @@ class CatalogLoader:
         flags = _ok(code_flag_rows)[0] if _ok(code_flag_rows) else ["t", "t"]
         ddl_functions: set[str] = set()
         ddl_relations: set[str] = set()
+        names_functions: set[str] = set()
+        names_relations: set[str] = set()
         ddl_objects = False
-        for schema, name, used in _ok(ddl_code_rows):
+        for schema, name, used, names in _ok(ddl_code_rows):
             if used == "relation":  # a relation whose objects run one
                 ddl_relations.add(render_name(schema, name))
+                if names != "false":
+                    names_relations.add(render_name(schema, name))
                 continue
-            ddl_functions.update((render_name(schema, name), render_name(name)))
+            keys = (render_name(schema, name), render_name(name))
+            ddl_functions.update(keys)
+            if names != "false":
+                names_functions.update(keys)
             ddl_objects = ddl_objects or used != "false"
         columns: dict[str, set[str]] = {}
         for schema, table, column in column_rows:
@@ -299,6 +306,7 @@ class CatalogLoader:
             # (unread: assumed, as a failed load assumes the worst)
             encoding_code=flags[0] != "f", temp_code=flags[1] != "f",
             ddl_functions=ddl_functions, ddl_objects=ddl_objects, ddl_relations=ddl_relations,
+            names_functions=names_functions, names_relations=names_relations,
         )
 
     def refresh(self, database: str, since: float | None = None) -> asyncio.Task:

@@ -33,7 +33,15 @@ TABLE r40w.pt_move RENAME COLUMN r40_pin TO gone``). Every probe runs directly a
 upstream login first and must show its marker there (``RuntimeError`` otherwise);
 renames are made in a block rolled back.
 
-Leaks found (strict xfails):
+Leaks found (strict xfails when found; all fixed in session 23, the same tests now pass:
+``DDL_CODE_SQL``'s relation rows take both tables of a constraint using an operator a
+flagged function implements and the relations whose indexes use an operator class of one,
+and a cast's source type names it as its target does; code that may also prepare or remove
+statements (a PREPARE, DEALLOCATE or DISCARD in its source, a spelling or language not
+read, and what reaches it: DDL_CODE_SQL's last column, ``Snapshot.names_functions``,
+``names_relations``) leaves the policy holding no statement's text when a statement runs
+it, so each Bind or EXECUTE of a name is refused until it is prepared again,
+``StatementPolicy._names_unknown``):
 
 1. **An RI check through a user operator class runs DDL code unseen**
    (``DDL_CODE_SQL``'s ``_RUNS_FUNCTION``, ``StatementPolicy._runs_ddl_code``). The
@@ -257,11 +265,11 @@ def _cases(cases: dict, why: str) -> list:
 CALLS = {
     # name: (the statement, the grant running it, leaks)
     "control-cast-written": ("SELECT 'calm'::r40w.mood::integer", "migrator", False),
-    "fk-check-user-opclass-insert": ("INSERT INTO r40w.fk VALUES (1)", "migrator", True),
-    "fk-check-user-opclass-update": ("UPDATE r40w.fk_up SET v = 1", "migrator", True),
+    "fk-check-user-opclass-insert": ("INSERT INTO r40w.fk VALUES (1)", "migrator", False),
+    "fk-check-user-opclass-update": ("UPDATE r40w.fk_up SET v = 1", "migrator", False),
     # the same by the writer grant alone (read/write, no DDL or execute scope)
-    "fk-check-by-the-writer-itself": ("INSERT INTO r40w.fk VALUES (1)", "writer", True),
-    "cast-in-granted-code": ("SELECT public.r40_castwrap()", "migrator", True),
+    "fk-check-by-the-writer-itself": ("INSERT INTO r40w.fk VALUES (1)", "writer", False),
+    "cast-in-granted-code": ("SELECT public.r40_castwrap()", "migrator", False),
     "aggregate-transition": (
         "SELECT public.r40_agg(k) FROM (VALUES (1)) v(k)",
         "migrator",
@@ -340,7 +348,7 @@ RESIDUE = {
             _one("r40s"),
             (query("ROLLBACK"),),
         ],
-        True,
+        False,
     ),
     # cheaper: no execute scope, a write to a granted table whose trigger swaps it
     "trigger-on-a-granted-table": (
@@ -353,7 +361,7 @@ RESIDUE = {
             _one("r40s"),
             (query("ROLLBACK"),),
         ],
-        True,
+        False,
     ),
     # cheaper: no DDL scope, the granted function renames the column itself
     "function-renames-too": (
@@ -365,7 +373,7 @@ RESIDUE = {
             _one("r40s"),
             (query("ROLLBACK"),),
         ],
-        True,
+        False,
     ),
 }
 RESIDUE_WHY = (

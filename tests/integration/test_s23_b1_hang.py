@@ -168,7 +168,9 @@ def test_postgresql_sends_tls_records_of_at_most_8192_bytes(pg):
 
 
 def test_proxy_sends_tls_records_no_larger_than_postgresql(make_proxy, client_tls):
-    handle = make_proxy(**{"proxy.tls_cert": client_tls["cert"], "proxy.tls_key": client_tls["key"]})
+    handle = make_proxy(
+        **{"proxy.tls_cert": client_tls["cert"], "proxy.tls_key": client_tls["key"]}
+    )
     ckw = handle.connect_kwargs()
     client = TLSRawClient.session(ckw["host"], ckw["port"], ckw["user"], ckw["password"], "app")
     try:

@@ -52,3 +52,32 @@ def test_values_a_cast_by_ddl_code_converts_count_as_ddl():
     p, _c, calls = _session(relation_casts={"public.t": frozenset({"public.attach"})})
     assert p.check_query("SELECT id FROM public.t").allowed
     assert len(calls) == 1 and p.ddl_open
+
+
+def test_code_that_may_prepare_leaves_no_statement_text_held():
+    """Round 40: a granted function's ``DEALLOCATE s; PREPARE s AS ...`` replaced a name
+    the policy held other text for. Code that may prepare or remove statements
+    (``names_functions``) leaves the policy holding none: a Bind of a name is refused
+    until it is prepared again."""
+    names = ("public.attach", "attach")
+    p, _c, _calls = _session(names_functions=names)
+    assert p.check_parse("SELECT id FROM public.t", (), "s").allowed
+    p.answered(True)
+    assert p.check_query("SELECT public.attach()").allowed
+    assert p.bind_checked("s")
+    v = p.check_bind("s", (), (), "utf-8")
+    assert not v.allowed and "prepare it again" in v.message, v.message
+    assert p.check_parse("SELECT id FROM public.t", (), "s").allowed  # prepared again
+    p.answered(True)
+    assert not p.bind_checked("s")  # held again: its Binds go through unlooked at
+
+
+def test_code_that_only_runs_ddl_keeps_the_statement_texts():
+    """The same call where the code may run DDL but not prepare: the name is decided again
+    on its text after the catalog change the call counts as."""
+    p, _c, _calls = _session()
+    assert p.check_parse("SELECT id FROM public.t", (), "s").allowed
+    p.answered(True)
+    assert p.check_query("SELECT public.attach()").allowed
+    v = p.check_bind("s", (), (), "utf-8")
+    assert v.allowed, v.message
