@@ -483,6 +483,11 @@ WHERE od.classid = 'pg_catalog.pg_operator'::pg_catalog.regclass
   AND od.refclassid = 'pg_catalog.pg_proc'::pg_catalog.regclass AND od.refobjid = {fn}
 UNION ALL
 SELECT relid FROM ({opclass_code}) oc(relid, fn) WHERE oc.fn = {fn}
+UNION ALL
+SELECT c.oid FROM ({compares}) cmp(typ, fn)
+JOIN typerel tr ON tr.typ = cmp.typ
+JOIN pg_catalog.pg_class c ON c.reltype = tr.whole
+WHERE cmp.fn = {fn}
 """
 # ... and every relation a statement on which reaches one of those (``reach``): a view or
 # a relation with rules whose query reads or writes it, an inheritance parent, a table
@@ -533,13 +538,20 @@ typerel(typ, whole) AS (
   SELECT t, t FROM pg_catalog.pg_cast k,
     LATERAL unnest(ARRAY[k.castsource, k.casttarget]) t WHERE k.castfunc >= 16384 AND t >= 16384
   UNION
+  -- a type compared by a user-written function (a default operator class, a range's
+  -- subtype class, subtype_diff, canonical: round 41)
+  SELECT typ, typ FROM ({compares}) cmp(typ, fn) WHERE fn >= 16384 AND typ >= 16384
+  UNION
   SELECT tr.typ, m.whole FROM typerel tr JOIN madeof m ON m.part = tr.whole
 ),
 ddl(oid, names) AS (
-  -- names: it may also prepare or remove statements (a PREPARE, DEALLOCATE or DISCARD in
-  -- its source, a spelling not read, a language not read), and what reaches it
-  SELECT oid, lanname NOT IN ('sql', 'plpgsql')
-      OR src ~ '\m(prepare|deallocate|discard)\M' OR src ~ '(\\|u&)'
+  -- names: it may also prepare or remove statements (PREPARE, DEALLOCATE or DISCARD in
+  -- its source), and what reaches it. Only the words: SQL built from pieces, spellings
+  -- and languages not read would make nearly every plpgsql function with dynamic SQL or
+  -- a regular expression one, and calling it would cost a session every statement its
+  -- driver prepared (the drivers' differential, session 23); code that does is trusted
+  -- as its body's reads are (docs/decisions.md)
+  SELECT oid, src ~ '\m(prepare|deallocate|discard)\M'
   FROM code
   WHERE lanname NOT IN ('sql', 'plpgsql')
      OR src ~ '\m(create|alter|drop|comment|grant|revoke|label|refresh|reindex|import|execute|do|cluster|security|prepare|deallocate|discard)\M'
@@ -568,6 +580,10 @@ ddl(oid, names) AS (
       -- a cast's source type too (round 40: ``'calm'::mood::integer`` names mood)
       SELECT t.typname FROM pg_catalog.pg_cast k
       JOIN pg_catalog.pg_type t ON t.oid = k.castsource WHERE k.castfunc = ddl.oid
+      UNION ALL
+      -- a type it compares (round 41: a range's subtype class)
+      SELECT t.typname FROM ({compares}) cmp(typ, fn)
+      JOIN pg_catalog.pg_type t ON t.oid = cmp.typ WHERE cmp.fn = ddl.oid
       UNION ALL
       SELECT r.relname FROM ({reaching_ddl}) a(oid) JOIN pg_catalog.pg_class r ON r.oid = a.oid
     ) nm
@@ -598,8 +614,11 @@ WHERE n.nspname NOT IN ('pg_catalog', 'information_schema')
 """.format(
     text=_CODE_TEXT,
     parts=_PARTS,
+    compares=_COMPARES,
     reaching_ddl=_REACHING.format(
-        runs=_RUNS_FUNCTION.format(fn="ddl.oid", opclass_code=_RELATION_OPCLASS_CODE)
+        runs=_RUNS_FUNCTION.format(
+            fn="ddl.oid", opclass_code=_RELATION_OPCLASS_CODE, compares=_COMPARES
+        )
     ),
 )
 

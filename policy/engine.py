@@ -7,7 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, fields, replace
 from hashlib import blake2b
 from time import monotonic
-from typing import Any
+from typing import Any, TypeVar
 
 from policy.caches import (
     MAX_SESSION_TEXT,
@@ -262,6 +262,7 @@ def _temp_made(c: Classified) -> frozenset[str]:
 
 
 _TEMP_PREFIX = "pg_temp."
+_T = TypeVar("_T")
 _EVERY_NAME = "\x00all"  # no statement name holds a NUL
 _NO_NAMES: frozenset[str] = frozenset()
 
@@ -405,6 +406,7 @@ class StatementPolicy:
         self._touches: dict[str, int] = {}
         self._parse_group: dict[str, int] = {}
         self.sending_group = -1
+        self._names_epoch = 0  # counts ``_names_unknown``
         # the relay sets it before ``check_bind``: the Bind is followed in its batch by the
         # Execute of its portal (nothing between but Describes of it)
         self.bind_at_once = True
@@ -522,6 +524,7 @@ class StatementPolicy:
         ``name``: the statement's; one whose object text is pinned by a parameter is
         remembered, and each Bind of it is checked with the values (``check_bind``).
         ``CATALOG_WAIT``: as ``check_query``'s (never with ``can_wait`` False: a Bind)."""
+        names_known = self._names_epoch
         try:
             verdict = self._check_parse_text(sql)
         except CatalogWait:
@@ -555,6 +558,10 @@ class StatementPolicy:
             verdict = self._overruled(verdict, reserved_name(f"the statement name {name!r}"))
         elif name_too_long(name) and verdict.decisions:
             verdict = self._overruled(verdict, _LONG_NAME(name))
+        if again and self._names_epoch != names_known:
+            # decided again at its Bind, and it runs code that may replace statements,
+            # this one too (red-team round 41): the policy holds no text for it after
+            return verdict
         if verdict.allowed:
             # a refused Parse never reaches the server (which keeps whatever it held under
             # that name): only an allowed one changes what a Bind of the name runs
@@ -593,15 +600,16 @@ class StatementPolicy:
         if name_too_long(name):
             return self._refused(_bind_of(name), _LONG_NAME(name))
         followed = self.followed.get(name)
-        if followed is not None and followed[1] is not None and not self.bind_at_once:
-            # its change happens at its portal's Execute: a later one (a portal executed
-            # after other messages) would change names in an order the policy cannot
-            # follow (red-team round 39)
+        if followed is not None and not self.bind_at_once:
+            # what it changes (statement names, the catalog, through code it runs) happens
+            # at its portal's Execute: a later one (a portal executed after other
+            # messages) would change it in an order the policy cannot follow (red-team
+            # rounds 39, 41)
             return self._refused(_bind_of(name), Decision(
                 False, "deny.catalog",
-                f"may not bind statement {name!r}, which prepares or removes statements, "
-                "without executing its portal at once (send its Execute right after the "
-                "Bind)",
+                f"may not bind statement {name!r}, which is DDL or prepares or removes "
+                "statements (or runs code that may), without executing its portal at "
+                "once (send its Execute right after the Bind)",
             ))  # fmt: skip
         if name in self.rebind or (self._forgotten(name) and not name.startswith(RESERVED_PREFIX)):
             self.rebind.setdefault(name, None)
@@ -657,15 +665,10 @@ class StatementPolicy:
                 "that closed or replaced it: it prepared or removed statements, and which "
                 "text it holds is not known yet (send the Bind after that answer)",
             ))  # fmt: skip
-        saved = self.waiting_since  # (a Bind cannot wait for a load: as _decided_again)
-        snap = self._snapshot_seen
-        self.waiting_since = snap.loaded_at if snap is not None else None
         try:
-            verdict = self._check_parse_text(sql)
+            verdict = self._at_bind(lambda: self._check_parse_text(sql))
         except CatalogWait:
             verdict = Verdict(False, (), "")
-        finally:
-            self.waiting_since = saved
         if verdict.allowed:
             self._stale_write(verdict, False)
             return verdict
@@ -893,6 +896,18 @@ class StatementPolicy:
             or self._forgotten(name)
         )
 
+    def _at_bind(self, decide: Callable[[], _T]) -> _T:
+        """``decide()`` for a Bind, which cannot wait for a load: a statement whose answer
+        rests on the snapshot's completeness waited for one at its Parse, and is decided
+        now on the current snapshot as if it had waited for it (newer than that one)."""
+        saved = self.waiting_since
+        snap = self._snapshot_seen
+        self.waiting_since = snap.loaded_at if snap is not None else None
+        try:
+            return decide()
+        finally:
+            self.waiting_since = saved
+
     def _bound_to_its_parse(self, name: str) -> bool:
         """Does a Bind of ``name`` now bind the text of its last Parse? Yes when that Parse
         went in this Bind's Sync group and nothing touched the name since: the Bind binds
@@ -921,13 +936,7 @@ class StatementPolicy:
         known = self._statements.get(name)
         prepared = self._prepared_statements.get(name) if known is None else None
         if prepared is not None:  # a SQL-level PREPARE, bound over the protocol
-            saved = self.waiting_since  # (it cannot wait for a load: as below)
-            snap = self._snapshot_seen
-            self.waiting_since = snap.loaded_at if snap is not None else None
-            try:
-                decision = self._decide(prepared)
-            finally:
-                self.waiting_since = saved
+            decision = self._at_bind(lambda: self._decide(prepared))
             pair = (prepared, decision)
             if decision.allowed:
                 verdict = Verdict(True, (pair,), "")
@@ -941,21 +950,15 @@ class StatementPolicy:
         if known is None:
             denial = Decision(
                 False, "deny.catalog",
-                f"may not run statement {name!r} prepared before the catalog changed: the "
-                "proxy no longer holds its text to decide it again (prepare it again)",
+                f"may not run statement {name!r}: the proxy no longer holds its text to "
+                "decide it again (the catalog changed since it was prepared, or code that "
+                "may replace statements ran; prepare it again)",
             )  # fmt: skip
         else:
             sql, param_types = known
-            # A Bind cannot wait for a load: a statement whose answer rests on the
-            # snapshot's completeness waited for one at its Parse, and is decided now on
-            # the current snapshot as if it had waited for it (newer than that one).
-            saved = self.waiting_since
-            snap = self._snapshot_seen
-            self.waiting_since = snap.loaded_at if snap is not None else None
-            try:
-                verdict = self.check_parse(sql, param_types, name, can_wait=False, again=True)
-            finally:
-                self.waiting_since = saved
+            verdict = self._at_bind(
+                lambda: self.check_parse(sql, param_types, name, can_wait=False, again=True)
+            )
             if verdict.allowed:
                 return verdict
             else:
@@ -2011,10 +2014,10 @@ class StatementPolicy:
         server may hold other text under any name, so the policy holds none. A Bind or
         EXECUTE of a name from now on is refused until it is prepared again (red-team
         round 40: a granted function's ``DEALLOCATE s; PREPARE s AS ...`` replaced a name
-        the policy held harmless text for). Kept: the statements followed at each Bind
-        because they run such code themselves (their text decided at every run)."""
-        keep = {n for n, (_pairs, text) in self.followed.items() if text is None}
-        self._statements = {n: v for n, v in self._statements.items() if n in keep}
+        the policy held harmless text for; round 41: the calling statement itself too,
+        which such code may replace while it runs)."""
+        self._names_epoch += 1
+        self._statements = {}
         for name in list(self._prepared_statements):
             self._forget_prepare(name)
         self._prepared = PreparedNames()

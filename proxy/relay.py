@@ -131,7 +131,9 @@ def _executed_at_once(run: bytes, frames, i: int, bind_start: int) -> bool:
     """Is the Bind at ``bind_start`` followed in this batch (``frames[i:]``) by an Execute
     of its portal, with nothing between but Describes of that portal? Then the server runs
     it before any other message: what its statement changes happens in the order the
-    policy follows it (``StatementPolicy.bind_at_once``)."""
+    policy follows it (``StatementPolicy.bind_at_once``). A Bind that ends the batch (its
+    Execute not read yet: psycopg's pipeline with large statements, the drivers'
+    differential) counts as executed at once: what follows is not seen here."""
     end = run.index(b"\x00", bind_start + 5)
     portal = run[bind_start + 5 : end + 1]  # the name and its NUL
     n = len(frames)
@@ -145,7 +147,7 @@ def _executed_at_once(run: bytes, frames, i: int, bind_start: int) -> bool:
         else:
             return False
         i += 1
-    return False
+    return True
 
 
 class Relay:

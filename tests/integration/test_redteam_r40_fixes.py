@@ -483,8 +483,11 @@ def test_followed_statements_bound_and_run(px, pg, name):
 
 def test_streamed_bind_of_a_prepare_ends_the_session(px, pg):
     """The PREPARE's Bind carries a 600 KiB value (a parameter type declared at its
-    Parse): streamed in parts, its Execute is in a later read. Refused (the session ends),
-    not decided as executed at once."""
+    Parse): streamed in parts, its Execute is in a later read. Until session 23's drivers'
+    differential it was refused (the session ended); a Bind that ends its batch now counts
+    as executed at once (psycopg's pipeline split a Bind from its Execute), its PREPARE
+    followed, and the Bind of r40s after the rename is decided on the PREPARE's text and
+    refused. Either way: no marker."""
     t = "pt_5"
     steps = [
         _prepared_three(t, oids=(25,)),
@@ -520,4 +523,4 @@ def test_streamed_bind_of_a_prepare_ends_the_session(px, pg):
             except OSError:
                 pass
     assert not shows(got, MARK["pin"]), ("LEAK", got[-500:])
-    assert "08P01" in got and "streamed in parts" in got, got[-500:]
+    assert ("08P01" in got and "streamed in parts" in got) or "C42501" in got, got[-500:]

@@ -38,7 +38,16 @@ r41selfv AS SELECT val FROM r41x.vault WHERE key = 'pin'``). Every probe runs di
 the upstream login first and must show its marker there (``RuntimeError`` otherwise);
 renames are made in blocks rolled back. ``OK`` = ``SELECT 'ok'::text AS r41_pin``.
 
-Leaks found (strict xfails):
+Leaks found (strict xfails when found; all fixed in session 23, the same tests now pass:
+code whose source says PREPARE, DEALLOCATE or DISCARD is marked as code that may replace
+statements (at first every seed of DDL code but static DDL words was; the drivers'
+differential showed that cost every prepared statement after a call of any plpgsql
+function with dynamic SQL, so SQL built from pieces is a residue again: the ``built-*``
+and ``writer-trigger-vault`` probes are strict xfails); every statement followed at each Bind (DDL, code that may run it,
+statements that change names) must be executed at once; ``_names_unknown`` keeps no
+statement's text, the caller's included, and a Bind decided again does not hold it again
+after such code ran; ``typerel`` and the relation rows follow the types a user-written
+function compares (a range's subtype class, a default operator class):
 
 1. **Names code whose words are built at run time** (DDL_CODE_SQL's ``names`` column:
    ``src ~ '\\m(prepare|deallocate|discard)\\M'``, a backslash, ``U&`` or another language;
@@ -278,6 +287,15 @@ def _error(text: str) -> bool:
     return "SERROR\x00" in text or "SFATAL\x00" in text
 
 
+RESIDUE_WHY = (
+    "LEAK (residue, session 23): code that builds PREPARE/DEALLOCATE from pieces (EXECUTE of "
+    "a concatenation, format()) is not marked as code that may replace statements: only the "
+    "words are read, since marking every function with dynamic SQL would cost a session "
+    "every statement its driver prepared each time one is called (the drivers' "
+    "differential); the policy decides the name's Bind on its own text"
+)
+
+
 def _cases(cases: dict) -> list:
     """Each case's last item: False (holds) or the reason of its strict xfail (a leak)."""
     return [
@@ -321,7 +339,7 @@ NAMES = {
             _one("r41s"),
             (query("ROLLBACK"),),
         ],
-        BUILT_WHY,
+        RESIDUE_WHY,
     ),
     "built-format": (
         "migrator",
@@ -333,7 +351,7 @@ NAMES = {
             _one("r41s"),
             (query("ROLLBACK"),),
         ],
-        BUILT_WHY,
+        RESIDUE_WHY,
     ),
     "built-renames-too": (
         "mover",
@@ -344,7 +362,7 @@ NAMES = {
             _one("r41s"),
             (query("ROLLBACK"),),
         ],
-        BUILT_WHY,
+        RESIDUE_WHY,
     ),
     "built-trigger": (
         "migrator",
@@ -356,7 +374,7 @@ NAMES = {
             _one("r41s"),
             (query("ROLLBACK"),),
         ],
-        BUILT_WHY,
+        RESIDUE_WHY,
     ),
     "portal-bound-before-block": (
         "migrator",
@@ -369,7 +387,7 @@ NAMES = {
             _one("r41s"),
             (query("ROLLBACK"),),
         ],
-        PORTAL_WHY,
+        False,  # fixed in session 23 (PORTAL_WHY)
     ),
     "portal-bound-before-group": (
         "migrator",
@@ -386,7 +404,7 @@ NAMES = {
             _one("r41s"),
             (query("ROLLBACK"),),
         ],
-        PORTAL_WHY,
+        False,  # fixed in session 23 (PORTAL_WHY)
     ),
     "portal-bound-before-sql-execute": (
         "migrator",
@@ -399,7 +417,7 @@ NAMES = {
             (query("EXECUTE r41q"),),
             (query("ROLLBACK"),),
         ],
-        PORTAL_WHY,
+        False,  # fixed in session 23 (PORTAL_WHY)
     ),
     "replaces-itself": (
         "migrator",
@@ -411,7 +429,7 @@ NAMES = {
             _one("r41self"),
             (query("ROLLBACK"),),
         ],
-        SELF_WHY,
+        False,  # fixed in session 23 (SELF_WHY)
     ),
     "writer-trigger-vault": (
         "writer",
@@ -420,7 +438,7 @@ NAMES = {
             (query("INSERT INTO r41w.swapperv VALUES (1)"),),
             _one("r41s"),
         ],
-        BUILT_WHY,
+        RESIDUE_WHY,
     ),
     "replaces-itself-no-rename": (
         "migrator",
@@ -429,7 +447,7 @@ NAMES = {
             _one("r41selfv"),
             _one("r41selfv"),
         ],
-        SELF_WHY,
+        False,  # fixed in session 23 (SELF_WHY)
     ),
 }
 
@@ -465,8 +483,8 @@ CALLS = {
         False,
     ),
     "partition-routing": ("INSERT INTO r41w.parted_k VALUES (11)", "migrator", False),
-    "range-in-granted-code": ("SELECT public.r41_rcode()", "migrator", HIDDEN_WHY),
-    "range-sorted-in-granted-code": ("SELECT public.r41_rsort()", "migrator", HIDDEN_WHY),
+    "range-in-granted-code": ("SELECT public.r41_rcode()", "migrator", False),
+    "range-sorted-in-granted-code": ("SELECT public.r41_rsort()", "migrator", False),
 }
 
 

@@ -81,3 +81,29 @@ def test_code_that_only_runs_ddl_keeps_the_statement_texts():
     assert p.check_query("SELECT public.attach()").allowed
     v = p.check_bind("s", (), (), "utf-8")
     assert v.allowed, v.message
+
+
+def test_a_statement_running_code_that_may_prepare_is_not_held_after_it_ran():
+    """Round 41: the code may replace the very statement that calls it (``DEALLOCATE x;
+    PREPARE x AS ...`` while x runs): after its Bind the policy holds no text for x, so
+    the next Bind of x is refused until x is prepared again."""
+    names = ("public.attach", "attach")
+    p, _c, _calls = _session(names_functions=names)
+    assert p.check_parse("SELECT public.attach()", (), "x").allowed
+    p.answered(True)
+    assert p.check_bind("x", (), (), "utf-8").allowed  # it runs now
+    p.answered(True)
+    v = p.check_bind("x", (), (), "utf-8")
+    assert not v.allowed and "prepare it again" in v.message, v.message
+
+
+def test_a_followed_statement_must_be_executed_at_once():
+    """Round 41: a portal of a statement that runs such code, bound and executed after a
+    later Parse, would replace names after the policy followed that Parse."""
+    p, _c, _calls = _session()
+    assert p.check_parse("SELECT public.attach()", (), "x").allowed
+    assert "x" in p.followed
+    p.answered(True)
+    p.bind_at_once = False
+    v = p.check_bind("x", (), (), "utf-8")
+    assert not v.allowed and "executing its portal at once" in v.message, v.message

@@ -171,7 +171,7 @@ def test_the_relay_sees_whether_a_bind_is_executed_at_once():
         ((bind("p", "s"), describe_portal("p"), execute("p"), SYNC), True),
         ((bind("", "s"), execute(""), SYNC), True),
         ((bind("p", "s"), SYNC), False),  # executed later, if at all
-        ((bind("p", "s"),), False),  # the batch ends: not seen
+        ((bind("p", "s"),), True),  # the batch ends: what follows is not seen here
         ((bind("p", "s"), execute("q"), SYNC), False),  # another portal
         ((bind("p", "s"), execute("pp"), SYNC), False),  # a longer name
         ((bind("pp", "s"), execute("p"), SYNC), False),
