@@ -959,7 +959,7 @@ class Snapshot:
     ddl_objects: bool = False
     # of those, the functions and relations whose code may also prepare or remove
     # statements (DDL_CODE_SQL's last column): a statement running one leaves the policy
-    # holding no statement's text (``StatementPolicy._names_unknown``; red-team round 40)
+    # holding no statement's text (``StatementPolicy.names_unknown``; red-team round 40)
     names_functions: frozenset[str] = frozenset()
     names_relations: frozenset[str] = frozenset()
     # relations a read or write of which may run such a function: where a trigger, rule,

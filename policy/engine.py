@@ -406,7 +406,7 @@ class StatementPolicy:
         self._touches: dict[str, int] = {}
         self._parse_group: dict[str, int] = {}
         self.sending_group = -1
-        self._names_epoch = 0  # counts ``_names_unknown``
+        self._names_epoch = 0  # counts ``names_unknown``
         # the relay sets it before ``check_bind``: the Bind is followed in its batch by the
         # Execute of its portal (nothing between but Describes of it)
         self.bind_at_once = True
@@ -2004,12 +2004,12 @@ class StatementPolicy:
             # a forgotten one is (red-team round 39: a granted function's PREPARE)
             self._forgot = True
             if any(d.opens_ddl and self._runs_names_code(c) for c, d in pairs):
-                self._names_unknown()
+                self.names_unknown()
         if fresh:
             self.ddl_unsettled = self.ddl_unsettled | fresh
         return True
 
-    def _names_unknown(self) -> None:
+    def names_unknown(self) -> None:
         """Code that may prepare or remove statements runs (``_runs_names_code``): the
         server may hold other text under any name, so the policy holds none. A Bind or
         EXECUTE of a name from now on is refused until it is prepared again (red-team

@@ -129,25 +129,38 @@ class Counters:
 
 def _executed_at_once(run: bytes, frames, i: int, bind_start: int) -> bool:
     """Is the Bind at ``bind_start`` followed in this batch (``frames[i:]``) by an Execute
-    of its portal, with nothing between but Describes of that portal? Then the server runs
-    it before any other message: what its statement changes happens in the order the
-    policy follows it (``StatementPolicy.bind_at_once``). A Bind that ends the batch (its
-    Execute not read yet: psycopg's pipeline with large statements, the drivers'
-    differential) counts as executed at once: what follows is not seen here."""
+    of its portal, with nothing between but Describes of that portal (or does the batch
+    end first)? ``_next_execute``."""
+    return _next_execute(run, frames, i, _portal_of(run, bind_start)) != 0
+
+
+def _portal_of(run: bytes, bind_start: int) -> bytes:
+    """The portal name a Bind frame names, with its NUL (as Describe and Execute have it)."""
     end = run.index(b"\x00", bind_start + 5)
-    portal = run[bind_start + 5 : end + 1]  # the name and its NUL
+    return run[bind_start + 5 : end + 1]
+
+
+def _next_execute(run: bytes, frames, i: int, portal: bytes) -> int:
+    """After a Bind of ``portal``: 1 if ``frames[i:]`` run it next (an Execute of it, with
+    nothing between but Describes of it), 0 if another message comes first, -1 if the
+    batch ends before either. Executed next, the server runs the portal before any other
+    message, so what its statement changes happens in the order the policy follows it
+    (``StatementPolicy.bind_at_once``); a batch that ends first (psycopg's pipeline with
+    large statements splits a Bind from its Execute) is looked at again with the next one
+    (``Relay._bind_pending``)."""
     n = len(frames)
+    size = len(portal)
     while i < n:
         t, start, _end = frames[i]
         if t == _DESCRIBE and run[start + 5 : start + 6] == b"P":
-            if run[start + 6 : start + 6 + len(portal)] != portal:
-                return False
+            if run[start + 6 : start + 6 + size] != portal:
+                return 0
         elif t == _EXECUTE:
-            return run[start + 5 : start + 5 + len(portal)] == portal
+            return 1 if run[start + 5 : start + 5 + size] == portal else 0
         else:
-            return False
+            return 0
         i += 1
-    return True
+    return -1
 
 
 class Relay:
@@ -222,6 +235,8 @@ class Relay:
         # a private statement was made: a Bind naming one directly (its name can be
         # learned) is refused, so Binds stay looked at for the rest of the session
         self._pinned_any = False
+        # the portal of a followed statement's Bind that ended a read (``_next_execute``)
+        self._bind_pending: bytes | None = None
         # the Sync group (``SyncGroups.sent_groups``) in which a message was refused because
         # the recorder cannot record: the server skips the rest of it, so its Binds and
         # Executes need no refusal of their own
@@ -329,6 +344,16 @@ class Relay:
         n = len(frames)
         policy = self.policy
         health = self.health
+        pending = self._bind_pending
+        if pending is not None and policy is not None:
+            # a followed statement's Bind ended the last read: its Execute must lead this
+            # one, or what it changes happens after messages the policy followed first
+            # (a client splitting them on purpose, to slip a Parse between)
+            next_execute = _next_execute(run, frames, 0, pending)
+            if next_execute >= 0:
+                self._bind_pending = None
+                if next_execute == 0:
+                    policy.names_unknown()
         # looked at once per batch of frames (one socket read): it holds for all of them
         unhealthy = health is not None and not health.healthy
         if unhealthy:
@@ -444,8 +469,12 @@ class Relay:
                     verdict = ENCODING_IN_FLIGHT
                 else:
                     policy.sending_group = groups.sent_groups
-                    policy.bind_at_once = _executed_at_once(run, frames, i, start)
+                    portal = _portal_of(run, start)
+                    next_execute = _next_execute(run, frames, i, portal)
+                    policy.bind_at_once = next_execute != 0
                     verdict = policy.check_bind(name, formats, values, self.encoding)
+                    if next_execute < 0 and verdict.allowed and name in policy.followed:
+                        self._bind_pending = portal  # its Execute comes with the next read
                 if part and not verdict.allowed:
                     self._record(verdict, "Bind", "", statement=name)
                     raise ProtocolViolation(

@@ -97,6 +97,10 @@ class Policy(Protocol):
     # the Bind being decided is followed in its batch by the Execute of its portal
     bind_at_once: bool
 
+    def names_unknown(self) -> None:
+        """The server may hold other text under any statement name now."""
+        ...
+
     def commits_prepared(self) -> None:
         """COMMIT PREPARED goes upstream: it may commit another session's DDL."""
         ...

@@ -305,6 +305,25 @@ FOLLOWED = {
         ],
         False,
     ),
+    # session 23: each Bind alone in its read (a Bind that ends a read counts as executed at
+    # once, for psycopg's pipeline): the next read does not start with its Execute, so the
+    # policy holds no statement text from then on (``Relay._bind_pending``, names_unknown)
+    "portal-bound-alone-in-its-read": (
+        lambda t: [
+            (parse("r39dd", "DEALLOCATE r39s"), parse("r39pp", f"PREPARE r39s AS {pin(t)}"), SYNC),
+            (query("BEGIN"),),
+            (bind("pd", "r39dd"),),
+            0.2,
+            (bind("pp", "r39pp"),),
+            0.2,
+            (parse("r39s", OK), SYNC),
+            (execute("pd"), execute("pp"), SYNC),
+            (query(away(t)),),
+            _one("r39s"),
+            (query("ROLLBACK"),),
+        ],
+        False,
+    ),
     # the same in one Sync group, no block
     "portal-run-after-the-parse-one-group": (
         lambda t: [

@@ -41,6 +41,9 @@ class PolicySeam:
     def writes_done(self) -> None:
         pass
 
+    def names_unknown(self) -> None:
+        pass
+
     def closed(self, name: str) -> None:
         pass
 

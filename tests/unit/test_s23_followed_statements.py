@@ -182,3 +182,17 @@ def test_the_relay_sees_whether_a_bind_is_executed_at_once():
         run, frames = _frames(*msgs)
         _t, start, _end = frames[0]
         assert _executed_at_once(run, frames, 1, start) is expected, msgs
+
+
+def test_a_bind_that_ends_a_read_is_looked_at_again_with_the_next():
+    """``_next_execute``: 1 executed next, 0 another message first, -1 the read ended (then
+    the relay looks at the next read's first frames: ``Relay._bind_pending``)."""
+    from proxy.relay import _next_execute
+    from tests.support.rawpg import SYNC, bind, execute, parse
+
+    run, frames = _frames(bind("p", "s"))
+    assert _next_execute(run, frames, 1, b"p\x00") == -1
+    run, frames = _frames(execute("p"), SYNC)
+    assert _next_execute(run, frames, 0, b"p\x00") == 1
+    run, frames = _frames(parse("s", "SELECT 1"), execute("p"), SYNC)
+    assert _next_execute(run, frames, 0, b"p\x00") == 0
