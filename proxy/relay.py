@@ -345,15 +345,21 @@ class Relay:
         policy = self.policy
         health = self.health
         pending = self._bind_pending
-        if pending is not None and policy is not None:
+        if pending is not None:
             # a followed statement's Bind ended the last read: its Execute must lead this
-            # one, or what it changes happens after messages the policy followed first
-            # (a client splitting them on purpose, to slip a Parse between)
+            # one (a Describe of its portal may come first). Anything else would run it
+            # after messages the policy followed first (a client splitting them on purpose
+            # to slip a Parse or DDL between: red-team round 42), and the Bind has gone
+            # upstream already: the session ends, its portal with it
             next_execute = _next_execute(run, frames, 0, pending)
-            if next_execute >= 0:
+            if next_execute == 0:
+                raise ProtocolViolation(
+                    "a Bind of a statement the proxy follows at each run (DDL, or one that "
+                    "prepares or removes statements) must be followed by the Execute of its "
+                    "portal; another message came first: ending the session"
+                )
+            if next_execute > 0:
                 self._bind_pending = None
-                if next_execute == 0:
-                    policy.names_unknown()
         # looked at once per batch of frames (one socket read): it holds for all of them
         unhealthy = health is not None and not health.healthy
         if unhealthy:

@@ -408,8 +408,11 @@ def test_statement_names_changed_unseen(px, pg, name):
     if not shows(direct, MARK["pin"]):
         raise RuntimeError(("precondition: no marker directly", name, direct[-400:]))
     with planted.session(px, px.tokens["migrator"]) as c:
-        got = run_steps(c, build(t))
-        assert any(f[:1] == b"D" for f in c.query("SELECT 1")), name  # the session goes on
+        got, ended = planted.run_steps_until_ended(c, build(t))
+        if not ended:
+            assert any(f[:1] == b"D" for f in c.query("SELECT 1")), name  # it goes on
     assert not shows(got, MARK["pin"]), ("LEAK", name, got[-500:])
-    if not leaks:  # a control: the policy refused it (not the server)
-        assert "C42501" in got and "pgwitness" in got, (name, got[-500:])
+    if not leaks:  # a control: the policy refused it (not the server), or the proxy ended
+        # the session: a pending Bind's Execute did not lead the next read (session 23)
+        refused = "C42501" in got and "pgwitness" in got
+        assert refused or (ended and "must be followed by the Execute" in got), (name, got[-500:])

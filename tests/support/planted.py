@@ -347,6 +347,30 @@ def every_block_mode(handle, token: str, sqls) -> dict[str, str]:
     return out
 
 
+def run_steps_until_ended(c: RawClient, steps) -> tuple[str, bool]:
+    """``run_steps``, but the proxy may end the session part-way (a FATAL, then EOF):
+    every byte received until then, and whether it ended."""
+    out: list[bytes] = []
+    try:
+        for step in steps:
+            if isinstance(step, float):
+                time.sleep(step)
+                continue
+            c.send(*step)
+            for _ in range(sum(1 for f in step if f[:1] in (b"Q", b"S"))):
+                frames = c.frames_until_ready()
+                out += frames
+                if any(f[:1] == b"E" and b"SFATAL\x00" in f for f in frames):
+                    return text(out), True
+    except (OSError, EOFError):
+        return text(out), True
+    except AssertionError as exc:  # (frames_until_ready: EOF before a ReadyForQuery)
+        if not str(exc).startswith("connection closed"):
+            raise
+        return text(out), True
+    return text(out), False
+
+
 def run_steps(c: RawClient, steps) -> str:
     """Each step's frames sent at once, then its answers (one ReadyForQuery per Query or
     Sync in it); a float step sleeps that long. Every byte received, as text (rounds
