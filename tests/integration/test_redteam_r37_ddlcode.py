@@ -168,10 +168,6 @@ def px(pg, tmp_path_factory):
         yield handle
 
 
-def _error(text: str) -> bool:
-    return "SERROR\x00" in text or "SFATAL\x00" in text
-
-
 def _read(c: RawClient, n: int) -> str:
     out: list[bytes] = []
     for _ in range(n):
@@ -186,7 +182,7 @@ def _unseen(pg, mig: RawClient) -> None:
         c.query(DETACH)
         c.query("DELETE FROM r37w.t; DELETE FROM r37w.u; DELETE FROM r37x.hook")
     got = planted.text(mig.query("COMMENT ON TABLE r37w.t IS 'r37'"))
-    assert not _error(got), got[-300:]
+    assert not planted.is_error(got), got[-300:]
     time.sleep(0.6)
 
 
@@ -220,24 +216,10 @@ def _cases(cases: dict, why: str) -> list:
 
 @pytest.mark.parametrize("name", _cases(CALLS, HIDDEN_WHY))
 def test_ddl_run_by_unnamed_code(px, pg, name):
-    call, _ = CALLS[name]
-    with RawClient.direct(pg) as c:
-        c.query(DETACH)
-        ran = planted.text(c.query(call))
-        direct = planted.text(c.query(WRITE))
-        c.query(DETACH)
-    if _error(ran) or not shows(direct, MARKER):
-        raise RuntimeError(("precondition: no marker directly", ran[-300:], direct[-300:]))
-    with planted.session(px, px.tokens["migrator"]) as mig:
-        _unseen(pg, mig)
-        got = planted.text(mig.query(call))
-        assert not _error(got), got[-300:]
-        try:
-            out = planted.writes_every_mode(px, px.tokens["writer"], WRITE)
-        finally:
-            with RawClient.direct(pg) as c:
-                c.query(DETACH)
-    planted.assert_trigger_withheld(out, lambda t: shows(t, MARKER), name)
+    planted.assert_hidden_ddl_withheld(
+        px, pg, call=CALLS[name][0], caller="migrator", write=WRITE,
+        reset=lambda c: c.query(DETACH), unseen=_unseen, marker=MARKER, label=name,
+    )  # fmt: skip
 
 
 @pytest.mark.parametrize("proc", ["r37_procn", "r37_proc"])
@@ -249,7 +231,7 @@ def test_call_of_a_procedure_is_refused(px, pg, proc):
         ran = planted.text(c.query(call))
         direct = planted.text(c.query(WRITE))
         c.query(DETACH)
-    if _error(ran) or not shows(direct, MARKER):
+    if planted.is_error(ran) or not shows(direct, MARKER):
         raise RuntimeError(("precondition: no marker directly", ran[-300:], direct[-300:]))
     with planted.session(px, px.tokens["migrator"]) as mig:
         _unseen(pg, mig)
@@ -298,7 +280,7 @@ def _lock_wait(mig: RawClient, wr: RawClient, name: str) -> str:
         wr.query(pre)
     mig.query("BEGIN")
     made = planted.text(mig.query(ATTACH))
-    assert not _error(made), made[-300:]
+    assert not planted.is_error(made), made[-300:]
     time.sleep(0.6)  # the reload the DDL started is done (nothing new: not committed)
     wr.send(*frames)
     time.sleep(0.4)  # decided, sent, waiting on the server for the lock
@@ -356,7 +338,7 @@ def _later(mig: RawClient, wr: RawClient, name: str) -> str:
     wr.send(query(SLOW))
     time.sleep(0.3)  # the first Query sleeps: its INSERT is not analysed yet
     made = planted.text(mig.query(ATTACH))  # autocommit: settled when answered
-    assert not _error(made), made[-300:]
+    assert not planted.is_error(made), made[-300:]
     time.sleep(0.6)  # the reload that DDL started is done
     n = 1
     if later is not None:

@@ -283,10 +283,6 @@ def px(pg, tmp_path_factory):
         yield handle
 
 
-def _error(text: str) -> bool:
-    return "SERROR\x00" in text or "SFATAL\x00" in text
-
-
 RESIDUE_WHY = (
     "LEAK (residue, session 23): code that builds PREPARE/DEALLOCATE from pieces (EXECUTE of "
     "a concatenation, format()) is not marked as code that may replace statements: only the "
@@ -493,7 +489,7 @@ def _unseen(pg, mig: RawClient) -> None:
         c.query(DETACH)
         c.query("DELETE FROM r41w.t")
     got = planted.text(mig.query("COMMENT ON TABLE r41w.t IS 'r41'"))
-    assert not _error(got), got[-300:]
+    assert not planted.is_error(got), got[-300:]
     time.sleep(0.6)
 
 
@@ -509,21 +505,7 @@ def _reset(c: RawClient) -> None:
 @pytest.mark.parametrize("name", _cases(CALLS))
 def test_ddl_run_by_unseen_code(px, pg, name):
     call, grant, _ = CALLS[name]
-    with RawClient.direct(pg) as c:
-        _reset(c)
-        ran = planted.text(c.query(call))
-        direct = planted.text(c.query(WRITE))
-        _reset(c)
-    if _error(ran) or not shows(direct, MARK["trg"]):
-        raise RuntimeError(("precondition: no marker directly", ran[-300:], direct[-300:]))
-    with planted.session(px, px.tokens["migrator"]) as mig:
-        _unseen(pg, mig)
-    with planted.session(px, px.tokens[grant]) as caller:
-        got = planted.text(caller.query(call))
-        assert not _error(got), got[-300:]
-        try:
-            out = planted.writes_every_mode(px, px.tokens["writer"], WRITE)
-        finally:
-            with RawClient.direct(pg) as c:
-                _reset(c)
-    planted.assert_trigger_withheld(out, lambda t: shows(t, MARK["trg"]), name)
+    planted.assert_hidden_ddl_withheld(
+        px, pg, call=call, caller=grant, write=WRITE, reset=_reset, unseen=_unseen,
+        marker=MARK["trg"], label=name,
+    )  # fmt: skip

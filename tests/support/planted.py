@@ -347,6 +347,41 @@ def every_block_mode(handle, token: str, sqls) -> dict[str, str]:
     return out
 
 
+def is_error(text_: str) -> bool:
+    """Does received ``text_`` hold an ERROR or FATAL?"""
+    return "SERROR\x00" in text_ or "SFATAL\x00" in text_
+
+
+def assert_hidden_ddl_withheld(
+    handle, pg, *, call: str, caller: str, write: str, reset, unseen, marker: str, label: str
+) -> None:
+    """The red-team rounds' probe of DDL run by code (rounds 37-41): ``call`` runs code
+    that creates a trigger raising ``marker`` on the table ``write`` writes. Directly
+    first, as the upstream login (no marker there: RuntimeError, the probe proves nothing);
+    then ``unseen(pg, session)`` in a migrator session (the proxy's snapshot without the
+    trigger), ``call`` through grant ``caller``, and ``write`` by the writer in every mode:
+    the trigger must have run and its message been withheld. ``reset(client)`` drops the
+    trigger (directly, before and after)."""
+    with RawClient.direct(pg) as c:
+        reset(c)
+        ran = text(c.query(call))
+        direct = text(c.query(write))
+        reset(c)
+    if is_error(ran) or not shows(direct, marker):
+        raise RuntimeError(("precondition: no marker directly", ran[-300:], direct[-300:]))
+    with session(handle, handle.tokens["migrator"]) as mig:
+        unseen(pg, mig)
+    with session(handle, handle.tokens[caller]) as c:
+        got = text(c.query(call))
+        assert not is_error(got), got[-300:]
+        try:
+            out = writes_every_mode(handle, handle.tokens["writer"], write)
+        finally:
+            with RawClient.direct(pg) as d:
+                reset(d)
+    assert_trigger_withheld(out, lambda t: shows(t, marker), label)
+
+
 def run_steps_until_ended(c: RawClient, steps) -> tuple[str, bool]:
     """``run_steps``, but the proxy may end the session part-way (a FATAL, then EOF):
     every byte received until then, and whether it ended."""
