@@ -460,20 +460,23 @@ SELECT CASE d.classid
 FROM pg_catalog.pg_depend d
 WHERE d.refclassid = 'pg_catalog.pg_proc'::pg_catalog.regclass AND d.refobjid = {fn}
 UNION ALL
-SELECT c.oid FROM pg_catalog.pg_depend d
-CROSS JOIN LATERAL (
-  SELECT k.contypid FROM pg_catalog.pg_constraint k
-  WHERE d.classid = 'pg_catalog.pg_constraint'::pg_catalog.regclass AND k.oid = d.objid
+SELECT c.oid FROM (
+  SELECT x.typ FROM pg_catalog.pg_depend d CROSS JOIN LATERAL (
+    SELECT k.contypid FROM pg_catalog.pg_constraint k
+    WHERE d.classid = 'pg_catalog.pg_constraint'::pg_catalog.regclass AND k.oid = d.objid
+    UNION ALL
+    SELECT d.objid WHERE d.classid = 'pg_catalog.pg_type'::pg_catalog.regclass
+    UNION ALL
+    SELECT t FROM pg_catalog.pg_cast k, LATERAL unnest(ARRAY[k.castsource, k.casttarget]) t
+    WHERE d.classid = 'pg_catalog.pg_cast'::pg_catalog.regclass AND k.oid = d.objid
+      AND t >= 16384  -- (a user type: a system type's cast is GLOBAL_CASTS_SQL's)
+  ) x(typ)
+  WHERE d.refclassid = 'pg_catalog.pg_proc'::pg_catalog.regclass AND d.refobjid = {fn}
   UNION ALL
-  SELECT d.objid WHERE d.classid = 'pg_catalog.pg_type'::pg_catalog.regclass
-  UNION ALL
-  SELECT t FROM pg_catalog.pg_cast k, LATERAL unnest(ARRAY[k.castsource, k.casttarget]) t
-  WHERE d.classid = 'pg_catalog.pg_cast'::pg_catalog.regclass AND k.oid = d.objid
-    AND t >= 16384  -- (a user type: a system type's cast is GLOBAL_CASTS_SQL's)
-) x(typ)
-JOIN typerel tr ON tr.typ = x.typ
+  SELECT cmp.typ FROM ({compares}) cmp(typ, fn) WHERE cmp.fn = {fn}
+) ty(typ)
+JOIN typerel tr ON tr.typ = ty.typ
 JOIN pg_catalog.pg_class c ON c.reltype = tr.whole
-WHERE d.refclassid = 'pg_catalog.pg_proc'::pg_catalog.regclass AND d.refobjid = {fn}
 UNION ALL
 SELECT unnest(ARRAY[k.conrelid, nullif(k.confrelid, 0)]) FROM pg_catalog.pg_depend od
 JOIN pg_catalog.pg_depend cd ON cd.refclassid = 'pg_catalog.pg_operator'::pg_catalog.regclass
@@ -483,11 +486,6 @@ WHERE od.classid = 'pg_catalog.pg_operator'::pg_catalog.regclass
   AND od.refclassid = 'pg_catalog.pg_proc'::pg_catalog.regclass AND od.refobjid = {fn}
 UNION ALL
 SELECT relid FROM ({opclass_code}) oc(relid, fn) WHERE oc.fn = {fn}
-UNION ALL
-SELECT c.oid FROM ({compares}) cmp(typ, fn)
-JOIN typerel tr ON tr.typ = cmp.typ
-JOIN pg_catalog.pg_class c ON c.reltype = tr.whole
-WHERE cmp.fn = {fn}
 """
 # ... and every relation a statement on which reaches one of those (``reach``): a view or
 # a relation with rules whose query reads or writes it, an inheritance parent, a table

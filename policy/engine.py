@@ -622,12 +622,6 @@ class StatementPolicy:
                 if text is None:
                     self._ran_ddl(pairs)  # it runs again: as DDL through the proxy does
                     again = Verdict(True, pairs, "")
-                elif name in self._followed_leaving and self._bound_to_its_parse(name):
-                    # parsed again in this Sync group: the Bind binds that Parse's text,
-                    # decided at it (the unnamed statement in psycopg's pipeline)
-                    again = Verdict(True, ((_bind_of(name), Decision(
-                        True, "default.statement", "its Parse in this Sync group decided it",
-                    )),), "")  # fmt: skip
                 else:
                     again = self._stateful_again(name, text)
                 if not again.allowed or again.would_deny or name not in self.bind_pins:
@@ -657,6 +651,12 @@ class StatementPolicy:
         (PREPARE, EXECUTE, DEALLOCATE, DISCARD): the server runs it again, so it is decided
         again on the names as they are now and its change applied again (``_verdict``)."""
         if name in self._followed_leaving:
+            if self._bound_to_its_parse(name):
+                # parsed again in this Sync group: the Bind binds that Parse's text,
+                # decided at it (the unnamed statement in psycopg's pipeline)
+                return Verdict(True, ((_bind_of(name), Decision(
+                    True, "default.statement", "its Parse in this Sync group decided it",
+                )),), "")  # fmt: skip
             # closed or parsed again, not yet answered: the server may hold this text or
             # the new one, and which names it changes is not known
             return self._refused(_bind_of(name), Decision(

@@ -127,13 +127,6 @@ class Counters:
     db_denied: int = 0  # the database refused (42501) what the policy let through
 
 
-def _executed_at_once(run: bytes, frames, i: int, bind_start: int) -> bool:
-    """Is the Bind at ``bind_start`` followed in this batch (``frames[i:]``) by an Execute
-    of its portal, with nothing between but Describes of that portal (or does the batch
-    end first)? ``_next_execute``."""
-    return _next_execute(run, frames, i, _portal_of(run, bind_start)) != 0
-
-
 def _portal_of(run: bytes, bind_start: int) -> bytes:
     """The portal name a Bind frame names, with its NUL (as Describe and Execute have it)."""
     end = run.index(b"\x00", bind_start + 5)
