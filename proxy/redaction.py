@@ -146,16 +146,28 @@ def strip_code(frame: bytes, encoding: str) -> bytes | None:
 _KEPT = (ord("S"), ord("V"), ord("C"))  # severity (localized and not), SQLSTATE
 
 
-def withhold_message(frame: bytes, encoding: str) -> bytes:
-    """An ErrorResponse/NoticeResponse reduced to its severity and SQLSTATE, with a note
-    for a message: the session wrote rows of a relation the grant may not read (itself,
-    or through foreign-key actions), and the server's message may quote them."""
-    note = (
-        "pgwitness: message withheld: this session writes rows of a relation this grant "
-        "may not read (itself or through foreign-key actions), and the server's message "
-        "may quote them"
-    ).encode(encoding, "replace")
+# Why a message is withheld (``withhold_message``'s note): the session writes rows the
+# grant may not read (``Relay.withholding``), or another session's schema change may have
+# attached code to what this statement ran after it was checked (``writes_moved``).
+UNREADABLE_WRITES = (
+    "pgwitness: message withheld: this session writes rows of a relation this grant "
+    "may not read (itself or through foreign-key actions), and the server's message "
+    "may quote them"
+)
+SCHEMA_MOVED = (
+    "pgwitness: message withheld: a schema change (DDL) in another session of this "
+    "database was open or went through while this statement ran, so the server may have "
+    "run code its check did not know of, and the message may quote rows this grant may "
+    "not read; the same statement gets the full message once no schema change is in "
+    "progress"
+)
+
+
+def withhold_message(frame: bytes, encoding: str, note: str = UNREADABLE_WRITES) -> bytes:
+    """An ErrorResponse/NoticeResponse reduced to its severity and SQLSTATE, with ``note``
+    (why) for a message: the server's message may quote rows the grant may not read."""
+    note_bytes = note.encode(encoding, "replace")
     fields = [(code, value) for code, value in error_fields(frame) if code in _KEPT]
-    fields.append((ord("M"), note))
+    fields.append((ord("M"), note_bytes))
     body = b"".join(bytes((code,)) + value + b"\x00" for code, value in fields)
     return _frame(frame[:1], body + b"\x00")

@@ -34,7 +34,15 @@ from .decision_records import DECISION_SHAPE, DecisionRecords
 from .denials import ASYNC as _ASYNC
 from .denials import HOLDABLE as _HOLDABLE
 from .denials import Denials, local_denial
-from .redaction import quotes_code, redact_error, strip_code, withhold_message, worth_a_look
+from .redaction import (
+    SCHEMA_MOVED,
+    UNREADABLE_WRITES,
+    quotes_code,
+    redact_error,
+    strip_code,
+    withhold_message,
+    worth_a_look,
+)
 from .seams import Health, Policy, SessionSink, Verdict
 
 F = m.Frontend
@@ -740,11 +748,13 @@ class Relay:
         groups = self.groups
         counting = groups.counting()
         withholding = self.withholding
+        note = UNREADABLE_WRITES  # why what the server says is withheld, when it is
         policy = self.policy
         if not withholding and policy is not None and policy.write_mark is not None:
             # a write allowed since everything was answered may run what another session's
             # DDL attached since its decision (``writes_moved``): withheld as above
             withholding = policy.enforce and policy.writes_moved()
+            note = SCHEMA_MOVED
         strips = self.strips_code
         notices = withholding or strips  # looked at: each is rare
         # the session's DDL is open: its transaction's end is looked for (``_tx_ended``)
@@ -772,7 +782,7 @@ class Relay:
                 # withheld as an error would be (proxy.redaction): all but severity and
                 # SQLSTATE while writes reach an unreadable relation, else the code its
                 # context quotes from a function body
-                quiet = self._quieted(run[start:end], withholding)
+                quiet = self._quieted(run[start:end], note if withholding else None)
                 if quiet is not None:
                     rewritten = self._ensure(rewritten, run, last, start)
                     rewritten.append(quiet)
@@ -822,7 +832,7 @@ class Relay:
                 if _PRIVILEGE_FIELD in run[start:end] and not ours:
                     self._db_denied(run[start:end])
                 if not ours and (withholding or worth_a_look(run[start:end], strips)):
-                    redacted = self._redacted(run[start:end], withholding)
+                    redacted = self._redacted(run[start:end], note if withholding else None)
                     if redacted is not None:  # passed on as the frame below would be
                         rewritten = self._ensure(rewritten, run, last, start)
                         if pending and held:  # held frames go before an error not ours
@@ -871,22 +881,22 @@ class Relay:
             out = b"".join(rewritten)
         return self.deliver(out)
 
-    def _quieted(self, frame: bytes, withholding: bool) -> bytes | None:
-        """A notice, withheld (``withholding``) or without quoted code; None: as it is."""
-        if withholding:
-            return withhold_message(frame, self.encoding)
+    def _quieted(self, frame: bytes, withheld: str | None) -> bytes | None:
+        """A notice, withheld (``withheld``: why) or without quoted code; None: as it is."""
+        if withheld is not None:
+            return withhold_message(frame, self.encoding, withheld)
         return self._stripped(frame)
 
-    def _redacted(self, frame: bytes, withholding: bool) -> bytes | None:
+    def _redacted(self, frame: bytes, withheld: str | None) -> bytes | None:
         """An error that may quote a row of a relation the grant may not read, withheld
-        (``proxy.redaction``): all but severity and SQLSTATE while ``withholding``, else its
+        (``proxy.redaction``): all but severity and SQLSTATE, with ``withheld`` (why), else its
         DETAIL and CONTEXT if it names such a relation. None: passed on as it is (no
         policy, a dry run, nothing to withhold)."""
         policy = self.policy
         if policy is None or not policy.enforce:
             return None
-        if withholding:
-            return withhold_message(frame, self.encoding)
+        if withheld is not None:
+            return withhold_message(frame, self.encoding, withheld)
         out = redact_error(frame, policy.may_read, self.encoding)
         if self.strips_code:
             stripped = self._stripped(out if out is not None else frame)

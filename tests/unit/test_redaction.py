@@ -104,6 +104,16 @@ def test_withhold_message_keeps_severity_and_sqlstate_only():
     assert reduced[:1] == b"N" and b"secret" not in reduced
 
 
+def test_withhold_message_says_why():
+    from proxy.redaction import SCHEMA_MOVED, UNREADABLE_WRITES, withhold_message
+
+    raised = error(("S", "ERROR"), ("C", "42P01"), ("M", 'relation "x" does not exist'))
+    moved = dict(error_fields(withhold_message(raised, "utf-8", SCHEMA_MOVED)))
+    assert moved[ord("M")] == SCHEMA_MOVED.encode() and moved[ord("C")] == b"42P01"
+    default = dict(error_fields(withhold_message(raised, "latin-1")))
+    assert default[ord("M")] == UNREADABLE_WRITES.encode("latin-1")
+
+
 PL_ERROR = error(
     ("S", "ERROR"), ("V", "ERROR"), ("C", "22P02"),
     ("M", 'invalid input syntax for type integer: "x"'),
