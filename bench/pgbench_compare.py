@@ -436,6 +436,9 @@ class Run:
     # the socket traffic every proxy has (floor, pgbouncer) mostly system time
     loop_user_us_per_txn: float | None = None
     loop_sys_us_per_txn: float | None = None
+    # the main thread's minor page faults per transaction (kernel time no system call
+    # count shows: memory the allocator hands back and touches again)
+    loop_faults_per_txn: float | None = None
 
 
 @dataclass
@@ -534,20 +537,20 @@ def group_cpu_seconds(pgid: int) -> float:
     return total / _CLK_TCK
 
 
-def thread_cpu_seconds(pid: int) -> tuple[float, float]:
-    """(user, system) CPU of process ``pid``'s main thread."""
+def thread_cpu_seconds(pid: int) -> tuple[float, float, int]:
+    """(user, system) CPU and minor page faults of process ``pid``'s main thread."""
     try:
         text = Path(f"/proc/{pid}/task/{pid}/stat").read_text()
     except OSError:
-        return 0.0, 0.0
-    fields = text[text.rindex(")") + 2 :].split()
-    return int(fields[11]) / _CLK_TCK, int(fields[12]) / _CLK_TCK
+        return 0.0, 0.0, 0
+    fields = text[text.rindex(")") + 2 :].split()  # minflt, utime, stime: fields 10, 14, 15
+    return int(fields[11]) / _CLK_TCK, int(fields[12]) / _CLK_TCK, int(fields[7])
 
 
 def run_pgbench(pgbench: str, target: Target, workload: str, duration: int, rnd: int) -> Run:
     pgid = target.proc.pid if target.proc is not None else None
     cpu0 = group_cpu_seconds(pgid) if pgid else 0.0
-    user0, sys0 = thread_cpu_seconds(pgid) if pgid else (0.0, 0.0)
+    user0, sys0, faults0 = thread_cpu_seconds(pgid) if pgid else (0.0, 0.0, 0)
     with tempfile.TemporaryDirectory(prefix="pgw-bench-log-") as log_dir:
         prefix = "pgbench_log" if workload in LOGGED else None
         argv = pgbench_argv(pgbench, target, workload, duration, prefix)
@@ -560,8 +563,8 @@ def run_pgbench(pgbench: str, target: Target, workload: str, duration: int, rnd:
             cwd=log_dir,
         )
         cpu = group_cpu_seconds(pgid) - cpu0 if pgid else None
-        user1, sys1 = thread_cpu_seconds(pgid) if pgid else (0.0, 0.0)
-        user, system = user1 - user0, sys1 - sys0
+        user1, sys1, faults1 = thread_cpu_seconds(pgid) if pgid else (0.0, 0.0, 0)
+        user, system, faults = user1 - user0, sys1 - sys0, faults1 - faults0
         pcts = latency_percentiles(Path(log_dir)) if prefix else None
     out = proc.stdout
     tps, lat = _TPS.search(out), _LAT.search(out)
@@ -589,6 +592,7 @@ def run_pgbench(pgbench: str, target: Target, workload: str, duration: int, rnd:
         loop_cpu_us_per_txn=(user + system) * 1e6 / transactions if pgid and transactions else None,
         loop_user_us_per_txn=user * 1e6 / transactions if pgid and transactions else None,
         loop_sys_us_per_txn=system * 1e6 / transactions if pgid and transactions else None,
+        loop_faults_per_txn=faults / transactions if pgid and transactions else None,
     )
 
 
@@ -952,7 +956,8 @@ def main(argv: list[str] | None = None) -> int:
                         if r.loop_cpu_us_per_txn:  # (runuser's, under root: nothing)
                             cpu += (
                                 f" (main thread {r.loop_cpu_us_per_txn:.1f}: user "
-                                f"{r.loop_user_us_per_txn:.1f} sys {r.loop_sys_us_per_txn:.1f})"
+                                f"{r.loop_user_us_per_txn:.1f} sys {r.loop_sys_us_per_txn:.1f}, "
+                                f"{r.loop_faults_per_txn:.2f} page faults/txn)"
                             )
                     print(
                         f"round {rnd} {w:<20} {t.name:<24} tps {r.tps:>10.0f}  "
