@@ -79,7 +79,12 @@ rename in the same Sync group; the Bind itself split byte-wise over two reads (i
 ends the read: pending): the session ends each time. Controls: ``SELECT
 public.r43_swap(2)`` after ``PREPARE r43f`` (refused after the rename); a portal of the
 swapping SELECT executed whole (no row limit) before ``Parse r43f``; ``PREPARE "ALL"`` /
-``DEALLOCATE "ALL"`` (not ALL: ``s1`` kept, refused after the rename).
+``DEALLOCATE "ALL"`` (not ALL: ``s1`` kept, refused after the rename). Names: ``EXPLAIN
+ANALYZE SELECT public.r43_swap(2)`` (names_unknown: ``r43f`` refused after the rename); a
+SQL name of 64 bytes run by ``EXECUTE`` of another spelling agreeing on the first 63 and
+bound by those 63 over the protocol (the policy truncates as the server does: decided
+again, refused); ``PREPARE s1`` in a savepoint rolled back (kept by both, refused after the
+rename); ``DEALLOCATE s1`` in an aborted block (refused by the server, ``s1`` kept by both).
 
 Not probed (time box): TLS clients (the relay sees the same frames; only read boundaries
 move, which the byte-wise splits cover); a cursor or suspended portal running DDL code (its
@@ -327,6 +332,63 @@ CASES = {
             (query("ROLLBACK"),),
         ],
         BIND_SQL_WHY,
+    ),
+    # held: names code under EXPLAIN ANALYZE (it runs the call)
+    "explain-analyze-names-code": (
+        lambda t: [
+            (query(f"PREPARE r43f AS {OK}"),),
+            (query("EXPLAIN ANALYZE SELECT public.r43_swap(2)"),),
+            (query("BEGIN"),),
+            (query(away("pt_swap")),),
+            (query("EXECUTE r43f"),),
+            (query("ROLLBACK"),),
+        ],
+        False,
+    ),
+    # held: a SQL name over 63 bytes (the server keeps its first 63), run by another
+    # spelling that agrees that far, and bound by those 63 bytes over the protocol
+    "long-sql-name-truncated": (
+        lambda t: [
+            (query(f"PREPARE {'l' * 63}x AS {pin(t)}"),),
+            (query("BEGIN"),),
+            (query(away(t)),),
+            (query(f"EXECUTE {'l' * 63}y"),),
+            (query("ROLLBACK"),),
+            (query("BEGIN"),),
+            (query(away(t)),),
+            _one("l" * 63),
+            (query("ROLLBACK"),),
+        ],
+        False,
+    ),
+    # held: a PREPARE inside a savepoint rolled back (the server keeps it: prepared
+    # statements are not transactional; so does the policy)
+    "prepare-in-a-savepoint-rolled-back": (
+        lambda t: [
+            (query("BEGIN"),),
+            (query("SAVEPOINT a"),),
+            (query(f"PREPARE s1 AS {pin(t)}"),),
+            (query("ROLLBACK TO SAVEPOINT a"),),
+            (query(away(t)),),
+            (query("EXECUTE s1"),),
+            (query("ROLLBACK"),),
+        ],
+        False,
+    ),
+    # held: a DEALLOCATE in an aborted block (refused by the server: s1 kept)
+    "deallocate-in-an-aborted-block": (
+        lambda t: [
+            (query(f"PREPARE s1 AS {pin(t)}"),),
+            (query("BEGIN"),),
+            (query("SELECT 1/0"),),
+            (query("DEALLOCATE s1"),),
+            (query("ROLLBACK"),),
+            (query("BEGIN"),),
+            (query(away(t)),),
+            _one("s1"),
+            (query("ROLLBACK"),),
+        ],
+        False,
     ),
 }
 
