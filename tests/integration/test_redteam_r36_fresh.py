@@ -69,8 +69,6 @@ definition of public.r36_ck``.
 
 from __future__ import annotations
 
-import time
-
 import pytest
 
 from common.wire import messages as m
@@ -207,7 +205,7 @@ def _cases(cases: dict, why: str) -> list:
     return [pytest.param(k, marks=marks) if v[-1] else k for k, v in cases.items()]
 
 
-def _lock_wait(mig: RawClient, wr: RawClient, mode: str, kind: str = "trigger") -> str:
+def _lock_wait(pg, mig: RawClient, wr: RawClient, mode: str, kind: str = "trigger") -> str:
     """The migrator attaches the trigger in an open block (the reload its DDL starts sees
     none); the writer's write is decided meanwhile and waits on the server for the
     table's lock; the block commits: the write runs the trigger."""
@@ -219,9 +217,9 @@ def _lock_wait(mig: RawClient, wr: RawClient, mode: str, kind: str = "trigger") 
     mig.query("BEGIN")
     made = planted.result(mig.query(attach))
     assert "error" not in made, made
-    time.sleep(0.6)  # the reload the DDL started is done (nothing new: not committed)
+    planted.wait_catalog_quiet(mig, 0.6)  # the reload the DDL started is done (nothing new)
     wr.send(*write)
-    time.sleep(0.4)  # decided, sent, waiting on the server for the lock
+    planted.wait_lock_waiter(pg, 0.4)  # decided, sent, waiting on the server for the lock
     mig.query("COMMIT")
     got = _read(wr, n)
     undone = planted.result(mig.query(detach))
@@ -233,15 +231,15 @@ def _lock_wait(mig: RawClient, wr: RawClient, mode: str, kind: str = "trigger") 
 def test_write_waiting_on_the_ddl_lock(px, pg, case):
     kind, mode, _ = LOCK_CASES[case]
     with RawClient.direct(pg) as mig, RawClient.direct(pg) as wr:
-        direct = _lock_wait(mig, wr, mode, kind)
+        direct = _lock_wait(pg, mig, wr, mode, kind)
     if not shows(direct, R["trg"]):
         raise RuntimeError(("precondition: no marker directly", direct[-300:]))
-    time.sleep(1.0)
+    planted.wait_catalog_quiet(px, 1.0)  # earlier tests' reloads have run
     with (
         planted.session(px, px.tokens["migrator"]) as mig,
         planted.session(px, px.tokens["writer"]) as wr,
     ):
-        got = _lock_wait(mig, wr, mode, kind)
+        got = _lock_wait(pg, mig, wr, mode, kind)
         assert any(f[:1] == b"D" for f in wr.query("SELECT 1")), "the session goes on"
     assert "P0001" in got, got[-300:]  # the code ran
     assert not leaked(got), ("LEAK", case, got[-400:])
@@ -263,7 +261,7 @@ def _after_own_ddl(mig: RawClient, wr: RawClient, mode: str, joined: bool | None
         assert "error" not in planted.result(wr.query(OWN_DDL))
     mig.query("BEGIN")
     assert "error" not in planted.result(mig.query(ATTACH))
-    time.sleep(0.6)  # the reload the DDL started is done (no trigger: not committed)
+    planted.wait_catalog_quiet(mig, 0.6)  # the reload the DDL started is done (no trigger)
     mig.query("COMMIT")  # settles: the snapshot is stale until the reload it starts
     if joined:
         wr.send(query(f"{OWN_DDL}; {WRITE}"))
@@ -296,7 +294,7 @@ def test_write_after_own_ddl_in_block(px, pg, case):
         direct = _after_own_ddl(mig, wr, mode, joined)
     if not shows(direct, R["trg"]):
         raise RuntimeError(("precondition: no marker directly", direct[-300:]))
-    time.sleep(1.0)
+    planted.wait_catalog_quiet(px, 1.0)  # earlier tests' reloads have run
     with (
         planted.session(px, px.tokens["migrator"]) as mig,
         planted.session(px, px.tokens["writer"]) as wr,
@@ -314,7 +312,7 @@ def test_write_in_block_without_own_ddl(px, pg, case):
         direct = _after_own_ddl(mig, wr, mode, joined)
     if not shows(direct, R["trg"]):
         raise RuntimeError(("precondition: no marker directly", direct[-300:]))
-    time.sleep(1.0)
+    planted.wait_catalog_quiet(px, 1.0)  # earlier tests' reloads have run
     with (
         planted.session(px, px.tokens["migrator"]) as mig,
         planted.session(px, px.tokens["writer"]) as wr,

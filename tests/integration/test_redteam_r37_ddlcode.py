@@ -70,8 +70,6 @@ write): withheld.
 
 from __future__ import annotations
 
-import time
-
 import pytest
 
 from common.wire import messages as m
@@ -183,7 +181,7 @@ def _unseen(pg, mig: RawClient) -> None:
         c.query("DELETE FROM r37w.t; DELETE FROM r37w.u; DELETE FROM r37x.hook")
     got = planted.text(mig.query("COMMENT ON TABLE r37w.t IS 'r37'"))
     assert not planted.is_error(got), got[-300:]
-    time.sleep(0.6)
+    planted.wait_catalog_quiet(mig, 0.6)
 
 
 # --- 1. DDL run by code the load does not name -------------------------------------------
@@ -274,16 +272,16 @@ LOCK_CASES = {
 }
 
 
-def _lock_wait(mig: RawClient, wr: RawClient, name: str) -> str:
+def _lock_wait(pg, mig: RawClient, wr: RawClient, name: str) -> str:
     pre, frames, _ = LOCK_CASES[name]
     if pre is not None:
         wr.query(pre)
     mig.query("BEGIN")
     made = planted.text(mig.query(ATTACH))
     assert not planted.is_error(made), made[-300:]
-    time.sleep(0.6)  # the reload the DDL started is done (nothing new: not committed)
+    planted.wait_catalog_quiet(mig, 0.6)  # the reload the DDL started is done (nothing new)
     wr.send(*frames)
-    time.sleep(0.4)  # decided, sent, waiting on the server for the lock
+    planted.wait_lock_waiter(pg, 0.4)  # decided, sent, waiting on the server for the lock
     mig.query("COMMIT")
     got = _read(wr, 1)
     mig.query(DETACH)
@@ -294,14 +292,14 @@ def _lock_wait(mig: RawClient, wr: RawClient, name: str) -> str:
 def test_write_waiting_on_the_ddl_lock(px, pg, name):
     with RawClient.direct(pg) as mig, RawClient.direct(pg) as wr:
         mig.query(DETACH)
-        direct = _lock_wait(mig, wr, name)
+        direct = _lock_wait(pg, mig, wr, name)
     if not shows(direct, MARKER):
         raise RuntimeError(("precondition: no marker directly", direct[-300:]))
     with planted.session(px, px.tokens["migrator"]) as mig:
         _unseen(pg, mig)
         with planted.session(px, px.tokens["writer"]) as wr:
             try:
-                got = _lock_wait(mig, wr, name)
+                got = _lock_wait(pg, mig, wr, name)
             finally:
                 with RawClient.direct(pg) as c:
                     c.query(DETACH)
@@ -330,16 +328,16 @@ LATER = {
 }
 
 
-def _later(mig: RawClient, wr: RawClient, name: str) -> str:
+def _later(pg, mig: RawClient, wr: RawClient, name: str) -> str:
     later, pre, _ = LATER[name]
     out = ""
     if pre:
         out += run_steps(wr, [pre])
     wr.send(query(SLOW))
-    time.sleep(0.3)  # the first Query sleeps: its INSERT is not analysed yet
+    planted.wait_pg_sleeping(pg, 0.3)  # the first Query sleeps: its INSERT is not analysed yet
     made = planted.text(mig.query(ATTACH))  # autocommit: settled when answered
     assert not planted.is_error(made), made[-300:]
-    time.sleep(0.6)  # the reload that DDL started is done
+    planted.wait_catalog_quiet(mig, 0.6)  # the reload that DDL started is done
     n = 1
     if later is not None:
         wr.send(*later)
@@ -353,14 +351,14 @@ def _later(mig: RawClient, wr: RawClient, name: str) -> str:
 def test_later_write_during_a_moved_write(px, pg, name):
     with RawClient.direct(pg) as mig, RawClient.direct(pg) as wr:
         mig.query(DETACH)
-        direct = _later(mig, wr, name)
+        direct = _later(pg, mig, wr, name)
     if not shows(direct, MARKER):
         raise RuntimeError(("precondition: no marker directly", direct[-300:]))
     with planted.session(px, px.tokens["migrator"]) as mig:
         _unseen(pg, mig)
         with planted.session(px, px.tokens["writer"]) as wr:
             try:
-                got = _later(mig, wr, name)
+                got = _later(pg, mig, wr, name)
             finally:
                 with RawClient.direct(pg) as c:
                     c.query(DETACH)

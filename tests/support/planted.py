@@ -26,6 +26,7 @@ from tests.support.fixtures_proxy import ProxyHandle, proxy_config
 from tests.support.proxies import issue as grant_issue
 from tests.support.proxies import sqlite_url
 from tests.support.rawpg import RawClient, error_fields
+from tests.support.wait import wait_until
 
 
 def start(pg, tmp_path_factory, name: str, *, agent: str, scopes: str, setup: str, teardown: str):
@@ -167,8 +168,71 @@ def outcomes(handle, sql: str, token: str | None = None) -> dict[str, str]:
 
 
 def session(handle, token: str | None = None) -> RawClient:
-    """A raw client's session of ``token``'s grant (the handle's own by default)."""
-    return RawClient.session(handle.host, handle.port, handle.agent, token or handle.token)
+    """A raw client's session of ``token``'s grant (the handle's own by default);
+    ``c.handle`` is the proxy it is on (``wait_catalog_quiet``)."""
+    c = RawClient.session(handle.host, handle.port, handle.agent, token or handle.token)
+    c.handle = handle
+    return c
+
+
+# --- waiting on what a fixed pause waited for -------------------------------------------
+
+
+def catalog_quiet(handle, database: str = "app") -> bool:
+    """Is the proxy's catalog snapshot of ``database`` at rest: no load running or waiting
+    (the one DDL through the proxy started is done), the snapshot speaks for the last DDL
+    (not stale), and a load a statement asks for now would start at once (not paced)?"""
+
+    async def look() -> bool:
+        loader = handle.server.catalogs
+        entry = loader.cache.entries.get(database)
+        if entry is None or entry.snapshot is None or entry.snapshot.stale:
+            return False
+        if entry.loading is not None and not entry.loading.done():
+            return False
+        return time.monotonic() >= entry.last_started + loader.min_interval
+
+    return handle.call(look())
+
+
+def wait_catalog_quiet(handle, at_most: float, database: str = "app") -> bool:
+    """Wait until ``catalog_quiet``, for at most ``at_most`` seconds: the fixed pause this
+    replaces ("the reload the DDL started is done"), so never longer than it was. ``handle``:
+    a proxy, or a ``session``'s client (its proxy); a client of the server itself
+    (``RawClient.direct``): no proxy, nothing to wait for. Whether it came to rest."""
+    if isinstance(handle, RawClient):
+        if not hasattr(handle, "handle"):
+            return True
+        handle = handle.handle
+    return bool(wait_until(lambda: catalog_quiet(handle, database), at_most, 0.01))
+
+
+# client backends of the database waiting on ``{wait}`` (not the catalog loads' own queries)
+_WAITERS = (
+    "SELECT count(*) FROM pg_stat_activity WHERE {wait} AND backend_type = 'client backend' "
+    "AND application_name <> 'pgwitness-catalog' AND datname = current_database() "
+    "AND pid <> pg_backend_pid()"
+)
+
+
+def _wait_waiter(pg, wait: str, at_most: float, database: str) -> bool:
+    sql = _WAITERS.format(wait=wait)
+    with RawClient.direct(pg, database) as c:
+        return bool(wait_until(lambda: c.scalar(sql) != "0", at_most, 0.01))
+
+
+def wait_lock_waiter(pg, at_most: float, database: str = "app") -> bool:
+    """Wait until a client backend of ``database`` waits on the server for a lock (a
+    statement sent, decided and blocked behind an open block's DDL), for at most
+    ``at_most`` seconds: the fixed pause this replaces. Whether one did."""
+    return _wait_waiter(pg, "wait_event_type = 'Lock'", at_most, database)
+
+
+def wait_pg_sleeping(pg, at_most: float, database: str = "app") -> bool:
+    """Wait until a client backend of ``database`` runs ``pg_sleep`` (a Query sent and
+    under way on the server), for at most ``at_most`` seconds: the fixed pause this
+    replaces. Whether one did."""
+    return _wait_waiter(pg, "wait_event = 'PgSleep'", at_most, database)
 
 
 def raw_extended(c: RawClient, sql: str) -> list[bytes]:
