@@ -91,8 +91,6 @@ the granted table (the server refuses whole-row syntax on a sequence, 42809).
 
 from __future__ import annotations
 
-import time
-
 import pytest
 
 from common.wire import messages as m
@@ -450,7 +448,7 @@ def test_trigger_committed_in_a_chained_block(px, pg, how):
     with planted.session(px, px.tokens["migrator"]) as mig:
         got = run_steps(mig, [(query("BEGIN"),), (query(ATTACH),)])
         assert "error" not in planted.result(mig.query("SELECT 1")), got[-300:]
-        time.sleep(0.5)  # the reload the DDL started has run (it saw no trigger)
+        planted.wait_catalog_quiet(px, 0.5)  # the reload the DDL started has run (no trigger)
         got = run_steps(mig, CHAINED[how])
         assert "E\x00" not in got, got[-300:]
         try:
@@ -474,7 +472,7 @@ def test_trigger_attached_by_a_granted_function(px, pg):
     """Was a strict xfail (the residue, 6 above) until session 22: a call of a function
     that may run DDL counts as DDL (tests/integration/test_s22_ddl_code.py)."""
     _trigger_precondition(pg)
-    time.sleep(1.0)  # the reloads earlier tests' DDL started have run (a fresh snapshot)
+    planted.wait_catalog_quiet(px, 1.0)  # the reloads earlier tests' DDL started have run
     with planted.session(px, px.tokens["migrator"]) as mig:
         got = planted.text(mig.query("SELECT public.r34_attach()"))
         assert "E\x00" not in got, got[-300:]

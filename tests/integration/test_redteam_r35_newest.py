@@ -76,8 +76,6 @@ stays stale and the writer's messages are withheld, fail closed); two-phase comm
 
 from __future__ import annotations
 
-import time
-
 import pytest
 
 from common.wire import messages as m
@@ -350,7 +348,7 @@ def _writes(px) -> dict[str, str]:
 
 def _ended(px, pg, steps) -> dict[str, str]:
     _trigger_precondition(pg)
-    time.sleep(1.0)  # earlier DDL's reloads have run
+    planted.wait_catalog_quiet(px, 1.0)  # earlier DDL's reloads have run
     with planted.session(px, px.tokens["migrator"]) as mig:
         got = run_steps(mig, steps)
         assert "42501" not in got, got[-300:]  # nothing refused

@@ -86,8 +86,6 @@ only in a dry run).
 
 from __future__ import annotations
 
-import time
-
 import pytest
 
 from common.wire import messages as m
@@ -184,7 +182,7 @@ def _unseen(pg, mig: RawClient) -> None:
         c.query("DELETE FROM r38w.t; DELETE FROM r38x.hook; DELETE FROM r38w.hooked")
     got = planted.text(mig.query("COMMENT ON TABLE r38w.t IS 'r38'"))
     assert not planted.is_error(got), got[-300:]
-    time.sleep(0.6)
+    planted.wait_catalog_quiet(mig, 0.6)  # the load the DDL started is done
 
 
 # --- 4. DDL run by code the load does not see -------------------------------------------

@@ -104,8 +104,6 @@ the policy does not hold looked at and refused).
 
 from __future__ import annotations
 
-import time
-
 import pytest
 
 from common.wire import messages as m
@@ -224,7 +222,7 @@ def _unseen(pg, mig: RawClient) -> None:
         c.query("DELETE FROM r39w.t")
     got = planted.text(mig.query("COMMENT ON TABLE r39w.t IS 'r39'"))
     assert not planted.is_error(got), got[-300:]
-    time.sleep(0.6)
+    planted.wait_catalog_quiet(mig, 0.6)  # the load the DDL started is done
 
 
 @pytest.mark.parametrize("name", _cases(CALLS, HIDDEN_WHY))

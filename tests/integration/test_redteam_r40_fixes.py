@@ -108,8 +108,6 @@ Binds and EXECUTEs after a catalog change are refused (``rebind_unknown``).
 
 from __future__ import annotations
 
-import time
-
 import pytest
 
 from common.wire import messages as m
@@ -289,7 +287,7 @@ def _unseen(pg, mig: RawClient) -> None:
         c.query("DELETE FROM r40w.t")
     got = planted.text(mig.query("COMMENT ON TABLE r40w.t IS 'r40'"))
     assert not planted.is_error(got), got[-300:]
-    time.sleep(0.6)
+    planted.wait_catalog_quiet(mig, 0.6)  # the load the DDL started is done
 
 
 def _reset(c: RawClient) -> None:

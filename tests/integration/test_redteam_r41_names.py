@@ -115,8 +115,6 @@ functions (``_COMPARES``' range rows, and default btree/hash classes of user typ
 
 from __future__ import annotations
 
-import time
-
 import pytest
 
 from common.wire import messages as m
@@ -490,7 +488,7 @@ def _unseen(pg, mig: RawClient) -> None:
         c.query("DELETE FROM r41w.t")
     got = planted.text(mig.query("COMMENT ON TABLE r41w.t IS 'r41'"))
     assert not planted.is_error(got), got[-300:]
-    time.sleep(0.6)
+    planted.wait_catalog_quiet(mig, 0.6)  # the load the DDL started is done
 
 
 def _reset(c: RawClient) -> None:
