@@ -4,4 +4,5 @@ pytest_plugins = [
     "tests.support.fixtures_pg",
     "tests.support.fixtures_s3",
     "tests.support.fixtures_proxy",
+    "tests.support.early_build",
 ]

@@ -12,6 +12,7 @@ from collections import Counter
 from pathlib import Path
 
 from common import compiled
+from tests.support.early_build import installed_copy_build
 
 ROOT = Path(__file__).resolve().parents[2]
 EXT = tuple(importlib.machinery.EXTENSION_SUFFIXES)
@@ -94,28 +95,18 @@ def test_every_package_decides_before_it_imports_a_compiled_module():
             assert all(f.endswith(suffixes) for f in files), (first, pure, files)
 
 
-def test_an_installed_copy_compiles_in_place(tmp_path):
+def test_an_installed_copy_compiles_in_place():
     """What the Docker image's build stage does: the packages as installed in site-packages
     (no pyproject.toml beside them), compiled by ``python -m devtools.compile`` run from
-    elsewhere, then imported compiled, with nothing of the build left behind."""
-    import shutil
-
-    site = tmp_path / "site-packages"
-    skip = shutil.ignore_patterns("__pycache__", "*.so", "compiled.json", "*.tmp")
-    for package in ("common", "policy", "proxy", "recorder", "devtools"):
-        shutil.copytree(ROOT / package, site / package, ignore=skip)
-    env = {k: v for k, v in os.environ.items() if k != compiled.PURE_ENV}
-    env["PYTHONPATH"] = str(site)
-    code = ("from common import compiled; import proxy.relay, recorder.writer; "
-            "print(compiled.status().compiled, proxy.relay.__file__, recorder.writer.__file__)")
-    before = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env,
-                            capture_output=True, text=True, timeout=60, check=True)
+    elsewhere, then imported compiled, with nothing of the build left behind. (The copy is
+    made and built when the session's collection ends, at the lowest CPU priority, while
+    other tests run: tests/support/early_build.py.)"""
+    build = installed_copy_build()
+    tmp_path, site = build.workdir, build.site
+    runs = build.result()
+    before, built, after = runs["before"], runs["build"], runs["after"]
     assert before.stdout.split()[0] == "False"  # not built yet: the sources
-    build = subprocess.run([sys.executable, "-m", "devtools.compile"], cwd=tmp_path, env=env,
-                           capture_output=True, text=True, timeout=600)
-    assert build.returncode == 0, build.stdout[-2000:] + build.stderr[-2000:]
-    after = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env,
-                           capture_output=True, text=True, timeout=60, check=True)
+    assert built.returncode == 0, built.stdout[-2000:] + built.stderr[-2000:]
     flag, relay_file, writer_file = after.stdout.split()
     assert flag == "True"
     assert relay_file.startswith(str(site)) and relay_file.endswith(EXT)
