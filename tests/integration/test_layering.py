@@ -19,12 +19,22 @@ def test_the_tree_holds_the_layering():
     assert check(ROOT) == []
 
 
-@pytest.fixture
-def tree(tmp_path):
-    """A copy of the real packages, to plant violations in."""
+@pytest.fixture(scope="module")
+def pristine(tmp_path_factory):
+    """A copy of the real packages, checked once: it holds the layering."""
+    base = tmp_path_factory.mktemp("pristine")
     for package in ALLOWED:
-        shutil.copytree(ROOT / package, tmp_path / package, ignore=shutil.ignore_patterns("__pycache__"))
-    assert check(tmp_path) == []
+        shutil.copytree(ROOT / package, base / package, ignore=shutil.ignore_patterns("__pycache__"))
+    assert check(base) == []
+    return base
+
+
+@pytest.fixture
+def tree(pristine, tmp_path):
+    """A copy of the real packages (of ``pristine``, which holds the layering), to plant
+    violations in."""
+    for package in ALLOWED:
+        shutil.copytree(pristine / package, tmp_path / package)
     return tmp_path
 
 
