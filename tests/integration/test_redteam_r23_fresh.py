@@ -439,7 +439,7 @@ def test_a_rename_inside_an_open_transaction_is_not_forgotten_by_a_reload(px, pg
         with _session(px, case) as c:
             c.query("BEGIN")
             c.query(case.away)
-            time.sleep(1.0)  # the reload after the DDL ran meanwhile, and saw the old column
+            planted.wait_catalog_quiet(px, 1.0)  # the reload after the DDL ran, saw the old column
             got = planted.text(c.query(case.probe))
             c.query("ROLLBACK")
     finally:

@@ -230,7 +230,7 @@ def _early_settle(px, table: str, finish) -> str:
         got = planted.text(a.query("BEGIN") + a.query(away))
         got += planted.text(b.query(
             f"SELECT 1/0; ALTER TABLE public.{table} RENAME COLUMN r25_spin TO r25_zz"))  # fmt: skip
-        time.sleep(1.0)  # the load B's settle started: it sees r25_spin (A's block is open)
+        planted.wait_catalog_quiet(px, 1.0)  # the load B's settle started: sees r25_spin (A open)
         got += planted.text(finish(a, f"SELECT o.r25_spin FROM public.{table} o"))
     finally:
         a.close()

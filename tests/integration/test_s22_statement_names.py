@@ -78,7 +78,7 @@ def test_a_bind_after_the_parse_was_answered_is_decided_on_its_text(px, name):
             state._init_types()
             state._init_codecs()
             await other.execute("CREATE TABLE s22n.uc (x int)")  # elsewhere: a catalog change
-            await asyncio.sleep(0.5)  # the proxy's reload lands
+            await asyncio.to_thread(planted.wait_catalog_quiet, px, 0.5)  # the reload lands
             rows, _, _ = await proto.bind_execute(state, (4,), "", 0, True, None)
             return rows[0][0], await con.fetchval("SELECT $1::int + 1", 1)
         finally:
@@ -136,7 +136,7 @@ def test_a_large_bind_after_a_catalog_change(px, ddl):
             await target.execute("CREATE TABLE s22n.big (a int); DROP TABLE s22n.big")
             if target is not con:
                 await target.close()
-            await asyncio.sleep(0.5)  # the reload lands: the statement is to be bound again
+            await asyncio.to_thread(planted.wait_catalog_quiet, px, 0.5)  # to be bound again
             return len(await st.fetchval(b"f" * (1 << 20))), await con.fetchval("SELECT 1")
         finally:
             await con.close()
