@@ -291,6 +291,10 @@ def _deallocate(cx: Classifier, stmt, tokens, second):
     i = 2 if second == "prepare" and len(tokens) == 3 else 1
     if len(tokens) != i + 1 or tokens[i].kind not in ("word", "qid"):
         raise Unclassifiable("unrecognised DEALLOCATE syntax")
+    if tokens[i].kind == "qid" and tokens[i].value == "all":
+        # the statement named "all", which the policy's detail cannot tell from the keyword
+        # ALL (every statement): refused rather than followed as either (red-team round 43)
+        raise Unclassifiable('DEALLOCATE of a statement named "all" (quoted) is not followed')
     name = truncate_identifier(tokens[i].value)
     return result(stmt, StatementClass.UTILITY, "DEALLOCATE", name)
 
