@@ -423,6 +423,15 @@ class StatementPolicy:
         # still hold this one.
         self.followed: dict[str, tuple[tuple[Pair, ...], str | None]] = {}
         self._followed_leaving: set[str] = set()
+        # Code that may prepare or remove statements ran (``names_unknown``) in the
+        # transaction still open: a cursor or portal it reached may run it again, row by
+        # row, at a later FETCH or MOVE, a protocol Execute (of a cursor's portal by name,
+        # or a suspended one), a function that fetches, or the commit that fills a WITH
+        # HOLD cursor (red-team round 43). Set where such code runs (a Query, a Bind: not a
+        # Parse, which runs nothing); while set, every statement run forgets the names
+        # again after it (``check_query``, ``check_bind``; the relay at each Execute and
+        # Sync), and the relay clears it when the server is idle outside a transaction.
+        self.lazy_names = False
         # SQL-level PREPAREs: name -> the PREPARE's classification, and the names decided
         # on the current snapshot (``catalog_changed`` empties it: EXECUTE decides again)
         self._prepared_statements: dict[str, Classified] = {}
@@ -459,7 +468,9 @@ class StatementPolicy:
         a parameter, prepared statements wait to be decided again after a catalog change,
         a name was forgotten since one, or a statement is followed at each Bind. One
         attribute for the relay to read per batch of frames."""
-        return bool(self.bind_pins or self.rebind or self.rebind_unknown or self.followed)
+        return bool(
+            self.bind_pins or self.rebind or self.rebind_unknown or self.followed or self.lazy_names
+        )
 
     @property
     def stats(self) -> dict[str, int]:
@@ -470,10 +481,13 @@ class StatementPolicy:
     def check_query(self, sql: str) -> Verdict:
         """Simple Query: every statement is checked; one deny denies the whole query.
         ``CATALOG_WAIT``: check it again once the reload ``on_stale`` started is done."""
+        names_known = self._names_epoch
         try:
             verdict = self._check_query(sql)
         except CatalogWait:
             return CATALOG_WAIT
+        if self._names_epoch != names_known:
+            self.lazy_names = True  # such code ran: a cursor or portal may run it again
         self.waiting_since = None  # decided: the next wait is the next statement's own
         if self._state_news:
             self._session_state_changed()
@@ -482,6 +496,8 @@ class StatementPolicy:
             verdict, True
         ):
             return CATALOG_WAIT
+        if self.lazy_names and verdict.allowed:
+            self.names_unknown()  # (a FETCH, a COMMIT filling a WITH HOLD cursor, ...)
         return verdict
 
     def _check_query(self, sql: str) -> Verdict:
@@ -595,7 +611,19 @@ class StatementPolicy:
     ) -> Verdict:
         """A Bind of a statement whose object text a parameter pins (``bind_pins``): the
         pins the values stand for, decided as literals would be (metadata.bound_pins,
-        policy.catalog.describe_refusal)."""
+        policy.catalog.describe_refusal). Followed statements are decided again
+        (``followed``); while ``lazy_names``, the names are forgotten after it."""
+        names_known = self._names_epoch
+        verdict = self._check_bind(name, formats, values, encoding)
+        if self.lazy_names and verdict.allowed:
+            self.names_unknown()  # (planning it may run code: a function folded)
+        elif self._names_epoch != names_known:
+            self.lazy_names = True  # such code runs now (a Parse of it runs nothing)
+        return verdict
+
+    def _check_bind(
+        self, name: str, formats: tuple[int, ...], values: tuple[bytes | None, ...], encoding: str
+    ) -> Verdict:
         self._follow_catalog()
         if name_too_long(name):
             return self._refused(_bind_of(name), _LONG_NAME(name))
@@ -620,14 +648,20 @@ class StatementPolicy:
             if followed is not None:
                 pairs, text = followed
                 if text is None:
-                    self._ran_ddl(pairs)  # it runs again: as DDL through the proxy does
+                    self._ran_ddl(pairs, bound=True)  # it runs again: as DDL through the proxy does
                     again = Verdict(True, pairs, "")
                 else:
                     again = self._stateful_again(name, text)
                 if not again.allowed or again.would_deny or name not in self.bind_pins:
                     return again
         pending = self.bind_pins.get(name)
-        if pending is None:  # a name of the proxy's own (RESERVED_PREFIX): never the client's
+        if pending is None:
+            if self.lazy_names and (name in self._statements or name in self._prepared_statements):
+                # a held statement, looked at only because every Bind is while ``lazy_names``
+                return Verdict(True, ((_bind_of(name), Decision(
+                    True, "default.statement", "its Parse decided it",
+                )),), "")  # fmt: skip
+            # a name of the proxy's own (RESERVED_PREFIX), or one it holds no text for
             return self._refused(_bind_of(name), reserved_name(f"the statement name {name!r}"))
         classified, entries = pending
         concrete: set[str] = set()
@@ -894,6 +928,7 @@ class StatementPolicy:
             or (len(name) > NAME_BYTES // 4 and name_too_long(name))
             or name.startswith(RESERVED_PREFIX)
             or self._forgotten(name)
+            or self.lazy_names
         )
 
     def _at_bind(self, decide: Callable[[], _T]) -> _T:
@@ -940,6 +975,7 @@ class StatementPolicy:
             pair = (prepared, decision)
             if decision.allowed:
                 verdict = Verdict(True, (pair,), "")
+                self._ran_ddl((pair,), bound=True)  # code it runs that may run DDL: as EXECUTE
                 self._stale_write(verdict, False)
                 return verdict
             return self._refused(prepared, Decision(
@@ -1271,6 +1307,13 @@ class StatementPolicy:
         return self._runs_code(
             c, snap, snap.names_functions, snap.names_relations, bool(snap.names_relations)
         )
+
+    def _run_by(self, c: Classified) -> Classified:
+        """What ``c`` runs: for ``EXECUTE q``, the statement ``q`` prepared (its own
+        classification names only its arguments' code: red-team round 43)."""
+        if c.command == "EXECUTE":
+            return self._prepared_statements.get(c.detail, c)
+        return c
 
     @staticmethod
     def _runs_code(
@@ -1973,9 +2016,10 @@ class StatementPolicy:
         self._commit_session_state(pairs)
         return Verdict(True, pairs, "", would_deny=True)
 
-    def _ran_ddl(self, pairs: tuple[Pair, ...]) -> bool:
+    def _ran_ddl(self, pairs: tuple[Pair, ...], bound: bool = False) -> bool:
         """``pairs`` go to the server: if they are (or may run) DDL, the snapshot is stale
-        from now on (``on_ddl``) and the transaction's end settles it (``ddl_open``)."""
+        from now on (``on_ddl``) and the transaction's end settles it (``ddl_open``).
+        ``bound``: a protocol Bind runs them, a SQL-level PREPARE's statement too."""
         if self.on_ddl is None or not opens_ddl(pairs):
             return False  # (what unknown:* allows may be DDL: ALTER TABLE ... SET SCHEMA)
         defined: dict[str, frozenset[str]] = {}
@@ -2003,7 +2047,12 @@ class StatementPolicy:
             # name the policy never saw is refused at its Bind after a catalog change, as
             # a forgotten one is (red-team round 39: a granted function's PREPARE)
             self._forgot = True
-            if any(d.opens_ddl and self._runs_names_code(c) for c, d in pairs):
+            if any(
+                d.opens_ddl
+                and (bound or c.command != "PREPARE")
+                and self._runs_names_code(self._run_by(c))
+                for c, d in pairs
+            ):  # (a PREPARE runs nothing: its EXECUTE or a Bind of its name does)
                 self.names_unknown()
         if fresh:
             self.ddl_unsettled = self.ddl_unsettled | fresh
@@ -2061,6 +2110,12 @@ class StatementPolicy:
                 self._prepared_current.add(c.detail)
                 self._statements.pop(c.detail, None)  # one namespace, if it succeeds
                 self._touch(c.detail)
+                if d.opens_ddl:
+                    # code that may run DDL (or replace statements): a protocol Bind of the
+                    # name runs it too, so it is followed there as a protocol Parse of it
+                    # is (red-team round 43: the Bind was not looked at)
+                    self.followed[c.detail] = (((c, d),), None)
+                    self._followed_leaving.discard(c.detail)
             elif c.command in ("DEALLOCATE", "DISCARD"):
                 for name in list(self._prepared_statements):
                     if name not in self._prepared:

@@ -57,6 +57,13 @@ _CHECKED_BINDS = _CHECKED | {F.BIND, F.DESCRIBE, F.CLOSE}
 # ... and, while the recorder cannot record, every message that makes the server act: a
 # Bind or Execute of a statement or portal made before, and a COPY's rows and end
 _CHECKED_UNHEALTHY = _CHECKED_BINDS | {F.EXECUTE, F.COPY_DATA, F.COPY_DONE}
+# ... and, while code that replaces statements may run again from a cursor or portal it
+# reached (the policy's ``lazy_names``), every Execute and Sync (a commit that fills a WITH
+# HOLD cursor): the policy forgets the names at each
+_CHECKED_LAZY = _CHECKED_BINDS | {F.EXECUTE, F.SYNC}
+_CHECKED_UNHEALTHY_LAZY = _CHECKED_UNHEALTHY | {F.SYNC}
+_SYNC = F.SYNC
+_NO_ROW_LIMIT = b"\x00\x00\x00\x00"  # an Execute's row count: 0 runs its portal whole
 _EXECUTE, _COPY_DATA, _COPY_DONE = F.EXECUTE, F.COPY_DATA, F.COPY_DONE
 _NAMES = {F.QUERY: "Query", F.PARSE: "Parse", F.FUNCTION_CALL: "FunctionCall", F.BIND: "Bind",
           F.EXECUTE: "Execute", F.COPY_DATA: "CopyData", F.COPY_DONE: "CopyDone"}
@@ -143,7 +150,8 @@ def _portal_of(run: bytes, bind_start: int) -> bytes:
 
 def _next_execute(run: bytes, frames, i: int, portal: bytes) -> int:
     """After a Bind of ``portal``: 1 if ``frames[i:]`` run it next (an Execute of it, with
-    nothing between but Describes of it), 0 if another message comes first, -1 if the
+    nothing between but Describes of it; 2 if that Execute has a row limit), 0 if another
+    message comes first, -1 if the
     batch ends before either. Executed next, the server runs the portal before any other
     message, so what its statement changes happens in the order the policy follows it
     (``StatementPolicy.bind_at_once``); a batch that ends first (psycopg's pipeline with
@@ -157,7 +165,11 @@ def _next_execute(run: bytes, frames, i: int, portal: bytes) -> int:
             if run[start + 6 : start + 6 + size] != portal:
                 return 0
         elif t == _EXECUTE:
-            return 1 if run[start + 5 : start + 5 + size] == portal else 0
+            if run[start + 5 : start + 5 + size] != portal:
+                return 0
+            # 2: with a row limit, which runs a SELECT's portal in parts, the rest at later
+            # Executes (red-team round 43: the relay then has every Execute looked at)
+            return 1 if run[start + 5 + size : start + 9 + size] == _NO_ROW_LIMIT else 2
         else:
             return 0
         i += 1
@@ -361,12 +373,14 @@ class Relay:
                 )
             if next_execute > 0:
                 self._bind_pending = None
+                if next_execute == 2 and policy is not None:
+                    policy.lazy_names = True  # run in parts: later Executes run it too
         # looked at once per batch of frames (one socket read): it holds for all of them
         unhealthy = health is not None and not health.healthy
         if unhealthy:
-            checked = _CHECKED_UNHEALTHY
+            checked = _CHECKED_UNHEALTHY_LAZY if policy is not None and policy.lazy_names else _CHECKED_UNHEALTHY
         elif self._binds_checked():
-            checked = _CHECKED_BINDS
+            checked = _CHECKED_LAZY if policy is not None and policy.lazy_names else _CHECKED_BINDS
         else:
             checked = _CHECKED
         # Messages nobody checks (Bind, Describe, Execute, Sync, ...) only move the Sync
@@ -388,6 +402,12 @@ class Relay:
                 self.terminated = True
                 out.append(run[last:start])
                 return b"".join(out), self._answer(to_client)
+            if t == _SYNC:  # (looked at only while the policy's ``lazy_names``)
+                if policy is not None and policy.lazy_names:
+                    policy.names_unknown()  # its commit may fill a WITH HOLD cursor's rows
+                groups.sent(t)
+                i = groups.sent_frames(frames, i, checked)
+                continue
             if t in (_DESCRIBE, _CLOSE):
                 # a statement whose pin is a parameter lives upstream under a name of the
                 # proxy's own (see the Parse below): its Describe and Close follow it there
@@ -436,6 +456,10 @@ class Relay:
             if refusing and t in (_BIND, _EXECUTE) and self._unrecorded_group == groups.sent_groups:
                 refusing = False  # the server skips it: its group failed already
             if t == _EXECUTE and not refusing:
+                if policy is not None and policy.lazy_names:
+                    # its portal may run that code again (a cursor's by name, a suspended
+                    # one): what the policy learnt before it may not be what runs after
+                    policy.names_unknown()
                 groups.sent(t)
                 i = groups.sent_frames(frames, i, checked)
                 continue
@@ -480,8 +504,13 @@ class Relay:
                     next_execute = _next_execute(run, frames, i, portal)
                     policy.bind_at_once = next_execute != 0
                     verdict = policy.check_bind(name, formats, values, self.encoding)
-                    if next_execute < 0 and verdict.allowed and name in policy.followed:
-                        self._bind_pending = portal  # its Execute comes with the next read
+                    if verdict.allowed and name in policy.followed:
+                        if next_execute < 0:
+                            self._bind_pending = portal  # its Execute comes with the next read
+                        elif next_execute == 2:
+                            # run in parts (a row limit): the rest at later Executes of the
+                            # portal, each looked at from now on (``lazy_names``)
+                            policy.lazy_names = True
                 if part and not verdict.allowed:
                     self._record(verdict, "Bind", "", statement=name)
                     raise ProtocolViolation(
@@ -541,10 +570,12 @@ class Relay:
                 verdict = policy.check_function_call()
                 self._record(verdict, "FunctionCall", "")
             if verdict.allowed:
-                if self._binds_checked():
+                if unhealthy:
+                    pass
+                elif self._binds_checked():
                     # (a statement's pin is a parameter now, or DDL changed the catalog: the
                     # Binds of statements prepared before it are decided again)
-                    checked = _CHECKED_BINDS
+                    checked = _CHECKED_LAZY if policy is not None and policy.lazy_names else _CHECKED_BINDS
                 if (not self.withholding and policy is not None and policy.enforce
                         and not isinstance(verdict, Refusal) and policy.writes_unreadable(verdict)):
                     self.withholding = True  # (a dry run refuses and withholds nothing)
@@ -811,6 +842,11 @@ class Relay:
                     policy.answered(groups.idle)  # which statements the server holds
                 if policy is not None and policy.write_mark is not None and groups.idle:
                     policy.writes_done()
+                if (policy is not None and policy.lazy_names and groups.idle
+                        and self.tx_status == b"I"):
+                    # outside a transaction, with nothing in flight: no cursor or portal
+                    # that code reached is left to run it (a WITH HOLD one was filled)
+                    policy.lazy_names = False
                 if self._parses_lost and groups.idle:
                     self._parses.clear()  # everything sent is answered
                     self._parses_lost = False

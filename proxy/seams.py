@@ -33,7 +33,8 @@ class Policy(Protocol):
     followed: dict[str, Any]
     @property
     def binds_watched(self) -> bool:
-        """Any of bind_pins, rebind, rebind_unknown, followed: Binds are looked at now."""
+        """Any of bind_pins, rebind, rebind_unknown, followed, lazy_names: Binds are looked
+        at now."""
         ...
     # statements prepared before the catalog changed, by name: their next Bind decides them
     # again (the server analyses them again)
@@ -100,6 +101,11 @@ class Policy(Protocol):
     def names_unknown(self) -> None:
         """The server may hold other text under any statement name now."""
         ...
+
+    # code that may replace statements ran in the open transaction: a cursor or portal may
+    # run it again (every Execute and Sync forgets the names: ``names_unknown``); the relay
+    # clears it when the server is idle outside a transaction
+    lazy_names: bool
 
     def commits_prepared(self) -> None:
         """COMMIT PREPARED goes upstream: it may commit another session's DDL."""

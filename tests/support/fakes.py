@@ -44,6 +44,8 @@ class PolicySeam:
     def names_unknown(self) -> None:
         pass
 
+    lazy_names = False  # no code replaces statements
+
     def closed(self, name: str) -> None:
         pass
 
