@@ -175,3 +175,32 @@ def test_a_followed_portal_run_in_parts_makes_the_relay_look_at_every_execute():
     Relay(policy=parts).from_client(bind("p", "s") + execute("p", 1) + SYNC)
     assert whole.at_once == parts.at_once == [True]
     assert not whole.lazy_names and parts.lazy_names
+
+
+def test_an_unhealthy_recorder_keeps_every_execute_looked_at_after_an_allowed_bind():
+    """While the recorder cannot record, every Execute is refused. A Bind the server skips
+    anyway (its group failed already) is decided, and its allowed verdict used to make the
+    rest of the read look only at statements and Binds: an Execute of a portal bound
+    before, in the next group, then went upstream unrecorded."""
+    from types import SimpleNamespace
+
+    from policy.engine import Verdict
+    from proxy.relay import Relay
+    from tests.support.fakes import PolicySeam
+    from tests.support.rawpg import SYNC, bind, execute, parse
+
+    class Watching(PolicySeam):
+        binds_watched = True
+
+        def bind_checked(self, name):
+            return True
+
+        def check_bind(self, name, formats, values, encoding):
+            return Verdict(True, (), "")
+
+    relay = Relay(policy=Watching(), health=SimpleNamespace(healthy=False))
+    earlier = execute("earlier")
+    to_server, _ = relay.from_client(
+        parse("s", "SELECT 1") + bind("p", "s") + SYNC + earlier + SYNC
+    )
+    assert earlier not in to_server, "an Execute went upstream while nothing could record it"
