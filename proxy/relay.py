@@ -63,7 +63,6 @@ _CHECKED_UNHEALTHY = _CHECKED_BINDS | {F.EXECUTE, F.COPY_DATA, F.COPY_DONE}
 _CHECKED_LAZY = _CHECKED_BINDS | {F.EXECUTE, F.SYNC}
 _CHECKED_UNHEALTHY_LAZY = _CHECKED_UNHEALTHY | {F.SYNC}
 _SYNC = F.SYNC
-_NO_ROW_LIMIT = b"\x00\x00\x00\x00"  # an Execute's row count: 0 runs its portal whole
 _EXECUTE, _COPY_DATA, _COPY_DONE = F.EXECUTE, F.COPY_DATA, F.COPY_DONE
 _NAMES = {F.QUERY: "Query", F.PARSE: "Parse", F.FUNCTION_CALL: "FunctionCall", F.BIND: "Bind",
           F.EXECUTE: "Execute", F.COPY_DATA: "CopyData", F.COPY_DONE: "CopyDone"}
@@ -150,8 +149,7 @@ def _portal_of(run: bytes, bind_start: int) -> bytes:
 
 def _next_execute(run: bytes, frames, i: int, portal: bytes) -> int:
     """After a Bind of ``portal``: 1 if ``frames[i:]`` run it next (an Execute of it, with
-    nothing between but Describes of it; 2 if that Execute has a row limit), 0 if another
-    message comes first, -1 if the
+    nothing between but Describes of it), 0 if another message comes first, -1 if the
     batch ends before either. Executed next, the server runs the portal before any other
     message, so what its statement changes happens in the order the policy follows it
     (``StatementPolicy.bind_at_once``); a batch that ends first (psycopg's pipeline with
@@ -165,11 +163,10 @@ def _next_execute(run: bytes, frames, i: int, portal: bytes) -> int:
             if run[start + 6 : start + 6 + size] != portal:
                 return 0
         elif t == _EXECUTE:
-            if run[start + 5 : start + 5 + size] != portal:
-                return 0
-            # 2: with a row limit, which runs a SELECT's portal in parts, the rest at later
-            # Executes (red-team round 43: the relay then has every Execute looked at)
-            return 1 if run[start + 5 + size : start + 9 + size] == _NO_ROW_LIMIT else 2
+            # (with a row limit, the rest of the portal runs at later Executes: code in it
+            # that replaces statements ran at this Bind already, so the policy's
+            # ``lazy_names`` has every later one looked at: red-team round 43)
+            return 1 if run[start + 5 : start + 5 + size] == portal else 0
         else:
             return 0
         i += 1
@@ -373,8 +370,6 @@ class Relay:
                 )
             if next_execute > 0:
                 self._bind_pending = None
-                if next_execute == 2 and policy is not None:
-                    policy.lazy_names = True  # run in parts: later Executes run it too
         # looked at once per batch of frames (one socket read): it holds for all of them
         unhealthy = health is not None and not health.healthy
         if unhealthy:
@@ -504,13 +499,8 @@ class Relay:
                     next_execute = _next_execute(run, frames, i, portal)
                     policy.bind_at_once = next_execute != 0
                     verdict = policy.check_bind(name, formats, values, self.encoding)
-                    if verdict.allowed and name in policy.followed:
-                        if next_execute < 0:
-                            self._bind_pending = portal  # its Execute comes with the next read
-                        elif next_execute == 2:
-                            # run in parts (a row limit): the rest at later Executes of the
-                            # portal, each looked at from now on (``lazy_names``)
-                            policy.lazy_names = True
+                    if next_execute < 0 and verdict.allowed and name in policy.followed:
+                        self._bind_pending = portal  # its Execute comes with the next read
                 if part and not verdict.allowed:
                     self._record(verdict, "Bind", "", statement=name)
                     raise ProtocolViolation(

@@ -147,34 +147,17 @@ def test_the_relay_forgets_names_at_each_execute_and_sync_while_lazy():
     assert policy.forgot == 4  # not looked at any more
 
 
-def test_a_followed_portal_run_in_parts_makes_the_relay_look_at_every_execute():
-    """A row limit runs a SELECT's portal in parts (asyncpg's fetchrow and fetchval send
-    one): the Bind is at once, and the rest runs at later Executes of the portal, so from
-    then on every Execute forgets the names (``lazy_names``)."""
-    from policy.engine import Verdict
-    from proxy.relay import Relay
-    from tests.support.fakes import PolicySeam
-    from tests.support.rawpg import SYNC, bind, execute
-
-    class Followed(PolicySeam):
-        def __init__(self):
-            self.followed = {"s": ((), None)}
-            self.lazy_names = False
-            self.binds_watched = True
-            self.at_once: list[bool] = []
-
-        def bind_checked(self, name):
-            return name in self.followed
-
-        def check_bind(self, name, formats, values, encoding):
-            self.at_once.append(self.bind_at_once)
-            return Verdict(True, (), "")
-
-    whole, parts = Followed(), Followed()
-    Relay(policy=whole).from_client(bind("p", "s") + execute("p") + SYNC)
-    Relay(policy=parts).from_client(bind("p", "s") + execute("p", 1) + SYNC)
-    assert whole.at_once == parts.at_once == [True]
-    assert not whole.lazy_names and parts.lazy_names
+def test_a_bind_of_names_code_makes_every_later_execute_looked_at():
+    """A portal of such code run with a row limit (asyncpg's fetchrow sends one) runs the
+    rest at later Executes: the Bind ran the code, so ``lazy_names`` is set there, and the
+    relay looks at each later Execute (round 43's suspended portal)."""
+    p, _c, _calls = _session(names_functions=NAMES)
+    assert p.check_parse("SELECT public.attach() FROM public.t", (), "sw").allowed
+    assert not p.lazy_names, "a Parse runs nothing"
+    p.answered(True)
+    p.lazy_names = False
+    assert p.check_bind("sw", (), (), "utf-8").allowed
+    assert p.lazy_names and p.binds_watched
 
 
 def test_an_unhealthy_recorder_keeps_every_execute_looked_at_after_an_allowed_bind():
