@@ -80,8 +80,10 @@ def scenario(pg, tmp_path_factory):
     try:
         a, token_a = handle.call(store.issue(agent=AGENT, task=task, reason="refund duplicates",
                                              granted_by="oncall-lead", database="app",
-                                             scopes=scopes, ttl="8s"))
-        a = handle.call(store.extend(a.id, "4s", by="oncall-lead"))
+                                             scopes=scopes, ttl="5s"))
+        # 7 s in all: sessions 1 and 2 and the failed login below take ~1.5 s, then
+        # session 3 waits for grant A's expiry
+        a = handle.call(store.extend(a.id, "2s", by="oncall-lead"))
         b, token_b = handle.call(store.issue(agent=AGENT, task=task, reason="second look",
                                              granted_by="oncall-lead", database="app",
                                              scopes="read:public.orders", ttl="10m"))
