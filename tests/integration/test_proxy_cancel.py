@@ -19,6 +19,7 @@ import psycopg
 import pytest
 
 from common.wire import messages as m
+from tests.support import planted
 from tests.support.pg import UPSTREAM_USER, arun, pg_activity_row, tool_env, wait_backend_state
 from tests.support.rawpg import RawClient, errors_of, types_of
 
@@ -156,7 +157,7 @@ def test_raw_cancel_request_with_right_and_wrong_key(proxy, pg):
 
 
 @pytest.mark.timeout(30)
-def test_psql_sigint_sends_cancel(proxy):
+def test_psql_sigint_sends_cancel(proxy, pg):
     proc = subprocess.Popen(
         ["psql", "-X", "-d", proxy.dsn(), "-c", "select pg_sleep(30)"],
         stdout=subprocess.PIPE,
@@ -164,7 +165,7 @@ def test_psql_sigint_sends_cancel(proxy):
         text=True,
         env=tool_env(),
     )
-    time.sleep(1.5)
+    planted.wait_pg_sleeping(pg, 1.5)  # the query runs on the server (was: a 1.5 s pause)
     started = time.monotonic()
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=QUICK + 5)
