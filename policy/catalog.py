@@ -1243,15 +1243,20 @@ def with_defined(snapshot: Snapshot, defined: dict[str, frozenset[str]], stale: 
     if not defined and not stale:
         return snapshot
     ddl_functions = snapshot.ddl_functions
+    names_functions = snapshot.names_functions
     if stale and defined:
-        # DDL just defined them: until a load reads their source, they may run DDL
-        ddl_functions = ddl_functions | frozenset(defined) | frozenset().union(*defined.values())
+        # DDL just defined them: until a load reads their source, they may run DDL, and
+        # replace statements (red-team round 44: one defined in a block was neither)
+        code = frozenset(defined) | frozenset().union(*defined.values())
+        ddl_functions = ddl_functions | code
+        names_functions = names_functions | code
     return replace(
         snapshot,
         functions=snapshot.functions | _raw_names(defined),
         stale=snapshot.stale or stale,
         user_functions=merge_defined(snapshot.user_functions, defined),
         ddl_functions=ddl_functions,
+        names_functions=names_functions,
     )
 
 
@@ -1295,6 +1300,11 @@ class _Entry:
     # open: a key ends only when the last of them settled (another session's settle must
     # not end a window the first one still holds: red-team round 25)
     holders: dict[tuple[str, str], int] = field(default_factory=dict)
+    # functions defined through the proxy (bare and "schema.name") -> None while a DDL block
+    # may still be open (a load then reads the old source, or none), or when every block
+    # had ended (monotonic): until a load that started after that, they count as code that
+    # may run DDL and replace statements (``put``; red-team round 44)
+    unread: dict[str, float | None] = field(default_factory=dict)
     # when DDL last went through (monotonic, ``invalidate``): a load whose queries started
     # before it cannot speak for it, so the snapshot it makes is stale too (``put``)
     invalidated_at: float = float("-inf")
@@ -1318,6 +1328,15 @@ class _Entry:
         else:
             self.remote_open[origin] = max(count, 0)
         self.blocks_open = self.open_blocks + sum(self.remote_open.values())
+        if self.blocks_open == 0 and self.unread:
+            now = time.monotonic()  # every block that may have defined them has ended
+            for name, ended in self.unread.items():
+                if ended is None:
+                    self.unread[name] = now
+
+    def defining(self) -> bool:
+        """Is a block that defined functions through the proxy still open?"""
+        return any(ended is None for ended in self.unread.values())
 
 
 # the column part of a ``removed`` key that stands for a rename: (old name, RENAMED_TO + new)
@@ -1440,6 +1459,15 @@ class CatalogCache:
                 if ended is not None and ended < started:
                     del entry.removed[key]  # this load saw what the DDL left
             snap = without_columns(snap, frozenset(entry.removed))
+        if entry.unread:
+            started = snap.loaded_at
+            for name, ended in list(entry.unread.items()):
+                if ended is not None and ended < started:
+                    del entry.unread[name]  # this load read its source as committed
+            if entry.unread:
+                code = frozenset(entry.unread)
+                snap = replace(snap, ddl_functions=snap.ddl_functions | code,
+                               names_functions=snap.names_functions | code)  # fmt: skip
         snap = with_defined(snap, entry.defined)
         entry.snapshot = snap
         _notify(entry)
@@ -1461,6 +1489,12 @@ class CatalogCache:
                 return
             entry = self.entries.setdefault(database, _Entry())
         entry.defined = merge_defined(entry.defined, defined)
+        if defined:
+            # unread while a block that may have defined them is open (the session counts
+            # its block before its DDL), else from now (another worker's, or offline)
+            ended = None if entry.blocks_open > 0 else time.monotonic()
+            for name in (*defined, *frozenset().union(*defined.values())):
+                entry.unread[name] = ended
         entry.invalidated_at = time.monotonic()
         entry.epoch += 1
         for key in removed:  # (each session passes a key once until it settles it)

@@ -432,6 +432,7 @@ class StatementPolicy:
         # again after it (``check_query``, ``check_bind``; the relay at each Execute and
         # Sync), and the relay clears it when the server is idle outside a transaction.
         self.lazy_names = False
+        self._defined = 0  # how many statements that define functions ran (``_ran_ddl``)
         # SQL-level PREPAREs: name -> the PREPARE's classification, and the names decided
         # on the current snapshot (``catalog_changed`` empties it: EXECUTE decides again)
         self._prepared_statements: dict[str, Classified] = {}
@@ -481,13 +482,15 @@ class StatementPolicy:
     def check_query(self, sql: str) -> Verdict:
         """Simple Query: every statement is checked; one deny denies the whole query.
         ``CATALOG_WAIT``: check it again once the reload ``on_stale`` started is done."""
-        names_known = self._names_epoch
+        names_known, defined = self._names_epoch, self._defined
         try:
             verdict = self._check_query(sql)
         except CatalogWait:
             return CATALOG_WAIT
-        if self._names_epoch != names_known:
-            self.lazy_names = True  # such code ran: a cursor or portal may run it again
+        if self._names_epoch != names_known or self._defined != defined:
+            # such code ran, or a function was (re)defined, which a cursor or portal open
+            # over a call of it runs as it is now (red-team rounds 43, 44)
+            self.lazy_names = True
         self.waiting_since = None  # decided: the next wait is the next statement's own
         if self._state_news:
             self._session_state_changed()
@@ -613,11 +616,11 @@ class StatementPolicy:
         pins the values stand for, decided as literals would be (metadata.bound_pins,
         policy.catalog.describe_refusal). Followed statements are decided again
         (``followed``); while ``lazy_names``, the names are forgotten after it."""
-        names_known = self._names_epoch
+        names_known, defined = self._names_epoch, self._defined
         verdict = self._check_bind(name, formats, values, encoding)
         if self.lazy_names and verdict.allowed:
             self.names_unknown()  # (planning it may run code: a function folded)
-        elif self._names_epoch != names_known:
+        elif self._names_epoch != names_known or self._defined != defined:
             self.lazy_names = True  # such code runs now (a Parse of it runs nothing)
         return verdict
 
@@ -913,6 +916,18 @@ class StatementPolicy:
         if self._forgot:
             self.rebind_unknown = True
         self._prepared_current.clear()
+        # a function defined or replaced by another session (a block still open, or a load
+        # that shows one new as code that may replace statements): a cursor or portal this
+        # session holds open over a call of it runs the new code (red-team round 44); the
+        # relay clears the mark at once if the session is idle outside a transaction
+        entry = self.catalog_entry
+        if entry is not None and entry.defining():
+            self.lazy_names = True
+        snap = self.catalog() if self.catalog is not None else None
+        seen = self._snapshot_seen  # (what this session's statements were decided on)
+        if (snap is not None and seen is not None and snap.names_functions is not seen.names_functions
+                and not snap.names_functions <= seen.names_functions):
+            self.lazy_names = True
 
     def bind_checked(self, name: str) -> bool:
         """Must the relay have a Bind of statement ``name`` checked (``check_bind``)? A Bind
@@ -1326,6 +1341,14 @@ class StatementPolicy:
         (``objects``), a row write to a relation with triggers or rules, a view or ruled
         relation read."""
         if not c.functions.isdisjoint(fns) or not c.attributes.isdisjoint(fns):
+            return True
+        # code no statement names, run where ``_casts`` asks an execute scope for it (red-team
+        # round 44): a superuser's cast between system types, an event trigger's function
+        if (snap.global_casts and c.cls in _EVALUATES and not snap.global_casts.isdisjoint(fns)
+                and not _converts_nothing(c)):
+            return True
+        if (snap.event_functions and c.cls in _FIRES_EVENT_TRIGGERS
+                and not snap.event_functions.isdisjoint(fns)):
             return True
         for op in c.operators:
             targets = snap.user_operators.get(op)
@@ -2027,6 +2050,8 @@ class StatementPolicy:
         for c, _d in pairs:
             defined = merge_defined(defined, _defined_functions(c))
             removed = removed | self._removed_columns(c)
+        if defined:
+            self._defined += 1  # (``check_query``, ``check_bind``: ``lazy_names``)
         fresh = removed - self.ddl_unsettled  # a key this session holds already: once
         entry = self.catalog_entry
         snap = self.catalog() if self.catalog is not None else None
@@ -2034,13 +2059,15 @@ class StatementPolicy:
             snap is None or not snap.stale
             or (entry is not None and self._own_epoch == entry.epoch)
         )  # fmt: skip
+        if not self._block_counted and self.on_block is not None:
+            # counted before the DDL is: a function it defines stays unread while any block
+            # is open (``CatalogCache.invalidate``)
+            self._block_counted = True
+            self.on_block(1)
         self.on_ddl(defined, fresh)
         self._own_bumps += 1
         if entry is not None:
             self._own_epoch = entry.epoch if own_only else -1
-        if not self._block_counted and self.on_block is not None:
-            self._block_counted = True
-            self.on_block(1)
         self.ddl_open = True
         if any(d.opens_ddl for _c, d in pairs):
             # code that may run DDL may also PREPARE (dynamic SQL, a static PREPARE): a

@@ -370,6 +370,10 @@ class Relay:
                 )
             if next_execute > 0:
                 self._bind_pending = None
+        if policy is not None and policy.lazy_names and self.tx_status == b"I" and groups.idle:
+            # idle outside a transaction: no cursor or portal is open to run code again
+            # (the mark came with another session's definition: ``catalog_changed``)
+            policy.lazy_names = False
         # looked at once per batch of frames (one socket read): it holds for all of them
         unhealthy = health is not None and not health.healthy
         if unhealthy:

@@ -134,6 +134,7 @@ def test_the_relay_forgets_names_at_each_execute_and_sync_while_lazy():
 
     policy = Lazy()
     relay = Relay(policy=policy)
+    relay.tx_status = b"T"  # in a transaction (idle outside one, the relay clears the mark)
     relay.from_client(execute("c", 1) + SYNC)  # a cursor's portal by name, then its commit
     assert policy.forgot == 2
     relay.from_client(bind("p", "s") + execute("p") + SYNC)
