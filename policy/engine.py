@@ -1319,8 +1319,16 @@ class StatementPolicy:
         snap = self._snapshot_seen
         if snap is None or not snap.names_functions:
             return False
-        return self._runs_code(
+        if self._runs_code(
             c, snap, snap.names_functions, snap.names_relations, bool(snap.names_relations)
+        ):
+            return True
+        # code that may run DDL fires the event triggers DDL fires (red-team round 45: a
+        # granted function's RENAME ran a trigger's function that replaced statements)
+        return (
+            bool(snap.event_functions)
+            and not snap.event_functions.isdisjoint(snap.names_functions)
+            and self._runs_ddl_code(c)
         )
 
     def _run_by(self, c: Classified) -> Classified:
@@ -2074,6 +2082,7 @@ class StatementPolicy:
             # name the policy never saw is refused at its Bind after a catalog change, as
             # a forgotten one is (red-team round 39: a granted function's PREPARE)
             self._forgot = True
+            self.rebind_unknown = True  # (now: no catalog change may follow within the block)
             if any(
                 d.opens_ddl
                 and (bound or c.command != "PREPARE")

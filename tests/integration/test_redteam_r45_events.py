@@ -21,7 +21,10 @@ directly as the upstream login first and must show the marker there (``RuntimeEr
 otherwise), in a block rolled back. ``OK`` = ``SELECT 'ok'::text AS r45_pin``; ``_one(s)``
 = Bind of ``s`` to the unnamed portal, Execute, Sync. All probes through the migrator.
 
-Leaks found (strict xfails):
+Leaks found (strict xfails when found; fixed in session 24, the same tests now pass: code
+that may run DDL counts as running the event triggers' functions DDL fires
+(``_runs_names_code``), and running such code refuses unseen names at once
+(``rebind_unknown`` with ``_forgot``, in ``_ran_ddl``)):
 
 1. **An event trigger fired by DDL that code runs** (``event-trigger-via-ddl-code-*``).
    Round 44 made an event trigger's function count as run by every DDL *statement*
@@ -118,10 +121,6 @@ def px(pg, tmp_path_factory):
 
 OK = "SELECT 'ok'::text AS r45_pin"
 AWAY_SWAP = "ALTER TABLE r45w.pt_swap RENAME COLUMN r45_pin TO gone"
-LEAK_EVT = (
-    "an event trigger fired by DDL that a called function runs: _runs_code counts "
-    "event_functions only for DDL/ROLE/UNKNOWN statements"
-)
 
 
 def _one(name: str) -> tuple[bytes, ...]:
@@ -137,7 +136,7 @@ CASES = {
             (query("EXECUTE r45e"),),
             (query("ROLLBACK"),),
         ],
-        LEAK_EVT,
+        "",
     ),
     "event-trigger-via-ddl-code-call": (
         lambda: [
@@ -157,7 +156,7 @@ CASES = {
             _one("r45e"),
             (query("ROLLBACK"),),
         ],
-        LEAK_EVT,
+        "",
     ),
     "event-trigger-via-ddl-code-pipelined": (
         lambda: [
@@ -166,7 +165,7 @@ CASES = {
             (parse("", "SELECT r45w.mk()"), bind(), execute(), bind("", "r45e"), execute(), SYNC),
             (query("ROLLBACK"),),
         ],
-        LEAK_EVT,
+        "",
     ),
     "event-trigger-via-ddl-code-unseen-name": (
         lambda: [
@@ -176,7 +175,7 @@ CASES = {
             _one("r45u"),
             (query("ROLLBACK"),),
         ],
-        LEAK_EVT,
+        "",
     ),
     "event-trigger-via-do-block": (
         lambda: [

@@ -94,3 +94,26 @@ def test_a_global_casts_function_runs_on_every_statement_that_converts():
     assert p.check_query("SELECT 1").allowed and not calls  # constants only: converts nothing
     assert p.check_query("SELECT id::text FROM public.t").allowed
     assert calls and p.ddl_open  # the cast's function may run DDL
+
+
+def test_code_that_may_run_ddl_fires_the_event_triggers_ddl_fires():
+    """Round 45: a granted function's DDL fired an event trigger whose function replaces
+    statements; the call is a read, but it runs DDL code, so it runs that function too."""
+    p, _c, calls = _session(names_functions=("public.evt",), event_functions=("public.evt",))
+    p.scopes = parse_scopes("read:public.t execute:public.attach,public.evt")
+    assert p.check_parse("SELECT id FROM public.t", (), "s").allowed
+    p.answered(True)
+    assert p.check_query("SELECT public.attach()").allowed and calls
+    v = p.check_bind("s", (), (), "utf-8")
+    assert not v.allowed and "prepare it again" in v.message, v.message
+
+
+def test_code_that_may_prepare_refuses_names_never_seen_at_once():
+    """Its DDL in an open block brings no catalog change to this session: a Bind of a name
+    the policy never saw (the code may have prepared it) is refused from the call on."""
+    p, _c, calls = _session()
+    assert p.check_query("BEGIN").allowed
+    assert not p.bind_checked("unseen")
+    assert p.check_query("SELECT public.attach()").allowed and calls
+    assert p.bind_checked("unseen")
+    assert not p.check_bind("unseen", (), (), "utf-8").allowed
