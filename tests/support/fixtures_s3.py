@@ -135,11 +135,12 @@ class SeaweedS3:
         import boto3
         from botocore.config import Config
 
+        settings = {"s3": {"addressing_style": "path"}, "connect_timeout": 2, "read_timeout": 10,
+                    "retries": {"max_attempts": 1}, **config}
         return boto3.session.Session().client(
             "s3", endpoint_url=self.endpoint, region_name=REGION,
             aws_access_key_id=ACCESS_KEY, aws_secret_access_key=SECRET_KEY,
-            config=Config(s3={"addressing_style": "path"}, connect_timeout=2, read_timeout=10,
-                          retries={"max_attempts": 1}, **config))
+            config=Config(**settings))
 
     def store(self, prefix: str | None = None, **kw):
         from recorder.store.s3 import S3Store
@@ -202,6 +203,10 @@ class SeaweedS3:
     def _wait_ready(self, timeout: float, offset: int = 0) -> None:
         deadline = time.monotonic() + timeout
         client = self.client()
+        # the first probe waits 2 s for an answer, not 10: when the S3 port was taken by a
+        # listener that never answers (a start that lost its port: weed goes on for a few
+        # seconds before it exits), each probe waits its whole read timeout
+        probe = self.client(read_timeout=2)
         last: Exception | None = None
         while time.monotonic() < deadline:
             proc = self.proc
@@ -214,7 +219,7 @@ class SeaweedS3:
                 raise RuntimeError(f"weed exited with {proc.returncode}; see {self.log}:\n"
                                    + tail)
             try:
-                client.list_buckets()
+                probe.list_buckets()
                 # the volume layer may lag behind the S3 front end: wait for a real write
                 self._ensure_bucket(client)
                 client.put_object(Bucket=self.bucket, Key="_ready", Body=b"ok")
