@@ -18,15 +18,42 @@ ROOT = Path(__file__).resolve().parents[2]
 EXT = tuple(importlib.machinery.EXTENSION_SUFFIXES)
 
 
-def _drive(pure: bool, sessions: int = 400, seed: int = 7) -> dict:
+def _env(pure: bool) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k != compiled.PURE_ENV}
     if pure:
         env[compiled.PURE_ENV] = "1"
-    out = subprocess.run(
-        [sys.executable, "-m", "tests.support.hot_path_driver", str(sessions), str(seed)],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=120, check=True,
-    )  # fmt: skip
-    return json.loads(out.stdout)
+    return env
+
+
+def _started(args: list[str], pure: bool) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, *args], cwd=ROOT, env=_env(pure),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+
+
+def _output(proc: subprocess.Popen, timeout: float) -> str:
+    """What ``proc`` printed; a failure (or a timeout) raises, as ``run(check=True)``."""
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate()
+        raise
+    if proc.returncode:
+        raise subprocess.CalledProcessError(proc.returncode, proc.args, out, err)
+    return out
+
+
+def _reap(procs) -> None:
+    """Those of ``procs`` still running (a check failed before reading them) are killed."""
+    for proc in procs:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+
+
+def _drive(pure: bool, sessions: int = 400, seed: int = 7) -> subprocess.Popen:
+    """The driver's random sessions in a process of one build (started: both run at once)."""
+    return _started(["-m", "tests.support.hot_path_driver", str(sessions), str(seed)], pure)
 
 
 def test_compiled_and_pure_paths_give_the_same_bytes_records_and_errors():
@@ -36,7 +63,11 @@ def test_compiled_and_pure_paths_give_the_same_bytes_records_and_errors():
     every written byte, callback, record, error and state is the same, and a
     quarter of the sessions go through the real recorder, whose stored records (verified)
     are the same too."""
-    native, pure = _drive(pure=False), _drive(pure=True)
+    runs = _drive(pure=False), _drive(pure=True)
+    try:
+        native, pure = (json.loads(_output(run, 120)) for run in runs)
+    finally:
+        _reap(runs)
     assert native["compiled"], "no compiled build to compare (make compile)"
     assert all(f.endswith(EXT) for f in native["files"].values()), native["files"]
     assert not pure["compiled"]
@@ -77,6 +108,7 @@ def test_compiled_and_pure_paths_give_the_same_bytes_records_and_errors():
 def test_every_package_decides_before_it_imports_a_compiled_module():
     """Whichever package a process imports first, the build is used only when it may be:
     with PGWITNESS_PURE_PYTHON=1 every module listed comes from its source."""
+    runs = []  # every process started at once, then each one's answer checked
     for first in ("common.wire.framing", "policy", "proxy.relay", "recorder"):
         code = (
             f"import {first}, sys\n"
@@ -85,14 +117,14 @@ def test_every_package_decides_before_it_imports_a_compiled_module():
             "print(' '.join(sys.modules[n].__file__ for n in compiled.MODULES))"
         )
         for pure, suffixes in ((True, (".py",)), (False, EXT)):
-            env = {k: v for k, v in os.environ.items() if k != compiled.PURE_ENV}
-            if pure:
-                env[compiled.PURE_ENV] = "1"
-            out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env,
-                                 capture_output=True, text=True, timeout=60, check=True)
-            files = out.stdout.split()
+            runs.append((first, pure, suffixes, _started(["-c", code], pure)))
+    try:
+        for first, pure, suffixes, proc in runs:
+            files = _output(proc, 60).split()
             assert len(files) == len(compiled.MODULES)
             assert all(f.endswith(suffixes) for f in files), (first, pure, files)
+    finally:
+        _reap(run[-1] for run in runs)
 
 
 def test_an_installed_copy_compiles_in_place():
