@@ -16,6 +16,7 @@ its writes for reads, where PostgreSQL asks for the write privilege.
 from __future__ import annotations
 
 import ast
+import functools
 import re
 from pathlib import Path
 
@@ -54,9 +55,10 @@ SCOPE_SETS = [
 ]
 
 
-def corpus() -> list[str]:
+@functools.cache
+def corpus() -> tuple[str, ...]:
     """Every one-line SQL string constant of the test suites (no format placeholders, no
-    COPY: its data would follow)."""
+    COPY: its data would follow). Read once a session (every file of tests/ parsed: ~1.6 s)."""
     found: set[str] = set()
     for path in TESTS.rglob("*.py"):
         for node in ast.walk(ast.parse(path.read_text())):
@@ -65,7 +67,7 @@ def corpus() -> list[str]:
                 if (_SQL.match(sql) and "{" not in sql and "\n" not in sql
                         and "COPY" not in sql.upper() and len(sql) < 500):  # fmt: skip
                     found.add(sql)
-    return sorted(found)
+    return tuple(sorted(found))
 
 
 def refused_by_the_server(pg, scopes: str, statements: list[str]) -> list[tuple[str, str]]:
