@@ -290,16 +290,6 @@ RESIDUE_WHY = (
 )
 
 
-def _cases(cases: dict) -> list:
-    """Each case's last item: False (holds) or the reason of its strict xfail (a leak)."""
-    return [
-        pytest.param(k, marks=pytest.mark.xfail(strict=True, raises=AssertionError, reason=v[-1]))
-        if v[-1]
-        else k
-        for k, v in cases.items()
-    ]
-
-
 OK = "SELECT 'ok'::text AS r41_pin"
 
 
@@ -446,7 +436,7 @@ NAMES = {
 }
 
 
-@pytest.mark.parametrize("name", _cases(NAMES))
+@pytest.mark.parametrize("name", planted.cases(NAMES))
 def test_names(px, pg, name):
     grant, steps, _ = NAMES[name]
     with RawClient.direct(pg) as c:
@@ -500,7 +490,7 @@ def _reset(c: RawClient) -> None:
     c.query(DETACH)
 
 
-@pytest.mark.parametrize("name", _cases(CALLS))
+@pytest.mark.parametrize("name", planted.cases(CALLS))
 def test_ddl_run_by_unseen_code(px, pg, name):
     call, grant, _ = CALLS[name]
     planted.assert_hidden_ddl_withheld(

@@ -260,16 +260,7 @@ PENDING = {
 }
 
 
-def _cases(cases: dict) -> list:
-    return [
-        pytest.param(k, marks=pytest.mark.xfail(strict=True, raises=AssertionError, reason=v[-1]))
-        if v[-1]
-        else k
-        for k, v in cases.items()
-    ]
-
-
-@pytest.mark.parametrize("name", _cases(PENDING))
+@pytest.mark.parametrize("name", planted.cases(PENDING))
 def test_pending_bind(px, pg, name):
     build, leaks = PENDING[name]
     i = list(PENDING).index(name)

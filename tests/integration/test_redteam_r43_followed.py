@@ -471,19 +471,6 @@ CASES = {
 }
 
 
-def _cases(cases: dict) -> list:
-    return [
-        pytest.param(k, marks=pytest.mark.xfail(strict=True, raises=AssertionError, reason=v[-1]))
-        if v[-1]
-        else k
-        for k, v in cases.items()
-    ]
-
-
-def _refused(got: str) -> bool:
-    return "C42501" in got and "pgwitness" in got
-
-
 class Part(bytes):
     """Bytes sent alone (a piece of a frame, or several): no answer is waited for."""
 
@@ -578,7 +565,7 @@ PENDING = {
 }
 
 
-@pytest.mark.parametrize("name", _cases(PENDING))
+@pytest.mark.parametrize("name", planted.cases(PENDING))
 def test_pending(px, pg, name):
     build, _holds = PENDING[name]
     t = f"pt_{35 + list(PENDING).index(name)}"
@@ -594,7 +581,7 @@ def test_pending(px, pg, name):
     assert ended and "must be followed by the Execute" in got, (name, got[-500:])
 
 
-@pytest.mark.parametrize("name", _cases(CASES))
+@pytest.mark.parametrize("name", planted.cases(CASES))
 def test_names(px, pg, name):
     build, leaks = CASES[name]
     i = list(CASES).index(name)
@@ -609,7 +596,7 @@ def test_names(px, pg, name):
             assert any(f[:1] == b"D" for f in c.query("SELECT 1")), name
     assert not shows(got, MARK["pin"]), ("LEAK", name, got[-500:])
     if not leaks:  # a control: the policy refused it (not the server)
-        assert _refused(got), (name, got[-500:])
+        assert planted.refused(got), (name, got[-500:])
 
 
 WRITE = "INSERT INTO r43w.t VALUES (1)"
@@ -622,7 +609,7 @@ HIDDEN = {
 }
 
 
-@pytest.mark.parametrize("name", _cases(HIDDEN))
+@pytest.mark.parametrize("name", planted.cases(HIDDEN))
 def test_hidden_ddl(px, pg, name):
     steps, _why = HIDDEN[name]
     prepare = (query("PREPARE q AS SELECT public.r43_attach()"),)

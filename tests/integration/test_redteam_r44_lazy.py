@@ -465,20 +465,7 @@ CASES = {
 }
 
 
-def _cases(cases: dict) -> list:
-    return [
-        pytest.param(k, marks=pytest.mark.xfail(strict=True, raises=AssertionError, reason=v[-1]))
-        if v[-1]
-        else k
-        for k, v in cases.items()
-    ]
-
-
-def _refused(got: str) -> bool:
-    return "C42501" in got and "pgwitness" in got
-
-
-@pytest.mark.parametrize("name", _cases(CASES))
+@pytest.mark.parametrize("name", planted.cases(CASES))
 def test_names(px, pg, name):
     build, leaks = CASES[name]
     with RawClient.direct(pg) as c:
@@ -492,7 +479,7 @@ def test_names(px, pg, name):
             assert any(f[:1] == b"D" for f in c.query("SELECT 1")), name
     assert not shows(got, MARK["pin"]), ("LEAK", name, got[-500:])
     if not leaks:
-        assert _refused(got), (name, got[-500:])
+        assert planted.refused(got), (name, got[-500:])
 
 
 RESTORE = (

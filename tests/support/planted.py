@@ -483,3 +483,19 @@ def run_steps(c: RawClient, steps) -> str:
         for _ in range(sum(1 for f in step if f[:1] in (b"Q", b"S"))):
             out += c.frames_until_ready()
     return text(out)
+
+
+def cases(table: dict) -> list:
+    """A red-team round's probes as pytest params: each entry's last item is False (it
+    holds) or the reason of its strict xfail (a leak: the probe must fail)."""
+    return [
+        pytest.param(k, marks=pytest.mark.xfail(strict=True, raises=AssertionError, reason=v[-1]))
+        if v[-1]
+        else k
+        for k, v in table.items()
+    ]
+
+
+def refused(got: str) -> bool:
+    """Did the policy (not the server) refuse something in ``got`` (raw frames as text)?"""
+    return "C42501" in got and "pgwitness" in got
