@@ -564,9 +564,7 @@ class Relay:
                 verdict = policy.check_function_call()
                 self._record(verdict, "FunctionCall", "")
             if verdict.allowed:
-                if unhealthy:
-                    pass
-                elif self._binds_checked():
+                if not unhealthy and self._binds_checked():  # (unhealthy: its set stays)
                     # (a statement's pin is a parameter now, or DDL changed the catalog: the
                     # Binds of statements prepared before it are decided again)
                     checked = _CHECKED_LAZY if policy is not None and policy.lazy_names else _CHECKED_BINDS
