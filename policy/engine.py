@@ -432,6 +432,23 @@ class StatementPolicy:
         # again after it (``check_query``, ``check_bind``; the relay at each Execute and
         # Sync), and the relay clears it when the server is idle outside a transaction.
         self.lazy_names = False
+        # Code that may run DDL ran (``_ran_ddl``): it may also have built a PREPARE or
+        # DEALLOCATE from pieces (``EXECUTE 'PREP' || 'ARE s AS ...'``, ``format()``), which
+        # no reading of its source can tell (red-team round 41's residue). The server is
+        # asked instead: a Bind or Describe of a protocol statement the policy held when
+        # such code ran is preceded by a check the server runs (``verify_name``; the relay
+        # injects it, ``proxy.denials``): only a client's Parse makes a statement that is
+        # not ``from_sql``, and the proxy saw every Parse, so one that still is such is
+        # the text the policy holds; one that is not is removed there and the Bind fails.
+        # ``_unverified``: the names held when such code last ran (each checked once);
+        # ``lazy_code``: such code ran in the transaction still open, so a cursor or portal
+        # may run it again later (as ``lazy_names``): every Bind of a held name is checked,
+        # and when the relay clears it every held name is to be checked once more.
+        self._unverified: set[str] = set()
+        self.lazy_code = False
+        self._code_epoch = 0  # counts ``_code_ran`` and ``at_rest`` (``verified``)
+        self._parse_seq = 0
+        self._parsed_at: dict[str, int] = {}  # a name's newest Parse (``replaced``)
         self._defined = 0  # how many statements that define functions ran (``_ran_ddl``)
         # SQL-level PREPAREs: name -> the PREPARE's classification, and the names decided
         # on the current snapshot (``catalog_changed`` empties it: EXECUTE decides again)
@@ -471,7 +488,8 @@ class StatementPolicy:
         attribute for the relay to read per batch of frames."""
         return bool(
             self.bind_pins or self.rebind or self.rebind_unknown or self.followed or self.lazy_names
-        )
+            or self.lazy_code or self._unverified
+        )  # fmt: skip
 
     @property
     def stats(self) -> dict[str, int]:
@@ -659,8 +677,11 @@ class StatementPolicy:
                     return again
         pending = self.bind_pins.get(name)
         if pending is None:
-            if self.lazy_names and (name in self._statements or name in self._prepared_statements):
+            if (self.lazy_names or self.lazy_code or name in self._unverified) and (
+                name in self._statements or name in self._prepared_statements
+            ):
                 # a held statement, looked at only because every Bind is while ``lazy_names``
+                # (or to be checked with the server: ``verify_name``)
                 return Verdict(True, ((_bind_of(name), Decision(
                     True, "default.statement", "its Parse decided it",
                 )),), "")  # fmt: skip
@@ -746,6 +767,11 @@ class StatementPolicy:
             statements.pop(next(iter(statements)))  # the oldest: a Bind of it after a
             self._forgot = True  # change is refused (_decided_again, rebind_unknown)
         statements[name] = (sql, param_types)
+        self._parse_seq += 1
+        parsed_at = self._parsed_at
+        parsed_at[name] = self._parse_seq
+        if len(parsed_at) > 2 * MAX_REMEMBERED_STATEMENTS:  # names no longer held: dropped
+            self._parsed_at = {n: parsed_at[n] for n in statements if n in parsed_at}
         self.rebind.pop(name, None)  # decided just now
         if self._prepared_statements and name in self._prepared_statements:
             self._forget_prepare(name)  # one namespace: the Parse's now, if it succeeds
@@ -928,6 +954,11 @@ class StatementPolicy:
         if (snap is not None and seen is not None and snap.names_functions is not seen.names_functions
                 and not snap.names_functions <= seen.names_functions):
             self.lazy_names = True
+        if (snap is not None and seen is not None and snap.ddl_functions is not seen.ddl_functions
+                and not snap.ddl_functions <= seen.ddl_functions):
+            # new code that may build a PREPARE from pieces (defined outside the proxy): a
+            # cursor over a call of it runs it now, so the names are checked (``_code_ran``)
+            self._code_ran()
 
     def bind_checked(self, name: str) -> bool:
         """Must the relay have a Bind of statement ``name`` checked (``check_bind``)? A Bind
@@ -944,6 +975,8 @@ class StatementPolicy:
             or name.startswith(RESERVED_PREFIX)
             or self._forgotten(name)
             or self.lazy_names
+            or name in self._unverified
+            or (self.lazy_code and name != "" and name in self._statements)
         )
 
     def _at_bind(self, decide: Callable[[], _T]) -> _T:
@@ -2080,7 +2113,8 @@ class StatementPolicy:
         if any(d.opens_ddl for _c, d in pairs):
             # code that may run DDL may also PREPARE (dynamic SQL, a static PREPARE): a
             # name the policy never saw is refused at its Bind after a catalog change, as
-            # a forgotten one is (red-team round 39: a granted function's PREPARE)
+            # a forgotten one is (red-team round 39: a granted function's PREPARE), and
+            # one it holds is checked with the server before its next Bind (``_code_ran``)
             self._forgot = True
             self.rebind_unknown = True  # (now: no catalog change may follow within the block)
             if any(
@@ -2090,9 +2124,74 @@ class StatementPolicy:
                 for c, d in pairs
             ):  # (a PREPARE runs nothing: its EXECUTE or a Bind of its name does)
                 self.names_unknown()
+            self._code_ran()  # (after ``_run_by``: it forgets the SQL-level names)
         if fresh:
             self.ddl_unsettled = self.ddl_unsettled | fresh
         return True
+
+    def _code_ran(self) -> None:
+        """Code that may run DDL, and so build a PREPARE or DEALLOCATE from pieces, runs
+        now (or later in this transaction: ``lazy_code``). The protocol statements held
+        are checked with the server at their next Bind or Describe (``verify_name``). A
+        SQL-level one cannot be told from one that code prepared (both are ``from_sql``):
+        the policy forgets those, so an EXECUTE or Bind of one is refused until it is
+        prepared again."""
+        self._code_epoch += 1
+        self._unverified = {name for name in self._statements if name}
+        self.lazy_code = True
+        if self._prepared_statements:
+            for name in list(self._prepared_statements):
+                self._forget_prepare(name)
+            self._prepared = PreparedNames()
+            self.rebind_unknown = True
+
+    def verify_name(self, name: str) -> tuple[int, int] | None:
+        """Must the server be asked, before this Bind or Describe of protocol statement
+        ``name``, whether it still holds what the client prepared (``_code_ran``)? If so,
+        the tokens ``verified`` and ``replaced`` take once it answered. Not in a dry run
+        (nothing is refused there), not the unnamed statement (no SQL names it)."""
+        if not self.enforce or not name or name not in self._statements:
+            return None
+        if self.lazy_code or name in self._unverified:
+            return (self._code_epoch, self._parsed_at.get(name, 0))
+        return None
+
+    def replaced_message(self, name: str) -> str:
+        """The error a Bind or Describe of ``name`` gets when the server's check fails
+        (ASCII: it goes upstream in the session's encoding)."""
+        return self._message(Decision(
+            False, "deny.replaced",
+            f"may not use prepared statement {ascii(name)}: code this session ran replaced or "
+            "removed it on the server, so it was removed (prepare it again)",
+        ))  # fmt: skip
+
+    def verified(self, name: str, token: tuple[int, int]) -> None:
+        """The server's check passed: it held the client's statement ``name``."""
+        if token[0] == self._code_epoch:
+            self._unverified.discard(name)
+
+    def replaced(self, name: str, token: tuple[int, int]) -> None:
+        """The server's check failed: code replaced or removed statement ``name``, and the
+        check removed what it held there. The policy holds no text for it either, unless
+        the client prepared it again since the check went (a Bind is refused until then)."""
+        if self._parsed_at.get(name, 0) != token[1]:
+            return
+        self._statements.pop(name, None)
+        self._parsed_at.pop(name, None)
+        self.rebind.pop(name, None)
+        self._unverified.discard(name)
+        self._forgot = True
+        self.rebind_unknown = True
+
+    def at_rest(self) -> None:
+        """The server is idle outside a transaction with nothing in flight (the relay):
+        no cursor or portal that code reached is left to run it. Code run in the ended
+        transaction may have replaced any name held now: each is checked once more."""
+        self.lazy_names = False
+        if self.lazy_code:
+            self.lazy_code = False
+            self._code_epoch += 1
+            self._unverified = {name for name in self._statements if name}
 
     def names_unknown(self) -> None:
         """Code that may prepare or remove statements runs (``_runs_names_code``): the

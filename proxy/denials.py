@@ -41,6 +41,10 @@ class Injection:
     resolved: bool = False
     # the CommandComplete before its error is ours too (``inject_ending``'s ROLLBACK)
     holds_complete: bool = False
+    # a check that may pass (``inject_check``): the client's statement name it checks and
+    # the policy's token (``StatementPolicy.verify_name``); None for a denial
+    checks: str | None = None
+    token: tuple[int, int] = (0, 0)
 
 
 class Denials:
@@ -83,23 +87,75 @@ class Denials:
         The caller still tells ``groups`` about the client's message (``sent(t)``).
         """
         if t == F.PARSE:
-            self._injected += 1
-            name = f"{self.tag}_{self._injected}"
-            data = b""
-            drop = 2
-            if self._last_deny_statement:
-                data = m.close_statement(self._last_deny_statement)
-                drop = 3
-            self._last_deny_statement = name
-            data += m.parse(name, raise_sql) + m.bind_no_params(name, name) + m.execute(name)
-            inj = Injection(drop, name)
-            groups.attach(inj, extended=drop)  # ``sent`` counts the Parse; these are the rest
+            data, inj = self._statement(raise_sql)
+            groups.attach(inj, extended=inj.drop)  # ``sent`` counts the Parse; these the rest
         else:
             data = m.query(raise_sql)
             inj = Injection(0)
             groups.attach(inj)
         self.pending.append(inj)
         return data
+
+    def _statement(self, sql: str) -> tuple[bytes, Injection]:
+        """A uniquely named statement and portal running ``sql`` (the client's unnamed ones
+        survive), closing the previous one of ours."""
+        self._injected += 1
+        name = f"{self.tag}_{self._injected}"
+        data = b""
+        drop = 2
+        if self._last_deny_statement:
+            data = m.close_statement(self._last_deny_statement)
+            drop = 3
+        self._last_deny_statement = name
+        data += m.parse(name, sql) + m.bind_no_params(name, name) + m.execute(name)
+        return data, Injection(drop, name)
+
+    def inject_check(
+        self, name: str, upstream: str, message: str, token: tuple[int, int], groups: SyncGroups
+    ) -> bytes:
+        """Messages that have the server check, right before the client's Bind or Describe
+        of statement ``name`` (``upstream`` there), that it holds a statement the client
+        prepared under that name (not ``from_sql``: code run since may have made one from
+        pieces, which no check of its source tells, and only a client's Parse makes one
+        that is not). If it does not, the check removes whatever it holds there and raises
+        our error (26000, ``message``): the server skips the client's messages up to its
+        Sync, and the error is the answer the client sees. If it does, its answers (the
+        *Completes and a CommandComplete "DO") are ours and dropped (``passed``). The
+        caller still tells ``groups`` about the client's message."""
+        tag = self.tag
+        while f"${tag}m$" in message:  # pragma: no cover - 64-bit nonce
+            tag += "x"
+        # the name as bytes of its own, in no quoting a name could break out of
+        held = f"pg_catalog.convert_from(pg_catalog.decode('{upstream.encode().hex()}', 'hex'), 'UTF8')"
+        named = (
+            f"SELECT FROM pg_catalog.pg_prepared_statements s WHERE s.name "
+            f"OPERATOR(pg_catalog.=) {held}"
+        )
+        sql = (
+            f"DO ${tag}$ BEGIN IF NOT EXISTS ({named} AND NOT s.from_sql) THEN "
+            f"IF EXISTS ({named}) THEN EXECUTE pg_catalog.format('DEALLOCATE %I', {held}); "
+            f"END IF; RAISE EXCEPTION USING ERRCODE = '26000', MESSAGE = ${tag}m${message}"
+            f"${tag}m$, SCHEMA = '{self.marker}'; END IF; END ${tag}$"
+        )
+        data, inj = self._statement(sql)
+        inj.checks = name
+        inj.token = token
+        groups.attach(inj, extended=inj.drop + 1)  # all ours: the client's Bind is sent too
+        self.pending.append(inj)
+        return data
+
+    def passed(self) -> tuple[Injection, list[bytes]]:
+        """The CommandComplete "DO" of the oldest pending injection, a check that passed:
+        it and its held answers are dropped. Returns it and the held frames that were the
+        client's, to pass on."""
+        held = self.held
+        inj = self.pending.popleft()
+        inj.resolved = True
+        if inj.drop:
+            del held[-inj.drop :]
+        out = held[:]
+        held.clear()
+        return inj, out
 
     def inject_ending(self, raise_sql: str, groups: SyncGroups) -> bytes:
         """A denied simple Query that PostgreSQL runs to end the client's transaction block

@@ -370,10 +370,11 @@ class Relay:
                 )
             if next_execute > 0:
                 self._bind_pending = None
-        if policy is not None and policy.lazy_names and self.tx_status == b"I" and groups.idle:
+        if (policy is not None and (policy.lazy_names or policy.lazy_code)
+                and self.tx_status == b"I" and groups.idle):
             # idle outside a transaction: no cursor or portal is open to run code again
             # (the mark came with another session's definition: ``catalog_changed``)
-            policy.lazy_names = False
+            policy.at_rest()
         # looked at once per batch of frames (one socket read): it holds for all of them
         unhealthy = health is not None and not health.healthy
         if unhealthy:
@@ -412,6 +413,10 @@ class Relay:
                 # proxy's own (see the Parse below): its Describe and Close follow it there
                 frame = run[start:end]
                 name_ = m.statement_named(frame, self.encoding)
+                if (t == _DESCRIBE and name_ and policy is not None
+                        and not (self.encoding_changed and not name_.isascii() and groups.ran)
+                        and self._check_name(name_, out, run, last, start)):
+                    last = start
                 if name_ is not None and name_ in self._pinned:
                     out.append(run[last:start])
                     out.append(m.renamed_statement(frame, self._pinned[name_]))
@@ -513,6 +518,8 @@ class Relay:
                     )
                 self._record(verdict, "Bind", "", statement=name)
                 private = self._pinned.get(name)
+                if verdict.allowed and self._check_name(name, out, run, last, start):
+                    last = start
                 if verdict.allowed and private is not None:
                     out.append(run[last:start])
                     out.append(m.renamed_statement(frame, private))
@@ -613,10 +620,27 @@ class Relay:
                 if verdict is UNRECORDED and injected == _PARSE:
                     self._unrecorded_group = groups.sent_groups
             i = groups.sent_frames(frames, i, checked)
-        if last == 0:
+        if last == 0 and not out:  # (a check may go before the first frame: ``_check_name``)
             return run, self._answer(to_client)
         out.append(run[last:])
         return b"".join(out), self._answer(to_client)
+
+    def _check_name(self, name: str, out: list[bytes], run: bytes, last: int, start: int) -> bool:
+        """Before the client's Bind or Describe of statement ``name`` (at ``start``), the
+        server checks it still holds the client's statement, if code that may have replaced
+        it ran since the policy last knew (``StatementPolicy.verify_name``). True: the
+        check went into ``out`` (with what came before the frame)."""
+        policy = self.policy
+        assert policy is not None
+        token = policy.verify_name(name)
+        if token is None:
+            return False
+        out.append(run[last:start])
+        out.append(self.denials.inject_check(
+            name, self._pinned.get(name, name), policy.replaced_message(name), token, self.groups,
+        ))  # fmt: skip
+        self._parses.append(None)  # ours: its ParseComplete comes too
+        return True
 
     def _park_at(self, run: bytes, frames, k: int, last: int, out: list[bytes],
                  to_client: list[bytes]) -> tuple[bytes, bytes]:
@@ -755,6 +779,18 @@ class Relay:
             },
         )
 
+    def _replaced(self, name: str, token: tuple[int, int]) -> None:
+        """A check of ours failed: code the session ran replaced or removed statement
+        ``name`` (the check removed it upstream); the client got our error for its Bind or
+        Describe. Recorded, as the refusal it is."""
+        if self.policy is not None:
+            self.policy.replaced(name, token)
+        if self.recorder is not None:
+            self.recorder.event(
+                "statement.replaced",
+                {"statement": name, "grant_id": self.grant_id, "rule": "deny.replaced"},
+            )
+
     # --- server → client -------------------------------------------------------
 
     def from_server(self, data: bytes) -> bytes:
@@ -834,11 +870,11 @@ class Relay:
                     policy.answered(groups.idle)  # which statements the server holds
                 if policy is not None and policy.write_mark is not None and groups.idle:
                     policy.writes_done()
-                if (policy is not None and policy.lazy_names and groups.idle
-                        and self.tx_status == b"I"):
+                if (policy is not None and (policy.lazy_names or policy.lazy_code)
+                        and groups.idle and self.tx_status == b"I"):
                     # outside a transaction, with nothing in flight: no cursor or portal
                     # that code reached is left to run it (a WITH HOLD one was filled)
-                    policy.lazy_names = False
+                    policy.at_rest()
                 if self._parses_lost and groups.idle:
                     self._parses.clear()  # everything sent is answered
                     self._parses_lost = False
@@ -890,8 +926,20 @@ class Relay:
                 last = end
             elif ours:
                 rewritten = self._ensure(rewritten, run, last, start)
+                inj = pending[0]
                 rewritten.extend(denials.answered(run[start:end]))
                 last = end
+                if inj.checks is not None:
+                    self._replaced(inj.checks, inj.token)
+            elif (t == _COMMAND_COMPLETE and pending[0].checks is not None
+                    and run[start + 5 : end - 1] == b"DO"):
+                # a check of ours passed (no client's DO reaches the server: ``deny.do``)
+                rewritten = self._ensure(rewritten, run, last, start)
+                inj, released = denials.passed()
+                rewritten.extend(released)
+                last = end
+                if self.policy is not None and inj.checks is not None:
+                    self.policy.verified(inj.checks, inj.token)
             elif t in _ASYNC:
                 if t == B.NOTICE_RESPONSE and denials.tag_bytes in run[start:end]:
                     # A DEBUG notice about our injected statement: not the client's business.

@@ -106,6 +106,29 @@ class Policy(Protocol):
     # run it again (every Execute and Sync forgets the names: ``names_unknown``); the relay
     # clears it when the server is idle outside a transaction
     lazy_names: bool
+    # code that may run DDL (so build a PREPARE from pieces) ran in the open transaction:
+    # every Bind or Describe of a held statement is checked with the server first
+    lazy_code: bool
+
+    def at_rest(self) -> None:
+        """The server is idle outside a transaction: ``lazy_names`` and ``lazy_code`` end."""
+        ...
+
+    def verify_name(self, name: str) -> tuple[int, int] | None:
+        """A token if the server must check it holds the client's statement ``name``."""
+        ...
+
+    def replaced_message(self, name: str) -> str:
+        """The error of a failed check of ``name``."""
+        ...
+
+    def verified(self, name: str, token: tuple[int, int]) -> None:
+        """The server's check of ``name`` passed."""
+        ...
+
+    def replaced(self, name: str, token: tuple[int, int]) -> None:
+        """The server's check of ``name`` failed (and removed it there)."""
+        ...
 
     def commits_prepared(self) -> None:
         """COMMIT PREPARED goes upstream: it may commit another session's DDL."""

@@ -45,6 +45,22 @@ class PolicySeam:
         pass
 
     lazy_names = False  # no code replaces statements
+    lazy_code = False
+
+    def at_rest(self) -> None:
+        self.lazy_names = self.lazy_code = False
+
+    def verify_name(self, name: str):
+        return None
+
+    def replaced_message(self, name: str) -> str:
+        return f"replaced {name}"
+
+    def verified(self, name: str, token) -> None:
+        pass
+
+    def replaced(self, name: str, token) -> None:
+        pass
 
     def closed(self, name: str) -> None:
         pass

@@ -40,7 +40,7 @@ def test_while_lazy_every_bind_is_looked_at_and_forgets_after_it():
     p.answered(True)
     assert p.check_bind("s", (), (), "utf-8").allowed  # held: decided, then forgotten
     assert not p.check_bind("u", (), (), "utf-8").allowed  # forgotten by the Bind before
-    p.lazy_names = False  # the relay: idle outside a transaction
+    p.at_rest()  # the relay: idle outside a transaction
     assert p.check_parse(READ, (), "u").allowed
     p.answered(True)
     assert _held(p, "u")  # its Binds go through unlooked at again

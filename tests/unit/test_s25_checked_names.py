@@ -1,0 +1,193 @@
+"""Statement names checked with the server after code that may run DDL (session 25): the
+policy's part (``verify_name``, ``verified``, ``replaced``, ``at_rest``) and the relay's
+(the check injected before a Bind or Describe, its answers dropped when it passes, its
+error passed on when it fails). Sans-IO; through the proxy, the server the judge:
+tests/integration/test_s25_checked_names.py."""
+
+from __future__ import annotations
+
+from common.wire import messages as m
+from common.wire.errors import frame
+from proxy.denials import Denials
+from proxy.relay import Relay
+from tests.unit.test_s22_ddl_code import _session
+
+CALL = "SELECT public.attach()"  # code that may run DDL (and so build a PREPARE)
+READ = "SELECT id FROM public.t"
+
+
+def _held(p, name: str = "s"):
+    assert p.check_parse(READ, (), name).allowed
+    p.answered(True)
+
+
+def test_no_check_before_code_that_may_run_ddl():
+    p, _c, _calls = _session()
+    _held(p)
+    assert p.verify_name("s") is None
+    assert not p.bind_checked("s")
+
+
+def test_after_such_code_each_held_name_is_checked_until_the_server_says_it_holds_it():
+    p, _c, _calls = _session()
+    _held(p)
+    _held(p, "")
+    assert p.check_query(CALL).allowed
+    token = p.verify_name("s")
+    assert token is not None and p.lazy_code
+    assert p.verify_name("") is None, "the unnamed statement: no SQL names it"
+    assert p.verify_name("never-parsed") is None
+    p.verified("s", token)
+    assert p.verify_name("s") is not None, "in the transaction: checked at every Bind"
+    p.at_rest()  # idle outside a transaction: the code may have run until now
+    token2 = p.verify_name("s")
+    assert token2 is not None and token2 != token
+    p.verified("s", token)  # an older check's answer settles nothing
+    assert p.verify_name("s") is not None
+    p.verified("s", token2)
+    assert p.verify_name("s") is None
+
+
+def test_a_name_parsed_after_the_code_ran_is_checked_while_the_transaction_is_open():
+    p, _c, _calls = _session()
+    assert p.check_query("BEGIN").allowed
+    assert p.check_query("DECLARE c CURSOR FOR SELECT public.attach() FROM public.t").allowed
+    _held(p, "late")  # a FETCH may run the code after this Parse
+    assert p.verify_name("late") is not None
+    v = p.check_bind("late", (), (), "utf-8")
+    assert v.allowed, v.message  # decided on its text: the server's check follows
+
+
+def test_a_failed_check_forgets_the_name_unless_it_was_parsed_again_since():
+    p, _c, _calls = _session()
+    _held(p)
+    _held(p, "u")
+    assert p.check_query(CALL).allowed
+    token = p.verify_name("s")
+    p.replaced("s", token)
+    assert "s" not in p._statements
+    v = p.check_bind("s", (), (), "utf-8")
+    assert not v.allowed and "prepare it again" in v.message, v.message
+    token_u = p.verify_name("u")
+    _held(p, "u")  # the client's Parse after the check went: its new statement
+    p.replaced("u", token_u)
+    assert "u" in p._statements
+
+
+def test_sql_level_names_are_forgotten_when_such_code_runs():
+    p, _c, _calls = _session()
+    assert p.check_query(f"PREPARE q AS {READ}").allowed
+    p.answered(True)
+    assert p.check_query("EXECUTE q").allowed
+    assert p.check_query(CALL).allowed
+    assert "q" not in p._prepared_statements
+    assert not p.check_query("EXECUTE q").allowed
+    assert not p.check_bind("q", (), (), "utf-8").allowed
+
+
+def test_a_dry_run_checks_nothing():
+    p, _c, _calls = _session()
+    p.enforce = False
+    _held(p)
+    assert p.check_query(CALL).allowed
+    assert p.verify_name("s") is None
+
+
+def test_the_check_names_the_statement_as_bytes_and_raises_with_our_marker():
+    d = Denials(nonce="00ff")
+    from common.wire.syncgroups import SyncGroups
+
+    groups = SyncGroups()
+    data = d.inject_check("x'; DROP", "x'; DROP", "pgwitness: no", (1, 2), groups)
+    assert data[:1] == b"P"
+    sql = m.decode_parse(data, "utf-8")[1]
+    assert b"x'; DROP".hex() in sql and "x'; DROP" not in sql
+    assert "NOT s.from_sql" in sql and "DEALLOCATE %I" in sql and d.marker in sql
+    assert "OPERATOR(pg_catalog.=)" in sql
+    inj = d.pending[-1]
+    assert inj.checks == "x'; DROP" and inj.token == (1, 2) and inj.drop == 2
+    # the next one closes the one before: three answers of ours before its own
+    d.inject_check("y", "y", "no", (1, 3), groups)
+    assert d.pending[-1].drop == 3
+
+
+# --- the relay ------------------------------------------------------------------------
+
+
+def _relay():
+    p, _c, _calls = _session()
+    relay = Relay(policy=p)
+    relay.from_client(m.parse("s", READ) + m.SYNC)
+    relay.from_server(frame(b"1") + m.ready_for_query(b"I"))
+    relay.from_client(m.query(CALL))
+    relay.from_server(frame(b"C", b"SELECT 1\x00") + m.ready_for_query(b"I"))
+    return relay, p
+
+
+def _bind_execute_sync() -> bytes:
+    return m.bind_no_params("", "s") + m.execute() + m.SYNC
+
+
+def test_a_bind_first_in_its_read_gets_the_check_before_it():
+    relay, _p = _relay()
+    to_server, to_client = relay.from_client(_bind_execute_sync())
+    assert to_client == b""
+    assert to_server.endswith(_bind_execute_sync())
+    check = to_server[: -len(_bind_execute_sync())]
+    assert check[:1] == b"P" and b"DO $" in check and b"pg_prepared_statements" in check
+
+
+def test_a_check_that_passes_leaves_the_client_the_servers_own_answers():
+    relay, p = _relay()
+    relay.from_client(_bind_execute_sync())
+    ours = frame(b"1") + frame(b"2") + frame(b"C", b"DO\x00")
+    theirs = frame(b"2") + frame(b"D", b"\x00\x01\x00\x00\x00\x011") + frame(b"C", b"SELECT 1\x00")
+    out = relay.from_server(ours + theirs + m.ready_for_query(b"I"))
+    assert out == theirs + m.ready_for_query(b"I")
+    assert p.verify_name("s") is None, "checked once: held until such code runs again"
+    assert not relay.denials.pending and not relay.denials.held
+
+
+def test_a_check_that_passes_in_pieces_still_drops_only_its_own_answers():
+    relay, _p = _relay()
+    relay.from_client(_bind_execute_sync())
+    got = relay.from_server(frame(b"1"))
+    got += relay.from_server(frame(b"2"))
+    got += relay.from_server(frame(b"C", b"DO\x00") + frame(b"2"))
+    got += relay.from_server(frame(b"C", b"SELECT 0\x00") + m.ready_for_query(b"I"))
+    assert got == frame(b"2") + frame(b"C", b"SELECT 0\x00") + m.ready_for_query(b"I")
+
+
+def test_a_check_that_fails_passes_the_error_on_and_the_name_is_forgotten():
+    relay, p = _relay()
+    relay.from_client(_bind_execute_sync())
+    error = frame(
+        b"E", b"SERROR\x00VERROR\x00C26000\x00Mpgwitness: replaced\x00s"
+        + relay.denials.marker_bytes + b"\x00Wcontext\x00\x00",
+    )  # fmt: skip
+    out = relay.from_server(frame(b"1") + frame(b"2") + error + m.ready_for_query(b"I"))
+    assert out == frame(b"E", b"SERROR\x00VERROR\x00C26000\x00Mpgwitness: replaced\x00\x00") + (
+        m.ready_for_query(b"I")
+    )
+    assert "s" not in p._statements
+    assert not relay.denials.pending
+
+
+def test_a_describe_of_a_held_name_gets_the_check_too():
+    relay, _p = _relay()
+    describe = frame(b"D", b"Ss\x00") + m.SYNC
+    to_server, _ = relay.from_client(describe)
+    assert to_server.endswith(describe) and to_server[:1] == b"P"
+    assert b"pg_prepared_statements" in to_server
+
+
+def test_a_skipped_check_is_resolved_by_the_ready_for_query_and_done_again():
+    relay, p = _relay()
+    relay.from_client(
+        m.parse("", "SELECT 1/0") + m.bind_no_params() + m.execute() + _bind_execute_sync()
+    )
+    error = frame(b"E", b"SERROR\x00C22012\x00Mdivision by zero\x00\x00")
+    out = relay.from_server(frame(b"1") + frame(b"2") + error + m.ready_for_query(b"I"))
+    assert out == frame(b"1") + frame(b"2") + error + m.ready_for_query(b"I")
+    assert not relay.denials.pending
+    assert p.verify_name("s") is not None, "the server never ran it: checked at the next Bind"
