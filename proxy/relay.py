@@ -783,12 +783,23 @@ class Relay:
         """A check of ours failed: code the session ran replaced or removed statement
         ``name`` (the check removed it upstream); the client got our error for its Bind or
         Describe. Recorded, as the refusal it is."""
-        if self.policy is not None:
-            self.policy.replaced(name, token)
+        policy = self.policy
+        if policy is not None:
+            policy.replaced(name, token)
+        # the server refused it (its check, for the proxy): a refusal of the database, as
+        # the auditor's answer counts them (``db.denied``, recorder.audit.derive)
+        self.counters.db_denied += 1
         if self.recorder is not None:
             self.recorder.event(
-                "statement.replaced",
-                {"statement": name, "grant_id": self.grant_id, "rule": "deny.replaced"},
+                "db.denied",
+                {
+                    "sqlstate": "26000",
+                    "message": policy.replaced_message(name) if policy is not None else "",
+                    "statement": name,
+                    "rule": "deny.replaced",
+                    "would_deny": False,
+                    "grant_id": self.grant_id,
+                },
             )
 
     # --- server → client -------------------------------------------------------

@@ -140,6 +140,27 @@ def test_a_check_that_passes_is_invisible(px, pg, name):
     assert got == direct, (name, direct[-400:], got[-400:])
 
 
+def test_a_bind_in_a_failed_block_fails_as_it_would_without_the_check(px, pg):
+    """In a block the server already failed, our check's Parse fails first (25P02), as the
+    client's Bind would have: the same SQLSTATE, message and ReadyForQuery; the check is
+    made again at the next Bind."""
+    steps = [
+        (parse("s25a", OK), SYNC),
+        (query("SELECT public.s25_noop()"),),
+        (query("BEGIN"),),
+        (query("SELECT 1/0"),),
+        _one("s25a"),
+        (query("ROLLBACK"),),
+        _one("s25a"),
+    ]
+    direct, got = _both(px, pg, steps)
+
+    assert got.count("C25P02") == direct.count("C25P02") == 1, got[-500:]
+    assert "current transaction is aborted" in got
+    assert got.rstrip().endswith(direct.rstrip()[-40:]), (direct[-200:], got[-200:])
+    assert got.count("ok") == direct.count("ok") == 1
+
+
 # --- the check fails: the name was replaced or removed by code ---------------------------
 
 REPLACED = {
@@ -326,3 +347,29 @@ def test_psycopg_prepared_and_pipelined(px):
             conn.execute("SELECT public.s25_noop()")
             cur2 = conn.execute(q, (2,))
         assert cur.fetchone() == ("one",) and cur2.fetchone() == ("two",)
+
+
+# --- the auditor's answer --------------------------------------------------------------
+
+
+def test_the_refusal_is_in_the_auditors_answer(px, make_proxy, tmp_path):
+    """A failed check is a refusal: the statement row of the Bind it answered says so
+    (``db.denied`` with rule ``deny.replaced``), beside the server's own error."""
+    from tests.support.recording import audit_rows, grants, issue_grant, one_live_session, recording
+
+    h = make_proxy(**recording(tmp_path), **grants(tmp_path))
+    _, token = issue_grant(h, agent=AGENT, scopes=SCOPES)
+    h.tmp = tmp_path
+    with RawClient.session(h.host, h.port, AGENT, token) as c:
+        sid = one_live_session(h)
+        got = run_steps(c, [
+            (parse("s25s", OK), SYNC),
+            (query("SELECT public.s25_swap('s25s')"),),
+            _one("s25s"),
+        ])  # fmt: skip
+    assert "deny.replaced" in got and not shows(got, MARK)
+    rows = audit_rows(h, sid)
+    refused = [r for r in rows if r.get("db_denied_rule") == "deny.replaced"]
+    assert len(refused) == 1, rows
+    assert refused[0]["sqlstate"] == "26000"
+    assert [r for r in rows if r.get("db_denied_rule")] == refused
