@@ -449,6 +449,8 @@ class StatementPolicy:
         self._code_epoch = 0  # counts ``_code_ran`` and ``at_rest`` (``verified``)
         self._parse_seq = 0
         self._parsed_at: dict[str, int] = {}  # a name's newest Parse (``replaced``)
+        # SQL-level names forgotten so (an EXECUTE of one is told why it is refused)
+        self._sql_forgotten: set[str] = set()
         self._defined = 0  # how many statements that define functions ran (``_ran_ddl``)
         # SQL-level PREPAREs: name -> the PREPARE's classification, and the names decided
         # on the current snapshot (``catalog_changed`` empties it: EXECUTE decides again)
@@ -2140,6 +2142,9 @@ class StatementPolicy:
         self._unverified = {name for name in self._statements if name}
         self.lazy_code = True
         if self._prepared_statements:
+            if len(self._sql_forgotten) > MAX_REMEMBERED_STATEMENTS:
+                self._sql_forgotten.clear()  # (only the message of a refusal loses its why)
+            self._sql_forgotten.update(self._prepared_statements)
             for name in list(self._prepared_statements):
                 self._forget_prepare(name)
             self._prepared = PreparedNames()
@@ -2202,6 +2207,7 @@ class StatementPolicy:
         which such code may replace while it runs)."""
         self._names_epoch += 1
         self._statements = {}
+        self._sql_forgotten.update(self._prepared_statements)
         for name in list(self._prepared_statements):
             self._forget_prepare(name)
         self._prepared = PreparedNames()
@@ -2231,6 +2237,14 @@ class StatementPolicy:
                 and c.detail in prepared
             ):
                 d = self._decide_execute(c)
+            elif (c.command == "EXECUTE" and not d.allowed and d.rule == "deny.execute"
+                    and c.detail in self._sql_forgotten and c.detail not in prepared):
+                d = Decision(
+                    False, "deny.execute",
+                    f"may not EXECUTE {c.detail}: code this session ran may have replaced "
+                    "it on the server (its PREPARE is no longer trusted: DEALLOCATE it and "
+                    "PREPARE it again)",
+                )  # fmt: skip
             prepared.follow(c, d)
             out.append((c, d))
         return tuple(out)
@@ -2241,6 +2255,7 @@ class StatementPolicy:
             if not d.allowed or c.command not in STATEFUL_COMMANDS:
                 continue
             if c.command == "PREPARE":
+                self._sql_forgotten.discard(c.detail)
                 self._prepared_statements[c.detail] = c
                 self._prepared_current.add(c.detail)
                 self._statements.pop(c.detail, None)  # one namespace, if it succeeds

@@ -81,8 +81,15 @@ def test_sql_level_names_are_forgotten_when_such_code_runs():
     assert p.check_query("EXECUTE q").allowed
     assert p.check_query(CALL).allowed
     assert "q" not in p._prepared_statements
-    assert not p.check_query("EXECUTE q").allowed
+    v = p.check_query("EXECUTE q")
+    assert not v.allowed and "may have replaced it" in v.message and "PREPARE it again" in v.message
     assert not p.check_bind("q", (), (), "utf-8").allowed
+    assert p.check_query("DEALLOCATE q").allowed
+    p.answered(True)
+    assert p.check_query(f"PREPARE q AS {READ}").allowed
+    p.answered(True)
+    assert p.check_query("EXECUTE q").allowed
+    assert not p.check_query("EXECUTE never").message.count("may have replaced")
 
 
 def test_a_dry_run_checks_nothing():
