@@ -79,6 +79,12 @@ class UpstreamSection:
     # its own pg_stat_activity row), which Postgres would not show it; the session's
     # recording names its upstream backend's pid either way (log_line_prefix %p).
     tag_application_name: bool = False
+    # Seconds between the starts of two catalog loads of one database that statements ask
+    # for (proxy/catalog_loader.py, ``CatalogLoader.refresh``; docs/policy.md): a loop of
+    # statements resting on the catalog's completeness waits for the next load instead of
+    # keeping an upstream login busy with catalog queries. A load after DDL is not paced.
+    # 0 = no pacing (each such statement may start a load at once).
+    catalog_min_interval: float = 0.2
 
 
 @dataclass
@@ -335,6 +341,7 @@ def validate(cfg: Config) -> None:
         ("proxy.auth_fail_window", cfg.proxy.auth_fail_window),
         ("upstream.reuse_idle_seconds", cfg.upstream.reuse_idle_seconds),
         ("upstream.reuse_max_idle", cfg.upstream.reuse_max_idle),
+        ("upstream.catalog_min_interval", cfg.upstream.catalog_min_interval),
     ):
         if value < 0:
             raise ConfigError(f"{key}: must not be negative, got {value}")

@@ -11,6 +11,7 @@ import os
 import time
 from collections.abc import Callable
 
+from common.config import UpstreamSection
 from common.wire import messages as m
 from policy.catalog import (
     CASCADES_SQL,
@@ -53,8 +54,9 @@ from .upstream import Inbox, UpstreamError, connect_upstream
 
 __all__ = ["MIN_INTERVAL", "CatalogLoader"]
 
-# Seconds between the starts of two catalog loads of one database (``CatalogLoader.refresh``).
-MIN_INTERVAL = 0.2
+# Seconds between the starts of two catalog loads of one database (``CatalogLoader.refresh``):
+# the default of the ``upstream.catalog_min_interval`` setting, which the server passes in.
+MIN_INTERVAL = UpstreamSection.catalog_min_interval
 # How long a catalog query waits for a lock before the load gives way (``_queries``), and
 # how often a load that gave way is tried again, after how long.
 LOCK_TIMEOUT = "100ms"

@@ -52,7 +52,10 @@ class ProxyServer:
         from .provision import RoleLogins
 
         self.role_logins = RoleLogins(cfg, self.credentials)  # grant -> its upstream login
-        self.catalogs = CatalogLoader(cfg, self.credentials)  # column syntax: x.fn is a call?
+        # column syntax: x.fn is a call?
+        self.catalogs = CatalogLoader(
+            cfg, self.credentials, min_interval=cfg.upstream.catalog_min_interval
+        )
         self.ssl_context = server_ssl_context(cfg)
         self.throttle = FailureThrottle(
             cfg.proxy.auth_fail_delay, cfg.proxy.auth_fail_window, cfg.proxy.auth_fail_max_delay,

@@ -3,7 +3,8 @@
 ``proxy`` is one session-wide pass-through proxy (static user ``alice``/``alice-pw``, no
 recording) in front of the ``pg`` cluster. ``make_proxy(**overrides)`` starts others with
 any config keys (``{"proxy.require_tls": True}``, ``{"grants.store": ...}``); they stop at
-the end of the test. Every proxy's upstream login is the cluster's ``pgwitness`` role over
+the end of the test. Their catalog loads are not paced (``upstream.catalog_min_interval``
+0, not the product's 0.2 s) unless a test sets it. Every proxy's upstream login is the cluster's ``pgwitness`` role over
 TLS (sslmode=verify-full against the cluster's CA).
 
 Also: ``pproxy`` (a module's proxy with a SQLite grant store and two grants for
@@ -149,6 +150,10 @@ def proxy_config(pg, **overrides: Any) -> Config:
         "auth.users": {STATIC_USER: STATIC_PASSWORD},
         "recorder.enabled": False,
         "metrics.listen": "",
+        # Catalog loads statements ask for are not paced (default 0.2 s apart): the pacing
+        # only costs waiting here, and tests/unit/test_catalog_loads.py tests it (a test of
+        # it through a proxy passes its own value, which overrides this one).
+        "upstream.catalog_min_interval": 0.0,
     }
     values.update({k.replace("__", "."): v for k, v in overrides.items()})
     return load_config(None, env={}, overrides=values)
@@ -267,6 +272,7 @@ user = "pgwitness"
 password = "{pg.users["pgwitness"]}"
 sslmode = "verify-full"
 sslrootcert = "{pg.ca_cert}"
+catalog_min_interval = 0.0
 
 [auth]
 users = {{ {STATIC_USER} = "{STATIC_PASSWORD}" }}

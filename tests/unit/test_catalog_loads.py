@@ -220,3 +220,19 @@ def test_the_catalog_session_gives_way_before_the_servers_deadlock_check():
     import proxy.catalog_loader as cl
 
     assert cl.LOCK_TIMEOUT.endswith("ms") and int(cl.LOCK_TIMEOUT[:-2]) < 1000
+
+
+def test_the_interval_is_the_upstream_catalog_min_interval_setting():
+    """The server's loader is paced by ``upstream.catalog_min_interval`` (default 0.2 s,
+    ``proxy.catalog_loader.MIN_INTERVAL``); 0 turns the pacing off."""
+    from common.config import load_config
+    from proxy.catalog_loader import MIN_INTERVAL
+    from proxy.server import ProxyServer
+
+    users = {"auth.users": {"a": "b"}}
+    assert MIN_INTERVAL == 0.2
+    default = ProxyServer(load_config(None, env={}, overrides=users), authenticator=None)
+    assert default.catalogs.min_interval == MIN_INTERVAL
+    for value in (0, 1.5):
+        cfg = load_config(None, env={}, overrides={**users, "upstream.catalog_min_interval": value})
+        assert ProxyServer(cfg, authenticator=None).catalogs.min_interval == value

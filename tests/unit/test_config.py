@@ -280,6 +280,7 @@ def test_serving_needs_a_way_to_log_in():
         ("proxy.startup_timeout", -1),
         ("upstream.connect_timeout", 0),
         ("proxy.shutdown_grace", -5),
+        ("upstream.catalog_min_interval", -0.1),
     ],
 )
 def test_non_positive_timeouts_are_refused(key, value):
