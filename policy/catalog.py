@@ -1232,6 +1232,14 @@ def shadowing_calls(
     return out
 
 
+def code_ran(entry: _Entry) -> None:
+    """Code that may run DDL runs in a session of this worker (``StatementPolicy``): every
+    session of the database checks its statement names with the server until a load that
+    started after its block ended (``_Entry.code_window``)."""
+    entry.code_ended = None if entry.blocks_open > 0 else time.monotonic()
+    _notify(entry)
+
+
 def _notify(entry: _Entry) -> None:
     for listener in list(entry.listeners):
         listener.catalog_changed()
@@ -1320,6 +1328,11 @@ class _Entry:
     open_blocks: int = 0
     remote_open: dict[int, int] = field(default_factory=dict)
     blocks_open: int = 0  # open_blocks plus every other worker's (``count_blocks``)
+    # code that may run DDL ran through the proxy (``code_ran``): it may have redefined any
+    # function (``EXECUTE`` of a CREATE OR REPLACE), which a load shows only once it ended:
+    # None while a block may be open, when every block had ended (monotonic), -inf when no
+    # such code ran since a load that started after that (``put``; red-team round 46)
+    code_ended: float | None = float("-inf")
 
     def count_blocks(self, delta: int = 0, origin: int | None = None, count: int = 0) -> None:
         """This worker's blocks changed by ``delta``, or worker ``origin`` has ``count``."""
@@ -1333,6 +1346,12 @@ class _Entry:
             for name, ended in self.unread.items():
                 if ended is None:
                     self.unread[name] = now
+        if self.blocks_open == 0 and self.code_ended is None:
+            self.code_ended = time.monotonic()
+
+    def code_window(self) -> bool:
+        """May a function have been redefined by code no load has read since?"""
+        return self.code_ended != float("-inf")
 
     def defining(self) -> bool:
         """Is a block that defined functions through the proxy still open?"""
@@ -1468,6 +1487,8 @@ class CatalogCache:
                 code = frozenset(entry.unread)
                 snap = replace(snap, ddl_functions=snap.ddl_functions | code,
                                names_functions=snap.names_functions | code)  # fmt: skip
+        if entry.code_ended is not None and entry.code_ended < snap.loaded_at:
+            entry.code_ended = float("-inf")  # this load read what that code left
         snap = with_defined(snap, entry.defined)
         entry.snapshot = snap
         _notify(entry)

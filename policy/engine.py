@@ -25,6 +25,7 @@ from policy.catalog import (
     RENAMED_TO,
     Snapshot,
     attribute_calls,
+    code_ran,
     describe_refusal,
     merge_defined,
     rests_on_completeness,
@@ -446,6 +447,10 @@ class StatementPolicy:
         # and when the relay clears it every held name is to be checked once more.
         self._unverified: set[str] = set()
         self.lazy_code = False
+        # a statement ran while ``lazy_code`` (such code, or a call of what another
+        # session's code may have redefined): an EXECUTE of a SQL-level name is refused
+        # until it ends, and the SQL-level names are forgotten when it does
+        self._ran_lazy = False
         self._code_epoch = 0  # counts ``_code_ran`` and ``at_rest`` (``verified``)
         self._parse_seq = 0
         self._parsed_at: dict[str, int] = {}  # a name's newest Parse (``replaced``)
@@ -521,6 +526,8 @@ class StatementPolicy:
             return CATALOG_WAIT
         if self.lazy_names and verdict.allowed:
             self.names_unknown()  # (a FETCH, a COMMIT filling a WITH HOLD cursor, ...)
+        if self.lazy_code and verdict.allowed:
+            self._ran_lazy = True  # it may run such code (``_apply_session_state``)
         return verdict
 
     def _check_query(self, sql: str) -> Verdict:
@@ -638,6 +645,8 @@ class StatementPolicy:
         (``followed``); while ``lazy_names``, the names are forgotten after it."""
         names_known, defined = self._names_epoch, self._defined
         verdict = self._check_bind(name, formats, values, encoding)
+        if self.lazy_code and verdict.allowed:
+            self._ran_lazy = True
         if self.lazy_names and verdict.allowed:
             self.names_unknown()  # (planning it may run code: a function folded)
         elif self._names_epoch != names_known or self._defined != defined:
@@ -956,11 +965,18 @@ class StatementPolicy:
         if (snap is not None and seen is not None and snap.names_functions is not seen.names_functions
                 and not snap.names_functions <= seen.names_functions):
             self.lazy_names = True
-        if (snap is not None and seen is not None and snap.ddl_functions is not seen.ddl_functions
-                and not snap.ddl_functions <= seen.ddl_functions):
-            # new code that may build a PREPARE from pieces (defined outside the proxy): a
-            # cursor over a call of it runs it now, so the names are checked (``_code_ran``)
-            self._code_ran()
+        if (entry is not None and entry.code_window()) or (
+            snap is not None and seen is not None and snap.ddl_functions is not seen.ddl_functions
+            and not snap.ddl_functions <= seen.ddl_functions
+        ):  # fmt: skip
+            # code that may run DDL ran (here or in another session) and may have redefined
+            # a function this session calls, or a load shows new such code (a cursor open
+            # over a call of it runs it now): until a load read the catalog and the session
+            # is at rest, names are checked at every Bind, and an EXECUTE after a statement
+            # ran is refused (``_ran_lazy``)
+            self._code_epoch += 1
+            self._unverified = {name for name in self._statements if name}
+            self.lazy_code = True
 
     def bind_checked(self, name: str) -> bool:
         """Must the relay have a Bind of statement ``name`` checked (``check_bind``)? A Bind
@@ -2126,7 +2142,13 @@ class StatementPolicy:
                 for c, d in pairs
             ):  # (a PREPARE runs nothing: its EXECUTE or a Bind of its name does)
                 self.names_unknown()
-            self._code_ran()  # (after ``_run_by``: it forgets the SQL-level names)
+            runs = any(d.opens_ddl and (bound or c.command != "PREPARE") for c, d in pairs)
+            if runs:
+                self._code_ran()  # (after ``_run_by``: it forgets the SQL-level names)
+            if runs and entry is not None:
+                # it may have redefined a function another session calls (red-team round
+                # 46): every session checks its names until a load reads the catalog
+                code_ran(entry)
         if fresh:
             self.ddl_unsettled = self.ddl_unsettled | fresh
         return True
@@ -2141,6 +2163,12 @@ class StatementPolicy:
         self._code_epoch += 1
         self._unverified = {name for name in self._statements if name}
         self.lazy_code = True
+        self._ran_lazy = True
+        self._forget_sql_names()
+
+    def _forget_sql_names(self) -> None:
+        """The SQL-level names: forgotten (``_code_ran``), an EXECUTE of one refused until
+        it is prepared again, and told why (``_sql_forgotten``)."""
         if self._prepared_statements:
             if len(self._sql_forgotten) > MAX_REMEMBERED_STATEMENTS:
                 self._sql_forgotten.clear()  # (only the message of a refusal loses its why)
@@ -2194,9 +2222,15 @@ class StatementPolicy:
         transaction may have replaced any name held now: each is checked once more."""
         self.lazy_names = False
         if self.lazy_code:
-            self.lazy_code = False
             self._code_epoch += 1
             self._unverified = {name for name in self._statements if name}
+            entry = self.catalog_entry
+            # while code a session ran may have redefined a function and no load has read
+            # it, any call may run such code: every Bind stays checked, every EXECUTE refused
+            self.lazy_code = entry is not None and entry.code_window()
+            if not self.lazy_code and self._ran_lazy:
+                self._ran_lazy = False
+                self._forget_sql_names()  # (prepared while code could run: a cursor's)
 
     def names_unknown(self) -> None:
         """Code that may prepare or remove statements runs (``_runs_names_code``): the
@@ -2229,6 +2263,10 @@ class StatementPolicy:
         """Decide EXECUTE against the PREPAREs this session allowed (in statement order)."""
         prepared = self._prepared.copy()
         out: list[Pair] = []
+        # code that may replace statements may have run before an EXECUTE: such code ran in
+        # the transaction, or a statement ran while another session's code may have
+        # redefined what it calls (``lazy_code``), or one before it in this text does
+        code = self.lazy_code and self._ran_lazy
         for c, d in pairs:
             if (
                 c.command == "EXECUTE"
@@ -2237,6 +2275,17 @@ class StatementPolicy:
                 and c.detail in prepared
             ):
                 d = self._decide_execute(c)
+                if code and d.allowed:
+                    # a cursor over it (or a statement before it in this text) may run it
+                    # between the PREPARE and this EXECUTE, and a check of the server cannot
+                    # tell a SQL-level statement code made from the client's
+                    d = Decision(
+                        False, "deny.execute",
+                        f"may not EXECUTE {c.detail} after code that may replace prepared "
+                        "statements ran in this transaction (or before it in this text): "
+                        "EXECUTE it once the transaction has ended, or use a protocol-level "
+                        "prepared statement",
+                    )  # fmt: skip
             elif (c.command == "EXECUTE" and not d.allowed and d.rule == "deny.execute"
                     and c.detail in self._sql_forgotten and c.detail not in prepared):
                 d = Decision(
@@ -2247,6 +2296,8 @@ class StatementPolicy:
                 )  # fmt: skip
             prepared.follow(c, d)
             out.append((c, d))
+            if (d.opens_ddl or self.lazy_code) and c.command != "PREPARE":  # (runs nothing)
+                code = True
         return tuple(out)
 
     def _commit_session_state(self, pairs: tuple[Pair, ...]) -> None:

@@ -413,10 +413,25 @@ class Relay:
                 # proxy's own (see the Parse below): its Describe and Close follow it there
                 frame = run[start:end]
                 name_ = m.statement_named(frame, self.encoding)
-                if (t == _DESCRIBE and name_ and policy is not None
-                        and not (self.encoding_changed and not name_.isascii() and groups.ran)
-                        and self._check_name(name_, out, run, last, start)):
-                    last = start
+                if t == _DESCRIBE and name_ and policy is not None:
+                    if self.encoding_changed and not name_.isascii() and groups.ran:
+                        if policy.lazy_code or policy.binds_watched:
+                            # which statement it names is not known, nor so whether the
+                            # server must check it: refused, as a Bind of it is (red-team
+                            # round 46: it went upstream unchecked)
+                            self._record(ENCODING_IN_FLIGHT, "Describe", "", statement=name_)
+                            out.append(run[last:start])
+                            last = end
+                            denials = self.denials
+                            out.append(denials.inject(_PARSE, denials.raise_sql(
+                                ENCODING_IN_FLIGHT.message, ENCODING_IN_FLIGHT.sqlstate,
+                            ), groups))  # fmt: skip
+                            self._parses.append(None)  # ours: its ParseComplete comes too
+                            groups.sent(t)
+                            i = groups.sent_frames(frames, i, checked)
+                            continue
+                    elif self._check_name(name_, out, run, last, start):
+                        last = start
                 if name_ is not None and name_ in self._pinned:
                     out.append(run[last:start])
                     out.append(m.renamed_statement(frame, self._pinned[name_]))

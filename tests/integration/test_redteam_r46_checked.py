@@ -18,7 +18,11 @@ n || ' CURSOR WITH HOLD FOR <vault read>'``), ``r46_noop()`` (dynamic SQL touchi
 show the marker there (``RuntimeError`` otherwise). ``OK`` = ``SELECT 'ok'::text AS v``;
 ``_one(s)`` = Bind of ``s`` to the unnamed portal, Execute, Sync.
 
-Leaks found (strict xfails):
+Leaks found (strict xfails when found; 1 and 3 fixed in session 25, their probes pass now:
+a Describe whose name cannot be read while the encoding may be changing is refused when
+checks may be due, and code that may run DDL opens a window, ``_Entry.code_window``, in
+which every session of the database checks its names and refuses SQL-level EXECUTEs until
+a load that started after its block ended; 2 stays a residue, see docs/decisions.md):
 
 1. **A Describe of a non-ASCII name skips the check while the encoding "may be changing"**
    (``describe-nonascii-name-after-set-encoding``). ``Parse "r46é" OK`` / Sync; ``SET
@@ -212,7 +216,7 @@ PROBES: dict[str, tuple] = {
             # skipped for a non-ASCII name while the encoding "may be changing"
             (query("SELECT 1"), _describe("r46é"), SYNC),
         ],
-        DESCRIBE_WHY,
+        False,  # fixed in session 25 (DESCRIBE_WHY): refused, as a Bind of it is
     ),
     "describe-ascii-control": (
         "base",
@@ -364,8 +368,11 @@ OWNER_WHY = (
 )
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=REDEF_WHY)
 def test_redefined_by_code_in_another_proxy_session(px, pg):
+    """Fixed in session 25 (REDEF_WHY): code that may run DDL opens a window
+    (``_Entry.code_window``) in which every session checks its names and refuses SQL-level
+    EXECUTEs, until a load that started after its block ended."""
+
     direct, got = _redefined_elsewhere(px, pg, True)
     assert not shows(got, MARK), ("LEAK", got[-600:])
 

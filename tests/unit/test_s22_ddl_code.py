@@ -140,6 +140,7 @@ def test_sql_execute_of_a_prepared_call_counts():
         assert p.check_query(f"EXECUTE s{i}").allowed
         assert len(calls) == before + 1
         _settle(p)
+        p.at_rest()  # (the relay: idle outside a transaction)
     # the code may have replaced any SQL-level name (built from pieces: a check of the
     # server cannot tell its PREPARE from the client's): refused until prepared again
     assert not p.check_query("EXECUTE s0").allowed

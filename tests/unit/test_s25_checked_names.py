@@ -6,6 +6,8 @@ tests/integration/test_s25_checked_names.py."""
 
 from __future__ import annotations
 
+import time
+
 from common.wire import messages as m
 from common.wire.errors import frame
 from proxy.denials import Denials
@@ -86,6 +88,9 @@ def test_sql_level_names_are_forgotten_when_such_code_runs():
     assert not p.check_bind("q", (), (), "utf-8").allowed
     assert p.check_query("DEALLOCATE q").allowed
     p.answered(True)
+    v = p.check_query(f"PREPARE q AS {READ}; EXECUTE q")
+    assert not v.allowed and "in this transaction" in v.message, v.message  # (code may run)
+    p.at_rest()  # (the relay: idle outside a transaction)
     assert p.check_query(f"PREPARE q AS {READ}").allowed
     p.answered(True)
     assert p.check_query("EXECUTE q").allowed
@@ -198,3 +203,130 @@ def test_a_skipped_check_is_resolved_by_the_ready_for_query_and_done_again():
     assert out == frame(b"1") + frame(b"2") + error + m.ready_for_query(b"I")
     assert not relay.denials.pending
     assert p.verify_name("s") is not None, "the server never ran it: checked at the next Bind"
+
+
+# --- SQL-level names while such code may run (red-team round 46) ------------------------
+
+
+def test_an_execute_after_such_code_in_the_same_text_is_refused():
+    p, _c, _calls = _session()
+    assert p.check_query(f"PREPARE q AS {READ}").allowed
+    p.answered(True)
+    v = p.check_query(f"{CALL}; EXECUTE q")
+    assert not v.allowed and "before it in this text" in v.message, v.message
+    # a PREPARE of such code runs nothing: an EXECUTE after it in the text is decided so
+    assert p.check_query(f"PREPARE r AS {READ}; PREPARE c AS {CALL}; EXECUTE r").allowed
+
+
+def test_sql_level_names_prepared_while_a_cursor_may_run_such_code_are_forgotten_after():
+    p, _c, _calls = _session()
+    assert p.check_query("BEGIN").allowed
+    assert p.check_query(f"DECLARE c CURSOR WITH HOLD FOR {CALL}").allowed
+    assert p.check_query(f"PREPARE q AS {READ}").allowed
+    p.answered(True)
+    assert not p.check_query("EXECUTE q").allowed  # (FETCH c may run the code first)
+    assert p.check_query("COMMIT").allowed  # fills the cursor: the code runs now
+    p.answered(True)
+    p.at_rest()
+    v = p.check_query("EXECUTE q")
+    assert not v.allowed and "may have replaced it" in v.message, v.message
+
+
+def _sessions():
+    from policy.catalog import CatalogCache
+    from policy.engine import StatementPolicy
+    from policy.scopes import parse_scopes
+    from tests.unit.test_s22_ddl_code import SCOPES
+
+    c = CatalogCache()
+    c.put(
+        "db", ["attach", "plain"], {"public.t": frozenset({"id"})},
+        user_functions={"attach": frozenset({"public.attach"}),
+                        "plain": frozenset({"public.plain"})},
+        ddl_functions=("public.attach", "attach"),
+    )  # fmt: skip
+    entry = c.entry("db")
+
+    def session() -> StatementPolicy:
+        p = StatementPolicy(parse_scopes(SCOPES), task="T", shared=None)
+        p.catalog = lambda: c.get("db")
+        p.on_ddl = lambda defined, removed: c.invalidate("db", defined, removed)
+        p.catalog_entry = entry
+        p.on_block = entry.count_blocks
+        p.catalog_listener = c.listen("db", p)
+        return p
+
+    return c, entry, session(), session()
+
+
+def test_another_sessions_such_code_has_every_session_check_its_names_until_a_load():
+    """It may have redefined a function this session calls (``EXECUTE`` of a CREATE OR
+    REPLACE FUNCTION), which no snapshot shows until a load after its block ended."""
+    c, entry, a, b = _sessions()
+    _held(a)
+    a.at_rest()
+    assert a.verify_name("s") is None
+    assert b.check_query("BEGIN").allowed
+    assert b.check_query(CALL).allowed  # B's block is open
+    assert entry.code_window() and a.lazy_code and a.verify_name("s") is not None
+    a.at_rest()  # idle, yet a call may run the new code: every Bind stays checked
+    assert a.lazy_code
+    token = a.verify_name("s")
+    a.verified("s", token)
+    assert a.verify_name("s") is not None
+    entry.count_blocks(-1)  # B's block ended (its settle)
+    assert entry.code_window(), "until a load that started after the end"
+    time.sleep(0.001)
+    c.put("db", ["attach", "plain"], {"public.t": frozenset({"id"})},
+          user_functions=c.get("db").user_functions,
+          ddl_functions=("public.attach", "attach"))  # fmt: skip
+    assert not entry.code_window()
+    a.at_rest()
+    assert not a.lazy_code
+    a.verified("s", a.verify_name("s"))
+    assert a.verify_name("s") is None
+
+
+def test_another_sessions_code_costs_sql_level_names_only_where_statements_ran():
+    """In the window another session's code opened, an EXECUTE is refused once a statement
+    ran (it may have called a function that code redefined); a session that ran nothing
+    keeps its SQL-level names."""
+    c, entry, a, b = _sessions()
+    idle = _sessions_peer(c, entry)
+    for p in (a, idle):
+        assert p.check_query(f"PREPARE q AS {READ}").allowed
+        p.answered(True)
+        p.at_rest()
+    assert b.check_query("BEGIN").allowed
+    assert b.check_query(CALL).allowed
+    assert a.lazy_code and idle.lazy_code
+    assert a.check_query("EXECUTE q").allowed  # nothing ran in A since the window opened
+    v = a.check_query("EXECUTE q")
+    assert not v.allowed and "in this transaction" in v.message, v.message
+    assert not a.check_query("SELECT public.plain(); EXECUTE q").allowed
+    for p in (a, b):
+        p.settle_ddl()  # (the relay, at ReadyForQuery 'I': their blocks ended)
+    assert entry.blocks_open == 0
+    time.sleep(0.001)
+    c.put("db", ["attach", "plain"], {"public.t": frozenset({"id"})},
+          user_functions=c.get("db").user_functions,
+          ddl_functions=("public.attach", "attach"))  # fmt: skip
+    for p in (a, idle):
+        p.at_rest()
+        assert not p.lazy_code
+    assert "q" not in a._prepared_statements  # statements ran in the window: forgotten
+    assert idle.check_query("EXECUTE q").allowed  # it ran nothing: kept
+
+
+def _sessions_peer(c, entry):
+    from policy.engine import StatementPolicy
+    from policy.scopes import parse_scopes
+    from tests.unit.test_s22_ddl_code import SCOPES
+
+    p = StatementPolicy(parse_scopes(SCOPES), task="T", shared=None)
+    p.catalog = lambda: c.get("db")
+    p.on_ddl = lambda defined, removed: c.invalidate("db", defined, removed)
+    p.catalog_entry = entry
+    p.on_block = entry.count_blocks
+    p.catalog_listener = c.listen("db", p)
+    return p
