@@ -58,14 +58,18 @@ demo: venv system-deps compile
 # (the reference). That second run is CPU-bound and touches nothing outside its process
 # (tests/unit/conftest.py), while the first mostly waits on its servers: it runs beside it
 # (at the same CPU priority: some unit tests time asyncio sleeps of a millisecond), its
-# output printed after the first's; both must pass.
+# output printed after the first's; both must pass. The main run is split over
+# TEST_WORKERS pytest-xdist workers, whole test files each (--dist loadfile), every worker
+# with its own PostgreSQL cluster and S3 server (docs/decisions.md, "The suite on two
+# workers"); TEST_WORKERS=0 runs it in one process.
+TEST_WORKERS ?= 2
 test: venv system-deps compile
 	@log=$$(mktemp); \
 	echo "PGWITNESS_PURE_PYTHON=1 $(BIN)/pytest -q -p no:cacheprovider tests/unit (beside)"; \
 	PGWITNESS_PURE_PYTHON=1 $(BIN)/pytest -q -p no:cacheprovider tests/unit >$$log 2>&1 & p=$$!; \
 	trap 'kill $$p 2>/dev/null; rm -f $$log' INT TERM; \
-	echo "$(BIN)/pytest -q"; \
-	$(BIN)/pytest -q; main=$$?; \
+	echo "$(BIN)/pytest -q -n $(TEST_WORKERS) --dist loadfile"; \
+	$(BIN)/pytest -q -n $(TEST_WORKERS) --dist loadfile; main=$$?; \
 	wait $$p; pure=$$?; \
 	echo "== PGWITNESS_PURE_PYTHON=1 $(BIN)/pytest -q tests/unit (ran beside the above):"; \
 	cat $$log; rm -f $$log; \
