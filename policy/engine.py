@@ -450,7 +450,8 @@ class StatementPolicy:
         # a statement ran while ``lazy_code`` (such code, or a call of what another
         # session's code may have redefined): an EXECUTE of a SQL-level name is refused
         # until it ends, and the SQL-level names are forgotten when it does
-        self._ran_lazy = False
+        self.ran_lazy = False  # (the relay sets it at each Execute and Sync too)
+        self._code_runs = 0  # counts ``_code_ran``
         self._code_epoch = 0  # counts ``_code_ran`` and ``at_rest`` (``verified``)
         self._parse_seq = 0
         self._parsed_at: dict[str, int] = {}  # a name's newest Parse (``replaced``)
@@ -527,7 +528,7 @@ class StatementPolicy:
         if self.lazy_names and verdict.allowed:
             self.names_unknown()  # (a FETCH, a COMMIT filling a WITH HOLD cursor, ...)
         if self.lazy_code and verdict.allowed:
-            self._ran_lazy = True  # it may run such code (``_apply_session_state``)
+            self.ran_lazy = True  # it may run such code (``_apply_session_state``)
         return verdict
 
     def _check_query(self, sql: str) -> Verdict:
@@ -646,7 +647,7 @@ class StatementPolicy:
         names_known, defined = self._names_epoch, self._defined
         verdict = self._check_bind(name, formats, values, encoding)
         if self.lazy_code and verdict.allowed:
-            self._ran_lazy = True
+            self.ran_lazy = True
         if self.lazy_names and verdict.allowed:
             self.names_unknown()  # (planning it may run code: a function folded)
         elif self._names_epoch != names_known or self._defined != defined:
@@ -659,6 +660,15 @@ class StatementPolicy:
         self._follow_catalog()
         if name_too_long(name):
             return self._refused(_bind_of(name), _LONG_NAME(name))
+        if self.lazy_code and self.ran_lazy and name in self._prepared_statements and (
+            name not in self._statements
+        ):  # a SQL-level name, bound as an EXECUTE of it would run (``_apply_session_state``)
+            return self._refused(_bind_of(name), Decision(
+                False, "deny.execute",
+                f"may not bind statement {name!r}, prepared by SQL, after code that may "
+                "replace prepared statements ran in this transaction: bind it once the "
+                "transaction has ended, or prepare it with the protocol",
+            ))  # fmt: skip
         followed = self.followed.get(name)
         if followed is not None and not self.bind_at_once:
             # what it changes (statement names, the catalog, through code it runs) happens
@@ -973,7 +983,7 @@ class StatementPolicy:
             # a function this session calls, or a load shows new such code (a cursor open
             # over a call of it runs it now): until a load read the catalog and the session
             # is at rest, names are checked at every Bind, and an EXECUTE after a statement
-            # ran is refused (``_ran_lazy``)
+            # ran is refused (``ran_lazy``)
             self._code_epoch += 1
             self._unverified = {name for name in self._statements if name}
             self.lazy_code = True
@@ -994,8 +1004,9 @@ class StatementPolicy:
             or self._forgotten(name)
             or self.lazy_names
             or name in self._unverified
-            or (self.lazy_code and name != "" and name in self._statements)
-        )
+            or (self.lazy_code and name != "" and (
+                name in self._statements or name in self._prepared_statements))
+        )  # fmt: skip
 
     def _at_bind(self, decide: Callable[[], _T]) -> _T:
         """``decide()`` for a Bind, which cannot wait for a load: a statement whose answer
@@ -2079,6 +2090,7 @@ class StatementPolicy:
             pairs = self._after_definitions(pairs)
         denied = next((d for _, d in pairs if not d.allowed), None)
         ran = denied is None or not self.enforce
+        code_runs = self._code_runs
         if ran:
             self._ran_ddl(pairs)
         if ran and any(c.cls is StatementClass.DDL for c, _d in pairs):
@@ -2088,6 +2100,10 @@ class StatementPolicy:
                 self._session_state_changed()
         if denied is None:
             self._commit_session_state(pairs)
+            if self._code_runs != code_runs:
+                # code ran in this text: a PREPARE before it in the text is forgotten too
+                # (red-team round 47: a protocol Bind of it ran what the code prepared)
+                self._forget_sql_names()
             return Verdict(True, pairs, "")
         if self.enforce:
             if denied.rule == "deny.unknown":
@@ -2161,9 +2177,10 @@ class StatementPolicy:
         the policy forgets those, so an EXECUTE or Bind of one is refused until it is
         prepared again."""
         self._code_epoch += 1
+        self._code_runs += 1
         self._unverified = {name for name in self._statements if name}
         self.lazy_code = True
-        self._ran_lazy = True
+        self.ran_lazy = True
         self._forget_sql_names()
 
     def _forget_sql_names(self) -> None:
@@ -2228,8 +2245,8 @@ class StatementPolicy:
             # while code a session ran may have redefined a function and no load has read
             # it, any call may run such code: every Bind stays checked, every EXECUTE refused
             self.lazy_code = entry is not None and entry.code_window()
-            if not self.lazy_code and self._ran_lazy:
-                self._ran_lazy = False
+            if not self.lazy_code and self.ran_lazy:
+                self.ran_lazy = False
                 self._forget_sql_names()  # (prepared while code could run: a cursor's)
 
     def names_unknown(self) -> None:
@@ -2266,7 +2283,7 @@ class StatementPolicy:
         # code that may replace statements may have run before an EXECUTE: such code ran in
         # the transaction, or a statement ran while another session's code may have
         # redefined what it calls (``lazy_code``), or one before it in this text does
-        code = self.lazy_code and self._ran_lazy
+        code = self.lazy_code and self.ran_lazy
         for c, d in pairs:
             if (
                 c.command == "EXECUTE"

@@ -109,6 +109,8 @@ class Policy(Protocol):
     # code that may run DDL (so build a PREPARE from pieces) ran in the open transaction:
     # every Bind or Describe of a held statement is checked with the server first
     lazy_code: bool
+    # a statement ran while ``lazy_code`` (the relay sets it at each Execute and Sync)
+    ran_lazy: bool
 
     def at_rest(self) -> None:
         """The server is idle outside a transaction: ``lazy_names`` and ``lazy_code`` end."""

@@ -22,7 +22,11 @@ login first and must show the marker there (``RuntimeError`` otherwise). ``OK`` 
 ``SELECT 'ok'::text AS v``; ``PREPARE r47q AS OK`` is a SQL-level name, ``r47s`` a protocol
 one.
 
-Leaks found (strict xfails):
+Leaks found (strict xfails when found; 1 and 2 fixed in session 25, their probes pass now:
+the relay marks ``ran_lazy`` at each Execute and Sync while ``lazy_code``, a Bind of a
+SQL-level name is refused under the same condition as its EXECUTE, and a text that ran
+such code forgets the SQL-level names after its own PREPAREs are committed; 3 stays a
+residue, see docs/decisions.md):
 
 1. **SQL-level names: a session that runs the redefined function over the extended protocol
    never counts as having run a statement in the window** (``window-*`` in ``WINDOW``).
@@ -242,27 +246,27 @@ WINDOW_WHY = (
 WINDOW: dict[str, tuple] = {
     "window-pipeline-execute-parse": (
         ([PREP_Q], [(*_call("r47q"), parse("", "EXECUTE r47q"), bind(), execute(), SYNC)], []),
-        WINDOW_WHY,
+        False,  # fixed in session 25 (WINDOW_WHY)
     ),
     "window-then-query-execute": (
         ([PREP_Q], [(*_call("r47q"), SYNC), (query("EXECUTE r47q"),)], []),
-        WINDOW_WHY,
+        False,  # fixed in session 25 (WINDOW_WHY)
     ),
     "window-then-execute-after-the-window": (
         ([PREP_Q], [(*_call("r47q"), SYNC)], [(query("EXECUTE r47q"),)]),
-        WINDOW_WHY,
+        False,  # fixed in session 25 (WINDOW_WHY)
     ),
     "window-then-bind-sql-name-after-the-window": (
         ([PREP_Q], [(*_call("r47q"), SYNC)], [_one("r47q")]),
-        WINDOW_WHY,
+        False,  # fixed in session 25 (WINDOW_WHY)
     ),
     "window-followed-execute": (
         ([PREP_Q, PREP_E], [(*_call("r47q"), bind("", "e"), execute(), SYNC)], []),
-        WINDOW_WHY,
+        False,  # fixed in session 25 (WINDOW_WHY)
     ),
     "window-followed-execute-after-the-window": (
         ([PREP_Q, PREP_E], [(*_call("r47q"), SYNC)], [_one("e")]),
-        WINDOW_WHY,
+        False,  # fixed in session 25 (WINDOW_WHY)
     ),
     # held
     "window-query-one-text": (
@@ -304,11 +308,11 @@ SAME_TEXT_WHY = (
     "statement the code put under the name runs"
 )
 OWN: dict[str, tuple] = {
-    "own-same-text-bind": ("base", [SAME_TEXT, _one("r47q")], SAME_TEXT_WHY),
+    "own-same-text-bind": ("base", [SAME_TEXT, _one("r47q")], False),  # fixed (SAME_TEXT_WHY)
     "own-same-text-bind-in-a-block": (
         "base",
         [(query("BEGIN"),), SAME_TEXT, _one("r47q"), (query("COMMIT"),)],
-        SAME_TEXT_WHY,
+        False,  # fixed in session 25 (SAME_TEXT_WHY)
     ),
     # held
     "own-same-text-execute": ("base", [SAME_TEXT, (query("EXECUTE r47q"),)], False),

@@ -46,6 +46,7 @@ class PolicySeam:
 
     lazy_names = False  # no code replaces statements
     lazy_code = False
+    ran_lazy = False
 
     def at_rest(self) -> None:
         self.lazy_names = self.lazy_code = False

@@ -330,3 +330,40 @@ def _sessions_peer(c, entry):
     p.on_block = entry.count_blocks
     p.catalog_listener = c.listen("db", p)
     return p
+
+
+# --- red-team round 47 -----------------------------------------------------------------
+
+
+def test_a_prepare_before_such_code_in_the_same_text_is_forgotten():
+    p, _c, _calls = _session()
+    assert p.check_query(f"PREPARE q AS {READ}; {CALL}").allowed
+    p.answered(True)
+    assert "q" not in p._prepared_statements
+    assert not p.check_bind("q", (), (), "utf-8").allowed
+
+
+def test_a_bind_of_a_sql_level_name_after_a_statement_ran_under_such_code_is_refused():
+    c, entry, a, b = _sessions()
+    assert a.check_query(f"PREPARE q AS {READ}").allowed
+    a.answered(True)
+    a.at_rest()
+    assert b.check_query("BEGIN").allowed and b.check_query(CALL).allowed  # the window
+    assert a.bind_checked("q")
+    assert a.check_bind("q", (), (), "utf-8").allowed  # nothing ran in A since
+    v = a.check_bind("q", (), (), "utf-8")  # the Bind before it may have run the code
+    assert not v.allowed and "prepared by SQL" in v.message, v.message
+
+
+def test_the_relay_counts_an_execute_while_such_code_may_run():
+    c, entry, a, b = _sessions()
+    assert a.check_query(f"PREPARE q AS {READ}").allowed
+    a.answered(True)
+    a.at_rest()
+    relay = Relay(policy=a)
+    assert b.check_query("BEGIN").allowed and b.check_query(CALL).allowed  # the window
+    assert a.lazy_code and not a.ran_lazy
+    relay.from_client(m.bind_no_params("", "") + m.execute() + m.SYNC)  # (unnamed: unlooked at)
+    assert a.ran_lazy
+    v = a.check_query("EXECUTE q")
+    assert not v.allowed and "in this transaction" in v.message, v.message
