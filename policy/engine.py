@@ -665,9 +665,9 @@ class StatementPolicy:
         ):  # a SQL-level name, bound as an EXECUTE of it would run (``_apply_session_state``)
             return self._refused(_bind_of(name), Decision(
                 False, "deny.execute",
-                f"may not bind statement {name!r}, prepared by SQL, after code that may "
-                "replace prepared statements ran in this transaction: bind it once the "
-                "transaction has ended, or prepare it with the protocol",
+                f"may not bind statement {name!r}, prepared by SQL, while code that may "
+                "replace prepared statements may run (as for its EXECUTE in this transaction): "
+                "bind it once the transaction has ended, or prepare it with the protocol",
             ))  # fmt: skip
         followed = self.followed.get(name)
         if followed is not None and not self.bind_at_once:
@@ -984,8 +984,7 @@ class StatementPolicy:
             # over a call of it runs it now): until a load read the catalog and the session
             # is at rest, names are checked at every Bind, and an EXECUTE after a statement
             # ran is refused (``ran_lazy``)
-            self._code_epoch += 1
-            self._unverified = {name for name in self._statements if name}
+            self._check_names_again()
             self.lazy_code = True
 
     def bind_checked(self, name: str) -> bool:
@@ -2176,12 +2175,17 @@ class StatementPolicy:
         SQL-level one cannot be told from one that code prepared (both are ``from_sql``):
         the policy forgets those, so an EXECUTE or Bind of one is refused until it is
         prepared again."""
-        self._code_epoch += 1
+        self._check_names_again()
         self._code_runs += 1
-        self._unverified = {name for name in self._statements if name}
         self.lazy_code = True
         self.ran_lazy = True
         self._forget_sql_names()
+
+    def _check_names_again(self) -> None:
+        """Every protocol statement held now is checked with the server at its next Bind or
+        Describe (``verify_name``); answers to checks sent before this do not count."""
+        self._code_epoch += 1
+        self._unverified = {name for name in self._statements if name}
 
     def _forget_sql_names(self) -> None:
         """The SQL-level names: forgotten (``_code_ran``), an EXECUTE of one refused until
@@ -2239,8 +2243,7 @@ class StatementPolicy:
         transaction may have replaced any name held now: each is checked once more."""
         self.lazy_names = False
         if self.lazy_code:
-            self._code_epoch += 1
-            self._unverified = {name for name in self._statements if name}
+            self._check_names_again()
             entry = self.catalog_entry
             # while code a session ran may have redefined a function and no load has read
             # it, any call may run such code: every Bind stays checked, every EXECUTE refused
@@ -2298,18 +2301,19 @@ class StatementPolicy:
                     # tell a SQL-level statement code made from the client's
                     d = Decision(
                         False, "deny.execute",
-                        f"may not EXECUTE {c.detail} after code that may replace prepared "
-                        "statements ran in this transaction (or before it in this text): "
-                        "EXECUTE it once the transaction has ended, or use a protocol-level "
-                        "prepared statement",
+                        f"may not EXECUTE {c.detail} while code that may replace prepared "
+                        "statements may run (it ran in this transaction or before it in this "
+                        "text, or another session's code may have redefined a function called "
+                        "here): EXECUTE it once the transaction has ended and no such change is "
+                        "in progress, or use a protocol-level prepared statement",
                     )  # fmt: skip
             elif (c.command == "EXECUTE" and not d.allowed and d.rule == "deny.execute"
                     and c.detail in self._sql_forgotten and c.detail not in prepared):
                 d = Decision(
                     False, "deny.execute",
-                    f"may not EXECUTE {c.detail}: code this session ran may have replaced "
-                    "it on the server (its PREPARE is no longer trusted: DEALLOCATE it and "
-                    "PREPARE it again)",
+                    f"may not EXECUTE {c.detail}: code that may replace prepared statements "
+                    "ran since its PREPARE and may have replaced it on the server (DEALLOCATE "
+                    "it and PREPARE it again)",
                 )  # fmt: skip
             prepared.follow(c, d)
             out.append((c, d))
