@@ -975,13 +975,9 @@ class StatementPolicy:
         if (snap is not None and seen is not None and snap.names_functions is not seen.names_functions
                 and not snap.names_functions <= seen.names_functions):
             self.lazy_names = True
-        if (entry is not None and entry.code_window()) or (
-            snap is not None and seen is not None and snap.ddl_functions is not seen.ddl_functions
-            and not snap.ddl_functions <= seen.ddl_functions
-        ):  # fmt: skip
+        if entry is not None and entry.code_window():
             # code that may run DDL ran (here or in another session) and may have redefined
-            # a function this session calls, or a load shows new such code (a cursor open
-            # over a call of it runs it now): until a load read the catalog and the session
+            # a function this session calls: until a load read the catalog and the session
             # is at rest, names are checked at every Bind, and an EXECUTE after a statement
             # ran is refused (``ran_lazy``)
             self._check_names_again()

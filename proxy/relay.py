@@ -375,12 +375,17 @@ class Relay:
             # idle outside a transaction: no cursor or portal is open to run code again
             # (the mark came with another session's definition: ``catalog_changed``)
             policy.at_rest()
+        if policy is not None and policy.lazy_code:
+            # code that may replace statements may run now: any message of this read may
+            # run it (a Bind's parameter checks, COPY rows through a trigger, an Execute, a
+            # Sync's commit), before a later one in it is decided (red-team rounds 47, 48)
+            policy.ran_lazy = True
         # looked at once per batch of frames (one socket read): it holds for all of them
         unhealthy = health is not None and not health.healthy
         if unhealthy:
-            checked = _CHECKED_UNHEALTHY_LAZY if policy is not None and (policy.lazy_names or policy.lazy_code) else _CHECKED_UNHEALTHY
+            checked = _CHECKED_UNHEALTHY_LAZY if policy is not None and policy.lazy_names else _CHECKED_UNHEALTHY
         elif self._binds_checked():
-            checked = _CHECKED_LAZY if policy is not None and (policy.lazy_names or policy.lazy_code) else _CHECKED_BINDS
+            checked = _CHECKED_LAZY if policy is not None and policy.lazy_names else _CHECKED_BINDS
         else:
             checked = _CHECKED
         # Messages nobody checks (Bind, Describe, Execute, Sync, ...) only move the Sync
@@ -402,11 +407,9 @@ class Relay:
                 self.terminated = True
                 out.append(run[last:start])
                 return b"".join(out), self._answer(to_client)
-            if t == _SYNC:  # (looked at only while the policy's ``lazy_names`` or ``lazy_code``)
+            if t == _SYNC:  # (looked at only while the policy's ``lazy_names``)
                 if policy is not None and policy.lazy_names:
                     policy.names_unknown()  # its commit may fill a WITH HOLD cursor's rows
-                if policy is not None and policy.lazy_code:
-                    policy.ran_lazy = True  # (the same: code may run)
                 groups.sent(t)
                 i = groups.sent_frames(frames, i, checked)
                 continue
@@ -481,8 +484,6 @@ class Relay:
                     # its portal may run that code again (a cursor's by name, a suspended
                     # one): what the policy learnt before it may not be what runs after
                     policy.names_unknown()
-                if policy is not None and policy.lazy_code:
-                    policy.ran_lazy = True  # it may run code another session redefined
                 groups.sent(t)
                 i = groups.sent_frames(frames, i, checked)
                 continue
@@ -593,7 +594,7 @@ class Relay:
                 if not unhealthy and self._binds_checked():  # (unhealthy: its set stays)
                     # (a statement's pin is a parameter now, or DDL changed the catalog: the
                     # Binds of statements prepared before it are decided again)
-                    checked = _CHECKED_LAZY if policy is not None and (policy.lazy_names or policy.lazy_code) else _CHECKED_BINDS
+                    checked = _CHECKED_LAZY if policy is not None and policy.lazy_names else _CHECKED_BINDS
                 if (not self.withholding and policy is not None and policy.enforce
                         and not isinstance(verdict, Refusal) and policy.writes_unreadable(verdict)):
                     self.withholding = True  # (a dry run refuses and withholds nothing)

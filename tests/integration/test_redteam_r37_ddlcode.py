@@ -304,7 +304,9 @@ def test_write_waiting_on_the_ddl_lock(px, pg, name):
                 with RawClient.direct(pg) as c:
                     c.query(DETACH)
             assert any(f[:1] == b"D" for f in wr.query("SELECT 1")), "the session goes on"
-    assert "P0001" in got, got[-300:]
+    # (session 25: while the migrator's code may have redefined a function, an EXECUTE of
+    # a SQL-level name may be refused instead: deny.execute, nothing runs)
+    assert "P0001" in got or (name == "sql-execute" and "deny.execute" in got), got[-300:]
     assert not shows(got, MARKER), ("LEAK", name, got[-400:])
 
 

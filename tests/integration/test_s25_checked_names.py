@@ -28,6 +28,7 @@ from common.wire.errors import frame
 from tests.support import planted
 from tests.support.planted import run_steps, shows
 from tests.support.rawpg import SYNC, RawClient, bind, execute, parse, query
+from tests.support.wait import wait_for
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -257,9 +258,17 @@ def test_after_a_failed_check_in_a_block_the_name_can_be_prepared_again(px):
     assert not shows(got, MARK)
 
 
+def _window_closed(px) -> None:
+    """No code window is open (an earlier test's call of such code): a SQL-level EXECUTE
+    after a first statement would be refused in one (``_Entry.code_window``)."""
+    entry = px.runtime.server.catalogs.cache.entry("app")
+    wait_for(lambda: not entry.code_window(), 20, "the code window closed")
+
+
 def test_sql_level_names_are_forgotten_after_such_code(px):
     """A SQL-level PREPARE cannot be told from one code made (both are ``from_sql``): after
     such code it is refused until prepared again."""
+    _window_closed(px)
     with planted.session(px) as c:
         got = run_steps(c, [
             (query("PREPARE s25q AS " + OK),),
@@ -269,7 +278,7 @@ def test_sql_level_names_are_forgotten_after_such_code(px):
         ])  # fmt: skip
         # until a load read what the code may have redefined (any function: EXECUTE of a
         # CREATE OR REPLACE), every EXECUTE is refused; then prepared again, it runs
-        assert planted.wait_catalog_quiet(px, 3.0)
+        _window_closed(px)
         after = run_steps(c, [
             (query("DEALLOCATE s25q"),),
             (query("PREPARE s25q AS " + OK),),
