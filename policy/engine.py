@@ -2135,6 +2135,11 @@ class StatementPolicy:
             self._block_counted = True
             self.on_block(1)
         self.on_ddl(defined, fresh)
+        if defined and entry is not None:
+            # a function defined or replaced: a caller of it counts as code that may run
+            # DDL only once a load read its body, so every session checks its names as in
+            # a code window until then (red-team round 49: g calling a redefined f)
+            code_ran(entry)
         self._own_bumps += 1
         if entry is not None:
             self._own_epoch = entry.epoch if own_only else -1

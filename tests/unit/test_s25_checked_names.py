@@ -367,3 +367,28 @@ def test_the_relay_counts_an_execute_while_such_code_may_run():
     assert a.ran_lazy
     v = a.check_query("EXECUTE q")
     assert not v.allowed and "in this transaction" in v.message, v.message
+
+
+def test_a_function_defined_through_the_proxy_opens_the_window():
+    """Red-team round 49: a caller of a function just redefined counts as code that may run
+    DDL only once a load read the new body; until then every session checks its names."""
+    from policy.engine import StatementPolicy
+    from policy.scopes import parse_scopes
+
+    c, entry, a, _b = _sessions()
+    _held(a)
+    a.at_rest()
+    assert not entry.code_window() and a.verify_name("s") is None
+    b = StatementPolicy(
+        parse_scopes("ddl:public.* read:public.t execute:public.plain"), task="B", shared=None
+    )
+    b.catalog = lambda: c.get("db")
+    b.on_ddl = lambda defined, removed: c.invalidate("db", defined, removed)
+    b.catalog_entry = entry
+    b.on_block = entry.count_blocks
+    b.catalog_listener = c.listen("db", b)
+    v = b.check_query(
+        "CREATE OR REPLACE FUNCTION public.plain() RETURNS int LANGUAGE sql AS 'SELECT 1'"
+    )
+    assert v.allowed, v.message
+    assert entry.code_window() and a.lazy_code and a.verify_name("s") is not None
