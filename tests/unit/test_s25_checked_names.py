@@ -233,10 +233,9 @@ def test_sql_level_names_prepared_while_a_cursor_may_run_such_code_are_forgotten
 
 
 def _sessions():
+    """One database's catalog cache and two sessions of it, wired as the proxy wires them
+    (catalog_loader.attach): DDL blocks counted on the shared entry."""
     from policy.catalog import CatalogCache
-    from policy.engine import StatementPolicy
-    from policy.scopes import parse_scopes
-    from tests.unit.test_s22_ddl_code import SCOPES
 
     c = CatalogCache()
     c.put(
@@ -246,17 +245,7 @@ def _sessions():
         ddl_functions=("public.attach", "attach"),
     )  # fmt: skip
     entry = c.entry("db")
-
-    def session() -> StatementPolicy:
-        p = StatementPolicy(parse_scopes(SCOPES), task="T", shared=None)
-        p.catalog = lambda: c.get("db")
-        p.on_ddl = lambda defined, removed: c.invalidate("db", defined, removed)
-        p.catalog_entry = entry
-        p.on_block = entry.count_blocks
-        p.catalog_listener = c.listen("db", p)
-        return p
-
-    return c, entry, session(), session()
+    return c, entry, _sessions_peer(c, entry), _sessions_peer(c, entry)
 
 
 def test_another_sessions_such_code_has_every_session_check_its_names_until_a_load():
@@ -318,12 +307,13 @@ def test_another_sessions_code_costs_sql_level_names_only_where_statements_ran()
     assert idle.check_query("EXECUTE q").allowed  # it ran nothing: kept
 
 
-def _sessions_peer(c, entry):
+def _sessions_peer(c, entry, scopes: str = ""):
+    """Another session of ``_sessions``' database (its grant: ``scopes``, else theirs)."""
     from policy.engine import StatementPolicy
     from policy.scopes import parse_scopes
     from tests.unit.test_s22_ddl_code import SCOPES
 
-    p = StatementPolicy(parse_scopes(SCOPES), task="T", shared=None)
+    p = StatementPolicy(parse_scopes(scopes or SCOPES), task="T", shared=None)
     p.catalog = lambda: c.get("db")
     p.on_ddl = lambda defined, removed: c.invalidate("db", defined, removed)
     p.catalog_entry = entry
@@ -372,21 +362,11 @@ def test_the_relay_counts_an_execute_while_such_code_may_run():
 def test_a_function_defined_through_the_proxy_opens_the_window():
     """Red-team round 49: a caller of a function just redefined counts as code that may run
     DDL only once a load read the new body; until then every session checks its names."""
-    from policy.engine import StatementPolicy
-    from policy.scopes import parse_scopes
-
     c, entry, a, _b = _sessions()
     _held(a)
     a.at_rest()
     assert not entry.code_window() and a.verify_name("s") is None
-    b = StatementPolicy(
-        parse_scopes("ddl:public.* read:public.t execute:public.plain"), task="B", shared=None
-    )
-    b.catalog = lambda: c.get("db")
-    b.on_ddl = lambda defined, removed: c.invalidate("db", defined, removed)
-    b.catalog_entry = entry
-    b.on_block = entry.count_blocks
-    b.catalog_listener = c.listen("db", b)
+    b = _sessions_peer(c, entry, "ddl:public.* read:public.t execute:public.plain")
     v = b.check_query(
         "CREATE OR REPLACE FUNCTION public.plain() RETURNS int LANGUAGE sql AS 'SELECT 1'"
     )
