@@ -148,6 +148,11 @@ class Denials:
         """The CommandComplete "DO" of the oldest pending injection, a check that passed:
         it and its held answers are dropped. Returns it and the held frames that were the
         client's, to pass on."""
+        return self._resolve_oldest()
+
+    def _resolve_oldest(self) -> tuple[Injection, list[bytes]]:
+        """The oldest pending injection is answered: its held answers are dropped; the held
+        frames before them were the client's, returned to pass on."""
         held = self.held
         inj = self.pending.popleft()
         inj.resolved = True
@@ -174,13 +179,8 @@ class Denials:
     def answered(self, frame: bytes) -> list[bytes]:
         """Our marked ErrorResponse: resolves the oldest pending denial. Returns what the
         client gets: the held frames that were not its answers, then the cleaned error."""
-        held = self.held
-        inj = self.pending.popleft()
-        inj.resolved = True
-        if inj.drop:
-            del held[-inj.drop :]
-        out = [*held, clean_error(frame)]
-        held.clear()
+        _inj, out = self._resolve_oldest()
+        out.append(clean_error(frame))
         return out
 
     def skipped(self, items) -> None:
