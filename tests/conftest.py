@@ -5,4 +5,5 @@ pytest_plugins = [
     "tests.support.fixtures_s3",
     "tests.support.fixtures_proxy",
     "tests.support.early_build",
+    "tests.support.tampered_store",
 ]

@@ -10,192 +10,35 @@ subprocess) what happened.
 Every probe was an attack that worked (a strict xfail) until session 18 closed it; each
 now states in its docstring what was found and how it is stopped (docs/decisions.md,
 "Recording integrity, red-team round 20c"). Every precondition is checked with
-``_require`` (a RuntimeError, so a broken setup fails instead of passing).
+``require`` (a RuntimeError, so a broken setup fails instead of passing).
 """
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import shutil
 import subprocess
 import sys
-import uuid
-from contextlib import redirect_stdout
 from pathlib import Path
 
-import psycopg
 import pytest
 import zstandard
 
-from policy.grants.model import make_dsn
-from proxy.cli import main as cli_main
 from recorder import chunks
-from recorder.records import Kind, Record, dump_json, encode_record
-from recorder.signing import load_public_key
+from recorder.records import Kind, dump_json, encode_record
 from recorder.store.local import LocalStore
 from recorder.verify import verify_session
-from tests.support.proxies import AGENT
-from tests.support.recording import recording
+from tests.support.tampered_store import MARKER, Copy, reencoded, require
 from tests.support.wait import wait_for
 
 pytestmark = pytest.mark.timeout(240)
 
 ROOT = Path(__file__).resolve().parents[2]
-MARKER = b"r20c-marker"  # a statement's text, replaced by one of the same length
 FORGED = b"r20c-FORGED"
 
 
-def _require(cond: object, what: str) -> None:
-    """A precondition of the attack: failing it is a broken test, never an xfail."""
-    if not cond:
-        raise RuntimeError(f"precondition failed: {what}")
-
-
-# --- the recorded scenario ------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def recorded(pg, tmp_path_factory) -> dict:
-    """One grant, one session through the proxy: allowed, denied by the policy, a marker."""
-    from tests.support.fixtures_proxy import ProxyHandle, proxy_config
-
-    tmp = tmp_path_factory.mktemp("r20c")
-    handle = ProxyHandle(
-        proxy_config(
-            pg,
-            **recording(
-                tmp,
-                **{"grants.store": f"sqlite:///{tmp / 'grants.db'}", "grants.poll_interval": 0.1},
-            ),
-        )
-    ).start()
-    gstore = handle.runtime.store
-    task = f"R20C-{uuid.uuid4().hex[:6]}"
-    try:
-        g, token = handle.call(
-            gstore.issue(
-                agent=AGENT,
-                task=task,
-                reason="r20c red team",
-                granted_by="lead",
-                database="app",
-                scopes="read:public.orders",
-                ttl="10m",
-            )
-        )
-        dsn = make_dsn(AGENT, token, handle.host, handle.port, "app")
-        with psycopg.connect(dsn, autocommit=True) as c:
-            c.execute("select count(*) from orders").fetchone()
-            with pytest.raises(psycopg.Error) as denied:
-                c.execute("select * from secret.payroll")
-            c.execute(f"select '{MARKER.decode()}' from orders limit 1").fetchall()
-
-        async def n_conns():
-            return len(handle.server.connections)
-
-        wait_for(lambda: handle.call(n_conns()) == 0, 10, "the session to end")
-    finally:
-        handle.stop()
-    store = LocalStore(tmp / "rec")
-    pub = load_public_key(tmp / "signing.key.pub")
-    reports = {sid: verify_session(store, sid, pub) for sid in store.sessions()}
-    sessions = [sid for sid, r in reports.items() if not r.control]
-    controls = [sid for sid, r in reports.items() if r.control]
-    _require(len(sessions) == 1 and controls, f"one session and a control stream: {reports}")
-    _require(
-        all(r.status == "closed" for r in reports.values()),
-        "\n".join(r.summary() for r in reports.values()),
-    )
-    return {
-        "tmp": tmp,
-        "task": task,
-        "grant": g.id,
-        "sid": sessions[0],
-        "controls": controls,
-        "denied_sqlstate": denied.value.sqlstate,
-    }
-
-
-class Copy:
-    """A private copy of the recorded store, and what the auditor runs against it."""
-
-    def __init__(self, recorded: dict, tmp_path: Path):
-        self.tmp = tmp_path
-        shutil.copytree(recorded["tmp"] / "rec", tmp_path / "rec")
-        shutil.copy(recorded["tmp"] / "signing.key.pub", tmp_path / "signing.key.pub")
-        self.root = tmp_path / "rec"
-        self.store = LocalStore(self.root)
-        self.pub = load_public_key(tmp_path / "signing.key.pub")
-        self.task, self.grant = recorded["task"], recorded["grant"]
-        self.sid, self.controls = recorded["sid"], recorded["controls"]
-
-    # the auditor's commands
-    def store_args(self) -> list[str]:
-        return ["--store", str(self.root), "--public-key", str(self.tmp / "signing.key.pub")]
-
-    def run(self, *argv: str) -> tuple[int, str]:
-        out = io.StringIO()
-        with redirect_stdout(out):
-            rc = cli_main(list(argv))
-        return rc, out.getvalue()
-
-    def verify(self, *argv: str) -> tuple[int, str]:
-        return self.run("verify", *self.store_args(), *argv)
-
-    def audit(self, *argv: str, index: str = "audit.duckdb") -> tuple[int, dict]:
-        try:
-            rc, out = self.run(
-                "audit",
-                *self.store_args(),
-                "--index",
-                str(self.tmp / index),
-                "--format",
-                "json",
-                *argv,
-            )
-        except Exception as e:  # the auditor got no answer at all
-            raise AssertionError(f"audit crashed: {e!r}") from e
-        return rc, json.loads(out)
-
-    def replay(self, sid: str) -> tuple[int, str]:
-        return self.run("replay", *self.store_args(), sid)
-
-    # the attacker's tools
-    def path(self, sid: str, n: int, kind: str) -> Path:
-        return self.root / (
-            chunks.chunk_key(sid, n) if kind == "chunk" else chunks.ckpt_key(sid, n)
-        )
-
-    def last_n(self, sid: str) -> int:
-        prefix = chunks.session_prefix(sid)
-        return max(
-            p[0] for k in self.store.list(prefix) if (p := chunks.parse_name(k[len(prefix) :]))
-        )
-
-    def records(self, sid: str, n: int) -> list[Record]:
-        return chunks.decode_chunk(self.path(sid, n, "chunk").read_bytes())[1]
-
-    def next_seq(self, sid: str) -> int:
-        return self.records(sid, self.last_n(sid))[-1].seq + 1
-
-    def write(self, path: Path, data: bytes) -> None:
-        """Create or replace an object, restoring mode 0444 as a careful insider would."""
-        path.parent.mkdir(parents=True, exist_ok=True)
-        if path.exists():
-            path.chmod(0o644)
-            path.unlink()
-        path.write_bytes(data)
-        path.chmod(0o444)
-
-    def delete(self, path: Path) -> None:
-        path.unlink()
-
-
-@pytest.fixture
-def copy(recorded, tmp_path) -> Copy:
-    return Copy(recorded, tmp_path)
+# --- the attacker's chunks (the recorded scenario: tests/support/tampered_store.py) --
 
 
 def forged_chunk(
@@ -209,28 +52,9 @@ def forged_chunk(
     return chunks.encode_chunk(sid, n, first_seq, len(recs), raw, zstandard.ZstdCompressor())
 
 
-def reencoded(blob: bytes, old: bytes, new: bytes) -> bytes:
-    """The same chunk (session, n, seqs) with ``old`` replaced by ``new`` in its records."""
-    h, recs = chunks.decode_chunk(blob)
-    raw = b"".join(
-        encode_record(
-            r.seq,
-            r.t_ns,
-            r.direction,
-            r.kind,
-            "" if r.kind == Kind.WIRE else r.type,
-            r.payload.replace(old, new),
-        )
-        for r in recs
-    )
-    return chunks.encode_chunk(
-        h.session_id, h.n, h.first_seq, h.record_count, raw, zstandard.ZstdCompressor()
-    )
-
-
 def start_payload(copy: Copy, sid: str) -> dict:
     (first,) = [r for r in copy.records(sid, 0) if r.seq == 0]
-    _require(first.type == "session.start", "record 0 is session.start")
+    require(first.type == "session.start", "record 0 is session.start")
     return first.json()
 
 
@@ -275,7 +99,7 @@ def test_an_appended_unsigned_start_does_not_move_a_session_out_of_its_tasks_ans
         ),
     )
     rc, out = copy.verify(sid)
-    _require(rc == 1 and f"extra: {n:010d}.chunk" in out, f"verify names the extra chunk: {out}")
+    require(rc == 1 and f"extra: {n:010d}.chunk" in out, f"verify names the extra chunk: {out}")
     rc, a = copy.audit("--task", copy.task)
     rc_d, d = copy.audit("--task", copy.task, "--denied", index="denied.duckdb")
     # the auditor asking about the task sees the session, and is told it is not intact
@@ -307,7 +131,7 @@ def test_an_appended_unsigned_start_under_object_lock_does_not_move_a_session(co
         ),
     )
     r = verify_session(s3, sid, [copy.pub])
-    _require(
+    require(
         r.status == "tampered" and {p.kind for p in r.problems} == {"extra", "missing"}, r.summary()
     )
     con = index.connect(copy.tmp / "s3.duckdb")
@@ -348,7 +172,7 @@ def test_an_appended_unsigned_grant_event_does_not_move_a_grant_out_of_its_tasks
         ),
     )
     rc, out = copy.verify("--all")
-    _require(rc == 1 and "TAMPERED" in out, out)
+    require(rc == 1 and "TAMPERED" in out, out)
     rc, a = copy.audit("--task", copy.task)
     assert (
         [(g["grant_id"], g["task"], g["intact"]) for g in a["grants"]] == [(copy.grant, copy.task, False)]
@@ -408,7 +232,7 @@ def test_a_non_utf8_object_name_does_not_crash_verify(copy):
         timeout=120,
     )
     out, err = p.stdout.decode(errors="replace"), p.stderr.decode(errors="replace")
-    _require(p.returncode != 0, f"verify fails: {p.returncode}")
+    require(p.returncode != 0, f"verify fails: {p.returncode}")
     assert "Traceback" not in err and "failed" in out and "TAMPERED" in out, (
         out[-1500:] + err[-1500:]
     )
@@ -448,7 +272,7 @@ def test_an_alias_name_does_not_let_replay_show_what_verify_did_not_check(copy, 
         "replay", *copy.store_args(), "--public-key", str(copy.tmp / "signing.key.pub"), sid
     )
     forged_shown = FORGED.decode() in text
-    _require(forged_shown, "replay reads the object at the real key")
+    require(forged_shown, "replay reads the object at the real key")
     assert rc_all == 1 and rc_v == 1, (
         f"verify --all rc {rc_all} ({out_all.splitlines()[-1]}); replay --public-key rc {rc_v}: "
         f"{head.splitlines()[0]} ... shows {FORGED.decode()!r}"
@@ -464,7 +288,7 @@ def test_a_session_copied_under_an_alias_directory_is_not_counted_intact(copy):
     src = copy.root / chunks.session_prefix(copy.sid)
     dst = src.with_name(src.name + "\n")
     shutil.copytree(src, dst)
-    _require(copy.sid + "\n" in copy.store.sessions(), "the alias directory is listed")
+    require(copy.sid + "\n" in copy.store.sessions(), "the alias directory is listed")
     rc, out = copy.verify("--all", "--expect", "2")
     assert rc == 1 and "not a pgwitness session id" in out and "1 failed" in out, out
     assert "ANCHOR: --expect" in out, out
@@ -491,9 +315,9 @@ def _delete_session_and_its_index_entries(copy: Copy) -> None:
             for r in copy.records(c, n)
         )
     ]
-    _require(hits, "the control stream indexes the session")
+    require(hits, "the control stream indexes the session")
     ctl, first = min(hits)
-    _require(first > 0, "the grant event precedes the index entry")
+    require(first > 0, "the grant event precedes the index entry")
     for n in range(first, copy.last_n(ctl) + 1):
         for kind in ("chunk", "ckpt"):
             if copy.path(ctl, n, kind).exists():
@@ -535,7 +359,7 @@ def test_an_unattested_stub_does_not_satisfy_the_anchors(copy, stub):
     if stub == "garbage":
         assert f"{copy.sid}: TAMPERED" in out and "malformed: 0000000000.chunk" in out, out
     else:
-        _require(f"{copy.sid}: intact but OPEN, attested through chunk None" in out, out)
+        require(f"{copy.sid}: intact but OPEN, attested through chunk None" in out, out)
     assert rc == 1 and f"ANCHOR: {copy.sid}: listed in the anchor; the store holds no signed" in out, out
     assert "ANCHOR: --expect" in out, out
 
@@ -550,7 +374,7 @@ def test_a_fabricated_stub_session_does_not_pad_expect(copy, stub):
     copy.write(copy.path(fake, 0, "chunk"), _stub(fake, stub))
     rc, out = copy.verify("--all", "--expect", "1")
     if stub == "well-formed":
-        _require(f"{fake}: intact but OPEN" in out, out)
+        require(f"{fake}: intact but OPEN" in out, out)
     assert rc == 1 and "ANCHOR: --expect: 1 sessions expected, the store holds 0" in out, out
 
 
@@ -572,7 +396,7 @@ def test_a_forged_unattested_final_chunk_is_truncation_to_verify_all(copy):
         ),
     )
     rc, out = copy.verify(sid)
-    _require(rc == 0 and "OPEN" in out and "not attested" in out, out)
+    require(rc == 0 and "OPEN" in out and "not attested" in out, out)
     rc, out = copy.verify("--all")
     assert rc == 1 and f"truncated: {n:010d}.ckpt" in out, out
     rc, a = copy.audit("--task", copy.task)
@@ -608,7 +432,7 @@ def test_an_edited_spool_batch_uploads_as_tampered_not_as_genuine(tmp_path):
     s.end("client-exit")
     rec.close(timeout=1.0)
     batches = sorted(spool.glob("slot-*/*.spool"))
-    _require(batches, "the objects wait in the spool")
+    require(batches, "the objects wait in the spool")
     edited = None
     for path in batches:
         entries = decode_batch(path.read_bytes())
@@ -623,7 +447,7 @@ def test_an_edited_spool_batch_uploads_as_tampered_not_as_genuine(tmp_path):
         if edited and not any(k.startswith("..") for k, _ in entries):
             entries.append(("../../escaped.chunk", b"planted through the spool"))
         path.write_bytes(encode_batch(entries))
-    _require(edited, "the marker chunk is in a spool batch")
+    require(edited, "the marker chunk is in a spool batch")
 
     store = LocalStore(tmp_path / "store")
     rec2 = Recorder(RecorderConfig(store=str(store.root), **cfg), signing_key=key)
@@ -672,7 +496,7 @@ def test_a_decompression_bomb_in_an_appended_chunk_does_not_silence_the_audit(co
     Stopped: unverified chunks are decoded within a budget (index.UNVERIFIED_BUDGET); one
     over it is listed as not read."""
     base = _audit_limited(copy, "base.duckdb")
-    _require(
+    require(
         base.returncode == 0,
         f"the audit answers in {AUDIT_MEMORY >> 20} MiB: "
         + base.stderr.decode(errors="replace")[-800:],
@@ -687,7 +511,7 @@ def test_a_decompression_bomb_in_an_appended_chunk_does_not_silence_the_audit(co
         chunks.CHUNK_MAGIC, 1, 1, 0, n, copy.next_seq(sid), size // 24, size, len(sid_b)
     )
     copy.write(copy.path(sid, n, "chunk"), header + sid_b + body)
-    _require(copy.path(sid, n, "chunk").stat().st_size < 1 << 20, "the object is small")
+    require(copy.path(sid, n, "chunk").stat().st_size < 1 << 20, "the object is small")
     p = _audit_limited(copy, "bomb.duckdb")
     err = p.stderr.decode(errors="replace")
     assert p.returncode == 1 and "Traceback" not in err, err[-800:]

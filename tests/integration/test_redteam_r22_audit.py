@@ -33,16 +33,14 @@ import struct
 import pytest
 
 from common.wire.errors import frame
-from tests.integration import test_redteam_r20c_recordings as r20c
 from tests.support import outage
 from tests.support.outage import errors, until
 from tests.support.rawpg import SYNC, bind, describe, execute, parse, query
 from tests.support.recording import audit_rows, one_live_session
+from tests.support.tampered_store import Copy, reencoded  # (and the fixtures recorded, copy)
 
 pytestmark = pytest.mark.timeout(240)
 
-# round 20c's recorded session and the auditor's private copy of its store (fixtures)
-recorded, copy, Copy, reencoded = r20c.recorded, r20c.copy, r20c.Copy, r20c.reencoded
 
 AGENT = "billing-bot"  # tests.support.recording.issue_grant's
 TABLE = "public.r22_t"

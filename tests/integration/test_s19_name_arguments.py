@@ -1,9 +1,9 @@
 """Names given as text to built-ins: the policy's list (``pgparse._NAME_ARGUMENTS``) is
 PostgreSQL 15's, derived again on the server.
 
-``tests/unit/test_s19_name_arguments.py`` holds the derivation (``DERIVED``) and compares
-the policy's list with it; this derives it on the server and compares it with the one the
-unit test holds, so a PostgreSQL whose catalog has another function that looks a name up
+``tests/support/name_arguments.py`` holds the derivation (``DERIVED``) and
+``tests/unit/test_s19_name_arguments.py`` compares the policy's list with it; this
+derives it on the server and compares it with the one the unit test holds, so a PostgreSQL whose catalog has another function that looks a name up
 fails here, and the unit test then fails until the policy decides it:
 
 * by the signature: every ``pg_catalog`` function with an input argument of a reg* type
@@ -27,7 +27,7 @@ from policy.classify.catalogue import (
     is_builtin_function,
     is_catalog_state_function,
 )
-from tests.unit.test_s19_name_arguments import DERIVED, REG_TYPES
+from tests.support.name_arguments import DERIVED, REG_TYPES
 
 pytestmark = pytest.mark.timeout(300)
 

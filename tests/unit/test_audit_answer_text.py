@@ -10,26 +10,7 @@ import io
 
 from devtools.testing import command_complete, error, query, ready
 from recorder.audit.answer import write_text
-from tests.unit.test_audit_derive_pairing import Session
-
-
-def answer_of(statements: list[dict]) -> dict:
-    """A one-session answer holding ``statements`` (derive's rows, as the index keeps them)."""
-    rows = [{**st, "ts": "2026-12-05T10:00:00.000000Z", "duration_ms": 1.0, "verified": True}
-            for st in statements]  # fmt: skip
-    session = {
-        "session_id": "s1", "intact": True, "status": "closed",
-        "started_at": "2026-12-05T10:00:00Z", "ended_at": "2026-12-05T10:01:00Z",
-        "end_cause": "terminate", "end_detail": None, "client_addr": "127.0.0.1",
-        "client_tls": None, "application_name": None, "upstream": "db:5432",
-        "backend_pid": 1, "upstream_application_name": None, "statement_rows": rows,
-    }  # fmt: skip
-    return {
-        "verification": {"intact": True, "recordings": 1, "open": [], "not_intact": [],
-                         "verified_at": "2026-12-05T10:02:00Z"},
-        "filters": {}, "grants": [], "other_sessions": [session], "denials": [],
-        "refused_logins": [],
-    }  # fmt: skip
+from tests.support.audit_recordings import Session, answer_of
 
 
 def text(*exchanges: tuple[str, list[bytes]]) -> dict[str, str]:

@@ -12,69 +12,24 @@ import pytest
 from devtools.testing import (
     bind,
     command_complete,
-    data_row,
     error,
     execute,
     frame,
     parse,
     query,
     ready,
-    row_description,
     sync,
 )
-from recorder.audit.derive import SessionFacts, malformed
-from recorder.records import Direction, Kind, Record, dump_json
+from recorder.audit.derive import malformed
+from recorder.records import Kind, dump_json
+from tests.support.audit_recordings import BC, PC, SELECT1, Session
 
 G = frame(b"G", b"\x00\x00\x00")  # CopyInResponse: text, no columns
 COPY_DONE = frame(b"c", b"")
 BAD_FLUSH = frame(b"H", b"\x00\x00\x00\x00")
 BAD_SYNC = frame(b"S", b"\x00\x00\x00\x00")
-PC, BC = frame(b"1", b""), frame(b"2", b"")
 BAD_FORMAT = error("08P01", "invalid message format")
 DENIED = error("42501", "pgwitness: task t may not read secret.payroll (rule scope.read)")
-SELECT1 = row_description("n") + data_row("1") + command_complete("SELECT 1")
-
-
-class Session:
-    """Records in relay order: the client's frames, the proxy's decisions, the server's."""
-
-    def __init__(self) -> None:
-        self.records: list[Record] = []
-
-    def _add(self, direction: Direction, kind: Kind, typ: str, payload: bytes) -> None:
-        seq = len(self.records)
-        self.records.append(Record(seq, seq * 1000, direction, kind, typ, payload))
-
-    def start(self, **meta) -> Session:
-        p = {"format": 1, "wall_ns": 10**18, "meta": {"agent": "a", "task": "t", **meta}}
-        self._add(Direction.PROXY, Kind.META, "session.start", dump_json(p))
-        return self
-
-    def client(self, *frames: bytes, decisions: int = 0) -> Session:
-        self._add(Direction.C2S, Kind.WIRE, "", b"".join(frames))
-        for _ in range(decisions):
-            self._add(Direction.PROXY, Kind.DECISION, "allow",
-                      dump_json({"denied": False, "outcome": "allowed", "statements": []}))
-        return self
-
-    def server(self, *frames: bytes) -> Session:
-        self._add(Direction.S2C, Kind.WIRE, "", b"".join(frames))
-        return self
-
-    def meta(self, typ: str, payload: bytes, kind: Kind = Kind.META) -> Session:
-        self._add(Direction.PROXY, kind, typ, payload)
-        return self
-
-    def facts(self, unverified: frozenset[int] = frozenset()) -> SessionFacts:
-        f = SessionFacts("s")
-        for r in self.records:
-            f.feed(r, r.seq not in unverified)
-        f.finish()
-        return f
-
-    def rows(self) -> list[tuple]:
-        return [(r["text"], r["outcome"], r["command_tag"] or r["sqlstate"])
-                for r in self.facts().statements]
 
 
 def ext(sql: str) -> list[bytes]:

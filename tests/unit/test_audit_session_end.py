@@ -10,11 +10,10 @@ from __future__ import annotations
 
 import io
 
-from devtools.testing import bind, command_complete, error, execute, frame, parse, query, ready
+from devtools.testing import bind, command_complete, execute, frame, parse
 from recorder.audit.answer import write_text
 from recorder.records import dump_json
-from tests.unit.test_audit_answer_text import answer_of
-from tests.unit.test_audit_derive_pairing import BC, PC, Session
+from tests.support.audit_recordings import BC, PC, Conn, Session, answer_of
 
 FLUSH = frame(b"H", b"")
 
@@ -29,29 +28,6 @@ def by_end(cause: str) -> str:
 
 NO_END = ("its transaction was still open where the recording ends (no session end is "
           "recorded): whether it committed is not known")  # fmt: skip
-
-
-class Conn:
-    def __init__(self) -> None:
-        self.s = Session().start()
-
-    def q(self, sql: str, *tags: str, z: bytes | None, fail: str | None = None) -> Conn:
-        answer = [command_complete(t) for t in tags]
-        if fail is not None:
-            answer.append(error(fail, "boom"))
-        self.s.client(query(sql), decisions=1).server(*answer, *([ready(z)] if z else []))
-        return self
-
-    def end(self, cause: str = "terminate", unverified: bool = False) -> Conn:
-        self.s.meta("session.end", dump_json({"cause": cause, "detail": ""}))
-        self._unverified = frozenset({len(self.s.records) - 1} if unverified else ())
-        return self
-
-    def rows(self) -> list[dict]:
-        return self.s.facts(getattr(self, "_unverified", frozenset())).statements
-
-    def got(self) -> dict[str, tuple]:
-        return {r["text"]: (r["outcome"], r["message"]) for r in self.rows()}
 
 
 def test_a_block_open_at_the_sessions_end_is_rolled_back():

@@ -9,7 +9,7 @@ test_audit_transaction_ends.py runs the same through the proxy)."""
 from __future__ import annotations
 
 from devtools.testing import bind, command_complete, error, execute, parse, query, ready, sync
-from tests.unit.test_audit_derive_pairing import BC, PC, SELECT1, Session
+from tests.support.audit_recordings import BC, PC, SELECT1, Session
 
 ROLLBACK = "its transaction block ended without COMMIT (ROLLBACK)"
 ERROR = "its transaction block ended without COMMIT (an error)"

@@ -17,9 +17,7 @@ from devtools.testing import bind, command_complete, execute, parse, ready, sync
 from recorder.audit.answer import write_text
 from recorder.audit.derive import two_phase_op
 from recorder.records import dump_json
-from tests.unit.test_audit_answer_text import answer_of
-from tests.unit.test_audit_derive_pairing import BC, PC, Session
-from tests.unit.test_audit_session_end import Conn
+from tests.support.audit_recordings import BC, PC, Conn, Session, answer_of
 
 
 def ins(v: int) -> str:

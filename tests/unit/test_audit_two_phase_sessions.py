@@ -18,8 +18,7 @@ import pytest
 from recorder.audit import index, ocsf, twophase
 from recorder.audit.answer import Filters, audit, write_text
 from recorder.records import Direction, Kind, dump_json
-from tests.unit.test_audit_derive_pairing import Session
-from tests.unit.test_audit_session_end import Conn
+from tests.support.audit_recordings import Conn, Session
 
 T0 = 1_800_000_000 * 10**9  # 2027-01-15T08:00:00Z, in ns
 

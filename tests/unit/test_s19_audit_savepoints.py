@@ -11,7 +11,7 @@ import pytest
 from devtools.testing import bind, command_complete, error, execute, parse, query, ready, sync
 from recorder.audit import derive
 from recorder.records import Kind
-from tests.unit.test_audit_derive_pairing import BC, PC, SELECT1, Session
+from tests.support.audit_recordings import BC, PC, SELECT1, Session
 
 
 def ins(v: int) -> str:

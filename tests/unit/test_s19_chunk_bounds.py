@@ -19,7 +19,7 @@ from recorder import chunks
 from recorder.replay import iter_records, replay_json, replay_session
 from recorder.signing import Checkpoint, decode_checkpoint
 from recorder.verify import MALFORMED, MODIFIED, verify_session
-from tests.unit.test_recorder_verify import KEY, PUB, last_n, path_of, record_session, writable
+from tests.support.recorded_sessions import KEY, PUB, last_n, path_of, record_session, writable
 
 BOMB = 64 << 20  # what the crafted body expands to: far past what it declares
 

@@ -4,7 +4,7 @@ refused: PostgreSQL asks USAGE on it), for every PostgreSQL 15 built-in that rea
 argument so, not only the ones red-team round 23 tried (``pg_relation_is_publishable``,
 ``has_type_privilege``, ``pg_get_object_address``, a ``regconfig`` the signature makes).
 
-``DERIVED`` is PostgreSQL 15's list, derived on the server (and derived again there by
+``DERIVED`` (tests/support/name_arguments.py) is PostgreSQL 15's list, derived on the server (and derived again there by
 ``tests/integration/test_s19_name_arguments.py``, which compares it with this one):
 (function, number of arguments, position, argument type) for
 
@@ -26,101 +26,7 @@ from policy import StatementPolicy, parse_scopes
 from policy.classify import pgparse
 from policy.classify.catalogue import SEQUENCE_FUNCTIONS, is_dangerous_function
 from policy.classify.pgparse import LITERAL, parse
-
-REG_TYPES = (
-    "regclass", "regtype", "regproc", "regprocedure", "regoper", "regoperator", "regconfig",
-    "regdictionary", "regnamespace", "regrole", "regcollation",
-)  # fmt: skip
-
-DERIVED = {
-    ('brin_desummarize_range', 2, 0, 'regclass'),
-    ('brin_summarize_new_values', 1, 0, 'regclass'),
-    ('brin_summarize_range', 2, 0, 'regclass'),
-    ('currval', 1, 0, 'regclass'),
-    ('gin_clean_pending_list', 1, 0, 'regclass'),
-    ('has_any_column_privilege', 2, 0, 'text'),
-    ('has_any_column_privilege', 3, 1, 'text'),
-    ('has_column_privilege', 3, 0, 'text'),
-    ('has_column_privilege', 4, 1, 'text'),
-    ('has_function_privilege', 2, 0, 'text'),
-    ('has_function_privilege', 3, 1, 'text'),
-    ('has_sequence_privilege', 2, 0, 'text'),
-    ('has_sequence_privilege', 3, 1, 'text'),
-    ('has_table_privilege', 2, 0, 'text'),
-    ('has_table_privilege', 3, 1, 'text'),
-    ('has_type_privilege', 2, 0, 'text'),
-    ('has_type_privilege', 3, 1, 'text'),
-    ('json_to_tsvector', 3, 0, 'regconfig'),
-    ('jsonb_to_tsvector', 3, 0, 'regconfig'),
-    ('nextval', 1, 0, 'regclass'),
-    ('pg_column_is_updatable', 3, 0, 'regclass'),
-    ('pg_extension_config_dump', 2, 0, 'regclass'),
-    ('pg_get_object_address', 3, 1, 'text[]'),
-    ('pg_get_object_address', 3, 2, 'text[]'),
-    ('pg_get_replica_identity_index', 1, 0, 'regclass'),
-    ('pg_get_serial_sequence', 2, 0, 'text'),
-    ('pg_get_viewdef', 1, 0, 'text'),
-    ('pg_get_viewdef', 2, 0, 'text'),
-    ('pg_import_system_collations', 1, 0, 'regnamespace'),
-    ('pg_index_column_has_property', 3, 0, 'regclass'),
-    ('pg_index_has_property', 2, 0, 'regclass'),
-    ('pg_indexes_size', 1, 0, 'regclass'),
-    ('pg_nextoid', 3, 0, 'regclass'),
-    ('pg_nextoid', 3, 2, 'regclass'),
-    ('pg_partition_ancestors', 1, 0, 'regclass'),
-    ('pg_partition_root', 1, 0, 'regclass'),
-    ('pg_partition_tree', 1, 0, 'regclass'),
-    ('pg_relation_filenode', 1, 0, 'regclass'),
-    ('pg_relation_filepath', 1, 0, 'regclass'),
-    ('pg_relation_is_publishable', 1, 0, 'regclass'),
-    ('pg_relation_is_updatable', 2, 0, 'regclass'),
-    ('pg_relation_size', 1, 0, 'regclass'),
-    ('pg_relation_size', 2, 0, 'regclass'),
-    ('pg_sequence_last_value', 1, 0, 'regclass'),
-    ('pg_table_size', 1, 0, 'regclass'),
-    ('pg_total_relation_size', 1, 0, 'regclass'),
-    ('phraseto_tsquery', 2, 0, 'regconfig'),
-    ('plainto_tsquery', 2, 0, 'regconfig'),
-    ('regclassout', 1, 0, 'regclass'),
-    ('regclasssend', 1, 0, 'regclass'),
-    ('regcollationout', 1, 0, 'regcollation'),
-    ('regcollationsend', 1, 0, 'regcollation'),
-    ('regconfigout', 1, 0, 'regconfig'),
-    ('regconfigsend', 1, 0, 'regconfig'),
-    ('regdictionaryout', 1, 0, 'regdictionary'),
-    ('regdictionarysend', 1, 0, 'regdictionary'),
-    ('regnamespaceout', 1, 0, 'regnamespace'),
-    ('regnamespacesend', 1, 0, 'regnamespace'),
-    ('regoperatorout', 1, 0, 'regoperator'),
-    ('regoperatorsend', 1, 0, 'regoperator'),
-    ('regoperout', 1, 0, 'regoper'),
-    ('regopersend', 1, 0, 'regoper'),
-    ('regprocedureout', 1, 0, 'regprocedure'),
-    ('regproceduresend', 1, 0, 'regprocedure'),
-    ('regprocout', 1, 0, 'regproc'),
-    ('regprocsend', 1, 0, 'regproc'),
-    ('regtypeout', 1, 0, 'regtype'),
-    ('regtypesend', 1, 0, 'regtype'),
-    ('setval', 2, 0, 'regclass'),
-    ('setval', 3, 0, 'regclass'),
-    ('table_to_xml', 4, 0, 'regclass'),
-    ('table_to_xml_and_xmlschema', 4, 0, 'regclass'),
-    ('table_to_xmlschema', 4, 0, 'regclass'),
-    ('to_regclass', 1, 0, 'text'),
-    ('to_regcollation', 1, 0, 'text'),
-    ('to_regoper', 1, 0, 'text'),
-    ('to_regoperator', 1, 0, 'text'),
-    ('to_regproc', 1, 0, 'text'),
-    ('to_regprocedure', 1, 0, 'text'),
-    ('to_regtype', 1, 0, 'text'),
-    ('to_tsquery', 2, 0, 'regconfig'),
-    ('to_tsvector', 2, 0, 'regconfig'),
-    ('ts_debug', 2, 0, 'regconfig'),
-    ('ts_headline', 3, 0, 'regconfig'),
-    ('ts_headline', 4, 0, 'regconfig'),
-    ('ts_lexize', 2, 0, 'regdictionary'),
-    ('websearch_to_tsquery', 2, 0, 'regconfig'),
-}  # fmt: skip
+from tests.support.name_arguments import DERIVED, REG_TYPES
 
 # How PostgreSQL reads the text arguments DERIVED lists (the reg type whose input
 # function, or the lookup of the same grammar, it goes through): checked against the table.

@@ -10,64 +10,31 @@ from __future__ import annotations
 from policy import StatementPolicy, parse_scopes
 from policy.catalog import CatalogCache
 from policy.engine import CATALOG_WAIT
+from tests.support.ddl_code import ddl_code_session, reload_snapshot, settle
 
-SCOPES = "read:public.t write:public.t execute:public.attach,public.plain"
 CALL = "SELECT public.attach()"
 
 
-def _session(ddl_functions=("public.attach", "attach"), ddl_objects=False, triggered=(), **kw):
-    c = CatalogCache()
-    c.put(
-        "db", ["attach", "plain"], {"public.t": frozenset({"id"})},
-        user_functions={"attach": frozenset({"public.attach"}),
-                        "plain": frozenset({"public.plain"})},
-        triggered=triggered, ddl_functions=ddl_functions, ddl_objects=ddl_objects, **kw,
-    )  # fmt: skip
-    p = StatementPolicy(parse_scopes(SCOPES), task="T", shared=None)
-    p.catalog = lambda: c.get("db")
-    calls: list[tuple] = []
-
-    def on_ddl(defined, removed):
-        calls.append((defined, removed))
-        c.invalidate("db", defined, removed)
-
-    p.on_ddl = on_ddl
-    p.catalog_listener = c.listen("db", p)
-    return p, c, calls
-
-
-def _reload(c: CatalogCache, **kw) -> None:
-    """A load after the DDL: a fresh snapshot (the session's caches are forgotten)."""
-    snap = c.get("db")
-    c.put("db", ["attach", "plain"], snap.columns, user_functions=snap.user_functions,
-          triggered=snap.triggered, ddl_functions=snap.ddl_functions,
-          ddl_objects=snap.ddl_objects, **kw)  # fmt: skip
-
-
-def _settle(p: StatementPolicy) -> None:
-    p.ddl_open = False  # (the relay's settle_ddl at ReadyForQuery 'I', without a loader)
-
-
 def test_a_call_of_ddl_code_counts_as_ddl_every_time():
-    p, c, calls = _session()
+    p, c, calls = ddl_code_session()
     for i in range(3):  # the text cache, then again after a reload (caches forgotten)
         v = p.check_query(CALL)
         assert v.allowed, v.message
         assert p.ddl_open and len(calls) == i + 1
         assert c.get("db").stale
-        _settle(p)
+        settle(p)
         if i == 1:
-            _reload(c)
+            reload_snapshot(c)
     # another literal of the same shape: the fingerprint and number-shape tiers
     for n in (1, 2, 3):
         before = len(calls)
         assert p.check_query(f"SELECT public.attach() + {n}").allowed
         assert len(calls) == before + 1, n
-        _settle(p)
+        settle(p)
 
 
 def test_a_call_of_other_code_is_not_ddl():
-    p, c, calls = _session()
+    p, c, calls = ddl_code_session()
     for _ in range(3):
         assert p.check_query("SELECT public.plain()").allowed
         assert p.check_query("SELECT id FROM public.t WHERE id = 7").allowed
@@ -75,7 +42,7 @@ def test_a_call_of_other_code_is_not_ddl():
 
 
 def test_no_ddl_code_in_the_database_nothing_changes():
-    p, _c, calls = _session(ddl_functions=())
+    p, _c, calls = ddl_code_session(ddl_functions=())
     assert p.check_query(CALL).allowed
     assert not calls and not p.ddl_open
 
@@ -83,11 +50,11 @@ def test_no_ddl_code_in_the_database_nothing_changes():
 def test_each_bind_of_a_parsed_call_counts():
     """Parse once, then Binds only (a driver's prepared statement): each one runs the
     code again, so each is looked at (``bind_checked``) and counts as DDL."""
-    p, c, calls = _session()
+    p, c, calls = ddl_code_session()
     assert p.check_parse(CALL, (), "s").allowed
     assert len(calls) == 1
     p.answered(True)
-    _settle(p)
+    settle(p)
     # no load between (it failed, or a lock holds it): every Bind counts, whether the
     # previous one's DDL had it decided again (``rebind``) or not (``followed``)
     for i in range(4):
@@ -96,21 +63,21 @@ def test_each_bind_of_a_parsed_call_counts():
         assert v.allowed, v.message
         assert p.ddl_open and len(calls) == 2 + i
         p.answered(True)
-        _settle(p)
+        settle(p)
     for i in range(2):  # a load between: decided again on it (``rebind``), and counted
-        _reload(c)
+        reload_snapshot(c)
         assert "s" in p.rebind
         assert p.check_bind("s", (), (), "utf-8").allowed
         assert p.ddl_open and len(calls) == 6 + i
         p.answered(True)
-        _settle(p)
+        settle(p)
 
 
 def test_a_name_leaves_only_once_the_server_confirmed():
     """A Parse of something else under the name, or a Close: the server may refuse it or
     skip it after an error (it then keeps the call), so the name's Binds stay looked at
     until a ReadyForQuery with nothing in flight and no error."""
-    p, _c, _calls = _session()
+    p, _c, _calls = ddl_code_session()
     assert p.check_parse(CALL, (), "s").allowed
     p.answered(True)
     assert p.check_parse("SELECT 1", (), "s").allowed  # 42P05 at the server: in use
@@ -131,15 +98,15 @@ def test_a_name_leaves_only_once_the_server_confirmed():
 
 
 def test_sql_execute_of_a_prepared_call_counts():
-    p, _c, calls = _session()
+    p, _c, calls = ddl_code_session()
     for i in range(2):
         assert p.check_query(f"PREPARE s{i} AS {CALL}").allowed
         p.answered(True)
-        _settle(p)
+        settle(p)
         before = len(calls)
         assert p.check_query(f"EXECUTE s{i}").allowed
         assert len(calls) == before + 1
-        _settle(p)
+        settle(p)
         p.at_rest()  # (the relay: idle outside a transaction)
     # the code may have replaced any SQL-level name (built from pieces: a check of the
     # server cannot tell its PREPARE from the client's): refused until prepared again
@@ -150,13 +117,13 @@ def test_code_attached_to_relations():
     """Where a trigger, default or CHECK uses a function that may run DDL
     (``ddl_objects``), a row write to a relation with such code counts as DDL; a read
     does not (triggers fire on writes)."""
-    p, _c, calls = _session(ddl_objects=True, triggered=("public.t",))
+    p, _c, calls = ddl_code_session(ddl_objects=True, triggered=("public.t",))
     assert p.check_query("SELECT id FROM public.t").allowed
     assert not calls
     assert p.check_query("INSERT INTO public.t VALUES (1)").allowed
     assert len(calls) == 1 and p.ddl_open
-    _settle(p)
-    p2, _c2, calls2 = _session(ddl_objects=False, triggered=("public.t",))
+    settle(p)
+    p2, _c2, calls2 = ddl_code_session(ddl_objects=False, triggered=("public.t",))
     assert p2.check_query("INSERT INTO public.t VALUES (1)").allowed
     assert not calls2
 
@@ -177,12 +144,12 @@ def test_a_value_of_a_type_whose_code_may_run_ddl():
     runs = {"public.d": frozenset({"public.attach"}), "d": frozenset({"public.attach"}),
             "public.e": frozenset({"public.plain"})}  # fmt: skip
     oids = {70001: frozenset({"public.attach"}), 70002: frozenset({"public.plain"})}
-    p, _c, calls = _session(user_types=runs, type_oids=oids)
+    p, _c, calls = ddl_code_session(user_types=runs, type_oids=oids)
     assert p.check_query("SELECT 1::public.e").allowed
     assert not calls
     assert p.check_query("SELECT 1::public.d").allowed
     assert len(calls) == 1
-    _settle(p)
+    settle(p)
     p.at_rest()  # (the relay: idle outside a transaction)
     assert p.check_parse("SELECT $1", (23, 70002), "a").allowed
     assert len(calls) == 1 and not p.bind_checked("a")

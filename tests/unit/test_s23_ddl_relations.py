@@ -5,7 +5,7 @@ catalog: tests/integration/test_redteam_r38_recent.py (``test_ddl_run_by_unseen_
 
 from __future__ import annotations
 
-from tests.unit.test_s22_ddl_code import _session, _settle
+from tests.support.ddl_code import ddl_code_session, settle
 
 
 def test_reads_and_writes_of_a_relation_whose_objects_run_ddl_code_count_as_ddl():
@@ -13,16 +13,16 @@ def test_reads_and_writes_of_a_relation_whose_objects_run_ddl_code_count_as_ddl(
     or a view over a table whose trigger calls it."""
     for sql in ("SELECT id FROM public.t", "INSERT INTO public.t VALUES (1)",
                 "UPDATE public.t SET id = 2", "DELETE FROM public.t"):  # fmt: skip
-        p, _c, calls = _session(ddl_relations=("public.t",))
+        p, _c, calls = ddl_code_session(ddl_relations=("public.t",))
         assert p.check_query(sql).allowed, sql
         assert len(calls) == 1 and p.ddl_open, sql
-        _settle(p)
+        settle(p)
         assert p.check_query(sql).allowed  # each run again (not answered from a cache)
         assert len(calls) == 2, sql
 
 
 def test_other_relations_do_not():
-    p, _c, calls = _session(ddl_relations=("public.other",))
+    p, _c, calls = ddl_code_session(ddl_relations=("public.other",))
     assert p.check_query("SELECT id FROM public.t").allowed
     assert p.check_query("INSERT INTO public.t VALUES (1)").allowed
     assert not calls and not p.ddl_open
@@ -31,7 +31,7 @@ def test_other_relations_do_not():
 def test_without_ddl_code_the_relations_are_not_looked_at():
     """No function may run DDL (``ddl_functions`` empty, as in the pgbench database): the
     check ends before the relations (nothing on the hot path)."""
-    p, _c, calls = _session(ddl_functions=(), ddl_relations=("public.t",))
+    p, _c, calls = ddl_code_session(ddl_functions=(), ddl_relations=("public.t",))
     assert p.check_query("SELECT id FROM public.t").allowed
     assert not calls
 
@@ -39,7 +39,7 @@ def test_without_ddl_code_the_relations_are_not_looked_at():
 def test_a_write_of_rows_whose_types_run_ddl_code_counts_as_ddl():
     """Round 39: a column whose domain (over a domain, in an array, in a row type) has a
     CHECK or DEFAULT calling it: the relation's row type runs it (``user_types``)."""
-    p, _c, calls = _session(user_types={"public.t": frozenset({"public.attach"})})
+    p, _c, calls = ddl_code_session(user_types={"public.t": frozenset({"public.attach"})})
     assert p.check_query("SELECT id FROM public.t").allowed  # a read makes no row
     assert not calls
     assert p.check_query("INSERT INTO public.t VALUES (1)").allowed
@@ -49,7 +49,7 @@ def test_a_write_of_rows_whose_types_run_ddl_code_counts_as_ddl():
 def test_values_a_cast_by_ddl_code_converts_count_as_ddl():
     """Round 39: ``INSERT INTO ints SELECT m FROM moods``, an assignment cast of mood by a
     function that may run DDL (``relation_casts``)."""
-    p, _c, calls = _session(relation_casts={"public.t": frozenset({"public.attach"})})
+    p, _c, calls = ddl_code_session(relation_casts={"public.t": frozenset({"public.attach"})})
     assert p.check_query("SELECT id FROM public.t").allowed
     assert len(calls) == 1 and p.ddl_open
 
@@ -60,7 +60,7 @@ def test_code_that_may_prepare_leaves_no_statement_text_held():
     (``names_functions``) leaves the policy holding none: a Bind of a name is refused
     until it is prepared again."""
     names = ("public.attach", "attach")
-    p, _c, _calls = _session(names_functions=names)
+    p, _c, _calls = ddl_code_session(names_functions=names)
     assert p.check_parse("SELECT id FROM public.t", (), "s").allowed
     p.answered(True)
     assert p.check_query("SELECT public.attach()").allowed
@@ -82,7 +82,7 @@ def test_code_that_may_prepare_leaves_no_statement_text_held():
 def test_code_that_only_runs_ddl_keeps_the_statement_texts():
     """The same call where the code may run DDL but not prepare: the name is decided again
     on its text after the catalog change the call counts as."""
-    p, _c, _calls = _session()
+    p, _c, _calls = ddl_code_session()
     assert p.check_parse("SELECT id FROM public.t", (), "s").allowed
     p.answered(True)
     assert p.check_query("SELECT public.attach()").allowed
@@ -95,7 +95,7 @@ def test_a_statement_running_code_that_may_prepare_is_not_held_after_it_ran():
     PREPARE x AS ...`` while x runs): after its Bind the policy holds no text for x, so
     the next Bind of x is refused until x is prepared again."""
     names = ("public.attach", "attach")
-    p, _c, _calls = _session(names_functions=names)
+    p, _c, _calls = ddl_code_session(names_functions=names)
     assert p.check_parse("SELECT public.attach()", (), "x").allowed
     p.answered(True)
     assert p.check_bind("x", (), (), "utf-8").allowed  # it runs now
@@ -107,7 +107,7 @@ def test_a_statement_running_code_that_may_prepare_is_not_held_after_it_ran():
 def test_a_followed_statement_must_be_executed_at_once():
     """Round 41: a portal of a statement that runs such code, bound and executed after a
     later Parse, would replace names after the policy followed that Parse."""
-    p, _c, _calls = _session()
+    p, _c, _calls = ddl_code_session()
     assert p.check_parse("SELECT public.attach()", (), "x").allowed
     assert "x" in p.followed
     p.answered(True)

@@ -8,7 +8,7 @@ import time
 
 from policy import StatementPolicy, parse_scopes
 from policy.catalog import CatalogCache
-from tests.unit.test_s22_ddl_code import _session
+from tests.support.ddl_code import ddl_code_session
 
 NAMES = ("public.attach", "attach")
 DEFINED = {"f": frozenset({"public.f"})}
@@ -39,7 +39,7 @@ def test_a_function_defined_through_the_proxy_counts_as_such_code_until_read():
 
 def test_defining_a_function_marks_the_transaction():
     """A cursor open over a call of it runs the new body at its next FETCH."""
-    p, _c, _calls = _session()
+    p, _c, _calls = ddl_code_session()
     assert p.check_query("BEGIN").allowed
     assert not p.lazy_names
     sql = "CREATE FUNCTION public.f() RETURNS int LANGUAGE sql AS 'SELECT 1'"
@@ -80,7 +80,7 @@ def test_another_sessions_definition_marks_this_one_while_its_block_is_open():
 
 
 def test_an_event_triggers_function_runs_on_every_ddl():
-    p, _c, calls = _session(names_functions=NAMES, event_functions=("public.attach",))
+    p, _c, calls = ddl_code_session(names_functions=NAMES, event_functions=("public.attach",))
     p.scopes = parse_scopes("read:public.* ddl:public.* execute:public.attach")
     assert p.check_parse("SELECT id FROM public.t", (), "s").allowed
     p.answered(True)
@@ -90,7 +90,7 @@ def test_an_event_triggers_function_runs_on_every_ddl():
 
 
 def test_a_global_casts_function_runs_on_every_statement_that_converts():
-    p, _c, calls = _session(global_casts=("public.attach",))
+    p, _c, calls = ddl_code_session(global_casts=("public.attach",))
     assert p.check_query("SELECT 1").allowed and not calls  # constants only: converts nothing
     assert p.check_query("SELECT id::text FROM public.t").allowed
     assert calls and p.ddl_open  # the cast's function may run DDL
@@ -99,7 +99,7 @@ def test_a_global_casts_function_runs_on_every_statement_that_converts():
 def test_code_that_may_run_ddl_fires_the_event_triggers_ddl_fires():
     """Round 45: a granted function's DDL fired an event trigger whose function replaces
     statements; the call is a read, but it runs DDL code, so it runs that function too."""
-    p, _c, calls = _session(names_functions=("public.evt",), event_functions=("public.evt",))
+    p, _c, calls = ddl_code_session(names_functions=("public.evt",), event_functions=("public.evt",))
     p.scopes = parse_scopes("read:public.t execute:public.attach,public.evt")
     assert p.check_parse("SELECT id FROM public.t", (), "s").allowed
     p.answered(True)
@@ -111,7 +111,7 @@ def test_code_that_may_run_ddl_fires_the_event_triggers_ddl_fires():
 def test_code_that_may_prepare_refuses_names_never_seen_at_once():
     """Its DDL in an open block brings no catalog change to this session: a Bind of a name
     the policy never saw (the code may have prepared it) is refused from the call on."""
-    p, _c, calls = _session()
+    p, _c, calls = ddl_code_session()
     assert p.check_query("BEGIN").allowed
     assert not p.bind_checked("unseen")
     assert p.check_query("SELECT public.attach()").allowed and calls

@@ -7,7 +7,7 @@ tests/integration/test_redteam_r43_followed.py."""
 
 from __future__ import annotations
 
-from tests.unit.test_s22_ddl_code import _session
+from tests.support.ddl_code import ddl_code_session
 
 NAMES = ("public.attach", "attach")
 READ = "SELECT id FROM public.t"
@@ -19,7 +19,7 @@ def _held(p, name: str) -> bool:
 
 
 def test_after_names_code_every_later_statement_of_the_transaction_forgets_the_names():
-    p, _c, _calls = _session(names_functions=NAMES)
+    p, _c, _calls = ddl_code_session(names_functions=NAMES)
     assert p.check_query("BEGIN").allowed
     assert not p.lazy_names
     assert p.check_query("DECLARE c CURSOR FOR SELECT public.attach() FROM public.t").allowed
@@ -32,7 +32,7 @@ def test_after_names_code_every_later_statement_of_the_transaction_forgets_the_n
 
 
 def test_while_lazy_every_bind_is_looked_at_and_forgets_after_it():
-    p, _c, _calls = _session(names_functions=NAMES)
+    p, _c, _calls = ddl_code_session(names_functions=NAMES)
     assert p.check_query("SELECT public.attach()").allowed
     assert p.binds_watched and p.bind_checked("anything")
     assert p.check_parse(READ, (), "s").allowed
@@ -47,7 +47,7 @@ def test_while_lazy_every_bind_is_looked_at_and_forgets_after_it():
 
 
 def test_without_names_code_nothing_is_lazy():
-    p, _c, calls = _session()  # DDL code, but none that replaces statements
+    p, _c, calls = ddl_code_session()  # DDL code, but none that replaces statements
     assert p.check_query("SELECT public.attach()").allowed and calls
     assert not p.lazy_names
     assert p.check_parse(READ, (), "s").allowed
@@ -59,7 +59,7 @@ def test_without_names_code_nothing_is_lazy():
 def test_execute_of_a_prepared_call_of_names_code_forgets_the_names():
     """``EXECUTE q`` runs what ``q`` prepared: its own classification names only its
     arguments' code (``_run_by``)."""
-    p, _c, _calls = _session(names_functions=NAMES)
+    p, _c, _calls = ddl_code_session(names_functions=NAMES)
     assert p.check_query("PREPARE q AS SELECT public.attach()").allowed
     assert not p.lazy_names, "a PREPARE runs nothing"
     assert p.check_query(f"PREPARE r AS {READ}").allowed
@@ -70,7 +70,7 @@ def test_execute_of_a_prepared_call_of_names_code_forgets_the_names():
 
 
 def test_a_protocol_bind_of_a_sql_prepared_call_of_ddl_code_is_followed():
-    p, _c, calls = _session(names_functions=NAMES)
+    p, _c, calls = ddl_code_session(names_functions=NAMES)
     assert p.check_query("PREPARE q AS SELECT public.attach()").allowed
     assert "q" in p.followed
     p.answered(True)
@@ -84,13 +84,13 @@ def test_a_protocol_bind_of_a_sql_prepared_call_of_ddl_code_is_followed():
 
 
 def test_a_sql_prepared_statement_without_such_code_is_not_followed():
-    p, _c, _calls = _session(names_functions=NAMES)
+    p, _c, _calls = ddl_code_session(names_functions=NAMES)
     assert p.check_query(f"PREPARE r AS {READ}").allowed
     assert "r" not in p.followed and _held(p, "r")
 
 
 def test_deallocate_of_a_statement_named_all_is_refused_and_all_is_not():
-    p, _c, _calls = _session()
+    p, _c, _calls = ddl_code_session()
     assert p.check_parse(READ, (), "s1").allowed
     p.answered(True)
     v = p.check_query('DEALLOCATE "all"')
@@ -152,7 +152,7 @@ def test_a_bind_of_names_code_makes_every_later_execute_looked_at():
     """A portal of such code run with a row limit (asyncpg's fetchrow sends one) runs the
     rest at later Executes: the Bind ran the code, so ``lazy_names`` is set there, and the
     relay looks at each later Execute (round 43's suspended portal)."""
-    p, _c, _calls = _session(names_functions=NAMES)
+    p, _c, _calls = ddl_code_session(names_functions=NAMES)
     assert p.check_parse("SELECT public.attach() FROM public.t", (), "sw").allowed
     assert not p.lazy_names, "a Parse runs nothing"
     p.answered(True)

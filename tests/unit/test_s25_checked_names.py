@@ -12,7 +12,7 @@ from common.wire import messages as m
 from common.wire.errors import frame
 from proxy.denials import Denials
 from proxy.relay import Relay
-from tests.unit.test_s22_ddl_code import _session
+from tests.support.ddl_code import ddl_code_session
 
 CALL = "SELECT public.attach()"  # code that may run DDL (and so build a PREPARE)
 READ = "SELECT id FROM public.t"
@@ -24,14 +24,14 @@ def _held(p, name: str = "s"):
 
 
 def test_no_check_before_code_that_may_run_ddl():
-    p, _c, _calls = _session()
+    p, _c, _calls = ddl_code_session()
     _held(p)
     assert p.verify_name("s") is None
     assert not p.bind_checked("s")
 
 
 def test_after_such_code_each_held_name_is_checked_until_the_server_says_it_holds_it():
-    p, _c, _calls = _session()
+    p, _c, _calls = ddl_code_session()
     _held(p)
     _held(p, "")
     assert p.check_query(CALL).allowed
@@ -51,7 +51,7 @@ def test_after_such_code_each_held_name_is_checked_until_the_server_says_it_hold
 
 
 def test_a_name_parsed_after_the_code_ran_is_checked_while_the_transaction_is_open():
-    p, _c, _calls = _session()
+    p, _c, _calls = ddl_code_session()
     assert p.check_query("BEGIN").allowed
     assert p.check_query("DECLARE c CURSOR FOR SELECT public.attach() FROM public.t").allowed
     _held(p, "late")  # a FETCH may run the code after this Parse
@@ -61,7 +61,7 @@ def test_a_name_parsed_after_the_code_ran_is_checked_while_the_transaction_is_op
 
 
 def test_a_failed_check_forgets_the_name_unless_it_was_parsed_again_since():
-    p, _c, _calls = _session()
+    p, _c, _calls = ddl_code_session()
     _held(p)
     _held(p, "u")
     assert p.check_query(CALL).allowed
@@ -77,7 +77,7 @@ def test_a_failed_check_forgets_the_name_unless_it_was_parsed_again_since():
 
 
 def test_sql_level_names_are_forgotten_when_such_code_runs():
-    p, _c, _calls = _session()
+    p, _c, _calls = ddl_code_session()
     assert p.check_query(f"PREPARE q AS {READ}").allowed
     p.answered(True)
     assert p.check_query("EXECUTE q").allowed
@@ -98,7 +98,7 @@ def test_sql_level_names_are_forgotten_when_such_code_runs():
 
 
 def test_a_dry_run_checks_nothing():
-    p, _c, _calls = _session()
+    p, _c, _calls = ddl_code_session()
     p.enforce = False
     _held(p)
     assert p.check_query(CALL).allowed
@@ -127,7 +127,7 @@ def test_the_check_names_the_statement_as_bytes_and_raises_with_our_marker():
 
 
 def _relay():
-    p, _c, _calls = _session()
+    p, _c, _calls = ddl_code_session()
     relay = Relay(policy=p)
     relay.from_client(m.parse("s", READ) + m.SYNC)
     relay.from_server(frame(b"1") + m.ready_for_query(b"I"))
@@ -209,7 +209,7 @@ def test_a_skipped_check_is_resolved_by_the_ready_for_query_and_done_again():
 
 
 def test_an_execute_after_such_code_in_the_same_text_is_refused():
-    p, _c, _calls = _session()
+    p, _c, _calls = ddl_code_session()
     assert p.check_query(f"PREPARE q AS {READ}").allowed
     p.answered(True)
     v = p.check_query(f"{CALL}; EXECUTE q")
@@ -219,7 +219,7 @@ def test_an_execute_after_such_code_in_the_same_text_is_refused():
 
 
 def test_sql_level_names_prepared_while_a_cursor_may_run_such_code_are_forgotten_after():
-    p, _c, _calls = _session()
+    p, _c, _calls = ddl_code_session()
     assert p.check_query("BEGIN").allowed
     assert p.check_query(f"DECLARE c CURSOR WITH HOLD FOR {CALL}").allowed
     assert p.check_query(f"PREPARE q AS {READ}").allowed
@@ -311,7 +311,7 @@ def _sessions_peer(c, entry, scopes: str = ""):
     """Another session of ``_sessions``' database (its grant: ``scopes``, else theirs)."""
     from policy.engine import StatementPolicy
     from policy.scopes import parse_scopes
-    from tests.unit.test_s22_ddl_code import SCOPES
+    from tests.support.ddl_code import SCOPES
 
     p = StatementPolicy(parse_scopes(scopes or SCOPES), task="T", shared=None)
     p.catalog = lambda: c.get("db")
@@ -326,7 +326,7 @@ def _sessions_peer(c, entry, scopes: str = ""):
 
 
 def test_a_prepare_before_such_code_in_the_same_text_is_forgotten():
-    p, _c, _calls = _session()
+    p, _c, _calls = ddl_code_session()
     assert p.check_query(f"PREPARE q AS {READ}; {CALL}").allowed
     p.answered(True)
     assert "q" not in p._prepared_statements
