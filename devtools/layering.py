@@ -11,7 +11,9 @@ Packages, bottom up; each may import only itself and the packages listed for it:
 Every import counts, the ones inside functions too (a lazy import is still a dependency),
 except those under ``if TYPE_CHECKING:``, which never run. ``EXCEPTIONS`` lists the two
 deliberate crossings. Besides the package rules, no two modules may import each other, at
-any distance (a cycle of modules), counting lazy imports too.
+any distance (a cycle of modules), counting lazy imports too. And test modules never
+import from each other (``cross_test_imports``): what two of them share lives in
+``tests/support``.
 """
 
 from __future__ import annotations
@@ -151,6 +153,28 @@ def check(root: Path, allowed: dict[str, frozenset[str]] = ALLOWED,
     return sorted(dict.fromkeys(problems))
 
 
+TEST_DIRS = ("tests/unit", "tests/integration")
+
+
+def cross_test_imports(root: Path) -> list[str]:
+    """Every import of one test module by another (``tests/unit``, ``tests/integration``;
+    a ``conftest`` counts as a test module): shared builders and fixtures belong in
+    ``tests/support``, where every module can find them."""
+    files: list[Path] = []
+    for d in TEST_DIRS:
+        base = root / d
+        if base.is_dir():
+            files.extend(sorted(p for p in base.rglob("*.py") if "__pycache__" not in p.parts))
+    modules = {module_name(root, p) for p in files if p.name != "__init__.py"}
+    problems = []
+    for path in files:
+        for imp in imports_of(root, path):
+            target = _resolve(imp.target, modules)
+            if target is not None and target != imp.module:
+                problems.append(f"{imp}: test modules never import from each other (tests/support)")
+    return sorted(dict.fromkeys(problems))
+
+
 def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
     """One cycle per strongly connected component of more than one module (Tarjan)."""
     index: dict[str, int] = {}
@@ -203,7 +227,7 @@ def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     root = Path(args[0]) if args else Path(__file__).resolve().parent.parent
-    problems = check(root)
+    problems = check(root) + cross_test_imports(root)
     for line in problems:
         print(line)
     if problems:

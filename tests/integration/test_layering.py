@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from devtools.layering import ALLOWED, check
+from devtools.layering import ALLOWED, check, cross_test_imports
 
 ROOT = Path(__file__).resolve().parents[2]  # the repository, not tests/
 
@@ -88,3 +88,22 @@ def test_the_command_fails_on_a_violation(tree):
     ok = subprocess.run([sys.executable, "-m", "devtools.layering"], cwd=ROOT,
                         capture_output=True, text=True, timeout=60)  # fmt: skip
     assert ok.returncode == 0, ok.stdout
+
+
+def test_test_modules_never_import_each_other(tmp_path):
+    assert cross_test_imports(ROOT) == []
+    (tmp_path / "tests" / "unit").mkdir(parents=True)
+    (tmp_path / "tests" / "integration").mkdir()
+    (tmp_path / "tests" / "support").mkdir()
+    (tmp_path / "tests" / "unit" / "test_a.py").write_text("HELPER = 1\n")
+    (tmp_path / "tests" / "support" / "shared.py").write_text("SHARED = 1\n")
+    (tmp_path / "tests" / "unit" / "test_b.py").write_text(
+        "from tests.support.shared import SHARED\nfrom . import test_a\n"
+    )
+    (tmp_path / "tests" / "integration" / "test_c.py").write_text(
+        "def test_x():\n    from tests.unit.test_a import HELPER\n"
+    )
+    found = cross_test_imports(tmp_path)
+    assert len(found) == 2, found
+    assert any("tests.unit.test_b imports tests.unit.test_a" in f for f in found), found
+    assert any("tests.integration.test_c imports tests.unit.test_a.HELPER" in f for f in found), found
