@@ -41,7 +41,10 @@ holds until the next load (``refresh_after``, 300 s, or someone's followed DDL):
    ``r51s`` before): ``SELECT r51w.g('r51q')`` (decided harmless: ``g`` calls a harmless
    ``f`` in the snapshot), then ``EXECUTE r51q``, or a Bind of ``r51q``/``r51s``: the
    vault's row in a DataRow (no window, so ``verify_name`` injects no check and the
-   SQL-level name is kept).
+   SQL-level name is kept). ``dry-adds-domain-constraint-*``: ``ALTER DOMAIN
+   r51w.r51dom3_zq ADD CONSTRAINT ... CHECK (public.r51_both() > 0)`` (UNKNOWN: refused for
+   the migrator, run by a dry run) on the domain ``r51w.h3()`` returns; the base session's
+   ``SELECT r51w.h3()`` then ``EXECUTE r51q`` or a Bind: the vault's row.
 2. ``dry-do-lowers-barrier-then-read`` and ``dry-lowers-barrier-then-read``: ``ALTER VIEW
    r51w.bv SET (security_barrier = false)`` is classified UNKNOWN (``deny.view``,
    ``BARRIER_LOWERED``) even written plainly, so a dry run lowers the barrier unfollowed;
@@ -67,7 +70,10 @@ Held:
    DOMAIN ... CHECK (public.r51_both() > 0)`` with functions returning or taking it, a
    table whose column DEFAULT or CHECK calls ``r51_both``; the base grant's call or INSERT
    then ``EXECUTE r51q`` or a Bind, both before the load (``*-unsettled-*``: the window or
-   the stale snapshot) and after the load closed the window: refused or checked.
+   the stale snapshot) and after the load closed the window: refused or checked. ``ALTER
+   DOMAIN ... ADD CONSTRAINT`` and ``CREATE OPERATOR`` (``...-domain-constraint-added-*``,
+   ``...-operator-*``) are refused for the migrator (``deny.unknown``): only a dry run
+   makes them (item 1).
 7. **A COMMIT that fills a WITH HOLD cursor, then an EXECUTE or a Bind in the same read**
    (``test_with_hold_commit``): ``BEGIN; DECLARE c CURSOR WITH HOLD FOR SELECT r51w.g2()
    FROM r51w.gate``, ``PREPARE r51q`` (or a Parse of ``r51s``) in the block, then ``COMMIT;
@@ -108,7 +114,7 @@ pytestmark = pytest.mark.timeout(300)
 
 AGENT = "r51-bot"
 MARK = "R51-VAULT-7c1d"
-FNS = "r51w.r51costly,r51w.f,r51w.g,r51w.g2,r51w.h_ret,r51w.h_arg,r51w.h_cast,r51w.k_ret,r51w.k_arg"
+FNS = "r51w.r51costly,r51w.f,r51w.g,r51w.g2,r51w.h_ret,r51w.h_arg,r51w.h_cast,r51w.k_ret,r51w.k_arg,r51w.h3,r51w.opf"
 SCOPES = f"read:r51w.* write:r51w.* execute:{FNS},public.r51_both"
 GRANTS = {
     "migrator": f"read:r51w.* write:r51w.* ddl:r51w.* execute:{FNS},public.r51_both",
@@ -178,6 +184,9 @@ SETUP = (
     "SELECT id, pin FROM r51x.acct WHERE r51w.r51costly(id);\n"
     "CREATE FUNCTION r51w.r51tf() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
     "RAISE NOTICE 'r51 %', (SELECT r51_secret FROM r51x.vault); RETURN NEW; END $$;\n"
+    "CREATE DOMAIN r51w.r51dom3_zq AS int;\n"
+    "CREATE FUNCTION r51w.h3() RETURNS r51w.r51dom3_zq LANGUAGE plpgsql AS "
+    "$$ BEGIN RETURN 1; END $$;\n"
     "RESET ROLE;\n"
 )
 TEARDOWN = (
@@ -193,7 +202,9 @@ RESTORE = (
     "DROP TABLE IF EXISTS r51w.tm; "
     "DROP DOMAIN IF EXISTS r51w.r51dom2_zq CASCADE; "
     "ALTER VIEW r51w.bv SET (security_barrier = true); "
-    "DROP TRIGGER IF EXISTS r51tr ON r51w.gate; DELETE FROM r51w.gate WHERE id <> 1"
+    "DROP TRIGGER IF EXISTS r51tr ON r51w.gate; DELETE FROM r51w.gate WHERE id <> 1; "
+    "ALTER DOMAIN r51w.r51dom3_zq DROP CONSTRAINT IF EXISTS r51k; "
+    "DROP FUNCTION IF EXISTS r51w.opf(int, int) CASCADE"
 )
 
 
@@ -361,6 +372,27 @@ for _k in ("then-execute", "then-bind-sql-name", "protocol-name"):
         _typed("SELECT r51w.k_arg(1)")[_k][0], MADE_DOMAIN, _typed("SELECT r51w.k_arg(1)")[_k][1],
         False, False)  # fmt: skip
 
+# a constraint added to a domain a planted function returns (no function defined: the DDL
+# names the code); an operator made with its function in one block
+MADE_DOMAIN_CHECK = (
+    "ALTER DOMAIN r51w.r51dom3_zq ADD CONSTRAINT r51k CHECK (public.r51_both() > 0)",
+)
+MADE_OPERATOR = (
+    "BEGIN",
+    "CREATE FUNCTION r51w.opf(int, int) RETURNS bool LANGUAGE plpgsql AS "
+    "$$ BEGIN PERFORM public.r51_both(); RETURN true; END $$",
+    "CREATE OPERATOR r51w.=== (LEFTARG = int, RIGHTARG = int, FUNCTION = r51w.opf)",
+    "COMMIT",
+)
+for _k in ("then-execute", "then-bind-sql-name", "protocol-name"):
+    for _settle, _tail in ((True, ""), (False, "-unsettled")):
+        TYPED[f"made-through-proxy-domain-constraint-added{_tail}-{_k}"] = (
+            _typed("SELECT r51w.h3()")[_k][0], MADE_DOMAIN_CHECK,
+            _typed("SELECT r51w.h3()")[_k][1], _settle, False)  # fmt: skip
+        TYPED[f"made-through-proxy-operator{_tail}-{_k}"] = (
+            _typed("SELECT 1 OPERATOR(r51w.===) 1")[_k][0], MADE_OPERATOR,
+            _typed("SELECT 1 OPERATOR(r51w.===) 1")[_k][1], _settle, False)  # fmt: skip
+
 
 @pytest.mark.parametrize("name", planted.cases(TYPED))
 def test_typed_code(px, pg, name):
@@ -421,6 +453,11 @@ DRY["dry-do-creates-trigger-then-insert"] = (
     "decided as firing nothing and the trigger's NOTICE (the vault's row) is not withheld",
 )
 DRY["dry-creates-trigger-then-insert"] = ([], (TRIGGER,), INSERT_GATE, False)
+for _k in ("then-execute", "then-bind-sql-name", "protocol-name"):
+    # ALTER DOMAIN is UNKNOWN (a migrator's is refused: deny.unknown); a dry run's runs
+    DRY[f"dry-adds-domain-constraint-{_k}"] = (
+        _typed("SELECT r51w.h3()")[_k][0], MADE_DOMAIN_CHECK, _typed("SELECT r51w.h3()")[_k][1],
+        DRY_LEAK)  # fmt: skip
 DRY["dry-lowers-barrier-then-read"] = (
     [],
     (LOWER,),
