@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import time
 import weakref
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
@@ -1232,11 +1233,15 @@ def shadowing_calls(
     return out
 
 
-def code_ran(entry: _Entry) -> None:
-    """Code that may run DDL runs in a session of this worker (``StatementPolicy``): every
-    session of the database checks its statement names with the server until a load that
-    started after its block ended (``_Entry.code_window``)."""
+def code_ran(entry: _Entry, told: bool = False) -> None:
+    """Code that may run DDL runs in a session of this worker (``StatementPolicy``), or in
+    another worker's (``told``: its news): every session of the database checks its
+    statement names with the server until a load that started after its block ended
+    (``_Entry.code_window``). This worker's own runs go to ``on_code`` (the loader tells
+    the other workers, whose sessions may call what the code redefined)."""
     entry.code_ended = None if entry.blocks_open > 0 else time.monotonic()
+    if not told and entry.on_code is not None:
+        entry.on_code()
     _notify(entry)
 
 
@@ -1333,6 +1338,9 @@ class _Entry:
     # None while a block may be open, when every block had ended (monotonic), -inf when no
     # such code ran since a load that started after that (``put``; red-team round 46)
     code_ended: float | None = float("-inf")
+    # called when code ran in this worker (``code_ran``): the loader counts it and, with
+    # workers > 1, tells the other workers, which open their window too (session 26)
+    on_code: Callable[[], None] | None = None
 
     def count_blocks(self, delta: int = 0, origin: int | None = None, count: int = 0) -> None:
         """This worker's blocks changed by ``delta``, or worker ``origin`` has ``count``."""

@@ -43,12 +43,14 @@ from policy.catalog import (
     VIEWS_SQL,
     CatalogCache,
     cascade_reach,
+    code_ran,
     inlinable_from_rows,
     relation_names,
     views_from_rows,
 )
 from policy.lexer import render_name
 
+from . import metrics
 from .logs import event
 from .upstream import Inbox, UpstreamError, connect_upstream
 
@@ -173,6 +175,10 @@ class CatalogLoader:
             if kind == "blocks":  # its DDL blocks open now (``StatementPolicy.on_block``)
                 origin, count = int(doc["origin"]), int(doc["open"])
                 self.cache.entry(database).count_blocks(origin=origin, count=count)
+                return
+            if kind == "code":  # code that may run DDL ran there (``code_ran``)
+                metrics.DDL_CODE_RUNS.labels("other_worker").inc()
+                code_ran(self.cache.entry(database), told=True)
                 return
             removed = frozenset((str(rel), str(col)) for rel, col in doc["removed"])
             defined = {str(k): frozenset(map(str, v)) for k, v in doc["defined"].items()}
@@ -387,6 +393,14 @@ class CatalogLoader:
                 self.tell(json.dumps({"kind": "blocks", "db": database, "origin": os.getpid(),
                                       "open": entry.open_blocks}).encode())  # fmt: skip
 
+        def on_code() -> None:
+            # the other workers' sessions may call what the code redefined: their window
+            # opens too (after this worker's block count, which went to them first)
+            metrics.DDL_CODE_RUNS.labels("this_worker").inc()
+            if self.tell is not None:
+                self.tell(json.dumps({"kind": "code", "db": database}).encode())
+
+        entry.on_code = on_code
         policy.on_settle = on_settle
         policy.catalog_entry = entry
         policy.on_block = on_block

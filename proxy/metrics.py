@@ -44,6 +44,13 @@ SESSIONS_ENDED = Counter(
     "Sessions ended, by cause (terminate, disconnect, expired, revoked, upstream, shutdown, error)",
     ["cause"],
 )
+DDL_CODE_RUNS = Counter(
+    "pgwitness_ddl_code_runs_total",
+    "Statements that ran code that may run DDL, or defined a function, through the proxy: each "
+    "opens the code window, in which every session checks its statement names with the server "
+    "before a Bind until the next catalog load (origin: this_worker, or other_worker: its news)",
+    ["origin"],
+)
 AUTH_FAILURES = Counter(
     "pgwitness_auth_failures_total", "Failed client logins by reason", ["reason"]
 )

@@ -238,10 +238,13 @@ class ProxyProcess:
         extra_args=(),
         config="",
         admin_token: str | None = None,
+        catalog_min_interval: float = 0.0,
     ):
         """``config``: TOML appended to the configuration (sections of its own);
-        ``admin_token``: serve the admin API (on ``admin_port``) with this token."""
+        ``admin_token``: serve the admin API (on ``admin_port``) with this token;
+        ``catalog_min_interval``: the catalog loads' pacing (0: a load starts at once)."""
         self.workers = workers
+        self.catalog_min_interval = catalog_min_interval
         self.config_path = tmp_path / "pgwitness.toml"
         self.log_path = tmp_path / "pgwitness.log"
         self.taken_logs: list[str] = []  # what each start that met a taken port said
@@ -272,7 +275,7 @@ user = "pgwitness"
 password = "{pg.users["pgwitness"]}"
 sslmode = "verify-full"
 sslrootcert = "{pg.ca_cert}"
-catalog_min_interval = 0.0
+catalog_min_interval = {self.catalog_min_interval}
 
 [auth]
 users = {{ {STATIC_USER} = "{STATIC_PASSWORD}" }}

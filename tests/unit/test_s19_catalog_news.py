@@ -109,3 +109,53 @@ def test_catalog_loads_run_without_jit(monkeypatch):
     with pytest.raises(OSError):
         asyncio.run(cl._queries(None, None, "db", "SELECT 1"))
     assert seen["jit"] == "off" and seen["lock_timeout"] == cl.LOCK_TIMEOUT
+
+
+def test_code_in_one_worker_opens_the_window_in_the_others():
+    """Code that may run DDL in a session of worker a (here: a definition of a function
+    and dynamic SQL) opens the code window in worker b too: b's sessions check their
+    statement names with the server (``lazy_code``, ``verify_name``) until b's own load
+    that started after the block ended (session 26; round 47 read the gap)."""
+    import asyncio
+
+    from policy import StatementPolicy, parse_scopes
+
+    a, b = Loader(), Loader()
+    sent: list[bytes] = []
+    a.tell = sent.append
+    for loader in (a, b):
+        loader.cache.put("db", ["attach"], {"public.t": frozenset({"id"})},
+                         user_functions={"attach": frozenset({"public.attach"})},
+                         ddl_functions=frozenset({"public.attach", "attach"}))  # fmt: skip
+    scopes = "read:public.t write:public.t execute:public.attach"
+    pa = StatementPolicy(parse_scopes(scopes), task="A", shared=None)
+    pb = StatementPolicy(parse_scopes(scopes), task="B", shared=None)
+    asyncio.run(a.attach(pa, "db"))
+    asyncio.run(b.attach(pb, "db"))
+    assert pb.check_parse("SELECT 1", (), "held").allowed
+    assert not b.cache.entry("db").code_window() and not pb.lazy_code
+    assert pb.verify_name("held") is None  # no code ran: no check due
+
+    assert pa.check_query("SELECT public.attach()").allowed  # worker a: code that may run DDL
+    kinds = [json.loads(x)["kind"] for x in sent]
+    assert "code" in kinds and kinds.index("blocks") < kinds.index("code"), kinds
+    assert a.cache.entry("db").code_window()
+    for x in sent:
+        b.news(x)
+    entry = b.cache.entry("db")
+    assert entry.code_window() and entry.code_ended is None  # a's block is open
+    assert pb.lazy_code and pb.verify_name("held") is not None  # b's session checks its name
+    # no echo: news told to b is not told on
+    b_sent: list[bytes] = []
+    b.tell = b_sent.append
+    b.news(json.dumps({"kind": "code", "db": "db"}).encode())
+    assert b_sent == []
+    # a's block ends: b's window stays open until b's own load that started after that
+    pa.settle_ddl()
+    for x in sent[len(kinds):]:
+        b.news(x)
+    assert entry.blocks_open == 0 and entry.code_window()
+    b.cache.put("db", ["attach"], {"public.t": frozenset({"id"})},
+                user_functions={"attach": frozenset({"public.attach"})},
+                ddl_functions=frozenset({"public.attach", "attach"}))  # fmt: skip
+    assert not entry.code_window()
