@@ -128,6 +128,13 @@ def _converts_nothing(c: Classified) -> bool:
 
 # statements an event trigger may fire on (DDL, GRANT/REVOKE; what unknown:* allows)
 _FIRES_EVENT_TRIGGERS = frozenset({StatementClass.DDL, StatementClass.ROLE, StatementClass.UNKNOWN})
+# what a dry run's refused statement of these classes does, the policy cannot follow (a DO
+# block, a CALL, an unrecognised statement, a role's, a utility's: LOAD, COPY ... PROGRAM):
+# when it runs anyway, it counts as code that may run DDL (``_decide``)
+# (DDL the policy recognises is followed as an allowed one is: ``opens_ddl``, what it defines)
+_RUNS_ANYTHING = frozenset({
+    StatementClass.UNKNOWN, StatementClass.FUNCTION, StatementClass.ROLE, StatementClass.UTILITY,
+})  # fmt: skip
 # statements that evaluate expressions (a cast between system types may run in any)
 _EVALUATES = frozenset({
     StatementClass.READ, StatementClass.WRITE, StatementClass.DDL, StatementClass.FUNCTION,
@@ -224,6 +231,13 @@ def _may_write(pairs: tuple[Pair, ...]) -> bool:
 def _bind_of(name: str) -> Classified:
     """What a refused Bind of statement ``name`` is recorded as, its text not at hand."""
     return Classified("", StatementClass.UNKNOWN, "BIND", frozenset(), frozenset(), frozenset(), name)
+
+
+# a fast-path FunctionCall a dry run lets through (``check_function_call``): which function
+# (by OID) is not read, so it counts as one that may do anything
+_FUNCTION_CALL = Classified(
+    "", StatementClass.UNKNOWN, "FunctionCall", frozenset(), frozenset(), frozenset()
+)
 
 
 def _may_remove_columns(c: Classified) -> bool:
@@ -916,9 +930,12 @@ class StatementPolicy:
         """Must allowed ``verdict``, decided on a stale snapshot, wait for the reload the
         DDL that made it stale started? A write's errors are withheld when it runs code the
         grant did not choose (``writes_unreadable``), and a trigger, rule or CHECK another
-        grant's DDL just attached is not in a stale snapshot. Once per statement: after its
-        wait (``stale_write``), or where it cannot wait (a Bind), a snapshot still stale
-        makes ``writes_unreadable`` answer True (fail closed)."""
+        grant's DDL just attached is not in a stale snapshot. A read of a view too: what it
+        hides and whether it is a security barrier are the snapshot's (red-team round 51: a
+        dry run lowered a barrier, and a read decided before the reload leaked the hidden
+        rows through an error). Once per statement: after its wait (``stale_write``), or
+        where it cannot wait (a Bind), a snapshot still stale makes ``writes_unreadable``
+        answer True (fail closed)."""
         waited = self.stale_write
         self.stale_write = False
         snap = self._snapshot_seen
@@ -927,7 +944,11 @@ class StatementPolicy:
             or not snap.stale
             or not verdict.allowed
             or not self.enforce
-            or not any(op in _ROW_WRITES for c, _d in verdict.decisions for op, _r in c.write_ops)
+            or not any(
+                any(op in _ROW_WRITES for op, _r in c.write_ops)
+                or not c.reads.isdisjoint(snap.view_names)
+                for c, _d in verdict.decisions
+            )
         ):
             return False
         entry = self.catalog_entry
@@ -1249,12 +1270,14 @@ class StatementPolicy:
 
     def check_function_call(self) -> Verdict:
         """Frontend FunctionCall (fast-path by OID): never allowed, it bypasses classification."""
-        message = self._message(
-            Decision(False, "deny.function_call", "may not use the fast-path FunctionCall message")
-        )
+        reason = "may not use the fast-path FunctionCall message"
         if self.enforce:
-            return Verdict(False, (), message)
-        return Verdict(True, (), "", would_deny=True)
+            return Verdict(False, (), self._message(Decision(False, "deny.function_call", reason)))
+        # a dry run lets it through: a function by OID, any function, counts as code that
+        # may run DDL and replace statements (red-team round 51)
+        pairs = ((_FUNCTION_CALL, Decision(False, "deny.function_call", reason, True)),)
+        self._ran_ddl(pairs)
+        return Verdict(True, pairs, "", would_deny=True)
 
     def needs_offload(self, sql: str) -> bool:
         """Should the proxy classify ``sql`` off the event loop before checking it?"""
@@ -1355,8 +1378,16 @@ class StatementPolicy:
 
     def _decide(self, c: Classified) -> Decision:
         d = self._decision(c)
-        if d.allowed and self._runs_ddl_code(c):
-            return Decision(True, d.rule, d.reason, True)
+        if d.allowed:
+            if self._runs_ddl_code(c):
+                return Decision(True, d.rule, d.reason, True)
+            return d
+        if not self.enforce and (c.cls in _RUNS_ANYTHING or self._runs_ddl_code(c)):
+            # a dry run runs what it would refuse: followed as what it may be, DDL or code
+            # that may run it and replace statements, so every session's policy learns of
+            # it (red-team round 51: a dry run's DO, ALTER FUNCTION ... RENAME, call outside
+            # its scope changed what another grant's statements ran, unseen)
+            return Decision(False, d.rule, d.reason, True)
         return d
 
     def _runs_ddl_code(self, c: Classified) -> bool:
