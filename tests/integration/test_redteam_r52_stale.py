@@ -1,0 +1,396 @@
+"""Red-team round 52 (attacks on 0eea3ec and db2370e, time-boxed): what runs on a stale
+snapshot; the server the judge.
+
+Grants (agent ``r52-bot``): ``base`` = ``read:r52w.* write:r52w.*`` and ``execute`` on the
+``r52w`` functions; ``migrator`` = that, ``ddl:r52w.*`` and ``execute`` on
+``public.r52_redefine``; ``dry`` = ``read:r52w.*`` in dry run (``enforce = false``). Every
+grant logs in as the proxy's shared upstream login.
+
+Planted (schema owner; ``r52x`` outside every grant, ``r52x.vault`` holds the marker):
+``r52w.f(n)`` harmless plpgsql, ``r52w.g(n)`` calls it per row of ``r52w.gate``;
+``public.r52_redefine()`` ``EXECUTE``s a ``CREATE OR REPLACE FUNCTION r52w.f`` whose body
+DEALLOCATEs ``n`` and PREPAREs it as a read of the vault (the words built from pieces);
+``r52e.f(n)`` is that body already (a schema outside every grant); ``r52w.r52tf()`` a
+trigger function calling ``r52_redefine`` (attached by no trigger). A barrier view
+``r52w.bv`` over ``r52x.acct`` (rows ``(1, '5')``, ``(2, <marker>)``) with a costly filter
+keeping row 1, an inlinable SQL function ``r52w.fbv()`` returning its rows and a view
+``r52w.bv2`` over it.
+
+Each probe runs on a proxy of its own whose catalog loads are paced (30 s): the snapshot the
+proxy loaded at start is the only one, so what follows DDL is decided on a stale snapshot,
+deterministically (the reload a waiting statement asks for comes 30 s after the start).
+Each probe first runs directly against Postgres and must show the marker there.
+
+Leaks found (strict xfails, ``test_view_through_inlined_function``):
+
+1. **A view without a barrier reached through an inlinable SQL function whose own query
+   hides no rows** (``planted-view-no-barrier-via-inlined-function-*``, with no DDL at all;
+   ``dry-lowers-*inlined*``, ``dry-reset-barrier-*``, ``dry-replace-view-*``, also once the
+   reload is done: ``dry-lowers-settled-*``). ``r52w.fnv()`` = ``SELECT id, pin FROM r52w.nv``
+   (``nv``: no barrier over ``r52x.acct``, reading it is refused, ``deny.view``); the base
+   grant's ``SELECT id FROM r52w.fnv() WHERE pin::int > 0`` (simple, extended, pipelined,
+   prepared before, in a CTE, LATERAL) gets a DataRow ``1`` then ``22P02 invalid input
+   syntax for type integer: "<marker>"``. ``inlinable_from_rows`` (policy/catalog.py) drops
+   a function whose query hides no rows (``not read[0]``), so ``_through_inlining``
+   (policy/engine.py) never looks through the view it reads (``_inlined_relations`` would
+   have added ``snap.views``' reach), and ``_stale_write`` (reads of ``view_names``) never
+   waits for it. A dry run's ``ALTER VIEW r52w.bv SET (security_barrier = false)`` (or
+   ``RESET``, or ``CREATE OR REPLACE VIEW`` without the option) makes the planted
+   ``r52w.fbv()`` such a function.
+2. **A SQL function replaced through the proxy, read before the reload**
+   (``migrator-replace-fbv-*``, an enforcing migrator; ``dry-replace-fbv-*``): ``CREATE OR
+   REPLACE FUNCTION r52w.fbv() ... AS $$ SELECT id, pin FROM r52x.acct WHERE
+   r52w.r52costly(id) $$`` is allowed to the migrator (a body is not read as a read of
+   ``r52x.acct``); the base session's read of ``fbv()`` with a cast condition, decided on
+   the stale snapshot (the old body, reading the barrier view) leaks the marker in the
+   22P02 error, over a simple Query and a Bind of a statement parsed before. The same
+   leaked with the loads unpaced (0 and 0.2 s: the reload had not come). Held once the
+   reload is done (``*-settled-*``: ``deny.view``).
+
+Held: code reached through objects made since the snapshot by DDL defining no function (a
+view, a trigger, a column DEFAULT; a schema swap, ``ALTER FUNCTION ... SET SCHEMA``), by a
+migrator (autocommit or in a block) or a dry run: the base session's call of ``g`` on the
+stale snapshot then ``EXECUTE`` (``deny.execute``), a Bind of a SQL-level name
+(``deny.catalog``) or of a protocol name (``deny.replaced``); a migrator's ``ALTER SCHEMA
+... RENAME`` is refused (``deny.unknown``). The view named, a view over it, a Bind of a
+statement naming it (withheld), a SQL-level ``EXECUTE`` of one (refused).
+
+Suggested fixes: (1) keep in ``Snapshot.inlinable`` every inlinable function that reads a
+relation, with a flag for "its own query hides rows": ``_through_inlining`` then counts
+the directly read relations only when it hides rows and always the reach of the views it
+reads (``snap.views``), and ``_stale_write`` waits for a call of an inlinable function
+reading a view as for a read of the view. (2) A function defined since the load
+(``with_defined``, unread) is an unknown query to ``_through_inlining`` (``""``: refused
+until a load, ``_after_a_load``), or the read waits for the reload.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.support import planted
+from tests.support.fixtures_proxy import ProxyHandle, proxy_config
+from tests.support.planted import run_steps, shows
+from tests.support.proxies import issue as grant_issue
+from tests.support.proxies import sqlite_url
+from tests.support.rawpg import SYNC, RawClient, bind, execute, parse, query
+from tests.support.wait import wait_until
+
+pytestmark = pytest.mark.timeout(300)
+
+AGENT = "r52-bot"
+MARK = "R52-VAULT-4e9a"
+VAULT = "SELECT r52_secret AS v FROM r52x.vault"
+FNS = "r52w.f,r52w.g,r52w.g2,r52w.fbv,r52w.fnv,r52w.r52costly,r52w.r52tf"
+SCOPES = {
+    "base": f"read:r52w.* write:r52w.* execute:{FNS}",
+    "migrator": f"read:r52w.* write:r52w.* ddl:r52w.* execute:{FNS},public.r52_redefine",
+}
+DRY_SCOPES = "read:r52w.*"
+
+SWAP_BODY = (
+    "BEGIN IF EXISTS (SELECT FROM pg_catalog.pg_prepared_statements WHERE name = n) THEN "
+    "EXECUTE 'DEALLOC' || 'ATE ' || quote_ident(n); END IF; "
+    f"EXECUTE 'PREP' || 'ARE ' || quote_ident(n) || ' AS {VAULT}'; RETURN 2; END"
+)
+HARMLESS_F = (
+    "CREATE OR REPLACE FUNCTION r52w.f(n text) RETURNS int LANGUAGE plpgsql AS "
+    "$$ BEGIN RETURN 1; END $$"
+)
+SWAP_F = (
+    f"CREATE OR REPLACE FUNCTION r52w.f(n text) RETURNS int LANGUAGE plpgsql AS $f$ {SWAP_BODY} $f$"
+)
+
+
+def _lit(sql: str) -> str:
+    return "'" + sql.replace("'", "''") + "'"
+
+
+SETUP = (
+    "SET ROLE pgwitness;\n"
+    "CREATE SCHEMA r52w; CREATE SCHEMA r52x; CREATE SCHEMA r52e; CREATE SCHEMA r52o;\n"
+    "CREATE SCHEMA r52k;\n"
+    f"CREATE TABLE r52x.vault (r52_secret text); INSERT INTO r52x.vault VALUES ('{MARK}');\n"
+    "CREATE TABLE r52w.gate (id int); INSERT INTO r52w.gate VALUES (1);\n"
+    f"{HARMLESS_F};\n"
+    f"CREATE FUNCTION r52e.f(n text) RETURNS int LANGUAGE plpgsql AS $f$ {SWAP_BODY} $f$;\n"
+    "CREATE FUNCTION r52w.g(n text) RETURNS int LANGUAGE plpgsql AS $$ BEGIN "
+    "PERFORM r52w.f(n) FROM r52w.gate; RETURN 1; END $$;\n"
+    "CREATE FUNCTION r52k.f(n text) RETURNS int LANGUAGE plpgsql AS $$ BEGIN RETURN 1; END $$;\n"
+    "CREATE FUNCTION r52w.g2(n text) RETURNS int LANGUAGE plpgsql AS $$ BEGIN "
+    "PERFORM r52k.f(n) FROM r52w.gate; RETURN 1; END $$;\n"
+    "CREATE FUNCTION public.r52_redefine() RETURNS int LANGUAGE plpgsql AS $r$ BEGIN "
+    f"EXECUTE {_lit(SWAP_F)}; RETURN 1; END $r$;\n"
+    "CREATE FUNCTION r52w.r52tf() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+    "PERFORM public.r52_redefine(); RETURN NEW; END $$;\n"
+    "CREATE TABLE r52x.acct (id int, pin text);\n"
+    f"INSERT INTO r52x.acct VALUES (1, '5'), (2, '{MARK}');\n"
+    "CREATE FUNCTION r52w.r52costly(i int) RETURNS bool LANGUAGE plpgsql COST 100000 AS "
+    "$$ BEGIN RETURN i = 1; END $$;\n"
+    "CREATE VIEW r52w.bv WITH (security_barrier) AS "
+    "SELECT id, pin FROM r52x.acct WHERE r52w.r52costly(id);\n"
+    "CREATE FUNCTION r52w.fbv() RETURNS TABLE (id int, pin text) LANGUAGE sql STABLE AS "
+    "$$ SELECT id, pin FROM r52w.bv $$;\n"
+    "CREATE VIEW r52w.bv2 AS SELECT id, pin FROM r52w.bv;\n"
+    "CREATE VIEW r52w.nv AS SELECT id, pin FROM r52x.acct WHERE r52w.r52costly(id);\n"
+    "CREATE FUNCTION r52w.fnv() RETURNS TABLE (id int, pin text) LANGUAGE sql STABLE AS "
+    "$$ SELECT id, pin FROM r52w.nv $$;\n"
+    "RESET ROLE;\n"
+)
+TEARDOWN = (
+    "DROP SCHEMA IF EXISTS r52w, r52x, r52e, r52o, r52k, r52old CASCADE;\n"
+    "DROP FUNCTION IF EXISTS public.r52_redefine();\n"
+)
+
+
+@pytest.fixture(scope="module")
+def planted_db(pg):
+    pg.psql(TEARDOWN, db="app")
+    pg.psql(SETUP, db="app")
+    yield
+    pg.psql(TEARDOWN, db="app")
+
+
+def _restore(pg) -> None:
+    pg.psql(TEARDOWN, db="app")
+    pg.psql(SETUP, db="app")
+
+
+@pytest.fixture
+def paced(pg, planted_db, tmp_path):
+    """A proxy per probe, its catalog loads paced (30 s): ``start()`` after the planting."""
+    started: list[ProxyHandle] = []
+
+    def start(interval: float = 30.0) -> ProxyHandle:
+        url = sqlite_url(tmp_path / f"grants{len(started)}.db")
+        handle = ProxyHandle(
+            proxy_config(pg, **{"grants.store": url, "upstream.catalog_min_interval": interval})
+        ).start()
+        started.append(handle)
+        handle.agent = AGENT
+        handle.tokens = {}
+        for key, scopes in SCOPES.items():
+            handle.tokens[key] = grant_issue(handle, agent=AGENT, task=f"R52-{key.upper()}",
+                                             scopes=scopes)[1]  # fmt: skip
+        handle.tokens["dry"] = grant_issue(
+            handle, agent=AGENT, task="R52-DRY", scopes=DRY_SCOPES, enforce=False
+        )[1]
+        handle.token = handle.tokens["base"]
+        # the first load (a session's first statement asks for it) done: the snapshot
+        # shows the planted catalog, and the next load may start 30 s from now
+        with planted.session(handle) as c:
+            c.query("SELECT 1")
+        assert _loaded(handle)
+        return handle
+
+    yield start
+    for handle in started:
+        handle.stop()
+
+
+def _loaded(handle) -> bool:
+    async def look():
+        entry = handle.server.catalogs.cache.entries.get("app")
+        return entry is not None and entry.snapshot is not None
+
+    return bool(wait_until(lambda: handle.call(look()), 10.0, 0.01))
+
+
+def _scenario(pg, start, before, other_sqls, after, via_proxy: bool, other: str,
+              settle: bool = False) -> str:  # fmt: skip
+    """A (``base``) runs ``before``; the other session (``other``'s grant) runs
+    ``other_sqls`` (each a Query; a tuple: steps for ``run_steps``); A runs ``after``.
+    Every byte A received (and the other session's, unless it is the dry run). ``settle``:
+    the loads unpaced, and A goes on once the reload after the other's DDL is done."""
+    _restore(pg)
+    if via_proxy:
+        px = start(0.0 if settle else 30.0)
+        a, b = planted.session(px), planted.session(px, px.tokens[other])
+    else:
+        a, b = RawClient.direct(pg), RawClient.direct(pg)
+    try:
+        with a, b:
+            got = run_steps(a, before)
+            for sql in other_sqls:
+                out = run_steps(b, sql) if isinstance(sql, tuple) else planted.text(b.query(sql))
+                if other != "dry":  # (a dry run sees everything: only A's bytes count)
+                    got += out
+                if planted.is_error(out):
+                    return got
+            if via_proxy and settle:
+                assert planted.wait_catalog_quiet(px, 10.0)
+            got += run_steps(a, after)
+            a.query("ROLLBACK")
+            assert any(f[:1] == b"D" for f in a.query("SELECT 1")), "the session goes on"
+    finally:
+        _restore(pg)
+    return got
+
+
+OK = "SELECT 'ok'::text AS v"
+PREP_Q = (query(f"PREPARE r52q AS {OK}"),)
+PARSE_S = (parse("r52s", OK), SYNC)
+CALL_G = query("SELECT r52w.g('r52q')")
+CALL_G_S = query("SELECT r52w.g('r52s')")
+BIND_Q = (bind("", "r52q"), execute(), SYNC)
+BIND_S = (bind("", "r52s"), execute(), SYNC)
+
+
+def _afters(g: str) -> dict[str, tuple]:
+    call_q, call_s = query(f"SELECT {g}('r52q')"), query(f"SELECT {g}('r52s')")
+    return {
+        "then-execute": ([PREP_Q], [(call_q,), (query("EXECUTE r52q"),)]),
+        "then-bind-sql-name": ([PREP_Q], [(call_q,), BIND_Q]),
+        "protocol-name": ([PARSE_S], [(call_s,), BIND_S]),
+        "protocol-name-extended-call": (
+            [PARSE_S], [(parse("", f"SELECT {g}('r52s')"), bind(), execute(), SYNC), BIND_S]),
+    }  # fmt: skip
+
+
+AFTERS = _afters("r52w.g")
+
+# --- 1. code reached through an object made since the snapshot, by DDL defining no function
+# (a view, a trigger, a column DEFAULT): the statement that runs it is decided on the stale
+# snapshot, where the object (so the code it runs) is not; no window opens
+
+VIEW_MADE = ("CREATE VIEW r52w.vv AS SELECT public.r52_redefine() AS x",)
+VIEW_READ = ("SELECT x FROM r52w.vv",)
+TRIGGER_MADE = (
+    "CREATE TRIGGER r52tr BEFORE INSERT ON r52w.gate FOR EACH ROW EXECUTE FUNCTION r52w.r52tf()",
+)
+GATE_INSERT = ("INSERT INTO r52w.gate VALUES (3)",)
+DEFAULT_MADE = ("ALTER TABLE r52w.gate ADD COLUMN z int DEFAULT public.r52_redefine()",)
+SCHEMA_SWAP = ("ALTER SCHEMA r52k RENAME TO r52old", "ALTER SCHEMA r52e RENAME TO r52k")
+SET_SCHEMA = (
+    "ALTER FUNCTION r52w.f(text) SET SCHEMA r52o",
+    "ALTER FUNCTION r52e.f(text) SET SCHEMA r52w",
+)
+MADE: dict[str, tuple] = {}
+for _label, _other, _sqls in (
+    ("migrator-view-then-read", "migrator", VIEW_MADE + VIEW_READ),
+    ("migrator-block-view-then-read", "migrator", ("BEGIN", *VIEW_MADE, *VIEW_READ, "COMMIT")),
+    ("migrator-block-trigger-then-insert", "migrator",
+     ("BEGIN", *TRIGGER_MADE, *GATE_INSERT, "COMMIT")),
+    ("migrator-trigger-then-insert", "migrator", TRIGGER_MADE + GATE_INSERT),
+    ("migrator-add-column-default", "migrator", DEFAULT_MADE),
+    ("dry-view-then-read", "dry", VIEW_MADE + VIEW_READ),
+    ("dry-trigger-then-insert", "dry", TRIGGER_MADE + GATE_INSERT),
+    ("dry-add-column-default", "dry", DEFAULT_MADE),
+    ("dry-schema-swap", "dry", SCHEMA_SWAP),
+    ("migrator-schema-swap", "migrator", SCHEMA_SWAP),
+    ("dry-set-schema", "dry", SET_SCHEMA),
+):  # fmt: skip
+    for _k, (_before, _after) in (_afters("r52w.g2") if "swap" in _label else AFTERS).items():
+        MADE[f"{_label}-{_k}"] = (_before, _sqls, _after, _other, False)
+
+
+@pytest.mark.parametrize("name", planted.cases(MADE))
+def test_made_since_snapshot(pg, paced, name):
+    before, sqls, after, other, _ = MADE[name]
+    direct = _scenario(pg, paced, before, sqls, after, False, other)
+    if not shows(direct, MARK):
+        raise RuntimeError(("precondition: no marker directly", name, direct[-600:]))
+    got = _scenario(pg, paced, before, sqls, after, True, other)
+    assert not shows(got, MARK), ("LEAK", name, got[-600:])
+
+
+# --- 2. a view without a barrier reached through an inlinable SQL function --------------
+
+LOWER = "ALTER VIEW r52w.bv SET (security_barrier = false)"
+READ_FBV = "SELECT id FROM r52w.fbv() WHERE pin::int > 0"
+READ_BV = "SELECT id FROM r52w.bv WHERE pin::int > 0"
+READ_FNV = "SELECT id FROM r52w.fnv() WHERE pin::int > 0"
+BARRIER: dict[str, tuple] = {
+    "inlined-function-simple": ([], [(query(READ_FBV),)]),
+    "inlined-function-extended": ([], [(parse("", READ_FBV), bind(), execute(), SYNC)]),
+    "inlined-function-pipelined": (
+        [], [(parse("", "SELECT 1"), bind(), execute(), parse("", READ_FBV), bind(), execute(),
+              SYNC)]),
+    "inlined-function-prepared-before": (
+        [(parse("r52b", READ_FBV), SYNC)], [(bind("", "r52b"), execute(), SYNC)]),
+    "cte-over-inlined-function": (
+        [], [(query("WITH t AS (SELECT * FROM r52w.fbv()) SELECT id FROM t WHERE pin::int > 0"),)]),
+    "lateral-inlined-function": (
+        [], [(query("SELECT t.id FROM r52w.gate, LATERAL r52w.fbv() t WHERE t.pin::int > 0"),)]),
+    # controls: the view named (round 51's fix: the read waits for the reload), a Bind of a
+    # statement naming it (cannot wait: its error withheld), a SQL-level EXECUTE (refused)
+    "view-simple": ([], [(query(READ_BV),)]),
+    "view-over-view-simple": ([], [(query("SELECT id FROM r52w.bv2 WHERE pin::int > 0"),)]),
+    "view-prepared-before-bind": (
+        [(parse("r52b", READ_BV), SYNC)], [(bind("", "r52b"), execute(), SYNC)]),
+    "sql-prepared-before-execute": ([(query(f"PREPARE r52p AS {READ_BV}"),)],
+                                    [(query("EXECUTE r52p"),)]),
+}  # fmt: skip
+INLINED_VIEW = (
+    "an inlinable SQL function whose own query hides no rows is left out of Snapshot.inlinable "
+    "(policy/catalog.py inlinable_from_rows: 'not inlined, or hides no rows'), so "
+    "StatementPolicy._through_inlining never looks through the view it reads, and "
+    "_stale_write never waits for it: a view without a barrier reached through it leaks"
+)
+STALE_DEFINITION = (
+    "a SQL function replaced through the proxy is decided on the snapshot's old body until "
+    "the reload (with_defined marks it, _through_inlining does not look: "
+    "policy/engine.py); the read does not wait (_stale_write: reads of views only)"
+)
+CASES: dict[str, tuple] = {}
+for _k, (_before, _after) in BARRIER.items():
+    _leak = INLINED_VIEW if "inlined" in _k else False
+    CASES[f"dry-lowers-{_k}"] = (_before, (LOWER,), _after, "dry", False, _leak)
+    if "inlined" in _k:  # the reload done: the snapshot knows bv is no barrier
+        CASES[f"dry-lowers-settled-{_k}"] = (_before, (LOWER,), _after, "dry", True, _leak)
+# no DDL at all: a planted view without a barrier (reading it is refused) and a planted
+# inlinable function reading it
+for _k, _after in (("simple", [(query(READ_FNV),)]),
+                   ("extended", [(parse("", READ_FNV), bind(), execute(), SYNC)])):  # fmt: skip
+    CASES[f"planted-view-no-barrier-via-inlined-function-{_k}"] = (
+        [], (), _after, "dry", True, INLINED_VIEW)  # fmt: skip
+CASES["planted-view-no-barrier-named-control"] = (
+    [],
+    (),
+    [(query("SELECT id FROM r52w.nv WHERE pin::int > 0"),)],
+    "dry",
+    True,
+    False,
+)
+REPLACE_VIEW = (
+    "CREATE OR REPLACE VIEW r52w.bv AS SELECT id, pin FROM r52x.acct WHERE r52w.r52costly(id)"
+)
+RESET_BARRIER = "ALTER VIEW r52w.bv RESET (security_barrier)"
+REPLACE_FBV = (
+    "CREATE OR REPLACE FUNCTION r52w.fbv() RETURNS TABLE (id int, pin text) LANGUAGE sql "
+    "STABLE AS $$ SELECT id, pin FROM r52x.acct WHERE r52w.r52costly(id) $$"
+)
+for _who in ("dry", "migrator"):
+    for _label, _sql, _why in (
+        ("replace-view", REPLACE_VIEW, INLINED_VIEW if _who == "dry" else False),
+        ("reset-barrier", RESET_BARRIER, INLINED_VIEW if _who == "dry" else False),
+        ("replace-fbv", REPLACE_FBV, STALE_DEFINITION),
+    ):
+        for _k in ("inlined-function-simple", "inlined-function-prepared-before"):
+            CASES[f"{_who}-{_label}-{_k}"] = (
+                BARRIER[_k][0],
+                (_sql,),
+                BARRIER[_k][1],
+                _who,
+                False,
+                _why,
+            )
+    # the reload done: the new body known, the call refused (held)
+    CASES[f"{_who}-replace-fbv-settled-inlined-function-simple"] = (
+        [],
+        (REPLACE_FBV,),
+        BARRIER["inlined-function-simple"][1],
+        _who,
+        True,
+        False,
+    )
+
+
+@pytest.mark.parametrize("name", planted.cases(CASES))
+def test_view_through_inlined_function(pg, paced, name):
+    before, sqls, after, who, settle, _ = CASES[name]
+    direct = _scenario(pg, paced, before, sqls, after, False, who)
+    if not shows(direct, MARK):
+        raise RuntimeError(("precondition: no marker directly", name, direct[-600:]))
+    got = _scenario(pg, paced, before, sqls, after, True, who, settle=settle)
+    assert not shows(got, MARK), ("LEAK", name, got[-600:])
