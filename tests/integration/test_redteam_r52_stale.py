@@ -45,9 +45,20 @@ Leaks found (strict xfails, ``test_view_through_inlined_function``):
    the stale snapshot (the old body, reading the barrier view) leaks the marker in the
    22P02 error, over a simple Query and a Bind of a statement parsed before. The same
    leaked with the loads unpaced (0 and 0.2 s: the reload had not come). Held once the
-   reload is done (``*-settled-*``: ``deny.view``).
+   reload is done (``*-settled-*``: ``deny.view``). Same for a function made inlinable by a
+   dry run's ``ALTER FUNCTION r52w.fvol() STABLE`` (planted VOLATILE), ``r52w.fcfg() RESET
+   ALL`` (planted with ``SET search_path``) or ``r52w.fdef() SECURITY INVOKER`` (planted
+   SECURITY DEFINER), each reading ``r52x.acct`` with a row-hiding WHERE
+   (``dry-alter-*``): UNKNOWN statements, so the migrator's are refused (``deny.unknown``,
+   held), but a dry run's run and the read before the reload leaks.
 
-Held: code reached through objects made since the snapshot by DDL defining no function (a
+Held: the two-worker probes (``test_other_worker``, ``proxy.workers = 2``, the loads
+paced, the session of the other grant on the other worker, waiting for its news on
+``pgwitness_ddl_code_runs_total{origin="other_worker"}``): a migrator's ``CREATE OR
+REPLACE FUNCTION r52w.f`` (round 49's definition), a migrator's ``BEGIN; SELECT
+public.r52_redefine(); COMMIT``, a dry run's DO block and its call outside its scope; the
+base session's call of ``g`` then ``EXECUTE`` or a Bind (simple or extended call): refused
+or checked. Code reached through objects made since the snapshot by DDL defining no function (a
 view, a trigger, a column DEFAULT; a schema swap, ``ALTER FUNCTION ... SET SCHEMA``), by a
 migrator (autocommit or in a block) or a dry run: the base session's call of ``g`` on the
 stale snapshot then ``EXECUTE`` (``deny.execute``), a Bind of a SQL-level name
@@ -66,6 +77,11 @@ until a load, ``_after_a_load``), or the read waits for the reload.
 
 from __future__ import annotations
 
+import json
+import os
+import urllib.request
+from pathlib import Path
+
 import pytest
 
 from tests.support import planted
@@ -81,7 +97,7 @@ pytestmark = pytest.mark.timeout(300)
 AGENT = "r52-bot"
 MARK = "R52-VAULT-4e9a"
 VAULT = "SELECT r52_secret AS v FROM r52x.vault"
-FNS = "r52w.f,r52w.g,r52w.g2,r52w.fbv,r52w.fnv,r52w.r52costly,r52w.r52tf"
+FNS = "r52w.f,r52w.g,r52w.g2,r52w.fbv,r52w.fnv,r52w.fvol,r52w.fcfg,r52w.fdef,r52w.r52costly,r52w.r52tf"
 SCOPES = {
     "base": f"read:r52w.* write:r52w.* execute:{FNS}",
     "migrator": f"read:r52w.* write:r52w.* ddl:r52w.* execute:{FNS},public.r52_redefine",
@@ -133,6 +149,12 @@ SETUP = (
     "$$ SELECT id, pin FROM r52w.bv $$;\n"
     "CREATE VIEW r52w.bv2 AS SELECT id, pin FROM r52w.bv;\n"
     "CREATE VIEW r52w.nv AS SELECT id, pin FROM r52x.acct WHERE r52w.r52costly(id);\n"
+    "CREATE FUNCTION r52w.fvol() RETURNS TABLE (id int, pin text) LANGUAGE sql VOLATILE AS "
+    "$$ SELECT id, pin FROM r52x.acct WHERE r52w.r52costly(id) $$;\n"
+    "CREATE FUNCTION r52w.fcfg() RETURNS TABLE (id int, pin text) LANGUAGE sql STABLE "
+    "SET search_path = pg_catalog AS $$ SELECT id, pin FROM r52x.acct WHERE r52w.r52costly(id) $$;\n"
+    "CREATE FUNCTION r52w.fdef() RETURNS TABLE (id int, pin text) LANGUAGE sql STABLE "
+    "SECURITY DEFINER AS $$ SELECT id, pin FROM r52x.acct WHERE r52w.r52costly(id) $$;\n"
     "CREATE FUNCTION r52w.fnv() RETURNS TABLE (id int, pin text) LANGUAGE sql STABLE AS "
     "$$ SELECT id, pin FROM r52w.nv $$;\n"
     "RESET ROLE;\n"
@@ -332,6 +354,12 @@ STALE_DEFINITION = (
     "the reload (with_defined marks it, _through_inlining does not look: "
     "policy/engine.py); the read does not wait (_stale_write: reads of views only)"
 )
+STALE_ALTERED = (
+    "a dry run's ALTER FUNCTION (STABLE, RESET ALL, SECURITY INVOKER: UNKNOWN, followed as "
+    "code that may run DDL, the snapshot stale) makes a SQL function inlinable; a read of it "
+    "decided before the reload is decided on the old attributes (_through_inlining: not "
+    "inlinable) and does not wait (_stale_write: reads of views only)"
+)
 CASES: dict[str, tuple] = {}
 for _k, (_before, _after) in BARRIER.items():
     _leak = INLINED_VIEW if "inlined" in _k else False
@@ -386,6 +414,25 @@ for _who in ("dry", "migrator"):
     )
 
 
+# a function made inlinable by ALTER FUNCTION (no body defined): before the reload
+for _who in ("dry", "migrator"):
+    for _fn, _alter in (("fvol", "STABLE"), ("fcfg", "RESET ALL"), ("fdef", "SECURITY INVOKER")):
+        _read = f"SELECT id FROM r52w.{_fn}() WHERE pin::int > 0"
+        for _k, _b, _a in (
+            ("simple", [], [(query(_read),)]),
+            ("prepared-before", [(parse("r52b", _read), SYNC)],
+             [(bind("", "r52b"), execute(), SYNC)]),
+        ):  # fmt: skip
+            CASES[f"{_who}-alter-{_fn}-{_alter.split()[0].lower()}-{_k}"] = (
+                _b,
+                (f"ALTER FUNCTION r52w.{_fn}() {_alter}",),
+                _a,
+                _who,
+                False,
+                STALE_ALTERED if _who == "dry" else False,  # (the migrator's: deny.unknown)
+            )
+
+
 @pytest.mark.parametrize("name", planted.cases(CASES))
 def test_view_through_inlined_function(pg, paced, name):
     before, sqls, after, who, settle, _ = CASES[name]
@@ -393,4 +440,97 @@ def test_view_through_inlined_function(pg, paced, name):
     if not shows(direct, MARK):
         raise RuntimeError(("precondition: no marker directly", name, direct[-600:]))
     got = _scenario(pg, paced, before, sqls, after, True, who, settle=settle)
+    assert not shows(got, MARK), ("LEAK", name, got[-600:])
+
+
+# --- 3. two workers: the other session's code or definition on the other worker ----------
+
+ADMIN = "admin-token-for-the-r52-window-01"
+OTHER_NEWS = ("pgwitness_ddl_code_runs_total", (("origin", "other_worker"),))
+
+
+def _admin_issue(p, scopes: str, task: str, enforce: bool = True) -> str:
+    body = json.dumps({"agent": AGENT, "task": task, "reason": "r52 workers", "database": "app",
+                       "scopes": scopes, "ttl": "10m", "enforce": enforce}).encode()  # fmt: skip
+    req = urllib.request.Request(
+        f"http://127.0.0.1:{p.admin_port}/v1/grants", data=body, method="POST",
+        headers={"Authorization": f"Bearer {ADMIN}", "Content-Type": "application/json"},
+    )  # fmt: skip
+    with urllib.request.urlopen(req, timeout=10) as resp:
+        return json.loads(resp.read())["token"]
+
+
+def _worker_of(p, c: RawClient) -> int:
+    """The worker process holding the proxy's end of ``c``'s connection (as
+    tests/integration/test_s26_worker_window.py finds it)."""
+    client_port = c.sock.getsockname()[1]
+    sockets = {}
+    for pid in p.worker_pids():
+        for fd in Path(f"/proc/{pid}/fd").iterdir():
+            try:
+                target = os.readlink(fd)
+            except OSError:
+                continue
+            if target.startswith("socket:["):
+                sockets[target[8:-1]] = pid
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        cols = line.split()
+        local, remote = int(cols[1].split(":")[1], 16), int(cols[2].split(":")[1], 16)
+        if local == p.port and remote == client_port and cols[9] in sockets:
+            return sockets[cols[9]]
+    raise RuntimeError(f"no worker holds the connection from port {client_port}")
+
+
+def _on_other_worker(p, a: RawClient, token: str) -> RawClient:
+    """A session of ``token``'s grant on a worker other than ``a``'s (connections are
+    spread by the kernel: a few tries)."""
+    mine = _worker_of(p, a)
+    for _ in range(20):
+        b = RawClient.session(p.host, p.port, AGENT, token)
+        if _worker_of(p, b) != mine:
+            return b
+        b.close()
+    raise RuntimeError("precondition: no session on the other worker in 20 tries")
+
+
+REDEFINE_BLOCK = ("BEGIN", "SELECT public.r52_redefine()", "COMMIT")
+DO_SWAP = (f"DO $d$ BEGIN {SWAP_F}; END $d$",)
+WORKERS: dict[str, tuple] = {}
+for _label, _other, _sqls in (
+    ("migrator-definition", "migrator", (SWAP_F,)),
+    ("migrator-block-redefine", "migrator", REDEFINE_BLOCK),
+    ("dry-do-block", "dry", DO_SWAP),
+    ("dry-call-outside-scope", "dry", ("SELECT public.r52_redefine()",)),
+):
+    for _k in ("then-execute", "protocol-name", "protocol-name-extended-call"):
+        WORKERS[f"{_label}-{_k}"] = (*AFTERS[_k], _sqls, _other)
+
+
+@pytest.mark.parametrize("name", list(WORKERS))
+def test_other_worker(spawn, tmp_path, pg, planted_db, name):
+    before, after, sqls, other = WORKERS[name]
+    direct = _scenario(pg, None, before, sqls, after, False, other)
+    if not shows(direct, MARK):
+        raise RuntimeError(("precondition: no marker directly", name, direct[-600:]))
+    _restore(pg)
+    # the loads paced (30 s): A's worker's snapshot still shows the old f when A binds
+    p = spawn(workers=2, admin_token=ADMIN, catalog_min_interval=30.0,
+              config=f'[grants]\nstore = "sqlite:///{tmp_path}/grants.db"\n')  # fmt: skip
+    base = _admin_issue(p, SCOPES["base"], "R52-W-BASE")
+    tokens = {"migrator": _admin_issue(p, SCOPES["migrator"], "R52-W-MIGRATOR"),
+              "dry": _admin_issue(p, DRY_SCOPES, "R52-W-DRY", enforce=False)}  # fmt: skip
+    try:
+        with RawClient.session(p.host, p.port, AGENT, base) as a:
+            got = run_steps(a, before)
+            with _on_other_worker(p, a, tokens[other]) as b:
+                seen = p.metrics().get(OTHER_NEWS, 0.0)
+                for sql in sqls:
+                    out = planted.text(b.query(sql))
+                    assert not planted.is_error(out), out[-300:]
+                assert wait_until(lambda: p.metrics().get(OTHER_NEWS, 0.0) > seen, 10.0, 0.02), (
+                    "the other worker never heard of the code"
+                )
+            got += run_steps(a, after)
+    finally:
+        _restore(pg)
     assert not shows(got, MARK), ("LEAK", name, got[-600:])
