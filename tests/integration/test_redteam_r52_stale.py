@@ -37,6 +37,13 @@ Leaks found (strict xfails, ``test_view_through_inlined_function``):
    waits for it. A dry run's ``ALTER VIEW r52w.bv SET (security_barrier = false)`` (or
    ``RESET``, or ``CREATE OR REPLACE VIEW`` without the option) makes the planted
    ``r52w.fbv()`` such a function.
+   The same without the view: ``r52w.vfh`` = ``SELECT id, pin FROM r52w.fhide()`` (no
+   barrier; ``fhide()`` an inlinable SQL function ``SELECT id, pin FROM r52x.acct WHERE
+   r52w.r52costly(id)``, whose direct call with the condition is refused: ``deny.view``),
+   and ``r52w.vfh2`` (the same through ``LATERAL``): ``SELECT id FROM r52w.vfh WHERE
+   pin::int > 0`` leaks the marker in the 22P02 (``planted-inlined-function-under-view*``).
+   ``view_exposure`` (policy/catalog.py) follows only the relations a view reads, and
+   ``_through_inlining`` only the functions the statement names.
 2. **A SQL function replaced through the proxy, read before the reload**
    (``migrator-replace-fbv-*``, an enforcing migrator; ``dry-replace-fbv-*``): ``CREATE OR
    REPLACE FUNCTION r52w.fbv() ... AS $$ SELECT id, pin FROM r52x.acct WHERE
@@ -66,7 +73,9 @@ stale snapshot then ``EXECUTE`` (``deny.execute``), a Bind of a SQL-level name
 ... RENAME`` is refused (``deny.unknown``). The view named, a view over it, a Bind of a
 statement naming it (withheld), a SQL-level ``EXECUTE`` of one (refused).
 
-Suggested fixes: (1) keep in ``Snapshot.inlinable`` every inlinable function that reads a
+Suggested fixes: (1) in ``view_exposure``, a view's query that calls an inlinable
+function in FROM reaches what ``Snapshot.inlinable`` says that function reads (as a view
+under it would); and keep in ``Snapshot.inlinable`` every inlinable function that reads a
 relation, with a flag for "its own query hides rows": ``_through_inlining`` then counts
 the directly read relations only when it hides rows and always the reach of the views it
 reads (``snap.views``), and ``_stale_write`` waits for a call of an inlinable function
@@ -97,7 +106,7 @@ pytestmark = pytest.mark.timeout(300)
 AGENT = "r52-bot"
 MARK = "R52-VAULT-4e9a"
 VAULT = "SELECT r52_secret AS v FROM r52x.vault"
-FNS = "r52w.f,r52w.g,r52w.g2,r52w.fbv,r52w.fnv,r52w.fvol,r52w.fcfg,r52w.fdef,r52w.r52costly,r52w.r52tf"
+FNS = "r52w.f,r52w.g,r52w.g2,r52w.fbv,r52w.fnv,r52w.fvol,r52w.fcfg,r52w.fdef,r52w.fhide,r52w.r52costly,r52w.r52tf"
 SCOPES = {
     "base": f"read:r52w.* write:r52w.* execute:{FNS}",
     "migrator": f"read:r52w.* write:r52w.* ddl:r52w.* execute:{FNS},public.r52_redefine",
@@ -155,6 +164,10 @@ SETUP = (
     "SET search_path = pg_catalog AS $$ SELECT id, pin FROM r52x.acct WHERE r52w.r52costly(id) $$;\n"
     "CREATE FUNCTION r52w.fdef() RETURNS TABLE (id int, pin text) LANGUAGE sql STABLE "
     "SECURITY DEFINER AS $$ SELECT id, pin FROM r52x.acct WHERE r52w.r52costly(id) $$;\n"
+    "CREATE FUNCTION r52w.fhide() RETURNS TABLE (id int, pin text) LANGUAGE sql STABLE AS "
+    "$$ SELECT id, pin FROM r52x.acct WHERE r52w.r52costly(id) $$;\n"
+    "CREATE VIEW r52w.vfh AS SELECT id, pin FROM r52w.fhide();\n"
+    "CREATE VIEW r52w.vfh2 AS SELECT t.id, t.pin FROM r52w.gate g, LATERAL r52w.fhide() t;\n"
     "CREATE FUNCTION r52w.fnv() RETURNS TABLE (id int, pin text) LANGUAGE sql STABLE AS "
     "$$ SELECT id, pin FROM r52w.nv $$;\n"
     "RESET ROLE;\n"
@@ -354,6 +367,12 @@ STALE_DEFINITION = (
     "the reload (with_defined marks it, _through_inlining does not look: "
     "policy/engine.py); the read does not wait (_stale_write: reads of views only)"
 )
+VIEW_OVER_INLINED = (
+    "a view without a barrier whose query calls an inlinable row-hiding SQL function in FROM: "
+    "Snapshot.views (view_exposure, policy/catalog.py) follows only the relations the view "
+    "reads, and _through_inlining only the functions the statement itself names, so the "
+    "view's read is allowed and its condition runs on the rows the function hides"
+)
 STALE_ALTERED = (
     "a dry run's ALTER FUNCTION (STABLE, RESET ALL, SECURITY INVOKER: UNKNOWN, followed as "
     "code that may run DDL, the snapshot stale) makes a SQL function inlinable; a read of it "
@@ -372,6 +391,19 @@ for _k, _after in (("simple", [(query(READ_FNV),)]),
                    ("extended", [(parse("", READ_FNV), bind(), execute(), SYNC)])):  # fmt: skip
     CASES[f"planted-view-no-barrier-via-inlined-function-{_k}"] = (
         [], (), _after, "dry", True, INLINED_VIEW)  # fmt: skip
+for _k, _sql in (
+    ("view", "SELECT id FROM r52w.vfh WHERE pin::int > 0"),
+    ("view-lateral", "SELECT id FROM r52w.vfh2 WHERE pin::int > 0"),
+    ("function-control", "SELECT id FROM r52w.fhide() WHERE pin::int > 0"),
+):
+    CASES[f"planted-inlined-function-under-{_k}"] = (
+        [],
+        (),
+        [(query(_sql),)],
+        "dry",
+        True,
+        False if "control" in _k else VIEW_OVER_INLINED,
+    )
 CASES["planted-view-no-barrier-named-control"] = (
     [],
     (),
