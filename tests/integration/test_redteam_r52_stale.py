@@ -44,6 +44,8 @@ Leaks found (strict xfails, ``test_view_through_inlined_function``):
    pin::int > 0`` leaks the marker in the 22P02 (``planted-inlined-function-under-view*``).
    ``view_exposure`` (policy/catalog.py) follows only the relations a view reads, and
    ``_through_inlining`` only the functions the statement names.
+   Held beside them: an inlinable function over that one (``fouter``: "a query the
+   proxy cannot read"), a ``BEGIN ATOMIC`` body, a CTE or a subquery hiding the rows.
 2. **A SQL function replaced through the proxy, read before the reload**
    (``migrator-replace-fbv-*``, an enforcing migrator; ``dry-replace-fbv-*``): ``CREATE OR
    REPLACE FUNCTION r52w.fbv() ... AS $$ SELECT id, pin FROM r52x.acct WHERE
@@ -106,7 +108,7 @@ pytestmark = pytest.mark.timeout(300)
 AGENT = "r52-bot"
 MARK = "R52-VAULT-4e9a"
 VAULT = "SELECT r52_secret AS v FROM r52x.vault"
-FNS = "r52w.f,r52w.g,r52w.g2,r52w.fbv,r52w.fnv,r52w.fvol,r52w.fcfg,r52w.fdef,r52w.fhide,r52w.r52costly,r52w.r52tf"
+FNS = "r52w.f,r52w.g,r52w.g2,r52w.fbv,r52w.fnv,r52w.fvol,r52w.fcfg,r52w.fdef,r52w.fhide,r52w.fouter,r52w.fatomic,r52w.fcte,r52w.fsub,r52w.r52costly,r52w.r52tf"
 SCOPES = {
     "base": f"read:r52w.* write:r52w.* execute:{FNS}",
     "migrator": f"read:r52w.* write:r52w.* ddl:r52w.* execute:{FNS},public.r52_redefine",
@@ -168,6 +170,14 @@ SETUP = (
     "$$ SELECT id, pin FROM r52x.acct WHERE r52w.r52costly(id) $$;\n"
     "CREATE VIEW r52w.vfh AS SELECT id, pin FROM r52w.fhide();\n"
     "CREATE VIEW r52w.vfh2 AS SELECT t.id, t.pin FROM r52w.gate g, LATERAL r52w.fhide() t;\n"
+    "CREATE FUNCTION r52w.fouter() RETURNS TABLE (id int, pin text) LANGUAGE sql STABLE AS "
+    "$$ SELECT id, pin FROM r52w.fhide() $$;\n"
+    "CREATE FUNCTION r52w.fatomic() RETURNS TABLE (id int, pin text) LANGUAGE sql STABLE "
+    "BEGIN ATOMIC SELECT id, pin FROM r52x.acct WHERE r52w.r52costly(id); END;\n"
+    "CREATE FUNCTION r52w.fcte() RETURNS TABLE (id int, pin text) LANGUAGE sql STABLE AS "
+    "$$ WITH c AS (SELECT id, pin FROM r52x.acct) SELECT id, pin FROM c WHERE r52w.r52costly(id) $$;\n"
+    "CREATE FUNCTION r52w.fsub() RETURNS TABLE (id int, pin text) LANGUAGE sql STABLE AS "
+    "$$ SELECT id, pin FROM (SELECT id, pin FROM r52x.acct WHERE r52w.r52costly(id)) s $$;\n"
     "CREATE FUNCTION r52w.fnv() RETURNS TABLE (id int, pin text) LANGUAGE sql STABLE AS "
     "$$ SELECT id, pin FROM r52w.nv $$;\n"
     "RESET ROLE;\n"
@@ -395,6 +405,10 @@ for _k, _sql in (
     ("view", "SELECT id FROM r52w.vfh WHERE pin::int > 0"),
     ("view-lateral", "SELECT id FROM r52w.vfh2 WHERE pin::int > 0"),
     ("function-control", "SELECT id FROM r52w.fhide() WHERE pin::int > 0"),
+    ("function", "SELECT id FROM r52w.fouter() WHERE pin::int > 0"),
+    ("atomic-body", "SELECT id FROM r52w.fatomic() WHERE pin::int > 0"),
+    ("cte-body", "SELECT id FROM r52w.fcte() WHERE pin::int > 0"),
+    ("subquery-body", "SELECT id FROM r52w.fsub() WHERE pin::int > 0"),
 ):
     CASES[f"planted-inlined-function-under-{_k}"] = (
         [],
@@ -402,7 +416,7 @@ for _k, _sql in (
         [(query(_sql),)],
         "dry",
         True,
-        False if "control" in _k else VIEW_OVER_INLINED,
+        VIEW_OVER_INLINED if _k.startswith("view") else False,
     )
 CASES["planted-view-no-barrier-named-control"] = (
     [],
