@@ -69,6 +69,7 @@ __all__ = [
     "without_columns",
     "RENAMED_TO",
     "inlinable_from_rows",
+    "plain_inlinable_from_rows",
     "relation_names",
     "views_from_rows",
 ]
@@ -731,6 +732,22 @@ def inlinable_from_rows(rows) -> dict[str, tuple[tuple[str | None, str], ...]]:
     return {k: tuple(sorted(v, key=lambda r: (r[0] or "", r[1]))) for k, v in out.items()}
 
 
+def plain_inlinable_from_rows(rows) -> dict[str, tuple[tuple[str | None, str], ...]]:
+    """``Snapshot.inlinable_plain`` from INLINABLE_SQL's rows: the functions PostgreSQL may
+    inline whose own query hides no rows, by name as ``inlinable_from_rows``, and the
+    relations (schema or None, name) that query reads. Such a call shows no more than its
+    query's rows, but a condition on it goes on into a view without a barrier it reads, and
+    there onto the rows that view hides (red-team round 52)."""
+    out: dict[str, set[tuple[str | None, str]]] = {}
+    for schema, name, body in rows:
+        read = inlined_reads(body or "")
+        if read is None or read[0] or not read[1]:
+            continue  # not inlined, or hides rows (``inlinable_from_rows``), or reads nothing
+        for key in (render_name(schema, name), render_name(name)):
+            out.setdefault(key, set()).update(read[1])
+    return {k: tuple(sorted(v, key=lambda r: (r[0] or "", r[1]))) for k, v in out.items()}
+
+
 def security_barrier(reloptions: str | None) -> bool:
     """Is ``security_barrier`` on in a relation's options (``{security_barrier=true,...}``),
     read as PostgreSQL reads a boolean (``parse_bool``: true, yes, on, 1 and their unique
@@ -966,6 +983,10 @@ class Snapshot:
     # relation, inheritance parent or foreign-key parent reaching them (DDL_CODE_SQL's
     # "relation" rows; red-team round 38)
     ddl_relations: frozenset[str] = frozenset()
+    # SQL function PostgreSQL may inline whose query hides no rows -> the relations that
+    # query reads (INLINABLE_SQL, plain_inlinable_from_rows): a condition on a call of it
+    # reaches through the views without a barrier among them (``views``)
+    inlinable_plain: dict[str, tuple[tuple[str | None, str], ...]] = field(default_factory=dict)
 
     @property
     def user_schema_safe(self) -> bool:
@@ -1455,6 +1476,7 @@ class CatalogCache:
         ddl_relations=(),
         names_functions=(),
         names_relations=(),
+        inlinable_plain: dict[str, tuple[tuple[str | None, str], ...]] | None = None,
     ) -> Snapshot:
         """``loaded_at``: when the load's queries started (monotonic; default now): what a
         statement arriving later may be decided on (``StatementPolicy._describe_refusal``)."""
@@ -1479,6 +1501,7 @@ class CatalogCache:
             ddl_relations=frozenset(ddl_relations),
             names_functions=frozenset(names_functions),
             names_relations=frozenset(names_relations),
+            inlinable_plain=dict(inlinable_plain or {}),
         )  # fmt: skip
         if entry.removed:
             started = snap.loaded_at

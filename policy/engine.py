@@ -240,6 +240,15 @@ _FUNCTION_CALL = Classified(
 )
 
 
+def _calls_user_code(c: Classified, snap: Snapshot) -> bool:
+    """Does ``c`` call a user-written function the snapshot knows (by its name as written,
+    qualified or bare)?"""
+    user = snap.user_functions
+    return any(
+        fn in user or fn.rpartition(".")[2] in user for fn in c.functions
+    )
+
+
 def _may_remove_columns(c: Classified) -> bool:
     """Can DDL ``c`` rename or drop columns, rename relations or drop them (what a later
     CREATE of the name makes known by that name is another relation's: red-team round 25)
@@ -933,7 +942,9 @@ class StatementPolicy:
         grant's DDL just attached is not in a stale snapshot. A read of a view too: what it
         hides and whether it is a security barrier are the snapshot's (red-team round 51: a
         dry run lowered a barrier, and a read decided before the reload leaked the hidden
-        rows through an error). Once per statement: after its wait (``stale_write``), or
+        rows through an error); and a call of a user-written function: whether PostgreSQL
+        inlines it and what its query reads are too (round 52: a SQL function replaced, or
+        made inlinable by a dry run's ALTER FUNCTION, read on its old body). Once per statement: after its wait (``stale_write``), or
         where it cannot wait (a Bind), a snapshot still stale makes ``writes_unreadable``
         answer True (fail closed)."""
         waited = self.stale_write
@@ -947,6 +958,7 @@ class StatementPolicy:
             or not any(
                 any(op in _ROW_WRITES for op, _r in c.write_ops)
                 or not c.reads.isdisjoint(snap.view_names)
+                or (c.functions and _calls_user_code(c, snap))
                 for c, _d in verdict.decisions
             )
         ):
@@ -1685,11 +1697,28 @@ class StatementPolicy:
         barrier: the statement's conditions join its query's, and may run first on the rows
         its WHERE hides. Refused when that query reads a relation the grant may not read."""
         snap = self._snapshot_seen
-        if snap is None or not snap.inlinable or not c.functions:
+        if snap is None or not c.functions or not (snap.inlinable or snap.inlinable_plain):
             return None
         for fn in sorted(c.functions):
             names = snap.inlinable.get(fn)
             if names is None:
+                plain = snap.inlinable_plain.get(fn)
+                if plain is None or not snap.views:
+                    continue
+                # its query hides no rows, but a view without a barrier it reads may: the
+                # statement's conditions reach those rows (red-team round 52)
+                rel = self._unreadable([
+                    hidden for read in self._inlined_relations(plain, snap)
+                    for hidden in snap.views.get(read, ())
+                ])  # fmt: skip
+                if rel is not None:
+                    return Decision(
+                        False, "deny.view",
+                        f"may not call {fn}: a SQL function PostgreSQL may inline, whose query "
+                        f"reads a view without a security barrier that hides rows of {rel}, "
+                        "which this grant may not read (a condition in the statement could be "
+                        "evaluated on the rows it hides)",
+                    )  # fmt: skip
                 continue
             rel = self._unreadable(self._inlined_relations(names, snap))
             if rel is not None:

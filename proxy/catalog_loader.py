@@ -45,6 +45,7 @@ from policy.catalog import (
     cascade_reach,
     code_ran,
     inlinable_from_rows,
+    plain_inlinable_from_rows,
     relation_names,
     views_from_rows,
 )
@@ -295,6 +296,7 @@ class CatalogLoader:
             relation_names(_ok(view_rows)),
             inlinable_from_rows(_ok(inlinable_rows)),
             ruled=relation_names(_ok(ruled_rows)),
+            inlinable_plain=plain_inlinable_from_rows(_ok(inlinable_rows)),
             relation_oids={int(oid): (schema, name) for oid, schema, name in _ok(relation_rows)},
             user_schemas=[r[0] for r in _ok(schema_rows)],
             defaulted_functions=[(schema, name) for schema, name in _ok(defaulted_rows)],
