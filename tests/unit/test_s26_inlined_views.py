@@ -1,0 +1,72 @@
+"""Red-team round 52's two families, without a server: (1) a SQL function PostgreSQL may
+inline whose own query hides no rows, reading a view without a barrier that hides rows: a
+condition on the call reaches those rows, as it would on the view (``Snapshot.
+inlinable_plain``, ``StatementPolicy._through_inlining``); (2) a call of a user-written
+function decided on a snapshot another session's DDL made stale waits for the reload,
+since whether PostgreSQL inlines it and what its query reads are the snapshot's
+(``_stale_write``). tests/integration/test_redteam_r52_stale.py attacks both through the
+proxy, the server the judge."""
+
+from __future__ import annotations
+
+from policy import StatementPolicy, parse_scopes
+from policy.catalog import CatalogCache, inlinable_from_rows, plain_inlinable_from_rows
+from policy.engine import CATALOG_WAIT
+
+ROWS = [
+    ("public", "fnv", "SELECT id, pin FROM public.nv"),  # hides no rows, reads the view
+    ("public", "fhide", "SELECT id, pin FROM public.t WHERE id > 1"),  # hides rows
+    ("public", "fnone", "SELECT 1"),  # reads nothing
+]
+READ = "SELECT id FROM public.fnv() WHERE pin::int > 0"
+
+
+def test_plain_inlinable_functions_are_kept_with_what_they_read():
+    plain = plain_inlinable_from_rows(ROWS)
+    assert plain == {"public.fnv": (("public", "nv"),), "fnv": (("public", "nv"),)}
+    hiding = inlinable_from_rows(ROWS)
+    assert set(hiding) == {"public.fhide", "fhide"}  # (unchanged: the row-hiding ones)
+
+
+def _session(scopes: str, stale_by_other: bool = False):
+    c = CatalogCache()
+    c.put(
+        "db", ["fnv", "fhide", "fnone"],
+        {"public.t": frozenset({"id", "pin"}), "public.nv": frozenset({"id", "pin"})},
+        user_functions={n: frozenset({f"public.{n}"}) for n in ("fnv", "fhide", "fnone")},
+        views={"public.nv": frozenset({"secret.acct"})},  # no barrier, hides secret.acct's rows
+        view_names=["public.nv"],
+        inlinable=inlinable_from_rows(ROWS), inlinable_plain=plain_inlinable_from_rows(ROWS),
+    )  # fmt: skip
+    p = StatementPolicy(parse_scopes(scopes), task="T", shared=None)
+    p.catalog = lambda: c.get("db")
+    p.catalog_entry = c.entry("db")
+    return p, c
+
+
+def test_a_condition_on_a_plain_inlinable_function_reaches_what_its_view_hides():
+    p, _c = _session("read:public.* execute:public.fnv")
+    v = p.check_query(READ)
+    assert not v.allowed and "deny.view" in v.message and "secret.acct" in v.message, v.message
+    # the view read by name is refused the same way (the existing rule), so the two agree
+    assert not p.check_query("SELECT id FROM public.nv WHERE pin::int > 0").allowed
+    # a grant that may read what the view hides may call it
+    p2, _ = _session("read:public.*,secret.acct execute:public.fnv")
+    assert p2.check_query(READ).allowed
+    # a function that reads no such view: nothing to reach
+    p3, _ = _session("read:public.* execute:public.fnone")
+    assert p3.check_query("SELECT * FROM public.fnone()").allowed
+
+
+def test_a_call_of_a_user_function_on_a_stale_snapshot_waits_for_the_reload():
+    p, c = _session("read:public.* read:secret.acct execute:public.fnv,public.fnone")
+    reloads: list = []
+    p.on_stale = reloads.append
+    assert p.check_query(READ).allowed  # fresh: decided at once
+    c.invalidate("db")  # another session's DDL (it may have replaced fnv)
+    assert p.check_query("SELECT id FROM public.t").allowed  # no user code, no view: no wait
+    assert p.check_query("SELECT now()").allowed  # a built-in: no wait
+    assert p.check_query("SELECT * FROM public.fnone()") is CATALOG_WAIT
+    assert reloads == [None]
+    v = p.check_query("SELECT * FROM public.fnone()")  # after its one wait: decided, and
+    assert v.allowed and p.writes_unreadable(v)  # what the server says is withheld
