@@ -60,6 +60,13 @@ Leaks found (strict xfails, ``test_view_through_inlined_function``):
    SECURITY DEFINER), each reading ``r52x.acct`` with a row-hiding WHERE
    (``dry-alter-*``): UNKNOWN statements, so the migrator's are refused (``deny.unknown``,
    held), but a dry run's run and the read before the reload leaks.
+3. **An enforcing migrator's chain** (``migrator-made-view-over-function-body*``): in one
+   text ``BEGIN; CREATE OR REPLACE FUNCTION r52w.fbv() ... r52x.acct WHERE
+   r52w.r52costly(id) ...; CREATE VIEW r52w.newv AS SELECT id, pin FROM r52w.fbv();
+   COMMIT``: both allowed (the view decided on the old ``fbv``); the base grant's ``SELECT
+   id FROM r52w.newv WHERE pin::int > 0`` leaks the marker before the reload and after it
+   (items 1 and 2 together). The same view over ``r52w.fhide()`` or ``r52w.nv`` made
+   directly is refused to the migrator (held).
 
 Held: the two-worker probes (``test_other_worker``, ``proxy.workers = 2``, the loads
 paced, the session of the other grant on the other worker, waiting for its news on
@@ -73,7 +80,10 @@ migrator (autocommit or in a block) or a dry run: the base session's call of ``g
 stale snapshot then ``EXECUTE`` (``deny.execute``), a Bind of a SQL-level name
 (``deny.catalog``) or of a protocol name (``deny.replaced``); a migrator's ``ALTER SCHEMA
 ... RENAME`` is refused (``deny.unknown``). The view named, a view over it, a Bind of a
-statement naming it (withheld), a SQL-level ``EXECUTE`` of one (refused).
+statement naming it (withheld), a SQL-level ``EXECUTE`` of one (refused); a condition
+calling a function that RAISEs a NOTICE of its argument (``r52note``) on the lowered
+view: the simple read waits and is refused, a Bind's NOTICEs are withheld. A migrator's
+view over ``r52w.fhide()`` or ``r52w.nv`` (refused).
 
 Suggested fixes: (1) in ``view_exposure``, a view's query that calls an inlinable
 function in FROM reaches what ``Snapshot.inlinable`` says that function reads (as a view
@@ -108,7 +118,7 @@ pytestmark = pytest.mark.timeout(300)
 AGENT = "r52-bot"
 MARK = "R52-VAULT-4e9a"
 VAULT = "SELECT r52_secret AS v FROM r52x.vault"
-FNS = "r52w.f,r52w.g,r52w.g2,r52w.fbv,r52w.fnv,r52w.fvol,r52w.fcfg,r52w.fdef,r52w.fhide,r52w.fouter,r52w.fatomic,r52w.fcte,r52w.fsub,r52w.r52costly,r52w.r52tf"
+FNS = "r52w.f,r52w.g,r52w.g2,r52w.fbv,r52w.fnv,r52w.fvol,r52w.fcfg,r52w.fdef,r52w.fhide,r52w.r52note,r52w.fouter,r52w.fatomic,r52w.fcte,r52w.fsub,r52w.r52costly,r52w.r52tf"
 SCOPES = {
     "base": f"read:r52w.* write:r52w.* execute:{FNS}",
     "migrator": f"read:r52w.* write:r52w.* ddl:r52w.* execute:{FNS},public.r52_redefine",
@@ -178,6 +188,8 @@ SETUP = (
     "$$ WITH c AS (SELECT id, pin FROM r52x.acct) SELECT id, pin FROM c WHERE r52w.r52costly(id) $$;\n"
     "CREATE FUNCTION r52w.fsub() RETURNS TABLE (id int, pin text) LANGUAGE sql STABLE AS "
     "$$ SELECT id, pin FROM (SELECT id, pin FROM r52x.acct WHERE r52w.r52costly(id)) s $$;\n"
+    "CREATE FUNCTION r52w.r52note(t text) RETURNS bool LANGUAGE plpgsql COST 1 AS "
+    "$$ BEGIN RAISE NOTICE 'r52 %', t; RETURN true; END $$;\n"
     "CREATE FUNCTION r52w.fnv() RETURNS TABLE (id int, pin text) LANGUAGE sql STABLE AS "
     "$$ SELECT id, pin FROM r52w.nv $$;\n"
     "RESET ROLE;\n"
@@ -344,6 +356,7 @@ def test_made_since_snapshot(pg, paced, name):
 LOWER = "ALTER VIEW r52w.bv SET (security_barrier = false)"
 READ_FBV = "SELECT id FROM r52w.fbv() WHERE pin::int > 0"
 READ_BV = "SELECT id FROM r52w.bv WHERE pin::int > 0"
+NOTE_BV = "SELECT id FROM r52w.bv WHERE r52w.r52note(pin)"
 READ_FNV = "SELECT id FROM r52w.fnv() WHERE pin::int > 0"
 BARRIER: dict[str, tuple] = {
     "inlined-function-simple": ([], [(query(READ_FBV),)]),
@@ -363,6 +376,9 @@ BARRIER: dict[str, tuple] = {
     "view-over-view-simple": ([], [(query("SELECT id FROM r52w.bv2 WHERE pin::int > 0"),)]),
     "view-prepared-before-bind": (
         [(parse("r52b", READ_BV), SYNC)], [(bind("", "r52b"), execute(), SYNC)]),
+    "view-notice-prepared-before-bind": (
+        [(parse("r52b", NOTE_BV), SYNC)], [(bind("", "r52b"), execute(), SYNC)]),
+    "view-notice-simple": ([], [(query(NOTE_BV),)]),
     "sql-prepared-before-execute": ([(query(f"PREPARE r52p AS {READ_BV}"),)],
                                     [(query("EXECUTE r52p"),)]),
 }  # fmt: skip
@@ -382,6 +398,13 @@ VIEW_OVER_INLINED = (
     "Snapshot.views (view_exposure, policy/catalog.py) follows only the relations the view "
     "reads, and _through_inlining only the functions the statement itself names, so the "
     "view's read is allowed and its condition runs on the rows the function hides"
+)
+MIGRATOR_CHAIN = (
+    "an enforcing migrator, in one text: CREATE OR REPLACE FUNCTION r52w.fbv() reading "
+    "r52x.acct with a hiding WHERE (allowed: bodies are not read), then CREATE VIEW r52w.newv "
+    "over fbv() (decided on the snapshot's old fbv: allowed); the base grant's read of newv "
+    "leaks, before the reload (newv in no snapshot: no wait) and after it (view_exposure "
+    "does not follow a view's inlinable functions)"
 )
 STALE_ALTERED = (
     "a dry run's ALTER FUNCTION (STABLE, RESET ALL, SECURITY INVOKER: UNKNOWN, followed as "
@@ -459,6 +482,17 @@ for _who in ("dry", "migrator"):
         False,
     )
 
+
+# a view made by the migrator: its name is in no snapshot, so its read does not wait
+for _label, _sql in (
+    ("over-inlined-function", "CREATE VIEW r52w.newv AS SELECT id, pin FROM r52w.fhide()"),
+    ("over-view-no-barrier", "CREATE VIEW r52w.newv AS SELECT id, pin FROM r52w.nv"),
+    ("over-function-body", f"BEGIN; {REPLACE_FBV}; CREATE VIEW r52w.newv AS SELECT id, pin FROM r52w.fbv(); COMMIT"),
+):  # fmt: skip
+    for _settle in (False, True):
+        CASES[f"migrator-made-view-{_label}{'-settled' if _settle else ''}"] = (
+            [], (_sql,), [(query("SELECT id FROM r52w.newv WHERE pin::int > 0"),)], "migrator",
+            _settle, MIGRATOR_CHAIN if "body" in _label else False)  # fmt: skip
 
 # a function made inlinable by ALTER FUNCTION (no body defined): before the reload
 for _who in ("dry", "migrator"):
