@@ -21,7 +21,12 @@ proxy loaded at start is the only one, so what follows DDL is decided on a stale
 deterministically (the reload a waiting statement asks for comes 30 s after the start).
 Each probe first runs directly against Postgres and must show the marker there.
 
-Leaks found (strict xfails, ``test_view_through_inlined_function``):
+Leaks found (``test_view_through_inlined_function``). Items 1 (a view reached through an
+inlinable function whose query hides no rows) and 2 (and the ALTER FUNCTION variants)
+were fixed in ba8a520 (``Snapshot.inlinable_plain``; a call of a user function on a
+stale snapshot waits for the reload): their probes pass now. Still strict xfails at
+ba8a520: the view over an inlinable function (``planted-inlined-function-under-view*``,
+in item 1) and the migrator's chain (item 3).
 
 1. **A view without a barrier reached through an inlinable SQL function whose own query
    hides no rows** (``planted-view-no-barrier-via-inlined-function-*``, with no DDL at all;
@@ -513,7 +518,15 @@ for _who in ("dry", "migrator"):
             )
 
 
-@pytest.mark.parametrize("name", planted.cases(CASES))
+# fixed in ba8a520 (Snapshot.inlinable_plain; a user function's call on a stale snapshot
+# waits): those probes pass now
+FIXED = (INLINED_VIEW, STALE_DEFINITION, STALE_ALTERED)
+
+
+@pytest.mark.parametrize(
+    "name",
+    planted.cases({k: (*v[:-1], False if v[-1] in FIXED else v[-1]) for k, v in CASES.items()}),
+)
 def test_view_through_inlined_function(pg, paced, name):
     before, sqls, after, who, settle, _ = CASES[name]
     direct = _scenario(pg, paced, before, sqls, after, False, who)
