@@ -49,6 +49,8 @@ in item 1) and the migrator's chain (item 3).
    pin::int > 0`` leaks the marker in the 22P02 (``planted-inlined-function-under-view*``).
    ``view_exposure`` (policy/catalog.py) follows only the relations a view reads, and
    ``_through_inlining`` only the functions the statement names.
+   Held at ba8a520: plain inlinable functions reaching ``nv`` through a subquery, UNION
+   ALL, a join, or another plain function (``planted-view-no-barrier-via-fp_*``).
    Held beside them: an inlinable function over that one (``fouter``: "a query the
    proxy cannot read"), a ``BEGIN ATOMIC`` body, a CTE or a subquery hiding the rows.
 2. **A SQL function replaced through the proxy, read before the reload**
@@ -123,7 +125,7 @@ pytestmark = pytest.mark.timeout(300)
 AGENT = "r52-bot"
 MARK = "R52-VAULT-4e9a"
 VAULT = "SELECT r52_secret AS v FROM r52x.vault"
-FNS = "r52w.f,r52w.g,r52w.g2,r52w.fbv,r52w.fnv,r52w.fvol,r52w.fcfg,r52w.fdef,r52w.fhide,r52w.r52note,r52w.fouter,r52w.fatomic,r52w.fcte,r52w.fsub,r52w.r52costly,r52w.r52tf"
+FNS = "r52w.f,r52w.g,r52w.g2,r52w.fbv,r52w.fnv,r52w.fvol,r52w.fcfg,r52w.fdef,r52w.fhide,r52w.fp_cte,r52w.fp_sub,r52w.fp_union,r52w.fp_join,r52w.fp_chain,r52w.r52note,r52w.fouter,r52w.fatomic,r52w.fcte,r52w.fsub,r52w.r52costly,r52w.r52tf"
 SCOPES = {
     "base": f"read:r52w.* write:r52w.* execute:{FNS}",
     "migrator": f"read:r52w.* write:r52w.* ddl:r52w.* execute:{FNS},public.r52_redefine",
@@ -197,6 +199,16 @@ SETUP = (
     "$$ BEGIN RAISE NOTICE 'r52 %', t; RETURN true; END $$;\n"
     "CREATE FUNCTION r52w.fnv() RETURNS TABLE (id int, pin text) LANGUAGE sql STABLE AS "
     "$$ SELECT id, pin FROM r52w.nv $$;\n"
+    "CREATE FUNCTION r52w.fp_cte() RETURNS TABLE (id int, pin text) LANGUAGE sql STABLE AS "
+    "$$ WITH c AS (SELECT id, pin FROM r52w.nv) SELECT id, pin FROM c $$;\n"
+    "CREATE FUNCTION r52w.fp_sub() RETURNS TABLE (id int, pin text) LANGUAGE sql STABLE AS "
+    "$$ SELECT id, pin FROM (SELECT id, pin FROM r52w.nv) s $$;\n"
+    "CREATE FUNCTION r52w.fp_union() RETURNS TABLE (id int, pin text) LANGUAGE sql STABLE AS "
+    "$$ SELECT id, pin FROM r52w.nv UNION ALL SELECT 0, '0' $$;\n"
+    "CREATE FUNCTION r52w.fp_join() RETURNS TABLE (id int, pin text) LANGUAGE sql STABLE AS "
+    "$$ SELECT n.id, n.pin FROM r52w.gate g JOIN r52w.nv n ON true $$;\n"
+    "CREATE FUNCTION r52w.fp_chain() RETURNS TABLE (id int, pin text) LANGUAGE sql STABLE AS "
+    "$$ SELECT id, pin FROM r52w.fnv() $$;\n"
     "RESET ROLE;\n"
 )
 TEARDOWN = (
@@ -445,6 +457,15 @@ for _k, _sql in (
         "dry",
         True,
         VIEW_OVER_INLINED if _k.startswith("view") else False,
+    )
+for _fn in ("fp_sub", "fp_union", "fp_join", "fp_chain"):
+    CASES[f"planted-view-no-barrier-via-{_fn}"] = (
+        [],
+        (),
+        [(query(f"SELECT id FROM r52w.{_fn}() WHERE pin::int > 0"),)],
+        "dry",
+        True,
+        False,
     )
 CASES["planted-view-no-barrier-named-control"] = (
     [],
