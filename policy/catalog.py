@@ -70,6 +70,7 @@ __all__ = [
     "RENAMED_TO",
     "inlinable_from_rows",
     "plain_inlinable_from_rows",
+    "view_functions_from_rows",
     "relation_names",
     "views_from_rows",
 ]
@@ -698,6 +699,23 @@ WHERE v.relkind = 'v' AND vn.nspname NOT IN ('pg_catalog', 'information_schema')
   AND b.relkind IN ('r', 'v', 'm', 'f', 'p')
 """
 
+# The user-written functions a view's query calls (its _RETURN rule depends on them): a
+# SQL function PostgreSQL may inline there is a view within the view, and a statement's
+# conditions on the view reach the rows its query hides (red-team round 52).
+VIEW_FUNCTIONS_SQL = """
+SELECT DISTINCT vn.nspname, v.relname, pn.nspname, p.proname
+FROM pg_catalog.pg_rewrite r
+JOIN pg_catalog.pg_class v ON v.oid = r.ev_class
+JOIN pg_catalog.pg_namespace vn ON vn.oid = v.relnamespace
+JOIN pg_catalog.pg_depend d ON d.classid = 'pg_catalog.pg_rewrite'::pg_catalog.regclass
+     AND d.objid = r.oid AND d.refclassid = 'pg_catalog.pg_proc'::pg_catalog.regclass
+JOIN pg_catalog.pg_proc p ON p.oid = d.refobjid
+JOIN pg_catalog.pg_namespace pn ON pn.oid = p.pronamespace
+WHERE v.relkind = 'v' AND vn.nspname NOT IN ('pg_catalog', 'information_schema')
+  AND vn.nspname NOT LIKE 'pg\\_temp\\_%'
+  AND pn.nspname NOT IN ('pg_catalog', 'information_schema')
+"""
+
 
 # User-written SQL functions PostgreSQL may inline where a statement calls one in FROM
 # (clauses.c, inline_set_returning_function): a set-returning SQL function that is not
@@ -882,6 +900,38 @@ def relation_names(rows) -> frozenset[str]:
     return frozenset(render_name(schema, name) for schema, name, *_ in rows)
 
 
+def view_functions_from_rows(view_rows, read_rows, function_rows) -> dict[str, frozenset[str]]:
+    """``Snapshot.view_functions`` from VIEWS_SQL's, VIEW_READS_SQL's and
+    VIEW_FUNCTIONS_SQL's rows: ``{view that is no security barrier: the user-written
+    functions ("schema.fn") its query calls, and those of every view under it that is no
+    barrier either}``: a statement's conditions on the view are pushed down that far
+    (``view_exposure``), into any of them PostgreSQL inlines."""
+    barrier = {render_name(s, n): security_barrier(o) for s, n, o, _d in view_rows}
+    reads: dict[str, set[str]] = {}
+    for view_schema, view, schema, name in read_rows:
+        reads.setdefault(render_name(view_schema, view), set()).add(render_name(schema, name))
+    calls: dict[str, set[str]] = {}
+    for view_schema, view, schema, name in function_rows:
+        calls.setdefault(render_name(view_schema, view), set()).add(render_name(schema, name))
+    out: dict[str, frozenset[str]] = {}
+    for view, is_barrier in barrier.items():
+        if is_barrier:
+            continue
+        found: set[str] = set()
+        seen = {view}
+        todo = [view]
+        while todo:
+            v = todo.pop()
+            found |= calls.get(v, set())
+            for rel in reads.get(v, ()):
+                if rel in barrier and not barrier[rel] and rel not in seen:
+                    seen.add(rel)
+                    todo.append(rel)
+        if found:
+            out[view] = frozenset(found)
+    return out
+
+
 def views_from_rows(view_rows, read_rows) -> dict[str, frozenset[str]]:
     """``Snapshot.views`` from VIEWS_SQL's and VIEW_READS_SQL's rows."""
     views = {
@@ -987,6 +1037,10 @@ class Snapshot:
     # query reads (INLINABLE_SQL, plain_inlinable_from_rows): a condition on a call of it
     # reaches through the views without a barrier among them (``views``)
     inlinable_plain: dict[str, tuple[tuple[str | None, str], ...]] = field(default_factory=dict)
+    # view that is no security barrier -> the user-written functions its query, or that of
+    # a view under it that is no barrier either, calls (VIEW_FUNCTIONS_SQL,
+    # view_functions_from_rows): an inlinable one hides rows within the view
+    view_functions: dict[str, frozenset[str]] = field(default_factory=dict)
 
     @property
     def user_schema_safe(self) -> bool:
@@ -1477,6 +1531,7 @@ class CatalogCache:
         names_functions=(),
         names_relations=(),
         inlinable_plain: dict[str, tuple[tuple[str | None, str], ...]] | None = None,
+        view_functions: dict[str, frozenset[str]] | None = None,
     ) -> Snapshot:
         """``loaded_at``: when the load's queries started (monotonic; default now): what a
         statement arriving later may be decided on (``StatementPolicy._describe_refusal``)."""
@@ -1502,6 +1557,7 @@ class CatalogCache:
             names_functions=frozenset(names_functions),
             names_relations=frozenset(names_relations),
             inlinable_plain=dict(inlinable_plain or {}),
+            view_functions=dict(view_functions or {}),
         )  # fmt: skip
         if entry.removed:
             started = snap.loaded_at

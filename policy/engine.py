@@ -249,6 +249,16 @@ def _calls_user_code(c: Classified, snap: Snapshot) -> bool:
     )
 
 
+def _reads_unknown(c: Classified, snap: Snapshot) -> bool:
+    """Does ``c`` read a relation outside the system schemas that the snapshot does not
+    know (made since it was loaded, or the session's temporary one)?"""
+    columns = snap.columns
+    return any(
+        rel not in columns and not rel.startswith(("pg_catalog.", "information_schema."))
+        for rel in c.reads
+    )
+
+
 def _may_remove_columns(c: Classified) -> bool:
     """Can DDL ``c`` rename or drop columns, rename relations or drop them (what a later
     CREATE of the name makes known by that name is another relation's: red-team round 25)
@@ -944,7 +954,8 @@ class StatementPolicy:
         dry run lowered a barrier, and a read decided before the reload leaked the hidden
         rows through an error); and a call of a user-written function: whether PostgreSQL
         inlines it and what its query reads are too (round 52: a SQL function replaced, or
-        made inlinable by a dry run's ALTER FUNCTION, read on its old body). Once per statement: after its wait (``stale_write``), or
+        made inlinable by a dry run's ALTER FUNCTION, read on its old body); and a read of a
+        relation the snapshot does not know (a view made since, over such a function). Once per statement: after its wait (``stale_write``), or
         where it cannot wait (a Bind), a snapshot still stale makes ``writes_unreadable``
         answer True (fail closed)."""
         waited = self.stale_write
@@ -959,6 +970,7 @@ class StatementPolicy:
                 any(op in _ROW_WRITES for op, _r in c.write_ops)
                 or not c.reads.isdisjoint(snap.view_names)
                 or (c.functions and _calls_user_code(c, snap))
+                or _reads_unknown(c, snap)
                 for c, _d in verdict.decisions
             )
         ):
@@ -1628,10 +1640,17 @@ class StatementPolicy:
         (``WHERE pin::int > 0``) on the rows it hides, and an error quotes their values
         (``Snapshot.views``). Refused then, saying how the view becomes one."""
         snap = self._snapshot_seen
-        if snap is None or not snap.views:
+        if snap is None or not (snap.views or snap.view_functions):
             return None
         named = c.reads | {rel for op, rel in c.write_ops if op != "ddl"}
         for rel in sorted(named):
+            called = snap.view_functions.get(rel)
+            if called is not None:
+                # a function the view (or one under it) calls, which PostgreSQL may inline:
+                # a view within the view (red-team round 52)
+                denial = self._inlined_hides(called, snap, f"read {rel}: a view that calls")
+                if denial is not None:
+                    return denial
             reached = snap.views.get(rel)
             if reached is None:
                 continue
@@ -1699,7 +1718,13 @@ class StatementPolicy:
         snap = self._snapshot_seen
         if snap is None or not c.functions or not (snap.inlinable or snap.inlinable_plain):
             return None
-        for fn in sorted(c.functions):
+        return self._inlined_hides(c.functions, snap, "call")
+
+    def _inlined_hides(self, functions, snap: Snapshot, what: str) -> Decision | None:
+        """The refusal of a statement whose conditions reach, through one of ``functions``
+        PostgreSQL may inline, rows the grant may not read; None if none does. ``what``:
+        how the statement reaches them ("call", or "read v: a view that calls")."""
+        for fn in sorted(functions):
             names = snap.inlinable.get(fn)
             if names is None:
                 plain = snap.inlinable_plain.get(fn)
@@ -1714,19 +1739,19 @@ class StatementPolicy:
                 if rel is not None:
                     return Decision(
                         False, "deny.view",
-                        f"may not call {fn}: a SQL function PostgreSQL may inline, whose query "
-                        f"reads a view without a security barrier that hides rows of {rel}, "
+                        f"may not {what} {fn}: a SQL function PostgreSQL may inline, whose "
+                        f"query reads a view without a security barrier that hides rows of {rel}, "
                         "which this grant may not read (a condition in the statement could be "
                         "evaluated on the rows it hides)",
                     )  # fmt: skip
                 continue
             rel = self._unreadable(self._inlined_relations(names, snap))
             if rel is not None:
-                what = "a query the proxy cannot read" if rel == "" else f"rows of {rel}"
+                hidden = "a query the proxy cannot read" if rel == "" else f"rows of {rel}"
                 return Decision(
                     False, "deny.view",
-                    f"may not call {fn}: a SQL function PostgreSQL may inline, whose query "
-                    f"hides {what}, which this grant may not read (a condition in the "
+                    f"may not {what} {fn}: a SQL function PostgreSQL may inline, whose query "
+                    f"hides {hidden}, which this grant may not read (a condition in the "
                     "statement could be evaluated on the rows it hides; ALTER FUNCTION "
                     f"{fn} VOLATILE, STRICT or SECURITY DEFINER keeps it from being inlined)",
                 )  # fmt: skip

@@ -38,6 +38,7 @@ from policy.catalog import (
     USER_SCHEMAS_SQL,
     USER_TYPE_OIDS_SQL,
     USER_TYPES_SQL,
+    VIEW_FUNCTIONS_SQL,
     VIEW_NAMES_SQL,
     VIEW_READS_SQL,
     VIEWS_SQL,
@@ -47,6 +48,7 @@ from policy.catalog import (
     inlinable_from_rows,
     plain_inlinable_from_rows,
     relation_names,
+    view_functions_from_rows,
     views_from_rows,
 )
 from policy.lexer import render_name
@@ -208,14 +210,14 @@ class CatalogLoader:
          inlinable_rows, ruled_rows, relation_rows, schema_rows, defaulted_rows,
          domain_rows, triggered_rows, inheritance_rows, relation_cast_rows,
          global_cast_rows, function_type_rows, event_rows, opclass_rows,
-         relation_opclass_rows, code_flag_rows, ddl_code_rows) = await _queries(
+         relation_opclass_rows, code_flag_rows, ddl_code_rows, view_function_rows) = await _queries(
             self.cfg, self.credentials, database, FUNCTIONS_SQL, COLUMNS_SQL, ROLE_SCHEMAS_SQL,
             USER_FUNCTIONS_SQL, USER_OPERATORS_SQL, USER_TYPES_SQL, USER_TYPE_OIDS_SQL,
             CASCADES_SQL, VIEWS_SQL, VIEW_READS_SQL, INLINABLE_SQL, RULED_SQL,
             RELATION_OIDS_SQL, USER_SCHEMAS_SQL, DEFAULTED_FUNCTIONS_SQL, DOMAIN_SCHEMAS_SQL,
             TRIGGERED_SQL, INHERITANCE_SQL, RELATION_CASTS_SQL, GLOBAL_CASTS_SQL,
             FUNCTION_TYPES_SQL, EVENT_TRIGGERS_SQL, OPCLASS_FUNCTIONS_SQL, RELATION_OPCLASS_SQL,
-            CODE_FLAGS_SQL, DDL_CODE_SQL,
+            CODE_FLAGS_SQL, DDL_CODE_SQL, VIEW_FUNCTIONS_SQL,
         )  # fmt: skip
         views_unread = False
         if isinstance(view_rows, UpstreamError) and view_rows.sqlstate == LOCK_NOT_AVAILABLE:
@@ -297,6 +299,9 @@ class CatalogLoader:
             inlinable_from_rows(_ok(inlinable_rows)),
             ruled=relation_names(_ok(ruled_rows)),
             inlinable_plain=plain_inlinable_from_rows(_ok(inlinable_rows)),
+            view_functions=view_functions_from_rows(
+                _ok(view_rows), _ok(view_read_rows), _ok(view_function_rows)
+            ),
             relation_oids={int(oid): (schema, name) for oid, schema, name in _ok(relation_rows)},
             user_schemas=[r[0] for r in _ok(schema_rows)],
             defaulted_functions=[(schema, name) for schema, name in _ok(defaulted_rows)],

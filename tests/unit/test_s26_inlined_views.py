@@ -70,3 +70,50 @@ def test_a_call_of_a_user_function_on_a_stale_snapshot_waits_for_the_reload():
     assert reloads == [None]
     v = p.check_query("SELECT * FROM public.fnone()")  # after its one wait: decided, and
     assert v.allowed and p.writes_unreadable(v)  # what the server says is withheld
+
+
+def test_view_functions_follow_views_without_a_barrier():
+    from policy.catalog import view_functions_from_rows
+
+    view_rows = [
+        ("public", "vfh", None, "SELECT id, pin FROM public.fhide()"),
+        ("public", "outer", None, "SELECT * FROM public.vfh"),
+        ("public", "wall", "{security_barrier=true}", "SELECT * FROM public.vfh"),
+        ("public", "above_wall", None, "SELECT * FROM public.wall"),
+    ]
+    read_rows = [("public", "outer", "public", "vfh"), ("public", "wall", "public", "vfh"),
+                 ("public", "above_wall", "public", "wall")]  # fmt: skip
+    function_rows = [("public", "vfh", "public", "fhide")]
+    got = view_functions_from_rows(view_rows, read_rows, function_rows)
+    # a barrier keeps conditions out, so neither it nor a view above it reaches fhide
+    assert got == {"public.vfh": frozenset({"public.fhide"}),
+                   "public.outer": frozenset({"public.fhide"})}  # fmt: skip
+
+
+def test_a_view_calling_a_row_hiding_inlinable_function_is_a_view_that_hides_rows():
+    rows = [("public", "fhide", "SELECT id, pin FROM secret.acct WHERE id > 1")]
+    c = CatalogCache()
+    c.put(
+        "db", ["fhide"], {"public.vfh": frozenset({"id", "pin"})},
+        user_functions={"fhide": frozenset({"public.fhide"})},
+        view_names=["public.vfh"], inlinable=inlinable_from_rows(rows),
+        view_functions={"public.vfh": frozenset({"public.fhide"})},
+    )  # fmt: skip
+    p = StatementPolicy(parse_scopes("read:public.*"), task="T", shared=None)
+    p.catalog = lambda: c.get("db")
+    v = p.check_query("SELECT id FROM public.vfh WHERE pin::int > 0")
+    assert not v.allowed and "deny.view" in v.message and "secret.acct" in v.message, v.message
+    p2 = StatementPolicy(parse_scopes("read:public.*,secret.acct"), task="T", shared=None)
+    p2.catalog = lambda: c.get("db")
+    assert p2.check_query("SELECT id FROM public.vfh WHERE pin::int > 0").allowed
+
+
+def test_a_read_of_a_relation_a_stale_snapshot_does_not_know_waits():
+    p, c = _session("read:public.*")
+    reloads: list = []
+    p.on_stale = reloads.append
+    c.invalidate("db")  # another session's DDL: it may have made public.newv
+    assert p.check_query("SELECT id FROM public.t").allowed  # known, a table: no wait
+    assert p.check_query("SELECT relname FROM pg_catalog.pg_class").allowed  # system: none
+    assert p.check_query("SELECT id FROM public.newv WHERE pin::int > 0") is CATALOG_WAIT
+    assert reloads == [None]
