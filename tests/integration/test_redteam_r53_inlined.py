@@ -1,0 +1,308 @@
+"""Red-team round 53 (attacks on ba8a520, 622ebfa and db2370e, time-boxed): inlined
+functions as views (``Snapshot.inlinable_plain``, ``Snapshot.view_functions``) and the
+stale-snapshot waits (``_stale_write``: ``_calls_user_code``, ``_reads_unknown``); the
+server the judge.
+
+Grants (agent ``r53-bot``): ``base`` = ``read:r53w.* write:r53w.*`` and ``execute`` on the
+``r53w`` functions; ``migrator`` = that and ``ddl:r53w.*``; ``dry`` = ``read:r53w.*`` in
+dry run (``enforce = false``). Every grant logs in as the proxy's shared upstream login.
+
+Planted (schema owner; ``r53x`` and ``r53s`` outside every grant): ``r53x.acct`` (rows
+``(1, '5')``, ``(2, <marker>)``); ``r53w.costly(id)`` a costly filter keeping row 1;
+``r53w.fhide()`` an inlinable SQL function ``SELECT id, pin FROM r53x.acct WHERE
+r53w.costly(id)`` (its direct call with a condition is refused: ``deny.view``);
+``r53w.vfh`` a view without a barrier over ``fhide()``; ``r53w.fpv()`` an inlinable SQL
+function whose own query hides no rows, ``SELECT id, pin FROM r53w.vfh``; ``r53w.vpv`` a
+view over ``fpv()``; ``r53w.t`` a plain table ``(id int, pin text)``; ``r53w.pt`` a
+partitioned one of the same columns.
+
+Each probe first runs directly against Postgres and must show the marker there; then
+through a proxy of its own (the stale probes: catalog loads paced to 30 s, so what follows
+the other session's DDL is decided on a stale snapshot deterministically).
+
+Findings: see the ``*_LEAK`` reasons below (strict xfails).
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.support import planted
+from tests.support.fixtures_proxy import ProxyHandle, proxy_config
+from tests.support.planted import run_steps, shows
+from tests.support.proxies import issue as grant_issue
+from tests.support.proxies import sqlite_url
+from tests.support.rawpg import SYNC, RawClient, bind, execute, parse, query
+from tests.support.wait import wait_until
+
+pytestmark = pytest.mark.timeout(300)
+
+AGENT = "r53-bot"
+MARK = "R53-VAULT-7c1d"
+FNS = "r53w.fhide,r53w.fpv,r53w.fsp,r53w.costly,r53w.peek"
+SCOPES = {
+    "base": f"read:r53w.* write:r53w.* execute:{FNS}",
+    "migrator": f"read:r53w.* write:r53w.* ddl:r53w.* execute:{FNS}",
+}
+DRY_SCOPES = "read:r53w.*"
+
+SETUP = (
+    "SET ROLE pgwitness; SET check_function_bodies = off;\n"
+    "CREATE SCHEMA r53w; CREATE SCHEMA r53x; CREATE SCHEMA r53s;\n"
+    "CREATE TABLE r53x.acct (id int, pin text);\n"
+    f"INSERT INTO r53x.acct VALUES (1, '5'), (2, '{MARK}');\n"
+    "CREATE FUNCTION r53w.costly(i int) RETURNS bool LANGUAGE plpgsql COST 100000 AS "
+    "$$ BEGIN RETURN i = 1; END $$;\n"
+    "CREATE FUNCTION r53w.fhide() RETURNS TABLE (id int, pin text) LANGUAGE sql STABLE AS "
+    "$$ SELECT id, pin FROM r53x.acct WHERE r53w.costly(id) $$;\n"
+    "CREATE VIEW r53w.vfh AS SELECT id, pin FROM r53w.fhide();\n"
+    "CREATE FUNCTION r53w.fpv() RETURNS TABLE (id int, pin text) LANGUAGE sql STABLE AS "
+    "$$ SELECT id, pin FROM r53w.vfh $$;\n"
+    "CREATE VIEW r53w.vpv AS SELECT id, pin FROM r53w.fpv();\n"
+    "CREATE TABLE r53w.nvs (id int, pin text);\n"
+    "CREATE VIEW r53s.nvs AS SELECT id, pin FROM r53x.acct WHERE r53w.costly(id);\n"
+    "CREATE FUNCTION r53w.fsp() RETURNS TABLE (id int, pin text) LANGUAGE sql STABLE AS "
+    "$$ SELECT id, pin FROM nvs $$;\n"
+    "CREATE TABLE r53w.t (id int, pin text); INSERT INTO r53w.t VALUES (7, '7');\n"
+    "CREATE TABLE r53w.pt (id int, pin text) PARTITION BY RANGE (id);\n"
+    "CREATE TABLE r53w.pt1 PARTITION OF r53w.pt FOR VALUES FROM (100) TO (200);\n"
+    "CREATE FUNCTION r53w.peek(i int) RETURNS bool LANGUAGE plpgsql AS $$ DECLARE s text; "
+    "BEGIN SELECT string_agg(pin, ',') INTO s FROM r53x.acct; RAISE NOTICE 'r53 %', s; "
+    "RETURN true; END $$;\n"
+    "RESET ROLE;\n"
+)
+TEARDOWN = "DROP SCHEMA IF EXISTS r53w, r53x, r53s CASCADE;\n"
+
+
+@pytest.fixture(scope="module")
+def planted_db(pg):
+    pg.psql(TEARDOWN, db="app")
+    pg.psql(SETUP, db="app")
+    yield
+    pg.psql(TEARDOWN, db="app")
+
+
+def _restore(pg) -> None:
+    pg.psql(TEARDOWN, db="app")
+    pg.psql(SETUP, db="app")
+
+
+@pytest.fixture
+def paced(pg, planted_db, tmp_path):
+    """A proxy per probe, its catalog loads paced: ``start()`` after the planting."""
+    started: list[ProxyHandle] = []
+
+    def start(interval: float = 30.0) -> ProxyHandle:
+        url = sqlite_url(tmp_path / f"grants{len(started)}.db")
+        handle = ProxyHandle(
+            proxy_config(pg, **{"grants.store": url, "upstream.catalog_min_interval": interval})
+        ).start()
+        started.append(handle)
+        handle.agent = AGENT
+        handle.tokens = {}
+        for key, scopes in SCOPES.items():
+            handle.tokens[key] = grant_issue(handle, agent=AGENT, task=f"R53-{key.upper()}",
+                                             scopes=scopes)[1]  # fmt: skip
+        handle.tokens["dry"] = grant_issue(
+            handle, agent=AGENT, task="R53-DRY", scopes=DRY_SCOPES, enforce=False
+        )[1]
+        handle.token = handle.tokens["base"]
+        with planted.session(handle) as c:
+            c.query("SELECT 1")
+        assert _loaded(handle)
+        return handle
+
+    yield start
+    for handle in started:
+        handle.stop()
+
+
+def _loaded(handle) -> bool:
+    async def look():
+        entry = handle.server.catalogs.cache.entries.get("app")
+        return entry is not None and entry.snapshot is not None
+
+    return bool(wait_until(lambda: handle.call(look()), 10.0, 0.01))
+
+
+def _scenario(pg, start, before, other_sqls, after, via_proxy: bool, other: str,
+              settle: bool = False) -> str:  # fmt: skip
+    """A (``base``) runs ``before``; the other session runs ``other_sqls``; A runs
+    ``after``. Every byte A received (and the other session's, unless a dry run)."""
+    _restore(pg)
+    if other == "owner":  # planted by the owner before the proxy's first load
+        pg.psql("SET ROLE pgwitness;\n" + ";\n".join(other_sqls) + ";\nRESET ROLE;\n", db="app")
+        other_sqls, other = (), "dry"
+    if via_proxy:
+        px = start(0.0 if settle else 30.0)
+        a, b = planted.session(px), planted.session(px, px.tokens[other])
+    else:
+        a, b = RawClient.direct(pg), RawClient.direct(pg)
+    try:
+        with a, b:
+            got = run_steps(a, before)
+            for sql in other_sqls:
+                out = run_steps(b, sql) if isinstance(sql, tuple) else planted.text(b.query(sql))
+                if other != "dry":
+                    got += out
+                if planted.is_error(out):
+                    return got
+            if via_proxy and settle:
+                assert planted.wait_catalog_quiet(px, 10.0)
+            got += run_steps(a, after)
+            a.query("ROLLBACK")
+            assert any(f[:1] == b"D" for f in a.query("SELECT 1")), "the session goes on"
+    finally:
+        _restore(pg)
+    return got
+
+
+def _modes(sql: str) -> dict[str, tuple]:
+    """(before, after) steps of A: a simple Query, an extended one, a pipeline, and a
+    Bind of a statement parsed before the other session's DDL."""
+    return {
+        "simple": ([], [(query(sql),)]),
+        "extended": ([], [(parse("", sql), bind(), execute(), SYNC)]),
+        "pipelined": (
+            [], [(parse("", "SELECT 1"), bind(), execute(), parse("", sql), bind(), execute(),
+                  SYNC)]),
+        "prepared-before": ([(parse("r53b", sql), SYNC)], [(bind("", "r53b"), execute(), SYNC)]),
+        "sql-execute": ([(query(f"PREPARE r53p AS {sql}"),)], [(query("EXECUTE r53p"),)]),
+        "copy": ([], [(query(f"COPY ({sql}) TO STDOUT"),)]),
+    }  # fmt: skip
+
+
+# --- 1. inlined functions as views (planted, no DDL) ------------------------------------
+
+PLAIN_OVER_VIEW_OVER_FN = (
+    "an inlinable SQL function whose query hides no rows (r53w.fpv: SELECT FROM r53w.vfh) "
+    "reads a view without a barrier that calls a row-hiding inlinable function "
+    "(r53w.vfh: SELECT FROM r53w.fhide()): StatementPolicy._inlined_hides "
+    "(policy/engine.py) looks for a plain function's reach in snap.views only, never in "
+    "snap.view_functions, and Snapshot.views has nothing for vfh (its query reads no "
+    "relation: VIEW_READS_SQL), so the call is allowed and the condition runs on fhide's "
+    "hidden rows"
+)
+INLINED: dict[str, tuple] = {}
+for _label, _sql, _why in (
+    ("control-fhide", "SELECT id FROM r53w.fhide() WHERE pin::int > 0", False),
+    ("control-vfh", "SELECT id FROM r53w.vfh WHERE pin::int > 0", False),
+    ("plain-over-view-over-fn", "SELECT id FROM r53w.fpv() WHERE pin::int > 0",
+     PLAIN_OVER_VIEW_OVER_FN),
+    ("view-over-plain-over-view-over-fn", "SELECT id FROM r53w.vpv WHERE pin::int > 0",
+     PLAIN_OVER_VIEW_OVER_FN),
+    ("rows-from-fhide", "SELECT id FROM ROWS FROM (r53w.fhide()) f WHERE pin::int > 0", False),
+    ("quoted-fhide", 'SELECT id FROM "r53w"."fhide"() WHERE pin::int > 0', False),
+    ("copy-fpv", "COPY (SELECT id FROM r53w.fpv() WHERE pin::int > 0) TO STDOUT",
+     PLAIN_OVER_VIEW_OVER_FN),
+):  # fmt: skip
+    for _k, (_b, _a) in _modes(_sql).items():
+        if _k in ("pipelined", "sql-execute", "copy") or (
+            _label.startswith("copy") and _k != "simple"
+        ):
+            continue
+        INLINED[f"{_label}-{_k}"] = (_b, (), _a, "dry", True, _why)
+# search_path: an unqualified name in an inlinable function's body resolves by the
+# caller's search_path
+for _label, _set in (
+    ("set", "SET search_path = r53s, r53w"),
+    ("set-config", "SELECT pg_catalog.set_config('search_path', 'r53s, r53w', false)"),
+    ("set-local", "BEGIN; SET LOCAL search_path = r53s, r53w"),
+):
+    INLINED[f"search-path-{_label}"] = (
+        [(query(_set),)], (), [(query("SELECT id FROM r53w.fsp() WHERE pin::int > 0"),)],
+        "dry", True, False)  # fmt: skip
+
+
+@pytest.mark.parametrize("name", planted.cases(INLINED))
+def test_inlined_as_view(pg, paced, name):
+    before, sqls, after, who, settle, _ = INLINED[name]
+    direct = _scenario(pg, paced, before, sqls, after, False, who)
+    if not shows(direct, MARK):
+        raise RuntimeError(("precondition: no marker directly", name, direct[-600:]))
+    got = _scenario(pg, paced, before, sqls, after, True, who, settle=settle)
+    assert not shows(got, MARK), ("LEAK", name, got[-600:])
+
+
+# --- 2. what a stale snapshot still decides without waiting -----------------------------
+
+READ_T = "SELECT id, pin FROM r53w.t"
+READ_PT = "SELECT id, pin FROM r53w.pt"
+STALE_TABLE = (
+    "a dry run's ALTER TABLE r53x.acct INHERIT r53w.t makes the readable plain table reach "
+    "the vault's rows; a read of a plain table the snapshot knows does not wait "
+    "(StatementPolicy._stale_write, policy/engine.py: row writes, view_names, user "
+    "functions, relations not in snap.columns only), so _through_inheritance decides on the "
+    "stale Snapshot.descendants and the child's rows are returned (DataRow 2, marker)"
+)
+STALE_PARTITION = (
+    "a dry run's ALTER TABLE r53w.pt ATTACH PARTITION r53x.acct (the migrator's is refused: "
+    "deny.unknown) makes any table the readable parent's data: partitions are not followed "
+    "(INHERITANCE_SQL: NOT c.relispartition, a documented choice), before the reload and after "
+    "it, so the attached table's rows are returned (DataRow 2, marker)"
+)
+RLS_CODE = (
+    "a row security policy's function runs on a plain read (here attached by a dry run's "
+    "ENABLE/FORCE ROW LEVEL SECURITY and CREATE POLICY, or planted): nothing asks for its "
+    "execute scope and nothing withholds its NOTICE (writes_unreadable covers writes' "
+    "triggers and defaults only; policy.md lists no row security for reads), before the "
+    "reload and after it: NOTICE 'r53 5,<marker>'"
+)
+STALE_RENAMED = (
+    "another session's ALTER TABLE r53w.t RENAME TO t_old; ALTER VIEW r53w.vfh RENAME TO t "
+    "(or DROP TABLE r53w.t; CREATE VIEW r53w.t ...): the name stays a plain table in the "
+    "stale snapshot (in snap.columns, not in view_names or view_functions), so the read "
+    "neither waits (_stale_write, _reads_unknown) nor is refused (_through_views), and "
+    "the condition runs on fhide's hidden rows: 22P02 quoting the marker; a SQL-level "
+    "EXECUTE of a statement prepared before too (PostgreSQL re-analyses its text); held "
+    "once the reload is done"
+)
+STALE: dict[str, tuple] = {}
+INHERIT = ("ALTER TABLE r53x.acct INHERIT r53w.t",)
+ATTACH = ("ALTER TABLE r53w.pt ATTACH PARTITION r53x.acct FOR VALUES FROM (0) TO (100)",)
+RLS = (
+    "ALTER TABLE r53w.t ENABLE ROW LEVEL SECURITY",
+    "ALTER TABLE r53w.t FORCE ROW LEVEL SECURITY",
+    "CREATE POLICY r53p ON r53w.t USING (r53w.peek(id))",
+)
+SWAP = ("ALTER TABLE r53w.t RENAME TO t_old", "ALTER VIEW r53w.vfh RENAME TO t")
+SCHEMA_SWAP = ("ALTER TABLE r53w.nvs SET SCHEMA r53x", "ALTER VIEW r53s.nvs SET SCHEMA r53w")
+DROP_MAKE = ("DROP TABLE r53w.t", "CREATE VIEW r53w.t AS SELECT id, pin FROM r53w.fhide()")
+COND_T = "SELECT id FROM r53w.t WHERE pin::int > 0"
+for _who in ("dry", "migrator"):
+    _dry = _who == "dry"
+    for _label, _sqls, _read, _why, _held in (
+        # (_held: the modes that hold although the family leaks)
+        ("inherit", INHERIT, READ_T, STALE_TABLE if _dry else False, ("sql-execute", "settled")),
+        ("attach-partition", ATTACH, READ_PT, STALE_PARTITION if _dry else False,
+         ("sql-execute",)),
+        ("rls-policy", RLS, "SELECT id FROM r53w.t", RLS_CODE if _dry else False,
+         ("sql-execute",)),
+        ("rename-swap", SWAP, COND_T, STALE_RENAMED, ("settled",)),
+        ("set-schema-swap", SCHEMA_SWAP, "SELECT id FROM r53w.nvs WHERE pin::int > 0", False, ()),
+        ("drop-make-view", DROP_MAKE, COND_T, STALE_RENAMED if _dry else False, ("settled",)),
+    ):  # fmt: skip
+        for _k, (_b, _a) in _modes(_read).items():
+            STALE[f"{_who}-{_label}-{_k}"] = (_b, _sqls, _a, _who, False,
+                                              False if _k in _held else _why)  # fmt: skip
+        STALE[f"{_who}-{_label}-settled"] = (
+            [], _sqls, _modes(_read)["simple"][1], _who, True,
+            False if "settled" in _held else _why)  # fmt: skip
+
+
+# no DDL: a row security policy planted by the owner, its function's NOTICE (a control:
+# is a policy's code the table's own?)
+STALE["planted-rls-policy-simple"] = (
+    [], ("ALTER TABLE r53w.t ENABLE ROW LEVEL SECURITY; ALTER TABLE r53w.t FORCE ROW LEVEL "
+         "SECURITY; CREATE POLICY r53p ON r53w.t USING (r53w.peek(id))",),
+    [(query("SELECT id FROM r53w.t"),)], "owner", True, RLS_CODE)  # fmt: skip
+
+
+@pytest.mark.parametrize("name", planted.cases(STALE))
+def test_stale_plain_table(pg, paced, name):
+    before, sqls, after, who, settle, _ = STALE[name]
+    direct = _scenario(pg, paced, before, sqls, after, False, who)
+    if not shows(direct, MARK):
+        raise RuntimeError(("precondition: no marker directly", name, direct[-600:]))
+    got = _scenario(pg, paced, before, sqls, after, True, who, settle=settle)
+    assert not shows(got, MARK), ("LEAK", name, got[-600:])
