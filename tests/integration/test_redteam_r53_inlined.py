@@ -39,7 +39,7 @@ pytestmark = pytest.mark.timeout(300)
 
 AGENT = "r53-bot"
 MARK = "R53-VAULT-7c1d"
-FNS = "r53w.fhide,r53w.fpv,r53w.fsp,r53w.costly,r53w.peek"
+FNS = 'r53w.fhide,r53w."FHide",r53w.fpv,r53w.fsp,r53w.costly,r53w.peek'
 SCOPES = {
     "base": f"read:r53w.* write:r53w.* execute:{FNS}",
     "migrator": f"read:r53w.* write:r53w.* ddl:r53w.* execute:{FNS}",
@@ -69,7 +69,19 @@ SETUP = (
     "CREATE FUNCTION r53w.peek(i int) RETURNS bool LANGUAGE plpgsql AS $$ DECLARE s text; "
     "BEGIN SELECT string_agg(pin, ',') INTO s FROM r53x.acct; RAISE NOTICE 'r53 %', s; "
     "RETURN true; END $$;\n"
+    'CREATE FUNCTION r53w."FHide"() RETURNS TABLE (id int, pin text) LANGUAGE sql STABLE AS '
+    "$$ SELECT id, pin FROM r53x.acct WHERE r53w.costly(id) $$;\n"
+    'CREATE VIEW r53w."vCase" AS SELECT id, pin FROM r53w."FHide"();\n'
+    "CREATE FUNCTION r53w.cmpleak(a int, b int) RETURNS int LANGUAGE plpgsql IMMUTABLE AS "
+    "$$ DECLARE s text; BEGIN SELECT string_agg(pin, ',') INTO s FROM r53x.acct; "
+    "RAISE NOTICE 'r53c %', s; RETURN pg_catalog.btint4cmp(a, b); END $$;\n"
+    "CREATE TABLE r53w.big (id int); INSERT INTO r53w.big SELECT g FROM generate_series(1, 20000) g;\n"
+    "ANALYZE r53w.big;\n"
     "RESET ROLE;\n"
+    # (an operator class needs a superuser: an unused one, planted by the administrator)
+    "CREATE OPERATOR CLASS r53w.leak_ops FOR TYPE int4 USING btree AS OPERATOR 1 <, "
+    "OPERATOR 2 <=, OPERATOR 3 =, OPERATOR 4 >=, OPERATOR 5 >, "
+    "FUNCTION 1 r53w.cmpleak(int4, int4);\n"
 )
 TEARDOWN = "DROP SCHEMA IF EXISTS r53w, r53x, r53s CASCADE;\n"
 
@@ -193,6 +205,8 @@ for _label, _sql, _why in (
      PLAIN_OVER_VIEW_OVER_FN),
     ("rows-from-fhide", "SELECT id FROM ROWS FROM (r53w.fhide()) f WHERE pin::int > 0", False),
     ("quoted-fhide", 'SELECT id FROM "r53w"."fhide"() WHERE pin::int > 0', False),
+    ("case-fhide", 'SELECT id FROM r53w."FHide"() WHERE pin::int > 0', False),
+    ("case-view", 'SELECT id FROM r53w."vCase" WHERE pin::int > 0', False),
     ("copy-fpv", "COPY (SELECT id FROM r53w.fpv() WHERE pin::int > 0) TO STDOUT",
      PLAIN_OVER_VIEW_OVER_FN),
 ):  # fmt: skip
@@ -290,12 +304,53 @@ for _who in ("dry", "migrator"):
             False if "settled" in _held else _why)  # fmt: skip
 
 
+# an index with an unused operator class made by another session: a plain read's index
+# scan runs the class's comparison function (RELATION_OPCLASS_SQL once loaded)
+STALE_OPCLASS = (
+    "a dry run's CREATE INDEX r53i ON r53w.big (id r53w.leak_ops): a plain read's index scan "
+    "runs the class's comparison function r53w.cmpleak (outside the execute scope), whose "
+    "NOTICE quotes the vault; on the stale snapshot the read neither waits (_stale_write: "
+    "a plain table) nor knows the index (Snapshot relation opclasses), so the NOTICE "
+    "reaches the client; refused once the reload is done"
+)
+SEEK = "SELECT id FROM r53w.big WHERE id = 7"
+for _who in ("dry", "migrator"):
+    for _k, (_b, _a) in _modes(SEEK).items():
+        if _k in ("pipelined", "copy"):
+            continue
+        STALE[f"{_who}-opclass-index-{_k}"] = (
+            _b, ("CREATE INDEX r53i ON r53w.big (id r53w.leak_ops)",), _a, _who, False,
+            STALE_OPCLASS if _who == "dry" else False)  # fmt: skip
+    STALE[f"{_who}-opclass-index-settled"] = (
+        [], ("CREATE INDEX r53i ON r53w.big (id r53w.leak_ops)",),
+        [(query(SEEK),)], _who, True, False)  # fmt: skip
+
+
 # no DDL: a row security policy planted by the owner, its function's NOTICE (a control:
 # is a policy's code the table's own?)
 STALE["planted-rls-policy-simple"] = (
     [], ("ALTER TABLE r53w.t ENABLE ROW LEVEL SECURITY; ALTER TABLE r53w.t FORCE ROW LEVEL "
          "SECURITY; CREATE POLICY r53p ON r53w.t USING (r53w.peek(id))",),
     [(query("SELECT id FROM r53w.t"),)], "owner", True, RLS_CODE)  # fmt: skip
+
+
+# a session's own temporary objects (outside VIEWS_SQL, VIEW_FUNCTIONS_SQL): the other
+# session's bytes count (it is the attacker here), A only reads SELECT 1
+TEMP_FN = (
+    "CREATE FUNCTION pg_temp.fsec() RETURNS TABLE (id int, pin text) LANGUAGE sql STABLE AS "
+    "$$ SELECT id, pin FROM r53x.acct WHERE r53w.costly(id) $$"
+)
+for _who, _label, _sqls in (
+    ("base", "temp-view-over-fhide", ("CREATE TEMP VIEW r53tv AS SELECT id, pin FROM r53w.fhide()",
+                                      "SELECT id FROM r53tv WHERE pin::int > 0")),
+    ("base", "temp-view-over-vfh", ("CREATE TEMP VIEW r53tv AS SELECT id, pin FROM r53w.vfh",
+                                    "SELECT id FROM r53tv WHERE pin::int > 0")),
+    ("migrator", "temp-view-over-fhide", (
+        "CREATE TEMP VIEW r53tv AS SELECT id, pin FROM r53w.fhide()",
+        "SELECT id FROM r53tv WHERE pin::int > 0")),
+    ("migrator", "temp-function", (TEMP_FN, "SELECT id FROM pg_temp.fsec() WHERE pin::int > 0")),
+):  # fmt: skip
+    STALE[f"own-{_who}-{_label}"] = ([], _sqls, [(query("SELECT 1"),)], _who, True, False)
 
 
 @pytest.mark.parametrize("name", planted.cases(STALE))
