@@ -20,7 +20,56 @@ Each probe first runs directly against Postgres and must show the marker there; 
 through a proxy of its own (the stale probes: catalog loads paced to 30 s, so what follows
 the other session's DDL is decided on a stale snapshot deterministically).
 
-Findings: see the ``*_LEAK`` reasons below (strict xfails).
+Leaks found (strict xfails; each reason names the code path):
+
+1. **A plain inlinable function over a view that calls a row-hiding one**
+   (``PLAIN_OVER_VIEW_OVER_FN``, no DDL): ``SELECT id FROM r53w.fpv() WHERE pin::int > 0``
+   (simple, extended, prepared before, ``COPY (...) TO STDOUT``) and the same through the
+   view ``r53w.vpv`` get ``22P02 invalid input syntax for type integer: "<marker>"``.
+   ``StatementPolicy._inlined_hides`` (policy/engine.py) follows a plain function's reads
+   into ``snap.views`` only; ``vfh`` reads no relation (``VIEW_READS_SQL``), and its
+   ``snap.view_functions`` entry is consulted only for relations a statement names
+   (``_through_views``). Fix: in ``_inlined_hides``' plain branch (and in
+   ``view_functions_from_rows``' walk), for each relation reached also decide
+   ``snap.view_functions.get(rel)`` recursively (a visited set); or fold a barrier-less
+   view's inlinable functions' reach into ``Snapshot.views`` (``view_exposure``) once, so
+   every path that reads ``views`` sees it.
+2. **A stale snapshot decides reads of plain tables** (``_stale_write`` waits for row
+   writes, ``view_names``, user functions and relations missing from ``snap.columns``
+   only): another session's DDL that changes what a known table name reads leaks before
+   the reload: a dry run's ``ALTER TABLE r53x.acct INHERIT r53w.t`` (DataRow of the vault:
+   ``STALE_TABLE``); a dry run's or an **enforcing migrator's** ``ALTER TABLE r53w.t RENAME
+   TO t_old; ALTER VIEW r53w.vfh RENAME TO t``, a dry run's ``DROP TABLE r53w.t; CREATE
+   VIEW r53w.t ...`` (22P02 quoting the marker, also a SQL-level ``EXECUTE`` of a statement
+   prepared before: ``STALE_RENAMED``); a dry run's ``CREATE INDEX ... (id
+   r53w.leak_ops)`` with an unused operator class whose comparison function RAISEs the
+   vault (the NOTICE: ``STALE_OPCLASS``). Held once the reload is done. Fix: on a snapshot
+   another session's DDL made stale, every statement reading a relation outside the
+   system schemas waits once for the reload (as writes do), and a Bind that cannot wait has
+   what the server says withheld, DataRows included, or is refused (``deny.catalog``).
+3. **Row security code on reads** (``RLS_CODE``, before and after the reload, and planted
+   by the owner with no DDL at all): a policy ``USING (r53w.peek(id))`` runs on a plain
+   read of ``r53w.t`` and its NOTICE (the vault) reaches the client; nothing asks for the
+   execute scope of a policy's functions or withholds what they say on a read (the
+   triggers/defaults rule, ``writes_unreadable``, covers writes). Fix: a relation whose
+   row security is enabled with a policy calling user-written functions counts as running
+   them (execute scope, as ``RELATION_OPCLASS_SQL``), or its reads have notices and errors
+   withheld; and a dry run's ``ENABLE``/``FORCE ROW LEVEL SECURITY`` and ``CREATE POLICY``
+   stale every session as above.
+4. ``STALE_PARTITION``: a dry run's ``ATTACH PARTITION`` of a vault table to a readable
+   partitioned table returns its rows, before and after the reload. Partitions are not
+   followed by a documented choice (docs/policy.md); the probe shows what that choice
+   gives a dry-run session (the migrator's ATTACH is refused, ``deny.unknown``).
+
+Held: the controls (``fhide()`` called, ``vfh`` read, ``ROWS FROM``, quoted names
+``r53w."FHide"``/``"vCase"``); ``search_path`` changes (refused to a per-grant session:
+``SET``, ``SET LOCAL``: ``deny.setting``; ``set_config``: ``deny.function``), so an
+unqualified name in a function body or a shadowed built-in is unreachable;
+temporary views over ``fhide()``/``vfh`` (refused), a migrator's ``pg_temp`` function
+(``deny.temp_routine``); ``SET SCHEMA`` swaps; the migrator's ``INHERIT``, ``ATTACH``,
+row security, ``CREATE OPERATOR`` (``deny.unknown``), its index with the operator class
+(``scope.execute``); every stale probe's SQL-level ``EXECUTE`` of an inherited,
+partitioned or row-secured read (``deny.execute``: the code window).
 """
 
 from __future__ import annotations
@@ -77,6 +126,9 @@ SETUP = (
     "RAISE NOTICE 'r53c %', s; RETURN pg_catalog.btint4cmp(a, b); END $$;\n"
     "CREATE TABLE r53w.big (id int); INSERT INTO r53w.big SELECT g FROM generate_series(1, 20000) g;\n"
     "ANALYZE r53w.big;\n"
+    "CREATE FUNCTION r53w.eqleak(a text, b text) RETURNS bool LANGUAGE plpgsql AS "
+    "$$ DECLARE s text; BEGIN SELECT string_agg(pin, ',') INTO s FROM r53x.acct; "
+    "RAISE NOTICE 'r53e %', s; RETURN a OPERATOR(pg_catalog.=) b; END $$;\n"
     "RESET ROLE;\n"
     # (an operator class needs a superuser: an unused one, planted by the administrator)
     "CREATE OPERATOR CLASS r53w.leak_ops FOR TYPE int4 USING btree AS OPERATOR 1 <, "
@@ -324,6 +376,34 @@ for _who in ("dry", "migrator"):
     STALE[f"{_who}-opclass-index-settled"] = (
         [], ("CREATE INDEX r53i ON r53w.big (id r53w.leak_ops)",),
         [(query(SEEK),)], _who, True, False)  # fmt: skip
+
+
+# a function or operator made by another session that shadows a built-in under the
+# session's search_path (r53w before pg_catalog): the statement names no user code the
+# stale snapshot knows
+# Held: a per-grant session may not SET search_path (deny.setting), so the shadowing
+# code is never reached; the migrator may not define either (scope.execute, deny.unknown);
+# once loaded, an unqualified call or operator sharing a user function's name needs it in
+# the execute scope. (A statement parsed before binds the built-in: no precondition.)
+SHADOW_FN = (
+    "CREATE FUNCTION r53w.lower(t text) RETURNS text LANGUAGE plpgsql AS $$ BEGIN "
+    "PERFORM r53w.eqleak(t, t); RETURN t; END $$"
+)
+SHADOW_OP = "CREATE OPERATOR r53w.= (LEFTARG = text, RIGHTARG = text, FUNCTION = r53w.eqleak)"
+SET_PATH = (query("SET search_path = r53w, pg_catalog"),)
+for _who in ("dry", "migrator"):
+    for _label, _made, _read in (
+        ("shadow-function", SHADOW_FN, "SELECT lower(pin) FROM r53w.t"),
+        ("shadow-operator", SHADOW_OP, "SELECT id FROM r53w.t WHERE pin = '7'"),
+    ):
+        for _k, (_b, _a) in _modes(_read).items():
+            if _k in ("pipelined", "copy") or (
+                _label == "shadow-function" and _k in ("prepared-before", "sql-execute")
+            ):
+                continue
+            STALE[f"{_who}-{_label}-{_k}"] = ([SET_PATH, *_b], (_made,), _a, _who, False, False)
+        STALE[f"{_who}-{_label}-settled"] = (
+            [SET_PATH], (_made,), [(query(_read),)], _who, True, False)  # fmt: skip
 
 
 # no DDL: a row security policy planted by the owner, its function's NOTICE (a control:
