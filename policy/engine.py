@@ -834,6 +834,9 @@ class StatementPolicy:
             self._touches[name] = self._touches.get(name, 0) + 1
             self._parse_group[name] = self.sending_group
             self.names_pending = True
+            # prepared again: if the Parse succeeds the server holds this text (a name code
+            # prepared makes it fail, and an error drops the unconfirmed name: ``answered``)
+            self._unverified.discard(name)
 
     def _touch(self, name: str) -> None:
         """A message about to go upstream makes, replaces or removes statement ``name``."""
@@ -2162,6 +2165,16 @@ class StatementPolicy:
         return verdict
 
     def _verdict(self, pairs: tuple[Pair, ...]) -> Verdict:
+        if self._calls_unread(pairs):
+            # a function defined through the proxy whose block has ended, no load read yet:
+            # until one does it counts as code that may run DDL and replace statements, and
+            # a call of it would make the session forget every statement it holds (asyncpg's
+            # and psycopg's caches then fail for good: the drivers' differential, session
+            # 26). The load that reads it is asked for, and the statement decided after it
+            self.waiting_since = monotonic()
+            assert self.on_stale is not None
+            self.on_stale(self.waiting_since)
+            raise CatalogWait
         if any(c.command in STATEFUL_COMMANDS for c, _ in pairs):
             pairs = self._apply_session_state(pairs)
         if len(pairs) > 1 and self.catalog is not None and any(
@@ -2193,6 +2206,18 @@ class StatementPolicy:
             return Verdict(False, pairs, self._message(denied))
         self._commit_session_state(pairs)
         return Verdict(True, pairs, "", would_deny=True)
+
+    def _calls_unread(self, pairs: tuple[Pair, ...]) -> bool:
+        """Do ``pairs`` call a function defined through the proxy, in a block that has ended,
+        that no load has read yet (``_Entry.unread``), where the statement can wait for one
+        (not at a Bind, not after waiting once)?"""
+        entry = self.catalog_entry
+        if entry is None or not entry.unread or self.on_stale is None:
+            return False
+        if self.waiting_since is not None:
+            return False
+        unread = entry.unread
+        return any(unread.get(fn) is not None for c, _d in pairs for fn in c.functions)
 
     def _ran_ddl(self, pairs: tuple[Pair, ...], bound: bool = False) -> bool:
         """``pairs`` go to the server: if they are (or may run) DDL, the snapshot is stale
@@ -2340,14 +2365,19 @@ class StatementPolicy:
 
     def names_unknown(self) -> None:
         """Code that may prepare or remove statements runs (``_runs_names_code``): the
-        server may hold other text under any name, so the policy holds none. A Bind or
-        EXECUTE of a name from now on is refused until it is prepared again (red-team
-        round 40: a granted function's ``DEALLOCATE s; PREPARE s AS ...`` replaced a name
-        the policy held harmless text for; round 41: the calling statement itself too,
-        which such code may replace while it runs)."""
+        server may hold other text under any name (red-team round 40: a granted function's
+        ``DEALLOCATE s; PREPARE s AS ...`` replaced a name the policy held harmless text
+        for; round 41: the calling statement itself too, which such code may replace while
+        it runs). A SQL-level name is forgotten: an EXECUTE or Bind of it is refused until
+        it is prepared again. A protocol statement is kept and checked with the server
+        before its next Bind or Describe (``verify_name``: code cannot make a statement
+        ``pg_prepared_statements`` lists as not ``from_sql``), as after code that may run
+        DDL. It used to be forgotten too, and asyncpg's and psycopg's statement caches then
+        failed for good after a function was defined or called (the drivers' differential,
+        session 26). The unnamed statement needs no check: only a protocol Parse makes or
+        replaces it (SQL's PREPARE and DEALLOCATE name one, DISCARD ALL leaves it)."""
         self._names_epoch += 1
-        self._statements = {}
-        self._sql_forgotten.update(self._prepared_statements)
+        self._check_names_again()
         for name in list(self._prepared_statements):
             self._forget_prepare(name)
         self._prepared = PreparedNames()

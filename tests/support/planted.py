@@ -497,5 +497,8 @@ def cases(table: dict) -> list:
 
 
 def refused(got: str) -> bool:
-    """Did the policy (not the server) refuse something in ``got`` (raw frames as text)?"""
-    return "C42501" in got and "pgwitness" in got
+    """Did the policy (not the server) refuse something in ``got`` (raw frames as text)? A
+    refusal by the policy's rule (42501), or the server's check of a statement name failing
+    (26000, ``deny.replaced``: since session 26 a name code may have replaced is checked,
+    no longer forgotten)."""
+    return "pgwitness" in got and ("C42501" in got or ("C26000" in got and "deny.replaced" in got))

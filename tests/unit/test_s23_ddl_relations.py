@@ -57,16 +57,22 @@ def test_values_a_cast_by_ddl_code_converts_count_as_ddl():
 def test_code_that_may_prepare_leaves_no_statement_text_held():
     """Round 40: a granted function's ``DEALLOCATE s; PREPARE s AS ...`` replaced a name
     the policy held other text for. Code that may prepare or remove statements
-    (``names_functions``) leaves the policy holding none: a Bind of a name is refused
-    until it is prepared again."""
+    (``names_functions``): each protocol statement is checked with the server before its
+    next Bind (``verify_name``; session 26: it used to be forgotten, and drivers' caches
+    failed), and a SQL-level one is forgotten."""
     names = ("public.attach", "attach")
     p, _c, _calls = ddl_code_session(names_functions=names)
     assert p.check_parse("SELECT id FROM public.t", (), "s").allowed
+    assert p.check_query("PREPARE q AS SELECT id FROM public.t").allowed
     p.answered(True)
+    assert p.verify_name("s") is None  # held, nothing ran: no check
     assert p.check_query("SELECT public.attach()").allowed
     assert p.bind_checked("s")
+    assert p.verify_name("s") is not None, "checked with the server before its Bind"
     v = p.check_bind("s", (), (), "utf-8")
-    assert not v.allowed and "prepare it again" in v.message, v.message
+    assert v.allowed, v.message
+    v = p.check_query("EXECUTE q")
+    assert not v.allowed and "prepare" in v.message, v.message  # SQL-level: forgotten
     assert p.check_parse("SELECT id FROM public.t", (), "s").allowed  # prepared again
     p.answered(True)
     # until the server is idle outside a transaction (the relay clears it), a cursor the
@@ -92,14 +98,18 @@ def test_code_that_only_runs_ddl_keeps_the_statement_texts():
 
 def test_a_statement_running_code_that_may_prepare_is_not_held_after_it_ran():
     """Round 41: the code may replace the very statement that calls it (``DEALLOCATE x;
-    PREPARE x AS ...`` while x runs): after its Bind the policy holds no text for x, so
-    the next Bind of x is refused until x is prepared again."""
+    PREPARE x AS ...`` while x runs): after its Bind the server is asked before the next
+    Bind of x whether it still holds the client's x (session 26: it used to be refused
+    until x was prepared again)."""
     names = ("public.attach", "attach")
     p, _c, _calls = ddl_code_session(names_functions=names)
     assert p.check_parse("SELECT public.attach()", (), "x").allowed
     p.answered(True)
     assert p.check_bind("x", (), (), "utf-8").allowed  # it runs now
     p.answered(True)
+    token = p.verify_name("x")
+    assert token is not None, "checked with the server before its next Bind"
+    p.replaced("x", token)  # the server's check failed: code replaced it
     v = p.check_bind("x", (), (), "utf-8")
     assert not v.allowed and "prepare it again" in v.message, v.message
 

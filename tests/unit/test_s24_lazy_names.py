@@ -18,28 +18,37 @@ def _held(p, name: str) -> bool:
     return not p.bind_checked(name)
 
 
-def test_after_names_code_every_later_statement_of_the_transaction_forgets_the_names():
+def test_after_names_code_every_later_statement_of_the_transaction_checks_the_names():
+    """Each statement after such code in the transaction may run it again: the protocol
+    names are checked with the server before their next Bind (session 26: forgotten),
+    the SQL-level ones forgotten."""
     p, _c, _calls = ddl_code_session(names_functions=NAMES)
     assert p.check_query("BEGIN").allowed
     assert not p.lazy_names
     assert p.check_query("DECLARE c CURSOR FOR SELECT public.attach() FROM public.t").allowed
     assert p.lazy_names
     assert p.check_parse(READ, (), "s").allowed  # learnt after the DECLARE
+    assert p.check_query(f"PREPARE q AS {READ}").allowed
     p.answered(True)
-    assert p.check_query("FETCH 1 FROM c").allowed  # may run the code again: forgets
-    v = p.check_bind("s", (), (), "utf-8")
-    assert not v.allowed and "prepare it again" in v.message, v.message
+    token = p.verify_name("s")
+    p.verified("s", token)  # the server held it
+    assert p.check_query("FETCH 1 FROM c").allowed  # may run the code again
+    assert p.verify_name("s") is not None, "checked again after the FETCH"
+    v = p.check_query("EXECUTE q")
+    assert not v.allowed and "prepare" in v.message, v.message
 
 
-def test_while_lazy_every_bind_is_looked_at_and_forgets_after_it():
+def test_while_lazy_every_bind_is_looked_at_and_checks_after_it():
     p, _c, _calls = ddl_code_session(names_functions=NAMES)
     assert p.check_query("SELECT public.attach()").allowed
     assert p.binds_watched and p.bind_checked("anything")
     assert p.check_parse(READ, (), "s").allowed
     assert p.check_parse(READ, (), "u").allowed
     p.answered(True)
-    assert p.check_bind("s", (), (), "utf-8").allowed  # held: decided, then forgotten
-    assert not p.check_bind("u", (), (), "utf-8").allowed  # forgotten by the Bind before
+    assert p.check_bind("s", (), (), "utf-8").allowed  # held: decided, then checked again
+    p.verified("u", p.verify_name("u"))
+    assert p.check_bind("u", (), (), "utf-8").allowed
+    assert p.verify_name("u") is not None, "the Bind before may have run the code"
     p.at_rest()  # the relay: idle outside a transaction
     assert p.check_parse(READ, (), "u").allowed
     p.answered(True)
