@@ -342,6 +342,20 @@ JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
 JOIN written w ON w.oid = runs.fn
 WHERE n.nspname NOT IN ('pg_catalog', 'information_schema')
 """
+# Relations with row security on and the user-written functions their policies' expressions
+# call (pg_depend records them): a read or write of the relation runs them on its rows, and
+# what they say (a NOTICE, an error) may quote rows the grant may not read (red-team round
+# 53): merged into ``Snapshot.relation_casts``, each needs the execute scope.
+RELATION_POLICY_SQL = f"""
+SELECT DISTINCT n.nspname, c.relname, w.nspname, w.proname
+FROM pg_catalog.pg_policy pol
+JOIN pg_catalog.pg_class c ON c.oid = pol.polrelid
+JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+JOIN pg_catalog.pg_depend d ON d.classid = 'pg_catalog.pg_policy'::pg_catalog.regclass
+     AND d.objid = pol.oid AND d.refclassid = 'pg_catalog.pg_proc'::pg_catalog.regclass
+JOIN ({_WRITTEN}) w ON w.oid = d.refobjid
+WHERE c.relrowsecurity AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+"""
 # Enabled event triggers whose function is user-written (a superuser's): any DDL the grant
 # may run fires them (red-team round 30), so each needs the execute scope.
 EVENT_TRIGGERS_SQL = f"""

@@ -249,14 +249,12 @@ def _calls_user_code(c: Classified, snap: Snapshot) -> bool:
     )
 
 
-def _reads_unknown(c: Classified, snap: Snapshot) -> bool:
-    """Does ``c`` read a relation outside the system schemas that the snapshot does not
-    know (made since it was loaded, or the session's temporary one)?"""
-    columns = snap.columns
-    return any(
-        rel not in columns and not rel.startswith(("pg_catalog.", "information_schema."))
-        for rel in c.reads
-    )
+def _reads_user_relations(c: Classified) -> bool:
+    """Does ``c`` read a relation outside the system schemas? On a snapshot another
+    session's DDL made stale, what it is (a table, a view renamed into its name), what
+    inherits from it, its indexes' operator classes may all have changed (red-team rounds
+    52, 53)."""
+    return any(not rel.startswith(("pg_catalog.", "information_schema.")) for rel in c.reads)
 
 
 def _may_remove_columns(c: Classified) -> bool:
@@ -939,10 +937,14 @@ class StatementPolicy:
         self.ddl_unsettled = frozenset()
         ran = self.ddl_open
         self.ddl_open = False
+        entry = self.catalog_entry
+        # only this session's DDL made the snapshot stale: so it stays after the settle's
+        # own invalidation (a read then does not wait for the reload: ``_stale_write``)
+        own = entry is not None and self._own_epoch == entry.epoch
         if (removed or ran) and self.on_settle is not None:
             self.on_settle(removed)
             self._own_bumps += 1
-        self._own_epoch = -1
+        self._own_epoch = entry.epoch if own and entry is not None else -1
         if self._block_counted:
             self._block_counted = False
             if self.on_block is not None:
@@ -957,28 +959,30 @@ class StatementPolicy:
         dry run lowered a barrier, and a read decided before the reload leaked the hidden
         rows through an error); and a call of a user-written function: whether PostgreSQL
         inlines it and what its query reads are too (round 52: a SQL function replaced, or
-        made inlinable by a dry run's ALTER FUNCTION, read on its old body); and a read of a
-        relation the snapshot does not know (a view made since, over such a function). Once per statement: after its wait (``stale_write``), or
+        made inlinable by a dry run's ALTER FUNCTION, read on its old body); and any read of
+        a relation outside the system schemas (a view made since, or renamed into a table's
+        name; what inherits from it; its indexes: round 53), and an EXECUTE (PostgreSQL
+        analyses its text again). Once per statement: after its wait (``stale_write``), or
         where it cannot wait (a Bind), a snapshot still stale makes ``writes_unreadable``
         answer True (fail closed)."""
         waited = self.stale_write
         self.stale_write = False
         snap = self._snapshot_seen
-        if (
-            snap is None
-            or not snap.stale
-            or not verdict.allowed
-            or not self.enforce
+        if snap is None or not snap.stale or not verdict.allowed or not self.enforce:
+            return False
+        decisions = verdict.decisions
+        writes = any(op in _ROW_WRITES for c, _d in decisions for op, _r in c.write_ops)
+        entry = self.catalog_entry
+        if not writes and (
+            entry is None or self._own_epoch == entry.epoch
             or not any(
-                any(op in _ROW_WRITES for op, _r in c.write_ops)
-                or not c.reads.isdisjoint(snap.view_names)
+                _reads_user_relations(c)
                 or (c.functions and _calls_user_code(c, snap))
-                or _reads_unknown(c, snap)
-                for c, _d in verdict.decisions
+                or c.command == "EXECUTE"
+                for c, _d in decisions
             )
         ):
-            return False
-        entry = self.catalog_entry
+            return False  # (a read after only its own DDL: the session followed what it did)
         if self.ddl_open and (entry is None or self._own_epoch == entry.epoch):
             return False  # only its own block's DDL made it stale: no load shows that
             # before the block commits (psycopg's drop/create/executemany blocks)
@@ -1630,9 +1634,9 @@ class StatementPolicy:
         if snap.relation_casts:
             for rel in sorted(c.reads | c.writes):
                 for fn in sorted(snap.relation_casts.get(rel, ())):
-                    denial = self._call_of(fn, f"a value of {rel} may be converted or compared "
-                                           f"by {fn} (a cast, or its type's operator class), "
-                                           "without the statement naming it")  # fmt: skip
+                    denial = self._call_of(fn, f"a statement on {rel} may run {fn} without "
+                                           "naming it (a cast or operator class of its values, "
+                                           "or its row security policy)")  # fmt: skip
                     if denial is not None:
                         return denial
         return None
@@ -1723,21 +1727,34 @@ class StatementPolicy:
             return None
         return self._inlined_hides(c.functions, snap, "call")
 
-    def _inlined_hides(self, functions, snap: Snapshot, what: str) -> Decision | None:
+    def _inlined_hides(
+        self, functions, snap: Snapshot, what: str, seen: set[str] | None = None
+    ) -> Decision | None:
         """The refusal of a statement whose conditions reach, through one of ``functions``
         PostgreSQL may inline, rows the grant may not read; None if none does. ``what``:
         how the statement reaches them ("call", or "read v: a view that calls")."""
+        seen = set() if seen is None else seen
         for fn in sorted(functions):
+            if fn in seen:
+                continue
+            seen.add(fn)
             names = snap.inlinable.get(fn)
             if names is None:
                 plain = snap.inlinable_plain.get(fn)
-                if plain is None or not snap.views:
+                if plain is None or not (snap.views or snap.view_functions):
                     continue
                 # its query hides no rows, but a view without a barrier it reads may: the
-                # statement's conditions reach those rows (red-team round 52)
+                # statement's conditions reach those rows (red-team round 52), or an
+                # inlinable function such a view calls (round 53)
+                reads = self._inlined_relations(plain, snap)
+                for read in reads:
+                    called = snap.view_functions.get(read)
+                    if called:
+                        denial = self._inlined_hides(called, snap, what, seen)
+                        if denial is not None:
+                            return denial
                 rel = self._unreadable([
-                    hidden for read in self._inlined_relations(plain, snap)
-                    for hidden in snap.views.get(read, ())
+                    hidden for read in reads for hidden in snap.views.get(read, ())
                 ])  # fmt: skip
                 if rel is not None:
                     return Decision(

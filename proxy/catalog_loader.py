@@ -30,6 +30,7 @@ from policy.catalog import (
     RELATION_CASTS_SQL,
     RELATION_OIDS_SQL,
     RELATION_OPCLASS_SQL,
+    RELATION_POLICY_SQL,
     ROLE_SCHEMAS_SQL,
     RULED_SQL,
     TRIGGERED_SQL,
@@ -210,14 +211,15 @@ class CatalogLoader:
          inlinable_rows, ruled_rows, relation_rows, schema_rows, defaulted_rows,
          domain_rows, triggered_rows, inheritance_rows, relation_cast_rows,
          global_cast_rows, function_type_rows, event_rows, opclass_rows,
-         relation_opclass_rows, code_flag_rows, ddl_code_rows, view_function_rows) = await _queries(
+         relation_opclass_rows, code_flag_rows, ddl_code_rows, view_function_rows,
+         relation_policy_rows) = await _queries(
             self.cfg, self.credentials, database, FUNCTIONS_SQL, COLUMNS_SQL, ROLE_SCHEMAS_SQL,
             USER_FUNCTIONS_SQL, USER_OPERATORS_SQL, USER_TYPES_SQL, USER_TYPE_OIDS_SQL,
             CASCADES_SQL, VIEWS_SQL, VIEW_READS_SQL, INLINABLE_SQL, RULED_SQL,
             RELATION_OIDS_SQL, USER_SCHEMAS_SQL, DEFAULTED_FUNCTIONS_SQL, DOMAIN_SCHEMAS_SQL,
             TRIGGERED_SQL, INHERITANCE_SQL, RELATION_CASTS_SQL, GLOBAL_CASTS_SQL,
             FUNCTION_TYPES_SQL, EVENT_TRIGGERS_SQL, OPCLASS_FUNCTIONS_SQL, RELATION_OPCLASS_SQL,
-            CODE_FLAGS_SQL, DDL_CODE_SQL, VIEW_FUNCTIONS_SQL,
+            CODE_FLAGS_SQL, DDL_CODE_SQL, VIEW_FUNCTIONS_SQL, RELATION_POLICY_SQL,
         )  # fmt: skip
         views_unread = False
         if isinstance(view_rows, UpstreamError) and view_rows.sqlstate == LOCK_NOT_AVAILABLE:
@@ -252,7 +254,8 @@ class CatalogLoader:
         for oschema, oname, schema, name in _ok(opclass_rows):
             opclass_functions.setdefault(render_name(oschema, oname), set()).add(
                 render_name(schema, name))  # fmt: skip
-        for rschema, rname, schema, name in [*_ok(relation_cast_rows), *_ok(relation_opclass_rows)]:
+        for rschema, rname, schema, name in [*_ok(relation_cast_rows), *_ok(relation_opclass_rows),
+                                             *_ok(relation_policy_rows)]:
             relation_casts.setdefault(render_name(rschema, rname), set()).add(
                 render_name(schema, name))  # fmt: skip
         function_types: dict[str, set[str]] = {}

@@ -88,7 +88,9 @@ pytestmark = pytest.mark.timeout(300)
 
 AGENT = "r53-bot"
 MARK = "R53-VAULT-7c1d"
-FNS = 'r53w.fhide,r53w."FHide",r53w.fpv,r53w.fsp,r53w.costly,r53w.peek'
+# (r53w.peek is in no grant since session 26: with its execute scope, a policy calling it
+# is the grant's to run, as a call of it is; without, a read of the relation is refused)
+FNS = 'r53w.fhide,r53w."FHide",r53w.fpv,r53w.fsp,r53w.costly'
 SCOPES = {
     "base": f"read:r53w.* write:r53w.* execute:{FNS}",
     "migrator": f"read:r53w.* write:r53w.* ddl:r53w.* execute:{FNS}",
@@ -280,7 +282,24 @@ for _label, _set in (
         "dry", True, False)  # fmt: skip
 
 
-@pytest.mark.parametrize("name", planted.cases(INLINED))
+# fixed in session 26 after 520c186: a plain inlinable function's reads followed into the
+# inlinable functions of the views it reads (``_inlined_hides``); on a snapshot another
+# session's DDL made stale, every read of a relation outside the system schemas and every
+# EXECUTE waits for the reload (``_stale_write``); a row security policy's functions need
+# the execute scope (RELATION_POLICY_SQL into ``relation_casts``). Those probes pass now.
+# Still leaking: a Bind of a statement prepared before, which cannot wait (what it reads
+# comes back), after a dry run's INHERIT; and a dry run's ATTACH PARTITION (partitions are
+# their parent's data by design). A dry-run grant refuses nothing, so it could as well
+# copy the vault into a readable table: docs/decisions.md, round 53.
+STILL_LEAKING = {"dry-inherit-prepared-before"}
+
+
+def _fixed(table: dict, fixed: tuple) -> dict:
+    return {k: (*v[:-1], v[-1] if v[-1] not in fixed or k in STILL_LEAKING else False)
+            for k, v in table.items()}  # fmt: skip
+
+
+@pytest.mark.parametrize("name", planted.cases(_fixed(INLINED, (PLAIN_OVER_VIEW_OVER_FN,))))
 def test_inlined_as_view(pg, paced, name):
     before, sqls, after, who, settle, _ = INLINED[name]
     direct = _scenario(pg, paced, before, sqls, after, False, who)
@@ -433,7 +452,9 @@ for _who, _label, _sqls in (
     STALE[f"own-{_who}-{_label}"] = ([], _sqls, [(query("SELECT 1"),)], _who, True, False)
 
 
-@pytest.mark.parametrize("name", planted.cases(STALE))
+@pytest.mark.parametrize(
+    "name", planted.cases(_fixed(STALE, (STALE_TABLE, STALE_RENAMED, STALE_OPCLASS, RLS_CODE)))
+)
 def test_stale_plain_table(pg, paced, name):
     before, sqls, after, who, settle, _ = STALE[name]
     direct = _scenario(pg, paced, before, sqls, after, False, who)

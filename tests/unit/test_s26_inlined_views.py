@@ -64,8 +64,7 @@ def test_a_call_of_a_user_function_on_a_stale_snapshot_waits_for_the_reload():
     p.on_stale = reloads.append
     assert p.check_query(READ).allowed  # fresh: decided at once
     c.invalidate("db")  # another session's DDL (it may have replaced fnv)
-    assert p.check_query("SELECT id FROM public.t").allowed  # no user code, no view: no wait
-    assert p.check_query("SELECT now()").allowed  # a built-in: no wait
+    assert p.check_query("SELECT now()").allowed  # a built-in, no relation: no wait
     assert p.check_query("SELECT * FROM public.fnone()") is CATALOG_WAIT
     assert reloads == [None]
     v = p.check_query("SELECT * FROM public.fnone()")  # after its one wait: decided, and
@@ -108,12 +107,19 @@ def test_a_view_calling_a_row_hiding_inlinable_function_is_a_view_that_hides_row
     assert p2.check_query("SELECT id FROM public.vfh WHERE pin::int > 0").allowed
 
 
-def test_a_read_of_a_relation_a_stale_snapshot_does_not_know_waits():
-    p, c = _session("read:public.*")
+def test_a_read_of_a_relation_on_a_stale_snapshot_waits_unless_only_own_ddl_made_it():
+    p, c = _session("read:public.* ddl:public.*")
     reloads: list = []
     p.on_stale = reloads.append
-    c.invalidate("db")  # another session's DDL: it may have made public.newv
-    assert p.check_query("SELECT id FROM public.t").allowed  # known, a table: no wait
+    c.invalidate("db")  # another session's DDL: it may have made public.newv, or renamed
     assert p.check_query("SELECT relname FROM pg_catalog.pg_class").allowed  # system: none
     assert p.check_query("SELECT id FROM public.newv WHERE pin::int > 0") is CATALOG_WAIT
     assert reloads == [None]
+    # the session's own DDL since: it followed what it did, a read does not wait for it
+    p2, c2 = _session("read:public.* ddl:public.*")
+    p2.on_stale = reloads.append
+    p2.on_ddl = lambda defined, removed: c2.invalidate("db", defined, removed)
+    assert p2.check_query("CREATE TABLE public.mine (id int)").allowed
+    p2.settle_ddl()
+    assert c2.get("db").stale
+    assert p2.check_query("SELECT id FROM public.t").allowed
