@@ -754,14 +754,7 @@ def inlinable_from_rows(rows) -> dict[str, tuple[tuple[str | None, str], ...]]:
     relations (schema or None, name) read by the row-hiding queries of the functions of
     that name}`` (overloads and same-named functions of other schemas together: a call is
     decided by name)."""
-    out: dict[str, set[tuple[str | None, str]]] = {}
-    for schema, name, body in rows:
-        read = inlined_reads(body or "")
-        if read is None or not read[0]:
-            continue  # not inlined, or hides no rows
-        for key in (render_name(schema, name), render_name(name)):
-            out.setdefault(key, set()).update(read[1] or {(None, "")})
-    return {k: tuple(sorted(v, key=lambda r: (r[0] or "", r[1]))) for k, v in out.items()}
+    return _inlinable_reads(rows, hiding=True)
 
 
 def plain_inlinable_from_rows(rows) -> dict[str, tuple[tuple[str | None, str], ...]]:
@@ -770,13 +763,20 @@ def plain_inlinable_from_rows(rows) -> dict[str, tuple[tuple[str | None, str], .
     relations (schema or None, name) that query reads. Such a call shows no more than its
     query's rows, but a condition on it goes on into a view without a barrier it reads, and
     there onto the rows that view hides (red-team round 52)."""
+    return _inlinable_reads(rows, hiding=False)
+
+
+def _inlinable_reads(rows, hiding: bool) -> dict[str, tuple[tuple[str | None, str], ...]]:
+    """The inlinable functions whose query hides rows (``hiding``) or reads relations
+    without hiding any, by name, and the relations their queries read ((None, "") for a
+    row-hiding query that could not be read)."""
     out: dict[str, set[tuple[str | None, str]]] = {}
     for schema, name, body in rows:
         read = inlined_reads(body or "")
-        if read is None or read[0] or not read[1]:
-            continue  # not inlined, or hides rows (``inlinable_from_rows``), or reads nothing
+        if read is None or read[0] is not hiding or not (hiding or read[1]):
+            continue  # not inlined, or of the other kind, or (plain) reads nothing
         for key in (render_name(schema, name), render_name(name)):
-            out.setdefault(key, set()).update(read[1])
+            out.setdefault(key, set()).update(read[1] or {(None, "")})
     return {k: tuple(sorted(v, key=lambda r: (r[0] or "", r[1]))) for k, v in out.items()}
 
 

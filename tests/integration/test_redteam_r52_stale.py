@@ -108,9 +108,7 @@ until a load, ``_after_a_load``), or the read waits for the reload.
 from __future__ import annotations
 
 import json
-import os
 import urllib.request
-from pathlib import Path
 
 import pytest
 
@@ -579,24 +577,8 @@ def _admin_issue(p, scopes: str, task: str, enforce: bool = True) -> str:
 
 
 def _worker_of(p, c: RawClient) -> int:
-    """The worker process holding the proxy's end of ``c``'s connection (as
-    tests/integration/test_s26_worker_window.py finds it)."""
-    client_port = c.sock.getsockname()[1]
-    sockets = {}
-    for pid in p.worker_pids():
-        for fd in Path(f"/proc/{pid}/fd").iterdir():
-            try:
-                target = os.readlink(fd)
-            except OSError:
-                continue
-            if target.startswith("socket:["):
-                sockets[target[8:-1]] = pid
-    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
-        cols = line.split()
-        local, remote = int(cols[1].split(":")[1], 16), int(cols[2].split(":")[1], 16)
-        if local == p.port and remote == client_port and cols[9] in sockets:
-            return sockets[cols[9]]
-    raise RuntimeError(f"no worker holds the connection from port {client_port}")
+    """The worker process holding the proxy's end of ``c``'s connection."""
+    return p.worker_of(c.sock.getsockname()[1])
 
 
 def _on_other_worker(p, a: RawClient, token: str) -> RawClient:

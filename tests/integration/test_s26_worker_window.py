@@ -21,10 +21,8 @@ the news came is round 47's residue (``pre-window``), not this.
 from __future__ import annotations
 
 import json
-import os
 import time
 import urllib.request
-from pathlib import Path
 
 import pytest
 
@@ -79,22 +77,7 @@ def _issue(p, scopes: str, task: str) -> str:
 
 def _worker_of(p, c: RawClient) -> int:
     """The worker process holding the proxy's end of ``c``'s connection."""
-    client_port = c.sock.getsockname()[1]
-    sockets = {}
-    for pid in p.worker_pids():
-        for fd in Path(f"/proc/{pid}/fd").iterdir():
-            try:
-                target = os.readlink(fd)
-            except OSError:
-                continue
-            if target.startswith("socket:["):
-                sockets[target[8:-1]] = pid
-    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
-        cols = line.split()
-        local, remote = int(cols[1].split(":")[1], 16), int(cols[2].split(":")[1], 16)
-        if local == p.port and remote == client_port and cols[9] in sockets:
-            return sockets[cols[9]]
-    raise RuntimeError(f"no worker holds the connection from port {client_port}")
+    return p.worker_of(c.sock.getsockname()[1])
 
 
 def _direct(pg) -> str:

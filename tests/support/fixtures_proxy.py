@@ -341,6 +341,25 @@ enabled = false
         text = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children").read_text()
         return [int(p) for p in text.split()]
 
+    def worker_of(self, client_port: int) -> int:
+        """The worker process holding the proxy's end of the connection from local
+        ``client_port`` (from /proc: its sockets and /proc/net/tcp)."""
+        sockets = {}
+        for pid in self.worker_pids():
+            for fd in Path(f"/proc/{pid}/fd").iterdir():
+                try:
+                    target = os.readlink(fd)
+                except OSError:
+                    continue
+                if target.startswith("socket:["):
+                    sockets[target[8:-1]] = pid
+        for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+            cols = line.split()
+            local, remote = int(cols[1].split(":")[1], 16), int(cols[2].split(":")[1], 16)
+            if local == self.port and remote == client_port and cols[9] in sockets:
+                return sockets[cols[9]]
+        raise RuntimeError(f"no worker holds the connection from port {client_port}")
+
     def dsn(self, **params: str) -> str:
         extra = "".join(f" {k}={v}" for k, v in params.items())
         return (
