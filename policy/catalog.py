@@ -345,7 +345,10 @@ WHERE n.nspname NOT IN ('pg_catalog', 'information_schema')
 # Relations with row security on and the user-written functions their policies' expressions
 # call (pg_depend records them): a read or write of the relation runs them on its rows, and
 # what they say (a NOTICE, an error) may quote rows the grant may not read (red-team round
-# 53): merged into ``Snapshot.relation_casts``, each needs the execute scope.
+# 53): merged into ``Snapshot.relation_casts``, each needs the execute scope. Not for the
+# proxy's login's own relations without FORCE: PostgreSQL applies no policy to their owner
+# (round 29: the policy is inert for it). A per-grant role (``db_role``) is no owner, so
+# for its sessions such a relation's policy runs unasked: a residue (docs/decisions.md).
 RELATION_POLICY_SQL = f"""
 SELECT DISTINCT n.nspname, c.relname, w.nspname, w.proname
 FROM pg_catalog.pg_policy pol
@@ -355,6 +358,8 @@ JOIN pg_catalog.pg_depend d ON d.classid = 'pg_catalog.pg_policy'::pg_catalog.re
      AND d.objid = pol.oid AND d.refclassid = 'pg_catalog.pg_proc'::pg_catalog.regclass
 JOIN ({_WRITTEN}) w ON w.oid = d.refobjid
 WHERE c.relrowsecurity AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+  AND (c.relforcerowsecurity OR c.relowner <> (
+       SELECT r.oid FROM pg_catalog.pg_roles r WHERE r.rolname = current_user))
 """
 # Enabled event triggers whose function is user-written (a superuser's): any DDL the grant
 # may run fires them (red-team round 30), so each needs the execute scope.
