@@ -375,6 +375,9 @@ class StatementPolicy:
         # a write on a stale snapshot that could not wait it out (a Bind, or the reload it
         # waited for is stale too): ``writes_unreadable`` answers True for it
         self._write_on_stale = False
+        # a read on a stale snapshot that could not wait it out: the relay withholds what
+        # the server says until this statement's Sync group is answered, and clears this
+        self.stale_read = False
         # The database's catalog state the proxy keeps (``policy.catalog._Entry``: ``epoch``
         # counts DDL through the proxy and its transactions' ends, ``blocks_open`` the DDL
         # blocks open), set by the proxy; ``on_block(+1 / -1)``: this session opened or
@@ -991,7 +994,14 @@ class StatementPolicy:
             # other's once it committed; after that one wait, or where it cannot wait,
             # withheld. Red-team round 36: a write after a temporary table showed another
             # grant's trigger committed meanwhile)
-            self._write_on_stale = True
+            if writes:
+                self._write_on_stale = True
+            else:
+                # a read: what the server says about this statement alone is withheld, not
+                # the session's from then on (the drivers' differential, session 26: asyncpg
+                # never saw "cached plan must not change result type" after another
+                # session's ALTER TABLE, nor any error after it)
+                self.stale_read = True
             return False
         self.stale_write = True
         self.on_stale(None)  # the reload after DDL (joined if it is running)

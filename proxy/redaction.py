@@ -163,11 +163,25 @@ SCHEMA_MOVED = (
 )
 
 
+# The server's own fixed texts that quote nothing, by SQLSTATE (its untranslated message,
+# no DETAIL): passed on whole where messages are withheld, since a driver acts on them
+# (asyncpg prepares a statement again on "cached plan must not change result type"; the
+# drivers' differential, session 26). A translated text does not match: withheld.
+_FIXED_TEXTS = frozenset({
+    (b"0A000", b"cached plan must not change result type"),
+})  # fmt: skip
+
+
 def withhold_message(frame: bytes, encoding: str, note: str = UNREADABLE_WRITES) -> bytes:
     """An ErrorResponse/NoticeResponse reduced to its severity and SQLSTATE, with ``note``
-    (why) for a message: the server's message may quote rows the grant may not read."""
+    (why) for a message: the server's message may quote rows the grant may not read. One
+    of the server's fixed texts that quote nothing (``_FIXED_TEXTS``) goes on whole."""
+    all_fields = error_fields(frame)
+    found = dict(all_fields)
+    if (found.get(ord("C")), found.get(ord("M"))) in _FIXED_TEXTS and ord("D") not in found:
+        return frame
     note_bytes = note.encode(encoding, "replace")
-    fields = [(code, value) for code, value in error_fields(frame) if code in _KEPT]
+    fields = [(code, value) for code, value in all_fields if code in _KEPT]
     fields.append((ord("M"), note_bytes))
     body = b"".join(bytes((code,)) + value + b"\x00" for code, value in fields)
     return _frame(frame[:1], body + b"\x00")

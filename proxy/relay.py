@@ -262,6 +262,9 @@ class Relay:
         # and notices is withheld (proxy.redaction.withhold_message). For the session, not
         # the statement: a prepared statement runs in a later Sync group than its Parse.
         self.withholding = False
+        # the last Sync group whose answers are withheld: a read in it was decided on a
+        # stale snapshot (``Policy.stale_read``); 0: none
+        self._withhold_through = 0
         # The grant may not read function bodies: the code an error's or notice's context
         # quotes from one is withheld (proxy.redaction.strip_code). A dry run: nothing.
         self.strips_code = policy is not None and policy.enforce and not policy.reads_code
@@ -598,6 +601,10 @@ class Relay:
                 if (not self.withholding and policy is not None and policy.enforce
                         and not isinstance(verdict, Refusal) and policy.writes_unreadable(verdict)):
                     self.withholding = True  # (a dry run refuses and withholds nothing)
+                if policy is not None and policy.stale_read:
+                    # a read decided on a stale snapshot: withheld until its group is answered
+                    policy.stale_read = False
+                    self._withhold_through = groups.sent_groups + 1
                 if policy is not None:
                     if not self.encoding_changed and policy.encoding_code:
                         self.encoding_changed = True  # code the policy does not read may set it
@@ -851,6 +858,9 @@ class Relay:
             # a write allowed since everything was answered may run what another session's
             # DDL attached since its decision (``writes_moved``): withheld as above
             withholding = policy.enforce and policy.writes_moved()
+            note = SCHEMA_MOVED
+        if not withholding and self._withhold_through > groups.answered:
+            withholding = True  # a read decided on a stale snapshot (``stale_read``)
             note = SCHEMA_MOVED
         strips = self.strips_code
         notices = withholding or strips  # looked at: each is rare

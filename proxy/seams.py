@@ -152,6 +152,11 @@ class Policy(Protocol):
         """May the grant read this relation (named as the server names it in an error)?"""
         ...
 
+    # a read was decided on a stale snapshot where it could not wait for the reload (a
+    # Bind): what the server says until its Sync group is answered is withheld (the relay
+    # clears it)
+    stale_read: bool
+
     def writes_unreadable(self, verdict: Verdict) -> bool:
         """Does this allowed statement write rows of a relation the grant may not read,
         itself or through foreign-key actions (its errors and notices may quote them)?"""

@@ -33,6 +33,8 @@ class PolicySeam:
     def writes_unreadable(self, verdict) -> bool:
         return False
 
+    stale_read = False  # no catalog: never stale
+
     write_mark = None  # no catalog: no other session's DDL to follow
 
     def writes_moved(self) -> bool:
