@@ -926,12 +926,8 @@ def view_functions_from_rows(view_rows, read_rows, function_rows) -> dict[str, f
     barrier either}``: a statement's conditions on the view are pushed down that far
     (``view_exposure``), into any of them PostgreSQL inlines."""
     barrier = {render_name(s, n): security_barrier(o) for s, n, o, _d in view_rows}
-    reads: dict[str, set[str]] = {}
-    for view_schema, view, schema, name in read_rows:
-        reads.setdefault(render_name(view_schema, view), set()).add(render_name(schema, name))
-    calls: dict[str, set[str]] = {}
-    for view_schema, view, schema, name in function_rows:
-        calls.setdefault(render_name(view_schema, view), set()).add(render_name(schema, name))
+    reads = _by_view(read_rows)
+    calls = _by_view(function_rows)
     out: dict[str, frozenset[str]] = {}
     for view, is_barrier in barrier.items():
         if is_barrier:
@@ -957,10 +953,15 @@ def views_from_rows(view_rows, read_rows) -> dict[str, frozenset[str]]:
         render_name(schema, name): (security_barrier(options), view_hides_rows(definition or ""))
         for schema, name, options, definition in view_rows
     }
-    reads: dict[str, set[str]] = {}
-    for view_schema, view, schema, name in read_rows:
-        reads.setdefault(render_name(view_schema, view), set()).add(render_name(schema, name))
-    return view_exposure(views, reads)
+    return view_exposure(views, _by_view(read_rows))
+
+
+def _by_view(rows) -> dict[str, set[str]]:
+    """``{view: the objects it depends on}`` from (view schema, view, schema, name) rows."""
+    out: dict[str, set[str]] = {}
+    for view_schema, view, schema, name in rows:
+        out.setdefault(render_name(view_schema, view), set()).add(render_name(schema, name))
+    return out
 
 
 @dataclass(frozen=True, slots=True)

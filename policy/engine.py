@@ -2405,8 +2405,7 @@ class StatementPolicy:
         replaces it (SQL's PREPARE and DEALLOCATE name one, DISCARD ALL leaves it)."""
         self._names_epoch += 1
         self._check_names_again()
-        for name in list(self._prepared_statements):
-            self._forget_prepare(name)
+        self._forget_sql_names()
         self._prepared = PreparedNames()
         self._touch(_EVERY_NAME)
         self._forgot = True
