@@ -835,9 +835,6 @@ class StatementPolicy:
             self._touches[name] = self._touches.get(name, 0) + 1
             self._parse_group[name] = self.sending_group
             self.names_pending = True
-            # prepared again: if the Parse succeeds the server holds this text (a name code
-            # prepared makes it fail, and an error drops the unconfirmed name: ``answered``)
-            self._unverified.discard(name)
 
     def _touch(self, name: str) -> None:
         """A message about to go upstream makes, replaces or removes statement ``name``."""
@@ -859,6 +856,10 @@ class StatementPolicy:
             return
         self._touches.pop(name, None)
         self._parse_group.pop(name, None)
+        # prepared again, and the server took it: it holds this text, no check is due (not
+        # at the Parse's sending: a name code prepared makes the Parse fail, and a Bind in a
+        # later Sync group would go unchecked; red-team round 54)
+        self._unverified.discard(name)
         if self._followed_leaving and name in self._followed_leaving:
             # the server holds the last Parse's text, which is not followed
             self._followed_leaving.discard(name)

@@ -265,6 +265,9 @@ class Relay:
         # the last Sync group whose answers are withheld: a read in it was decided on a
         # stale snapshot (``Policy.stale_read``); 0: none
         self._withhold_through = 0
+        # and until the transaction it ran in has ended: a portal it bound may be executed
+        # in a later Sync group (red-team round 54)
+        self._withhold_tx = False
         # The grant may not read function bodies: the code an error's or notice's context
         # quotes from one is withheld (proxy.redaction.strip_code). A dry run: nothing.
         self.strips_code = policy is not None and policy.enforce and not policy.reads_code
@@ -605,6 +608,7 @@ class Relay:
                     # a read decided on a stale snapshot: withheld until its group is answered
                     policy.stale_read = False
                     self._withhold_through = groups.sent_groups + 1
+                    self._withhold_tx = True
                 if policy is not None:
                     if not self.encoding_changed and policy.encoding_code:
                         self.encoding_changed = True  # code the policy does not read may set it
@@ -859,7 +863,7 @@ class Relay:
             # DDL attached since its decision (``writes_moved``): withheld as above
             withholding = policy.enforce and policy.writes_moved()
             note = SCHEMA_MOVED
-        if not withholding and self._withhold_through > groups.answered:
+        if not withholding and (self._withhold_tx or self._withhold_through > groups.answered):
             withholding = True  # a read decided on a stale snapshot (``stale_read``)
             note = SCHEMA_MOVED
         strips = self.strips_code
@@ -897,6 +901,9 @@ class Relay:
                     continue
             if t == _READY:
                 self.tx_status = run[start + 5 : end]
+                if (self._withhold_tx and self.tx_status == b"I"
+                        and groups.answered + 1 >= self._withhold_through):  # (this one's)
+                    self._withhold_tx = False  # its transaction has ended, its portals too
                 policy = self.policy
                 if (policy is not None and (policy.ddl_open or policy.ddl_unsettled)
                         and self.tx_status == b"I"):

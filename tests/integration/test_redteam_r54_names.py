@@ -19,7 +19,7 @@ Parse of a name clears its mark (``_remember_statement``: ``_unverified.discard`
 * ``settled-*``: the same two after the call settled (2.5 s for the load, then two idle
   queries: ``at_rest`` turns ``lazy_code`` off, so only ``_unverified`` marks the name).
 
-Leaked (strict xfail): ``settled-reparse-refused-then-bind`` (``REPARSE_WHY``): the
+Leaked (strict xfails until fixed the same session, see ``FIXED``): ``settled-reparse-refused-then-bind`` (``REPARSE_WHY``): the
 refused Parse cleared the mark at send time, the pipelined Bind went upstream unchecked
 and returned the vault's row. Held: the unsettled ones (``lazy_code``: the injected check,
 26000 ``deny.replaced``), the ``-later`` ones (42501 ``deny.catalog``: the name dropped at
@@ -92,6 +92,10 @@ def _one(name: str) -> tuple[bytes, ...]:
     return (bind("", name), m.execute(), SYNC)
 
 
+# fixed in session 26 after b5c3f21: a re-Parse clears the name's check only once the
+# server answered it (``parse_answered``); a stale read's answers are withheld until its
+# transaction has ended (``Relay._withhold_tx``). Those probes pass now.
+FIXED = False
 REPARSE_WHY = (
     "LEAK: a Parse of a name the server already holds (42P05) clears its unverified mark "
     "when sent (StatementPolicy._remember_statement: _unverified.discard, policy/engine.py); "
@@ -114,7 +118,7 @@ NAMES: dict[str, tuple] = {
     ),
     "settled-reparse-refused-then-bind": (
         [(parse("r54s", OK), SYNC), SWAP, *SETTLE, (parse("r54s", OK), SYNC, *_one("r54s"))],
-        REPARSE_WHY,
+        REPARSE_WHY and FIXED,
     ),
     "settled-reparse-refused-then-bind-later": (
         [(parse("r54s", OK), SYNC), SWAP, *SETTLE, (parse("r54s", OK), SYNC), _one("r54s")],
@@ -207,7 +211,7 @@ STALE: dict[str, tuple] = {
     ),
     "bind-then-execute-later": (
         [(bind("r54p_portal", "r54b"), SYNC), (m.execute("r54p_portal"), SYNC)],
-        STALE_PORTAL_WHY,
+        STALE_PORTAL_WHY and FIXED,
     ),
 }
 

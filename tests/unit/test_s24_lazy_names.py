@@ -51,6 +51,7 @@ def test_while_lazy_every_bind_is_looked_at_and_checks_after_it():
     assert p.verify_name("u") is not None, "the Bind before may have run the code"
     p.at_rest()  # the relay: idle outside a transaction
     assert p.check_parse(READ, (), "u").allowed
+    p.parse_answered("u")  # (the server's ParseComplete: it holds the text now)
     p.answered(True)
     assert _held(p, "u")  # its Binds go through unlooked at again
 
