@@ -2358,6 +2358,12 @@ class StatementPolicy:
             "removed it on the server, so it was removed (prepare it again)",
         ))  # fmt: skip
 
+    def holds_text(self, name: str, sql: str) -> bool:
+        """Is ``sql`` the text of protocol statement ``name`` the policy holds (the one it
+        decided, and a restore of the name may Parse again: ``Denials.inject_restore``)?"""
+        held = self._statements.get(name)
+        return held is not None and held[0] == sql
+
     def verified(self, name: str, token: tuple[int, int]) -> None:
         """The server's check passed: it held the client's statement ``name``."""
         if token[0] == self._code_epoch:

@@ -45,6 +45,9 @@ class Injection:
     # the policy's token (``StatementPolicy.verify_name``); None for a denial
     checks: str | None = None
     token: tuple[int, int] = (0, 0)
+    # a restore (``inject_restore``): a Sync group of its own, every answer in it ours
+    restores: bool = False
+    failed: bool = False  # its Parse failed: the server holds no statement under the name
 
 
 class Denials:
@@ -143,6 +146,28 @@ class Denials:
         groups.attach(inj, extended=inj.drop + 1)  # all ours: the client's Bind is sent too
         self.pending.append(inj)
         return data
+
+    def inject_restore(
+        self, name: str, parse_frame: bytes, token: tuple[int, int], groups: SyncGroups
+    ) -> bytes:
+        """Messages that make the server hold the client's statement ``name`` again, right
+        before the client's Bind or Describe of it, where a check (``inject_check``) would
+        break the client's statement: a query before it in its transaction takes the
+        snapshot (``SET TRANSACTION ISOLATION``: 25001) or makes it a pipeline's
+        (``CREATE INDEX CONCURRENTLY``: 25001). Close and Parse (``parse_frame``: the
+        client's own Parse, the text the policy holds) take no snapshot and run nothing,
+        whatever code left under the name. They go as a Sync group of their own, sent only
+        while nothing is in flight (so the group splits none of the client's), and every
+        answer in it (CloseComplete, ParseComplete or an error, ReadyForQuery) is ours: the
+        relay drops them (``Relay.from_server``). The caller has made sure the server is
+        idle (``SyncGroups.idle``) and the session is not in a failed transaction."""
+        inj = Injection(0, checks=name, token=token, restores=True)
+        groups.sent(F.CLOSE)
+        groups.sent(F.PARSE)
+        groups.attach(inj)
+        groups.sent(F.SYNC)
+        self.pending.append(inj)
+        return m.close_statement(name) + parse_frame + m.SYNC
 
     def passed(self) -> tuple[Injection, list[bytes]]:
         """The CommandComplete "DO" of the oldest pending injection, a check that passed:

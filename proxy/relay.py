@@ -85,6 +85,14 @@ CANNOT_RECORD = "57P03"
 # (a role's or database's defaults, the catalog) is what a new login would pick up.
 # Compared by identity: an Enum's hash is a Python-level call, once per allowed statement.
 _DDL, _ROLE, _UNKNOWN = StatementClass.DDL, StatementClass.ROLE, StatementClass.UNKNOWN
+# Statements a name check restores rather than queries (``Denials.inject_restore``): they
+# return no rows whose shape a re-Parse could change, and a query before them in their
+# transaction may break them (the drivers' differential, session 26: F2)
+_RESTORABLE = frozenset((
+    StatementClass.TRANSACTION, StatementClass.DDL, StatementClass.SESSION_SET,
+    StatementClass.UTILITY,
+))  # fmt: skip
+_MAX_RESTORABLE = 256
 _LOAD = "LOAD"  # a loaded library stays in the backend
 # An ErrorResponse's SQLSTATE field for insufficient_privilege: a field boundary (NUL), the
 # field type C, the code and its NUL; nothing else in an ErrorResponse can look like it.
@@ -245,6 +253,12 @@ class Relay:
         # a private statement was made: a Bind naming one directly (its name can be
         # learned) is refused, so Binds stay looked at for the rest of the session
         self._pinned_any = False
+        # client statement name -> its last allowed Parse frame, for a statement a name
+        # check restores (``_RESTORABLE``, ASCII): ``_check_name``
+        self._restorable: dict[str, bytes] = {}
+        # the name last restored and the Sync group built after its restore's: until the
+        # client sends something that may run code there, the server holds its statement
+        self._restored: tuple[str, int] | None = None
         # the portal of a followed statement's Bind that ended a read (``_next_execute``)
         self._bind_pending: bytes | None = None
         # the Sync group (``SyncGroups.sent_groups``) in which a message was refused because
@@ -453,6 +467,7 @@ class Relay:
                         policy.closed(name_)  # (the server may hold an older one: red-team
                         # round 34; the policy then holds none, ``StatementPolicy.check_parse``)
                 elif name_ is not None and t == _CLOSE and policy is not None:
+                    self._restorable.pop(name_, None)
                     if self.encoding_changed and not name_.isascii() and groups.ran:
                         policy.closed_unknown()  # read in an encoding that may be changing
                     else:
@@ -542,9 +557,12 @@ class Relay:
                         f"{verdict.message}; a Bind streamed in parts cannot be refused "
                         "alone: ending the session"
                     )
+                # (checked first: a restore sends a Sync group before the Bind's, and the
+                # record notes the group the Bind goes in)
+                checked_ = verdict.allowed and self._check_name(name, out, run, last, start)
                 self._record(verdict, "Bind", "", statement=name)
                 private = self._pinned.get(name)
-                if verdict.allowed and self._check_name(name, out, run, last, start):
+                if checked_:
                     last = start
                 if verdict.allowed and private is not None:
                     out.append(run[last:start])
@@ -626,6 +644,17 @@ class Relay:
                             self.upstream_clean = False
                 if t == _PARSE and policy is not None:
                     self._parses.append(name)
+                    if name:
+                        decisions = verdict.decisions
+                        if (len(decisions) == 1 and decisions[0][0].cls in _RESTORABLE
+                                and frame.isascii() and name not in self._pinned):
+                            restorable = self._restorable
+                            restorable.pop(name, None)
+                            if len(restorable) >= _MAX_RESTORABLE:  # the oldest: checked
+                                restorable.pop(next(iter(restorable)))  # with a query
+                            restorable[name] = frame
+                        elif self._restorable:
+                            self._restorable.pop(name, None)
                 groups.sent(t)
                 i = groups.sent_frames(frames, i, checked)
                 continue
@@ -670,15 +699,32 @@ class Relay:
             # client's ROLLBACK with it (the drivers' differential, session 26). The name
             # stays to be checked at its first Bind after the transaction
             return False
+        groups = self.groups
+        if self._restored == (name, groups.sent_groups) and not groups.ran:
+            return False  # restored just before this group, and no code ran since
         token = policy.verify_name(name)
         if token is None:
             return False
         out.append(run[last:start])
+        restore = self._restorable.get(name)
+        if (restore is not None and self.tx_status != b"E" and self.groups.idle
+                and not self.denials.pending and not self.denials.held
+                and policy.holds_text(name, m.decode_parse(restore, self.encoding)[1])):
+            # the server made to hold the client's statement again, in a Sync group of
+            # its own, rather than asked with a query (``Denials.inject_restore``)
+            out.append(self.denials.inject_restore(name, restore, token, groups))
+            self._parses.append(None)  # ours: its ParseComplete comes too
+            self._restored = (name, groups.sent_groups)
+            return True
         out.append(self.denials.inject_check(
             name, self._pinned.get(name, name), policy.replaced_message(name), token, self.groups,
         ))  # fmt: skip
         self._parses.append(None)  # ours: its ParseComplete comes too
         return True
+
+    def check_bind_restorable(self, name: str) -> bool:
+        """Would a name check of statement ``name`` restore it (``inject_restore``)?"""
+        return name in self._restorable
 
     def _park_at(self, run: bytes, frames, k: int, last: int, out: list[bytes],
                  to_client: list[bytes]) -> tuple[bytes, bytes]:
@@ -889,6 +935,37 @@ class Relay:
                         self.policy.parse_answered(name_)
                 if not pending:
                     continue
+            if pending and pending[0].restores and t not in _ASYNC:
+                # the head group is a restore of ours (``Denials.inject_restore``, sent while
+                # nothing was in flight): every answer in it is ours, dropped
+                inj = pending[0]
+                if t == _ERROR and run[start + 5 : start + 11] in (b"SFATAL", b"SPANIC"):
+                    self.upstream_fatal = True  # passed on: the session ends
+                    continue
+                rewritten = self._ensure(rewritten, run, last, start)
+                last = end
+                if t == _ERROR:
+                    inj.failed = True  # the Close ran: the server holds nothing there now
+                    if self._parses:
+                        self._parses_lost = True
+                elif t == _READY:
+                    self.tx_status = run[start + 5 : end]
+                    pending.popleft()
+                    inj.resolved = True
+                    groups.ready()
+                    name_ = inj.checks
+                    policy = self.policy
+                    if name_ is not None and policy is not None:
+                        if inj.failed:
+                            self._restorable.pop(name_, None)
+                            policy.replaced(name_, inj.token)  # (the client's Bind: 26000)
+                        else:
+                            policy.verified(name_, inj.token)
+                    if self._parses_lost and groups.idle:
+                        self._parses.clear()
+                        self._parses_lost = False
+                    counting = groups.counting()
+                continue
             if t == _NOTICE and notices and not (pending and denials.tag_bytes in run[start:end]):
                 # withheld as an error would be (proxy.redaction): all but severity and
                 # SQLSTATE while writes reach an unreadable relation, else the code its

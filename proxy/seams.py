@@ -124,8 +124,12 @@ class Policy(Protocol):
         """The error of a failed check of ``name``."""
         ...
 
+    def holds_text(self, name: str, sql: str) -> bool:
+        """Is ``sql`` the text the policy holds for statement ``name``?"""
+        ...
+
     def verified(self, name: str, token: tuple[int, int]) -> None:
-        """The server's check of ``name`` passed."""
+        """The server's check of ``name`` passed (or a restore made it hold it again)."""
         ...
 
     def replaced(self, name: str, token: tuple[int, int]) -> None:

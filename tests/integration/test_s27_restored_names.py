@@ -1,0 +1,156 @@
+"""The drivers' differential's F2 (session 26), fixed in session 27: a server-prepared
+``SET TRANSACTION ISOLATION LEVEL`` or ``CREATE INDEX CONCURRENTLY``, bound while the
+proxy must make sure the server still holds the client's statement (after code that may
+run DDL), failed with 25001: the check was a query in the same transaction ("must be
+called before any query") or the same pipeline ("cannot be executed within a pipeline").
+Such statements (no rows: transaction control, DDL, settings, utility) are now restored
+instead, in a Sync group of the proxy's own (Close and the client's own Parse: no
+snapshot, nothing run), while nothing is in flight.
+
+Each scenario runs directly and through the proxy; the server is the judge. The attack
+side: code that replaced the statement under the client's name with a read of a table
+outside the grant gets the client's statement back, never the read.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from common.wire.errors import frame
+from tests.support import planted
+from tests.support.planted import run_steps
+from tests.support.rawpg import SYNC, RawClient, bind, execute, parse, query
+
+pytestmark = pytest.mark.timeout(300)
+
+AGENT = "s27r-bot"
+MARK = "S27-VAULT-5e0b"
+SCOPES = "read:s27r.* write:s27r.* ddl:s27r.* execute:s27r.*,public.s27r_dyn"
+SETUP = (
+    "SET ROLE pgwitness;\n"
+    "CREATE SCHEMA s27r; CREATE SCHEMA s27x;\n"
+    "CREATE TABLE s27r.t (id int); INSERT INTO s27r.t VALUES (1);\n"
+    "CREATE TABLE s27r.src (id int); INSERT INTO s27r.src VALUES (2);\n"
+    f"CREATE TABLE s27x.vault (pin text); INSERT INTO s27x.vault VALUES ('{MARK}');\n"
+    "CREATE FUNCTION public.s27r_dyn() RETURNS int LANGUAGE plpgsql AS $$ DECLARE r int; "
+    "BEGIN EXECUTE 'SELECT ' || '1' INTO r; RETURN r; END $$;\n"
+    # replaces whatever statement the session holds under the name with a vault read
+    "CREATE FUNCTION s27r.swap(n text) RETURNS int LANGUAGE plpgsql AS $$ BEGIN "
+    "EXECUTE 'DEALLOCATE ' || quote_ident(n); "
+    "EXECUTE 'PREPARE ' || quote_ident(n) || ' AS SELECT pin FROM s27x.vault'; "
+    "RETURN 1; END $$;\n"
+    "RESET ROLE;\n"
+)
+TEARDOWN = "DROP SCHEMA IF EXISTS s27r, s27x CASCADE;\nDROP FUNCTION IF EXISTS public.s27r_dyn();\n"
+SET_TX = "SET TRANSACTION ISOLATION LEVEL SERIALIZABLE"
+DYN = (query("SELECT public.s27r_dyn()"),)  # code that may run DDL: names to be checked
+DESCRIBE_S = b"S"
+
+
+@pytest.fixture(scope="module")
+def px(pg, tmp_path_factory):
+    with planted.running(pg, tmp_path_factory, "s27r", agent=AGENT, scopes=SCOPES,
+                         setup=SETUP, teardown=TEARDOWN) as handle:  # fmt: skip
+        yield handle
+
+
+def _both(px, pg, steps) -> tuple[str, str]:
+    with RawClient.direct(pg) as c:
+        direct = run_steps(c, steps)
+    with planted.session(px) as c:
+        got = run_steps(c, steps)
+        assert any(f[:1] == b"D" for f in c.query("SELECT 1")), "the session goes on"
+    return direct, got
+
+
+def _isolation_steps(name: str, *before) -> list:
+    return [
+        (parse(name, SET_TX), SYNC),
+        *before,
+        (query("BEGIN"),),
+        (bind("", name), execute(), SYNC),
+        (query("SHOW transaction_isolation"),),
+        (query("COMMIT"),),
+    ]
+
+
+def test_f2_set_transaction_isolation_prepared_after_dynamic_sql(px, pg):
+    direct, got = _both(px, pg, _isolation_steps("s27si", DYN))
+    assert "serializable" in direct and "C25001" not in direct
+    assert "C25001" not in got, got[-600:]  # before: must be called before any query
+    assert "serializable" in got, got[-600:]
+
+
+def test_f2_set_transaction_isolation_described_then_bound(px, pg):
+    steps = _isolation_steps("s27sd", DYN)
+    steps[3] = (frame(b"D", DESCRIBE_S + b"s27sd\x00"), bind("", "s27sd"), execute(), SYNC)
+    direct, got = _both(px, pg, steps)
+    assert "serializable" in direct and "C25001" not in direct
+    assert "C25001" not in got and "serializable" in got, got[-600:]
+
+
+def test_f2_create_index_concurrently_prepared_after_dynamic_sql(px, pg):
+    for via, name in (("direct", "s27ci_d"), ("proxy", "s27ci_p")):
+        steps = [
+            (parse(name, f"CREATE INDEX CONCURRENTLY {name} ON s27r.t (id)"), SYNC),
+            DYN,
+            (bind("", name), execute(), SYNC),
+        ]
+        if via == "direct":
+            with RawClient.direct(pg) as c:
+                got = run_steps(c, steps)
+        else:
+            with planted.session(px) as c:
+                got = run_steps(c, steps)
+        assert "C25001" not in got and "CREATE INDEX" in got, (via, got[-600:])
+        with RawClient.direct(pg) as c:
+            assert c.scalar(f"SELECT count(*) FROM pg_class WHERE relname = '{name}'") == "1"
+
+
+def test_code_that_replaced_the_statement_gets_the_clients_back_not_its_read(px, pg):
+    steps = _isolation_steps("s27sw", (query("SELECT s27r.swap('s27sw')"),))
+    with RawClient.direct(pg) as c:
+        direct = run_steps(c, steps)
+    assert MARK in direct, "directly, the code's statement runs under the client's name"
+    with planted.session(px) as c:
+        got = run_steps(c, steps)
+    assert MARK not in got, got[-600:]
+    assert "serializable" in got and "C25001" not in got, got[-600:]
+
+
+def test_code_that_replaced_it_gets_the_clients_description(px, pg):
+    steps = [
+        (parse("s27sv", SET_TX), SYNC),
+        (query("SELECT s27r.swap('s27sv')"),),
+        (frame(b"D", DESCRIBE_S + b"s27sv\x00"), SYNC),
+    ]
+    with RawClient.direct(pg) as c:
+        direct = run_steps(c, steps)
+    assert "pin" in direct, "directly: the code's statement's row description"
+    with planted.session(px) as c:
+        got = run_steps(c, steps)
+        frames = c.query("SELECT 1")
+    assert "pin" not in got, got[-600:]
+    assert "n\x00\x00\x00\x04" in got, "NoData: the client's SET describes no rows"
+    assert any(f[:1] == b"D" for f in frames)
+
+
+def test_a_restore_the_server_refuses_leaves_the_name_gone_and_the_session_usable(px, pg):
+    """``CREATE TABLE ... AS`` is analysed at its Parse: its source dropped since, the
+    restore fails (42P01), the server holds nothing under the name, and the client's Bind
+    gets the server's own 26000; a new Parse of the name works."""
+    ctas = "CREATE TABLE s27r.copy AS SELECT id FROM s27r.src"
+    with planted.session(px) as c:
+        got = run_steps(c, [
+            (parse("s27ct", ctas), SYNC),
+            (query("DROP TABLE s27r.src"),),
+            DYN,
+            (bind("", "s27ct"), execute(), SYNC),
+            (query("SELECT 42"),),
+            (parse("s27ct", "SELECT 43"), bind("", "s27ct"), execute(), SYNC),
+        ])  # fmt: skip
+    pg.psql("SET ROLE pgwitness; CREATE TABLE IF NOT EXISTS s27r.src (id int);", db="app")
+    assert "C26000" in got and "42" in got and "43" in got, got[-800:]
+    assert "C42P01" not in got, "the restore's own error is the proxy's, not passed on"
+    with RawClient.direct(pg) as c:
+        assert c.scalar("SELECT count(*) FROM pg_class WHERE relname = 'copy'") == "0"

@@ -1,0 +1,140 @@
+"""A name check that restores rather than queries (session 27; the drivers' differential's
+F2): a statement of a class that returns no rows (transaction control, DDL, settings,
+utility), bound while nothing is in flight after code that may run DDL, is parsed again
+under its name in a Sync group of the proxy's own (``Denials.inject_restore``), whose
+answers the client never sees. A query before it in its transaction would break it
+(``SET TRANSACTION ISOLATION``, ``CREATE INDEX CONCURRENTLY``: 25001). Sans-IO; through
+the proxy, the server the judge: tests/integration/test_s27_restored_names.py."""
+
+from __future__ import annotations
+
+from common.wire import messages as m
+from common.wire.errors import frame
+from common.wire.syncgroups import SyncGroups
+from proxy.denials import Denials
+from proxy.relay import Relay
+from tests.support.ddl_code import ddl_code_session
+
+CALL = "SELECT public.attach()"  # code that may run DDL (and so build a PREPARE)
+SET_TX = "SET TRANSACTION ISOLATION LEVEL SERIALIZABLE"
+READ = "SELECT id FROM public.t"
+RFQ_I, RFQ_T = m.ready_for_query(b"I"), m.ready_for_query(b"T")
+OURS = frame(b"3") + frame(b"1")  # CloseComplete, ParseComplete
+
+
+def _relay(sql: str = SET_TX, name: str = "s"):
+    p, _c, _calls = ddl_code_session()
+    relay = Relay(policy=p)
+    relay.from_client(m.parse(name, sql) + m.SYNC)
+    relay.from_server(frame(b"1") + RFQ_I)
+    relay.from_client(m.query(CALL))
+    relay.from_server(frame(b"C", b"SELECT 1\x00") + RFQ_I)
+    return relay, p
+
+
+def _bind(name: str = "s") -> bytes:
+    return m.bind_no_params("", name) + m.execute() + m.SYNC
+
+
+def test_the_restore_is_a_close_and_the_clients_own_parse_in_a_group_of_its_own():
+    d = Denials(nonce="00ff")
+    groups = SyncGroups()
+    parse = m.parse("s", SET_TX)
+    data = d.inject_restore("s", parse, (1, 2), groups)
+    assert data == m.close_statement("s") + parse + m.SYNC
+    inj = d.pending[-1]
+    assert inj.restores and inj.checks == "s" and inj.token == (1, 2) and not inj.failed
+    assert groups.in_flight == 1, "a Sync group of its own"
+
+
+def test_a_bind_of_a_restorable_statement_gets_the_restore_not_the_query():
+    relay, _p = _relay()
+    to_server, to_client = relay.from_client(_bind())
+    assert to_client == b""
+    assert to_server == m.close_statement("s") + m.parse("s", SET_TX) + m.SYNC + _bind()
+    assert b"DO $" not in to_server
+
+
+def test_its_answers_are_dropped_and_the_name_counts_as_verified():
+    relay, p = _relay()
+    relay.from_client(_bind())
+    theirs = frame(b"2") + frame(b"C", b"SET\x00") + RFQ_T
+    assert relay.from_server(OURS + RFQ_T + theirs) == theirs
+    assert relay.tx_status == b"T"
+    assert p.verify_name("s") is None, "restored: the server holds the client's statement"
+    assert not relay.denials.pending and not relay.denials.held
+
+
+def test_its_answers_in_pieces_are_dropped_too():
+    relay, _p = _relay()
+    relay.from_client(_bind())
+    got = relay.from_server(frame(b"3"))
+    got += relay.from_server(frame(b"1") + RFQ_I[:3])
+    got += relay.from_server(RFQ_I[3:] + frame(b"2"))
+    got += relay.from_server(frame(b"C", b"SET\x00") + RFQ_I)
+    assert got == frame(b"2") + frame(b"C", b"SET\x00") + RFQ_I
+
+
+def test_notices_in_its_group_reach_the_client():
+    relay, _p = _relay()
+    relay.from_client(_bind())
+    notice = frame(b"N", b"SNOTICE\x00C00000\x00Mhello\x00\x00")
+    assert relay.from_server(frame(b"3") + notice + frame(b"1") + RFQ_I) == notice
+
+
+def test_a_failed_restore_is_dropped_and_the_name_forgotten():
+    relay, p = _relay()
+    relay.from_client(_bind())
+    error = frame(b"E", b"SERROR\x00VERROR\x00C42P01\x00Mrelation does not exist\x00\x00")
+    theirs = frame(b"E", b"SERROR\x00VERROR\x00C26000\x00Mno such statement\x00\x00") + RFQ_I
+    assert relay.from_server(frame(b"3") + error + RFQ_I + theirs) == theirs
+    assert "s" not in p._statements, "the server holds nothing under the name now"
+    assert p.verify_name("s") is None
+    assert not relay.check_bind_restorable("s")
+
+
+def test_a_describe_gets_the_restore_too():
+    relay, _p = _relay()
+    describe = frame(b"D", b"Ss\x00") + m.SYNC
+    to_server, _ = relay.from_client(describe)
+    assert to_server == m.close_statement("s") + m.parse("s", SET_TX) + m.SYNC + describe
+
+
+def test_rows_statements_are_checked_with_the_query_as_before():
+    relay, _p = _relay(READ)
+    to_server, _ = relay.from_client(_bind())
+    assert b"DO $" in to_server and not to_server.startswith(m.close_statement("s"))
+
+
+def test_with_something_in_flight_the_query_check_goes_instead():
+    """A group of its own would split the client's: pipelined, the check goes in-line."""
+    relay, _p = _relay()
+    to_server, _ = relay.from_client(m.query("SELECT 1") + _bind())
+    assert b"DO $" in to_server and m.close_statement("s") not in to_server
+    relay, _p = _relay()
+    to_server, _ = relay.from_client(m.parse("", "SELECT 1") + _bind())
+    assert b"DO $" in to_server and m.close_statement("s") not in to_server
+
+
+def test_a_close_or_a_new_parse_of_another_class_ends_the_restore():
+    relay, p = _relay()
+    relay.from_client(frame(b"C", b"Ss\x00") + m.parse("s", READ) + m.SYNC)
+    relay.from_server(frame(b"3") + frame(b"1") + RFQ_I)
+    assert not relay.check_bind_restorable("s")
+    relay, p = _relay()
+    relay.from_client(frame(b"C", b"Ss\x00") + m.SYNC)
+    relay.from_server(frame(b"3") + RFQ_I)
+    assert not relay.check_bind_restorable("s")
+
+
+def test_the_restore_parses_only_the_text_the_policy_holds():
+    relay, p = _relay()
+    p._statements["s"] = (READ, ())  # (as if the policy held another text for the name)
+    to_server, _ = relay.from_client(_bind())
+    assert m.close_statement("s") not in to_server
+
+
+def test_a_non_ascii_statement_is_checked_with_the_query():
+    relay, _p = _relay("SET application_name = 'é'")
+    to_server, _ = relay.from_client(_bind())
+    assert b"DO $" in to_server
