@@ -345,12 +345,16 @@ WHERE n.nspname NOT IN ('pg_catalog', 'information_schema')
 # Relations with row security on and the user-written functions their policies' expressions
 # call (pg_depend records them): a read or write of the relation runs them on its rows, and
 # what they say (a NOTICE, an error) may quote rows the grant may not read (red-team round
-# 53): merged into ``Snapshot.relation_casts``, each needs the execute scope. Not for the
-# proxy's login's own relations without FORCE: PostgreSQL applies no policy to their owner
-# (round 29: the policy is inert for it). A per-grant role (``db_role``) is no owner, so
-# for its sessions such a relation's policy runs unasked: a residue (docs/decisions.md).
+# 53): merged into ``Snapshot.relation_casts``, each needs the execute scope. The last
+# column says whether the policy applies to the proxy's own login (the loader's): not to
+# its own relations without FORCE, whose owner PostgreSQL applies no policy to (round 29:
+# the policy is inert for it). A session that logs in as a role of its own (``db_role``:
+# per-grant or mapped) owns none of them as far as the policy knows: every row here counts
+# for it (``Snapshot.relation_casts_role``; session 27).
 RELATION_POLICY_SQL = f"""
-SELECT DISTINCT n.nspname, c.relname, w.nspname, w.proname
+SELECT DISTINCT n.nspname, c.relname, w.nspname, w.proname,
+       (c.relforcerowsecurity OR c.relowner <> (
+        SELECT r.oid FROM pg_catalog.pg_roles r WHERE r.rolname = current_user))::text
 FROM pg_catalog.pg_policy pol
 JOIN pg_catalog.pg_class c ON c.oid = pol.polrelid
 JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
@@ -358,8 +362,6 @@ JOIN pg_catalog.pg_depend d ON d.classid = 'pg_catalog.pg_policy'::pg_catalog.re
      AND d.objid = pol.oid AND d.refclassid = 'pg_catalog.pg_proc'::pg_catalog.regclass
 JOIN ({_WRITTEN}) w ON w.oid = d.refobjid
 WHERE c.relrowsecurity AND n.nspname NOT IN ('pg_catalog', 'information_schema')
-  AND (c.relforcerowsecurity OR c.relowner <> (
-       SELECT r.oid FROM pg_catalog.pg_roles r WHERE r.rolname = current_user))
 """
 # Enabled event triggers whose function is user-written (a superuser's): any DDL the grant
 # may run fires them (red-team round 30), so each needs the execute scope.
@@ -1023,6 +1025,9 @@ class Snapshot:
     # (RELATION_CASTS_SQL); every such function of a cast between system types
     # (GLOBAL_CASTS_SQL), "schema.name" as classify renders calls
     relation_casts: dict[str, frozenset[str]] = field(default_factory=dict)
+    # the same for a session logging in as a role of its own (``db_role``), for which every
+    # row security policy's functions count (RELATION_POLICY_SQL); None: ``relation_casts``
+    relation_casts_role: dict[str, frozenset[str]] | None = None
     global_casts: frozenset[str] = frozenset()
     # function "schema.name" -> the user types it takes or returns, "schema.type" as
     # ``Classified.types`` renders them (FUNCTION_TYPES_SQL)
@@ -1539,6 +1544,7 @@ class CatalogCache:
         descendants: dict[str, frozenset[str]] | None = None,
         views_unread: bool = False,
         relation_casts: dict[str, frozenset[str]] | None = None,
+        relation_casts_role: dict[str, frozenset[str]] | None = None,
         global_casts=(),
         function_types: dict[str, frozenset[str]] | None = None,
         event_functions=(),
@@ -1568,6 +1574,9 @@ class CatalogCache:
             dict(relation_oids or {}), frozenset(user_schemas), frozenset(defaulted_functions),
             frozenset(domain_schemas), frozenset(triggered), dict(descendants or {}),
             views_unread=views_unread, relation_casts=dict(relation_casts or {}),
+            relation_casts_role=(
+                None if relation_casts_role is None else dict(relation_casts_role)
+            ),
             global_casts=frozenset(global_casts), function_types=dict(function_types or {}),
             event_functions=frozenset(event_functions),
             opclass_functions=dict(opclass_functions or {}),

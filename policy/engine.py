@@ -337,6 +337,7 @@ class StatementPolicy:
         search_path: tuple[str, ...] = ("public",),
         cache_size: int = 256,
         shared: SharedClassifications | None = SHARED,
+        own_login: bool = False,
     ):
         if not search_path:
             raise ValueError("search_path must name at least one schema")
@@ -347,6 +348,10 @@ class StatementPolicy:
         # (proxy.redaction.strip_code); else withheld, as the catalogs' bodies are
         self.reads_code = scopes.allows_relation("read", "pg_catalog.pg_proc")
         self.search_path = tuple(search_path)
+        # the session logs in as a role of its own (``db_role``: per-grant or mapped), not as
+        # the proxy's login the catalog is loaded as: every relation's row security policy
+        # may apply to it (``Snapshot.relation_casts_role``)
+        self.own_login = own_login
         # every cache tier, this session's and its view of the shared one (policy/caches.py);
         # shared None: classify everything in this session afresh
         self.caches = SessionCaches(cache_size, shared, self.search_path)
@@ -1502,9 +1507,13 @@ class StatementPolicy:
             targets = snap.user_types.get(r)  # any depth (arrays, row types, domains over
             if targets and not targets.isdisjoint(fns):  # domains; red-team round 39)
                 return True
-        if snap.relation_casts:
+        # (every row security policy's too: the session may log in as a role of its own)
+        relation_casts = snap.relation_casts_role
+        if relation_casts is None:
+            relation_casts = snap.relation_casts
+        if relation_casts:
             for r in c.reads | c.writes:  # its values converted (an assignment cast)
-                targets = snap.relation_casts.get(r)
+                targets = relation_casts.get(r)
                 if targets and not targets.isdisjoint(fns):
                     return True
         if not objects:
@@ -1642,15 +1651,21 @@ class StatementPolicy:
                     denial = self._call_of(fn, f"the operator class {name} runs {fn}")
                     if denial is not None:
                         return denial
-        if snap.relation_casts:
+        relation_casts = self._relation_casts(snap)
+        if relation_casts:
             for rel in sorted(c.reads | c.writes):
-                for fn in sorted(snap.relation_casts.get(rel, ())):
+                for fn in sorted(relation_casts.get(rel, ())):
                     denial = self._call_of(fn, f"a statement on {rel} may run {fn} without "
                                            "naming it (a cast or operator class of its values, "
                                            "or its row security policy)")  # fmt: skip
                     if denial is not None:
                         return denial
         return None
+
+    def _relation_casts(self, snap: Snapshot) -> dict[str, frozenset[str]]:
+        """``snap.relation_casts`` as they apply to this session's login."""
+        role = snap.relation_casts_role
+        return role if self.own_login and role is not None else snap.relation_casts
 
     def _through_views(self, c: Classified) -> Decision | None:
         """A view that hides rows of a relation the grant may not read is a wall only as a

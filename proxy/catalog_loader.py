@@ -254,10 +254,17 @@ class CatalogLoader:
         for oschema, oname, schema, name in _ok(opclass_rows):
             opclass_functions.setdefault(render_name(oschema, oname), set()).add(
                 render_name(schema, name))  # fmt: skip
-        for rschema, rname, schema, name in [*_ok(relation_cast_rows), *_ok(relation_opclass_rows),
-                                             *_ok(relation_policy_rows)]:
+        for rschema, rname, schema, name in [*_ok(relation_cast_rows), *_ok(relation_opclass_rows)]:
             relation_casts.setdefault(render_name(rschema, rname), set()).add(
                 render_name(schema, name))  # fmt: skip
+        # row security: for the proxy's login where a policy applies to it, for a session
+        # of a role of its own wherever there is one (RELATION_POLICY_SQL)
+        relation_casts_role = {k: set(v) for k, v in relation_casts.items()}
+        for rschema, rname, schema, name, applies in _ok(relation_policy_rows):
+            rel, fn = render_name(rschema, rname), render_name(schema, name)
+            relation_casts_role.setdefault(rel, set()).add(fn)
+            if applies != "false":
+                relation_casts.setdefault(rel, set()).add(fn)
         function_types: dict[str, set[str]] = {}
         for fschema, fname, tschema, tname in _ok(function_type_rows):
             function_types.setdefault(render_name(fschema, fname), set()).add(
@@ -317,6 +324,7 @@ class CatalogLoader:
             ),
             views_unread=views_unread,
             relation_casts=_frozen(relation_casts),
+            relation_casts_role=_frozen(relation_casts_role),
             global_casts=[render_name(schema, name) for schema, name in _ok(global_cast_rows)],
             function_types=_frozen(function_types),
             event_functions=[render_name(schema, name) for schema, name in _ok(event_rows)],

@@ -65,7 +65,10 @@ def policy_factory(identity: Identity) -> StatementPolicy | None:
         return None
     from policy import StatementPolicy
 
-    return StatementPolicy(identity.scopes, task=identity.task, enforce=identity.enforce)
+    return StatementPolicy(
+        identity.scopes, task=identity.task, enforce=identity.enforce,
+        own_login=bool(getattr(identity, "db_role", "")),
+    )  # fmt: skip
 
 
 class CannotListen(Exception):

@@ -55,3 +55,26 @@ def test_a_relations_values_bring_their_casts():
 def test_a_cast_between_system_types_counts_unless_constants_alone(sql, exempt):
     p = policy("read:public.t", global_casts=["public.castleak"])
     assert p.check_query(sql).allowed is exempt, sql
+
+
+def test_row_security_of_the_logins_own_relations_counts_for_a_session_of_its_own_role():
+    """Session 27 (round 53's residue): a policy of a relation the proxy's login owns does
+    not apply to that login (``relation_casts`` leaves it out), but a session that logs in
+    as a role of its own (``db_role``) owns nothing: for it, every policy's functions count
+    (``relation_casts_role``)."""
+    snapshot = {"relation_casts_role": {"public.t": frozenset({"public.peek"})}}
+    cache = CatalogCache()
+    cache.put("db", [], {"public.t": frozenset({"id"})}, **snapshot)
+    sql = "SELECT id FROM public.t"
+    for own_login, allowed in ((False, True), (True, False)):
+        p = StatementPolicy(parse_scopes("read:public.t"), task="T", shared=None,
+                            own_login=own_login)  # fmt: skip
+        p.catalog = lambda: cache.get("db")
+        v = p.check_query(sql)
+        assert v.allowed is allowed, (own_login, v.message)
+        if not allowed:
+            assert "public.peek" in v.message and "row security" in v.message
+    p = StatementPolicy(parse_scopes("read:public.t execute:public.peek"), task="T",
+                        shared=None, own_login=True)  # fmt: skip
+    p.catalog = lambda: cache.get("db")
+    assert p.check_query(sql).allowed
