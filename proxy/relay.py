@@ -946,8 +946,8 @@ class Relay:
                 last = end
                 if t == _ERROR:
                     inj.failed = True  # the Close ran: the server holds nothing there now
-                    if self._parses:
-                        self._parses_lost = True
+                    if self._parses and not self._parses_lost:
+                        self._parses.popleft()  # ours (sent while all was answered): skipped
                 elif t == _READY:
                     self.tx_status = run[start + 5 : end]
                     pending.popleft()

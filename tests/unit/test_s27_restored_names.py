@@ -87,7 +87,9 @@ def test_a_failed_restore_is_dropped_and_the_name_forgotten():
     relay.from_client(_bind())
     error = frame(b"E", b"SERROR\x00VERROR\x00C42P01\x00Mrelation does not exist\x00\x00")
     theirs = frame(b"E", b"SERROR\x00VERROR\x00C26000\x00Mno such statement\x00\x00") + RFQ_I
-    assert relay.from_server(frame(b"3") + error + RFQ_I + theirs) == theirs
+    assert relay.from_server(frame(b"3") + error + RFQ_I) == b""
+    assert not relay._parses and not relay._parses_lost, "its Parse's place dropped alone"
+    assert relay.from_server(theirs) == theirs
     assert "s" not in p._statements, "the server holds nothing under the name now"
     assert p.verify_name("s") is None
     assert not relay.check_bind_restorable("s")
