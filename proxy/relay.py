@@ -935,9 +935,10 @@ class Relay:
                         self.policy.parse_answered(name_)
                 if not pending:
                     continue
-            if pending and pending[0].restores and t not in _ASYNC:
+            if pending and pending[0].restores and t != B.NOTIFICATION and t != _PARAMETER_STATUS:
                 # the head group is a restore of ours (``Denials.inject_restore``, sent while
-                # nothing was in flight): every answer in it is ours, dropped
+                # nothing was in flight): every answer in it is ours, dropped, its notices
+                # too (a Close and a Parse say nothing but a DEBUG line of their transaction)
                 inj = pending[0]
                 if t == _ERROR and run[start + 5 : start + 11] in (b"SFATAL", b"SPANIC"):
                     self.upstream_fatal = True  # passed on: the session ends

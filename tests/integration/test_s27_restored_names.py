@@ -154,3 +154,14 @@ def test_a_restore_the_server_refuses_leaves_the_name_gone_and_the_session_usabl
     assert "C42P01" not in got, "the restore's own error is the proxy's, not passed on"
     with RawClient.direct(pg) as c:
         assert c.scalar("SELECT count(*) FROM pg_class WHERE relname = 'copy'") == "0"
+
+
+def test_with_debug5_the_restore_says_nothing_the_server_alone_would_not(px, pg):
+    """F5 for restores: its Close and Parse in a transaction of their own make the server
+    write DEBUG lines (StartTransaction, CommitTransaction); they are the proxy's."""
+    steps = _isolation_steps("s27db", DYN)
+    steps.insert(0, (query("SET client_min_messages = debug5"),))
+    direct, got = _both(px, pg, steps)
+    assert "serializable" in got and "C25001" not in got, got[-600:]
+    assert got.count("SDEBUG") == direct.count("SDEBUG") > 0, (
+        got.count("SDEBUG"), direct.count("SDEBUG"))  # fmt: skip

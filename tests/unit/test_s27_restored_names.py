@@ -75,11 +75,15 @@ def test_its_answers_in_pieces_are_dropped_too():
     assert got == frame(b"2") + frame(b"C", b"SET\x00") + RFQ_I
 
 
-def test_notices_in_its_group_reach_the_client():
+def test_its_notices_are_dropped_notifications_and_settings_reach_the_client():
+    """With ``client_min_messages = debug5`` its transaction's DEBUG lines are its own."""
     relay, _p = _relay()
     relay.from_client(_bind())
-    notice = frame(b"N", b"SNOTICE\x00C00000\x00Mhello\x00\x00")
-    assert relay.from_server(frame(b"3") + notice + frame(b"1") + RFQ_I) == notice
+    notice = frame(b"N", b"SDEBUG\x00C00000\x00MStartTransaction(1)\x00\x00")
+    notification = frame(b"A", b"\x00\x00\x00\x07chan\x00hi\x00")
+    status = frame(b"S", b"TimeZone\x00UTC\x00")
+    got = relay.from_server(frame(b"3") + notice + notification + frame(b"1") + status + RFQ_I)
+    assert got == notification + status
 
 
 def test_a_failed_restore_is_dropped_and_the_name_forgotten():
