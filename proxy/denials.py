@@ -48,6 +48,7 @@ class Injection:
     # a restore (``inject_restore``): a Sync group of its own, every answer in it ours
     restores: bool = False
     failed: bool = False  # its Parse failed: the server holds no statement under the name
+    error: bytes = b""  # then: the server's ErrorResponse for it
 
 
 class Denials:

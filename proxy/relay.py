@@ -97,6 +97,7 @@ _LOAD = "LOAD"  # a loaded library stays in the backend
 # An ErrorResponse's SQLSTATE field for insufficient_privilege: a field boundary (NUL), the
 # field type C, the code and its NUL; nothing else in an ErrorResponse can look like it.
 _PRIVILEGE_FIELD = b"\x00C42501\x00"
+_NO_STATEMENT = b"\x00C26000\x00"  # invalid_sql_statement_name: no such prepared statement
 
 
 @dataclass(frozen=True)
@@ -259,6 +260,8 @@ class Relay:
         # the name last restored and the Sync group built after its restore's: until the
         # client sends something that may run code there, the server holds its statement
         self._restored: tuple[str, int] | None = None
+        # a restore failed: its ErrorResponse, the answer to the client's message after it
+        self._restore_error: bytes | None = None
         # the portal of a followed statement's Bind that ended a read (``_next_execute``)
         self._bind_pending: bytes | None = None
         # the Sync group (``SyncGroups.sent_groups``) in which a message was refused because
@@ -947,6 +950,7 @@ class Relay:
                 last = end
                 if t == _ERROR:
                     inj.failed = True  # the Close ran: the server holds nothing there now
+                    inj.error = run[start:end]
                     if self._parses and not self._parses_lost:
                         self._parses.popleft()  # ours (sent while all was answered): skipped
                 elif t == _READY:
@@ -956,12 +960,15 @@ class Relay:
                     groups.ready()
                     name_ = inj.checks
                     policy = self.policy
-                    if name_ is not None and policy is not None:
-                        if inj.failed:
-                            self._restorable.pop(name_, None)
-                            policy.replaced(name_, inj.token)  # (the client's Bind: 26000)
-                        else:
-                            policy.verified(name_, inj.token)
+                    if inj.failed:
+                        # the client's Bind or Describe, first in the next group, fails for
+                        # want of the statement (26000): the restore's own error is its
+                        # answer, as the server alone would have given it (a lock timeout,
+                        # a dropped source). The name stays to be restored at its next Bind
+                        # (round 55: forgotten, a retry was refused for good)
+                        self._restore_error = inj.error
+                    elif name_ is not None and policy is not None:
+                        policy.verified(name_, inj.token)
                     if self._parses_lost and groups.idle:
                         self._parses.clear()
                         self._parses_lost = False
@@ -979,6 +986,7 @@ class Relay:
                     continue
             if t == _READY:
                 self.tx_status = run[start + 5 : end]
+                self._restore_error = None  # (its group answered without the error)
                 if (self._withhold_tx and self.tx_status == b"I"
                         and groups.answered + 1 >= self._withhold_through):  # (this one's)
                     self._withhold_tx = False  # its transaction has ended, its portals too
@@ -1026,6 +1034,22 @@ class Relay:
                 # shows in pg_prepared_statements) gets the server's error as it is, and
                 # it is recorded as a refusal like any other, not passed off as ours.
                 ours = bool(pending) and denials.schema_field in run[start:end]
+                restored = self._restore_error
+                if restored is not None:
+                    self._restore_error = None
+                    if not ours and _NO_STATEMENT in run[start:end]:
+                        # the message a restore that failed came before (``inject_restore``)
+                        if withholding or worth_a_look(restored, strips):
+                            redacted = self._redacted(restored, note if withholding else None)
+                            if redacted is not None:
+                                restored = redacted
+                        rewritten = self._ensure(rewritten, run, last, start)
+                        if pending and held:
+                            rewritten.extend(held)
+                            held.clear()
+                        rewritten.append(restored)
+                        last = end
+                        continue
                 if _PRIVILEGE_FIELD in run[start:end] and not ours:
                     self._db_denied(run[start:end])
                 if not ours and (withholding or worth_a_look(run[start:end], strips)):

@@ -135,23 +135,30 @@ def test_code_that_replaced_it_gets_the_clients_description(px, pg):
     assert any(f[:1] == b"D" for f in frames)
 
 
-def test_a_restore_the_server_refuses_leaves_the_name_gone_and_the_session_usable(px, pg):
+def test_a_restore_the_server_refuses_answers_the_bind_with_its_error(px, pg):
     """``CREATE TABLE ... AS`` is analysed at its Parse: its source dropped since, the
-    restore fails (42P01), the server holds nothing under the name, and the client's Bind
-    gets the server's own 26000; a new Parse of the name works."""
+    restore fails (42P01) and that error, as the server alone gives it at the Bind, is the
+    client's answer (the server's own 26000 for the missing statement replaced); the
+    session goes on, and a new Parse of the name works."""
     ctas = "CREATE TABLE s27r.copy AS SELECT id FROM s27r.src"
+    steps = [
+        (parse("s27ct", ctas), SYNC),
+        (query("DROP TABLE s27r.src"),),
+        DYN,
+        (bind("", "s27ct"), execute(), SYNC),
+        (query("SELECT 42"),),
+        (parse("s27c2", "SELECT 43"), bind("", "s27c2"), execute(), SYNC),
+    ]
+    restore_src = "SET ROLE pgwitness; CREATE TABLE IF NOT EXISTS s27r.src (id int);"
+    with RawClient.direct(pg) as c:
+        direct = run_steps(c, steps)
+    pg.psql(restore_src, db="app")
     with planted.session(px) as c:
-        got = run_steps(c, [
-            (parse("s27ct", ctas), SYNC),
-            (query("DROP TABLE s27r.src"),),
-            DYN,
-            (bind("", "s27ct"), execute(), SYNC),
-            (query("SELECT 42"),),
-            (parse("s27ct", "SELECT 43"), bind("", "s27ct"), execute(), SYNC),
-        ])  # fmt: skip
-    pg.psql("SET ROLE pgwitness; CREATE TABLE IF NOT EXISTS s27r.src (id int);", db="app")
-    assert "C26000" in got and "42" in got and "43" in got, got[-800:]
-    assert "C42P01" not in got, "the restore's own error is the proxy's, not passed on"
+        got = run_steps(c, steps)
+    pg.psql(restore_src, db="app")
+    assert "C42P01" in direct and "C26000" not in direct, direct[-800:]
+    assert "C42P01" in got and "C26000" not in got, got[-800:]
+    assert "42" in got and "43" in got, got[-800:]
     with RawClient.direct(pg) as c:
         assert c.scalar("SELECT count(*) FROM pg_class WHERE relname = 'copy'") == "0"
 

@@ -86,17 +86,32 @@ def test_its_notices_are_dropped_notifications_and_settings_reach_the_client():
     assert got == notification + status
 
 
-def test_a_failed_restore_is_dropped_and_the_name_forgotten():
+def test_a_failed_restore_answers_the_clients_message_and_the_name_is_kept():
+    """Its error (a lock timeout, a dropped source) is the answer to the client's Bind,
+    which fails for want of the statement; the name is restored again at its next Bind."""
     relay, p = _relay()
     relay.from_client(_bind())
-    error = frame(b"E", b"SERROR\x00VERROR\x00C42P01\x00Mrelation does not exist\x00\x00")
-    theirs = frame(b"E", b"SERROR\x00VERROR\x00C26000\x00Mno such statement\x00\x00") + RFQ_I
+    error = frame(b"E", b"SERROR\x00VERROR\x00C55P03\x00Mcould not obtain lock\x00\x00")
     assert relay.from_server(frame(b"3") + error + RFQ_I) == b""
     assert not relay._parses and not relay._parses_lost, "its Parse's place dropped alone"
-    assert relay.from_server(theirs) == theirs
-    assert "s" not in p._statements, "the server holds nothing under the name now"
-    assert p.verify_name("s") is None
-    assert not relay.check_bind_restorable("s")
+    missing = frame(b"E", b"SERROR\x00VERROR\x00C26000\x00Mno such statement\x00\x00")
+    assert relay.from_server(missing + RFQ_I) == error + RFQ_I
+    assert p.holds_text("s", SET_TX) and relay.check_bind_restorable("s")
+    to_server, _ = relay.from_client(_bind())
+    assert to_server.startswith(m.close_statement("s")), "restored again"
+    theirs = frame(b"2") + frame(b"C", b"SET\x00") + RFQ_I
+    assert relay.from_server(OURS + RFQ_I + theirs) == theirs
+
+
+def test_a_failed_restores_error_answers_only_the_next_groups_missing_statement():
+    relay, _p = _relay()
+    relay.from_client(_bind())
+    error = frame(b"E", b"SERROR\x00VERROR\x00C42P01\x00Mno relation\x00\x00")
+    relay.from_server(frame(b"3") + error + RFQ_I)
+    other = frame(b"E", b"SERROR\x00VERROR\x00C22012\x00Mdivision by zero\x00\x00")
+    assert relay.from_server(other + RFQ_I) == other + RFQ_I, "another error: as it is"
+    missing = frame(b"E", b"SERROR\x00VERROR\x00C26000\x00Mno such statement\x00\x00")
+    assert relay.from_server(missing + RFQ_I) == missing + RFQ_I, "only the next group's"
 
 
 def test_a_describe_gets_the_restore_too():
