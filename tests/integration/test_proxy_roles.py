@@ -30,7 +30,7 @@ from policy.grants.store import open_store
 from proxy.provision import PerGrantRoles, ProvisionError
 from recorder.records import Kind
 from tests.support.fixtures_proxy import ProxyHandle, per_grant_overrides, proxy_config
-from tests.support.proxies import metric, store_cluster_url, wait_fatal
+from tests.support.proxies import drop_grant_roles, metric, store_cluster_url, wait_fatal
 from tests.support.rawpg import RawClient
 from tests.support.recording import decisions as recorded_decisions
 from tests.support.recording import recording, records
@@ -53,12 +53,7 @@ def _drop_leftover_roles(pg):
     """Per-grant roles this module's tests left behind (their proxies stopped before the
     grants ended) are dropped, so the shared cluster stays as other tests expect it."""
     yield
-    leftover = pg.psql(
-        "SELECT rolname FROM pg_roles WHERE rolname LIKE 'pgw\\_g\\_%' "
-        "AND shobj_description(oid, 'pg_authid') LIKE 'pgwitness:%'"
-    ).split()
-    for role in leftover:
-        pg.psql(f"DROP OWNED BY {role}; DROP ROLE {role};\n", db="app")
+    drop_grant_roles(pg)
 
 
 def per_grant(pg, tmp_path: Path, **extra) -> dict:

@@ -15,6 +15,7 @@ import time
 import pytest
 
 from tests.support.fixtures_proxy import ProxyHandle, per_grant_overrides, proxy_config
+from tests.support.proxies import drop_grant_roles
 from tests.support.rawpg import RawClient
 
 pytestmark = pytest.mark.timeout(120)
@@ -55,12 +56,7 @@ def px(pg, tmp_path_factory):
         yield handle
     finally:
         handle.stop()
-        leftover = pg.psql(
-            "SELECT rolname FROM pg_roles WHERE rolname LIKE 'pgw\\_g\\_%' "
-            "AND shobj_description(oid, 'pg_authid') LIKE 'pgwitness:%'"
-        ).split()
-        for role in leftover:
-            pg.psql(f"DROP OWNED BY {role}; DROP ROLE {role};\n", db="app")
+        drop_grant_roles(pg)
         pg.psql(TEARDOWN, db="app")
 
 

@@ -64,6 +64,17 @@ def issue(handle: ProxyHandle, **change):
     return handle.call(handle.runtime.store.issue(**grant_args(**change)))
 
 
+def drop_grant_roles(pg) -> None:
+    """Drop the per-grant roles tests left behind (their proxies stopped before the grants
+    ended), so the shared cluster stays as other tests expect it."""
+    leftover = pg.psql(
+        "SELECT rolname FROM pg_roles WHERE rolname LIKE 'pgw\\_g\\_%' "
+        "AND shobj_description(oid, 'pg_authid') LIKE 'pgwitness:%'"
+    ).split()
+    for role in leftover:
+        pg.psql(f"DROP OWNED BY {role}; DROP ROLE {role};\n", db="app")
+
+
 def sqlite_url(path) -> str:
     return f"sqlite:///{path}"  # path is absolute: sqlite:////tmp/...
 
