@@ -16,9 +16,15 @@ trigger function calling ``r52_redefine`` (attached by no trigger). A barrier vi
 keeping row 1, an inlinable SQL function ``r52w.fbv()`` returning its rows and a view
 ``r52w.bv2`` over it.
 
-Each probe runs on a proxy of its own whose catalog loads are paced (30 s): the snapshot the
-proxy loaded at start is the only one, so what follows DDL is decided on a stale snapshot,
-deterministically (the reload a waiting statement asks for comes 30 s after the start).
+The probes share the module's proxies, one whose catalog loads are paced (30 s) and one
+unpaced (the ``*-settled-*`` probes, which go on once the reload is done). Before each
+probe the catalog is planted again and the proxy renewed as if just started
+(``planted.Paced``: a catalog loader of its own, no upstream session kept from the probe
+before), its first load done after the planting: on the paced proxy that snapshot is the
+only one, so what follows DDL is decided on a stale snapshot, deterministically (the reload
+a waiting statement asks for comes 30 s after that first load). The two-worker probes
+(``test_other_worker``) start a proxy of their own each: its workers' catalogs are in
+other processes, out of the test's reach, so nothing could renew them between probes.
 Each probe first runs directly against Postgres and must show the marker there.
 
 Leaks found (``test_view_through_inlined_function``). Items 1 (a view reached through an
@@ -113,10 +119,7 @@ import urllib.request
 import pytest
 
 from tests.support import planted
-from tests.support.fixtures_proxy import ProxyHandle, proxy_config
 from tests.support.planted import run_steps, shows
-from tests.support.proxies import issue as grant_issue
-from tests.support.proxies import sqlite_url
 from tests.support.rawpg import SYNC, RawClient, bind, execute, parse, query
 from tests.support.wait import wait_until
 
@@ -226,48 +229,17 @@ def planted_db(pg):
 
 
 def _restore(pg) -> None:
-    pg.psql(TEARDOWN, db="app")
-    pg.psql(SETUP, db="app")
+    pg.psql(TEARDOWN + SETUP, db="app")
 
 
-@pytest.fixture
-def paced(pg, planted_db, tmp_path):
-    """A proxy per probe, its catalog loads paced (30 s): ``start()`` after the planting."""
-    started: list[ProxyHandle] = []
-
-    def start(interval: float = 30.0) -> ProxyHandle:
-        url = sqlite_url(tmp_path / f"grants{len(started)}.db")
-        handle = ProxyHandle(
-            proxy_config(pg, **{"grants.store": url, "upstream.catalog_min_interval": interval})
-        ).start()
-        started.append(handle)
-        handle.agent = AGENT
-        handle.tokens = {}
-        for key, scopes in SCOPES.items():
-            handle.tokens[key] = grant_issue(handle, agent=AGENT, task=f"R52-{key.upper()}",
-                                             scopes=scopes)[1]  # fmt: skip
-        handle.tokens["dry"] = grant_issue(
-            handle, agent=AGENT, task="R52-DRY", scopes=DRY_SCOPES, enforce=False
-        )[1]
-        handle.token = handle.tokens["base"]
-        # the first load (a session's first statement asks for it) done: the snapshot
-        # shows the planted catalog, and the next load may start 30 s from now
-        with planted.session(handle) as c:
-            c.query("SELECT 1")
-        assert _loaded(handle)
-        return handle
-
-    yield start
-    for handle in started:
-        handle.stop()
-
-
-def _loaded(handle) -> bool:
-    async def look():
-        entry = handle.server.catalogs.cache.entries.get("app")
-        return entry is not None and entry.snapshot is not None
-
-    return bool(wait_until(lambda: handle.call(look()), 10.0, 0.01))
+@pytest.fixture(scope="module")
+def paced(pg, planted_db, tmp_path_factory):
+    """``paced(interval)``, after the planting: the module's proxy of that pacing (30 s, or
+    0 for the ``settle`` probes) as if just started (``planted.Paced``: each started at its
+    first use, its grants issued once; ``planted.renew``), its first load done."""
+    shared = planted.Paced(pg, tmp_path_factory, "r52", agent=AGENT, grants=SCOPES, dry=DRY_SCOPES)
+    yield shared
+    shared.stop()
 
 
 def _scenario(pg, start, before, other_sqls, after, via_proxy: bool, other: str,
@@ -275,29 +247,28 @@ def _scenario(pg, start, before, other_sqls, after, via_proxy: bool, other: str,
     """A (``base``) runs ``before``; the other session (``other``'s grant) runs
     ``other_sqls`` (each a Query; a tuple: steps for ``run_steps``); A runs ``after``.
     Every byte A received (and the other session's, unless it is the dry run). ``settle``:
-    the loads unpaced, and A goes on once the reload after the other's DDL is done."""
+    the loads unpaced, and A goes on once the reload after the other's DDL is done. The
+    catalog is planted again first (what the scenario leaves, the next one's planting or
+    the module's teardown drops)."""
     _restore(pg)
     if via_proxy:
         px = start(0.0 if settle else 30.0)
         a, b = planted.session(px), planted.session(px, px.tokens[other])
     else:
         a, b = RawClient.direct(pg), RawClient.direct(pg)
-    try:
-        with a, b:
-            got = run_steps(a, before)
-            for sql in other_sqls:
-                out = run_steps(b, sql) if isinstance(sql, tuple) else planted.text(b.query(sql))
-                if other != "dry":  # (a dry run sees everything: only A's bytes count)
-                    got += out
-                if planted.is_error(out):
-                    return got
-            if via_proxy and settle:
-                assert planted.wait_catalog_quiet(px, 10.0)
-            got += run_steps(a, after)
-            a.query("ROLLBACK")
-            assert any(f[:1] == b"D" for f in a.query("SELECT 1")), "the session goes on"
-    finally:
-        _restore(pg)
+    with a, b:
+        got = run_steps(a, before)
+        for sql in other_sqls:
+            out = run_steps(b, sql) if isinstance(sql, tuple) else planted.text(b.query(sql))
+            if other != "dry":  # (a dry run sees everything: only A's bytes count)
+                got += out
+            if planted.is_error(out):
+                return got
+        if via_proxy and settle:
+            assert planted.wait_catalog_quiet(px, 10.0)
+        got += run_steps(a, after)
+        a.query("ROLLBACK")
+        assert any(f[:1] == b"D" for f in a.query("SELECT 1")), "the session goes on"
     return got
 
 
@@ -619,18 +590,15 @@ def test_other_worker(spawn, tmp_path, pg, planted_db, name):
     base = _admin_issue(p, SCOPES["base"], "R52-W-BASE")
     tokens = {"migrator": _admin_issue(p, SCOPES["migrator"], "R52-W-MIGRATOR"),
               "dry": _admin_issue(p, DRY_SCOPES, "R52-W-DRY", enforce=False)}  # fmt: skip
-    try:
-        with RawClient.session(p.host, p.port, AGENT, base) as a:
-            got = run_steps(a, before)
-            with _on_other_worker(p, a, tokens[other]) as b:
-                seen = p.metrics().get(OTHER_NEWS, 0.0)
-                for sql in sqls:
-                    out = planted.text(b.query(sql))
-                    assert not planted.is_error(out), out[-300:]
-                assert wait_until(lambda: p.metrics().get(OTHER_NEWS, 0.0) > seen, 10.0, 0.02), (
-                    "the other worker never heard of the code"
-                )
-            got += run_steps(a, after)
-    finally:
-        _restore(pg)
+    with RawClient.session(p.host, p.port, AGENT, base) as a:
+        got = run_steps(a, before)
+        with _on_other_worker(p, a, tokens[other]) as b:
+            seen = p.metrics().get(OTHER_NEWS, 0.0)
+            for sql in sqls:
+                out = planted.text(b.query(sql))
+                assert not planted.is_error(out), out[-300:]
+            assert wait_until(lambda: p.metrics().get(OTHER_NEWS, 0.0) > seen, 10.0, 0.02), (
+                "the other worker never heard of the code"
+            )
+        got += run_steps(a, after)
     assert not shows(got, MARK), ("LEAK", name, got[-600:])

@@ -17,8 +17,11 @@ view over ``fpv()``; ``r53w.t`` a plain table ``(id int, pin text)``; ``r53w.pt`
 partitioned one of the same columns.
 
 Each probe first runs directly against Postgres and must show the marker there; then
-through a proxy of its own (the stale probes: catalog loads paced to 30 s, so what follows
-the other session's DDL is decided on a stale snapshot deterministically).
+through one of the module's proxies (the stale probes: catalog loads paced to 30 s, so what
+follows the other session's DDL is decided on a stale snapshot deterministically; the
+settled ones: unpaced), the catalog planted again and the proxy renewed as if just started
+before each probe (``planted.Paced``: a catalog loader of its own, no upstream session kept
+from the probe before; its first load after the planting).
 
 Leaks found (strict xfails; each reason names the code path):
 
@@ -77,12 +80,8 @@ from __future__ import annotations
 import pytest
 
 from tests.support import planted
-from tests.support.fixtures_proxy import ProxyHandle, proxy_config
 from tests.support.planted import run_steps, shows
-from tests.support.proxies import issue as grant_issue
-from tests.support.proxies import sqlite_url
 from tests.support.rawpg import SYNC, RawClient, bind, execute, parse, query
-from tests.support.wait import wait_until
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -149,52 +148,25 @@ def planted_db(pg):
 
 
 def _restore(pg) -> None:
-    pg.psql(TEARDOWN, db="app")
-    pg.psql(SETUP, db="app")
+    pg.psql(TEARDOWN + SETUP, db="app")
 
 
-@pytest.fixture
-def paced(pg, planted_db, tmp_path):
-    """A proxy per probe, its catalog loads paced: ``start()`` after the planting."""
-    started: list[ProxyHandle] = []
-
-    def start(interval: float = 30.0) -> ProxyHandle:
-        url = sqlite_url(tmp_path / f"grants{len(started)}.db")
-        handle = ProxyHandle(
-            proxy_config(pg, **{"grants.store": url, "upstream.catalog_min_interval": interval})
-        ).start()
-        started.append(handle)
-        handle.agent = AGENT
-        handle.tokens = {}
-        for key, scopes in SCOPES.items():
-            handle.tokens[key] = grant_issue(handle, agent=AGENT, task=f"R53-{key.upper()}",
-                                             scopes=scopes)[1]  # fmt: skip
-        handle.tokens["dry"] = grant_issue(
-            handle, agent=AGENT, task="R53-DRY", scopes=DRY_SCOPES, enforce=False
-        )[1]
-        handle.token = handle.tokens["base"]
-        with planted.session(handle) as c:
-            c.query("SELECT 1")
-        assert _loaded(handle)
-        return handle
-
-    yield start
-    for handle in started:
-        handle.stop()
-
-
-def _loaded(handle) -> bool:
-    async def look():
-        entry = handle.server.catalogs.cache.entries.get("app")
-        return entry is not None and entry.snapshot is not None
-
-    return bool(wait_until(lambda: handle.call(look()), 10.0, 0.01))
+@pytest.fixture(scope="module")
+def paced(pg, planted_db, tmp_path_factory):
+    """``paced(interval)``, after the planting: the module's proxy of that pacing (30 s, or
+    0 for the ``settle`` probes) as if just started (``planted.Paced``: each started at its
+    first use, its grants issued once; ``planted.renew``), its first load done."""
+    shared = planted.Paced(pg, tmp_path_factory, "r53", agent=AGENT, grants=SCOPES, dry=DRY_SCOPES)
+    yield shared
+    shared.stop()
 
 
 def _scenario(pg, start, before, other_sqls, after, via_proxy: bool, other: str,
               settle: bool = False) -> str:  # fmt: skip
     """A (``base``) runs ``before``; the other session runs ``other_sqls``; A runs
-    ``after``. Every byte A received (and the other session's, unless a dry run)."""
+    ``after``. Every byte A received (and the other session's, unless a dry run). The
+    catalog is planted again first (what the scenario leaves, the next one's planting or
+    the module's teardown drops)."""
     _restore(pg)
     if other == "owner":  # planted by the owner before the proxy's first load
         pg.psql("SET ROLE pgwitness;\n" + ";\n".join(other_sqls) + ";\nRESET ROLE;\n", db="app")
@@ -204,22 +176,19 @@ def _scenario(pg, start, before, other_sqls, after, via_proxy: bool, other: str,
         a, b = planted.session(px), planted.session(px, px.tokens[other])
     else:
         a, b = RawClient.direct(pg), RawClient.direct(pg)
-    try:
-        with a, b:
-            got = run_steps(a, before)
-            for sql in other_sqls:
-                out = run_steps(b, sql) if isinstance(sql, tuple) else planted.text(b.query(sql))
-                if other != "dry":
-                    got += out
-                if planted.is_error(out):
-                    return got
-            if via_proxy and settle:
-                assert planted.wait_catalog_quiet(px, 10.0)
-            got += run_steps(a, after)
-            a.query("ROLLBACK")
-            assert any(f[:1] == b"D" for f in a.query("SELECT 1")), "the session goes on"
-    finally:
-        _restore(pg)
+    with a, b:
+        got = run_steps(a, before)
+        for sql in other_sqls:
+            out = run_steps(b, sql) if isinstance(sql, tuple) else planted.text(b.query(sql))
+            if other != "dry":
+                got += out
+            if planted.is_error(out):
+                return got
+        if via_proxy and settle:
+            assert planted.wait_catalog_quiet(px, 10.0)
+        got += run_steps(a, after)
+        a.query("ROLLBACK")
+        assert any(f[:1] == b"D" for f in a.query("SELECT 1")), "the session goes on"
     return got
 
 

@@ -8,7 +8,9 @@ client's frames as rows or the first error; ``simple`` and ``extended`` run stat
 one session over either protocol and return each one's outcome as text; ``outcomes`` gives
 one statement's over the simple protocol, the extended one and a prepared statement.
 ``received`` is the same by raw clients only (every byte the proxy sent in each mode:
-notices, error fields, rows), for ``assert_no_leak`` / ``assert_denied``.
+notices, error fields, rows), for ``assert_no_leak`` / ``assert_denied``. ``Paced``: a
+module's proxies for probes on a stale snapshot (rounds 52, 53), one per catalog pacing,
+``renew``ed before each probe as if just started.
 """
 
 from __future__ import annotations
@@ -205,6 +207,95 @@ def wait_catalog_quiet(handle, at_most: float, database: str = "app") -> bool:
             return True
         handle = handle.handle
     return bool(wait_until(lambda: catalog_quiet(handle, database), at_most, 0.01))
+
+
+# --- a module's proxies, shared by its probes (rounds 52, 53) -----------------------------
+
+
+def renew(handle, at_most: float = 10.0) -> None:
+    """Give the next probe a proxy that served earlier ones as it was when it started: once
+    every session of theirs has ended on its side (none settles DDL or parks a backend
+    after this), a catalog loader of its own as ``ProxyServer`` makes one (no snapshot yet,
+    so none stale, no code window, no function defined or column removed through it, no
+    load paced yet: the next session's first statement makes the first load and the pacing
+    counts from it; a load of the old loader under way or waiting is cancelled, and what
+    one loads goes to a cache no session reads), and no upstream session an earlier
+    session parked (``upstream_pool``): no prepared statement, setting or temporary object
+    of theirs reaches the next probe, whose first logins are new."""
+    from proxy.catalog_loader import CatalogLoader
+
+    server = handle.server
+
+    async def sessions() -> int:
+        return len(server.connections)
+
+    assert wait_until(lambda: handle.call(sessions()) == 0, at_most, 0.005), (
+        "an earlier probe's session never ended"
+    )
+
+    async def fresh() -> None:
+        old = server.catalogs
+        server.catalogs = CatalogLoader(
+            server.cfg, server.credentials, min_interval=server.cfg.upstream.catalog_min_interval
+        )
+        for entry in old.cache.entries.values():
+            if entry.loading is not None and not entry.loading.done():
+                entry.loading.cancel()
+        server.upstream_pool.close()
+
+    handle.call(fresh())
+
+
+class Paced:
+    """A module's proxies for probes on a stale snapshot, one per catalog pacing
+    (``upstream.catalog_min_interval``), each started at its first use with its own grant
+    store and the grants issued once (``handle.tokens``: ``grants``' keys, and ``"dry"``:
+    ``dry`` in dry run; ``handle.token``: ``"base"``'s). ``paced(interval)``, after the
+    probe planted its catalog: that proxy ``renew``ed and its first load done (a ``base``
+    session's first statement asked for it), so its snapshot shows the planted catalog and
+    a load a statement asks for comes ``interval`` seconds after it; a load after DDL is
+    never paced."""
+
+    def __init__(self, pg, tmp_path_factory, name: str, *, agent: str, grants: dict[str, str],
+                 dry: str) -> None:  # fmt: skip
+        self.pg, self.tmp_path_factory, self.name = pg, tmp_path_factory, name
+        self.agent, self.grants, self.dry = agent, grants, dry
+        self.started: dict[float, ProxyHandle] = {}
+
+    def _start(self, interval: float) -> ProxyHandle:
+        url = sqlite_url(self.tmp_path_factory.mktemp(f"{self.name}-paced") / "grants.db")
+        handle = ProxyHandle(proxy_config(
+            self.pg, **{"grants.store": url, "upstream.catalog_min_interval": interval})
+        ).start()  # fmt: skip
+        self.started[interval] = handle
+        handle.agent = self.agent
+        tag = self.name.upper()
+        handle.tokens = {key: grant_issue(handle, agent=self.agent, task=f"{tag}-{key.upper()}",
+                                          scopes=scopes, ttl="1h")[1]
+                         for key, scopes in self.grants.items()}  # fmt: skip
+        handle.tokens["dry"] = grant_issue(
+            handle, agent=self.agent, task=f"{tag}-DRY", scopes=self.dry, enforce=False, ttl="1h"
+        )[1]
+        handle.token = handle.tokens["base"]
+        return handle
+
+    def __call__(self, interval: float = 30.0) -> ProxyHandle:
+        handle = self.started.get(interval) or self._start(interval)
+        renew(handle)
+        with session(handle) as c:  # the first load: the pacing counts from it
+            c.query("SELECT 1")
+
+        async def look() -> bool:
+            entry = handle.server.catalogs.cache.entries.get("app")
+            return (entry is not None and entry.snapshot is not None
+                    and not entry.snapshot.stale and not entry.code_window())  # fmt: skip
+
+        assert wait_until(lambda: handle.call(look()), 10.0, 0.01), "no first load"
+        return handle
+
+    def stop(self) -> None:
+        for handle in self.started.values():
+            handle.stop()
 
 
 # client backends of the database waiting on ``{wait}`` (not the catalog loads' own queries)
