@@ -45,6 +45,7 @@ class Injection:
     # the policy's token (``StatementPolicy.verify_name``); None for a denial
     checks: str | None = None
     token: tuple[int, int] = (0, 0)
+    passed: bool = False  # a check's CommandComplete "DO" came: its CloseComplete follows
     # a restore (``inject_restore``): a Sync group of its own, every answer in it ours
     restores: bool = False
     failed: bool = False  # its Parse failed: the server holds no statement under the name
@@ -124,8 +125,9 @@ class Denials:
         that is not). If it does not, the check removes whatever it holds there and raises
         our error (26000, ``message``): the server skips the client's messages up to its
         Sync, and the error is the answer the client sees. If it does, its answers (the
-        *Completes and a CommandComplete "DO") are ours and dropped (``passed``). The
-        caller still tells ``groups`` about the client's message."""
+        *Completes, a CommandComplete "DO" and the CloseComplete of its statement) are ours
+        and dropped (``passed``). The caller still tells ``groups`` about the client's
+        message."""
         tag = self.tag
         while f"${tag}m$" in message:  # pragma: no cover - 64-bit nonce
             tag += "x"
@@ -144,7 +146,11 @@ class Denials:
         data, inj = self._statement(sql)
         inj.checks = name
         inj.token = token
-        groups.attach(inj, extended=inj.drop + 1)  # all ours: the client's Bind is sent too
+        # closed once it ran (so pg_prepared_statements lists nothing of ours after a check
+        # that passed: psycopg's suite looks; the drivers' differential, session 27); if it
+        # raised, the server skips the Close and the next injection closes it
+        data += m.close_statement(inj.statement)
+        groups.attach(inj, extended=inj.drop + 2)  # all ours: the client's Bind is sent too
         self.pending.append(inj)
         return data
 

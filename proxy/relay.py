@@ -77,6 +77,7 @@ _CONFORMING = b"standard_conforming_strings\x00"  # a ParameterStatus body's nam
 _PARSE_COMPLETE = B.PARSE_COMPLETE
 _WATCHED = frozenset((_READY, _ERROR, _COPY_IN, _PARAMETER_STATUS, _PARSE_COMPLETE))
 _COMMAND_COMPLETE = B.COMMAND_COMPLETE
+_CLOSE_COMPLETE = B.CLOSE_COMPLETE
 # Frames whose bytes the relay never looks at: a large one is passed on as it arrives.
 _STREAMED_C2S = frozenset((F.BIND, F.COPY_DATA))
 _STREAMED_S2C = frozenset((B.DATA_ROW, B.COPY_DATA, B.FUNCTION_CALL_RESPONSE))
@@ -1083,6 +1084,14 @@ class Relay:
                 last = end
             elif not pending:
                 continue
+            elif t == _CLOSE_COMPLETE and pending[0].passed:
+                # the CloseComplete of a check of ours that passed (``inject_check``)
+                rewritten = self._ensure(rewritten, run, last, start)
+                inj, released = denials.passed()
+                rewritten.extend(released)
+                last = end
+                if self.policy is not None and inj.checks is not None:
+                    self.policy.verified(inj.checks, inj.token)
             elif t in _HOLDABLE or (t == _COMMAND_COMPLETE and pending[0].holds_complete):
                 rewritten = self._ensure(rewritten, run, last, start)
                 held.append(run[start:end])
@@ -1096,13 +1105,11 @@ class Relay:
                     self._replaced(inj.checks, inj.token)
             elif (t == _COMMAND_COMPLETE and pending[0].checks is not None
                     and run[start + 5 : end - 1] == b"DO"):
-                # a check of ours passed (no client's DO reaches the server: ``deny.do``)
+                # a check of ours passed (no client's DO reaches the server: ``deny.do``):
+                # dropped; it is resolved at its statement's CloseComplete, next
                 rewritten = self._ensure(rewritten, run, last, start)
-                inj, released = denials.passed()
-                rewritten.extend(released)
+                pending[0].passed = True
                 last = end
-                if self.policy is not None and inj.checks is not None:
-                    self.policy.verified(inj.checks, inj.token)
             elif t in _ASYNC:
                 if t == B.NOTICE_RESPONSE and denials.tag_bytes in run[start:end]:
                     # A DEBUG notice about our injected statement: not the client's business.

@@ -200,3 +200,20 @@ def test_a_clients_temporary_table_still_shadows_a_permanent_one_of_its_name(px,
     assert "C42501" not in got and "DROP TABLE" in got, got[-600:]
     with RawClient.direct(pg) as c:
         assert c.scalar("SELECT a FROM public.s27_shadowme") == "permanent row"
+
+
+def test_a_check_that_passed_leaves_no_statement_of_the_proxys(px, pg):
+    """The drivers' differential of session 27: psycopg's suite lists pg_prepared_statements
+    after its statements were checked (a row statement, so the query checks it): the
+    check's own statement stayed there until the next injection. It is closed in its group."""
+    steps = [
+        (parse("s27pp", "SELECT id FROM s27r.t"), SYNC),
+        DYN,
+        (bind("", "s27pp"), execute(), SYNC),
+        (bind("", "s27pp"), execute(), SYNC),
+        (query("SELECT name FROM pg_prepared_statements ORDER BY name"),),
+    ]
+    direct, got = _both(px, pg, steps)
+    assert "s27pp" in direct and "pgw_" not in direct
+    assert "s27pp" in got and "pgw_" not in got, got[-600:]
+    assert got.count("SELECT 1") == direct.count("SELECT 1") == 4, got[-600:]

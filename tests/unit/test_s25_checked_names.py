@@ -147,12 +147,14 @@ def test_a_bind_first_in_its_read_gets_the_check_before_it():
     assert to_server.endswith(_bind_execute_sync())
     check = to_server[: -len(_bind_execute_sync())]
     assert check[:1] == b"P" and b"DO $" in check and b"pg_prepared_statements" in check
+    name = m.decode_parse(check, "utf-8")[0]
+    assert check.endswith(m.close_statement(name)), "closed once it ran: nothing of ours left"
 
 
 def test_a_check_that_passes_leaves_the_client_the_servers_own_answers():
     relay, p = _relay()
     relay.from_client(_bind_execute_sync())
-    ours = frame(b"1") + frame(b"2") + frame(b"C", b"DO\x00")
+    ours = frame(b"1") + frame(b"2") + frame(b"C", b"DO\x00") + frame(b"3")
     theirs = frame(b"2") + frame(b"D", b"\x00\x01\x00\x00\x00\x011") + frame(b"C", b"SELECT 1\x00")
     out = relay.from_server(ours + theirs + m.ready_for_query(b"I"))
     assert out == theirs + m.ready_for_query(b"I")
@@ -165,7 +167,8 @@ def test_a_check_that_passes_in_pieces_still_drops_only_its_own_answers():
     relay.from_client(_bind_execute_sync())
     got = relay.from_server(frame(b"1"))
     got += relay.from_server(frame(b"2"))
-    got += relay.from_server(frame(b"C", b"DO\x00") + frame(b"2"))
+    got += relay.from_server(frame(b"C", b"DO\x00"))
+    got += relay.from_server(frame(b"3") + frame(b"2"))
     got += relay.from_server(frame(b"C", b"SELECT 0\x00") + m.ready_for_query(b"I"))
     assert got == frame(b"2") + frame(b"C", b"SELECT 0\x00") + m.ready_for_query(b"I")
 
