@@ -217,3 +217,26 @@ def test_a_check_that_passed_leaves_no_statement_of_the_proxys(px, pg):
     assert "s27pp" in direct and "pgw_" not in direct
     assert "s27pp" in got and "pgw_" not in got, got[-600:]
     assert got.count("SELECT 1") == direct.count("SELECT 1") == 4, got[-600:]
+
+
+def test_drops_sqlglot_cannot_read_are_decided_on_postgresqls_reading(px, pg):
+    """The drivers' differential of session 27 (asyncpg's suite): ``DROP FUNCTION f(i int)``
+    (an argument with a name) and ``DROP DOMAIN`` were refused as unrecognised."""
+    pg.psql(
+        "SET ROLE pgwitness; CREATE FUNCTION s27r.dropme(i int) RETURNS int LANGUAGE sql "
+        "AS 'SELECT 1'; CREATE DOMAIN s27r.dd AS int; CREATE DOMAIN s27x.vd AS int;",
+        db="app",
+    )
+    with planted.session(px) as c:
+        got = run_steps(c, [
+            (query("DROP DOMAIN s27x.vd"),),  # outside the grant's ddl scope
+            (query("DROP DOMAIN s27r.dd CASCADE"),),  # drops what it does not name
+            (query("DROP FUNCTION s27r.dropme(i int)"),),
+            (query("DROP DOMAIN IF EXISTS s27r.dd"),),
+        ])  # fmt: skip
+    assert got.count("C42501") == 2, got[-800:]
+    assert "DROP FUNCTION" in got and "DROP DOMAIN" in got, got[-800:]
+    with RawClient.direct(pg) as c:
+        assert c.scalar("SELECT count(*) FROM pg_proc WHERE proname = 'dropme'") == "0"
+        kept = "SELECT string_agg(typname, ',' ORDER BY typname) FROM pg_type "
+        assert c.scalar(kept + "WHERE typname IN ('dd', 'vd')") == "vd"

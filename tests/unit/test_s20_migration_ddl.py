@@ -93,3 +93,47 @@ def test_the_grant_decides_each_relation_it_changes():
     ro = StatementPolicy(parse_scopes("ddl:app.book"), task="T", shared=None)
     v = ro.check_query("ALTER TABLE app.book VALIDATE CONSTRAINT c")
     assert not v.allowed and "read" in v.message
+
+
+# --- session 27: DROPs sqlglot cannot read (the drivers' differential: asyncpg's suite) ---
+
+
+@pytest.mark.parametrize(
+    ("sql", "command", "ops"),
+    [
+        ("DROP FUNCTION _test(i INT)", "DROP FUNCTION", {("ddl", "app._test")}),
+        ("DROP FUNCTION IF EXISTS app.f(a integer, b text), g(x int)", "DROP FUNCTION",
+         {("ddl", "app.f"), ("ddl", "app.g")}),
+        ("DROP PROCEDURE other.p(i int)", "DROP PROCEDURE", {("ddl", "other.p")}),
+        ("DROP DOMAIN d", "DROP DOMAIN", {("ddl", "app.d")}),
+        ("DROP DOMAIN IF EXISTS app.d, other.e RESTRICT", "DROP DOMAIN",
+         {("ddl", "app.d"), ("ddl", "other.e")}),
+    ],
+)  # fmt: skip
+def test_drops_of_routines_with_argument_names_and_of_domains(sql, command, ops):
+    c = classified(sql)
+    assert (c.cls.name, c.command) == ("DDL", command), c.detail
+    assert c.write_ops == ops
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "DROP FUNCTION f(i int) CASCADE",  # drops what it does not name
+        "DROP DOMAIN d CASCADE",  # (the columns of that domain go too)
+        "DROP ROUTINE r(i int)",  # sqlglot's side reads no DROP ROUTINE either
+        "DROP AGGREGATE a(i int)",
+        "DROP EXTENSION e",
+        "DROP POLICY p ON book",
+    ],
+)
+def test_other_drops_sqlglot_cannot_read_stay_unknown(sql):
+    assert classified(sql).cls.name == "UNKNOWN", sql
+
+
+def test_a_drop_of_a_routine_outside_the_ddl_scope_is_refused():
+    p = StatementPolicy(parse_scopes(SCOPES), task="T", search_path=("app",), shared=None)
+    assert p.check_query("DROP FUNCTION app.f(i int)").allowed
+    v = p.check_query("DROP FUNCTION app.f(i int), secret.g(j int)")
+    assert not v.allowed and "secret.g" in v.message, v.message
+    assert not p.check_query("DROP DOMAIN secret.d").allowed
