@@ -29,6 +29,7 @@ HOLDABLE = frozenset((B.PARSE_COMPLETE, B.BIND_COMPLETE, B.CLOSE_COMPLETE))
 # May arrive at any time; never part of an injection's answer, so they pass held frames.
 ASYNC = frozenset((B.NOTICE_RESPONSE, B.NOTIFICATION, B.PARAMETER_STATUS))
 _STRIP_FIELDS = frozenset("sWFLR")  # marker (schema field) and PL/pgSQL traces
+_MAX_CLOSES = 4  # injected statements closed before the next one, at most
 
 
 @dataclass(eq=False)
@@ -46,6 +47,7 @@ class Injection:
     checks: str | None = None
     token: tuple[int, int] = (0, 0)
     passed: bool = False  # a check's CommandComplete "DO" came: its CloseComplete follows
+    closes: tuple[str, ...] = ()  # earlier injected statements it closes first
     # a restore (``inject_restore``): a Sync group of its own, every answer in it ours
     restores: bool = False
     failed: bool = False  # its Parse failed: the server holds no statement under the name
@@ -73,7 +75,11 @@ class Denials:
         self.pending: deque[Injection] = deque()
         self.held: list[bytes] = []
         self._injected = 0  # names injected statements and portals uniquely
-        self._last_deny_statement = ""  # the newest injected statement, closed by the next one
+        # injected statements the server may still hold (a denial's stays after its error;
+        # one whose injection was skipped was never made): closed by the next injection,
+        # forgotten once one that closed them was answered (red-team round 56: a denial's
+        # statement stayed for the session when the check after it was skipped)
+        self._unclosed: list[str] = []
 
     def raise_sql(self, message: str, sqlstate: str) -> str:
         tag = self.tag
@@ -106,14 +112,11 @@ class Denials:
         survive), closing the previous one of ours."""
         self._injected += 1
         name = f"{self.tag}_{self._injected}"
-        data = b""
-        drop = 2
-        if self._last_deny_statement:
-            data = m.close_statement(self._last_deny_statement)
-            drop = 3
-        self._last_deny_statement = name
+        closes = tuple(self._unclosed[-_MAX_CLOSES:])
+        data = b"".join(m.close_statement(n) for n in closes)
+        self._unclosed.append(name)
         data += m.parse(name, sql) + m.bind_no_params(name, name) + m.execute(name)
-        return data, Injection(drop, name)
+        return data, Injection(2 + len(closes), name, closes=closes)
 
     def inject_check(
         self, name: str, upstream: str, message: str, token: tuple[int, int], groups: SyncGroups
@@ -188,6 +191,11 @@ class Denials:
         held = self.held
         inj = self.pending.popleft()
         inj.resolved = True
+        if inj.closes or inj.passed:  # its Closes ran (a check that passed: its own too)
+            gone = set(inj.closes)
+            if inj.passed:
+                gone.add(inj.statement)
+            self._unclosed = [n for n in self._unclosed if n not in gone]
         if inj.drop:
             del held[-inj.drop :]
         out = held[:]
@@ -222,6 +230,8 @@ class Denials:
             if not inj.resolved:
                 inj.resolved = True
                 self.pending.remove(inj)
+                if inj.statement in self._unclosed:  # never made
+                    self._unclosed.remove(inj.statement)
 
     def release_held(self) -> bytes:
         """Frames held for a possible injection answer that did not come: pass them on.

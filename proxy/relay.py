@@ -96,9 +96,11 @@ _RESTORABLE = frozenset((
 _MAX_RESTORABLE = 256
 # ... but not those PostgreSQL analyses at their Parse (a query in them): a fresh Parse
 # resolves their names again, where the server's statement keeps its analysis (a temporary
-# relation made since would be read instead: red-team round 55)
+# relation made since would be read instead: red-team round 55), EXPLAIN of any of them
+# included (``transformExplainStmt`` analyses the explained query: round 56)
 _ANALYSED_AT_PARSE = frozenset(("CREATE TABLE", "CREATE TABLE AS", "SELECT INTO",
                                 "CREATE MATERIALIZED VIEW"))  # fmt: skip
+_EXPLAIN = "EXPLAIN"
 _LOAD = "LOAD"  # a loaded library stays in the backend
 # An ErrorResponse's SQLSTATE field for insufficient_privilege: a field boundary (NUL), the
 # field type C, the code and its NUL; nothing else in an ErrorResponse can look like it.
@@ -657,6 +659,7 @@ class Relay:
                         decisions = verdict.decisions
                         if (len(decisions) == 1 and decisions[0][0].cls in _RESTORABLE
                                 and decisions[0][0].command not in _ANALYSED_AT_PARSE
+                                and not decisions[0][0].command.startswith(_EXPLAIN)
                                 and frame.isascii() and name not in self._pinned):
                             restorable = self._restorable
                             restorable.pop(name, None)

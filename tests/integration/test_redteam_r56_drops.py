@@ -11,27 +11,24 @@ ddl scope (``r56x.vd``, ``r56x."Vd"``, ``r56x.vf(int)``, ``r56x.vp(int)``, ``r56
 ``r56.used_d``: a column of ``r56x.uses``; ``r56.arg_d``: ``r56x.takes``' argument;
 ``r56.deffn``: its default; ``r56.trigfn``: its trigger; ``r56.polfn``: its row policy).
 
-Leaked (strict xfails):
+Leaked, fixed the same session (the probes hold now):
 
-* ``SHADOW_OWN_WHY`` (f269ff0's fix is incomplete; the restore's own leak):
-  ``EXPLAIN ANALYZE CREATE TABLE r56.x AS SELECT id FROM r56src`` and ``EXPLAIN (ANALYZE)
-  SELECT id INTO r56.x FROM r56src``, prepared after the session's temporary schema exists,
-  then ``SELECT r56.shadow()`` (code in the execute scope makes ``pg_temp.r56src`` over
-  the vault), then Bind: directly the server keeps its Parse-time analysis (public.r56src,
-  ``src-ok``); through the proxy the statement is *restored* (its command is ``EXPLAIN
-  ANALYZE``, class DDL, not in ``proxy.relay._ANALYSED_AT_PARSE``), the fresh Parse reads
-  the temporary view, the plan shows ``Seq Scan on vault`` and ``SELECT id FROM r56.x``
-  returns the marker. Fix: key ``_ANALYSED_AT_PARSE`` on what the statement runs
-  (EXPLAIN's explained command, ``Classified.detail``), or never restore ``EXPLAIN``
-  (PostgreSQL's transformExplainStmt analyses the explained query at Parse). The
-  ``EXPLAIN ANALYZE CREATE MATERIALIZED VIEW`` variant leaks nothing but shows the same
-  re-analysis: 0A000 "materialized views must not use temporary tables or views" where
-  directly it succeeds (transparency).
-
-Transparency (strict xfail, not a leak): ``LEFT_OVER_WHY``: a denial's injected statement
-(the Bind of a name the proxy does not know) stays in ``pg_prepared_statements`` when the
-check injected after it in the same group is skipped (``Denials._last_deny_statement`` then
-names the never-made check statement, so the next injection closes that one).
+* The restore's own (f269ff0's fix was incomplete): ``EXPLAIN ANALYZE CREATE TABLE r56.x AS
+  SELECT id FROM r56src`` and ``EXPLAIN (ANALYZE) SELECT id INTO r56.x FROM r56src``,
+  prepared after the session's temporary schema exists, then ``SELECT r56.shadow()`` (code
+  in the execute scope makes ``pg_temp.r56src`` over the vault), then Bind: directly the
+  server keeps its Parse-time analysis (public.r56src, ``src-ok``); through the proxy the
+  statement was *restored* (its command ``EXPLAIN ANALYZE``, class DDL, was not in
+  ``proxy.relay._ANALYSED_AT_PARSE``), the fresh Parse read the temporary view and ``SELECT
+  id FROM r56.x`` returned the marker. No EXPLAIN is restored now (PostgreSQL's
+  transformExplainStmt analyses the explained query at Parse); the ``EXPLAIN ANALYZE CREATE
+  MATERIALIZED VIEW`` variant's 0A000 (re-analysed: "materialized views must not use
+  temporary tables or views") is gone with it.
+* Transparency, not a leak: a denial's injected statement (the Bind of a name the proxy
+  does not know) stayed in ``pg_prepared_statements`` when the check injected after it in
+  the same group was skipped (``Denials._last_deny_statement`` then named the never-made
+  check statement). Every injected statement the server may still hold is now closed by
+  the next injection until one that closed it is answered (``Denials._unclosed``).
 
 Held:
 
@@ -301,28 +298,17 @@ def test_swapped_parse_analysed_statement(px, pg, kind, described):
     assert "C26000" in got and "deny.replaced" in got or "C\x00" in got, got[-600:]
 
 
-SHADOW_OWN_WHY = (
-    "LEAK (the restore's own): EXPLAIN ANALYZE of CREATE TABLE AS / SELECT INTO / CREATE "
-    "MATERIALIZED VIEW is analysed at its Parse like the statement it explains, but its "
-    "command is 'EXPLAIN ANALYZE' (class DDL), not in proxy.relay._ANALYSED_AT_PARSE: it is "
-    "restored (Close + the client's Parse again) after dynamic SQL, and the fresh Parse "
-    "resolves the unqualified source to the temporary view code made since (pg_temp.r56src "
-    "over the vault), where the server's own statement keeps public.r56src; the vault's rows "
-    "land in the client's table. Fix: decide on the explained statement's command "
-    "(Classified.detail) or list EXPLAIN ANALYZE (and EXPLAIN: its query is analysed too) "
-    "in _ANALYSED_AT_PARSE"
-)
 SHADOWED = {
     "ctas": ("CREATE TABLE r56.sh_{tag} AS SELECT id FROM r56src", "r56.sh_{tag}", False),
     "explain-analyze-ctas": (
         "EXPLAIN ANALYZE CREATE TABLE r56.shx_{tag} AS SELECT id FROM r56src",
         "r56.shx_{tag}",
-        SHADOW_OWN_WHY,
+        False,  # (fixed: EXPLAIN is never restored)
     ),
     "explain-analyze-select-into": (
         "EXPLAIN (ANALYZE, COSTS OFF) SELECT id INTO r56.shi_{tag} FROM r56src",
         "r56.shi_{tag}",
-        SHADOW_OWN_WHY,
+        False,  # (fixed: EXPLAIN is never restored)
     ),
     "explain-analyze-matview": (
         "EXPLAIN ANALYZE CREATE MATERIALIZED VIEW r56.shm_{tag} AS SELECT id FROM r56src",
@@ -443,17 +429,6 @@ def _run_flush_aware(c: RawClient, steps) -> list[bytes]:
     return out
 
 
-LEFT_OVER_WHY = (
-    "TRANSPARENCY (not a leak): a denial's statement (the Bind of a name the proxy does "
-    "not know, refused by an injected DO that raises) is left in pg_prepared_statements "
-    "when the check injected after it in the same group is skipped by the failing server: "
-    "Denials._last_deny_statement then names the skipped check's statement (never made), so "
-    "the next injection closes that one, not the denial's (pgw_<nonce>_1 stays for the "
-    "session). Fix: keep every injected statement not known closed, or close the skipped "
-    "ones' predecessor too"
-)
-
-
 @pytest.mark.parametrize("probe", list(RELAY))
 def test_answers_line_up_with_the_servers(px, pg, probe):
     steps = RELAY[probe]
@@ -475,7 +450,7 @@ def test_answers_line_up_with_the_servers(px, pg, probe):
 
 
 @pytest.mark.parametrize("probe", planted.cases({
-    "error-before-the-check": (LEFT_OVER_WHY,),
+    "error-before-the-check": (False,),  # (fixed: Denials._unclosed)
     "three-checks-one-group": (False,),
     "client-closes-in-group": (False,),
     "checks-in-a-failed-transaction": (False,),

@@ -159,3 +159,25 @@ def test_a_non_ascii_statement_is_checked_with_the_query():
     relay, _p = _relay("SET application_name = 'é'")
     to_server, _ = relay.from_client(_bind())
     assert b"DO $" in to_server
+
+
+def test_statements_of_the_proxys_are_closed_until_an_answered_injection_closed_them():
+    """Red-team round 56: a denial's statement stays after its error; the check sent after
+    it in the same group is skipped (never made). The next injection closes the denial's
+    (and the skipped one's name is forgotten); a check that passed closed its own."""
+    d = Denials(nonce="00ff")
+    groups = SyncGroups()
+    d.inject(m.Frontend.PARSE, d.raise_sql("no", "42501"), groups)
+    denial = d.pending[-1]
+    d.inject_check("s", "s", "no", (1, 1), groups)
+    check = d.pending[-1]
+    assert check.closes == (denial.statement,)
+    d.answered(frame(b"E", b"SERROR\x00C42501\x00s" + d.marker_bytes + b"\x00\x00"))
+    d.skipped([check])  # the server skipped the check: its Close of the denial's too
+    data = d.inject_check("s", "s", "no", (1, 2), groups)
+    again = d.pending[-1]
+    assert again.closes == (denial.statement,), "the denial's, not the never-made check's"
+    assert data.startswith(m.close_statement(denial.statement))
+    again.passed = True
+    d.passed()
+    assert d._unclosed == [], "its Closes ran, its own statement too"
