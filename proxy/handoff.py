@@ -19,6 +19,7 @@ import errno
 import logging
 import selectors
 import socket
+from collections import deque
 from collections.abc import Callable
 
 # A handed connection is one message: this byte and the descriptor.
@@ -31,6 +32,9 @@ _ENDED = b"-"
 # decided again after DDL in another, a column renamed in one is gone in all).
 CATALOG = b"d"
 _MAX_PACKET = 1 << 16
+# catalog news waiting for a full channel to drain, per channel: beyond it the oldest is
+# dropped with an error (a worker that has not read its channel for that long is stuck)
+_MAX_OUTBOX = 10_000
 ACCEPTS_PER_WAKE = 64  # then the workers' reports get a turn
 
 
@@ -107,6 +111,10 @@ class Dispatcher:
             self.selector.register(chan, selectors.EVENT_READ, i)
         self.dropped = 0  # connections no worker could take (every channel full or gone)
         self.relayed = 0  # catalog news passed on (worker to worker)
+        # news for a worker whose channel was full: sent in order once it drains (each
+        # turn), never dropped: a worker that misses another's code window or DDL decides
+        # on what it does not know (red-team round 47's residue)
+        self.outboxes: list[deque[bytes]] = [deque() for _ in channels]
 
     def watch(self, sock: socket.socket) -> None:
         """Also wake for ``sock`` (the supervisor's signal wake-up socket)."""
@@ -121,7 +129,11 @@ class Dispatcher:
 
     def poll(self, timeout: float) -> None:
         """One turn: accept what waits, hand it on, read the workers' reports."""
-        for key, _mask in self.selector.select(timeout):
+        for worker, box in enumerate(self.outboxes):
+            if box and not self.balance.gone[worker]:
+                self._flush(worker)
+        wait = min(timeout, 0.05) if any(self.outboxes) else timeout  # (news to retry)
+        for key, _mask in self.selector.select(wait):
             worker = key.data
             sock = key.fileobj
             assert isinstance(sock, socket.socket)
@@ -184,25 +196,33 @@ class Dispatcher:
                 self.balance.ended(worker, data.count(_ENDED))
 
     def _tell_others(self, source: int, data: bytes) -> int:
-        """Pass a worker's catalog news to every other live worker: how many took it."""
+        """Pass a worker's catalog news to every other live worker (after the news waiting
+        for it, if its channel was full): how many it is for."""
         told = 0
-        for worker, chan in enumerate(self.channels):
+        for worker, _chan in enumerate(self.channels):
             if worker == source or self.balance.gone[worker]:
                 continue
-            try:
-                chan.send(data)
-                told += 1
-            except (BlockingIOError, InterruptedError):
-                # its queue is full (a worker not reading its channel): its snapshot
-                # follows at its next load instead
-                logging.getLogger("pgwitness").warning(
-                    "catalog news not passed to worker %d (its channel is full)", worker
-                )
-            except OSError:
-                self._gone(worker)
+            _queue(self.outboxes[worker], data, f"worker {worker}")
+            told += 1
+            self._flush(worker)
         return told
 
+    def _flush(self, worker: int) -> None:
+        """Send worker ``worker`` its waiting news, in order, as far as its channel takes."""
+        box, chan = self.outboxes[worker], self.channels[worker]
+        while box:
+            try:
+                chan.send(box[0])
+            except (BlockingIOError, InterruptedError):
+                return  # its queue is full (a worker not reading its channel): next turn
+            except OSError:
+                box.clear()
+                self._gone(worker)
+                return
+            box.popleft()
+
     def _gone(self, worker: int) -> None:
+        self.outboxes[worker].clear()
         if not self.balance.gone[worker]:
             self.balance.gone[worker] = True
             self.selector.unregister(self.channels[worker])
@@ -227,6 +247,8 @@ class Receiver:
         self.address = address  # the supervisor's listening address, for the log
         self._owed = 0  # ended connections not yet reported (the channel was full)
         self._closed = False
+        # this worker's news the full channel did not take yet: sent in order first
+        self.outbox: deque[bytes] = deque()
 
     def receive(
         self,
@@ -235,6 +257,8 @@ class Receiver:
         news: Callable[[bytes], None] | None = None,
     ) -> None:
         """Everything waiting on the channel (call when it is readable)."""
+        if self.outbox:
+            self.flush()
         while not self._closed:
             try:
                 data, fds, _flags, _addr = socket.recv_fds(self.channel, _MAX_PACKET, 4)
@@ -255,17 +279,30 @@ class Receiver:
         """This worker's catalog news, for the others (through the supervisor)."""
         if self._closed or len(data) + 1 > _MAX_PACKET:
             return
-        try:
-            self.channel.send(CATALOG + data)
-        except (BlockingIOError, InterruptedError):
-            logging.getLogger("pgwitness").warning("catalog news not sent (channel full)")
-        except OSError:
-            self._closed = True  # the supervisor is gone
+        _queue(self.outbox, CATALOG + data, "the supervisor")
+        self.flush()
+
+    def flush(self) -> None:
+        """Send the waiting news, in order, as far as the channel takes it (also called by
+        ``receive``, ``ended`` and the server's housekeeping: a full channel drains)."""
+        box = self.outbox
+        while box and not self._closed:
+            try:
+                self.channel.send(box[0])
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                self._closed = True  # the supervisor is gone
+                box.clear()
+                return
+            box.popleft()
 
     def ended(self) -> None:
         """One handed connection has ended (its ``connection_lost``)."""
         if self._closed:
             return
+        if self.outbox:
+            self.flush()
         self._owed += 1
         try:
             self._owed -= self.channel.send(_ENDED * self._owed)
@@ -278,3 +315,15 @@ class Receiver:
         if not self._closed:
             self._closed = True
             self.channel.close()
+
+
+def _queue(box: deque[bytes], data: bytes, to: str) -> None:
+    """``data`` at the end of ``box``; a box at its bound loses its oldest, loudly."""
+    if len(box) >= _MAX_OUTBOX:
+        box.popleft()
+        logging.getLogger("pgwitness").error(
+            "catalog news for %s dropped: %d waiting on a channel that is not read", to, len(box)
+        )
+    elif box:
+        logging.getLogger("pgwitness").debug("catalog news for %s waits (channel full)", to)
+    box.append(data)

@@ -171,6 +171,8 @@ class ProxyServer:
             now = time.monotonic()
             if now - last_flush >= 1.0:
                 last_flush = now
+                if self._handoff is not None and self._handoff.outbox:
+                    self._handoff.flush()  # catalog news a full channel held back
                 self.refusals.tick()
                 self._update_gauges()
             if self.grant_store is not None:

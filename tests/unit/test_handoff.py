@@ -194,3 +194,53 @@ def test_a_workers_catalog_news_reaches_every_other_worker_and_counts_no_connect
         assert heard[0] == [news]
     finally:
         w.close()
+
+
+def _fill(chan: socket.socket) -> int:
+    """Send filler packets on ``chan`` until its queue is full: how many went."""
+    sent = 0
+    while True:
+        try:
+            chan.send(b"\x00" * 512)
+            sent += 1
+        except BlockingIOError:
+            return sent
+
+
+def _drain(chan: socket.socket) -> None:
+    chan.setblocking(False)
+    while True:
+        try:
+            chan.recv(1 << 16)
+        except BlockingIOError:
+            return
+
+
+def test_news_a_full_channel_did_not_take_is_sent_in_order_once_it_drains(tmp_path):
+    """Session 27 (round 47's residue): news was dropped with a warning when a channel was
+    full, so a worker could miss another's code window or DDL. Both directions now keep it
+    in order until the channel drains (``Receiver.outbox``, ``Dispatcher.outboxes``)."""
+    w = World(tmp_path, n=2)
+    try:
+        first, second = b'{"kind": "code", "db": "a"}', b'{"kind": "code", "db": "b"}'
+        # worker 0 -> supervisor full: the worker keeps its news
+        assert _fill(w.receivers[0].channel) > 0
+        w.receivers[0].tell(first)
+        w.receivers[0].tell(second)
+        assert len(w.receivers[0].outbox) == 2
+        _drain(w.dispatcher.channels[0])  # the supervisor read the filler
+        w.receivers[0].ended()  # (any call flushes; so does receive and housekeeping)
+        assert not w.receivers[0].outbox
+        # supervisor -> worker 1 full: the supervisor keeps it for worker 1
+        assert _fill(w.dispatcher.channels[1]) > 0
+        w.dispatcher.poll(0.2)  # reads worker 0's news, cannot pass it on yet
+        assert list(w.dispatcher.outboxes[1]) == [b"d" + first, b"d" + second]
+        assert w.dispatcher.relayed == 2
+        _drain(w.receivers[1].channel)  # worker 1 read its filler
+        w.dispatcher.poll(0.2)  # and the supervisor's next turn sends the rest
+        assert not w.dispatcher.outboxes[1]
+        heard: list[bytes] = []
+        w.receivers[1].receive(w.served[1].append, lambda: None, heard.append)
+        assert heard == [first, second]
+    finally:
+        w.close()
