@@ -89,12 +89,11 @@ Transparency differences:
 
 from __future__ import annotations
 
-import time
-
 import pytest
 
 from common.wire.errors import frame
 from tests.support import planted
+from tests.support.planted import direct_frames, proxied_frames
 from tests.support.rawpg import FLUSH, SYNC, RawClient, bind, error_fields, execute, parse, query
 
 pytestmark = pytest.mark.timeout(300)
@@ -170,21 +169,6 @@ def text(frames: list[bytes]) -> str:
     return b"".join(frames).decode("utf-8", "replace")
 
 
-def run(c: RawClient, steps) -> list[bytes]:
-    out: list[bytes] = []
-    for step in steps:
-        if isinstance(step, float):
-            time.sleep(step)
-            continue
-        if callable(step):
-            step(c)
-            continue
-        c.send(*step)
-        for _ in range(sum(1 for f in step if f[:1] in (b"Q", b"S"))):
-            out += c.frames_until_ready()
-    return out
-
-
 def shape(frames: list[bytes]) -> list[str]:
     """What a client reads: tags, rows, errors' codes, descriptions; no async noise."""
     out = []
@@ -213,18 +197,6 @@ def px(pg, tmp_path_factory):
     with planted.running(pg, tmp_path_factory, "r55", agent=AGENT, scopes=SCOPES,
                          setup=SETUP, teardown=TEARDOWN) as handle:  # fmt: skip
         yield handle
-
-
-def _direct(pg, steps) -> list[bytes]:
-    with RawClient.direct(pg) as c:
-        return run(c, steps)
-
-
-def _proxied(px, steps) -> list[bytes]:
-    with planted.session(px) as c:
-        got = run(c, steps)
-        assert any(f[:1] == b"D" for f in c.query("SELECT 1")), ("the session goes on", got)
-    return got
 
 
 # kind -> (text, needs a transaction block); {tag}: objects made once per run
@@ -278,9 +250,9 @@ def _attack(kind: str, mode: str, tag: str) -> list:
 @pytest.mark.parametrize("mode", list(MODES))
 @pytest.mark.parametrize("kind", list(KINDS))
 def test_swapped_restorable_kind(px, pg, kind, mode):
-    direct = text(_direct(pg, _attack(kind, mode, f"d_{mode[:4]}")))
+    direct = text(direct_frames(pg, _attack(kind, mode, f"d_{mode[:4]}")))
     assert leaked(direct), ("the payload works directly", direct[-400:])
-    got = text(_proxied(px, _attack(kind, mode, f"p_{mode[:4]}")))
+    got = text(proxied_frames(px, _attack(kind, mode, f"p_{mode[:4]}")))
     assert not leaked(got), ("LEAK", got[-600:])
 
 
@@ -303,8 +275,8 @@ def test_transparent_restorable_kind(px, pg, kind, described):
     """No attack (code that may run DDL ran, nothing replaced): what the client reads through
     the proxy (tags, rows, the isolation level after) is what it reads directly."""
     tag = "t" + ("d" if described else "b")
-    direct = shape(_direct(pg, _plain(kind, tag + "d", described)))
-    got = shape(_proxied(px, _plain(kind, tag + "p", described)))
+    direct = shape(direct_frames(pg, _plain(kind, tag + "d", described)))
+    got = shape(proxied_frames(px, _plain(kind, tag + "p", described)))
     assert got == direct, (direct, got)
 
 
@@ -524,9 +496,9 @@ PROBES = {
 @pytest.mark.parametrize("probe", planted.cases(PROBES))
 def test_interleaving(px, pg, probe):
     steps, expect, _why = PROBES[probe]
-    direct = text(_direct(pg, steps("d", pg)))
+    direct = text(direct_frames(pg, steps("d", pg)))
     assert leaked(direct), ("the payload works directly", direct[-400:])
-    got = text(_proxied(px, steps("p", pg)))
+    got = text(proxied_frames(px, steps("p", pg)))
     assert not leaked(got), ("LEAK", got[-600:])
     assert expect in got, (expect, got[-600:])  # and the client's own answers came
 
@@ -645,10 +617,10 @@ LEAKS = {
 @pytest.mark.parametrize("probe", planted.cases(LEAKS))
 def test_leak(px, pg, probe):
     steps, precondition, _why = LEAKS[probe]
-    direct = text(_direct(pg, steps("d", pg)))
+    direct = text(direct_frames(pg, steps("d", pg)))
     if precondition and not leaked(direct):
         raise RuntimeError(("precondition: the payload works directly", direct[-400:]))
-    got = text(_proxied(px, steps("p", pg)))
+    got = text(proxied_frames(px, steps("p", pg)))
     assert not leaked(got), ("LEAK", got[-600:])
 
 
@@ -754,6 +726,6 @@ DIFFS = {
 @pytest.mark.parametrize("probe", planted.cases(DIFFS))
 def test_transparency(px, pg, probe):
     steps = DIFFS[probe][0]
-    direct = [x.replace('_d"', '_"') for x in shape(_direct(pg, steps("d", pg)))]
-    got = [x.replace('_p"', '_"') for x in shape(_proxied(px, steps("p", pg)))]
+    direct = [x.replace('_d"', '_"') for x in shape(direct_frames(pg, steps("d", pg)))]
+    got = [x.replace('_p"', '_"') for x in shape(proxied_frames(px, steps("p", pg)))]
     assert got == direct, (direct, got)  # (the tag that names each run's tables left out)

@@ -68,6 +68,7 @@ from common.wire import messages as m
 from common.wire.errors import frame
 from policy.grants.model import make_dsn
 from tests.support import planted
+from tests.support.planted import direct_frames, proxied_frames, run_frames
 from tests.support.rawpg import FLUSH, SYNC, UPSTREAM_USER, RawClient, bind, execute, parse, query
 
 pytestmark = pytest.mark.timeout(300)
@@ -143,15 +144,6 @@ def close_s(name: str) -> bytes:
     return m.close_statement(name)
 
 
-def run(c: RawClient, steps) -> list[bytes]:
-    out: list[bytes] = []
-    for step in steps:
-        c.send(*step)
-        for _ in range(sum(1 for f in step if f[:1] in (b"Q", b"S"))):
-            out += c.frames_until_ready()
-    return out
-
-
 def text(frames: list[bytes]) -> str:
     return b"".join(frames).decode("utf-8", "replace")
 
@@ -170,18 +162,6 @@ def px(pg, tmp_path_factory):
     with planted.running(pg, tmp_path_factory, "r56", agent=AGENT, scopes=SCOPES,
                          setup=SETUP, teardown=TEARDOWN) as handle:  # fmt: skip
         yield handle
-
-
-def _direct(pg, steps) -> list[bytes]:
-    with RawClient.direct(pg) as c:
-        return run(c, steps)
-
-
-def _proxied(px, steps) -> list[bytes]:
-    with planted.session(px) as c:
-        got = run(c, steps)
-        assert any(f[:1] == b"D" for f in c.query("SELECT 1")), ("the session goes on", got)
-    return got
 
 
 # --- family A: DROPs decided on PostgreSQL's reading (2d3d536) --------------------------
@@ -235,7 +215,9 @@ def test_drops_reach_nothing_outside_the_ddl_scope(px, pg, mode):
     refused, allowed = [], []
     with planted.session(px) as c:
         for key, (sql, denied) in DROPS.items():
-            got = text(run(c, [(query("BEGIN"),), *_drop_steps(sql, mode), (query("ROLLBACK"),)]))
+            got = text(
+                run_frames(c, [(query("BEGIN"),), *_drop_steps(sql, mode), (query("ROLLBACK"),)])
+            )
             (refused if planted.refused(got) else allowed).append(key)
             if denied:
                 assert planted.refused(got), (key, got[-500:])
@@ -255,7 +237,7 @@ def test_drops_committed_reach_nothing_outside_the_ddl_scope(px, pg):
         for key, (sql, denied) in DROPS.items():
             if key == "overload-own-schema":
                 continue
-            got = text(run(c, [(query(sql),)]))
+            got = text(run_frames(c, [(query(sql),)]))
             assert not denied or planted.refused(got), (key, got[-500:])
     with RawClient.direct(pg) as c:
         assert c.scalar(KEPT) == before
@@ -290,10 +272,10 @@ def test_swapped_parse_analysed_statement(px, pg, kind, described):
             (query("SELECT 1"),),
         ]
 
-    direct = text(_direct(pg, steps("d")))
+    direct = text(direct_frames(pg, steps("d")))
     if not leaked(direct):
         raise RuntimeError(("precondition: the swap works directly", direct[-400:]))
-    got = text(_proxied(px, steps("p")))
+    got = text(proxied_frames(px, steps("p")))
     assert not leaked(got), ("LEAK", got[-600:])
     assert "C26000" in got and "deny.replaced" in got or "C\x00" in got, got[-600:]
 
@@ -336,10 +318,10 @@ def test_temp_schema_first_then_shadowed_source(px, pg, kind):
             (query(f"SELECT id FROM {made.format(tag=tag)}"),),
         ]
 
-    direct = text(_direct(pg, steps("d")))
+    direct = text(direct_frames(pg, steps("d")))
     if "src-ok" not in direct or leaked(direct):
         raise RuntimeError(("precondition: directly the planted source is read", direct[-400:]))
-    got = text(_proxied(px, steps("p")))
+    got = text(proxied_frames(px, steps("p")))
     assert not leaked(got), ("LEAK", got[-600:])
 
 
@@ -434,10 +416,10 @@ def test_answers_line_up_with_the_servers(px, pg, probe):
     steps = RELAY[probe]
     with RawClient.direct(pg) as c:
         direct = _run_flush_aware(c, steps[:-1])
-        direct_list = text(run(c, [LIST]))
+        direct_list = text(run_frames(c, [LIST]))
     with planted.session(px) as c:
         got = _run_flush_aware(c, steps[:-1])
-        got_list = text(run(c, [LIST]))
+        got_list = text(run_frames(c, [LIST]))
         assert any(f[:1] == b"D" for f in c.query("SELECT 1")), "the session goes on"
     gt = text(got)
     assert not leaked(gt + got_list), ("LEAK", gt[-600:])
@@ -459,7 +441,7 @@ def test_answers_line_up_with_the_servers(px, pg, probe):
 def test_no_statement_of_the_proxys_is_left(px, pg, probe):
     with planted.session(px) as c:
         _run_flush_aware(c, RELAY[probe][:-1])
-        got_list = text(run(c, [LIST]))
+        got_list = text(run_frames(c, [LIST]))
     assert "pgw_" not in got_list, got_list
 
 
@@ -512,14 +494,14 @@ def test_a_routine_redefined_after_its_drop_is_followed(px, pg, dropped):
         (query("SELECT r56.redef(1)"),),
         (bind("", "r56_rd"), execute(), SYNC),
     ]
-    direct = text(_direct(pg, steps))
+    direct = text(direct_frames(pg, steps))
     pg.psql(restore, db="app")
     if not leaked(direct):
         raise RuntimeError(("precondition", direct[-400:]))
     planted.wait_catalog_quiet(px, 10.0)
     with planted.session(px) as c:
         c.query("SELECT r56.redef(1)")  # the snapshot knows the plain SQL body
-        got = text(run(c, steps))
+        got = text(run_frames(c, steps))
         assert any(f[:1] == b"D" for f in c.query("SELECT 1"))
     pg.psql(restore, db="app")
     assert "DROP FUNCTION" in got and "CREATE FUNCTION" in got, got[-600:]

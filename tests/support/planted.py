@@ -565,15 +565,39 @@ def run_steps(c: RawClient, steps) -> str:
     """Each step's frames sent at once, then its answers (one ReadyForQuery per Query or
     Sync in it); a float step sleeps that long. Every byte received, as text (rounds
     33-35: sequences whose timing and grouping are the attack)."""
+    return text(run_frames(c, steps))
+
+
+def run_frames(c: RawClient, steps) -> list[bytes]:
+    """``run_steps``' frames, each apart; a callable step is called with the client (it
+    acts beside the session: another session's lock, a planted change)."""
     out: list[bytes] = []
     for step in steps:
         if isinstance(step, float):
             time.sleep(step)
             continue
+        if callable(step):
+            step(c)
+            continue
         c.send(*step)
         for _ in range(sum(1 for f in step if f[:1] in (b"Q", b"S"))):
             out += c.frames_until_ready()
-    return text(out)
+    return out
+
+
+def direct_frames(pg, steps) -> list[bytes]:
+    """``run_frames`` directly against the server, as its upstream login."""
+    with RawClient.direct(pg) as c:
+        return run_frames(c, steps)
+
+
+def proxied_frames(handle, steps, token: str | None = None) -> list[bytes]:
+    """``run_frames`` through the proxy (``session``); the session must answer a query
+    after them."""
+    with session(handle, token) as c:
+        got = run_frames(c, steps)
+        assert any(f[:1] == b"D" for f in c.query("SELECT 1")), ("the session goes on", got)
+    return got
 
 
 def cases(table: dict) -> list:
