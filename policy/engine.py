@@ -257,6 +257,13 @@ def _reads_user_relations(c: Classified) -> bool:
     return any(not rel.startswith(("pg_catalog.", "information_schema.")) for rel in c.reads)
 
 
+def _relation_casts(snap: Snapshot, own_login: bool) -> dict[str, frozenset[str]]:
+    """``snap.relation_casts`` as they apply to a session that logs in as the proxy's login,
+    or (``own_login``) as a role of its own, for which every row security policy counts."""
+    role = snap.relation_casts_role
+    return role if own_login and role is not None else snap.relation_casts
+
+
 def _may_remove_columns(c: Classified) -> bool:
     """Can DDL ``c`` rename or drop columns, rename relations or drop them (what a later
     CREATE of the name makes known by that name is another relation's: red-team round 25)
@@ -1508,9 +1515,7 @@ class StatementPolicy:
             if targets and not targets.isdisjoint(fns):  # domains; red-team round 39)
                 return True
         # (every row security policy's too: the session may log in as a role of its own)
-        relation_casts = snap.relation_casts_role
-        if relation_casts is None:
-            relation_casts = snap.relation_casts
+        relation_casts = _relation_casts(snap, True)
         if relation_casts:
             for r in c.reads | c.writes:  # its values converted (an assignment cast)
                 targets = relation_casts.get(r)
@@ -1651,7 +1656,7 @@ class StatementPolicy:
                     denial = self._call_of(fn, f"the operator class {name} runs {fn}")
                     if denial is not None:
                         return denial
-        relation_casts = self._relation_casts(snap)
+        relation_casts = _relation_casts(snap, self.own_login)
         if relation_casts:
             for rel in sorted(c.reads | c.writes):
                 for fn in sorted(relation_casts.get(rel, ())):
@@ -1661,11 +1666,6 @@ class StatementPolicy:
                     if denial is not None:
                         return denial
         return None
-
-    def _relation_casts(self, snap: Snapshot) -> dict[str, frozenset[str]]:
-        """``snap.relation_casts`` as they apply to this session's login."""
-        role = snap.relation_casts_role
-        return role if self.own_login and role is not None else snap.relation_casts
 
     def _through_views(self, c: Classified) -> Decision | None:
         """A view that hides rows of a relation the grant may not read is a wall only as a

@@ -199,7 +199,7 @@ class Dispatcher:
         """Pass a worker's catalog news to every other live worker (after the news waiting
         for it, if its channel was full): how many it is for."""
         told = 0
-        for worker, _chan in enumerate(self.channels):
+        for worker in range(len(self.channels)):
             if worker == source or self.balance.gone[worker]:
                 continue
             _queue(self.outboxes[worker], data, f"worker {worker}")
@@ -209,17 +209,8 @@ class Dispatcher:
 
     def _flush(self, worker: int) -> None:
         """Send worker ``worker`` its waiting news, in order, as far as its channel takes."""
-        box, chan = self.outboxes[worker], self.channels[worker]
-        while box:
-            try:
-                chan.send(box[0])
-            except (BlockingIOError, InterruptedError):
-                return  # its queue is full (a worker not reading its channel): next turn
-            except OSError:
-                box.clear()
-                self._gone(worker)
-                return
-            box.popleft()
+        if not _send_waiting(self.outboxes[worker], self.channels[worker]):
+            self._gone(worker)
 
     def _gone(self, worker: int) -> None:
         self.outboxes[worker].clear()
@@ -285,17 +276,8 @@ class Receiver:
     def flush(self) -> None:
         """Send the waiting news, in order, as far as the channel takes it (also called by
         ``receive``, ``ended`` and the server's housekeeping: a full channel drains)."""
-        box = self.outbox
-        while box and not self._closed:
-            try:
-                self.channel.send(box[0])
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError:
-                self._closed = True  # the supervisor is gone
-                box.clear()
-                return
-            box.popleft()
+        if not self._closed and not _send_waiting(self.outbox, self.channel):
+            self._closed = True  # the supervisor is gone
 
     def ended(self) -> None:
         """One handed connection has ended (its ``connection_lost``)."""
@@ -327,3 +309,18 @@ def _queue(box: deque[bytes], data: bytes, to: str) -> None:
     elif box:
         logging.getLogger("pgwitness").debug("catalog news for %s waits (channel full)", to)
     box.append(data)
+
+
+def _send_waiting(box: deque[bytes], chan: socket.socket) -> bool:
+    """Send ``box``'s news on ``chan`` in order until the channel is full. False: the other
+    end is gone (what waited is dropped)."""
+    while box:
+        try:
+            chan.send(box[0])
+        except (BlockingIOError, InterruptedError):
+            return True  # full: the rest waits for the next try
+        except OSError:
+            box.clear()
+            return False
+        box.popleft()
+    return True

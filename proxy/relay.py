@@ -268,8 +268,9 @@ class Relay:
         # the name last restored and the Sync group built after its restore's: until the
         # client sends something that may run code there, the server holds its statement
         self._restored: tuple[str, int] | None = None
-        # a restore failed: its ErrorResponse, the answer to the client's message after it
-        self._restore_error: bytes | None = None
+        # a restore failed: (the Sync group answered next, its ErrorResponse), the answer
+        # to the client's message after it
+        self._restore_error: tuple[int, bytes] | None = None
         # the portal of a followed statement's Bind that ended a read (``_next_execute``)
         self._bind_pending: bytes | None = None
         # the Sync group (``SyncGroups.sent_groups``) in which a message was refused because
@@ -720,7 +721,7 @@ class Relay:
             return False
         out.append(run[last:start])
         restore = self._restorable.get(name)
-        if (restore is not None and self.tx_status != b"E" and self.groups.idle
+        if (restore is not None and self.tx_status != b"E" and groups.idle
                 and not self.denials.pending and not self.denials.held
                 and policy.holds_text(name, m.decode_parse(restore, self.encoding)[1])):
             # the server made to hold the client's statement again, in a Sync group of
@@ -734,10 +735,6 @@ class Relay:
         ))  # fmt: skip
         self._parses.append(None)  # ours: its ParseComplete comes too
         return True
-
-    def check_bind_restorable(self, name: str) -> bool:
-        """Would a name check of statement ``name`` restore it (``inject_restore``)?"""
-        return name in self._restorable
 
     def _park_at(self, run: bytes, frames, k: int, last: int, out: list[bytes],
                  to_client: list[bytes]) -> tuple[bytes, bytes]:
@@ -976,7 +973,7 @@ class Relay:
                         # answer, as the server alone would have given it (a lock timeout,
                         # a dropped source). The name stays to be restored at its next Bind
                         # (round 55: forgotten, a retry was refused for good)
-                        self._restore_error = inj.error
+                        self._restore_error = (groups.answered, inj.error)
                     elif name_ is not None and policy is not None:
                         policy.verified(name_, inj.token)
                     if self._parses_lost and groups.idle:
@@ -996,7 +993,6 @@ class Relay:
                     continue
             if t == _READY:
                 self.tx_status = run[start + 5 : end]
-                self._restore_error = None  # (its group answered without the error)
                 if (self._withhold_tx and self.tx_status == b"I"
                         and groups.answered + 1 >= self._withhold_through):  # (this one's)
                     self._withhold_tx = False  # its transaction has ended, its portals too
@@ -1044,11 +1040,14 @@ class Relay:
                 # shows in pg_prepared_statements) gets the server's error as it is, and
                 # it is recorded as a refusal like any other, not passed off as ours.
                 ours = bool(pending) and denials.schema_field in run[start:end]
-                restored = self._restore_error
-                if restored is not None:
+                failed = self._restore_error
+                if failed is not None:
                     self._restore_error = None
-                    if not ours and _NO_STATEMENT in run[start:end]:
-                        # the message a restore that failed came before (``inject_restore``)
+                    restored = failed[1]
+                    if (failed[0] == groups.answered and not ours
+                            and _NO_STATEMENT in run[start:end]):
+                        # the message a restore that failed came before (``inject_restore``),
+                        # first in the group answered after it
                         if withholding or worth_a_look(restored, strips):
                             redacted = self._redacted(restored, note if withholding else None)
                             if redacted is not None:

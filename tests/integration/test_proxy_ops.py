@@ -31,6 +31,7 @@ from tests.support.fixtures_proxy import (
     STATIC_PASSWORD,
     STATIC_USER,
     rss_bytes,
+    serving_pids,
     unread_bytes,
 )
 from tests.support.proxies import expect_fatal, wait_sessions
@@ -44,27 +45,7 @@ pytestmark = pytest.mark.timeout(90)
 
 def _established_by_pid(pids: list[int], port: int) -> collections.Counter:
     """How many ESTABLISHED TCP connections on local ``port`` each process holds."""
-    return collections.Counter(_serving_pid(pids, port).values())
-
-
-def _serving_pid(pids: list[int], port: int) -> dict[int, int]:
-    """client port -> the pid holding the proxy's end of its ESTABLISHED connection."""
-    owner = {}
-    for pid in pids:
-        for fd in Path(f"/proc/{pid}/fd").iterdir():
-            try:
-                target = os.readlink(fd)
-            except OSError:
-                continue
-            if target.startswith("socket:["):
-                owner[target[8:-1]] = pid
-    serving = {}  # /proc/net/tcp may list a socket twice while other sockets come and go
-    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
-        cols = line.split()
-        local_port = int(cols[1].split(":")[1], 16)
-        if local_port == port and cols[3] == "01" and cols[9] in owner:
-            serving[int(cols[2].split(":")[1], 16)] = owner[cols[9]]
-    return serving
+    return collections.Counter(serving_pids(pids, port).values())
 
 
 # --- connection limit ----------------------------------------------------------------
@@ -431,7 +412,7 @@ def test_connections_go_to_the_worker_with_fewest_not_by_address(spawn):
             c = RawClient(p.host, p.port)
             clients.append(c)
             c.login()
-        serving = _serving_pid(pids, p.port)
+        serving = serving_pids(pids, p.port)
         by_pid = collections.Counter(serving.values())
         assert sorted(by_pid.values()) == [2, 2], by_pid
         emptied = pids[0]
@@ -449,7 +430,7 @@ def test_connections_go_to_the_worker_with_fewest_not_by_address(spawn):
             clients.append(c)
             c.login()
             fresh.append(c.sock.getsockname()[1])
-        serving = _serving_pid(pids, p.port)
+        serving = serving_pids(pids, p.port)
         assert [serving[port] for port in fresh] == [emptied, emptied], serving
         assert all(c.scalar("select 1") == "1" for c in clients)
     finally:

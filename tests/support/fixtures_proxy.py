@@ -344,20 +344,9 @@ enabled = false
     def worker_of(self, client_port: int) -> int:
         """The worker process holding the proxy's end of the connection from local
         ``client_port`` (from /proc: its sockets and /proc/net/tcp)."""
-        sockets = {}
-        for pid in self.worker_pids():
-            for fd in Path(f"/proc/{pid}/fd").iterdir():
-                try:
-                    target = os.readlink(fd)
-                except OSError:
-                    continue
-                if target.startswith("socket:["):
-                    sockets[target[8:-1]] = pid
-        for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
-            cols = line.split()
-            local, remote = int(cols[1].split(":")[1], 16), int(cols[2].split(":")[1], 16)
-            if local == self.port and remote == client_port and cols[9] in sockets:
-                return sockets[cols[9]]
+        serving = serving_pids(self.worker_pids(), self.port)
+        if client_port in serving:
+            return serving[client_port]
         raise RuntimeError(f"no worker holds the connection from port {client_port}")
 
     def dsn(self, **params: str) -> str:
@@ -467,3 +456,24 @@ def pproxy(pg, tmp_path_factory):
     handle.dry_grant, handle.dry_token = issue(POLICY_DRY_TASK, enforce=False)
     yield handle
     handle.stop()
+
+
+def serving_pids(pids: list[int], port: int) -> dict[int, int]:
+    """client port -> which of ``pids`` holds the proxy's end (local ``port``) of its
+    ESTABLISHED connection (from /proc: their sockets and /proc/net/tcp)."""
+    owner = {}
+    for pid in pids:
+        for fd in Path(f"/proc/{pid}/fd").iterdir():
+            try:
+                target = os.readlink(fd)
+            except OSError:
+                continue
+            if target.startswith("socket:["):
+                owner[target[8:-1]] = pid
+    serving = {}  # /proc/net/tcp may list a socket twice while other sockets come and go
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        cols = line.split()
+        local_port = int(cols[1].split(":")[1], 16)
+        if local_port == port and cols[3] == "01" and cols[9] in owner:
+            serving[int(cols[2].split(":")[1], 16)] = owner[cols[9]]
+    return serving

@@ -96,7 +96,7 @@ def test_a_failed_restore_answers_the_clients_message_and_the_name_is_kept():
     assert not relay._parses and not relay._parses_lost, "its Parse's place dropped alone"
     missing = frame(b"E", b"SERROR\x00VERROR\x00C26000\x00Mno such statement\x00\x00")
     assert relay.from_server(missing + RFQ_I) == error + RFQ_I
-    assert p.holds_text("s", SET_TX) and relay.check_bind_restorable("s")
+    assert p.holds_text("s", SET_TX) and "s" in relay._restorable
     to_server, _ = relay.from_client(_bind())
     assert to_server.startswith(m.close_statement("s")), "restored again"
     theirs = frame(b"2") + frame(b"C", b"SET\x00") + RFQ_I
@@ -141,11 +141,11 @@ def test_a_close_or_a_new_parse_of_another_class_ends_the_restore():
     relay, p = _relay()
     relay.from_client(frame(b"C", b"Ss\x00") + m.parse("s", READ) + m.SYNC)
     relay.from_server(frame(b"3") + frame(b"1") + RFQ_I)
-    assert not relay.check_bind_restorable("s")
+    assert "s" not in relay._restorable
     relay, p = _relay()
     relay.from_client(frame(b"C", b"Ss\x00") + m.SYNC)
     relay.from_server(frame(b"3") + RFQ_I)
-    assert not relay.check_bind_restorable("s")
+    assert "s" not in relay._restorable
 
 
 def test_the_restore_parses_only_the_text_the_policy_holds():
