@@ -14,9 +14,11 @@ import time
 
 import pytest
 
+from common.wire.errors import frame
 from tests.support.fixtures_proxy import ProxyHandle, per_grant_overrides, proxy_config
+from tests.support.planted import run_steps
 from tests.support.proxies import drop_grant_roles
-from tests.support.rawpg import RawClient
+from tests.support.rawpg import SYNC, RawClient, bind, execute, parse, query
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -68,9 +70,16 @@ def _issue(handle: ProxyHandle, scopes: str) -> tuple:
 
 
 def _read(handle: ProxyHandle, token: str) -> tuple[str, str]:
+    """The read over the simple protocol, then over the extended one (unnamed and named
+    statements, described): every byte received."""
     with RawClient.session(handle.host, handle.port, AGENT, token, "app") as c:
         who = c.scalar("SELECT current_user")
-        got = b"".join(c.query(READ)).decode("utf-8", "replace")
+        got = run_steps(c, [
+            (query(READ),),
+            (parse("", READ), bind(), execute(), SYNC),
+            (parse("s27p", READ), SYNC),
+            (frame(b"D", b"Ss27p\x00"), bind("", "s27p"), execute(), SYNC),
+        ])  # fmt: skip
     return who, got
 
 
@@ -86,11 +95,12 @@ def test_a_per_grant_role_must_hold_the_execute_scope_of_the_policys_function(px
     who, got = _read(px, token)
     assert who == grant.db_role, "the session runs as the grant's own role"
     assert MARK not in got, got[-400:]
-    assert "C42501" in got and "s27p.peek" in got and "row security" in got, got[-400:]
+    assert got.count("C42501") == 3, got[-600:]  # the Query, the unnamed and named Parses
+    assert "s27p.peek" in got and "row security" in got, got[-400:]
 
 
 def test_with_that_scope_the_read_goes_through(px):
     _grant, token = _issue(px, "read:s27p.t execute:s27p.peek")
     _who, got = _read(px, token)
     assert "C42501" not in got, got[-400:]
-    assert "SELECT 2" in got, got[-400:]  # the policy keeps both rows
+    assert got.count("SELECT 2") == 3, got[-400:]  # the policy keeps both rows, each way
