@@ -92,12 +92,8 @@ PROXY_PRESETS: dict[str, dict] = {
     "default": {},
     "workers-2": {"proxy": {"workers": 2}},
     "recording-on": _RECORDING,
-    "policy-on": {
-        # pgbench -S reads pgbench_branches once (scale) and pgbench_accounts per transaction.
-        "_grant_scopes": ["read:public.pgbench_accounts", "read:public.pgbench_branches"],
-        "auth": {"users": {}},
-        "grants": {"store": "sqlite:///{workdir}/grants.db"},
-    },
+    # the full product without recording: the same grant, so TPC-B's writes pass too
+    "policy-on": {k: v for k, v in _FULL.items() if k not in _RECORDING},
     "full": _FULL,
     # as the deployments in deploy/ run it: one worker process per CPU (workers = "auto")
     "full-cores": {**_FULL, "proxy": {"workers": "auto"}},
