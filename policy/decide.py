@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from policy.classify import (
@@ -12,11 +13,12 @@ from policy.classify import (
     is_builtin_function,
     is_dangerous_function,
 )
-from policy.classify.catalogue import DANGEROUS_WHY, PRIVILEGED_SETTINGS
+from policy.classify.catalogue import BY_PARAMETER, DANGEROUS_WHY, PRIVILEGED_SETTINGS
 from policy.classify.crosscheck import DISAGREE
 from policy.classify.pgparse import BARRIER_LOWERED
+from policy.encodings import check_client_encoding
 from policy.housekeeping import housekeeping
-from policy.lexer import render_name
+from policy.lexer import ascii_lower, render_name
 from policy.scopes import FORBIDDEN_SETTINGS, Scopes, split_name
 
 __all__ = [
@@ -26,6 +28,7 @@ __all__ = [
     "PRIVILEGED_SETTINGS",
     "SAFE_SETTINGS",
     "Decision",
+    "bound_setting",
     "change_setting",
     "check_function",
     "check_read",
@@ -172,7 +175,12 @@ def _setting(c: Classified, scopes: Scopes) -> Decision:
     return change_setting(name, c.command.lower(), scopes)
 
 
+# Settings whose value is checked too (an encoding could hide quotes): SET's value, a
+# literal set_config value (the classifier) and a bound one (``bound_setting``).
 VALUE_CHECKED_SETTINGS = frozenset({"client_encoding"})
+# A setting's name as a value bound may give it: what PostgreSQL's setting names are made
+# of, at most 63 bytes (a longer name typed ``name`` is cut by the server, not here)
+_SETTING_NAME = re.compile(r"[A-Za-z0-9_.]{1,63}\Z")
 
 
 def read_setting(name: str, scopes: Scopes) -> Decision:
@@ -213,6 +221,32 @@ def change_setting(name: str, verb: str, scopes: Scopes) -> Decision:
     return _deny("deny.setting", f"may not change setting {name}")
 
 
+def bound_setting(call: str, name: str | None, value: str | None, scopes: Scopes) -> Decision:
+    """``current_setting(name)`` or ``set_config(name, value, ...)`` whose name (or, for
+    client_encoding, value) a parameter gave, with the text bound (None: NULL, no such
+    parameter, or not written as a literal or parameter): decided as the call with those
+    literals would be. A name that is not plainly a setting's is refused."""
+    if name is None or not _SETTING_NAME.match(name):
+        return _deny(
+            "deny.function",
+            f"may not execute {call} on the setting named by the value bound "
+            f"({'none' if name is None else repr(name[:80])} is not a setting's name)",
+        )
+    setting = ascii_lower(name)
+    if call == "current_setting":
+        return read_setting(setting, scopes)
+    denial = _function(SET_CONFIG_PREFIX + setting, scopes)
+    if denial is not None:
+        return denial
+    if setting in VALUE_CHECKED_SETTINGS:
+        refusal = check_client_encoding(value) if value is not None else (
+            "no value (NULL, or one not written as a literal or parameter)"
+        )
+        if refusal is not None:
+            return _deny("deny.setting", f"may not set {setting} to the value bound: {refusal}")
+    return change_setting(setting, "set_config", scopes)
+
+
 def check_function(name: str, scopes: Scopes) -> Decision | None:
     """May ``name`` (as classify renders calls) be called? None: allowed; else the denial."""
     return _function(name, scopes)
@@ -221,16 +255,19 @@ def check_function(name: str, scopes: Scopes) -> Decision | None:
 def _function(name: str, scopes: Scopes) -> Decision | None:
     """None: allowed; else the denial."""
     if name.startswith(CURRENT_SETTING_PREFIX):
-        d = read_setting(name[len(CURRENT_SETTING_PREFIX) :], scopes)
+        setting = name[len(CURRENT_SETTING_PREFIX) :]
+        if setting == BY_PARAMETER:
+            return None  # decided at each Bind by its pin (``StatementPolicy._decision``)
+        d = read_setting(setting, scopes)
         return None if d.allowed else d
     if name.startswith(SET_CONFIG_PREFIX):
         setting = name[len(SET_CONFIG_PREFIX) :]
+        if setting == BY_PARAMETER:
+            return None  # decided at each Bind by its pin (``StatementPolicy._decision``)
         if setting in FORBIDDEN_SETTINGS:
             return _deny("deny.function", f"may not execute set_config on {setting}")
-        if setting in VALUE_CHECKED_SETTINGS:
-            # SET checks the value (an encoding could hide quotes); set_config's value may
-            # be any expression, so this setting is changed with SET only.
-            return _deny("deny.function", f"may not execute set_config on {setting} (use SET)")
+        # (client_encoding: reported so only with a literal value on the allowlist; the
+        # classifier refuses another, and leaves any other value the plain call)
         d = change_setting(setting, "set_config", scopes)
         return None if d.allowed else d
     target = split_name(name) if "." in name or name.startswith('"') else None

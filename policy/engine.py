@@ -35,13 +35,19 @@ from policy.catalog import (
     without_columns,
 )
 from policy.classify import Classified, StatementClass, classify_statement
+from policy.classify.catalogue import (
+    BY_PARAMETER,
+    CURRENT_SETTING_PREFIX,
+    SET_CONFIG_PREFIX,
+    SETTING_PINS,
+)
 from policy.classify.crosscheck import (
     boundaries_agree,
     function_names,
     pg_readings,
     token_signature,
 )
-from policy.classify.metadata import bound_pins
+from policy.classify.metadata import bound_pins, bound_setting_refs
 from policy.classify.pgparse import (
     ANY_RELATION,
     DERIVED_ROWS,
@@ -52,6 +58,7 @@ from policy.classify.pgparse import (
 from policy.decide import (
     RESERVED_PREFIX,
     Decision,
+    bound_setting,
     check_function,
     check_read,
     check_write,
@@ -178,6 +185,39 @@ _POPULATE = frozenset(
     {"json_populate_record", "jsonb_populate_record", "json_populate_recordset",
      "jsonb_populate_recordset", "populate_record"}
 )  # fmt: skip
+
+
+# calls whose setting a parameter names (``policy.classify.catalogue.BY_PARAMETER``)
+_BY_PARAMETER = frozenset({CURRENT_SETTING_PREFIX + BY_PARAMETER, SET_CONFIG_PREFIX + BY_PARAMETER})
+
+
+def _setting_pins(describes: frozenset[str]) -> frozenset[str]:
+    """The "param:" pins of settings a parameter names (decided at Bind: ``check_bind``)."""
+    return frozenset(
+        d for d in describes if d.startswith("param:") and d.rpartition("@")[2] in SETTING_PINS
+    )
+
+
+def _settings_by_parameter(c: Classified, settings: frozenset[str]) -> Decision | None:
+    """A statement calling ``current_setting``/``set_config`` on a setting a parameter
+    names: allowed at its Parse only where that parameter is the Bind's, which decides it
+    (``check_bind``). Not in a SQL-level PREPARE (its EXECUTE's values are not checked), nor
+    in DDL (a function body's ``$1`` is the function's argument); and only where PostgreSQL's
+    reading pinned the call the decision names (either alone: refused)."""
+    calls = c.functions & _BY_PARAMETER
+    if not calls or not settings:
+        return Decision(False, "deny.function", (
+            "may not execute current_setting or set_config on a setting not named by a "
+            "string literal"
+        ))  # fmt: skip
+    if c.command == "PREPARE" or c.cls is StatementClass.DDL:
+        return Decision(False, "deny.function", (
+            f"may not execute {', '.join(sorted(call.partition(':')[0] for call in calls))} "
+            "on a setting named by a parameter here: only a protocol-level Parse's "
+            "parameter, decided at each Bind, may name it (not a SQL PREPARE's, whose "
+            "EXECUTE is not checked, nor a function's argument)"
+        ))  # fmt: skip
+    return None
 
 
 def _parameter_pins(verdict: Verdict) -> tuple[Classified, tuple[str, ...]] | None:
@@ -756,16 +796,27 @@ class StatementPolicy:
             return self._refused(_bind_of(name), reserved_name(f"the statement name {name!r}"))
         classified, entries = pending
         concrete: set[str] = set()
+        setting: Decision | None = None
         for entry in entries:
             spec, _, via = entry.partition(":")[2].rpartition("@")
+            if via in SETTING_PINS:  # a setting named (or valued) by a parameter
+                setting = bound_setting(*bound_setting_refs(spec, formats, values, encoding), self.scopes)
+                if not setting.allowed:
+                    return self._refused(classified, Decision(
+                        False, setting.rule, f"{setting.reason} (statement {name!r})",
+                    ))  # fmt: skip
+                continue
             pins = bound_pins(spec, formats, values, encoding)
             if pins is None:
                 concrete.add(f"any:{via}")  # a value that is no OID or name pins nothing
             else:
                 concrete.update(f"{kind}:{value}@{via}" for kind, value in pins)
-        why = self._describe_refusal(frozenset(concrete), False, can_wait=False)
+        why = self._describe_refusal(frozenset(concrete), False, can_wait=False) if concrete else None
         if why is None:
-            verdict = Verdict(True, ((classified, Decision(True, "default.catalog", "pinned by the values bound")),), "")
+            allowed = setting if setting is not None and not concrete else Decision(
+                True, "default.catalog", "pinned by the values bound"
+            )
+            verdict = Verdict(True, ((classified, allowed),), "")
             self._stale_write(verdict, False)
             return verdict
         denial = Decision(False, "deny.catalog", f"{why} (the value bound to a parameter of statement {name!r})")
@@ -1537,10 +1588,18 @@ class StatementPolicy:
             return d
         if c.command in STATEFUL_COMMANDS and c.detail and name_too_long(c.detail):
             return _LONG_NAME(c.detail)
-        if c.describes:
+        describes = c.describes
+        if describes or not c.functions.isdisjoint(_BY_PARAMETER):
+            settings = _setting_pins(describes)
+            if settings or not c.functions.isdisjoint(_BY_PARAMETER):
+                denial = _settings_by_parameter(c, settings)
+                if denial is not None:
+                    return denial
+                describes = describes - settings
+        if describes:
             # a parameter pin is decided at each Bind of a protocol-level Parse; a SQL-level
             # PREPARE's EXECUTE is not checked so: there it pins nothing
-            why = self._describe_refusal(c.describes, c.command != "PREPARE")
+            why = self._describe_refusal(describes, c.command != "PREPARE")
             if why is not None:
                 return Decision(False, "deny.catalog", why)
         if c.cls is StatementClass.DDL:

@@ -26,6 +26,7 @@ from common.wire.errors import INSUFFICIENT_PRIVILEGE, ProtocolViolation
 from common.wire.framing import MAX_STREAMED_LENGTH, FrameReader
 from common.wire.syncgroups import ANSWERS as _ANSWERS
 from common.wire.syncgroups import SyncGroups
+from policy.classify.catalogue import BY_PARAMETER, SET_CONFIG_PREFIX
 from policy.classify.model import StatementClass
 from policy.encodings import python_codec
 from policy.engine import CATALOG_WAIT, OFFLOAD_MIN
@@ -135,6 +136,9 @@ _COMMIT_PREPARED = "COMMIT PREPARED"
 # nothing to settle before the session is idle again)
 _ENDED = frozenset((b"COMMIT", b"PREPARE TRANSACTION"))
 _ENCODING_SETTERS = frozenset(("SET", "SET LOCAL"))
+# calls that may set client_encoding: with a literal value, or a setting (or the encoding)
+# a parameter gives (``policy.classify.catalogue.BY_PARAMETER``), decided at each Bind
+_ENCODING_FUNCTIONS = frozenset((SET_CONFIG_PREFIX + "client_encoding", SET_CONFIG_PREFIX + BY_PARAMETER))
 
 UNRECORDED = Refusal(
     "pgwitness cannot record this session right now (recording store unavailable): "
@@ -646,8 +650,11 @@ class Relay:
                         command = classified.command
                         if command == _COMMIT_PREPARED:
                             policy.commits_prepared()  # it may commit another session's DDL
-                        elif (not self.encoding_changed and classified.detail == _CLIENT_ENCODING
-                                and command in _ENCODING_SETTERS):
+                        elif not self.encoding_changed and (
+                            (classified.detail == _CLIENT_ENCODING and command in _ENCODING_SETTERS)
+                            or (classified.functions and not classified.functions.isdisjoint(
+                                _ENCODING_FUNCTIONS))
+                        ):
                             self.encoding_changed = True  # (before the server says so)
                 if self.upstream_clean:
                     for classified, _decision in verdict.decisions:

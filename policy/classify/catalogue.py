@@ -9,6 +9,7 @@ from policy.memo import memoized
 
 __all__ = [
     "BUILTIN_FUNCTIONS",
+    "BY_PARAMETER",
     "CURRENT_SETTING_PREFIX",
     "DANGEROUS_FUNCTIONS",
     "DANGEROUS_WHY",
@@ -16,6 +17,7 @@ __all__ = [
     "PRIVILEGED_SETTINGS",
     "SEQUENCE_FUNCTIONS",
     "SET_CONFIG_PREFIX",
+    "SETTING_PINS",
     "TYPED_FUNCTIONS",
     "is_builtin_function",
     "is_catalog_state_function",
@@ -45,6 +47,14 @@ PRIVILEGED_SETTINGS = frozenset(
 # compares setting names), decided like SHOW of that setting. A name that is not a string
 # literal stays the plain call, which no grant may make (it could name any setting).
 CURRENT_SETTING_PREFIX = "current_setting:"
+# A setting named (or, for client_encoding, valued) by a parameter of a protocol-level Parse
+# (psycopg's and asyncpg's server-side binding: ``current_setting($1)``,
+# ``set_config($1, $2, false)``): reported as the prefix + this mark, and decided at each
+# Bind on the values bound (a "param:" pin of kind SETTING_PINS, ``policy.decide.
+# bound_setting``), as the same call with those literals would be. The parameter is bare or
+# cast to text only (a typmod could cut the name the server reads).
+BY_PARAMETER = "$"
+SETTING_PINS = frozenset({"current_setting", "set_config"})
 # Functions whose (literal) argument names a sequence: classified as a use of it.
 SEQUENCE_FUNCTIONS = {"nextval": "update", "setval": "update", "currval": "read"}
 # Functions that interpret a text argument as an object name; their classification (or

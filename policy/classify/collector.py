@@ -13,6 +13,7 @@ from sqlglot.errors import ParseError
 from sqlglot.tokens import TokenType
 
 from policy.classify.catalogue import (
+    BY_PARAMETER,
     CURRENT_SETTING_PREFIX,
     LITERAL_NAME_FUNCTIONS,
     SEQUENCE_FUNCTIONS,
@@ -21,6 +22,7 @@ from policy.classify.catalogue import (
     is_dangerous_function,
 )
 from policy.classify.model import Unclassifiable
+from policy.encodings import check_client_encoding
 from policy.lexer import (
     Statement,
     ascii_lower,
@@ -404,11 +406,35 @@ class Collector:
                 # decided like SHOW of that setting (PostgreSQL's reading must agree)
                 self.functions.add(CURRENT_SETTING_PREFIX + ascii_lower(setting))
                 return
+            if _parameter_number(func.expressions[0]) is not None:
+                # decided at each Bind on the name bound (PostgreSQL's reading pins it)
+                self.literal_dependent = True
+                self.functions.add(CURRENT_SETTING_PREFIX + BY_PARAMETER)
+                return
         if name == "set_config" and isinstance(func, exp.Anonymous) and func.expressions:
-            setting = self._literal_value(func.expressions[0])
+            args = func.expressions
+            setting = self._literal_value(args[0])
+            if len(args) == 3 and (_parameter_number(args[0]) is not None or (
+                setting is not None and ascii_lower(setting) == "client_encoding"
+                and _parameter_number(args[1]) is not None
+            )):  # decided at each Bind on the values bound (PostgreSQL's reading pins them)
+                self.literal_dependent = True
+                self.functions.add(SET_CONFIG_PREFIX + BY_PARAMETER)
+                return
             if setting is not None:
+                key = setting.strip().lower()
+                if key == "client_encoding":
+                    # the encoding is checked as SET's is (one that can hide quotes is
+                    # refused); a value not written as a literal stays the plain call
+                    value = self._literal_value(args[1]) if len(args) > 1 else None
+                    if value is None:
+                        self.functions.add("set_config")
+                        return
+                    refusal = check_client_encoding(value)
+                    if refusal is not None:
+                        raise Unclassifiable(refusal)
                 # decided like SET of that setting (drivers turn jit off this way)
-                self.functions.add(SET_CONFIG_PREFIX + setting.strip().lower())
+                self.functions.add(SET_CONFIG_PREFIX + key)
                 return
         self.functions.add(name if _PLAIN_NAME_RE.match(name) else render_name(name))
         op = SEQUENCE_FUNCTIONS.get(name)
@@ -441,6 +467,20 @@ class Collector:
                 rel = self._table_name(item)
                 if rel is not None:
                     self.ops.add(("lock", rel))
+
+
+def _parameter_number(node: exp.Expression) -> int | None:
+    """``$n`` bare or cast to text (as ``pgparse._setting_ref`` reads it): n; else None."""
+    if isinstance(node, exp.Cast):
+        to = node.args.get("to")
+        if not (isinstance(to, exp.DataType) and to.this == exp.DataType.Type.TEXT
+                and not to.expressions and not to.args.get("nested")):
+            return None
+        node = node.this
+    if isinstance(node, exp.Parameter) and isinstance(node.this, exp.Literal) and not node.this.is_string:
+        text = str(node.this.this)
+        return int(text) if text.isdigit() and text.isascii() and int(text) > 0 else None
+    return None
 
 
 def _is_reg_cast(node: exp.Cast, which: str | None = None) -> bool:

@@ -241,8 +241,8 @@ def _resolve(schema: str | None, name: str, search_path: tuple[str, ...]) -> lis
 
 def function_names(schema: str | None, name: str, search_path: tuple[str, ...]) -> list[str]:
     """Normalized like classify's sqlglot walk: bare for built-ins, schema.name otherwise."""
-    if schema is None and name.startswith(CURRENT_SETTING_PREFIX):
-        return [name]  # a read of a setting named by a literal, as the sqlglot walk names it
+    if schema is None and (name.startswith(CURRENT_SETTING_PREFIX) or name.startswith(SET_CONFIG_PREFIX)):
+        return [name]  # a setting named by a literal or parameter, as the sqlglot walk names it
     if schema is None:
         if (
             not name.startswith("pg_")

@@ -48,7 +48,7 @@ from typing import Any
 
 from policy.lexer import parse_qualified_name, render_name
 
-__all__ = ["CATALOGS", "DEPARSERS", "bound_pins", "described", "entries"]
+__all__ = ["CATALOGS", "DEPARSERS", "bound_pins", "bound_setting_refs", "described", "entries"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -1030,6 +1030,26 @@ def bound_pins(
         schema, table = name(spec[1]), name(spec[2])
         return frozenset({("rel", render_name(schema, table))}) if schema and table else None
     return None
+
+
+def bound_setting_refs(
+    spec: str, formats: tuple[int, ...], values: tuple[bytes | None, ...], encoding: str
+) -> tuple[str, str | None, str | None]:
+    """A setting pin's call and the texts its name and value stand for with the values a
+    Bind gives (``pgparse._setting_ref``: a parameter's number or a literal; None: NULL, no
+    such parameter, a value that is not text, or not a literal or parameter)."""
+    call, *refs = json.loads(spec)
+
+    def text(ref: Any) -> str | None:
+        if type(ref) is str:
+            return ref
+        if type(ref) is not int or not 1 <= ref <= len(values):
+            return None
+        got = values[ref - 1]
+        # text or binary alike: a text parameter's binary form is its characters
+        return _text(got, encoding) if got is not None else None
+
+    return call, text(refs[0] if refs else None), text(refs[1] if len(refs) > 1 else None)
 
 
 def _text(data: bytes, encoding: str) -> str | None:

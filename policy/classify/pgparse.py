@@ -21,7 +21,12 @@ from typing import Any
 
 from pglast import parser as _pg
 
-from policy.classify.catalogue import CURRENT_SETTING_PREFIX, PRIVILEGED_SETTINGS
+from policy.classify.catalogue import (
+    BY_PARAMETER,
+    CURRENT_SETTING_PREFIX,
+    PRIVILEGED_SETTINGS,
+    SET_CONFIG_PREFIX,
+)
 from policy.classify.metadata import CATALOGS, DEPARSERS, described, entries
 from policy.lexer import ascii_lower, truncate_identifier
 
@@ -189,6 +194,29 @@ def _names(items) -> list[str]:
             return []  # A_Star or something that is not a plain name
         out.append(s.get("sval", ""))
     return out
+
+
+def _setting_ref(node: Any) -> int | str | None:
+    """A setting's name or value as ``current_setting``/``set_config`` take it: a
+    parameter's number (``$1``, or ``$1::text``: no other type, whose typmod or input could
+    change the text the server reads), a string constant, or None (anything else)."""
+    if not isinstance(node, dict):
+        return None
+    cast = node.get("TypeCast")
+    if isinstance(cast, dict):
+        type_name = cast.get("typeName") or {}
+        names = _names(type_name.get("names"))
+        if (names not in (["text"], ["pg_catalog", "text"]) or type_name.get("typmods")
+                or type_name.get("arrayBounds") or type_name.get("setof")):
+            return None
+        node = cast.get("arg")
+        if not isinstance(node, dict) or "ParamRef" not in node:
+            return None  # a constant cast to text: not written as a plain literal
+    ref = node.get("ParamRef")
+    if isinstance(ref, dict):
+        number = ref.get("number")
+        return number if type(number) is int and number > 0 else None
+    return _string_constant([node])
 
 
 def _string_constant(args: Any) -> str | None:
@@ -652,7 +680,7 @@ def _split(parts: list[str]) -> Name | None:
 
 class _Walk:
     __slots__ = ("relations", "functions", "operators", "attributes", "defines", "flags", "types",
-                 "schemas", "whole")
+                 "schemas", "whole", "settings")
 
     def __init__(self) -> None:
         self.relations: set[tuple[str | None, str, str]] = set()
@@ -664,6 +692,8 @@ class _Walk:
         self.types: set[Name] = set()
         self.schemas: set[str] = set()  # schemas named inside object-name literals
         self.whole: set[Name] = set()  # named without ONLY: PgStatement.whole
+        # settings a parameter names (or values): describes' "param:" pins, decided at Bind
+        self.settings: set[tuple[str, str]] = set()
 
     # -- generic ---------------------------------------------------------------------
     def any(self, value, ctes: frozenset[str]) -> None:
@@ -763,9 +793,25 @@ class _Walk:
             if name is None:
                 raise PgParseError("a function call without a plain name")
             if name[1] == "current_setting" and name[0] in (None, "pg_catalog"):
-                setting = _string_constant(d.get("args"))
+                args = d.get("args") or []
+                setting = _string_constant(args)
                 if setting is not None:  # the setting it reads, by name
                     name = (None, CURRENT_SETTING_PREFIX + ascii_lower(setting))
+                    self.flags.add(LITERAL)
+                elif args and type(_setting_ref(args[0])) is int:  # named at each Bind
+                    name = (None, CURRENT_SETTING_PREFIX + BY_PARAMETER)
+                    self.settings.add(("current_setting", json.dumps(
+                        ["current_setting", _setting_ref(args[0])])))
+                    self.flags.add(LITERAL)
+            elif name[1] == "set_config" and name[0] in (None, "pg_catalog"):
+                args = d.get("args") or []
+                refs = [_setting_ref(a) for a in args[:2]]
+                if len(args) == 3 and (type(refs[0]) is int or (
+                    type(refs[0]) is str and ascii_lower(refs[0]) == "client_encoding"
+                    and type(refs[1]) is int
+                )):  # its setting (or the encoding it sets) named at each Bind
+                    name = (None, SET_CONFIG_PREFIX + BY_PARAMETER)
+                    self.settings.add(("set_config", json.dumps(["set_config", *refs])))
                     self.flags.add(LITERAL)
             if name[0] in (None, "pg_catalog"):
                 schemas = _name_argument_schemas(name[1], d.get("args") or [])
@@ -1583,6 +1629,10 @@ def parse(sql: str) -> tuple[PgStatement, ...]:
             used = {("schema", sch) for sch in schemas if not _system_schema(sch)}
             if used:  # an object of a schema: PostgreSQL asks USAGE on it
                 describes = describes | frozenset(used)
+            if w.settings:  # decided at each Bind (``policy.decide.bound_setting``)
+                describes = describes | frozenset(
+                    ("param", f"{spec}@{fn}") for fn, spec in w.settings
+                )
         except RecursionError:
             raise PgParseError("statement nested too deeply") from None
         out.append(
