@@ -21,6 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
+from policy.classify.catalogue import CURRENT_SETTING_PREFIX, SET_CONFIG_PREFIX
 from policy.classify.pgparse import ANY_RELATION, DERIVED_ROWS, inlined_reads, view_hides_rows
 from policy.lexer import render_name
 from policy.scopes import split_name
@@ -1300,6 +1301,16 @@ def attribute_calls(
     return frozenset(out)
 
 
+def called_name(fn: str) -> str:
+    """The function a call rendered as ``fn`` (classify's rendering) calls:
+    ``current_setting:<setting>`` and ``set_config:<setting>`` (a setting named by a
+    literal or a parameter) are calls of current_setting and set_config, which a
+    user-written function of that name may take (red-team round 57)."""
+    if fn.startswith(CURRENT_SETTING_PREFIX) or fn.startswith(SET_CONFIG_PREFIX):
+        return fn.partition(":")[0]
+    return fn
+
+
 def shadowing_calls(
     functions: frozenset[str],
     operators: frozenset[str],
@@ -1322,7 +1333,7 @@ def shadowing_calls(
                                "constraint or a cast)")
     if snapshot.user_functions:
         for fn in functions:
-            for target in snapshot.user_functions.get(fn, ()):
+            for target in snapshot.user_functions.get(called_name(fn), ()):
                 out.setdefault(target, f"{fn}(...) may resolve to {target}, a user-written "
                                "function of that name (PostgreSQL picks by argument types)")
     if snapshot.user_operators:

@@ -25,6 +25,7 @@ from policy.catalog import (
     RENAMED_TO,
     Snapshot,
     attribute_calls,
+    called_name,
     code_ran,
     describe_refusal,
     merge_defined,
@@ -285,7 +286,8 @@ def _calls_user_code(c: Classified, snap: Snapshot) -> bool:
     qualified or bare)?"""
     user = snap.user_functions
     return any(
-        fn in user or fn.rpartition(".")[2] in user for fn in c.functions
+        fn in user or fn.rpartition(".")[2] in user or called_name(fn) in user
+        for fn in c.functions
     )
 
 
@@ -1912,7 +1914,7 @@ class StatementPolicy:
             for fn in sorted(c.functions):
                 parts = split_name(fn)  # None: a bare name, rendered as the keys are
                 if parts is None:
-                    written = fn in user
+                    written = called_name(fn) in user
                 else:
                     written = fn in user.get(render_name(parts[1] or ""), ())
                 if written:

@@ -470,13 +470,7 @@ class Collector:
 
 
 def _parameter_number(node: exp.Expression) -> int | None:
-    """``$n`` bare or cast to text (as ``pgparse._setting_ref`` reads it): n; else None."""
-    if isinstance(node, exp.Cast):
-        to = node.args.get("to")
-        if not (isinstance(to, exp.DataType) and to.this == exp.DataType.Type.TEXT
-                and not to.expressions and not to.args.get("nested")):
-            return None
-        node = node.this
+    """A bare ``$n`` (as ``pgparse._setting_ref`` reads it): n; else None."""
     if isinstance(node, exp.Parameter) and isinstance(node.this, exp.Literal) and not node.this.is_string:
         text = str(node.this.this)
         return int(text) if text.isdigit() and text.isascii() and int(text) > 0 else None

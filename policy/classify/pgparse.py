@@ -197,21 +197,14 @@ def _names(items) -> list[str]:
 
 
 def _setting_ref(node: Any) -> int | str | None:
-    """A setting's name or value as ``current_setting``/``set_config`` take it: a
-    parameter's number (``$1``, or ``$1::text``: no other type, whose typmod or input could
-    change the text the server reads), a string constant, or None (anything else)."""
+    """A setting's name or value as ``current_setting``/``set_config`` take it: a bare
+    parameter's number, a string constant, or None (anything else). A parameter cast (even
+    to text) is not one: the server reads the cast's output, which a value of another type
+    makes (``$1::text`` of a regclass is its relation's name: red-team round 57); a bare
+    one resolves the call only as text or a type with an implicit cast to it (varchar,
+    name, bpchar, "char"), whose text ``policy.decide.bound_setting`` reads alike."""
     if not isinstance(node, dict):
         return None
-    cast = node.get("TypeCast")
-    if isinstance(cast, dict):
-        type_name = cast.get("typeName") or {}
-        names = _names(type_name.get("names"))
-        if (names not in (["text"], ["pg_catalog", "text"]) or type_name.get("typmods")
-                or type_name.get("arrayBounds") or type_name.get("setof")):
-            return None
-        node = cast.get("arg")
-        if not isinstance(node, dict) or "ParamRef" not in node:
-            return None  # a constant cast to text: not written as a plain literal
     ref = node.get("ParamRef")
     if isinstance(ref, dict):
         number = ref.get("number")

@@ -22,7 +22,7 @@ from policy.engine import SharedClassifications
 from proxy.relay import Relay
 
 SCOPES = "read:public.* set:work_mem,app.allowed"
-READS = ["SELECT current_setting($1)", "SELECT current_setting($1::text, true)",
+READS = ["SELECT current_setting($1)", "SELECT current_setting($1, true)",
          "SELECT pg_catalog.current_setting($1)", "SELECT upper(current_setting($1)) AS s"]  # fmt: skip
 
 
@@ -112,6 +112,7 @@ def test_each_bind_is_decided_again():
         (("client_encoding", "big5"), False, "deny.setting"),
         (("client_encoding", "EUC_TW"), False, "deny.setting"),  # no exact codec
         (("client_encoding", None), False, "deny.setting"),
+        (("client_encoding", "UTF" + "-" * 60 + "8"), False, "deny.setting"),  # cut at 63
         ((None, "x"), False, "deny.function"),
         (("work_mem;", "1"), False, "deny.function"),
     ],
@@ -127,7 +128,7 @@ def test_a_setting_changed_by_parameter_is_decided_like_set(values, allowed, why
     "sql",
     [
         "SELECT set_config('client_encoding', $1, false)",
-        "SELECT set_config('CLIENT_ENCODING', $1::text, true)",
+        "SELECT set_config('CLIENT_ENCODING', $1, true)",
     ],
 )
 def test_an_encoding_bound_to_a_literal_client_encoding_is_checked(sql):
@@ -157,6 +158,14 @@ def test_a_literal_encoding_is_decided_like_set_client_encoding():
 @pytest.mark.parametrize(
     "sql",
     [
+        # a cast's output is what the server reads: $1::text of a regclass is its
+        # relation's name (red-team round 57), so no cast, even to text, is a pin
+        "SELECT current_setting($1::text)",
+        "SELECT current_setting($1::text, true)",
+        "SELECT current_setting(CAST($1 AS text))",
+        "SELECT $1::regclass IS NOT NULL AS x, current_setting($1::text)",
+        "SELECT set_config('client_encoding', $1::text, false)",
+        "SELECT set_config($1::text, 'x', false)",
         "SELECT current_setting($1::varchar)",  # a typmod could cut the name
         "SELECT current_setting($1::varchar(3))",
         "SELECT current_setting($1::bpchar)",  # trailing blanks dropped by the server
@@ -244,3 +253,25 @@ def test_the_relay_counts_such_a_call_as_changing_the_encoding():
     relay.from_client(m.parse("w", "SELECT set_config('work_mem', $1, false)") + m.SYNC)
     assert not relay.encoding_changed, "a read, or another setting by literal name"
     relay.from_server(frame(b"1") + m.ready_for_query(b"I"))
+
+
+def test_a_user_function_of_the_name_needs_an_execute_scope():
+    """``current_setting($1)`` with ``$1`` declared varchar resolves to a user's
+    ``public.current_setting(varchar)`` (an exact match beats the built-in's text): the
+    call, by literal or parameter, is decided as a call of the name it shadows (red-team
+    round 57: the prefixed names were looked up as written, never found)."""
+    from policy.catalog import CatalogCache
+
+    c = CatalogCache()
+    user = {n: frozenset({f"public.{n}"}) for n in ("current_setting", "set_config")}
+    c.put("db", ["current_setting", "set_config"], {}, user_functions=user)
+    for scopes, allowed in ((SCOPES, False), (SCOPES + " execute:public.*", True)):
+        p = policy(scopes)
+        p.catalog = lambda: c.get("db")
+        p.catalog_entry = c.entry("db")
+        for sql in ("SELECT current_setting($1)", "SELECT set_config($1, $2, false)",
+                    "SELECT set_config('work_mem', $1, false)", "SELECT current_setting('jit')"):  # fmt: skip
+            verdict = p.check_parse(sql, (), "st")
+            assert verdict.allowed is allowed, (scopes, sql, verdict.message)
+            if not allowed:
+                assert "public." in verdict.message and "user-written" in verdict.message
