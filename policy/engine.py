@@ -421,6 +421,9 @@ class StatementPolicy:
         self.on_stale: Callable[[float | None], object] | None = None
         # a statement waits since (monotonic) for a reload that starts after it arrived
         self.waiting_since: float | None = None
+        # a Parse naming a parameter type the snapshot does not know waits for a load that
+        # started after it arrived, then ``_param_types`` decides on it: its text, waiting
+        self._types_waited: str | None = None
         # an allowed write decided on a stale snapshot (DDL went through since it was
         # loaded: another grant's trigger may be missing from it) waits once for the reload
         # that DDL started (``_stale_write``): what it writes is then decided on the
@@ -674,6 +677,21 @@ class StatementPolicy:
             return CATALOG_WAIT
         if param_types and verdict.decisions:
             denial = self._param_types(param_types)
+            waited, self._types_waited = self._types_waited, None
+            if (
+                denial is not None and waited != sql and can_wait and self.on_stale is not None
+                and snap is not None
+                and any(oid >= FIRST_NORMAL_OID and oid not in snap.type_oids
+                        and oid not in snap.known_type_oids for oid in param_types)
+            ):  # fmt: skip
+                # a type made since the snapshot was loaded (psycopg's CREATE TYPE, then a
+                # statement binding one): decided on a load that started after this Parse
+                # arrived, as a statement resting on the catalog's completeness is; after
+                # it, a type still unknown is refused
+                self._types_waited = sql
+                self.waiting_since = monotonic()
+                self.on_stale(self.waiting_since)
+                return CATALOG_WAIT
             if denial is not None:
                 verdict = self._overruled(verdict, denial)
             elif (
