@@ -785,6 +785,11 @@ class _Walk:
             name = _split(_names(d.get("funcname")))
             if name is None:
                 raise PgParseError("a function call without a plain name")
+            if name[1].startswith((CURRENT_SETTING_PREFIX, SET_CONFIG_PREFIX)):
+                # a quoted name spelled like the rendering of a setting call below, which
+                # would then be decided as one (red-team round 58: a user's function
+                # "current_setting:timezone"() read as SHOW timezone)
+                raise PgParseError("a function named like the proxy's rendering of a setting call")
             if name[1] == "current_setting" and name[0] in (None, "pg_catalog"):
                 args = d.get("args") or []
                 setting = _string_constant(args)

@@ -275,3 +275,21 @@ def test_a_user_function_of_the_name_needs_an_execute_scope():
             assert verdict.allowed is allowed, (scopes, sql, verdict.message)
             if not allowed:
                 assert "public." in verdict.message and "user-written" in verdict.message
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        'SELECT "current_setting:timezone"() AS v ORDER BY 1 USING <',  # PostgreSQL's reading alone
+        "SELECT \"set_config:work_mem\"('a', 'b', false) AS v ORDER BY 1 USING <",
+        'SELECT "current_setting:$"($1) AS v ORDER BY 1 USING <',
+        'SELECT "current_setting:timezone"()',
+    ],
+)
+def test_a_function_named_like_the_rendering_of_a_setting_call_is_not_one(sql):
+    """A quoted user function name spelled like classify's rendering of a setting call
+    (``current_setting:<setting>``) was decided as that call where PostgreSQL's reading
+    alone named it (red-team round 58): it is refused now, whatever reads it."""
+    p = policy(SCOPES + " set:timezone")
+    for verdict in (p.check_query(sql), p.check_parse(sql, (), "st")):
+        assert not verdict.allowed, (sql, verdict.message)
