@@ -239,10 +239,12 @@ def bound_setting(call: str, name: str | None, value: str | None, scopes: Scopes
     if denial is not None:
         return denial
     if setting in VALUE_CHECKED_SETTINGS:
-        refusal = check_client_encoding(value) if value is not None and len(value) <= 63 else (
-            "no value (NULL, or one not written as a literal or parameter)" if value is None
-            else "longer than any encoding's name (a name-typed value is cut by the server)"
-        )
+        if value is None:
+            refusal: str | None = "no value (NULL, or one not written as a literal or parameter)"
+        elif len(value) > 63:
+            refusal = "longer than any encoding's name (a name-typed value is cut by the server)"
+        else:
+            refusal = check_client_encoding(value)
         if refusal is not None:
             return _deny("deny.setting", f"may not set {setting} to the value bound: {refusal}")
     return change_setting(setting, "set_config", scopes)

@@ -1609,13 +1609,12 @@ class StatementPolicy:
         if c.command in STATEFUL_COMMANDS and c.detail and name_too_long(c.detail):
             return _LONG_NAME(c.detail)
         describes = c.describes
-        if describes or not c.functions.isdisjoint(_BY_PARAMETER):
-            settings = _setting_pins(describes)
-            if settings or not c.functions.isdisjoint(_BY_PARAMETER):
-                denial = _settings_by_parameter(c, settings)
-                if denial is not None:
-                    return denial
-                describes = describes - settings
+        settings = _setting_pins(describes) if describes else describes
+        if settings or not c.functions.isdisjoint(_BY_PARAMETER):
+            denial = _settings_by_parameter(c, settings)
+            if denial is not None:
+                return denial
+            describes = describes - settings
         if describes:
             # a parameter pin is decided at each Bind of a protocol-level Parse; a SQL-level
             # PREPARE's EXECUTE is not checked so: there it pins nothing

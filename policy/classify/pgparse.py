@@ -796,10 +796,9 @@ class _Walk:
                 if setting is not None:  # the setting it reads, by name
                     name = (None, CURRENT_SETTING_PREFIX + ascii_lower(setting))
                     self.flags.add(LITERAL)
-                elif args and type(_setting_ref(args[0])) is int:  # named at each Bind
+                elif args and type(ref := _setting_ref(args[0])) is int:  # named at each Bind
                     name = (None, CURRENT_SETTING_PREFIX + BY_PARAMETER)
-                    self.settings.add(("current_setting", json.dumps(
-                        ["current_setting", _setting_ref(args[0])])))
+                    self.settings.add(("current_setting", json.dumps(["current_setting", ref])))
                     self.flags.add(LITERAL)
             elif name[1] == "set_config" and name[0] in (None, "pg_catalog"):
                 args = d.get("args") or []
