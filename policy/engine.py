@@ -291,6 +291,16 @@ def _calls_user_code(c: Classified, snap: Snapshot) -> bool:
     )
 
 
+def _unfollowed_ddl(c: Classified, d: Decision) -> bool:
+    """May DDL ``c`` attach code the policy did not decide? ``CREATE TABLE ... PARTITION OF
+    p`` or ``INHERITS (p)`` (two relations it changes by DDL: p's row triggers are cloned,
+    its CHECKs and DEFAULTs inherited: red-team round 59), what ``unknown:*`` allows, and
+    user-written code that may run DDL (what it makes is unseen)."""
+    if c.cls is StatementClass.DDL:
+        return c.command == "CREATE TABLE" and sum(1 for op, _r in c.write_ops if op == "ddl") > 1
+    return (c.cls is StatementClass.UNKNOWN and d.allowed) or d.opens_ddl
+
+
 def _reads_user_relations(c: Classified) -> bool:
     """Does ``c`` read a relation outside the system schemas? On a snapshot another
     session's DDL made stale, what it is (a table, a view renamed into its name), what
@@ -449,6 +459,10 @@ class StatementPolicy:
         self.on_block: Callable[[int], object] | None = None
         self._own_bumps = 0
         self._own_epoch = -1
+        # its own DDL made a relation that takes code from another (PARTITION OF, INHERITS:
+        # the parent's triggers, CHECKs, DEFAULTs), code it did not name: until a snapshot
+        # that is not stale, a write after it is not excused the reload (red-team round 59)
+        self._own_unfollowed = False
         self._block_counted = False
         self.write_mark: tuple[int, int, bool] | None = None
         self._write_statements: set[str] = set()  # protocol statements that write rows
@@ -1066,9 +1080,14 @@ class StatementPolicy:
             for c, _d in decisions
         ):  # fmt: skip
             return False  # a read of nothing another session's DDL may have changed
-        if (entry is not None and self._own_epoch == entry.epoch) or (
-            entry is None and (not writes or self.ddl_open)
-        ):
+        own = entry is not None and self._own_epoch == entry.epoch
+        if own and writes and self._own_unfollowed:
+            if self.ddl_open:
+                # in its block no load shows what the child took from its parent: withheld
+                # (red-team round 59: a partition's cloned trigger spoke whole)
+                self._write_on_stale = True
+                return False
+        elif own or (entry is None and (not writes or self.ddl_open)):
             # only its own DDL made it stale (with no catalog entry to count DDL by, a
             # write waits unless in its own DDL's block): in a block no load shows that before the
             # block commits (psycopg's drop/create/executemany blocks); after it, what the
@@ -1434,6 +1453,8 @@ class StatementPolicy:
         if snap is not self._snapshot_seen:
             self._snapshot_seen = snap
             if snap is not None:
+                if not snap.stale:
+                    self._own_unfollowed = False  # it shows what its DDL made
                 self.encoding_code = snap.encoding_code
                 if snap.temp_code:
                     self._temp_any = True  # (decisions are forgotten below)
@@ -2402,6 +2423,8 @@ class StatementPolicy:
                 code_ran(entry)
         if fresh:
             self.ddl_unsettled = self.ddl_unsettled | fresh
+        if any(_unfollowed_ddl(c, d) for c, d in pairs):
+            self._own_unfollowed = True
         return True
 
     def _code_ran(self) -> None:

@@ -15,7 +15,8 @@ CHECK of ``chk``, ``par`` with a CHECK of ``chk`` and a DEFAULT of ``dflt``, ``s
 (``slow_loads``) so a write right after DDL is decided on the stale snapshot
 deterministically; each probe runs directly first and must show the marker there.
 
-Leak found (strict xfails; each passes at 62ad3bf, before 639fbb1, and fails after):
+Leak found (strict xfails until fixed in session 28 by ``engine._unfollowed_ddl``; each
+passed at 62ad3bf, before 639fbb1, and failed after):
 **code a new relation inherits from a parent.** ``CREATE TABLE r59w.p1 PARTITION OF
 r59w.pt FOR VALUES IN (1)`` (or ``PARTITION OF r59w.pc``, or ``CREATE TABLE r59w.c1 ()
 INHERITS (r59w.par)``, or the granted ``SELECT r59w.mkpart()``), then at once ``INSERT
@@ -188,22 +189,22 @@ IN_BLOCK = (
     "639fbb1: the cloned trigger's NOTICE passes whole"
 )
 OWN: dict[str, tuple] = {
-    # leaks (strict xfails)
-    "partition-of-triggered": ("base", [P1], [INS_P1], CLONED),
-    "partition-of-triggered-extended": ("base", [P1], [("extended", INS_P1)], CLONED),
-    "partition-of-triggered-exe": ("exe", [P1], [INS_P1], CLONED),
+    # leaks until fixed in session 28 (CLONED, IN_BLOCK above: _unfollowed_ddl)
+    "partition-of-triggered": ("base", [P1], [INS_P1], False),
+    "partition-of-triggered-extended": ("base", [P1], [("extended", INS_P1)], False),
+    "partition-of-triggered-exe": ("exe", [P1], [INS_P1], False),
     "partition-of-triggered-via-parent-name": (
         "base", [P1], ["INSERT INTO r59w.pt VALUES (1)"], False),
     "partition-of-checked": (
         "base", ["CREATE TABLE r59w.p1 PARTITION OF r59w.pc FOR VALUES IN (1)"],
-        [INS_P1], CLONED),
+        [INS_P1], False),
     "inherits-checked-default": (
         "base", ["CREATE TABLE r59w.c1 () INHERITS (r59w.par)"],
-        ["INSERT INTO r59w.c1 (k) VALUES (1)"], CLONED),
+        ["INSERT INTO r59w.c1 (k) VALUES (1)"], False),
     "partition-of-in-own-block": (
-        "base", ["BEGIN", P1], [INS_P1], IN_BLOCK),
+        "base", ["BEGIN", P1], [INS_P1], False),
     "granted-code-makes-partition": (
-        "exe", ["SELECT r59w.mkpart()"], [INS_P1], CLONED),
+        "exe", ["SELECT r59w.mkpart()"], [INS_P1], False),
     # held
     "attach-partition": (
         "base", ["ALTER TABLE r59w.pt ATTACH PARTITION r59w.mine FOR VALUES IN (2)"],

@@ -65,3 +65,28 @@ def test_without_a_catalog_entry_a_write_waits_as_before():
     assert p.check_query("CREATE TABLE public.t2 (k int)").allowed
     p.settle_ddl()
     assert p.check_query(WRITE) is CATALOG_WAIT and asks == [None]
+
+
+def test_a_relation_that_takes_code_from_a_parent_still_waits_or_is_withheld():
+    """``CREATE TABLE ... PARTITION OF p`` / ``INHERITS (p)`` takes p's triggers, CHECKs and
+    DEFAULTs, code the statement does not name (red-team round 59): a write after it waits
+    for the reload outside a block, and in the block (no load can show it) is withheld; a
+    snapshot that is not stale ends it."""
+    for ddl in ("CREATE TABLE public.p1 PARTITION OF public.t FOR VALUES IN (1)",
+                "CREATE TABLE public.c1 () INHERITS (public.t)"):  # fmt: skip
+        c = _cache()
+        p, asks = _session(c, "A")
+        assert p.check_query(ddl).allowed, ddl
+        p.settle_ddl()
+        assert p.check_query("INSERT INTO public.p1 VALUES (1)") is CATALOG_WAIT and asks == [None]
+        c.put("db", [], {"public.t": frozenset({"k"}), "public.p1": frozenset({"k"})})  # the load
+        v = p.check_query("INSERT INTO public.p1 VALUES (1)")
+        assert v is not CATALOG_WAIT and v.allowed and len(asks) == 1
+        # in its own block
+        c = _cache()
+        p, asks = _session(c, "A")
+        p.check_query("BEGIN")
+        assert p.check_query(ddl).allowed
+        v = p.check_query("INSERT INTO public.p1 VALUES (1)")
+        assert v is not CATALOG_WAIT and v.allowed and asks == []
+        assert p.writes_unreadable(v), "withheld: no load can show what it took"
