@@ -1088,13 +1088,12 @@ class StatementPolicy:
                 self._write_on_stale = True
                 return False
         elif own or (entry is None and (not writes or self.ddl_open)):
-            # only its own DDL made it stale (with no catalog entry to count DDL by, a
-            # write waits unless in its own DDL's block): in a block no load shows that before the
-            # block commits (psycopg's drop/create/executemany blocks); after it, what the
-            # load would show that the session did not follow is what its DDL attached,
-            # which the policy decided as it went (the grant's own code). So neither waits
-            # (asyncpg's first INSERT after CREATE TEMP TABLE waited 155 ms for two loads:
-            # the drivers' differential, session 28); another session's DDL since does
+            # only its own DDL made it stale: in its block no load shows it before the block
+            # commits (psycopg's drop/create/executemany blocks), and after it what a load
+            # would add is what that DDL attached, which the policy decided as it went. So
+            # neither waits (session 28: asyncpg's first INSERT after CREATE TEMP TABLE
+            # waited 155 ms for two loads). Another session's DDL since does, and with no
+            # catalog entry to count DDL by, a write outside its own DDL's block
             return False
         if waited or not can_wait or self.on_stale is None:
             # (in a block with DDL of its own, another's DDL too since: the reload shows the
