@@ -50,3 +50,22 @@ def reload_snapshot(c: CatalogCache, **kw) -> None:
 def settle(p: StatementPolicy) -> None:
     """The relay's ``settle_ddl`` at ReadyForQuery 'I', without a loader."""
     p.ddl_open = False
+
+
+def wired_session(
+    c: CatalogCache, scopes: str, task: str, entry: bool = False
+) -> tuple[StatementPolicy, list]:
+    """A session on ``c``'s database "db", wired as the proxy wires one (DDL invalidates,
+    its end settles and invalidates, the listener tells it of others' changes;
+    ``entry``: the catalog entry that counts DDL, as ``CatalogLoader.attach`` gives), its
+    reload asks (``on_stale``) listed."""
+    p = StatementPolicy(parse_scopes(scopes), task=task, shared=None)
+    p.catalog = lambda: c.get("db")
+    if entry:
+        p.catalog_entry = c.entry("db")
+    p.on_ddl = lambda defined, removed: c.invalidate("db", defined, removed)
+    p.on_settle = lambda removed: (c.settle("db", removed), c.invalidate("db"))
+    p.catalog_listener = c.listen("db", p)
+    asks: list = []
+    p.on_stale = asks.append
+    return p, asks

@@ -11,6 +11,7 @@ import time
 from policy import StatementPolicy, parse_scopes
 from policy.catalog import CatalogCache, Snapshot, without_columns
 from policy.classify.pgparse import ANY_RELATION, removed_columns
+from tests.support.ddl_code import wired_session
 
 SCOPES = "read:public.t,public.kid ddl:public.t,public.kid"
 PROBE = "SELECT o.pin FROM public.t o"  # a column while it exists, else the call pin(o)
@@ -314,14 +315,7 @@ def test_a_statement_on_a_renamed_name_waits_for_a_load_and_then_is_decided_by_i
 
 def _writer(c: CatalogCache, scopes: str, task: str) -> tuple[StatementPolicy, list]:
     """A session on ``c`` whose reload asks (``on_stale``) are listed."""
-    p = StatementPolicy(parse_scopes(scopes), task=task, shared=None)
-    p.catalog = lambda: c.get("db")
-    p.on_ddl = lambda defined, removed: c.invalidate("db", defined, removed)
-    p.on_settle = lambda removed: (c.settle("db", removed), c.invalidate("db"))
-    p.catalog_listener = c.listen("db", p)
-    asks: list = []
-    p.on_stale = asks.append
-    return p, asks
+    return wired_session(c, scopes, task)
 
 
 def test_a_write_on_a_stale_snapshot_waits_once_for_the_reload_after_ddl():

@@ -8,24 +8,17 @@ session with no catalog entry to count DDL by."""
 
 from __future__ import annotations
 
-from policy import StatementPolicy, parse_scopes
+from policy import StatementPolicy
 from policy.catalog import CatalogCache
 from policy.engine import CATALOG_WAIT
+from tests.support.ddl_code import wired_session
 
 SCOPES = "read:public.* write:public.* ddl:public.*"
 WRITE = "INSERT INTO public.t VALUES (1)"
 
 
 def _session(c: CatalogCache, task: str) -> tuple[StatementPolicy, list]:
-    p = StatementPolicy(parse_scopes(SCOPES), task=task, shared=None)
-    p.catalog = lambda: c.get("db")
-    p.catalog_entry = c.entry("db")
-    p.on_ddl = lambda defined, removed: c.invalidate("db", defined, removed)
-    p.on_settle = lambda removed: (c.settle("db", removed), c.invalidate("db"))
-    p.catalog_listener = c.listen("db", p)
-    asks: list = []
-    p.on_stale = asks.append
-    return p, asks
+    return wired_session(c, SCOPES, task, entry=True)
 
 
 def _cache() -> CatalogCache:
