@@ -235,10 +235,10 @@ def bound_setting(call: str, name: str | None, value: str | None, scopes: Scopes
     setting = ascii_lower(name)
     if call == "current_setting":
         return read_setting(setting, scopes)
-    denial = _function(SET_CONFIG_PREFIX + setting, scopes)
-    if denial is not None:
-        return denial
-    if setting in VALUE_CHECKED_SETTINGS:
+    if setting in FORBIDDEN_SETTINGS:
+        return _deny("deny.function", f"may not execute set_config on {setting}")
+    decision = change_setting(setting, "set_config", scopes)
+    if decision.allowed and setting in VALUE_CHECKED_SETTINGS:
         if value is None:
             refusal: str | None = "no value (NULL, or one not written as a literal or parameter)"
         elif len(value) > 63:
@@ -247,7 +247,7 @@ def bound_setting(call: str, name: str | None, value: str | None, scopes: Scopes
             refusal = check_client_encoding(value)
         if refusal is not None:
             return _deny("deny.setting", f"may not set {setting} to the value bound: {refusal}")
-    return change_setting(setting, "set_config", scopes)
+    return decision
 
 
 def check_function(name: str, scopes: Scopes) -> Decision | None:
