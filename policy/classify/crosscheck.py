@@ -27,6 +27,7 @@ from policy.classify.catalogue import (
 from policy.classify.model import Classified, StatementClass
 from policy.classify.model import result as _result
 from policy.classify.pgparse import (
+    CASCADE,
     LITERAL,
     OBSERVE,
     SENSITIVE_COLUMNS,
@@ -120,6 +121,10 @@ _DROP_KIND = "DropStmt"
 # Commands sqlglot's side gives that are always denied: no kind check needed.
 _ALWAYS_DENIED = frozenset({S.ROLE, S.FUNCTION, S.UNKNOWN})
 _DENIED_COPY = frozenset({"from program", "to program", "from file", "to file"})
+_CASCADE_DETAIL = (
+    "CASCADE also removes or changes objects it does not name (without it, PostgreSQL "
+    "refuses where other objects depend on what it changes)"
+)
 
 
 # PostgreSQL's scanner's literal tokens: their text is what a fingerprint leaves out.
@@ -289,6 +294,8 @@ def reconcile(
         return _execute_args(glot, pg, search_path), False
     if glot.cls in _ALWAYS_DENIED and not glot.detail.startswith(_READING_FAILURES):
         return glot, glot_cacheable  # denied whatever PostgreSQL reads: keep its own rule
+    if not isinstance(pg, str) and CASCADE in pg.flags:
+        return _unknown(glot, _CASCADE_DETAIL), False
     if glot.cls is S.UTILITY and (glot.command not in _KINDS or glot.detail in _DENIED_COPY):
         return glot, glot_cacheable
     if isinstance(pg, str):

@@ -1597,6 +1597,28 @@ def syntax_error(sql: str) -> str | None:
     return None
 
 
+# A flag of a statement with a ``CASCADE`` drop behaviour anywhere in it (``DROP ...
+# CASCADE``, ``TRUNCATE ... CASCADE``, ``ALTER TABLE ... DROP COLUMN/CONSTRAINT ...
+# CASCADE``, ``ALTER TYPE ... ATTRIBUTE ... CASCADE``, ``ALTER DOMAIN ... DROP CONSTRAINT
+# ... CASCADE``, ``REVOKE ... CASCADE``, ``DROP OWNED ... CASCADE``): it removes or changes
+# objects it does not name (a view of another schema over a dropped column, another
+# table's foreign key, the columns of tables made OF a type). Refused whatever else it
+# is (``crosscheck.reconcile``); PostgreSQL's default, RESTRICT, refuses where anything
+# depends.
+CASCADE = "cascade"
+
+
+def _cascades(tree: Any) -> bool:
+    """Is there a ``behavior`` of ``DROP_CASCADE`` anywhere in the statement's tree?"""
+    if isinstance(tree, dict):
+        return tree.get("behavior") == "DROP_CASCADE" or any(
+            _cascades(v) for v in tree.values() if isinstance(v, (dict, list))
+        )
+    if isinstance(tree, list):
+        return any(_cascades(v) for v in tree)
+    return False
+
+
 def parse(sql: str) -> tuple[PgStatement, ...]:
     """Every statement of ``sql`` as PostgreSQL's parser reads it; PgParseError if it cannot."""
     stmts = _tree(sql)
@@ -1626,6 +1648,8 @@ def parse(sql: str) -> tuple[PgStatement, ...]:
             used = {("schema", sch) for sch in schemas if not _system_schema(sch)}
             if used:  # an object of a schema: PostgreSQL asks USAGE on it
                 describes = describes | frozenset(used)
+            if _cascades(node[kind]):
+                w.flags.add(CASCADE)
             if w.settings:  # decided at each Bind (``policy.decide.bound_setting``)
                 describes = describes | frozenset(
                     ("param", f"{spec}@{fn}") for fn, spec in w.settings
