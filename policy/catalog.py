@@ -21,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
-from policy.classify.catalogue import CURRENT_SETTING_PREFIX, SET_CONFIG_PREFIX
+from policy.classify.catalogue import CURRENT_SETTING_PREFIX, SET_CONFIG_PREFIX, signal_target
 from policy.classify.pgparse import ANY_RELATION, DERIVED_ROWS, inlined_reads, view_hides_rows
 from policy.lexer import render_name
 from policy.scopes import split_name
@@ -1305,8 +1305,12 @@ def called_name(fn: str) -> str:
     """The function a call rendered as ``fn`` (classify's rendering) calls:
     ``current_setting:<setting>`` and ``set_config:<setting>`` (a setting named by a
     literal or a parameter) are calls of current_setting and set_config, which a
-    user-written function of that name may take (red-team round 57)."""
-    if fn.startswith(CURRENT_SETTING_PREFIX) or fn.startswith(SET_CONFIG_PREFIX):
+    user-written function of that name may take (red-team round 57); so are
+    ``pg_terminate_backend:<pid>`` and ``pg_cancel_backend:<pid>``."""
+    if (
+        fn.startswith(CURRENT_SETTING_PREFIX) or fn.startswith(SET_CONFIG_PREFIX)
+        or signal_target(fn) is not None
+    ):  # fmt: skip
         return fn.partition(":")[0]
     return fn
 

@@ -13,7 +13,13 @@ from policy.classify import (
     is_builtin_function,
     is_dangerous_function,
 )
-from policy.classify.catalogue import BY_PARAMETER, DANGEROUS_WHY, PRIVILEGED_SETTINGS
+from policy.classify.catalogue import (
+    BY_PARAMETER,
+    DANGEROUS_WHY,
+    OWN_BACKEND,
+    PRIVILEGED_SETTINGS,
+    signal_target,
+)
 from policy.classify.crosscheck import DISAGREE
 from policy.classify.pgparse import BARRIER_LOWERED
 from policy.encodings import check_client_encoding
@@ -255,8 +261,28 @@ def check_function(name: str, scopes: Scopes) -> Decision | None:
     return _function(name, scopes)
 
 
-def _function(name: str, scopes: Scopes) -> Decision | None:
+def signal_backend(call: str, pid: int | None, backends: frozenset[int]) -> Decision | None:
+    """May a session signal backend ``pid`` (None: no pid) with ``call``
+    (``pg_terminate_backend``/``pg_cancel_backend``)? Only a backend of its grant's own
+    sessions through this proxy (``backends``): with a role the upstream sessions share the
+    server would let it signal any of that role's (another agent's, the proxy's). None:
+    allowed; else the denial."""
+    if pid is not None and pid in backends:
+        return None
+    what = "the value bound" if pid is None else f"backend {pid}"
+    return _deny("deny.function", (
+        f"may not execute {call} on {what}: only the backends of this grant's own sessions "
+        "through this proxy may be signalled (pg_backend_pid() is the session's)"
+    ))  # fmt: skip
+
+
+def _function(name: str, scopes: Scopes, backends: frozenset[int] = frozenset()) -> Decision | None:
     """None: allowed; else the denial."""
+    signalled = signal_target(name)
+    if signalled is not None:
+        if signalled in (BY_PARAMETER, OWN_BACKEND):
+            return None  # the session's own backend, or decided at each Bind by its pin
+        return signal_backend(name.partition(":")[0], int(signalled), backends)
     if name.startswith(CURRENT_SETTING_PREFIX):
         setting = name[len(CURRENT_SETTING_PREFIX) :]
         if setting == BY_PARAMETER:
@@ -432,8 +458,11 @@ def reserved_name(what: str) -> Decision:
                  "are the proxy's own")
 
 
-def decide(classified: Classified, scopes: Scopes) -> Decision:
-    """Allow or deny one classified statement under ``scopes`` (pure)."""
+def decide(
+    classified: Classified, scopes: Scopes, backends: frozenset[int] = frozenset()
+) -> Decision:
+    """Allow or deny one classified statement under ``scopes`` (pure). ``backends``: the
+    pids of the grant's own sessions' backends, the only ones a signal call may name."""
     c = classified
     S = StatementClass
     cls = c.cls
@@ -489,7 +518,7 @@ def decide(classified: Classified, scopes: Scopes) -> Decision:
 
     # READ / WRITE / DDL: functions and operators, then writes, then reads
     for fn in sorted(c.functions):
-        denial = _function(fn, scopes)
+        denial = _function(fn, scopes, backends)
         if denial is not None:
             return denial
     for op in sorted(c.operators):

@@ -39,8 +39,11 @@ from policy.classify import Classified, StatementClass, classify_statement
 from policy.classify.catalogue import (
     BY_PARAMETER,
     CURRENT_SETTING_PREFIX,
+    PARAMETER_PINS,
     SET_CONFIG_PREFIX,
     SETTING_PINS,
+    SIGNAL_FUNCTIONS,
+    signal_target,
 )
 from policy.classify.crosscheck import (
     boundaries_agree,
@@ -48,7 +51,7 @@ from policy.classify.crosscheck import (
     pg_readings,
     token_signature,
 )
-from policy.classify.metadata import bound_pins, bound_setting_refs
+from policy.classify.metadata import bound_pid, bound_pins, bound_setting_refs
 from policy.classify.pgparse import (
     ANY_RELATION,
     DERIVED_ROWS,
@@ -65,6 +68,7 @@ from policy.decide import (
     check_write,
     decide,
     reserved_name,
+    signal_backend,
 )
 from policy.lexer import collapse_values, lex, render_name
 from policy.number_shapes import ZERO_DIGITS as ZERO
@@ -188,37 +192,52 @@ _POPULATE = frozenset(
 )  # fmt: skip
 
 
-# calls whose setting a parameter names (``policy.classify.catalogue.BY_PARAMETER``)
-_BY_PARAMETER = frozenset({CURRENT_SETTING_PREFIX + BY_PARAMETER, SET_CONFIG_PREFIX + BY_PARAMETER})
+# calls whose setting (``policy.classify.catalogue.BY_PARAMETER``) or backend a parameter
+# names
+_BY_PARAMETER = frozenset(
+    {CURRENT_SETTING_PREFIX + BY_PARAMETER, SET_CONFIG_PREFIX + BY_PARAMETER}
+    | {f"{call}:{BY_PARAMETER}" for call in SIGNAL_FUNCTIONS}
+)
 
 
 def _setting_pins(describes: frozenset[str]) -> frozenset[str]:
-    """The "param:" pins of settings a parameter names (decided at Bind: ``check_bind``)."""
+    """The "param:" pins of settings or backends a parameter names (decided at Bind:
+    ``check_bind``)."""
     return frozenset(
-        d for d in describes if d.startswith("param:") and d.rpartition("@")[2] in SETTING_PINS
+        d for d in describes if d.startswith("param:") and d.rpartition("@")[2] in PARAMETER_PINS
     )
 
 
 def _settings_by_parameter(c: Classified, settings: frozenset[str]) -> Decision | None:
-    """A statement calling ``current_setting``/``set_config`` on a setting a parameter
-    names: allowed at its Parse only where that parameter is the Bind's, which decides it
-    (``check_bind``). Not in a SQL-level PREPARE (its EXECUTE's values are not checked), nor
-    in DDL (a function body's ``$1`` is the function's argument); and only where PostgreSQL's
-    reading pinned the call the decision names (either alone: refused)."""
+    """A statement calling ``current_setting``/``set_config`` on a setting, or
+    ``pg_terminate_backend``/``pg_cancel_backend`` on a backend, a parameter names: allowed
+    at its Parse only where that parameter is the Bind's, which decides it (``check_bind``).
+    Not in a SQL-level PREPARE (its EXECUTE's values are not checked), nor in DDL (a
+    function body's ``$1`` is the function's argument); and only where PostgreSQL's reading
+    pinned the call the decision names (either alone: refused)."""
     calls = c.functions & _BY_PARAMETER
-    if not calls or not settings:
+    names = ", ".join(sorted({call.partition(":")[0] for call in calls})) or "a call"
+    pinned = {pin.rpartition("@")[2] for pin in settings}
+    if not calls or not settings or not {call.partition(":")[0] for call in calls} <= pinned:
         return Decision(False, "deny.function", (
-            "may not execute current_setting or set_config on a setting not named by a "
-            "string literal"
+            f"may not execute {names} on a setting or backend not named by a literal"
         ))  # fmt: skip
     if c.command == "PREPARE" or c.cls is StatementClass.DDL:
         return Decision(False, "deny.function", (
-            f"may not execute {', '.join(sorted(call.partition(':')[0] for call in calls))} "
-            "on a setting named by a parameter here: only a protocol-level Parse's "
-            "parameter, decided at each Bind, may name it (not a SQL PREPARE's, whose "
-            "EXECUTE is not checked, nor a function's argument)"
+            f"may not execute {names} on a setting or backend named by a parameter here: "
+            "only a protocol-level Parse's parameter, decided at each Bind, may name it "
+            "(not a SQL PREPARE's, whose EXECUTE is not checked, nor a function's argument)"
         ))  # fmt: skip
     return None
+
+
+def _signals_a_pid(pairs: tuple[Pair, ...]) -> bool:
+    """Does a statement of ``pairs`` signal a backend named by a literal? Its decision
+    depends on the sessions open when it runs (``StatementPolicy.own_backends``): never
+    cached."""
+    return any(
+        (signal_target(fn) or "").isdigit() for c, _d in pairs for fn in c.functions if ":" in fn
+    )
 
 
 def _parameter_pins(verdict: Verdict) -> tuple[Classified, tuple[str, ...]] | None:
@@ -411,6 +430,10 @@ class StatementPolicy:
         # the proxy's login the catalog is loaded as: every relation's row security policy
         # may apply to it (``Snapshot.relation_casts_role``)
         self.own_login = own_login
+        # the backend pids of this grant's own sessions through this proxy (set by it): the
+        # only ones pg_terminate_backend/pg_cancel_backend may name (None: none but the
+        # session's own, ``pg_backend_pid()``)
+        self.own_backends: Callable[[], frozenset[int]] | None = None
         # every cache tier, this session's and its view of the shared one (policy/caches.py);
         # shared None: classify everything in this session afresh
         self.caches = SessionCaches(cache_size, shared, self.search_path)
@@ -833,6 +856,15 @@ class StatementPolicy:
         setting: Decision | None = None
         for entry in entries:
             spec, _, via = entry.partition(":")[2].rpartition("@")
+            if via in SIGNAL_FUNCTIONS:  # a backend named by a parameter
+                own = self.own_backends() if self.own_backends is not None else frozenset()
+                denial = signal_backend(via, bound_pid(spec, formats, values, encoding), own)
+                if denial is not None:
+                    return self._refused(classified, Decision(
+                        False, denial.rule, f"{denial.reason} (statement {name!r})",
+                    ))  # fmt: skip
+                setting = Decision(True, "default.function", "a backend of the grant's own sessions")
+                continue
             if via in SETTING_PINS:  # a setting named (or valued) by a parameter
                 setting = bound_setting(*bound_setting_refs(spec, formats, values, encoding), self.scopes)
                 if not setting.allowed:
@@ -1627,7 +1659,7 @@ class StatementPolicy:
         return any(r in snap.view_names or r in snap.ruled for r in c.reads)
 
     def _decision(self, c: Classified) -> Decision:
-        d = decide(c, self.scopes)
+        d = decide(c, self.scopes, self._backends(c))
         if not d.allowed:
             return d
         if c.command in STATEFUL_COMMANDS and c.detail and name_too_long(c.detail):
@@ -2306,8 +2338,18 @@ class StatementPolicy:
 
     def _store(self, sql: str, pairs: tuple[Pair, ...]) -> Verdict:
         verdict = self._verdict(pairs)
-        self.caches.put_text(sql, pairs, verdict)
+        if not _signals_a_pid(pairs):
+            self.caches.put_text(sql, pairs, verdict)
         return verdict
+
+    def _backends(self, c: Classified) -> frozenset[int]:
+        """The grant's own sessions' backends (``own_backends``) when ``c`` signals one a
+        literal names (``decide``'s ``backends``); else none are needed."""
+        if self.own_backends is None or not any(
+            (signal_target(fn) or "").isdigit() for fn in c.functions if ":" in fn
+        ):
+            return frozenset()
+        return self.own_backends()
 
     def _verdict(self, pairs: tuple[Pair, ...]) -> Verdict:
         if self._calls_unread(pairs):

@@ -13,6 +13,7 @@ Every byte written to the client goes through its ``ClientWriter`` (``out``).
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import socket
 import ssl
@@ -439,6 +440,8 @@ class LiveConnection:
         if login.policy is not None:
             relay.offload = self._offload
             relay.catalog_wait = self._catalog_wait
+            # which backends pg_terminate_backend / pg_cancel_backend may name
+            login.policy.own_backends = functools.partial(server.grant_backends, identity.grant_id)
         if login.upstream_app != login.client_app:  # tagged upstream (proxy/appname.py)
             relay.app_names = parameter_status_swap(login.upstream_app, login.client_app)
         self.flow = FlowControl(conn.transport, upstream.transport, server.frame_budget)

@@ -194,6 +194,17 @@ class ProxyServer:
         if self.recorder is not None:
             self._recorder_metrics.update(self.recorder.status)
 
+    def grant_backends(self, grant_id: str) -> frozenset[int]:
+        """The upstream backend pids of the live sessions of grant ``grant_id`` in this
+        worker: what its sessions may signal (``StatementPolicy.own_backends``). Another
+        worker's sessions are not among them (refused: fail closed)."""
+        return frozenset(
+            conn.live.backend_key[0]
+            for conn in self.connections
+            if conn.live is not None and conn.identity is not None
+            and conn.identity.grant_id == grant_id
+        )  # fmt: skip
+
     def cancel_upstream(self, pid: int, secret: bytes) -> None:
         """Fire-and-forget CancelRequest upstream (used when we end a busy session)."""
 

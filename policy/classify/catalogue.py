@@ -9,6 +9,7 @@ from policy.memo import memoized
 
 __all__ = [
     "BUILTIN_FUNCTIONS",
+    "BY_NUMBER",
     "BY_PARAMETER",
     "CURRENT_SETTING_PREFIX",
     "DANGEROUS_FUNCTIONS",
@@ -17,8 +18,12 @@ __all__ = [
     "PRIVILEGED_SETTINGS",
     "SEQUENCE_FUNCTIONS",
     "SET_CONFIG_PREFIX",
+    "OWN_BACKEND",
+    "PARAMETER_PINS",
     "SETTING_PINS",
+    "SIGNAL_FUNCTIONS",
     "TYPED_FUNCTIONS",
+    "signal_target",
     "is_builtin_function",
     "is_catalog_state_function",
     "is_dangerous_function",
@@ -55,6 +60,26 @@ CURRENT_SETTING_PREFIX = "current_setting:"
 # cast to text only (a typmod could cut the name the server reads).
 BY_PARAMETER = "$"
 SETTING_PINS = frozenset({"current_setting", "set_config"})
+# pg_terminate_backend(pid[, timeout]) / pg_cancel_backend(pid) of one backend written as
+# an integer literal, a bare parameter or ``pg_backend_pid()``, as PostgreSQL's parser and
+# sqlglot both read it: reported as the call + ":" + the pid, BY_PARAMETER (decided at each
+# Bind on the value bound) or OWN_BACKEND, and allowed for the backends of the grant's own
+# sessions only (``StatementPolicy.own_backends``): with a shared upstream role the server
+# lets a session signal any other of that role. Any other call stays dangerous.
+SIGNAL_FUNCTIONS = frozenset({"pg_terminate_backend", "pg_cancel_backend"})
+OWN_BACKEND = "self"
+# the sqlglot walk's pid of a number literal (it reads every number as 0): the value is
+# PostgreSQL's reading's (``crosscheck.reconcile``), which only it renders
+BY_NUMBER = "#"
+# calls a parameter of a protocol-level Parse pins, decided at each Bind ("param:" pins)
+PARAMETER_PINS = SETTING_PINS | SIGNAL_FUNCTIONS
+
+
+def signal_target(fn: str) -> str | None:
+    """The pid part of a rendered signal call (``pg_cancel_backend:123`` -> "123", or
+    BY_PARAMETER, OWN_BACKEND); None for any other name."""
+    call, sep, target = fn.partition(":")
+    return target if sep and call in SIGNAL_FUNCTIONS else None
 # Functions whose (literal) argument names a sequence: classified as a use of it.
 SEQUENCE_FUNCTIONS = {"nextval": "update", "setval": "update", "currval": "read"}
 # Functions that interpret a text argument as an object name; their classification (or

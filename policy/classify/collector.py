@@ -13,11 +13,14 @@ from sqlglot.errors import ParseError
 from sqlglot.tokens import TokenType
 
 from policy.classify.catalogue import (
+    BY_NUMBER,
     BY_PARAMETER,
     CURRENT_SETTING_PREFIX,
     LITERAL_NAME_FUNCTIONS,
+    OWN_BACKEND,
     SEQUENCE_FUNCTIONS,
     SET_CONFIG_PREFIX,
+    SIGNAL_FUNCTIONS,
     is_builtin_function,
     is_dangerous_function,
 )
@@ -436,6 +439,12 @@ class Collector:
                 # decided like SET of that setting (drivers turn jit off this way)
                 self.functions.add(SET_CONFIG_PREFIX + key)
                 return
+        if name in SIGNAL_FUNCTIONS and isinstance(func, exp.Anonymous):
+            target = _signal_target(name, func.expressions)
+            if target is not None:  # one backend, decided on its pid (PostgreSQL's reading agrees)
+                self.literal_dependent = True
+                self.functions.add(f"{name}:{target}")
+                return
         self.functions.add(name if _PLAIN_NAME_RE.match(name) else render_name(name))
         op = SEQUENCE_FUNCTIONS.get(name)
         if op is not None:
@@ -467,6 +476,32 @@ class Collector:
                 rel = self._table_name(item)
                 if rel is not None:
                     self.ops.add(("lock", rel))
+
+
+def _number(node: exp.Expression) -> bool:
+    """A number literal (the canonical text sqlglot reads writes every number as 0)."""
+    return isinstance(node, exp.Literal) and not node.is_string
+
+
+def _signal_target(name: str, args: list) -> str | None:
+    """``pg_terminate_backend(pid[, timeout])`` / ``pg_cancel_backend(pid)``: the pid as
+    ``catalogue.signal_target`` renders it (BY_NUMBER for a number literal, whose value
+    PostgreSQL's reading gives: ``crosscheck.reconcile``; BY_PARAMETER for a bare ``$n``,
+    OWN_BACKEND for ``pg_backend_pid()``), or None: another call."""
+    if not args or len(args) > (2 if name == "pg_terminate_backend" else 1):
+        return None
+    if len(args) == 2 and not _number(args[1]) and _parameter_number(args[1]) is None:
+        return None
+    first = args[0]
+    if _number(first):
+        return BY_NUMBER
+    if _parameter_number(first) is not None:
+        return BY_PARAMETER
+    if isinstance(first, exp.Anonymous) and not first.expressions:
+        raw = first.args.get("this")
+        if (ident(raw) if isinstance(raw, exp.Identifier) else ident(str(raw))) == "pg_backend_pid":
+            return OWN_BACKEND
+    return None
 
 
 def _parameter_number(node: exp.Expression) -> int | None:

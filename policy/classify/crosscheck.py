@@ -18,11 +18,13 @@ from pglast import parser as _pg
 from pglast.error import Error as PgError
 
 from policy.classify.catalogue import (
+    BY_NUMBER,
     CURRENT_SETTING_PREFIX,
     LITERAL_NAME_FUNCTIONS,
     SET_CONFIG_PREFIX,
     is_builtin_function,
     is_dangerous_function,
+    signal_target,
 )
 from policy.classify.model import Classified, StatementClass
 from policy.classify.model import result as _result
@@ -246,8 +248,13 @@ def _resolve(schema: str | None, name: str, search_path: tuple[str, ...]) -> lis
 
 def function_names(schema: str | None, name: str, search_path: tuple[str, ...]) -> list[str]:
     """Normalized like classify's sqlglot walk: bare for built-ins, schema.name otherwise."""
-    if schema is None and (name.startswith(CURRENT_SETTING_PREFIX) or name.startswith(SET_CONFIG_PREFIX)):
-        return [name]  # a setting named by a literal or parameter, as the sqlglot walk names it
+    if schema is None and (
+        name.startswith(CURRENT_SETTING_PREFIX) or name.startswith(SET_CONFIG_PREFIX)
+        or signal_target(name) is not None
+    ):  # fmt: skip
+        # a setting named by a literal or parameter, or the backend a signal names, as the
+        # sqlglot walk names it
+        return [name]
     if schema is None:
         if (
             not name.startswith("pg_")
@@ -344,6 +351,12 @@ def reconcile(
         # sqlglot read no object-name cast, so nothing made its reading literal-dependent
         problems.append("a cast to an object-name type only PostgreSQL sees")
     glot_funcs = set(glot.functions)
+    numbered = {f.partition(":")[0] for f in glot_funcs if signal_target(f) == BY_NUMBER}
+    if numbered:  # the backend a number literal names: PostgreSQL's reading gives the pid
+        glot_funcs.update(
+            f for f in pg_funcs
+            if f.partition(":")[0] in numbered and (signal_target(f) or "").isdigit()
+        )  # fmt: skip
     settings = {f for f in glot_funcs if f.startswith(SET_CONFIG_PREFIX)}
     if settings:
         glot_funcs.add("set_config")

@@ -43,6 +43,7 @@ holds that names object text counts as unpinned.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -1050,6 +1051,40 @@ def bound_setting_refs(
         return _text(got, encoding) if got is not None else None
 
     return call, text(refs[0] if refs else None), text(refs[1] if len(refs) > 1 else None)
+
+
+# what PostgreSQL's int2in/int4in read: blanks (C isspace), a sign, decimal digits, blanks
+_INT_TEXT = re.compile(r"[ \t\n\r\v\f]*([+-]?[0-9]+)[ \t\n\r\v\f]*")
+
+
+def bound_pid(
+    spec: str, formats: tuple[int, ...], values: tuple[bytes | None, ...], encoding: str
+) -> int | None:
+    """The backend pid a signal pin's parameter (``pgparse._signal_ref``: a bare ``$n``, which
+    resolves the call only as int4 or int2) stands for with the values a Bind gives: its
+    text read as int4in reads it, or its binary int4 or int2; None: NULL, no such parameter,
+    anything else."""
+    _call, ref = json.loads(spec)
+    if type(ref) is not int or not 1 <= ref <= len(values):
+        return None
+    got = values[ref - 1]
+    if got is None:
+        return None
+    if len(formats) == 1:
+        fmt = formats[0]
+    elif formats:
+        if ref > len(formats):
+            return None
+        fmt = formats[ref - 1]
+    else:
+        fmt = 0
+    if fmt == 1:
+        return int.from_bytes(got, "big", signed=True) if len(got) in (2, 4) else None
+    if fmt != 0:
+        return None
+    text = _text(got, encoding)
+    match = _INT_TEXT.fullmatch(text) if text is not None else None
+    return int(match.group(1)) if match is not None else None
 
 
 def _text(data: bytes, encoding: str) -> str | None:

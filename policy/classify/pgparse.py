@@ -24,8 +24,10 @@ from pglast import parser as _pg
 from policy.classify.catalogue import (
     BY_PARAMETER,
     CURRENT_SETTING_PREFIX,
+    OWN_BACKEND,
     PRIVILEGED_SETTINGS,
     SET_CONFIG_PREFIX,
+    SIGNAL_FUNCTIONS,
 )
 from policy.classify.metadata import CATALOGS, DEPARSERS, described, entries
 from policy.lexer import ascii_lower, truncate_identifier
@@ -210,6 +212,39 @@ def _setting_ref(node: Any) -> int | str | None:
         number = ref.get("number")
         return number if type(number) is int and number > 0 else None
     return _string_constant([node])
+
+
+def _int_constant(node: Any) -> int | None:
+    """An integer constant's value if it is one PostgreSQL reads as a non-negative int4."""
+    const = node.get("A_Const") if isinstance(node, dict) else None
+    if not isinstance(const, dict) or not isinstance(const.get("ival"), dict):
+        return None
+    value = const["ival"].get("ival", 0)  # (libpg_query's JSON leaves a zero out)
+    return value if type(value) is int and value >= 0 else None
+
+
+def _signal_ref(name: str, args: Any) -> int | str | None:
+    """``pg_terminate_backend(pid[, timeout])`` / ``pg_cancel_backend(pid)``: the pid as a
+    literal's text, a bare parameter's number, or OWN_BACKEND for ``pg_backend_pid()``;
+    None: another call (``catalogue.SIGNAL_FUNCTIONS``; the sqlglot walk reads alike)."""
+    if not isinstance(args, list) or not args or len(args) > (2 if name == "pg_terminate_backend" else 1):
+        return None
+    if len(args) == 2 and _int_constant(args[1]) is None and type(_setting_ref(args[1])) is not int:
+        return None
+    first = args[0]
+    pid = _int_constant(first)
+    if pid is not None:
+        return str(pid)
+    ref = _setting_ref(first)
+    if type(ref) is int:
+        return ref
+    call = first.get("FuncCall") if isinstance(first, dict) else None
+    if isinstance(call, dict) and set(call) <= {"funcname", "funcformat", "location"} and (
+        _names(call.get("funcname")) == ["pg_backend_pid"]
+        and call.get("funcformat") == "COERCE_EXPLICIT_CALL"
+    ):
+        return OWN_BACKEND
+    return None
 
 
 def _string_constant(args: Any) -> str | None:
@@ -785,11 +820,13 @@ class _Walk:
             name = _split(_names(d.get("funcname")))
             if name is None:
                 raise PgParseError("a function call without a plain name")
-            if name[1].startswith((CURRENT_SETTING_PREFIX, SET_CONFIG_PREFIX)):
-                # a quoted name spelled like the rendering of a setting call below, which
-                # would then be decided as one (red-team round 58: a user's function
-                # "current_setting:timezone"() read as SHOW timezone)
-                raise PgParseError("a function named like the proxy's rendering of a setting call")
+            if name[1].startswith((CURRENT_SETTING_PREFIX, SET_CONFIG_PREFIX)) or (
+                name[1].partition(":")[0] in SIGNAL_FUNCTIONS and ":" in name[1]
+            ):
+                # a quoted name spelled like the rendering of a setting or signal call
+                # below, which would then be decided as one (red-team round 58: a user's
+                # function "current_setting:timezone"() read as SHOW timezone)
+                raise PgParseError("a function named like the proxy's rendering of a call")
             if name[1] == "current_setting" and name[0] in (None, "pg_catalog"):
                 args = d.get("args") or []
                 setting = _string_constant(args)
@@ -809,6 +846,14 @@ class _Walk:
                 )):  # its setting (or the encoding it sets) named at each Bind
                     name = (None, SET_CONFIG_PREFIX + BY_PARAMETER)
                     self.settings.add(("set_config", json.dumps(["set_config", *refs])))
+                    self.flags.add(LITERAL)
+            elif name[1] in SIGNAL_FUNCTIONS and name[0] in (None, "pg_catalog"):
+                target = _signal_ref(name[1], d.get("args"))
+                if type(target) is int:  # the pid bound at each Bind
+                    self.settings.add((name[1], json.dumps([name[1], target])))
+                    target = BY_PARAMETER
+                if target is not None:
+                    name = (None, f"{name[1]}:{target}")
                     self.flags.add(LITERAL)
             if name[0] in (None, "pg_catalog"):
                 schemas = _name_argument_schemas(name[1], d.get("args") or [])

@@ -116,7 +116,8 @@ CASES: list[tuple[str, StatementClass, tuple, tuple, tuple]] = [
     ("SELECT set_config($1, 'x', false)", R, _, _, ("set_config:$",)),
     ("SELECT ROW(1, 'a')::text", R, _, _, _),
     ("SELECT dblink('host=x', 'select 1')", R, _, _, ("dblink",)),
-    ("SELECT pg_terminate_backend(123)", R, _, _, ("pg_terminate_backend",)),
+    # one backend: decided on its pid (test_s29_signal_backends.py)
+    ("SELECT pg_terminate_backend(123)", R, _, _, ("pg_terminate_backend:123",)),
     ("SELECT current_setting('work_mem')", R, _, _, ("current_setting:work_mem",)),
     ("SELECT current_setting('w' || 'ork_mem')", R, _, _, ("current_setting",)),
     ("SELECT * FROM t WHERE a = $1 AND b = $2", R, ("public.t",), _, _),
