@@ -49,6 +49,7 @@ __all__ = [
     "RULED_SQL",
     "TRIGGERED_SQL",
     "INHERITANCE_SQL",
+    "TYPE_USERS_SQL",
     "VIEWS_SQL",
     "OPCLASS_FUNCTIONS_SQL",
     "RELATION_OPCLASS_SQL",
@@ -898,21 +899,43 @@ WHERE n.nspname NOT IN ('pg_catalog', 'information_schema')
 """
 
 
-# Inheritance (INHERITS, ALTER TABLE ... INHERIT), not partitioning: (parent schema, name,
-# child schema, name). A read of the parent without ONLY returns the child's rows, an
-# UPDATE, DELETE, TRUNCATE, LOCK or ALTER TABLE of it reaches the child, and PostgreSQL
-# asks for the parent's privilege alone; a partition's rows are its parent's by definition
-# (they satisfy its bound, and a grant on a partitioned table is a grant on its data).
+# Inheritance (INHERITS, ALTER TABLE ... INHERIT) and partitioning: (parent schema, name,
+# child schema, name, whether the child is a partition). A read of an inheritance parent
+# without ONLY returns the child's rows, an UPDATE, DELETE, TRUNCATE, LOCK or ALTER TABLE
+# of it reaches the child, and PostgreSQL asks for the parent's privilege alone
+# (``Snapshot.descendants``); a partition's rows are its parent's by definition (they
+# satisfy its bound, and a grant on a partitioned table is a grant on its data), but its
+# definition is its own: DDL of the parent (ALTER TABLE, CREATE INDEX, DROP TABLE) changes
+# or drops every partition, wherever it lives (``Snapshot.partitions``: red-team round 60).
 # Temporary children are left out: PostgreSQL skips other sessions' (their rows never show
 # through the parent), and a session's own hold only what it wrote itself.
 INHERITANCE_SQL = """
-SELECT pn.nspname, p.relname, cn.nspname, c.relname
+SELECT pn.nspname, p.relname, cn.nspname, c.relname, c.relispartition
 FROM pg_catalog.pg_inherits i
 JOIN pg_catalog.pg_class p ON p.oid = i.inhparent
 JOIN pg_catalog.pg_namespace pn ON pn.oid = p.relnamespace
 JOIN pg_catalog.pg_class c ON c.oid = i.inhrelid
 JOIN pg_catalog.pg_namespace cn ON cn.oid = c.relnamespace
-WHERE NOT c.relispartition AND c.relkind IN ('r', 'f', 'p') AND c.relpersistence <> 't'
+WHERE c.relkind IN ('r', 'f', 'p') AND c.relpersistence <> 't'
+"""
+
+# Columns of a user-made composite type (a table's row type too) or enum, or of an array of
+# one: (type schema, name, relation schema, name). ALTER TYPE ... ADD/DROP ATTRIBUTE, ALTER
+# TABLE ... ADD/DROP COLUMN of the table whose row type it is, ALTER TYPE ... RENAME VALUE
+# change the values stored in those columns without CASCADE (red-team round 60), wherever
+# the relation lives (a composite type's own attributes included: relkind 'c').
+TYPE_USERS_SQL = """
+SELECT tn.nspname, t.typname, rn.nspname, r.relname
+FROM pg_catalog.pg_attribute a
+JOIN pg_catalog.pg_class r ON r.oid = a.attrelid
+JOIN pg_catalog.pg_namespace rn ON rn.oid = r.relnamespace
+JOIN pg_catalog.pg_type at ON at.oid = a.atttypid
+JOIN pg_catalog.pg_type t ON t.oid = CASE WHEN at.typelem <> 0 AND at.typlen = -1
+                                          THEN at.typelem ELSE at.oid END
+JOIN pg_catalog.pg_namespace tn ON tn.oid = t.typnamespace
+WHERE a.attnum > 0 AND NOT a.attisdropped AND t.typtype IN ('c', 'e')
+  AND tn.nspname NOT IN ('pg_catalog', 'information_schema')
+  AND r.relkind IN ('r', 'p', 'f', 'm', 'c') AND r.relpersistence <> 't'
 """
 
 
@@ -1015,6 +1038,12 @@ class Snapshot:
     # parent -> every relation that inherits from it, directly or not (INHERITANCE_SQL,
     # cascade_reach): reached by a statement naming the parent without ONLY
     descendants: dict[str, frozenset[str]] = field(default_factory=dict)
+    # partitioned table -> every partition under it, directly or not (INHERITANCE_SQL,
+    # cascade_reach): changed or dropped by the parent's DDL
+    partitions: dict[str, frozenset[str]] = field(default_factory=dict)
+    # user composite type or enum (a table's row type by the table's name) -> every other
+    # relation with a column of it (TYPE_USERS_SQL): their stored values change with it
+    type_users: dict[str, frozenset[str]] = field(default_factory=dict)
     # relations renamed or moved through the proxy in a transaction that may still be open
     # (``without_columns``: a key (old, RENAMED_TO + new)): each name involved -> every name
     # of its renames, whose knowledge by name it may now stand for
@@ -1573,6 +1602,8 @@ class CatalogCache:
         names_relations=(),
         inlinable_plain: dict[str, tuple[tuple[str | None, str], ...]] | None = None,
         view_functions: dict[str, frozenset[str]] | None = None,
+        partitions: dict[str, frozenset[str]] | None = None,
+        type_users: dict[str, frozenset[str]] | None = None,
     ) -> Snapshot:
         """``loaded_at``: when the load's queries started (monotonic; default now): what a
         statement arriving later may be decided on (``StatementPolicy._describe_refusal``)."""
@@ -1602,6 +1633,7 @@ class CatalogCache:
             names_relations=frozenset(names_relations),
             inlinable_plain=dict(inlinable_plain or {}),
             view_functions=dict(view_functions or {}),
+            partitions=dict(partitions or {}), type_users=dict(type_users or {}),
         )  # fmt: skip
         if entry.removed:
             started = snap.loaded_at

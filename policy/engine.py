@@ -1710,6 +1710,7 @@ class StatementPolicy:
                 self._through_renames(c)
                 or self._through_views(c)
                 or self._through_inheritance(c)
+                or self._beyond_its_objects(c)
                 or self._through_inlining(c)
                 or self._explained_code(c)
             )
@@ -1869,6 +1870,53 @@ class StatementPolicy:
                         f"may not {_INHERITED_VERBS.get(op, op)} {rel} without ONLY: the "
                         f"statement reaches {child}, which inherits from it ({denial.reason})",
                     )  # fmt: skip
+        return None
+
+    def _beyond_its_objects(self, c: Classified) -> Decision | None:
+        """What a write or DDL changes beyond the objects it names, without CASCADE
+        (red-team round 60), decided as if it named them: the rows foreign-key actions
+        write (``Snapshot.cascades``: a DELETE's ON DELETE CASCADE / SET NULL / SET
+        DEFAULT, an UPDATE's ON UPDATE ones, transitively), the partitions DDL of their
+        partitioned table changes or drops (``Snapshot.partitions``), and the columns
+        elsewhere whose stored values an ALTER of their composite type, row type or enum
+        changes (``Snapshot.type_users``)."""
+        snap = self._snapshot_seen
+        if snap is None or not c.write_ops or not (
+            snap.cascades or snap.partitions or snap.type_users
+        ):
+            return None
+        for op, rel in sorted(c.write_ops):
+            if op in ("update", "delete") and snap.cascades:
+                reached = set(snap.cascades.get(rel, ()))
+                for child in (*snap.partitions.get(rel, ()), *snap.descendants.get(rel, ())):
+                    reached.update(snap.cascades.get(child, ()))
+                needs = ("update",) if op == "update" else ("delete", "update")
+                for target in sorted(reached):
+                    for need in needs:
+                        denial = check_write(need, target, self.scopes)
+                        if denial is not None:
+                            return Decision(False, denial.rule, (
+                                f"may not {_INHERITED_VERBS[op]} {rel}: a foreign key's "
+                                f"action (ON {op.upper()} CASCADE, SET NULL or SET DEFAULT) "
+                                f"writes {target} ({denial.reason})"
+                            ))  # fmt: skip
+            if op != "ddl":
+                continue
+            for part in sorted(snap.partitions.get(rel, ())):
+                denial = check_write("ddl", part, self.scopes)
+                if denial is not None:
+                    return Decision(False, denial.rule, (
+                        f"may not change the definition of {rel}: its partition {part} "
+                        f"changes with it ({denial.reason})"
+                    ))  # fmt: skip
+            if c.command in ("ALTER TABLE", "ALTER TYPE"):
+                for user in sorted(snap.type_users.get(rel, ())):
+                    denial = check_write("ddl", user, self.scopes) if user != rel else None
+                    if denial is not None:
+                        return Decision(False, denial.rule, (
+                            f"may not alter {rel}: columns of {user} are of its type, and "
+                            f"their stored values would change with it ({denial.reason})"
+                        ))  # fmt: skip
         return None
 
     def _unreadable(self, rels) -> str | None:

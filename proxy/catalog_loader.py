@@ -34,6 +34,7 @@ from policy.catalog import (
     ROLE_SCHEMAS_SQL,
     RULED_SQL,
     TRIGGERED_SQL,
+    TYPE_USERS_SQL,
     USER_FUNCTIONS_SQL,
     USER_OPERATORS_SQL,
     USER_SCHEMAS_SQL,
@@ -138,6 +139,14 @@ async def _queries(cfg, credentials, database: str, *sqls: str) -> list[Rows | U
             up.transport.close()
 
 
+def _type_users(rows) -> dict[str, frozenset[str]]:
+    """``Snapshot.type_users`` from TYPE_USERS_SQL's rows."""
+    out: dict[str, set[str]] = {}
+    for tschema, tname, schema, name in rows:
+        out.setdefault(render_name(tschema, tname), set()).add(render_name(schema, name))
+    return {k: frozenset(v) for k, v in out.items()}
+
+
 def _ok(result: Rows | UpstreamError) -> list[list]:
     """A catalog query's rows (their columns are never NULL), or its error raised."""
     if isinstance(result, UpstreamError):
@@ -212,7 +221,7 @@ class CatalogLoader:
          domain_rows, triggered_rows, inheritance_rows, relation_cast_rows,
          global_cast_rows, function_type_rows, event_rows, opclass_rows,
          relation_opclass_rows, code_flag_rows, ddl_code_rows, view_function_rows,
-         relation_policy_rows) = await _queries(
+         relation_policy_rows, type_user_rows) = await _queries(
             self.cfg, self.credentials, database, FUNCTIONS_SQL, COLUMNS_SQL, ROLE_SCHEMAS_SQL,
             USER_FUNCTIONS_SQL, USER_OPERATORS_SQL, USER_TYPES_SQL, USER_TYPE_OIDS_SQL,
             CASCADES_SQL, VIEWS_SQL, VIEW_READS_SQL, INLINABLE_SQL, RULED_SQL,
@@ -220,6 +229,7 @@ class CatalogLoader:
             TRIGGERED_SQL, INHERITANCE_SQL, RELATION_CASTS_SQL, GLOBAL_CASTS_SQL,
             FUNCTION_TYPES_SQL, EVENT_TRIGGERS_SQL, OPCLASS_FUNCTIONS_SQL, RELATION_OPCLASS_SQL,
             CODE_FLAGS_SQL, DDL_CODE_SQL, VIEW_FUNCTIONS_SQL, RELATION_POLICY_SQL,
+            TYPE_USERS_SQL,
         )  # fmt: skip
         views_unread = False
         if isinstance(view_rows, UpstreamError) and view_rows.sqlstate == LOCK_NOT_AVAILABLE:
@@ -320,8 +330,13 @@ class CatalogLoader:
             loaded_at=started,
             descendants=cascade_reach(
                 (render_name(s1, t1), render_name(s2, t2))
-                for s1, t1, s2, t2 in _ok(inheritance_rows)
+                for s1, t1, s2, t2, part in _ok(inheritance_rows) if part == "f"
             ),
+            partitions=cascade_reach(
+                (render_name(s1, t1), render_name(s2, t2))
+                for s1, t1, s2, t2, part in _ok(inheritance_rows) if part != "f"
+            ),
+            type_users=_type_users(_ok(type_user_rows)),
             views_unread=views_unread,
             relation_casts=_frozen(relation_casts),
             relation_casts_role=_frozen(relation_casts_role),

@@ -293,7 +293,7 @@ def test_a_write_that_cascades_to_code_that_may_run_ddl():
     c.put("db", [], {"public.p": frozenset({"id"}), "public.c": frozenset({"id"})},
           triggered=("public.c",), cascades={"public.p": frozenset({"public.c"})},
           ddl_functions=("public.attach", "attach"), ddl_objects=True)  # fmt: skip
-    p = StatementPolicy(parse_scopes("read:public.p write:public.p"), task="T", shared=None)
+    p = StatementPolicy(parse_scopes("read:public.p write:public.p,public.c"), task="T", shared=None)
     p.catalog = lambda: c.get("db")
     calls: list = []
     p.on_ddl = lambda defined, removed: calls.append(1)
