@@ -57,6 +57,7 @@ from policy.classify.pgparse import (
     DERIVED_ROWS,
     removed_columns,
     renamed_relations,
+    restrict_cascade,
     syntax_error,
 )
 from policy.decide import (
@@ -434,6 +435,9 @@ class StatementPolicy:
         # only ones pg_terminate_backend/pg_cancel_backend may name (None: none but the
         # session's own, ``pg_backend_pid()``)
         self.own_backends: Callable[[], frozenset[int]] | None = None
+        # the text the last ``check_query`` allowed in place of the client's (CASCADE run as
+        # RESTRICT), or None: the client's own
+        self.rewritten: str | None = None
         # every cache tier, this session's and its view of the shared one (policy/caches.py);
         # shared None: classify everything in this session afresh
         self.caches = SessionCaches(cache_size, shared, self.search_path)
@@ -635,7 +639,29 @@ class StatementPolicy:
     # -- public API ----------------------------------------------------------------------
     def check_query(self, sql: str) -> Verdict:
         """Simple Query: every statement is checked; one deny denies the whole query.
-        ``CATALOG_WAIT``: check it again once the reload ``on_stale`` started is done."""
+        ``CATALOG_WAIT``: check it again once the reload ``on_stale`` started is done.
+
+        A query refused for a CASCADE drop behaviour alone is decided again as PostgreSQL's
+        default, RESTRICT (``pgparse.restrict_cascade``: the keyword blanked, the server's
+        reading otherwise unchanged): allowed so, ``rewritten`` holds the text to send
+        instead (the relay sends it, and records it with the decision). Then the server
+        refuses where anything depends on what it drops, and drops only what it names."""
+        self.rewritten = None
+        verdict = self._checked_query(sql)
+        if verdict.allowed or verdict is CATALOG_WAIT or not self.enforce or not any(
+            c.cls is StatementClass.UNKNOWN and "CASCADE" in c.detail
+            for c, _d in verdict.decisions
+        ):
+            return verdict
+        restricted = restrict_cascade(sql)
+        if restricted is None:
+            return verdict
+        again = self._checked_query(restricted)
+        if again.allowed:
+            self.rewritten = restricted
+        return again
+
+    def _checked_query(self, sql: str) -> Verdict:
         names_known, defined = self._names_epoch, self._defined
         try:
             verdict = self._check_query(sql)

@@ -588,13 +588,23 @@ class Relay:
                 sql = m.decode_query(run[start:end], self.encoding)
                 # (the text decoded, not the frame: its length bytes are binary; a non-ASCII
                 # byte decodes to a non-ASCII character in every encoding the allowlist has)
+                rewritten = None
                 if self.encoding_changed and groups.ran and not sql.isascii():
                     verdict = ENCODING_IN_FLIGHT
                 else:
                     verdict = policy.check_query(sql)
                     if verdict is CATALOG_WAIT and self.catalog_wait is not None:
                         return self._park_at(run, frames, i - 1, last, out, to_client)
-                self._record(verdict, "Query", sql)
+                    rewritten = policy.rewritten
+                if rewritten is not None and verdict.allowed:
+                    # CASCADE run as RESTRICT (``StatementPolicy.check_query``): the text sent
+                    # instead of the client's, which the record keeps beside it
+                    self._record(verdict, "Query", sql, run_as=rewritten)
+                    out.append(run[last:start])
+                    out.append(m.query(rewritten, self.encoding))
+                    last = end
+                else:
+                    self._record(verdict, "Query", sql)
             elif t == _PARSE:
                 frame = run[start:end]
                 name, sql = m.decode_parse(frame, self.encoding)

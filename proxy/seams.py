@@ -53,6 +53,9 @@ class Policy(Protocol):
     on_stale: Callable[[float | None], object] | None
     waiting_since: float | None
     stale_write: bool
+    # the text the last check_query allowed in place of the client's (CASCADE run as
+    # RESTRICT), or None
+    rewritten: str | None
 
     def check_query(self, sql: str) -> Verdict:
         """Simple Query: one deny denies the whole query."""

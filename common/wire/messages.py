@@ -258,8 +258,8 @@ def negotiate_protocol_version(newest_version: int, unknown_options: tuple[str, 
     return frame(b"v", body)
 
 
-def query(sql: str) -> bytes:
-    return frame(b"Q", sql.encode() + b"\x00")
+def query(sql: str, encoding: str = "utf-8") -> bytes:
+    return frame(b"Q", sql.encode(encoding) + b"\x00")
 
 
 def parse(name: str, sql: str) -> bytes:

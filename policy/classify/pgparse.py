@@ -34,7 +34,7 @@ from policy.lexer import ascii_lower, truncate_identifier
 
 __all__ = [
     "BARRIER_LOWERED", "PgParseError", "PgStatement", "parse", "removed_columns",
-    "renamed_relations", "split_texts",
+    "renamed_relations", "restrict_cascade", "split_texts",
 ]
 
 Name = tuple["str | None", str]  # (schema or None if unqualified, name), as the parser folds
@@ -1662,6 +1662,37 @@ def _cascades(tree: Any) -> bool:
     if isinstance(tree, list):
         return any(_cascades(v) for v in tree)
     return False
+
+
+_CASCADE_JSON = '"behavior":"DROP_CASCADE"'
+_RESTRICT_JSON = '"behavior":"DROP_RESTRICT"'
+
+
+def restrict_cascade(sql: str) -> str | None:
+    """``sql`` with every CASCADE drop behaviour made PostgreSQL's default, RESTRICT: each
+    ``CASCADE`` keyword its scanner finds replaced by as many spaces, kept only if its parser
+    reads the result as it reads ``sql`` with each ``DROP_CASCADE`` a ``DROP_RESTRICT`` and
+    nothing else changed (same length, so every location agrees). None: no CASCADE, or a
+    text this cannot make RESTRICT (the word used as a name in it too: refused as before)."""
+    try:
+        tree = _pg.parse_sql_json(sql)
+        tokens = [t for t in _pg.scan(sql) if t.name == "CASCADE"]
+    except _pg.ParseError:
+        return None
+    if _CASCADE_JSON not in tree or not tokens:
+        return None
+    chars = list(sql)
+    for t in tokens:
+        if sql[t.start : t.end + 1].lower() != "cascade":
+            return None  # (offsets not characters: never, but then nothing is blanked)
+        chars[t.start : t.end + 1] = " " * (t.end + 1 - t.start)
+    restricted = "".join(chars)
+    try:
+        if _pg.parse_sql_json(restricted) != tree.replace(_CASCADE_JSON, _RESTRICT_JSON):
+            return None
+    except _pg.ParseError:
+        return None
+    return restricted
 
 
 def parse(sql: str) -> tuple[PgStatement, ...]:

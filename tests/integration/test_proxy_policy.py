@@ -168,7 +168,7 @@ DENIED = [
     ),
     (
         "pg_terminate_backend",
-        "SELECT pg_terminate_backend(pg_backend_pid())",
+        "SELECT pg_terminate_backend(1)",  # not a backend of the grant's own sessions
         ("deny.function", "pg_terminate_backend"),
     ),
     # parsed by PostgreSQL, not classified (a syntax error is the server's own 42601: below)

@@ -334,6 +334,11 @@ def test_refused_through_the_proxy(pg, handle, key):
     sql = REFUSED[key]
     for mode in MODES:
         got, changed = _through_proxy(pg, handle, sql, mode)
+        if key.startswith("cascade") and mode == "simple":
+            # a simple Query runs as RESTRICT since session 29 (the keyword blanked), and
+            # the server refuses it: r60x.dv depends on r60.d.c
+            assert "2BP01" in got and not changed, (mode, got)
+            continue
         assert "42501" in got and not changed, (mode, got)
         if key.startswith("cascade"):
             assert "CASCADE" in got, (mode, got)
@@ -342,7 +347,8 @@ def test_refused_through_the_proxy(pg, handle, key):
 @pytest.mark.parametrize("key", list(REFUSED_SIMPLE))
 def test_refused_in_a_multi_statement_query(pg, handle, key):
     got, changed = _through_proxy(pg, handle, REFUSED_SIMPLE[key], "simple")
-    assert "42501" in got and not changed, got
+    # (CASCADE runs as RESTRICT in a simple Query: the server refuses, r60x.dv depends)
+    assert ("2BP01" if key.startswith("cascade") else "42501") in got and not changed, got
 
 
 @pytest.mark.parametrize("key", list(RESTRICTED))

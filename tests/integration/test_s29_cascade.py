@@ -92,8 +92,10 @@ def test_cascade_changes_what_it_does_not_name_directly(pg, handle, sql):
 
 @pytest.mark.parametrize("sql", CASCADING)
 def test_cascade_is_refused_through_the_proxy(pg, handle, sql):
+    # a simple Query runs as RESTRICT where the grant allows it so (test_s29_cascade_as_
+    # restrict.py): here something outside depends on each, and the server refuses
     got = planted.simple(handle, [sql])[0]
-    assert "42501" in got and "CASCADE" in got, got
+    assert got.startswith("error "), got
     for mode in ("extended", "prepared"):
         got = asyncio.run(planted.attempt(handle, sql, mode))
         assert got.startswith("error 42501") and "CASCADE" in got, got
@@ -104,8 +106,10 @@ def test_cascade_is_refused_through_the_proxy(pg, handle, sql):
 def test_without_cascade_the_server_refuses_what_depends(pg, handle, sql):
     got = planted.simple(handle, [f"BEGIN; {sql}; ROLLBACK"])[0]
     # allowed by the grant; the server's own refusal (2BP01, 0A000, 42809): something
-    # outside the grant depends on it
-    assert got.startswith("error ") and "42501" not in got, got
+    # outside the grant depends on it. A type whose columns outside the grant would change
+    # (s29x.usety) is refused by the policy first (StatementPolicy._beyond_its_objects)
+    assert got.startswith("error "), got
+    assert ("42501" in got) == sql.startswith("ALTER TYPE"), got
     assert _state(pg) == handle.state
 
 

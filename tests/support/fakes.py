@@ -26,6 +26,7 @@ class PolicySeam:
     on_stale = None  # no catalog: never waits for one
     waiting_since = None
     stale_write = False
+    rewritten = None  # no text is sent in place of the client's
 
     def may_read(self, schema: str, table: str) -> bool:
         return schema != "secret"

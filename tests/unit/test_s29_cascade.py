@@ -7,7 +7,8 @@ table's foreign key, ``ALTER TYPE ty DROP ATTRIBUTE b CASCADE`` a column of a ta
 ``OF`` the type outside the grant (tests/integration/test_s29_cascade.py, the server the
 judge). PostgreSQL's reading flags a ``DROP_CASCADE`` behaviour anywhere in a statement
 (``pgparse.CASCADE``), and such a statement is refused whatever else it is. Without it
-(PostgreSQL's default, RESTRICT) the server refuses where anything depends."""
+(PostgreSQL's default, RESTRICT) the server refuses where anything depends; a simple Query
+refused for CASCADE alone is sent so (the keyword blanked: ``StatementPolicy.rewritten``)."""
 
 from __future__ import annotations
 
@@ -79,14 +80,17 @@ def test_the_word_or_restrict_is_not_flagged(sql):
 
 
 @pytest.mark.parametrize("sql", CASCADING)
-def test_cascade_is_refused_with_every_scope(sql):
-    policy = StatementPolicy(parse_scopes(SCOPES + " execute:public.*"), task="t")
+def test_cascade_never_goes_upstream(sql):
+    """A simple Query is refused, or allowed as RESTRICT (below: the text sent has no
+    CASCADE); a Parse is refused."""
+    policy = StatementPolicy(parse_scopes(SCOPES + " execute:public.* truncate:public.*"), task="t")
     verdict = policy.check_query(sql)
-    assert not verdict.allowed
-    # (REVOKE keeps its own rule: roles and privileges are never the grant's)
-    assert "CASCADE" in verdict.message or "rule deny.role" in verdict.message
-    parsed = policy.check_parse(sql)
-    assert not parsed.allowed
+    if verdict.allowed:
+        assert policy.rewritten is not None and len(policy.rewritten) == len(sql)
+        assert not any(CASCADE in st.flags for st in parse(policy.rewritten))
+    else:  # for CASCADE, or what the statement is as RESTRICT (REVOKE: roles; unsupported)
+        assert policy.rewritten is None
+    assert not policy.check_parse(sql).allowed
 
 
 @pytest.mark.parametrize("sql", [s for s in RESTRICTED if not s.startswith("TRUNCATE")])
@@ -98,8 +102,9 @@ def test_without_cascade_ddl_is_decided_as_before(sql):
 
 def test_truncate_without_cascade_needs_its_scope():
     policy = StatementPolicy(parse_scopes(SCOPES + " truncate:public.t"), task="t")
-    assert policy.check_query("TRUNCATE t").allowed
-    assert not policy.check_query("TRUNCATE t CASCADE").allowed
+    assert policy.check_query("TRUNCATE t").allowed and policy.rewritten is None
+    assert policy.check_query("TRUNCATE t CASCADE").allowed
+    assert policy.rewritten == "TRUNCATE t        "
 
 
 def test_a_foreign_key_action_is_not_a_drop_behaviour():
@@ -107,9 +112,55 @@ def test_a_foreign_key_action_is_not_a_drop_behaviour():
     assert c.cls.name == "DDL"
 
 
-def test_cascade_refused_from_a_cached_shape_too():
+def test_cascade_restricted_from_a_cached_text_too():
     policy = StatementPolicy(parse_scopes(SCOPES), task="t")
     assert policy.check_query("ALTER TABLE t DROP COLUMN c").allowed
-    assert not policy.check_query("ALTER TABLE t DROP COLUMN c CASCADE").allowed
-    assert not policy.check_query("ALTER TABLE t DROP COLUMN c CASCADE").allowed
+    for _ in range(2):
+        assert policy.check_query("ALTER TABLE t DROP COLUMN c CASCADE").allowed
+        assert policy.rewritten == "ALTER TABLE t DROP COLUMN c        "
     assert policy.check_query("ALTER TABLE t DROP COLUMN c").allowed
+    assert policy.rewritten is None
+
+
+# --- a simple Query refused for CASCADE alone runs as RESTRICT ----------------------------
+
+
+@pytest.mark.parametrize(
+    "sql, sent",
+    [
+        ("DROP TABLE t CASCADE", "DROP TABLE t        "),
+        ("drop type if exists a cascade; drop type b CASCADE; create type a as (x int)",
+         "drop type if exists a        ; drop type b        ; create type a as (x int)"),
+        ("ALTER TABLE t DROP COLUMN c /* x */ CaScAdE", "ALTER TABLE t DROP COLUMN c /* x */        "),
+        ('DROP TABLE "cascade" CASCADE', 'DROP TABLE "cascade"        '),
+    ],
+)  # fmt: skip
+def test_a_query_refused_for_cascade_alone_runs_as_restrict(sql, sent):
+    policy = StatementPolicy(parse_scopes(SCOPES), task="t")
+    verdict = policy.check_query(sql)
+    assert verdict.allowed and policy.rewritten == sent
+    assert len(sent) == len(sql)
+    assert not any(CASCADE in st.flags for st in parse(sent))
+    assert policy.check_query("SELECT 1").allowed and policy.rewritten is None
+
+
+@pytest.mark.parametrize(
+    "sql, why",
+    [
+        ("DROP TABLE other.t CASCADE", "other.t"),  # the grant's own reason, not CASCADE's
+        ("SELECT 1 AS cascade; DROP TABLE t CASCADE", "CASCADE"),  # the word as a name too
+        ("TRUNCATE t CASCADE", "may not truncate"),  # no truncate scope
+    ],
+)
+def test_refused_as_restrict_too(sql, why):
+    policy = StatementPolicy(parse_scopes(SCOPES), task="t")
+    verdict = policy.check_query(sql)
+    assert not verdict.allowed and why in verdict.message and policy.rewritten is None
+
+
+def test_a_parse_and_a_dry_run_are_not_rewritten():
+    policy = StatementPolicy(parse_scopes(SCOPES), task="t")
+    assert not policy.check_parse("DROP TABLE t CASCADE").allowed
+    dry = StatementPolicy(parse_scopes(SCOPES), task="t", enforce=False)
+    verdict = dry.check_query("DROP TABLE t CASCADE")
+    assert verdict.would_deny and dry.rewritten is None  # a dry run runs what it was sent
