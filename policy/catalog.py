@@ -919,23 +919,41 @@ JOIN pg_catalog.pg_namespace cn ON cn.oid = c.relnamespace
 WHERE c.relkind IN ('r', 'f', 'p') AND c.relpersistence <> 't'
 """
 
-# Columns of a user-made composite type (a table's row type too) or enum, or of an array of
-# one: (type schema, name, relation schema, name). ALTER TYPE ... ADD/DROP ATTRIBUTE, ALTER
-# TABLE ... ADD/DROP COLUMN of the table whose row type it is, ALTER TYPE ... RENAME VALUE
-# change the values stored in those columns without CASCADE (red-team round 60), wherever
-# the relation lives (a composite type's own attributes included: relkind 'c').
+# Columns holding values of a user-made composite type (a table's row type too) or enum:
+# of that type, or of a type made over it, transitively (an array, a domain, a range or
+# multirange, a composite type or table row type with an attribute of it: red-team round
+# 61), as (type schema, name, relation schema, name). ALTER TYPE ... ADD/DROP ATTRIBUTE,
+# ALTER TABLE ... ADD/DROP COLUMN of the table whose row type it is, ALTER TYPE ... RENAME
+# VALUE change the values stored in those columns without CASCADE (red-team round 60),
+# wherever the relation lives (a composite type's own attributes included: relkind 'c').
 TYPE_USERS_SQL = """
-SELECT tn.nspname, t.typname, rn.nspname, r.relname
-FROM pg_catalog.pg_attribute a
-JOIN pg_catalog.pg_class r ON r.oid = a.attrelid
-JOIN pg_catalog.pg_namespace rn ON rn.oid = r.relnamespace
-JOIN pg_catalog.pg_type at ON at.oid = a.atttypid
-JOIN pg_catalog.pg_type t ON t.oid = CASE WHEN at.typelem <> 0 AND at.typlen = -1
-                                          THEN at.typelem ELSE at.oid END
+WITH RECURSIVE user_types AS (
+  SELECT t.oid, t.typtype, t.typbasetype, t.typelem, t.typlen FROM pg_catalog.pg_type t
+  JOIN pg_catalog.pg_namespace n ON n.oid = t.typnamespace
+  WHERE n.nspname NOT IN ('pg_catalog', 'information_schema')
+), over(base, made) AS (
+  SELECT typbasetype, oid FROM user_types WHERE typtype = 'd'
+  UNION ALL SELECT typelem, oid FROM user_types WHERE typelem <> 0 AND typlen = -1
+  UNION ALL SELECT r.rngsubtype, r.rngtypid FROM pg_catalog.pg_range r
+            JOIN user_types u ON u.oid = r.rngtypid
+  UNION ALL SELECT r.rngtypid, r.rngmultitypid FROM pg_catalog.pg_range r
+            JOIN user_types u ON u.oid = r.rngtypid
+  UNION ALL SELECT a.atttypid, c.reltype FROM pg_catalog.pg_attribute a
+            JOIN user_types u ON u.oid = a.atttypid
+            JOIN pg_catalog.pg_class c ON c.oid = a.attrelid
+            WHERE a.attnum > 0 AND NOT a.attisdropped AND c.reltype <> 0
+), made(root, typ) AS (
+  SELECT oid, oid FROM user_types WHERE typtype IN ('c', 'e')
+  UNION SELECT m.root, o.made FROM made m JOIN over o ON o.base = m.typ
+)
+SELECT DISTINCT tn.nspname, t.typname, rn.nspname, c.relname
+FROM made m
+JOIN pg_catalog.pg_type t ON t.oid = m.root
 JOIN pg_catalog.pg_namespace tn ON tn.oid = t.typnamespace
-WHERE a.attnum > 0 AND NOT a.attisdropped AND t.typtype IN ('c', 'e')
-  AND tn.nspname NOT IN ('pg_catalog', 'information_schema')
-  AND r.relkind IN ('r', 'p', 'f', 'm', 'c') AND r.relpersistence <> 't'
+JOIN pg_catalog.pg_attribute a ON a.atttypid = m.typ AND a.attnum > 0 AND NOT a.attisdropped
+JOIN pg_catalog.pg_class c ON c.oid = a.attrelid
+JOIN pg_catalog.pg_namespace rn ON rn.oid = c.relnamespace
+WHERE c.relkind IN ('r', 'p', 'f', 'm', 'c') AND c.relpersistence <> 't'
 """
 
 
@@ -1044,6 +1062,9 @@ class Snapshot:
     # user composite type or enum (a table's row type by the table's name) -> every other
     # relation with a column of it (TYPE_USERS_SQL): their stored values change with it
     type_users: dict[str, frozenset[str]] = field(default_factory=dict)
+    # view -> every relation its query reads, through the views it reads (VIEW_READS_SQL,
+    # cascade_reach): a write through an auto-updatable view lands in one of them
+    view_bases: dict[str, frozenset[str]] = field(default_factory=dict)
     # relations renamed or moved through the proxy in a transaction that may still be open
     # (``without_columns``: a key (old, RENAMED_TO + new)): each name involved -> every name
     # of its renames, whose knowledge by name it may now stand for
@@ -1604,6 +1625,7 @@ class CatalogCache:
         view_functions: dict[str, frozenset[str]] | None = None,
         partitions: dict[str, frozenset[str]] | None = None,
         type_users: dict[str, frozenset[str]] | None = None,
+        view_bases: dict[str, frozenset[str]] | None = None,
     ) -> Snapshot:
         """``loaded_at``: when the load's queries started (monotonic; default now): what a
         statement arriving later may be decided on (``StatementPolicy._describe_refusal``)."""
@@ -1634,6 +1656,7 @@ class CatalogCache:
             inlinable_plain=dict(inlinable_plain or {}),
             view_functions=dict(view_functions or {}),
             partitions=dict(partitions or {}), type_users=dict(type_users or {}),
+            view_bases=dict(view_bases or {}),
         )  # fmt: skip
         if entry.removed:
             started = snap.loaded_at

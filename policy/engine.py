@@ -321,6 +321,13 @@ def _unfollowed_ddl(c: Classified, d: Decision) -> bool:
     return (c.cls is StatementClass.UNKNOWN and d.allowed) or d.opens_ddl
 
 
+def _views_made(c: Classified) -> dict[str, frozenset[str]]:
+    """A CREATE [OR REPLACE] VIEW's view -> the relations its query reads; else empty."""
+    if c.command != "CREATE VIEW":
+        return {}
+    return {name: c.reads for op, name in c.write_ops if op == "ddl"}
+
+
 def _reads_user_relations(c: Classified) -> bool:
     """Does ``c`` read a relation outside the system schemas? On a snapshot another
     session's DDL made stale, what it is (a table, a view renamed into its name), what
@@ -608,6 +615,9 @@ class StatementPolicy:
         # an unqualified name among them may be the temporary one, whose columns the
         # snapshot does not know (column syntax on it counts as a call: red-team round 33)
         self._temp_names: frozenset[str] = frozenset()
+        # views this session made through the proxy -> what their queries read: a write
+        # through one lands there before any load shows it (``_actions_reach``)
+        self._own_views: dict[str, frozenset[str]] = {}
         # The database has user-written code that may make temporary relations of any name
         # or change client_encoding where the policy cannot see it (``Snapshot.temp_code``,
         # ``encoding_code``, from ``CODE_FLAGS_SQL``): every unqualified relation may then
@@ -1913,9 +1923,7 @@ class StatementPolicy:
             return None
         for op, rel in sorted(c.write_ops):
             if op in ("update", "delete") and snap.cascades:
-                reached = set(snap.cascades.get(rel, ()))
-                for child in (*snap.partitions.get(rel, ()), *snap.descendants.get(rel, ())):
-                    reached.update(snap.cascades.get(child, ()))
+                reached = self._actions_reach(snap, rel)
                 needs = ("update",) if op == "update" else ("delete", "update")
                 for target in sorted(reached):
                     for need in needs:
@@ -1944,6 +1952,30 @@ class StatementPolicy:
                             f"their stored values would change with it ({denial.reason})"
                         ))  # fmt: skip
         return None
+
+    def _actions_reach(self, snap: Snapshot, rel: str) -> set[str]:
+        """The relations foreign-key actions may write when rows of ``rel`` are updated or
+        deleted: its own actions', its partitions' and descendants', and through a view
+        (``Snapshot.view_bases``, a view this session made: ``_own_views``; a temporary one
+        of its name too) those of every relation under it (red-team round 61)."""
+        reached: set[str] = set()
+        seen: set[str] = set()
+        todo = [rel]
+        while todo:
+            r = todo.pop()
+            if r in seen:
+                continue
+            seen.add(r)
+            reached.update(snap.cascades.get(r, ()))
+            todo.extend(snap.partitions.get(r, ()))
+            todo.extend(snap.descendants.get(r, ()))
+            todo.extend(snap.view_bases.get(r, ()))
+            if self._own_views:
+                todo.extend(self._own_views.get(r, ()))
+                parts = split_name(r)
+                if parts is not None and parts[1] is not None and parts[0] != "pg_temp":
+                    todo.extend(self._own_views.get(render_name("pg_temp", parts[1]), ()))
+        return reached
 
     def _unreadable(self, rels) -> str | None:
         """The first of ``rels`` this grant may not read ("": a query not read), or None."""
@@ -2165,23 +2197,31 @@ class StatementPolicy:
         defined: dict[str, frozenset[str]] = {}
         removed: frozenset[tuple[str, str]] = frozenset()
         temps = self._temp_names
+        views = self._own_views
         out: list[Pair] = []
         for c, d in pairs:
-            if (defined or removed or temps is not self._temp_names) and d.allowed:
-                saved = self._temp_names
+            if (
+                defined or removed or temps is not self._temp_names or views is not self._own_views
+            ) and d.allowed:
+                saved, saved_views = self._temp_names, self._own_views
                 self._snapshot_seen = without_columns(with_defined(snap, defined), removed)
                 self._temp_names = temps
+                self._own_views = views
                 try:
                     d = self._decide(c)  # calls, operators, types and column syntax again
                 finally:
                     self._snapshot_seen = snap
                     self._temp_names = saved
+                    self._own_views = saved_views
             out.append((c, d))
             defined = merge_defined(defined, _defined_functions(c))
             removed = removed | self._removed_columns(c)
             made = _temp_made(c)
             if made and not made <= temps:
                 temps = temps | made
+            made_views = _views_made(c)
+            if made_views:
+                views = {**views, **made_views}
         return tuple(out)
 
     def _through_renames(self, c: Classified) -> Decision | None:
@@ -2439,7 +2479,8 @@ class StatementPolicy:
         if any(c.command in STATEFUL_COMMANDS for c, _ in pairs):
             pairs = self._apply_session_state(pairs)
         if len(pairs) > 1 and self.catalog is not None and any(
-            _defined_functions(c) or _may_remove_columns(c) or _temp_made(c) for c, _ in pairs[:-1]
+            _defined_functions(c) or _may_remove_columns(c) or _temp_made(c) or _views_made(c)
+            for c, _ in pairs[:-1]
         ):
             pairs = self._after_definitions(pairs)
         denied = next((d for _, d in pairs if not d.allowed), None)
@@ -2447,6 +2488,10 @@ class StatementPolicy:
         code_runs = self._code_runs
         if ran:
             self._ran_ddl(pairs)
+            for c, _d in pairs:
+                made = _views_made(c)
+                if made:
+                    self._own_views = {**self._own_views, **made}
         if ran and any(c.cls is StatementClass.DDL for c, _d in pairs):
             temps = frozenset().union(*(_temp_made(c) for c, _d in pairs))
             if not temps <= self._temp_names:

@@ -337,6 +337,9 @@ class CatalogLoader:
                 for s1, t1, s2, t2, part in _ok(inheritance_rows) if part != "f"
             ),
             type_users=_type_users(_ok(type_user_rows)),
+            view_bases=cascade_reach(
+                (render_name(s1, v), render_name(s2, b)) for s1, v, s2, b in _ok(view_read_rows)
+            ),
             views_unread=views_unread,
             relation_casts=_frozen(relation_casts),
             relation_casts_role=_frozen(relation_casts_role),

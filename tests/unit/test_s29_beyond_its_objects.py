@@ -125,3 +125,38 @@ def test_altering_a_type_used_inside_the_grant_is_allowed():
         .check_query("ALTER TYPE app.ty ADD ATTRIBUTE z int")
         .allowed
     )
+
+
+# --- through views (red-team round 61) ----------------------------------------------------
+
+VIEWS = {
+    "cascades": {"app.p": frozenset({"other.child"})},
+    "view_bases": {"app.v": frozenset({"app.p"}), "app.vv": frozenset({"app.v", "app.p"})},
+}
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "DELETE FROM app.v WHERE k = 1",
+        "UPDATE app.vv SET k = 2",
+        "INSERT INTO app.v VALUES (1) ON CONFLICT (k) DO UPDATE SET k = 3",
+    ],
+)
+def test_foreign_key_actions_through_a_view(sql):
+    v = _policy(**VIEWS).check_query(sql)
+    assert not v.allowed and "other.child" in v.message
+
+
+@pytest.mark.parametrize("one_query", [False, True])
+def test_through_a_view_the_session_made(one_query):
+    p = _policy(cascades={"app.p": frozenset({"other.child"})})
+    make, write = "CREATE VIEW app.mine AS SELECT k FROM app.p", "DELETE FROM app.mine"
+    if one_query:
+        assert not p.check_query(f"{make}; {write}").allowed
+    else:
+        assert p.check_query(make).allowed
+        v = p.check_query(write)
+        assert not v.allowed and "other.child" in v.message
+        assert p.check_query("CREATE TEMP VIEW tv AS SELECT k FROM app.p").allowed
+        assert not p.check_query("DELETE FROM tv").allowed  # (pg_temp.tv may be the one)
