@@ -136,34 +136,7 @@ RESET ROLE;
 TEARDOWN = "DROP SCHEMA IF EXISTS r60, r60x CASCADE;"
 
 # everything of r60x a statement could change (one line; empty when r60x is gone)
-STATE = """
-WITH ns AS (SELECT oid FROM pg_namespace WHERE nspname = 'r60x'),
-rels AS (SELECT c.* FROM pg_class c, ns WHERE c.relnamespace = ns.oid)
-SELECT coalesce(string_agg(x, ' | ' ORDER BY x), '') FROM (
-  SELECT 'rel:' || relname || ':' || relkind::text FROM rels
-  UNION ALL SELECT 'con:' || conrelid::regclass || '.' || conname || ':'
-    || pg_get_constraintdef(k.oid) FROM pg_constraint k, ns WHERE k.connamespace = ns.oid
-  UNION ALL SELECT 'att:' || attrelid::regclass || '.' || attname || ':'
-    || format_type(atttypid, atttypmod) || CASE WHEN attnotnull THEN ' not null' ELSE '' END
-    || coalesce(' default ' || pg_get_expr(d.adbin, d.adrelid), '')
-    FROM pg_attribute a LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
-    WHERE attnum > 0 AND NOT attisdropped AND attrelid IN
-      (SELECT oid FROM rels WHERE relkind IN ('r', 'v', 'p'))
-  UNION ALL SELECT 'trg:' || tgrelid::regclass || '.' || tgname FROM pg_trigger
-    WHERE NOT tgisinternal AND tgrelid IN (SELECT oid FROM rels)
-  UNION ALL SELECT 'part:' || r.relname || ':' || r.relispartition::text
-    || coalesce(':' || i.inhparent::regclass::text, '')
-    FROM rels r LEFT JOIN pg_inherits i ON i.inhrelid = r.oid WHERE r.relkind IN ('r', 'p')
-  UNION ALL SELECT 'dom:' || a.attrelid::regclass || '.' || a.attname || ':'
-    || coalesce(t.typdefault, '-') || ':' || coalesce((SELECT string_agg(
-      pg_get_constraintdef(k.oid), ';' ORDER BY k.conname) FROM pg_constraint k
-      WHERE k.contypid = t.oid), '-')
-    FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid AND t.typtype = 'd'
-    WHERE a.attnum > 0 AND a.attrelid IN (SELECT oid FROM rels)
-  UNION ALL SELECT 'rows:' || r.relname || ':' || replace(query_to_xml(format(
-      'SELECT * FROM ONLY %s ORDER BY 1', r.oid::regclass), false, true, '')::text, E'\\n', '')
-    FROM rels r WHERE r.relkind = 'r'
-) s(x);"""
+STATE = planted.schema_state("r60x")
 
 # key -> (statement, reason of the strict xfail, or False: fixed in session 29 by
 # ``StatementPolicy._beyond_its_objects``, each was a strict xfail failing before it)

@@ -97,7 +97,6 @@ import pytest
 
 from devtools.localpg import LocalClusterError
 from policy.grants.model import make_dsn
-from tests.integration.test_redteam_r60_cascade import STATE as _R60_STATE
 from tests.support import planted
 from tests.support.rawpg import SYNC, RawClient, bind, execute, parse
 
@@ -158,7 +157,7 @@ RESET ROLE;
 """
 TEARDOWN = "DROP SCHEMA IF EXISTS r61, r61x CASCADE;"
 
-STATE = _R60_STATE.replace("'r60x'", "'r61x'")
+STATE = planted.schema_state("r61x")
 MODES = ("simple", "extended", "prepared")
 
 

@@ -230,11 +230,13 @@ def test_drops_sqlglot_cannot_read_are_decided_on_postgresqls_reading(px, pg):
     with planted.session(px) as c:
         got = run_steps(c, [
             (query("DROP DOMAIN s27x.vd"),),  # outside the grant's ddl scope
-            (query("DROP DOMAIN s27r.dd CASCADE"),),  # drops what it does not name
+            # CASCADE drops what it does not name: a simple Query runs as RESTRICT since
+            # session 29 (nothing depends on the domain: dropped)
+            (query("DROP DOMAIN s27r.dd CASCADE"),),
             (query("DROP FUNCTION s27r.dropme(i int)"),),
-            (query("DROP DOMAIN IF EXISTS s27r.dd"),),
+            (query("DROP DOMAIN IF EXISTS s27r.dd"),),  # (gone: a NOTICE, skipping)
         ])  # fmt: skip
-    assert got.count("C42501") == 2, got[-800:]
+    assert got.count("C42501") == 1, got[-800:]
     assert "DROP FUNCTION" in got and "DROP DOMAIN" in got, got[-800:]
     with RawClient.direct(pg) as c:
         assert c.scalar("SELECT count(*) FROM pg_proc WHERE proname = 'dropme'") == "0"

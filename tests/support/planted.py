@@ -617,3 +617,43 @@ def refused(got: str) -> bool:
     (26000, ``deny.replaced``: since session 26 a name code may have replaced is checked,
     no longer forgotten)."""
     return "pgwitness" in got and ("C42501" in got or ("C26000" in got and "deny.replaced" in got))
+
+
+# Everything of a schema a statement could change, as one line (empty when the schema is
+# gone): relations, constraints, columns with types, defaults and NOT NULL, triggers,
+# partition and inheritance links, domain defaults and checks, every row (red-team rounds
+# 60 and 61 compare it before and after each probe).
+_SCHEMA_STATE = """
+WITH ns AS (SELECT oid FROM pg_namespace WHERE nspname = 'r60x'),
+rels AS (SELECT c.* FROM pg_class c, ns WHERE c.relnamespace = ns.oid)
+SELECT coalesce(string_agg(x, ' | ' ORDER BY x), '') FROM (
+  SELECT 'rel:' || relname || ':' || relkind::text FROM rels
+  UNION ALL SELECT 'con:' || conrelid::regclass || '.' || conname || ':'
+    || pg_get_constraintdef(k.oid) FROM pg_constraint k, ns WHERE k.connamespace = ns.oid
+  UNION ALL SELECT 'att:' || attrelid::regclass || '.' || attname || ':'
+    || format_type(atttypid, atttypmod) || CASE WHEN attnotnull THEN ' not null' ELSE '' END
+    || coalesce(' default ' || pg_get_expr(d.adbin, d.adrelid), '')
+    FROM pg_attribute a LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
+    WHERE attnum > 0 AND NOT attisdropped AND attrelid IN
+      (SELECT oid FROM rels WHERE relkind IN ('r', 'v', 'p'))
+  UNION ALL SELECT 'trg:' || tgrelid::regclass || '.' || tgname FROM pg_trigger
+    WHERE NOT tgisinternal AND tgrelid IN (SELECT oid FROM rels)
+  UNION ALL SELECT 'part:' || r.relname || ':' || r.relispartition::text
+    || coalesce(':' || i.inhparent::regclass::text, '')
+    FROM rels r LEFT JOIN pg_inherits i ON i.inhrelid = r.oid WHERE r.relkind IN ('r', 'p')
+  UNION ALL SELECT 'dom:' || a.attrelid::regclass || '.' || a.attname || ':'
+    || coalesce(t.typdefault, '-') || ':' || coalesce((SELECT string_agg(
+      pg_get_constraintdef(k.oid), ';' ORDER BY k.conname) FROM pg_constraint k
+      WHERE k.contypid = t.oid), '-')
+    FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid AND t.typtype = 'd'
+    WHERE a.attnum > 0 AND a.attrelid IN (SELECT oid FROM rels)
+  UNION ALL SELECT 'rows:' || r.relname || ':' || replace(query_to_xml(format(
+      'SELECT * FROM ONLY %s ORDER BY 1', r.oid::regclass), false, true, '')::text, E'\\n', '')
+    FROM rels r WHERE r.relkind = 'r'
+) s(x);"""
+
+
+def schema_state(schema: str) -> str:
+    """``_SCHEMA_STATE`` of ``schema`` (a plain lower-case name)."""
+    assert re.fullmatch(r"[a-z_][a-z0-9_]*", schema), schema
+    return _SCHEMA_STATE.replace("'r60x'", f"'{schema}'")
