@@ -49,6 +49,7 @@ __all__ = [
     "RULED_SQL",
     "TRIGGERED_SQL",
     "INHERITANCE_SQL",
+    "STATISTICS_SQL",
     "TYPE_USERS_SQL",
     "VIEWS_SQL",
     "OPCLASS_FUNCTIONS_SQL",
@@ -919,6 +920,19 @@ JOIN pg_catalog.pg_namespace cn ON cn.oid = c.relnamespace
 WHERE c.relkind IN ('r', 'f', 'p') AND c.relpersistence <> 't'
 """
 
+# Extended statistics objects in a schema other than their relation's: (relation schema,
+# name, statistics object schema, name). PostgreSQL drops one with a column it covers or
+# with its relation, without CASCADE (an AUTO dependency: red-team rounds 60, 62), wherever
+# it lives.
+STATISTICS_SQL = """
+SELECT rn.nspname, r.relname, sn.nspname, s.stxname
+FROM pg_catalog.pg_statistic_ext s
+JOIN pg_catalog.pg_class r ON r.oid = s.stxrelid
+JOIN pg_catalog.pg_namespace rn ON rn.oid = r.relnamespace
+JOIN pg_catalog.pg_namespace sn ON sn.oid = s.stxnamespace
+WHERE s.stxnamespace <> r.relnamespace
+"""
+
 # Columns holding values of a user-made composite type (a table's row type too) or enum:
 # of that type, or of a type made over it, transitively (an array, a domain, a range or
 # multirange, a composite type or table row type with an attribute of it: red-team round
@@ -1065,6 +1079,9 @@ class Snapshot:
     # view -> every relation its query reads, through the views it reads (VIEW_READS_SQL,
     # cascade_reach): a write through an auto-updatable view lands in one of them
     view_bases: dict[str, frozenset[str]] = field(default_factory=dict)
+    # relation -> its extended statistics objects in other schemas (STATISTICS_SQL): dropped
+    # with its columns or with it
+    statistics: dict[str, frozenset[str]] = field(default_factory=dict)
     # relations renamed or moved through the proxy in a transaction that may still be open
     # (``without_columns``: a key (old, RENAMED_TO + new)): each name involved -> every name
     # of its renames, whose knowledge by name it may now stand for
@@ -1626,6 +1643,7 @@ class CatalogCache:
         partitions: dict[str, frozenset[str]] | None = None,
         type_users: dict[str, frozenset[str]] | None = None,
         view_bases: dict[str, frozenset[str]] | None = None,
+        statistics: dict[str, frozenset[str]] | None = None,
     ) -> Snapshot:
         """``loaded_at``: when the load's queries started (monotonic; default now): what a
         statement arriving later may be decided on (``StatementPolicy._describe_refusal``)."""
@@ -1656,7 +1674,7 @@ class CatalogCache:
             inlinable_plain=dict(inlinable_plain or {}),
             view_functions=dict(view_functions or {}),
             partitions=dict(partitions or {}), type_users=dict(type_users or {}),
-            view_bases=dict(view_bases or {}),
+            view_bases=dict(view_bases or {}), statistics=dict(statistics or {}),
         )  # fmt: skip
         if entry.removed:
             started = snap.loaded_at

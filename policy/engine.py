@@ -1918,7 +1918,7 @@ class StatementPolicy:
         changes (``Snapshot.type_users``)."""
         snap = self._snapshot_seen
         if snap is None or not c.write_ops or not (
-            snap.cascades or snap.partitions or snap.type_users
+            snap.cascades or snap.partitions or snap.type_users or snap.statistics
         ):
             return None
         for op, rel in sorted(c.write_ops):
@@ -1936,6 +1936,16 @@ class StatementPolicy:
                             ))  # fmt: skip
             if op != "ddl":
                 continue
+            if snap.statistics and c.command.startswith(("ALTER", "DROP")):
+                for owner in (rel, *snap.partitions.get(rel, ()), *snap.descendants.get(rel, ())):
+                    for stat in sorted(snap.statistics.get(owner, ())):
+                        denial = check_write("ddl", stat, self.scopes)
+                        if denial is not None:
+                            return Decision(False, denial.rule, (
+                                f"may not change the definition of {rel}: the extended "
+                                f"statistics object {stat} on {owner} goes with its columns "
+                                f"({denial.reason})"
+                            ))  # fmt: skip
             for part in sorted(snap.partitions.get(rel, ())):
                 denial = check_write("ddl", part, self.scopes)
                 if denial is not None:

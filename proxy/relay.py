@@ -129,6 +129,14 @@ ENCODING_IN_FLIGHT = Refusal(
     "encoding it reads them in may be changing): send it after the answers",
     "55000",
 )
+# A query the policy allowed with its CASCADE run as RESTRICT, whose text does not come back
+# to the client's bytes in the client encoding (a sequence the decoder maps that the server
+# would not): the text sent in its place would not be the client's but for the keyword
+NOT_ROUND_TRIP = Refusal(
+    "pgwitness may not run this query's CASCADE as RESTRICT: its text does not encode back "
+    "to the bytes sent in the client encoding (send it without CASCADE)",
+    "42501",
+)
 _CLIENT_ENCODING = "client_encoding"
 # Statements that commit (or end) a transaction, or a prepared one (another session's DDL)
 _COMMIT_PREPARED = "COMMIT PREPARED"
@@ -597,12 +605,16 @@ class Relay:
                         return self._park_at(run, frames, i - 1, last, out, to_client)
                     rewritten = policy.rewritten
                 if rewritten is not None and verdict.allowed:
-                    # CASCADE run as RESTRICT (``StatementPolicy.check_query``): the text sent
-                    # instead of the client's, which the record keeps beside it
-                    self._record(verdict, "Query", sql, run_as=rewritten)
-                    out.append(run[last:start])
-                    out.append(m.query(rewritten, self.encoding))
-                    last = end
+                    if m.query(sql, self.encoding) != run[start:end]:
+                        verdict = NOT_ROUND_TRIP
+                        self._record(verdict, "Query", sql)
+                    else:
+                        # CASCADE run as RESTRICT (``StatementPolicy.check_query``): the text
+                        # sent instead of the client's, which the record keeps beside it
+                        self._record(verdict, "Query", sql, run_as=rewritten)
+                        out.append(run[last:start])
+                        out.append(m.query(rewritten, self.encoding))
+                        last = end
                 else:
                     self._record(verdict, "Query", sql)
             elif t == _PARSE:

@@ -160,3 +160,22 @@ def test_through_a_view_the_session_made(one_query):
         assert not v.allowed and "other.child" in v.message
         assert p.check_query("CREATE TEMP VIEW tv AS SELECT k FROM app.p").allowed
         assert not p.check_query("DELETE FROM tv").allowed  # (pg_temp.tv may be the one)
+
+
+# --- extended statistics objects of another schema (red-team rounds 60, 62) -----------------
+
+STATS = {"statistics": {"app.t": frozenset({"other.st"})}}
+
+
+@pytest.mark.parametrize(
+    "sql", ["DROP TABLE app.t", "ALTER TABLE app.t DROP COLUMN k", "ALTER TABLE app.t RENAME TO t2"]
+)
+def test_ddl_of_a_relation_with_statistics_outside_the_grant(sql):
+    v = _policy(**STATS).check_query(sql)
+    assert not v.allowed and "other.st" in v.message
+
+
+def test_statistics_inside_the_grant_or_writes():
+    assert _policy(SCOPES + " ddl:other.st", **STATS).check_query("DROP TABLE app.t").allowed
+    assert _policy(**STATS).check_query("DELETE FROM app.t").allowed
+    assert _policy(**STATS).check_query("CREATE INDEX ON app.t (k)").allowed
