@@ -657,10 +657,11 @@ SELECT NOT has_database_privilege('public', current_database(), 'CREATE')
 
 # Foreign keys whose ON DELETE / ON UPDATE action (CASCADE, SET NULL, SET DEFAULT) writes
 # the referencing table when the referenced one is written: (referenced schema, table,
-# referencing schema, table). An error raised in the referencing table (a trigger's RAISE,
-# a CHECK failing on its row) names no relation and may quote that row (proxy/redaction.py).
+# referencing schema, table, whether an ON UPDATE action is one of them). An error raised
+# in the referencing table (a trigger's RAISE, a CHECK failing on its row) names no relation
+# and may quote that row (proxy/redaction.py).
 CASCADES_SQL = """
-SELECT n1.nspname, c1.relname, n2.nspname, c2.relname
+SELECT n1.nspname, c1.relname, n2.nspname, c2.relname, k.confupdtype IN ('c', 'n', 'd')
 FROM pg_catalog.pg_constraint k
 JOIN pg_catalog.pg_class c1 ON c1.oid = k.confrelid
 JOIN pg_catalog.pg_namespace n1 ON n1.oid = c1.relnamespace
@@ -1082,6 +1083,10 @@ class Snapshot:
     # relation -> its extended statistics objects in other schemas (STATISTICS_SQL): dropped
     # with its columns or with it
     statistics: dict[str, frozenset[str]] = field(default_factory=dict)
+    # referenced relation -> the relations its UPDATEs may write through ON UPDATE actions
+    # alone (CASCADES_SQL's flag, cascade_reach; a DELETE's ON DELETE SET NULL / SET DEFAULT
+    # update rows too, so a DELETE follows ``cascades``)
+    update_cascades: dict[str, frozenset[str]] = field(default_factory=dict)
     # relations renamed or moved through the proxy in a transaction that may still be open
     # (``without_columns``: a key (old, RENAMED_TO + new)): each name involved -> every name
     # of its renames, whose knowledge by name it may now stand for
@@ -1644,6 +1649,7 @@ class CatalogCache:
         type_users: dict[str, frozenset[str]] | None = None,
         view_bases: dict[str, frozenset[str]] | None = None,
         statistics: dict[str, frozenset[str]] | None = None,
+        update_cascades: dict[str, frozenset[str]] | None = None,
     ) -> Snapshot:
         """``loaded_at``: when the load's queries started (monotonic; default now): what a
         statement arriving later may be decided on (``StatementPolicy._describe_refusal``)."""
@@ -1675,6 +1681,7 @@ class CatalogCache:
             view_functions=dict(view_functions or {}),
             partitions=dict(partitions or {}), type_users=dict(type_users or {}),
             view_bases=dict(view_bases or {}), statistics=dict(statistics or {}),
+            update_cascades=dict(update_cascades or {}),
         )  # fmt: skip
         if entry.removed:
             started = snap.loaded_at

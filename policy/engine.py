@@ -1913,9 +1913,10 @@ class StatementPolicy:
         (red-team round 60), decided as if it named them: the rows foreign-key actions
         write (``Snapshot.cascades``: a DELETE's ON DELETE CASCADE / SET NULL / SET
         DEFAULT, an UPDATE's ON UPDATE ones, transitively), the partitions DDL of their
-        partitioned table changes or drops (``Snapshot.partitions``), and the columns
+        partitioned table changes or drops (``Snapshot.partitions``), the columns
         elsewhere whose stored values an ALTER of their composite type, row type or enum
-        changes (``Snapshot.type_users``)."""
+        changes (``Snapshot.type_users``), and the extended statistics objects of other
+        schemas an ALTER or DROP of their relation drops (``Snapshot.statistics``)."""
         snap = self._snapshot_seen
         if snap is None or not c.write_ops or not (
             snap.cascades or snap.partitions or snap.type_users or snap.statistics
@@ -1923,7 +1924,9 @@ class StatementPolicy:
             return None
         for op, rel in sorted(c.write_ops):
             if op in ("update", "delete") and snap.cascades:
-                reached = self._actions_reach(snap, rel)
+                reached = self._actions_reach(
+                    snap, rel, snap.cascades if op == "delete" else snap.update_cascades
+                )
                 needs = ("update",) if op == "update" else ("delete", "update")
                 for target in sorted(reached):
                     for need in needs:
@@ -1963,9 +1966,12 @@ class StatementPolicy:
                         ))  # fmt: skip
         return None
 
-    def _actions_reach(self, snap: Snapshot, rel: str) -> set[str]:
-        """The relations foreign-key actions may write when rows of ``rel`` are updated or
-        deleted: its own actions', its partitions' and descendants', and through a view
+    def _actions_reach(
+        self, snap: Snapshot, rel: str, actions: dict[str, frozenset[str]]
+    ) -> set[str]:
+        """The relations foreign-key ``actions`` (``Snapshot.cascades`` for a DELETE,
+        ``update_cascades`` for an UPDATE) may write when rows of ``rel`` are written: its
+        own actions', its partitions' and descendants', and through a view
         (``Snapshot.view_bases``, a view this session made: ``_own_views``; a temporary one
         of its name too) those of every relation under it (red-team round 61)."""
         reached: set[str] = set()
@@ -1976,7 +1982,7 @@ class StatementPolicy:
             if r in seen:
                 continue
             seen.add(r)
-            reached.update(snap.cascades.get(r, ()))
+            reached.update(actions.get(r, ()))
             todo.extend(snap.partitions.get(r, ()))
             todo.extend(snap.descendants.get(r, ()))
             todo.extend(snap.view_bases.get(r, ()))

@@ -314,7 +314,8 @@ class CatalogLoader:
             _frozen(type_oids),
             [int(r[0]) for r in _ok(type_oid_rows)],
             cascade_reach(
-                (render_name(s1, t1), render_name(s2, t2)) for s1, t1, s2, t2 in _ok(cascade_rows)
+                (render_name(s1, t1), render_name(s2, t2))
+                for s1, t1, s2, t2, _u in _ok(cascade_rows)
             ),
             views_from_rows(_ok(view_rows), _ok(view_read_rows)),
             relation_names(_ok(view_rows)),
@@ -340,6 +341,10 @@ class CatalogLoader:
             ),
             type_users=_grouped(_ok(type_user_rows)),
             statistics=_grouped(_ok(statistics_rows)),
+            update_cascades=cascade_reach(
+                (render_name(s1, t1), render_name(s2, t2))
+                for s1, t1, s2, t2, on_update in _ok(cascade_rows) if on_update == "t"
+            ),
             view_bases=cascade_reach(
                 (render_name(s1, v), render_name(s2, b)) for s1, v, s2, b in _ok(view_read_rows)
             ),

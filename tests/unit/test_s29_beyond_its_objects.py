@@ -22,7 +22,8 @@ def _policy(scopes: str = SCOPES, **snapshot) -> StatementPolicy:
     return p
 
 
-CASCADES = {"cascades": {"app.p": frozenset({"other.child", "app.mid"})}}
+_REACH = {"app.p": frozenset({"other.child", "app.mid"})}
+CASCADES = {"cascades": _REACH, "update_cascades": _REACH}
 
 
 @pytest.mark.parametrize(
@@ -60,6 +61,13 @@ def test_a_delete_needs_update_too_an_update_only_update():
     reference it; an UPDATE's only update them."""
     p = _policy("read:app.* write:app.* update:other.child", **CASCADES)
     assert p.check_query("UPDATE app.p SET k = 2").allowed
+    assert not p.check_query("DELETE FROM app.p").allowed
+
+
+def test_an_update_follows_on_update_actions_alone():
+    """ON DELETE actions alone (the common ``ON DELETE CASCADE``): an UPDATE runs none."""
+    p = _policy(cascades=_REACH)
+    assert p.check_query("UPDATE app.p SET c = 2").allowed
     assert not p.check_query("DELETE FROM app.p").allowed
 
 
@@ -131,6 +139,7 @@ def test_altering_a_type_used_inside_the_grant_is_allowed():
 
 VIEWS = {
     "cascades": {"app.p": frozenset({"other.child"})},
+    "update_cascades": {"app.p": frozenset({"other.child"})},
     "view_bases": {"app.v": frozenset({"app.p"}), "app.vv": frozenset({"app.v", "app.p"})},
 }
 
