@@ -83,7 +83,6 @@ import asyncio
 
 import pytest
 
-from devtools.localpg import LocalClusterError
 from tests.support import planted
 
 pytestmark = pytest.mark.timeout(300)
@@ -236,16 +235,12 @@ MODES = ("simple", "extended", "prepared")
 
 
 def _state(pg) -> str:
-    return pg.psql(STATE, db="app").strip()
+    return planted.state(pg, STATE)
 
 
 def _directly(pg, sql: str) -> str:
     """``STATE`` after the owner ran ``sql`` in a transaction rolled back (or the error)."""
-    try:
-        out = pg.psql(f"BEGIN; SET ROLE pgwitness; {sql}; RESET ROLE; {STATE} ROLLBACK;", db="app")
-    except LocalClusterError as exc:
-        return f"error: {exc}"
-    return out.strip().splitlines()[-1] if out.strip() else ""
+    return planted.state_after(pg, sql, STATE)
 
 
 def _through_proxy(pg, handle, sql: str, mode: str) -> tuple[str, bool]:

@@ -95,9 +95,9 @@ import time
 import psycopg
 import pytest
 
-from devtools.localpg import LocalClusterError
 from policy.grants.model import make_dsn
 from tests.support import planted
+from tests.support.backends import alive, backend_exists, gone
 from tests.support.rawpg import SYNC, RawClient, bind, execute, parse
 
 pytestmark = pytest.mark.timeout(300)
@@ -176,16 +176,12 @@ def px(pg, tmp_path_factory):
 
 
 def _state(pg) -> str:
-    return pg.psql(STATE, db="app").strip()
+    return planted.state(pg, STATE)
 
 
 def _directly(pg, sql: str) -> str:
     """``STATE`` after the owner ran ``sql`` in a transaction rolled back (or the error)."""
-    try:
-        out = pg.psql(f"BEGIN; SET ROLE pgwitness; {sql}; RESET ROLE; {STATE} ROLLBACK;", db="app")
-    except LocalClusterError as exc:
-        return f"error: {exc}"
-    return out.strip().splitlines()[-1] if out.strip() else ""
+    return planted.state_after(pg, sql, STATE)
 
 
 def _restore(pg, handle) -> None:
@@ -326,25 +322,7 @@ def _connect(px, key: str = "base", **kw) -> psycopg.Connection:
     return psycopg.connect(dsn, autocommit=True, **kw)
 
 
-def _alive(conn) -> bool:
-    try:
-        conn.execute("SELECT 1").fetchone()
-    except psycopg.OperationalError:
-        return False
-    return True
 
-
-def _backend_exists(pg, pid: int) -> bool:
-    return pg.psql(f"SELECT count(*) FROM pg_stat_activity WHERE pid = {pid}").strip() == "1"
-
-
-def _gone(pg, pid: int, at_most: float = 10.0) -> bool:
-    deadline = time.monotonic() + at_most
-    while time.monotonic() < deadline:
-        if not _backend_exists(pg, pid):
-            return True
-        time.sleep(0.05)
-    return False
 
 
 def _frames(c: RawClient, *msgs: bytes) -> bytes:
@@ -359,7 +337,7 @@ def test_upstream_role_signals_another_grants_backend_directly(pg, px):
     pid = victim.pgconn.backend_pid
     with RawClient.direct(pg) as direct:
         assert direct.scalar(f"SELECT pg_terminate_backend({pid})") == "t"
-    assert _gone(pg, pid) and not _alive(victim)
+    assert gone(pg, pid) and not alive(victim)
     victim.close()
 
 
@@ -372,7 +350,7 @@ def test_shadowed_pg_backend_pid(pg, px):
         with RawClient.direct(pg) as direct:
             direct.query("SET search_path = r61, pg_catalog")
             assert direct.scalar("SELECT pg_terminate_backend(pg_backend_pid())") == "t"
-        assert _gone(pg, pid1)
+        assert gone(pg, pid1)
         pg.psql(f"UPDATE r61.target SET pid = {pid2}", db="app")
         try:
             outs = planted.simple(px, [
@@ -381,7 +359,7 @@ def test_shadowed_pg_backend_pid(pg, px):
                 "SELECT pg_terminate_backend(pg_backend_pid())",
             ])  # fmt: skip
             assert all("42501" in o for o in outs), outs
-            assert _alive(victim2) and _backend_exists(pg, pid2)
+            assert alive(victim2) and backend_exists(pg, pid2)
         finally:
             pg.psql("DELETE FROM r61.target", db="app")
 
@@ -432,8 +410,8 @@ def test_bound_values_and_forms(pg, px):
             )
             out = _frames(c, bind("", "k4", [str(theirs).encode()]), execute())
             assert b"42501" in out, out
-        assert _alive(stranger) and _backend_exists(pg, theirs)
-        assert _alive(sibling)
+        assert alive(stranger) and backend_exists(pg, theirs)
+        assert alive(sibling)
 
 
 def test_an_ended_siblings_pid_is_refused(pg, px):

@@ -58,7 +58,6 @@ import pytest
 
 from common.wire import messages as m
 from common.wire.errors import frame
-from devtools.localpg import LocalClusterError
 from tests.support import planted
 from tests.support.proxies import issue as grant_issue
 from tests.support.rawpg import RawClient, error_fields
@@ -125,16 +124,12 @@ REFUSED = {
 
 
 def _state(pg) -> str:
-    return pg.psql(STATE, db="app").strip()
+    return planted.state(pg, STATE)
 
 
 def _directly(pg, sql: str) -> str:
     """``STATE`` after the owner ran ``sql`` in a transaction rolled back (or the error)."""
-    try:
-        out = pg.psql(f"BEGIN; SET ROLE pgwitness; {sql}; RESET ROLE; {STATE} ROLLBACK;", db="app")
-    except LocalClusterError as exc:
-        return f"error: {exc}"
-    return out.strip().splitlines()[-1] if out.strip() else ""
+    return planted.state_after(pg, sql, STATE)
 
 
 def _restore(pg, handle) -> None:

@@ -25,6 +25,7 @@ import pytest
 
 from policy.grants.model import make_dsn
 from tests.support import planted
+from tests.support.backends import alive, backend_exists, gone
 from tests.support.rawpg import SYNC, RawClient, bind, execute, parse
 
 pytestmark = pytest.mark.timeout(120)
@@ -49,34 +50,13 @@ def _connect(px, key: str = "base") -> psycopg.Connection:
     return psycopg.connect(dsn, autocommit=True)
 
 
-def _alive(conn: psycopg.Connection) -> bool:
-    try:
-        conn.execute("SELECT 1").fetchone()
-    except psycopg.OperationalError:
-        return False
-    return True
-
-
-def _backend_exists(pg, pid: int) -> bool:
-    return pg.psql(f"SELECT count(*) FROM pg_stat_activity WHERE pid = {pid}").strip() == "1"
-
-
-def _gone(pg, pid: int, at_most: float = 10.0) -> bool:
-    deadline = time.monotonic() + at_most
-    while time.monotonic() < deadline:
-        if not _backend_exists(pg, pid):
-            return True
-        time.sleep(0.05)
-    return False
-
-
 def test_a_sibling_session_terminated_by_a_literal(pg, px):
     with _connect(px) as victim, _connect(px) as killer:
         pid = victim.pgconn.backend_pid
         assert killer.execute(f"select pg_terminate_backend({pid})").fetchone() == (True,)
-        assert _gone(pg, pid)
-        assert not _alive(victim)
-        assert _alive(killer)
+        assert gone(pg, pid)
+        assert not alive(victim)
+        assert alive(killer)
 
 
 def test_a_sibling_session_terminated_by_a_bound_parameter(pg, px):
@@ -84,8 +64,8 @@ def test_a_sibling_session_terminated_by_a_bound_parameter(pg, px):
         pid = victim.pgconn.backend_pid
         cur = killer.execute("select pg_terminate_backend(%s)", [pid], prepare=True)
         assert cur.fetchone() == (True,)
-        assert _gone(pg, pid)
-        assert not _alive(victim)
+        assert gone(pg, pid)
+        assert not alive(victim)
 
 
 def test_the_session_itself(pg, px):
@@ -94,7 +74,7 @@ def test_the_session_itself(pg, px):
     with pytest.raises(psycopg.OperationalError) as err:
         conn.execute("select pg_terminate_backend(pg_backend_pid())")
     assert "terminating connection due to administrator command" in str(err.value)
-    assert _gone(pg, pid)
+    assert gone(pg, pid)
     conn.close()
 
 
@@ -119,7 +99,7 @@ def test_cancel_of_a_sibling_statement(pg, px):
         assert other.execute("select pg_cancel_backend(%s)", [pid]).fetchone() == (True,)
         t.join(15)
         assert errors and isinstance(errors[0], psycopg.errors.QueryCanceled)
-        assert _alive(victim)
+        assert alive(victim)
 
 
 def test_another_grants_session_is_refused(pg, px):
@@ -134,8 +114,8 @@ def test_another_grants_session_is_refused(pg, px):
             with pytest.raises(psycopg.errors.InsufficientPrivilege) as err:
                 killer.execute(sql, args)
             assert "own sessions" in str(err.value)
-        assert _alive(victim) and _backend_exists(pg, pid)
-        assert _alive(killer)
+        assert alive(victim) and backend_exists(pg, pid)
+        assert alive(killer)
 
 
 def test_a_backend_the_proxy_does_not_relay_is_refused(pg, px):
@@ -152,7 +132,7 @@ def test_a_backend_the_proxy_does_not_relay_is_refused(pg, px):
         for pid in [outside, 0, 1, own + 100000] + [p for p in theirs if p != own][:3]:
             with pytest.raises(psycopg.errors.InsufficientPrivilege):
                 killer.execute(f"select pg_terminate_backend({pid})")
-        assert _alive(killer)
+        assert alive(killer)
 
 
 @pytest.mark.parametrize(
@@ -171,7 +151,7 @@ def test_other_forms_stay_refused(px, sql):
     with _connect(px) as conn:
         with pytest.raises((psycopg.errors.InsufficientPrivilege, psycopg.errors.SyntaxError)):
             conn.execute(sql)
-        assert _alive(conn)
+        assert alive(conn)
 
 
 def test_binary_and_text_values_at_bind(pg, px):
@@ -191,4 +171,4 @@ def test_binary_and_text_values_at_bind(pg, px):
             c.send(bind("", "s29s", [struct.pack("!q", pid)], [1]) + execute() + SYNC)
             out = b"".join(c.until_ready())
             assert b"42501" in out, out  # an int8 value: not what the call takes
-        assert _alive(stranger) and _alive(victim)
+        assert alive(stranger) and alive(victim)

@@ -24,6 +24,7 @@ import asyncpg
 import pytest
 
 from common.wire import messages as m
+from devtools.localpg import LocalClusterError
 from tests.support.fixtures_proxy import ProxyHandle, proxy_config
 from tests.support.proxies import issue as grant_issue
 from tests.support.proxies import sqlite_url
@@ -657,3 +658,20 @@ def schema_state(schema: str) -> str:
     """``_SCHEMA_STATE`` of ``schema`` (a plain lower-case name)."""
     assert re.fullmatch(r"[a-z_][a-z0-9_]*", schema), schema
     return _SCHEMA_STATE.replace("'r60x'", f"'{schema}'")
+
+
+def state(pg, state_sql: str) -> str:
+    """``state_sql``'s one line (``schema_state``), as the superuser reads it now."""
+    return pg.psql(state_sql, db="app").strip()
+
+
+def state_after(pg, sql: str, state_sql: str) -> str:
+    """``state_sql`` after the schema owner ran ``sql`` in a transaction rolled back (or the
+    error): a probe is live when this differs from ``state(pg, state_sql)``."""
+    try:
+        out = pg.psql(
+            f"BEGIN; SET ROLE pgwitness; {sql}; RESET ROLE; {state_sql} ROLLBACK;", db="app"
+        )
+    except LocalClusterError as exc:
+        return f"error: {exc}"
+    return out.strip().splitlines()[-1] if out.strip() else ""
