@@ -343,6 +343,11 @@ def _decision_fields(p: dict) -> dict:
         rule, reason = "shape.missing", f"decision shape {p.get('shape')} is not in the recording"
     classes = dict.fromkeys(c for x in stmts if (c := _text(x.get("class"))))
     relations = {r for x in stmts for r in _texts(x.get("reads")) + _texts(x.get("writes"))}
+    run_as = _text(p.get("run_as"))
+    if run_as and not reason and not error:
+        # the text the proxy sent in place of the client's (a CASCADE run as RESTRICT:
+        # policy.engine.StatementPolicy.check_query): what the server ran
+        reason = f"sent as (CASCADE run as RESTRICT): {run_as}"
     return {
         "decision": outcome,
         "rule": rule or None,

@@ -26,6 +26,7 @@ from tests.support.fixtures_proxy import ProxyHandle, proxy_config
 from tests.support.proxies import issue as grant_issue
 from tests.support.proxies import sqlite_url
 from tests.support.recording import (
+    audit_rows,
     decisions,
     one_live_session,
     public_key,
@@ -143,3 +144,9 @@ def test_the_record_keeps_the_text_sent(pg, px):
     assert d["sql"] == "drop type if exists s29r.gone cascade"
     assert d["run_as"] == "drop type if exists s29r.gone        "
     assert not d["denied"]
+    # the auditor's row of it: the client's text, and what the server ran
+    (row,) = [r for r in audit_rows(px, sid) if "s29r.gone" in (r.get("text") or "")]
+    assert row["text"] == "drop type if exists s29r.gone cascade", row
+    assert row["decision"] == "allowed" and row["reason"].endswith(
+        ": drop type if exists s29r.gone        "
+    ), row
