@@ -292,7 +292,8 @@ STALE_TABLE = (
 STALE_PARTITION = (
     "a dry run's ALTER TABLE r53w.pt ATTACH PARTITION r53x.acct (the migrator's is refused: "
     "deny.unknown) makes any table the readable parent's data: partitions are not followed "
-    "(a partition's rows are its parent's: Snapshot.descendants leaves partitions out, a documented choice), before the reload and after "
+    "(a partition's rows are its parent's: Snapshot.descendants leaves partitions out, a "
+    "documented choice), before the reload and after "
     "it, so the attached table's rows are returned (DataRow 2, marker)"
 )
 RLS_CODE = (
