@@ -232,13 +232,14 @@ def _settings_by_parameter(c: Classified, settings: frozenset[str]) -> Decision 
     return None
 
 
+def _names_a_pid(c: Classified) -> bool:
+    """Does ``c`` signal a backend named by a literal? Its decision depends on the sessions
+    open when it runs (``StatementPolicy.own_backends``): never cached."""
+    return any((signal_target(fn) or "").isdigit() for fn in c.functions if ":" in fn)
+
+
 def _signals_a_pid(pairs: tuple[Pair, ...]) -> bool:
-    """Does a statement of ``pairs`` signal a backend named by a literal? Its decision
-    depends on the sessions open when it runs (``StatementPolicy.own_backends``): never
-    cached."""
-    return any(
-        (signal_target(fn) or "").isdigit() for c, _d in pairs for fn in c.functions if ":" in fn
-    )
+    return any(_names_a_pid(c) for c, _d in pairs)
 
 
 def _parameter_pins(verdict: Verdict) -> tuple[Classified, tuple[str, ...]] | None:
@@ -319,6 +320,31 @@ def _unfollowed_ddl(c: Classified, d: Decision) -> bool:
     if c.cls is StatementClass.DDL:
         return c.command == "CREATE TABLE" and sum(1 for op, _r in c.write_ops if op == "ddl") > 1
     return (c.cls is StatementClass.UNKNOWN and d.allowed) or d.opens_ddl
+
+
+def _ddl_reach(snap: Snapshot, command: str, rel: str) -> list[tuple[str, str]]:
+    """What DDL ``command`` of ``rel`` changes or drops beyond it, in the order decided:
+    (object, the denial's words if the grant may not change it): extended statistics objects
+    of other schemas on it, its partitions' or descendants' (an ALTER or DROP), its
+    partitions, and other relations with columns of its type (an ALTER TABLE or TYPE)."""
+    out: list[tuple[str, str]] = []
+    partitions = snap.partitions.get(rel, ())
+    if snap.statistics and command.startswith(("ALTER", "DROP")):
+        for owner in (rel, *partitions, *snap.descendants.get(rel, ())):
+            out.extend((stat, (
+                f"may not change the definition of {rel}: the extended statistics object "
+                f"{stat} on {owner} goes with its columns"
+            )) for stat in sorted(snap.statistics.get(owner, ())))  # fmt: skip
+    out.extend(
+        (part, f"may not change the definition of {rel}: its partition {part} changes with it")
+        for part in sorted(partitions)
+    )
+    if command in ("ALTER TABLE", "ALTER TYPE"):
+        out.extend((user, (
+            f"may not alter {rel}: columns of {user} are of its type, and their stored "
+            "values would change with it"
+        )) for user in sorted(snap.type_users.get(rel, ())) if user != rel)  # fmt: skip
+    return out
 
 
 def _views_made(c: Classified) -> dict[str, frozenset[str]]:
@@ -1939,31 +1965,10 @@ class StatementPolicy:
                             ))  # fmt: skip
             if op != "ddl":
                 continue
-            if snap.statistics and c.command.startswith(("ALTER", "DROP")):
-                for owner in (rel, *snap.partitions.get(rel, ()), *snap.descendants.get(rel, ())):
-                    for stat in sorted(snap.statistics.get(owner, ())):
-                        denial = check_write("ddl", stat, self.scopes)
-                        if denial is not None:
-                            return Decision(False, denial.rule, (
-                                f"may not change the definition of {rel}: the extended "
-                                f"statistics object {stat} on {owner} goes with its columns "
-                                f"({denial.reason})"
-                            ))  # fmt: skip
-            for part in sorted(snap.partitions.get(rel, ())):
-                denial = check_write("ddl", part, self.scopes)
+            for target, why in _ddl_reach(snap, c.command, rel):
+                denial = check_write("ddl", target, self.scopes)
                 if denial is not None:
-                    return Decision(False, denial.rule, (
-                        f"may not change the definition of {rel}: its partition {part} "
-                        f"changes with it ({denial.reason})"
-                    ))  # fmt: skip
-            if c.command in ("ALTER TABLE", "ALTER TYPE"):
-                for user in sorted(snap.type_users.get(rel, ())):
-                    denial = check_write("ddl", user, self.scopes) if user != rel else None
-                    if denial is not None:
-                        return Decision(False, denial.rule, (
-                            f"may not alter {rel}: columns of {user} are of its type, and "
-                            f"their stored values would change with it ({denial.reason})"
-                        ))  # fmt: skip
+                    return Decision(False, denial.rule, f"{why} ({denial.reason})")
         return None
 
     def _actions_reach(
@@ -2475,9 +2480,7 @@ class StatementPolicy:
     def _backends(self, c: Classified) -> frozenset[int]:
         """The grant's own sessions' backends (``own_backends``) when ``c`` signals one a
         literal names (``decide``'s ``backends``); else none are needed."""
-        if self.own_backends is None or not any(
-            (signal_target(fn) or "").isdigit() for fn in c.functions if ":" in fn
-        ):
+        if self.own_backends is None or not _names_a_pid(c):
             return frozenset()
         return self.own_backends()
 
