@@ -178,6 +178,11 @@ def _setting(c: Classified, scopes: Scopes) -> Decision:
         return read_setting(name, scopes)
     if c.command == "RESET" and name == "all":
         return Decision(True, "default.setting", "reset all settings to the session defaults")
+    if c.command == "RESET" and name == "search_path":
+        # what RESET ALL does for this one: back to the startup packet's value, which is
+        # the path the proxy pinned (proxy.handshake); no statement may change it (SET,
+        # SET LOCAL and set_config of it are refused), so it moves nothing
+        return Decision(True, "default.setting", "reset search_path to the pinned path")
     return change_setting(name, c.command.lower(), scopes)
 
 

@@ -58,10 +58,19 @@ def test_unqualified_names_resolve_upstream_as_the_policy_resolved_them(grant_pr
         assert conn.execute("SHOW search_path").fetchone() == ("public",)
         cols = [d.name for d in conn.execute("SELECT * FROM orders LIMIT 1").description]
         assert "secret" not in cols and "customer_id" in cols
-        for change in ("SET search_path = pgwitness, public", "RESET search_path"):
+        for change in ("SET search_path = pgwitness, public", "SET LOCAL search_path = pgwitness",
+                       "SELECT set_config('search_path', 'pgwitness, public', false)"):
             with pytest.raises(psycopg.errors.InsufficientPrivilege):
                 conn.execute(change)
         assert conn.execute("SHOW search_path").fetchone() == ("public",)
+        # RESET goes back to the startup packet's value, the pin, not the role's default
+        # (which picks the pgwitness schema's table): allowed, on both protocols
+        simple = conn.pgconn.exec_(b"RESET search_path")  # a simple Query
+        assert simple.status == psycopg.pq.ExecStatus.COMMAND_OK, simple.error_message
+        conn.execute("RESET search_path", prepare=True)  # Parse, Bind, Execute
+        assert conn.execute("SHOW search_path").fetchone() == ("public",)
+        cols = [d.name for d in conn.execute("SELECT * FROM orders LIMIT 1").description]
+        assert "secret" not in cols and "customer_id" in cols
 
 
 def test_upstream_without_standard_conforming_strings_is_refused(grant_proxy, pg):

@@ -311,7 +311,11 @@ CASES = [
     ("SET random_page_cost = 1", False, "deny.setting", "random_page_cost"),
     ("SET search_path TO evil, public", False, "deny.setting", "search_path"),
     ("SET SCHEMA 'evil'", False, "deny.setting", "search_path"),
-    ("RESET search_path", False, "deny.setting", "search_path"),
+    # back to the startup packet's value: the pinned path (SET of it is refused)
+    ("RESET search_path", True, "default.setting", "pinned path"),
+    ("RESET \"Search_Path\"", True, "default.setting", "pinned path"),
+    ("SET search_path TO DEFAULT", False, "deny.setting", "search_path"),
+    ("SET LOCAL search_path = evil", False, "deny.setting", "search_path"),
     ("SET ROLE postgres", False, "deny.setting", "role"),
     ("RESET ROLE", False, "deny.setting", "role"),
     ("SET SESSION AUTHORIZATION postgres", False, "deny.setting", "session_authorization"),
