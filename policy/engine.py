@@ -468,9 +468,13 @@ class StatementPolicy:
         # only ones pg_terminate_backend/pg_cancel_backend may name (None: none but the
         # session's own, ``pg_backend_pid()``)
         self.own_backends: Callable[[], frozenset[int]] | None = None
-        # the text the last ``check_query`` allowed in place of the client's (CASCADE run as
-        # RESTRICT), or None: the client's own
+        # the text the last ``check_query`` or ``check_parse`` allowed in place of the
+        # client's (CASCADE run as RESTRICT), or None: the client's own
         self.rewritten: str | None = None
+        # asked before a Parse is decided again as RESTRICT: may the Parse being decided
+        # carry that text instead of the client's (the relay's: its text encodes back to the
+        # client's bytes)? None: a Parse is never run as RESTRICT
+        self.can_reparse: Callable[[str], bool] | None = None
         # every cache tier, this session's and its view of the shared one (policy/caches.py);
         # shared None: classify everything in this session afresh
         self.caches = SessionCaches(cache_size, shared, self.search_path)
@@ -684,18 +688,23 @@ class StatementPolicy:
         refuses where anything depends on what it drops, and drops only what it names."""
         self.rewritten = None
         verdict = self._checked_query(sql)
-        if verdict.allowed or verdict is CATALOG_WAIT or not self.enforce or not any(
-            c.cls is StatementClass.UNKNOWN and "CASCADE" in c.detail
-            for c, _d in verdict.decisions
-        ):
-            return verdict
-        restricted = restrict_cascade(sql)
+        restricted = self._as_restrict(sql, verdict)
         if restricted is None:
             return verdict
         again = self._checked_query(restricted)
         if again.allowed:
             self.rewritten = restricted
         return again
+
+    def _as_restrict(self, sql: str, verdict: Verdict) -> str | None:
+        """The text to decide again for a verdict refused for a CASCADE drop behaviour
+        (``pgparse.restrict_cascade``), or None: any other verdict, or a dry run."""
+        if verdict.allowed or verdict is CATALOG_WAIT or not self.enforce or not any(
+            c.cls is StatementClass.UNKNOWN and "CASCADE" in c.detail
+            for c, _d in verdict.decisions
+        ):
+            return None
+        return restrict_cascade(sql)
 
     def _checked_query(self, sql: str) -> Verdict:
         names_known, defined = self._names_epoch, self._defined
@@ -760,7 +769,23 @@ class StatementPolicy:
         (``messages.user_parse_types``): a value bound to one runs what the type runs.
         ``name``: the statement's; one whose object text is pinned by a parameter is
         remembered, and each Bind of it is checked with the values (``check_bind``).
-        ``CATALOG_WAIT``: as ``check_query``'s (never with ``can_wait`` False: a Bind)."""
+        ``CATALOG_WAIT``: as ``check_query``'s (never with ``can_wait`` False: a Bind).
+        A Parse refused for CASCADE alone is decided again as RESTRICT, as a Query is
+        (``check_query``): allowed so, ``rewritten`` holds the text to parse upstream
+        instead, and the statement is remembered with it (what the server holds)."""
+        self.rewritten = None
+        verdict = self._checked_parse(sql, param_types, name, can_wait, again)
+        restricted = None if again else self._as_restrict(sql, verdict)
+        if restricted is None or self.can_reparse is None or not self.can_reparse(restricted):
+            return verdict
+        verdict = self._checked_parse(restricted, param_types, name, can_wait, again)
+        if verdict.allowed:
+            self.rewritten = restricted
+        return verdict
+
+    def _checked_parse(
+        self, sql: str, param_types: tuple[int, ...], name: str, can_wait: bool, again: bool
+    ) -> Verdict:
         names_known = self._names_epoch
         try:
             verdict = self._check_parse_text(sql)

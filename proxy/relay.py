@@ -219,6 +219,13 @@ class Relay:
         grant_id: str = "",
     ):
         self.policy = policy  # None: pass-through (an unrestricted static user)
+        # A Parse the policy runs as RESTRICT (``_reparse``): the frame being decided, and
+        # what the policy's question made of it
+        self._parsing: bytes | None = None
+        self._reparsed: bytes | None = None
+        self._reparse_refused = False
+        if policy is not None:
+            policy.can_reparse = self._reparse
         self.recorder = recorder  # None: recording disabled
         # After login a PasswordMessage is a protocol violation: refused while framing,
         # before the recorder (or anything) sees its bytes.
@@ -620,6 +627,7 @@ class Relay:
             elif t == _PARSE:
                 frame = run[start:end]
                 name, sql = m.decode_parse(frame, self.encoding)
+                again: bytes | None = None
                 if self.encoding_changed and groups.ran and not (
                     sql.isascii() and name.isascii()
                 ):
@@ -628,10 +636,25 @@ class Relay:
                     types = m.user_parse_types(frame)
                     # parameters of a user's type (by OID) may run its functions when bound
                     policy.sending_group = groups.sent_groups
+                    self._parsing = frame  # (what ``_reparse`` answers for)
                     verdict = policy.check_parse(sql, types, name)
+                    self._parsing = None
+                    again, self._reparsed = self._reparsed, None
+                    unsent, self._reparse_refused = self._reparse_refused, False
                     if verdict is CATALOG_WAIT and self.catalog_wait is not None:
                         return self._park_at(run, frames, i - 1, last, out, to_client)
-                self._record(verdict, "Parse", sql, statement=name)
+                    if unsent:
+                        verdict = NOT_ROUND_TRIP  # (refused for its CASCADE all the same)
+                if again is not None and verdict.allowed and policy.rewritten is not None:
+                    # CASCADE run as RESTRICT, as a Query's (``_reparse``): the frame with
+                    # the policy's text, which the record keeps beside the client's
+                    self._record(verdict, "Parse", sql, statement=name, run_as=policy.rewritten)
+                    out.append(run[last:start])
+                    out.append(again)
+                    last = end
+                    frame = again
+                else:
+                    self._record(verdict, "Parse", sql, statement=name)
                 if verdict.allowed and (name in policy.bind_pins or name in self._pinned):
                     # A statement whose pin is a parameter is parsed upstream under a name
                     # of the proxy's own, its Binds (checked), Describes and Closes renamed
@@ -824,6 +847,17 @@ class Relay:
             and self.server_reader.pending == 0
             and not self.server_reader.mid_frame
         )
+
+    def _reparse(self, text: str) -> bool:
+        """The policy's question before it decides a Parse's text as ``text`` (its CASCADE
+        run as RESTRICT): may the Parse being decided carry it? Only if the client's text
+        encodes back to the client's bytes (as for a Query: ``NOT_ROUND_TRIP``); the frame
+        to send is kept for the Parse's branch (``_reparsed``)."""
+        frame = self._parsing
+        again = m.reparsed(frame, text, self.encoding) if frame is not None else None
+        self._reparsed = again
+        self._reparse_refused = again is None
+        return again is not None
 
     def _record(self, verdict, message: str, sql: str, **extra) -> None:
         c = self.counters

@@ -53,9 +53,12 @@ class Policy(Protocol):
     on_stale: Callable[[float | None], object] | None
     waiting_since: float | None
     stale_write: bool
-    # the text the last check_query allowed in place of the client's (CASCADE run as
-    # RESTRICT), or None
+    # the text the last check_query or check_parse allowed in place of the client's
+    # (CASCADE run as RESTRICT), or None
     rewritten: str | None
+    # set by the relay: asked before a Parse is decided again as RESTRICT (may the Parse
+    # being decided carry that text: it encodes back to the client's bytes)
+    can_reparse: Callable[[str], bool] | None
 
     def check_query(self, sql: str) -> Verdict:
         """Simple Query: one deny denies the whole query."""

@@ -100,6 +100,27 @@ def decode_parse(msg: bytes, encoding: str = "utf-8") -> tuple[str, str]:
     return name, query
 
 
+def reparsed(msg: bytes, sql: str, encoding: str = "utf-8") -> bytes | None:
+    """A whole 'P' frame with its query text replaced by ``sql`` (its name and parameter
+    types kept), or None: the frame's own text does not encode back to its bytes in
+    ``encoding`` (a sequence the decoder maps that the server would not read so), or
+    ``sql`` does not encode."""
+    at = msg.find(b"\x00", 5) + 1
+    end = msg.find(b"\x00", at) if at > 0 else -1
+    if end < 0:
+        return None
+    text = msg[at:end]
+    try:
+        if text.decode(encoding).encode(encoding) != text:
+            return None
+        body = sql.encode(encoding)
+    except (UnicodeError, LookupError):
+        return None
+    if b"\x00" in body:
+        return None
+    return frame(b"P", msg[5:at] + body + msg[end:])
+
+
 def user_parse_types(msg: bytes, first_user_oid: int = 16384) -> tuple[int, ...]:
     """The parameter types of a whole 'P' frame given by OID from ``first_user_oid`` on
     (types a user made: a value bound to one may run its functions); () for the common

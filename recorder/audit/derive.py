@@ -323,6 +323,10 @@ def _texts(v) -> list[str]:
     return [x for x in v if isinstance(x, str)] if isinstance(v, list) else []
 
 
+# the reason of a statement whose text the proxy replaced (``_decision_fields``)
+_SENT_AS = "sent as (CASCADE run as RESTRICT): "
+
+
 def _decision_fields(p: dict) -> dict:
     raw = p.get("statements")
     stmts = [x for x in raw if isinstance(x, dict)] if isinstance(raw, list) else []
@@ -347,7 +351,7 @@ def _decision_fields(p: dict) -> dict:
     if run_as and not reason and not error:
         # the text the proxy sent in place of the client's (a CASCADE run as RESTRICT:
         # policy.engine.StatementPolicy.check_query): what the server ran
-        reason = f"sent as (CASCADE run as RESTRICT): {run_as}"
+        reason = _SENT_AS + run_as
     return {
         "decision": outcome,
         "rule": rule or None,
@@ -919,6 +923,9 @@ class SessionFacts:
         bound = None if u is None else (u if u.kind == "B" else u.bind)
         if row.get("decision") is None and bound is not None and bound.decision:
             row.update(bound.decision)  # a checked Bind decided on its values: that decision
+            said = parse.decision.get("reason") if parse is not None and parse.decision else None
+            if row.get("reason") is None and said and said.startswith(_SENT_AS):
+                row["reason"] = said  # (the text its Parse sent in the client's place)
         elif row.get("decision") is None and parse is not None and parse.decision:
             row.update(parse.decision)
         if parse is not None and parse.oids and row.get("params"):

@@ -37,7 +37,8 @@ than the off-loop threshold (a parked Query, 70 KB), pipelined behind a granted 
 a CREATE of the table it drops and before a refused one in the same TCP write (the DDL's
 follower decided on the stale snapshot's terms), psql's ``\\;`` joining. The word as a name
 beside the keyword (``SELECT 1 AS cascade; DROP ...``), ``ON DELETE CASCADE`` or ``CREATE
-EXTENSION ... CASCADE`` beside it, and a Parse: 42501, not rewritten. The client sees the
+EXTENSION ... CASCADE`` beside it: 42501, not rewritten (a Parse too, until session 30 ran
+it as RESTRICT as well: ``test_a_parse_runs_as_restrict_too``). The client sees the
 tags of the statements run (``DROP TABLE``). A dry-run grant does not rewrite (the client's
 text goes upstream, as every dry-run statement does: the server runs CASCADE; by design).
 EUC_JP ``0x8F 0xA2 0xB7`` (Python's codec: ``~``; the server: untranslatable, 22P05) in a
@@ -229,9 +230,12 @@ def test_refused_not_rewritten(pg, fresh, key):
     assert _state(pg) == fresh.state and not _gone(pg, "r62.t")
 
 
-def test_a_parse_stays_refused(pg, fresh):
-    got = asyncio.run(planted.attempt(fresh, "DROP TABLE r62.t CASCADE", "extended"))
-    assert got.startswith("error 42501"), got
+@pytest.mark.parametrize("mode", ["extended", "prepared"])
+def test_a_parse_runs_as_restrict_too(pg, fresh, mode):
+    """(Refused until session 30: a Parse is run as RESTRICT as a Query is.)"""
+    got = asyncio.run(planted.attempt(fresh, "DROP TABLE r62.t CASCADE", mode))
+    assert got.startswith("error 2BP01"), got
+    assert _state(pg) == fresh.state and not _gone(pg, "r62.t")
 
 
 def test_decoys_come_back_unchanged_and_the_tag_is_the_drops(pg, fresh):

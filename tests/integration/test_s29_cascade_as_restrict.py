@@ -7,8 +7,9 @@ is (it removes what it does not name). Now the proxy sends the same text with ea
 keyword blanked (``pgparse.restrict_cascade``: PostgreSQL's reading otherwise unchanged) where
 the grant allows it so: where nothing depends the server drops what is named, as CASCADE
 would; where something does it refuses (2BP01) and nothing outside the grant changes. The
-decision record keeps the text sent (``run_as``) beside the client's. A Parse with CASCADE
-stays refused (its text is kept upstream under a name; only the simple protocol is rewritten).
+decision record keeps the text sent (``run_as``) beside the client's. A Parse is run so too
+(session 30: JDBC sends every statement as one, its test fixtures ``DROP ... CASCADE``): the
+frame goes upstream with the policy's text, its name and parameter types kept.
 
 Grant (agent ``s29r-bot``): ``read:s29r.* write:s29r.* ddl:s29r.*``; ``s29rx`` outside it holds
 a view over ``s29r.used``."""
@@ -20,11 +21,14 @@ import asyncio
 import psycopg
 import pytest
 
+from common.wire import messages as m
+from common.wire.errors import frame
 from policy.grants.model import make_dsn
 from tests.support import planted
 from tests.support.fixtures_proxy import ProxyHandle, proxy_config
 from tests.support.proxies import issue as grant_issue
 from tests.support.proxies import sqlite_url
+from tests.support.rawpg import RawClient, error_fields
 from tests.support.recording import (
     audit_rows,
     decisions,
@@ -126,27 +130,63 @@ def test_refused_as_before(pg, px, sql):
     assert "42501" in got, got
 
 
-def test_a_parse_with_cascade_stays_refused(pg, px):
-    for mode in ("extended", "prepared"):
-        got = asyncio.run(planted.attempt(px, "DROP TYPE IF EXISTS s29r.nope CASCADE", mode))
-        assert got.startswith("error 42501") and "CASCADE" in got, got
+@pytest.mark.parametrize("mode", ["extended", "prepared"])
+def test_a_parse_runs_as_restrict_too(pg, px, mode):
+    """Unnamed (JDBC's Statement.execute, asyncpg without a cache) and named: the Parse goes
+    upstream with the keyword blanked, so the server judges what depends."""
+    got = asyncio.run(planted.attempt(px, "DROP TABLE s29r.used CASCADE", mode))
+    assert got.startswith("error 2BP01"), got  # the server's RESTRICT: s29rx.v depends
+    assert pg.psql("SELECT count(*) FROM pg_views WHERE schemaname = 's29rx'", db="app").strip() == "1"
+    pg.psql("CREATE TABLE s29r.lone_p (k int)", db="app")
+    got = asyncio.run(planted.attempt(px, "DROP TABLE IF EXISTS s29r.lone_p CASCADE", mode))
+    assert not got.startswith("error"), got
+    assert pg.psql("SELECT to_regclass('s29r.lone_p') IS NULL", db="app").strip() == "t"
+    # still refused: outside the grant, and the word as a name beside it
+    got = asyncio.run(planted.attempt(px, "DROP VIEW s29rx.v CASCADE", mode))
+    assert got.startswith("error 42501"), got
+
+
+def test_a_parse_that_does_not_encode_back_is_refused(pg, px):
+    """EUC_JP 0x8F 0xA2 0xB7 (in a comment): Python's codec reads "~", the server an
+    untranslatable character (22P05, nothing runs): the Parse sent in the client's place
+    would be "~", not the client's bytes but for the keyword, and the server would run it;
+    so it is refused (``relay.NOT_ROUND_TRIP``), and nothing runs."""
+    pg.psql("CREATE TABLE IF NOT EXISTS s29r.lone_e (k int)", db="app")
+    tilde = b"\x8f\xa2\xb7"
+    with RawClient.session(px.host, px.port, AGENT, px.token) as c:
+        assert c.query("SET client_encoding TO 'EUC_JP'")[-1][:1] == b"Z"
+        c.send(frame(b"P", b"\x00DROP TABLE s29r.lone_e /* " + tilde + b" */ CASCADE\x00\x00\x00"),
+               m.bind_no_params(), m.execute(), m.SYNC)  # fmt: skip
+        got = c.frames_until_ready()
+    errors = [error_fields(f) for f in got if f[:1] == b"E"]
+    assert errors and errors[0]["C"] == "42501" and "encode back" in errors[0]["M"], errors
+    assert pg.psql("SELECT to_regclass('s29r.lone_e') IS NOT NULL", db="app").strip() == "t"
 
 
 def test_the_record_keeps_the_text_sent(pg, px):
     with _connect(px) as conn:
         sid = one_live_session(px)
         conn.execute("drop type if exists s29r.gone cascade")
+        conn.execute("drop type if exists s29r.gone_p cascade", prepare=True)  # a Parse
     store = px.runtime.recorder.store
     wait_status(store, sid, public_key(px.tmp), "closed")
-    found = [d for d in decisions(records(store, sid)) if "s29r.gone" in str(d.get("sql"))]
+    found = [d for d in decisions(records(store, sid)) if "s29r.gone " in str(d.get("sql"))]
     assert found, decisions(records(store, sid))
     (d,) = found
     assert d["sql"] == "drop type if exists s29r.gone cascade"
     assert d["run_as"] == "drop type if exists s29r.gone        "
     assert not d["denied"]
     # the auditor's row of it: the client's text, and what the server ran
-    (row,) = [r for r in audit_rows(px, sid) if "s29r.gone" in (r.get("text") or "")]
+    (row,) = [r for r in audit_rows(px, sid) if "s29r.gone " in (r.get("text") or "")]
     assert row["text"] == "drop type if exists s29r.gone cascade", row
     assert row["decision"] == "allowed" and row["reason"].endswith(
         ": drop type if exists s29r.gone        "
+    ), row
+    parsed = [d for d in decisions(records(store, sid)) if "s29r.gone_p" in str(d.get("sql"))]
+    assert [(d["sql"], d.get("run_as"), d["denied"]) for d in parsed] == [
+        ("drop type if exists s29r.gone_p cascade", "drop type if exists s29r.gone_p        ", False)
+    ], parsed
+    (row,) = [r for r in audit_rows(px, sid) if "s29r.gone_p" in (r.get("text") or "")]
+    assert row["decision"] == "allowed" and row["reason"].endswith(
+        ": drop type if exists s29r.gone_p        "
     ), row

@@ -27,6 +27,7 @@ class PolicySeam:
     waiting_since = None
     stale_write = False
     rewritten = None  # no text is sent in place of the client's
+    can_reparse = None  # (set by the relay)
 
     def may_read(self, schema: str, table: str) -> bool:
         return schema != "secret"
