@@ -184,8 +184,8 @@ DROPS = {
     "mixed-functions": ("DROP FUNCTION IF EXISTS r56.nofunc(i int), r56x.vf(i int)", True),
     "mixed-unnamed-arg-first": ("DROP FUNCTION r56.ov(int), r56x.ov(i int)", True),
     "vault-function-unqualified": ("DROP FUNCTION vf(i int)", True),
-    # refused by the protocol, run as RESTRICT by a simple Query since session 29 (the
-    # function is the grant's; nothing outside depends on it)
+    # refused by the protocol, run as RESTRICT by a simple Query since session 29 and by a
+    # Parse since session 30 (the function is the grant's; nothing outside depends on it)
     "vault-function-cascade-lower": ("DROP FUNCTION r56.gone(i int) cascade", "restrict"),
     "vault-function-variadic-out": ("DROP FUNCTION r56x.vf(IN i int, OUT o int)", True),
     "two-statements": ("DROP DOMAIN r56.gone_d; DROP DOMAIN r56x.vd", True),
@@ -221,17 +221,14 @@ def test_drops_reach_nothing_outside_the_ddl_scope(px, pg, mode):
                 run_frames(c, [(query("BEGIN"),), *_drop_steps(sql, mode), (query("ROLLBACK"),)])
             )
             (refused if planted.refused(got) else allowed).append(key)
-            denied = denied is True or (denied == "restrict" and mode != "simple")
-            if denied:
+            if denied is True:
                 assert planted.refused(got), (key, got[-500:])
             else:
                 assert "C2BP01" in got or "DROP FUNCTION" in got, (key, got[-500:])
         assert any(f[:1] == b"D" for f in c.query("SELECT 1"))
     with RawClient.direct(pg) as c:
         assert c.scalar(KEPT) == before
-    assert len(refused) == sum(
-        1 for _sql, denied in DROPS.values() if denied is True or (denied and mode != "simple")
-    ), allowed
+    assert len(refused) == sum(1 for _sql, denied in DROPS.values() if denied is True), allowed
 
 
 def test_drops_committed_reach_nothing_outside_the_ddl_scope(px, pg):
