@@ -50,6 +50,7 @@ __all__ = [
     "TRIGGERED_SQL",
     "INHERITANCE_SQL",
     "STATISTICS_SQL",
+    "DEFAULT_FUNCTIONS_SQL",
     "TYPE_USERS_SQL",
     "VIEWS_SQL",
     "OPCLASS_FUNCTIONS_SQL",
@@ -934,6 +935,37 @@ JOIN pg_catalog.pg_namespace sn ON sn.oid = s.stxnamespace
 WHERE s.stxnamespace <> r.relnamespace
 """
 
+# The user-written functions a relation's column defaults and generated columns call, and
+# the defaults of the domains its columns are of (along each domain's base types), as
+# (relation schema, name, function schema, name): an INSERT or UPDATE runs them without
+# naming them, and its plan (EXPLAIN VERBOSE) prints a SQL function inlined (red-team round
+# 63). PostgreSQL records what each default expression calls in pg_depend.
+DEFAULT_FUNCTIONS_SQL = """
+WITH RECURSIVE domains(typ, base) AS (
+  SELECT t.oid, t.oid FROM pg_catalog.pg_type t WHERE t.typtype = 'd'
+  UNION
+  SELECT d.typ, t.typbasetype FROM domains d JOIN pg_catalog.pg_type t ON t.oid = d.base
+  WHERE t.typtype = 'd'
+), calls(rel, fn) AS (
+  SELECT ad.adrelid, d.refobjid FROM pg_catalog.pg_attrdef ad
+  JOIN pg_catalog.pg_depend d ON d.classid = 'pg_catalog.pg_attrdef'::pg_catalog.regclass
+       AND d.objid = ad.oid AND d.refclassid = 'pg_catalog.pg_proc'::pg_catalog.regclass
+  UNION
+  SELECT a.attrelid, d.refobjid FROM pg_catalog.pg_attribute a
+  JOIN domains dm ON dm.typ = a.atttypid
+  JOIN pg_catalog.pg_depend d ON d.classid = 'pg_catalog.pg_type'::pg_catalog.regclass
+       AND d.objid = dm.base AND d.refclassid = 'pg_catalog.pg_proc'::pg_catalog.regclass
+  WHERE a.attnum > 0 AND NOT a.attisdropped
+)
+SELECT DISTINCT rn.nspname, r.relname, pn.nspname, p.proname
+FROM calls c
+JOIN pg_catalog.pg_class r ON r.oid = c.rel
+JOIN pg_catalog.pg_namespace rn ON rn.oid = r.relnamespace
+JOIN pg_catalog.pg_proc p ON p.oid = c.fn
+JOIN pg_catalog.pg_namespace pn ON pn.oid = p.pronamespace
+WHERE pn.nspname NOT IN ('pg_catalog', 'information_schema')
+"""
+
 # Columns holding values of a user-made composite type (a table's row type too) or enum:
 # of that type, or of a type made over it, transitively (an array, a domain, a range or
 # multirange, a composite type or table row type with an attribute of it: red-team round
@@ -1087,6 +1119,9 @@ class Snapshot:
     # alone (CASCADES_SQL's flag, cascade_reach; a DELETE's ON DELETE SET NULL / SET DEFAULT
     # update rows too, so a DELETE follows ``cascades``)
     update_cascades: dict[str, frozenset[str]] = field(default_factory=dict)
+    # relation -> the user-written functions its column defaults (its domains' included) and
+    # generated columns call (DEFAULT_FUNCTIONS_SQL): its plan may print them inlined
+    default_functions: dict[str, frozenset[str]] = field(default_factory=dict)
     # relations renamed or moved through the proxy in a transaction that may still be open
     # (``without_columns``: a key (old, RENAMED_TO + new)): each name involved -> every name
     # of its renames, whose knowledge by name it may now stand for
@@ -1650,6 +1685,7 @@ class CatalogCache:
         view_bases: dict[str, frozenset[str]] | None = None,
         statistics: dict[str, frozenset[str]] | None = None,
         update_cascades: dict[str, frozenset[str]] | None = None,
+        default_functions: dict[str, frozenset[str]] | None = None,
     ) -> Snapshot:
         """``loaded_at``: when the load's queries started (monotonic; default now): what a
         statement arriving later may be decided on (``StatementPolicy._describe_refusal``)."""
@@ -1682,6 +1718,7 @@ class CatalogCache:
             partitions=dict(partitions or {}), type_users=dict(type_users or {}),
             view_bases=dict(view_bases or {}), statistics=dict(statistics or {}),
             update_cascades=dict(update_cascades or {}),
+            default_functions=dict(default_functions or {}),
         )  # fmt: skip
         if entry.removed:
             started = snap.loaded_at

@@ -2147,7 +2147,48 @@ class StatementPolicy:
             for op in sorted(c.operators):
                 if op in snap.user_operators:
                     return self._explained_body(f"the operator {op}")
+            for fn, how in self._unnamed_code(c, snap):
+                return self._explained_body(f"{fn} without naming it ({how})")
+        for rel in sorted(c.reads):
+            # a view's plan is estimated on the statistics of the relations it reads: a
+            # barrier's hidden rows too (red-team round 63: a condition's row estimate
+            # bisects a value of rows the view never returns)
+            for base in sorted(snap.view_bases.get(rel, ())):
+                if check_read(base, scopes) is not None:
+                    return Decision(
+                        False, "deny.catalog",
+                        f"may not EXPLAIN a statement reading the view {rel}: the plan's "
+                        f"estimates come from the statistics of {base}, which this grant may "
+                        "not read",
+                    )  # fmt: skip
         return None
+
+    def _unnamed_code(self, c: Classified, snap: Snapshot) -> list[tuple[str, str]]:
+        """(function, how) of the user-written code a statement runs without naming it, which
+        its plan may print inlined (red-team round 63): for every relation it names, and
+        each relation that one reaches (a view's, an inheritance child, a partition), the
+        casts, operator classes and row security policies of its values (``_casts``') and
+        the functions its defaults call, its columns' domains' too (an INSERT or UPDATE runs
+        them: ``Snapshot.default_functions``; EXPLAIN without ANALYZE names what it would
+        write as read, so every relation counts); the code of the user types it names; the
+        casts between system types where it converts anything."""
+        out: list[tuple[str, str]] = []
+        relation_casts = _relation_casts(snap, self.own_login)
+        for rel in sorted(c.reads | c.writes):
+            reached = ({rel} | snap.partitions.get(rel, frozenset())
+                       | snap.view_bases.get(rel, frozenset()))  # fmt: skip
+            if rel not in c.only:
+                reached |= snap.descendants.get(rel, frozenset())
+            for target in sorted(reached):
+                out += [(fn, f"a cast, operator class or row security policy of {target}")
+                        for fn in sorted(relation_casts.get(target, ()))]  # fmt: skip
+                out += [(fn, f"a default of {target}")
+                        for fn in sorted(snap.default_functions.get(target, ()))]  # fmt: skip
+        for typ in sorted(c.types):
+            out += [(fn, f"a value of {typ} runs it") for fn in sorted(snap.user_types.get(typ, ()))]
+        if snap.global_casts and c.cls in _EVALUATES and not _converts_nothing(c):
+            out += [(fn, "a cast between system types") for fn in sorted(snap.global_casts)]
+        return out
 
     @staticmethod
     def _explained_body(what: str) -> Decision:

@@ -18,6 +18,7 @@ from policy.catalog import (
     CODE_FLAGS_SQL,
     COLUMNS_SQL,
     DDL_CODE_SQL,
+    DEFAULT_FUNCTIONS_SQL,
     DEFAULTED_FUNCTIONS_SQL,
     DOMAIN_SCHEMAS_SQL,
     EVENT_TRIGGERS_SQL,
@@ -142,7 +143,8 @@ async def _queries(cfg, credentials, database: str, *sqls: str) -> list[Rows | U
 
 def _grouped(rows) -> dict[str, frozenset[str]]:
     """``{first schema.name: every second schema.name}`` from (schema, name, schema, name)
-    rows: ``Snapshot.type_users`` from TYPE_USERS_SQL's, ``statistics`` from STATISTICS_SQL's."""
+    rows: ``Snapshot.type_users`` from TYPE_USERS_SQL's, ``statistics`` from STATISTICS_SQL's,
+    ``default_functions`` from DEFAULT_FUNCTIONS_SQL's."""
     out: dict[str, set[str]] = {}
     for tschema, tname, schema, name in rows:
         out.setdefault(render_name(tschema, tname), set()).add(render_name(schema, name))
@@ -223,7 +225,8 @@ class CatalogLoader:
          domain_rows, triggered_rows, inheritance_rows, relation_cast_rows,
          global_cast_rows, function_type_rows, event_rows, opclass_rows,
          relation_opclass_rows, code_flag_rows, ddl_code_rows, view_function_rows,
-         relation_policy_rows, type_user_rows, statistics_rows) = await _queries(
+         relation_policy_rows, type_user_rows, statistics_rows,
+         default_function_rows) = await _queries(
             self.cfg, self.credentials, database, FUNCTIONS_SQL, COLUMNS_SQL, ROLE_SCHEMAS_SQL,
             USER_FUNCTIONS_SQL, USER_OPERATORS_SQL, USER_TYPES_SQL, USER_TYPE_OIDS_SQL,
             CASCADES_SQL, VIEWS_SQL, VIEW_READS_SQL, INLINABLE_SQL, RULED_SQL,
@@ -231,7 +234,7 @@ class CatalogLoader:
             TRIGGERED_SQL, INHERITANCE_SQL, RELATION_CASTS_SQL, GLOBAL_CASTS_SQL,
             FUNCTION_TYPES_SQL, EVENT_TRIGGERS_SQL, OPCLASS_FUNCTIONS_SQL, RELATION_OPCLASS_SQL,
             CODE_FLAGS_SQL, DDL_CODE_SQL, VIEW_FUNCTIONS_SQL, RELATION_POLICY_SQL,
-            TYPE_USERS_SQL, STATISTICS_SQL,
+            TYPE_USERS_SQL, STATISTICS_SQL, DEFAULT_FUNCTIONS_SQL,
         )  # fmt: skip
         views_unread = False
         if isinstance(view_rows, UpstreamError) and view_rows.sqlstate == LOCK_NOT_AVAILABLE:
@@ -341,6 +344,7 @@ class CatalogLoader:
             ),
             type_users=_grouped(_ok(type_user_rows)),
             statistics=_grouped(_ok(statistics_rows)),
+            default_functions=_grouped(_ok(default_function_rows)),
             update_cascades=cascade_reach(
                 (render_name(s1, t1), render_name(s2, t2))
                 for s1, t1, s2, t2, on_update in _ok(cascade_rows) if on_update == "t"

@@ -20,8 +20,16 @@ t text DEFAULT r63x.token())``, ``r63.dom (k, d r63x.dtok)``, ``r63.moody (m r63
 tenant 1's rows (none holds it). Each probe's marker shows when run directly as the
 upstream login (checked).
 
-Leaks (strict xfails: each asserts the safe outcome), every one over the simple Query, the
-extended protocol unnamed and a named prepared statement:
+Leaks, found as strict xfails (each asserting the safe outcome), every one over the simple
+Query, the extended protocol unnamed and a named prepared statement; all fixed the same
+session (session 30): EXPLAIN without ``read:pg_catalog.pg_proc`` counts the functions a
+statement runs without naming them as named (``StatementPolicy._unnamed_code``:
+``Snapshot.default_functions`` from DEFAULT_FUNCTIONS_SQL, the casts, operator classes and
+policies of what it names or reaches, its types', the system casts), and EXPLAIN of a view
+needs a read of everything the view reads (``Snapshot.view_bases``). Added with the fix, the
+same family: a cast's body in a plain plan's ``Filter`` (``cast-filter``), a default
+reached through an auto-updatable view (``default-through-view``); and a view over what
+the grant reads still plans (``test_a_view_of_what_the_grant_reads_is_explained``).
 
 1. **EXPLAIN VERBOSE of a write prints the inlined body of a column default's function.**
    ``EXPLAIN (VERBOSE, COSTS OFF) INSERT INTO r63.tok (k) VALUES (1)`` (``base``): DataRow
@@ -52,7 +60,8 @@ extended protocol unnamed and a named prepared statement:
    statement names (``r63.bv``), not what a barrier view reads.
 
 Held (plain tests): the write-only grant's EXPLAIN of the INSERT (42501, scope.read); a
-plain EXPLAIN (no VERBOSE) prints no Output (no marker); reading the body directly
+plain EXPLAIN (no VERBOSE) prints no Output (no marker; refused since the fix all the same:
+fail closed); reading the body directly
 (``prosrc``, ``pg_get_functiondef``) is refused; a row security policy's function
 (``r63.rls``, FORCE ROW LEVEL SECURITY, ``Filter: (owner <> 'R63-POLICY-9f33')`` directly)
 is refused for SELECT and EXPLAIN (scope.execute: the snapshot knows policies' functions);
@@ -116,6 +125,8 @@ INSERT INTO r63x.acc SELECT 2, '{MCV}' FROM generate_series(1, 400) g;
 INSERT INTO r63x.acc SELECT 2, 'other-' || g FROM generate_series(1, 100) g;
 ANALYZE r63x.acc;
 CREATE VIEW r63.bv WITH (security_barrier) AS SELECT secret FROM r63x.acc WHERE tenant = 1;
+CREATE VIEW r63.tv AS SELECT k, t FROM r63.tok;
+CREATE TABLE r63.pt (k int); CREATE VIEW r63.pv AS SELECT k FROM r63.pt WHERE k > 0;
 RESET ROLE;
 """
 TEARDOWN = "DROP SCHEMA IF EXISTS r63, r63x CASCADE;"
@@ -138,6 +149,10 @@ LEAKS = {
     "domain-default": ("base", "EXPLAIN (VERBOSE, COSTS OFF) INSERT INTO r63.dom (k) VALUES (1)",
                        SALT),
     "cast-function": ("cast", "EXPLAIN (VERBOSE, COSTS OFF) SELECT m::int FROM r63.moody", CAST),
+    # (session 30, the same family) a plain plan's Filter; a default reached through a view
+    "cast-filter": ("cast", "EXPLAIN (COSTS OFF) SELECT * FROM r63.moody WHERE m::int = 2", CAST),
+    "default-through-view": (
+        "views", "EXPLAIN (VERBOSE, COSTS OFF) INSERT INTO r63.tv (k) VALUES (1)", SALT),
 }  # fmt: skip
 
 # held: grant, statement (refused by the policy, 42501)
@@ -230,12 +245,15 @@ def test_sequence_probe_changes_it_directly(pg, px, key):
 # -- leaks ------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("key", planted.cases({k: (*v, f"LEAK: {k}") for k, v in LEAKS.items()}))
+@pytest.mark.parametrize("key", list(LEAKS))
 def test_leak_explain_shows_a_body_the_grant_may_not_read(pg, px, key):
+    """(Strict xfails until session 30: ``StatementPolicy._unnamed_code``.)"""
     grant, sql, marker = LEAKS[key]
     outs = _outcomes(px, grant, sql)
     shown = {mode: t[-300:] for mode, t in outs.items() if marker in t}
     assert not shown, ("LEAK", key, shown)
+    for mode, t in outs.items():
+        assert t.startswith("error 42501") and "without naming it" in t, (mode, t[-300:])
 
 
 # -- held -------------------------------------------------------------------------------
@@ -258,9 +276,13 @@ def test_the_cast_runs_for_its_grant(pg, px):
 
 
 def test_plain_explain_prints_no_output(pg, px):
+    """Directly a plain EXPLAIN prints no Output line (no body); through the proxy it is
+    refused as VERBOSE is since session 30 (fail closed: a plain plan's Filter may show an
+    inlined body)."""
+    assert SALT not in _directly(pg, "EXPLAIN INSERT INTO r63.tok (k) VALUES (1)")
     outs = _outcomes(px, "base", "EXPLAIN INSERT INTO r63.tok (k) VALUES (1)")
     for mode, t in outs.items():
-        assert "Insert on tok" in t and SALT not in t, (mode, t[-300:])
+        assert t.startswith("error 42501") and SALT not in t, (mode, t[-300:])
 
 
 @pytest.mark.parametrize("key", list(REFUSED))
@@ -330,6 +352,13 @@ def _recover_suffix(c: RawClient) -> str:
     return prefix[len(MCV_PREFIX) :]
 
 
+@pytest.mark.parametrize("mode", ["simple", "extended", "prepared"])
+def test_a_view_of_what_the_grant_reads_is_explained(pg, px, mode):
+    """The wall is what a view reads, not views: one over a table the grant reads plans."""
+    t = _outcomes(px, "views", "EXPLAIN (COSTS OFF) SELECT * FROM r63.pv")[mode]
+    assert "Seq Scan on pt" in t, (mode, t[-300:])
+
+
 def test_the_view_shows_no_such_row(pg, px):
     sql = f"SELECT count(*) FROM r63.bv WHERE secret = '{MCV}'"
     for mode, t in _outcomes(px, "views", sql).items():
@@ -342,16 +371,9 @@ def test_the_estimate_tells_directly(pg, px):
         assert _recover_suffix(c) == "9f34"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason=(
-        "LEAK: EXPLAIN of a security-barrier view (read:pg_catalog.pg_views) estimates a pushed-"
-        "down leakproof comparison on the hidden rows' statistics (pg_statistic, never granted)"
-    ),
-)
 @pytest.mark.parametrize("mode", ["simple", "extended", "prepared"])
 def test_leak_barrier_view_estimate_answers_about_hidden_rows(pg, px, mode):
+    """(Strict xfails until session 30: EXPLAIN of a view needs a read of what it reads.)"""
     plans = {}
     for value in (MCV, "R63-NOPE"):
         sql = f"EXPLAIN SELECT * FROM r63.bv WHERE secret = '{value}'"
@@ -360,11 +382,6 @@ def test_leak_barrier_view_estimate_answers_about_hidden_rows(pg, px, mode):
     assert plans[MCV] == plans["R63-NOPE"], ("LEAK", plans)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason=("LEAK: range estimates through a barrier view recover a hidden value (its MCV entry)"),
-)
 def test_leak_barrier_view_estimates_recover_the_hidden_value(pg, px):
     with planted.session(px, px.tokens["views"]) as c:
         got = _recover_suffix(c)
