@@ -51,6 +51,8 @@ __all__ = [
     "INHERITANCE_SQL",
     "STATISTICS_SQL",
     "DEFAULT_FUNCTIONS_SQL",
+    "POLICY_READS_SQL",
+    "PUBLISHED_SQL",
     "TYPE_USERS_SQL",
     "VIEWS_SQL",
     "OPCLASS_FUNCTIONS_SQL",
@@ -366,6 +368,34 @@ JOIN pg_catalog.pg_depend d ON d.classid = 'pg_catalog.pg_policy'::pg_catalog.re
      AND d.objid = pol.oid AND d.refclassid = 'pg_catalog.pg_proc'::pg_catalog.regclass
 JOIN ({_WRITTEN}) w ON w.oid = d.refobjid
 WHERE c.relrowsecurity AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+"""
+# The relations a row security policy's expressions read (a subquery: ``USING (owner IN
+# (SELECT secret FROM x.acc))``), as (relation schema, name, read schema, name, applies):
+# which of the grant's own rows come back tells which values those hold (red-team round 64).
+# ``applies`` as RELATION_POLICY_SQL's (the proxy's login: FORCE, or not the owner).
+POLICY_READS_SQL = """
+SELECT DISTINCT n.nspname, c.relname, bn.nspname, b.relname,
+       (c.relforcerowsecurity OR c.relowner <> (
+        SELECT r.oid FROM pg_catalog.pg_roles r WHERE r.rolname = current_user))::text
+FROM pg_catalog.pg_policy pol
+JOIN pg_catalog.pg_class c ON c.oid = pol.polrelid
+JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+JOIN pg_catalog.pg_depend d ON d.classid = 'pg_catalog.pg_policy'::pg_catalog.regclass
+     AND d.objid = pol.oid AND d.refclassid = 'pg_catalog.pg_class'::pg_catalog.regclass
+     AND d.refobjid <> c.oid
+JOIN pg_catalog.pg_class b ON b.oid = d.refobjid
+JOIN pg_catalog.pg_namespace bn ON bn.oid = b.relnamespace
+WHERE c.relrowsecurity
+"""
+# Relations a publication lists by name (pg_publication_rel), as (schema, name, publication):
+# a DROP of one removes it from the publication, which RESTRICT does not protect (an AUTO
+# dependency: red-team round 64, as round 62's statistics objects).
+PUBLISHED_SQL = """
+SELECT n.nspname, c.relname, p.pubname
+FROM pg_catalog.pg_publication_rel pr
+JOIN pg_catalog.pg_publication p ON p.oid = pr.prpubid
+JOIN pg_catalog.pg_class c ON c.oid = pr.prrelid
+JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
 """
 # Enabled event triggers whose function is user-written (a superuser's): any DDL the grant
 # may run fires them (red-team round 30), so each needs the execute scope.
@@ -1122,6 +1152,16 @@ class Snapshot:
     # relation -> the user-written functions its column defaults (its domains' included) and
     # generated columns call (DEFAULT_FUNCTIONS_SQL): its plan may print them inlined
     default_functions: dict[str, frozenset[str]] = field(default_factory=dict)
+    # view -> the user-written functions its own query calls (VIEW_FUNCTIONS_SQL), barrier
+    # or not: an inlined one's query is planned, and estimated, within the view
+    view_calls: dict[str, frozenset[str]] = field(default_factory=dict)
+    # relation -> the relations its row security policies read (POLICY_READS_SQL), where
+    # they apply to the proxy's login; ``policy_reads_role`` every policy's, for a session
+    # of a role of its own (as ``relation_casts_role``)
+    policy_reads: dict[str, frozenset[str]] = field(default_factory=dict)
+    policy_reads_role: dict[str, frozenset[str]] = field(default_factory=dict)
+    # relation -> the publications listing it by name (PUBLISHED_SQL): a DROP changes them
+    published: dict[str, frozenset[str]] = field(default_factory=dict)
     # relations renamed or moved through the proxy in a transaction that may still be open
     # (``without_columns``: a key (old, RENAMED_TO + new)): each name involved -> every name
     # of its renames, whose knowledge by name it may now stand for
@@ -1686,6 +1726,10 @@ class CatalogCache:
         statistics: dict[str, frozenset[str]] | None = None,
         update_cascades: dict[str, frozenset[str]] | None = None,
         default_functions: dict[str, frozenset[str]] | None = None,
+        view_calls: dict[str, frozenset[str]] | None = None,
+        policy_reads: dict[str, frozenset[str]] | None = None,
+        policy_reads_role: dict[str, frozenset[str]] | None = None,
+        published: dict[str, frozenset[str]] | None = None,
     ) -> Snapshot:
         """``loaded_at``: when the load's queries started (monotonic; default now): what a
         statement arriving later may be decided on (``StatementPolicy._describe_refusal``)."""
@@ -1719,6 +1763,8 @@ class CatalogCache:
             view_bases=dict(view_bases or {}), statistics=dict(statistics or {}),
             update_cascades=dict(update_cascades or {}),
             default_functions=dict(default_functions or {}),
+            view_calls=dict(view_calls or {}), policy_reads=dict(policy_reads or {}),
+            policy_reads_role=dict(policy_reads_role or {}), published=dict(published or {}),
         )  # fmt: skip
         if entry.removed:
             started = snap.loaded_at

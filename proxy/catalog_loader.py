@@ -28,6 +28,8 @@ from policy.catalog import (
     INHERITANCE_SQL,
     INLINABLE_SQL,
     OPCLASS_FUNCTIONS_SQL,
+    POLICY_READS_SQL,
+    PUBLISHED_SQL,
     RELATION_CASTS_SQL,
     RELATION_OIDS_SQL,
     RELATION_OPCLASS_SQL,
@@ -151,6 +153,14 @@ def _grouped(rows) -> dict[str, frozenset[str]]:
     return {k: frozenset(v) for k, v in out.items()}
 
 
+def _by_first(rows) -> dict[str, set[str]]:
+    """``{schema.name: every third column}`` from (schema, name, value) rows."""
+    out: dict[str, set[str]] = {}
+    for schema, name, value in rows:
+        out.setdefault(render_name(schema, name), set()).add(value)
+    return out
+
+
 def _ok(result: Rows | UpstreamError) -> list[list]:
     """A catalog query's rows (their columns are never NULL), or its error raised."""
     if isinstance(result, UpstreamError):
@@ -226,7 +236,7 @@ class CatalogLoader:
          global_cast_rows, function_type_rows, event_rows, opclass_rows,
          relation_opclass_rows, code_flag_rows, ddl_code_rows, view_function_rows,
          relation_policy_rows, type_user_rows, statistics_rows,
-         default_function_rows) = await _queries(
+         default_function_rows, policy_read_rows, published_rows) = await _queries(
             self.cfg, self.credentials, database, FUNCTIONS_SQL, COLUMNS_SQL, ROLE_SCHEMAS_SQL,
             USER_FUNCTIONS_SQL, USER_OPERATORS_SQL, USER_TYPES_SQL, USER_TYPE_OIDS_SQL,
             CASCADES_SQL, VIEWS_SQL, VIEW_READS_SQL, INLINABLE_SQL, RULED_SQL,
@@ -234,7 +244,8 @@ class CatalogLoader:
             TRIGGERED_SQL, INHERITANCE_SQL, RELATION_CASTS_SQL, GLOBAL_CASTS_SQL,
             FUNCTION_TYPES_SQL, EVENT_TRIGGERS_SQL, OPCLASS_FUNCTIONS_SQL, RELATION_OPCLASS_SQL,
             CODE_FLAGS_SQL, DDL_CODE_SQL, VIEW_FUNCTIONS_SQL, RELATION_POLICY_SQL,
-            TYPE_USERS_SQL, STATISTICS_SQL, DEFAULT_FUNCTIONS_SQL,
+            TYPE_USERS_SQL, STATISTICS_SQL, DEFAULT_FUNCTIONS_SQL, POLICY_READS_SQL,
+            PUBLISHED_SQL,
         )  # fmt: skip
         views_unread = False
         if isinstance(view_rows, UpstreamError) and view_rows.sqlstate == LOCK_NOT_AVAILABLE:
@@ -345,6 +356,10 @@ class CatalogLoader:
             type_users=_grouped(_ok(type_user_rows)),
             statistics=_grouped(_ok(statistics_rows)),
             default_functions=_grouped(_ok(default_function_rows)),
+            view_calls=_grouped(_ok(view_function_rows)),
+            policy_reads=_grouped(r[:4] for r in _ok(policy_read_rows) if r[4] != "false"),
+            policy_reads_role=_grouped(r[:4] for r in _ok(policy_read_rows)),
+            published=_frozen(_by_first(_ok(published_rows))),
             update_cascades=cascade_reach(
                 (render_name(s1, t1), render_name(s2, t2))
                 for s1, t1, s2, t2, on_update in _ok(cascade_rows) if on_update == "t"
