@@ -992,3 +992,29 @@ def test_saslprep_as_postgres_and_libpq_apply_it(password, prepared):
     # the verifier is the prepared password's: either form the client types matches
     salt = b"s" * 16
     assert make_verifier(password, salt) == make_verifier(prepared, salt)
+
+
+def test_reparsed_keeps_name_and_parameter_types_and_replaces_only_the_text():
+    """A Parse run as RESTRICT (session 30): the frame the relay sends in the client's place."""
+    original = (
+        b"P" + struct.pack("!i", 4 + 3 + 23 + 2 + 8) + b"s1\x00DROP TABLE t CASCADE\x00"
+        + struct.pack("!hii", 2, 23, 0)
+    )
+    assert m.decode_parse(original) == ("s1", "DROP TABLE t CASCADE")
+    again = m.reparsed(original, "DROP TABLE t        ")
+    assert again is not None
+    assert m.decode_parse(again) == ("s1", "DROP TABLE t        ")
+    assert again[-10:] == original[-10:]  # the parameter types, as sent
+    assert struct.unpack_from("!i", again, 1)[0] == len(again) - 1
+    assert m.reparsed(original, "DROP TABLE t\x00x") is None  # a NUL would cut the text
+
+
+def test_reparsed_refuses_a_text_that_does_not_encode_back():
+    """EUC_JP 0x8F 0xA2 0xB7: Python's codec reads "~", which encodes to one byte: the frame
+    sent would not carry the client's bytes."""
+    body = b"\x00DROP TABLE t /* \x8f\xa2\xb7 */ CASCADE\x00\x00\x00"
+    original = b"P" + struct.pack("!i", 4 + len(body)) + body
+    sql = m.decode_parse(original, "euc_jp")[1]
+    assert m.reparsed(original, sql.replace("CASCADE", "       "), "euc_jp") is None
+    plain = m.parse("", "DROP TABLE t CASCADE")
+    assert m.reparsed(plain, "DROP TABLE t        ", "euc_jp") is not None
