@@ -53,6 +53,7 @@ __all__ = [
     "DEFAULT_FUNCTIONS_SQL",
     "POLICY_READS_SQL",
     "PUBLISHED_SQL",
+    "POLICY_EXPRS_SQL",
     "TYPE_USERS_SQL",
     "VIEWS_SQL",
     "OPCLASS_FUNCTIONS_SQL",
@@ -372,20 +373,47 @@ WHERE c.relrowsecurity AND n.nspname NOT IN ('pg_catalog', 'information_schema')
 # The relations a row security policy's expressions read (a subquery: ``USING (owner IN
 # (SELECT secret FROM x.acc))``), as (relation schema, name, read schema, name, applies):
 # which of the grant's own rows come back tells which values those hold (red-team round 64).
-# ``applies`` as RELATION_POLICY_SQL's (the proxy's login: FORCE, or not the owner).
-POLICY_READS_SQL = """
-SELECT DISTINCT n.nspname, c.relname, bn.nspname, b.relname,
-       (c.relforcerowsecurity OR c.relowner <> (
-        SELECT r.oid FROM pg_catalog.pg_roles r WHERE r.rolname = current_user))::text
+# ``applies``: to the proxy's login (FORCE, or not the owner; not a superuser or BYPASSRLS
+# login; the policy is for PUBLIC or a role the login is a member of).
+_POLICY_APPLIES = """
+((c.relforcerowsecurity OR c.relowner <> r.oid) AND NOT (r.rolsuper OR r.rolbypassrls)
+ AND (0 = ANY (pol.polroles) OR EXISTS (
+     SELECT 1 FROM pg_catalog.unnest(pol.polroles) AS pr(role)
+     WHERE pg_catalog.pg_has_role(r.oid, pr.role, 'MEMBER'))))::text"""
+POLICY_READS_SQL = f"""
+SELECT DISTINCT n.nspname, c.relname, bn.nspname, b.relname, {_POLICY_APPLIES}
 FROM pg_catalog.pg_policy pol
 JOIN pg_catalog.pg_class c ON c.oid = pol.polrelid
 JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+JOIN pg_catalog.pg_roles r ON r.rolname = current_user
 JOIN pg_catalog.pg_depend d ON d.classid = 'pg_catalog.pg_policy'::pg_catalog.regclass
      AND d.objid = pol.oid AND d.refclassid = 'pg_catalog.pg_class'::pg_catalog.regclass
      AND d.refobjid <> c.oid
 JOIN pg_catalog.pg_class b ON b.oid = d.refobjid
 JOIN pg_catalog.pg_namespace bn ON bn.oid = b.relnamespace
 WHERE c.relrowsecurity
+"""
+# Every row security policy's expressions (USING and WITH CHECK), deparsed with every name
+# outside pg_catalog qualified, as (relation schema, name, the relation quoted for SQL, the
+# expression, applies): what a statement on the relation runs with no word of it, decided
+# as if the statement ran ``SELECT (expression) FROM relation`` (red-team round 65: a
+# policy reading pg_proc.prosrc, or a table through query_to_xml, records no dependency).
+# ``applies``: to the proxy's login (FORCE, or not the owner; not a superuser or BYPASSRLS
+# login; the policy is for PUBLIC or a role the login is a member of). Run last, after its
+# own SET: the search_path is what makes pg_get_expr qualify names.
+POLICY_EXPRS_SQL = f"""
+SET search_path = pg_catalog;
+SELECT n.nspname, c.relname,
+       pg_catalog.quote_ident(n.nspname) || '.' || pg_catalog.quote_ident(c.relname), e.expr,
+       {_POLICY_APPLIES}
+FROM pg_catalog.pg_policy pol
+JOIN pg_catalog.pg_class c ON c.oid = pol.polrelid
+JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+JOIN pg_catalog.pg_roles r ON r.rolname = current_user
+CROSS JOIN LATERAL (VALUES (pg_catalog.pg_get_expr(pol.polqual, pol.polrelid)),
+                           (pg_catalog.pg_get_expr(pol.polwithcheck, pol.polrelid))) AS e(expr)
+WHERE c.relrowsecurity AND e.expr IS NOT NULL;
+RESET search_path
 """
 # Relations a publication lists by name (pg_publication_rel), as (schema, name, publication):
 # a DROP of one removes it from the publication, which RESTRICT does not protect (an AUTO
@@ -1040,6 +1068,22 @@ def relation_names(rows) -> frozenset[str]:
     return frozenset(render_name(schema, name) for schema, name, *_ in rows)
 
 
+def policy_exprs_from_rows(
+    rows, applying: bool
+) -> dict[str, tuple[tuple[str, str], ...]]:
+    """``Snapshot.policy_exprs`` (``applying``: the rows that apply to the proxy's login) or
+    ``policy_exprs_role`` (every row) from POLICY_EXPRS_SQL's rows."""
+    out: dict[str, list[tuple[str, str]]] = {}
+    for schema, name, quoted, expr, applies in rows:
+        if applying and applies == "false":
+            continue
+        entry = (quoted, expr)
+        found = out.setdefault(render_name(schema, name), [])
+        if entry not in found:
+            found.append(entry)
+    return {k: tuple(v) for k, v in out.items()}
+
+
 def view_functions_from_rows(view_rows, read_rows, function_rows) -> dict[str, frozenset[str]]:
     """``Snapshot.view_functions`` from VIEWS_SQL's, VIEW_READS_SQL's and
     VIEW_FUNCTIONS_SQL's rows: ``{view that is no security barrier: the user-written
@@ -1162,6 +1206,10 @@ class Snapshot:
     policy_reads_role: dict[str, frozenset[str]] = field(default_factory=dict)
     # relation -> the publications listing it by name (PUBLISHED_SQL): a DROP changes them
     published: dict[str, frozenset[str]] = field(default_factory=dict)
+    # relation -> (the relation quoted for SQL, expression) of its row security policies
+    # (POLICY_EXPRS_SQL) that apply to the proxy's login; ``policy_exprs_role`` every one
+    policy_exprs: dict[str, tuple[tuple[str, str], ...]] = field(default_factory=dict)
+    policy_exprs_role: dict[str, tuple[tuple[str, str], ...]] = field(default_factory=dict)
     # relations renamed or moved through the proxy in a transaction that may still be open
     # (``without_columns``: a key (old, RENAMED_TO + new)): each name involved -> every name
     # of its renames, whose knowledge by name it may now stand for
@@ -1730,6 +1778,8 @@ class CatalogCache:
         policy_reads: dict[str, frozenset[str]] | None = None,
         policy_reads_role: dict[str, frozenset[str]] | None = None,
         published: dict[str, frozenset[str]] | None = None,
+        policy_exprs: dict[str, tuple[tuple[str, str], ...]] | None = None,
+        policy_exprs_role: dict[str, tuple[tuple[str, str], ...]] | None = None,
     ) -> Snapshot:
         """``loaded_at``: when the load's queries started (monotonic; default now): what a
         statement arriving later may be decided on (``StatementPolicy._describe_refusal``)."""
@@ -1765,6 +1815,7 @@ class CatalogCache:
             default_functions=dict(default_functions or {}),
             view_calls=dict(view_calls or {}), policy_reads=dict(policy_reads or {}),
             policy_reads_role=dict(policy_reads_role or {}), published=dict(published or {}),
+            policy_exprs=dict(policy_exprs or {}), policy_exprs_role=dict(policy_exprs_role or {}),
         )  # fmt: skip
         if entry.removed:
             started = snap.loaded_at

@@ -43,6 +43,7 @@ from policy.classify.catalogue import (
     SET_CONFIG_PREFIX,
     SETTING_PINS,
     SIGNAL_FUNCTIONS,
+    is_builtin_function,
     signal_target,
 )
 from policy.classify.crosscheck import (
@@ -347,6 +348,39 @@ def _ddl_reach(snap: Snapshot, command: str, rel: str) -> list[tuple[str, str]]:
     return out
 
 
+# DDL that attaches no code a plan prints when it names one relation and no user-written
+# function or type (not ``LIKE``, ``INHERITS``, ``PARTITION OF``, a sequence's default):
+# what drivers' tests run before an EXPLAIN in one transaction (asyncpg's ``CREATE TABLE
+# mytab (a int)``)
+_PLAIN_DDL = frozenset({
+    "CREATE TABLE", "ALTER TABLE", "CREATE INDEX", "DROP TABLE", "DROP INDEX", "CREATE SCHEMA",
+    "CREATE SEQUENCE", "ALTER SEQUENCE", "DROP SEQUENCE",
+})  # fmt: skip
+
+
+def _attaches_code(pairs: tuple[Pair, ...], snap: Snapshot | None) -> bool:
+    """May the DDL among ``pairs`` attach code a plan prints, or make what a plan reads
+    through (a default calling a user-written function, a domain, a cast, a view, a copied
+    definition)? Fail closed: anything but ``_PLAIN_DDL`` naming only built-ins may."""
+    for c, d in pairs:
+        if not opens_ddl(((c, d),)):
+            continue
+        if c.command not in _PLAIN_DDL or snap is None or len(c.reads | c.writes) > 1:
+            return True
+        for typ in c.types:
+            parts = split_name(typ)
+            if (parts[0] != "pg_catalog") if parts is not None else typ in snap.user_types:
+                return True
+        for fn in c.functions:
+            parts = split_name(fn)
+            if parts is not None:  # qualified: only pg_catalog's are built-ins
+                if parts[0] != "pg_catalog":
+                    return True
+            elif called_name(fn) in snap.user_functions or not is_builtin_function(called_name(fn)):
+                return True
+    return False
+
+
 _EXPLAIN_AFTER_DDL = Decision(
     False, "deny.catalog",
     "may not EXPLAIN a statement after DDL in the same message (the plan may print code the "
@@ -354,9 +388,9 @@ _EXPLAIN_AFTER_DDL = Decision(
 )
 
 
-def _explains_after_ddl(pairs: tuple[Pair, ...]) -> tuple[Pair, ...]:
-    """``pairs`` with each allowed EXPLAIN after a statement that opens DDL refused
-    (``_EXPLAIN_AFTER_DDL``; red-team round 64)."""
+def _explains_after_ddl(pairs: tuple[Pair, ...], snap: Snapshot | None) -> tuple[Pair, ...]:
+    """``pairs`` with each allowed EXPLAIN after DDL that may attach code
+    (``_attaches_code``) refused (``_EXPLAIN_AFTER_DDL``; red-team round 64)."""
     if not any(c.command.startswith("EXPLAIN") for c, _d in pairs[1:]):
         return pairs
     out: list[Pair] = []
@@ -365,7 +399,7 @@ def _explains_after_ddl(pairs: tuple[Pair, ...]) -> tuple[Pair, ...]:
         if ddl and d.allowed and c.command.startswith("EXPLAIN"):
             d = _EXPLAIN_AFTER_DDL
         out.append((c, d))
-        ddl = ddl or opens_ddl(((c, d),))
+        ddl = ddl or _attaches_code(((c, d),), snap)
     return tuple(out)
 
 
@@ -497,6 +531,14 @@ class StatementPolicy:
         # carry that text instead of the client's (the relay's: its text encodes back to the
         # client's bytes)? None: a Parse is never run as RESTRICT
         self.can_reparse: Callable[[str], bool] | None = None
+        # row security policies' expressions decided for this grant (``_policy_decision``),
+        # on the snapshot they were decided on; set while one is decided
+        self._policy_decisions: dict[tuple[str, str], Decision | None] = {}
+        self._policy_snapshot: Snapshot | None = None
+        self._policy_deciding = False
+        # DDL since the session was last idle outside a block may have attached code a plan
+        # prints (``_attaches_code``): an EXPLAIN waits for the block's end
+        self._ddl_attached = False
         # every cache tier, this session's and its view of the shared one (policy/caches.py);
         # shared None: classify everything in this session afresh
         self.caches = SessionCaches(cache_size, shared, self.search_path)
@@ -1179,6 +1221,7 @@ class StatementPolicy:
         self.ddl_unsettled = frozenset()
         ran = self.ddl_open
         self.ddl_open = False
+        self._ddl_attached = False
         entry = self.catalog_entry
         # only this session's DDL made the snapshot stale: so it stays after the settle's
         # own invalidation (a read then does not wait for the reload: ``_stale_write``)
@@ -2158,18 +2201,23 @@ class StatementPolicy:
         if self.ddl_open or snap.stale:
             # what the session's own DDL attached (a default, a cast, a view) is not in the
             # snapshot until a load shows it (red-team round 64: EXPLAIN VERBOSE after SET
-            # DEFAULT printed the body): in the DDL's transaction refused, after it decided
-            # on a load that started after it (never cached)
+            # DEFAULT printed the body): in the DDL's transaction refused where that DDL
+            # may have attached code (``_attaches_code``), otherwise decided on a load that
+            # started after the DDL the snapshot is older than (never cached)
             denial = Decision(
                 False, "deny.catalog",
                 "may not EXPLAIN a statement while DDL is newer than the proxy's catalog "
                 "snapshot (the plan may print code it attached): send it once the DDL's "
                 "transaction has ended",
             )  # fmt: skip
-            if self.ddl_open:
-                self._complete_used = True
-                return denial
-            return self._after_a_load(snap, denial)
+            self._complete_used = True
+            if self.ddl_open and self._ddl_attached:
+                return denial  # (no load shows a block's DDL before it commits)
+            entry = self.catalog_entry
+            if snap.stale and not (
+                self.ddl_open and entry is not None and self._own_epoch == entry.epoch
+            ):  # another session's DDL too, or the session's own after its block: a load
+                return self._after_a_load(snap, denial)
         scopes = self.scopes
         named = sorted(c.reads | c.writes)
         for scope, shown, what in (
@@ -2200,34 +2248,49 @@ class StatementPolicy:
                     return self._explained_body(f"the operator {op}")
             for fn, how in self._unnamed_code(c, snap):
                 return self._explained_body(f"{fn} without naming it ({how})")
-        unread = self._estimated_over(c, snap)
-        if unread is not None:
-            what, rel = unread
-            return Decision(
-                False, "deny.catalog",
-                f"may not EXPLAIN a statement reading {what}: the plan's estimates come from "
-                f"the statistics of {rel}, which this grant may not read",
-            )  # fmt: skip
+        relations = c.reads | c.writes
+        if self._temp_names or self._temp_any:
+            relations = self._maybe_temporary(relations)
+        for rel in sorted(relations):
+            if rel.startswith(_TEMP_PREFIX):
+                # no catalog load reads a session's temporary relations as its own (round
+                # 65: a temporary table's default copied LIKE another's, a temporary view)
+                return Decision(
+                    False, "deny.catalog",
+                    f"may not EXPLAIN a statement that may name the temporary relation {rel}: "
+                    "the proxy's catalog does not show what its defaults run or what a "
+                    "temporary view reads",
+                )  # fmt: skip
+        for reached, what in self._reach(c, snap):
+            # a plan is estimated on the statistics of what it reads (a condition's row
+            # estimate bisected a value of rows a barrier view never returns: round 63)
+            if reached is None or (what and check_read(reached, scopes) is not None):
+                return Decision(
+                    False, "deny.catalog",
+                    f"may not EXPLAIN a statement reading {what}: the plan's estimates come "
+                    f"from the statistics of {reached or 'what that query reads'}, which this "
+                    "grant may not read",
+                )  # fmt: skip
         return None
 
-    def _estimated_over(self, c: Classified, snap: Snapshot) -> tuple[str, str] | None:
-        """(what the statement reads, a relation the grant may not read) where a plan of it
-        is estimated on that relation's statistics, or None. A plan is planned, and
-        estimated, over what a view reads (a security barrier's hidden rows too: red-team
-        round 63, a condition's row estimate bisected a value of rows the view never
-        returns), the inheritance children of that (round 64), and the query of a SQL
-        function PostgreSQL inlines, called by the statement or by a view's query (round
-        64), transitively; an inlined query the proxy cannot read counts as unreadable."""
+    def _reach(self, c: Classified, snap: Snapshot) -> list[tuple[str | None, str]]:
+        """(relation, how the statement reaches it) for every relation it names ("") and
+        every one a plan of it reads without naming it: what a view reads (a security
+        barrier's hidden rows too), the inheritance children of that, and the query of a
+        SQL function PostgreSQL inlines, called by the statement or by a view's query
+        (``Snapshot.view_calls``), transitively (red-team rounds 63-65); (None, how) for an
+        inlined query the proxy cannot read."""
+        out: list[tuple[str | None, str]] = []
         seen: set[str] = set()
-        todo: list[tuple[str, str]] = [(rel, "") for rel in sorted(c.reads)]
+        todo: list[tuple[str, str]] = [(rel, "") for rel in sorted(c.reads | c.writes)]
         calls: list[tuple[str, str]] = [(fn, f"a call of {fn}") for fn in sorted(c.functions)]
         while todo or calls:
             if calls:
                 fn, what = calls.pop()
                 for schema, name in (*snap.inlinable.get(fn, ()), *snap.inlinable_plain.get(fn, ())):
                     if not name:
-                        return what, f"the query of {fn}, which the proxy cannot read"
-                    if schema is not None:
+                        out.append((None, f"the query of {fn}, which the proxy cannot read"))
+                    elif schema is not None:
                         todo.append((render_name(schema, name), what))
                     else:  # unqualified in the body: as the pinned path resolves it
                         todo += [(render_name(s, name), what) for s in self.search_path]
@@ -2236,38 +2299,76 @@ class StatementPolicy:
             if rel in seen:
                 continue
             seen.add(rel)
-            if what:  # reached, not named: named ones are decided as reads already
-                if check_read(rel, self.scopes) is not None:
-                    return what, rel
+            out.append((rel, what))
+            if what:  # reached, not named (a named one's children: _through_inheritance)
                 todo += [(d, what) for d in sorted(snap.descendants.get(rel, ()))]
             through = what or f"the view {rel}"
             todo += [(b, through) for b in sorted(snap.view_bases.get(rel, ()))]
             calls += [(fn, through) for fn in sorted(snap.view_calls.get(rel, ()))]
-        return None
+        return out
 
     def _policies_read(self, c: Classified) -> Decision | None:
-        """A row security policy that reads another relation (``USING (owner IN (SELECT
-        secret FROM x.acc))``) answers, in which of the grant's own rows come back (or are
-        refused on a write), what that relation holds (red-team round 64): a statement on a
-        relation whose applicable policies read one, directly or under a view, needs a read
-        of it (``Snapshot.policy_reads``; every policy's for a session of a role of its own)."""
+        """A row security policy answers, in which of the grant's own rows come back (or are
+        refused on a write), what its expressions read (``USING (owner IN (SELECT secret
+        FROM x.acc))``: red-team round 64; a pinned catalog, or SQL run by
+        ``query_to_xml``: round 65). Every relation a statement names or reaches
+        (``_reach``: a view's, an inlined function's) whose applicable policies
+        (``Snapshot.policy_exprs``; every policy for a session of a role of its own) read
+        relations the grant may not read (``policy_reads``) or do anything the grant may not
+        is refused: each expression is decided as if the statement ran ``SELECT
+        (expression) FROM relation`` (once per snapshot)."""
         snap = self._snapshot_seen
-        if snap is None:
+        if snap is None or self._policy_deciding:
             return None
         reads = snap.policy_reads_role if self.own_login else snap.policy_reads
-        if not reads:
+        exprs = snap.policy_exprs_role if self.own_login else snap.policy_exprs
+        if not (reads or exprs):
             return None
-        for rel in sorted(c.reads | c.writes):
-            for under in sorted({rel} | snap.view_bases.get(rel, frozenset())):
-                for target in sorted(reads.get(under, ())):
-                    denial = check_read(target, self.scopes)
-                    if denial is not None:
-                        return Decision(False, denial.rule, (
-                            f"may not read {rel}: the row security policy of {under} reads "
-                            f"{target}, and which rows it lets through tells what that holds "
-                            f"({denial.reason})"
-                        ))  # fmt: skip
+        for under, _how in self._reach(c, snap):
+            if under is None:
+                continue
+            for target in sorted(reads.get(under, ())):
+                denial = check_read(target, self.scopes)
+                if denial is not None:
+                    return Decision(False, denial.rule, (
+                        f"may not read {under}: its row security policy reads {target}, and "
+                        f"which rows it lets through tells what that holds ({denial.reason})"
+                    ))  # fmt: skip
+            for quoted, expr in exprs.get(under, ()):
+                denial = self._policy_decision(under, quoted, expr)
+                if denial is not None:
+                    return Decision(False, denial.rule, (
+                        f"may not read {under}: its row security policy runs what this grant "
+                        f"may not, and which rows it lets through tells what that is "
+                        f"({denial.reason})"
+                    ))  # fmt: skip
         return None
+
+    def _policy_decision(self, rel: str, quoted: str, expr: str) -> Decision | None:
+        """The refusal of ``SELECT (expr) FROM quoted`` for this grant, the policy's own
+        relation ``rel`` (``quoted`` for SQL) left out of what it reads (the statement reads
+        it, or a view the grant reads does), or None (cached per snapshot in
+        ``_policy_decisions``); a text the classifier cannot read is refused."""
+        key = (quoted, expr)
+        if self._policy_snapshot is not self._snapshot_seen:
+            self._policy_snapshot = self._snapshot_seen
+            self._policy_decisions = {}
+        if key in self._policy_decisions:
+            return self._policy_decisions[key]
+        denial: Decision | None = None
+        self._policy_deciding = True
+        try:
+            for classified in classify_text(f"SELECT ({expr}) FROM {quoted}", self.search_path):
+                if rel in classified.reads:
+                    classified = replace(classified, reads=classified.reads - {rel})
+                d = self._decide(classified)
+                if not d.allowed:
+                    denial = d
+                    break
+        finally:
+            self._policy_deciding = False
+        self._policy_decisions[key] = denial
+        return denial
 
     def _unnamed_code(self, c: Classified, snap: Snapshot) -> list[tuple[str, str]]:
         """(function, how) of the user-written code a statement runs without naming it, which
@@ -2675,7 +2776,7 @@ class StatementPolicy:
         ):
             pairs = self._after_definitions(pairs)
         if len(pairs) > 1 and self.catalog is not None:
-            pairs = _explains_after_ddl(pairs)
+            pairs = _explains_after_ddl(pairs, self._snapshot_seen)
         denied = next((d for _, d in pairs if not d.allowed), None)
         ran = denied is None or not self.enforce
         code_runs = self._code_runs
@@ -2752,6 +2853,8 @@ class StatementPolicy:
         self._own_bumps += 1
         if entry is not None:
             self._own_epoch = entry.epoch if own_only else -1
+        if not self._ddl_attached and _attaches_code(pairs, snap):
+            self._ddl_attached = True  # (until the block ends: ``settle_ddl``)
         self.ddl_open = True
         if any(d.opens_ddl for _c, d in pairs):
             # code that may run DDL may also PREPARE (dynamic SQL, a static PREPARE): a

@@ -28,6 +28,7 @@ from policy.catalog import (
     INHERITANCE_SQL,
     INLINABLE_SQL,
     OPCLASS_FUNCTIONS_SQL,
+    POLICY_EXPRS_SQL,
     POLICY_READS_SQL,
     PUBLISHED_SQL,
     RELATION_CASTS_SQL,
@@ -53,6 +54,7 @@ from policy.catalog import (
     code_ran,
     inlinable_from_rows,
     plain_inlinable_from_rows,
+    policy_exprs_from_rows,
     relation_names,
     view_functions_from_rows,
     views_from_rows,
@@ -236,7 +238,8 @@ class CatalogLoader:
          global_cast_rows, function_type_rows, event_rows, opclass_rows,
          relation_opclass_rows, code_flag_rows, ddl_code_rows, view_function_rows,
          relation_policy_rows, type_user_rows, statistics_rows,
-         default_function_rows, policy_read_rows, published_rows) = await _queries(
+         default_function_rows, policy_read_rows, published_rows,
+         policy_expr_rows) = await _queries(
             self.cfg, self.credentials, database, FUNCTIONS_SQL, COLUMNS_SQL, ROLE_SCHEMAS_SQL,
             USER_FUNCTIONS_SQL, USER_OPERATORS_SQL, USER_TYPES_SQL, USER_TYPE_OIDS_SQL,
             CASCADES_SQL, VIEWS_SQL, VIEW_READS_SQL, INLINABLE_SQL, RULED_SQL,
@@ -246,6 +249,7 @@ class CatalogLoader:
             CODE_FLAGS_SQL, DDL_CODE_SQL, VIEW_FUNCTIONS_SQL, RELATION_POLICY_SQL,
             TYPE_USERS_SQL, STATISTICS_SQL, DEFAULT_FUNCTIONS_SQL, POLICY_READS_SQL,
             PUBLISHED_SQL,
+            POLICY_EXPRS_SQL,  # last: it sets its own search_path
         )  # fmt: skip
         views_unread = False
         if isinstance(view_rows, UpstreamError) and view_rows.sqlstate == LOCK_NOT_AVAILABLE:
@@ -360,6 +364,8 @@ class CatalogLoader:
             policy_reads=_grouped(r[:4] for r in _ok(policy_read_rows) if r[4] != "false"),
             policy_reads_role=_grouped(r[:4] for r in _ok(policy_read_rows)),
             published=_frozen(_by_first(_ok(published_rows))),
+            policy_exprs=policy_exprs_from_rows(_ok(policy_expr_rows), applying=True),
+            policy_exprs_role=policy_exprs_from_rows(_ok(policy_expr_rows), applying=False),
             update_cascades=cascade_reach(
                 (render_name(s1, t1), render_name(s2, t2))
                 for s1, t1, s2, t2, on_update in _ok(cascade_rows) if on_update == "t"

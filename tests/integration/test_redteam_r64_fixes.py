@@ -772,3 +772,36 @@ def test_parse_in_a_block_that_fails(pg, fresh):
         _ok_frames(c)
     assert _states(got) == ["22012"], planted.result(got)
     assert not _gone(pg, "r64.lone")
+
+
+# -- session 30: what DDL in the EXPLAIN's transaction may attach --------------------------
+
+
+@pytest.mark.parametrize(
+    "ddl, refused",
+    [
+        # asyncpg's test_prepare_14_explain (the drivers' differential): a plain table
+        ("CREATE TABLE r64.mytab (a int)", False),
+        ("CREATE TABLE r64.mytab (a int, b text DEFAULT now()::text)", False),
+        # a default calling a user-written function, copied defaults, a parent's
+        ("CREATE TABLE r64.mytab (a int, t text DEFAULT r64x.token())", True),
+        ("CREATE TABLE r64.mytab (LIKE r64.tok INCLUDING DEFAULTS)", True),
+        ("CREATE TABLE r64.mytab (a int) INHERITS (r64.tok)", True),
+        ("CREATE VIEW r64.mytab AS SELECT 1 AS a", True),
+    ],
+)
+def test_explain_in_the_transaction_of_ddl(pg, px, ddl, refused):
+    """In one transaction, DDL then EXPLAINs (one of an INSERT into what it made): refused
+    only where the DDL may have attached code a plan prints (``_attaches_code``); the
+    server judges the rest. The body never shows."""
+    sqls = ["BEGIN", ddl, "EXPLAIN SELECT 1",
+            "EXPLAIN (VERBOSE, COSTS OFF) INSERT INTO r64.mytab (a) VALUES (1)", "ROLLBACK"]  # fmt: skip
+    try:
+        with planted.session(px, px.tokens["tok"]) as c:
+            got = [planted.text(c.query(sql)) for sql in sqls]
+        assert "SERROR" not in got[1], got[1][-300:]
+        assert ("C42501" in got[2]) == refused, got[2][-300:]  # (what the DDL did decides)
+        assert SALT not in got[3], got[3][-300:]
+        assert ("C42501" in got[3]) == refused or "C25P02" in got[3], got[3][-300:]
+    finally:
+        pg.psql("DROP VIEW IF EXISTS r64.mytab; DROP TABLE IF EXISTS r64.mytab", db="app")
