@@ -532,10 +532,11 @@ class StatementPolicy:
         # client's bytes)? None: a Parse is never run as RESTRICT
         self.can_reparse: Callable[[str], bool] | None = None
         # row security policies' expressions decided for this grant (``_policy_decision``),
-        # on the snapshot they were decided on; set while one is decided
+        # on the snapshot they were decided on; the relations whose policies are being
+        # decided
         self._policy_decisions: dict[tuple[str, str], Decision | None] = {}
         self._policy_snapshot: Snapshot | None = None
-        self._policy_deciding = False
+        self._policy_stack: frozenset[str] = frozenset()
         # DDL since the session was last idle outside a block may have attached code a plan
         # prints (``_attaches_code``): an EXPLAIN waits for the block's end
         self._ddl_attached = False
@@ -2250,7 +2251,11 @@ class StatementPolicy:
                 return self._explained_body(f"{fn} without naming it ({how})")
         relations = c.reads | c.writes
         if self._temp_names or self._temp_any:
-            relations = self._maybe_temporary(relations)
+            # (an unqualified name is read as the search path's first schema's: only such
+            # a name may be the session's temporary relation, not r.t written qualified)
+            relations = relations | self._maybe_temporary(frozenset(
+                rel for rel in relations if (split_name(rel) or ("",))[0] in self.search_path
+            ))  # fmt: skip
         for rel in sorted(relations):
             if rel.startswith(_TEMP_PREFIX):
                 # no catalog load reads a session's temporary relations as its own (round
@@ -2318,15 +2323,19 @@ class StatementPolicy:
         is refused: each expression is decided as if the statement ran ``SELECT
         (expression) FROM relation`` (once per snapshot)."""
         snap = self._snapshot_seen
-        if snap is None or self._policy_deciding:
+        if snap is None or not (snap.policy_reads_role or snap.policy_exprs_role):
             return None
-        reads = snap.policy_reads_role if self.own_login else snap.policy_reads
-        exprs = snap.policy_exprs_role if self.own_login else snap.policy_exprs
-        if not (reads or exprs):
-            return None
-        for under, _how in self._reach(c, snap):
-            if under is None:
-                continue
+        own = self.own_login
+        for under, how in self._reach(c, snap):
+            if under is None or under in self._policy_stack:
+                continue  # (a policy being decided: its own relation, or a cycle of them)
+            if how or own:
+                # reached through a view, PostgreSQL applies the policies as the view's
+                # owner would see them (round 66): every policy counts, as for a session of
+                # a role of its own
+                reads, exprs = snap.policy_reads_role, snap.policy_exprs_role
+            else:
+                reads, exprs = snap.policy_reads, snap.policy_exprs
             for target in sorted(reads.get(under, ())):
                 denial = check_read(target, self.scopes)
                 if denial is not None:
@@ -2355,8 +2364,11 @@ class StatementPolicy:
             self._policy_decisions = {}
         if key in self._policy_decisions:
             return self._policy_decisions[key]
+        outer = self._policy_stack
         denial: Decision | None = None
-        self._policy_deciding = True
+        # what the expression reads is decided with its own policies too (round 66: a policy
+        # reading a table whose policy reads a hidden one), each relation once per chain
+        self._policy_stack = outer | {rel}
         try:
             for classified in classify_text(f"SELECT ({expr}) FROM {quoted}", self.search_path):
                 if rel in classified.reads:
@@ -2366,8 +2378,9 @@ class StatementPolicy:
                     denial = d
                     break
         finally:
-            self._policy_deciding = False
-        self._policy_decisions[key] = denial
+            self._policy_stack = outer
+        if not outer:  # (within a chain a relation higher up was left out: not kept)
+            self._policy_decisions[key] = denial
         return denial
 
     def _unnamed_code(self, c: Classified, snap: Snapshot) -> list[tuple[str, str]]:

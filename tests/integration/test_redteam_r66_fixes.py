@@ -30,7 +30,12 @@ owner || '%')``, rows ``SALT``, ``R66-ABSENT``). Each probe's harm is shown firs
 as the upstream login.
 
 Leaks (strict xfails asserting the safe outcome; simple Query, extended unnamed, named
-prepared, each in a session of its own):
+prepared, each in a session of its own). 1 and 2 fixed the same session (session 30; plain
+tests since): what a policy's expression reads is decided with its own policies, each
+relation once per chain (``StatementPolicy._policy_stack``), and a relation reached
+through a view counts every policy of it (as the view's owner may be subject to any);
+3 and 4 stay strict xfails: the documented residue (a write grant fires the table's rules
+and triggers).
 
 1. **A policy's relation's own policy (nested row security).** ``SELECT * FROM r66.a``
    returns ``MCV`` and not ``R66-ABSENT`` (``SELECT * FROM r66.b`` is refused: "its row
@@ -297,7 +302,7 @@ def test_controls_directly(pg, px):
     assert MCV not in rol and ABSENT not in rol and "SELECT 0" in rol, rol[-300:]
 
 
-@pytest.mark.parametrize("key", planted.cases(SELECTS))
+@pytest.mark.parametrize("key", list(SELECTS))  # (strict xfails until session 30's fix)
 @pytest.mark.parametrize("mode", MODES)
 def test_leak_select(pg, px, key, mode):
     sql, leaked, _ = SELECTS[key]
@@ -503,9 +508,10 @@ def test_over_refusal_row_security_ddl(pg, px, sql):
 @pytest.mark.parametrize("mode", MODES)
 def test_over_refusal_explain_qualified_name_of_a_temp_name(pg, px, mode):
     """After ``CREATE TEMP TABLE tok2 (k int)``, ``EXPLAIN SELECT * FROM r66.tok2`` (a
-    schema-qualified name, which PostgreSQL never resolves to pg_temp) is refused as "may
+    schema-qualified name, which PostgreSQL never resolves to pg_temp) was refused as "may
     name the temporary relation pg_temp.tok2" (``_maybe_temporary`` adds pg_temp.<bare> for
-    qualified names too); before it, allowed. Also refused: EXPLAIN of the session's own
+    qualified names too); allowed since session 30's fix (only a name of the search path's
+    schema may have been written unqualified). Also refused: EXPLAIN of the session's own
     temporary table with no default (fb419df's rule, by design)."""
     sql = "EXPLAIN SELECT * FROM r66.tok2"
     with planted.session(px) as c:
@@ -514,5 +520,5 @@ def test_over_refusal_explain_qualified_name_of_a_temp_name(pg, px, mode):
         after = _run(c, mode, sql)
         own = _run(c, mode, "EXPLAIN SELECT * FROM pg_temp.tok2")
     assert "Seq Scan on tok2" in before and "CREATE TABLE" in made, (before[-200:], made)
-    assert _refused(after) and "pg_temp.tok2" in after, after[-300:]
+    assert "Seq Scan on tok2" in after, after[-300:]  # (refused when found; not since the fix)
     assert _refused(own), own[-300:]
