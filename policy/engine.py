@@ -534,7 +534,7 @@ class StatementPolicy:
         # row security policies' expressions decided for this grant (``_policy_decision``),
         # on the snapshot they were decided on; the relations whose policies are being
         # decided
-        self._policy_decisions: dict[tuple[str, str], Decision | None] = {}
+        self._policy_decisions: dict[tuple[str, str, bool], Decision | None] = {}
         self._policy_snapshot: Snapshot | None = None
         self._policy_stack: frozenset[str] = frozenset()
         # DDL since the session was last idle outside a block may have attached code a plan
@@ -2286,7 +2286,7 @@ class StatementPolicy:
         (``Snapshot.view_calls``), transitively (red-team rounds 63-65); (None, how) for an
         inlined query the proxy cannot read."""
         out: list[tuple[str | None, str]] = []
-        seen: set[str] = set()
+        seen: set[tuple[str, bool]] = set()  # (a relation named and reached is both: round 67)
         todo: list[tuple[str, str]] = [(rel, "") for rel in sorted(c.reads | c.writes)]
         calls: list[tuple[str, str]] = [(fn, f"a call of {fn}") for fn in sorted(c.functions)]
         while todo or calls:
@@ -2301,9 +2301,9 @@ class StatementPolicy:
                         todo += [(render_name(s, name), what) for s in self.search_path]
                 continue
             rel, what = todo.pop()
-            if rel in seen:
+            if (rel, not what) in seen:
                 continue
-            seen.add(rel)
+            seen.add((rel, not what))
             out.append((rel, what))
             if what:  # reached, not named (a named one's children: _through_inheritance)
                 todo += [(d, what) for d in sorted(snap.descendants.get(rel, ()))]
@@ -2326,13 +2326,17 @@ class StatementPolicy:
         if snap is None or not (snap.policy_reads_role or snap.policy_exprs_role):
             return None
         own = self.own_login
+        # a plan shows a policy's subqueries too: under EXPLAIN each is decided as its own
+        # EXPLAIN (the views it reads, the bodies it inlines, its estimates: round 67)
+        explain = c.command.startswith("EXPLAIN")
         for under, how in self._reach(c, snap):
             if under is None or under in self._policy_stack:
                 continue  # (a policy being decided: its own relation, or a cycle of them)
-            if how or own:
+            if how or own or self._policy_stack:
                 # reached through a view, PostgreSQL applies the policies as the view's
-                # owner would see them (round 66): every policy counts, as for a session of
-                # a role of its own
+                # owner would see them (round 66), and a policy's own reads as whoever it
+                # applies to (round 67): every policy counts, as for a session of a role of
+                # its own
                 reads, exprs = snap.policy_reads_role, snap.policy_exprs_role
             else:
                 reads, exprs = snap.policy_reads, snap.policy_exprs
@@ -2344,7 +2348,7 @@ class StatementPolicy:
                         f"which rows it lets through tells what that holds ({denial.reason})"
                     ))  # fmt: skip
             for quoted, expr in exprs.get(under, ()):
-                denial = self._policy_decision(under, quoted, expr)
+                denial = self._policy_decision(under, quoted, expr, explain)
                 if denial is not None:
                     return Decision(False, denial.rule, (
                         f"may not read {under}: its row security policy runs what this grant "
@@ -2353,12 +2357,14 @@ class StatementPolicy:
                     ))  # fmt: skip
         return None
 
-    def _policy_decision(self, rel: str, quoted: str, expr: str) -> Decision | None:
-        """The refusal of ``SELECT (expr) FROM quoted`` for this grant, the policy's own
-        relation ``rel`` (``quoted`` for SQL) left out of what it reads (the statement reads
-        it, or a view the grant reads does), or None (cached per snapshot in
-        ``_policy_decisions``); a text the classifier cannot read is refused."""
-        key = (quoted, expr)
+    def _policy_decision(
+        self, rel: str, quoted: str, expr: str, explain: bool = False
+    ) -> Decision | None:
+        """The refusal of ``SELECT (expr) FROM quoted`` (``explain``: of its EXPLAIN) for this
+        grant, the policy's own relation ``rel`` (``quoted`` for SQL) left out of what it
+        reads (the statement reads it, or a view the grant reads does), or None (cached per
+        snapshot in ``_policy_decisions``); a text the classifier cannot read is refused."""
+        key = (quoted, expr, explain)
         if self._policy_snapshot is not self._snapshot_seen:
             self._policy_snapshot = self._snapshot_seen
             self._policy_decisions = {}
@@ -2370,7 +2376,8 @@ class StatementPolicy:
         # reading a table whose policy reads a hidden one), each relation once per chain
         self._policy_stack = outer | {rel}
         try:
-            for classified in classify_text(f"SELECT ({expr}) FROM {quoted}", self.search_path):
+            text = f"SELECT ({expr}) FROM {quoted}"
+            for classified in classify_text(f"EXPLAIN {text}" if explain else text, self.search_path):
                 if rel in classified.reads:
                     classified = replace(classified, reads=classified.reads - {rel})
                 d = self._decide(classified)
