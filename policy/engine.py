@@ -2220,7 +2220,9 @@ class StatementPolicy:
             ):  # another session's DDL too, or the session's own after its block: a load
                 return self._after_a_load(snap, denial)
         scopes = self.scopes
-        named = sorted(c.reads | c.writes)
+        reach = self._reach(c, snap)
+        # (what an inlined function's query reads is planned too: its views' queries show)
+        named = sorted({rel for rel, _how in reach if rel is not None})
         for scope, shown, what in (
             ("pg_catalog.pg_views", snap.view_names, "the view {}: the plan shows its query"),
             ("pg_catalog.pg_rules", snap.ruled, "{}: the plan shows the actions of its rules"),
@@ -2232,7 +2234,8 @@ class StatementPolicy:
                     return Decision(
                         False, "deny.catalog",
                         f"may not EXPLAIN a statement naming {what.format(rel)}, a definition "
-                        f"a read:{scope} scope allows",
+                        f"a read:{scope} scope allows"
+                        + ("" if rel in c.reads or rel in c.writes else " (reached, not named)"),
                     )  # fmt: skip
         if not scopes.allows_relation("read", "pg_catalog.pg_proc"):
             user = snap.user_functions
@@ -2266,7 +2269,7 @@ class StatementPolicy:
                     "the proxy's catalog does not show what its defaults run or what a "
                     "temporary view reads",
                 )  # fmt: skip
-        for reached, what in self._reach(c, snap):
+        for reached, what in reach:
             # a plan is estimated on the statistics of what it reads (a condition's row
             # estimate bisected a value of rows a barrier view never returns: round 63)
             if reached is None or (what and check_read(reached, scopes) is not None):

@@ -336,6 +336,10 @@ def _redefined_elsewhere(px, pg, via_proxy: bool, settle: bool = False) -> tuple
     if not shows(direct, MARK):
         raise RuntimeError(("precondition: no marker directly", direct[-600:]))
     try:
+        # no load an earlier probe started is still to come (one that ran after the owner's
+        # redefinition would see it: the residue's probe then passes by timing, as in a CI
+        # run of session 30)
+        assert planted.wait_catalog_quiet(px, 5.0)
         with planted.session(px) as a:
             run_steps(a, steps_a)
             if via_proxy:
