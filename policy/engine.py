@@ -540,6 +540,7 @@ class StatementPolicy:
         # DDL since the session was last idle outside a block may have attached code a plan
         # prints (``_attaches_code``): an EXPLAIN waits for the block's end
         self._ddl_attached = False
+        self._attached_unloaded = False  # the same, until a fresh snapshot: ``_explained_code``
         # every cache tier, this session's and its view of the shared one (policy/caches.py);
         # shared None: classify everything in this session afresh
         self.caches = SessionCaches(cache_size, shared, self.search_path)
@@ -1639,6 +1640,7 @@ class StatementPolicy:
             if snap is not None:
                 if not snap.stale:
                     self._own_unfollowed = False  # it shows what its DDL made
+                    self._attached_unloaded = self.ddl_open and self._ddl_attached
                 self.encoding_code = snap.encoding_code
                 if snap.temp_code:
                     self._temp_any = True  # (decisions are forgotten below)
@@ -2203,8 +2205,10 @@ class StatementPolicy:
             # what the session's own DDL attached (a default, a cast, a view) is not in the
             # snapshot until a load shows it (red-team round 64: EXPLAIN VERBOSE after SET
             # DEFAULT printed the body): in the DDL's transaction refused where that DDL
-            # may have attached code (``_attaches_code``), otherwise decided on a load that
-            # started after the DDL the snapshot is older than (never cached)
+            # may have attached code (``_attaches_code``); after it, decided on a load that
+            # started after it where it may have, or another session's DDL is newer (not
+            # where only the session's own plain DDL is: asyncpg's CREATE TABLE then EXPLAIN
+            # of a statement it prepared, decided again at its Bind, which cannot wait)
             denial = Decision(
                 False, "deny.catalog",
                 "may not EXPLAIN a statement while DDL is newer than the proxy's catalog "
@@ -2216,9 +2220,10 @@ class StatementPolicy:
                 return denial  # (no load shows a block's DDL before it commits)
             entry = self.catalog_entry
             if snap.stale and not (
-                self.ddl_open and entry is not None and self._own_epoch == entry.epoch
-            ):  # another session's DDL too, or the session's own after its block: a load
-                return self._after_a_load(snap, denial)
+                entry is not None and self._own_epoch == entry.epoch
+                and not self._attached_unloaded
+            ):  # another session's DDL too, or the session's own that may have attached
+                return self._after_a_load(snap, denial)  # code: a load after it decides
         scopes = self.scopes
         reach = self._reach(c, snap)
         # (what an inlined function's query reads is planned too: its views' queries show)
@@ -2878,6 +2883,7 @@ class StatementPolicy:
             self._own_epoch = entry.epoch if own_only else -1
         if not self._ddl_attached and _attaches_code(pairs, snap):
             self._ddl_attached = True  # (until the block ends: ``settle_ddl``)
+            self._attached_unloaded = True  # (until a snapshot loaded after it)
         self.ddl_open = True
         if any(d.opens_ddl for _c, d in pairs):
             # code that may run DDL may also PREPARE (dynamic SQL, a static PREPARE): a
