@@ -754,6 +754,8 @@ class StatementPolicy:
         refuses where anything depends on what it drops, and drops only what it names."""
         self.rewritten = None
         verdict = self._checked_query(sql)
+        if verdict.allowed:
+            return verdict  # (every allowed statement: no call more)
         restricted = self._as_restrict(sql, verdict)
         if restricted is None:
             return verdict
@@ -763,9 +765,9 @@ class StatementPolicy:
         return again
 
     def _as_restrict(self, sql: str, verdict: Verdict) -> str | None:
-        """The text to decide again for a verdict refused for a CASCADE drop behaviour
-        (``pgparse.restrict_cascade``), or None: any other verdict, or a dry run."""
-        if verdict.allowed or verdict is CATALOG_WAIT or not self.enforce or not any(
+        """The text to decide again for a refused verdict whose refusal is a CASCADE drop
+        behaviour (``pgparse.restrict_cascade``), or None: another refusal, or a dry run."""
+        if verdict is CATALOG_WAIT or not self.enforce or not any(
             c.cls is StatementClass.UNKNOWN and "CASCADE" in c.detail
             for c, _d in verdict.decisions
         ):
@@ -841,7 +843,9 @@ class StatementPolicy:
         instead, and the statement is remembered with it (what the server holds)."""
         self.rewritten = None
         verdict = self._checked_parse(sql, param_types, name, can_wait, again)
-        restricted = None if again else self._as_restrict(sql, verdict)
+        if verdict.allowed or again:
+            return verdict
+        restricted = self._as_restrict(sql, verdict)
         if restricted is None or self.can_reparse is None or not self.can_reparse(restricted):
             return verdict
         verdict = self._checked_parse(restricted, param_types, name, can_wait, again)

@@ -98,8 +98,6 @@ tables are deny.unknown.
 
 from __future__ import annotations
 
-import itertools
-
 import pytest
 
 from tests.support import planted
@@ -207,37 +205,10 @@ def px(pg, tmp_path_factory):
         yield h
 
 
-_NAMES = itertools.count()
-
-
-def _run(c: RawClient, mode: str, sql: str) -> str:
-    """``sql`` in ``mode``: a simple Query, unnamed Parse/Bind/Execute, or a named prepared
-    statement of a fresh name (Parse, then Bind/Execute)."""
-    if mode != "prepared":
-        return planted.text(planted.RAW_MODES[mode](c, sql))
-    name = f"r66_{next(_NAMES)}"
-    frames = planted.parsed(c, name, sql)
-    if not any(f[:1] == b"E" for f in frames):
-        frames += planted.bound(c, name)
-    return planted.text(frames)
-
-
-def _proxied(px, mode: str, sqls: list[str]) -> list[str]:
-    with planted.session(px) as c:
-        return [_run(c, mode, s) for s in sqls]
-
-
-def _direct(pg, *sqls: str) -> list[str]:
-    with RawClient.direct(pg) as c:
-        c.query("BEGIN")
-        c.query("SET ROLE pgwitness")
-        got = [planted.text(c.query(s)) for s in sqls]
-        c.query("ROLLBACK")
-    return got
-
-
-def _refused(t: str) -> bool:
-    return "C42501" in t and "pgwitness:" in t
+_run = planted.run_mode
+_proxied = planted.proxied
+_direct = planted.direct_as_owner
+_refused = planted.refused_by_proxy
 
 
 # -- leaks 1-2: row security applied where the proxy does not look ----------------------

@@ -93,12 +93,9 @@ view reaches and refuses both ("its row security policy reads r67x.acc").
 
 from __future__ import annotations
 
-import itertools
-
 import pytest
 
 from tests.support import planted
-from tests.support.rawpg import RawClient
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -193,35 +190,10 @@ def px(pg, tmp_path_factory):
         yield h
 
 
-_NAMES = itertools.count()
-
-
-def _run(c: RawClient, mode: str, sql: str) -> str:
-    if mode != "prepared":
-        return planted.text(planted.RAW_MODES[mode](c, sql))
-    name = f"r67_{next(_NAMES)}"
-    frames = planted.parsed(c, name, sql)
-    if not any(f[:1] == b"E" for f in frames):
-        frames += planted.bound(c, name)
-    return planted.text(frames)
-
-
-def _proxied(px, mode: str, sqls: list[str]) -> list[str]:
-    with planted.session(px) as c:
-        return [_run(c, mode, s) for s in sqls]
-
-
-def _direct(pg, *sqls: str) -> list[str]:
-    with RawClient.direct(pg) as c:
-        c.query("BEGIN")
-        c.query("SET ROLE pgwitness")
-        got = [planted.text(c.query(s)) for s in sqls]
-        c.query("ROLLBACK")
-    return got
-
-
-def _refused(t: str) -> bool:
-    return "C42501" in t and "pgwitness:" in t
+_run = planted.run_mode
+_proxied = planted.proxied
+_direct = planted.direct_as_owner
+_refused = planted.refused_by_proxy
 
 
 def _filtered(t: str) -> bool:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import re
 import time
 
@@ -340,6 +341,41 @@ def _raw_prepared(c: RawClient, sql: str) -> list[bytes]:
 
 
 RAW_MODES = {"simple": RawClient.query, "extended": raw_extended, "prepared": _raw_prepared}
+_PREPARED_NAMES = itertools.count()
+
+
+def run_mode(c: RawClient, mode: str, sql: str) -> str:
+    """``sql`` in ``mode`` (simple, extended, or a named statement parsed, then bound if the
+    Parse was not refused), every byte received as text (rounds 66, 67)."""
+    if mode != "prepared":
+        return text(RAW_MODES[mode](c, sql))
+    name = f"probe_{next(_PREPARED_NAMES)}"
+    frames = parsed(c, name, sql)
+    if not any(f[:1] == b"E" for f in frames):
+        frames += bound(c, name)
+    return text(frames)
+
+
+def proxied(handle, mode: str, sqls: list[str]) -> list[str]:
+    """``sqls`` in ``mode`` in one session of ``handle``'s grant: each one's text."""
+    with session(handle) as c:
+        return [run_mode(c, mode, s) for s in sqls]
+
+
+def direct_as_owner(pg, *sqls: str) -> list[str]:
+    """``sqls`` run directly as the owner role (``pgwitness``) in a block rolled back: each
+    one's text."""
+    with RawClient.direct(pg) as c:
+        c.query("BEGIN")
+        c.query("SET ROLE pgwitness")
+        got = [text(c.query(s)) for s in sqls]
+        c.query("ROLLBACK")
+    return got
+
+
+def refused_by_proxy(t: str) -> bool:
+    """Did the proxy (42501, its own message) refuse what ``t`` received?"""
+    return "C42501" in t and "pgwitness:" in t
 
 
 def text(frames: list[bytes]) -> str:
