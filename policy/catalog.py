@@ -787,13 +787,25 @@ WHERE v.relkind = 'v' AND vn.nspname NOT IN ('pg_catalog', 'information_schema')
 # SQL function PostgreSQL may inline there is a view within the view, and a statement's
 # conditions on the view reach the rows its query hides (red-team round 52).
 VIEW_FUNCTIONS_SQL = """
+WITH deps(classid, objid, fn) AS (
+  -- what an object's expression calls: a function, an operator's, a cast's (red-team
+  -- round 68: PostgreSQL records the operator, not the function behind it)
+  SELECT d.classid, d.objid, CASE d.refclassid
+    WHEN 'pg_catalog.pg_proc'::pg_catalog.regclass THEN d.refobjid
+    WHEN 'pg_catalog.pg_operator'::pg_catalog.regclass THEN
+      (SELECT o.oprcode::pg_catalog.oid FROM pg_catalog.pg_operator o WHERE o.oid = d.refobjid)
+    ELSE (SELECT k.castfunc FROM pg_catalog.pg_cast k WHERE k.oid = d.refobjid) END
+  FROM pg_catalog.pg_depend d
+  WHERE d.refclassid IN ('pg_catalog.pg_proc'::pg_catalog.regclass,
+                         'pg_catalog.pg_operator'::pg_catalog.regclass,
+                         'pg_catalog.pg_cast'::pg_catalog.regclass)
+)
 SELECT DISTINCT vn.nspname, v.relname, pn.nspname, p.proname
 FROM pg_catalog.pg_rewrite r
 JOIN pg_catalog.pg_class v ON v.oid = r.ev_class
 JOIN pg_catalog.pg_namespace vn ON vn.oid = v.relnamespace
-JOIN pg_catalog.pg_depend d ON d.classid = 'pg_catalog.pg_rewrite'::pg_catalog.regclass
-     AND d.objid = r.oid AND d.refclassid = 'pg_catalog.pg_proc'::pg_catalog.regclass
-JOIN pg_catalog.pg_proc p ON p.oid = d.refobjid
+JOIN deps d ON d.classid = 'pg_catalog.pg_rewrite'::pg_catalog.regclass AND d.objid = r.oid
+JOIN pg_catalog.pg_proc p ON p.oid = d.fn
 JOIN pg_catalog.pg_namespace pn ON pn.oid = p.pronamespace
 WHERE v.relkind = 'v' AND vn.nspname NOT IN ('pg_catalog', 'information_schema')
   AND vn.nspname NOT LIKE 'pg\\_temp\\_%'
@@ -1004,15 +1016,25 @@ WITH RECURSIVE domains(typ, base) AS (
   UNION
   SELECT d.typ, t.typbasetype FROM domains d JOIN pg_catalog.pg_type t ON t.oid = d.base
   WHERE t.typtype = 'd'
+), deps(classid, objid, fn) AS (
+  -- what an object's expression calls: a function, an operator's, a cast's (red-team
+  -- round 68: PostgreSQL records the operator, not the function behind it)
+  SELECT d.classid, d.objid, CASE d.refclassid
+    WHEN 'pg_catalog.pg_proc'::pg_catalog.regclass THEN d.refobjid
+    WHEN 'pg_catalog.pg_operator'::pg_catalog.regclass THEN
+      (SELECT o.oprcode::pg_catalog.oid FROM pg_catalog.pg_operator o WHERE o.oid = d.refobjid)
+    ELSE (SELECT k.castfunc FROM pg_catalog.pg_cast k WHERE k.oid = d.refobjid) END
+  FROM pg_catalog.pg_depend d
+  WHERE d.refclassid IN ('pg_catalog.pg_proc'::pg_catalog.regclass,
+                         'pg_catalog.pg_operator'::pg_catalog.regclass,
+                         'pg_catalog.pg_cast'::pg_catalog.regclass)
 ), calls(rel, fn) AS (
-  SELECT ad.adrelid, d.refobjid FROM pg_catalog.pg_attrdef ad
-  JOIN pg_catalog.pg_depend d ON d.classid = 'pg_catalog.pg_attrdef'::pg_catalog.regclass
-       AND d.objid = ad.oid AND d.refclassid = 'pg_catalog.pg_proc'::pg_catalog.regclass
+  SELECT ad.adrelid, d.fn FROM pg_catalog.pg_attrdef ad
+  JOIN deps d ON d.classid = 'pg_catalog.pg_attrdef'::pg_catalog.regclass AND d.objid = ad.oid
   UNION
-  SELECT a.attrelid, d.refobjid FROM pg_catalog.pg_attribute a
+  SELECT a.attrelid, d.fn FROM pg_catalog.pg_attribute a
   JOIN domains dm ON dm.typ = a.atttypid
-  JOIN pg_catalog.pg_depend d ON d.classid = 'pg_catalog.pg_type'::pg_catalog.regclass
-       AND d.objid = dm.base AND d.refclassid = 'pg_catalog.pg_proc'::pg_catalog.regclass
+  JOIN deps d ON d.classid = 'pg_catalog.pg_type'::pg_catalog.regclass AND d.objid = dm.base
   WHERE a.attnum > 0 AND NOT a.attisdropped
 )
 SELECT DISTINCT rn.nspname, r.relname, pn.nspname, p.proname
@@ -1262,6 +1284,10 @@ class Snapshot:
     # a view under it that is no barrier either, calls (VIEW_FUNCTIONS_SQL,
     # view_functions_from_rows): an inlinable one hides rows within the view
     view_functions: dict[str, frozenset[str]] = field(default_factory=dict)
+    # the database's DDL count (``_Entry.epoch``) when the load's queries started: the
+    # counts after it are the DDL this snapshot cannot speak for (``StatementPolicy``
+    # asks whether each was its session's own: ``_only_own_ddl``)
+    loaded_epoch: int = -1
 
     @property
     def user_schema_safe(self) -> bool:
@@ -1780,12 +1806,16 @@ class CatalogCache:
         published: dict[str, frozenset[str]] | None = None,
         policy_exprs: dict[str, tuple[tuple[str, str], ...]] | None = None,
         policy_exprs_role: dict[str, tuple[tuple[str, str], ...]] | None = None,
+        loaded_epoch: int | None = None,
     ) -> Snapshot:
         """``loaded_at``: when the load's queries started (monotonic; default now): what a
-        statement arriving later may be decided on (``StatementPolicy._describe_refusal``)."""
+        statement arriving later may be decided on (``StatementPolicy._describe_refusal``);
+        ``loaded_epoch``: the entry's ``epoch`` then (default: now's)."""
         entry = self.entries.setdefault(database, _Entry())
         if loaded_at is None:
             loaded_at = time.monotonic()
+        if loaded_epoch is None:
+            loaded_epoch = entry.epoch
         snap = Snapshot(
             frozenset(functions), dict(columns),
             # a load that started before DDL went through: stale as the snapshot it replaces
@@ -1816,6 +1846,7 @@ class CatalogCache:
             view_calls=dict(view_calls or {}), policy_reads=dict(policy_reads or {}),
             policy_reads_role=dict(policy_reads_role or {}), published=dict(published or {}),
             policy_exprs=dict(policy_exprs or {}), policy_exprs_role=dict(policy_exprs_role or {}),
+            loaded_epoch=loaded_epoch,
         )  # fmt: skip
         if entry.removed:
             started = snap.loaded_at

@@ -371,6 +371,8 @@ def _attaches_code(pairs: tuple[Pair, ...], snap: Snapshot | None) -> bool:
             parts = split_name(typ)
             if (parts[0] != "pg_catalog") if parts is not None else typ in snap.user_types:
                 return True
+        if c.attributes or any(_user_operator(op, snap) for op in c.operators):
+            return True  # (a call with column syntax, an operator's function: round 68)
         for fn in c.functions:
             parts = split_name(fn)
             if parts is not None:  # qualified: only pg_catalog's are built-ins
@@ -379,6 +381,16 @@ def _attaches_code(pairs: tuple[Pair, ...], snap: Snapshot | None) -> bool:
             elif called_name(fn) in snap.user_functions or not is_builtin_function(called_name(fn)):
                 return True
     return False
+
+
+def _user_operator(op: str, snap: Snapshot) -> bool:
+    """May operator ``op`` (as classify renders it: ``OPERATOR(s.##)`` as ``s.##``) run a
+    user-written function? Written qualified, unless pg_catalog's (red-team round 68: the
+    snapshot knows user operators by their bare names); bare, if one is named so."""
+    schema, dot, bare = op.rpartition(".")
+    if dot and schema:
+        return schema.strip('"') != "pg_catalog" or bare in snap.user_operators
+    return op in snap.user_operators
 
 
 _EXPLAIN_AFTER_DDL = Decision(
@@ -583,12 +595,12 @@ class StatementPolicy:
         # default or CHECK its decision's snapshot did not know: what the server says about
         # it is withheld (``write_mark``, ``writes_moved``; red-team round 36: a migration's
         # CREATE TRIGGER committed while the write waited for its lock). ``_own_bumps``:
-        # the counts this session's own DDL made; ``_own_epoch``: the count when only this
-        # session's DDL made the snapshot stale (-1: another's too).
+        # the counts this session's own DDL made; ``_own_epochs``: which counts they were
+        # (``_only_own_ddl``: was every count since a snapshot's load started its own?).
         self.catalog_entry: Any = None
         self.on_block: Callable[[int], object] | None = None
         self._own_bumps = 0
-        self._own_epoch = -1
+        self._own_epochs: set[int] = set()
         # its own DDL made a relation that takes code from another (PARTITION OF, INHERITS:
         # the parent's triggers, CHECKs, DEFAULTs), code it did not name: until a snapshot
         # that is not stale, a write after it is not excused the reload (red-team round 59)
@@ -1228,18 +1240,45 @@ class StatementPolicy:
         ran = self.ddl_open
         self.ddl_open = False
         self._ddl_attached = False
-        entry = self.catalog_entry
-        # only this session's DDL made the snapshot stale: so it stays after the settle's
-        # own invalidation (a read then does not wait for the reload: ``_stale_write``)
-        own = entry is not None and self._own_epoch == entry.epoch
         if (removed or ran) and self.on_settle is not None:
+            # (its own count: a read then does not wait for the reload, ``_stale_write``)
+            before = self._epoch_now()
             self.on_settle(removed)
             self._own_bumps += 1
-        self._own_epoch = entry.epoch if own and entry is not None else -1
+            self._counted_own(before)
         if self._block_counted:
             self._block_counted = False
             if self.on_block is not None:
                 self.on_block(-1)
+
+    def _epoch_now(self) -> int:
+        entry = self.catalog_entry
+        return -1 if entry is None else int(entry.epoch)
+
+    def _counted_own(self, before: int) -> None:
+        """The session's DDL or its transaction's end was just counted (``on_ddl``,
+        ``on_settle``): the count is its own if it was the only one."""
+        entry = self.catalog_entry
+        if entry is None or before < 0 or entry.epoch != before + 1:
+            return  # (not counted, or not alone: none of it is taken as its own)
+        own = self._own_epochs
+        own.add(before + 1)
+        if len(own) > 256:
+            self._own_epochs = {e for e in own if e > before - 128}
+
+    def _only_own_ddl(self, snap: Snapshot | None) -> bool:
+        """Was all the DDL counted since ``snap``'s load started this session's own (or
+        none)? Then what a load would add is what that DDL attached, which the policy
+        decided as it went; another session's DDL, or its transaction's end, since then
+        is not (a load that started after both shows what they left)."""
+        entry = self.catalog_entry
+        if entry is None or snap is None:
+            return False
+        since, now = snap.loaded_epoch, int(entry.epoch)
+        if since < 0 or now - since > len(self._own_epochs):
+            return now == since >= 0
+        own = self._own_epochs
+        return all(e in own for e in range(since + 1, now + 1))
 
     def _stale_write(self, verdict: Verdict, can_wait: bool) -> bool:
         """Must allowed ``verdict``, decided on a stale snapshot, wait for the reload the
@@ -1270,7 +1309,7 @@ class StatementPolicy:
             for c, _d in decisions
         ):  # fmt: skip
             return False  # a read of nothing another session's DDL may have changed
-        own = entry is not None and self._own_epoch == entry.epoch
+        own = self._only_own_ddl(snap)
         if own and writes and self._own_unfollowed:
             if self.ddl_open:
                 # in its block no load shows what the child took from its parent: withheld
@@ -2222,11 +2261,8 @@ class StatementPolicy:
             self._complete_used = True
             if self.ddl_open and self._ddl_attached:
                 return denial  # (no load shows a block's DDL before it commits)
-            entry = self.catalog_entry
-            if snap.stale and not (
-                entry is not None and self._own_epoch == entry.epoch
-                and not self._attached_unloaded
-            ):  # another session's DDL too, or the session's own that may have attached
+            if snap.stale and not (self._only_own_ddl(snap) and not self._attached_unloaded):
+                # another session's DDL too, or the session's own that may have attached
                 return self._after_a_load(snap, denial)  # code: a load after it decides
         scopes = self.scopes
         reach = self._reach(c, snap)
@@ -2257,10 +2293,22 @@ class StatementPolicy:
                 if written:
                     return self._explained_body(fn)
             for op in sorted(c.operators):
-                if op in snap.user_operators:
+                if _user_operator(op, snap):
                     return self._explained_body(f"the operator {op}")
+            for name in sorted(c.attributes):
+                # (a name a user-written function has, with column syntax: a call unless
+                # a column is named so; fail closed, columns are not mapped to relations)
+                if name in user:
+                    return self._explained_body(f"{name} (.{name} with column syntax may be a call)")
             for fn, how in self._unnamed_code(c, snap):
                 return self._explained_body(f"{fn} without naming it ({how})")
+            for rel in named:
+                if rel in snap.ruled:
+                    # (a rule's actions may call code and write where defaults run: round 68)
+                    return self._explained_body(f"what the rules of {rel} run")
+                for fn in sorted(snap.view_calls.get(rel, ())):
+                    # a view's query's calls, its operators' functions (VIEW_FUNCTIONS_SQL)
+                    return self._explained_body(f"{fn} without naming it (the query of {rel})")
         relations = c.reads | c.writes
         if self._temp_names or self._temp_any:
             # (an unqualified name is read as the search path's first schema's: only such
@@ -2867,24 +2915,20 @@ class StatementPolicy:
         fresh = removed - self.ddl_unsettled  # a key this session holds already: once
         entry = self.catalog_entry
         snap = self.catalog() if self.catalog is not None else None
-        own_only = (
-            snap is None or not snap.stale
-            or (entry is not None and self._own_epoch == entry.epoch)
-        )  # fmt: skip
         if not self._block_counted and self.on_block is not None:
             # counted before the DDL is: a function it defines stays unread while any block
             # is open (``CatalogCache.invalidate``)
             self._block_counted = True
             self.on_block(1)
+        before = self._epoch_now()
         self.on_ddl(defined, fresh)
+        self._counted_own(before)
         if defined and entry is not None:
             # a function defined or replaced: a caller of it counts as code that may run
             # DDL only once a load read its body, so every session checks its names as in
             # a code window until then (red-team round 49: g calling a redefined f)
             code_ran(entry)
         self._own_bumps += 1
-        if entry is not None:
-            self._own_epoch = entry.epoch if own_only else -1
         if not self._ddl_attached and _attaches_code(pairs, snap):
             self._ddl_attached = True  # (until the block ends: ``settle_ddl``)
             self._attached_unloaded = True  # (until a snapshot loaded after it)

@@ -231,6 +231,7 @@ class CatalogLoader:
 
     async def load(self, database: str) -> None:
         started = time.monotonic()  # what the snapshot can speak for: before its queries ran
+        epoch = self.cache.entry(database).epoch  # (the DDL counted by then)
         (functions, column_rows, role_schemas, user_function_rows, user_operator_rows,
          user_type_rows, type_oid_rows, cascade_rows, view_rows, view_read_rows,
          inlinable_rows, ruled_rows, relation_rows, schema_rows, defaulted_rows,
@@ -349,6 +350,7 @@ class CatalogLoader:
             domain_schemas=[r[0] for r in _ok(domain_rows)],
             triggered=relation_names(_ok(triggered_rows)),
             loaded_at=started,
+            loaded_epoch=epoch,
             descendants=cascade_reach(
                 (render_name(s1, t1), render_name(s2, t2))
                 for s1, t1, s2, t2, part in _ok(inheritance_rows) if part == "f"
