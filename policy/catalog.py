@@ -1288,6 +1288,10 @@ class Snapshot:
     # counts after it are the DDL this snapshot cannot speak for (``StatementPolicy``
     # asks whether each was its session's own: ``_only_own_ddl``)
     loaded_epoch: int = -1
+    # every type's name outside the temporary schemas (TYPE_NAMES_SQL): the built-ins, the
+    # user-made, each relation's row type: what a temporary object may not be named
+    # (``StatementPolicy._shadowing_temp``)
+    type_names: frozenset[str] = frozenset()
 
     @property
     def user_schema_safe(self) -> bool:
@@ -1323,6 +1327,22 @@ SELECT DISTINCT n.nspname FROM pg_catalog.pg_type t
 JOIN pg_catalog.pg_namespace n ON n.oid = t.typnamespace
 WHERE t.typtype = 'd' AND t.typdefaultbin IS NOT NULL
   AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+"""
+
+# Every type's name outside the temporary schemas (a relation's row type has its name), and
+# every sequence's (``nextval('s')`` resolves its text on the path too):
+# PostgreSQL searches pg_temp first for relations and types wherever a path leaves it out
+# (a function's own SET search_path), so a temporary object of such a name would stand for
+# the other in granted code (red-team round 69).
+TYPE_NAMES_SQL = r"""
+SELECT t.typname FROM pg_catalog.pg_type t
+JOIN pg_catalog.pg_namespace n ON n.oid = t.typnamespace
+WHERE n.nspname NOT LIKE 'pg\_temp\_%' AND n.nspname NOT LIKE 'pg\_toast\_temp\_%'
+  AND t.typname NOT LIKE '\_%'
+UNION
+SELECT c.relname FROM pg_catalog.pg_class c
+JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+WHERE c.relkind = 'S' AND n.nspname NOT LIKE 'pg\_temp\_%'
 """
 
 # Schemas outside the system's: a grant naming each with schema.* has nothing outside it.
@@ -1807,6 +1827,7 @@ class CatalogCache:
         policy_exprs: dict[str, tuple[tuple[str, str], ...]] | None = None,
         policy_exprs_role: dict[str, tuple[tuple[str, str], ...]] | None = None,
         loaded_epoch: int | None = None,
+        type_names=(),
     ) -> Snapshot:
         """``loaded_at``: when the load's queries started (monotonic; default now): what a
         statement arriving later may be decided on (``StatementPolicy._describe_refusal``);
@@ -1846,7 +1867,7 @@ class CatalogCache:
             view_calls=dict(view_calls or {}), policy_reads=dict(policy_reads or {}),
             policy_reads_role=dict(policy_reads_role or {}), published=dict(published or {}),
             policy_exprs=dict(policy_exprs or {}), policy_exprs_role=dict(policy_exprs_role or {}),
-            loaded_epoch=loaded_epoch,
+            loaded_epoch=loaded_epoch, type_names=frozenset(type_names),
         )  # fmt: skip
         if entry.removed:
             started = snap.loaded_at

@@ -1876,7 +1876,10 @@ class StatementPolicy:
             if why is not None:
                 return Decision(False, "deny.catalog", why)
         if c.cls is StatementClass.DDL:
-            denial = self._defines_a_built_in_name(c) or self._defines_code(c)
+            denial = (
+                self._defines_a_built_in_name(c) or self._defines_code(c)
+                or self._shadowing_temp(c)
+            )  # fmt: skip
             if denial is not None:
                 return denial
         if self.catalog is not None:
@@ -2506,6 +2509,32 @@ class StatementPolicy:
                 )
                 if denial is not None:
                     return denial
+        return None
+
+    def _shadowing_temp(self, c: Classified) -> Decision | None:
+        """A temporary relation, type or domain named (or renamed) like a type or relation
+        outside the temporary schemas (``Snapshot.type_names``: a built-in type, a user's,
+        a relation's row type). The pin names pg_temp last, but a function's own ``SET
+        search_path`` that leaves it out searches it first for relations and types: there
+        the temporary object would stand for the other inside granted code (red-team round
+        69: a temporary ``text`` made a granted function's conversion error quote the
+        secret it only compared; a temporary table named like one it writes would take
+        what it writes)."""
+        snap = self._snapshot_seen
+        if snap is None or not snap.type_names or c.command.startswith("DROP"):
+            return None
+        for op, rel in sorted(c.write_ops):
+            if op != "ddl" or not rel.startswith("pg_temp."):
+                continue
+            parts = split_name(rel)
+            name = parts[1] if parts is not None else None
+            if name is not None and name in snap.type_names:
+                return Decision(
+                    False, "deny.temp",
+                    f"may not make {rel}: a temporary relation or type named like the type or "
+                    f"relation {name} would stand for it where pg_temp is searched first (a "
+                    "function's own search_path that leaves it out); choose another name",
+                )  # fmt: skip
         return None
 
     def _defines_code(self, c: Classified) -> Decision | None:

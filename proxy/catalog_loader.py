@@ -39,6 +39,7 @@ from policy.catalog import (
     RULED_SQL,
     STATISTICS_SQL,
     TRIGGERED_SQL,
+    TYPE_NAMES_SQL,
     TYPE_USERS_SQL,
     USER_FUNCTIONS_SQL,
     USER_OPERATORS_SQL,
@@ -239,7 +240,7 @@ class CatalogLoader:
          global_cast_rows, function_type_rows, event_rows, opclass_rows,
          relation_opclass_rows, code_flag_rows, ddl_code_rows, view_function_rows,
          relation_policy_rows, type_user_rows, statistics_rows,
-         default_function_rows, policy_read_rows, published_rows,
+         default_function_rows, policy_read_rows, published_rows, type_name_rows,
          policy_expr_rows) = await _queries(
             self.cfg, self.credentials, database, FUNCTIONS_SQL, COLUMNS_SQL, ROLE_SCHEMAS_SQL,
             USER_FUNCTIONS_SQL, USER_OPERATORS_SQL, USER_TYPES_SQL, USER_TYPE_OIDS_SQL,
@@ -249,7 +250,7 @@ class CatalogLoader:
             FUNCTION_TYPES_SQL, EVENT_TRIGGERS_SQL, OPCLASS_FUNCTIONS_SQL, RELATION_OPCLASS_SQL,
             CODE_FLAGS_SQL, DDL_CODE_SQL, VIEW_FUNCTIONS_SQL, RELATION_POLICY_SQL,
             TYPE_USERS_SQL, STATISTICS_SQL, DEFAULT_FUNCTIONS_SQL, POLICY_READS_SQL,
-            PUBLISHED_SQL,
+            PUBLISHED_SQL, TYPE_NAMES_SQL,
             POLICY_EXPRS_SQL,  # last: it sets its own search_path
         )  # fmt: skip
         views_unread = False
@@ -351,6 +352,7 @@ class CatalogLoader:
             triggered=relation_names(_ok(triggered_rows)),
             loaded_at=started,
             loaded_epoch=epoch,
+            type_names=[r[0] for r in _ok(type_name_rows)],
             descendants=cascade_reach(
                 (render_name(s1, t1), render_name(s2, t2))
                 for s1, t1, s2, t2, part in _ok(inheritance_rows) if part == "f"

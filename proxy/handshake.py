@@ -391,6 +391,12 @@ class Handshake:
                 and snapshot.user_schema_safe
             )
             path = ", ".join(_quote_ident(s) for s in policy.search_path)
+            if "pg_temp" not in policy.search_path:
+                # last: PostgreSQL searches the session's temporary schema first for
+                # relations and types unless the path names it, so a temporary table or
+                # type the agent makes would shadow what granted code (a function's body)
+                # and the agent's own unqualified names mean (red-team round 69)
+                path += ", pg_temp"
             params["search_path"] = f'"$user", {path}' if with_user else path
         # The client's application_name upstream, or with upstream.tag_application_name
         # pgw:<tag>/<client's name> (proxy/appname.py): one tag per connection, so a

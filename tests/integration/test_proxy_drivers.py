@@ -29,7 +29,7 @@ AGENT = "e2e-drivers"
 SCOPES = "read:public.orders,public.customers listen:drivers_chan"  # the pool test LISTENs
 SECRET = "planted-secret-in-user-schema"
 UPSTREAM_ROLE = "pgwitness"
-PINNED = "public"
+PINNED = "public, pg_temp"  # (pg_temp last: red-team round 69)
 
 
 @pytest.fixture(scope="module")

@@ -55,20 +55,20 @@ def test_unqualified_names_resolve_upstream_as_the_policy_resolved_them(grant_pr
     with direct:
         assert direct.execute("SELECT secret FROM orders").fetchone() == ("shadowed",)
     with connect(grant_proxy) as conn:
-        assert conn.execute("SHOW search_path").fetchone() == ("public",)
+        assert conn.execute("SHOW search_path").fetchone() == ("public, pg_temp",)
         cols = [d.name for d in conn.execute("SELECT * FROM orders LIMIT 1").description]
         assert "secret" not in cols and "customer_id" in cols
         for change in ("SET search_path = pgwitness, public", "SET LOCAL search_path = pgwitness",
                        "SELECT set_config('search_path', 'pgwitness, public', false)"):
             with pytest.raises(psycopg.errors.InsufficientPrivilege):
                 conn.execute(change)
-        assert conn.execute("SHOW search_path").fetchone() == ("public",)
+        assert conn.execute("SHOW search_path").fetchone() == ("public, pg_temp",)
         # RESET goes back to the startup packet's value, the pin, not the role's default
         # (which picks the pgwitness schema's table): allowed, on both protocols
         simple = conn.pgconn.exec_(b"RESET search_path")  # a simple Query
         assert simple.status == psycopg.pq.ExecStatus.COMMAND_OK, simple.error_message
         conn.execute("RESET search_path", prepare=True)  # Parse, Bind, Execute
-        assert conn.execute("SHOW search_path").fetchone() == ("public",)
+        assert conn.execute("SHOW search_path").fetchone() == ("public, pg_temp",)
         cols = [d.name for d in conn.execute("SELECT * FROM orders LIMIT 1").description]
         assert "secret" not in cols and "customer_id" in cols
 

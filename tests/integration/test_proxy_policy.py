@@ -839,18 +839,18 @@ def test_unqualified_names_resolve_where_the_policy_checked_them(pproxy, role_sc
         path = conn.execute("SHOW search_path").fetchone()[0]
     assert "shadow-row" not in names, names
     assert names == ["Ada", "Grace", "Edsger"]
-    assert path == "public"
+    assert path == "public, pg_temp"
 
 
 @pytest.mark.parametrize("reset", ["RESET ALL", "DISCARD ALL", "RESET search_path"])
 def test_search_path_stays_what_the_policy_assumes(pproxy, reset):
     with p_connect(pproxy) as conn:
-        assert conn.execute("SHOW search_path").fetchone() == ("public",)
+        assert conn.execute("SHOW search_path").fetchone() == ("public, pg_temp",)
         try:
             conn.execute(reset)
         except psycopg.errors.InsufficientPrivilege:
             pass  # refusing to reset it is fine too
-        assert conn.execute("SHOW search_path").fetchone() == ("public",)
+        assert conn.execute("SHOW search_path").fetchone() == ("public, pg_temp",)
 
 
 def test_mistyped_sql_gets_the_servers_syntax_error_and_the_session_goes_on(pproxy, pg):

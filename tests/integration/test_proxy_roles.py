@@ -666,24 +666,24 @@ def test_a_per_grant_session_reads_postgres_default_search_path_where_safe(pg, t
                         10, f"sessions to read search_path {expected}", 0.1)  # fmt: skip
 
     try:
-        path, seen, notes = pinned_to('"$user", public')
+        path, seen, notes = pinned_to('"$user", public, pg_temp')
         assert seen == "{public}" and "pgw-secret-own-schema" not in notes
-        assert raw_session()[0] == '"$user", public'  # over the simple protocol too
+        assert raw_session()[0] == '"$user", public, pg_temp'  # over the simple protocol too
         # PUBLIC may create schemas: a grant's role could make "$user" resolve
         pg.psql("GRANT CREATE ON DATABASE app TO PUBLIC", db="app")
         try:
-            pinned_to("public")
+            pinned_to("public, pg_temp")
         finally:
             pg.psql("REVOKE CREATE ON DATABASE app FROM PUBLIC", db="app")
-        pinned_to('"$user", public')
+        pinned_to('"$user", public, pg_temp')
         # one per-grant role given CREATE on the database (a DBA's own GRANT)
         other, _token = issue(handle)
         pg.psql(f"GRANT CREATE ON DATABASE app TO {other.db_role}", db="app")
         try:
-            pinned_to("public")
+            pinned_to("public, pg_temp")
         finally:
             pg.psql(f"REVOKE CREATE ON DATABASE app FROM {other.db_role}", db="app")
-        pinned_to('"$user", public')
+        pinned_to('"$user", public, pg_temp')
         # a schema under the role's own name, readable by it (as only a DBA could make it)
         pg.psql(
             f"CREATE SCHEMA {role} AUTHORIZATION pgw_admin; "
@@ -695,13 +695,13 @@ def test_a_per_grant_session_reads_postgres_default_search_path_where_safe(pg, t
         try:
             # A session that began before a snapshot saw the schema is the window the docs
             # name (docs/decisions.md); once one has, every new session reads public.
-            _path, seen, notes = pinned_to("public")
+            _path, seen, notes = pinned_to("public, pg_temp")
             assert seen == "{public}" and "pgw-secret-own-schema" not in notes, notes
             for _ in range(5):
                 path, joined = raw_session()
-                assert path == "public" and "pgw-secret-own-schema" not in joined, joined
+                assert path == "public, pg_temp" and "pgw-secret-own-schema" not in joined, joined
                 path, seen, notes = asyncio.run(session())
-                assert path == "public" and "pgw-secret-own-schema" not in notes, notes
+                assert path == "public, pg_temp" and "pgw-secret-own-schema" not in notes, notes
         finally:
             pg.psql(f"DROP SCHEMA {role} CASCADE", db="app")
     finally:

@@ -1,0 +1,74 @@
+"""A temporary object may not take the name of a type or relation outside the temporary
+schemas (session 31; red-team round 69). The pin names ``pg_temp`` last, but a function's
+own ``SET search_path`` that leaves it out searches it first for relations and types, so a
+temporary ``text`` would be what the function's ``text`` means, and a temporary table named
+like one it writes would take what it writes. ``Snapshot.type_names`` (TYPE_NAMES_SQL):
+every type's name (built-ins, user types, each relation's row type) and every sequence's."""
+
+from __future__ import annotations
+
+import pytest
+
+from policy import StatementPolicy
+from policy.catalog import CatalogCache
+from policy.scopes import parse_scopes
+
+NAMES = ["text", "int4", "t", "log", "invoice_seq"]  # (a built-in, a table's row type, ...)
+
+
+def _policy(scopes: str, names=NAMES) -> StatementPolicy:
+    c = CatalogCache()
+    c.put("db", [], {"public.t": frozenset({"k"})}, type_names=names)
+    p = StatementPolicy(parse_scopes(scopes), task="x", shared=None)
+    p.catalog = lambda: c.get("db")
+    return p
+
+
+SCOPES = [
+    "execute:public.f",  # temporary tables need no scope
+    "read:public.* write:public.* ddl:public.*",
+    "ddl:pg_temp.*",  # not even an explicit one makes it
+]
+
+
+@pytest.mark.parametrize("scopes", SCOPES)
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "CREATE TEMP TABLE text (x int)",
+        "CREATE TEMPORARY TABLE IF NOT EXISTS int4 (x int)",
+        "CREATE TABLE pg_temp.log (s text)",
+        "CREATE TYPE pg_temp.text AS (x int)",
+        "CREATE DOMAIN pg_temp.text AS pg_catalog.text CHECK (VALUE <> '')",
+        "CREATE TEMP VIEW log AS SELECT 1 AS s",
+        "CREATE TEMP SEQUENCE invoice_seq",
+        "CREATE TEMP TABLE t AS SELECT 1 AS k",
+        "SELECT 1 AS s INTO TEMP log",
+        'CREATE TEMP TABLE "text" (x int)',
+        "ALTER TABLE pg_temp.mine RENAME TO log",
+    ],
+)
+def test_a_temporary_object_named_like_another_is_refused(scopes, sql):
+    v = _policy(scopes).check_query(sql)
+    assert not v.allowed and "may not make pg_temp." in v.message, (sql, v.message)
+    assert "rule deny.temp" in v.message
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "CREATE TEMP TABLE scratch (x int)",
+        'CREATE TEMP TABLE "Text" (x int)',  # (a quoted name of its own case: no type's)
+        "CREATE TYPE pg_temp.mood AS ENUM ('a')",
+        "DROP TABLE IF EXISTS pg_temp.text",  # (dropping shadows nothing)
+        "ALTER TABLE pg_temp.scratch ADD COLUMN y int",
+    ],
+)
+def test_other_temporary_objects_still_need_no_scope(sql):
+    v = _policy("execute:public.f").check_query(sql)
+    assert v.allowed, (sql, v.message)
+
+
+def test_without_the_names_loaded_nothing_is_refused_by_it():
+    """(A snapshot of an older proxy's load, or a unit test's: the rule needs the names.)"""
+    assert _policy("execute:public.f", names=()).check_query("CREATE TEMP TABLE text (x int)").allowed
