@@ -2529,13 +2529,26 @@ class StatementPolicy:
             parts = split_name(rel)
             name = parts[1] if parts is not None else None
             if name is not None and name in snap.type_names:
-                return Decision(
-                    False, "deny.temp",
-                    f"may not make {rel}: a temporary relation or type named like the type or "
-                    f"relation {name} would stand for it where pg_temp is searched first (a "
-                    "function's own search_path that leaves it out); choose another name",
-                )  # fmt: skip
+                return self._shadowing(rel, name)
+        if self._temp_names or self._temp_any:
+            # an unqualified rename of what may be the session's temporary relation renames
+            # it within pg_temp (``_maybe_temporary``)
+            for (schema, rel), (_to_schema, new) in renamed_relations(c.sql):
+                if (
+                    schema in (None, "pg_temp") and new in snap.type_names
+                    and (self._temp_any or render_name(rel) in self._temp_names)
+                ):  # fmt: skip
+                    return self._shadowing(_TEMP_PREFIX + render_name(new), new)
         return None
+
+    @staticmethod
+    def _shadowing(rel: str, name: str) -> Decision:
+        return Decision(
+            False, "deny.temp",
+            f"may not make {rel}: a temporary relation or type named like the type or "
+            f"relation {name} would stand for it where pg_temp is searched first (a "
+            "function's own search_path that leaves it out); choose another name",
+        )  # fmt: skip
 
     def _defines_code(self, c: Classified) -> Decision | None:
         """Defining a function or procedure (CREATE, CREATE OR REPLACE) is running its body

@@ -72,3 +72,26 @@ def test_other_temporary_objects_still_need_no_scope(sql):
 def test_without_the_names_loaded_nothing_is_refused_by_it():
     """(A snapshot of an older proxy's load, or a unit test's: the rule needs the names.)"""
     assert _policy("execute:public.f", names=()).check_query("CREATE TEMP TABLE text (x int)").allowed
+
+
+@pytest.mark.parametrize(
+    "rename",
+    [
+        "ALTER TABLE scratch RENAME TO text",  # (unqualified: the session's temporary one)
+        "ALTER TABLE IF EXISTS scratch RENAME TO log",
+        "ALTER TABLE pg_temp.scratch RENAME TO t",
+    ],
+)
+def test_a_rename_of_what_may_be_the_sessions_temporary_relation_is_refused(rename):
+    """``CREATE TEMP TABLE scratch`` then an unqualified rename: the server renames the
+    temporary table within pg_temp, whatever schema the policy reads the name in."""
+    p = _policy("read:public.* write:public.* ddl:public.*")
+    assert p.check_query("CREATE TEMP TABLE scratch (x int)").allowed
+    v = p.check_query(rename)
+    assert not v.allowed and "rule deny.temp" in v.message, (rename, v.message)
+    assert p.check_query("ALTER TABLE scratch RENAME TO scratch2").allowed  # (a name of its own)
+
+
+def test_a_rename_with_no_temporary_relation_made_is_decided_as_before():
+    p = _policy("read:public.* write:public.* ddl:public.*")
+    assert p.check_query("ALTER TABLE public.mine RENAME TO log").allowed
