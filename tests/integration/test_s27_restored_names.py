@@ -180,26 +180,32 @@ def test_with_debug5_the_restore_says_nothing_the_server_alone_would_not(px, pg)
         got.count("SDEBUG"), direct.count("SDEBUG"))  # fmt: skip
 
 
-def test_a_clients_temporary_table_still_shadows_a_permanent_one_of_its_name(px, pg):
+def test_a_clients_temporary_table_of_a_permanent_ones_name_is_refused_loudly(px, pg):
     """The drivers' differential of session 27: pinning search_path with pg_temp last (tried
     against red-team round 55's shadowing) made an unqualified name reach the permanent
-    table, and ``DROP TABLE`` dropped it. The server's own order stands: pg_temp first."""
+    table silently, and ``DROP TABLE`` dropped it; so it was reverted. Round 69 (session 31)
+    showed what the server's order costs (a temporary type or table shadows names inside
+    granted code: a secret in an error), so pg_temp is last again and a temporary relation
+    may not take a name a type or relation has outside the temporary schemas: the client is
+    told (``deny.temp``) instead of silently reaching the permanent table. A temporary
+    table of a name of its own is read unqualified as before."""
     pg.psql(
         "SET ROLE pgwitness; CREATE TABLE public.s27_shadowme (a text); "
         "INSERT INTO public.s27_shadowme VALUES ('permanent row');",
         db="app",
     )
     with planted.session(px) as c:
+        refused = run_steps(c, [(query("CREATE TEMP TABLE s27_shadowme (a text)"),)])
         got = run_steps(c, [
-            (query("CREATE TEMP TABLE s27_shadowme (a text)"),),
-            (query("INSERT INTO s27_shadowme VALUES ('temp row')"),),
-            (query("SELECT a FROM s27_shadowme"),),
-            (query("DROP TABLE s27_shadowme"),),
+            (query("CREATE TEMP TABLE s27_own_name (a text)"),),
+            (query("INSERT INTO pg_temp.s27_own_name VALUES ('temp row')"),),
+            (query("SELECT a FROM pg_temp.s27_own_name"),),
+            (query("DROP TABLE pg_temp.s27_own_name"),),
         ])  # fmt: skip
-    assert "temp row" in got and "permanent row" not in got, got[-600:]
-    assert "C42501" not in got and "DROP TABLE" in got, got[-600:]
+    assert "C42501" in refused and "deny.temp" in refused, refused[-600:]
+    assert "temp row" in got and "C42501" not in got and "DROP TABLE" in got, got[-600:]
     with RawClient.direct(pg) as c:
-        assert c.scalar("SELECT a FROM public.s27_shadowme") == "permanent row"
+        assert c.scalar("SELECT string_agg(a, ',') FROM public.s27_shadowme") == "permanent row"
 
 
 def test_a_check_that_passed_leaves_no_statement_of_the_proxys(px, pg):
