@@ -10,6 +10,7 @@ import logging
 import os
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 
 from common.config import UpstreamSection
 from common.wire import messages as m
@@ -64,7 +65,7 @@ from policy.lexer import render_name
 
 from . import metrics
 from .logs import event
-from .upstream import Inbox, UpstreamError, connect_upstream
+from .upstream import Inbox, UpstreamError, UpstreamSession, connect_upstream
 
 __all__ = ["MIN_INTERVAL", "CatalogLoader"]
 
@@ -96,9 +97,34 @@ def _data_row(msg: bytes) -> list[str | None]:
 Rows = list[list[str | None]]
 
 
-async def _queries(cfg, credentials, database: str, *sqls: str) -> list[Rows | UpstreamError]:
-    """The rows of each query, or the error it ended with, sent together over one upstream
-    login (each simple Query is its own transaction: one failing leaves the others)."""
+# How long a database's catalog login stays open after a load (``CatalogLoader._link``):
+# loads that follow each other closely (DDL after DDL, a migration) reuse it, its backend's
+# caches warm and each query planned once (a prepared statement); an idle database's is
+# closed soon, so it does not stand in the way of a DBA's DROP DATABASE for long.
+LINK_IDLE_SECONDS = 5.0
+
+
+@dataclass(eq=False)
+class _Link:
+    """One upstream login a database's catalog loads run their queries over, and the
+    statements it has prepared (query text -> name)."""
+
+    up: UpstreamSession
+    inbox: Inbox
+    prepared: dict[str, str] = field(default_factory=dict)
+    expiry: asyncio.TimerHandle | None = None
+
+    def close(self) -> None:
+        if self.expiry is not None:
+            self.expiry.cancel()
+            self.expiry = None
+        transport = self.up.transport
+        if not transport.is_closing():
+            transport.write(m.TERMINATE)
+            transport.close()
+
+
+async def _login(cfg, credentials, database: str) -> _Link:
     # lock_timeout: a session holding a lock on an object the catalog queries read (its own
     # temporary view redefined in an open transaction) fails this load, never stalls it. It
     # is well under the server's deadlock_timeout (1 s by default): pg_get_viewdef holds a
@@ -117,33 +143,49 @@ async def _queries(cfg, credentials, database: str, *sqls: str) -> list[Rows | U
     inbox = Inbox()
     inbox.feed(up.leftover)
     up.protocol.inbox = inbox
-    try:
-        up.transport.write(b"".join(m.query(sql) for sql in sqls))
-        results: list[Rows | UpstreamError] = []
-        rows: Rows = []
-        error: tuple[str, str] | None = None
-        while len(results) < len(sqls):
-            msg = await asyncio.wait_for(
-                inbox.read_frame(cfg.proxy.max_message_bytes, UpstreamError, "upstream"),
-                cfg.upstream.connect_timeout,
-            )
-            t = msg[0]
-            if t == m.Backend.DATA_ROW:
-                rows.append(_data_row(msg))
-            elif t == m.Backend.ERROR_RESPONSE:
-                fields = m.decode_error_fields(msg)
-                error = error or (fields.get("M", "error"), fields.get("C", ""))
-            elif t == m.Backend.READY_FOR_QUERY:
-                if error is None:
-                    results.append(rows)
-                else:
-                    results.append(UpstreamError(f"catalog query failed: {error[0]}", error[1]))
-                rows, error = [], None
-        return results
-    finally:
-        if not up.transport.is_closing():
-            up.transport.write(m.TERMINATE)
-            up.transport.close()
+    return _Link(up, inbox)
+
+
+async def _exchange(cfg, link: _Link, sqls: tuple[str, ...]) -> tuple[list[Rows | UpstreamError], bool]:
+    """The rows of each query, or the error it ended with, sent together, each in a Sync
+    group of its own (its own transaction: one failing leaves the others); a query of one
+    statement as a statement the link prepares once, one of several as a simple Query.
+    And whether the link is as clean as it came (no error, no transaction open)."""
+    out = bytearray()
+    for sql in sqls:
+        if ";" in sql.rstrip().rstrip(";"):
+            out += m.query(sql)  # (POLICY_EXPRS_SQL: its own SET and RESET around it)
+            continue
+        name = link.prepared.get(sql)
+        if name is None:
+            name = link.prepared[sql] = f"pgwitness_catalog_{len(link.prepared)}"
+            out += m.parse(name, sql)
+        out += m.bind_no_params("", name) + m.execute() + m.SYNC
+    link.up.transport.write(bytes(out))
+    results: list[Rows | UpstreamError] = []
+    rows: Rows = []
+    error: tuple[str, str] | None = None
+    clean = True
+    while len(results) < len(sqls):
+        msg = await asyncio.wait_for(
+            link.inbox.read_frame(cfg.proxy.max_message_bytes, UpstreamError, "upstream"),
+            cfg.upstream.connect_timeout,
+        )
+        t = msg[0]
+        if t == m.Backend.DATA_ROW:
+            rows.append(_data_row(msg))
+        elif t == m.Backend.ERROR_RESPONSE:
+            fields = m.decode_error_fields(msg)
+            error = error or (fields.get("M", "error"), fields.get("C", ""))
+        elif t == m.Backend.READY_FOR_QUERY:
+            if error is None:
+                results.append(rows)
+            else:
+                results.append(UpstreamError(f"catalog query failed: {error[0]}", error[1]))
+                clean = False  # (which statements it holds is not known now)
+            clean = clean and msg[5:6] == b"I"
+            rows, error = [], None
+    return results, clean
 
 
 def _grouped(rows) -> dict[str, frozenset[str]]:
@@ -187,6 +229,55 @@ class CatalogLoader:
         # with workers > 1: sends this worker's catalog news to the others (the handoff
         # channel: proxy.handoff.Receiver.tell); ``news`` applies theirs
         self.tell: Callable[[bytes], None] | None = None
+        self._links: dict[str, _Link] = {}  # a database's catalog login, between loads
+        self._closed = False
+
+    async def _queries(self, database: str, *sqls: str) -> list[Rows | UpstreamError]:
+        """``sqls``' rows (or errors) over the database's catalog login: the one kept from
+        the last load if it is still open (a login of its own if that one fails before
+        answering: the server may have ended it meanwhile), else a new one; kept for
+        ``LINK_IDLE_SECONDS`` after, if it came out clean."""
+        link = self._links.pop(database, None)
+        if link is not None and link.expiry is not None:
+            link.expiry.cancel()
+            link.expiry = None
+        reused = link is not None
+        while True:
+            if link is None:
+                link = await _login(self.cfg, self.credentials, database)
+            try:
+                results, clean = await _exchange(self.cfg, link, sqls)
+            except (OSError, TimeoutError, UpstreamError, ValueError):
+                link.close()
+                if not reused:
+                    raise
+                link, reused = None, False  # (a kept login the server ended: once more)
+                continue
+            except BaseException:  # (cancelled: the load gave way)
+                link.close()
+                raise
+            if clean and not self._closed and database not in self._links:
+                self._links[database] = link
+                link.expiry = asyncio.get_running_loop().call_later(
+                    LINK_IDLE_SECONDS, self._expire, database, link
+                )
+            else:
+                link.close()
+            return results
+
+    def _expire(self, database: str, link: _Link) -> None:
+        if self._links.get(database) is link:
+            del self._links[database]
+        link.expiry = None
+        link.close()
+
+    def close(self) -> None:
+        """Close the catalog logins kept between loads (the proxy stops, or this loader is
+        replaced)."""
+        self._closed = True
+        links, self._links = self._links, {}
+        for link in links.values():
+            link.close()
 
     def _announce(self, kind: str, database: str, removed, defined=None) -> None:
         if self.tell is None:
@@ -241,8 +332,8 @@ class CatalogLoader:
          relation_opclass_rows, code_flag_rows, ddl_code_rows, view_function_rows,
          relation_policy_rows, type_user_rows, statistics_rows,
          default_function_rows, policy_read_rows, published_rows, type_name_rows,
-         policy_expr_rows) = await _queries(
-            self.cfg, self.credentials, database, FUNCTIONS_SQL, COLUMNS_SQL, ROLE_SCHEMAS_SQL,
+         policy_expr_rows) = await self._queries(
+            database, FUNCTIONS_SQL, COLUMNS_SQL, ROLE_SCHEMAS_SQL,
             USER_FUNCTIONS_SQL, USER_OPERATORS_SQL, USER_TYPES_SQL, USER_TYPE_OIDS_SQL,
             CASCADES_SQL, VIEWS_SQL, VIEW_READS_SQL, INLINABLE_SQL, RULED_SQL,
             RELATION_OIDS_SQL, USER_SCHEMAS_SQL, DEFAULTED_FUNCTIONS_SQL, DOMAIN_SCHEMAS_SQL,
@@ -259,7 +350,7 @@ class CatalogLoader:
             # a view's query cannot be read while a transaction holds a lock on what it
             # reads (a migration's): every view counts as hiding rows instead of the whole
             # load failing, which would leave DDL's stale snapshot in place until it ends
-            (view_rows,) = await _queries(self.cfg, self.credentials, database, VIEW_NAMES_SQL)
+            (view_rows,) = await self._queries(database, VIEW_NAMES_SQL)
             event("catalog views loaded without their queries", logging.INFO, database=database,
                   error=str(view_rows) if isinstance(view_rows, UpstreamError) else "")  # fmt: skip
         functions, column_rows = _ok(functions), _ok(column_rows)

@@ -235,6 +235,7 @@ class ProxyServer:
         grace = self.cfg.proxy.shutdown_grace if grace is None else grace
         self.accepting = False  # from here on no session's upstream is kept (LiveConnection)
         self.upstream_pool.close()
+        self.catalogs.close()
         if self._server is not None:
             self._server.close()
         if self._handoff is not None:

@@ -243,6 +243,7 @@ def renew(handle, at_most: float = 10.0) -> None:
         for entry in old.cache.entries.values():
             if entry.loading is not None and not entry.loading.done():
                 entry.loading.cancel()
+        old.close()
         server.upstream_pool.close()
 
     handle.call(fresh())

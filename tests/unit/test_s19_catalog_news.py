@@ -107,7 +107,7 @@ def test_catalog_loads_run_without_jit(monkeypatch):
 
     monkeypatch.setattr(cl, "connect_upstream", fake_connect)
     with pytest.raises(OSError):
-        asyncio.run(cl._queries(None, None, "db", "SELECT 1"))
+        asyncio.run(cl._login(None, None, "db"))
     assert seen["jit"] == "off" and seen["lock_timeout"] == cl.LOCK_TIMEOUT
 
 

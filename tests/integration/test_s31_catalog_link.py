@@ -1,0 +1,89 @@
+"""A database's catalog login kept between loads (session 31, ``CatalogLoader._queries``).
+
+Loads that follow each other closely reuse one upstream login: no new login, the backend's
+caches warm, each query planned once (a prepared statement); a load took 2-3 times less
+(``bench``-style measure in docs/decisions.md, session 31). The login is closed
+``LINK_IDLE_SECONDS`` after the last load (so an idle database's does not stand in the way
+of a DBA's DROP DATABASE for long) and when the proxy stops; one the server ended meanwhile
+is replaced within the load; a load that ends in an error does not keep it."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+import proxy.catalog_loader as cl
+from proxy.upstream import Credentials
+from tests.support.fixtures_proxy import proxy_config
+from tests.support.wait import wait_until
+
+pytestmark = pytest.mark.timeout(60)
+
+PIDS = (
+    "SELECT pid FROM pg_stat_activity"
+    " WHERE application_name = 'pgwitness-catalog' AND datname = 'app'"
+)
+
+
+def _pids(pg) -> set[str]:
+    return {p for p in pg.psql(PIDS).split() if p}
+
+
+def test_loads_close_together_share_one_login_which_idles_out(pg, monkeypatch):
+    monkeypatch.setattr(cl, "LINK_IDLE_SECONDS", 1.0)
+    cfg = proxy_config(pg)
+    loader = cl.CatalogLoader(cfg, Credentials(cfg), min_interval=0.0)
+
+    async def go():
+        seen = []
+        for _ in range(3):
+            await loader.load("app")
+            seen.append(await asyncio.to_thread(_pids, pg))
+        await asyncio.sleep(1.5)  # idle past LINK_IDLE_SECONDS
+        return seen, await asyncio.to_thread(_pids, pg)
+
+    seen, after = asyncio.run(go())
+    assert len(seen[0]) == 1 and seen[0] == seen[1] == seen[2], seen  # one login, kept
+    assert wait_until(lambda: not (_pids(pg) & seen[0]), 5.0, 0.05), after  # closed when idle
+    assert loader.cache.get("app") is not None
+
+
+def test_a_login_the_server_ended_is_replaced_within_the_load(pg):
+    cfg = proxy_config(pg)
+    loader = cl.CatalogLoader(cfg, Credentials(cfg), min_interval=0.0)
+
+    async def go():
+        await loader.load("app")
+        (pid,) = await asyncio.to_thread(_pids, pg)
+        await asyncio.to_thread(pg.psql, f"SELECT pg_terminate_backend({pid})")
+        await asyncio.to_thread(wait_until, lambda: pid not in _pids(pg), 5.0, 0.02)
+        first = loader.cache.get("app")
+        await loader.load("app")  # over a new login: nothing fails
+        second = loader.cache.get("app")
+        now = await asyncio.to_thread(_pids, pg)
+        loader.close()
+        return pid, first, second, now
+
+    pid, first, second, now = asyncio.run(go())
+    assert second is not first and second.columns == first.columns
+    assert len(now) == 1 and pid not in now
+    assert wait_until(lambda: not (_pids(pg) & now), 5.0, 0.05)  # close() ended it
+
+
+def test_a_load_whose_query_failed_does_not_keep_its_login(pg, monkeypatch):
+    cfg = proxy_config(pg)
+    loader = cl.CatalogLoader(cfg, Credentials(cfg), min_interval=0.0)
+
+    async def go():
+        ok = await loader._queries("app", "SELECT 1", "SELECT pg_catalog.1/0", "SELECT 2")
+        kept = dict(loader._links)
+        fine = await loader._queries("app", "SELECT 3")
+        kept_after = dict(loader._links)
+        loader.close()
+        return ok, kept, fine, kept_after
+
+    ok, kept, fine, kept_after = asyncio.run(go())
+    assert ok[0] == [["1"]] and isinstance(ok[1], cl.UpstreamError) and ok[2] == [["2"]]
+    assert kept == {}  # (an error: which statements it holds is not known)
+    assert fine == [[["3"]]] and set(kept_after) == {"app"}
