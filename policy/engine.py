@@ -383,6 +383,18 @@ def _attaches_code(pairs: tuple[Pair, ...], snap: Snapshot | None) -> bool:
     return False
 
 
+def _names_made(c: Classified) -> set[str]:
+    """The names a CREATE or ALTER (a rename) gives relations and types outside pg_temp."""
+    if not c.command.startswith(("CREATE", "ALTER")):
+        return set()
+    out: set[str] = set()
+    for op, rel in c.write_ops:
+        parts = split_name(rel)
+        if op == "ddl" and parts is not None and parts[0] != "pg_temp" and parts[1]:
+            out.add(parts[1])
+    return out
+
+
 def _user_operator(op: str, snap: Snapshot) -> bool:
     """May operator ``op`` (as classify renders it: ``OPERATOR(s.##)`` as ``s.##``) run a
     user-written function? Written qualified, unless pg_catalog's (red-team round 68: the
@@ -723,6 +735,9 @@ class StatementPolicy:
         # an unqualified name among them may be the temporary one, whose columns the
         # snapshot does not know (column syntax on it counts as a call: red-team round 33)
         self._temp_names: frozenset[str] = frozenset()
+        # names the session's own DDL gave relations and types outside pg_temp: what no
+        # snapshot loaded before it knows yet (``_shadowing_temp``)
+        self._made_names: frozenset[str] = frozenset()
         # views this session made through the proxy -> what their queries read: a write
         # through one lands there before any load shows it (``_actions_reach``)
         self._own_views: dict[str, frozenset[str]] = {}
@@ -2247,6 +2262,18 @@ class StatementPolicy:
         snap = self._snapshot_seen
         if snap is None or not c.command.startswith("EXPLAIN"):
             return None
+        self._complete_used = True  # (decided for this statement only: what is open now)
+        entry = self.catalog_entry
+        if entry is not None and entry.blocks_open > (1 if self._block_counted else 0):
+            # another session's DDL is open: a load now cannot show what it attaches, and
+            # the plan, waiting for its locks, shows it once it commits (red-team round 70:
+            # a column default's body, a view's query replacing a table)
+            return Decision(
+                False, "deny.catalog",
+                "may not EXPLAIN a statement while another session's DDL transaction is open "
+                "(the plan may print code it attaches once it commits): send it once that "
+                "transaction has ended",
+            )  # fmt: skip
         if self.ddl_open or snap.stale:
             # what the session's own DDL attached (a default, a cast, a view) is not in the
             # snapshot until a load shows it (red-team round 64: EXPLAIN VERBOSE after SET
@@ -2521,25 +2548,43 @@ class StatementPolicy:
         secret it only compared; a temporary table named like one it writes would take
         what it writes)."""
         snap = self._snapshot_seen
-        if snap is None or not snap.type_names or c.command.startswith("DROP"):
+        if snap is None or not (snap.type_names or self._made_names) or c.command.startswith("DROP"):
             return None
         for op, rel in sorted(c.write_ops):
             if op != "ddl" or not rel.startswith("pg_temp."):
                 continue
             parts = split_name(rel)
             name = parts[1] if parts is not None else None
-            if name is not None and name in snap.type_names:
+            if name is not None and (name in snap.type_names or name in self._made_names):
                 return self._shadowing(rel, name)
         if self._temp_names or self._temp_any:
             # an unqualified rename of what may be the session's temporary relation renames
             # it within pg_temp (``_maybe_temporary``)
             for (schema, rel), (_to_schema, new) in renamed_relations(c.sql):
                 if (
-                    schema in (None, "pg_temp") and new in snap.type_names
+                    schema in (None, "pg_temp")
+                    and (new in snap.type_names or new in self._made_names)
                     and (self._temp_any or render_name(rel) in self._temp_names)
                 ):  # fmt: skip
                     return self._shadowing(_TEMP_PREFIX + render_name(new), new)
         return None
+
+    def _temps_after_made(self, pairs: tuple[Pair, ...]) -> tuple[Pair, ...]:
+        """``pairs`` with a temporary object refused where an earlier statement of the
+        message made a relation or type of its name (``_shadowing_temp`` knows the
+        session's names only once they went to the server)."""
+        made: set[str] = set()
+        out: list[Pair] = []
+        for c, d in pairs:
+            if made and d.allowed and not c.command.startswith("DROP"):
+                for op, rel in sorted(c.write_ops):
+                    parts = split_name(rel) if op == "ddl" and rel.startswith(_TEMP_PREFIX) else None
+                    if parts is not None and parts[1] in made:
+                        d = self._shadowing(rel, parts[1])
+                        break
+            out.append((c, d))
+            made |= _names_made(c)
+        return tuple(out)
 
     @staticmethod
     def _shadowing(rel: str, name: str) -> Decision:
@@ -2899,6 +2944,7 @@ class StatementPolicy:
             pairs = self._after_definitions(pairs)
         if len(pairs) > 1 and self.catalog is not None:
             pairs = _explains_after_ddl(pairs, self._snapshot_seen)
+            pairs = self._temps_after_made(pairs)
         denied = next((d for _, d in pairs if not d.allowed), None)
         ran = denied is None or not self.enforce
         code_runs = self._code_runs
@@ -2949,9 +2995,13 @@ class StatementPolicy:
             return False  # (what unknown:* allows may be DDL: ALTER TABLE ... SET SCHEMA)
         defined: dict[str, frozenset[str]] = {}
         removed: frozenset[tuple[str, str]] = frozenset()
+        made: set[str] = set()
         for c, _d in pairs:
             defined = merge_defined(defined, _defined_functions(c))
             removed = removed | self._removed_columns(c)
+            made |= _names_made(c)
+        if made:
+            self._made_names = self._made_names | made
         if defined:
             self._defined += 1  # (``check_query``, ``check_bind``: ``lazy_names``)
         fresh = removed - self.ddl_unsettled  # a key this session holds already: once

@@ -630,10 +630,10 @@ def _from_pg_alone(
     if "lock" in roles or pg.flags or any(n in LITERAL_NAME_FUNCTIONS for _, n in pg.functions):
         return None  # names in literals, row locks: sqlglot's side decides those alone
     if kind in ("CreateDomainStmt", "CreateRangeStmt", "CreateEnumStmt", "AlterEnumStmt"):
-        if len(pg.defines) != 1 or roles:
+        if not pg.defines or (len(pg.defines) != 1 and kind != "CreateRangeStmt") or roles:
             return None
-        _what, schema, name = next(iter(pg.defines))
-        ops.update(("ddl", n) for n in _resolve(schema, name, search_path))
+        for _what, schema, name in sorted(pg.defines, key=str):  # (a range's multirange too)
+            ops.update(("ddl", n) for n in _resolve(schema, name, search_path))
         if kind == "AlterEnumStmt":  # ADD VALUE, RENAME VALUE: the type's own DDL
             return result(S.DDL, "ALTER TYPE")
         return result(S.DDL, "CREATE DOMAIN" if kind == "CreateDomainStmt" else "CREATE TYPE")

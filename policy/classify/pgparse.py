@@ -1129,9 +1129,25 @@ class _Walk:
             # the definition names support functions by name (a TypeName): not calls
         elif kind == "CreateRangeStmt":
             self.define("type", d.get("typeName"))
-            for param in d.get("params") or ():
+            params = d.get("params") or ()
+            if not any(
+                isinstance(p, dict) and p.get("DefElem", p).get("defname") == "multirange_type_name"
+                for p in params
+            ):  # PostgreSQL names its multirange type itself, in the range's schema
+                range_name = _split(_names(d.get("typeName")))
+                if range_name is not None:
+                    schema, bare = range_name
+                    made = (bare.replace("range", "multirange", 1) if "range" in bare
+                            else bare + "_multirange")[:63]  # fmt: skip
+                    self.defines.add(("type", schema, made))
+            for param in params:
                 de = param.get("DefElem", param) if isinstance(param, dict) else {}
-                if de.get("defname") in _RANGE_FUNCTIONS:
+                if de.get("defname") == "multirange_type_name":
+                    # a second type it makes (red-team round 70: pg_temp.text, or an
+                    # unqualified name made in the path's first schema): made as the range is
+                    arg = de.get("arg") or {}
+                    self.define("type", arg.get("TypeName", arg).get("names"))
+                elif de.get("defname") in _RANGE_FUNCTIONS:
                     # the range type runs it (GiST index builds, canonical forms): a call,
                     # in effect, of a function the statement names as if it were a type
                     arg = de.get("arg") or {}

@@ -483,13 +483,17 @@ def test_over_refusal_explain_qualified_name_of_a_temp_name(pg, px, mode):
     name the temporary relation pg_temp.tok2" (``_maybe_temporary`` adds pg_temp.<bare> for
     qualified names too); allowed since session 30's fix (only a name of the search path's
     schema may have been written unqualified). Also refused: EXPLAIN of the session's own
-    temporary table with no default (fb419df's rule, by design)."""
+    temporary table with no default (fb419df's rule, by design). Since session 31 a
+    temporary table may not take ``tok2`` at all (``deny.temp``: r66.tok2 has the name);
+    one of a name of its own plays its part."""
     sql = "EXPLAIN SELECT * FROM r66.tok2"
     with planted.session(px) as c:
         before = _run(c, mode, sql)
-        made = planted.text(c.query("CREATE TEMP TABLE tok2 (k int)"))
+        refused = planted.text(c.query("CREATE TEMP TABLE tok2 (k int)"))
+        made = planted.text(c.query("CREATE TEMP TABLE r66_own_tmp (k int)"))
         after = _run(c, mode, sql)
-        own = _run(c, mode, "EXPLAIN SELECT * FROM pg_temp.tok2")
+        own = _run(c, mode, "EXPLAIN SELECT * FROM pg_temp.r66_own_tmp")
+    assert _refused(refused) and "deny.temp" in refused, refused[-300:]
     assert "Seq Scan on tok2" in before and "CREATE TABLE" in made, (before[-200:], made)
     assert "Seq Scan on tok2" in after, after[-300:]  # (refused when found; not since the fix)
     assert _refused(own), own[-300:]

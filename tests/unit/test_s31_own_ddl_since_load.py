@@ -137,3 +137,27 @@ def test_a_count_made_beside_the_sessions_own_is_not_taken():
     p.settle_ddl()
     _load_done(c, started)
     assert p.check_query(WRITE) is CATALOG_WAIT and asks == [None]
+
+
+def test_explain_while_another_sessions_ddl_block_is_open_is_refused():
+    """Red-team round 70: a load during another session's open DDL block cannot show what
+    the block attaches, and the EXPLAIN, waiting for the block's locks, prints it once it
+    commits. Refused while any block but the session's own is open; never cached."""
+    c = _cache()
+    p, asks = _session(c, "A")
+    entry = c.entry("db")
+    p.on_block = entry.count_blocks
+    plain = "EXPLAIN SELECT k FROM public.t"
+    assert p.check_query(plain).allowed  # (decided, not cached: asked again below)
+    entry.count_blocks(1)  # another session's DDL, its block open
+    for sql in (plain, EXPLAIN):
+        v = p.check_query(sql)
+        assert not v.allowed and "another session's DDL transaction is open" in v.message
+    entry.count_blocks(-1)
+    assert p.check_query(plain).allowed
+    # the session's own block alone does not refuse it
+    assert p.check_query("BEGIN").allowed
+    assert p.check_query("CREATE TABLE public.t2 (k int)").allowed
+    assert entry.blocks_open == 1
+    v = p.check_query("EXPLAIN SELECT 1")
+    assert v is not CATALOG_WAIT and v.allowed, v.message

@@ -12,6 +12,7 @@ import pytest
 from policy import StatementPolicy
 from policy.catalog import CatalogCache
 from policy.scopes import parse_scopes
+from tests.support.ddl_code import wired_session
 
 NAMES = ["text", "int4", "t", "log", "invoice_seq"]  # (a built-in, a table's row type, ...)
 
@@ -95,3 +96,47 @@ def test_a_rename_of_what_may_be_the_sessions_temporary_relation_is_refused(rena
 def test_a_rename_with_no_temporary_relation_made_is_decided_as_before():
     p = _policy("read:public.* write:public.* ddl:public.*")
     assert p.check_query("ALTER TABLE public.mine RENAME TO log").allowed
+
+
+@pytest.mark.parametrize(
+    "sql, refused",
+    [
+        # a range's multirange type is a second type it makes (red-team round 70)
+        ("CREATE TYPE pg_temp.r AS RANGE (subtype = int4, multirange_type_name = pg_temp.text)",
+         "may not make pg_temp.text"),
+        # unqualified, PostgreSQL makes it in the path's first schema: a ddl write there
+        ("CREATE TYPE pg_temp.r AS RANGE (subtype = int4, multirange_type_name = r70mr)",
+         "public.r70mr"),
+        # named by PostgreSQL itself, in the range's schema
+        ("CREATE TYPE pg_temp.log_range AS RANGE (subtype = int4)", None),
+    ],
+)
+def test_a_ranges_multirange_is_a_type_it_makes(sql, refused):
+    v = _policy("execute:public.f").check_query(sql)
+    if refused is None:
+        assert v.allowed, v.message
+    else:
+        assert not v.allowed and refused in v.message, v.message
+
+
+def test_the_multirange_name_postgresql_gives_is_decided_too():
+    p = _policy("execute:public.f", names=[*NAMES, "t_multirange", "logmultirange"])
+    for sql in ("CREATE TYPE pg_temp.t AS RANGE (subtype = int4)",
+                "CREATE TYPE pg_temp.logrange AS RANGE (subtype = int4)"):  # fmt: skip
+        v = p.check_query(sql)
+        assert not v.allowed and "rule deny.temp" in v.message, (sql, v.message)
+
+
+def test_names_the_sessions_own_ddl_made_since_the_load_count():
+    """A relation the session just made is in no loaded snapshot yet: a temporary one of its
+    name (in a later message, or later in the same one) is refused as if it were."""
+    c = CatalogCache()
+    c.put("db", [], {"public.t": frozenset({"k"})}, type_names=NAMES)
+    p, _asks = wired_session(c, "read:public.* write:public.* ddl:public.*", "x", entry=True)
+    assert p.check_query("CREATE TABLE public.r31_w (a int)").allowed  # (sent: on_ddl)
+    p.settle_ddl()
+    c.put("db", [], {"public.t": frozenset({"k"})}, type_names=NAMES, loaded_at=0.0)
+    v = p.check_query("CREATE TEMP TABLE r31_w (a int)")
+    assert not v.allowed and "rule deny.temp" in v.message, v.message
+    v = p.check_query("CREATE TABLE public.r31_v (a int); CREATE TEMP TABLE r31_v (a int)")
+    assert not v.allowed and "may not make pg_temp.r31_v" in v.message, v.message
