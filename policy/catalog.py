@@ -783,13 +783,10 @@ WHERE v.relkind = 'v' AND vn.nspname NOT IN ('pg_catalog', 'information_schema')
   AND b.relkind IN ('r', 'v', 'm', 'f', 'p')
 """
 
-# The user-written functions a view's query calls (its _RETURN rule depends on them): a
-# SQL function PostgreSQL may inline there is a view within the view, and a statement's
-# conditions on the view reach the rows its query hides (red-team round 52).
-VIEW_FUNCTIONS_SQL = """
-WITH deps(classid, objid, fn) AS (
-  -- what an object's expression calls: a function, an operator's, a cast's (red-team
-  -- round 68: PostgreSQL records the operator, not the function behind it)
+# What an expression calls, by the object it belongs to: a function, an operator's, a
+# cast's (red-team round 68: PostgreSQL records the operator, not the function behind
+# it). A CTE of VIEW_FUNCTIONS_SQL and DEFAULT_FUNCTIONS_SQL.
+_CALLS_CTE = """deps(classid, objid, fn) AS (
   SELECT d.classid, d.objid, CASE d.refclassid
     WHEN 'pg_catalog.pg_proc'::pg_catalog.regclass THEN d.refobjid
     WHEN 'pg_catalog.pg_operator'::pg_catalog.regclass THEN
@@ -799,7 +796,13 @@ WITH deps(classid, objid, fn) AS (
   WHERE d.refclassid IN ('pg_catalog.pg_proc'::pg_catalog.regclass,
                          'pg_catalog.pg_operator'::pg_catalog.regclass,
                          'pg_catalog.pg_cast'::pg_catalog.regclass)
-)
+)"""
+
+# The user-written functions a view's query calls (its _RETURN rule depends on them): a
+# SQL function PostgreSQL may inline there is a view within the view, and a statement's
+# conditions on the view reach the rows its query hides (red-team round 52).
+VIEW_FUNCTIONS_SQL = f"""
+WITH {_CALLS_CTE}
 SELECT DISTINCT vn.nspname, v.relname, pn.nspname, p.proname
 FROM pg_catalog.pg_rewrite r
 JOIN pg_catalog.pg_class v ON v.oid = r.ev_class
@@ -1010,25 +1013,13 @@ WHERE s.stxnamespace <> r.relnamespace
 # (relation schema, name, function schema, name): an INSERT or UPDATE runs them without
 # naming them, and its plan (EXPLAIN VERBOSE) prints a SQL function inlined (red-team round
 # 63). PostgreSQL records what each default expression calls in pg_depend.
-DEFAULT_FUNCTIONS_SQL = """
+DEFAULT_FUNCTIONS_SQL = f"""
 WITH RECURSIVE domains(typ, base) AS (
   SELECT t.oid, t.oid FROM pg_catalog.pg_type t WHERE t.typtype = 'd'
   UNION
   SELECT d.typ, t.typbasetype FROM domains d JOIN pg_catalog.pg_type t ON t.oid = d.base
   WHERE t.typtype = 'd'
-), deps(classid, objid, fn) AS (
-  -- what an object's expression calls: a function, an operator's, a cast's (red-team
-  -- round 68: PostgreSQL records the operator, not the function behind it)
-  SELECT d.classid, d.objid, CASE d.refclassid
-    WHEN 'pg_catalog.pg_proc'::pg_catalog.regclass THEN d.refobjid
-    WHEN 'pg_catalog.pg_operator'::pg_catalog.regclass THEN
-      (SELECT o.oprcode::pg_catalog.oid FROM pg_catalog.pg_operator o WHERE o.oid = d.refobjid)
-    ELSE (SELECT k.castfunc FROM pg_catalog.pg_cast k WHERE k.oid = d.refobjid) END
-  FROM pg_catalog.pg_depend d
-  WHERE d.refclassid IN ('pg_catalog.pg_proc'::pg_catalog.regclass,
-                         'pg_catalog.pg_operator'::pg_catalog.regclass,
-                         'pg_catalog.pg_cast'::pg_catalog.regclass)
-), calls(rel, fn) AS (
+), {_CALLS_CTE}, calls(rel, fn) AS (
   SELECT ad.adrelid, d.fn FROM pg_catalog.pg_attrdef ad
   JOIN deps d ON d.classid = 'pg_catalog.pg_attrdef'::pg_catalog.regclass AND d.objid = ad.oid
   UNION
@@ -1329,8 +1320,9 @@ WHERE t.typtype = 'd' AND t.typdefaultbin IS NOT NULL
   AND n.nspname NOT IN ('pg_catalog', 'information_schema')
 """
 
-# Every type's name outside the temporary schemas (a relation's row type has its name), and
-# every sequence's (``nextval('s')`` resolves its text on the path too):
+# Every type's and relation's name outside the temporary schemas (array types' ``_x`` and
+# a table named ``_x`` alike: red-team round 71; a sequence's, ``nextval('s')`` resolves
+# its text on the path too):
 # PostgreSQL searches pg_temp first for relations and types wherever a path leaves it out
 # (a function's own SET search_path), so a temporary object of such a name would stand for
 # the other in granted code (red-team round 69).
@@ -1338,11 +1330,10 @@ TYPE_NAMES_SQL = r"""
 SELECT t.typname FROM pg_catalog.pg_type t
 JOIN pg_catalog.pg_namespace n ON n.oid = t.typnamespace
 WHERE n.nspname NOT LIKE 'pg\_temp\_%' AND n.nspname NOT LIKE 'pg\_toast\_temp\_%'
-  AND t.typname NOT LIKE '\_%'
 UNION
 SELECT c.relname FROM pg_catalog.pg_class c
 JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
-WHERE c.relkind = 'S' AND n.nspname NOT LIKE 'pg\_temp\_%'
+WHERE n.nspname NOT LIKE 'pg\_temp\_%' AND n.nspname NOT LIKE 'pg\_toast\_temp\_%'
 """
 
 # Schemas outside the system's: a grant naming each with schema.* has nothing outside it.

@@ -56,6 +56,8 @@ from policy.classify.metadata import bound_pid, bound_pins, bound_setting_refs
 from policy.classify.pgparse import (
     ANY_RELATION,
     DERIVED_ROWS,
+    LIKED,
+    made_sequences,
     removed_columns,
     renamed_relations,
     restrict_cascade,
@@ -392,6 +394,9 @@ def _names_made(c: Classified) -> set[str]:
         parts = split_name(rel)
         if op == "ddl" and parts is not None and parts[0] != "pg_temp" and parts[1]:
             out.add(parts[1])
+    if c.command.startswith(("CREATE TABLE", "ALTER TABLE")):
+        out.update(seq for schema, _t, seq in made_sequences(c.sql)
+                   if schema != "pg_temp" and seq != LIKED)  # fmt: skip
     return out
 
 
@@ -2548,7 +2553,12 @@ class StatementPolicy:
         secret it only compared; a temporary table named like one it writes would take
         what it writes)."""
         snap = self._snapshot_seen
-        if snap is None or not (snap.type_names or self._made_names) or c.command.startswith("DROP"):
+        if c.command.startswith("DROP"):
+            return None
+        denial = self._sequences_made(c, snap)
+        if denial is not None:
+            return denial
+        if snap is None or not (snap.type_names or self._made_names):
             return None
         for op, rel in sorted(c.write_ops):
             if op != "ddl" or not rel.startswith("pg_temp."):
@@ -2567,6 +2577,39 @@ class StatementPolicy:
                     and (self._temp_any or render_name(rel) in self._temp_names)
                 ):  # fmt: skip
                     return self._shadowing(_TEMP_PREFIX + render_name(new), new)
+        return None
+
+    def _sequences_made(self, c: Classified, snap: Snapshot | None) -> Decision | None:
+        """The sequences a CREATE or ALTER TABLE makes beside its table (a ``serial``
+        column's, an identity column's; ``pgparse.made_sequences``; red-team round 71): in
+        pg_temp, one named like a type or sequence outside it is refused as a temporary
+        table of that name is (a ``LIKE ... INCLUDING IDENTITY``'s, whose column names are
+        not read: any ``<table>_..._seq``); an identity's ``SEQUENCE NAME`` in another
+        schema than its table's is a ddl write there. One in the table's own schema is
+        the table's (as an owned sequence is)."""
+        if not c.command.startswith(("CREATE TABLE", "ALTER TABLE")):
+            return None
+        for schema, table, seq in made_sequences(c.sql):
+            if schema == "pg_temp":
+                names = (snap.type_names if snap is not None else frozenset()) | self._made_names
+                if seq == LIKED:
+                    hit = next((n for n in sorted(names)
+                                if n.startswith(f"{table}_") and n.endswith("_seq")), None)  # fmt: skip
+                else:
+                    hit = seq if seq in names else None
+                if hit is not None:
+                    return self._shadowing(_TEMP_PREFIX + render_name(hit), hit)
+            elif seq != LIKED and schema is not None and table is not None:
+                owner = next((split_name(rel) for op, rel in sorted(c.write_ops)
+                              if op == "ddl" and (split_name(rel) or ("", ""))[1] == table), None)  # fmt: skip
+                if owner is not None and owner[0] == schema:
+                    continue  # (the table's own schema: the table's sequence)
+                denial = check_write("ddl", render_name(schema, seq), self.scopes)
+                if denial is not None:
+                    return Decision(
+                        False, denial.rule,
+                        f"{denial.reason} (the sequence of an identity column of {table})",
+                    )  # fmt: skip
         return None
 
     def _temps_after_made(self, pairs: tuple[Pair, ...]) -> tuple[Pair, ...]:

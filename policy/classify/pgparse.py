@@ -1847,6 +1847,88 @@ def renamed_relations(sql: str) -> list[tuple[Name, Name]]:
     return out
 
 
+_SERIAL_TYPES = frozenset({"serial", "serial4", "bigserial", "serial8", "smallserial", "serial2"})
+LIKED = "*"  # (``made_sequences``: a LIKE copying identity columns, their names not read)
+_LIKE_IDENTITY = 1 << 5  # CREATE_TABLE_LIKE_IDENTITY (INCLUDING ALL sets every bit)
+
+
+def _object_name(name1: str, name2: str, label: str) -> str:
+    """PostgreSQL's ``makeObjectName``: ``name1_name2_label`` within 63 bytes, the longer
+    name shortened first (``ChooseRelationName`` adds a number only on a clash)."""
+    avail = 63 - len(label.encode()) - 2
+    n1, n2 = name1.encode(), name2.encode()
+    l1, l2 = len(n1), len(n2)
+    while l1 + l2 > avail:
+        if l1 > l2:
+            l1 -= 1
+        else:
+            l2 -= 1
+    return f"{n1[:l1].decode(errors='ignore')}_{n2[:l2].decode(errors='ignore')}_{label}"
+
+
+def made_sequences(sql: str) -> list[tuple[str | None, str | None, str]]:
+    """(schema or None, table, sequence name) of each sequence ``sql`` makes beside what it
+    names: a ``serial`` column's (``table_column_seq``), an identity column's (its
+    ``SEQUENCE NAME``, qualified or in the table's schema), in CREATE TABLE or ALTER TABLE
+    ... ADD COLUMN / ADD GENERATED; ``(schema, table, LIKED)`` where a ``LIKE ...
+    INCLUDING IDENTITY`` (or ALL) copies columns whose names are not read here. The
+    schema: the table's (``pg_temp`` for a TEMP table), or the one ``SEQUENCE NAME``
+    gives; None for an unqualified permanent table (the path's first schema). Red-team
+    round 71: ``CREATE TEMP TABLE note (log_id serial)`` made ``pg_temp.note_log_id_seq``,
+    a name granted code used."""
+    try:
+        stmts = _tree(sql)
+    except PgParseError:
+        return []
+    out: list[tuple[str | None, str | None, str]] = []
+    for st in stmts:
+        node = st.get("stmt") or {}
+        create, alter = node.get("CreateStmt"), node.get("AlterTableStmt")
+        rel = ((create or alter or {}).get("relation") or {}) if type(create or alter) is dict else {}
+        table = rel.get("relname")
+        schema = rel.get("schemaname") or ("pg_temp" if rel.get("relpersistence") == "t" else None)
+        columns: list[tuple[str | None, dict]] = []  # (column, its ColumnDef or Constraint)
+        if type(create) is dict:
+            for elt in create.get("tableElts") or ():
+                if type(elt) is not dict:
+                    continue
+                if "ColumnDef" in elt:
+                    columns.append((elt["ColumnDef"].get("colname"), elt["ColumnDef"]))
+                like = elt.get("TableLikeClause")
+                if type(like) is dict and (like.get("options") or 0) & _LIKE_IDENTITY:
+                    out.append((schema, table, LIKED))
+        elif type(alter) is dict:
+            for cmd in alter.get("cmds") or ():
+                c = cmd.get("AlterTableCmd") if type(cmd) is dict else None
+                if type(c) is not dict:
+                    continue
+                d = c.get("def") or {}
+                if c.get("subtype") == "AT_AddColumn" and "ColumnDef" in d:
+                    columns.append((d["ColumnDef"].get("colname"), d["ColumnDef"]))
+                elif c.get("subtype") == "AT_AddIdentity" and "Constraint" in d:
+                    columns.append((c.get("name"), {"constraints": [d]}))
+        for column, coldef in columns:
+            names = _names((coldef.get("typeName") or {}).get("names"))
+            made = bool(names) and names[-1] in _SERIAL_TYPES and len(names) == 1
+            named: list[str] | None = None
+            for con in coldef.get("constraints") or ():
+                k = con.get("Constraint") if type(con) is dict else None
+                if type(k) is dict and k.get("contype") == "CONSTR_IDENTITY":
+                    made = True
+                    for opt in k.get("options") or ():
+                        de = opt.get("DefElem") if type(opt) is dict else None
+                        if type(de) is dict and de.get("defname") == "sequence_name":
+                            items = ((de.get("arg") or {}).get("List") or {}).get("items") or ()
+                            named = _names(items)
+            if not made:
+                continue
+            if named:
+                out.append(((named[-2] if len(named) > 1 else schema), table, named[-1]))
+            elif table and column:
+                out.append((schema, table, _object_name(table, column, "seq")))
+    return out
+
+
 def split_texts(sql: str) -> list[str]:
     """Each statement's text as PostgreSQL's parser delimits them (PgParseError if it cannot)."""
     return _texts(sql, _tree(sql))

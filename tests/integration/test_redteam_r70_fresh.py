@@ -86,8 +86,6 @@ U&"t\\0065xt"`` (unrecognised), ``multirange_type_name = public.r70mr`` (refused
 
 from __future__ import annotations
 
-import concurrent.futures
-
 import pytest
 
 from tests.support import planted
@@ -235,43 +233,6 @@ RESTORE = (
 )
 
 
-def _loaded_fresh(px) -> bool:
-    """Has a load that started after the last DDL count finished (the snapshot not stale,
-    no load running)?"""
-
-    async def look() -> bool:
-        entry = px.server.catalogs.cache.entries.get("app")
-        return (entry is not None and entry.snapshot is not None
-                and not entry.snapshot.stale
-                and (entry.loading is None or entry.loading.done()))  # fmt: skip
-
-    return bool(px.call(look()))
-
-
-def _interleaved(pg, migrator, agent, ddl, own, explain, run, wait_loaded) -> str:
-    """``migrator``: BEGIN and ``ddl``; once the load after it is done (``wait_loaded``),
-    ``agent`` runs ``own`` then ``explain`` (``run(agent, sql)``, in a thread), which waits
-    on the server for the block's lock; then the block commits: what ``explain`` got."""
-    with concurrent.futures.ThreadPoolExecutor(1) as pool:
-        migrator.query("BEGIN")
-        for sql in ddl:
-            made = planted.text(migrator.query(sql))
-            assert not planted.is_error(made), made[-300:]
-        assert wait_loaded(), "the load after the block's DDL"
-        for sql in own:
-            done = planted.text(agent.query(sql))
-            assert not planted.is_error(done), done[-300:]
-        fut = pool.submit(run, agent, explain)
-        try:
-            # it waits on the block's lock, or comes back at once (refused: session 31)
-            assert wait_until(
-                lambda: fut.done() or planted.wait_lock_waiter(pg, 0.05), 10.0, 0.01
-            ), "the EXPLAIN neither waited on the lock nor came back"
-        finally:
-            migrator.query("COMMIT")
-        return fut.result(20)
-
-
 @pytest.mark.parametrize("key", list(BLOCKS))
 def test_open_block_shows_directly(pg, px, key):
     """As the login, two sessions: the EXPLAIN waiting on the block prints the code it
@@ -281,7 +242,7 @@ def test_open_block_shows_directly(pg, px, key):
         with RawClient.direct(pg) as mig, RawClient.direct(pg) as agent:
             mig.query("SET ROLE pgwitness")
             agent.query("SET ROLE pgwitness")
-            got = _interleaved(pg, mig, agent, ddl, own, explain,
+            got = planted.interleaved_block(pg, mig, agent, ddl, own, explain,
                                lambda c, s: planted.text(c.query(s)), lambda: True)  # fmt: skip
         assert marker in got, got[-400:]
     finally:
@@ -301,9 +262,9 @@ def test_open_block(pg, px, key, mode):
     try:
         with planted.session(px, px.tokens["mig"]) as mig, planted.session(px) as agent:
             agent.query("SELECT 1")
-            got = _interleaved(pg, mig, agent, ddl, own, explain,
+            got = planted.interleaved_block(pg, mig, agent, ddl, own, explain,
                                lambda c, s: planted.run_mode(c, mode, s),
-                               lambda: wait_until(lambda: _loaded_fresh(px), 10.0, 0.01))  # fmt: skip
+                               lambda: wait_until(lambda: planted.loaded_fresh(px), 10.0, 0.01))  # fmt: skip
             assert any(f[:1] == b"D" for f in agent.query("SELECT 1")), "the session goes on"
         assert marker not in got, ("LEAK", mode, got[-400:])
         assert _refused(got) and "another session's DDL transaction is open" in got, got[-400:]

@@ -19,6 +19,14 @@ currval('note_log_id_seq'))``, the classic idiom before RETURNING: the caller's 
 token); ``r71.archive()`` (SQL, ``SET search_path = r71x``: ``INSERT INTO _acc_history
 SELECT tenant, secret FROM acc WHERE tenant = 2``: returns nothing); ``r71.tok (k, t)``.
 
+Fixed the same session (session 31; plain tests since, each a strict xfail first): the
+sequences a CREATE or ALTER TABLE makes beside its table (``pgparse.made_sequences``: a
+``serial`` column's ``table_column_seq``, an identity's ``SEQUENCE NAME``; a ``LIKE ...
+INCLUDING IDENTITY``'s as any ``table_..._seq``) are decided by name (``deny.temp``) and,
+named in another schema than the table's, by the ddl scope there
+(``StatementPolicy._sequences_made``); TYPE_NAMES_SQL keeps names starting with ``_`` and
+every relation's name.
+
 Leaks (strict xfails asserting the safe outcome; simple Query, extended unnamed, named
 prepared, each in a session of its own, the harm first shown directly as ``pgwitness``):
 
@@ -79,7 +87,6 @@ from __future__ import annotations
 
 import pytest
 
-from tests.integration.test_redteam_r70_fresh import _interleaved, _loaded_fresh
 from tests.support import planted
 from tests.support.rawpg import RawClient
 from tests.support.wait import wait_until
@@ -147,10 +154,6 @@ def _tails(got: list[str]) -> list[str]:
     return [g[-300:] for g in got]
 
 
-def _xfail(reason: str):
-    return pytest.mark.xfail(strict=True, reason=reason)
-
-
 # --- 1, 2. a serial or identity column's sequence shadows a granted function's ------------
 
 CALL_TOKEN = "SELECT r71.new_token()"
@@ -181,8 +184,6 @@ def test_sequence_shadow_shows_directly(pg, px, key):
     assert TOKEN in got[-1], _tails(got)
 
 
-@_xfail("r71 leak 1-2: a serial/identity column's sequence is a relation the CREATE makes "
-        "that deny.temp never reads")  # fmt: skip
 @pytest.mark.parametrize("key", list(SEQ))
 @pytest.mark.parametrize("mode", MODES)
 def test_sequence_shadow(px, key, mode):
@@ -205,8 +206,6 @@ def test_underscore_shadow_shows_directly(pg, px):
     assert HIST in got[-1], _tails(got)
 
 
-@_xfail("r71 leak 3: TYPE_NAMES_SQL drops every type name starting with '_', a table's "
-        "row type's too")  # fmt: skip
 @pytest.mark.parametrize("mode", MODES)
 def test_underscore_shadow(px, mode):
     planted.renew(px)
@@ -237,8 +236,6 @@ def test_identity_elsewhere_shows_directly(pg, px):
     assert "r71x.r71made" in got[1] and "r71x.acc.1:i" in got[2], _tails(got)
 
 
-@_xfail("r71 leak 4: an identity column's SEQUENCE NAME is a relation the CREATE makes, "
-        "wherever it names")  # fmt: skip
 @pytest.mark.parametrize("mode", MODES)
 def test_identity_elsewhere(pg, px, mode):
     planted.renew(px)
@@ -279,7 +276,7 @@ def test_code_ddl_block_shows_directly(pg, px):
         with RawClient.direct(pg) as mig, RawClient.direct(pg) as agent:
             mig.query("SET ROLE pgwitness")
             agent.query("SET ROLE pgwitness")
-            got = _interleaved(pg, mig, agent, ["SELECT r71x.migrate()"], [], EXPLAIN_TOK,
+            got = planted.interleaved_block(pg, mig, agent, ["SELECT r71x.migrate()"], [], EXPLAIN_TOK,
                                lambda c, s: planted.text(c.query(s)), lambda: True)  # fmt: skip
         assert SALT in got, got[-400:]
     finally:
@@ -292,9 +289,9 @@ def test_code_ddl_block(pg, px, mode):
     try:
         with planted.session(px, px.tokens["mig"]) as mig, planted.session(px) as agent:
             agent.query("SELECT 1")
-            got = _interleaved(pg, mig, agent, ["SELECT r71x.migrate()"], [], EXPLAIN_TOK,
+            got = planted.interleaved_block(pg, mig, agent, ["SELECT r71x.migrate()"], [], EXPLAIN_TOK,
                                lambda c, s: planted.run_mode(c, mode, s),
-                               lambda: wait_until(lambda: _loaded_fresh(px), 10.0, 0.01))  # fmt: skip
+                               lambda: wait_until(lambda: planted.loaded_fresh(px), 10.0, 0.01))  # fmt: skip
             assert any(f[:1] == b"D" for f in agent.query("SELECT 1")), "the session goes on"
         assert SALT not in got, ("LEAK", mode, got[-400:])
         assert _refused(got), got[-400:]

@@ -16,6 +16,7 @@ module's proxies for probes on a stale snapshot (rounds 52, 53), one per catalog
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import itertools
 import re
@@ -712,3 +713,43 @@ def state_after(pg, sql: str, state_sql: str) -> str:
     except LocalClusterError as exc:
         return f"error: {exc}"
     return out.strip().splitlines()[-1] if out.strip() else ""
+
+
+# --- a DDL block another session holds open (rounds 70, 71) ---------------------------------
+
+
+def loaded_fresh(px, database: str = "app") -> bool:
+    """Has a load that started after the last DDL count finished (the snapshot not stale,
+    no load running)?"""
+
+    async def look() -> bool:
+        entry = px.server.catalogs.cache.entries.get(database)
+        return (entry is not None and entry.snapshot is not None
+                and not entry.snapshot.stale
+                and (entry.loading is None or entry.loading.done()))  # fmt: skip
+
+    return bool(px.call(look()))
+
+
+def interleaved_block(pg, migrator, agent, ddl, own, explain, run, wait_loaded) -> str:
+    """``migrator``: BEGIN and ``ddl``; once the load after it is done (``wait_loaded``),
+    ``agent`` runs ``own`` then ``explain`` (``run(agent, sql)``, in a thread), which waits
+    on the server for the block's lock; then the block commits: what ``explain`` got."""
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        migrator.query("BEGIN")
+        for sql in ddl:
+            made = text(migrator.query(sql))
+            assert not is_error(made), made[-300:]
+        assert wait_loaded(), "the load after the block's DDL"
+        for sql in own:
+            done = text(agent.query(sql))
+            assert not is_error(done), done[-300:]
+        fut = pool.submit(run, agent, explain)
+        try:
+            # it waits on the block's lock, or comes back at once (refused: session 31)
+            assert wait_until(
+                lambda: fut.done() or wait_lock_waiter(pg, 0.05), 10.0, 0.01
+            ), "the EXPLAIN neither waited on the lock nor came back"
+        finally:
+            migrator.query("COMMIT")
+        return fut.result(20)
