@@ -271,6 +271,14 @@ class CatalogLoader:
         link.expiry = None
         link.close()
 
+    def drop_links(self) -> bool:
+        """Close the catalog logins kept idle (a login the server refused for a connection
+        limit, 53300, makes room: ``Handshake``); whether there were any."""
+        links, self._links = self._links, {}
+        for link in links.values():
+            link.close()
+        return bool(links)
+
     def close(self) -> None:
         """Close the catalog logins kept between loads (the proxy stops, or this loader is
         replaced)."""

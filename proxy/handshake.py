@@ -346,11 +346,14 @@ class Handshake:
                 try:
                     upstream = await self._upstream_for(database, credentials, params)
                 except UpstreamError as exc:
-                    if exc.sqlstate != TOO_MANY_CONNECTIONS or not server.upstream_pool.drop_login(credentials.user):
+                    if exc.sqlstate != TOO_MANY_CONNECTIONS:
                         raise
                     # The server's limits (max_connections, a role's CONNECTION LIMIT) count
-                    # the kept sessions too: they give way, and the login is tried again
-                    # once they have had time to exit.
+                    # the kept sessions too, and the catalog logins kept between loads: they
+                    # give way, and the login is tried again once they have had time to exit.
+                    dropped = server.upstream_pool.drop_login(credentials.user)
+                    if not (server.catalogs.drop_links() or dropped):
+                        raise
                     await asyncio.sleep(MAKE_ROOM_SECONDS)
                     upstream = await connect_upstream(self.cfg, credentials, database, params)
             except UpstreamError as exc:

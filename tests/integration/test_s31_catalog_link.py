@@ -87,3 +87,20 @@ def test_a_load_whose_query_failed_does_not_keep_its_login(pg, monkeypatch):
     assert ok[0] == [["1"]] and isinstance(ok[1], cl.UpstreamError) and ok[2] == [["2"]]
     assert kept == {}  # (an error: which statements it holds is not known)
     assert fine == [[["3"]]] and set(kept_after) == {"app"}
+
+
+def test_a_kept_login_gives_way_to_a_connection_limit(pg):
+    """A login the server refuses for a connection limit (53300) makes room by closing the
+    kept catalog logins (``drop_links``; through the proxy:
+    test_upstream_reuse.py::test_kept_backends_give_way_when_the_server_counts_them_...)."""
+    cfg = proxy_config(pg)
+    loader = cl.CatalogLoader(cfg, Credentials(cfg), min_interval=0.0)
+
+    async def go():
+        await loader.load("app")
+        (pid,) = await asyncio.to_thread(_pids, pg)
+        return pid, loader.drop_links(), loader.drop_links()
+
+    pid, first, second = asyncio.run(go())
+    assert first is True and second is False
+    assert wait_until(lambda: pid not in _pids(pg), 5.0, 0.05)
