@@ -502,7 +502,15 @@ SELECT
           JOIN pg_catalog.pg_language l ON l.oid = p.prolang
           WHERE p.oid >= 16384 AND n.nspname NOT IN ('pg_catalog', 'information_schema')
             AND (l.lanname NOT IN ('sql', 'plpgsql', 'c', 'internal')
-                 OR {_CODE_TEXT} ~ '(\mtemp\M|\mtemporary\M|pg_temp|\mexecute\M)'))
+                 OR {_CODE_TEXT} ~ '(\mtemp\M|\mtemporary\M|pg_temp|\mexecute\M)')),
+  -- code that may leave a cursor or a prepared statement of its own in the session, whose
+  -- text pg_cursors and pg_prepared_statements show (red-team round 72)
+  EXISTS (SELECT 1 FROM pg_catalog.pg_proc p
+          JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
+          JOIN pg_catalog.pg_language l ON l.oid = p.prolang
+          WHERE p.oid >= 16384 AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+            AND (l.lanname NOT IN ('sql', 'c', 'internal')
+                 OR {_CODE_TEXT} ~ '(\mcursor\M|\mprepare\M|\mexecute\M|\mopen\M)'))
 """
 
 # User-written functions that may run DDL: a source naming a DDL command (CREATE, ALTER,
@@ -1283,6 +1291,10 @@ class Snapshot:
     # user-made, each relation's row type: what a temporary object may not be named
     # (``StatementPolicy._shadowing_temp``)
     type_names: frozenset[str] = frozenset()
+    # user-written code may leave cursors or prepared statements of its own in a session
+    # (CODE_FLAGS_SQL; a procedural language: PL/pgSQL's OPEN, EXECUTE 'PREPARE ...'):
+    # their text in pg_cursors and pg_prepared_statements is code (``_code_state_read``)
+    cursor_code: bool = True
 
     @property
     def user_schema_safe(self) -> bool:
@@ -1819,6 +1831,7 @@ class CatalogCache:
         policy_exprs_role: dict[str, tuple[tuple[str, str], ...]] | None = None,
         loaded_epoch: int | None = None,
         type_names=(),
+        cursor_code: bool = False,
     ) -> Snapshot:
         """``loaded_at``: when the load's queries started (monotonic; default now): what a
         statement arriving later may be decided on (``StatementPolicy._describe_refusal``);
@@ -1859,6 +1872,7 @@ class CatalogCache:
             policy_reads_role=dict(policy_reads_role or {}), published=dict(published or {}),
             policy_exprs=dict(policy_exprs or {}), policy_exprs_role=dict(policy_exprs_role or {}),
             loaded_epoch=loaded_epoch, type_names=frozenset(type_names),
+            cursor_code=cursor_code,
         )  # fmt: skip
         if entry.removed:
             started = snap.loaded_at

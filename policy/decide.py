@@ -371,6 +371,10 @@ def _temp_view(c: Classified, scopes: Scopes) -> Decision | None:
     return None
 
 
+# The session's cursors and prepared statements: their text is code's where code may have
+# left one (the engine decides it on the catalog snapshot: ``_code_state_read``).
+_CODE_STATE = frozenset({"pg_cursors", "pg_prepared_statements"})
+
 # Why a column of these is refused (pgparse.SENSITIVE_COLUMNS, SETTINGS_ROWS).
 _HOLDS = {
     "pg_settings": "every setting, those PostgreSQL shows only to superusers included: "
@@ -386,8 +390,8 @@ def _relation_read(rel: str, scopes: Scopes) -> Decision | None:
     if name is not None and "." in name and schema in _READ_ONLY_SCHEMAS:
         # a column that holds code (pgparse.SENSITIVE_COLUMNS): "pg_proc.prosrc"
         base, _, column = name.partition(".")
-        if scopes.allows_relation("read", render_name(schema, base)):
-            return None
+        if scopes.allows_relation("read", render_name(schema, base)) or base in _CODE_STATE:
+            return None  # (_CODE_STATE: decided on the catalog, ``_code_state_read``)
         what = _HOLDS.get(base, "it can hold secrets")
         return _deny(
             "deny.catalog",

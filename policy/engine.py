@@ -400,6 +400,12 @@ def _names_made(c: Classified) -> set[str]:
     return out
 
 
+_CURSORS_TEXT = render_name("pg_catalog", "pg_cursors.statement")
+_CODE_STATE_READS = frozenset(
+    {_CURSORS_TEXT, render_name("pg_catalog", "pg_prepared_statements.statement")}
+)
+
+
 def _user_operator(op: str, snap: Snapshot) -> bool:
     """May operator ``op`` (as classify renders it: ``OPERATOR(s.##)`` as ``s.##``) run a
     user-written function? Written qualified, unless pg_catalog's (red-team round 68: the
@@ -1935,6 +1941,7 @@ class StatementPolicy:
                 or self._through_inlining(c)
                 or self._policies_read(c)
                 or self._explained_code(c)
+                or self._code_state_read(c)
             )
             if denial is not None:
                 return denial
@@ -2256,6 +2263,31 @@ class StatementPolicy:
                 out.append(rel)
                 out.extend(sorted(snap.views.get(rel, ())))
         return out
+
+    def _code_state_read(self, c: Classified) -> Decision | None:
+        """The text of the session's cursors and prepared statements (``pg_cursors``,
+        ``pg_prepared_statements``: pgparse's SENSITIVE_COLUMNS) is code's own where
+        user-written code may have left one (a PL/pgSQL OPEN, a trigger's, EXECUTE
+        'PREPARE ...': red-team round 72), code a read:pg_catalog.pg_proc scope allows;
+        in a database with no such code (``Snapshot.cursor_code``) it is the client's
+        own (drivers list their prepared statements). Never cached."""
+        read = c.reads & _CODE_STATE_READS
+        if not read:
+            return None
+        self._complete_used = True
+        snap = self._snapshot_seen
+        if snap is not None and not snap.cursor_code:
+            return None
+        if self.scopes.allows_relation("read", "pg_catalog.pg_proc"):
+            return None
+        what = "pg_catalog.pg_cursors" if _CURSORS_TEXT in read else "pg_catalog.pg_prepared_statements"
+        return Decision(
+            False, "deny.catalog",
+            f"may not read statement of {what}: user-written code in this database may "
+            "leave cursors or prepared statements of its own in the session (a function's "
+            "OPEN, EXECUTE 'PREPARE ...'), whose text is its code, which a "
+            "read:pg_catalog.pg_proc scope allows",
+        )  # fmt: skip
 
     def _explained_code(self, c: Classified) -> Decision | None:
         """A plan shows code: EXPLAIN of a statement naming a view prints the view's query

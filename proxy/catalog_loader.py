@@ -400,7 +400,7 @@ class CatalogLoader:
         for fschema, fname, tschema, tname in _ok(function_type_rows):
             function_types.setdefault(render_name(fschema, fname), set()).add(
                 render_name(tschema, tname))  # fmt: skip
-        flags = _ok(code_flag_rows)[0] if _ok(code_flag_rows) else ["t", "t"]
+        flags = _ok(code_flag_rows)[0] if _ok(code_flag_rows) else ["t", "t", "t"]
         ddl_functions: set[str] = set()
         ddl_relations: set[str] = set()
         names_functions: set[str] = set()
@@ -485,6 +485,7 @@ class CatalogLoader:
             opclass_functions=_frozen(opclass_functions),
             # (unread: assumed, as a failed load assumes the worst)
             encoding_code=flags[0] != "f", temp_code=flags[1] != "f",
+            cursor_code=flags[2] != "f",
             ddl_functions=ddl_functions, ddl_objects=ddl_objects, ddl_relations=ddl_relations,
             names_functions=names_functions, names_relations=names_relations,
         )

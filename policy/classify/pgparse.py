@@ -1324,6 +1324,13 @@ SENSITIVE_COLUMNS: dict[tuple[str, str], dict[str, tuple[str, str, str]]] = {
     ("information_schema", "views"): {
         "view_definition": ("information_schema", "views.view_definition", "read")
     },
+    # the text of the session's cursors and prepared statements, code's own among them (a
+    # function's OPEN, a trigger's, EXECUTE 'PREPARE ...': red-team round 72); decided on
+    # the snapshot (``StatementPolicy._code_state_read``)
+    ("pg_catalog", "pg_cursors"): {"statement": ("pg_catalog", "pg_cursors.statement", "read")},
+    ("pg_catalog", "pg_prepared_statements"): {
+        "statement": ("pg_catalog", "pg_prepared_statements.statement", "read")
+    },
 }
 # Every column of those relations (PostgreSQL 15; tests/integration/test_policy_settings.py
 # compares them with the server): ``x.name`` where ``name`` is none of them is a call
@@ -1345,6 +1352,10 @@ SENSITIVE_RELATION_COLUMNS: dict[tuple[str, str], frozenset[str]] = {
         ("pg_catalog", "pg_matviews"): "schemaname matviewname matviewowner tablespace "
         "hasindexes ispopulated definition",
         ("pg_catalog", "pg_rules"): "schemaname tablename rulename definition",
+        ("pg_catalog", "pg_cursors"): "name statement is_holdable is_binary is_scrollable "
+        "creation_time",
+        ("pg_catalog", "pg_prepared_statements"): "name statement prepare_time "
+        "parameter_types from_sql generic_plans custom_plans",
         ("pg_catalog", "pg_rewrite"): "oid rulename ev_class ev_type ev_enabled is_instead "
         "ev_qual ev_action",
         ("information_schema", "routines"): "specific_catalog specific_schema specific_name "
