@@ -9,15 +9,15 @@ tried every other way of reading that text and other session state code leaves b
 Grants (agent ``r73-bot``): ``base`` = ``execute:r73.open_report execute:r73.prep`` (no
 ``read:pg_catalog.pg_proc``, no read of any relation); ``writer`` = ``write:r73.t
 write:r73.t2`` (no read, no execute scope). Planted (owner ``pgwitness``, the upstream
-login, before the proxy starts): ``r73x.kv (k, v)`` holding ``ROW`` (outside every
-grant); ``r73.open_report()`` (PL/pgSQL, opens and returns the refcursor
-``r73_report`` ``FOR SELECT k FROM r73x.kv WHERE v <> '<BODY>'``); ``r73x.audit()``, an
-AFTER INSERT row trigger of ``r73.t`` (PL/pgSQL, not SECURITY DEFINER) that opens a cursor ``r73_audit`` ``FOR SELECT v FROM
-r73x.kv WHERE '<TRIG>' <> ''``: a plain ``OPEN`` (no dynamic SQL); ``r73.prep()``
-(PL/pgSQL, ``EXECUTE 'PREPARE r73_q AS SELECT v FROM r73x.kv WHERE ''<PREP>'' <>
-'''''``); ``r73x.tprep()``, an AFTER INSERT row trigger of ``r73.t2`` (``EXECUTE
-'PREPARE r73_tq AS SELECT v FROM r73x.kv'``). ``BODY``, ``TRIG`` and ``PREP`` are written
-only in function bodies.
+login, before the proxy starts): ``r73x.kv (k, v)`` holding ``ROW`` (outside every grant);
+``r73.open_report()`` (PL/pgSQL, opens and returns the refcursor ``r73_report`` ``FOR
+SELECT k FROM r73x.kv WHERE v <> '<BODY>'``); ``r73x.audit()``, an AFTER INSERT row trigger
+of ``r73.t`` (PL/pgSQL, not SECURITY DEFINER) that opens a cursor ``r73_audit`` ``FOR
+SELECT v FROM r73x.kv WHERE '<TRIG>' <> ''``: a plain ``OPEN`` (no dynamic SQL);
+``r73.prep()`` (PL/pgSQL, ``EXECUTE 'PREPARE r73_q AS SELECT v FROM r73x.kv WHERE
+''<PREP>'' <> '''''``); ``r73x.tprep()``, an AFTER INSERT row trigger of ``r73.t2``
+(``EXECUTE 'PREPARE r73_tq AS SELECT v FROM r73x.kv'``). ``BODY``, ``TRIG`` and ``PREP``
+are written only in function bodies.
 
 Leak (a strict xfail asserting the safe outcome; simple Query, extended unnamed, named
 prepared statement, each in a session and block of its own; shown first directly as
