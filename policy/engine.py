@@ -58,6 +58,7 @@ from policy.classify.pgparse import (
     DERIVED_ROWS,
     LIKED,
     made_sequences,
+    portal_name,
     removed_columns,
     renamed_relations,
     restrict_cascade,
@@ -400,6 +401,7 @@ def _names_made(c: Classified) -> set[str]:
     return out
 
 
+_PORTAL_COMMANDS = frozenset({"DECLARE", "FETCH", "MOVE", "CLOSE"})
 _CURSORS_TEXT = render_name("pg_catalog", "pg_cursors.statement")
 _CODE_STATE_READS = frozenset(
     {_CURSORS_TEXT, render_name("pg_catalog", "pg_prepared_statements.statement")}
@@ -749,6 +751,10 @@ class StatementPolicy:
         # names the session's own DDL gave relations and types outside pg_temp: what no
         # snapshot loaded before it knows yet (``_shadowing_temp``)
         self._made_names: frozenset[str] = frozenset()
+        # cursors this session declared itself (``_portal_of_code``), and whether a write of
+        # its ran code the grant did not choose (``writes_unreadable``: a trigger, a rule)
+        self._declared: set[str] = set()
+        self._code_fired = False
         # views this session made through the proxy -> what their queries read: a write
         # through one lands there before any load shows it (``_actions_reach``)
         self._own_views: dict[str, frozenset[str]] = {}
@@ -1563,6 +1569,14 @@ class StatementPolicy:
         return check_read(render_name(schema, table), self.scopes) is None
 
     def writes_unreadable(self, verdict: Verdict) -> bool:
+        """``_writes_unreadable``; once it says so, the session ran code the grant did not
+        choose (``_portal_of_code``)."""
+        if self._writes_unreadable(verdict):
+            self._code_fired = True
+            return True
+        return False
+
+    def _writes_unreadable(self, verdict: Verdict) -> bool:
         """Does this allowed statement write rows of a relation the grant may write but
         not read, or of one with triggers or rules or that is a view (``_writes_reach_unseen``),
         or update or delete rows of one whose foreign-key actions write a relation the grant
@@ -1784,6 +1798,10 @@ class StatementPolicy:
     def _decide(self, c: Classified) -> Decision:
         d = self._decision(c)
         if d.allowed:
+            if c.command in _PORTAL_COMMANDS:
+                denial = self._portal_of_code(c)
+                if denial is not None:
+                    return denial
             if self._runs_ddl_code(c):
                 return Decision(True, d.rule, d.reason, True)
             return d
@@ -1794,6 +1812,38 @@ class StatementPolicy:
             # its scope changed what another grant's statements ran, unseen)
             return Decision(False, d.rule, d.reason, True)
         return d
+
+    def _portal_of_code(self, c: Classified) -> Decision | None:
+        """FETCH or MOVE of a cursor the session did not declare, after a write of its ran
+        code the grant did not choose, in a database whose code may open cursors
+        (``Snapshot.cursor_code``): a trigger's ``OPEN c FOR SELECT ...`` reads what the
+        grant may not (red-team round 73: a write grant fetched a hidden table's rows). A
+        cursor a granted function opened and returned is the function's result, as ever,
+        where no such write ran. DECLARE and CLOSE keep the session's own names. Never
+        cached (decided on what the session did)."""
+        self._complete_used = True
+        name = portal_name(c.sql)
+        if c.command == "DECLARE":
+            if name and len(self._declared) < 4096:
+                self._declared.add(name)
+            return None
+        if c.command == "CLOSE":
+            if name == "":
+                self._declared.clear()  # (CLOSE ALL)
+            elif name is not None:
+                self._declared.discard(name)
+            return None
+        snap = self._snapshot_seen
+        if not self._code_fired or (snap is not None and not snap.cursor_code):
+            return None
+        if name and name in self._declared:
+            return None
+        return Decision(
+            False, "deny.cursor",
+            f"may not {c.command} cursor {name!r}: this session did not declare it, and code "
+            "a write of this session ran (a trigger, a rule) may have opened it over rows the "
+            "grant may not read",
+        )  # fmt: skip
 
     def _runs_ddl_code(self, c: Classified) -> bool:
         """May ``c`` run user-written code that may run DDL (``Snapshot.ddl_functions``,
@@ -2325,7 +2375,6 @@ class StatementPolicy:
                 "snapshot (the plan may print code it attached): send it once the DDL's "
                 "transaction has ended",
             )  # fmt: skip
-            self._complete_used = True
             if self.ddl_open and self._ddl_attached:
                 return denial  # (no load shows a block's DDL before it commits)
             if snap.stale and not (self._only_own_ddl(snap) and not self._attached_unloaded):

@@ -1940,6 +1940,26 @@ def made_sequences(sql: str) -> list[tuple[str | None, str | None, str]]:
     return out
 
 
+_PORTAL_NODES = ("DeclareCursorStmt", "FetchStmt", "ClosePortalStmt")
+
+
+def portal_name(sql: str) -> str | None:
+    """The cursor a DECLARE, FETCH, MOVE or CLOSE names (as PostgreSQL keys it), ``""``
+    for ``CLOSE ALL``, None if ``sql`` is none of them or cannot be read."""
+    try:
+        stmts = _tree(sql)
+    except PgParseError:
+        return None
+    if len(stmts) != 1:
+        return None
+    node = stmts[0].get("stmt") or {}
+    for kind in _PORTAL_NODES:
+        inner = node.get(kind)
+        if type(inner) is dict:
+            return str(inner.get("portalname") or "")
+    return None
+
+
 def split_texts(sql: str) -> list[str]:
     """Each statement's text as PostgreSQL's parser delimits them (PgParseError if it cannot)."""
     return _texts(sql, _tree(sql))
