@@ -140,14 +140,7 @@ def px(pg, tmp_path_factory):
 
 _direct = planted.direct_as_owner
 _refused = planted.refused_by_proxy
-
-
-def _proxied(px, key: str, mode: str, sqls: list[str]) -> list[str]:
-    """``sqls`` in ``mode`` in one session of grant ``key``: each one's text."""
-    with planted.session(px, px.tokens[key]) as c:
-        got = [planted.run_mode(c, mode, s) for s in sqls]
-        assert any(f[:1] == b"D" for f in c.query("SELECT 1")), "the session goes on"
-    return got
+_proxied = planted.proxied_as
 
 
 def _tails(got: list[str]) -> list[str]:

@@ -364,6 +364,15 @@ def proxied(handle, mode: str, sqls: list[str]) -> list[str]:
         return [run_mode(c, mode, s) for s in sqls]
 
 
+def proxied_as(handle, key: str, mode: str, sqls: list[str]) -> list[str]:
+    """``sqls`` in ``mode`` in one session of the module's grant ``key``
+    (``handle.tokens``): each one's text; the session must answer a query after them."""
+    with session(handle, handle.tokens[key]) as c:
+        got = [run_mode(c, mode, s) for s in sqls]
+        assert any(f[:1] == b"D" for f in c.query("SELECT 1")), "the session goes on"
+    return got
+
+
 def direct_as_owner(pg, *sqls: str) -> list[str]:
     """``sqls`` run directly as the owner role (``pgwitness``) in a block rolled back: each
     one's text."""
