@@ -1822,6 +1822,11 @@ class StatementPolicy:
         where no such write ran. DECLARE and CLOSE keep the session's own names. Never
         cached (decided on what the session did)."""
         self._complete_used = True
+        snap = self._snapshot_seen
+        if c.command in ("FETCH", "MOVE") and (
+            not self._code_fired or (snap is not None and not snap.cursor_code)
+        ):
+            return None  # (no name to read: nothing may have opened one)
         name = portal_name(c.sql)
         if c.command == "DECLARE":
             if name and len(self._declared) < 4096:
@@ -1832,9 +1837,6 @@ class StatementPolicy:
                 self._declared.clear()  # (CLOSE ALL)
             elif name is not None:
                 self._declared.discard(name)
-            return None
-        snap = self._snapshot_seen
-        if not self._code_fired or (snap is not None and not snap.cursor_code):
             return None
         if name and name in self._declared:
             return None

@@ -283,9 +283,7 @@ class CatalogLoader:
         """Close the catalog logins kept between loads (the proxy stops, or this loader is
         replaced)."""
         self._closed = True
-        links, self._links = self._links, {}
-        for link in links.values():
-            link.close()
+        self.drop_links()
 
     def _announce(self, kind: str, database: str, removed, defined=None) -> None:
         if self.tell is None:

@@ -1877,7 +1877,8 @@ def _object_name(name1: str, name2: str, label: str) -> str:
     return f"{n1[:l1].decode(errors='ignore')}_{n2[:l2].decode(errors='ignore')}_{label}"
 
 
-def made_sequences(sql: str) -> list[tuple[str | None, str | None, str]]:
+@functools.lru_cache(maxsize=256)  # (a DDL's decision, its message's and its sending ask)
+def made_sequences(sql: str) -> tuple[tuple[str | None, str | None, str], ...]:
     """(schema or None, table, sequence name) of each sequence ``sql`` makes beside what it
     names: a ``serial`` column's (``table_column_seq``), an identity column's (its
     ``SEQUENCE NAME``, qualified or in the table's schema), in CREATE TABLE or ALTER TABLE
@@ -1890,7 +1891,7 @@ def made_sequences(sql: str) -> list[tuple[str | None, str | None, str]]:
     try:
         stmts = _tree(sql)
     except PgParseError:
-        return []
+        return ()
     out: list[tuple[str | None, str | None, str]] = []
     for st in stmts:
         node = st.get("stmt") or {}
@@ -1937,7 +1938,7 @@ def made_sequences(sql: str) -> list[tuple[str | None, str | None, str]]:
                 out.append(((named[-2] if len(named) > 1 else schema), table, named[-1]))
             elif table and column:
                 out.append((schema, table, _object_name(table, column, "seq")))
-    return out
+    return tuple(out)
 
 
 _PORTAL_NODES = ("DeclareCursorStmt", "FetchStmt", "ClosePortalStmt")
