@@ -510,7 +510,16 @@ SELECT
           JOIN pg_catalog.pg_language l ON l.oid = p.prolang
           WHERE p.oid >= 16384 AND n.nspname NOT IN ('pg_catalog', 'information_schema')
             AND (l.lanname NOT IN ('sql', 'c', 'internal')
-                 OR {_CODE_TEXT} ~ '(\mcursor\M|\mprepare\M|\mexecute\M|\mopen\M)'))
+                 OR {_CODE_TEXT} ~ '(\mcursor\M|\mprepare\M|\mexecute\M|\mopen\M)')),
+  -- code that may leave a cursor open for the client to read (a PL/pgSQL OPEN, a DECLARE
+  -- or OPEN it builds, a procedural language's own): the session's portals are then
+  -- followed (``StatementPolicy.portals_watched``; a FOR loop's portal closes with it)
+  EXISTS (SELECT 1 FROM pg_catalog.pg_proc p
+          JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
+          JOIN pg_catalog.pg_language l ON l.oid = p.prolang
+          WHERE p.oid >= 16384 AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+            AND (l.lanname NOT IN ('sql', 'plpgsql', 'c', 'internal')
+                 OR {_CODE_TEXT} ~ '(\mcursor\M|\mexecute\M|\mopen\M|refcursor)'))
 """
 
 # User-written functions that may run DDL: a source naming a DDL command (CREATE, ALTER,
@@ -1295,6 +1304,13 @@ class Snapshot:
     # (CODE_FLAGS_SQL; a procedural language: PL/pgSQL's OPEN, EXECUTE 'PREPARE ...'):
     # their text in pg_cursors and pg_prepared_statements is code (``_code_state_read``)
     cursor_code: bool = True
+    # user functions whose results drivers fetch as cursors (REFCURSOR_FUNCTIONS_SQL) ->
+    # whether each returns one plain refcursor: a refcursor one of them returns may be
+    # fetched where ``portal_code`` holds (policy/portals.py)
+    refcursor_functions: dict[str, bool] = field(default_factory=dict)
+    # user-written code may leave a cursor open for the client to read (CODE_FLAGS_SQL):
+    # the client reads only the portals it made (``StatementPolicy.portals_watched``)
+    portal_code: bool = True
 
     @property
     def user_schema_safe(self) -> bool:
@@ -1346,6 +1362,37 @@ UNION
 SELECT c.relname FROM pg_catalog.pg_class c
 JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
 WHERE n.nspname NOT LIKE 'pg\_temp\_%' AND n.nspname NOT LIKE 'pg\_toast\_temp\_%'
+"""
+
+# User functions (by qualified name) that return or output a refcursor (and whether every
+# overload returns one plain refcursor), none of whose overloads returns a type its call
+# chooses (a polymorphic one, a record without OUT parameters), no built-in of whose name
+# an unqualified call would reach first, and no refcursor column of whose name a call in
+# function notation could select (``(row).name``): the refcursor values a statement calling
+# only these returns are names those functions gave (policy/portals.py: a granted
+# function's cursor is fetched where code may open others).
+REFCURSOR_FUNCTIONS_SQL = r"""
+SELECT n.nspname, p.proname,
+       bool_and(p.prorettype = 'pg_catalog.refcursor'::pg_catalog.regtype)
+FROM pg_catalog.pg_proc p
+JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
+WHERE p.oid >= 16384 AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+  AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_proc b
+                  WHERE b.pronamespace = 'pg_catalog'::pg_catalog.regnamespace
+                    AND b.proname = p.proname)
+  AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_attribute a
+                  WHERE a.attname = p.proname AND a.attnum > 0
+                    AND a.atttypid = 'pg_catalog.refcursor'::pg_catalog.regtype)
+GROUP BY n.nspname, p.proname
+HAVING bool_or(p.prorettype = 'pg_catalog.refcursor'::pg_catalog.regtype
+               OR EXISTS (SELECT 1 FROM unnest(p.proallargtypes, p.proargmodes) o(t, m)
+                          WHERE m IN ('o', 'b', 't')
+                            AND t = 'pg_catalog.refcursor'::pg_catalog.regtype))
+   AND NOT bool_or(
+     (p.prorettype = 'pg_catalog.record'::pg_catalog.regtype AND p.proallargtypes IS NULL)
+     OR EXISTS (SELECT 1 FROM pg_catalog.pg_type t
+                WHERE t.typtype = 'p' AND t.typname LIKE 'any%'
+                  AND (t.oid = p.prorettype OR t.oid = ANY (p.proallargtypes))))
 """
 
 # Schemas outside the system's: a grant naming each with schema.* has nothing outside it.
@@ -1832,6 +1879,8 @@ class CatalogCache:
         loaded_epoch: int | None = None,
         type_names=(),
         cursor_code: bool = False,
+        refcursor_functions: dict[str, bool] | None = None,
+        portal_code: bool = False,
     ) -> Snapshot:
         """``loaded_at``: when the load's queries started (monotonic; default now): what a
         statement arriving later may be decided on (``StatementPolicy._describe_refusal``);
@@ -1872,7 +1921,8 @@ class CatalogCache:
             policy_reads_role=dict(policy_reads_role or {}), published=dict(published or {}),
             policy_exprs=dict(policy_exprs or {}), policy_exprs_role=dict(policy_exprs_role or {}),
             loaded_epoch=loaded_epoch, type_names=frozenset(type_names),
-            cursor_code=cursor_code,
+            cursor_code=cursor_code, refcursor_functions=dict(refcursor_functions or {}),
+            portal_code=portal_code,
         )  # fmt: skip
         if entry.removed:
             started = snap.loaded_at

@@ -58,7 +58,6 @@ from policy.classify.pgparse import (
     DERIVED_ROWS,
     LIKED,
     made_sequences,
-    portal_name,
     removed_columns,
     renamed_relations,
     restrict_cascade,
@@ -77,6 +76,7 @@ from policy.decide import (
 )
 from policy.lexer import collapse_values, lex, render_name
 from policy.number_shapes import ZERO_DIGITS as ZERO
+from policy.portals import SessionPortals
 from policy.prepared import NAME_BYTES, STATEFUL_COMMANDS, PreparedNames, name_too_long
 from policy.scopes import Scopes, split_name
 
@@ -297,6 +297,27 @@ def _may_write(pairs: tuple[Pair, ...]) -> bool:
 def _bind_of(name: str) -> Classified:
     """What a refused Bind of statement ``name`` is recorded as, its text not at hand."""
     return Classified("", StatementClass.UNKNOWN, "BIND", frozenset(), frozenset(), frozenset(), name)
+
+
+def _execute_of(portal: str) -> Classified:
+    """What a protocol Execute of ``portal`` is recorded as (``check_execute``)."""
+    return Classified("", StatementClass.UNKNOWN, "EXECUTE PORTAL", frozenset(), frozenset(), frozenset(), portal)
+
+
+_EXECUTE_ALLOWED = Verdict(True, ((_execute_of(""), Decision(
+    True, "default.cursor", "a portal the client bound or declared",
+)),), "")  # fmt: skip
+
+
+def _portal_key(portal: bytes) -> str:
+    """A protocol portal's name as ``SessionPortals`` keys it (a DECLARE's is its text)."""
+    return portal.decode("utf-8", "surrogateescape")
+
+
+def _reads_portals(pairs: tuple[Pair, ...]) -> bool:
+    """Does a statement read, make or close a cursor (followed at each Bind where the
+    database holds code that may open cursors: ``StatementPolicy._watch_portals``)?"""
+    return any(c.command in _PORTAL_COMMANDS for c, _d in pairs)
 
 
 # a fast-path FunctionCall a dry run lets through (``check_function_call``): which function
@@ -751,10 +772,15 @@ class StatementPolicy:
         # names the session's own DDL gave relations and types outside pg_temp: what no
         # snapshot loaded before it knows yet (``_shadowing_temp``)
         self._made_names: frozenset[str] = frozenset()
-        # cursors this session declared itself (``_portal_of_code``), and whether a write of
-        # its ran code the grant did not choose (``writes_unreadable``: a trigger, a rule)
-        self._declared: set[str] = set()
-        self._code_fired = False
+        # Where the database holds code that may leave cursors of its own open
+        # (``Snapshot.portal_code``): the cursors and portals the client made, and the
+        # refcursors granted functions returned, the only ones it may read
+        # (policy/portals.py). The relay reports Binds, Executes, Closes, ReadyForQuery
+        # while ``portals_watched``; ``_statement_pairs``: each protocol statement's text
+        # and decisions at its Parse (what its portal runs at an Execute)
+        self._portals = SessionPortals()
+        self.portals_watched = False
+        self._statement_pairs: dict[str, tuple[str, tuple[Pair, ...]]] = {}
         # views this session made through the proxy -> what their queries read: a write
         # through one lands there before any load shows it (``_actions_reach``)
         self._own_views: dict[str, frozenset[str]] = {}
@@ -799,14 +825,106 @@ class StatementPolicy:
         self.rewritten = None
         verdict = self._checked_query(sql)
         if verdict.allowed:
-            return verdict  # (every allowed statement: no call more)
+            return self._portals_run(verdict) if self.portals_watched else verdict
         restricted = self._as_restrict(sql, verdict)
         if restricted is None:
             return verdict
         again = self._checked_query(restricted)
         if again.allowed:
             self.rewritten = restricted
+            if self.portals_watched:
+                return self._portals_run(again)
         return again
+
+    def _portals_run(self, verdict: Verdict) -> Verdict:
+        """An allowed simple Query's statements as they will run, told to the session's
+        portals (policy/portals.py): a FETCH or MOVE of a cursor the client did not make is
+        refused there (``deny.cursor``)."""
+        if verdict is CATALOG_WAIT:
+            return verdict
+        snap = self._snapshot_seen
+        functions = snap.refcursor_functions if snap is not None else {}
+        self._portals.queried()
+        refused = self._portals.ran(verdict.decisions, self.sending_group, functions)
+        if refused is None:
+            return verdict
+        return self._overruled_at(verdict, *refused)
+
+    def _overruled_at(self, verdict: Verdict, index: int, denial: Decision) -> Verdict:
+        """``verdict`` with ``denial`` in statement ``index``'s place."""
+        pairs = list(verdict.decisions)
+        pairs[index] = (pairs[index][0], denial)
+        if self.enforce:
+            return Verdict(False, tuple(pairs), self._message(denial))
+        return Verdict(True, tuple(pairs), "", would_deny=True)
+
+    def _watch_portals(self, on: bool) -> None:
+        """The database now holds code that may open cursors (``on``), or no longer does:
+        the client's portals are followed from now on (what it made before is not known:
+        refused), each protocol statement that reads or makes a cursor followed at its
+        Binds (``followed``: decided again, its Execute at once), or nothing is."""
+        self.portals_watched = on
+        self._portals = SessionPortals()
+        if on:
+            for name, (sql, pairs) in self._statement_pairs.items():
+                held = self._statements.get(name)
+                if held is not None and held[0] == sql and _reads_portals(pairs):
+                    self.followed[name] = (pairs, sql)
+                    self._followed_leaving.discard(name)
+
+    def portal_bound(self, name: str, portal: bytes, certain: bool = False) -> None:
+        """A Bind of statement ``name`` to ``portal`` went upstream (while
+        ``portals_watched``): what its portal runs, if the server surely holds the text the
+        policy does (decided at its Parse, answered or in this Sync group; ``certain``: the
+        server was made to check it just before, ``verify_name``)."""
+        pairs: tuple[Pair, ...] | None = None
+        held = self._statements.get(name)
+        known = self._statement_pairs.get(name)
+        if held is not None and known is not None and known[0] == held[0] and (
+            certain or name not in self._unconfirmed or name in self._fresh
+            or self._bound_to_its_parse(name)
+        ):  # fmt: skip
+            pairs = known[1]
+        self._portals.bind(_portal_key(portal), pairs, self.sending_group)
+
+    def check_execute(self, portal: bytes) -> Verdict:
+        """A protocol Execute of ``portal`` (while ``portals_watched``): refused unless the
+        client made it in this transaction (policy/portals.py)."""
+        snap = self._snapshot_seen
+        functions = snap.refcursor_functions if snap is not None else {}
+        key = _portal_key(portal)
+        refused = self._portals.execute(key, self.sending_group, functions)
+        if refused is None:
+            return _EXECUTE_ALLOWED
+        return self._refused(_execute_of(key), refused[1])
+
+    def check_describe(self, portal: bytes) -> Verdict | None:
+        """A protocol Describe of ``portal`` (while ``portals_watched``): a refusal unless
+        the client made it (its columns say what a cursor code opened reads)."""
+        key = _portal_key(portal)
+        refused = self._portals.describe(key, self.sending_group)
+        if refused is None:
+            return None
+        return self._refused(_execute_of(key), refused)
+
+    def portal_closed(self, portal: bytes) -> None:
+        """A Close of protocol portal ``portal`` went upstream."""
+        self._portals.closed(_portal_key(portal))
+
+    def portals_answered(self, first: int, below: int, idle: bool) -> None:
+        """ReadyForQuery (while ``portals_watched``): it answered the Sync groups numbered
+        ``first`` up to ``below``; ``idle``: the server is outside a transaction."""
+        self._portals.answered(first, below, idle)
+
+    @property
+    def harvesting(self) -> bool:
+        """Should the relay hand refcursor values of result rows to ``refcursors``?"""
+        return bool(self._portals.harvest)
+
+    def refcursors(self, names: list[str], blind: bool = False) -> None:
+        """Refcursor values of a result row (while ``harvesting``); ``blind``: every value
+        of a row no RowDescription led (a statement described at its Parse)."""
+        (self._portals.harvested_blind if blind else self._portals.harvested).extend(names)
 
     def _as_restrict(self, sql: str, verdict: Verdict) -> str | None:
         """The text to decide again for a refused verdict whose refusal is a CASCADE drop
@@ -966,7 +1084,15 @@ class StatementPolicy:
                     self._write_statements.add(name)
                 else:
                     self._write_statements.add(_EVERY_NAME)
-            stateful = any(c.command in STATEFUL_COMMANDS for c, _d in verdict.decisions)
+            pairs_ = self._statement_pairs
+            if not again:
+                pairs_.pop(name, None)
+                if len(pairs_) >= MAX_REMEMBERED_STATEMENTS:
+                    pairs_.pop(next(iter(pairs_)))
+                pairs_[name] = (sql, verdict.decisions)
+            stateful = any(c.command in STATEFUL_COMMANDS for c, _d in verdict.decisions) or (
+                self.portals_watched and _reads_portals(verdict.decisions)
+            )
             if stateful or opens_ddl(verdict.decisions):
                 self.followed[name] = (verdict.decisions, sql if stateful else None)
                 self._followed_leaving.discard(name)
@@ -1234,6 +1360,8 @@ class StatementPolicy:
         is not known here (``answered`` drops the names they touched)."""
         self._failed = True
         self.names_pending = True
+        if self._portals.tracked:
+            self._portals.failed()
 
     def answered(self, idle: bool) -> None:
         """ReadyForQuery. After an error, the statement names touched since the server last
@@ -1569,14 +1697,6 @@ class StatementPolicy:
         return check_read(render_name(schema, table), self.scopes) is None
 
     def writes_unreadable(self, verdict: Verdict) -> bool:
-        """``_writes_unreadable``; once it says so, the session ran code the grant did not
-        choose (``_portal_of_code``)."""
-        if self._writes_unreadable(verdict):
-            self._code_fired = True
-            return True
-        return False
-
-    def _writes_unreadable(self, verdict: Verdict) -> bool:
         """Does this allowed statement write rows of a relation the grant may write but
         not read, or of one with triggers or rules or that is a view (``_writes_reach_unseen``),
         or update or delete rows of one whose foreign-key actions write a relation the grant
@@ -1727,6 +1847,8 @@ class StatementPolicy:
                 self.encoding_code = snap.encoding_code
                 if snap.temp_code:
                     self._temp_any = True  # (decisions are forgotten below)
+                if snap.portal_code != self.portals_watched:
+                    self._watch_portals(snap.portal_code)
             self._complete_used = False
             self.caches.forget_decisions()
         elif self._complete_used:
@@ -1798,10 +1920,6 @@ class StatementPolicy:
     def _decide(self, c: Classified) -> Decision:
         d = self._decision(c)
         if d.allowed:
-            if c.command in _PORTAL_COMMANDS:
-                denial = self._portal_of_code(c)
-                if denial is not None:
-                    return denial
             if self._runs_ddl_code(c):
                 return Decision(True, d.rule, d.reason, True)
             return d
@@ -1812,40 +1930,6 @@ class StatementPolicy:
             # its scope changed what another grant's statements ran, unseen)
             return Decision(False, d.rule, d.reason, True)
         return d
-
-    def _portal_of_code(self, c: Classified) -> Decision | None:
-        """FETCH or MOVE of a cursor the session did not declare, after a write of its ran
-        code the grant did not choose, in a database whose code may open cursors
-        (``Snapshot.cursor_code``): a trigger's ``OPEN c FOR SELECT ...`` reads what the
-        grant may not (red-team round 73: a write grant fetched a hidden table's rows). A
-        cursor a granted function opened and returned is the function's result, as ever,
-        where no such write ran. DECLARE and CLOSE keep the session's own names. Never
-        cached (decided on what the session did)."""
-        self._complete_used = True
-        snap = self._snapshot_seen
-        if c.command in ("FETCH", "MOVE") and (
-            not self._code_fired or (snap is not None and not snap.cursor_code)
-        ):
-            return None  # (no name to read: nothing may have opened one)
-        name = portal_name(c.sql)
-        if c.command == "DECLARE":
-            if name and len(self._declared) < 4096:
-                self._declared.add(name)
-            return None
-        if c.command == "CLOSE":
-            if name == "":
-                self._declared.clear()  # (CLOSE ALL)
-            elif name is not None:
-                self._declared.discard(name)
-            return None
-        if name and name in self._declared:
-            return None
-        return Decision(
-            False, "deny.cursor",
-            f"may not {c.command} cursor {name!r}: this session did not declare it, and code "
-            "a write of this session ran (a trigger, a rule) may have opened it over rows the "
-            "grant may not read",
-        )  # fmt: skip
 
     def _runs_ddl_code(self, c: Classified) -> bool:
         """May ``c`` run user-written code that may run DDL (``Snapshot.ddl_functions``,

@@ -32,6 +32,7 @@ from policy.catalog import (
     POLICY_EXPRS_SQL,
     POLICY_READS_SQL,
     PUBLISHED_SQL,
+    REFCURSOR_FUNCTIONS_SQL,
     RELATION_CASTS_SQL,
     RELATION_OIDS_SQL,
     RELATION_OPCLASS_SQL,
@@ -338,7 +339,7 @@ class CatalogLoader:
          relation_opclass_rows, code_flag_rows, ddl_code_rows, view_function_rows,
          relation_policy_rows, type_user_rows, statistics_rows,
          default_function_rows, policy_read_rows, published_rows, type_name_rows,
-         policy_expr_rows) = await self._queries(
+         refcursor_rows, policy_expr_rows) = await self._queries(
             database, FUNCTIONS_SQL, COLUMNS_SQL, ROLE_SCHEMAS_SQL,
             USER_FUNCTIONS_SQL, USER_OPERATORS_SQL, USER_TYPES_SQL, USER_TYPE_OIDS_SQL,
             CASCADES_SQL, VIEWS_SQL, VIEW_READS_SQL, INLINABLE_SQL, RULED_SQL,
@@ -347,7 +348,7 @@ class CatalogLoader:
             FUNCTION_TYPES_SQL, EVENT_TRIGGERS_SQL, OPCLASS_FUNCTIONS_SQL, RELATION_OPCLASS_SQL,
             CODE_FLAGS_SQL, DDL_CODE_SQL, VIEW_FUNCTIONS_SQL, RELATION_POLICY_SQL,
             TYPE_USERS_SQL, STATISTICS_SQL, DEFAULT_FUNCTIONS_SQL, POLICY_READS_SQL,
-            PUBLISHED_SQL, TYPE_NAMES_SQL,
+            PUBLISHED_SQL, TYPE_NAMES_SQL, REFCURSOR_FUNCTIONS_SQL,
             POLICY_EXPRS_SQL,  # last: it sets its own search_path
         )  # fmt: skip
         views_unread = False
@@ -398,7 +399,7 @@ class CatalogLoader:
         for fschema, fname, tschema, tname in _ok(function_type_rows):
             function_types.setdefault(render_name(fschema, fname), set()).add(
                 render_name(tschema, tname))  # fmt: skip
-        flags = _ok(code_flag_rows)[0] if _ok(code_flag_rows) else ["t", "t", "t"]
+        flags = _ok(code_flag_rows)[0] if _ok(code_flag_rows) else ["t", "t", "t", "t"]
         ddl_functions: set[str] = set()
         ddl_relations: set[str] = set()
         names_functions: set[str] = set()
@@ -450,6 +451,9 @@ class CatalogLoader:
             loaded_at=started,
             loaded_epoch=epoch,
             type_names=[r[0] for r in _ok(type_name_rows)],
+            refcursor_functions={
+                render_name(s, n): plain == "t" for s, n, plain in _ok(refcursor_rows)
+            },
             descendants=cascade_reach(
                 (render_name(s1, t1), render_name(s2, t2))
                 for s1, t1, s2, t2, part in _ok(inheritance_rows) if part == "f"
@@ -483,7 +487,7 @@ class CatalogLoader:
             opclass_functions=_frozen(opclass_functions),
             # (unread: assumed, as a failed load assumes the worst)
             encoding_code=flags[0] != "f", temp_code=flags[1] != "f",
-            cursor_code=flags[2] != "f",
+            cursor_code=flags[2] != "f", portal_code=flags[3] != "f",
             ddl_functions=ddl_functions, ddl_objects=ddl_objects, ddl_relations=ddl_relations,
             names_functions=names_functions, names_relations=names_relations,
         )

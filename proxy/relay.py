@@ -63,6 +63,10 @@ _CHECKED_UNHEALTHY = _CHECKED_BINDS | {F.EXECUTE, F.COPY_DATA, F.COPY_DONE}
 # HOLD cursor): the policy forgets the names at each
 _CHECKED_LAZY = _CHECKED_BINDS | {F.EXECUTE, F.SYNC}
 _CHECKED_UNHEALTHY_LAZY = _CHECKED_UNHEALTHY | {F.SYNC}
+# ... and, where the database holds code that may open cursors (the policy's
+# ``portals_watched``), every Bind and Execute: the portals the client made are the only
+# ones it may run (policy/portals.py)
+_CHECKED_PORTALS = _CHECKED_BINDS | {F.EXECUTE}
 _SYNC = F.SYNC
 _EXECUTE, _COPY_DATA, _COPY_DONE = F.EXECUTE, F.COPY_DATA, F.COPY_DONE
 _NAMES = {F.QUERY: "Query", F.PARSE: "Parse", F.FUNCTION_CALL: "FunctionCall", F.BIND: "Bind",
@@ -79,6 +83,11 @@ _PARSE_COMPLETE = B.PARSE_COMPLETE
 _WATCHED = frozenset((_READY, _ERROR, _COPY_IN, _PARAMETER_STATUS, _PARSE_COMPLETE))
 _COMMAND_COMPLETE = B.COMMAND_COMPLETE
 _CLOSE_COMPLETE = B.CLOSE_COMPLETE
+# what the refcursors a granted function returned are read from (``Policy.harvesting``)
+_ROW_DESCRIPTION, _DATA_ROW = B.ROW_DESCRIPTION, B.DATA_ROW
+_RESULT_ENDS = frozenset(
+    (_COMMAND_COMPLETE, B.PORTAL_SUSPENDED, B.EMPTY_QUERY, B.NO_DATA, _READY, _ERROR)
+)
 # Frames whose bytes the relay never looks at: a large one is passed on as it arrives.
 _STREAMED_C2S = frozenset((F.BIND, F.COPY_DATA))
 _STREAMED_S2C = frozenset((B.DATA_ROW, B.COPY_DATA, B.FUNCTION_CALL_RESPONSE))
@@ -292,6 +301,8 @@ class Relay:
         self._restore_error: tuple[int, bytes] | None = None
         # the portal of a followed statement's Bind that ended a read (``_next_execute``)
         self._bind_pending: bytes | None = None
+        # the refcursor columns of the last RowDescription while the policy is harvesting
+        self._refcursor_columns: tuple[int, ...] | None = None
         # the Sync group (``SyncGroups.sent_groups``) in which a message was refused because
         # the recorder cannot record: the server skips the rest of it, so its Binds and
         # Executes need no refusal of their own
@@ -435,6 +446,8 @@ class Relay:
         unhealthy = health is not None and not health.healthy
         if unhealthy:
             checked = _CHECKED_UNHEALTHY_LAZY if policy is not None and policy.lazy_names else _CHECKED_UNHEALTHY
+        elif policy is not None and policy.portals_watched:
+            checked = _CHECKED_LAZY if policy.lazy_names else _CHECKED_PORTALS
         elif self._binds_checked():
             checked = _CHECKED_LAZY if policy is not None and policy.lazy_names else _CHECKED_BINDS
         else:
@@ -468,6 +481,26 @@ class Relay:
                 # a statement whose pin is a parameter lives upstream under a name of the
                 # proxy's own (see the Parse below): its Describe and Close follow it there
                 frame = run[start:end]
+                if (t == _DESCRIBE and policy is not None and policy.portals_watched
+                        and frame[5:6] == b"P"):
+                    policy.sending_group = groups.sent_groups
+                    refused = policy.check_describe(frame[6:-1])
+                    if refused is not None:
+                        # its columns say what a cursor code opened reads: refused as an
+                        # Execute of it is (a statement of ours that raises in its place)
+                        self._record(refused, "Describe", "", portal=frame[6:-1].decode(
+                            "utf-8", "replace"))  # fmt: skip
+                        if not refused.allowed:
+                            out.append(run[last:start])
+                            last = end
+                            denials = self.denials
+                            out.append(denials.inject(_PARSE, denials.raise_sql(
+                                refused.message, INSUFFICIENT_PRIVILEGE,
+                            ), groups))  # fmt: skip
+                            self._parses.append(None)  # ours: its ParseComplete comes too
+                            groups.sent(t)
+                            i = groups.sent_frames(frames, i, checked)
+                            continue
                 name_ = m.statement_named(frame, self.encoding)
                 if t == _DESCRIBE and name_ and policy is not None:
                     if self.encoding_changed and not name_.isascii() and groups.ran:
@@ -497,6 +530,9 @@ class Relay:
                         policy.bind_pins.pop(name_, None)
                         policy.closed(name_)  # (the server may hold an older one: red-team
                         # round 34; the policy then holds none, ``StatementPolicy.check_parse``)
+                elif (t == _CLOSE and policy is not None and policy.portals_watched
+                        and run[start + 5 : start + 6] == b"P"):
+                    policy.portal_closed(run[start + 6 : end - 1])
                 elif name_ is not None and t == _CLOSE and policy is not None:
                     self._restorable.pop(name_, None)
                     if self.encoding_changed and not name_.isascii() and groups.ran:
@@ -536,14 +572,18 @@ class Relay:
                     # its portal may run that code again (a cursor's by name, a suspended
                     # one): what the policy learnt before it may not be what runs after
                     policy.names_unknown()
-                groups.sent(t)
-                i = groups.sent_frames(frames, i, checked)
-                continue
+                if policy is None or not policy.portals_watched:
+                    groups.sent(t)
+                    i = groups.sent_frames(frames, i, checked)
+                    continue
             if t == _BIND and not refusing:
                 name = m.bind_statement(run[start:end], self.encoding)
                 if (policy is None or not policy.bind_checked(name)) and not (
                     self.encoding_changed and not name.isascii() and groups.ran
                 ):  # (a name decoded in an encoding that may be changing: below, refused)
+                    if policy is not None and policy.portals_watched:
+                        policy.sending_group = groups.sent_groups
+                        policy.portal_bound(name, _portal_of(run, start)[:-1])
                     groups.sent(t)  # a Bind of any other statement: not looked at
                     i = groups.sent_frames(frames, i, checked)
                     continue
@@ -592,6 +632,11 @@ class Relay:
                 # record notes the group the Bind goes in)
                 checked_ = verdict.allowed and self._check_name(name, out, run, last, start)
                 self._record(verdict, "Bind", "", statement=name)
+                if verdict.allowed and policy.portals_watched:
+                    # (after a restore's own Sync group, which ``_check_name`` may have sent:
+                    # the server then surely holds the text the policy does, or fails it)
+                    policy.sending_group = groups.sent_groups
+                    policy.portal_bound(name, _portal_of(run, start)[:-1], checked_)
                 private = self._pinned.get(name)
                 if checked_:
                     last = start
@@ -599,6 +644,16 @@ class Relay:
                     out.append(run[last:start])
                     out.append(m.renamed_statement(frame, private))
                     last = end
+            elif t == _EXECUTE:  # (the database holds code that may open cursors)
+                policy.sending_group = groups.sent_groups
+                portal = run[start + 5 : run.index(b"\x00", start + 5)]
+                verdict = policy.check_execute(portal)
+                if not verdict.allowed or verdict.would_deny:
+                    self._record(verdict, "Execute", "", portal=portal.decode("utf-8", "replace"))
+                if verdict.allowed:
+                    groups.sent(t)
+                    i = groups.sent_frames(frames, i, checked)
+                    continue
             elif t == _QUERY:
                 sql = m.decode_query(run[start:end], self.encoding)
                 # (the text decoded, not the frame: its length bytes are binary; a non-ASCII
@@ -607,6 +662,7 @@ class Relay:
                 if self.encoding_changed and groups.ran and not sql.isascii():
                     verdict = ENCODING_IN_FLIGHT
                 else:
+                    policy.sending_group = groups.sent_groups
                     verdict = policy.check_query(sql)
                     if verdict is CATALOG_WAIT and self.catalog_wait is not None:
                         return self._park_at(run, frames, i - 1, last, out, to_client)
@@ -676,7 +732,9 @@ class Relay:
                 verdict = policy.check_function_call()
                 self._record(verdict, "FunctionCall", "")
             if verdict.allowed:
-                if not unhealthy and self._binds_checked():  # (unhealthy: its set stays)
+                if not unhealthy and policy is not None and policy.portals_watched:
+                    checked = _CHECKED_LAZY if policy.lazy_names else _CHECKED_PORTALS
+                elif not unhealthy and self._binds_checked():  # (unhealthy: its set stays)
                     # (a statement's pin is a parameter now, or DDL changed the catalog: the
                     # Binds of statements prepared before it are decided again)
                     checked = _CHECKED_LAZY if policy is not None and policy.lazy_names else _CHECKED_BINDS
@@ -989,7 +1047,21 @@ class Relay:
         notices = withholding or strips  # looked at: each is rare
         # the session's DDL is open: its transaction's end is looked for (``_tx_ended``)
         ending = self.policy is not None and self.policy.ddl_open
+        harvesting = policy is not None and policy.harvesting
         for t, start, end in frames:
+            if harvesting:
+                if t == _ROW_DESCRIPTION:
+                    self._refcursor_columns = m.refcursor_columns(run[start:end])
+                elif t == _DATA_ROW:
+                    columns = self._refcursor_columns
+                    if columns is None or columns:
+                        assert policy is not None
+                        policy.refcursors([
+                            v.decode(self.encoding, "replace")
+                            for v in m.column_values(run[start:end], columns)
+                        ], columns is None)  # fmt: skip
+                elif t in _RESULT_ENDS:
+                    self._refcursor_columns = None  # (rows led by none: described before)
             if counting:
                 if t in _ANSWERS:
                     groups.answer()
@@ -1027,9 +1099,15 @@ class Relay:
                     self.tx_status = run[start + 5 : end]
                     pending.popleft()
                     inj.resolved = True
+                    first = groups.sent_groups - (len(groups.groups) - 1)
                     groups.ready()
                     name_ = inj.checks
                     policy = self.policy
+                    if policy is not None and policy.portals_watched:
+                        policy.portals_answered(
+                            first, groups.sent_groups - (len(groups.groups) - 1),
+                            self.tx_status == b"I",
+                        )  # fmt: skip
                     if inj.failed:
                         # the client's Bind or Describe, first in the next group, fails for
                         # want of the statement (26000): the restore's own error is its
@@ -1069,9 +1147,15 @@ class Relay:
                     rewritten.extend(held)
                     held.clear()
                     last = start
+                first = groups.sent_groups - (len(groups.groups) - 1)
                 answered = groups.ready()
                 if answered:
                     denials.skipped(answered)
+                if policy is not None and policy.portals_watched:
+                    policy.portals_answered(
+                        first, groups.sent_groups - (len(groups.groups) - 1),
+                        self.tx_status == b"I",
+                    )  # fmt: skip
                 if self._tx_ended:
                     self._tx_ended = False  # COMMIT AND CHAIN, COMMIT; BEGIN: ended, not idle
                     if policy is not None and policy.ddl_open:

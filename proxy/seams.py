@@ -184,6 +184,41 @@ class Policy(Protocol):
         """The server answered everything: the marked writes have run."""
         ...
 
+    # the database holds code that may open cursors of its own: the relay reports every
+    # Bind, Execute, portal Close and ReadyForQuery (policy/portals.py)
+    portals_watched: bool
+
+    def portal_bound(self, name: str, portal: bytes, certain: bool = False) -> None:
+        """A Bind of statement ``name`` to ``portal`` went upstream (``certain``: the server
+        was made to check it holds the policy's text just before)."""
+        ...
+
+    def check_execute(self, portal: bytes) -> Verdict:
+        """A protocol Execute of ``portal``: refused unless the client made the portal."""
+        ...
+
+    def check_describe(self, portal: bytes) -> Verdict | None:
+        """A protocol Describe of ``portal``: a refusal unless the client made it."""
+        ...
+
+    def portal_closed(self, portal: bytes) -> None:
+        """A Close of protocol portal ``portal`` went upstream."""
+        ...
+
+    def portals_answered(self, first: int, below: int, idle: bool) -> None:
+        """ReadyForQuery: it answered Sync groups ``first`` up to ``below``; ``idle``: 'I'."""
+        ...
+
+    @property
+    def harvesting(self) -> bool:
+        """Are refcursor values of result rows wanted (``refcursors``)?"""
+        ...
+
+    def refcursors(self, names: list[str], blind: bool = False) -> None:
+        """Refcursor values of a result row, while ``harvesting`` (``blind``: all its
+        values, no RowDescription led it)."""
+        ...
+
     def needs_offload(self, sql: str) -> bool:
         """Should ``sql`` be classified off the event loop before it is checked?"""
         ...

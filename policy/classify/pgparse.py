@@ -1961,6 +1961,119 @@ def portal_name(sql: str) -> str | None:
     return None
 
 
+_CURSOR_OPT_HOLD = 0x0020  # PostgreSQL's parsenodes.h
+
+
+@functools.lru_cache(maxsize=1024)
+def declared_hold(sql: str) -> bool:
+    """Does this DECLARE make a WITH HOLD cursor (one a COMMIT keeps)? False for anything
+    else or what cannot be read."""
+    try:
+        stmts = _tree(sql)
+    except PgParseError:
+        return False
+    if len(stmts) != 1:
+        return False
+    inner = (stmts[0].get("stmt") or {}).get("DeclareCursorStmt")
+    return type(inner) is dict and bool(int(inner.get("options") or 0) & _CURSOR_OPT_HOLD)
+
+
+# built-in scalar types a refcursor call's argument may be cast to (no composite: a one-
+# argument call of a composite value may be a field selection, ``f(row)`` for ``row.f``)
+_SCALAR_CASTS = frozenset((
+    "refcursor", "text", "varchar", "bpchar", "name", "int2", "int4", "int8", "smallint",
+    "integer", "int", "bigint", "numeric", "bool", "boolean", "float4", "float8", "real",
+    "date", "timestamp", "timestamptz", "uuid", "json", "jsonb",
+))  # fmt: skip
+
+
+def _plain_argument(node: Any) -> bool:
+    """A literal or a parameter, perhaps cast to a built-in scalar type, perhaps named."""
+    if type(node) is not dict:
+        return False
+    if "NamedArgExpr" in node:
+        return _plain_argument((node["NamedArgExpr"] or {}).get("arg"))
+    if "A_Const" in node or "ParamRef" in node:
+        return True
+    cast = node.get("TypeCast")
+    if type(cast) is not dict:
+        return False
+    type_name = cast.get("typeName") or {}
+    names = _names(type_name.get("names") or [])
+    return (
+        not type_name.get("arrayBounds") and bool(names) and names[-1] in _SCALAR_CASTS
+        and (len(names) == 1 or names[:-1] == ["pg_catalog"])
+        and ("A_Const" in (cast.get("arg") or {}) or "ParamRef" in (cast.get("arg") or {}))
+    )  # fmt: skip
+
+
+def _call_name(node: Any, plain_arguments: bool = False) -> str | None:
+    """``schema.name`` or ``name`` of a plain function call node, None for anything else
+    (or, ``plain_arguments``, a call of anything but literals and parameters)."""
+    call = node.get("FuncCall") if type(node) is dict else None
+    if type(call) is not dict or call.get("agg_filter") or call.get("agg_within_group"):
+        return None
+    if call.get("agg_star") or call.get("func_variadic") or call.get("over"):
+        return None
+    if plain_arguments and not all(_plain_argument(a) for a in call.get("args") or []):
+        return None
+    parts = _names(call.get("funcname") or [])
+    if not 1 <= len(parts) <= 2:
+        return None
+    return ".".join(parts)
+
+
+@functools.lru_cache(maxsize=1024)
+def output_calls(sql: str) -> tuple[str, ...] | None:
+    """The functions whose results are all a statement returns, as written (``schema.fn``
+    or ``fn``), if it is one of the shapes drivers call a function in: ``SELECT f(...),
+    g(...)`` (nothing but calls of literals and parameters, no FROM), ``SELECT * FROM
+    f(...) [AS x]`` (one function, no column definition list) or ``CALL p(...)``; None for
+    anything else. A
+    refcursor such a statement returns is a name one of those functions gave
+    (``StatementPolicy`` fetches it: pgjdbc's and psycopg's refcursor pattern)."""
+    try:
+        stmts = _tree(sql)
+    except PgParseError:
+        return None
+    if len(stmts) != 1:
+        return None
+    node = stmts[0].get("stmt") or {}
+    call = node.get("CallStmt")
+    if type(call) is dict:
+        name = _call_name({"FuncCall": call.get("funccall")})
+        return None if name is None else (name,)
+    select = node.get("SelectStmt")
+    if type(select) is not dict or select.get("op", "SETOP_NONE") != "SETOP_NONE" or any(
+        select.get(k) for k in ("withClause", "valuesLists", "intoClause", "larg", "rarg")
+    ):
+        return None
+    targets = [t.get("ResTarget") or {} for t in select.get("targetList") or []]
+    if not targets:
+        return None
+    star = [t for t in targets if (t.get("val") or {}).get("ColumnRef")]
+    if star:
+        fields = ((targets[0].get("val") or {}).get("ColumnRef") or {}).get("fields") or []
+        froms = select.get("fromClause") or []
+        if len(targets) != 1 or len(fields) != 1 or "A_Star" not in fields[0] or len(froms) != 1:
+            return None
+        ranged = froms[0].get("RangeFunction") if type(froms[0]) is dict else None
+        if type(ranged) is not dict or ranged.get("coldeflist") or ranged.get("is_rowsfrom"):
+            return None
+        functions = ranged.get("functions") or []
+        if len(functions) != 1:
+            return None
+        items = (functions[0].get("List") or {}).get("items") or []
+        if not items or items[1:] not in ([], [{}]):
+            return None
+        name = _call_name(items[0])
+        return None if name is None else (name,)
+    if select.get("fromClause"):
+        return None  # (a call in function notation may select a column of what it reads)
+    names = tuple(_call_name(t.get("val"), plain_arguments=True) for t in targets)
+    return None if None in names else names  # type: ignore[return-value]
+
+
 def split_texts(sql: str) -> list[str]:
     """Each statement's text as PostgreSQL's parser delimits them (PgParseError if it cannot)."""
     return _texts(sql, _tree(sql))

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support import planted
 from tests.support.fixtures_proxy import POLICY_AGENT as AGENT
 from tests.support.fixtures_proxy import STATIC_PASSWORD, STATIC_USER
 
@@ -99,3 +100,52 @@ def test_jdbc_denials_are_42501_and_the_session_stays_usable(jdbc, pproxy):  # n
     assert r["after_denial"] == "usable"
     assert (r["denied_in_tx"], r["after_denied_in_tx"]) == ("42501", "25P02")
     assert r["after_rollback"] == "t"
+
+
+# A database whose code opens cursors (policy/portals.py): a function returning a refcursor
+# over a table the grant reads, and a trigger opening one over a table it does not.
+REFCURSOR_SETUP = """
+SET ROLE pgwitness;
+CREATE SCHEMA s32j; CREATE SCHEMA s32jx;
+CREATE TABLE s32jx.kv (v text);
+INSERT INTO s32jx.kv VALUES ('S32J-SECRET');
+CREATE TABLE s32j.pub (v text);
+INSERT INTO s32j.pub VALUES ('pub-1'), ('pub-2');
+CREATE FUNCTION s32j.report() RETURNS refcursor LANGUAGE plpgsql AS $$
+DECLARE c refcursor;
+BEGIN
+  OPEN c FOR SELECT v FROM s32j.pub ORDER BY v;
+  RETURN c;
+END $$;
+CREATE TABLE s32j.t (a int);
+CREATE FUNCTION s32jx.audit() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE c refcursor := 's32j_audit';
+BEGIN
+  OPEN c FOR SELECT v FROM s32jx.kv;
+  RETURN NEW;
+END $$;
+CREATE TRIGGER audit AFTER INSERT ON s32j.t FOR EACH ROW EXECUTE FUNCTION s32jx.audit();
+RESET ROLE;
+"""
+REFCURSOR_TEARDOWN = "DROP SCHEMA IF EXISTS s32j, s32jx CASCADE;"
+
+
+@pytest.fixture(scope="module")
+def cursor_proxy(pg, tmp_path_factory):
+    with planted.running(pg, tmp_path_factory, "s32j", agent="s32j-bot",
+                         scopes="execute:s32j.report read:s32j.pub write:s32j.t",
+                         setup=REFCURSOR_SETUP, teardown=REFCURSOR_TEARDOWN) as h:  # fmt: skip
+        yield h
+
+
+@pytest.mark.parametrize("via", ["direct", "grant"])
+def test_jdbc_refcursors_and_fetch_size_where_code_opens_cursors(jdbc, pg, cursor_proxy, via):
+    if via == "direct":
+        r = jdbc("refcursor", pg, user="pgwitness", password=pg.users["pgwitness"])
+    else:
+        r = jdbc("refcursor", cursor_proxy, user="s32j-bot", password=cursor_proxy.token)
+    for key in ("callable_rows", "getobject_rows", "fetched_rows", "fetch_size_rows"):
+        assert r[key] == "pub-1;pub-2;", (key, r)
+    # the trigger's cursor: Postgres hands it over; through the proxy the grant is refused
+    assert r["code_cursor"] == ("none" if via == "direct" else "42501"), r
+    assert r["after_rollback"] == "usable"

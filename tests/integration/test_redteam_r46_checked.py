@@ -35,7 +35,8 @@ a load that started after its block ended; 2 stays a residue, see docs/decisions
    code prepared carries the vault's row as its column name. Fix guess: the Describe must
    fail closed as the Bind does (refuse it, or inject the check on the name decoded both
    ways / refuse a non-ASCII Describe while ``ran``), never pass it unchecked.
-2. **Code declares a portal, not a statement** (``portal-declared-by-code-fetch``,
+2. **Code declares a portal, not a statement** (held since session 32: a session reads
+   only the portals its client made, policy/portals.py; ``portal-declared-by-code-fetch``,
    ``-protocol-execute``). ``SELECT public.r46_curs('r46c')`` (code that may run DDL: the
    check machinery runs, but it knows only prepared statements), then ``FETCH ALL FROM
    r46c`` or a protocol ``Execute "r46c"`` / Sync: the vault's rows. The portal namespace is
@@ -190,12 +191,6 @@ DESCRIBE_WHY = (
     "unchecked and the replaced statement's RowDescription names its column after the "
     "vault's row"
 )
-PORTAL_WHY = (
-    "LEAK: code that may run DDL declares a cursor (a portal) from pieces (EXECUTE 'DECLA' || "
-    "'RE n CURSOR WITH HOLD FOR <vault read>'); the check covers prepared statements only, "
-    "and a FETCH of, or a protocol Execute of a portal by, a name the proxy never saw "
-    "declared or bound runs the vault read"
-)
 PROBES: dict[str, tuple] = {
     "control-replaced-then-bound": (
         "base",
@@ -288,7 +283,7 @@ PROBES: dict[str, tuple] = {
             (query("SELECT public.r46_curs('r46c')"),),
             (execute("r46c"), SYNC),
         ],
-        PORTAL_WHY,
+        False,  # (held since session 32: a session reads only the portals its client made)
     ),
     "portal-declared-by-code-fetch": (
         "base",
@@ -296,7 +291,7 @@ PROBES: dict[str, tuple] = {
             (query("SELECT public.r46_curs('r46c')"),),
             (query("FETCH ALL FROM r46c"),),
         ],
-        PORTAL_WHY,
+        False,  # (held since session 32)
     ),
 }
 

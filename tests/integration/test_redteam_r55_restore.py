@@ -62,7 +62,8 @@ re-Parses into both):
   ``proxy.relay._ANALYSED_AT_PARSE``); that probe holds.
 * ``CURSOR_WHY``: a cursor the client declared over ``r55.t``, reopened by ``r55.recur()``
   on the vault, then ``FETCH ALL r55c`` (simple, or server-prepared: restored, its Describe
-  names ``vcol55``); a cursor ``r55d`` the client never declared, opened by
+  names ``vcol55``: the residue policy/portals.py names); a cursor ``r55d`` the client
+  never declared (held since session 32: a session reads only the portals it made), opened by
   ``r55.opencur()``, then ``FETCH ALL r55d`` or a protocol ``Execute`` of portal ``r55d``:
   the vault's rows. Fix guess: after code that may run DDL or open cursors, refuse FETCH,
   MOVE and protocol Executes of portals the client did not bind or declare since, or check
@@ -603,8 +604,9 @@ LEAKS = {
     "shadow-simple-ctas": (_shadow_ctas_simple, True, False),  # (held since session 31: pg_temp pinned last)
     "fetch-reopened-restored": (_fetch_reopened, True, CURSOR_WHY),
     "fetch-reopened-simple": (_fetch_reopened_simple, True, CURSOR_WHY),
-    "cursor-opened-by-code-fetch": (_opencur_fetch, True, CURSOR_WHY),
-    "cursor-opened-by-code-execute-portal": (_opencur_execute, True, CURSOR_WHY),
+    # (held since session 32: a session reads only the portals its client made)
+    "cursor-opened-by-code-fetch": (_opencur_fetch, True, False),
+    "cursor-opened-by-code-execute-portal": (_opencur_execute, True, False),
 }
 
 

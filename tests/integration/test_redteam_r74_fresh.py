@@ -225,7 +225,6 @@ def test_r74_leak_rows_directly(pg, px, key):
     assert ROW in got, got[-300:]
 
 
-@pytest.mark.xfail(strict=True, reason="r74 leaks 1-4: a code's cursor fetched (deny.cursor)")
 @pytest.mark.parametrize(("key", "mode"), LEAK_CASES)
 def test_r74_code_cursor_fetched(px, key, mode):
     grant, before, sql, _ = LEAKS[key]
@@ -246,7 +245,6 @@ def test_r74_parsed_declare_directly(pg, px):
     assert ROW in got, got[-300:]
 
 
-@pytest.mark.xfail(strict=True, reason="r74 leak 1: a DECLARE only Parsed counts as declared")
 @pytest.mark.parametrize("mode", MODES)
 def test_r74_parsed_declare_fetched(px, mode):
     with planted.session(px, px.tokens["writer"]) as c:
@@ -279,7 +277,6 @@ def test_r74_execute_portal_directly(pg, px):
     assert ROW in got, got[-300:]
 
 
-@pytest.mark.xfail(strict=True, reason="r74 leak 5: a protocol Execute of code's portal, no Bind")
 def test_r74_execute_portal_proxied(px):
     with planted.session(px, px.tokens["writer"]) as c:
         got = _execute_portal(c)

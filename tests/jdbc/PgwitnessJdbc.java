@@ -5,12 +5,14 @@
 import java.io.StringReader;
 import java.io.StringWriter;
 import java.security.MessageDigest;
+import java.sql.CallableStatement;
 import java.sql.Connection;
 import java.sql.DriverManager;
 import java.sql.PreparedStatement;
 import java.sql.ResultSet;
 import java.sql.SQLException;
 import java.sql.Statement;
+import java.sql.Types;
 import java.util.HexFormat;
 import java.util.Properties;
 import java.util.Random;
@@ -60,6 +62,7 @@ public class PgwitnessJdbc {
             case "cancel" -> cancel();
             case "notify" -> notifyListen();
             case "policy" -> policy();
+            case "refcursor" -> refcursor();
             default -> throw new IllegalArgumentException(scenario);
         }
         out("done", scenario);
@@ -199,6 +202,56 @@ public class PgwitnessJdbc {
             }
             out("notifications", got == null ? 0 : got.length);
             out("payload", got != null && got.length > 0 ? got[0].getParameter() : "");
+        }
+    }
+
+    static String rows(ResultSet rs) throws SQLException {
+        StringBuilder seen = new StringBuilder();
+        while (rs.next()) {
+            seen.append(rs.getString(1)).append(';');
+        }
+        return seen.toString();
+    }
+
+    // Cursors where the database holds code that opens cursors of its own (test_proxy_jdbc's
+    // refcursor set-up): a function's refcursor read the driver's ways (CallableStatement,
+    // getObject of a function's result, a FETCH of the name it returned), a fetch-size
+    // portal continued in later round trips, and a trigger's cursor.
+    static void refcursor() throws Exception {
+        try (Connection c = connect(new Properties())) {
+            c.setAutoCommit(false);
+            try (CallableStatement cs = c.prepareCall("{ ? = call s32j.report() }")) {
+                cs.registerOutParameter(1, Types.OTHER);
+                cs.execute();
+                try (ResultSet rs = (ResultSet) cs.getObject(1)) {
+                    out("callable_rows", rows(rs));
+                }
+            }
+            try (Statement s = c.createStatement();
+                 ResultSet rs = s.executeQuery("select s32j.report()")) {
+                rs.next();
+                try (ResultSet inner = (ResultSet) rs.getObject(1)) {
+                    out("getobject_rows", rows(inner));
+                }
+            }
+            String name = one(c, "select s32j.report()");
+            try (Statement s = c.createStatement();
+                 ResultSet rs = s.executeQuery("FETCH ALL IN \"" + name + "\"")) {
+                out("fetched_rows", rows(rs));
+            }
+            try (Statement s = c.createStatement()) {
+                s.setFetchSize(1);
+                try (ResultSet rs = s.executeQuery("select v from s32j.pub order by v")) {
+                    out("fetch_size_rows", rows(rs));
+                }
+            }
+            c.commit();
+            try (Statement s = c.createStatement()) {
+                s.execute("insert into s32j.t values (1)");
+            }
+            out("code_cursor", sqlstate(c, "FETCH ALL FROM s32j_audit"));
+            c.rollback();
+            out("after_rollback", one(c, "select 'usable'"));
         }
     }
 

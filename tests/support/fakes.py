@@ -81,3 +81,6 @@ class PolicySeam:
 
     def parse_answered(self, name: str) -> None:
         pass
+
+    portals_watched = False  # no code opens cursors: the relay reports no portal
+    harvesting = False

@@ -1,0 +1,296 @@
+"""The portals a session may read where the database holds code that may open cursors
+(``Snapshot.portal_code``; policy/portals.py, session 32): only cursors and protocol
+portals its client made in this transaction, and refcursors a granted function returned.
+Red-team rounds 73-74: a trigger's, a view function's or a granted function's write's
+``OPEN c`` over a hidden table, then ``FETCH ALL FROM c`` or a protocol ``Execute`` of ``c``.
+The relay's part (group numbers, ReadyForQuery, errors, result rows) is played here by
+hand: ``sending_group`` is the Sync group a message goes in, ``portals_answered`` a
+ReadyForQuery, ``failed`` an ErrorResponse."""
+
+from __future__ import annotations
+
+import pytest
+
+from policy import StatementPolicy
+from policy.catalog import CatalogCache
+from policy.scopes import parse_scopes
+
+CODE = "FETCH ALL FROM code_cursor"
+
+
+class Session:
+    """A policy and the Sync groups the relay would number."""
+
+    def __init__(self, portal_code: bool = True) -> None:
+        c = CatalogCache()
+        c.put("db", [], {"public.t": frozenset({"a"})}, triggered=["public.t"],
+              portal_code=portal_code,
+              refcursor_functions={"public.report": True, "s.report": True, "s.pair": False})  # fmt: skip
+        self.p = StatementPolicy(
+            parse_scopes("write:public.t read:public.t execute:public.report execute:s.report "
+                         "execute:public.echo execute:s.pair"),
+            task="x", shared=None,
+        )  # fmt: skip
+        self.p.catalog = lambda: c.get("db")
+        self.group = 0  # the group being built
+        self.answered = 0
+
+    def query(self, sql: str) -> bool:
+        """A simple Query (its own group): allowed?"""
+        self.p.sending_group = self.group
+        v = self.p.check_query(sql)
+        self.group += 1
+        return v.allowed
+
+    def ready(self, status: str = "T") -> None:
+        """The server answers the oldest group in flight."""
+        self.answered += 1
+        self.p.portals_answered(self.answered - 1, self.answered, status == "I")
+
+    def ask(self, sql: str, status: str = "T") -> bool:
+        """A simple Query, answered at once."""
+        allowed = self.query(sql)
+        if allowed:
+            self.ready(status)
+        else:
+            self.group -= 1  # (answered by the proxy: nothing went upstream)
+        return allowed
+
+
+def test_a_cursor_the_client_did_not_make_is_refused_and_says_why():
+    s = Session()
+    s.p.sending_group = 0
+    v = s.p.check_query(CODE)
+    assert not v.allowed and "rule deny.cursor" in v.message and "did not make" in v.message
+    for sql in ("MOVE ALL FROM code_cursor", 'FETCH 1 FROM "code_cursor"'):
+        assert not s.ask(sql), sql
+    assert s.ask("CLOSE code_cursor")  # (closing shows nothing)
+
+
+def test_a_database_without_such_code_is_decided_as_before():
+    s = Session(portal_code=False)
+    assert s.ask(CODE) and not s.p.portals_watched
+
+
+def test_own_cursors_live_as_long_as_their_transaction():
+    s = Session()
+    assert s.ask("BEGIN") and s.ask("DECLARE mine CURSOR FOR SELECT 1")
+    for _ in range(2):
+        assert s.ask("FETCH FORWARD 10 FROM mine") and s.ask("MOVE BACKWARD ALL IN mine")
+    assert s.ask("COMMIT", "I")
+    assert not s.ask("FETCH ALL FROM mine")  # (another's, if any, now)
+    assert s.ask("BEGIN") and s.ask("DECLARE mine CURSOR FOR SELECT 2") and s.ask("CLOSE mine")
+    assert not s.ask("FETCH ALL FROM mine")
+    assert s.ask("DECLARE mine CURSOR FOR SELECT 3") and s.ask("CLOSE ALL")
+    assert not s.ask("FETCH ALL FROM mine")
+
+
+def test_with_hold_survives_its_commit_not_its_rollback():
+    s = Session()
+    assert s.ask("BEGIN") and s.ask("DECLARE h CURSOR WITH HOLD FOR SELECT 1")
+    assert s.ask("COMMIT", "I") and s.ask("FETCH ALL FROM h")
+    assert s.ask("BEGIN") and s.ask("ROLLBACK", "I") and s.ask("FETCH ALL FROM h")  # (held)
+    assert s.ask("BEGIN") and s.ask("DECLARE g CURSOR WITH HOLD FOR SELECT 1")
+    assert s.ask("ROLLBACK", "I") and not s.ask("FETCH ALL FROM g")
+    assert s.ask("DISCARD ALL", "I") and not s.ask("FETCH ALL FROM h")
+
+
+@pytest.mark.parametrize("end", ["ROLLBACK", "ROLLBACK TO SAVEPOINT sp", "COMMIT AND CHAIN", "END"])
+def test_a_transaction_end_decided_forgets_before_the_server_answers(end):
+    s = Session()
+    assert s.ask("BEGIN") and s.ask("SAVEPOINT sp") and s.ask("DECLARE mine CURSOR FOR SELECT 1")
+    # pipelined: decided before the end is answered
+    s.query(end)
+    assert not s.query("FETCH ALL FROM mine")
+
+
+def test_an_error_forgets_what_the_session_made():
+    s = Session()
+    assert s.ask("BEGIN") and s.ask("DECLARE mine CURSOR FOR SELECT 1")
+    s.query("SELECT 1/0")
+    s.p.failed()
+    s.ready("E")
+    assert not s.ask("FETCH ALL FROM mine")
+
+
+def test_a_declare_counts_in_its_message_and_once_answered_not_before():
+    s = Session()
+    # outside a block the server refuses it (25P01) and skips the rest of the message: a
+    # FETCH in the same message never runs without it
+    assert s.query("DECLARE mine CURSOR FOR SELECT 1; FETCH ALL FROM mine")
+    # a later message decided before the server answered: its fate is not known
+    assert not s.query("FETCH ALL FROM mine")
+    s.p.failed()  # (25P01)
+    s.ready("I")
+    assert not s.ask("FETCH ALL FROM mine")
+
+
+def test_a_refused_message_makes_nothing():
+    s = Session()
+    assert s.ask("BEGIN")
+    assert not s.query("DECLARE code_cursor CURSOR FOR SELECT 1; FETCH ALL FROM elsewhere")
+    s.group -= 1  # (refused by the proxy: the same group goes on)
+    assert not s.query(f"INSERT INTO public.t VALUES (1); {CODE}")
+
+
+def _refcursors(s: Session, sql: str, names: list[str], status: str = "T") -> bool:
+    allowed = s.query(sql)
+    if allowed and s.p.harvesting:
+        s.p.refcursors(names)
+    s.ready(status)
+    return allowed
+
+
+@pytest.mark.parametrize("call", ["SELECT report()", "SELECT * FROM s.report() AS result",
+                                  "SELECT public.report(), s.report()"])  # fmt: skip
+def test_a_granted_function_s_refcursor_is_fetched(call):
+    s = Session()
+    assert s.ask("BEGIN") and _refcursors(s, call, ["<unnamed portal 1>"])
+    assert s.ask('FETCH ALL IN "<unnamed portal 1>"')
+    assert s.ask("COMMIT", "I") and not s.ask('FETCH ALL IN "<unnamed portal 1>"')
+
+
+@pytest.mark.parametrize("call", [
+    "SELECT report(), 'code_cursor'::refcursor",  # another column: the client's value
+    "SELECT echo('code_cursor')",  # not a refcursor function (a polymorphic one is not)
+    "SELECT report(); SELECT 'code_cursor'::refcursor",  # another statement in its group
+])  # fmt: skip
+def test_a_refcursor_the_client_chose_is_not_learnt(call):
+    s = Session()
+    assert s.ask("BEGIN")
+    _refcursors(s, call, ["code_cursor"])
+    assert not s.ask(CODE)
+
+
+def test_rows_of_another_group_answered_with_it_are_not_learnt():
+    s = Session()
+    assert s.ask("BEGIN")
+    s.query("SELECT 'code_cursor'::refcursor")  # in flight, then a refcursor call pipelined
+    s.query("SELECT report()")
+    s.p.refcursors(["code_cursor"])  # the first group's rows arrive: harvesting is on
+    s.ready()
+    s.ready()
+    assert not s.ask(CODE)
+
+
+def _bind(s: Session, statement: str, portal: bytes) -> None:
+    s.p.sending_group = s.group
+    s.p.portal_bound(statement, portal)
+
+
+def _execute(s: Session, portal: bytes) -> bool:
+    s.p.sending_group = s.group
+    return s.p.check_execute(portal).allowed
+
+
+def test_a_protocol_execute_runs_only_portals_the_client_bound():
+    s = Session()
+    s.p.sending_group = s.group
+    assert s.p.check_parse("SELECT a FROM public.t", name="st").allowed
+    assert not _execute(s, b"code_cursor") and not _execute(s, b"")
+    _bind(s, "st", b"p1")
+    assert _execute(s, b"p1")  # (its own group)
+    s.group += 1  # Sync
+    assert not _execute(s, b"p1")  # decided before the server answered the Bind's group
+    s.ready("T")
+    assert _execute(s, b"p1")  # in the block still
+    s.group += 1
+    s.ready("I")
+    assert not _execute(s, b"p1")  # its transaction ended
+
+
+def test_a_named_portal_bound_again_before_an_answer_is_refused():
+    s = Session()
+    s.p.sending_group = s.group
+    assert s.p.check_parse("SELECT a FROM public.t", name="st").allowed
+    _bind(s, "st", b"p1")
+    s.group += 1
+    _bind(s, "st", b"p1")  # (the server refuses it while it holds p1)
+    assert not _execute(s, b"p1")
+
+
+def test_a_simple_query_replaces_the_unnamed_portal():
+    s = Session()
+    s.p.sending_group = s.group
+    assert s.p.check_parse("SELECT a FROM public.t").allowed
+    _bind(s, "", b"")
+    assert _execute(s, b"")
+    assert s.query("SELECT 1")
+    assert not _execute(s, b"")
+
+
+def test_an_extended_declare_counts_at_its_execute():
+    s = Session()
+    assert s.ask("BEGIN")
+    s.p.sending_group = s.group
+    assert s.p.check_parse("DECLARE mine CURSOR FOR SELECT 1", name="d").allowed
+    assert "d" in s.p.followed  # (each Bind decided again, its Execute at once)
+    assert not s.query("FETCH ALL FROM mine")  # parsed only: no cursor
+    s.p.sending_group = s.group
+    assert s.p.check_parse("DECLARE mine CURSOR FOR SELECT 1", name="d2").allowed
+    _bind(s, "d2", b"")
+    assert _execute(s, b"")
+    assert s.query("FETCH ALL FROM mine")
+
+
+def test_the_first_group_of_a_session_may_return_a_refcursor():
+    s = Session()
+    assert _refcursors(s, "BEGIN; SELECT report()", ["r1"])  # (pgjdbc: BEGIN in its group)
+    assert s.ask('FETCH ALL IN "r1"')
+
+
+def test_rows_no_row_description_led_count_only_for_plain_refcursor_functions():
+    s = Session()
+    assert s.ask("BEGIN")
+    s.query("SELECT report()")  # described at its Parse: no RowDescription with its rows
+    s.p.refcursors(["r1"], True)
+    s.ready()
+    assert s.ask('FETCH ALL IN "r1"')
+    s.query("SELECT * FROM s.pair()")  # a refcursor and something else: which column?
+    s.p.refcursors(["code_cursor", "x"], True)
+    s.ready()
+    assert not s.ask(CODE)
+
+
+def test_sql_cursors_and_protocol_portals_are_one_namespace():
+    s = Session()
+    assert s.ask("BEGIN") and s.ask("DECLARE code_cursor CURSOR FOR SELECT 1")
+    s.p.portal_closed(b"code_cursor")  # a protocol Close of the DECLAREd cursor
+    assert not s.ask(CODE)
+    s.p.sending_group = s.group
+    assert s.p.check_parse("SELECT a FROM public.t", name="st").allowed
+    _bind(s, "st", b"code_cursor")
+    s.group += 1
+    s.ready()
+    assert s.ask("CLOSE code_cursor")  # a SQL CLOSE of the Bound portal
+    assert not _execute(s, b"code_cursor")
+    _bind(s, "st", b"code_cursor")
+    s.group += 1
+    s.ready()
+    assert s.ask("CLOSE ALL") and not _execute(s, b"code_cursor")
+
+
+def test_an_execute_of_a_statement_whose_text_is_not_sure_is_refused():
+    s = Session()
+    s.p.sending_group = s.group
+    assert s.p.check_parse("SELECT a FROM public.t", name="st").allowed
+    s.p.parse_answered("st")
+    s.group += 1
+    s.ready()
+    s.p.closed("st")  # closed and parsed again (round 75: a Parse the server may refuse)
+    s.p.sending_group = s.group
+    assert s.p.check_parse("SELECT 1", name="st").allowed
+    s.group += 1  # that group is not answered yet
+    _bind(s, "st", b"")
+    v = s.p.check_execute(b"")
+    assert not v.allowed and "not known yet" in v.message
+
+
+def test_a_describe_of_a_portal_the_client_did_not_make_is_refused():
+    s = Session()
+    s.p.sending_group = s.group
+    v = s.p.check_describe(b"code_cursor")
+    assert v is not None and not v.allowed and "rule deny.cursor" in v.message
+    assert s.p.check_parse("SELECT a FROM public.t", name="st").allowed
+    _bind(s, "st", b"mine")
+    assert s.p.check_describe(b"mine") is None
