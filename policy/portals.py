@@ -31,13 +31,13 @@ cursor it did not open (the function is the grant's choice, as everything it ret
 from __future__ import annotations
 
 from policy.classify import Classified
-from policy.classify.pgparse import declared_hold, output_calls, portal_name
+from policy.classify.pgparse import declared_hold, output_calls, portal_name, savepoint_name
 from policy.decide import Decision
 
 __all__ = ["SessionPortals"]
 
-# statements after which no portal of the transaction, or of a savepoint, is what it was
-_ENDS = frozenset({"ROLLBACK", "ROLLBACK TO SAVEPOINT", "CALL", "DISCARD"})
+# statements after which no portal of the transaction is what it was
+_ENDS = frozenset({"ROLLBACK", "CALL", "DISCARD"})
 _COMMITS = frozenset({"COMMIT", "PREPARE TRANSACTION"})
 # statements that return no rows: a Sync group of them and refcursor calls stays pure
 _QUIET = frozenset({"BEGIN", "SAVEPOINT", "RELEASE", "SET", "RESET"})
@@ -46,11 +46,12 @@ MAX_PORTALS = 4096
 
 
 class _Portal:
-    __slots__ = ("group", "confirmed", "held", "holdable", "pairs", "ambiguous", "bound")
+    __slots__ = ("group", "confirmed", "held", "holdable", "pairs", "ambiguous", "bound", "seq")
 
     def __init__(self, group: int, holdable: bool = False, pairs: tuple | None = None,
                  confirmed: bool = False) -> None:  # fmt: skip
         self.group = group  # the Sync group (``SyncGroups.sent_groups``) that made it
+        self.seq = 0  # its place among what the session made (``SessionPortals._keep``)
         self.confirmed = confirmed  # the server answered that group: it exists
         self.held = False  # WITH HOLD, its transaction committed: only CLOSE/DISCARD end it
         self.holdable = holdable
@@ -82,6 +83,10 @@ class SessionPortals:
         self.harvested: list[str] = []  # refcursor values since the last ReadyForQuery
         self.harvested_blind: list[str] = []  # every value of rows no RowDescription led
         self._other = -1  # the last Sync group another statement went in
+        # the savepoints of the open transaction, newest last: (name, the ``seq`` of the
+        # last portal made before it); a ROLLBACK TO one forgets what was made after it
+        self._savepoints: list[tuple[str, int]] = []
+        self._seq = 0
 
     @property
     def tracked(self) -> bool:
@@ -99,13 +104,20 @@ class SessionPortals:
         if len(pairs) == 1:  # (a refusal comes before it changes anything)
             denial = self._statement(pairs[0][0], group, functions)
             return None if denial is None else (0, denial)
-        saved = (dict(self.portals), {g: list(m) for g, m in self.harvest.items()}, self._other)
+        saved = (dict(self.portals), {g: list(m) for g, m in self.harvest.items()}, self._other,
+                 list(self._savepoints))  # fmt: skip
         for index, (c, _decision) in enumerate(pairs):
             denial = self._statement(c, group, functions)
             if denial is not None:
-                self.portals, self.harvest, self._other = saved
+                self.portals, self.harvest, self._other, self._savepoints = saved
                 return index, denial
         return None
+
+    def _keep(self, name: str, entry: _Portal) -> None:
+        if len(self.portals) < MAX_PORTALS or name in self.portals:
+            self._seq += 1
+            entry.seq = self._seq
+            self.portals[name] = entry
 
     def _statement(self, c: Classified, group: int, functions: dict[str, bool]) -> Decision | None:
         command = c.command
@@ -119,8 +131,8 @@ class SessionPortals:
             return None
         if command == "DECLARE":
             name = portal_name(c.sql)
-            if name and len(self.portals) < MAX_PORTALS:
-                self.portals[name] = _Portal(group, declared_hold(c.sql))
+            if name:
+                self._keep(name, _Portal(group, declared_hold(c.sql)))
         elif command == "CLOSE":
             name = portal_name(c.sql)
             if name == "" or name is None:
@@ -131,6 +143,10 @@ class SessionPortals:
             self._ended(keep_holdable=True)
         elif command in _ENDS:
             self._ended(keep_holdable=False, discard=command == "DISCARD")
+        elif command == "SAVEPOINT":
+            self._savepoints.append((savepoint_name(c.sql) or "", self._seq))
+        elif command == "RELEASE" or command == "ROLLBACK TO SAVEPOINT":
+            self._to_savepoint(savepoint_name(c.sql), command == "RELEASE")
         if command in _QUIET:
             return None
         calls = output_calls(c.sql) if command in ("SELECT", "CALL") else None
@@ -151,12 +167,33 @@ class SessionPortals:
 
     def _usable(self, name: str, group: int) -> bool:
         entry = self.portals.get(name)
-        return entry is not None and not entry.ambiguous and (
-            entry.confirmed or entry.group == group
+        return (
+            entry is not None and not entry.ambiguous and (entry.confirmed or entry.group == group)
         )
 
+    def _to_savepoint(self, name: str | None, release: bool) -> None:
+        """RELEASE (it and the savepoints after it end) or ROLLBACK TO (those after it end,
+        and what was made since it) the newest savepoint of ``name``; one not known: every
+        portal of the transaction is forgotten."""
+        at = next(
+            (i for i in range(len(self._savepoints) - 1, -1, -1)
+             if self._savepoints[i][0] == name),
+            None,
+        )  # fmt: skip
+        if at is None:
+            self._ended(keep_holdable=False)
+            return
+        since = self._savepoints[at][1]
+        del self._savepoints[at if release else at + 1 :]
+        if not release:
+            self.portals = {
+                key: entry for key, entry in self.portals.items()
+                if entry.held or entry.seq <= since
+            }  # fmt: skip
+
     def _ended(self, keep_holdable: bool, discard: bool = False) -> None:
-        """A transaction (or savepoint) ends where the session's statements say so."""
+        """A transaction ends where the session's statements say so."""
+        self._savepoints.clear()
         if discard:
             self.portals.clear()
             return
@@ -169,11 +206,10 @@ class SessionPortals:
         """A protocol Bind of the client's went upstream: ``pairs`` are its statement's
         (None: which text the server binds is not known)."""
         # (a named portal the server still holds: it refuses the Bind, or not yet answered)
-        again = bool(portal) and portal in self.portals
-        if len(self.portals) < MAX_PORTALS or portal in self.portals:
-            entry = self.portals[portal] = _Portal(group, pairs=pairs)
-            entry.bound = True
-            entry.ambiguous = again
+        entry = _Portal(group, pairs=pairs)
+        entry.bound = True
+        entry.ambiguous = bool(portal) and portal in self.portals
+        self._keep(portal, entry)
 
     def execute(
         self, portal: str, group: int, functions: dict[str, bool]
@@ -228,8 +264,15 @@ class SessionPortals:
 
     # -- what the server answers -----------------------------------------------------------
     def failed(self) -> None:
-        """An ErrorResponse: the statements it ended or skipped are not known here."""
-        self._ended(keep_holdable=False)
+        """An ErrorResponse: what was made in a Sync group not yet answered may not have
+        been (the error skipped it); the rest waits for the transaction's end or a
+        ROLLBACK TO, and is no longer kept by a COMMIT (which ends the failed transaction
+        as a ROLLBACK)."""
+        for name, entry in list(self.portals.items()):
+            if not entry.confirmed:
+                del self.portals[name]
+            elif not entry.held:
+                entry.holdable = False
         self.harvest.clear()
         self.harvested.clear()
         self.harvested_blind.clear()
@@ -238,6 +281,8 @@ class SessionPortals:
         """ReadyForQuery: it answered the Sync groups numbered ``first`` up to ``below``
         (one, but where COPY or an error merged several); ``idle``: outside a transaction
         ('I')."""
+        if idle:
+            self._savepoints.clear()
         for name, entry in list(self.portals.items()):
             if entry.group >= below or entry.held:
                 continue
@@ -258,7 +303,6 @@ class SessionPortals:
             scalar = scalar and mark[0] and mark[1]
         learnt = (self.harvested if pure else []) + (self.harvested_blind if scalar else [])
         for name in learnt:
-            if len(self.portals) < MAX_PORTALS:
-                self.portals[name] = _Portal(-1, confirmed=True)
+            self._keep(name, _Portal(-1, confirmed=True))
         self.harvested.clear()
         self.harvested_blind.clear()

@@ -2007,6 +2007,21 @@ def _plain_argument(node: Any) -> bool:
     )  # fmt: skip
 
 
+def savepoint_name(sql: str) -> str | None:
+    """The savepoint a SAVEPOINT, RELEASE or ROLLBACK TO names (as PostgreSQL keys it),
+    None for anything else or what cannot be read."""
+    try:
+        stmts = _tree(sql)
+    except PgParseError:
+        return None
+    if len(stmts) != 1:
+        return None
+    inner = (stmts[0].get("stmt") or {}).get("TransactionStmt")
+    if type(inner) is not dict or inner.get("savepoint_name") is None:
+        return None
+    return str(inner["savepoint_name"])
+
+
 def _call_name(node: Any, plain_arguments: bool = False) -> str | None:
     """``schema.name`` or ``name`` of a plain function call node, None for anything else
     (or, ``plain_arguments``, a call of anything but literals and parameters)."""

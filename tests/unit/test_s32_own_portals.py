@@ -104,13 +104,40 @@ def test_a_transaction_end_decided_forgets_before_the_server_answers(end):
     assert not s.query("FETCH ALL FROM mine")
 
 
-def test_an_error_forgets_what_the_session_made():
+def test_an_error_and_its_rollback_forget_what_the_session_made():
     s = Session()
     assert s.ask("BEGIN") and s.ask("DECLARE mine CURSOR FOR SELECT 1")
+    s.query("DECLARE other CURSOR FOR SELECT 1/0")  # (decided, then failed)
+    s.p.failed()
+    s.ready("E")
+    assert not s.ask("FETCH ALL FROM other")
+    assert s.ask("ROLLBACK", "I") and not s.ask("FETCH ALL FROM mine")
+
+
+def test_a_rollback_to_a_savepoint_forgets_only_what_was_made_after_it():
+    s = Session()
+    assert s.ask("BEGIN") and s.ask("DECLARE before CURSOR FOR SELECT 1")
+    assert s.ask("SAVEPOINT a") and s.ask("DECLARE inside CURSOR FOR SELECT 1")
+    assert s.ask("SAVEPOINT b") and s.ask("DECLARE deeper CURSOR FOR SELECT 1")
     s.query("SELECT 1/0")
     s.p.failed()
     s.ready("E")
-    assert not s.ask("FETCH ALL FROM mine")
+    assert s.ask("ROLLBACK TO SAVEPOINT b")  # (pgjdbc's autosave: the same name again)
+    assert s.ask("FETCH ALL FROM deeper") is False
+    assert s.ask("FETCH ALL FROM inside") and s.ask("FETCH ALL FROM before")
+    assert s.ask("ROLLBACK TO a") and not s.ask("FETCH ALL FROM inside")
+    assert s.ask("FETCH ALL FROM before")
+    assert s.ask("RELEASE a") and s.ask("ROLLBACK TO a") is True  # (the server refuses it)
+    assert not s.ask("FETCH ALL FROM before")  # (a savepoint not known: all forgotten)
+
+
+def test_a_commit_of_a_failed_transaction_keeps_no_with_hold_cursor():
+    s = Session()
+    assert s.ask("BEGIN") and s.ask("DECLARE h CURSOR WITH HOLD FOR SELECT 1")
+    s.query("SELECT 1/0")
+    s.p.failed()
+    s.ready("E")
+    assert s.ask("COMMIT", "I") and not s.ask("FETCH ALL FROM h")  # (a ROLLBACK, in fact)
 
 
 def test_a_declare_counts_in_its_message_and_once_answered_not_before():
