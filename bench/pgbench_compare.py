@@ -841,6 +841,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="after the pgbench rounds, N x (connect + SELECT 1 + close) per target per\n"
         "round with libpq (psycopg), interleaved; p50/p90 and paired added p50 (default 0: off)",
     )
+    p.add_argument(
+        "--portal-code",
+        action="store_true",
+        help="plant a PL/pgSQL function that OPENs a cursor in the benchmark database:\n"
+        "pgwitness then follows every Bind and Execute (policy/portals.py)",
+    )
     p.add_argument("--json", metavar="FILE", help="write runs, summary and machine info")
     p.add_argument("--workdir", help="directory for the cluster and configs (default: /tmp)")
     p.add_argument("--keep", action="store_true", help="keep the work directory")
@@ -909,6 +915,12 @@ def main(argv: list[str] | None = None) -> int:
             env=client_env(direct), check=True, capture_output=True, timeout=600,
         )  # fmt: skip
         pg.psql("VACUUM ANALYZE;", db=DB)
+        if args.portal_code:
+            pg.psql(
+                "CREATE FUNCTION public.pgw_bench_cursor() RETURNS refcursor LANGUAGE plpgsql "
+                "AS $$ DECLARE c refcursor; BEGIN OPEN c FOR SELECT 1; RETURN c; END $$;",
+                db=DB,
+            )
         print(f"pgbench -i -s {args.scale}: {time.monotonic() - t0:.1f}s", flush=True)
 
         targets: list[Target] = []
