@@ -76,7 +76,7 @@ from policy.decide import (
 )
 from policy.lexer import collapse_values, lex, render_name
 from policy.number_shapes import ZERO_DIGITS as ZERO
-from policy.portals import SessionPortals
+from policy.portals import UNDEFINED_CURSOR, Refusal, SessionPortals
 from policy.prepared import NAME_BYTES, STATEFUL_COMMANDS, PreparedNames, name_too_long
 from policy.scopes import Scopes, split_name
 
@@ -105,6 +105,15 @@ class SyntaxVerdict(Verdict):
     message), not a privilege error; an agent fixes its SQL by it."""
 
     sqlstate = "42601"
+
+
+@dataclass(frozen=True)
+class UndefinedCursorVerdict(Verdict):
+    """A refusal of a cursor or portal the client did not make (policy/portals.py): to the
+    client it does not exist, and the server would say so for a name it does not hold
+    (SQLSTATE 34000); the message says why."""
+
+    sqlstate = UNDEFINED_CURSOR
 
 
 class CatalogWait(Exception):
@@ -781,6 +790,7 @@ class StatementPolicy:
         self._portals = SessionPortals()
         self.portals_watched = False
         self._statement_pairs: dict[str, tuple[str, tuple[Pair, ...]]] = {}
+        self._bound_pairs: tuple[str, tuple[Pair, ...] | None] | None = None
         # views this session made through the proxy -> what their queries read: a write
         # through one lands there before any load shows it (``_actions_reach``)
         self._own_views: dict[str, frozenset[str]] = {}
@@ -848,15 +858,19 @@ class StatementPolicy:
         refused = self._portals.ran(verdict.decisions, self.sending_group, functions)
         if refused is None:
             return verdict
-        return self._overruled_at(verdict, *refused)
+        return self._portal_refused(verdict.decisions, refused)
 
-    def _overruled_at(self, verdict: Verdict, index: int, denial: Decision) -> Verdict:
-        """``verdict`` with ``denial`` in statement ``index``'s place."""
-        pairs = list(verdict.decisions)
-        pairs[index] = (pairs[index][0], denial)
-        if self.enforce:
-            return Verdict(False, tuple(pairs), self._message(denial))
-        return Verdict(True, tuple(pairs), "", would_deny=True)
+    def _portal_refused(self, pairs: tuple[Pair, ...], refused: Refusal) -> Verdict:
+        """``pairs`` with ``refused``'s decision in its statement's place: refused with its
+        SQLSTATE (34000: a cursor the client did not make), or a would-deny in a dry run."""
+        index, denial = refused.at, refused.decision
+        changed = list(pairs)
+        changed[index] = (changed[index][0], denial)
+        if not self.enforce:
+            return Verdict(True, tuple(changed), "", would_deny=True)
+        if refused.sqlstate == UNDEFINED_CURSOR:
+            return UndefinedCursorVerdict(False, tuple(changed), self._message(denial))
+        return Verdict(False, tuple(changed), self._message(denial))
 
     def _watch_portals(self, on: bool) -> None:
         """The database now holds code that may open cursors (``on``), or no longer does:
@@ -877,15 +891,21 @@ class StatementPolicy:
         ``portals_watched``): what its portal runs, if the server surely holds the text the
         policy does (decided at its Parse, answered or in this Sync group; ``certain``: the
         server was made to check it just before, ``verify_name``)."""
-        pairs: tuple[Pair, ...] | None = None
+        bound, self._bound_pairs = self._bound_pairs, None
+        pairs = bound[1] if bound is not None and bound[0] == name else self._held_pairs(name, certain)
+        self._portals.bind(_portal_key(portal), pairs, self.sending_group)
+
+    def _held_pairs(self, name: str, certain: bool = False) -> tuple[Pair, ...] | None:
+        """The decisions of statement ``name``'s text at its Parse, if the server surely
+        holds that text (``portal_bound``), else None."""
         held = self._statements.get(name)
         known = self._statement_pairs.get(name)
         if held is not None and known is not None and known[0] == held[0] and (
             certain or name not in self._unconfirmed or name in self._fresh
             or self._bound_to_its_parse(name)
         ):  # fmt: skip
-            pairs = known[1]
-        self._portals.bind(_portal_key(portal), pairs, self.sending_group)
+            return known[1]
+        return None
 
     def check_execute(self, portal: bytes) -> Verdict:
         """A protocol Execute of ``portal`` (while ``portals_watched``): refused unless the
@@ -896,7 +916,7 @@ class StatementPolicy:
         refused = self._portals.execute(key, self.sending_group, functions)
         if refused is None:
             return _EXECUTE_ALLOWED
-        return self._refused(_execute_of(key), refused[1])
+        return self._portal_refused(((_execute_of(key), refused.decision),), refused)
 
     def check_describe(self, portal: bytes) -> Verdict | None:
         """A protocol Describe of ``portal`` (while ``portals_watched``): a refusal unless
@@ -905,7 +925,7 @@ class StatementPolicy:
         refused = self._portals.describe(key, self.sending_group)
         if refused is None:
             return None
-        return self._refused(_execute_of(key), refused)
+        return self._portal_refused(((_execute_of(key), refused.decision),), refused)
 
     def portal_closed(self, portal: bytes) -> None:
         """A Close of protocol portal ``portal`` went upstream."""
@@ -1115,6 +1135,10 @@ class StatementPolicy:
         policy.catalog.describe_refusal). Followed statements are decided again
         (``followed``); while ``lazy_names``, the names are forgotten after it."""
         names_known, defined = self._names_epoch, self._defined
+        if self.portals_watched and name in self.followed:
+            # what its portal runs, before deciding it again applies what it changes (a
+            # DISCARD ALL forgets every statement, itself too: ``portal_bound``)
+            self._bound_pairs = (name, self._held_pairs(name))
         verdict = self._check_bind(name, formats, values, encoding)
         if self.lazy_code and verdict.allowed:
             self.ran_lazy = True

@@ -30,11 +30,13 @@ cursor it did not open (the function is the grant's choice, as everything it ret
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 from policy.classify import Classified
 from policy.classify.pgparse import declared_hold, output_calls, portal_name, savepoint_name
 from policy.decide import Decision
 
-__all__ = ["SessionPortals"]
+__all__ = ["UNDEFINED_CURSOR", "Refusal", "SessionPortals"]
 
 # statements after which no portal of the transaction is what it was
 _ENDS = frozenset({"ROLLBACK", "CALL", "DISCARD"})
@@ -58,6 +60,22 @@ class _Portal:
         self.pairs = pairs  # a protocol portal: its statement's (classified, decision)s
         self.ambiguous = False  # bound again before the server answered: which one is it?
         self.bound = False  # a protocol Bind's (else a DECLARE's, or a function's refcursor)
+
+
+# A cursor or portal the client did not make is, to the client, one that does not exist:
+# the refusal says so as the server does for a name it does not hold (34000), and why
+# (drivers test for it: psycopg's FETCH of a cursor its COMMIT closed)
+UNDEFINED_CURSOR = "34000"
+
+
+class Refusal(NamedTuple):
+    at: int  # the statement refused
+    decision: Decision
+    sqlstate: str = "42501"
+
+
+def _undefined(index: int, what: str) -> Refusal:
+    return Refusal(index, _refused(what, "this session did not make it"), UNDEFINED_CURSOR)
 
 
 def _refused(what: str, why: str) -> Decision:
@@ -94,23 +112,21 @@ class SessionPortals:
         return bool(self.portals or self.harvest)
 
     # -- what the client sends, in order ---------------------------------------------------
-    def ran(
-        self, pairs: tuple, group: int, functions: dict[str, bool]
-    ) -> tuple[int, Decision] | None:
+    def ran(self, pairs: tuple, group: int, functions: dict[str, bool]) -> Refusal | None:
         """The statements of a simple Query, or of a protocol Execute's portal, as they run
         (in order). A refusal: (the statement's index, why): a FETCH or MOVE of a cursor the
         client did not make; nothing of the message is then taken to have run.
         ``functions``: ``Snapshot.refcursor_functions``."""
         if len(pairs) == 1:  # (a refusal comes before it changes anything)
-            denial = self._statement(pairs[0][0], group, functions)
-            return None if denial is None else (0, denial)
+            refused = self._statement(pairs[0][0], group, functions)
+            return None if refused is None else refused._replace(at=0)
         saved = (dict(self.portals), {g: list(m) for g, m in self.harvest.items()}, self._other,
                  list(self._savepoints))  # fmt: skip
         for index, (c, _decision) in enumerate(pairs):
-            denial = self._statement(c, group, functions)
-            if denial is not None:
+            refused = self._statement(c, group, functions)
+            if refused is not None:
                 self.portals, self.harvest, self._other, self._savepoints = saved
-                return index, denial
+                return refused._replace(at=index)
         return None
 
     def _keep(self, name: str, entry: _Portal) -> None:
@@ -119,14 +135,14 @@ class SessionPortals:
             entry.seq = self._seq
             self.portals[name] = entry
 
-    def _statement(self, c: Classified, group: int, functions: dict[str, bool]) -> Decision | None:
+    def _statement(self, c: Classified, group: int, functions: dict[str, bool]) -> Refusal | None:
         command = c.command
         if command in _READS:
             name = portal_name(c.sql)
             if name is None:
-                return _refused(f"{command} a cursor", "its name cannot be read")
+                return Refusal(0, _refused(f"{command} a cursor", "its name cannot be read"))
             if not self._usable(name, group):
-                return _refused(f"{command} cursor {name!r}", "this session did not make it")
+                return _undefined(0, f"{command} cursor {name!r}")
             self._other_statement(group)
             return None
         if command == "DECLARE":
@@ -211,47 +227,45 @@ class SessionPortals:
         entry.ambiguous = bool(portal) and portal in self.portals
         self._keep(portal, entry)
 
-    def execute(
-        self, portal: str, group: int, functions: dict[str, bool]
-    ) -> tuple[int, Decision] | None:
+    def execute(self, portal: str, group: int, functions: dict[str, bool]) -> Refusal | None:
         """A protocol Execute of ``portal``: refused unless the client made it (a Bind, a
         DECLARE) and the server surely runs what the policy decided; its statements then
         run (``ran``)."""
         refused = self._made(portal, group, "Execute")
         if refused is not None:
-            return 0, refused
+            return refused
         entry = self.portals[portal]
         if not entry.bound:
             self._other_statement(group)
             return None  # a cursor the client declared, run as a portal
         if entry.pairs is None:
-            return 0, _refused(
+            return Refusal(0, _refused(
                 f"Execute portal {portal!r}",
                 "which statement it was bound to is not known yet (the server had not "
                 "answered that statement's Parse: send its Bind after the answer)",
-            )  # fmt: skip
+            ))  # fmt: skip
         return self.ran(entry.pairs, group, functions)
 
-    def describe(self, portal: str, group: int) -> Decision | None:
+    def describe(self, portal: str, group: int) -> Refusal | None:
         """A protocol Describe of ``portal`` (what its rows are, from where): refused as an
         Execute of it would be."""
         return self._made(portal, group, "Describe")
 
-    def _made(self, portal: str, group: int, what: str) -> Decision | None:
+    def _made(self, portal: str, group: int, what: str) -> Refusal | None:
         entry = self.portals.get(portal)
         if entry is None:
-            return _refused(f"{what} portal {portal!r}", "this session did not make it")
+            return _undefined(0, f"{what} portal {portal!r}")
         if entry.ambiguous:
-            return _refused(
+            return Refusal(0, _refused(
                 f"{what} portal {portal!r}",
                 "it was bound again before the server answered, so which one runs is not known",
-            )  # fmt: skip
+            ))  # fmt: skip
         if not (entry.confirmed or entry.group == group):
-            return _refused(
+            return Refusal(0, _refused(
                 f"{what} portal {portal!r}",
                 "the server has not yet answered the Sync group that made it (its "
                 "transaction may have ended)",
-            )  # fmt: skip
+            ))  # fmt: skip
         return None
 
     def closed(self, portal: str) -> None:

@@ -495,7 +495,8 @@ class Relay:
                             last = end
                             denials = self.denials
                             out.append(denials.inject(_PARSE, denials.raise_sql(
-                                refused.message, INSUFFICIENT_PRIVILEGE,
+                                refused.message,
+                                getattr(refused, "sqlstate", INSUFFICIENT_PRIVILEGE),
                             ), groups))  # fmt: skip
                             self._parses.append(None)  # ours: its ParseComplete comes too
                             groups.sent(t)

@@ -385,8 +385,9 @@ def direct_as_owner(pg, *sqls: str) -> list[str]:
 
 
 def refused_by_proxy(t: str) -> bool:
-    """Did the proxy (42501, its own message) refuse what ``t`` received?"""
-    return "C42501" in t and "pgwitness:" in t
+    """Did the proxy (42501, or 34000 for a cursor the client did not make; its own
+    message) refuse what ``t`` received?"""
+    return ("C42501" in t or "C34000" in t) and "pgwitness:" in t
 
 
 def text(frames: list[bytes]) -> str:
