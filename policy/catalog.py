@@ -1304,10 +1304,10 @@ class Snapshot:
     # (CODE_FLAGS_SQL; a procedural language: PL/pgSQL's OPEN, EXECUTE 'PREPARE ...'):
     # their text in pg_cursors and pg_prepared_statements is code (``_code_state_read``)
     cursor_code: bool = True
-    # user functions whose results drivers fetch as cursors (REFCURSOR_FUNCTIONS_SQL) ->
-    # whether each returns one plain refcursor: a refcursor one of them returns may be
-    # fetched where ``portal_code`` holds (policy/portals.py)
-    refcursor_functions: dict[str, bool] = field(default_factory=dict)
+    # user functions whose results drivers fetch as cursors (REFCURSOR_FUNCTIONS_SQL): a
+    # refcursor one of them returns may be fetched where ``portal_code`` holds
+    # (policy/portals.py)
+    refcursor_functions: frozenset[str] = frozenset()
     # user-written code may leave a cursor open for the client to read (CODE_FLAGS_SQL):
     # the client reads only the portals it made (``StatementPolicy.portals_watched``)
     portal_code: bool = True
@@ -1364,35 +1364,23 @@ JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
 WHERE n.nspname NOT LIKE 'pg\_temp\_%' AND n.nspname NOT LIKE 'pg\_toast\_temp\_%'
 """
 
-# User functions (by qualified name) that return or output a refcursor (and whether every
-# overload returns one plain refcursor), none of whose overloads returns a type its call
-# chooses (a polymorphic one, a record without OUT parameters), no built-in of whose name
-# an unqualified call would reach first, and no refcursor column of whose name a call in
-# function notation could select (``(row).name``): the refcursor values a statement calling
-# only these returns are names those functions gave (policy/portals.py: a granted
-# function's cursor is fetched where code may open others).
+# User functions (by qualified name) every overload of which returns one plain refcursor
+# (or a set of them), no built-in of whose name an unqualified call would reach first, and
+# no column of whose name a call in function notation could select (``f(row)`` is
+# ``row.f``, of any type, for a one-argument call no function takes: rounds 75-76): every
+# value a statement of nothing but calls of these returns is a name one of them gave
+# (policy/portals.py: a granted function's cursor is fetched where code may open others).
 REFCURSOR_FUNCTIONS_SQL = r"""
-SELECT n.nspname, p.proname,
-       bool_and(p.prorettype = 'pg_catalog.refcursor'::pg_catalog.regtype)
-FROM pg_catalog.pg_proc p
+SELECT n.nspname, p.proname FROM pg_catalog.pg_proc p
 JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
 WHERE p.oid >= 16384 AND n.nspname NOT IN ('pg_catalog', 'information_schema')
   AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_proc b
                   WHERE b.pronamespace = 'pg_catalog'::pg_catalog.regnamespace
                     AND b.proname = p.proname)
   AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_attribute a
-                  WHERE a.attname = p.proname AND a.attnum > 0
-                    AND a.atttypid = 'pg_catalog.refcursor'::pg_catalog.regtype)
+                  WHERE a.attname = p.proname AND a.attnum > 0 AND NOT a.attisdropped)
 GROUP BY n.nspname, p.proname
-HAVING bool_or(p.prorettype = 'pg_catalog.refcursor'::pg_catalog.regtype
-               OR EXISTS (SELECT 1 FROM unnest(p.proallargtypes, p.proargmodes) o(t, m)
-                          WHERE m IN ('o', 'b', 't')
-                            AND t = 'pg_catalog.refcursor'::pg_catalog.regtype))
-   AND NOT bool_or(
-     (p.prorettype = 'pg_catalog.record'::pg_catalog.regtype AND p.proallargtypes IS NULL)
-     OR EXISTS (SELECT 1 FROM pg_catalog.pg_type t
-                WHERE t.typtype = 'p' AND t.typname LIKE 'any%'
-                  AND (t.oid = p.prorettype OR t.oid = ANY (p.proallargtypes))))
+HAVING bool_and(p.prorettype = 'pg_catalog.refcursor'::pg_catalog.regtype)
 """
 
 # Schemas outside the system's: a grant naming each with schema.* has nothing outside it.
@@ -1879,7 +1867,7 @@ class CatalogCache:
         loaded_epoch: int | None = None,
         type_names=(),
         cursor_code: bool = False,
-        refcursor_functions: dict[str, bool] | None = None,
+        refcursor_functions=(),
         portal_code: bool = False,
     ) -> Snapshot:
         """``loaded_at``: when the load's queries started (monotonic; default now): what a
@@ -1921,7 +1909,7 @@ class CatalogCache:
             policy_reads_role=dict(policy_reads_role or {}), published=dict(published or {}),
             policy_exprs=dict(policy_exprs or {}), policy_exprs_role=dict(policy_exprs_role or {}),
             loaded_epoch=loaded_epoch, type_names=frozenset(type_names),
-            cursor_code=cursor_code, refcursor_functions=dict(refcursor_functions or {}),
+            cursor_code=cursor_code, refcursor_functions=frozenset(refcursor_functions),
             portal_code=portal_code,
         )  # fmt: skip
         if entry.removed:

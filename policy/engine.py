@@ -319,8 +319,9 @@ _EXECUTE_ALLOWED = Verdict(True, ((_execute_of(""), Decision(
 
 
 def _portal_key(portal: bytes) -> str:
-    """A protocol portal's name as ``SessionPortals`` keys it (a DECLARE's is its text)."""
-    return portal.decode("utf-8", "surrogateescape")
+    """A protocol portal's name for ``SessionPortals`` (ASCII as it is; any other byte
+    stays non-ASCII, which it never takes for the client's)."""
+    return portal.decode("latin-1")
 
 
 def _reads_portals(pairs: tuple[Pair, ...]) -> bool:
@@ -853,7 +854,7 @@ class StatementPolicy:
         if verdict is CATALOG_WAIT:
             return verdict
         snap = self._snapshot_seen
-        functions = snap.refcursor_functions if snap is not None else {}
+        functions = snap.refcursor_functions if snap is not None else frozenset()
         self._portals.queried()
         refused = self._portals.ran(verdict.decisions, self.sending_group, functions)
         if refused is None:
@@ -911,7 +912,7 @@ class StatementPolicy:
         """A protocol Execute of ``portal`` (while ``portals_watched``): refused unless the
         client made it in this transaction (policy/portals.py)."""
         snap = self._snapshot_seen
-        functions = snap.refcursor_functions if snap is not None else {}
+        functions = snap.refcursor_functions if snap is not None else frozenset()
         key = _portal_key(portal)
         refused = self._portals.execute(key, self.sending_group, functions)
         if refused is None:
@@ -937,14 +938,23 @@ class StatementPolicy:
         self._portals.answered(first, below, idle)
 
     @property
+    def savepoints_pending(self) -> bool:
+        """Should the relay tell ``savepoint_made`` of each CommandComplete SAVEPOINT?"""
+        return self._portals.savepoints_pending
+
+    def savepoint_made(self) -> None:
+        """A CommandComplete SAVEPOINT (while ``savepoints_pending``)."""
+        self._portals.savepoint_made()
+
+    @property
     def harvesting(self) -> bool:
         """Should the relay hand refcursor values of result rows to ``refcursors``?"""
         return bool(self._portals.harvest)
 
-    def refcursors(self, names: list[str], blind: bool = False) -> None:
-        """Refcursor values of a result row (while ``harvesting``); ``blind``: every value
-        of a row no RowDescription led (a statement described at its Parse)."""
-        (self._portals.harvested_blind if blind else self._portals.harvested).extend(names)
+    def refcursors(self, names: list[str]) -> None:
+        """The values of a result row (while ``harvesting``): refcursors, if its Sync group
+        held nothing but calls of functions that return one (``SessionPortals.answered``)."""
+        self._portals.harvested.extend(names)
 
     def _as_restrict(self, sql: str, verdict: Verdict) -> str | None:
         """The text to decide again for a refused verdict whose refusal is a CASCADE drop
@@ -1384,7 +1394,7 @@ class StatementPolicy:
         is not known here (``answered`` drops the names they touched)."""
         self._failed = True
         self.names_pending = True
-        if self._portals.tracked:
+        if self.portals_watched:
             self._portals.failed()
 
     def answered(self, idle: bool) -> None:

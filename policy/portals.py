@@ -35,6 +35,7 @@ from typing import NamedTuple
 from policy.classify import Classified
 from policy.classify.pgparse import declared_hold, output_calls, portal_name, savepoint_name
 from policy.decide import Decision
+from policy.prepared import NAME_BYTES
 
 __all__ = ["UNDEFINED_CURSOR", "Refusal", "SessionPortals"]
 
@@ -87,55 +88,82 @@ def _refused(what: str, why: str) -> Decision:
     )  # fmt: skip
 
 
+def _key(name: str) -> str | None:
+    """A cursor's or portal's name as the server keys it (its first 63 bytes), for names in
+    ASCII; None for another: which bytes the server holds it under depends on encodings
+    (round 76: a LATIN1 session's name read two ways), so such a name is never the
+    client's, and closing one forgets every name."""
+    return name[:NAME_BYTES] if name.isascii() else None
+
+
+class _Savepoint:
+    __slots__ = ("name", "seq", "group", "confirmed")
+
+    def __init__(self, name: str, seq: int, group: int) -> None:
+        self.name = name
+        self.seq = seq  # the ``seq`` of the last portal made before it
+        self.group = group
+        self.confirmed = False  # the server said it made it (CommandComplete SAVEPOINT)
+
+
 class SessionPortals:
     """One session's portals (module docstring). ``group``: the Sync group a message goes
     in (``SyncGroups.sent_groups`` as the relay sends it). SQL cursors and protocol
-    portals are one namespace on the server, and one map here: a protocol portal's name is
-    its bytes decoded as UTF-8 with ``surrogateescape`` (a DECLARE's, its text's)."""
+    portals are one namespace on the server, and one map here (``_key``)."""
 
     def __init__(self) -> None:
         self.portals: dict[str, _Portal] = {}
-        # Sync group -> [no other statement in it, every call in it returns one plain
-        # refcursor] (the refcursors its rows hold are learnt at its ReadyForQuery if so)
-        self.harvest: dict[int, list[bool]] = {}
-        self.harvested: list[str] = []  # refcursor values since the last ReadyForQuery
-        self.harvested_blind: list[str] = []  # every value of rows no RowDescription led
+        # Sync group -> no other statement in it (the refcursors its rows hold are learnt at
+        # its ReadyForQuery if so)
+        self.harvest: dict[int, bool] = {}
+        self.harvested: list[str] = []  # row values since the last ReadyForQuery
         self._other = -1  # the last Sync group another statement went in
-        # the savepoints of the open transaction, newest last: (name, the ``seq`` of the
-        # last portal made before it); a ROLLBACK TO one forgets what was made after it
-        self._savepoints: list[tuple[str, int]] = []
+        # the savepoints of the open transaction, newest last: a ROLLBACK TO one forgets
+        # what was made after it
+        self._savepoints: list[_Savepoint] = []
         self._seq = 0
-
-    @property
-    def tracked(self) -> bool:
-        """Is there anything a ReadyForQuery or an error changes?"""
-        return bool(self.portals or self.harvest)
+        # an error came back since the last ReadyForQuery: what its group made is not
+        # (``answered``); the transaction may be a failed one: a COMMIT ends it as a
+        # ROLLBACK (until a ROLLBACK TO)
+        self._errored = False
+        self._aborted = False
 
     # -- what the client sends, in order ---------------------------------------------------
-    def ran(self, pairs: tuple, group: int, functions: dict[str, bool]) -> Refusal | None:
+    def ran(self, pairs: tuple, group: int, functions: frozenset[str]) -> Refusal | None:
         """The statements of a simple Query, or of a protocol Execute's portal, as they run
-        (in order). A refusal: (the statement's index, why): a FETCH or MOVE of a cursor the
-        client did not make; nothing of the message is then taken to have run.
+        (in order). A refusal: the statement's index and why (a FETCH or MOVE of a cursor
+        the client did not make); nothing of the message is then taken to have run.
         ``functions``: ``Snapshot.refcursor_functions``."""
         if len(pairs) == 1:  # (a refusal comes before it changes anything)
             refused = self._statement(pairs[0][0], group, functions)
             return None if refused is None else refused._replace(at=0)
-        saved = (dict(self.portals), {g: list(m) for g, m in self.harvest.items()}, self._other,
-                 list(self._savepoints))  # fmt: skip
+        saved = (
+            {k: _copy(e) for k, e in self.portals.items()}, dict(self.harvest), self._other,
+            [_copy_savepoint(sp) for sp in self._savepoints], self._aborted,
+        )  # fmt: skip
         for index, (c, _decision) in enumerate(pairs):
             refused = self._statement(c, group, functions)
             if refused is not None:
-                self.portals, self.harvest, self._other, self._savepoints = saved
+                (self.portals, self.harvest, self._other, self._savepoints,
+                 self._aborted) = saved  # fmt: skip
                 return refused._replace(at=index)
         return None
 
-    def _keep(self, name: str, entry: _Portal) -> None:
-        if len(self.portals) < MAX_PORTALS or name in self.portals:
+    def _keep(self, name: str | None, entry: _Portal) -> None:
+        key = None if name is None else _key(name)
+        if key is not None and (len(self.portals) < MAX_PORTALS or key in self.portals):
             self._seq += 1
             entry.seq = self._seq
-            self.portals[name] = entry
+            self.portals[key] = entry
 
-    def _statement(self, c: Classified, group: int, functions: dict[str, bool]) -> Refusal | None:
+    def _forget(self, name: str | None) -> None:
+        key = None if name is None else _key(name)
+        if key is None:
+            self.portals.clear()  # (a name not read, or not ASCII: any of them)
+        else:
+            self.portals.pop(key, None)
+
+    def _statement(self, c: Classified, group: int, functions: frozenset[str]) -> Refusal | None:
         command = c.command
         if command in _READS:
             name = portal_name(c.sql)
@@ -154,87 +182,108 @@ class SessionPortals:
             if name == "" or name is None:
                 self.portals.clear()  # CLOSE ALL: every portal not running (or unread)
             else:
-                self.portals.pop(name, None)
+                self._forget(name)
         elif command in _COMMITS:
-            self._ended(keep_holdable=True)
+            self._committed(group)
         elif command in _ENDS:
-            self._ended(keep_holdable=False, discard=command == "DISCARD")
+            self._ended(discard=command == "DISCARD")
         elif command == "SAVEPOINT":
-            self._savepoints.append((savepoint_name(c.sql) or "", self._seq))
+            self._savepoints.append(_Savepoint(savepoint_name(c.sql) or "", self._seq, group))
         elif command == "RELEASE" or command == "ROLLBACK TO SAVEPOINT":
-            self._to_savepoint(savepoint_name(c.sql), command == "RELEASE")
+            self._to_savepoint(savepoint_name(c.sql), command == "RELEASE", group)
         if command in _QUIET:
             return None
         calls = output_calls(c.sql) if command in ("SELECT", "CALL") else None
-        if calls:
-            names = [call if "." in call else f"public.{call}" for call in calls]
-            if all(name in functions for name in names):
-                mark = self.harvest.setdefault(group, [self._other != group, True])
-                mark[1] = mark[1] and all(functions[name] for name in names)
-                return None
+        if calls and all(
+            (call if "." in call else f"public.{call}") in functions for call in calls
+        ):
+            self.harvest[group] = self.harvest.get(group, True) and self._other != group
+            return None
         self._other_statement(group)
         return None
 
     def _other_statement(self, group: int) -> None:
         self._other = group
-        mark = self.harvest.get(group)
-        if mark is not None:
-            mark[0] = False
+        if group in self.harvest:
+            self.harvest[group] = False
 
     def _usable(self, name: str, group: int) -> bool:
-        entry = self.portals.get(name)
+        key = _key(name)
+        entry = None if key is None else self.portals.get(key)
         return (
             entry is not None and not entry.ambiguous and (entry.confirmed or entry.group == group)
         )
 
-    def _to_savepoint(self, name: str | None, release: bool) -> None:
+    def _to_savepoint(self, name: str | None, release: bool, group: int) -> None:
         """RELEASE (it and the savepoints after it end) or ROLLBACK TO (those after it end,
-        and what was made since it) the newest savepoint of ``name``; one not known: every
-        portal of the transaction is forgotten."""
+        and what was made since it) the newest savepoint of ``name``. One not known, or one
+        of another Sync group the server has not yet said it made (it may have refused it
+        after an error: round 76): every portal of the transaction is forgotten."""
         at = next(
             (i for i in range(len(self._savepoints) - 1, -1, -1)
-             if self._savepoints[i][0] == name),
+             if self._savepoints[i].name == name),
             None,
         )  # fmt: skip
-        if at is None:
-            self._ended(keep_holdable=False)
+        if not release:
+            self._aborted = False  # (if it fails, its error says so again)
+        if at is None or not (
+            self._savepoints[at].confirmed or self._savepoints[at].group == group
+        ):
+            self._ended()
             return
-        since = self._savepoints[at][1]
+        savepoint = self._savepoints[at]
         del self._savepoints[at if release else at + 1 :]
         if not release:
+            since = savepoint.seq
             self.portals = {
                 key: entry for key, entry in self.portals.items()
                 if entry.held or entry.seq <= since
             }  # fmt: skip
 
-    def _ended(self, keep_holdable: bool, discard: bool = False) -> None:
-        """A transaction ends where the session's statements say so."""
+    def _committed(self, group: int) -> None:
+        """A COMMIT (or PREPARE TRANSACTION): WITH HOLD cursors outlive it, if it commits.
+        Of a failed transaction it is a ROLLBACK; and whether it commits is known once the
+        server answers its group: until then they are as made in it."""
+        if self._aborted:
+            self._ended()
+            return
         self._savepoints.clear()
+        kept: dict[str, _Portal] = {}
+        for key, entry in self.portals.items():
+            if entry.held:
+                kept[key] = entry
+            elif entry.holdable:
+                entry.group, entry.confirmed = group, False
+                kept[key] = entry
+        self.portals = kept
+
+    def _ended(self, discard: bool = False) -> None:
+        """A transaction ends as a ROLLBACK where the session's statements say so."""
+        self._savepoints.clear()
+        self._aborted = False
         if discard:
             self.portals.clear()
             return
-        self.portals = {
-            name: entry for name, entry in self.portals.items()
-            if entry.held or (keep_holdable and entry.holdable)
-        }  # fmt: skip
+        self.portals = {key: entry for key, entry in self.portals.items() if entry.held}
 
     def bind(self, portal: str, pairs: tuple | None, group: int) -> None:
         """A protocol Bind of the client's went upstream: ``pairs`` are its statement's
         (None: which text the server binds is not known)."""
-        # (a named portal the server still holds: it refuses the Bind, or not yet answered)
         entry = _Portal(group, pairs=pairs)
         entry.bound = True
-        entry.ambiguous = bool(portal) and portal in self.portals
+        key = _key(portal)
+        # (a named portal the server still holds: it refuses the Bind, or not yet answered)
+        entry.ambiguous = bool(key) and key in self.portals
         self._keep(portal, entry)
 
-    def execute(self, portal: str, group: int, functions: dict[str, bool]) -> Refusal | None:
+    def execute(self, portal: str, group: int, functions: frozenset[str]) -> Refusal | None:
         """A protocol Execute of ``portal``: refused unless the client made it (a Bind, a
         DECLARE) and the server surely runs what the policy decided; its statements then
         run (``ran``)."""
         refused = self._made(portal, group, "Execute")
         if refused is not None:
             return refused
-        entry = self.portals[portal]
+        entry = self.portals[_key(portal) or ""]
         if not entry.bound:
             self._other_statement(group)
             return None  # a cursor the client declared, run as a portal
@@ -252,7 +301,8 @@ class SessionPortals:
         return self._made(portal, group, "Describe")
 
     def _made(self, portal: str, group: int, what: str) -> Refusal | None:
-        entry = self.portals.get(portal)
+        key = _key(portal)
+        entry = None if key is None else self.portals.get(key)
         if entry is None:
             return _undefined(0, f"{what} portal {portal!r}")
         if entry.ambiguous:
@@ -270,34 +320,55 @@ class SessionPortals:
 
     def closed(self, portal: str) -> None:
         """A Close of protocol portal ``portal`` went upstream (a cursor's name too)."""
-        self.portals.pop(portal, None)
+        self._forget(portal)
 
     def queried(self) -> None:
         """A simple Query went upstream: it replaces the unnamed portal."""
         self.portals.pop("", None)
 
     # -- what the server answers -----------------------------------------------------------
+    @property
+    def savepoints_pending(self) -> bool:
+        """Are there SAVEPOINTs the server has not yet said it made (``savepoint_made``)?"""
+        return any(not sp.confirmed for sp in self._savepoints)
+
+    def savepoint_made(self) -> None:
+        """A CommandComplete ``SAVEPOINT``: the oldest SAVEPOINT not yet made is (they run
+        in the order they were sent; one an error skipped never is: ``failed``)."""
+        for sp in self._savepoints:
+            if not sp.confirmed:
+                sp.confirmed = True
+                return
+
     def failed(self) -> None:
-        """An ErrorResponse: what was made in a Sync group not yet answered may not have
-        been (the error skipped it); the rest waits for the transaction's end or a
-        ROLLBACK TO, and is no longer kept by a COMMIT (which ends the failed transaction
-        as a ROLLBACK)."""
-        for name, entry in list(self.portals.items()):
-            if not entry.confirmed:
-                del self.portals[name]
-            elif not entry.held:
-                entry.holdable = False
+        """An ErrorResponse: what a Sync group not yet answered made may not have been (the
+        error skipped it; ``answered`` forgets what its own group made after it too); the
+        rest waits for the transaction's end or a ROLLBACK TO."""
+        self.portals = {
+            key: entry for key, entry in self.portals.items() if entry.confirmed or entry.held
+        }  # fmt: skip
+        self._savepoints = [sp for sp in self._savepoints if sp.confirmed]
         self.harvest.clear()
         self.harvested.clear()
-        self.harvested_blind.clear()
+        self._errored = self._aborted = True
 
     def answered(self, first: int, below: int, idle: bool) -> None:
         """ReadyForQuery: it answered the Sync groups numbered ``first`` up to ``below``
         (one, but where COPY or an error merged several); ``idle``: outside a transaction
         ('I')."""
+        if self._errored:
+            self._errored = False
+            self.portals = {
+                key: entry for key, entry in self.portals.items()
+                if entry.held or not first <= entry.group < below
+            }  # fmt: skip
+            self._savepoints = [
+                sp for sp in self._savepoints if sp.confirmed or sp.group >= below
+            ]  # fmt: skip
         if idle:
             self._savepoints.clear()
-        for name, entry in list(self.portals.items()):
+            self._aborted = False
+        for key, entry in list(self.portals.items()):
             if entry.group >= below or entry.held:
                 continue
             if not idle:
@@ -305,18 +376,27 @@ class SessionPortals:
             elif entry.holdable:
                 entry.confirmed = entry.held = True  # its transaction committed
             else:
-                del self.portals[name]
+                del self.portals[key]
         # each group answered must be one of refcursor calls alone for the rows seen since
         # the last ReadyForQuery to be names those functions gave
         marks = sorted(g for g in self.harvest if g < below)
         pure = bool(marks) and marks == list(range(first, below)) and not idle
-        scalar = pure
         for g in marks:
-            mark = self.harvest.pop(g)
-            pure = pure and mark[0]
-            scalar = scalar and mark[0] and mark[1]
-        learnt = (self.harvested if pure else []) + (self.harvested_blind if scalar else [])
-        for name in learnt:
+            pure = self.harvest.pop(g) and pure
+        for name in self.harvested if pure else ():
             self._keep(name, _Portal(-1, confirmed=True))
         self.harvested.clear()
-        self.harvested_blind.clear()
+
+
+def _copy(entry: _Portal) -> _Portal:
+    copied = _Portal(entry.group, entry.holdable, entry.pairs, entry.confirmed)
+    copied.held, copied.ambiguous, copied.bound, copied.seq = (
+        entry.held, entry.ambiguous, entry.bound, entry.seq,
+    )  # fmt: skip
+    return copied
+
+
+def _copy_savepoint(savepoint: _Savepoint) -> _Savepoint:
+    copied = _Savepoint(savepoint.name, savepoint.seq, savepoint.group)
+    copied.confirmed = savepoint.confirmed
+    return copied

@@ -451,9 +451,7 @@ class CatalogLoader:
             loaded_at=started,
             loaded_epoch=epoch,
             type_names=[r[0] for r in _ok(type_name_rows)],
-            refcursor_functions={
-                render_name(s, n): plain == "t" for s, n, plain in _ok(refcursor_rows)
-            },
+            refcursor_functions=[render_name(s, n) for s, n in _ok(refcursor_rows)],
             descendants=cascade_reach(
                 (render_name(s1, t1), render_name(s2, t2))
                 for s1, t1, s2, t2, part in _ok(inheritance_rows) if part == "f"

@@ -84,10 +84,7 @@ _WATCHED = frozenset((_READY, _ERROR, _COPY_IN, _PARAMETER_STATUS, _PARSE_COMPLE
 _COMMAND_COMPLETE = B.COMMAND_COMPLETE
 _CLOSE_COMPLETE = B.CLOSE_COMPLETE
 # what the refcursors a granted function returned are read from (``Policy.harvesting``)
-_ROW_DESCRIPTION, _DATA_ROW = B.ROW_DESCRIPTION, B.DATA_ROW
-_RESULT_ENDS = frozenset(
-    (_COMMAND_COMPLETE, B.PORTAL_SUSPENDED, B.EMPTY_QUERY, B.NO_DATA, _READY, _ERROR)
-)
+_DATA_ROW = B.DATA_ROW
 # Frames whose bytes the relay never looks at: a large one is passed on as it arrives.
 _STREAMED_C2S = frozenset((F.BIND, F.COPY_DATA))
 _STREAMED_S2C = frozenset((B.DATA_ROW, B.COPY_DATA, B.FUNCTION_CALL_RESPONSE))
@@ -301,8 +298,6 @@ class Relay:
         self._restore_error: tuple[int, bytes] | None = None
         # the portal of a followed statement's Bind that ended a read (``_next_execute``)
         self._bind_pending: bytes | None = None
-        # the refcursor columns of the last RowDescription while the policy is harvesting
-        self._refcursor_columns: tuple[int, ...] | None = None
         # the Sync group (``SyncGroups.sent_groups``) in which a message was refused because
         # the recorder cannot record: the server skips the rest of it, so its Binds and
         # Executes need no refusal of their own
@@ -1049,20 +1044,19 @@ class Relay:
         # the session's DDL is open: its transaction's end is looked for (``_tx_ended``)
         ending = self.policy is not None and self.policy.ddl_open
         harvesting = policy is not None and policy.harvesting
+        # which SAVEPOINTs the server made (an error may skip one: policy/portals.py)
+        savepoints = policy is not None and policy.portals_watched and policy.savepoints_pending
         for t, start, end in frames:
-            if harvesting:
-                if t == _ROW_DESCRIPTION:
-                    self._refcursor_columns = m.refcursor_columns(run[start:end])
-                elif t == _DATA_ROW:
-                    columns = self._refcursor_columns
-                    if columns is None or columns:
-                        assert policy is not None
-                        policy.refcursors([
-                            v.decode(self.encoding, "replace")
-                            for v in m.column_values(run[start:end], columns)
-                        ], columns is None)  # fmt: skip
-                elif t in _RESULT_ENDS:
-                    self._refcursor_columns = None  # (rows led by none: described before)
+            if savepoints and t == _COMMAND_COMPLETE and run[start + 5 : end - 1] == b"SAVEPOINT":
+                assert policy is not None
+                policy.savepoint_made()
+            if harvesting and t == _DATA_ROW:
+                # (every value: a group of nothing but calls of functions that return one
+                # refcursor each is all that counts, ``StatementPolicy.refcursors``)
+                assert policy is not None
+                policy.refcursors([
+                    v.decode(self.encoding, "replace") for v in m.column_values(run[start:end])
+                ])  # fmt: skip
             if counting:
                 if t in _ANSWERS:
                     groups.answer()

@@ -210,13 +210,21 @@ class Policy(Protocol):
         ...
 
     @property
+    def savepoints_pending(self) -> bool:
+        """Are CommandComplete SAVEPOINTs wanted (``savepoint_made``)?"""
+        ...
+
+    def savepoint_made(self) -> None:
+        """A CommandComplete SAVEPOINT, while ``savepoints_pending``."""
+        ...
+
+    @property
     def harvesting(self) -> bool:
         """Are refcursor values of result rows wanted (``refcursors``)?"""
         ...
 
-    def refcursors(self, names: list[str], blind: bool = False) -> None:
-        """Refcursor values of a result row, while ``harvesting`` (``blind``: all its
-        values, no RowDescription led it)."""
+    def refcursors(self, names: list[str]) -> None:
+        """The values of a result row, while ``harvesting``."""
         ...
 
     def needs_offload(self, sql: str) -> bool:

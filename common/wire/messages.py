@@ -212,30 +212,14 @@ def decode_bind(msg: bytes) -> tuple[tuple[int, ...], tuple[bytes | None, ...]]:
     return formats, tuple(values)
 
 
-REFCURSOR_OID = 1790
-
-
-def refcursor_columns(msg: bytes) -> tuple[int, ...]:
-    """The columns of a RowDescription frame whose type is ``refcursor``."""
-    count = int.from_bytes(msg[5:7], "big")
-    pos = 7
-    found: list[int] = []
-    for column in range(count):
-        pos = msg.index(b"\x00", pos) + 1  # (its name)
-        if int.from_bytes(msg[pos + 6 : pos + 10], "big") == REFCURSOR_OID:
-            found.append(column)
-        pos += 18
-    return tuple(found)
-
-
-def column_values(msg: bytes, columns: tuple[int, ...] | None) -> list[bytes]:
-    """The non-NULL values of ``columns`` (None: all) in a DataRow frame, as far as ``msg``
-    holds them (a large row arrives in parts)."""
+def column_values(msg: bytes) -> list[bytes]:
+    """The non-NULL values of a DataRow frame, as far as ``msg`` holds them (a large row
+    arrives in parts)."""
     count = int.from_bytes(msg[5:7], "big")
     pos = 7
     size_all = len(msg)
     values: list[bytes] = []
-    for column in range(count):
+    for _column in range(count):
         if pos + 4 > size_all:
             break
         size = int.from_bytes(msg[pos : pos + 4], "big", signed=True)
@@ -244,8 +228,7 @@ def column_values(msg: bytes, columns: tuple[int, ...] | None) -> list[bytes]:
             continue
         if pos + size > size_all:
             break
-        if columns is None or column in columns:
-            values.append(msg[pos : pos + size])
+        values.append(msg[pos : pos + size])
         pos += size
     return values
 

@@ -2073,7 +2073,9 @@ def output_calls(sql: str) -> tuple[str, ...] | None:
         if len(targets) != 1 or len(fields) != 1 or "A_Star" not in fields[0] or len(froms) != 1:
             return None
         ranged = froms[0].get("RangeFunction") if type(froms[0]) is dict else None
-        if type(ranged) is not dict or ranged.get("coldeflist") or ranged.get("is_rowsfrom"):
+        if type(ranged) is not dict or any(
+            ranged.get(k) for k in ("coldeflist", "is_rowsfrom", "ordinality", "lateral")
+        ):
             return None
         functions = ranged.get("functions") or []
         if len(functions) != 1:
@@ -2081,7 +2083,7 @@ def output_calls(sql: str) -> tuple[str, ...] | None:
         items = (functions[0].get("List") or {}).get("items") or []
         if not items or items[1:] not in ([], [{}]):
             return None
-        name = _call_name(items[0])
+        name = _call_name(items[0], plain_arguments=True)  # (f(row) may be row.f there too)
         return None if name is None else (name,)
     if select.get("fromClause"):
         return None  # (a call in function notation may select a column of what it reads)

@@ -84,3 +84,4 @@ class PolicySeam:
 
     portals_watched = False  # no code opens cursors: the relay reports no portal
     harvesting = False
+    savepoints_pending = False

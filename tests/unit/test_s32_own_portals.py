@@ -25,7 +25,7 @@ class Session:
         c = CatalogCache()
         c.put("db", [], {"public.t": frozenset({"a"})}, triggered=["public.t"],
               portal_code=portal_code,
-              refcursor_functions={"public.report": True, "s.report": True, "s.pair": False})  # fmt: skip
+              refcursor_functions=["public.report", "s.report"])  # fmt: skip
         self.p = StatementPolicy(
             parse_scopes("write:public.t read:public.t execute:public.report execute:s.report "
                          "execute:public.echo execute:s.pair"),
@@ -48,9 +48,12 @@ class Session:
         self.p.portals_answered(self.answered - 1, self.answered, status == "I")
 
     def ask(self, sql: str, status: str = "T") -> bool:
-        """A simple Query, answered at once."""
+        """A simple Query, answered at once (each SAVEPOINT in it made)."""
         allowed = self.query(sql)
         if allowed:
+            for statement in sql.split(";"):
+                if statement.strip().upper().startswith("SAVEPOINT"):
+                    self.p.savepoint_made()  # (its CommandComplete)
             self.ready(status)
         else:
             self.group -= 1  # (answered by the proxy: nothing went upstream)
@@ -266,15 +269,17 @@ def test_the_first_group_of_a_session_may_return_a_refcursor():
     assert s.ask('FETCH ALL IN "r1"')
 
 
-def test_rows_no_row_description_led_count_only_for_plain_refcursor_functions():
+def test_only_calls_of_functions_returning_one_refcursor_teach_names():
     s = Session()
     assert s.ask("BEGIN")
-    s.query("SELECT report()")  # described at its Parse: no RowDescription with its rows
-    s.p.refcursors(["r1"], True)
+    s.query("SELECT * FROM s.pair()")  # (OUT parameters: not in the list, any column)
+    assert not s.p.harvesting
     s.ready()
-    assert s.ask('FETCH ALL IN "r1"')
-    s.query("SELECT * FROM s.pair()")  # a refcursor and something else: which column?
-    s.p.refcursors(["code_cursor", "x"], True)
+    s.query("SELECT * FROM s.report() WITH ORDINALITY")  # (an ordinality column beside)
+    assert not s.p.harvesting
+    s.ready()
+    s.query("SELECT * FROM s.report(ROW('code_cursor'))")  # (f(row) may be row.f)
+    assert not s.p.harvesting
     s.ready()
     assert not s.ask(CODE)
 
@@ -321,3 +326,65 @@ def test_a_describe_of_a_portal_the_client_did_not_make_is_refused():
     assert s.p.check_parse("SELECT a FROM public.t", name="st").allowed
     _bind(s, "st", b"mine")
     assert s.p.check_describe(b"mine") is None
+
+
+def test_a_savepoint_the_server_may_have_refused_is_not_rolled_back_to():
+    s = Session()
+    assert (
+        s.ask("BEGIN") and s.ask("SAVEPOINT s") and s.ask("DECLARE code_cursor CURSOR FOR SELECT 1")
+    )
+    s.query("SELECT 1/0")
+    s.query("SAVEPOINT s")  # pipelined: the server refuses it (25P02)
+    s.query("ROLLBACK TO s")  # to the first one: the cursor is gone
+    s.p.failed()  # (the 1/0)
+    assert not s.query(CODE)
+
+
+def test_what_a_group_makes_after_its_error_came_back_is_not_made():
+    s = Session()
+    assert s.ask("BEGIN")
+    s.p.failed()  # an error of the group being built (Flush), back before its Sync
+    s.p.sending_group = s.group
+    assert s.p.check_parse("DECLARE code_cursor CURSOR WITH HOLD FOR SELECT 1").allowed
+    _bind(s, "", b"")
+    assert _execute(s, b"")  # (the server skips it)
+    s.group += 1
+    s.ready("E")
+    assert not s.ask(CODE)
+
+
+def test_with_hold_survives_an_error_its_savepoint_undid():
+    s = Session()
+    assert s.ask("BEGIN") and s.ask("DECLARE h CURSOR WITH HOLD FOR SELECT 1")
+    assert s.ask("SAVEPOINT s")
+    s.query("SELECT 1/0")
+    s.p.failed()
+    s.ready("E")
+    assert s.ask("ROLLBACK TO SAVEPOINT s") and s.ask("COMMIT", "I")
+    assert s.ask("FETCH ALL FROM h")
+
+
+def test_names_are_the_servers_first_63_bytes_and_other_encodings_are_not_the_clients():
+    s = Session()
+    long = "c" * 63
+    assert s.ask("BEGIN") and s.ask(f"DECLARE {long} CURSOR FOR SELECT 1")
+    s.p.portal_closed((long + "zz").encode())  # the server closes the 63-byte name
+    assert not s.ask(f"FETCH ALL FROM {long}")
+    assert s.ask('DECLARE "r32_é" CURSOR FOR SELECT 1')
+    assert not s.ask('FETCH ALL FROM "r32_é"')  # (refused: never the client's)
+    assert s.ask("DECLARE mine CURSOR FOR SELECT 1")
+    s.p.portal_closed("r32_\xe9".encode("latin-1"))  # a non-ASCII Close: forgets them all
+    assert not s.ask("FETCH ALL FROM mine")
+
+
+def test_a_savepoint_made_before_its_groups_error_is_rolled_back_to():
+    """pgjdbc's autosave: SAVEPOINT and a failing statement in one Sync group; the server
+    made the savepoint (its CommandComplete came before the error), and ROLLBACK TO it
+    keeps what was made before it."""
+    s = Session()
+    assert s.ask("BEGIN") and s.ask("SAVEPOINT auto") and s.ask("DECLARE mine CURSOR FOR SELECT 1")
+    s.query("SAVEPOINT auto; SELECT 1/0")
+    s.p.savepoint_made()
+    s.p.failed()
+    s.ready("E")
+    assert s.ask("ROLLBACK TO SAVEPOINT auto") and s.ask("FETCH ALL FROM mine")
