@@ -932,10 +932,16 @@ class StatementPolicy:
         """A Close of protocol portal ``portal`` went upstream."""
         self._portals.closed(_portal_key(portal))
 
-    def portals_answered(self, first: int, below: int, idle: bool) -> None:
+    def portals_answered(self, first: int, below: int, idle: bool, settled: bool = False) -> None:
         """ReadyForQuery (while ``portals_watched``): it answered the Sync groups numbered
-        ``first`` up to ``below``; ``idle``: the server is outside a transaction."""
-        self._portals.answered(first, below, idle)
+        ``first`` up to ``below``; ``idle``: the server is outside a transaction;
+        ``settled``: nothing more is in flight."""
+        self._portals.answered(first, below, idle, settled)
+
+    def portals_rolled_back(self) -> None:
+        """The proxy ends the client's block with a ROLLBACK of its own (while
+        ``portals_watched``)."""
+        self._portals.rolled_back()
 
     @property
     def savepoints_pending(self) -> bool:

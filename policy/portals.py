@@ -30,6 +30,7 @@ cursor it did not open (the function is the grant's choice, as everything it ret
 
 from __future__ import annotations
 
+from collections import deque
 from typing import NamedTuple
 
 from policy.classify import Classified
@@ -40,8 +41,8 @@ from policy.prepared import NAME_BYTES
 __all__ = ["UNDEFINED_CURSOR", "Refusal", "SessionPortals"]
 
 # statements after which no portal of the transaction is what it was
-_ENDS = frozenset({"ROLLBACK", "CALL", "DISCARD"})
-_COMMITS = frozenset({"COMMIT", "PREPARE TRANSACTION"})
+# (PREPARE TRANSACTION too: the server refuses it for a transaction with a WITH HOLD cursor)
+_ENDS = frozenset({"ROLLBACK", "CALL", "DISCARD", "PREPARE TRANSACTION"})
 # statements that return no rows: a Sync group of them and refcursor calls stays pure
 _QUIET = frozenset({"BEGIN", "SAVEPOINT", "RELEASE", "SET", "RESET"})
 _READS = frozenset({"FETCH", "MOVE"})
@@ -49,7 +50,9 @@ MAX_PORTALS = 4096
 
 
 class _Portal:
-    __slots__ = ("group", "confirmed", "held", "holdable", "pairs", "ambiguous", "bound", "seq")
+    __slots__ = (
+        "group", "confirmed", "held", "holdable", "pairs", "ambiguous", "bound", "seq", "committing",
+    )  # fmt: skip
 
     def __init__(self, group: int, holdable: bool = False, pairs: tuple | None = None,
                  confirmed: bool = False) -> None:  # fmt: skip
@@ -61,6 +64,7 @@ class _Portal:
         self.pairs = pairs  # a protocol portal: its statement's (classified, decision)s
         self.ambiguous = False  # bound again before the server answered: which one is it?
         self.bound = False  # a protocol Bind's (else a DECLARE's, or a function's refcursor)
+        self.committing = False  # WITH HOLD, a COMMIT decided in its ``group`` keeps it
 
 
 # A cursor or portal the client did not make is, to the client, one that does not exist:
@@ -121,6 +125,9 @@ class SessionPortals:
         # the savepoints of the open transaction, newest last: a ROLLBACK TO one forgets
         # what was made after it
         self._savepoints: list[_Savepoint] = []
+        # every SAVEPOINT sent whose CommandComplete has not come, in order (released or
+        # rolled past ones too: each CommandComplete is the oldest one's, round 77)
+        self._unmade: deque[_Savepoint] = deque()
         self._seq = 0
         # an error came back since the last ReadyForQuery: what its group made is not
         # (``answered``); the transaction may be a failed one: a COMMIT ends it as a
@@ -139,15 +146,20 @@ class SessionPortals:
             return None if refused is None else refused._replace(at=0)
         saved = (
             {k: _copy(e) for k, e in self.portals.items()}, dict(self.harvest), self._other,
-            [_copy_savepoint(sp) for sp in self._savepoints], self._aborted,
+            list(self._savepoints), self._aborted, len(self._unmade),
         )  # fmt: skip
         for index, (c, _decision) in enumerate(pairs):
             refused = self._statement(c, group, functions)
             if refused is not None:
                 (self.portals, self.harvest, self._other, self._savepoints,
-                 self._aborted) = saved  # fmt: skip
+                 self._aborted, unmade) = saved  # fmt: skip
+                while len(self._unmade) > unmade:
+                    self._unmade.pop()  # (never sent)
                 return refused._replace(at=index)
         return None
+
+    def _newest(self) -> int:
+        return max((entry.group for entry in self.portals.values()), default=-1)
 
     def _keep(self, name: str | None, entry: _Portal) -> None:
         key = None if name is None else _key(name)
@@ -183,12 +195,14 @@ class SessionPortals:
                 self.portals.clear()  # CLOSE ALL: every portal not running (or unread)
             else:
                 self._forget(name)
-        elif command in _COMMITS:
+        elif command == "COMMIT":
             self._committed(group)
         elif command in _ENDS:
             self._ended(discard=command == "DISCARD")
         elif command == "SAVEPOINT":
-            self._savepoints.append(_Savepoint(savepoint_name(c.sql) or "", self._seq, group))
+            savepoint = _Savepoint(savepoint_name(c.sql) or "", self._seq, group)
+            self._savepoints.append(savepoint)
+            self._unmade.append(savepoint)
         elif command == "RELEASE" or command == "ROLLBACK TO SAVEPOINT":
             self._to_savepoint(savepoint_name(c.sql), command == "RELEASE", group)
         if command in _QUIET:
@@ -253,7 +267,7 @@ class SessionPortals:
             if entry.held:
                 kept[key] = entry
             elif entry.holdable:
-                entry.group, entry.confirmed = group, False
+                entry.group, entry.confirmed, entry.committing = group, False, True
                 kept[key] = entry
         self.portals = kept
 
@@ -330,15 +344,13 @@ class SessionPortals:
     @property
     def savepoints_pending(self) -> bool:
         """Are there SAVEPOINTs the server has not yet said it made (``savepoint_made``)?"""
-        return any(not sp.confirmed for sp in self._savepoints)
+        return bool(self._unmade)
 
     def savepoint_made(self) -> None:
-        """A CommandComplete ``SAVEPOINT``: the oldest SAVEPOINT not yet made is (they run
-        in the order they were sent; one an error skipped never is: ``failed``)."""
-        for sp in self._savepoints:
-            if not sp.confirmed:
-                sp.confirmed = True
-                return
+        """A CommandComplete ``SAVEPOINT``: the oldest SAVEPOINT sent and not yet made is
+        (they run in the order they were sent; one an error skipped never is: ``failed``)."""
+        if self._unmade:
+            self._unmade.popleft().confirmed = True
 
     def failed(self) -> None:
         """An ErrorResponse: what a Sync group not yet answered made may not have been (the
@@ -348,14 +360,22 @@ class SessionPortals:
             key: entry for key, entry in self.portals.items() if entry.confirmed or entry.held
         }  # fmt: skip
         self._savepoints = [sp for sp in self._savepoints if sp.confirmed]
+        self._unmade.clear()  # (skipped, or refused as the failed transaction's)
         self.harvest.clear()
         self.harvested.clear()
         self._errored = self._aborted = True
 
-    def answered(self, first: int, below: int, idle: bool) -> None:
+    def rolled_back(self) -> None:
+        """The proxy ended the client's block with a ROLLBACK of its own (a refused PREPARE
+        TRANSACTION: ``Denials.inject_ending``)."""
+        self._ended()
+
+    def answered(self, first: int, below: int, idle: bool, settled: bool = False) -> None:
         """ReadyForQuery: it answered the Sync groups numbered ``first`` up to ``below``
         (one, but where COPY or an error merged several); ``idle``: outside a transaction
-        ('I')."""
+        ('I'); ``settled``: nothing more is in flight (every group is answered)."""
+        if settled:
+            below = max(below, self._newest() + 1)
         if self._errored:
             self._errored = False
             self.portals = {
@@ -371,11 +391,17 @@ class SessionPortals:
         for key, entry in list(self.portals.items()):
             if entry.group >= below or entry.held:
                 continue
-            if not idle:
+            answered_now = first <= entry.group
+            if entry.committing and answered_now:
+                # its COMMIT was answered without an error: held (COMMIT AND CHAIN too)
+                entry.confirmed = entry.held = True
+            elif not idle:
                 entry.confirmed = True
-            elif entry.holdable:
-                entry.confirmed = entry.held = True  # its transaction committed
+            elif entry.holdable and answered_now and not entry.bound:
+                # made in the implicit transaction this answer ended: it committed
+                entry.confirmed = entry.held = True
             else:
+                # its transaction ended otherwise (a ROLLBACK, one of the proxy's own)
                 del self.portals[key]
         # each group answered must be one of refcursor calls alone for the rows seen since
         # the last ReadyForQuery to be names those functions gave
@@ -390,13 +416,7 @@ class SessionPortals:
 
 def _copy(entry: _Portal) -> _Portal:
     copied = _Portal(entry.group, entry.holdable, entry.pairs, entry.confirmed)
-    copied.held, copied.ambiguous, copied.bound, copied.seq = (
-        entry.held, entry.ambiguous, entry.bound, entry.seq,
+    copied.held, copied.ambiguous, copied.bound, copied.seq, copied.committing = (
+        entry.held, entry.ambiguous, entry.bound, entry.seq, entry.committing,
     )  # fmt: skip
-    return copied
-
-
-def _copy_savepoint(savepoint: _Savepoint) -> _Savepoint:
-    copied = _Savepoint(savepoint.name, savepoint.seq, savepoint.group)
-    copied.confirmed = savepoint.confirmed
     return copied

@@ -792,6 +792,8 @@ class Relay:
                 raise_sql = denials.raise_sql(verdict.message, sqlstate)
                 if t == _QUERY and self._ends_its_block(verdict) and not any(out):
                     out.append(denials.inject_ending(raise_sql, groups))
+                    if policy is not None and policy.portals_watched:
+                        policy.portals_rolled_back()  # (its ROLLBACK ends the block)
                 else:
                     out.append(denials.inject(injected, raise_sql, groups))
                     if injected == _PARSE:
@@ -1101,7 +1103,7 @@ class Relay:
                     if policy is not None and policy.portals_watched:
                         policy.portals_answered(
                             first, groups.sent_groups - (len(groups.groups) - 1),
-                            self.tx_status == b"I",
+                            self.tx_status == b"I", groups.idle,
                         )  # fmt: skip
                     if inj.failed:
                         # the client's Bind or Describe, first in the next group, fails for
@@ -1149,7 +1151,7 @@ class Relay:
                 if policy is not None and policy.portals_watched:
                     policy.portals_answered(
                         first, groups.sent_groups - (len(groups.groups) - 1),
-                        self.tx_status == b"I",
+                        self.tx_status == b"I", groups.idle,
                     )  # fmt: skip
                 if self._tx_ended:
                     self._tx_ended = False  # COMMIT AND CHAIN, COMMIT; BEGIN: ended, not idle

@@ -205,8 +205,13 @@ class Policy(Protocol):
         """A Close of protocol portal ``portal`` went upstream."""
         ...
 
-    def portals_answered(self, first: int, below: int, idle: bool) -> None:
-        """ReadyForQuery: it answered Sync groups ``first`` up to ``below``; ``idle``: 'I'."""
+    def portals_answered(self, first: int, below: int, idle: bool, settled: bool = False) -> None:
+        """ReadyForQuery: it answered Sync groups ``first`` up to ``below``; ``idle``: 'I';
+        ``settled``: nothing more in flight."""
+        ...
+
+    def portals_rolled_back(self) -> None:
+        """The proxy ends the client's block with a ROLLBACK of its own."""
         ...
 
     @property

@@ -66,7 +66,7 @@ class SyncGroups:
     __slots__ = (
         "groups", "query_ended", "watch_head", "head_answered", "skipping", "sent_groups",
         "answered", "_current_has_msgs", "_current_extended", "_syncs_since_execute", "_copy_in",
-        "ran",
+        "ran", "_early_ends",
     )  # fmt: skip
 
     def __init__(self) -> None:
@@ -80,6 +80,10 @@ class SyncGroups:
         self.skipping = False  # the server ignores the client's messages up to its next Sync
         self._syncs_since_execute = 0
         self._copy_in = False
+        # CopyDone or CopyFail sent before the CopyInResponse of its COPY came (the client
+        # sent them in one write): (the Syncs sent between the COPY and its end, the group
+        # then open), for ``copy_in`` to apply instead of entering copy-in mode for good
+        self._early_ends: deque[tuple[int, int]] = deque()
         # Numbers for correlating: groups the client has ended, groups the server answered.
         self.sent_groups = 0
         self.answered = 0
@@ -99,7 +103,10 @@ class SyncGroups:
         elif t in (_EXECUTE, _QUERY):
             self._syncs_since_execute = 0
         elif t in (_COPY_DONE, _COPY_FAIL):
-            self._copy_in = False
+            if self._copy_in:
+                self._copy_in = False
+            elif len(self._early_ends) < 64:  # (a stray one the server ignores: bounded)
+                self._early_ends.append((self._syncs_since_execute, self.sent_groups))
         if t in _RUNS:
             self.ran = True
         if t in _Z_PRODUCERS:
@@ -213,11 +220,30 @@ class SyncGroups:
             self.skipping = True
 
     def copy_in(self) -> None:
-        """CopyInResponse: Syncs sent after the Execute that began COPY were swallowed."""
+        """CopyInResponse: Syncs sent after the Execute that began COPY were swallowed. If
+        the COPY's end was sent already (red-team round 77: a pipelined COPY left copy-in
+        mode on for good, and every later Sync uncounted), only those sent before it were,
+        and copy-in mode is over."""
+        groups = self.groups
+        head = self.sent_groups - (len(groups) - 1)  # the COPY's group, being answered
+        while self._early_ends and self._early_ends[0][1] < head:
+            self._early_ends.popleft()  # (stray ones, sent before this COPY's group)
+        if self._early_ends:
+            swallowed, at = self._early_ends.popleft()
+            # the groups those Syncs ended, and the one open at the end: one answer
+            first = at - swallowed - head
+            for _ in range(min(swallowed, len(groups) - 1 - first)):
+                if first < 0:
+                    break
+                merged = groups[first + 1]
+                del groups[first + 1]
+                groups[first].extend(merged)
+            self._syncs_since_execute = 0
+            return
         self._copy_in = True
-        for _ in range(min(self._syncs_since_execute, len(self.groups) - 1)):
-            merged = self.groups.pop()
-            self.groups[-1].extend(merged)
+        for _ in range(min(self._syncs_since_execute, len(groups) - 1)):
+            merged = groups.pop()
+            groups[-1].extend(merged)
         self._syncs_since_execute = 0
 
     # --- questions -------------------------------------------------------------

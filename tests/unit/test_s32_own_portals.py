@@ -388,3 +388,39 @@ def test_a_savepoint_made_before_its_groups_error_is_rolled_back_to():
     s.p.failed()
     s.ready("E")
     assert s.ask("ROLLBACK TO SAVEPOINT auto") and s.ask("FETCH ALL FROM mine")
+
+
+def test_each_savepoint_completion_is_the_oldest_sent_ones():
+    """Round 77: ``SAVEPOINT a; RELEASE a; SELECT 1/0; SAVEPOINT b``: the completion of
+    ``a`` (released before its answer came) confirmed the second ``b``, which the error
+    skipped; ROLLBACK TO b then kept what the server's first ``b`` rolled back."""
+    s = Session()
+    assert (
+        s.ask("BEGIN") and s.ask("SAVEPOINT b") and s.ask("DECLARE code_cursor CURSOR FOR SELECT 1")
+    )
+    s.query("SAVEPOINT a; RELEASE a; SELECT 1/0; SAVEPOINT b")
+    s.p.savepoint_made()  # (a's)
+    s.p.failed()
+    s.ready("E")
+    assert s.ask("ROLLBACK TO SAVEPOINT b") and not s.ask(CODE)
+
+
+def test_with_hold_is_kept_by_a_commit_and_chain():
+    s = Session()
+    assert s.ask("BEGIN") and s.ask("DECLARE h CURSOR WITH HOLD FOR SELECT 1")
+    assert s.ask("COMMIT AND CHAIN")  # (answered 'T': the chained block)
+    assert s.ask("ROLLBACK", "I") and s.ask("FETCH ALL FROM h")
+
+
+def test_a_rollback_of_the_proxys_own_ends_with_hold_cursors_of_the_block():
+    """Round 77: a refused PREPARE TRANSACTION is sent as ``ROLLBACK; <our error>``
+    (``Denials.inject_ending``): the block's WITH HOLD cursor is gone, and a ReadyForQuery
+    'I' without a COMMIT the client sent holds none."""
+    s = Session()
+    assert s.ask("BEGIN") and s.ask("DECLARE h CURSOR WITH HOLD FOR SELECT 1")
+    s.p.portals_rolled_back()
+    s.ready("I")
+    assert not s.ask("FETCH ALL FROM h")
+    assert s.ask("BEGIN") and s.ask("DECLARE g CURSOR WITH HOLD FOR SELECT 1")
+    s.ready("I")  # (the answer to a message the relay answered for the client)
+    assert not s.ask("FETCH ALL FROM g")

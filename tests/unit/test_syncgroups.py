@@ -162,6 +162,32 @@ def test_simple_query_copy_in_ends_with_its_own_ready():
     assert g.idle
 
 
+def test_a_copy_ended_before_its_copy_in_response_leaves_copy_mode():
+    """Red-team round 77: COPY, its rows and CopyDone in one write; the CopyInResponse comes
+    after the CopyDone went: copy-in mode is not entered (it was, for good, and every later
+    Sync went uncounted)."""
+    g = SyncGroups()
+    client(g, "Qddc", attach={0: "a"})
+    assert server(g, "G") == []
+    assert server(g, "CZ") == [["a"]]
+    client(g, "PBES")  # a Sync after it ends a group of its own
+    assert g.in_flight == 1
+    assert server(g, "12CZ") == [[]]
+    assert g.idle
+
+
+def test_an_extended_copy_ended_in_its_write_merges_only_the_swallowed_syncs():
+    g = SyncGroups()
+    client(g, "PBESdcS", attach={0: "a"})  # libpq: Execute, Sync, rows, CopyDone, Sync
+    assert g.in_flight == 2
+    assert server(g, "12G") == []
+    assert g.in_flight == 1  # the first Sync was swallowed: one answer for both
+    assert server(g, "CZ") == [["a"]]
+    assert g.idle
+    client(g, "PBES")
+    assert server(g, "12CZ") == [[]] and g.idle
+
+
 def test_sync_in_copy_mode_ends_no_group():
     g = SyncGroups()
     client(g, "Q")
