@@ -1944,16 +1944,19 @@ def made_sequences(sql: str) -> tuple[tuple[str | None, str | None, str], ...]:
 _PORTAL_NODES = ("DeclareCursorStmt", "FetchStmt", "ClosePortalStmt")
 
 
-def portal_name(sql: str) -> str | None:
-    """The cursor a DECLARE, FETCH, MOVE or CLOSE names (as PostgreSQL keys it), ``""``
-    for ``CLOSE ALL``, None if ``sql`` is none of them or cannot be read."""
+def _only_statement(sql: str) -> dict:
+    """PostgreSQL's tree of ``sql``'s one statement (``{}``: several, or unreadable)."""
     try:
         stmts = _tree(sql)
     except PgParseError:
-        return None
-    if len(stmts) != 1:
-        return None
-    node = stmts[0].get("stmt") or {}
+        return {}
+    return (stmts[0].get("stmt") or {}) if len(stmts) == 1 else {}
+
+
+def portal_name(sql: str) -> str | None:
+    """The cursor a DECLARE, FETCH, MOVE or CLOSE names (as PostgreSQL keys it), ``""``
+    for ``CLOSE ALL``, None if ``sql`` is none of them or cannot be read."""
+    node = _only_statement(sql)
     for kind in _PORTAL_NODES:
         inner = node.get(kind)
         if type(inner) is dict:
@@ -1968,13 +1971,7 @@ _CURSOR_OPT_HOLD = 0x0020  # PostgreSQL's parsenodes.h
 def declared_hold(sql: str) -> bool:
     """Does this DECLARE make a WITH HOLD cursor (one a COMMIT keeps)? False for anything
     else or what cannot be read."""
-    try:
-        stmts = _tree(sql)
-    except PgParseError:
-        return False
-    if len(stmts) != 1:
-        return False
-    inner = (stmts[0].get("stmt") or {}).get("DeclareCursorStmt")
+    inner = _only_statement(sql).get("DeclareCursorStmt")
     return type(inner) is dict and bool(int(inner.get("options") or 0) & _CURSOR_OPT_HOLD)
 
 
@@ -2010,13 +2007,7 @@ def _plain_argument(node: Any) -> bool:
 def savepoint_name(sql: str) -> str | None:
     """The savepoint a SAVEPOINT, RELEASE or ROLLBACK TO names (as PostgreSQL keys it),
     None for anything else or what cannot be read."""
-    try:
-        stmts = _tree(sql)
-    except PgParseError:
-        return None
-    if len(stmts) != 1:
-        return None
-    inner = (stmts[0].get("stmt") or {}).get("TransactionStmt")
+    inner = _only_statement(sql).get("TransactionStmt")
     if type(inner) is not dict or inner.get("savepoint_name") is None:
         return None
     return str(inner["savepoint_name"])
@@ -2047,13 +2038,7 @@ def output_calls(sql: str) -> tuple[str, ...] | None:
     anything else. A
     refcursor such a statement returns is a name one of those functions gave
     (``StatementPolicy`` fetches it: pgjdbc's and psycopg's refcursor pattern)."""
-    try:
-        stmts = _tree(sql)
-    except PgParseError:
-        return None
-    if len(stmts) != 1:
-        return None
-    node = stmts[0].get("stmt") or {}
+    node = _only_statement(sql)
     call = node.get("CallStmt")
     if type(call) is dict:
         name = _call_name({"FuncCall": call.get("funccall")})
