@@ -790,6 +790,8 @@ class StatementPolicy:
         # and decisions at its Parse (what its portal runs at an Execute)
         self._portals = SessionPortals()
         self.portals_watched = False
+        self._portal_code_seen = False  # the last snapshot's ``portal_code``
+        self._unwatch = False  # it turned false: stop once the server is at rest
         self._statement_pairs: dict[str, tuple[str, tuple[Pair, ...]]] = {}
         self._bound_pairs: tuple[str, tuple[Pair, ...] | None] | None = None
         # views this session made through the proxy -> what their queries read: a write
@@ -874,18 +876,26 @@ class StatementPolicy:
         return Verdict(False, tuple(changed), self._message(denial))
 
     def _watch_portals(self, on: bool) -> None:
-        """The database now holds code that may open cursors (``on``), or no longer does:
-        the client's portals are followed from now on (what it made before is not known:
-        refused), each protocol statement that reads or makes a cursor followed at its
-        Binds (``followed``: decided again, its Execute at once), or nothing is."""
-        self.portals_watched = on
+        """The database now holds code that may open cursors (``on``): the client's portals
+        are followed from now on (what it made before is not known: refused), each
+        protocol statement that reads or makes a cursor followed at its Binds (``followed``:
+        decided again, its Execute at once). Or it no longer does: they are followed still
+        until the server is at rest outside a transaction (``portals_answered``), since a
+        cursor such code opened may be open yet (round 78: another session redefined the
+        trigger, and the cursor it had opened was read)."""
+        if not on:
+            self._unwatch = self.portals_watched
+            return
+        self._unwatch = False
+        if self.portals_watched:
+            return  # (still on: the books go on)
+        self.portals_watched = True
         self._portals = SessionPortals()
-        if on:
-            for name, (sql, pairs) in self._statement_pairs.items():
-                held = self._statements.get(name)
-                if held is not None and held[0] == sql and _reads_portals(pairs):
-                    self.followed[name] = (pairs, sql)
-                    self._followed_leaving.discard(name)
+        for name, (sql, pairs) in self._statement_pairs.items():
+            held = self._statements.get(name)
+            if held is not None and held[0] == sql and _reads_portals(pairs):
+                self.followed[name] = (pairs, sql)
+                self._followed_leaving.discard(name)
 
     def portal_bound(self, name: str, portal: bytes, certain: bool = False) -> None:
         """A Bind of statement ``name`` to ``portal`` went upstream (while
@@ -937,6 +947,10 @@ class StatementPolicy:
         ``first`` up to ``below``; ``idle``: the server is outside a transaction;
         ``settled``: nothing more is in flight."""
         self._portals.answered(first, below, idle, settled)
+        if self._unwatch and idle and settled:
+            # no such code any more, and no cursor or portal of the session is open
+            self._unwatch = self.portals_watched = False
+            self._portals = SessionPortals()
 
     def portals_rolled_back(self) -> None:
         """The proxy ends the client's block with a ROLLBACK of its own (while
@@ -1887,7 +1901,8 @@ class StatementPolicy:
                 self.encoding_code = snap.encoding_code
                 if snap.temp_code:
                     self._temp_any = True  # (decisions are forgotten below)
-                if snap.portal_code != self.portals_watched:
+                if snap.portal_code != self._portal_code_seen:
+                    self._portal_code_seen = snap.portal_code
                     self._watch_portals(snap.portal_code)
             self._complete_used = False
             self.caches.forget_decisions()

@@ -42,7 +42,7 @@ __all__ = ["UNDEFINED_CURSOR", "Refusal", "SessionPortals"]
 
 # statements after which no portal of the transaction is what it was
 # (PREPARE TRANSACTION too: the server refuses it for a transaction with a WITH HOLD cursor)
-_ENDS = frozenset({"ROLLBACK", "CALL", "DISCARD", "PREPARE TRANSACTION"})
+_ENDS = frozenset({"ROLLBACK", "CALL", "PREPARE TRANSACTION"})
 # statements that return no rows: a Sync group of them and refcursor calls stays pure
 _QUIET = frozenset({"BEGIN", "SAVEPOINT", "RELEASE", "SET", "RESET"})
 _READS = frozenset({"FETCH", "MOVE"})
@@ -134,6 +134,10 @@ class SessionPortals:
         # ROLLBACK (until a ROLLBACK TO)
         self._errored = False
         self._aborted = False
+        # the server has answered everything since these books began (``answered``'s
+        # ``settled``): before, a SAVEPOINT's completion may be one sent before them
+        # (round 78: the rule switched on mid-session), so none is trusted
+        self._settled = False
 
     # -- what the client sends, in order ---------------------------------------------------
     def ran(self, pairs: tuple, group: int, functions: frozenset[str]) -> Refusal | None:
@@ -198,7 +202,9 @@ class SessionPortals:
         elif command == "COMMIT":
             self._committed(group)
         elif command in _ENDS:
-            self._ended(discard=command == "DISCARD")
+            self._ended()
+        elif command == "DISCARD" and c.detail == "all":  # (PLANS, SEQUENCES, TEMP: not)
+            self._ended(discard=True)
         elif command == "SAVEPOINT":
             savepoint = _Savepoint(savepoint_name(c.sql) or "", self._seq, group)
             self._savepoints.append(savepoint)
@@ -349,7 +355,7 @@ class SessionPortals:
     def savepoint_made(self) -> None:
         """A CommandComplete ``SAVEPOINT``: the oldest SAVEPOINT sent and not yet made is
         (they run in the order they were sent; one an error skipped never is: ``failed``)."""
-        if self._unmade:
+        if self._unmade and self._settled:
             self._unmade.popleft().confirmed = True
 
     def failed(self) -> None:
@@ -376,6 +382,10 @@ class SessionPortals:
         ('I'); ``settled``: nothing more is in flight (every group is answered)."""
         if settled:
             below = max(below, self._newest() + 1)
+            self._settled = True
+            if self._unmade:  # (completions not trusted before: which ones came is unknown)
+                self._savepoints = [sp for sp in self._savepoints if sp.confirmed]
+                self._unmade.clear()
         if self._errored:
             self._errored = False
             self.portals = {

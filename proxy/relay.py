@@ -778,6 +778,9 @@ class Relay:
                 groups.sent(t)
                 i = groups.sent_frames(frames, i, checked)
                 continue
+            if not unhealthy and policy is not None and policy.portals_watched:
+                # (a check may have just switched the rule on: the rest of this read too)
+                checked = _CHECKED_LAZY if policy.lazy_names else _CHECKED_PORTALS
             sqlstate = getattr(verdict, "sqlstate", INSUFFICIENT_PRIVILEGE)
             out.append(run[last:start])
             last = end

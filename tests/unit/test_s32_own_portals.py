@@ -45,7 +45,8 @@ class Session:
     def ready(self, status: str = "T") -> None:
         """The server answers the oldest group in flight."""
         self.answered += 1
-        self.p.portals_answered(self.answered - 1, self.answered, status == "I")
+        settled = self.answered >= self.group  # (nothing more in flight)
+        self.p.portals_answered(self.answered - 1, self.answered, status == "I", settled)
 
     def ask(self, sql: str, status: str = "T") -> bool:
         """A simple Query, answered at once (each SAVEPOINT in it made)."""
@@ -424,3 +425,42 @@ def test_a_rollback_of_the_proxys_own_ends_with_hold_cursors_of_the_block():
     assert s.ask("BEGIN") and s.ask("DECLARE g CURSOR WITH HOLD FOR SELECT 1")
     s.ready("I")  # (the answer to a message the relay answered for the client)
     assert not s.ask("FETCH ALL FROM g")
+
+
+def test_the_rule_stays_on_until_the_server_is_at_rest_after_the_code_is_gone():
+    """Round 78: another session redefined the trigger so no code opens cursors any more;
+    the cursor it opened before was open still, and the rule, switched off at the next
+    statement, let its FETCH through."""
+    cache = CatalogCache()
+    cache.put("db", [], {"public.t": frozenset({"a"})}, portal_code=True)
+    p = StatementPolicy(parse_scopes("write:public.t"), task="x", shared=None)
+    p.catalog = lambda: cache.get("db")
+    p.sending_group = 0
+    assert p.check_query("BEGIN").allowed and p.portals_watched
+    p.portals_answered(0, 1, False, True)
+    cache.put("db", [], {"public.t": frozenset({"a"})}, portal_code=False)
+    p.sending_group = 1
+    assert p.check_query("INSERT INTO public.t VALUES (1)").allowed
+    p.portals_answered(1, 2, False, True)
+    p.sending_group = 2
+    assert not p.check_query(CODE).allowed and p.portals_watched  # (in the block still)
+    p.portals_answered(2, 3, True, True)  # (a ROLLBACK's answer: at rest)
+    assert not p.portals_watched
+    p.sending_group = 3
+    assert p.check_query(CODE).allowed
+
+
+def test_savepoint_completions_count_only_once_everything_before_the_books_is_answered():
+    """Round 78: the rule switched on while a SAVEPOINT sent before was in flight (``BEGIN;
+    SAVEPOINT b``, then ``SAVEPOINT x`` running): its completion confirmed a later ``b``
+    the server skipped after an error, and ROLLBACK TO b kept a cursor the server's first
+    ``b`` rolled back."""
+    s = Session()
+    s.p.sending_group = s.group
+    assert s.p.check_query("DECLARE code_cursor CURSOR FOR SELECT 1").allowed  # books begin
+    s.group += 1
+    s.query("SELECT 1/0; SAVEPOINT b")  # pipelined
+    s.ready()  # the DECLARE's answer ('T': x is still in flight, nothing settled)
+    s.p.savepoint_made()  # (x's, sent before the books)
+    s.p.failed()
+    assert not s.query("ROLLBACK TO SAVEPOINT b; " + CODE)
