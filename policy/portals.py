@@ -213,7 +213,11 @@ class SessionPortals:
             self._to_savepoint(savepoint_name(c.sql), command == "RELEASE", group)
         if command in _QUIET:
             return None
-        calls = output_calls(c.sql) if command in ("SELECT", "CALL") else None
+        calls = (
+            output_calls(c.sql)
+            if command in ("SELECT", "CALL") and not c.functions.isdisjoint(functions)
+            else None
+        )  # (PostgreSQL's parser asked only where a refcursor function is called)
         if calls and all(
             (call if "." in call else f"public.{call}") in functions for call in calls
         ):

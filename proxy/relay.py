@@ -658,8 +658,8 @@ class Relay:
                 if self.encoding_changed and groups.ran and not sql.isascii():
                     verdict = ENCODING_IN_FLIGHT
                 else:
-                    policy.sending_group = groups.sent_groups
-                    verdict = policy.check_query(sql)
+                    policy.sending_group = groups.sent_groups  # (the check may start the
+                    verdict = policy.check_query(sql)  # portals' books: policy/portals.py)
                     if verdict is CATALOG_WAIT and self.catalog_wait is not None:
                         return self._park_at(run, frames, i - 1, last, out, to_client)
                     rewritten = policy.rewritten
@@ -1048,20 +1048,25 @@ class Relay:
         notices = withholding or strips  # looked at: each is rare
         # the session's DDL is open: its transaction's end is looked for (``_tx_ended``)
         ending = self.policy is not None and self.policy.ddl_open
-        harvesting = policy is not None and policy.harvesting
-        # which SAVEPOINTs the server made (an error may skip one: policy/portals.py)
-        savepoints = policy is not None and policy.portals_watched and policy.savepoints_pending
+        # the session's portals are followed (policy/portals.py): which SAVEPOINTs the
+        # server made (an error may skip one), the rows a refcursor call returned
+        watched = policy is not None and policy.portals_watched
+        savepoints = harvesting = False
+        if watched:
+            assert policy is not None
+            savepoints, harvesting = policy.savepoints_pending, policy.harvesting
+            watched = savepoints or harvesting
         for t, start, end in frames:
-            if savepoints and t == _COMMAND_COMPLETE and run[start + 5 : end - 1] == b"SAVEPOINT":
+            if watched:
                 assert policy is not None
-                policy.savepoint_made()
-            if harvesting and t == _DATA_ROW:
-                # (every value: a group of nothing but calls of functions that return one
-                # refcursor each is all that counts, ``StatementPolicy.refcursors``)
-                assert policy is not None
-                policy.refcursors([
-                    v.decode(self.encoding, "replace") for v in m.column_values(run[start:end])
-                ])  # fmt: skip
+                if savepoints and t == _COMMAND_COMPLETE and run[start + 5 : end - 1] == b"SAVEPOINT":
+                    policy.savepoint_made()
+                elif harvesting and t == _DATA_ROW:
+                    # (every value: a group of nothing but calls of functions that return
+                    # one refcursor each is all that counts, ``StatementPolicy.refcursors``)
+                    policy.refcursors([
+                        v.decode(self.encoding, "replace") for v in m.column_values(run[start:end])
+                    ])  # fmt: skip
             if counting:
                 if t in _ANSWERS:
                     groups.answer()
@@ -1147,7 +1152,9 @@ class Relay:
                     rewritten.extend(held)
                     held.clear()
                     last = start
-                first = groups.sent_groups - (len(groups.groups) - 1)
+                first = 0
+                if policy is not None and policy.portals_watched:
+                    first = groups.sent_groups - (len(groups.groups) - 1)
                 answered = groups.ready()
                 if answered:
                     denials.skipped(answered)

@@ -119,6 +119,25 @@ import pytest
 
 from tests.support import planted
 from tests.support import rawpg as r
+from tests.support.portal_steps import (
+    Q,
+    close_portal,
+    describe_portal,
+    describe_statement,
+    in_mode,
+)
+from tests.support.portal_steps import (
+    answers as _answers,
+)
+from tests.support.portal_steps import (
+    direct as _direct,
+)
+from tests.support.portal_steps import (
+    flat as _flat,
+)
+from tests.support.portal_steps import (
+    proxied as _proxied,
+)
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -170,84 +189,6 @@ INSERT = "INSERT INTO r77.t VALUES (1)"
 FETCH = "FETCH ALL FROM r77_audit"
 DECLARED = "DECLARE r77_audit CURSOR FOR SELECT 1"
 HOLD = "DECLARE r77_audit CURSOR WITH HOLD FOR SELECT 1"
-_names = iter(range(10**6))
-
-
-def Q(sql: str) -> list[list[bytes]]:
-    return [[r.query(sql)]]
-
-
-def X(sql: str) -> list[list[bytes]]:
-    return [[r.parse("", sql), r.bind(), describe_portal(""), r.execute(), r.SYNC]]
-
-
-def P(sql: str) -> list[list[bytes]]:
-    name = f"r77_s{next(_names)}"
-    return [
-        [r.parse(name, sql), r.SYNC],
-        [r.bind(statement=name), describe_portal(""), r.execute(), r.SYNC],
-    ]
-
-
-def in_mode(mode: str, sql: str) -> list[list[bytes]]:
-    return {"simple": Q, "extended": X, "prepared": P}[mode](sql)
-
-
-def describe_portal(name: str) -> bytes:
-    return r.frame(b"D", b"P" + name.encode() + b"\x00")
-
-
-def describe_statement(name: str) -> bytes:
-    return r.frame(b"D", b"S" + name.encode() + b"\x00")
-
-
-def close_portal(name: str) -> bytes:
-    return r.frame(b"C", b"P" + name.encode() + b"\x00")
-
-
-def _answers(c, frames) -> list[bytes]:
-    """What ``frames`` received: up to the ReadyForQuery of each Query and Sync among them,
-    or (none: a Flush) up to PortalSuspended, CommandComplete or an error. ``(frames, n)``:
-    ``n`` ReadyForQuery (groups the server merges)."""
-    frames, count = frames if isinstance(frames, tuple) else (frames, None)
-    c.send(*frames)
-    if count is None:
-        count = sum(1 for f in frames if f[:1] in (b"Q", b"S"))
-    got: list[bytes] = []
-    if not count:
-        while (f := c.read_frame()) is not None:
-            got.append(f)
-            if f[:1] in (b"s", b"C", b"E"):
-                break
-        return got
-    for _ in range(count):
-        got += c.frames_until_ready()
-    return got
-
-
-def _run(c, steps) -> list[str]:
-    return [planted.text(_answers(c, frames)) for frames in steps]
-
-
-def _direct(pg, steps) -> list[str]:
-    with r.RawClient.direct(pg) as c:
-        c.query("SET ROLE pgwitness")
-        got = _run(c, steps)
-        c.query("ROLLBACK")
-        c.query("CLOSE ALL")
-    return got
-
-
-def _proxied(px, key: str, steps) -> list[str]:
-    with planted.session(px, px.tokens[key]) as c:
-        got = _run(c, steps)
-        c.query("ROLLBACK")
-        assert any(f[:1] == b"D" for f in c.query("SELECT 1")), "the session goes on"
-    return got
-
-
-def _flat(*parts) -> list[list[bytes]]:
-    return [s for p in parts for s in p]
 
 
 def _read(mode: str, sql: str = FETCH) -> list[list[bytes]]:
