@@ -111,9 +111,9 @@ class SyntaxVerdict(Verdict):
 class UndefinedCursorVerdict(Verdict):
     """A refusal of a cursor or portal the client did not make (policy/portals.py): to the
     client it does not exist, and the server would say so for a name it does not hold
-    (SQLSTATE 34000); the message says why."""
+    (SQLSTATE 34000, ``portals.UNDEFINED_CURSOR``); the message says why."""
 
-    sqlstate = UNDEFINED_CURSOR
+    sqlstate = "34000"
 
 
 class CatalogWait(Exception):

@@ -1,31 +1,36 @@
-"""Which cursors and portals a session may read: the ones its client made, and refcursors a
-function it called by name returned. Sans-IO: the relay reports what it sends and what the
-server answers; ``StatementPolicy`` asks here where the database holds code that may open
-cursors of its own open (``Snapshot.portal_code``).
+"""Which cursors and portals a session may read: the ones its client made, and refcursors
+functions it called by name returned. Sans-IO: the relay reports what it sends and what the
+server answers; ``StatementPolicy`` follows it here where the database holds code that may
+leave cursors of its own open (``Snapshot.portal_code``).
 
 Code the grant did not choose (a trigger, a view's function, a row security policy, code a
 granted function's write fires) may ``OPEN`` a cursor under a name it picks, over rows the
-grant may not read; ``FETCH`` of that name, or a protocol ``Execute`` of it as a portal,
-would return them (red-team rounds 73-74). Telling when such code ran is open-ended, so the
-rule is the other way round: a portal is readable only if
+grant may not read; ``FETCH`` of that name, or a protocol ``Execute`` or ``Describe`` of it
+as a portal, would show them (red-team rounds 73-74). Telling when such code ran is
+open-ended, so the rule is the other way round: a portal is readable only if
 
-* the client made it: a ``DECLARE`` that ran (a simple Query's statements run in order and
-  an error skips the rest of the message; a protocol one at its portal's ``Execute``), or
-  a protocol ``Bind`` of the client's, and
-* it still is the one the client made: forgotten at every transaction's end the server
-  reports (ReadyForQuery 'I'; a ``WITH HOLD`` cursor kept then), at every COMMIT, ROLLBACK,
-  ROLLBACK TO, PREPARE TRANSACTION or CALL the session runs (a procedure may commit), at
-  CLOSE, DISCARD and any error; and used in the Sync group that made it or once the server
-  has answered that group (a pipelined message decided before then cannot know its fate);
+* the client made it: a ``DECLARE`` that ran (a simple Query's statements in order: an
+  error skips the rest of the message; a protocol one at its portal's ``Execute``), or a
+  protocol ``Bind`` of its own whose statement text is sure; used in the Sync group that
+  made it, or once the server has answered that group. SQL cursors and protocol portals are
+  one namespace (``_key``: the first 63 bytes, ASCII names only);
+* it still is the one the client made: forgotten at a ROLLBACK, DISCARD ALL, CALL or
+  PREPARE TRANSACTION decided, the proxy's own ROLLBACK, a ROLLBACK TO a savepoint made
+  before it (each SAVEPOINT counted once the server said it made it: a FIFO of their
+  CommandCompletes), an error for the groups not yet answered (and, at its ReadyForQuery,
+  whatever its own group made), a ReadyForQuery 'I' unless held: a WITH HOLD cursor is held
+  once a COMMIT the client sent, or the implicit transaction that made it, is answered
+  without an error (and never after an error no ROLLBACK TO undid);
 
-or it is a refcursor a statement returned that calls, and returns, nothing but functions
-that return refcursors (``REFCURSOR_FUNCTIONS_SQL``: none of a polymorphic result, which a
-caller could make return any name), alone in its Sync group (pgjdbc's and psycopg's
-pattern), learnt from the result's rows once the server has answered the group.
+or it is a refcursor learnt from the rows of a Sync group of nothing but quiet statements
+and calls of functions that return one plain refcursor each (``REFCURSOR_FUNCTIONS_SQL``;
+literal or parameter arguments, so that no call is PostgreSQL's field selection), answered
+alone, without an error, inside a transaction (pgjdbc's and psycopg's pattern).
 
-What is left: code that closes a cursor the client made and opens another under its name
-(the client then reads the code's); a granted function that returns a refcursor naming a
-cursor it did not open (the function is the grant's choice, as everything it returns).
+What is left (rounds 75-78's residue, strict xfails): code that closes a cursor the client
+made and opens another under its name (the client then reads the code's); a granted
+function that returns a refcursor naming a cursor it did not open (the function is the
+grant's choice, as everything it returns). docs/decisions.md, session 32, has the rest.
 """
 
 from __future__ import annotations
