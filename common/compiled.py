@@ -35,6 +35,7 @@ MODULES = (
     "common.wire.framing",
     "common.wire.syncgroups",
     "policy.caches",
+    "policy.portals",
     "policy.engine",
     "proxy.decision_records",
     "proxy.denials",
