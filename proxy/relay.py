@@ -1104,15 +1104,14 @@ class Relay:
                     self.tx_status = run[start + 5 : end]
                     pending.popleft()
                     inj.resolved = True
-                    first = groups.sent_groups - (len(groups.groups) - 1)
+                    first = groups.head_number
                     groups.ready()
                     name_ = inj.checks
                     policy = self.policy
                     if policy is not None and policy.portals_watched:
                         policy.portals_answered(
-                            first, groups.sent_groups - (len(groups.groups) - 1),
-                            self.tx_status == b"I", groups.idle,
-                        )  # fmt: skip
+                            first, groups.head_number, self.tx_status == b"I", groups.idle
+                        )
                     if inj.failed:
                         # the client's Bind or Describe, first in the next group, fails for
                         # want of the statement (26000): the restore's own error is its
@@ -1152,17 +1151,14 @@ class Relay:
                     rewritten.extend(held)
                     held.clear()
                     last = start
-                first = 0
-                if policy is not None and policy.portals_watched:
-                    first = groups.sent_groups - (len(groups.groups) - 1)
+                first = groups.head_number
                 answered = groups.ready()
                 if answered:
                     denials.skipped(answered)
                 if policy is not None and policy.portals_watched:
                     policy.portals_answered(
-                        first, groups.sent_groups - (len(groups.groups) - 1),
-                        self.tx_status == b"I", groups.idle,
-                    )  # fmt: skip
+                        first, groups.head_number, self.tx_status == b"I", groups.idle
+                    )
                 if self._tx_ended:
                     self._tx_ended = False  # COMMIT AND CHAIN, COMMIT; BEGIN: ended, not idle
                     if policy is not None and policy.ddl_open:

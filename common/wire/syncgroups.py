@@ -225,7 +225,7 @@ class SyncGroups:
         mode on for good, and every later Sync uncounted), only those sent before it were,
         and copy-in mode is over."""
         groups = self.groups
-        head = self.sent_groups - (len(groups) - 1)  # the COPY's group, being answered
+        head = self.head_number  # the COPY's group, being answered
         while self._early_ends and self._early_ends[0][1] < head:
             self._early_ends.popleft()  # (stray ones, sent before this COPY's group)
         if self._early_ends:
@@ -252,6 +252,12 @@ class SyncGroups:
     def busy(self) -> bool:
         """The server owes answers: a query may be running upstream right now."""
         return len(self.groups) > 1 or self._current_has_msgs
+
+    @property
+    def head_number(self) -> int:
+        """The number (``sent_groups`` as it was sent) of the group the server answers next:
+        every group numbered below it is answered."""
+        return self.sent_groups - (len(self.groups) - 1)
 
     @property
     def idle(self) -> bool:
