@@ -23,6 +23,7 @@ tests/unit/test_engine_cached.py compares each tier's answers with a fresh sessi
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import fields
 from typing import TYPE_CHECKING, Any
 
@@ -106,8 +107,9 @@ class SessionCaches:
         # exact query text -> (pairs, stateful, verdict if stateless)
         self.texts: dict[str, tuple[tuple[Pair, ...], bool, Verdict | None]] = {}
         # number shape -> (characters before the statement's text, after it, classified,
-        # decision): a single plain statement whose shape the shared memo knows
-        self.shapes: dict[bytes, tuple[int, int, Classified, Decision]] = {}
+        # decision, the shape's verdict): a single plain statement whose shape the shared
+        # memo knows
+        self.shapes: dict[bytes, tuple[int, int, Classified, Decision, Verdict]] = {}
         # statement fingerprint -> (classified, decision, plain)
         self.fingerprints: dict[str, tuple[Classified, Decision, bool]] = {}
         self.stats = {"text_hits": 0, "fingerprint_hits": 0, "shared_hits": 0, "misses": 0}
@@ -141,12 +143,15 @@ class SessionCaches:
             _bounded_put(self.shared.by_text, (self.search_path, sql), entries, self.shared.size)
 
     # -- number shape (looked up in StatementPolicy._from_shape, inlined there) ---------
-    def remember_shape(self, sql: str, pair: Pair) -> None:
+    def remember_shape(
+        self, sql: str, pair: Pair, verdict_of: Callable[[Pair, int, int], Verdict]
+    ) -> None:
         """``pair`` decided the single plain statement of ``sql``: a later text of the same
         number shape is decided by one lookup, if the shared memo knows the shape and
         PostgreSQL's scanner ends the statement where the lexer does, by position (then it
         does so in every text of the shape: docs/decisions.md, "PostgreSQL's scanner and
-        the number-shape tier")."""
+        the number-shape tier"). ``verdict_of(pair, lead, tail)``: the verdict every text of
+        the shape gets (``policy.engine.ShapeVerdict``), made once here."""
         if self.shared is None:
             return
         known = self.shared.number_shapes.known(sql)
@@ -155,7 +160,8 @@ class SessionCaches:
         shape, lead, tail = known
         if not boundaries_agree_in_place(sql, lead, len(sql) - tail):
             return  # PostgreSQL's scanner must end the statement where the lexer does
-        _bounded_put(self.shapes, shape, (lead, tail, pair[0], pair[1]), self.size)
+        entry = (lead, tail, pair[0], pair[1], verdict_of(pair, lead, tail))
+        _bounded_put(self.shapes, shape, entry, self.size)
 
     # -- fingerprints --------------------------------------------------------------------
     def any_fingerprints(self) -> bool:

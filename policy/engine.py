@@ -83,10 +83,12 @@ from policy.scopes import Scopes, split_name
 __all__ = [
     "OFFLOAD_MIN",
     "SHARED",
+    "ShapeVerdict",
     "SharedClassifications",
     "StatementPolicy",
     "Verdict",
     "classify_text",
+    "exact",
 ]
 
 
@@ -114,6 +116,36 @@ class UndefinedCursorVerdict(Verdict):
     (SQLSTATE 34000, ``portals.UNDEFINED_CURSOR``); the message says why."""
 
     sqlstate = "34000"
+
+
+@dataclass(frozen=True)
+class ShapeVerdict(Verdict):
+    """The allowed verdict of every text of one number shape (``_from_shape``): one object
+    per shape and session, made when the shape is remembered, so a hit allocates nothing.
+    Its statement's text is the first text of the shape the session saw; every other field
+    is what each text of the shape gets (the tier's premise: docs/decisions.md, "PostgreSQL's
+    scanner and the number-shape tier"). What needs a text's own statement (a record of
+    it) asks ``exact``: the statement is that text from ``lead`` characters to ``tail``
+    before its end."""
+
+    lead: int = 0
+    tail: int = 0
+
+
+def exact(verdict: Any, sql: str) -> Any:
+    """``verdict``, whose simple Query text was ``sql``, with its statements' own texts: a
+    ``ShapeVerdict`` as ``Verdict(True, ((classified of the text, decision),), "")``; any
+    other verdict (or a relay's refusal: hence ``Any``) is already so."""
+    if type(verdict) is not ShapeVerdict:
+        return verdict
+    shaped: ShapeVerdict = verdict
+    classified, decision = shaped.decisions[0]
+    text = sql[shaped.lead : len(sql) - shaped.tail]
+    return _allowed(((with_sql(classified, text), decision),))
+
+
+def _shape_verdict(pair: Pair, lead: int, tail: int) -> Verdict:
+    return ShapeVerdict(True, (pair,), "", False, lead, tail)
 
 
 class CatalogWait(Exception):
@@ -842,7 +874,7 @@ class StatementPolicy:
         restricted = self._as_restrict(sql, verdict)
         if restricted is None:
             return verdict
-        again = self._checked_query(restricted)
+        again = exact(self._checked_query(restricted), restricted)  # (recorded with ``sql``)
         if again.allowed:
             self.rewritten = restricted
             if self.portals_watched:
@@ -1029,7 +1061,7 @@ class StatementPolicy:
             self.caches.stats["fingerprint_hits"] += 1
             pairs, plain = found
             if plain and len(pairs) == 1:
-                self.caches.remember_shape(sql, pairs[0])
+                self.caches.remember_shape(sql, pairs[0], _shape_verdict)
             # plain: every statement allowed, none DDL or session state (what _verdict
             # would conclude without looking further), known when the entry was cached
             return _allowed(pairs) if plain else self._verdict(pairs)
@@ -1939,7 +1971,9 @@ class StatementPolicy:
     def _from_shape(self, sql: str) -> Verdict | None:
         """What ``_from_fingerprints`` would answer for a text whose number shape was seen
         with a single plain statement (``SessionCaches.remember_shape``), by one lookup:
-        the same statement text, classification and decision.
+        the same classification and decision, in the shape's own ``ShapeVerdict`` (its
+        statement's text the shape's first: ``exact`` gives this text's), or with this
+        text's own statement where the portals' books read it.
 
         PostgreSQL's scanner is not run again: it read a text of this shape when the shape
         was remembered (``boundaries_agree_in_place``), and it splits every text of a
@@ -1956,9 +1990,11 @@ class StatementPolicy:
             return None
         if hit is None:
             return None
-        lead, tail, classified, decision = hit
-        text = sql[lead : len(sql) - tail]
-        return _allowed(((with_sql(classified, text), decision),))
+        if not self.portals_watched:
+            return hit[4]  # (its texts: ``exact``)
+        # the portals' books read names from the text (policy/portals.py): its own
+        lead, tail, classified, decision, _shape = hit
+        return _allowed(((with_sql(classified, sql[lead : len(sql) - tail]), decision),))
 
     def _from_precomputed(self, sql: str) -> Verdict | None:
         classified = self._precomputed.pop(sql, None)

@@ -17,6 +17,7 @@ from __future__ import annotations
 from json import dumps
 from json.encoder import encode_basestring_ascii as _json_str  # what dumps writes for a str
 
+from policy.engine import exact
 from recorder.records import DECISION_SHAPE, dump_json
 
 __all__ = ["DECISION_SHAPE", "DecisionRecords", "decision_payload", "shape_payload"]
@@ -134,6 +135,7 @@ class DecisionRecords:
 
     def render_whole(self, verdict, message: str, sql: str, **extra) -> bytes:
         """``dump_json(decision_payload(...))``, from cached parts when it can."""
+        verdict = exact(verdict, sql)  # (a number shape's own verdict: this text's statement)
         if (
             not verdict.allowed
             or verdict.would_deny

@@ -29,7 +29,7 @@ from common.wire.syncgroups import SyncGroups
 from policy.classify.catalogue import BY_PARAMETER, SET_CONFIG_PREFIX
 from policy.classify.model import StatementClass
 from policy.encodings import python_codec
-from policy.engine import CATALOG_WAIT, OFFLOAD_MIN
+from policy.engine import CATALOG_WAIT, OFFLOAD_MIN, exact
 
 from .decision_records import DECISION_SHAPE, DecisionRecords
 from .denials import ASYNC as _ASYNC
@@ -307,7 +307,7 @@ class Relay:
         self.app_names: tuple[bytes, bytes] | None = None
         # For db.denied records: statements the policy decided, each with the number of the
         # Sync group it was sent in (``groups.sent_groups``, ``groups.answered``).
-        self._decided: deque[tuple[int, Verdict]] = deque(maxlen=64)
+        self._decided: deque[tuple[int, Verdict, str]] = deque(maxlen=64)
         # The session ran (or prepared) a statement whose foreign-key actions write a
         # relation the grant may not read: from then on, what the server says in errors
         # and notices is withheld (proxy.redaction.withhold_message). For the session, not
@@ -935,7 +935,7 @@ class Relay:
         if verdict.allowed and verdict.decisions:
             # which statement (and rule) went upstream in the group being built: worked
             # out from the verdict only if the database refuses something (_db_denied)
-            self._decided.append((self.groups.sent_groups, verdict))
+            self._decided.append((self.groups.sent_groups, verdict, sql))
         records = self._records
         if records is None or records.grant_id != self.grant_id:
             # shape numbers are the session's: a new grant's renderer goes on from the last
@@ -974,10 +974,10 @@ class Relay:
         while decided and decided[0][0] < answering:
             decided.popleft()
         statement, rule, would_deny = "", "", False
-        for group, verdict in decided:  # the group's first, or its first would-deny
+        for group, verdict, text in decided:  # the group's first, or its first would-deny
             if group != answering:
                 break
-            sql, why, would = self._picked(verdict)
+            sql, why, would = self._picked(exact(verdict, text))
             if not statement or (would and not would_deny):
                 statement, rule, would_deny = sql, why, would
             if would_deny:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from policy import StatementPolicy, parse_scopes
-from policy.engine import SharedClassifications
+from policy.engine import ShapeVerdict, SharedClassifications, exact
 
 SCOPES = parse_scopes(
     "read:public.orders,public.customers write:public.orders execute:public.refund_fn"
@@ -40,7 +40,7 @@ def test_cached_verdicts_equal_fresh_ones(enforce, shared):
     for n in range(1, 6):
         for shape in SHAPES:
             sql = shape.format(n=n)
-            cached = warm.check_query(sql)
+            cached = exact(warm.check_query(sql), sql)  # (a shape's verdict: its text's own)
             reference = _fresh(enforce)
             for earlier in SHAPES[: SHAPES.index(shape)]:  # the same session state
                 if earlier.startswith(("PREPARE", "EXECUTE", "DEALLOCATE")):
@@ -56,7 +56,8 @@ def test_cached_verdicts_equal_fresh_ones(enforce, shared):
 def test_shape_path_equals_the_reference_path():
     """A text decided by its number shape (``_from_shape``: one lookup, for a single plain
     statement) gets the verdict the full path gives in a fresh session: statement text cut
-    out of the text as the lexer cuts it, same classification and decision."""
+    out of the text as the lexer cuts it (``exact``), same classification and decision.
+    The hit itself is the shape's one ``ShapeVerdict``: the same object for every text."""
     texts = [
         "SELECT id FROM orders WHERE id = {n}",
         "  SELECT id FROM orders WHERE id = {n} ;  ",
@@ -85,12 +86,16 @@ def test_shape_path_equals_the_reference_path():
         for text in texts:
             sql = text.format(n=n, m=m)
             shaped = warm._from_shape(sql)
-            cached = warm.check_query(sql)
+            cached = exact(warm.check_query(sql), sql)
             fresh = _fresh(True).check_query(sql)
             assert (cached.allowed, cached.message, cached.decisions) == (
                 fresh.allowed, fresh.message, fresh.decisions), sql  # fmt: skip
             if shaped:
-                assert shaped == fresh, sql
+                assert type(shaped) is ShapeVerdict, sql
+                assert warm._from_shape(sql) is shaped, sql  # nothing made per hit
+                assert exact(shaped, sql) == fresh, sql
+                own = exact(shaped, sql).decisions[0][0]
+                assert own.sql == fresh.decisions[0][0].sql != "", sql
                 shape_hits += 1
     assert len(warm.caches.shapes) >= 10  # the shape path was taken
     assert shape_hits >= 50

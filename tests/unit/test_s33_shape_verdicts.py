@@ -1,0 +1,124 @@
+"""A number shape's one verdict (session 33, issue 14): a simple Query decided by its number
+shape (``StatementPolicy._from_shape``) gets the shape's own ``ShapeVerdict``, made once when
+the shape was remembered, whose statement's text is the first text of that shape. Nothing
+that records a statement may then write that first text for another one: what the database
+refuses (``db.denied``), a decision recorded whole, a CASCADE decided again as RESTRICT all
+carry the text the client sent (``policy.engine.exact``)."""
+
+from __future__ import annotations
+
+from devtools import testing as t
+from policy import StatementPolicy, parse_scopes
+from policy.engine import ShapeVerdict, SharedClassifications, exact
+from proxy.decision_records import DecisionRecords
+from proxy.denials import Denials
+from proxy.relay import Relay
+
+SCOPES = parse_scopes("read:public.orders write:public.orders")
+SHAPE = "SELECT id FROM orders WHERE id = {n}"
+
+
+class Sink:
+    def __init__(self) -> None:
+        self.events: list = []
+        self.decisions: list = []
+
+    def wire(self, direction: str, data: bytes) -> None:
+        pass
+
+    def decision_json(self, body: bytes, denied: bool) -> None:
+        self.decisions.append(body)
+
+    def event(self, kind: str, payload: dict) -> None:
+        self.events.append((kind, payload))
+
+
+def _policy() -> StatementPolicy:
+    return StatementPolicy(SCOPES, task="T-33", shared=SharedClassifications())
+
+
+def _relay() -> tuple[Relay, Sink]:
+    sink = Sink()
+    relay = Relay(policy=_policy(), recorder=sink, grant_id="g-33")
+    relay.denials = Denials("0123456789abcdef")
+    return relay, sink
+
+
+def _statement(relay: Relay, sink: Sink, sql: str, answer: bytes) -> None:
+    to_server, to_client = relay.from_client(t.query(sql))
+    assert to_server and not to_client, sql  # allowed, sent on
+    relay.from_server(answer)
+
+
+def test_a_shape_hit_is_the_shapes_one_verdict_and_exact_gives_each_text_its_own():
+    policy = _policy()
+    texts = [SHAPE.format(n=n) for n in (1, 2, 3, 9, 4)]  # (one number shape: one digit)
+    verdicts = [policy.check_query(sql) for sql in texts]
+    shaped = [v for v in verdicts if type(v) is ShapeVerdict]
+    assert len(shaped) >= 2, "the shape tier was not reached: the test proves nothing"
+    assert all(v is shaped[0] for v in shaped)  # one object per shape: nothing made per hit
+    for sql, verdict in zip(texts, verdicts, strict=True):
+        own = exact(verdict, sql)
+        assert type(own) is not ShapeVerdict
+        assert own.decisions[0][0].sql == sql
+        assert own == _policy().check_query(sql)  # what a fresh session decides
+
+
+def test_db_denied_after_shape_hits_records_the_text_the_server_refused():
+    """The statement the server refused, not the first text of its shape (the shape's
+    verdict holds that one)."""
+    relay, sink = _relay()
+    ok = t.row_description("id") + t.data_row("1") + t.command_complete("SELECT 1") + t.ready()
+    for n in (1000, 2000, 3000):
+        _statement(relay, sink, SHAPE.format(n=n), ok)
+    refused = SHAPE.format(n=4242)
+    assert relay.policy._from_shape(refused) is not None, "no shape hit: the test proves nothing"
+    denied = t.error("42501", "permission denied for table orders") + t.ready()
+    _statement(relay, sink, refused, denied)
+    [payload] = [p for kind, p in sink.events if kind == "db.denied"]
+    assert payload["statement"] == refused
+    assert payload["rule"] == "scope.read"
+    # spaces and a semicolon around it: the statement is cut out of the text
+    for n in (1000, 2000):
+        _statement(relay, sink, "  " + SHAPE.format(n=n) + " ;", ok)
+    around = "  " + SHAPE.format(n=7777) + " ;"
+    assert relay.policy._from_shape(around) is not None, "no shape hit: the test proves nothing"
+    _statement(relay, sink, around, denied)
+    payload = [p for kind, p in sink.events if kind == "db.denied"][-1]
+    assert payload["statement"] == SHAPE.format(n=7777)
+
+
+def test_a_shape_verdict_rendered_whole_carries_its_own_text():
+    """The compact record (``{"denied":false,"shape":N}``) holds no text; a rendering of
+    the whole decision does, and must hold the text's own."""
+    policy = _policy()
+    for n in (11111, 22222):
+        policy.check_query(SHAPE.format(n=n))
+    sql = SHAPE.format(n=31337)
+    verdict = policy.check_query(sql)
+    assert type(verdict) is ShapeVerdict, "not a shape hit: the test proves nothing"
+    body = DecisionRecords("g-33").render_whole(verdict, "Query", sql)
+    assert b"31337" in body and b"22222" not in body, body
+    body = DecisionRecords("g-33").render(verdict, "Query", sql, run_as=sql)[1]
+    assert b"31337" in body, body
+
+
+def test_exact_leaves_every_other_verdict_as_it_is():
+    policy = _policy()
+    for sql in ("SELECT id FROM orders WHERE id = 1; SELECT 2", "DELETE FROM customers"):
+        verdict = policy.check_query(sql)
+        assert exact(verdict, sql) is verdict
+
+
+def test_where_portals_are_followed_a_shape_hit_carries_its_own_text():
+    """The portals' books read cursor and savepoint names out of a statement's text
+    (policy/portals.py): while they are kept, a shape hit is the text's own verdict."""
+    policy = _policy()
+    for n in (1, 2, 3):
+        policy.check_query(SHAPE.format(n=n))
+    assert type(policy._from_shape(SHAPE.format(n=4))) is ShapeVerdict
+    policy._watch_portals(True)
+    sql = SHAPE.format(n=5)
+    hit = policy._from_shape(sql)
+    assert hit is not None, "no shape hit: the test proves nothing"
+    assert type(hit) is not ShapeVerdict and hit.decisions[0][0].sql == sql
