@@ -20,6 +20,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Final
 
 from common.wire import messages as m
 from common.wire.errors import INSUFFICIENT_PRIVILEGE, ProtocolViolation
@@ -48,71 +49,81 @@ from .seams import Health, Policy, SessionSink, Verdict
 
 F = m.Frontend
 B = m.Backend
-_STATEMENT_TYPES = frozenset((F.QUERY, F.PARSE, F.FUNCTION_CALL))
+_STATEMENT_TYPES: Final = frozenset((F.QUERY, F.PARSE, F.FUNCTION_CALL))
 # the messages the relay looks at (a Close: the policy follows which statements the server
 # holds, ``StatementPolicy.closed``)
-_CHECKED = _STATEMENT_TYPES | {F.TERMINATE, F.CLOSE}
+_CHECKED: Final = _STATEMENT_TYPES | {F.TERMINATE, F.CLOSE}
 # ... and Bind too while a statement's object text is pinned by a parameter (the policy's
 # ``bind_pins``): its values decide
-_CHECKED_BINDS = _CHECKED | {F.BIND, F.DESCRIBE, F.CLOSE}
+_CHECKED_BINDS: Final = _CHECKED | {F.BIND, F.DESCRIBE, F.CLOSE}
 # ... and, while the recorder cannot record, every message that makes the server act: a
 # Bind or Execute of a statement or portal made before, and a COPY's rows and end
-_CHECKED_UNHEALTHY = _CHECKED_BINDS | {F.EXECUTE, F.COPY_DATA, F.COPY_DONE}
+_CHECKED_UNHEALTHY: Final = _CHECKED_BINDS | {F.EXECUTE, F.COPY_DATA, F.COPY_DONE}
 # ... and, while code that replaces statements may run again from a cursor or portal it
 # reached (the policy's ``lazy_names``), every Execute and Sync (a commit that fills a WITH
 # HOLD cursor): the policy forgets the names at each
-_CHECKED_LAZY = _CHECKED_BINDS | {F.EXECUTE, F.SYNC}
-_CHECKED_UNHEALTHY_LAZY = _CHECKED_UNHEALTHY | {F.SYNC}
+_CHECKED_LAZY: Final = _CHECKED_BINDS | {F.EXECUTE, F.SYNC}
+_CHECKED_UNHEALTHY_LAZY: Final = _CHECKED_UNHEALTHY | {F.SYNC}
 # ... and, where the database holds code that may open cursors (the policy's
 # ``portals_watched``), every Bind and Execute: the portals the client made are the only
 # ones it may run (policy/portals.py)
-_CHECKED_PORTALS = _CHECKED_BINDS | {F.EXECUTE}
-_SYNC = F.SYNC
-_EXECUTE, _COPY_DATA, _COPY_DONE = F.EXECUTE, F.COPY_DATA, F.COPY_DONE
-_NAMES = {F.QUERY: "Query", F.PARSE: "Parse", F.FUNCTION_CALL: "FunctionCall", F.BIND: "Bind",
+_CHECKED_PORTALS: Final = _CHECKED_BINDS | {F.EXECUTE}
+_SYNC: Final = F.SYNC
+_EXECUTE: Final = F.EXECUTE
+_COPY_DATA: Final = F.COPY_DATA
+_COPY_DONE: Final = F.COPY_DONE
+_NAMES: Final = {F.QUERY: "Query", F.PARSE: "Parse", F.FUNCTION_CALL: "FunctionCall", F.BIND: "Bind",
           F.EXECUTE: "Execute", F.COPY_DATA: "CopyData", F.COPY_DONE: "CopyDone"}
 # The hot loops compare against module constants (a class attribute costs a lookup each).
-_QUERY, _PARSE, _TERMINATE, _BIND = F.QUERY, F.PARSE, F.TERMINATE, F.BIND
-_DESCRIBE, _CLOSE = F.DESCRIBE, F.CLOSE
-_READY, _ERROR, _COPY_IN = B.READY_FOR_QUERY, B.ERROR_RESPONSE, B.COPY_IN_RESPONSE
-_PARAMETER_STATUS = B.PARAMETER_STATUS
-_NOTICE = B.NOTICE_RESPONSE
-_CONFORMING = b"standard_conforming_strings\x00"  # a ParameterStatus body's name
+_QUERY: Final = F.QUERY
+_PARSE: Final = F.PARSE
+_TERMINATE: Final = F.TERMINATE
+_BIND: Final = F.BIND
+_DESCRIBE: Final = F.DESCRIBE
+_CLOSE: Final = F.CLOSE
+_READY: Final = B.READY_FOR_QUERY
+_ERROR: Final = B.ERROR_RESPONSE
+_COPY_IN: Final = B.COPY_IN_RESPONSE
+_PARAMETER_STATUS: Final = B.PARAMETER_STATUS
+_NOTICE: Final = B.NOTICE_RESPONSE
+_CONFORMING: Final = b"standard_conforming_strings\x00"  # a ParameterStatus body's name
 # Server frames looked at even when no denial is in flight.
-_PARSE_COMPLETE = B.PARSE_COMPLETE
-_WATCHED = frozenset((_READY, _ERROR, _COPY_IN, _PARAMETER_STATUS, _PARSE_COMPLETE))
-_COMMAND_COMPLETE = B.COMMAND_COMPLETE
-_CLOSE_COMPLETE = B.CLOSE_COMPLETE
+_PARSE_COMPLETE: Final = B.PARSE_COMPLETE
+_WATCHED: Final = frozenset((_READY, _ERROR, _COPY_IN, _PARAMETER_STATUS, _PARSE_COMPLETE))
+_COMMAND_COMPLETE: Final = B.COMMAND_COMPLETE
+_CLOSE_COMPLETE: Final = B.CLOSE_COMPLETE
 # what the refcursors a granted function returned are read from (``Policy.harvesting``)
-_DATA_ROW = B.DATA_ROW
+_DATA_ROW: Final = B.DATA_ROW
 # Frames whose bytes the relay never looks at: a large one is passed on as it arrives.
-_STREAMED_C2S = frozenset((F.BIND, F.COPY_DATA))
-_STREAMED_S2C = frozenset((B.DATA_ROW, B.COPY_DATA, B.FUNCTION_CALL_RESPONSE))
+_STREAMED_C2S: Final = frozenset((F.BIND, F.COPY_DATA))
+_STREAMED_S2C: Final = frozenset((B.DATA_ROW, B.COPY_DATA, B.FUNCTION_CALL_RESPONSE))
 CANNOT_RECORD = "57P03"
 # Statements after which a session's upstream is not kept for reuse: what they may change
 # (a role's or database's defaults, the catalog) is what a new login would pick up.
 # Compared by identity: an Enum's hash is a Python-level call, once per allowed statement.
-_DDL, _ROLE, _UNKNOWN = StatementClass.DDL, StatementClass.ROLE, StatementClass.UNKNOWN
+_DDL: Final = StatementClass.DDL
+_ROLE: Final = StatementClass.ROLE
+_UNKNOWN: Final = StatementClass.UNKNOWN
 # Statements a name check restores rather than queries (``Denials.inject_restore``): they
 # return no rows whose shape a re-Parse could change, and a query before them in their
 # transaction may break them (the drivers' differential, session 26: F2)
-_RESTORABLE = frozenset((
+_RESTORABLE: Final = frozenset((
     StatementClass.TRANSACTION, StatementClass.DDL, StatementClass.SESSION_SET,
     StatementClass.UTILITY,
 ))  # fmt: skip
-_MAX_RESTORABLE = 256
+_MAX_RESTORABLE: Final = 256
 # ... but not those PostgreSQL analyses at their Parse (a query in them): a fresh Parse
 # resolves their names again, where the server's statement keeps its analysis (a temporary
 # relation made since would be read instead: red-team round 55), EXPLAIN of any of them
 # included (``transformExplainStmt`` analyses the explained query: round 56)
-_ANALYSED_AT_PARSE = frozenset(("CREATE TABLE", "CREATE TABLE AS", "SELECT INTO",
+_ANALYSED_AT_PARSE: Final = frozenset(("CREATE TABLE", "CREATE TABLE AS", "SELECT INTO",
                                 "CREATE MATERIALIZED VIEW"))  # fmt: skip
-_EXPLAIN = "EXPLAIN"
-_LOAD = "LOAD"  # a loaded library stays in the backend
+_EXPLAIN: Final = "EXPLAIN"
+_LOAD: Final = "LOAD"  # a loaded library stays in the backend
 # An ErrorResponse's SQLSTATE field for insufficient_privilege: a field boundary (NUL), the
 # field type C, the code and its NUL; nothing else in an ErrorResponse can look like it.
-_PRIVILEGE_FIELD = b"\x00C42501\x00"
-_NO_STATEMENT = b"\x00C26000\x00"  # invalid_sql_statement_name: no such prepared statement
+_PRIVILEGE_FIELD: Final = b"\x00C42501\x00"
+_NO_STATEMENT: Final = b"\x00C26000\x00"  # invalid_sql_statement_name: no such prepared statement
 
 
 @dataclass(frozen=True)
@@ -129,7 +140,7 @@ class Refusal:
 # A statement holding bytes beyond ASCII while a client_encoding change may be in flight:
 # the proxy decodes it in the encoding the server last reported, the server perhaps in the
 # new one (every encoding the allowlist admits reads ASCII alike).
-ENCODING_IN_FLIGHT = Refusal(
+ENCODING_IN_FLIGHT: Final = Refusal(
     "pgwitness may not check a statement holding non-ASCII bytes while the server has not "
     "answered everything sent before it in a session that changed client_encoding (the "
     "encoding it reads them in may be changing): send it after the answers",
@@ -138,23 +149,23 @@ ENCODING_IN_FLIGHT = Refusal(
 # A query the policy allowed with its CASCADE run as RESTRICT, whose text does not come back
 # to the client's bytes in the client encoding (a sequence the decoder maps that the server
 # would not): the text sent in its place would not be the client's but for the keyword
-NOT_ROUND_TRIP = Refusal(
+NOT_ROUND_TRIP: Final = Refusal(
     "pgwitness may not run this query's CASCADE as RESTRICT: its text does not encode back "
     "to the bytes sent in the client encoding (send it without CASCADE)",
     "42501",
 )
-_CLIENT_ENCODING = "client_encoding"
+_CLIENT_ENCODING: Final = "client_encoding"
 # Statements that commit (or end) a transaction, or a prepared one (another session's DDL)
-_COMMIT_PREPARED = "COMMIT PREPARED"
+_COMMIT_PREPARED: Final = "COMMIT PREPARED"
 # CommandComplete tags of a block's commit (a ROLLBACK's, ROLLBACK TO's too, undoes its DDL:
 # nothing to settle before the session is idle again)
-_ENDED = frozenset((b"COMMIT", b"PREPARE TRANSACTION"))
-_ENCODING_SETTERS = frozenset(("SET", "SET LOCAL"))
+_ENDED: Final = frozenset((b"COMMIT", b"PREPARE TRANSACTION"))
+_ENCODING_SETTERS: Final = frozenset(("SET", "SET LOCAL"))
 # calls that may set client_encoding: with a literal value, or a setting (or the encoding)
 # a parameter gives (``policy.classify.catalogue.BY_PARAMETER``), decided at each Bind
-_ENCODING_FUNCTIONS = frozenset((SET_CONFIG_PREFIX + "client_encoding", SET_CONFIG_PREFIX + BY_PARAMETER))
+_ENCODING_FUNCTIONS: Final = frozenset((SET_CONFIG_PREFIX + "client_encoding", SET_CONFIG_PREFIX + BY_PARAMETER))
 
-UNRECORDED = Refusal(
+UNRECORDED: Final = Refusal(
     "pgwitness cannot record this session right now (recording store unavailable): "
     "statement refused rather than run unrecorded",
     CANNOT_RECORD,
@@ -941,7 +952,10 @@ class Relay:
             # shape numbers are the session's: a new grant's renderer goes on from the last
             first = records.next_shape if records is not None else 0
             records = self._records = DecisionRecords(self.grant_id, first_shape=first)
-        shape, body = records.render(verdict, message, sql, **extra)
+        if extra:
+            shape, body = records.render(verdict, message, sql, **extra)
+        else:  # (a call without keywords is a compiled one: the common case)
+            shape, body = records.render(verdict, message, sql)
         if shape is not None:  # the first statement of this shape in the session
             self.recorder.event(DECISION_SHAPE, shape)
         self.recorder.decision_json(body, not verdict.allowed)
