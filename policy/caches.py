@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import fields
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 from policy.classify import Classified, StatementClass
 from policy.classify.crosscheck import boundaries_agree_in_place
@@ -56,8 +56,8 @@ Entry = tuple[Classified, "str | None"]
 # Size limits: with every entry as large as allowed (each holds its text twice, as key and
 # in its Classified) a session's caches stay under ~4 MB and the shared one under ~32 MB.
 # Bigger statements are classified every time.
-MAX_SESSION_TEXT = 4096  # session text and fingerprint tiers, 256 entries each
-MAX_SHARED_TEXT = 2048  # shared text and fingerprint tiers, 4096 entries each
+MAX_SESSION_TEXT: Final = 4096  # session text and fingerprint tiers, 256 entries each
+MAX_SHARED_TEXT: Final = 2048  # shared text and fingerprint tiers, 4096 entries each
 
 
 def _bounded_put(cache: dict, key: Any, value: Any, size: int) -> None:

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, fields, replace
 from hashlib import blake2b
 from time import monotonic
-from typing import Any, TypeVar
+from typing import Any, Final, TypeVar
 
 from policy.caches import (
     MAX_SESSION_TEXT,
@@ -75,7 +75,7 @@ from policy.decide import (
     signal_backend,
 )
 from policy.lexer import collapse_values, lex, render_name
-from policy.number_shapes import ZERO_DIGITS as ZERO
+from policy.number_shapes import ZERO_DIGITS
 from policy.portals import UNDEFINED_CURSOR, Refusal, SessionPortals
 from policy.prepared import NAME_BYTES, STATEFUL_COMMANDS, PreparedNames, name_too_long
 from policy.scopes import Scopes, split_name
@@ -203,7 +203,7 @@ _INHERITED_VERBS = {
     "update": "update", "delete": "delete from", "truncate": "truncate", "lock": "lock",
     "ddl": "alter",
 }  # fmt: skip
-CATALOG_WAIT = Verdict(False, (), "waiting for a catalog snapshot loaded after the statement")
+CATALOG_WAIT: Final = Verdict(False, (), "waiting for a catalog snapshot loaded after the statement")
 
 
 # An allowed verdict from a cache hit, ``Verdict(True, pairs, "")``, built slot by slot:
@@ -590,7 +590,9 @@ def classify_text(sql: str, search_path: tuple[str, ...]) -> tuple[Classified, .
 
 # Operations that run the written relation's expressions and triggers (TRUNCATE: its
 # ON TRUNCATE triggers)
-_ROW_WRITES = frozenset(("insert", "update", "delete", "truncate"))
+# (a static of the compiled module: read on every number-shape lookup)
+_ZERO: Final = ZERO_DIGITS
+_ROW_WRITES: Final = frozenset(("insert", "update", "delete", "truncate"))
 
 
 class StatementPolicy:
@@ -1985,7 +1987,7 @@ class StatementPolicy:
         if len(sql) > MAX_SHARED_TEXT:
             return None
         try:
-            hit = self.caches.shapes.get(sql.encode("utf-8", "surrogatepass").translate(ZERO))
+            hit = self.caches.shapes.get(sql.encode("utf-8", "surrogatepass").translate(_ZERO))
         except UnicodeError:  # a lone surrogate: no shape
             return None
         if hit is None:

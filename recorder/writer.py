@@ -25,6 +25,7 @@ import os
 import socket
 import threading
 import time
+from typing import Final
 
 import zstandard
 from mypy_extensions import mypyc_attr
@@ -46,12 +47,14 @@ from .uploader import Attempt, Uploader
 
 log = logging.getLogger("pgwitness.recorder")
 
-_C2S, _S2C, _PROXY = int(Direction.C2S), int(Direction.S2C), int(Direction.PROXY)
-_DECISION = int(Kind.DECISION)
-_WIRE_DIRS = {"c2s": _C2S, "s2c": _S2C}
-_monotonic_ns = time.monotonic_ns
-_pack = HEADER.pack
-_HSIZE = HEADER.size
+_C2S: Final = int(Direction.C2S)
+_S2C: Final = int(Direction.S2C)
+_PROXY: Final = int(Direction.PROXY)
+_DECISION: Final = int(Kind.DECISION)
+_WIRE_DIRS: Final = {"c2s": _C2S, "s2c": _S2C}
+_monotonic_ns: Final = time.monotonic_ns
+_pack: Final = HEADER.pack
+_HSIZE: Final = HEADER.size
 
 
 @mypyc_attr(native_class=False)  # an exception class: ordinary when compiled

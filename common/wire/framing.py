@@ -13,11 +13,12 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass, field
+from typing import Final
 
 from .errors import ProtocolViolation
 
-_INT32 = struct.Struct("!i")
-_STARTUP_HEAD = struct.Struct("!ii")
+_INT32: Final = struct.Struct("!i")
+_STARTUP_HEAD: Final = struct.Struct("!ii")
 
 PROTOCOL_3_0 = 196608  # 3 << 16
 SSL_REQUEST_CODE = 80877103
@@ -27,10 +28,10 @@ MAX_STARTUP_BYTES = 10_004  # Postgres: 10000 bytes after the length word (MAX_S
 TLS_HANDSHAKE_RECORD = b"\x16"  # first byte of a TLS handshake record (ClientHello)
 # Postgres's own ceiling for one message (PQ_LARGE_MESSAGE_LIMIT, MaxAllocSize - 1): the
 # limit for streamed frames, which the proxy never holds whole.
-MAX_STREAMED_LENGTH = 0x3FFFFFFE
+MAX_STREAMED_LENGTH: Final = 0x3FFFFFFE
 # A streamed-type frame at least this long (type byte included) that is not complete yet
 # is passed on in pieces; a smaller one is buffered until whole.
-STREAM_MIN_BYTES = 256 * 1024
+STREAM_MIN_BYTES: Final = 256 * 1024
 
 
 class FrameReader:

@@ -12,8 +12,8 @@ from typing import Final
 
 from .errors import ProtocolViolation, frame
 
-_I16 = struct.Struct("!h")
-_I32 = struct.Struct("!i")
+_I16: Final = struct.Struct("!h")
+_I32: Final = struct.Struct("!i")
 
 
 class Frontend:

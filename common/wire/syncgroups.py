@@ -27,6 +27,7 @@ The rules tracked, as PostgreSQL applies them:
 from __future__ import annotations
 
 from collections import deque
+from typing import Final
 
 from mypy_extensions import mypyc_attr
 
@@ -34,16 +35,20 @@ from . import messages as m
 
 F = m.Frontend
 # Client messages that end a Sync group (the server answers each with ReadyForQuery).
-_Z_PRODUCERS = frozenset((F.QUERY, F.SYNC, F.FUNCTION_CALL))
+_Z_PRODUCERS: Final = frozenset((F.QUERY, F.SYNC, F.FUNCTION_CALL))
 # Extended-protocol messages that the server answers with exactly one of ANSWERS (or an
 # error, after which it skips everything, Query and FunctionCall included, up to Sync).
-_EXTENDED = frozenset((F.PARSE, F.BIND, F.DESCRIBE, F.EXECUTE, F.CLOSE))
-ANSWERS = frozenset(b"123nTCIs")
-_QUERY, _SYNC, _EXECUTE, _BIND = F.QUERY, F.SYNC, F.EXECUTE, F.BIND
+_EXTENDED: Final = frozenset((F.PARSE, F.BIND, F.DESCRIBE, F.EXECUTE, F.CLOSE))
+ANSWERS: Final = frozenset(b"123nTCIs")
+_QUERY: Final = F.QUERY
+_SYNC: Final = F.SYNC
+_EXECUTE: Final = F.EXECUTE
+_BIND: Final = F.BIND
 # client messages that may run code on the server
-_RUNS = frozenset((F.QUERY, F.EXECUTE, F.BIND, F.FUNCTION_CALL))
-_COPY_DONE, _COPY_FAIL = F.COPY_DONE, F.COPY_FAIL
-_COPY_END = frozenset((_COPY_DONE, _COPY_FAIL))
+_RUNS: Final = frozenset((F.QUERY, F.EXECUTE, F.BIND, F.FUNCTION_CALL))
+_COPY_DONE: Final = F.COPY_DONE
+_COPY_FAIL: Final = F.COPY_FAIL
+_COPY_END: Final = frozenset((_COPY_DONE, _COPY_FAIL))
 _NONE: tuple = ()
 
 
