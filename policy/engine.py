@@ -573,7 +573,7 @@ _COLLAPSE_MIN = 1024
 
 # Statements at least this long are classified off the event loop (proxy/offload.py):
 # both parsers are linear, but a 700 KB statement still costs seconds of CPU.
-OFFLOAD_MIN = 64 * 1024
+OFFLOAD_MIN: Final = 64 * 1024
 
 
 def classify_text(sql: str, search_path: tuple[str, ...]) -> tuple[Classified, ...]:

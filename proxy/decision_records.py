@@ -17,7 +17,7 @@ from __future__ import annotations
 from json import dumps
 from json.encoder import encode_basestring_ascii as _json_str  # what dumps writes for a str
 
-from policy.engine import exact
+from policy.engine import ShapeVerdict, exact
 from recorder.records import DECISION_SHAPE, dump_json
 
 __all__ = ["DECISION_SHAPE", "DecisionRecords", "decision_payload", "shape_payload"]
@@ -93,7 +93,7 @@ class DecisionRecords:
     decision follows (docs/recording-format.md, "Decision shapes"). Denials, dry-run
     would-denies and messages of several statements are recorded whole."""
 
-    __slots__ = ("grant_id", "_head", "_shapes", "_seen", "_size", "next_shape")
+    __slots__ = ("grant_id", "_head", "_shapes", "_seen", "_by_verdict", "_size", "next_shape")
 
     def __init__(self, grant_id, size: int = 512, first_shape: int = 0):
         self.grant_id = grant_id
@@ -101,6 +101,8 @@ class DecisionRecords:
         self._shapes: dict[tuple, _Entry] = {}
         # id(decision) -> (decision, reads, writes, functions, cls, command, its entry)
         self._seen: dict[int, tuple] = {}
+        # id(a ShapeVerdict) -> (it, its entry): a number shape's statements, by one lookup
+        self._by_verdict: dict[int, tuple] = {}
         self._size = size
         # shape numbers are the session's: a new grant's renderer continues the numbering
         self.next_shape = first_shape
@@ -108,6 +110,13 @@ class DecisionRecords:
     def render(self, verdict, message: str, sql: str, **extra) -> tuple[dict | None, bytes]:
         """(the payload of a ``decision.shape`` record to append first, or None; the
         decision record's body)."""
+        if type(verdict) is ShapeVerdict and not extra:
+            # a number shape's one verdict (policy.engine): its entry found by identity
+            known_entry = self._by_verdict.get(id(verdict))
+            if known_entry is not None and known_entry[0] is verdict:
+                body = known_entry[1].shapes.get(message)
+                if body is not None:
+                    return None, body[1]
         decisions = verdict.decisions
         if (
             verdict.allowed
@@ -129,6 +138,11 @@ class DecisionRecords:
                     shape = shape_payload(self.grant_id, verdict, message, n)
                 statement = extra.get("statement") if extra else None
                 if statement is None:
+                    if type(verdict) is ShapeVerdict:
+                        by_verdict = self._by_verdict
+                        if len(by_verdict) >= self._size:
+                            by_verdict.pop(next(iter(by_verdict)))
+                        by_verdict[id(verdict)] = (verdict, entry)  # (held: its id is its own)
                     return shape, known[1]  # a constant per shape
                 return shape, (known[0] + ',"statement":' + _json_str(statement) + "}").encode()
         return None, self.render_whole(verdict, message, sql, **extra)
@@ -196,6 +210,8 @@ class DecisionRecords:
             shapes[key] = entry
         if len(seen) >= self._size:
             seen.pop(next(iter(seen)))
+            # (an entry found by a ShapeVerdict is one ``seen`` gives: no longer, maybe)
+            self._by_verdict.clear()
         seen[id(decision)] = (decision, *key[2:5], key[0], key[1], entry)
         return entry
 

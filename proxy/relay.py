@@ -381,8 +381,8 @@ class Relay:
         if not frames:  # more of a large frame being streamed
             return run, b""
         c.msgs_c2s += len(frames)
-        if self.offload is not None and self.policy is not None:
-            big = self._expensive(run, frames)
+        if self.offload is not None and self.policy is not None and len(run) >= OFFLOAD_MIN:
+            big = self._expensive(run, frames)  # (no frame of a shorter read can be)
             if big:
                 # Classified off the event loop first; these frames wait (as if they had
                 # not arrived yet) and go through ``resume`` when that is done.
@@ -662,7 +662,7 @@ class Relay:
                     i = groups.sent_frames(frames, i, checked)
                     continue
             elif t == _QUERY:
-                sql = m.decode_query(run[start:end], self.encoding)
+                sql = m.query_text(run, start, end, self.encoding)
                 # (the text decoded, not the frame: its length bytes are binary; a non-ASCII
                 # byte decodes to a non-ASCII character in every encoding the allowlist has)
                 rewritten = None

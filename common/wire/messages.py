@@ -93,6 +93,18 @@ def decode_query(msg: bytes, encoding: str = "utf-8") -> str:
     return cstring(msg, 5, encoding)[0]
 
 
+def query_text(run: bytes, start: int, end: int, encoding: str = "utf-8") -> str:
+    """``decode_query(run[start:end], encoding)`` of the whole 'Q' frame at ``run[start:end]``,
+    without copying the frame first (the relay's hot path)."""
+    nul = run.find(b"\x00", start + 5, end)
+    if nul < 0:
+        raise ProtocolViolation("unterminated string in message")
+    try:
+        return run[start + 5 : nul].decode(encoding)
+    except UnicodeDecodeError as exc:
+        raise ProtocolViolation(f"invalid {encoding} text in message") from exc
+
+
 def decode_parse(msg: bytes, encoding: str = "utf-8") -> tuple[str, str]:
     """Parse: ``(statement name, query text)`` of a whole 'P' frame."""
     name, pos = cstring(msg, 5, encoding)

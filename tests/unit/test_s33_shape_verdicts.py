@@ -122,3 +122,44 @@ def test_where_portals_are_followed_a_shape_hit_carries_its_own_text():
     hit = policy._from_shape(sql)
     assert hit is not None, "no shape hit: the test proves nothing"
     assert type(hit) is not ShapeVerdict and hit.decisions[0][0].sql == sql
+
+
+def test_a_shape_verdict_is_recorded_as_the_reference_renders_its_texts():
+    """``DecisionRecords.render`` finds a ShapeVerdict's entry by identity: the records
+    (shape numbers, ``decision.shape`` payloads, bodies) are those of rendering each text's
+    own verdict, also when its bounded memos evict (size 2, five shapes)."""
+    policy = _policy()
+    shapes = [SHAPE, "SELECT total FROM orders WHERE id = {n}", "SELECT 1 + {n}",
+              "SELECT id FROM orders WHERE id > {n}", "DELETE FROM orders WHERE id = {n}"]  # fmt: skip
+    texts = [s.format(n=n) for n in range(1, 9) for s in shapes]
+    verdicts = [policy.check_query(sql) for sql in texts]
+    assert sum(type(v) is ShapeVerdict for v in verdicts) >= 20, "few shape hits: proves little"
+    for size in (2, 512):
+        fast, reference = DecisionRecords("g-33", size=size), DecisionRecords("g-33", size=size)
+        for sql, verdict in zip(texts, verdicts, strict=True):
+            for message in ("Query", "Parse"):
+                assert fast.render(verdict, message, sql) == reference.render(
+                    exact(verdict, sql), message, sql
+                ), (size, sql, message)
+
+
+def test_a_shape_verdict_found_by_identity_is_forgotten_when_the_renderer_forgets():
+    """The memos are bounded: once the renderer has forgotten a statement's entry (other
+    statements evicted it), the shape's next statement gets a new shape number, as the
+    reference path gives it; the identity lookup must not bring back the old one."""
+    policy = _policy()
+    for n in (1, 2):
+        policy.check_query(SHAPE.format(n=n))
+    a = SHAPE.format(n=3)
+    shaped = policy.check_query(a)
+    assert type(shaped) is ShapeVerdict, "not a shape hit: the test proves nothing"
+    others = ["DELETE FROM orders WHERE id = 5", "UPDATE orders SET id = 1 WHERE false", "SELECT 7"]
+    fast, reference = DecisionRecords("g-33", size=2), DecisionRecords("g-33", size=2)
+    for records, verdict in ((fast, shaped), (reference, exact(shaped, a))):
+        first = records.render(verdict, "Query", a)
+        assert first[0] is not None  # the shape's first statement: its decision.shape
+        for sql in others:
+            records.render(exact(policy.check_query(sql), sql), "Query", sql)
+    again = fast.render(shaped, "Query", a)
+    assert again == reference.render(exact(shaped, a), "Query", a)
+    assert again[0] is not None and again[0]["shape"] != first[0]["shape"]  # (forgotten)
