@@ -53,6 +53,7 @@ _PROXY: Final = int(Direction.PROXY)
 _DECISION: Final = int(Kind.DECISION)
 _WIRE_DIRS: Final = {"c2s": _C2S, "s2c": _S2C}
 _monotonic_ns: Final = time.monotonic_ns
+_monotonic: Final = time.monotonic
 _pack: Final = HEADER.pack
 _HSIZE: Final = HEADER.size
 
@@ -224,6 +225,9 @@ class Recorder:
         self._out = 0  # bytes spooled (sealer)
         self._hard_limit = 2 * config.max_memory_bytes
         self._soft_limit = config.max_memory_bytes // 2  # ``behind``
+        # ``healthy``'s limits, read for every statement (a config is not a compiled class)
+        self._max_memory = config.max_memory_bytes
+        self._fail_after_bytes = config.fail_after_bytes
         self._batches: collections.deque[Batch] = collections.deque()
         self._batches_cv = threading.Condition()
         self._spool_bytes = 0
@@ -348,9 +352,9 @@ class Recorder:
         since = self._store_failing_since
         if since is not None and time.monotonic() - since > self.config.fail_after_seconds:
             return False
-        if self._spool_bytes > self.config.fail_after_bytes:
+        if self._spool_bytes > self._fail_after_bytes:
             return False
-        return self._in - self._out <= self.config.max_memory_bytes
+        return self._in - self._out <= self._max_memory
 
     def behind(self) -> bool:
         """More waits to be sealed than half of ``max_memory_bytes``: sessions stop reading
@@ -362,7 +366,7 @@ class Recorder:
     def _threads_alive(self) -> bool:
         # Asked for every statement: Thread.is_alive() costs as much as recording the
         # statement, so liveness is looked at no more than every 100 ms.
-        now = time.monotonic()
+        now = _monotonic()
         if now >= self._alive_checked_until:
             uploads = self._uploads
             self._alive = all(t.is_alive() for t in self._threads) and (
