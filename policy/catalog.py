@@ -2000,6 +2000,8 @@ class CatalogCache:
         )
 
     def entry(self, database: str) -> _Entry:
+        """The database's entry, the same object for good (entries are never removed or
+        replaced: the catalog loader reads each session's snapshot straight from it)."""
         return self.entries.setdefault(database, _Entry())
 
 

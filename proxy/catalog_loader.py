@@ -11,6 +11,7 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 
 from common.config import UpstreamSection
 from common.wire import messages as m
@@ -579,6 +580,8 @@ class CatalogLoader:
         policy.on_block = on_block
         # its prepared statements follow the catalog (the policy keeps the listener)
         policy.catalog_listener = self.cache.listen(database, policy)
-        policy.catalog = lambda: self.cache.get(database)
+        # ``self.cache.get(database)``, read before every statement: the entry is the
+        # database's for good (``CatalogCache.entry``), so its snapshot is read in C
+        policy.catalog = partial(getattr, entry, "snapshot")
         policy.on_ddl = on_ddl
         policy.on_stale = lambda since: self.refresh(database, since)

@@ -37,3 +37,25 @@ def test_query_text_reads_a_frame_in_place_as_decode_query_reads_its_copy(body, 
     assert got == expected
     if body == b"SELECT 1":  # the next frame's NUL must not end this one's text
         assert got[0] is ProtocolViolation
+
+
+def test_a_policy_attached_by_the_loader_reads_each_new_snapshot():
+    """``CatalogLoader.attach`` gives the policy the database's snapshot as a C-level read of
+    the cache entry (``partial(getattr, entry, "snapshot")``, not a Python lambda): every
+    snapshot put later is the one read, also after another database's, and a loader never
+    swaps the entry (``CatalogCache.entry``)."""
+    import asyncio
+
+    from policy import StatementPolicy, parse_scopes
+    from proxy.catalog_loader import CatalogLoader
+
+    loader = CatalogLoader(cfg=None, credentials=None)
+    loader.cache.put("db", [], {"public.t": frozenset({"id"})})
+    policy = StatementPolicy(parse_scopes("read:public.t"), task="T-33")
+    asyncio.run(loader.attach(policy, "db"))
+    first = policy.catalog()
+    assert first is loader.cache.get("db") and first is not None
+    loader.cache.put("other", [], {"public.u": frozenset({"id"})})
+    loader.cache.put("db", ["f"], {"public.t": frozenset({"id", "x"})})
+    assert policy.catalog() is loader.cache.get("db") is not first
+    assert policy.check_query("SELECT x FROM t").allowed  # decided on the new one
