@@ -112,6 +112,9 @@ _RESTORABLE: Final = frozenset((
     StatementClass.UTILITY,
 ))  # fmt: skip
 _MAX_RESTORABLE: Final = 256
+# the decided statements kept for db.denied records while their groups are in flight
+_DECIDED_MAX: Final = 4096
+_DECIDED_CHARS: Final = 4 * 1024 * 1024
 # ... but not those PostgreSQL analyses at their Parse (a query in them): a fresh Parse
 # resolves their names again, where the server's statement keeps its analysis (a temporary
 # relation made since would be read instead: red-team round 55), EXPLAIN of any of them
@@ -317,8 +320,13 @@ class Relay:
         # the client gets instead): set by the server when it tags upstream logins
         self.app_names: tuple[bytes, bytes] | None = None
         # For db.denied records: statements the policy decided, each with the number of the
-        # Sync group it was sent in (``groups.sent_groups``, ``groups.answered``).
-        self._decided: deque[tuple[int, Verdict, str]] = deque(maxlen=64)
+        # Sync group it was sent in (``groups.sent_groups``, ``groups.answered``), the text
+        # it came in and its message; kept until their group is answered (bounded:
+        # ``_DECIDED_MAX``, ``_DECIDED_CHARS``), and the statements the server completed
+        # in the group it is answering (CommandComplete): a refusal is the next one's.
+        self._decided: deque[tuple[int, Verdict, str, str]] = deque()
+        self._decided_chars = 0
+        self._completions = 0
         # The session ran (or prepared) a statement whose foreign-key actions write a
         # relation the grant may not read: from then on, what the server says in errors
         # and notices is withheld (proxy.redaction.withhold_message). For the session, not
@@ -946,7 +954,11 @@ class Relay:
         if verdict.allowed and verdict.decisions:
             # which statement (and rule) went upstream in the group being built: worked
             # out from the verdict only if the database refuses something (_db_denied)
-            self._decided.append((self.groups.sent_groups, verdict, sql))
+            decided = self._decided
+            decided.append((self.groups.sent_groups, verdict, sql, message))
+            self._decided_chars += len(sql)
+            while len(decided) > _DECIDED_MAX or self._decided_chars > _DECIDED_CHARS:
+                self._decided_chars -= len(decided.popleft()[2])  # (then named by group)
         records = self._records
         if records is None or records.grant_id != self.grant_id:
             # shape numbers are the session's: a new grant's renderer goes on from the last
@@ -959,6 +971,39 @@ class Relay:
         if shape is not None:  # the first statement of this shape in the session
             self.recorder.event(DECISION_SHAPE, shape)
         self.recorder.decision_json(body, not verdict.allowed)
+
+    def _refused_statement(self) -> tuple[str, str, bool]:
+        """(statement, rule, would_deny) of what the database refused: the statement after
+        the ones it completed in the Sync group it is answering (``_completions``), counted
+        over the group's Queries' statements and Parses in the order they were sent (the
+        common pipelines: one Query of several statements, Parse/Bind/Execute for each);
+        else, as before, the group's first decided statement or its first would-deny (a
+        Bind of a statement prepared earlier: its Parse is not in the group)."""
+        decided = self._decided
+        answering = self.groups.answered
+        while decided and decided[0][0] < answering:
+            self._decided_chars -= len(decided.popleft()[2])
+        k = self._completions
+        for group, verdict, text, message in decided:
+            if group != answering:
+                break
+            if message != "Query" and message != "Parse":
+                continue
+            decisions = exact(verdict, text).decisions
+            if k < len(decisions):
+                classified, decision = decisions[k]
+                return classified.sql, decision.rule, not decision.allowed
+            k -= len(decisions)
+        statement, rule, would_deny = "", "", False
+        for group, verdict, text, _message in decided:  # the first, or its first would-deny
+            if group != answering:
+                break
+            sql, why, would = self._picked(exact(verdict, text))
+            if not statement or (would and not would_deny):
+                statement, rule, would_deny = sql, why, would
+            if would_deny:
+                break
+        return statement, rule, would_deny
 
     @staticmethod
     def _picked(verdict) -> tuple[str, str, bool]:
@@ -983,19 +1028,7 @@ class Relay:
         self.counters.db_denied += 1
         if self.recorder is None:
             return
-        decided = self._decided
-        answering = self.groups.answered
-        while decided and decided[0][0] < answering:
-            decided.popleft()
-        statement, rule, would_deny = "", "", False
-        for group, verdict, text in decided:  # the group's first, or its first would-deny
-            if group != answering:
-                break
-            sql, why, would = self._picked(exact(verdict, text))
-            if not statement or (would and not would_deny):
-                statement, rule, would_deny = sql, why, would
-            if would_deny:
-                break
+        statement, rule, would_deny = self._refused_statement()
         fields = m.decode_error_fields(frame)
         self.recorder.event(
             "db.denied",
@@ -1087,8 +1120,10 @@ class Relay:
                 elif t == _ERROR:
                     groups.error()
                     counting = False  # answered or skipped now: nothing more to count
-            if ending and t == _COMMAND_COMPLETE and run[start + 5 : end - 1] in _ENDED:
-                self._tx_ended = True
+            if t == _COMMAND_COMPLETE:
+                self._completions += 1  # (a refusal names the statement after these)
+                if ending and run[start + 5 : end - 1] in _ENDED:
+                    self._tx_ended = True
             if not pending and t not in _WATCHED and not (notices and t == _NOTICE):
                 continue  # DataRow, CommandComplete, ...: the common case
             if t == _PARSE_COMPLETE:
@@ -1120,6 +1155,7 @@ class Relay:
                     inj.resolved = True
                     first = groups.head_number
                     groups.ready()
+                    self._completions = 0
                     name_ = inj.checks
                     policy = self.policy
                     if policy is not None and policy.portals_watched:
@@ -1167,6 +1203,10 @@ class Relay:
                     last = start
                 first = groups.head_number
                 answered = groups.ready()
+                self._completions = 0
+                decided = self._decided
+                while decided and decided[0][0] < groups.answered:  # (answered: not needed)
+                    self._decided_chars -= len(decided.popleft()[2])
                 if answered:
                     denials.skipped(answered)
                 if policy is not None and policy.portals_watched:
