@@ -72,8 +72,9 @@ _SYNC: Final = F.SYNC
 _EXECUTE: Final = F.EXECUTE
 _COPY_DATA: Final = F.COPY_DATA
 _COPY_DONE: Final = F.COPY_DONE
-_NAMES: Final = {F.QUERY: "Query", F.PARSE: "Parse", F.FUNCTION_CALL: "FunctionCall", F.BIND: "Bind",
-          F.EXECUTE: "Execute", F.COPY_DATA: "CopyData", F.COPY_DONE: "CopyDone"}
+_NAMES: Final = {F.QUERY: "Query", F.PARSE: "Parse", F.FUNCTION_CALL: "FunctionCall",
+                 F.BIND: "Bind", F.EXECUTE: "Execute", F.COPY_DATA: "CopyData",
+                 F.COPY_DONE: "CopyDone"}  # fmt: skip
 # The hot loops compare against module constants (a class attribute costs a lookup each).
 _QUERY: Final = F.QUERY
 _PARSE: Final = F.PARSE
@@ -112,15 +113,15 @@ _RESTORABLE: Final = frozenset((
     StatementClass.UTILITY,
 ))  # fmt: skip
 _MAX_RESTORABLE: Final = 256
-# the decided statements kept for db.denied records while their groups are in flight
-_DECIDED_MAX: Final = 4096
-_DECIDED_CHARS: Final = 4 * 1024 * 1024
 # ... but not those PostgreSQL analyses at their Parse (a query in them): a fresh Parse
 # resolves their names again, where the server's statement keeps its analysis (a temporary
 # relation made since would be read instead: red-team round 55), EXPLAIN of any of them
 # included (``transformExplainStmt`` analyses the explained query: round 56)
 _ANALYSED_AT_PARSE: Final = frozenset(("CREATE TABLE", "CREATE TABLE AS", "SELECT INTO",
-                                "CREATE MATERIALIZED VIEW"))  # fmt: skip
+                                       "CREATE MATERIALIZED VIEW"))  # fmt: skip
+# the decided statements kept for db.denied records while their groups are in flight
+_DECIDED_MAX: Final = 4096
+_DECIDED_CHARS: Final = 4 * 1024 * 1024
 _EXPLAIN: Final = "EXPLAIN"
 _LOAD: Final = "LOAD"  # a loaded library stays in the backend
 # An ErrorResponse's SQLSTATE field for insufficient_privilege: a field boundary (NUL), the
