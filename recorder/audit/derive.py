@@ -13,8 +13,9 @@ tests/unit/test_audit_derive_pairing.py holds derive to them, frame by frame.
 
 Rows per execution: a simple Query (its text, all of it); an extended-protocol Execute (the
 text of the prepared statement it binds, its parameters, the decision made at Parse); a
-Parse or Bind the server (or the policy) refused; a FunctionCall. A Parse that succeeds is
-not a row by itself: its decision is carried to the Executes that use it.
+Parse or Bind the server (or the policy) refused (a Bind's row with the values it bound, as
+an Execute's); a FunctionCall. A Parse that succeeds is not a row by itself: its decision is
+carried to the Executes that use it.
 """
 
 from __future__ import annotations
@@ -490,6 +491,7 @@ class Unit:
     start: int = 0
     order: int = 0  # the client message's position in the session
     oids: list[int] | None = None  # Parse: parameter types (declared or described)
+    params: list[str] | None = None  # Bind: the values it bound (as replay shows them)
     src: Unit | None = None  # Bind/Execute: the Parse of their statement
     bind: Unit | None = None  # Execute: the Bind of its portal (its decision, if checked)
 
@@ -745,7 +747,7 @@ class SessionFacts:
             elif typ == "B":
                 portal, stmt, params, _formats = _bind(body)
                 src = self._prepared.get(stmt)
-                u = Unit("B", name=portal, sql=src.sql if src else "", src=src)
+                u = Unit("B", name=portal, sql=src.sql if src else "", src=src, params=params)
                 self._portals[portal] = (src, params, u)
                 self._binds.append(u)
             elif typ == "E":
@@ -803,7 +805,8 @@ class SessionFacts:
                 return
             row = u.row
             if row is None and u.kind in ("P", "B"):  # a refused Parse/Bind is a statement row
-                row = self._row("extended", u.sql, None, None)
+                # (a Bind's with the values it bound: _emit types them as an Execute's)
+                row = self._row("extended", u.sql, None, u.params)
                 row["start_ns"], row["order"] = u.start, u.order
                 u.row = row
             if row is not None:

@@ -744,15 +744,6 @@ def test_a_refusal_after_an_allowed_statement_of_its_group_names_the_refused_one
     ]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "the audit row of a Bind the database refused (42501 at PortalStart: a column "
-        "privilege) has params null (recorder/audit/derive.py SessionFacts._server makes "
-        "'a refused Parse/Bind' row with params None), so the answer does not say which "
-        "values were probed; the Bind frame in the recording has them"
-    ),
-)
 def test_a_bind_the_database_refused_keeps_its_values_in_the_answer(
     shp, pg, make_proxy, tmp_path, capsys
 ):
