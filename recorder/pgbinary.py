@@ -89,15 +89,19 @@ _DECODERS = {
     1184: lambda r: _timestamp(r, tz=True),
     1700: _numeric,
     2950: lambda r: str(uuid.UUID(bytes=r)),
-    3802: lambda r: r[1:].decode() if r[:1] == b"\x01" else None,  # jsonb: version 1, then text
 }
+_JSONB = 3802  # version 1, then its text
 
 
-def binary_text(raw: bytes, type_oid: int) -> str | None:
-    """The text form of a binary value of type ``type_oid``, or None if not known here."""
+def binary_text(raw: bytes, type_oid: int, codec: str = "utf-8") -> str | None:
+    """The text form of a binary value of type ``type_oid``, or None if not known here. The
+    text types' (and jsonb's text) are in the session's client encoding, ``codec``: the
+    server converts them as it converts text-format values."""
     try:
         if type_oid in _TEXT_TYPES:
-            return raw.decode()
+            return raw.decode(codec)
+        if type_oid == _JSONB:
+            return raw[1:].decode(codec) if raw[:1] == b"\x01" else None
         decoder = _DECODERS.get(type_oid)
         return decoder(raw) if decoder is not None else None
     except (struct.error, KeyError, ValueError, UnicodeDecodeError, ArithmeticError):

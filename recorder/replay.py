@@ -2,6 +2,16 @@
 
 Frame decoding here is deliberately minimal (type byte, int32 length, the few fields a
 reader needs) and independent of the proxy's codec, so a replay cannot inherit its bugs.
+
+Texts are decoded in the session's client encoding, as the server reads the client's and
+writes its own: the one the server last reported (ParameterStatus ``client_encoding``, s2c)
+before the frame was recorded, UTF-8 until it reports one (``recorder.audit.encodings``).
+That is the encoding the proxy's relay decoded the frame in to decide it. A frame sent while
+a change is in flight (after ``SET client_encoding``, before the server's ParameterStatus
+came back) is read in the encoding last reported, as the relay read it: the relay refuses
+such a frame if it holds bytes beyond ASCII (``ENCODING_IN_FLIGHT``), and every encoding on
+the allowlist reads ASCII alike, so for every frame the server ran this is how it read it (a
+static user's session is not checked: there a text sent in flight may read otherwise).
 """
 
 from __future__ import annotations
@@ -15,6 +25,7 @@ from collections.abc import Callable, Iterator
 from typing import TextIO
 
 from . import chunks
+from .audit.encodings import DEFAULT_CODEC, session_codec
 from .pgbinary import binary_text
 from .records import DECISION_SHAPE, DecisionShapes, Direction, Kind, Record
 from .store import Store
@@ -82,37 +93,54 @@ def _frame_size(head: bytes | bytearray) -> int:
     return 1 + _I32.unpack_from(head, 1)[0]
 
 
-def _cstr(body: bytes, off: int) -> tuple[str, int]:
+def _cstr(body: bytes, off: int, codec: str = DEFAULT_CODEC) -> tuple[str, int]:
+    """The NUL-terminated string at ``off`` in the session's encoding ``codec``, and the
+    offset after it."""
     end = body.index(b"\x00", off)
-    return body[off:end].decode("utf-8", "replace"), end + 1
+    return body[off:end].decode(codec, "replace"), end + 1
 
 
-def _fields(body: bytes) -> dict[str, str]:
+_CLIENT_ENCODING = b"client_encoding\x00"
+
+
+def reported_codec(body: bytes) -> str | None:
+    """The codec the session's texts are in from a ParameterStatus frame's ``body`` on, if
+    it reports ``client_encoding`` (None for another parameter): read as the relay reads it
+    (``proxy.relay.Relay._client_encoding``: the value to the frame's last byte)."""
+    if not body.startswith(_CLIENT_ENCODING):
+        return None
+    return session_codec(body[len(_CLIENT_ENCODING) : -1].decode("ascii", "replace"))
+
+
+def _fields(body: bytes, codec: str = DEFAULT_CODEC) -> dict[str, str]:
     """ErrorResponse / NoticeResponse fields by code letter."""
     out, off = {}, 0
     while off < len(body) and body[off] != 0:
         code = chr(body[off])
-        val, off = _cstr(body, off + 1)
+        val, off = _cstr(body, off + 1, codec)
         out[code] = val
     return out
 
 
-def _value(raw: bytes | None, binary: bool = False, type_oid: int = 0) -> str:
+def _value(raw: bytes | None, binary: bool = False, type_oid: int = 0,
+           codec: str = DEFAULT_CODEC) -> str:
+    """A parameter's or a column's value as text: a text-format one in the session's
+    encoding, a binary one as ``pgbinary`` reads its type; else (not decodable) as hex."""
     if raw is None:
         return "NULL"
     if not binary:
         try:
-            return raw.decode()
+            return raw.decode(codec)
         except UnicodeDecodeError:
             pass
-    elif (text := binary_text(raw, type_oid)) is not None:
+    elif (text := binary_text(raw, type_oid, codec)) is not None:
         return text
     return "\\x" + raw.hex()
 
 
-def _bind(body: bytes) -> tuple[str, str, list[str], list[int]]:
-    portal, off = _cstr(body, 0)
-    stmt, off = _cstr(body, off)
+def _bind(body: bytes, codec: str = DEFAULT_CODEC) -> tuple[str, str, list[str], list[int]]:
+    portal, off = _cstr(body, 0, codec)
+    stmt, off = _cstr(body, off, codec)
     (nfmt,) = _I16.unpack_from(body, off)
     off += 2
     fmts = [_I16.unpack_from(body, off + 2 * i)[0] for i in range(nfmt)]
@@ -126,18 +154,18 @@ def _bind(body: bytes) -> tuple[str, str, list[str], list[int]]:
         raw = None if length < 0 else body[off : off + length]
         off += max(length, 0)
         fmt = fmts[0] if nfmt == 1 else (fmts[i] if i < nfmt else 0)
-        params.append(_value(raw, fmt == 1))
+        params.append(_value(raw, fmt == 1, codec=codec))
     (nres,) = _I16.unpack_from(body, off)
     results = [_I16.unpack_from(body, off + 2 + 2 * i)[0] for i in range(nres)]
     return portal, stmt, params, results
 
 
-def _row_description(body: bytes) -> list[tuple[str, int, int]]:
+def _row_description(body: bytes, codec: str = DEFAULT_CODEC) -> list[tuple[str, int, int]]:
     """(name, format, type oid) per column."""
     (n,) = _I16.unpack_from(body, 0)
     off, cols = 2, []
     for _ in range(n):
-        name, off = _cstr(body, off)
+        name, off = _cstr(body, off, codec)
         (type_oid,) = _U32.unpack_from(body, off + 6)
         fmt = _I16.unpack_from(body, off + 16)[0]
         off += 18
@@ -145,7 +173,8 @@ def _row_description(body: bytes) -> list[tuple[str, int, int]]:
     return cols
 
 
-def _data_row(body: bytes, cols: list[tuple[str, int, int]], formats: list[int] | None = None) -> list[str]:
+def _data_row(body: bytes, cols: list[tuple[str, int, int]], formats: list[int] | None = None,
+              codec: str = DEFAULT_CODEC) -> list[str]:
     """``formats``: the result format codes the client's Bind asked for (a RowDescription
     answering a statement Describe comes before the Bind and says text for every column)."""
     (n,) = _I16.unpack_from(body, 0)
@@ -158,7 +187,7 @@ def _data_row(body: bytes, cols: list[tuple[str, int, int]], formats: list[int] 
         fmt = cols[i][1] if i < len(cols) else 0
         if formats:
             fmt = formats[0] if len(formats) == 1 else formats[i] if i < len(formats) else 0
-        vals.append(_value(raw, fmt == 1, cols[i][2] if i < len(cols) else 0))
+        vals.append(_value(raw, fmt == 1, cols[i][2] if i < len(cols) else 0, codec))
     return vals
 
 
@@ -181,6 +210,7 @@ class Transcript:
         self.nrows = 0
         self.t = 0
         self.shapes = DecisionShapes()  # what an allowed decision's "shape" stands for
+        self.codec = DEFAULT_CODEC  # the session's client encoding (``reported_codec``)
 
     def line(self, text: str, mark: str = "  ") -> None:
         self.out.write(f"[{self.t / 1e9:11.6f}s] {mark} {text}\n")
@@ -240,21 +270,22 @@ class Transcript:
             self.line(f"allowed {rules or rule}".rstrip(), "ok")
 
     def client(self, typ: str, body: bytes) -> None:
+        codec = self.codec
         if typ == "Q":
             self.answers.append("Q")
-            self.line(_cstr(body, 0)[0], "=>")
+            self.line(_cstr(body, 0, codec)[0], "=>")
         elif typ == "P":
-            name, off = _cstr(body, 0)
-            sql, _ = _cstr(body, off)
+            name, off = _cstr(body, 0, codec)
+            sql, _ = _cstr(body, off, codec)
             self.statements[name] = sql
             self.line(f"parse{(' ' + name) if name else ''}: {sql}", "=>")
         elif typ == "B":
-            portal, stmt, params, formats = _bind(body)
+            portal, stmt, params, formats = _bind(body, codec)
             self.portal_formats[portal] = formats
             ps = ", ".join(f"${i + 1}={v}" for i, v in enumerate(params))
             self.line(f"bind{(' ' + stmt) if stmt else ''}: {ps or '(no parameters)'}", "=>")
         elif typ == "E":
-            portal = _cstr(body, 0)[0]
+            portal = _cstr(body, 0, codec)[0]
             self.answers.append(self.portal_formats.get(portal, []))
             if portal:
                 self.line(f"execute portal {portal}", "=>")
@@ -271,19 +302,20 @@ class Transcript:
         # Flush, Describe, Close: protocol plumbing, not shown
 
     def server(self, typ: str, body: bytes) -> None:
+        codec = self.codec
         if typ == "T":
             self.flush_rows()
-            self.cols = _row_description(body)
+            self.cols = _row_description(body, codec)
         elif typ == "D":
             head = self.answers[0] if self.answers else None
-            row = _data_row(body, self.cols or [], head if isinstance(head, list) else None)
+            row = _data_row(body, self.cols or [], head if isinstance(head, list) else None, codec)
             if self.cols is None:  # e.g. an Execute of a portal described earlier
                 self.cols = [(f"column{i + 1}", 0, 0) for i in range(len(row))]
             self.nrows += 1
             if self.max_rows is None or len(self.rows) < self.max_rows:
                 self.rows.append(row)
         elif typ == "C":
-            tag = _cstr(body, 0)[0]
+            tag = _cstr(body, 0, codec)[0]
             self.executed()
             self.flush_rows()
             self.line(tag, "<=")
@@ -299,7 +331,7 @@ class Transcript:
                 while self.answers and isinstance(self.answers[0], list):
                     self.answers.popleft()
             self.flush_rows()
-            f = _fields(body)
+            f = _fields(body, codec)
             sev = f.get("V") or f.get("S") or ("ERROR" if typ == "E" else "NOTICE")
             text = f"{sev} {f.get('C', '?????')}: {f.get('M', '')}"
             if f.get("D"):
@@ -312,8 +344,9 @@ class Transcript:
         elif typ == "R" and len(body) >= 4 and _I32.unpack_from(body)[0] == 0:
             self.line("authentication ok", "<=")
         elif typ == "S":
-            name, off = _cstr(body, 0)
-            self.line(f"parameter {name} = {_cstr(body, off)[0]}", "<=")
+            name, off = _cstr(body, 0, codec)
+            self.line(f"parameter {name} = {_cstr(body, off, codec)[0]}", "<=")
+            self.codec = reported_codec(body) or codec
         # ParseComplete, BindComplete, ReadyForQuery, NoData, ...: not shown
 
     def executed(self) -> None:
@@ -405,25 +438,26 @@ def replay_session(store: Store, session_id: str, out: TextIO, *, max_rows: int 
             time.sleep(poll_seconds)
 
 
-def _frame_fields(typ: str, body: bytes) -> dict:
-    """The few fields a reader wants from a frame, for ``replay --format json``."""
+def _frame_fields(typ: str, body: bytes, codec: str = DEFAULT_CODEC) -> dict:
+    """The few fields a reader wants from a frame, for ``replay --format json``, its texts in
+    the session's encoding ``codec``."""
     if typ == "Q":
-        return {"sql": _cstr(body, 0)[0]}
+        return {"sql": _cstr(body, 0, codec)[0]}
     if typ == "P":
-        name, off = _cstr(body, 0)
-        return {"statement": name, "sql": _cstr(body, off)[0]}
+        name, off = _cstr(body, 0, codec)
+        return {"statement": name, "sql": _cstr(body, off, codec)[0]}
     if typ == "B":
-        portal, stmt, params, _formats = _bind(body)
+        portal, stmt, params, _formats = _bind(body, codec)
         return {"portal": portal, "statement": stmt, "params": params}
     if typ == "C":
-        return {"tag": _cstr(body, 0)[0]}
+        return {"tag": _cstr(body, 0, codec)[0]}
     if typ in ("E", "N"):
-        return {"fields": _fields(body)}
+        return {"fields": _fields(body, codec)}
     if typ == "T":
-        return {"columns": [c[0] for c in _row_description(body)]}
+        return {"columns": [c[0] for c in _row_description(body, codec)]}
     if typ == "S" and body:
-        name, off = _cstr(body, 0)
-        return {"name": name, "value": _cstr(body, off)[0]}
+        name, off = _cstr(body, 0, codec)
+        return {"name": name, "value": _cstr(body, off, codec)[0]}
     return {}
 
 
@@ -439,6 +473,7 @@ def replay_json(store: Store, session_id: str, out: TextIO,
     count = 0
     cols: list[tuple[str, int, int]] = []
     shapes = DecisionShapes()
+    codec = DEFAULT_CODEC  # the session's client encoding (``reported_codec``)
 
     def bad(name: str, why: str) -> None:
         out.write(json.dumps({"kind": "problem", "object": name, "intact": False,
@@ -470,13 +505,15 @@ def replay_json(store: Store, session_id: str, out: TextIO,
                     "frame": typ or "startup", "bytes": len(body)}
             try:
                 if typ == "T" and r.direction == Direction.S2C:
-                    cols = _row_description(body)
+                    cols = _row_description(body, codec)
                 if typ == "D" and r.direction == Direction.S2C:
-                    line["values"] = _data_row(body, cols)
+                    line["values"] = _data_row(body, cols, codec=codec)
                 else:
-                    line.update(_frame_fields(typ, body))
+                    line.update(_frame_fields(typ, body, codec))
             except (ValueError, struct.error, IndexError):
                 line["undecodable"] = True
+            if typ == "S" and r.direction == Direction.S2C:
+                codec = reported_codec(body) or codec
             out.write(json.dumps(line, sort_keys=True, default=str) + "\n")
             count += 1
     return count  # absolute time of a line = session.start's wall_ns + t_ns

@@ -16,6 +16,11 @@ text of the prepared statement it binds, its parameters, the decision made at Pa
 Parse or Bind the server (or the policy) refused (a Bind's row with the values it bound, as
 an Execute's); a FunctionCall. A Parse that succeeds is not a row by itself: its decision is
 carried to the Executes that use it.
+
+Texts (statements, names, values, the server's messages) are decoded in the session's client
+encoding as the server last reported it before the frame was recorded, as replay decodes
+them (recorder/replay.py: a frame sent while a change is in flight reads as the proxy's
+relay read it, in the encoding last reported).
 """
 
 from __future__ import annotations
@@ -27,7 +32,8 @@ from collections import deque
 from dataclasses import dataclass, field
 
 from ..records import DECISION_SHAPE, DecisionShapes, Direction, Kind, Record
-from ..replay import _bind, _cstr, _fields, split_frames
+from ..replay import _bind, _cstr, _fields, reported_codec, split_frames
+from .encodings import DEFAULT_CODEC
 
 _ROWS_RE = re.compile(
     r"(?:INSERT [0-9]+ |SELECT |UPDATE |DELETE |MERGE |COPY |FETCH |MOVE )([0-9]+)", re.ASCII)
@@ -558,6 +564,9 @@ class SessionFacts:
         self._started = False  # the first signed session.start was read: attribution set
         self._n = 0
         self._shapes = DecisionShapes()
+        # the session's client encoding: the codec its texts are read in, as the server
+        # last reported it (ParameterStatus client_encoding: recorder/replay.py)
+        self._codec = DEFAULT_CODEC
 
     # --- input ------------------------------------------------------------------
 
@@ -734,24 +743,25 @@ class SessionFacts:
             return
         if typ in ("", "H", "d", "p"):
             return
+        codec = self._codec
         try:
             if typ == "Q":
-                u = Unit("Q", self._row("simple", _cstr(body, 0)[0], None))
+                u = Unit("Q", self._row("simple", _cstr(body, 0, codec)[0], None))
                 self._awaiting.append(u)
             elif typ == "P":
-                name, off = _cstr(body, 0)
-                sql, off = _cstr(body, off)
+                name, off = _cstr(body, 0, codec)
+                sql, off = _cstr(body, off, codec)
                 u = Unit("P", name=name, sql=sql, oids=_oids(body, off))
                 self._awaiting.append(u)
                 self._prepared[name] = u
             elif typ == "B":
-                portal, stmt, params, _formats = _bind(body)
+                portal, stmt, params, _formats = _bind(body, codec)
                 src = self._prepared.get(stmt)
                 u = Unit("B", name=portal, sql=src.sql if src else "", src=src, params=params)
                 self._portals[portal] = (src, params, u)
                 self._binds.append(u)
             elif typ == "E":
-                portal = _cstr(body, 0)[0]
+                portal = _cstr(body, 0, codec)[0]
                 src, params, bound = self._portals.get(portal, (None, [], None))
                 u = Unit("E", self._row("extended", src.sql if src else "", None, params),
                          name=portal, src=src, bind=bound)
@@ -759,7 +769,7 @@ class SessionFacts:
                 u = Unit("F", self._row("function", "(FunctionCall)", None))
                 self._awaiting.append(u)
             elif typ == "D" and body[:1] == b"S":  # its ParameterDescription names the types
-                u = Unit("D", src=self._prepared.get(_cstr(body, 1)[0]))
+                u = Unit("D", src=self._prepared.get(_cstr(body, 1, codec)[0]))
             elif typ in ("D", "C"):
                 u = Unit(typ)
             else:
@@ -773,12 +783,14 @@ class SessionFacts:
     # --- server messages --------------------------------------------------------
 
     def _server(self, typ: str, body: bytes) -> None:
+        codec = self._codec
         if typ in _ASYNC:
             if typ == "S":
+                self._codec = reported_codec(body) or codec
                 try:
-                    name, off = _cstr(body, 0)
+                    name, off = _cstr(body, 0, codec)
                     if name == "application_name":
-                        self.session["application_name_seen"] = _cstr(body, off)[0]
+                        self.session["application_name_seen"] = _cstr(body, off, codec)[0]
                 except ValueError:
                     pass
             return
@@ -789,7 +801,7 @@ class SessionFacts:
         u = self._pending[0]
         if typ == "E":
             self._copy_in = False  # an error ends copy-in mode
-            f = _fields(body)
+            f = _fields(body, codec)
             if u.kind == "S":
                 # the Sync itself failed (malformed, or the implicit transaction's commit):
                 # the server rolled back what the group did; its ReadyForQuery follows
@@ -822,7 +834,7 @@ class SessionFacts:
             row = u.row
             assert row is not None  # Query and FunctionCall units get their row when sent
             if typ == "C":
-                tag = _cstr(body, 0)[0]
+                tag = _cstr(body, 0, codec)[0]
                 row["command_tag"] = f"{row['command_tag']}; {tag}" if row["command_tag"] else tag
                 self._tag_ns.setdefault(id(row), []).append(self._t)
                 n = rows_of(tag)
@@ -856,7 +868,7 @@ class SessionFacts:
                 row["rows"] = (row["rows"] or 0) + 1  # a suspended portal has no tag
                 return
             if typ == "C":
-                tag = _cstr(body, 0)[0]
+                tag = _cstr(body, 0, codec)[0]
                 n = rows_of(tag)
                 row.update(outcome="ok", command_tag=tag, rows=row["rows"] if n is None else n)
             elif typ == "I":

@@ -765,15 +765,6 @@ def test_a_bind_the_database_refused_keeps_its_values_in_the_answer(
     ], rows
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "the audit answer and replay decode every client frame as UTF-8 (recorder/replay.py "
-        "_cstr, recorder/audit/derive.py) whatever client_encoding the session set: after "
-        "SET client_encoding TO 'LATIN1' (allowed), a Query with 'é' (byte 0xE9) ran as "
-        "'é' (the policy and the db.denied event read it so) but its audit row says U+FFFD"
-    ),
-)
 def test_the_answer_shows_a_latin1_session_text_as_it_ran(shp, pg, make_proxy, tmp_path, capsys):
     h = make_proxy(**recording(tmp_path), **grants(tmp_path))
     task = "S33-LATIN1"
