@@ -479,7 +479,7 @@ def test_shape_hits_among_denials_prepared_statements_and_blocks(
         ("SELECT abalance FROM shp.acct WHERE id = $1", '["7"]', "ok", None, None),
         ("SELECT abalance FROM shp.acct WHERE id = $1", '["8"]', "ok", None, None),
         # (its values: test_a_bind_the_database_refused_keeps_its_values_in_the_answer)
-        ("SELECT secret FROM shp.acct WHERE id = $1", None, "error", "42501", ""),
+        ("SELECT secret FROM shp.acct WHERE id = $1", '["9"]', "error", "42501", ""),
     ], ext_rows
     # policy denials: recorded whole, each with its own text (a denial is never a shape's)
     denied = [p for t, p in read.decisions if p["outcome"] == "denied"]
@@ -693,20 +693,9 @@ def test_with_the_portal_rule_on_each_hit_and_refusal_names_its_own_text(
         pg.psql("DROP FUNCTION IF EXISTS shp.opener();", db="app")
 
 
-# --- findings: kept as strict xfails (each names what the record says instead) -----------
+# --- findings of session 33 (once strict xfails; fixed the same session) ---------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "db.denied names the first statement the policy decided in the Sync group, not the one "
-        "the database refused (proxy/relay.py Relay._db_denied/_picked; docs/decisions.md "
-        "'db.denied names the statement by Sync group'): a Query 'SELECT abalance ... id = 7; "
-        "SELECT secret ... id = 7' and a Sync group Parse/Bind/Execute of the same two are "
-        "recorded as refusals of 'SELECT abalance FROM shp.acct WHERE id = 7' (resp. = 8), "
-        "which ran and succeeded; the audit answer's rows are right"
-    ),
-)
 def test_a_refusal_after_an_allowed_statement_of_its_group_names_the_refused_one(
     shp, pg, make_proxy, tmp_path, capsys
 ):
@@ -780,15 +769,6 @@ def test_the_answer_shows_a_latin1_session_text_as_it_ran(shp, pg, make_proxy, t
     assert [r["text"] for r in read.rows if r["sqlstate"] == "42501"] == [text]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "the relay keeps the decided statements of the last 64 Sync groups only (proxy/relay.py "
-        "Relay._decided, deque(maxlen=64)): with 70 refused Queries in flight in one write, the "
-        "db.denied events of the first 6 name no statement ('' and rule ''), so a probe sent "
-        "before 64 others is recorded without its text (the audit answer's rows keep it)"
-    ),
-)
 def test_a_refusal_deep_in_a_pipeline_still_names_its_text(shp, pg, make_proxy, tmp_path, capsys):
     h = make_proxy(**recording(tmp_path), **grants(tmp_path))
     task = "S33-DEEP"
