@@ -29,8 +29,8 @@ from common.wire.syncgroups import ANSWERS as _ANSWERS
 from common.wire.syncgroups import SyncGroups
 from policy.classify.catalogue import BY_PARAMETER, SET_CONFIG_PREFIX
 from policy.classify.model import StatementClass
-from policy.encodings import python_codec
 from policy.engine import CATALOG_WAIT, OFFLOAD_MIN, exact
+from recorder.encodings import python_codec, session_codec
 
 from .decision_records import DECISION_SHAPE, DecisionRecords
 from .denials import ASYNC as _ASYNC
@@ -1432,5 +1432,6 @@ class RowFilter:
 
 def python_encoding(pg_name: str) -> str:
     """The codec for a Postgres client encoding (policy.encodings' allowlist); others decode
-    as UTF-8 (which fails closed: bytes that are not UTF-8 end the session)."""
-    return python_codec(pg_name) or "utf-8"
+    as UTF-8 (which fails closed: bytes that are not UTF-8 end the session). The recorder's
+    readers read a recording's texts with the same (``recorder.encodings.session_codec``)."""
+    return session_codec(pg_name)

@@ -5,7 +5,7 @@ reader needs) and independent of the proxy's codec, so a replay cannot inherit i
 
 Texts are decoded in the session's client encoding, as the server reads the client's and
 writes its own: the one the server last reported (ParameterStatus ``client_encoding``, s2c)
-before the frame was recorded, UTF-8 until it reports one (``recorder.audit.encodings``).
+before the frame was recorded, UTF-8 until it reports one (``recorder.encodings``).
 That is the encoding the proxy's relay decoded the frame in to decide it. A frame sent while
 a change is in flight (after ``SET client_encoding``, before the server's ParameterStatus
 came back) is read in the encoding last reported, as the relay read it: the relay refuses
@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterator
 from typing import TextIO
 
 from . import chunks
-from .audit.encodings import DEFAULT_CODEC, session_codec
+from .encodings import DEFAULT_CODEC, session_codec
 from .pgbinary import binary_text
 from .records import DECISION_SHAPE, DecisionShapes, Direction, Kind, Record
 from .store import Store

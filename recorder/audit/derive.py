@@ -31,9 +31,9 @@ import struct
 from collections import deque
 from dataclasses import dataclass, field
 
+from ..encodings import DEFAULT_CODEC
 from ..records import DECISION_SHAPE, DecisionShapes, Direction, Kind, Record
 from ..replay import _bind, _cstr, _fields, reported_codec, split_frames
-from .encodings import DEFAULT_CODEC
 
 _ROWS_RE = re.compile(
     r"(?:INSERT [0-9]+ |SELECT |UPDATE |DELETE |MERGE |COPY |FETCH |MOVE )([0-9]+)", re.ASCII)

@@ -31,8 +31,8 @@ from devtools.testing import (
     sync,
 )
 from proxy.relay import python_encoding
-from recorder import replay
-from recorder.audit import encodings, index, ocsf
+from recorder import encodings, replay
+from recorder.audit import index, ocsf
 from recorder.audit.answer import Filters, audit, write_text
 from recorder.pgbinary import binary_text
 from recorder.records import Kind, dump_json
@@ -184,15 +184,18 @@ def test_the_text_answer_and_ocsf_say_a_refused_binds_values():
 # --- 2. texts in the session's client encoding ----------------------------------------------
 
 
-def test_the_recorders_encodings_are_the_proxys():
-    """The recorder may not import policy: its copy of the allowlist is the same, and reads
-    every name as the relay does (off the allowlist, or unknown: UTF-8)."""
-    assert encodings.ALIASES == policy.encodings.ALIASES
-    assert encodings.CODECS == policy.encodings.CODECS
-    for name in [*policy.encodings.ALIASES, *policy.encodings.CODECS, "SJIS", "BIG5", "Latin-1",
+def test_the_recorder_reads_every_encoding_name_as_the_relay_does():
+    """One table (``recorder.encodings``) serves the policy's allowlist, the relay's codec
+    and the recorder's readers: every name reads alike in all three (off the allowlist, or
+    unknown: UTF-8)."""
+    assert policy.encodings.ALIASES is encodings.ALIASES
+    assert policy.encodings.CODECS is encodings.CODECS
+    for name in [*encodings.ALIASES, *encodings.CODECS, "SJIS", "BIG5", "Latin-1",
                  "iso_8859_1", "win1252", "nonesuch", "", "x" * 80]:  # fmt: skip
         assert encodings.python_codec(name) == policy.encodings.python_codec(name), name
         assert encodings.session_codec(name) == python_encoding(name), name
+        safe = policy.encodings.is_safe_encoding(name)
+        assert safe == (encodings.python_codec(name) is not None), name
 
 
 def latin1_session() -> Session:

@@ -1,24 +1,25 @@
-"""Client encodings as the proxy reads them: a copy of ``policy.encodings``' allowlist.
+"""Client encodings as PostgreSQL names them, and the Python codec that reads each one the
+proxy allows (pure, the standard library only).
 
-The server reads the client's texts (and writes its own) in the session's client encoding,
-which it reports in ParameterStatus ``client_encoding`` frames: one in the login's answer,
-then one whenever the session changes it. Replay and the audit answer decode every text of a
-frame in the encoding the server had last reported when the frame was recorded, as the
-proxy's relay decoded it to decide it (``proxy.relay.Relay._client_encoding``,
-``python_encoding``): an encoding off the allowlist (or none reported) reads as UTF-8.
+The server reads a session's texts in its client encoding. The proxy's policy decides which
+encodings a session may use (``policy.encodings``: only those in which no multibyte
+character holds an ASCII byte, and that a codec here decodes exactly); the relay reads each
+statement in the encoding the server last reported; replay and the audit answer read a
+recording's texts the same way (``session_codec``). One table serves all three, so it lives
+here, in the lowest layer, which every other package may import (devtools/layering.py).
 
-The recorder may not import ``policy`` (devtools/layering.py), so the tables are copied
-here: PostgreSQL's alias table (src/common/encnames.c) and the allowlist's Python codecs.
-tests/unit/test_s33_audit_texts.py holds them equal to ``policy.encodings``'.
+Names resolve like ``pg_char_to_encoding`` in PostgreSQL's src/common/encnames.c: every
+character but ASCII letters and digits dropped, letters folded to lower case, then looked up
+in its alias table (``S_JIS``, ``Shift-JIS``, ``windows932`` and ``ms-kanji`` are all SJIS).
 """
 
 from __future__ import annotations
 
-__all__ = ["ALIASES", "CODECS", "DEFAULT_CODEC", "python_codec", "session_codec"]
+__all__ = ["ALIASES", "CODECS", "DEFAULT_CODEC", "python_codec", "resolve", "session_codec"]
 
-DEFAULT_CODEC = "utf-8"  # before the server reports one, and for one off the allowlist
+DEFAULT_CODEC = "utf-8"  # before the server reports an encoding, and for one off the allowlist
 
-# PostgreSQL's alias table: cleaned name -> encoding (policy.encodings.ALIASES).
+# PostgreSQL's alias table (src/common/encnames.c, pg_encname_tbl): cleaned name -> encoding.
 ALIASES: dict[str, str] = {
     "abc": "WIN1258",
     "alt": "WIN866",
@@ -102,8 +103,7 @@ ALIASES: dict[str, str] = {
     "windows949": "UHC",
     "windows950": "BIG5",
 }
-# The allowlist: encodings whose texts the proxy reads, and the Python codec that decodes
-# each exactly (policy.encodings.CODECS).
+# The allowlist: safe encodings and the Python codec that decodes each exactly.
 CODECS: dict[str, str] = {
     "UTF8": "utf-8",
     "SQL_ASCII": "latin-1",
@@ -143,17 +143,15 @@ _NAMEDATALEN = 64
 
 
 def resolve(name: str) -> str | None:
-    """The encoding PostgreSQL would take ``name`` for (``"UTF8"``, ``"LATIN1"``), or None:
-    every character but ASCII letters and digits dropped, letters folded to lower case."""
+    """The encoding PostgreSQL would take ``name`` for (``"UTF8"``, ``"SJIS"``), or None."""
     if not name or len(name.encode("utf-8", "surrogatepass")) >= _NAMEDATALEN:
         return None
     key = "".join(ch.lower() for ch in name if ch.isascii() and ch.isalnum())
-    return ALIASES.get(key)
+    return ALIASES.get(key)  # the table holds every official name's cleaned form too
 
 
 def python_codec(pg_name: str) -> str | None:
-    """The Python codec for an encoding as the server reports it, or None if not allowed
-    (``policy.encodings.python_codec``)."""
+    """The Python codec for an encoding as the server reports it, or None if not allowed."""
     enc = resolve(pg_name)
     return CODECS.get(enc) if enc is not None else None
 
