@@ -15,7 +15,9 @@ Rows per execution: a simple Query (its text, all of it); an extended-protocol E
 text of the prepared statement it binds, its parameters, the decision made at Parse); a
 Parse or Bind the server (or the policy) refused (a Bind's row with the values it bound, as
 an Execute's); a FunctionCall. A Parse that succeeds is not a row by itself: its decision is
-carried to the Executes that use it.
+carried to the Executes that use it. Statement and portal names are read as the server reads
+them when it answers: a Parse or Bind that failed, or that the policy refused, leaves the
+name to what the server held before (a later Execute of it runs that).
 
 Texts (statements, names, values, the server's messages) are decoded in the session's client
 encoding as the server last reported it before the frame was recorded, as replay decodes
@@ -38,7 +40,6 @@ from ..replay import _bind, _cstr, _fields, reported_codec, split_frames
 _ROWS_RE = re.compile(
     r"(?:INSERT [0-9]+ |SELECT |UPDATE |DELETE |MERGE |COPY |FETCH |MOVE )([0-9]+)", re.ASCII)
 _ASYNC = frozenset("NAS")  # notices, notifications, parameter status: any time
-_ENDS = {"P": "1", "B": "2", "C": "3"}  # extended messages answered by one frame
 
 
 def _oids(body: bytes, off: int) -> list[int]:
@@ -500,6 +501,8 @@ class Unit:
     params: list[str] | None = None  # Bind: the values it bound (as replay shows them)
     src: Unit | None = None  # Bind/Execute: the Parse of their statement
     bind: Unit | None = None  # Execute: the Bind of its portal (its decision, if checked)
+    stmt: str = ""  # Bind: the statement name it binds; Describe/Close: the name, after S or P
+    answered: bool = False  # Execute: the server's answer to it has begun
 
 
 @dataclass
@@ -532,6 +535,14 @@ class SessionFacts:
         # read when the Execute's row is emitted (decisions follow the client's frames).
         self._prepared: dict[str, Unit] = {}
         self._portals: dict[str, tuple[Unit | None, list[str], Unit | None]] = {}
+        # What the server holds under each name as it answers, in its order: the Parse
+        # whose ParseComplete came (or a SQL PREPARE that completed), the Bind whose
+        # BindComplete came. A Parse or Bind that failed (or that the policy refused: the
+        # server never saw it under the client's name) leaves the earlier one, which a
+        # later Bind or Execute of the name runs: those are read here when the server
+        # answers them, not from what the client last sent under the name.
+        self._server_stmts: dict[str, Unit] = {}
+        self._server_portals: dict[str, Unit] = {}
         self._skipping = False  # the server skips the client's messages up to Sync
         self._copy_in = False  # copy-in mode whose CopyDone/CopyFail the client has not sent
         # rows answered ok since the last ReadyForQuery (the group being answered: an error
@@ -757,7 +768,8 @@ class SessionFacts:
             elif typ == "B":
                 portal, stmt, params, _formats = _bind(body, codec)
                 src = self._prepared.get(stmt)
-                u = Unit("B", name=portal, sql=src.sql if src else "", src=src, params=params)
+                u = Unit("B", name=portal, sql=src.sql if src else "", src=src, params=params,
+                         stmt=stmt)
                 self._portals[portal] = (src, params, u)
                 self._binds.append(u)
             elif typ == "E":
@@ -768,10 +780,8 @@ class SessionFacts:
             elif typ == "F":
                 u = Unit("F", self._row("function", "(FunctionCall)", None))
                 self._awaiting.append(u)
-            elif typ == "D" and body[:1] == b"S":  # its ParameterDescription names the types
-                u = Unit("D", src=self._prepared.get(_cstr(body, 1, codec)[0]))
-            elif typ in ("D", "C"):
-                u = Unit(typ)
+            elif typ in ("D", "C"):  # a statement's ParameterDescription names its types
+                u = Unit(typ, name=body[:1].decode("latin-1"), stmt=_cstr(body, 1, codec)[0])
             else:
                 return
         except (ValueError, struct.error, IndexError):
@@ -799,6 +809,9 @@ class SessionFacts:
         if not self._pending:
             return  # startup-phase frames (R, K, the first Z) and FATALs outside a statement
         u = self._pending[0]
+        if u.kind == "E" and not u.answered:
+            u.answered = True
+            self._executing(u)
         if typ == "E":
             self._copy_in = False  # an error ends copy-in mode
             f = _fields(body, codec)
@@ -815,6 +828,12 @@ class SessionFacts:
                 else:
                     self._skip_to_sync()
                 return
+            if u.kind == "P" and not u.name and (u.decision or {}).get("decision") != "denied":
+                # the server drops its unnamed statement before it parses the next (the
+                # policy's refusal never reached it under that name: the earlier one stays)
+                self._server_stmts.pop("", None)
+            elif u.kind == "B":
+                self._bound(u)
             row = u.row
             if row is None and u.kind in ("P", "B"):  # a refused Parse/Bind is a statement row
                 # (a Bind's with the values it bound: _emit types them as an Execute's)
@@ -840,6 +859,8 @@ class SessionFacts:
                 n = rows_of(tag)
                 if n is not None:
                     row["rows"] = (row["rows"] or 0) + n
+                if tag == "PREPARE":
+                    self._sql_prepared(row, len(self._tag_ns[id(row)]) - 1)
             elif typ in ("G", "H"):
                 row["copy"] = True
                 if typ == "G":
@@ -853,12 +874,19 @@ class SessionFacts:
         elif k == "P":
             if typ == "1":
                 self._pending.popleft()
-        elif k in ("B", "C"):
-            if typ == _ENDS[k]:
+                self._server_stmts[u.name] = u
+        elif k == "B":
+            if typ == "2":
                 self._pending.popleft()
+                self._bound(u)
+                self._server_portals[u.name] = u
+        elif k == "C":
+            if typ == "3":
+                self._pending.popleft()
+                (self._server_stmts if u.name == "S" else self._server_portals).pop(u.stmt, None)
         elif k == "D":
-            if typ == "t" and u.src is not None:
-                u.src.oids = _oids(body, 0)
+            if typ == "t" and u.name == "S" and (src := self._server_stmts.get(u.stmt)):
+                src.oids = _oids(body, 0)
             elif typ in ("T", "n"):
                 self._pending.popleft()
         elif k == "E":
@@ -894,6 +922,32 @@ class SessionFacts:
             self._emit(row, u)
         elif k == "S" and typ == "Z":
             self._pending.popleft()
+
+    def _bound(self, u: Unit) -> None:
+        """The Bind ``u`` as the server reads it: of the statement it holds under the name."""
+        src = self._server_stmts.get(u.stmt)
+        if src is not None:
+            u.src, u.sql = src, src.sql
+
+    def _executing(self, u: Unit) -> None:
+        """The Execute ``u`` is being answered: its row names the portal the server holds
+        under its name (the text and values it runs), not what the client last bound."""
+        bound = self._server_portals.get(u.name)
+        if bound is None or u.row is None:
+            return  # not bound through the protocol (a cursor's portal), or gone: as sent
+        u.bind, u.src = bound, bound.src
+        u.row["text"], u.row["params"] = bound.sql, json.dumps(bound.params)
+
+    def _sql_prepared(self, row: dict, i: int) -> None:
+        """Statement ``i`` of the Query ``row``, a SQL ``PREPARE name [(types)] AS ...``,
+        completed: a Bind may name it (the server runs it, its text the PREPARE's)."""
+        texts = statements_of(row.get("text") or "")
+        words = _words(texts[i], 1) if i < len(texts) else None
+        if not words or len(words) < 2 or words[0] != ("prepare", False):
+            return
+        decision = {k: row.get(k) for k in ("decision", "rule", "reason", "classes", "relations")}
+        self._server_stmts[words[1][0]] = Unit(
+            "P", name=words[1][0], sql=texts[i], decision=decision if row.get("decision") else None)
 
     def _copy_in_began(self) -> None:
         """CopyInResponse to the head message: until the client's CopyDone or CopyFail the

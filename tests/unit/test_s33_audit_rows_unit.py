@@ -1,0 +1,179 @@
+"""Session 33's audit rows, red-team round: an Execute's row names what the server ran.
+
+The server answers the client's messages in order and resolves every statement and portal
+name when it reaches the message, against what it holds then: a Parse that failed (42P05,
+a syntax error: a named statement is stored only once parsed) or that the policy refused
+(the proxy sends it under a name of its own, never the client's) leaves the statement held
+under the name before it, and a Bind that failed (42P03: the portal exists) leaves the
+portal. A later Bind or Execute of the name runs that one. A SQL ``PREPARE name AS ...``
+holds a statement a Bind may name too. The rows are read here as the server read the names
+(recorder/audit/derive.py, ``SessionFacts._server_stmts``/``_server_portals``), judged on
+hand-made recordings (tests/support/audit_recordings.py); the same cases through the proxy,
+with PostgreSQL's own log as judge: tests/integration/test_s33_audit_rows.py.
+"""
+
+from __future__ import annotations
+
+import struct
+
+from devtools.testing import (
+    command_complete,
+    data_row,
+    error,
+    frame,
+    parse,
+    query,
+    ready,
+    row_description,
+    sync,
+)
+from recorder.records import Kind, dump_json
+from tests.support.audit_recordings import BC, PC, Session
+
+OLD, NEW = "SELECT 'old ' || $1", "SELECT 'new ' || $1"
+DENIED_TEXT = "SELECT salary::text FROM secret.payroll WHERE $1 = ''"
+EXISTS = error("42P05", 'prepared statement "s1" already exists')
+ONE = row_description("c") + data_row("x") + command_complete("SELECT 1")
+CLOSE_COMPLETE = frame(b"3", b"")
+
+
+def bind(params: list[bytes], stmt: str = "", portal: str = "") -> bytes:
+    body = portal.encode() + b"\x00" + stmt.encode() + b"\x00" + struct.pack(">hh", 0, len(params))
+    for p in params:
+        body += struct.pack(">i", len(p)) + p
+    return frame(b"B", body + struct.pack(">h", 0))
+
+
+def execute(portal: str = "", limit: int = 0) -> bytes:
+    return frame(b"E", portal.encode() + b"\x00" + struct.pack(">i", limit))
+
+
+def close_statement(name: str) -> bytes:
+    return frame(b"C", b"S" + name.encode() + b"\x00")
+
+
+def allowed(s: Session, rule: str = "default.no_relations") -> Session:
+    p = {"denied": False, "outcome": "allowed", "statements": [{"rule": rule, "allowed": True}]}
+    return s.meta("allow", dump_json(p), Kind.DECISION)
+
+
+def denied(s: Session, sql: str) -> Session:
+    p = {"denied": True, "outcome": "denied", "sql": sql, "error": "pgwitness: may not",
+         "statements": [{"rule": "scope.read", "allowed": False, "reason": "not granted"}]}
+    return s.meta("deny", dump_json(p), Kind.DECISION)
+
+
+def rows(s: Session) -> list[tuple]:
+    return [(r["text"], r["params"], r["decision"], r["rule"], r["outcome"],
+             r["command_tag"] or r["sqlstate"]) for r in s.facts().statements]  # fmt: skip
+
+
+def old_prepared() -> Session:
+    s = Session().start()
+    allowed(s.client(parse(OLD, "s1"), sync())).server(PC, ready())
+    return s
+
+
+def test_an_execute_after_a_failed_re_parse_runs_the_statement_held_before():
+    s = old_prepared()
+    allowed(s.client(parse(NEW, "s1"), sync())).server(EXISTS, ready())
+    s.client(bind([b"a"], "s1"), execute(), sync()).server(BC, ONE, ready())
+    assert rows(s) == [
+        (NEW, None, "allowed", "default.no_relations", "error", "42P05"),
+        (OLD, '["a"]', "allowed", "default.no_relations", "ok", "SELECT 1"),
+    ]
+
+
+def test_a_failed_re_parse_pipelined_with_binds_of_the_name():
+    """All in one write: the group of the failed Parse is skipped; the next group's Bind
+    (resolved by the client's frames before any answer) runs the old statement."""
+    s = old_prepared()
+    allowed(s.client(parse(NEW, "s1"), bind([b"b"], "s1"), execute(), sync(),
+                     bind([b"c"], "s1"), execute(), sync()))  # fmt: skip
+    s.server(EXISTS, ready(), BC, ONE, ready())
+    assert rows(s) == [
+        (NEW, None, "allowed", "default.no_relations", "error", "42P05"),
+        (OLD, '["c"]', "allowed", "default.no_relations", "ok", "SELECT 1"),
+    ]
+
+
+def test_a_parse_the_policy_refused_leaves_the_name_to_the_statement_before():
+    """Not the denied text shown as run (ok, with its denial): the server never held it."""
+    s = old_prepared()
+    denied(s.client(parse(DENIED_TEXT, "s1"), sync()), DENIED_TEXT)
+    s.server(error("42501", "pgwitness: may not"), ready())
+    s.client(bind([b"d"], "s1"), execute(), sync()).server(BC, ONE, ready())
+    assert rows(s) == [
+        (DENIED_TEXT, None, "denied", "scope.read", "error", "42501"),
+        (OLD, '["d"]', "allowed", "default.no_relations", "ok", "SELECT 1"),
+    ]
+
+
+def test_the_unnamed_statement_after_a_refused_and_a_failed_parse():
+    """The policy's refusal of an unnamed Parse leaves the server's unnamed statement; a
+    Parse the server fails drops it first (its Bind is refused: 26000)."""
+    s = Session().start()
+    allowed(s.client(parse("SELECT 'u1'"), bind([]), execute(), sync())).server(PC, BC, ONE, ready())
+    denied(s.client(parse("SELEC 'u2'"), sync()), "SELEC 'u2'")
+    s.server(error("42601", 'syntax error at or near "SELEC"'), ready())
+    s.client(bind([]), execute(), sync()).server(BC, ONE, ready())
+    allowed(s.client(parse("SELECT * FROM nowhere"), sync()))
+    s.server(error("42P01", 'relation "nowhere" does not exist'), ready())
+    s.client(bind([]), execute(), sync())
+    s.server(error("26000", "unnamed prepared statement does not exist"), ready())
+    assert [r[0] + " " + r[4] for r in rows(s)] == [
+        "SELECT 'u1' ok",
+        "SELEC 'u2' error",
+        "SELECT 'u1' ok",
+        "SELECT * FROM nowhere error",
+        "SELECT * FROM nowhere error",  # the Bind's: what the client bound, never run
+    ]
+
+
+def test_an_execute_of_a_portal_whose_re_bind_failed_runs_the_portal_bound_before():
+    s = Session().start()
+    allowed(s.client(query("BEGIN"))).server(command_complete("BEGIN"), ready(b"T"))
+    allowed(s.client(parse("SELECT g FROM generate_series(1, $1::int) g", "g"),
+                     bind([b"3"], "g", "p"), execute("p", 1), sync()))  # fmt: skip
+    s.server(PC, BC, data_row("1"), frame(b"s", b""), ready(b"T"))
+    allowed(s.client(parse(OLD, "s1"), sync())).server(PC, ready(b"T"))
+    s.client(bind([b"e"], "s1", "p"), sync()).server(error("42P03", 'cursor "p" already exists'),
+                                                     ready(b"E"))
+    s.client(execute("p"), sync()).server(error("25P02", "current transaction is aborted"),
+                                          ready(b"E"))
+    got = [(r[0], r[1], r[5]) for r in rows(s)]
+    assert got == [
+        ("BEGIN", None, "BEGIN"),
+        ("SELECT g FROM generate_series(1, $1::int) g", '["3"]', None),  # suspended
+        (OLD, '["e"]', "42P03"),  # the refused Bind: its own statement and values
+        ("SELECT g FROM generate_series(1, $1::int) g", '["3"]', "25P02"),  # portal p
+    ]
+
+
+def test_a_bind_of_a_statement_closed_and_parsed_again_runs_the_new_one():
+    s = old_prepared()
+    allowed(s.client(close_statement("s1"), parse(NEW, "s1"), bind([b"f"], "s1"), execute(),
+                     sync()))  # fmt: skip
+    s.server(CLOSE_COMPLETE, PC, BC, ONE, ready())
+    assert [r[:2] for r in rows(s)] == [(NEW, '["f"]')]
+
+
+def test_a_bind_of_a_sql_prepared_statement_names_its_prepare():
+    """``PREPARE q1 (int) AS ...`` by a simple Query, then a protocol Bind of ``q1``: the
+    server runs it (its log: ``execute q1: PREPARE q1 (int) AS SELECT $1 * 2``); the row
+    says so, with the PREPARE's decision, not an empty text and no decision."""
+    s = Session().start()
+    allowed(s.client(query("SELECT 1; PREPARE Q1 (int) AS SELECT $1 * 2")))
+    s.server(ONE, command_complete("PREPARE"), ready())
+    s.client(bind([b"21"], "q1"), execute(), sync()).server(BC, ONE, ready())
+    assert rows(s)[1] == ("PREPARE Q1 (int) AS SELECT $1 * 2", '["21"]', "allowed",
+                          "default.no_relations", "ok", "SELECT 1")  # fmt: skip
+
+
+def test_a_prepare_transaction_is_not_a_statement_a_bind_may_name():
+    s = Session().start()
+    allowed(s.client(query("PREPARE TRANSACTION 'q1'")))
+    s.server(command_complete("PREPARE TRANSACTION"), ready())
+    s.client(bind([], "q1"), execute(), sync()).server(
+        error("26000", 'prepared statement "q1" does not exist'), ready())
+    assert rows(s)[1][0] == "" and rows(s)[1][4] == "error"
