@@ -859,8 +859,8 @@ class SessionFacts:
                 n = rows_of(tag)
                 if n is not None:
                     row["rows"] = (row["rows"] or 0) + n
-                if tag == "PREPARE":
-                    self._sql_prepared(row, len(self._tag_ns[id(row)]) - 1)
+                if tag in ("PREPARE", "DECLARE CURSOR"):
+                    self._sql_named(row, len(self._tag_ns[id(row)]) - 1, tag)
             elif typ in ("G", "H"):
                 row["copy"] = True
                 if typ == "G":
@@ -938,16 +938,24 @@ class SessionFacts:
         u.bind, u.src = bound, bound.src
         u.row["text"], u.row["params"] = bound.sql, json.dumps(bound.params)
 
-    def _sql_prepared(self, row: dict, i: int) -> None:
-        """Statement ``i`` of the Query ``row``, a SQL ``PREPARE name [(types)] AS ...``,
-        completed: a Bind may name it (the server runs it, its text the PREPARE's)."""
+    def _sql_named(self, row: dict, i: int, tag: str) -> None:
+        """Statement ``i`` of the Query ``row`` completed with ``tag``: a SQL ``PREPARE name
+        [(types)] AS ...`` holds a statement a Bind may name, a ``DECLARE name ... CURSOR
+        FOR ...`` a portal an Execute may name. The server runs them under their text (its
+        log: ``execute q1: PREPARE q1 AS ...``, ``execute <unnamed>/c: DECLARE c ...``); the
+        rows of those Executes have it, and the decision on it."""
         texts = statements_of(row.get("text") or "")
         words = _words(texts[i], 1) if i < len(texts) else None
-        if not words or len(words) < 2 or words[0] != ("prepare", False):
+        first = "prepare" if tag == "PREPARE" else "declare"
+        if not words or len(words) < 2 or words[0] != (first, False):
             return
+        name = words[1][0]
         decision = {k: row.get(k) for k in ("decision", "rule", "reason", "classes", "relations")}
-        self._server_stmts[words[1][0]] = Unit(
-            "P", name=words[1][0], sql=texts[i], decision=decision if row.get("decision") else None)
+        src = Unit("P", name=name, sql=texts[i], decision=decision if row.get("decision") else None)
+        if tag == "PREPARE":
+            self._server_stmts[name] = src
+        else:
+            self._server_portals[name] = Unit("B", name=name, sql=texts[i], src=src, params=[])
 
     def _copy_in_began(self) -> None:
         """CopyInResponse to the head message: until the client's CopyDone or CopyFail the

@@ -177,3 +177,17 @@ def test_a_prepare_transaction_is_not_a_statement_a_bind_may_name():
     s.client(bind([], "q1"), execute(), sync()).server(
         error("26000", 'prepared statement "q1" does not exist'), ready())
     assert rows(s)[1][0] == "" and rows(s)[1][4] == "error"
+
+
+def test_an_execute_of_a_sql_declared_cursor_names_its_declare():
+    """``DECLARE cur CURSOR FOR ...`` then a protocol Execute of the portal ``cur`` with a
+    row limit: the server fetches from it (its log: ``execute <unnamed>/cur: DECLARE cur
+    CURSOR FOR ...``); the row says so, with the DECLARE's decision."""
+    s = Session().start()
+    allowed(s.client(query("BEGIN"))).server(command_complete("BEGIN"), ready(b"T"))
+    declare = 'DECLARE "Cur" NO SCROLL CURSOR FOR SELECT id FROM t'
+    allowed(s.client(query(declare)), "scope.read")
+    s.server(command_complete("DECLARE CURSOR"), ready(b"T"))
+    s.client(execute("Cur", 2), sync()).server(data_row("1"), data_row("2"), frame(b"s", b""),
+                                               ready(b"T"))
+    assert rows(s)[2] == (declare, "[]", "allowed", "scope.read", "suspended", None)
