@@ -102,7 +102,6 @@ class FrameReader:
         frames: list[tuple[int, int, int]] = []
         pos = 0
         n = len(buf)
-        unpack = _INT32.unpack_from
         max_len = self.max_len
         valid = self.valid
         while n - pos >= 5:
@@ -110,7 +109,13 @@ class FrameReader:
             if valid is not None and t not in valid:
                 self._buf = b""
                 raise ProtocolViolation(f"invalid frontend message type {t}")
-            length = unpack(buf, pos + 1)[0]
+            # the big-endian int32 after the type, read byte by byte (compiled: native int
+            # arithmetic, no struct call or tuple per frame)
+            length = (
+                (buf[pos + 1] << 24) | (buf[pos + 2] << 16) | (buf[pos + 3] << 8) | buf[pos + 4]
+            )
+            if length >= 0x80000000:
+                length -= 0x100000000
             # Streamed types may be as long as Postgres allows: they are never held whole.
             if length < 4 or (
                 length > max_len and (t not in self.streamed or length > MAX_STREAMED_LENGTH)

@@ -59,3 +59,31 @@ def test_a_policy_attached_by_the_loader_reads_each_new_snapshot():
     loader.cache.put("db", ["f"], {"public.t": frozenset({"id", "x"})})
     assert policy.catalog() is loader.cache.get("db") is not first
     assert policy.check_query("SELECT x FROM t").allowed  # decided on the new one
+
+
+@pytest.mark.parametrize(
+    "length", [0, 3, 4, 5, 255, 256, 65536, 0x7FFFFFFF, -1, -4, -0x80000000, 0x3FFFFFFE]
+)
+def test_frame_lengths_read_byte_by_byte_are_the_signed_int32_struct_reads(length):
+    """``FrameReader.feed`` reads a frame's length with native arithmetic, not
+    ``struct.unpack``: the same signed value, so the same frames and the same refusals."""
+    import struct
+
+    from common.wire.framing import FrameReader
+
+    body = b"x" * (length - 4 if 4 <= length <= 12 else 8)
+    data = b"Q" + struct.pack("!i", length) + body
+    streamed = frozenset({ord("Q")})
+    for reader in (FrameReader(max_len=1 << 20), FrameReader(max_len=1 << 20, streamed=streamed)):
+        try:
+            got: object = reader.feed(data)
+        except ProtocolViolation as exc:
+            got = str(exc)
+        if 4 <= length <= 12:
+            assert got == (data, [(ord("Q"), 0, 1 + length)]), got
+        elif length < 4:
+            assert isinstance(got, str) and str(length) in got, got
+        else:  # longer than what came: held (or passed on, streamed), or refused as too long
+            assert isinstance(got, str | tuple), got
+            if isinstance(got, str):
+                assert str(length) in got
