@@ -384,12 +384,15 @@ _ENDED_BY_ERROR = (
 )
 
 
-def _ended_with_session(cause: str) -> tuple[str, str, str]:
-    """The session ended inside the transaction: the server rolled it back."""
+def _ended_with_session(cause: str, owed: int = 0) -> tuple[str, str, str]:
+    """The session ended inside the transaction: the server rolled it back (``owed``: the
+    client messages it had not answered, none of which could have committed it)."""
+    none = (f" with {owed} client message{'s' if owed != 1 else ''} the server had not answered,"
+            f" {'none of which could' if owed != 1 else 'which could not'} commit it") if owed else ""
     return (
         "rolled back",
-        f"its transaction was still open when the session ended ({cause or 'no cause given'}):"
-        " the server rolled it back",
+        f"its transaction was still open when the session ended ({cause or 'no cause given'})"
+        f"{none}: the server rolled it back",
         "undone when the session ended inside its transaction",
     )
 
@@ -654,7 +657,8 @@ class SessionFacts:
     def finish(self) -> None:
         """End of the records: whatever is still owed an answer gets none; a transaction
         still open is decided by the session's end, if the recording has it."""
-        owed = len(self._pending)
+        unanswered = list(self._pending)
+        owed = len(unanswered)
         while self._pending:
             u = self._pending.popleft()
             if u.row is not None:
@@ -664,11 +668,11 @@ class SessionFacts:
             # The server rolls back the transaction a session leaves open (the proxy ends
             # the upstream session then: it keeps one for reuse only idle, outside any
             # transaction, owing nothing, proxy/upstream_pool.py). Unless the recording has
-            # the session's end and the server owed nothing (a COMMIT in flight may have
-            # committed), it cannot say.
+            # the session's end and no message the server had not answered may have
+            # committed it (a COMMIT in flight), it cannot say.
             ended = self.session.get("end_cause") if self.session.get("ended_ns") else None
-            if ended is not None and not owed:
-                self._undo(0, _ended_with_session(ended))
+            if ended is not None and not (owed and self._may_commit(unanswered)):
+                self._undo(0, _ended_with_session(ended, owed))
             else:
                 self._undo(0, _open_at_end(ended, owed))
         self._annotate_db_denials()
@@ -676,6 +680,36 @@ class SessionFacts:
         for i, s in enumerate(self.statements, 1):
             s["n"] = i
         self._two_phase_facts()
+
+    def _may_commit(self, unanswered: list[Unit]) -> bool:
+        """Whether one of the client's messages the server had not answered when the
+        recording ends may have committed the open transaction. A failed block ('E') only
+        rolls back, its COMMIT too. An explicit block ('T') commits (or prepares) only at a
+        COMMIT, END or PREPARE TRANSACTION: none among the unanswered Queries' statements or
+        Executes' texts (an Execute of a text not known: maybe). The implicit block of a
+        Sync group ('I') ends committing at a Sync, a Query's or a FunctionCall's end, or a
+        procedure's or DO block's COMMIT."""
+        if self._status == b"E":
+            return False
+        implicit = self._status == b"I"
+        for u in unanswered:
+            if implicit and u.kind in ("S", "Q", "F"):
+                return True
+            if u.kind == "Q" and u.row is not None:
+                texts = statements_of(u.row.get("text") or "")
+            elif u.kind == "E" and u.row is not None:
+                bound = self._server_portals.get(u.name)
+                texts = [u.row.get("text") or "", *([bound.sql] if bound is not None else [])]
+            else:
+                continue  # Parse, Bind, Describe, Close, CopyDone, a Sync in a block: none
+            for text in texts:
+                if not text.strip():
+                    return True  # an Execute of a statement not known
+                words = _words(text, 0)
+                first = words[0][0] if words and not words[0][1] else ""
+                if first in ("commit", "end", "prepare") or (implicit and first in ("call", "do")):
+                    return True
+        return False
 
     def _two_phase_facts(self) -> None:
         """Number the two-phase events (``two_phase``); each row with prepared statements

@@ -689,9 +689,9 @@ def test_a_null_parameter_is_not_the_text_null(case):
 def test_a_client_killed_mid_statement(case):
     """The client's socket closes while its Query runs inside a block: the proxy cancels
     the statement (the server logs 57014) and ends the upstream session, which rolls the
-    block back; nothing of it stays. The answer does not claim what it cannot see: the
-    statement has no answer, the block's INSERT before it is of unknown outcome (the
-    server had not answered a client message), never ``ok``."""
+    block back; nothing of it stays. The statement has no answer in the recording; the
+    block's INSERT before it was rolled back: the one message the server had not answered
+    holds no COMMIT, so the block could not commit (was: of unknown outcome)."""
     c = case.client()
     sid = one_live_session(case.h)
     assert answered_query(c, "BEGIN") == [("C", "BEGIN")]
@@ -710,9 +710,13 @@ def test_a_client_killed_mid_statement(case):
         ("INSERT INTO arw.t VALUES (501, 'x'); SELECT pg_sleep(2)", "57014")]
     assert [(r["text"], r["outcome"], r["command_tag"]) for r in rows] == [
         ("BEGIN", "ok", "BEGIN"),
-        ("INSERT INTO arw.t VALUES (500, 'in block')", "unknown", "INSERT 0 1"),
+        ("INSERT INTO arw.t VALUES (500, 'in block')", "rolled back", "INSERT 0 1"),
         ("INSERT INTO arw.t VALUES (501, 'x'); SELECT pg_sleep(2)", "no answer", None),
     ]
+    assert rows[1]["message"] == (
+        "its transaction was still open when the session ended (disconnect) with 1 client "
+        "message the server had not answered, which could not commit it: the server rolled "
+        "it back")
     assert ids(case.pg, 500) == []
 
 

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import struct
 
+import pytest
+
 from devtools.testing import (
     command_complete,
     data_row,
@@ -191,3 +193,51 @@ def test_an_execute_of_a_sql_declared_cursor_names_its_declare():
     s.client(execute("Cur", 2), sync()).server(data_row("1"), data_row("2"), frame(b"s", b""),
                                                ready(b"T"))
     assert rows(s)[2] == (declare, "[]", "allowed", "scope.read", "suspended", None)
+
+
+# --- a session that ends with messages the server had not answered ----------------------
+
+INS = "INSERT INTO t VALUES (1)"
+
+
+def in_block(*unanswered: bytes, status: bytes = b"T", decisions: int = 1) -> dict:
+    """A block with an INSERT, then ``unanswered`` sent and the client gone (disconnect):
+    the INSERT's (outcome, message)."""
+    from tests.support.audit_recordings import Conn
+
+    c = Conn().q("BEGIN", "BEGIN", z=b"T").q(INS, "INSERT 0 1", z=b"T")
+    if status == b"E":
+        c.q("SELECT 1/0", fail="22012", z=b"E")
+    c.s.client(*unanswered, decisions=decisions)
+    return c.end("disconnect").got()
+
+
+def test_a_block_left_with_no_commit_unanswered_was_rolled_back():
+    """The client killed mid-statement: its last Query holds no COMMIT, END or PREPARE
+    TRANSACTION, so the block cannot have committed; the server rolled it back (judged
+    through the proxy: tests/integration/test_s33_audit_rows.py)."""
+    got = in_block(query("INSERT INTO t VALUES (2); SELECT pg_sleep(2)"))
+    assert got["INSERT INTO t VALUES (2); SELECT pg_sleep(2)"][0] == "no answer"
+    assert got[INS] == (
+        "rolled back",
+        "its transaction was still open when the session ended (disconnect) with 1 client "
+        "message the server had not answered, which could not commit it: the server rolled "
+        "it back",
+    )
+
+
+@pytest.mark.parametrize("text", [
+    "COMMIT", "commit and chain", "SELECT 1; END", "/* done */ End Transaction",
+    "PREPARE TRANSACTION 'g'",
+])  # fmt: skip
+def test_a_commit_among_the_unanswered_leaves_it_unknown(text):
+    assert in_block(query(text))[INS][0] == "unknown"
+
+
+def test_an_execute_of_commit_or_of_an_unknown_statement_leaves_it_unknown():
+    assert in_block(parse("COMMIT"), bind([]), execute(), sync())[INS][0] == "unknown"
+    assert in_block(execute("nobody bound this"), sync(), decisions=0)[INS][0] == "unknown"
+
+
+def test_a_failed_block_is_rolled_back_whatever_the_unanswered_say():
+    assert in_block(query("COMMIT"), status=b"E")[INS][0] == "rolled back"
