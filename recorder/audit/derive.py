@@ -40,6 +40,7 @@ from ..replay import _bind, _cstr, _fields, reported_codec, split_frames
 _ROWS_RE = re.compile(
     r"(?:INSERT [0-9]+ |SELECT |UPDATE |DELETE |MERGE |COPY |FETCH |MOVE )([0-9]+)", re.ASCII)
 _ASYNC = frozenset("NAS")  # notices, notifications, parameter status: any time
+_READY = "ready"  # the name of a unit that stands for a ReadyForQuery still to come
 
 
 def _oids(body: bytes, off: int) -> list[int]:
@@ -572,6 +573,7 @@ class SessionFacts:
         self._unread_rollback = False  # a ROLLBACK tag whose statement was not read
         self._status = b"I"
         self._terminated = False  # the client sent Terminate
+        self._fatal = False  # a FATAL error came: the server ended the session there
         self._t = 0
         self._verified = True
         self._meta: dict = {}
@@ -657,7 +659,7 @@ class SessionFacts:
     def finish(self) -> None:
         """End of the records: whatever is still owed an answer gets none; a transaction
         still open is decided by the session's end, if the recording has it."""
-        unanswered = list(self._pending)
+        unanswered = [u for u in self._pending if not (u.kind == "S" and u.name == _READY)]
         owed = len(unanswered)
         while self._pending:
             u = self._pending.popleft()
@@ -669,9 +671,11 @@ class SessionFacts:
             # the upstream session then: it keeps one for reuse only idle, outside any
             # transaction, owing nothing, proxy/upstream_pool.py). Unless the recording has
             # the session's end and no message the server had not answered may have
-            # committed it (a COMMIT in flight), it cannot say.
+            # committed it (a COMMIT in flight), it cannot say. After a FATAL the server
+            # ran nothing more: the transaction it was in was rolled back.
             ended = self.session.get("end_cause") if self.session.get("ended_ns") else None
-            if ended is not None and not (owed and self._may_commit(unanswered)):
+            if ended is not None and (
+                    self._fatal or not (owed and self._may_commit(unanswered))):
                 self._undo(0, _ended_with_session(ended, owed))
             else:
                 self._undo(0, _open_at_end(ended, owed))
@@ -849,6 +853,8 @@ class SessionFacts:
         if typ == "E":
             self._copy_in = False  # an error ends copy-in mode
             f = _fields(body, codec)
+            if (f.get("V") or f.get("S")) in ("FATAL", "PANIC"):
+                self._fatal = True  # the server ends the session: nothing after runs
             if u.kind == "S":
                 # the Sync itself failed (malformed, or the implicit transaction's commit):
                 # the server rolled back what the group did; its ReadyForQuery follows
@@ -1020,8 +1026,10 @@ class SessionFacts:
         self._changed = [(r, i) for r, i in self._changed if id(r) not in marked]
 
     def _await_ready(self, u: Unit) -> None:
-        """A Query/FunctionCall error: its ReadyForQuery still follows; keep a marker."""
-        self._pending.appendleft(Unit("S"))
+        """A Query/FunctionCall error: its ReadyForQuery still follows (not after a FATAL);
+        keep a marker (no client message: ``finish`` does not count it)."""
+        if not self._fatal:
+            self._pending.appendleft(Unit("S", name=_READY))
 
     def _skip_to_sync(self) -> None:
         while self._pending and self._pending[0].kind != "S":

@@ -159,7 +159,7 @@ def trace(entries: list[tuple[str, str]]) -> list[Ran]:
             last = None  # its message completed (a parse or bind's: the next's details)
         elif level == "DETAIL" and text.startswith("parameters: ") and last is not None:
             last.params = _params(text[len("parameters: ") :])
-        elif level == "ERROR":
+        elif level in ("ERROR", "FATAL"):
             if last is None or last.sqlstate is not None:
                 last = Ran("refused", None)
                 out.append(last)
@@ -718,6 +718,33 @@ def test_a_client_killed_mid_statement(case):
         "message the server had not answered, which could not commit it: the server rolled "
         "it back")
     assert ids(case.pg, 500) == []
+
+
+def test_a_block_whose_backend_another_connection_terminated(case):
+    """pg_terminate_backend from another connection while the block's Query runs: the
+    client gets FATAL 57P01 and no ReadyForQuery, the proxy ends the session (upstream), the
+    server rolled the block back. The Query's row is that error; the INSERT before it was
+    rolled back (was: of unknown outcome, "with 1 client message the server had not
+    answered", where the client had none)."""
+    c = case.client()
+    sid = one_live_session(case.h)
+    assert answered_query(c, "BEGIN") == [("C", "BEGIN")]
+    assert answered_query(c, "INSERT INTO arw.t VALUES (520, 'in block')") == [("C", "INSERT 0 1")]
+    c.send(m.query("SELECT pg_sleep(3)"))
+    time.sleep(0.3)
+    with RawClient.direct(case.pg) as d:
+        assert d.scalar(f"SELECT pg_terminate_backend({c.backend_pid})") == "t"
+    assert [error_fields(f).get("C") for f in c.frames_until_eof() if f[:1] == b"E"] == ["57P01"]
+    c.sock.close()
+    rows, ran = case.judged(sid)
+    assert_as_the_server_ran(rows, ran)
+    assert [(r["outcome"], r["sqlstate"], r["message"]) for r in rows] == [
+        ("ok", None, None),
+        ("rolled back", None, "its transaction was still open when the session ended (upstream):"
+                              " the server rolled it back"),
+        ("error", "57P01", "terminating connection due to administrator command"),
+    ]  # fmt: skip
+    assert ids(case.pg, 520) == []
 
 
 def test_a_flushed_execute_without_sync_when_the_session_ends(case):

@@ -241,3 +241,34 @@ def test_an_execute_of_commit_or_of_an_unknown_statement_leaves_it_unknown():
 
 def test_a_failed_block_is_rolled_back_whatever_the_unanswered_say():
     assert in_block(query("COMMIT"), status=b"E")[INS][0] == "rolled back"
+
+
+def test_a_block_whose_backend_was_terminated_was_rolled_back():
+    """pg_terminate_backend from elsewhere while the block's Query runs: FATAL 57P01, no
+    ReadyForQuery, the proxy ends the session (upstream). The client had no message left
+    unanswered (was: "with 1 client message the server had not answered (a COMMIT among
+    them may have committed it)", unknown: derive counted its own wait for the Query's
+    ReadyForQuery as one)."""
+    from tests.support.audit_recordings import Conn
+
+    c = Conn().q("BEGIN", "BEGIN", z=b"T").q(INS, "INSERT 0 1", z=b"T")
+    c.s.client(query("SELECT pg_sleep(3)"), decisions=1)
+    c.s.server(error("57P01", "terminating connection due to administrator command", "FATAL"))
+    got = c.end("upstream").got()
+    assert got["SELECT pg_sleep(3)"] == ("error", "terminating connection due to administrator "
+                                                  "command")  # fmt: skip
+    assert got[INS] == ("rolled back", "its transaction was still open when the session ended "
+                                       "(upstream): the server rolled it back")  # fmt: skip
+
+
+def test_after_a_fatal_nothing_pipelined_behind_it_commits():
+    """The implicit block of a Sync group whose second Execute the server answered with a
+    FATAL: the Sync behind it never ran; the first INSERT was rolled back with the session."""
+    s = Session().start()
+    allowed(s.client(parse(INS), bind([]), execute(), parse("SELECT pg_sleep(3)"), bind([]),
+                     execute(), sync()))  # fmt: skip
+    allowed(s)
+    s.server(PC, BC, command_complete("INSERT 0 1"), PC, BC,
+             error("57P01", "terminating connection due to administrator command", "FATAL"))
+    s.meta("session.end", dump_json({"cause": "upstream"}))
+    assert [r[4] for r in rows(s)] == ["rolled back", "error"]
