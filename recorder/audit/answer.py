@@ -22,6 +22,10 @@ class Filters:
     until: dt.datetime | None = None
     denied: bool = False
 
+    def window(self) -> Filters:
+        """Only the time window of these filters."""
+        return Filters(since=self.since, until=self.until)
+
 
 def _rows(con, sql: str, params: list) -> list[dict]:
     cur = con.execute(sql, params)
@@ -63,6 +67,25 @@ def _where(f: Filters, *, ts: str, grant_col: str = "grant_id", task=True, sessi
 DENIED = "(decision = 'denied' OR sqlstate = '42501' OR db_denied_rule IS NOT NULL)"
 
 
+def _time(v: str | None) -> dt.datetime | None:
+    return None if v is None else dt.datetime.fromisoformat(v.replace("Z", "+00:00"))
+
+
+def _by_time(rows: list[dict]) -> list[dict]:
+    return sorted(rows, key=lambda r: (r["ts"] is None, _time(r["ts"]) or dt.datetime.min))
+
+
+def _in_force(g: dict, f: Filters) -> bool:
+    """Whether grant ``g`` was in force in the window of ``f``: issued by --until, not
+    ended (revoked or expired) before --since. A grant known only from its sessions' start
+    metadata (no grant.issued) is in the answer through those sessions only."""
+    issued = _time(g["issued_at"])
+    if issued is None or (f.until is not None and issued > f.until):
+        return False
+    ends = [t for t in (_time(g["revoked_at"]), _time(g["expires_at"])) if t is not None]
+    return f.since is None or not ends or min(ends) >= f.since
+
+
 def audit(con, f: Filters) -> dict:
     """The answer as plain data (JSON-ready)."""
     w, p = _where(f, ts="started_at", ts_end="ended_at", session="session_id")
@@ -71,40 +94,52 @@ def audit(con, f: Filters) -> dict:
     sids = [s["session_id"] for s in sessions]
     gw, gp = _where(Filters(task=f.task, agent=f.agent, grant=f.grant), ts="issued_at")
     grants = _rows(con, f"SELECT * FROM grants WHERE {gw} ORDER BY issued_at NULLS LAST, grant_id", gp)
-    if f.session is not None or f.since is not None or f.until is not None:
-        keep = {s["grant_id"] for s in sessions}
-        grants = [g for g in grants if g["grant_id"] in keep]
-    gids = [g["grant_id"] for g in grants]
     # statements carry task/agent/grant: filtering on them lets DuckDB skip row groups
     sw, sp = _where(f, ts="ts", session="session_id")
     if f.denied:
         sw += f" AND {DENIED}"
     statements = _rows(con, f"SELECT * EXCLUDE (fates) FROM statements WHERE session_id IN "
                             f"(SELECT unnest(?)) AND {sw} ORDER BY session_id, n", [sids, *sp])
-    events = _rows(con, "SELECT * FROM grant_events WHERE grant_id IN (SELECT unnest(?)) "
-                        "ORDER BY ts, stream_id, seq", [gids])
-    dw, dp = _where(f, ts="ts", session="session_id")
-    denials = _rows(con, f"SELECT * FROM denials WHERE {dw} ORDER BY ts", dp)
     lw, lp = _where(f, ts="ts")
-    refused = _rows(con, f"SELECT * FROM logins WHERE outcome = 'refused' AND {lw} ORDER BY ts", lp)
-    if f.task is not None and f.grant is None and grants:
+    refused = [] if f.session is not None else _rows(
+        con, f"SELECT * FROM logins WHERE outcome = 'refused' AND {lw} ORDER BY ts", lp)
+    if f.task is not None and f.grant is None and f.session is None and grants:
         # a refused login names no grant when its token matched none (a wrong or stale
         # token): it belongs to the task's answer if that agent tried while a grant of the
         # task was open, since only the grant holder was meant to log in as that agent then
-        refused += _rows(con, """
+        tw, tp = _where(Filters(since=f.since, until=f.until), ts="l.ts")
+        refused = _by_time(refused + _rows(con, f"""
             SELECT l.* FROM logins l WHERE l.outcome = 'refused' AND l.grant_id IS NULL
+              AND {tw}
               AND EXISTS (SELECT 1 FROM grants g WHERE g.grant_id IN (SELECT unnest(?))
                           AND g.agent = l.agent
                           AND l.ts >= coalesce(g.not_before, g.issued_at, l.ts)
                           AND l.ts <= least(coalesce(g.revoked_at, g.expires_at, l.ts),
-                                            coalesce(g.expires_at, l.ts)))""", [gids])
-        if f.since is not None:
-            refused = [r for r in refused if r["ts"] is None or r["ts"] >= f.since]
-        if f.until is not None:
-            refused = [r for r in refused if r["ts"] is None or r["ts"] <= f.until]
-        refused.sort(key=lambda r: (r["ts"] is None, r["ts"]))
+                                            coalesce(g.expires_at, l.ts)))""",
+                                           [*tp, [g["grant_id"] for g in grants]]))
+    # the grants: those of the filters (with --session, the session's); with --since or
+    # --until, those in force in the window and those its sessions and refusals name
+    named = {s["grant_id"] for s in sessions} | {r["grant_id"] for r in refused}
     if f.session is not None:
-        refused = []
+        grants = [g for g in grants if g["grant_id"] in named]
+    elif f.since is not None or f.until is not None:
+        grants = [g for g in grants if g["grant_id"] in named or _in_force(g, f)]
+    gids = [g["grant_id"] for g in grants]
+    events = _rows(con, "SELECT * FROM grant_events WHERE grant_id IN (SELECT unnest(?)) "
+                        "ORDER BY ts, stream_id, seq", [gids])
+    dw, dp = _where(f, ts="ts", session="session_id")
+    denials = _rows(con, f"SELECT * FROM denials WHERE {dw} ORDER BY ts", dp)
+    # refusals over the proxy's rate of login.refused events, counted by reason only: no
+    # agent to filter them by, so every answer but a session's shows those of its window
+    summaries = []
+    if f.session is None:
+        ww, wp = _where(f.window(), ts="ts")
+        for r in _rows(con, "SELECT ts, stream_id, payload, verified FROM control_events WHERE "
+                            f"kind = 'login.refused.summary' AND {ww} ORDER BY ts, stream_id, seq",
+                       wp):
+            counts = _payload(r.pop("payload"))
+            summaries.append({**r, "dropped": counts.get("dropped"),
+                              "by_reason": counts.get("by_reason")})
     by_session: dict[str, list] = {sid: [] for sid in sids}
     for st in statements:
         by_session[st["session_id"]].append(st)
@@ -120,27 +155,49 @@ def audit(con, f: Filters) -> dict:
         g["extensions"] = json.loads(g["extensions"] or "[]")
         g["events"] = evs.get(g["grant_id"], [])
         g["sessions"] = by_grant.pop(g["grant_id"], [])
+    other = [s for ss in by_grant.values() for s in ss]  # sessions without a known grant
     if f.denied:
         for g in grants:
             g["sessions"] = [s for s in g["sessions"] if s["statement_rows"]]
-    other = [s for ss in by_grant.values() for s in ss]  # sessions without a known grant
-    streams = sorted({e["stream_id"] for e in events})
+        other = [s for s in other if s["statement_rows"]]
+    # the control streams the answer draws on: its grants' events, its refused logins'
+    streams = {e["stream_id"] for e in events} | {s["stream_id"] for s in summaries}
+    if refused:
+        streams |= {r[0] for r in con.execute(
+            "SELECT DISTINCT stream_id FROM control_events WHERE kind = 'login.refused' "
+            "AND ts IN (SELECT CAST(unnest(?) AS TIMESTAMPTZ))",
+            [[r["ts"] for r in refused]]).fetchall()}
     return {
         "filters": {k: _plain(v) for k, v in vars(f).items() if v not in (None, False)},
-        "verification": verification(con, sids, streams),
+        "verification": verification(con, sids, sorted(streams)),
         "grants": grants,
         "other_sessions": other,
         "denials": denials,
         "refused_logins": refused,
+        "refusals_not_itemized": summaries,
     }
+
+
+def _payload(text: str | None) -> dict:
+    try:
+        p = json.loads(text or "{}")
+    except ValueError:
+        return {}
+    return p if isinstance(p, dict) else {}
 
 
 def verification(con, sids: list[str], streams: list[str]) -> dict:
     """What the answer stands on: the recordings it draws on, and every recording in the
     store that did not verify, whatever the filters. A tampered recording's signed records
     may not say what it held (its start, its grant events could be the forged ones), so no
-    filter can prove it does not belong to this answer (red-team round 20c)."""
-    drawn = set(sids + streams)
+    filter can prove it does not belong to this answer (red-team round 20c). The control
+    stream of the process that recorded a session of the answer is drawn on too (it holds
+    the session's grant events and refusals): listed ``missing`` if the store lacks it."""
+    from .index import PROCESS_STREAM
+
+    drawn = set(sids + streams) | {r[0] for r in con.execute(
+        f"SELECT DISTINCT {PROCESS_STREAM} FROM sessions s WHERE s.session_id IN "
+        "(SELECT unnest(?)) AND s.host IS NOT NULL", [sids]).fetchall()}
     recs = _rows(con, "SELECT session_id, kind, status, intact, problems, indexed_at FROM recordings "
                       "WHERE session_id IN (SELECT unnest(?)) OR NOT intact ORDER BY session_id",
                  [sorted(drawn)])
@@ -153,7 +210,7 @@ def verification(con, sids: list[str], streams: list[str]) -> dict:
         "intact": not bad,
         "open": sorted(r["session_id"] for r in recs if r["status"] == "open"),
         "not_intact": bad,
-        "verified_at": max((r["indexed_at"] for r in recs), default=None),
+        "verified_at": max((r["indexed_at"] for r in recs if r["indexed_at"]), default=None),
     }
 
 
@@ -164,24 +221,37 @@ def write_json(answer: dict, out: TextIO) -> None:
     out.write("\n")
 
 
+# The last columns say who was granted what, for how long (grant events: ``by`` the change's
+# author, ``why`` the grant's reason, ``happened_at`` the change's own time, ``expires_at``
+# and ``previous_expires_at`` the expiry it set and the one before), and for sessions and
+# logins where from (``client``) and to which ``database``. ``reason`` keeps, for a grant
+# event, its ``by`` (as before these columns).
 CSV_COLUMNS = ["ts", "kind", "grant_id", "agent", "task", "session_id", "n", "text", "params",
                "decision", "rule", "reason", "outcome", "command_tag", "rows", "sqlstate",
-               "message", "duration_ms", "verified"]
+               "message", "duration_ms", "verified", "by", "why", "database", "scopes",
+               "enforce", "not_before", "expires_at", "previous_expires_at", "happened_at",
+               "client"]
 
 
 def timeline(answer: dict) -> list[dict]:
     """Every fact of the answer as one flat row, in time order (CSV)."""
     rows = []
     for g in answer["grants"]:
-        base = {"grant_id": g["grant_id"], "agent": g["agent"], "task": g["task"]}
+        base = {"grant_id": g["grant_id"], "agent": g["agent"], "task": g["task"],
+                "why": g["reason"], "database": g["database"], "scopes": g["scopes"],
+                "enforce": g["enforce"], "not_before": g["not_before"]}
         for e in g["events"]:
             rows.append({**base, "ts": e["ts"], "kind": e["kind"], "reason": e["by"],
-                         "verified": e["verified"]})
+                         "by": e["by"], "expires_at": e["expires_at"],
+                         "previous_expires_at": e["previous_expires_at"],
+                         "happened_at": e["happened_at"], "verified": e["verified"]})
     for s in [s for g in answer["grants"] for s in g["sessions"]] + answer["other_sessions"]:
         base = {"grant_id": s["grant_id"], "agent": s["agent"], "task": s["task"],
-                "session_id": s["session_id"], "verified": s["intact"]}
+                "session_id": s["session_id"], "verified": s["intact"],
+                "database": s["database"], "client": s["client_addr"]}
         rows.append({**base, "ts": s["started_at"], "kind": "session.start",
-                     "text": f"client {s['client_addr']} tls {s['client_tls']}"})
+                     "text": f"client {s['client_addr']} tls {s['client_tls']}",
+                     "scopes": s["scopes"], "enforce": s["enforce"]})
         for st in s["statement_rows"]:
             rows.append({**{c: st.get(c) for c in CSV_COLUMNS}, "kind": "statement"})
         if s["ended_at"]:
@@ -191,8 +261,16 @@ def timeline(answer: dict) -> list[dict]:
         rows.append({"ts": r["ts"], "kind": "login.refused", "grant_id": r["grant_id"],
                      "agent": r["agent"], "task": r["task"], "reason": r["reason"],
                      "sqlstate": r["sqlstate"], "message": r["message"], "text": r["client"],
+                     "client": r["client"], "database": r["database"],
                      "verified": r["verified"]})
-    rows.sort(key=lambda r: (r["ts"] or "", r.get("session_id") or "", r.get("n") or 0))
+    for r in answer.get("refusals_not_itemized", []):
+        rows.append({"ts": r["ts"], "kind": "login.refused.summary", "rows": r["dropped"],
+                     "reason": json.dumps(r["by_reason"], sort_keys=True),
+                     "text": "refused, not itemized: over the proxy's rate of login.refused "
+                             "events; not attributed to an agent",
+                     "verified": r["verified"]})
+    rows.sort(key=lambda r: (_time(r["ts"]) or dt.datetime.max.replace(tzinfo=dt.UTC),
+                             r.get("session_id") or "", r.get("n") or 0))
     # first: every recording that did not verify, whatever the filters (``verification``),
     # so that a CSV alone says what the answer cannot vouch for (red-team round 22)
     warnings = [{"kind": "recording.not_intact", "session_id": r["session_id"],
@@ -234,7 +312,8 @@ def write_text(answer: dict, out: TextIO) -> None:
         w(f"  agent {g['agent']}  task {g['task']}  database {g['database']}\n")
         w(f"  why: {g['reason']}\n  issued by {g['granted_by']} at {g['issued_at']}\n")
         w(f"  scopes: {g['scopes']}{'' if g['enforce'] in (None, True) else '  (dry-run)'}\n")
-        w(f"  window: not before {g['not_before']}, expires {g['first_expires_at']}\n")
+        first = g["first_expires_at"] or g["expires_at"]  # (a grant known from its sessions)
+        w(f"  window: not before {g['not_before']}, expires {first}\n")
         for x in g["extensions"]:
             w(f"  extended at {x['at']} by {x['by']}: {x['from']} -> {x['to']}\n")
         if g["revoked_at"]:
@@ -255,10 +334,20 @@ def write_text(answer: dict, out: TextIO) -> None:
         what = d["text"] or d["message"] or ""
         w(f"  {mark}{d['ts']} {d['source']:<10} {d['agent']} {d['rule'] or ''} "
           f"{d['sqlstate'] or ''}: {what}\n")
-    w(f"\nREFUSED LOGINS AND CONNECTIONS ({len(answer['refused_logins'])})\n")
+    summaries = answer.get("refusals_not_itemized", [])
+    more = sum(r["dropped"] or 0 for r in summaries)
+    w(f"\nREFUSED LOGINS AND CONNECTIONS ({len(answer['refused_logins'])}"
+      f"{f', and {more} more not itemized' if more else ''})\n")
     for r in answer["refused_logins"]:
-        w(f"  {r['ts']} {r['agent']} from {r['client']}: {r['reason']} {r['sqlstate']} "
-          f"{r['message']}\n")
+        mark = "" if r["verified"] else "! "
+        grant = f" [grant {r['grant_id']}, task {r['task']}]" if r["grant_id"] else ""
+        w(f"  {mark}{r['ts']} {r['agent']} from {r['client']} to {r['database']}: {r['reason']} "
+          f"{r['sqlstate']} {r['message']}{grant}\n")
+    for r in summaries:
+        mark = "" if r["verified"] else "! "
+        w(f"  {mark}{r['ts']} {r['dropped']} more refused, not itemized (over the proxy's rate "
+          f"of login.refused events), by reason {json.dumps(r['by_reason'], sort_keys=True)}: "
+          "not attributed to an agent, some may belong in this answer\n")
 
 
 def _session(s: dict, w) -> None:

@@ -10,7 +10,10 @@ from typing import TextIO
 
 # table -> the timestamp that dates its rows
 EXPORT_TABLES = {
-    "grants": "coalesce(issued_at, expires_at)",
+    # a grant known only from its sessions (no grant.issued; a static user's: no expiry
+    # either) is dated by its first session, so that every grant of the index is exported
+    "grants": "coalesce(issued_at, expires_at, (SELECT min(s.started_at) FROM sessions s "
+              "WHERE s.grant_id = grants.grant_id))",
     "grant_events": "ts",
     "sessions": "started_at",
     "statements": "ts",

@@ -117,8 +117,9 @@ VIEWS = {
         SELECT e.ts, replace(e.kind, '_', '.') AS kind, e.grant_id,
                TRY_CAST(json_extract_string(e.payload, '$.at') AS TIMESTAMPTZ) AS happened_at,
                json_extract_string(e.payload, '$.by') AS by,
-               json_extract_string(e.payload, '$.expires_at') AS expires_at,
-               json_extract_string(e.payload, '$.previous_expires_at') AS previous_expires_at,
+               TRY_CAST(json_extract_string(e.payload, '$.expires_at') AS TIMESTAMPTZ) AS expires_at,
+               TRY_CAST(json_extract_string(e.payload, '$.previous_expires_at') AS TIMESTAMPTZ)
+                   AS previous_expires_at,
                e.stream_id, e.seq, e.verified
         FROM control_events e WHERE e.kind LIKE 'grant%'""",
 }
@@ -418,12 +419,38 @@ class Indexer:
             WHERE r.session_id = c.sid AND r.status <> 'tampered'
               AND (r.status <> 'closed' OR r.attested_through <> c.final OR r.last_chain <> c.chain)
               AND r.kind = 'session'""")
+        # A process's control stream holds its grant events, refused logins and the index of
+        # its sessions. Deleted whole, no chunk of it is left to fail verification: its
+        # sessions (each names its process in its signed start) are the trace. A process
+        # none of whose sessions any control stream in the index records opening has lost
+        # it (or not stored it yet: a session.opened rides the stream's next chunk).
+        con.execute(f"""
+            INSERT INTO recordings (session_id, kind, status, intact, problems, indexed_at)
+            SELECT {PROCESS_STREAM}, 'control', 'missing', false,
+                   to_json(['missing: ' || CAST(count(*) AS VARCHAR) || ' session(s) recorded '
+                            || 'by host ' || s.host || ' pid ' || CAST(s.pid AS VARCHAR)
+                            || ' are in the store, but no control stream that indexed them is '
+                            || '(its grant events, refused logins and session index are lost, '
+                            || 'or not stored yet)'])::VARCHAR,
+                   now()
+            FROM sessions s
+            WHERE s.host IS NOT NULL AND s.pid IS NOT NULL
+            GROUP BY s.host, s.pid
+            HAVING NOT bool_or(s.session_id IN (SELECT session_ref FROM control_events
+                                                WHERE kind = 'session.opened'
+                                                  AND session_ref IS NOT NULL))""")
         con.execute("""
             UPDATE sessions s SET status = r.status, intact = r.intact
             FROM recordings r WHERE r.session_id = s.session_id
               AND (s.status <> r.status OR s.intact <> r.intact)""")
         self.result.missing = con.execute(
             "SELECT count(*) FROM recordings WHERE status = 'missing'").fetchone()[0]
+
+
+# The ``recordings`` name of the control stream of the process that recorded a session
+# (``sessions`` row ``s``): listed ``missing`` when the store holds that process's sessions
+# but no control stream that indexed any of them (``Indexer._cross_check``).
+PROCESS_STREAM = "'control stream of ' || s.host || ' pid ' || CAST(s.pid AS VARCHAR)"
 
 
 # Records of a tampered recording's unverified chunks that the index decodes, at most (raw
@@ -474,11 +501,19 @@ def rebuild_grants(con) -> None:
         WHERE kind LIKE 'grant%' ORDER BY ts, stream_id, seq""").fetchall()
     grants: dict[str, dict] = {}
 
+    import datetime as dt
+
     def ts(v):
         if v is None:
             return None
-        import datetime as dt
         return int(dt.datetime.fromisoformat(v).timestamp() * 1e6)
+
+    def iso(v):  # as the answer writes every time: UTC, "Z"
+        try:
+            t = dt.datetime.fromisoformat(v)
+        except (TypeError, ValueError):
+            return v
+        return t.astimezone(dt.UTC).isoformat().replace("+00:00", "Z")
 
     forged: set[str] = set()
     for kind, at, payload, verified in rows:
@@ -504,17 +539,24 @@ def rebuild_grants(con) -> None:
             g["issued_at"], g["granted_by"] = at_us, p.get("by")
             g["first_expires_at"] = g["expires_at"] = ts(p.get("expires_at"))
         elif kind == "grant.extended":
-            g["extensions"].append({"at": p.get("at"), "by": p.get("by"),
-                                    "from": p.get("previous_expires_at"),
-                                    "to": p.get("expires_at")})
+            g["extensions"].append({"at": iso(p.get("at")), "by": p.get("by"),
+                                    "from": iso(p.get("previous_expires_at")),
+                                    "to": iso(p.get("expires_at"))})
             g["expires_at"] = ts(p.get("expires_at"))
             g.setdefault("first_expires_at", ts(p.get("previous_expires_at")))
+            if g.get("expired_at") is not None and (g["expires_at"] or 0) > g["expired_at"]:
+                # extended after it expired: valid again until its new expiry (the expiry
+                # it came back from stays in its events and extensions)
+                g["expired_at"] = g["expired_by"] = None
         elif kind == "grant.revoked":
             g["revoked_at"], g["revoked_by"] = ts(p.get("revoked_at")) or at_us, p.get("by")
             g.setdefault("expires_at", ts(p.get("expires_at")))
         elif kind == "grant.expired":
-            g["expired_at"] = ts(p.get("expires_at")) or at_us
-            g["expired_by"] = p.get("by")
+            expiry = ts(p.get("expires_at")) or at_us
+            if g.get("expires_at") is None or expiry >= g["expires_at"]:
+                # (an expiry an extension already moved, recorded late by another stream,
+                # ended nothing)
+                g["expired_at"], g["expired_by"] = expiry, p.get("by")
             g.setdefault("expires_at", ts(p.get("expires_at")))
     for (gid, agent, task, reason, by, db, scopes, enforce, meta) in con.execute("""
             SELECT grant_id, any_value(agent), any_value(task), any_value(reason),
@@ -532,7 +574,17 @@ def rebuild_grants(con) -> None:
             if g.get(k) is None and v is not None:
                 g[k] = v
     out = []
-    for gid in forged & grants.keys():
+    # Not intact: a grant an unverified event names (it may be forged); one whose events a
+    # control stream that did not verify carries (a record cut out of it, or a chunk
+    # deleted, may have been its revocation or expiry: red-team session 33); one whose
+    # sessions' process's control stream is missing (every event of it may be lost).
+    suspect = {r[0] for r in con.execute(f"""
+        SELECT e.grant_id FROM control_events e JOIN recordings r ON r.session_id = e.stream_id
+        WHERE e.kind LIKE 'grant%' AND NOT r.intact
+        UNION
+        SELECT s.grant_id FROM sessions s JOIN recordings r ON r.session_id = {PROCESS_STREAM}
+        WHERE r.kind = 'control' AND r.status = 'missing'""").fetchall()}
+    for gid in (forged | suspect) & grants.keys():
         grants[gid]["intact"] = False
     for g in grants.values():
         g["ended"] = "revoked" if g.get("revoked_at") else ("expired" if g.get("expired_at") else None)

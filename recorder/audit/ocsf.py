@@ -70,20 +70,32 @@ def statement_event(s: dict) -> dict:
 
 
 def authorize_event(kind: str, r: dict) -> dict:
-    """A login (accepted/refused) or a grant lifecycle event as Authorize Session."""
+    """A login (accepted/refused) or a grant lifecycle event as Authorize Session. A login
+    says from where (``src_endpoint``), to which database, and why it was refused; a grant
+    event for how long (the expiry it set, the one before, when the change happened); both
+    whether their record verified."""
     refused = r.get("outcome") == "refused"
     e = _base(3003, 3, 1, r["ts"], f"{kind}/{r.get('session_id') or r.get('grant_id')}/{r['ts']}")
+    unmapped = {"event": kind, "task": r.get("task"), "grant_id": r.get("grant_id"),
+                "by": r.get("by"), "database": r.get("database"), "verified": r.get("verified")}
+    if kind.startswith("login."):
+        unmapped["reason"] = r.get("reason")
+    else:
+        unmapped.update({k: r.get(k) for k in ("expires_at", "previous_expires_at",
+                                               "happened_at")})
     e.update({
         "class_name": "Authorize Session", "category_name": "Identity & Access Management",
         "user": {"name": r.get("agent"), "uid": r.get("agent")},
         "privileges": [p for p in (r.get("scopes") or "").split(" ") if p],
         "status_id": 2 if refused else 1, "status": "Failure" if refused else "Success",
         "status_code": r.get("sqlstate"), "status_detail": r.get("message") or r.get("reason"),
-        "unmapped": {"event": kind, "task": r.get("task"), "grant_id": r.get("grant_id"),
-                     "by": r.get("by")},
+        "unmapped": unmapped,
     })
     if r.get("session_id"):
         e["session"] = {"uid": r["session_id"]}
+    host, _, port = (r.get("client") or "").rpartition(":")
+    if host:
+        e["src_endpoint"] = {"ip": host, "port": int(port) if port.isdigit() else None}
     return e
 
 
@@ -98,7 +110,7 @@ def events(con, where: str = "TRUE", params: list | None = None) -> Iterator[dic
     for r in _rows(con, f"SELECT l.*, g.scopes FROM logins l LEFT JOIN grants g USING (grant_id) "
                         f"WHERE {where.replace('ts', 'l.ts')} ORDER BY l.ts", params):
         yield authorize_event("login." + r["outcome"], r)
-    for r in _rows(con, "SELECT e.*, g.agent, g.task, g.scopes FROM grant_events e LEFT JOIN "
+    for r in _rows(con, "SELECT e.*, g.agent, g.task, g.scopes, g.database FROM grant_events e LEFT JOIN "
                         f"grants g USING (grant_id) WHERE {where.replace('ts', 'e.ts')} "
                         "ORDER BY e.ts", params):
         yield authorize_event(r["kind"], r)
