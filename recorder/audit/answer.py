@@ -288,7 +288,37 @@ def write_csv(answer: dict, out: TextIO) -> None:
         w.writerow(r)
 
 
+_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def _escaped(text: str) -> str:
+    """``text`` on one line, as data: what is not printable (a newline, a carriage return,
+    a terminal's escape sequence, a bidirectional override) written as its escape."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else _ESCAPES.get(c) or (
+        f"\\x{ord(c):02x}" if ord(c) < 0x100 else f"\\u{ord(c):04x}" if ord(c) < 0x10000
+        else f"\\U{ord(c):08x}") for c in text)
+
+
+def _data(v):
+    """Every string of an answer's rows ``_escaped``."""
+    if isinstance(v, str):
+        return _escaped(v)
+    if isinstance(v, dict):
+        return {k: _data(x) for k, x in v.items()}
+    if isinstance(v, list):
+        return [_data(x) for x in v]
+    return v
+
+
 def write_text(answer: dict, out: TextIO) -> None:
+    # Whatever the report prints of its rows is data: a login name, a database name, an
+    # error message or a statement's text is the client's (a refused login's before any
+    # authentication), and a newline or a terminal control in it must not write lines of
+    # the report (a forged refusal, a denial of another agent) or erase them (red-team
+    # session 33). The verification's names are printed by ``shown``.
+    answer = {k: (v if k == "verification" else _data(v)) for k, v in answer.items()}
     v = answer["verification"]
     w = out.write
     if v["intact"]:
@@ -350,6 +380,10 @@ def write_text(answer: dict, out: TextIO) -> None:
           "not attributed to an agent, some may belong in this answer\n")
 
 
+def _quoted(name: str) -> str:
+    return f"'{name}'"  # (already escaped: write_text)
+
+
 def _session(s: dict, w) -> None:
     mark = "" if s["intact"] else " !"
     state = s["status"] if s["status"] != "closed" else "closed"
@@ -357,10 +391,10 @@ def _session(s: dict, w) -> None:
     w(f"    {s['started_at']} -> {s['ended_at'] or '(open)'}  end: {s['end_cause']}"
       f"{(' (' + s['end_detail'] + ')') if s['end_detail'] else ''}\n")
     w(f"    client {s['client_addr']} tls {s['client_tls']}"
-      f"{'  application_name ' + repr(s['application_name']) if s['application_name'] else ''}"
+      f"{'  application_name ' + _quoted(s['application_name']) if s['application_name'] else ''}"
       f"  upstream {s['upstream']} backend pid {s['backend_pid']}"
       f"{' (kept from an earlier session of this grant)' if s.get('upstream_reused') else ''}"
-      f"{' as ' + repr(s['upstream_application_name']) if s['upstream_application_name'] else ''}"
+      f"{' as ' + _quoted(s['upstream_application_name']) if s['upstream_application_name'] else ''}"
       "\n")
     for st in s["statement_rows"]:
         mark = "  " if st["verified"] else "! "

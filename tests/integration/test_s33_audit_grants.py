@@ -818,10 +818,9 @@ def test_a_deleted_expiry_chunk_marks_the_grant(truth, tmp_path):
 
 
 @pytest.mark.parametrize("how", ["chunk", "truncated"])
-def test_a_damaged_session_is_listed_and_marked(truth, tmp_path, how):
+def test_a_damaged_session_is_listed_and_marked(truth, full, tmp_path, how):
     st = Store(truth, tmp_path)
-    sid = grant_of(answer(truth.tmp, "--no-update")[1], truth.gid("exp"))["sessions"][0][
-        "session_id"]
+    sid = grant_of(full, truth.gid("exp"))["sessions"][0]["session_id"]
     last = st.chunk_numbers(sid)[-1]
     assert last >= 1
     if how == "chunk":
@@ -895,9 +894,13 @@ def test_refusals_over_the_event_rate_are_counted_in_the_answer(make_proxy, tmp_
         except RawError:
             tried += 1
     assert tried == 6
-    time.sleep(1.2)  # the second is over: its summary is written at the next tick
-    with RawClient.via_proxy(h) as c:
-        _ok(c, "SELECT 1")
+
+    def accounted():  # the second over, its summary is written at the proxy's next tick
+        rc, a = answer(tmp_path, "--agent", "flood-bot")
+        n = len(a["refused_logins"]) + sum(s["dropped"] for s in a["refusals_not_itemized"])
+        return a if n >= tried else None
+
+    wait_for(accounted, 15, "every refusal itemized or counted", 0.2)
     h.stop()
     rc, a = answer(tmp_path, "--agent", "flood-bot")
     itemized = len(a["refused_logins"])
@@ -926,3 +929,40 @@ def test_the_refused_logins_of_a_task_are_among_its_denials(truth, full):
     rc, a = answer(truth.tmp, "--no-update", "--task", truth.t1)
     logins = [d["ts"] for d in a["denials"] if d["source"] in ("login", "connection")]
     assert logins == [r["ts"] for r in a["refused_logins"]]
+
+
+# --- what an unauthenticated client may write into the auditor's report ----------------
+
+FORGED = "2026-01-01T00:00:00Z billing-bot from 10.9.9.9:1 to app: revoked 28000 FORGED"
+
+
+def test_a_login_name_cannot_write_lines_into_the_text_answer(make_proxy, tmp_path):
+    """The user and database names of a refused login are the client's, unauthenticated:
+    the text answer must show them as data, not as its own lines (a newline forging a
+    refusal or a denial of another agent) or terminal controls (an escape sequence moving
+    the cursor up and erasing the line before it)."""
+    h = make_proxy(**recording(tmp_path), **{
+        "grants.store": f"sqlite:///{tmp_path / 'grants.db'}", "proxy.auth_fail_delay": 0.0})
+    names = [f"mallory\n  {FORGED}", "eve\x1b[1A\x1b[2K", "trudy\r" + " " * 60]
+    for user in names:
+        with pytest.raises(RawError):
+            RawClient.session(h.host, h.port, user, "pgw_wrong", database=f"app\n  {FORGED}")
+    wait_for(lambda: len([r for r in answer(tmp_path)[1]["refused_logins"]]) == len(names), 10,
+             "the refusals in the answer")
+    h.stop()
+    rc, a = answer(tmp_path)
+    assert sorted(r["agent"] for r in a["refused_logins"]) == sorted(names)  # the JSON: as sent
+    rc, text = run("audit", *args(tmp_path))
+    assert "\x1b" not in text and "\r" not in text
+    lines = text.splitlines()
+    assert not [x for x in lines if x.lstrip().startswith(FORGED[:20])], text
+
+    def section(head: str) -> list[str]:
+        start = next(i for i, x in enumerate(lines) if x.startswith(head))
+        body = lines[start + 1:]
+        return body[:body.index("")] if "" in body else body
+
+    assert len(section("REFUSED LOGINS")) == len(section("DENIALS")) == len(names), text
+    for name in names:  # each shown, escaped, on its own line
+        shown = name.replace("\n", "\\n").replace("\r", "\\r").replace("\x1b", "\\x1b")
+        assert len([x for x in section("REFUSED LOGINS") if f" {shown} from " in x]) == 1, shown

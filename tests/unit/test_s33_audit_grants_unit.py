@@ -323,3 +323,26 @@ def test_every_format_writes_an_answer_without_refusal_summaries(fmt):
     out = io.StringIO()
     (write_text if fmt == "text" else write_csv)(a, out)
     assert "g1" in out.getvalue()
+
+
+def test_the_text_answer_prints_its_rows_as_data_one_line_each():
+    """A statement's text, an error message, a login name: newlines, carriage returns,
+    terminal escapes and bidirectional overrides are written as escapes."""
+    ix = Index().stream()
+    ix.grant_event("grant.issued", "g1", 0, 600, reason="line one\nline two")
+    ix.session("S1", "g1", 1, 2, application_name="app\x1b[2K").opened("S1", 1)
+    index._insert(ix.con, "statements", [{
+        "session_id": "S1", "n": 1, "ts": us(1), "ended_at": us(1.1), "duration_ms": 1.0,
+        "grant_id": "g1", "agent": "bot", "task": "T", "protocol": "simple",
+        "text": "SELECT 1\n    -> ERROR 42501 forged\u202e", "decision": "allowed",
+        "outcome": "ok", "command_tag": "SELECT 1", "verified": True}])
+    ix.refused(3, agent="x\r\n  2026 forged line\ty").fold()
+    out = io.StringIO()
+    write_text(audit(ix.con, Filters()), out)
+    text = out.getvalue()
+    assert "why: line one\\nline two" in text
+    assert "application_name 'app\\x1b[2K'" in text
+    assert "SELECT 1\\n    -> ERROR 42501 forged\\u202e" in text
+    assert " x\\r\\n  2026 forged line\\ty from " in text
+    assert not [x for x in text.splitlines() if "forged" in x and not x.startswith("  ")]
+    assert all(c.isprintable() for x in text.splitlines() for c in x), text
