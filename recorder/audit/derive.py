@@ -12,9 +12,10 @@ for the relay (the recorder may not import it: docs/decisions.md, round 20c);
 tests/unit/test_audit_derive_pairing.py holds derive to them, frame by frame.
 
 Rows per execution: a simple Query (its text, all of it); an extended-protocol Execute (the
-text of the prepared statement it binds, its parameters, the decision made at Parse); a
-Parse or Bind the server (or the policy) refused (a Bind's row with the values it bound, as
-an Execute's); a FunctionCall. A Parse that succeeds is not a row by itself: its decision is
+text of the prepared statement it binds, its parameters, the decision made at Parse, or on
+the Execute itself where the policy follows portals); a Parse or Bind the server (or the
+policy) refused (a Bind's row with the values it bound, as an Execute's); a Describe the
+policy refused; a FunctionCall. A Parse that succeeds is not a row by itself: its decision is
 carried to the Executes that use it. Statement and portal names are read as the server reads
 them when it answers: a Parse or Bind that failed, or that the policy refused, leaves the
 name to what the server held before (a later Execute of it runs that).
@@ -534,6 +535,8 @@ class SessionFacts:
         # Binds of the frames being read: the proxy checks (and records a "Bind" decision
         # for) those whose statement's object text a parameter pins
         self._binds: deque[Unit] = deque()
+        # Executes and Describes of those frames: the policy decides some (portals_watched)
+        self._portal_units: deque[Unit] = deque()
         # statement name -> its Parse; portal -> (that Parse, parameters). Set when the client
         # sends them (a pipeline binds before the server answers); the Parse's decision is
         # read when the Execute's row is emitted (decisions follow the client's frames).
@@ -598,6 +601,7 @@ class SessionFacts:
             if r.direction == Direction.C2S:
                 self._awaiting.clear()  # decisions follow the client frames they judge
                 self._binds.clear()
+                self._portal_units.clear()
                 for typ, body in frames:
                     self._client(typ, body)
             else:
@@ -620,6 +624,14 @@ class SessionFacts:
                         u.decision = _decision_fields(full)
                         break
                 return
+            message = full.get("message")
+            if message in ("Execute", "Describe"):
+                # a portal's Execute or Describe the policy refused (deny.cursor) or would
+                # have: that message's, never the next Query's or Parse's
+                self._portal_decision(message, full)
+                return
+            if message not in (None, "Query", "Parse", "FunctionCall"):
+                return  # CopyData, CopyDone refused while the recorder could not record
             if self._awaiting:
                 u = self._awaiting.popleft()
                 u.decision = _decision_fields(self._shapes.expand(p))
@@ -646,6 +658,20 @@ class SessionFacts:
                                 "payload": p, "verified": verified})
             if r.type == "authenticated" and verified:
                 self.session.setdefault("authenticated", True)
+
+    def _portal_decision(self, message: str, full: dict) -> None:
+        """The decision on an Execute or a Describe of the frames being read: on its unit
+        (by its portal, or the statement a Describe names); an Execute's row carries it, a
+        Describe the policy refused gets a row of its own when its error comes."""
+        kind = "E" if message == "Execute" else "D"
+        name = full.get("portal", full.get("statement"))
+        for u in self._portal_units:
+            if u.kind == kind and (name is None or name == (u.name if kind == "E" else u.stmt)):
+                self._portal_units.remove(u)
+                u.decision = _decision_fields(full)
+                if u.row is not None:
+                    u.row.update(u.decision)
+                return
 
     def _start(self, p: dict) -> None:
         self._started = True
@@ -815,11 +841,14 @@ class SessionFacts:
                 src, params, bound = self._portals.get(portal, (None, [], None))
                 u = Unit("E", self._row("extended", src.sql if src else "", None, params),
                          name=portal, src=src, bind=bound)
+                self._portal_units.append(u)
             elif typ == "F":
                 u = Unit("F", self._row("function", "(FunctionCall)", None))
                 self._awaiting.append(u)
             elif typ in ("D", "C"):  # a statement's ParameterDescription names its types
                 u = Unit(typ, name=body[:1].decode("latin-1"), stmt=_cstr(body, 1, codec)[0])
+                if typ == "D":
+                    self._portal_units.append(u)
             else:
                 return
         except (ValueError, struct.error, IndexError):
@@ -875,6 +904,13 @@ class SessionFacts:
             elif u.kind == "B":
                 self._bound(u)
             row = u.row
+            if row is None and u.kind == "D" and u.decision is not None:
+                # a Describe the policy refused (a portal the client did not make: what it
+                # would say reads rows): a denial, a row of its own, of what it names
+                held = (self._server_portals if u.name == "P" else self._server_stmts).get(u.stmt)
+                row = self._row("extended", held.sql if held is not None else "", u.decision)
+                row["start_ns"], row["order"] = u.start, u.order
+                u.row = row
             if row is None and u.kind in ("P", "B"):  # a refused Parse/Bind is a statement row
                 # (a Bind's with the values it bound: _emit types them as an Execute's)
                 row = self._row("extended", u.sql, None, u.params)

@@ -272,3 +272,77 @@ def test_after_a_fatal_nothing_pipelined_behind_it_commits():
              error("57P01", "terminating connection due to administrator command", "FATAL"))
     s.meta("session.end", dump_json({"cause": "upstream"}))
     assert [r[4] for r in rows(s)] == ["rolled back", "error"]
+
+
+# --- decisions on Executes and Describes (the policy follows portals) --------------------
+
+
+def portal_refused(s: Session, message: str, **names: str) -> Session:
+    p = {"denied": True, "outcome": "denied", "message": message, **names,
+         "error": "pgwitness: may not read portal nope: this session did not make it",
+         "statements": [{"rule": "deny.cursor", "allowed": False, "reason": "not made here"}]}
+    return s.meta("deny", dump_json(p), Kind.DECISION)
+
+
+def query_allowed(s: Session) -> Session:
+    p = {"denied": False, "outcome": "allowed", "message": "Query",
+         "statements": [{"rule": "default.no_relations", "allowed": True}]}
+    return s.meta("allow", dump_json(p), Kind.DECISION)
+
+
+NOT_MADE = error("34000", "pgwitness: may not read portal nope: this session did not make it")
+
+
+def test_an_execute_the_policy_refused_is_its_rows_denial_not_the_next_querys():
+    """An Execute of a portal the client did not make, then a Query, in one write: the
+    refusal (recorded first) is the Execute's; the Query keeps its own decision (was: the
+    Query shown denied by deny.cursor, and run; the Execute with no decision)."""
+    s = Session().start()
+    s.client(execute("nope"), sync(), query("SELECT 'after'"))
+    query_allowed(portal_refused(s, "Execute", portal="nope"))
+    s.server(NOT_MADE, ready(), ONE, ready())
+    assert rows(s) == [
+        ("", "[]", "denied", "deny.cursor", "error", "34000"),
+        ("SELECT 'after'", None, "allowed", "default.no_relations", "ok", "SELECT 1"),
+    ]
+
+
+def test_a_describe_the_policy_refused_is_a_denial_of_its_own():
+    """A Describe of a portal the client did not make is refused (its columns would say
+    what the cursor reads): a denied row; the Parse after it keeps its own decision."""
+    s = Session().start()
+    s.client(frame(b"D", b"Pnope\x00"), sync(), parse("SELECT 'parsed'"), bind([]), execute(),
+             sync())  # fmt: skip
+    allowed(portal_refused(s, "Describe", portal="nope"))
+    s.server(NOT_MADE, ready(), PC, BC, ONE, ready())
+    assert rows(s) == [
+        ("", None, "denied", "deny.cursor", "error", "34000"),
+        ("SELECT 'parsed'", "[]", "allowed", "default.no_relations", "ok", "SELECT 1"),
+    ]
+
+
+def test_a_would_deny_on_an_execute_is_that_executes():
+    """Dry run: the Execute of a portal is let through with its would-deny; its row says so
+    and the portal's statement's decision is not put in its place."""
+    s = Session().start()
+    allowed(s.client(parse("SELECT 1"), bind([], "", "p"), sync())).server(PC, BC, ready())
+    p = {"denied": False, "outcome": "would_deny", "message": "Execute", "portal": "p",
+         "statements": [{"rule": "deny.cursor", "allowed": False, "reason": "not made here"}]}
+    s.client(execute("p"), sync()).meta("allow", dump_json(p), Kind.DECISION)
+    s.server(ONE, ready())
+    assert rows(s)[0][2:5] == ("would_deny", "deny.cursor", "ok")
+
+
+def test_a_copy_data_refusal_is_no_querys_decision():
+    """A CopyData refused while the recorder could not record (the proxy fails the COPY),
+    with a Query behind it in the same write: the Query keeps its own decision."""
+    s = Session().start()
+    allowed(s.client(query("COPY t FROM STDIN"))).server(frame(b"G", b"\x00\x00\x00"))
+    unrecorded = {"denied": True, "outcome": "denied", "message": "CopyData",
+                  "error": "pgwitness: refused: the recorder cannot record"}
+    s.client(frame(b"d", b"1\n"), frame(b"c", b""), query("SELECT 'next'"))
+    query_allowed(s.meta("deny", dump_json(unrecorded), Kind.DECISION))
+    s.server(error("57014", "COPY from stdin failed: the recorder cannot record"), ready(),
+             ONE, ready())  # fmt: skip
+    assert [r[2:5] for r in rows(s)] == [("allowed", "default.no_relations", "error"),
+                                         ("allowed", "default.no_relations", "ok")]
