@@ -211,6 +211,9 @@ def verification(con, sids: list[str], streams: list[str]) -> dict:
         "open": sorted(r["session_id"] for r in recs if r["status"] == "open"),
         "not_intact": bad,
         "verified_at": max((r["indexed_at"] for r in recs if r["indexed_at"]), default=None),
+        # the control streams the answer draws on (its grants' events, its refusals): what
+        # `audit --reverify` verifies again with its sessions
+        "control_streams": sorted(streams),
     }
 
 

@@ -179,11 +179,14 @@ def _reverify(args) -> int:
     sids += [s["session_id"] for s in a["other_sessions"]]
     con = index.connect(args.index)
     try:
-        streams = [r[0] for r in con.execute(
+        # the streams of every control event naming its grants, and those the answer draws
+        # on otherwise (its refused logins' and refusal summaries')
+        streams = {r[0] for r in con.execute(
             "SELECT DISTINCT stream_id FROM control_events WHERE grant_id IN (SELECT unnest(?))",
-            [[g["grant_id"] for g in a["grants"]]]).fetchall()]
+            [[g["grant_id"] for g in a["grants"]]]).fetchall()}
+        streams |= set(a["verification"]["control_streams"])
         index.Indexer(con, open_from_args(args), _keys(args),
-                      check_locks=not args.no_lock_check).reverify(sids + streams)
+                      check_locks=not args.no_lock_check).reverify(sids + sorted(streams))
     finally:
         con.close()
     return 0

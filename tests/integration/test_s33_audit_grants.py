@@ -966,3 +966,23 @@ def test_a_login_name_cannot_write_lines_into_the_text_answer(make_proxy, tmp_pa
     for name in names:  # each shown, escaped, on its own line
         shown = name.replace("\n", "\\n").replace("\r", "\\r").replace("\x1b", "\\x1b")
         assert len([x for x in section("REFUSED LOGINS") if f" {shown} from " in x]) == 1, shown
+
+
+def test_reverify_finds_a_refused_login_tampered_after_it_was_indexed(truth, tmp_path):
+    """``audit --reverify`` verifies again every recording the answer draws on: the control
+    stream its refused logins come from too, not only its grants' (a local store can be
+    edited after indexing; closed recordings are not re-read by an update)."""
+    st = Store(truth, tmp_path)
+    rc, a = st.answer("--agent", "nobody-bot")
+    assert rc == 0 and len(a["refused_logins"]) == 1
+    ctl = st.control[0]
+    n = st.chunk_with(ctl, lambda r: r.type == "login.refused"
+                      and r.json().get("agent") == "nobody-bot")
+    st.rewrite(ctl, n, keep=lambda r: True,
+               edit=lambda r: r.payload.replace(b"127.0.0.1", b"10.66.6.6"))
+    rc, a = st.answer("--agent", "nobody-bot", "--reverify")
+    assert rc == 1, a["verification"]
+    assert [(x["session_id"], x["in_answer"]) for x in a["verification"]["not_intact"]] == [
+        (ctl, True)]
+    (r,) = a["refused_logins"]
+    assert r["verified"] is False and r["client"].startswith("10.66.6.6:")
