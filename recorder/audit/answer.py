@@ -129,6 +129,14 @@ def audit(con, f: Filters) -> dict:
                         "ORDER BY ts, stream_id, seq", [gids])
     dw, dp = _where(f, ts="ts", session="session_id")
     denials = _rows(con, f"SELECT * FROM denials WHERE {dw} ORDER BY ts", dp)
+    unnamed = [r["ts"] for r in refused if r["grant_id"] is None and r["task"] is None]
+    if f.task is not None and unnamed:
+        # the refused logins that named no grant, which belong to the task (above): denials
+        # of it as much as its refused logins are, so both lists say the same
+        denials = _by_time(denials + _rows(
+            con, "SELECT * FROM denials WHERE source IN ('login', 'connection') "
+                 "AND grant_id IS NULL AND task IS NULL "
+                 "AND ts IN (SELECT CAST(unnest(?) AS TIMESTAMPTZ)) ORDER BY ts", [unnamed]))
     # refusals over the proxy's rate of login.refused events, counted by reason only: no
     # agent to filter them by, so every answer but a session's shows those of its window
     summaries = []

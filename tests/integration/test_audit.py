@@ -204,7 +204,12 @@ def test_audit_answer_lists_each_fact_once_as_the_clients_saw_it(scenario):
     assert ("policy", "delete from orders") in denials
     assert ("database", f"select * from public.{scenario['locked']}") in denials
     assert ("database", "select 1/0 from orders") not in denials  # an error, not a refusal
-    assert len(a["denials"]) == len({(x["session_id"], x["n"]) for x in a["denials"]}) == 3
+    statement_denials = [x for x in a["denials"] if x["source"] in ("policy", "database")]
+    assert len(statement_denials) == len({(x["session_id"], x["n"]) for x in statement_denials}) == 3
+    # a refused login of the task's agent (a wrong token: no grant named) is one of its
+    # denials as it is one of its refused logins (session 33)
+    assert [x["ts"] for x in a["denials"] if x["source"] in ("login", "connection")] == [
+        r["ts"] for r in a["refused_logins"]]
 
     # every statement fact exactly once across the answer
     keys = [(s["session_id"], st["n"]) for g in a["grants"] for s in g["sessions"]

@@ -449,8 +449,8 @@ def by_hand(full: dict, task=None, agent=None, grant=None, session=None, since=N
     window (issued by --until, not ended before --since) or that a session or refused login
     of the answer names; refused logins in the window (with --task, also those naming no
     grant that the task's agent made while one of its grants was open); the denials of the
-    statements, and of the refused logins of the filters (not those the --task rule adds:
-    ``test_the_refused_logins_of_a_task_are_among_its_denials``)."""
+    statements and of those refused logins, the ones the --task rule adds included
+    (``test_the_refused_logins_of_a_task_are_among_its_denials``)."""
     since, until = ts(since), ts(until)
 
     def within(v):
@@ -470,7 +470,6 @@ def by_hand(full: dict, task=None, agent=None, grant=None, session=None, since=N
     grants = [g for g in full["grants"] if who(g)]
     refused = [] if session is not None else [
         r for r in full["refused_logins"] if within(r["ts"]) and who(r)]
-    named_refused = list(refused)  # the denials view's: refused logins of the filters
     if task is not None and grant is None and session is None and grants:
         for r in full["refused_logins"]:
             if r["grant_id"] is None and within(r["ts"]) and any(
@@ -503,7 +502,7 @@ def by_hand(full: dict, task=None, agent=None, grant=None, session=None, since=N
     statement_denials = [(d["session_id"], d["n"]) for d in full["denials"]
                          if d["session_id"] in kept and within(d["ts"])]
     return {"grants": out_grants, "other": other, "refused": [r["ts"] for r in refused],
-            "denials": sorted(statement_denials + [(None, r["ts"]) for r in named_refused],
+            "denials": sorted(statement_denials + [(None, r["ts"]) for r in refused],
                               key=str)}
 
 
@@ -916,15 +915,6 @@ def test_refusals_over_the_event_rate_are_counted_in_the_answer(make_proxy, tmp_
     assert sum(int(r["rows"]) for r in rows) == tried - itemized
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "audit --task T lists under refused_logins the logins that named no grant (a wrong "
-    "token) made by T's agent while a grant of T was open, but its denials (the denials "
-    "view, whose task comes from the login's grant) leave them out: the text says "
-    "'DENIALS (n)' without them and 'REFUSED LOGINS (n+4)' with them. The fix is in "
-    "recorder/audit/answer.py (the login rows of the denials from the answer's own refused "
-    "logins); it is held back because tests/integration/test_audit.py:207 (not this "
-    "session's to edit) asserts a task's denials are its 3 statement denials, with the "
-    "wrong-token login of that task left out"))
 def test_the_refused_logins_of_a_task_are_among_its_denials(truth, full):
     rc, a = answer(truth.tmp, "--no-update", "--task", truth.t1)
     logins = [d["ts"] for d in a["denials"] if d["source"] in ("login", "connection")]
