@@ -423,7 +423,10 @@ class Indexer:
         # its sessions. Deleted whole, no chunk of it is left to fail verification: its
         # sessions (each names its process in its signed start) are the trace. A process
         # none of whose sessions any control stream in the index records opening has lost
-        # it (or not stored it yet: a session.opened rides the stream's next chunk).
+        # it. Not before its first session is CONTROL_GRACE old: a session.opened rides the
+        # stream's next chunk (sealed within a tick, then uploaded), so a process's first
+        # session is briefly in the store before any stream indexes it, and an answer read
+        # then would call a stream missing that is only not stored yet.
         con.execute(f"""
             INSERT INTO recordings (session_id, kind, status, intact, problems, indexed_at)
             SELECT {PROCESS_STREAM}, 'control', 'missing', false,
@@ -438,7 +441,8 @@ class Indexer:
             GROUP BY s.host, s.pid
             HAVING NOT bool_or(s.session_id IN (SELECT session_ref FROM control_events
                                                 WHERE kind = 'session.opened'
-                                                  AND session_ref IS NOT NULL))""")
+                                                  AND session_ref IS NOT NULL))
+               AND min(s.started_at) < now() - INTERVAL {CONTROL_GRACE} SECOND""")
         con.execute("""
             UPDATE sessions s SET status = r.status, intact = r.intact
             FROM recordings r WHERE r.session_id = s.session_id
@@ -451,6 +455,9 @@ class Indexer:
 # (``sessions`` row ``s``): listed ``missing`` when the store holds that process's sessions
 # but no control stream that indexed any of them (``Indexer._cross_check``).
 PROCESS_STREAM = "'control stream of ' || s.host || ' pid ' || CAST(s.pid AS VARCHAR)"
+# Seconds a process's first session may be in the store before a control stream indexes it
+# (``Indexer._cross_check``): its session.opened rides the stream's next chunk.
+CONTROL_GRACE = 5
 
 
 # Records of a tampered recording's unverified chunks that the index decodes, at most (raw

@@ -174,6 +174,22 @@ def test_sessions_of_a_process_no_control_stream_indexes_flag_it_missing():
     assert audit(ix.con, Filters())["verification"]["intact"]
 
 
+def test_a_process_whose_first_session_is_fresh_is_not_yet_called_missing():
+    """A process's first session is in the store a moment before the control stream's next
+    chunk (holding its session.opened) is: not missing within ``index.CONTROL_GRACE`` of
+    its start (an answer read right after a session is not a tampering alarm), missing
+    after it if no stream has indexed it by then."""
+    now = (dt.datetime.now(dt.UTC) - T0).total_seconds()
+    ix = Index().stream()
+    ix.grant_event("grant.issued", "g1", 0, now + 600)
+    ix.session("S1", "g1", now - 1, now, host="c", pid=3)
+    ix.fold()
+    assert audit(ix.con, Filters())["verification"]["intact"]
+    ix.session("S0", "g1", now - index.CONTROL_GRACE - 60, now - 70, host="c", pid=3).fold()
+    rows = ix.con.execute("SELECT session_id FROM recordings WHERE status = 'missing'").fetchall()
+    assert rows == [("control stream of c pid 3",)]
+
+
 # --- filters -------------------------------------------------------------------------
 
 
