@@ -973,6 +973,15 @@ class Relay:
             self.recorder.event(DECISION_SHAPE, shape)
         self.recorder.decision_json(body, not verdict.allowed)
 
+    def _answered(self) -> None:
+        """A ReadyForQuery: the statements decided in the groups it answered are no longer
+        needed for a db.denied record, and the next group's completions count from 0."""
+        self._completions = 0
+        decided = self._decided
+        answered = self.groups.answered
+        while decided and decided[0][0] < answered:
+            self._decided_chars -= len(decided.popleft()[2])
+
     def _refused_statement(self) -> tuple[str, str, bool]:
         """(statement, rule, would_deny) of what the database refused: the statement after
         the ones it completed in the Sync group it is answering (``_completions``), counted
@@ -980,10 +989,8 @@ class Relay:
         common pipelines: one Query of several statements, Parse/Bind/Execute for each);
         else, as before, the group's first decided statement or its first would-deny (a
         Bind of a statement prepared earlier: its Parse is not in the group)."""
-        decided = self._decided
+        decided = self._decided  # (its answered groups' are gone: ``_answered``)
         answering = self.groups.answered
-        while decided and decided[0][0] < answering:
-            self._decided_chars -= len(decided.popleft()[2])
         k = self._completions
         for group, verdict, text, message in decided:
             if group != answering:
@@ -1156,7 +1163,7 @@ class Relay:
                     inj.resolved = True
                     first = groups.head_number
                     groups.ready()
-                    self._completions = 0
+                    self._answered()
                     name_ = inj.checks
                     policy = self.policy
                     if policy is not None and policy.portals_watched:
@@ -1204,10 +1211,7 @@ class Relay:
                     last = start
                 first = groups.head_number
                 answered = groups.ready()
-                self._completions = 0
-                decided = self._decided
-                while decided and decided[0][0] < groups.answered:  # (answered: not needed)
-                    self._decided_chars -= len(decided.popleft()[2])
+                self._answered()
                 if answered:
                     denials.skipped(answered)
                 if policy is not None and policy.portals_watched:

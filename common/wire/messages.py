@@ -90,12 +90,12 @@ def cstring(buf: bytes, pos: int, encoding: str = "utf-8") -> tuple[str, int]:
 
 def decode_query(msg: bytes, encoding: str = "utf-8") -> str:
     """Query: the SQL text of a whole 'Q' frame, in the session's client encoding."""
-    return cstring(msg, 5, encoding)[0]
+    return query_text(msg, 0, len(msg), encoding)
 
 
 def query_text(run: bytes, start: int, end: int, encoding: str = "utf-8") -> str:
-    """``decode_query(run[start:end], encoding)`` of the whole 'Q' frame at ``run[start:end]``,
-    without copying the frame first (the relay's hot path)."""
+    """The SQL text of the whole 'Q' frame at ``run[start:end]`` (``decode_query``), read in
+    place: the relay's hot path does not copy the frame first."""
     nul = run.find(b"\x00", start + 5, end)
     if nul < 0:
         raise ProtocolViolation("unterminated string in message")

@@ -37,6 +37,16 @@ def _policy() -> StatementPolicy:
     return StatementPolicy(SCOPES, task="T-33", shared=SharedClassifications())
 
 
+def _shape_hit(policy: StatementPolicy, warm: tuple[int, ...], n: int) -> tuple[str, object]:
+    """``SHAPE`` with ``n``, checked after the texts of ``warm`` made its shape known."""
+    for w in warm:
+        policy.check_query(SHAPE.format(n=w))
+    sql = SHAPE.format(n=n)
+    verdict = policy.check_query(sql)
+    assert type(verdict) is ShapeVerdict, "not a shape hit: the test proves nothing"
+    return sql, verdict
+
+
 def _relay() -> tuple[Relay, Sink]:
     sink = Sink()
     relay = Relay(policy=_policy(), recorder=sink, grant_id="g-33")
@@ -91,12 +101,7 @@ def test_db_denied_after_shape_hits_records_the_text_the_server_refused():
 def test_a_shape_verdict_rendered_whole_carries_its_own_text():
     """The compact record (``{"denied":false,"shape":N}``) holds no text; a rendering of
     the whole decision does, and must hold the text's own."""
-    policy = _policy()
-    for n in (11111, 22222):
-        policy.check_query(SHAPE.format(n=n))
-    sql = SHAPE.format(n=31337)
-    verdict = policy.check_query(sql)
-    assert type(verdict) is ShapeVerdict, "not a shape hit: the test proves nothing"
+    sql, verdict = _shape_hit(_policy(), (11111, 22222), 31337)
     body = DecisionRecords("g-33").render_whole(verdict, "Query", sql)
     assert b"31337" in body and b"22222" not in body, body
     body = DecisionRecords("g-33").render(verdict, "Query", sql, run_as=sql)[1]
@@ -148,11 +153,7 @@ def test_a_shape_verdict_found_by_identity_is_forgotten_when_the_renderer_forget
     statements evicted it), the shape's next statement gets a new shape number, as the
     reference path gives it; the identity lookup must not bring back the old one."""
     policy = _policy()
-    for n in (1, 2):
-        policy.check_query(SHAPE.format(n=n))
-    a = SHAPE.format(n=3)
-    shaped = policy.check_query(a)
-    assert type(shaped) is ShapeVerdict, "not a shape hit: the test proves nothing"
+    a, shaped = _shape_hit(policy, (1, 2), 3)
     others = ["DELETE FROM orders WHERE id = 5", "UPDATE orders SET id = 1 WHERE false", "SELECT 7"]
     fast, reference = DecisionRecords("g-33", size=2), DecisionRecords("g-33", size=2)
     for records, verdict in ((fast, shaped), (reference, exact(shaped, a))):
