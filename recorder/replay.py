@@ -123,11 +123,13 @@ def _fields(body: bytes, codec: str = DEFAULT_CODEC) -> dict[str, str]:
 
 
 def _value(raw: bytes | None, binary: bool = False, type_oid: int = 0,
-           codec: str = DEFAULT_CODEC) -> str:
+           codec: str = DEFAULT_CODEC) -> str | None:
     """A parameter's or a column's value as text: a text-format one in the session's
-    encoding, a binary one as ``pgbinary`` reads its type; else (not decodable) as hex."""
+    encoding, a binary one as ``pgbinary`` reads its type; else (not decodable) as hex.
+    A NULL (length -1) is None, never a text: the four letters ``'NULL'`` are a value the
+    server tells apart from it (``$1 IS NULL``), and so must every reader (JSON null)."""
     if raw is None:
-        return "NULL"
+        return None
     if not binary:
         try:
             return raw.decode(codec)
@@ -138,7 +140,24 @@ def _value(raw: bytes | None, binary: bool = False, type_oid: int = 0,
     return "\\x" + raw.hex()
 
 
-def _bind(body: bytes, codec: str = DEFAULT_CODEC) -> tuple[str, str, list[str], list[int]]:
+def _literal(v: str | None) -> str:
+    """A parameter's value as the server's log writes it: ``NULL`` for a NULL, else the
+    text quoted as an SQL literal (``'ok'``, ``'NULL'``, ``'it''s'``)."""
+    return "NULL" if v is None else "'" + v.replace("'", "''") + "'"
+
+
+def _cell(v: str | None) -> str:
+    """A column's value in the transcript's table: as psql prints it (the text as is), but
+    a NULL is ``NULL`` and a text that would read as one, or as a quoted text (the four
+    letters ``NULL``, or anything that starts with a quote), is quoted as ``_literal``
+    quotes it (``'NULL'``)."""
+    if v is None:
+        return "NULL"
+    return _literal(v) if v == "NULL" or v.startswith("'") else v
+
+
+def _bind(body: bytes, codec: str = DEFAULT_CODEC) -> tuple[str, str, list[str | None], list[int]]:
+    """A Bind's portal, statement, values (``_value``: None for a NULL) and result formats."""
     portal, off = _cstr(body, 0, codec)
     stmt, off = _cstr(body, off, codec)
     (nfmt,) = _I16.unpack_from(body, off)
@@ -147,7 +166,7 @@ def _bind(body: bytes, codec: str = DEFAULT_CODEC) -> tuple[str, str, list[str],
     off += 2 * nfmt
     (nparams,) = _I16.unpack_from(body, off)
     off += 2
-    params = []
+    params: list[str | None] = []
     for i in range(nparams):
         (length,) = _I32.unpack_from(body, off)
         off += 4
@@ -174,11 +193,13 @@ def _row_description(body: bytes, codec: str = DEFAULT_CODEC) -> list[tuple[str,
 
 
 def _data_row(body: bytes, cols: list[tuple[str, int, int]], formats: list[int] | None = None,
-              codec: str = DEFAULT_CODEC) -> list[str]:
-    """``formats``: the result format codes the client's Bind asked for (a RowDescription
-    answering a statement Describe comes before the Bind and says text for every column)."""
+              codec: str = DEFAULT_CODEC) -> list[str | None]:
+    """A DataRow's values (``_value``: None for a NULL). ``formats``: the result format
+    codes the client's Bind asked for (a RowDescription answering a statement Describe
+    comes before the Bind and says text for every column)."""
     (n,) = _I16.unpack_from(body, 0)
-    off, vals = 2, []
+    off = 2
+    vals: list[str | None] = []
     for i in range(n):
         (length,) = _I32.unpack_from(body, off)
         off += 4
@@ -282,7 +303,7 @@ class Transcript:
         elif typ == "B":
             portal, stmt, params, formats = _bind(body, codec)
             self.portal_formats[portal] = formats
-            ps = ", ".join(f"${i + 1}={v}" for i, v in enumerate(params))
+            ps = ", ".join(f"${i + 1}={_literal(v)}" for i, v in enumerate(params))
             self.line(f"bind{(' ' + stmt) if stmt else ''}: {ps or '(no parameters)'}", "=>")
         elif typ == "E":
             portal = _cstr(body, 0, codec)[0]
@@ -313,7 +334,7 @@ class Transcript:
                 self.cols = [(f"column{i + 1}", 0, 0) for i in range(len(row))]
             self.nrows += 1
             if self.max_rows is None or len(self.rows) < self.max_rows:
-                self.rows.append(row)
+                self.rows.append([_cell(v) for v in row])
         elif typ == "C":
             tag = _cstr(body, 0, codec)[0]
             self.executed()
@@ -466,7 +487,9 @@ def replay_json(store: Store, session_id: str, out: TextIO,
     """One JSON object per line: each event, decision and wire frame, in recorded order.
 
     A decision that refers to a ``decision.shape`` is printed expanded (the shape's fields;
-    its statement's text is the client frame before it). Row values (DataRow) appear as their decoded text, as in the transcript.
+    its statement's text is the client frame before it). A Bind's values (``params``) and a
+    DataRow's (``values``) appear as their decoded text, a NULL as null (never the text
+    ``"NULL"``, a value of its own).
     A chunk that does not decode is a line ``{"kind": "problem", "object": name, "detail":
     why}`` (and in ``problems``); the other chunks are read."""
     pending = {Direction.C2S: bytearray(), Direction.S2C: bytearray()}

@@ -503,7 +503,7 @@ class Unit:
     start: int = 0
     order: int = 0  # the client message's position in the session
     oids: list[int] | None = None  # Parse: parameter types (declared or described)
-    params: list[str] | None = None  # Bind: the values it bound (as replay shows them)
+    params: list[str | None] | None = None  # Bind: the values it bound (replay's: None a NULL)
     src: Unit | None = None  # Bind/Execute: the Parse of their statement
     bind: Unit | None = None  # Execute: the Bind of its portal (its decision, if checked)
     stmt: str = ""  # Bind: the statement name it binds; Describe/Close: the name, after S or P
@@ -541,7 +541,7 @@ class SessionFacts:
         # sends them (a pipeline binds before the server answers); the Parse's decision is
         # read when the Execute's row is emitted (decisions follow the client's frames).
         self._prepared: dict[str, Unit] = {}
-        self._portals: dict[str, tuple[Unit | None, list[str], Unit | None]] = {}
+        self._portals: dict[str, tuple[Unit | None, list[str | None], Unit | None]] = {}
         # What the server holds under each name as it answers, in its order: the Parse
         # whose ParseComplete came (or a SQL PREPARE that completed), the Bind whose
         # BindComplete came. A Parse or Bind that failed (or that the policy refused: the

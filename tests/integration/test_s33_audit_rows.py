@@ -23,10 +23,10 @@ then its Execute; a protocol Bind of a SQL ``PREPARE``d statement and an Execute
 (its INSERT of unknown outcome: no COMMIT was in flight, the server rolled it back); a
 backend terminated mid-block (unknown, "1 client message the server had not answered",
 where the client had none); the policy's refusal of an Execute or a Describe of a portal
-(deny.cursor) given to the next Query or Parse (shown denied, yet run). Strict xfails: a
-NULL parameter reads as the text ``'NULL'`` (``test_a_null_parameter_is_not_the_text_null``:
-the fix is held back by a unit test that pins it); an Execute of a function's refcursor has
-no text and no decision (the relay records none: proxy/relay.py).
+(deny.cursor) given to the next Query or Parse (shown denied, yet run); a NULL parameter
+read as the text ``'NULL'`` (fixed in recorder/replay.py: a NULL is None, JSON null;
+``test_a_null_parameter_is_not_the_text_null``). Strict xfail: an Execute of a function's
+refcursor has no text and no decision (the relay records none: proxy/relay.py).
 """
 
 from __future__ import annotations
@@ -206,7 +206,7 @@ def assert_as_the_server_ran(rows: list[dict], ran: list[Ran]) -> None:
         got.append((r["text"], [_plain(p) for p in params] if params else None, r["sqlstate"]))
     want = []
     for x, mine in zip(ran, got + [None] * len(ran), strict=False):
-        params = [p if p is not None else "NULL" for p in x.params] if x.params else None
+        params = list(x.params) if x.params else None  # a NULL is None in both
         if x.params is None and x.sqlstate is not None and mine is not None:
             params = mine[1]  # refused before the server read the values: it logs none
         want.append((x.text, params, x.sqlstate))
@@ -696,17 +696,10 @@ def test_binary_parameters_and_long_texts_in_pipelines(case):
     ]
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "a NULL parameter reads as the text 'NULL': the Bind's NULL (length -1) and the "
-    "four-letter text 'NULL' both give params [\"NULL\"] in the answer (and replay --format "
-    "json), where the server logs $1 = NULL and $1 = 'NULL'. Cause: recorder/replay.py _bind "
-    "renders NULL as the string 'NULL' (_value), which derive takes as is. The fix is in "
-    "derive/replay (a null= argument to _bind, NULL as JSON null), but "
-    "tests/unit/test_s33_audit_texts.py::test_a_bind_refused_in_the_parses_own_sync_group_"
-    "says_its_values pins '[\"7\", \"NULL\"]' for a NULL: its owner must agree"))
 def test_a_null_parameter_is_not_the_text_null(case):
     """``$1 IS NULL`` is true for the one and false for the other: the answer must say
-    which was bound."""
+    which was bound (was: the Bind's NULL and the four-letter text both ``["NULL"]``, where
+    the server logs ``$1 = NULL`` and ``$1 = 'NULL'``; a NULL is JSON null now)."""
     with case.client() as c:
         sid = one_live_session(case.h)
         c.send(parse("n", "SELECT $1::text IS NULL"), m.SYNC)

@@ -72,7 +72,7 @@ def test_transcript_shows_statements_decisions_and_results(tmp_path, keyfile):
         f"-- session {sid} started", "agent=agent-7", "task=refund-audit",
         "=> select id, note from refunds", "ok allowed scope.read",
         " id |    note", "1  | dup charge", "22 | NULL", "(2 rows)", "<= SELECT 2",
-        "=> parse s1: update refunds set note = $1 where id = $2", "=> bind s1: $1=ok, $2=22",
+        "=> parse s1: update refunds set note = $1 where id = $2", "=> bind s1: $1='ok', $2='22'",
         "!! DENIED deny.write: task refund-audit may not write public.refunds",
         "<= ERROR 42501: permission denied by pgwitness", "<= NOTICE 00000: relation exists",
         "?? WOULD DENY (dry-run, allowed) scope.write: public.refunds not writable",
