@@ -77,6 +77,46 @@ _INTS = {20: 8, 21: 2, 23: 4, 26: 4}  # int8, int2, int4, oid
 _FLOATS = {700: ">f", 701: ">d"}
 
 
+_DECISION_KEYS = ("decision", "rule", "reason", "classes", "relations")
+# a refcursor column's type OID in a RowDescription (1790), as it is on the wire
+_REFCURSOR_OID = struct.pack("!I", 1790)
+
+
+def _refcursor_columns(body: bytes) -> tuple[int, ...]:
+    """The columns of a RowDescription ``body`` whose type is refcursor."""
+    found = []
+    try:
+        (n,) = struct.unpack_from("!h", body, 0)
+        off = 2
+        for k in range(n):
+            off = body.index(b"\x00", off) + 1 + 6  # name, table OID, column number
+            if body[off : off + 4] == _REFCURSOR_OID:
+                found.append(k)
+            off += 12  # type OID, size, modifier, format
+    except (ValueError, struct.error):
+        return ()  # (malformed: what the server sent is recorded as is)
+    return tuple(found) if off == len(body) else ()
+
+
+def _column_values(body: bytes, columns: tuple[int, ...], codec: str) -> list[str]:
+    """The values of a DataRow ``body``'s ``columns`` that are not NULL, as text."""
+    values = []
+    try:
+        (n,) = struct.unpack_from("!h", body, 0)
+        off = 2
+        for k in range(n):
+            (size,) = struct.unpack_from("!i", body, off)
+            off += 4
+            if size < 0:
+                continue
+            if k in columns:
+                values.append(body[off : off + size].decode(codec, "replace"))
+            off += size
+    except struct.error:
+        pass
+    return values
+
+
 def _typed(params: list, oids: list[int]) -> list:
     """Binary parameters (shown as \\x... by replay) decoded for the common scalar types."""
     out = []
@@ -508,6 +548,7 @@ class Unit:
     bind: Unit | None = None  # Execute: the Bind of its portal (its decision, if checked)
     stmt: str = ""  # Bind: the statement name it binds; Describe/Close: the name, after S or P
     answered: bool = False  # Execute: the server's answer to it has begun
+    cursors: tuple[int, ...] = ()  # Query: the refcursor columns of the rows being returned
 
 
 @dataclass
@@ -937,6 +978,15 @@ class SessionFacts:
                     row["rows"] = (row["rows"] or 0) + n
                 if tag in ("PREPARE", "DECLARE CURSOR"):
                     self._sql_named(row, len(self._tag_ns[id(row)]) - 1, tag)
+                u.cursors = ()
+            elif typ == "T":
+                u.cursors = _refcursor_columns(body) if _REFCURSOR_OID in body else ()
+            elif typ == "D" and u.cursors:
+                i = len(self._tag_ns.get(id(row), ()))  # (its statements completed so far)
+                texts = statements_of(row.get("text") or "")
+                sql = texts[i] if i < len(texts) else row.get("text") or ""
+                decision = {k: row.get(k) for k in _DECISION_KEYS} if row.get("decision") else None
+                self._cursors_returned(sql, decision, u.cursors, body, codec)
             elif typ in ("G", "H"):
                 row["copy"] = True
                 if typ == "G":
@@ -965,11 +1015,20 @@ class SessionFacts:
                 src.oids = _oids(body, 0)
             elif typ in ("T", "n"):
                 self._pending.popleft()
+                held = (self._server_portals if u.name == "P" else self._server_stmts).get(u.stmt)
+                if held is not None:  # (the rows an Execute of it returns: refcursors?)
+                    held.cursors = _refcursor_columns(body) if _REFCURSOR_OID in body else ()
         elif k == "E":
             row = u.row
             assert row is not None  # so do Executes
             if typ == "D":
                 row["rows"] = (row["rows"] or 0) + 1  # a suspended portal has no tag
+                held = u.bind if u.bind is not None and u.bind.cursors else u.src
+                if held is not None and held.cursors:
+                    # the decision its row will have (_emit): a checked Bind's, else its Parse's
+                    decision = (u.bind.decision if u.bind is not None else None) or (
+                        u.src.decision if u.src is not None else None)  # fmt: skip
+                    self._cursors_returned(row.get("text") or "", decision, held.cursors, body, codec)
                 return
             if typ == "C":
                 tag = _cstr(body, 0, codec)[0]
@@ -1026,12 +1085,23 @@ class SessionFacts:
         if not words or len(words) < 2 or words[0] != (first, False):
             return
         name = words[1][0]
-        decision = {k: row.get(k) for k in ("decision", "rule", "reason", "classes", "relations")}
+        decision = {k: row.get(k) for k in _DECISION_KEYS}
         src = Unit("P", name=name, sql=texts[i], decision=decision if row.get("decision") else None)
         if tag == "PREPARE":
             self._server_stmts[name] = src
         else:
             self._server_portals[name] = Unit("B", name=name, sql=texts[i], src=src, params=[])
+
+    def _cursors_returned(self, sql: str, decision: dict | None, columns: tuple[int, ...],
+                          body: bytes, codec: str) -> None:  # fmt: skip
+        """A result row of statement ``sql`` (decided ``decision``) holds refcursors
+        (``columns``): a portal an Execute may name, opened by code the statement called (a
+        function returning a refcursor). The server runs the cursor's own query, which
+        nothing recorded holds (its log: ``execute <unnamed portal 1>: SELECT ...``); the
+        rows of those Executes have the statement that returned it, and the decision on it."""
+        src = Unit("P", sql=sql, decision=decision)
+        for name in _column_values(body, columns, codec):
+            self._server_portals[name] = Unit("B", name=name, sql=sql, src=src, params=[])
 
     def _copy_in_began(self) -> None:
         """CopyInResponse to the head message: until the client's CopyDone or CopyFail the

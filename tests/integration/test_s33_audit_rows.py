@@ -25,8 +25,9 @@ backend terminated mid-block (unknown, "1 client message the server had not answ
 where the client had none); the policy's refusal of an Execute or a Describe of a portal
 (deny.cursor) given to the next Query or Parse (shown denied, yet run); a NULL parameter
 read as the text ``'NULL'`` (fixed in recorder/replay.py: a NULL is None, JSON null;
-``test_a_null_parameter_is_not_the_text_null``). Strict xfail: an Execute of a function's
-refcursor has no text and no decision (the relay records none: proxy/relay.py).
+``test_a_null_parameter_is_not_the_text_null``); an Execute of a function's refcursor with no
+text and no decision (fixed in derive: the row has the statement that returned the cursor,
+its refcursor column known by type, and its decision).
 """
 
 from __future__ import annotations
@@ -744,16 +745,6 @@ def test_a_portal_the_policy_refuses_is_that_messages_denial(opener, case):
     ]
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "an Execute of the refcursor a granted function returned (SELECT arw.opener(), then "
-    "Execute '<unnamed portal 1>'): the server runs the cursor's query (its log: execute "
-    "... : SELECT id FROM arw.t ORDER BY id) and the policy allows it, but the answer's row "
-    "has text '' and decision null (read as 'no policy'): the recording holds neither the "
-    "query the function opened nor a decision, since proxy/relay.py records an Execute's "
-    "decision only when refused or would-deny (Relay, t == _EXECUTE: policy.check_execute). "
-    "The fix: the relay records the allowed Execute of a portal it followed (its origin: "
-    "the statement that returned it), or derive names that statement from the refcursor "
-    "value in its DataRow (recorder side, a smaller answer)"))
 @with_scopes(SCOPES + " execute:arw.opener")
 def test_an_execute_of_a_cursor_a_function_opened_says_what_allowed_it(opener, case):
     with case.client() as c:
@@ -766,7 +757,10 @@ def test_an_execute_of_a_cursor_a_function_opened_says_what_allowed_it(opener, c
     rows, ran = case.judged(sid)
     assert ran[2].text == "SELECT id FROM arw.t ORDER BY id"  # what the server ran
     assert (rows[2]["outcome"], rows[2]["rows"]) == ("suspended", 2)
-    assert rows[2]["decision"] == "allowed" and rows[2]["text"], rows[2]
+    # the statement that returned the cursor, and the decision on it (the cursor's own query
+    # is the function's: nothing recorded holds it)
+    assert (rows[2]["text"], rows[2]["decision"]) == ("SELECT arw.opener()", "allowed"), rows[2]
+    assert rows[2]["rule"] == rows[1]["rule"]
 
 
 # --- 9. a session that ends mid-statement -----------------------------------------------
