@@ -117,6 +117,21 @@ def _column_values(body: bytes, columns: tuple[int, ...], codec: str) -> list[st
     return values
 
 
+def _held(sql: str) -> bool:
+    """Is ``sql`` a ``DECLARE name ... CURSOR WITH HOLD FOR ...`` (a portal that outlives
+    its transaction)?"""
+    words = None
+    for limit in range(9, 2, -1):  # (None: a non-word within the first limit + 1 tokens)
+        words = _words(sql, limit)
+        if words is not None:
+            break
+    if not words or words[0] != ("declare", False):
+        return False
+    plain = [w for w, quoted in words[2:] if not quoted]
+    at = plain.index("cursor") if "cursor" in plain else -1
+    return at >= 0 and plain[at + 1 : at + 3] == ["with", "hold"]
+
+
 def _typed(params: list, oids: list[int]) -> list:
     """Binary parameters (shown as \\x... by replay) decoded for the common scalar types."""
     out = []
@@ -1101,7 +1116,9 @@ class SessionFacts:
         rows of those Executes have the statement that returned it, and the decision on it."""
         src = Unit("P", sql=sql, decision=decision)
         for name in _column_values(body, columns, codec):
-            self._server_portals[name] = Unit("B", name=name, sql=sql, src=src, params=[])
+            # a name the server holds a portal under already is not one the function opened
+            # (opening it would have failed: 42P03): it returned the name of that portal
+            self._server_portals.setdefault(name, Unit("B", name=name, sql=sql, src=src, params=[]))
 
     def _copy_in_began(self) -> None:
         """CopyInResponse to the head message: until the client's CopyDone or CopyFail the
@@ -1287,6 +1304,10 @@ class SessionFacts:
             self._changed.clear()
             self._savepoints.clear()
             self._fates.clear()
+            # the transaction's portals ended with it, but a cursor declared WITH HOLD (kept
+            # whether its block committed or not: an Execute of one that is gone fails, and
+            # its row says so)
+            self._server_portals = {k: u for k, u in self._server_portals.items() if _held(u.sql)}
         self._failed = self._unread_rollback = False
         self._status = status
 

@@ -123,3 +123,45 @@ def test_a_malformed_row_description_names_nothing():
     s.server(cut, data_row("c9"), command_complete("SELECT 1"), ready(b"T"))
     fetched(s, "c9")
     assert [r[0] for r in rows(s)] == ["BEGIN", OPENER, ""]
+
+
+def test_a_function_returning_the_name_of_a_portal_the_client_bound():
+    """A refcursor value naming a portal the server holds already is not one the function
+    opened (opening it would fail, 42P03): an Execute of it runs the client's portal, and
+    its row keeps that portal's text (a function must not relabel what the client read)."""
+    s = in_block()
+    bound = "SELECT id FROM arw.t"
+    s.client(parse(bound), bind(portal="p1"), sync())
+    allowed(s, "scope.read")
+    s.server(PC, BC, ready(b"T"))
+    allowed(s.client(query("SELECT 'p1'::refcursor")))
+    s.server(described(("refcursor", REFCURSOR)), data_row("p1"), command_complete("SELECT 1"),
+             ready(b"T"))  # fmt: skip
+    fetched(s, "p1")
+    assert rows(s)[-1] == (bound, "allowed", "scope.read", "suspended", 2)
+
+
+def test_a_portal_of_an_ended_transaction_is_not_the_one_a_function_opens_later():
+    """A portal ends with its transaction: a function that opens a cursor under the name
+    later opens a new one, and the Execute's row has the call's text, not the old Bind's."""
+    s = Session().start()
+    s.client(parse("SELECT 'old'"), bind(portal="c1"), sync())
+    allowed(s, "default.no_relations")
+    s.server(PC, BC, ready(b"I"))  # (an implicit block: the portal is gone)
+    s.client(query("BEGIN")).server(command_complete("BEGIN"), ready(b"T"))
+    allowed(s.client(query(OPENER)))
+    s.server(described(("opener", REFCURSOR)), data_row("c1"), command_complete("SELECT 1"),
+             ready(b"T"))  # fmt: skip
+    fetched(s, "c1")
+    assert rows(s)[-1] == (OPENER, "allowed", "scope.execute", "suspended", 2)
+
+
+def test_a_cursor_declared_with_hold_outlives_its_block():
+    s = in_block()
+    declare = "DECLARE h NO SCROLL CURSOR WITH HOLD FOR SELECT id FROM arw.t"
+    allowed(s.client(query(declare)), "scope.read")
+    s.server(command_complete("DECLARE CURSOR"), ready(b"T"))
+    allowed(s.client(query("COMMIT")), "default.no_relations")
+    s.server(command_complete("COMMIT"), ready(b"I"))
+    fetched(s, "h")
+    assert rows(s)[-1] == (declare, "allowed", "scope.read", "suspended", 2)
