@@ -10,6 +10,19 @@ from .writer import Recorder, RecorderClosed, SessionRecorder
 
 __all__ = [
     "ObjectExists", "ObjectMissing", "Problem", "Recorder", "RecorderClosed", "RecorderConfig",
-    "Report", "SessionRecorder", "Store", "StoreError", "iter_records", "open_store",
-    "replay_session", "verify_all", "verify_session",
+    "Report", "SessionRecorder", "Store", "StoreError", "control_stream_id", "iter_records",
+    "open_store", "replay_session", "verify_all", "verify_session",
 ]
+
+
+def control_stream_id(recorder: Recorder) -> str | None:
+    """The id of the control stream ``recorder.control_event`` records into (started now if
+    this process has none yet), or None once the recorder is closed.
+
+    The grant store names it with each change it stores (``GrantStore(event_stream=...)``),
+    so a session's start can say where its grant's events are. (Here, not a ``Recorder``
+    method: the writer is compiled, and this is no hot path.)
+    """
+    if recorder._closed:
+        return None
+    return recorder._control_stream().id

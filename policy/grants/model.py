@@ -116,6 +116,23 @@ class Grant:
     # The database role the grant's sessions log in as: None = the proxy's shared login;
     # a per-grant role (pgw_g_<id>, made by pgwitness) or a mapped one (named at issue).
     db_role: str | None = None
+    # The control stream (a recording's session id) that holds the event of the grant's
+    # issue, latest extension and revocation: the recorder of the process that made the
+    # change; None without one (or a store older than schema 3). The proxy records them in
+    # each session's start (``grant_streams``), so an audit can tell a deleted stream from
+    # a grant issued without a recorder (docs/recording-format.md).
+    issued_stream: str | None = None
+    extended_stream: str | None = None
+    revoked_stream: str | None = None
+
+    def event_streams(self) -> dict[str, str]:
+        """``{event kind: control stream id}`` for the changes a recorder recorded."""
+        pairs = (
+            ("grant.issued", self.issued_stream),
+            ("grant.extended", self.extended_stream),
+            ("grant.revoked", self.revoked_stream),
+        )
+        return {kind: sid for kind, sid in pairs if sid}
 
     def status(self, now: dt.datetime) -> str:
         """``active`` | ``not_yet_valid`` | ``expired`` | ``revoked`` at ``now``."""
@@ -152,6 +169,7 @@ class Grant:
             "enforce": self.enforce,
             "record_rows": self.record_rows,
             "db_role": self.db_role,
+            "event_streams": self.event_streams(),
         }
         if now is not None:
             out["status"] = self.status(now)

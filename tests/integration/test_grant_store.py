@@ -432,6 +432,32 @@ def test_event_listener_failure_does_not_undo_the_change(store_url):
     run(body())
 
 
+def test_each_change_keeps_the_control_stream_of_its_event(store_url):
+    """Session 34: the store keeps, with each change, the control stream its event is
+    recorded in (``event_stream``), so a session can name where its grant's events are
+    (tests/unit/test_s34_grant_streams.py)."""
+    streams = iter(["S-ISSUE", "S-EXTEND", "S-REVOKE", "S-AGAIN"])
+
+    async def body():
+        async with await open_store(store_url, event_stream=lambda: next(streams)) as store:
+            grant, _ = await issue(store)
+            assert grant.event_streams() == {"grant.issued": "S-ISSUE"}
+            await store.extend(grant.id, "1h", by="alice")
+            await store.revoke(grant.id, by="bob")
+            await store.revoke(grant.id, by="carol")  # a no-op: the first stays
+        async with await open_store(store_url) as store:
+            got = await store.get(grant.id)
+            assert (got.issued_stream, got.extended_stream, got.revoked_stream) == (
+                "S-ISSUE",
+                "S-EXTEND",
+                "S-REVOKE",
+            )
+            plain, _ = await issue(store, task="INC-2")  # no recorder: no stream
+            assert (await store.get(plain.id)).event_streams() == {}
+
+    run(body())
+
+
 # ---- SQLite specifics ----------------------------------------------------------------
 
 
@@ -528,6 +554,32 @@ def test_unreachable_postgres_store_is_a_clear_error():
     with pytest.raises(StoreConfigError, match="cannot open grant store") as err:
         run(open_store(url))
     assert "secret" not in str(err.value)
+
+
+def test_a_schema_2_postgres_store_gains_the_stream_columns(pg_grants_db):
+    """A store created before session 34 (no stream columns): opening it adds them; its
+    grants read with no stream, and their next change keeps its own."""
+    name = f"grants_{next(_db_counter)}"
+    pg_grants_db.create_database(name, owner="pgwitness")
+    url = pg_grants_db.dsn("pgwitness", "upstream-secret", name)
+
+    async def body():
+        import asyncpg
+
+        async with await open_store(url) as store:
+            grant, _ = await issue(store)
+        conn = await asyncpg.connect(url)
+        try:
+            for column in ("issued_stream", "extended_stream", "revoked_stream"):
+                await conn.execute(f"ALTER TABLE grants DROP COLUMN {column}")
+        finally:
+            await conn.close()
+        async with await open_store(url, event_stream=lambda: "S-REVOKE") as store:
+            assert (await store.get(grant.id)).event_streams() == {}
+            await store.revoke(grant.id, by="bob")
+            assert (await store.get(grant.id)).event_streams() == {"grant.revoked": "S-REVOKE"}
+
+    run(body())
 
 
 def test_open_store_picks_postgres(pg_grants_db):

@@ -17,6 +17,7 @@ import asyncio
 import builtins
 import contextlib
 import datetime as dt
+import functools
 import hashlib
 import logging
 from collections.abc import Callable, Iterable
@@ -48,17 +49,25 @@ log = logging.getLogger("pgwitness.grants")
 
 DEFAULT_STORE_URL = "sqlite:///./pgwitness-grants.db"
 LOGIN_HISTORY = dt.timedelta(days=1)  # for_agent: how long ended grants stay candidates
-SCHEMA_VERSION = 2  # 2: grants.db_role
+SCHEMA_VERSION = 3  # 2: grants.db_role; 3: grants.issued_stream, extended_stream, revoked_stream
 _SECRET_KEY = "login_salt_secret"
 
 EventCallback = Callable[[str, dict], None]
+# The id of the control stream ``on_event`` records into, or None; asked just before a
+# change is stored, which then names it (``Grant.*_stream``). Without one, a recorder's
+# ``control_event`` as ``on_event`` names its own (``recorder.control_stream_id``).
+StreamCallback = Callable[[], str | None]
 Clock = Callable[[], dt.datetime]
 
 _COLUMNS = (
     "id, agent, task, reason, granted_by, database, scopes, not_before, expires_at, "
-    "revoked_at, revoked_by, created_at, updated_at, verifier, enforce, record_rows, db_role"
+    "revoked_at, revoked_by, created_at, updated_at, verifier, enforce, record_rows, db_role, "
+    "issued_stream, extended_stream, revoked_stream"
 )
-_NCOLUMNS = 17
+_NCOLUMNS = 20
+# Columns added after schema 1, each nullable: a store of an older schema gains them when
+# opened (ALTER TABLE ... ADD COLUMN), its grants with NULL there (no stream named).
+ADDED_COLUMNS = ("db_role", "issued_stream", "extended_stream", "revoked_stream")
 
 
 class RoleHook(Protocol):
@@ -96,6 +105,12 @@ class GrantStore(abc.ABC):
     Every change (issue, extend, revoke) calls ``on_event(kind, payload)`` with kind
     ``grant.issued`` | ``grant.extended`` | ``grant.revoked``; tokens and verifiers are
     never in the payload. Expiry is noticed by the proxy, not here.
+
+    ``event_stream()`` names the control stream those events are recorded in (by default,
+    when ``on_event`` is a ``Recorder``'s ``control_event``, that recorder's): each change
+    stores it with the grant (``issued_stream``, ``extended_stream``, ``revoked_stream``),
+    so what the proxy records of the grant names where its events are (a stream deleted
+    whole is then missing, not a grant issued without a recorder).
     """
 
     def __init__(
@@ -106,9 +121,11 @@ class GrantStore(abc.ABC):
         clock: Clock = utcnow,
         iterations: int = DEFAULT_ITERATIONS,
         roles: RoleHook | None = None,
+        event_stream: StreamCallback | None = None,
     ):
         self.roles = roles
         self.on_event = on_event
+        self.event_stream = event_stream if event_stream is not None else _stream_of(on_event)
         self.max_ttl = max_ttl
         self.clock = clock
         self.iterations = iterations
@@ -184,6 +201,7 @@ class GrantStore(abc.ABC):
         )
         if self.roles is not None:
             grant = await self.roles.prepare(grant)
+        grant = replace(grant, issued_stream=self._stream())
         try:
             await self._insert(grant)
         except BaseException:
@@ -229,7 +247,7 @@ class GrantStore(abc.ABC):
         """Revoke now; revoking an already revoked grant keeps the first time and ``by``."""
         by = validate_by(by)
         now = self._now()
-        changed = await self._set_revoked(grant_id, now, by)
+        changed = await self._set_revoked(grant_id, now, by, self._stream())
         grant = await self.get(grant_id)
         if grant is None:
             raise GrantNotFound(grant_id)
@@ -260,8 +278,11 @@ class GrantStore(abc.ABC):
             if self.roles is not None and grant.db_role:
                 # Before the store: the role may outlive the grant, never the other way.
                 await self.roles.extended(grant, new_expiry)
-            if await self._set_expiry(grant_id, grant.expires_at, new_expiry, now):
-                updated = replace(grant, expires_at=new_expiry, updated_at=now)
+            stream = self._stream()
+            if await self._set_expiry(grant_id, grant.expires_at, new_expiry, now, stream):
+                updated = replace(
+                    grant, expires_at=new_expiry, updated_at=now, extended_stream=stream
+                )
                 if self.roles is not None and grant.db_role:
                     # Again after: a sweep may have dropped the role of the expired grant
                     # between the first call and the store; it is made again then.
@@ -358,6 +379,18 @@ class GrantStore(abc.ABC):
     def _now(self) -> dt.datetime:
         return self.clock().astimezone(dt.UTC)
 
+    def _stream(self) -> str | None:
+        """The control stream this change's event will be recorded in, or None (no
+        recorder, or it cannot say: the change is stored naming none, as without one)."""
+        if self.event_stream is None:
+            return None
+        try:
+            sid = self.event_stream()
+        except Exception:
+            log.exception("grant store: the recorder could not name its control stream")
+            return None
+        return sid if isinstance(sid, str) and sid else None
+
     def _emit(self, kind: str, grant: Grant, *, by: str, at: dt.datetime, **extra: Any) -> None:
         if self.on_event is None:
             return
@@ -410,8 +443,10 @@ class GrantStore(abc.ABC):
     ) -> builtins.list[Grant]: ...
 
     @abc.abstractmethod
-    async def _set_revoked(self, grant_id: str, at: dt.datetime, by: str) -> bool:
-        """Set revoked_at/by if not yet revoked; True if this call revoked it."""
+    async def _set_revoked(
+        self, grant_id: str, at: dt.datetime, by: str, stream: str | None = None
+    ) -> bool:
+        """Set revoked_at/by/stream if not yet revoked; True if this call revoked it."""
 
     @abc.abstractmethod
     async def _claim(self, key: str, value: bytes) -> bool:
@@ -419,9 +454,28 @@ class GrantStore(abc.ABC):
 
     @abc.abstractmethod
     async def _set_expiry(
-        self, grant_id: str, old: dt.datetime, new: dt.datetime, at: dt.datetime
+        self,
+        grant_id: str,
+        old: dt.datetime,
+        new: dt.datetime,
+        at: dt.datetime,
+        stream: str | None = None,
     ) -> bool:
-        """Compare-and-set expires_at (unrevoked grants only); True on success."""
+        """Compare-and-set expires_at, and extended_stream to ``stream`` (unrevoked grants
+        only); True on success."""
+
+
+def _stream_of(on_event: EventCallback | None) -> StreamCallback | None:
+    """``recorder.control_stream_id`` of the recorder whose ``control_event`` ``on_event``
+    is (as ``proxy.runtime`` and ``pgwitness grant --config`` pass it); else None."""
+    owner = getattr(on_event, "__self__", None)
+    if owner is None:
+        return None
+    from recorder import Recorder, control_stream_id
+
+    if not isinstance(owner, Recorder) or on_event != owner.control_event:
+        return None
+    return functools.partial(control_stream_id, owner)
 
 
 def _where(

@@ -10,6 +10,7 @@ from .base import (
     _COLUMNS,
     _NCOLUMNS,
     _SECRET_KEY,
+    ADDED_COLUMNS,
     GrantStore,
     StoreConfigError,
     _where,
@@ -36,7 +37,10 @@ CREATE TABLE IF NOT EXISTS grants (
     verifier    text NOT NULL,
     enforce     boolean NOT NULL,
     record_rows text NOT NULL,
-    db_role     text
+    db_role     text,
+    issued_stream   text,
+    extended_stream text,
+    revoked_stream  text
 );
 CREATE INDEX IF NOT EXISTS grants_agent ON grants (agent);
 CREATE INDEX IF NOT EXISTS grants_task ON grants (task);
@@ -73,7 +77,8 @@ class PostgresGrantStore(GrantStore):
             async with self._pool.acquire() as conn, conn.transaction():
                 await conn.execute("SELECT pg_advisory_xact_lock($1)", _PG_SCHEMA_LOCK)
                 await conn.execute(_PG_SCHEMA)
-                await conn.execute("ALTER TABLE grants ADD COLUMN IF NOT EXISTS db_role text")
+                for column in ADDED_COLUMNS:  # a store of an older schema
+                    await conn.execute(f"ALTER TABLE grants ADD COLUMN IF NOT EXISTS {column} text")
                 await conn.execute(
                     "INSERT INTO grant_store_meta (key, value) VALUES ($1, $2) "
                     "ON CONFLICT (key) DO NOTHING",
@@ -117,6 +122,9 @@ class PostgresGrantStore(GrantStore):
             enforce=r["enforce"],
             record_rows=r["record_rows"],
             db_role=r["db_role"],
+            issued_stream=r["issued_stream"],
+            extended_stream=r["extended_stream"],
+            revoked_stream=r["revoked_stream"],
         )
 
     def _conn_pool(self):
@@ -166,6 +174,9 @@ class PostgresGrantStore(GrantStore):
             grant.enforce,
             grant.record_rows,
             grant.db_role,
+            grant.issued_stream,
+            grant.extended_stream,
+            grant.revoked_stream,
         )
 
     async def _fetch(
@@ -180,13 +191,14 @@ class PostgresGrantStore(GrantStore):
         )
         return [self._row(r) for r in rows]
 
-    async def _set_revoked(self, grant_id, at, by):
+    async def _set_revoked(self, grant_id, at, by, stream=None):
         status = await self._conn_pool().execute(
-            "UPDATE grants SET revoked_at = $1, revoked_by = $2, updated_at = $1 "
-            "WHERE id = $3 AND revoked_at IS NULL",
+            "UPDATE grants SET revoked_at = $1, revoked_by = $2, updated_at = $1, "
+            "revoked_stream = $4 WHERE id = $3 AND revoked_at IS NULL",
             at,
             by,
             grant_id,
+            stream,
         )
         return status == "UPDATE 1"
 
@@ -198,13 +210,14 @@ class PostgresGrantStore(GrantStore):
         )
         return status == "INSERT 0 1"
 
-    async def _set_expiry(self, grant_id, old, new, at):
+    async def _set_expiry(self, grant_id, old, new, at, stream=None):
         status = await self._conn_pool().execute(
-            "UPDATE grants SET expires_at = $1, updated_at = $2 "
+            "UPDATE grants SET expires_at = $1, updated_at = $2, extended_stream = $5 "
             "WHERE id = $3 AND expires_at = $4 AND revoked_at IS NULL",
             new,
             at,
             grant_id,
             old,
+            stream,
         )
         return status == "UPDATE 1"

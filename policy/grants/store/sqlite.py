@@ -19,6 +19,7 @@ from .base import (
     _COLUMNS,
     _NCOLUMNS,
     _SECRET_KEY,
+    ADDED_COLUMNS,
     SCHEMA_VERSION,
     GrantStore,
     StoreConfigError,
@@ -52,7 +53,10 @@ CREATE TABLE IF NOT EXISTS grants (
     verifier    TEXT NOT NULL,
     enforce     INTEGER NOT NULL,
     record_rows TEXT NOT NULL,
-    db_role     TEXT
+    db_role     TEXT,
+    issued_stream   TEXT,
+    extended_stream TEXT,
+    revoked_stream  TEXT
 );
 CREATE INDEX IF NOT EXISTS grants_agent ON grants (agent);
 CREATE INDEX IF NOT EXISTS grants_task ON grants (task);
@@ -136,8 +140,9 @@ class SQLiteGrantStore(GrantStore):
                     if statement.strip():
                         conn.execute(statement)
                 columns = {r[1] for r in conn.execute("PRAGMA table_info(grants)")}
-                if "db_role" not in columns:  # a version-1 store
-                    conn.execute("ALTER TABLE grants ADD COLUMN db_role TEXT")
+                for column in ADDED_COLUMNS:  # a store of an older schema
+                    if column not in columns:
+                        conn.execute(f"ALTER TABLE grants ADD COLUMN {column} TEXT")
                 conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
                 conn.execute(
                     "INSERT OR IGNORE INTO grant_store_meta (key, value) VALUES (?, ?)",
@@ -249,6 +254,9 @@ class SQLiteGrantStore(GrantStore):
             enforce=bool(row[14]),
             record_rows=row[15],
             db_role=row[16],
+            issued_stream=row[17],
+            extended_stream=row[18],
+            revoked_stream=row[19],
         )
 
     async def _ensure_agent(self, agent, salt, iterations, now):
@@ -296,6 +304,9 @@ class SQLiteGrantStore(GrantStore):
                     int(grant.enforce),
                     grant.record_rows,
                     grant.db_role,
+                    grant.issued_stream,
+                    grant.extended_stream,
+                    grant.revoked_stream,
                 ),
             )
 
@@ -352,23 +363,23 @@ class SQLiteGrantStore(GrantStore):
         finally:
             self._leave()
 
-    async def _set_revoked(self, grant_id, at, by):
+    async def _set_revoked(self, grant_id, at, by, stream=None):
         def op(conn: sqlite3.Connection) -> bool:
             cur = conn.execute(
-                "UPDATE grants SET revoked_at = ?, revoked_by = ?, updated_at = ? "
-                "WHERE id = ? AND revoked_at IS NULL",
-                (_ts(at), by, _ts(at), grant_id),
+                "UPDATE grants SET revoked_at = ?, revoked_by = ?, updated_at = ?, "
+                "revoked_stream = ? WHERE id = ? AND revoked_at IS NULL",
+                (_ts(at), by, _ts(at), stream, grant_id),
             )
             return cur.rowcount == 1
 
         return await self._run(op)
 
-    async def _set_expiry(self, grant_id, old, new, at):
+    async def _set_expiry(self, grant_id, old, new, at, stream=None):
         def op(conn: sqlite3.Connection) -> bool:
             cur = conn.execute(
-                "UPDATE grants SET expires_at = ?, updated_at = ? "
+                "UPDATE grants SET expires_at = ?, updated_at = ?, extended_stream = ? "
                 "WHERE id = ? AND expires_at = ? AND revoked_at IS NULL",
-                (_ts(new), _ts(at), grant_id, _ts(old)),
+                (_ts(new), _ts(at), stream, grant_id, _ts(old)),
             )
             return cur.rowcount == 1
 
