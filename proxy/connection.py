@@ -425,6 +425,13 @@ class LiveConnection:
                     "backend_pid": upstream.backend_pid,
                     "upstream_application_name": login.upstream_app,
                     "upstream_reused": login.reused,
+                    # where the grant's issue (and latest extension) is recorded: a control
+                    # stream deleted whole is then missing, not a grant issued unrecorded
+                    **(
+                        {}
+                        if identity.grant_streams is None
+                        else {"grant_streams": dict(identity.grant_streams)}
+                    ),
                 }
             )
         self.relay = relay = Relay(

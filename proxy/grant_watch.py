@@ -125,6 +125,18 @@ class GrantLease:
         """The store says this session's grant changed: revoked ends it, extended moves expiry."""
         status = grant.status(datetime.now(UTC))
         if status == "revoked":
+            if self._srec is not None:
+                # where the revocation is recorded (its control stream, named by the store):
+                # this session's own signed record of it, so the stream cannot vanish unseen
+                self._srec.event(
+                    "grant_revoked",
+                    {
+                        "grant_id": grant.id,
+                        "by": grant.revoked_by,
+                        "at": grant.revoked_at.isoformat() if grant.revoked_at else None,
+                        "stream": grant.revoked_stream,
+                    },
+                )
             self._terminate(
                 EndCause.REVOKED,
                 f"terminating connection: grant {grant.id} for task {grant.task} was revoked",
@@ -136,7 +148,15 @@ class GrantLease:
             old = self.identity.expires_at
             self.identity = dataclasses.replace(self.identity, expires_at=grant.expires_at)
             if self._srec is not None:
-                self._srec.event("grant_extended", {"grant_id": grant.id, "from": str(old), "to": grant.expires_at.isoformat()})
+                self._srec.event(
+                    "grant_extended",
+                    {
+                        "grant_id": grant.id,
+                        "from": str(old),
+                        "to": grant.expires_at.isoformat(),
+                        "stream": grant.extended_stream,  # where the extension is recorded
+                    },
+                )
             self._schedule_expiry(grant.expires_at)
 
     def cancel(self) -> None:

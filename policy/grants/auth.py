@@ -43,6 +43,9 @@ class Identity:
     reason: str = ""
     granted_by: str = ""
     db_role: str = ""  # the grant's database role ("" = the proxy's shared login)
+    # (event kind, control stream id) of the grant's recorded changes (Grant.event_streams);
+    # None for a static user. The session's start records them (``grant_streams``).
+    grant_streams: tuple[tuple[str, str], ...] | None = None
 
 
 @dataclass
@@ -169,4 +172,5 @@ def _grant_identity(grant: Grant) -> Identity:
         reason=grant.reason,
         granted_by=grant.granted_by,
         db_role=grant.db_role or "",
+        grant_streams=tuple(grant.event_streams().items()),
     )
