@@ -168,8 +168,13 @@ def audit(con, f: Filters) -> dict:
         for g in grants:
             g["sessions"] = [s for s in g["sessions"] if s["statement_rows"]]
         other = [s for s in other if s["statement_rows"]]
-    # the control streams the answer draws on: its grants' events, its refused logins'
+    # the control streams the answer draws on: its grants' events (and those signed records
+    # name as holding them: index.GRANT_STREAMS), its refused logins'
     streams = {e["stream_id"] for e in events} | {s["stream_id"] for s in summaries}
+    from .index import GRANT_STREAMS
+
+    query = f"SELECT DISTINCT stream_id FROM ({GRANT_STREAMS}) WHERE grant_id IN (SELECT unnest(?))"
+    streams |= {r[0] for r in con.execute(query, [gids]).fetchall()}
     if refused:
         streams |= {r[0] for r in con.execute(
             "SELECT DISTINCT stream_id FROM control_events WHERE kind = 'login.refused' "

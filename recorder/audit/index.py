@@ -83,8 +83,40 @@ TABLES: dict[str, dict[str, tuple]] = {
     },
 }
 
+
+def _named_at_start(event: str) -> str:
+    path = f"'$.grant_streams.\"{event}\"'"
+    return f"""
+        SELECT s.session_id AS referrer, s.grant_id, '{event}' AS event,
+               json_extract_string(s.meta, {path}) AS stream_id, s.started_at AS ts
+        FROM sessions s
+        WHERE s.grant_id IS NOT NULL AND json_extract_string(s.meta, {path}) IS NOT NULL"""
+
+
+_NAMED_LIVE = """
+        SELECT e.session_id, json_extract_string(e.payload, '$.grant_id'),
+               replace(e.kind, '_', '.'), json_extract_string(e.payload, '$.stream'), e.ts
+        FROM session_events e
+        WHERE e.kind IN ('grant_extended', 'grant_revoked') AND e.verified
+          AND json_extract_string(e.payload, '$.grant_id') IS NOT NULL
+          AND json_extract_string(e.payload, '$.stream') IS NOT NULL"""
+_EVENTS = ("grant.issued", "grant.extended", "grant.revoked")
+
+# The control streams that signed records name as holding a grant's events: a session's
+# start names the streams of its grant's issue and latest extension as the grant store had
+# them at login (``meta.grant_streams``), and a live session's ``grant_extended`` and
+# ``grant_revoked`` events those of the changes it saw. Only what verified: a session's row
+# comes from its signed start, and unverified events are left out. One row per reference:
+# ``referrer`` (the session), ``grant_id``, ``event`` (``grant.issued|extended|revoked``),
+# ``stream_id``, ``ts`` (when the session recorded it). ``Indexer._cross_check`` lists a
+# named stream the store lacks as missing, and one that does not hold the event as
+# tampered: deleting the stream of a CLI's grant events (no session of it to trace it by
+# otherwise) is then seen, not taken for a grant issued without a recorder.
+GRANT_STREAMS = " UNION ALL ".join([*map(_named_at_start, _EVENTS), _NAMED_LIVE])
+
 # Views documented in docs/audit.md; `statements`, `sessions`, `grants` are tables.
 VIEWS = {
+    "grant_streams": GRANT_STREAMS,
     "logins": """
         SELECT s.started_at AS ts, 'accepted' AS outcome, s.agent, s.task, s.database,
                s.grant_id, s.client_addr AS client, s.client_tls AS tls, NULL AS reason,
@@ -443,12 +475,69 @@ class Indexer:
                                                 WHERE kind = 'session.opened'
                                                   AND session_ref IS NOT NULL))
                AND min(s.started_at) < now() - INTERVAL {CONTROL_GRACE} SECOND""")
+        self._check_grant_streams()
         con.execute("""
             UPDATE sessions s SET status = r.status, intact = r.intact
             FROM recordings r WHERE r.session_id = s.session_id
               AND (s.status <> r.status OR s.intact <> r.intact)""")
         self.result.missing = con.execute(
             "SELECT count(*) FROM recordings WHERE status = 'missing'").fetchone()[0]
+
+    def _check_grant_streams(self) -> None:
+        """The control streams signed records name as holding a grant's events
+        (``GRANT_STREAMS``) must be in the store and hold them.
+
+        A grant issued (or extended, or revoked) by another process than the proxy, `pgwitness
+        grant --config` above all, has its events in that process's own control stream,
+        which no session indexes and no session's process names: deleted whole, nothing else
+        would miss it, and a grant with no events is also what a CLI without a recorder
+        leaves. The grant store keeps the stream with each change and the proxy's session
+        records it (signed, in a stream the proxy's own index covers), so such a deletion
+        is listed here: the stream ``missing``, or, when what verified of it lacks the event
+        (its tail cut: it verifies as open, attested through the chunk before), tampered.
+        No grace period: the event was stored before the session could name it (a CLI
+        uploads before it prints the DSN; one process stores its batches in order); only a
+        change made through another proxy's admin API or CLI while the session ran can be
+        named a moment before its stream is stored, and the next update clears that.
+        """
+        con = self.con
+        con.execute(f"""
+            INSERT INTO recordings (session_id, kind, status, intact, problems, indexed_at)
+            SELECT g.stream_id, 'control', 'missing', false,
+                   to_json(['missing: ' || CAST(count(DISTINCT g.referrer) AS VARCHAR)
+                            || ' recorded session(s) name this control stream as the one '
+                            || 'holding ' || string_agg(DISTINCT g.grant_id || ' ' || g.event,
+                                                        ', ' ORDER BY g.grant_id || ' ' || g.event)
+                            || ' (e.g. ' || min(g.referrer) || '); the store has none of it '
+                            || '(deleted, or not stored yet)'])::VARCHAR,
+                   now()
+            FROM ({GRANT_STREAMS}) g JOIN sessions s ON s.session_id = g.referrer
+            WHERE g.stream_id NOT IN (SELECT session_id FROM recordings)
+            GROUP BY g.stream_id
+            -- not twice: named only by sessions whose process's own control stream is listed
+            -- missing already (above), it may be that very stream (a proxy that issued
+            -- the grant itself), and their grants are marked by that
+            HAVING NOT bool_and(s.host IS NOT NULL AND s.pid IS NOT NULL AND {PROCESS_STREAM}
+                                IN (SELECT session_id FROM recordings WHERE status = 'missing'))""")
+        con.execute(f"""
+            UPDATE recordings r SET status = 'tampered', intact = false,
+                   problems = to_json(['missing event: ' || x.what || ' (e.g. ' || x.referrer
+                                       || '); what verified of this stream ('
+                                       || r.status || ', attested through chunk '
+                                       || coalesce(CAST(r.attested_through AS VARCHAR), 'none')
+                                       || ') holds no such event: its tail was cut, or the '
+                                       || 'event was never recorded'])::VARCHAR
+            FROM (SELECT g.stream_id,
+                         'recorded sessions say this control stream holds '
+                         || string_agg(DISTINCT g.grant_id || ' ' || g.event, ', '
+                                       ORDER BY g.grant_id || ' ' || g.event) AS what,
+                         min(g.referrer) AS referrer
+                  FROM ({GRANT_STREAMS}) g
+                  WHERE NOT EXISTS (SELECT 1 FROM control_events e
+                                    WHERE e.stream_id = g.stream_id AND e.kind = g.event
+                                      AND e.grant_id = g.grant_id AND e.verified)
+                  GROUP BY g.stream_id) x
+            WHERE r.session_id = x.stream_id AND r.intact""")
 
 
 # The ``recordings`` name of the control stream of the process that recorded a session
@@ -584,13 +673,18 @@ def rebuild_grants(con) -> None:
     # Not intact: a grant an unverified event names (it may be forged); one whose events a
     # control stream that did not verify carries (a record cut out of it, or a chunk
     # deleted, may have been its revocation or expiry: red-team session 33); one whose
-    # sessions' process's control stream is missing (every event of it may be lost).
+    # sessions' process's control stream is missing (every event of it may be lost); one
+    # whose events a signed record places in a stream that is missing or did not verify
+    # (GRANT_STREAMS: a CLI's stream deleted whole, session 34).
     suspect = {r[0] for r in con.execute(f"""
         SELECT e.grant_id FROM control_events e JOIN recordings r ON r.session_id = e.stream_id
         WHERE e.kind LIKE 'grant%' AND NOT r.intact
         UNION
         SELECT s.grant_id FROM sessions s JOIN recordings r ON r.session_id = {PROCESS_STREAM}
-        WHERE r.kind = 'control' AND r.status = 'missing'""").fetchall()}
+        WHERE r.kind = 'control' AND r.status = 'missing'
+        UNION
+        SELECT g.grant_id FROM ({GRANT_STREAMS}) g JOIN recordings r ON r.session_id = g.stream_id
+        WHERE NOT r.intact""").fetchall()}
     for gid in (forged | suspect) & grants.keys():
         grants[gid]["intact"] = False
     for g in grants.values():
@@ -640,5 +734,5 @@ def watch(index_path, store: Store, public_keys, *, interval: float = 0.5,
         time.sleep(interval)
 
 
-__all__ = ["TABLES", "VIEWS", "Indexer", "Report", "SchemaError", "UpdateResult", "connect", "rebuild",
+__all__ = ["GRANT_STREAMS", "TABLES", "VIEWS", "Indexer", "Report", "SchemaError", "UpdateResult", "connect", "rebuild",
            "update", "watch"]

@@ -978,17 +978,6 @@ def test_reverify_finds_a_refused_login_tampered_after_it_was_indexed(truth, tmp
     assert r["verified"] is False and r["client"].startswith("10.66.6.6:")
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "A grant issued and revoked by `pgwitness grant --config` (its events in the CLI's own "
-    "control stream) and used through the proxy: delete that stream whole and `audit "
-    "--grant` answers VERIFIED, exit 0, the grant intact, not revoked, 'details from "
-    "session metadata' (the session's end still says revoked). Nothing else refers to the "
-    "issuing process's stream (a session's start names its grant, not where the grant's "
-    "events are; the proxy's own stream is intact and indexes the session), and a grant "
-    "with no events is legitimate (a CLI without a recorder), so the index cannot tell a "
-    "lost stream from none. The cause is in what is recorded: the grant store "
-    "(policy/grants/store) or the proxy's session start (proxy/connection.py, "
-    "recorder/writer.py) would have to name the stream that holds the grant's issue"))
 def test_a_deleted_cli_control_stream_is_not_answered_verified(make_proxy, tmp_path):
     import asyncio
 
