@@ -20,9 +20,6 @@ def control_stream_id(recorder: Recorder) -> str | None:
     this process has none yet), or None once the recorder is closed.
 
     The grant store names it with each change it stores (``GrantStore(event_stream=...)``),
-    so a session's start can say where its grant's events are. (Here, not a ``Recorder``
-    method: the writer is compiled, and this is no hot path.)
+    so a session's start can say where its grant's events are.
     """
-    if recorder._closed:
-        return None
-    return recorder._control_stream().id
+    return recorder.control_stream_id()

@@ -430,6 +430,15 @@ class Recorder:
             raise RecorderClosed("recorder is closed")
         self._control_stream()._append(Kind.CONTROL, kind, payload, force)
 
+    def control_stream_id(self) -> str | None:
+        """The id of the control stream ``control_event`` records into (started now if this
+        process has none yet), or None once the recorder is closed. The grant store names it
+        with each change it stores (``GrantStore(event_stream=...)``), so a session's start
+        can say where its grant's events are."""
+        if self._closed:
+            return None
+        return self._control_stream().id
+
     def _control_stream(self) -> SessionRecorder:
         with self._sessions_lock:
             ctl = self._control
