@@ -78,6 +78,13 @@ _FLOATS = {700: ">f", 701: ">d"}
 
 
 _DECISION_KEYS = ("decision", "rule", "reason", "classes", "relations")
+# command tags of statements that make, close or end statements and portals the client may
+# name (``SessionFacts._sql_named``)
+_NAMING_TAGS = frozenset((
+    "PREPARE", "DECLARE CURSOR", "CLOSE CURSOR", "CLOSE CURSOR ALL", "DEALLOCATE",
+    "DEALLOCATE ALL", "DISCARD ALL", "COMMIT", "ROLLBACK", "SAVEPOINT", "RELEASE",
+    "PREPARE TRANSACTION",
+))  # fmt: skip
 # a refcursor column's type OID in a RowDescription (1790), as it is on the wire
 _REFCURSOR_OID = struct.pack("!I", 1790)
 
@@ -120,11 +127,9 @@ def _column_values(body: bytes, columns: tuple[int, ...], codec: str) -> list[st
 def _held(sql: str) -> bool:
     """Is ``sql`` a ``DECLARE name ... CURSOR WITH HOLD FOR ...`` (a portal that outlives
     its transaction)?"""
-    words = None
-    for limit in range(9, 2, -1):  # (None: a non-word within the first limit + 1 tokens)
-        words = _words(sql, limit)
-        if words is not None:
-            break
+    # the words before the first token that is not one (the options before CURSOR may
+    # repeat, as many times as the client likes: ``BINARY BINARY ... CURSOR WITH HOLD``)
+    words = _words(sql, len(sql), partial=True)
     if not words or words[0] != ("declare", False):
         return False
     plain = [w for w, quoted in words[2:] if not quoted]
@@ -267,9 +272,10 @@ def statements_of(sql: str) -> list[str]:
     return out
 
 
-def _words(sql: str, limit: int = 6) -> list[tuple[str, bool]] | None:
+def _words(sql: str, limit: int = 6, partial: bool = False) -> list[tuple[str, bool]] | None:
     """The first tokens of a statement: (word, quoted), an unquoted word lower-cased, every
-    name cut to 63 bytes; None if anything else (an operator, a string) comes first."""
+    name cut to 63 bytes; None if anything else (an operator, a string) comes first
+    (``partial``: the words before it)."""
     out: list[tuple[str, bool]] = []
     i, n = 0, len(sql)
     while i < n and len(out) <= limit:
@@ -283,7 +289,7 @@ def _words(sql: str, limit: int = 6) -> list[tuple[str, bool]] | None:
         if c == '"':
             j = _skip(sql, i)
             if sql[j - 1 : j] != '"' or j - i < 3:
-                return None
+                return out if partial else None
             word, quoted = sql[i + 1 : j - 1].replace('""', '"'), True
         elif _IDENT_START.match(c):
             m = _IDENT.match(sql, i)
@@ -292,7 +298,7 @@ def _words(sql: str, limit: int = 6) -> list[tuple[str, bool]] | None:
             # the server folds unquoted names to lower case (ASCII letters only, in UTF-8)
             word, quoted = m.group(0).translate(_ASCII_LOWER), False
         else:
-            return None
+            return out if partial else None
         out.append((word.encode()[: _NAMEDATALEN - 1].decode("utf-8", "ignore"), quoted))
         i = j
     return out
@@ -564,6 +570,7 @@ class Unit:
     stmt: str = ""  # Bind: the statement name it binds; Describe/Close: the name, after S or P
     answered: bool = False  # Execute: the server's answer to it has begun
     cursors: tuple[int, ...] = ()  # Query: the refcursor columns of the rows being returned
+    hold: bool = False  # a portal: a cursor DECLAREd WITH HOLD (outlives a commit)
 
 
 @dataclass
@@ -606,6 +613,13 @@ class SessionFacts:
         # answers them, not from what the client last sent under the name.
         self._server_stmts: dict[str, Unit] = {}
         self._server_portals: dict[str, Unit] = {}
+        # The portals made in the open transaction, in the order the server made them, and
+        # its savepoints: (name, how many of those were made before it). A ROLLBACK TO
+        # closes those made after its savepoint, a transaction that does not commit all of
+        # them (WITH HOLD too), one that commits all but the held (session 34's red-team
+        # round: a portal the server had closed, kept here, took the name of the next one).
+        self._young: list[str] = []
+        self._portal_savepoints: list[tuple[str, int]] = []
         self._skipping = False  # the server skips the client's messages up to Sync
         self._copy_in = False  # copy-in mode whose CopyDone/CopyFail the client has not sent
         # rows answered ok since the last ReadyForQuery (the group being answered: an error
@@ -935,6 +949,14 @@ class SessionFacts:
         if u.kind == "E" and not u.answered:
             u.answered = True
             self._executing(u)
+        if u.kind == "Q" and (typ in "TDCGH" or (u.decision or {}).get("decision") == "denied"):
+            # A simple Query drops the unnamed statement as it starts, and runs each of its
+            # statements in the unnamed portal (which it replaces): the server holds neither
+            # after it (exec_simple_query). A Query the policy refused is the proxy's DO
+            # block: the same. (One that failed before any statement ran may leave the portal:
+            # only a failed transaction's, which no Execute can run.)
+            self._server_stmts.pop("", None)
+            self._server_portals.pop("", None)
         if typ == "E":
             self._copy_in = False  # an error ends copy-in mode
             f = _fields(body, codec)
@@ -991,7 +1013,7 @@ class SessionFacts:
                 n = rows_of(tag)
                 if n is not None:
                     row["rows"] = (row["rows"] or 0) + n
-                if tag in ("PREPARE", "DECLARE CURSOR"):
+                if tag in _NAMING_TAGS:
                     self._sql_named(row, len(self._tag_ns[id(row)]) - 1, tag)
                 u.cursors = ()
             elif typ == "T":
@@ -1020,7 +1042,7 @@ class SessionFacts:
             if typ == "2":
                 self._pending.popleft()
                 self._bound(u)
-                self._server_portals[u.name] = u
+                self._open_portal(u.name, u)
         elif k == "C":
             if typ == "3":
                 self._pending.popleft()
@@ -1070,6 +1092,10 @@ class SessionFacts:
             self._pending.popleft()
             row["end_ns"] = self._t
             self._emit(row, u)
+            if typ == "C" and row["command_tag"] in _NAMING_TAGS:
+                # a PREPARE or DECLARE (CLOSE, DEALLOCATE, DISCARD ALL) sent through the
+                # protocol names what it names as a simple Query's does
+                self._sql_named(row, 0, row["command_tag"])
         elif k == "S" and typ == "Z":
             self._pending.popleft()
 
@@ -1082,9 +1108,17 @@ class SessionFacts:
     def _executing(self, u: Unit) -> None:
         """The Execute ``u`` is being answered: its row names the portal the server holds
         under its name (the text and values it runs), not what the client last bound."""
+        if u.row is None:
+            return
         bound = self._server_portals.get(u.name)
-        if bound is None or u.row is None:
-            return  # not bound through the protocol (a cursor's portal), or gone: as sent
+        if bound is None:
+            # no portal this recording shows made (the server fails it, 34000, or runs one
+            # made by code derive cannot see): not what the client last bound to the name,
+            # which is gone (session 34: a protocol DECLARE's cursor shown as the earlier
+            # Bind's statement)
+            u.bind = u.src = None
+            u.row["text"], u.row["params"] = "", json.dumps([])
+            return
         u.bind, u.src = bound, bound.src
         u.row["text"], u.row["params"] = bound.sql, json.dumps(bound.params)
 
@@ -1095,17 +1129,78 @@ class SessionFacts:
         log: ``execute q1: PREPARE q1 AS ...``, ``execute <unnamed>/c: DECLARE c ...``); the
         rows of those Executes have it, and the decision on it."""
         texts = statements_of(row.get("text") or "")
-        words = _words(texts[i], 1) if i < len(texts) else None
-        first = "prepare" if tag == "PREPARE" else "declare"
+        text = texts[i] if i < len(texts) else ""
+        if tag in ("COMMIT", "ROLLBACK", "SAVEPOINT", "RELEASE", "PREPARE TRANSACTION"):
+            self._portal_lifetimes(text, tag)
+            return
+        # DISCARD ALL and DEALLOCATE ALL drop every named statement, DISCARD ALL and CLOSE
+        # ALL every portal but the one running them (the unnamed one's, here)
+        if tag in ("DISCARD ALL", "DEALLOCATE ALL"):
+            self._server_stmts = {k: v for k, v in self._server_stmts.items() if not k}
+        if tag in ("DISCARD ALL", "CLOSE CURSOR ALL"):
+            self._server_portals = {k: v for k, v in self._server_portals.items() if not k}
+        if tag in ("DISCARD ALL", "DEALLOCATE ALL", "CLOSE CURSOR ALL"):
+            return
+        words = _words(text, 2, partial=True) if text else None
+        first = {"PREPARE": "prepare", "DECLARE CURSOR": "declare", "CLOSE CURSOR": "close",
+                 "DEALLOCATE": "deallocate"}[tag]  # fmt: skip
         if not words or len(words) < 2 or words[0] != (first, False):
             return
         name = words[1][0]
+        if first == "deallocate":  # DEALLOCATE [PREPARE] name
+            if words[1] == ("prepare", False) and len(words) > 2:
+                name = words[2][0]
+            self._server_stmts.pop(name, None)
+            return
+        if first == "close":
+            self._server_portals.pop(name, None)
+            return
         decision = {k: row.get(k) for k in _DECISION_KEYS}
-        src = Unit("P", name=name, sql=texts[i], decision=decision if row.get("decision") else None)
+        src = Unit("P", name=name, sql=text, decision=decision if row.get("decision") else None)
         if tag == "PREPARE":
             self._server_stmts[name] = src
         else:
-            self._server_portals[name] = Unit("B", name=name, sql=texts[i], src=src, params=[])
+            self._open_portal(name, Unit("B", name=name, sql=text, src=src, params=[],
+                                         hold=_held(text)))
+
+    def _open_portal(self, name: str, unit: Unit) -> None:
+        """The server made portal ``name`` (in the open transaction)."""
+        self._server_portals[name] = unit
+        self._young.append(name)
+
+    def _portal_lifetimes(self, text: str, tag: str) -> None:
+        """A statement that ends portals with their transaction or subtransaction: COMMIT
+        keeps only the cursors declared WITH HOLD (PREPARE TRANSACTION none), ROLLBACK none
+        of those the transaction made, ROLLBACK TO those made since its savepoint."""
+        op = savepoint_op(text) if tag != "COMMIT" else None
+        if op is not None and op[0] == "set":
+            self._portal_savepoints.append((op[1], len(self._young)))
+        elif op is not None:
+            at = next((k for k in range(len(self._portal_savepoints) - 1, -1, -1)
+                       if self._portal_savepoints[k][0] == op[1]), None)  # fmt: skip
+            if at is None:
+                return
+            made = self._portal_savepoints[at][1]
+            if op[0] == "release":
+                del self._portal_savepoints[at:]
+            else:
+                del self._portal_savepoints[at + 1 :]
+                for name in self._young[made:]:
+                    self._server_portals.pop(name, None)
+                del self._young[made:]
+        elif tag in ("COMMIT", "PREPARE TRANSACTION"):
+            self._end_portals(committed=True)
+        elif tag == "ROLLBACK":
+            self._end_portals(committed=False)
+
+    def _end_portals(self, committed: bool) -> None:
+        """The open transaction ended: its portals with it, but cursors declared WITH HOLD
+        whose transaction committed."""
+        young = set(self._young) if not committed else set()
+        self._server_portals = {k: u for k, u in self._server_portals.items()
+                                if u.hold and k not in young}  # fmt: skip
+        self._young.clear()
+        self._portal_savepoints.clear()
 
     def _cursors_returned(self, sql: str, decision: dict | None, columns: tuple[int, ...],
                           body: bytes, codec: str) -> None:  # fmt: skip
@@ -1118,7 +1213,8 @@ class SessionFacts:
         for name in _column_values(body, columns, codec):
             # a name the server holds a portal under already is not one the function opened
             # (opening it would have failed: 42P03): it returned the name of that portal
-            self._server_portals.setdefault(name, Unit("B", name=name, sql=sql, src=src, params=[]))
+            if name not in self._server_portals:
+                self._open_portal(name, Unit("B", name=name, sql=sql, src=src, params=[]))
 
     def _copy_in_began(self) -> None:
         """CopyInResponse to the head message: until the client's CopyDone or CopyFail the
@@ -1296,6 +1392,7 @@ class SessionFacts:
         it committed (the implicit block of a Query or a Sync group)."""
         self._since_ready = []
         self._tag_ns.clear()  # the rows answered are emitted: their events are made
+        failed = self._failed
         if status == b"I":
             if self._changed and self._failed:
                 self._undo(0, _ENDED_BY_ERROR)
@@ -1304,10 +1401,9 @@ class SessionFacts:
             self._changed.clear()
             self._savepoints.clear()
             self._fates.clear()
-            # the transaction's portals ended with it, but a cursor declared WITH HOLD (kept
-            # whether its block committed or not: an Execute of one that is gone fails, and
-            # its row says so)
-            self._server_portals = {k: u for k, u in self._server_portals.items() if _held(u.sql)}
+            # the transaction's portals ended with it, but a cursor declared WITH HOLD whose
+            # transaction committed (an error ended an implicit one: it did not)
+            self._end_portals(committed=not failed)
         self._failed = self._unread_rollback = False
         self._status = status
 
