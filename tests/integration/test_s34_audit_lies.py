@@ -1,0 +1,569 @@
+"""Session 34, an attacker's red-team round on the statement rows of the audit answer, with
+PostgreSQL as the judge.
+
+Method (as session 33's round): each test runs one session of an agent with a grant through
+a recording proxy (raw protocol messages: ``RawClient``), reads ``pgwitness audit --format
+json`` back and holds its rows to the server's own log of the session's backend (the module
+makes the cluster log every statement of the proxy's upstream role: ``log_statement =
+'all'``, errors with their SQLSTATE, the parameters of each execution; restored after).
+``trace`` turns the log into what the server ran, in order; ``assert_as_the_server_ran``
+compares text, values and SQLSTATE row by row (the policy's denials left out). The
+attacker's aim: an answer that shows a statement that did not run, hides one that did, or
+shows the wrong text, values, outcome, row count or decision.
+
+Findings (each one a lie in the answer's rows, fixed in recorder/audit/derive.py; the unit
+tests in tests/unit/test_s34_audit_lies_unit.py fail without the fix):
+
+* a ``DECLARE`` sent as Parse/Bind/Execute was not followed (only a simple Query's was): an
+  Execute of the cursor by name showed the statement the client had bound to a portal of
+  that name in an earlier transaction, with its values (``SELECT 'innocent'`` where the
+  server fetched ``alw.t``'s rows); with no earlier Bind, no text and no decision;
+* a ``PREPARE`` sent through the protocol, likewise: a Bind of the name showed the Parse
+  of that name the policy had refused, ``denied`` and yet ``ok`` (so the statement the
+  server ran was hidden among denials, and a denied one shown as run);
+* SQL ``CLOSE`` (and ``CLOSE ALL``, ``DISCARD ALL``) was not followed, nor were the ends of
+  portals with their transaction but at a ReadyForQuery idle: a ``WITH HOLD`` cursor of a
+  block that rolled back, the portals of a ``COMMIT AND CHAIN`` (ReadyForQuery stays 'T'),
+  those made after a savepoint that ``ROLLBACK TO`` undid. The name stayed the closed
+  cursor's, and since a refcursor naming a portal derive holds keeps that portal's text
+  (``_cursors_returned``), a granted function that then opened a cursor under the name
+  (``OPEN $1 FOR ...; RETURN $1``) had its cursor's Execute shown as the closed cursor's
+  ``DECLARE`` (its text, its decision);
+* ``DECLARE c BINARY BINARY ... CURSOR WITH HOLD`` (options repeat as often as the client
+  likes): not read as held (``_held`` read nine words), dropped at the commit, its Execute
+  in the next transaction shown as the client's earlier Bind of ``c``;
+* an Execute of a name derive held no portal under took the client's last Bind of that name
+  (which the server no longer held): now no text;
+* ``DEALLOCATE`` was not followed, and a simple Query replaces the unnamed statement and
+  portal: a Bind of a deallocated statement, an Execute of the unnamed portal after a Query
+  (each refused by the server: 26000, 34000) showed the statement they no longer named.
+
+What held (the probes stay as regression tests): every case above, once fixed.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+from contextlib import redirect_stdout
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from common.wire import messages as m
+from proxy.cli import main as cli_main
+from tests.support.rawpg import RawClient, bind, error_fields, execute, parse
+from tests.support.recording import (
+    grants,
+    issue_grant,
+    one_live_session,
+    public_key,
+    recording,
+    wait_status,
+)
+from tests.support.wait import wait_for
+
+pytestmark = pytest.mark.timeout(90)
+
+SETUP = """
+DROP SCHEMA IF EXISTS alw CASCADE;
+CREATE SCHEMA alw;
+GRANT USAGE ON SCHEMA alw TO pgwitness;
+CREATE TABLE alw.t (id int, v text);
+INSERT INTO alw.t SELECT g, 'v' || g FROM generate_series(1, 20) g;
+GRANT ALL ON alw.t TO pgwitness;
+"""
+SCOPES = "read:alw.t write:alw.t"
+AGENT = "billing-bot"
+DENIED = "SELECT salary FROM secret.payroll"  # the grant may not read it: the policy denies
+# what the server logs for the upstream role while the module runs
+LOG_SETTINGS = {
+    "log_statement": "all",
+    "log_min_duration_statement": "0",
+    "log_min_error_statement": "error",
+    "log_error_verbosity": "verbose",  # "ERROR:  22012: division by zero"
+    "log_parameter_max_length": "-1",
+    "log_parameter_max_length_on_error": "-1",
+}
+
+
+@pytest.fixture(scope="module")
+def server_log(pg):
+    """The ``pg`` cluster logs every statement of the proxy's upstream role (the settings
+    apply to its logins from now on); the role's own settings are put back after."""
+    before = pg.psql(
+        "SELECT coalesce(array_to_string(setconfig, E'\\n'), '') FROM "
+        "pg_db_role_setting WHERE setrole = 'pgwitness'::regrole AND setdatabase = 0"
+    )
+    had = dict(x.split("=", 1) for x in before.splitlines() if "=" in x)
+    pg.psql(SETUP, db="app")
+    try:
+        for k, v in LOG_SETTINGS.items():
+            pg.psql(f"ALTER ROLE pgwitness SET {k} = '{v}'")
+        yield pg
+    finally:
+        for k in LOG_SETTINGS:
+            if k in had:
+                pg.psql(f"ALTER ROLE pgwitness SET {k} = '{had[k]}'")
+            else:
+                pg.psql(f"ALTER ROLE pgwitness RESET {k}")
+        pg.psql("DROP SCHEMA IF EXISTS alw CASCADE;", db="app")
+
+
+# --- the server's word ---------------------------------------------------------------
+
+_LINE = re.compile(
+    r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d(?:\.\d+)? \S+ \[(\d+)\] (?:\S*@\S* )?([A-Z]+):  "
+)
+_PARAM = re.compile(r"\$\d+ = (NULL|'(?:[^']|'')*')(?:, |$)")
+_EXECUTE = re.compile(r"execute (fetch from )?[^:]*: ", re.S)
+_CODE = re.compile(r"[0-9A-Z]{5}: ")  # log_error_verbosity = verbose: every message's SQLSTATE
+
+
+def log_entries(pg, pid: int, offset: int) -> list[tuple[str, str]]:
+    """The log's messages of backend ``pid`` from ``offset`` on: (level, text)."""
+    with open(pg.log_path, "rb") as f:
+        f.seek(offset)
+        text = f.read().decode(errors="replace")
+    out: list[tuple[str, str]] = []
+    mine = False
+    for line in text.split("\n"):
+        hit = _LINE.match(line)
+        if hit:
+            mine = int(hit.group(1)) == pid
+            if mine:
+                out.append((hit.group(2), line[hit.end() :]))
+        elif mine and out:  # a message's next line (the server puts a tab before it)
+            out[-1] = (out[-1][0], out[-1][1] + "\n" + line.removeprefix("\t"))
+    return out
+
+
+def _params(detail: str) -> list[str | None]:
+    return [None if v == "NULL" else v[1:-1].replace("''", "'") for v in _PARAM.findall(detail)]
+
+
+@dataclass
+class Ran:
+    """What the server's log says of one client message: a simple Query (``statement``),
+    an Execute (``execute``; ``fetch``: a portal continued), or a Parse or Bind it refused
+    (``refused``: no execution logged, only its error), with its text as the server
+    names it, its values and its error's SQLSTATE."""
+
+    how: str
+    text: str | None
+    params: list[str | None] | None = None
+    sqlstate: str | None = None
+
+
+def trace(entries: list[tuple[str, str]]) -> list[Ran]:
+    """The server's executions and refusals, in its order, from its log lines. The proxy's
+    own statements (its denials' ``DO`` blocks, the ``DISCARD ALL`` it resets a kept
+    backend with) are left out."""
+    out: list[Ran] = []
+    last: Ran | None = None  # the message the lines being read are about (None: another's)
+    for level, line in entries:
+        code, text = (line[:5], line[7:]) if _CODE.match(line) else (None, line)
+        if level == "LOG" and text.startswith("statement: "):
+            last = Ran("statement", text[len("statement: ") :])
+            out.append(last)
+        elif level == "LOG" and (hit := _EXECUTE.match(text)):
+            last = Ran("fetch" if hit.group(1) else "execute", text[hit.end() :])
+            out.append(last)
+        elif level == "LOG" and text.startswith("duration: "):
+            last = None  # its message completed (a parse or bind's: the next's details)
+        elif level == "DETAIL" and text.startswith("parameters: ") and last is not None:
+            last.params = _params(text[len("parameters: ") :])
+        elif level in ("ERROR", "FATAL"):
+            if last is None or last.sqlstate is not None:
+                last = Ran("refused", None)
+                out.append(last)
+            last.sqlstate = code
+        elif level == "CONTEXT" and "with parameters: " in text and last is not None:
+            if last.params is None:
+                last.params = _params(text.split("with parameters: ", 1)[1])
+        elif level == "STATEMENT" and last is not None and last.text is None:
+            last.text = text
+    kept: list[Ran] = []
+    for r in out:
+        if (r.text or "").startswith("DO $pgw_") or (r is out[-1] and r.text == "DISCARD ALL"):
+            continue  # the proxy's denials; its reset of a backend kept for the grant
+        if r.text is None and r.params is None and kept and kept[-1].sqlstate is None:
+            kept[-1].sqlstate = r.sqlstate  # an error that names no statement: the Sync's
+            continue  # (the group's commit failed: what it ran is undone, with that error)
+        kept.append(r)
+    return kept
+
+
+def _plain(v) -> str | None:
+    """An answer's parameter as the server logs it (typed binary ones back to text)."""
+    if v is None:
+        return None
+    if isinstance(v, bool):
+        return "t" if v else "f"
+    return str(v)
+
+
+def assert_as_the_server_ran(rows: list[dict], ran: list[Ran]) -> None:
+    """Statement by statement, the answer's rows (but the policy's denials) are what the
+    server ran or refused: text, values, SQLSTATE, in order, as many."""
+    got = []
+    for r in rows:
+        if r["decision"] == "denied":
+            continue
+        params = json.loads(r["params"]) if r["params"] else None
+        got.append((r["text"], [_plain(p) for p in params] if params else None, r["sqlstate"]))
+    want = []
+    for x, mine in zip(ran, got + [None] * len(ran), strict=False):
+        params = list(x.params) if x.params else None  # a NULL is None in both
+        if x.params is None and x.sqlstate is not None and mine is not None:
+            params = mine[1]  # refused before the server read the values: it logs none
+        want.append((x.text, params, x.sqlstate))
+    assert got == want, "\n".join(map(str, ["answer:", *got, "server:", *want]))
+
+
+# --- the session and the answer ------------------------------------------------------
+
+
+def run_cli(*argv: str) -> tuple[int, str]:
+    out = io.StringIO()
+    with redirect_stdout(out):
+        rc = cli_main(list(argv))
+    return rc, out.getvalue()
+
+
+@dataclass
+class Case:
+    """One session through a recording proxy with a grant, and the server log from its start."""
+
+    h: object
+    tmp: Path
+    task: str
+    token: str
+    pg: object
+    offset: int
+
+    def client(self) -> RawClient:
+        return RawClient.session(self.h.host, self.h.port, AGENT, self.token)
+
+    def answer(self, sid: str) -> dict:
+        """The session's entry in ``pgwitness audit --task T --format json``, once every
+        recording it draws on is stored and verifies (the control stream that indexes the
+        session is stored a moment after the session's last chunk: until then the answer
+        says it is missing)."""
+        wait_status(self.h.runtime.recorder.store, sid, public_key(self.tmp), "closed")
+        last: list[dict] = []
+
+        def intact() -> bool:
+            rc, out = run_cli("audit", "--store", str(self.tmp / "rec"), "--index",
+                              str(self.tmp / "audit.duckdb"), "--public-key",
+                              str(self.tmp / "signing.key.pub"), "--format", "json",
+                              "--task", self.task)  # fmt: skip
+            last[:] = [json.loads(out)]
+            return rc == 0 and last[0]["verification"]["intact"]
+
+        try:
+            wait_for(intact, 10, "the answer's recordings to verify", 0.2)
+        except AssertionError:
+            raise AssertionError(json.dumps(last[0]["verification"], indent=1)) from None
+        (s,) = [s for g in last[0]["grants"] for s in g["sessions"] if s["session_id"] == sid]
+        return s
+
+    def judged_raw(self, sid: str) -> tuple[list[dict], list[tuple[str, str]]]:
+        """The answer's rows of session ``sid`` and its backend's log entries."""
+        s = self.answer(sid)
+        return s["statement_rows"], log_entries(self.pg, s["backend_pid"], self.offset)
+
+    def judged(self, sid: str) -> tuple[list[dict], list[Ran]]:
+        """The answer's rows of session ``sid`` and the server's trace of its backend."""
+        s = self.answer(sid)
+        return s["statement_rows"], trace(log_entries(self.pg, s["backend_pid"], self.offset))
+
+
+@pytest.fixture
+def case(server_log, make_proxy, tmp_path, request):
+    h = make_proxy(**recording(tmp_path), **grants(tmp_path))
+    task = "S34-LIES-" + request.node.name.removeprefix("test_")[:40]
+    _, token = issue_grant(h, scopes=getattr(request.function, "scopes", SCOPES), task=task)
+    return Case(h, tmp_path, task, token, server_log, server_log.log_path.stat().st_size)
+
+
+def with_scopes(scopes: str):
+    """The test's grant has these scopes (``case``), not ``SCOPES``."""
+
+    def mark(test):
+        test.scopes = scopes
+        return test
+
+    return mark
+
+
+OPEN_NAMED = """
+CREATE FUNCTION alw.open_named(c refcursor) RETURNS refcursor LANGUAGE plpgsql AS $$
+BEGIN
+  OPEN c FOR SELECT v FROM alw.t ORDER BY id;
+  RETURN c;
+END $$;
+"""
+FUNCTION_RAN = "SELECT v FROM alw.t ORDER BY id"  # what the server runs for its cursor
+
+
+@pytest.fixture
+def open_named(server_log):
+    """A granted function that opens a cursor under the name it is given (the docs'
+    ``OPEN $1 FOR ...; RETURN $1`` pattern)."""
+    server_log.psql(OPEN_NAMED, db="app")
+    yield
+    server_log.psql("DROP FUNCTION IF EXISTS alw.open_named(refcursor);", db="app")
+
+
+def errors(entries: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """The server's errors in the log: (SQLSTATE, message)."""
+    return [(t[:5], t[7:]) for level, t in entries if level == "ERROR" and _CODE.match(t)]
+
+
+def answered(c: RawClient) -> list[tuple[str, str | None]]:
+    out = []
+    for f in c.frames_until_ready():
+        t = chr(f[0])
+        out.append((t, f[5:-1].decode() if t == "C" else error_fields(f).get("C") if t == "E"
+                    else None))  # fmt: skip
+    return out
+
+
+def answered_query(c: RawClient, sql: str) -> list[tuple[str, str | None]]:
+    c.send(m.query(sql))
+    return [a for a in answered(c) if a[0] not in "TDZ"]
+
+
+def kinds(c: RawClient) -> str:
+    return "".join(a[0] for a in answered(c))
+
+
+def rows_of(rows: list[dict]) -> list[tuple]:
+    return [
+        (r["text"], r["decision"], r["outcome"], r["command_tag"], r["rows"], r["sqlstate"])
+        for r in rows
+    ]
+
+
+NAMED_SCOPES = SCOPES + " execute:alw.open_named"
+
+
+# --- 1. names the server holds that derive did not see made ------------------------------
+
+
+def test_a_cursor_declared_through_the_protocol(case):
+    """A ``DECLARE`` sent as Parse/Bind/Execute makes a portal as a simple Query's does; an
+    Execute of it by name runs the cursor's query. The client bound a portal of that name
+    to another statement in an earlier transaction (gone with it)."""
+    declare = "DECLARE c CURSOR FOR SELECT id, v FROM alw.t ORDER BY id"
+    with case.client() as c:
+        sid = one_live_session(case.h)
+        c.send(parse("s", "SELECT 'innocent'"), bind("c", "s"), execute("c"), m.SYNC)
+        assert kinds(c) == "12DCZ"
+        assert answered_query(c, "BEGIN") == [("C", "BEGIN")]
+        c.send(parse("", declare), bind(), execute(), m.SYNC)
+        assert answered(c)[2] == ("C", "DECLARE CURSOR")
+        c.send(execute("c", 3), m.SYNC)
+        assert kinds(c) == "DDDsZ"
+        assert answered_query(c, "COMMIT") == [("C", "COMMIT")]
+    rows, ran = case.judged(sid)
+    assert_as_the_server_ran(rows, ran)
+    assert rows[3]["text"] == declare and rows[3]["rows"] == 3
+
+
+def test_a_statement_prepared_through_the_protocol(case):
+    """A ``PREPARE`` sent as Parse/Bind/Execute makes a statement a Bind may name. The
+    client's earlier Parse of that name was refused by the policy."""
+    prepare = "PREPARE q2 (int) AS SELECT v FROM alw.t WHERE id = $1"
+    with case.client() as c:
+        sid = one_live_session(case.h)
+        c.send(parse("q2", DENIED), m.SYNC)
+        assert answered(c) == [("E", "42501"), ("Z", None)]
+        c.send(parse("", prepare), bind(), execute(), m.SYNC)
+        assert answered(c)[2] == ("C", "PREPARE")
+        c.send(bind(statement="q2", params=[b"3"]), execute(), m.SYNC)
+        assert answered(c)[2:] == [("C", "SELECT 1"), ("Z", None)]
+    rows, ran = case.judged(sid)
+    assert_as_the_server_ran(rows, ran)
+    assert (rows[2]["text"], rows[2]["decision"]) == (prepare, "allowed")
+
+
+def test_a_statement_deallocated_then_bound(case):
+    """SQL ``DEALLOCATE`` and ``DISCARD ALL`` drop prepared statements: a Bind of the name
+    fails (26000); the server ran nothing and logs no text."""
+    with case.client() as c:
+        sid = one_live_session(case.h)
+        assert answered_query(c, "PREPARE q AS SELECT 'old'") == [("C", "PREPARE")]
+        assert answered_query(c, "DEALLOCATE q") == [("C", "DEALLOCATE")]
+        c.send(bind(statement="q"), execute(), m.SYNC)
+        assert answered(c) == [("E", "26000"), ("Z", None)]
+        c.send(parse("p", "SELECT 'protocol'"), m.SYNC)
+        assert kinds(c) == "1Z"
+        assert answered_query(c, "DISCARD ALL") == [("C", "DISCARD ALL")]
+        c.send(bind(statement="p"), execute(), m.SYNC)
+        assert answered(c) == [("E", "26000"), ("Z", None)]
+    rows, entries = case.judged_raw(sid)
+    assert [(x.text, x.sqlstate) for x in trace(entries)] == [
+        ("PREPARE q AS SELECT 'old'", None),
+        ("DEALLOCATE q", "26000"),
+        ("DISCARD ALL", "26000"),
+    ]  # (trace gives an error with no statement to the one before)
+    assert errors(entries) == [
+        ("26000", 'prepared statement "q" does not exist'),
+        ("26000", 'prepared statement "p" does not exist'),
+    ]
+    # the Binds ran nothing: not the deallocated PREPARE's text (was: shown as bound, an
+    # error, where the server held no such statement); the protocol one is what the client
+    # bound (its Parse, dropped by DISCARD ALL), as for any Bind of a name not held
+    assert rows_of(rows) == [
+        ("PREPARE q AS SELECT 'old'", "allowed", "ok", "PREPARE", None, None),
+        ("DEALLOCATE q", "allowed", "ok", "DEALLOCATE", None, None),
+        ("", None, "error", None, None, "26000"),
+        ("DISCARD ALL", "allowed", "ok", "DISCARD ALL", None, None),
+        ("SELECT 'protocol'", "allowed", "error", None, None, "26000"),
+    ], rows_of(rows)
+
+
+def test_a_simple_query_drops_the_unnamed_statement_and_portal(case):
+    """A simple Query replaces the unnamed statement and the unnamed portal (PostgreSQL's
+    exec_simple_query): an Execute of the unnamed portal after it fails (34000), a Bind of
+    the unnamed statement too (26000)."""
+    gen = "SELECT g FROM generate_series(1, $1::int) g"
+    with case.client() as c:
+        sid = one_live_session(case.h)
+        assert answered_query(c, "BEGIN") == [("C", "BEGIN")]
+        c.send(parse("", gen), bind(params=[b"5"]), execute("", 2), m.SYNC)
+        assert kinds(c) == "12DDsZ"
+        assert answered_query(c, "SELECT 'between'") == [("C", "SELECT 1")]
+        c.send(execute("", 2), m.SYNC)
+        assert answered(c) == [("E", "34000"), ("Z", None)]
+        assert answered_query(c, "ROLLBACK") == [("C", "ROLLBACK")]
+        c.send(parse("", "SELECT 'unnamed'"), m.SYNC)
+        assert kinds(c) == "1Z"
+        assert answered_query(c, "SELECT 'between'") == [("C", "SELECT 1")]
+        c.send(bind(), execute(), m.SYNC)
+        assert answered(c) == [("E", "26000"), ("Z", None)]
+    rows, entries = case.judged_raw(sid)
+    assert [(x.text, x.sqlstate) for x in trace(entries)] == [
+        ("BEGIN", None),
+        (gen, None),
+        ("SELECT 'between'", "34000"),
+        ("ROLLBACK", None),
+        ("SELECT 'between'", "26000"),
+    ]  # (an error with no statement: given to the one before)
+    assert errors(entries) == [
+        ("34000", 'portal "" does not exist'),
+        ("26000", "unnamed prepared statement does not exist"),
+    ]
+    # the Execute ran nothing (was: the unnamed portal's statement and values, an error)
+    assert rows_of(rows)[3] == ("", None, "error", None, None, "34000"), rows_of(rows)
+    assert rows_of(rows)[6] == ("SELECT 'unnamed'", "allowed", "error", None, None, "26000")
+
+
+# --- 2. cursors that ended while derive kept them ------------------------------------------
+
+
+@with_scopes(NAMED_SCOPES)
+def test_a_cursor_closed_in_sql_and_opened_again_by_a_function(open_named, case):
+    """``CLOSE c`` in SQL, then a granted function opens a cursor under the same name and
+    returns it: an Execute of ``c`` runs the function's cursor, not the closed one."""
+    with case.client() as c:
+        sid = one_live_session(case.h)
+        for q in (
+            "BEGIN",
+            "DECLARE c CURSOR FOR SELECT 'decoy'",
+            "CLOSE c",
+            "SELECT alw.open_named('c')",
+        ):
+            assert answered_query(c, q)[-1][0] == "C", q
+        c.send(execute("c", 2), m.SYNC)
+        assert kinds(c) == "DDsZ"
+        assert answered_query(c, "COMMIT") == [("C", "COMMIT")]
+    rows, ran = case.judged(sid)
+    assert ran[4].text == FUNCTION_RAN
+    assert rows[4]["text"] == "SELECT alw.open_named('c')", rows[4]
+
+
+@with_scopes(NAMED_SCOPES)
+def test_a_held_cursor_of_a_block_rolled_back(open_named, case):
+    """A cursor declared WITH HOLD in a block that rolls back is gone with it (only a
+    commit keeps it); a function then opens one under its name."""
+    with case.client() as c:
+        sid = one_live_session(case.h)
+        for q in (
+            "BEGIN",
+            "DECLARE c CURSOR WITH HOLD FOR SELECT 'decoy'",
+            "ROLLBACK",
+            "BEGIN",
+            "SELECT alw.open_named('c')",
+        ):
+            assert answered_query(c, q)[-1][0] == "C", q
+        c.send(execute("c", 2), m.SYNC)
+        assert kinds(c) == "DDsZ"
+        assert answered_query(c, "COMMIT") == [("C", "COMMIT")]
+    rows, ran = case.judged(sid)
+    assert ran[5].text == FUNCTION_RAN
+    assert rows[5]["text"] == "SELECT alw.open_named('c')", rows[5]
+
+
+@with_scopes(NAMED_SCOPES)
+def test_portals_end_at_commit_and_chain(open_named, case):
+    """COMMIT AND CHAIN ends the transaction (its portals with it) but ReadyForQuery says
+    'T': a function then opens a cursor under a name the ended transaction used."""
+    with case.client() as c:
+        sid = one_live_session(case.h)
+        for q in (
+            "BEGIN",
+            "DECLARE c CURSOR FOR SELECT 'decoy'",
+            "COMMIT AND CHAIN",
+            "SELECT alw.open_named('c')",
+        ):
+            assert answered_query(c, q)[-1][0] == "C", q
+        c.send(execute("c", 2), m.SYNC)
+        assert kinds(c) == "DDsZ"
+        assert answered_query(c, "COMMIT") == [("C", "COMMIT")]
+    rows, ran = case.judged(sid)
+    assert ran[4].text == FUNCTION_RAN
+    assert rows[4]["text"] == "SELECT alw.open_named('c')", rows[4]
+
+
+@with_scopes(NAMED_SCOPES)
+def test_portals_end_at_rollback_to_savepoint(open_named, case):
+    """ROLLBACK TO a savepoint closes the cursors opened after it."""
+    with case.client() as c:
+        sid = one_live_session(case.h)
+        for q in (
+            "BEGIN",
+            "SAVEPOINT a",
+            "DECLARE c CURSOR FOR SELECT 'decoy'",
+            "ROLLBACK TO a",
+            "SELECT alw.open_named('c')",
+        ):
+            assert answered_query(c, q)[-1][0] == "C", q
+        c.send(execute("c", 2), m.SYNC)
+        assert kinds(c) == "DDsZ"
+        assert answered_query(c, "COMMIT") == [("C", "COMMIT")]
+    rows, ran = case.judged(sid)
+    assert ran[5].text == FUNCTION_RAN
+    assert rows[5]["text"] == "SELECT alw.open_named('c')", rows[5]
+
+
+def test_a_held_cursor_whose_options_are_repeated(case):
+    """``DECLARE c BINARY BINARY ... CURSOR WITH HOLD`` is held (options may repeat): an
+    Execute of it in a later transaction runs it. The client bound a portal ``c`` to
+    another statement before."""
+    declare = "DECLARE c " + "BINARY " * 8 + "CURSOR WITH HOLD FOR SELECT id FROM alw.t ORDER BY id"
+    with case.client() as c:
+        sid = one_live_session(case.h)
+        c.send(parse("s", "SELECT 'innocent'"), bind("c", "s"), execute("c"), m.SYNC)
+        assert kinds(c) == "12DCZ"
+        assert answered_query(c, declare) == [("C", "DECLARE CURSOR")]
+        c.send(execute("c", 2), m.SYNC)
+        assert kinds(c) == "DDsZ"
+        assert answered_query(c, "CLOSE c") == [("C", "CLOSE CURSOR")]
+    rows, ran = case.judged(sid)
+    assert_as_the_server_ran(rows, ran)
+    assert rows[2]["text"] == declare
