@@ -64,7 +64,10 @@ def _where(f: Filters, *, ts: str, grant_col: str = "grant_id", task=True, sessi
     return " AND ".join(cond), params
 
 
-DENIED = "(decision = 'denied' OR sqlstate = '42501' OR db_denied_rule IS NOT NULL)"
+# what --denied keeps: denied by the policy or the database, or what a dry-run grant's
+# policy would have denied (it ran: the denials' source says dry-run)
+DENIED = ("(decision IN ('denied', 'would_deny') OR sqlstate = '42501' "
+          "OR db_denied_rule IS NOT NULL)")
 
 
 def _time(v: str | None) -> dt.datetime | None:
@@ -451,7 +454,8 @@ def write(answer: dict, fmt: str, out: TextIO) -> None:
 def sessions_list(con, f: Filters) -> list[dict]:
     w, p = _where(f, ts="started_at", ts_end="ended_at", session="session_id")
     if f.denied:
-        w += " AND denials > 0"
+        w += (" AND (denials > 0 OR session_id IN "
+              "(SELECT session_id FROM statements WHERE decision = 'would_deny'))")
     return _rows(con, "SELECT session_id, started_at, ended_at, end_cause, agent, task, grant_id, "
                       "database, client_addr, client_tls, statements, denials, errors, status, "
                       f"intact FROM sessions WHERE {w} ORDER BY started_at, session_id", p)

@@ -132,12 +132,17 @@ VIEWS = {
         FROM control_events e LEFT JOIN grants g USING (grant_id)
         WHERE e.kind = 'login.refused'""",
     "denials": """
-        SELECT ts, CASE WHEN decision = 'denied' THEN 'policy' ELSE 'database' END AS source,
+        SELECT ts, CASE WHEN decision = 'denied' THEN 'policy'
+                        WHEN decision = 'would_deny' AND db_denied_rule IS NULL
+                             AND coalesce(sqlstate, '') <> '42501' THEN 'dry-run'
+                        ELSE 'database' END AS source,
                grant_id, agent, task, database, session_id, n, text,
-               CASE WHEN decision = 'denied' THEN rule ELSE coalesce(db_denied_rule, rule) END AS rule,
+               CASE WHEN decision = 'denied' OR (decision = 'would_deny' AND db_denied_rule IS NULL
+                                                 AND coalesce(sqlstate, '') <> '42501')
+                    THEN rule ELSE coalesce(db_denied_rule, rule) END AS rule,
                coalesce(reason, message) AS reason, sqlstate, message, verified
         FROM statements
-        WHERE decision = 'denied' OR db_denied_rule IS NOT NULL
+        WHERE decision IN ('denied', 'would_deny') OR db_denied_rule IS NOT NULL
            OR (sqlstate = '42501' AND coalesce(decision, '') <> 'denied')
         UNION ALL
         SELECT ts, CASE WHEN sqlstate IN ('53300', '57P03', '57P01', '08P01', '08006')

@@ -388,6 +388,31 @@ def test_sessions_end_as_the_clients_saw_them(truth, full, pg):
     assert ts(sessions("nb")[0]["started_at"]) >= truth.grants["nb"].not_before
 
 
+def test_a_dry_runs_would_deny_is_among_the_denials(truth, full):
+    """A dry-run grant refuses nothing, and its session's statement the policy would have
+    denied ran (the server answered it): the answer's denials list it all the same, as a
+    dry run's (source ``dry-run``, with the rule and the reason), and ``--denied`` keeps it
+    and its session, in the answer and the sessions list (was: absent from both, so the
+    auditor of a dry run had to read every statement row to learn what the grant lacks)."""
+    (d,) = grant_of(full, truth.gid("dry"))["sessions"]
+    (row,) = d["statement_rows"]
+    assert [f[:1] for f in truth.sessions["dry"] if f[:1] in (b"C", b"E")] == [b"C"]  # it ran
+    (den,) = [x for x in full["denials"] if x["session_id"] == d["session_id"]]
+    assert (den["source"], den["n"], den["text"], den["rule"], den["sqlstate"]) == (
+        "dry-run", row["n"], "SELECT count(*) FROM public.orders", row["rule"], None)
+    assert den["rule"] and den["reason"] == row["reason"] and den["reason"]
+    assert not [x for x in full["denials"] if x["source"] == "dry-run"
+                and x["session_id"] != d["session_id"]]  # enforcing grants' are policy's
+    rc, a = answer(truth.tmp, "--grant", truth.gid("dry"), "--denied", "--no-update")
+    assert rc == 0
+    assert [[r["n"] for r in s["statement_rows"]] for s in grant_of(a, truth.gid("dry"))["sessions"]] == [[row["n"]]]
+    rc, out = run("sessions", *args(truth.tmp), "--grant", truth.gid("dry"), "--denied",
+                  "--format", "json", "--no-update")
+    assert rc == 0 and [json.loads(x)["session_id"] for x in out.splitlines()] == [d["session_id"]]
+    rc, text = run("audit", *args(truth.tmp), "--grant", truth.gid("dry"), "--no-update")
+    assert "dry-run" in text.split("DENIALS (1)")[1].splitlines()[1], text
+
+
 def test_each_refused_login_with_its_reason_agent_and_grant(truth, full):
     reasons = {"28P01": "password"}
     by_name = {g.id: n for n, g in truth.grants.items()}
@@ -439,7 +464,10 @@ def test_no_token_or_scram_material_in_any_output(truth, full, tmp_path):
 # --- filters: each filtered answer is the unfiltered one filtered by hand --------------
 
 def _denied(st: dict) -> bool:
-    return st["decision"] == "denied" or st["sqlstate"] == "42501" or bool(st["db_denied_rule"])
+    """What --denied keeps: denied by the policy or the database, or what a dry run's policy
+    would have denied (it ran)."""
+    return (st["decision"] in ("denied", "would_deny") or st["sqlstate"] == "42501"
+            or bool(st["db_denied_rule"]))
 
 
 def by_hand(full: dict, task=None, agent=None, grant=None, session=None, since=None,
