@@ -38,7 +38,19 @@ tests in tests/unit/test_s34_audit_lies_unit.py fail without the fix):
   portal: a Bind of a deallocated statement, an Execute of the unnamed portal after a Query
   (each refused by the server: 26000, 34000) showed the statement they no longer named.
 
-What held (the probes stay as regression tests): every case above, once fixed.
+What held (the probes stay as regression tests, each able to fail: the pipelined one fails
+on the derive before this round): every case above, once fixed; protocol DECLAREs pipelined
+in three Sync groups with a 42P03 mid-group (the rest skipped to Sync) and a ROLLBACK TO
+that keeps the cursor made before its savepoint; texts and values holding newlines, a
+terminal escape, ``\\0``, quotes, ``''`` and the text ``NULL`` beside a NULL, over both
+protocols.
+
+Left as they are (no failing probe; error rows only, or a known residue): a single-statement
+Query that fails at run time inside a block replaced the unnamed portal, derive keeps it (an
+Execute of it then fails either way: 34000 or 25P02, and its error row may name the old
+statement); a cursor opened by code whose name no refcursor column returns has an Execute row
+with no text (the proxy refuses such an Execute where the database holds cursor-opening
+code: ``deny.cursor``).
 """
 
 from __future__ import annotations
@@ -567,3 +579,61 @@ def test_a_held_cursor_whose_options_are_repeated(case):
     rows, ran = case.judged(sid)
     assert_as_the_server_ran(rows, ran)
     assert rows[2]["text"] == declare
+
+
+# --- 3. regression probes that held ------------------------------------------------------
+
+
+def test_pipelined_protocol_declares_an_error_and_the_skipped_rest(case):
+    """One write, three Sync groups in a block: a protocol DECLARE and an Execute of its
+    cursor; a DECLARE under the same name (42P03) and everything after it skipped to Sync;
+    after ROLLBACK TO, an Execute of the first cursor (made before the savepoint: it stays)."""
+    d1 = "DECLARE c CURSOR FOR SELECT id FROM alw.t ORDER BY id"
+    d2 = "DECLARE c CURSOR FOR SELECT v FROM alw.t"
+    with case.client() as c:
+        sid = one_live_session(case.h)
+        assert answered_query(c, "BEGIN") == [("C", "BEGIN")]
+        c.send(parse("", d1), bind(), execute(), execute("c", 2), m.SYNC,
+               m.query("SAVEPOINT a"),
+               parse("", d2), bind(), execute(), execute("c", 5), m.SYNC,
+               m.query("ROLLBACK TO a"), execute("c", 1), m.SYNC)  # fmt: skip
+        assert kinds(c) == "12CDDsZ"
+        assert kinds(c) == "CZ"
+        assert answered(c)[:2] == [("1", None), ("2", None)]  # (then its 42P03, Z)
+        assert kinds(c) == "CZ"
+        assert kinds(c) == "DsZ"
+        assert answered_query(c, "COMMIT") == [("C", "COMMIT")]
+    rows, ran = case.judged(sid)
+    assert_as_the_server_ran(rows, ran)
+    assert [(r["text"], r["outcome"], r["rows"], r["sqlstate"]) for r in rows] == [
+        ("BEGIN", "ok", None, None),
+        (d1, "ok", None, None),
+        (d1, "suspended", 2, None),
+        ("SAVEPOINT a", "ok", None, None),
+        (d2, "error", None, "42P03"),
+        ("ROLLBACK TO a", "ok", None, None),
+        (d1, "suspended", 1, None),
+        ("COMMIT", "ok", None, None),
+    ]
+
+
+def test_texts_and_values_that_look_like_other_things(case):
+    """Newlines, a terminal escape, a backslash-zero, quotes and the four letters NULL in
+    texts and values, over both protocols: each row has the text and values the server
+    logged, in order."""
+    texts = ["SELECT 'a\nb', E'\\\\0', '\x1b[2J'", "SELECT $1::text, $2::text, $3::text"]
+    values = [b"line1\nline2", b"it's", b"\\x00"]
+    with case.client() as c:
+        sid = one_live_session(case.h)
+        assert answered_query(c, texts[0]) == [("C", "SELECT 1")]
+        c.send(parse("", texts[1]), bind(params=values), execute(), m.SYNC)
+        assert answered(c)[-2] == ("C", "SELECT 1")
+        c.send(bind(params=[b"NULL", None, b"''"]), execute(), m.SYNC)
+        assert answered(c)[-2] == ("C", "SELECT 1")
+    rows, ran = case.judged(sid)
+    assert_as_the_server_ran(rows, ran)
+    assert [json.loads(r["params"]) if r["params"] else None for r in rows] == [
+        None,
+        ["line1\nline2", "it's", "\\x00"],
+        ["NULL", None, "''"],
+    ]
