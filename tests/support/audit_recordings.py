@@ -4,6 +4,8 @@ as it reads a real session's (tests/unit/test_audit_*.py)."""
 
 from __future__ import annotations
 
+import struct
+
 from devtools.testing import command_complete, data_row, error, frame, query, ready, row_description
 from recorder.audit.derive import SessionFacts
 from recorder.records import Direction, Kind, Record, dump_json
@@ -100,3 +102,23 @@ def answer_of(statements: list[dict]) -> dict:
         "filters": {}, "grants": [], "other_sessions": [session], "denials": [],
         "refused_logins": [],
     }  # fmt: skip
+
+
+def described(*columns: tuple[str, int]) -> bytes:
+    """A RowDescription of ``(name, type OID)`` columns."""
+    body = struct.pack(">h", len(columns))
+    for name, oid in columns:
+        body += name.encode() + b"\x00" + struct.pack(">ihihih", 0, 0, oid, -1, -1, 0)
+    return frame(b"T", body)
+
+
+def bind(stmt: str = "", portal: str = "", params: tuple[bytes, ...] = ()) -> bytes:
+    """A Bind of statement ``stmt`` to ``portal`` with text ``params``."""
+    body = portal.encode() + b"\x00" + stmt.encode() + b"\x00" + struct.pack(">hh", 0, len(params))
+    for p in params:
+        body += struct.pack(">i", len(p)) + p
+    return frame(b"B", body + struct.pack(">h", 0))
+
+
+def execute(portal: str = "", limit: int = 0) -> bytes:
+    return frame(b"E", portal.encode() + b"\x00" + struct.pack(">i", limit))

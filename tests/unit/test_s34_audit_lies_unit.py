@@ -20,33 +20,16 @@ judge: tests/integration/test_s34_audit_lies.py.
 
 from __future__ import annotations
 
-import struct
-
 from devtools.testing import command_complete, data_row, error, frame, parse, query, ready, sync
 from recorder.records import Kind, dump_json
-from tests.support.audit_recordings import BC, PC, Session
+from tests.support.audit_recordings import BC, PC, Session, bind, described, execute
 
 REFCURSOR = 1790
 OPEN_C = "SELECT alw.open_named('c')"
 DECOY = "DECLARE c CURSOR FOR SELECT 'decoy'"
 
 
-def described(*columns: tuple[str, int]) -> bytes:
-    body = struct.pack(">h", len(columns))
-    for name, oid in columns:
-        body += name.encode() + b"\x00" + struct.pack(">ihihih", 0, 0, oid, -1, -1, 0)
-    return frame(b"T", body)
 
-
-def bind(stmt: str = "", portal: str = "", params: tuple[bytes, ...] = ()) -> bytes:
-    body = portal.encode() + b"\x00" + stmt.encode() + b"\x00" + struct.pack(">hh", 0, len(params))
-    for p in params:
-        body += struct.pack(">i", len(p)) + p
-    return frame(b"B", body + struct.pack(">h", 0))
-
-
-def execute(portal: str = "", limit: int = 0) -> bytes:
-    return frame(b"E", portal.encode() + b"\x00" + struct.pack(">i", limit))
 
 
 def allowed(s: Session, rule: str = "default.no_relations") -> Session:

@@ -17,28 +17,10 @@ import struct
 
 from devtools.testing import command_complete, data_row, frame, parse, query, ready, sync
 from recorder.records import Kind, dump_json
-from tests.support.audit_recordings import BC, PC, Session
+from tests.support.audit_recordings import BC, PC, Session, bind, described, execute
 
 REFCURSOR, TEXT = 1790, 25
 OPENER = "SELECT arw.opener()"
-
-
-def described(*columns: tuple[str, int]) -> bytes:
-    """A RowDescription of ``(name, type OID)`` columns."""
-    body = struct.pack(">h", len(columns))
-    for name, oid in columns:
-        body += name.encode() + b"\x00" + struct.pack(">ihihih", 0, 0, oid, -1, -1, 0)
-    return frame(b"T", body)
-
-
-def execute(portal: str = "", limit: int = 0) -> bytes:
-    return frame(b"E", portal.encode() + b"\x00" + struct.pack(">i", limit))
-
-
-def bind(stmt: str = "", portal: str = "") -> bytes:
-    return frame(
-        b"B", portal.encode() + b"\x00" + stmt.encode() + b"\x00" + struct.pack(">hhh", 0, 0, 0)
-    )
 
 
 def allowed(s: Session, rule: str = "scope.execute") -> Session:
