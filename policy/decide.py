@@ -90,7 +90,7 @@ ALLOWED_CATALOGS = frozenset(
     pg_tablespace pg_transform pg_trigger pg_ts_config pg_ts_config_map pg_ts_dict
     pg_ts_parser pg_ts_template pg_type pg_settings pg_roles pg_tables pg_views pg_indexes
     pg_matviews pg_available_extensions pg_available_extension_versions
-    pg_cursors pg_prepared_statements pg_timezone_names pg_timezone_abbrevs pg_locks
+    pg_cursors pg_prepared_statements pg_timezone_names pg_timezone_abbrevs
     pg_stat_user_tables pg_stat_user_indexes pg_statio_user_tables pg_statio_user_indexes
     pg_stat_all_tables pg_stat_all_indexes pg_stat_database pg_auth_members
     pg_rules pg_policies pg_statistic_ext pg_config pg_publication_namespace
@@ -101,7 +101,9 @@ ALLOWED_CATALOGS = frozenset(
 )
 # Catalogs no grant may read: password hashes, credentials, raw column statistics (values
 # of rows the grant cannot read), large object contents, server configuration files,
-# other sessions' statements. pg_stat_activity is in neither list: a grant may name it.
+# other sessions' statements. pg_stat_activity is in neither list: a grant may name it;
+# pg_locks too (red-team round 79: another session's advisory lock keys, a job id or any
+# number its code chose, e.g. a secret's, are in its rows).
 DENIED_CATALOGS = frozenset(
     """
     pg_authid pg_shadow pg_user_mapping pg_user_mappings pg_statistic pg_stats

@@ -266,6 +266,7 @@ CATALOG_STATE_FUNCTIONS = frozenset(
     pg_get_multixact_members pg_prepared_xact pg_stat_get_progress_info
     pg_stat_get_backend_idset pg_get_publication_tables pg_stat_statements
     pg_stat_statements_info pg_get_wal_replay_pause_state pg_get_wal_summarizer_state
+    pg_lock_status
     """.split()  # noqa: SIM905 - a word list
 )
 # Deparsers of object definitions: a function's body, a view's or rule's query, where
