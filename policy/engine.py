@@ -562,6 +562,7 @@ def _temp_made(c: Classified) -> frozenset[str]:
 
 
 _TEMP_PREFIX = "pg_temp."
+_CATALOG_SCHEMAS = frozenset(("pg_catalog", "information_schema"))
 _T = TypeVar("_T")
 _EVERY_NAME = "\x00all"  # no statement name holds a NUL
 _NO_NAMES: frozenset[str] = frozenset()
@@ -1777,6 +1778,13 @@ class StatementPolicy:
             return Verdict(False, pairs, self._message(denial))
         return Verdict(True, pairs, "", would_deny=True)
 
+    def may_hear(self, channel: str) -> bool:
+        """May a notification on ``channel`` (as the server names it) reach the client? Only
+        on a channel a ``listen:`` scope names, as a LISTEN of it must (``decide._listen``):
+        code the grant may run can LISTEN too, where the policy does not see it (red-team
+        round 79). A dry run withholds nothing."""
+        return not self.enforce or self.scopes.allows_listen(channel)
+
     def may_read(self, schema: str, table: str) -> bool:
         """May this grant read ``schema.table``, as the server names a relation in an error
         (``proxy.redaction``)? A temporary schema (``pg_temp_3``) is the session's own."""
@@ -2115,6 +2123,10 @@ class StatementPolicy:
         d = decide(c, self.scopes, self._backends(c))
         if not d.allowed:
             return d
+        if self._temp_any and c.reads:
+            denial = self._temp_of_code(c)
+            if denial is not None:
+                return denial
         if c.command in STATEFUL_COMMANDS and c.detail and name_too_long(c.detail):
             return _LONG_NAME(c.detail)
         describes = c.describes
@@ -2190,6 +2202,40 @@ class StatementPolicy:
             # every name counts as a call until a load shows it; decided on that load
             return self._after_a_load(snap, denial)
         return denial
+
+    def _temp_of_code(self, c: Classified) -> Decision | None:
+        """Where user-written code may make temporary relations (``_temp_any``): a read of
+        one this session's own statements did not make (``_temp_names``) is refused. A
+        temporary relation is readable with no scope because the session filled it; one
+        code made and filled (``CREATE TEMP TABLE ... AS SELECT`` from a relation the grant
+        may not read, a trigger staging rows) holds what the code read (red-team round 79).
+        An unqualified name the snapshot knows no relation or type of outside the temporary
+        schemas (``Snapshot.type_names``) nor the session made may be such a relation too:
+        with ``pg_temp`` pinned last, the server finds it there (and a name nowhere fails
+        anyway)."""
+        temps = self._temp_names
+        snap = self._snapshot_seen
+        known = snap.type_names if snap is not None else _NO_NAMES
+        for rel in sorted(c.reads):
+            if rel.startswith(_TEMP_PREFIX):
+                if rel[len(_TEMP_PREFIX) :] in temps:
+                    continue
+                why = "code in this database may make temporary relations, and this session's own statements did not make this one"
+            else:
+                parts = split_name(rel)
+                if (
+                    parts is None or parts[1] is None or parts[0] in _CATALOG_SCHEMAS
+                    or parts[1] in known or parts[1] in self._made_names
+                    or render_name(parts[1]) in temps
+                ):  # fmt: skip
+                    continue
+                why = (
+                    "no relation of that name is known outside the temporary schema, and code "
+                    "in this database may make temporary relations, which an unqualified name "
+                    "finds there"
+                )
+            return Decision(False, "deny.temp", f"may not read {rel}: {why}")
+        return None
 
     def _maybe_temporary(self, relations: frozenset[str]) -> frozenset[str]:
         """``relations`` and, for each whose name is one of this session's temporary

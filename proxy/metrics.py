@@ -70,6 +70,12 @@ DATABASE_DENIALS = Counter(
     "gap or a probe stopped by the grant's database role",
     ["agent"],
 )
+NOTIFICATIONS_WITHHELD = Counter(
+    "pgwitness_notifications_withheld_total",
+    "Notifications on a channel no listen: scope names, withheld from the client (code the "
+    "grant ran listened there: the client's own LISTEN would have been refused)",
+    ["agent"],
+)
 AGENT_SESSIONS = _gauge("pgwitness_agent_sessions_active", "Live sessions by agent", ("agent",))
 UPSTREAM_CONNECT_SECONDS = Histogram(
     "pgwitness_upstream_connect_seconds",
@@ -217,6 +223,7 @@ def flush(counters, agent: str = "") -> None:
         ("denied", STATEMENTS, ("denied", agent)),
         ("would_deny", STATEMENTS, ("would_deny", agent)),
         ("db_denied", DATABASE_DENIALS, (agent,)),
+        ("notifications_withheld", NOTIFICATIONS_WITHHELD, (agent,)),
     ):
         n = getattr(counters, attr)
         if n:

@@ -90,7 +90,13 @@ _NOTICE: Final = B.NOTICE_RESPONSE
 _CONFORMING: Final = b"standard_conforming_strings\x00"  # a ParameterStatus body's name
 # Server frames looked at even when no denial is in flight.
 _PARSE_COMPLETE: Final = B.PARSE_COMPLETE
-_WATCHED: Final = frozenset((_READY, _ERROR, _COPY_IN, _PARAMETER_STATUS, _PARSE_COMPLETE))
+_NOTIFICATION: Final = B.NOTIFICATION
+_WATCHED: Final = frozenset(
+    (_READY, _ERROR, _COPY_IN, _PARAMETER_STATUS, _PARSE_COMPLETE, _NOTIFICATION)
+)
+# the withheld notifications a session's recording itemizes (``notification.withheld``);
+# the rest are counted in the last one's ``since``
+_WITHHELD_NOTES: Final = 100
 _COMMAND_COMPLETE: Final = B.COMMAND_COMPLETE
 _CLOSE_COMPLETE: Final = B.CLOSE_COMPLETE
 # what the refcursors a granted function returned are read from (``Policy.harvesting``)
@@ -189,6 +195,7 @@ class Counters:
     would_deny: int = 0
     refused_unrecorded: int = 0
     db_denied: int = 0  # the database refused (42501) what the policy let through
+    notifications_withheld: int = 0  # on a channel no listen: scope names (``may_hear``)
 
 
 def _portal_of(run: bytes, bind_start: int) -> bytes:
@@ -328,6 +335,7 @@ class Relay:
         self._decided: deque[tuple[int, Verdict, str, str]] = deque()
         self._decided_chars = 0
         self._completions = 0
+        self._withheld_notifications = 0  # (``_notification_withheld``)
         # The session ran (or prepared) a statement whose foreign-key actions write a
         # relation the grant may not read: from then on, what the server says in errors
         # and notices is withheld (proxy.redaction.withhold_message). For the session, not
@@ -1194,6 +1202,15 @@ class Relay:
                     rewritten.append(quiet)
                     last = end
                     continue
+            if t == _NOTIFICATION and policy is not None:
+                channel = m.notification_channel(run, start, end, self.encoding)
+                if not policy.may_hear(channel):
+                    # code the grant ran listens there (the client's own LISTEN would have
+                    # been refused): another session's payload is not this client's
+                    rewritten = self._ensure(rewritten, run, last, start)
+                    last = end
+                    self._notification_withheld(channel, end - start)
+                    continue
             if t == _READY:
                 self.tx_status = run[start + 5 : end]
                 if (self._withhold_tx and self.tx_status == b"I"
@@ -1337,6 +1354,18 @@ class Relay:
             rewritten.append(run[last:])
             out = b"".join(rewritten)
         return self.deliver(out)
+
+    def _notification_withheld(self, channel: str, size: int) -> None:
+        """A notification on ``channel`` was withheld: recorded (its channel and size, never
+        its payload) for the first ``_WITHHELD_NOTES`` of the session, counted after."""
+        c = self.counters
+        c.notifications_withheld += 1
+        n = self._withheld_notifications = self._withheld_notifications + 1
+        if self.recorder is not None and n <= _WITHHELD_NOTES:
+            self.recorder.event("notification.withheld", {
+                "channel": channel, "bytes": size, "rule": "deny.listen", "n": n,
+                "itemized": n < _WITHHELD_NOTES,
+            })  # fmt: skip
 
     def _quieted(self, frame: bytes, withheld: str | None) -> bytes | None:
         """A notice, withheld (``withheld``: why) or without quoted code; None: as it is."""

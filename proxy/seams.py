@@ -162,6 +162,10 @@ class Policy(Protocol):
         """May the grant read this relation (named as the server names it in an error)?"""
         ...
 
+    def may_hear(self, channel: str) -> bool:
+        """May a notification on this channel (as the server names it) reach the client?"""
+        ...
+
     # a read was decided on a stale snapshot where it could not wait for the reload (a
     # Bind): what the server says until its Sync group is answered is withheld (the relay
     # clears it)

@@ -105,6 +105,15 @@ def query_text(run: bytes, start: int, end: int, encoding: str = "utf-8") -> str
         raise ProtocolViolation(f"invalid {encoding} text in message") from exc
 
 
+def notification_channel(run: bytes, start: int, end: int, encoding: str = "utf-8") -> str:
+    """The channel of the whole NotificationResponse ('A') frame at ``run[start:end]`` (after
+    its sender's pid), as the server names it; "" if the frame is malformed."""
+    nul = run.find(b"\x00", start + 9, end)
+    if nul < 0:
+        return ""
+    return run[start + 9 : nul].decode(encoding, "replace")
+
+
 def decode_parse(msg: bytes, encoding: str = "utf-8") -> tuple[str, str]:
     """Parse: ``(statement name, query text)`` of a whole 'P' frame."""
     name, pos = cstring(msg, 5, encoding)

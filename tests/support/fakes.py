@@ -32,6 +32,9 @@ class PolicySeam:
     def may_read(self, schema: str, table: str) -> bool:
         return schema != "secret"
 
+    def may_hear(self, channel: str) -> bool:
+        return True
+
     def writes_unreadable(self, verdict) -> bool:
         return False
 
