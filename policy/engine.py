@@ -562,7 +562,64 @@ def _temp_made(c: Classified) -> frozenset[str]:
 
 
 _TEMP_PREFIX = "pg_temp."
+# Settings whose value code cannot make carry what it read: fixed by the server, or one of
+# a few choices (a boolean, an enumeration). Where code may set settings (``encoding_code``:
+# ``set_config``, ``EXECUTE``, another procedural language), only these are read
+# (``_setting_of_code``).
+_CODE_PROOF_SETTINGS: Final = frozenset((
+    "server_version", "server_version_num", "server_encoding", "integer_datetimes",
+    "is_superuser", "in_hot_standby", "transaction_isolation", "default_transaction_isolation",
+    "transaction_read_only", "default_transaction_read_only", "transaction_deferrable",
+    "default_transaction_deferrable", "standard_conforming_strings", "datestyle",
+    "intervalstyle", "client_encoding", "bytea_output", "lc_collate", "lc_ctype",
+    "max_identifier_length", "block_size", "escape_string_warning", "xmloption",
+    "xmlbinary", "synchronous_commit", "row_security", "max_connections",
+))  # fmt: skip
+
+
+def _setting_of_code(c: Classified) -> Decision | None:
+    """Where user-written code may set settings (``Snapshot.encoding_code``): a read of one
+    whose value can carry what the code read (``application_name``, ``TimeZone``, a
+    ``search_path``, a number: ``set_config('application_name', secret, false)`` in a
+    trigger of a table the grant writes) is refused, by SHOW, ``current_setting`` or
+    ``pg_settings`` (red-team round 79; the relay withholds what the server reports of
+    them too)."""
+    names: list[str] = []
+    if c.command == "SHOW":
+        names.append(c.detail)
+    for f in c.functions:
+        if f.startswith(CURRENT_SETTING_PREFIX):
+            name = f[len(CURRENT_SETTING_PREFIX) :]
+            if name != BY_PARAMETER:  # (decided at each Bind on the name bound)
+                names.append(name)
+        elif f == "pg_show_all_settings" or f == "pg_catalog.pg_show_all_settings":
+            names.append("all")
+    for rel in c.reads:
+        if rel == "pg_catalog.pg_settings" or rel.startswith("pg_catalog.pg_settings."):
+            names.append("all")
+    for name in names:
+        denial = _read_of_code(name)
+        if denial is not None:
+            return denial
+    return None
+
+
+def _read_of_code(name: str) -> Decision | None:
+    """A read of setting ``name`` ("all": every one) where code may set settings: None if
+    its value cannot carry what code read (``_CODE_PROOF_SETTINGS``)."""
+    if name.lower() in _CODE_PROOF_SETTINGS:
+        return None
+    shown = "every setting" if name == "all" else f"setting {name}"
+    return Decision(False, "deny.setting_read", (
+        f"may not read {shown}: code in this database may set it (set_config, EXECUTE, "
+        "another procedural language) to a value it read"))  # fmt: skip
+
 _CATALOG_SCHEMAS = frozenset(("pg_catalog", "information_schema"))
+# (``_claim_temps``) a CREATE that may make nothing; a temporary table its commit drops; the
+# statements that undo what the open transaction made
+_IF_NOT_EXISTS: Final = re.compile(r"\bif\s+not\s+exists\b", re.IGNORECASE)
+_ON_COMMIT_DROP: Final = re.compile(r"\bon\s+commit\s+drop\b", re.IGNORECASE)
+_UNDOING: Final = frozenset(("ROLLBACK", "ROLLBACK TO SAVEPOINT", "ABORT", "PREPARE TRANSACTION"))
 _T = TypeVar("_T")
 _EVERY_NAME = "\x00all"  # no statement name holds a NUL
 _NO_NAMES: frozenset[str] = frozenset()
@@ -771,6 +828,22 @@ class StatementPolicy:
         # again after it (``check_query``, ``check_bind``; the relay at each Execute and
         # Sync), and the relay clears it when the server is idle outside a transaction.
         self.lazy_names = False
+        # Which temporary relations are the session's own where code may make them too
+        # (``_temp_any``; ``_temp_of_code``, red-team round 79): a name the client's CREATE
+        # made, once the server answered it without an error (``temps_answered``), and its
+        # transaction then committed. Not a name its CREATE could not have made (one that
+        # failed, was rolled back, or did nothing: IF NOT EXISTS), which may be code's.
+        # ``_temp_claims``: made by a statement the server has not answered, name -> (its
+        # Sync group, ON COMMIT DROP); ``_temp_tx``: answered in the open transaction;
+        # ``_temp_own``: committed; ``_temp_undone``: an error or a ROLLBACK (TO) since the
+        # transaction began; ``_temp_text``: made earlier in the text being decided (the
+        # server runs nothing of a text after a statement that failed).
+        self._temp_claims: dict[str, tuple[int, bool]] = {}
+        self._temp_tx: dict[str, bool] = {}
+        self._temp_own: frozenset[str] = frozenset()
+        self._temp_undone = False
+        self._temp_text: frozenset[str] = frozenset()
+        self.temps_pending = False  # the relay calls ``temps_answered`` at each ReadyForQuery
         # Code that may run DDL ran (``_ran_ddl``): it may also have built a PREPARE or
         # DEALLOCATE from pieces (``EXECUTE 'PREP' || 'ARE s AS ...'``, ``format()``), which
         # no reading of its source can tell (red-team round 41's residue). The server is
@@ -1282,7 +1355,12 @@ class StatementPolicy:
                 setting = Decision(True, "default.function", "a backend of the grant's own sessions")
                 continue
             if via in SETTING_PINS:  # a setting named (or valued) by a parameter
-                setting = bound_setting(*bound_setting_refs(spec, formats, values, encoding), self.scopes)
+                refs = bound_setting_refs(spec, formats, values, encoding)
+                setting = bound_setting(*refs, self.scopes)
+                if (setting.allowed and self.encoding_code and refs[0] == "current_setting"
+                        and refs[1] is not None):
+                    # read as its literal would be (``_setting_of_code``)
+                    setting = _read_of_code(refs[1]) or setting
                 if not setting.allowed:
                     return self._refused(classified, Decision(
                         False, setting.rule, f"{setting.reason} (statement {name!r})",
@@ -1449,6 +1527,8 @@ class StatementPolicy:
         is not known here (``answered`` drops the names they touched)."""
         self._failed = True
         self.names_pending = True
+        if self.temps_pending:
+            self._temp_undone = True  # (what the transaction made is undone at its end)
         if self.portals_watched:
             self._portals.failed()
 
@@ -1479,6 +1559,67 @@ class StatementPolicy:
             self._unconfirmed.clear()
             self._fresh.clear()
         self.names_pending = bool(self._unconfirmed)
+
+    def temps_answered(self, answered: int, idle: bool) -> None:
+        """ReadyForQuery (while ``temps_pending``): the server has answered the Sync groups
+        below ``answered``; ``idle``: outside a transaction. The temporary relations their
+        statements made are the open transaction's, unless an error came since it began;
+        at its end they are the session's own if it committed (no error, no ROLLBACK)."""
+        before = (self._temp_own, frozenset(self._temp_tx))
+        confirmed = {n: v[1] for n, v in self._temp_claims.items() if v[0] < answered}
+        for name in confirmed:
+            del self._temp_claims[name]
+        if self._temp_undone:
+            self._temp_tx.clear()  # (an aborted block: what it made goes with it)
+        else:
+            self._temp_tx.update(confirmed)
+        if idle:
+            if not self._temp_undone:
+                kept = frozenset(n for n, dropped in self._temp_tx.items() if not dropped)
+                if kept:
+                    self._temp_own = self._temp_own | kept
+            self._temp_tx.clear()
+            self._temp_undone = False
+        self.temps_pending = bool(self._temp_claims or self._temp_tx or self._temp_undone)
+        if before != (self._temp_own, frozenset(self._temp_tx)):
+            self._session_state_changed()  # (what was decided on them is decided again)
+
+    def _claim_temps(self, pairs: tuple[Pair, ...]) -> None:
+        """``pairs`` go to the server (which temporary relations are the session's own is
+        followed from its start, whether or not code may make them: a snapshot may tell
+        later that it may; ``_temp_of_code`` asks only then): a name
+        their DDL drops, renames or alters is no longer known to be the session's (code may
+        make another under it); one a CREATE of theirs makes (not IF NOT EXISTS) will be,
+        once answered (``temps_answered``); a ROLLBACK undoes the transaction's."""
+        before = (self._temp_own, frozenset(self._temp_tx))
+        for c, _d in pairs:
+            command = c.command
+            if command in _UNDOING:
+                self._temp_undone = True
+            elif command == "DISCARD" and c.detail in ("all", "temp", "temporary"):
+                self._temp_own = frozenset()
+                self._temp_tx.clear()
+                self._temp_claims.clear()
+            if c.cls is not StatementClass.DDL:
+                continue
+            touched = set()
+            for op, rel in c.write_ops:
+                parts = split_name(rel) if op == "ddl" else None
+                if parts is not None and parts[1] is not None:
+                    touched.add(render_name(parts[1]))
+            if touched:
+                self._temp_own = self._temp_own - touched
+                for name in touched:
+                    self._temp_tx.pop(name, None)
+                    self._temp_claims.pop(name, None)
+            made = _temp_made(c)
+            if made and not command.startswith(("DROP", "ALTER")) and not _IF_NOT_EXISTS.search(c.sql):
+                dropped = bool(_ON_COMMIT_DROP.search(c.sql))
+                for name in made:
+                    self._temp_claims[name] = (self.sending_group, dropped)
+        self.temps_pending = bool(self._temp_claims or self._temp_tx or self._temp_undone)
+        if before != (self._temp_own, frozenset(self._temp_tx)):
+            self._session_state_changed()
 
     def settle_ddl(self) -> None:
         """The session is idle outside a transaction block: its DDL since it last was
@@ -2123,8 +2264,12 @@ class StatementPolicy:
         d = decide(c, self.scopes, self._backends(c))
         if not d.allowed:
             return d
-        if self._temp_any and c.reads:
+        if self._temp_any and (c.reads or c.write_ops):
             denial = self._temp_of_code(c)
+            if denial is not None:
+                return denial
+        if self.encoding_code:
+            denial = _setting_of_code(c)
             if denial is not None:
                 return denial
         if c.command in STATEFUL_COMMANDS and c.detail and name_too_long(c.detail):
@@ -2213,7 +2358,17 @@ class StatementPolicy:
         schemas (``Snapshot.type_names``) nor the session made may be such a relation too:
         with ``pg_temp`` pinned last, the server finds it there (and a name nowhere fails
         anyway)."""
-        temps = self._temp_names
+        temps = self._temp_own.union(self._temp_tx, self._temp_text)
+        for op, rel in sorted(c.write_ops):
+            # (a row written there reaches what the code does with the table next, and its
+            # constraints' errors quote the rows it holds; DDL making or dropping one is not
+            # refused: what it reads is among the reads)
+            if op != "ddl" and rel.startswith(_TEMP_PREFIX) and rel[len(_TEMP_PREFIX) :] not in temps:
+                return Decision(False, "deny.temp", (
+                    f"may not {op} {rel}: code in this database may make temporary relations, "
+                    "and this session's own statements did not make this one"))  # fmt: skip
+        if not c.reads:
+            return None
         snap = self._snapshot_seen
         known = snap.type_names if snap is not None else _NO_NAMES
         for rel in sorted(c.reads):
@@ -3008,27 +3163,33 @@ class StatementPolicy:
         removed: frozenset[tuple[str, str]] = frozenset()
         temps = self._temp_names
         views = self._own_views
+        text_made: frozenset[str] = _NO_NAMES  # (``_temp_text``)
         out: list[Pair] = []
         for c, d in pairs:
             if (
                 defined or removed or temps is not self._temp_names or views is not self._own_views
-            ) and d.allowed:
+                or text_made
+            ) and (d.allowed or d.rule == "deny.temp"):  # (a temporary one made before it)
                 saved, saved_views = self._temp_names, self._own_views
                 self._snapshot_seen = without_columns(with_defined(snap, defined), removed)
                 self._temp_names = temps
                 self._own_views = views
+                self._temp_text = text_made
                 try:
                     d = self._decide(c)  # calls, operators, types and column syntax again
                 finally:
                     self._snapshot_seen = snap
                     self._temp_names = saved
                     self._own_views = saved_views
+                    self._temp_text = _NO_NAMES
             out.append((c, d))
             defined = merge_defined(defined, _defined_functions(c))
             removed = removed | self._removed_columns(c)
             made = _temp_made(c)
             if made and not made <= temps:
                 temps = temps | made
+            if made and not _IF_NOT_EXISTS.search(c.sql) and not c.command.startswith(("DROP", "ALTER")):
+                text_made = text_made | made
             made_views = _views_made(c)
             if made_views:
                 views = {**views, **made_views}
@@ -3303,6 +3464,9 @@ class StatementPolicy:
                 made = _views_made(c)
                 if made:
                     self._own_views = {**self._own_views, **made}
+        if ran and (self.temps_pending or self._temp_own
+                    or any(c.cls is StatementClass.DDL or c.command == "DISCARD" for c, _d in pairs)):
+            self._claim_temps(pairs)  # (from the session's start: code may be seen later)
         if ran and any(c.cls is StatementClass.DDL for c, _d in pairs):
             temps = frozenset().union(*(_temp_made(c) for c, _d in pairs))
             if not temps <= self._temp_names:

@@ -91,6 +91,9 @@ _CONFORMING: Final = b"standard_conforming_strings\x00"  # a ParameterStatus bod
 # Server frames looked at even when no denial is in flight.
 _PARSE_COMPLETE: Final = B.PARSE_COMPLETE
 _NOTIFICATION: Final = B.NOTIFICATION
+# the reported settings whose value can carry any text (ParameterStatus): withheld where
+# code may set settings (``Policy.encoding_code``)
+_FREE_TEXT_REPORTED: Final = (b"application_name\x00", b"TimeZone\x00")
 _WATCHED: Final = frozenset(
     (_READY, _ERROR, _COPY_IN, _PARAMETER_STATUS, _PARSE_COMPLETE, _NOTIFICATION)
 )
@@ -1241,6 +1244,9 @@ class Relay:
                         policy.settle_ddl()
                 if policy is not None and policy.names_pending:
                     policy.answered(groups.idle)  # which statements the server holds
+                if policy is not None and policy.temps_pending:
+                    # which temporary relations the session's own statements made
+                    policy.temps_answered(groups.answered, self.tx_status == b"I")
                 if policy is not None and policy.write_mark is not None and groups.idle:
                     policy.writes_done()
                 if (policy is not None and (policy.lazy_names or policy.lazy_code)
@@ -1309,6 +1315,14 @@ class Relay:
                 # client sees its own name, as at login (proxy/appname.py)
                 rewritten = self._ensure(rewritten, run, last, start)
                 rewritten.append(self.app_names[1])
+                last = end
+            elif (t == _PARAMETER_STATUS and policy is not None and policy.encoding_code
+                    and policy.enforce and run.startswith(_FREE_TEXT_REPORTED, start + 5)):
+                # code may have set it to what it read (``set_config`` in a trigger, a
+                # granted function: red-team round 79), and a report of it reaches the
+                # client with no statement of its own: withheld (a read of it is refused:
+                # ``engine._setting_of_code``)
+                rewritten = self._ensure(rewritten, run, last, start)
                 last = end
             elif not pending:
                 continue

@@ -162,6 +162,15 @@ class Policy(Protocol):
         """May the grant read this relation (named as the server names it in an error)?"""
         ...
 
+    # the session's own temporary relations await the server's answer (where code may make
+    # them too): ``temps_answered`` at each ReadyForQuery
+    temps_pending: bool
+
+    def temps_answered(self, answered: int, idle: bool) -> None:
+        """ReadyForQuery (while ``temps_pending``): the Sync groups below ``answered`` are
+        answered; ``idle``: outside a transaction."""
+        ...
+
     def may_hear(self, channel: str) -> bool:
         """May a notification on this channel (as the server names it) reach the client?"""
         ...

@@ -40,7 +40,8 @@ constraint's DETAIL quoting a stored write-only row (all held: plain tests below
 session state code leaves behind (temporary relations, settings reported by
 ParameterStatus, LISTEN) and other sessions' state in the allowed catalogs (``pg_locks``).
 
-Leaks (strict xfails asserting the safe outcome; every mode; each shown directly first):
+Leaks (found as strict xfails asserting the safe outcome; every mode; each shown directly
+first; all fixed, below):
 
 1. **Temporary relations code made and filled are read as the session's own**
    (``default.temp``). ``SELECT r79.stage_keep()`` (``exec``, allowed: ``scope.execute``;
@@ -92,6 +93,22 @@ Leaks (strict xfails asserting the safe outcome; every mode; each shown directly
    name the channel"), the relay never looks at the channel of a NotificationResponse.
    Suggested fix: the relay drops (or ends the session at) a NotificationResponse whose
    channel the grant's ``listen:`` scopes do not allow.
+
+**All four fixed the same session (session 34; the probes are plain tests now):**
+1. ``StatementPolicy._temp_of_code``: where code may make temporary relations, a read or a
+   row write of one the session's own statements did not make is refused (``deny.temp``),
+   and so is a read of a name no relation has outside ``pg_temp`` (an unqualified name the
+   server finds there: the ``temp-unqualified-wildcard`` probe, a ``read:public.*`` grant).
+   A temporary table the client made stays its own, whatever fills it (the documented
+   residue of code: ``test_r79_own_temporary_table_code_fills_is_read``).
+2. ``engine._setting_of_code``: where code may set settings (``encoding_code``), reads of
+   settings whose value can carry text or a number are refused (SHOW, ``current_setting``,
+   a parameter's name at Bind, ``pg_settings``, ``pg_show_all_settings()``); the relay
+   withholds ParameterStatus of ``application_name`` and ``TimeZone`` there.
+3. ``pg_locks`` left ``ALLOWED_CATALOGS`` (and ``pg_lock_status()`` is a catalog-state
+   function): a ``read:pg_catalog.pg_locks`` scope names it, as for ``pg_stat_activity``.
+4. The relay withholds a NotificationResponse on a channel no ``listen:`` scope names
+   (``StatementPolicy.may_hear``; a ``notification.withheld`` event, never the payload).
 
 Held (plain tests): every family in "Families tried" before the leaks, refused with 42501
 and no marker in any byte, the exclusion DETAIL withheld for the write-only grant (22P02
@@ -245,12 +262,13 @@ def _reaches(pg, before: list[str], sql: str) -> None:
 # was read as the session's own (decide._relation_read allows every pg_temp relation,
 # default.temp; the policy never sees code's CREATE/INSERT). Plain tests now.
 STATE_REASON = None
-TAG_REASON = (
-    "LEAK: code (a trigger of the written table, a granted function) set application_name "
-    "to a vault value; the relay forwards the server's ParameterStatus (errors and notices "
-    "are withheld, ParameterStatus is not) and SHOW/current_setting of an allowed setting "
-    "reads it back"
-)
+# fixed (session 34): code (a trigger of the written table, a granted function) set
+# application_name to a vault value; the relay forwarded the server's ParameterStatus and
+# SHOW/current_setting of an allowed setting read it back. Where code may set settings
+# (``encoding_code``) the relay withholds reports of application_name and TimeZone and the
+# policy refuses reads of settings whose value can carry text or a number
+# (``engine._setting_of_code``). Plain tests now.
+TAG_REASON = None
 # (grant, statements before, the probe, the reason of its strict xfail)
 LEAKS = {
     "temp-plpgsql": (
@@ -310,6 +328,18 @@ LEAKS = {
         TAG_REASON,
     ),
     "tag-function": ("exec", [], "SELECT r79.tag()", TAG_REASON),
+    "tag-pg-settings": (
+        "exec",
+        ["SELECT r79.tag()"],
+        "SELECT setting FROM pg_settings WHERE name = 'application_name'",
+        TAG_REASON,
+    ),
+    "tag-all-settings": (
+        "exec",
+        ["SELECT r79.tag()"],
+        "SELECT setting FROM pg_show_all_settings() WHERE name = 'application_name'",
+        TAG_REASON,
+    ),
 }
 
 
@@ -368,6 +398,128 @@ def test_r79_own_temporary_table_is_read(px, mode):
         "SELECT v FROM pg_temp.r79_mine",
     )
     assert PUB in got and not planted.is_error(got), got[-400:]
+
+
+OWN_TEMP_USES = {
+    # one text: made, filled and read (the later statements decided on what the first made)
+    "one-query": (
+        ["CREATE TEMP TABLE r79_one (v text); INSERT INTO pg_temp.r79_one SELECT v FROM r79.pub"],
+        "SELECT v FROM pg_temp.r79_one",
+    ),
+    "written-later": (
+        [
+            "CREATE TEMP TABLE r79_w (v text)",
+            "INSERT INTO pg_temp.r79_w SELECT v FROM r79.pub",
+            "UPDATE pg_temp.r79_w SET v = v || ''",
+        ],
+        "SELECT v FROM pg_temp.r79_w",
+    ),
+    "select-into": (["SELECT v INTO TEMP r79_si FROM r79.pub"], "TABLE pg_temp.r79_si"),
+    "view": (["CREATE TEMP VIEW r79_ov AS SELECT v FROM r79.pub"], "SELECT v FROM pg_temp.r79_ov"),
+}
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("use", list(OWN_TEMP_USES))
+def test_r79_own_temporary_relations_are_the_sessions(px, use, mode):
+    """Transparency where code may make temporary relations: what the client's own
+    statements made is read and written as before."""
+    before, sql = OWN_TEMP_USES[use]
+    got = _proxied(px, "base", mode, before, sql)
+    assert PUB in got and not planted.is_error(got), got[-400:]
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_r79_settings_code_cannot_carry_are_read(px, mode):
+    """Transparency where code may set settings: a setting of a few choices or fixed by the
+    server is read as before (drivers ask for the isolation level, the server's version),
+    and the client's own SET of application_name goes through (its report is withheld)."""
+    for sql, want in (("SHOW transaction_isolation", "read committed"),
+                      ("SELECT current_setting('server_version_num')", "15"),
+                      ("SHOW standard_conforming_strings", "on")):  # fmt: skip
+        got = _proxied(px, "exec", mode, ["SET application_name = 'mine'"], sql)
+        assert want in got and not planted.is_error(got), (sql, got[-300:])
+    got = _proxied(px, "exec", mode, ["SELECT r79.tag()"], "SHOW application_name")
+    assert "42501" in got and "deny.setting_read" in got and not _shown(got), got[-300:]
+
+
+def test_r79_a_setting_a_parameter_names_after_code_set_it(px):
+    """``current_setting($1)`` (a driver binding server-side) is decided at each Bind on the
+    name bound, as the literal is: refused for application_name where code may set it."""
+    with planted.session(px, px.tokens["exec"]) as c:
+        c.query("SELECT r79.tag()")
+        c.send(r.parse("", "SELECT current_setting($1)"),
+               r.bind(params=[b"application_name"]), r.execute(), r.frame(b"S", b""))  # fmt: skip
+        got = b"".join(c.until_ready())
+    text = got.decode("utf-8", "replace")
+    assert b"42501" in got and "deny.setting_read" in text and not _shown(text), text[-300:]
+    with planted.session(px, px.tokens["exec"]) as c:  # one code cannot make carry a value
+        c.query("SELECT r79.tag()")
+        c.send(r.parse("", "SELECT current_setting($1)"),
+               r.bind(params=[b"transaction_isolation"]), r.execute(), r.frame(b"S", b""))  # fmt: skip
+        got = b"".join(c.until_ready())
+    assert b"read committed" in got and b"42501" not in got, got[-300:]
+
+
+CLAIMS = {
+    # the name code's table has, claimed by a CREATE of the client's that fails (42P07) or
+    # does nothing (IF NOT EXISTS: a notice): the server still holds the code's table
+    "failed-create": ["CREATE TEMP TABLE r79_keep (v text)"],
+    "if-not-exists": ["CREATE TEMP TABLE IF NOT EXISTS r79_keep (v text)"],
+    "failed-in-block": ["BEGIN", "CREATE TEMP TABLE r79_keep (v text)", "ROLLBACK"],
+    "select-into": ["SELECT 'x' AS v INTO TEMP r79_keep"],
+}
+# the client's own table of the name, ended before code made its own: rolled back, dropped,
+# renamed away, discarded, dropped at its commit; then code's under the name
+GONE = {
+    "rolled-back": ["BEGIN", "CREATE TEMP TABLE r79_keep (v text)", "ROLLBACK"],
+    "to-savepoint": [
+        "BEGIN",
+        "SAVEPOINT a",
+        "CREATE TEMP TABLE r79_keep (v text)",
+        "ROLLBACK TO SAVEPOINT a",
+        "COMMIT",
+    ],
+    "dropped": ["CREATE TEMP TABLE r79_keep (v text)", "DROP TABLE pg_temp.r79_keep"],
+    "renamed": [
+        "CREATE TEMP TABLE r79_keep (v text)",
+        "ALTER TABLE pg_temp.r79_keep RENAME TO r79_other",
+    ],
+    "discarded": ["CREATE TEMP TABLE r79_keep (v text)", "DISCARD TEMP"],
+    "on-commit-drop": ["BEGIN", "CREATE TEMP TABLE r79_keep (v text) ON COMMIT DROP", "COMMIT"],
+    "aborted-block": ["BEGIN", "CREATE TEMP TABLE r79_keep (v text)", "SELECT 1/0", "COMMIT"],
+}
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("claim", list(CLAIMS))
+def test_r79_a_create_that_made_nothing_does_not_claim_codes_table(px, claim, mode):
+    """A temporary relation is the session's own once its client's statement made it: not
+    when the CREATE failed, was rolled back, or did nothing (IF NOT EXISTS)."""
+    got = _proxied(px, "exec", mode, ["SELECT r79.stage_keep()", *CLAIMS[claim]],
+                   "SELECT * FROM pg_temp.r79_keep")  # fmt: skip
+    assert not _shown(got), (claim, got[-300:])
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("gone", list(GONE))
+def test_r79_the_clients_table_gone_code_makes_one_of_its_name(px, gone, mode):
+    """The client's own temporary table ended (rolled back, dropped, renamed, discarded,
+    dropped at commit, its block aborted): code's table of its name later is not the
+    client's."""
+    got = _proxied(px, "exec", mode, [*GONE[gone], "SELECT r79.stage_keep()"],
+                   "SELECT * FROM pg_temp.r79_keep")  # fmt: skip
+    assert not _shown(got), (gone, got[-300:])
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_r79_a_temporary_table_code_made_is_not_written(px, mode):
+    """Nor is one code made written: its rows are the code's (a constraint's error would
+    quote them; what the code does with them next is its own)."""
+    for sql in ("INSERT INTO pg_temp.r79_keep VALUES ('x')", "DELETE FROM pg_temp.r79_keep",
+                "TRUNCATE pg_temp.r79_keep"):  # fmt: skip
+        got = _proxied(px, "exec", mode, ["SELECT r79.stage_keep()"], sql)
+        assert "42501" in got and "deny.temp" in got and not _shown(got), (sql, got[-300:])
 
 
 # --- leak 3: other sessions' advisory lock keys -------------------------------------------

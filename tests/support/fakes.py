@@ -35,6 +35,8 @@ class PolicySeam:
     def may_hear(self, channel: str) -> bool:
         return True
 
+    temps_pending = False  # no catalog: no code making temporary relations
+
     def writes_unreadable(self, verdict) -> bool:
         return False
 
