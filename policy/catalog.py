@@ -495,14 +495,16 @@ SELECT
           JOIN pg_catalog.pg_language l ON l.oid = p.prolang
           WHERE p.oid >= 16384 AND n.nspname NOT IN ('pg_catalog', 'information_schema')
             AND (l.lanname NOT IN ('sql', 'plpgsql', 'c', 'internal')
-                 OR {_CODE_TEXT} ~ '(client_encoding|set_config|\mnames\M|\mexecute\M)'
+                 OR {_CODE_TEXT} ~ '(client_encoding|set_config|\mnames\M|\mexecute\M|pg_settings)'
                  OR array_to_string(p.proconfig, ' ') ~* 'client_encoding')),
   EXISTS (SELECT 1 FROM pg_catalog.pg_proc p
           JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
           JOIN pg_catalog.pg_language l ON l.oid = p.prolang
           WHERE p.oid >= 16384 AND n.nspname NOT IN ('pg_catalog', 'information_schema')
             AND (l.lanname NOT IN ('sql', 'plpgsql', 'c', 'internal')
-                 OR {_CODE_TEXT} ~ '(\mtemp\M|\mtemporary\M|pg_temp|\mexecute\M)')),
+                 OR {_CODE_TEXT} ~ '(\mtemp\M|\mtemporary\M|pg_temp|\mexecute\M)'
+                 -- (a SET search_path = pg_temp, ... makes its plain CREATE TABLE one: round 80)
+                 OR array_to_string(p.proconfig, ' ') ~* 'pg_temp')),
   -- code that may leave a cursor or a prepared statement of its own in the session, whose
   -- text pg_cursors and pg_prepared_statements show (red-team round 72)
   EXISTS (SELECT 1 FROM pg_catalog.pg_proc p

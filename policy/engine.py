@@ -62,6 +62,7 @@ from policy.classify.pgparse import (
     renamed_relations,
     restrict_cascade,
     syntax_error,
+    temp_creation,
 )
 from policy.decide import (
     RESERVED_PREFIX,
@@ -573,8 +574,11 @@ _CODE_PROOF_SETTINGS: Final = frozenset((
     "default_transaction_deferrable", "standard_conforming_strings", "datestyle",
     "intervalstyle", "client_encoding", "bytea_output", "lc_collate", "lc_ctype",
     "max_identifier_length", "block_size", "escape_string_warning", "xmloption",
-    "xmlbinary", "synchronous_commit", "row_security", "max_connections",
+    "xmlbinary", "synchronous_commit", "row_security", "max_connections", "jit",
 ))  # fmt: skip
+
+
+_SETTINGS_WORD: Final = re.compile(r"settings", re.IGNORECASE)
 
 
 def _setting_of_code(c: Classified) -> Decision | None:
@@ -587,6 +591,13 @@ def _setting_of_code(c: Classified) -> Decision | None:
     names: list[str] = []
     if c.command == "SHOW":
         names.append(c.detail)
+    elif c.command.startswith("EXPLAIN") and _SETTINGS_WORD.search(c.sql):
+        # EXPLAIN (SETTINGS) lists every setting changed from its default (round 80: a
+        # search_path code set from a tenant's row); the word anywhere: fail closed
+        names.append("all")
+    if "pg_catalog.pg_stat_activity" in c.reads:
+        # the session's own row (``default.housekeeping``) shows its application_name
+        names.append("application_name")
     for f in c.functions:
         if f.startswith(CURRENT_SETTING_PREFIX):
             name = f[len(CURRENT_SETTING_PREFIX) :]
@@ -615,10 +626,7 @@ def _read_of_code(name: str) -> Decision | None:
         "another procedural language) to a value it read"))  # fmt: skip
 
 _CATALOG_SCHEMAS = frozenset(("pg_catalog", "information_schema"))
-# (``_claim_temps``) a CREATE that may make nothing; a temporary table its commit drops; the
-# statements that undo what the open transaction made
-_IF_NOT_EXISTS: Final = re.compile(r"\bif\s+not\s+exists\b", re.IGNORECASE)
-_ON_COMMIT_DROP: Final = re.compile(r"\bon\s+commit\s+drop\b", re.IGNORECASE)
+# (``_claim_temps``) the statements that undo what the open transaction made
 _UNDOING: Final = frozenset(("ROLLBACK", "ROLLBACK TO SAVEPOINT", "ABORT", "PREPARE TRANSACTION"))
 _T = TypeVar("_T")
 _EVERY_NAME = "\x00all"  # no statement name holds a NUL
@@ -843,6 +851,7 @@ class StatementPolicy:
         self._temp_own: frozenset[str] = frozenset()
         self._temp_undone = False
         self._temp_text: frozenset[str] = frozenset()
+        self._temp_commits: list[int] = []  # the Sync groups of COMMITs not answered yet
         self.temps_pending = False  # the relay calls ``temps_answered`` at each ReadyForQuery
         # Code that may run DDL ran (``_ran_ddl``): it may also have built a PREPARE or
         # DEALLOCATE from pieces (``EXECUTE 'PREP' || 'ARE s AS ...'``, ``format()``), which
@@ -1573,6 +1582,11 @@ class StatementPolicy:
             self._temp_tx.clear()  # (an aborted block: what it made goes with it)
         else:
             self._temp_tx.update(confirmed)
+        committed = [g for g in self._temp_commits if g < answered]
+        if committed:
+            # a COMMIT answered (AND CHAIN too: the transaction ended, another began)
+            self._temp_commits = [g for g in self._temp_commits if g >= answered]
+            idle = True
         if idle:
             if not self._temp_undone:
                 kept = frozenset(n for n, dropped in self._temp_tx.items() if not dropped)
@@ -1580,44 +1594,63 @@ class StatementPolicy:
                     self._temp_own = self._temp_own | kept
             self._temp_tx.clear()
             self._temp_undone = False
-        self.temps_pending = bool(self._temp_claims or self._temp_tx or self._temp_undone)
+        self.temps_pending = bool(
+            self._temp_claims or self._temp_tx or self._temp_undone or self._temp_commits
+        )
         if before != (self._temp_own, frozenset(self._temp_tx)):
             self._session_state_changed()  # (what was decided on them is decided again)
 
     def _claim_temps(self, pairs: tuple[Pair, ...]) -> None:
         """``pairs`` go to the server (which temporary relations are the session's own is
         followed from its start, whether or not code may make them: a snapshot may tell
-        later that it may; ``_temp_of_code`` asks only then): a name
-        their DDL drops, renames or alters is no longer known to be the session's (code may
-        make another under it); one a CREATE of theirs makes (not IF NOT EXISTS) will be,
-        once answered (``temps_answered``); a ROLLBACK undoes the transaction's."""
+        later that it may; ``_temp_of_code`` asks only then): a name their DDL drops, renames
+        or moves away is no longer known to be the session's (code may make another under
+        it; a rename of its own carries it to the new name); one a CREATE of theirs makes
+        (not IF NOT EXISTS, as PostgreSQL's parser reads it) will be, once answered
+        (``temps_answered``); a ROLLBACK undoes the transaction's, a COMMIT keeps them."""
         before = (self._temp_own, frozenset(self._temp_tx))
+        mine = self._temp_own.union(self._temp_tx, self._temp_claims)
         for c, _d in pairs:
             command = c.command
             if command in _UNDOING:
                 self._temp_undone = True
+            elif command == "COMMIT":
+                self._temp_commits.append(self.sending_group)
             elif command == "DISCARD" and c.detail in ("all", "temp", "temporary"):
                 self._temp_own = frozenset()
                 self._temp_tx.clear()
                 self._temp_claims.clear()
             if c.cls is not StatementClass.DDL:
                 continue
-            touched = set()
-            for op, rel in c.write_ops:
-                parts = split_name(rel) if op == "ddl" else None
-                if parts is not None and parts[1] is not None:
-                    touched.add(render_name(parts[1]))
-            if touched:
-                self._temp_own = self._temp_own - touched
-                for name in touched:
+            ended: set[str] = set()
+            carried: set[str] = set()
+            for (schema, old), (to_schema, new) in renamed_relations(c.sql):
+                if schema not in (None, "pg_temp"):
+                    continue
+                ended.add(render_name(old))
+                if old != new and to_schema in (None, "pg_temp") and render_name(old) in mine:
+                    carried.add(render_name(new))  # (renamed: the client's, under its new name)
+            if command.startswith("ALTER") and not ended and any(
+                op == "ddl" and not rel.startswith(_TEMP_PREFIX) for op, rel in c.write_ops
+            ):
+                # one out of pg_temp (SET SCHEMA), whatever the parser read of it: ended
+                ended |= {rel[len(_TEMP_PREFIX) :] for op, rel in c.write_ops
+                          if op == "ddl" and rel.startswith(_TEMP_PREFIX)}  # fmt: skip
+            if ended:
+                self._temp_own = self._temp_own - ended
+                for name in ended:
                     self._temp_tx.pop(name, None)
                     self._temp_claims.pop(name, None)
-            made = _temp_made(c)
-            if made and not command.startswith(("DROP", "ALTER")) and not _IF_NOT_EXISTS.search(c.sql):
-                dropped = bool(_ON_COMMIT_DROP.search(c.sql))
+            for name in carried:
+                self._temp_claims[name] = (self.sending_group, False)
+            made = _temp_made(c) if not command.startswith(("DROP", "ALTER")) else _NO_NAMES
+            how = temp_creation(c.sql) if made else None
+            if how is not None and not how[0]:
                 for name in made:
-                    self._temp_claims[name] = (self.sending_group, dropped)
-        self.temps_pending = bool(self._temp_claims or self._temp_tx or self._temp_undone)
+                    self._temp_claims[name] = (self.sending_group, how[1])
+        self.temps_pending = bool(
+            self._temp_claims or self._temp_tx or self._temp_undone or self._temp_commits
+        )
         if before != (self._temp_own, frozenset(self._temp_tx)):
             self._session_state_changed()
 
@@ -2354,11 +2387,17 @@ class StatementPolicy:
         temporary relation is readable with no scope because the session filled it; one
         code made and filled (``CREATE TEMP TABLE ... AS SELECT`` from a relation the grant
         may not read, a trigger staging rows) holds what the code read (red-team round 79).
-        An unqualified name the snapshot knows no relation or type of outside the temporary
-        schemas (``Snapshot.type_names``) nor the session made may be such a relation too:
+        A name the snapshot knows no relation of in a schema of the search path (nor the
+        session made) may be such a relation too:
         with ``pg_temp`` pinned last, the server finds it there (and a name nowhere fails
         anyway)."""
         temps = self._temp_own.union(self._temp_tx, self._temp_text)
+        group = self.sending_group
+        same = [n for n, v in self._temp_claims.items() if v[0] == group]
+        if same:
+            # made earlier in this Sync group: if it failed, the server skips the rest of
+            # the group, this statement too (red-team round 80: pipelined CREATE, INSERT)
+            temps = temps.union(same)
         for op, rel in sorted(c.write_ops):
             # (a row written there reaches what the code does with the table next, and its
             # constraints' errors quote the rows it holds; DDL making or dropping one is not
@@ -2370,7 +2409,7 @@ class StatementPolicy:
         if not c.reads:
             return None
         snap = self._snapshot_seen
-        known = snap.type_names if snap is not None else _NO_NAMES
+        columns = snap.columns if snap is not None else {}
         for rel in sorted(c.reads):
             if rel.startswith(_TEMP_PREFIX):
                 if rel[len(_TEMP_PREFIX) :] in temps:
@@ -2380,8 +2419,11 @@ class StatementPolicy:
                 parts = split_name(rel)
                 if (
                     parts is None or parts[1] is None or parts[0] in _CATALOG_SCHEMAS
-                    or parts[1] in known or parts[1] in self._made_names
+                    or rel in columns or parts[1] in self._made_names
                     or render_name(parts[1]) in temps
+                    # (an unqualified name: a relation of a schema on the path before pg_temp;
+                    # one of a schema off the path is not what the server finds: round 80)
+                    or any(render_name(schema, parts[1]) in columns for schema in self.search_path)
                 ):  # fmt: skip
                     continue
                 why = (
@@ -3188,8 +3230,10 @@ class StatementPolicy:
             made = _temp_made(c)
             if made and not made <= temps:
                 temps = temps | made
-            if made and not _IF_NOT_EXISTS.search(c.sql) and not c.command.startswith(("DROP", "ALTER")):
-                text_made = text_made | made
+            if made and not c.command.startswith(("DROP", "ALTER")):
+                how = temp_creation(c.sql)
+                if how is not None and not how[0]:
+                    text_made = text_made | made
             made_views = _views_made(c)
             if made_views:
                 views = {**views, **made_views}

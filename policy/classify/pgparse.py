@@ -1822,6 +1822,37 @@ _RENAMED_KINDS = frozenset(
 ANY_RELATION = "*"
 
 
+def temp_creation(sql: str) -> tuple[bool, bool] | None:
+    """How the one statement ``sql`` makes a relation, as PostgreSQL's parser reads it:
+    (``IF NOT EXISTS``: it may make nothing, ``ON COMMIT DROP``: its commit drops it); None
+    if it cannot read it, or it is not one CREATE (``policy.engine._claim_temps``: then it
+    claims nothing; red-team round 80: a comment inside ``IF /**/ NOT EXISTS`` hid it from
+    a reading of the text)."""
+    try:
+        stmts = _tree(sql)
+    except PgParseError:
+        return None
+    if len(stmts) != 1:
+        return None
+    node = stmts[0].get("stmt") or {}
+    create = node.get("CreateStmt")
+    if type(create) is dict:
+        return bool(create.get("if_not_exists")), create.get("oncommit") == "ONCOMMIT_DROP"
+    made = node.get("CreateTableAsStmt")
+    if type(made) is dict:
+        into = made.get("into") or {}
+        return bool(made.get("if_not_exists")), into.get("onCommit") == "ONCOMMIT_DROP"
+    select = node.get("SelectStmt")
+    if type(select) is dict and type(select.get("intoClause")) is dict:
+        return False, select["intoClause"].get("onCommit") == "ONCOMMIT_DROP"
+    sequence = node.get("CreateSeqStmt")
+    if type(sequence) is dict:
+        return bool(sequence.get("if_not_exists")), False
+    if type(node.get("ViewStmt")) is dict:
+        return False, False  # (OR REPLACE: the client's definition from then on)
+    return None
+
+
 def renamed_relations(sql: str) -> list[tuple[Name, Name]]:
     """((schema or None, name) before, after) of each table or view ``sql`` renames (``ALTER
     TABLE/VIEW ... RENAME TO``) or moves (``SET SCHEMA``): what the catalog snapshot knows

@@ -12,7 +12,7 @@ from __future__ import annotations
 from policy import StatementPolicy, parse_scopes
 from policy.catalog import CatalogCache
 
-SCOPES = "read:public.t write:public.t execute:public.attach,public.plain"
+SCOPES = "read:public.t write:public.t execute:public.attach,public.plain listen:chan"
 
 
 def ddl_code_session(
