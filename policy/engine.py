@@ -3508,10 +3508,12 @@ class StatementPolicy:
                 made = _views_made(c)
                 if made:
                     self._own_views = {**self._own_views, **made}
-        if ran and (self.temps_pending or self._temp_own
-                    or any(c.cls is StatementClass.DDL or c.command == "DISCARD" for c, _d in pairs)):
-            self._claim_temps(pairs)  # (from the session's start: code may be seen later)
-        if ran and any(c.cls is StatementClass.DDL for c, _d in pairs):
+        ddl = ran and any(c.cls is StatementClass.DDL for c, _d in pairs)
+        if ddl or (ran and (self.temps_pending or self._temp_own)):
+            # (from the session's start: code may be seen later; a DISCARD or ROLLBACK
+            # matters only once there is something of the session's to end)
+            self._claim_temps(pairs)
+        if ddl:
             temps = frozenset().union(*(_temp_made(c) for c, _d in pairs))
             if not temps <= self._temp_names:
                 self._temp_names = self._temp_names | temps
