@@ -97,8 +97,8 @@ _FREE_TEXT_REPORTED: Final = (b"application_name\x00", b"TimeZone\x00")
 _WATCHED: Final = frozenset(
     (_READY, _ERROR, _COPY_IN, _PARAMETER_STATUS, _PARSE_COMPLETE, _NOTIFICATION)
 )
-# the withheld notifications a session's recording itemizes (``notification.withheld``);
-# the rest are counted in the last one's ``since``
+# the withheld notifications a session's recording itemizes (``notification.withheld``; the
+# last says ``more_not_recorded``); all are counted (``Counters.notifications_withheld``)
 _WITHHELD_NOTES: Final = 100
 _COMMAND_COMPLETE: Final = B.COMMAND_COMPLETE
 _CLOSE_COMPLETE: Final = B.CLOSE_COMPLETE
@@ -1378,7 +1378,7 @@ class Relay:
         if self.recorder is not None and n <= _WITHHELD_NOTES:
             self.recorder.event("notification.withheld", {
                 "channel": channel, "bytes": size, "rule": "deny.listen", "n": n,
-                "itemized": n < _WITHHELD_NOTES,
+                "more_not_recorded": n == _WITHHELD_NOTES,
             })  # fmt: skip
 
     def _quieted(self, frame: bytes, withheld: str | None) -> bytes | None:
