@@ -2382,15 +2382,16 @@ class StatementPolicy:
         return denial
 
     def _temp_of_code(self, c: Classified) -> Decision | None:
-        """Where user-written code may make temporary relations (``_temp_any``): a read of
-        one this session's own statements did not make (``_temp_names``) is refused. A
+        """Where user-written code may make temporary relations (``_temp_any``): a read (or
+        a row write) of one this session's own statements did not make (``_temp_own``,
+        ``_temp_tx``, ``_temp_text``, a claim of this Sync group) is refused. A
         temporary relation is readable with no scope because the session filled it; one
         code made and filled (``CREATE TEMP TABLE ... AS SELECT`` from a relation the grant
         may not read, a trigger staging rows) holds what the code read (red-team round 79).
-        A name the snapshot knows no relation of in a schema of the search path (nor the
-        session made) may be such a relation too:
-        with ``pg_temp`` pinned last, the server finds it there (and a name nowhere fails
-        anyway)."""
+        A name the snapshot knows no relation of in a schema of the search path may be such
+        a relation too: with ``pg_temp`` pinned last, the server finds it there (and a name
+        nowhere fails anyway; one the session made since the load is refused until a load
+        shows it: which schema it is in, the name alone does not say)."""
         temps = self._temp_own.union(self._temp_tx, self._temp_text)
         group = self.sending_group
         same = [n for n, v in self._temp_claims.items() if v[0] == group]
@@ -2419,8 +2420,7 @@ class StatementPolicy:
                 parts = split_name(rel)
                 if (
                     parts is None or parts[1] is None or parts[0] in _CATALOG_SCHEMAS
-                    or rel in columns or parts[1] in self._made_names
-                    or render_name(parts[1]) in temps
+                    or rel in columns or render_name(parts[1]) in temps
                     # (an unqualified name: a relation of a schema on the path before pg_temp;
                     # one of a schema off the path is not what the server finds: round 80)
                     or any(render_name(schema, parts[1]) in columns for schema in self.search_path)

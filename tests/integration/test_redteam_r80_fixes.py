@@ -117,12 +117,15 @@ GRANTS = {
     # is what the server finds in pg_temp)
     "wild": f"read:public.*,r80.pub execute:{CODE}",
     "lock": "read:r80.pub",
+    # and DDL in a schema off the search path: a name made there through the proxy is not
+    # what an unqualified name finds (code's temporary table of it is)
+    "wildddl": f"read:public.*,r80.pub ddl:r80y.* execute:{CODE}",
 }
 SCOPES_B = "read:r80b.pub execute:r80b.tag,r80b.mk write:r80b.tt"
 MODES = ["simple", "extended", "prepared"]
 SETUP = f"""
 SET ROLE pgwitness;
-CREATE SCHEMA r80; CREATE SCHEMA r80x;
+CREATE SCHEMA r80; CREATE SCHEMA r80x; CREATE SCHEMA r80y;
 CREATE TABLE r80x.vault (k text PRIMARY KEY, v text);
 INSERT INTO r80x.vault VALUES ('row', '{ROW}'), ('num', '{NUM}'), ('tz', '<{TZM}>+05');
 CREATE TABLE r80x.r80_stage (v text);
@@ -174,7 +177,7 @@ BEGIN
   RETURN 1;
 END $$;
 """
-TEARDOWN = "DROP SCHEMA IF EXISTS r80, r80x CASCADE;"
+TEARDOWN = "DROP SCHEMA IF EXISTS r80, r80x, r80y CASCADE;"
 # a second database, whose code names none of the words CODE_FLAGS_SQL looks for
 DB_B = "r80b"
 SETUP_B = f"""
@@ -336,6 +339,11 @@ PROBES = {
     ], "SELECT * FROM pg_temp.r80_re", "app", CLAIM_BY_NAME),
     "unqualified-name-elsewhere": ("wild", ["SELECT r80.stage()"], "SELECT * FROM r80_stage",
                                    "app", UNQUALIFIED_ELSEWHERE),
+    # (found in the review of round 80's fixes: a name the session made through the proxy
+    # since the load, in a schema off the path, was taken for a relation the path has)
+    "unqualified-made-elsewhere": ("wildddl", ["SELECT r80.keep()",
+                                               "CREATE TABLE r80y.r80_keep (v text)"],
+                                   "SELECT * FROM r80_keep", "app", None),
     "proconfig-pg-temp-first": ("b", ["SELECT r80b.mk()"], "SELECT * FROM pg_temp.stg", DB_B,
                                 PROCONFIG_TEMP),
     "seq-currval": ("exec", ["SELECT r80.seq()"], "SELECT currval('pg_temp.r80_seq')", "app",
