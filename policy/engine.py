@@ -899,6 +899,7 @@ class StatementPolicy:
         # names the session's own DDL gave relations and types outside pg_temp: what no
         # snapshot loaded before it knows yet (``_shadowing_temp``)
         self._made_names: frozenset[str] = frozenset()
+        self._made_relations: frozenset[str] = frozenset()
         # Where the database holds code that may leave cursors of its own open
         # (``Snapshot.portal_code``): the cursors and portals the client made, and the
         # refcursors granted functions returned, the only ones it may read
@@ -2420,10 +2421,17 @@ class StatementPolicy:
                 parts = split_name(rel)
                 if (
                     parts is None or parts[1] is None or parts[0] in _CATALOG_SCHEMAS
-                    or rel in columns or render_name(parts[1]) in temps
+                    # a schema the path does not name: the name was written qualified, and
+                    # the server looks there only (an unqualified one is rendered in the
+                    # path's first schema)
+                    or parts[0] not in self.search_path
+                    or rel in columns or rel in self._made_relations
+                    or render_name(parts[1]) in temps
                     # (an unqualified name: a relation of a schema on the path before pg_temp;
                     # one of a schema off the path is not what the server finds: round 80)
-                    or any(render_name(schema, parts[1]) in columns for schema in self.search_path)
+                    or any(render_name(schema, parts[1]) in columns
+                           or render_name(schema, parts[1]) in self._made_relations
+                           for schema in self.search_path)
                 ):  # fmt: skip
                     continue
                 why = (
@@ -3555,12 +3563,19 @@ class StatementPolicy:
         defined: dict[str, frozenset[str]] = {}
         removed: frozenset[tuple[str, str]] = frozenset()
         made: set[str] = set()
+        relations: set[str] = set()
         for c, _d in pairs:
             defined = merge_defined(defined, _defined_functions(c))
             removed = removed | self._removed_columns(c)
             made |= _names_made(c)
+            if c.command.startswith("CREATE"):
+                relations.update(rel for op, rel in c.write_ops
+                                 if op == "ddl" and not rel.startswith(_TEMP_PREFIX))  # fmt: skip
         if made:
             self._made_names = self._made_names | made
+        if relations:
+            # (``_temp_of_code``: a relation it made since the load, as classify renders it)
+            self._made_relations = self._made_relations | relations
         if defined:
             self._defined += 1  # (``check_query``, ``check_bind``: ``lazy_names``)
         fresh = removed - self.ddl_unsettled  # a key this session holds already: once
