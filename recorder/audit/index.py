@@ -400,8 +400,9 @@ class Indexer:
         self._rows["two_phase"] += two_phase
         denials = errors = 0
         for st in statements:
-            denials += st["decision"] == "denied" or st.get("db_denied_rule") is not None or (
-                st["sqlstate"] == "42501")
+            # (a dry run's would-deny too: the denials view lists it, source dry-run)
+            denials += st["decision"] in ("denied", "would_deny") or (
+                st.get("db_denied_rule") is not None) or st["sqlstate"] == "42501"
             errors += st["outcome"] in ("error", "rolled back")
         for ev in facts.events:
             self._rows["session_events"].append({

@@ -408,7 +408,8 @@ def test_a_dry_runs_would_deny_is_among_the_denials(truth, full):
     assert [[r["n"] for r in s["statement_rows"]] for s in grant_of(a, truth.gid("dry"))["sessions"]] == [[row["n"]]]
     rc, out = run("sessions", *args(truth.tmp), "--grant", truth.gid("dry"), "--denied",
                   "--format", "json", "--no-update")
-    assert rc == 0 and [json.loads(x)["session_id"] for x in out.splitlines()] == [d["session_id"]]
+    listed = [json.loads(x) for x in out.splitlines()]
+    assert rc == 0 and [(x["session_id"], x["denials"]) for x in listed] == [(d["session_id"], 1)]
     rc, text = run("audit", *args(truth.tmp), "--grant", truth.gid("dry"), "--no-update")
     assert "dry-run" in text.split("DENIALS (1)")[1].splitlines()[1], text
 
