@@ -648,6 +648,9 @@ class SessionFacts:
         self._terminated = False  # the client sent Terminate
         self._fatal = False  # a FATAL error came: the server ended the session there
         self._t = 0
+        # when the last ReadyForQuery came: the server had finished what was sent before it
+        # (it flushes its answers there), and began the next message no earlier (``_emit``)
+        self._free_ns = 0
         self._verified = True
         self._meta: dict = {}
         self._started = False  # the first signed session.start was read: attribution set
@@ -679,6 +682,7 @@ class SessionFacts:
                     self._server(typ, body)
                     if typ == "Z":
                         self._ready(body[:1])
+                        self._free_ns = self._t
             return
         try:
             p = r.json()
@@ -1268,6 +1272,12 @@ class SessionFacts:
             row.update(parse.decision)
         if parse is not None and parse.oids and row.get("params"):
             row["params"] = json.dumps(_typed(json.loads(row["params"]), parse.oids))
+        # A message pipelined behind a Query or a Sync group (sent before their ReadyForQuery)
+        # began when the server had answered them, not when the client sent it: its time and
+        # duration are not theirs (a SELECT 1 sent behind a pg_sleep(1) took 1 s otherwise).
+        # Inside one Sync group the server holds its answers until the Sync: an Execute sent
+        # behind another of its group is timed from when it was sent (docs/audit.md).
+        row["start_ns"] = max(row["start_ns"], self._free_ns)
         if row.get("end_ns") is None:
             row["end_ns"] = self._t
         self.statements.append(row)
