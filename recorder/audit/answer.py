@@ -420,8 +420,22 @@ def _session(s: dict, w) -> None:
         dec = st["decision"] or "-"
         res = _result(st)
         params = f" params {st['params']}" if st["params"] not in (None, "[]") else ""
-        w(f"    {mark}{st['ts'][11:23]} [{dec} {st['rule'] or ''}] {st['text']!s:.200}{params}\n")
+        w(f"    {mark}{st['ts'][11:23]} [{dec} {st['rule'] or ''}] {_cut(st['text'])}{params}\n")
         w(f"        -> {res} ({st['duration_ms']:.1f} ms)\n")
+
+
+TEXT_SHOWN = 200  # characters of a statement's text the text report shows
+
+
+def _cut(text: str | None) -> str:
+    """A statement's text as the report shows it: its first ``TEXT_SHOWN`` characters, and
+    if there are more, how many it leaves out (was: cut silently, so that what followed, a
+    ``, balance = 0`` after a long literal, read as a statement that was not there)."""
+    text = str(text)
+    if len(text) <= TEXT_SHOWN:
+        return text
+    return (f"{text[:TEXT_SHOWN]} ...[statement cut: {len(text) - TEXT_SHOWN} more of "
+            f"{len(text)} characters not shown; --format json has it whole]")
 
 
 # Outcomes that say what became of a statement that ran: shown before its tag, in capitals
