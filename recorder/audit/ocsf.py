@@ -32,10 +32,13 @@ def _base(class_uid: int, category_uid: int, activity_id: int, time, uid: str) -
     }
 
 
-# a statement row's outcome -> OCSF status (id, name): it ran and stayed (Success); a
-# prepared transaction not yet decided, or a recording that cannot say (Unknown); an error,
-# a refusal, or undone by its transaction's end (Failure)
-_STATUS = {"ok": (1, "Success"), "prepared": (0, "Unknown"), "unknown": (0, "Unknown")}
+# a statement row's outcome -> OCSF status (id, name): it ran and stayed, or a portal
+# returned the rows it was asked for and was suspended (Success); a prepared transaction not
+# yet decided, a recording that cannot say, or a statement whose answer it does not hold
+# (the server may have run it, and committed: Unknown); an error, a refusal, or undone by its
+# transaction's end (Failure)
+_STATUS = {"ok": (1, "Success"), "suspended": (1, "Success"), "prepared": (0, "Unknown"),
+           "unknown": (0, "Unknown"), "no answer": (0, "Unknown")}
 
 
 def statement_event(s: dict) -> dict:
