@@ -1,0 +1,177 @@
+"""Session 35, an auditor's red-team round on the audit answer, with PostgreSQL as the judge.
+
+Method (as sessions 33 and 34): each test runs one session of an agent with a grant through
+a recording proxy (raw protocol messages: ``RawClient``), reads ``pgwitness audit`` back
+(JSON, text, or the OCSF export) and holds it to the server's own log of the session's
+backend (``tests.support.server_log``: every statement, its duration, its error).
+
+Findings (each fixed in recorder/audit/; the unit tests in
+tests/unit/test_s35_audit_round_unit.py fail without the fix):
+
+* a statement pipelined behind another (two Queries sent at once, a Sync group sent before
+  the Query ahead of it was answered) was timed from when the client sent it: a ``SELECT 1``
+  behind a ``pg_sleep(0.5)`` took 500 ms by the answer, 0.07 ms by the server's log, and
+  began before the statement ahead of it had ended (derive: it begins no earlier than the
+  ReadyForQuery that answered those before it);
+* the text report cut a statement's text at 200 characters without a word: an ``UPDATE``
+  whose long literal pushed ``, id = -id`` past the cut read as setting ``v`` only (it now
+  says how much it leaves out);
+* the OCSF export called a portal that returned its rows and was suspended a Failure (and a
+  statement the recording holds no answer to, which the server may have run and committed:
+  Unknown now, as the answer says).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+
+from common.wire import messages as m
+from tests.support.rawpg import bind, execute, parse
+from tests.support.recording import one_live_session
+from tests.support.server_log import (
+    ERROR_CODE,
+    assert_as_the_server_ran,
+    logging_role,
+    open_case,
+    run_cli,
+    trace,
+)
+
+pytestmark = pytest.mark.timeout(90)
+
+SETUP = """
+DROP SCHEMA IF EXISTS a35 CASCADE;
+CREATE SCHEMA a35;
+GRANT USAGE ON SCHEMA a35 TO pgwitness;
+CREATE TABLE a35.t (id int, v text);
+INSERT INTO a35.t SELECT g, 'v' || g FROM generate_series(1, 20) g;
+GRANT ALL ON a35.t TO pgwitness;
+"""
+SCOPES = "read:a35.t write:a35.t"
+
+
+@pytest.fixture(scope="module")
+def server_log(pg):
+    """The ``pg`` cluster logs every statement of the proxy's upstream role while the
+    module runs (``tests.support.server_log.logging_role``)."""
+    with logging_role(pg, SETUP, "a35") as logged:
+        yield logged
+
+
+@pytest.fixture
+def case(server_log, make_proxy, tmp_path, request):
+    return open_case(server_log, make_proxy, tmp_path, request, "S35-", SCOPES)
+
+
+SYNC = m.frame(b"S", b"")
+_DURATION = re.compile(r"duration: ([0-9.]+) ms")
+
+
+def server_durations(entries: list[tuple[str, str]]) -> list[float]:
+    """The server's duration of each statement or Execute it ran, in its order (the
+    ``duration`` line that follows its ``statement:`` or ``execute`` line)."""
+    out: list[float] = []
+    running = False
+    for level, text in entries:
+        if level != "LOG":
+            continue
+        text = text[7:] if ERROR_CODE.match(text) else text  # "00000: " (verbose)
+        if text.startswith("statement: ") or text.startswith("execute "):
+            running = not text.startswith("statement: DISCARD ALL")
+        elif running and (hit := _DURATION.match(text)):
+            out.append(float(hit.group(1)))
+            running = False
+    return out
+
+
+def stamp(v: str) -> float:
+    from datetime import datetime
+
+    return datetime.fromisoformat(v.replace("Z", "+00:00")).timestamp()
+
+
+def audit_cli(case, *argv: str) -> tuple[int, str]:
+    return run_cli("audit", "--store", str(case.tmp / "rec"), "--index",
+                   str(case.tmp / "audit.duckdb"), "--public-key",
+                   str(case.tmp / "signing.key.pub"), "--task", case.task, *argv)  # fmt: skip
+
+
+# --- 1. when a statement began, and how long it took ------------------------------------
+
+
+def test_statements_pipelined_behind_a_long_one_are_timed_as_the_server_ran_them(case):
+    """A Query, a second Query and a Sync group sent at once: the server runs them one after
+    the other. The second and the group's statement each took well under a millisecond by
+    the server's log; the answer said each took the pg_sleep's half second, and began
+    before it ended."""
+    c = case.client()
+    sid = one_live_session(case.h)
+    c.send(m.query("SELECT pg_sleep(0.5)"), m.query("SELECT 1"), parse("", "SELECT 2"),
+           bind(), execute(), SYNC)  # fmt: skip
+    for _ in range(3):
+        c.frames_until_ready()
+    c.close()
+    rows, entries = case.judged_raw(sid)
+    assert_as_the_server_ran(rows, trace(entries))
+    took = server_durations(entries)
+    assert len(took) == 3 and took[0] >= 500 and max(took[1:]) < 50, took
+    assert [r["text"] for r in rows] == ["SELECT pg_sleep(0.5)", "SELECT 1", "SELECT 2"]
+    assert rows[0]["duration_ms"] >= 500
+    for before, r in zip(rows, rows[1:], strict=False):
+        assert r["duration_ms"] < 50, (r["text"], r["duration_ms"], took)
+        assert stamp(r["ts"]) >= stamp(before["ended_at"]) - 0.001, (before, r)
+
+
+# --- 2. the text report's statements --------------------------------------------------
+
+
+LONG = "UPDATE a35.t SET v = '" + "x" * 250 + "', id = -id WHERE id = 1"
+
+
+def test_a_long_statement_is_not_cut_silently_in_the_text_report(case):
+    """The server ran the whole UPDATE (``id`` is now -1); the text report showed its first
+    200 characters as if they were the statement, the ``id = -id`` left out unsaid."""
+    c = case.client()
+    sid = one_live_session(case.h)
+    c.send(m.query(LONG))
+    c.frames_until_ready()
+    c.close()
+    rows, ran = case.judged(sid)
+    assert [(x.text, x.sqlstate) for x in ran] == [(LONG, None)]
+    assert rows[0]["text"] == LONG
+    assert case.pg.psql("SELECT count(*) FROM a35.t WHERE id = -1", db="app").strip() == "1"
+    rc, text = audit_cli(case)
+    assert rc == 0, text
+    (line,) = [x for x in text.splitlines() if "UPDATE a35.t SET v" in x]
+    assert line.endswith(
+        f"...[statement cut: {len(LONG) - 200} more of {len(LONG)} characters "
+        "not shown; --format json has it whole]"
+    ), line
+
+
+# --- 3. the OCSF export ---------------------------------------------------------------
+
+
+def test_ocsf_says_a_suspended_portal_returned_its_rows(case):
+    """An Execute with a row limit: the server returned 2 rows and suspended the portal (its
+    log: the execute, no error). The answer says ``suspended``, 2 rows; OCSF said Failure."""
+    c = case.client()
+    sid = one_live_session(case.h)
+    c.send(parse("", "SELECT v FROM a35.t ORDER BY id"), bind(), execute("", 2), SYNC)
+    c.frames_until_ready()
+    c.close()
+    rows, ran = case.judged(sid)
+    assert_as_the_server_ran(rows, ran)
+    assert [(r["outcome"], r["rows"]) for r in rows] == [("suspended", 2)]
+    rc, _ = run_cli("export", "--store", str(case.tmp / "rec"), "--index",
+                    str(case.tmp / "audit.duckdb"), "--public-key",
+                    str(case.tmp / "signing.key.pub"), "--out", str(case.tmp / "lake"),
+                    "--as", "ocsf")  # fmt: skip
+    assert rc == 0
+    events = [json.loads(x) for f in (case.tmp / "lake").rglob("*.jsonl")
+              for x in f.read_text().splitlines()]  # fmt: skip
+    (e,) = [e for e in events if e["class_uid"] == 6005 and e["actor"]["session"]["uid"] == sid]
+    assert (e["status_id"], e["status"], e["unmapped"]["rows"]) == (1, "Success", 2)
