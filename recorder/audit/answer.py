@@ -468,8 +468,12 @@ def write(answer: dict, fmt: str, out: TextIO) -> None:
 def sessions_list(con, f: Filters) -> list[dict]:
     w, p = _where(f, ts="started_at", ts_end="ended_at", session="session_id")
     if f.denied:
-        w += (" AND (denials > 0 OR session_id IN "
-              "(SELECT session_id FROM statements WHERE decision = 'would_deny'))")
+        # a session with a statement --denied keeps in the window, as the answer keeps it
+        # (was: any denial of the session, one before --since or after --until too)
+        sw, sp = _where(f.window(), ts="ts")
+        w += (" AND session_id IN (SELECT session_id FROM statements "
+              f"WHERE {DENIED} AND {sw})")
+        p += sp
     return _rows(con, "SELECT session_id, started_at, ended_at, end_cause, agent, task, grant_id, "
                       "database, client_addr, client_tls, statements, denials, errors, status, "
                       f"intact FROM sessions WHERE {w} ORDER BY started_at, session_id", p)
