@@ -45,6 +45,11 @@ def statement_event(s: dict) -> dict:
     tag = (s.get("command_tag") or "").split(" ")[0]
     first_class = (s.get("classes") or "").split(",")[0]
     activity = _DS_BY_COMMAND.get(tag) or _DS_ACTIVITY.get(first_class) or 99
+    classes = [c for c in (s.get("classes") or "").split(",") if c]
+    if tag == "COPY" and classes and "WRITE" not in classes:
+        # COPY ... TO: the tag is a COPY FROM's too, the policy's classes tell them apart (a
+        # table read out was a Write, session 35); without them (no policy) it stays Write
+        activity = _DS_ACTIVITY.get(first_class) or 99
     denied = s.get("decision") == "denied" or s.get("sqlstate") == "42501"
     status_id, status = _STATUS.get(s.get("outcome") or "", (2, "Failure"))
     e = _base(6005, 6, activity, s["ts"], f"{s['session_id']}/{s['n']}")
