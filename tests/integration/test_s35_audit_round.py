@@ -166,12 +166,39 @@ def test_ocsf_says_a_suspended_portal_returned_its_rows(case):
     rows, ran = case.judged(sid)
     assert_as_the_server_ran(rows, ran)
     assert [(r["outcome"], r["rows"]) for r in rows] == [("suspended", 2)]
+    (e,) = [
+        e
+        for e in ocsf_events(case)
+        if e["class_uid"] == 6005 and e["actor"]["session"]["uid"] == sid
+    ]
+    assert (e["status_id"], e["status"], e["unmapped"]["rows"]) == (1, "Success", 2)
+
+
+def ocsf_events(case) -> list[dict]:
     rc, _ = run_cli("export", "--store", str(case.tmp / "rec"), "--index",
                     str(case.tmp / "audit.duckdb"), "--public-key",
                     str(case.tmp / "signing.key.pub"), "--out", str(case.tmp / "lake"),
                     "--as", "ocsf")  # fmt: skip
     assert rc == 0
-    events = [json.loads(x) for f in (case.tmp / "lake").rglob("*.jsonl")
-              for x in f.read_text().splitlines()]  # fmt: skip
-    (e,) = [e for e in events if e["class_uid"] == 6005 and e["actor"]["session"]["uid"] == sid]
-    assert (e["status_id"], e["status"], e["unmapped"]["rows"]) == (1, "Success", 2)
+    return [json.loads(x) for f in (case.tmp / "lake").rglob("*.jsonl")
+            for x in f.read_text().splitlines()]  # fmt: skip
+
+
+def test_ocsf_says_a_copy_to_read_the_table(case):
+    """``COPY a35.t TO STDOUT`` sent the table's 20 rows to the client (the server's log: the
+    COPY; the table unchanged). OCSF called it activity 5 Write, as a COPY FROM."""
+    c = case.client()
+    sid = one_live_session(case.h)
+    before = case.pg.psql("SELECT count(*), sum(id) FROM a35.t", db="app")
+    c.send(m.query("COPY a35.t TO STDOUT"))
+    assert sum(f[:1] == b"d" for f in c.frames_until_ready()) == 20
+    c.close()
+    rows, ran = case.judged(sid)
+    assert_as_the_server_ran(rows, ran)
+    assert case.pg.psql("SELECT count(*), sum(id) FROM a35.t", db="app") == before
+    assert [(r["command_tag"], r["classes"], r["copy"]) for r in rows] == [
+        ("COPY 20", "READ", True)
+    ]
+    (e,) = [e for e in ocsf_events(case) if e["class_uid"] == 6005
+            and e["actor"]["session"]["uid"] == sid]  # fmt: skip
+    assert (e["activity_id"], e["type_uid"]) == (1, 600501), e

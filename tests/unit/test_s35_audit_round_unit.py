@@ -8,9 +8,11 @@ from __future__ import annotations
 import io
 
 from devtools.testing import error, parse, query, ready, sync
-from recorder.audit.answer import write_text
+from recorder.audit import index
+from recorder.audit.answer import Filters, audit, sessions_list, write_text
 from recorder.audit.ocsf import statement_event
 from tests.support.audit_recordings import BC, PC, SELECT1, Session, answer_of, bind, execute
+from tests.unit.test_s33_audit_grants_unit import Index, at, us
 
 SLEEP = "SELECT pg_sleep(1)"
 
@@ -139,3 +141,66 @@ def test_ocsf_a_statement_with_no_answer_is_of_unknown_status():
         }
     )
     assert (e["status_id"], e["status"]) == (0, "Unknown")
+
+
+# --- 4. the sessions list keeps what the answer keeps ------------------------------------
+
+
+def test_sessions_denied_in_a_window_are_those_the_answer_lists():
+    """``pgwitness sessions --denied --since X`` listed a session whose only denial was before
+    X: ``audit --denied --since X`` (same filters, docs/audit.md) lists none."""
+    ix = Index().stream()
+    ix.grant_event("grant.issued", "g1", 0, 600)
+    ix.session("s1", "g1", 5, 300, statements=2, denials=1)
+    ix.session("s2", "g1", 6, 300, statements=1, denials=1)
+    index._insert(ix.con, "statements", [
+        statement("s1", 1, 10, decision="denied", sqlstate="42501"),
+        statement("s1", 2, 120),
+        statement("s2", 1, 130, decision="denied", sqlstate="42501"),
+    ])  # fmt: skip
+    ix.fold()
+    late = Filters(denied=True, since=at(100))
+    answered = {s["session_id"] for g in audit(ix.con, late)["grants"] for s in g["sessions"]}
+    assert answered == {"s2"}
+    assert [s["session_id"] for s in sessions_list(ix.con, late)] == ["s2"]
+    early = Filters(denied=True, until=at(50))
+    assert [s["session_id"] for s in sessions_list(ix.con, early)] == ["s1"]
+    assert [s["session_id"] for s in sessions_list(ix.con, Filters(denied=True))] == ["s1", "s2"]
+
+
+def statement(sid: str, n: int, when: float, **kw) -> dict:
+    return {
+        "session_id": sid,
+        "n": n,
+        "ts": us(when),
+        "ended_at": us(when),
+        "duration_ms": 0.0,
+        "grant_id": "g1",
+        "agent": "bot",
+        "task": "T",
+        "database": "app",
+        "protocol": "simple",
+        "text": f"SELECT {n}",
+        "decision": "allowed",
+        "outcome": "error" if kw.get("sqlstate") else "ok",
+        "verified": True,
+        **kw,
+    }
+
+
+# --- 5. OCSF: a COPY TO reads --------------------------------------------------------------
+
+
+def test_ocsf_a_copy_to_is_a_read_not_a_write():
+    """``COPY t TO STDOUT`` (tag ``COPY 20``, classed READ by the policy) read the table out:
+    OCSF said activity 5 Write, as for a COPY FROM."""
+    e = statement_event(
+        {"ts": "2026-12-05T20:00:00Z", "session_id": "s", "n": 1, "outcome": "ok",
+         "command_tag": "COPY 20", "classes": "READ", "text": "COPY a35.t TO STDOUT"}
+    )  # fmt: skip
+    assert (e["activity_id"], e["type_uid"]) == (1, 600501)
+    e = statement_event(
+        {"ts": "2026-12-05T20:00:00Z", "session_id": "s", "n": 1, "outcome": "ok",
+         "command_tag": "COPY 3", "classes": "WRITE", "text": "COPY a35.t FROM STDIN"}
+    )  # fmt: skip
+    assert e["activity_id"] == 5
