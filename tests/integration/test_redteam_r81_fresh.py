@@ -13,7 +13,8 @@ Grants (agent ``r81-bot``): ``base`` = ``read:r81.pub write:r81.pub``; ``rd`` = 
 on the tables below with planner code (no execute scope); ``rdx`` = ``rd`` +
 ``execute:r81x.cutoff`` (the code named: transparency); ``rwsx`` = ``read:r81.sx
 write:r81.sx``; ``wo`` = ``write:r81.wo``; ``wix`` = ``write:r81.ixp``; ``tr`` =
-``truncate:r81.ixp``; ``fine`` = ``read:r81.lix,r81.gix execute:r81.norm``.
+``truncate:r81.ixp``; ``fine`` = ``read:r81.lix,r81.gix execute:r81.norm``; ``ddlx`` =
+``ddl:r81.ixp`` and ``ddlp`` = ``ddl:r81.pt,r81.pt1,r81.pt2`` (DDL alone: no read, no write).
 
 Planted (before the proxy starts): ``r81x.vault`` (``ROW``, ``NUM``: outside every grant);
 ``r81x.cutoff()``, an IMMUTABLE PL/pgSQL function outside every grant that says where its
@@ -65,7 +66,12 @@ Leak (strict xfails asserting the safe outcome; every mode):
    already withheld (``TRIGGERED_SQL``: ``TRUNCATE r81.ixp``, ``INSERT INTO r81.ixp``,
    held below), but not a statistics object's (``UPDATE r81.sx SET id = id``, read and
    write granted, leaks too: ``TRIGGERED_SQL`` follows ``pg_depend`` rows of ``pg_class``
-   and ``pg_constraint``, not ``pg_statistic_ext``). Cause: ``Snapshot.relation_casts``
+   and ``pg_constraint``, not ``pg_statistic_ext``). And DDL a ddl scope alone allows, no
+   read or write scope at all (``ddlx``, ``ddlp``; DDL's messages are never withheld):
+   ``ALTER TABLE r81.ixp ADD COLUMN z uuid DEFAULT gen_random_uuid()`` and ``ALTER TABLE
+   r81.ixp SET UNLOGGED`` rewrite the table and rebuild its indexes (``index_build``:
+   ``BuildIndexInfo`` folds the predicate), ``CREATE TABLE r81.pt2 PARTITION OF r81.pt
+   ...`` loads the parent's key: the same NOTICE. Cause: ``Snapshot.relation_casts``
    (what ``StatementPolicy._casts`` asks an execute scope for, per relation read or
    written) holds the casts of a relation's types (RELATION_CASTS_SQL), its indexes' and
    partition keys' operator classes (RELATION_OPCLASS_SQL, round 30) and its row security
@@ -78,7 +84,9 @@ Leak (strict xfails asserting the safe outcome; every mode):
    casts (as DEFAULT_FUNCTIONS_SQL follows operators and casts), propagated to ancestors as
    RELATION_OPCLASS_SQL does, merged into ``relation_casts`` (and TRIGGERED_SQL's and
    ``_unnamed_code``'s lists): a read or write of such a relation then needs the execute
-   scope on the function, as a cast or an operator class's does.
+   scope on the function, as a cast or an operator class's does; and DDL that rewrites a
+   relation, attaches or creates a partition, or builds indexes decided on it too (the
+   ALTERed relation's and the parent's lists).
 
 Held (plain tests): every shadowing name (``scope.execute``: ``shadowing_calls`` reads the
 snapshot's user functions by bare name, whatever the built-in lists say); foreign server
@@ -122,6 +130,8 @@ GRANTS = {
     "wix": "write:r81.ixp",
     "tr": "truncate:r81.ixp",
     "fine": "read:r81.lix,r81.gix execute:r81.norm",
+    "ddlx": "ddl:r81.ixp",
+    "ddlp": "ddl:r81.pt,r81.pt1,r81.pt2",
 }
 MODES = ["simple", "extended", "prepared"]
 _VAULT_ROW = "(SELECT v FROM r81x.vault WHERE k = 'row')"
@@ -255,6 +265,14 @@ PLANNER = {
     "copy-query": ("rd", "COPY (SELECT * FROM r81.ixp) TO STDOUT"),
     "plain-explain": ("rd", "EXPLAIN SELECT * FROM r81.par WHERE id > 1"),
     "update-statistics": ("rwsx", "UPDATE r81.sx SET id = id"),
+    # DDL a ddl scope alone allows (no read, no write): a table rewrite rebuilds every index,
+    # a new partition routes through its parent's key
+    "rewrite-default": ("ddlx", "ALTER TABLE r81.ixp ADD COLUMN z uuid DEFAULT gen_random_uuid()"),
+    "rewrite-unlogged": ("ddlx", "ALTER TABLE r81.ixp SET UNLOGGED"),
+    "partition-of": (
+        "ddlp",
+        "CREATE TABLE r81.pt2 PARTITION OF r81.pt FOR VALUES FROM (100) TO (200)",
+    ),
 }
 
 
