@@ -202,3 +202,35 @@ def test_ocsf_says_a_copy_to_read_the_table(case):
     (e,) = [e for e in ocsf_events(case) if e["class_uid"] == 6005
             and e["actor"]["session"]["uid"] == sid]  # fmt: skip
     assert (e["activity_id"], e["type_uid"]) == (1, 600501), e
+
+
+# --- 4. values sent in binary format -------------------------------------------------------
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="a text value sent in binary format (asyncpg sends every text so) is shown as hex "
+    "(\\x61), the very string a text-format value \\x61 is shown as; the fix (decode it by the "
+    "statement's type, recorder.pgbinary) changes what tests/unit/test_s34_null_params.py "
+    "asserts (the binary text NULL as \\x4e554c4c), a file of an earlier round",
+)
+def test_a_text_sent_in_binary_is_not_shown_as_the_text_of_its_hex(case):
+    """Two INSERTs of one statement (``$1`` int4, ``$2`` text): the text ``a`` in binary
+    format, then the four characters ``\\x61`` in text format. The server's log: ``$2 =
+    'a'``, then ``$2 = '\\x61'``; the table holds ``a`` and ``\\x61``. The answer showed
+    both as ``\\x61``: which was inserted cannot be told from it."""
+    c = case.client()
+    sid = one_live_session(case.h)
+    sql = "INSERT INTO a35.t VALUES ($1, $2)"
+    c.send(parse("s", sql, (23, 25)), SYNC)
+    c.frames_until_ready()
+    c.send(bind("", "s", (b"\x00\x00\x02\x81", b"a"), (1,)), execute(), SYNC)
+    c.frames_until_ready()
+    c.send(bind("", "s", (b"642", b"\\x61"), (0,)), execute(), SYNC)
+    c.frames_until_ready()
+    c.close()
+    got = case.pg.psql("SELECT id, v FROM a35.t WHERE id IN (641, 642) ORDER BY id", db="app")
+    assert got.split() == ["641|a", "642|\\x61"]
+    rows, ran = case.judged(sid)
+    assert [x.params for x in ran] == [["641", "a"], ["642", "\\x61"]]
+    assert [json.loads(r["params"]) for r in rows] == [[641, "a"], ["642", "\\x61"]]
