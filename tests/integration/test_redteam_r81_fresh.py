@@ -14,7 +14,8 @@ on the tables below with planner code (no execute scope); ``rdx`` = ``rd`` +
 ``execute:r81x.cutoff`` (the code named: transparency); ``rwsx`` = ``read:r81.sx
 write:r81.sx``; ``wo`` = ``write:r81.wo``; ``wix`` = ``write:r81.ixp``; ``tr`` =
 ``truncate:r81.ixp``; ``fine`` = ``read:r81.lix,r81.gix execute:r81.norm``; ``ddlx`` =
-``ddl:r81.ixp`` and ``ddlp`` = ``ddl:r81.pt,r81.pt1,r81.pt2`` (DDL alone: no read, no write).
+``ddl:r81.ixp`` and ``ddlp`` = ``ddl:r81.pt,r81.pt1,r81.pt2`` (DDL alone: no read, no write);
+``rng`` = ``read:r81.rt,r81.rg write:r81.rg``; ``eg`` = ``execute:r81.g,r81.g2``.
 
 Planted (before the proxy starts): ``r81x.vault`` (``ROW``, ``NUM``: outside every grant);
 ``r81x.cutoff()``, an IMMUTABLE PL/pgSQL function outside every grant that says where its
@@ -29,7 +30,11 @@ CHECK). Also: a foreign server and a user mapping whose options hold ``SRV`` and
 large object holding ``LO``; user functions in ``public`` (the pinned search path) named
 like functions sqlglot types but PostgreSQL 15 lacks (``soundex``, ``levenshtein``,
 ``hex``, ``space``, ``year``, ``typeof``), reading the vault (``SHADOW``); ``r81.wo`` (a
-stored row ``WO``, ``n NOT NULL``; write-only).
+stored row ``WO``, ``n NOT NULL``; write-only); the range type ``r81.frange`` whose
+``subtype_diff`` is ``r81x.fdiff`` (PL/pgSQL, the same NOTICE), columns of it in ``r81.rt``
+(ANALYZEd) and ``r81.rg`` (a GiST index); ``r81.g(a int DEFAULT r81x.cutoff())`` (SQL) and
+``r81.g2`` (the same in PL/pgSQL), granted functions whose argument's DEFAULT calls the
+code outside the grant.
 
 Families tried: planner-time code (below); user functions shadowing the names
 ``catalogue.TYPED_FUNCTIONS`` takes for built-ins; foreign servers' and user mappings'
@@ -88,7 +93,26 @@ Leak (strict xfails asserting the safe outcome; every mode):
    relation, attaches or creates a partition, or builds indexes decided on it too (the
    ALTERed relation's and the parent's lists).
 
-Held (plain tests): every shadowing name (``scope.execute``: ``shadowing_calls`` reads the
+2. **A granted function's argument DEFAULT runs in the caller's statement** (``eg``:
+   ``execute:r81.g,r81.g2`` alone). ``SELECT r81.g()`` (also ``r81.g2()``, ``SELECT * FROM
+   r81.g2()``) leaves the argument out; PostgreSQL's parse analysis puts the DEFAULT
+   expression (``r81x.cutoff()``) into the call, and the calling statement runs it: the
+   NOTICE ``cutoff R81-ROW-9f1a``, directly and through the proxy in every mode. The policy
+   decides the calls PostgreSQL's *raw* parse tree holds (``pgparse``), where the DEFAULT is
+   not. Whether this is "what the function runs" (the execute scope's documented reach) is
+   the maintainers' call: the DEFAULT is not the body, PostgreSQL evaluates it as the
+   caller (checking the caller's EXECUTE on it), and the policy already counts a function's
+   argument defaults as the function's object text (``pg_proc.proargdefaults``). Fix (the
+   family: code a call expands to): the functions, operators and casts an argument DEFAULT
+   depends on (``pg_depend`` of the ``pg_proc`` row on other ``pg_proc`` rows is not kept
+   for defaults; read ``proargdefaults`` with ``pg_get_function_arg_default`` through
+   PostgreSQL's parser, as view queries are) count as calls of every statement calling the
+   function with fewer arguments than it takes (or every call, conservatively).
+
+Held (plain tests): a range type's user-written ``subtype_diff`` run by the planner's range
+selectivity (``r && '[10,20]'`` on the ANALYZEd ``r81.rt``, plain EXPLAIN too) and by a
+GiST index's penalty on INSERT (``scope.execute``: RELATION_CASTS_SQL knows the type's
+functions); every shadowing name (``scope.execute``: ``shadowing_calls`` reads the
 snapshot's user functions by bare name, whatever the built-in lists say); foreign server
 and user mapping options (``deny.catalog``; ``_pg_*`` views: the server's 42501); every
 ``lo_*`` spelling (``deny.function``); the write-only NOT NULL DETAIL, TRUNCATE's and
@@ -132,6 +156,8 @@ GRANTS = {
     "fine": "read:r81.lix,r81.gix execute:r81.norm",
     "ddlx": "ddl:r81.ixp",
     "ddlp": "ddl:r81.pt,r81.pt1,r81.pt2",
+    "rng": "read:r81.rt,r81.rg write:r81.rg",
+    "eg": "execute:r81.g,r81.g2",
 }
 MODES = ["simple", "extended", "prepared"]
 _VAULT_ROW = "(SELECT v FROM r81x.vault WHERE k = 'row')"
@@ -188,6 +214,18 @@ CREATE INDEX ON r81.lix (lower(v)) WHERE id > abs(-1);
 CREATE TABLE r81.gix (id int, v text);
 INSERT INTO r81.gix VALUES (1, 'Gix-Row');
 CREATE INDEX ON r81.gix (r81.norm(v));
+CREATE FUNCTION r81x.fdiff(a float8, b float8) RETURNS float8 IMMUTABLE LANGUAGE plpgsql AS $$
+BEGIN RAISE NOTICE 'diff %', {_VAULT_ROW}; RETURN a - b; END $$;
+CREATE TYPE r81.frange AS RANGE (subtype = float8, subtype_diff = r81x.fdiff);
+CREATE TABLE r81.rt (id int, r r81.frange);
+INSERT INTO r81.rt SELECT g, r81.frange(g, g + 1) FROM generate_series(1, 300) g;
+ANALYZE r81.rt;
+CREATE TABLE r81.rg (id int, r r81.frange);
+INSERT INTO r81.rg SELECT g, r81.frange(g, g + 1) FROM generate_series(1, 3000) g;
+CREATE INDEX ON r81.rg USING gist (r);
+CREATE FUNCTION r81.g(a int DEFAULT r81x.cutoff()) RETURNS int LANGUAGE sql AS $$ SELECT $1 $$;
+CREATE FUNCTION r81.g2(a int DEFAULT r81x.cutoff()) RETURNS int LANGUAGE plpgsql
+  AS $$ BEGIN RETURN a; END $$;
 """
 )
 TEARDOWN = (
@@ -339,6 +377,42 @@ def test_r81_reads_of_tables_with_code_of_their_own(px, key, mode):
     assert want in got and not planted.is_error(got), (key, mode, got[-400:])
 
 
+# --- leak 2: a granted function's argument DEFAULT runs in the caller's statement --------
+
+DEFAULT_REASON = (
+    "leak (round 81): a call that leaves an argument out runs the argument's DEFAULT "
+    "expression in the calling statement (PostgreSQL expands it at parse analysis); the "
+    "policy decides the calls it reads in the text, and the DEFAULT's call of r81x.cutoff "
+    "needs no execute scope"
+)
+ARG_DEFAULTS = {
+    "sql": "SELECT r81.g()",
+    "plpgsql": "SELECT r81.g2()",
+    "from": "SELECT * FROM r81.g2()",
+}
+
+
+@pytest.mark.parametrize("key", list(ARG_DEFAULTS))
+def test_r81_argument_default_reaches_directly(pg, px, key):
+    got = _reaches(pg, [], ARG_DEFAULTS[key])
+    assert f"cutoff {ROW}" in got, got[-300:]
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("key", list(ARG_DEFAULTS))
+@pytest.mark.xfail(strict=True, raises=AssertionError, reason=DEFAULT_REASON)
+def test_r81_argument_default_of_a_granted_function(px, key, mode):
+    got = _proxied(px, "eg", mode, [], ARG_DEFAULTS[key])
+    assert not _shown(got), ("LEAK", key, mode, got[-400:])
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_r81_granted_function_with_its_argument_given(px, mode):
+    """Transparency: the argument written, no DEFAULT runs; the call goes through."""
+    got = _proxied(px, "eg", mode, [], "SELECT r81.g(7), r81.g2(8)")
+    assert "7" in got and "8" in got and not planted.is_error(got), got[-300:]
+
+
 # --- held: shadowing names, foreign options, large objects, write-only DETAIL -------------
 
 HELD = {
@@ -366,6 +440,11 @@ HELD = {
     "lo-get-qualified": ("base", [], f"SELECT pg_catalog.lo_get({LO_OID})"),
     "lo-get-convert": ("base", [], f"SELECT convert_from(lo_get({LO_OID}, 0, 64), 'UTF8')"),
     "loread": ("base", [], f"SELECT loread(lo_open({LO_OID}, 262144), 64)"),
+    # a range type's subtype_diff (user-written): the planner's range selectivity and a GiST
+    # index's penalty run it (RELATION_CASTS_SQL knows it: scope.execute)
+    "subtype-diff-estimate": ("rng", [], "SELECT count(*) FROM r81.rt WHERE r && '[10,20]'"),
+    "subtype-diff-explain": ("rng", [], "EXPLAIN SELECT * FROM r81.rt WHERE r << '[10,20]'"),
+    "subtype-diff-gist": ("rng", [], "INSERT INTO r81.rg VALUES (1000, '[100000,100001]')"),
     # a write-only table's stored row in a NOT NULL violation's DETAIL
     "write-only-not-null": ("wo", [], "UPDATE r81.wo SET n = NULL"),
 }
