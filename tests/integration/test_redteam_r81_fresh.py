@@ -15,7 +15,8 @@ on the tables below with planner code (no execute scope); ``rdx`` = ``rd`` +
 write:r81.sx``; ``wo`` = ``write:r81.wo``; ``wix`` = ``write:r81.ixp``; ``tr`` =
 ``truncate:r81.ixp``; ``fine`` = ``read:r81.lix,r81.gix execute:r81.norm``; ``ddlx`` =
 ``ddl:r81.ixp`` and ``ddlp`` = ``ddl:r81.pt,r81.pt1,r81.pt2`` (DDL alone: no read, no write);
-``rng`` = ``read:r81.rt,r81.rg write:r81.rg``; ``eg`` = ``execute:r81.g,r81.g2``.
+``rng`` = ``read:r81.rt,r81.rg write:r81.rg``; ``eg`` = ``execute:r81.g,r81.g2``; ``fk`` =
+``read:r81.fkt write:r81.fkt``.
 
 Planted (before the proxy starts): ``r81x.vault`` (``ROW``, ``NUM``: outside every grant);
 ``r81x.cutoff()``, an IMMUTABLE PL/pgSQL function outside every grant that says where its
@@ -34,7 +35,8 @@ stored row ``WO``, ``n NOT NULL``; write-only); the range type ``r81.frange`` wh
 ``subtype_diff`` is ``r81x.fdiff`` (PL/pgSQL, the same NOTICE), columns of it in ``r81.rt``
 (ANALYZEd) and ``r81.rg`` (a GiST index); ``r81.g(a int DEFAULT r81x.cutoff())`` (SQL) and
 ``r81.g2`` (the same in PL/pgSQL), granted functions whose argument's DEFAULT calls the
-code outside the grant.
+code outside the grant; ``r81x.ref`` (outside the grant, a partial index ``WHERE live AND
+r81x.cutoff() = 0``) referenced by the granted ``r81.fkt``.
 
 Families tried: planner-time code (below); user functions shadowing the names
 ``catalogue.TYPED_FUNCTIONS`` takes for built-ins; foreign servers' and user mappings'
@@ -76,7 +78,12 @@ Leak (strict xfails asserting the safe outcome; every mode):
    ``ALTER TABLE r81.ixp ADD COLUMN z uuid DEFAULT gen_random_uuid()`` and ``ALTER TABLE
    r81.ixp SET UNLOGGED`` rewrite the table and rebuild its indexes (``index_build``:
    ``BuildIndexInfo`` folds the predicate), ``CREATE TABLE r81.pt2 PARTITION OF r81.pt
-   ...`` loads the parent's key: the same NOTICE. Cause: ``Snapshot.relation_casts``
+   ...`` loads the parent's key: the same NOTICE. And a relation outside the grant that a
+   statement does not name: ``INSERT INTO r81.fkt VALUES ('a')`` (``fk``: read and write
+   of ``r81.fkt`` only) runs the foreign key's check query, which PostgreSQL plans over the
+   referenced ``r81x.ref`` (``RI_FKey_check``: SPI), folding its partial index's
+   predicate: the same NOTICE, not withheld (a foreign key's internal triggers do not make
+   ``r81.fkt`` a TRIGGERED relation). Cause: ``Snapshot.relation_casts``
    (what ``StatementPolicy._casts`` asks an execute scope for, per relation read or
    written) holds the casts of a relation's types (RELATION_CASTS_SQL), its indexes' and
    partition keys' operator classes (RELATION_OPCLASS_SQL, round 30) and its row security
@@ -91,7 +98,8 @@ Leak (strict xfails asserting the safe outcome; every mode):
    ``_unnamed_code``'s lists): a read or write of such a relation then needs the execute
    scope on the function, as a cast or an operator class's does; and DDL that rewrites a
    relation, attaches or creates a partition, or builds indexes decided on it too (the
-   ALTERed relation's and the parent's lists).
+   ALTERed relation's and the parent's lists), and a write of a relation with foreign keys
+   decided on the referenced relations' lists too.
 
 2. **A granted function's argument DEFAULT runs in the caller's statement** (``eg``:
    ``execute:r81.g,r81.g2`` alone). ``SELECT r81.g()`` (also ``r81.g2()``, ``SELECT * FROM
@@ -158,6 +166,7 @@ GRANTS = {
     "ddlp": "ddl:r81.pt,r81.pt1,r81.pt2",
     "rng": "read:r81.rt,r81.rg write:r81.rg",
     "eg": "execute:r81.g,r81.g2",
+    "fk": "read:r81.fkt write:r81.fkt",
 }
 MODES = ["simple", "extended", "prepared"]
 _VAULT_ROW = "(SELECT v FROM r81x.vault WHERE k = 'row')"
@@ -223,6 +232,10 @@ ANALYZE r81.rt;
 CREATE TABLE r81.rg (id int, r r81.frange);
 INSERT INTO r81.rg SELECT g, r81.frange(g, g + 1) FROM generate_series(1, 3000) g;
 CREATE INDEX ON r81.rg USING gist (r);
+CREATE TABLE r81x.ref (k text PRIMARY KEY, live bool);
+INSERT INTO r81x.ref VALUES ('a', true);
+CREATE INDEX ON r81x.ref (k) WHERE live AND r81x.cutoff() = 0;
+CREATE TABLE r81.fkt (k text REFERENCES r81x.ref (k));
 CREATE FUNCTION r81.g(a int DEFAULT r81x.cutoff()) RETURNS int LANGUAGE sql AS $$ SELECT $1 $$;
 CREATE FUNCTION r81.g2(a int DEFAULT r81x.cutoff()) RETURNS int LANGUAGE plpgsql
   AS $$ BEGIN RETURN a; END $$;
@@ -307,6 +320,8 @@ PLANNER = {
     # a new partition routes through its parent's key
     "rewrite-default": ("ddlx", "ALTER TABLE r81.ixp ADD COLUMN z uuid DEFAULT gen_random_uuid()"),
     "rewrite-unlogged": ("ddlx", "ALTER TABLE r81.ixp SET UNLOGGED"),
+    # a foreign key's check query, planned over the referenced table outside the grant
+    "fk-check-referenced": ("fk", "INSERT INTO r81.fkt VALUES ('a')"),
     "partition-of": (
         "ddlp",
         "CREATE TABLE r81.pt2 PARTITION OF r81.pt FOR VALUES FROM (100) TO (200)",
