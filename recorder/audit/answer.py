@@ -369,6 +369,14 @@ def write_text(answer: dict, out: TextIO) -> None:
             w(f"  REVOKED at {g['revoked_at']} by {g['revoked_by']}\n")
         if g["expired_at"]:
             w(f"  EXPIRED at {g['expired_at']} ({g['expired_by']})\n")
+        elif not g["revoked_at"] and _passed(g["expires_at"]):
+            # ``grant.expired`` is recorded by a proxy running when the expiry comes (or
+            # within a day of it: GrantStore.expire_due), so a grant that expired while its
+            # proxies were all stopped has none; its expiry has passed all the same, and no
+            # login is accepted on it (session 35: the report gave its window and no end, as
+            # for a grant in force)
+            w(f"  EXPIRED at {g['expires_at']} (its expiry has passed; no grant.expired event is "
+              "recorded)\n")
         if g["source"] != "control":
             w("  (no grant.issued event in the control streams: details from session metadata)\n")
         for s in g["sessions"]:
@@ -397,6 +405,12 @@ def write_text(answer: dict, out: TextIO) -> None:
         w(f"  {mark}{r['ts']} {r['dropped']} more refused, not itemized (over the proxy's rate "
           f"of login.refused events), by reason {json.dumps(r['by_reason'], sort_keys=True)}: "
           "not attributed to an agent, some may belong in this answer\n")
+
+
+def _passed(when: str | None) -> bool:
+    """Whether the time ``when`` (as the answer writes it) is past, now."""
+    t = _time(when) if when else None
+    return t is not None and t <= dt.datetime.now(dt.UTC)
 
 
 def _quoted(name: str) -> str:
