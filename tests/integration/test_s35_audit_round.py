@@ -23,15 +23,17 @@ tests/unit/test_s35_audit_round_unit.py fail without the fix):
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import re
 
 import pytest
 
 from common.wire import messages as m
-from tests.support.rawpg import bind, execute, parse
-from tests.support.recording import one_live_session
+from tests.support.rawpg import RawClient, bind, execute, parse
+from tests.support.recording import issue_grant, one_live_session
 from tests.support.server_log import (
+    AGENT,
     ERROR_CODE,
     assert_as_the_server_ran,
     logging_role,
@@ -39,6 +41,7 @@ from tests.support.server_log import (
     run_cli,
     trace,
 )
+from tests.support.wait import wait_for
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -234,3 +237,32 @@ def test_a_text_sent_in_binary_is_not_shown_as_the_text_of_its_hex(case):
     rows, ran = case.judged(sid)
     assert [x.params for x in ran] == [["641", "a"], ["642", "\\x61"]]
     assert [json.loads(r["params"]) for r in rows] == [[641, "a"], ["642", "\\x61"]]
+
+
+# --- 5. a grant's end --------------------------------------------------------------------
+
+
+def test_a_grant_that_expired_with_its_proxy_stopped_is_said_to_have_expired(case):
+    """A 2-second grant, one session on it, then the proxy stops (the fleet torn down after
+    the task). The grant store says the grant expired; no proxy ran at the expiry to record
+    ``grant.expired``. The answer's text gave its window and no end, as for a grant in
+    force (JSON ``ended`` is what the grant's recorded events say: null)."""
+    grant, token = issue_grant(case.h, scopes=SCOPES, task=case.task, ttl="2s")
+    c = RawClient.session(case.h.host, case.h.port, AGENT, token)
+    sid = one_live_session(case.h)
+    c.send(m.query("SELECT 1"))
+    c.frames_until_ready()
+    c.close()
+    case.answer(sid)  # stored and indexed
+    case.h.stop()
+    expiry = grant.expires_at
+    wait_for(lambda: dt.datetime.now(dt.UTC) > expiry, 5, "the grant's expiry")
+    rc, text = audit_cli(case, "--grant", grant.id)
+    shown = expiry.astimezone(dt.UTC).isoformat().replace("+00:00", "Z")
+    assert (f"  EXPIRED at {shown} (its expiry has passed; no grant.expired event is "
+            "recorded)\n") in text, text  # fmt: skip
+    rc, out = audit_cli(case, "--grant", grant.id, "--format", "json")
+    assert rc == 0, out
+    (g,) = json.loads(out)["grants"]
+    assert [e["kind"] for e in g["events"]] == ["grant.issued"]  # no proxy recorded the end
+    assert (g["ended"], g["expired_at"]) == (None, None)  # (as its recorded events say)

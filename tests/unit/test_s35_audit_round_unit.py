@@ -12,7 +12,7 @@ from recorder.audit import index
 from recorder.audit.answer import Filters, audit, sessions_list, write_text
 from recorder.audit.ocsf import statement_event
 from tests.support.audit_recordings import BC, PC, SELECT1, Session, answer_of, bind, execute
-from tests.unit.test_s33_audit_grants_unit import Index, at, us
+from tests.unit.test_s33_audit_grants_unit import Index, at, us, z
 
 SLEEP = "SELECT pg_sleep(1)"
 
@@ -204,3 +204,37 @@ def test_ocsf_a_copy_to_is_a_read_not_a_write():
          "command_tag": "COPY 3", "classes": "WRITE", "text": "COPY a35.t FROM STDIN"}
     )  # fmt: skip
     assert e["activity_id"] == 5
+
+
+# --- 6. a grant whose expiry passed with no proxy to record it ---------------------------
+
+
+def grants_text(ix: Index) -> str:
+    out = io.StringIO()
+    write_text(audit(ix.fold().con, Filters()), out)
+    return out.getvalue()
+
+
+def test_a_grant_whose_expiry_passed_unrecorded_is_said_to_have_expired():
+    """``grant.expired`` is emitted by a running proxy's housekeeping, within a day of the
+    expiry (``GrantStore.expire_due``); with every proxy stopped then, none is. The text
+    report gave the grant's window and no end, as for a grant in force."""
+    ix = Index().stream()
+    ix.grant_event("grant.issued", "g1", 0, 10)
+    ix.grant_event("grant.issued", "g2", 0, 10)
+    ix.grant_event("grant.expired", "g2", 10.5, 10, by="pgwitness (expiry)")
+    text = grants_text(ix)
+    g1, g2 = text.split("GRANT g2")
+    assert (
+        f"  EXPIRED at {z(10)} (its expiry has passed; no grant.expired event is recorded)\n" in g1
+    )
+    assert f"  EXPIRED at {z(10)} (pgwitness (expiry))\n" in g2 and "no grant.expired" not in g2
+
+
+def test_a_grant_in_force_or_revoked_is_not_said_to_have_expired():
+    ix = Index().stream()
+    ix.grant_event("grant.issued", "g1", 0, 10**9)
+    ix.grant_event("grant.issued", "g2", 0, 10)
+    ix.grant_event("grant.revoked", "g2", 5, 10, revoked_at=at(5).isoformat())
+    text = grants_text(ix)
+    assert "EXPIRED" not in text and f"  REVOKED at {z(5)} by alice\n" in text, text
