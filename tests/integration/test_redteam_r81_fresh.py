@@ -125,10 +125,13 @@ snapshot's user functions by bare name, whatever the built-in lists say); foreig
 and user mapping options (``deny.catalog``; ``_pg_*`` views: the server's 42501); every
 ``lo_*`` spelling (``deny.function``); the write-only NOT NULL DETAIL, TRUNCATE's and
 INSERT's NOTICE (withheld); ``COPY ... FROM STDIN WHERE soundex(v)::int > 0`` (the WHERE's
-call decided: ``scope.execute``). Transparency (plain tests): reads of tables with indexes
-over built-in expressions and over a granted function, of the planner-code tables with the
-function granted (``rdx``), ``COPY ... FROM STDIN WITH (FORMAT csv, HEADER match)`` and its
-mismatch error (the server's 22P04 word for word).
+call decided: ``scope.execute``); a vault read a lexer other than PostgreSQL's could take
+for a comment or a string (``/* /* */ */``, dollar-quote tags, ``E'\\''``, ``U&''``:
+refused: a read of ``r81x.vault``, or ``deny.unknown`` for ``U&``). Transparency (plain
+tests): reads of tables with indexes over built-in expressions and over a granted function,
+of the planner-code tables with the function granted (``rdx``), a granted function with its
+argument given, ``COPY ... FROM STDIN WITH (FORMAT csv, HEADER match)`` and its mismatch
+error (the server's 22P04 word for word). No transparency regression found.
 """
 
 from __future__ import annotations
@@ -460,6 +463,13 @@ HELD = {
     "subtype-diff-estimate": ("rng", [], "SELECT count(*) FROM r81.rt WHERE r && '[10,20]'"),
     "subtype-diff-explain": ("rng", [], "EXPLAIN SELECT * FROM r81.rt WHERE r << '[10,20]'"),
     "subtype-diff-gist": ("rng", [], "INSERT INTO r81.rg VALUES (1000, '[100000,100001]')"),
+    # lexical: a read of the vault that a lexer not PostgreSQL's would take for a comment or
+    # a string (nested comments, dollar-quote tags, an E'' string's escaped quote, a
+    # Unicode escape); PostgreSQL's own scanner reads the text too
+    "nested-comment": ("base", [], "SELECT 1 /* /* */ */ , (SELECT v FROM r81x.vault LIMIT 1)"),
+    "dollar-tags": ("base", [], "SELECT $a$ $b$ $a$, (SELECT v FROM r81x.vault LIMIT 1) -- $b$"),
+    "escape-string": ("base", [], "SELECT E'\\'', (SELECT v FROM r81x.vault LIMIT 1) -- '"),
+    "unicode-escape": ("base", [], "SELECT U&'\\0041', (SELECT v FROM r81x.vault LIMIT 1)"),
     # a write-only table's stored row in a NOT NULL violation's DETAIL
     "write-only-not-null": ("wo", [], "UPDATE r81.wo SET n = NULL"),
 }
