@@ -131,16 +131,21 @@ refused: a read of ``r81x.vault``, or ``deny.unknown`` for ``U&``). Transparency
 tests): reads of tables with indexes over built-in expressions and over a granted function,
 of the planner-code tables with the function granted (``rdx``), a granted function with its
 argument given, ``COPY ... FROM STDIN WITH (FORMAT csv, HEADER match)`` and its mismatch
-error (the server's 22P04 word for word). No transparency regression found.
+error (the server's 22P04 word for word). No transparency regression found. Also held: a
+grant expiring under an open cursor or a suspended protocol portal (the next fetch gets the
+proxy's FATAL 57P01 "expired", no row).
 """
 
 from __future__ import annotations
+
+import time
 
 import pytest
 
 from common.wire import messages as m
 from tests.support import planted
 from tests.support import rawpg as r
+from tests.support.proxies import issue as grant_issue
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -578,3 +583,41 @@ def test_r81_copy_header_match_is_transparent(pg, px, mode):
     assert "C22P04" in direct and "C22P04" in got, (mode, direct[-300:], got[-300:])
     want = direct.split("\x00M", 1)[1].split("\x00", 1)[0]
     assert want in got, (want, got[-300:])
+
+
+# --- held: a grant expiring mid-transaction, under a suspended portal ----------------------
+
+
+def _after_expiry(px, how: str) -> tuple[str, str]:
+    """A grant of 2 s: a cursor (SQL) or a protocol portal suspended after one row, then
+    the next fetch once the grant expired: (what came before, what came after)."""
+    _grant, token = grant_issue(px, agent=AGENT, task=f"R81-EXP-{how.upper()}", scopes=SCOPES,
+                                ttl="2s")  # fmt: skip
+    planted.renew(px)
+    with planted.session(px, token) as c:
+        if how == "cursor":
+            c.query("BEGIN")
+            c.query("DECLARE r81_c CURSOR FOR SELECT v FROM r81.pub, generate_series(1, 50)")
+            before = planted.text(c.query("FETCH 1 FROM r81_c"))
+            time.sleep(3.5)
+            c.send(m.query("FETCH 5 FROM r81_c"))
+        else:
+            c.send(m.parse("", "SELECT v FROM r81.pub, generate_series(1, 50)"),
+                   m.bind_no_params(), m.execute("", 1), m.frame(b"H"))  # fmt: skip
+            frames = []
+            while not frames or frames[-1][:1] not in (b"s", b"E"):
+                frames.append(c.read_frame())
+            before = planted.text(frames)
+            time.sleep(3.5)
+            c.send(m.execute("", 5), m.SYNC)
+        after = c.frames_until_eof()
+    return before, after
+
+
+@pytest.mark.parametrize("how", ["cursor", "portal"])
+def test_r81_an_expired_grant_fetches_nothing_more(px, how):
+    before, after = _after_expiry(px, how)
+    assert PUB in before, before[-300:]
+    text = planted.text(after)
+    assert not any(f[:1] == b"D" for f in after), text[-300:]
+    assert "C57P01" in text and "expired" in text, text[-300:]
