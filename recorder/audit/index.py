@@ -14,6 +14,7 @@ re-verifies them from the start.
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import json
 import logging
 import os
@@ -603,8 +604,6 @@ def rebuild_grants(con) -> None:
         WHERE kind LIKE 'grant%' ORDER BY ts, stream_id, seq""").fetchall()
     grants: dict[str, dict] = {}
 
-    import datetime as dt
-
     def ts(v):
         if v is None:
             return None
@@ -640,6 +639,7 @@ def rebuild_grants(con) -> None:
         if kind == "grant.issued":
             g["issued_at"], g["granted_by"] = at_us, p.get("by")
             g["first_expires_at"] = g["expires_at"] = ts(p.get("expires_at"))
+            g["_first"] = p.get("expires_at")  # (where its extensions' chain starts)
         elif kind == "grant.extended":
             g["extensions"].append({"at": iso(p.get("at")), "by": p.get("by"),
                                     "from": iso(p.get("previous_expires_at")),
@@ -655,6 +655,7 @@ def rebuild_grants(con) -> None:
             g.setdefault("expires_at", ts(p.get("expires_at")))
         elif kind == "grant.expired":
             expiry = ts(p.get("expires_at")) or at_us
+            g.setdefault("_expired", []).append((expiry, p.get("by")))
             if g.get("expires_at") is None or expiry >= g["expires_at"]:
                 # (an expiry an extension already moved, recorded late by another stream,
                 # ended nothing)
@@ -694,6 +695,7 @@ def rebuild_grants(con) -> None:
     for gid in (forged | suspect) & grants.keys():
         grants[gid]["intact"] = False
     for g in grants.values():
+        _chain_extensions(g, ts)
         g["ended"] = "revoked" if g.get("revoked_at") else ("expired" if g.get("expired_at") else None)
         g["extensions"] = json.dumps(g["extensions"])
         out.append(g)
@@ -701,6 +703,44 @@ def rebuild_grants(con) -> None:
     con.execute("DELETE FROM grants")
     _insert(con, "grants", out)
     con.execute("COMMIT")
+
+
+def _chain_extensions(g: dict, ts) -> None:
+    """A grant's extensions in the order they were made, and its expiry the last one's.
+
+    Folded by the time each was recorded, two extensions made one after the other through
+    two processes (the proxy's admin API, ``pgwitness grant`` elsewhere) can come in the
+    wrong order: a process's records are timed by its clock as it was when it started, and
+    one that ran behind made the later change look the earlier (session 35: the grant said
+    it expired at the first one's expiry). Each extension names the expiry it moved
+    (``previous_expires_at``): from the one the grant was issued with, they make one chain,
+    whatever the clocks. A chain that does not hold them all (an event lost, or never
+    recorded) says nothing, and the record times stand. Once the chain decides the expiry,
+    the grant expired only if an expiry of that very time was recorded."""
+    first, expired = g.pop("_first", None), g.pop("_expired", [])
+    exts = g["extensions"]
+    if len(exts) < 2 or not isinstance(first, str):
+        return
+
+    def when(v):
+        try:
+            t = dt.datetime.fromisoformat(v)
+        except (TypeError, ValueError):
+            return None
+        return t if t.tzinfo is not None else None
+
+    at, left, chain = when(first), list(exts), []
+    while left:
+        nxt = next((x for x in left if at is not None and when(x["from"]) == at), None)
+        if nxt is None:
+            return  # not one chain from the issue's expiry: the record times stand
+        left.remove(nxt)
+        chain.append(nxt)
+        at = when(nxt["to"])
+    g["extensions"] = chain
+    g["expires_at"] = ts(chain[-1]["to"])
+    ended = [by for expiry, by in expired if expiry == g["expires_at"]]
+    g["expired_at"], g["expired_by"] = (g["expires_at"], ended[0]) if ended else (None, None)
 
 
 def update(index_path, store: Store, public_keys, **kw) -> UpdateResult:
