@@ -266,3 +266,44 @@ def test_a_grant_that_expired_with_its_proxy_stopped_is_said_to_have_expired(cas
     (g,) = json.loads(out)["grants"]
     assert [e["kind"] for e in g["events"]] == ["grant.issued"]  # no proxy recorded the end
     assert (g["ended"], g["expired_at"]) == (None, None)  # (as its recorded events say)
+
+
+def test_two_extensions_through_two_processes_with_skewed_clocks(case, monkeypatch):
+    """A grant extended through the proxy (10 min more), then again a second later through
+    ``pgwitness grant --config`` on a host whose clock ran 5 s behind when that process
+    started its control stream: the second change is recorded with the earlier time. The
+    grant store's expiry is the second's; the answer folded the events by record time and
+    gave the first's (its window, and so whether the grant was in force)."""
+    import asyncio
+    import time
+
+    from policy.grants.store import open_store
+    from proxy.runtime import build_recorder
+
+    grant, _ = issue_grant(case.h, scopes=SCOPES, task=case.task, ttl="10m")
+    cli_rec = build_recorder(case.h.cfg, one_shot=True)  # as `pgwitness grant --config` does
+    real = time.time_ns
+    with monkeypatch.context() as mp:
+        mp.setattr(time, "time_ns", lambda: real() - 5_000_000_000)
+        cli_rec.control_stream_id()  # its stream starts on the skewed clock
+    case.h.call(case.h.runtime.store.extend(grant.id, "10m", by="proxy-admin"))
+    time.sleep(1)
+
+    async def cli_extend():
+        store = await open_store(case.h.cfg.grants.store, on_event=cli_rec.control_event)
+        try:
+            return await store.extend(grant.id, "1h", by="cli-admin")
+        finally:
+            await store.close()
+
+    truth = asyncio.run(cli_extend())
+    cli_rec.close()
+    assert case.h.call(case.h.runtime.store.get(grant.id)).expires_at == truth.expires_at
+    case.h.stop()
+    rc, out = audit_cli(case, "--grant", grant.id, "--format", "json")
+    assert rc == 0, out
+    (g,) = json.loads(out)["grants"]
+    ext = [e for e in g["events"] if e["kind"] == "grant.extended"]
+    assert [e["by"] for e in ext] == ["cli-admin", "proxy-admin"]  # recorded out of order
+    assert stamp(g["expires_at"]) == truth.expires_at.timestamp()
+    assert [x["by"] for x in g["extensions"]] == ["proxy-admin", "cli-admin"]

@@ -238,3 +238,37 @@ def test_a_grant_in_force_or_revoked_is_not_said_to_have_expired():
     ix.grant_event("grant.revoked", "g2", 5, 10, revoked_at=at(5).isoformat())
     text = grants_text(ix)
     assert "EXPIRED" not in text and f"  REVOKED at {z(5)} by alice\n" in text, text
+
+
+# --- 7. a grant's extensions recorded out of order by two processes ------------------------
+
+
+def test_extensions_recorded_out_of_order_end_at_the_last_in_their_chain():
+    """Two extensions made one after the other through two processes (10 -> 70 through the
+    proxy's admin API, then 70 -> 130 through ``pgwitness grant`` elsewhere), the second
+    recorded with an earlier time (its process's clock, set at its start, runs 2 s behind).
+    The grant store's expiry is 130; the answer folded the events by their record time and
+    said 70 (its window, whether it was in force, its end)."""
+    ix = Index().stream().stream("CTL2")
+    ix.grant_event("grant.issued", "g1", 0, 10)
+    ix.grant_event("grant.extended", "g1", 8, 70, previous_expires_at=at(10).isoformat(),
+                   at=at(5).isoformat())  # fmt: skip
+    ix.grant_event("grant.extended", "g1", 7, 130, previous_expires_at=at(70).isoformat(),
+                   at=at(6).isoformat(), stream="CTL2")  # fmt: skip
+    g = ix.fold().grant("g1")
+    assert (g["expires_at"], g["first_expires_at"]) == (z(130), z(10))
+    assert [(x["from"], x["to"]) for x in g["extensions"]] == [(z(10), z(70)), (z(70), z(130))]
+    # in force after 70: a window there keeps it
+    assert [x["grant_id"] for x in audit(ix.con, Filters(since=at(100)))["grants"]] == ["g1"]
+
+
+def test_extensions_whose_chain_is_broken_are_folded_by_their_record_time():
+    """An extension whose ``from`` no event reaches (one lost, or never recorded): the chain
+    says nothing, the record times decide as before."""
+    ix = Index().stream()
+    ix.grant_event("grant.issued", "g1", 0, 10)
+    ix.grant_event("grant.extended", "g1", 5, 70, previous_expires_at=at(10).isoformat())
+    ix.grant_event("grant.extended", "g1", 6, 40, previous_expires_at=at(20).isoformat())
+    g = ix.fold().grant("g1")
+    assert g["expires_at"] == z(40)
+    assert [x["to"] for x in g["extensions"]] == [z(70), z(40)]
