@@ -53,7 +53,7 @@ the server does), ``ALTER DATABASE`` / ``ALTER ROLE ... SET`` of a custom settin
 server refuses the login), ``COPY r81.ixp TO STDOUT`` (a table's COPY is not planned: the
 code does not run).
 
-Leak (strict xfails asserting the safe outcome; every mode):
+Leaks (strict xfails asserting the safe outcome; every mode):
 
 1. **The planner runs code a read does not name** (``rd``: read scopes only). PostgreSQL
    folds constants (``eval_const_expressions``) in the definitions it loads to plan a
@@ -112,10 +112,11 @@ Leak (strict xfails asserting the safe outcome; every mode):
    caller (checking the caller's EXECUTE on it), and the policy already counts a function's
    argument defaults as the function's object text (``pg_proc.proargdefaults``). Fix (the
    family: code a call expands to): the functions, operators and casts an argument DEFAULT
-   depends on (``pg_depend`` of the ``pg_proc`` row on other ``pg_proc`` rows is not kept
-   for defaults; read ``proargdefaults`` with ``pg_get_function_arg_default`` through
-   PostgreSQL's parser, as view queries are) count as calls of every statement calling the
-   function with fewer arguments than it takes (or every call, conservatively).
+   depends on (``pg_depend`` rows from the function's ``pg_proc`` row, which PostgreSQL
+   records for parameter defaults, followed through operators and casts as
+   DEFAULT_FUNCTIONS_SQL does; or ``proargdefaults`` read through PostgreSQL's parser)
+   count as calls of every statement calling the function with fewer arguments than it
+   takes (or of every call, conservatively).
 
 Held (plain tests): a range type's user-written ``subtype_diff`` run by the planner's range
 selectivity (``r && '[10,20]'`` on the ANALYZEd ``r81.rt``, plain EXPLAIN too) and by a
