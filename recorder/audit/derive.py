@@ -447,6 +447,11 @@ _ENDED_BY_ERROR = (
 )
 
 
+# a COPY FROM STDIN whose data the client had not finished sending when the session ended
+_COPY_CUT = ("the session ended ({}) while the client was still sending the COPY's data (no "
+             "CopyDone): the server could not complete it, and what it did was rolled back")
+
+
 def _ended_with_session(cause: str, owed: int = 0) -> tuple[str, str, str]:
     """The session ended inside the transaction: the server rolled it back (``owed``: the
     client messages it had not answered, none of which could have committed it)."""
@@ -761,10 +766,17 @@ class SessionFacts:
         still open is decided by the session's end, if the recording has it."""
         unanswered = [u for u in self._pending if not (u.kind == "S" and u.name == _READY)]
         owed = len(unanswered)
+        # the session ended (recorded) while the client was still sending a COPY's data:
+        # without its CopyDone the server cannot finish the COPY, and ended it undone
+        copying = self._copy_in and bool(self.session.get("ended_ns"))
         while self._pending:
             u = self._pending.popleft()
             if u.row is not None:
                 u.row["outcome"] = "no answer"
+                if copying and u.row.get("copy"):
+                    u.row.update(outcome="rolled back", message=_COPY_CUT.format(
+                        self.session.get("end_cause") or "no cause given"))
+                copying = False
                 self._emit(u.row, u)
         if self._changed:
             # The server rolls back the transaction a session leaves open (the proxy ends
