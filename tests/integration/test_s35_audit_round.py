@@ -307,3 +307,37 @@ def test_two_extensions_through_two_processes_with_skewed_clocks(case, monkeypat
     assert [e["by"] for e in ext] == ["cli-admin", "proxy-admin"]  # recorded out of order
     assert stamp(g["expires_at"]) == truth.expires_at.timestamp()
     assert [x["by"] for x in g["extensions"]] == ["proxy-admin", "cli-admin"]
+
+
+# --- 6. a session that ends mid-COPY -----------------------------------------------------
+
+
+def test_a_copy_cut_by_the_client_going_away(case):
+    """The client sends two rows of its COPY data and closes its socket: the server never
+    gets CopyDone, the COPY cannot complete, no row of it stays (the INSERT before it, its
+    own transaction, does). The answer said ``no answer`` (OCSF: Failure, then Unknown)."""
+    import socket
+    import time
+
+    c = case.client()
+    sid = one_live_session(case.h)
+    c.send(m.query("INSERT INTO a35.t VALUES (681, 'x')"))
+    c.frames_until_ready()
+    c.send(m.query("COPY a35.t FROM STDIN"))
+    c.read_until("G")
+    c.send(m.frame(b"d", b"682\tx\n683\ty\n"))
+    time.sleep(0.3)
+    c.sock.shutdown(socket.SHUT_RDWR)
+    c.sock.close()
+    session = case.answer(sid)
+    got = case.pg.psql("SELECT id FROM a35.t WHERE id BETWEEN 681 AND 683 ORDER BY id", db="app")
+    assert got.split() == ["681"]
+    rows = session["statement_rows"]
+    assert [(r["text"], r["outcome"], r["copy"]) for r in rows] == [
+        ("INSERT INTO a35.t VALUES (681, 'x')", "ok", False),
+        ("COPY a35.t FROM STDIN", "rolled back", True),
+    ]
+    assert rows[1]["message"].startswith("the session ended (disconnect) while the client")
+    (e,) = [e for e in ocsf_events(case) if e["class_uid"] == 6005
+            and e["query_info"]["query_string"] == "COPY a35.t FROM STDIN"]  # fmt: skip
+    assert (e["status_id"], e["status"]) == (2, "Failure")

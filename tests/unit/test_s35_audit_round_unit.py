@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import io
 
-from devtools.testing import error, parse, query, ready, sync
+from devtools.testing import error, frame, parse, query, ready, sync
 from recorder.audit import index
 from recorder.audit.answer import Filters, audit, sessions_list, write_text
 from recorder.audit.ocsf import statement_event
@@ -272,3 +272,32 @@ def test_extensions_whose_chain_is_broken_are_folded_by_their_record_time():
     g = ix.fold().grant("g1")
     assert g["expires_at"] == z(40)
     assert [x["to"] for x in g["extensions"]] == [z(70), z(40)]
+
+
+# --- 8. a COPY whose data the client never finished ------------------------------------------
+
+
+def copy_cut(end: bool) -> Session:
+    s = Session().start()
+    s.client(query("COPY a35.t FROM STDIN"), decisions=1)
+    s.server(frame(b"G", b"\x00\x00\x00"))  # CopyInResponse
+    s.client(frame(b"d", b"682\tx\n"))
+    if end:
+        s.meta("session.end", b'{"cause": "disconnect"}')
+    return s
+
+
+def test_a_copy_cut_by_the_session_end_was_rolled_back():
+    """The client's socket closed in the middle of its COPY data: the server cannot finish a
+    COPY FROM STDIN without CopyDone, nothing of it stayed. The row said ``no answer`` (and
+    OCSF, since this round, Unknown)."""
+    (r,) = copy_cut(end=True).facts().statements
+    assert (r["outcome"], r["copy"]) == ("rolled back", True)
+    assert r["message"].startswith("the session ended (disconnect) while the client was still")
+    assert statement_event({**r, "ts": "2026-12-05T20:00:00Z", "session_id": "s"})["status_id"] == 2
+
+
+def test_a_copy_the_recording_ends_in_has_no_answer():
+    """No session end recorded (the recording stops there): the client may have finished."""
+    (r,) = copy_cut(end=False).facts().statements
+    assert (r["outcome"], r["message"]) == ("no answer", None)
