@@ -341,7 +341,10 @@ def write_text(answer: dict, out: TextIO) -> None:
     v = answer["verification"]
     w = out.write
     if v["intact"]:
-        opened = f" ({len(v['open'])} still open)" if v["open"] else ""
+        # an open recording has no end yet: it is still being written, or the process writing
+        # it stopped before it could end it (killed, crashed): the recording cannot tell
+        opened = (f" ({len(v['open'])} with no end recorded: still being written, or its process "
+                  "stopped first)") if v["open"] else ""
         w(f"VERIFIED: all {v['recordings']} recordings this answer draws on verified intact{opened}"
           f" (index verified them at {v['verified_at']})\n")
     else:
@@ -417,12 +420,25 @@ def _quoted(name: str) -> str:
     return f"'{name}'"  # (already escaped: write_text)
 
 
+# a session row with no end: its recording's status -> what the report says of its end
+_NO_END = {
+    "open": "(no end recorded: the session is still live, or its proxy stopped before it "
+            "could record one)",
+    "tampered": "(no verified end: the recording did not verify)",
+}
+
+
 def _session(s: dict, w) -> None:
     mark = "" if s["intact"] else " !"
     state = s["status"] if s["status"] != "closed" else "closed"
     w(f"\n  SESSION {s['session_id']}{mark} [{state}]\n")
-    w(f"    {s['started_at']} -> {s['ended_at'] or '(open)'}  end: {s['end_cause']}"
-      f"{(' (' + s['end_detail'] + ')') if s['end_detail'] else ''}\n")
+    if s["ended_at"]:
+        w(f"    {s['started_at']} -> {s['ended_at']}  end: {s['end_cause']}"
+          f"{(' (' + s['end_detail'] + ')') if s['end_detail'] else ''}\n")
+    else:
+        # (was "-> (open)": a session whose proxy was killed is as open in its recording as a
+        # live one, and ended long ago; session 35)
+        w(f"    {s['started_at']} -> {_NO_END.get(s['status'], '(no verified end recorded)')}\n")
     w(f"    client {s['client_addr']} tls {s['client_tls']}"
       f"{'  application_name ' + _quoted(s['application_name']) if s['application_name'] else ''}"
       f"  upstream {s['upstream']} backend pid {s['backend_pid']}"
