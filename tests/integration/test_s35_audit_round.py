@@ -30,6 +30,7 @@ import re
 import pytest
 
 from common.wire import messages as m
+from tests.support.fixtures_proxy import STATIC_PASSWORD, STATIC_USER
 from tests.support.rawpg import RawClient, bind, execute, parse
 from tests.support.recording import issue_grant, one_live_session
 from tests.support.server_log import (
@@ -341,3 +342,40 @@ def test_a_copy_cut_by_the_client_going_away(case):
     (e,) = [e for e in ocsf_events(case) if e["class_uid"] == 6005
             and e["query_info"]["query_string"] == "COPY a35.t FROM STDIN"]  # fmt: skip
     assert (e["status_id"], e["status"]) == (2, "Failure")
+
+
+# --- 7. a session whose proxy was killed ---------------------------------------------------
+
+
+def test_a_session_whose_proxy_was_killed_is_not_said_to_be_open(spawn, server_log, tmp_path):
+    """``pgwitness serve`` killed (SIGKILL) inside a client's block: the server's backend is
+    gone at once, the block rolled back. The recording has no end, as a live session's has
+    none: the report said ``-> (open)  end: None`` and "1 still open" of it."""
+    import os
+    import signal
+    import time
+
+    rec = tmp_path / "rec"
+    sets = {"recorder.enabled": "true", "recorder.store": str(rec),
+            "recorder.spool_dir": str(tmp_path / "spool"),
+            "recorder.signing_key": str(tmp_path / "signing.key"),
+            "recorder.chunk_max_seconds": "0.2", "recorder.fsync": "false"}  # fmt: skip
+    p = spawn(extra_args=[x for k, v in sets.items() for x in ("--set", f"{k}={v}")])
+    c = RawClient.session(p.host, p.port, STATIC_USER, STATIC_PASSWORD, "app")
+    pid = c.backend_pid
+    for q in ("BEGIN", "INSERT INTO a35.t VALUES (691, 'killed')"):
+        c.send(m.query(q))
+        c.frames_until_ready()
+    time.sleep(1.5)  # its chunks sealed and stored
+    os.kill(p.proc.pid, signal.SIGKILL)
+    p.proc.wait()
+    c.close()
+    wait_for(lambda: server_log.psql(f"SELECT count(*) FROM pg_stat_activity WHERE pid = {pid}")
+             .strip() == "0", 5, "the backend to end")  # fmt: skip
+    assert server_log.psql("SELECT count(*) FROM a35.t WHERE id = 691", db="app").strip() == "0"
+    rc, text = run_cli("audit", "--store", str(rec), "--index", str(tmp_path / "a.duckdb"),
+                       "--public-key", str(tmp_path / "signing.key.pub"))  # fmt: skip
+    (line,) = [x for x in text.splitlines() if x.startswith("    20") and " -> " in x]
+    assert line.endswith(" -> (no end recorded: the session is still live, or its proxy stopped "
+                         "before it could record one)"), text  # fmt: skip
+    assert "-> (open)" not in text and "(1 still open)" not in text, text

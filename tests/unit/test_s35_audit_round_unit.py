@@ -301,3 +301,23 @@ def test_a_copy_the_recording_ends_in_has_no_answer():
     """No session end recorded (the recording stops there): the client may have finished."""
     (r,) = copy_cut(end=False).facts().statements
     assert (r["outcome"], r["message"]) == ("no answer", None)
+
+
+# --- 9. a session with no end recorded -----------------------------------------------------
+
+
+def test_a_session_with_no_end_recorded_is_not_said_to_be_open():
+    """A proxy killed mid-session leaves its recording open, as a live one is: the report
+    said ``-> (open)  end: None`` (and the header "1 still open") of a session that had ended
+    with its proxy. It says what it knows: no end is recorded."""
+    a = answer_of([row("SELECT 1", command_tag="SELECT 1")])
+    (s,) = a["other_sessions"]
+    s.update(ended_at=None, end_cause=None, status="open")
+    a["verification"]["open"] = [s["session_id"]]
+    out = io.StringIO()
+    write_text(a, out)
+    text = out.getvalue()
+    assert "(open)" not in text and "end: None" not in text and "still open" not in text, text
+    assert ("    2026-12-05T10:00:00Z -> (no end recorded: the session is still live, or its "
+            "proxy stopped before it could record one)\n") in text  # fmt: skip
+    assert "(1 with no end recorded: still being written, or its process stopped first)" in text
