@@ -1,7 +1,8 @@
-"""Session 35's red-team round on the audit answer, on hand-made recordings and answers (no
-proxy): what derive, the text report and the OCSF export say of a statement against what the
-server did. The same cases through the proxy, with PostgreSQL's log as judge:
-tests/integration/test_s35_audit_round.py."""
+"""Session 35's red-team round on the audit answer, on hand-made recordings, answers and
+index rows (no proxy): what derive (a statement's time, a COPY cut short), the grant folding
+(extensions recorded out of order), the sessions list and the text report and OCSF export
+say, against what the server and the grant store did. The same cases through the proxy, with
+PostgreSQL's log as judge: tests/integration/test_s35_audit_round.py."""
 
 from __future__ import annotations
 
