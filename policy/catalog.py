@@ -58,6 +58,8 @@ __all__ = [
     "VIEWS_SQL",
     "OPCLASS_FUNCTIONS_SQL",
     "RELATION_OPCLASS_SQL",
+    "RELATION_PLAN_CODE_SQL",
+    "ARGUMENT_DEFAULTS_SQL",
     "EVENT_TRIGGERS_SQL",
     "FUNCTION_TYPES_SQL",
     "RELATION_CASTS_SQL",
@@ -817,6 +819,42 @@ _CALLS_CTE = """deps(classid, objid, fn) AS (
                          'pg_catalog.pg_cast'::pg_catalog.regclass)
 )"""
 
+# (relation, function) of what PostgreSQL may run to plan a statement on the relation,
+# with nothing of it written (red-team round 81): where the planner loads a relation's
+# definition it folds an immutable function of constant arguments (eval_const_expressions)
+# in its indexes' expressions and predicates, its partition key's expressions, its extended
+# statistics' expressions and, under constraint exclusion, its CHECK constraints (an
+# index's, a key's and a statistics object's functions must be immutable; a CHECK's other
+# functions are never folded): by default (``partition``) a child's or a partition's, read
+# through its parent, and every relation's where the database sets it ``on`` (a direct
+# read, a UNION ALL member: shown not to fold by default); a table rewrite or an index build
+# runs them on every row. An index's and a
+# partition key's dependencies are recorded against the index or the table itself. Needs
+# ``deps`` (``_CALLS_CTE``: through operators and casts); the caller keeps the
+# user-written functions.
+_PLAN_CODE = """
+  SELECT coalesce(ix.indrelid, d.objid), d.fn FROM deps d
+  LEFT JOIN pg_catalog.pg_index ix ON ix.indexrelid = d.objid
+  WHERE d.classid = 'pg_catalog.pg_class'::pg_catalog.regclass
+  UNION
+  SELECT s.stxrelid, d.fn FROM pg_catalog.pg_statistic_ext s
+  JOIN deps d ON d.classid = 'pg_catalog.pg_statistic_ext'::pg_catalog.regclass AND d.objid = s.oid
+  UNION
+  SELECT co.conrelid, d.fn FROM pg_catalog.pg_constraint co
+  JOIN deps d ON d.classid = 'pg_catalog.pg_constraint'::pg_catalog.regclass AND d.objid = co.oid
+  JOIN pg_catalog.pg_proc p ON p.oid = d.fn
+  WHERE co.contype = 'c' AND co.conrelid <> 0 AND p.provolatile = 'i'
+    AND (EXISTS (SELECT 1 FROM pg_catalog.pg_inherits i WHERE i.inhrelid = co.conrelid)
+         OR pg_catalog.current_setting('constraint_exclusion') = 'on')"""
+# ... and every relation whose plan runs it: the relation and its ancestors (a read of a
+# parent plans each child, an insert routes through a partition's), as (relid, fn). Needs
+# ``written`` and ``deps``.
+_PLAN_RUNS = f"""plan_runs(relid, fn) AS (
+  SELECT relid, fn FROM ({_PLAN_CODE}) code(relid, fn) WHERE fn IN (SELECT oid FROM written)
+  UNION
+  SELECT i.inhparent, r.fn FROM pg_catalog.pg_inherits i JOIN plan_runs r ON i.inhrelid = r.relid
+)"""
+
 # The user-written functions a view's query calls (its _RETURN rule depends on them): a
 # SQL function PostgreSQL may inline there is a view within the view, and a statement's
 # conditions on the view reach the rows its query hides (red-team round 52).
@@ -944,12 +982,19 @@ WHERE r.rulename <> '_RETURN' AND n.nspname NOT IN ('pg_catalog', 'information_s
 """
 
 # Relations with triggers of their own (not the internal ones of foreign keys), or whose
-# defaults, generated columns, CHECKs or domain columns call user-written functions (round
-# 30), and their ancestors (a write to a parent reaches a child's rows, and routes into a
+# defaults, generated columns, CHECKs, indexes, statistics objects or domain columns call
+# user-written functions (rounds 30, 81), or with a foreign key to or from a relation whose
+# plan runs one (round 81), and their ancestors (a write to a parent reaches a child's rows, and routes into a
 # partition): a write to one runs code that may read or write relations the statement does
 # not name, and quote them in an error (StatementPolicy.writes_unreadable withholds).
 TRIGGERED_SQL = f"""
-WITH RECURSIVE written AS ({_WRITTEN}),
+WITH RECURSIVE written AS ({_WRITTEN}), {_CALLS_CTE}, {_PLAN_RUNS},
+fk_code(relid) AS (
+    SELECT relid FROM plan_runs
+    UNION
+    SELECT relid FROM ({_RELATION_OPCLASS_CODE}) code(relid, fn)
+    WHERE fn IN (SELECT oid FROM written)
+),
 up(relid) AS (
     SELECT t.tgrelid FROM pg_catalog.pg_trigger t WHERE NOT t.tgisinternal
     UNION
@@ -984,6 +1029,20 @@ up(relid) AS (
       AND d.objid = co.oid AND d.refclassid = 'pg_catalog.pg_proc'::pg_catalog.regclass
       AND d.refobjid IN (SELECT oid FROM written)
     WHERE a.attnum > 0 AND NOT a.attisdropped
+    UNION
+    -- an extended statistics object's expressions (round 81)
+    SELECT s.stxrelid FROM pg_catalog.pg_statistic_ext s
+    JOIN deps d ON d.classid = 'pg_catalog.pg_statistic_ext'::pg_catalog.regclass
+      AND d.objid = s.oid AND d.fn IN (SELECT oid FROM written)
+    UNION
+    -- a foreign key's check or action is a query PostgreSQL plans on the other relation
+    -- (RI_FKey_check and the actions, through SPI): what its plan runs (``_PLAN_RUNS``) or
+    -- its indexes' operator classes compare with, the write runs (round 81)
+    SELECT k.conrelid FROM pg_catalog.pg_constraint k
+    WHERE k.contype = 'f' AND k.confrelid IN (SELECT relid FROM fk_code)
+    UNION
+    SELECT k.confrelid FROM pg_catalog.pg_constraint k
+    WHERE k.contype = 'f' AND k.conrelid IN (SELECT relid FROM fk_code)
     UNION
     SELECT i.inhparent FROM pg_catalog.pg_inherits i JOIN up ON i.inhrelid = up.relid
 )
@@ -1054,6 +1113,38 @@ JOIN pg_catalog.pg_namespace rn ON rn.oid = r.relnamespace
 JOIN pg_catalog.pg_proc p ON p.oid = c.fn
 JOIN pg_catalog.pg_namespace pn ON pn.oid = p.pronamespace
 WHERE pn.nspname NOT IN ('pg_catalog', 'information_schema')
+"""
+
+# The user-written functions PostgreSQL may run to plan a statement on a relation
+# (``_PLAN_CODE``) and its ancestors', as (relation schema, name, function schema, name):
+# merged into ``Snapshot.relation_casts``, a read or write of the relation (or DDL of it,
+# which may rebuild its indexes) needs the execute scope on each, as a cast's or an
+# operator class's (red-team round 81: an IMMUTABLE function in a partial index's
+# predicate raised a NOTICE quoting a table the grant may not read, on a plain SELECT).
+RELATION_PLAN_CODE_SQL = f"""
+WITH RECURSIVE written AS ({_WRITTEN}), {_CALLS_CTE}, {_PLAN_RUNS}
+SELECT DISTINCT n.nspname, c.relname, w.nspname, w.proname
+FROM plan_runs r JOIN pg_catalog.pg_class c ON c.oid = r.relid
+JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+JOIN written w ON w.oid = r.fn
+WHERE n.nspname NOT IN ('pg_catalog', 'information_schema')
+"""
+
+# The user-written functions a function's argument defaults call (through operators and
+# casts), as (function schema, name, called schema, name): a call leaving the argument out
+# runs the default in the calling statement (PostgreSQL puts it into the call at parse
+# analysis, and checks the caller's EXECUTE on it), so a call of the function is a call of
+# each (red-team round 81). pg_depend records a default's dependencies from the function's
+# own row; a SQL-standard body's (BEGIN ATOMIC) are recorded there too, so such a function
+# with defaults counts its body's calls as well (the conservative side).
+ARGUMENT_DEFAULTS_SQL = f"""
+WITH {_CALLS_CTE}
+SELECT DISTINCT n.nspname, p.proname, w.nspname, w.proname
+FROM pg_catalog.pg_proc p
+JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
+JOIN deps d ON d.classid = 'pg_catalog.pg_proc'::pg_catalog.regclass AND d.objid = p.oid
+JOIN ({_WRITTEN}) w ON w.oid = d.fn
+WHERE p.pronargdefaults > 0 AND n.nspname NOT IN ('pg_catalog', 'information_schema')
 """
 
 # Columns holding values of a user-made composite type (a table's row type too) or enum:
@@ -1249,9 +1340,12 @@ class Snapshot:
     # the load could not read the views' queries (a lock: VIEW_NAMES_SQL), so every view
     # counts as hiding rows: a refusal that rests on it waits for a load that can
     views_unread: bool = False
-    # relation -> the user-written cast functions its values may be converted by
-    # (RELATION_CASTS_SQL); every such function of a cast between system types
-    # (GLOBAL_CASTS_SQL), "schema.name" as classify renders calls
+    # relation -> the user-written functions a statement on it may run with none written:
+    # the casts its values may be converted by (RELATION_CASTS_SQL), its indexes' and
+    # partition key's operator classes' (RELATION_OPCLASS_SQL), what its plan folds
+    # (RELATION_PLAN_CODE_SQL) and its row security policies' (RELATION_POLICY_SQL); every
+    # such function of a cast between system types (GLOBAL_CASTS_SQL), "schema.name" as
+    # classify renders calls
     relation_casts: dict[str, frozenset[str]] = field(default_factory=dict)
     # the same for a session logging in as a role of its own (``db_role``), for which every
     # row security policy's functions count (RELATION_POLICY_SQL); None: ``relation_casts``
@@ -1260,6 +1354,9 @@ class Snapshot:
     # function "schema.name" -> the user types it takes or returns, "schema.type" as
     # ``Classified.types`` renders them (FUNCTION_TYPES_SQL)
     function_types: dict[str, frozenset[str]] = field(default_factory=dict)
+    # function "schema.name" -> the user-written functions its argument defaults call
+    # (ARGUMENT_DEFAULTS_SQL): a call leaving an argument out runs them
+    argument_defaults: dict[str, frozenset[str]] = field(default_factory=dict)
     # the user-written functions of enabled event triggers (EVENT_TRIGGERS_SQL): any DDL
     # runs them
     event_functions: frozenset[str] = frozenset()
@@ -1843,6 +1940,7 @@ class CatalogCache:
         relation_casts_role: dict[str, frozenset[str]] | None = None,
         global_casts=(),
         function_types: dict[str, frozenset[str]] | None = None,
+        argument_defaults: dict[str, frozenset[str]] | None = None,
         event_functions=(),
         opclass_functions: dict[str, frozenset[str]] | None = None,
         encoding_code: bool = False,
@@ -1894,6 +1992,7 @@ class CatalogCache:
                 None if relation_casts_role is None else dict(relation_casts_role)
             ),
             global_casts=frozenset(global_casts), function_types=dict(function_types or {}),
+            argument_defaults=dict(argument_defaults or {}),
             event_functions=frozenset(event_functions),
             opclass_functions=dict(opclass_functions or {}),
             encoding_code=encoding_code, temp_code=temp_code,

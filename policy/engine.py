@@ -2477,9 +2477,10 @@ class StatementPolicy:
         each decided like a call of it by name (an execute scope): casts and default
         operator classes of system types (a superuser's), for every statement that converts
         or compares anything; event triggers' functions, for DDL; an operator class the
-        statement names (``CREATE INDEX ... (a s.ops)``); and for every relation it reads or
+        statement names (``CREATE INDEX ... (a s.ops)``); for every relation it reads or
         writes, the casts and operator classes of the user types its values are made of and
-        of its indexes and partition keys (``Snapshot.relation_casts``)."""
+        of its indexes and partition keys, and what its plan folds (``Snapshot.relation_casts``);
+        and what the argument defaults of the functions it calls call (round 81)."""
         snap = self._snapshot_seen
         if snap is None:
             return None
@@ -2506,10 +2507,37 @@ class StatementPolicy:
                 for fn in sorted(relation_casts.get(rel, ())):
                     denial = self._call_of(fn, f"a statement on {rel} may run {fn} without "
                                            "naming it (a cast or operator class of its values, "
-                                           "or its row security policy)")  # fmt: skip
+                                           "what its plan folds: an index, partition key, "
+                                           "statistics object or CHECK, or its row security "
+                                           "policy)")  # fmt: skip
                     if denial is not None:
                         return denial
+        if snap.argument_defaults and (c.functions or c.attributes):
+            called = c.functions | (c.attributes - {DERIVED_ROWS})
+            for target, fn in self._argument_defaults(called, snap):
+                denial = self._call_of(fn, f"a call of {target} leaving an argument out runs "
+                                       f"its default, which calls {fn}")  # fmt: skip
+                if denial is not None:
+                    return denial
         return None
+
+    def _argument_defaults(
+        self, functions: frozenset[str], snap: Snapshot
+    ) -> list[tuple[str, str]]:
+        """(function, what one of its argument defaults calls) for the functions a statement
+        calls, under every name an unqualified call may resolve to: a call leaving the
+        argument out runs the default in the calling statement (red-team round 81)."""
+        out: set[tuple[str, str]] = set()
+        known = snap.argument_defaults
+        for fn in functions:
+            if split_name(fn) is not None:
+                names = [fn]
+            else:  # unqualified: as the search path resolves it, or a user's of that name
+                names = [*function_names(None, fn, self.search_path),
+                         *snap.user_functions.get(fn, ())]  # fmt: skip
+            for name in names:
+                out.update((name, called) for called in known.get(name, ()))
+        return sorted(out)
 
     def _through_views(self, c: Classified) -> Decision | None:
         """A view that hides rows of a relation the grant may not read is a wall only as a
@@ -3021,6 +3049,9 @@ class StatementPolicy:
             out += [(fn, f"a value of {typ} runs it") for fn in sorted(snap.user_types.get(typ, ()))]
         if snap.global_casts and c.cls in _EVALUATES and not _converts_nothing(c):
             out += [(fn, "a cast between system types") for fn in sorted(snap.global_casts)]
+        if snap.argument_defaults and c.functions:
+            out += [(fn, f"an argument default of {target}")
+                    for target, fn in self._argument_defaults(c.functions, snap)]  # fmt: skip
         return out
 
     @staticmethod

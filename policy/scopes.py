@@ -31,10 +31,12 @@ __all__ = [
 RELATION_OPERATIONS = ("read", "write", "insert", "update", "delete", "truncate", "ddl")
 OPERATIONS = (*RELATION_OPERATIONS, "execute", "set", "listen", "unknown")
 # Never grantable: each would let the session change what the classifier assumes (the
-# role running statements, how unqualified names resolve, how string literals are lexed).
+# role running statements, how unqualified names resolve, how string literals are lexed,
+# which CHECK constraints the planner folds: ``RELATION_PLAN_CODE_SQL``, red-team round 81).
 FORBIDDEN_SETTINGS = frozenset(
-    {"role", "session_authorization", "search_path", "standard_conforming_strings", "all"}
-)
+    {"role", "session_authorization", "search_path", "standard_conforming_strings", "all",
+     "constraint_exclusion"}
+)  # fmt: skip
 # Which scope operations satisfy a classified write operation.
 SATISFIED_BY = {
     "read": ("read",),

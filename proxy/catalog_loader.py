@@ -16,6 +16,7 @@ from functools import partial
 from common.config import UpstreamSection
 from common.wire import messages as m
 from policy.catalog import (
+    ARGUMENT_DEFAULTS_SQL,
     CASCADES_SQL,
     CODE_FLAGS_SQL,
     COLUMNS_SQL,
@@ -37,6 +38,7 @@ from policy.catalog import (
     RELATION_CASTS_SQL,
     RELATION_OIDS_SQL,
     RELATION_OPCLASS_SQL,
+    RELATION_PLAN_CODE_SQL,
     RELATION_POLICY_SQL,
     ROLE_SCHEMAS_SQL,
     RULED_SQL,
@@ -340,7 +342,8 @@ class CatalogLoader:
          relation_opclass_rows, code_flag_rows, ddl_code_rows, view_function_rows,
          relation_policy_rows, type_user_rows, statistics_rows,
          default_function_rows, policy_read_rows, published_rows, type_name_rows,
-         refcursor_rows, policy_expr_rows) = await self._queries(
+         refcursor_rows, relation_plan_rows, argument_default_rows,
+         policy_expr_rows) = await self._queries(
             database, FUNCTIONS_SQL, COLUMNS_SQL, ROLE_SCHEMAS_SQL,
             USER_FUNCTIONS_SQL, USER_OPERATORS_SQL, USER_TYPES_SQL, USER_TYPE_OIDS_SQL,
             CASCADES_SQL, VIEWS_SQL, VIEW_READS_SQL, INLINABLE_SQL, RULED_SQL,
@@ -350,6 +353,7 @@ class CatalogLoader:
             CODE_FLAGS_SQL, DDL_CODE_SQL, VIEW_FUNCTIONS_SQL, RELATION_POLICY_SQL,
             TYPE_USERS_SQL, STATISTICS_SQL, DEFAULT_FUNCTIONS_SQL, POLICY_READS_SQL,
             PUBLISHED_SQL, TYPE_NAMES_SQL, REFCURSOR_FUNCTIONS_SQL,
+            RELATION_PLAN_CODE_SQL, ARGUMENT_DEFAULTS_SQL,
             POLICY_EXPRS_SQL,  # last: it sets its own search_path
         )  # fmt: skip
         views_unread = False
@@ -385,7 +389,8 @@ class CatalogLoader:
         for oschema, oname, schema, name in _ok(opclass_rows):
             opclass_functions.setdefault(render_name(oschema, oname), set()).add(
                 render_name(schema, name))  # fmt: skip
-        for rschema, rname, schema, name in [*_ok(relation_cast_rows), *_ok(relation_opclass_rows)]:
+        for rschema, rname, schema, name in [*_ok(relation_cast_rows), *_ok(relation_opclass_rows),
+                                             *_ok(relation_plan_rows)]:  # fmt: skip
             relation_casts.setdefault(render_name(rschema, rname), set()).add(
                 render_name(schema, name))  # fmt: skip
         # row security: for the proxy's login where a policy applies to it, for a session
@@ -396,6 +401,20 @@ class CatalogLoader:
             relation_casts_role.setdefault(rel, set()).add(fn)
             if applies != "false":
                 relation_casts.setdefault(rel, set()).add(fn)
+        argument_defaults: dict[str, set[str]] = {}
+        for fschema, fname, schema, name in _ok(argument_default_rows):
+            argument_defaults.setdefault(render_name(fschema, fname), set()).add(
+                render_name(schema, name))  # fmt: skip
+        view_bases = cascade_reach(
+            (render_name(s1, v), render_name(s2, b)) for s1, v, s2, b in _ok(view_read_rows)
+        )
+        # a view's query plans the relations it reads: what a statement on one of them runs
+        # without naming it, a statement on the view runs too (red-team round 81)
+        for merged in (relation_casts, relation_casts_role):
+            for view, bases in view_bases.items():
+                reached = set().union(*(merged.get(base, ()) for base in bases))
+                if reached:
+                    merged.setdefault(view, set()).update(reached)
         function_types: dict[str, set[str]] = {}
         for fschema, fname, tschema, tname in _ok(function_type_rows):
             function_types.setdefault(render_name(fschema, fname), set()).add(
@@ -474,14 +493,13 @@ class CatalogLoader:
                 (render_name(s1, t1), render_name(s2, t2))
                 for s1, t1, s2, t2, on_update in _ok(cascade_rows) if on_update == "t"
             ),
-            view_bases=cascade_reach(
-                (render_name(s1, v), render_name(s2, b)) for s1, v, s2, b in _ok(view_read_rows)
-            ),
+            view_bases=view_bases,
             views_unread=views_unread,
             relation_casts=_frozen(relation_casts),
             relation_casts_role=_frozen(relation_casts_role),
             global_casts=[render_name(schema, name) for schema, name in _ok(global_cast_rows)],
             function_types=_frozen(function_types),
+            argument_defaults=_frozen(argument_defaults),
             event_functions=[render_name(schema, name) for schema, name in _ok(event_rows)],
             opclass_functions=_frozen(opclass_functions),
             # (unread: assumed, as a failed load assumes the worst)
