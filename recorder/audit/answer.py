@@ -168,9 +168,13 @@ def audit(con, f: Filters) -> dict:
         g["sessions"] = by_grant.pop(g["grant_id"], [])
     other = [s for ss in by_grant.values() for s in ss]  # sessions without a known grant
     if f.denied:
+        # those with a denied statement, or a denial of their own (a dry run's login that
+        # enforcement would have refused: the denials view)
+        denied = {d["session_id"] for d in denials if d["session_id"]}
         for g in grants:
-            g["sessions"] = [s for s in g["sessions"] if s["statement_rows"]]
-        other = [s for s in other if s["statement_rows"]]
+            g["sessions"] = [s for s in g["sessions"]
+                             if s["statement_rows"] or s["session_id"] in denied]
+        other = [s for s in other if s["statement_rows"] or s["session_id"] in denied]
     # the control streams the answer draws on: its grants' events (and those signed records
     # name as holding them: index.GRANT_STREAMS), its refused logins'
     streams = {e["stream_id"] for e in events} | {s["stream_id"] for s in summaries}
@@ -498,11 +502,11 @@ def write(answer: dict, fmt: str, out: TextIO) -> None:
 def sessions_list(con, f: Filters) -> list[dict]:
     w, p = _where(f, ts="started_at", ts_end="ended_at", session="session_id")
     if f.denied:
-        # a session with a statement --denied keeps in the window, as the answer keeps it
+        # a session with a denial in the window (the denials view: a statement --denied
+        # keeps, a dry run's login enforcement would have refused), as the answer keeps it
         # (was: any denial of the session, one before --since or after --until too)
         sw, sp = _where(f.window(), ts="ts")
-        w += (" AND session_id IN (SELECT session_id FROM statements "
-              f"WHERE {DENIED} AND {sw})")
+        w += f" AND session_id IN (SELECT session_id FROM denials WHERE {sw})"
         p += sp
     return _rows(con, "SELECT session_id, started_at, ended_at, end_cause, agent, task, grant_id, "
                       "database, client_addr, client_tls, statements, denials, errors, status, "

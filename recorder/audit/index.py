@@ -150,7 +150,18 @@ VIEWS = {
                         THEN 'connection' ELSE 'login' END,
                grant_id, agent, task, database, NULL, NULL, NULL, reason, reason, sqlstate,
                message, verified
-        FROM logins WHERE outcome = 'refused'""",
+        FROM logins WHERE outcome = 'refused'
+        UNION ALL
+        -- a dry-run grant's login whose startup parameters enforcement would have refused
+        -- (the proxy let it through and recorded startup_would_deny: session 35)
+        SELECT e.ts, 'dry-run', s.grant_id, s.agent, s.task, s.database, e.session_id, NULL,
+               NULL, coalesce(nullif(regexp_extract(json_extract_string(e.payload, '$.reason'),
+                                                    '[(]rule ([A-Za-z0-9_.:-]+)[)]$', 1), ''),
+                              'startup_params'),
+               json_extract_string(e.payload, '$.reason'), NULL,
+               json_extract_string(e.payload, '$.reason'), e.verified
+        FROM session_events e JOIN sessions s USING (session_id)
+        WHERE e.kind = 'startup_would_deny'""",
     "grant_events": """
         SELECT e.ts, replace(e.kind, '_', '.') AS kind, e.grant_id,
                TRY_CAST(json_extract_string(e.payload, '$.at') AS TIMESTAMPTZ) AS happened_at,
@@ -405,6 +416,8 @@ class Indexer:
             denials += st["decision"] in ("denied", "would_deny") or (
                 st.get("db_denied_rule") is not None) or st["sqlstate"] == "42501"
             errors += st["outcome"] in ("error", "rolled back")
+        # a dry run's login that enforcement would have refused: a denial (the view's dry-run)
+        denials += sum(ev["kind"] == "startup_would_deny" for ev in facts.events)
         for ev in facts.events:
             self._rows["session_events"].append({
                 "session_id": sid, "seq": ev["seq"], "ts": _us(ev["at_ns"]), "kind": ev["kind"],
