@@ -27,6 +27,8 @@ tests/unit/test_s35_audit_round_unit.py fail without the fix):
   the grant's expiry was the first extension's (an hour short of the grant store's);
 * a ``COPY FROM STDIN`` cut by the client going away said ``no answer`` (it was rolled back);
 * a session whose proxy was killed read ``-> (open)`` and "still open", its backend gone.
+* a dry-run grant's login whose startup setting enforcement would have refused
+  (``startup_would_deny``) was in no list of denials, and ``--denied`` left its session out.
 
 Left as a strict xfail (the fix is known, see the test): a text value sent in binary format
 (asyncpg's every text) shows as hex, as a text-format value of those characters does.
@@ -400,3 +402,47 @@ def test_a_session_whose_proxy_was_killed_is_not_said_to_be_open(spawn, server_l
     assert line.endswith(" -> (no end recorded: the session is still live, or its proxy stopped "
                          "before it could record one)"), text  # fmt: skip
     assert "-> (open)" not in text and "(1 still open)" not in text, text
+
+
+# --- 8. what a dry run's login would have been refused ------------------------------------
+
+
+def test_a_dry_runs_startup_setting_enforcement_would_refuse_is_among_its_denials(case):
+    """The same login (``options=-c search_path=secret``) on an enforcing grant and on a
+    dry-run one: the enforcing grant's is refused (a ``login`` denial, with its reason); the
+    dry run's is let through and recorded as ``startup_would_deny``. The answer listed the
+    first among the task's denials and not the second: the one thing a dry run's auditor asks
+    (what would the grant have refused?) left out, as its would-deny statements were before
+    session 34. ``--denied`` kept neither the session nor the sessions list it."""
+    import psycopg
+
+    _, enforcing = issue_grant(case.h, scopes=SCOPES, task=case.task)
+    _, dry = issue_grant(case.h, scopes=SCOPES, task=case.task, enforce=False)
+    kw = {"host": case.h.host, "port": case.h.port, "user": AGENT, "dbname": "app",
+          "sslmode": "disable", "options": "-c search_path=secret", "autocommit": True}  # fmt: skip
+    with pytest.raises(psycopg.OperationalError, match="search_path"):
+        psycopg.connect(password=enforcing, **kw)
+    with psycopg.connect(password=dry, **kw) as conn:
+        sid = one_live_session(case.h)
+        assert conn.execute("SHOW search_path").fetchone() == ("secret",)  # let through
+    case.answer(sid)
+    rc, out = audit_cli(case, "--format", "json")
+    assert rc == 0, out
+    a = json.loads(out)
+    (refused,) = [d for d in a["denials"] if d["source"] == "login"]
+    assert 'setting "search_path" in options refused' in refused["message"], refused
+    (would,) = [d for d in a["denials"] if d["session_id"] == sid]
+    assert (would["source"], would["rule"], would["message"], would["sqlstate"]) == (
+        "dry-run",
+        "deny.setting",
+        refused["message"],
+        None,
+    )
+    rc, out = audit_cli(case, "--denied", "--format", "json")
+    kept = [s["session_id"] for g in json.loads(out)["grants"] for s in g["sessions"]]
+    assert kept == [sid]
+    rc, out = run_cli("sessions", "--store", str(case.tmp / "rec"), "--index",
+                      str(case.tmp / "audit.duckdb"), "--public-key",
+                      str(case.tmp / "signing.key.pub"), "--task", case.task, "--denied",
+                      "--format", "json")  # fmt: skip
+    assert [json.loads(x)["session_id"] for x in out.splitlines()] == [sid], out

@@ -7,6 +7,7 @@ PostgreSQL's log as judge: tests/integration/test_s35_audit_round.py."""
 from __future__ import annotations
 
 import io
+import json
 
 from devtools.testing import error, frame, parse, query, ready, sync
 from recorder.audit import index
@@ -322,3 +323,37 @@ def test_a_session_with_no_end_recorded_is_not_said_to_be_open():
     assert ("    2026-12-05T10:00:00Z -> (no end recorded: the session is still live, or its "
             "proxy stopped before it could record one)\n") in text  # fmt: skip
     assert "(1 with no end recorded: still being written, or its process stopped first)" in text
+
+
+# --- 10. a dry run's login that enforcement would have refused ------------------------------
+
+WOULD = ('pgwitness: setting "search_path" in options refused: may not change search_path '
+         "(rule deny.setting)")  # fmt: skip
+
+
+def test_a_dry_runs_startup_would_deny_is_a_denial():
+    """A dry-run grant's session whose startup parameters enforcement would have refused
+    (``startup_would_deny``, recorded by the proxy): in no list of denials, and ``--denied``
+    left the session out."""
+    ix = Index().stream()
+    ix.grant_event("grant.issued", "g1", 0, 600, enforce=False)
+    ix.session("s1", "g1", 5, 300, statements=1)
+    ix.session("s2", "g1", 6, 300, statements=1)
+    index._insert(ix.con, "session_events", [{
+        "session_id": "s1", "seq": 3, "ts": us(5), "kind": "startup_would_deny",
+        "payload": json.dumps({"grant_id": "g1", "reason": WOULD}), "verified": True}])  # fmt: skip
+    index._insert(ix.con, "statements", [statement("s1", 1, 10), statement("s2", 1, 11)])
+    ix.fold()
+    a = audit(ix.con, Filters())
+    (d,) = a["denials"]
+    assert (d["source"], d["session_id"], d["rule"], d["message"], d["verified"]) == (
+        "dry-run",
+        "s1",
+        "deny.setting",
+        WOULD,
+        True,
+    )
+    kept = audit(ix.con, Filters(denied=True))
+    assert [s["session_id"] for g in kept["grants"] for s in g["sessions"]] == ["s1"]
+    assert [s["session_id"] for s in sessions_list(ix.con, Filters(denied=True))] == ["s1"]
+    assert sessions_list(ix.con, Filters(denied=True, since=at(50))) == []
