@@ -674,17 +674,34 @@ def rebuild_grants(con) -> None:
                 # ended nothing)
                 g["expired_at"], g["expired_by"] = expiry, p.get("by")
             g.setdefault("expires_at", ts(p.get("expires_at")))
-    for (gid, agent, task, reason, by, db, scopes, enforce, meta) in con.execute("""
+    # The expiries a grant with no events (known from its sessions only) was seen with: each
+    # session's signed start (the grant as it was at that login) and each extension a live
+    # session saw (its signed grant_extended event). Extensions only move it later: the
+    # latest is the grant's (was: any one session's, an earlier login's before an extension:
+    # session 35).
+    seen: dict[str, int] = {}
+    for gid, exp in con.execute("""
+            SELECT grant_id, json_extract_string(meta, '$.expires_at') FROM sessions
+            WHERE grant_id IS NOT NULL
+            UNION ALL
+            SELECT json_extract_string(payload, '$.grant_id'), json_extract_string(payload, '$.to')
+            FROM session_events WHERE kind = 'grant_extended' AND verified""").fetchall():
+        try:
+            t = ts(exp)
+        except (TypeError, ValueError, OverflowError):
+            continue
+        if gid is not None and t is not None:
+            seen[gid] = max(t, seen.get(gid, t))
+    for (gid, agent, task, reason, by, db, scopes, enforce) in con.execute("""
             SELECT grant_id, any_value(agent), any_value(task), any_value(reason),
                    any_value(granted_by), any_value(database), any_value(scopes),
-                   any_value(enforce), any_value(meta)
+                   any_value(enforce)
             FROM sessions WHERE grant_id IS NOT NULL GROUP BY grant_id""").fetchall():
         if gid in grants:
             g = grants[gid]
         else:
-            exp = json.loads(meta or "{}").get("expires_at")
             g = grants[gid] = {"grant_id": gid, "extensions": [], "intact": True,
-                               "source": "sessions", "expires_at": ts(exp)}
+                               "source": "sessions", "expires_at": seen.get(gid)}
         for k, v in (("agent", agent), ("task", task), ("reason", reason), ("granted_by", by),
                      ("database", db), ("scopes", scopes), ("enforce", enforce)):
             if g.get(k) is None and v is not None:
