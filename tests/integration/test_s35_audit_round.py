@@ -27,6 +27,8 @@ tests/unit/test_s35_audit_round_unit.py fail without the fix):
   the grant's expiry was the first extension's (an hour short of the grant store's);
 * a ``COPY FROM STDIN`` cut by the client going away said ``no answer`` (it was rolled back);
 * a session whose proxy was killed read ``-> (open)`` and "still open", its backend gone.
+* a grant known from its sessions only (a CLI without a recorder issued and extended it)
+  had the expiry of its first session's login, before the extension;
 * a dry-run grant's login whose startup setting enforcement would have refused
   (``startup_would_deny``) was in no list of denials, and ``--denied`` left its session out.
 
@@ -446,3 +448,39 @@ def test_a_dry_runs_startup_setting_enforcement_would_refuse_is_among_its_denial
                       str(case.tmp / "signing.key.pub"), "--task", case.task, "--denied",
                       "--format", "json")  # fmt: skip
     assert [json.loads(x)["session_id"] for x in out.splitlines()] == [sid], out
+
+
+def test_a_grant_known_from_its_sessions_has_its_latest_expiry(case):
+    """A grant issued and extended by a CLI without a recorder (no grant events: the answer
+    knows it from its sessions' signed starts), a session before the extension and one
+    after. The grant store's expiry is the extended one; the answer gave the first
+    session's (an hour short)."""
+    import asyncio
+
+    from policy.grants.store import open_store
+
+    async def cli(fn):
+        store = await open_store(case.h.cfg.grants.store)  # no recorder: no events
+        try:
+            return await fn(store)
+        finally:
+            await store.close()
+
+    grant, token = asyncio.run(cli(lambda s: s.issue(
+        agent=AGENT, task=case.task, reason="cli", granted_by="cli-admin",
+        database="app", scopes=SCOPES, ttl="10m")))  # fmt: skip
+    sids = []
+    for _ in range(2):
+        c = RawClient.session(case.h.host, case.h.port, AGENT, token)
+        sids.append(one_live_session(case.h))
+        c.send(m.query("SELECT 1"))
+        c.frames_until_ready()
+        c.close()
+        case.answer(sids[-1])  # stored, indexed (the task's own grant: the answer waits)
+        if len(sids) == 1:
+            truth = asyncio.run(cli(lambda s: s.extend(grant.id, "1h", by="cli-admin")))
+    rc, out = audit_cli(case, "--grant", grant.id, "--format", "json")
+    (g,) = json.loads(out)["grants"]
+    assert (g["source"], g["events"]) == ("sessions", [])
+    assert [s["session_id"] for s in g["sessions"]] == sids
+    assert stamp(g["expires_at"]) == truth.expires_at.timestamp(), (g["expires_at"], truth)

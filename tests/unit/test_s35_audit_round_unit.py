@@ -357,3 +357,37 @@ def test_a_dry_runs_startup_would_deny_is_a_denial():
     assert [s["session_id"] for g in kept["grants"] for s in g["sessions"]] == ["s1"]
     assert [s["session_id"] for s in sessions_list(ix.con, Filters(denied=True))] == ["s1"]
     assert sessions_list(ix.con, Filters(denied=True, since=at(50))) == []
+
+
+# --- 11. a grant known from its sessions only --------------------------------------------
+
+
+def sessions_grant(ix: Index) -> dict:
+    (g,) = audit(ix.fold().con, Filters(grant="g1"))["grants"]
+    assert g["source"] == "sessions"
+    return g
+
+
+def meta(expires: float) -> str:
+    return json.dumps({"grant_id": "g1", "expires_at": at(expires).isoformat()})
+
+
+def test_a_grant_known_from_its_sessions_expires_at_the_latest_they_saw():
+    """No grant events (a CLI without a recorder issued and extended it): the expiry came
+    from any one session's start, the first login's, before the extension."""
+    ix = Index()
+    ix.session("s1", "g1", 5, 30, meta=meta(10))
+    ix.session("s2", "g1", 40, 60, meta=meta(70))
+    assert sessions_grant(ix)["expires_at"] == z(70)
+
+
+def test_an_extension_a_live_session_saw_moves_a_sessions_grants_expiry():
+    ix = Index()
+    ix.session("s1", "g1", 5, 30, meta=meta(10))
+    index._insert(ix.con, "session_events", [
+        {"session_id": "s1", "seq": 9, "ts": us(8), "kind": "grant_extended", "verified": True,
+         "payload": json.dumps({"grant_id": "g1", "from": str(at(10)), "to": at(130).isoformat()})},
+        {"session_id": "s1", "seq": 10, "ts": us(9), "kind": "grant_extended", "verified": False,
+         "payload": json.dumps({"grant_id": "g1", "from": str(at(130)), "to": at(999).isoformat()})},
+    ])  # fmt: skip
+    assert sessions_grant(ix)["expires_at"] == z(130)  # (not the unverified one's)
