@@ -1,0 +1,449 @@
+"""Red-team round 82: attacks on round 81's fixes as families (time-boxed; the server the
+judge).
+
+Method (round 81's): each probe first runs directly as ``pgwitness`` (the proxy's upstream
+login, the schema's owner) in a block rolled back, where it must show the marker
+(``RuntimeError`` otherwise); then through a proxy started after the planting, in a session
+of its own on a fresh upstream backend (``planted.renew``), as a simple Query, an extended
+unnamed statement and a named prepared statement; every byte the proxy sent is searched for
+the marker (``planted.shows``). Leaks and transparency regressions are strict xfails
+asserting the safe outcome; held families are plain tests.
+
+Planted: ``r82x.vault`` (``ROW``: outside every grant); ``r82x.cutoff()`` (IMMUTABLE
+PL/pgSQL, ``RAISE NOTICE 'cutoff %', <ROW>``), ``r82x.peek(int)`` (VOLATILE, the same) and
+``r82x.peeki(int)`` (IMMUTABLE, the same), all outside every grant; the domain ``r82.dom``
+(``CHECK (r82x.peek(VALUE))``); the tables each probe names (SETUP below).
+
+Leaks (strict xfails; every mode):
+
+1. **A CHECK calling a non-immutable SQL function the planner inlines** (``rpar``: read
+   scopes only). ``r82.kid`` (a child of ``r82.par``) has ``CHECK (id > r82.volwrap())``,
+   ``volwrap`` a VOLATILE SQL function ``SELECT r82x.cutoff()`` (also STABLE: ``kid2``; and
+   ``CHECK (r82.volcmp(id))``, ``SELECT $1 > r82x.cutoff()``: ``kid3``). Constraint exclusion
+   runs ``eval_const_expressions`` on the child's CHECK, which inlines the SQL function
+   (``inline_function``: any volatility, the body being a single SELECT) and then folds the
+   IMMUTABLE ``cutoff()`` of constant arguments: ``SELECT * FROM r82.par WHERE id > 1``
+   answers with ``NOTICE cutoff <ROW>``. Cause: ``_PLAN_CODE``'s CHECK branch keeps only
+   ``provolatile = 'i'`` functions of the CHECK's own pg_depend rows; the SQL function's
+   body records none (not BEGIN ATOMIC). Fix (the family: code inlining reaches): count
+   every user-written SQL-language function a child's (or, under ``constraint_exclusion =
+   on``, any) CHECK calls, whatever its volatility (``prolang = sql``: what
+   ``inline_function`` may expand), with the immutable ones of other languages; the
+   execute scope on the SQL function then covers what its body runs, as for an index's.
+
+2. **A domain's CHECK reached through a cast in a relation's, view's or function's
+   definition** (pg_depend records the type, ``pg_type``, not the domain's functions;
+   ``_CALLS_CTE`` follows ``pg_proc``, ``pg_operator`` and ``pg_cast`` only). With read and
+   write of the table: ``INSERT`` into ``r82.dix`` (an index on ``((id::r82.dom)::int))``),
+   ``r82.dck`` (``CHECK ((id::r82.dom) IS NOT NULL)``), ``r82.dgen`` (a generated column
+   over the cast), ``r82.ddef`` (a DEFAULT over it), ``r82.dpk`` (partitioned by it): the
+   server's ``NOTICE peek <ROW>`` reaches the client, not withheld (TRIGGERED_SQL does not
+   see these as code). With ``ddl:r82.dix`` alone (no read, no write): ``ALTER TABLE
+   r82.dix SET UNLOGGED`` rebuilds the index, the same NOTICE (DDL's messages are never
+   withheld). Reads: ``SELECT * FROM r82.vd`` (a view ``SELECT id, ((id::r82.dom)::int)``
+   over the readable ``r82.pub``) and ``r82.vdw`` (the cast in its WHERE): the NOTICE per
+   row (VIEW_FUNCTIONS_SQL follows functions only). A call: ``SELECT r82.gd()``
+   (``execute:r82.gd`` alone; its argument's DEFAULT ``((1::r82.dom)::int)``:
+   ARGUMENT_DEFAULTS_SQL follows functions only). Held: the same cast in a row security
+   policy (``r82.rls``, FORCE: POLICY_EXPRS_SQL deparses the policy and the classifier sees
+   the type). Fix (the family): in ``_CALLS_CTE`` treat a dependency on a user type
+   (``refclassid = pg_type``) as a call of each function a value of the type runs
+   (``_USERTYPE``'s map: a domain's CHECKs and DEFAULT, over domains, arrays, composites,
+   ranges), so every query built on ``deps`` (``_PLAN_CODE``, TRIGGERED_SQL's defaults,
+   generated columns, CHECKs and indexes, VIEW_FUNCTIONS_SQL, ARGUMENT_DEFAULTS_SQL) sees it.
+
+3. **DDL validating rows runs CHECKs the relation's list leaves out** (``valr``: ``read:``
+   and ``ddl:r82.val``). ``ALTER TABLE r82.val VALIDATE CONSTRAINT val_c`` (``CHECK
+   (r82x.peek(id)) NOT VALID``, a VOLATILE function) runs the CHECK on every row: ``NOTICE
+   peek <ROW>``. The round-81 fix decides DDL on the relation's plan list, which holds a
+   CHECK's functions only where the planner folds them (immutable, children). Fix: DDL that
+   checks rows (VALIDATE CONSTRAINT, ALTER COLUMN TYPE re-adding CHECKs, ADD CONSTRAINT over
+   existing rows, ATTACH PARTITION) is decided on the relation's write-side code too (every
+   CHECK's, default's, generated column's, domain column's functions: what TRIGGERED_SQL
+   reads), as calls needing the execute scope (DDL's messages being never withheld).
+
+4. **Foreign keys followed one step only** (``fk3``: read and write of ``r82.fa``, ``fb``,
+   ``fc``, no execute scope). ``r82.fb`` references ``r82.fa`` and ``r82.fc`` references
+   ``r82.fb``, both ``ON DELETE CASCADE``; ``r82.fc`` has a partial index ``WHERE k >
+   r82x.cutoff()``. ``DELETE FROM r82.fa`` cascades to ``fb``, whose cascade plans a DELETE
+   on ``fc``, folding its predicate: ``NOTICE cutoff <ROW>``, not withheld (``fk_code``
+   puts ``fb``, one step from ``fc``, in TRIGGERED, not ``fa``; ``DELETE FROM r82.fb``: held,
+   withheld). And DDL re-validating a foreign key (``ddlfb``: ``ddl:`` and ``read:r82.fb``):
+   ``ALTER TABLE r82.fb ALTER COLUMN k TYPE bigint`` rewrites ``fb`` and re-checks ``fc``'s
+   key (``RI_Initial_Check`` plans a join over ``fc``): the same NOTICE. Fix: close
+   TRIGGERED's ``up`` over foreign keys whose actions write (CASCADE, SET NULL, SET DEFAULT:
+   a relation referenced by one in ``up`` through such an action is in ``up``), and decide
+   DDL that rewrites or re-validates a relation's keys (ALTER COLUMN TYPE of a referenced or
+   referencing column, VALIDATE of a foreign key) on the plan lists of the relations on the
+   other side of its foreign keys.
+
+5. **Stale snapshot** (``stl``: ``read:r82.stl``). After the proxy's load, another session
+   (directly, as the owner) runs ``CREATE INDEX ... ON r82.stl (id) WHERE id >
+   r82x.cutoff()``; the agent's next ``SELECT * FROM r82.stl`` answers with the NOTICE. The
+   documented limitation ("DDL run outside the proxy is seen at the next reload",
+   docs/policy.md) applied to the new family; a fix would need a cheap check of the
+   catalog's version per statement (e.g. an event trigger bumping a counter, or comparing
+   ``pg_class``/``pg_index`` xmin maxima) before deciding on plan lists.
+
+Transparency regressions (strict xfails, labelled):
+
+* **WITHHELD**: ``fkx`` (read of ``r82.fkt`` and ``r82.ref``, write of ``r82.fkt``,
+  ``execute:r82x.cutoff``: everything the foreign key's check runs): ``INSERT INTO r82.fkt
+  VALUES ('zz')`` gets ``message withheld`` instead of the server's 23503 (``is not present
+  in table "ref"``). ``fk_code`` puts ``fkt`` in TRIGGERED whatever the grant. Fix: merge the
+  referenced relations' plan lists into the referencing relation's write requirements
+  (execute scopes), withholding only where the grant lacks them.
+* **REFUSED**: ``eix`` (``read:r82.eix,r82.epar,r82.ekid``): ``SELECT v FROM r82.eix WHERE id
+  = 1`` (an index on ``r82x.peeki(id)``) and ``SELECT id FROM r82.epar WHERE id > 1`` (a
+  child's ``CHECK (r82x.peeki(id) > 0)``) run no code (shown directly: no NOTICE; a
+  function of a column is never folded) but are refused (``scope.execute``). ``_PLAN_CODE``
+  counts every function of an index's expressions or a child's CHECK. Fix: for reads, count
+  only calls the planner can fold (every argument free of columns, after inlining SQL
+  functions: the deparsed expression read by ``pgparse``), keeping the full list for
+  writes and index-building DDL, which evaluate the expressions on rows.
+
+Held (plain tests): ``ALTER TABLE ... ATTACH PARTITION`` (which folds the attached table's
+own CHECKs: ``deny.unknown``); ``VALIDATE CONSTRAINT`` with ``ddl`` alone (needs read);
+``CREATE TEMP TABLE ... (LIKE r82.chk INCLUDING CONSTRAINTS) INHERITS (pg_temp.r82_tp)`` then
+a read of the parent (LIKE with CONSTRAINTS needs write of the source); one-level cascades
+(withheld); ``TRUNCATE ... CASCADE`` (CASCADE blanked: the server's 0A000); ``ALTER TABLE
+r82.fd ADD FOREIGN KEY ... REFERENCES r82.ref`` (needs read of ``r82.ref`` and then the
+execute scope on its plan code); argument defaults with VARIADIC and named notation (every
+call counts); the domain cast in a row security policy. Checked directly, nothing to
+probe: column notation does not expand argument defaults (``t.gc``: 42703); an operator's
+RESTRICT/JOIN estimator, SUPPORT, typanalyze, a range's canonical and a base type's I/O
+must be C (``internal`` arguments), outside ``_WRITTEN``; a table rewrite by ``ADD COLUMN
+... DEFAULT gen_random_uuid()`` re-checks no existing CHECK, generated column or domain
+column.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.support import planted
+from tests.support import rawpg as r
+
+pytestmark = pytest.mark.timeout(240)
+
+AGENT = "r82-bot"
+ROW = "R82-ROW-7c2e"  # r82x.vault, outside every grant
+PUB = "R82-PUB-ok"  # r82.pub (readable)
+EIX = "R82-EIX-ok"  # r82.eix's row
+EKID = "8282"  # r82.ekid's row
+MARKERS = (ROW,)
+SCOPES = "read:r82.pub write:r82.pub"
+GRANTS = {
+    "rpar": "read:r82.par,r82.kid,r82.par2,r82.kid2,r82.par3,r82.kid3",
+    "att": "ddl:r82.pt,r82.att",
+    "val": "ddl:r82.val",
+    "valr": "read:r82.val ddl:r82.val",
+    "dgen": "read:r82.dgen write:r82.dgen",
+    "ddef": "read:r82.ddef write:r82.ddef",
+    "dpk": "read:r82.dpk,r82.dpk1 write:r82.dpk,r82.dpk1",
+    "ddlix": "ddl:r82.dix",
+    "egv": "execute:r82.gv,r82.gn",
+    "vd": "read:r82.vd,r82.vdw,r82.pub",
+    "egd": "execute:r82.gd",
+    "rls": "read:r82.rls",
+    "tr3": "truncate:r82.fa,r82.fb,r82.fc read:r82.fa,r82.fb,r82.fc",
+    "ddlfb": "ddl:r82.fb read:r82.fb",
+    "ddlfd": "ddl:r82.fd read:r82.fd",
+    "ddlfdr": "ddl:r82.fd read:r82.fd,r82.ref",
+    "dix": "read:r82.dix write:r82.dix",
+    "dck": "read:r82.dck write:r82.dck",
+    "fk3": "read:r82.fa,r82.fb,r82.fc write:r82.fa,r82.fb,r82.fc",
+    "tmp": "read:r82.chk",
+    "stl": "read:r82.stl",
+    "fkx": "read:r82.fkt,r82.ref write:r82.fkt execute:r82x.cutoff",
+    "eix": "read:r82.eix,r82.epar,r82.ekid",
+}
+MODES = ["simple", "extended", "prepared"]
+_VAULT_ROW = "(SELECT v FROM r82x.vault WHERE k = 'row')"
+SETUP = f"""
+SET ROLE pgwitness;
+CREATE SCHEMA r82; CREATE SCHEMA r82x;
+CREATE TABLE r82x.vault (k text PRIMARY KEY, v text);
+INSERT INTO r82x.vault VALUES ('row', '{ROW}');
+CREATE TABLE r82.pub (id int PRIMARY KEY, v text);
+INSERT INTO r82.pub VALUES (1, '{PUB}');
+CREATE FUNCTION r82x.cutoff() RETURNS int IMMUTABLE LANGUAGE plpgsql AS $$
+BEGIN RAISE NOTICE 'cutoff %', {_VAULT_ROW}; RETURN 0; END $$;
+CREATE FUNCTION r82x.peek(int) RETURNS bool VOLATILE LANGUAGE plpgsql AS $$
+BEGIN RAISE NOTICE 'peek %', {_VAULT_ROW}; RETURN true; END $$;
+CREATE FUNCTION r82x.peeki(int) RETURNS int IMMUTABLE LANGUAGE plpgsql AS $$
+BEGIN RAISE NOTICE 'peeki %', {_VAULT_ROW}; RETURN $1; END $$;
+-- a child's CHECK through a VOLATILE / STABLE SQL function the planner inlines
+CREATE FUNCTION r82.volwrap() RETURNS int VOLATILE LANGUAGE sql AS $$ SELECT r82x.cutoff() $$;
+CREATE FUNCTION r82.stwrap() RETURNS int STABLE LANGUAGE sql AS $$ SELECT r82x.cutoff() $$;
+CREATE FUNCTION r82.volcmp(int) RETURNS bool VOLATILE LANGUAGE sql
+  AS $$ SELECT $1 > r82x.cutoff() $$;
+CREATE TABLE r82.par (id int);
+CREATE TABLE r82.kid (CHECK (id > r82.volwrap())) INHERITS (r82.par);
+INSERT INTO r82.kid VALUES (5);
+CREATE TABLE r82.par2 (id int);
+CREATE TABLE r82.kid2 (CHECK (id > r82.stwrap())) INHERITS (r82.par2);
+INSERT INTO r82.kid2 VALUES (5);
+CREATE TABLE r82.par3 (id int);
+CREATE TABLE r82.kid3 (CHECK (r82.volcmp(id))) INHERITS (r82.par3);
+INSERT INTO r82.kid3 VALUES (5);
+-- ATTACH PARTITION folds the attached table's own CHECKs (not a child yet)
+CREATE TABLE r82.pt (id int) PARTITION BY RANGE (id);
+CREATE TABLE r82.att (id int CHECK (id > r82x.cutoff()));
+INSERT INTO r82.att VALUES (5);
+-- VALIDATE CONSTRAINT runs a (volatile) CHECK on every row
+CREATE TABLE r82.val (id int);
+INSERT INTO r82.val VALUES (5);
+ALTER TABLE r82.val ADD CONSTRAINT val_c CHECK (r82x.peek(id)) NOT VALID;
+-- a domain's CHECK reached through an index expression and a CHECK (pg_type, not pg_proc)
+CREATE DOMAIN r82.dom AS int CHECK (r82x.peek(VALUE));
+CREATE TABLE r82.dix (id int);
+CREATE INDEX ON r82.dix (((id::r82.dom)::int));
+INSERT INTO r82.dix VALUES (1);
+CREATE TABLE r82.dck (id int CHECK ((id::r82.dom) IS NOT NULL));
+CREATE TABLE r82.dgen (id int, g int GENERATED ALWAYS AS ((id::r82.dom)::int) STORED);
+CREATE TABLE r82.ddef (id int, d int DEFAULT ((7::r82.dom)::int));
+CREATE TABLE r82.dpk (id int) PARTITION BY RANGE (((id::r82.dom)::int));
+CREATE TABLE r82.dpk1 PARTITION OF r82.dpk FOR VALUES FROM (0) TO (100);
+-- a foreign-key cascade two levels down into a table whose plan runs code
+CREATE TABLE r82.fa (k int PRIMARY KEY);
+CREATE TABLE r82.fb (k int PRIMARY KEY REFERENCES r82.fa ON DELETE CASCADE);
+CREATE TABLE r82.fc (k int REFERENCES r82.fb ON DELETE CASCADE);
+INSERT INTO r82.fa VALUES (1); INSERT INTO r82.fb VALUES (1); INSERT INTO r82.fc VALUES (1);
+CREATE INDEX ON r82.fc (k) WHERE k > r82x.cutoff();
+-- a table's own CHECK (not folded on a direct read), copied by LIKE
+CREATE TABLE r82.chk (id int CHECK (id > r82x.cutoff()));
+INSERT INTO r82.chk VALUES (5);
+-- stale snapshot: a plain table; the index comes later, directly
+CREATE TABLE r82.stl (id int);
+INSERT INTO r82.stl VALUES (1);
+-- transparency: a foreign key to a table whose plan runs code, the code granted
+CREATE TABLE r82.ref (k text PRIMARY KEY, live bool);
+INSERT INTO r82.ref VALUES ('a', true);
+CREATE INDEX ON r82.ref (k) WHERE live AND r82x.cutoff() = 0;
+CREATE TABLE r82.fkt (k text REFERENCES r82.ref (k));
+CREATE TABLE r82.fd (k text);
+INSERT INTO r82.fd VALUES ('a');
+-- transparency: user functions over columns (never folded on a read)
+CREATE TABLE r82.eix (id int, v text);
+INSERT INTO r82.eix VALUES (1, '{EIX}');
+CREATE INDEX ON r82.eix (r82x.peeki(id));
+CREATE TABLE r82.epar (id int);
+CREATE TABLE r82.ekid (CHECK (r82x.peeki(id) > 0)) INHERITS (r82.epar);
+INSERT INTO r82.ekid VALUES ({EKID});
+-- argument defaults: VARIADIC, named notation
+CREATE FUNCTION r82.gv(a int DEFAULT r82x.cutoff(), VARIADIC b int[] DEFAULT '{{}}') RETURNS int
+  LANGUAGE sql AS $$ SELECT $1 $$;
+CREATE VIEW r82.vd AS SELECT id, ((id::r82.dom)::int) AS d FROM r82.pub;
+CREATE VIEW r82.vdw AS SELECT id FROM r82.pub WHERE (id::r82.dom) IS NOT NULL;
+CREATE FUNCTION r82.gd(a int DEFAULT ((1::r82.dom)::int)) RETURNS int
+  LANGUAGE sql AS $$ SELECT $1 $$;
+CREATE TABLE r82.rls (id int);
+INSERT INTO r82.rls VALUES (1);
+ALTER TABLE r82.rls ENABLE ROW LEVEL SECURITY;
+ALTER TABLE r82.rls FORCE ROW LEVEL SECURITY;
+CREATE POLICY rls_p ON r82.rls USING ((id::r82.dom) IS NOT NULL);
+CREATE FUNCTION r82.gn(a int DEFAULT r82x.cutoff(), b int DEFAULT 0) RETURNS int
+  LANGUAGE sql AS $$ SELECT $1 + $2 $$;
+"""
+TEARDOWN = "DROP SCHEMA IF EXISTS r82, r82x CASCADE;\n"
+
+
+@pytest.fixture(scope="module")
+def px(pg, tmp_path_factory):
+    with planted.running(pg, tmp_path_factory, "r82", agent=AGENT, scopes=SCOPES,
+                         setup=SETUP, teardown=TEARDOWN, grants=GRANTS) as h:  # fmt: skip
+        yield h
+
+
+def _shown(text: str) -> list[str]:
+    return [mk for mk in MARKERS if planted.shows(text, mk)]
+
+
+def _direct(pg, before: list[str], sql: str) -> str:
+    """``before`` then ``sql`` directly as ``pgwitness`` (a new backend), in a block rolled
+    back: every byte received."""
+    with r.RawClient.direct(pg) as c:
+        c.query("BEGIN")
+        got = [f for s in before for f in c.query(s)] + c.query(sql)
+        c.query("ROLLBACK")
+    return planted.text(got)
+
+
+def _proxied(px, key: str, mode: str, before: list[str], sql: str) -> str:
+    """``before`` (simple Query), then ``sql`` in ``mode``, in one session of grant ``key``
+    on a fresh upstream backend, in a block rolled back: every byte received (the session
+    must answer a query after)."""
+    planted.renew(px)
+    with planted.session(px, px.tokens[key]) as c:
+        got = planted.text(c.query("BEGIN"))
+        got += "".join(planted.run_mode(c, "simple", s) for s in before)
+        got += planted.run_mode(c, mode, sql)
+        c.query("ROLLBACK")
+        assert any(f[:1] == b"D" for f in c.query("SELECT 1")), "the session goes on"
+    return got
+
+
+def _reaches(pg, before: list[str], sql: str) -> str:
+    got = _direct(pg, before, sql)
+    if not _shown(got):
+        raise RuntimeError(("precondition: no marker directly", sql, got[-400:]))
+    return got
+
+
+def _refused(got: str) -> bool:
+    return "C42501" in got and "pgwitness:" in got
+
+
+_TEMP_LIKE = [
+    "CREATE TEMP TABLE r82_tp (id int)",
+    "CREATE TEMP TABLE r82_k (LIKE r82.chk INCLUDING CONSTRAINTS) INHERITS (pg_temp.r82_tp)",
+]
+
+_WRAP = "LEAK (the inlined SQL function: a CHECK's non-immutable SQL function is not counted)"
+_DOMAIN = "LEAK (a domain's CHECK: pg_depend rows to pg_type are not followed)"
+_VALIDATE = (
+    "LEAK (DDL validating rows runs a CHECK of any volatility; the list has only folded code)"
+)
+_FK = "LEAK (foreign keys followed one step, and not for DDL re-validating them)"
+
+# key -> (grant, before, the probe, strict-xfail reason or None: held)
+PROBES = {
+    "check-volatile-sql-wrapper": ("rpar", [], "SELECT * FROM r82.par WHERE id > 1", _WRAP),
+    "check-stable-sql-wrapper": ("rpar", [], "SELECT * FROM r82.par2 WHERE id > 1", _WRAP),
+    "check-volatile-sql-predicate": ("rpar", [], "SELECT * FROM r82.par3 WHERE id > 1", _WRAP),
+    "attach-partition-own-check": (
+        "att", [], "ALTER TABLE r82.pt ATTACH PARTITION r82.att FOR VALUES FROM (0) TO (100)",
+        None,
+    ),
+    "validate-constraint": ("val", [], "ALTER TABLE r82.val VALIDATE CONSTRAINT val_c", None),
+    "validate-constraint-read": (
+        "valr", [], "ALTER TABLE r82.val VALIDATE CONSTRAINT val_c", _VALIDATE),
+    "domain-in-generated": ("dgen", [], "INSERT INTO r82.dgen (id) VALUES (2)", _DOMAIN),
+    "domain-in-default": ("ddef", [], "INSERT INTO r82.ddef (id) VALUES (2)", _DOMAIN),
+    "domain-in-partition-key": ("dpk", [], "INSERT INTO r82.dpk VALUES (2)", _DOMAIN),
+    "domain-index-rewrite": ("ddlix", [], "ALTER TABLE r82.dix SET UNLOGGED", _DOMAIN),
+    "fk-cascade-one-level": ("fk3", [], "DELETE FROM r82.fb", None),
+    "domain-in-view-column": ("vd", [], "SELECT * FROM r82.vd", _DOMAIN),
+    "domain-in-view-where": ("vd", [], "SELECT * FROM r82.vdw", _DOMAIN),
+    "domain-in-argument-default": ("egd", [], "SELECT r82.gd()", _DOMAIN),
+    "domain-in-row-security": ("rls", [], "SELECT * FROM r82.rls", None),
+    "truncate-cascade": ("tr3", [], "TRUNCATE r82.fa CASCADE", None),
+    "truncate-cascade-one-level": ("tr3", [], "TRUNCATE r82.fb CASCADE", None),
+    "fk-revalidated-by-referenced-ddl": (
+        "ddlfb", [], "ALTER TABLE r82.fb ALTER COLUMN k TYPE bigint", _FK),
+    "fk-added-initial-check": (
+        "ddlfd", [], "ALTER TABLE r82.fd ADD FOREIGN KEY (k) REFERENCES r82.ref (k)", None,
+    ),
+    "fk-added-initial-check-read": (
+        "ddlfdr", [], "ALTER TABLE r82.fd ADD FOREIGN KEY (k) REFERENCES r82.ref (k)", None,
+    ),
+    "argument-default-variadic": ("egv", [], "SELECT r82.gv()", None),
+    "argument-default-named": ("egv", [], "SELECT r82.gn(b => 1)", None),
+    "domain-in-index-expression": ("dix", [], "INSERT INTO r82.dix VALUES (2)", _DOMAIN),
+    "domain-in-check": ("dck", [], "INSERT INTO r82.dck VALUES (2)", _DOMAIN),
+    "fk-cascade-two-levels": ("fk3", [], "DELETE FROM r82.fa", _FK),
+    "temp-like-constraints-inherits": (
+        "tmp", _TEMP_LIKE, "SELECT * FROM pg_temp.r82_tp WHERE id > 1", None,
+    ),
+}  # fmt: skip
+
+
+def _cases():
+    return [
+        pytest.param(k, mode, id=f"{k}-{mode}", marks=[] if v[-1] is None else pytest.mark.xfail(
+            strict=True, raises=AssertionError, reason=v[-1]))
+        for k, v in PROBES.items()
+        for mode in MODES
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize("key", list(PROBES))
+def test_r82_reaches_directly(pg, px, key):
+    _grant, before, sql, _why = PROBES[key]
+    _reaches(pg, before, sql)
+
+
+@pytest.mark.parametrize(("key", "mode"), _cases())
+def test_r82_probe(px, key, mode):
+    grant, before, sql, _why = PROBES[key]
+    got = _proxied(px, grant, mode, before, sql)
+    assert not _shown(got), ("LEAK", key, mode, got[-600:])
+    # refused, withheld, or the server's own error (TRUNCATE's CASCADE blanked: 0A000)
+    assert planted.is_error(got) or "message withheld" in got, (key, mode, got[-600:])
+
+
+# --- a stale snapshot: code added directly (not through the proxy) after the load --------
+
+STALE_INDEX = "CREATE INDEX r82_stale_ix ON r82.stl (id) WHERE id > r82x.cutoff()"
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=AssertionError,
+    reason=("LEAK (documented limitation: DDL run outside the proxy is seen at the next reload)"),
+)
+@pytest.mark.parametrize("mode", MODES)
+def test_r82_stale_plan_code_added_directly(pg, px, mode):
+    """Another session (directly, as the schema owner) gives a granted table an index whose
+    predicate calls the code after the proxy loaded its catalog; the agent's next read."""
+    planted.renew(px)
+    try:
+        with planted.session(px, px.tokens["stl"]) as c:
+            got = planted.run_mode(c, "simple", "SELECT id FROM r82.stl")  # the load
+            assert "1" in got and not planted.is_error(got), got[-300:]
+            pg.psql(f"SET ROLE pgwitness; {STALE_INDEX};", db="app")
+            _reaches(pg, [], "SELECT * FROM r82.stl")
+            got = planted.run_mode(c, mode, "SELECT * FROM r82.stl")
+        assert not _shown(got), ("LEAK", mode, got[-400:])
+    finally:
+        pg.psql("DROP INDEX IF EXISTS r82.r82_stale_ix;", db="app")
+
+
+# --- transparency -------------------------------------------------------------------------
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=AssertionError,
+    reason=(
+        "TRANSPARENCY REGRESSION (WITHHELD): fk_code makes the write TRIGGERED whatever the grant"
+    ),
+)
+@pytest.mark.parametrize("mode", MODES)
+def test_r82_fk_to_plan_code_granted_keeps_the_servers_message(px, mode):
+    """A foreign key to a table whose plan runs code the grant may execute (``fkx``: read
+    both, write the referencing one, ``execute:r82x.cutoff``): the server's own 23503."""
+    got = _proxied(px, "fkx", mode, [], "INSERT INTO r82.fkt VALUES ('zz')")
+    assert "is not present in table" in got and "message withheld" not in got, got[-400:]
+
+
+TRANSPARENT = {
+    # an index over a user function of a column: never folded on a read (shown directly)
+    "index-over-column": ("SELECT v FROM r82.eix WHERE id = 1", EIX),
+    # a child's CHECK over a user function of a column: never folded either
+    "child-check-over-column": ("SELECT id FROM r82.epar WHERE id > 1", EKID),
+}
+
+
+@pytest.mark.parametrize("key", list(TRANSPARENT))
+def test_r82_transparent_reads_run_no_code_directly(pg, px, key):
+    sql, want = TRANSPARENT[key]
+    got = _direct(pg, [], sql)
+    assert want in got and "peeki" not in got and not _shown(got), got[-300:]
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=AssertionError,
+    reason=(
+        "TRANSPARENCY REGRESSION (REFUSED): _PLAN_CODE counts every function of an index or a "
+        "child's CHECK, not only those the planner folds"
+    ),
+)
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("key", list(TRANSPARENT))
+def test_r82_transparent_reads(px, key, mode):
+    sql, want = TRANSPARENT[key]
+    got = _proxied(px, "eix", mode, [], sql)
+    assert want in got and not planted.is_error(got), ("REFUSED", key, mode, got[-400:])
