@@ -676,7 +676,8 @@ def rebuild_grants(con) -> None:
             g.setdefault("expires_at", ts(p.get("expires_at")))
     # The expiries a grant with no events (known from its sessions only) was seen with: each
     # session's signed start (the grant as it was at that login) and each extension a live
-    # session saw (its signed grant_extended event). Extensions only move it later: the
+    # session saw (its signed grant_extended event, one recorded in no control stream: made
+    # by a CLI without a recorder). Extensions only move it later: the
     # latest is the grant's (was: any one session's, an earlier login's before an extension:
     # session 35).
     seen: dict[str, int] = {}
@@ -685,7 +686,9 @@ def rebuild_grants(con) -> None:
             WHERE grant_id IS NOT NULL
             UNION ALL
             SELECT json_extract_string(payload, '$.grant_id'), json_extract_string(payload, '$.to')
-            FROM session_events WHERE kind = 'grant_extended' AND verified""").fetchall():
+            FROM session_events WHERE kind = 'grant_extended' AND verified
+              -- (one whose stream is named stands on that stream's grant.extended)
+              AND json_extract_string(payload, '$.stream') IS NULL""").fetchall():
         try:
             t = ts(exp)
         except (TypeError, ValueError, OverflowError):
@@ -706,6 +709,27 @@ def rebuild_grants(con) -> None:
                      ("database", db), ("scopes", scopes), ("enforce", enforce)):
             if g.get(k) is None and v is not None:
                 g[k] = v
+    # A revocation recorded in no control stream (made by a CLI without a recorder: the
+    # store names no stream for it) that a live session of the grant saw: the proxy
+    # recorded, signed, what the grant store said (grant_revoked: who, when) and ended the
+    # session; no other record of it will ever be. The grant was revoked then (was: not
+    # revoked at all in the answer, session 35). One whose stream is named stands on that
+    # stream's grant.revoked (missing: the grant is flagged, GRANT_STREAMS).
+    for gid, at_text, by in con.execute("""
+            SELECT json_extract_string(payload, '$.grant_id'), json_extract_string(payload, '$.at'),
+                   json_extract_string(payload, '$.by')
+            FROM session_events WHERE kind = 'grant_revoked' AND verified
+              AND json_extract_string(payload, '$.stream') IS NULL
+            ORDER BY ts""").fetchall():
+        g = grants.get(gid) if gid is not None else None
+        if g is None or g.get("revoked_at") is not None:
+            continue
+        try:
+            at_us = ts(at_text)
+        except (TypeError, ValueError, OverflowError):
+            at_us = None
+        if at_us is not None:
+            g["revoked_at"], g["revoked_by"] = at_us, by
     out = []
     # Not intact: a grant an unverified event names (it may be forged); one whose events a
     # control stream that did not verify carries (a record cut out of it, or a chunk
