@@ -29,6 +29,8 @@ tests/unit/test_s35_audit_round_unit.py fail without the fix):
 * a session whose proxy was killed read ``-> (open)`` and "still open", its backend gone.
 * a grant known from its sessions only (a CLI without a recorder issued and extended it)
   had the expiry of its first session's login, before the extension;
+* a grant a CLI without a recorder revoked while a session of it lived (the proxy ended it,
+  and recorded the store's word): the answer gave the grant no revocation;
 * a dry-run grant's login whose startup setting enforcement would have refused
   (``startup_would_deny``) was in no list of denials, and ``--denied`` left its session out.
 
@@ -484,3 +486,40 @@ def test_a_grant_known_from_its_sessions_has_its_latest_expiry(case):
     assert (g["source"], g["events"]) == ("sessions", [])
     assert [s["session_id"] for s in g["sessions"]] == sids
     assert stamp(g["expires_at"]) == truth.expires_at.timestamp(), (g["expires_at"], truth)
+
+
+def test_a_revocation_by_a_cli_without_a_recorder_ends_its_grant(case):
+    """A grant issued and revoked by a CLI without a recorder while a session of it lives:
+    the proxy ends the session (``revoked``) and records, signed, the store's word (who, when:
+    ``grant_revoked``). The answer gave the grant no revocation: no REVOKED line, ``ended``
+    null, as if the agent had held it to its expiry."""
+    import asyncio
+
+    from policy.grants.store import open_store
+
+    async def cli(fn):
+        store = await open_store(case.h.cfg.grants.store)  # no recorder: no events
+        try:
+            return await fn(store)
+        finally:
+            await store.close()
+
+    grant, token = asyncio.run(cli(lambda s: s.issue(
+        agent=AGENT, task=case.task, reason="cli", granted_by="cli-admin", database="app",
+        scopes=SCOPES, ttl="10m")))  # fmt: skip
+    c = RawClient.session(case.h.host, case.h.port, AGENT, token)
+    sid = one_live_session(case.h)
+    c.send(m.query("SELECT 1"))
+    c.frames_until_ready()
+    asyncio.run(cli(lambda s: s.revoke(grant.id, by="cli-admin")))
+    assert [f[:1] for f in c.frames_until_eof()] == [b"E"]  # 57P01: the grant was revoked
+    c.close()
+    session = case.answer(sid)
+    assert session["end_cause"] == "revoked"
+    truth = asyncio.run(cli(lambda s: s.get(grant.id)))
+    rc, out = audit_cli(case, "--grant", grant.id, "--format", "json")
+    (g,) = json.loads(out)["grants"]
+    assert (g["source"], g["ended"], g["revoked_by"]) == ("sessions", "revoked", "cli-admin")
+    assert stamp(g["revoked_at"]) == truth.revoked_at.timestamp()
+    rc, text = audit_cli(case, "--grant", grant.id)
+    assert f"  REVOKED at {g['revoked_at']} by cli-admin\n" in text, text

@@ -391,3 +391,21 @@ def test_an_extension_a_live_session_saw_moves_a_sessions_grants_expiry():
          "payload": json.dumps({"grant_id": "g1", "from": str(at(130)), "to": at(999).isoformat()})},
     ])  # fmt: skip
     assert sessions_grant(ix)["expires_at"] == z(130)  # (not the unverified one's)
+
+
+def test_a_revocation_a_live_session_saw_ends_a_grant_with_no_events():
+    """A CLI without a recorder revoked the grant; the proxy ended its live session and
+    recorded (signed) what the store said: ``grant_revoked`` with who and when. The answer
+    said nothing of the revocation: no REVOKED line, ``ended`` null."""
+    ix = Index()
+    ix.session("s1", "g1", 5, 30, meta=meta(600), end_cause="revoked")
+    index._insert(ix.con, "session_events", [
+        {"session_id": "s1", "seq": 9, "ts": us(29), "kind": "grant_revoked", "verified": True,
+         "payload": json.dumps({"grant_id": "g1", "by": "cli-admin",
+                                "at": at(28.5).isoformat(), "stream": None})},
+    ])  # fmt: skip
+    g = sessions_grant(ix)
+    assert (g["ended"], g["revoked_at"], g["revoked_by"]) == ("revoked", z(28.5), "cli-admin")
+    out = io.StringIO()
+    write_text(audit(ix.con, Filters(grant="g1")), out)
+    assert f"  REVOKED at {z(28.5)} by cli-admin\n" in out.getvalue()
