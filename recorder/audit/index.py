@@ -721,15 +721,15 @@ def rebuild_grants(con) -> None:
             FROM session_events WHERE kind = 'grant_revoked' AND verified
               AND json_extract_string(payload, '$.stream') IS NULL
             ORDER BY ts""").fetchall():
-        g = grants.get(gid) if gid is not None else None
-        if g is None or g.get("revoked_at") is not None:
+        held = grants.get(gid) if gid is not None else None
+        if held is None or held.get("revoked_at") is not None:
             continue
         try:
             at_us = ts(at_text)
         except (TypeError, ValueError, OverflowError):
             at_us = None
         if at_us is not None:
-            g["revoked_at"], g["revoked_by"] = at_us, by
+            held["revoked_at"], held["revoked_by"] = at_us, by
     out = []
     # Not intact: a grant an unverified event names (it may be forged); one whose events a
     # control stream that did not verify carries (a record cut out of it, or a chunk
