@@ -13,8 +13,8 @@ from devtools.testing import error, frame, parse, query, ready, sync
 from recorder.audit import index
 from recorder.audit.answer import Filters, audit, sessions_list, write_text
 from recorder.audit.ocsf import statement_event
+from tests.support.audit_index import Index, at, us, z
 from tests.support.audit_recordings import BC, PC, SELECT1, Session, answer_of, bind, execute
-from tests.unit.test_s33_audit_grants_unit import Index, at, us, z
 
 SLEEP = "SELECT pg_sleep(1)"
 
