@@ -84,7 +84,23 @@ Leaks (strict xfails; every mode):
    referencing column, VALIDATE of a foreign key) on the plan lists of the relations on the
    other side of its foreign keys.
 
-5. **Stale snapshot** (``stl``: ``read:r82.stl``). After the proxy's load, another session
+5. **A parent's partition key runs in its partition's own writes** (``kp1``: read and
+   write of ``r82.kp1`` only; ``hp``: of ``r82.hp`` and its partitions). ``r82.kp`` is
+   partitioned ``BY RANGE ((id + r82x.cutoff()))``; ``INSERT INTO r82.kp1 VALUES (6)`` and
+   ``UPDATE r82.kp1 SET id = id`` (straight into the partition) check the partition
+   constraint, the parent's key expression, folding ``cutoff()``: ``NOTICE cutoff <ROW>``,
+   not withheld. ``r82.hp`` is partitioned ``BY HASH (id r82.hops)``, an operator class
+   (made by a superuser, owned by the schema owner) whose extended hash function is
+   ``r82x.hx`` (PL/pgSQL, the same NOTICE): ``INSERT INTO r82.hp0 VALUES (5)`` runs it
+   (``satisfies_hash_partition``); the same read through the parent (pruning: ``SELECT *
+   FROM r82.hp WHERE id = 5``) is held (``scope.execute``: RELATION_OPCLASS_SQL). Cause:
+   ``_PLAN_RUNS`` and RELATION_OPCLASS_SQL carry a relation's code up to its ancestors, never
+   down: a partition's own list lacks the key code of the tables it is a partition of. Fix:
+   also propagate a partitioned table's key code (its key expressions' functions and its
+   key operator classes' support functions) down to every partition, for writes of the
+   partition (INSERT, UPDATE, COPY FROM, MERGE) and DDL that checks its rows.
+
+6. **Stale snapshot** (``stl``: ``read:r82.stl``). After the proxy's load, another session
    (directly, as the owner) runs ``CREATE INDEX ... ON r82.stl (id) WHERE id >
    r82x.cutoff()``; the agent's next ``SELECT * FROM r82.stl`` answers with the NOTICE. The
    documented limitation ("DDL run outside the proxy is seen at the next reload",
@@ -179,6 +195,8 @@ GRANTS = {
     "dcol": "read:r82.dcol2 write:r82.dcol2",
     "dop": "read:r82.pub",
     "rixp": "read:r82.ixp",
+    "kp1": "read:r82.kp1 write:r82.kp1",
+    "hp": "read:r82.hp,r82.hp0,r82.hp1 write:r82.hp,r82.hp0,r82.hp1",
     "ddp": "ddl:r82.dp,r82.dp1,r82.dpd",
     "ddq": "ddl:r82.dq,r82.dq1,r82.dqd",
     "mx": "read:r82.dix,r82.eix write:r82.dix,r82.eix ddl:r82.dix,r82.eix",
@@ -253,6 +271,20 @@ INSERT INTO r82.dp VALUES (50);
 CREATE TABLE r82.dq (id int) PARTITION BY RANGE (id);
 CREATE TABLE r82.dqd PARTITION OF r82.dq (CHECK (id > r82.volwrap())) DEFAULT;
 INSERT INTO r82.dq VALUES (50);
+CREATE FUNCTION r82x.hx(int, int8) RETURNS int8 IMMUTABLE LANGUAGE plpgsql AS $$
+BEGIN RAISE NOTICE 'hash %', {_VAULT_ROW}; RETURN hashint4extended($1, $2); END $$;
+RESET ROLE;
+CREATE OPERATOR CLASS r82.hops FOR TYPE int USING hash AS OPERATOR 1 =,
+  FUNCTION 2 r82x.hx(int, int8);
+ALTER OPERATOR FAMILY r82.hops USING hash OWNER TO pgwitness;
+ALTER OPERATOR CLASS r82.hops USING hash OWNER TO pgwitness;
+SET ROLE pgwitness;
+CREATE TABLE r82.hp (id int) PARTITION BY HASH (id r82.hops);
+CREATE TABLE r82.hp0 PARTITION OF r82.hp FOR VALUES WITH (MODULUS 2, REMAINDER 0);
+CREATE TABLE r82.hp1 PARTITION OF r82.hp FOR VALUES WITH (MODULUS 2, REMAINDER 1);
+CREATE TABLE r82.kp (id int) PARTITION BY RANGE ((id + r82x.cutoff()));
+CREATE TABLE r82.kp1 PARTITION OF r82.kp FOR VALUES FROM (0) TO (100);
+INSERT INTO r82.kp VALUES (5);
 CREATE TABLE r82.parc (id int);
 CREATE TABLE r82.kidc (CHECK (id > r82x.cutoff())) INHERITS (r82.parc);
 INSERT INTO r82.kidc VALUES (5);
@@ -362,6 +394,7 @@ _DOMAIN = "LEAK (a domain's CHECK: pg_depend rows to pg_type are not followed)"
 _VALIDATE = (
     "LEAK (DDL validating rows runs a CHECK of any volatility; the list has only folded code)"
 )
+_PARTKEY = "LEAK (a parent's partition key runs in its partition's own writes: not propagated down)"
 _FK = "LEAK (foreign keys followed one step, and not for DDL re-validating them)"
 
 # key -> (grant, before, the probe, strict-xfail reason or None: held)
@@ -411,6 +444,10 @@ PROBES = {
     "analyze-domain-index": ("mx", [], "ANALYZE r82.dix", None),
     "reindex-domain-index": ("mx", [], "REINDEX TABLE r82.dix", None),
     "analyze-function-index": ("mx", [], "ANALYZE r82.eix", None),
+    "hash-partition-pruning": ("hp", [], "SELECT * FROM r82.hp WHERE id = 5", None),
+    "hash-partition-constraint": ("hp", [], "INSERT INTO r82.hp0 VALUES (5)", _PARTKEY),
+    "partition-constraint-insert": ("kp1", [], "INSERT INTO r82.kp1 VALUES (6)", _PARTKEY),
+    "partition-constraint-update": ("kp1", [], "UPDATE r82.kp1 SET id = id", _PARTKEY),
     "truncate-cascade": ("tr3", [], "TRUNCATE r82.fa CASCADE", None),
     "truncate-cascade-one-level": ("tr3", [], "TRUNCATE r82.fb CASCADE", None),
     "fk-revalidated-by-referenced-ddl": (
