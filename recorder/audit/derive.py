@@ -35,6 +35,7 @@ from collections import deque
 from dataclasses import dataclass, field
 
 from ..encodings import DEFAULT_CODEC
+from ..pgbinary import binary_text
 from ..records import DECISION_SHAPE, DecisionShapes, Direction, Kind, Record
 from ..replay import _bind, _cstr, _fields, reported_codec, split_frames
 
@@ -137,12 +138,18 @@ def _held(sql: str) -> bool:
     return at >= 0 and plain[at + 1 : at + 3] == ["with", "hold"]
 
 
-def _typed(params: list, oids: list[int]) -> list:
-    """Binary parameters (shown as \\x... by replay) decoded for the common scalar types."""
+def _typed(params: list, oids: list[int], binary: tuple[bool, ...] | None = None,
+           codec: str = DEFAULT_CODEC) -> list:
+    """Binary parameters (shown as \\x... by replay) decoded: the common scalar types as
+    numbers and booleans, the others ``pgbinary`` reads (text types, jsonb, numeric, date,
+    timestamp, uuid) as the text the server's log shows. ``binary``: which the Bind sent in
+    binary format (None: not known, so only the scalar types are read); a value sent as text
+    is left as it is, whatever it looks like (the text ``\\x61`` is not the binary ``a``)."""
     out = []
     for i, v in enumerate(params):
         oid = oids[i] if i < len(oids) else 0
-        if isinstance(v, str) and v.startswith("\\x") and oid:
+        sent = None if binary is None else (binary[i] if i < len(binary) else False)
+        if isinstance(v, str) and v.startswith("\\x") and oid and sent is not False:
             try:
                 raw = bytes.fromhex(v[2:])
                 if _INTS.get(oid) == len(raw):
@@ -151,10 +158,23 @@ def _typed(params: list, oids: list[int]) -> list:
                     v = struct.unpack(_FLOATS[oid], raw)[0]
                 elif oid == 16 and len(raw) == 1:
                     v = raw != b"\x00"
+                elif sent and (text := binary_text(raw, oid, codec)) is not None:
+                    v = text  # (asyncpg sends text in binary: 'a' was shown as \\x61)
             except ValueError:
                 pass
         out.append(v)
     return out
+
+
+def _param_formats(body: bytes) -> tuple[bool, ...]:
+    """Which of a Bind's parameters are in binary format (its format codes)."""
+    off = body.index(b"\x00", body.index(b"\x00") + 1) + 1
+    (nfmt,) = struct.unpack_from(">h", body, off)
+    fmts = struct.unpack_from(f">{nfmt}h", body, off + 2) if nfmt > 0 else ()
+    off += 2 + 2 * max(nfmt, 0)
+    (nparams,) = struct.unpack_from(">h", body, off)
+    return tuple((fmts[0] if nfmt == 1 else fmts[i] if i < nfmt else 0) == 1
+                 for i in range(max(nparams, 0)))
 
 
 # Rows that change nothing a rollback undoes: by the policy's classes where it decided
@@ -576,6 +596,8 @@ class Unit:
     answered: bool = False  # Execute: the server's answer to it has begun
     cursors: tuple[int, ...] = ()  # Query: the refcursor columns of the rows being returned
     hold: bool = False  # a portal: a cursor DECLAREd WITH HOLD (outlives a commit)
+    binary: tuple[bool, ...] | None = None  # Bind: which values it sent in binary format
+    codec: str = DEFAULT_CODEC  # Bind: the client encoding its frame was read in
 
 
 @dataclass
@@ -919,7 +941,7 @@ class SessionFacts:
                 portal, stmt, params, _formats = _bind(body, codec)
                 src = self._prepared.get(stmt)
                 u = Unit("B", name=portal, sql=src.sql if src else "", src=src, params=params,
-                         stmt=stmt)
+                         stmt=stmt, binary=_param_formats(body), codec=codec)
                 self._portals[portal] = (src, params, u)
                 self._binds.append(u)
             elif typ == "E":
@@ -1283,7 +1305,8 @@ class SessionFacts:
         elif row.get("decision") is None and parse is not None and parse.decision:
             row.update(parse.decision)
         if parse is not None and parse.oids and row.get("params"):
-            row["params"] = json.dumps(_typed(json.loads(row["params"]), parse.oids))
+            binary, codec = (bound.binary, bound.codec) if bound is not None else (None, self._codec)
+            row["params"] = json.dumps(_typed(json.loads(row["params"]), parse.oids, binary, codec))
         # A message pipelined behind a Query or a Sync group (sent before their ReadyForQuery)
         # began when the server had answered them, not when the client sent it: its time and
         # duration are not theirs (a SELECT 1 sent behind a pg_sleep(1) took 1 s otherwise).

@@ -34,8 +34,11 @@ tests/unit/test_s35_audit_round_unit.py fail without the fix):
 * a dry-run grant's login whose startup setting enforcement would have refused
   (``startup_would_deny``) was in no list of denials, and ``--denied`` left its session out.
 
-Left as a strict xfail (the fix is known, see the test): a text value sent in binary format
-(asyncpg's every text) shows as hex, as a text-format value of those characters does.
+And one fixed after the round (its patch applied by the coordinator, since it changed what
+session 34's tests/unit/test_s34_null_params.py asserted): a text value sent in binary
+format (asyncpg's every text) showed as hex, as a text-format value of those characters
+does; a Bind's parameter formats now say which to decode (``derive._typed``,
+``recorder.pgbinary``).
 
 What held (probes not kept, each compared with the server's log or the table): a policy
 denial inside a block and the 25P02s after it (server errors, not denials); psycopg's
@@ -238,13 +241,6 @@ def test_ocsf_says_a_copy_to_read_the_table(case):
 # --- 4. values sent in binary format -------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a text value sent in binary format (asyncpg sends every text so) is shown as hex "
-    "(\\x61), the very string a text-format value \\x61 is shown as; the fix (decode it by the "
-    "statement's type, recorder.pgbinary) changes what tests/unit/test_s34_null_params.py "
-    "asserts (the binary text NULL as \\x4e554c4c), a file of an earlier round",
-)
 def test_a_text_sent_in_binary_is_not_shown_as_the_text_of_its_hex(case):
     """Two INSERTs of one statement (``$1`` int4, ``$2`` text): the text ``a`` in binary
     format, then the four characters ``\\x61`` in text format. The server's log: ``$2 =
