@@ -108,6 +108,20 @@ Leaks (strict xfails; every mode):
    catalog's version per statement (e.g. an event trigger bumping a counter, or comparing
    ``pg_class``/``pg_index`` xmin maxima) before deciding on plan lists.
 
+7. **``constraint_exclusion`` read on the loader's kept login** (``tmp``: ``read:r82.chk``).
+   ``_PLAN_CODE`` counts every relation's own immutable CHECK where
+   ``current_setting('constraint_exclusion') = 'on'`` in the loader's session, a login it
+   keeps for ``LINK_IDLE_SECONDS`` after each load. The DBA (directly) runs ``ALTER DATABASE
+   app SET constraint_exclusion = on`` right after a load; the next load (DDL elsewhere asks
+   for one; the test calls ``refresh``) reuses that login, which still says ``partition``,
+   while every new upstream backend gets ``on``: ``SELECT id FROM r82.chk WHERE id > 1``
+   (``CHECK (id > r82x.cutoff())``, a table's own) answers with the NOTICE. The control (a
+   load on a login of its own after the change: ``scope.execute``) holds. The same for ``ALTER
+   ROLE ... [IN DATABASE] SET`` of the upstream login, or of a grant's own role (``db_role``),
+   which the loader never logs in as. Fix: pin ``constraint_exclusion`` for every upstream
+   session (a startup parameter, as ``search_path`` is pinned) to the value the loader
+   assumes (``partition``), instead of reading the loader's session.
+
 Transparency regressions (strict xfails, labelled):
 
 * **WITHHELD**: ``fkx`` (read of ``r82.fkt`` and ``r82.ref``, write of ``r82.fkt``,
@@ -158,6 +172,8 @@ column.
 """
 
 from __future__ import annotations
+
+import time
 
 import pytest
 
@@ -574,3 +590,58 @@ def test_r82_transparent_reads(px, key, mode):
     grant, sql, want = TRANSPARENT[key]
     got = _proxied(px, grant, mode, [], sql)
     assert want in got and not planted.is_error(got), ("REFUSED", key, mode, got[-400:])
+
+
+# --- the database's constraint_exclusion changed after the loader's link logged in -------
+
+
+def _reload_now(px) -> None:
+    """A load of the database, started now and done (its snapshot the session's)."""
+
+    async def go() -> bool:
+        t0 = time.monotonic()
+        await px.server.catalogs.refresh("app")
+        entry = px.server.catalogs.cache.entries.get("app")
+        return entry.snapshot is not None and entry.last_started >= t0
+
+    assert px.call(go()), "no load after the change"
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=AssertionError,
+    reason="LEAK (constraint_exclusion read on the loader's kept login: a database or role "
+    "default changed since is not seen until that login expires)",
+)
+@pytest.mark.parametrize("mode", MODES)
+def test_r82_database_constraint_exclusion_on_kept_link(pg, px, mode):
+    """The DBA turns ``constraint_exclusion`` on for the database (directly) right after a
+    load; a load within ``LINK_IDLE_SECONDS`` reuses the loader's login, whose setting is
+    the old one: it counts no table's own CHECK, while a new session's backend folds them."""
+    sql = "SELECT id FROM r82.chk WHERE id > 1"
+    planted.renew(px)
+    try:
+        with planted.session(px, px.tokens["base"]) as c:
+            c.query("SELECT 1")  # the load: the loader's login kept
+        pg.psql("ALTER DATABASE app SET constraint_exclusion = on;", db="app")
+        _reaches(pg, [], sql)
+        _reload_now(px)  # a load on the kept login (DDL elsewhere would ask for one)
+        with planted.session(px, px.tokens["tmp"]) as c:
+            got = planted.run_mode(c, mode, sql)
+        assert not _shown(got), ("LEAK", mode, got[-400:])
+    finally:
+        pg.psql("ALTER DATABASE app RESET constraint_exclusion;", db="app")
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_r82_database_constraint_exclusion_on_fresh_login(pg, px, mode):
+    """The control: a load on a login of its own after the change counts the table's own
+    CHECK (``scope.execute``)."""
+    sql = "SELECT id FROM r82.chk WHERE id > 1"
+    try:
+        pg.psql("ALTER DATABASE app SET constraint_exclusion = on;", db="app")
+        _reaches(pg, [], sql)
+        got = _proxied(px, "tmp", mode, [], sql)
+        assert not _shown(got) and "rule scope.execute" in got, got[-400:]
+    finally:
+        pg.psql("ALTER DATABASE app RESET constraint_exclusion;", db="app")
