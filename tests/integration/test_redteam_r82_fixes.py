@@ -48,8 +48,10 @@ Leaks (strict xfails; every mode):
    see these as code). With ``ddl:r82.dix`` alone (no read, no write): ``ALTER TABLE
    r82.dix SET UNLOGGED`` rebuilds the index, the same NOTICE (DDL's messages are never
    withheld). Reads: ``SELECT * FROM r82.vd`` (a view ``SELECT id, ((id::r82.dom)::int)``
-   over the readable ``r82.pub``) and ``r82.vdw`` (the cast in its WHERE): the NOTICE per
-   row (VIEW_FUNCTIONS_SQL follows functions only). A call: ``SELECT r82.gd()``
+   over the readable ``r82.pub``), ``r82.vd2`` (the view's column itself of the domain:
+   ``(id::r82.dom) AS d``; a relation's column types count its casts, not a domain's CHECK)
+   and ``r82.vdw`` (the cast in its WHERE): the NOTICE per row (VIEW_FUNCTIONS_SQL follows
+   functions only). A call: ``SELECT r82.gd()``
    (``execute:r82.gd`` alone; its argument's DEFAULT ``((1::r82.dom)::int)``:
    ARGUMENT_DEFAULTS_SQL follows functions only). Held: the same cast in a row security
    policy (``r82.rls``, FORCE: POLICY_EXPRS_SQL deparses the policy and the classifier sees
@@ -199,7 +201,7 @@ GRANTS = {
     "dpk": "read:r82.dpk,r82.dpk1 write:r82.dpk,r82.dpk1",
     "ddlix": "ddl:r82.dix",
     "egv": "execute:r82.gv,r82.gn",
-    "vd": "read:r82.vd,r82.vdw,r82.pub",
+    "vd": "read:r82.vd,r82.vdw,r82.vd2,r82.pub",
     "egd": "execute:r82.gd",
     "rls": "read:r82.rls",
     "tr3": "truncate:r82.fa,r82.fb,r82.fc read:r82.fa,r82.fb,r82.fc",
@@ -340,6 +342,7 @@ INSERT INTO r82.ekid VALUES ({EKID});
 CREATE FUNCTION r82.gv(a int DEFAULT r82x.cutoff(), VARIADIC b int[] DEFAULT '{{}}') RETURNS int
   LANGUAGE sql AS $$ SELECT $1 $$;
 CREATE VIEW r82.vd AS SELECT id, ((id::r82.dom)::int) AS d FROM r82.pub;
+CREATE VIEW r82.vd2 AS SELECT id, (id::r82.dom) AS d FROM r82.pub;
 CREATE VIEW r82.vdw AS SELECT id FROM r82.pub WHERE (id::r82.dom) IS NOT NULL;
 CREATE FUNCTION r82.gd(a int DEFAULT ((1::r82.dom)::int)) RETURNS int
   LANGUAGE sql AS $$ SELECT $1 $$;
@@ -437,6 +440,7 @@ PROBES = {
     "domain-index-rewrite": ("ddlix", [], "ALTER TABLE r82.dix SET UNLOGGED", _DOMAIN),
     "fk-cascade-one-level": ("fk3", [], "DELETE FROM r82.fb", None),
     "domain-in-view-column": ("vd", [], "SELECT * FROM r82.vd", _DOMAIN),
+    "domain-typed-view-column": ("vd", [], "SELECT * FROM r82.vd2", _DOMAIN),
     "domain-in-view-where": ("vd", [], "SELECT * FROM r82.vdw", _DOMAIN),
     "domain-in-argument-default": ("egd", [], "SELECT r82.gd()", _DOMAIN),
     "domain-in-row-security": ("rls", [], "SELECT * FROM r82.rls", None),
