@@ -27,9 +27,9 @@ Leaks (strict xfails; every mode):
    (``ddq``: ``ddl:r82.dq,r82.dq1,r82.dqd``): ``CREATE TABLE r82.dq1 PARTITION OF r82.dq
    FOR VALUES FROM (0) TO (10)`` checks the default partition ``r82.dqd`` (``CHECK (id >
    r82.volwrap())``), folding its CHECK (``check_default_partition_contents``); held with
-   the IMMUTABLE function written directly (``r82.dpd``: ``scope.execute``). Cause: ``_PLAN_CODE``'s CHECK branch keeps only
-   ``provolatile = 'i'`` functions of the CHECK's own pg_depend rows; the SQL function's
-   body records none (not BEGIN ATOMIC). Fix (the family: code inlining reaches): count
+   the IMMUTABLE function written directly (``r82.dpd``: ``scope.execute``). Cause:
+   ``_PLAN_CODE``'s CHECK branch keeps only ``provolatile = 'i'`` functions of the CHECK's
+   own pg_depend rows; the SQL function's body records none (not BEGIN ATOMIC). Fix (the family: code inlining reaches): count
    every user-written SQL-language function a child's (or, under ``constraint_exclusion =
    on``, any) CHECK calls, whatever its volatility (``prolang = sql``: what
    ``inline_function`` may expand), with the immutable ones of other languages; the
@@ -51,9 +51,8 @@ Leaks (strict xfails; every mode):
    over the readable ``r82.pub``), ``r82.vd2`` (the view's column itself of the domain:
    ``(id::r82.dom) AS d``; a relation's column types count its casts, not a domain's CHECK)
    and ``r82.vdw`` (the cast in its WHERE): the NOTICE per row (VIEW_FUNCTIONS_SQL follows
-   functions only). A call: ``SELECT r82.gd()``
-   (``execute:r82.gd`` alone; its argument's DEFAULT ``((1::r82.dom)::int)``:
-   ARGUMENT_DEFAULTS_SQL follows functions only). Held: the same cast in a row security
+   functions only). A call: ``SELECT r82.gd()`` (``execute:r82.gd`` alone; its argument's
+   DEFAULT ``((1::r82.dom)::int)``: ARGUMENT_DEFAULTS_SQL follows functions only). Held: the same cast in a row security
    policy (``r82.rls``, FORCE: POLICY_EXPRS_SQL deparses the policy and the classifier sees
    the type). Fix (the family): in ``_CALLS_CTE`` treat a dependency on a user type
    (``refclassid = pg_type``) as a call of each function a value of the type runs
@@ -169,11 +168,14 @@ column DEFAULT (withheld); MERGE, ``ON CONFLICT`` and an insert through an auto-
 view into a table whose plan runs code, plain ``EXPLAIN UPDATE``, ``DECLARE CURSOR``
 (``scope.execute``); a new partition beside a default partition whose IMMUTABLE CHECK runs
 the code (``scope.execute``); ANALYZE and REINDEX of a table whose index evaluates a domain
-or a user function (refused). Checked directly, nothing to probe: column notation does not expand argument defaults (``t.gc``: 42703); an operator's
-RESTRICT/JOIN estimator, SUPPORT, typanalyze, a range's canonical and a base type's I/O
-must be C (``internal`` arguments), outside ``_WRITTEN``; a table rewrite by ``ADD COLUMN
-... DEFAULT gen_random_uuid()`` re-checks no existing CHECK, generated column or domain
-column.
+or a user function (refused). Checked directly, nothing to probe: column notation does
+not expand argument defaults (``t.gc``: 42703); an operator's RESTRICT/JOIN estimator,
+SUPPORT, typanalyze (``internal`` arguments), a range's canonical (a shell type's) and a
+base type's I/O (a superuser's base type) cannot be SQL or PL/pgSQL: C, outside
+``_WRITTEN``; a table rewrite by ``ADD COLUMN ... DEFAULT gen_random_uuid()`` re-checks no
+existing CHECK, generated column or domain column; ``EXPLAIN INSERT ... ON CONFLICT`` does
+not fold a non-unique partial index's predicate; a direct read of a partition does not
+check its partition constraint.
 """
 
 from __future__ import annotations
