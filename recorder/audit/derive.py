@@ -986,7 +986,7 @@ class SessionFacts:
         u = self._pending[0]
         if u.kind == "E" and not u.answered:
             u.answered = True
-            self._executing(u)
+            self._executing(u, gone=typ == "E" and _no_portal(_fields(body, codec)))
         if u.kind == "Q" and (typ in "TDCGH" or (u.decision or {}).get("decision") == "denied"):
             # A simple Query drops the unnamed statement as it starts, and runs each of its
             # statements in the unnamed portal (which it replaces): the server holds neither
@@ -1143,9 +1143,17 @@ class SessionFacts:
         if src is not None:
             u.src, u.sql = src, src.sql
 
-    def _executing(self, u: Unit) -> None:
+    def _executing(self, u: Unit, gone: bool = False) -> None:
         """The Execute ``u`` is being answered: its row names the portal the server holds
-        under its name (the text and values it runs), not what the client last bound."""
+        under its name (the text and values it runs), not what the client last bound.
+        ``gone``: the server's answer is that it holds no portal of that name (34000 from
+        the Execute's own lookup), whatever derive held: a single-statement Query that
+        failed at run time in a block (its unnamed portal made, the old one dropped, no
+        RowDescription to say so) left derive the old one, and after a ROLLBACK TO the
+        Execute's 34000 row showed the old statement, which the server never ran (s35
+        round 2). The server's word decides."""
+        if gone:
+            self._server_portals.pop(u.name, None)
         if u.row is None:
             return
         bound = self._server_portals.get(u.name)
@@ -1468,6 +1476,16 @@ class SessionFacts:
             if best is not None:
                 best["db_denied_rule"] = p.get("rule") or ""
                 ev["matched"] = True
+
+
+def _no_portal(f: dict) -> bool:
+    """An Execute's ErrorResponse ``f`` is the server's lookup of its portal failing
+    (``portal "..." does not exist``, exec_execute_message), not an error of what the
+    portal ran (code it calls can raise 34000 for a cursor of its own)."""
+    if f.get("C") != "34000":
+        return False
+    routine = f.get("R")
+    return routine == "exec_execute_message" if routine else f.get("M", "").startswith("portal ")
 
 
 def _session_row(sid: str, start: dict, meta: dict) -> dict:
