@@ -280,6 +280,17 @@ def timeline(answer: dict) -> list[dict]:
         if s["ended_at"]:
             rows.append({**base, "ts": s["ended_at"], "kind": "session.end",
                          "outcome": s["end_cause"], "message": s["end_detail"]})
+    for d in answer["denials"]:
+        # a denial of a session that is no statement of it: a dry run's login whose startup
+        # settings enforcement would have refused (``startup_would_deny``). The JSON and text
+        # list it among the denials; the CSV had no row of it (s35 round 2). (A statement's
+        # denial is its row; a refused login's, the login.refused row.)
+        if d["session_id"] is not None and d["n"] is None:
+            rows.append({"ts": d["ts"], "kind": "login.would_deny", "grant_id": d["grant_id"],
+                         "agent": d["agent"], "task": d["task"], "session_id": d["session_id"],
+                         "decision": "would_deny", "rule": d["rule"], "reason": d["reason"],
+                         "sqlstate": d["sqlstate"], "message": d["message"],
+                         "database": d["database"], "verified": d["verified"]})
     for r in answer["refused_logins"]:
         rows.append({"ts": r["ts"], "kind": "login.refused", "grant_id": r["grant_id"],
                      "agent": r["agent"], "task": r["task"], "reason": r["reason"],

@@ -88,6 +88,8 @@ def authorize_event(kind: str, r: dict) -> dict:
                 "by": r.get("by"), "database": r.get("database"), "verified": r.get("verified")}
     if kind.startswith("login."):
         unmapped["reason"] = r.get("reason")
+        if kind == "login.would_deny":
+            unmapped["rule"] = r.get("rule")
     else:
         unmapped.update({k: r.get(k) for k in ("expires_at", "previous_expires_at",
                                                "happened_at")})
@@ -118,6 +120,13 @@ def events(con, where: str = "TRUE", params: list | None = None) -> Iterator[dic
     for r in _rows(con, f"SELECT l.*, g.scopes FROM logins l LEFT JOIN grants g USING (grant_id) "
                         f"WHERE {where.replace('ts', 'l.ts')} ORDER BY l.ts", params):
         yield authorize_event("login." + r["outcome"], r)
+    # a dry run's login whose startup settings enforcement would have refused (the denials
+    # view's dry-run rows of no statement): let through (Success), and a denial of the
+    # answer's all the same (was: not exported at all, s35 round 2)
+    for r in _rows(con, "SELECT d.*, g.scopes FROM denials d LEFT JOIN grants g USING (grant_id) "
+                        "WHERE d.source = 'dry-run' AND d.n IS NULL AND d.session_id IS NOT NULL "
+                        f"AND {where.replace('ts', 'd.ts')} ORDER BY d.ts", params):
+        yield authorize_event("login.would_deny", r)
     for r in _rows(con, "SELECT e.*, g.agent, g.task, g.scopes, g.database FROM grant_events e LEFT JOIN "
                         f"grants g USING (grant_id) WHERE {where.replace('ts', 'e.ts')} "
                         "ORDER BY e.ts", params):
