@@ -1,0 +1,169 @@
+"""Session 35, round 2: an auditor's red-team round on the audit answer, with PostgreSQL as
+the judge (the method of tests/integration/test_s35_audit_round.py: a session through a
+recording proxy, ``pgwitness audit`` read back, held to the server's log of its backend).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+
+import pytest
+
+from common.wire import messages as m
+from tests.support.rawpg import bind, error_fields, execute, parse
+from tests.support.recording import issue_grant, one_live_session
+from tests.support.server_log import (
+    AGENT,
+    logging_role,
+    open_case,
+    run_cli,
+    trace,
+)
+
+pytestmark = pytest.mark.timeout(90)
+
+SETUP = """
+DROP SCHEMA IF EXISTS r2 CASCADE;
+CREATE SCHEMA r2;
+GRANT USAGE ON SCHEMA r2 TO pgwitness;
+CREATE TABLE r2.t (id int, v text);
+INSERT INTO r2.t SELECT g, 'v' || g FROM generate_series(1, 20) g;
+GRANT ALL ON r2.t TO pgwitness;
+"""
+SCOPES = "read:r2.t write:r2.t"
+SYNC = m.frame(b"S", b"")
+
+
+@pytest.fixture(scope="module")
+def server_log(pg):
+    with logging_role(pg, SETUP, "r2") as logged:
+        yield logged
+
+
+@pytest.fixture
+def case(server_log, make_proxy, tmp_path, request):
+    return open_case(server_log, make_proxy, tmp_path, request, "S35R2-", SCOPES)
+
+
+def audit_cli(case, *argv: str) -> tuple[int, str]:
+    return run_cli("audit", "--store", str(case.tmp / "rec"), "--index",
+                   str(case.tmp / "audit.duckdb"), "--public-key",
+                   str(case.tmp / "signing.key.pub"), "--task", case.task, *argv)  # fmt: skip
+
+
+def answered(c) -> list[tuple[str, str | None]]:
+    out = []
+    for f in c.frames_until_ready():
+        t = chr(f[0])
+        out.append((t, f[5:-1].decode() if t == "C" else error_fields(f).get("C") if t == "E"
+                    else None))  # fmt: skip
+    return out
+
+
+# --- 1. an Execute of a portal a failed Query dropped ----------------------------------
+
+BOUND = "SELECT v FROM r2.t ORDER BY id"
+
+
+def portal_after_a_failed_query(case, failing: str) -> tuple[list[dict], list, list]:
+    """In a block: the unnamed portal bound (not run), a SAVEPOINT and its ROLLBACK TO
+    through named portals (a simple Query would replace the unnamed one), the ``failing``
+    Query between them, then an Execute of the unnamed portal."""
+    c = case.client()
+    sid = one_live_session(case.h)
+    got = []
+    for frames in ([m.query("BEGIN")], [parse("", BOUND), bind(), SYNC],
+                   [parse("s1", "SAVEPOINT s"), bind("x", "s1"), execute("x"), SYNC],
+                   [m.query(failing)],
+                   [parse("s2", "ROLLBACK TO SAVEPOINT s"), bind("y", "s2"), execute("y"), SYNC],
+                   [execute(""), SYNC], [m.query("ROLLBACK")]):  # fmt: skip
+        c.send(*frames)
+        got.append(answered(c))
+    c.close()
+    rows, entries = case.judged_raw(sid)
+    return rows, got, entries
+
+
+def test_an_execute_of_the_portal_a_query_failing_at_run_time_dropped_runs_nothing(case):
+    """``UPDATE ... SET id = v::int`` fails at run time (22P02), in the unnamed portal it
+    made in place of the bound one (no RowDescription: an UPDATE has none). After the
+    ROLLBACK TO, the Execute of the unnamed portal: the server holds none (34000, its log
+    runs no statement). The answer showed the Execute as the bound ``SELECT``."""
+    rows, got, entries = portal_after_a_failed_query(case, "UPDATE r2.t SET id = v::int")
+    assert got[3] == [("E", "22P02"), ("Z", None)] and got[5] == [("E", "34000"), ("Z", None)]
+    assert not [x for x in trace(entries) if x.how == "execute" and x.text == BOUND]
+    (row,) = [r for r in rows if r["sqlstate"] == "34000"]
+    assert (row["text"], row["params"]) == ("", "[]"), row
+
+
+def test_an_execute_of_the_portal_a_query_failing_before_it_ran_kept_runs_it(case):
+    """The counterpart (held): ``WHERE id = 'x'`` fails in parse analysis, before the Query
+    makes a portal; the bound one survives the ROLLBACK TO and the Execute runs it (the
+    server's log: ``execute <unnamed>: SELECT v ...``), as the answer says."""
+    rows, got, entries = portal_after_a_failed_query(case, "SELECT v FROM r2.t WHERE id = 'x'")
+    assert got[5][-2:] == [("C", "SELECT 20"), ("Z", None)], got
+    ran = [x for x in trace(entries) if x.how == "execute" and x.text == BOUND]
+    assert len(ran) == 1, trace(entries)
+    (row,) = [r for r in rows if r["command_tag"] == "SELECT 20"]
+    assert (row["text"], row["outcome"]) == (BOUND, "ok"), row
+
+
+# --- 2. a dry run's login enforcement would have refused, in every export -------------
+
+
+def dry_run_login_would_be_refused(case) -> str:
+    """A dry-run grant's login with ``options=-c search_path=secret``: enforcement would
+    refuse it (``startup_would_deny``); the dry run lets it through. The session's id."""
+    import psycopg
+
+    _, dry = issue_grant(case.h, scopes=SCOPES, task=case.task, enforce=False)
+    kw = {"host": case.h.host, "port": case.h.port, "user": AGENT, "dbname": "app",
+          "sslmode": "disable", "options": "-c search_path=secret", "autocommit": True}  # fmt: skip
+    with psycopg.connect(password=dry, **kw) as conn:
+        sid = one_live_session(case.h)
+        assert conn.execute("SHOW search_path").fetchone() == ("secret",)  # let through
+    case.answer(sid)
+    return sid
+
+
+def test_the_csv_lists_a_dry_runs_login_that_would_have_been_refused(case):
+    """The JSON and text answers list it among the denials (source dry-run, rule
+    deny.setting) and ``--denied`` keeps its session; the CSV, the same answer as rows, had
+    no row of it at all: its session's start and end, nothing denied."""
+    sid = dry_run_login_would_be_refused(case)
+    rc, out = audit_cli(case, "--format", "json")
+    (would,) = [d for d in json.loads(out)["denials"] if d["session_id"] == sid]
+    assert (would["source"], would["rule"]) == ("dry-run", "deny.setting"), would
+    for argv in ([], ["--denied"]):
+        rc, out = audit_cli(case, "--format", "csv", *argv)
+        rows = [r for r in csv.DictReader(io.StringIO(out)) if r["session_id"] == sid]
+        denied = [r for r in rows if r["decision"] == "would_deny"]
+        assert len(denied) == 1, (argv, rows)
+        assert (denied[0]["rule"], denied[0]["message"], denied[0]["ts"]) == (
+            "deny.setting", would["message"], would["ts"]), denied
+
+
+def ocsf_events(case) -> list[dict]:
+    rc, _ = run_cli("export", "--store", str(case.tmp / "rec"), "--index",
+                    str(case.tmp / "audit.duckdb"), "--public-key",
+                    str(case.tmp / "signing.key.pub"), "--out", str(case.tmp / "lake"),
+                    "--as", "ocsf")  # fmt: skip
+    assert rc == 0
+    return [json.loads(x) for f in (case.tmp / "lake").rglob("*.jsonl")
+            for x in f.read_text().splitlines()]  # fmt: skip
+
+
+def test_ocsf_exports_a_dry_runs_login_that_would_have_been_refused(case):
+    """OCSF had the session's login (Authorize Session, Success) and nothing of what the
+    dry run would have refused: the answer's one denial of the session was not exported."""
+    sid = dry_run_login_would_be_refused(case)
+    rc, out = audit_cli(case, "--format", "json")
+    (would,) = [d for d in json.loads(out)["denials"] if d["session_id"] == sid]
+    mine = [e for e in ocsf_events(case) if e.get("session", {}).get("uid") == sid]
+    denied = [e for e in mine if e["unmapped"]["event"] == "login.would_deny"]
+    assert len(denied) == 1, mine
+    (e,) = denied
+    assert (e["class_uid"], e["unmapped"]["rule"], e["status_detail"], e["user"]["name"]) == (
+        3003, "deny.setting", would["message"], AGENT), e

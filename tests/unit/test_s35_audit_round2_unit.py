@@ -1,0 +1,115 @@
+"""Session 35, round 2: the audit answer's lies found on hand-made recordings and index
+rows (no proxy). The same cases through the proxy, judged by PostgreSQL's log:
+tests/integration/test_s35_audit_round2.py."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+
+from devtools.testing import command_complete, error, frame, parse, query, ready, sync
+from recorder.audit import index, ocsf
+from recorder.audit.answer import Filters, audit, write_csv
+from tests.support.audit_index import Index, us, z
+from tests.support.audit_recordings import BC, PC, SELECT1, Session, bind, execute
+
+BOUND = "SELECT v FROM t ORDER BY id"
+
+
+def _error(code: str, message: str, routine: str | None) -> bytes:
+    fields = [(b"S", "ERROR"), (b"V", "ERROR"), (b"C", code), (b"M", message)]
+    if routine is not None:
+        fields.append((b"R", routine))
+    return frame(b"E", b"".join(k + v.encode() + b"\x00" for k, v in fields) + b"\x00")
+
+
+def after_a_failed_update(answer: bytes) -> list[dict]:
+    """In a block: the unnamed portal bound, an UPDATE failing at run time (its portal made
+    in place of the bound one, no RowDescription), a ROLLBACK TO through a named portal,
+    then an Execute of the unnamed portal answered ``answer``."""
+    s = Session().start()
+    s.client(query("BEGIN"), decisions=1).server(command_complete("BEGIN"), ready(b"T"))
+    s.client(parse(BOUND), bind(), sync(), decisions=1).server(PC, BC, ready(b"T"))
+    s.client(query("UPDATE t SET id = v::int"), decisions=1)
+    s.server(error("22P02", 'invalid input syntax for type integer: "v1"'), ready(b"E"))
+    s.client(parse("ROLLBACK TO SAVEPOINT s", "s2"), bind("s2", "y"), execute("y"), sync(),
+             decisions=1)  # fmt: skip
+    s.server(PC, BC, command_complete("ROLLBACK"), ready(b"T"))
+    s.client(execute(""), sync()).server(answer, ready(b"T"))
+    return s.facts().statements
+
+
+def test_an_execute_the_server_finds_no_portal_for_shows_no_statement():
+    """The server's 34000 from the Execute's own lookup (routine exec_execute_message): it
+    held no portal, whatever derive kept; the row showed the bound SELECT."""
+    rows = after_a_failed_update(_error("34000", 'portal "" does not exist',
+                                        "exec_execute_message"))  # fmt: skip
+    assert (rows[-1]["text"], rows[-1]["sqlstate"]) == ("", "34000"), rows[-1]
+
+
+def test_without_a_routine_the_lookups_message_says_so():
+    rows = after_a_failed_update(_error("34000", 'portal "" does not exist', None))
+    assert rows[-1]["text"] == "", rows[-1]
+
+
+def test_a_34000_raised_by_what_the_portal_ran_keeps_its_statement():
+    """Code the portal ran can raise 34000 for a cursor of its own (``FETCH`` in a
+    function): the portal existed, and ran."""
+    rows = after_a_failed_update(_error("34000", 'cursor "c" does not exist',
+                                        "PerformPortalFetch"))  # fmt: skip
+    assert (rows[-1]["text"], rows[-1]["sqlstate"]) == (BOUND, "34000"), rows[-1]
+
+
+def test_an_execute_the_server_runs_keeps_its_statement():
+    rows = after_a_failed_update(SELECT1)
+    assert (rows[-1]["text"], rows[-1]["outcome"]) == (BOUND, "ok"), rows[-1]
+
+
+# --- 2. a dry run's login enforcement would have refused, in the CSV and OCSF -------------
+
+WOULD = 'setting "search_path" in options refused (rule deny.setting)'
+
+
+def dry_run_index() -> Index:
+    """A dry-run session whose login enforcement would have refused (startup_would_deny)."""
+    ix = Index()
+    index._insert(ix.con, "sessions", [{
+        "session_id": "s1", "grant_id": "g1", "agent": "bot", "task": "T", "database": "app",
+        "started_at": us(1), "ended_at": us(2), "end_cause": "terminate", "enforce": False,
+        "client_addr": "127.0.0.1:5000", "statements": 0, "denials": 1, "errors": 0,
+        "status": "closed", "intact": True, "meta": "{}"}])  # fmt: skip
+    index._insert(ix.con, "session_events", [{
+        "session_id": "s1", "seq": 1, "ts": us(1), "kind": "startup_would_deny",
+        "payload": json.dumps({"reason": WOULD}), "verified": True}])  # fmt: skip
+    return ix
+
+
+def test_the_csv_has_a_row_for_a_dry_runs_login_that_would_have_been_refused():
+    """The answer's denials list it (source dry-run); the CSV had no row of it."""
+    a = audit(dry_run_index().con, Filters(task="T"))
+    (d,) = a["denials"]
+    assert (d["source"], d["rule"], d["n"]) == ("dry-run", "deny.setting", None)
+    out = io.StringIO()
+    write_csv(a, out)
+    rows = [r for r in csv.DictReader(io.StringIO(out.getvalue()))
+            if r["decision"] == "would_deny"]  # fmt: skip
+    assert [(r["kind"], r["session_id"], r["rule"], r["message"], r["ts"]) for r in rows] == [
+        ("login.would_deny", "s1", "deny.setting", WOULD, z(1))]
+
+
+def test_a_statements_denial_is_its_own_row_in_the_csv_not_two():
+    """A statement's denial is the statement's row (kept as it was)."""
+    a = audit(dry_run_index().con, Filters(task="T"))
+    a["denials"] = [{**a["denials"][0], "n": 1, "text": "SELECT 1"}]
+    out = io.StringIO()
+    write_csv(a, out)
+    assert "would_deny" not in out.getvalue()
+
+
+def test_ocsf_exports_a_dry_runs_login_that_would_have_been_refused():
+    (e,) = [e for e in ocsf.events(dry_run_index().con)
+            if e["unmapped"].get("event") == "login.would_deny"]
+    assert (e["class_uid"], e["session"]["uid"], e["user"]["name"], e["unmapped"]["rule"],
+            e["status_detail"], e["status"]) == (
+        3003, "s1", "bot", "deny.setting", WOULD, "Success")  # fmt: skip
