@@ -167,3 +167,63 @@ def test_ocsf_exports_a_dry_runs_login_that_would_have_been_refused(case):
     (e,) = denied
     assert (e["class_uid"], e["unmapped"]["rule"], e["status_detail"], e["user"]["name"]) == (
         3003, "deny.setting", would["message"], AGENT), e
+
+
+# --- 3. the Parquet export of a store that lost a recording ----------------------------
+
+
+def lose_the_recording(case, sid: str) -> None:
+    """The session's recording deleted from the local store (an insider with the disk),
+    after its process's control stream recorded it opened and closed."""
+    import os
+    import shutil
+
+    from recorder import chunks
+    from tests.support.recording import public_key, wait_status
+    from tests.support.wait import wait_for
+
+    store = case.h.runtime.recorder.store
+    wait_status(store, sid, public_key(case.tmp), "closed")
+
+    def closed_in_a_control_stream() -> bool:
+        rc, out = audit_cli(case, "--format", "json")
+        return rc == 0 and json.loads(out)["verification"]["intact"]
+
+    wait_for(closed_in_a_control_stream, 10, "the control stream to record the session", 0.2)
+    (case.tmp / "audit.duckdb").unlink()  # an index that never saw the recording
+    for root, dirs, _ in os.walk(case.tmp / "rec"):
+        for d in dirs:
+            os.chmod(os.path.join(root, d), 0o755)
+    gone = case.tmp / "rec" / chunks.session_prefix(sid)
+    assert gone.is_dir(), gone
+    shutil.rmtree(gone, onerror=lambda fn, path, exc: (os.chmod(path, 0o755), fn(path)))
+
+
+def test_the_parquet_export_says_a_recording_is_missing_as_the_answer_does(case):
+    """A session recorded (the control stream says so), its recording then deleted. The
+    answer says so: not intact (the session's recording listed, exit 1). ``pgwitness export``
+    wrote its Parquet tables (exit 0) with no trace of it: no session, no warning, every
+    row there ``verified``; a lake's reader was told nothing was lost."""
+    import duckdb
+
+    c = case.client()
+    sid = one_live_session(case.h)
+    c.send(m.query("SELECT count(*) FROM r2.t"))
+    answered(c)
+    c.close()
+    lose_the_recording(case, sid)
+    rc, out = audit_cli(case, "--format", "json")
+    v = json.loads(out)["verification"]
+    assert rc == 1 and not v["intact"], v
+    (lost,) = v["not_intact"]
+    assert lost["session_id"] == sid and lost["status"] in ("missing", "tampered"), lost
+    rc, _ = run_cli("export", "--store", str(case.tmp / "rec"), "--index",
+                    str(case.tmp / "audit.duckdb"), "--public-key",
+                    str(case.tmp / "signing.key.pub"), "--out", str(case.tmp / "lake"))  # fmt: skip
+    lake = case.tmp / "lake"
+    assert rc == 0 and (lake / "sessions").is_dir()
+    assert (lake / "recordings").is_dir(), sorted(p.name for p in lake.iterdir())
+    got = duckdb.sql(f"SELECT session_id, status, intact FROM read_parquet("
+                     f"'{lake}/recordings/*/*.parquet', hive_partitioning = true) "
+                     "WHERE NOT intact").fetchall()  # fmt: skip
+    assert got == [(sid, lost["status"], False)], got

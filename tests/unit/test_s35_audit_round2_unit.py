@@ -9,9 +9,9 @@ import io
 import json
 
 from devtools.testing import command_complete, error, frame, parse, query, ready, sync
-from recorder.audit import index, ocsf
+from recorder.audit import export, index, ocsf
 from recorder.audit.answer import Filters, audit, write_csv
-from tests.support.audit_index import Index, us, z
+from tests.support.audit_index import Index, at, us, z
 from tests.support.audit_recordings import BC, PC, SELECT1, Session, bind, execute
 
 BOUND = "SELECT v FROM t ORDER BY id"
@@ -113,3 +113,46 @@ def test_ocsf_exports_a_dry_runs_login_that_would_have_been_refused():
     assert (e["class_uid"], e["session"]["uid"], e["user"]["name"], e["unmapped"]["rule"],
             e["status_detail"], e["status"]) == (
         3003, "s1", "bot", "deny.setting", WOULD, "Success")  # fmt: skip
+
+
+# --- 3. the Parquet export says what did not verify, as the answer does -----------------
+
+
+def lost_index() -> Index:
+    """A session s1 (day 1) that verified, and s2, which the control stream records and
+    the store lost (``missing``, as ``Indexer._cross_check`` lists it)."""
+    ix = dry_run_index()
+    ix.stream("CTL")
+    ix.event("session.opened", 5, {"session": "s2"})
+    index._insert(ix.con, "recordings", [
+        {"session_id": "s1", "kind": "session", "status": "closed", "intact": True,
+         "indexed_at": us(86400 * 3)},
+        {"session_id": "s2", "kind": "session", "status": "missing", "intact": False,
+         "problems": '["missing: the control stream records this session"]',
+         "indexed_at": us(86400 * 3)}])  # fmt: skip
+    return ix
+
+
+def exported(ix: Index, tmp_path, day=None) -> list[tuple]:
+    export.export_local(ix.con, tmp_path, day=day)
+    import duckdb
+
+    return sorted(duckdb.sql(
+        f"SELECT session_id, status, intact, event_date FROM read_parquet("
+        f"'{tmp_path}/recordings/*/*.parquet', hive_partitioning = true)").fetchall())  # fmt: skip
+
+
+def test_the_parquet_export_has_the_recordings_and_what_did_not_verify(tmp_path):
+    """The answer warns of s2; the export had no ``recordings`` table, and nothing of s2."""
+    ix = lost_index()
+    assert not audit(ix.con, Filters())["verification"]["intact"]
+    day = at(0).date()
+    assert exported(ix, tmp_path) == [("CTL", "open", True, day), ("s1", "closed", True, day),
+                                      ("s2", "missing", False, day)]  # fmt: skip
+
+
+def test_a_days_export_has_every_recording_that_did_not_verify(tmp_path):
+    """``--day`` of another day: s2 (not intact) is in it all the same, as the answer lists
+    every recording that did not verify whatever its filters; s1 (intact, its own day) not."""
+    other = at(86400 * 2).date()
+    assert exported(lost_index(), tmp_path, day=other) == [("s2", "missing", False, other)]
