@@ -70,6 +70,11 @@ DENIED = ("(decision IN ('denied', 'would_deny') OR sqlstate = '42501' "
           "OR db_denied_rule IS NOT NULL)")
 
 
+# when a row of the denials view ended: its statement's end (a login's refusal: its time)
+DENIAL_END = ("coalesce((SELECT st.ended_at FROM statements st WHERE st.session_id = "
+              "denials.session_id AND st.n = denials.n), ts)")
+
+
 def _time(v: str | None) -> dt.datetime | None:
     return None if v is None else dt.datetime.fromisoformat(v.replace("Z", "+00:00"))
 
@@ -98,7 +103,10 @@ def audit(con, f: Filters) -> dict:
     gw, gp = _where(Filters(task=f.task, agent=f.agent, grant=f.grant), ts="issued_at")
     grants = _rows(con, f"SELECT * FROM grants WHERE {gw} ORDER BY issued_at NULLS LAST, grant_id", gp)
     # statements carry task/agent/grant: filtering on them lets DuckDB skip row groups
-    sw, sp = _where(f, ts="ts", session="session_id")
+    # a statement is in the window as a session is: begun by --until, not ended before
+    # --since (was: begun by --since, so an UPDATE running across it, committed inside the
+    # window, was left out of the session the answer shows: s35 round 2)
+    sw, sp = _where(f, ts="ts", session="session_id", ts_end="ended_at")
     if f.denied:
         sw += f" AND {DENIED}"
     statements = _rows(con, f"SELECT * EXCLUDE (fates) FROM statements WHERE session_id IN "
@@ -130,7 +138,7 @@ def audit(con, f: Filters) -> dict:
     gids = [g["grant_id"] for g in grants]
     events = _rows(con, "SELECT * FROM grant_events WHERE grant_id IN (SELECT unnest(?)) "
                         "ORDER BY ts, stream_id, seq", [gids])
-    dw, dp = _where(f, ts="ts", session="session_id")
+    dw, dp = _where(f, ts="ts", session="session_id", ts_end=DENIAL_END)
     denials = _rows(con, f"SELECT * FROM denials WHERE {dw} ORDER BY ts", dp)
     unnamed = [r["ts"] for r in refused if r["grant_id"] is None and r["task"] is None]
     if f.task is not None and unnamed:
@@ -516,7 +524,7 @@ def sessions_list(con, f: Filters) -> list[dict]:
         # a session with a denial in the window (the denials view: a statement --denied
         # keeps, a dry run's login enforcement would have refused), as the answer keeps it
         # (was: any denial of the session, one before --since or after --until too)
-        sw, sp = _where(f.window(), ts="ts")
+        sw, sp = _where(f.window(), ts="ts", ts_end=DENIAL_END)
         w += f" AND session_id IN (SELECT session_id FROM denials WHERE {sw})"
         p += sp
     return _rows(con, "SELECT session_id, started_at, ended_at, end_cause, agent, task, grant_id, "
