@@ -227,3 +227,39 @@ def test_the_parquet_export_says_a_recording_is_missing_as_the_answer_does(case)
                      f"'{lake}/recordings/*/*.parquet', hive_partitioning = true) "
                      "WHERE NOT intact").fetchall()  # fmt: skip
     assert got == [(sid, lost["status"], False)], got
+
+
+# --- 4. --since inside a statement that ran across it ----------------------------------
+
+SLOW = ("WITH s AS (SELECT pg_sleep(1.5)) "
+        "UPDATE r2.t SET v = 'slept' WHERE id = 2 AND EXISTS (SELECT FROM s)")
+
+
+def test_since_inside_a_statement_keeps_the_statement_that_ran_across_it(case):
+    """An UPDATE that took 1.5 s (the server's log: its duration; the row is changed) and an
+    answer ``--since`` its middle: the session is in it (it overlaps the window), its
+    UPDATE, which ran on and committed inside the window, was not: the session shown as
+    doing nothing since then."""
+    import datetime as dt
+
+    c = case.client()
+    sid = one_live_session(case.h)
+    c.send(m.query(SLOW))
+    assert answered(c)[-2:] == [("C", "UPDATE 1"), ("Z", None)]
+    c.close()
+    rows, ran = case.judged(sid)
+    assert [(x.text, x.sqlstate) for x in ran] == [(SLOW, None)]
+    assert case.pg.psql("SELECT v FROM r2.t WHERE id = 2", db="app").strip() == "slept"
+    (row,) = rows
+    start = dt.datetime.fromisoformat(row["ts"].replace("Z", "+00:00"))
+    end = dt.datetime.fromisoformat(row["ended_at"].replace("Z", "+00:00"))
+    assert end - start >= dt.timedelta(seconds=1.4), row
+    since = (start + (end - start) / 2).isoformat()
+    rc, out = audit_cli(case, "--since", since, "--format", "json")
+    a = json.loads(out)
+    (s,) = [s for g in a["grants"] for s in g["sessions"]]
+    assert s["session_id"] == sid
+    assert [r["text"] for r in s["statement_rows"]] == [SLOW], s["statement_rows"]
+    rc, out = audit_cli(case, "--since", end.isoformat(), "--format", "json")
+    (s,) = [s for g in json.loads(out)["grants"] for s in g["sessions"]]
+    assert [r["text"] for r in s["statement_rows"]] == [SLOW]  # both bounds count

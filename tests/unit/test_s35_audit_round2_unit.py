@@ -10,7 +10,7 @@ import json
 
 from devtools.testing import command_complete, error, frame, parse, query, ready, sync
 from recorder.audit import export, index, ocsf
-from recorder.audit.answer import Filters, audit, write_csv
+from recorder.audit.answer import Filters, audit, sessions_list, write_csv
 from tests.support.audit_index import Index, at, us, z
 from tests.support.audit_recordings import BC, PC, SELECT1, Session, bind, execute
 
@@ -156,3 +156,48 @@ def test_a_days_export_has_every_recording_that_did_not_verify(tmp_path):
     every recording that did not verify whatever its filters; s1 (intact, its own day) not."""
     other = at(86400 * 2).date()
     assert exported(lost_index(), tmp_path, day=other) == [("s2", "missing", False, other)]
+
+
+# --- 4. a statement that ran across --since is in the window --------------------------
+
+
+def straddling_index() -> Index:
+    """Session s1 (t 0..10): an UPDATE from t 1 to t 3 (db-denied at its end: 42501), a
+    SELECT from t 4 to t 5."""
+    ix = Index()
+    index._insert(ix.con, "sessions", [{
+        "session_id": "s1", "grant_id": "g1", "agent": "bot", "task": "T", "database": "app",
+        "started_at": us(0), "ended_at": us(10), "end_cause": "terminate", "statements": 2,
+        "denials": 1, "errors": 1, "status": "closed", "intact": True, "meta": "{}"}])  # fmt: skip
+    base = {"session_id": "s1", "grant_id": "g1", "agent": "bot", "task": "T",
+            "database": "app", "verified": True, "decision": "allowed"}  # fmt: skip
+    index._insert(ix.con, "statements", [
+        {**base, "n": 1, "ts": us(1), "ended_at": us(3), "text": "UPDATE t SET v = 1",
+         "outcome": "error", "sqlstate": "42501", "message": "permission denied"},
+        {**base, "n": 2, "ts": us(4), "ended_at": us(5), "text": "SELECT 1", "outcome": "ok",
+         "command_tag": "SELECT 1"}])  # fmt: skip
+    return ix
+
+
+def test_a_statement_running_at_since_is_in_the_answer():
+    a = audit(straddling_index().con, Filters(since=at(2)))
+    (s,) = a["other_sessions"]
+    assert [r["n"] for r in s["statement_rows"]] == [1, 2]
+    assert [d["n"] for d in a["denials"]] == [1]
+
+
+def test_a_statement_ended_before_since_is_not():
+    a = audit(straddling_index().con, Filters(since=at(3.5)))
+    (s,) = a["other_sessions"]
+    assert [r["n"] for r in s["statement_rows"]] == [2]
+    assert a["denials"] == []
+
+
+def test_denied_since_keeps_a_session_whose_denial_ran_across_since():
+    ix = straddling_index()
+    f = Filters(since=at(2), denied=True)
+    (s,) = audit(ix.con, f)["other_sessions"]
+    assert [r["n"] for r in s["statement_rows"]] == [1]
+    assert [r["session_id"] for r in sessions_list(ix.con, f)] == ["s1"]
+    f = Filters(since=at(3.5), denied=True)
+    assert audit(ix.con, f)["other_sessions"] == [] and sessions_list(ix.con, f) == []
