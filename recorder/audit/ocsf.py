@@ -50,7 +50,11 @@ def statement_event(s: dict) -> dict:
         # COPY ... TO: the tag is a COPY FROM's too, the policy's classes tell them apart (a
         # table read out was a Write, session 35); without them (no policy) it stays Write
         activity = _DS_ACTIVITY.get(first_class) or 99
-    denied = s.get("decision") == "denied" or s.get("sqlstate") == "42501"
+    # refused by the policy, or by the database (42501, or a refusal of the proxy's check the
+    # server ran: db.denied, e.g. deny.replaced's 26000), as the denials view has it (was:
+    # 42501 only, so a deny.replaced statement read Allowed: s35 round 2)
+    denied = (s.get("decision") == "denied" or s.get("sqlstate") == "42501"
+              or s.get("db_denied_rule") is not None)
     status_id, status = _STATUS.get(s.get("outcome") or "", (2, "Failure"))
     e = _base(6005, 6, activity, s["ts"], f"{s['session_id']}/{s['n']}")
     host, _, port = (s.get("client_addr") or "").rpartition(":")
@@ -70,6 +74,7 @@ def statement_event(s: dict) -> dict:
         "unmapped": {"task": s.get("task"), "grant_id": s.get("grant_id"),
                      "outcome": s.get("outcome"),
                      "params": s.get("params"), "rows": s.get("rows"),
+                     "db_denied_rule": s.get("db_denied_rule"),
                      "verified": s.get("verified")},
     })
     if host:
