@@ -20,6 +20,7 @@ from tests.support.server_log import (
     open_case,
     run_cli,
     trace,
+    with_scopes,
 )
 
 pytestmark = pytest.mark.timeout(90)
@@ -263,3 +264,44 @@ def test_since_inside_a_statement_keeps_the_statement_that_ran_across_it(case):
     rc, out = audit_cli(case, "--since", end.isoformat(), "--format", "json")
     (s,) = [s for g in json.loads(out)["grants"] for s in g["sessions"]]
     assert [r["text"] for r in s["statement_rows"]] == [SLOW]  # both bounds count
+
+
+# --- 5. OCSF's disposition of a statement the database's check refused ---------------
+
+DROPS = """
+CREATE FUNCTION r2.drop_stmt(n text) RETURNS int LANGUAGE plpgsql AS $$
+BEGIN EXECUTE 'DEALLOCATE ' || quote_ident(n); RETURN 1; END $$;
+"""
+
+
+@pytest.fixture
+def drops(server_log):
+    """Granted code that removes a prepared statement (a DEALLOCATE the policy cannot see:
+    the proxy's check refuses the next Bind of it, ``deny.replaced``)."""
+    server_log.psql(DROPS, db="app")
+    yield
+    server_log.psql("DROP FUNCTION IF EXISTS r2.drop_stmt(text);", db="app")
+
+
+@with_scopes("read:r2.t write:r2.t execute:r2.drop_stmt")
+def test_ocsf_says_a_statement_the_proxys_check_refused_was_blocked(case, drops):
+    """A prepared statement removed by code, then bound: the proxy's check refuses it
+    (26000, ``deny.replaced``, recorded ``db.denied``). The answer lists it among the
+    denials (source database); OCSF said Allowed (it blocked on 42501 only)."""
+    c = case.client()
+    sid = one_live_session(case.h)
+    c.send(parse("s1", "SELECT v FROM r2.t WHERE id = 1"), SYNC)
+    answered(c)
+    c.send(m.query("SELECT r2.drop_stmt('s1')"))
+    answered(c)
+    c.send(bind("", "s1"), execute(""), SYNC)
+    got = answered(c)
+    c.close()
+    assert ("E", "26000") in got, got
+    case.answer(sid)
+    rc, out = audit_cli(case, "--format", "json")
+    (d,) = [d for d in json.loads(out)["denials"] if d["session_id"] == sid]
+    assert (d["source"], d["rule"], d["sqlstate"]) == ("database", "deny.replaced", "26000"), d
+    (e,) = [e for e in ocsf_events(case) if e["class_uid"] == 6005
+            and e["query_info"]["uid"] == f"{sid}/{d['n']}"]  # fmt: skip
+    assert (e["disposition_id"], e["disposition"], e["status_code"]) == (2, "Blocked", "26000"), e

@@ -201,3 +201,19 @@ def test_denied_since_keeps_a_session_whose_denial_ran_across_since():
     assert [r["session_id"] for r in sessions_list(ix.con, f)] == ["s1"]
     f = Filters(since=at(3.5), denied=True)
     assert audit(ix.con, f)["other_sessions"] == [] and sessions_list(ix.con, f) == []
+
+
+# --- 5. OCSF blocks what the database refused, as the denials view does ------------------
+
+
+def test_ocsf_says_a_statement_the_proxys_check_refused_was_blocked():
+    """deny.replaced: the policy allowed the Bind, the proxy's check the server ran refused
+    it (26000, db.denied). The denials view lists it (source database); OCSF said Allowed."""
+    row = {"session_id": "s1", "n": 3, "ts": z(1), "decision": "allowed", "rule": "scope.read",
+           "outcome": "error", "sqlstate": "26000", "db_denied_rule": "deny.replaced",
+           "message": "prepared statement replaced"}  # fmt: skip
+    e = ocsf.statement_event(row)
+    assert (e["disposition_id"], e["disposition"], e["unmapped"]["db_denied_rule"]) == (
+        2, "Blocked", "deny.replaced")  # fmt: skip
+    e = ocsf.statement_event({**row, "sqlstate": None, "db_denied_rule": None, "outcome": "ok"})
+    assert e["disposition"] == "Allowed"
