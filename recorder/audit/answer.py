@@ -276,6 +276,26 @@ def timeline(answer: dict) -> list[dict]:
                          "by": e["by"], "expires_at": e["expires_at"],
                          "previous_expires_at": e["previous_expires_at"],
                          "happened_at": e["happened_at"], "verified": e["verified"]})
+        # What the grant's events do not say, the answer knows from signed session records
+        # (s35): a grant no control stream issued (a CLI without a recorder) from its
+        # sessions' starts, its expiry the latest they saw; a revocation no control stream
+        # records from the grant_revoked a live session recorded. The JSON and text gave
+        # both; the CSV had no row of either: not how long the grant was, nor that it was
+        # revoked (s35 round 2).
+        first = min((s["started_at"] for s in g["sessions"] if s["started_at"]), default=None)
+        if g["source"] != "control":
+            rows.append({**base, "ts": g["issued_at"] or first, "kind": "grant",
+                         "by": g["granted_by"], "reason": g["granted_by"],
+                         "expires_at": g["expires_at"], "verified": g["intact"],
+                         "text": "no grant.issued event in the control streams: details from "
+                                 "session metadata"})
+        if g["revoked_at"] and not any(e["kind"] == "grant.revoked" for e in g["events"]):
+            rows.append({**base, "ts": g["revoked_at"], "kind": "grant.revoked",
+                         "by": g["revoked_by"], "reason": g["revoked_by"],
+                         "happened_at": g["revoked_at"], "expires_at": g["expires_at"],
+                         "verified": g["intact"],
+                         "text": "in no control stream: the grant_revoked a live session of "
+                                 "the grant recorded"})
     for s in [s for g in answer["grants"] for s in g["sessions"]] + answer["other_sessions"]:
         base = {"grant_id": s["grant_id"], "agent": s["agent"], "task": s["task"],
                 "session_id": s["session_id"], "verified": s["intact"],
