@@ -305,3 +305,56 @@ def test_ocsf_says_a_statement_the_proxys_check_refused_was_blocked(case, drops)
     (e,) = [e for e in ocsf_events(case) if e["class_uid"] == 6005
             and e["query_info"]["uid"] == f"{sid}/{d['n']}"]  # fmt: skip
     assert (e["disposition_id"], e["disposition"], e["status_code"]) == (2, "Blocked", "26000"), e
+
+
+# --- 6. the CSV of a grant a CLI without a recorder issued and revoked -----------------
+
+
+def test_the_csv_says_how_long_a_grant_known_from_its_sessions_was_held(case):
+    """A grant issued and revoked by a CLI without a recorder while a session of it lived.
+    The JSON and text give its expiry and its revocation (who, when: the signed
+    ``grant_revoked`` the session recorded). The CSV, the same answer as rows, had neither:
+    no row said how long the grant was, or that it was revoked (no grant event rows; the
+    session's start and end and its statement only)."""
+    import asyncio
+
+    from policy.grants.store import open_store
+
+    async def cli(fn):
+        store = await open_store(case.h.cfg.grants.store)  # no recorder: no events
+        try:
+            return await fn(store)
+        finally:
+            await store.close()
+
+    grant, token = asyncio.run(cli(lambda s: s.issue(
+        agent=AGENT, task=case.task, reason="cli", granted_by="cli-admin", database="app",
+        scopes=SCOPES, ttl="10m")))  # fmt: skip
+    from tests.support.rawpg import RawClient
+
+    c = RawClient.session(case.h.host, case.h.port, AGENT, token)
+    sid = one_live_session(case.h)
+    c.send(m.query("SELECT 1"))
+    c.frames_until_ready()
+    asyncio.run(cli(lambda s: s.revoke(grant.id, by="cli-admin")))
+    c.frames_until_eof()
+    c.close()
+    case.answer(sid)
+    truth = asyncio.run(cli(lambda s: s.get(grant.id)))
+    rc, out = audit_cli(case, "--grant", grant.id, "--format", "json")
+    (g,) = json.loads(out)["grants"]
+    assert (g["source"], g["ended"], g["revoked_by"]) == ("sessions", "revoked", "cli-admin")
+    rc, out = audit_cli(case, "--grant", grant.id, "--format", "csv")
+    rows = list(csv.DictReader(io.StringIO(out)))
+    expiry = [r["expires_at"] for r in rows if r["grant_id"] == grant.id and r["expires_at"]]
+    assert expiry and stamp(expiry[0]) == truth.expires_at.timestamp(), rows
+    revoked = [r for r in rows if r["kind"] == "grant.revoked"]
+    assert [(r["grant_id"], r["by"], r["ts"]) for r in revoked] == [
+        (grant.id, "cli-admin", g["revoked_at"])], rows
+    assert stamp(revoked[0]["ts"]) == truth.revoked_at.timestamp()
+
+
+def stamp(v: str) -> float:
+    import datetime as dt
+
+    return dt.datetime.fromisoformat(v.replace("Z", "+00:00")).timestamp()

@@ -217,3 +217,52 @@ def test_ocsf_says_a_statement_the_proxys_check_refused_was_blocked():
         2, "Blocked", "deny.replaced")  # fmt: skip
     e = ocsf.statement_event({**row, "sqlstate": None, "db_denied_rule": None, "outcome": "ok"})
     assert e["disposition"] == "Allowed"
+
+
+# --- 6. the CSV of a grant known from its sessions, revoked with no control stream -------
+
+
+def cli_grant_index() -> Index:
+    """Grant g1 issued by a CLI without a recorder (expiry t 600 in its session's signed
+    start), revoked at t 5 by alice while session s1 lived (its signed grant_revoked)."""
+    ix = Index()
+    index._insert(ix.con, "sessions", [{
+        "session_id": "s1", "grant_id": "g1", "agent": "bot", "task": "T", "database": "app",
+        "started_at": us(1), "ended_at": us(5), "end_cause": "revoked", "scopes": "read:t",
+        "enforce": True, "granted_by": "cli", "reason": "why", "statements": 0, "denials": 0,
+        "errors": 0, "status": "closed", "intact": True,
+        "meta": json.dumps({"expires_at": at(600).isoformat()})}])  # fmt: skip
+    index._insert(ix.con, "session_events", [{
+        "session_id": "s1", "seq": 9, "ts": us(5), "kind": "grant_revoked", "verified": True,
+        "payload": json.dumps({"grant_id": "g1", "at": at(5).isoformat(), "by": "alice"})}])
+    index._insert(ix.con, "recordings", [{"session_id": "s1", "kind": "session",
+                                          "status": "closed", "intact": True,
+                                          "indexed_at": us(9)}])  # fmt: skip
+    index.rebuild_grants(ix.con)
+    return ix
+
+
+def csv_rows(a: dict) -> list[dict]:
+    out = io.StringIO()
+    write_csv(a, out)
+    return list(csv.DictReader(io.StringIO(out.getvalue())))
+
+
+def test_the_csv_has_the_expiry_and_revocation_of_a_grant_known_from_its_sessions():
+    a = audit(cli_grant_index().con, Filters(grant="g1"))
+    (g,) = a["grants"]
+    assert (g["source"], g["expires_at"], g["revoked_at"], g["revoked_by"]) == (
+        "sessions", z(600), z(5), "alice")  # fmt: skip
+    got = [(r["kind"], r["ts"], r["by"], r["expires_at"]) for r in csv_rows(a)
+           if r["kind"].startswith("grant")]  # fmt: skip
+    assert got == [("grant", z(1), "cli", z(600)), ("grant.revoked", z(5), "alice", z(600))]
+
+
+def test_a_revocation_a_control_stream_records_is_one_row():
+    """A grant issued and revoked through a recorder: its events' rows, no more."""
+    ix = Index().stream()
+    ix.grant_event("grant.issued", "g2", 0, 600)
+    ix.grant_event("grant.revoked", "g2", 5, 600, revoked_at=at(5).isoformat())
+    index.rebuild_grants(ix.con)
+    a = audit(ix.con, Filters(grant="g2"))
+    assert [r["kind"] for r in csv_rows(a)] == ["grant.issued", "grant.revoked"]
