@@ -823,12 +823,14 @@ _CALLS_CTE = """deps(classid, objid, fn) AS (
 # with nothing of it written (red-team round 81): where the planner loads a relation's
 # definition it folds an immutable function of constant arguments (eval_const_expressions)
 # in its indexes' expressions and predicates, its partition key's expressions, its extended
-# statistics' expressions and, under constraint exclusion, its CHECK constraints (an
-# index's, a key's and a statistics object's functions must be immutable; a CHECK's other
-# functions are never folded): by default (``partition``) a child's or a partition's, read
-# through its parent, and every relation's where the database sets it ``on`` (a direct
-# read, a UNION ALL member: shown not to fold by default); a table rewrite or an index build
-# runs them on every row. An index's and a
+# statistics' expressions and, under constraint exclusion, its children's and partitions'
+# CHECK constraints, counted at the parent (``constraint_exclusion = partition``, which the
+# proxy pins for every enforced session as it pins ``search_path``: a child read directly
+# or a UNION ALL member is not excluded by its CHECKs). An index's, a key's and a
+# statistics object's functions must be immutable; of a CHECK's, the immutable ones are
+# folded, and a SQL function of any volatility is inlined first, its body's calls folded
+# then (red-team round 82: pg_depend records no call a plain SQL body makes). A table
+# rewrite or an index build runs them on every row. An index's and a
 # partition key's dependencies are recorded against the index or the table itself. Needs
 # ``deps`` (``_CALLS_CTE``: through operators and casts); the caller keeps the
 # user-written functions.
@@ -840,17 +842,36 @@ _PLAN_CODE = """
   SELECT s.stxrelid, d.fn FROM pg_catalog.pg_statistic_ext s
   JOIN deps d ON d.classid = 'pg_catalog.pg_statistic_ext'::pg_catalog.regclass AND d.objid = s.oid
   UNION
-  SELECT co.conrelid, d.fn FROM pg_catalog.pg_constraint co
+  SELECT i.inhparent, d.fn FROM pg_catalog.pg_constraint co
+  JOIN pg_catalog.pg_inherits i ON i.inhrelid = co.conrelid
   JOIN deps d ON d.classid = 'pg_catalog.pg_constraint'::pg_catalog.regclass AND d.objid = co.oid
   JOIN pg_catalog.pg_proc p ON p.oid = d.fn
-  WHERE co.contype = 'c' AND co.conrelid <> 0 AND p.provolatile = 'i'
-    AND (EXISTS (SELECT 1 FROM pg_catalog.pg_inherits i WHERE i.inhrelid = co.conrelid)
-         OR pg_catalog.current_setting('constraint_exclusion') = 'on')"""
+  JOIN pg_catalog.pg_language l ON l.oid = p.prolang
+  WHERE co.contype = 'c' AND (p.provolatile = 'i' OR l.lanname = 'sql')"""
+# a partitioned table's key: its expressions' functions and its operator classes' (what a
+# row's routing and a partition's constraint run), which a write to a partition runs as its
+# own (its partition constraint is made of the key: red-team round 82), for every partition
+# at any depth, as (relid, fn). Needs ``deps``.
+_KEY_DOWN = f"""key_code(relid, fn) AS (
+  SELECT d.objid, d.fn FROM deps d
+  JOIN pg_catalog.pg_partitioned_table pt ON pt.partrelid = d.objid
+  WHERE d.classid = 'pg_catalog.pg_class'::pg_catalog.regclass
+  UNION
+  SELECT pt.partrelid, f.fn FROM pg_catalog.pg_partitioned_table pt
+  CROSS JOIN LATERAL unnest(pt.partclass::pg_catalog.oid[]) AS k(opc)
+  JOIN pg_catalog.pg_opclass oc ON oc.oid = k.opc
+  JOIN ({_FAMILY_FUNCTIONS}) f(family, fn) ON f.family = oc.opcfamily
+), key_down(relid, fn) AS (
+  SELECT i.inhrelid, k.fn FROM pg_catalog.pg_inherits i JOIN key_code k ON k.relid = i.inhparent
+  UNION
+  SELECT i.inhrelid, k.fn FROM pg_catalog.pg_inherits i JOIN key_down k ON k.relid = i.inhparent
+)"""
 # ... and every relation whose plan runs it: the relation and its ancestors (a read of a
 # parent plans each child, an insert routes through a partition's), as (relid, fn). Needs
 # ``written`` and ``deps``.
-_PLAN_RUNS = f"""plan_runs(relid, fn) AS (
-  SELECT relid, fn FROM ({_PLAN_CODE}) code(relid, fn) WHERE fn IN (SELECT oid FROM written)
+_PLAN_RUNS = f"""{_KEY_DOWN}, plan_runs(relid, fn) AS (
+  SELECT relid, fn FROM ({_PLAN_CODE} UNION SELECT relid, fn FROM key_down) code(relid, fn)
+  WHERE fn IN (SELECT oid FROM written)
   UNION
   SELECT i.inhparent, r.fn FROM pg_catalog.pg_inherits i JOIN plan_runs r ON i.inhrelid = r.relid
 )"""

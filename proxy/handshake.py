@@ -401,6 +401,10 @@ class Handshake:
                 # and the agent's own unqualified names mean (red-team round 69)
                 path += ", pg_temp"
             params["search_path"] = f'"$user", {path}' if with_user else path
+            # which CHECKs the planner folds is what the policy counts: a child's and a
+            # partition's, read through their parent (policy.catalog._PLAN_CODE), never a
+            # table's own, whatever the database or a role sets (red-team round 82)
+            params["constraint_exclusion"] = "partition"
         # The client's application_name upstream, or with upstream.tag_application_name
         # pgw:<tag>/<client's name> (proxy/appname.py): one tag per connection, so a
         # speculative login (_speculate) and the real one ask for the same parameters
