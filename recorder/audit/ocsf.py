@@ -136,6 +136,30 @@ def events(con, where: str = "TRUE", params: list | None = None) -> Iterator[dic
                         f"grants g USING (grant_id) WHERE {where.replace('ts', 'e.ts')} "
                         "ORDER BY e.ts", params):
         yield authorize_event(r["kind"], r)
+    # a grant no control stream issued (a CLI without a recorder), as the answer knows it
+    # from its sessions' signed starts: for how long it was granted (its expiry, the latest
+    # they saw), dated by its first session (s35 round 2: OCSF said nothing of it)
+    first = "(SELECT min(s.started_at) FROM sessions s WHERE s.grant_id = g.grant_id)"
+    for r in _rows(con, "SELECT g.grant_id, g.agent, g.task, g.scopes, g.database, "
+                        f"coalesce(g.issued_at, {first}) AS ts, g.granted_by AS by, "
+                        "NULL AS happened_at, g.expires_at, NULL AS previous_expires_at, "
+                        "g.intact AS verified FROM grants g WHERE g.source <> 'control' "
+                        f"AND {where.replace('ts', f'coalesce(g.issued_at, {first})')} "
+                        "ORDER BY 6", params):
+        if r["ts"] is not None:
+            yield authorize_event("grant", r)
+    # a revocation no control stream records (a CLI without a recorder): the grant_revoked a
+    # live session of the grant recorded, signed, which the grants table folds in; the
+    # answer gives it, OCSF had no event of it (s35 round 2)
+    for r in _rows(con, "SELECT g.grant_id, g.agent, g.task, g.scopes, g.database, "
+                        "g.revoked_at AS ts, g.revoked_by AS by, g.revoked_at AS happened_at, "
+                        "g.expires_at, NULL AS previous_expires_at, g.intact AS verified "
+                        "FROM grants g WHERE g.revoked_at IS NOT NULL AND NOT EXISTS ("
+                        "SELECT 1 FROM grant_events e WHERE e.grant_id = g.grant_id "
+                        "AND e.kind = 'grant.revoked') "
+                        f"AND {where.replace('ts', 'g.revoked_at')} ORDER BY g.revoked_at",
+                   params):
+        yield authorize_event("grant.revoked", r)
 
 
 def write_jsonl(con, out, where: str = "TRUE", params: list | None = None) -> int:
