@@ -310,15 +310,14 @@ def test_ocsf_says_a_statement_the_proxys_check_refused_was_blocked(case, drops)
 # --- 6. the CSV of a grant a CLI without a recorder issued and revoked -----------------
 
 
-def test_the_csv_says_how_long_a_grant_known_from_its_sessions_was_held(case):
-    """A grant issued and revoked by a CLI without a recorder while a session of it lived.
-    The JSON and text give its expiry and its revocation (who, when: the signed
-    ``grant_revoked`` the session recorded). The CSV, the same answer as rows, had neither:
-    no row said how long the grant was, or that it was revoked (no grant event rows; the
-    session's start and end and its statement only)."""
+def revoked_by_a_cli_without_a_recorder(case):
+    """A grant issued and revoked by a CLI without a recorder while a session of it lived
+    (the proxy ends the session and records the store's word, signed: ``grant_revoked``):
+    the grant store's grant, and the answer's."""
     import asyncio
 
     from policy.grants.store import open_store
+    from tests.support.rawpg import RawClient
 
     async def cli(fn):
         store = await open_store(case.h.cfg.grants.store)  # no recorder: no events
@@ -330,8 +329,6 @@ def test_the_csv_says_how_long_a_grant_known_from_its_sessions_was_held(case):
     grant, token = asyncio.run(cli(lambda s: s.issue(
         agent=AGENT, task=case.task, reason="cli", granted_by="cli-admin", database="app",
         scopes=SCOPES, ttl="10m")))  # fmt: skip
-    from tests.support.rawpg import RawClient
-
     c = RawClient.session(case.h.host, case.h.port, AGENT, token)
     sid = one_live_session(case.h)
     c.send(m.query("SELECT 1"))
@@ -344,6 +341,18 @@ def test_the_csv_says_how_long_a_grant_known_from_its_sessions_was_held(case):
     rc, out = audit_cli(case, "--grant", grant.id, "--format", "json")
     (g,) = json.loads(out)["grants"]
     assert (g["source"], g["ended"], g["revoked_by"]) == ("sessions", "revoked", "cli-admin")
+    assert stamp(g["revoked_at"]) == truth.revoked_at.timestamp()
+    return truth, g
+
+
+def test_the_csv_says_how_long_a_grant_known_from_its_sessions_was_held(case):
+    """A grant issued and revoked by a CLI without a recorder while a session of it lived.
+    The JSON and text give its expiry and its revocation (who, when: the signed
+    ``grant_revoked`` the session recorded). The CSV, the same answer as rows, had neither:
+    no row said how long the grant was, or that it was revoked (no grant event rows; the
+    session's start and end and its statement only)."""
+    truth, g = revoked_by_a_cli_without_a_recorder(case)
+    grant = truth
     rc, out = audit_cli(case, "--grant", grant.id, "--format", "csv")
     rows = list(csv.DictReader(io.StringIO(out)))
     expiry = [r["expires_at"] for r in rows if r["grant_id"] == grant.id and r["expires_at"]]
@@ -352,6 +361,22 @@ def test_the_csv_says_how_long_a_grant_known_from_its_sessions_was_held(case):
     assert [(r["grant_id"], r["by"], r["ts"]) for r in revoked] == [
         (grant.id, "cli-admin", g["revoked_at"])], rows
     assert stamp(revoked[0]["ts"]) == truth.revoked_at.timestamp()
+
+
+def test_ocsf_says_a_grant_a_cli_without_a_recorder_revoked_was_revoked(case):
+    """The same grant through OCSF: its sessions' logins (Success) and no event of its
+    revocation, nor of its expiry (OCSF's grant events were the control streams' only)."""
+    truth, g = revoked_by_a_cli_without_a_recorder(case)
+    mine = [e for e in ocsf_events(case) if e["class_uid"] == 3003
+            and e["unmapped"]["grant_id"] == truth.id]  # fmt: skip
+    revoked = [e for e in mine if e["unmapped"]["event"] == "grant.revoked"]
+    assert len(revoked) == 1, mine
+    (e,) = revoked
+    assert (e["unmapped"]["by"], e["time"], e["user"]["name"]) == (
+        "cli-admin", int(truth.revoked_at.timestamp() * 1000), AGENT), e
+    (e,) = [e for e in mine if e["unmapped"]["event"] == "grant"]  # no grant.issued: its sessions'
+    assert stamp(e["unmapped"]["expires_at"]) == truth.expires_at.timestamp(), e
+    assert (e["unmapped"]["by"], e["privileges"]) == ("cli-admin", SCOPES.split()), e
 
 
 def stamp(v: str) -> float:

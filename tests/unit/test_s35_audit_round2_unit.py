@@ -266,3 +266,28 @@ def test_a_revocation_a_control_stream_records_is_one_row():
     index.rebuild_grants(ix.con)
     a = audit(ix.con, Filters(grant="g2"))
     assert [r["kind"] for r in csv_rows(a)] == ["grant.issued", "grant.revoked"]
+
+
+def grant_events_of(ix: Index, day=None) -> list[tuple]:
+    where, params = ("TRUE", []) if day is None else ("CAST(ts AS DATE) = ?", [day])
+    return [(e["unmapped"]["event"], e["time"], e["unmapped"]["by"], e["unmapped"]["expires_at"])
+            for e in ocsf.events(ix.con, where, params)
+            if e["unmapped"].get("event", "").startswith("grant")]  # fmt: skip
+
+
+def ms(seconds: float) -> int:
+    return int(at(seconds).timestamp() * 1000)
+
+
+def test_ocsf_has_the_expiry_and_revocation_of_a_grant_known_from_its_sessions():
+    got = grant_events_of(cli_grant_index())
+    assert got == [("grant", ms(1), "cli", z(600)), ("grant.revoked", ms(5), "alice", z(600))]
+    assert grant_events_of(cli_grant_index(), at(86400).date()) == []
+
+
+def test_ocsf_has_one_event_of_a_revocation_a_control_stream_records():
+    ix = Index().stream()
+    ix.grant_event("grant.issued", "g2", 0, 600)
+    ix.grant_event("grant.revoked", "g2", 5, 600, revoked_at=at(5).isoformat())
+    index.rebuild_grants(ix.con)
+    assert [k for k, *_ in grant_events_of(ix)] == ["grant.issued", "grant.revoked"]
