@@ -60,6 +60,7 @@ __all__ = [
     "RELATION_OPCLASS_SQL",
     "RELATION_PLAN_CODE_SQL",
     "ARGUMENT_DEFAULTS_SQL",
+    "TYPE_DEPENDENTS_SQL",
     "EVENT_TRIGGERS_SQL",
     "FUNCTION_TYPES_SQL",
     "RELATION_CASTS_SQL",
@@ -1166,6 +1167,67 @@ JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
 JOIN deps d ON d.classid = 'pg_catalog.pg_proc'::pg_catalog.regclass AND d.objid = p.oid
 JOIN ({_WRITTEN}) w ON w.oid = d.fn
 WHERE p.pronargdefaults > 0 AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+"""
+
+# What depends on a user type without a function named (red-team round 82: a cast to a
+# domain whose CHECK calls the code, in an index expression, a CHECK, a generated column or
+# a default, a partition key, a view's query or an argument default: pg_depend records the
+# type, not the domain's functions), as (kind, schema, name, type OID); the loader turns
+# each type into what it runs (``Snapshot.type_oids``, USER_TYPES_SQL): ``plan``, a
+# relation whose plan loads it (its indexes, its own partition key, its statistics objects,
+# its children's CHECKs at the parent: ``_PLAN_CODE``'s objects), merged into
+# ``relation_casts``; ``view``, a view whose query holds it, likewise; ``write``, a relation
+# a write of which runs it (its defaults and generated columns, its CHECKs, and the above),
+# which counts as TRIGGERED (its messages withheld); ``function``, a function with argument
+# defaults whose definition names the type (its signature's types too: the conservative
+# side), merged into ``argument_defaults``.
+TYPE_DEPENDENTS_SQL = f"""
+WITH usertype AS ({_USERTYPE}),
+tdeps AS (
+  SELECT d.classid, d.objid, d.objsubid, d.refobjid AS typ FROM pg_catalog.pg_depend d
+  WHERE d.refclassid = 'pg_catalog.pg_type'::pg_catalog.regclass
+    AND d.refobjid IN (SELECT oid FROM usertype)
+),
+planned(relid, typ) AS (
+  SELECT ix.indrelid, t.typ FROM tdeps t JOIN pg_catalog.pg_index ix ON ix.indexrelid = t.objid
+  WHERE t.classid = 'pg_catalog.pg_class'::pg_catalog.regclass
+  UNION
+  SELECT pt.partrelid, t.typ FROM tdeps t
+  JOIN pg_catalog.pg_partitioned_table pt ON pt.partrelid = t.objid
+  WHERE t.classid = 'pg_catalog.pg_class'::pg_catalog.regclass AND t.objsubid = 0
+  UNION
+  SELECT s.stxrelid, t.typ FROM tdeps t JOIN pg_catalog.pg_statistic_ext s ON s.oid = t.objid
+  WHERE t.classid = 'pg_catalog.pg_statistic_ext'::pg_catalog.regclass
+  UNION
+  SELECT i.inhparent, t.typ FROM tdeps t
+  JOIN pg_catalog.pg_constraint co ON co.oid = t.objid AND co.contype = 'c'
+  JOIN pg_catalog.pg_inherits i ON i.inhrelid = co.conrelid
+  WHERE t.classid = 'pg_catalog.pg_constraint'::pg_catalog.regclass
+),
+written(relid, typ) AS (
+  SELECT relid, typ FROM planned
+  UNION
+  SELECT ad.adrelid, t.typ FROM tdeps t JOIN pg_catalog.pg_attrdef ad ON ad.oid = t.objid
+  WHERE t.classid = 'pg_catalog.pg_attrdef'::pg_catalog.regclass
+  UNION
+  SELECT co.conrelid, t.typ FROM tdeps t JOIN pg_catalog.pg_constraint co ON co.oid = t.objid
+  WHERE t.classid = 'pg_catalog.pg_constraint'::pg_catalog.regclass AND co.conrelid <> 0
+)
+SELECT 'plan', n.nspname, c.relname, p.typ::text FROM planned p
+JOIN pg_catalog.pg_class c ON c.oid = p.relid JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+UNION ALL
+SELECT 'write', n.nspname, c.relname, w.typ::text FROM written w
+JOIN pg_catalog.pg_class c ON c.oid = w.relid JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+UNION ALL
+SELECT DISTINCT 'view', n.nspname, c.relname, t.typ::text FROM tdeps t
+JOIN pg_catalog.pg_rewrite r ON r.oid = t.objid
+JOIN pg_catalog.pg_class c ON c.oid = r.ev_class JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+WHERE t.classid = 'pg_catalog.pg_rewrite'::pg_catalog.regclass
+UNION ALL
+SELECT DISTINCT 'function', n.nspname, p.proname, t.typ::text FROM tdeps t
+JOIN pg_catalog.pg_proc p ON p.oid = t.objid AND p.pronargdefaults > 0
+JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
+WHERE t.classid = 'pg_catalog.pg_proc'::pg_catalog.regclass
 """
 
 # Columns holding values of a user-made composite type (a table's row type too) or enum:

@@ -44,6 +44,7 @@ from policy.catalog import (
     RULED_SQL,
     STATISTICS_SQL,
     TRIGGERED_SQL,
+    TYPE_DEPENDENTS_SQL,
     TYPE_NAMES_SQL,
     TYPE_USERS_SQL,
     USER_FUNCTIONS_SQL,
@@ -342,7 +343,7 @@ class CatalogLoader:
          relation_opclass_rows, code_flag_rows, ddl_code_rows, view_function_rows,
          relation_policy_rows, type_user_rows, statistics_rows,
          default_function_rows, policy_read_rows, published_rows, type_name_rows,
-         refcursor_rows, relation_plan_rows, argument_default_rows,
+         refcursor_rows, relation_plan_rows, argument_default_rows, type_dependent_rows,
          policy_expr_rows) = await self._queries(
             database, FUNCTIONS_SQL, COLUMNS_SQL, ROLE_SCHEMAS_SQL,
             USER_FUNCTIONS_SQL, USER_OPERATORS_SQL, USER_TYPES_SQL, USER_TYPE_OIDS_SQL,
@@ -353,7 +354,7 @@ class CatalogLoader:
             CODE_FLAGS_SQL, DDL_CODE_SQL, VIEW_FUNCTIONS_SQL, RELATION_POLICY_SQL,
             TYPE_USERS_SQL, STATISTICS_SQL, DEFAULT_FUNCTIONS_SQL, POLICY_READS_SQL,
             PUBLISHED_SQL, TYPE_NAMES_SQL, REFCURSOR_FUNCTIONS_SQL,
-            RELATION_PLAN_CODE_SQL, ARGUMENT_DEFAULTS_SQL,
+            RELATION_PLAN_CODE_SQL, ARGUMENT_DEFAULTS_SQL, TYPE_DEPENDENTS_SQL,
             POLICY_EXPRS_SQL,  # last: it sets its own search_path
         )  # fmt: skip
         views_unread = False
@@ -405,6 +406,25 @@ class CatalogLoader:
         for fschema, fname, schema, name in _ok(argument_default_rows):
             argument_defaults.setdefault(render_name(fschema, fname), set()).add(
                 render_name(schema, name))  # fmt: skip
+        # what depends on a user type runs what the type runs (TYPE_DEPENDENTS_SQL)
+        type_written: set[str] = set()
+        for kind, schema, name, oid in _ok(type_dependent_rows):
+            runs = type_oids.get(int(oid))
+            if not runs:
+                continue
+            if kind == "write":
+                type_written.add(render_name(schema, name))
+            elif kind == "function":
+                argument_defaults.setdefault(render_name(schema, name), set()).update(runs)
+            else:  # plan, view
+                for merged in (relation_casts, relation_casts_role):
+                    merged.setdefault(render_name(schema, name), set()).update(runs)
+        if type_written:  # (and their ancestors: a write to a parent reaches them)
+            ancestors = cascade_reach(
+                (render_name(s2, t2), render_name(s1, t1))
+                for s1, t1, s2, t2, _part in _ok(inheritance_rows)
+            )
+            type_written |= {a for rel in list(type_written) for a in ancestors.get(rel, ())}
         view_bases = cascade_reach(
             (render_name(s1, v), render_name(s2, b)) for s1, v, s2, b in _ok(view_read_rows)
         )
@@ -467,7 +487,7 @@ class CatalogLoader:
             user_schemas=[r[0] for r in _ok(schema_rows)],
             defaulted_functions=[(schema, name) for schema, name in _ok(defaulted_rows)],
             domain_schemas=[r[0] for r in _ok(domain_rows)],
-            triggered=relation_names(_ok(triggered_rows)),
+            triggered=relation_names(_ok(triggered_rows)) | type_written,
             loaded_at=started,
             loaded_epoch=epoch,
             type_names=[r[0] for r in _ok(type_name_rows)],
