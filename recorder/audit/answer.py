@@ -256,12 +256,14 @@ def write_json(answer: dict, out: TextIO) -> None:
 # author, ``why`` the grant's reason, ``happened_at`` the change's own time, ``expires_at``
 # and ``previous_expires_at`` the expiry it set and the one before), and for sessions and
 # logins where from (``client``) and to which ``database``. ``reason`` keeps, for a grant
-# event, its ``by`` (as before these columns).
+# event, its ``by`` (as before these columns). ``db_denied_rule``: a statement the database
+# refused through the proxy's check (deny.replaced's 26000), which the denials list holds
+# and its row said nothing of (s35 round 2).
 CSV_COLUMNS = ["ts", "kind", "grant_id", "agent", "task", "session_id", "n", "text", "params",
                "decision", "rule", "reason", "outcome", "command_tag", "rows", "sqlstate",
                "message", "duration_ms", "verified", "by", "why", "database", "scopes",
                "enforce", "not_before", "expires_at", "previous_expires_at", "happened_at",
-               "client"]
+               "client", "db_denied_rule"]
 
 
 def timeline(answer: dict) -> list[dict]:
