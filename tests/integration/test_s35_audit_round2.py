@@ -287,7 +287,8 @@ def drops(server_log):
 def test_ocsf_says_a_statement_the_proxys_check_refused_was_blocked(case, drops):
     """A prepared statement removed by code, then bound: the proxy's check refuses it
     (26000, ``deny.replaced``, recorded ``db.denied``). The answer lists it among the
-    denials (source database); OCSF said Allowed (it blocked on 42501 only)."""
+    denials (source database); OCSF said Allowed (it blocked on 42501 only), and the CSV's
+    row of it had no word of the refusal."""
     c = case.client()
     sid = one_live_session(case.h)
     c.send(parse("s1", "SELECT v FROM r2.t WHERE id = 1"), SYNC)
@@ -305,6 +306,13 @@ def test_ocsf_says_a_statement_the_proxys_check_refused_was_blocked(case, drops)
     (e,) = [e for e in ocsf_events(case) if e["class_uid"] == 6005
             and e["query_info"]["uid"] == f"{sid}/{d['n']}"]  # fmt: skip
     assert (e["disposition_id"], e["disposition"], e["status_code"]) == (2, "Blocked", "26000"), e
+
+    # the CSV: the statement's row said decision allowed, rule scope.read, sqlstate 26000,
+    # nothing of the database's refusal the denials list holds (no db_denied_rule column)
+    rc, out = audit_cli(case, "--format", "csv")
+    (row,) = [r for r in csv.DictReader(io.StringIO(out))
+              if r["session_id"] == sid and r["n"] == str(d["n"])]  # fmt: skip
+    assert row.get("db_denied_rule") == "deny.replaced", row
 
 
 # --- 6. the CSV of a grant a CLI without a recorder issued and revoked -----------------

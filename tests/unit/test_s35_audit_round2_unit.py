@@ -12,7 +12,7 @@ from devtools.testing import command_complete, error, frame, parse, query, ready
 from recorder.audit import export, index, ocsf
 from recorder.audit.answer import Filters, audit, sessions_list, write_csv
 from tests.support.audit_index import Index, at, us, z
-from tests.support.audit_recordings import BC, PC, SELECT1, Session, bind, execute
+from tests.support.audit_recordings import BC, PC, SELECT1, Session, answer_of, bind, execute
 
 BOUND = "SELECT v FROM t ORDER BY id"
 
@@ -291,3 +291,15 @@ def test_ocsf_has_one_event_of_a_revocation_a_control_stream_records():
     ix.grant_event("grant.revoked", "g2", 5, 600, revoked_at=at(5).isoformat())
     index.rebuild_grants(ix.con)
     assert [k for k, *_ in grant_events_of(ix)] == ["grant.issued", "grant.revoked"]
+
+
+def test_the_csv_row_of_a_statement_the_proxys_check_refused_says_so():
+    row = {"session_id": "s1", "n": 3, "ts": z(1), "decision": "allowed", "rule": "scope.read",
+           "outcome": "error", "sqlstate": "26000", "db_denied_rule": "deny.replaced",
+           "message": "prepared statement replaced"}  # fmt: skip
+    a = answer_of([row])
+    a["other_sessions"][0].update(grant_id="g1", agent="bot", task="T", database="app",
+                                  scopes="read:t", enforce=True)  # fmt: skip
+    (r,) = [r for r in csv_rows(a) if r["kind"] == "statement"]
+    assert (r["decision"], r["sqlstate"], r["db_denied_rule"]) == ("allowed", "26000",
+                                                                   "deny.replaced")  # fmt: skip
