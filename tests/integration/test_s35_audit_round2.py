@@ -1,6 +1,44 @@
 """Session 35, round 2: an auditor's red-team round on the audit answer, with PostgreSQL as
 the judge (the method of tests/integration/test_s35_audit_round.py: a session through a
-recording proxy, ``pgwitness audit`` read back, held to the server's log of its backend).
+recording proxy, ``pgwitness audit`` read back, held to the server's log of its backend, the
+table, or the grant store).
+
+Findings (each fixed in recorder/audit/; the unit tests in
+tests/unit/test_s35_audit_round2_unit.py fail without the fix, as these do):
+
+* session 34's gap (a): a single-statement Query failing at run time in a block (an
+  ``UPDATE``: no RowDescription) made its unnamed portal in place of the bound one; after a
+  ``ROLLBACK TO`` the Execute of the unnamed portal got 34000 (the server's log: nothing
+  executed) and the answer showed it as the bound ``SELECT`` (derive now takes the
+  server's word: a 34000 from the Execute's own lookup, routine exec_execute_message);
+* a dry run's login that enforcement would have refused (``startup_would_deny``): among the
+  JSON's and text's denials, no row in the CSV, no event in OCSF;
+* the Parquet export of a store that lost a recording: every table written, every row
+  ``verified``, no word of the loss (the answer: not intact, exit 1); it now has the
+  ``recordings`` table (a ``--day`` export: every recording that did not verify);
+* ``--since`` inside a statement: an UPDATE that ran across it and committed inside the
+  window was left out of its session (the session overlapped the window, its statement
+  did not count); its denial likewise;
+* a statement the database refused through the proxy's check (``deny.replaced``, 26000):
+  OCSF said Allowed (it blocked on 42501 only), the CSV's row said allowed and nothing more;
+* a grant a CLI without a recorder issued and revoked: its expiry and revocation (the JSON
+  and text have them, from the sessions' signed records) had no row in the CSV and no
+  event in OCSF.
+
+What held (probes not all kept): session 34's gap (a) when the Query fails before it makes
+a portal (parse analysis: the bound portal survives and runs, as the answer says, kept as a
+test); an index updated five times across a long session (60 UPDATEs with 3 kB literals,
+extended-protocol reads, many chunks) and a second session against one rebuilt from
+scratch: the same answer; four sessions of one grant through two workers at once (each
+UPDATE the server's log shows, once, in its session; one grant.issued); the login name is
+the agent (``for_agent(user)``), never the upstream role. Session 34's gap (b) (a cursor
+name returned as text): under enforcement the proxy refuses the Execute (``deny.cursor``,
+its row a denial with no text: nothing ran); a FETCH of it by SQL keeps its own text.
+
+Left (no fix in recorder/audit/): OCSF has no event for a recording that did not verify
+(the Parquet ``recordings`` table and the CSV's ``recording.not_intact`` rows do); an
+Execute refused 25P02 in a failed block after such a Query still names the bound statement
+(nothing ran either way).
 """
 
 from __future__ import annotations

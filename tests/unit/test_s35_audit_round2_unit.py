@@ -1,6 +1,11 @@
-"""Session 35, round 2: the audit answer's lies found on hand-made recordings and index
-rows (no proxy). The same cases through the proxy, judged by PostgreSQL's log:
-tests/integration/test_s35_audit_round2.py."""
+"""Session 35, round 2: the audit answer's lies, on hand-made recordings and index rows (no
+proxy): an Execute the server found no portal for shown as an earlier Bind's statement
+(derive); a dry run's would-deny login missing from the CSV and OCSF; the Parquet export
+with no word of a recording that did not verify; a statement running across ``--since``
+left out; a deny.replaced statement Allowed in OCSF and plain in the CSV; a grant known
+from its sessions (its expiry, a revocation no control stream records) missing from the
+CSV and OCSF. Each test fails without its fix. The same cases through the proxy, judged
+by PostgreSQL's log or the grant store: tests/integration/test_s35_audit_round2.py."""
 
 from __future__ import annotations
 
