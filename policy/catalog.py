@@ -61,6 +61,8 @@ __all__ = [
     "RELATION_PLAN_CODE_SQL",
     "ARGUMENT_DEFAULTS_SQL",
     "TYPE_DEPENDENTS_SQL",
+    "FOREIGN_KEYS_SQL",
+    "RELATION_CHECKS_SQL",
     "EVENT_TRIGGERS_SQL",
     "FUNCTION_TYPES_SQL",
     "RELATION_CASTS_SQL",
@@ -1005,18 +1007,11 @@ WHERE r.rulename <> '_RETURN' AND n.nspname NOT IN ('pg_catalog', 'information_s
 
 # Relations with triggers of their own (not the internal ones of foreign keys), or whose
 # defaults, generated columns, CHECKs, indexes, statistics objects or domain columns call
-# user-written functions (rounds 30, 81), or with a foreign key to or from a relation whose
-# plan runs one (round 81), and their ancestors (a write to a parent reaches a child's rows, and routes into a
+# user-written functions (rounds 30, 81), and their ancestors (a write to a parent reaches a child's rows, and routes into a
 # partition): a write to one runs code that may read or write relations the statement does
 # not name, and quote them in an error (StatementPolicy.writes_unreadable withholds).
 TRIGGERED_SQL = f"""
-WITH RECURSIVE written AS ({_WRITTEN}), {_CALLS_CTE}, {_PLAN_RUNS},
-fk_code(relid) AS (
-    SELECT relid FROM plan_runs
-    UNION
-    SELECT relid FROM ({_RELATION_OPCLASS_CODE}) code(relid, fn)
-    WHERE fn IN (SELECT oid FROM written)
-),
+WITH RECURSIVE written AS ({_WRITTEN}), {_CALLS_CTE},
 up(relid) AS (
     SELECT t.tgrelid FROM pg_catalog.pg_trigger t WHERE NOT t.tgisinternal
     UNION
@@ -1056,15 +1051,6 @@ up(relid) AS (
     SELECT s.stxrelid FROM pg_catalog.pg_statistic_ext s
     JOIN deps d ON d.classid = 'pg_catalog.pg_statistic_ext'::pg_catalog.regclass
       AND d.objid = s.oid AND d.fn IN (SELECT oid FROM written)
-    UNION
-    -- a foreign key's check or action is a query PostgreSQL plans on the other relation
-    -- (RI_FKey_check and the actions, through SPI): what its plan runs (``_PLAN_RUNS``) or
-    -- its indexes' operator classes compare with, the write runs (round 81)
-    SELECT k.conrelid FROM pg_catalog.pg_constraint k
-    WHERE k.contype = 'f' AND k.confrelid IN (SELECT relid FROM fk_code)
-    UNION
-    SELECT k.confrelid FROM pg_catalog.pg_constraint k
-    WHERE k.contype = 'f' AND k.conrelid IN (SELECT relid FROM fk_code)
     UNION
     SELECT i.inhparent FROM pg_catalog.pg_inherits i JOIN up ON i.inhrelid = up.relid
 )
@@ -1228,6 +1214,45 @@ SELECT DISTINCT 'function', n.nspname, p.proname, t.typ::text FROM tdeps t
 JOIN pg_catalog.pg_proc p ON p.oid = t.objid AND p.pronargdefaults > 0
 JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
 WHERE t.classid = 'pg_catalog.pg_proc'::pg_catalog.regclass
+"""
+
+# Every foreign key, as (referencing schema, name, referenced schema, name): its checks and
+# actions are queries PostgreSQL plans on the other relation (RI_FKey_check and the
+# actions, through SPI), and a DDL re-validating it one joining both, so what their plans run
+# a write or DDL of either runs (red-team rounds 81-82: ``Snapshot.fk_code``).
+FOREIGN_KEYS_SQL = """
+SELECT DISTINCT n1.nspname, c1.relname, n2.nspname, c2.relname
+FROM pg_catalog.pg_constraint k
+JOIN pg_catalog.pg_class c1 ON c1.oid = k.conrelid
+JOIN pg_catalog.pg_namespace n1 ON n1.oid = c1.relnamespace
+JOIN pg_catalog.pg_class c2 ON c2.oid = k.confrelid
+JOIN pg_catalog.pg_namespace n2 ON n2.oid = c2.relnamespace
+WHERE k.contype = 'f'
+"""
+# The user-written functions of a relation's own CHECK constraints, of any volatility, and
+# of its generated columns (through operators and casts), as (relation schema, name,
+# function schema, name): DDL that checks or recomputes its rows runs them on every row
+# (``VALIDATE CONSTRAINT``, a rewrite changing a column's type), and DDL's messages are never
+# withheld (red-team round 82: ``Snapshot.check_functions``). A plain default is not: no
+# DDL evaluates a stored row's.
+RELATION_CHECKS_SQL = f"""
+WITH {_CALLS_CTE}
+SELECT DISTINCT rn.nspname, r.relname, w.nspname, w.proname
+FROM pg_catalog.pg_constraint co
+JOIN deps d ON d.classid = 'pg_catalog.pg_constraint'::pg_catalog.regclass AND d.objid = co.oid
+JOIN ({_WRITTEN}) w ON w.oid = d.fn
+JOIN pg_catalog.pg_class r ON r.oid = co.conrelid
+JOIN pg_catalog.pg_namespace rn ON rn.oid = r.relnamespace
+WHERE co.contype = 'c' AND co.conrelid <> 0
+UNION
+SELECT rn.nspname, r.relname, w.nspname, w.proname
+FROM pg_catalog.pg_attrdef ad
+JOIN pg_catalog.pg_attribute a ON a.attrelid = ad.adrelid AND a.attnum = ad.adnum
+JOIN deps d ON d.classid = 'pg_catalog.pg_attrdef'::pg_catalog.regclass AND d.objid = ad.oid
+JOIN ({_WRITTEN}) w ON w.oid = d.fn
+JOIN pg_catalog.pg_class r ON r.oid = ad.adrelid
+JOIN pg_catalog.pg_namespace rn ON rn.oid = r.relnamespace
+WHERE a.attgenerated <> ''
 """
 
 # Columns holding values of a user-made composite type (a table's row type too) or enum:
@@ -1440,6 +1465,13 @@ class Snapshot:
     # function "schema.name" -> the user-written functions its argument defaults call
     # (ARGUMENT_DEFAULTS_SQL): a call leaving an argument out runs them
     argument_defaults: dict[str, frozenset[str]] = field(default_factory=dict)
+    # relation -> what the plans of its foreign keys' checks and actions run on the
+    # relations they link it with, through cascades (FOREIGN_KEYS_SQL and the plan and
+    # operator-class code of each): a write or DDL of it runs them
+    fk_code: dict[str, frozenset[str]] = field(default_factory=dict)
+    # relation -> the user-written functions its own CHECKs call (RELATION_CHECKS_SQL): DDL
+    # checking its rows runs them
+    check_functions: dict[str, frozenset[str]] = field(default_factory=dict)
     # the user-written functions of enabled event triggers (EVENT_TRIGGERS_SQL): any DDL
     # runs them
     event_functions: frozenset[str] = frozenset()
@@ -2024,6 +2056,8 @@ class CatalogCache:
         global_casts=(),
         function_types: dict[str, frozenset[str]] | None = None,
         argument_defaults: dict[str, frozenset[str]] | None = None,
+        fk_code: dict[str, frozenset[str]] | None = None,
+        check_functions: dict[str, frozenset[str]] | None = None,
         event_functions=(),
         opclass_functions: dict[str, frozenset[str]] | None = None,
         encoding_code: bool = False,
@@ -2076,6 +2110,7 @@ class CatalogCache:
             ),
             global_casts=frozenset(global_casts), function_types=dict(function_types or {}),
             argument_defaults=dict(argument_defaults or {}),
+            fk_code=dict(fk_code or {}), check_functions=dict(check_functions or {}),
             event_functions=frozenset(event_functions),
             opclass_functions=dict(opclass_functions or {}),
             encoding_code=encoding_code, temp_code=temp_code,

@@ -2512,6 +2512,24 @@ class StatementPolicy:
                                            "policy)")  # fmt: skip
                     if denial is not None:
                         return denial
+        if (snap.fk_code or snap.check_functions) and c.write_ops:
+            for op, rel in sorted(c.write_ops):
+                if op == "lock":
+                    continue
+                for fn in sorted(snap.fk_code.get(rel, ())):
+                    denial = self._call_of(fn, f"a {op} of {rel} plans the queries of its "
+                                           f"foreign keys on the relations they link it with, "
+                                           f"which run {fn}")  # fmt: skip
+                    if denial is not None:
+                        return denial
+                if op != "ddl":
+                    continue
+                for fn in sorted(snap.check_functions.get(rel, ())):
+                    denial = self._call_of(fn, f"DDL of {rel} may check or rewrite its rows, "
+                                           f"which runs {fn} (a CHECK or a generated "
+                                           "column)")  # fmt: skip
+                    if denial is not None:
+                        return denial
         if snap.argument_defaults and (c.functions or c.attributes):
             called = c.functions | (c.attributes - {DERIVED_ROWS})
             for target, fn in self._argument_defaults(called, snap):

@@ -25,6 +25,7 @@ from policy.catalog import (
     DEFAULTED_FUNCTIONS_SQL,
     DOMAIN_SCHEMAS_SQL,
     EVENT_TRIGGERS_SQL,
+    FOREIGN_KEYS_SQL,
     FUNCTION_TYPES_SQL,
     FUNCTIONS_SQL,
     GLOBAL_CASTS_SQL,
@@ -36,6 +37,7 @@ from policy.catalog import (
     PUBLISHED_SQL,
     REFCURSOR_FUNCTIONS_SQL,
     RELATION_CASTS_SQL,
+    RELATION_CHECKS_SQL,
     RELATION_OIDS_SQL,
     RELATION_OPCLASS_SQL,
     RELATION_PLAN_CODE_SQL,
@@ -203,6 +205,32 @@ def _grouped(rows) -> dict[str, frozenset[str]]:
     return {k: frozenset(v) for k, v in out.items()}
 
 
+def _fk_code(plan_code: dict[str, set[str]], foreign_keys, cascades) -> dict[str, set[str]]:
+    """``Snapshot.fk_code``: for each relation a foreign key links, what the plans of the
+    queries its writes make PostgreSQL run on other relations run (``plan_code``: relation
+    -> what a plan of it runs): the checks and actions of its foreign keys, to and from it,
+    plan the relation at the other end, and each relation its actions write
+    (``cascades``, transitive) runs its own and plans its links' in turn (red-team rounds
+    81-82: a partial index of the referenced table, two cascades away)."""
+    links: dict[str, set[str]] = {}
+    for s1, t1, s2, t2 in foreign_keys:
+        one, other = render_name(s1, t1), render_name(s2, t2)
+        links.setdefault(one, set()).add(other)
+        links.setdefault(other, set()).add(one)
+    out: dict[str, set[str]] = {}
+    for rel in links:
+        fns: set[str] = set()
+        for reached in (rel, *cascades.get(rel, ())):
+            if reached != rel:
+                fns.update(plan_code.get(reached, ()))
+            for linked in links.get(reached, ()):
+                if linked != rel:
+                    fns.update(plan_code.get(linked, ()))
+        if fns:
+            out[rel] = fns
+    return out
+
+
 def _by_first(rows) -> dict[str, set[str]]:
     """``{schema.name: every third column}`` from (schema, name, value) rows."""
     out: dict[str, set[str]] = {}
@@ -344,7 +372,7 @@ class CatalogLoader:
          relation_policy_rows, type_user_rows, statistics_rows,
          default_function_rows, policy_read_rows, published_rows, type_name_rows,
          refcursor_rows, relation_plan_rows, argument_default_rows, type_dependent_rows,
-         policy_expr_rows) = await self._queries(
+         foreign_key_rows, relation_check_rows, policy_expr_rows) = await self._queries(
             database, FUNCTIONS_SQL, COLUMNS_SQL, ROLE_SCHEMAS_SQL,
             USER_FUNCTIONS_SQL, USER_OPERATORS_SQL, USER_TYPES_SQL, USER_TYPE_OIDS_SQL,
             CASCADES_SQL, VIEWS_SQL, VIEW_READS_SQL, INLINABLE_SQL, RULED_SQL,
@@ -355,6 +383,7 @@ class CatalogLoader:
             TYPE_USERS_SQL, STATISTICS_SQL, DEFAULT_FUNCTIONS_SQL, POLICY_READS_SQL,
             PUBLISHED_SQL, TYPE_NAMES_SQL, REFCURSOR_FUNCTIONS_SQL,
             RELATION_PLAN_CODE_SQL, ARGUMENT_DEFAULTS_SQL, TYPE_DEPENDENTS_SQL,
+            FOREIGN_KEYS_SQL, RELATION_CHECKS_SQL,
             POLICY_EXPRS_SQL,  # last: it sets its own search_path
         )  # fmt: skip
         views_unread = False
@@ -406,6 +435,12 @@ class CatalogLoader:
         for fschema, fname, schema, name in _ok(argument_default_rows):
             argument_defaults.setdefault(render_name(fschema, fname), set()).add(
                 render_name(schema, name))  # fmt: skip
+        # what a plan of the relation runs (a foreign key's query on it plans it too)
+        plan_code = {k: set(v) for k, v in _grouped(
+            [*_ok(relation_plan_rows), *_ok(relation_opclass_rows)]).items()}  # fmt: skip
+        cascades = cascade_reach(
+            (render_name(s1, t1), render_name(s2, t2)) for s1, t1, s2, t2, _u in _ok(cascade_rows)
+        )
         # what depends on a user type runs what the type runs (TYPE_DEPENDENTS_SQL)
         type_written: set[str] = set()
         for kind, schema, name, oid in _ok(type_dependent_rows):
@@ -419,6 +454,9 @@ class CatalogLoader:
             else:  # plan, view
                 for merged in (relation_casts, relation_casts_role):
                     merged.setdefault(render_name(schema, name), set()).update(runs)
+                if kind == "plan":
+                    plan_code.setdefault(render_name(schema, name), set()).update(runs)
+        fk_code = _fk_code(plan_code, _ok(foreign_key_rows), cascades)
         if type_written:  # (and their ancestors: a write to a parent reaches them)
             ancestors = cascade_reach(
                 (render_name(s2, t2), render_name(s1, t1))
@@ -471,10 +509,7 @@ class CatalogLoader:
             _frozen(user_types),
             _frozen(type_oids),
             [int(r[0]) for r in _ok(type_oid_rows)],
-            cascade_reach(
-                (render_name(s1, t1), render_name(s2, t2))
-                for s1, t1, s2, t2, _u in _ok(cascade_rows)
-            ),
+            cascades,
             views_from_rows(_ok(view_rows), _ok(view_read_rows)),
             relation_names(_ok(view_rows)),
             inlinable_from_rows(_ok(inlinable_rows)),
@@ -520,6 +555,8 @@ class CatalogLoader:
             global_casts=[render_name(schema, name) for schema, name in _ok(global_cast_rows)],
             function_types=_frozen(function_types),
             argument_defaults=_frozen(argument_defaults),
+            fk_code=_frozen(fk_code),
+            check_functions=_grouped(_ok(relation_check_rows)),
             event_functions=[render_name(schema, name) for schema, name in _ok(event_rows)],
             opclass_functions=_frozen(opclass_functions),
             # (unread: assumed, as a failed load assumes the worst)
