@@ -838,14 +838,27 @@ _CALLS_CTE = """deps(classid, objid, fn) AS (
 # ``deps`` (``_CALLS_CTE``: through operators and casts); the caller keeps the
 # user-written functions.
 _PLAN_CODE = """
-  SELECT coalesce(ix.indrelid, d.objid), d.fn FROM deps d
-  LEFT JOIN pg_catalog.pg_index ix ON ix.indexrelid = d.objid
+  SELECT ix.indrelid, d.fn, pg_catalog.pg_get_indexdef(ix.indexrelid) FROM deps d
+  JOIN pg_catalog.pg_index ix ON ix.indexrelid = d.objid
   WHERE d.classid = 'pg_catalog.pg_class'::pg_catalog.regclass
   UNION
-  SELECT s.stxrelid, d.fn FROM pg_catalog.pg_statistic_ext s
+  SELECT pt.partrelid, d.fn,
+         'CREATE TABLE pgwitness_key () PARTITION BY ' || pg_catalog.pg_get_partkeydef(pt.partrelid)
+  FROM deps d JOIN pg_catalog.pg_partitioned_table pt ON pt.partrelid = d.objid
+  WHERE d.classid = 'pg_catalog.pg_class'::pg_catalog.regclass
+  UNION
+  -- (anything else recorded against a relation: kept whole)
+  SELECT d.objid, d.fn, '' FROM deps d
+  WHERE d.classid = 'pg_catalog.pg_class'::pg_catalog.regclass
+    AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_index ix WHERE ix.indexrelid = d.objid)
+    AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_partitioned_table pt WHERE pt.partrelid = d.objid)
+  UNION
+  SELECT s.stxrelid, d.fn, pg_catalog.pg_get_statisticsobjdef(s.oid) FROM pg_catalog.pg_statistic_ext s
   JOIN deps d ON d.classid = 'pg_catalog.pg_statistic_ext'::pg_catalog.regclass AND d.objid = s.oid
   UNION
-  SELECT i.inhparent, d.fn FROM pg_catalog.pg_constraint co
+  SELECT i.inhparent, d.fn,
+         'ALTER TABLE pgwitness_check ADD ' || pg_catalog.pg_get_constraintdef(co.oid)
+  FROM pg_catalog.pg_constraint co
   JOIN pg_catalog.pg_inherits i ON i.inhrelid = co.conrelid
   JOIN deps d ON d.classid = 'pg_catalog.pg_constraint'::pg_catalog.regclass AND d.objid = co.oid
   JOIN pg_catalog.pg_proc p ON p.oid = d.fn
@@ -872,11 +885,13 @@ _KEY_DOWN = f"""key_code(relid, fn) AS (
 # ... and every relation whose plan runs it: the relation and its ancestors (a read of a
 # parent plans each child, an insert routes through a partition's), as (relid, fn). Needs
 # ``written`` and ``deps``.
-_PLAN_RUNS = f"""{_KEY_DOWN}, plan_runs(relid, fn) AS (
-  SELECT relid, fn FROM ({_PLAN_CODE} UNION SELECT relid, fn FROM key_down) code(relid, fn)
+_PLAN_RUNS = f"""{_KEY_DOWN}, plan_runs(relid, fn, def) AS (
+  SELECT relid, fn, def FROM ({_PLAN_CODE} UNION SELECT relid, fn, '' FROM key_down)
+    code(relid, fn, def)
   WHERE fn IN (SELECT oid FROM written)
   UNION
-  SELECT i.inhparent, r.fn FROM pg_catalog.pg_inherits i JOIN plan_runs r ON i.inhrelid = r.relid
+  SELECT i.inhparent, r.fn, r.def FROM pg_catalog.pg_inherits i
+  JOIN plan_runs r ON i.inhrelid = r.relid
 )"""
 
 # The user-written functions a view's query calls (its _RETURN rule depends on them): a
@@ -1124,18 +1139,26 @@ WHERE pn.nspname NOT IN ('pg_catalog', 'information_schema')
 """
 
 # The user-written functions PostgreSQL may run to plan a statement on a relation
-# (``_PLAN_CODE``) and its ancestors', as (relation schema, name, function schema, name):
+# (``_PLAN_CODE``) and its ancestors', as (relation schema, name, function schema, name,
+# whether it is a SQL function, the definition calling it as PostgreSQL deparses it with
+# every name outside pg_catalog qualified: the loader leaves out a function other than a SQL
+# one, which is never inlined, that the definition calls only with a column among its
+# arguments, which is never folded: ``pgparse.column_bound_calls``; its own SET and RESET):
 # merged into ``Snapshot.relation_casts``, a read or write of the relation (or DDL of it,
 # which may rebuild its indexes) needs the execute scope on each, as a cast's or an
 # operator class's (red-team round 81: an IMMUTABLE function in a partial index's
 # predicate raised a NOTICE quoting a table the grant may not read, on a plain SELECT).
 RELATION_PLAN_CODE_SQL = f"""
+SET search_path = pg_catalog;
 WITH RECURSIVE written AS ({_WRITTEN}), {_CALLS_CTE}, {_PLAN_RUNS}
-SELECT DISTINCT n.nspname, c.relname, w.nspname, w.proname
+SELECT DISTINCT n.nspname, c.relname, w.nspname, w.proname, (l.lanname = 'sql')::text, r.def
 FROM plan_runs r JOIN pg_catalog.pg_class c ON c.oid = r.relid
 JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
 JOIN written w ON w.oid = r.fn
-WHERE n.nspname NOT IN ('pg_catalog', 'information_schema')
+JOIN pg_catalog.pg_proc p ON p.oid = r.fn
+JOIN pg_catalog.pg_language l ON l.oid = p.prolang
+WHERE n.nspname NOT IN ('pg_catalog', 'information_schema');
+RESET search_path
 """
 
 # The user-written functions a function's argument defaults call (through operators and
@@ -1229,12 +1252,13 @@ JOIN pg_catalog.pg_class c2 ON c2.oid = k.confrelid
 JOIN pg_catalog.pg_namespace n2 ON n2.oid = c2.relnamespace
 WHERE k.contype = 'f'
 """
-# The user-written functions of a relation's own CHECK constraints, of any volatility, and
-# of its generated columns (through operators and casts), as (relation schema, name,
-# function schema, name): DDL that checks or recomputes its rows runs them on every row
-# (``VALIDATE CONSTRAINT``, a rewrite changing a column's type), and DDL's messages are never
-# withheld (red-team round 82: ``Snapshot.check_functions``). A plain default is not: no
-# DDL evaluates a stored row's.
+# The user-written functions of a relation's own CHECK constraints, of any volatility, of
+# its generated columns and of its indexes' expressions and predicates (through operators
+# and casts), as (relation schema, name, function schema, name): DDL that checks, recomputes
+# or rebuilds its rows runs them on every row (``VALIDATE CONSTRAINT``, a rewrite changing a
+# column's type or its persistence), and DDL's messages are never withheld (red-team round
+# 82: ``Snapshot.check_functions``). A plain default is not: no DDL evaluates a stored
+# row's.
 RELATION_CHECKS_SQL = f"""
 WITH {_CALLS_CTE}
 SELECT DISTINCT rn.nspname, r.relname, w.nspname, w.proname
@@ -1253,6 +1277,13 @@ JOIN ({_WRITTEN}) w ON w.oid = d.fn
 JOIN pg_catalog.pg_class r ON r.oid = ad.adrelid
 JOIN pg_catalog.pg_namespace rn ON rn.oid = r.relnamespace
 WHERE a.attgenerated <> ''
+UNION
+SELECT rn.nspname, r.relname, w.nspname, w.proname
+FROM pg_catalog.pg_index ix
+JOIN deps d ON d.classid = 'pg_catalog.pg_class'::pg_catalog.regclass AND d.objid = ix.indexrelid
+JOIN ({_WRITTEN}) w ON w.oid = d.fn
+JOIN pg_catalog.pg_class r ON r.oid = ix.indrelid
+JOIN pg_catalog.pg_namespace rn ON rn.oid = r.relnamespace
 """
 
 # Columns holding values of a user-made composite type (a table's row type too) or enum:

@@ -68,6 +68,7 @@ from policy.catalog import (
     view_functions_from_rows,
     views_from_rows,
 )
+from policy.classify.pgparse import PgParseError, column_bound_calls
 from policy.lexer import render_name
 
 from . import metrics
@@ -203,6 +204,30 @@ def _grouped(rows) -> dict[str, frozenset[str]]:
     for tschema, tname, schema, name in rows:
         out.setdefault(render_name(tschema, tname), set()).add(render_name(schema, name))
     return {k: frozenset(v) for k, v in out.items()}
+
+
+def _plan_code_rows(rows) -> list[tuple[str, str, str, str]]:
+    """RELATION_PLAN_CODE_SQL's rows as (relation schema, name, function schema, name), less
+    a function other than a SQL one (never inlined) that its definition calls only with a
+    column among the arguments (never folded to a constant, so no plan runs it:
+    ``pgparse.column_bound_calls``, red-team round 82's transparency). A definition that
+    does not parse, or shows no call of the function by name (an operator's, a cast's),
+    keeps it."""
+    bound: dict[str, dict[str, bool]] = {}
+    out: set[tuple[str, str, str, str]] = set()
+    for rschema, rname, schema, name, is_sql, definition in rows:
+        if is_sql != "true" and definition:
+            calls = bound.get(definition)
+            if calls is None:
+                try:
+                    calls = column_bound_calls(definition)
+                except PgParseError:
+                    calls = {}
+                bound[definition] = calls
+            if calls.get(render_name(schema, name)):
+                continue
+        out.add((rschema, rname, schema, name))
+    return sorted(out)
 
 
 def _fk_code(plan_code: dict[str, set[str]], foreign_keys, cascades) -> dict[str, set[str]]:
@@ -419,8 +444,9 @@ class CatalogLoader:
         for oschema, oname, schema, name in _ok(opclass_rows):
             opclass_functions.setdefault(render_name(oschema, oname), set()).add(
                 render_name(schema, name))  # fmt: skip
+        plan_rows = _plan_code_rows(_ok(relation_plan_rows))
         for rschema, rname, schema, name in [*_ok(relation_cast_rows), *_ok(relation_opclass_rows),
-                                             *_ok(relation_plan_rows)]:  # fmt: skip
+                                             *plan_rows]:  # fmt: skip
             relation_casts.setdefault(render_name(rschema, rname), set()).add(
                 render_name(schema, name))  # fmt: skip
         # row security: for the proxy's login where a policy applies to it, for a session
@@ -437,7 +463,7 @@ class CatalogLoader:
                 render_name(schema, name))  # fmt: skip
         # what a plan of the relation runs (a foreign key's query on it plans it too)
         plan_code = {k: set(v) for k, v in _grouped(
-            [*_ok(relation_plan_rows), *_ok(relation_opclass_rows)]).items()}  # fmt: skip
+            [*plan_rows, *_ok(relation_opclass_rows)]).items()}  # fmt: skip
         cascades = cascade_reach(
             (render_name(s1, t1), render_name(s2, t2)) for s1, t1, s2, t2, _u in _ok(cascade_rows)
         )

@@ -30,7 +30,7 @@ from policy.classify.catalogue import (
     SIGNAL_FUNCTIONS,
 )
 from policy.classify.metadata import CATALOGS, DEPARSERS, described, entries
-from policy.lexer import ascii_lower, truncate_identifier
+from policy.lexer import ascii_lower, render_name, truncate_identifier
 
 __all__ = [
     "BARRIER_LOWERED", "PgParseError", "PgStatement", "parse", "removed_columns",
@@ -2198,3 +2198,42 @@ def inlined_reads(body: str) -> tuple[bool, frozenset[tuple[str | None, str]]] |
     (statement,) = statements
     names = frozenset((schema, name) for schema, name, _role in statement.relations)
     return _select_hides_rows(statement.node), names
+
+
+def _is_column(node: Any) -> bool:
+    """A column reference, under casts and a named argument's name: a Var, which
+    PostgreSQL's constant folding never turns into a constant."""
+    while type(node) is dict:
+        if "ColumnRef" in node:
+            return True
+        inner = node.get("TypeCast") or node.get("NamedArgExpr")
+        if type(inner) is not dict:
+            return False
+        node = inner.get("arg")
+    return False
+
+
+def column_bound_calls(sql: str) -> dict[str, bool]:
+    """For each function a definition calls by name (an index's, a CHECK's, as PostgreSQL
+    deparses it with every name outside pg_catalog qualified), whether every call of it has
+    a column among its arguments: such a call is never folded to a constant, so a plan
+    never runs it (a write or a rebuild runs it on each row). Rendered as ``render_name``
+    renders a qualified call. Raises ``PgParseError``."""
+    out: dict[str, bool] = {}
+    todo: list[Any] = [_tree(sql)]
+    while todo:
+        node = todo.pop()
+        if type(node) is list:
+            todo.extend(node)
+            continue
+        if type(node) is not dict:
+            continue
+        call = node.get("FuncCall")
+        if type(call) is dict:
+            parts = [p.get("String", {}).get("sval") for p in call.get("funcname") or ()]
+            args = call.get("args") or []
+            if parts and all(type(p) is str for p in parts):
+                name = render_name(*parts[-2:]) if len(parts) > 1 else render_name(parts[0])
+                out[name] = out.get(name, True) and any(_is_column(a) for a in args)
+        todo.extend(node.values())
+    return out
