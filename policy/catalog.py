@@ -1148,11 +1148,37 @@ WHERE pn.nspname NOT IN ('pg_catalog', 'information_schema')
 # which may rebuild its indexes) needs the execute scope on each, as a cast's or an
 # operator class's (red-team round 81: an IMMUTABLE function in a partial index's
 # predicate raised a NOTICE quoting a table the grant may not read, on a plain SELECT).
+_SETS_CONSTRAINT_EXCLUSION = rf"""EXISTS (SELECT 1 FROM pg_catalog.pg_proc p
+  JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
+  JOIN pg_catalog.pg_language l ON l.oid = p.prolang
+  WHERE p.oid >= 16384 AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+    AND (l.lanname NOT IN ('sql', 'plpgsql', 'c', 'internal')
+         OR {_CODE_TEXT} ~ '(constraint_exclusion|set_config|\mexecute\M)'
+         OR array_to_string(p.proconfig, ' ') ~* 'constraint_exclusion'))"""
 RELATION_PLAN_CODE_SQL = f"""
 SET search_path = pg_catalog;
-WITH RECURSIVE written AS ({_WRITTEN}), {_CALLS_CTE}, {_PLAN_RUNS}
-SELECT DISTINCT n.nspname, c.relname, w.nspname, w.proname, (l.lanname = 'sql')::text, r.def
-FROM plan_runs r JOIN pg_catalog.pg_class c ON c.oid = r.relid
+WITH RECURSIVE written AS ({_WRITTEN}), {_CALLS_CTE}, {_PLAN_RUNS},
+found(relid, fn, def) AS (
+  SELECT relid, fn, def FROM plan_runs
+  UNION
+  -- a table's own CHECK, where code may turn constraint_exclusion on over the pin (a
+  -- granted function's set_config: red-team round 83)
+  SELECT co.conrelid, d.fn, 'ALTER TABLE pgwitness_check ADD ' || pg_catalog.pg_get_constraintdef(co.oid)
+  FROM pg_catalog.pg_constraint co
+  JOIN deps d ON d.classid = 'pg_catalog.pg_constraint'::pg_catalog.regclass AND d.objid = co.oid
+  JOIN pg_catalog.pg_proc p ON p.oid = d.fn
+  JOIN pg_catalog.pg_language l ON l.oid = p.prolang
+  WHERE co.contype = 'c' AND co.conrelid <> 0 AND (p.provolatile = 'i' OR l.lanname = 'sql')
+    AND d.fn IN (SELECT oid FROM written) AND {_SETS_CONSTRAINT_EXCLUSION}
+)
+SELECT DISTINCT n.nspname, c.relname, w.nspname, w.proname,
+  -- kept whatever its calls' arguments: a SQL function (inlined), one a cast or an operator
+  -- runs (called where the definition shows no call of it by name: red-team round 83)
+  (l.lanname = 'sql'
+   OR EXISTS (SELECT 1 FROM pg_catalog.pg_cast k WHERE k.castfunc = r.fn)
+   OR EXISTS (SELECT 1 FROM pg_catalog.pg_operator o WHERE o.oprcode = r.fn))::text,
+  r.def
+FROM found r JOIN pg_catalog.pg_class c ON c.oid = r.relid
 JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
 JOIN written w ON w.oid = r.fn
 JOIN pg_catalog.pg_proc p ON p.oid = r.fn
@@ -1215,6 +1241,11 @@ planned(relid, typ) AS (
 ),
 written(relid, typ) AS (
   SELECT relid, typ FROM planned
+  UNION
+  -- a column's type, whatever it is made of (a domain over a domain, an array of one, a
+  -- composite or range type with one: the loader asks ``type_oids``; red-team round 83)
+  SELECT t.objid, t.typ FROM tdeps t
+  WHERE t.classid = 'pg_catalog.pg_class'::pg_catalog.regclass AND t.objsubid > 0
   UNION
   SELECT ad.adrelid, t.typ FROM tdeps t JOIN pg_catalog.pg_attrdef ad ON ad.oid = t.objid
   WHERE t.classid = 'pg_catalog.pg_attrdef'::pg_catalog.regclass

@@ -2516,20 +2516,27 @@ class StatementPolicy:
             for op, rel in sorted(c.write_ops):
                 if op == "lock":
                     continue
-                for fn in sorted(snap.fk_code.get(rel, ())):
-                    denial = self._call_of(fn, f"a {op} of {rel} plans the queries of its "
-                                           f"foreign keys on the relations they link it with, "
-                                           f"which run {fn}")  # fmt: skip
-                    if denial is not None:
-                        return denial
-                if op != "ddl":
-                    continue
-                for fn in sorted(snap.check_functions.get(rel, ())):
-                    denial = self._call_of(fn, f"DDL of {rel} may check or rewrite its rows, "
-                                           f"which runs {fn} (a CHECK or a generated "
-                                           "column)")  # fmt: skip
-                    if denial is not None:
-                        return denial
+                reached = [rel]
+                if op == "ddl" and rel not in c.only:
+                    # DDL of a parent changes, checks and rebuilds its children and
+                    # partitions too (red-team round 83)
+                    reached += sorted(snap.descendants.get(rel, frozenset())
+                                      | snap.partitions.get(rel, frozenset()))  # fmt: skip
+                for target in reached:
+                    for fn in sorted(snap.fk_code.get(target, ())):
+                        denial = self._call_of(fn, f"a {op} of {rel} plans the queries of the "
+                                               f"foreign keys of {target} on the relations "
+                                               f"they link it with, which run {fn}")  # fmt: skip
+                        if denial is not None:
+                            return denial
+                    if op != "ddl":
+                        continue
+                    for fn in sorted(snap.check_functions.get(target, ())):
+                        denial = self._call_of(fn, f"DDL of {rel} may check or rewrite the "
+                                               f"rows of {target}, which runs {fn} (a CHECK, "
+                                               "a generated column or an index)")  # fmt: skip
+                        if denial is not None:
+                            return denial
         if snap.argument_defaults and (c.functions or c.attributes):
             called = c.functions | (c.attributes - {DERIVED_ROWS})
             for target, fn in self._argument_defaults(called, snap):

@@ -208,15 +208,15 @@ def _grouped(rows) -> dict[str, frozenset[str]]:
 
 def _plan_code_rows(rows) -> list[tuple[str, str, str, str]]:
     """RELATION_PLAN_CODE_SQL's rows as (relation schema, name, function schema, name), less
-    a function other than a SQL one (never inlined) that its definition calls only with a
-    column among the arguments (never folded to a constant, so no plan runs it:
-    ``pgparse.column_bound_calls``, red-team round 82's transparency). A definition that
-    does not parse, or shows no call of the function by name (an operator's, a cast's),
-    keeps it."""
+    a function that its definition calls only with a column among the arguments (never
+    folded to a constant, so no plan runs it: ``pgparse.column_bound_calls``, red-team round
+    82's transparency), unless the query kept it whole: a SQL function (inlined), or one a
+    cast or an operator runs, which the text need not show by name (round 83). A definition
+    that does not parse, or shows no call of the function by name, keeps it."""
     bound: dict[str, dict[str, bool]] = {}
     out: set[tuple[str, str, str, str]] = set()
-    for rschema, rname, schema, name, is_sql, definition in rows:
-        if is_sql != "true" and definition:
+    for rschema, rname, schema, name, whole, definition in rows:
+        if whole != "true" and definition:
             calls = bound.get(definition)
             if calls is None:
                 try:
@@ -228,6 +228,15 @@ def _plan_code_rows(rows) -> list[tuple[str, str, str, str]]:
                 continue
         out.add((rschema, rname, schema, name))
     return sorted(out)
+
+
+def _cascaded(triggered: frozenset[str] | set[str], cascades) -> frozenset[str]:
+    """``triggered`` and every relation whose foreign-key actions write one of them
+    (``cascades``, transitive): its write runs their code as theirs does (red-team round 83:
+    an ON UPDATE CASCADE into a table with a volatile CHECK the grant may write)."""
+    out = set(triggered)
+    out.update(rel for rel, targets in cascades.items() if not out.isdisjoint(targets))
+    return frozenset(out)
 
 
 def _fk_code(plan_code: dict[str, set[str]], foreign_keys, cascades) -> dict[str, set[str]]:
@@ -548,7 +557,7 @@ class CatalogLoader:
             user_schemas=[r[0] for r in _ok(schema_rows)],
             defaulted_functions=[(schema, name) for schema, name in _ok(defaulted_rows)],
             domain_schemas=[r[0] for r in _ok(domain_rows)],
-            triggered=relation_names(_ok(triggered_rows)) | type_written,
+            triggered=_cascaded(relation_names(_ok(triggered_rows)) | type_written, cascades),
             loaded_at=started,
             loaded_epoch=epoch,
             type_names=[r[0] for r in _ok(type_name_rows)],
