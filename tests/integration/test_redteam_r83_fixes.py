@@ -93,7 +93,18 @@ Leaks (strict xfails; every mode):
    the functions behind them (conservatively: keep a function if the definition holds any
    ``A_Expr`` naming a user operator or any cast whose function is not a ``FuncCall``).
 
-Transparency regressions (strict xfails, labelled):
+Fixed after the round (session 35, the coordinator; those probes are plain tests now):
+a table's own CHECK counts where user-written code may turn ``constraint_exclusion`` on
+(``_SETS_CONSTRAINT_EXCLUSION``: code naming it, ``set_config`` or ``EXECUTE``, a SET
+clause, another language); a column of any type made of a domain makes its relation
+TRIGGERED (``TYPE_DEPENDENTS_SQL``'s ``write`` rows for columns, through ``type_oids``);
+DDL of a parent without ONLY is decided on its children's and partitions' ``fk_code`` and
+``check_functions`` (index functions included); TRIGGERED is closed over foreign-key
+actions (``_cascaded``); a function a cast or an operator runs, like a SQL one, is never
+left out by ``column_bound_calls``. ``test_r83_pin_survives_reset`` accepts the refusal the
+first fix brings here (this database holds ``r83.tune``).
+
+Transparency regressions (strict xfails, labelled; left):
 
 * **REFUSED** (``vck``: ``read:`` and ``ddl:r83.vck``; ``CHECK (r83x.peek(id))``): ``ALTER
   TABLE r83.vck ADD COLUMN note text`` and ``CREATE INDEX ON r83.vck (id)`` check no row
@@ -381,35 +392,13 @@ def _reaches(pg, before: list[str], sql: str, block: bool = True, params=None) -
     return got
 
 
-_PIN = (
-    "LEAK: a granted function's set_config turns constraint_exclusion on for the session; "
-    "the plan lists assume the pinned partition (a table's own CHECK is folded)"
-)
-_MADE_OF = (
-    "LEAK: a column of a type made of a domain (a domain over it, an array, a composite, a "
-    "range) runs its CHECK on a write; TRIGGERED_SQL matches a column's own type only"
-)
-_DESCENDANTS = (
-    "LEAK: DDL of a parent rewrites its children (ALTER COLUMN TYPE, ADD COLUMN with a "
-    "volatile default), running their CHECKs and index functions; check_functions is "
-    "consulted for the relation named only"
-)
-_CASCADE = (
-    "LEAK: a foreign-key action writes a readable, writable table whose write runs code (a "
-    "CHECK, a trigger); TRIGGERED is not closed over cascades (Snapshot.cascades: unreadable "
-    "targets only)"
-)
-_OPERATOR = (
-    "LEAK: a function a definition calls by name with a column (left out: "
-    "column_bound_calls) and through an operator or a cast of constants (folded by the plan)"
-)
 _CE_READ = "SELECT * FROM r83.chk WHERE id > 1"
 
 # key -> (grant, before, the probe, block, startup params, strict-xfail reason or None)
 PROBES = {
     # --- the pin
     "pin-granted-function-set-config": ("tune", ["SELECT r83.tune()"], _CE_READ, True, None,
-                                        _PIN),
+                                        None),
     "pin-trigger-set-config": ("tt", ["INSERT INTO r83.tt VALUES (1)"], _CE_READ, True, None,
                                None),
     "pin-trigger-set-config-committed": ("tt", ["INSERT INTO r83.tt VALUES (1)"], _CE_READ,
@@ -438,14 +427,14 @@ PROBES = {
                                     True, None, None),
     # --- types made of a domain
     "domain-over-domain-column": ("ddt", [], "INSERT INTO r83.ddt VALUES (1, 1)", True, None,
-                                  _MADE_OF),
+                                  None),
     "array-of-domain-column": ("arr", [], "INSERT INTO r83.arr VALUES (1, '{1}')", True, None,
-                               _MADE_OF),
+                               None),
     "composite-of-domain-column": ("ctab", [], "INSERT INTO r83.ctab VALUES (1, ROW(1))", True,
-                                   None, _MADE_OF),
+                                   None, None),
     "range-over-domain-column": ("rtab", [], "INSERT INTO r83.rtab VALUES (1, '[1,2)')", True,
-                                 None, _MADE_OF),
-    "array-of-domain-update": ("arr", [], "UPDATE r83.arr SET a = '{2}'", True, None, _MADE_OF),
+                                 None, None),
+    "array-of-domain-update": ("arr", [], "UPDATE r83.arr SET a = '{2}'", True, None, None),
     "array-of-domain-argument": ("farr", [], "SELECT r83.farr('{1}')", True, None, None),
     "cast-function-in-index": ("mood", [], "INSERT INTO r83.mt VALUES ('ok')", True, None,
                                None),
@@ -460,30 +449,30 @@ PROBES = {
     "cluster-index-over-function": ("cix", [], "CLUSTER r83.cix USING cix_i", True, None, None),
     "vacuum-full-index-over-function": ("cix", [], "VACUUM FULL r83.cix", False, None, None),
     "alter-type-parent-rewrites-child-check": (
-        "cpar", [], "ALTER TABLE r83.cpar ALTER COLUMN id TYPE bigint", True, None, _DESCENDANTS),
+        "cpar", [], "ALTER TABLE r83.cpar ALTER COLUMN id TYPE bigint", True, None, None),
     # --- foreign keys
     "fk-on-update-cascade-check": ("up", [], "UPDATE r83.up SET k = 2", True, None, None),
     "fk-on-update-cascade-check-granted": ("upw", [], "UPDATE r83.up SET k = 2", True, None,
-                                           _CASCADE),
+                                           None),
     "fk-cascaded-table-written-directly": ("upw", [], "UPDATE r83.upc SET k = k", True, None,
                                            None),
-    "fk-on-delete-cascade-trigger-granted": ("dlw", [], "DELETE FROM r83.dl", True, None, _CASCADE),
+    "fk-on-delete-cascade-trigger-granted": ("dlw", [], "DELETE FROM r83.dl", True, None, None),
     "alter-type-partitioned-rewrites-partition-check": (
-        "ppar", [], "ALTER TABLE r83.ppar ALTER COLUMN v TYPE bigint", True, None, _DESCENDANTS),
+        "ppar", [], "ALTER TABLE r83.ppar ALTER COLUMN v TYPE bigint", True, None, None),
     "column-bound-call-and-operator-in-index": ("opx", [], "SELECT * FROM r83.opx", True, None,
-                                                _OPERATOR),
+                                                None),
     "column-bound-call-and-operator-in-child-check": (
-        "opx", [], "SELECT * FROM r83.opp WHERE id > 1", True, None, _OPERATOR),
+        "opx", [], "SELECT * FROM r83.opp WHERE id > 1", True, None, None),
     "column-bound-call-and-cast-in-index": ("opx", [], "SELECT * FROM r83.cstx", True, None,
                                             None),
     "column-bound-call-and-cast-of-constant": ("opx", [], "SELECT * FROM r83.cst2", True, None,
-                                               _OPERATOR),
+                                               None),
     "partition-key-default-partition-scan": (
         "kk", [], "CREATE TABLE r83.kk2 PARTITION OF r83.kk FOR VALUES FROM (100) TO (200)", True,
         None, None),
     "parent-rewrite-rebuilds-child-index": (
         "ipar", [], "ALTER TABLE r83.ipar ADD COLUMN z uuid DEFAULT gen_random_uuid()", True,
-        None, _DESCENDANTS),
+        None, None),
     "fk-to-partitioned-table": ("pfk", [], "INSERT INTO r83.pfk VALUES (1)", True, None, None),
 }  # fmt: skip
 
@@ -600,6 +589,9 @@ def test_r83_pin_survives_reset(pg, px, reset, mode):
         pg.psql("ALTER DATABASE app SET constraint_exclusion = on;", db="app")
         _reaches(pg, [reset], _CE_READ, False)
         got = _proxied(px, "chk", mode, [reset], _CE_READ, False)
-        assert not _shown(got) and not planted.is_error(got), got[-400:]
+        # (this database has code that may turn constraint_exclusion on, r83.tune: the
+        # table's own CHECK counts since the fix, so the read may be refused for it)
+        assert not _shown(got), got[-400:]
+        assert not planted.is_error(got) or "rule scope.execute" in got, got[-400:]
     finally:
         pg.psql("ALTER DATABASE app RESET constraint_exclusion;", db="app")
