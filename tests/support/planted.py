@@ -577,6 +577,11 @@ def assert_hidden_ddl_withheld(
         unseen(pg, mig)
     with session(handle, handle.tokens[caller]) as c:
         got = text(c.query(call))
+        if is_error(got) and "on the relations they link it with" in got:
+            # refused since red-team round 82 (``Snapshot.fk_code``): the foreign key's check
+            # runs the code, which the grant may not run; nothing ran, nothing to withhold
+            assert "rule scope.execute" in got and not shows(got, marker), got[-300:]
+            return
         assert not is_error(got), got[-300:]
         try:
             out = writes_every_mode(handle, handle.tokens["writer"], write)
