@@ -204,7 +204,6 @@ import time
 import pytest
 
 from tests.support import planted
-from tests.support import rawpg as r
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -396,34 +395,15 @@ def _shown(text: str) -> list[str]:
 
 
 def _direct(pg, before: list[str], sql: str) -> str:
-    """``before`` then ``sql`` directly as ``pgwitness`` (a new backend), in a block rolled
-    back: every byte received."""
-    with r.RawClient.direct(pg) as c:
-        c.query("BEGIN")
-        got = [f for s in before for f in c.query(s)] + c.query(sql)
-        c.query("ROLLBACK")
-    return planted.text(got)
+    return planted.direct_in_block(pg, before, sql)
 
 
 def _proxied(px, key: str, mode: str, before: list[str], sql: str) -> str:
-    """``before`` (simple Query), then ``sql`` in ``mode``, in one session of grant ``key``
-    on a fresh upstream backend, in a block rolled back: every byte received (the session
-    must answer a query after)."""
-    planted.renew(px)
-    with planted.session(px, px.tokens[key]) as c:
-        got = planted.text(c.query("BEGIN"))
-        got += "".join(planted.run_mode(c, "simple", s) for s in before)
-        got += planted.run_mode(c, mode, sql)
-        c.query("ROLLBACK")
-        assert any(f[:1] == b"D" for f in c.query("SELECT 1")), "the session goes on"
-    return got
+    return planted.proxied_in_block(px, key, mode, before, sql)
 
 
 def _reaches(pg, before: list[str], sql: str) -> str:
-    got = _direct(pg, before, sql)
-    if not _shown(got):
-        raise RuntimeError(("precondition: no marker directly", sql, got[-400:]))
-    return got
+    return planted.reaches_directly(pg, before, sql, MARKERS)
 
 
 def _refused(got: str) -> bool:

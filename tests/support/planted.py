@@ -768,3 +768,39 @@ def interleaved_block(pg, migrator, agent, ddl, own, explain, run, wait_loaded) 
         finally:
             migrator.query("COMMIT")
         return fut.result(20)
+
+
+# --- a probe in a block rolled back, directly and through a proxy (rounds 81-82) ---------
+
+
+def direct_in_block(pg, before: list[str], sql: str) -> str:
+    """``before`` then ``sql`` directly as ``pgwitness`` (a new backend), in a block rolled
+    back: every byte received."""
+    with RawClient.direct(pg) as c:
+        c.query("BEGIN")
+        got = [f for s in before for f in c.query(s)] + c.query(sql)
+        c.query("ROLLBACK")
+    return text(got)
+
+
+def proxied_in_block(handle, key: str, mode: str, before: list[str], sql: str) -> str:
+    """``before`` (simple Query), then ``sql`` in ``mode``, in one session of grant ``key``
+    (``handle.tokens``) on a fresh upstream backend, in a block rolled back: every byte
+    received (the session must answer a query after)."""
+    renew(handle)
+    with session(handle, handle.tokens[key]) as c:
+        got = text(c.query("BEGIN"))
+        got += "".join(run_mode(c, "simple", s) for s in before)
+        got += run_mode(c, mode, sql)
+        c.query("ROLLBACK")
+        assert any(f[:1] == b"D" for f in c.query("SELECT 1")), "the session goes on"
+    return got
+
+
+def reaches_directly(pg, before: list[str], sql: str, markers: tuple[str, ...]) -> str:
+    """``direct_in_block``, which must show one of ``markers`` (RuntimeError otherwise: a
+    probe that cannot leak proves nothing)."""
+    got = direct_in_block(pg, before, sql)
+    if not any(shows(got, mk) for mk in markers):
+        raise RuntimeError(("precondition: no marker directly", sql, got[-400:]))
+    return got
