@@ -1488,6 +1488,65 @@ def _no_portal(f: dict) -> bool:
     return routine == "exec_execute_message" if routine else f.get("M", "").startswith("portal ")
 
 
+def _options_words(text: str) -> list[str]:
+    """A startup packet's ``options`` split as PostgreSQL splits it (pg_split_opts): on
+    whitespace, a backslash taking the next character as it is."""
+    words: list[str] = []
+    word: list[str] | None = None
+    i = 0
+    while i < len(text):
+        ch = text[i]
+        if ch.isspace():
+            if word is not None:
+                words.append("".join(word))
+                word = None
+        else:
+            if ch == "\\" and i + 1 < len(text):
+                i += 1
+                ch = text[i]
+            word = (word or []) + [ch]
+        i += 1
+    if word is not None:
+        words.append("".join(word))
+    return words
+
+
+def client_application_name(params: dict) -> str | None:
+    """The ``application_name`` a client's startup parameters name its session with, as
+    PostgreSQL reads them: a parameter's name case folded (of two spellings, the packet's
+    last wins; the start record keeps its keys sorted, so the answer takes the last so),
+    over a setting in ``options`` (``-c name=value``, ``-cname=value``, ``--name=value``;
+    the last wins); else a ``fallback_application_name``, as the proxy counts it (s35
+    round 3: the answer read the ``application_name`` key alone, and said a client that
+    named itself in ``options`` or as ``Application_Name`` gave no name)."""
+    explicit = from_options = fallback = None
+    for key, value in params.items():
+        name = str(key).lower()
+        if name == "application_name":
+            explicit = value
+        elif name == "fallback_application_name":
+            fallback = value
+        elif name == "options" and isinstance(value, str):
+            words, i = _options_words(value), 0
+            while i < len(words):
+                word = words[i]
+                i += 1
+                if word == "-c":  # its argument is the next word, whatever it looks like
+                    pair = words[i] if i < len(words) else ""
+                    i += 1
+                elif word.startswith("-c") or word.startswith("--"):
+                    pair = word[2:]
+                else:
+                    continue
+                setting, sep, val = pair.partition("=")
+                if sep and setting.replace("-", "_").lower() == "application_name":
+                    from_options = val
+    for v in (explicit, from_options, fallback):
+        if v is not None:
+            return v
+    return None
+
+
 def _session_row(sid: str, start: dict, meta: dict) -> dict:
     params = meta.get("startup_params") or {}
     return {
@@ -1504,7 +1563,7 @@ def _session_row(sid: str, start: dict, meta: dict) -> dict:
         "database": meta.get("database"),
         "client_addr": meta.get("client_addr"),
         "client_tls": meta.get("client_tls"),
-        "application_name": params.get("application_name"),
+        "application_name": client_application_name(params),
         "upstream_application_name": meta.get("upstream_application_name"),
         "upstream": meta.get("upstream"),
         "upstream_user": meta.get("upstream_user"),
