@@ -97,3 +97,24 @@ def test_the_clients_application_name_under_another_case_is_the_clients(case):
     sid = one_live_session(case.h)
     c.close()
     assert case.answer(sid)["application_name"] == "mixedcase"
+
+
+@pytest.mark.xfail(strict=True, reason="proxy/handshake.py: the client's name is looked up by "
+                   "its exact key, and the upstream packet gets application_name after it")  # fmt: skip
+def test_a_session_named_under_another_case_is_so_named_through_the_proxy(case):
+    """Left (the fix is the proxy's): a direct connection with ``Application_Name`` is
+    named ``mixedcase`` (PostgreSQL folds the name); through the proxy ``SHOW
+    application_name`` says ``''``: the handshake reads ``params.get("application_name")``
+    (none), then adds its own ``application_name`` (the client's name, or ``pgw:<tag>/``)
+    after the client's ``Application_Name``, and the packet's last wins. Both the answer's
+    ``upstream_application_name`` and the database say ``''`` (true of the database); the
+    client did not get the name it asked for. The fix: the handshake takes the client's
+    name as ``recorder.audit.derive.client_application_name`` does and drops the client's
+    other spellings of it from what it sends upstream."""
+    c = RawClient.session(case.h.host, case.h.port, AGENT, case.token,
+                          params={"Application_Name": "mixedcase"})  # fmt: skip
+    sid = one_live_session(case.h)
+    shown = c.scalar("SHOW application_name")
+    c.close()
+    assert case.answer(sid)["upstream_application_name"] == shown  # the answer: the database's
+    assert shown == "mixedcase"
