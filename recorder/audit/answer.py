@@ -490,12 +490,20 @@ def _session(s: dict, w) -> None:
       f"{' (kept from an earlier session of this grant)' if s.get('upstream_reused') else ''}"
       f"{' as ' + _quoted(s['upstream_application_name']) if s['upstream_application_name'] else ''}"
       "\n")
+    # a line's time of day, and its date where it is not the line before's (the session's
+    # start, for the first): a session over more than a day had lines that read as any of
+    # its days (s35 round 3)
+    day = (s["started_at"] or "")[:10]
     for st in s["statement_rows"]:
         mark = "  " if st["verified"] else "! "
         dec = st["decision"] or "-"
         res = _result(st)
         params = f" params {st['params']}" if st["params"] not in (None, "[]") else ""
-        w(f"    {mark}{st['ts'][11:23]} [{dec} {st['rule'] or ''}] {_cut(st['text'])}{params}\n")
+        when = st["ts"][11:23]
+        if st["ts"][:10] != day:
+            day = st["ts"][:10]
+            when = f"{day} {when}"
+        w(f"    {mark}{when} [{dec} {st['rule'] or ''}] {_cut(st['text'])}{params}\n")
         w(f"        -> {res} ({st['duration_ms']:.1f} ms)\n")
 
 
