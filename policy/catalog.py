@@ -1031,24 +1031,23 @@ up(relid) AS (
     SELECT t.tgrelid FROM pg_catalog.pg_trigger t WHERE NOT t.tgisinternal
     UNION
     -- a DEFAULT or generated column, or a CHECK, calling a user-written function
+    -- (``deps``: through operators and casts, red-team round 84)
     SELECT coalesce(ad.adrelid, co.conrelid)
-    FROM pg_catalog.pg_depend d
+    FROM deps d
     LEFT JOIN pg_catalog.pg_attrdef ad
       ON d.classid = 'pg_catalog.pg_attrdef'::pg_catalog.regclass AND ad.oid = d.objid
     LEFT JOIN pg_catalog.pg_constraint co
       ON d.classid = 'pg_catalog.pg_constraint'::pg_catalog.regclass AND co.oid = d.objid
-    WHERE d.refclassid = 'pg_catalog.pg_proc'::pg_catalog.regclass
-      AND d.refobjid IN (SELECT oid FROM written)
+    WHERE d.fn IN (SELECT oid FROM written)
       AND coalesce(ad.adrelid, co.conrelid, 0) <> 0
     UNION
     -- an index's expressions or predicate, a partition key's expressions (recorded
     -- against the index or the table: round 31)
     SELECT coalesce(ix.indrelid, d.objid)
-    FROM pg_catalog.pg_depend d
+    FROM deps d
     LEFT JOIN pg_catalog.pg_index ix ON ix.indexrelid = d.objid
     WHERE d.classid = 'pg_catalog.pg_class'::pg_catalog.regclass
-      AND d.refclassid = 'pg_catalog.pg_proc'::pg_catalog.regclass
-      AND d.refobjid IN (SELECT oid FROM written)
+      AND d.fn IN (SELECT oid FROM written)
     UNION
     -- an index or partition key using an operator class of user-written functions
     SELECT relid FROM ({_RELATION_OPCLASS_CODE}) code(relid, fn)
@@ -1057,9 +1056,8 @@ up(relid) AS (
     -- a column of a domain whose constraint or default calls one
     SELECT a.attrelid FROM pg_catalog.pg_attribute a
     JOIN pg_catalog.pg_constraint co ON co.contypid = a.atttypid
-    JOIN pg_catalog.pg_depend d ON d.classid = 'pg_catalog.pg_constraint'::pg_catalog.regclass
-      AND d.objid = co.oid AND d.refclassid = 'pg_catalog.pg_proc'::pg_catalog.regclass
-      AND d.refobjid IN (SELECT oid FROM written)
+    JOIN deps d ON d.classid = 'pg_catalog.pg_constraint'::pg_catalog.regclass
+      AND d.objid = co.oid AND d.fn IN (SELECT oid FROM written)
     WHERE a.attnum > 0 AND NOT a.attisdropped
     UNION
     -- an extended statistics object's expressions (round 81)
@@ -1153,7 +1151,7 @@ _SETS_CONSTRAINT_EXCLUSION = rf"""EXISTS (SELECT 1 FROM pg_catalog.pg_proc p
   JOIN pg_catalog.pg_language l ON l.oid = p.prolang
   WHERE p.oid >= 16384 AND n.nspname NOT IN ('pg_catalog', 'information_schema')
     AND (l.lanname NOT IN ('sql', 'plpgsql', 'c', 'internal')
-         OR {_CODE_TEXT} ~ '(constraint_exclusion|set_config|\mexecute\M)'
+         OR {_CODE_TEXT} ~ '(constraint_exclusion|set_config|\mexecute\M|u&)'
          OR array_to_string(p.proconfig, ' ') ~* 'constraint_exclusion'))"""
 RELATION_PLAN_CODE_SQL = f"""
 SET search_path = pg_catalog;
@@ -1174,7 +1172,7 @@ found(relid, fn, def) AS (
 SELECT DISTINCT n.nspname, c.relname, w.nspname, w.proname,
   -- kept whatever its calls' arguments: a SQL function (inlined), one a cast or an operator
   -- runs (called where the definition shows no call of it by name: red-team round 83)
-  (l.lanname = 'sql'
+  (l.lanname = 'sql' OR p.pronargdefaults > 0
    OR EXISTS (SELECT 1 FROM pg_catalog.pg_cast k WHERE k.castfunc = r.fn)
    OR EXISTS (SELECT 1 FROM pg_catalog.pg_operator o WHERE o.oprcode = r.fn))::text,
   r.def

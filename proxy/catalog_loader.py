@@ -230,6 +230,17 @@ def _plan_code_rows(rows) -> list[tuple[str, str, str, str]]:
     return sorted(out)
 
 
+def _with_defaults(fns: set[str], argument_defaults: dict[str, set[str]]) -> set[str]:
+    """``fns`` and what their argument defaults call, and theirs, transitively."""
+    out, todo = set(fns), list(fns)
+    while todo:
+        for called in argument_defaults.get(todo.pop(), ()):
+            if called not in out:
+                out.add(called)
+                todo.append(called)
+    return out
+
+
 def _cascaded(triggered: frozenset[str] | set[str], cascades) -> frozenset[str]:
     """``triggered`` and every relation whose foreign-key actions write one of them
     (``cascades``, transitive): its write runs their code as theirs does (red-team round 83:
@@ -492,6 +503,13 @@ class CatalogLoader:
                 if kind == "plan":
                     plan_code.setdefault(render_name(schema, name), set()).update(runs)
         fk_code = _fk_code(plan_code, _ok(foreign_key_rows), cascades)
+        check_functions = {k: set(v) for k, v in _grouped(_ok(relation_check_rows)).items()}
+        # a function a definition calls runs its argument defaults where the call leaves
+        # them out, which the stored definition does not show (PostgreSQL adds them at
+        # planning: red-team round 84): each list holds what those call, transitively
+        for lists in (relation_casts, relation_casts_role, fk_code, check_functions):
+            for key, fns in lists.items():
+                lists[key] = _with_defaults(fns, argument_defaults)
         if type_written:  # (and their ancestors: a write to a parent reaches them)
             ancestors = cascade_reach(
                 (render_name(s2, t2), render_name(s1, t1))
@@ -591,7 +609,7 @@ class CatalogLoader:
             function_types=_frozen(function_types),
             argument_defaults=_frozen(argument_defaults),
             fk_code=_frozen(fk_code),
-            check_functions=_grouped(_ok(relation_check_rows)),
+            check_functions=_frozen(check_functions),
             event_functions=[render_name(schema, name) for schema, name in _ok(event_rows)],
             opclass_functions=_frozen(opclass_functions),
             # (unread: assumed, as a failed load assumes the worst)
