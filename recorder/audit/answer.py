@@ -164,6 +164,26 @@ def audit(con, f: Filters) -> dict:
         by_session[st["session_id"]].append(st)
     for s in sessions:
         s["statement_rows"] = by_session[s["session_id"]]
+    # the notifications each session's client received (another session's NOTIFY on a
+    # channel it listens on), and those the proxy withheld from it (code the grant ran
+    # listens where no listen: scope reaches: ``notification.withheld``, rule deny.listen),
+    # in the window: their channels, never their payloads (s35 round 3: the answer said
+    # nothing of either)
+    nw, np_ = _where(f.window(), ts="ts")
+    notes: dict[str, list] = {sid: [] for sid in sids}
+    for e in _rows(con, "SELECT session_id, ts, kind, payload, verified FROM session_events "
+                        "WHERE session_id IN (SELECT unnest(?)) AND kind IN ('notification', "
+                        f"'notification.withheld') AND {nw} ORDER BY session_id, ts, seq",
+                   [sids, *np_]):  # fmt: skip
+        said = _payload(e["payload"])
+        delivered = e["kind"] == "notification"
+        notes[e["session_id"]].append({
+            "ts": e["ts"], "channel": said.get("channel"), "delivered": delivered,
+            "bytes": said.get("bytes"), "pid": said.get("pid") if delivered else None,
+            "rule": None if delivered else said.get("rule") or "deny.listen",
+            "more_not_recorded": bool(said.get("more_not_recorded")), "verified": e["verified"]})
+    for s in sessions:
+        s["notifications"] = notes[s["session_id"]]
     by_grant: dict[str | None, list] = {}
     for s in sessions:
         by_grant.setdefault(s["grant_id"], []).append(s)
@@ -307,6 +327,14 @@ def timeline(answer: dict) -> list[dict]:
                      "scopes": s["scopes"], "enforce": s["enforce"]})
         for st in s["statement_rows"]:
             rows.append({**{c: st.get(c) for c in CSV_COLUMNS}, "kind": "statement"})
+        for x in s.get("notifications") or []:
+            # its channel (``text``), its frame's size (``rows``: bytes); one withheld is
+            # the proxy's refusal (decision denied, its rule)
+            rows.append({**base, "ts": x["ts"], "verified": x["verified"], "text": x["channel"],
+                         "rows": x["bytes"], **({"kind": "notification", "outcome": "received"}
+                         if x["delivered"] else {"kind": "notification.withheld",
+                                                 "decision": "denied", "rule": x["rule"],
+                                                 "outcome": "withheld"})})  # fmt: skip
         if s["ended_at"]:
             rows.append({**base, "ts": s["ended_at"], "kind": "session.end",
                          "outcome": s["end_cause"], "message": s["end_detail"]})
@@ -505,6 +533,13 @@ def _session(s: dict, w) -> None:
             when = f"{day} {when}"
         w(f"    {mark}{when} [{dec} {st['rule'] or ''}] {_cut(st['text'])}{params}\n")
         w(f"        -> {res} ({st['duration_ms']:.1f} ms)\n")
+    for x in s.get("notifications") or []:
+        mark = "  " if x["verified"] else "! "
+        what = (f"received (from backend pid {x['pid']})" if x["delivered"] else
+                f"WITHHELD {x['rule']}: the proxy kept it from the client"
+                + ("; later ones counted, not recorded" if x["more_not_recorded"] else ""))
+        w(f"    {mark}{x['ts'][:10]} {x['ts'][11:23]} NOTIFICATION {_quoted(x['channel'])} "
+          f"({x['bytes']} bytes) {what}\n")
 
 
 TEXT_SHOWN = 200  # characters of a statement's text the text report shows

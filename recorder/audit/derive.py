@@ -675,6 +675,7 @@ class SessionFacts:
         self._terminated = False  # the client sent Terminate
         self._fatal = False  # a FATAL error came: the server ended the session there
         self._t = 0
+        self._seq = 0  # the record being read
         # when the last ReadyForQuery came: the server had finished what was sent before it
         # (it flushes its answers there), and began the next message no earlier (``_emit``)
         self._free_ns = 0
@@ -691,7 +692,7 @@ class SessionFacts:
 
     def feed(self, r: Record, verified: bool = True) -> None:
         self.records += 1
-        self._t, self._verified = r.t_ns, verified
+        self._t, self._verified, self._seq = r.t_ns, verified, r.seq
         if r.kind == Kind.WIRE:
             self.wire_bytes += len(r.payload)
             buf = self._buf[r.direction]
@@ -970,6 +971,22 @@ class SessionFacts:
     def _server(self, typ: str, body: bytes) -> None:
         codec = self._codec
         if typ in _ASYNC:
+            if typ == "A":
+                # a notification the client received (another session's NOTIFY on a channel
+                # the session listens on): an event of the session, as the proxy's
+                # ``notification.withheld`` is of one it kept from the client; its channel,
+                # the notifying backend and the frame's size, never its payload (s35 round 3:
+                # the answer said nothing of either)
+                try:
+                    (pid,) = struct.unpack_from(">i", body, 0)
+                    channel = _cstr(body, 4, codec)[0]
+                except (ValueError, struct.error):
+                    return
+                self.events.append({"seq": self._seq, "at_ns": self._wall0 + self._t,
+                                    "kind": "notification", "verified": self._verified,
+                                    "payload": {"channel": channel, "pid": pid,
+                                                "bytes": len(body) + 5}})  # fmt: skip
+                return
             if typ == "S":
                 self._codec = reported_codec(body) or codec
                 try:

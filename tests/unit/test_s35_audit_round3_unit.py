@@ -6,7 +6,12 @@
   ``PGOPTIONS``); the answer read the packet's ``application_name`` key alone and said the
   client gave no name (``derive.client_application_name``);
 * the text report gave a statement's time of day only: in a session over more than a day,
-  a line read as any of its days (a line of another date than the line before now says it).
+  a line read as any of its days (a line of another date than the line before now says it);
+* notifications: the answer said nothing of those the client received (another session's
+  NOTIFY on a channel it listens on) nor of those the proxy withheld from it
+  (``notification.withheld``, rule deny.listen): derive records each received one (its
+  channel, the notifying backend, the frame's size; never its payload), and each session of
+  the answer lists both (JSON ``notifications``, a text line each, CSV rows).
 
 Each test fails without its fix. The same cases through the proxy, judged by the server
 (``SHOW application_name``): tests/integration/test_s35_audit_round3.py.
@@ -14,12 +19,18 @@ Each test fails without its fix. The same cases through the proxy, judged by the
 
 from __future__ import annotations
 
+import csv
 import io
+import json
+import struct
 
 import pytest
 
-from recorder.audit.answer import write_text
-from tests.support.audit_recordings import Session, answer_of
+from devtools.testing import frame, query, ready
+from recorder.audit import index
+from recorder.audit.answer import Filters, audit, write_csv, write_text
+from tests.support.audit_index import Index, at, us
+from tests.support.audit_recordings import SELECT1, Session, answer_of
 
 
 def client_name(params: dict) -> str | None:
@@ -75,3 +86,64 @@ def test_a_statement_of_another_day_than_its_sessions_start_is_dated():
     lines = [x.strip() for x in text_of_a_session_across_midnight().splitlines() if "[allowed" in x]
     assert [x.split(" [")[0] for x in lines] == [
         "23:59:30.000", "2026-12-06 10:00:00.000", "23:59:59.000", "2026-12-07 00:00:01.000"], lines
+
+
+# --- 3. notifications: received, and withheld by the proxy ---------------------------------
+
+
+def notification(pid: int, channel: str, payload: str) -> bytes:
+    return frame(b"A", struct.pack(">i", pid) + channel.encode() + b"\x00" + payload.encode() + b"\x00")
+
+
+def test_derive_records_each_notification_the_client_received():
+    """Its channel, the notifying backend, the frame's size (never its payload), at the
+    time its record was written; a ``notification.withheld`` stays the proxy's event."""
+    s = Session().start()
+    s.client(query("SELECT 1"), decisions=1)
+    s.meta("notification.withheld", b'{"bytes":30,"channel":"vault","n":1,"rule":"deny.listen"}')
+    s.server(notification(77, "ok", "yours"), SELECT1, ready())
+    evs = [(e["kind"], e["payload"]) for e in s.facts().events]
+    assert evs == [("notification.withheld", {"bytes": 30, "channel": "vault", "n": 1,
+                                              "rule": "deny.listen"}),
+                   ("notification", {"channel": "ok", "pid": 77, "bytes": 18})], evs
+    assert [r["text"] for r in s.facts().statements] == ["SELECT 1"]
+
+
+def with_notifications() -> Index:
+    ix = Index().session("s1", "g1", 0, 60)
+    index._insert(ix.con, "session_events", [
+        {"session_id": "s1", "seq": 3, "ts": us(10), "kind": "notification.withheld",
+         "payload": json.dumps({"channel": "vault", "bytes": 30, "rule": "deny.listen", "n": 1,
+                                "more_not_recorded": False}), "verified": True},
+        {"session_id": "s1", "seq": 4, "ts": us(10), "kind": "notification",
+         "payload": json.dumps({"channel": "ok", "pid": 77, "bytes": 18}), "verified": True},
+        {"session_id": "s1", "seq": 5, "ts": us(20), "kind": "grant_extended",
+         "payload": "{}", "verified": True},
+    ])  # fmt: skip
+    return ix
+
+
+def test_the_answer_lists_the_notifications_received_and_withheld():
+    """The JSON (each session's ``notifications``), the text and the CSV: the answer said
+    nothing of either (s35 round 3)."""
+    a = audit(with_notifications().con, Filters())
+    (s,) = a["other_sessions"]
+    assert [(x["channel"], x["delivered"], x["rule"], x["bytes"], x["pid"])
+            for x in s["notifications"]] == [("vault", False, "deny.listen", 30, None),
+                                             ("ok", True, None, 18, 77)], s["notifications"]
+    out = io.StringIO()
+    write_text(a, out)
+    assert "NOTIFICATION 'vault' (30 bytes) WITHHELD deny.listen" in out.getvalue()
+    assert "NOTIFICATION 'ok' (18 bytes) received (from backend pid 77)" in out.getvalue()
+    out = io.StringIO()
+    write_csv(a, out)
+    rows = [(r["kind"], r["text"], r["decision"], r["rule"], r["outcome"], r["rows"])
+            for r in csv.DictReader(io.StringIO(out.getvalue()))
+            if r["kind"].startswith("notification")]  # fmt: skip
+    assert rows == [("notification.withheld", "vault", "denied", "deny.listen", "withheld", "30"),
+                    ("notification", "ok", "", "", "received", "18")], rows
+
+
+def test_the_window_holds_the_notifications_in_it():
+    a = audit(with_notifications().con, Filters(since=at(15)))
+    assert a["other_sessions"][0]["notifications"] == []
