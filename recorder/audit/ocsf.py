@@ -82,6 +82,40 @@ def statement_event(s: dict) -> dict:
     return e
 
 
+def withheld_notification_event(r: dict) -> dict:
+    """A notification the proxy withheld from the session's client, as Datastore Activity
+    (activity 1, Read: what the client would have read), Blocked by its rule."""
+    try:
+        said = json.loads(r.get("payload") or "{}")
+    except ValueError:
+        said = {}
+    said = said if isinstance(said, dict) else {}
+    rule = said.get("rule") or "deny.listen"
+    uid = f"{r['session_id']}/notification/{r['seq']}"
+    e = _base(6005, 6, 1, r["ts"], uid)
+    e.update({
+        "class_name": "Datastore Activity", "category_name": "Application Activity",
+        "actor": {"user": {"name": r.get("agent"), "uid": r.get("agent")},
+                  "session": {"uid": r["session_id"]},
+                  "authorizations": [{"decision": "denied", "policy": {
+                      "uid": r.get("grant_id"), "name": rule,
+                      "desc": "a notification withheld: no listen: scope names its channel"}}]},
+        "database": {"name": r.get("database"), "type_id": 99, "type": "PostgreSQL"},
+        "disposition_id": 2, "disposition": "Blocked", "status_id": 2, "status": "Failure",
+        "status_code": None, "status_detail": f"notification on channel {said.get('channel')} "
+                                              "withheld from the client",
+        "unmapped": {"task": r.get("task"), "grant_id": r.get("grant_id"),
+                     "event": "notification.withheld", "channel": said.get("channel"),
+                     "bytes": said.get("bytes"),
+                     "more_not_recorded": bool(said.get("more_not_recorded")),
+                     "verified": r.get("verified")},
+    })  # fmt: skip
+    host, _, port = (r.get("client_addr") or "").rpartition(":")
+    if host:
+        e["src_endpoint"] = {"ip": host, "port": int(port) if port.isdigit() else None}
+    return e
+
+
 def authorize_event(kind: str, r: dict) -> dict:
     """A login (accepted/refused) or a grant lifecycle event as Authorize Session. A login
     says from where (``src_endpoint``), to which database, and why it was refused; a grant
@@ -132,6 +166,15 @@ def events(con, where: str = "TRUE", params: list | None = None) -> Iterator[dic
                         "WHERE d.source = 'dry-run' AND d.n IS NULL AND d.session_id IS NOT NULL "
                         f"AND {where.replace('ts', 'd.ts')} ORDER BY d.ts", params):
         yield authorize_event("login.would_deny", r)
+    # a notification the proxy withheld from the client (code the grant ran listens on a
+    # channel no listen: scope names): its refusal, Blocked, as the answer and the CSV list
+    # it (s35 round 3); its channel, never its payload
+    for r in _rows(con, "SELECT e.session_id, e.seq, e.ts, e.payload, e.verified, s.agent, s.task, "
+                        "s.grant_id, s.database, s.client_addr FROM session_events e JOIN sessions s "
+                        "USING (session_id) WHERE e.kind = 'notification.withheld' AND "
+                        f"{where.replace('ts', 'e.ts')} ORDER BY e.ts, e.session_id, e.seq",
+                   params):  # fmt: skip
+        yield withheld_notification_event(r)
     for r in _rows(con, "SELECT e.*, g.agent, g.task, g.scopes, g.database FROM grant_events e LEFT JOIN "
                         f"grants g USING (grant_id) WHERE {where.replace('ts', 'e.ts')} "
                         "ORDER BY e.ts", params):

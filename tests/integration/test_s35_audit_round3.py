@@ -14,7 +14,7 @@ tests/unit/test_s35_audit_round3_unit.py fail without the fix, as these do):
   client LISTENs on one its scope names, another session notifies both. The client got one,
   the proxy withheld the other (recorded: ``notification.withheld``, rule deny.listen); the
   answer said nothing of either, in any format. Each session now lists both (JSON, text,
-  CSV; OCSF and Parquet do not yet).
+  CSV), and OCSF has a Blocked event for the withheld one (the Parquet export: neither yet).
 
 And one on hand-made rows only (no real session spans midnight in a test): the text report
 gave a statement's time of day alone, so in a session over more than a day a line read as
@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 
 import pytest
 
@@ -177,3 +178,13 @@ def test_the_answer_says_which_notifications_the_client_got_and_which_were_withh
             for r in csv.DictReader(io.StringIO(out)) if r["kind"].startswith("notification")]
     assert rows == [("notification.withheld", "r3_chan", "denied", "deny.listen", "withheld"),
                     ("notification", "r3_ok", "", "", "received")], rows
+    rc, _ = run_cli("export", "--store", str(case.tmp / "rec"), "--index",
+                    str(case.tmp / "audit.duckdb"), "--public-key",
+                    str(case.tmp / "signing.key.pub"), "--out", str(case.tmp / "lake"),
+                    "--as", "ocsf")  # fmt: skip
+    assert rc == 0
+    events = [json.loads(x) for f in (case.tmp / "lake").rglob("*.jsonl")
+              for x in f.read_text().splitlines()]  # fmt: skip
+    (e,) = [e for e in events if e["unmapped"].get("event") == "notification.withheld"]
+    assert (e["disposition"], e["unmapped"]["channel"], e["actor"]["session"]["uid"]) == (
+        "Blocked", "r3_chan", sid), e

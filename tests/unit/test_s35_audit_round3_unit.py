@@ -11,7 +11,8 @@
   NOTIFY on a channel it listens on) nor of those the proxy withheld from it
   (``notification.withheld``, rule deny.listen): derive records each received one (its
   channel, the notifying backend, the frame's size; never its payload), and each session of
-  the answer lists both (JSON ``notifications``, a text line each, CSV rows).
+  the answer lists both (JSON ``notifications``, a text line each, CSV rows), OCSF has a
+  Blocked event for each one withheld.
 
 Each test fails without its fix. The same cases through the proxy, judged by the server
 (``SHOW application_name``): tests/integration/test_s35_audit_round3.py.
@@ -27,7 +28,7 @@ import struct
 import pytest
 
 from devtools.testing import frame, query, ready
-from recorder.audit import index
+from recorder.audit import index, ocsf
 from recorder.audit.answer import Filters, audit, write_csv, write_text
 from tests.support.audit_index import Index, at, us
 from tests.support.audit_recordings import SELECT1, Session, answer_of
@@ -147,3 +148,17 @@ def test_the_answer_lists_the_notifications_received_and_withheld():
 def test_the_window_holds_the_notifications_in_it():
     a = audit(with_notifications().con, Filters(since=at(15)))
     assert a["other_sessions"][0]["notifications"] == []
+
+
+def test_ocsf_has_a_blocked_event_for_a_withheld_notification():
+    """OCSF had no event of it (the answer and the CSV list it now): Datastore Activity,
+    Blocked by deny.listen, its channel and size, never a payload. A received one is no
+    event (as a statement's rows are none)."""
+    evs = [e for e in ocsf.events(with_notifications().con)
+           if e.get("unmapped", {}).get("event") == "notification.withheld"]  # fmt: skip
+    assert len(evs) == 1, evs
+    (e,) = evs
+    assert (e["class_uid"], e["disposition"], e["actor"]["authorizations"][0]["policy"]["name"],
+            e["unmapped"]["channel"], e["unmapped"]["bytes"], e["actor"]["session"]["uid"]) == (
+        6005, "Blocked", "deny.listen", "vault", 30, "s1"), e  # fmt: skip
+    assert e["time"] == int(at(10).timestamp() * 1000)
