@@ -408,6 +408,7 @@ class Handshake:
         # The client's application_name upstream, or with upstream.tag_application_name
         # pgw:<tag>/<client's name> (proxy/appname.py): one tag per connection, so a
         # speculative login (_speculate) and the real one ask for the same parameters
+        params = _one_application_name(params)
         client_app = params.get("application_name") or params.get("fallback_application_name", "")
         if self._upstream_app is None or self._upstream_app[0] != client_app:
             tagged = self.cfg.upstream.tag_application_name
@@ -528,6 +529,32 @@ def _startup_params(identity: Identity, params: dict[str, str]) -> tuple[dict[st
             ) from None
         return params, str(exc)
     return out, ""
+
+
+def _one_application_name(params: dict[str, str]) -> dict[str, str]:
+    """``params`` with the client's application name under the one key the proxy reads and
+    rewrites, ``application_name``, as PostgreSQL takes it: a parameter of any case (a GUC's
+    name is case-insensitive; the packet's last wins), else the last ``-c application_name``
+    of ``options`` (a static user's, passed on as it came). Its other spellings are dropped:
+    the proxy's own value would otherwise not be the one the server keeps (s35 audit round 3:
+    ``Application_Name=x`` reached the server as '')."""
+    keys = [k for k in params if k.lower() == "application_name"]
+    if keys == ["application_name"]:
+        return params
+    value = params[keys[-1]] if keys else None
+    if value is None and "options" in params:
+        from policy.startup import OptionsError, parse_options
+
+        try:
+            named = [v for n, v in parse_options(params["options"]) if n == "application_name"]
+        except OptionsError:
+            named = []
+        value = named[-1] if named else None
+    if value is None:
+        return params
+    out = {k: v for k, v in params.items() if k.lower() != "application_name"}
+    out["application_name"] = value
+    return out
 
 
 def _quote_ident(name: str) -> str:

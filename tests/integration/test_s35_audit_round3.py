@@ -20,8 +20,9 @@ And one on hand-made rows only (no real session spans midnight in a test): the t
 gave a statement's time of day alone, so in a session over more than a day a line read as
 any of its days.
 
-Left (the fix is outside recorder/audit/; strict xfail): a client's ``Application_Name``
-(another case) is lost through the proxy, which sends its own ``application_name`` after it.
+Fixed after the round by the coordinator (outside recorder/audit/): a client's
+``Application_Name`` (another case) was lost through the proxy, which sent its own
+``application_name`` after it (``proxy.handshake._one_application_name``).
 
 What held (probes not kept): the newest refusals (``scope.execute``, "leaving an argument
 out") over a simple Query, Parse/Bind/Execute with a value and with every argument given:
@@ -125,10 +126,10 @@ def test_the_clients_application_name_under_another_case_is_the_clients(case):
     assert case.answer(sid)["application_name"] == "mixedcase"
 
 
-@pytest.mark.xfail(strict=True, reason="proxy/handshake.py: the client's name is looked up by "
-                   "its exact key, and the upstream packet gets application_name after it")  # fmt: skip
-def test_a_session_named_under_another_case_is_so_named_through_the_proxy(case):
-    """Left (the fix is the proxy's): a direct connection with ``Application_Name`` is
+@pytest.mark.parametrize("params", [{"Application_Name": "mixedcase"},
+                                    {"options": "-c application_name=mixedcase"}])  # fmt: skip
+def test_a_session_named_under_another_case_is_so_named_through_the_proxy(case, params):
+    """Fixed by the coordinator (``proxy.handshake._one_application_name``); was: a direct connection with ``Application_Name`` is
     named ``mixedcase`` (PostgreSQL folds the name); through the proxy ``SHOW
     application_name`` says ``''``: the handshake reads ``params.get("application_name")``
     (none), then adds its own ``application_name`` (the client's name, or ``pgw:<tag>/``)
@@ -137,8 +138,7 @@ def test_a_session_named_under_another_case_is_so_named_through_the_proxy(case):
     client did not get the name it asked for. The fix: the handshake takes the client's
     name as ``recorder.audit.derive.client_application_name`` does and drops the client's
     other spellings of it from what it sends upstream."""
-    c = RawClient.session(case.h.host, case.h.port, AGENT, case.token,
-                          params={"Application_Name": "mixedcase"})  # fmt: skip
+    c = RawClient.session(case.h.host, case.h.port, AGENT, case.token, params=params)
     sid = one_live_session(case.h)
     shown = c.scalar("SHOW application_name")
     c.close()
