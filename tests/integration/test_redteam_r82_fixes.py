@@ -490,12 +490,7 @@ PROBES = {
 
 
 def _cases():
-    return [
-        pytest.param(k, mode, id=f"{k}-{mode}", marks=[] if v[-1] is None else pytest.mark.xfail(
-            strict=True, raises=AssertionError, reason=v[-1]))
-        for k, v in PROBES.items()
-        for mode in MODES
-    ]  # fmt: skip
+    return planted.mode_cases(PROBES, MODES)
 
 
 @pytest.mark.parametrize("key", list(PROBES))

@@ -359,37 +359,16 @@ def _shown(text: str) -> list[str]:
 
 
 def _direct(pg, before: list[str], sql: str, block: bool = True, params=None) -> str:
-    """``before`` then ``sql`` directly as ``pgwitness`` (a new backend), in a block rolled
-    back (``block``): every byte received."""
-    with r.RawClient.direct(pg, params=params) as c:
-        got = planted.text(c.query("BEGIN")) if block else ""
-        got += "".join(planted.text(c.query(s)) for s in before)
-        got += planted.text(c.query(sql))
-        c.query("ROLLBACK")
-    return got
+    return planted.direct_in_block(pg, before, sql, block, params)
 
 
 def _proxied(px, key: str, mode: str, before: list[str], sql: str, block: bool = True,
              params=None) -> str:  # fmt: skip
-    """``before`` (simple Query), then ``sql`` in ``mode``, in one session of grant ``key``
-    on a fresh upstream backend, in a block rolled back (``block``): every byte received
-    (the session must answer a query after)."""
-    planted.renew(px)
-    c = r.RawClient.session(px.host, px.port, px.agent, px.tokens[key], params=params)
-    with c:
-        got = planted.text(c.query("BEGIN")) if block else ""
-        got += "".join(planted.run_mode(c, "simple", s) for s in before)
-        got += planted.run_mode(c, mode, sql)
-        c.query("ROLLBACK")
-        assert any(f[:1] == b"D" for f in c.query("SELECT 1")), "the session goes on"
-    return got
+    return planted.proxied_in_block(px, key, mode, before, sql, block, params)
 
 
 def _reaches(pg, before: list[str], sql: str, block: bool = True, params=None) -> str:
-    got = _direct(pg, before, sql, block, params)
-    if not _shown(got):
-        raise RuntimeError(("precondition: no marker directly", sql, got[-400:]))
-    return got
+    return planted.reaches_directly(pg, before, sql, MARKERS, block, params)
 
 
 _CE_READ = "SELECT * FROM r83.chk WHERE id > 1"
@@ -478,12 +457,7 @@ PROBES = {
 
 
 def _cases():
-    return [
-        pytest.param(k, mode, id=f"{k}-{mode}", marks=[] if v[-1] is None else pytest.mark.xfail(
-            strict=True, raises=AssertionError, reason=v[-1]))
-        for k, v in PROBES.items()
-        for mode in MODES
-    ]  # fmt: skip
+    return planted.mode_cases(PROBES, MODES)
 
 
 @pytest.mark.parametrize("key", list(PROBES))
