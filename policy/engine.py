@@ -2463,14 +2463,16 @@ class StatementPolicy:
         out: set[str] = set()
         known = snap.function_types
         for fn in functions:
-            if split_name(fn) is not None:
-                names = [fn]
-            else:  # unqualified: as the search path resolves it, or a user's of that name
-                names = [*function_names(None, fn, self.search_path),
-                         *snap.user_functions.get(fn, ())]  # fmt: skip
-            for name in names:
+            for name in self._call_names(fn, snap):
                 out.update(known.get(name, ()))
         return frozenset(out)
+
+    def _call_names(self, fn: str, snap: Snapshot) -> list[str]:
+        """Every function a call of ``fn`` may run: itself if qualified; unqualified, as the
+        search path resolves it, or a user's of that name."""
+        if split_name(fn) is not None:
+            return [fn]
+        return [*function_names(None, fn, self.search_path), *snap.user_functions.get(fn, ())]
 
     def _casts(self, c: Classified) -> Decision | None:
         """User-written code that runs on values with no call written (red-team rounds 26-31),
@@ -2555,12 +2557,7 @@ class StatementPolicy:
         out: set[tuple[str, str]] = set()
         known = snap.argument_defaults
         for fn in functions:
-            if split_name(fn) is not None:
-                names = [fn]
-            else:  # unqualified: as the search path resolves it, or a user's of that name
-                names = [*function_names(None, fn, self.search_path),
-                         *snap.user_functions.get(fn, ())]  # fmt: skip
-            for name in names:
+            for name in self._call_names(fn, snap):
                 out.update((name, called) for called in known.get(name, ()))
         return sorted(out)
 
