@@ -343,7 +343,8 @@ def timeline(answer: dict) -> list[dict]:
         # settings enforcement would have refused (``startup_would_deny``). The JSON and text
         # list it among the denials; the CSV had no row of it (s35 round 2). (A statement's
         # denial is its row; a refused login's, the login.refused row.)
-        if d["session_id"] is not None and d["n"] is None:
+        # (A withheld notification's denial is its notification.withheld row.)
+        if d["session_id"] is not None and d["n"] is None and d["source"] == "dry-run":
             rows.append({"ts": d["ts"], "kind": "login.would_deny", "grant_id": d["grant_id"],
                          "agent": d["agent"], "task": d["task"], "session_id": d["session_id"],
                          "decision": "would_deny", "rule": d["rule"], "reason": d["reason"],

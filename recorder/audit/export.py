@@ -19,6 +19,10 @@ EXPORT_TABLES = {
     "statements": "ts",
     "denials": "ts",
     "logins": "ts",
+    # what each session's client received from other sessions' NOTIFY, and what the proxy
+    # withheld from it (deny.listen): the answer and CSV list both, the export had neither
+    # (s35 round 4)
+    "notifications": "ts",
     # what the rows stand on: each recording's verification (a session's dated by its start,
     # a control stream's by its first event, one known only as missing by the control event
     # that names it, else when it was indexed). Was not exported: a lake's reader of a store
@@ -73,7 +77,10 @@ def _export_ocsf(con, out: Path, day) -> list[Path]:
     files: dict[str, TextIO] = {}
     try:
         for e in events(con, where, params):
-            d = dt.datetime.fromtimestamp(e["time"] / 1000, dt.UTC).date().isoformat()
+            # a day's export is that day's file: its events are of the day, but for those of
+            # recordings that did not verify, each day's has all (as its Parquet ``recordings``)
+            d = day.isoformat() if day is not None else dt.datetime.fromtimestamp(
+                (e["time"] or 0) / 1000, dt.UTC).date().isoformat()
             f = files.get(d)
             if f is None:
                 path = out / "ocsf" / f"event_date={d}" / "events.jsonl"

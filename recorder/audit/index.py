@@ -161,7 +161,39 @@ VIEWS = {
                json_extract_string(e.payload, '$.reason'), NULL,
                json_extract_string(e.payload, '$.reason'), e.verified
         FROM session_events e JOIN sessions s USING (session_id)
-        WHERE e.kind = 'startup_would_deny'""",
+        WHERE e.kind = 'startup_would_deny'
+        UNION ALL
+        -- a notification the proxy withheld from the client (code the grant ran listens on
+        -- a channel no listen: scope names: rule deny.listen): what the agent was denied
+        -- (s35 round 4; it was in no list of denials, and --denied left its session out)
+        SELECT e.ts, 'notification', s.grant_id, s.agent, s.task, s.database, e.session_id,
+               NULL, NULL, coalesce(json_extract_string(e.payload, '$.rule'), 'deny.listen'),
+               'a notification withheld from the client: no listen: scope names its channel',
+               NULL,
+               'notification on channel ' || coalesce(json_extract_string(e.payload, '$.channel'), '?')
+               || ' (' || coalesce(json_extract_string(e.payload, '$.bytes'), '?')
+               || ' bytes) withheld from the client', e.verified
+        FROM session_events e JOIN sessions s USING (session_id)
+        WHERE e.kind = 'notification.withheld'""",
+    # the notifications each session's client received (another session's NOTIFY on a
+    # channel it listens on) and those the proxy withheld from it (deny.listen): their
+    # channel, size, the notifying backend; never a payload (s35 round 4: the answer and CSV
+    # listed them, the Parquet export had neither)
+    "notifications": """
+        SELECT e.ts, e.session_id, s.grant_id, s.agent, s.task, s.database,
+               e.kind = 'notification' AS delivered,
+               json_extract_string(e.payload, '$.channel') AS channel,
+               TRY_CAST(json_extract_string(e.payload, '$.bytes') AS BIGINT) AS bytes,
+               CASE WHEN e.kind = 'notification'
+                    THEN TRY_CAST(json_extract_string(e.payload, '$.pid') AS BIGINT) END AS pid,
+               CASE WHEN e.kind = 'notification.withheld'
+                    THEN coalesce(json_extract_string(e.payload, '$.rule'), 'deny.listen')
+                    END AS rule,
+               coalesce(TRY_CAST(json_extract_string(e.payload, '$.more_not_recorded')
+                                 AS BOOLEAN), false) AS more_not_recorded,
+               e.seq, e.verified
+        FROM session_events e JOIN sessions s USING (session_id)
+        WHERE e.kind IN ('notification', 'notification.withheld')""",
     "grant_events": """
         SELECT e.ts, replace(e.kind, '_', '.') AS kind, e.grant_id,
                TRY_CAST(json_extract_string(e.payload, '$.at') AS TIMESTAMPTZ) AS happened_at,
@@ -417,7 +449,9 @@ class Indexer:
                 st.get("db_denied_rule") is not None) or st["sqlstate"] == "42501"
             errors += st["outcome"] in ("error", "rolled back")
         # a dry run's login that enforcement would have refused: a denial (the view's dry-run)
-        denials += sum(ev["kind"] == "startup_would_deny" for ev in facts.events)
+        # and a notification the proxy withheld from the client (the view's notification)
+        denials += sum(ev["kind"] in ("startup_would_deny", "notification.withheld")
+                       for ev in facts.events)
         for ev in facts.events:
             self._rows["session_events"].append({
                 "session_id": sid, "seq": ev["seq"], "ts": _us(ev["at_ns"]), "kind": ev["kind"],

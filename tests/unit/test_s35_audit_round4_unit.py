@@ -1,0 +1,158 @@
+"""Session 35, round 4: the audit answer's lies, on hand-made index rows (no proxy).
+
+* a recording that did not verify had no OCSF event (the CSV's ``recording.not_intact`` rows
+  and the Parquet ``recordings`` table say it): a lake fed OCSF alone read every event as
+  standing on verified recordings. Each one is now a Detection Finding (2004), in every
+  export, whatever its window (``ocsf.not_intact_events``);
+* a notification the proxy withheld (``notification.withheld``, deny.listen) was in no
+  list of denials, and ``audit --denied`` / ``sessions --denied`` left its session out,
+  though the answer said what the agent was denied: it is a ``notification`` row of the
+  ``denials`` view now (the JSON's and text's denials; its CSV row stays the
+  ``notification.withheld`` one, not a second), and counted in ``sessions.denials``;
+* the Parquet export had no notifications (received or withheld): a ``notifications``
+  table (and view) now, never a payload.
+
+Each test fails without its fix. Through the proxy: tests/integration/test_s35_audit_round4.py.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+
+import duckdb
+
+from recorder.audit import index, ocsf
+from recorder.audit.answer import Filters, audit, sessions_list, write_csv, write_text
+from recorder.audit.export import export_local
+from tests.support.audit_index import Index, at, us
+
+
+def with_notifications(withheld: bool = True) -> Index:
+    ix = Index().session("s1", "g1", 0, 60).session("s2", "g1", 0, 60)
+    rows = [
+        {
+            "session_id": "s1",
+            "seq": 4,
+            "ts": us(10),
+            "kind": "notification",
+            "payload": json.dumps({"channel": "ok", "pid": 77, "bytes": 18}),
+            "verified": True,
+        }
+    ]
+    if withheld:
+        rows.append(
+            {
+                "session_id": "s1",
+                "seq": 3,
+                "ts": us(10),
+                "kind": "notification.withheld",
+                "payload": json.dumps(
+                    {
+                        "channel": "vault",
+                        "bytes": 30,
+                        "rule": "deny.listen",
+                        "n": 1,
+                        "more_not_recorded": False,
+                    }
+                ),
+                "verified": True,
+            }
+        )
+    index._insert(ix.con, "session_events", rows)  # fmt: skip
+    return ix
+
+
+# --- a withheld notification is a denial ---------------------------------------------------
+
+
+def test_a_withheld_notification_is_among_the_answers_denials():
+    a = audit(with_notifications().con, Filters())
+    d = [(x["source"], x["session_id"], x["rule"], x["n"]) for x in a["denials"]]
+    assert d == [("notification", "s1", "deny.listen", None)], a["denials"]
+    assert "vault" in a["denials"][0]["message"]
+    out = io.StringIO()
+    write_text(a, out)
+    assert "DENIALS (1)" in out.getvalue() and "notification bot deny.listen" in out.getvalue()
+
+
+def test_denied_keeps_a_session_with_a_withheld_notification_in_audit_and_sessions():
+    con = with_notifications().con
+    a = audit(con, Filters(denied=True))
+    assert [s["session_id"] for s in a["other_sessions"]] == ["s1"], a["other_sessions"]
+    assert [s["session_id"] for s in sessions_list(con, Filters(denied=True))] == ["s1"]
+    # outside the window: neither
+    assert audit(con, Filters(denied=True, since=at(20)))["other_sessions"] == []
+    assert sessions_list(con, Filters(denied=True, since=at(20))) == []
+    # a received notification alone denies nothing
+    con = with_notifications(withheld=False).con
+    assert audit(con, Filters(denied=True))["other_sessions"] == []
+    assert sessions_list(con, Filters(denied=True)) == []
+
+
+def test_the_csv_has_one_row_for_a_withheld_notification():
+    """Its ``notification.withheld`` row (decision denied, its rule): not a second one
+    taken for a dry run's login (``login.would_deny``, the other denial of no statement)."""
+    out = io.StringIO()
+    write_csv(audit(with_notifications().con, Filters()), out)
+    kinds = [r["kind"] for r in csv.DictReader(io.StringIO(out.getvalue()))]
+    assert kinds.count("notification.withheld") == 1 and "login.would_deny" not in kinds, kinds
+
+
+# --- OCSF: a recording that did not verify ------------------------------------------------
+
+
+def tampered() -> Index:
+    ix = Index().session("s1", "g1", 0, 60)
+    ix.con.execute(
+        "UPDATE recordings SET intact = false, status = 'tampered', "
+        "problems = '[\"modified: 0000000001.chunk\"]' WHERE session_id = 's1'"
+    )
+    return ix
+
+
+def test_ocsf_has_an_event_for_a_recording_that_did_not_verify():
+    evs = [
+        e
+        for e in ocsf.events(tampered().con)
+        if e.get("unmapped", {}).get("event") == "recording.not_intact"
+    ]
+    assert len(evs) == 1, evs
+    (e,) = evs
+    assert (
+        e["class_uid"],
+        e["type_uid"],
+        e["unmapped"]["status"],
+        e["session"]["uid"],
+        e["unmapped"]["problems"],
+    ) == (2004, 200401, "tampered", "s1", ["modified: 0000000001.chunk"]), e
+    assert e["time"] == int(at(0).timestamp() * 1000)  # dated as the Parquet export dates it
+    assert not [
+        e
+        for e in ocsf.events(Index().session("s1", "g1", 0, 60).con)
+        if e.get("unmapped", {}).get("event") == "recording.not_intact"
+    ]
+
+
+def test_a_days_ocsf_export_holds_every_recording_that_did_not_verify(tmp_path):
+    """As a day's Parquet ``recordings`` does: one of another day may belong to its rows."""
+    ix = tampered()
+    export_local(ix.con, tmp_path, day=at(0).date().replace(day=3), fmt="ocsf")
+    (f,) = list(tmp_path.rglob("*.jsonl"))
+    assert f.parent.name == "event_date=2026-12-03"
+    evs = [json.loads(x) for x in f.read_text().splitlines()]
+    assert [e["unmapped"]["session_id"] for e in evs] == ["s1"], evs
+
+
+# --- Parquet: the notifications ----------------------------------------------------------
+
+
+def test_the_parquet_export_has_the_notifications(tmp_path):
+    export_local(with_notifications().con, tmp_path)
+    got = duckdb.sql(
+        f"SELECT session_id, delivered, channel, bytes, pid, rule, CAST(event_date AS VARCHAR) FROM read_parquet("
+        f"'{tmp_path}/notifications/*/*.parquet', hive_partitioning = true) ORDER BY seq"
+    ).fetchall()
+    assert got == [("s1", False, "vault", 30, None, "deny.listen", "2026-12-01"),
+                   ("s1", True, "ok", 18, 77, None, "2026-12-01")], got  # fmt: skip
