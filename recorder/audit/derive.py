@@ -640,6 +640,15 @@ class SessionFacts:
         # answers them, not from what the client last sent under the name.
         self._server_stmts: dict[str, Unit] = {}
         self._server_portals: dict[str, Unit] = {}
+        # the unnamed portal held when a single-statement Query failed with nothing to say
+        # whether it had made its own (no RowDescription, no row, no tag: an UPDATE failing
+        # at run time replaced it, a syntax error did not), and that Query's SQLSTATE
+        self._unnamed_unsure: tuple[Unit, str | None] | None = None
+        # the open transaction's short result values (a name a portal may be opened under)
+        # -> the statement whose row returned it, and the decision on it: a cursor code
+        # opened and named in a value of another type than refcursor (session 34's gap (b))
+        self._named_in_rows: dict[str, tuple[str, dict | None]] = {}
+        self._rows_read = 0  # DataRows read for them in the open transaction (_NAMES_READ)
         # The portals made in the open transaction, in the order the server made them, and
         # its savepoints: (name, how many of those were made before it). A ROLLBACK TO
         # closes those made after its savepoint, a transaction that does not commit all of
@@ -1003,7 +1012,8 @@ class SessionFacts:
         u = self._pending[0]
         if u.kind == "E" and not u.answered:
             u.answered = True
-            self._executing(u, gone=typ == "E" and _no_portal(_fields(body, codec)))
+            err = _fields(body, codec) if typ == "E" else {}
+            self._executing(u, gone=typ == "E" and _no_portal(err), aborted=err.get("C") == "25P02")
         if u.kind == "Q" and (typ in "TDCGH" or (u.decision or {}).get("decision") == "denied"):
             # A simple Query drops the unnamed statement as it starts, and runs each of its
             # statements in the unnamed portal (which it replaces): the server holds neither
@@ -1024,6 +1034,11 @@ class SessionFacts:
                 return
             self._pending.popleft()
             self._failed = True  # the transaction is aborted: undone at its end (_ready)
+            if u.kind == "Q" and self._server_portals.get("") is not None:
+                # a Query that failed before any of its statements said anything: the unnamed
+                # portal is the one held before, or the Query's own (made once parsed and
+                # planned, before it ran), the server's next word on it decides (_executing)
+                self._unnamed_unsure = (self._server_portals[""], f.get("C"))
             if u.kind == "!":  # a malformed message's own error
                 if u.name in ("Q", "F"):
                     self._await_ready(u)
@@ -1073,12 +1088,14 @@ class SessionFacts:
                 u.cursors = ()
             elif typ == "T":
                 u.cursors = _refcursor_columns(body) if _REFCURSOR_OID in body else ()
-            elif typ == "D" and u.cursors:
+            elif typ == "D" and (u.cursors or self._rows_read < _NAMES_READ):
                 i = len(self._tag_ns.get(id(row), ()))  # (its statements completed so far)
                 texts = statements_of(row.get("text") or "")
                 sql = texts[i] if i < len(texts) else row.get("text") or ""
                 decision = {k: row.get(k) for k in _DECISION_KEYS} if row.get("decision") else None
-                self._cursors_returned(sql, decision, u.cursors, body, codec)
+                if u.cursors:
+                    self._cursors_returned(sql, decision, u.cursors, body, codec)
+                self._names_returned(sql, decision, body, codec)
             elif typ in ("G", "H"):
                 row["copy"] = True
                 if typ == "G":
@@ -1116,11 +1133,13 @@ class SessionFacts:
             if typ == "D":
                 row["rows"] = (row["rows"] or 0) + 1  # a suspended portal has no tag
                 held = u.bind if u.bind is not None and u.bind.cursors else u.src
+                # the decision its row will have (_emit): a checked Bind's, else its Parse's
+                decision = (u.bind.decision if u.bind is not None else None) or (
+                    u.src.decision if u.src is not None else None)  # fmt: skip
                 if held is not None and held.cursors:
-                    # the decision its row will have (_emit): a checked Bind's, else its Parse's
-                    decision = (u.bind.decision if u.bind is not None else None) or (
-                        u.src.decision if u.src is not None else None)  # fmt: skip
                     self._cursors_returned(row.get("text") or "", decision, held.cursors, body, codec)
+                if self._rows_read < _NAMES_READ and row.get("text"):
+                    self._names_returned(row["text"], decision, body, codec)
                 return
             if typ == "C":
                 tag = _cstr(body, 0, codec)[0]
@@ -1160,7 +1179,7 @@ class SessionFacts:
         if src is not None:
             u.src, u.sql = src, src.sql
 
-    def _executing(self, u: Unit, gone: bool = False) -> None:
+    def _executing(self, u: Unit, gone: bool = False, aborted: bool = False) -> None:
         """The Execute ``u`` is being answered: its row names the portal the server holds
         under its name (the text and values it runs), not what the client last bound.
         ``gone``: the server's answer is that it holds no portal of that name (34000 from
@@ -1174,6 +1193,14 @@ class SessionFacts:
         if u.row is None:
             return
         bound = self._server_portals.get(u.name)
+        unsure = self._unnamed_unsure
+        if (aborted and not u.name and unsure is not None and bound is unsure[0]
+                and not _parse_analysis(unsure[1])):
+            # 25P02 (the block failed): the server found a portal under the name, and it is
+            # the failed Query's own unless that Query failed in parse analysis (the server's
+            # log names its text: the portal's). Derive cannot tell which one; the row named
+            # the one bound before, which the server may no longer hold (s35 round 4): no text
+            bound = None
         if bound is None:
             # no portal this recording shows made (the server fails it, 34000, or runs one
             # made by code derive cannot see): not what the client last bound to the name,
@@ -1181,6 +1208,19 @@ class SessionFacts:
             # Bind's statement)
             u.bind = u.src = None
             u.row["text"], u.row["params"] = "", json.dumps([])
+            named = (self._named_in_rows.get(u.name) if u.name and not gone
+                     and u.row.get("decision") != "denied" else None)  # (refused: none ran)
+            if named is not None:
+                # a name an earlier statement of the transaction returned in a row (as text,
+                # not refcursor): a cursor code it called opened, whose own query only that
+                # code holds. The row said nothing of what ran (a dry run lets the Execute
+                # through: the server returned the cursor's rows; session 34's gap (b), s35
+                # round 4): it names that statement, as for a refcursor, and says so
+                u.row["text"] = named[0]
+                u.row["message"] = (f"a cursor {u.name!r} opened by code this statement ran, "
+                                    "its name returned in a result row (not a refcursor): "
+                                    "the server ran the cursor's own query, which no "
+                                    "recording holds")  # fmt: skip
             return
         u.bind, u.src = bound, bound.src
         u.row["text"], u.row["params"] = bound.sql, json.dumps(bound.params)
@@ -1278,6 +1318,17 @@ class SessionFacts:
             # (opening it would have failed: 42P03): it returned the name of that portal
             if name not in self._server_portals:
                 self._open_portal(name, Unit("B", name=name, sql=sql, src=src, params=[]))
+
+    def _names_returned(self, sql: str, decision: dict | None, body: bytes, codec: str) -> None:
+        """A result row of statement ``sql``: its short values, each a name a cursor that
+        code the statement called opened may be under (a function that opens one and returns
+        its name as ``text``: no refcursor column says so). Read for the first
+        ``_NAMES_READ`` rows of a transaction only (a cursor's name is returned where it
+        is opened, in a row of the call)."""
+        self._rows_read += 1
+        for name in _column_values(body, tuple(range(8)), codec):
+            if 0 < len(name) <= 63 and name not in self._named_in_rows:
+                self._named_in_rows[name] = (sql, decision)
 
     def _copy_in_began(self) -> None:
         """CopyInResponse to the head message: until the client's CopyDone or CopyFail the
@@ -1474,6 +1525,9 @@ class SessionFacts:
             # the transaction's portals ended with it, but a cursor declared WITH HOLD whose
             # transaction committed (an error ended an implicit one: it did not)
             self._end_portals(committed=not failed)
+            self._named_in_rows.clear()
+            self._rows_read = 0
+            self._unnamed_unsure = None
         self._failed = self._unread_rollback = False
         self._status = status
 
@@ -1493,6 +1547,18 @@ class SessionFacts:
             if best is not None:
                 best["db_denied_rule"] = p.get("rule") or ""
                 ev["matched"] = True
+
+
+# the DataRows of a transaction whose short values derive keeps as names a cursor may be
+# under (``SessionFacts._names_returned``)
+_NAMES_READ = 64
+
+
+def _parse_analysis(sqlstate: str | None) -> bool:
+    """Whether a Query's error ``sqlstate`` is one of parse analysis (a syntax error, an
+    unknown relation, column or function: class 42 but 42501, which the executor raises at
+    its start), before the server made the Query's portal in place of the unnamed one."""
+    return bool(sqlstate) and sqlstate.startswith("42") and sqlstate != "42501"
 
 
 def _no_portal(f: dict) -> bool:

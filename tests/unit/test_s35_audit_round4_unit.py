@@ -156,3 +156,76 @@ def test_the_parquet_export_has_the_notifications(tmp_path):
     ).fetchall()
     assert got == [("s1", False, "vault", 30, None, "deny.listen", "2026-12-01"),
                    ("s1", True, "ok", 18, 77, None, "2026-12-01")], got  # fmt: skip
+
+
+# --- 25P02 after a failed simple Query: which unnamed portal --------------------------------
+
+
+def execute_after_a_failed_query(code: str) -> list[tuple]:
+    """In a block: the unnamed portal bound (not run), a single-statement Query failing
+    with ``code`` (nothing before its error), then an Execute of the unnamed portal."""
+    from devtools.testing import bind, error, execute, parse, query, ready, sync
+    from tests.support.audit_recordings import BC, PC, Session
+
+    s = Session().start()
+    s.client(query("BEGIN"), decisions=1).server(frame_c("BEGIN"), ready(b"T"))
+    s.client(parse("SELECT v FROM t"), bind([]), sync(), decisions=1).server(PC, BC, ready(b"T"))
+    s.client(query("UPDATE t SET id = v::int"), decisions=1)
+    s.server(error(code, "it failed"), ready(b"E"))
+    s.client(execute(), sync()).server(error("25P02", "current transaction is aborted"),
+                                       ready(b"E"))  # fmt: skip
+    return [(r["text"], r["sqlstate"]) for r in s.facts().statements]
+
+
+def frame_c(tag: str) -> bytes:
+    from devtools.testing import command_complete
+
+    return command_complete(tag)
+
+
+def test_a_25p02_after_a_query_failing_at_run_time_names_no_old_statement():
+    """``UPDATE ... SET id = v::int`` fails at run time (22P02): the server had made its
+    portal in place of the bound one, and the Execute's 25P02 is of that portal (its log:
+    ``STATEMENT: UPDATE ...``). The row named the bound ``SELECT``, which the server no longer
+    held; derive cannot tell which portal it was (a failure in planning leaves the old one):
+    no text."""
+    rows = execute_after_a_failed_query("22P02")
+    assert rows[-1] == ("", "25P02"), rows
+
+
+def test_a_25p02_after_a_query_failing_in_parse_analysis_names_the_bound_statement():
+    rows = execute_after_a_failed_query("42703")  # an unknown column: no portal was made
+    assert rows[-1] == ("SELECT v FROM t", "25P02"), rows
+
+
+# --- session 34's gap (b): a cursor's name returned as text -------------------------------
+
+
+def test_an_execute_of_a_cursor_named_in_a_text_value_names_the_statement_that_returned_it():
+    """A granted function opens a cursor and returns its name as ``text`` (no refcursor
+    column says so); in a dry run the proxy lets the Execute of that name through and the
+    server runs the cursor's query (its log: ``execute textcur: SELECT s FROM secret``). The
+    row had no text at all, a ``SELECT 1`` of nothing: it names the statement whose row
+    returned the name now, and says what ran."""
+    from devtools.testing import command_complete, data_row, query, ready, row_description, sync
+    from tests.support.audit_recordings import Session
+
+    s = Session().start()
+    s.client(query("BEGIN"), decisions=1).server(command_complete("BEGIN"), ready(b"T"))
+    s.client(query("SELECT open_text()"), decisions=1)
+    s.server(row_description("open_text"), data_row("textcur"), command_complete("SELECT 1"),
+             ready(b"T"))  # fmt: skip
+    s.client(frame_e("textcur"), sync(), decisions=1)
+    s.server(data_row("hidden"), command_complete("SELECT 1"), ready(b"T"))
+    s.client(frame_e("other"), sync(), decisions=1)
+    s.server(data_row("x"), command_complete("SELECT 1"), ready(b"T"))
+    rows = [(r["text"], r["command_tag"], bool(r["message"])) for r in s.facts().statements]
+    assert rows[2:] == [("SELECT open_text()", "SELECT 1", True), ("", "SELECT 1", False)], rows
+
+
+def frame_e(portal: str) -> bytes:
+    import struct
+
+    from devtools.testing import frame
+
+    return frame(b"E", portal.encode() + b"\x00" + struct.pack("!i", 0))

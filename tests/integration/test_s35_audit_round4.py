@@ -1,0 +1,184 @@
+"""Session 35, round 4: an auditor's red-team round on the audit answer, with PostgreSQL as
+the judge (the method of tests/integration/test_s35_audit_round.py: a session through a
+recording proxy, ``pgwitness audit`` read back, held to what the server says).
+
+Findings (fixed in recorder/audit/; the unit tests in tests/unit/test_s35_audit_round4_unit.py
+fail without the fix, as these do):
+
+* session 34's gap (b) in a dry run: a granted function opens a cursor and returns its name
+  as ``text``; the dry run lets the Execute of it through and the server returns the
+  cursor's rows. The row had no text, a ``SELECT 1`` of nothing; it names the statement that
+  returned the name, and says what ran (``derive``: ``_names_returned``);
+* a 25P02 Execute of the unnamed portal after a single-statement Query failed at run time
+  in the block named the statement bound before (the server had made the failed Query's
+  portal in its place: its log names that one, with no text);
+* a notification the proxy withheld (deny.listen) was in no list of denials, and
+  ``--denied`` (``audit``, ``sessions``) left its session out; the Parquet export had no
+  notifications at all. OCSF had no event for a recording that did not verify (unit test
+  only).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+
+import pytest
+
+from common.wire import messages as m
+from tests.support.rawpg import RawClient, bind, error_fields, execute, parse
+from tests.support.recording import issue_grant, one_live_session
+from tests.support.server_log import AGENT, logging_role, open_case, run_cli, trace
+
+pytestmark = pytest.mark.timeout(120)
+
+SETUP = """
+DROP SCHEMA IF EXISTS r4 CASCADE;
+CREATE SCHEMA r4;
+GRANT USAGE ON SCHEMA r4 TO pgwitness;
+CREATE TABLE r4.t (id int, v text);
+CREATE TABLE r4.secret (id int, s text);
+INSERT INTO r4.t SELECT g, 'v' || g FROM generate_series(1, 5) g;
+INSERT INTO r4.secret VALUES (1, 'hidden');
+GRANT ALL ON r4.t, r4.secret TO pgwitness;
+CREATE FUNCTION r4.subscribe() RETURNS int LANGUAGE plpgsql AS $$ BEGIN LISTEN r4_chan; RETURN 1; END $$;
+CREATE FUNCTION r4.open_text() RETURNS text LANGUAGE plpgsql AS $$
+DECLARE c refcursor := 'textcur';
+BEGIN OPEN c FOR SELECT s FROM r4.secret; RETURN 'textcur'; END $$;
+GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA r4 TO pgwitness;
+"""
+SCOPES = "read:r4.t write:r4.t execute:r4.subscribe,r4.open_text"
+SYNC = m.frame(b"S", b"")
+
+
+@pytest.fixture(scope="module")
+def server_log(pg):
+    with logging_role(pg, SETUP, "r4") as logged:
+        yield logged
+
+
+@pytest.fixture
+def case(server_log, make_proxy, tmp_path, request):
+    return open_case(server_log, make_proxy, tmp_path, request, "S35R4-", SCOPES)
+
+
+def cli(case, command: str, *argv: str) -> tuple[int, str]:
+    return run_cli(command, "--store", str(case.tmp / "rec"), "--index",
+                   str(case.tmp / "audit.duckdb"), "--public-key",
+                   str(case.tmp / "signing.key.pub"), *argv)  # fmt: skip
+
+
+def answered(c) -> list[tuple[str, str | None]]:
+    out = []
+    for f in c.frames_until_ready():
+        t = chr(f[0])
+        out.append((t, f[5:-1].decode() if t == "C" else error_fields(f).get("C") if t == "E"
+                    else None))  # fmt: skip
+    return out
+
+
+# --- 1. session 34's gap (b) in a dry run: a cursor's name returned as text -----------------
+
+
+def test_a_dry_runs_execute_of_a_cursor_named_as_text_says_what_ran(case):
+    """A granted function opens a cursor over ``r4.secret`` and returns its name as
+    ``text``. A dry run lets the Execute of it through (``would_deny deny.cursor``) and the
+    server runs the cursor's query (its log: ``execute textcur: SELECT s FROM r4.secret``),
+    returning its row. The answer's row had no text: ``SELECT 1`` of nothing, in every
+    format. It names the statement that returned the name now, and says what ran."""
+    _, dry = issue_grant(case.h, scopes=SCOPES, task=case.task, enforce=False)
+    c = RawClient.session(case.h.host, case.h.port, AGENT, dry)
+    sid = one_live_session(case.h)
+    got = []
+    for frames in ([m.query("BEGIN")], [m.query("SELECT r4.open_text()")],
+                   [execute("textcur"), SYNC], [m.query("COMMIT")]):  # fmt: skip
+        c.send(*frames)
+        got.append(answered(c))
+    c.close()
+    assert got[2] == [("D", None), ("C", "SELECT 1"), ("Z", None)], got  # it ran
+    rows, ran = case.judged(sid)
+    assert [(r.how, r.text) for r in ran][2] == ("execute", "SELECT s FROM r4.secret"), ran
+    x = rows[2]
+    assert (x["text"], x["decision"], x["rule"], x["command_tag"]) == (
+        "SELECT r4.open_text()",
+        "would_deny",
+        "deny.cursor",
+        "SELECT 1",
+    ), x
+    assert "'textcur' opened by code this statement ran" in x["message"], x
+    rc, out = cli(case, "audit", "--task", case.task, "--format", "text")
+    assert "[would_deny deny.cursor] SELECT r4.open_text()" in out, out
+
+
+# --- 2. 25P02 after a Query that failed at run time ----------------------------------------
+
+BOUND = "SELECT v FROM r4.t ORDER BY id"
+
+
+@pytest.mark.parametrize(("failing", "names"), [
+    ("UPDATE r4.t SET id = v::int", ""),  # run time (22P02): the Query's portal
+    ("UPDATE r4.t SET nosuch = 1", BOUND),  # parse analysis (42703): the bound one stays
+])  # fmt: skip
+def test_a_25p02_after_a_failed_query_names_no_statement_the_server_did_not_hold(
+    case, failing, names
+):
+    """In a dry run's block (enforcement refuses the Execute: ``deny.cursor``, the session
+    did not make the portal): the unnamed portal bound, a single-statement Query failing,
+    an Execute of the unnamed portal: 25P02. The server's log names the portal it found
+    (``STATEMENT:``): the failed ``UPDATE``'s own where it failed at run time (made in place
+    of the bound one; aborted, it has no text: ``''``), the bound ``SELECT`` where it failed
+    in parse analysis. The answer named the bound ``SELECT`` in both."""
+    _, dry = issue_grant(case.h, scopes=SCOPES, task=case.task, enforce=False)
+    c = RawClient.session(case.h.host, case.h.port, AGENT, dry)
+    sid = one_live_session(case.h)
+    got = []
+    for frames in ([m.query("BEGIN")], [parse("", BOUND), bind(), SYNC], [m.query(failing)],
+                   [execute(""), SYNC], [m.query("ROLLBACK")]):  # fmt: skip
+        c.send(*frames)
+        got.append(answered(c))
+    c.close()
+    assert got[3] == [("E", "25P02"), ("Z", None)], got
+    rows, entries = case.judged_raw(sid)
+    ran = trace(entries)
+    (refused,) = [r for r in ran if r.sqlstate == "25P02"]
+    assert refused.text == names, ran  # the server's word (its log's STATEMENT)
+    (row,) = [r for r in rows if r["sqlstate"] == "25P02"]
+    assert row["text"] == names, rows
+
+
+# --- 3. a withheld notification: a denial, in every format -----------------------------------
+
+
+def test_a_withheld_notification_is_a_denial_in_every_format_and_kept_by_denied(case):
+    """A granted function LISTENs on ``r4_chan`` (no ``listen:`` scope names it); another
+    session notifies it, the proxy withholds it from the client (``notification.withheld``).
+    It was in no list of denials, ``audit --denied`` and ``sessions --denied`` left its
+    session out, and the Parquet export had no notifications at all."""
+    import duckdb
+
+    c = case.client()
+    sid = one_live_session(case.h)
+    c.query("SELECT r4.subscribe()")
+    case.pg.psql("NOTIFY r4_chan, 'not yours';", db="app")
+    got = c.query("SELECT 1")
+    c.close()
+    assert b"r4_chan" not in b"".join(got)  # withheld
+    s = case.answer(sid)
+    assert s["denials"] == 1, s
+    rc, out = cli(case, "audit", "--task", case.task, "--format", "json", "--denied")
+    a = json.loads(out)
+    assert [x["session_id"] for g in a["grants"] for x in g["sessions"]] == [sid], a
+    assert [(d["source"], d["rule"], d["session_id"]) for d in a["denials"]] == [
+        ("notification", "deny.listen", sid)
+    ], a["denials"]
+    rc, out = cli(case, "sessions", "--task", case.task, "--denied")
+    assert sid in out, out
+    rc, out = cli(case, "audit", "--task", case.task, "--format", "csv")
+    kinds = [r["kind"] for r in csv.DictReader(io.StringIO(out))]
+    assert kinds.count("notification.withheld") == 1, kinds
+    rc, _ = cli(case, "export", "--out", str(case.tmp / "lake"))
+    assert rc == 0
+    rows = duckdb.sql(f"SELECT session_id, delivered, channel, rule FROM read_parquet("
+                      f"'{case.tmp}/lake/notifications/*/*.parquet')").fetchall()  # fmt: skip
+    assert rows == [(sid, False, "r4_chan", "deny.listen")], rows
