@@ -184,6 +184,15 @@ def audit(con, f: Filters) -> dict:
             "more_not_recorded": bool(said.get("more_not_recorded")), "verified": e["verified"]})
     for s in sessions:
         s["notifications"] = notes[s["session_id"]]
+    # the cancel requests each session received (from where; the statement running then),
+    # in the window: who cancelled what (s35 round 4: the answer said nothing of them)
+    cancels: dict[str, list] = {sid: [] for sid in sids}
+    for c in _rows(con, "SELECT ts, session_id, client, n, verified FROM cancels WHERE "
+                        f"session_id IN (SELECT unnest(?)) AND {nw} ORDER BY session_id, ts, seq",
+                   [sids, *np_]):  # fmt: skip
+        cancels[c.pop("session_id")].append(c)
+    for s in sessions:
+        s["cancels"] = cancels[s["session_id"]]
     by_grant: dict[str | None, list] = {}
     for s in sessions:
         by_grant.setdefault(s["grant_id"], []).append(s)
@@ -335,6 +344,11 @@ def timeline(answer: dict) -> list[dict]:
                          if x["delivered"] else {"kind": "notification.withheld",
                                                  "decision": "denied", "rule": x["rule"],
                                                  "outcome": "withheld"})})  # fmt: skip
+        for x in s.get("cancels") or []:
+            # a cancel request: from where (``client``), the statement running then (``n``)
+            rows.append({**base, "ts": x["ts"], "kind": "cancel", "client": x["client"],
+                         "n": x["n"], "verified": x["verified"],
+                         "text": f"cancel request from {x['client']}"})  # fmt: skip
         if s["ended_at"]:
             rows.append({**base, "ts": s["ended_at"], "kind": "session.end",
                          "outcome": s["end_cause"], "message": s["end_detail"]})
@@ -534,6 +548,10 @@ def _session(s: dict, w) -> None:
             when = f"{day} {when}"
         w(f"    {mark}{when} [{dec} {st['rule'] or ''}] {_cut(st['text'])}{params}\n")
         w(f"        -> {res} ({st['duration_ms']:.1f} ms)\n")
+    for x in s.get("cancels") or []:
+        mark = "  " if x["verified"] else "! "
+        what = f"statement {x['n']} running" if x["n"] is not None else "no statement running"
+        w(f"    {mark}{x['ts'][:10]} {x['ts'][11:23]} CANCEL REQUEST from {x['client']} ({what})\n")
     for x in s.get("notifications") or []:
         mark = "  " if x["verified"] else "! "
         what = (f"received (from backend pid {x['pid']})" if x["delivered"] else

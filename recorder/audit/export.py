@@ -23,6 +23,8 @@ EXPORT_TABLES = {
     # withheld from it (deny.listen): the answer and CSV list both, the export had neither
     # (s35 round 4)
     "notifications": "ts",
+    # the cancel requests a session received, from where, and the statement running then
+    "cancels": "ts",
     # what the rows stand on: each recording's verification (a session's dated by its start,
     # a control stream's by its first event, one known only as missing by the control event
     # that names it, else when it was indexed). Was not exported: a lake's reader of a store

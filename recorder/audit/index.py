@@ -194,6 +194,18 @@ VIEWS = {
                e.seq, e.verified
         FROM session_events e JOIN sessions s USING (session_id)
         WHERE e.kind IN ('notification', 'notification.withheld')""",
+    # the cancel requests the proxy received for a session (``cancel``: from where; the
+    # proxy forwards them to the server, which checks the key), with the statement running
+    # then (the latest begun by then and not answered before it): the server's 57014 on it
+    # says the cancel took (s35 round 4: the answer said nothing of them, in any format)
+    "cancels": """
+        SELECT e.ts, e.session_id, s.grant_id, s.agent, s.task, s.database,
+               json_extract_string(e.payload, '$.from') AS client,
+               (SELECT max(st.n) FROM statements st WHERE st.session_id = e.session_id
+                  AND st.ts <= e.ts AND coalesce(st.ended_at, e.ts) >= e.ts) AS n,
+               e.seq, e.verified
+        FROM session_events e JOIN sessions s USING (session_id)
+        WHERE e.kind = 'cancel'""",
     "grant_events": """
         SELECT e.ts, replace(e.kind, '_', '.') AS kind, e.grant_id,
                TRY_CAST(json_extract_string(e.payload, '$.at') AS TIMESTAMPTZ) AS happened_at,

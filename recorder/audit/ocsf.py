@@ -116,6 +116,53 @@ def withheld_notification_event(r: dict) -> dict:
     return e
 
 
+def session_end_event(r: dict) -> dict:
+    """A session's end, as Authentication (3002) Logoff: when and why it ended (terminate,
+    disconnect, revoked, expired, the database ending it, ...), as the answer, the CSV's
+    ``session.end`` row and the Parquet ``sessions`` say it (OCSF had its start, the
+    accepted login, and no end: s35 round 4)."""
+    e = _base(3002, 3, 2, r["ended_at"], f"session.end/{r['session_id']}")
+    e.update({
+        "class_name": "Authentication", "category_name": "Identity & Access Management",
+        "user": {"name": r.get("agent"), "uid": r.get("agent")},
+        "session": {"uid": r["session_id"]}, "status_id": 1, "status": "Success",
+        "status_detail": (r.get("end_cause") or "ended") + (
+            f" ({r['end_detail']})" if r.get("end_detail") else ""),
+        "unmapped": {"event": "session.end", "task": r.get("task"), "grant_id": r.get("grant_id"),
+                     "database": r.get("database"), "end_cause": r.get("end_cause"),
+                     "end_detail": r.get("end_detail"), "started_at": r.get("started_at"),
+                     "verified": r.get("intact")},
+    })  # fmt: skip
+    host, _, port = (r.get("client_addr") or "").rpartition(":")
+    if host:
+        e["src_endpoint"] = {"ip": host, "port": int(port) if port.isdigit() else None}
+    return e
+
+
+def cancel_event(r: dict) -> dict:
+    """A cancel request the proxy received for a session (Datastore Activity, activity 99
+    Other): from where, and the statement running then (its ``n``; the statement's own
+    event says whether the server cancelled it: 57014). OCSF had none (s35 round 4)."""
+    e = _base(6005, 6, 99, r["ts"], f"{r['session_id']}/cancel/{r['seq']}")
+    e.update({
+        "class_name": "Datastore Activity", "category_name": "Application Activity",
+        "activity_name": "Cancel",
+        "actor": {"user": {"name": r.get("agent"), "uid": r.get("agent")},
+                  "session": {"uid": r["session_id"]}},
+        "database": {"name": r.get("database"), "type_id": 99, "type": "PostgreSQL"},
+        "disposition_id": 1, "disposition": "Allowed", "status_id": 1, "status": "Success",
+        "status_detail": f"cancel request from {r.get('client')}",
+        "unmapped": {"event": "cancel", "task": r.get("task"), "grant_id": r.get("grant_id"),
+                     "n": r.get("n"), "from": r.get("client"), "verified": r.get("verified")},
+    })  # fmt: skip
+    if r.get("n") is not None:
+        e["query_info"] = {"uid": f"{r['session_id']}/{r['n']}"}
+    host, _, port = (r.get("client") or "").rpartition(":")
+    if host:
+        e["src_endpoint"] = {"ip": host, "port": int(port) if port.isdigit() else None}
+    return e
+
+
 def recording_event(r: dict) -> dict:
     """A recording that did not verify (tampered, missing, truncated), as a Detection Finding
     (2004, category 2 Findings): what the other events stand on is not proven. The answer
@@ -203,6 +250,14 @@ def events(con, where: str = "TRUE", params: list | None = None) -> Iterator[dic
                         f"{where.replace('ts', 'e.ts')} ORDER BY e.ts, e.session_id, e.seq",
                    params):  # fmt: skip
         yield withheld_notification_event(r)
+    # a session's end, and each cancel request it received (s35 round 4: no event of either)
+    for r in _rows(con, "SELECT * EXCLUDE (meta) FROM sessions WHERE ended_at IS NOT NULL AND "
+                        f"{where.replace('ts', 'ended_at')} ORDER BY ended_at, session_id",
+                   params):  # fmt: skip
+        yield session_end_event(r)
+    for r in _rows(con, f"SELECT * FROM cancels WHERE {where} ORDER BY ts, session_id, seq",
+                   params):  # fmt: skip
+        yield cancel_event(r)
     for r in _rows(con, "SELECT e.*, g.agent, g.task, g.scopes, g.database FROM grant_events e LEFT JOIN "
                         f"grants g USING (grant_id) WHERE {where.replace('ts', 'e.ts')} "
                         "ORDER BY e.ts", params):

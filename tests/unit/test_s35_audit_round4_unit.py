@@ -229,3 +229,89 @@ def frame_e(portal: str) -> bytes:
     from devtools.testing import frame
 
     return frame(b"E", portal.encode() + b"\x00" + struct.pack("!i", 0))
+
+
+# --- cancel requests; OCSF's session end ----------------------------------------------------
+
+
+def with_a_cancel() -> Index:
+    ix = Index().session("s1", "g1", 0, 60)
+    index._insert(
+        ix.con,
+        "statements",
+        [
+            {
+                "session_id": "s1",
+                "n": 1,
+                "ts": us(1),
+                "ended_at": us(9),
+                "text": "SELECT pg_sleep(9)",
+                "duration_ms": 8000.0,
+                "outcome": "error",
+                "sqlstate": "57014",
+                "verified": True,
+            },
+            {
+                "session_id": "s1",
+                "n": 2,
+                "ts": us(20),
+                "ended_at": us(21),
+                "text": "SELECT 1",
+                "duration_ms": 1.0,
+                "outcome": "ok",
+                "verified": True,
+            },
+        ],
+    )
+    index._insert(ix.con, "session_events", [
+        {"session_id": "s1", "seq": 7, "ts": us(5), "kind": "cancel",
+         "payload": json.dumps({"from": "10.0.0.2:6000"}), "verified": True},
+        {"session_id": "s1", "seq": 9, "ts": us(30), "kind": "cancel",
+         "payload": json.dumps({"from": "10.0.0.3:6001"}), "verified": True}])  # fmt: skip
+    return ix
+
+
+def test_the_answer_says_who_sent_a_cancel_request_and_what_ran_then():
+    """The proxy records each cancel request it receives for a session (``cancel``: from
+    where); the answer said nothing of them, in any format. Each session lists them, with
+    the statement running then (the server's 57014 on it says it took)."""
+    a = audit(with_a_cancel().con, Filters())
+    (s,) = a["other_sessions"]
+    assert [(c["client"], c["n"]) for c in s["cancels"]] == [
+        ("10.0.0.2:6000", 1),
+        ("10.0.0.3:6001", None),
+    ], s["cancels"]
+    out = io.StringIO()
+    write_text(a, out)
+    assert "CANCEL REQUEST from 10.0.0.2:6000 (statement 1 running)" in out.getvalue()
+    out = io.StringIO()
+    write_csv(a, out)
+    rows = [(r["kind"], r["client"], r["n"]) for r in csv.DictReader(io.StringIO(out.getvalue()))
+            if r["kind"] == "cancel"]  # fmt: skip
+    assert rows == [("cancel", "10.0.0.2:6000", "1"), ("cancel", "10.0.0.3:6001", "")], rows
+    evs = [e for e in ocsf.events(with_a_cancel().con) if e["unmapped"].get("event") == "cancel"]
+    assert [(e["unmapped"]["from"], e["unmapped"]["n"]) for e in evs] == [
+        ("10.0.0.2:6000", 1),
+        ("10.0.0.3:6001", None),
+    ], evs
+    assert audit(with_a_cancel().con, Filters(since=at(10)))["other_sessions"][0]["cancels"] == [
+        {"ts": "2026-12-01T12:00:30Z", "client": "10.0.0.3:6001", "n": None, "verified": True}
+    ]
+
+
+def test_the_parquet_export_has_the_cancel_requests(tmp_path):
+    export_local(with_a_cancel().con, tmp_path)
+    got = duckdb.sql(f"SELECT session_id, client, n FROM read_parquet("
+                     f"'{tmp_path}/cancels/*/*.parquet') ORDER BY ts").fetchall()  # fmt: skip
+    assert got == [("s1", "10.0.0.2:6000", 1), ("s1", "10.0.0.3:6001", None)], got
+
+
+def test_ocsf_says_when_and_why_a_session_ended():
+    """The CSV's ``session.end`` row and the Parquet ``sessions`` say it; OCSF had the
+    session's start (the accepted login) and no end: a session ended by a revocation read as
+    one still open."""
+    ix = Index().session("s1", "g1", 0, 60, end_cause="revoked", end_detail="by alice")
+    evs = [e for e in ocsf.events(ix.con) if e["unmapped"].get("event") == "session.end"]
+    assert [(e["class_uid"], e["activity_id"], e["time"], e["unmapped"]["end_cause"],
+             e["session"]["uid"]) for e in evs] == [
+        (3002, 2, int(at(60).timestamp() * 1000), "revoked", "s1")], evs  # fmt: skip
