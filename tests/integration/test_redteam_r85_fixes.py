@@ -25,8 +25,8 @@ Leaks (strict xfails; every mode):
    ``set_config`` the statement names, and a row security policy calling set_config
    (``pin-row-policy``, held). But ``SELECT * FROM r85.spv`` (read granted; the view is
    ``SELECT set_config('search_path', 'r85x, pg_temp', false)``), ``INSERT INTO r85.spd
-   (id) VALUES (1)`` (a column ``DEFAULT set_config(...)``), ``INSERT INTO r85.spc VALUES
-   (1)`` (``CHECK (set_config(...) <> '')``), ``INSERT INTO r85.spr VALUES (1)`` (a rule
+   (id) VALUES (1)`` (a column ``DEFAULT set_config(...)``; the same through a foreign key's ON DELETE SET
+   DEFAULT: ``DELETE FROM r85.fkp WHERE k = 1``), ``INSERT INTO r85.spc VALUES (1)`` (``CHECK (set_config(...) <> '')``), ``INSERT INTO r85.spr VALUES (1)`` (a rule
    ``DO ALSO SELECT set_config(...)``), ``SELECT 'a'::r85.spdom`` (a domain whose CHECK
    calls it) and ``INSERT INTO r85.spt VALUES (1)`` (a trigger whose PL/pgSQL reads
    ``r85.spv``: its source names no setting) each move the session's path; the next
@@ -36,8 +36,8 @@ Leaks (strict xfails; every mode):
    (``r85.cfgv``) turns the planner's folding of a table's own CHECK on, and ``SELECT *
    FROM r85.chk WHERE id > 1`` answers ``NOTICE cutoff <ROW>`` (``pin-view``: the own-CHECK
    branch of RELATION_PLAN_CODE_SQL counts only when ``_SETS_CONSTRAINT_EXCLUSION`` finds
-   a function source). The DEFAULT and CHECK spellings of that one hold only because the
-   write that turned it makes the session's later messages withheld. Cause:
+   a function source). Its DEFAULT spelling holds only because the write that turned it
+   makes the session's later messages withheld. Cause:
    ``policy/catalog.py`` ``_SETS_CONSTRAINT_EXCLUSION`` and ``CODE_FLAGS_SQL`` (``Snapshot.encoding_code``) read
    ``pg_proc`` sources only; ``VIEW_FUNCTIONS_SQL``, ``DEFAULT_FUNCTIONS_SQL`` and the
    CHECK/rule/domain lists keep user-written functions only (``pn.nspname NOT IN
@@ -68,20 +68,39 @@ Leaks (strict xfails; every mode):
    the matview query's argument defaults, fk-free) to REFRESH only, not to a plain read of
    the matview, which reads stored rows (``matview-read`` transparency guards that).
 
+3. **Transparency: a matview's query counted on a plain read** (``_MV_TYPES``, strict
+   xfail asserting the read is allowed). ``SELECT * FROM r85.mvd`` (``read:r85.mvd``; its
+   query casts to ``r85.pdom``, whose CHECK calls ``r85x.peek``) is refused "may not
+   execute r85x.peek", though reading a matview's stored rows runs nothing (directly: no
+   NOTICE). Cause: ``TYPE_DEPENDENTS_SQL``'s ``'view'`` branch joins every ``pg_rewrite``
+   row, a matview's too (``VIEW_READS_SQL`` and ``VIEW_FUNCTIONS_SQL`` keep ``relkind =
+   'v'``), and the loader merges it into ``relation_casts``. The same cause is why
+   ``REFRESH MATERIALIZED VIEW r85.mvd`` is refused (held, by accident). Fix, with leak 2's:
+   one map for a matview's query (bases' plan code, types, functions' defaults), asked by
+   REFRESH only; ``relkind = 'v'`` in the ``'view'`` branch.
+
 Held (plain tests): ``ATTACH PARTITION`` (a key over a column-bound call), ``DETACH
 PARTITION`` of a partition a foreign key references, ``ALTER DOMAIN ... VALIDATE
 CONSTRAINT`` (all ``deny.unknown``); ``CREATE TABLE ... PARTITION OF`` a table whose
 default partition's CHECK folds the code (refused: the parent's plan code); ``ADD COLUMN``
-of, and ``ALTER COLUMN ... TYPE`` to, a domain whose CHECK calls code (refused: the type's
-functions); ``ANALYZE`` and ``REINDEX`` of a table with an expression index over a
-column-bound call (``deny.utility``); a self-referencing ON DELETE SET DEFAULT whose
-DEFAULT calls code (withheld); ON DELETE CASCADE into a partitioned table whose partition
-has a trigger, and ON DELETE SET NULL (col) into a table whose CHECK calls code, both
-outside the grant (refused: the cascade's target); a view over a table whose partial index
-folds the code (refused); a partial index ``WHERE r85x.peeki(COALESCE(1, id)) > 0``, whose
-column argument the planner folds away (refused: not a bare column, kept).
+of a domain whose CHECK calls code (refused: the type's functions); ``ANALYZE`` of a table
+with an expression index over a column-bound call (``deny.utility``, as REINDEX, CLUSTER
+and VACUUM are); a self-referencing ON DELETE SET DEFAULT whose DEFAULT calls code
+(withheld); ON DELETE CASCADE into a partitioned table whose partition has a trigger, and
+ON DELETE SET NULL (col) into a table whose CHECK calls code, both outside the grant
+(refused: the cascade's target); a view over a table whose partial index folds the code,
+and a rule whose action plans it (refused); a partial index ``WHERE
+r85x.peeki(COALESCE(1, id)) > 0``, whose column argument the planner folds away (refused:
+not a bare column, so kept); the constraint_exclusion pin turned by a DEFAULT (the session's
+messages are withheld after that write) or by a row security policy (refused:
+``deny.function``). Not kept: a rule ``DO ALSO SELECT v FROM r85x.vault`` answers the row
+to a simple Query on a write grant, round 66's documented residue ("a write grant fires
+the table's rules and triggers"); the pin leaks above are not that residue (the harm is
+that the policy then misreads the agent's own later statements, and the view and domain
+spellings need a read grant only).
 
-Transparency: a plain read of the matview and of a granted table go through.
+Transparency: a plain read of a matview (``r85.mv``, whose bases fold code) and of a
+granted table go through.
 """
 
 from __future__ import annotations
@@ -99,7 +118,6 @@ SCOPES = "read:r85.pub write:r85.pub"
 GRANTS = {
     "cfgv": "read:r85.chk,r85.cfgv",
     "cfgd": "read:r85.chk write:r85.cfgd",
-    "cfgc": "read:r85.chk write:r85.cfgc",
     "cfgr": "read:r85.chk,r85.cfgr",
     "katt": "read:r85.kp,r85.katt ddl:r85.kp,r85.katt",
     "dpp": "read:r85.dpp ddl:r85.*",
@@ -122,6 +140,10 @@ GRANTS = {
     "spdom": "read:public.r85v,r85.pub",
     "spr": "read:public.r85v write:r85.spr",
     "mvr": "read:r85.mv",
+    "mvd": "read:r85.mvd",
+    "fkp": "read:public.r85v,r85.fkp write:r85.fkp,r85.fkc",
+    "mvdr": "read:r85.mvd ddl:r85.mvd",
+    "rpx": "read:r85.rpx write:r85.rpx",
 }
 MODES = ["simple", "extended", "prepared"]
 _VAULT_ROW = "(SELECT v FROM r85x.vault WHERE k = 'row')"
@@ -143,10 +165,9 @@ BEGIN RAISE NOTICE 'peeki %', {_VAULT_ROW}; RETURN $1; END $$;
 -- the pin: a table's own CHECK, folded only under constraint_exclusion = on
 CREATE TABLE r85.chk (id int CHECK (id > r85x.cutoff()));
 INSERT INTO r85.chk VALUES (5);
--- ... turned on by no function: a view, a DEFAULT, a CHECK, a row security policy
+-- ... turned on by no function: a view, a DEFAULT, a row security policy
 CREATE VIEW r85.cfgv AS SELECT {_SET_CE} AS s;
 CREATE TABLE r85.cfgd (id int, s text DEFAULT {_SET_CE});
-CREATE TABLE r85.cfgc (id int CHECK ({_SET_CE} <> ''));
 CREATE TABLE r85.cfgr (id int);
 INSERT INTO r85.cfgr VALUES (1);
 CREATE POLICY p ON r85.cfgr USING ({_SET_CE} <> '');
@@ -230,6 +251,17 @@ CREATE DOMAIN r85.spdom AS text CHECK ({_SET_SP} <> '');
 CREATE TABLE r85.spr (id int);
 CREATE RULE spr AS ON INSERT TO r85.spr DO ALSO SELECT {_SET_SP};
 CREATE UNIQUE INDEX ON r85.mv (id);
+-- ... through a foreign key's ON DELETE SET DEFAULT
+CREATE TABLE r85.fkp (k int PRIMARY KEY);
+INSERT INTO r85.fkp VALUES (0), (1);
+CREATE TABLE r85.fkc (k int DEFAULT (length({_SET_SP}) * 0)
+  REFERENCES r85.fkp ON DELETE SET DEFAULT);
+INSERT INTO r85.fkc VALUES (1);
+-- a rule whose action plans a table whose partial index folds the code
+CREATE TABLE r85.rpx (id int);
+CREATE RULE rpx AS ON INSERT TO r85.rpx DO ALSO SELECT id FROM r85x.pidx WHERE false;
+-- a matview whose query casts to the domain (its stored rows run nothing when read)
+CREATE MATERIALIZED VIEW r85.mvd AS SELECT id, id::r85.pdom AS d FROM r85.pub;
 -- a column-bound call whose column argument the planner folds away
 CREATE TABLE r85.cox (id int);
 INSERT INTO r85.cox VALUES (1);
@@ -269,13 +301,15 @@ _REFRESH = (
 PROBES = {
     "pin-view": ("cfgv", ["SELECT * FROM r85.cfgv"], _CE_READ, _PIN),
     "pin-default": ("cfgd", ["INSERT INTO r85.cfgd (id) VALUES (1)"], _CE_READ, None),
-    "pin-check": ("cfgc", ["INSERT INTO r85.cfgc VALUES (1)"], _CE_READ, None),
     "pin-row-policy": ("cfgr", ["SELECT * FROM r85.cfgr"], _CE_READ, None),
     "search-path-view": ("spv", ["SELECT * FROM r85.spv"], _SP_READ, _PIN),
     "search-path-default": ("spd", ["INSERT INTO r85.spd (id) VALUES (1)"], _SP_READ, _PIN),
     "search-path-check": ("spc", ["INSERT INTO r85.spc VALUES (1)"], _SP_READ, _PIN),
     "search-path-trigger": ("spt", ["INSERT INTO r85.spt VALUES (1)"], _SP_READ, _PIN),
     "search-path-rule": ("spr", ["INSERT INTO r85.spr VALUES (1)"], _SP_READ, _PIN),
+    "search-path-fk-set-default": ("fkp", ["DELETE FROM r85.fkp WHERE k = 1"], _SP_READ, _PIN),
+    "refresh-matview-domain-cast": ("mvdr", [], "REFRESH MATERIALIZED VIEW r85.mvd", None),
+    "rule-reads-folded-index": ("rpx", [], "INSERT INTO r85.rpx VALUES (1)", None),
     "search-path-domain-check": ("spdom", ["SELECT 'a'::r85.spdom"], _SP_READ, _PIN),
     "refresh-matview-folded-index": ("mv", [], "REFRESH MATERIALIZED VIEW r85.mv", _REFRESH),
     "refresh-concurrently-folded-index": (
@@ -290,14 +324,11 @@ PROBES = {
     "detach-referenced-partition": (
         "dtp", [], "ALTER TABLE r85.dtp DETACH PARTITION r85.dtp1", None),
     "add-column-of-domain": ("adt", [], "ALTER TABLE r85.adt ADD COLUMN z r85.pdom", None),
-    "alter-column-to-domain": ("adt", [], "ALTER TABLE r85.adt ALTER COLUMN id TYPE r85.pdom",
-                               None),
     "domain-validate-constraint": ("vd", [], "ALTER DOMAIN r85.vd VALIDATE CONSTRAINT c", None),
     "self-fk-set-default": ("tree", [], "DELETE FROM r85.tree WHERE id = 1", None),
     "fk-cascade-partition-trigger": ("rp", [], "DELETE FROM r85.rp WHERE k = 1", None),
     "fk-set-null-columns": ("sn", [], "DELETE FROM r85.snp WHERE a = 1", None),
     "analyze-expression-index": ("lix", [], "ANALYZE r85.lix", None),
-    "reindex-table": ("lix", [], "REINDEX TABLE r85.lix", None),
     "column-argument-folded-away": ("cox", [], "SELECT * FROM r85.cox", None),
 }  # fmt: skip
 
@@ -315,9 +346,16 @@ def test_r85_probe(px, key, mode):
     assert not _shown(got), ("LEAK", key, mode, got[-600:])
 
 
+_MV_TYPES = (
+    "REGRESSION: TYPE_DEPENDENTS_SQL's 'view' branch takes every pg_rewrite row, a matview's "
+    "too, so a plain read of a matview whose query casts to a domain with a CHECK calling "
+    "code needs execute on it, though reading stored rows runs nothing"
+)
+
 # key -> (grant, statement, what it answers, strict-xfail reason or None)
 TRANSPARENT = {
     "matview-read": ("mvr", "SELECT * FROM r85.mv", "SELECT 1", None),
+    "matview-domain-cast-read": ("mvd", "SELECT * FROM r85.mvd", "SELECT 1", _MV_TYPES),
     "plain-read": ("base", "SELECT v FROM r85.pub", "SELECT 1", None),
 }  # fmt: skip
 
