@@ -183,7 +183,9 @@ def audit(con, f: Filters) -> dict:
             "rule": None if delivered else said.get("rule") or "deny.listen",
             "more_not_recorded": bool(said.get("more_not_recorded")), "verified": e["verified"]})
     for s in sessions:
-        s["notifications"] = notes[s["session_id"]]
+        # --denied keeps what was denied: the withheld ones (as it keeps the denied statements)
+        s["notifications"] = [x for x in notes[s["session_id"]]
+                              if not (f.denied and x["delivered"])]
     # the cancel requests each session received (from where; the statement running then),
     # in the window: who cancelled what (s35 round 4: the answer said nothing of them)
     cancels: dict[str, list] = {sid: [] for sid in sids}
@@ -192,7 +194,7 @@ def audit(con, f: Filters) -> dict:
                    [sids, *np_]):  # fmt: skip
         cancels[c.pop("session_id")].append(c)
     for s in sessions:
-        s["cancels"] = cancels[s["session_id"]]
+        s["cancels"] = [] if f.denied else cancels[s["session_id"]]  # (denied nothing)
     by_grant: dict[str | None, list] = {}
     for s in sessions:
         by_grant.setdefault(s["grant_id"], []).append(s)
@@ -409,11 +411,14 @@ def _escaped(text: str) -> str:
 
 
 def _data(v):
-    """Every string of an answer's rows ``_escaped``."""
+    """Every string of an answer's rows ``_escaped``, but a statement's ``text``: ``_cut``
+    escapes what it shows of it, and counts the characters of the statement (were: of its
+    escapes, so a text of 150 characters with 60 newlines was cut as one of 210, and a cut
+    could fall inside an escape, leaving part of one; s35 round 4)."""
     if isinstance(v, str):
         return _escaped(v)
     if isinstance(v, dict):
-        return {k: _data(x) for k, x in v.items()}
+        return {k: x if k == "text" and isinstance(x, str) else _data(x) for k, x in v.items()}
     if isinstance(v, list):
         return [_data(x) for x in v]
     return v
@@ -479,7 +484,7 @@ def write_text(answer: dict, out: TextIO) -> None:
     w(f"\nDENIALS ({len(answer['denials'])})\n")
     for d in answer["denials"]:
         mark = "" if d["verified"] else "! "
-        what = d["text"] or d["message"] or ""
+        what = _cut(d["text"]) if d["text"] else d["message"] or ""
         w(f"  {mark}{d['ts']} {d['source']:<10} {d['agent']} {d['rule'] or ''} "
           f"{d['sqlstate'] or ''}: {what}\n")
     summaries = answer.get("refusals_not_itemized", [])
@@ -568,10 +573,10 @@ def _cut(text: str | None) -> str:
     """A statement's text as the report shows it: its first ``TEXT_SHOWN`` characters, and
     if there are more, how many it leaves out (was: cut silently, so that what followed, a
     ``, balance = 0`` after a long literal, read as a statement that was not there)."""
-    text = str(text)
+    text = str(text)  # (the statement as it is: escaped here, what is shown of it)
     if len(text) <= TEXT_SHOWN:
-        return text
-    return (f"{text[:TEXT_SHOWN]} ...[statement cut: {len(text) - TEXT_SHOWN} more of "
+        return _escaped(text)
+    return (f"{_escaped(text[:TEXT_SHOWN])} ...[statement cut: {len(text) - TEXT_SHOWN} more of "
             f"{len(text)} characters not shown; --format json has it whole]")
 
 

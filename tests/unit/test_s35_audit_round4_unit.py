@@ -315,3 +315,45 @@ def test_ocsf_says_when_and_why_a_session_ended():
     assert [(e["class_uid"], e["activity_id"], e["time"], e["unmapped"]["end_cause"],
              e["session"]["uid"]) for e in evs] == [
         (3002, 2, int(at(60).timestamp() * 1000), "revoked", "s1")], evs  # fmt: skip
+
+
+def test_denied_keeps_the_withheld_notifications_only():
+    """As it keeps the denied statements only: a notification the client received, or a
+    cancel request, was denied nothing."""
+    a = audit(with_notifications().con, Filters(denied=True))
+    assert [x["channel"] for s in a["other_sessions"] for x in s["notifications"]] == ["vault"]
+    a = audit(with_a_cancel().con, Filters(denied=True))
+    assert all(s["cancels"] == [] for s in a["other_sessions"])
+
+
+# --- the text report's cut counts the statement's characters, not its escapes ---------------
+
+
+def text_of(statement: str) -> str:
+    from tests.support.audit_recordings import answer_of
+
+    a = answer_of([{"n": 1, "text": statement, "decision": "denied", "rule": "deny.x",
+                    "params": None, "command_tag": None, "message": "no", "outcome": "error",
+                    "sqlstate": "42501", "reason": "no"}])  # fmt: skip
+    a["denials"] = [{"ts": "2026-12-05T10:00:00Z", "source": "policy", "agent": "a",
+                     "rule": "deny.x", "sqlstate": "42501", "text": statement, "message": "no",
+                     "verified": True}]  # fmt: skip
+    out = io.StringIO()
+    write_text(a, out)
+    return out.getvalue()
+
+
+def test_a_short_statement_of_many_newlines_is_not_cut():
+    """150 characters, 60 of them newlines: the report cut it as one of 210 characters (its
+    escapes counted), saying ``10 more of 210 characters``: the JSON has 150."""
+    statement = "SELECT 1" + "\n" * 60 + "x" * 82
+    out = text_of(statement)
+    assert "statement cut" not in out, out
+    assert out.count("SELECT 1" + "\\n" * 60 + "x" * 82) == 2, out  # its line and its denial's
+
+
+def test_a_cut_never_falls_inside_an_escape_and_counts_characters():
+    statement = "x" * 199 + "\u202e" + "y" * 50  # the override is the 200th character
+    out = text_of(statement)
+    assert ("x" * 199 + "\\u202e ...[statement cut: 50 more of 250 characters") in out, out
+    assert "\u202e" not in out
