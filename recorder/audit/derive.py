@@ -683,6 +683,7 @@ class SessionFacts:
         self._status = b"I"
         self._terminated = False  # the client sent Terminate
         self._fatal = False  # a FATAL error came: the server ended the session there
+        self._server_fatal: str | None = None  # its SQLSTATE and message (a verified frame's)
         self._t = 0
         self._seq = 0  # the record being read
         # when the last ReadyForQuery came: the server had finished what was sent before it
@@ -798,6 +799,15 @@ class SessionFacts:
         still open is decided by the session's end, if the recording has it."""
         unanswered = [u for u in self._pending if not (u.kind == "S" and u.name == _READY)]
         owed = len(unanswered)
+        if (self._server_fatal and self.session.get("ended_ns") and self._started
+                and self.session.get("end_cause") == "upstream"):  # (the proxy's own: its words)
+            # the session's end says the database ended it; the server's FATAL says why (was:
+            # "the upstream database ended the session (FATAL)" alone, the same for an
+            # administrator's pg_terminate_backend as for an idle transaction's timeout:
+            # s35 round 4)
+            said = self.session.get("end_detail")
+            self.session["end_detail"] = (f"{said}: {self._server_fatal}" if said
+                                          else self._server_fatal)
         # the session ended (recorded) while the client was still sending a COPY's data:
         # without its CopyDone the server cannot finish the COPY, and ended it undone
         copying = self._copy_in and bool(self.session.get("ended_ns"))
@@ -1007,6 +1017,13 @@ class SessionFacts:
             return
         while self._pending and self._pending[0].kind == "c":
             self._pending.popleft()  # CopyDone/CopyFail: answered by the COPY's own frames
+        if typ == "E" and self._verified:
+            f = _fields(body, codec)
+            if (f.get("V") or f.get("S")) in ("FATAL", "PANIC"):
+                # the server ending the session: why, in its words (an administrator's
+                # pg_terminate_backend or shutdown, 57P01; an idle transaction's timeout,
+                # 25P03; ...), for the session's end (``finish``)
+                self._server_fatal = f"{f.get('C')} {f.get('M')}"
         if not self._pending:
             return  # startup-phase frames (R, K, the first Z) and FATALs outside a statement
         u = self._pending[0]

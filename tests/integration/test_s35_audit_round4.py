@@ -253,3 +253,36 @@ def test_a_cancel_request_whose_sender_closes_at_once_reaches_the_server(case):
     got = answered(c)
     c.close()
     assert got[-2:] == [("E", "57014"), ("Z", None)], got
+
+
+# --- 5. a session the database ended: why ---------------------------------------------------
+
+
+def test_a_session_the_database_ended_says_why_as_the_server_did(case):
+    """``pg_terminate_backend`` of the session's idle backend: the client gets the server's
+    FATAL (57P01, "terminating connection due to administrator command"). The answer's end
+    said ``upstream (the upstream database ended the session (FATAL))``, as it would of an
+    idle transaction's timeout: not who or what ended it. It gives the server's words now,
+    in the JSON, the text, the CSV's ``session.end`` and OCSF's."""
+    import time
+
+    c = case.client()
+    sid = one_live_session(case.h)
+    pid = c.scalar("SELECT pg_backend_pid()")
+    case.pg.psql(f"SELECT pg_terminate_backend({pid})", db="app")
+    time.sleep(0.3)
+    (fatal,) = c.frames_until_eof()
+    said = error_fields(fatal)
+    c.close()
+    words = f"{said['C']} {said['M']}"
+    assert words == "57P01 terminating connection due to administrator command"
+    s = case.answer(sid)
+    assert (s["end_cause"], s["end_detail"].endswith(": " + words)) == ("upstream", True), s
+    rc, out = cli(case, "audit", "--task", case.task, "--format", "csv")
+    (end,) = [r for r in csv.DictReader(io.StringIO(out)) if r["kind"] == "session.end"]
+    assert end["message"] == s["end_detail"], end
+    rc, _ = cli(case, "export", "--out", str(case.tmp / "lake"), "--as", "ocsf")
+    events = [json.loads(x) for f in (case.tmp / "lake").rglob("*.jsonl")
+              for x in f.read_text().splitlines()]  # fmt: skip
+    (e,) = [e for e in events if e["unmapped"].get("event") == "session.end"]
+    assert e["unmapped"]["end_detail"] == s["end_detail"], e

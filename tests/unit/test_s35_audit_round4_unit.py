@@ -357,3 +357,38 @@ def test_a_cut_never_falls_inside_an_escape_and_counts_characters():
     out = text_of(statement)
     assert ("x" * 199 + "\\u202e ...[statement cut: 50 more of 250 characters") in out, out
     assert "\u202e" not in out
+
+
+# --- a session the database ended: why, in the server's words --------------------------------
+
+
+def ended_by_the_server(fatal: bytes) -> dict:
+    from devtools.testing import query, ready
+    from recorder.records import dump_json
+    from tests.support.audit_recordings import SELECT1, Session
+
+    s = Session().start()
+    s.client(query("SELECT 1"), decisions=1).server(SELECT1, ready())
+    s.server(fatal)
+    s.meta(
+        "session.end",
+        dump_json(
+            {"cause": "upstream", "detail": "the upstream database ended the session (FATAL)"}
+        ),
+    )
+    return s.facts().session
+
+
+def test_a_session_the_database_ended_says_why_as_the_server_did():
+    """``pg_terminate_backend`` of an idle session: its end said ``the upstream database
+    ended the session (FATAL)``, as for an idle transaction's timeout or a shutdown; the
+    recording holds the server's FATAL (57P01, "terminating connection due to administrator
+    command"), which says which."""
+    from devtools.testing import error
+
+    fatal = error("57P01", "terminating connection due to administrator command", "FATAL")
+    s = ended_by_the_server(fatal)
+    assert s["end_detail"] == (
+        "the upstream database ended the session (FATAL): 57P01 "
+        "terminating connection due to administrator command"
+    ), s
