@@ -189,7 +189,9 @@ def audit(con, f: Filters) -> dict:
     # the cancel requests each session received (from where; the statement running then),
     # in the window: who cancelled what (s35 round 4: the answer said nothing of them)
     cancels: dict[str, list] = {sid: [] for sid in sids}
-    for c in _rows(con, "SELECT ts, session_id, client, n, verified FROM cancels WHERE "
+    from .index import view
+
+    for c in _rows(con, f"SELECT ts, session_id, client, n, verified FROM {view('cancels')} WHERE "
                         f"session_id IN (SELECT unnest(?)) AND {nw} ORDER BY session_id, ts, seq",
                    [sids, *np_]):  # fmt: skip
         cancels[c.pop("session_id")].append(c)

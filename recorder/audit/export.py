@@ -41,6 +41,14 @@ EXPORT_TABLES = {
 EXCLUDE = {"statements": "EXCLUDE (fates)"}
 
 
+def _source(table: str) -> str:
+    """What a table is exported from: a view added since an index was written is read as
+    its query (``index.view``), so an export with ``--no-update`` has it too."""
+    from .index import view
+
+    return view(table) if table in ("notifications", "cancels") else table
+
+
 def _day_filter(col: str, day: dt.date | None) -> tuple[str, list]:
     if day is None:
         return "TRUE", []
@@ -64,7 +72,7 @@ def export_local(con, out: Path, *, day: dt.date | None = None, fmt: str = "parq
         target = (out / table).as_posix().replace("'", "''")
         con.execute(
             f"COPY (SELECT * {EXCLUDE.get(table, '')}, {dated} AS event_date "
-            f"FROM {table} WHERE {where} AND {col} IS NOT NULL) TO '{target}' "
+            f"FROM {_source(table)} WHERE {where} AND {col} IS NOT NULL) TO '{target}' "
             "(FORMAT PARQUET, PARTITION_BY (event_date), OVERWRITE_OR_IGNORE, "
             "FILENAME_PATTERN 'part-{i}')", params)
     return sorted(p for p in out.rglob("*.parquet"))

@@ -218,6 +218,13 @@ VIEWS = {
 }
 
 
+def view(name: str) -> str:
+    """View ``name`` as a subquery under its name: an index written before the view was
+    added (the same schema version: views are made at its next update) reads it all the
+    same, opened read-only (``audit --no-update``)."""
+    return f"({VIEWS[name]}) AS {name}"
+
+
 @dataclass
 class UpdateResult:
     indexed: int = 0  # recordings (re)indexed

@@ -255,7 +255,9 @@ def events(con, where: str = "TRUE", params: list | None = None) -> Iterator[dic
                         f"{where.replace('ts', 'ended_at')} ORDER BY ended_at, session_id",
                    params):  # fmt: skip
         yield session_end_event(r)
-    for r in _rows(con, f"SELECT * FROM cancels WHERE {where} ORDER BY ts, session_id, seq",
+    from .index import view
+
+    for r in _rows(con, f"SELECT * FROM {view('cancels')} WHERE {where} ORDER BY ts, session_id, seq",
                    params):  # fmt: skip
         yield cancel_event(r)
     for r in _rows(con, "SELECT e.*, g.agent, g.task, g.scopes, g.database FROM grant_events e LEFT JOIN "

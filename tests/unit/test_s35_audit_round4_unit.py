@@ -392,3 +392,16 @@ def test_a_session_the_database_ended_says_why_as_the_server_did():
         "the upstream database ended the session (FATAL): 57P01 "
         "terminating connection due to administrator command"
     ), s
+
+
+def test_an_index_written_before_the_new_views_is_answered_read_only(tmp_path):
+    """An index of the same schema written before ``cancels`` and ``notifications`` were
+    views (``audit --no-update`` opens it read-only: no view is made): the answer, OCSF and
+    the export read them all the same."""
+    ix = with_a_cancel()
+    ix.con.execute("DROP VIEW cancels")
+    ix.con.execute("DROP VIEW notifications")
+    assert audit(ix.con, Filters())["other_sessions"][0]["cancels"]
+    assert [e for e in ocsf.events(ix.con) if e["unmapped"].get("event") == "cancel"]
+    export_local(ix.con, tmp_path)
+    assert list((tmp_path / "cancels").rglob("*.parquet"))
