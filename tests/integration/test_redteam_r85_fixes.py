@@ -88,10 +88,10 @@ Leaks (strict xfails; every mode):
    Cause: ``CASCADES_SQL`` lists every foreign key, the clones PostgreSQL makes on each
    partition (``conparentid <> 0``, ``conrelid`` the partition) too, and
    ``StatementPolicy._actions_reach``'s targets are checked by their own names
-   (``check_write``). Fix: in ``StatementPolicy._beyond_its_objects``' check, accept a write scope on a
-   partitioned ancestor for a partition target (as a direct write through the parent
-   is), or leave the clones out of CASCADES_SQL and let ``partitions`` carry the parent's
-   target down; the same for ``update_cascades``.
+   (``check_write``). Fix: in ``StatementPolicy._beyond_its_objects``' check, accept a
+   write scope on a partitioned ancestor for a partition target (as a direct write
+   through the parent is), or leave the clones out of CASCADES_SQL and let
+   ``partitions`` carry the parent's target down; the same for ``update_cascades``.
 
 Held (plain tests): ``ATTACH PARTITION`` (a key over a column-bound call), ``DETACH
 PARTITION`` of a partition a foreign key references, ``ALTER DOMAIN ... VALIDATE
