@@ -1234,10 +1234,10 @@ class SessionFacts:
                 # through: the server returned the cursor's rows; session 34's gap (b), s35
                 # round 4): it names that statement, as for a refcursor, and says so
                 u.row["text"] = named[0]
-                u.row["message"] = (f"a cursor {u.name!r} opened by code this statement ran, "
-                                    "its name returned in a result row (not a refcursor): "
-                                    "the server ran the cursor's own query, which no "
-                                    "recording holds")  # fmt: skip
+                u.row["message"] = (f"a cursor {u.name!r} no statement recorded opened; "
+                                    "this statement's result row held its name (as text, not "
+                                    "a refcursor): code it ran likely opened it. The server "
+                                    "ran the cursor's own query, which no recording holds")  # fmt: skip
             return
         u.bind, u.src = bound, bound.src
         u.row["text"], u.row["params"] = bound.sql, json.dumps(bound.params)
