@@ -12,6 +12,12 @@
 * the Parquet export had no notifications (received or withheld): a ``notifications``
   table (and view) now, never a payload.
 
+And: a 25P02 Execute of the unnamed portal after a Query failing at run time named the
+statement bound before; an Execute of a cursor whose name a function returned as text
+(session 34's gap (b): a dry run runs it) had no text; cancel requests were in no format,
+nor (in OCSF) a session's end; a session the database ended gave no FATAL; the text report
+cut a statement by its escapes; ``--denied`` kept received notifications.
+
 Each test fails without its fix. Through the proxy: tests/integration/test_s35_audit_round4.py.
 """
 
