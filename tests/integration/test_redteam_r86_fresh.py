@@ -85,7 +85,9 @@ DEFAULT's cast error and a unique violation on a key a DEFAULT made from the vau
 whose CHECK raises a vault row, checked by ``domain_in`` at Bind): a Parse giving the
 domain's OID as a parameter type its text never names (refused at the Parse:
 ``StatementPolicy._param_types``), and an INSERT whose parameter the server infers as the
-domain (withheld), unnamed and named.
+domain (withheld), unnamed and named; another backend's ``application_name`` a trigger set,
+through ``pg_stat_activity`` (an application's own session wrote ``r86.tu``; refused:
+``deny.catalog``, only the session's own row is read).
 
 Transparency: no regression found (a plain read, ``SHOW application_name`` of a session
 whose database code does not set it).
@@ -428,3 +430,45 @@ def test_r86_bound(px, pdom, key, mode):
         c.query("ROLLBACK")
         assert any(f[:1] == b"D" for f in c.query("SELECT 1")), "the session goes on"
     assert not _shown(got), ("LEAK", key, mode, got[-600:])
+
+
+# Another backend's setting: an application's own session (directly, as the upstream login)
+# writes r86.tu, whose trigger sets its application_name to the vault row and commits; a
+# session of the base grant, which may write and read nothing of r86.tu, reads the
+# activity view (held: other sessions' rows are ``deny.catalog``).
+_OTHERS = "SELECT application_name FROM pg_stat_activity WHERE pid <> pg_backend_pid()"
+
+
+def _other_backend_wrote(pg):
+    app = RawClient.direct(pg)
+    app.__enter__()
+    got = planted.text(app.query("INSERT INTO r86.tu VALUES (1)"))
+    assert not planted.is_error(got), got[-300:]
+    return app
+
+
+def _other_backend_done(app) -> None:
+    try:
+        app.query("DELETE FROM r86.tu")
+    finally:
+        app.__exit__(None, None, None)
+
+
+def test_r86_other_backend_directly(pg, px):
+    app = _other_backend_wrote(pg)
+    try:
+        got = _direct(pg, [], _OTHERS)
+    finally:
+        _other_backend_done(app)
+    if not _shown(got):
+        raise RuntimeError(("precondition: no marker directly", got[-300:]))
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_r86_other_backend(pg, px, mode):
+    app = _other_backend_wrote(pg)
+    try:
+        got = _proxied(px, "base", mode, [], _OTHERS)
+    finally:
+        _other_backend_done(app)
+    assert not _shown(got), ("LEAK", mode, got[-600:])
