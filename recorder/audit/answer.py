@@ -487,8 +487,9 @@ def write_text(answer: dict, out: TextIO) -> None:
     for d in answer["denials"]:
         mark = "" if d["verified"] else "! "
         what = _cut(d["text"]) if d["text"] else d["message"] or ""
+        esc = " (escaped)" if _needs_escapes(d["text"]) else ""
         w(f"  {mark}{d['ts']} {d['source']:<10} {d['agent']} {d['rule'] or ''} "
-          f"{d['sqlstate'] or ''}: {what}\n")
+          f"{d['sqlstate'] or ''}{esc}: {what}\n")
     summaries = answer.get("refusals_not_itemized", [])
     more = sum(r["dropped"] or 0 for r in summaries)
     w(f"\nREFUSED LOGINS AND CONNECTIONS ({len(answer['refused_logins'])}"
@@ -553,7 +554,8 @@ def _session(s: dict, w) -> None:
         if st["ts"][:10] != day:
             day = st["ts"][:10]
             when = f"{day} {when}"
-        w(f"    {mark}{when} [{dec} {st['rule'] or ''}] {_cut(st['text'])}{params}\n")
+        esc = ", escaped" if _needs_escapes(st["text"]) else ""
+        w(f"    {mark}{when} [{dec} {st['rule'] or ''}{esc}] {_cut(st['text'])}{params}\n")
         w(f"        -> {res} ({st['duration_ms']:.1f} ms)\n")
     for x in s.get("cancels") or []:
         mark = "  " if x["verified"] else "! "
@@ -576,10 +578,20 @@ def _cut(text: str | None) -> str:
     if there are more, how many it leaves out (was: cut silently, so that what followed, a
     ``, balance = 0`` after a long literal, read as a statement that was not there)."""
     text = str(text)  # (the statement as it is: escaped here, what is shown of it)
+    shown = _escaped(text[:TEXT_SHOWN].replace("\\", "\\\\") if _needs_escapes(text)
+                     else text[:TEXT_SHOWN])
     if len(text) <= TEXT_SHOWN:
-        return _escaped(text)
-    return (f"{_escaped(text[:TEXT_SHOWN])} ...[statement cut: {len(text) - TEXT_SHOWN} more of "
+        return shown
+    return (f"{shown} ...[statement cut: {len(text) - TEXT_SHOWN} more of "
             f"{len(text)} characters not shown; --format json has it whole]")
+
+
+def _needs_escapes(text: str | None) -> bool:
+    """Whether a statement's text holds what the report cannot print as it is: it is then
+    shown escaped, its backslashes doubled, and its line says ``escaped`` where the text
+    cannot write (was: a newline and the two characters backslash and ``n`` were shown alike,
+    ``'a\\nb'``, two statements that write different values; s35 round 4)."""
+    return text is not None and not str(text).isprintable()
 
 
 # Outcomes that say what became of a statement that ran: shown before its tag, in capitals

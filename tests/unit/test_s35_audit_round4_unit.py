@@ -411,3 +411,15 @@ def test_an_index_written_before_the_new_views_is_answered_read_only(tmp_path):
     assert [e for e in ocsf.events(ix.con) if e["unmapped"].get("event") == "cancel"]
     export_local(ix.con, tmp_path)
     assert list((tmp_path / "cancels").rglob("*.parquet"))
+
+
+def test_a_newline_and_a_backslash_n_read_apart_in_the_text_report():
+    """``'a` newline ``b'`` and ``'a\\nb'`` (a backslash and ``n``, standard strings) write
+    different values; the report showed both as ``'a\\nb'``. A text it escapes has its
+    backslashes doubled and its line says ``escaped`` (in the bracket the text cannot
+    write); a text it prints as it is is unchanged."""
+    real, literal = text_of("SELECT 'a\nb', 'c\\d'"), text_of("SELECT 'a\\nb', 'c\\d'")
+    assert "[denied deny.x, escaped] SELECT 'a\\nb', 'c\\\\d'" in real, real
+    assert "[denied deny.x] SELECT 'a\\nb', 'c\\d'" in literal, literal
+    assert "42501 (escaped): SELECT 'a\\nb', 'c\\\\d'" in real, real
+    assert "42501: SELECT 'a\\nb', 'c\\d'" in literal, literal
