@@ -107,7 +107,10 @@ ON DELETE SET NULL (col) into a table whose CHECK calls code, both outside the g
 (withheld); ``ALTER TABLE ... SET UNLOGGED`` of one (a rewrite rebuilding the index:
 refused, ``check_functions``); a partial index ``WHERE
 r85x.peeki(COALESCE(1, id)) > 0``, whose column argument the planner folds away (refused:
-not a bare column, so kept); the constraint_exclusion pin turned by a DEFAULT (the session's
+not a bare column, so kept); the search_path turned by a view to ``r85x, pg_catalog`` and ``SELECT id + 1 FROM
+r85.pub`` (an operator ``r85x.+``, which the turned path would resolve before the built-in
+one: refused, operators are decided by name whatever the path); the constraint_exclusion
+pin turned by a DEFAULT (the session's
 messages are withheld after that write) or by a row security policy (refused:
 ``deny.function``). Not kept: a rule ``DO ALSO SELECT v FROM r85x.vault`` answers the row
 to a simple Query on a write grant, round 66's documented residue ("a write grant fires
@@ -159,6 +162,7 @@ GRANTS = {
     "mvd": "read:r85.mvd",
     "fkp": "read:public.r85v,r85.fkp write:r85.fkp,r85.fkc",
     "mvdr": "read:r85.mvd ddl:r85.mvd",
+    "spo": "read:r85.pub,r85.spo",
     "rbx": "read:r85.rbx ddl:r85.rbx",
     "tp": "read:r85.tp,r85.tc write:r85.tp,r85.tc",
 }
@@ -286,6 +290,13 @@ INSERT INTO r85.rbx VALUES (1, 1);
 CREATE INDEX ON r85.rbx (r85x.peeki(id));
 -- a matview whose query casts to the domain (its stored rows run nothing when read)
 CREATE MATERIALIZED VIEW r85.mvd AS SELECT id, id::r85.pdom AS d FROM r85.pub;
+-- ... with pg_catalog after r85x: an operator of r85x shadows the built-in one, in a
+-- statement naming every relation with its schema
+CREATE FUNCTION r85x.plus(int, int) RETURNS int IMMUTABLE LANGUAGE plpgsql AS $$
+BEGIN RAISE NOTICE 'plus %', {_VAULT_ROW}; RETURN $1 + $2; END $$;
+CREATE OPERATOR r85x.+ (LEFTARG = int, RIGHTARG = int, FUNCTION = r85x.plus);
+CREATE VIEW r85.spo AS SELECT pg_catalog.set_config('search_path', 'r85x, pg_catalog, pg_temp',
+  false) AS s;
 -- a column-bound call whose column argument the planner folds away
 CREATE TABLE r85.cox (id int);
 INSERT INTO r85.cox VALUES (1);
@@ -333,6 +344,8 @@ PROBES = {
     "search-path-rule": ("spr", ["INSERT INTO r85.spr VALUES (1)"], _SP_READ, _PIN),
     "search-path-fk-set-default": ("fkp", ["DELETE FROM r85.fkp WHERE k = 1"], _SP_READ, _PIN),
     "refresh-matview-domain-cast": ("mvdr", [], "REFRESH MATERIALIZED VIEW r85.mvd", None),
+    "search-path-operator": ("spo", ["SELECT * FROM r85.spo"], "SELECT id + 1 FROM r85.pub",
+                             None),
     "search-path-domain-check": ("spdom", ["SELECT 'a'::r85.spdom"], _SP_READ, _PIN),
     "refresh-matview-folded-index": ("mv", [], "REFRESH MATERIALIZED VIEW r85.mv", _REFRESH),
     "refresh-concurrently-folded-index": (
