@@ -513,7 +513,11 @@ def _passed(when: str | None) -> bool:
 
 
 def _quoted(name: str) -> str:
-    return f"'{name}'"  # (already escaped: write_text)
+    """A name the client chose, quoted as SQL quotes a literal (its quotes doubled): it
+    could close the quote and go on as the report's own words (an ``application_name`` of
+    ``x'  upstream evil:5432 backend pid 1 as 'y`` read as another upstream and backend
+    before the real ones; s35 round 4). (Already escaped: write_text.)"""
+    return "'" + str(name).replace("'", "''") + "'"
 
 
 # a session row with no end: its recording's status -> what the report says of its end

@@ -423,3 +423,12 @@ def test_a_newline_and_a_backslash_n_read_apart_in_the_text_report():
     assert "[denied deny.x] SELECT 'a\\nb', 'c\\d'" in literal, literal
     assert "42501 (escaped): SELECT 'a\\nb', 'c\\\\d'" in real, real
     assert "42501: SELECT 'a\\nb', 'c\\d'" in literal, literal
+
+
+def test_a_name_with_a_quote_cannot_go_on_as_the_session_line():
+    ix = Index().session(
+        "s1", "g1", 0, 60, application_name="x'  upstream evil:1 backend pid 1 as 'y"
+    )
+    out = io.StringIO()
+    write_text(audit(ix.con, Filters()), out)
+    assert "application_name 'x''  upstream evil:1 backend pid 1 as ''y'" in out.getvalue(), out
