@@ -15,9 +15,9 @@ Planted: ``r86x.vault`` (``ROW``, and ``TZ`` for a time zone) and ``r86x.base`` 
 ``pub`` with ``'1'`` and a row ``row`` holding ``ROW``), outside every grant; ``r86x.exb``
 (a range whose bound is ``RANGE``); triggers, a rule, a default, a CHECK and views on
 ``r86`` tables (SETUP). No function of this database spells ``set_config``,
-``pg_settings``, ``client_encoding``, ``names`` or ``execute`` in its source; the one trigger
-helper that needs it spells it ``U&"set\\005fconfig"`` (so ``Snapshot.encoding_code`` is
-off, as in any database whose code only does so). Families first checked against rounds
+``pg_settings``, ``client_encoding``, ``names`` or ``execute`` in its source; the trigger
+functions that need one spell it ``U&"set\\005fconfig"`` or ``U&"pg\\005fsettings"`` (so
+``Snapshot.encoding_code`` is off, as in any database whose code only does so). Families first checked against rounds
 10-84's docstrings and docs/policy.md ("Catalog side doors", "Code holds secrets too",
 "Settings hold secrets too", "Known gaps").
 
@@ -43,7 +43,7 @@ Leaks (strict xfails; every mode):
    looks at code outside ``pg_proc``: view queries (``pg_rewrite``), rule actions, column
    defaults, CHECKs, generated columns, policies, index expressions. Fix (the family: code
    the policy does not read may set a setting): count any source containing ``u&`` (and a
-   backslash escape) as CODE_FLAGS_SQL's other flags and DDL_CODE_SQL do, and extend the
+   backslash escape) as DDL_CODE_SQL does, and extend the
    flag to every stored expression that may call ``set_config`` (``pg_depend`` rows from
    ``pg_rewrite``, ``pg_attrdef``, ``pg_constraint``, ``pg_policy``, ``pg_trigger``,
    ``pg_index`` on ``set_config``'s OID, and any ``pg_settings`` relation dependency);
