@@ -14,12 +14,12 @@ strict xfails asserting the safe outcome; held families are plain tests.
 Planted: ``r86x.vault`` (``ROW``, and ``TZ`` for a time zone) and ``r86x.base`` (a row
 ``pub`` with ``'1'`` and a row ``row`` holding ``ROW``), outside every grant; ``r86x.exb``
 (a range whose bound is ``RANGE``); triggers, a rule, a default, a CHECK and views on
-``r86`` tables (SETUP). No function of this database spells ``set_config``,
-``pg_settings``, ``client_encoding``, ``names`` or ``execute`` in its source; the trigger
-functions that need one spell it ``U&"set\\005fconfig"`` or ``U&"pg\\005fsettings"`` (so
-``Snapshot.encoding_code`` is off, as in any database whose code only does so). Families first checked against rounds
-10-84's docstrings and docs/policy.md ("Catalog side doors", "Code holds secrets too",
-"Settings hold secrets too", "Known gaps").
+``r86`` tables (SETUP). No function of this database spells ``set_config``, ``pg_settings``,
+``client_encoding``, ``names`` or ``execute`` in its source; the trigger functions that need
+one spell it ``U&"set\\005fconfig"`` or ``U&"pg\\005fsettings"`` (so
+``Snapshot.encoding_code`` is off, as in any database whose code only does so). Families
+first checked against rounds 10-84's docstrings and docs/policy.md ("Catalog side doors",
+"Code holds secrets too", "Settings hold secrets too", "Known gaps").
 
 Leaks (strict xfails; every mode):
 
