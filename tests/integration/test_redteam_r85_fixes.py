@@ -109,7 +109,9 @@ refused, ``check_functions``); a partial index ``WHERE
 r85x.peeki(COALESCE(1, id)) > 0``, whose column argument the planner folds away (refused:
 not a bare column, so kept); the search_path turned by a view to ``r85x, pg_catalog`` and ``SELECT id + 1 FROM
 r85.pub`` (an operator ``r85x.+``, which the turned path would resolve before the built-in
-one: refused, operators are decided by name whatever the path); the constraint_exclusion
+one: refused, operators are decided by name whatever the path), and ``SELECT lower(v) FROM
+r85.pub`` (a function ``r85x.lower(text)``: refused likewise; a domain ``r85x.text`` behind
+``v::text`` was refused too, "a value of type text runs r85x.peek", not kept); the constraint_exclusion
 pin turned by a DEFAULT (the session's
 messages are withheld after that write) or by a row security policy (refused:
 ``deny.function``). Not kept: a rule ``DO ALSO SELECT v FROM r85x.vault`` answers the row
@@ -297,6 +299,9 @@ BEGIN RAISE NOTICE 'plus %', {_VAULT_ROW}; RETURN $1 + $2; END $$;
 CREATE OPERATOR r85x.+ (LEFTARG = int, RIGHTARG = int, FUNCTION = r85x.plus);
 CREATE VIEW r85.spo AS SELECT pg_catalog.set_config('search_path', 'r85x, pg_catalog, pg_temp',
   false) AS s;
+-- ... a function of r85x named like a built-in
+CREATE FUNCTION r85x.lower(text) RETURNS text IMMUTABLE LANGUAGE plpgsql AS $$
+BEGIN RAISE NOTICE 'lower %', {_VAULT_ROW}; RETURN $1; END $$;
 -- a column-bound call whose column argument the planner folds away
 CREATE TABLE r85.cox (id int);
 INSERT INTO r85.cox VALUES (1);
@@ -345,6 +350,8 @@ PROBES = {
     "search-path-fk-set-default": ("fkp", ["DELETE FROM r85.fkp WHERE k = 1"], _SP_READ, _PIN),
     "refresh-matview-domain-cast": ("mvdr", [], "REFRESH MATERIALIZED VIEW r85.mvd", None),
     "search-path-operator": ("spo", ["SELECT * FROM r85.spo"], "SELECT id + 1 FROM r85.pub",
+                             None),
+    "search-path-function": ("spo", ["SELECT * FROM r85.spo"], "SELECT lower(v) FROM r85.pub",
                              None),
     "search-path-domain-check": ("spdom", ["SELECT 'a'::r85.spdom"], _SP_READ, _PIN),
     "refresh-matview-folded-index": ("mv", [], "REFRESH MATERIALIZED VIEW r85.mv", _REFRESH),
