@@ -8,6 +8,8 @@ import tempfile
 from pathlib import Path
 from typing import TextIO
 
+from .index import RECORDING_DATE
+
 # table -> the timestamp that dates its rows
 EXPORT_TABLES = {
     # a grant known only from its sessions (no grant.issued; a static user's: no expiry
@@ -25,15 +27,8 @@ EXPORT_TABLES = {
     "notifications": "ts",
     # the cancel requests a session received, from where, and the statement running then
     "cancels": "ts",
-    # what the rows stand on: each recording's verification (a session's dated by its start,
-    # a control stream's by its first event, one known only as missing by the control event
-    # that names it, else when it was indexed). Was not exported: a lake's reader of a store
-    # that lost or forged a recording had its other tables, every row `verified`, and no
-    # word of it, where the answer warns (s35 round 2)
-    "recordings": "coalesce((SELECT min(s.started_at) FROM sessions s "
-                  "WHERE s.session_id = recordings.session_id), "
-                  "(SELECT min(c.ts) FROM control_events c WHERE c.stream_id = recordings.session_id "
-                  "OR c.session_ref = recordings.session_id), indexed_at)",
+    # what the rows stand on: each recording's verification (index.RECORDING_DATE)
+    "recordings": RECORDING_DATE,
 }
 
 

@@ -32,6 +32,18 @@ from ..verify import Report, verify_session
 from . import twophase
 from .derive import SessionFacts
 
+# what the rows stand on: each recording's verification (a session's dated by its start,
+# a control stream's by its first event, one known only as missing by the control event
+# that names it, else when it was indexed). Was not exported: a lake's reader of a store
+# that lost or forged a recording had its other tables, every row `verified`, and no
+# word of it, where the answer warns (s35 round 2)
+RECORDING_DATE = (
+    "coalesce((SELECT min(s.started_at) FROM sessions s "
+    "WHERE s.session_id = recordings.session_id), "
+    "(SELECT min(c.ts) FROM control_events c WHERE c.stream_id = recordings.session_id "
+    "OR c.session_ref = recordings.session_id), indexed_at)"
+)
+
 # 2: sessions.upstream_reused; 3: statements.gid and .fates, two_phase (docs/audit.md)
 SCHEMA_VERSION = 3
 

@@ -295,10 +295,9 @@ def not_intact_events(con, where: str = "TRUE", params: list | None = None) -> I
     dates in it and every other one too (as the answer lists them whatever its filters, and a
     day's Parquet export holds them: one may belong to that day's rows)."""
     from .answer import _rows
-    from .export import EXPORT_TABLES
+    from .index import RECORDING_DATE
 
-    dated = EXPORT_TABLES["recordings"]
-    for r in _rows(con, f"SELECT *, {dated} AS ts FROM recordings WHERE NOT intact "
+    for r in _rows(con, f"SELECT *, {RECORDING_DATE} AS ts FROM recordings WHERE NOT intact "
                         "ORDER BY 1", []):  # fmt: skip
         yield recording_event(r)
 
