@@ -10,8 +10,8 @@ rolled back. Leaks are strict xfails asserting the safe outcome; held families a
 tests.
 
 Planted: ``r85x.vault`` (``ROW``: outside every grant) and ``r85x.r85v`` (a copy of it);
-``public.r85v`` (a harmless table of the same name, in the pinned path ``public,
-pg_temp``); ``r85x.cutoff()``, ``r85x.peeki(int)`` (IMMUTABLE PL/pgSQL) and ``r85x.peek(int)``
+``public.r85v`` (a harmless table of the same name, in the pinned path ``public, pg_temp``);
+``r85x.cutoff()``, ``r85x.peeki(int)`` (IMMUTABLE PL/pgSQL) and ``r85x.peek(int)``
 (VOLATILE), each raising ``NOTICE ... <ROW>``, outside every grant; the tables, views,
 domains and rules of SETUP. No function of this database names ``constraint_exclusion``,
 ``set_config`` or ``execute`` in its source: the setting changes below are in views,
@@ -19,38 +19,38 @@ defaults, CHECKs, a domain and a rule.
 
 Leaks (strict xfails; every mode):
 
-1. **The pins, turned by stored SQL that is no function** (``_PIN``). The proxy starts
-   every session with ``search_path = public, pg_temp`` and ``constraint_exclusion =
-   partition`` and decides every statement on them; it refuses ``SET`` and a
-   ``set_config`` the statement names, and a row security policy calling set_config
-   (``pin-row-policy``, held). But ``SELECT * FROM r85.spv`` (read granted; the view is
-   ``SELECT set_config('search_path', 'r85x, pg_temp', false)``), ``INSERT INTO r85.spd
-   (id) VALUES (1)`` (a column ``DEFAULT set_config(...)``; the same through a foreign key's ON DELETE SET
-   DEFAULT: ``DELETE FROM r85.fkp WHERE k = 1``), ``INSERT INTO r85.spc VALUES (1)`` (``CHECK (set_config(...) <> '')``), ``INSERT INTO r85.spr VALUES (1)`` (a rule
-   ``DO ALSO SELECT set_config(...)``), ``SELECT 'a'::r85.spdom`` (a domain whose CHECK
-   calls it) and ``INSERT INTO r85.spt VALUES (1)`` (a trigger whose PL/pgSQL reads
-   ``r85.spv``: its source names no setting) each move the session's path; the next
-   ``SELECT v FROM r85v``, allowed as ``public.r85v``, reads ``r85x.r85v`` and answers
-   ``ROW`` as a row (PostgreSQL 15 reports no ParameterStatus for search_path; no
-   withholding covers rows). The same view spelled with ``constraint_exclusion``
-   (``r85.cfgv``) turns the planner's folding of a table's own CHECK on, and ``SELECT *
-   FROM r85.chk WHERE id > 1`` answers ``NOTICE cutoff <ROW>`` (``pin-view``: the own-CHECK
-   branch of RELATION_PLAN_CODE_SQL counts only when ``_SETS_CONSTRAINT_EXCLUSION`` finds
-   a function source). Its DEFAULT spelling holds only because the write that turned it
-   makes the session's later messages withheld. Cause:
-   ``policy/catalog.py`` ``_SETS_CONSTRAINT_EXCLUSION`` and ``CODE_FLAGS_SQL`` (``Snapshot.encoding_code``) read
-   ``pg_proc`` sources only; ``VIEW_FUNCTIONS_SQL``, ``DEFAULT_FUNCTIONS_SQL`` and the
-   CHECK/rule/domain lists keep user-written functions only (``pn.nspname NOT IN
-   ('pg_catalog', ...)``), so ``pg_catalog.set_config`` in stored SQL is seen nowhere
-   (``StatementPolicy`` checks the dangerous-function list only against the statement's
-   own calls and RLS policies). The documented gap ("An execute scope is therefore a grant
-   to run whatever that function runs, settings included") is about execute scopes; these
-   need only read or write. Fix (the family): the proxy re-asserts or verifies what it
-   pins after any statement that may run stored code (a ``SHOW search_path`` /
-   ``current_setting`` round trip after the Sync, ending the session or refusing on a
-   change, as ``Relay._conforming_strings`` does for the reported settings); at least, in
-   the loader, mark every relation whose view query, rule, DEFAULT, CHECK, policy,
-   trigger WHEN or column domain depends (``pg_depend``) on ``set_config`` (and
+1. **The pins, turned by stored SQL that is no function** (``_PIN``). The proxy starts every
+   session with ``search_path = public, pg_temp`` and ``constraint_exclusion = partition``
+   and decides every statement on them; it refuses ``SET`` and a ``set_config`` the
+   statement names, and a row security policy calling set_config (``pin-row-policy``, held).
+   But ``SELECT * FROM r85.spv`` (read granted; the view is ``SELECT
+   set_config('search_path', 'r85x, pg_temp', false)``), ``INSERT INTO r85.spd (id) VALUES
+   (1)`` (a column ``DEFAULT set_config(...)``; the same through a foreign key's ON DELETE
+   SET DEFAULT: ``DELETE FROM r85.fkp WHERE k = 1``), ``INSERT INTO r85.spc VALUES (1)``
+   (``CHECK (set_config(...) <> '')``), ``INSERT INTO r85.spr VALUES (1)`` (a rule ``DO ALSO
+   SELECT set_config(...)``), ``SELECT 'a'::r85.spdom`` (a domain whose CHECK calls it) and
+   ``INSERT INTO r85.spt VALUES (1)`` (a trigger whose PL/pgSQL reads ``r85.spv``: its
+   source names no setting) each move the session's path; the next ``SELECT v FROM r85v``,
+   allowed as ``public.r85v``, reads ``r85x.r85v`` and answers ``ROW`` as a row (PostgreSQL
+   15 reports no ParameterStatus for search_path; no withholding covers rows). The same view
+   spelled with ``constraint_exclusion`` (``r85.cfgv``) turns the planner's folding of a
+   table's own CHECK on, and ``SELECT * FROM r85.chk WHERE id > 1`` answers ``NOTICE cutoff
+   <ROW>`` (``pin-view``: the own-CHECK branch of RELATION_PLAN_CODE_SQL counts only when
+   ``_SETS_CONSTRAINT_EXCLUSION`` finds a function source). Its DEFAULT spelling holds only
+   because the write that turned it makes the session's later messages withheld. Cause:
+   ``policy/catalog.py`` ``_SETS_CONSTRAINT_EXCLUSION`` and ``CODE_FLAGS_SQL``
+   (``Snapshot.encoding_code``) read ``pg_proc`` sources only; ``VIEW_FUNCTIONS_SQL``,
+   ``DEFAULT_FUNCTIONS_SQL`` and the CHECK/rule/domain lists keep user-written functions
+   only (``pn.nspname NOT IN ('pg_catalog', ...)``), so ``pg_catalog.set_config`` in stored
+   SQL is seen nowhere (``StatementPolicy`` checks the dangerous-function list only against
+   the statement's own calls and RLS policies). The documented gap ("An execute scope is
+   therefore a grant to run whatever that function runs, settings included") is about
+   execute scopes; these need only read or write. Fix (the family): the proxy re-asserts or
+   verifies what it pins after any statement that may run stored code (a ``SHOW
+   search_path`` / ``current_setting`` round trip after the Sync, ending the session or
+   refusing on a change, as ``Relay._conforming_strings`` does for the reported settings);
+   at least, in the loader, mark every relation whose view query, rule, DEFAULT, CHECK,
+   policy, trigger WHEN or column domain depends (``pg_depend``) on ``set_config`` (and
    ``set_config``-like builtins) and refuse statements on them as RLS policies are
    (``deny.function``); the trigger spelling needs the runtime check.
 
@@ -95,30 +95,29 @@ Leaks (strict xfails; every mode):
 
 Held (plain tests): ``ATTACH PARTITION`` (a key over a column-bound call), ``DETACH
 PARTITION`` of a partition a foreign key references, ``ALTER DOMAIN ... VALIDATE
-CONSTRAINT`` (all ``deny.unknown``); ``CREATE TABLE ... PARTITION OF`` a table whose
-default partition's CHECK folds the code (refused: the parent's plan code); ``ADD COLUMN``
-of a domain whose CHECK calls code (refused: the type's functions); ``ANALYZE`` of a table
-with an expression index over a column-bound call (``deny.utility``, as REINDEX, CLUSTER
-and VACUUM are); a self-referencing ON DELETE SET DEFAULT whose DEFAULT calls code
-(withheld); ON DELETE CASCADE into a partitioned table whose partition has a trigger, and
-ON DELETE SET NULL (col) into a table whose CHECK calls code, both outside the grant
-(refused: the cascade's target); a view over a table whose partial index folds the code
-(refused); ``MERGE`` into a table with an expression index over a column-bound call
-(withheld); ``ALTER TABLE ... SET UNLOGGED`` of one (a rewrite rebuilding the index:
-refused, ``check_functions``); a partial index ``WHERE
-r85x.peeki(COALESCE(1, id)) > 0``, whose column argument the planner folds away (refused:
-not a bare column, so kept); the search_path turned by a view to ``r85x, pg_catalog`` and ``SELECT id + 1 FROM
-r85.pub`` (an operator ``r85x.+``, which the turned path would resolve before the built-in
-one: refused, operators are decided by name whatever the path), and ``SELECT lower(v) FROM
-r85.pub`` (a function ``r85x.lower(text)``: refused likewise; a domain ``r85x.text`` behind
-``v::text`` was refused too, "a value of type text runs r85x.peek", not kept); the constraint_exclusion
-pin turned by a DEFAULT (the session's
-messages are withheld after that write) or by a row security policy (refused:
-``deny.function``). Not kept: a rule ``DO ALSO SELECT v FROM r85x.vault`` answers the row
-to a simple Query on a write grant, round 66's documented residue ("a write grant fires
-the table's rules and triggers"); the pin leaks above are not that residue (the harm is
-that the policy then misreads the agent's own later statements, and the view and domain
-spellings need a read grant only).
+CONSTRAINT`` (all ``deny.unknown``); ``CREATE TABLE ... PARTITION OF`` a table whose default
+partition's CHECK folds the code (refused: the parent's plan code); ``ADD COLUMN`` of a
+domain whose CHECK calls code (refused: the type's functions); ``ANALYZE`` of a table with
+an expression index over a column-bound call (``deny.utility``, as REINDEX, CLUSTER and
+VACUUM are); a self-referencing ON DELETE SET DEFAULT whose DEFAULT calls code (withheld);
+ON DELETE CASCADE into a partitioned table whose partition has a trigger, and ON DELETE SET
+NULL (col) into a table whose CHECK calls code, both outside the grant (refused: the
+cascade's target); a view over a table whose partial index folds the code (refused);
+``MERGE`` into a table with an expression index over a column-bound call (withheld); ``ALTER
+TABLE ... SET UNLOGGED`` of one (a rewrite rebuilding the index: refused,
+``check_functions``); a partial index ``WHERE r85x.peeki(COALESCE(1, id)) > 0``, whose
+column argument the planner folds away (refused: not a bare column, so kept); the
+search_path turned by a view to ``r85x, pg_catalog`` and ``SELECT id + 1 FROM r85.pub`` (an
+operator ``r85x.+``, which the turned path would resolve before the built-in one: refused,
+operators are decided by name whatever the path), and ``SELECT lower(v) FROM r85.pub`` (a
+function ``r85x.lower(text)``: refused likewise; a domain ``r85x.text`` behind ``v::text``
+was refused too, "a value of type text runs r85x.peek", not kept); the constraint_exclusion
+pin turned by a DEFAULT (the session's messages are withheld after that write) or by a row
+security policy (refused: ``deny.function``). Not kept: a rule ``DO ALSO SELECT v FROM
+r85x.vault`` answers the row to a simple Query on a write grant, round 66's documented
+residue ("a write grant fires the table's rules and triggers"); the pin leaks above are not
+that residue (the harm is that the policy then misreads the agent's own later statements,
+and the view and domain spellings need a read grant only).
 
 Transparency: a plain read of a matview (``r85.mv``, whose bases fold code) and of a
 granted table go through.
