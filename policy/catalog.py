@@ -493,6 +493,50 @@ _CODE_TEXT = r"""lower(coalesce(p.prosrc, '') || ' ' || coalesce((
     WHERE d.classid = 'pg_catalog.pg_proc'::pg_catalog.regclass AND d.objid = p.oid
       AND d.refobjid >= 16384), ''))"""
 
+# ... and code stored with a relation or a type that calls set_config or reads or writes
+# pg_settings itself: a view's or rule's query, a column DEFAULT, a CHECK (a domain's
+# too), a row security policy, a trigger's WHEN, a domain's DEFAULT. PostgreSQL records no
+# dependency on a built-in (it is pinned), so the stored trees are read for its OID
+# (red-team round 85: ``CREATE VIEW v AS SELECT set_config('search_path', 'x', false)``, a
+# read grant's ``SELECT * FROM v`` moved the pinned path, and the next statement, decided
+# as ``public.t``, read ``x.t``).
+_STORED_TREES = r"""
+sc(fn, rel) AS (
+  SELECT 'pg_catalog.set_config(text,text,boolean)'::pg_catalog.regprocedure::pg_catalog.oid,
+         'pg_catalog.pg_settings'::pg_catalog.regclass::pg_catalog.oid
+),
+tree(relid, typ, node) AS (
+  SELECT w.ev_class, 0::pg_catalog.oid, w.ev_action::pg_catalog.text
+  FROM pg_catalog.pg_rewrite w
+  UNION ALL
+  SELECT a.adrelid, 0::pg_catalog.oid, a.adbin::pg_catalog.text FROM pg_catalog.pg_attrdef a
+  UNION ALL
+  SELECT k.conrelid, k.contypid, k.conbin::pg_catalog.text FROM pg_catalog.pg_constraint k
+  WHERE k.conbin IS NOT NULL
+  UNION ALL
+  SELECT y.polrelid, 0::pg_catalog.oid,
+         coalesce(y.polqual::pg_catalog.text, '') || coalesce(y.polwithcheck::pg_catalog.text, '')
+  FROM pg_catalog.pg_policy y
+  UNION ALL
+  SELECT g.tgrelid, 0::pg_catalog.oid, g.tgqual::pg_catalog.text FROM pg_catalog.pg_trigger g
+  WHERE g.tgqual IS NOT NULL
+  UNION ALL
+  SELECT 0::pg_catalog.oid, t.oid, t.typdefaultbin::pg_catalog.text FROM pg_catalog.pg_type t
+  WHERE t.typdefaultbin IS NOT NULL
+),
+stored(relid, typ) AS (
+  SELECT tree.relid, tree.typ FROM tree, sc
+  WHERE position(':funcid ' || sc.fn::pg_catalog.text || ' ' IN tree.node) > 0
+     OR position(':relid ' || sc.rel::pg_catalog.text || ' ' IN tree.node) > 0
+)"""
+# Is there any (outside the system schemas)? Part of the flags (CODE_FLAGS_SQL,
+# _SETS_CONSTRAINT_EXCLUSION): such code may set any setting.
+_STORED_SETS = f"""EXISTS (WITH {_STORED_TREES}
+  SELECT 1 FROM stored
+  LEFT JOIN pg_catalog.pg_class c ON c.oid = stored.relid
+  LEFT JOIN pg_catalog.pg_type t ON t.oid = stored.typ
+  JOIN pg_catalog.pg_namespace n ON n.oid = coalesce(c.relnamespace, t.typnamespace)
+  WHERE n.nspname NOT IN ('pg_catalog', 'information_schema'))"""
 CODE_FLAGS_SQL = rf"""
 SELECT
   EXISTS (SELECT 1 FROM pg_catalog.pg_proc p
@@ -500,8 +544,10 @@ SELECT
           JOIN pg_catalog.pg_language l ON l.oid = p.prolang
           WHERE p.oid >= 16384 AND n.nspname NOT IN ('pg_catalog', 'information_schema')
             AND (l.lanname NOT IN ('sql', 'plpgsql', 'c', 'internal')
-                 OR {_CODE_TEXT} ~ '(client_encoding|set_config|\mnames\M|\mexecute\M|pg_settings)'
-                 OR array_to_string(p.proconfig, ' ') ~* 'client_encoding')),
+                 OR {_CODE_TEXT} ~ '(client_encoding|set_config|\mnames\M|\mexecute\M|pg_settings|u&|_to_xml|xmlschema|ts_stat|ts_rewrite)'
+                 OR array_to_string(p.proconfig, ' ') ~* 'client_encoding'))
+  -- stored SQL calling set_config or naming pg_settings (red-team rounds 85-86)
+  OR {_STORED_SETS},
   EXISTS (SELECT 1 FROM pg_catalog.pg_proc p
           JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
           JOIN pg_catalog.pg_language l ON l.oid = p.prolang
@@ -806,6 +852,11 @@ WHERE v.relkind = 'v' AND vn.nspname NOT IN ('pg_catalog', 'information_schema')
   AND vn.nspname NOT LIKE 'pg\\_temp\\_%'
   AND b.relkind IN ('r', 'v', 'm', 'f', 'p')
 """
+# The same for materialized views: REFRESH plans the query on what it reads, so it runs
+# what those relations' plans fold, their casts and their policies' code (red-team round
+# 85: a partial index folding code under a matview's base answered a NOTICE quoting the
+# vault to ``REFRESH MATERIALIZED VIEW``); a read of the stored rows runs none of it.
+MATVIEW_READS_SQL = VIEW_READS_SQL.replace("v.relkind = 'v'", "v.relkind = 'm'")
 
 # What an expression calls, by the object it belongs to: a function, an operator's, a
 # cast's (red-team round 68: PostgreSQL records the operator, not the function behind
@@ -1146,13 +1197,14 @@ WHERE pn.nspname NOT IN ('pg_catalog', 'information_schema')
 # which may rebuild its indexes) needs the execute scope on each, as a cast's or an
 # operator class's (red-team round 81: an IMMUTABLE function in a partial index's
 # predicate raised a NOTICE quoting a table the grant may not read, on a plain SELECT).
-_SETS_CONSTRAINT_EXCLUSION = rf"""EXISTS (SELECT 1 FROM pg_catalog.pg_proc p
+_SETS_CONSTRAINT_EXCLUSION = rf"""(EXISTS (SELECT 1 FROM pg_catalog.pg_proc p
   JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
   JOIN pg_catalog.pg_language l ON l.oid = p.prolang
   WHERE p.oid >= 16384 AND n.nspname NOT IN ('pg_catalog', 'information_schema')
     AND (l.lanname NOT IN ('sql', 'plpgsql', 'c', 'internal')
-         OR {_CODE_TEXT} ~ '(constraint_exclusion|set_config|\mexecute\M|u&)'
-         OR array_to_string(p.proconfig, ' ') ~* 'constraint_exclusion'))"""
+         OR {_CODE_TEXT} ~ '(constraint_exclusion|set_config|pg_settings|\mexecute\M|u&|_to_xml|xmlschema|ts_stat|ts_rewrite)'
+         OR array_to_string(p.proconfig, ' ') ~* 'constraint_exclusion'))
+  OR {_STORED_SETS})"""
 RELATION_PLAN_CODE_SQL = f"""
 SET search_path = pg_catalog;
 WITH RECURSIVE written AS ({_WRITTEN}), {_CALLS_CTE}, {_PLAN_RUNS},
@@ -1209,7 +1261,9 @@ WHERE p.pronargdefaults > 0 AND n.nspname NOT IN ('pg_catalog', 'information_sch
 # each type into what it runs (``Snapshot.type_oids``, USER_TYPES_SQL): ``plan``, a
 # relation whose plan loads it (its indexes, its own partition key, its statistics objects,
 # its children's CHECKs at the parent: ``_PLAN_CODE``'s objects), merged into
-# ``relation_casts``; ``view``, a view whose query holds it, likewise; ``write``, a relation
+# ``relation_casts``; ``view``, a view whose query holds it, likewise; ``refresh``, a
+# materialized view whose query holds it, merged into ``check_functions`` (its REFRESH runs
+# the query; a read of its stored rows does not: red-team round 85); ``write``, a relation
 # a write of which runs it (its defaults and generated columns, its CHECKs, and the above),
 # which counts as TRIGGERED (its messages withheld); ``function``, a function with argument
 # defaults whose definition names the type (its signature's types too: the conservative
@@ -1257,7 +1311,8 @@ UNION ALL
 SELECT 'write', n.nspname, c.relname, w.typ::text FROM written w
 JOIN pg_catalog.pg_class c ON c.oid = w.relid JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
 UNION ALL
-SELECT DISTINCT 'view', n.nspname, c.relname, t.typ::text FROM tdeps t
+SELECT DISTINCT CASE c.relkind WHEN 'm' THEN 'refresh' ELSE 'view' END, n.nspname, c.relname,
+  t.typ::text FROM tdeps t
 JOIN pg_catalog.pg_rewrite r ON r.oid = t.objid
 JOIN pg_catalog.pg_class c ON c.oid = r.ev_class JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
 WHERE t.classid = 'pg_catalog.pg_rewrite'::pg_catalog.regclass
@@ -1313,6 +1368,96 @@ JOIN deps d ON d.classid = 'pg_catalog.pg_class'::pg_catalog.regclass AND d.obji
 JOIN ({_WRITTEN}) w ON w.oid = d.fn
 JOIN pg_catalog.pg_class r ON r.oid = ix.indrelid
 JOIN pg_catalog.pg_namespace rn ON rn.oid = r.relnamespace
+"""
+
+# Code that may change the session's settings (the pinned search_path and
+# constraint_exclusion, the reported client_encoding, application_name, TimeZone): a
+# user-written function whose text names set_config or pg_settings, spells a name it cannot
+# be read by (``U&``), builds SQL it runs (EXECUTE, query_to_xml and its kin, ts_stat,
+# ts_rewrite) or is in a language not read. Red-team rounds 84-86 spelled set_config and
+# pg_settings with ``U&`` escapes, past the words CODE_FLAGS_SQL looked for.
+_SETS_SETTINGS_TEXT = (
+    r"'(set_config|pg_settings|\mexecute\M|u&|_to_xml|xmlschema|ts_stat|ts_rewrite)'"
+)
+# What stored code of a relation or a type may change the session's settings, as (kind,
+# schema, name, function schema, function name): ``relation`` (a statement on it runs the
+# function: ``pg_catalog.set_config`` for stored SQL calling it, or a user-written function
+# of _SETS_SETTINGS_TEXT that the stored SQL calls), ``type`` (a value converted to it runs
+# it; arrays, ranges, composites and domains made of it too, and every relation with a
+# column of one). The loader merges them into ``Snapshot.relation_casts`` and
+# ``user_types``/``type_oids``: each is decided like a call of the function, and no grant
+# may call set_config on a setting it does not name (``decide.check_function``). Code reached
+# only by a trigger's function is not here: a write's trigger runs what it runs (the
+# session's later messages are withheld); docs/policy.md, Known gaps.
+SETTINGS_CODE_SQL = rf"""
+WITH RECURSIVE {_STORED_TREES},
+sets(oid, nspname, proname) AS (
+  SELECT p.oid, n.nspname, p.proname
+  FROM pg_catalog.pg_proc p
+  JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
+  JOIN pg_catalog.pg_language l ON l.oid = p.prolang
+  WHERE p.oid >= 16384 AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+    AND (l.lanname NOT IN ('sql', 'plpgsql', 'c', 'internal')
+         OR {_CODE_TEXT} ~ {_SETS_SETTINGS_TEXT})
+),
+found(relid, typ, nsp, fn) AS (
+  SELECT stored.relid, stored.typ, 'pg_catalog'::pg_catalog.name, 'set_config'::pg_catalog.name
+  FROM stored
+  UNION
+  SELECT CASE d.classid
+      WHEN 'pg_catalog.pg_rewrite'::pg_catalog.regclass THEN (SELECT w.ev_class
+        FROM pg_catalog.pg_rewrite w WHERE w.oid = d.objid)
+      WHEN 'pg_catalog.pg_attrdef'::pg_catalog.regclass THEN (SELECT a.adrelid
+        FROM pg_catalog.pg_attrdef a WHERE a.oid = d.objid)
+      WHEN 'pg_catalog.pg_constraint'::pg_catalog.regclass THEN (SELECT k.conrelid
+        FROM pg_catalog.pg_constraint k WHERE k.oid = d.objid)
+      WHEN 'pg_catalog.pg_policy'::pg_catalog.regclass THEN (SELECT y.polrelid
+        FROM pg_catalog.pg_policy y WHERE y.oid = d.objid)
+      ELSE 0::pg_catalog.oid END,
+    CASE d.classid
+      WHEN 'pg_catalog.pg_constraint'::pg_catalog.regclass THEN (SELECT k.contypid
+        FROM pg_catalog.pg_constraint k WHERE k.oid = d.objid)
+      WHEN 'pg_catalog.pg_type'::pg_catalog.regclass THEN d.objid
+      ELSE 0::pg_catalog.oid END,
+    sets.nspname, sets.proname
+  FROM pg_catalog.pg_depend d JOIN sets ON sets.oid = d.refobjid
+  WHERE d.refclassid = 'pg_catalog.pg_proc'::pg_catalog.regclass
+    AND d.classid IN ('pg_catalog.pg_rewrite'::pg_catalog.regclass,
+                      'pg_catalog.pg_attrdef'::pg_catalog.regclass,
+                      'pg_catalog.pg_constraint'::pg_catalog.regclass,
+                      'pg_catalog.pg_policy'::pg_catalog.regclass,
+                      'pg_catalog.pg_type'::pg_catalog.regclass)
+  UNION
+  -- a trigger's WHEN calling one (its function is the trigger's, not here)
+  SELECT g.tgrelid, 0::pg_catalog.oid, sets.nspname, sets.proname
+  FROM pg_catalog.pg_trigger g
+  JOIN pg_catalog.pg_depend d ON d.classid = 'pg_catalog.pg_trigger'::pg_catalog.regclass
+    AND d.objid = g.oid AND d.refclassid = 'pg_catalog.pg_proc'::pg_catalog.regclass
+    AND d.refobjid <> g.tgfoid
+  JOIN sets ON sets.oid = d.refobjid
+),
+madeof(part, whole) AS ({_PARTS}),
+typs(typ, nsp, fn) AS (
+  SELECT typ, nsp, fn FROM found WHERE typ <> 0
+  UNION
+  SELECT m.whole, typs.nsp, typs.fn FROM typs JOIN madeof m ON m.part = typs.typ
+)
+SELECT 'relation', n.nspname, c.relname, found.nsp, found.fn, ''
+FROM found JOIN pg_catalog.pg_class c ON c.oid = found.relid
+JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+WHERE found.relid <> 0 AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+UNION
+SELECT 'relation', n.nspname, c.relname, typs.nsp, typs.fn, ''
+FROM typs
+JOIN pg_catalog.pg_attribute a ON a.atttypid = typs.typ AND a.attnum > 0 AND NOT a.attisdropped
+JOIN pg_catalog.pg_class c ON c.oid = a.attrelid
+JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+WHERE n.nspname NOT IN ('pg_catalog', 'information_schema')
+UNION
+SELECT 'type', n.nspname, t.typname, typs.nsp, typs.fn, t.oid::pg_catalog.text
+FROM typs JOIN pg_catalog.pg_type t ON t.oid = typs.typ
+JOIN pg_catalog.pg_namespace n ON n.oid = t.typnamespace
+WHERE n.nspname NOT IN ('pg_catalog', 'information_schema')
 """
 
 # Columns holding values of a user-made composite type (a table's row type too) or enum:

@@ -31,6 +31,7 @@ from policy.catalog import (
     GLOBAL_CASTS_SQL,
     INHERITANCE_SQL,
     INLINABLE_SQL,
+    MATVIEW_READS_SQL,
     OPCLASS_FUNCTIONS_SQL,
     POLICY_EXPRS_SQL,
     POLICY_READS_SQL,
@@ -44,6 +45,7 @@ from policy.catalog import (
     RELATION_POLICY_SQL,
     ROLE_SCHEMAS_SQL,
     RULED_SQL,
+    SETTINGS_CODE_SQL,
     STATISTICS_SQL,
     TRIGGERED_SQL,
     TYPE_DEPENDENTS_SQL,
@@ -417,7 +419,8 @@ class CatalogLoader:
          relation_policy_rows, type_user_rows, statistics_rows,
          default_function_rows, policy_read_rows, published_rows, type_name_rows,
          refcursor_rows, relation_plan_rows, argument_default_rows, type_dependent_rows,
-         foreign_key_rows, relation_check_rows, policy_expr_rows) = await self._queries(
+         foreign_key_rows, relation_check_rows, settings_code_rows, matview_read_rows,
+         policy_expr_rows) = await self._queries(
             database, FUNCTIONS_SQL, COLUMNS_SQL, ROLE_SCHEMAS_SQL,
             USER_FUNCTIONS_SQL, USER_OPERATORS_SQL, USER_TYPES_SQL, USER_TYPE_OIDS_SQL,
             CASCADES_SQL, VIEWS_SQL, VIEW_READS_SQL, INLINABLE_SQL, RULED_SQL,
@@ -428,7 +431,7 @@ class CatalogLoader:
             TYPE_USERS_SQL, STATISTICS_SQL, DEFAULT_FUNCTIONS_SQL, POLICY_READS_SQL,
             PUBLISHED_SQL, TYPE_NAMES_SQL, REFCURSOR_FUNCTIONS_SQL,
             RELATION_PLAN_CODE_SQL, ARGUMENT_DEFAULTS_SQL, TYPE_DEPENDENTS_SQL,
-            FOREIGN_KEYS_SQL, RELATION_CHECKS_SQL,
+            FOREIGN_KEYS_SQL, RELATION_CHECKS_SQL, SETTINGS_CODE_SQL, MATVIEW_READS_SQL,
             POLICY_EXPRS_SQL,  # last: it sets its own search_path
         )  # fmt: skip
         views_unread = False
@@ -487,13 +490,36 @@ class CatalogLoader:
         cascades = cascade_reach(
             (render_name(s1, t1), render_name(s2, t2)) for s1, t1, s2, t2, _u in _ok(cascade_rows)
         )
+        # stored code that may change the session's settings (SETTINGS_CODE_SQL): a statement
+        # on the relation, or converting a value to the type, needs the execute scope on it
+        settings_code: dict[str, set[str]] = {}
+        for kind, schema, name, fschema, fname, oid in _ok(settings_code_rows):
+            fn = render_name(fschema, fname)
+            if kind == "type":
+                for key in (render_name(schema, name), render_name(name)):
+                    user_types.setdefault(key, set()).add(fn)
+                type_oids.setdefault(int(oid), set()).add(fn)
+            else:
+                settings_code.setdefault(render_name(schema, name), set()).add(fn)
+        # ... and a write whose foreign keys' actions write such a relation runs it there (an
+        # ON DELETE SET DEFAULT: its DEFAULT; red-team round 85)
+        for rel, reached in cascades.items():
+            runs = set().union(*(settings_code.get(r, ()) for r in reached))
+            if runs:
+                settings_code.setdefault(rel, set()).update(runs)
+        for merged in (relation_casts, relation_casts_role):
+            for rel, fns in settings_code.items():
+                merged.setdefault(rel, set()).update(fns)
         # what depends on a user type runs what the type runs (TYPE_DEPENDENTS_SQL)
         type_written: set[str] = set()
+        refreshes: dict[str, set[str]] = {}
         for kind, schema, name, oid in _ok(type_dependent_rows):
             runs = type_oids.get(int(oid))
             if not runs:
                 continue
-            if kind == "write":
+            if kind == "refresh":
+                refreshes.setdefault(render_name(schema, name), set()).update(runs)
+            elif kind == "write":
                 type_written.add(render_name(schema, name))
             elif kind == "function":
                 argument_defaults.setdefault(render_name(schema, name), set()).update(runs)
@@ -526,6 +552,18 @@ class CatalogLoader:
                 reached = set().union(*(merged.get(base, ()) for base in bases))
                 if reached:
                     merged.setdefault(view, set()).update(reached)
+        # a materialized view's REFRESH (DDL of it) plans its query on what it reads: it runs
+        # what a statement on each of those runs (red-team round 85), and what the query's
+        # own types run; a read of its stored rows runs none of it
+        for mv, base in (
+            (render_name(s1, v), render_name(s2, b)) for s1, v, s2, b in _ok(matview_read_rows)
+        ):
+            # (as its owner: whichever row security policies apply, counted)
+            refreshes.setdefault(mv, set()).update(
+                relation_casts.get(base, ()), relation_casts_role.get(base, ()))
+        for mv, fns in refreshes.items():
+            if fns:
+                check_functions.setdefault(mv, set()).update(_with_defaults(fns, argument_defaults))
         function_types: dict[str, set[str]] = {}
         for fschema, fname, tschema, tname in _ok(function_type_rows):
             function_types.setdefault(render_name(fschema, fname), set()).add(

@@ -21,6 +21,11 @@ one spell it ``U&"set\\005fconfig"`` or ``U&"pg\\005fsettings"`` (so
 first checked against rounds 10-84's docstrings and docs/policy.md ("Catalog side doors",
 "Code holds secrets too", "Settings hold secrets too", "Known gaps").
 
+Fixed in session 36 (plain tests now): finding 1, both halves (``CODE_FLAGS_SQL``'s
+first flag counts ``U&`` spellings, SQL building SQL (query_to_xml and its kin), and stored
+SQL calling set_config or naming pg_settings, read from the stored trees:
+``_STORED_SETS``); ``SHOW application_name`` is refused here since (code may set it).
+
 Leaks (strict xfails; every mode):
 
 1. **Reported settings set by code the flag does not read** (``tu``, ``tps``, ``ttz``, read
@@ -237,15 +242,6 @@ def _shown(text: str) -> list[str]:
     return [mk for mk in MARKERS if planted.shows(text, mk)]
 
 
-_SETTING = (
-    "LEAK: code the database holds sets application_name (or TimeZone) to a vault value, and "
-    "the server's ParameterStatus (and SHOW, current_setting, the session's own "
-    "pg_stat_activity row after it) gives it back: Snapshot.encoding_code, which withholds "
-    "those, comes from CODE_FLAGS_SQL's first flag, a regex over pg_proc sources only "
-    "({why})"
-)
-_UNICODE = _SETTING.format(why="a U& escape spells set_config or pg_settings unseen")
-_OUTSIDE = _SETTING.format(why="a view's, rule's or default's expression is not pg_proc's")
 _BARRIER = (
     "LEAK: a security-barrier view's own query (a cast, a call that raises) fails on a row it "
     "hides and the error quotes the value; the error names no relation, so "
@@ -268,18 +264,18 @@ _POLICY = (
 # or None)
 PROBES = {
     # ParameterStatus and reads of reported settings
-    "trigger-unicode-set-config": ("tu", [], "INSERT INTO r86.tu VALUES (1)", _UNICODE),
-    "trigger-unicode-pg-settings": ("tps", [], "INSERT INTO r86.tps VALUES (1)", _UNICODE),
-    "trigger-timezone": ("ttz", [], "INSERT INTO r86.ttz VALUES (1)", _UNICODE),
+    "trigger-unicode-set-config": ("tu", [], "INSERT INTO r86.tu VALUES (1)", None),
+    "trigger-unicode-pg-settings": ("tps", [], "INSERT INTO r86.tps VALUES (1)", None),
+    "trigger-timezone": ("ttz", [], "INSERT INTO r86.ttz VALUES (1)", None),
     "show-after-trigger": ("tu", ["INSERT INTO r86.tu VALUES (1)"], "SHOW application_name",
-                           _UNICODE),
-    "trigger-through-view": ("tsv", [], "INSERT INTO r86.tsv VALUES (1)", _OUTSIDE),
-    "rule": ("ru", [], "INSERT INTO r86.ru VALUES (1)", _OUTSIDE),
-    "default": ("df", [], "INSERT INTO r86.df (id) VALUES (1)", _OUTSIDE),
-    "view-where": ("gv", [], "SELECT id FROM r86.gv", _OUTSIDE),
+                           None),
+    "trigger-through-view": ("tsv", [], "INSERT INTO r86.tsv VALUES (1)", None),
+    "rule": ("ru", [], "INSERT INTO r86.ru VALUES (1)", None),
+    "default": ("df", [], "INSERT INTO r86.df (id) VALUES (1)", None),
+    "view-where": ("gv", [], "SELECT id FROM r86.gv", None),
     "own-activity-row-after-default": (
         "df", ["INSERT INTO r86.df (id) VALUES (1)"],
-        "SELECT application_name FROM pg_stat_activity WHERE pid = pg_backend_pid()", _OUTSIDE),
+        "SELECT application_name FROM pg_stat_activity WHERE pid = pg_backend_pid()", None),
     "check": ("ck", [], "INSERT INTO r86.ck VALUES (1)", None),  # refused: the CHECK's call
     # error texts of a read through a security-barrier view
     "barrier-view-cast-error": ("sbc", [], "SELECT * FROM r86.sbc", _BARRIER),
@@ -351,7 +347,9 @@ def test_r86_probe(px, key, mode):
 # key -> (grant, statement, what it answers, strict-xfail reason or None)
 TRANSPARENT = {
     "plain-read": ("base", "SELECT v FROM r86.pub", "R86-PUB-ok", None),
-    "show-application-name": ("base", "SHOW application_name", "SHOW", None),
+    # (SHOW application_name is refused here since session 36: code in this database may
+    # set it; a setting code cannot carry a value in is read as before)
+    "show-transaction-isolation": ("base", "SHOW transaction_isolation", "SHOW", None),
 }  # fmt: skip
 
 
