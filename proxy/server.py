@@ -207,28 +207,34 @@ class ProxyServer:
 
     def cancel_upstream(self, pid: int, secret: bytes) -> None:
         """Fire-and-forget CancelRequest upstream (used when we end a busy session)."""
+        self._send_cancel(pid, secret, "cancel of a busy upstream failed")
+
+    def _send_cancel(self, pid: int, secret: bytes, failed: str) -> asyncio.Task:
+        """A CancelRequest upstream, as a task of the server's own: it is sent whatever
+        happens to the connection that asked (a client closing at once after its
+        CancelRequest, as PostgreSQL acts on one it has read), and shutdown waits for it."""
 
         async def go() -> None:
             try:
                 await send_cancel(self.cfg, pid, secret)
             except (TimeoutError, OSError, UpstreamError) as exc:
-                event("cancel of a busy upstream failed", logging.WARNING, error=str(exc))
+                event(failed, logging.WARNING, error=str(exc))
 
         task = asyncio.get_running_loop().create_task(go())
         self._cancels.add(task)
         task.add_done_callback(self._cancels.discard)
+        return task
 
     async def forward_cancel(self, packet: CancelRequest, peer: str) -> None:
         """A client's CancelRequest: noted in the recording of the session it names (if
         this worker holds it), and forwarded whatever worker does: the server checks the
-        secret key."""
+        secret key. The forward goes on if the asking connection closes meanwhile (s35
+        audit round 4: a sender closing right after its request cancelled the forward with
+        the handshake, and the statement ran to its end)."""
         for conn in self.connections:
             if conn.backend_key == (packet.pid, packet.secret) and conn.srec is not None:
                 conn.srec.event("cancel", {"from": peer})
-        try:
-            await send_cancel(self.cfg, packet.pid, packet.secret)
-        except (TimeoutError, OSError, UpstreamError) as exc:
-            event("cancel forward failed", logging.WARNING, error=str(exc))
+        await asyncio.shield(self._send_cancel(packet.pid, packet.secret, "cancel forward failed"))
 
     async def shutdown(self, grace: float | None = None) -> None:
         """Stop accepting; let sessions finish until the deadline; then FATAL 57P01."""

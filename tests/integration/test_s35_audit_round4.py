@@ -22,9 +22,9 @@ fail without the fix, as these do):
 * a session the database ended (``pg_terminate_backend``) said ``(FATAL)`` alone: the
   server's FATAL (57P01, administrator command) is in its end now.
 
-Left (outside recorder/audit/, a strict xfail here): a CancelRequest whose sender closes
-its connection at once is recorded and never forwarded (``proxy/connection.py``:
-``connection_lost`` cancels the handshake task awaiting ``Server.forward_cancel``).
+Found outside recorder/audit/ and fixed in the proxy (``Server._send_cancel``): a
+CancelRequest whose sender closes its connection at once was recorded and never forwarded
+(``connection_lost`` cancelled the handshake task awaiting ``Server.forward_cancel``).
 
 What held (probes not kept): a grant extended then revoked mid-transaction (the open
 ``INSERT`` rolled back, as the table says; the extension, revocation and the session's end
@@ -254,15 +254,13 @@ def test_the_answer_says_who_cancelled_which_statement(case):
     assert [e["unmapped"]["end_cause"] for e in ends] == [s["end_cause"]], ends
 
 
-@pytest.mark.xfail(strict=True, reason="proxy: a CancelRequest whose sender closes at once is "
-                   "recorded and never forwarded (Connection.connection_lost cancels the "
-                   "handshake task awaiting Server.forward_cancel)")  # fmt: skip
 def test_a_cancel_request_whose_sender_closes_at_once_reaches_the_server(case):
     """PostgreSQL acts on a CancelRequest once it has read it, whether or not its sender
     waits for the connection to close (it sends nothing back). Through the proxy, a sender
     that closes at once has its request recorded (``cancel``: the answer now lists it) and
-    lost: ``connection_lost`` cancels the handshake task while ``forward_cancel`` awaits the
-    upstream's connection, so the statement runs to its end."""
+    lost: ``connection_lost`` cancelled the handshake task while ``forward_cancel`` awaited
+    the upstream's connection, so the statement ran to its end. The forward is the server's
+    own task now (``Server._send_cancel``)."""
     import time
 
     c = case.client()
