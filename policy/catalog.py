@@ -1622,6 +1622,9 @@ class Snapshot:
     # view -> every relation its query reads, through the views it reads (VIEW_READS_SQL,
     # cascade_reach): a write through an auto-updatable view lands in one of them
     view_bases: dict[str, frozenset[str]] = field(default_factory=dict)
+    # materialized view -> every relation its query reads, through the views it reads
+    # (MATVIEW_READS_SQL): its REFRESH runs the query on their rows
+    matview_bases: dict[str, frozenset[str]] = field(default_factory=dict)
     # relation -> its extended statistics objects in other schemas (STATISTICS_SQL): dropped
     # with its columns or with it
     statistics: dict[str, frozenset[str]] = field(default_factory=dict)
@@ -2277,6 +2280,7 @@ class CatalogCache:
         partitions: dict[str, frozenset[str]] | None = None,
         type_users: dict[str, frozenset[str]] | None = None,
         view_bases: dict[str, frozenset[str]] | None = None,
+        matview_bases: dict[str, frozenset[str]] | None = None,
         statistics: dict[str, frozenset[str]] | None = None,
         update_cascades: dict[str, frozenset[str]] | None = None,
         default_functions: dict[str, frozenset[str]] | None = None,
@@ -2326,7 +2330,8 @@ class CatalogCache:
             inlinable_plain=dict(inlinable_plain or {}),
             view_functions=dict(view_functions or {}),
             partitions=dict(partitions or {}), type_users=dict(type_users or {}),
-            view_bases=dict(view_bases or {}), statistics=dict(statistics or {}),
+            view_bases=dict(view_bases or {}), matview_bases=dict(matview_bases or {}),
+            statistics=dict(statistics or {}),
             update_cascades=dict(update_cascades or {}),
             default_functions=dict(default_functions or {}),
             view_calls=dict(view_calls or {}), policy_reads=dict(policy_reads or {}),

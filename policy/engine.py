@@ -743,6 +743,12 @@ class StatementPolicy:
         # a read on a stale snapshot that could not wait it out: the relay withholds what
         # the server says until this statement's Sync group is answered, and clears this
         self.stale_read = False
+        # a statement that runs code on rows the grant may not read, where an error or
+        # notice it raises may quote them (a view's query over a relation the grant may not
+        # read, a row security policy's expression, a materialized view's query at REFRESH:
+        # ``_hides_rows``): the relay withholds what the server says until the statement's
+        # Sync group is answered and its transaction has ended, and clears this
+        self.hidden_read = False
         # The database's catalog state the proxy keeps (``policy.catalog._Entry``: ``epoch``
         # counts DDL through the proxy and its transactions' ends, ``blocks_open`` the DDL
         # blocks open), set by the proxy; ``on_block(+1 / -1)``: this session opened or
@@ -772,6 +778,10 @@ class StatementPolicy:
         # (snapshot, the relations whose foreign-key actions reach one this grant may not
         # read): writes_unreadable's answer per snapshot
         self._unreadable_reach: tuple[Snapshot | None, frozenset[str]] = (None, frozenset())
+        # (snapshot, relations a read of which runs code on rows the grant may not read,
+        # materialized views whose REFRESH does): ``_hides_rows``, once per snapshot
+        self._hiding: tuple[Snapshot | None, frozenset[str], frozenset[str]] = (
+            None, frozenset(), frozenset())  # fmt: skip
         # a statement's write operations -> does it update or delete rows of a relation
         # this grant may write but not read (writes_unreadable)
         self._blind_writes: dict[frozenset[tuple[str, str]], bool] = {}
@@ -1976,13 +1986,16 @@ class StatementPolicy:
         values, an expression index, a trigger or rule updating another table, a view's
         base table), and an error or notice raised there (a cast failing, a trigger's
         RAISE) may quote a stored value without naming the relation
-        (``proxy.redaction.withhold_message``)."""
+        (``proxy.redaction.withhold_message``). It also marks a statement that runs code on
+        rows the grant may not read (``hidden_read``, ``_hides_rows``)."""
         if self._write_on_stale:  # (``_stale_write``: decided on a stale snapshot)
             self._write_on_stale = False
             return True
         if self.catalog_entry is not None:
             self._mark_write()  # (any statement: a read may call code that writes)
         snap = self._snapshot_seen
+        if snap is not None and (snap.view_bases or snap.policy_exprs_role or snap.matview_bases):
+            self.hidden_read = self.hidden_read or self._hides_rows(verdict, snap)
         if len(verdict.decisions) > 1 and self.catalog is not None and any(
             c.cls is StatementClass.DDL or c.cls is StatementClass.UNKNOWN
             for c, _ in verdict.decisions
@@ -2687,6 +2700,35 @@ class StatementPolicy:
                 if denial is not None:
                     return Decision(False, denial.rule, f"{why} ({denial.reason})")
         return None
+
+    def _hides_rows(self, verdict: Verdict, snap: Snapshot) -> bool:
+        """Does this allowed statement run code on rows the grant may not read, where what
+        it raises names no relation and may quote them (red-team round 86): a read of a view
+        whose query reads a relation the grant may not read (a security barrier's own WHERE
+        casting a hidden column, a function it calls raising), of a relation with row
+        security policies (a policy's expression failing on a row it hides), or REFRESH of a
+        materialized view whose query reads one? The relay then withholds what the server
+        says about it (``hidden_read``)."""
+        seen, reads, refreshes = self._hiding
+        if seen is not snap:  # worked out once per snapshot, not per statement
+            reads = frozenset(
+                [v for v, bases in snap.view_bases.items() if self._unreadable(sorted(bases))]
+                + list(snap.policy_exprs_role)
+            )  # fmt: skip
+            refreshes = frozenset(
+                mv for mv, bases in snap.matview_bases.items() if self._unreadable(sorted(bases))
+            )  # fmt: skip
+            self._hiding = (snap, reads, refreshes)
+        if not reads and not refreshes:
+            return False
+        for classified, _decision in verdict.decisions:
+            if classified.command == "EXECUTE" and classified.detail in self._prepared_statements:
+                classified = self._prepared_statements[classified.detail]
+            if reads and not reads.isdisjoint(classified.reads):
+                return True
+            if refreshes and any(op == "ddl" and rel in refreshes for op, rel in classified.write_ops):
+                return True
+        return False
 
     def _actions_reach(
         self, snap: Snapshot, rel: str, actions: dict[str, frozenset[str]]

@@ -555,9 +555,12 @@ class CatalogLoader:
         # a materialized view's REFRESH (DDL of it) plans its query on what it reads: it runs
         # what a statement on each of those runs (red-team round 85), and what the query's
         # own types run; a read of its stored rows runs none of it
+        matview_bases: dict[str, set[str]] = {}
         for mv, base in (
             (render_name(s1, v), render_name(s2, b)) for s1, v, s2, b in _ok(matview_read_rows)
         ):
+            # (through the views it reads: their bases' code is merged into theirs, above)
+            matview_bases.setdefault(mv, set()).update({base} | view_bases.get(base, frozenset()))
             # (as its owner: whichever row security policies apply, counted)
             refreshes.setdefault(mv, set()).update(
                 relation_casts.get(base, ()), relation_casts_role.get(base, ()))
@@ -640,6 +643,7 @@ class CatalogLoader:
                 for s1, t1, s2, t2, on_update in _ok(cascade_rows) if on_update == "t"
             ),
             view_bases=view_bases,
+            matview_bases=_frozen(matview_bases),
             views_unread=views_unread,
             relation_casts=_frozen(relation_casts),
             relation_casts_role=_frozen(relation_casts_role),

@@ -162,6 +162,12 @@ SCHEMA_MOVED = (
     "progress"
 )
 
+HIDDEN_ROWS = (
+    "pgwitness: message withheld: this statement runs code on rows this grant may not "
+    "read (a view's query over a relation it may not read, a row security policy's "
+    "expression, a materialized view's query at REFRESH), and the server's message may "
+    "quote them"
+)
 
 # The server's own fixed texts that quote nothing, by SQLSTATE (its untranslated message,
 # no DETAIL): passed on whole where messages are withheld, since a driver acts on them

@@ -37,6 +37,7 @@ from .denials import ASYNC as _ASYNC
 from .denials import HOLDABLE as _HOLDABLE
 from .denials import Denials, local_denial
 from .redaction import (
+    HIDDEN_ROWS,
     SCHEMA_MOVED,
     UNREADABLE_WRITES,
     quotes_code,
@@ -350,6 +351,9 @@ class Relay:
         # and until the transaction it ran in has ended: a portal it bound may be executed
         # in a later Sync group (red-team round 54)
         self._withhold_tx = False
+        # ... because it ran code on rows the grant may not read (``Policy.hidden_read``),
+        # not on a stale snapshot: which note the withheld messages carry
+        self._withhold_hidden = False
         # The grant may not read function bodies: the code an error's or notice's context
         # quotes from one is withheld (proxy.redaction.strip_code). A dry run: nothing.
         self.strips_code = policy is not None and policy.enforce and not policy.reads_code
@@ -773,6 +777,13 @@ class Relay:
                     policy.stale_read = False
                     self._withhold_through = groups.sent_groups + 1
                     self._withhold_tx = True
+                if policy is not None and policy.hidden_read:
+                    # code run on rows the grant may not read (a view's query, a row security
+                    # policy, a REFRESH): the same, with its own note (red-team round 86)
+                    policy.hidden_read = False
+                    self._withhold_through = groups.sent_groups + 1
+                    self._withhold_tx = True
+                    self._withhold_hidden = True
                 if policy is not None:
                     if not self.encoding_changed and policy.encoding_code:
                         self.encoding_changed = True  # code the policy does not read may set it
@@ -1108,8 +1119,9 @@ class Relay:
             withholding = policy.enforce and policy.writes_moved()
             note = SCHEMA_MOVED
         if not withholding and (self._withhold_tx or self._withhold_through > groups.answered):
-            withholding = True  # a read decided on a stale snapshot (``stale_read``)
-            note = SCHEMA_MOVED
+            # a read decided on a stale snapshot (``stale_read``), or run on hidden rows
+            withholding = True
+            note = HIDDEN_ROWS if self._withhold_hidden else SCHEMA_MOVED
         strips = self.strips_code
         notices = withholding or strips  # looked at: each is rare
         # the session's DDL is open: its transaction's end is looked for (``_tx_ended``)
@@ -1219,6 +1231,7 @@ class Relay:
                 if (self._withhold_tx and self.tx_status == b"I"
                         and groups.answered + 1 >= self._withhold_through):  # (this one's)
                     self._withhold_tx = False  # its transaction has ended, its portals too
+                    self._withhold_hidden = False
                 policy = self.policy
                 if (policy is not None and (policy.ddl_open or policy.ddl_unsettled)
                         and self.tx_status == b"I"):

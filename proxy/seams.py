@@ -179,6 +179,9 @@ class Policy(Protocol):
     # Bind): what the server says until its Sync group is answered is withheld (the relay
     # clears it)
     stale_read: bool
+    # the statement runs code on rows the grant may not read (a view's query, a row
+    # security policy, a REFRESH; set by ``writes_unreadable``): withheld alike
+    hidden_read: bool
 
     def writes_unreadable(self, verdict: Verdict) -> bool:
         """Does this allowed statement write rows of a relation the grant may not read,

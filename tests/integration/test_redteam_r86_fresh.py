@@ -25,6 +25,11 @@ Fixed in session 36 (plain tests now): finding 1, both halves (``CODE_FLAGS_SQL`
 first flag counts ``U&`` spellings, SQL building SQL (query_to_xml and its kin), and stored
 SQL calling set_config or naming pg_settings, read from the stored trees:
 ``_STORED_SETS``); ``SHOW application_name`` is refused here since (code may set it).
+Finding 2 too: a statement reading a view whose query reads a relation the grant may not
+read, or a relation with row security policies, or REFRESH of a materialized view whose
+query does, has what the server says about it withheld until its Sync group is answered
+and its transaction has ended (``StatementPolicy._hides_rows``, ``hidden_read``; the note
+``proxy.redaction.HIDDEN_ROWS``; the SQLSTATE is kept: ``test_r86_withheld_keeps_sqlstate``).
 
 Leaks (strict xfails; every mode):
 
@@ -242,24 +247,6 @@ def _shown(text: str) -> list[str]:
     return [mk for mk in MARKERS if planted.shows(text, mk)]
 
 
-_BARRIER = (
-    "LEAK: a security-barrier view's own query (a cast, a call that raises) fails on a row it "
-    "hides and the error quotes the value; the error names no relation, so "
-    "proxy.redaction.redact_error passes it, and withholding (StatementPolicy."
-    "writes_unreadable) is for writes only"
-)
-_REFRESH = (
-    "LEAK: REFRESH MATERIALIZED VIEW (ddl: on the matview) runs its query over a relation the "
-    "grant may not read and the cast error quotes a row the query filters out; DDL's "
-    "messages are never withheld and the error names no relation "
-    "(proxy.redaction.redact_error)"
-)
-_POLICY = (
-    "LEAK: a row security policy (FORCE) hides a row of the granted table and its own "
-    "expression's cast fails on it, quoting the hidden value (the same cause as a barrier "
-    "view's: an error naming no relation, and no withholding for a read)"
-)
-
 # key -> (grant, before (simple Queries, answers not judged), the probe, strict-xfail reason
 # or None)
 PROBES = {
@@ -278,16 +265,16 @@ PROBES = {
         "SELECT application_name FROM pg_stat_activity WHERE pid = pg_backend_pid()", None),
     "check": ("ck", [], "INSERT INTO r86.ck VALUES (1)", None),  # refused: the CHECK's call
     # error texts of a read through a security-barrier view
-    "barrier-view-cast-error": ("sbc", [], "SELECT * FROM r86.sbc", _BARRIER),
-    "barrier-view-raise": ("sbr", [], "SELECT * FROM r86.sbr", _BARRIER),
-    "barrier-view-join-cast": ("sbx", [], "SELECT * FROM r86.sbx", _BARRIER),
-    "barrier-view-copy": ("sbc", [], "COPY (SELECT * FROM r86.sbc) TO STDOUT", _BARRIER),
+    "barrier-view-cast-error": ("sbc", [], "SELECT * FROM r86.sbc", None),
+    "barrier-view-raise": ("sbr", [], "SELECT * FROM r86.sbr", None),
+    "barrier-view-join-cast": ("sbx", [], "SELECT * FROM r86.sbx", None),
+    "barrier-view-copy": ("sbc", [], "COPY (SELECT * FROM r86.sbc) TO STDOUT", None),
     "barrier-view-cursor": ("sbc", ["DECLARE c CURSOR FOR SELECT * FROM r86.sbc"],
-                            "FETCH ALL FROM c", _BARRIER),
-    "barrier-view-notice": ("sbn", [], "SELECT * FROM r86.sbn", _BARRIER),
-    "matview-refresh": ("mv", [], "REFRESH MATERIALIZED VIEW r86.mv", _REFRESH),
+                            "FETCH ALL FROM c", None),
+    "barrier-view-notice": ("sbn", [], "SELECT * FROM r86.sbn", None),
+    "matview-refresh": ("mv", [], "REFRESH MATERIALIZED VIEW r86.mv", None),
     "policy-reading-hidden-table": ("rt", [], "SELECT * FROM r86.rt", None),
-    "policy-own-rows": ("st", [], "SELECT k FROM r86.st", _POLICY),
+    "policy-own-rows": ("st", [], "SELECT k FROM r86.st", None),
     "barrier-view-explain-analyze": ("sbc", [], "EXPLAIN ANALYZE SELECT * FROM r86.sbc", None),
     # error texts of writes (withheld)
     "exclusion-through-barrier-view": (
@@ -342,6 +329,15 @@ def test_r86_probe(px, key, mode):
     grant, before, sql, _why = PROBES[key]
     got = _proxied(px, grant, mode, before, sql)
     assert not _shown(got), ("LEAK", key, mode, got[-600:])
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_r86_withheld_keeps_sqlstate(px, mode):
+    """What the barrier view's cast raised reaches the client as its severity and SQLSTATE
+    (22P02) with the proxy's note, not the server's text quoting the hidden row."""
+    got = _proxied(px, "sbc", mode, [], "SELECT * FROM r86.sbc")
+    assert "22P02" in got and "runs code on rows this grant may not read" in got, got[-600:]
+    assert not _shown(got), got[-600:]
 
 
 # key -> (grant, statement, what it answers, strict-xfail reason or None)
