@@ -22,8 +22,9 @@ grant. Phase 1 (fixture ``px``): no function source and no stored tree of the da
 names ``set_config`` or ``pg_settings`` (so ``Snapshot.encoding_code`` and
 ``_SETS_CONSTRAINT_EXCLUSION`` are off, as in a database whose code only does the
 below). Phase 2 (fixture ``px2``, a second proxy started after phase 1's tests, planting
-more into ``r87``): stored CHECKs calling ``pg_catalog.set_config`` itself, and a view
-reading ``pg_settings`` (the flags on).
+more into ``r87``): stored CHECKs calling ``pg_catalog.set_config`` itself, a view
+reading ``pg_settings``, and ``r87x.inner_sp()`` whose source calls set_config (the flags
+on).
 
 Leaks (strict xfails; every mode):
 
@@ -91,9 +92,23 @@ Leaks (strict xfails; every mode):
    ``ONLY``), as ``RELATION_PLAN_CODE_SQL`` does for children's CHECKs at the parent; or
    let ``_casts`` walk ``partitions``/``descendants`` of each written relation.
 
+4. **Two functions deep** (``_NESTED``, phase 2). ``SELECT * FROM r87.nfv`` (``read:``;
+   the view calls ``r87x.outer_sp()``, PL/pgSQL ``RETURN r87x.inner_sp()``, whose source
+   calls ``set_config('search_path', ...)``) and ``INSERT INTO r87.nfd (id) VALUES (1)`` (a
+   DEFAULT calling it) turn the search_path (the next ``SELECT v FROM r87v`` answers
+   ``ROW``). A view's calls need no execute scope (its query is its code), nor do a
+   write's DEFAULT's. Cause: ``SETTINGS_CODE_SQL``'s ``found`` joins the stored SQL's
+   ``pg_depend`` rows to ``sets`` (functions whose own ``_CODE_TEXT`` matches
+   ``_SETS_SETTINGS_TEXT``) one level deep; ``outer_sp``'s text names ``inner_sp`` only,
+   and PL/pgSQL records no dependency on what it calls. Fix: any user function reached from
+   stored SQL is a settings function when any user function in the database is (the
+   conservative rule ``CODE_FLAGS_SQL`` already applies to the flags); or close ``sets``
+   over the names a function's text mentions (a recursive CTE matching ``proname``s in
+   ``_CODE_TEXT``), accepting over-matching.
+
 Transparency (strict xfails asserting the statement answers as directly):
 
-4. **A read of a view over pg_settings** (``_STV``, phase 2; a regression of session 36).
+5. **A read of a view over pg_settings** (``_STV``, phase 2; a regression of session 36).
    ``SELECT * FROM r87.stv`` (``SELECT name, setting FROM pg_catalog.pg_settings WHERE name
    = 'DateStyle'``, ``read:r87.stv``) is refused "may run pg_catalog.set_config ... SQL
    stored with it that may change the session's settings" (``deny.function``), though a
@@ -104,7 +119,7 @@ Transparency (strict xfails asserting the statement answers as directly):
    is UPDATE, and for an auto-updatable view over it, its writes: ``check_functions``
    rather than ``relation_casts``).
 
-5. **A foreign key declared on a partition alone** (``_PART_FK``). With
+6. **A foreign key declared on a partition alone** (``_PART_FK``). With
    ``read:r87.qp,r87.q write:r87.qp,r87.q``, ``DELETE FROM r87.qp WHERE k = 1``
    (``r87.q1``, a partition of ``r87.q``, references ``r87.qp`` ON DELETE CASCADE; the
    parent has no such key) is refused "writes r87.q1 (may not write r87.q1)". Session 36's
@@ -381,11 +396,18 @@ _STV = (
     "(changing nothing) is refused as stored SQL that may change settings (_STORED_TREES "
     "matches ':relid <pg_settings>' in any tree, a SELECT's too)"
 )
+_NESTED = (
+    "LEAK (a function whose text names no setting, calling one that does): SETTINGS_CODE_SQL "
+    "follows the stored SQL's pg_depend rows one level, to functions matching "
+    "_SETS_SETTINGS_TEXT; PL/pgSQL records no dependency on what it calls"
+)
 GRANTS2 = {
     "pp": "read:public.r87v write:r87.pp",
     "sp": "read:public.r87v write:r87.sp",
     "ip": "read:public.r87v,r87.ip,r87.ic write:r87.ip,r87.ic",
     "stv": "read:r87.stv",
+    "nfv": "read:public.r87v,r87.nfv",
+    "nfd": "read:public.r87v write:r87.nfd",
 }
 SETUP2 = f"""
 SET ROLE pgwitness;
@@ -400,10 +422,19 @@ CREATE TABLE r87.ip (id int);
 CREATE TABLE r87.ic (CHECK ({_SP} <> '')) INHERITS (r87.ip);
 INSERT INTO r87.ic VALUES (1);
 CREATE VIEW r87.stv AS SELECT name, setting FROM pg_catalog.pg_settings WHERE name = 'DateStyle';
+-- a view and a DEFAULT calling a function whose text names no setting, calling one that does
+CREATE FUNCTION r87x.inner_sp() RETURNS text LANGUAGE plpgsql AS $$
+BEGIN RETURN {_SP}; END $$;
+CREATE FUNCTION r87x.outer_sp() RETURNS text LANGUAGE plpgsql AS $$
+BEGIN RETURN r87x.inner_sp(); END $$;
+CREATE VIEW r87.nfv AS SELECT length(r87x.outer_sp()) AS n;
+CREATE TABLE r87.nfd (id int, n int DEFAULT length(r87x.outer_sp()));
 RESET ROLE;
 """
 TEARDOWN2 = (
-    "DROP TABLE IF EXISTS r87.pp, r87.sp, r87.ic, r87.ip CASCADE; DROP VIEW IF EXISTS r87.stv;\n"
+    "DROP TABLE IF EXISTS r87.pp, r87.sp, r87.ic, r87.ip, r87.nfd CASCADE;\n"
+    "DROP VIEW IF EXISTS r87.stv, r87.nfv;\n"
+    "DROP FUNCTION IF EXISTS r87x.outer_sp(), r87x.inner_sp();\n"
 )
 
 
@@ -420,6 +451,9 @@ PROBES2 = {
                                        _PART),
     "inheritance-child-check-via-parent": ("ip", ["UPDATE r87.ip SET id = id"], _SP_READ,
                                            _PART),
+    "nested-function-view": ("nfv", ["SELECT * FROM r87.nfv"], _SP_READ, _NESTED),
+    "nested-function-default": ("nfd", ["INSERT INTO r87.nfd (id) VALUES (1)"], _SP_READ,
+                                _NESTED),
 }  # fmt: skip
 
 
