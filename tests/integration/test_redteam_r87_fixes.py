@@ -23,8 +23,8 @@ names ``set_config`` or ``pg_settings`` (so ``Snapshot.encoding_code`` and
 ``_SETS_CONSTRAINT_EXCLUSION`` are off, as in a database whose code only does the
 below). Phase 2 (fixture ``px2``, a second proxy started after phase 1's tests, planting
 more into ``r87``): stored CHECKs calling ``pg_catalog.set_config`` itself, a view
-reading ``pg_settings``, and ``r87x.inner_sp()`` whose source calls set_config (the flags
-on).
+reading ``pg_settings``, and ``r87x.inner_sp()`` and ``r87x.sp_op(text, text)`` (an
+operator's function), whose sources call set_config (the flags on).
 
 Leaks (strict xfails; every mode):
 
@@ -105,6 +105,15 @@ Leaks (strict xfails; every mode):
    conservative rule ``CODE_FLAGS_SQL`` already applies to the flags); or close ``sets``
    over the names a function's text mentions (a recursive CTE matching ``proname``s in
    ``_CODE_TEXT``), accepting over-matching.
+
+   The same through an operator (``_OPERATOR``): ``SELECT * FROM r87.opv`` (the view is
+   ``SELECT length('search_path' OPERATOR(r87x.###) 'r87x, pg_temp')``, the operator's
+   function ``r87x.sp_op`` a SQL ``SELECT set_config($1, $2, false)``, which matches
+   ``_SETS_SETTINGS_TEXT``) turns the search_path. Cause: PostgreSQL records the view's
+   dependency on the operator (``pg_operator``), not its function (round 68), and
+   ``found`` keeps ``refclassid = pg_proc`` rows only. Fix: map operator (and cast,
+   ``pg_cast``) dependencies to their functions, as ``_CALLS_CTE`` does for the other
+   lists, or read ``:opfuncid`` from the stored trees.
 
 Transparency (strict xfails asserting the statement answers as directly):
 
@@ -401,6 +410,11 @@ _NESTED = (
     "follows the stored SQL's pg_depend rows one level, to functions matching "
     "_SETS_SETTINGS_TEXT; PL/pgSQL records no dependency on what it calls"
 )
+_OPERATOR = (
+    "LEAK (an operator whose function calls set_config, in a view): PostgreSQL records the "
+    "view's dependency on the operator (pg_operator), and SETTINGS_CODE_SQL's found joins "
+    "pg_depend rows with refclassid pg_proc only"
+)
 GRANTS2 = {
     "pp": "read:public.r87v write:r87.pp",
     "sp": "read:public.r87v write:r87.sp",
@@ -408,6 +422,7 @@ GRANTS2 = {
     "stv": "read:r87.stv",
     "nfv": "read:public.r87v,r87.nfv",
     "nfd": "read:public.r87v write:r87.nfd",
+    "opv": "read:public.r87v,r87.opv",
 }
 SETUP2 = f"""
 SET ROLE pgwitness;
@@ -429,12 +444,17 @@ CREATE FUNCTION r87x.outer_sp() RETURNS text LANGUAGE plpgsql AS $$
 BEGIN RETURN r87x.inner_sp(); END $$;
 CREATE VIEW r87.nfv AS SELECT length(r87x.outer_sp()) AS n;
 CREATE TABLE r87.nfd (id int, n int DEFAULT length(r87x.outer_sp()));
+-- ... an operator whose function calls it (pg_depend records the operator)
+CREATE FUNCTION r87x.sp_op(text, text) RETURNS text LANGUAGE sql
+  AS 'SELECT pg_catalog.set_config($1, $2, false)';
+CREATE OPERATOR r87x.### (LEFTARG = text, RIGHTARG = text, FUNCTION = r87x.sp_op);
+CREATE VIEW r87.opv AS SELECT length('search_path' OPERATOR(r87x.###) 'r87x, pg_temp') AS n;
 RESET ROLE;
 """
 TEARDOWN2 = (
     "DROP TABLE IF EXISTS r87.pp, r87.sp, r87.ic, r87.ip, r87.nfd CASCADE;\n"
-    "DROP VIEW IF EXISTS r87.stv, r87.nfv;\n"
-    "DROP FUNCTION IF EXISTS r87x.outer_sp(), r87x.inner_sp();\n"
+    "DROP VIEW IF EXISTS r87.stv, r87.nfv, r87.opv;\n"
+    "DROP FUNCTION IF EXISTS r87x.outer_sp(), r87x.inner_sp(), r87x.sp_op(text, text) CASCADE;\n"
 )
 
 
@@ -454,6 +474,7 @@ PROBES2 = {
     "nested-function-view": ("nfv", ["SELECT * FROM r87.nfv"], _SP_READ, _NESTED),
     "nested-function-default": ("nfd", ["INSERT INTO r87.nfd (id) VALUES (1)"], _SP_READ,
                                 _NESTED),
+    "operator-view": ("opv", ["SELECT * FROM r87.opv"], _SP_READ, _OPERATOR),
 }  # fmt: skip
 
 
