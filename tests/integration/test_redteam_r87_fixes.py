@@ -141,6 +141,15 @@ Transparency (strict xfails asserting the statement answers as directly):
    is UPDATE, and for an auto-updatable view over it, its writes: ``check_functions``
    rather than ``relation_casts``).
 
+   The same for a row security policy that does not apply (``_RLN``): ``SELECT * FROM
+   r87.rln`` (``read:r87.rln``; its policy ``USING (set_config('search_path', ...) <> '')``
+   is ENABLEd, not FORCEd, and the login owns the table, so PostgreSQL never runs it) is
+   refused the same way. Cause: ``_STORED_TREES`` reads every ``pg_policy`` row, and the
+   loader merges ``settings_code`` into ``relation_casts`` (the login's sessions) as well
+   as ``relation_casts_role``. Fix: keep policies by ``POLICY_EXPRS_SQL``'s ``applies``
+   (which already refuses an applying one's set_config as ``deny.function``: r85's
+   ``pin-row-policy``), merging a non-applying one into ``relation_casts_role`` only.
+
 6. **A foreign key declared on a partition alone** (``_PART_FK``). With
    ``read:r87.qp,r87.q write:r87.qp,r87.q``, ``DELETE FROM r87.qp WHERE k = 1``
    (``r87.q1``, a partition of ``r87.q``, references ``r87.qp`` ON DELETE CASCADE; the
@@ -435,6 +444,12 @@ _INDEX = (
     "left out of relation_casts (read-time folding), and a write's messages are withheld, "
     "not the next read's rows"
 )
+_RLN = (
+    "TRANSPARENCY (regression, session 36): a read of a table whose row security policy "
+    "calls set_config but does not apply to the login (its owner; ENABLE without FORCE) is "
+    "refused; SETTINGS_CODE_SQL reads every pg_policy tree, applying or not, and the loader "
+    "merges it into relation_casts as well as relation_casts_role"
+)
 GRANTS2 = {
     "pp": "read:public.r87v write:r87.pp",
     "sp": "read:public.r87v write:r87.sp",
@@ -446,6 +461,7 @@ GRANTS2 = {
     "ixs": "read:public.r87v write:r87.ixs",
     "pks": "read:public.r87v write:r87.pks",
     "gcs": "read:public.r87v write:r87.gcs",
+    "rln": "read:r87.rln",
 }
 SETUP2 = f"""
 SET ROLE pgwitness;
@@ -480,11 +496,16 @@ CREATE INDEX ON r87.ixs (r87x.wrap_sp(id));
 CREATE TABLE r87.pks (id int) PARTITION BY RANGE (r87x.wrap_sp(id));
 CREATE TABLE r87.pks1 PARTITION OF r87.pks FOR VALUES FROM (0) TO (100);
 CREATE TABLE r87.gcs (id int, g int GENERATED ALWAYS AS (r87x.wrap_sp(id)) STORED);
+-- a row security policy calling it that does not apply to the login (its owner, no FORCE)
+CREATE TABLE r87.rln (id int);
+INSERT INTO r87.rln VALUES (1);
+CREATE POLICY p ON r87.rln USING ({_SP} <> '');
+ALTER TABLE r87.rln ENABLE ROW LEVEL SECURITY;
 RESET ROLE;
 """
 TEARDOWN2 = (
     "DROP TABLE IF EXISTS r87.pp, r87.sp, r87.ic, r87.ip, r87.nfd, r87.ixs, r87.pks,\n"
-    "  r87.gcs CASCADE;\n"
+    "  r87.gcs, r87.rln CASCADE;\n"
     "DROP VIEW IF EXISTS r87.stv, r87.nfv, r87.opv;\n"
     "DROP FUNCTION IF EXISTS r87x.outer_sp(), r87x.inner_sp(), r87x.sp_op(text, text),\n"
     "  r87x.wrap_sp(int) CASCADE;\n"
@@ -529,6 +550,7 @@ def test_r87_settings_probe(px2, key, mode):
 
 TRANSPARENT2 = {
     "read-view-of-pg-settings": ("stv", "SELECT * FROM r87.stv", "SELECT 1", _STV),
+    "read-table-of-policy-not-applying": ("rln", "SELECT * FROM r87.rln", "SELECT 1", _RLN),
 }
 
 
