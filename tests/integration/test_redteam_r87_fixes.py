@@ -22,8 +22,8 @@ grant. Phase 1 (fixture ``px``): no function source and no stored tree of the da
 names ``set_config`` or ``pg_settings`` (so ``Snapshot.encoding_code`` and
 ``_SETS_CONSTRAINT_EXCLUSION`` are off, as in a database whose code only does the
 below). Phase 2 (fixture ``px2``, a second proxy started after phase 1's tests, planting
-more into ``r87``): stored CHECKs calling ``pg_catalog.set_config`` itself, a view
-reading ``pg_settings``, and ``r87x.inner_sp()``, ``r87x.sp_op(text, text)`` (an
+more into ``r87``): stored CHECKs and a row security policy calling
+``pg_catalog.set_config`` itself, a view reading ``pg_settings``, and ``r87x.inner_sp()``, ``r87x.sp_op(text, text)`` (an
 operator's function) and ``r87x.wrap_sp(int)`` (IMMUTABLE), whose sources call set_config
 (the flags on).
 
@@ -46,15 +46,14 @@ Leaks (strict xfails; every mode):
    ``:relid <pg_settings>`` only; a call of query_to_xml holds its SQL as a string
    constant (the tree shows bytes); the ``_to_xml|xmlschema|ts_stat|ts_rewrite`` words of
    ``CODE_FLAGS_SQL``/``_SETS_CONSTRAINT_EXCLUSION``/``_SETS_SETTINGS_TEXT`` read
-   ``pg_proc`` sources only. A statement naming query_to_xml is refused, and so is a row
-   security policy calling it (held: ``POLICY_EXPRS_SQL`` decides the expression as a
-   statement), but a view's query, a DEFAULT, a CHECK, a rule and a trigger's WHEN are
-   trusted as code. Fix (the family: built-ins that run SQL they are given as text): add
+   ``pg_proc`` sources only. A row security policy calling it is refused (held:
+   ``POLICY_EXPRS_SQL`` decides the expression as a statement), but a view's query, a
+   DEFAULT, a CHECK, a rule and a trigger's WHEN are trusted as code. Fix (the family: built-ins that run SQL they are given as text): add
    their OIDs to ``_STORED_TREES``' ``sc`` (query_to_xml, query_to_xmlschema,
    query_to_xml_and_xmlschema, ts_stat (both), ts_rewrite(tsquery, text), and the
    ``table_to_xml``/``schema_to_xml``/``database_to_xml`` kin, which run ``SELECT *`` of a
    relation given by name or OID, a view calling set_config included), so that such
-   stored SQL needs an execute scope on the built-in, as a statement naming it does;
+   stored SQL needs an execute scope on the built-in;
    better, the runtime check round 85 proposed (verify the pinned settings after any
    statement that may run stored code, and withhold every ``application_name``/``TimeZone``
    report the client did not ask for, round 86's).
