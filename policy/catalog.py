@@ -493,45 +493,97 @@ _CODE_TEXT = r"""lower(coalesce(p.prosrc, '') || ' ' || coalesce((
     WHERE d.classid = 'pg_catalog.pg_proc'::pg_catalog.regclass AND d.objid = p.oid
       AND d.refobjid >= 16384), ''))"""
 
-# ... and code stored with a relation or a type that calls set_config or reads or writes
-# pg_settings itself: a view's or rule's query, a column DEFAULT, a CHECK (a domain's
-# too), a row security policy, a trigger's WHEN, a domain's DEFAULT. PostgreSQL records no
-# dependency on a built-in (it is pinned), so the stored trees are read for its OID
-# (red-team round 85: ``CREATE VIEW v AS SELECT set_config('search_path', 'x', false)``, a
-# read grant's ``SELECT * FROM v`` moved the pinned path, and the next statement, decided
-# as ``public.t``, read ``x.t``).
-_STORED_TREES = r"""
-sc(fn, rel) AS (
-  SELECT 'pg_catalog.set_config(text,text,boolean)'::pg_catalog.regprocedure::pg_catalog.oid,
-         'pg_catalog.pg_settings'::pg_catalog.regclass::pg_catalog.oid
+# ... and code stored with a relation or a type that may: a view's or a rule's query, a
+# column DEFAULT or generated column, a CHECK (a domain's too), a row security policy, a
+# trigger's WHEN, a domain's DEFAULT, an index's expressions and predicate, a statistics
+# object's or a partition key's expressions, calling (by name, operator or cast: each is a
+# ``:funcid`` or ``:opfuncid`` in the stored tree) a function that may set settings, or a
+# rule's action naming pg_settings (its UPDATE sets them). PostgreSQL records no dependency
+# on a built-in (it is pinned), so the stored trees are read (red-team round 85: ``CREATE
+# VIEW v AS SELECT set_config('search_path', 'x', false)``, a read grant's ``SELECT * FROM
+# v`` moved the pinned path, and the next statement, decided as ``public.t``, read
+# ``x.t``). The functions that may set settings (``setters``): the built-ins that do or that
+# run SQL from text (set_config, query_to_xml and its kin, ts_stat, ts_rewrite: round 87),
+# and, to a fixed point, a user-written function in a language not read, whose source
+# names one (or pg_settings, or spells a name unreadably: ``U&``, or runs EXECUTE), or
+# whose SQL-standard body or argument defaults call one (round 87: a DEFAULT's
+# ``ident()`` whose argument default was ``set_config(...)``). Only objects made after
+# initdb (``oid >= 16384``): the system views' trees are most of the text.
+_SETTERS_CTE = r"""
+sc(rel) AS (SELECT 'pg_catalog.pg_settings'::pg_catalog.regclass::pg_catalog.oid),
+code(oid, proname, src, tree) AS (
+  SELECT p.oid, p.proname, pg_catalog.lower(coalesce(p.prosrc, '')),
+    coalesce(pg_catalog.to_jsonb(p) ->> 'prosqlbody', '') || ' '
+      || coalesce(p.proargdefaults::pg_catalog.text, '')
+  FROM pg_catalog.pg_proc p
+  JOIN pg_catalog.pg_language l ON l.oid = p.prolang
+  WHERE p.oid >= 16384 AND l.lanname NOT IN ('c', 'internal')
 ),
-tree(relid, typ, node) AS (
-  SELECT w.ev_class, 0::pg_catalog.oid, w.ev_action::pg_catalog.text
-  FROM pg_catalog.pg_rewrite w
-  UNION ALL
-  SELECT a.adrelid, 0::pg_catalog.oid, a.adbin::pg_catalog.text FROM pg_catalog.pg_attrdef a
-  UNION ALL
-  SELECT k.conrelid, k.contypid, k.conbin::pg_catalog.text FROM pg_catalog.pg_constraint k
-  WHERE k.conbin IS NOT NULL
-  UNION ALL
-  SELECT y.polrelid, 0::pg_catalog.oid,
-         coalesce(y.polqual::pg_catalog.text, '') || coalesce(y.polwithcheck::pg_catalog.text, '')
-  FROM pg_catalog.pg_policy y
-  UNION ALL
-  SELECT g.tgrelid, 0::pg_catalog.oid, g.tgqual::pg_catalog.text FROM pg_catalog.pg_trigger g
-  WHERE g.tgqual IS NOT NULL
-  UNION ALL
-  SELECT 0::pg_catalog.oid, t.oid, t.typdefaultbin::pg_catalog.text FROM pg_catalog.pg_type t
-  WHERE t.typdefaultbin IS NOT NULL
+setters(oid, proname) AS (
+  SELECT p.oid, p.proname FROM pg_catalog.pg_proc p
+  WHERE p.pronamespace = 'pg_catalog'::pg_catalog.regnamespace
+    AND p.proname IN ('set_config', 'query_to_xml', 'query_to_xmlschema',
+                      'query_to_xml_and_xmlschema', 'ts_stat', 'ts_rewrite')
+  UNION
+  SELECT p.oid, p.proname FROM pg_catalog.pg_proc p
+  JOIN pg_catalog.pg_language l ON l.oid = p.prolang
+  WHERE p.oid >= 16384 AND l.lanname NOT IN ('sql', 'plpgsql', 'c', 'internal')
+  UNION
+  SELECT c.oid, c.proname FROM code c
+  WHERE c.src ~ '(pg_settings|\mexecute\M|u&)'
+  UNION
+  SELECT c.oid, c.proname FROM setters s JOIN code c
+    ON position(pg_catalog.lower(s.proname) IN c.src) > 0
+    OR position(':funcid ' || s.oid::pg_catalog.text || ' ' IN c.tree) > 0
+    OR position(':opfuncid ' || s.oid::pg_catalog.text || ' ' IN c.tree) > 0
 ),
-stored(relid, typ) AS (
-  SELECT tree.relid, tree.typ FROM tree, sc
-  WHERE position(':funcid ' || sc.fn::pg_catalog.text || ' ' IN tree.node) > 0
-     OR position(':relid ' || sc.rel::pg_catalog.text || ' ' IN tree.node) > 0
+tree(relid, typ, pol, node) AS (
+  SELECT w.ev_class, 0::pg_catalog.oid, 0::pg_catalog.oid,
+    w.ev_action::pg_catalog.text
+      || CASE WHEN w.ev_type <> '1' AND position(':relid ' || sc.rel::pg_catalog.text || ' '
+              IN w.ev_action::pg_catalog.text) > 0 THEN ' :pg_settings' ELSE '' END
+  FROM pg_catalog.pg_rewrite w, sc WHERE w.oid >= 16384
+  UNION ALL
+  SELECT a.adrelid, 0::pg_catalog.oid, 0::pg_catalog.oid, a.adbin::pg_catalog.text
+  FROM pg_catalog.pg_attrdef a WHERE a.oid >= 16384
+  UNION ALL
+  SELECT k.conrelid, k.contypid, 0::pg_catalog.oid, k.conbin::pg_catalog.text
+  FROM pg_catalog.pg_constraint k WHERE k.oid >= 16384 AND k.conbin IS NOT NULL
+  UNION ALL
+  SELECT y.polrelid, 0::pg_catalog.oid, y.oid,
+    coalesce(y.polqual::pg_catalog.text, '') || coalesce(y.polwithcheck::pg_catalog.text, '')
+  FROM pg_catalog.pg_policy y WHERE y.oid >= 16384
+  UNION ALL
+  SELECT g.tgrelid, 0::pg_catalog.oid, 0::pg_catalog.oid, g.tgqual::pg_catalog.text
+  FROM pg_catalog.pg_trigger g WHERE g.oid >= 16384 AND g.tgqual IS NOT NULL
+  UNION ALL
+  SELECT 0::pg_catalog.oid, t.oid, 0::pg_catalog.oid, t.typdefaultbin::pg_catalog.text
+  FROM pg_catalog.pg_type t WHERE t.oid >= 16384 AND t.typdefaultbin IS NOT NULL
+  UNION ALL
+  SELECT x.indrelid, 0::pg_catalog.oid, 0::pg_catalog.oid,
+    coalesce(x.indexprs::pg_catalog.text, '') || coalesce(x.indpred::pg_catalog.text, '')
+  FROM pg_catalog.pg_index x
+  WHERE x.indexrelid >= 16384 AND (x.indexprs IS NOT NULL OR x.indpred IS NOT NULL)
+  UNION ALL
+  SELECT e.stxrelid, 0::pg_catalog.oid, 0::pg_catalog.oid, e.stxexprs::pg_catalog.text
+  FROM pg_catalog.pg_statistic_ext e WHERE e.oid >= 16384 AND e.stxexprs IS NOT NULL
+  UNION ALL
+  SELECT pt.partrelid, 0::pg_catalog.oid, 0::pg_catalog.oid, pt.partexprs::pg_catalog.text
+  FROM pg_catalog.pg_partitioned_table pt
+  WHERE pt.partrelid >= 16384 AND pt.partexprs IS NOT NULL
+),
+stored(relid, typ, pol, fn) AS (
+  SELECT t.relid, t.typ, t.pol, s.oid FROM tree t
+  CROSS JOIN LATERAL pg_catalog.regexp_matches(t.node, ':(?:funcid|opfuncid) (\d+) ', 'g') m
+  JOIN setters s ON s.oid = m[1]::pg_catalog.oid
+  UNION
+  SELECT t.relid, t.typ, t.pol,
+    'pg_catalog.set_config(text,text,boolean)'::pg_catalog.regprocedure::pg_catalog.oid
+  FROM tree t WHERE position(' :pg_settings' IN t.node) > 0
 )"""
 # Is there any (outside the system schemas)? Part of the flags (CODE_FLAGS_SQL,
 # _SETS_CONSTRAINT_EXCLUSION): such code may set any setting.
-_STORED_SETS = f"""EXISTS (WITH {_STORED_TREES}
+_STORED_SETS = f"""EXISTS (WITH RECURSIVE {_SETTERS_CTE}
   SELECT 1 FROM stored
   LEFT JOIN pg_catalog.pg_class c ON c.oid = stored.relid
   LEFT JOIN pg_catalog.pg_type t ON t.oid = stored.typ
@@ -1370,93 +1422,51 @@ JOIN pg_catalog.pg_class r ON r.oid = ix.indrelid
 JOIN pg_catalog.pg_namespace rn ON rn.oid = r.relnamespace
 """
 
-# Code that may change the session's settings (the pinned search_path and
-# constraint_exclusion, the reported client_encoding, application_name, TimeZone): a
-# user-written function whose text names set_config or pg_settings, spells a name it cannot
-# be read by (``U&``), builds SQL it runs (EXECUTE, query_to_xml and its kin, ts_stat,
-# ts_rewrite) or is in a language not read. Red-team rounds 84-86 spelled set_config and
-# pg_settings with ``U&`` escapes, past the words CODE_FLAGS_SQL looked for.
-_SETS_SETTINGS_TEXT = (
-    r"'(set_config|pg_settings|\mexecute\M|u&|_to_xml|xmlschema|ts_stat|ts_rewrite)'"
-)
-# What stored code of a relation or a type may change the session's settings, as (kind,
-# schema, name, function schema, function name): ``relation`` (a statement on it runs the
-# function: ``pg_catalog.set_config`` for stored SQL calling it, or a user-written function
-# of _SETS_SETTINGS_TEXT that the stored SQL calls), ``type`` (a value converted to it runs
-# it; arrays, ranges, composites and domains made of it too, and every relation with a
-# column of one). The loader merges them into ``Snapshot.relation_casts`` and
-# ``user_types``/``type_oids``: each is decided like a call of the function, and no grant
-# may call set_config on a setting it does not name (``decide.check_function``). Code reached
-# only by a trigger's function is not here: a write's trigger runs what it runs (the
-# session's later messages are withheld); docs/policy.md, Known gaps.
+# What stored code of a relation or a type may change the session's settings
+# (``_SETTERS_CTE``), as (kind, schema, name, function schema, function name, extra):
+# ``relation`` (a statement on it may run the function), ``policy`` (the same, by its row
+# security policy; extra: whether it applies to the proxy's own login, as in
+# RELATION_POLICY_SQL), ``type`` (a value converted to it runs it; extra: its OID; arrays,
+# ranges, composites and domains made of it too, and every relation with a column of one).
+# The loader merges them into ``Snapshot.relation_casts`` (and its ancestors', the tables
+# whose foreign-key actions write it, the views over it) and ``user_types``/``type_oids``:
+# each is decided like a call of the function, and no grant may call set_config on a
+# setting it does not name (``decide.check_function``). Code reached only by a trigger's
+# function is not here: a write's trigger runs what it runs (its messages are withheld);
+# docs/policy.md, Known gaps.
 SETTINGS_CODE_SQL = rf"""
-WITH RECURSIVE {_STORED_TREES},
-sets(oid, nspname, proname) AS (
-  SELECT p.oid, n.nspname, p.proname
-  FROM pg_catalog.pg_proc p
-  JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
-  JOIN pg_catalog.pg_language l ON l.oid = p.prolang
-  WHERE p.oid >= 16384 AND n.nspname NOT IN ('pg_catalog', 'information_schema')
-    AND (l.lanname NOT IN ('sql', 'plpgsql', 'c', 'internal')
-         OR {_CODE_TEXT} ~ {_SETS_SETTINGS_TEXT})
-),
-found(relid, typ, nsp, fn) AS (
-  SELECT stored.relid, stored.typ, 'pg_catalog'::pg_catalog.name, 'set_config'::pg_catalog.name
-  FROM stored
-  UNION
-  SELECT CASE d.classid
-      WHEN 'pg_catalog.pg_rewrite'::pg_catalog.regclass THEN (SELECT w.ev_class
-        FROM pg_catalog.pg_rewrite w WHERE w.oid = d.objid)
-      WHEN 'pg_catalog.pg_attrdef'::pg_catalog.regclass THEN (SELECT a.adrelid
-        FROM pg_catalog.pg_attrdef a WHERE a.oid = d.objid)
-      WHEN 'pg_catalog.pg_constraint'::pg_catalog.regclass THEN (SELECT k.conrelid
-        FROM pg_catalog.pg_constraint k WHERE k.oid = d.objid)
-      WHEN 'pg_catalog.pg_policy'::pg_catalog.regclass THEN (SELECT y.polrelid
-        FROM pg_catalog.pg_policy y WHERE y.oid = d.objid)
-      ELSE 0::pg_catalog.oid END,
-    CASE d.classid
-      WHEN 'pg_catalog.pg_constraint'::pg_catalog.regclass THEN (SELECT k.contypid
-        FROM pg_catalog.pg_constraint k WHERE k.oid = d.objid)
-      WHEN 'pg_catalog.pg_type'::pg_catalog.regclass THEN d.objid
-      ELSE 0::pg_catalog.oid END,
-    sets.nspname, sets.proname
-  FROM pg_catalog.pg_depend d JOIN sets ON sets.oid = d.refobjid
-  WHERE d.refclassid = 'pg_catalog.pg_proc'::pg_catalog.regclass
-    AND d.classid IN ('pg_catalog.pg_rewrite'::pg_catalog.regclass,
-                      'pg_catalog.pg_attrdef'::pg_catalog.regclass,
-                      'pg_catalog.pg_constraint'::pg_catalog.regclass,
-                      'pg_catalog.pg_policy'::pg_catalog.regclass,
-                      'pg_catalog.pg_type'::pg_catalog.regclass)
-  UNION
-  -- a trigger's WHEN calling one (its function is the trigger's, not here)
-  SELECT g.tgrelid, 0::pg_catalog.oid, sets.nspname, sets.proname
-  FROM pg_catalog.pg_trigger g
-  JOIN pg_catalog.pg_depend d ON d.classid = 'pg_catalog.pg_trigger'::pg_catalog.regclass
-    AND d.objid = g.oid AND d.refclassid = 'pg_catalog.pg_proc'::pg_catalog.regclass
-    AND d.refobjid <> g.tgfoid
-  JOIN sets ON sets.oid = d.refobjid
-),
+WITH RECURSIVE {_SETTERS_CTE},
 madeof(part, whole) AS ({_PARTS}),
-typs(typ, nsp, fn) AS (
-  SELECT typ, nsp, fn FROM found WHERE typ <> 0
+typs(typ, fn) AS (
+  SELECT typ, fn FROM stored WHERE typ <> 0
   UNION
-  SELECT m.whole, typs.nsp, typs.fn FROM typs JOIN madeof m ON m.part = typs.typ
+  SELECT m.whole, typs.fn FROM typs JOIN madeof m ON m.part = typs.typ
 )
-SELECT 'relation', n.nspname, c.relname, found.nsp, found.fn, ''
-FROM found JOIN pg_catalog.pg_class c ON c.oid = found.relid
+SELECT CASE WHEN stored.pol <> 0 THEN 'policy' ELSE 'relation' END, n.nspname, c.relname,
+  fn.nspname, p.proname,
+  CASE WHEN stored.pol <> 0 THEN (c.relforcerowsecurity OR c.relowner <> (
+    SELECT r.oid FROM pg_catalog.pg_roles r WHERE r.rolname = current_user))::pg_catalog.text
+  ELSE '' END
+FROM stored JOIN pg_catalog.pg_class c ON c.oid = stored.relid
 JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
-WHERE found.relid <> 0 AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+JOIN pg_catalog.pg_proc p ON p.oid = stored.fn
+JOIN pg_catalog.pg_namespace fn ON fn.oid = p.pronamespace
+WHERE stored.relid <> 0 AND n.nspname NOT IN ('pg_catalog', 'information_schema')
 UNION
-SELECT 'relation', n.nspname, c.relname, typs.nsp, typs.fn, ''
+SELECT 'relation', n.nspname, c.relname, fn.nspname, p.proname, ''
 FROM typs
 JOIN pg_catalog.pg_attribute a ON a.atttypid = typs.typ AND a.attnum > 0 AND NOT a.attisdropped
 JOIN pg_catalog.pg_class c ON c.oid = a.attrelid
 JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+JOIN pg_catalog.pg_proc p ON p.oid = typs.fn
+JOIN pg_catalog.pg_namespace fn ON fn.oid = p.pronamespace
 WHERE n.nspname NOT IN ('pg_catalog', 'information_schema')
 UNION
-SELECT 'type', n.nspname, t.typname, typs.nsp, typs.fn, t.oid::pg_catalog.text
+SELECT 'type', n.nspname, t.typname, fn.nspname, p.proname, t.oid::pg_catalog.text
 FROM typs JOIN pg_catalog.pg_type t ON t.oid = typs.typ
 JOIN pg_catalog.pg_namespace n ON n.oid = t.typnamespace
+JOIN pg_catalog.pg_proc p ON p.oid = typs.fn
+JOIN pg_catalog.pg_namespace fn ON fn.oid = p.pronamespace
 WHERE n.nspname NOT IN ('pg_catalog', 'information_schema')
 """
 

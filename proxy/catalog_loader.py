@@ -493,23 +493,37 @@ class CatalogLoader:
         # stored code that may change the session's settings (SETTINGS_CODE_SQL): a statement
         # on the relation, or converting a value to the type, needs the execute scope on it
         settings_code: dict[str, set[str]] = {}
-        for kind, schema, name, fschema, fname, oid in _ok(settings_code_rows):
+        settings_role: dict[str, set[str]] = {}  # (row security policies that do not apply)
+        for kind, schema, name, fschema, fname, extra in _ok(settings_code_rows):
             fn = render_name(fschema, fname)
             if kind == "type":
                 for key in (render_name(schema, name), render_name(name)):
                     user_types.setdefault(key, set()).add(fn)
-                type_oids.setdefault(int(oid), set()).add(fn)
+                type_oids.setdefault(int(extra), set()).add(fn)
+            elif kind == "policy" and extra == "false":
+                settings_role.setdefault(render_name(schema, name), set()).add(fn)
             else:
                 settings_code.setdefault(render_name(schema, name), set()).add(fn)
-        # ... and a write whose foreign keys' actions write such a relation runs it there (an
-        # ON DELETE SET DEFAULT: its DEFAULT; red-team round 85)
-        for rel, reached in cascades.items():
-            runs = set().union(*(settings_code.get(r, ()) for r in reached))
-            if runs:
-                settings_code.setdefault(rel, set()).update(runs)
-        for merged in (relation_casts, relation_casts_role):
-            for rel, fns in settings_code.items():
+        ancestors = cascade_reach(
+            (render_name(s2, t2), render_name(s1, t1))
+            for s1, t1, s2, t2, _part in _ok(inheritance_rows)
+        )
+        for lists in (settings_code, settings_role):
+            # ... a write to a parent runs its children's and partitions' (their CHECKs and
+            # defaults; red-team round 87), and a write whose foreign keys' actions write such
+            # a relation runs it there (an ON DELETE SET DEFAULT: its DEFAULT; round 85)
+            for rel, fns in list(lists.items()):
+                for parent in ancestors.get(rel, ()):
+                    lists.setdefault(parent, set()).update(fns)
+            for rel, reached in cascades.items():
+                runs = set().union(*(lists.get(r, ()) for r in reached))
+                if runs:
+                    lists.setdefault(rel, set()).update(runs)
+        for rel, fns in settings_code.items():
+            for merged in (relation_casts, relation_casts_role):
                 merged.setdefault(rel, set()).update(fns)
+        for rel, fns in settings_role.items():
+            relation_casts_role.setdefault(rel, set()).update(fns)
         # what depends on a user type runs what the type runs (TYPE_DEPENDENTS_SQL)
         type_written: set[str] = set()
         refreshes: dict[str, set[str]] = {}
@@ -537,10 +551,6 @@ class CatalogLoader:
             for key, fns in lists.items():
                 lists[key] = _with_defaults(fns, argument_defaults)
         if type_written:  # (and their ancestors: a write to a parent reaches them)
-            ancestors = cascade_reach(
-                (render_name(s2, t2), render_name(s1, t1))
-                for s1, t1, s2, t2, _part in _ok(inheritance_rows)
-            )
             type_written |= {a for rel in list(type_written) for a in ancestors.get(rel, ())}
         view_bases = cascade_reach(
             (render_name(s1, v), render_name(s2, b)) for s1, v, s2, b in _ok(view_read_rows)

@@ -27,6 +27,15 @@ more into ``r87``): stored CHECKs and a row security policy calling
 operator's function) and ``r87x.wrap_sp(int)`` (IMMUTABLE), whose sources call set_config
 (the flags on).
 
+Fixed in session 36 (plain tests now), every leak and both regressions but item 6
+(``_PART_FK``): ``_SETTERS_CTE`` reads every stored tree (indexes', statistics objects' and
+partition keys' too) for the ``:funcid``/``:opfuncid`` of a function that may set settings:
+set_config, query_to_xml and its kin, ts_stat, ts_rewrite, and, to a fixed point, a
+user-written function whose source names one (or pg_settings, EXECUTE, ``U&``) or whose
+SQL-standard body or argument defaults call one; a rule's action naming pg_settings counts,
+a view reading it does not; a row security policy counts where it applies (the role's
+list always); the loader carries a child's list to its ancestors.
+
 Leaks (strict xfails; every mode):
 
 1. **SQL run from a string constant** (``_QX``). ``SELECT * FROM r87.qav`` (``read:`` of
@@ -331,37 +340,25 @@ def _shown(text: str) -> list[str]:
 
 _CE_READ = "SELECT * FROM r87.chk WHERE id > 1"
 _SP_READ = "SELECT v FROM r87v"  # public.r87v in the pinned path; r87x.r87v in the turned one
-_QX = (
-    "LEAK (settings turned by SQL a built-in runs from a string constant): query_to_xml or "
-    "ts_stat in a view's query, a DEFAULT, a CHECK, a domain's CHECK, a rule's action or a "
-    "trigger's WHEN calls set_config where the tree holds only a string; _STORED_TREES "
-    "looks for set_config's OID and pg_settings' relid only, CODE_FLAGS_SQL's _to_xml/ts_stat "
-    "words read pg_proc sources only"
-)
-_ARG = (
-    "LEAK (set_config in a user function's argument default): the planner adds the default "
-    "to the stored call r87x.ident() of a DEFAULT, a CHECK or a view; SETTINGS_CODE_SQL's "
-    "sets read prosrc/prosqlbody (_CODE_TEXT), never proargdefaults"
-)
 
 PROBES = {
-    "qx-view-application-name": ("qav", [], "SELECT * FROM r87.qav", _QX),
-    "qx-view-search-path": ("qsv", ["SELECT * FROM r87.qsv"], _SP_READ, _QX),
-    "qx-view-constraint-exclusion": ("qcv", ["SELECT * FROM r87.qcv"], _CE_READ, _QX),
-    "ts-stat-view-search-path": ("tsv", ["SELECT * FROM r87.tsv"], _SP_READ, _QX),
-    "qx-view-over-view": ("qvv", ["SELECT * FROM r87.qvv"], _SP_READ, _QX),
-    "qx-default-search-path": ("qad", ["INSERT INTO r87.qad (id) VALUES (1)"], _SP_READ, _QX),
-    "qx-default-application-name": ("qaw", [], "INSERT INTO r87.qaw (id) VALUES (1)", _QX),
-    "qx-check-search-path": ("qck", ["INSERT INTO r87.qck VALUES (1)"], _SP_READ, _QX),
-    "qx-domain-search-path": ("qdom", ["SELECT 1::r87.qdom"], _SP_READ, _QX),
-    "qx-rule-search-path": ("qru", ["INSERT INTO r87.qru VALUES (1)"], _SP_READ, _QX),
-    "qx-trigger-when": ("qtw", ["INSERT INTO r87.qtw VALUES (1)"], _SP_READ, _QX),
+    "qx-view-application-name": ("qav", [], "SELECT * FROM r87.qav", None),
+    "qx-view-search-path": ("qsv", ["SELECT * FROM r87.qsv"], _SP_READ, None),
+    "qx-view-constraint-exclusion": ("qcv", ["SELECT * FROM r87.qcv"], _CE_READ, None),
+    "ts-stat-view-search-path": ("tsv", ["SELECT * FROM r87.tsv"], _SP_READ, None),
+    "qx-view-over-view": ("qvv", ["SELECT * FROM r87.qvv"], _SP_READ, None),
+    "qx-default-search-path": ("qad", ["INSERT INTO r87.qad (id) VALUES (1)"], _SP_READ, None),
+    "qx-default-application-name": ("qaw", [], "INSERT INTO r87.qaw (id) VALUES (1)", None),
+    "qx-check-search-path": ("qck", ["INSERT INTO r87.qck VALUES (1)"], _SP_READ, None),
+    "qx-domain-search-path": ("qdom", ["SELECT 1::r87.qdom"], _SP_READ, None),
+    "qx-rule-search-path": ("qru", ["INSERT INTO r87.qru VALUES (1)"], _SP_READ, None),
+    "qx-trigger-when": ("qtw", ["INSERT INTO r87.qtw VALUES (1)"], _SP_READ, None),
     "qx-row-policy": ("qrp", ["SELECT * FROM r87.qrp"], _SP_READ, None),
-    "argdefault-default": ("add", ["INSERT INTO r87.add (id) VALUES (1)"], _SP_READ, _ARG),
-    "argdefault-check": ("adc", ["INSERT INTO r87.adc VALUES (1)"], _SP_READ, _ARG),
+    "argdefault-default": ("add", ["INSERT INTO r87.add (id) VALUES (1)"], _SP_READ, None),
+    "argdefault-check": ("adc", ["INSERT INTO r87.adc VALUES (1)"], _SP_READ, None),
     "argdefault-domain": ("addom", ["SELECT 'a'::r87.addom"], _SP_READ, None),
-    "argdefault-view": ("adv", ["SELECT * FROM r87.adv"], _SP_READ, _ARG),
-    "argdefault-application-name": ("ada", [], "INSERT INTO r87.ada (id) VALUES (1)", _ARG),
+    "argdefault-view": ("adv", ["SELECT * FROM r87.adv"], _SP_READ, None),
+    "argdefault-application-name": ("ada", [], "INSERT INTO r87.ada (id) VALUES (1)", None),
     "refresh-own-call": ("mvf", [], "REFRESH MATERIALIZED VIEW r87.mvf", None),
     "refresh-own-index": ("mvi", [], "REFRESH MATERIALIZED VIEW r87.mvi", None),
     "refresh-over-view": ("mvv", [], "REFRESH MATERIALIZED VIEW r87.mvv", None),
@@ -415,40 +412,6 @@ def test_r87_transparent(px, key, mode):
 
 
 # --- phase 2: stored SQL calling set_config itself (the flags on for the database) -------
-_PART = (
-    "LEAK (a partition's or inheritance child's own CHECK calling set_config, run by a "
-    "write of its parent): SETTINGS_CODE_SQL lists the child; the loader merges "
-    "settings_code through foreign-key actions and views, never up to a child's ancestors, "
-    "and StatementPolicy._casts asks relation_casts of the named relations only"
-)
-_STV = (
-    "TRANSPARENCY (regression, session 36): a read of a view whose query reads pg_settings "
-    "(changing nothing) is refused as stored SQL that may change settings (_STORED_TREES "
-    "matches ':relid <pg_settings>' in any tree, a SELECT's too)"
-)
-_NESTED = (
-    "LEAK (a function whose text names no setting, calling one that does): SETTINGS_CODE_SQL "
-    "follows the stored SQL's pg_depend rows one level, to functions matching "
-    "_SETS_SETTINGS_TEXT; PL/pgSQL records no dependency on what it calls"
-)
-_OPERATOR = (
-    "LEAK (an operator whose function calls set_config, in a view): PostgreSQL records the "
-    "view's dependency on the operator (pg_operator), and SETTINGS_CODE_SQL's found joins "
-    "pg_depend rows with refclassid pg_proc only"
-)
-_INDEX = (
-    "LEAK (an index expression calling a function that calls set_config, run by a write): "
-    "SETTINGS_CODE_SQL's found reads pg_depend rows of rules, defaults, constraints, "
-    "policies and types, not of an index (classid pg_class); a column-bound index call is "
-    "left out of relation_casts (read-time folding), and a write's messages are withheld, "
-    "not the next read's rows"
-)
-_RLN = (
-    "TRANSPARENCY (regression, session 36): a read of a table whose row security policy "
-    "calls set_config but does not apply to the login (its owner; ENABLE without FORCE) is "
-    "refused; SETTINGS_CODE_SQL reads every pg_policy tree, applying or not, and the loader "
-    "merges it into relation_casts as well as relation_casts_role"
-)
 GRANTS2 = {
     "pp": "read:public.r87v write:r87.pp",
     "sp": "read:public.r87v write:r87.sp",
@@ -519,16 +482,16 @@ def px2(pg, px, tmp_path_factory):
 
 
 PROBES2 = {
-    "partition-check-via-parent": ("pp", ["INSERT INTO r87.pp VALUES (1)"], _SP_READ, _PART),
+    "partition-check-via-parent": ("pp", ["INSERT INTO r87.pp VALUES (1)"], _SP_READ, None),
     "sub-partition-check-via-parent": ("sp", ["INSERT INTO r87.sp VALUES (1, 1)"], _SP_READ,
-                                       _PART),
+                                       None),
     "inheritance-child-check-via-parent": ("ip", ["UPDATE r87.ip SET id = id"], _SP_READ,
-                                           _PART),
-    "nested-function-view": ("nfv", ["SELECT * FROM r87.nfv"], _SP_READ, _NESTED),
+                                           None),
+    "nested-function-view": ("nfv", ["SELECT * FROM r87.nfv"], _SP_READ, None),
     "nested-function-default": ("nfd", ["INSERT INTO r87.nfd (id) VALUES (1)"], _SP_READ,
-                                _NESTED),
-    "operator-view": ("opv", ["SELECT * FROM r87.opv"], _SP_READ, _OPERATOR),
-    "index-expression": ("ixs", ["INSERT INTO r87.ixs VALUES (1)"], _SP_READ, _INDEX),
+                                None),
+    "operator-view": ("opv", ["SELECT * FROM r87.opv"], _SP_READ, None),
+    "index-expression": ("ixs", ["INSERT INTO r87.ixs VALUES (1)"], _SP_READ, None),
     "partition-key": ("pks", ["INSERT INTO r87.pks VALUES (1)"], _SP_READ, None),
     "generated-column": ("gcs", ["INSERT INTO r87.gcs (id) VALUES (1)"], _SP_READ, None),
 }  # fmt: skip
@@ -548,8 +511,8 @@ def test_r87_settings_probe(px2, key, mode):
 
 
 TRANSPARENT2 = {
-    "read-view-of-pg-settings": ("stv", "SELECT * FROM r87.stv", "SELECT 1", _STV),
-    "read-table-of-policy-not-applying": ("rln", "SELECT * FROM r87.rln", "SELECT 1", _RLN),
+    "read-view-of-pg-settings": ("stv", "SELECT * FROM r87.stv", "SELECT 1", None),
+    "read-table-of-policy-not-applying": ("rln", "SELECT * FROM r87.rln", "SELECT 1", None),
 }
 
 
