@@ -41,6 +41,7 @@ class PolicySeam:
         return False
 
     stale_read = False  # no catalog: never stale
+    hidden_read = False  # no catalog: no view hides rows
 
     write_mark = None  # no catalog: no other session's DDL to follow
 

@@ -68,8 +68,9 @@ def test_the_statement_of_a_query_that_returned_it():
 
 
 def test_every_refcursor_column_and_row_and_none_of_the_others():
-    """Two refcursor columns over two rows name four portals; a text column holding a name
-    and a NULL refcursor name none."""
+    """Two refcursor columns over two rows name four portals; a NULL refcursor names none. A
+    text column holding a name names it too since s35's audit round 4, as a likely match
+    (a function that opens a cursor and returns its name as text: dry-run gap (b))."""
     s = in_block()
     sql = "SELECT name, a, b FROM arw.two_cursors()"
     allowed(s.client(query(sql)))
@@ -79,7 +80,7 @@ def test_every_refcursor_column_and_row_and_none_of_the_others():
     for portal in ("a1", "b1", "b2", "t1", "a2"):
         fetched(s, portal)
     texts = [r[0] for r in rows(s)[2:]]
-    assert texts == [sql, sql, sql, "", ""]
+    assert texts == [sql, sql, sql, sql, ""]
 
 
 def test_an_extended_call_that_returned_a_refcursor():
@@ -97,14 +98,15 @@ def test_an_extended_call_that_returned_a_refcursor():
 
 def test_a_malformed_row_description_names_nothing():
     """What the server sent is recorded as it is: a RowDescription cut short (one that the
-    proxy relays) makes no portal and does not stop the answer."""
+    proxy relays) makes no refcursor portal and does not stop the answer; the value is still
+    read as a name a cursor may be under (a likely match: s35 audit round 4)."""
     s = in_block()
     allowed(s.client(query(OPENER)))
     cut = described(("opener", REFCURSOR))
     cut = frame(b"T", cut[5:-8])  # its type OID kept, the rest of the column gone
     s.server(cut, data_row("c9"), command_complete("SELECT 1"), ready(b"T"))
     fetched(s, "c9")
-    assert [r[0] for r in rows(s)] == ["BEGIN", OPENER, ""]
+    assert [r[0] for r in rows(s)] == ["BEGIN", OPENER, OPENER]
 
 
 def test_a_function_returning_the_name_of_a_portal_the_client_bound():
