@@ -1452,7 +1452,7 @@ JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
 JOIN pg_catalog.pg_proc p ON p.oid = stored.fn
 JOIN pg_catalog.pg_namespace fn ON fn.oid = p.pronamespace
 WHERE stored.relid <> 0 AND n.nspname NOT IN ('pg_catalog', 'information_schema')
-UNION
+UNION ALL
 SELECT 'relation', n.nspname, c.relname, fn.nspname, p.proname, ''
 FROM typs
 JOIN pg_catalog.pg_attribute a ON a.atttypid = typs.typ AND a.attnum > 0 AND NOT a.attisdropped
@@ -1461,7 +1461,7 @@ JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
 JOIN pg_catalog.pg_proc p ON p.oid = typs.fn
 JOIN pg_catalog.pg_namespace fn ON fn.oid = p.pronamespace
 WHERE n.nspname NOT IN ('pg_catalog', 'information_schema')
-UNION
+UNION ALL
 SELECT 'type', n.nspname, t.typname, fn.nspname, p.proname, t.oid::pg_catalog.text
 FROM typs JOIN pg_catalog.pg_type t ON t.oid = typs.typ
 JOIN pg_catalog.pg_namespace n ON n.oid = t.typnamespace
