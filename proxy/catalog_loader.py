@@ -515,10 +515,10 @@ class CatalogLoader:
             for rel, fns in list(lists.items()):
                 for parent in ancestors.get(rel, ()):
                     lists.setdefault(parent, set()).update(fns)
-            for rel, reached in cascades.items():
-                runs = set().union(*(lists.get(r, ()) for r in reached))
-                if runs:
-                    lists.setdefault(rel, set()).update(runs)
+            for rel, written in cascades.items():
+                actions_run = set().union(*(lists.get(r, ()) for r in written))
+                if actions_run:
+                    lists.setdefault(rel, set()).update(actions_run)
         for rel, fns in settings_code.items():
             for merged in (relation_casts, relation_casts_role):
                 merged.setdefault(rel, set()).update(fns)

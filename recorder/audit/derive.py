@@ -1575,7 +1575,7 @@ def _parse_analysis(sqlstate: str | None) -> bool:
     """Whether a Query's error ``sqlstate`` is one of parse analysis (a syntax error, an
     unknown relation, column or function: class 42 but 42501, which the executor raises at
     its start), before the server made the Query's portal in place of the unnamed one."""
-    return bool(sqlstate) and sqlstate.startswith("42") and sqlstate != "42501"
+    return sqlstate is not None and sqlstate.startswith("42") and sqlstate != "42501"
 
 
 def _no_portal(f: dict) -> bool:
