@@ -72,7 +72,10 @@ Leaks (strict xfails; every mode):
    same read of ``r88.cv`` named by the statement is withheld (held: directly, a view over
    it, a CTE, a scalar subquery, a join with a readable table, ``COPY (SELECT ...) TO
    STDOUT``, ``EXECUTE`` of a SQL ``PREPARE``, a cursor's ``FETCH`` and a ``WITH HOLD``
-   cursor's ``COMMIT``; ``EXPLAIN ANALYZE`` is refused ``deny.catalog``). Cause:
+   cursor's ``COMMIT``, and a security barrier view ``r88.bw`` (its own WHERE ``k = 'pub'
+   OR v::int > 0`` over ``r88x.bt``) read, UPDATEd (with RETURNING too) and DELETEd from;
+   ``EXPLAIN ANALYZE`` is refused ``deny.catalog``; MERGE into a view is refused by the
+   server). Cause:
    ``policy/engine.py`` ``StatementPolicy._hides_rows`` asks whether ``classified.reads``
    meets the views whose ``Snapshot.view_bases`` hold a relation the grant may not read;
    ``view_bases`` (``proxy/catalog_loader.py``) are the relations of a view's rewrite rule's
@@ -104,6 +107,7 @@ _VIEWS = ("tx", "sx", "tsx", "vop", "vdom", "vview", "vins", "vatom", "vcast", "
 GRANTS = {key: f"read:public.r88v,r88.{key}" for key in _VIEWS}
 GRANTS["cv"] = "read:r88.cv,r88.cvv,r88.fcv,r88.pub"
 GRANTS["rcv"] = "read:r88.pub execute:r88.rcv,r88.rcvp"
+GRANTS["bw"] = "read:r88.bw write:r88.bw"
 GRANTS["dv"] = "read:public.r88v,r88.dv write:r88.dv"
 SCOPES = "read:r88.pub"
 SETUP = f"""
@@ -165,6 +169,10 @@ CREATE VIEW r88.cv AS SELECT k, v::int AS n FROM r88x.vault;
 CREATE VIEW r88.cvv AS SELECT * FROM r88.cv;
 CREATE FUNCTION r88x.readcv() RETURNS SETOF int LANGUAGE sql AS 'SELECT n FROM r88.cv';
 CREATE VIEW r88.fcv AS SELECT * FROM r88x.readcv() AS n;
+CREATE TABLE r88x.bt (k text PRIMARY KEY, v text);
+INSERT INTO r88x.bt VALUES ('pub', '1'), ('row', '{ROW}');
+CREATE VIEW r88.bw WITH (security_barrier) AS
+  SELECT k, v FROM r88x.bt WHERE k = 'pub' OR v::int > 0;
 CREATE FUNCTION r88.rcv() RETURNS SETOF int LANGUAGE sql AS 'SELECT n FROM r88.cv';
 CREATE FUNCTION r88.rcvp() RETURNS SETOF int LANGUAGE plpgsql
   AS $$BEGIN RETURN QUERY SELECT n FROM r88.cv; END $$;
@@ -226,6 +234,11 @@ PROBES = {
         "cv", ["DECLARE c88 CURSOR FOR SELECT * FROM r88.cv"], "FETCH ALL FROM c88", None),
     "hidden-sql-function": ("rcv", [], "SELECT * FROM r88.rcv()", _WHY_FN),
     "hidden-plpgsql-function": ("rcv", [], "SELECT * FROM r88.rcvp()", _WHY_FN),
+    "hidden-barrier-read": ("bw", [], "SELECT k FROM r88.bw", None),
+    "hidden-barrier-update": ("bw", [], "UPDATE r88.bw SET v = v WHERE length(k) > 0", None),
+    "hidden-barrier-delete": ("bw", [], "DELETE FROM r88.bw WHERE length(k) > 9", None),
+    "hidden-barrier-update-returning": (
+        "bw", [], "UPDATE r88.bw SET v = '2' WHERE length(k) > 0 RETURNING k", None),
     "hidden-join-readable": (
         "cv", [], "SELECT p.v FROM r88.pub p LEFT JOIN r88.cv c ON c.n = p.id", None),
 }  # fmt: skip
