@@ -1,4 +1,4 @@
-"""Red-team round 88: attacks on session 36's second fixes (``_SETTERS_CTE``: what may set
+r"""Red-team round 88: attacks on session 36's second fixes (``_SETTERS_CTE``: what may set
 settings, read from every stored tree by function; ``StatementPolicy._hides_rows`` and the
 relay's ``hidden_read``: the server's word withheld to its SQLSTATE for a read of a view
 over a relation the grant may not read), as families; time-boxed; the server the judge.
@@ -46,7 +46,8 @@ Leaks (strict xfails; every mode):
    set_config), ``via_dom()`` (``'a'::r88x.spd``, a domain whose CHECK calls it),
    ``via_view()`` (``SELECT count(*) FROM r88x.sv``), ``via_ins()`` (an INSERT into
    ``r88x.dt``, whose DEFAULT calls it) or ``via_atom()`` (``BEGIN ATOMIC SELECT count(*)
-   FROM r88x.sv; END``): each turns the search_path (the next ``SELECT v FROM r88v``
+   FROM r88x.sv; END``), and PL/pgSQL ``r88x.pl_view()`` (``RETURN (SELECT count(*) FROM
+   r88x.sv)``): each turns the search_path (the next ``SELECT v FROM r88v``
    answers ``ROW``). Held: a mixed-case name called quoted (``r88x."SetIt"()`` inside
    ``r88x.calls_mixed``: refused ``scope.execute``; ``_SETTERS_CTE`` lower-cases both), a
    view column's DEFAULT calling set_config on an INSERT through the view (refused). Cause:
@@ -64,7 +65,20 @@ Leaks (strict xfails; every mode):
    setter once any setter exists in the database (as ``CODE_FLAGS_SQL`` does for the
    flags), parsing string bodies with pgparse when the cost matters.
 
-3. **Code on hidden rows reached through a function** (``_WHY_FN``). ``SELECT * FROM
+3. **The SET command in a function's body** (``_WHY_SET``). ``SELECT * FROM r88.vset``
+   (``read:``; the view calls ``r88x.sql_set()``, ``LANGUAGE sql AS 'SET search_path TO
+   r88x, pg_temp; SELECT 1'``) and ``r88.vplset`` (``r88x.pl_set()``, PL/pgSQL ``SET
+   search_path TO r88x, pg_temp``) turn the search_path: the next ``SELECT v FROM r88v``
+   answers ``ROW``. The most direct spelling there is: no set_config, no pg_settings.
+   Cause: ``_SETTERS_CTE``'s ``setters`` reads a body (``c.src``) for ``pg_settings``,
+   ``EXECUTE``, ``U&`` and setter function names only; the SET command (and ``SET LOCAL``,
+   ``RESET``, ``SET ROLE``/``SESSION AUTHORIZATION``, ``DISCARD``) is not among them, and
+   ``CODE_FLAGS_SQL``'s settings words (``client_encoding``, ``names``, ...) do not see it
+   either. Fix: add ``\mset\M``, ``\mreset\M`` and ``\mdiscard\M`` to the words of
+   ``setters``' text match (over-matching ``UPDATE ... SET`` costs an execute scope, never
+   a leak), and ``set_config``'s siblings to the flags' words.
+
+4. **Code on hidden rows reached through a function** (``_WHY_FN``). ``SELECT * FROM
    r88.fcv`` (``read:``; the view is ``SELECT * FROM r88x.readcv()``, a SQL function
    reading ``r88.cv``, ``SELECT k, v::int FROM r88x.vault``), and with ``execute:`` only,
    ``SELECT * FROM r88.rcv()`` (SQL) and ``r88.rcvp()`` (PL/pgSQL ``RETURN QUERY``) reading
@@ -103,7 +117,8 @@ MARKERS = (ROW,)
 MODES = ["simple", "extended", "prepared"]
 _SP = "pg_catalog.set_config('search_path', 'r88x, pg_temp', false)"
 _SP_READ = "SELECT v FROM r88v"  # public.r88v in the pinned path; r88x.r88v in the turned one
-_VIEWS = ("tx", "sx", "tsx", "vop", "vdom", "vview", "vins", "vatom", "vcast", "vmix")
+_VIEWS = ("tx", "sx", "tsx", "vop", "vdom", "vview", "vins", "vatom", "vcast", "vpl", "vset",
+          "vplset", "vmix")  # fmt: skip
 GRANTS = {key: f"read:public.r88v,r88.{key}" for key in _VIEWS}
 GRANTS["cv"] = "read:r88.cv,r88.cvv,r88.fcv,r88.pub"
 GRANTS["rcv"] = "read:r88.pub execute:r88.rcv,r88.rcvp"
@@ -156,6 +171,16 @@ CREATE CAST (text AS r88x.spc) WITH FUNCTION r88x.to_spc(text);
 CREATE FUNCTION r88x.via_cast() RETURNS int LANGUAGE sql
   AS $$SELECT length(('r88x, pg_temp'::text::r88x.spc).s)$$;
 CREATE VIEW r88.vcast AS SELECT r88x.via_cast() AS n;
+CREATE FUNCTION r88x.pl_view() RETURNS bigint LANGUAGE plpgsql
+  AS $$BEGIN RETURN (SELECT count(*) FROM r88x.sv); END $$;
+CREATE VIEW r88.vpl AS SELECT r88x.pl_view() AS n;
+-- the SET command itself in a function's body
+CREATE FUNCTION r88x.sql_set() RETURNS int LANGUAGE sql
+  AS 'SET search_path TO r88x, pg_temp; SELECT 1';
+CREATE VIEW r88.vset AS SELECT r88x.sql_set() AS n;
+CREATE FUNCTION r88x.pl_set() RETURNS int LANGUAGE plpgsql
+  AS $$BEGIN SET search_path TO r88x, pg_temp; RETURN 1; END $$;
+CREATE VIEW r88.vplset AS SELECT r88x.pl_set() AS n;
 -- held: a mixed-case name, called quoted; a view's column DEFAULT on INSERT through it
 CREATE FUNCTION r88x."SetIt"() RETURNS text LANGUAGE sql AS $$SELECT {_SP}$$;
 CREATE FUNCTION r88x.calls_mixed() RETURNS int LANGUAGE sql
@@ -203,6 +228,11 @@ _WHY_REACH = (
     "view, turns the search_path; _SETTERS_CTE matches setter function names and "
     ":funcid/:opfuncid only (policy/catalog.py)"
 )
+_WHY_SET = (
+    "LEAK: a function whose body runs the SET command (SQL or PL/pgSQL), called by a view the "
+    "grant reads, turns the search_path; _SETTERS_CTE's text words are pg_settings, EXECUTE, "
+    "U& and setter names, never SET (policy/catalog.py)"
+)
 _WHY_FN = (
     "LEAK: a read through a function whose body reads a view over hidden rows answers the "
     "server's 22P02 quoting the row; _hides_rows (policy/engine.py) looks at view_bases "
@@ -217,6 +247,10 @@ PROBES = {
     "sql-fn-via-view": ("vview", ["SELECT * FROM r88.vview"], _SP_READ, _WHY_REACH),
     "sql-fn-via-insert-default": ("vins", ["SELECT * FROM r88.vins"], _SP_READ, _WHY_REACH),
     "atomic-fn-via-view": ("vatom", ["SELECT * FROM r88.vatom"], _SP_READ, _WHY_REACH),
+    "plpgsql-fn-via-view": ("vpl", ["SELECT * FROM r88.vpl"], _SP_READ, _WHY_REACH),
+    "sql-fn-set-command": ("vset", ["SELECT * FROM r88.vset"], _SP_READ, _WHY_SET),
+    "plpgsql-fn-set-command": (
+        "vplset", ["SELECT * FROM r88.vplset"], _SP_READ, _WHY_SET),
     "sql-fn-via-cast": ("vcast", ["SELECT * FROM r88.vcast"], _SP_READ, _WHY_REACH),
     "table-to-xml-and-schema-view": ("tsx", ["SELECT * FROM r88.tsx"], _SP_READ, _WHY_XML),
     "mixed-case-name": ("vmix", ["SELECT * FROM r88.vmix"], _SP_READ, None),
