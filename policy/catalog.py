@@ -502,40 +502,27 @@ _CODE_TEXT = r"""lower(coalesce(p.prosrc, '') || ' ' || coalesce((
 # on a built-in (it is pinned), so the stored trees are read (red-team round 85: ``CREATE
 # VIEW v AS SELECT set_config('search_path', 'x', false)``, a read grant's ``SELECT * FROM
 # v`` moved the pinned path, and the next statement, decided as ``public.t``, read
-# ``x.t``). The functions that may set settings (``setters``): the built-ins that do or that
-# run SQL from text (set_config, query_to_xml and its kin, ts_stat, ts_rewrite: round 87),
-# and, to a fixed point, a user-written function in a language not read, whose source
-# names one (or pg_settings, or spells a name unreadably: ``U&``, or runs EXECUTE), or
-# whose SQL-standard body or argument defaults call one (round 87: a DEFAULT's
-# ``ident()`` whose argument default was ``set_config(...)``). Only objects made after
-# initdb (``oid >= 16384``): the system views' trees are most of the text.
+# ``x.t``). The functions that may set settings (``flagged`` of kind ``f``): the built-ins
+# that do or that run SQL from text (set_config, the ``*_to_xml`` family, ts_stat,
+# ts_rewrite: rounds 87-88), a user-written function in a language not read, or whose
+# source has SET, RESET, DISCARD, EXECUTE, pg_settings or a ``U&`` spelling (round 88: a
+# SQL function's ``SET search_path TO x``); and, to a fixed point, a user-written function
+# whose source names something flagged (a function; a relation or domain whose stored trees
+# call one; an operator or cast one implements), or whose SQL-standard body or argument
+# defaults call or read it (round 87: a DEFAULT's ``ident()`` whose argument default was
+# ``set_config(...)``; round 88: a function reading a view that calls one). Names match as
+# substrings of the lower-cased source: too many is a refusal naming the scope, never a
+# leak. Only objects made after initdb (``oid >= 16384``): the system views' trees are most
+# of the text.
 _SETTERS_CTE = r"""
 sc(rel) AS (SELECT 'pg_catalog.pg_settings'::pg_catalog.regclass::pg_catalog.oid),
 code(oid, proname, src, tree) AS (
-  SELECT p.oid, p.proname, pg_catalog.lower(coalesce(p.prosrc, '')),
+  SELECT p.oid, p.proname::pg_catalog.text, pg_catalog.lower(coalesce(p.prosrc, '')),
     coalesce(pg_catalog.to_jsonb(p) ->> 'prosqlbody', '') || ' '
       || coalesce(p.proargdefaults::pg_catalog.text, '')
   FROM pg_catalog.pg_proc p
   JOIN pg_catalog.pg_language l ON l.oid = p.prolang
   WHERE p.oid >= 16384 AND l.lanname NOT IN ('c', 'internal')
-),
-setters(oid, proname) AS (
-  SELECT p.oid, p.proname FROM pg_catalog.pg_proc p
-  WHERE p.pronamespace = 'pg_catalog'::pg_catalog.regnamespace
-    AND p.proname IN ('set_config', 'query_to_xml', 'query_to_xmlschema',
-                      'query_to_xml_and_xmlschema', 'ts_stat', 'ts_rewrite')
-  UNION
-  SELECT p.oid, p.proname FROM pg_catalog.pg_proc p
-  JOIN pg_catalog.pg_language l ON l.oid = p.prolang
-  WHERE p.oid >= 16384 AND l.lanname NOT IN ('sql', 'plpgsql', 'c', 'internal')
-  UNION
-  SELECT c.oid, c.proname FROM code c
-  WHERE c.src ~ '(pg_settings|\mexecute\M|u&)'
-  UNION
-  SELECT c.oid, c.proname FROM setters s JOIN code c
-    ON position(pg_catalog.lower(s.proname) IN c.src) > 0
-    OR position(':funcid ' || s.oid::pg_catalog.text || ' ' IN c.tree) > 0
-    OR position(':opfuncid ' || s.oid::pg_catalog.text || ' ' IN c.tree) > 0
 ),
 tree(relid, typ, pol, node) AS (
   SELECT w.ev_class, 0::pg_catalog.oid, 0::pg_catalog.oid,
@@ -572,6 +559,56 @@ tree(relid, typ, pol, node) AS (
   FROM pg_catalog.pg_partitioned_table pt
   WHERE pt.partrelid >= 16384 AND pt.partexprs IS NOT NULL
 ),
+flagged(kind, oid, name) AS (
+  SELECT 'f'::pg_catalog.text, p.oid, p.proname::pg_catalog.text FROM pg_catalog.pg_proc p
+  WHERE p.pronamespace = 'pg_catalog'::pg_catalog.regnamespace
+    AND p.proname IN ('set_config', 'query_to_xml', 'query_to_xmlschema',
+                      'query_to_xml_and_xmlschema', 'table_to_xml', 'table_to_xmlschema',
+                      'table_to_xml_and_xmlschema', 'schema_to_xml', 'schema_to_xmlschema',
+                      'schema_to_xml_and_xmlschema', 'database_to_xml',
+                      'database_to_xmlschema', 'database_to_xml_and_xmlschema',
+                      'cursor_to_xml', 'cursor_to_xmlschema', 'ts_stat', 'ts_rewrite')
+  UNION
+  SELECT 'f', p.oid, p.proname::pg_catalog.text FROM pg_catalog.pg_proc p
+  JOIN pg_catalog.pg_language l ON l.oid = p.prolang
+  WHERE p.oid >= 16384 AND l.lanname NOT IN ('sql', 'plpgsql', 'c', 'internal')
+  UNION
+  SELECT 'f', c.oid, c.proname FROM code c
+  WHERE c.src ~ '(pg_settings|\mexecute\M|u&|\mset\M|\mreset\M|\mdiscard\M)'
+  UNION
+  SELECT x.kind, x.oid, x.name FROM flagged f CROSS JOIN LATERAL (
+    -- what runs a flagged function: the relations and domains whose stored trees call it,
+    -- the operators and casts it implements (red-team round 88)
+    SELECT 'r'::pg_catalog.text AS kind, t.relid AS oid, r.relname::pg_catalog.text AS name
+    FROM tree t JOIN pg_catalog.pg_class r ON r.oid = t.relid
+    WHERE f.kind = 'f' AND t.relid <> 0
+      AND (position(':funcid ' || f.oid::pg_catalog.text || ' ' IN t.node) > 0
+           OR position(':opfuncid ' || f.oid::pg_catalog.text || ' ' IN t.node) > 0)
+    UNION ALL
+    SELECT 't', t.typ, y.typname::pg_catalog.text
+    FROM tree t JOIN pg_catalog.pg_type y ON y.oid = t.typ
+    WHERE f.kind = 'f' AND t.typ <> 0
+      AND (position(':funcid ' || f.oid::pg_catalog.text || ' ' IN t.node) > 0
+           OR position(':opfuncid ' || f.oid::pg_catalog.text || ' ' IN t.node) > 0)
+    UNION ALL
+    SELECT 'o', o.oid, o.oprname::pg_catalog.text FROM pg_catalog.pg_operator o
+    WHERE f.kind = 'f' AND o.oprcode::pg_catalog.oid = f.oid
+    UNION ALL
+    SELECT 't', y.oid, y.typname::pg_catalog.text FROM pg_catalog.pg_cast k
+    JOIN pg_catalog.pg_type y ON y.oid IN (k.castsource, k.casttarget)
+    WHERE f.kind = 'f' AND k.castfunc = f.oid
+    UNION ALL
+    -- ... and a user-written function whose source names what is flagged, or whose
+    -- SQL-standard body or argument defaults call or read it
+    SELECT 'f', c.oid, c.proname FROM code c
+    WHERE position(pg_catalog.lower(f.name) IN c.src) > 0
+       OR (f.kind = 'f' AND (position(':funcid ' || f.oid::pg_catalog.text || ' ' IN c.tree) > 0
+                             OR position(':opfuncid ' || f.oid::pg_catalog.text || ' ' IN c.tree) > 0))
+       OR (f.kind = 'r' AND position(':relid ' || f.oid::pg_catalog.text || ' ' IN c.tree) > 0)
+       OR (f.kind = 't' AND position(':resulttype ' || f.oid::pg_catalog.text || ' ' IN c.tree) > 0)
+  ) x
+),
+setters(oid) AS (SELECT oid FROM flagged WHERE kind = 'f'),
 stored(relid, typ, pol, fn) AS (
   SELECT t.relid, t.typ, t.pol, s.oid FROM tree t
   CROSS JOIN LATERAL pg_catalog.regexp_matches(t.node, ':(?:funcid|opfuncid) (\d+) ', 'g') m

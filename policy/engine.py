@@ -1994,7 +1994,9 @@ class StatementPolicy:
         if self.catalog_entry is not None:
             self._mark_write()  # (any statement: a read may call code that writes)
         snap = self._snapshot_seen
-        if snap is not None and (snap.view_bases or snap.policy_exprs_role or snap.matview_bases):
+        if snap is not None and (
+            snap.view_bases or snap.view_calls or snap.policy_exprs_role or snap.matview_bases
+        ):
             self.hidden_read = self.hidden_read or self._hides_rows(verdict, snap)
         if len(verdict.decisions) > 1 and self.catalog is not None and any(
             c.cls is StatementClass.DDL or c.cls is StatementClass.UNKNOWN
@@ -2705,14 +2707,19 @@ class StatementPolicy:
         """Does this allowed statement run code on rows the grant may not read, where what
         it raises names no relation and may quote them (red-team round 86): a read of a view
         whose query reads a relation the grant may not read (a security barrier's own WHERE
-        casting a hidden column, a function it calls raising), of a relation with row
+        casting a hidden column, a function it calls raising) or calls user-written code,
+        whose reads are not known (round 88: a view over a function reading such a view), of
+        a relation with row
         security policies (a policy's expression failing on a row it hides), or REFRESH of a
         materialized view whose query reads one? The relay then withholds what the server
         says about it (``hidden_read``)."""
         seen, reads, refreshes = self._hiding
         if seen is not snap:  # worked out once per snapshot, not per statement
+            calls = snap.view_calls
             reads = frozenset(
-                [v for v, bases in snap.view_bases.items() if self._unreadable(sorted(bases))]
+                [v for v, bases in snap.view_bases.items() if self._unreadable(sorted(bases))
+                 or any(calls.get(b) for b in bases)]  # (a view under it calls code)
+                + [v for v, fns in calls.items() if fns]  # (what code reads is unknown)
                 + list(snap.policy_exprs_role)
             )  # fmt: skip
             refreshes = frozenset(

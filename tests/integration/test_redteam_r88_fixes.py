@@ -22,6 +22,13 @@ view ``SELECT k, v::int FROM r88x.vault`` (a read fails 22P02 quoting ``ROW``).
 
 Leaks (strict xfails; every mode):
 
+Fixed in session 36 (plain tests now): items 1-3 (``_SETTERS_CTE``'s ``flagged``: the
+``*_to_xml`` family; SET, RESET, DISCARD in a source; to a fixed point, a function whose
+source names a flagged function, relation, domain, operator or cast type, or whose SQL body
+reads a flagged relation) and item 4 through a view (a view whose query, or a view's under
+it, calls user-written code counts as hiding rows: ``StatementPolicy._hides_rows``). Left
+(strict xfails): item 4 through a direct call of an execute-granted function.
+
 1. **Built-ins that run ``SELECT *`` of a relation named by text** (``_WHY_XML``).
    ``SELECT * FROM r88.tx`` (``read:`` of the view; its query is ``length(table_to_xml(
    'r88x.sv'::text::regclass, ...)::text)``, a number), and the same with
@@ -217,48 +224,33 @@ def _shown(text: str) -> list[str]:
     return [mk for mk in MARKERS if planted.shows(text, mk)]
 
 
-_WHY_XML = (
-    "LEAK: a view calling table_to_xml/schema_to_xml on a relation named by text (a view "
-    "calling set_config) turns the search_path; _SETTERS_CTE's setters lack the "
-    "*_to_xml kin that run a relation's SELECT * (policy/catalog.py)"
-)
-_WHY_REACH = (
-    "LEAK: a string-bodied SQL function reaching set_config through an operator, a cast, a "
-    "domain, a view, an INSERT's DEFAULT (or a BEGIN ATOMIC body reading a view), called by a "
-    "view, turns the search_path; _SETTERS_CTE matches setter function names and "
-    ":funcid/:opfuncid only (policy/catalog.py)"
-)
-_WHY_SET = (
-    "LEAK: a function whose body runs the SET command (SQL or PL/pgSQL), called by a view the "
-    "grant reads, turns the search_path; _SETTERS_CTE's text words are pg_settings, EXECUTE, "
-    "U& and setter names, never SET (policy/catalog.py)"
-)
 _WHY_FN = (
-    "LEAK: a read through a function whose body reads a view over hidden rows answers the "
-    "server's 22P02 quoting the row; _hides_rows (policy/engine.py) looks at view_bases "
-    "(pg_depend) and classified.reads, which no function's body reads are in"
+    "LEAK (left, session 36: an execute scope trusts what the function reads, as "
+    "docs/policy.md says of every granted body): a call of a granted function whose body "
+    "reads a view over hidden rows answers the server's 22P02 quoting the row; "
+    "_hides_rows (policy/engine.py) knows no function body's reads"
 )
 
 PROBES = {
-    "table-to-xml-view": ("tx", ["SELECT * FROM r88.tx"], _SP_READ, _WHY_XML),
-    "schema-to-xml-view": ("sx", ["SELECT * FROM r88.sx"], _SP_READ, _WHY_XML),
-    "sql-fn-via-operator": ("vop", ["SELECT * FROM r88.vop"], _SP_READ, _WHY_REACH),
-    "sql-fn-via-domain": ("vdom", ["SELECT * FROM r88.vdom"], _SP_READ, _WHY_REACH),
-    "sql-fn-via-view": ("vview", ["SELECT * FROM r88.vview"], _SP_READ, _WHY_REACH),
-    "sql-fn-via-insert-default": ("vins", ["SELECT * FROM r88.vins"], _SP_READ, _WHY_REACH),
-    "atomic-fn-via-view": ("vatom", ["SELECT * FROM r88.vatom"], _SP_READ, _WHY_REACH),
-    "plpgsql-fn-via-view": ("vpl", ["SELECT * FROM r88.vpl"], _SP_READ, _WHY_REACH),
-    "sql-fn-set-command": ("vset", ["SELECT * FROM r88.vset"], _SP_READ, _WHY_SET),
+    "table-to-xml-view": ("tx", ["SELECT * FROM r88.tx"], _SP_READ, None),
+    "schema-to-xml-view": ("sx", ["SELECT * FROM r88.sx"], _SP_READ, None),
+    "sql-fn-via-operator": ("vop", ["SELECT * FROM r88.vop"], _SP_READ, None),
+    "sql-fn-via-domain": ("vdom", ["SELECT * FROM r88.vdom"], _SP_READ, None),
+    "sql-fn-via-view": ("vview", ["SELECT * FROM r88.vview"], _SP_READ, None),
+    "sql-fn-via-insert-default": ("vins", ["SELECT * FROM r88.vins"], _SP_READ, None),
+    "atomic-fn-via-view": ("vatom", ["SELECT * FROM r88.vatom"], _SP_READ, None),
+    "plpgsql-fn-via-view": ("vpl", ["SELECT * FROM r88.vpl"], _SP_READ, None),
+    "sql-fn-set-command": ("vset", ["SELECT * FROM r88.vset"], _SP_READ, None),
     "plpgsql-fn-set-command": (
-        "vplset", ["SELECT * FROM r88.vplset"], _SP_READ, _WHY_SET),
-    "sql-fn-via-cast": ("vcast", ["SELECT * FROM r88.vcast"], _SP_READ, _WHY_REACH),
-    "table-to-xml-and-schema-view": ("tsx", ["SELECT * FROM r88.tsx"], _SP_READ, _WHY_XML),
+        "vplset", ["SELECT * FROM r88.vplset"], _SP_READ, None),
+    "sql-fn-via-cast": ("vcast", ["SELECT * FROM r88.vcast"], _SP_READ, None),
+    "table-to-xml-and-schema-view": ("tsx", ["SELECT * FROM r88.tsx"], _SP_READ, None),
     "mixed-case-name": ("vmix", ["SELECT * FROM r88.vmix"], _SP_READ, None),
     "view-column-default": ("dv", ["INSERT INTO r88.dv (id) VALUES (1)"], _SP_READ, None),
     # withholding (the marker is in the server's 22P02 text)
     "hidden-view": ("cv", [], "SELECT * FROM r88.cv", None),
     "hidden-view-over-view": ("cv", [], "SELECT * FROM r88.cvv", None),
-    "hidden-view-via-function": ("cv", [], "SELECT * FROM r88.fcv", _WHY_FN),
+    "hidden-view-via-function": ("cv", [], "SELECT * FROM r88.fcv", None),
     "hidden-cte": ("cv", [], "WITH x AS (SELECT * FROM r88.cv) SELECT * FROM x", None),
     "hidden-scalar-subquery": ("cv", [], "SELECT (SELECT max(n) FROM r88.cv)", None),
     "hidden-copy": ("cv", [], "COPY (SELECT * FROM r88.cv) TO STDOUT", None),
