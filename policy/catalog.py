@@ -508,7 +508,7 @@ _CODE_TEXT = r"""lower(coalesce(p.prosrc, '') || ' ' || coalesce((
 # source has SET, RESET, DISCARD, EXECUTE, pg_settings or a ``U&`` spelling (round 88: a
 # SQL function's ``SET search_path TO x``); and, to a fixed point, a user-written function
 # whose source names something flagged (a function; a relation or domain whose stored trees
-# call one; an operator or cast one implements), or whose SQL-standard body or argument
+# call one; an operator, cast or aggregate one implements), or whose SQL-standard body or argument
 # defaults call or read it (round 87: a DEFAULT's ``ident()`` whose argument default was
 # ``set_config(...)``; round 88: a function reading a view that calls one). Names match as
 # substrings of the lower-cased source: too many is a refusal naming the scope, never a
@@ -582,17 +582,21 @@ flagged(kind, oid, name) AS (
     SELECT 'r'::pg_catalog.text AS kind, t.relid AS oid, r.relname::pg_catalog.text AS name
     FROM tree t JOIN pg_catalog.pg_class r ON r.oid = t.relid
     WHERE f.kind = 'f' AND t.relid <> 0
-      AND (position(':funcid ' || f.oid::pg_catalog.text || ' ' IN t.node) > 0
-           OR position(':opfuncid ' || f.oid::pg_catalog.text || ' ' IN t.node) > 0)
+      AND t.node ~ (':(?:funcid|opfuncid|aggfnoid|winfnoid) ' || f.oid::pg_catalog.text || ' ')
     UNION ALL
     SELECT 't', t.typ, y.typname::pg_catalog.text
     FROM tree t JOIN pg_catalog.pg_type y ON y.oid = t.typ
     WHERE f.kind = 'f' AND t.typ <> 0
-      AND (position(':funcid ' || f.oid::pg_catalog.text || ' ' IN t.node) > 0
-           OR position(':opfuncid ' || f.oid::pg_catalog.text || ' ' IN t.node) > 0)
+      AND t.node ~ (':(?:funcid|opfuncid|aggfnoid|winfnoid) ' || f.oid::pg_catalog.text || ' ')
     UNION ALL
     SELECT 'o', o.oid, o.oprname::pg_catalog.text FROM pg_catalog.pg_operator o
     WHERE f.kind = 'f' AND o.oprcode::pg_catalog.oid = f.oid
+    UNION ALL
+    -- an aggregate one of whose support functions it is (its calls are ``:aggfnoid``)
+    SELECT 'f', a.aggfnoid::pg_catalog.oid, p.proname::pg_catalog.text
+    FROM pg_catalog.pg_aggregate a JOIN pg_catalog.pg_proc p ON p.oid = a.aggfnoid
+    WHERE f.kind = 'f' AND f.oid IN (a.aggtransfn, a.aggfinalfn, a.aggcombinefn,
+      a.aggserialfn, a.aggdeserialfn, a.aggmtransfn, a.aggminvtransfn, a.aggmfinalfn)
     UNION ALL
     SELECT 't', y.oid, y.typname::pg_catalog.text FROM pg_catalog.pg_cast k
     JOIN pg_catalog.pg_type y ON y.oid IN (k.castsource, k.casttarget)
@@ -602,8 +606,8 @@ flagged(kind, oid, name) AS (
     -- SQL-standard body or argument defaults call or read it
     SELECT 'f', c.oid, c.proname FROM code c
     WHERE position(pg_catalog.lower(f.name) IN c.src) > 0
-       OR (f.kind = 'f' AND (position(':funcid ' || f.oid::pg_catalog.text || ' ' IN c.tree) > 0
-                             OR position(':opfuncid ' || f.oid::pg_catalog.text || ' ' IN c.tree) > 0))
+       OR (f.kind = 'f'
+           AND c.tree ~ (':(?:funcid|opfuncid|aggfnoid|winfnoid) ' || f.oid::pg_catalog.text || ' '))
        OR (f.kind = 'r' AND position(':relid ' || f.oid::pg_catalog.text || ' ' IN c.tree) > 0)
        OR (f.kind = 't' AND position(':resulttype ' || f.oid::pg_catalog.text || ' ' IN c.tree) > 0)
   ) x
@@ -611,7 +615,8 @@ flagged(kind, oid, name) AS (
 setters(oid) AS (SELECT oid FROM flagged WHERE kind = 'f'),
 stored(relid, typ, pol, fn) AS (
   SELECT t.relid, t.typ, t.pol, s.oid FROM tree t
-  CROSS JOIN LATERAL pg_catalog.regexp_matches(t.node, ':(?:funcid|opfuncid) (\d+) ', 'g') m
+  CROSS JOIN LATERAL pg_catalog.regexp_matches(
+    t.node, ':(?:funcid|opfuncid|aggfnoid|winfnoid) (\d+) ', 'g') m
   JOIN setters s ON s.oid = m[1]::pg_catalog.oid
   UNION
   SELECT t.relid, t.typ, t.pol,
