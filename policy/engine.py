@@ -749,6 +749,8 @@ class StatementPolicy:
         # ``_hides_rows``): the relay withholds what the server says until the statement's
         # Sync group is answered and its transaction has ended, and clears this
         self.hidden_read = False
+        # protocol statements (by name) that run code on hidden rows: ``_note_hiding``
+        self._hiding_statements: set[str] = set()
         # The database's catalog state the proxy keeps (``policy.catalog._Entry``: ``epoch``
         # counts DDL through the proxy and its transactions' ends, ``blocks_open`` the DDL
         # blocks open), set by the proxy; ``on_block(+1 / -1)``: this session opened or
@@ -942,10 +944,11 @@ class StatementPolicy:
         """Must the relay look at Binds now (``bind_checked``)? While a statement's pin is
         a parameter, prepared statements wait to be decided again after a catalog change,
         a name was forgotten since one, or a statement is followed at each Bind. One
-        attribute for the relay to read per batch of frames."""
+        attribute for the relay to read per batch of frames. Also while a statement that
+        runs code on hidden rows is prepared (``_note_hiding``)."""
         return bool(
             self.bind_pins or self.rebind or self.rebind_unknown or self.followed or self.lazy_names
-            or self.lazy_code or self._unverified
+            or self.lazy_code or self._unverified or self._hiding_statements
         )  # fmt: skip
 
     @property
@@ -1183,6 +1186,8 @@ class StatementPolicy:
         instead, and the statement is remembered with it (what the server holds)."""
         self.rewritten = None
         verdict = self._checked_parse(sql, param_types, name, can_wait, again)
+        if verdict.allowed:
+            self._note_hiding(name, verdict)
         if verdict.allowed or again:
             return verdict
         restricted = self._as_restrict(sql, verdict)
@@ -1191,7 +1196,19 @@ class StatementPolicy:
         verdict = self._checked_parse(restricted, param_types, name, can_wait, again)
         if verdict.allowed:
             self.rewritten = restricted
+            self._note_hiding(name, verdict)
         return verdict
+
+    def _note_hiding(self, name: str, verdict: Verdict) -> None:
+        """Statement ``name`` runs code on rows the grant may not read (``_hides_rows``):
+        each Bind of it marks ``hidden_read`` (``bind_checked``), since it may run in a later
+        Sync group than its Parse (red-team round 89: a statement prepared outside a block,
+        bound in the next group, answered the server's 22P02 quoting a hidden row)."""
+        snap = self._snapshot_seen
+        if snap is not None and self.enforce and self._hides_rows(verdict, snap):
+            self._hiding_statements.add(name)
+        elif self._hiding_statements:
+            self._hiding_statements.discard(name)
 
     def _checked_parse(
         self, sql: str, param_types: tuple[int, ...], name: str, can_wait: bool, again: bool
@@ -1816,7 +1833,10 @@ class StatementPolicy:
 
     def bind_checked(self, name: str) -> bool:
         """Must the relay have a Bind of statement ``name`` checked (``check_bind``)? A Bind
-        of a statement that writes rows marks the write (``writes_moved``)."""
+        of a statement that writes rows marks the write (``writes_moved``); one of a
+        statement that runs code on hidden rows marks ``hidden_read`` (``_note_hiding``)."""
+        if self._hiding_statements and name in self._hiding_statements:
+            self.hidden_read = True
         if self._write_statements and self.catalog_entry is not None and (
             name in self._write_statements or _EVERY_NAME in self._write_statements
         ):
