@@ -784,6 +784,9 @@ class StatementPolicy:
         # materialized views whose REFRESH does): ``_hides_rows``, once per snapshot
         self._hiding: tuple[Snapshot | None, frozenset[str], frozenset[str]] = (
             None, frozenset(), frozenset())  # fmt: skip
+        # (verdict, snapshot, its answer): a Parse's verdict is asked twice
+        # (``_note_hiding``, then ``writes_unreadable``), worked out once
+        self._hid: tuple[Verdict | None, Snapshot | None, bool] = (None, None, False)
         # a statement's write operations -> does it update or delete rows of a relation
         # this grant may write but not read (writes_unreadable)
         self._blind_writes: dict[frozenset[tuple[str, str]], bool] = {}
@@ -2729,10 +2732,18 @@ class StatementPolicy:
         whose query reads a relation the grant may not read (a security barrier's own WHERE
         casting a hidden column, a function it calls raising) or calls user-written code,
         whose reads are not known (round 88: a view over a function reading such a view), of
-        a relation with row
-        security policies (a policy's expression failing on a row it hides), or REFRESH of a
-        materialized view whose query reads one? The relay then withholds what the server
-        says about it (``hidden_read``)."""
+        a relation with row security policies (a policy's expression failing on a row it
+        hides), or REFRESH of a materialized view whose query reads one? The relay then
+        withholds what the server says about it (``hidden_read``)."""
+        seen_verdict, seen_snap, hides = self._hid
+        if seen_verdict is verdict and seen_snap is snap:
+            return hides
+        hides = self._runs_on_hidden(verdict, snap)
+        self._hid = (verdict, snap, hides)
+        return hides
+
+    def _runs_on_hidden(self, verdict: Verdict, snap: Snapshot) -> bool:
+        """``_hides_rows``'s answer, worked out."""
         seen, reads, refreshes = self._hiding
         if seen is not snap:  # worked out once per snapshot, not per statement
             calls = snap.view_calls

@@ -358,15 +358,17 @@ class Relay:
         # quotes from one is withheld (proxy.redaction.strip_code). A dry run: nothing.
         self.strips_code = policy is not None and policy.enforce and not policy.reads_code
 
-    def _withhold_hidden_group(self) -> None:
+    def _withhold_group(self, hidden: bool) -> None:
         """What the server says about the Sync group being sent, and until its transaction
-        has ended, is withheld: a statement in it runs code on rows the grant may not read
-        (``Policy.hidden_read``, which this clears)."""
-        assert self.policy is not None
-        self.policy.hidden_read = False
+        has ended, is withheld: a read in it was decided on a stale snapshot, or (``hidden``)
+        runs code on rows the grant may not read (``Policy.hidden_read``, which this clears;
+        the note says which)."""
         self._withhold_through = self.groups.sent_groups + 1
         self._withhold_tx = True
-        self._withhold_hidden = True
+        if hidden:
+            assert self.policy is not None
+            self.policy.hidden_read = False
+            self._withhold_hidden = True
 
     def _client_encoding(self, name: str) -> None:
         """The server says which encoding it now reads the client's bytes in: the truth.
@@ -623,7 +625,7 @@ class Relay:
                     self.encoding_changed and not name.isascii() and groups.ran
                 ):  # (a name decoded in an encoding that may be changing: below, refused)
                     if policy is not None and policy.hidden_read:
-                        self._withhold_hidden_group()  # (its Parse's group may be over)
+                        self._withhold_group(hidden=True)  # (its Parse's group may be over)
                     if policy is not None and policy.portals_watched:
                         policy.sending_group = groups.sent_groups
                         policy.portal_bound(name, _portal_of(run, start)[:-1])
@@ -787,12 +789,11 @@ class Relay:
                 if policy is not None and policy.stale_read:
                     # a read decided on a stale snapshot: withheld until its group is answered
                     policy.stale_read = False
-                    self._withhold_through = groups.sent_groups + 1
-                    self._withhold_tx = True
+                    self._withhold_group(hidden=False)
                 if policy is not None and policy.hidden_read:
                     # code run on rows the grant may not read (a view's query, a row security
                     # policy, a REFRESH): the same, with its own note (red-team round 86)
-                    self._withhold_hidden_group()
+                    self._withhold_group(hidden=True)
                 if policy is not None:
                     if not self.encoding_changed and policy.encoding_code:
                         self.encoding_changed = True  # code the policy does not read may set it
