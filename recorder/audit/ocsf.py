@@ -32,6 +32,14 @@ def _base(class_uid: int, category_uid: int, activity_id: int, time, uid: str) -
     }
 
 
+def _from(e: dict, addr: str | None) -> dict:
+    """``e`` with ``src_endpoint`` from ``addr`` (``host:port``, as recorded), if any."""
+    host, _, port = (addr or "").rpartition(":")
+    if host:
+        e["src_endpoint"] = {"ip": host, "port": int(port) if port.isdigit() else None}
+    return e
+
+
 # a statement row's outcome -> OCSF status (id, name): it ran and stayed, or a portal
 # returned the rows it was asked for and was suspended (Success); a prepared transaction not
 # yet decided, a recording that cannot say, or a statement whose answer it does not hold
@@ -57,7 +65,6 @@ def statement_event(s: dict) -> dict:
               or s.get("db_denied_rule") is not None)
     status_id, status = _STATUS.get(s.get("outcome") or "", (2, "Failure"))
     e = _base(6005, 6, activity, s["ts"], f"{s['session_id']}/{s['n']}")
-    host, _, port = (s.get("client_addr") or "").rpartition(":")
     e.update({
         "class_name": "Datastore Activity", "category_name": "Application Activity",
         "actor": {"user": {"name": s.get("agent"), "uid": s.get("agent")},
@@ -77,9 +84,7 @@ def statement_event(s: dict) -> dict:
                      "db_denied_rule": s.get("db_denied_rule"),
                      "verified": s.get("verified")},
     })
-    if host:
-        e["src_endpoint"] = {"ip": host, "port": int(port) if port.isdigit() else None}
-    return e
+    return _from(e, s.get("client_addr"))
 
 
 def withheld_notification_event(r: dict) -> dict:
@@ -110,10 +115,7 @@ def withheld_notification_event(r: dict) -> dict:
                      "more_not_recorded": bool(said.get("more_not_recorded")),
                      "verified": r.get("verified")},
     })  # fmt: skip
-    host, _, port = (r.get("client_addr") or "").rpartition(":")
-    if host:
-        e["src_endpoint"] = {"ip": host, "port": int(port) if port.isdigit() else None}
-    return e
+    return _from(e, r.get("client_addr"))
 
 
 def session_end_event(r: dict) -> dict:
@@ -133,10 +135,7 @@ def session_end_event(r: dict) -> dict:
                      "end_detail": r.get("end_detail"), "started_at": r.get("started_at"),
                      "verified": r.get("intact")},
     })  # fmt: skip
-    host, _, port = (r.get("client_addr") or "").rpartition(":")
-    if host:
-        e["src_endpoint"] = {"ip": host, "port": int(port) if port.isdigit() else None}
-    return e
+    return _from(e, r.get("client_addr"))
 
 
 def cancel_event(r: dict) -> dict:
@@ -157,10 +156,7 @@ def cancel_event(r: dict) -> dict:
     })  # fmt: skip
     if r.get("n") is not None:
         e["query_info"] = {"uid": f"{r['session_id']}/{r['n']}"}
-    host, _, port = (r.get("client") or "").rpartition(":")
-    if host:
-        e["src_endpoint"] = {"ip": host, "port": int(port) if port.isdigit() else None}
-    return e
+    return _from(e, r.get("client"))
 
 
 def recording_event(r: dict) -> dict:
@@ -215,10 +211,7 @@ def authorize_event(kind: str, r: dict) -> dict:
     })
     if r.get("session_id"):
         e["session"] = {"uid": r["session_id"]}
-    host, _, port = (r.get("client") or "").rpartition(":")
-    if host:
-        e["src_endpoint"] = {"ip": host, "port": int(port) if port.isdigit() else None}
-    return e
+    return _from(e, r.get("client"))
 
 
 def events(con, where: str = "TRUE", params: list | None = None) -> Iterator[dict]:
