@@ -157,26 +157,35 @@ async def _login(cfg, credentials, database: str) -> _Link:
 
 
 async def _exchange(cfg, link: _Link, sqls: tuple[str, ...]) -> tuple[list[Rows | UpstreamError], bool]:
-    """The rows of each query, or the error it ended with, sent together, each in a Sync
-    group of its own (its own transaction: one failing leaves the others); a query of one
-    statement as a statement the link prepares once, one of several as a simple Query.
-    And whether the link is as clean as it came (no error, no transaction open)."""
+    """The rows of each query, or the error it ended with, sent together, each statement
+    in a Sync group of its own (its own transaction: one failing leaves the others), as a
+    statement the link prepares once (planned once for the link's life: the queries take
+    no parameters). A query of several statements (one that sets its own search_path
+    around its statement: ``_statements``) answers its main statement's rows, or the
+    first error of any of them. And whether the link is as clean as it came (no error, no
+    transaction open)."""
     out = bytearray()
-    for sql in sqls:
-        if ";" in sql.rstrip().rstrip(";"):
-            out += m.query(sql)  # (POLICY_EXPRS_SQL: its own SET and RESET around it)
-            continue
-        name = link.prepared.get(sql)
-        if name is None:
-            name = link.prepared[sql] = f"pgwitness_catalog_{len(link.prepared)}"
-            out += m.parse(name, sql)
-        out += m.bind_no_params("", name) + m.execute() + m.SYNC
+    owner: list[int] = []  # for each Sync group sent: the index of the query it is part of
+    main: list[int] = []  # for each query: the group whose rows answer it
+    for i, sql in enumerate(sqls):
+        statements = _statements(sql)
+        main.append(len(owner) + (1 if len(statements) == 3 else 0))
+        for statement in statements:
+            owner.append(i)
+            if len(statements) == 1 or statement is statements[1]:
+                name = link.prepared.get(statement)
+                if name is None:
+                    name = link.prepared[statement] = f"pgwitness_catalog_{len(link.prepared)}"
+                    out += m.parse(name, statement)
+                out += m.bind_no_params("", name) + m.execute() + m.SYNC
+            else:
+                out += m.query(statement)
     link.up.transport.write(bytes(out))
-    results: list[Rows | UpstreamError] = []
+    groups: list[Rows | UpstreamError] = []
     rows: Rows = []
     error: tuple[str, str] | None = None
     clean = True
-    while len(results) < len(sqls):
+    while len(groups) < len(owner):
         msg = await asyncio.wait_for(
             link.inbox.read_frame(cfg.proxy.max_message_bytes, UpstreamError, "upstream"),
             cfg.upstream.connect_timeout,
@@ -189,13 +198,32 @@ async def _exchange(cfg, link: _Link, sqls: tuple[str, ...]) -> tuple[list[Rows 
             error = error or (fields.get("M", "error"), fields.get("C", ""))
         elif t == m.Backend.READY_FOR_QUERY:
             if error is None:
-                results.append(rows)
+                groups.append(rows)
             else:
-                results.append(UpstreamError(f"catalog query failed: {error[0]}", error[1]))
+                groups.append(UpstreamError(f"catalog query failed: {error[0]}", error[1]))
                 clean = False  # (which statements it holds is not known now)
             clean = clean and msg[5:6] == b"I"
             rows, error = [], None
-    return results, clean
+    failed: dict[int, UpstreamError] = {}
+    for i, group in zip(owner, groups, strict=True):
+        if isinstance(group, UpstreamError):
+            failed.setdefault(i, group)
+    return [failed.get(i, groups[k]) for i, k in enumerate(main)], clean
+
+
+def _statements(sql: str) -> list[str]:
+    """A catalog query's statements: one, or a ``SET search_path = pg_catalog``, the query
+    (``pg_get_expr`` and its kin qualify every name the path does not show), and the
+    ``RESET`` (``POLICY_EXPRS_SQL``, ``RELATION_PLAN_CODE_SQL``): the first and last sent as
+    simple Queries, the query prepared (a plan remembers the path it was made under, and
+    the path is the same at each run). A ``;`` elsewhere (a comment, a pattern) ends none."""
+    if not sql.lstrip().upper().startswith("SET "):
+        return [sql]
+    head, rest = sql.lstrip().split(";\n", 1)
+    body, _, tail = rest.rstrip().rstrip(";").rpartition(";\n")
+    if not body or not tail.strip().upper().startswith("RESET "):
+        raise ValueError(f"a catalog query of several statements is SET, query, RESET: {sql[:80]!r}")
+    return [head, body, tail.strip()]
 
 
 def _grouped(rows) -> dict[str, frozenset[str]]:

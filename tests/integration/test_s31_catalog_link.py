@@ -104,3 +104,51 @@ def test_a_kept_login_gives_way_to_a_connection_limit(pg):
     pid, first, second = asyncio.run(go())
     assert first is True and second is False
     assert wait_until(lambda: pid not in _pids(pg), 5.0, 0.05)
+
+
+def test_every_catalog_query_is_prepared_once_on_the_kept_login(pg):
+    """Each query of a load is a statement the kept login prepares once (session 37: three
+    single statements with a ``;`` in a comment or pattern went as simple Queries and were
+    planned again at every load, ~30 ms of a warm one). A query that sets its own
+    search_path is sent as SET, the prepared query, RESET; its rows are the query's."""
+    cfg = proxy_config(pg)
+    loader = cl.CatalogLoader(cfg, Credentials(cfg), min_interval=0.0)
+
+    async def go():
+        await loader.load("app")
+        first = dict(loader._links["app"].prepared)
+        await loader.load("app")
+        link = loader._links["app"]
+        second = dict(link.prepared)
+        policy_rows = await loader._queries("app", cl.POLICY_EXPRS_SQL, "SHOW search_path")
+        loader.close()
+        return first, second, policy_rows
+
+    first, second, (policy_rows, path) = asyncio.run(go())
+    assert first == second  # nothing prepared again
+    for name in ("DDL_CODE_SQL", "CODE_FLAGS_SQL", "TYPE_DEPENDENTS_SQL", "FUNCTIONS_SQL"):
+        assert getattr(cl, name) in first, name  # (a one-statement query, whole)
+    for name in ("POLICY_EXPRS_SQL", "RELATION_PLAN_CODE_SQL"):
+        sql = getattr(cl, name)
+        assert sql not in first and cl._statements(sql)[1] in first, name
+    assert not any(s.lstrip().upper().startswith(("SET ", "RESET ")) for s in first)
+    assert isinstance(policy_rows, list) and path == [['"$user", public']]  # reset after
+
+
+def test_a_query_of_several_statements_answers_its_query_or_its_first_error(pg):
+    cfg = proxy_config(pg)
+    loader = cl.CatalogLoader(cfg, Credentials(cfg), min_interval=0.0)
+    sets = "SET search_path = pg_catalog;\nSELECT pg_catalog.current_setting('search_path');\nRESET search_path\n"
+    bad = "SET search_path = pg_catalog;\nSELECT 1/0;\nRESET search_path\n"
+
+    async def go():
+        got = await loader._queries("app", sets, bad, "SELECT 2", sets)
+        loader.close()
+        return got
+
+    got = asyncio.run(go())
+    assert got[0] == [["pg_catalog"]] and got[3] == [["pg_catalog"]]
+    assert isinstance(got[1], cl.UpstreamError) and got[1].sqlstate == "22012"
+    assert got[2] == [["2"]]
+    with pytest.raises(ValueError, match="SET, query, RESET"):
+        cl._statements("SET search_path = pg_catalog;\nSELECT 1")
