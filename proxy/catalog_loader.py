@@ -734,14 +734,18 @@ class CatalogLoader:
                 entry.loading_started = entry.last_started = time.monotonic()
                 try:
                     await self.load(database)
+                    metrics.CATALOG_LOADS.labels("ok").inc()
+                    metrics.CATALOG_LOAD_SECONDS.observe(time.monotonic() - entry.last_started)
                     return
                 except UpstreamError as exc:
                     if exc.sqlstate != LOCK_NOT_AVAILABLE or pause is None:
+                        metrics.CATALOG_LOADS.labels("failed").inc()
                         event("catalog load failed", logging.WARNING, database=database,
                               error=str(exc))  # fmt: skip
                         return
                     await asyncio.sleep(pause)  # it gave way to a session's lock: again
                 except (OSError, TimeoutError, ValueError) as exc:
+                    metrics.CATALOG_LOADS.labels("failed").inc()
                     event("catalog load failed", logging.WARNING, database=database, error=str(exc))
                     return
 

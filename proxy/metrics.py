@@ -51,6 +51,17 @@ DDL_CODE_RUNS = Counter(
     "before a Bind until the next catalog load (origin: this_worker, or other_worker: its news)",
     ["origin"],
 )
+CATALOG_LOADS = Counter(
+    "pgwitness_catalog_loads_total",
+    "Catalog snapshots loaded, by outcome (ok, failed: the old snapshot stays, stale)",
+    ["outcome"],
+)
+CATALOG_LOAD_SECONDS = Histogram(
+    "pgwitness_catalog_load_seconds",
+    "Time to load a database's catalog snapshot (its queries and reading their rows); a "
+    "statement that waits for one (after DDL, on a name the snapshot does not know) waits this",
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
 AUTH_FAILURES = Counter(
     "pgwitness_auth_failures_total", "Failed client logins by reason", ["reason"]
 )

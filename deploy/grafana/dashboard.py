@@ -121,6 +121,10 @@ ROWS: list[tuple[str, list[Panel]]] = [
                 "p99 {{instance}}"),
                (_quantile(0.5, "pgwitness_event_loop_lag_seconds", "le, instance"),
                 "p50 {{instance}}")], unit="s"),
+        Panel("Catalog load time", "A database's catalog snapshot loading (after DDL, on a name "
+              "it does not know): a statement waiting for one waits this long.",
+              [(_quantile(0.5, "pgwitness_catalog_load_seconds"), "p50"),
+               (_quantile(0.99, "pgwitness_catalog_load_seconds"), "p99")], unit="s"),
         Panel("Upstream sessions kept", "Grants' upstream sessions reset and parked for the "
               "same grant's next login (each holds a database connection), and what became "
               "of them: reused, or closed (idle, full, aged, reset_failed, unexpected, lost, "

@@ -152,3 +152,35 @@ def test_a_query_of_several_statements_answers_its_query_or_its_first_error(pg):
     assert got[2] == [["2"]]
     with pytest.raises(ValueError, match="SET, query, RESET"):
         cl._statements("SET search_path = pg_catalog;\nSELECT 1")
+
+
+def test_loads_are_counted_and_timed(pg):
+    """``pgwitness_catalog_loads_total`` and ``pgwitness_catalog_load_seconds`` (an SRE's
+    view of what a statement after DDL waits for): a load counts as ok, one that cannot
+    log in as failed."""
+    from prometheus_client import REGISTRY
+
+    def sample(name, **labels):
+        return REGISTRY.get_sample_value(name, labels) or 0.0
+
+    cfg = proxy_config(pg)
+    bad = proxy_config(pg, **{"upstream.password": "wrong"})
+    loader = cl.CatalogLoader(cfg, Credentials(cfg), min_interval=0.0)
+    failing = cl.CatalogLoader(bad, Credentials(bad), min_interval=0.0)
+    before = (sample("pgwitness_catalog_loads_total", outcome="ok"),
+              sample("pgwitness_catalog_loads_total", outcome="failed"),
+              sample("pgwitness_catalog_load_seconds_count"),
+              sample("pgwitness_catalog_load_seconds_sum"))  # fmt: skip
+
+    async def go():
+        await loader.refresh("app")
+        await failing.refresh("app")
+        loader.close()
+        failing.close()
+
+    asyncio.run(go())
+    assert sample("pgwitness_catalog_loads_total", outcome="ok") == before[0] + 1
+    assert sample("pgwitness_catalog_loads_total", outcome="failed") == before[1] + 1
+    assert sample("pgwitness_catalog_load_seconds_count") == before[2] + 1
+    assert sample("pgwitness_catalog_load_seconds_sum") > before[3]
+    assert failing.cache.get("app") is None and loader.cache.get("app") is not None
