@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import TextIO
 
 from ..verify import shown
+from .derive import escape_char, plain_char, sql_literal
 
 
 @dataclass
@@ -392,14 +393,47 @@ def timeline(answer: dict) -> list[dict]:
     return warnings + rows
 
 
-def write_csv(answer: dict, out: TextIO) -> None:
-    w = csv.DictWriter(out, CSV_COLUMNS, extrasaction="ignore", lineterminator="\n")
+# The CSV's columns an agent's bytes (or the client's, before any login) can reach: a
+# statement's text, its parameters, the server's messages quoting them, a channel, a refused
+# login's names, a grant's free text. Not the proxy's own: times, ids, numbers, its rules.
+CSV_CLIENT_COLUMNS = frozenset({"text", "params", "message", "agent", "task", "database",
+                                "reason", "why", "by", "scopes", "command_tag", "sqlstate",
+                                "client"})
+
+# what a spreadsheet reads as the start of a formula (OWASP, "CSV Injection"); and the
+# guard's own quote, so that a value that began with one reads apart from one guarded
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r", "'")
+
+
+def csv_cell(v):
+    """A cell an agent's bytes reach, for a spreadsheet: one starting as a formula would
+    (``=``, ``+``, ``-``, ``@``, a tab, a carriage return), or with a quote, gets a leading
+    ``'`` (OWASP's CSV-injection guidance), so ``=HYPERLINK(...)`` is shown, never run, and a
+    cell that starts with ``'`` had one added: drop it to get the value (JSON and Parquet
+    keep values exactly). Anything else, and a value that is not text, is as it is."""
+    if isinstance(v, str) and v.startswith(FORMULA_START):
+        return "'" + v
+    return v
+
+
+def csv_rows(out: TextIO, names: list[str], rows, guard=CSV_CLIENT_COLUMNS.__contains__) -> None:
+    """``rows`` as CSV: the cells of the columns ``guard`` names through ``csv_cell``
+    (red-team session 37: a statement's text, a parameter, an error message, a channel or a
+    refused login's name starting with ``=`` reached a spreadsheet as a formula). A row with
+    a carriage return in a cell is written with every cell quoted: Python's writer quotes a
+    newline (the line terminator) and not a lone CR, which a spreadsheet (and Python's own
+    reader) takes for the end of the row: the rest of the cell read as a row of its own."""
+    w = csv.DictWriter(out, names, extrasaction="ignore", lineterminator="\n")
+    quoted = csv.DictWriter(out, names, extrasaction="ignore", lineterminator="\n",
+                            quoting=csv.QUOTE_ALL)
     w.writeheader()
-    for r in timeline(answer):
-        w.writerow(r)
+    for r in rows:
+        r = {k: csv_cell(v) if guard(k) else v for k, v in r.items()}
+        (quoted if any(isinstance(v, str) and "\r" in v for v in r.values()) else w).writerow(r)
 
 
-_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+def write_csv(answer: dict, out: TextIO) -> None:
+    csv_rows(out, CSV_COLUMNS, timeline(answer))
 
 
 def _escaped(text: str) -> str:
@@ -407,22 +441,46 @@ def _escaped(text: str) -> str:
     a terminal's escape sequence, a bidirectional override) written as its escape."""
     if text.isprintable():
         return text
-    return "".join(c if c.isprintable() else _ESCAPES.get(c) or (
-        f"\\x{ord(c):02x}" if ord(c) < 0x100 else f"\\u{ord(c):04x}" if ord(c) < 0x10000
-        else f"\\U{ord(c):08x}") for c in text)
+    return "".join(c if c.isprintable() else escape_char(c) for c in text)
 
 
-def _data(v):
-    """Every string of an answer's rows ``_escaped``, but a statement's ``text``: ``_cut``
-    escapes what it shows of it, and counts the characters of the statement (were: of its
-    escapes, so a text of 150 characters with 60 newlines was cut as one of 210, and a cut
-    could fall inside an escape, leaving part of one; s35 round 4)."""
+# Every value an agent's bytes reach is a literal in the text report (derive.sql_literal):
+# where it begins and ends is the report's, whatever it holds (session 37)
+_literal = sql_literal
+
+
+def table_cell(value) -> str:
+    """A value of a ``|``-separated table (``pgwitness sessions``, ``audit --sql``): as it
+    is if plain (printable, no quote, no ``|``, not blank at an end), else a literal; NULL
+    is empty. A cell starting with a quote is a literal, so none can pass for another."""
+    if value is None:
+        return ""
+    text = str(value)
+    if (text and text.strip() == text and "|" not in text and "'" not in text
+            and all(plain_char(c) for c in text)):
+        return text
+    return _literal(text)
+
+
+# the keys whose values the text report writes as literals (``_literal``): left as they are
+# by ``_data``; a denial's and a refused login's agent and database too (the client's names,
+# before any authentication)
+_LITERAL_KEYS = frozenset({"text", "message", "reason", "application_name",
+                           "upstream_application_name", "channel"})
+_CLIENT_NAMES = _LITERAL_KEYS | {"agent", "database"}
+
+
+def _data(v, raw: frozenset[str] = _LITERAL_KEYS):
+    """Every string of an answer's rows ``_escaped``, but those the report writes as
+    literals (``raw``: ``_literal`` escapes them; a statement's text is cut first, by its
+    characters: s35 round 4)."""
     if isinstance(v, str):
         return _escaped(v)
     if isinstance(v, dict):
-        return {k: x if k == "text" and isinstance(x, str) else _data(x) for k, x in v.items()}
+        return {k: x if k in raw and isinstance(x, str) else _data(x, raw)
+                for k, x in v.items()}
     if isinstance(v, list):
-        return [_data(x) for x in v]
+        return [_data(x, raw) for x in v]
     return v
 
 
@@ -432,7 +490,11 @@ def write_text(answer: dict, out: TextIO) -> None:
     # authentication), and a newline or a terminal control in it must not write lines of
     # the report (a forged refusal, a denial of another agent) or erase them (red-team
     # session 33). The verification's names are printed by ``shown``.
-    answer = {k: (v if k == "verification" else _data(v)) for k, v in answer.items()}
+    # Every value an agent's bytes reach is a literal (``_literal``): where it begins and
+    # ends is the report's, whatever it holds (session 37).
+    answer = {k: (v if k == "verification" else
+                  _data(v, _CLIENT_NAMES) if k in ("denials", "refused_logins") else _data(v))
+              for k, v in answer.items()}
     v = answer["verification"]
     w = out.write
     if v["intact"]:
@@ -457,7 +519,7 @@ def write_text(answer: dict, out: TextIO) -> None:
         mark = "" if g["intact"] else " !"
         w(f"\nGRANT {g['grant_id']}{mark}\n")
         w(f"  agent {g['agent']}  task {g['task']}  database {g['database']}\n")
-        w(f"  why: {g['reason']}\n  issued by {g['granted_by']} at {g['issued_at']}\n")
+        w(f"  why: {_literal(g['reason'])}\n  issued by {g['granted_by']} at {g['issued_at']}\n")
         w(f"  scopes: {g['scopes']}{'' if g['enforce'] in (None, True) else '  (dry-run)'}\n")
         first = g["first_expires_at"] or g["expires_at"]  # (a grant known from its sessions)
         w(f"  window: not before {g['not_before']}, expires {first}\n")
@@ -486,10 +548,9 @@ def write_text(answer: dict, out: TextIO) -> None:
     w(f"\nDENIALS ({len(answer['denials'])})\n")
     for d in answer["denials"]:
         mark = "" if d["verified"] else "! "
-        what = _cut(d["text"]) if d["text"] else d["message"] or ""
-        esc = " (escaped)" if _needs_escapes(d["text"]) else ""
-        w(f"  {mark}{d['ts']} {d['source']:<10} {d['agent']} {d['rule'] or ''} "
-          f"{d['sqlstate'] or ''}{esc}: {what}\n")
+        what = _cut(d["text"]) if d["text"] else _literal(d["message"])
+        w(f"  {mark}{d['ts']} {d['source']:<10} {_literal(d['agent'])} {d['rule'] or ''} "
+          f"{d['sqlstate'] or ''}: {what}\n")
     summaries = answer.get("refusals_not_itemized", [])
     more = sum(r["dropped"] or 0 for r in summaries)
     w(f"\nREFUSED LOGINS AND CONNECTIONS ({len(answer['refused_logins'])}"
@@ -497,8 +558,9 @@ def write_text(answer: dict, out: TextIO) -> None:
     for r in answer["refused_logins"]:
         mark = "" if r["verified"] else "! "
         grant = f" [grant {r['grant_id']}, task {r['task']}]" if r["grant_id"] else ""
-        w(f"  {mark}{r['ts']} {r['agent']} from {r['client']} to {r['database']}: {r['reason']} "
-          f"{r['sqlstate']} {r['message']}{grant}\n")
+        w(f"  {mark}{r['ts']} {_literal(r['agent'])} from {r['client']} to "
+          f"{_literal(r['database'])}: {_escaped(r['reason'] or '')} {r['sqlstate']} "
+          f"{_literal(r['message'])}{grant}\n")
     for r in summaries:
         mark = "" if r["verified"] else "! "
         w(f"  {mark}{r['ts']} {r['dropped']} more refused, not itemized (over the proxy's rate "
@@ -510,14 +572,6 @@ def _passed(when: str | None) -> bool:
     """Whether the time ``when`` (as the answer writes it) is past, now."""
     t = _time(when) if when else None
     return t is not None and t <= dt.datetime.now(dt.UTC)
-
-
-def _quoted(name: str) -> str:
-    """A name the client chose, quoted as SQL quotes a literal (its quotes doubled): it
-    could close the quote and go on as the report's own words (an ``application_name`` of
-    ``x'  upstream evil:5432 backend pid 1 as 'y`` read as another upstream and backend
-    before the real ones; s35 round 4). (Already escaped: write_text.)"""
-    return "'" + str(name).replace("'", "''") + "'"
 
 
 # a session row with no end: its recording's status -> what the report says of its end
@@ -540,10 +594,10 @@ def _session(s: dict, w) -> None:
         # live one, and ended long ago; session 35)
         w(f"    {s['started_at']} -> {_NO_END.get(s['status'], '(no verified end recorded)')}\n")
     w(f"    client {s['client_addr']} tls {s['client_tls']}"
-      f"{'  application_name ' + _quoted(s['application_name']) if s['application_name'] else ''}"
+      f"{'  application_name ' + _literal(s['application_name']) if s['application_name'] else ''}"
       f"  upstream {s['upstream']} backend pid {s['backend_pid']}"
       f"{' (kept from an earlier session of this grant)' if s.get('upstream_reused') else ''}"
-      f"{' as ' + _quoted(s['upstream_application_name']) if s['upstream_application_name'] else ''}"
+      f"{' as ' + _literal(s['upstream_application_name']) if s['upstream_application_name'] else ''}"
       "\n")
     # a line's time of day, and its date where it is not the line before's (the session's
     # start, for the first): a session over more than a day had lines that read as any of
@@ -558,8 +612,7 @@ def _session(s: dict, w) -> None:
         if st["ts"][:10] != day:
             day = st["ts"][:10]
             when = f"{day} {when}"
-        esc = ", escaped" if _needs_escapes(st["text"]) else ""
-        w(f"    {mark}{when} [{dec} {st['rule'] or ''}{esc}] {_cut(st['text'])}{params}\n")
+        w(f"    {mark}{when} [{dec} {st['rule'] or ''}] {_cut(st['text'])}{params}\n")
         w(f"        -> {res} ({st['duration_ms']:.1f} ms)\n")
     for x in s.get("cancels") or []:
         mark = "  " if x["verified"] else "! "
@@ -570,7 +623,7 @@ def _session(s: dict, w) -> None:
         what = (f"received (from backend pid {x['pid']})" if x["delivered"] else
                 f"WITHHELD {x['rule']}: the proxy kept it from the client"
                 + ("; later ones counted, not recorded" if x["more_not_recorded"] else ""))
-        w(f"    {mark}{x['ts'][:10]} {x['ts'][11:23]} NOTIFICATION {_quoted(x['channel'])} "
+        w(f"    {mark}{x['ts'][:10]} {x['ts'][11:23]} NOTIFICATION {_literal(x['channel'])} "
           f"({x['bytes']} bytes) {what}\n")
 
 
@@ -578,24 +631,17 @@ TEXT_SHOWN = 200  # characters of a statement's text the text report shows
 
 
 def _cut(text: str | None) -> str:
-    """A statement's text as the report shows it: its first ``TEXT_SHOWN`` characters, and
-    if there are more, how many it leaves out (was: cut silently, so that what followed, a
-    ``, balance = 0`` after a long literal, read as a statement that was not there)."""
-    text = str(text)  # (the statement as it is: escaped here, what is shown of it)
-    shown = _escaped(text[:TEXT_SHOWN].replace("\\", "\\\\") if _needs_escapes(text)
-                     else text[:TEXT_SHOWN])
+    """A statement's text as the report shows it: its first ``TEXT_SHOWN`` characters as a
+    literal (``_literal``), and if there are more, how many it leaves out, after the literal
+    (was: cut silently, so that what followed, a ``, balance = 0`` after a long literal, read
+    as a statement that was not there). The literal replaces session 35's ``escaped`` word:
+    its ``E`` says its backslashes are doubled, where the text cannot write."""
+    text = str(text)  # (the statement as it is: cut by its characters, never an escape's)
+    shown = _literal(text[:TEXT_SHOWN])
     if len(text) <= TEXT_SHOWN:
         return shown
     return (f"{shown} ...[statement cut: {len(text) - TEXT_SHOWN} more of "
             f"{len(text)} characters not shown; --format json has it whole]")
-
-
-def _needs_escapes(text: str | None) -> bool:
-    """Whether a statement's text holds what the report cannot print as it is: it is then
-    shown escaped, its backslashes doubled, and its line says ``escaped`` where the text
-    cannot write (was: a newline and the two characters backslash and ``n`` were shown alike,
-    ``'a\\nb'``, two statements that write different values; s35 round 4)."""
-    return text is not None and not str(text).isprintable()
 
 
 # Outcomes that say what became of a statement that ran: shown before its tag, in capitals
@@ -607,8 +653,9 @@ _FATES = {"rolled back": "ROLLED BACK", "prepared": "PREPARED, PENDING",
 def _result(st: dict) -> str:
     """What the server did with a statement, as the text answer says it."""
     tag, message, outcome = st["command_tag"], st["message"], st["outcome"]
-    if outcome == "error":
-        return f"ERROR {st['sqlstate']} {message}"
+    if outcome == "error":  # the server's words, which quote the agent's bytes at will
+        return f"ERROR {st['sqlstate']} {_literal(message)}"
+    message = _escaped(message) if message else message  # (derive's words: not a literal)
     if outcome in _FATES:
         ran = f" (ran: {tag})" if tag else ""
         state = f" {st['sqlstate']}" if st["sqlstate"] else ""

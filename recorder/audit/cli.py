@@ -193,19 +193,24 @@ def _reverify(args) -> int:
 
 
 def _table(rows: list[dict], names: list[str], fmt: str) -> None:
-    import csv
+    """``sessions`` and ``audit --sql``: rows whose text may be an agent's (a statement's, a
+    name it chose). CSV: each text cell guarded against a spreadsheet's formulas as the
+    answer's are (``answer.csv_cell``; a query's columns cannot be told apart, and the
+    proxy's own text, times and ids, never starts as a formula); text: a value that is not
+    plain (a newline, a terminal's escape, a quote, a `` | ``) as the report's literals are
+    (``answer._literal``), so no value can write a line or a column (session 37: printed
+    as they were)."""
+    from .answer import csv_rows, table_cell
 
     if fmt == "json":
         for r in rows:
             print(json.dumps(r, default=str, sort_keys=True))
     elif fmt == "csv":
-        w = csv.DictWriter(sys.stdout, names, lineterminator="\n")
-        w.writeheader()
-        w.writerows(rows)
+        csv_rows(sys.stdout, names, rows, guard=lambda _: True)
     else:
         print(" | ".join(names))
         for r in rows:
-            print(" | ".join("" if r[n] is None else str(r[n]) for n in names))
+            print(" | ".join(table_cell(r[n]) for n in names))
 
 
 def _with_index(args, fn) -> int:

@@ -391,8 +391,66 @@ def two_phase_op(sql: str) -> tuple[str, str | None] | None:
     return (op, inner)
 
 
+# --- a value an agent chose, in the answer's words: as PostgreSQL reads it -----------------
+
+_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+# what reads as a quote and is not one: a value could seem to close its literal with it
+_QUOTE_LIKE = frozenset("\u2018\u2019\u201a\u201b\u2032\u2035\u02b9\u02bc\u02c8\uff07\u00b4")
+
+
+def escape_char(c: str) -> str:
+    """One character's escape, as PostgreSQL's ``E'...'`` reads it: ``\\x`` is a byte, so a
+    character past ASCII (NEL, U+0085) is ``\\u0085``, never ``\\x85``."""
+    return _ESCAPES.get(c) or (f"\\x{ord(c):02x}" if ord(c) < 0x80 else f"\\u{ord(c):04x}"
+                               if ord(c) < 0x10000 else f"\\U{ord(c):08x}")
+
+
+def plain_char(c: str) -> bool:
+    """Whether a character can be shown as it is inside a literal."""
+    return c.isprintable() and c not in _QUOTE_LIKE
+
+
+def sql_literal(value) -> str:
+    """A value an agent's bytes reach (a statement's text, a server's message quoting them,
+    a name it chose), as SQL writes a literal: between quotes, its own quotes doubled, so
+    that where it begins and ends is ours, whatever it holds (red-team session 37: ``SELECT
+    1 -- params ["x"]`` read as ``SELECT 1 --`` bound to ``x``). A value with what cannot be
+    printed as it is (a newline, a carriage return, U+2028, NEL, a terminal's escape, a
+    bidirectional override, a character that looks like a quote) is an escape string,
+    ``E'...'``, as PostgreSQL reads one: those as ``\\n``, ``\\r``, ``\\x1b``, ``\\u2028``,
+    and its backslashes doubled, so ``E'a\\nb'`` (a newline) and ``'a\\nb'`` (a backslash and
+    ``n``) read apart. None (SQL's NULL) is ``NULL``, unquoted."""
+    if value is None:
+        return "NULL"
+    text = str(value)
+    if all(plain_char(c) for c in text):
+        return "'" + text.replace("'", "''") + "'"
+    body = "".join(c if plain_char(c) else escape_char(c) for c in text.replace("\\", "\\\\"))
+    return "E'" + body.replace("'", "''") + "'"
+
+
+def _ident(name: str) -> str:
+    """A name the agent chose (a savepoint's) in a sentence of ours, as PostgreSQL reads an
+    identifier: as it is if a plain lower-case name, else quoted, its quotes doubled (a
+    savepoint named ``"a; statement 2 (INSERT 0 1) undone by ..."`` went on as the
+    message's own words: session 37), and with what cannot be printed as it is a Unicode
+    escape identifier (``U&"a\\000ab"``, its backslashes doubled)."""
+    if _PLAIN_IDENT.fullmatch(name):
+        return name
+    if all(plain_char(c) for c in name):
+        return '"' + name.replace('"', '""') + '"'
+    body = "".join(c if plain_char(c) else f"\\{ord(c):04x}" if ord(c) < 0x10000
+                   else f"\\+{ord(c):06x}" for c in name.replace("\\", "\\\\"))
+    return 'U&"' + body.replace('"', '""') + '"'
+
+
+_PLAIN_IDENT = re.compile(r"[a-z_][a-z0-9_$]*", re.ASCII)
+
+
 def _gid_literal(gid: str) -> str:
-    return "'" + gid.replace("'", "''") + "'"
+    """A gid, a cursor's name, in a sentence of ours: a literal (``sql_literal``)."""
+    return sql_literal(gid)
 
 
 def rows_of(tag: str) -> int | None:
@@ -1234,7 +1292,7 @@ class SessionFacts:
                 # through: the server returned the cursor's rows; session 34's gap (b), s35
                 # round 4): it names that statement, as for a refcursor, and says so
                 u.row["text"] = named[0]
-                u.row["message"] = (f"a cursor {u.name!r} no statement recorded opened; "
+                u.row["message"] = (f"a cursor {_gid_literal(u.name)} no statement recorded opened; "
                                     "this statement's result row held its name (as text, not "
                                     "a refcursor): code it ran likely opened it. The server "
                                     "ran the cursor's own query, which no recording holds")  # fmt: skip
@@ -1443,7 +1501,7 @@ class SessionFacts:
                     del self._savepoints[at:]  # it and those set after it; nothing undone
                 else:
                     del self._savepoints[at + 1 :]  # it stays, those set after it go
-                    why = f"undone by ROLLBACK TO SAVEPOINT {op[1]}"
+                    why = f"undone by ROLLBACK TO SAVEPOINT {_ident(op[1])}"
                     self._undo(self._savepoints[at][1], ("rolled back", why, why))
             elif tag == "ROLLBACK" and not text:
                 # ROLLBACK or ROLLBACK TO? Not read: the transaction's end, if ReadyForQuery

@@ -182,7 +182,10 @@ VIEWS = {
                NULL, NULL, coalesce(json_extract_string(e.payload, '$.rule'), 'deny.listen'),
                'a notification withheld from the client: no listen: scope names its channel',
                NULL,
-               'notification on channel ' || coalesce(json_extract_string(e.payload, '$.channel'), '?')
+               -- its channel a literal, its quotes doubled: the agent's name for it could
+               -- go on as the sentence's own words (session 37)
+               'notification on channel ' || coalesce('''' || replace(json_extract_string(
+                   e.payload, '$.channel'), '''', '''''') || '''', '?')
                || ' (' || coalesce(json_extract_string(e.payload, '$.bytes'), '?')
                || ' bytes) withheld from the client', e.verified
         FROM session_events e JOIN sessions s USING (session_id)

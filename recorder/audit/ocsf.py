@@ -87,6 +87,12 @@ def statement_event(s: dict) -> dict:
     return _from(e, s.get("client_addr"))
 
 
+def _quoted(name) -> str:
+    """A name an agent chose, in a sentence of ours: a literal, its quotes doubled (the
+    ``unmapped`` fields carry it as it is)."""
+    return "?" if name is None else "'" + str(name).replace("'", "''") + "'"
+
+
 def withheld_notification_event(r: dict) -> dict:
     """A notification the proxy withheld from the session's client, as Datastore Activity
     (activity 1, Read: what the client would have read), Blocked by its rule."""
@@ -107,8 +113,9 @@ def withheld_notification_event(r: dict) -> dict:
                       "desc": "a notification withheld: no listen: scope names its channel"}}]},
         "database": {"name": r.get("database"), "type_id": 99, "type": "PostgreSQL"},
         "disposition_id": 2, "disposition": "Blocked", "status_id": 2, "status": "Failure",
-        "status_code": None, "status_detail": f"notification on channel {said.get('channel')} "
-                                              "withheld from the client",
+        "status_code": None, "status_detail": "notification on channel "
+                                              f"{_quoted(said.get('channel'))} withheld from "
+                                              "the client",
         "unmapped": {"task": r.get("task"), "grant_id": r.get("grant_id"),
                      "event": "notification.withheld", "channel": said.get("channel"),
                      "bytes": said.get("bytes"),

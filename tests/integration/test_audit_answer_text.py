@@ -47,7 +47,7 @@ def audit_text(h, tmp_path) -> list[str]:
 
 
 def result_of(lines: list[str], sql: str) -> str:
-    at = [i for i, line in enumerate(lines) if line.rstrip().endswith(f"] {sql}")]
+    at = [i for i, line in enumerate(lines) if line.rstrip().endswith(f"] '{sql}'")]
     assert len(at) == 1, (sql, lines)
     return lines[at[0] + 1].strip()
 

@@ -611,7 +611,7 @@ def test_text_says_what_the_json_says(truth, full):
         start = lines.index(f"GRANT {g['grant_id']}")
         block = "\n".join(lines[start:start + 12])
         assert f"agent {g['agent']}  task {g['task']}  database {g['database']}" in block
-        assert f"why: {g['reason']}" in block and f"issued by {g['granted_by']} at " \
+        assert f"why: '{g['reason']}'" in block and f"issued by {g['granted_by']} at " \
             f"{g['issued_at']}" in block
         assert f"scopes: {g['scopes']}{'' if g['enforce'] else '  (dry-run)'}\n" in block + "\n"
         assert f"window: not before {g['not_before']}, expires {g['first_expires_at']}" in block
@@ -899,7 +899,7 @@ def test_an_unverified_refused_login_is_marked_in_every_format(truth, tmp_path):
     assert [(x["session_id"], x["in_answer"]) for x in a["verification"]["not_intact"]] == [
         (ctl, True)]
     rc, text = st.answer("--agent", "nobody-bxt", fmt="text")
-    (line,) = [x for x in text.splitlines() if "nobody-bxt from" in x]
+    (line,) = [x for x in text.splitlines() if "'nobody-bxt' from" in x]
     assert line.lstrip().startswith("!"), line
     rc, out = st.answer("--agent", "nobody-bxt", fmt="csv")
     (row,) = [x for x in csv.DictReader(io.StringIO(out)) if x["kind"] == "login.refused"]
@@ -983,8 +983,9 @@ def test_a_login_name_cannot_write_lines_into_the_text_answer(make_proxy, tmp_pa
 
     assert len(section("REFUSED LOGINS")) == len(section("DENIALS")) == len(names), text
     for name in names:  # each shown, escaped, on its own line
+        # (a literal since session 37: E'...', its escapes as PostgreSQL reads them)
         shown = name.replace("\n", "\\n").replace("\r", "\\r").replace("\x1b", "\\x1b")
-        assert len([x for x in section("REFUSED LOGINS") if f" {shown} from " in x]) == 1, shown
+        assert len([x for x in section("REFUSED LOGINS") if f" E'{shown}' from " in x]) == 1, shown
 
 
 def test_reverify_finds_a_refused_login_tampered_after_it_was_indexed(truth, tmp_path):

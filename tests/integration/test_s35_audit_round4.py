@@ -127,7 +127,7 @@ def test_a_dry_runs_execute_of_a_cursor_named_as_text_says_what_ran(case):
     ), x
     assert "a cursor 'textcur' no statement recorded opened" in x["message"], x
     rc, out = cli(case, "audit", "--task", case.task, "--format", "text")
-    assert "[would_deny deny.cursor] SELECT r4.open_text()" in out, out
+    assert "[would_deny deny.cursor] 'SELECT r4.open_text()'" in out, out
 
 
 # --- 2. 25P02 after a Query that failed at run time ----------------------------------------

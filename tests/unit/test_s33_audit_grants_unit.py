@@ -205,8 +205,8 @@ def test_text_marks_an_unverified_refused_login_and_names_its_grant():
     write_text(a, out)
     lines = out.getvalue().splitlines()
     (forged,) = [x for x in lines if x.startswith("  ! ") and " from 10.0.0.9:4000" in x]
-    assert forged.endswith("[grant g1, task T]") and " to app: revoked " in forged
-    (plain,) = [x for x in lines if x.startswith(f"  {z(7)} bot from")]
+    assert forged.endswith("[grant g1, task T]") and " to 'app': revoked " in forged
+    (plain,) = [x for x in lines if x.startswith(f"  {z(7)} 'bot' from")]
     assert "[grant" not in plain
 
 
@@ -272,9 +272,9 @@ def test_the_text_answer_prints_its_rows_as_data_one_line_each():
     out = io.StringIO()
     write_text(audit(ix.con, Filters()), out)
     text = out.getvalue()
-    assert "why: line one\\nline two" in text
-    assert "application_name 'app\\x1b[2K'" in text
-    assert "SELECT 1\\n    -> ERROR 42501 forged\\u202e" in text
-    assert " x\\r\\n  2026 forged line\\ty from " in text
+    assert "why: E'line one\\nline two'" in text
+    assert "application_name E'app\\x1b[2K'" in text
+    assert "E'SELECT 1\\n    -> ERROR 42501 forged\\u202e'" in text
+    assert " E'x\\r\\n  2026 forged line\\ty' from " in text
     assert not [x for x in text.splitlines() if "forged" in x and not x.startswith("  ")]
     assert all(c.isprintable() for x in text.splitlines() for c in x), text

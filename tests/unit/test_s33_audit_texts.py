@@ -176,7 +176,7 @@ def test_the_text_answer_and_ocsf_say_a_refused_binds_values():
     assert row["params"] == '["9"]'
     out = io.StringIO()
     write_text(a, out)
-    assert f'{SECRET} params ["9"]' in out.getvalue()
+    assert f'\'{SECRET}\' params ["9"]' in out.getvalue()
     (e,) = [e for e in ocsf.events(ix.con) if e["class_uid"] == 6005]
     assert e["unmapped"]["params"] == '["9"]'
 
@@ -329,7 +329,7 @@ def test_the_index_answer_and_ocsf_read_as_it_ran():
                          "SELECT name FROM t WHERE name <> $1 AND 'é' <> ''"]  # fmt: skip
     out = io.StringIO()
     write_text(a, out)
-    assert "AND 'é' <> ''" in out.getvalue() and "\ufffd" not in out.getvalue()
+    assert "AND ''é'' <> '''''" in out.getvalue() and "\ufffd" not in out.getvalue()
     got = [e["query_info"]["query_string"] for e in ocsf.events(ix.con) if e["class_uid"] == 6005]
     assert got == texts
 

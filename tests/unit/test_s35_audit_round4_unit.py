@@ -80,7 +80,7 @@ def test_a_withheld_notification_is_among_the_answers_denials():
     assert "vault" in a["denials"][0]["message"]
     out = io.StringIO()
     write_text(a, out)
-    assert "DENIALS (1)" in out.getvalue() and "notification bot deny.listen" in out.getvalue()
+    assert "DENIALS (1)" in out.getvalue() and "notification 'bot' deny.listen" in out.getvalue()
 
 
 def test_denied_keeps_a_session_with_a_withheld_notification_in_audit_and_sessions():
@@ -361,7 +361,7 @@ def test_a_short_statement_of_many_newlines_is_not_cut():
 def test_a_cut_never_falls_inside_an_escape_and_counts_characters():
     statement = "x" * 199 + "\u202e" + "y" * 50  # the override is the 200th character
     out = text_of(statement)
-    assert ("x" * 199 + "\\u202e ...[statement cut: 50 more of 250 characters") in out, out
+    assert ("x" * 199 + "\\u202e' ...[statement cut: 50 more of 250 characters") in out, out
     assert "\u202e" not in out
 
 
@@ -416,13 +416,14 @@ def test_an_index_written_before_the_new_views_is_answered_read_only(tmp_path):
 def test_a_newline_and_a_backslash_n_read_apart_in_the_text_report():
     """``'a` newline ``b'`` and ``'a\\nb'`` (a backslash and ``n``, standard strings) write
     different values; the report showed both as ``'a\\nb'``. A text it escapes has its
-    backslashes doubled and its line says ``escaped`` (in the bracket the text cannot
-    write); a text it prints as it is is unchanged."""
+    backslashes doubled, as an escape string ``E'...'`` (session 37: its ``E``, outside the
+    quotes the text cannot close, replaces the word ``escaped`` its line said); a text it
+    prints as it is is a plain literal."""
     real, literal = text_of("SELECT 'a\nb', 'c\\d'"), text_of("SELECT 'a\\nb', 'c\\d'")
-    assert "[denied deny.x, escaped] SELECT 'a\\nb', 'c\\\\d'" in real, real
-    assert "[denied deny.x] SELECT 'a\\nb', 'c\\d'" in literal, literal
-    assert "42501 (escaped): SELECT 'a\\nb', 'c\\\\d'" in real, real
-    assert "42501: SELECT 'a\\nb', 'c\\d'" in literal, literal
+    assert "[denied deny.x] E'SELECT ''a\\nb'', ''c\\\\d'''" in real, real
+    assert "[denied deny.x] 'SELECT ''a\\nb'', ''c\\d'''" in literal, literal
+    assert "42501: E'SELECT ''a\\nb'', ''c\\\\d'''" in real, real
+    assert "42501: 'SELECT ''a\\nb'', ''c\\d'''" in literal, literal
 
 
 def test_a_name_with_a_quote_cannot_go_on_as_the_session_line():
