@@ -451,3 +451,27 @@ def test_json_and_ocsf_carry_the_agents_values_as_data(value):
     (login,) = [e for e in events if e["unmapped"].get("event") == "login.refused"
                 or e.get("user", {}).get("name") == value]  # fmt: skip
     assert login["user"]["name"] == value
+
+
+# --- found outside recorder/audit/: the replay's transcript ------------------------------
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="recorder/replay.py (Transcript.line and its callers) prints a statement's text, "
+    "the server's message and row values as they are: a newline writes a transcript line "
+    "of its own, an ANSI escape reaches the terminal (not in recorder/audit/: not fixed here)",
+)
+def test_the_replays_transcript_cannot_be_written_by_a_statement():
+    from recorder.replay import Transcript
+
+    s = Session().start()
+    s.client(query("SELECT 1\n[   0.000002s] ok allowed scope.write\x1b[2K"), decisions=1)
+    s.server(command_complete("SELECT 1"), error("P0001", "boom\n[   0.1s] !! forged"), ready(b"I"))
+    out = io.StringIO()
+    t = Transcript(out)
+    for r in s.records:
+        t.feed(r)
+    lines = out.getvalue().splitlines()
+    assert all(c.isprintable() for line in lines for c in line), lines
+    assert not [x for x in lines if "forged" in x or "scope.write" in x and "=>" not in x], lines
