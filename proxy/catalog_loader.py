@@ -185,11 +185,13 @@ async def _exchange(cfg, link: _Link, sqls: tuple[str, ...]) -> tuple[list[Rows 
     rows: Rows = []
     error: tuple[str, str] | None = None
     clean = True
+    inbox, limit = link.inbox, cfg.proxy.max_message_bytes
     while len(groups) < len(owner):
-        msg = await asyncio.wait_for(
-            link.inbox.read_frame(cfg.proxy.max_message_bytes, UpstreamError, "upstream"),
-            cfg.upstream.connect_timeout,
-        )
+        msg = inbox.frame(limit, UpstreamError, "upstream")
+        if msg is None:  # (a timer and a task only to wait: a load reads thousands of rows)
+            msg = await asyncio.wait_for(
+                inbox.read_frame(limit, UpstreamError, "upstream"), cfg.upstream.connect_timeout
+            )
         t = msg[0]
         if t == m.Backend.DATA_ROW:
             rows.append(_data_row(msg))

@@ -87,15 +87,24 @@ class Inbox:
         """One whole frame; a length outside 4..max_len raises ``error`` at once (the body is
         never waited for, so a peer cannot make us buffer up to a bogus length)."""
         while True:
-            if len(self.buf) >= 5:
-                length = int.from_bytes(self.buf[1:5], "big", signed=True)
-                if length < 4 or length > max_len:
-                    raise error(f"{who} sent an invalid message length {length}")
-                if len(self.buf) >= 1 + length:
-                    out = bytes(self.buf[: 1 + length])
-                    del self.buf[: 1 + length]
-                    return out
+            out = self.frame(max_len, error, who)
+            if out is not None:
+                return out
             await self._wait()
+
+    def frame(self, max_len: int, error=ProtocolViolation, who: str = "client") -> bytes | None:
+        """``read_frame``'s frame if the whole of it is here, else None (nothing waited for:
+        a reader of many frames awaits, with its timeout, only when one is not)."""
+        buf = self.buf
+        if len(buf) >= 5:
+            length = int.from_bytes(buf[1:5], "big", signed=True)
+            if length < 4 or length > max_len:
+                raise error(f"{who} sent an invalid message length {length}")
+            if len(buf) >= 1 + length:
+                out = bytes(buf[: 1 + length])
+                del buf[: 1 + length]
+                return out
+        return None
 
 
 class UpstreamProtocol(asyncio.Protocol):
