@@ -174,17 +174,22 @@ def _deny(rule: str, reason: str) -> Decision:
     return Decision(False, rule, reason)
 
 
+# The settings an enforced session's startup packet pins (proxy.handshake), which a RESET
+# returns to
+_PINNED_AT_LOGIN = frozenset({"search_path", "constraint_exclusion"})
+
+
 def _setting(c: Classified, scopes: Scopes) -> Decision:
     name = c.detail
     if c.command == "SHOW":
         return read_setting(name, scopes)
     if c.command == "RESET" and name == "all":
         return Decision(True, "default.setting", "reset all settings to the session defaults")
-    if c.command == "RESET" and name == "search_path":
-        # what RESET ALL does for this one: back to the startup packet's value, which is
-        # the path the proxy pinned (proxy.handshake); no statement may change it (SET,
-        # SET LOCAL and set_config of it are refused), so it moves nothing
-        return Decision(True, "default.setting", "reset search_path to the pinned path")
+    if c.command == "RESET" and name in _PINNED_AT_LOGIN:
+        # what RESET ALL does for these: back to the startup packet's value, which is what
+        # the proxy pinned (proxy.handshake); no statement may change them (SET, SET LOCAL
+        # and set_config of them are refused), so it moves nothing (red-team round 83)
+        return Decision(True, "default.setting", f"reset {name} to the pinned value")
     return change_setting(name, c.command.lower(), scopes)
 
 

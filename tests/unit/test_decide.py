@@ -312,8 +312,12 @@ CASES = [
     ("SET search_path TO evil, public", False, "deny.setting", "search_path"),
     ("SET SCHEMA 'evil'", False, "deny.setting", "search_path"),
     # back to the startup packet's value: the pinned path (SET of it is refused)
-    ("RESET search_path", True, "default.setting", "pinned path"),
-    ("RESET \"Search_Path\"", True, "default.setting", "pinned path"),
+    ("RESET search_path", True, "default.setting", "pinned value"),
+    ("RESET \"Search_Path\"", True, "default.setting", "pinned value"),
+    # the same for the other pin (session 37; red-team round 83's minor refusal)
+    ("RESET constraint_exclusion", True, "default.setting", "constraint_exclusion to the pinned"),
+    ("SET constraint_exclusion = on", False, "deny.setting", "constraint_exclusion"),
+    ("RESET enable_seqscan", False, "deny.setting", "enable_seqscan"),
     ("SET search_path TO DEFAULT", False, "deny.setting", "search_path"),
     ("SET LOCAL search_path = evil", False, "deny.setting", "search_path"),
     ("SET ROLE postgres", False, "deny.setting", "role"),
