@@ -26,6 +26,7 @@ from typing import TextIO
 
 from . import chunks
 from .encodings import DEFAULT_CODEC, session_codec
+from .literal import escaped, plain_char, sql_ident, sql_literal
 from .pgbinary import binary_text
 from .records import DECISION_SHAPE, DecisionShapes, Direction, Kind, Record
 from .store import Store
@@ -140,20 +141,34 @@ def _value(raw: bytes | None, binary: bool = False, type_oid: int = 0,
     return "\\x" + raw.hex()
 
 
-def _literal(v: str | None) -> str:
-    """A parameter's value as the server's log writes it: ``NULL`` for a NULL, else the
-    text quoted as an SQL literal (``'ok'``, ``'NULL'``, ``'it''s'``)."""
-    return "NULL" if v is None else "'" + v.replace("'", "''") + "'"
+# Every value an agent's bytes reach is written as the audit answer writes it
+# (``recorder.literal``): a statement's text, a parameter, the server's message, detail and
+# hint (a RAISE says anything), a name it chose (a prepared statement's, a portal's, a
+# column's), a value of a row, a setting's value (``application_name``), the policy's
+# reason (it quotes the statement). Was (until session 37's second round): printed as they
+# were, so that a newline wrote a transcript line of its own (``[   0.1s] ok allowed``), and
+# a terminal's escape reached the auditor's terminal (its title set, its screen cleared).
+_literal = sql_literal
 
 
 def _cell(v: str | None) -> str:
-    """A column's value in the transcript's table: as psql prints it (the text as is), but
-    a NULL is ``NULL`` and a text that would read as one, or as a quoted text (the four
-    letters ``NULL``, or anything that starts with a quote), is quoted as ``_literal``
-    quotes it (``'NULL'``)."""
+    """A column's value (or name) in the transcript's table: as psql prints it (the text as
+    is) where it is plain (printable, no quote nor look-alike, no ``|``, not blank at an
+    end), else a literal (``_literal``): so that no value can write a line, a column or a
+    row of the table, nor pass for a NULL (``NULL`` is a NULL; the four letters are
+    ``'NULL'``)."""
     if v is None:
         return "NULL"
-    return _literal(v) if v == "NULL" or v.startswith("'") else v
+    if (v != "NULL" and v.strip() == v and "|" not in v and not v.startswith("'")
+            and all(plain_char(c) for c in v)):
+        return v
+    return _literal(v)
+
+
+def _name(v: str) -> str:
+    """A prepared statement's or a portal's name, as PostgreSQL reads an identifier
+    (``sql_ident``: plain ones as they are, others quoted)."""
+    return sql_ident(v)
 
 
 def _bind(body: bytes, codec: str = DEFAULT_CODEC) -> tuple[str, str, list[str | None], list[int]]:
@@ -234,7 +249,9 @@ class Transcript:
         self.codec = DEFAULT_CODEC  # the session's client encoding (``reported_codec``)
 
     def line(self, text: str, mark: str = "  ") -> None:
-        self.out.write(f"[{self.t / 1e9:11.6f}s] {mark} {text}\n")
+        """One line of the transcript: ``text`` is words of ours, each value an agent's
+        bytes reach in it a literal already; what else is not printable is escaped."""
+        self.out.write(f"[{self.t / 1e9:11.6f}s] {mark} {escaped(text)}\n")
 
     def feed(self, r: Record) -> None:
         self.t = r.t_ns
@@ -264,13 +281,17 @@ class Transcript:
         elif r.type == "session.start":
             self.wall0 = p.get("wall_ns")
             when = dt.datetime.fromtimestamp(self.wall0 / 1e9, dt.UTC).isoformat() if self.wall0 else "?"
-            self.out.write(f"-- session {p.get('session')} started {when}\n")
+            self.out.write(escaped(f"-- session {p.get('session')} started {when}") + "\n")
             meta = p.get("meta") or {}
             if meta:
-                self.out.write("-- " + " ".join(f"{k}={v}" for k, v in sorted(meta.items())) + "\n")
+                # the client's names among them (application_name, user, database): literals
+                self.out.write("-- " + " ".join(f"{escaped(str(k))}={_meta(v)}"
+                                                for k, v in sorted(meta.items())) + "\n")
         elif r.type == "session.end":
             self.flush_rows()
-            self.line(f"session ended: {p.get('cause')} {p.get('detail') or ''}".rstrip(), "--")
+            detail = p.get("detail")  # (the server's FATAL may follow the proxy's words)
+            self.line(f"session ended: {p.get('cause')}"
+                      f"{' ' + _literal(detail) if detail else ''}", "--")
         else:
             mark = "##" if r.kind == Kind.CONTROL else "--"
             self.line(f"{r.type} {json.dumps(p, sort_keys=True)}", mark)
@@ -282,10 +303,12 @@ class Transcript:
         culprit = next((x for x in stmts if not x.get("allowed", True)), stmts[0] if stmts else {})
         rule = p.get("rule") or culprit.get("rule") or ""
         reason = p.get("reason") or culprit.get("reason") or p.get("error") or ""
+        # the reason quotes the statement (a name, a parse error's text): a literal
+        why = f": {_literal(reason)}" if reason else ""
         if outcome == "denied":
-            self.line(f"DENIED {rule}: {reason}".rstrip(": "), "!!")
+            self.line(f"DENIED {rule}{why}".rstrip(), "!!")
         elif outcome == "would_deny":
-            self.line(f"WOULD DENY (dry-run, allowed) {rule}: {reason}".rstrip(": "), "??")
+            self.line(f"WOULD DENY (dry-run, allowed) {rule}{why}".rstrip(), "??")
         else:
             rules = ", ".join(dict.fromkeys(x.get("rule", "") for x in stmts if x.get("rule")))
             self.line(f"allowed {rules or rule}".rstrip(), "ok")
@@ -294,22 +317,22 @@ class Transcript:
         codec = self.codec
         if typ == "Q":
             self.answers.append("Q")
-            self.line(_cstr(body, 0, codec)[0], "=>")
+            self.line(_literal(_cstr(body, 0, codec)[0]), "=>")
         elif typ == "P":
             name, off = _cstr(body, 0, codec)
             sql, _ = _cstr(body, off, codec)
             self.statements[name] = sql
-            self.line(f"parse{(' ' + name) if name else ''}: {sql}", "=>")
+            self.line(f"parse{(' ' + _name(name)) if name else ''}: {_literal(sql)}", "=>")
         elif typ == "B":
             portal, stmt, params, formats = _bind(body, codec)
             self.portal_formats[portal] = formats
             ps = ", ".join(f"${i + 1}={_literal(v)}" for i, v in enumerate(params))
-            self.line(f"bind{(' ' + stmt) if stmt else ''}: {ps or '(no parameters)'}", "=>")
+            self.line(f"bind{(' ' + _name(stmt)) if stmt else ''}: {ps or '(no parameters)'}", "=>")
         elif typ == "E":
             portal = _cstr(body, 0, codec)[0]
             self.answers.append(self.portal_formats.get(portal, []))
             if portal:
-                self.line(f"execute portal {portal}", "=>")
+                self.line(f"execute portal {_name(portal)}", "=>")
         elif typ == "d":
             self.line(f"COPY data {len(body)} bytes", "=>")
         elif typ == "F":
@@ -354,11 +377,11 @@ class Transcript:
             self.flush_rows()
             f = _fields(body, codec)
             sev = f.get("V") or f.get("S") or ("ERROR" if typ == "E" else "NOTICE")
-            text = f"{sev} {f.get('C', '?????')}: {f.get('M', '')}"
+            text = f"{sev} {f.get('C', '?????')}: {_literal(f.get('M', ''))}"
             if f.get("D"):
-                text += f" DETAIL: {f['D']}"
+                text += f" DETAIL: {_literal(f['D'])}"
             if f.get("H"):
-                text += f" HINT: {f['H']}"
+                text += f" HINT: {_literal(f['H'])}"
             self.line(text, "<=")
         elif typ == "d":
             self.line(f"COPY data {len(body)} bytes", "<=")
@@ -366,7 +389,8 @@ class Transcript:
             self.line("authentication ok", "<=")
         elif typ == "S":
             name, off = _cstr(body, 0, codec)
-            self.line(f"parameter {name} = {_cstr(body, off, codec)[0]}", "<=")
+            value = _cstr(body, off, codec)[0]  # application_name: the client's choice
+            self.line(f"parameter {_cell(name)} = {_literal(value)}", "<=")
             self.codec = reported_codec(body) or codec
         # ParseComplete, BindComplete, ReadyForQuery, NoData, ...: not shown
 
@@ -378,7 +402,7 @@ class Transcript:
     def flush_rows(self) -> None:
         if self.cols is None:
             return
-        names = [c[0] for c in self.cols]
+        names = [_cell(c[0]) for c in self.cols]  # a column's name is the agent's too
         widths = [len(n) for n in names]
         for row in self.rows:
             for i, v in enumerate(row[: len(widths)]):
@@ -394,6 +418,12 @@ class Transcript:
 
     def close(self) -> None:
         self.flush_rows()
+
+
+def _meta(v) -> str:
+    """A value of the session's start metadata: a text a literal (the client's names), else
+    its JSON."""
+    return _literal(v) if isinstance(v, str) else json.dumps(v, sort_keys=True, default=str)
 
 
 def _not_read(out: TextIO, problems: list[str] | None):

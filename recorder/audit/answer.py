@@ -9,8 +9,8 @@ import json
 from dataclasses import dataclass
 from typing import TextIO
 
+from ..literal import escaped, plain_char, sql_literal
 from ..verify import shown
-from .derive import escape_char, plain_char, sql_literal
 
 
 @dataclass
@@ -436,15 +436,11 @@ def write_csv(answer: dict, out: TextIO) -> None:
     csv_rows(out, CSV_COLUMNS, timeline(answer))
 
 
-def _escaped(text: str) -> str:
-    """``text`` on one line, as data: what is not printable (a newline, a carriage return,
-    a terminal's escape sequence, a bidirectional override) written as its escape."""
-    if text.isprintable():
-        return text
-    return "".join(c if c.isprintable() else escape_char(c) for c in text)
+# what is not printable in words of ours (a newline, a terminal's escape) as its escape
+_escaped = escaped
 
 
-# Every value an agent's bytes reach is a literal in the text report (derive.sql_literal):
+# Every value an agent's bytes reach is a literal in the text report (recorder.literal):
 # where it begins and ends is the report's, whatever it holds (session 37)
 _literal = sql_literal
 

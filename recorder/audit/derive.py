@@ -35,6 +35,7 @@ from collections import deque
 from dataclasses import dataclass, field
 
 from ..encodings import DEFAULT_CODEC
+from ..literal import sql_ident, sql_literal
 from ..pgbinary import binary_text
 from ..records import DECISION_SHAPE, DecisionShapes, Direction, Kind, Record
 from ..replay import _bind, _cstr, _fields, reported_codec, split_frames
@@ -392,60 +393,11 @@ def two_phase_op(sql: str) -> tuple[str, str | None] | None:
 
 
 # --- a value an agent chose, in the answer's words: as PostgreSQL reads it -----------------
+# (recorder.literal, shared with the replay's transcript; re-exported for the answer. It
+# lived here until session 37's second round, and its map of escapes replaced the one
+# ``two_phase_op`` decodes E'' gids with: ``E'a\\nb'`` read as ``anb``.)
 
-_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
-
-# what reads as a quote and is not one: a value could seem to close its literal with it
-_QUOTE_LIKE = frozenset("\u2018\u2019\u201a\u201b\u2032\u2035\u02b9\u02bc\u02c8\uff07\u00b4")
-
-
-def escape_char(c: str) -> str:
-    """One character's escape, as PostgreSQL's ``E'...'`` reads it: ``\\x`` is a byte, so a
-    character past ASCII (NEL, U+0085) is ``\\u0085``, never ``\\x85``."""
-    return _ESCAPES.get(c) or (f"\\x{ord(c):02x}" if ord(c) < 0x80 else f"\\u{ord(c):04x}"
-                               if ord(c) < 0x10000 else f"\\U{ord(c):08x}")
-
-
-def plain_char(c: str) -> bool:
-    """Whether a character can be shown as it is inside a literal."""
-    return c.isprintable() and c not in _QUOTE_LIKE
-
-
-def sql_literal(value) -> str:
-    """A value an agent's bytes reach (a statement's text, a server's message quoting them,
-    a name it chose), as SQL writes a literal: between quotes, its own quotes doubled, so
-    that where it begins and ends is ours, whatever it holds (red-team session 37: ``SELECT
-    1 -- params ["x"]`` read as ``SELECT 1 --`` bound to ``x``). A value with what cannot be
-    printed as it is (a newline, a carriage return, U+2028, NEL, a terminal's escape, a
-    bidirectional override, a character that looks like a quote) is an escape string,
-    ``E'...'``, as PostgreSQL reads one: those as ``\\n``, ``\\r``, ``\\x1b``, ``\\u2028``,
-    and its backslashes doubled, so ``E'a\\nb'`` (a newline) and ``'a\\nb'`` (a backslash and
-    ``n``) read apart. None (SQL's NULL) is ``NULL``, unquoted."""
-    if value is None:
-        return "NULL"
-    text = str(value)
-    if all(plain_char(c) for c in text):
-        return "'" + text.replace("'", "''") + "'"
-    body = "".join(c if plain_char(c) else escape_char(c) for c in text.replace("\\", "\\\\"))
-    return "E'" + body.replace("'", "''") + "'"
-
-
-def _ident(name: str) -> str:
-    """A name the agent chose (a savepoint's) in a sentence of ours, as PostgreSQL reads an
-    identifier: as it is if a plain lower-case name, else quoted, its quotes doubled (a
-    savepoint named ``"a; statement 2 (INSERT 0 1) undone by ..."`` went on as the
-    message's own words: session 37), and with what cannot be printed as it is a Unicode
-    escape identifier (``U&"a\\000ab"``, its backslashes doubled)."""
-    if _PLAIN_IDENT.fullmatch(name):
-        return name
-    if all(plain_char(c) for c in name):
-        return '"' + name.replace('"', '""') + '"'
-    body = "".join(c if plain_char(c) else f"\\{ord(c):04x}" if ord(c) < 0x10000
-                   else f"\\+{ord(c):06x}" for c in name.replace("\\", "\\\\"))
-    return 'U&"' + body.replace('"', '""') + '"'
-
-
-_PLAIN_IDENT = re.compile(r"[a-z_][a-z0-9_$]*", re.ASCII)
+_ident = sql_ident
 
 
 def _gid_literal(gid: str) -> str:

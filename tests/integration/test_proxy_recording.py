@@ -486,8 +486,8 @@ def test_cli_replay_and_verify_then_detect_a_flipped_byte(make_proxy, tmp_path, 
     assert cli_main(["replay", "--store", str(root), "--public-key", pub, sid]) == 0
     out = capsys.readouterr().out
     assert f"-- verify: {sid}: intact, closed" in out
-    assert "=> SELECT 'cli-marker-1' AS m" in out
-    assert "=> parse: SELECT name FROM public.customers WHERE id = $1" in out
+    assert "=> 'SELECT ''cli-marker-1'' AS m'" in out  # (a literal: session 37)
+    assert "=> parse: 'SELECT name FROM public.customers WHERE id = $1'" in out
     assert "=> bind: $1=" in out
     assert "Grace" in out and "<= SELECT 1" in out
     assert "session ended: terminate" in out

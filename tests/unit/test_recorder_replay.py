@@ -69,13 +69,15 @@ def test_transcript_shows_statements_decisions_and_results(tmp_path, keyfile):
     assert replay_session(store, sid, out) == 12
     text = out.getvalue()
     for expected in [
-        f"-- session {sid} started", "agent=agent-7", "task=refund-audit",
-        "=> select id, note from refunds", "ok allowed scope.read",
+        f"-- session {sid} started", "agent='agent-7'", "task='refund-audit'",
+        "=> 'select id, note from refunds'", "ok allowed scope.read",
         " id |    note", "1  | dup charge", "22 | NULL", "(2 rows)", "<= SELECT 2",
-        "=> parse s1: update refunds set note = $1 where id = $2", "=> bind s1: $1='ok', $2='22'",
-        "!! DENIED deny.write: task refund-audit may not write public.refunds",
-        "<= ERROR 42501: permission denied by pgwitness", "<= NOTICE 00000: relation exists",
-        "?? WOULD DENY (dry-run, allowed) scope.write: public.refunds not writable",
+        "=> parse s1: 'update refunds set note = $1 where id = $2'",
+        "=> bind s1: $1='ok', $2='22'",
+        "!! DENIED deny.write: 'task refund-audit may not write public.refunds'",
+        "<= ERROR 42501: 'permission denied by pgwitness'",
+        "<= NOTICE 00000: 'relation exists, skipping'",
+        "?? WOULD DENY (dry-run, allowed) scope.write: 'public.refunds not writable'",
         "-- session ended: client-exit",
     ]:
         assert expected in text, f"{expected!r} not in\n{text}"
@@ -150,4 +152,4 @@ def test_replay_follow_tails_a_live_session(tmp_path, keyfile):
     rec.close()
     assert not t.is_alive() and result["n"] == 7
     assert elapsed < 5, "follow did not notice the final checkpoint"
-    assert "=> select 4" in out.getvalue() and "session ended: client-exit" in out.getvalue()
+    assert "=> 'select 4'" in out.getvalue() and "session ended: client-exit" in out.getvalue()
