@@ -226,7 +226,7 @@ def _plain(c: Classified, d: Decision) -> bool:
 # tests/unit/test_engine_cached.py::test_with_sql_equals_the_dataclass_constructor.
 _CLASSIFIED_FIELDS = (
     "sql", "cls", "command", "reads", "writes", "functions", "detail", "write_ops",
-    "operators", "attributes", "types", "describes", "only",
+    "operators", "attributes", "types", "describes", "only", "rows_idle",
 )  # fmt: skip
 if (
     tuple(f.name for f in fields(Classified)) != _CLASSIFIED_FIELDS
@@ -242,12 +242,12 @@ _detail, _write_ops, _operators, _attributes, _types, _describes = (
     _SET["detail"], _SET["write_ops"], _SET["operators"], _SET["attributes"], _SET["types"],
     _SET["describes"],
 )  # fmt: skip
-_only = _SET["only"]
+_only, _rows_idle = _SET["only"], _SET["rows_idle"]
 
 
 def with_sql(c: Classified, sql: str) -> Classified:
     """``c`` for another text of the same statement (a cache hit keeps its own text):
-    ``Classified(sql, c.cls, ..., c.only)``, built slot by slot (see above)."""
+    ``Classified(sql, c.cls, ..., c.rows_idle)``, built slot by slot (see above)."""
     if c.sql == sql:
         return c
     new = _new(Classified)
@@ -264,4 +264,5 @@ def with_sql(c: Classified, sql: str) -> Classified:
     _types(new, c.types)
     _describes(new, c.describes)
     _only(new, c.only)
+    _rows_idle(new, c.rows_idle)
     return new

@@ -2570,8 +2570,8 @@ class StatementPolicy:
                                                f"they link it with, which run {fn}")  # fmt: skip
                         if denial is not None:
                             return denial
-                    if op != "ddl":
-                        continue
+                    if op != "ddl" or c.rows_idle:
+                        continue  # (DDL that checks, recomputes and rebuilds no row: none run)
                     for fn in sorted(snap.check_functions.get(target, ())):
                         denial = self._call_of(fn, f"DDL of {rel} may check or rewrite the "
                                                f"rows of {target}, which runs {fn} (a CHECK, "

@@ -38,6 +38,7 @@ from policy.classify.pgparse import (
     PgStatement,
     parse,
 )
+from policy.classify.pgparse import rows_idle as _idle
 from policy.lexer import Statement, ascii_lower, render_name
 
 __all__ = [
@@ -321,7 +322,7 @@ def reconcile(
             return glot, False
         return _with_pg(
             alone, alone.functions, operators, attributes, _types(pg), None, _describes(pg),
-            _only(pg, search_path, alone),
+            _only(pg, search_path, alone), alone.cls is S.DDL and _idle(pg),
         ), False
     problems = []
     kinds = _KINDS.get(glot.command)
@@ -389,7 +390,7 @@ def reconcile(
     cacheable = glot_cacheable and LITERAL not in pg.flags
     return _with_pg(
         glot, funcs, operators, attributes, _types(pg), reads, _describes(pg),
-        _only(pg, search_path, glot),
+        _only(pg, search_path, glot), glot.cls is S.DDL and _idle(pg),
     ), cacheable
 
 
@@ -456,7 +457,7 @@ def _only(pg: PgStatement, search_path: tuple[str, ...], c: Classified) -> froze
 
 def _with_pg(
     c: Classified, funcs, operators, attributes, types=_EMPTY, reads=None, describes=None,
-    only=None,
+    only=None, rows_idle=None,
 ) -> Classified:
     # dataclasses.replace, spelled out: it costs a microsecond more on every miss
     return Classified(
@@ -473,6 +474,7 @@ def _with_pg(
         types,
         c.describes if describes is None else describes,
         c.only if only is None else only,
+        c.rows_idle if rows_idle is None else rows_idle,
     )
 
 

@@ -54,6 +54,11 @@ class Classified:
     # inheritance children (``ONLY t``, COPY's table, an INSERT's target); every other
     # relation read or written reaches its children too (policy.engine, _through_inheritance)
     only: frozenset[str] = frozenset()
+    # From PostgreSQL's parser: DDL that neither checks, recomputes nor rebuilds a stored
+    # row of the relations it changes (``ADD COLUMN`` of a built-in type with no default or
+    # constraint, an index of plain columns: ``pgparse.rows_idle``), so their CHECKs,
+    # generated columns and index expressions do not run (policy.engine, check_functions)
+    rows_idle: bool = False
 
 
 class Unclassifiable(Exception):

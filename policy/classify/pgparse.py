@@ -1529,6 +1529,84 @@ def _ddl_observed(kind: str, d: dict) -> list[Any]:
     return out
 
 
+# ALTER TABLE subcommands that neither check, recompute nor rebuild a stored row (no table
+# rewrite, no constraint validated, no index built): ``rows_idle``
+_IDLE_TABLE_COMMANDS = frozenset(
+    ("AT_AddColumn", "AT_ColumnDefault", "AT_DropNotNull", "AT_SetStatistics", "AT_SetStorage",
+     "AT_DropColumn", "AT_DropConstraint")
+)  # fmt: skip
+# pg_catalog's types an unqualified name in ADD COLUMN may be that are not keywords (those,
+# int, varchar, timestamp with time zone ..., come out of the grammar qualified): pg_catalog is
+# searched first whatever the path, and no user may add a type there, so none is a domain
+# (whose DEFAULT could rewrite the table) nor ``serial`` (a sequence's nextval() default)
+_PLAIN_TYPES = frozenset(
+    ("text", "bytea", "uuid", "json", "jsonb", "jsonpath", "date", "inet", "cidr", "macaddr",
+     "macaddr8", "money", "xml", "tsvector", "tsquery", "int2", "int4", "int8", "float4",
+     "float8", "bool", "numeric", "timestamptz", "timestamp", "time", "timetz", "interval",
+     "varchar", "bpchar", "varbit", "oid", "pg_lsn")
+)  # fmt: skip
+_SERIAL_TYPES = frozenset(("serial", "serial2", "serial4", "serial8", "smallserial", "bigserial"))
+_PLAIN_COLUMN_KEYS = frozenset(("colname", "typeName", "is_local", "location"))
+_PLAIN_TYPE_KEYS = frozenset(("names", "typemod", "typmods", "arrayBounds", "location"))
+_PLAIN_INDEX_ELEM_KEYS = frozenset(("name", "ordering", "nulls_ordering"))
+
+
+def _plain_type(type_name: Any) -> bool:
+    """A built-in type that is no domain and makes no default (``_PLAIN_TYPES``), with
+    constant modifiers only."""
+    if not isinstance(type_name, dict) or not set(type_name) <= _PLAIN_TYPE_KEYS:
+        return False
+    names = [n.get("String", {}).get("sval") if isinstance(n, dict) else None
+             for n in type_name.get("names") or ()]  # fmt: skip
+    if any(not isinstance(n, str) for n in names) or not names:
+        return False
+    if len(names) == 2 and names[0] == "pg_catalog":
+        plain = names[1] not in _SERIAL_TYPES
+    else:
+        plain = len(names) == 1 and names[0] in _PLAIN_TYPES
+    mods = type_name.get("typmods") or ()
+    return plain and all(isinstance(m, dict) and set(m) == {"A_Const"} for m in mods)
+
+
+def rows_idle(pg: PgStatement) -> bool:
+    """DDL that neither checks, recomputes nor rebuilds a stored row of the relations it
+    changes, so their CHECKs, generated columns and index expressions do not run (red-team
+    round 83's transparency regressions): ALTER TABLE whose every subcommand is one of
+    ``_IDLE_TABLE_COMMANDS`` (an added column of a plain built-in type with no default,
+    constraint, identity or generation, so no rewrite; a drop RESTRICT), an index of plain
+    columns (no expression, predicate or operator class named: it runs the column types'
+    own comparisons, decided as every statement on the relation is). Anything else False."""
+    node = pg.node
+    if pg.kind == "IndexStmt":
+        if node.get("whereClause"):
+            return False
+        elems = [*(node.get("indexParams") or ()), *(node.get("indexIncludingParams") or ())]
+        return bool(elems) and all(
+            isinstance(e, dict) and set(e) == {"IndexElem"}
+            and isinstance(e["IndexElem"], dict) and "name" in e["IndexElem"]
+            and set(e["IndexElem"]) <= _PLAIN_INDEX_ELEM_KEYS
+            for e in elems
+        )  # fmt: skip
+    if pg.kind != "AlterTableStmt" or node.get("objtype") != "OBJECT_TABLE":
+        return False
+    cmds = node.get("cmds") or ()
+    if not cmds:
+        return False
+    for cmd in cmds:
+        cmd = cmd.get("AlterTableCmd") if isinstance(cmd, dict) else None
+        if not isinstance(cmd, dict) or cmd.get("subtype") not in _IDLE_TABLE_COMMANDS:
+            return False
+        if cmd.get("behavior", "DROP_RESTRICT") != "DROP_RESTRICT":
+            return False
+        if cmd["subtype"] == "AT_AddColumn":
+            column = (cmd.get("def") or {}).get("ColumnDef")
+            if not isinstance(column, dict) or not set(column) <= _PLAIN_COLUMN_KEYS:
+                return False
+            if not _plain_type(column.get("typeName")):
+                return False
+    return True
+
+
 def _named_setting(where: Any) -> str | None:
     """The setting ``name = '<literal>'`` restricts a WHERE to (top level, or one conjunct
     of a top-level AND), ASCII-lowered; None if it restricts to no single name."""

@@ -119,6 +119,7 @@ def test_with_pg_is_dataclasses_replace():
         "types": frozenset({"public.t"}),
         "describes": frozenset({"oid:16385"}),
         "only": frozenset({"public.a"}),
+        "rows_idle": True,
     }
     assert {f.name for f in dataclasses.fields(Classified)} == set(values)
     c = Classified(**values)
