@@ -647,21 +647,32 @@ _FATES = {"rolled back": "ROLLED BACK", "prepared": "PREPARED, PENDING",
 
 
 def _result(st: dict) -> str:
-    """What the server did with a statement, as the text answer says it."""
-    tag, message, outcome = st["command_tag"], st["message"], st["outcome"]
-    if outcome == "error":  # the server's words, which quote the agent's bytes at will
-        return f"ERROR {st['sqlstate']} {_literal(message)}"
-    message = _escaped(message) if message else message  # (derive's words: not a literal)
+    """What the server did with a statement, as the text answer says it: the server's
+    message a literal (it quotes the agent's bytes at will: a ``RAISE`` says anything), the
+    answer's own note (``note``: what became of the row's statements) after it, as words of
+    ours. Until session 37's second round an error's note was appended to its message, so a
+    ``RAISE`` could write it; and a row the Sync's error rolled back printed the server's
+    message bare, as derive's words."""
+    tag, outcome, note = st["command_tag"], st["outcome"], st.get("note")
+    # the server's words (a row with a SQLSTATE: an error, a Sync's error that rolled it
+    # back); a row the server said nothing of has its note for its message (as before)
+    said = st["message"] if st["sqlstate"] is not None or outcome == "error" else None
+    server = f" {_literal(said)}" if said is not None or outcome == "error" else ""
+    note = _escaped(note) if note else None  # (ours: names in it are quoted already)
+    if outcome == "error":
+        return f"ERROR {st['sqlstate']}{server}{'; ' + note if note else ''}"
+    if said is None and note is None and st["message"]:
+        note = _escaped(st["message"])  # (a row with no note: no SQLSTATE, its message ours)
     if outcome in _FATES:
         ran = f" (ran: {tag})" if tag else ""
         state = f" {st['sqlstate']}" if st["sqlstate"] else ""
-        return f"{_FATES[outcome]}{ran}{state}{': ' + message if message else ''}"
-    if message:  # an ok row some of whose statements were undone, prepared or resolved
-        head, sep, rest = message.partition(": ")
+        return f"{_FATES[outcome]}{ran}{state}{server}{': ' + note if note else ''}"
+    if note:  # an ok row some of whose statements were undone, prepared or resolved
+        head, sep, rest = note.partition(": ")
         if head.startswith("partly ") and sep:  # "partly rolled back: statement 1 ..."
-            message = f"{head.upper()}: {rest}"
-        return f"{tag or outcome}; {message}"
-    return f"{tag or outcome}"
+            note = f"{head.upper()}: {rest}"
+        return f"{tag or outcome}{server}; {note}"
+    return f"{tag or outcome}{server}"
 
 
 def write(answer: dict, fmt: str, out: TextIO) -> None:

@@ -540,32 +540,41 @@ _PARTLY = {"rolled back": "rolled back", "prepared": "prepared", "unknown": "of 
 
 
 def mark_fates(row: dict, outcome: str | None, message: str | None,
-               undone: dict[int, tuple[str, str, str]]) -> tuple[str | None, str | None]:
-    """A row's outcome and message once some of its statements' fates are known: ``outcome``
-    and ``message`` as the server answered it, ``undone`` its statements' fates (statement
-    index -> (fate, the message of a row that is all that statement, the words after it in a
-    row only partly so)). Used by derive, and by the index when a two-phase resolution in
-    another session decides prepared statements again (recorder/audit/twophase.py)."""
+               undone: dict[int, tuple[str, str, str]]
+               ) -> tuple[str | None, str | None, str | None]:
+    """A row's outcome, message and note once some of its statements' fates are known:
+    ``outcome`` and ``message`` as the server answered it, ``undone`` its statements' fates
+    (statement index -> (fate, the message of a row that is all that statement, the words
+    after it in a row only partly so)). Used by derive, and by the index when a two-phase
+    resolution in another session decides prepared statements again
+    (recorder/audit/twophase.py).
+
+    The note is the answer's own words, never the server's: an error row keeps the server's
+    message as it was, and what its transaction undid is its note alone (session 37, second
+    round: the note was appended to the message, ``division by zero (statement 1 (INSERT 0 1)
+    undone by ...)``, the one field a ``RAISE`` writes, so a RAISE wrote the note itself). A
+    row the server said nothing of has the note for its message too, as before."""
     idx = sorted(undone)
     if not idx:
-        return outcome, message
+        return outcome, message, None
     tags = (row.get("command_tag") or "").split("; ") if row.get("command_tag") else [""]
     still = sum(_changing(row, tags)) - len(idx)  # changing statements that committed
     fates = {undone[i][0] for i in idx}
     if outcome == "ok" and not still and len({undone[i][:2] for i in idx}) == 1:
-        return undone[idx[0]][0], undone[idx[0]][1]
+        return undone[idx[0]][0], undone[idx[0]][1], undone[idx[0]][1]
     by_why: dict[str, list[str]] = {}
     for i in idx:
         which = f"statement {i + 1} ({tags[i] if i < len(tags) else '?'})"
         by_why.setdefault(undone[i][2], []).append(which)
     said = "; ".join(f"{', '.join(which)} {why}" for why, which in by_why.items())
     if outcome != "ok":  # an error row: the statements it ran before its error
-        return outcome, (f"{message} ({said})" if message else said)
+        return outcome, message, said
     if still or "ok" in fates:  # some of it committed
         partly = [w for f, w in _PARTLY.items() if f in fates]
-        return "ok", (f"partly {' and '.join(partly)}: {said}" if partly else said)
+        note = f"partly {' and '.join(partly)}: {said}" if partly else said
+        return "ok", note, note
     # none of it committed: unknown, else pending, else undone
-    return next(f for f in ("unknown", "prepared", "rolled back") if f in fates), said
+    return next(f for f in ("unknown", "prepared", "rolled back") if f in fates), said, said
 
 
 @dataclass
@@ -583,8 +592,8 @@ class _Fate:
 
     def mark(self) -> None:
         """Say so in the row (its statements' fates are known: it was answered whole)."""
-        outcome, message = mark_fates(self.row, self.outcome, self.message, self.undone)
-        self.row.update(outcome=outcome, message=message)
+        outcome, message, note = mark_fates(self.row, self.outcome, self.message, self.undone)
+        self.row.update(outcome=outcome, message=message, note=note)
 
 
 @dataclass
@@ -826,8 +835,8 @@ class SessionFacts:
             if u.row is not None:
                 u.row["outcome"] = "no answer"
                 if copying and u.row.get("copy"):
-                    u.row.update(outcome="rolled back", message=_COPY_CUT.format(
-                        self.session.get("end_cause") or "no cause given"))
+                    cut = _COPY_CUT.format(self.session.get("end_cause") or "no cause given")
+                    u.row.update(outcome="rolled back", message=cut, note=cut)
                 copying = False
                 self._emit(u.row, u)
         if self._changed:
@@ -914,7 +923,8 @@ class SessionFacts:
                "params": json.dumps(params) if params is not None else None,
                "decision": None, "rule": None, "reason": None, "classes": None, "relations": None,
                "outcome": None, "command_tag": None, "rows": None, "sqlstate": None,
-               "message": None, "end_ns": None, "verified": self._verified, "copy": False}
+               "message": None, "note": None, "end_ns": None, "verified": self._verified,
+               "copy": False}
         if decision:
             row.update(decision)
         return row
@@ -1244,10 +1254,11 @@ class SessionFacts:
                 # through: the server returned the cursor's rows; session 34's gap (b), s35
                 # round 4): it names that statement, as for a refcursor, and says so
                 u.row["text"] = named[0]
-                u.row["message"] = (f"a cursor {_gid_literal(u.name)} no statement recorded opened; "
-                                    "this statement's result row held its name (as text, not "
-                                    "a refcursor): code it ran likely opened it. The server "
-                                    "ran the cursor's own query, which no recording holds")  # fmt: skip
+                u.row["message"] = u.row["note"] = (
+                    f"a cursor {_gid_literal(u.name)} no statement recorded opened; this "
+                    "statement's result row held its name (as text, not a refcursor): code it "
+                    "ran likely opened it. The server ran the cursor's own query, which no "
+                    "recording holds")  # fmt: skip
             return
         u.bind, u.src = bound, bound.src
         u.row["text"], u.row["params"] = bound.sql, json.dumps(bound.params)

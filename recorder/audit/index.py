@@ -44,8 +44,10 @@ RECORDING_DATE = (
     "OR c.session_ref = recordings.session_id), indexed_at)"
 )
 
-# 2: sessions.upstream_reused; 3: statements.gid and .fates, two_phase (docs/audit.md)
-SCHEMA_VERSION = 3
+# 2: sessions.upstream_reused; 3: statements.gid and .fates, two_phase; 4: statements.note
+# (the answer's own words on a row, apart from the server's message: session 37, round 2)
+# (docs/audit.md)
+SCHEMA_VERSION = 4
 
 # name -> (arrow type name, SQL type); the tables' column order is this order. (pyarrow is
 # imported only to write: `audit` answers without paying for it.)
@@ -72,6 +74,9 @@ TABLES: dict[str, dict[str, tuple]] = {
         "params": _S, "decision": _S, "rule": _S, "reason": _S, "classes": _S,
         "relations": _S, "outcome": _S, "command_tag": _S, "rows": _I, "sqlstate": _S,
         "message": _S, "copy": _B, "db_denied_rule": _S, "verified": _B, "gid": _S,
+        # the answer's own words on what became of the row's statements (derive.mark_fates),
+        # never the server's: an error row's message is the server's alone
+        "note": _S,
         # what a row with prepared statements made its outcome of (derive; twophase.py)
         "fates": _S,
     },

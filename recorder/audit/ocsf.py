@@ -80,6 +80,9 @@ def statement_event(s: dict) -> dict:
         "duration": int(s.get("duration_ms") or 0), "end_time": _ms(s.get("ended_at")),
         "unmapped": {"task": s.get("task"), "grant_id": s.get("grant_id"),
                      "outcome": s.get("outcome"),
+                     # the answer's own words on what became of it, apart from the server's
+                     # message (``status_detail``; an error's note was in it: session 37)
+                     "note": s.get("note"),
                      "params": s.get("params"), "rows": s.get("rows"),
                      "db_denied_rule": s.get("db_denied_rule"),
                      "verified": s.get("verified")},

@@ -137,8 +137,10 @@ def resolution_message(resolution: dict, pairing: dict) -> str:
 def decide(events: list[dict], rows: list[dict]) -> tuple[dict[Key, dict], list[dict]]:
     """The pairing of ``events`` and what it makes of ``rows``: the statement rows that
     prepared statements or ran a two-phase statement (``session_id, n, command_tag, classes,
-    fates``). Returns the pairing and ``[{session_id, n, outcome, message}]`` for the rows it
-    decides (the rest stay as derived)."""
+    fates``). Returns the pairing and ``[{session_id, n, outcome, message, note}]`` for the
+    rows it decides (the rest stay as derived): ``note`` the index's own words, never the
+    server's (``derive.mark_fates``); ``message`` the server's where it answered with an
+    error, else the note."""
     pairing = pair(events)
     by_key = {(e["session_id"], e["n"], e["k"]): e for e in events}
     out: list[dict] = []
@@ -154,8 +156,16 @@ def decide(events: list[dict], rows: list[dict]) -> tuple[dict[Key, dict], list[
                 if key is not None and key in pairing:
                     why = prepared_fate(by_key[key], pairing[key])
                 undone[int(i)] = why
-            outcome, message = mark_fates(row, f["outcome"], f["message"], undone)
-            out.append({"session_id": sid, "n": row["n"], "outcome": outcome, "message": message})
+            outcome, message, note = mark_fates(row, f["outcome"], f["message"], undone)
+            out.append(
+                {
+                    "session_id": sid,
+                    "n": row["n"],
+                    "outcome": outcome,
+                    "message": message,
+                    "note": note,
+                }
+            )
             done.add((sid, row["n"]))
     for key, p in pairing.items():
         e = by_key[key]
@@ -166,6 +176,7 @@ def decide(events: list[dict], rows: list[dict]) -> tuple[dict[Key, dict], list[
                     "n": key[1],
                     "outcome": "ok",
                     "message": resolution_message(e, p),
+                    "note": resolution_message(e, p),
                 }
             )
     return pairing, out
@@ -211,6 +222,7 @@ def resolve(con) -> None:
             "n": pa.array([d["n"] for d in decided], pa.int64()),
             "outcome": pa.array([d["outcome"] for d in decided], pa.string()),
             "message": pa.array([d["message"] for d in decided], pa.string()),
+            "note": pa.array([d["note"] for d in decided], pa.string()),
         }
     )
     paired = pa.table(  # noqa: F841
@@ -235,9 +247,10 @@ def resolve(con) -> None:
                    other_n = p.other_n, other_at = p.other_at
             FROM paired p WHERE t.session_id = p.session_id AND t.n = p.n AND t.k = p.k""")
         con.execute("""
-            UPDATE statements s SET outcome = u.outcome, message = u.message
+            UPDATE statements s SET outcome = u.outcome, message = u.message, note = u.note
             FROM upd u WHERE s.session_id = u.session_id AND s.n = u.n
-              AND (s.outcome IS DISTINCT FROM u.outcome OR s.message IS DISTINCT FROM u.message)""")
+              AND (s.outcome IS DISTINCT FROM u.outcome OR s.message IS DISTINCT FROM u.message
+                   OR s.note IS DISTINCT FROM u.note)""")
         con.execute("""
             UPDATE sessions s SET errors = c.errors
             FROM (SELECT session_id, count(*) FILTER (WHERE outcome IN ('error', 'rolled back'))

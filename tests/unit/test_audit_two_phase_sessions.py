@@ -223,12 +223,12 @@ def test_an_index_of_the_old_schema_is_refused_with_how_to_rebuild_it(tmp_path, 
     con.execute("CREATE TABLE index_info (key VARCHAR PRIMARY KEY, value VARCHAR)")
     con.execute("INSERT INTO index_info VALUES ('schema', '2')")
     con.close()
-    with pytest.raises(index.SchemaError, match="index schema 2 is not 3: run `pgwitness index "
+    with pytest.raises(index.SchemaError, match="index schema 2 is not 4: run `pgwitness index "
                                                  "rebuild`"):  # fmt: skip
         index.connect(path, read_only=read_only, wait=0)
     index.connect(tmp_path / "new.duckdb").close()  # a new one gets the current schema
     con = index.connect(tmp_path / "new.duckdb", read_only=True)
-    assert json.loads(con.execute("SELECT value FROM index_info").fetchone()[0]) == 3
+    assert json.loads(con.execute("SELECT value FROM index_info").fetchone()[0]) == 4
     con.close()
 
 
