@@ -462,7 +462,7 @@ def table_cell(value) -> str:
 # by ``_data``; a denial's and a refused login's agent and database too (the client's names,
 # before any authentication)
 _LITERAL_KEYS = frozenset({"text", "message", "reason", "application_name",
-                           "upstream_application_name", "channel"})
+                           "upstream_application_name", "channel", "end_detail"})
 _CLIENT_NAMES = _LITERAL_KEYS | {"agent", "database"}
 
 
@@ -584,7 +584,10 @@ def _session(s: dict, w) -> None:
     w(f"\n  SESSION {s['session_id']}{mark} [{state}]\n")
     if s["ended_at"]:
         w(f"    {s['started_at']} -> {s['ended_at']}  end: {s['end_cause']}"
-          f"{(' (' + s['end_detail'] + ')') if s['end_detail'] else ''}\n")
+          # its detail a literal: the server's FATAL follows the proxy's words there, and a
+          # FATAL's message may be an agent's (PL/Python's plpy.fatal(text) says anything;
+          # session 37, round 2: it was printed as it was, the closing ')' the agent's to write)
+          f"{(' ' + _literal(s['end_detail'])) if s['end_detail'] else ''}\n")
     else:
         # (was "-> (open)": a session whose proxy was killed is as open in its recording as a
         # live one, and ended long ago; session 35)

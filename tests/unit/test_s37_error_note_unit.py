@@ -23,7 +23,7 @@ import pytest
 
 from devtools.testing import command_complete, error, parse, query, ready, sync
 from recorder.audit import index, ocsf, twophase
-from recorder.audit.answer import write_csv, write_json, write_text
+from recorder.audit.answer import Filters, audit, write_csv, write_json, write_text
 from recorder.literal import sql_literal
 from tests.support.audit_recordings import BC, PC, Conn, Session, answer_of, bind, execute
 
@@ -220,3 +220,21 @@ def test_an_index_without_notes_is_refused_with_how_to_rebuild_it(tmp_path, old)
     cols = [r[0] for r in con.execute("DESCRIBE statements").fetchall()]
     con.close()
     assert "note" in cols and "message" in cols
+
+
+# --- a session's end: the server's FATAL is the agent's to write too ------------------------
+
+
+def test_a_sessions_end_detail_is_a_literal():
+    """A session the database ended says the server's FATAL after the proxy's words; a
+    FATAL's message may be an agent's (PL/Python's ``plpy.fatal(text)`` with its argument),
+    and was printed as it was in ``end: upstream (...)``: its ``)`` and what followed read as
+    the report's."""
+    from tests.support.audit_index import Index
+
+    forged = "the upstream database ended the session: XX000 x) end: terminate (client"
+    ix = Index().session("s1", "g1", 0, 60, end_cause="upstream", end_detail=forged)
+    out = io.StringIO()
+    write_text(audit(ix.fold().con, Filters()), out)
+    (line,) = [ln for ln in out.getvalue().splitlines() if "  end: " in ln]
+    assert line.endswith(f"  end: upstream {sql_literal(forged)}"), line
