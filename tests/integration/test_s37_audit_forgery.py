@@ -21,6 +21,7 @@ import json
 import pytest
 
 from common.wire import messages as m
+from tests.support.literals import literal_at
 from tests.support.rawpg import RawClient, RawError, bind, execute, parse
 from tests.support.recording import one_live_session
 from tests.support.server_log import AGENT, logging_role, open_case, run_cli
@@ -52,34 +53,6 @@ def cli(case, *argv: str) -> tuple[int, str]:
     return run_cli("audit", "--store", str(case.tmp / "rec"), "--index",
                    str(case.tmp / "audit.duckdb"), "--public-key",
                    str(case.tmp / "signing.key.pub"), *argv)  # fmt: skip
-
-
-def literal_at(line: str, i: int) -> tuple[str, int]:
-    """The value of the SQL literal (``'...'`` or ``E'...'``) at ``line[i]``, and its end."""
-    escape = line.startswith("E'", i)
-    i += 2 if escape else 1
-    assert line[i - 1] == "'", (line, i)
-    out = []
-    while True:
-        c = line[i]
-        if c == "'":
-            if line[i + 1 : i + 2] == "'":
-                out.append("'")
-                i += 2
-                continue
-            return "".join(out), i + 1
-        if escape and c == "\\":
-            n = line[i + 1]
-            if n in "nrt\\":
-                out.append({"n": "\n", "r": "\r", "t": "\t", "\\": "\\"}[n])
-                i += 2
-            else:
-                width = {"x": 2, "u": 4, "U": 8}[n]
-                out.append(chr(int(line[i + 2 : i + 2 + width], 16)))
-                i += 2 + width
-            continue
-        out.append(c)
-        i += 1
 
 
 def the_session(case, sid: str) -> dict:

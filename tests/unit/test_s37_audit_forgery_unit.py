@@ -33,6 +33,7 @@ from recorder.audit.answer import Filters, audit, write_csv, write_json, write_t
 from recorder.audit.cli import _table
 from tests.support.audit_index import Index, us
 from tests.support.audit_recordings import Session
+from tests.support.literals import literal_at
 
 # what an agent writes to pass its bytes for the report's own words: line starts (newline,
 # carriage return, U+2028, NEL), a terminal's erase, a closing quote and the report's words
@@ -52,36 +53,6 @@ FORGERIES = [
     "E'x'",
     "\\",
 ]
-
-
-def literal_at(line: str, i: int) -> tuple[str, int]:
-    """The value of the SQL literal (``'...'`` or ``E'...'``) at ``line[i]``, and where it
-    ends: as PostgreSQL reads it."""
-    escape = line.startswith("E'", i)
-    i += 1 if escape else 0
-    assert line[i] == "'", (line, i)
-    i += 1
-    out = []
-    while True:
-        c = line[i]
-        if c == "'":
-            if line[i + 1 : i + 2] == "'":
-                out.append("'")
-                i += 2
-                continue
-            return "".join(out), i + 1
-        if escape and c == "\\":
-            n = line[i + 1]
-            if n in "nrt\\":
-                out.append({"n": "\n", "r": "\r", "t": "\t", "\\": "\\"}[n])
-                i += 2
-            else:
-                width = {"x": 2, "u": 4, "U": 8}[n]
-                out.append(chr(int(line[i + 2 : i + 2 + width], 16)))
-                i += 2 + width
-            continue
-        out.append(c)
-        i += 1
 
 
 def after(text: str, head: str, *, nth: int = 0) -> tuple[str, str]:

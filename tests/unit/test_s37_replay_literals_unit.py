@@ -39,6 +39,7 @@ from recorder.audit.derive import two_phase_op
 from recorder.literal import sql_literal
 from recorder.records import Direction, Kind, dump_json
 from tests.support.audit_recordings import Session, bind, execute
+from tests.support.literals import literal_at
 
 # what an agent writes to pass its bytes for the transcript's own lines or the terminal's
 FORGERIES = [
@@ -54,36 +55,6 @@ FORGERIES = [
     "it\u2019s",
     "\\",
 ]
-
-
-def literal_at(line: str, i: int) -> tuple[str, int]:
-    """The value of the SQL literal (``'...'`` or ``E'...'``) at ``line[i]``, and where it
-    ends, as PostgreSQL reads it."""
-    escape = line.startswith("E'", i)
-    i += 1 if escape else 0
-    assert line[i] == "'", (line, i)
-    i += 1
-    out = []
-    while True:
-        c = line[i]
-        if c == "'":
-            if line[i + 1 : i + 2] == "'":
-                out.append("'")
-                i += 2
-                continue
-            return "".join(out), i + 1
-        if escape and c == "\\":
-            n = line[i + 1]
-            if n in "nrt\\":
-                out.append({"n": "\n", "r": "\r", "t": "\t", "\\": "\\"}[n])
-                i += 2
-            else:
-                width = {"x": 2, "u": 4, "U": 8}[n]
-                out.append(chr(int(line[i + 2 : i + 2 + width], 16)))
-                i += 2 + width
-            continue
-        out.append(c)
-        i += 1
 
 
 def error_fields(code: str, message: str, detail: str, hint: str, typ: bytes = b"E") -> bytes:
