@@ -95,6 +95,9 @@ _NOTIFICATION: Final = B.NOTIFICATION
 # the reported settings whose value can carry any text (ParameterStatus): withheld where
 # code may set settings (``Policy.encoding_code``)
 _FREE_TEXT_REPORTED: Final = (b"application_name\x00", b"TimeZone\x00")
+_TIMEZONE_REPORTED: Final = b"TimeZone\x00"
+_TIMEZONE: Final = "timezone"
+_SESSION_SET: Final = StatementClass.SESSION_SET
 _WATCHED: Final = frozenset(
     (_READY, _ERROR, _COPY_IN, _PARAMETER_STATUS, _PARSE_COMPLETE, _NOTIFICATION)
 )
@@ -234,6 +237,16 @@ def _next_execute(run: bytes, frames, i: int, portal: bytes) -> int:
     return -1
 
 
+def _sets_own_timezone(verdict) -> bool:
+    """A verdict of one statement, the client's own SET, SET LOCAL or RESET of TimeZone (no
+    code runs in it: a function call in the value is no SET)."""
+    decisions: tuple = getattr(verdict, "decisions", ())
+    if len(decisions) != 1:
+        return False
+    classified = decisions[0][0]
+    return classified.cls is _SESSION_SET and classified.detail == _TIMEZONE
+
+
 class Relay:
     """Relay logic for one session: policy on statements, recording of both directions."""
 
@@ -354,6 +367,12 @@ class Relay:
         # ... because it ran code on rows the grant may not read (``Policy.hidden_read``),
         # not on a stale snapshot: which note the withheld messages carry
         self._withhold_hidden = False
+        # the Sync group (a simple Query) that is the client's own SET, SET LOCAL or RESET of
+        # TimeZone alone, sent with nothing else in flight: its report of TimeZone carries
+        # the client's value (or the login's, already reported), not what code set, and is
+        # passed where code may set settings (the drivers' differential of session 37:
+        # psycopg's timestamptz values came back in the login's zone); 0: none
+        self._own_timezone = 0
         # The grant may not read function bodies: the code an error's or notice's context
         # quotes from one is withheld (proxy.redaction.strip_code). A dry run: nothing.
         self.strips_code = policy is not None and policy.enforce and not policy.reads_code
@@ -700,6 +719,7 @@ class Relay:
                     i = groups.sent_frames(frames, i, checked)
                     continue
             elif t == _QUERY:
+                idle = groups.idle
                 sql = m.query_text(run, start, end, self.encoding)
                 # (the text decoded, not the frame: its length bytes are binary; a non-ASCII
                 # byte decodes to a non-ASCII character in every encoding the allowlist has)
@@ -725,6 +745,8 @@ class Relay:
                         last = end
                 else:
                     self._record(verdict, "Query", sql)
+                if idle and verdict.allowed and policy.encoding_code and _sets_own_timezone(verdict):
+                    self._own_timezone = groups.sent_groups + 1  # (this Query's group)
             elif t == _PARSE:
                 frame = run[start:end]
                 name, sql = m.decode_parse(frame, self.encoding)
@@ -1340,7 +1362,9 @@ class Relay:
                 rewritten.append(self.app_names[1])
                 last = end
             elif (t == _PARAMETER_STATUS and policy is not None and policy.encoding_code
-                    and policy.enforce and run.startswith(_FREE_TEXT_REPORTED, start + 5)):
+                    and policy.enforce and run.startswith(_FREE_TEXT_REPORTED, start + 5)
+                    and not (self._own_timezone == groups.answered + 1
+                             and run.startswith(_TIMEZONE_REPORTED, start + 5))):
                 # code may have set it to what it read (``set_config`` in a trigger, a
                 # granted function: red-team round 79), and a report of it reaches the
                 # client with no statement of its own: withheld (a read of it is refused:
