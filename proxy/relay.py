@@ -719,7 +719,6 @@ class Relay:
                     i = groups.sent_frames(frames, i, checked)
                     continue
             elif t == _QUERY:
-                idle = groups.idle
                 sql = m.query_text(run, start, end, self.encoding)
                 # (the text decoded, not the frame: its length bytes are binary; a non-ASCII
                 # byte decodes to a non-ASCII character in every encoding the allowlist has)
@@ -745,7 +744,8 @@ class Relay:
                         last = end
                 else:
                     self._record(verdict, "Query", sql)
-                if idle and verdict.allowed and policy.encoding_code and _sets_own_timezone(verdict):
+                if (policy.encoding_code and verdict.allowed and _sets_own_timezone(verdict)
+                        and groups.idle):  # (this Query is not sent yet: nothing else is)
                     self._own_timezone = groups.sent_groups + 1  # (this Query's group)
             elif t == _PARSE:
                 frame = run[start:end]
