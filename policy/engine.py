@@ -2482,18 +2482,32 @@ class StatementPolicy:
 
     def _maybe_temporary(self, relations: frozenset[str]) -> frozenset[str]:
         """``relations`` and, for each whose name is one of this session's temporary
-        relations (``_temp_names``; any name in a database whose user-written code may make
-        them: ``_temp_any``), that one: an unqualified name PostgreSQL finds in ``pg_temp``
-        first, one the snapshot has no columns of."""
+        relations (``_temp_names``), or, in a database whose user-written code may make
+        them (``_temp_any``), one no schema of the search path has a relation of in the
+        snapshot or among what the session made since (``_on_the_path``), that one: with
+        ``pg_temp`` pinned last, an unqualified name is found there only where no schema
+        before it has one (the read path, ``_temp_of_code``, decides the same way; the
+        drivers' differential of session 37: EXPLAIN of every table was refused)."""
         temps = self._temp_names
         extra = set()
         for rel in relations:
             parts = split_name(rel)
             if parts is not None and parts[1] is not None and parts[0] != "pg_temp":
                 bare = render_name(parts[1])
-                if self._temp_any or bare in temps:
+                if bare in temps or (self._temp_any and not self._on_the_path(parts[1])):
                     extra.add(_TEMP_PREFIX + bare)
         return relations | extra if extra else relations
+
+    def _on_the_path(self, name: str) -> bool:
+        """Does a schema of the search path (before ``pg_temp``) have a relation ``name``
+        in the snapshot, or one this session made since its load?"""
+        snap = self._snapshot_seen
+        columns = snap.columns if snap is not None else {}
+        made = self._made_relations
+        return any(
+            render_name(schema, name) in columns or render_name(schema, name) in made
+            for schema in self.search_path
+        )
 
     def _function_types(self, functions: frozenset[str], snap: Snapshot) -> frozenset[str]:
         """The user types the functions a statement calls take or return, under every name

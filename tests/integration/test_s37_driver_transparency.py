@@ -140,16 +140,14 @@ def test_the_database_holds_temp_code_and_plain_reads_hold(pg, px):
     assert "deny.temp" in nowhere or "42P01" in nowhere, nowhere
 
 
-@pytest.mark.xfail(strict=True, reason=TEMP_CODE)
-@pytest.mark.parametrize("name", ["s37_known", "public.s37_known"])
+@pytest.mark.parametrize("name", ["s37_known", "public.s37_known"])  # (fixed: _on_the_path)
 def test_explain_of_a_known_table_answers_its_plan(pg, px, name):
     direct, got = _both(pg, px, [f"EXPLAIN SELECT * FROM {name}"])
     assert "Seq Scan on s37_known" in direct, direct
     assert "Seq Scan on s37_known" in got, got
 
 
-@pytest.mark.xfail(strict=True, reason=TEMP_CODE)
-def test_explain_analyze_into_a_table_made_in_the_same_block(pg, px):
+def test_explain_analyze_into_a_table_made_in_the_same_block(pg, px):  # (fixed: _on_the_path)
     """asyncpg's test_prepare_14_explain: CREATE TABLE, then EXPLAIN (ANALYZE) INSERT."""
     sqls = ["BEGIN", "CREATE TABLE s37_mine (a int)",
             "EXPLAIN (ANALYZE) INSERT INTO s37_mine (a) VALUES (1), (2)"]  # fmt: skip
