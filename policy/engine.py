@@ -2499,15 +2499,18 @@ class StatementPolicy:
         return relations | extra if extra else relations
 
     def _on_the_path(self, name: str) -> bool:
-        """Does a schema of the search path (before ``pg_temp``) have a relation ``name``
-        in the snapshot, or one this session made since its load?"""
+        """Does a schema of the search path before ``pg_temp`` have a relation ``name`` in
+        the snapshot, or one this session made since its load?"""
         snap = self._snapshot_seen
         columns = snap.columns if snap is not None else {}
         made = self._made_relations
-        return any(
-            render_name(schema, name) in columns or render_name(schema, name) in made
-            for schema in self.search_path
-        )
+        for schema in self.search_path:
+            if schema == "pg_temp":
+                return False  # (a path naming it first: the temporary one is found first)
+            rel = render_name(schema, name)
+            if rel in columns or rel in made:
+                return True
+        return False
 
     def _function_types(self, functions: frozenset[str], snap: Snapshot) -> frozenset[str]:
         """The user types the functions a statement calls take or return, under every name

@@ -126,18 +126,27 @@ def test_a_temporary_relation_shadows_an_unqualified_name_for_column_syntax():
     assert not v.allowed and "scope.execute" in v.message, v.message
 
 
-def test_a_database_whose_code_may_make_temporary_relations_shadows_every_name():
+def test_a_database_whose_code_may_make_temporary_relations_shadows_every_unknown_name():
     """``Snapshot.temp_code`` (CODE_FLAGS_SQL: a user-written function whose source makes
     temporary relations or runs dynamic SQL; round 34: ``SELECT public.mk()`` making
-    ``CREATE TEMP TABLE``): any unqualified relation may be a temporary one, from the
-    session's first statement; without such code, as before."""
+    ``CREATE TEMP TABLE``): an unqualified relation no schema of the path has may be a
+    temporary one, from the session's first statement. One the snapshot knows is what the
+    server finds, ``pg_temp`` being pinned last (session 37, ``_on_the_path``: EXPLAIN of
+    every table had been refused); without such code, as before."""
     p, c = _session("read:public.t,public.u execute:public.mk")
     probe = "SELECT o.pin FROM t o"
     assert p.check_query(probe).allowed
     c.put("db", ["pin"], {"public.t": frozenset({"id", "pin"})}, temp_code=True)
-    v = p.check_query(probe)
-    assert not v.allowed and "scope.execute" in v.message, v.message
+    assert p.check_query(probe).allowed  # public.t's column pin: the server finds public.t
     assert p.check_query("SELECT o.id FROM t o").allowed  # no function named id
+    assert not p.check_query("SELECT o.pin FROM u o").allowed  # u: nowhere but pg_temp
+    # a path that names pg_temp first finds the temporary one first: every name may be one
+    q = StatementPolicy(parse_scopes("read:public.t execute:public.mk"), task="T",
+                        search_path=("pg_temp", "public"))  # fmt: skip
+    q.catalog = p.catalog
+    q.check_query("SELECT 1")  # (the snapshot seen, its temp_code)
+    assert q._maybe_temporary(frozenset({"public.t"})) == {"public.t", "pg_temp.t"}
+    assert p._maybe_temporary(frozenset({"public.t"})) == {"public.t"}
 
 
 def test_a_pinned_parse_of_a_name_in_use_leaves_the_older_one_unknown():
