@@ -102,15 +102,8 @@ def px(pg, tmp_path_factory):
         yield handle
 
 
-def _proxied(px) -> psycopg.Connection:
-    return psycopg.connect(host=px.host, port=px.port, user=px.agent, password=px.token,
-                           dbname="app", sslmode="disable", autocommit=True)  # fmt: skip
-
-
-def _direct(pg) -> psycopg.Connection:
-    return psycopg.connect(host=pg.host, port=pg.port, user="pgwitness",
-                           password=pg.users["pgwitness"], dbname="app", sslmode="disable",
-                           autocommit=True)  # fmt: skip
+_proxied = planted.psycopg_proxied
+_direct = planted.psycopg_direct
 
 
 def _outcome(conn: psycopg.Connection, sqls: list[str]) -> str:

@@ -13,7 +13,6 @@ SET, in the same Query as the SET, and pipelined in front of it.
 
 from __future__ import annotations
 
-import psycopg
 import pytest
 
 from common.wire import messages as m
@@ -47,15 +46,8 @@ def px(pg, tmp_path_factory):
         yield handle
 
 
-def _proxied(px) -> psycopg.Connection:
-    return psycopg.connect(host=px.host, port=px.port, user=px.agent, password=px.token,
-                           dbname="app", sslmode="disable", autocommit=True)  # fmt: skip
-
-
-def _direct(pg) -> psycopg.Connection:
-    return psycopg.connect(host=pg.host, port=pg.port, user="pgwitness",
-                           password=pg.users["pgwitness"], dbname="app", sslmode="disable",
-                           autocommit=True)  # fmt: skip
+_proxied = planted.psycopg_proxied
+_direct = planted.psycopg_direct
 
 
 def _reports(frames: list[bytes]) -> list[str]:

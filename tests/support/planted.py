@@ -23,6 +23,7 @@ import re
 import time
 
 import asyncpg
+import psycopg
 import pytest
 
 from common.wire import messages as m
@@ -66,6 +67,20 @@ def running(pg, tmp_path_factory, name: str, *, agent: str, scopes: str, setup: 
         yield handle
     finally:
         stop(pg, handle, teardown)
+
+
+def psycopg_proxied(handle) -> psycopg.Connection:
+    """psycopg (autocommit) through ``handle``'s proxy, as its grant's agent."""
+    return psycopg.connect(host=handle.host, port=handle.port, user=handle.agent,
+                           password=handle.token, dbname="app", sslmode="disable",
+                           autocommit=True)  # fmt: skip
+
+
+def psycopg_direct(pg) -> psycopg.Connection:
+    """psycopg (autocommit) straight to ``pg``, as the proxy's upstream login."""
+    return psycopg.connect(host=pg.host, port=pg.port, user="pgwitness",
+                           password=pg.users["pgwitness"], dbname="app", sslmode="disable",
+                           autocommit=True)  # fmt: skip
 
 
 def planted_oids(pg, handle, oid_query: str) -> None:
