@@ -31,6 +31,7 @@ __all__ = [
     "ALLOWED_CATALOGS",
     "DENIED_CATALOGS",
     "DENIED_INFORMATION_SCHEMA",
+    "UNDEFINED_TABLE",
     "PRIVILEGED_SETTINGS",
     "SAFE_SETTINGS",
     "Decision",
@@ -44,6 +45,9 @@ __all__ = [
 ]
 
 
+UNDEFINED_TABLE = "42P01"  # the server's SQLSTATE for a relation name it cannot find
+
+
 @dataclass(frozen=True, slots=True)
 class Decision:
     allowed: bool
@@ -52,6 +56,9 @@ class Decision:
     # allowed, and it runs code that may run DDL (``StatementPolicy._runs_ddl_code``): its
     # transaction counts as DDL's, and no cache answers it without ``_verdict``
     opens_ddl: bool = False
+    # a refusal's SQLSTATE where the server answers an honest client so for the same text
+    # ("" = 42501): a name no relation has is 42P01 (``StatementPolicy._temp_of_code``)
+    sqlstate: str = ""
 
 
 # Session settings any grant may SET/RESET: they change formatting and time limits only.

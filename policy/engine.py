@@ -66,6 +66,7 @@ from policy.classify.pgparse import (
 )
 from policy.decide import (
     RESERVED_PREFIX,
+    UNDEFINED_TABLE,
     Decision,
     bound_setting,
     check_function,
@@ -117,6 +118,16 @@ class UndefinedCursorVerdict(Verdict):
     (SQLSTATE 34000, ``portals.UNDEFINED_CURSOR``); the message says why."""
 
     sqlstate = "34000"
+
+
+@dataclass(frozen=True)
+class UndefinedTableVerdict(Verdict):
+    """A refusal of a name no relation is known by outside the temporary schema, where code
+    may make temporary relations (``StatementPolicy._temp_of_code``): the server answers an
+    honest client's such name with SQLSTATE 42P01 (``UNDEFINED_TABLE``), which drivers map
+    to their own exception; the message says why the proxy refused it."""
+
+    sqlstate = UNDEFINED_TABLE
 
 
 @dataclass(frozen=True)
@@ -2450,6 +2461,10 @@ class StatementPolicy:
             return None
         snap = self._snapshot_seen
         columns = snap.columns if snap is not None else {}
+        # the temporary relations this statement makes: an unqualified name of one is that
+        # one (a foreign key of a new temporary table naming the table itself); if code had
+        # made one of the name before, the CREATE fails before its query reads a row
+        made_here = _temp_made(c)
         for rel in sorted(c.reads):
             if rel.startswith(_TEMP_PREFIX):
                 if rel[len(_TEMP_PREFIX) :] in temps:
@@ -2464,7 +2479,7 @@ class StatementPolicy:
                     # path's first schema)
                     or parts[0] not in self.search_path
                     or rel in columns or rel in self._made_relations
-                    or render_name(parts[1]) in temps
+                    or render_name(parts[1]) in temps or render_name(parts[1]) in made_here
                     # (an unqualified name: a relation of a schema on the path before pg_temp;
                     # one of a schema off the path is not what the server finds: round 80)
                     or any(render_name(schema, parts[1]) in columns
@@ -2472,11 +2487,16 @@ class StatementPolicy:
                            for schema in self.search_path)
                 ):  # fmt: skip
                     continue
-                why = (
-                    "no relation of that name is known outside the temporary schema, and code "
-                    "in this database may make temporary relations, which an unqualified name "
-                    "finds there"
-                )
+                nowhere = Decision(False, "deny.temp", (
+                    f"may not read {rel}: no relation of that name is known outside the "
+                    "temporary schema, and code in this database may make temporary "
+                    "relations, which an unqualified name finds there"
+                ), sqlstate=UNDEFINED_TABLE)  # (the server's answer where it is nowhere)
+                if snap is not None and snap.stale:
+                    # DDL went through since the load (another session's new table): decided
+                    # on a load that started after this statement arrived
+                    return self._after_a_load(snap, nowhere)
+                return nowhere
             return Decision(False, "deny.temp", f"may not read {rel}: {why}")
         return None
 
@@ -3695,6 +3715,8 @@ class StatementPolicy:
                 error = _syntax_error(pairs)
                 if error is not None:
                     return SyntaxVerdict(False, pairs, error)
+            if denied.sqlstate == UNDEFINED_TABLE:
+                return UndefinedTableVerdict(False, pairs, self._message(denied))
             return Verdict(False, pairs, self._message(denied))
         self._commit_session_state(pairs)
         return Verdict(True, pairs, "", would_deny=True)

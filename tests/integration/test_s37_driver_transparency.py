@@ -33,7 +33,9 @@ tables differently from the server (strict xfails, asserting the server's answer
   relation has yet (this very statement makes it), so ``_temp_of_code`` refuses the CREATE;
   the server makes it and answers the later COMMIT with 23503.
 
-Proposed fix for the family (``_temp_of_code`` / ``_maybe_temporary``): a name counts as
+Fixed since (session 38, ``_temp_of_code``; the first bullet in session 37, ``_on_the_path``),
+as proposed here, and the tests below are plain. Proposed fix for the family
+(``_temp_of_code`` / ``_maybe_temporary``): a name counts as
 maybe temporary only where no relation of the search path's schemas has it (the snapshot's
 columns or the session's ``_made_relations``); an unknown name waits for a load that started
 after the statement arrived (``_after_a_load``) and, still unknown, is refused with the
@@ -87,13 +89,6 @@ TEARDOWN = (
     "DROP SCHEMA IF EXISTS s37t CASCADE;\n"
     f"DROP TABLE IF EXISTS public.s37_known, public.s37_mine, {', '.join(FRESH)};\n"
 )
-
-TEMP_CODE = (
-    "the temporary-relation rule (session 34, _temp_any) refuses a statement on a permanent "
-    "table: _maybe_temporary / _temp_of_code count every name of the path's schema as maybe "
-    "pg_temp's, though with pg_temp pinned last a known relation is what the server finds"
-)
-
 
 @pytest.fixture(scope="module")
 def px(pg, tmp_path_factory):
@@ -149,7 +144,6 @@ def test_explain_analyze_into_a_table_made_in_the_same_block(pg, px):  # (fixed:
     assert "Insert on s37_mine" in got, got
 
 
-@pytest.mark.xfail(strict=True, reason=TEMP_CODE + " (42501 where the server says 42P01)")
 def test_a_name_no_relation_has_is_undefined_table(pg, px):
     """asyncpg's test_exceptions_unpacking: UndefinedTableError, sqlstate 42P01."""
     direct, got = _both(pg, px, ["SELECT * FROM s37_nowhere"])
@@ -157,7 +151,6 @@ def test_a_name_no_relation_has_is_undefined_table(pg, px):
     assert got.startswith("error 42P01"), got
 
 
-@pytest.mark.xfail(strict=True, reason=TEMP_CODE + " (decided on the stale snapshot, no wait)")
 def test_a_table_another_session_just_made_is_read(pg, px):
     """asyncpg's test_prepare_cache_invalidation_in_pool: one connection makes a table,
     another reads it at once (six times: the load must win no race for this to pass)."""
@@ -170,7 +163,6 @@ def test_a_table_another_session_just_made_is_read(pg, px):
     assert got == ["ok [(7,)]"] * len(FRESH), got
 
 
-@pytest.mark.xfail(strict=True, reason=TEMP_CODE + " (the FK's target is the CREATE's own)")
 def test_a_temporary_table_referencing_itself_is_made(pg, px):
     """psycopg's test_diag_from_commit: the COMMIT answers 23503, not a refusal."""
     sqls = ["BEGIN", "CREATE TEMP TABLE s37_def (data int PRIMARY KEY, ref int REFERENCES "

@@ -149,6 +149,43 @@ def test_a_database_whose_code_may_make_temporary_relations_shadows_every_unknow
     assert p._maybe_temporary(frozenset({"public.t"})) == {"public.t"}
 
 
+def test_an_unknown_name_where_code_makes_temporary_relations_is_undefined_and_waits():
+    """Session 38 (``_temp_of_code``): the refusal of a name nowhere but ``pg_temp`` carries
+    the server's 42P01 (``UndefinedTableVerdict``), the rule still ``deny.temp``; on a
+    stale snapshot it waits for a load first (``CATALOG_WAIT``, then decided on the load);
+    and a name the statement's own ``CREATE TEMP`` makes is that table, not code's."""
+    from policy.engine import CATALOG_WAIT, UndefinedTableVerdict
+
+    p, c = _session("read:public.* ddl:public.* execute:public.mk")
+    p.on_stale = lambda since: None  # (the relay's reload: a put below stands for it)
+    c.put("db", ["pin"], {"public.t": frozenset({"id", "pin"})}, temp_code=True)
+    v = p.check_query("SELECT * FROM nowhere")
+    assert type(v) is UndefinedTableVerdict and v.sqlstate == "42P01", v
+    assert v.decisions[0][1].rule == "deny.temp", v.decisions
+    assert not p.check_query("SELECT * FROM pg_temp.nowhere").allowed  # (qualified: 42501)
+    assert type(p.check_query("SELECT * FROM pg_temp.nowhere")) is not UndefinedTableVerdict
+    made = "CREATE TEMP TABLE d (v int PRIMARY KEY, r int REFERENCES d (v))"
+    assert p.check_query(made).allowed
+    # a foreign key to another name nowhere but pg_temp: that one may be code's (the CREATE
+    # above made the snapshot stale: a load after it first)
+    c.put("db", ["pin"], {"public.t": frozenset({"id", "pin"})}, temp_code=True)
+    v = p.check_query("CREATE TEMP TABLE e (v int REFERENCES other (v))")
+    assert not v.allowed and "public.other" in v.message, v.message
+    # another session's CREATE TABLE went through: the snapshot is stale, so the read of
+    # the new name waits for a load, and the load that shows it decides it
+    c.invalidate("db", {}, ())
+    assert c.get("db").stale
+    assert p.check_query("SELECT * FROM fresh") is CATALOG_WAIT
+    c.put("db", ["pin"], {"public.t": frozenset({"id", "pin"}),
+                          "public.fresh": frozenset({"a"})}, temp_code=True)  # fmt: skip
+    assert p.check_query("SELECT * FROM fresh").allowed
+    # still nowhere on the load after the wait: refused, not waited for again
+    c.invalidate("db", {}, ())
+    assert p.check_query("SELECT * FROM gone") is CATALOG_WAIT
+    v = p.check_query("SELECT * FROM gone")
+    assert not v.allowed and type(v) is UndefinedTableVerdict, v
+
+
 def test_a_pinned_parse_of_a_name_in_use_leaves_the_older_one_unknown():
     """Parsed upstream under a private name, the Parse of a name the server holds
     succeeds: the server keeps the older statement, which the policy no longer holds a
