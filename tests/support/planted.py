@@ -240,7 +240,7 @@ def renew(handle, at_most: float = 10.0) -> None:
     one loads goes to a cache no session reads), and no upstream session an earlier
     session parked (``upstream_pool``): no prepared statement, setting or temporary object
     of theirs reaches the next probe, whose first logins are new."""
-    from proxy.catalog_loader import CatalogLoader
+    from proxy.catalog_loader import LINK_IDLE_SECONDS, CatalogLoader
 
     server = handle.server
 
@@ -253,12 +253,23 @@ def renew(handle, at_most: float = 10.0) -> None:
 
     async def fresh() -> None:
         old = server.catalogs
-        server.catalogs = CatalogLoader(
+        new = server.catalogs = CatalogLoader(
             server.cfg, server.credentials, min_interval=server.cfg.upstream.catalog_min_interval
         )
         for entry in old.cache.entries.values():
             if entry.loading is not None and not entry.loading.done():
                 entry.loading.cancel()
+        # the catalog login the old loader kept idle goes on as the new one's, as it would
+        # in a proxy that served the earlier probes (``LINK_IDLE_SECONDS``): it holds no
+        # snapshot, only its prepared queries, planned once per login (a new login plans
+        # them again: most of the server's time in the red-team files that renew per probe)
+        links, old._links = old._links, {}
+        loop = asyncio.get_running_loop()
+        for database, link in links.items():
+            if link.expiry is not None:
+                link.expiry.cancel()
+            new._links[database] = link
+            link.expiry = loop.call_later(LINK_IDLE_SECONDS, new._expire, database, link)
         old.close()
         server.upstream_pool.close()
 
