@@ -247,6 +247,31 @@ def _sets_own_timezone(verdict) -> bool:
     return classified.cls is _SESSION_SET and classified.detail == _TIMEZONE
 
 
+def _alone_in_its_group(run: bytes, frames, i: int, statement: bytes) -> bool:
+    """Are the frames from ``frames[i]`` on, after a Parse of ``statement``, its one Bind
+    and the one Execute of that portal (a Describe or two beside them), then the Sync that
+    ends the group, in this read? (JDBC's, or any extended client's, single statement; a
+    pipeline of several is not: which statement a report is of is not known there.)"""
+    portal: bytes | None = None
+    executed = False
+    for j in range(i, len(frames)):
+        t, start, end = frames[j]
+        if t == _SYNC:
+            return executed
+        if t == _BIND and portal is None:
+            zero = run.index(b"\x00", start + 5)
+            if run[zero + 1 : run.index(b"\x00", zero + 1)] != statement:
+                return False
+            portal = run[start + 5 : zero]
+        elif t == _EXECUTE and portal is not None and not executed:
+            if run[start + 5 : run.index(b"\x00", start + 5)] != portal:
+                return False
+            executed = True
+        elif t != _DESCRIBE:
+            return False
+    return False
+
+
 class Relay:
     """Relay logic for one session: policy on statements, recording of both directions."""
 
@@ -778,6 +803,11 @@ class Relay:
                     frame = again
                 else:
                     self._record(verdict, "Parse", sql, statement=name)
+                if (policy.encoding_code and verdict.allowed and _sets_own_timezone(verdict)
+                        and groups.idle and _alone_in_its_group(
+                            run, frames, i, run[start + 5 : run.index(b"\x00", start + 5)])):
+                    # (the Parse starts its group, which runs it alone: its report is its own)
+                    self._own_timezone = groups.sent_groups + 1
                 if verdict.allowed and (name in policy.bind_pins or name in self._pinned):
                     # A statement whose pin is a parameter is parsed upstream under a name
                     # of the proxy's own, its Binds (checked), Describes and Closes renamed

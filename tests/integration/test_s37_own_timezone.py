@@ -8,7 +8,11 @@ Query of one statement, the client's own SET, SET LOCAL or RESET of TimeZone, se
 nothing in flight (``Relay._own_timezone``): no code runs in it, and RESET returns to the
 login's value, reported at login. Attacked here: a granted function sets TimeZone to a
 vault row (directly the server reports it; through the proxy never), before the client's
-SET, in the same Query as the SET, and pipelined in front of it.
+SET, in the same Query as the SET, and pipelined in front of it. Session 38: the same over
+the extended protocol, for a Sync group of one Parse, its Bind and Execute (a Describe beside
+them) sent with nothing in flight (``relay._alone_in_its_group``: JDBC's single statement),
+attacked with code before and after the SET in its group, a group split over two writes,
+a Bind of code's statement, and pipelining in either order.
 """
 
 from __future__ import annotations
@@ -96,3 +100,61 @@ def test_a_set_pipelined_behind_code_is_not_passed(px):
         frames = c.frames_until_ready() + c.frames_until_ready()
     assert SECRET_ZONE not in b"".join(frames).decode("utf-8", "replace")
     assert _reports(frames) == [], frames
+
+
+# --- the extended protocol (session 38): a Sync group of one Parse, its Bind and Execute --
+
+SET_ROME = "SET TimeZone TO 'Europe/Rome'"
+DESCRIBE_PORTAL = m.frame(b"D", b"P\x00")  # (Describe of the unnamed portal)
+
+
+def _extended(px, *writes: bytes) -> list[bytes]:
+    """Each write sent as it is (a socket write each), every answer until the last write's
+    groups are answered."""
+    with RawClient.session(px.host, px.port, px.agent, px.token) as c:
+        frames: list[bytes] = []
+        for write in writes:
+            c.send(write)
+            for _ in range(write.count(m.SYNC)):
+                frames += c.frames_until_ready()
+    return frames
+
+
+@pytest.mark.parametrize("describe", [b"", DESCRIBE_PORTAL], ids=["plain", "described"])
+def test_the_clients_own_set_over_the_extended_protocol_is_reported(px, describe):
+    """JDBC's single statement: Parse, Bind, (Describe,) Execute, Sync in one write."""
+    frames = _extended(
+        px, m.parse("", SET_ROME) + m.bind_no_params() + describe + m.execute() + m.SYNC,
+        m.parse("", "RESET TimeZone") + m.bind_no_params() + m.execute() + m.SYNC,
+    )  # fmt: skip
+    reports = _reports(frames)
+    assert reports[0] == "Europe/Rome" and len(reports) == 2, frames
+    assert reports[1] not in ("Europe/Rome", SECRET_ZONE), frames  # (the login's, again)
+
+
+LEAK = m.parse("", "SELECT s37z.leak()") + m.bind_no_params() + m.execute()
+SET = m.parse("", SET_ROME) + m.bind_no_params() + m.execute()
+
+
+@pytest.mark.parametrize("writes", [
+    (LEAK + SET + m.SYNC,),  # code first in the group, the SET after it
+    (SET + LEAK + m.SYNC,),  # the SET first, code after it in the same group
+    (SET, LEAK + m.SYNC),  # the group split over two writes: the Sync comes with code
+    (m.parse("lk", "SELECT s37z.leak()") + m.SYNC,  # a Bind of code's statement in the group
+     m.parse("", SET_ROME) + m.bind_no_params(statement="lk") + m.execute() + m.SYNC),
+    (LEAK + m.SYNC + SET + m.SYNC,),  # pipelined: the SET's group sent while code's is in flight
+], ids=["code-then-set", "set-then-code", "split", "bind-of-code", "pipelined"])  # fmt: skip
+def test_an_extended_set_beside_code_is_not_passed(px, writes):
+    frames = _extended(px, *writes)
+    assert SECRET_ZONE not in b"".join(frames).decode("utf-8", "replace")
+    assert SECRET_ZONE not in _reports(frames), frames
+    if writes[0].startswith(LEAK):
+        assert _reports(frames) == [], frames
+
+
+def test_an_extended_set_pipelined_before_code_passes_only_its_own_report(px):
+    """The SET's group sent while idle, code's group right behind it in the same write:
+    the SET's report (at its own ReadyForQuery) is passed, code's is not."""
+    frames = _extended(px, SET + m.SYNC + LEAK + m.SYNC)
+    assert SECRET_ZONE not in b"".join(frames).decode("utf-8", "replace")
+    assert _reports(frames) == ["Europe/Rome"], frames
