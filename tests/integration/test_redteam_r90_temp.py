@@ -15,10 +15,12 @@ Planted: ``r90x.vault`` (``SECRET``, outside every grant); granted PL/pgSQL func
 copy it into a temporary table: ``r90.r90_stage()`` (``CREATE TEMP TABLE r90_copy AS
 SELECT v FROM r90x.vault``), ``r90.r90_stage_as(n)`` (the same by ``EXECUTE``, named
 ``n``), ``r90.r90_swap(n)`` (``DROP TABLE public.<n>``, then the same copy named ``n``);
-``r90.r90_view()`` (a temporary view ``r90_vw`` over the vault). So ``Snapshot.temp_code``
+``r90.r90_view()`` (a temporary view ``r90_vw`` over the vault); ``r90.r90_count()``
+(what code's ``r90_copy`` holds, ``rows=<n>/<copies of the row>``: the judge of a write).
+So ``Snapshot.temp_code``
 holds, and ``SELECT v::int FROM <name>`` directly quotes the row (22P02). The grant:
 ``read: write: ddl:`` of ``public.*``, ``read: ddl:`` of ``r90.*``, ``execute:`` of the
-four functions. The session's path is the pinned ``public, pg_temp``.
+five functions. The session's path is the pinned ``public, pg_temp``.
 
 Leaks (strict xfails; each in every mode unless said):
 
@@ -57,6 +59,20 @@ Leaks (strict xfails; each in every mode unless said):
    an error, a ROLLBACK (TO), a DISCARD, nor a load that shows no such relation):
    ``_temp_of_code`` and ``_on_the_path`` take it as on the path for the rest of the
    session.
+
+4. **A row write of a name nowhere on the path reaches code's table** (``nowhere-write``).
+   After ``SELECT r90.r90_stage()``, ``INSERT INTO r90_copy VALUES ('x')``, ``DELETE FROM
+   r90_copy``, ``UPDATE r90_copy SET v = 'y'`` are allowed (``write:public.*``) and change
+   code's ``pg_temp.r90_copy`` (``r90.r90_count()``: ``rows=1/1`` becomes ``2/1``,
+   ``0/0``, ``1/0``), and the command tag (``DELETE 1``) counts code's rows; a read of the
+   same name is refused (42P01) and ``INSERT INTO pg_temp.r90_copy`` is refused
+   (``deny.temp``: "a row written there reaches what the code does with the table
+   next"). Cause: ``StatementPolicy._temp_of_code`` checks row writes only where the name
+   is spelled ``pg_temp.*`` (``rel.startswith(_TEMP_PREFIX)``); session 38's nowhere rule
+   loops over ``c.reads`` only, and a write with no column read (no WHERE, no RETURNING)
+   has none (``TRUNCATE`` is held by its own scope). Fix: run the same "nowhere on the
+   path" test over the relations of ``c.write_ops`` (insert, update, delete, merge, copy
+   from) with the same 42P01 refusal and stale-snapshot wait.
 
 Fix for the family (what the server resolves an unqualified name to, on the path or in
 ``pg_temp``, after DDL the snapshot does not show): decide "found on the path" only from
@@ -107,7 +123,7 @@ pytestmark = pytest.mark.timeout(600)
 
 AGENT = "r90-temp"
 SECRET = "R90-VAULT-ROW"
-FUNCTIONS = "r90.r90_stage,r90.r90_stage_as,r90.r90_swap,r90.r90_view"
+FUNCTIONS = "r90.r90_stage,r90.r90_stage_as,r90.r90_swap,r90.r90_view,r90.r90_count"
 SCOPES = f"read:public.* write:public.* ddl:public.* read:r90.* ddl:r90.* execute:{FUNCTIONS}"
 SETUP = f"""
 SET ROLE pgwitness;
@@ -131,6 +147,11 @@ END $$;
 CREATE FUNCTION r90.r90_view() RETURNS void LANGUAGE plpgsql AS $$
 BEGIN
   CREATE TEMP VIEW r90_vw AS SELECT v FROM r90x.vault;
+END $$;
+CREATE FUNCTION r90.r90_count() RETURNS text LANGUAGE plpgsql AS $$
+BEGIN
+  RETURN (SELECT 'rows=' || count(*) || '/' || count(*) FILTER (WHERE v = '{SECRET}')
+          FROM r90_copy);
 END $$;
 RESET ROLE;
 """
@@ -309,6 +330,39 @@ def test_a_name_codes_ddl_took_off_the_path_does_not_reach_codes_table(pg, px, m
 def test_a_create_that_never_happened_does_not_put_the_name_on_the_path(pg, px, key, mode):
     got = _run(pg, px, mode, PHANTOM[key])
     assert not _shows(got), ("LEAK", key, mode, got[-500:])
+
+
+NOWHERE_WRITES = {
+    "insert": "INSERT INTO r90_copy VALUES ('x')",
+    "delete": "DELETE FROM r90_copy",
+    "update": "UPDATE r90_copy SET v = 'y'",
+}
+UNTOUCHED = "rows=1/1"  # what r90.r90_count() says of code's copy after the staging call
+
+
+def _count_after(c, mode: str, sql: str) -> tuple[str, str]:
+    """``sql`` in ``mode`` after the staging call, then what code's copy holds."""
+    got = planted.text(c.query(STAGE[0]))
+    got += planted.run_mode(c, mode, sql)
+    return got, planted.text(c.query("SELECT r90.r90_count()"))
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "round 90, leak 4: _temp_of_code checks row writes only of names spelled pg_temp.*; "
+    "a write of a name nowhere on the path changes code's temporary table"))  # fmt: skip
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("key", sorted(NOWHERE_WRITES))
+def test_a_write_of_a_name_nowhere_does_not_change_codes_table(pg, px, key, mode):
+    sql = NOWHERE_WRITES[key]
+    with RawClient.direct(pg) as c:
+        _got, count = _count_after(c, "simple", sql)
+    if UNTOUCHED in count or "rows=" not in count:
+        raise RuntimeError(("precondition: the write changes code's table directly", count))
+    planted.renew(px)
+    with planted.session(px) as c:
+        got, count = _count_after(c, mode, sql)
+    assert "rows=" in count, count[-300:]
+    assert UNTOUCHED in count, ("CHANGED", key, mode, count[-200:], got[-300:])
 
 
 # --- held: session 38's premise, renames, the refusal ---------------------------------------
