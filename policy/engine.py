@@ -925,7 +925,19 @@ class StatementPolicy:
         # names the session's own DDL gave relations and types outside pg_temp: what no
         # snapshot loaded before it knows yet (``_shadowing_temp``)
         self._made_names: frozenset[str] = frozenset()
-        self._made_relations: frozenset[str] = frozenset()
+        # Relations outside pg_temp the session's own DDL made, as classify renders them,
+        # name -> the Sync group that made it (``_temp_of_code``, ``_on_the_path``: where
+        # code may make temporary relations, a name on the path is not pg_temp's). One
+        # counts in its own group (the server skips the rest of a group after an error), or
+        # once its group is answered (``_made_answered``, ``temps_answered``); an error or
+        # an undoing command forgets them all (a load shows what committed: red-team round
+        # 90, a CREATE that failed or was rolled back had put its name on the path). And
+        # relations its DDL dropped, renamed or moved away, name -> when its transaction
+        # ended (None: still open): off the path until a load asked for after that, or a
+        # later CREATE of the name (round 90: the name then found code's pg_temp table).
+        self._made_relations: dict[str, int] = {}
+        self._made_answered = 0
+        self._removed_relations: dict[str, float | None] = {}
         # Where the database holds code that may leave cursors of its own open
         # (``Snapshot.portal_code``): the cursors and portals the client made, and the
         # refcursors granted functions returned, the only ones it may read
@@ -1578,6 +1590,8 @@ class StatementPolicy:
         is not known here (``answered`` drops the names they touched)."""
         self._failed = True
         self.names_pending = True
+        if self._made_relations:
+            self._made_relations = {}  # (which CREATE failed, and what it undid: a load says)
         if self.temps_pending:
             self._temp_undone = True  # (what the transaction made is undone at its end)
         if self.portals_watched:
@@ -1617,6 +1631,7 @@ class StatementPolicy:
         statements made are the open transaction's, unless an error came since it began;
         at its end they are the session's own if it committed (no error, no ROLLBACK)."""
         before = (self._temp_own, frozenset(self._temp_tx))
+        self._made_answered = answered
         confirmed = {n: v[1] for n, v in self._temp_claims.items() if v[0] < answered}
         for name in confirmed:
             del self._temp_claims[name]
@@ -1638,6 +1653,7 @@ class StatementPolicy:
             self._temp_undone = False
         self.temps_pending = bool(
             self._temp_claims or self._temp_tx or self._temp_undone or self._temp_commits
+            or any(g >= answered for g in self._made_relations.values())
         )
         if before != (self._temp_own, frozenset(self._temp_tx)):
             self._session_state_changed()  # (what was decided on them is decided again)
@@ -1656,6 +1672,7 @@ class StatementPolicy:
             command = c.command
             if command in _UNDOING:
                 self._temp_undone = True
+                self._made_relations = {}  # (what the transaction made may be undone)
             elif command == "COMMIT":
                 self._temp_commits.append(self.sending_group)
             elif command == "DISCARD" and c.detail in ("all", "temp", "temporary"):
@@ -1692,6 +1709,7 @@ class StatementPolicy:
                     self._temp_claims[name] = (self.sending_group, how[1])
         self.temps_pending = bool(
             self._temp_claims or self._temp_tx or self._temp_undone or self._temp_commits
+            or any(g >= self._made_answered for g in self._made_relations.values())
         )
         if before != (self._temp_own, frozenset(self._temp_tx)):
             self._session_state_changed()
@@ -1702,6 +1720,11 @@ class StatementPolicy:
         (committed or rolled back): a load from now on shows what it left."""
         removed = self.ddl_unsettled
         self.ddl_unsettled = frozenset()
+        if self._removed_relations:
+            now = monotonic()
+            for rel, ended in self._removed_relations.items():
+                if ended is None:
+                    self._removed_relations[rel] = now
         ran = self.ddl_open
         self.ddl_open = False
         self._ddl_attached = False
@@ -2167,6 +2190,8 @@ class StatementPolicy:
                 self.encoding_code = snap.encoding_code
                 if snap.temp_code:
                     self._temp_any = True  # (decisions are forgotten below)
+                if self._removed_relations or self._made_relations:
+                    self._moved_seen(snap)
                 if snap.portal_code != self._portal_code_seen:
                     self._portal_code_seen = snap.portal_code
                     self._watch_portals(snap.portal_code)
@@ -2457,15 +2482,20 @@ class StatementPolicy:
                 return Decision(False, "deny.temp", (
                     f"may not {op} {rel}: code in this database may make temporary relations, "
                     "and this session's own statements did not make this one"))  # fmt: skip
-        if not c.reads:
+        # what it reads, and the relations it writes rows of by a name outside pg_temp (an
+        # unqualified INSERT, UPDATE, DELETE, MERGE or COPY FROM of a name nowhere on the
+        # path changes code's temporary table of it: red-team round 90)
+        named = [(rel, "read") for rel in sorted(c.reads)]
+        named += [(rel, op) for op, rel in sorted(c.write_ops)
+                  if op != "ddl" and not rel.startswith(_TEMP_PREFIX)]  # fmt: skip
+        if not named:
             return None
         snap = self._snapshot_seen
-        columns = snap.columns if snap is not None else {}
         # the temporary relations this statement makes: an unqualified name of one is that
         # one (a foreign key of a new temporary table naming the table itself); if code had
         # made one of the name before, the CREATE fails before its query reads a row
         made_here = _temp_made(c)
-        for rel in sorted(c.reads):
+        for rel, op in named:
             if rel.startswith(_TEMP_PREFIX):
                 if rel[len(_TEMP_PREFIX) :] in temps:
                     continue
@@ -2478,17 +2508,15 @@ class StatementPolicy:
                     # the server looks there only (an unqualified one is rendered in the
                     # path's first schema)
                     or parts[0] not in self.search_path
-                    or rel in columns or rel in self._made_relations
                     or render_name(parts[1]) in temps or render_name(parts[1]) in made_here
-                    # (an unqualified name: a relation of a schema on the path before pg_temp;
-                    # one of a schema off the path is not what the server finds: round 80)
-                    or any(render_name(schema, parts[1]) in columns
-                           or render_name(schema, parts[1]) in self._made_relations
-                           for schema in self.search_path)
+                    # (an unqualified name: a relation of a schema on the path before pg_temp,
+                    # as the server surely finds it: ``_on_path_as``; one of a schema off the
+                    # path is not what the server finds: round 80)
+                    or self._on_the_path(parts[1])
                 ):  # fmt: skip
                     continue
                 nowhere = Decision(False, "deny.temp", (
-                    f"may not read {rel}: no relation of that name is known outside the "
+                    f"may not {op} {rel}: no relation of that name is known outside the "
                     "temporary schema, and code in this database may make temporary "
                     "relations, which an unqualified name finds there"
                 ), sqlstate=UNDEFINED_TABLE)  # (the server's answer where it is nowhere)
@@ -2497,7 +2525,7 @@ class StatementPolicy:
                     # on a load that started after this statement arrived
                     return self._after_a_load(snap, nowhere)
                 return nowhere
-            return Decision(False, "deny.temp", f"may not read {rel}: {why}")
+            return Decision(False, "deny.temp", f"may not {op} {rel}: {why}")
         return None
 
     def _maybe_temporary(self, relations: frozenset[str]) -> frozenset[str]:
@@ -2521,16 +2549,46 @@ class StatementPolicy:
     def _on_the_path(self, name: str) -> bool:
         """Does a schema of the search path before ``pg_temp`` have a relation ``name`` in
         the snapshot, or one this session made since its load?"""
-        snap = self._snapshot_seen
-        columns = snap.columns if snap is not None else {}
-        made = self._made_relations
         for schema in self.search_path:
             if schema == "pg_temp":
                 return False  # (a path naming it first: the temporary one is found first)
-            rel = render_name(schema, name)
-            if rel in columns or rel in made:
+            if self._on_path_as(render_name(schema, name)):
                 return True
         return False
+
+    def _on_path_as(self, rel: str) -> bool:
+        """Is ``rel`` ("schema.name", a schema of the path) a relation the server surely
+        finds: made by this session's DDL (``_made_relations``: answered, or in this Sync
+        group), or in the snapshot and not dropped, renamed or moved away by the session's
+        DDL since a load asked for after that DDL's transaction ended?"""
+        group = self._made_relations.get(rel)
+        if group is not None:
+            self._complete_used = True  # (rests on what the server answered so far: not cached)
+            if group < self._made_answered or group == self.sending_group:
+                return True
+        snap = self._snapshot_seen
+        if snap is None or rel not in snap.columns:
+            return False
+        if rel in self._removed_relations:
+            ended = self._removed_relations[rel]
+            if ended is None or snap.loaded_at <= ended:
+                self._complete_used = True  # (the same)
+                return False
+        return True
+
+    def _moved_seen(self, snap: Snapshot) -> None:
+        """A new snapshot: what the session's DDL made or removed that it shows as it is
+        (loaded after that DDL's transaction ended, or answered and among its relations)
+        needs no book of the session's any more."""
+        removed = self._removed_relations
+        if removed:
+            for rel in [r for r, ended in removed.items()
+                        if ended is not None and snap.loaded_at > ended]:  # fmt: skip
+                del removed[rel]
+        made = self._made_relations
+        if made and not snap.stale:
+            for rel in [r for r, g in made.items() if g < self._made_answered and r in snap.columns]:
+                del made[rel]
 
     def _function_types(self, functions: frozenset[str], snap: Snapshot) -> frozenset[str]:
         """The user types the functions a statement calls take or return, under every name
@@ -3391,17 +3449,21 @@ class StatementPolicy:
         temps = self._temp_names
         views = self._own_views
         text_made: frozenset[str] = _NO_NAMES  # (``_temp_text``)
+        gone: set[str] = set()  # (relations dropped, renamed or moved away before it)
         out: list[Pair] = []
         for c, d in pairs:
             if (
                 defined or removed or temps is not self._temp_names or views is not self._own_views
-                or text_made
+                or text_made or gone
             ) and (d.allowed or d.rule == "deny.temp"):  # (a temporary one made before it)
                 saved, saved_views = self._temp_names, self._own_views
+                saved_gone = self._removed_relations
                 self._snapshot_seen = without_columns(with_defined(snap, defined), removed)
                 self._temp_names = temps
                 self._own_views = views
                 self._temp_text = text_made
+                if gone:
+                    self._removed_relations = {**saved_gone, **dict.fromkeys(gone)}
                 try:
                     d = self._decide(c)  # calls, operators, types and column syntax again
                 finally:
@@ -3409,9 +3471,11 @@ class StatementPolicy:
                     self._temp_names = saved
                     self._own_views = saved_views
                     self._temp_text = _NO_NAMES
+                    self._removed_relations = saved_gone
             out.append((c, d))
             defined = merge_defined(defined, _defined_functions(c))
             removed = removed | self._removed_columns(c)
+            gone |= self._relations_gone(c)
             made = _temp_made(c)
             if made and not made <= temps:
                 temps = temps | made
@@ -3694,7 +3758,7 @@ class StatementPolicy:
                 if made:
                     self._own_views = {**self._own_views, **made}
         ddl = ran and any(c.cls is StatementClass.DDL for c, _d in pairs)
-        if ddl or (ran and (self.temps_pending or self._temp_own)):
+        if ddl or (ran and (self.temps_pending or self._temp_own or self._made_relations)):
             # (from the session's start: code may be seen later; a DISCARD or ROLLBACK
             # matters only once there is something of the session's to end)
             self._claim_temps(pairs)
@@ -3733,6 +3797,43 @@ class StatementPolicy:
         unread = entry.unread
         return any(unread.get(fn) is not None for c, _d in pairs for fn in c.functions)
 
+    def _relations_moved(self, c: Classified) -> None:
+        """DDL ``c`` goes to the server: the relations outside pg_temp it makes (as classify
+        renders them: ``_made_relations``, in this Sync group), and those it drops, renames
+        or moves away, under each schema of the path an unqualified name may be in
+        (``_removed_relations``, until its transaction ends and a load after that)."""
+        if c.command.startswith("CREATE"):
+            for op, rel in c.write_ops:
+                if op == "ddl" and not rel.startswith(_TEMP_PREFIX):
+                    self._made_relations[rel] = self.sending_group
+                    self._removed_relations.pop(rel, None)
+            if self._made_relations:
+                self.temps_pending = True  # (``temps_answered``: its group's answer)
+            return
+        for rel in self._relations_gone(c):
+            self._removed_relations[rel] = None
+            self._made_relations.pop(rel, None)
+
+    def _relations_gone(self, c: Classified) -> set[str]:
+        """The relations outside pg_temp DDL ``c`` drops, renames or moves away, as classify
+        renders them (an unqualified name's: under each schema of the path)."""
+        command = c.command
+        gone: set[str] = set()
+        if not _may_remove_columns(c):
+            return gone
+        if command.startswith("DROP"):
+            gone.update(rel for op, rel in c.write_ops
+                        if op == "ddl" and not rel.startswith(_TEMP_PREFIX))  # fmt: skip
+        for (schema, old), (to_schema, new) in renamed_relations(c.sql):
+            if schema == "pg_temp":
+                continue
+            olds = [render_name(schema, old)] if schema is not None else [
+                render_name(sch, old) for sch in self.search_path if sch != "pg_temp"]
+            news = [render_name(to_schema, new)] if to_schema is not None else [
+                render_name(sch, new) for sch in self.search_path if sch != "pg_temp"]
+            gone.update(r for r in olds if r not in news)
+        return gone
+
     def _ran_ddl(self, pairs: tuple[Pair, ...], bound: bool = False) -> bool:
         """``pairs`` go to the server: if they are (or may run) DDL, the snapshot is stale
         from now on (``on_ddl``) and the transaction's end settles it (``ddl_open``).
@@ -3742,19 +3843,13 @@ class StatementPolicy:
         defined: dict[str, frozenset[str]] = {}
         removed: frozenset[tuple[str, str]] = frozenset()
         made: set[str] = set()
-        relations: set[str] = set()
         for c, _d in pairs:
             defined = merge_defined(defined, _defined_functions(c))
             removed = removed | self._removed_columns(c)
             made |= _names_made(c)
-            if c.command.startswith("CREATE"):
-                relations.update(rel for op, rel in c.write_ops
-                                 if op == "ddl" and not rel.startswith(_TEMP_PREFIX))  # fmt: skip
+            self._relations_moved(c)
         if made:
             self._made_names = self._made_names | made
-        if relations:
-            # (``_temp_of_code``: a relation it made since the load, as classify renders it)
-            self._made_relations = self._made_relations | relations
         if defined:
             self._defined += 1  # (``check_query``, ``check_bind``: ``lazy_names``)
         fresh = removed - self.ddl_unsettled  # a key this session holds already: once

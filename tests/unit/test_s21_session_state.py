@@ -186,6 +186,49 @@ def test_an_unknown_name_where_code_makes_temporary_relations_is_undefined_and_w
     assert not v.allowed and type(v) is UndefinedTableVerdict, v
 
 
+def test_where_code_makes_temporary_relations_the_path_is_what_the_server_surely_has():
+    """Red-team round 90 (``_removed_relations``, ``_made_relations``): a relation the
+    session dropped or renamed is off the path (its name finds code's pg_temp table),
+    within one text too; a CREATE counts in its own Sync group or once answered, and an
+    error forgets it; a write of a name nowhere is refused as a read is."""
+    p, c = _session("read:public.* write:public.* ddl:public.* execute:public.mk")
+    p.on_stale = lambda since: None
+    tables = {"public.t": frozenset({"v"}), "public.u": frozenset({"v"})}
+    c.put("db", ["pin"], tables, temp_code=True)
+    assert p.check_query("SELECT v FROM t").allowed
+    assert not p.check_query("INSERT INTO nowhere VALUES (1)").allowed  # (leak 4)
+    assert not p.check_query("DELETE FROM nowhere").allowed
+    v = p.check_query("DROP TABLE t; SELECT v FROM t")  # (leak 1, one text)
+    assert not v.allowed and "public.t" in v.message, v.message
+    assert p.check_query("DROP TABLE t").allowed
+    c.put("db", ["pin"], tables, temp_code=True)  # (a load while its block may be open)
+    v = p.check_query("SELECT v FROM t")
+    assert not v.allowed and v.sqlstate == "42P01", v.message
+    assert p.check_query("ALTER TABLE u RENAME TO w").allowed
+    c.put("db", ["pin"], tables, temp_code=True)
+    assert not p.check_query("SELECT v FROM u").allowed
+    # made in its group; answered: made; an error since: forgotten (a load says)
+    p.sending_group = 5
+    assert p.check_query("CREATE TABLE n (v int)").allowed
+    c.put("db", ["pin"], tables, temp_code=True)
+    assert p.check_query("SELECT v FROM n").allowed  # (its own group)
+    p.sending_group = 6
+    assert not p.check_query("SELECT v FROM n").allowed  # (not answered yet)
+    p.temps_answered(6, True)
+    assert p.check_query("SELECT v FROM n").allowed
+    p.failed()
+    assert not p.check_query("SELECT v FROM n").allowed
+    # a ROLLBACK forgets what its transaction made (round 90: a rolled-back CREATE)
+    p.sending_group = 7
+    assert p.check_query("CREATE TABLE r (v int)").allowed
+    p.temps_answered(8, False)
+    p.sending_group = 8
+    assert p.check_query("SELECT v FROM r").allowed
+    assert p.check_query("ROLLBACK").allowed
+    p.sending_group = 9
+    assert not p.check_query("SELECT v FROM r").allowed
+
+
 def test_a_pinned_parse_of_a_name_in_use_leaves_the_older_one_unknown():
     """Parsed upstream under a private name, the Parse of a name the server holds
     succeeds: the server keeps the older statement, which the policy no longer holds a
