@@ -82,6 +82,7 @@ _PARSE: Final = F.PARSE
 _TERMINATE: Final = F.TERMINATE
 _BIND: Final = F.BIND
 _DESCRIBE: Final = F.DESCRIBE
+_FLUSH: Final = F.FLUSH
 _CLOSE: Final = F.CLOSE
 _READY: Final = B.READY_FOR_QUERY
 _ERROR: Final = B.ERROR_RESPONSE
@@ -213,7 +214,9 @@ def _portal_of(run: bytes, bind_start: int) -> bytes:
 
 def _next_execute(run: bytes, frames, i: int, portal: bytes) -> int:
     """After a Bind of ``portal``: 1 if ``frames[i:]`` run it next (an Execute of it, with
-    nothing between but Describes of it), 0 if another message comes first, -1 if the
+    nothing between but Describes of it and Flushes, which run nothing: pg-cursor sends
+    Bind, Describe, Flush and its Execute once the server answered, the node drivers'
+    differential of session 38), 0 if another message comes first, -1 if the
     batch ends before either. Executed next, the server runs the portal before any other
     message, so what its statement changes happens in the order the policy follows it
     (``StatementPolicy.bind_at_once``); a batch that ends first (psycopg's pipeline with
@@ -226,6 +229,8 @@ def _next_execute(run: bytes, frames, i: int, portal: bytes) -> int:
         if t == _DESCRIBE and run[start + 5 : start + 6] == b"P":
             if run[start + 6 : start + 6 + size] != portal:
                 return 0
+        elif t == _FLUSH:
+            pass
         elif t == _EXECUTE:
             # (with a row limit, the rest of the portal runs at later Executes: code in it
             # that replaces statements ran at this Bind already, so the policy's

@@ -30,6 +30,8 @@ test_s32_portal_transparency and tests/unit/test_s23_followed_statements.) Left 
 fix: a cursor over DDL closed unread (Close of its portal, Sync, after the Flush) ends the
 session, as any read not led by that Execute does.
 
+Fixed in session 38 as proposed (``_next_execute`` skips a Flush): the two tests are plain.
+
 Plain tests: what the suites exercise hardest through the proxy and passed, server-judged:
 pg-cursor's reads of a SELECT in row-limited Executes (portal suspended between them).
 """
@@ -102,8 +104,6 @@ def _both(pg, px, steps) -> tuple[list[str], list[str]]:
     return got["direct"], got["proxied"]
 
 
-@pytest.mark.xfail(strict=True, reason="regression: DDL bound, Described, Flushed, then "
-                   "executed (pg-cursor) is refused (relay._next_execute counts the Flush)")  # fmt: skip
 def test_a_temporary_table_made_through_a_cursor(pg, px):
     """pg-cursor's ``handles queries that return no data``."""
     sql = "CREATE TEMPORARY TABLE s38n_whatwhat (thing int)"
@@ -112,8 +112,6 @@ def test_a_temporary_table_made_through_a_cursor(pg, px):
     assert got == direct, got
 
 
-@pytest.mark.xfail(strict=True, reason="regression: DDL bound, Described, Flushed, then "
-                   "executed (pg-cursor) is refused (relay._next_execute counts the Flush)")  # fmt: skip
 def test_a_table_made_through_a_cursor_in_a_block_then_altered(pg, px):
     """pg-cursor's ``can execute multiple statements in a transaction if no data``, on a
     permanent table of the granted schema (rolled back: nothing stays)."""
