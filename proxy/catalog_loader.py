@@ -180,7 +180,16 @@ async def _exchange(cfg, link: _Link, sqls: tuple[str, ...]) -> tuple[list[Rows 
                 out += m.bind_no_params("", name) + m.execute() + m.SYNC
             else:
                 out += m.query(statement)
-    link.up.transport.write(bytes(out))
+    transport = link.up.transport
+    try:
+        if transport.is_closing():
+            raise RuntimeError("the transport is closing")
+        transport.write(bytes(out))
+    except RuntimeError as exc:
+        # a kept login the server ended meanwhile (uvloop raises RuntimeError on a write to
+        # a closed transport): an OSError, as a failed read is, so the load logs in again
+        # or fails as a load does (its event and metric), never as an unretrieved task
+        raise ConnectionError(f"catalog login closed: {exc}") from None
     groups: list[Rows | UpstreamError] = []
     rows: Rows = []
     error: tuple[str, str] | None = None
