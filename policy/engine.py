@@ -7,7 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, fields, replace
 from hashlib import blake2b
 from time import monotonic
-from typing import Any, Final, TypeVar
+from typing import Any, Final, NoReturn, TypeVar
 
 from policy.caches import (
     MAX_SESSION_TEXT,
@@ -1651,12 +1651,17 @@ class StatementPolicy:
                     self._temp_own = self._temp_own | kept
             self._temp_tx.clear()
             self._temp_undone = False
-        self.temps_pending = bool(
-            self._temp_claims or self._temp_tx or self._temp_undone or self._temp_commits
-            or any(g >= answered for g in self._made_relations.values())
-        )
+        self.temps_pending = self._temps_open()
         if before != (self._temp_own, frozenset(self._temp_tx)):
             self._session_state_changed()  # (what was decided on them is decided again)
+
+    def _temps_open(self) -> bool:
+        """Is anything of the session's temporary relations, or a relation its CREATE made,
+        waiting for the server's answer (``temps_pending``: ``temps_answered`` then)?"""
+        return bool(
+            self._temp_claims or self._temp_tx or self._temp_undone or self._temp_commits
+            or any(g >= self._made_answered for g in self._made_relations.values())
+        )
 
     def _claim_temps(self, pairs: tuple[Pair, ...]) -> None:
         """``pairs`` go to the server (which temporary relations are the session's own is
@@ -1707,10 +1712,7 @@ class StatementPolicy:
             if how is not None and not how[0]:
                 for name in made:
                     self._temp_claims[name] = (self.sending_group, how[1])
-        self.temps_pending = bool(
-            self._temp_claims or self._temp_tx or self._temp_undone or self._temp_commits
-            or any(g >= self._made_answered for g in self._made_relations.values())
-        )
+        self.temps_pending = self._temps_open()
         if before != (self._temp_own, frozenset(self._temp_tx)):
             self._session_state_changed()
 
@@ -2221,9 +2223,7 @@ class StatementPolicy:
                 if waited is not None or not can_wait:  # reloaded (or could not wait): still old
                     self.waiting_since = None
                     return why or stale_refusal(snap, monotonic())
-                self.waiting_since = monotonic()
-                self.on_stale(self.waiting_since)
-                raise CatalogWait
+                self._wait_for_a_load()
             self.waiting_since = None
         return why
 
@@ -2520,10 +2520,7 @@ class StatementPolicy:
                         # ended (a granted function's DROP TABLE t, then its own pg_temp.t:
                         # red-team round 90): decided on a load after it, once
                         self._complete_used = True
-                        self.waiting_since = monotonic()
-                        assert self.on_stale is not None
-                        self.on_stale(self.waiting_since)
-                        raise CatalogWait
+                        self._wait_for_a_load()
                     continue
                 nowhere = Decision(False, "deny.temp", (
                     f"may not {op} {rel}: no relation of that name is known outside the "
@@ -3608,13 +3605,18 @@ class StatementPolicy:
         if self.on_stale is None:
             return denial
         self._complete_used = True
-        waited = self.waiting_since
-        if waited is None:
-            self.waiting_since = monotonic()
-            self.on_stale(self.waiting_since)
-            raise CatalogWait
+        if self.waiting_since is None:
+            self._wait_for_a_load()
         self.waiting_since = None
         return denial
+
+    def _wait_for_a_load(self) -> NoReturn:
+        """Ask for a load that starts now (``on_stale``) and check the statement again once
+        it is done: ``CatalogWait``, ``waiting_since`` the moment it was asked."""
+        self.waiting_since = monotonic()
+        assert self.on_stale is not None
+        self.on_stale(self.waiting_since)
+        raise CatalogWait
 
     def _removed_columns(self, c: Classified) -> frozenset[tuple[str, str]]:
         """The columns DDL ``c`` renames or drops, ("schema.table", column), under every
@@ -3624,11 +3626,8 @@ class StatementPolicy:
             return frozenset()
         out: set[tuple[str, str]] = set()
         for (schema, rel), (new_schema, new) in renamed_relations(c.sql):
-            olds = [render_name(schema, rel)] if schema is not None else [
-                render_name(sch, rel) for sch in self.search_path]
-            news = [render_name(new_schema, new)] if new_schema is not None else [
-                render_name(sch, new) for sch in self.search_path]
-            out.update((o, RENAMED_TO + n) for o in olds for n in news)
+            news = self._path_names(new_schema, new)
+            out.update((o, RENAMED_TO + n) for o in self._path_names(schema, rel) for n in news)
         snap = self._snapshot_seen
         for schema, rel, column in removed_columns(c.sql):
             if rel == ANY_RELATION:  # a type's attribute: every table made OF it (CASCADE)
@@ -3755,10 +3754,7 @@ class StatementPolicy:
             # a call of it would make the session forget every statement it holds (asyncpg's
             # and psycopg's caches then fail for good: the drivers' differential, session
             # 26). The load that reads it is asked for, and the statement decided after it
-            self.waiting_since = monotonic()
-            assert self.on_stale is not None
-            self.on_stale(self.waiting_since)
-            raise CatalogWait
+            self._wait_for_a_load()
         if any(c.command in STATEFUL_COMMANDS for c, _ in pairs):
             pairs = self._apply_session_state(pairs)
         if len(pairs) > 1 and self.catalog is not None and any(
@@ -3846,14 +3842,16 @@ class StatementPolicy:
             gone.update(rel for op, rel in c.write_ops
                         if op == "ddl" and not rel.startswith(_TEMP_PREFIX))  # fmt: skip
         for (schema, old), (to_schema, new) in renamed_relations(c.sql):
-            if schema == "pg_temp":
-                continue
-            olds = [render_name(schema, old)] if schema is not None else [
-                render_name(sch, old) for sch in self.search_path if sch != "pg_temp"]
-            news = [render_name(to_schema, new)] if to_schema is not None else [
-                render_name(sch, new) for sch in self.search_path if sch != "pg_temp"]
-            gone.update(r for r in olds if r not in news)
+            news = self._path_names(to_schema, new)
+            gone.update(r for r in self._path_names(schema, old) if r not in news)
         return gone
+
+    def _path_names(self, schema: str | None, name: str) -> list[str]:
+        """``name`` as classify renders it in ``schema``, or, unqualified, in each schema of
+        the search path (where PostgreSQL may find it)."""
+        if schema is not None:
+            return [render_name(schema, name)]
+        return [render_name(sch, name) for sch in self.search_path]
 
     def _ran_ddl(self, pairs: tuple[Pair, ...], bound: bool = False) -> bool:
         """``pairs`` go to the server: if they are (or may run) DDL, the snapshot is stale

@@ -180,15 +180,15 @@ async def _exchange(cfg, link: _Link, sqls: tuple[str, ...]) -> tuple[list[Rows 
                 out += m.bind_no_params("", name) + m.execute() + m.SYNC
             else:
                 out += m.query(statement)
+    # a kept login the server ended meanwhile (uvloop raises RuntimeError on a write to a
+    # closed transport): an OSError, as a failed read is, so the load logs in again or
+    # fails as a load does (its event and metric), never as an unretrieved task
     transport = link.up.transport
+    if transport.is_closing():
+        raise ConnectionError("catalog login closed")
     try:
-        if transport.is_closing():
-            raise RuntimeError("the transport is closing")
         transport.write(bytes(out))
     except RuntimeError as exc:
-        # a kept login the server ended meanwhile (uvloop raises RuntimeError on a write to
-        # a closed transport): an OSError, as a failed read is, so the load logs in again
-        # or fails as a load does (its event and metric), never as an unretrieved task
         raise ConnectionError(f"catalog login closed: {exc}") from None
     groups: list[Rows | UpstreamError] = []
     rows: Rows = []

@@ -257,19 +257,19 @@ def _alone_in_its_group(run: bytes, frames, i: int, statement: bytes) -> bool:
     and the one Execute of that portal (a Describe or two beside them), then the Sync that
     ends the group, in this read? (JDBC's, or any extended client's, single statement; a
     pipeline of several is not: which statement a report is of is not known there.)"""
-    portal: bytes | None = None
+    portal: bytes | None = None  # (with its NUL, as ``_portal_of`` and ``_next_execute``)
     executed = False
     for j in range(i, len(frames)):
-        t, start, end = frames[j]
+        t, start, _end = frames[j]
         if t == _SYNC:
             return executed
         if t == _BIND and portal is None:
-            zero = run.index(b"\x00", start + 5)
-            if run[zero + 1 : run.index(b"\x00", zero + 1)] != statement:
+            portal = _portal_of(run, start)
+            named = start + 5 + len(portal)
+            if run[named : run.index(b"\x00", named)] != statement:
                 return False
-            portal = run[start + 5 : zero]
         elif t == _EXECUTE and portal is not None and not executed:
-            if run[start + 5 : run.index(b"\x00", start + 5)] != portal:
+            if run[start + 5 : start + 5 + len(portal)] != portal:
                 return False
             executed = True
         elif t != _DESCRIBE:

@@ -1937,10 +1937,15 @@ def renamed_relations(sql: str) -> list[tuple[Name, Name]]:
     by name (what inherits from it, whether it is a security barrier, its columns) follows
     the relation only once a load shows it (policy.engine._through_renames). Empty if it
     cannot read ``sql``."""
+    return list(_renamed_relations(sql))
+
+
+@functools.lru_cache(maxsize=256)  # (asked of one DDL text by each rule that follows it)
+def _renamed_relations(sql: str) -> tuple[tuple[Name, Name], ...]:
     try:
         stmts = _tree(sql)
     except PgParseError:
-        return []
+        return ()
     out: list[tuple[Name, Name]] = []
     for st in stmts:
         node = st.get("stmt") or {}
@@ -1964,7 +1969,7 @@ def renamed_relations(sql: str) -> list[tuple[Name, Name]]:
             rel = move.get("relation") or {}
             if rel.get("relname") and move.get("newschema"):
                 out.append(((rel.get("schemaname"), rel["relname"]), (move["newschema"], rel["relname"])))
-    return out
+    return tuple(out)
 
 
 _SERIAL_TYPES = frozenset({"serial", "serial4", "bigserial", "serial8", "smallserial", "serial2"})
