@@ -918,6 +918,13 @@ class StatementPolicy:
         # a reload (``settle_ddl``; the one DDL started ran beside it, and a load cannot see
         # what a block has not committed yet)
         self.ddl_open = False
+        # code that may run DDL ran in this session's transaction, which has not ended
+        # (``_ran_ddl``; ``settle_ddl`` clears it): it may have dropped or moved a relation
+        # the snapshot shows on the path and made a temporary one of its name, which no load
+        # can show until the transaction ends (``_temp_of_code``; red-team round 90, leak 2
+        # in a block); ``_code_text``: the same for a statement after such a call in one text
+        self._code_open = False
+        self._code_text = False
         # the bare names of temporary relations this session may have made (``_temp_made``):
         # an unqualified name among them may be the temporary one, whose columns the
         # snapshot does not know (column syntax on it counts as a call: red-team round 33)
@@ -1729,6 +1736,7 @@ class StatementPolicy:
                     self._removed_relations[rel] = now
         ran = self.ddl_open
         self.ddl_open = False
+        self._code_open = False
         self._ddl_attached = False
         if (removed or ran) and self.on_settle is not None:
             # (its own count: a read then does not wait for the reload, ``_stale_write``)
@@ -2515,6 +2523,17 @@ class StatementPolicy:
                 # the server surely finds it: ``_on_path_as``; one of a schema off the path
                 # is not what the server finds: round 80)
                 if self._on_the_path(parts[1]):
+                    if self._temp_any and (self._code_open or self._code_text):
+                        # code that may run DDL ran in this transaction, still open: it may
+                        # have dropped the relation the snapshot shows and made code's
+                        # temporary one of the name, and no load shows an open transaction
+                        self._complete_used = True  # (for this transaction only)
+                        return Decision(False, "deny.temp", (
+                            f"may not {op} {rel}: code that may run DDL ran in this "
+                            "transaction, and may have dropped or moved that relation and "
+                            "made a temporary one of its name, which the server would find "
+                            "instead; no catalog load shows a transaction still open: read it "
+                            "before that code runs, or after the transaction ends"))  # fmt: skip
                     if snap is not None and self._code_moved_since(snap):
                         # code that may run DDL ran since the load and its transaction has
                         # ended (a granted function's DROP TABLE t, then its own pg_temp.t:
@@ -3468,11 +3487,12 @@ class StatementPolicy:
         views = self._own_views
         text_made: frozenset[str] = _NO_NAMES  # (``_temp_text``)
         gone: set[str] = set()  # (relations dropped, renamed or moved away before it)
+        code = False  # (code that may run DDL runs before it: ``_code_text``)
         out: list[Pair] = []
         for c, d in pairs:
             if (
                 defined or removed or temps is not self._temp_names or views is not self._own_views
-                or text_made or gone
+                or text_made or gone or code
             ) and (d.allowed or d.rule == "deny.temp"):  # (a temporary one made before it)
                 saved, saved_views = self._temp_names, self._own_views
                 saved_gone = self._removed_relations
@@ -3482,6 +3502,7 @@ class StatementPolicy:
                 self._temp_text = text_made
                 if gone:
                     self._removed_relations = {**saved_gone, **dict.fromkeys(gone)}
+                self._code_text = code
                 try:
                     d = self._decide(c)  # calls, operators, types and column syntax again
                 finally:
@@ -3490,7 +3511,9 @@ class StatementPolicy:
                     self._own_views = saved_views
                     self._temp_text = _NO_NAMES
                     self._removed_relations = saved_gone
+                    self._code_text = False
             out.append((c, d))
+            code = code or (d.opens_ddl and self._temp_any)
             defined = merge_defined(defined, _defined_functions(c))
             removed = removed | self._removed_columns(c)
             gone |= self._relations_gone(c)
@@ -3759,7 +3782,8 @@ class StatementPolicy:
             pairs = self._apply_session_state(pairs)
         if len(pairs) > 1 and self.catalog is not None and any(
             _defined_functions(c) or _may_remove_columns(c) or _temp_made(c) or _views_made(c)
-            for c, _ in pairs[:-1]
+            or (d.opens_ddl and self._temp_any)
+            for c, d in pairs[:-1]
         ):
             pairs = self._after_definitions(pairs)
         if len(pairs) > 1 and self.catalog is not None:
@@ -3908,6 +3932,7 @@ class StatementPolicy:
                 self.names_unknown()
             runs = any(d.opens_ddl and (bound or c.command != "PREPARE") for c, d in pairs)
             if runs:
+                self._code_open = True
                 self._code_ran()  # (after ``_run_by``: it forgets the SQL-level names)
             if runs and entry is not None:
                 # it may have redefined a function another session calls (red-team round
