@@ -288,3 +288,33 @@ def test_writes_in_a_block_that_ran_ddl_do_not_wait():
     assert p.check_query("CREATE INDEX ON public.t (k)").allowed and p.ddl_open
     v = p.check_query("INSERT INTO public.t VALUES (1)")
     assert v is not CATALOG_WAIT and v.allowed and asks == []
+
+
+def test_where_code_makes_temporary_relations_code_that_may_run_ddl_closes_the_path():
+    """Red-team round 90, leak 2 in an open transaction (session 39, ``_code_open``,
+    ``_code_text``): after a call of code that may run DDL (it may drop ``public.t`` and
+    make its own ``pg_temp.t``), a relation of the path is refused until the transaction
+    ends, in a later statement and later in the same text; a name outside the path, and
+    the same read before the call, are not; after the end it is decided as before."""
+    p, c = _session("read:public.* read:other.* execute:public.swap")
+    p.on_stale = lambda since: None
+    tables = {"public.t": frozenset({"v"}), "other.o": frozenset({"v"})}
+    c.put("db", ["pin"], tables, temp_code=True, ddl_functions=("public.swap",))
+    assert p.check_query("BEGIN").allowed
+    assert p.check_query("SELECT v FROM t").allowed  # (before the call)
+    v = p.check_query("SELECT public.swap(); SELECT v FROM t")
+    assert not v.allowed and "after the transaction ends" in v.message, v.message
+    assert p.check_query("SELECT public.swap()").allowed
+    for sql in ("SELECT v FROM t", "SELECT v FROM public.t"):
+        v = p.check_query(sql)
+        assert not v.allowed and v.decisions[-1][1].rule == "deny.temp", (sql, v.message)
+    assert p.check_query("SELECT v FROM other.o").allowed  # (off the path: qualified)
+    assert p.check_query("SELECT 1").allowed
+    p.settle_ddl()  # the transaction ended (ReadyForQuery 'I'): decided as before (in the
+    # proxy, on a load after it: the catalog's code window, ``_code_moved_since``)
+    assert p.check_query("SELECT v FROM t").allowed
+    # without code that may make temporary relations: nothing of this
+    q, c2 = _session("read:public.* execute:public.swap")
+    c2.put("db", ["pin"], tables, ddl_functions=("public.swap",))
+    assert q.check_query("BEGIN").allowed and q.check_query("SELECT public.swap()").allowed
+    assert q.check_query("SELECT v FROM t").allowed
