@@ -70,6 +70,7 @@ GRANTS = {
     "tg": "read:r91.tg write:r91.tg",
     "ddl": "read:r91.pub ddl:r91.*",
     "lsn": "read:r91.pub listen:r91ch",
+    "bv": "read:r91.bv write:r91.bv",
     "mig": "read:r91.* write:r91.* ddl:r91.*",
     "hi": "read:r91x.vault",
 }
@@ -85,7 +86,7 @@ INSERT INTO r91x.vault SELECT 'o' || i, 'other' || i FROM generate_series(1, 10)
 COMMENT ON TABLE r91x.vault IS '{CMT}';
 COMMENT ON COLUMN r91x.vault.v IS '{CMT}';
 CREATE STATISTICS r91x.vst (mcv) ON k, v FROM r91x.vault;
-CREATE STATISTICS r91x.vse ON (v || '') FROM r91x.vault;
+CREATE STATISTICS r91x.vse ON (v || '{COD}') FROM r91x.vault;
 ANALYZE r91x.vault;
 CREATE TABLE r91.pub (id int PRIMARY KEY, v text, n int);
 INSERT INTO r91.pub VALUES (1, 'R91-PUB-ok', 1);
@@ -145,6 +146,11 @@ ALTER TABLE r91.rl ENABLE ROW LEVEL SECURITY;
 ALTER TABLE r91.rl FORCE ROW LEVEL SECURITY;
 CREATE POLICY r91_rl_pol ON r91.rl USING (v <> '{COD}');
 CREATE VIEW r91.lv AS SELECT k, v FROM r91x.vault WHERE md5(md5(md5(k))) = '{COD}';
+-- a security-barrier view hiding a row whose key an exclusion constraint quotes (under row
+-- security PostgreSQL itself leaves the key out: "Key conflicts with existing key.")
+CREATE TABLE r91.bx (owner text, r int4range, EXCLUDE USING gist (r WITH &&));
+INSERT INTO r91.bx VALUES ('them', '[{EXN},{int(EXN) + 1})'), ('me', '[200000000,200000001)');
+CREATE VIEW r91.bv WITH (security_barrier) AS SELECT owner, r FROM r91.bx WHERE owner = 'me';
 CREATE TABLE r91.tg (id int);
 CREATE FUNCTION r91x.tgf() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN RAISE NOTICE 'tg %', {_V}; RETURN NEW; END $$;
@@ -180,18 +186,44 @@ def px(pg, tmp_path_factory):
     with planted.running(pg, tmp_path_factory, "r91", agent=AGENT, scopes=SCOPES,
                          setup=SETUP, teardown=TEARDOWN, grants=GRANTS) as h:  # fmt: skip
         h.tokens["base"] = h.token
+        planted.planted_oids(pg, h, OIDS)
         yield h
+
+
+# the planted objects' OIDs, for probes that name them by number (``<<NAME>>``)
+OIDS = """
+SELECT 'vault=' || 'r91x.vault'::regclass::oid
+UNION ALL SELECT 'dt=' || 'r91x.dt'::regclass::oid
+UNION ALL SELECT 'pp1=' || 'r91x.pp1'::regclass::oid
+UNION ALL SELECT 'dtidx=' || 'r91x.r91x_dt_partial'::regclass::oid
+UNION ALL SELECT 'dtcheck=' || oid FROM pg_constraint WHERE conrelid = 'r91x.dt'::regclass
+  AND contype = 'c'
+UNION ALL SELECT 'dttrg=' || oid FROM pg_trigger WHERE tgname = 'r91x_dt_trg'
+UNION ALL SELECT 'dtpol=' || oid FROM pg_policy WHERE polname = 'r91x_dt_pol'
+UNION ALL SELECT 'vse=' || oid FROM pg_statistic_ext WHERE stxname = 'vse'
+UNION ALL SELECT 'vv=' || 'r91x.vv'::regclass::oid
+UNION ALL SELECT 'sf=' || 'r91x.sf'::regproc::oid
+UNION ALL SELECT 'en=' || 'r91x.en'::regtype::oid
+"""
 
 
 def _shown(text: str) -> list[str]:
     return [mk for mk in MARKERS if planted.shows(text, mk)]
 
 
+def _oids(pg) -> dict[str, str]:
+    rows = pg.psql(OIDS, db="app").split()
+    return dict(row.split("=", 1) for row in rows)
+
+
 def _reaches(pg, before, sql: str, block: bool = True) -> str:
+    if "<<" in sql:
+        sql = planted.fill(sql, _oids(pg))
     return planted.reaches_directly(pg, list(before), sql, MARKERS, block)
 
 
 def _proxied(px, key: str, mode: str, before, sql: str, block: bool = True) -> str:
+    sql = planted.fill(sql, getattr(px, "oids", {}))
     return planted.proxied_in_block(px, key, mode, list(before), sql, block)
 
 
@@ -224,6 +256,22 @@ ERRORS = {
     "exclusion-insert": ("wo", [], "INSERT INTO r91.ex VALUES ('[0,100000000)')", None),
     "partition-update": ("wo", [], "UPDATE r91.pt SET n = 50", None),
     "fk-update": ("wo", [], "UPDATE r91.fkc SET n = 99", None),
+    "barrier-hidden-exclusion-insert": ("bv", [], "INSERT INTO r91.bv VALUES ('me', "
+                                        "'[0,100000000)')", None),
+    "delete-returning": ("wo", [], "DELETE FROM r91.wo RETURNING k", None),
+    "update-returning-whole-row": ("wo", [], "UPDATE r91.wo SET n = n + 10 RETURNING wo",
+                                   None),
+    "update-returning-row-to-json": ("wo", [], "UPDATE r91.wo SET n = 9 RETURNING "
+                                     "row_to_json(wo)", None),
+    "update-returning-column-syntax": ("wo", [], "UPDATE r91.wo SET n = 9 RETURNING (wo).k",
+                                       None),
+    "update-returning-aliased": ("wo", [], "UPDATE r91.wo AS w SET n = 9 RETURNING w.*", None),
+    "cte-delete-returning": ("wo", [], "WITH d AS (DELETE FROM r91.wo RETURNING *) "
+                             "SELECT * FROM d", None),
+    "merge-into-unreadable": ("wo", [], "MERGE INTO r91.wo USING (VALUES (1)) s(x) ON true "
+                              "WHEN MATCHED THEN UPDATE SET n = 1", None),
+    "upsert-returning": ("wo", [], f"INSERT INTO r91.wo VALUES ('{WOK}', 1) ON CONFLICT (k, n) "
+                         "DO UPDATE SET n = 3 RETURNING *", None),
     "trigger-notice": ("tg", [], "INSERT INTO r91.tg VALUES (1)", None),
     "leaky-view-cast": ("lv", [], "SELECT * FROM r91.lv WHERE v::int = 1", None),
 }  # fmt: skip
@@ -356,6 +404,38 @@ CATALOGS = {
                     None),
     "pin-constraint-join": ("base", [], "SELECT pg_get_constraintdef(c2.oid) FROM pg_constraint "
                             "c, pg_constraint c2 WHERE c.conrelid = 'r91.pub'::regclass", None),
+    # deparsers over every row of a catalog, and by a planted object's OID written as a number
+    "deparse-partition-scan": ("base", [], "SELECT pg_get_partition_constraintdef(oid) FROM "
+                               "pg_class WHERE relispartition", None),
+    "deparse-indexdef-scan": ("base", [], "SELECT pg_get_indexdef(indexrelid) FROM pg_index",
+                              None),
+    "deparse-constraintdef-scan": ("base", [], "SELECT pg_get_constraintdef(oid) FROM "
+                                   "pg_constraint", None),
+    "deparse-triggerdef-scan": ("base", [], "SELECT pg_get_triggerdef(oid) FROM pg_trigger",
+                                None),
+    "deparse-statistics-scan": ("base", [], "SELECT pg_get_statisticsobjdef(oid) FROM "
+                                "pg_statistic_ext", None),
+    "deparse-statistics-exprs-scan": ("base", [], "SELECT pg_get_statisticsobjdef_expressions("
+                                      "oid)::text FROM pg_statistic_ext", None),
+    "deparse-partition-by-oid": ("base", [], "SELECT pg_get_partition_constraintdef(<<pp1>>)",
+                                 None),
+    "deparse-indexdef-by-oid": ("base", [], "SELECT pg_get_indexdef(<<dtidx>>)", None),
+    "deparse-indexdef-column-by-oid": ("base", [], "SELECT pg_get_indexdef(<<dtidx>>, 0, true)",
+                                       None),
+    "deparse-constraintdef-by-oid": ("base", [], "SELECT pg_get_constraintdef(<<dtcheck>>)",
+                                     None),
+    "deparse-triggerdef-by-oid": ("base", [], "SELECT pg_get_triggerdef(<<dttrg>>)", None),
+    "deparse-statistics-by-oid": ("base", [], "SELECT pg_get_statisticsobjdef(<<vse>>)", None),
+    "deparse-statistics-exprs-by-oid": ("base", [], "SELECT pg_get_statisticsobjdef_expressions("
+                                        "<<vse>>)::text", None),
+    "deparse-viewdef-by-oid": ("base", [], "SELECT pg_get_viewdef(<<vv>>)", None),
+    "comment-by-oid": ("base", [], "SELECT obj_description(<<vault>>, 'pg_class')", None),
+    "comment-by-oid-one-arg": ("base", [], "SELECT obj_description(<<vault>>)", None),
+    "column-comment-by-oid": ("base", [], "SELECT col_description(<<vault>>, 2)", None),
+    "attrdef-by-oid": ("base", [], "SELECT pg_get_expr(adbin, adrelid) FROM pg_attrdef "
+                       "WHERE adrelid = <<dt>>", None),
+    "enum-by-oid": ("base", [], "SELECT enumlabel FROM pg_enum WHERE enumtypid = <<en>>", _ENUM),
+    "enum-range-by-oid": ("base", [], "SELECT enum_range(NULL::r91x.en)::text", None),
     "lo-get": ("base", [], "SELECT convert_from(lo_get(91091), 'UTF8')", None),
     "lo-read": ("base", [], "SELECT convert_from(loread(lo_open(91091, 262144), 100), 'UTF8')",
                 None),
@@ -639,23 +719,29 @@ def _steps(name: str, pg):
         return [[frame(b"Q", b"SELECT 1 \x00; " + sql.encode() + b"\x00")]]
     if name == "invalid-utf8":
         return [[frame(b"Q", b"SELECT '\xff' ; " + sql.encode() + b"\x00")]]
+    if name == "copy-from-trigger":
+        return [[m.query("COPY r91.tg FROM STDIN"), frame(b"d", b"1\n"), frame(b"c", b"")]]
+    if name == "copy-to-stdout-vault":
+        return [[m.query("COPY (SELECT v FROM r91x.vault) TO STDOUT")]]
     if name == "deep-nesting":
         return [[m.query("SELECT " + "(" * 3000 + f"{_V}" + ")" * 3000)]]
     raise KeyError(name)
 
 
-# key -> (does it leak directly, strict-xfail reason or None); where it does not, the server
-# itself answers with no value (a Describe's types, a malformed message): held if the proxy
-# adds none
+# key -> (grant, does it leak directly, strict-xfail reason or None); where it does not,
+# the server itself answers with no value (a Describe's types, a malformed message): held if
+# the proxy adds none
 PROTOCOL = {
-    "split-pipeline": (True, None),
-    "unnamed-reuse": (True, None),
-    "describe-statement": (False, None),
-    "function-call": (True, None),
-    "comment-hides-statement": (True, None),
-    "nul-in-query": (False, None),
-    "invalid-utf8": (False, None),
-    "deep-nesting": (True, None),
+    "split-pipeline": ("base", True, None),
+    "unnamed-reuse": ("base", True, None),
+    "describe-statement": ("base", False, None),
+    "function-call": ("base", True, None),
+    "comment-hides-statement": ("base", True, None),
+    "nul-in-query": ("base", False, None),
+    "invalid-utf8": ("base", False, None),
+    "deep-nesting": ("base", True, None),
+    "copy-from-trigger": ("tg", True, None),
+    "copy-to-stdout-vault": ("base", True, None),
 }
 
 
@@ -673,12 +759,12 @@ def _run_raw(c: RawClient, steps) -> str:
 
 @pytest.mark.parametrize("key", planted.cases(PROTOCOL))
 def test_r91_protocol(pg, px, key):
-    leaks, _why = PROTOCOL[key]
+    grant, leaks, _why = PROTOCOL[key]
     with RawClient.direct(pg) as c:
         direct = _run_raw(c, _steps(key, pg))
     if leaks and not _shown(direct):
         raise RuntimeError(("precondition: no marker directly", key, direct[-300:]))
     planted.renew(px)
-    with planted.session(px) as c:
+    with planted.session(px, px.tokens[grant]) as c:
         got = _run_raw(c, _steps(key, pg))
     _held(got, key, "raw")
