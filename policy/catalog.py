@@ -696,16 +696,17 @@ SELECT
 # does (red-team rounds 34 and 37). Names are matched as substrings of the lower-cased
 # source: an over-approximation costs a catalog load per transaction, never a leak. C
 # functions are trusted like built-ins, as in CODE_FLAGS_SQL.
-# Relations whose objects run function {fn}: the table of a trigger, rule, CHECK, default
-# or generated column, row security policy, index expression or partition key using it,
+# The relations whose objects run each user-written function, as (function, relation):
+# the table of a trigger, rule, CHECK, default or generated column, row security policy,
+# index expression or partition key using it,
 # every relation whose rows are made of a type whose domain CHECK or DEFAULT, or a cast
 # into or out of which, uses it (``typerel``: domains over domains, arrays, row types,
 # ranges; red-team round 39), both tables of a constraint using an operator it implements
 # (a foreign key's equality, an exclusion), and a relation whose indexes or partition key
 # use an operator class of it (red-team round 40: a foreign-key check through a user
 # operator class).
-_RUNS_FUNCTION = r"""
-SELECT CASE d.classid
+_RUNS_FUNCTIONS = r"""
+SELECT d.refobjid, CASE d.classid
   WHEN 'pg_catalog.pg_trigger'::pg_catalog.regclass THEN (SELECT g.tgrelid
     FROM pg_catalog.pg_trigger g WHERE g.oid = d.objid)
   WHEN 'pg_catalog.pg_rewrite'::pg_catalog.regclass THEN (SELECT w.ev_class
@@ -721,10 +722,10 @@ SELECT CASE d.classid
     WHERE r.oid = d.objid)
   END
 FROM pg_catalog.pg_depend d
-WHERE d.refclassid = 'pg_catalog.pg_proc'::pg_catalog.regclass AND d.refobjid = {fn}
+WHERE d.refclassid = 'pg_catalog.pg_proc'::pg_catalog.regclass AND d.refobjid >= 16384
 UNION ALL
-SELECT c.oid FROM (
-  SELECT x.typ FROM pg_catalog.pg_depend d CROSS JOIN LATERAL (
+SELECT ty.fn, c.oid FROM (
+  SELECT d.refobjid, x.typ FROM pg_catalog.pg_depend d CROSS JOIN LATERAL (
     SELECT k.contypid FROM pg_catalog.pg_constraint k
     WHERE d.classid = 'pg_catalog.pg_constraint'::pg_catalog.regclass AND k.oid = d.objid
     UNION ALL
@@ -734,29 +735,29 @@ SELECT c.oid FROM (
     WHERE d.classid = 'pg_catalog.pg_cast'::pg_catalog.regclass AND k.oid = d.objid
       AND t >= 16384  -- (a user type: a system type's cast is GLOBAL_CASTS_SQL's)
   ) x(typ)
-  WHERE d.refclassid = 'pg_catalog.pg_proc'::pg_catalog.regclass AND d.refobjid = {fn}
+  WHERE d.refclassid = 'pg_catalog.pg_proc'::pg_catalog.regclass AND d.refobjid >= 16384
   UNION ALL
-  SELECT cmp.typ FROM ({compares}) cmp(typ, fn) WHERE cmp.fn = {fn}
-) ty(typ)
+  SELECT cmp.fn, cmp.typ FROM ({compares}) cmp(typ, fn)
+) ty(fn, typ)
 JOIN typerel tr ON tr.typ = ty.typ
 JOIN pg_catalog.pg_class c ON c.reltype = tr.whole
 UNION ALL
-SELECT unnest(ARRAY[k.conrelid, nullif(k.confrelid, 0)]) FROM pg_catalog.pg_depend od
+SELECT od.refobjid, unnest(ARRAY[k.conrelid, nullif(k.confrelid, 0)])
+FROM pg_catalog.pg_depend od
 JOIN pg_catalog.pg_depend cd ON cd.refclassid = 'pg_catalog.pg_operator'::pg_catalog.regclass
   AND cd.refobjid = od.objid AND cd.classid = 'pg_catalog.pg_constraint'::pg_catalog.regclass
 JOIN pg_catalog.pg_constraint k ON k.oid = cd.objid
 WHERE od.classid = 'pg_catalog.pg_operator'::pg_catalog.regclass
-  AND od.refclassid = 'pg_catalog.pg_proc'::pg_catalog.regclass AND od.refobjid = {fn}
+  AND od.refclassid = 'pg_catalog.pg_proc'::pg_catalog.regclass AND od.refobjid >= 16384
 UNION ALL
-SELECT relid FROM ({opclass_code}) oc(relid, fn) WHERE oc.fn = {fn}
+SELECT fn, relid FROM ({opclass_code}) oc(relid, fn)
 """
 # ... and every relation a statement on which reaches one of those (``reach``): a view or
 # a relation with rules whose query reads or writes it, an inheritance parent, a table
-# whose foreign key actions write it; to any depth.
-_REACHING = (
-    "SELECT rr.oid FROM ({runs}) rr(oid) WHERE rr.oid IS NOT NULL UNION "
-    "SELECT h.rel FROM ({runs}) rr(oid) JOIN reach h ON h.base = rr.oid"
-)
+# whose foreign key actions write it; to any depth. Both worked out once for every
+# user-written function (``runs``, ``reaching``), not for each flagged one in the fixed
+# point and again after it (200 schemas with a dynamic-SQL trigger function each: ~140 of
+# a load's ~370 ms, session 39).
 DDL_CODE_SQL = r"""
 WITH RECURSIVE code AS (
   SELECT p.oid, n.nspname, p.proname, {text} AS src, l.lanname
@@ -811,6 +812,11 @@ typerel(typ, whole) AS (
   UNION
   SELECT tr.typ, m.whole FROM typerel tr JOIN madeof m ON m.part = tr.whole
 ),
+runs(fn, rel) AS MATERIALIZED ({runs_functions}),
+reaching(fn, rel) AS MATERIALIZED (
+  SELECT fn, rel FROM runs WHERE rel IS NOT NULL
+  UNION
+  SELECT r.fn, h.rel FROM runs r JOIN reach h ON h.base = r.rel),
 ddl(oid, names) AS (
   -- names: it may also prepare or remove statements (PREPARE, DEALLOCATE or DISCARD in
   -- its source), and what reaches it. Only the words: SQL built from pieces, spellings
@@ -854,7 +860,8 @@ ddl(oid, names) AS (
       SELECT t.typname FROM ({compares}) cmp(typ, fn)
       JOIN pg_catalog.pg_type t ON t.oid = cmp.typ WHERE cmp.fn = ddl.oid
       UNION ALL
-      SELECT r.relname FROM ({reaching_ddl}) a(oid) JOIN pg_catalog.pg_class r ON r.oid = a.oid
+      SELECT r.relname FROM reaching a JOIN pg_catalog.pg_class r ON r.oid = a.rel
+      WHERE a.fn = ddl.oid
     ) nm WHERE nm.name IS NOT NULL) AS names OFFSET 0) nms
     CROSS JOIN LATERAL (SELECT c.oid FROM code c WHERE EXISTS (
       SELECT 1 FROM pg_catalog.unnest(nms.names) u(name) WHERE position(u.name IN c.src) > 0
@@ -877,8 +884,8 @@ JOIN pg_catalog.pg_proc p ON p.oid = f.oid
 JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
 UNION ALL
 SELECT n.nspname, r.relname, 'relation', x.names::text
-FROM (SELECT a.oid, bool_or(ddl.names) AS names
-      FROM ddl CROSS JOIN LATERAL ({reaching_ddl}) a(oid) GROUP BY a.oid) x
+FROM (SELECT a.rel AS oid, bool_or(ddl.names) AS names
+      FROM ddl JOIN reaching a ON a.fn = ddl.oid GROUP BY a.rel) x
 JOIN pg_catalog.pg_class r ON r.oid = x.oid
 JOIN pg_catalog.pg_namespace n ON n.oid = r.relnamespace
 WHERE n.nspname NOT IN ('pg_catalog', 'information_schema')
@@ -888,11 +895,8 @@ WHERE n.nspname NOT IN ('pg_catalog', 'information_schema')
     compares="SELECT typ, fn FROM cmpfn",
     compares_sql=_COMPARES,
     opclass_code=_RELATION_OPCLASS_CODE,
-    reaching_ddl=_REACHING.format(
-        runs=_RUNS_FUNCTION.format(
-            fn="ddl.oid", opclass_code="SELECT relid, fn FROM opcfn",
-            compares="SELECT typ, fn FROM cmpfn",
-        )
+    runs_functions=_RUNS_FUNCTIONS.format(
+        opclass_code="SELECT relid, fn FROM opcfn", compares="SELECT typ, fn FROM cmpfn"
     ),
 )
 
