@@ -151,6 +151,8 @@ CREATE VIEW r91.lv AS SELECT k, v FROM r91x.vault WHERE md5(md5(md5(k))) = '{COD
 CREATE TABLE r91.bx (owner text, r int4range, EXCLUDE USING gist (r WITH &&));
 INSERT INTO r91.bx VALUES ('them', '[{EXN},{int(EXN) + 1})'), ('me', '[200000000,200000001)');
 CREATE VIEW r91.bv WITH (security_barrier) AS SELECT owner, r FROM r91.bx WHERE owner = 'me';
+CREATE TABLE r91.hid (id int, s text DEFAULT '{COD}');
+COMMENT ON TABLE r91.hid IS '{CMT}';
 CREATE TABLE r91.tg (id int);
 CREATE FUNCTION r91x.tgf() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN RAISE NOTICE 'tg %', {_V}; RETURN NEW; END $$;
@@ -436,6 +438,31 @@ CATALOGS = {
                        "WHERE adrelid = <<dt>>", None),
     "enum-by-oid": ("base", [], "SELECT enumlabel FROM pg_enum WHERE enumtypid = <<en>>", _ENUM),
     "enum-range-by-oid": ("base", [], "SELECT enum_range(NULL::r91x.en)::text", None),
+    # a literal OID beside a pin, and the grant's schema without a table
+    "deparse-oid-beside-pin": ("base", [], "SELECT pg_get_constraintdef(<<dtcheck>>) FROM "
+                               "pg_constraint WHERE conrelid = 'r91.pub'::regclass", None),
+    "deparse-oid-from-granted": ("base", [], "SELECT pg_get_constraintdef(<<dtcheck>>) "
+                                 "FROM r91.pub", None),
+    "trigger-oid-from-granted": ("base", [], "SELECT pg_get_triggerdef(<<dttrg>>) FROM r91.pub",
+                                 None),
+    "expr-oid-from-granted": ("base", [], "SELECT pg_get_expr(conbin, conrelid) FROM "
+                              "pg_constraint WHERE oid = <<dtcheck>>", None),
+    "constraint-conrelid-zero": ("base", [], "SELECT pg_get_constraintdef(oid) FROM "
+                                 "pg_constraint WHERE conrelid = 0", None),
+    "infoschema-granted-schema": ("base", [], "SELECT column_default FROM "
+                                  "information_schema.columns WHERE table_schema = 'r91'", None),
+    "attrdef-granted-schema": ("base", [], "SELECT pg_get_expr(adbin, adrelid) FROM pg_attrdef "
+                               "WHERE adrelid IN (SELECT oid FROM pg_class "
+                               "WHERE relnamespace = 'r91'::regnamespace)", None),
+    "comment-granted-schema": ("base", [], "SELECT d.description FROM pg_description d JOIN "
+                               "pg_class c ON c.oid = d.objoid JOIN pg_namespace n ON "
+                               "n.oid = c.relnamespace WHERE n.nspname = 'r91'", None),
+    "comment-name-and-schema": ("base", [], "SELECT obj_description(c.oid, 'pg_class') FROM "
+                                "pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+                                "WHERE c.relname = 'hid' AND n.nspname = 'r91'", None),
+    "infoschema-name-and-schema": ("base", [], "SELECT column_default FROM "
+                                   "information_schema.columns WHERE table_schema = 'r91' "
+                                   "AND table_name = 'hid'", None),
     "lo-get": ("base", [], "SELECT convert_from(lo_get(91091), 'UTF8')", None),
     "lo-read": ("base", [], "SELECT convert_from(loread(lo_open(91091, 262144), 100), 'UTF8')",
                 None),
@@ -627,6 +654,53 @@ def test_r91_session(px, key, mode):
     grant, before, sql, _why = SESSION[key]
     got = _proxied(px, grant, mode, before, sql, key not in NO_BLOCK)
     _held(got, key, mode)
+
+
+# --- statements changing what the grant may not change (refused by the proxy; directly each
+# succeeds as the upstream login, in a block rolled back) ----------------------------------
+CHANGES = {
+    "database-search-path": ("mig", "ALTER DATABASE app SET search_path = r91x, public", None),
+    "role-search-path": ("mig", "ALTER ROLE pgwitness SET search_path = r91x, public", None),
+    "role-setting-function": ("mig", "ALTER ROLE pgwitness IN DATABASE app SET "
+                              "application_name = 'x'", None),
+    "comment-outside": ("mig", "COMMENT ON TABLE r91x.vault IS 'x'", None),
+    "grant-outside": ("mig", "GRANT SELECT ON r91x.vault TO PUBLIC", None),
+    "grant-schema-all": ("mig", "GRANT SELECT ON ALL TABLES IN SCHEMA r91x TO PUBLIC", None),
+    "default-privileges": ("mig", "ALTER DEFAULT PRIVILEGES GRANT SELECT ON TABLES TO PUBLIC",
+                           None),
+    "drop-owned": ("mig", "DROP OWNED BY pgwitness", None),
+    "reassign-owned": ("mig", "REASSIGN OWNED BY pgwitness TO pgwitness", None),
+    "move-into-granted-schema": ("mig", "ALTER TABLE r91x.vault SET SCHEMA r91", None),
+    "rename-schema": ("mig", "ALTER SCHEMA r91x RENAME TO r91z", None),
+    "lo-put": ("base", "SELECT lo_put(91091, 0, 'x')", None),
+    "lo-unlink": ("base", "SELECT lo_unlink(91091)", None),
+    "lo-owner": ("mig", "ALTER LARGE OBJECT 91091 OWNER TO pgwitness", None),
+    "lo-grant": ("mig", "GRANT SELECT ON LARGE OBJECT 91091 TO PUBLIC", None),
+    "extension-into-granted": ("mig", "CREATE EXTENSION hstore SCHEMA r91", None),
+    "vacuum-outside": ("base", "ANALYZE r91x.vault", None),
+    "lock-outside": ("base", "LOCK TABLE r91x.vault", None),
+    "truncate-outside": ("mig", "TRUNCATE r91x.vault", None),
+    "security-invoker-off": ("mig", "ALTER VIEW r91.gv SET (security_barrier = false)", None),
+    "refresh-outside": ("mig", "REFRESH MATERIALIZED VIEW r91x.mv", None),
+    "attach-outside": ("mig", "ALTER TABLE r91x.pp DETACH PARTITION r91x.pp1", None),
+    "publication": ("mig", "CREATE PUBLICATION r91pub FOR TABLE r91x.vault", None),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("key", list(CHANGES))
+def test_r91_changes_run_directly(pg, px, key):
+    _grant, sql, _why = CHANGES[key]
+    got = planted.direct_in_block(pg, [], sql)
+    assert not planted.is_error(got), ("precondition: refused directly", sql, got[-300:])
+
+
+@pytest.mark.parametrize(("key", "mode"), planted.mode_cases(CHANGES, MODES))
+def test_r91_changes(px, key, mode):
+    grant, sql, _why = CHANGES[key]
+    got = _proxied(px, grant, mode, [], sql)
+    if os.environ.get("R91_PEEK"):
+        print("PEEK", key, mode, re.sub(r"[^ -~]", ".", got)[-200:])
+    assert planted.refused_by_proxy(got), ("ALLOWED", key, mode, got[-400:])
 
 
 # --- another session's state: its statement text, its notifications, its parked backend ------
