@@ -578,6 +578,40 @@ coderefs(kind, oid, ref) AS MATERIALIZED (
   SELECT 't', c.oid, m[1]::pg_catalog.oid FROM code c
   CROSS JOIN LATERAL pg_catalog.regexp_matches(c.tree, ':resulttype (\d+) ', 'g') m
 ),
+-- what runs each function, relation or type (skind, src): the relations and domains whose
+-- stored trees call a function, the operators, aggregates and casts it implements (red-team
+-- round 88), and the user-written functions whose SQL-standard body or argument defaults
+-- call or read it; worked out once, and looked up by (kind, OID) in the fixed point below
+-- (a scan of these for each flagged function was ~0.75 ms a function a load: session 39)
+edges(skind, src, kind, oid, name) AS MATERIALIZED (
+  SELECT 'f'::pg_catalog.text, t.fn, 'r'::pg_catalog.text, t.relid, r.relname::pg_catalog.text
+  FROM calls t JOIN pg_catalog.pg_class r ON r.oid = t.relid WHERE t.relid <> 0
+  UNION ALL
+  SELECT 'f', t.fn, 't', t.typ, y.typname::pg_catalog.text
+  FROM calls t JOIN pg_catalog.pg_type y ON y.oid = t.typ WHERE t.typ <> 0
+  UNION ALL
+  SELECT 'f', o.oprcode::pg_catalog.oid, 'o', o.oid, o.oprname::pg_catalog.text
+  FROM pg_catalog.pg_operator o WHERE o.oprcode <> 0
+  UNION ALL
+  -- an aggregate one of whose support functions it is (its calls are ``:aggfnoid``)
+  SELECT 'f', s.fn, 'f', a.aggfnoid::pg_catalog.oid, p.proname::pg_catalog.text
+  FROM pg_catalog.pg_aggregate a JOIN pg_catalog.pg_proc p ON p.oid = a.aggfnoid
+  CROSS JOIN LATERAL pg_catalog.unnest(ARRAY[a.aggtransfn, a.aggfinalfn, a.aggcombinefn,
+    a.aggserialfn, a.aggdeserialfn, a.aggmtransfn, a.aggminvtransfn,
+    a.aggmfinalfn]::pg_catalog.oid[]) s(fn)
+  WHERE s.fn <> 0
+  UNION ALL
+  SELECT 'f', k.castfunc, 't', y.oid, y.typname::pg_catalog.text FROM pg_catalog.pg_cast k
+  JOIN pg_catalog.pg_type y ON y.oid IN (k.castsource, k.casttarget) WHERE k.castfunc <> 0
+  UNION ALL
+  SELECT x.kind, x.ref, 'f', c.oid, c.proname FROM coderefs x JOIN code c ON c.oid = x.oid
+),
+edgemap(m) AS MATERIALIZED (
+  SELECT coalesce(pg_catalog.jsonb_object_agg(k, v), '{}'::pg_catalog.jsonb) FROM (
+    SELECT skind || src::pg_catalog.text,
+      pg_catalog.jsonb_agg(pg_catalog.jsonb_build_array(kind, oid::pg_catalog.text, name))
+    FROM edges GROUP BY skind, src) g(k, v)
+),
 flagged(kind, oid, name) AS (
   SELECT 'f'::pg_catalog.text, p.oid, p.proname::pg_catalog.text FROM pg_catalog.pg_proc p
   WHERE p.pronamespace = 'pg_catalog'::pg_catalog.regnamespace
@@ -595,38 +629,15 @@ flagged(kind, oid, name) AS (
   SELECT 'f', c.oid, c.proname FROM code c
   WHERE c.src ~ '(pg_settings|\mexecute\M|u&|\mset\M|\mreset\M|\mdiscard\M)'
   UNION
-  SELECT x.kind, x.oid, x.name FROM flagged f CROSS JOIN LATERAL (
-    -- what runs a flagged function: the relations and domains whose stored trees call it,
-    -- the operators and casts it implements (red-team round 88)
-    SELECT 'r'::pg_catalog.text AS kind, t.relid AS oid, r.relname::pg_catalog.text AS name
-    FROM calls t JOIN pg_catalog.pg_class r ON r.oid = t.relid
-    WHERE f.kind = 'f' AND t.relid <> 0 AND t.fn = f.oid
+  SELECT x.kind, x.oid, x.name FROM flagged f CROSS JOIN edgemap em CROSS JOIN LATERAL (
+    -- what runs it (``edges``), looked up rather than scanned for each flagged one
+    SELECT e.v ->> 0, (e.v ->> 1)::pg_catalog.oid, e.v ->> 2
+    FROM pg_catalog.jsonb_array_elements(em.m -> (f.kind || f.oid::pg_catalog.text)) e(v)
     UNION ALL
-    SELECT 't', t.typ, y.typname::pg_catalog.text
-    FROM calls t JOIN pg_catalog.pg_type y ON y.oid = t.typ
-    WHERE f.kind = 'f' AND t.typ <> 0 AND t.fn = f.oid
-    UNION ALL
-    SELECT 'o', o.oid, o.oprname::pg_catalog.text FROM pg_catalog.pg_operator o
-    WHERE f.kind = 'f' AND o.oprcode::pg_catalog.oid = f.oid
-    UNION ALL
-    -- an aggregate one of whose support functions it is (its calls are ``:aggfnoid``)
-    SELECT 'f', a.aggfnoid::pg_catalog.oid, p.proname::pg_catalog.text
-    FROM pg_catalog.pg_aggregate a JOIN pg_catalog.pg_proc p ON p.oid = a.aggfnoid
-    WHERE f.kind = 'f' AND f.oid IN (a.aggtransfn, a.aggfinalfn, a.aggcombinefn,
-      a.aggserialfn, a.aggdeserialfn, a.aggmtransfn, a.aggminvtransfn, a.aggmfinalfn)
-    UNION ALL
-    SELECT 't', y.oid, y.typname::pg_catalog.text FROM pg_catalog.pg_cast k
-    JOIN pg_catalog.pg_type y ON y.oid IN (k.castsource, k.casttarget)
-    WHERE f.kind = 'f' AND k.castfunc = f.oid
-    UNION ALL
-    -- ... and a user-written function whose source names what is flagged, or whose
-    -- SQL-standard body or argument defaults call or read it
+    -- ... and a user-written function whose source names what is flagged
     SELECT 'f', c.oid, c.proname FROM code c
     WHERE position(pg_catalog.lower(f.name) IN c.src) > 0
-    UNION ALL
-    SELECT 'f', c.oid, c.proname FROM coderefs x JOIN code c ON c.oid = x.oid
-    WHERE x.kind = f.kind AND x.ref = f.oid
-  ) x
+  ) x(kind, oid, name)
 ),
 setters(oid) AS (SELECT oid FROM flagged WHERE kind = 'f'),
 stored(relid, typ, pol, fn) AS (
