@@ -151,6 +151,18 @@ CREATE VIEW r91.lv AS SELECT k, v FROM r91x.vault WHERE md5(md5(md5(k))) = '{COD
 CREATE TABLE r91.bx (owner text, r int4range, EXCLUDE USING gist (r WITH &&));
 INSERT INTO r91.bx VALUES ('them', '[{EXN},{int(EXN) + 1})'), ('me', '[200000000,200000001)');
 CREATE VIEW r91.bv WITH (security_barrier) AS SELECT owner, r FROM r91.bx WHERE owner = 'me';
+-- names a grant's text could be confused with: a public table named "r91.pub", a schema
+-- "R91", a table r91."PUB"
+CREATE TABLE public."r91.pub" (v text DEFAULT '{COD}');
+INSERT INTO public."r91.pub" VALUES ('{ROW}');
+COMMENT ON TABLE public."r91.pub" IS '{CMT}';
+CREATE SCHEMA "R91";
+CREATE TABLE "R91".pub (v text DEFAULT '{COD}');
+INSERT INTO "R91".pub VALUES ('{ROW}');
+COMMENT ON TABLE "R91".pub IS '{CMT}';
+CREATE TABLE r91."PUB" (v text DEFAULT '{COD}');
+INSERT INTO r91."PUB" VALUES ('{ROW}');
+COMMENT ON TABLE r91."PUB" IS '{CMT}';
 CREATE TABLE r91.hid (id int, s text DEFAULT '{COD}');
 COMMENT ON TABLE r91.hid IS '{CMT}';
 CREATE TABLE r91.tg (id int);
@@ -159,7 +171,8 @@ BEGIN RAISE NOTICE 'tg %', {_V}; RETURN NEW; END $$;
 CREATE TRIGGER r91_tg BEFORE INSERT ON r91.tg FOR EACH ROW EXECUTE FUNCTION r91x.tgf();
 """
 TEARDOWN = """
-DROP SCHEMA IF EXISTS r91, r91x CASCADE;
+DROP SCHEMA IF EXISTS r91, r91x, "R91" CASCADE;
+DROP TABLE IF EXISTS public."r91.pub";
 ALTER DATABASE app RESET r91x.secret;
 SELECT lo_unlink(91091) FROM pg_largeobject_metadata WHERE oid = 91091;
 DO $$ BEGIN IF EXISTS (SELECT FROM pg_roles WHERE rolname = 'r91_cfg') THEN
@@ -588,6 +601,28 @@ INDIRECTION = {
     "composite-row": ("base", [], "SELECT (x).v FROM (SELECT x FROM r91x.vault x) s", None),
     "row-to-json": ("base", [], "SELECT row_to_json(x) FROM r91x.vault x", None),
     "func-row-arg": ("base", [], "SELECT to_json(vault) FROM r91x.vault", None),
+    # names spelt to be confused with the granted r91.pub, and three-part names
+    "dotted-table-name": ("base", [], 'SELECT v FROM "r91.pub"', None),
+    "dotted-table-name-public": ("base", [], 'SELECT v FROM public."r91.pub"', None),
+    "upper-case-schema": ("base", [], 'SELECT v FROM "R91".pub', None),
+    "upper-case-table": ("base", [], 'SELECT v FROM r91."PUB"', None),
+    "copy-dotted-table-name": ("base", [], 'COPY "r91.pub" TO STDOUT', None),
+    "three-part-relation": ("base", [], "SELECT v FROM app.r91x.vault", None),
+    "three-part-function": ("base", [], "SELECT app.r91x.sf()", None),
+    "three-part-type": ("base", [], "SELECT enum_range(NULL::app.r91x.en)::text", None),
+    "three-part-regclass-comment": ("base", [], "SELECT obj_description("
+                                    "'app.r91x.vault'::regclass, 'pg_class')", None),
+    "dotted-regclass-comment": ("base", [], "SELECT obj_description('\"r91.pub\"'::regclass, "
+                                "'pg_class')", None),
+    "dotted-regclass-default": ("base", [], "SELECT pg_get_expr(adbin, adrelid) FROM pg_attrdef "
+                                "WHERE adrelid = '\"r91.pub\"'::regclass", None),
+    "upper-regclass-comment": ("base", [], "SELECT obj_description('\"R91\".pub'::regclass, "
+                               "'pg_class')", None),
+    "upper-table-regclass-default": ("base", [], "SELECT pg_get_expr(adbin, adrelid) FROM "
+                                     "pg_attrdef WHERE adrelid = 'r91.\"PUB\"'::regclass",
+                                     None),
+    "to-regclass-pin": ("base", [], "SELECT description FROM pg_description WHERE objoid = "
+                        "to_regclass('\"r91.pub\"')", None),
     "set-config-path": ("base", ["SELECT set_config('search_path', 'r91x', false)"],
                         "SELECT v FROM vault", None),
     "set-path": ("base", ["SET search_path = r91x"], "SELECT v FROM vault", None),
