@@ -1886,16 +1886,20 @@ WHERE n.nspname NOT LIKE 'pg\_temp\_%' AND n.nspname NOT LIKE 'pg\_toast\_temp\_
 # value a statement of nothing but calls of these returns is a name one of them gave
 # (policy/portals.py: a granted function's cursor is fetched where code may open others).
 REFCURSOR_FUNCTIONS_SQL = r"""
-SELECT n.nspname, p.proname FROM pg_catalog.pg_proc p
-JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
-WHERE p.oid >= 16384 AND n.nspname NOT IN ('pg_catalog', 'information_schema')
-  AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_proc b
+SELECT f.nspname, f.proname FROM (
+  SELECT n.nspname, p.proname FROM pg_catalog.pg_proc p
+  JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
+  WHERE p.oid >= 16384 AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+  GROUP BY n.nspname, p.proname
+  HAVING bool_and(p.prorettype = 'pg_catalog.refcursor'::pg_catalog.regtype)
+  -- (the names looked for below only then, for the few that return refcursors: a search
+  -- of pg_attribute by name for every function cost ~0.15 ms a function a load)
+  OFFSET 0) f
+WHERE NOT EXISTS (SELECT 1 FROM pg_catalog.pg_proc b
                   WHERE b.pronamespace = 'pg_catalog'::pg_catalog.regnamespace
-                    AND b.proname = p.proname)
+                    AND b.proname = f.proname)
   AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_attribute a
-                  WHERE a.attname = p.proname AND a.attnum > 0 AND NOT a.attisdropped)
-GROUP BY n.nspname, p.proname
-HAVING bool_and(p.prorettype = 'pg_catalog.refcursor'::pg_catalog.regtype)
+                  WHERE a.attname = f.proname AND a.attnum > 0 AND NOT a.attisdropped)
 """
 
 # Schemas outside the system's: a grant naming each with schema.* has nothing outside it.
