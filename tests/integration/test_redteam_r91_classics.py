@@ -1,40 +1,130 @@
-"""Red-team round 91: the attacker's classic checklist, all at once (time-boxed; the server
-the judge).
+"""Red-team round 91: the attacker's classic checklist, all at once, each technique a family
+(time-boxed; the server the judge).
 
 Method (rounds 83-90): each probe first runs directly as ``pgwitness`` (the proxy's
 upstream login, the schemas' owner), where it must show a marker (``RuntimeError``
 otherwise: a probe that cannot leak proves nothing); then through a proxy started after the
-planting, in a session of its own on a fresh upstream backend (``planted.renew``), as a
-simple Query, an extended unnamed statement and a named prepared statement
+planting, as a simple Query, an extended unnamed statement and a named prepared statement
 (``planted.run_mode``), after its set-up statements (simple Queries), in a block rolled
-back. A leak is a strict xfail asserting the safe outcome (no marker); a family that holds
-is a plain test. Techniques PostgreSQL itself refuses to ``pgwitness`` (not a superuser, no
-``pg_read_server_files``/``pg_execute_server_program``) are listed in ``REFUSED_DIRECTLY``
-and not probed: ``pg_statistic``, ``pg_largeobject``, ``pg_read_file``, ``pg_ls_dir``,
-``COPY ... TO/FROM PROGRAM`` or a server file, server-side ``lo_import``/``lo_export``,
-``SET SESSION AUTHORIZATION``, ``SET ROLE postgres``; ``pg_stat_statements`` is not loaded
-(``shared_preload_libraries``), ``dblink`` and ``postgres_fdw`` are not installed (only a
-superuser may: the policy trusts installed C functions like built-ins, see the report).
+back (``_proxied``: on the module's proxy as earlier probes left it; a fresh catalog loader
+and upstream backend, ``planted.renew``, for the DDL grant's probes). Protocol probes run
+raw message sequences directly and then through the proxy; statements that change what
+the grant may not change must succeed directly and be refused by the proxy. A leak is a
+strict xfail asserting the safe outcome (no marker); a family that holds is a plain test.
 
-Planted (as ``pgwitness``): ``r91x.vault`` (``ROW`` and rows whose keys start with it,
-analysed, with extended statistics, commented: ``CMT``); code and definitions in ``r91x``
-holding ``COD`` (a SQL function's body, a view's query, a column default, a CHECK, a
-partial index, a trigger's argument, a row security policy, a rule, a materialized view,
-an aggregate's INITCOND, a domain's CHECK and DEFAULT, an enum label, a partition bound, a
-function's ``SET`` clause, a missing-column value); a custom setting of the database and of
-a role holding ``GUC``; a large object (OID 91091) holding ``LOB``; ``r91.wo``, ``r91.ex``,
-``r91.pt``, ``r91.fkc`` (rows holding ``WOK``, ``7391157``) writable but not readable by
-grant ``wo``; granted views and tables whose definitions or policies hold ``COD``.
+Refused by PostgreSQL itself to ``pgwitness`` (not a superuser, no
+``pg_read_server_files``/``pg_execute_server_program``; ``REFUSED_DIRECTLY``, checked, not
+probed further): ``pg_statistic``, ``pg_statistic_ext_data``/``pg_mcv_list_items``,
+``pg_largeobject``, ``pg_read_file``, ``pg_ls_dir``, ``COPY ... TO PROGRAM`` or a server
+file, server-side ``lo_import``, ``SET SESSION AUTHORIZATION``, ``SET ROLE postgres``;
+``pg_stat_statements`` is not loaded; ``dblink``/``postgres_fdw`` are not installed (only a
+superuser installs them; the policy trusts installed C functions like built-ins);
+``max_prepared_transactions = 0`` (``pg_prepared_xacts.gid``); placeholders (``ALTER
+DATABASE ... SET r91x.secret``) are not listed in ``pg_settings``. PostgreSQL quotes no
+value in a division-by-zero, regex or domain-CHECK error, nor a hidden row's key in an
+exclusion or unique violation under row security ("Key conflicts with existing key.").
 
-Grants: ``base`` ``read:r91.pub``; ``fx`` adds ``execute:r91.f`` (a PL/pgSQL function
-raising its argument); ``wo`` adds ``write:`` of the four write-only tables; ``gv``
-``read:r91.gv`` (a view filtering on ``COD``), ``rl`` ``read:r91.rl`` (row security on
-``COD``), ``lv`` ``read:r91.lv`` (a view over the vault that is not a security barrier),
-``tg`` ``read: write:r91.tg`` (a trigger raising the vault's row), ``ddl``
-``read:r91.pub ddl:r91.*``, ``lsn`` ``read:r91.pub listen:r91ch``.
+Planted (as ``pgwitness``): ``r91x.vault`` (``ROW``, 40 more rows whose keys start with it,
+analysed, with extended statistics, commented ``CMT``); code and definitions in ``r91x``
+holding ``COD`` (a SQL function's body, an argument default, a function's ``SET``, a view,
+a materialized view, a column default, a missing-column value, a CHECK, a partial index,
+a trigger's argument and WHEN, a row security policy, a rule, an aggregate's INITCOND, a
+domain's CHECK and DEFAULT, an enum label, a partition bound, a generated column, an
+extended statistics expression); the database's and a role's custom setting holding
+``GUC``; a large object (OID 91091) holding ``LOB``; ``r91.wo``, ``r91.ex``, ``r91.pt``,
+``r91.fkc`` (``WOK``, ``7391157``), writable but not readable by grant ``wo``; a
+security-barrier view ``r91.bv`` over a table with an exclusion constraint and a hidden
+row; ``r91.hid`` (ungranted, in the grant's schema); names to confuse with ``r91.pub``:
+``public."r91.pub"``, ``"R91".pub``, ``r91."PUB"`` (each holding ``ROW``, ``COD``,
+``CMT``).
 
-Findings: see each family's table (the last item of a probe: ``None`` held, else the
-strict-xfail reason naming the cause and the fix).
+Grants: ``base`` ``read:r91.pub``; ``fx`` adds ``execute:r91.f`` (PL/pgSQL raising its
+argument); ``wo`` adds ``write:`` of the four write-only tables; ``gv`` ``read:r91.gv`` (a
+view filtering on ``COD``); ``rl`` ``read:r91.rl`` (FORCE row security on ``COD``); ``lv``
+``read:r91.lv`` (a view over the vault, no security barrier); ``tg`` ``read: write:r91.tg``
+(a trigger raising the vault's row); ``bv`` ``read: write:r91.bv``; ``lsn``
+``read:r91.pub listen:r91ch``; ``mig`` ``read: write: ddl:r91.*`` (a migration grant).
+
+Leak (strict xfails, every mode):
+
+1. **Enum labels of a type outside the grant** (``raw-enum``, ``enum-by-type-subquery``,
+   ``enum-joined``, ``enum-by-oid``; grant ``base``). ``SELECT enumlabel FROM pg_enum``
+   (or pinned by ``enumtypid = (SELECT oid FROM pg_type WHERE typname = 'en')``, joined
+   to ``pg_type``, or by the type's OID written as a number) answers ``r91x.en``'s label
+   ``COD``, while ``enum_range(NULL::r91x.en)`` and ``enumtypid = 'r91x.en'::regtype``
+   are refused ("may not use objects of schema r91x") and a domain's DEFAULT in
+   ``pg_type.typdefault`` is refused for types outside the grant. Cause:
+   ``policy/classify/metadata.py`` ``CATALOGS`` has no ``pg_enum`` entry, so
+   ``enumlabel`` is no object text and ``pg_enum`` is simply in ``ALLOWED_CATALOGS``
+   (``policy/decide.py``); ``policy/catalog.py`` ``_unpinned_refusal`` never sees it.
+   Fix (the family: literals a type's definer writes, read from catalogs with no relation
+   to pin them): add ``(pg_catalog, pg_enum)`` to ``CATALOGS`` with ``enumlabel`` as text
+   (no relation key), and decide it in ``_unpinned_refusal`` as ``_DOMAIN_DEFAULTS`` are:
+   allowed while every schema holding a user enum (a snapshot list, ``typtype = 'e'``) is
+   one the grant names, else refused with a ``read:pg_catalog.pg_enum`` scope to allow
+   it; the same for any other free-text column of an allowed catalog a script finds
+   outside ``CATALOGS`` (the round's census: ``pg_collation.colliculocale``/
+   ``collcollate``, an ICU locale that may be any tag, ``pg_ts_dict.dictinitoption``,
+   ``pg_extension.extcondition``, ``pg_foreign_table.ftoptions``: low value, not probed).
+
+Held (plain tests), by family:
+
+* error text: casts of the vault's value to int, date, XML; a granted function raising
+  its argument; catalog text, defaults and large objects cast; unique, NOT NULL, CHECK,
+  exclusion, partition-routing and foreign-key DETAILs through a write-only grant
+  (withheld: ``writes_unreadable``), MERGE into it, a barrier view's exclusion DETAIL, a
+  trigger's NOTICE (withheld), a leaky built-in cast over a view that is no security
+  barrier (refused: ``deny.view``); RETURNING, whole-row, ``row_to_json``, column-syntax
+  and data-modifying-CTE reads of the write-only table (refused);
+* catalogs: ``pg_stats``, ``pg_stats_ext``, ``pg_stats_ext_exprs``; comments (relation,
+  column, shared, role), view and matview definitions, ``prosrc``, ``proconfig``,
+  ``pg_get_functiondef``, argument defaults (``proargdefaults``,
+  ``pg_get_function_arguments``, ``information_schema.parameters``), ``pg_attrdef``,
+  ``attmissingval``, CHECKs, index predicates, trigger definitions, arguments and WHEN,
+  policies, rules, INITCOND, domain defaults and CHECKs, partition bounds, generated
+  columns, statistics expressions: raw node trees, deparsers over whole catalogs and by a
+  literal OID, ``information_schema``, pins spelt otherwise (a second alias, OR, IN, UNION,
+  CTE, subquery, LATERAL, a literal OID beside a pin, ``conrelid = 0``, the grant's schema
+  without its table); custom settings (``current_setting``, ``SHOW``,
+  ``pg_db_role_setting``, ``pg_roles.rolconfig``); large objects (``lo_get``,
+  ``loread``); another session's statement (``pg_stat_activity``,
+  ``pg_stat_get_backend_activity``) and its advisory lock's key (``pg_locks``); LISTEN on a
+channel not granted (refused) while another session notifies it;
+* plans: EXPLAIN (plain, VERBOSE, ANALYZE) of a view filtering on a literal (refused), a
+  generic plan over row security (withheld), a leaky view; EXPLAIN of a granted table with
+  row security prints its policy's literal, which the grant also reads pinned
+  (``pg_policy WHERE polrelid = 'r91.rl'::regclass``, round 64's ruling): not a leak;
+* indirection: ``TABLE``, ``VALUES``, recursive and shadowing CTEs, LATERAL, ``ROWS
+  FROM``, upper-case, quoted, Unicode-escaped (refused, ``deny.unknown``) and three-part
+  names (``app.r91x.vault``, ``app.r91x.sf()``, ``NULL::app.r91x.en``, regclass), names
+  spelt to be confused with ``r91.pub`` (``"r91.pub"``, ``"R91".pub``, ``r91."PUB"``, and
+  as regclass pins), dollar quoting, ``query_to_xml`` (plain, concatenated, escaped,
+  xmlschema), ``table_to_xml``, ``schema_to_xml``, ``database_to_xml``, ``xpath``,
+  ``ts_stat``, ``ts_rewrite``, ``cursor_to_xml``, ``COPY (query) TO STDOUT``, ``COPY
+  table TO STDOUT``, matviews, composite rows, ``set_config``/``SET``/``SET LOCAL`` of
+  ``search_path``, an aggregate outside the grant; a migration grant copying definitions
+  (``LIKE ... INCLUDING ALL``/``COMMENTS``/``CONSTRAINTS``, a column of an outside domain
+  or enum, a domain over one, a view, CTAS or matview over the vault, a trigger of an
+  outside function: refused);
+* session: ``SET ROLE``, ``RESET ROLE``, ``RESET ALL``, ``DISCARD ALL`` then code,
+  ``PREPARE``/``EXECUTE``, a cursor over the vault, ``pg_notify`` of the vault's row;
+* changes: ``ALTER DATABASE``/``ALTER ROLE ... SET search_path``, GRANT (table, schema,
+  large object), default privileges, ``DROP``/``REASSIGN OWNED``, moving or renaming the
+  secret schema's objects, ``lo_put``/``lo_unlink``/``ALTER LARGE OBJECT``, ``CREATE
+  EXTENSION``/``PUBLICATION``, ``ANALYZE``, ``LOCK``, ``TRUNCATE``, REFRESH and DETACH
+  outside the grant, lowering ``security_barrier``: all refused;
+* protocol: a Parse in one Sync group and its Bind/Execute in the next, the unnamed
+  statement reused across Syncs, Describe of a statement naming the vault, FunctionCall
+  (``lo_get``: ``deny.function_call``), a statement after ``/* ; */ ;`` and a trailing
+  ``--``, a NUL or invalid UTF-8 inside a Query (the server's or proxy's protocol error),
+  3000 nested parentheses (``deny.unknown``, fail closed), ``COPY FROM STDIN`` into a
+  triggered table (withheld), ``COPY (query) TO STDOUT``.
+
+Notes, not probed as leaks: counts and sizes (``pg_class.reltuples``,
+``pg_stat_user_tables``, ``EXPLAIN ANALYZE``'s rows removed, timing) are oracles, not
+values; advisory locks are a covert channel between cooperating sessions (another
+session's key in ``pg_locks`` is refused without a scope: ``advisory-lock-key``, held); a grant revoked mid-session and WITH HOLD cursors need the
+admin API (not probed); psql's ``\\;`` is the client's own splitting.
 """
 
 from __future__ import annotations
@@ -68,11 +158,9 @@ GRANTS = {
     "rl": "read:r91.rl",
     "lv": "read:r91.lv",
     "tg": "read:r91.tg write:r91.tg",
-    "ddl": "read:r91.pub ddl:r91.*",
     "lsn": "read:r91.pub listen:r91ch",
     "bv": "read:r91.bv write:r91.bv",
     "mig": "read:r91.* write:r91.* ddl:r91.*",
-    "hi": "read:r91x.vault",
 }
 MODES = ["simple", "extended", "prepared"]
 _V = "(SELECT v FROM r91x.vault WHERE k = 'row')"
@@ -756,14 +844,17 @@ def test_r91_changes(px, key, mode):
 
 
 def _side(pg):
-    """A direct session (as the upstream login) whose last statement holds ``ACT``."""
+    """A direct session (as the upstream login) whose last statement holds ``ACT`` and which
+    holds an advisory lock keyed ``EXN``."""
     c = RawClient.direct(pg)
-    c.query(f"SELECT '{ACT}' AS r91_side")
+    c.query(f"SELECT pg_advisory_lock({EXN}), '{ACT}' AS r91_side")
     return c
 
 
 SIDE = {
     "activity-query": ("base", "SELECT query FROM pg_stat_activity", None),
+    "advisory-lock-key": ("base", "SELECT objid FROM pg_locks WHERE locktype = 'advisory'",
+                          None),
     "activity-function": ("base", "SELECT pg_stat_get_backend_activity(s) "
                           "FROM pg_stat_get_backend_idset() s", None),
     "activity-by-pid": ("base", "SELECT pg_stat_get_backend_activity(b) FROM "
@@ -776,7 +867,7 @@ def test_r91_other_sessions(pg, px, key, mode):
     grant, sql, _why = SIDE[key]
     with _side(pg):
         direct = planted.direct_in_block(pg, [], sql, False)
-        if ACT not in direct:
+        if not _shown(direct):
             raise RuntimeError(("precondition: no marker directly", direct[-300:]))
         got = _proxied(px, grant, mode, [], sql, False)
     _held(got, key, mode)
