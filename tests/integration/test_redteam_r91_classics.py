@@ -85,7 +85,8 @@ Held (plain tests), by family:
   columns, statistics expressions: raw node trees, deparsers over whole catalogs and by a
   literal OID, ``information_schema``, pins spelt otherwise (a second alias, OR, IN, UNION,
   CTE, subquery, LATERAL, a literal OID beside a pin, ``conrelid = 0``, the grant's schema
-  without its table); custom settings (``current_setting``, ``SHOW``,
+  without its table); partition keys (``pg_get_partkeydef``, ``partexprs``), statistics
+  columns, the deparsers' pretty forms; custom settings (``current_setting``, ``SHOW``,
   ``pg_db_role_setting``, ``pg_roles.rolconfig``); large objects (``lo_get``,
   ``loread``); another session's statement (``pg_stat_activity``,
   ``pg_stat_get_backend_activity``) and its advisory lock's key (``pg_locks``); LISTEN on a
@@ -204,6 +205,7 @@ CREATE TRIGGER r91x_dt_when BEFORE UPDATE ON r91x.dt FOR EACH ROW
   WHEN (NEW.s IS DISTINCT FROM '{COD}-when') EXECUTE FUNCTION r91x.tf();
 CREATE TABLE r91x.pp (s text) PARTITION BY LIST (s);
 CREATE TABLE r91x.pp1 PARTITION OF r91x.pp FOR VALUES IN ('{COD}');
+CREATE TABLE r91x.pk (s text) PARTITION BY LIST ((s || '{COD}'));
 -- settings holding GUC
 RESET ROLE;
 CREATE ROLE r91_cfg NOLOGIN;
@@ -534,6 +536,19 @@ CATALOGS = {
                                 "pg_statistic_ext", None),
     "deparse-statistics-exprs-scan": ("base", [], "SELECT pg_get_statisticsobjdef_expressions("
                                       "oid)::text FROM pg_statistic_ext", None),
+    "deparse-partkey-scan": ("base", [], "SELECT pg_get_partkeydef(oid) FROM pg_class "
+                             "WHERE relkind = 'p'", None),
+    "deparse-statistics-columns-scan": ("base", [], "SELECT pg_get_statisticsobjdef_columns("
+                                        "oid) FROM pg_statistic_ext", None),
+    "deparse-statistics-columns-by-oid": ("base", [], "SELECT "
+                                          "pg_get_statisticsobjdef_columns(<<vse>>)", None),
+    "deparse-constraintdef-pretty-scan": ("base", [], "SELECT pg_get_constraintdef(oid, true) "
+                                          "FROM pg_constraint", None),
+    "deparse-expr-pretty-scan": ("base", [], "SELECT pg_get_expr(adbin, adrelid, true) "
+                                 "FROM pg_attrdef", None),
+    "deparse-triggerdef-pretty-scan": ("base", [], "SELECT pg_get_triggerdef(oid, true) "
+                                       "FROM pg_trigger", None),
+    "raw-partexprs": ("base", [], "SELECT partexprs FROM pg_partitioned_table", None),
     "deparse-partition-by-oid": ("base", [], "SELECT pg_get_partition_constraintdef(<<pp1>>)",
                                  None),
     "deparse-indexdef-by-oid": ("base", [], "SELECT pg_get_indexdef(<<dtidx>>)", None),
