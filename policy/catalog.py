@@ -1826,6 +1826,9 @@ class Snapshot:
     # user-written code may leave a cursor open for the client to read (CODE_FLAGS_SQL):
     # the client reads only the portals it made (``StatementPolicy.portals_watched``)
     portal_code: bool = True
+    # catalog ("pg_catalog.pg_enum", "pg_catalog.pg_collation", "pg_catalog.pg_ts_dict") ->
+    # the schemas outside the system's with objects whose text it shows (DOMAIN_SCHEMAS_SQL)
+    text_schemas: dict[str, frozenset[str]] = field(default_factory=dict)
 
     @property
     def user_schema_safe(self) -> bool:
@@ -1857,9 +1860,24 @@ WHERE p.pronargdefaults > 0 AND n.nspname NOT IN ('pg_catalog', 'information_sch
 # Schemas outside the system's with domains that have a DEFAULT: domain defaults are
 # decided on the schemas (no pin names a type).
 DOMAIN_SCHEMAS_SQL = r"""
-SELECT DISTINCT n.nspname FROM pg_catalog.pg_type t
+SELECT DISTINCT n.nspname, 'pg_catalog.pg_type' FROM pg_catalog.pg_type t
 JOIN pg_catalog.pg_namespace n ON n.oid = t.typnamespace
 WHERE t.typtype = 'd' AND t.typdefaultbin IS NOT NULL
+  AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+UNION
+-- ... and the schemas of the other objects whose definer writes text no relation pins:
+-- enum labels (red-team round 91), collations' locales, text search dictionaries' options
+SELECT n.nspname, 'pg_catalog.pg_enum' FROM pg_catalog.pg_type t
+JOIN pg_catalog.pg_namespace n ON n.oid = t.typnamespace
+WHERE t.typtype = 'e' AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+UNION
+SELECT n.nspname, 'pg_catalog.pg_collation' FROM pg_catalog.pg_collation c
+JOIN pg_catalog.pg_namespace n ON n.oid = c.collnamespace
+WHERE c.oid >= 16384 AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+UNION
+SELECT n.nspname, 'pg_catalog.pg_ts_dict' FROM pg_catalog.pg_ts_dict d
+JOIN pg_catalog.pg_namespace n ON n.oid = d.dictnamespace
+WHERE d.oid >= 16384 AND d.dictinitoption IS NOT NULL
   AND n.nspname NOT IN ('pg_catalog', 'information_schema')
 """
 
@@ -1929,7 +1947,7 @@ def rests_on_completeness(
     outside the grant, one dropped since no longer keeps it from covering)?"""
     for entry in describes:
         kind, _, value = entry.partition(":")
-        if kind == "any" and (value == _ARGUMENT_DEFAULTS or value in _DOMAIN_DEFAULTS):
+        if kind == "any" and (value == _ARGUMENT_DEFAULTS or value in _SCHEMA_TEXTS):
             return True
     wild = any(name is None for targets in scopes.relations.values() for _schema, name in targets)
     return wild and describe_refusal(
@@ -2055,12 +2073,17 @@ def _unpinned_refusal(value: str, scopes: Scopes, snapshot: Snapshot | None) -> 
             f"({render_name(*hidden[0])} has some; a DEFAULT can hold a literal): "
             f"an execute scope on it, or a read:{catalog} scope, allows it"
         )
-    if snapshot is not None and value in _DOMAIN_DEFAULTS:
-        hidden_schemas = sorted(s for s in snapshot.domain_schemas if not names_schema(scopes, s))
+    if snapshot is not None and value in _SCHEMA_TEXTS:
+        owner, what = _SCHEMA_TEXTS[value]
+        schemas = (
+            snapshot.domain_schemas if owner == "pg_catalog.pg_type"
+            else snapshot.text_schemas.get(owner, frozenset())
+        )  # fmt: skip
+        hidden_schemas = sorted(s for s in schemas if not names_schema(scopes, s))
         if not hidden_schemas:
-            return None  # every such type is in a schema the grant names
+            return None  # every such object is in a schema the grant names
         return (
-            f"may not read {column} of {catalog} for types outside the grant (schema "
+            f"may not read {column} of {catalog} for {what} outside the grant (schema "
             f"{render_name(hidden_schemas[0])} has some): a read:{catalog} scope allows it"
         )
     return (
@@ -2072,7 +2095,19 @@ def _unpinned_refusal(value: str, scopes: Scopes, snapshot: Snapshot | None) -> 
     )
 
 
-_DOMAIN_DEFAULTS = frozenset({"pg_catalog.pg_type.typdefault", "pg_catalog.pg_type.typdefaultbin"})
+# Object text of objects no relation pins, decided by the schemas that hold such objects
+# (``_unpinned_refusal``): column -> (the catalog listing them, what they are)
+_SCHEMA_TEXTS = {
+    "pg_catalog.pg_type.typdefault": ("pg_catalog.pg_type", "types"),
+    "pg_catalog.pg_type.typdefaultbin": ("pg_catalog.pg_type", "types"),
+    # an enum's labels (red-team round 91: a label is a literal its definer wrote)
+    "pg_catalog.pg_enum.enumlabel": ("pg_catalog.pg_enum", "enum types"),
+    # a collation's locale (an ICU locale takes any tag) and a dictionary's options
+    "pg_catalog.pg_collation.collcollate": ("pg_catalog.pg_collation", "collations"),
+    "pg_catalog.pg_collation.collctype": ("pg_catalog.pg_collation", "collations"),
+    "pg_catalog.pg_collation.colliculocale": ("pg_catalog.pg_collation", "collations"),
+    "pg_catalog.pg_ts_dict.dictinitoption": ("pg_catalog.pg_ts_dict", "text search dictionaries"),
+}
 
 
 def attribute_calls(
@@ -2392,6 +2427,7 @@ class CatalogCache:
         cursor_code: bool = False,
         refcursor_functions=(),
         portal_code: bool = False,
+        text_schemas: dict[str, frozenset[str]] | None = None,
     ) -> Snapshot:
         """``loaded_at``: when the load's queries started (monotonic; default now): what a
         statement arriving later may be decided on (``StatementPolicy._describe_refusal``);
@@ -2437,6 +2473,7 @@ class CatalogCache:
             loaded_epoch=loaded_epoch, type_names=frozenset(type_names),
             cursor_code=cursor_code, refcursor_functions=frozenset(refcursor_functions),
             portal_code=portal_code,
+            text_schemas={k: frozenset(v) for k, v in (text_schemas or {}).items()},
         )  # fmt: skip
         if entry.removed:
             started = snap.loaded_at

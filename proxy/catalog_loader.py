@@ -325,6 +325,14 @@ def _by_first(rows) -> dict[str, set[str]]:
     return out
 
 
+def _text_schemas(rows) -> dict[str, frozenset[str]]:
+    """DOMAIN_SCHEMAS_SQL's (schema, catalog) rows as {catalog: its schemas}."""
+    out: dict[str, set[str]] = {}
+    for schema, catalog in rows:
+        out.setdefault(catalog, set()).add(schema)
+    return {k: frozenset(v) for k, v in out.items()}
+
+
 def _ok(result: Rows | UpstreamError) -> list[list]:
     """A catalog query's rows (their columns are never NULL), or its error raised."""
     if isinstance(result, UpstreamError):
@@ -664,7 +672,8 @@ class CatalogLoader:
             relation_oids={int(oid): (schema, name) for oid, schema, name in _ok(relation_rows)},
             user_schemas=[r[0] for r in _ok(schema_rows)],
             defaulted_functions=[(schema, name) for schema, name in _ok(defaulted_rows)],
-            domain_schemas=[r[0] for r in _ok(domain_rows)],
+            domain_schemas=[r[0] for r in _ok(domain_rows) if r[1] == "pg_catalog.pg_type"],
+            text_schemas=_text_schemas(_ok(domain_rows)),
             triggered=_cascaded(relation_names(_ok(triggered_rows)) | type_written, cascades),
             loaded_at=started,
             loaded_epoch=epoch,

@@ -129,6 +129,16 @@ CATALOGS: dict[tuple[str, str], Catalog] = {
         "aggdeserialfn aggmtransfn aggminvtransfn aggmfinalfn aggfinalextra aggmfinalextra "
         "aggfinalmodify aggmfinalmodify aggsortop aggtranstype aggtransspace aggmtranstype "
         "aggmtransspace agginitval aggminitval", rowid=""),
+    # literals an object's definer writes that no relation pins (red-team round 91: an
+    # enum's labels), decided by the schemas holding such objects (``_SCHEMA_TEXTS``)
+    (_PG, "pg_enum"): _catalog("", "enumlabel", "oid enumtypid enumsortorder enumlabel", rowid=""),
+    (_PG, "pg_collation"): _catalog(
+        "", "collcollate collctype colliculocale",
+        "oid collname collnamespace collowner collprovider collisdeterministic collencoding "
+        "collcollate collctype colliculocale collversion", rowid=""),
+    (_PG, "pg_ts_dict"): _catalog(
+        "", "dictinitoption", "oid dictname dictnamespace dictowner dicttemplate dictinitoption",
+        rowid=""),
     (_PG, "pg_foreign_table"): _catalog(
         "ftrelid", "ftoptions", "ftrelid ftserver ftoptions", rowid=""),
     (_PG, "pg_foreign_data_wrapper"): _catalog(

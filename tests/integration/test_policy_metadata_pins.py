@@ -1632,15 +1632,23 @@ def test_sqlalchemy_reflection_needs_the_domain_catalogs_named(px):
     with pytest.raises(sa.exc.ProgrammingError) as refused:
         _reflect(px, px.token)
     text = str(refused.value)
+    # (its enums first, since session 39: labels are object text too, red-team round 91)
+    assert "may not read enumlabel of pg_catalog.pg_enum" in text, text
+    assert not [s for s in SECRETS if s in text], text
+    token = grant_issue(px, agent=AGENT, task="MPINS-SA-ENUM",
+                        scopes=f"{SCOPES} read:pg_catalog.pg_enum")[1]  # fmt: skip
+    with pytest.raises(sa.exc.ProgrammingError) as refused:
+        _reflect(px, token)
+    text = str(refused.value)
     assert "may not read conbin of pg_catalog.pg_constraint" in text, text
     assert not [s for s in SECRETS if s in text], text
 
 
 @pytest.fixture(scope="module")
 def reflect_token(px):
-    """A grant that names the catalogs SQLAlchemy's domain loading reads."""
+    """A grant that names the catalogs SQLAlchemy's domain and enum loading reads."""
     return grant_issue(px, agent=AGENT, task="MPINS-SA",
-                       scopes=f"{SCOPES} read:pg_catalog.pg_constraint,pg_catalog.pg_type,pg_catalog.pg_index")[1]  # fmt: skip
+                       scopes=f"{SCOPES} read:pg_catalog.pg_constraint,pg_catalog.pg_type,pg_catalog.pg_index,pg_catalog.pg_enum")[1]  # fmt: skip
 
 
 @pytest.mark.parametrize("client_side", [True, False], ids=["client-side", "server-side"])

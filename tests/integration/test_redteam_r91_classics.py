@@ -45,27 +45,27 @@ view filtering on ``COD``); ``rl`` ``read:r91.rl`` (FORCE row security on ``COD`
 (a trigger raising the vault's row); ``bv`` ``read: write:r91.bv``; ``lsn``
 ``read:r91.pub listen:r91ch``; ``mig`` ``read: write: ddl:r91.*`` (a migration grant).
 
-Leak (strict xfails, every mode):
+Leak found (fixed in session 39, the coordinator; plain tests now):
 
 1. **Enum labels of a type outside the grant** (``raw-enum``, ``enum-by-type-subquery``,
    ``enum-joined``, ``enum-by-oid``; grant ``base``). ``SELECT enumlabel FROM pg_enum``
    (or pinned by ``enumtypid = (SELECT oid FROM pg_type WHERE typname = 'en')``, joined
-   to ``pg_type``, or by the type's OID written as a number) answers ``r91x.en``'s label
+   to ``pg_type``, or by the type's OID written as a number) answered ``r91x.en``'s label
    ``COD``, while ``enum_range(NULL::r91x.en)`` and ``enumtypid = 'r91x.en'::regtype``
    are refused ("may not use objects of schema r91x") and a domain's DEFAULT in
    ``pg_type.typdefault`` is refused for types outside the grant. Cause:
-   ``policy/classify/metadata.py`` ``CATALOGS`` has no ``pg_enum`` entry, so
-   ``enumlabel`` is no object text and ``pg_enum`` is simply in ``ALLOWED_CATALOGS``
-   (``policy/decide.py``); ``policy/catalog.py`` ``_unpinned_refusal`` never sees it.
-   Fix (the family: literals a type's definer writes, read from catalogs with no relation
-   to pin them): add ``(pg_catalog, pg_enum)`` to ``CATALOGS`` with ``enumlabel`` as text
-   (no relation key), and decide it in ``_unpinned_refusal`` as ``_DOMAIN_DEFAULTS`` are:
-   allowed while every schema holding a user enum (a snapshot list, ``typtype = 'e'``) is
-   one the grant names, else refused with a ``read:pg_catalog.pg_enum`` scope to allow
-   it; the same for any other free-text column of an allowed catalog a script finds
-   outside ``CATALOGS`` (the round's census: ``pg_collation.colliculocale``/
-   ``collcollate``, an ICU locale that may be any tag, ``pg_ts_dict.dictinitoption``,
-   ``pg_extension.extcondition``, ``pg_foreign_table.ftoptions``: low value, not probed).
+   ``policy/classify/metadata.py`` ``CATALOGS`` had no ``pg_enum`` entry, so
+   ``enumlabel`` was no object text and ``pg_enum`` simply in ``ALLOWED_CATALOGS``
+   (``policy/decide.py``); ``policy/catalog.py`` ``_unpinned_refusal`` never saw it.
+   Fixed for the family (literals an object's definer writes, in catalogs no relation
+   pins): ``pg_enum.enumlabel``, ``pg_collation``'s locales (an ICU locale takes any tag:
+   ``raw-colliculocale``, ``collation-by-name``) and ``pg_ts_dict.dictinitoption`` are
+   object text, decided as domain defaults are (``_SCHEMA_TEXTS``): allowed while every
+   schema holding such objects is one the grant names (``Snapshot.text_schemas``,
+   DOMAIN_SCHEMAS_SQL), else refused with the catalog's read scope as the remedy
+   (``test_r91_own_enum_labels_are_read``). Not changed (the census's rest):
+   ``pg_extension.extcondition`` (an extension script's, a superuser's) and
+   ``pg_foreign_table.ftoptions`` (already object text, pinned by its relation).
 
 Held (plain tests), by family:
 
@@ -200,6 +200,7 @@ CREATE RULE r91x_dt_rule AS ON UPDATE TO r91x.dt DO ALSO INSERT INTO r91x.log VA
 CREATE AGGREGATE r91x.agg(text) (SFUNC = textcat, STYPE = text, INITCOND = '{COD}');
 CREATE DOMAIN r91x.dd AS text DEFAULT '{COD}' CHECK (VALUE <> '{COD}-no');
 CREATE TYPE r91x.en AS ENUM ('{COD}');
+CREATE COLLATION r91x.co (provider = icu, locale = '{COD}');
 CREATE TABLE r91x.gen (id int, g text GENERATED ALWAYS AS (id::text || '{COD}') STORED);
 CREATE TRIGGER r91x_dt_when BEFORE UPDATE ON r91x.dt FOR EACH ROW
   WHEN (NEW.s IS DISTINCT FROM '{COD}-when') EXECUTE FUNCTION r91x.tf();
@@ -411,10 +412,6 @@ def test_r91_errors(px, key, mode):
 
 # --- 2. catalogs and statistics -------------------------------------------------------------
 _DT = "'r91x.dt'::regclass"
-_ENUM = (
-    "leak 1: pg_enum.enumlabel of a type outside the grant, unpinned (policy/classify/"
-    "metadata.py CATALOGS has no pg_enum entry, so ALLOWED_CATALOGS lets every label through)"
-)
 CATALOGS = {
     "stats-mcv": ("base", [], "SELECT most_common_vals::text FROM pg_stats "
                   "WHERE tablename = 'vault'", None),
@@ -484,13 +481,17 @@ CATALOGS = {
     "raw-relpartbound": ("base", [], "SELECT relpartbound FROM pg_class", None),
     "raw-typdefaultbin": ("base", [], "SELECT typdefaultbin FROM pg_type", None),
     "raw-missingval": ("base", [], "SELECT attmissingval::text FROM pg_attribute", None),
-    "raw-enum": ("base", [], "SELECT enumlabel FROM pg_enum", _ENUM),
+    "raw-enum": ("base", [], "SELECT enumlabel FROM pg_enum", None),
     "raw-tgargs": ("base", [], "SELECT tgargs FROM pg_trigger", None),
+    # the family of the enum's labels (session 39): a collation's locale, any ICU tag
+    "raw-colliculocale": ("base", [], "SELECT colliculocale FROM pg_collation", None),
+    "collation-by-name": ("base", [], "SELECT c.colliculocale FROM pg_collation c "
+                          "WHERE c.collname = 'co'", None),
     "raw-proargdefaults": ("base", [], "SELECT proargdefaults FROM pg_proc", None),
     "enum-by-type-subquery": ("base", [], "SELECT enumlabel FROM pg_enum WHERE enumtypid = "
-                              "(SELECT oid FROM pg_type WHERE typname = 'en')", _ENUM),
+                              "(SELECT oid FROM pg_type WHERE typname = 'en')", None),
     "enum-joined": ("base", [], "SELECT t.typname, e.enumlabel FROM pg_type t "
-                    "JOIN pg_enum e ON e.enumtypid = t.oid", _ENUM),
+                    "JOIN pg_enum e ON e.enumtypid = t.oid", None),
     "infoschema-trigger-statement": ("base", [], "SELECT action_statement FROM "
                                      "information_schema.triggers", None),
     "infoschema-trigger-condition": ("base", [], "SELECT action_condition FROM "
@@ -566,7 +567,7 @@ CATALOGS = {
     "column-comment-by-oid": ("base", [], "SELECT col_description(<<vault>>, 2)", None),
     "attrdef-by-oid": ("base", [], "SELECT pg_get_expr(adbin, adrelid) FROM pg_attrdef "
                        "WHERE adrelid = <<dt>>", None),
-    "enum-by-oid": ("base", [], "SELECT enumlabel FROM pg_enum WHERE enumtypid = <<en>>", _ENUM),
+    "enum-by-oid": ("base", [], "SELECT enumlabel FROM pg_enum WHERE enumtypid = <<en>>", None),
     "enum-range-by-oid": ("base", [], "SELECT enum_range(NULL::r91x.en)::text", None),
     # a literal OID beside a pin, and the grant's schema without a table
     "deparse-oid-beside-pin": ("base", [], "SELECT pg_get_constraintdef(<<dtcheck>>) FROM "
@@ -611,6 +612,25 @@ def test_r91_catalogs(px, key, mode):
     grant, before, sql, _why = CATALOGS[key]
     got = _proxied(px, grant, mode, before, sql)
     _held(got, key, mode)
+
+
+def test_r91_enum_labels_outside_the_grant_need_the_catalogs_scope(px):
+    """The refusal names its remedy, and the remedy works: a ``read:pg_catalog.pg_enum``
+    (``pg_collation``) scope reads every label (locale), as the catalog's read scope reads
+    any object text. (Where every schema holding one is the grant's, they are read with no
+    such scope: tests/unit/test_catalog_texts.py, on a snapshot.)"""
+    sql = "SELECT enumlabel FROM pg_catalog.pg_enum"
+    with planted.session(px, px.tokens["base"]) as c:
+        refused = planted.text(c.query(sql))
+    assert planted.is_error(refused) and "read:pg_catalog.pg_enum" in refused, refused[-300:]
+    assert not _shown(refused)
+    scopes = "read:r91.pub read:pg_catalog.pg_enum read:pg_catalog.pg_collation"
+    token = planted.grant_issue(px, agent=AGENT, task="R91-CATALOG", scopes=scopes)[1]
+    with planted.session(px, token) as c:
+        got = planted.text(c.query(sql))
+        locales = planted.text(c.query("SELECT colliculocale FROM pg_catalog.pg_collation"))
+    assert COD in got and not planted.is_error(got), got[-300:]
+    assert COD in locales and not planted.is_error(locales), locales[-300:]
 
 
 # --- 3. plans -------------------------------------------------------------------------------

@@ -430,9 +430,40 @@ def test_domain_defaults_follow_the_schemas_of_the_domains():
     assert not v.allowed and "schema secret has some" in v.message
 
 
-def test_enum_labels_are_structure():
-    """An enum's labels are its type's vocabulary, like column names: not object text."""
-    assert describes("SELECT enumlabel FROM pg_enum") == set()
+@pytest.mark.parametrize(
+    ("q", "catalog"),
+    [
+        ("SELECT enumlabel FROM pg_enum", "pg_catalog.pg_enum"),
+        ("SELECT t.typname, e.enumlabel FROM pg_type t JOIN pg_enum e ON e.enumtypid = t.oid "
+         "WHERE t.oid = 'public.mood'::regtype", "pg_catalog.pg_enum"),
+        ("SELECT colliculocale, collcollate FROM pg_collation", "pg_catalog.pg_collation"),
+        ("SELECT dictinitoption FROM pg_ts_dict", "pg_catalog.pg_ts_dict"),
+    ],
+)
+def test_enum_labels_and_locales_follow_the_schemas_that_hold_them(q, catalog):
+    """Red-team round 91 (session 39): an enum's labels are literals its definer wrote, as
+    a domain's DEFAULT is (they had been taken as structure, while ``enum_range`` of the
+    same type was refused); so are a collation's locale (an ICU locale takes any tag) and
+    a text search dictionary's options. No pin names their objects: shown while every
+    schema holding such objects is one the grant names (the snapshot's lists), else
+    refused with the catalog's read scope as the remedy."""
+    cache = _cache()
+    snap = cache.get("db")
+    cache.put("db", [], snap.columns, relation_oids=snap.relation_oids,
+              user_schemas=snap.user_schemas, text_schemas={catalog: ["public"]})  # fmt: skip
+    assert _policy("read:public.orders", cache).check_query(q).allowed
+    cache.put("db", [], snap.columns, relation_oids=snap.relation_oids,
+              user_schemas=snap.user_schemas,
+              text_schemas={catalog: ["public", "secret"]})  # fmt: skip
+    v = _policy("read:public.orders", cache).check_query(q)
+    assert not v.allowed and "schema secret has some" in v.message, v.message
+    assert f"read:{catalog}" in v.message, v.message
+    assert _policy(f"read:public.orders read:{catalog}", cache).check_query(q).allowed
+    # another catalog's objects elsewhere do not count
+    cache.put("db", [], snap.columns, relation_oids=snap.relation_oids,
+              user_schemas=snap.user_schemas, domain_schemas=["secret"],
+              text_schemas={"pg_catalog.pg_other": ["secret"], catalog: ["public"]})  # fmt: skip
+    assert _policy("read:public.orders", cache).check_query(q).allowed
 
 
 # --- pins bound as parameters (decided at each Bind) ------------------------------------
