@@ -1857,8 +1857,10 @@ JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
 WHERE p.pronargdefaults > 0 AND n.nspname NOT IN ('pg_catalog', 'information_schema')
 """
 
-# Schemas outside the system's with domains that have a DEFAULT: domain defaults are
-# decided on the schemas (no pin names a type).
+# Schemas outside the system's with domains that have a DEFAULT, enums, collations and
+# text search dictionaries with options, as (schema, the catalog showing their text): that
+# text is decided on the schemas (no pin names a type, a collation or a dictionary:
+# ``_SCHEMA_TEXTS``; ``Snapshot.domain_schemas``, ``text_schemas``).
 DOMAIN_SCHEMAS_SQL = r"""
 SELECT DISTINCT n.nspname, 'pg_catalog.pg_type' FROM pg_catalog.pg_type t
 JOIN pg_catalog.pg_namespace n ON n.oid = t.typnamespace
