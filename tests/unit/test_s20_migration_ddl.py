@@ -128,3 +128,45 @@ def test_a_drop_of_a_routine_outside_the_ddl_scope_is_refused():
     v = p.check_query("DROP FUNCTION app.f(i int), secret.g(j int)")
     assert not v.allowed and "secret.g" in v.message, v.message
     assert not p.check_query("DROP DOMAIN secret.d").allowed
+
+
+# --- session 39: SQLAlchemy's reflection fixtures (the drivers' differential, helper 160) ---
+
+
+@pytest.mark.parametrize(
+    ("sql", "ops", "reads"),
+    [
+        ("CREATE UNIQUE INDEX nnd ON party (name DESC, upper(other)) NULLS NOT DISTINCT",
+         {("ddl", "app.party")}, {"app.party"}),
+        ("CREATE INDEX only_ix ON ONLY app.parted (x)", {("ddl", "app.parted")}, set()),
+        ("COMMENT ON CONSTRAINT t_pk ON app.t IS 'the key'", {("ddl", "app.t")}, set()),
+        ("COMMENT ON CONSTRAINT t_pk ON app.t IS NULL", {("ddl", "app.t")}, set()),
+    ],
+)  # fmt: skip
+def test_an_index_or_constraint_comment_sqlglot_cannot_read(sql, ops, reads):
+    c = classified(sql)
+    assert c.cls.name == "DDL", c.detail
+    assert c.write_ops == ops and set(c.reads) == reads, (c.write_ops, c.reads)
+    p = policy()
+    assert p.check_query(sql.replace("party", "app.party")).allowed
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        # an operator class named runs its family's functions (round 31): sqlglot's side
+        "CREATE UNIQUE INDEX i ON party (name text_pattern_ops) NULLS NOT DISTINCT",
+        "CREATE INDEX i ON ONLY parted (x) TABLESPACE elsewhere",
+        "COMMENT ON CONSTRAINT c ON DOMAIN d IS 'x'",  # a domain's: not a relation's
+    ],
+)
+def test_an_index_with_an_operator_class_stays_unknown(sql):
+    assert classified(sql).cls.name == "UNKNOWN"
+
+
+def test_an_index_sqlglot_cannot_read_needs_execute_on_what_it_calls():
+    p = policy()
+    v = p.check_query("CREATE UNIQUE INDEX i ON app.party (secret.f(name)) NULLS NOT DISTINCT")
+    assert not v.allowed and "secret.f" in v.message, v.message
+    v = p.check_query("CREATE INDEX i ON ONLY secret.t (x)")
+    assert not v.allowed and "secret" in v.message, v.message
