@@ -485,6 +485,9 @@ def _with_pg(
 # user code the statement does not name (red-team round 29).
 _TABLE_COMMANDS = frozenset({
     "AT_AddIdentity", "AT_SetIdentity", "AT_DropIdentity", "AT_ValidateConstraint",
+    # a column's statistics target, storage or compression, the index CLUSTER uses: the
+    # table's own settings, no rewrite, no code run (session 39's transparency census)
+    "AT_SetStatistics", "AT_SetStorage", "AT_SetCompression", "AT_ClusterOn", "AT_DropCluster",
 })
 # (parse node, object type) -> what the command is called
 _ALTERED_KINDS = {
@@ -495,6 +498,7 @@ _ALTERED_KINDS = {
     ("AlterObjectSchemaStmt", "OBJECT_VIEW"): "VIEW",
     ("AlterObjectSchemaStmt", "OBJECT_MATVIEW"): "MATERIALIZED VIEW",
     ("AlterTableStmt", "OBJECT_TABLE"): "TABLE",
+    ("RenameStmt", "OBJECT_TABCONSTRAINT"): "TABLE",  # RENAME CONSTRAINT: the table's own
 }
 
 
@@ -532,6 +536,8 @@ def _moved_relation(node: dict, kind: str, search_path: tuple[str, ...]) -> list
     rel = node.get("sequence") if kind == "AlterSeqStmt" else node.get("relation")
     if type(rel) is not dict or not rel.get("relname"):
         return None
+    if kind == "RenameStmt" and _object_type(node, kind) == "OBJECT_TABCONSTRAINT":
+        return []  # (a constraint's new name is no relation's)
     if kind == "RenameStmt":
         new = node.get("newname")
         return _resolve(rel.get("schemaname"), new, search_path) if new else None

@@ -49,6 +49,15 @@ def classified(sql: str):
         ("DROP DOMAIN d", "DROP DOMAIN", {("ddl", "app.d")}),
         ("DROP DOMAIN IF EXISTS app.d, other.e RESTRICT", "DROP DOMAIN",
          {("ddl", "app.d"), ("ddl", "other.e")}),
+        # session 39: the table's own settings, and a constraint's new name (no relation's)
+        ("ALTER TABLE book ALTER COLUMN id SET STATISTICS 100, ALTER COLUMN t SET STORAGE MAIN",
+         "ALTER TABLE", {("ddl", "app.book")}),
+        ("ALTER TABLE book ALTER COLUMN t SET COMPRESSION pglz", "ALTER TABLE",
+         {("ddl", "app.book")}),
+        ("ALTER TABLE app.book CLUSTER ON book_pkey", "ALTER TABLE", {("ddl", "app.book")}),
+        ("ALTER TABLE app.book SET WITHOUT CLUSTER", "ALTER TABLE", {("ddl", "app.book")}),
+        ("ALTER TABLE book RENAME CONSTRAINT book_fk TO book_author_fk", "ALTER TABLE",
+         {("ddl", "app.book")}),
     ],
 )  # fmt: skip
 def test_a_migrations_ddl_is_decided_on_what_it_changes(sql, command, ops):
@@ -72,6 +81,10 @@ def test_a_migrations_ddl_is_decided_on_what_it_changes(sql, command, ops):
         "ALTER TABLE book ATTACH PARTITION p FOR VALUES IN (1)",
         "ALTER TABLE book VALIDATE CONSTRAINT c, OWNER TO someone",  # one command off the list
         "ALTER SEQUENCE q OWNER TO someone",
+        "ALTER TABLE book REPLICA IDENTITY FULL",  # what logical decoding publishes
+        "ALTER TABLE book ENABLE TRIGGER t",  # runs code on the next write
+        "ALTER TABLE book ALTER COLUMN id SET STATISTICS 100, OWNER TO someone",
+        "ALTER TABLE book RENAME CONSTRAINT c TO d, RENAME TO other",  # (not one statement)
     ],
 )
 def test_anything_else_stays_unknown(sql):
