@@ -38,6 +38,7 @@ from policy.catalog import (
 from policy.classify import Classified, StatementClass, classify_statement
 from policy.classify.catalogue import (
     BY_PARAMETER,
+    CAST_MARK,
     CURRENT_SETTING_PREFIX,
     PARAMETER_PINS,
     SET_CONFIG_PREFIX,
@@ -287,6 +288,21 @@ def _settings_by_parameter(c: Classified, settings: frozenset[str]) -> Decision 
             "(not a SQL PREPARE's, whose EXECUTE is not checked, nor a function's argument)"
         ))  # fmt: skip
     return None
+
+
+_CAST_SETTING = Decision(False, "deny.function", (
+    "may not name a setting by a parameter cast to text or varchar where the statement "
+    "declares a parameter of another type: leave it untyped or declare it text"
+))  # fmt: skip
+
+
+def _casts_a_setting_parameter(verdict: Verdict) -> bool:
+    """Does a statement of ``verdict`` name a setting by a parameter cast to text or varchar
+    (a pin whose spec ends in ``CAST_MARK``: ``pgparse._setting_param``)?"""
+    return any(
+        entry.startswith("param:") and entry.partition("@")[0].endswith(f'"{CAST_MARK}"]')
+        for c, _d in verdict.decisions for entry in c.describes
+    )  # fmt: skip
 
 
 def _names_a_pid(c: Classified) -> bool:
@@ -1210,7 +1226,8 @@ class StatementPolicy:
     ) -> Verdict:
         """Extended-protocol Parse: checked like a query (PostgreSQL rejects several).
         ``param_types``: parameter type OIDs the Parse names of types a user made
-        (``messages.user_parse_types``): a value bound to one runs what the type runs.
+        (``messages.policy_parse_types``): a value bound to one runs what the type runs;
+        a 0 among them: a parameter of another type than text or varchar is declared.
         ``name``: the statement's; one whose object text is pinned by a parameter is
         remembered, and each Bind of it is checked with the values (``check_bind``).
         ``CATALOG_WAIT``: as ``check_query``'s (never with ``can_wait`` False: a Bind).
@@ -1291,6 +1308,11 @@ class StatementPolicy:
                 pairs = tuple((c, replace(d, opens_ddl=True)) for c, d in verdict.decisions)
                 self._ran_ddl(pairs)
                 verdict = Verdict(True, pairs, "", would_deny=verdict.would_deny)
+        if verdict.allowed and 0 in param_types and _casts_a_setting_parameter(verdict):
+            # a setting named by a parameter cast to text or varchar: the server reads the
+            # bound text itself only where the Parse leaves it untyped or gives it text or
+            # varchar (a regclass's ::text is a relation's name: red-team round 57)
+            verdict = self._overruled(verdict, _CAST_SETTING)
         if name.startswith(RESERVED_PREFIX) and verdict.decisions:
             verdict = self._overruled(verdict, reserved_name(f"the statement name {name!r}"))
         elif name_too_long(name) and verdict.decisions:

@@ -786,7 +786,7 @@ class Relay:
                 ):
                     verdict = ENCODING_IN_FLIGHT
                 else:
-                    types = m.user_parse_types(frame)
+                    types = m.policy_parse_types(frame)
                     # parameters of a user's type (by OID) may run its functions when bound
                     policy.sending_group = groups.sent_groups
                     self._parsing = frame  # (what ``_reparse`` answers for)

@@ -142,10 +142,17 @@ def reparsed(msg: bytes, sql: str, encoding: str = "utf-8") -> bytes | None:
     return frame(b"P", msg[5:at] + body + msg[end:])
 
 
-def user_parse_types(msg: bytes, first_user_oid: int = 16384) -> tuple[int, ...]:
-    """The parameter types of a whole 'P' frame given by OID from ``first_user_oid`` on
-    (types a user made: a value bound to one may run its functions); () for the common
-    frame with none. A truncated list raises ProtocolViolation (the server would too)."""
+# parameter types a parameter cast to text or varchar reads as the text bound (and 0: none)
+_TEXT_LIKE_OIDS: Final = frozenset((0, 25, 1043))
+
+
+def policy_parse_types(msg: bytes) -> tuple[int, ...]:
+    """The parameter types of a whole 'P' frame given by OID from 16384 on (types a user
+    made: a value bound to one may run its functions), then a 0 if the frame gives any
+    parameter a type other than text or varchar (built-in or a user's): the policy allows
+    a setting named by a parameter cast to text or varchar only where the server reads the
+    bound text itself (``StatementPolicy._checked_parse``). () for the common frame with
+    none. A truncated list raises ProtocolViolation (the server would too)."""
     end = msg.find(b"\x00", msg.find(b"\x00", 5) + 1)  # after the name and the query
     if end < 0:
         raise ProtocolViolation("unterminated string in message")
@@ -158,10 +165,15 @@ def user_parse_types(msg: bytes, first_user_oid: int = 16384) -> tuple[int, ...]
     if len(msg) < pos + 2 + 4 * n:
         raise ProtocolViolation("malformed Parse message: parameter types cut short")
     out = []
+    other = False
     for i in range(n):
         oid = _I32.unpack_from(msg, pos + 2 + 4 * i)[0] & 0xFFFFFFFF  # an OID is unsigned
-        if oid >= first_user_oid:
+        if oid >= 16384:
             out.append(oid)
+        if oid not in _TEXT_LIKE_OIDS:
+            other = True
+    if other:
+        out.append(0)
     return tuple(out)
 
 

@@ -409,7 +409,7 @@ class Collector:
                 # decided like SHOW of that setting (PostgreSQL's reading must agree)
                 self.functions.add(CURRENT_SETTING_PREFIX + ascii_lower(setting))
                 return
-            if _parameter_number(func.expressions[0]) is not None:
+            if _setting_parameter(func.expressions[0]) is not None:
                 # decided at each Bind on the name bound (PostgreSQL's reading pins it)
                 self.literal_dependent = True
                 self.functions.add(CURRENT_SETTING_PREFIX + BY_PARAMETER)
@@ -417,9 +417,9 @@ class Collector:
         if name == "set_config" and isinstance(func, exp.Anonymous) and func.expressions:
             args = func.expressions
             setting = self._literal_value(args[0])
-            if len(args) == 3 and (_parameter_number(args[0]) is not None or (
+            if len(args) == 3 and (_setting_parameter(args[0]) is not None or (
                 setting is not None and ascii_lower(setting) == "client_encoding"
-                and _parameter_number(args[1]) is not None
+                and _setting_parameter(args[1]) is not None
             )):  # decided at each Bind on the values bound (PostgreSQL's reading pins them)
                 self.literal_dependent = True
                 self.functions.add(SET_CONFIG_PREFIX + BY_PARAMETER)
@@ -510,6 +510,21 @@ def _parameter_number(node: exp.Expression) -> int | None:
         text = str(node.this.this)
         return int(text) if text.isdigit() and text.isascii() and int(text) > 0 else None
     return None
+
+
+def _setting_parameter(node: exp.Expression) -> int | None:
+    """A bare ``$n``, or ``$n::text`` / ``$n::varchar`` with no type modifier (as
+    ``pgparse._setting_param`` reads it): n; else None."""
+    if isinstance(node, exp.Cast):
+        to = node.args.get("to")
+        if (
+            not isinstance(to, exp.DataType)
+            or to.this not in (exp.DataType.Type.TEXT, exp.DataType.Type.VARCHAR)
+            or to.expressions or to.args.get("nested") or node.args.get("format")
+        ):  # fmt: skip
+            return None
+        node = node.this
+    return _parameter_number(node)
 
 
 def _is_reg_cast(node: exp.Cast, which: str | None = None) -> bool:

@@ -23,6 +23,7 @@ from pglast import parser as _pg
 
 from policy.classify.catalogue import (
     BY_PARAMETER,
+    CAST_MARK,
     CURRENT_SETTING_PREFIX,
     OWN_BACKEND,
     PRIVILEGED_SETTINGS,
@@ -212,6 +213,49 @@ def _setting_ref(node: Any) -> int | str | None:
         number = ref.get("number")
         return number if type(number) is int and number > 0 else None
     return _string_constant([node])
+
+
+# a parameter cast to these (no type modifier) reads as the text bound when the Parse leaves
+# it untyped or gives it that type (``_setting_param``; the engine refuses it otherwise)
+_TEXT_CASTS = (["pg_catalog", "varchar"], ["pg_catalog", "text"], ["text"])
+
+
+def _setting_param(node: Any) -> tuple[int, bool] | None:
+    """``_setting_ref``'s parameter, and whether it is cast: a bare ``$n``, or ``$n::text``
+    / ``$n::varchar`` with no type modifier (SQLAlchemy's reflection over psycopg 3 sends
+    ``current_setting($1::VARCHAR)``, the drivers' differential of session 39): the server
+    reads the bound text itself where the Parse leaves ``$n`` untyped or gives it the
+    cast's type, which the engine checks (a regclass's ``::text`` is a relation's name:
+    red-team round 57)."""
+    ref = _setting_ref(node)
+    if type(ref) is int:
+        return ref, False
+    cast = node.get("TypeCast") if isinstance(node, dict) else None
+    if not isinstance(cast, dict) or set(cast) - {"arg", "typeName", "location"}:
+        return None
+    arg, type_name = cast.get("arg"), cast.get("typeName")
+    if not isinstance(type_name, dict) or set(type_name) - {"names", "typemod", "location"}:
+        return None  # (typmods, arrayBounds, setof, pct_type: something else)
+    if type_name.get("typemod", -1) != -1 or _names(type_name.get("names")) not in _TEXT_CASTS:
+        return None
+    inner = _setting_ref(arg)
+    return (inner, True) if type(inner) is int else None
+
+
+def _param_counts(tree: Any) -> dict[int, int]:
+    """How often each ``$n`` occurs in ``tree``."""
+    counts: dict[int, int] = {}
+    stack = [tree]
+    while stack:
+        item = stack.pop()
+        if type(item) is dict:
+            ref = item.get("ParamRef")
+            if type(ref) is dict and type(ref.get("number")) is int:
+                counts[ref["number"]] = counts.get(ref["number"], 0) + 1
+            stack.extend(item.values())
+        elif type(item) is list:
+            stack.extend(item)
+    return counts
 
 
 def _int_constant(node: Any) -> int | None:
@@ -833,19 +877,27 @@ class _Walk:
                 if setting is not None:  # the setting it reads, by name
                     name = (None, CURRENT_SETTING_PREFIX + ascii_lower(setting))
                     self.flags.add(LITERAL)
-                elif args and type(ref := _setting_ref(args[0])) is int:  # named at each Bind
+                elif args and (param := _setting_param(args[0])) is not None:  # at each Bind
                     name = (None, CURRENT_SETTING_PREFIX + BY_PARAMETER)
-                    self.settings.add(("current_setting", json.dumps(["current_setting", ref])))
+                    spec: list[object] = ["current_setting", param[0]]
+                    if param[1]:
+                        spec += [None, CAST_MARK]
+                    self.settings.add(("current_setting", json.dumps(spec)))
                     self.flags.add(LITERAL)
             elif name[1] == "set_config" and name[0] in (None, "pg_catalog"):
                 args = d.get("args") or []
-                refs = [_setting_ref(a) for a in args[:2]]
+                params = [_setting_param(a) for a in args[:2]]
+                refs = [p[0] if p is not None else _setting_ref(a) for p, a in zip(params, args[:2], strict=True)]
                 if len(args) == 3 and (type(refs[0]) is int or (
                     type(refs[0]) is str and ascii_lower(refs[0]) == "client_encoding"
                     and type(refs[1]) is int
                 )):  # its setting (or the encoding it sets) named at each Bind
                     name = (None, SET_CONFIG_PREFIX + BY_PARAMETER)
-                    self.settings.add(("set_config", json.dumps(["set_config", *refs])))
+                    cast = any(p is not None and p[1] for p in params)
+                    spec_: list[object] = ["set_config", *refs]
+                    if cast:
+                        spec_.append(CAST_MARK)
+                    self.settings.add(("set_config", json.dumps(spec_)))
                     self.flags.add(LITERAL)
             elif name[1] in SIGNAL_FUNCTIONS and name[0] in (None, "pg_catalog"):
                 target = _signal_ref(name[1], d.get("args"))
@@ -1831,6 +1883,16 @@ def parse(sql: str) -> tuple[PgStatement, ...]:
                 describes = describes | frozenset(used)
             if _cascades(node[kind]):
                 w.flags.add(CASCADE)
+            if any(spec.endswith(f'"{CAST_MARK}"]') for _fn, spec in w.settings):
+                # a parameter cast to text or varchar is the bound text only if nothing
+                # else types it (``$1::regclass IS NOT NULL, current_setting($1::text)``:
+                # red-team round 57's inferred regclass): used more than once, no pin
+                counts = _param_counts(node[kind])
+                w.settings = {
+                    (fn, spec) for fn, spec in w.settings
+                    if not spec.endswith(f'"{CAST_MARK}"]')
+                    or all(counts.get(n, 0) <= 1 for n in json.loads(spec)[1:3] if type(n) is int)
+                }  # fmt: skip
             if w.settings:  # decided at each Bind (``policy.decide.bound_setting``)
                 describes = describes | frozenset(
                     ("param", f"{spec}@{fn}") for fn, spec in w.settings

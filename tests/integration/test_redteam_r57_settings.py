@@ -159,6 +159,25 @@ PROBES: dict[str, tuple] = {
         T,
         False,  # (a leak until session 28: the module docstring)
     ),
+    # session 39: a parameter cast to text or varchar is pinned where nothing else types
+    # it (SQLAlchemy over psycopg 3: current_setting($1::VARCHAR)), decided at each Bind on
+    # the text bound, which is what the server reads: the planted setting stays refused
+    "cast-varchar-untyped": (one("SELECT current_setting($1::VARCHAR)", SETTING), S, False),
+    "cast-text-declared-text": (
+        one("SELECT current_setting($1::text)", SETTING, oids=(TEXT,)), S, False),
+    "cast-varchar-declared-varchar-binary": (
+        one("SELECT current_setting($1::varchar)", SETTING, oids=(VARCHAR,), fmts=(1,)), S,
+        False),
+    "cast-set-config-untyped": (
+        one("SELECT set_config($1::text, 'x', false)", SETTING), None, False),
+    # ... and not where another parameter's declared type is other (the rule looks at the
+    # Parse's whole list), a type modifier cuts the name, or the parameter is used twice
+    "cast-other-parameter-int8": (
+        one("SELECT current_setting($1::text), $2", SETTING, "1", oids=(0, INT8)), S, False),
+    "cast-varchar-typmod": (
+        one("SELECT current_setting($1::varchar(14))", SETTING + "-tail"), S, False),
+    "cast-used-twice": (
+        one("SELECT current_setting($1::text), length($1::text)", SETTING), S, False),
     # (no user function of the name here: varchar picks the built-in)
     "varchar-secret-name": (one(READ, SETTING, oids=(VARCHAR,)), S, False),
     # -- formats and counts ---------------------------------------------------------------

@@ -20,6 +20,9 @@ Cause: ``policy/classify/crosscheck.py`` ``_from_pg_alone`` decides only a fixed
 kinds from PostgreSQL's tree when sqlglot fails (not IndexStmt, a CommentStmt with a
 comment, CreateFunctionStmt), and ``reconcile`` refuses a relation only PostgreSQL sees
 even when the kinds agree. Each test asserts the server's answer and is a strict xfail.
+**Fixed in session 39** (the coordinator): the index (NULLS NOT DISTINCT, ON ONLY) and the
+constraint's comment, decided on PostgreSQL's reading (plain tests now). Left (strict
+xfails): the table named ``values`` and CREATE FUNCTION with COST.
 
 **The regression with psycopg (3) (the suite again over ``postgresql+psycopg://``: 128 of
 its 157 proxy-only failures): SQLAlchemy's table-options reflection, run by every
@@ -35,6 +38,10 @@ of a parameter the Parse typed regclass is a relation's name, not the text bound
 unspecified (0) or gives the cast's own type, ``$n::varchar`` / ``::text`` / ``::name`` is no
 conversion (the server types the parameter as the cast's type and reads the bound text):
 pin it as the bare parameter (``bound_setting`` at each Bind), refusing other declared types.
+**Fixed in session 39** (the coordinator): ``$n::text`` and ``$n::varchar`` (no type
+modifier; not ``name``, which truncates at 63 bytes) are pinned where ``$n`` occurs once, and
+the engine allows the pin only where the Parse gives no parameter another type than text or
+varchar (``messages.policy_parse_types``; round 57's refusals hold: its ``cast-*`` probes).
 
 Plain tests: what the suites exercise hardest through the proxy and passed, server-judged:
 SQLAlchemy's reflection queries (the pg_catalog joins ORMs and agents send, as SQLAlchemy
@@ -295,8 +302,9 @@ def test_listen_hears_a_notify_made_outside(pg, px):
     assert heard == [("s39_channel", "s39 payload")], heard
 
 
-@pytest.mark.xfail(strict=True, reason="regression: current_setting($1::VARCHAR) of an untyped "
-                   "parameter not pinned as a bare $1 (pgparse._setting_ref)")  # fmt: skip
+# fixed in session 39 (pgparse._setting_param, collector._setting_parameter, the engine's
+# _casts_a_setting_parameter: allowed where the Parse leaves the parameter untyped or gives
+# it text or varchar; red-team round 57's refusals: test_redteam_r57_settings.py, cast-*)
 @pytest.mark.parametrize("cast", ["VARCHAR", "text"])
 def test_sqlalchemy_psycopg_reads_a_setting_by_a_cast_parameter(pg, px, cast):
     """SQLAlchemy's get_multi_table_options over psycopg (3): the setting's name is a

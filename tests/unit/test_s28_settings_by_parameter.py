@@ -149,7 +149,6 @@ def test_a_literal_encoding_is_decided_like_set_client_encoding():
         "SELECT set_config('client_encoding', 'BIG5', true)",
         "SELECT set_config('client_encoding', 'UT' || 'F8', false)",  # not a literal
         "SELECT set_config('client_encoding', lower($1), false)",
-        "SELECT set_config('client_encoding', $1::varchar, false)",
     ):
         assert not p.check_query(sql).allowed, sql
         assert not p.check_parse(sql, (), "x").allowed, sql
@@ -159,15 +158,11 @@ def test_a_literal_encoding_is_decided_like_set_client_encoding():
     "sql",
     [
         # a cast's output is what the server reads: $1::text of a regclass is its
-        # relation's name (red-team round 57), so no cast, even to text, is a pin
-        "SELECT current_setting($1::text)",
-        "SELECT current_setting($1::text, true)",
-        "SELECT current_setting(CAST($1 AS text))",
+        # relation's name (red-team round 57); a cast to text or varchar is a pin only
+        # where nothing else types the parameter (test_a_text_cast_... below)
         "SELECT $1::regclass IS NOT NULL AS x, current_setting($1::text)",
-        "SELECT set_config('client_encoding', $1::text, false)",
-        "SELECT set_config($1::text, 'x', false)",
-        "SELECT current_setting($1::varchar)",  # a typmod could cut the name
-        "SELECT current_setting($1::varchar(3))",
+        "SELECT current_setting($1::text), length($1::varchar)",
+        "SELECT current_setting($1::varchar(3))",  # a typmod cuts the name
         "SELECT current_setting($1::bpchar)",  # trailing blanks dropped by the server
         "SELECT current_setting($1::text::varchar)",
         "SELECT current_setting($1 || '')",
@@ -182,6 +177,31 @@ def test_a_parameter_inside_an_expression_names_no_setting(sql):
     p = policy()
     verdict = p.check_parse(sql, (), "st")
     assert not verdict.allowed and rule(verdict) == "deny.function", verdict.message
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "SELECT current_setting($1::text)",
+        "SELECT current_setting($1::text, true)",
+        "SELECT current_setting(CAST($1 AS text))",
+        "SELECT current_setting($1::VARCHAR)",  # SQLAlchemy over psycopg 3
+        "SELECT set_config($1::text, 'x', false)",
+        "SELECT set_config('client_encoding', $1::text, false)",
+    ],
+)
+def test_a_text_cast_parameter_names_a_setting_where_nothing_else_types_it(sql):
+    """Session 39 (the drivers' differential: SQLAlchemy's reflection over psycopg 3): a
+    parameter cast to text or varchar, with no type modifier, occurring once, is pinned as
+    a bare one, and decided at each Bind on the text bound, which the server reads itself
+    where the Parse leaves the parameter untyped or gives it text or varchar; a Parse giving
+    any parameter another type (the relay's 0 among ``param_types``:
+    ``messages.policy_parse_types``) is refused."""
+    p = policy()
+    assert p.check_parse(sql, (), "st").allowed
+    verdict = p.check_parse(sql, (0,), "st2")
+    assert not verdict.allowed and rule(verdict) == "deny.function", verdict.message
+    assert "leave it untyped or declare it text" in verdict.message, verdict.message
 
 
 @pytest.mark.parametrize(
