@@ -13,6 +13,8 @@ The package, one concern per module:
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from policy.classify.catalogue import (
     BUILTIN_FUNCTIONS,
     CURRENT_SETTING_PREFIX,
@@ -26,6 +28,7 @@ from policy.classify.catalogue import (
 from policy.classify.classifier import Classifier
 from policy.classify.crosscheck import pg_readings, reconcile
 from policy.classify.model import Classified, StatementClass
+from policy.classify.pgparse import without_planner_options
 from policy.lexer import Statement, lex, render_name
 
 __all__ = [
@@ -45,6 +48,9 @@ __all__ = [
 ]
 
 
+_ROUTINES = frozenset(("CREATE FUNCTION", "CREATE PROCEDURE"))
+
+
 def classify_statement(
     stmt: Statement, search_path: tuple[str, ...] = ("public",), pg=None
 ) -> tuple[Classified, bool]:
@@ -53,7 +59,21 @@ def classify_statement(
     Both parsers read it (``crosscheck``); ``pg`` is PostgreSQL's reading when the
     caller parsed the whole text (``crosscheck.pg_readings``), else it is parsed here."""
     classified, cacheable = Classifier(search_path).run(stmt)
-    return reconcile(stmt, classified, cacheable, search_path, pg)
+    decided = reconcile(stmt, classified, cacheable, search_path, pg)
+    if decided[0].cls is StatementClass.UNKNOWN and classified.command == "CREATE" and (
+        classified.detail.startswith("unsupported statement: CREATE")
+    ):
+        # a function whose planner options sqlglot cannot read: both parsers read it again
+        # without them, and that reading decides it (the text recorded stays the client's)
+        plain = without_planner_options(stmt.sql)
+        if plain is not None:
+            again = lex(plain)
+            if len(again) == 1:
+                reread, _ = Classifier(search_path).run(again[0])
+                got, _ = reconcile(again[0], reread, False, search_path, None)
+                if got.cls is StatementClass.DDL and got.command in _ROUTINES:
+                    return replace(got, sql=classified.sql), False
+    return decided
 
 
 def classify(sql: str, search_path: tuple[str, ...] = ("public",)) -> tuple[Classified, ...]:

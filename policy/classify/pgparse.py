@@ -1852,6 +1852,37 @@ def restrict_cascade(sql: str) -> str | None:
     return restricted
 
 
+# a function's options that only tell the planner about it (sqlglot cannot read them)
+_PLANNER_OPTIONS = frozenset(("cost", "rows", "parallel"))
+
+
+def without_planner_options(sql: str) -> str | None:
+    """``sql``, one CREATE [OR REPLACE] FUNCTION or PROCEDURE, as PostgreSQL deparses it
+    without its COST, ROWS and PARALLEL options, which sqlglot cannot read and which change
+    nothing but the planner's estimates (the drivers' differential of session 39:
+    SQLAlchemy's fixture ``CREATE FUNCTION ... COST 100``); None for anything else, or one
+    without such options."""
+    from pglast import parse_sql
+    from pglast.stream import RawStream
+
+    try:
+        stmts = parse_sql(sql)
+    except Exception:  # (pglast's parse errors: not one to re-read)
+        return None
+    node: Any = stmts[0].stmt if len(stmts) == 1 else None
+    if node is None or type(node).__name__ != "CreateFunctionStmt":
+        return None
+    options = tuple(node.options or ())
+    kept = tuple(o for o in options if getattr(o, "defname", None) not in _PLANNER_OPTIONS)
+    if len(kept) == len(options):
+        return None
+    node.options = kept
+    try:
+        return str(RawStream()(node))
+    except Exception:  # (a tree pglast cannot print: not re-read)
+        return None
+
+
 def parse(sql: str) -> tuple[PgStatement, ...]:
     """Every statement of ``sql`` as PostgreSQL's parser reads it; PgParseError if it cannot."""
     stmts = _tree(sql)

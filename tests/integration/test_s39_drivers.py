@@ -21,8 +21,9 @@ kinds from PostgreSQL's tree when sqlglot fails (not IndexStmt, a CommentStmt wi
 comment, CreateFunctionStmt), and ``reconcile`` refuses a relation only PostgreSQL sees
 even when the kinds agree. Each test asserts the server's answer and is a strict xfail.
 **Fixed in session 39** (the coordinator): the index (NULLS NOT DISTINCT, ON ONLY) and the
-constraint's comment, decided on PostgreSQL's reading (plain tests now). Left (strict
-xfails): the table named ``values`` and CREATE FUNCTION with COST.
+constraint's comment, decided on PostgreSQL's reading, and CREATE FUNCTION with COST, read
+by both parsers again without its planner options (``pgparse.without_planner_options``):
+plain tests now. Left (a strict xfail): the table named ``values``.
 
 **The regression with psycopg (3) (the suite again over ``postgresql+psycopg://``: 128 of
 its 157 proxy-only failures): SQLAlchemy's table-options reflection, run by every
@@ -228,7 +229,7 @@ UNREAD_WHY = {
     "index-nulls-not-distinct": None,
     "index-on-only": None,
     "comment-on-constraint": None,
-    "function-cost": "CreateFunctionStmt with COST not decided (_from_pg_alone)",
+    "function-cost": None,  # (classify_statement: read again without its planner options)
 }
 
 

@@ -183,3 +183,38 @@ def test_an_index_sqlglot_cannot_read_needs_execute_on_what_it_calls():
     assert not v.allowed and "secret.f" in v.message, v.message
     v = p.check_query("CREATE INDEX i ON ONLY secret.t (x)")
     assert not v.allowed and "secret" in v.message, v.message
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "CREATE FUNCTION app.f(x integer) RETURNS boolean LANGUAGE sql COST 100 AS 'select x > 0'",
+        "CREATE OR REPLACE FUNCTION f(x int) RETURNS int LANGUAGE sql ROWS 5 PARALLEL SAFE "
+        "AS 'select x'",
+        "CREATE PROCEDURE app.p() LANGUAGE sql COST 5 AS 'select 1'",  # (PostgreSQL refuses)
+    ],
+)
+def test_a_routine_with_planner_options_is_read_without_them(sql):
+    """Session 39 (SQLAlchemy's fixture ``CREATE FUNCTION ... COST 100``): COST, ROWS and
+    PARALLEL tell the planner only, and sqlglot cannot read them: both parsers read the
+    statement again as PostgreSQL deparses it without them, and that reading decides it,
+    as the same statement without them is decided; the client's text is the one kept."""
+    c = classified(sql)
+    assert c.cls.name == "DDL" and c.command.startswith("CREATE"), c.detail
+    assert c.sql == sql
+    plain = classified(sql.replace(" COST 100", "").replace(" ROWS 5", "")
+                       .replace(" PARALLEL SAFE", "").replace(" COST 5", ""))  # fmt: skip
+    assert (c.write_ops, c.reads, c.functions) == (plain.write_ops, plain.reads, plain.functions)
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        # options that are not the planner's stay unread: UNKNOWN, as before
+        "CREATE FUNCTION app.f(x integer) RETURNS boolean LANGUAGE sql SECURITY DEFINER COST 1 "
+        "AS 'select x > 0'",
+        "CREATE FUNCTION app.f(x int) RETURNS int LANGUAGE sql SUPPORT app.s COST 1 AS 'select x'",
+    ],
+)
+def test_a_routine_with_other_unread_options_stays_unknown(sql):
+    assert classified(sql).cls.name == "UNKNOWN"
