@@ -38,7 +38,7 @@ from policy.catalog import (
 from policy.classify import Classified, StatementClass, classify_statement
 from policy.classify.catalogue import (
     BY_PARAMETER,
-    CAST_MARK,
+    CAST_SPEC_END,
     CURRENT_SETTING_PREFIX,
     PARAMETER_PINS,
     SET_CONFIG_PREFIX,
@@ -300,7 +300,7 @@ def _casts_a_setting_parameter(verdict: Verdict) -> bool:
     """Does a statement of ``verdict`` name a setting by a parameter cast to text or varchar
     (a pin whose spec ends in ``CAST_MARK``: ``pgparse._setting_param``)?"""
     return any(
-        entry.startswith("param:") and entry.partition("@")[0].endswith(f'"{CAST_MARK}"]')
+        entry.startswith("param:") and entry.partition("@")[0].endswith(CAST_SPEC_END)
         for c, _d in verdict.decisions for entry in c.describes
     )  # fmt: skip
 

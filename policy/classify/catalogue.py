@@ -12,6 +12,7 @@ __all__ = [
     "BY_NUMBER",
     "BY_PARAMETER",
     "CAST_MARK",
+    "CAST_SPEC_END",
     "CURRENT_SETTING_PREFIX",
     "DANGEROUS_FUNCTIONS",
     "DANGEROUS_WHY",
@@ -59,11 +60,13 @@ CURRENT_SETTING_PREFIX = "current_setting:"
 # Bind on the values bound (a "param:" pin of kind SETTING_PINS, ``policy.decide.
 # bound_setting``), as the same call with those literals would be. The parameter is bare, or
 # cast to text or varchar with no type modifier (which could cut the name the server reads),
-# its pin's spec then ending in CAST_MARK: allowed only where the Parse leaves that parameter
-# untyped or gives it text or varchar (``StatementPolicy._checked_parse``: the server then
-# reads the bound text itself; a regclass's ``::text`` is a relation's name, round 57).
+# its pin's spec then ending in CAST_MARK (a JSON object: no literal's rendering ends so):
+# allowed only where the Parse leaves that parameter untyped or gives it text or varchar
+# (``StatementPolicy._checked_parse``: the server then reads the bound text itself; a
+# regclass's ``::text`` is a relation's name, round 57).
 BY_PARAMETER = "$"
-CAST_MARK = "cast"
+CAST_MARK = {"cast": True}
+CAST_SPEC_END = '{"cast": true}]'  # (how a spec ending in CAST_MARK ends: json.dumps)
 SETTING_PINS = frozenset({"current_setting", "set_config"})
 # pg_terminate_backend(pid[, timeout]) / pg_cancel_backend(pid) of one backend written as
 # an integer literal, a bare parameter or ``pg_backend_pid()``, as PostgreSQL's parser and

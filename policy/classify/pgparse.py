@@ -24,6 +24,7 @@ from pglast import parser as _pg
 from policy.classify.catalogue import (
     BY_PARAMETER,
     CAST_MARK,
+    CAST_SPEC_END,
     CURRENT_SETTING_PREFIX,
     OWN_BACKEND,
     PRIVILEGED_SETTINGS,
@@ -1914,14 +1915,14 @@ def parse(sql: str) -> tuple[PgStatement, ...]:
                 describes = describes | frozenset(used)
             if _cascades(node[kind]):
                 w.flags.add(CASCADE)
-            if any(spec.endswith(f'"{CAST_MARK}"]') for _fn, spec in w.settings):
+            if any(spec.endswith(CAST_SPEC_END) for _fn, spec in w.settings):
                 # a parameter cast to text or varchar is the bound text only if nothing
                 # else types it (``$1::regclass IS NOT NULL, current_setting($1::text)``:
                 # red-team round 57's inferred regclass): used more than once, no pin
                 counts = _param_counts(node[kind])
                 w.settings = {
                     (fn, spec) for fn, spec in w.settings
-                    if not spec.endswith(f'"{CAST_MARK}"]')
+                    if not spec.endswith(CAST_SPEC_END)
                     or all(counts.get(n, 0) <= 1 for n in json.loads(spec)[1:3] if type(n) is int)
                 }  # fmt: skip
             if w.settings:  # decided at each Bind (``policy.decide.bound_setting``)

@@ -313,3 +313,11 @@ def test_a_function_named_like_the_rendering_of_a_setting_call_is_not_one(sql):
     p = policy(SCOPES + " set:timezone")
     for verdict in (p.check_query(sql), p.check_parse(sql, (), "st")):
         assert not verdict.allowed, (sql, verdict.message)
+
+
+def test_a_bare_parameter_beside_a_literal_spelled_like_the_mark_is_not_a_cast():
+    """The cast's mark ends the pin's spec as a JSON object, which no literal renders as: a
+    bare parameter beside the literal 'cast' is decided as a bare one, whatever types the
+    Parse declares (asyncpg declares every parameter's)."""
+    p = policy()
+    assert p.check_parse("SELECT set_config($1, 'cast', false)", (0,), "st").allowed
