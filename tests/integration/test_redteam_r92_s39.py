@@ -32,7 +32,9 @@ Leak found (strict xfails):
    refused since bfd7194 (labels are object text of the schema holding the type, "may not
    read enumlabel of pg_catalog.pg_enum for enum types outside the grant"). The same
    through ``enum_last(e)``, ``enum_range(e, NULL)``, ``(enum_range(e))[2]``, an enum
-   array column's element and a granted view's column. Cause: ``enum_range``,
+   array column's element, a granted view's column, and with no row at all
+   (``enum_range((json_populate_record(NULL::r92.pub, '{}')).e)``, ``enum-range-no-row``:
+   the granted row type's column is enough). Cause: ``enum_range``,
    ``enum_first`` and ``enum_last`` are plain built-ins (``policy/classify/catalogue.py``
    ``BUILTIN_FUNCTIONS``) and the enum's type reaches them from a column, never named in
    the statement (``Classified.types`` holds named types only; a column's enum is "free",
@@ -55,15 +57,23 @@ Held (plain tests):
   subquery, VALUES, an array, a CTE, ``$01``; COLLATE; a quoted ``"text"``, ``CAST(... AS
   text)``, binary format, Describe before Bind, a named statement bound again after a SET
   (decided on the bound name: refused);
-* enum labels: ``pg_enum`` as a whole row, ``x::text``, ``COPY pg_enum``, ``array_agg``,
-  ``enum_range(NULL::r92x.en)``;
+* enum labels and collations' locales in the catalogs: ``pg_enum`` as a whole row,
+  ``x::text``, ``COPY pg_enum``, ``array_agg``, psql's ``\\dT+`` element list (a correlated
+  ``enumtypid = t.oid``), a correlated subquery, LATERAL, pinned by ``pg_typeof`` of a
+  granted column; psql's ``\\dO``, ``pg_collation`` as a whole row (all refused, the
+  catalog's read scope named); ``enum_range(NULL::r92x.en)`` (the schema named);
 * DDL on PostgreSQL's reading (67f5754, 181ed69): an index of a granted table calling a
   function outside the grant (NULLS NOT DISTINCT, ON ONLY, a predicate, INCLUDE: refused,
-  ``scope.execute``); SET STATISTICS / SET STORAGE / RENAME CONSTRAINT of a parent that
+  ``scope.execute``), a cast to a domain outside it whose CHECK calls one
+  (``deny.catalog``), an operator outside it in the expression or an ON ONLY predicate
+  (``deny.operator``); SET STATISTICS / SET STORAGE / RENAME CONSTRAINT of a parent that
   reaches a partition or inheritance child outside the grant, of a table outside it;
   COMMENT ON CONSTRAINT of a table or a domain outside the grant; a NULLS NOT DISTINCT
   index of a partitioned table whose partition is outside the grant; ON ONLY a table
   outside it (all refused; the catalog read back unchanged);
+* a statement prepared before code that may run DDL ran and bound or executed after it in
+  the block (a protocol statement, SQL PREPARE/EXECUTE, a cursor declared after): refused
+  (decided again at its Bind; ``deny.execute`` for the SQL one);
 * the path closed after code that may run DDL (9984b15; round 90's planting: ``r92.swap``
   drops ``public.r92_t`` and copies the vault into ``pg_temp.r92_t``): after SAVEPOINT ...
   RELEASE, a later savepoint rolled back to, an error and ROLLBACK TO, COMMIT AND CHAIN
@@ -102,6 +112,7 @@ CREATE TABLE r92x.vault (k text PRIMARY KEY, v text);
 INSERT INTO r92x.vault VALUES ('row', '{ROW}');
 CREATE TABLE r92x.secret (id int);
 CREATE TYPE r92x.en AS ENUM ('ok', '{COD}');
+CREATE COLLATION r92x.co (provider = icu, locale = '{COD}');
 CREATE DOMAIN r92.den AS r92x.en;
 CREATE TABLE r92.pub (id int, e r92x.en, v text, ea r92x.en[], d r92.den);
 INSERT INTO r92.pub VALUES (1, 'ok', 'x', '{{ok}}', 'ok');
@@ -117,6 +128,10 @@ CREATE TABLE r92.ih (id int, v text, CONSTRAINT ih_chk CHECK (id > 0));
 CREATE TABLE r92x.ihc () INHERITS (r92.ih);
 CREATE TABLE r92x.own (id int, CONSTRAINT own_chk CHECK (id > 0));
 CREATE DOMAIN r92x.dom AS int CONSTRAINT dom_chk CHECK (VALUE > 0);
+CREATE DOMAIN r92x.dchk AS text CHECK (r92x.leakf(VALUE) IS NOT NULL);
+CREATE FUNCTION r92x.opf(a text, b text) RETURNS boolean LANGUAGE sql IMMUTABLE
+  AS $$ SELECT r92x.leakf(a) IS NOT NULL $$;
+CREATE OPERATOR r92x.=== (LEFTARG = text, RIGHTARG = text, FUNCTION = r92x.opf);
 -- code that may run DDL (round 90's planting): drops public.<n>, copies the vault into
 -- pg_temp.<n>; called directly, by a trigger and by a column default of public tables
 CREATE FUNCTION r92.swap(n text) RETURNS text LANGUAGE plpgsql AS $$
@@ -278,6 +293,28 @@ ENUMS = {
     "enum-range-view-column": ("base", [], "SELECT enum_range(e)::text FROM r92.pv",
                                "leak 2: enum_range over a granted view's column"),
     "enum-range-named-type": ("base", [], "SELECT enum_range(NULL::r92x.en)::text", None),
+    "enum-range-no-row": ("base", [], "SELECT enum_range((json_populate_record("
+                          "NULL::r92.pub, '{}')).e)::text",
+                          "leak 1: enum_range of a granted row type's column, no row read"),
+    "psql-dT-plus": ("base", [], "SELECT t.typname, pg_catalog.array_to_string(ARRAY("
+                     "SELECT e.enumlabel FROM pg_catalog.pg_enum e WHERE e.enumtypid = t.oid "
+                     "ORDER BY e.enumsortorder), E'\\n') FROM pg_catalog.pg_type t "
+                     "LEFT JOIN pg_catalog.pg_namespace n ON n.oid = t.typnamespace "
+                     "WHERE n.nspname = 'r92x'", None),
+    "enum-correlated": ("base", [], "SELECT (SELECT string_agg(enumlabel, ',') FROM pg_enum e "
+                        "WHERE e.enumtypid = t.oid) FROM pg_type t WHERE t.typname = 'en'",
+                        None),
+    "enum-lateral": ("base", [], "SELECT l.enumlabel FROM pg_type t, LATERAL (SELECT "
+                     "enumlabel FROM pg_enum e WHERE e.enumtypid = t.oid) l "
+                     "WHERE t.typname = 'en'", None),
+    "enum-pinned-by-column-type": ("base", [], "SELECT e.enumlabel FROM pg_enum e "
+                                   "WHERE e.enumtypid = pg_typeof((SELECT p.e FROM r92.pub p "
+                                   "LIMIT 1))::regtype", None),
+    "psql-dO": ("base", [], "SELECT n.nspname, c.collname, c.collcollate, c.collctype, "
+                "c.colliculocale FROM pg_catalog.pg_collation c, pg_catalog.pg_namespace n "
+                "WHERE n.oid = c.collnamespace AND n.nspname = 'r92x'", None),
+    "collation-whole-row": ("base", [], "SELECT c::text FROM pg_collation c "
+                            "WHERE collname = 'co'", None),
     "enum-whole-row": ("base", [], "SELECT to_jsonb(x)::text FROM pg_enum x", None),
     "enum-row-star": ("base", [], "SELECT x::text FROM pg_enum x", None),
     "enum-copy": ("base", [], "COPY pg_enum TO STDOUT", None),
@@ -332,6 +369,15 @@ DDL = {
     "index-include-calls": (
         "mig", [], "CREATE UNIQUE INDEX r92_i4 ON r92.t (id) INCLUDE (v) NULLS NOT DISTINCT "
         "WHERE r92x.leakf(v) <> ''", None),
+    "index-domain-cast": (
+        "mig", [], "CREATE UNIQUE INDEX r92_i5 ON r92.t ((v::r92x.dchk)) NULLS NOT DISTINCT",
+        None),
+    "index-operator": (
+        "mig", [], "CREATE UNIQUE INDEX r92_i6 ON r92.t ((v OPERATOR(r92x.===) 'a')) "
+        "NULLS NOT DISTINCT", None),
+    "index-on-only-predicate-operator": (
+        "mig", [], "CREATE INDEX r92_i7 ON ONLY r92.t (id) WHERE v OPERATOR(r92x.===) 'a'",
+        None),
 }  # fmt: skip
 
 
@@ -460,3 +506,49 @@ def test_r92_path_closed_after_code(pg, px, key, mode):
         pg.psql(_REPLANT, db="app")
     _peek(f"{key} {mode}", got)
     assert not _shown(got), ("LEAK", key, mode, got[-600:])
+
+
+# a statement prepared before the code ran, bound or executed after it in the block: the
+# server analyses it again (the DROP invalidated its plan) and finds code's pg_temp.r92_t
+PREPARED_BEFORE = {
+    "protocol-statement": [
+        (parse("s92", _READ_T), SYNC),
+        (query("BEGIN"),),
+        (query(_SWAP),),
+        (bind("", "s92"), execute(), SYNC),
+        (query("ROLLBACK"),),
+    ],
+    "sql-prepare": [
+        (query(f"PREPARE q92 AS {_READ_T}"),),
+        (query("BEGIN"),),
+        (query(_SWAP),),
+        (query("EXECUTE q92"),),
+        (query("ROLLBACK"),),
+    ],
+    "cursor-declared-after": [
+        (parse("s92", "DECLARE c92 CURSOR FOR " + _READ_T), SYNC),
+        (query("BEGIN"),),
+        (query(_SWAP),),
+        (bind("", "s92"), execute(), SYNC),
+        (query("FETCH ALL c92"),),
+        (query("ROLLBACK"),),
+    ],
+}
+
+
+@pytest.mark.parametrize("key", list(PREPARED_BEFORE))
+def test_r92_statement_prepared_before_the_code(pg, px, key):
+    steps = PREPARED_BEFORE[key]
+    pg.psql(_REPLANT, db="app")
+    try:
+        directly = planted.text(planted.direct_frames(pg, steps))
+        _peek("direct " + key, directly)
+        if not _shown(directly):
+            raise RuntimeError(("precondition: no marker directly", directly[-400:]))
+        pg.psql(_REPLANT, db="app")
+        planted.renew(px)
+        got = planted.text(planted.proxied_frames(px, steps, px.tokens["code"]))
+    finally:
+        pg.psql(_REPLANT, db="app")
+    _peek("proxy " + key, got)
+    assert not _shown(got), ("LEAK", key, got[-600:])
