@@ -78,7 +78,11 @@ Held (plain tests):
   ``x::text``, ``COPY pg_enum``, ``array_agg``, psql's ``\\dT+`` element list (a correlated
   ``enumtypid = t.oid``), a correlated subquery, LATERAL, pinned by ``pg_typeof`` of a
   granted column; psql's ``\\dO``, ``pg_collation`` as a whole row (all refused, the
-  catalog's read scope named); ``enum_range(NULL::r92x.en)`` (the schema named);
+  catalog's read scope named); ``enum_range(NULL::r92x.en)`` (the schema named); with a
+  grant ``all`` naming every schema that held enums and collations at the load, an enum
+  (or one given a value by ``ALTER TYPE ... ADD VALUE``) or ICU collation another login
+  made in a new schema ``r92y`` after it, or in its own ``pg_temp_N`` while its session
+  stays open (refused: decided on a load after the statement arrived, that schema named);
 * DDL on PostgreSQL's reading (67f5754, 181ed69): an index of a granted table calling a
   function outside the grant (NULLS NOT DISTINCT, ON ONLY, a predicate, INCLUDE: refused,
   ``scope.execute``), a cast to a domain outside it whose CHECK calls one
@@ -124,6 +128,7 @@ SCOPES = "read:r92.pub read:r92.pv set:work_mem"
 GRANTS = {
     "mig": "read:r92.* write:r92.* ddl:r92.*",
     "code": "read:public.* write:public.* ddl:public.* execute:r92.swap",
+    "all": "read:r92.* read:r92x.*",
 }
 MODES = ["simple", "extended", "prepared"]
 SETUP = f"""
@@ -175,7 +180,7 @@ RESET ROLE;
 ALTER DATABASE app SET r92x.secret = '{GUC}';
 """
 TEARDOWN = """
-DROP SCHEMA IF EXISTS r92, r92x CASCADE;
+DROP SCHEMA IF EXISTS r92, r92x, r92y CASCADE;
 DROP TABLE IF EXISTS public.r92_trg, public.r92_dft, public.r92_t;
 ALTER DATABASE app RESET r92x.secret;
 """
@@ -619,3 +624,73 @@ def test_r92_honest_ddl_is_allowed(pg, px, key, mode):
     got = planted.proxied_in_block(px, "mig", mode, [], sql)
     _peek(f"{key} {mode}", got)
     assert not planted.is_error(got), ("REFUSED", key, mode, got[-400:])
+
+
+# a stale snapshot: a grant naming every schema that held enums or collations when the proxy
+# loaded reads pg_enum / pg_collation; then another login makes one in a new schema
+NEW = "R92-NEW-71aa"
+STALE = {
+    "enum-made-after-load": (
+        f"CREATE SCHEMA r92y; CREATE TYPE r92y.en2 AS ENUM ('{NEW}');",
+        "SELECT enumlabel FROM pg_enum",
+    ),
+    "enum-value-added-in-new-schema-type": (
+        "CREATE SCHEMA r92y; CREATE TYPE r92y.en2 AS ENUM ('a');"
+        f"ALTER TYPE r92y.en2 ADD VALUE '{NEW}';",
+        "SELECT string_agg(enumlabel, ',') FROM pg_catalog.pg_enum",
+    ),
+    "collation-made-after-load": (
+        f"CREATE SCHEMA r92y; CREATE COLLATION r92y.co2 (provider = icu, locale = '{NEW}');",
+        "SELECT colliculocale FROM pg_collation WHERE colliculocale IS NOT NULL",
+    ),
+}
+
+
+@pytest.mark.parametrize(("key", "mode"), [(k, m) for k in STALE for m in MODES])
+def test_r92_text_schemas_after_a_load(pg, px, key, mode):
+    made, sql = STALE[key]
+    pg.psql("DROP SCHEMA IF EXISTS r92y CASCADE", db="app")
+    planted.renew(px)
+    try:
+        with planted.session(px, px.tokens["all"]) as c:
+            first = planted.run_mode(c, "simple", "SELECT enumlabel FROM pg_enum LIMIT 1")
+            assert not planted.is_error(first), ("the grant reads labels at first", first)
+            pg.psql("SET ROLE pgwitness;" + made, db="app")
+            directly = planted.direct_in_block(pg, [], sql)
+            if NEW not in directly:
+                raise RuntimeError(("precondition: no marker directly", directly[-300:]))
+            got = planted.run_mode(c, mode, sql)
+    finally:
+        pg.psql("DROP SCHEMA IF EXISTS r92y CASCADE", db="app")
+    _peek(f"{key} {mode}", got)
+    assert NEW not in got, ("LEAK", key, mode, got[-400:])
+
+
+# another login's temporary enum or collation (its pg_temp_N schema), open while the grant
+# naming every other enum's schema reads the catalogs
+OTHER_TEMP = {
+    "other-session-temp-enum": (
+        f"CREATE TYPE pg_temp.en3 AS ENUM ('{NEW}')", "SELECT enumlabel FROM pg_enum"),
+    "other-session-temp-collation": (
+        f"CREATE COLLATION pg_temp.co3 (provider = icu, locale = '{NEW}')",
+        "SELECT colliculocale FROM pg_collation WHERE colliculocale IS NOT NULL"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize(("key", "mode"), [(k, m) for k in OTHER_TEMP for m in MODES])
+def test_r92_other_sessions_temporary_labels(pg, px, key, mode):
+    from tests.support.rawpg import RawClient
+
+    made, sql = OTHER_TEMP[key]
+    planted.renew(px)
+    with RawClient.direct(pg) as other:
+        out = planted.text(other.query(made))
+        if planted.is_error(out):
+            raise RuntimeError(("precondition: not made", out[-300:]))
+        directly = planted.direct_in_block(pg, [], sql)
+        if NEW not in directly:
+            raise RuntimeError(("precondition: no marker directly", directly[-300:]))
+        with planted.session(px, px.tokens["all"]) as c:
+            got = planted.run_mode(c, mode, sql)
+    _peek(f"{key} {mode}", got)
+    assert NEW not in got, ("LEAK", key, mode, got[-400:])
