@@ -94,7 +94,10 @@ Held (plain tests):
   outside it (all refused; the catalog read back unchanged);
 * a statement prepared before code that may run DDL ran and bound or executed after it in
   the block (a protocol statement, SQL PREPARE/EXECUTE, a cursor declared after): refused
-  (decided again at its Bind; ``deny.execute`` for the SQL one);
+  (decided again at its Bind; ``deny.execute`` for the SQL one); the code's DROP committed
+  inside one simple Query (``BEGIN; call; COMMIT; read``, ``COMMIT AND CHAIN``) or one
+  pipeline (BEGIN ... COMMIT, then the read before the Sync; or autocommit groups with a
+  Sync between): refused (``deny.temp``);
 * honest DDL of the grant's own tables allowed as directly: SET STATISTICS, SET STORAGE,
   RENAME CONSTRAINT (a CHECK, a primary key), COMMENT ON CONSTRAINT, a NULLS NOT DISTINCT
   unique index, CLUSTER ON, SET WITHOUT CLUSTER; a Parse declaring regclass after the same
@@ -564,6 +567,34 @@ PREPARED_BEFORE = {
         (query(_SWAP),),
         (query("EXECUTE q92"),),
         (query("ROLLBACK"),),
+    ],
+    # the code's DROP committed inside one Query or one pipeline, the read after it there
+    "one-query-commit-between": [
+        (query(f"BEGIN; {_SWAP}; COMMIT; {_READ_T}"),),
+    ],
+    "one-query-commit-and-chain": [
+        (query(f"BEGIN; {_SWAP}; COMMIT AND CHAIN; {_READ_T}"),),
+        (query("ROLLBACK"),),
+    ],
+    "pipeline-commit-between": [
+        (
+            parse("", "BEGIN"),
+            bind(),
+            execute(),
+            parse("", _SWAP),
+            bind(),
+            execute(),
+            parse("", "COMMIT"),
+            bind(),
+            execute(),
+            parse("", _READ_T),
+            bind(),
+            execute(),
+            SYNC,
+        ),
+    ],
+    "pipeline-autocommit-sync-between": [
+        (parse("", _SWAP), bind(), execute(), SYNC, parse("", _READ_T), bind(), execute(), SYNC),
     ],
     "cursor-declared-after": [
         (parse("s92", "DECLARE c92 CURSOR FOR " + _READ_T), SYNC),
