@@ -102,6 +102,9 @@ Held (plain tests):
   RENAME CONSTRAINT (a CHECK, a primary key), COMMENT ON CONSTRAINT, a NULLS NOT DISTINCT
   unique index, CLUSTER ON, SET WITHOUT CLUSTER; a Parse declaring regclass after the same
   text was allowed untyped (the cache) and a Flush between Parses: refused;
+* note, not a leak: an index of a granted table may use a collation outside the grant
+  (``v COLLATE r92x.co``) in every spelling alike (plain, NULLS NOT DISTINCT, ON ONLY):
+  a dependency on the object, no value of it shown;
 * the path closed after code that may run DDL (9984b15; round 90's planting: ``r92.swap``
   drops ``public.r92_t`` and copies the vault into ``pg_temp.r92_t``): after SAVEPOINT ...
   RELEASE, a later savepoint rolled back to, an error and ROLLBACK TO, COMMIT AND CHAIN
