@@ -7,8 +7,9 @@ the planting. Statement probes run as a simple Query, an extended unnamed statem
 named prepared statement (``planted.run_mode``) after their set-up statements, in a block
 rolled back; protocol probes (settings named by a parameter) run the same raw message
 sequences directly and through the proxy (``planted.direct_frames`` /
-``proxied_frames``); a change the grant may not make must take effect directly and be
-refused by the proxy (the catalog read back as the superuser is the judge). A leak is a
+``proxied_frames``); a change the grant may not make must succeed directly (in a block
+rolled back) and leave the catalog unchanged through the proxy (read back as the
+superuser: the judge). A leak is a
 strict xfail asserting the safe outcome; a family that holds is a plain test.
 
 Planted (as ``pgwitness``): ``r92x.vault`` (``ROW``); the database's custom setting
@@ -17,9 +18,17 @@ the setting's name); an enum ``r92x.en`` with labels ``ok`` and ``COD``, used by
 of the granted ``r92.pub`` (whose only row holds ``ok``); ``r92x.leakf(text)`` (IMMUTABLE
 PL/pgSQL raising a NOTICE with the vault's row); a partitioned ``r92.pt`` with its
 partition ``r92x.pt1`` and an inheritance parent ``r92.ih`` with its child ``r92x.ihc``
-(constraints ``ihc_chk``); ``r92x.dom`` (a domain with a CHECK ``dom_chk``).
+(constraint ``ih_chk``); ``r92x.own`` (``own_chk``); ``r92x.dom`` (a domain with a CHECK
+``dom_chk``), ``r92x.dchk`` (a domain whose CHECK calls ``leakf``), an operator
+``r92x.===`` over it, an ICU collation ``r92x.co`` (locale ``COD``); the grant's own
+``r92.d92`` (domain), ``r92.k`` (a primary key), ``r92.pv`` (a view of ``r92.pub``);
+round 90's code: ``r92.swap(n)`` drops ``public.<n>`` and copies the vault into
+``pg_temp.<n>``, called by a trigger of ``public.r92_trg`` and a default of
+``public.r92_dft`` too (``public.r92_t`` planted again around each probe).
 
-Grants: ``base`` ``read:r92.pub`` (and ``set:work_mem``); ``mig`` ``read: write: ddl:r92.*``.
+Grants: ``base`` ``read:r92.pub read:r92.pv set:work_mem``; ``mig`` ``read: write: ddl:``
+of ``r92.*``; ``code`` ``read: write: ddl:public.* execute:r92.swap``; ``all`` ``read:``
+of ``r92.*`` and ``r92x.*`` (every schema holding enums and collations at the load).
 
 Leak found (strict xfails):
 
