@@ -1853,6 +1853,9 @@ def restrict_cascade(sql: str) -> str | None:
     return restricted
 
 
+# functions answering an enum's labels (all, or the first or last) of their argument's type
+_ENUM_LABELS = frozenset(("enum_range", "enum_first", "enum_last"))
+
 # a function's options that only tell the planner about it (sqlglot cannot read them)
 _PLANNER_OPTIONS = frozenset(("cost", "rows", "parallel"))
 
@@ -1913,6 +1916,10 @@ def parse(sql: str) -> tuple[PgStatement, ...]:
             used = {("schema", sch) for sch in schemas if not _system_schema(sch)}
             if used:  # an object of a schema: PostgreSQL asks USAGE on it
                 describes = describes | frozenset(used)
+            if any(n in _ENUM_LABELS and sch in (None, "pg_catalog") for sch, n in w.functions):
+                # every label of its argument's enum, whatever the value's source (a column
+                # of a granted table: red-team round 92): a read of pg_enum's labels
+                describes = describes | {("any", "pg_catalog.pg_enum.enumlabel")}
             if _cascades(node[kind]):
                 w.flags.add(CASCADE)
             if any(spec.endswith(CAST_SPEC_END) for _fn, spec in w.settings):

@@ -438,6 +438,10 @@ def test_domain_defaults_follow_the_schemas_of_the_domains():
          "WHERE t.oid = 'public.mood'::regtype", "pg_catalog.pg_enum"),
         ("SELECT colliculocale, collcollate FROM pg_collation", "pg_catalog.pg_collation"),
         ("SELECT dictinitoption FROM pg_ts_dict", "pg_catalog.pg_ts_dict"),
+        # every label of its argument's enum, whatever the value's source (round 92)
+        ("SELECT enum_range(status)::text FROM public.orders", "pg_catalog.pg_enum"),
+        ("SELECT pg_catalog.enum_last(status) FROM public.orders", "pg_catalog.pg_enum"),
+        ("SELECT enum_first(status) FROM public.orders", "pg_catalog.pg_enum"),
     ],
 )
 def test_enum_labels_and_locales_follow_the_schemas_that_hold_them(q, catalog):
