@@ -571,6 +571,14 @@ def _commented_relation(node: dict, search_path: tuple[str, ...]) -> list[str] |
     object, or a name not of 1-2 parts (a column's: 2-3)."""
     objtype = node.get("objtype")
     items = ((node.get("object") or {}).get("List") or {}).get("items") or []
+    if objtype == "OBJECT_DOMCONSTRAINT" and len(items) == 2 and type(items[0]) is dict:
+        # a domain's constraint (red-team round 92's transparency): ddl on the domain, as
+        # CREATE DOMAIN is decided; its name a plain one of 1-2 parts, not an array's
+        type_name = items[0].get("TypeName")
+        if type(type_name) is not dict or set(type_name) - {"names", "typemod", "location"}:
+            return None
+        items = [*(type_name.get("names") or []), items[1]]
+        objtype = "OBJECT_TABCONSTRAINT"
     parts: list[str] = []
     for item in items:
         sval = (item.get("String") or {}).get("sval") if type(item) is dict else None

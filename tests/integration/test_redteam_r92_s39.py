@@ -70,7 +70,8 @@ Transparency (strict xfails: an honest statement of the grant's own objects refu
   67f5754's ``_from_pg_alone``). Fix: let ``Classified`` carry "ONLY" for DDL on
   PostgreSQL's reading and leave partitions (not the statistics objects of its own
   columns) out of ``_ddl_reach`` for ``CREATE INDEX ... ON ONLY``.
-* ``COMMENT ON CONSTRAINT d92_chk ON DOMAIN r92.d92`` (``comment-domain-constraint``): the
+* (fixed in session 39 after the round: a plain test now)
+  ``COMMENT ON CONSTRAINT d92_chk ON DOMAIN r92.d92`` (``comment-domain-constraint``): the
   grant's own domain, refused ``deny.unknown`` (sqlglot cannot read it; 67f5754 decides
   only a table's constraint on PostgreSQL's reading). Fix: the same rule for
   ``OBJECT_DOMCONSTRAINT`` (ddl on the domain; it makes nothing run).
@@ -639,10 +640,9 @@ HONEST = {
     "rename-constraint": ("ALTER TABLE r92.t RENAME CONSTRAINT t_chk TO t_chk2", None),
     "rename-primary-key": ("ALTER TABLE r92.k RENAME CONSTRAINT k_pk TO k_pk2", None),
     "comment-constraint": ("COMMENT ON CONSTRAINT t_chk ON r92.t IS 'r92 honest'", None),
+    # (fixed in session 39 after the round: crosscheck._commented_relation reads a domain's)
     "comment-domain-constraint": (
-        "COMMENT ON CONSTRAINT d92_chk ON DOMAIN r92.d92 IS 'r92 honest'",
-        "transparency: COMMENT ON CONSTRAINT ... ON DOMAIN of the grant's own domain is "
-        "refused (deny.unknown: sqlglot cannot read it, 67f5754 reads only a table's)"),
+        "COMMENT ON CONSTRAINT d92_chk ON DOMAIN r92.d92 IS 'r92 honest'", None),
     "index-nulls-not-distinct": (
         "CREATE UNIQUE INDEX r92_h1 ON r92.t (id) NULLS NOT DISTINCT", None),
     "index-on-only-partitioned": (

@@ -154,6 +154,8 @@ def test_a_drop_of_a_routine_outside_the_ddl_scope_is_refused():
         ("CREATE INDEX only_ix ON ONLY app.parted (x)", {("ddl", "app.parted")}, set()),
         ("COMMENT ON CONSTRAINT t_pk ON app.t IS 'the key'", {("ddl", "app.t")}, set()),
         ("COMMENT ON CONSTRAINT t_pk ON app.t IS NULL", {("ddl", "app.t")}, set()),
+        # a domain's constraint (round 92's transparency): ddl on the domain
+        ("COMMENT ON CONSTRAINT d_chk ON DOMAIN app.d IS 'x'", {("ddl", "app.d")}, set()),
     ],
 )  # fmt: skip
 def test_an_index_or_constraint_comment_sqlglot_cannot_read(sql, ops, reads):
@@ -170,7 +172,7 @@ def test_an_index_or_constraint_comment_sqlglot_cannot_read(sql, ops, reads):
         # an operator class named runs its family's functions (round 31): sqlglot's side
         "CREATE UNIQUE INDEX i ON party (name text_pattern_ops) NULLS NOT DISTINCT",
         "CREATE INDEX i ON ONLY parted (x) TABLESPACE elsewhere",
-        "COMMENT ON CONSTRAINT c ON DOMAIN d IS 'x'",  # a domain's: not a relation's
+        "COMMENT ON CONSTRAINT c ON DOMAIN d[] IS 'x'",  # (an array's: no domain's name)
     ],
 )
 def test_an_index_with_an_operator_class_stays_unknown(sql):
