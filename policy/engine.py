@@ -417,13 +417,17 @@ def _unfollowed_ddl(c: Classified, d: Decision) -> bool:
     return (c.cls is StatementClass.UNKNOWN and d.allowed) or d.opens_ddl
 
 
-def _ddl_reach(snap: Snapshot, command: str, rel: str) -> list[tuple[str, str]]:
+def _ddl_reach(
+    snap: Snapshot, command: str, rel: str, only: bool = False
+) -> list[tuple[str, str]]:
     """What DDL ``command`` of ``rel`` changes or drops beyond it, in the order decided:
     (object, the denial's words if the grant may not change it): extended statistics objects
     of other schemas on it, its partitions' or descendants' (an ALTER or DROP), its
-    partitions, and other relations with columns of its type (an ALTER TABLE or TYPE)."""
+    partitions (not for ``CREATE INDEX ... ON ONLY``, ``only``: an index of the parent
+    alone, red-team round 92's transparency), and other relations with columns of its type
+    (an ALTER TABLE or TYPE)."""
     out: list[tuple[str, str]] = []
-    partitions = snap.partitions.get(rel, ())
+    partitions = () if only and command == "CREATE INDEX" else snap.partitions.get(rel, ())
     if snap.statistics and command.startswith(("ALTER", "DROP")):
         for owner in (rel, *partitions, *snap.descendants.get(rel, ())):
             out.extend((stat, (
@@ -2874,7 +2878,7 @@ class StatementPolicy:
                             "drop would remove it from the publication (no grant may change "
                             "a publication)"
                         ))  # fmt: skip
-            for target, why in _ddl_reach(snap, c.command, rel):
+            for target, why in _ddl_reach(snap, c.command, rel, rel in c.only):
                 denial = check_write("ddl", target, self.scopes)
                 if denial is not None:
                     return Decision(False, denial.rule, f"{why} ({denial.reason})")
