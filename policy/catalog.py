@@ -1699,8 +1699,6 @@ class Snapshot:
     # (schema, name) of every function outside them with argument defaults
     # (DEFAULTED_FUNCTIONS_SQL)
     defaulted_functions: frozenset[tuple[str, str]] = frozenset()
-    # schemas outside the system's with domains that have a DEFAULT (DOMAIN_SCHEMAS_SQL)
-    domain_schemas: frozenset[str] = frozenset()
     # every relation with triggers of its own (TRIGGERED_SQL)
     triggered: frozenset[str] = frozenset()
     # parent -> every relation that inherits from it, directly or not (INHERITANCE_SQL,
@@ -1826,8 +1824,9 @@ class Snapshot:
     # user-written code may leave a cursor open for the client to read (CODE_FLAGS_SQL):
     # the client reads only the portals it made (``StatementPolicy.portals_watched``)
     portal_code: bool = True
-    # catalog ("pg_catalog.pg_enum", "pg_catalog.pg_collation", "pg_catalog.pg_ts_dict") ->
-    # the schemas outside the system's with objects whose text it shows (DOMAIN_SCHEMAS_SQL)
+    # catalog ("pg_catalog.pg_type": domains with a DEFAULT, "pg_catalog.pg_enum",
+    # "pg_catalog.pg_collation", "pg_catalog.pg_ts_dict") -> the schemas outside the
+    # system's with objects whose text it shows (DOMAIN_SCHEMAS_SQL, ``_SCHEMA_TEXTS``)
     text_schemas: dict[str, frozenset[str]] = field(default_factory=dict)
 
     @property
@@ -1860,7 +1859,7 @@ WHERE p.pronargdefaults > 0 AND n.nspname NOT IN ('pg_catalog', 'information_sch
 # Schemas outside the system's with domains that have a DEFAULT, enums, collations and
 # text search dictionaries with options, as (schema, the catalog showing their text): that
 # text is decided on the schemas (no pin names a type, a collation or a dictionary:
-# ``_SCHEMA_TEXTS``; ``Snapshot.domain_schemas``, ``text_schemas``).
+# ``_SCHEMA_TEXTS``; ``Snapshot.text_schemas``).
 DOMAIN_SCHEMAS_SQL = r"""
 SELECT DISTINCT n.nspname, 'pg_catalog.pg_type' FROM pg_catalog.pg_type t
 JOIN pg_catalog.pg_namespace n ON n.oid = t.typnamespace
@@ -2077,10 +2076,7 @@ def _unpinned_refusal(value: str, scopes: Scopes, snapshot: Snapshot | None) -> 
         )
     if snapshot is not None and value in _SCHEMA_TEXTS:
         owner, what = _SCHEMA_TEXTS[value]
-        schemas = (
-            snapshot.domain_schemas if owner == "pg_catalog.pg_type"
-            else snapshot.text_schemas.get(owner, frozenset())
-        )  # fmt: skip
+        schemas = snapshot.text_schemas.get(owner, frozenset())
         hidden_schemas = sorted(s for s in schemas if not names_schema(scopes, s))
         if not hidden_schemas:
             return None  # every such object is in a schema the grant names
@@ -2095,6 +2091,17 @@ def _unpinned_refusal(value: str, scopes: Scopes, snapshot: Snapshot | None) -> 
         "(WHERE <relation column> = '<oid>' or '<schema.table>'::regclass, as psql's "
         f"\\d does), or a read:{catalog} scope allows it"
     )
+
+
+def _with_domains(text_schemas, domain_schemas) -> dict[str, frozenset[str]]:
+    """``CatalogCache.put``'s ``text_schemas``, with ``domain_schemas`` (tests name
+    domains' schemas on their own) as those of ``pg_catalog.pg_type``."""
+    out = {k: frozenset(v) for k, v in (text_schemas or {}).items()}
+    if domain_schemas:
+        out["pg_catalog.pg_type"] = out.get("pg_catalog.pg_type", frozenset()) | frozenset(
+            domain_schemas
+        )
+    return out
 
 
 # Object text of objects no relation pins, decided by the schemas that hold such objects
@@ -2447,7 +2454,7 @@ class CatalogCache:
             dict(type_oids or {}), frozenset(known_type_oids), dict(cascades or {}),
             dict(views or {}), frozenset(view_names), frozenset(ruled), dict(inlinable or {}),
             dict(relation_oids or {}), frozenset(user_schemas), frozenset(defaulted_functions),
-            frozenset(domain_schemas), frozenset(triggered), dict(descendants or {}),
+            frozenset(triggered), dict(descendants or {}),
             views_unread=views_unread, relation_casts=dict(relation_casts or {}),
             relation_casts_role=(
                 None if relation_casts_role is None else dict(relation_casts_role)
@@ -2475,7 +2482,7 @@ class CatalogCache:
             loaded_epoch=loaded_epoch, type_names=frozenset(type_names),
             cursor_code=cursor_code, refcursor_functions=frozenset(refcursor_functions),
             portal_code=portal_code,
-            text_schemas={k: frozenset(v) for k, v in (text_schemas or {}).items()},
+            text_schemas=_with_domains(text_schemas, domain_schemas),
         )  # fmt: skip
         if entry.removed:
             started = snap.loaded_at

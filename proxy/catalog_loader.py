@@ -672,7 +672,6 @@ class CatalogLoader:
             relation_oids={int(oid): (schema, name) for oid, schema, name in _ok(relation_rows)},
             user_schemas=[r[0] for r in _ok(schema_rows)],
             defaulted_functions=[(schema, name) for schema, name in _ok(defaulted_rows)],
-            domain_schemas=[r[0] for r in _ok(domain_rows) if r[1] == "pg_catalog.pg_type"],
             text_schemas=_text_schemas(_ok(domain_rows)),
             triggered=_cascaded(relation_names(_ok(triggered_rows)) | type_written, cascades),
             loaded_at=started,
